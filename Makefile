@@ -1,0 +1,58 @@
+# schoolgate: `make run` starts the appliance on the embedded default config; `make test` runs every check.
+# Both set up everything they need (virtualenv, packages) on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DATA   ?= $(CURDIR)/.data
+PYTEST_ARGS ?=
+
+.PHONY: help run test test-fast lint typecheck bench venv clean
+
+help:
+	@echo "make run    set up and start schoolgate on the embedded default config (data in $(DATA))"
+	@echo "make test   set up and run lint, type checks and every test"
+	@echo "make bench  set up and run the benchmarks (figures printed and written to build/bench.json)"
+
+# The interpreter is found once per venv: python3.13/3.12 on PATH, then pyenv versions.
+$(VENV)/bin/python:
+	@py=$$(deploy/find-python.sh) || exit 1; \
+	echo "creating $(VENV) with $$py"; \
+	"$$py" -m venv $(VENV)
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,nudenet]'
+	@touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	SCHOOLGATE_DATA_DIR=$(DATA) $(BIN)/schoolgate run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy cannot follow setuptools' editable-install finder, so it checks a link tree that mirrors the
+# installed `schoolgate` namespace (filter/ -> schoolgate, addons/ -> schoolgate.addons).
+typecheck: $(STAMP)
+	@rm -rf build/typecheck && mkdir -p build/typecheck/schoolgate
+	@for f in filter/*; do ln -s "$(CURDIR)/$$f" build/typecheck/schoolgate/; done
+	@ln -s "$(CURDIR)/addons" build/typecheck/schoolgate/addons
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p schoolgate
+
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@mkdir -p build
+	$(BIN)/python -m benchmarks --out build/bench.json
+
+clean:
+	rm -rf build .mypy_cache .pytest_cache .ruff_cache

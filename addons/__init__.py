@@ -1,0 +1,1 @@
+"""mitmproxy addons: thin glue between mitmproxy's event hooks and the schoolgate core."""

@@ -1,0 +1,1 @@
+"""`make bench`: every figure printed as a table and written as JSON."""

@@ -1,0 +1,59 @@
+"""Fixtures shared by every test module: shared test data, benign photos, a scratch data dir."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
+
+
+@pytest.fixture(scope="session")
+def shared_testdata() -> Path:
+    """`../shared/testdata`, read in place (never copied into the repo)."""
+    if not SHARED_TESTDATA.is_dir():
+        pytest.fail(
+            f"shared test data not found at {SHARED_TESTDATA}: clone the project beside shared/"
+        )
+    return SHARED_TESTDATA
+
+
+def benign_photo_names() -> list[str]:
+    """scikit-image's bundled sample photos (benign: astronaut, coffee, chelsea the cat, ...)."""
+    return ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page"]
+
+
+@pytest.fixture(scope="session")
+def benign_photos() -> dict[str, Image.Image]:
+    """Benign RGB photos shipped inside the scikit-image package (no network, no files of ours)."""
+    from skimage import data
+
+    photos: dict[str, Image.Image] = {}
+    for name in benign_photo_names():
+        array = getattr(data, name)()
+        image = Image.fromarray(np.asarray(array))
+        photos[name] = image.convert("RGB")
+    return photos
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **params: object) -> bytes:
+    """Encode a Pillow image to bytes in the given format."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A scratch SCHOOLGATE_DATA_DIR so nothing touches /var/lib or the developer's data."""
+    directory = tmp_path / "data"
+    directory.mkdir()
+    monkeypatch.setenv("SCHOOLGATE_DATA_DIR", str(directory))
+    monkeypatch.delenv("SCHOOLGATE_CONFIG", raising=False)
+    yield directory
