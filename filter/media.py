@@ -1,0 +1,411 @@
+"""Media sniffing by magic bytes and bounded, thread-safe still-image decoding.
+
+Nothing here trusts a file name or a Content-Type: the bytes decide. Decoding refuses bombs
+(pixel and frame caps checked from headers before any pixel is allocated) and maps every decoder
+failure to `MediaRefused` with a stable reason code, so the fail policy, not a traceback, decides
+what happens to an upload.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from enum import StrEnum
+
+import pillow_heif
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from schoolgate.errors import MediaRefused
+
+# Registering is idempotent and touches only Pillow's plugin tables, so doing it once at import
+# keeps decode_image free of global mutations (it runs on a worker pool).
+pillow_heif.register_heif_opener()
+Image.init()
+
+_EXIF_ORIENTATION = 0x0112
+# Words Pillow, libwebp and libheif use when the data stops before the image does.
+_TRUNCATION_CUES = ("truncat", "unexpected end", "end of file", "premature end")
+
+
+class MediaKind(StrEnum):
+    """Broad class of a media item: what pipeline handles it."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+    UNKNOWN = "unknown"
+
+
+class MediaType(StrEnum):
+    """Container format found by sniffing; values are short names for audit logs and metrics."""
+
+    JPEG = "jpeg"
+    PNG = "png"
+    GIF = "gif"
+    WEBP = "webp"
+    HEIF = "heif"
+    AVIF = "avif"
+    BMP = "bmp"
+    TIFF = "tiff"
+    MP4 = "mp4"
+    MOV = "mov"
+    THREEGP = "3gp"
+    WEBM = "webm"
+    MKV = "mkv"
+    UNKNOWN = "unknown"
+
+    @property
+    def kind(self) -> MediaKind:
+        """Whether this format is a still/animated image, a video, or unknown."""
+        if self in _VIDEO_TYPES:
+            return MediaKind.VIDEO
+        if self is MediaType.UNKNOWN:
+            return MediaKind.UNKNOWN
+        return MediaKind.IMAGE
+
+
+_VIDEO_TYPES = frozenset(
+    {MediaType.MP4, MediaType.MOV, MediaType.THREEGP, MediaType.WEBM, MediaType.MKV}
+)
+
+# Pillow plugin names per sniffed type: Image.open is restricted to the plugin the magic bytes
+# named, so a file cannot steer Pillow into a different (possibly weaker) parser.
+_PILLOW_FORMATS: dict[MediaType, str] = {
+    MediaType.JPEG: "JPEG",
+    MediaType.PNG: "PNG",
+    MediaType.GIF: "GIF",
+    MediaType.WEBP: "WEBP",
+    MediaType.HEIF: "HEIF",
+    MediaType.AVIF: "AVIF" if "AVIF" in Image.OPEN else "HEIF",
+    MediaType.BMP: "BMP",
+    MediaType.TIFF: "TIFF",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sniffing
+
+
+class _IsoBrands:
+    """ISO base media file format brands (the `ftyp` box) mapped to media types."""
+
+    AVIF = frozenset({b"avif", b"avis"})
+    HEIF = frozenset(
+        {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"heif"}
+    )
+    # Generic HEIF structure brands: the codec brand among the compatible ones decides.
+    HEIF_GENERIC = frozenset({b"mif1", b"msf1", b"miaf"})
+    MOV = frozenset({b"qt  "})
+    MP4 = frozenset(
+        {
+            b"isom", b"iso2", b"iso3", b"iso4", b"iso5", b"iso6", b"iso7", b"iso8", b"iso9",
+            b"mp41", b"mp42", b"mp71", b"avc1", b"M4V ", b"M4VH", b"M4VP", b"dash", b"mmp4",
+            b"f4v ", b"MSNV", b"NDAS", b"NDSC", b"NDSH", b"NDSM", b"NDSP", b"NDSS", b"NDXC",
+            b"NDXH", b"NDXM", b"NDXP", b"NDXS", b"XAVC", b"cmfc", b"cmf2", b"av01",
+        }
+    )  # fmt: skip
+
+    @classmethod
+    def classify(cls, major: bytes, compatible: list[bytes]) -> MediaType:
+        """Type from the major brand, falling back to the compatible brands in file order."""
+        everything = set(compatible) | {major}
+        for brand in [major, *compatible]:
+            if brand in cls.AVIF:
+                return MediaType.AVIF
+            if brand in cls.HEIF:
+                return MediaType.HEIF
+            if brand in cls.HEIF_GENERIC:
+                return MediaType.AVIF if everything & cls.AVIF else MediaType.HEIF
+            if brand in cls.MOV:
+                return MediaType.MOV
+            if brand.startswith((b"3gp", b"3g2", b"3ge", b"3gg", b"3gr", b"3gs")):
+                return MediaType.THREEGP
+            if brand in cls.MP4:
+                return MediaType.MP4
+        return MediaType.UNKNOWN
+
+
+# Old QuickTime files may start with one of these atoms instead of `ftyp`.
+_QUICKTIME_LEAD_ATOMS = frozenset({b"moov", b"mdat", b"wide", b"pnot", b"free", b"skip"})
+_BMP_DIB_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+
+
+def _sniff_iso_bmff(data: bytes) -> MediaType:
+    size = int.from_bytes(data[0:4], "big")
+    end = min(len(data), size if size >= 16 else 16, 4096)
+    major = data[8:12]
+    compatible = [data[i : i + 4] for i in range(16, end - 3, 4)]
+    return _IsoBrands.classify(major, compatible)
+
+
+def _read_ebml_vint(data: bytes, pos: int, *, keep_marker: bool) -> tuple[int, int]:
+    """EBML variable-length integer at `pos`: (value, next position). Raises ValueError."""
+    if pos >= len(data):
+        raise ValueError("EBML header ends early")
+    first = data[pos]
+    length = 1
+    while length <= 8 and not first & (0x80 >> (length - 1)):
+        length += 1
+    if length > 8 or pos + length > len(data):
+        raise ValueError("bad EBML variable-length integer")
+    value = first if keep_marker else first & (0xFF >> length)
+    for byte in data[pos + 1 : pos + length]:
+        value = (value << 8) | byte
+    return value, pos + length
+
+
+def _sniff_ebml(data: bytes) -> MediaType:
+    """WebM or Matroska from the EBML header's DocType (Matroska when it is absent)."""
+    try:
+        _, pos = _read_ebml_vint(data, 0, keep_marker=True)  # EBML element id
+        header_size, pos = _read_ebml_vint(data, pos, keep_marker=False)
+        end = min(len(data), pos + header_size, 4096)
+        for _ in range(64):  # the EBML header holds a handful of elements
+            if pos >= end:
+                break
+            element, pos = _read_ebml_vint(data, pos, keep_marker=True)
+            size, pos = _read_ebml_vint(data, pos, keep_marker=False)
+            if element == 0x4282:  # DocType
+                doctype = data[pos : pos + size].rstrip(b"\x00")
+                if doctype == b"webm":
+                    return MediaType.WEBM
+                if doctype == b"matroska":
+                    return MediaType.MKV
+                return MediaType.UNKNOWN
+            pos += size
+    except ValueError:
+        return MediaType.UNKNOWN
+    return MediaType.MKV
+
+
+def sniff(data: bytes) -> MediaType:
+    """Media type from magic bytes only (never the file name or the Content-Type)."""
+    head = bytes(data[:4096])
+    if head.startswith(b"\xff\xd8\xff"):
+        return MediaType.JPEG
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return MediaType.PNG
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return MediaType.GIF
+    if head[0:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return MediaType.WEBP
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return MediaType.TIFF
+    # "BM" alone is too weak a signature: also require a known DIB header size.
+    if head.startswith(b"BM") and int.from_bytes(head[14:18], "little") in _BMP_DIB_HEADER_SIZES:
+        return MediaType.BMP
+    if head[4:8] == b"ftyp":
+        return _sniff_iso_bmff(head)
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return _sniff_ebml(head)
+    if head[4:8] in _QUICKTIME_LEAD_ATOMS and int.from_bytes(head[0:4], "big") >= 8:
+        return MediaType.MOV
+    return MediaType.UNKNOWN
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Caps that make decoding safe on hostile input; over a cap means MediaRefused."""
+
+    max_bytes: int = 100 * 1024 * 1024
+    max_pixels: int = 80_000_000
+    max_frames: int = 1000
+    max_side: int = 65_535
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_pixels", "max_frames", "max_side"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MediaLimits.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """First frame of an image, upright (EXIF orientation applied) and in RGB."""
+
+    image: Image.Image
+    media_type: MediaType
+    width: int
+    height: int
+    frame_count: int
+
+
+class _GifFrameCounter:
+    """Counts GIF image descriptors without decoding, stopping one past the cap.
+
+    Pillow's own `n_frames` walks every frame of the file; a crafted GIF of millions of tiny
+    frames would make that slow, so the count stops as soon as the cap is exceeded.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def _skip_sub_blocks(self, pos: int) -> int:
+        data = self._data
+        while pos < len(data):
+            length = data[pos]
+            pos += 1 + length
+            if length == 0:
+                return pos
+        return len(data)
+
+    def count(self, cap: int) -> int:
+        """Frames in the file, or cap + 1 when there are more than cap (at least 1)."""
+        data = self._data
+        if len(data) < 13:
+            return 1
+        pos = 13
+        flags = data[10]
+        if flags & 0x80:
+            pos += 3 * (2 ** ((flags & 0x07) + 1))
+        frames = 0
+        while pos < len(data) and frames <= cap:
+            block = data[pos]
+            if block == 0x3B:  # trailer
+                break
+            if block == 0x21:  # extension: label, then sub-blocks
+                pos = self._skip_sub_blocks(pos + 2)
+            elif block == 0x2C:  # image descriptor
+                frames += 1
+                if pos + 10 > len(data):
+                    break
+                local = data[pos + 9]
+                pos += 10
+                if local & 0x80:
+                    pos += 3 * (2 ** ((local & 0x07) + 1))
+                pos = self._skip_sub_blocks(pos + 1)  # after the LZW minimum code size
+            else:
+                break  # malformed: the decoder will report it
+        return max(frames, 1)
+
+
+class ImageDecoder:
+    """Bounded decoding of one still or animated image (first frame) with Pillow."""
+
+    def __init__(self, limits: MediaLimits) -> None:
+        self._limits = limits
+
+    def decode(self, data: bytes) -> DecodedImage:
+        """Decode `data` or raise MediaRefused with a stable reason code."""
+        media_type = self._admit(data)
+        try:
+            return self._decode(data, media_type)
+        except MediaRefused:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise MediaRefused("pixel_cap", f"{media_type} image refused: {exc}") from exc
+        except Exception as exc:
+            # Pillow and its plugins signal bad input with many exception types (OSError,
+            # SyntaxError, ValueError, EOFError, struct.error, ...): all mean "not decodable".
+            raise self._classify_failure(media_type, exc) from exc
+
+    def _admit(self, data: bytes) -> MediaType:
+        if not data:
+            raise MediaRefused("empty", "the upload is empty (zero bytes)")
+        if len(data) > self._limits.max_bytes:
+            raise MediaRefused(
+                "byte_cap",
+                f"the upload is {len(data):,} bytes, over the {self._limits.max_bytes:,} byte cap",
+            )
+        media_type = sniff(data)
+        if media_type is MediaType.UNKNOWN:
+            raise MediaRefused("unsupported", "not a recognised image format (magic bytes)")
+        if media_type.kind is MediaKind.VIDEO:
+            raise MediaRefused(
+                "unsupported",
+                f"{media_type} is a video container, not an image: use the video path",
+            )
+        return media_type
+
+    def _decode(self, data: bytes, media_type: MediaType) -> DecodedImage:
+        with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[media_type]]) as opened:
+            self._check_dimensions(media_type, *opened.size)
+            frame_count = self._frame_count(opened, data, media_type)
+            opened.load()
+            upright = self._upright(opened)
+            rgb = upright if upright.mode == "RGB" and upright is not opened else None
+            if rgb is None:
+                rgb = upright.convert("RGB")
+        return DecodedImage(
+            image=rgb,
+            media_type=media_type,
+            width=rgb.width,
+            height=rgb.height,
+            frame_count=frame_count,
+        )
+
+    def _check_dimensions(self, media_type: MediaType, width: int, height: int) -> None:
+        limits = self._limits
+        if width < 1 or height < 1:
+            raise MediaRefused("corrupt", f"{media_type} header gives an empty {width}x{height}")
+        if width * height > limits.max_pixels:
+            raise MediaRefused(
+                "pixel_cap",
+                f"{media_type} header says {width}x{height} = {width * height:,} pixels, over "
+                f"the {limits.max_pixels:,} pixel cap (decompression bomb or oversized image)",
+            )
+        if max(width, height) > limits.max_side:
+            raise MediaRefused(
+                "pixel_cap",
+                f"{media_type} is {width}x{height}, a side over the {limits.max_side:,} px cap",
+            )
+
+    def _frame_count(self, opened: Image.Image, data: bytes, media_type: MediaType) -> int:
+        cap = self._limits.max_frames
+        if media_type is MediaType.GIF:
+            frames = _GifFrameCounter(data).count(cap)
+        elif media_type is MediaType.TIFF:
+            frames = self._count_by_seeking(opened, cap)
+        else:
+            # PNG (acTL), WebP (libwebp demux) and HEIF report the count from headers.
+            frames = int(getattr(opened, "n_frames", 1))
+        if frames > cap:
+            raise MediaRefused(
+                "frame_cap",
+                f"{media_type} has more than {cap:,} frames (frame bomb or oversized animation)",
+            )
+        return max(frames, 1)
+
+    @staticmethod
+    def _count_by_seeking(opened: Image.Image, cap: int) -> int:
+        # Multi-page TIFF: walk the IFD chain, but never further than one past the cap.
+        frames = 1
+        try:
+            while frames <= cap:
+                opened.seek(frames)
+                frames += 1
+        except EOFError:
+            pass
+        opened.seek(0)
+        return frames
+
+    @staticmethod
+    def _upright(image: Image.Image) -> Image.Image:
+        orientation = image.getexif().get(_EXIF_ORIENTATION)
+        if orientation in (2, 3, 4, 5, 6, 7, 8):
+            return ImageOps.exif_transpose(image)
+        return image
+
+    @staticmethod
+    def _classify_failure(media_type: MediaType, exc: Exception) -> MediaRefused:
+        text = str(exc)
+        lowered = text.lower()
+        if isinstance(exc, EOFError) or any(cue in lowered for cue in _TRUNCATION_CUES):
+            return MediaRefused("truncated", f"{media_type} data ends early: {text or 'EOF'}")
+        if isinstance(exc, UnidentifiedImageError):
+            return MediaRefused("corrupt", f"{media_type} header could not be parsed")
+        return MediaRefused(
+            "corrupt", f"{media_type} could not be decoded ({type(exc).__name__}: {text})"
+        )
+
+
+def decode_image(data: bytes, limits: MediaLimits = MediaLimits()) -> DecodedImage:
+    """Decode the first frame of an image into upright RGB, within `limits`.
+
+    Raises MediaRefused with reason empty, byte_cap, unsupported, pixel_cap, frame_cap,
+    truncated or corrupt.
+    """
+    return ImageDecoder(limits).decode(data)
