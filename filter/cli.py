@@ -1,0 +1,338 @@
+"""The `schoolgate` command: check-config, hashes, scan, run.
+
+Exit codes: 0 success (for scan: everything allowed), 1 scan blocked something, 2 an error that
+the message explains. Every command takes --config and honours SCHOOLGATE_CONFIG and
+SCHOOLGATE_DATA_DIR, so it runs unprivileged against a scratch directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from schoolgate import __version__
+from schoolgate.banks import BankStore, SignalInput, SignalType, parse_signal_type
+from schoolgate.config import Config, as_dict, load_config
+from schoolgate.errors import MediaRefused, SchoolgateError
+from schoolgate.hashing import exact_hashes, pdq_hash
+from schoolgate.media import MediaKind, decode_image, sniff
+
+EXIT_OK, EXIT_BLOCKED, EXIT_ERROR = 0, 1, 2
+
+
+class UsageError(SchoolgateError):
+    """A command was asked for something it cannot do (a missing file, a bad option)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return int(args.handler(args))
+    except SchoolgateError as exc:
+        print(f"schoolgate: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="schoolgate", description="Content-filter appliance for school Wi-Fi."
+    )
+    parser.add_argument("--version", action="version", version=f"schoolgate {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (default: $SCHOOLGATE_CONFIG, else the embedded default)",
+    )
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    check = sub.add_parser("check-config", parents=[common], help="validate a configuration file")
+    check.add_argument("file", nargs="?", help="file to check (default: as --config)")
+    check.add_argument("--json", action="store_true", help="print the effective settings as JSON")
+    check.set_defaults(handler=_check_config)
+
+    scan = sub.add_parser(
+        "scan", parents=[common], help="decide files as the proxy would (exit 1 if any blocked)"
+    )
+    scan.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    scan.add_argument("--json", action="store_true", help="one JSON verdict per line")
+    scan.add_argument("--client", metavar="IP", help="judge as if sent by this client address")
+    scan.set_defaults(handler=_scan)
+
+    run = sub.add_parser("run", parents=[common], help="start the proxy")
+    run.set_defaults(handler=_run)
+
+    hashes = sub.add_parser("hashes", help="compute hashes and manage hash banks")
+    hsub = hashes.add_subparsers(metavar="ACTION")
+
+    compute = hsub.add_parser("compute", parents=[common], help="print the hashes of files")
+    compute.add_argument("files", nargs="+", metavar="FILE")
+    compute.add_argument("--json", action="store_true")
+    compute.set_defaults(handler=_hashes_compute)
+
+    add = hsub.add_parser(
+        "add", parents=[common], help="hash local files into a bank (the files are not kept)"
+    )
+    add.add_argument("files", nargs="+", metavar="FILE")
+    add.add_argument("--bank", required=True)
+    add.add_argument("--note", default="", help="a short note stored with the hashes")
+    add.add_argument("--source", default="local file", help="provenance recorded with the bank")
+    add.set_defaults(handler=_hashes_add)
+
+    listing = hsub.add_parser("list", parents=[common], help="list banks, or one bank's hashes")
+    listing.add_argument("--bank", help="list this bank's hashes instead of the banks")
+    listing.add_argument("--type", dest="signal_type", help="only this signal type")
+    listing.add_argument("--limit", type=int, default=1000)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_hashes_list)
+
+    stats = hsub.add_parser("stats", parents=[common], help="bank sizes and provenance")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=_hashes_stats)
+
+    remove = hsub.add_parser("remove", parents=[common], help="remove a hash, or a whole bank")
+    remove.add_argument("--bank", required=True)
+    remove.add_argument("value", nargs="?", help="the hash to remove (omit with --all)")
+    remove.add_argument("--type", dest="signal_type", help="signal type of VALUE")
+    remove.add_argument("--all", action="store_true", help="delete the bank and all its hashes")
+    remove.set_defaults(handler=_hashes_remove)
+
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def open_store(config: Config) -> BankStore:
+    config.banks.path.parent.mkdir(parents=True, exist_ok=True)
+    return BankStore(config.banks.path)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file or args.config)
+    if args.json:
+        print(json.dumps(as_dict(config), indent=2))
+    else:
+        print(f"{config.source}: OK")
+    return EXIT_OK
+
+
+def _iter_files(paths: Sequence[str]) -> Iterator[Path]:
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            yield path
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def _media_hashes(data: bytes, config: Config) -> dict[str, Any]:
+    """Exact hashes always; PDQ for images that decode. Refusals are reported, not raised."""
+    exact = exact_hashes(data)
+    media_type = sniff(data)
+    result: dict[str, Any] = {
+        "media_type": media_type.value,
+        "size": len(data),
+        "sha256": exact.sha256,
+        "md5": exact.md5,
+        "sha1": exact.sha1,
+    }
+    if media_type.kind is MediaKind.IMAGE:
+        try:
+            decoded = decode_image(data, config.limits)
+        except MediaRefused as refused:
+            result["refused"] = f"{refused.reason}: {refused}"
+        else:
+            pdq = pdq_hash(decoded.image)
+            result["pdq"] = pdq.hex
+            result["pdq_quality"] = pdq.quality
+    return result
+
+
+def _hashes_compute(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    for path in _iter_files(args.files):
+        info = {"file": str(path), **_media_hashes(_read(path), config)}
+        if args.json:
+            print(json.dumps(info))
+            continue
+        print(f"{path}")
+        for key in ("media_type", "size", "sha256", "md5", "sha1", "pdq", "pdq_quality", "refused"):
+            if key in info:
+                print(f"  {key:<12} {info[key]}")
+    return EXIT_OK
+
+
+def _hashes_add(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    with open_store(config) as store:
+        store.ensure_bank(args.bank, source=args.source)
+        total = 0
+        for path in _iter_files(args.files):
+            info = _media_hashes(_read(path), config)
+            if "refused" in info:
+                raise UsageError(f"{path}: not added, the media was refused ({info['refused']})")
+            # The item's SHA-256 groups its signals, so they can be listed or removed together.
+            content_id = info["sha256"]
+            signals = [
+                SignalInput(SignalType(kind), info[kind], note=args.note, content_id=content_id)
+                for kind in ("sha256", "md5", "sha1")
+            ]
+            if "pdq" in info:
+                signals.append(
+                    SignalInput(
+                        SignalType.PDQ,
+                        info["pdq"],
+                        quality=info["pdq_quality"],
+                        note=args.note,
+                        content_id=content_id,
+                    )
+                )
+            added = store.add_signals(args.bank, signals, source=args.source)
+            total += added
+            kinds = ", ".join(s.signal_type.value for s in signals)
+            print(f"{path}: {added} new hashes ({kinds}) in bank {args.bank}")
+            if info["media_type"] in ("mp4", "mov", "3gp", "webm", "mkv"):
+                print(
+                    "  note: video frame hashes (vPDQ) are not computed by this version; "
+                    "only this exact file is matched",
+                    file=sys.stderr,
+                )
+    print(f"{total} new hashes; the files themselves were not stored")
+    return EXIT_OK
+
+
+def _hashes_list(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    with open_store(config) as store:
+        if not args.bank:
+            banks = store.banks()
+            if args.json:
+                print(json.dumps([_bank_dict(b) for b in banks], indent=2))
+            elif not banks:
+                print("no banks yet: add one with `schoolgate hashes add FILE --bank NAME`")
+            for bank in banks if not args.json else []:
+                counts = ", ".join(f"{k}={v}" for k, v in sorted(bank.counts.items()))
+                print(f"{bank.name:<24} {bank.total:>10} hashes  {counts}  source: {bank.source}")
+            return EXIT_OK
+        signal_type = parse_signal_type(args.signal_type) if args.signal_type else None
+        store.bank(args.bank)  # a clear error for an unknown bank
+        for shown, signal in enumerate(store.iter_signals(args.bank, signal_type)):
+            if shown >= args.limit:
+                print("... (more; raise --limit)", file=sys.stderr)
+                break
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "type": signal.signal_type.value,
+                            "value": signal.value,
+                            "quality": signal.quality,
+                            "note": signal.note,
+                            "source": signal.source,
+                            "added_at": signal.added_at.isoformat(),
+                        }
+                    )
+                )
+            else:
+                quality = "" if signal.quality is None else f" q={signal.quality}"
+                note = f"  {signal.note}" if signal.note else ""
+                print(f"{signal.signal_type.value:<7} {signal.value}{quality}{note}")
+    return EXIT_OK
+
+
+def _bank_dict(bank: Any) -> dict[str, Any]:
+    return {
+        "name": bank.name,
+        "description": bank.description,
+        "source": bank.source,
+        "created_at": bank.created_at.isoformat(),
+        "updated_at": bank.updated_at.isoformat(),
+        "counts": {str(k): v for k, v in bank.counts.items()},
+    }
+
+
+def _hashes_stats(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    with open_store(config) as store:
+        stats = store.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2, default=str))
+        return EXIT_OK
+    print(f"banks database: {config.banks.path}")
+    print(json.dumps(stats, indent=2, default=str))
+    return EXIT_OK
+
+
+def _hashes_remove(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    with open_store(config) as store:
+        if args.all:
+            if args.value:
+                raise UsageError("give either a VALUE to remove or --all, not both")
+            store.delete_bank(args.bank)
+            print(f"bank {args.bank} deleted")
+            return EXIT_OK
+        if not args.value or not args.signal_type:
+            raise UsageError("give the hash VALUE and its --type, or --all to delete the bank")
+        removed = store.remove_signal(args.bank, parse_signal_type(args.signal_type), args.value)
+    if not removed:
+        raise UsageError(f"{args.value} is not in bank {args.bank}")
+    print(f"removed {args.value} from bank {args.bank}")
+    return EXIT_OK
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from schoolgate.engine import InspectionContext, Inspector
+
+    config = config_from(args)
+    inspector = Inspector.from_config(config, with_audit=False)
+    for error in inspector.model_errors:
+        print(f"schoolgate: warning: {error}", file=sys.stderr)
+    blocked = False
+    try:
+        for path in _iter_files(args.paths):
+            data = _read(path)
+            ctx = InspectionContext(client_ip=args.client, filename=path.name, direction="scan")
+            verdict = inspector.evaluate(data, ctx)
+            blocked = blocked or verdict.blocked
+            if args.json:
+                print(json.dumps({"file": str(path), **verdict.to_dict()}))
+            else:
+                reason = "; ".join(verdict.reasons) or "no match"
+                media = verdict.media_type or "-"
+                print(f"{verdict.action.value.upper():<6} {media:<8} {path}  ({reason})")
+    finally:
+        inspector.close()
+    return EXIT_BLOCKED if blocked else EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    from schoolgate.addons.runner import run
+
+    return run(config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,493 @@
+"""schoolgate's configuration: YAML validated into typed, immutable objects.
+
+The embedded default is `config/schoolgate.yaml` (shipped as `schoolgate.defaults`). A site file
+(`/etc/schoolgate/schoolgate.yaml`, `--config`, or `$SCHOOLGATE_CONFIG`) is read *instead of* it,
+so what a school runs is always one readable file. `$SCHOOLGATE_DATA_DIR` overrides `data_dir`,
+which lets every command run unprivileged against a scratch directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import time
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from schoolgate.classifier import ModelSpec
+from schoolgate.config_reader import Node
+from schoolgate.errors import ConfigError
+from schoolgate.media import MediaLimits
+
+DEFAULT_CONFIG_PATH = Path("/etc/schoolgate/schoolgate.yaml")
+DEFAULT_DATA_DIR = Path("/var/lib/schoolgate")
+EMBEDDED_SOURCE = "<embedded default config/schoolgate.yaml>"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MODES = ("block", "monitor")
+FAIL_ACTIONS = ("block", "allow")
+# What can go wrong before a verdict exists; each has a fail-open/fail-closed setting per group.
+FAILURES = (
+    "refused",  # media refused by the decoder: bomb, truncated, corrupt, over a cap
+    "timeout",  # inspection took longer than the proxy's budget
+    "overload",  # the worker pool's queue was full
+    "oversize",  # body larger than the proxy holds for inspection
+    "not_analysed",  # a media type this version cannot analyse perceptually (e.g. video for now)
+    "conflicting_chunks",  # a chunked upload whose overlapping chunks disagree
+    "not_inspectable",  # an app the catalog marks un-inspectable (E2E media, pinned, non-HTTP)
+    "error",  # an unexpected internal error while inspecting
+)
+# Default fail policy: closed. Only catalogued upload routes are ever held, so failing closed blocks
+# an upload to a media-sharing service, never general browsing; failing open would let a pupil
+# bypass the filter by making inspection fail (padding past the cap, malformed media, flooding).
+DEFAULT_FAIL = dict.fromkeys(FAILURES, "block") | {
+    "not_analysed": "allow",
+    "not_inspectable": "allow",
+}
+BLOCK_TRIGGERS = ("bank_match", "classifier")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Days and a time range (local time in `policy.timezone`); end before start wraps midnight."""
+
+    days: frozenset[int]  # 0 = Monday
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """A set of clients and how their media is treated."""
+
+    name: str
+    subnets: tuple[Network, ...] = ()
+    vlans: frozenset[int] = frozenset()
+    devices: frozenset[str] = frozenset()  # MAC addresses, lower case, colon separated
+    mode: str = "block"
+    block_on: frozenset[str] = frozenset(BLOCK_TRIGGERS)
+    # When set, `mode` applies inside these windows and `outside_mode` outside them.
+    schedule: tuple[TimeWindow, ...] = ()
+    outside_mode: str = "monitor"
+    fail: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FAIL))
+    alert_on_monitor: bool = True
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    groups: tuple[GroupConfig, ...]
+    default_group: str
+    timezone: ZoneInfo
+
+
+@dataclass(frozen=True)
+class BanksConfig:
+    path: Path
+    pdq_max_distance: int = 31
+    pdq_min_quality: int = 50
+    match_dihedral: bool = True  # also match mirrored and rotated copies (8 PDQ variants)
+    per_bank_distance: dict[str, int] = field(default_factory=dict)
+    reload_interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    models: tuple[ModelSpec, ...]
+    intra_op_threads: int = 1
+    # Skip the classifier when a bank already matched: the verdict cannot change, and it saves
+    # the most expensive step.
+    skip_when_matched: bool = True
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    path: Path
+    rotate: str = "daily"  # "daily" | "size"
+    max_bytes: int = 50 * 1024 * 1024
+    retention_days: int = 90
+    backup_count: int = 20
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    mode: str = "regular"  # "regular" (explicit proxy) | "transparent"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    max_held_body_bytes: int = 64 * 1024 * 1024
+    workers: int = 2
+    max_queue: int = 64
+    inspect_timeout_s: float = 15.0
+    endpoints_files: tuple[Path, ...] = ()
+    dhcp_leases: tuple[Path, ...] = ()
+    school_name: str = "This school"
+    block_contact: str = "Please speak to a member of staff if you think this is a mistake."
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    data_dir: Path
+    limits: MediaLimits
+    banks: BanksConfig
+    classifier: ClassifierConfig
+    policy: PolicyConfig
+    audit: AuditConfig
+    proxy: ProxyConfig
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a configuration file; None means $SCHOOLGATE_CONFIG or the default.
+
+    The embedded default is used only when no path is given and $SCHOOLGATE_CONFIG is unset.
+    Raises ConfigError naming the file, the key path and the problem.
+    """
+    if path is None and os.environ.get("SCHOOLGATE_CONFIG"):
+        path = os.environ["SCHOOLGATE_CONFIG"]
+    if path is None:
+        text = files("schoolgate.defaults").joinpath("schoolgate.yaml").read_text("utf-8")
+        return parse_config(text, EMBEDDED_SOURCE)
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot be read: {exc}") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str) -> Config:
+    """Validate YAML text into a Config. `source` names the text in error messages."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, where, f"invalid YAML: {problem}") from None
+    root = Node(source, "", raw if raw is not None else {})
+    root.mapping(allowed={"data_dir", "limits", "banks", "classifier", "policy", "audit", "proxy"})
+    data_dir = _data_dir(root.child("data_dir"))
+    return Config(
+        source=source,
+        data_dir=data_dir,
+        limits=_limits(root.child("limits")),
+        banks=_banks(root.child("banks"), data_dir),
+        classifier=_classifier(root.child("classifier")),
+        policy=_policy(root.child("policy")),
+        audit=_audit(root.child("audit"), data_dir),
+        proxy=_proxy(root.child("proxy")),
+    )
+
+
+def _data_dir(node: Node) -> Path:
+    env = os.environ.get("SCHOOLGATE_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return node.path_value(DEFAULT_DATA_DIR) or DEFAULT_DATA_DIR
+
+
+def _under(data_dir: Path, node: Node, default_name: str) -> Path:
+    """A path from config; relative paths and the default live under the data dir."""
+    value = node.path_value()
+    if value is None:
+        return data_dir / default_name
+    return value if value.is_absolute() else data_dir / value
+
+
+def _limits(node: Node) -> MediaLimits:
+    node.mapping(allowed={"max_bytes", "max_pixels", "max_frames"})
+    defaults = MediaLimits()
+    return MediaLimits(
+        max_bytes=node.child("max_bytes").int(defaults.max_bytes, minimum=1),
+        max_pixels=node.child("max_pixels").int(defaults.max_pixels, minimum=1),
+        max_frames=node.child("max_frames").int(defaults.max_frames, minimum=1),
+    )
+
+
+def _banks(node: Node, data_dir: Path) -> BanksConfig:
+    node.mapping(
+        allowed={
+            "path",
+            "pdq_max_distance",
+            "pdq_min_quality",
+            "match_dihedral",
+            "per_bank_distance",
+            "reload_interval_s",
+        }
+    )
+    per_bank = {
+        name: child.int(0, minimum=0, maximum=128)
+        for name, child in node.child("per_bank_distance").items()
+    }
+    return BanksConfig(
+        path=_under(data_dir, node.child("path"), "banks.sqlite"),
+        pdq_max_distance=node.child("pdq_max_distance").int(31, minimum=0, maximum=128),
+        pdq_min_quality=node.child("pdq_min_quality").int(50, minimum=0, maximum=100),
+        match_dihedral=node.child("match_dihedral").bool(True),
+        per_bank_distance=per_bank,
+        reload_interval_s=node.child("reload_interval_s").float(5.0, minimum=0.1),
+    )
+
+
+_MODEL_KEYS = {
+    "name",
+    "adapter",
+    "thresholds",
+    "enabled",
+    "path",
+    "time_budget_ms",
+    "input_size",
+    "channel_order",
+    "layout",
+    "scale",
+    "mean",
+    "std",
+    "labels",
+    "output_activation",
+}
+
+
+def _classifier(node: Node) -> ClassifierConfig:
+    node.mapping(allowed={"models", "intra_op_threads", "skip_when_matched"})
+    models: list[ModelSpec] = []
+    names: set[str] = set()
+    for child in node.child("models").list():
+        spec = _model(child)
+        if spec.name in names:
+            child.child("name").fail(f"duplicate model name {spec.name!r}")
+        names.add(spec.name)
+        models.append(spec)
+    return ClassifierConfig(
+        models=tuple(models),
+        intra_op_threads=node.child("intra_op_threads").int(1, minimum=1, maximum=64),
+        skip_when_matched=node.child("skip_when_matched").bool(True),
+    )
+
+
+def _triple(node: Node, default: tuple[float, float, float]) -> tuple[float, float, float]:
+    if node.missing:
+        return default
+    items = node.list()
+    if len(items) != 3:
+        node.fail("expected three numbers, one per colour channel")
+    a, b, c = (item.float(0.0) for item in items)
+    return (a, b, c)
+
+
+def _model(node: Node) -> ModelSpec:
+    node.mapping(allowed=_MODEL_KEYS)
+    thresholds = {
+        label: child.float(0.0, minimum=0.0, maximum=1.0)
+        for label, child in node.child("thresholds").items()
+    }
+    if not thresholds:
+        node.child("thresholds").fail("give at least one label: threshold (0..1) to flag on")
+    defaults = ModelSpec(name="_", adapter="onnx", thresholds={})
+    path = node.child("path").optional_str()
+    return ModelSpec(
+        name=node.child("name").str(),
+        adapter=node.child("adapter").choice(("open_nsfw", "nudenet", "onnx")),
+        thresholds=thresholds,
+        enabled=node.child("enabled").bool(True),
+        path=str(Path(path).expanduser()) if path else None,
+        time_budget_ms=node.child("time_budget_ms").float(defaults.time_budget_ms, minimum=1),
+        input_size=node.child("input_size").int(defaults.input_size, minimum=1, maximum=4096),
+        channel_order=node.child("channel_order").choice(("RGB", "BGR"), defaults.channel_order),
+        layout=node.child("layout").choice(("NCHW", "NHWC"), defaults.layout),
+        scale=node.child("scale").float(defaults.scale),
+        mean=_triple(node.child("mean"), defaults.mean),
+        std=_triple(node.child("std"), defaults.std),
+        labels=tuple(item.str() for item in node.child("labels").list()),
+        output_activation=node.child("output_activation").choice(
+            ("none", "softmax", "sigmoid"), defaults.output_activation
+        ),
+    )
+
+
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def _clock(node: Node) -> time:
+    text = node.str()
+    found = _CLOCK.match(text)
+    if not found:
+        node.fail(f"{text!r} is not a time of day such as 08:30")
+    return time(int(found.group(1)), int(found.group(2)))
+
+
+def _window(node: Node) -> TimeWindow:
+    node.mapping(allowed={"days", "start", "end"})
+    days: set[int] = set()
+    for day in node.child("days").list():
+        name = day.str().lower()[:3]
+        if name not in DAYS:
+            day.fail(f"{day.value!r} is not a day (mon, tue, wed, thu, fri, sat, sun)")
+        days.add(DAYS.index(name))
+    return TimeWindow(
+        days=frozenset(days) if days else frozenset(range(5)),
+        start=_clock(node.child("start")),
+        end=_clock(node.child("end")),
+    )
+
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def _group(node: Node) -> GroupConfig:
+    node.mapping(
+        allowed={
+            "name",
+            "subnets",
+            "vlans",
+            "devices",
+            "mode",
+            "block_on",
+            "schedule",
+            "outside_mode",
+            "fail",
+            "alert_on_monitor",
+        }
+    )
+    devices: set[str] = set()
+    for child in node.child("devices").list():
+        mac = child.str().lower().replace("-", ":")
+        if not _MAC.match(mac):
+            child.fail(f"{child.value!r} is not a MAC address such as 3c:22:fb:01:02:03")
+        devices.add(mac)
+    triggers: set[str] = set()
+    for child in node.child("block_on").list():
+        triggers.add(child.choice(BLOCK_TRIGGERS))
+    fail = dict(DEFAULT_FAIL)
+    fail_node = node.child("fail")
+    fail_node.mapping(allowed=set(FAILURES))
+    for failure, child in fail_node.items():
+        fail[failure] = child.choice(FAIL_ACTIONS)
+    block_on = node.child("block_on")
+    return GroupConfig(
+        name=node.child("name").str(),
+        subnets=tuple(child.network() for child in node.child("subnets").list()),
+        vlans=frozenset(
+            child.int(0, minimum=1, maximum=4094) for child in node.child("vlans").list()
+        ),
+        devices=frozenset(devices),
+        mode=node.child("mode").choice(MODES, "block"),
+        block_on=frozenset(triggers) if not block_on.missing else frozenset(BLOCK_TRIGGERS),
+        schedule=tuple(_window(child) for child in node.child("schedule").list()),
+        outside_mode=node.child("outside_mode").choice(MODES, "monitor"),
+        fail=fail,
+        alert_on_monitor=node.child("alert_on_monitor").bool(True),
+    )
+
+
+def _policy(node: Node) -> PolicyConfig:
+    node.mapping(allowed={"groups", "default_group", "timezone"})
+    groups: list[GroupConfig] = []
+    for child in node.child("groups").list():
+        group = _group(child)
+        if any(g.name == group.name for g in groups):
+            child.child("name").fail(f"duplicate group name {group.name!r}")
+        groups.append(group)
+    if not groups:
+        groups.append(GroupConfig(name="everyone"))
+    default_node = node.child("default_group")
+    default = default_node.str(groups[-1].name)
+    if all(g.name != default for g in groups):
+        default_node.fail(
+            f"no group named {default!r} (groups: {', '.join(g.name for g in groups)})"
+        )
+    tz_node = node.child("timezone")
+    tz_name = tz_node.str("Europe/London")
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz_node.fail(f"{tz_name!r} is not a known time zone such as Europe/London")
+    return PolicyConfig(groups=tuple(groups), default_group=default, timezone=tz)
+
+
+def _audit(node: Node, data_dir: Path) -> AuditConfig:
+    node.mapping(allowed={"path", "rotate", "max_bytes", "retention_days", "backup_count"})
+    return AuditConfig(
+        path=_under(data_dir, node.child("path"), "audit/decisions.jsonl"),
+        rotate=node.child("rotate").choice(("daily", "size"), "daily"),
+        max_bytes=node.child("max_bytes").int(50 * 1024 * 1024, minimum=1024),
+        retention_days=node.child("retention_days").int(90, minimum=1, maximum=3650),
+        backup_count=node.child("backup_count").int(20, minimum=1, maximum=10000),
+    )
+
+
+def _proxy(node: Node) -> ProxyConfig:
+    node.mapping(
+        allowed={
+            "mode",
+            "listen_host",
+            "listen_port",
+            "max_held_body_bytes",
+            "workers",
+            "max_queue",
+            "inspect_timeout_s",
+            "endpoints_files",
+            "dhcp_leases",
+            "school_name",
+            "block_contact",
+        }
+    )
+    defaults = ProxyConfig()
+    host_node = node.child("listen_host")
+    host = host_node.str(defaults.listen_host)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host_node.fail(f"{host!r} is not an IP address to listen on, such as 127.0.0.1 or 0.0.0.0")
+    return ProxyConfig(
+        mode=node.child("mode").choice(("regular", "transparent"), defaults.mode),
+        listen_host=host,
+        listen_port=node.child("listen_port").int(defaults.listen_port, minimum=1, maximum=65535),
+        max_held_body_bytes=node.child("max_held_body_bytes").int(
+            defaults.max_held_body_bytes, minimum=1024
+        ),
+        workers=node.child("workers").int(defaults.workers, minimum=1, maximum=64),
+        max_queue=node.child("max_queue").int(defaults.max_queue, minimum=1),
+        inspect_timeout_s=node.child("inspect_timeout_s").float(
+            defaults.inspect_timeout_s, minimum=0.1
+        ),
+        endpoints_files=tuple(
+            Path(child.str()).expanduser() for child in node.child("endpoints_files").list()
+        ),
+        dhcp_leases=tuple(
+            Path(child.str()).expanduser() for child in node.child("dhcp_leases").list()
+        ),
+        school_name=node.child("school_name").str(defaults.school_name),
+        block_contact=node.child("block_contact").str(defaults.block_contact),
+    )
+
+
+def as_dict(config: Config) -> dict[str, Any]:
+    """A JSON-able summary for `schoolgate check-config --json`."""
+    return {
+        "source": config.source,
+        "data_dir": str(config.data_dir),
+        "banks": str(config.banks.path),
+        "audit": str(config.audit.path),
+        "models": [
+            {"name": m.name, "adapter": m.adapter, "enabled": m.enabled}
+            for m in config.classifier.models
+        ],
+        "groups": [
+            {"name": g.name, "mode": g.mode, "subnets": [str(s) for s in g.subnets]}
+            for g in config.policy.groups
+        ],
+        "default_group": config.policy.default_group,
+        "proxy": {
+            "mode": config.proxy.mode,
+            "listen": f"{config.proxy.listen_host}:{config.proxy.listen_port}",
+        },
+    }

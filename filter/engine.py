@@ -1,0 +1,194 @@
+"""The inspection pipeline: bytes in, verdict out. Used by `schoolgate scan` and by the proxy.
+
+sniff → exact hashes → bounded decode → PDQ (+ dihedral variants) → bank match → classifier →
+policy. `evaluate` is pure and thread-safe (the proxy calls it from a worker pool); `record` writes
+the decision down and is called where the decision is enforced.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+
+from schoolgate.audit import AuditLog
+from schoolgate.banks import BankStore
+from schoolgate.classifier import Classifier, ModelLoadError
+from schoolgate.config import FAILURES, Config
+from schoolgate.errors import MediaRefused
+from schoolgate.hashing import exact_hashes, pdq_dihedral, pdq_hash
+from schoolgate.matcher import BankMatch, Matcher
+from schoolgate.media import MediaKind, decode_image, sniff
+from schoolgate.policy import Policy
+from schoolgate.verdict import Findings, InspectionContext, Verdict
+
+__all__ = ["InspectionContext", "Inspector", "Verdict"]
+
+log = logging.getLogger(__name__)
+
+
+class _MatcherCache:
+    """Keeps a Matcher in step with the bank store, rebuilding it only when the store changed."""
+
+    def __init__(self, store: BankStore, config: Config) -> None:
+        self._store = store
+        self._config = config
+        self._lock = threading.Lock()
+        self._checked_at = 0.0
+        self._matcher = self._build()
+
+    def _build(self) -> Matcher:
+        banks = self._config.banks
+        return Matcher.from_store(
+            self._store,
+            pdq_max_distance=banks.pdq_max_distance,
+            per_bank_distance=banks.per_bank_distance,
+        )
+
+    def get(self) -> Matcher:
+        now = time.monotonic()
+        if now - self._checked_at < self._config.banks.reload_interval_s:
+            return self._matcher
+        # One thread checks and rebuilds; the others keep using the current matcher meanwhile.
+        if self._lock.acquire(blocking=False):
+            try:
+                self._checked_at = now
+                if self._store.version() != self._matcher.version:
+                    self._matcher = self._build()
+            finally:
+                self._lock.release()
+        return self._matcher
+
+
+class Inspector:
+    """Everything needed to judge media: banks, classifier models, policy and the audit log."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: BankStore,
+        classifier: Classifier | None,
+        audit: AuditLog | None,
+        model_errors: list[ModelLoadError] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.classifier = classifier
+        self.audit = audit
+        self.model_errors = model_errors or []
+        self.policy = Policy(config.policy)
+        self._matchers = _MatcherCache(store, config)
+
+    @classmethod
+    def from_config(cls, config: Config, *, with_audit: bool = True) -> Inspector:
+        """Open the banks, load the enabled models (tolerating failures) and the audit log.
+
+        A model that fails to load is reported, not fatal: hash matching still protects pupils.
+        """
+        config.banks.path.parent.mkdir(parents=True, exist_ok=True)
+        store = BankStore(config.banks.path)
+        specs = [m for m in config.classifier.models if m.enabled]
+        classifier, errors = Classifier.tolerant(
+            specs, intra_op_threads=config.classifier.intra_op_threads
+        )
+        for error in errors:
+            log.error("classifier model not loaded: %s", error)
+        audit = AuditLog(config.audit) if with_audit else None
+        inspector = cls(config, store, classifier if specs else None, audit, errors)
+        for error in errors:
+            inspector._audit_event("model_load_failed", error=str(error))
+        return inspector
+
+    @property
+    def matcher(self) -> Matcher:
+        return self._matchers.get()
+
+    def evaluate(self, data: bytes, ctx: InspectionContext) -> Verdict:
+        """Judge one item. Never raises for bad input: failures become fail-policy verdicts."""
+        started = time.perf_counter()
+        ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
+        try:
+            findings = self._findings(data)
+        except Exception as exc:  # an unexpected bug must not turn into an allowed bypass
+            log.exception("inspection failed")
+            findings = Findings(size=len(data), failure="error", failure_detail=type(exc).__name__)
+        findings = replace(findings, elapsed_ms=(time.perf_counter() - started) * 1000)
+        return self.policy.decide(ctx, findings)
+
+    def evaluate_unavailable(
+        self, ctx: InspectionContext, failure: str, detail: str, action: str | None = None
+    ) -> Verdict:
+        """A verdict for something that could not be inspected (oversize, timeout, overload, ...).
+
+        `action` ("block" | "allow") overrides the group's fail policy; the proxy passes the
+        endpoint catalog's action for apps that cannot be inspected ("not_inspectable").
+        """
+        if failure not in FAILURES:
+            raise ValueError(f"unknown failure kind {failure!r}; expected one of {FAILURES}")
+        if action not in (None, "block", "allow"):
+            raise ValueError(f"unknown action {action!r}")
+        findings = Findings(
+            size=ctx.size, failure=failure, failure_detail=detail, failure_action=action
+        )
+        return self.policy.decide(ctx, findings)
+
+    def record(self, verdict: Verdict) -> None:
+        """Write the decision to the audit log (alerts and metrics hook in here too)."""
+        if self.audit is not None:
+            self.audit.record(verdict)
+
+    def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
+        self.store.close()
+
+    def _findings(self, data: bytes) -> Findings:
+        exact = exact_hashes(data)
+        hashes: dict[str, str | int] = {
+            "sha256": exact.sha256,
+            "md5": exact.md5,
+            "sha1": exact.sha1,
+        }
+        media_type = sniff(data)
+        matcher = self.matcher
+        matches: list[BankMatch] = matcher.match_exact(exact)
+        base = Findings(media_type=media_type.value, size=len(data), hashes=hashes)
+
+        if media_type.kind is MediaKind.VIDEO:
+            # Exact hashes already protect against the unaltered file; frame hashing (vPDQ) is
+            # what catches re-encoded copies, and until it exists the fail policy says what to do.
+            if matches:
+                return replace(base, matches=tuple(matches))
+            return replace(
+                base,
+                failure="not_analysed",
+                failure_detail="video: only exact hashes are checked in this version",
+            )
+        if media_type.kind is not MediaKind.IMAGE:
+            return replace(base, matches=tuple(matches))
+
+        try:
+            decoded = decode_image(data, self.config.limits)
+        except MediaRefused as refused:
+            return replace(
+                base, matches=tuple(matches), failure="refused", failure_detail=str(refused)
+            )
+
+        if self.config.banks.match_dihedral:
+            variants = pdq_dihedral(decoded.image)
+        else:
+            variants = [pdq_hash(decoded.image)]
+        hashes["pdq"] = variants[0].hex
+        hashes["pdq_quality"] = variants[0].quality
+        matches.extend(matcher.match_pdq(variants, min_quality=self.config.banks.pdq_min_quality))
+
+        scores = ()
+        skip = matches and self.config.classifier.skip_when_matched
+        if self.classifier is not None and not skip:
+            scores = tuple(self.classifier.classify(decoded.image))
+        return replace(base, hashes=hashes, matches=tuple(matches), scores=scores)
+
+    def _audit_event(self, event: str, **fields: object) -> None:
+        if self.audit is not None:
+            self.audit.event(event, **fields)
