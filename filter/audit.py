@@ -92,7 +92,10 @@ class AuditLog:
             self._handler.handleError(logging.makeLogRecord({"msg": event}))
 
     def close(self) -> None:
-        self._handler.close()
+        try:
+            self._handler.close()
+        except OSError:  # the final flush can hit the same full disk; those lines are lost too
+            self._handler.handleError(logging.makeLogRecord({"msg": "close"}))
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

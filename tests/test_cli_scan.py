@@ -1,0 +1,168 @@
+"""`schoolgate hashes` and `schoolgate scan` as a person runs them: real processes, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+from tests.conftest import encode
+from tests.onnx_models import PATTERN_INPUT_SIZE, make_pattern_model, pattern_image
+
+NO_MODELS = "classifier:\n  models: []\n"
+
+
+def schoolgate(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "schoolgate.cli", *args]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def hash_only_config(tmp_path: Path, data_dir: Path) -> Path:
+    path = tmp_path / "hash-only.yaml"
+    path.write_text(NO_MODELS)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path: Path, benign_photos: dict[str, Image.Image]) -> dict[str, Path]:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = {}
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        path = folder / f"{name}.jpg"
+        path.write_bytes(encode(benign_photos[name], "JPEG", quality=92))
+        paths[name] = path
+    return paths
+
+
+def test_hashes_compute_json(hash_only_config: Path, photos: dict[str, Path]) -> None:
+    result = schoolgate("hashes", "compute", "--json", str(photos["coffee"]), config=hash_only_config)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["media_type"] == "jpeg"
+    assert len(info["sha256"]) == 64 and len(info["md5"]) == 32 and len(info["sha1"]) == 40
+    assert len(info["pdq"]) == 64 and 0 <= info["pdq_quality"] <= 100
+
+
+def test_banked_image_and_its_edited_copies_are_blocked(
+    hash_only_config: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    added = schoolgate(
+        "hashes", "add", str(photos["astronaut"]), "--bank", "incident-test",
+        config=hash_only_config,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "the files themselves were not stored" in added.stdout
+
+    original = Image.open(photos["astronaut"]).convert("RGB")
+    edits = {
+        "recompressed.jpg": encode(original, "JPEG", quality=40),
+        "resized.png": encode(original.resize((200, 200)), "PNG"),
+        "mirrored.webp": encode(ImageOps.mirror(original), "WEBP"),
+        "rotated.jpg": encode(original.rotate(90, expand=True), "JPEG"),
+    }
+    edited_dir = tmp_path / "edited"
+    edited_dir.mkdir()
+    for name, data in edits.items():
+        (edited_dir / name).write_bytes(data)
+
+    for path in [photos["astronaut"], *sorted(edited_dir.iterdir())]:
+        result = schoolgate("scan", str(path), config=hash_only_config)
+        assert result.returncode == 1, f"{path.name} was not blocked: {result.stdout}"
+        assert "bank incident-test" in result.stdout
+
+    unrelated = [str(photos[name]) for name in ("coffee", "chelsea", "rocket")]
+    result = schoolgate("scan", *unrelated, config=hash_only_config)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count("ALLOW") == 3
+
+
+def test_scan_json_and_folder(hash_only_config: Path, photos: dict[str, Path]) -> None:
+    result = schoolgate("scan", "--json", str(photos["coffee"].parent), config=hash_only_config)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {Path(r["file"]).name for r in records} == {p.name for p in photos.values()}
+    assert all(r["decision"] == "allow" and r["hashes"]["pdq"] for r in records)
+
+
+def test_pattern_model_flags_the_synthetic_pattern(
+    tmp_path: Path, data_dir: Path, photos: dict[str, Path]
+) -> None:
+    model = make_pattern_model(tmp_path / "pattern.onnx")
+    config = tmp_path / "pattern.yaml"
+    config.write_text(
+        "classifier:\n  models:\n"
+        f"    - {{name: pattern, adapter: onnx, path: {model}, labels: [flag],"
+        f" input_size: {PATTERN_INPUT_SIZE}, thresholds: {{flag: 0.5}}}}\n"
+    )
+    red = tmp_path / "red.png"
+    red.write_bytes(encode(pattern_image(), "PNG"))
+    blocked = schoolgate("scan", str(red), config=config)
+    assert blocked.returncode == 1, blocked.stdout + blocked.stderr
+    assert "classifier pattern: flag" in blocked.stdout
+    allowed = schoolgate("scan", str(photos["chelsea"]), config=config)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+
+
+def test_bad_files_get_reasons_not_tracebacks(
+    hash_only_config: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(photos["coffee"].read_bytes()[:2000])
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    wrong_extension = tmp_path / "holiday.txt"
+    wrong_extension.write_bytes(photos["rocket"].read_bytes())
+
+    result = schoolgate("scan", "--json", str(truncated), str(empty), str(wrong_extension),
+                        config=hash_only_config)  # fmt: skip
+    assert "Traceback" not in result.stderr
+    records = {Path(r["file"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    # Media that cannot be decoded is refused, and the default fail policy is closed.
+    assert records["truncated.jpg"]["decision"] == "block"
+    assert records["truncated.jpg"]["failure"] == "refused"
+    assert records["empty.jpg"]["decision"] == "allow"  # nothing to inspect
+    assert records["holiday.txt"]["media_type"] == "jpeg"  # sniffed, not trusted to the name
+    assert result.returncode == 1
+
+    missing = schoolgate("scan", str(tmp_path / "missing.jpg"), config=hash_only_config)
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr
+
+
+def test_default_models_do_not_flag_benign_photos(data_dir: Path, photos: dict[str, Path]) -> None:
+    """The embedded default (open_nsfw enabled) allows ordinary photos."""
+    result = schoolgate("scan", "--json", *map(str, photos.values()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for record in map(json.loads, result.stdout.splitlines()):
+        scores = {s["model"]: s for s in record["scores"]}
+        assert "open_nsfw" in scores and not scores["open_nsfw"]["flagged"]
+
+
+def test_hashes_list_stats_remove(hash_only_config: Path, photos: dict[str, Path]) -> None:
+    schoolgate("hashes", "add", str(photos["coffee"]), "--bank", "b1", config=hash_only_config)
+    listed = schoolgate("hashes", "list", "--json", config=hash_only_config)
+    banks = json.loads(listed.stdout)
+    assert [b["name"] for b in banks] == ["b1"]
+    assert banks[0]["counts"] == {"sha256": 1, "md5": 1, "sha1": 1, "pdq": 1}
+    signals = schoolgate("hashes", "list", "--bank", "b1", "--type", "pdq", "--json",
+                         config=hash_only_config)  # fmt: skip
+    pdq = json.loads(signals.stdout.splitlines()[0])["value"]
+    removed = schoolgate("hashes", "remove", "--bank", "b1", pdq, "--type", "pdq",
+                         config=hash_only_config)  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    again = schoolgate("hashes", "remove", "--bank", "b1", pdq, "--type", "pdq",
+                       config=hash_only_config)  # fmt: skip
+    assert again.returncode == 2
+    stats = schoolgate("hashes", "stats", "--json", config=hash_only_config)
+    assert stats.returncode == 0
+    deleted = schoolgate("hashes", "remove", "--bank", "b1", "--all", config=hash_only_config)
+    assert deleted.returncode == 0
+    assert json.loads(schoolgate("hashes", "list", "--json", config=hash_only_config).stdout) == []
