@@ -1,0 +1,445 @@
+"""Real processes for proxy tests: a recording HTTPS upstream, the schoolgate proxy, clients.
+
+Everything listens on 127.0.0.1. Test host names (`*.schoolgate.localhost`) do not resolve here,
+so the proxy runs in its own mount namespace with a private /etc/hosts that maps them to
+127.0.0.1: the proxy resolves names exactly as in production (getaddrinfo), and nothing on the
+machine outside that one process sees the change.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+MEDIA_HOST = "media.schoolgate.localhost"  # catalogued: uploads inspected
+CDN_HOST = "cdn.schoolgate.localhost"  # catalogued download CDN
+OTHER_HOST = "other.schoolgate.localhost"  # not catalogued: passed through
+BLOCKED_HOST = "e2e.schoolgate.localhost"  # catalogued, not inspectable: refused by SNI
+TEST_HOSTS = (MEDIA_HOST, CDN_HOST, OTHER_HOST, BLOCKED_HOST)
+UPSTREAM_CA_NAME = "schoolgate test upstream CA"
+
+TEST_CATALOG: dict[str, Any] = {
+    "version": 1,
+    "apps": {
+        "testshare": {
+            "name": "Test Share",
+            "hosts": [MEDIA_HOST],
+            "inspection": "full",
+            "when_not_inspectable": "allow_and_log",
+            "upload_routes": [
+                {"method": "POST", "path": "/upload/multipart", "body": "multipart"},
+                {"method": "PUT", "path": "/upload/raw/*", "body": "raw"},
+                {
+                    "method": "POST",
+                    "path": "/upload/chunked/*",
+                    "body": "raw",
+                    "protocol": "content_range",
+                },
+            ],
+            "download_hosts": [CDN_HOST],
+        },
+        "teste2e": {
+            "name": "Test E2E",
+            "hosts": [BLOCKED_HOST],
+            "inspection": "none",
+            "when_not_inspectable": "block_by_sni",
+        },
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Throwaway PKI for the upstream
+
+
+@dataclass(frozen=True)
+class UpstreamPki:
+    ca_pem: Path
+    cert_pem: Path
+    key_pem: Path
+
+
+def make_upstream_pki(directory: Path) -> UpstreamPki:
+    """A CA and one leaf certificate for every test host and 127.0.0.1 (EC P-256, 1 day)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, UPSTREAM_CA_NAME)])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    names: list[x509.GeneralName] = [x509.DNSName(h) for h in TEST_HOSTS]
+    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, MEDIA_HOST)]))
+        .issuer_name(ca_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki = UpstreamPki(directory / "ca.pem", directory / "leaf.pem", directory / "leaf.key")
+    pki.ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.cert_pem.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    pki.key_pem.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pki
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstream server
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    host: str
+    path: str
+    sha256: str
+    length: int
+
+
+@dataclass
+class Upstream:
+    """An HTTPS server on 127.0.0.1 that records every complete request it receives."""
+
+    port: int
+    files: dict[str, bytes] = field(default_factory=dict)  # GET /files/NAME serves these
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def requests(self, path_prefix: str = "") -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if r.path.startswith(path_prefix)]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.received.clear()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        return
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = bytearray()
+            for _ in range(100_000):  # bounded: a test body never has this many chunks
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks += self.rfile.read(size)
+                self.rfile.readline()
+            return bytes(chunks)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        body = self._body()
+        record = Received(
+            self.command,
+            self.headers.get("Host", ""),
+            self.path,
+            hashlib.sha256(body).hexdigest(),
+            len(body),
+        )
+        upstream = self.server.upstream
+        with upstream.lock:
+            upstream.received.append(record)
+        if self.command in ("GET", "HEAD") and self.path.startswith("/files/"):
+            data = upstream.files.get(self.path.removeprefix("/files/"))
+            if data is None:
+                self._reply(404, b"not found", "text/plain")
+            else:
+                self._reply(200, data, "application/octet-stream")
+            return
+        reply = {"ok": True, "sha256": record.sha256, "length": record.length}
+        self._reply(200, json.dumps(reply).encode(), "application/json")
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_HEAD = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    upstream: Upstream
+
+
+@dataclass
+class RunningUpstream:
+    upstream: Upstream
+    server: _Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_upstream(pki: UpstreamPki) -> RunningUpstream:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.cert_pem, pki.key_pem)
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    upstream = Upstream(port=server.server_address[1])
+    server.upstream = upstream
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.daemon = True
+    thread.start()
+    return RunningUpstream(upstream, server, thread)
+
+
+# ---------------------------------------------------------------------------------------------
+# The proxy process
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def can_isolate_hosts() -> bool:
+    """Whether this machine lets us give one process its own /etc/hosts (root + unshare)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "true"], capture_output=True, timeout=10, check=False
+    )
+    return probe.returncode == 0
+
+
+def write_config(
+    directory: Path,
+    port: int,
+    pki: UpstreamPki,
+    *,
+    models: list[dict[str, Any]] | None = None,
+    groups: list[dict[str, Any]] | None = None,
+    proxy: dict[str, Any] | None = None,
+) -> Path:
+    """A schoolgate config for the test proxy (data dir comes from SCHOOLGATE_DATA_DIR)."""
+    catalog = directory / "test-endpoints.yaml"
+    catalog.write_text(yaml.safe_dump(TEST_CATALOG))
+    default_groups = [
+        {"name": "monitored", "subnets": ["127.0.0.2/32"], "mode": "monitor"},
+        {"name": "pupils", "subnets": ["0.0.0.0/0", "::/0"], "mode": "block"},
+    ]
+    config = {
+        "classifier": {"models": models or []},
+        "policy": {"groups": groups or default_groups, "default_group": "pupils"},
+        "proxy": {
+            "mode": "regular",
+            "listen_host": "127.0.0.1",
+            "listen_port": port,
+            "endpoints_files": [str(catalog)],
+            "upstream_ca_file": str(pki.ca_pem),
+            "workers": 2,
+            "inspect_timeout_s": 30,
+            **(proxy or {}),
+        },
+    }
+    path = directory / "schoolgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@dataclass
+class ProxyProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ca_pem(self) -> Path:
+        return self.data_dir / "ca" / "mitmproxy-ca-cert.pem"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        """Decisions from the audit log (JSON lines)."""
+        records: list[dict[str, Any]] = []
+        for path in sorted((self.data_dir / "audit").glob("*.jsonl*")):
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    records.append(json.loads(line))
+        return [r for r in records if "decision" in r]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_proxy(config_path: Path, data_dir: Path, port: int, workdir: Path) -> ProxyProcess:
+    """`schoolgate run` as a real subprocess, in a mount namespace with the test /etc/hosts."""
+    hosts = workdir / "hosts"
+    hosts.write_text("127.0.0.1 localhost " + " ".join(TEST_HOSTS) + "\n::1 localhost\n")
+    command = (
+        f"mount --bind {hosts} /etc/hosts && "
+        f"exec {VENV_BIN / 'schoolgate'} run --config {config_path}"
+    )
+    env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("SCHOOLGATE_CONFIG", None)
+    log_path = workdir / "proxy.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+    proxy = ProxyProcess(process, port, data_dir, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
+        if "schoolgate listening on" in proxy.log():
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return proxy
+        time.sleep(0.1)
+    proxy.stop()
+    raise RuntimeError(f"proxy did not start listening within 60 s:\n{proxy.log()}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients
+
+
+def client_ssl_context(*cafiles: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=None)
+    context.load_verify_locations(cafile=str(cafiles[0]))
+    for extra in cafiles[1:]:
+        context.load_verify_locations(cafile=str(extra))
+    return context
+
+
+def tunnel_peer_certificate(proxy_port: int, host: str, port: int, cafile: Path) -> dict[str, Any]:
+    """CONNECT through the proxy and return the server certificate the client is shown."""
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as raw:
+        raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply and len(reply) < 65536:
+            chunk = raw.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        if not reply.startswith(b"HTTP/1.1 200"):
+            raise ConnectionError(f"CONNECT refused: {reply[:200]!r}")
+        context = client_ssl_context(cafile)
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            cert: dict[str, Any] = tls.getpeercert()  # type: ignore[assignment]
+            return cert
+
+
+def issuer_common_name(cert: dict[str, Any]) -> str:
+    for rdn in cert.get("issuer", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
+
+
+def multipart_body(field: str, filename: str, data: bytes, content_type: str) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file part and one text part (a caption)."""
+    boundary = "----schoolgate-test-" + hashlib.sha256(data).hexdigest()[:16]
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="caption"\r\n\r\nhello\r\n'.encode(),
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
+        ).encode()
+        + data
+        + b"\r\n",
+        f"--{boundary}--\r\n".encode(),
+    ]
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"

@@ -1,0 +1,93 @@
+"""The proxy's pure parts: the bounded inspection pool and the block page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+
+from schoolgate.addons.blockpage import block_response, wants_html
+from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
+from schoolgate.config import ProxyConfig
+
+
+def test_pool_runs_work_off_the_event_loop() -> None:
+    pool = InspectionPool(workers=2, max_queue=2, timeout_s=5)
+    loop_thread = threading.get_ident()
+
+    async def main() -> list[tuple[int, bool]]:
+        def work(n: int) -> tuple[int, bool]:
+            return n * n, threading.get_ident() != loop_thread
+
+        return list(await asyncio.gather(*(pool.run(work, n) for n in range(4))))
+
+    try:
+        assert asyncio.run(main()) == [(0, True), (1, True), (4, True), (9, True)]
+        assert pool.in_flight == 0
+    finally:
+        pool.shutdown()
+
+
+def test_pool_refuses_work_beyond_its_capacity() -> None:
+    pool = InspectionPool(workers=1, max_queue=1, timeout_s=10)
+    release = threading.Event()
+
+    async def main() -> list[object]:
+        jobs = [asyncio.ensure_future(pool.run(release.wait, 5)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown()
+    assert sum(isinstance(r, Overloaded) for r in results) == 1
+    assert results.count(True) == 2
+
+
+def test_pool_times_out_and_keeps_counting_the_running_item() -> None:
+    pool = InspectionPool(workers=1, max_queue=0, timeout_s=0.1)
+    release = threading.Event()
+
+    async def main() -> None:
+        with pytest.raises(InspectTimeout):
+            await pool.run(release.wait, 5)
+        # the timed-out item still occupies the only worker: the next one is an overload
+        assert pool.in_flight == 1
+        with pytest.raises(Overloaded):
+            await pool.run(release.wait, 5)
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"),
+    [
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
+        ("application/json", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_block_page_format_follows_accept(accept: str, html: bool) -> None:
+    assert wants_html(accept) is html
+    response = block_response(ProxyConfig(school_name="Hill <School>"), "upload", "ref1", accept)
+    assert response.status_code == 403
+    body = response.get_text()
+    assert body is not None
+    if html:
+        assert response.headers["content-type"].startswith("text/html")
+        assert "Hill &lt;School&gt;" in body  # escaped, never raw
+        assert "blocked by the school network" in body
+    else:
+        payload = json.loads(body)
+        assert payload["error"] == "blocked_by_school_network"
+        assert payload["reference"] == "ref1"
