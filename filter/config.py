@@ -212,9 +212,9 @@ def _limits(node: Node) -> MediaLimits:
     node.mapping(allowed={"max_bytes", "max_pixels", "max_frames"})
     defaults = MediaLimits()
     return MediaLimits(
-        max_bytes=node.child("max_bytes").int(defaults.max_bytes, minimum=1),
-        max_pixels=node.child("max_pixels").int(defaults.max_pixels, minimum=1),
-        max_frames=node.child("max_frames").int(defaults.max_frames, minimum=1),
+        max_bytes=node.child("max_bytes").integer(defaults.max_bytes, minimum=1),
+        max_pixels=node.child("max_pixels").integer(defaults.max_pixels, minimum=1),
+        max_frames=node.child("max_frames").integer(defaults.max_frames, minimum=1),
     )
 
 
@@ -230,16 +230,16 @@ def _banks(node: Node, data_dir: Path) -> BanksConfig:
         }
     )
     per_bank = {
-        name: child.int(0, minimum=0, maximum=128)
+        name: child.integer(0, minimum=0, maximum=128)
         for name, child in node.child("per_bank_distance").items()
     }
     return BanksConfig(
         path=_under(data_dir, node.child("path"), "banks.sqlite"),
-        pdq_max_distance=node.child("pdq_max_distance").int(31, minimum=0, maximum=128),
-        pdq_min_quality=node.child("pdq_min_quality").int(50, minimum=0, maximum=100),
-        match_dihedral=node.child("match_dihedral").bool(True),
+        pdq_max_distance=node.child("pdq_max_distance").integer(31, minimum=0, maximum=128),
+        pdq_min_quality=node.child("pdq_min_quality").integer(50, minimum=0, maximum=100),
+        match_dihedral=node.child("match_dihedral").flag(True),
         per_bank_distance=per_bank,
-        reload_interval_s=node.child("reload_interval_s").float(5.0, minimum=0.1),
+        reload_interval_s=node.child("reload_interval_s").number(5.0, minimum=0.1),
     )
 
 
@@ -265,7 +265,7 @@ def _classifier(node: Node) -> ClassifierConfig:
     node.mapping(allowed={"models", "intra_op_threads", "skip_when_matched"})
     models: list[ModelSpec] = []
     names: set[str] = set()
-    for child in node.child("models").list():
+    for child in node.child("models").elements():
         spec = _model(child)
         if spec.name in names:
             child.child("name").fail(f"duplicate model name {spec.name!r}")
@@ -273,45 +273,45 @@ def _classifier(node: Node) -> ClassifierConfig:
         models.append(spec)
     return ClassifierConfig(
         models=tuple(models),
-        intra_op_threads=node.child("intra_op_threads").int(1, minimum=1, maximum=64),
-        skip_when_matched=node.child("skip_when_matched").bool(True),
+        intra_op_threads=node.child("intra_op_threads").integer(1, minimum=1, maximum=64),
+        skip_when_matched=node.child("skip_when_matched").flag(True),
     )
 
 
 def _triple(node: Node, default: tuple[float, float, float]) -> tuple[float, float, float]:
     if node.missing:
         return default
-    items = node.list()
+    items = node.elements()
     if len(items) != 3:
         node.fail("expected three numbers, one per colour channel")
-    a, b, c = (item.float(0.0) for item in items)
+    a, b, c = (item.number(0.0) for item in items)
     return (a, b, c)
 
 
 def _model(node: Node) -> ModelSpec:
     node.mapping(allowed=_MODEL_KEYS)
     thresholds = {
-        label: child.float(0.0, minimum=0.0, maximum=1.0)
+        label: child.number(0.0, minimum=0.0, maximum=1.0)
         for label, child in node.child("thresholds").items()
     }
     if not thresholds:
         node.child("thresholds").fail("give at least one label: threshold (0..1) to flag on")
     defaults = ModelSpec(name="_", adapter="onnx", thresholds={})
-    path = node.child("path").optional_str()
+    path = node.child("path").optional_text()
     return ModelSpec(
-        name=node.child("name").str(),
+        name=node.child("name").text(),
         adapter=node.child("adapter").choice(("open_nsfw", "nudenet", "onnx")),
         thresholds=thresholds,
-        enabled=node.child("enabled").bool(True),
+        enabled=node.child("enabled").flag(True),
         path=str(Path(path).expanduser()) if path else None,
-        time_budget_ms=node.child("time_budget_ms").float(defaults.time_budget_ms, minimum=1),
-        input_size=node.child("input_size").int(defaults.input_size, minimum=1, maximum=4096),
+        time_budget_ms=node.child("time_budget_ms").number(defaults.time_budget_ms, minimum=1),
+        input_size=node.child("input_size").integer(defaults.input_size, minimum=1, maximum=4096),
         channel_order=node.child("channel_order").choice(("RGB", "BGR"), defaults.channel_order),
         layout=node.child("layout").choice(("NCHW", "NHWC"), defaults.layout),
-        scale=node.child("scale").float(defaults.scale),
+        scale=node.child("scale").number(defaults.scale),
         mean=_triple(node.child("mean"), defaults.mean),
         std=_triple(node.child("std"), defaults.std),
-        labels=tuple(item.str() for item in node.child("labels").list()),
+        labels=tuple(item.text() for item in node.child("labels").elements()),
         output_activation=node.child("output_activation").choice(
             ("none", "softmax", "sigmoid"), defaults.output_activation
         ),
@@ -322,7 +322,7 @@ _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
 def _clock(node: Node) -> time:
-    text = node.str()
+    text = node.text()
     found = _CLOCK.match(text)
     if not found:
         node.fail(f"{text!r} is not a time of day such as 08:30")
@@ -332,8 +332,8 @@ def _clock(node: Node) -> time:
 def _window(node: Node) -> TimeWindow:
     node.mapping(allowed={"days", "start", "end"})
     days: set[int] = set()
-    for day in node.child("days").list():
-        name = day.str().lower()[:3]
+    for day in node.child("days").elements():
+        name = day.text().lower()[:3]
         if name not in DAYS:
             day.fail(f"{day.value!r} is not a day (mon, tue, wed, thu, fri, sat, sun)")
         days.add(DAYS.index(name))
@@ -363,13 +363,13 @@ def _group(node: Node) -> GroupConfig:
         }
     )
     devices: set[str] = set()
-    for child in node.child("devices").list():
-        mac = child.str().lower().replace("-", ":")
+    for child in node.child("devices").elements():
+        mac = child.text().lower().replace("-", ":")
         if not _MAC.match(mac):
             child.fail(f"{child.value!r} is not a MAC address such as 3c:22:fb:01:02:03")
         devices.add(mac)
     triggers: set[str] = set()
-    for child in node.child("block_on").list():
+    for child in node.child("block_on").elements():
         triggers.add(child.choice(BLOCK_TRIGGERS))
     fail = dict(DEFAULT_FAIL)
     fail_node = node.child("fail")
@@ -378,25 +378,25 @@ def _group(node: Node) -> GroupConfig:
         fail[failure] = child.choice(FAIL_ACTIONS)
     block_on = node.child("block_on")
     return GroupConfig(
-        name=node.child("name").str(),
-        subnets=tuple(child.network() for child in node.child("subnets").list()),
+        name=node.child("name").text(),
+        subnets=tuple(child.network() for child in node.child("subnets").elements()),
         vlans=frozenset(
-            child.int(0, minimum=1, maximum=4094) for child in node.child("vlans").list()
+            child.integer(0, minimum=1, maximum=4094) for child in node.child("vlans").elements()
         ),
         devices=frozenset(devices),
         mode=node.child("mode").choice(MODES, "block"),
         block_on=frozenset(triggers) if not block_on.missing else frozenset(BLOCK_TRIGGERS),
-        schedule=tuple(_window(child) for child in node.child("schedule").list()),
+        schedule=tuple(_window(child) for child in node.child("schedule").elements()),
         outside_mode=node.child("outside_mode").choice(MODES, "monitor"),
         fail=fail,
-        alert_on_monitor=node.child("alert_on_monitor").bool(True),
+        alert_on_monitor=node.child("alert_on_monitor").flag(True),
     )
 
 
 def _policy(node: Node) -> PolicyConfig:
     node.mapping(allowed={"groups", "default_group", "timezone"})
     groups: list[GroupConfig] = []
-    for child in node.child("groups").list():
+    for child in node.child("groups").elements():
         group = _group(child)
         if any(g.name == group.name for g in groups):
             child.child("name").fail(f"duplicate group name {group.name!r}")
@@ -404,13 +404,13 @@ def _policy(node: Node) -> PolicyConfig:
     if not groups:
         groups.append(GroupConfig(name="everyone"))
     default_node = node.child("default_group")
-    default = default_node.str(groups[-1].name)
+    default = default_node.text(groups[-1].name)
     if all(g.name != default for g in groups):
         default_node.fail(
             f"no group named {default!r} (groups: {', '.join(g.name for g in groups)})"
         )
     tz_node = node.child("timezone")
-    tz_name = tz_node.str("Europe/London")
+    tz_name = tz_node.text("Europe/London")
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -423,9 +423,9 @@ def _audit(node: Node, data_dir: Path) -> AuditConfig:
     return AuditConfig(
         path=_under(data_dir, node.child("path"), "audit/decisions.jsonl"),
         rotate=node.child("rotate").choice(("daily", "size"), "daily"),
-        max_bytes=node.child("max_bytes").int(50 * 1024 * 1024, minimum=1024),
-        retention_days=node.child("retention_days").int(90, minimum=1, maximum=3650),
-        backup_count=node.child("backup_count").int(20, minimum=1, maximum=10000),
+        max_bytes=node.child("max_bytes").integer(50 * 1024 * 1024, minimum=1024),
+        retention_days=node.child("retention_days").integer(90, minimum=1, maximum=3650),
+        backup_count=node.child("backup_count").integer(20, minimum=1, maximum=10000),
     )
 
 
@@ -450,7 +450,7 @@ def _proxy(node: Node) -> ProxyConfig:
     )
     defaults = ProxyConfig()
     host_node = node.child("listen_host")
-    host = host_node.str(defaults.listen_host)
+    host = host_node.text(defaults.listen_host)
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -458,25 +458,27 @@ def _proxy(node: Node) -> ProxyConfig:
     return ProxyConfig(
         mode=node.child("mode").choice(("regular", "transparent"), defaults.mode),
         listen_host=host,
-        listen_port=node.child("listen_port").int(defaults.listen_port, minimum=1, maximum=65535),
-        max_held_body_bytes=node.child("max_held_body_bytes").int(
+        listen_port=node.child("listen_port").integer(
+            defaults.listen_port, minimum=1, maximum=65535
+        ),
+        max_held_body_bytes=node.child("max_held_body_bytes").integer(
             defaults.max_held_body_bytes, minimum=1024
         ),
-        workers=node.child("workers").int(defaults.workers, minimum=1, maximum=64),
-        max_queue=node.child("max_queue").int(defaults.max_queue, minimum=1),
-        inspect_timeout_s=node.child("inspect_timeout_s").float(
+        workers=node.child("workers").integer(defaults.workers, minimum=1, maximum=64),
+        max_queue=node.child("max_queue").integer(defaults.max_queue, minimum=1),
+        inspect_timeout_s=node.child("inspect_timeout_s").number(
             defaults.inspect_timeout_s, minimum=0.1
         ),
         endpoints_files=tuple(
-            Path(child.str()).expanduser() for child in node.child("endpoints_files").list()
+            Path(child.text()).expanduser() for child in node.child("endpoints_files").elements()
         ),
         dhcp_leases=tuple(
-            Path(child.str()).expanduser() for child in node.child("dhcp_leases").list()
+            Path(child.text()).expanduser() for child in node.child("dhcp_leases").elements()
         ),
-        school_name=node.child("school_name").str(defaults.school_name),
-        block_contact=node.child("block_contact").str(defaults.block_contact),
+        school_name=node.child("school_name").text(defaults.school_name),
+        block_contact=node.child("block_contact").text(defaults.block_contact),
         upstream_ca_file=node.child("upstream_ca_file").path_value(),
-        pinned_after_failures=node.child("pinned_after_failures").int(
+        pinned_after_failures=node.child("pinned_after_failures").integer(
             defaults.pinned_after_failures, minimum=0
         ),
         pinned_action=node.child("pinned_action").choice(("pass", "block"), defaults.pinned_action),

@@ -57,14 +57,14 @@ class Node:
         for key in self.mapping():
             yield key, self.child(key)
 
-    def list(self) -> list[Node]:
+    def elements(self) -> list[Node]:
         if self.value is None:
             return []
         if not isinstance(self.value, list):
             self.fail(f"expected a list, got {_describe(self.value)}")
         return [Node(self.source, f"{self.path}[{i}]", v) for i, v in enumerate(self.value)]
 
-    def str(self, default: str | None = None) -> str:
+    def text(self, default: str | None = None) -> str:
         if self.value is None:
             if default is None:
                 self.fail("is required")
@@ -73,30 +73,30 @@ class Node:
             self.fail(f"expected text, got {_describe(self.value)}")
         return self.value
 
-    def optional_str(self) -> str | None:
-        return None if self.value is None else self.str()
+    def optional_text(self) -> str | None:
+        return None if self.value is None else self.text()
 
     def choice(self, choices: tuple[str, ...], default: str | None = None) -> str:
-        value = self.str(default)
+        value = self.text(default)
         if value not in choices:
             self.fail(f"{value!r} is not one of: {', '.join(choices)}")
         return value
 
-    def bool(self, default: bool) -> bool:
+    def flag(self, default: bool) -> bool:
         if self.value is None:
             return default
         if not isinstance(self.value, bool):
             self.fail(f"expected true or false, got {_describe(self.value)}")
         return self.value
 
-    def int(self, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    def integer(self, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
         value = default if self.value is None else self.value
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(f"expected a whole number, got {_describe(value)}")
         self._check_range(value, minimum, maximum)
         return value
 
-    def float(
+    def number(
         self, default: float, minimum: float | None = None, maximum: float | None = None
     ) -> float:
         value = default if self.value is None else self.value
@@ -108,10 +108,10 @@ class Node:
     def path_value(self, default: Path | None = None) -> Path | None:
         if self.value is None:
             return default
-        return Path(self.str()).expanduser()
+        return Path(self.text()).expanduser()
 
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        text = self.str()
+        text = self.text()
         try:
             return ipaddress.ip_network(text, strict=False)
         except ValueError:

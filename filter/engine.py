@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from schoolgate.audit import AuditLog
 from schoolgate.banks import BankStore
-from schoolgate.classifier import Classifier, ModelLoadError
+from schoolgate.classifier import Classifier, ClassifierResult, ModelLoadError
 from schoolgate.config import FAILURES, Config
 from schoolgate.errors import MediaRefused
 from schoolgate.hashing import exact_hashes, pdq_dihedral, pdq_hash
@@ -183,7 +183,7 @@ class Inspector:
         hashes["pdq_quality"] = variants[0].quality
         matches.extend(matcher.match_pdq(variants, min_quality=self.config.banks.pdq_min_quality))
 
-        scores = ()
+        scores: tuple[ClassifierResult, ...] = ()
         skip = matches and self.config.classifier.skip_when_matched
         if self.classifier is not None and not skip:
             scores = tuple(self.classifier.classify(decoded.image))
