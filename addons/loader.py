@@ -1,0 +1,49 @@
+"""Loads schoolgate's configuration when mitmdump runs the addons as a script (`-s entry.py`)."""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import ctx, exceptions
+from mitmproxy.addonmanager import Loader
+
+from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.config import load_config
+from schoolgate.errors import SchoolgateError
+
+log = logging.getLogger("schoolgate.proxy")
+
+
+class ConfigLoader:
+    """Owns the `schoolgate_config` option; builds the shared Runtime from it."""
+
+    def __init__(self, ref: RuntimeRef) -> None:
+        self.ref = ref
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "schoolgate_config",
+            str,
+            "",
+            "schoolgate configuration file (empty: $SCHOOLGATE_CONFIG, else the embedded default).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "schoolgate_config" not in updated:
+            return
+        if self.ref.current is not None and not ctx.options.schoolgate_config:
+            return  # started by `schoolgate run`, which built the runtime itself
+        try:
+            runtime = Runtime.from_config(load_config(ctx.options.schoolgate_config or None))
+        except SchoolgateError as exc:
+            # An invalid reload keeps the running configuration (mitmproxy rolls the option back).
+            raise exceptions.OptionsError(f"schoolgate: {exc}") from exc
+        previous, self.ref.current = self.ref.current, runtime
+        if previous is not None:
+            previous.close()
+        log.info("schoolgate configuration loaded from %s", runtime.config.source)
+
+    def done(self) -> None:
+        if self.ref.current is not None:
+            self.ref.current.close()
+            self.ref.current = None

@@ -1,0 +1,89 @@
+"""`schoolgate run`: mitmproxy (regular or transparent mode) with the schoolgate addons."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from mitmproxy import options
+from mitmproxy.tools.dump import DumpMaster
+
+from schoolgate.addons.entry import make_addons
+from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.config import Config
+
+log = logging.getLogger("schoolgate.proxy")
+
+CA_FILE = "mitmproxy-ca-cert.pem"
+
+
+class StartupBanner:
+    """One clear line once the listeners are up: where, which mode, which CA to install."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def running(self) -> None:
+        proxy = self.config.proxy
+        log.warning(
+            "schoolgate listening on %s:%d (%s mode); CA certificate for devices: %s",
+            proxy.listen_host,
+            proxy.listen_port,
+            proxy.mode,
+            self.config.data_dir / "ca" / CA_FILE,
+        )
+
+
+def mitmproxy_options(config: Config) -> dict[str, Any]:
+    """The mitmproxy options schoolgate's configuration implies."""
+    proxy = config.proxy
+    settings: dict[str, Any] = {
+        "mode": ["transparent" if proxy.mode == "transparent" else "regular"],
+        "listen_host": proxy.listen_host,
+        "listen_port": proxy.listen_port,
+        "confdir": str(config.data_dir / "ca"),
+        # Schoolgate decides what is buffered (held uploads) and streams the rest itself.
+        "stream_large_bodies": None,
+        "body_size_limit": None,
+        # HTTP/3 would bypass TCP interception; the gateway rejects UDP 443 so clients fall back.
+        "http3": False,
+        "schoolgate_pinned_after": proxy.pinned_after_failures,
+        "schoolgate_pinned_action": proxy.pinned_action,
+    }
+    if proxy.upstream_ca_file is not None:
+        settings["ssl_verify_upstream_trusted_ca"] = str(proxy.upstream_ca_file)
+    return settings
+
+
+async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit status."""
+    confdir = config.data_dir / "ca"
+    confdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(confdir, 0o700)  # the CA key lives here
+    runtime = Runtime.from_config(config)
+    opts = options.Options()
+    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    master.addons.add(StartupBanner(config), *make_addons(RuntimeRef(runtime)))
+    opts.update(**mitmproxy_options(config), **(extra or {}))
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, master.shutdown)
+    try:
+        await master.run()
+    except SystemExit as exc:  # mitmproxy's error check exits on start-up errors (port in use)
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        runtime.close()
+    log.warning("schoolgate stopped")
+    return 0
+
+
+def run(config: Config, extra: dict[str, Any] | None = None) -> int:
+    """Start the proxy from a loaded configuration; `extra` sets further mitmproxy options."""
+    return asyncio.run(serve(config, extra))

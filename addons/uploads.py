@@ -1,0 +1,184 @@
+"""Uploads: hold catalogued upload bodies, judge each media item, block before forwarding."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+
+from mitmproxy import http
+
+from schoolgate.addons.blockpage import block_response
+from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.catalog import App, UploadRoute
+from schoolgate.extract import (
+    ExtractionError,
+    ExtractLimits,
+    decode_content_encoding,
+    extract_items,
+)
+from schoolgate.verdict import InspectionContext, Verdict
+
+log = logging.getLogger("schoolgate.proxy")
+
+META = "schoolgate_upload"
+
+
+@dataclass(frozen=True)
+class HeldUpload:
+    """Why a request is held: the app and route it matched."""
+
+    app: App
+    route: UploadRoute
+
+
+def flow_context(
+    runtime: Runtime,
+    flow: http.HTTPFlow,
+    app: str | None,
+    route: str | None,
+    direction: str = "upload",
+) -> InspectionContext:
+    """Who sent this flow and where to: the audit record's identity fields."""
+    peer = flow.client_conn.peername
+    ip = str(peer[0]) if peer else None
+    return InspectionContext(
+        client_ip=ip,
+        app=app,
+        host=flow.request.pretty_host,
+        route=route,
+        direction=direction,
+        **runtime.identify(ip),
+    )
+
+
+def declared_size(headers: http.Headers) -> int | None:
+    """Content-Length as a number; None when absent or malformed (chunked bodies)."""
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        return None
+    return size if size >= 0 else None
+
+
+def enforce(runtime: Runtime, flow: http.HTTPFlow, verdicts: list[Verdict], direction: str) -> bool:
+    """Answer with the block page when any verdict blocks; True when blocked."""
+    blocking = [v for v in verdicts if v.blocked]
+    if not blocking:
+        return False
+    flow.response = block_response(
+        runtime.config.proxy,
+        direction,
+        blocking[0].id,
+        flow.request.headers.get("accept", ""),
+    )
+    flow.metadata["schoolgate_blocked"] = [v.id for v in blocking]
+    return True
+
+
+class UploadInspector:
+    """Holds upload routes up to the size cap; streams everything else straight through."""
+
+    def __init__(self, ref: RuntimeRef) -> None:
+        self.ref = ref
+
+    def route_for(self, runtime: Runtime, flow: http.HTTPFlow) -> HeldUpload | None:
+        request = flow.request
+        host = request.pretty_host
+        found = runtime.catalog.upload_route(host, request.method, request.path)
+        if found is None:
+            found = runtime.learnt.upload_route(host, request.method, request.path)
+        return HeldUpload(*found) if found else None
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        runtime = self.ref.current
+        if runtime is None or flow.response is not None:
+            return
+        held = self.route_for(runtime, flow)
+        if held is None:
+            flow.request.stream = True  # not an upload we inspect: never buffer it
+            return
+        cap = runtime.config.proxy.max_held_body_bytes
+        size = declared_size(flow.request.headers)
+        if size is not None and size > cap:
+            self.oversize(runtime, flow, held, size, cap)
+            return
+        flow.request.stream = False
+        flow.metadata[META] = held
+
+    def oversize(
+        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, size: int, cap: int
+    ) -> None:
+        """Too big to hold: the fail policy says block (answer now) or allow (stream it)."""
+        ctx = flow_context(runtime, flow, held.app.name, held.route.path)
+        verdict = runtime.unavailable(
+            _sized(ctx, size), "oversize", f"body of {size} bytes is over the {cap} byte cap"
+        )
+        if not enforce(runtime, flow, [verdict], "upload"):
+            flow.request.stream = True
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        runtime = self.ref.current
+        held = flow.metadata.get(META)
+        if runtime is None or not isinstance(held, HeldUpload) or flow.response is not None:
+            return
+        verdicts = await self.inspect(runtime, flow, held)
+        enforce(runtime, flow, verdicts, "upload")
+
+    async def inspect(
+        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload
+    ) -> list[Verdict]:
+        """Every media item in the body, judged concurrently in the worker pool."""
+        request = flow.request
+        body = request.raw_content or b""
+        cap = runtime.config.proxy.max_held_body_bytes
+        ctx = flow_context(runtime, flow, held.app.name, held.route.path)
+        if len(body) > cap:  # chunked bodies carry no Content-Length to check up front
+            return [
+                runtime.unavailable(_sized(ctx, len(body)), "oversize", f"over the {cap} byte cap")
+            ]
+        limits = extract_limits(runtime)
+        try:
+            body = decode_content_encoding(
+                body, request.headers.get("content-encoding", ""), limits
+            )
+            items = extract_items(
+                body,
+                request.headers.get("content-type", ""),
+                held.route.body,
+                limits,
+                json_paths=held.route.json_paths,
+            )
+        except ExtractionError as exc:
+            failure = "oversize" if exc.reason == "oversize" else "refused"
+            return [runtime.unavailable(_sized(ctx, len(body)), failure, f"{exc.reason}: {exc}")]
+        except Exception as exc:  # hostile input must become a decision, never a crash
+            log.exception("extraction failed")
+            return [runtime.unavailable(_sized(ctx, len(body)), "error", type(exc).__name__)]
+        runtime.count("upload_items", len(items))
+        jobs = [
+            runtime.judge(
+                item.data,
+                replace(
+                    ctx,
+                    filename=item.filename,
+                    declared_type=item.declared_type,
+                    size=len(item.data),
+                ),
+            )
+            for item in items
+        ]
+        return list(await asyncio.gather(*jobs))
+
+
+def extract_limits(runtime: Runtime) -> ExtractLimits:
+    """Body caps: what the proxy holds, decoded to at most the same again."""
+    cap = runtime.config.proxy.max_held_body_bytes
+    return ExtractLimits(max_body_bytes=cap, max_decoded_bytes=cap)
+
+
+def _sized(ctx: InspectionContext, size: int) -> InspectionContext:
+    return replace(ctx, size=size)
