@@ -1,0 +1,504 @@
+"""Persistent hash banks: named lists of signals (hashes) with provenance, stored in SQLite.
+
+One file holds every bank. WAL mode and a busy timeout let several processes (the proxy workers,
+the CLI importing a list) open the same file at once. Every change bumps a version counter so a
+running matcher can tell cheaply whether it must reload.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from schoolgate.errors import SchoolgateError
+
+SCHEMA_VERSION = 1
+_BATCH = 20_000
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# Sentinels instead of NULL so the UNIQUE index treats "no content id / no frame" as equal.
+_NO_CONTENT = ""
+_NO_FRAME = -1
+
+
+class SignalType(StrEnum):
+    """The kinds of hash a bank can hold."""
+
+    SHA256 = "sha256"
+    MD5 = "md5"
+    SHA1 = "sha1"
+    PDQ = "pdq"
+    VPDQ = "vpdq"  # one PDQ hash per video frame, grouped by content_id
+
+
+# Bytes per value; PDQ and vPDQ frames are 256-bit hashes.
+VALUE_BYTES: dict[SignalType, int] = {
+    SignalType.SHA256: 32,
+    SignalType.MD5: 16,
+    SignalType.SHA1: 20,
+    SignalType.PDQ: 32,
+    SignalType.VPDQ: 32,
+}
+
+
+class BankError(SchoolgateError):
+    """A bank operation failed: unknown bank, invalid name or hash, unreadable database."""
+
+
+@dataclass(frozen=True)
+class Bank:
+    """A named list of signals and where it came from."""
+
+    name: str
+    description: str
+    source: str
+    created_at: datetime
+    updated_at: datetime
+    counts: dict[SignalType, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class SignalInput:
+    """A signal to add to a bank (what importers yield)."""
+
+    signal_type: SignalType
+    value: str
+    quality: int | None = None
+    note: str = ""
+    content_id: str | None = None
+    frame: int | None = None
+    timestamp: float | None = None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A stored signal with its provenance."""
+
+    bank: str
+    signal_type: SignalType
+    value: str
+    quality: int | None
+    note: str
+    source: str
+    added_at: datetime
+    content_id: str | None
+    frame: int | None
+    timestamp: float | None
+
+
+def parse_signal_type(text: str) -> SignalType:
+    """`SignalType` from its name, with an error that lists the valid names."""
+    try:
+        return SignalType(text.strip().lower())
+    except ValueError:
+        valid = ", ".join(t.value for t in SignalType)
+        raise BankError(f"unknown signal type {text!r} (expected one of: {valid})") from None
+
+
+def validate_bank_name(name: str) -> str:
+    """Return `name` if it is a valid bank name, else raise BankError saying what is allowed."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise BankError(
+            f"invalid bank name {name!r}: use 1-64 characters a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def normalise_value(signal_type: SignalType, value: str) -> bytes:
+    """Hex hash text -> raw bytes, checking its length for the type. Raises BankError."""
+    size = VALUE_BYTES[signal_type]
+    text = value.strip() if isinstance(value, str) else ""
+    raw: bytes | None = None
+    if len(text) == size * 2:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = None
+    if raw is None or len(raw) != size:
+        shown = value if isinstance(value, str) and len(value) <= 80 else f"{str(value)[:80]}..."
+        raise BankError(
+            f"invalid {signal_type.value} value {shown!r}: expected {size * 2} hex digits"
+        )
+    return raw
+
+
+def check_signal(signal: SignalInput) -> tuple[bytes, int | None]:
+    """Validate one SignalInput; return (value bytes, quality). Raises BankError with the reason."""
+    try:
+        signal_type = SignalType(signal.signal_type)
+    except ValueError:
+        raise BankError(f"unknown signal type {signal.signal_type!r}") from None
+    raw = normalise_value(signal_type, signal.value)
+    quality = signal.quality
+    if quality is not None and (
+        isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100
+    ):
+        raise BankError(f"invalid quality {quality!r}: expected an integer 0..100")
+    if signal_type is SignalType.VPDQ:
+        if not signal.content_id:
+            raise BankError("a vpdq frame needs a content_id (which video it belongs to)")
+        if signal.frame is None or isinstance(signal.frame, bool) or signal.frame < 0:
+            raise BankError(f"a vpdq frame needs a frame number >= 0, got {signal.frame!r}")
+        if signal.timestamp is None or not signal.timestamp >= 0:
+            raise BankError(f"a vpdq frame needs a timestamp >= 0, got {signal.timestamp!r}")
+    elif signal.frame is not None or signal.timestamp is not None:
+        raise BankError(f"frame and timestamp apply only to vpdq, not {signal_type.value}")
+    return raw, quality
+
+
+def _dt(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS banks (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signals (
+    id INTEGER PRIMARY KEY,
+    bank_id INTEGER NOT NULL REFERENCES banks(id) ON DELETE CASCADE,
+    signal_type TEXT NOT NULL,
+    value BLOB NOT NULL,
+    quality INTEGER,
+    note TEXT NOT NULL,
+    source TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    content_id TEXT NOT NULL,
+    frame INTEGER NOT NULL,
+    timestamp REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS signals_key
+    ON signals (bank_id, signal_type, value, content_id, frame);
+"""
+
+
+class BankStore:
+    """Every bank in one SQLite file. Safe to share between threads and processes."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._init_schema()
+        except (sqlite3.Error, OSError) as exc:
+            raise BankError(f"cannot open the bank database {self.path}: {exc}") from exc
+
+    def _init_schema(self) -> None:
+        with self._write() as cur:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+                cur.execute("INSERT INTO meta VALUES ('version', 0)")
+            elif row[0] > SCHEMA_VERSION:
+                raise BankError(
+                    f"{self.path} has bank schema version {row[0]}, newer than this schoolgate "
+                    f"supports ({SCHEMA_VERSION}): upgrade schoolgate"
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> BankStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions --------------------------------------------------------------------------
+
+    class _Tx:
+        """BEGIN IMMEDIATE ... COMMIT under the store lock; ROLLBACK on any error."""
+
+        def __init__(self, store: BankStore, bump: bool) -> None:
+            self.store = store
+            self.bump = bump
+
+        def __enter__(self) -> sqlite3.Cursor:
+            self.store._lock.acquire()
+            try:
+                self.cur = self.store._conn.cursor()
+                self.cur.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.store._lock.release()
+                raise
+            return self.cur
+
+        def __exit__(
+            self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+        ) -> None:
+            try:
+                if exc_type is None:
+                    if self.bump:
+                        self.cur.execute("UPDATE meta SET value = value + 1 WHERE key = 'version'")
+                    self.cur.execute("COMMIT")
+                else:
+                    self.cur.execute("ROLLBACK")
+            except sqlite3.Error as failure:
+                raise BankError(f"bank database {self.store.path}: {failure}") from failure
+            finally:
+                self.store._lock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise BankError(f"bank database {self.store.path}: {exc}") from exc
+
+    def _write(self, bump: bool = False) -> BankStore._Tx:
+        return BankStore._Tx(self, bump)
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise BankError(f"bank database {self.path}: {exc}") from exc
+
+    def _bank_id(self, cur: sqlite3.Cursor, name: str) -> int:
+        row = cur.execute("SELECT id FROM banks WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise BankError(f"no bank named {name!r}")
+        return int(row[0])
+
+    # -- banks ---------------------------------------------------------------------------------
+
+    def create_bank(self, name: str, description: str = "", source: str = "") -> Bank:
+        """Create an empty bank. Raises BankError if the name is invalid or taken."""
+        validate_bank_name(name)
+        now = time.time()
+        with self._write(bump=True) as cur:
+            if cur.execute("SELECT 1 FROM banks WHERE name = ?", (name,)).fetchone():
+                raise BankError(f"a bank named {name!r} already exists")
+            cur.execute(
+                "INSERT INTO banks (name, description, source, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, description, source, now, now),
+            )
+        return self.bank(name)
+
+    def ensure_bank(self, name: str, description: str = "", source: str = "") -> Bank:
+        """The bank called `name`, created if missing (existing metadata is kept)."""
+        validate_bank_name(name)
+        if not self._read("SELECT 1 FROM banks WHERE name = ?", (name,)):
+            try:
+                return self.create_bank(name, description, source)
+            except BankError:
+                pass  # another process created it between our check and insert
+        return self.bank(name)
+
+    def delete_bank(self, name: str) -> None:
+        """Delete a bank and every signal in it."""
+        with self._write(bump=True) as cur:
+            bank_id = self._bank_id(cur, name)
+            cur.execute("DELETE FROM signals WHERE bank_id = ?", (bank_id,))
+            cur.execute("DELETE FROM banks WHERE id = ?", (bank_id,))
+
+    def banks(self) -> list[Bank]:
+        """Every bank, sorted by name, with per-type counts."""
+        counts: dict[int, dict[SignalType, int]] = {}
+        for bank_id, signal_type, count in self._read(
+            "SELECT bank_id, signal_type, count(*) FROM signals GROUP BY bank_id, signal_type"
+        ):
+            counts.setdefault(bank_id, {})[SignalType(signal_type)] = count
+        rows = self._read(
+            "SELECT id, name, description, source, created_at, updated_at FROM banks ORDER BY name"
+        )
+        return [
+            Bank(name, desc, source, _dt(created), _dt(updated), counts.get(bank_id, {}))
+            for bank_id, name, desc, source, created, updated in rows
+        ]
+
+    def bank(self, name: str) -> Bank:
+        """One bank by name. Raises BankError if there is none."""
+        rows = self._read(
+            "SELECT id, description, source, created_at, updated_at FROM banks WHERE name = ?",
+            (name,),
+        )
+        if not rows:
+            raise BankError(f"no bank named {name!r}")
+        bank_id, desc, source, created, updated = rows[0]
+        counts = {
+            SignalType(t): c
+            for t, c in self._read(
+                "SELECT signal_type, count(*) FROM signals WHERE bank_id = ? GROUP BY signal_type",
+                (bank_id,),
+            )
+        }
+        return Bank(name, desc, source, _dt(created), _dt(updated), counts)
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def add_signals(self, bank: str, signals: Iterable[SignalInput], source: str) -> int:
+        """Add signals to `bank` in one transaction; return how many were new.
+
+        Duplicates (same type, value, content id and frame) are ignored. Any invalid signal
+        aborts the whole import (nothing is added) with a BankError naming its position.
+        """
+        now = time.time()
+        total_before = 0
+        with self._write(bump=True) as cur:
+            bank_id = self._bank_id(cur, bank)
+            total_before = self._conn.total_changes
+            rows = self._rows(bank_id, signals, source, now)
+            while batch := list(islice(rows, _BATCH)):
+                cur.executemany(
+                    "INSERT OR IGNORE INTO signals (bank_id, signal_type, value, quality, note, "
+                    "source, added_at, content_id, frame, timestamp) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    batch,
+                )
+            added = self._conn.total_changes - total_before
+            if added:
+                cur.execute("UPDATE banks SET updated_at = ? WHERE id = ?", (now, bank_id))
+        return added
+
+    @staticmethod
+    def _rows(
+        bank_id: int, signals: Iterable[SignalInput], source: str, now: float
+    ) -> Iterator[tuple[Any, ...]]:
+        for position, signal in enumerate(signals, start=1):
+            try:
+                raw, quality = check_signal(signal)
+            except BankError as exc:
+                raise BankError(f"signal #{position}: {exc}") from None
+            yield (
+                bank_id,
+                str(signal.signal_type),
+                raw,
+                quality,
+                signal.note,
+                source,
+                now,
+                signal.content_id or _NO_CONTENT,
+                _NO_FRAME if signal.frame is None else signal.frame,
+                signal.timestamp,
+            )
+
+    def remove_signal(self, bank: str, signal_type: SignalType, value: str) -> bool:
+        """Remove a value (every frame of it for vpdq) from a bank; False if it was not there."""
+        signal_type = SignalType(signal_type)
+        raw = normalise_value(signal_type, value)
+        with self._write(bump=True) as cur:
+            bank_id = self._bank_id(cur, bank)
+            cur.execute(
+                "DELETE FROM signals WHERE bank_id = ? AND signal_type = ? AND value = ?",
+                (bank_id, signal_type.value, raw),
+            )
+            removed = cur.rowcount > 0
+            if removed:
+                cur.execute("UPDATE banks SET updated_at = ? WHERE id = ?", (time.time(), bank_id))
+        return removed
+
+    def iter_signals(
+        self, bank: str | None = None, signal_type: SignalType | None = None
+    ) -> Iterator[Signal]:
+        """Stored signals in insertion order, optionally only one bank and/or one type."""
+        for name, stype, raw, quality, note, source, added, content, frame, ts in self._select(
+            "s.signal_type, s.value, s.quality, s.note, s.source, s.added_at, s.content_id, "
+            "s.frame, s.timestamp",
+            bank,
+            signal_type,
+        ):
+            yield Signal(
+                bank=name,
+                signal_type=SignalType(stype),
+                value=raw.hex(),
+                quality=quality,
+                note=note,
+                source=source,
+                added_at=_dt(added),
+                content_id=content or None,
+                frame=None if frame == _NO_FRAME else frame,
+                timestamp=ts,
+            )
+
+    def iter_raw(
+        self, signal_type: SignalType, bank: str | None = None
+    ) -> Iterator[tuple[str, bytes, int | None, str]]:
+        """(bank, value bytes, quality, note) tuples: the cheap path for building big indexes."""
+        yield from self._select("s.value, s.quality, s.note", bank, signal_type)
+
+    def _select(
+        self, columns: str, bank: str | None, signal_type: SignalType | None
+    ) -> Iterator[tuple[Any, ...]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if bank is not None:
+            self.bank(bank)  # a clear error for an unknown bank
+            where.append("b.name = ?")
+            params.append(bank)
+        if signal_type is not None:
+            where.append("s.signal_type = ?")
+            params.append(SignalType(signal_type).value)
+        sql = f"SELECT b.name, {columns} FROM signals s JOIN banks b ON b.id = s.bank_id"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY s.id"
+        # A separate read connection: iterating must not hold the lock that writers need.
+        conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+        try:
+            cursor = conn.execute(sql, params)
+            while rows := cursor.fetchmany(_BATCH):
+                yield from rows
+        except sqlite3.Error as exc:
+            raise BankError(f"bank database {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def version(self) -> int:
+        """A counter that increments on every change, across processes."""
+        return int(self._read("SELECT value FROM meta WHERE key = 'version'")[0][0])
+
+    def stats(self) -> dict[str, Any]:
+        """Per-bank per-type counts with created/updated times, the total and the file size."""
+        banks = self.banks()
+        size = 0
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                size += part.stat().st_size
+        return {
+            "path": str(self.path),
+            "version": self.version(),
+            "db_bytes": size,
+            "total": sum(b.total for b in banks),
+            "banks": {
+                b.name: {
+                    "source": b.source,
+                    "created_at": b.created_at.isoformat(),
+                    "updated_at": b.updated_at.isoformat(),
+                    "counts": {t.value: c for t, c in sorted(b.counts.items())},
+                    "total": b.total,
+                }
+                for b in banks
+            },
+        }
