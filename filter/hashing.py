@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Buffer
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,8 +56,8 @@ class ExactHashes:
     sha1: str
 
 
-def exact_hashes(data: bytes) -> ExactHashes:
-    """SHA-256, MD5 and SHA-1 of `data` in one pass over it."""
+def exact_hashes(data: Buffer) -> ExactHashes:
+    """SHA-256, MD5 and SHA-1 of `data` (bytes or any buffer) in one pass over it."""
     sha256 = hashlib.sha256()
     # MD5 and SHA-1 identify content here; they are not used for security (and FIPS builds
     # refuse them unless told so).

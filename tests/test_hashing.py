@@ -55,7 +55,7 @@ def test_exact_hashes_span_chunks() -> None:
 def test_exact_hashes_accept_bytearray_and_memoryview() -> None:
     expected = exact_hashes(b"school")
     assert exact_hashes(bytearray(b"school")) == expected
-    assert exact_hashes(memoryview(b"school")) == expected  # type: ignore[arg-type]
+    assert exact_hashes(memoryview(b"school")) == expected
 
 
 # --- PdqHash value type -----------------------------------------------------------------------

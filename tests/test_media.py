@@ -45,6 +45,7 @@ def _video(container: str, codec: str, width: int = 64, height: int = 48) -> byt
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container) as output:
         stream = output.add_stream(codec, rate=10)
+        assert isinstance(stream, av.VideoStream)
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
@@ -362,7 +363,7 @@ def _gif_with_frames(count: int) -> bytes:
 def test_gif_frame_counter_agrees_with_pillow() -> None:
     data = _gif_with_frames(7)
     with Image.open(io.BytesIO(data)) as opened:
-        assert opened.n_frames == 7
+        assert getattr(opened, "n_frames", 1) == 7
     assert decode_image(data).frame_count == 7
 
 
