@@ -48,7 +48,7 @@ class DownloadInspector:
                 ctx, "oversize", f"download of {size} bytes is over the {cap} byte cap"
             )
             if verdict.blocked:
-                flow.kill()  # the body is on its way: cutting the connection is the only refusal
+                flow.kill()  # type: ignore[no-untyped-call]  # the body is on its way: cutting the connection is the only refusal
             else:
                 response.stream = True
             return
@@ -94,7 +94,9 @@ class DownloadInspector:
         for app, rule in runtime.catalog.learn_rules(
             request.pretty_host, request.method, request.path
         ):
-            for host in rule.learn(list(flow.response.headers.items(multi=True)), body):
+            headers = list(flow.response.headers.fields)
+            pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+            for host in rule.learn(pairs, body):
                 runtime.learnt.add(host, app, rule)
                 runtime.count("learnt_hosts")
                 log.info("learnt upload host %s for %s", host, app.name)

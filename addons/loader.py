@@ -37,7 +37,7 @@ class ConfigLoader:
             runtime = Runtime.from_config(load_config(ctx.options.schoolgate_config or None))
         except SchoolgateError as exc:
             # An invalid reload keeps the running configuration (mitmproxy rolls the option back).
-            raise exceptions.OptionsError(f"schoolgate: {exc}") from exc
+            raise exceptions.OptionsError(f"schoolgate: {exc}") from exc  # type: ignore[no-untyped-call]
         previous, self.ref.current = self.ref.current, runtime
         if previous is not None:
             previous.close()

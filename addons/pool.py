@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 
 class Overloaded(Exception):
@@ -40,7 +41,7 @@ class InspectionPool:
         """Items queued or running, including ones whose caller already timed out."""
         return self._in_flight
 
-    def _release(self, _: Future[object]) -> None:
+    def _release(self, _: Future[Any]) -> None:
         with self._lock:
             self._in_flight -= 1
 

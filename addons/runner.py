@@ -66,8 +66,8 @@ async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
     runtime = Runtime.from_config(config)
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-    master.addons.add(StartupBanner(config), *make_addons(RuntimeRef(runtime)))
-    opts.update(**mitmproxy_options(config), **(extra or {}))
+    master.addons.add(StartupBanner(config), *make_addons(RuntimeRef(runtime)))  # type: ignore[no-untyped-call]
+    opts.update(**mitmproxy_options(config), **(extra or {}))  # type: ignore[no-untyped-call]
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

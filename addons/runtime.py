@@ -44,10 +44,6 @@ class Runtime:
         with self._counter_lock:
             self.counters[name] += n
 
-    def identify(self, client_ip: str | None) -> dict[str, str | None]:
-        """MAC and hostname of a client from DHCP leases, where configured and known."""
-        return {"mac": None, "hostname": None}
-
     def unavailable(self, ctx: InspectionContext, failure: str, detail: str) -> Verdict:
         """A fail-policy verdict, recorded and counted."""
         self.count(f"unavailable_{failure}")

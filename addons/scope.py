@@ -74,7 +74,7 @@ class Scope:
 
     def configure(self, updated: set[str]) -> None:
         if "schoolgate_pinned_after" in updated and ctx.options.schoolgate_pinned_after < 0:
-            raise exceptions.OptionsError("schoolgate_pinned_after must be 0 or more")
+            raise exceptions.OptionsError("schoolgate_pinned_after must be 0 or more")  # type: ignore[no-untyped-call]
 
     def decide(self, sni: str | None, client: str | None) -> str:
         """'intercept', 'pass', 'pass_log' or 'block' for one ClientHello."""
@@ -101,7 +101,6 @@ class Scope:
             app=app.name if app else None,
             host=sni,
             route="tls",
-            **runtime.identify(ip),
         )
         runtime.unavailable(ictx, "not_inspectable", detail)
 
@@ -109,7 +108,7 @@ class Scope:
         """Refuse block-by-SNI connections before the handshake goes anywhere."""
         if nextlayer.layer is None or self.ref.current is None:
             return
-        data = nextlayer.data_client()
+        data = nextlayer.data_client()  # type: ignore[no-untyped-call]
         if not starts_like_tls_record(data) or nextlayer.context.client.tls_established:
             return
         try:

@@ -48,7 +48,6 @@ def flow_context(
         host=flow.request.pretty_host,
         route=route,
         direction=direction,
-        **runtime.identify(ip),
     )
 
 

@@ -34,5 +34,5 @@ class WebSocketInspector:
         else:
             verdict = await runtime.judge(message.content, ctx)
         if verdict.blocked:
-            message.drop()
+            message.drop()  # type: ignore[no-untyped-call]
             flow.metadata.setdefault("schoolgate_blocked", []).append(verdict.id)
