@@ -116,12 +116,25 @@ def reference_images(shared_root: Path) -> Iterator[tuple[str, Image.Image]]:
                 yield path.name, image.convert("RGB")
 
 
+# More of scikit-image's bundled images: textures, diagrams, microscopy, the colour wheel.
+EXTRA_SKIMAGE = ("horse", "hubble_deep_field", "retina", "colorwheel", "logo", "clock", "cat")
+
+
+def extra_skimage() -> Iterator[tuple[str, Image.Image]]:
+    from skimage import data
+
+    for name in EXTRA_SKIMAGE:
+        image = Image.fromarray(np.asarray(getattr(data, name)()))
+        yield name, image.convert("RGB")
+
+
 def benign_set(
     benign_photos: dict[str, Image.Image], shared_testdata: Path
 ) -> list[tuple[str, Image.Image]]:
     images = list(benign_photos.items())
+    images.extend(extra_skimage())
     images.extend(reference_images(shared_testdata))
-    assert len(images) >= 15, "the benign set shrank: is ../shared/testdata complete?"
+    assert len(images) >= 25, "the benign set shrank: is ../shared/testdata complete?"
     return images
 
 
