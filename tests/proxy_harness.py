@@ -403,9 +403,13 @@ def client_ssl_context(*cafiles: Path) -> ssl.SSLContext:
     return context
 
 
-def tunnel_peer_certificate(proxy_port: int, host: str, port: int, cafile: Path) -> dict[str, Any]:
-    """CONNECT through the proxy and return the server certificate the client is shown."""
-    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as raw:
+def tunnel_peer_certificate(
+    proxy_port: int, host: str, port: int, cafile: Path, source: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """CONNECT through the proxy (from `source`) and return the server certificate shown."""
+    with socket.create_connection(
+        ("127.0.0.1", proxy_port), timeout=10, source_address=(source, 0)
+    ) as raw:
         raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
         reply = b""
         while b"\r\n\r\n" not in reply and len(reply) < 65536:

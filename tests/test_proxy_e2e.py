@@ -286,3 +286,25 @@ def test_bad_input_follows_fail_policy_and_proxy_keeps_serving(
         assert response.status_code == 200
     assert hashlib.sha256(good).hexdigest() in received_sha256(stack, "/upload/raw/good.jpg")
     assert stack.proxy.process.poll() is None
+
+
+def test_pinned_app_recovers_after_refusing_our_certificate(stack: Stack) -> None:
+    # A "pinned app" on its own address: it trusts only the real upstream CA, so it refuses
+    # schoolgate's certificate. After 3 refusals (the default) that SNI passes through for it.
+    port = stack.upstream.upstream.port
+    pinned = "127.0.0.3"
+    for _ in range(3):
+        with pytest.raises(ssl.SSLCertVerificationError):
+            tunnel_peer_certificate(stack.proxy.port, MEDIA_HOST, port, stack.upstream_ca, pinned)
+    cert = tunnel_peer_certificate(stack.proxy.port, MEDIA_HOST, port, stack.upstream_ca, pinned)
+    assert issuer_common_name(cert) == UPSTREAM_CA_NAME
+    # Other devices are still intercepted.
+    cert = tunnel_peer_certificate(stack.proxy.port, MEDIA_HOST, port, stack.proxy.ca_pem)
+    assert issuer_common_name(cert) != UPSTREAM_CA_NAME
+    details = [
+        r["failure_detail"] or ""
+        for r in stack.proxy.audit_records()
+        if r["client"].get("client_ip") == pinned
+    ]
+    assert any(d.startswith("certificate pinned") for d in details)
+    assert details[-1] == "not inspectable: passed through"  # later connections: logged, passed
