@@ -22,7 +22,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -543,7 +543,7 @@ class _Slot:
 
     spec: ModelSpec
     adapter: ClassifierAdapter | None = None
-    load_error: ModelLoadError | None = field(default=None)
+    load_error: ModelLoadError | None = None
 
 
 class Classifier:
