@@ -24,6 +24,7 @@ from tests.conftest import encode
 from tests.onnx_models import PATTERN_INPUT_SIZE, PATTERN_LABEL, make_pattern_model, pattern_image
 from tests.proxy_harness import (
     BLOCKED_HOST,
+    CDN_HOST,
     MEDIA_HOST,
     OTHER_HOST,
     UPSTREAM_CA_NAME,
@@ -308,3 +309,20 @@ def test_pinned_app_recovers_after_refusing_our_certificate(stack: Stack) -> Non
     ]
     assert any(d.startswith("certificate pinned") for d in details)
     assert details[-1] == "not inspectable: passed through"  # later connections: logged, passed
+
+
+def test_banked_download_from_catalogued_cdn_is_replaced(
+    stack: Stack, benign_photos: dict[str, Image.Image]
+) -> None:
+    benign = encode(benign_photos["rocket"], "JPEG")
+    stack.upstream.upstream.files["banned.jpg"] = stack.banned_jpeg
+    stack.upstream.upstream.files["rocket.jpg"] = benign
+    with stack.client() as client:
+        blocked = client.get(stack.url(CDN_HOST, "/files/banned.jpg"))
+        passed = client.get(stack.url(CDN_HOST, "/files/rocket.jpg"))
+    assert blocked.status_code == 403
+    assert stack.banned_jpeg not in blocked.content
+    assert passed.status_code == 200
+    assert passed.content == benign
+    record = [r for r in stack.proxy.audit_records() if r["client"].get("direction") == "download"]
+    assert [r["decision"] for r in record[-2:]] == ["block", "allow"]
