@@ -250,6 +250,37 @@ def test_non_rgb_modes_become_rgb() -> None:
         assert decoded.image.mode == "RGB", mode
 
 
+@pytest.mark.parametrize(
+    ("size", "expected", "scale"),
+    [((2000, 1200), (500, 300), 0.25), ((1000, 800), (500, 400), 0.5), ((600, 400), (600, 400), 1)],
+)
+def test_reduce_to_scales_jpeg_decoding(
+    size: tuple[int, int], expected: tuple[int, int], scale: float
+) -> None:
+    data = encode(_gradient(*size), "JPEG", quality=90)
+    reduced = decode_image(data, reduce_to=300)
+    assert reduced.image.size == (reduced.width, reduced.height) == expected
+    assert reduced.scale == scale
+    assert max(reduced.image.size) >= 300
+
+
+def test_reduce_to_leaves_other_formats_and_caps_alone() -> None:
+    png = encode(_gradient(800, 600), "PNG")
+    assert decode_image(png, reduce_to=100).image.size == (800, 600)
+    jpeg = encode(_gradient(800, 600), "JPEG")
+    # The pixel cap judges the stored size, not the reduced one.
+    refusal = _refusal_with(jpeg, MediaLimits(max_pixels=800 * 600 - 1), reduce_to=100)
+    assert refusal.reason == "pixel_cap"
+    with pytest.raises(ValueError, match="reduce_to"):
+        decode_image(jpeg, reduce_to=0)
+
+
+def _refusal_with(data: bytes, limits: MediaLimits, reduce_to: int) -> MediaRefused:
+    with pytest.raises(MediaRefused) as caught:
+        decode_image(data, limits, reduce_to=reduce_to)
+    return caught.value
+
+
 def test_decoding_is_thread_safe(image_files: dict[MediaType, bytes]) -> None:
     inputs = list(image_files.values()) * 4
     serial = [np.asarray(decode_image(data).image) for data in inputs]

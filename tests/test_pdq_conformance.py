@@ -33,8 +33,8 @@ def _expected() -> list[tuple[str, str]]:
 EXPECTED = _expected()
 
 
-def _hash_file(path: Path) -> PdqHash:
-    return pdq_hash(decode_image(path.read_bytes()).image)
+def _hash_file(path: Path, reduce_to: int | None = None) -> PdqHash:
+    return pdq_hash(decode_image(path.read_bytes(), reduce_to=reduce_to).image)
 
 
 def test_reference_table_is_present(shared_testdata: Path) -> None:
@@ -42,9 +42,11 @@ def test_reference_table_is_present(shared_testdata: Path) -> None:
     assert len(EXPECTED) >= 10
 
 
+# reduce_to=512 is the fast path (JPEG DCT-scaled decode) the proxy may use before hashing.
+@pytest.mark.parametrize("reduce_to", [None, 512], ids=["full-decode", "reduced-decode"])
 @pytest.mark.parametrize(("path", "pdq_hex"), EXPECTED, ids=[p for p, _ in EXPECTED])
-def test_matches_published_hash(path: str, pdq_hex: str) -> None:
-    ours = _hash_file(REFERENCE_DIR / path)
+def test_matches_published_hash(path: str, pdq_hex: str, reduce_to: int | None) -> None:
+    ours = _hash_file(REFERENCE_DIR / path, reduce_to)
     distance = ours.distance(PdqHash.from_hex(pdq_hex))
     assert distance <= TOLERANCE, f"{path}: {ours.hex} is {distance} bits from {pdq_hex}"
 
