@@ -1,0 +1,405 @@
+"""Reassembly of chunked uploads: each protocol with synthetic chunk sequences, bounds, expiry."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+from urllib.parse import urlencode
+
+import pytest
+from PIL import Image
+
+from schoolgate.reassembly import (
+    Chunk,
+    ChunkError,
+    SessionStatus,
+    UploadSessions,
+    parse_chunk,
+)
+from tests.conftest import encode
+
+
+@pytest.fixture(scope="module")
+def media(benign_photos: dict[str, Image.Image]) -> bytes:
+    return encode(benign_photos["astronaut"].resize((96, 96)), "JPEG")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def split(data: bytes, size: int) -> list[tuple[int, bytes]]:
+    return [(offset, data[offset : offset + size]) for offset in range(0, len(data), size)]
+
+
+def x_append(media_id: str, index: int, data: bytes, boundary: str = "xb") -> tuple[str, bytes]:
+    def field(name: str, value: str) -> str:
+        return f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+
+    head = (
+        field("command", "APPEND")
+        + field("media_id", media_id)
+        + field("segment_index", str(index))
+        + f'--{boundary}\r\nContent-Disposition: form-data; name="media"; filename="blob"\r\n'
+        + "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def test_x_init_append_finalize_out_of_order(media: bytes) -> None:
+    sessions = UploadSessions()
+    path = "/1.1/media/upload.json"
+    init = parse_chunk("x_chunked", "POST", path + "?command=INIT&total_bytes=10", {}, b"")
+    assert init is None
+    segments = [media[i : i + 1000] for i in range(0, len(media), 1000)]
+    order = list(range(len(segments)))
+    random.Random(7).shuffle(order)
+    for index in order:
+        content_type, body = x_append("710511363345354753", index, segments[index])
+        chunk = parse_chunk("x_chunked", "POST", path, {"Content-Type": content_type}, body)
+        assert chunk is not None
+        state = sessions.add("10.0.0.5", "x", chunk)
+        assert state.status is SessionStatus.INCOMPLETE
+    # A retried segment with the same bytes is harmless.
+    content_type, body = x_append("710511363345354753", order[0], segments[order[0]])
+    retry = parse_chunk("x_chunked", "POST", path, {"content-type": content_type}, body)
+    assert retry is not None
+    assert not sessions.add("10.0.0.5", "x", retry).failed
+    final = parse_chunk(
+        "x_chunked", "POST", path + "?command=FINALIZE&media_id=710511363345354753", {}, b""
+    )
+    assert final is not None
+    state = sessions.add("10.0.0.5", "x", final)
+    assert state.complete
+    assert sessions.assemble("10.0.0.5", "x", "710511363345354753") == media
+
+
+def test_x_finalize_with_a_missing_segment_is_not_complete(media: bytes) -> None:
+    sessions = UploadSessions()
+    sessions.add("c", "x", Chunk("m", media[:10], index=0))
+    sessions.add("c", "x", Chunk("m", media[20:30], index=2))
+    state = sessions.add("c", "x", Chunk("m", final=True))
+    assert state.status is SessionStatus.INCOMPLETE
+    with pytest.raises(ChunkError):
+        sessions.assemble("c", "x", "m")
+    assert sessions.add("c", "x", Chunk("m", media[10:20], index=1)).complete
+
+
+def test_x_base64_media_data_in_a_form(media: bytes) -> None:
+    body = urlencode(
+        {
+            "command": "APPEND",
+            "media_id": "9",
+            "segment_index": "0",
+            "media_data": base64.b64encode(media).decode(),
+        }
+    ).encode()
+    chunk = parse_chunk(
+        "x_chunked",
+        "POST",
+        "/1.1/media/upload.json",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        body,
+    )
+    assert chunk == Chunk("9", media, index=0)
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [("?command=APPEND&segment_index=0", "media_id"), ("?command=BOGUS&media_id=1", "unknown")],
+)
+def test_x_bad_requests(query: str, reason: str) -> None:
+    with pytest.raises(ChunkError, match=reason):
+        parse_chunk("x_chunked", "POST", "/1.1/media/upload.json" + query, {}, b"")
+
+
+def test_x_conflicting_segment_flags_the_session() -> None:
+    sessions = UploadSessions()
+    sessions.add("c", "x", Chunk("m", b"aaaa", index=0))
+    state = sessions.add("c", "x", Chunk("m", b"bbbb", index=0))
+    assert state.status is SessionStatus.CONFLICTING_CHUNKS
+    assert sessions.total_bytes == 0
+    # The verdict sticks for later chunks of the same session.
+    assert sessions.add("c", "x", Chunk("m", final=True)).status is SessionStatus.CONFLICTING_CHUNKS
+
+
+def test_google_resumable_content_range_out_of_order_with_overlap(media: bytes) -> None:
+    sessions = UploadSessions()
+    total = len(media)
+    path = "/upload/drive/v3/files?uploadType=resumable&upload_id=ADPyc"
+    pieces = split(media, 700)
+    last_offset, last_data = pieces[-1]
+    states = []
+    # Out of order, with an overlapping resend spanning two chunks, the final chunk last.
+    sends = [*reversed(pieces[:-1]), (300, media[300:1500])]
+    for offset, data in [*sends, (last_offset, last_data)]:
+        header = f"bytes {offset}-{offset + len(data) - 1}/{total}"
+        chunk = parse_chunk("google_resumable", "PUT", path, {"Content-Range": header}, data)
+        assert chunk is not None
+        assert chunk.session_id == "ADPyc"
+        states.append(sessions.add("10.1.1.1", "google_drive", chunk))
+    assert [s.complete for s in states] == [False] * (len(states) - 1) + [True]
+    assert sessions.assemble("10.1.1.1", "google_drive", "ADPyc") == media
+
+
+def test_google_resumable_unknown_total_until_last_chunk(media: bytes) -> None:
+    sessions = UploadSessions()
+    path = "/upload/youtube/v3/videos?upload_id=Y"
+    first = parse_chunk(
+        "google_resumable", "PUT", path, {"Content-Range": "bytes 0-999/*"}, media[:1000]
+    )
+    assert first is not None
+    assert first.total is None
+    assert not sessions.add("c", "youtube", first).complete
+    end = len(media) - 1
+    rest = parse_chunk(
+        "google_resumable",
+        "PUT",
+        path,
+        {"Content-Range": f"bytes 1000-{end}/{len(media)}"},
+        media[1000:],
+    )
+    assert rest is not None
+    assert rest.final
+    assert sessions.add("c", "youtube", rest).complete
+
+
+def test_google_status_query_and_initiation_carry_no_data() -> None:
+    query = parse_chunk(
+        "google_resumable",
+        "PUT",
+        "/upload/drive/v3/files?upload_id=Q",
+        {"Content-Range": "bytes */5000"},
+        b"",
+    )
+    assert query == Chunk("Q", total=5000)
+    assert (
+        parse_chunk(
+            "google_resumable",
+            "POST",
+            "/upload/drive/v3/files?uploadType=resumable",
+            {"X-Upload-Content-Length": "5000"},
+            b"{}",
+        )
+        is None
+    )
+
+
+def test_google_single_put_is_complete(media: bytes) -> None:
+    chunk = parse_chunk("google_resumable", "PUT", "/upload/drive/v3/files?upload_id=S", {}, media)
+    assert chunk is not None
+    assert UploadSessions().add("c", "google_drive", chunk).complete
+
+
+def test_google_x_goog_upload_commands(media: bytes) -> None:
+    sessions = UploadSessions()
+    path = "/_/upload/uploadmedia/interactive?upload_id=G&upload_protocol=resumable"
+    start = parse_chunk(
+        "google_resumable",
+        "POST",
+        path,
+        {"X-Goog-Upload-Command": "start", "X-Goog-Upload-Header-Content-Length": str(len(media))},
+        b"",
+    )
+    assert start == Chunk("G", total=len(media))
+    sessions.add("c", "google_drive", start)
+    half = len(media) // 2
+    second = parse_chunk(
+        "google_resumable",
+        "POST",
+        path,
+        {"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": str(half)},
+        media[half:],
+    )
+    first = parse_chunk(
+        "google_resumable",
+        "POST",
+        path,
+        {"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "0"},
+        media[:half],
+    )
+    assert second is not None
+    assert first is not None
+    assert not sessions.add("c", "google_drive", second).complete
+    assert sessions.add("c", "google_drive", first).complete
+    assert sessions.assemble("c", "google_drive", "G") == media
+
+
+@pytest.mark.parametrize("header", ["bytes 5-1/10", "bytes x-y/10", "chars 0-1/2", "bytes 0-3/10"])
+def test_bad_content_range(header: str) -> None:
+    with pytest.raises(ChunkError):
+        parse_chunk("content_range", "PUT", "/up/abc", {"Content-Range": header}, b"12")
+
+
+def test_instagram_rupload_offsets(media: bytes) -> None:
+    sessions = UploadSessions()
+    name = "1712345678_0_123456"
+    pieces = split(media, 1024)
+    random.Random(3).shuffle(pieces)
+    states = []
+    for offset, data in pieces:
+        headers = {"X-Entity-Name": name, "X-Entity-Length": str(len(media)), "Offset": str(offset)}
+        chunk = parse_chunk("instagram_rupload", "POST", f"/rupload_igphoto/{name}", headers, data)
+        assert chunk is not None
+        states.append(sessions.add("c", "instagram", chunk))
+    assert states[-1].complete
+    assert not any(s.complete for s in states[:-1])
+    assert sessions.assemble("c", "instagram", name) == media
+    assert parse_chunk("instagram_rupload", "GET", f"/rupload_igphoto/{name}", {}, b"") is None
+
+
+def test_overlap_that_disagrees_is_conflicting(media: bytes) -> None:
+    sessions = UploadSessions()
+    sessions.add("c", "i", Chunk("s", media[:100], offset=0, total=len(media)))
+    tampered = bytearray(media[50:150])
+    tampered[10] ^= 0xFF
+    state = sessions.add("c", "i", Chunk("s", bytes(tampered), offset=50))
+    assert state.status is SessionStatus.CONFLICTING_CHUNKS
+    assert state.failed
+
+
+def test_total_that_changes_or_data_past_total_is_conflicting() -> None:
+    sessions = UploadSessions()
+    sessions.add("c", "a", Chunk("s", b"abc", offset=0, total=10))
+    assert sessions.add("c", "a", Chunk("s", b"d", offset=3, total=11)).failed
+    assert sessions.add("c", "a", Chunk("t", b"abcdef", offset=8, total=10)).failed
+
+
+def test_onedrive_content_range_session(media: bytes) -> None:
+    sessions = UploadSessions()
+    path = "/up/fe6987415ace7X4e1eF866337"
+    for offset, data in split(media, 327680 // 64):
+        header = f"bytes {offset}-{offset + len(data) - 1}/{len(media)}"
+        chunk = parse_chunk("content_range", "PUT", path, {"content-range": header}, data)
+        assert chunk is not None
+        state = sessions.add("c", "onedrive", chunk)
+    assert state.complete
+    assert sessions.assemble("c", "onedrive", path) == media
+
+
+def test_dropbox_upload_session(media: bytes) -> None:
+    sessions = UploadSessions()
+    start = parse_chunk(
+        "dropbox_session",
+        "POST",
+        "/2/files/upload_session/start",
+        {"Dropbox-API-Arg": '{"close": false}'},
+        media[:1000],
+    )
+    assert start is not None
+    assert start.session_from_response == "session_id"
+    # The caller keys the start chunk once the response hands out the session id.
+    sessions.add("c", "dropbox", Chunk("sid1", start.data, offset=0))
+    arg = json.dumps({"cursor": {"session_id": "sid1", "offset": 1000}, "close": False})
+    append = parse_chunk(
+        "dropbox_session",
+        "POST",
+        "/2/files/upload_session/append_v2",
+        {"Dropbox-API-Arg": arg},
+        media[1000:2000],
+    )
+    assert append is not None
+    assert not sessions.add("c", "dropbox", append).complete
+    arg = json.dumps({"cursor": {"session_id": "sid1", "offset": 2000}, "commit": {"path": "/a"}})
+    finish = parse_chunk(
+        "dropbox_session",
+        "POST",
+        "/2/files/upload_session/finish",
+        {"Dropbox-API-Arg": arg},
+        media[2000:],
+    )
+    assert finish is not None
+    assert sessions.add("c", "dropbox", finish).complete
+    assert sessions.assemble("c", "dropbox", "sid1") == media
+    with pytest.raises(ChunkError):
+        parse_chunk(
+            "dropbox_session",
+            "POST",
+            "/2/files/upload_session/append_v2",
+            {"Dropbox-API-Arg": "{not json"},
+            b"",
+        )
+
+
+def test_sessions_are_keyed_by_client_and_app() -> None:
+    sessions = UploadSessions()
+    sessions.add("a", "x", Chunk("m", b"1111", index=0))
+    # Another client reusing the id cannot conflict with or complete the first client's upload.
+    assert not sessions.add("b", "x", Chunk("m", b"2222", index=0)).failed
+    assert sessions.add("b", "x", Chunk("m", final=True)).complete
+    assert sessions.state("a", "x", "m") is not None
+    assert sessions.assemble("b", "x", "m") == b"2222"
+
+
+def test_bounds_per_session_and_overall() -> None:
+    sessions = UploadSessions(max_session_bytes=10, max_total_bytes=15)
+    assert sessions.add("c", "a", Chunk("s", b"x" * 8, offset=0)).status is SessionStatus.INCOMPLETE
+    state = sessions.add("c", "a", Chunk("s", b"x" * 8, offset=8))
+    assert state.status is SessionStatus.OVERSIZE
+    assert sessions.total_bytes == 0
+    # A far offset cannot reserve a huge session either.
+    assert sessions.add("c", "a", Chunk("f", b"x", offset=10**12)).status is SessionStatus.OVERSIZE
+    sessions.add("c", "a", Chunk("u", b"y" * 9, offset=0))
+    assert sessions.add("c", "a", Chunk("v", b"z" * 9, offset=0)).status is SessionStatus.STORE_FULL
+    assert sessions.total_bytes == 9
+    few = UploadSessions(max_sessions=1)
+    few.add("c", "a", Chunk("one", b"1", offset=0))
+    assert few.add("c", "a", Chunk("two", b"2", offset=0)).status is SessionStatus.STORE_FULL
+
+
+def test_ttl_expiry_and_discard() -> None:
+    clock = Clock()
+    sessions = UploadSessions(ttl_s=60, clock=clock)
+    sessions.add("c", "a", Chunk("s", b"abc", offset=0))
+    clock.now += 59
+    sessions.add("c", "a", Chunk("s", b"def", offset=3))  # activity extends the session
+    clock.now += 59
+    assert sessions.state("c", "a", "s") is not None
+    clock.now += 61
+    assert sessions.purge() == 1
+    assert sessions.state("c", "a", "s") is None
+    assert sessions.total_bytes == 0
+    sessions.add("c", "a", Chunk("t", b"abc", offset=0))
+    sessions.discard("c", "a", "t")
+    assert len(sessions) == 0
+    assert sessions.total_bytes == 0
+
+
+def test_invalid_chunks() -> None:
+    sessions = UploadSessions()
+    with pytest.raises(ChunkError):
+        sessions.add("c", "a", Chunk("s", b"x", offset=0, index=0))
+    with pytest.raises(ChunkError):
+        sessions.add("c", "a", Chunk("s", b"x", offset=-1))
+    sessions.add("c", "a", Chunk("s", b"x", offset=0))
+    assert sessions.add("c", "a", Chunk("s", b"y", index=1)).failed  # mixing modes
+    with pytest.raises(ChunkError):
+        parse_chunk("nope", "POST", "/", {}, b"")
+
+
+def test_concurrent_chunks_from_threads() -> None:
+    data = bytes(random.Random(1).randbytes(64 * 1024))
+    sessions = UploadSessions()
+    pieces = split(data, 1024)
+
+    def worker(part: list[tuple[int, bytes]]) -> None:
+        for offset, block in part:
+            sessions.add("c", "a", Chunk("s", block, offset=offset, total=len(data)))
+
+    threads = [threading.Thread(target=worker, args=(pieces[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    state = sessions.state("c", "a", "s")
+    assert state is not None
+    assert state.complete
+    assert sessions.assemble("c", "a", "s") == data
+    assert sessions.total_bytes == len(data)
