@@ -11,6 +11,7 @@ from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
 from schoolgate.catalog import Catalog, LearntHosts, load_catalog
 from schoolgate.config import Config
 from schoolgate.engine import Inspector
+from schoolgate.reassembly import UploadSessions
 from schoolgate.verdict import InspectionContext, Verdict
 
 log = logging.getLogger("schoolgate.proxy")
@@ -25,6 +26,7 @@ class Runtime:
     catalog: Catalog
     pool: InspectionPool
     learnt: LearntHosts = field(default_factory=LearntHosts)
+    sessions: UploadSessions = field(default_factory=UploadSessions)
     counters: Counter[str] = field(default_factory=Counter)
     closed: bool = False
     _counter_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -37,7 +39,11 @@ class Runtime:
         pool = InspectionPool(
             config.proxy.workers, config.proxy.max_queue, config.proxy.inspect_timeout_s
         )
-        return cls(config=config, inspector=inspector, catalog=catalog, pool=pool)
+        cap = config.proxy.max_held_body_bytes
+        sessions = UploadSessions(max_session_bytes=cap, max_total_bytes=max(cap, 4 * cap))
+        return cls(
+            config=config, inspector=inspector, catalog=catalog, pool=pool, sessions=sessions
+        )
 
     def count(self, name: str, n: int = 1) -> None:
         """Bump an in-process counter (surfaced in logs and tests)."""

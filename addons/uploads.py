@@ -17,6 +17,7 @@ from schoolgate.extract import (
     decode_content_encoding,
     extract_items,
 )
+from schoolgate.reassembly import ChunkError, SessionStatus, parse_chunk
 from schoolgate.verdict import InspectionContext, Verdict
 
 log = logging.getLogger("schoolgate.proxy")
@@ -127,6 +128,28 @@ class UploadInspector:
         verdicts = await self.inspect(runtime, flow, held)
         enforce(runtime, flow, verdicts, "upload")
 
+    def reassemble(
+        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes
+    ) -> bytes | str | None:
+        """Add this request's chunk: the whole media once complete, a failure name, or None."""
+        request = flow.request
+        assert held.route.protocol is not None
+        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
+        chunk = parse_chunk(held.route.protocol, request.method, request.path, pairs, body)
+        if chunk is None:
+            return None
+        peer = flow.client_conn.peername
+        client = str(peer[0]) if peer else ""
+        state = runtime.sessions.add(client, held.app.name, chunk)
+        if state.failed:
+            runtime.sessions.discard(client, held.app.name, chunk.session_id)
+            return _session_failure(state.status)
+        if not state.complete:
+            return None
+        media = runtime.sessions.assemble(client, held.app.name, chunk.session_id)
+        runtime.sessions.discard(client, held.app.name, chunk.session_id)
+        return media
+
     async def inspect(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload
     ) -> list[Verdict]:
@@ -144,6 +167,13 @@ class UploadInspector:
             body = decode_content_encoding(
                 body, request.headers.get("content-encoding", ""), limits
             )
+            if held.route.protocol is not None:
+                media = self.reassemble(runtime, flow, held, body)
+                if isinstance(media, str):
+                    return [runtime.unavailable(_sized(ctx, len(body)), media, "upload session")]
+                if media is None:
+                    return []  # an earlier chunk: forwarded, the final one waits for the whole
+                return [await runtime.judge(media, _sized(ctx, len(media)))]
             items = extract_items(
                 body,
                 request.headers.get("content-type", ""),
@@ -151,7 +181,7 @@ class UploadInspector:
                 limits,
                 json_paths=held.route.json_paths,
             )
-        except ExtractionError as exc:
+        except (ExtractionError, ChunkError) as exc:
             failure = "oversize" if exc.reason == "oversize" else "refused"
             return [runtime.unavailable(_sized(ctx, len(body)), failure, f"{exc.reason}: {exc}")]
         except Exception as exc:  # hostile input must become a decision, never a crash
@@ -171,6 +201,14 @@ class UploadInspector:
             for item in items
         ]
         return list(await asyncio.gather(*jobs))
+
+
+def _session_failure(status: SessionStatus) -> str:
+    if status is SessionStatus.CONFLICTING_CHUNKS:
+        return "conflicting_chunks"
+    if status is SessionStatus.STORE_FULL:
+        return "overload"
+    return "oversize"
 
 
 def extract_limits(runtime: Runtime) -> ExtractLimits:

@@ -326,3 +326,31 @@ def test_banked_download_from_catalogued_cdn_is_replaced(
     assert passed.content == benign
     record = [r for r in stack.proxy.audit_records() if r["client"].get("direction") == "download"]
     assert [r["decision"] for r in record[-2:]] == ["block", "allow"]
+
+
+def test_chunked_upload_is_judged_whole_and_final_chunk_held(stack: Stack) -> None:
+    media = encode(stack.banned_photo, "JPEG", quality=80)
+    third = len(media) // 3
+    pieces = [
+        (0, media[:third]),
+        (third, media[third : 2 * third]),
+        (2 * third, media[2 * third :]),
+    ]
+    path = "/upload/chunked/session-1"
+    statuses = []
+    with stack.client() as client:
+        for offset, piece in pieces:
+            last = offset + len(piece) - 1
+            response = client.post(
+                stack.url(MEDIA_HOST, path),
+                content=piece,
+                headers={"Content-Range": f"bytes {offset}-{last}/{len(media)}"},
+            )
+            statuses.append(response.status_code)
+    assert statuses == [200, 200, 403]  # no chunk alone is the image; the final one is held
+    arrived = [r.sha256 for r in stack.upstream.upstream.requests(path)]
+    assert hashlib.sha256(pieces[2][1]).hexdigest() not in arrived
+    assert len(arrived) == 2
+    record = stack.proxy.audit_records()[-1]
+    assert record["decision"] == "block"
+    assert record["hashes"]["sha256"] == hashlib.sha256(media).hexdigest()
