@@ -39,10 +39,13 @@ lint: $(STAMP)
 # mypy cannot follow setuptools' editable-install finder, so it checks a link tree that mirrors the
 # installed `schoolgate` namespace (filter/ -> schoolgate, addons/ -> schoolgate.addons).
 typecheck: $(STAMP)
-	@rm -rf build/typecheck && mkdir -p build/typecheck/schoolgate
-	@for f in filter/*; do ln -s "$(CURDIR)/$$f" build/typecheck/schoolgate/; done
-	@ln -s "$(CURDIR)/addons" build/typecheck/schoolgate/addons
-	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p schoolgate
+	@mkdir -p build; tree=$$(mktemp -d build/typecheck.XXXXXX); \
+	mkdir -p $$tree/schoolgate; \
+	for f in filter/*; do ln -s "$(CURDIR)/$$f" $$tree/schoolgate/; done; \
+	ln -s "$(CURDIR)/addons" $$tree/schoolgate/addons; \
+	cd $$tree && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
+	  --cache-dir $(CURDIR)/.mypy_cache -p schoolgate; rc=$$?; \
+	cd $(CURDIR) && rm -rf $$tree; exit $$rc
 
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)

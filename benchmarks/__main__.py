@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             met = fig.get("met")
             mark = "" if met is None else ("  MET" if met else "  NOT MET")
             target = f"  (target {fig['target']})" if fig.get("target") else ""
-            print(f"  {fig['name']:<58} {_format_value(fig['value']):>12} {fig['unit']}{target}{mark}")
+            value = _format_value(fig["value"])
+            print(f"  {fig['name']:<58} {value:>12} {fig['unit']}{target}{mark}")
         print(f"   ({time.perf_counter() - started:.1f} s)", flush=True)
 
     report = {

@@ -42,6 +42,7 @@ FAILURES = (
     "not_analysed",  # a media type this version cannot analyse perceptually (e.g. video for now)
     "conflicting_chunks",  # a chunked upload whose overlapping chunks disagree
     "not_inspectable",  # an app the catalog marks un-inspectable (E2E media, pinned, non-HTTP)
+    "classifier_error",  # a model failed, was not loaded, or ran past its time budget on an item
     "error",  # an unexpected internal error while inspecting
 )
 # Default fail policy: closed. Only catalogued upload routes are ever held, so failing closed blocks
@@ -50,6 +51,8 @@ FAILURES = (
 DEFAULT_FAIL = dict.fromkeys(FAILURES, "block") | {
     "not_analysed": "allow",
     "not_inspectable": "allow",
+    # Hash matching has already run; a broken model must not block every image (it is alerted).
+    "classifier_error": "allow",
 }
 BLOCK_TRIGGERS = ("bank_match", "classifier")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -187,7 +187,14 @@ class Inspector:
         skip = matches and self.config.classifier.skip_when_matched
         if self.classifier is not None and not skip:
             scores = tuple(self.classifier.classify(decoded.image))
-        return replace(base, hashes=hashes, matches=tuple(matches), scores=scores)
+        findings = replace(base, hashes=hashes, matches=tuple(matches), scores=scores)
+        failed = [r for r in scores if r.error]
+        if failed:
+            # A model that failed or ran out of time must not read as "clean": the group's fail
+            # policy decides, and the reason names the model.
+            detail = "; ".join(f"{r.model}: {r.error}" for r in failed)
+            findings = replace(findings, failure="classifier_error", failure_detail=detail)
+        return findings
 
     def _audit_event(self, event: str, **fields: object) -> None:
         if self.audit is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +49,10 @@ def encode(image: Image.Image, fmt: str = "JPEG", **params: object) -> bytes:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A scratch SCHOOLGATE_DATA_DIR so nothing touches /var/lib or the developer's data."""
     directory = tmp_path / "data"
     directory.mkdir()
     monkeypatch.setenv("SCHOOLGATE_DATA_DIR", str(directory))
     monkeypatch.delenv("SCHOOLGATE_CONFIG", raising=False)
-    yield directory
+    return directory

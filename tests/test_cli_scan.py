@@ -43,12 +43,13 @@ def photos(tmp_path: Path, benign_photos: dict[str, Image.Image]) -> dict[str, P
 
 
 def test_hashes_compute_json(hash_only_config: Path, photos: dict[str, Path]) -> None:
-    result = schoolgate("hashes", "compute", "--json", str(photos["coffee"]), config=hash_only_config)
+    path = str(photos["coffee"])
+    result = schoolgate("hashes", "compute", "--json", path, config=hash_only_config)
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["media_type"] == "jpeg"
-    assert len(info["sha256"]) == 64 and len(info["md5"]) == 32 and len(info["sha1"]) == 40
-    assert len(info["pdq"]) == 64 and 0 <= info["pdq_quality"] <= 100
+    assert [len(info[k]) for k in ("sha256", "md5", "sha1", "pdq")] == [64, 32, 40, 64]
+    assert 0 <= info["pdq_quality"] <= 100
 
 
 def test_banked_image_and_its_edited_copies_are_blocked(
@@ -143,7 +144,8 @@ def test_default_models_do_not_flag_benign_photos(data_dir: Path, photos: dict[s
     assert result.returncode == 0, result.stdout + result.stderr
     for record in map(json.loads, result.stdout.splitlines()):
         scores = {s["model"]: s for s in record["scores"]}
-        assert "open_nsfw" in scores and not scores["open_nsfw"]["flagged"]
+        assert "open_nsfw" in scores
+        assert not scores["open_nsfw"]["flagged"]
 
 
 def test_hashes_list_stats_remove(hash_only_config: Path, photos: dict[str, Path]) -> None:

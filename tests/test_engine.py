@@ -1,0 +1,154 @@
+"""The inspection engine in-process: banks picked up while running, failures, classifier errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from schoolgate.banks import BankStore, SignalInput, SignalType
+from schoolgate.config import Config, parse_config
+from schoolgate.engine import InspectionContext, Inspector
+from schoolgate.hashing import exact_hashes, pdq_hash
+from tests.conftest import encode
+from tests.onnx_models import make_failing_model, pattern_image
+
+STUDENT = InspectionContext(client_ip="192.0.2.20", app="testapp")
+
+
+def _config(data_dir: Path, extra: str = "") -> Config:
+    return parse_config(
+        "banks:\n  reload_interval_s: 0.1\nclassifier:\n  models: []\n" + extra, "test.yaml"
+    )
+
+
+@pytest.fixture
+def inspector(data_dir: Path) -> Iterator[Inspector]:
+    inspector = Inspector.from_config(_config(data_dir))
+    yield inspector
+    inspector.close()
+
+
+def test_bank_added_while_running_is_picked_up(
+    inspector: Inspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    photo = encode(benign_photos["coffee"], "JPEG", quality=90)
+    assert not inspector.evaluate(photo, STUDENT).blocked
+
+    # Another process (the CLI) adds the photo's PDQ hash to a bank.
+    with BankStore(inspector.config.banks.path) as store:
+        store.create_bank("incident-live")
+        pdq = pdq_hash(benign_photos["coffee"])
+        store.add_signals(
+            "incident-live", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "test"
+        )
+    deadline = time.monotonic() + 5
+    verdict = inspector.evaluate(photo, STUDENT)
+    while not verdict.blocked and time.monotonic() < deadline:
+        time.sleep(0.1)
+        verdict = inspector.evaluate(photo, STUDENT)
+    assert verdict.blocked
+    assert verdict.matches[0].bank == "incident-live"
+    assert verdict.to_dict()["hashes"]["pdq"]
+
+
+def test_exact_hash_bank_blocks_a_video_file(inspector: Inspector, tmp_path: Path) -> None:
+    clip = _tiny_video(tmp_path / "clip.mp4")
+    with BankStore(inspector.config.banks.path) as store:
+        store.create_bank("incident-video")
+        digest = exact_hashes(clip).sha256
+        store.add_signals("incident-video", [SignalInput(SignalType.SHA256, digest)], "test")
+    inspector._matchers._checked_at = 0.0  # skip the reload interval for the test
+    verdict = inspector.evaluate(clip, STUDENT)
+    assert verdict.blocked
+    assert verdict.media_type == "mp4"
+    # Another video is not matched perceptually yet: the fail policy ("not_analysed") allows it.
+    other = inspector.evaluate(_tiny_video(tmp_path / "other.mp4", colour=(0, 0, 200)), STUDENT)
+    assert not other.blocked
+    assert other.findings.failure == "not_analysed"
+
+
+def test_refused_media_follows_the_fail_policy(inspector: Inspector) -> None:
+    truncated = encode(Image.new("RGB", (400, 300), (10, 120, 30)), "JPEG")[:300]
+    verdict = inspector.evaluate(truncated, STUDENT)
+    assert verdict.findings.failure == "refused"
+    assert verdict.blocked
+    assert any("refused" in reason for reason in verdict.reasons)
+
+
+def test_unavailable_verdicts(inspector: Inspector) -> None:
+    oversize = inspector.evaluate_unavailable(STUDENT, "oversize", "70 MB body")
+    assert oversize.blocked
+    catalog_allow = inspector.evaluate_unavailable(
+        STUDENT, "not_inspectable", "WhatsApp media", action="allow"
+    )
+    assert not catalog_allow.blocked
+    with pytest.raises(ValueError, match="unknown failure"):
+        inspector.evaluate_unavailable(STUDENT, "gremlins", "")
+
+
+@pytest.mark.parametrize(("fail_action", "blocked"), [("allow", False), ("block", True)])
+def test_classifier_failure_is_never_silently_clean(
+    data_dir: Path, tmp_path: Path, fail_action: str, blocked: bool
+) -> None:
+    model = make_failing_model(tmp_path / "fails.onnx")
+    config = parse_config(
+        "classifier:\n  models:\n"
+        f"    - {{name: fragile, adapter: onnx, path: {model}, input_size: 16,"
+        " labels: [score], thresholds: {score: 0.9}}\n"
+        "policy:\n  groups:\n    - name: everyone\n"
+        f"      fail: {{classifier_error: {fail_action}}}\n",
+        "test.yaml",
+    )
+    inspector = Inspector.from_config(config)
+    try:
+        verdict = inspector.evaluate(encode(pattern_image(), "PNG"), STUDENT)
+    finally:
+        inspector.close()
+    assert verdict.findings.failure == "classifier_error"
+    assert "fragile" in (verdict.findings.failure_detail or "")
+    assert verdict.blocked is blocked
+
+
+def test_missing_model_does_not_stop_hash_matching(
+    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
+) -> None:
+    config = parse_config(
+        "classifier:\n  models:\n"
+        f"    - {{name: gone, adapter: onnx, path: {tmp_path / 'missing.onnx'},"
+        " labels: [x], thresholds: {x: 0.5}}\n",
+        "test.yaml",
+    )
+    with BankStore(config.banks.path) as store:
+        store.create_bank("b")
+        pdq = pdq_hash(benign_photos["rocket"])
+        store.add_signals("b", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "t")
+    inspector = Inspector.from_config(config)
+    try:
+        assert inspector.model_errors
+        verdict = inspector.evaluate(encode(benign_photos["rocket"], "JPEG"), STUDENT)
+        assert verdict.blocked
+        assert verdict.matches[0].bank == "b"
+        records = inspector.audit.path.read_text() if inspector.audit else ""
+        assert "model_load_failed" in records
+    finally:
+        inspector.close()
+
+
+def _tiny_video(path: Path, colour: tuple[int, int, int] = (200, 0, 0)) -> bytes:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = np.full((48, 64, 3), colour, dtype=np.uint8)
+            frame[:, i * 10 : i * 10 + 8] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path.read_bytes()
