@@ -1,0 +1,312 @@
+"""Device identity from the gateway's DHCP leases: client IP -> (MAC, hostname).
+
+Reads dnsmasq (`/var/lib/misc/dnsmasq.leases`), ISC dhcpd (`dhcpd.leases`) and Kea memfile CSV
+lease files. The file is re-read only when its stat (mtime, size, inode) changes, and stat is
+called at most once per `check_interval_s`, so a lookup per request is a dict probe. Malformed
+lines and blocks are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal
+
+type LeaseFormat = Literal["auto", "dnsmasq", "isc", "kea"]
+
+_MAC: Final = re.compile(r"^[0-9a-fA-F]{1,2}([:-][0-9a-fA-F]{1,2}){5}$")
+_ISC_TOKEN: Final = re.compile(r'"((?:[^"\\]|\\.)*)"|(#[^\n]*)|([{};])|([^\s{};"]+)', re.S)
+_MAX_FILE_BYTES: Final = 64 << 20
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One device's lease. `expires` is a Unix time, or None for infinite/unknown."""
+
+    ip: str
+    mac: str | None
+    hostname: str | None
+    expires: float | None
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """Leases by IP (the last entry for an IP wins, as the files are append-mostly)."""
+
+    leases: dict[str, Lease]
+    malformed: int
+
+
+def normalize_mac(value: str) -> str | None:
+    """`00-11-22-aa-bb-cc` / `0:11:22:AA:BB:CC` -> `00:11:22:aa:bb:cc`; None if not a MAC."""
+    text = value.strip()
+    if not _MAC.match(text):
+        return None
+    return ":".join(part.zfill(2) for part in re.split("[:-]", text.lower()))
+
+
+def _ip(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def parse_dnsmasq(text: str) -> ParseResult:
+    """`<expiry> <mac|iaid> <ip> <hostname|*> <client-id|*>` lines; `duid` lines are skipped."""
+    leases: dict[str, Lease] = {}
+    malformed = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0] == "duid":
+            continue
+        ip = _ip(fields[2]) if len(fields) >= 4 else None
+        if ip is None or not fields[0].isdigit():
+            malformed += 1
+            continue
+        expiry = int(fields[0])
+        # IPv6 leases carry an IAID where IPv4 ones carry the MAC.
+        mac = normalize_mac(fields[1])
+        hostname = None if fields[3] == "*" else fields[3]
+        leases[ip] = Lease(ip, mac, hostname, float(expiry) if expiry else None)
+    return ParseResult(leases, malformed)
+
+
+def _isc_tokens(text: str) -> Iterator[str]:
+    for match in _ISC_TOKEN.finditer(text):
+        quoted, comment, punct, word = match.groups()
+        if quoted is not None:
+            yield '"' + quoted
+        elif comment is None:
+            yield punct or word
+
+
+def parse_isc(text: str) -> ParseResult:
+    """ISC dhcpd `lease IP { ... }` blocks; leases whose binding state is not active are dropped."""
+    leases: dict[str, Lease] = {}
+    malformed = 0
+    tokens = list(_isc_tokens(text))
+    position = 0
+    while position < len(tokens):
+        token = tokens[position]
+        if token == "lease":
+            if position + 2 >= len(tokens) or tokens[position + 2] != "{":
+                malformed += 1
+                position += 1
+                continue
+            ip = _ip(tokens[position + 1])
+            statements, position, closed = _isc_block(tokens, position + 3)
+            if ip is None or not closed:
+                malformed += 1
+                continue
+            lease = _isc_lease(ip, statements)
+            if lease is None:
+                leases.pop(ip, None)
+            else:
+                leases[ip] = lease
+        elif token == "{":  # some other block (failover state, ...): skip it whole
+            _, position, _ = _isc_block(tokens, position + 1)
+        else:
+            position += 1
+    return ParseResult(leases, malformed)
+
+
+def _isc_block(tokens: list[str], start: int) -> tuple[list[list[str]], int, bool]:
+    """Statements of a block opened just before `start`; (statements, next index, closed)."""
+    statements: list[list[str]] = []
+    current: list[str] = []
+    depth = 1
+    position = start
+    while position < len(tokens):
+        token = tokens[position]
+        position += 1
+        if token == "{":
+            depth += 1
+        elif token == "}":
+            depth -= 1
+            if depth == 0:
+                return statements, position, True
+        elif token == ";":
+            if depth == 1 and current:
+                statements.append(current)
+            current = []
+        elif depth == 1:
+            current.append(token)
+    return statements, position, False
+
+
+def _isc_lease(ip: str, statements: list[list[str]]) -> Lease | None:
+    mac: str | None = None
+    hostname: str | None = None
+    expires: float | None = None
+    state = "active"
+    for statement in statements:
+        match statement:
+            case ["hardware", _, address]:
+                mac = normalize_mac(address)
+            case ["client-hostname", name] if name.startswith('"'):
+                hostname = name[1:] or None
+            case ["binding", "state", value]:
+                state = value
+            case ["ends", "epoch", seconds, *_] if seconds.isdigit():
+                expires = float(seconds)
+            case ["ends", _, day, clock]:
+                try:
+                    stamp = datetime.strptime(f"{day} {clock}", "%Y/%m/%d %H:%M:%S")
+                    expires = stamp.replace(tzinfo=UTC).timestamp()
+                except ValueError:
+                    expires = None
+            case _:
+                pass
+    if state != "active":
+        return None
+    return Lease(ip, mac, hostname, expires)
+
+
+def _kea_unescape(value: str) -> str:
+    # Kea escapes commas in text fields as "&#x2c" so that the CSV stays one field per column.
+    return value.replace("&#x2c", ",").replace("&#X2C", ",")
+
+
+def parse_kea(text: str) -> ParseResult:
+    """Kea memfile CSV (v4 `address,hwaddr,...` or v6 `address,duid,...,hwaddr,...`).
+
+    Rows with state other than 0 (declined, expired-reclaimed) or valid_lifetime 0 (released)
+    remove the address; later rows win.
+    """
+    leases: dict[str, Lease] = {}
+    malformed = 0
+    rows = csv.reader(text.splitlines())
+    header = next(rows, None)
+    if not header or header[0].strip() != "address":
+        return ParseResult({}, 1 if text.strip() else 0)
+    columns = {name.strip(): index for index, name in enumerate(header)}
+    for row in rows:
+        if not row or not "".join(row).strip():
+            continue
+        ip = _ip(row[0]) if len(row) >= len(columns) else None
+        if ip is None:
+            malformed += 1
+            continue
+
+        def column(name: str, current: list[str] = row) -> str:
+            index = columns.get(name)
+            return current[index].strip() if index is not None else ""
+
+        state, lifetime, expire = column("state"), column("valid_lifetime"), column("expire")
+        if (state and state != "0") or lifetime == "0":
+            leases.pop(ip, None)
+            continue
+        hostname = _kea_unescape(column("hostname")).rstrip(".") or None
+        expires = float(expire) if expire.isdigit() and expire != "0" else None
+        leases[ip] = Lease(ip, normalize_mac(column("hwaddr")), hostname, expires)
+    return ParseResult(leases, malformed)
+
+
+def detect_format(text: str) -> Literal["dnsmasq", "isc", "kea"]:
+    """Guess a lease file's format from its content."""
+    stripped = text.lstrip()
+    if stripped.startswith("address,"):
+        return "kea"
+    if re.search(r"^\s*lease\s+\S+\s*\{", text, re.M) or stripped.startswith("#"):
+        return "isc"
+    return "dnsmasq"
+
+
+_PARSERS: Final[dict[str, Callable[[str], ParseResult]]] = {
+    "dnsmasq": parse_dnsmasq,
+    "isc": parse_isc,
+    "kea": parse_kea,
+}
+
+
+class LeaseTable:
+    """IP -> Lease from one lease file, reloaded when the file changes. Thread-safe."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        fmt: LeaseFormat = "auto",
+        *,
+        check_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if fmt not in ("auto", *_PARSERS):
+            raise ValueError(f"unknown lease file format {fmt!r}")
+        self.path = Path(path)
+        self._format = fmt
+        self._interval = check_interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._signature: tuple[int, int, int] | None = None
+        self._checked_at: float | None = None
+        self._leases: dict[str, Lease] = {}
+        self.malformed = 0
+        self.loads = 0
+        self.last_error: str | None = None
+
+    def lookup(self, ip: str) -> Lease | None:
+        """The lease for a client address (IPv4, IPv6 or IPv4-mapped IPv6), or None."""
+        address = _ip(ip)
+        if address is None:
+            return None
+        mapped = ipaddress.ip_address(address)
+        if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+            address = str(mapped.ipv4_mapped)
+        self.refresh()
+        with self._lock:
+            return self._leases.get(address)
+
+    def __len__(self) -> int:
+        self.refresh()
+        with self._lock:
+            return len(self._leases)
+
+    def refresh(self, force: bool = False) -> None:
+        """Stat the file (at most once per interval unless forced) and reload it if it changed."""
+        with self._lock:
+            now = self._clock()
+            if (
+                not force
+                and self._checked_at is not None
+                and now - self._checked_at < self._interval
+            ):
+                return
+            self._checked_at = now
+            try:
+                info = os.stat(self.path)
+            except OSError as error:
+                self._leases, self._signature = {}, None
+                self.last_error = f"{self.path}: {error.strerror or error}"
+                return
+            signature = (info.st_mtime_ns, info.st_size, info.st_ino)
+            if signature == self._signature:
+                return
+            self._load(signature)
+
+    def _load(self, signature: tuple[int, int, int]) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read(_MAX_FILE_BYTES + 1)
+        except OSError as error:
+            self.last_error = f"{self.path}: {error.strerror or error}"
+            return
+        if len(raw) > _MAX_FILE_BYTES:
+            self.last_error = f"{self.path}: larger than {_MAX_FILE_BYTES} bytes, not loaded"
+            return
+        text = raw.decode("utf-8", "replace")
+        fmt = detect_format(text) if self._format == "auto" else self._format
+        result = _PARSERS[fmt](text)
+        self._leases = result.leases
+        self.malformed = result.malformed
+        self._signature = signature
+        self.loads += 1
+        self.last_error = None
