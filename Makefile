@@ -8,8 +8,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
+# Tools the tests drive for real: curl as a client, unshare for private /etc/hosts and namespaces,
+# nft and ip for the gateway's ruleset and network-namespace tests.
+TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2
 
-.PHONY: help run test test-fast lint typecheck bench venv clean
+.PHONY: help run test test-fast lint typecheck bench venv sysdeps clean
 
 help:
 	@echo "make run    set up and start schoolgate on the embedded default config (data in $(DATA))"
@@ -29,6 +32,9 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 
 venv: $(STAMP)
 
+sysdeps:
+	@deploy/system-deps.sh $(TEST_SYSTEM_DEPS)
+
 run: $(STAMP)
 	SCHOOLGATE_DATA_DIR=$(DATA) $(BIN)/schoolgate run
 
@@ -47,7 +53,7 @@ typecheck: $(STAMP)
 	  --cache-dir $(CURDIR)/.mypy_cache -p schoolgate; rc=$$?; \
 	cd $(CURDIR) && rm -rf $$tree; exit $$rc
 
-test: lint typecheck
+test: sysdeps lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

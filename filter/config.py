@@ -82,6 +82,19 @@ class GroupConfig:
     outside_mode: str = "monitor"
     fail: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FAIL))
     alert_on_monitor: bool = True
+    # Downloads from sharing CDNs: only bank matches are replaced by default, and a download that
+    # cannot be judged is delivered, so a busy appliance never breaks pupils' feeds.
+    download_block_on: frozenset[str] = frozenset({"bank_match"})
+    download_fail: str = "allow"
+
+    def triggers(self, direction: str) -> frozenset[str]:
+        """What blocks for this direction of traffic ("upload", "download", ...)."""
+        return self.download_block_on if direction == "download" else self.block_on
+
+    def fail_action(self, direction: str, failure: str) -> str:
+        if direction == "download":
+            return self.download_fail
+        return self.fail.get(failure, "block")
 
 
 @dataclass(frozen=True)
@@ -363,6 +376,7 @@ def _group(node: Node) -> GroupConfig:
             "outside_mode",
             "fail",
             "alert_on_monitor",
+            "downloads",
         }
     )
     devices: set[str] = set()
@@ -380,6 +394,9 @@ def _group(node: Node) -> GroupConfig:
     for failure, child in fail_node.items():
         fail[failure] = child.choice(FAIL_ACTIONS)
     block_on = node.child("block_on")
+    downloads = node.child("downloads")
+    downloads.mapping(allowed={"block_on", "fail"})
+    download_triggers = downloads.child("block_on")
     return GroupConfig(
         name=node.child("name").text(),
         subnets=tuple(child.network() for child in node.child("subnets").elements()),
@@ -393,6 +410,10 @@ def _group(node: Node) -> GroupConfig:
         outside_mode=node.child("outside_mode").choice(MODES, "monitor"),
         fail=fail,
         alert_on_monitor=node.child("alert_on_monitor").flag(True),
+        download_block_on=frozenset(t.choice(BLOCK_TRIGGERS) for t in download_triggers.elements())
+        if not download_triggers.missing
+        else frozenset({"bank_match"}),
+        download_fail=downloads.child("fail").choice(FAIL_ACTIONS, "allow"),
     )
 
 

@@ -109,7 +109,7 @@ class Inspector:
         started = time.perf_counter()
         ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
         try:
-            findings = self._findings(data)
+            findings = self._findings(data, classify=self.policy.wants_classifier(ctx))
         except Exception as exc:  # an unexpected bug must not turn into an allowed bypass
             log.exception("inspection failed")
             findings = Findings(size=len(data), failure="error", failure_detail=type(exc).__name__)
@@ -143,7 +143,7 @@ class Inspector:
             self.audit.close()
         self.store.close()
 
-    def _findings(self, data: bytes) -> Findings:
+    def _findings(self, data: bytes, classify: bool) -> Findings:
         exact = exact_hashes(data)
         hashes: dict[str, str | int] = {
             "sha256": exact.sha256,
@@ -185,7 +185,7 @@ class Inspector:
 
         scores: tuple[ClassifierResult, ...] = ()
         skip = matches and self.config.classifier.skip_when_matched
-        if self.classifier is not None and not skip:
+        if self.classifier is not None and classify and not skip:
             scores = tuple(self.classifier.classify(decoded.image))
         findings = replace(base, hashes=hashes, matches=tuple(matches), scores=scores)
         failed = [r for r in scores if r.error]

@@ -45,6 +45,10 @@ class Policy:
         inside = any(_in_window(window, local) for window in group.schedule)
         return group.mode if inside else group.outside_mode
 
+    def wants_classifier(self, ctx: InspectionContext) -> bool:
+        """Whether a classifier verdict can matter for this client and direction."""
+        return "classifier" in self.group_for(ctx).triggers(ctx.direction)
+
     def decide(
         self, ctx: InspectionContext, findings: Findings, now: datetime | None = None
     ) -> Verdict:
@@ -53,20 +57,21 @@ class Policy:
         reasons: list[str] = []
         would_block = False
 
-        if "bank_match" in group.block_on:
+        triggers = group.triggers(ctx.direction)
+        if "bank_match" in triggers:
             for match in findings.matches:
                 reasons.append(
                     f"bank {match.bank}: {match.signal_type} match at distance {match.distance}"
                 )
                 would_block = True
-        if "classifier" in group.block_on:
+        if "classifier" in triggers:
             for result in findings.scores:
                 for label in result.flagged:
                     score = result.scores.get(label, 0.0)
                     reasons.append(f"classifier {result.model}: {label} scored {score:.2f}")
                     would_block = True
         if findings.failure is not None:
-            action = findings.failure_action or group.fail.get(findings.failure, "block")
+            action = findings.failure_action or group.fail_action(ctx.direction, findings.failure)
             detail = f" ({findings.failure_detail})" if findings.failure_detail else ""
             reasons.append(f"could not inspect: {findings.failure}{detail}; fail-{action}")
             would_block = would_block or action == "block"

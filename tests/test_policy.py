@@ -128,6 +128,15 @@ def test_group_triggers_and_fail_overrides(policy: Policy) -> None:
     assert policy.decide(ctx, Findings(failure="overload")).action is Action.BLOCK
 
 
+def test_downloads_replace_bank_matches_only_and_fail_open(policy: Policy) -> None:
+    download = InspectionContext(client_ip="10.20.0.5", direction="download")
+    assert policy.decide(download, Findings(matches=(MATCH,)), SCHOOL_HOURS).blocked
+    assert not policy.decide(download, Findings(scores=(FLAGGED,)), SCHOOL_HOURS).blocked
+    assert not policy.decide(download, Findings(failure="overload"), SCHOOL_HOURS).blocked
+    assert not policy.wants_classifier(download)
+    assert policy.wants_classifier(InspectionContext(client_ip="10.20.0.5"))
+
+
 def test_reasons_explain_the_decision(policy: Policy) -> None:
     verdict = policy.decide(
         InspectionContext(client_ip="10.20.0.5"),
