@@ -10,11 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from schoolgate import __version__
+from schoolgate.bank_import import (
+    Exportable,
+    ImportFormat,
+    export_csv,
+    export_hex_list,
+    export_signal_table,
+    export_te_file,
+    export_vpdq,
+    import_file,
+    read_signals,
+)
 from schoolgate.banks import BankStore, SignalInput, SignalType, parse_signal_type
 from schoolgate.config import Config, as_dict, load_config
 from schoolgate.errors import MediaRefused, SchoolgateError
@@ -107,6 +118,30 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("--all", action="store_true", help="delete the bank and all its hashes")
     remove.set_defaults(handler=_hashes_remove)
 
+    formats = [f.value for f in ImportFormat]
+    imp = hsub.add_parser("import", parents=[common], help="import a shared hash list into a bank")
+    imp.add_argument("file", metavar="FILE", help="the list to import ('-' for standard input)")
+    imp.add_argument("--bank", required=True)
+    imp.add_argument("--format", choices=formats, default="hex", help="default: hex")
+    imp.add_argument("--type", dest="signal_type", help="signal type (required for hex lists)")
+    imp.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="CSV column mapping, e.g. --column value=hash --column type=kind",
+    )
+    imp.add_argument("--content-id", help="vPDQ: the video's id (default: the file name)")
+    imp.add_argument("--source", help="provenance recorded with the bank (default: the file)")
+    imp.set_defaults(handler=_hashes_import)
+
+    exp = hsub.add_parser("export", parents=[common], help="write a bank in a shared format")
+    exp.add_argument("--bank", required=True)
+    exp.add_argument("--format", choices=formats, default="hex", help="default: hex")
+    exp.add_argument("--type", dest="signal_type", help="only this signal type")
+    exp.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN")
+    exp.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    exp.set_defaults(handler=_hashes_export)
     return parser
 
 
@@ -299,6 +334,64 @@ def _hashes_remove(args: argparse.Namespace) -> int:
     if not removed:
         raise UsageError(f"{args.value} is not in bank {args.bank}")
     print(f"removed {args.value} from bank {args.bank}")
+    return EXIT_OK
+
+
+def _hashes_import(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    signal_type = parse_signal_type(args.signal_type) if args.signal_type else None
+    mapping = ",".join(args.column) if args.column else None
+    skipped: list[str] = []
+
+    def on_skip(line: int, why: str) -> None:
+        skipped.append(f"line {line}: {why}")
+
+    options: dict[str, Any] = {
+        "signal_type": signal_type,
+        "mapping": mapping,
+        "content_id": args.content_id,
+        "skip_unsupported": True,
+        "on_skip": on_skip,
+    }
+    with open_store(config) as store:
+        source = args.source or ("standard input" if args.file == "-" else args.file)
+        store.ensure_bank(args.bank, source=source)
+        if args.file == "-":
+            signals = read_signals(sys.stdin, args.format, **options)
+            added = store.add_signals(args.bank, signals, source=source)
+        else:
+            added = import_file(store, args.bank, Path(args.file), args.format, **options)
+        total = store.bank(args.bank).total
+    for line in skipped[:20]:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"{added} new hashes in bank {args.bank} ({total} in all; {len(skipped)} rows skipped)")
+    return EXIT_OK
+
+
+def _hashes_export(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    signal_type = parse_signal_type(args.signal_type) if args.signal_type else None
+    fmt = ImportFormat(args.format)
+    if fmt is ImportFormat.HEX and signal_type is None:
+        raise UsageError("a hex list holds one signal type: give --type (e.g. --type pdq)")
+    if fmt is ImportFormat.CSV and not args.column:
+        raise UsageError("a CSV export needs a column mapping, e.g. --column value=hash")
+    exporters: dict[ImportFormat, Callable[[Iterable[Exportable], IO[str]], int]] = {
+        ImportFormat.HEX: export_hex_list,
+        ImportFormat.CSV: lambda s, out: export_csv(s, out, ",".join(args.column)),
+        ImportFormat.VPDQ: export_vpdq,
+        ImportFormat.SIGNAL_TABLE: export_signal_table,
+        ImportFormat.TE_FILE: export_te_file,
+    }
+    with open_store(config) as store:
+        store.bank(args.bank)
+        signals = store.iter_signals(args.bank, signal_type)
+        if args.out:
+            with open(args.out, "w", encoding="utf-8", newline="") as out:
+                count = exporters[fmt](signals, out)
+            print(f"{count} hashes written to {args.out}", file=sys.stderr)
+        else:
+            exporters[fmt](signals, sys.stdout)
     return EXIT_OK
 
 

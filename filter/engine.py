@@ -169,7 +169,9 @@ class Inspector:
             return replace(base, matches=tuple(matches))
 
         try:
-            decoded = decode_image(data, self.config.limits)
+            # PDQ hashes a 512 px image and the models take at most 320 px, so JPEGs may be
+            # decoded at a reduced DCT scale (caps still judge the stored size): ~2x at 12 MP.
+            decoded = decode_image(data, self.config.limits, reduce_to=512)
         except MediaRefused as refused:
             return replace(
                 base, matches=tuple(matches), failure="refused", failure_detail=str(refused)

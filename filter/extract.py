@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-import brotli  # type: ignore[import-untyped]  # ships no type information
+import brotli  # ships no type information
 import zstandard
 
 from schoolgate.catalog import JsonPath

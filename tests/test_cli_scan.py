@@ -168,3 +168,53 @@ def test_hashes_list_stats_remove(hash_only_config: Path, photos: dict[str, Path
     deleted = schoolgate("hashes", "remove", "--bank", "b1", "--all", config=hash_only_config)
     assert deleted.returncode == 0
     assert json.loads(schoolgate("hashes", "list", "--json", config=hash_only_config).stdout) == []
+
+
+def test_import_export_round_trip(hash_only_config: Path, tmp_path: Path) -> None:
+    pdqs = [f"{i:02x}" * 32 for i in (17, 34, 51)]
+    hex_list = tmp_path / "list.txt"
+    hex_list.write_text("# shared by a trusted partner\n" + "\n".join(pdqs) + "\n")
+    imported = schoolgate("hashes", "import", str(hex_list), "--bank", "partner", "--type", "pdq",
+                          config=hash_only_config)  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    assert "3 new hashes in bank partner" in imported.stdout
+
+    exported = schoolgate("hashes", "export", "--bank", "partner", "--type", "pdq",
+                          config=hash_only_config)  # fmt: skip
+    assert sorted(exported.stdout.split()) == sorted(pdqs)
+
+    table = tmp_path / "table.csv"
+    written = schoolgate("hashes", "export", "--bank", "partner", "--format", "signal-table",
+                         "--out", str(table), config=hash_only_config)  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    again = schoolgate("hashes", "import", str(table), "--bank", "copy", "--format",
+                       "signal-table", config=hash_only_config)  # fmt: skip
+    assert "3 new hashes in bank copy" in again.stdout
+
+    csv_file = tmp_path / "partner.csv"
+    csv_file.write_text("kind,hash\nmd5,0123456789abcdef0123456789abcdef\n")
+    mapped = schoolgate("hashes", "import", str(csv_file), "--bank", "csvbank", "--format", "csv",
+                        "--column", "value=hash", "--column", "type=kind",
+                        config=hash_only_config)  # fmt: skip
+    assert "1 new hashes" in mapped.stdout, mapped.stderr
+
+    vpdq = tmp_path / "clip.vpdq"
+    vpdq.write_text("".join(f"{n},100,{pdqs[n % 3]},{n:.3f}\n" for n in range(4)))
+    frames = schoolgate("hashes", "import", str(vpdq), "--bank", "videos", "--format", "vpdq",
+                        config=hash_only_config)  # fmt: skip
+    assert frames.returncode == 0, frames.stderr
+    back = schoolgate("hashes", "export", "--bank", "videos", "--format", "vpdq",
+                      config=hash_only_config)  # fmt: skip
+    def rows(text: str) -> list[tuple[int, int, str, float]]:
+        parsed = [line.split(",") for line in text.splitlines()]
+        return [(int(f), int(q), h, float(t)) for f, q, h, t in parsed]
+
+    assert rows(back.stdout) == rows(vpdq.read_text())
+
+    broken = tmp_path / "broken.txt"
+    broken.write_text(pdqs[0] + "\nnot-a-hash\n")
+    failed = schoolgate("hashes", "import", str(broken), "--bank", "partner", "--type", "pdq",
+                        config=hash_only_config)  # fmt: skip
+    assert failed.returncode == 2
+    assert "line 2" in failed.stderr
+    assert "Traceback" not in failed.stderr
