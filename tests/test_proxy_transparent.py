@@ -1,0 +1,380 @@
+"""Transparent mode end to end, through a real nftables redirect in network namespaces.
+
+client ns (192.0.2.2) ──veth──▶ gateway ns (ip_forward=1, deploy/nftables/schoolgate-test.nft:
+TCP 80/443 from the client veth redirected to `schoolgate run` in transparent mode, UDP 443
+rejected) ──veth──▶ server ns (198.51.100.2: the recording HTTPS upstream of proxy_harness).
+Clients dial the server's TEST-NET address with a test host name as SNI/Host (curl --resolve), as
+a pupil's device would after DNS. Benign images only: the "banned" photo is a scikit-image sample
+placed in a test bank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from socketserver import TCPServer
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from schoolgate.banks import BankStore, SignalInput, SignalType
+from schoolgate.hashing import pdq_hash
+from tests.conftest import encode
+from tests.netns import (
+    CLIENT_IP,
+    GATEWAY_CLIENT_IP,
+    SERVER_IP,
+    Topology,
+    build_topology,
+    call_in_netns,
+    load_ruleset,
+    netns_exec,
+    nft_counter_packets,
+    probe_netns,
+    run_in,
+)
+from tests.proxy_harness import (
+    MEDIA_HOST,
+    OTHER_HOST,
+    REPO_ROOT,
+    UPSTREAM_CA_NAME,
+    VENV_BIN,
+    Received,
+    Upstream,
+    UpstreamPki,
+    _Handler,
+    _Server,
+    issuer_common_name,
+    make_upstream_pki,
+    multipart_body,
+    write_config,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.netns]
+
+RULESET = REPO_ROOT / "deploy" / "nftables" / "schoolgate-test.nft"
+NFT_TABLE = "schoolgate"
+PROXY_PORT = 8080  # the namespace is ours alone, so the production port cannot clash
+QUIC_CONTROL_PORT = 4433  # UDP to any other port must still be forwarded
+
+
+# ---------------------------------------------------------------------------------------------
+# The upstream, bound inside the server namespace
+
+
+class _NamespacedServer(_Server):
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would reverse-resolve the address (getfqdn): a DNS query that
+        # must not leave the namespaces. The name is not used by the handler.
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = SERVER_IP, 443
+
+
+@dataclass
+class NsUpstream:
+    upstream: Upstream
+    server: _Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_upstream_in(ns: str, pki: UpstreamPki) -> NsUpstream:
+    """proxy_harness's recording HTTPS upstream, listening on SERVER_IP:443 inside `ns`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.cert_pem, pki.key_pem)
+    server = call_in_netns(ns, lambda: _NamespacedServer((SERVER_IP, 443), _Handler))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    upstream = Upstream(port=443)
+    server.upstream = upstream
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.daemon = True
+    thread.start()
+    return NsUpstream(upstream, server, thread)
+
+
+# ---------------------------------------------------------------------------------------------
+# The proxy, inside the gateway namespace
+
+
+@dataclass
+class NsProxy:
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def ca_pem(self) -> Path:
+        return self.data_dir / "ca" / "mitmproxy-ca-cert.pem"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        import json
+
+        records: list[dict[str, Any]] = []
+        for path in sorted((self.data_dir / "audit").glob("*.jsonl*")):
+            records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [r for r in records if "decision" in r]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_proxy_in(ns: str, config_path: Path, data_dir: Path, workdir: Path) -> NsProxy:
+    """`schoolgate run` (transparent mode) inside `ns`; waits until it listens (60 s at most)."""
+    env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("SCHOOLGATE_CONFIG", None)
+    log_path = workdir / "proxy.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            netns_exec(ns, [str(VENV_BIN / "schoolgate"), "run", "--config", str(config_path)]),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+    proxy = NsProxy(process, data_dir, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
+        if "schoolgate listening on" in proxy.log():
+            # Not a test connection: in transparent mode a direct one has no redirect to undo.
+            listening = run_in(ns, ["ss", "-Hltn", f"sport = :{PROXY_PORT}"], timeout=10)
+            if listening.stdout.strip():
+                return proxy
+        time.sleep(0.1)
+    proxy.stop()
+    raise RuntimeError(f"proxy did not listen within 60 s:\n{proxy.log()}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The stack
+
+
+@dataclass
+class Stack:
+    topo: Topology
+    upstream: NsUpstream
+    proxy: NsProxy
+    pki: UpstreamPki
+    banned_photo: Image.Image
+    work: Path
+
+    def redirected_packets(self) -> int:
+        return nft_counter_packets(self.topo.gateway, NFT_TABLE, "prerouting", "redirect")
+
+    def received(self, prefix: str = "") -> list[Received]:
+        return self.upstream.upstream.requests(prefix)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, benign_photos: dict[str, Image.Image]
+) -> Iterator[Stack]:
+    reason = probe_netns()
+    if reason is not None:
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    work = tmp_path_factory.mktemp("transparent")
+    data_dir = work / "data"
+    data_dir.mkdir()
+    pki = make_upstream_pki(work / "pki")
+    banned_photo = benign_photos["chelsea"]
+    with BankStore(data_dir / "banks.sqlite") as store:
+        store.create_bank("incident-test")
+        digest = pdq_hash(banned_photo)
+        store.add_signals(
+            "incident-test",
+            [SignalInput(SignalType.PDQ, digest.hex, digest.quality)],
+            source="test",
+        )
+    config = write_config(
+        work,
+        PROXY_PORT,
+        pki,
+        proxy={"mode": "transparent", "listen_host": GATEWAY_CLIENT_IP},
+    )
+    topo = build_topology()
+    upstream: NsUpstream | None = None
+    proxy: NsProxy | None = None
+    try:
+        load_ruleset(
+            topo.gateway, RULESET, {"client_if": topo.gw_client_if, "proxy_port": str(PROXY_PORT)}
+        )
+        upstream = start_upstream_in(topo.server, pki)
+        proxy = start_proxy_in(topo.gateway, config, data_dir, work)
+        yield Stack(topo, upstream, proxy, pki, banned_photo, work)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        if upstream is not None:
+            upstream.stop()
+        topo.destroy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients in the client namespace
+
+
+def curl_post(
+    stack: Stack, host: str, path: str, body: bytes, content_type: str
+) -> tuple[int, str]:
+    """POST `body` from the client namespace to https://host/path (host → SERVER_IP), trusting
+    only the proxy's CA: success itself shows the connection was intercepted."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is not installed: `make sysdeps` installs it")
+    body_file = stack.work / f"body-{hashlib.sha256(body).hexdigest()[:12]}"
+    body_file.write_bytes(body)
+    result = run_in(
+        stack.topo.client,
+        [
+            curl, "--silent", "--show-error", "--max-time", "60",
+            "--resolve", f"{host}:443:{SERVER_IP}",
+            "--cacert", str(stack.proxy.ca_pem),
+            "-H", f"Content-Type: {content_type}", "-H", "Accept: application/json",
+            "--data-binary", f"@{body_file}",
+            "-w", "\n%{http_code}",
+            f"https://{host}{path}",
+        ],
+        timeout=90,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"curl failed: {result.stderr}\nproxy log:\n{stack.proxy.log()}"
+    text, _, status = result.stdout.rpartition("\n")
+    return int(status), text
+
+
+def peer_issuer(ns: str, host: str, cafile: Path) -> str:
+    """TLS handshake from a socket inside `ns` to SERVER_IP:443 with SNI `host`; issuer CN."""
+
+    def handshake() -> str:
+        context = ssl.create_default_context(cafile=str(cafile))
+        with (
+            socket.create_connection((SERVER_IP, 443), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            return issuer_common_name(tls.getpeercert())  # type: ignore[arg-type]
+
+    return call_in_netns(ns, handshake, timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+
+
+def test_benign_upload_passes_byte_identical(
+    stack: Stack, benign_photos: dict[str, Image.Image]
+) -> None:
+    photo = encode(benign_photos["astronaut"], "JPEG", quality=85)
+    body, content_type = multipart_body("file", "astronaut.jpg", photo, "image/jpeg")
+    redirected = stack.redirected_packets()
+    status, text = curl_post(stack, MEDIA_HOST, "/upload/multipart", body, content_type)
+    assert status == 200, text
+    sent = hashlib.sha256(body).hexdigest()
+    received = [r for r in stack.received("/upload/multipart") if r.sha256 == sent]
+    assert len(received) == 1, stack.received()
+    assert received[0].length == len(body)
+    assert received[0].host == MEDIA_HOST
+    assert stack.redirected_packets() > redirected  # it went through the nftables redirect
+    decisions = [
+        r
+        for r in stack.proxy.audit_records()
+        if r["hashes"].get("sha256") == hashlib.sha256(photo).hexdigest()
+    ]
+    assert decisions, stack.proxy.log()
+    assert decisions[-1]["decision"] == "allow"
+    # The proxy sees the pupil's real address, not a proxy hop: policy groups depend on it.
+    assert decisions[-1]["client"]["client_ip"] == CLIENT_IP
+
+
+def test_banked_image_is_blocked_and_upstream_receives_nothing(stack: Stack) -> None:
+    # A re-encoded copy: the PDQ bank entry still matches though the bytes are new.
+    copy = encode(stack.banned_photo, "JPEG", quality=70)
+    body, content_type = multipart_body("file", "chelsea.jpg", copy, "image/jpeg")
+    before = len(stack.received())
+    redirected = stack.redirected_packets()
+    status, text = curl_post(stack, MEDIA_HOST, "/upload/multipart", body, content_type)
+    assert status == 403, text
+    assert "blocked_by_school_network" in text
+    assert len(stack.received()) == before  # not one request reached the server
+    assert stack.redirected_packets() > redirected
+    record = stack.proxy.audit_records()[-1]
+    assert record["decision"] == "block"
+    assert record["matches"][0]["bank"] == "incident-test"
+    assert record["client"]["client_ip"] == CLIENT_IP
+
+
+def test_uncatalogued_host_is_passed_through_undecrypted(stack: Stack) -> None:
+    redirected = stack.redirected_packets()
+    # Trusting only the upstream's CA: the handshake succeeds and shows the server's own chain.
+    assert peer_issuer(stack.topo.client, OTHER_HOST, stack.pki.ca_pem) == UPSTREAM_CA_NAME
+    assert stack.redirected_packets() > redirected  # through the proxy, not around it
+    # The same path for a catalogued name is intercepted: the proxy's CA signs what it shows.
+    intercepted = peer_issuer(stack.topo.client, MEDIA_HOST, stack.proxy.ca_pem)
+    assert intercepted != UPSTREAM_CA_NAME
+    assert intercepted, "the intercepted certificate names no issuer"
+
+
+def test_gateway_own_traffic_is_not_redirected(stack: Stack) -> None:
+    redirected = stack.redirected_packets()
+    # From the gateway itself even a catalogued name reaches the server directly, unintercepted.
+    assert peer_issuer(stack.topo.gateway, MEDIA_HOST, stack.pki.ca_pem) == UPSTREAM_CA_NAME
+    assert stack.redirected_packets() == redirected
+
+
+def test_quic_udp_443_is_rejected_by_the_gateway(stack: Stack) -> None:
+    def bind_udp(port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((SERVER_IP, port))
+        return sock
+
+    def client_udp() -> socket.socket:
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    # A listener on 443 too: a refusal cannot then come from the server's own kernel.
+    quic_listener = call_in_netns(stack.topo.server, lambda: bind_udp(443))
+    control_listener = call_in_netns(stack.topo.server, lambda: bind_udp(QUIC_CONTROL_PORT))
+    control = call_in_netns(stack.topo.client, client_udp)
+    quic = call_in_netns(stack.topo.client, client_udp)
+    with quic_listener, control_listener, control, quic:
+        for sock in (quic_listener, control_listener, control, quic):
+            sock.settimeout(5)
+        # Control: UDP to another port is forwarded, so the topology carries UDP at all.
+        control.connect((SERVER_IP, QUIC_CONTROL_PORT))
+        control.send(b"control")
+        data, peer = control_listener.recvfrom(2048)
+        assert (data, peer[0]) == (b"control", CLIENT_IP)
+
+        rejected = nft_counter_packets(stack.topo.gateway, NFT_TABLE, "forward", "reject")
+        quic.connect((SERVER_IP, 443))
+        quic.send(b"\xc0quic-initial-stand-in")
+        # The gateway answers ICMP port unreachable; a connected UDP socket reports it.
+        with pytest.raises(ConnectionRefusedError):
+            quic.recv(2048)
+        assert nft_counter_packets(stack.topo.gateway, NFT_TABLE, "forward", "reject") > rejected
+        quic_listener.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            quic_listener.recvfrom(2048)  # nothing got through to the server
