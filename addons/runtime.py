@@ -11,6 +11,7 @@ from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
 from schoolgate.catalog import Catalog, LearntHosts, load_catalog
 from schoolgate.config import Config
 from schoolgate.engine import Inspector
+from schoolgate.leases import LeaseTable
 from schoolgate.reassembly import UploadSessions
 from schoolgate.verdict import InspectionContext, Verdict
 
@@ -27,6 +28,7 @@ class Runtime:
     pool: InspectionPool
     learnt: LearntHosts = field(default_factory=LearntHosts)
     sessions: UploadSessions = field(default_factory=UploadSessions)
+    leases: tuple[LeaseTable, ...] = ()
     counters: Counter[str] = field(default_factory=Counter)
     closed: bool = False
     _counter_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -41,8 +43,41 @@ class Runtime:
         )
         cap = config.proxy.max_held_body_bytes
         sessions = UploadSessions(max_session_bytes=cap, max_total_bytes=max(cap, 4 * cap))
+        leases = tuple(LeaseTable(path) for path in config.proxy.dhcp_leases)
         return cls(
-            config=config, inspector=inspector, catalog=catalog, pool=pool, sessions=sessions
+            config=config,
+            inspector=inspector,
+            catalog=catalog,
+            pool=pool,
+            sessions=sessions,
+            leases=leases,
+        )
+
+    def context(
+        self,
+        client_ip: str | None,
+        *,
+        app: str | None,
+        host: str | None,
+        route: str | None,
+        direction: str = "upload",
+    ) -> InspectionContext:
+        """An inspection context for a client, with MAC and hostname from the DHCP leases."""
+        mac = hostname = None
+        if client_ip:
+            for table in self.leases:
+                lease = table.lookup(client_ip)
+                if lease is not None:
+                    mac, hostname = lease.mac, lease.hostname
+                    break
+        return InspectionContext(
+            client_ip=client_ip,
+            app=app,
+            host=host,
+            route=route,
+            direction=direction,
+            mac=mac,
+            hostname=hostname,
         )
 
     def count(self, name: str, n: int = 1) -> None:

@@ -20,7 +20,6 @@ from mitmproxy.proxy.layers.tls import parse_client_hello
 
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.catalog import normalize_host
-from schoolgate.verdict import InspectionContext
 
 log = logging.getLogger("schoolgate.proxy")
 
@@ -96,12 +95,7 @@ class Scope:
         runtime = self.ref.get()
         app = runtime.catalog.app_for_host(sni)
         ip = client_ip(context)
-        ictx = InspectionContext(
-            client_ip=ip,
-            app=app.name if app else None,
-            host=sni,
-            route="tls",
-        )
+        ictx = runtime.context(ip, app=app.name if app else None, host=sni, route="tls")
         runtime.unavailable(ictx, "not_inspectable", detail)
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:

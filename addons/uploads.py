@@ -43,12 +43,8 @@ def flow_context(
     """Who sent this flow and where to: the audit record's identity fields."""
     peer = flow.client_conn.peername
     ip = str(peer[0]) if peer else None
-    return InspectionContext(
-        client_ip=ip,
-        app=app,
-        host=flow.request.pretty_host,
-        route=route,
-        direction=direction,
+    return runtime.context(
+        ip, app=app, host=flow.request.pretty_host, route=route, direction=direction
     )
 
 

@@ -9,6 +9,7 @@ import hashlib
 import shutil
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,10 @@ pytestmark = [
         reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
     ),
 ]
+
+
+CLIENT_MAC = "02:00:5e:00:53:01"
+CLIENT_HOST = "pupil-laptop-7"
 
 
 @dataclass
@@ -102,7 +107,16 @@ def stack(
             source="test",
         )
     port = free_port()
-    config = write_config(work, port, pki, models=[pattern_model_yaml(work / "pattern.onnx")])
+    # The gateway's DHCP server knows the test client (127.0.0.1) as a named device.
+    leases = work / "dnsmasq.leases"
+    leases.write_text(f"{int(time.time()) + 3600} {CLIENT_MAC} 127.0.0.1 {CLIENT_HOST} *\n")
+    config = write_config(
+        work,
+        port,
+        pki,
+        models=[pattern_model_yaml(work / "pattern.onnx")],
+        proxy={"dhcp_leases": [str(leases)]},
+    )
     upstream = start_upstream(pki)
     try:
         proxy = start_proxy(config, data_dir, port, work)
@@ -172,6 +186,8 @@ def test_banked_image_is_blocked_and_never_reaches_upstream(stack: Stack) -> Non
     assert record["matches"]
     assert record["matches"][0]["bank"] == "incident-test"
     assert record["client"]["app"] == "testshare"
+    assert record["client"]["mac"] == CLIENT_MAC
+    assert record["client"]["hostname"] == CLIENT_HOST
 
 
 def curl_upload(stack: Stack, tmp_path: Path, data: bytes, *extra: str) -> tuple[int, str]:
