@@ -84,20 +84,12 @@ _VALUE_COLUMNS = ("signal", "signal_str", "signal_value", "hash")
 
 
 def _checked(line: int, signal: SignalInput) -> SignalInput:
-    """Validate and lowercase, re-raising with the line number."""
+    """Validate (values are lowercased by the parsers), re-raising with the line number."""
     try:
         check_signal(signal)
     except BankError as exc:
         raise BankImportError(line, str(exc)) from None
-    return SignalInput(
-        signal.signal_type,
-        signal.value.strip().lower(),
-        signal.quality,
-        signal.note,
-        signal.content_id,
-        signal.frame,
-        signal.timestamp,
-    )
+    return signal
 
 
 def _int(line: int, text: str, what: str) -> int:
@@ -143,7 +135,7 @@ def parse_hex_list(
             continue
         value, _, quality_text = text.partition(",")
         quality = _int(number, quality_text, "quality") if quality_text.strip() else None
-        yield _checked(number, SignalInput(signal_type, value, quality, note))
+        yield _checked(number, SignalInput(signal_type, value.strip().lower(), quality, note))
 
 
 def export_hex_list(signals: Iterable[Exportable], out: IO[str]) -> int:
@@ -197,7 +189,8 @@ def parse_csv(
         assert stype is not None  # checked above; narrows for the type checker
         quality = _optional_int(number, row.get(columns.get("quality", "")), "quality")
         note = row.get(columns["note"], "") if "note" in columns else ""
-        yield _checked(number, SignalInput(stype, row[columns["value"]], quality, note or ""))
+        value = row[columns["value"]].strip().lower()
+        yield _checked(number, SignalInput(stype, value, quality, note or ""))
 
 
 def export_csv(
@@ -240,7 +233,8 @@ def parse_vpdq(lines: Iterable[str], content_id: str, note: str = "") -> Iterato
         frame = _int(number, parts[0], "frame number")
         quality = _int(number, parts[1], "quality")
         timestamp = _float(number, parts[3], "timestamp")
-        signal = SignalInput(SignalType.VPDQ, parts[2], quality, note, content_id, frame, timestamp)
+        value = parts[2].strip().lower()
+        signal = SignalInput(SignalType.VPDQ, value, quality, note, content_id, frame, timestamp)
         yield _checked(number, signal)
 
 
@@ -301,7 +295,8 @@ def parse_signal_table(
             raise BankImportError(number, "vpdq rows need the vPDQ frame format, not a table")
         quality = _optional_int(number, row.get("quality"), "quality")
         note = (row.get(note_column) or "") if note_column else ""
-        yield _checked(number, SignalInput(stype, row[value_column] or "", quality, note))
+        value = (row[value_column] or "").strip().lower()
+        yield _checked(number, SignalInput(stype, value, quality, note))
 
 
 def export_signal_table(
@@ -334,7 +329,7 @@ def parse_te_file(
             stype = _type(number, type_name)
         else:
             stype, value = SignalType(signal_type), text
-        yield _checked(number, SignalInput(stype, value))
+        yield _checked(number, SignalInput(stype, value.strip().lower()))
 
 
 def export_te_file(signals: Iterable[Exportable], out: IO[str]) -> int:
