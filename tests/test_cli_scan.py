@@ -205,6 +205,7 @@ def test_import_export_round_trip(hash_only_config: Path, tmp_path: Path) -> Non
     assert frames.returncode == 0, frames.stderr
     back = schoolgate("hashes", "export", "--bank", "videos", "--format", "vpdq",
                       config=hash_only_config)  # fmt: skip
+
     def rows(text: str) -> list[tuple[int, int, str, float]]:
         parsed = [line.split(",") for line in text.splitlines()]
         return [(int(f), int(q), h, float(t)) for f, q, h, t in parsed]
