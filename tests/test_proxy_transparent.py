@@ -10,7 +10,10 @@ placed in a test bank.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -78,33 +81,50 @@ class _NamespacedServer(_Server):
         # HTTPServer.server_bind would reverse-resolve the address (getfqdn): a DNS query that
         # must not leave the namespaces. The name is not used by the handler.
         TCPServer.server_bind(self)
-        self.server_name, self.server_port = SERVER_IP, 443
+        self.server_name, self.server_port = SERVER_IP, self.server_address[1]
+
+
+def _bind_server(port: int) -> _Server:
+    return _NamespacedServer((SERVER_IP, port), _Handler)
 
 
 @dataclass
 class NsUpstream:
+    """One recording upstream served on SERVER_IP:443 (HTTPS) and SERVER_IP:80 (plain HTTP)."""
+
     upstream: Upstream
-    server: _Server
-    thread: threading.Thread
+    servers: list[_Server]
+    threads: list[threading.Thread]
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self.threads:
+            thread.join(timeout=5)
 
 
 def start_upstream_in(ns: str, pki: UpstreamPki) -> NsUpstream:
-    """proxy_harness's recording HTTPS upstream, listening on SERVER_IP:443 inside `ns`."""
+    """proxy_harness's recording upstream, listening on SERVER_IP:443 and :80 inside `ns`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki.cert_pem, pki.key_pem)
-    server = call_in_netns(ns, lambda: _NamespacedServer((SERVER_IP, 443), _Handler))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
     upstream = Upstream(port=443)
-    server.upstream = upstream
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.daemon = True
-    thread.start()
-    return NsUpstream(upstream, server, thread)
+    running = NsUpstream(upstream, [], [])
+    try:
+        for port in (443, 80):
+            server = call_in_netns(ns, functools.partial(_bind_server, port))
+            running.servers.append(server)
+            if port == 443:
+                server.socket = context.wrap_socket(server.socket, server_side=True)
+            server.upstream = upstream
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+            thread.daemon = True
+            thread.start()
+            running.threads.append(thread)
+    except BaseException:
+        running.stop()
+        raise
+    return running
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,8 +145,6 @@ class NsProxy:
         return self.log_path.read_text(errors="replace")
 
     def audit_records(self) -> list[dict[str, Any]]:
-        import json
-
         records: list[dict[str, Any]] = []
         for path in sorted((self.data_dir / "audit").glob("*.jsonl*")):
             records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -216,22 +234,18 @@ def stack(
         pki,
         proxy={"mode": "transparent", "listen_host": GATEWAY_CLIENT_IP},
     )
-    topo = build_topology()
-    upstream: NsUpstream | None = None
-    proxy: NsProxy | None = None
-    try:
+    # Undone in reverse order even when a step (or a later undo) fails: namespaces always go.
+    with contextlib.ExitStack() as cleanup:
+        topo = build_topology()
+        cleanup.callback(topo.destroy)
         load_ruleset(
             topo.gateway, RULESET, {"client_if": topo.gw_client_if, "proxy_port": str(PROXY_PORT)}
         )
         upstream = start_upstream_in(topo.server, pki)
+        cleanup.callback(upstream.stop)
         proxy = start_proxy_in(topo.gateway, config, data_dir, work)
+        cleanup.callback(proxy.stop)
         yield Stack(topo, upstream, proxy, pki, banned_photo, work)
-    finally:
-        if proxy is not None:
-            proxy.stop()
-        if upstream is not None:
-            upstream.stop()
-        topo.destroy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,10 +253,11 @@ def stack(
 
 
 def curl_post(
-    stack: Stack, host: str, path: str, body: bytes, content_type: str
+    stack: Stack, host: str, path: str, body: bytes, content_type: str, scheme: str = "https"
 ) -> tuple[int, str]:
-    """POST `body` from the client namespace to https://host/path (host → SERVER_IP), trusting
-    only the proxy's CA: success itself shows the connection was intercepted."""
+    """POST `body` from the client namespace to scheme://host/path (host → SERVER_IP); for
+    https, trusting only the proxy's CA: success itself shows the connection was intercepted."""
+    port = 443 if scheme == "https" else 80
     curl = shutil.which("curl")
     if curl is None:
         pytest.fail("curl is not installed: `make sysdeps` installs it")
@@ -252,12 +267,12 @@ def curl_post(
         stack.topo.client,
         [
             curl, "--silent", "--show-error", "--max-time", "60",
-            "--resolve", f"{host}:443:{SERVER_IP}",
+            "--resolve", f"{host}:{port}:{SERVER_IP}",
             "--cacert", str(stack.proxy.ca_pem),
             "-H", f"Content-Type: {content_type}", "-H", "Accept: application/json",
             "--data-binary", f"@{body_file}",
             "-w", "\n%{http_code}",
-            f"https://{host}{path}",
+            f"{scheme}://{host}{path}",
         ],
         timeout=90,
         check=False,
@@ -325,6 +340,32 @@ def test_banked_image_is_blocked_and_upstream_receives_nothing(stack: Stack) -> 
     assert record["decision"] == "block"
     assert record["matches"][0]["bank"] == "incident-test"
     assert record["client"]["client_ip"] == CLIENT_IP
+
+
+def test_plain_http_port_80_is_redirected_and_inspected(
+    stack: Stack, benign_photos: dict[str, Image.Image]
+) -> None:
+    redirected = stack.redirected_packets()
+    photo = encode(benign_photos["coffee"], "JPEG", quality=85)
+    body, content_type = multipart_body("file", "coffee.jpg", photo, "image/jpeg")
+    status, text = curl_post(
+        stack, MEDIA_HOST, "/upload/multipart", body, content_type, scheme="http"
+    )
+    assert status == 200, text
+    sent = hashlib.sha256(body).hexdigest()
+    assert [r.length for r in stack.received() if r.sha256 == sent] == [len(body)]
+
+    banned = encode(stack.banned_photo, "PNG")
+    body, content_type = multipart_body("file", "chelsea.png", banned, "image/png")
+    before = len(stack.received())
+    status, text = curl_post(
+        stack, MEDIA_HOST, "/upload/multipart", body, content_type, scheme="http"
+    )
+    assert status == 403, text
+    assert len(stack.received()) == before
+    assert stack.redirected_packets() > redirected
+    record = stack.proxy.audit_records()[-1]
+    assert (record["decision"], record["client"]["client_ip"]) == ("block", CLIENT_IP)
 
 
 def test_uncatalogued_host_is_passed_through_undecrypted(stack: Stack) -> None:
