@@ -20,7 +20,7 @@ import numpy.typing as npt
 from schoolgate.bank_import import import_file
 from schoolgate.banks import BankStore, SignalType
 from schoolgate.matcher import Matcher
-from schoolgate.pdq_index import BruteForceIndex, MultiIndexHashIndex, PdqIndex
+from schoolgate.pdq_index import BRUTE_FORCE_MAX, BruteForceIndex, MultiIndexHashIndex, PdqIndex
 
 Figure = dict[str, Any]
 RADIUS = 31
@@ -162,8 +162,23 @@ def _import_figures(rows: int) -> list[Figure]:
     ]
 
 
+def _crossover_figures(count: int) -> list[Figure]:
+    """Both indexes at build_index's switch-over size, to check the threshold still holds."""
+    rng = np.random.default_rng(2)
+    hashes = _random(count)()
+    queries = _queries(rng, hashes, QUERIES)
+    mih, _ = _latency(MultiIndexHashIndex(hashes), queries)
+    brute, _ = _latency(BruteForceIndex(hashes), queries)
+    note = f"build_index switches at {BRUTE_FORCE_MAX:,}"
+    return [
+        _fig(f"mih {count // 1000}k random query p50 (r={RADIUS})", mih, "ms", note=note),
+        _fig(f"brute {count // 1000}k random query p50 (r={RADIUS})", brute, "ms", note=note),
+    ]
+
+
 def run() -> list[Figure]:
-    figures = _import_figures(1_000_000)
+    figures = _crossover_figures(BRUTE_FORCE_MAX)
+    figures += _import_figures(1_000_000)
     figures += _index_figures("1M random", _random(1_000_000))
     figures += _index_figures("1M clustered", lambda: _clustered(1_000_000))
     figures += _index_figures("10M random", _random(10_000_000))

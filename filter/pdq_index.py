@@ -38,8 +38,10 @@ HASH_BITS = 256
 _CHUNKS = 16
 _CHUNK_BITS = 16
 _BUCKETS = 1 << _CHUNK_BITS
-# Below this many hashes a linear scan beats probing buckets (measured in benchmarks/bench_index).
-BRUTE_FORCE_MAX = 50_000
+# Below this many hashes a linear scan beats probing buckets: probing has a fixed cost of
+# ~0.3 ms (numpy call overhead), a scan ~28 us per 1,000 hashes (2-core dev box, radius 31;
+# benchmarks/bench_index reports both at the crossover).
+BRUTE_FORCE_MAX = 10_000
 # Probing costs grow as C(16, r // 16); past this chunk radius a linear scan is cheaper.
 _MAX_PROBE_BITS = 2
 _SCAN_BLOCK = 1 << 18  # rows per block in linear scans: bounds temporary memory
