@@ -12,6 +12,7 @@ import datetime
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -82,8 +84,8 @@ class UpstreamPki:
     key_pem: Path
 
 
-def make_upstream_pki(directory: Path) -> UpstreamPki:
-    """A CA and one leaf certificate for every test host and 127.0.0.1 (EC P-256, 1 day)."""
+def make_upstream_pki(directory: Path, extra_hosts: Sequence[str] = ()) -> UpstreamPki:
+    """A CA and one leaf certificate for every test host (plus `extra_hosts`) and 127.0.0.1."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -117,7 +119,7 @@ def make_upstream_pki(directory: Path) -> UpstreamPki:
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     import ipaddress
 
-    names: list[x509.GeneralName] = [x509.DNSName(h) for h in TEST_HOSTS]
+    names: list[x509.GeneralName] = [x509.DNSName(h) for h in (*TEST_HOSTS, *extra_hosts)]
     names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     leaf = (
         x509.CertificateBuilder()
@@ -294,10 +296,13 @@ def write_config(
     models: list[dict[str, Any]] | None = None,
     groups: list[dict[str, Any]] | None = None,
     proxy: dict[str, Any] | None = None,
+    catalog_data: dict[str, Any] | None = None,
 ) -> Path:
-    """A schoolgate config for the test proxy (data dir comes from SCHOOLGATE_DATA_DIR)."""
+    """A schoolgate config for the test proxy (data dir comes from SCHOOLGATE_DATA_DIR).
+
+    `catalog_data` replaces TEST_CATALOG as the test endpoints file."""
     catalog = directory / "test-endpoints.yaml"
-    catalog.write_text(yaml.safe_dump(TEST_CATALOG))
+    catalog.write_text(yaml.safe_dump(catalog_data or TEST_CATALOG))
     default_groups = [
         {"name": "monitored", "subnets": ["127.0.0.2/32"], "mode": "monitor"},
         {"name": "pupils", "subnets": ["0.0.0.0/0", "::/0"], "mode": "block"},
@@ -358,14 +363,27 @@ class ProxyProcess:
                 self.process.wait(timeout=10)
 
 
-def start_proxy(config_path: Path, data_dir: Path, port: int, workdir: Path) -> ProxyProcess:
-    """`schoolgate run` as a real subprocess, in a mount namespace with the test /etc/hosts."""
+def start_proxy(
+    config_path: Path,
+    data_dir: Path,
+    port: int,
+    workdir: Path,
+    *,
+    extra_hosts: Sequence[str] = (),
+    argv: Sequence[str] | None = None,
+    ready_line: str = "schoolgate listening on",
+) -> ProxyProcess:
+    """`schoolgate run` as a real subprocess, in a mount namespace with the test /etc/hosts.
+
+    `extra_hosts` also resolve to 127.0.0.1 there; `argv` runs another proxy command line
+    instead (e.g. `mitmdump -s addons/entry.py`), ready once its log shows `ready_line`.
+    """
     hosts = workdir / "hosts"
-    hosts.write_text("127.0.0.1 localhost " + " ".join(TEST_HOSTS) + "\n::1 localhost\n")
-    command = (
-        f"mount --bind {hosts} /etc/hosts && "
-        f"exec {VENV_BIN / 'schoolgate'} run --config {config_path}"
-    )
+    names = " ".join((*TEST_HOSTS, *extra_hosts))
+    hosts.write_text(f"127.0.0.1 localhost {names}\n::1 localhost\n")
+    if argv is None:
+        argv = [str(VENV_BIN / "schoolgate"), "run", "--config", str(config_path)]
+    command = f"mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec {shlex.join(argv)}"
     env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     env.pop("SCHOOLGATE_CONFIG", None)
     log_path = workdir / "proxy.log"
@@ -382,7 +400,7 @@ def start_proxy(config_path: Path, data_dir: Path, port: int, workdir: Path) -> 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
-        if "schoolgate listening on" in proxy.log():
+        if ready_line in proxy.log():
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     return proxy
