@@ -32,6 +32,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from PIL import Image
+
+from schoolgate.banks import BankStore, SignalInput, SignalType
+from schoolgate.hashing import pdq_hash
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -269,6 +273,16 @@ def start_upstream(pki: UpstreamPki) -> RunningUpstream:
 
 # ---------------------------------------------------------------------------------------------
 # The proxy process
+
+
+def bank_photo(data_dir: Path, photo: Image.Image, bank: str = "incident-test") -> None:
+    """Put a benign photo's PDQ hash into a test bank in the proxy's data dir."""
+    digest = pdq_hash(photo)
+    with BankStore(data_dir / "banks.sqlite") as store:
+        store.ensure_bank(bank)
+        store.add_signals(
+            bank, [SignalInput(SignalType.PDQ, digest.hex, digest.quality)], source="test"
+        )
 
 
 def free_port() -> int:

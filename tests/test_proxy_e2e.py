@@ -19,8 +19,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
-from schoolgate.hashing import pdq_hash
 from tests.conftest import encode
 from tests.onnx_models import PATTERN_INPUT_SIZE, PATTERN_LABEL, make_pattern_model, pattern_image
 from tests.proxy_harness import (
@@ -31,6 +29,7 @@ from tests.proxy_harness import (
     UPSTREAM_CA_NAME,
     ProxyProcess,
     RunningUpstream,
+    bank_photo,
     can_isolate_hosts,
     client_ssl_context,
     free_port,
@@ -98,14 +97,7 @@ def stack(
     data_dir.mkdir()
     pki = make_upstream_pki(work / "pki")
     banned_photo = benign_photos["chelsea"]
-    with BankStore(data_dir / "banks.sqlite") as store:
-        store.create_bank("incident-test")
-        digest = pdq_hash(banned_photo)
-        store.add_signals(
-            "incident-test",
-            [SignalInput(SignalType.PDQ, digest.hex, digest.quality)],
-            source="test",
-        )
+    bank_photo(data_dir, banned_photo)
     port = free_port()
     # The gateway's DHCP server knows the test client (127.0.0.1) as a named device.
     leases = work / "dnsmasq.leases"

@@ -31,8 +31,6 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
-from schoolgate.hashing import pdq_hash
 from tests.conftest import encode
 from tests.netns import (
     CLIENT_IP,
@@ -58,6 +56,7 @@ from tests.proxy_harness import (
     UpstreamPki,
     _Handler,
     _Server,
+    bank_photo,
     issuer_common_name,
     make_upstream_pki,
     multipart_body,
@@ -220,14 +219,7 @@ def stack(
     data_dir.mkdir()
     pki = make_upstream_pki(work / "pki")
     banned_photo = benign_photos["chelsea"]
-    with BankStore(data_dir / "banks.sqlite") as store:
-        store.create_bank("incident-test")
-        digest = pdq_hash(banned_photo)
-        store.add_signals(
-            "incident-test",
-            [SignalInput(SignalType.PDQ, digest.hex, digest.quality)],
-            source="test",
-        )
+    bank_photo(data_dir, banned_photo)
     config = write_config(
         work,
         PROXY_PORT,

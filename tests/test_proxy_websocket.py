@@ -32,13 +32,12 @@ from wsproto.events import (
     TextMessage,
 )
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
-from schoolgate.hashing import pdq_hash
 from tests.conftest import encode
 from tests.proxy_harness import (
     MEDIA_HOST,
     ProxyProcess,
     UpstreamPki,
+    bank_photo,
     can_isolate_hosts,
     client_ssl_context,
     free_port,
@@ -261,14 +260,7 @@ def ws_stack(
     data_dir.mkdir()
     pki = make_upstream_pki(work / "pki")
     banned_photo = benign_photos["chelsea"]
-    with BankStore(data_dir / "banks.sqlite") as store:
-        store.create_bank("incident-test")
-        digest = pdq_hash(banned_photo)
-        store.add_signals(
-            "incident-test",
-            [SignalInput(SignalType.PDQ, digest.hex, digest.quality)],
-            source="test",
-        )
+    bank_photo(data_dir, banned_photo)
     port = free_port()
     config = write_config(work, port, pki)
     upstream = start_ws_upstream(pki)
