@@ -28,9 +28,10 @@ from schoolgate.bank_import import (
 )
 from schoolgate.banks import BankStore, SignalInput, SignalType, parse_signal_type
 from schoolgate.config import Config, as_dict, load_config
+from schoolgate.engine import decode_for_analysis
 from schoolgate.errors import MediaRefused, SchoolgateError
 from schoolgate.hashing import exact_hashes, pdq_hash
-from schoolgate.media import MediaKind, decode_image, sniff
+from schoolgate.media import MediaKind, sniff
 
 EXIT_OK, EXIT_BLOCKED, EXIT_ERROR = 0, 1, 2
 
@@ -194,7 +195,7 @@ def _media_hashes(data: bytes, config: Config) -> dict[str, Any]:
     }
     if media_type.kind is MediaKind.IMAGE:
         try:
-            decoded = decode_image(data, config.limits)
+            decoded = decode_for_analysis(data, config.limits)
         except MediaRefused as refused:
             result["refused"] = f"{refused.reason}: {refused}"
         else:

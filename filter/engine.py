@@ -19,13 +19,22 @@ from schoolgate.config import FAILURES, Config
 from schoolgate.errors import MediaRefused
 from schoolgate.hashing import exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.matcher import BankMatch, Matcher
-from schoolgate.media import MediaKind, decode_image, sniff
+from schoolgate.media import DecodedImage, MediaKind, MediaLimits, decode_image, sniff
 from schoolgate.policy import Policy
 from schoolgate.verdict import Findings, InspectionContext, Verdict
 
 __all__ = ["InspectionContext", "Inspector", "Verdict"]
 
 log = logging.getLogger(__name__)
+
+
+def decode_for_analysis(data: bytes, limits: MediaLimits) -> DecodedImage:
+    """Decode an image the one way both banking and matching use, so their hashes agree.
+
+    PDQ hashes a 512 px image and the models take at most 320 px, so JPEGs may be decoded at a
+    reduced DCT scale (the caps still judge the stored size): about 2x faster at 12 MP.
+    """
+    return decode_image(data, limits, reduce_to=512)
 
 
 class _MatcherCache:
@@ -169,9 +178,7 @@ class Inspector:
             return replace(base, matches=tuple(matches))
 
         try:
-            # PDQ hashes a 512 px image and the models take at most 320 px, so JPEGs may be
-            # decoded at a reduced DCT scale (caps still judge the stored size): ~2x at 12 MP.
-            decoded = decode_image(data, self.config.limits, reduce_to=512)
+            decoded = decode_for_analysis(data, self.config.limits)
         except MediaRefused as refused:
             return replace(
                 base, matches=tuple(matches), failure="refused", failure_detail=str(refused)
