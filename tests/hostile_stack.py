@@ -1,0 +1,285 @@
+"""One proxy stack for the bypass, hostile-input and load suites: `schoolgate run` with a small
+hold cap and extra upload routes (JSON, forms, auto, X chunked) in front of the recording HTTPS
+upstream, plus raw clients (a TLS socket through CONNECT) for what httpx will not send."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import select
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from tests.conftest import encode
+from tests.proxy_harness import (
+    MEDIA_HOST,
+    TEST_CATALOG,
+    ProxyProcess,
+    RunningUpstream,
+    bank_photo,
+    client_ssl_context,
+    free_port,
+    make_upstream_pki,
+    multipart_body,
+    start_proxy,
+    start_upstream,
+    write_config,
+)
+
+HOLD_CAP = 4 * 1024 * 1024  # small, so oversize cases cost little
+RSS_CEILING = 900 * 1024 * 1024  # the proxy process (models off) must stay under this
+
+EXTRA_ROUTES: list[dict[str, Any]] = [
+    {"method": "POST", "path": "/upload/json", "body": "json_base64"},
+    {"method": "POST", "path": "/upload/form", "body": "form_base64"},
+    {"method": "POST", "path": "/upload/auto", "body": "auto"},
+    {"method": "POST", "path": "/upload/x", "body": "auto", "protocol": "x_chunked"},
+]
+
+
+def hostile_catalog() -> dict[str, Any]:
+    catalog = copy.deepcopy(TEST_CATALOG)
+    catalog["apps"]["testshare"]["upload_routes"].extend(EXTRA_ROUTES)
+    return catalog
+
+
+@dataclass
+class HostileStack:
+    upstream: RunningUpstream
+    proxy: ProxyProcess
+    upstream_ca: Path
+    banned_photo: Image.Image  # its PDQ hash is in the test bank
+    benign_photo: Image.Image  # not in any bank
+    cap: int
+
+    def client(self, *, http2: bool = False, timeout: float = 60) -> httpx.Client:
+        context = client_ssl_context(self.proxy.ca_pem, self.upstream_ca)
+        return httpx.Client(
+            proxy=self.proxy.url, verify=context, timeout=timeout, http2=http2, http1=True
+        )
+
+    def url(self, path: str, host: str = MEDIA_HOST) -> str:
+        return f"https://{host}:{self.upstream.upstream.port}{path}"
+
+    def arrived(self, path: str) -> list[str]:
+        """SHA-256 of every body the upstream received on `path` (a prefix)."""
+        return [r.sha256 for r in self.upstream.upstream.requests(path)]
+
+    def decisions(self) -> list[dict[str, Any]]:
+        return self.proxy.audit_records()
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the `schoolgate run` process (unshare and sh exec into it)."""
+        status = Path(f"/proc/{self.proxy.process.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc status")
+
+    def tls_socket(self, host: str = MEDIA_HOST, timeout: float = 30) -> ssl.SSLSocket:
+        """A TLS connection to `host` through the proxy (CONNECT), for hand-written requests."""
+        port = self.upstream.upstream.port
+        raw = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=timeout)
+        raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply and len(reply) < 65536:
+            chunk = raw.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        if not reply.startswith(b"HTTP/1.1 200"):
+            raw.close()
+            raise ConnectionError(f"CONNECT refused: {reply[:200]!r}")
+        context = client_ssl_context(self.proxy.ca_pem, self.upstream_ca)
+        context.set_alpn_protocols(["http/1.1"])
+        return context.wrap_socket(raw, server_hostname=host)
+
+    def host_header(self, host: str = MEDIA_HOST) -> str:
+        return f"{host}:{self.upstream.upstream.port}"
+
+    def assert_serving(self) -> None:
+        """A benign upload right now passes through the proxy untouched."""
+        photo = encode(self.benign_photo, "JPEG", quality=80)
+        name = f"/upload/raw/still-serving-{time.monotonic_ns()}.jpg"
+        with self.client(timeout=30) as client:
+            response = client.put(self.url(name), content=photo)
+        assert response.status_code == 200, response.text
+        assert self.arrived(name) == [hashlib.sha256(photo).hexdigest()]
+        assert self.proxy.process.poll() is None
+
+
+def raw_exchange(sock: ssl.SSLSocket, request: bytes, timeout: float = 15) -> bytes:
+    """Send `request` and read until the peer closes or goes quiet; what came back."""
+    sock.sendall(request)
+    sock.settimeout(timeout)
+    received = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(received) < 1 << 20:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ConnectionError, ssl.SSLError):
+            break
+        if not chunk:
+            break
+        received += chunk
+        if _complete(received):
+            break
+    return received
+
+
+def _complete(data: bytes) -> bool:
+    """Whether `data` holds at least one whole response with a Content-Length body."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip() or b"0")
+    return False
+
+
+def statuses(data: bytes) -> list[int]:
+    """Status codes of every HTTP/1.1 response head in `data` (1xx included)."""
+    codes = []
+    for line in data.split(b"\r\n"):
+        if line.startswith(b"HTTP/1.1 ") and line[9:12].isdigit():
+            codes.append(int(line[9:12]))
+    return codes
+
+
+@dataclass(frozen=True)
+class StreamOutcome:
+    sent: int  # body bytes the client got onto the wire before the proxy answered or closed
+    reply: bytes  # what the proxy answered (empty when it only closed the connection)
+    seconds: float
+    finished: bool  # the client ran out of body to send (the proxy never stopped it)
+
+
+def stream_body(
+    sock: ssl.SSLSocket, head: bytes, pieces: Iterator[bytes], *, time_limit: float = 60
+) -> StreamOutcome:
+    """Send `head`, then body pieces until the proxy answers or closes, or `time_limit` passes.
+
+    Between pieces the socket is polled for a reply, so the client stops as soon as the proxy
+    has decided, as a real uploader watching the connection would.
+    """
+    start = time.monotonic()
+    sock.setblocking(True)
+    sock.sendall(head)
+    sent = 0
+    reply = b""
+    finished = True
+    for piece in pieces:
+        if time.monotonic() - start > time_limit:
+            finished = False
+            break
+        answered, reply = _poll_reply(sock)
+        if answered:
+            finished = False
+            break
+        try:
+            sock.sendall(piece)
+        except (ConnectionError, ssl.SSLError, OSError):
+            finished = False
+            break
+        sent += len(piece)
+    sock.settimeout(10)
+    try:
+        while len(reply) < 1 << 20:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+            if _complete(reply):
+                break
+    except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+        pass
+    return StreamOutcome(sent, reply, time.monotonic() - start, finished)
+
+
+def _poll_reply(sock: ssl.SSLSocket) -> tuple[bool, bytes]:
+    """(whether the proxy answered or closed, what it sent) without blocking.
+
+    A readable TLS socket may only hold a TLS 1.3 session ticket: only application data or a
+    close counts as an answer."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable and not sock.pending():
+        return False, b""
+    sock.setblocking(False)
+    try:
+        data = sock.recv(65536)
+    except ssl.SSLWantReadError:
+        return False, b""
+    except (ConnectionError, ssl.SSLError, OSError):
+        return True, b""
+    finally:
+        sock.setblocking(True)
+    return True, data
+
+
+def build_stack(
+    work: Path,
+    banned: Image.Image,
+    benign: Image.Image,
+    *,
+    workers: int = 2,
+    proxy_extra: dict[str, Any] | None = None,
+) -> HostileStack:
+    data_dir = work / "data"
+    data_dir.mkdir()
+    pki = make_upstream_pki(work / "pki")
+    bank_photo(data_dir, banned)
+    port = free_port()
+    config = write_config(
+        work,
+        port,
+        pki,
+        proxy={"max_held_body_bytes": HOLD_CAP, "workers": workers, **(proxy_extra or {})},
+        catalog_data=hostile_catalog(),
+    )
+    upstream = start_upstream(pki)
+    try:
+        proxy = start_proxy(config, data_dir, port, work)
+    except BaseException:
+        upstream.stop()
+        raise
+    return HostileStack(upstream, proxy, pki.ca_pem, banned, benign, HOLD_CAP)
+
+
+def stop_stack(stack: HostileStack) -> None:
+    stack.proxy.stop()
+    stack.upstream.stop()
+
+
+def multipart(data: bytes, filename: str = "photo.jpg", ctype: str = "image/jpeg") -> Any:
+    """(body, content type) of a one-file multipart form."""
+    return multipart_body("file", filename, data, ctype)
+
+
+def zero_pieces(total: int, piece: int = 256 * 1024) -> Iterator[bytes]:
+    """`total` bytes of body in pieces, generated lazily (never allocated whole)."""
+    block = b"\0" * piece
+    left = total
+    while left > 0:
+        yield block[: min(piece, left)]
+        left -= piece
+
+
+def chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """HTTP/1.1 chunked transfer coding of `pieces` (without the final zero chunk)."""
+    for piece in pieces:
+        yield b"%x\r\n%s\r\n" % (len(piece), piece)
+
+
+def proxy_pid_exists(stack: HostileStack) -> bool:
+    return stack.proxy.process.poll() is None and os.path.exists(f"/proc/{stack.proxy.process.pid}")
