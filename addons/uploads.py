@@ -105,9 +105,17 @@ class UploadInspector:
         # Chunked and HTTP/2 bodies may declare no length: the cap also applies as bytes arrive.
         heldbody.hold(flow, heldbody.HeldCap(cap, self.over_cap))
         flow.metadata[META] = held
+        coding = flow.request.headers.get("transfer-encoding")
         size = declared_size(flow.request.headers)
-        if size is not None and size > cap:
-            self.oversize(runtime, flow, held, f"body of {size} bytes", size)
+        if coding is not None and coding.strip().lower() != "chunked":
+            # mitmproxy accepts "gzip, chunked": the bytes under the chunking are not what we
+            # would inspect, and no client needs it, so it cannot be judged.
+            detail = f"Transfer-Encoding {coding[:40]!r} hides the body from inspection"
+            self.fail(runtime, flow, held, "refused", detail, size)
+        elif size is not None and size > cap:
+            self.fail(
+                runtime, flow, held, "oversize", f"body of {size} bytes is over the {cap} byte cap"
+            )
 
     def over_cap(self, flow: http.HTTPFlow, received: int) -> None:
         """A held body outgrew the cap while arriving: the oversize fail policy decides."""
@@ -115,18 +123,23 @@ class UploadInspector:
         held = flow.metadata.get(META)
         if runtime is None or not isinstance(held, HeldUpload):
             return  # nothing to decide with: the body is refused with a plain 413
-        self.oversize(runtime, flow, held, f"body of at least {received} bytes", received)
-
-    def oversize(
-        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, what: str, size: int
-    ) -> None:
-        """Too big to hold: the fail policy says block (answer now) or allow (stream it)."""
-        flow.metadata.pop(META, None)
         cap = runtime.config.proxy.max_held_body_bytes
-        ctx = flow_context(runtime, flow, held.app.name, held.route.path)
-        verdict = runtime.unavailable(
-            _sized(ctx, size), "oversize", f"{what} is over the {cap} byte cap"
-        )
+        detail = f"body of at least {received} bytes is over the {cap} byte cap"
+        self.fail(runtime, flow, held, "oversize", detail, received)
+
+    def fail(
+        self,
+        runtime: Runtime,
+        flow: http.HTTPFlow,
+        held: HeldUpload,
+        failure: str,
+        detail: str,
+        size: int | None = None,
+    ) -> None:
+        """Cannot be held and judged: the fail policy says block (answer now) or allow (stream)."""
+        flow.metadata.pop(META, None)
+        ctx = replace(flow_context(runtime, flow, held.app.name, held.route.path), size=size)
+        verdict = runtime.unavailable(ctx, failure, detail)
         if not enforce(runtime, flow, [verdict], "upload"):
             flow.request.stream = True
 

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 import httpx
 from PIL import Image
 
@@ -24,7 +30,10 @@ from tests.proxy_harness import (
     MEDIA_HOST,
     TEST_CATALOG,
     ProxyProcess,
+    Received,
     RunningUpstream,
+    Upstream,
+    UpstreamPki,
     bank_photo,
     client_ssl_context,
     free_port,
@@ -60,6 +69,7 @@ class HostileStack:
     banned_photo: Image.Image  # its PDQ hash is in the test bank
     benign_photo: Image.Image  # not in any bank
     cap: int
+    h2_upstream: H2Upstream  # the same host name on another port, speaking HTTP/2 only
 
     def client(self, *, http2: bool = False, timeout: float = 60) -> httpx.Client:
         context = client_ssl_context(self.proxy.ca_pem, self.upstream_ca)
@@ -69,6 +79,9 @@ class HostileStack:
 
     def url(self, path: str, host: str = MEDIA_HOST) -> str:
         return f"https://{host}:{self.upstream.upstream.port}{path}"
+
+    def h2_url(self, path: str, host: str = MEDIA_HOST) -> str:
+        return f"https://{host}:{self.h2_upstream.port}{path}"
 
     def arrived(self, path: str) -> list[str]:
         """SHA-256 of every body the upstream received on `path` (a prefix)."""
@@ -117,8 +130,11 @@ class HostileStack:
         assert self.proxy.process.poll() is None
 
 
-def raw_exchange(sock: ssl.SSLSocket, request: bytes, timeout: float = 15) -> bytes:
-    """Send `request` and read until the peer closes or goes quiet; what came back."""
+def raw_exchange(
+    sock: ssl.SSLSocket, request: bytes, timeout: float = 15, responses: int = 1
+) -> bytes:
+    """Send `request`; read until `responses` whole responses came, the peer closed or went
+    quiet for `timeout` seconds; return what came back."""
     sock.sendall(request)
     sock.settimeout(timeout)
     received = b""
@@ -131,30 +147,47 @@ def raw_exchange(sock: ssl.SSLSocket, request: bytes, timeout: float = 15) -> by
         if not chunk:
             break
         received += chunk
-        if _complete(received):
+        if _complete_responses(received) >= responses:
             break
     return received
 
 
+def _walk_responses(data: bytes) -> tuple[list[int], bool]:
+    """Status codes of the responses `data` holds one after another (1xx included), and
+    whether the last one is complete (its Content-Length body has arrived)."""
+    codes: list[int] = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 ") or not head[9:12].isdigit():
+            return codes, False
+        codes.append(int(head[9:12]))
+        if not sep:
+            return codes, False
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip() or b"0")
+        if len(rest) < length:
+            return codes, False
+        data = rest[length:]
+    return codes, True
+
+
+def _complete_responses(data: bytes) -> int:
+    """How many whole final (non-1xx) responses `data` holds."""
+    codes, complete = _walk_responses(data)
+    finals = [code for code in codes if code >= 200]
+    return len(finals) - (0 if complete or not codes or codes[-1] < 200 else 1)
+
+
 def _complete(data: bytes) -> bool:
-    """Whether `data` holds at least one whole response with a Content-Length body."""
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value.strip() or b"0")
-    return False
+    return _complete_responses(data) >= 1
 
 
 def statuses(data: bytes) -> list[int]:
-    """Status codes of every HTTP/1.1 response head in `data` (1xx included)."""
-    codes = []
-    for line in data.split(b"\r\n"):
-        if line.startswith(b"HTTP/1.1 ") and line[9:12].isdigit():
-            codes.append(int(line[9:12]))
-    return codes
+    """Status codes of every HTTP/1.1 response in `data` (1xx included)."""
+    return _walk_responses(data)[0]
 
 
 @dataclass(frozen=True)
@@ -227,6 +260,95 @@ def _poll_reply(sock: ssl.SSLSocket) -> tuple[bool, bytes]:
     return True, data
 
 
+class H2Upstream:
+    """A minimal HTTPS server speaking HTTP/2 only (ALPN h2), recording into an `Upstream`.
+
+    mitmproxy offers a client HTTP/2 only when the upstream speaks it, as real sharing services
+    do; the recording server in proxy_harness is HTTP/1.1 only."""
+
+    def __init__(self, pki: UpstreamPki, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(pki.cert_pem, pki.key_pem)
+        self.context.set_alpn_protocols(["h2"])
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            with self.context.wrap_socket(raw, server_side=True) as sock:
+                sock.settimeout(30)
+                self._h2(sock)
+        except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
+            return
+
+    def _h2(self, sock: ssl.SSLSocket) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        heads: dict[int, dict[str, str]] = {}
+        bodies: dict[int, bytearray] = {}
+        for _ in range(100_000):  # bounded: a test connection carries few frames
+            data = sock.recv(65536)
+            if not data:
+                return
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    heads[event.stream_id] = {
+                        k.decode(): v.decode()
+                        for k, v in event.headers  # type: ignore[union-attr]
+                    }
+                    bodies[event.stream_id] = bytearray()
+                elif isinstance(event, h2.events.DataReceived):
+                    bodies[event.stream_id] += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    self._reply(
+                        conn, event.stream_id, heads[event.stream_id], bodies.pop(event.stream_id)
+                    )
+            sock.sendall(conn.data_to_send())
+
+    def _reply(self, conn: Any, stream_id: int, head: dict[str, str], body: bytearray) -> None:
+        record = Received(
+            head.get(":method", ""),
+            head.get(":authority", ""),
+            head.get(":path", ""),
+            hashlib.sha256(body).hexdigest(),
+            len(body),
+        )
+        with self.upstream.lock:
+            self.upstream.received.append(record)
+        reply = json.dumps({"ok": True, "sha256": record.sha256}).encode()
+        conn.send_headers(
+            stream_id,
+            [
+                (":status", "200"),
+                ("content-type", "application/json"),
+                ("content-length", str(len(reply))),
+            ],
+        )
+        conn.send_data(stream_id, reply, end_stream=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+
 def build_stack(
     work: Path,
     banned: Image.Image,
@@ -248,17 +370,20 @@ def build_stack(
         catalog_data=hostile_catalog(),
     )
     upstream = start_upstream(pki)
+    h2_upstream = H2Upstream(pki, upstream.upstream)
     try:
         proxy = start_proxy(config, data_dir, port, work)
     except BaseException:
         upstream.stop()
+        h2_upstream.stop()
         raise
-    return HostileStack(upstream, proxy, pki.ca_pem, banned, benign, HOLD_CAP)
+    return HostileStack(upstream, proxy, pki.ca_pem, banned, benign, HOLD_CAP, h2_upstream)
 
 
 def stop_stack(stack: HostileStack) -> None:
     stack.proxy.stop()
     stack.upstream.stop()
+    stack.h2_upstream.stop()
 
 
 def multipart(data: bytes, filename: str = "photo.jpg", ctype: str = "image/jpeg") -> Any:
