@@ -98,10 +98,14 @@ class HostileStack:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS in /proc status")
 
-    def tls_socket(self, host: str = MEDIA_HOST, timeout: float = 30) -> ssl.SSLSocket:
+    def tls_socket(
+        self, host: str = MEDIA_HOST, timeout: float = 30, source: str = "127.0.0.1"
+    ) -> ssl.SSLSocket:
         """A TLS connection to `host` through the proxy (CONNECT), for hand-written requests."""
         port = self.upstream.upstream.port
-        raw = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=timeout)
+        raw = socket.create_connection(
+            ("127.0.0.1", self.proxy.port), timeout=timeout, source_address=(source, 0)
+        )
         raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
         reply = b""
         while b"\r\n\r\n" not in reply and len(reply) < 65536:
@@ -207,7 +211,7 @@ def stream_body(
     has decided, as a real uploader watching the connection would.
     """
     start = time.monotonic()
-    sock.setblocking(True)
+    sock.settimeout(10)  # a proxy that stops reading without answering fails the test, not hangs
     sock.sendall(head)
     sent = 0
     reply = b""
@@ -256,7 +260,7 @@ def _poll_reply(sock: ssl.SSLSocket) -> tuple[bool, bytes]:
     except (ConnectionError, ssl.SSLError, OSError):
         return True, b""
     finally:
-        sock.setblocking(True)
+        sock.settimeout(10)
     return True, data
 
 

@@ -104,6 +104,25 @@ def test_two_gigabyte_upload_ends_in_oversize_policy_quickly(
     stack.assert_serving()
 
 
+def test_oversize_chunked_upload_is_streamed_whole_where_policy_allows(stack: HostileStack) -> None:
+    # 127.0.0.2 is in the test config's monitor group: over the cap, the body is forwarded intact
+    # (what was buffered, then the rest unbuffered) and the decision is recorded.
+    path = "/upload/raw/monitored-huge.bin"
+    size = 3 * stack.cap + 12345
+    pieces = [*chunked(zero_pieces(size, piece=100_000)), b"0\r\n\r\n"]
+    head = upload_head(stack, "PUT", path, "Transfer-Encoding: chunked")
+    with stack.tls_socket(source="127.0.0.2") as sock:
+        outcome = stream_body(sock, head, iter(pieces), time_limit=60)
+    assert outcome.finished
+    assert statuses(outcome.reply) == [200]
+    expected = hashlib.sha256(b"\0" * size).hexdigest()
+    assert stack.arrived(path) == [expected]
+    record = last_decision(stack, "/upload/raw/*")
+    assert record["failure"] == "oversize"
+    assert record["decision"] == "allow"
+    assert record["group"] == "monitored"
+
+
 # --- Bombs -------------------------------------------------------------------------------------
 
 
