@@ -13,6 +13,8 @@ from mitmproxy.tools.dump import DumpMaster
 
 from schoolgate.addons.entry import make_addons
 from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.ca import prepare_for_proxy
+from schoolgate.catalog import Catalog
 from schoolgate.config import Config
 
 log = logging.getLogger("schoolgate.proxy")
@@ -58,12 +60,39 @@ def mitmproxy_options(config: Config) -> dict[str, Any]:
     return settings
 
 
+def prepare_ca(config: Config, catalog: Catalog) -> None:
+    """Make the name-constrained CA before mitmproxy would generate an unconstrained one.
+
+    Raises CaError for an existing CA without name constraints (unless ca.allow_unconstrained).
+    """
+    ca, created, warnings = prepare_for_proxy(
+        config.data_dir / "ca",
+        catalog.inspected_domains(),
+        allow_unconstrained=config.ca.allow_unconstrained,
+        organization=config.proxy.school_name,
+        validity_days=config.ca.validity_days,
+    )
+    if created:
+        log.warning(
+            "created a name-constrained CA (SHA-256 %s); roll it out to devices with "
+            "`schoolgate ca export`",
+            ca.fingerprint(),
+        )
+    for warning in warnings:
+        log.warning("schoolgate: WARNING: %s", warning)
+
+
 async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit status."""
     confdir = config.data_dir / "ca"
     confdir.mkdir(parents=True, exist_ok=True)
     os.chmod(confdir, 0o700)  # the CA key lives here
     runtime = Runtime.from_config(config)
+    try:
+        prepare_ca(config, runtime.catalog)
+    except BaseException:
+        runtime.close()
+        raise
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     master.addons.add(StartupBanner(config), *make_addons(RuntimeRef(runtime)))  # type: ignore[no-untyped-call]

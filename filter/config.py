@@ -153,6 +153,15 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class CaConfig:
+    """The interception CA (`data_dir/ca`): see schoolgate.ca."""
+
+    validity_days: int = 1825
+    # An existing CA without name constraints is refused at start unless this is set (migration).
+    allow_unconstrained: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     data_dir: Path
@@ -162,6 +171,7 @@ class Config:
     policy: PolicyConfig
     audit: AuditConfig
     proxy: ProxyConfig
+    ca: CaConfig = field(default_factory=CaConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -195,7 +205,9 @@ def parse_config(text: str, source: str) -> Config:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, where, f"invalid YAML: {problem}") from None
     root = Node(source, "", raw if raw is not None else {})
-    root.mapping(allowed={"data_dir", "limits", "banks", "classifier", "policy", "audit", "proxy"})
+    root.mapping(
+        allowed={"data_dir", "limits", "banks", "classifier", "policy", "audit", "proxy", "ca"}
+    )
     data_dir = _data_dir(root.child("data_dir"))
     return Config(
         source=source,
@@ -206,6 +218,7 @@ def parse_config(text: str, source: str) -> Config:
         policy=_policy(root.child("policy")),
         audit=_audit(root.child("audit"), data_dir),
         proxy=_proxy(root.child("proxy")),
+        ca=_ca(root.child("ca")),
     )
 
 
@@ -506,6 +519,17 @@ def _proxy(node: Node) -> ProxyConfig:
             defaults.pinned_after_failures, minimum=0
         ),
         pinned_action=node.child("pinned_action").choice(("pass", "block"), defaults.pinned_action),
+    )
+
+
+def _ca(node: Node) -> CaConfig:
+    node.mapping(allowed={"validity_days", "allow_unconstrained"})
+    defaults = CaConfig()
+    return CaConfig(
+        validity_days=node.child("validity_days").integer(
+            defaults.validity_days, minimum=1, maximum=3650
+        ),
+        allow_unconstrained=node.child("allow_unconstrained").flag(defaults.allow_unconstrained),
     )
 
 
