@@ -471,6 +471,7 @@ class StateCollector(Collector):
             latest[bank] = max(latest.get(bank, 0.0), updated_at)
             for signal_type, count in counts.items():
                 totals[bank, signal_type] = totals.get((bank, signal_type), 0) + count
+                BANK_MATCHES.labels(bank, signal_type)  # at zero before the first match
         for (bank, signal_type), count in sorted(totals.items()):
             sizes.add_metric([bank, signal_type], count)
         for bank, when in sorted(latest.items()):
@@ -548,10 +549,15 @@ def bind_runtime(
     APPS.bind(apps)
     GROUPS.bind(group.name for group in inspector.config.policy.groups)
     MODELS.bind(spec.name for spec in inspector.config.classifier.models)
+    # Series that exist at zero make the first event visible to rate() and increase(): the first
+    # bank match of an app and group must not vanish from the safeguarding dashboard.
     for app in (*APPS.known, OTHER, NONE):
         for direction in DIRECTIONS:
             for decision in DECISIONS:
                 INSPECTIONS.labels(app, direction, decision)
+            for group in GROUPS.known:
+                for reason in ("bank_match", "classifier"):
+                    BLOCKS.labels(app, direction, group, reason)
     STATE.bind_inspection(_Inspection(owner, inspector, queue_depth, queue_capacity))
 
 
