@@ -245,6 +245,7 @@ def never_raises[**P](fn: Callable[P, None]) -> Callable[P, None]:
         except Exception:
             _failed(fn.__name__)
 
+    METRICS_ERRORS.labels(fn.__name__)  # at zero until something goes wrong
     return safe
 
 
@@ -409,7 +410,11 @@ class StateCollector(Collector):
     Each source is read on its own; one that fails is counted and left out, the rest still show.
     """
 
+    PARTS = ("_pool", "_bank_gauges", "_models", "_alert_outbox")
+
     def __init__(self) -> None:
+        for part in self.PARTS:
+            METRICS_ERRORS.labels(f"collect{part}")
         self._inspection: _Inspection | None = None
         self._outbox: Callable[[], OutboxStatsLike] | None = None
         self._banks = _BankSizes()
@@ -429,11 +434,11 @@ class StateCollector(Collector):
         return []  # families vary with what is bound; nothing to check at registration
 
     def collect(self) -> Iterator[Metric]:
-        for part in (self._pool, self._bank_gauges, self._models, self._alert_outbox):
+        for name in self.PARTS:
             try:
-                yield from list(part())
+                yield from list(getattr(self, name)())
             except Exception:
-                _failed(f"collect{part.__name__}")
+                _failed(f"collect{name}")
 
     def _pool(self) -> Iterator[Metric]:
         binding = self._inspection
