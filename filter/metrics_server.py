@@ -234,4 +234,7 @@ def start_metrics_server(config: MetricsConfig) -> MetricsServer | None:
     except MetricsServerError as exc:
         log.error("schoolgate metrics not served: %s", exc)
         return None
+    except Exception:  # whatever else goes wrong here must not stop the proxy
+        log.exception("schoolgate metrics not served")
+        return None
     return server
