@@ -10,7 +10,8 @@ DATA   ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
 # Tools the tests drive for real: curl as a client, unshare for private /etc/hosts and namespaces,
 # nft and ip for the gateway's ruleset and network-namespace tests.
-TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2
+# promtool (and prometheus, same package) for the alert rules and the dashboards' queries.
+TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 promtool:prometheus
 
 .PHONY: help run test test-fast lint typecheck bench venv sysdeps clean
 

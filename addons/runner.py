@@ -11,11 +11,13 @@ from typing import Any
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 
+from schoolgate import metrics
 from schoolgate.addons.entry import make_addons
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.ca import prepare_for_proxy
 from schoolgate.catalog import Catalog
 from schoolgate.config import Config
+from schoolgate.metrics_server import start_metrics_server
 
 log = logging.getLogger("schoolgate.proxy")
 
@@ -93,6 +95,8 @@ async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
     except BaseException:
         runtime.close()
         raise
+    metrics.config_loaded(True, reload=False)
+    exporter = start_metrics_server(config.metrics)
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     master.addons.add(StartupBanner(config), *make_addons(RuntimeRef(runtime)))  # type: ignore[no-untyped-call]
@@ -108,6 +112,8 @@ async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if exporter is not None:
+            exporter.stop()
         runtime.close()
     log.warning("schoolgate stopped")
     return 0

@@ -162,6 +162,19 @@ class CaConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint: loopback by default; basic auth and TLS when both files are set."""
+
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9861
+    username: str = "prometheus"
+    password_file: Path | None = None  # basic auth on when set
+    cert_file: Path | None = None  # TLS on when set (with key_file)
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     data_dir: Path
@@ -172,6 +185,7 @@ class Config:
     audit: AuditConfig
     proxy: ProxyConfig
     ca: CaConfig = field(default_factory=CaConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -206,7 +220,17 @@ def parse_config(text: str, source: str) -> Config:
         raise ConfigError(source, where, f"invalid YAML: {problem}") from None
     root = Node(source, "", raw if raw is not None else {})
     root.mapping(
-        allowed={"data_dir", "limits", "banks", "classifier", "policy", "audit", "proxy", "ca"}
+        allowed={
+            "data_dir",
+            "limits",
+            "banks",
+            "classifier",
+            "policy",
+            "audit",
+            "proxy",
+            "ca",
+            "metrics",
+        }
     )
     data_dir = _data_dir(root.child("data_dir"))
     return Config(
@@ -219,6 +243,7 @@ def parse_config(text: str, source: str) -> Config:
         audit=_audit(root.child("audit"), data_dir),
         proxy=_proxy(root.child("proxy")),
         ca=_ca(root.child("ca")),
+        metrics=_metrics(root.child("metrics")),
     )
 
 
@@ -530,6 +555,44 @@ def _ca(node: Node) -> CaConfig:
             defaults.validity_days, minimum=1, maximum=3650
         ),
         allow_unconstrained=node.child("allow_unconstrained").flag(defaults.allow_unconstrained),
+    )
+
+
+def _listen_host(node: Node, default: str) -> str:
+    host = node.text(default)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        node.fail(f"{host!r} is not an IP address to listen on, such as 127.0.0.1 or 0.0.0.0")
+    return host
+
+
+def _metrics(node: Node) -> MetricsConfig:
+    node.mapping(allowed={"enabled", "listen_host", "listen_port", "basic_auth", "tls"})
+    defaults = MetricsConfig()
+    auth = node.child("basic_auth")
+    auth.mapping(allowed={"username", "password_file"})
+    password_file = auth.child("password_file").path_value()
+    if not auth.missing and password_file is None:
+        auth.child("password_file").fail("is required to turn basic auth on")
+    tls = node.child("tls")
+    tls.mapping(allowed={"cert_file", "key_file"})
+    cert_file = tls.child("cert_file").path_value()
+    key_file = tls.child("key_file").path_value()
+    if not tls.missing:
+        for key, value in (("cert_file", cert_file), ("key_file", key_file)):
+            if value is None:
+                tls.child(key).fail("is required to turn TLS on")
+    return MetricsConfig(
+        enabled=node.child("enabled").flag(defaults.enabled),
+        listen_host=_listen_host(node.child("listen_host"), defaults.listen_host),
+        listen_port=node.child("listen_port").integer(
+            defaults.listen_port, minimum=1, maximum=65535
+        ),
+        username=auth.child("username").text(defaults.username),
+        password_file=password_file,
+        cert_file=cert_file,
+        key_file=key_file,
     )
 
 
