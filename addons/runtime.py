@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -31,6 +33,7 @@ class Runtime:
     leases: tuple[LeaseTable, ...] = ()
     counters: Counter[str] = field(default_factory=Counter)
     closed: bool = False
+    busy: int = 0  # judge() calls in progress (event-loop only, so no lock)
     _counter_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -95,17 +98,21 @@ class Runtime:
     async def judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
         """Evaluate one item in the pool; overload, timeout and bugs become fail-policy verdicts."""
         ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
+        self.busy += 1
         try:
-            verdict = await self.pool.run(self.inspector.evaluate, data, ctx)
-        except Overloaded as exc:
-            return self.unavailable(ctx, "overload", str(exc))
-        except InspectTimeout as exc:
-            return self.unavailable(ctx, "timeout", str(exc))
-        except Exception as exc:  # a bug must become a decision, never a lost one
-            log.exception("inspection crashed")
-            return self.unavailable(ctx, "error", type(exc).__name__)
-        self.record(verdict)
-        return verdict
+            try:
+                verdict = await self.pool.run(self.inspector.evaluate, data, ctx)
+            except Overloaded as exc:
+                return self.unavailable(ctx, "overload", str(exc))
+            except InspectTimeout as exc:
+                return self.unavailable(ctx, "timeout", str(exc))
+            except Exception as exc:  # a bug must become a decision, never a lost one
+                log.exception("inspection crashed")
+                return self.unavailable(ctx, "error", type(exc).__name__)
+            self.record(verdict)
+            return verdict
+        finally:
+            self.busy -= 1
 
     def record(self, verdict: Verdict) -> None:
         """Audit one decision; a failing audit log is logged loudly but never drops the decision."""
@@ -114,6 +121,35 @@ class Runtime:
             self.inspector.record(verdict)
         except Exception:
             log.exception("could not record decision %s", verdict.id)
+
+    @property
+    def idle(self) -> bool:
+        """No judgement in progress and no item left in the pool."""
+        return self.busy == 0 and self.pool.in_flight == 0
+
+    async def retire(self, timeout_s: float, quiet_s: float = 0.5) -> bool:
+        """Close once idle for `quiet_s` (in-flight inspections finish and are recorded), or at
+        `timeout_s`; True if it went idle. The quiet period covers flows that fetched this runtime
+        just before a swap and start judging on a later event-loop turn."""
+        deadline = time.monotonic() + timeout_s
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if not self.idle:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= quiet_s:
+                break
+            await asyncio.sleep(0.05)
+        drained = self.idle
+        if not drained:
+            log.warning(
+                "closing the previous configuration with %d inspection(s) still running",
+                self.busy or self.pool.in_flight,
+            )
+        await asyncio.to_thread(self.close)
+        return drained
 
     def close(self) -> None:
         """Stop the pool and close banks and audit log; safe to call twice."""
@@ -134,3 +170,9 @@ class RuntimeRef:
         if self.current is None:
             raise RuntimeError("schoolgate is not configured yet")
         return self.current
+
+    def swap(self, runtime: Runtime) -> Runtime | None:
+        """Install `runtime` in one assignment (addons see old or new, never a mix); the previous
+        one is returned for the caller to retire."""
+        previous, self.current = self.current, runtime
+        return previous

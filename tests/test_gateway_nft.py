@@ -308,6 +308,8 @@ def in_ns[T](ns: str, fn: Callable[..., T], *args: object) -> T:
     return call_in_netns(ns, functools.partial(fn, *args))
 
 
+@pytest.mark.slow
+@pytest.mark.netns
 def test_student_tls_is_redirected_into_the_proxy(gateway: Gateway) -> None:
     before = gateway.counter("prerouting", "proxy")
     issuer = tls_issuer(gateway.topo.client, gateway.proxy.ca_pem, source=CLIENT_IP)
@@ -316,6 +318,8 @@ def test_student_tls_is_redirected_into_the_proxy(gateway: Gateway) -> None:
     assert gateway.counter("prerouting", "proxy") > before
 
 
+@pytest.mark.slow
+@pytest.mark.netns
 def test_exempt_client_goes_direct(gateway: Gateway) -> None:
     before = gateway.counter("prerouting", "proxy")
     issuer = tls_issuer(gateway.topo.client, gateway.upstream_ca, source=EXEMPT_IP)
@@ -323,12 +327,16 @@ def test_exempt_client_goes_direct(gateway: Gateway) -> None:
     assert gateway.counter("prerouting", "proxy") == before
 
 
+@pytest.mark.slow
+@pytest.mark.netns
 def test_gateway_own_connections_go_direct(gateway: Gateway) -> None:
     before = gateway.counter("prerouting", "proxy")
     assert tls_issuer(gateway.topo.gateway, gateway.upstream_ca) == UPSTREAM_CA_NAME
     assert gateway.counter("prerouting", "proxy") == before
 
 
+@pytest.mark.slow
+@pytest.mark.netns
 def test_student_quic_is_rejected_and_exempt_quic_forwarded(gateway: Gateway) -> None:
     server = in_ns(gateway.topo.server, _listener, socket.SOCK_DGRAM, 443)
     student = in_ns(gateway.topo.client, _socket, socket.SOCK_DGRAM, CLIENT_IP)
@@ -350,6 +358,8 @@ def test_student_quic_is_rejected_and_exempt_quic_forwarded(gateway: Gateway) ->
             server.recvfrom(2048)  # nothing from the student reached the server
 
 
+@pytest.mark.slow
+@pytest.mark.netns
 def test_student_dns_over_tls_is_rejected_and_exempt_allowed(gateway: Gateway) -> None:
     listener = in_ns(gateway.topo.server, _listener, socket.SOCK_STREAM, 853)
     student = in_ns(gateway.topo.client, _socket, socket.SOCK_STREAM, CLIENT_IP)
@@ -372,6 +382,8 @@ def test_student_dns_over_tls_is_rejected_and_exempt_allowed(gateway: Gateway) -
             udp.recv(2048)
 
 
+@pytest.mark.slow
+@pytest.mark.netns
 def test_direct_connection_to_the_proxy_port_is_refused(gateway: Gateway) -> None:
     before = gateway.counter("input", "direct")
     student = in_ns(gateway.topo.client, _socket, socket.SOCK_STREAM, CLIENT_IP)
@@ -383,6 +395,8 @@ def test_direct_connection_to_the_proxy_port_is_refused(gateway: Gateway) -> Non
     assert listening.stdout.strip()
 
 
+@pytest.mark.slow
+@pytest.mark.netns
 def test_remove_restores_direct_paths_and_is_idempotent(gateway: Gateway) -> None:
     removed = gateway.schoolgate("nft", "remove")
     assert removed.returncode == 0, removed.stderr
