@@ -53,6 +53,9 @@ from tests.test_proxy_transparent import (
     start_upstream_in,
 )
 
+# What schoolgate.service grants the proxy: no capability at all (CapabilityBoundingSet=).
+NO_CAPABILITIES = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all",
+                   "--no-new-privs", "--"]  # fmt: skip
 EXEMPT_IP = "192.0.2.3"  # a second client on the student interface, in an exempt subnet
 TABLE = "schoolgate"
 GATEWAY_YAML = """
@@ -267,7 +270,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         assert applied.returncode == 0, applied.stderr
         upstream = start_upstream_in(topo.server, pki)
         cleanup.callback(upstream.stop)
-        proxy = start_proxy_in(topo.gateway, config, data_dir, work)
+        proxy = start_proxy_in(topo.gateway, config, data_dir, work, prefix=NO_CAPABILITIES)
         cleanup.callback(proxy.stop)
         yield Gateway(topo, upstream, proxy, config, pki.ca_pem)
 
@@ -316,6 +319,17 @@ def test_student_tls_is_redirected_into_the_proxy(gateway: Gateway) -> None:
     # Trusting only the proxy's CA, the handshake succeeds: the proxy answered, not the server.
     assert issuer not in ("", UPSTREAM_CA_NAME)
     assert gateway.counter("prerouting", "proxy") > before
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_transparent_proxy_runs_without_any_capability(gateway: Gateway) -> None:
+    # Everything above and below is served by a proxy holding no capability: SO_ORIGINAL_DST
+    # and a high port need none, so the unit's empty CapabilityBoundingSet= is enough.
+    status = Path(f"/proc/{gateway.proxy.process.pid}/status").read_text()
+    caps = dict(line.split(":\t") for line in status.splitlines() if line.startswith("Cap"))
+    assert "schoolgate" in Path(f"/proc/{gateway.proxy.process.pid}/cmdline").read_text()
+    assert (caps["CapEff"], caps["CapPrm"], caps["CapBnd"]) == ("0" * 16,) * 3
 
 
 @pytest.mark.slow
