@@ -56,7 +56,10 @@ class ConfigReloader:
     async def _reload_until_settled(self) -> None:
         for _ in range(10):  # bounded: a storm of SIGHUPs coalesces into a few reloads
             self._again = False
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # a reload bug must not go unseen, nor stop the proxy
+                log.exception("schoolgate: configuration reload failed; still serving")
             if not self._again:
                 return
 

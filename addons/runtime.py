@@ -97,22 +97,25 @@ class Runtime:
 
     async def judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
         """Evaluate one item in the pool; overload, timeout and bugs become fail-policy verdicts."""
-        ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
-        self.busy += 1
+        self.busy += 1  # a reload retires this runtime only once nothing is being judged
         try:
-            try:
-                verdict = await self.pool.run(self.inspector.evaluate, data, ctx)
-            except Overloaded as exc:
-                return self.unavailable(ctx, "overload", str(exc))
-            except InspectTimeout as exc:
-                return self.unavailable(ctx, "timeout", str(exc))
-            except Exception as exc:  # a bug must become a decision, never a lost one
-                log.exception("inspection crashed")
-                return self.unavailable(ctx, "error", type(exc).__name__)
-            self.record(verdict)
-            return verdict
+            return await self._judge(data, ctx)
         finally:
             self.busy -= 1
+
+    async def _judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
+        ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
+        try:
+            verdict = await self.pool.run(self.inspector.evaluate, data, ctx)
+        except Overloaded as exc:
+            return self.unavailable(ctx, "overload", str(exc))
+        except InspectTimeout as exc:
+            return self.unavailable(ctx, "timeout", str(exc))
+        except Exception as exc:  # a bug must become a decision, never a lost one
+            log.exception("inspection crashed")
+            return self.unavailable(ctx, "error", type(exc).__name__)
+        self.record(verdict)
+        return verdict
 
     def record(self, verdict: Verdict) -> None:
         """Audit one decision; a failing audit log is logged loudly but never drops the decision."""
