@@ -41,9 +41,11 @@ def bank_views(
         yield "mirror", extract_features(ImageOps.mirror(image), settings)
 
 
-def query_features(image: Image.Image, settings: FeatureSettings | None = None) -> LocalFeatures:
-    """The features a query is looked up with: its innermost content box, else the whole."""
-    return extract_features(analysis_views(image)[-1], settings)
+def query_views(image: Image.Image) -> list[Image.Image]:
+    """What a query is looked up as: its content box first (a screenshot's photo, a padded copy's
+    picture), then the whole image. The whole image stays because the content box can also
+    peel a real photo's plain sky or background, and with it the objects at its edges."""
+    return analysis_views(image, depth=1)[::-1]
 
 
 def to_bank_match(hit: RobustHit) -> BankMatch:
@@ -128,8 +130,15 @@ class RobustTier:
         return self._index
 
     def match(self, image: Image.Image) -> list[BankMatch]:
-        """Robust matches of a decoded, upright image (empty when no bank holds feature sets)."""
+        """Robust matches of a decoded, upright image (empty when no bank holds feature sets).
+
+        Stops at the first view that matches: one match decides.
+        """
         index = self.index
         if not len(index):
             return []
-        return [to_bank_match(hit) for hit in index.match(query_features(image))]
+        for view in query_views(image):
+            hits = index.match(extract_features(view))
+            if hits:
+                return [to_bank_match(hit) for hit in hits]
+        return []

@@ -268,3 +268,81 @@ EDITS: dict[str, Edit] = {
     "caption_middle": _caption,
     "sticker_10": _sticker,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Unseen variants: different parameters of the same kinds of edit, written down before any
+# result on them was seen and never used to choose a threshold. They show whether the figures
+# above generalise beyond the exact edits the thresholds were chosen on.
+
+
+def light_screenshot(image: Image.Image, seed: int = 0) -> bytes:
+    """A light-mode 9:16 app screenshot: white canvas, grey status bar, a caption line under
+    the photo, saved as JPEG (as many apps re-encode screenshots)."""
+    canvas_w, canvas_h = 720, 1280
+    canvas = Image.new("RGB", (canvas_w, canvas_h), (250, 250, 250))
+    scale = min(canvas_w / image.width, (canvas_h - 300) / image.height)
+    fitted = image.resize((round(image.width * scale), round(image.height * scale)))
+    top = 120 + random.Random(seed).randint(0, 40)
+    canvas.paste(fitted, ((canvas_w - fitted.width) // 2, top))
+    draw = ImageDraw.Draw(canvas)
+    grey = (60, 60, 60)
+    draw.text((30, 20), "14:07", fill=grey, font=_font(28))
+    draw.rounded_rectangle((620, 24, 680, 48), radius=6, outline=grey, width=2)
+    draw.text((30, top + fitted.height + 20), "liked by 23 others", fill=grey, font=_font(26))
+    return encode(canvas, "JPEG", quality=85)
+
+
+def _meme_top(image: Image.Image, seed: int) -> bytes:
+    """A white band above the photo with black caption text (the classic meme layout)."""
+    band = max(24, round(image.height * 0.18))
+    canvas = Image.new("RGB", (image.width, image.height + band), (255, 255, 255))
+    canvas.paste(image.convert("RGB"), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((image.width // 12, band // 4), "me when the bell rings", fill=(0, 0, 0),
+              font=_font(max(8, band // 2)))  # fmt: skip
+    return _jpeg(canvas)
+
+
+def _two_stickers(image: Image.Image, seed: int) -> bytes:
+    rng = random.Random(seed + 7)
+    stickered = image.convert("RGB")
+    draw = ImageDraw.Draw(stickered)
+    side = round((0.05 * stickered.width * stickered.height) ** 0.5)
+    for colour in ((255, 80, 160), (80, 200, 255)):
+        x = rng.randint(0, stickered.width - side)
+        y = rng.randint(0, stickered.height - side)
+        draw.ellipse((x, y, x + side, y + side), fill=colour)
+        draw.text((x + side // 4, y + side // 3), "wow", fill=(255, 255, 255),
+                  font=_font(max(8, side // 4)))  # fmt: skip
+    return _jpeg(stickered)
+
+
+def _corner_crop(image: Image.Image, share: float) -> bytes:
+    width, height = image.size
+    return _jpeg(image.crop((0, 0, round(width * (1 - share)), round(height * (1 - share)))))
+
+
+def _letterbox(image: Image.Image, share: float) -> bytes:
+    bar = round(image.height * share)
+    canvas = Image.new("RGB", (image.width, image.height + 2 * bar), (0, 0, 0))
+    canvas.paste(image.convert("RGB"), (0, bar))
+    return _jpeg(canvas)
+
+
+VARIANT_EDITS: dict[str, Edit] = {
+    "downscale_400_jpeg_q20": lambda im, s: _jpeg(
+        Image.open(io.BytesIO(_downscale(im, 400))), quality=20
+    ),
+    "contrast_140": lambda im, s: _jpeg(ImageEnhance.Contrast(im).enhance(1.4)),
+    "rotate_180": lambda im, s: _jpeg(im.rotate(180)),
+    "rotate_minus_3_white": lambda im, s: _jpeg(
+        im.rotate(-3, Image.Resampling.BICUBIC, expand=True, fillcolor=(255, 255, 255))
+    ),
+    "corner_crop_14": lambda im, s: _corner_crop(im, 0.14),
+    "crop_15": lambda im, s: _crop(im, s, 0.15),
+    "letterbox_black_10": lambda im, s: _letterbox(im, 0.10),
+    "light_screenshot": light_screenshot,
+    "meme_caption_top": _meme_top,
+    "two_stickers_5": _two_stickers,
+}
