@@ -196,13 +196,15 @@ def _time_large(config: Config, inspector: Inspector, tier: RobustTier,
     decoded = [(label, decode_for_analysis(data, config.limits).image) for label, data in queries]
     tier.match(decoded[0][1])  # warm-up
     lookup_ms: list[float] = []
+    lookup_cpu_ms: list[float] = []
     verdict_ms: list[float] = []
     found = positives = 0
     for rounds in range(2):
         for (label, image), (_, data) in zip(decoded, queries, strict=True):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             hits = tier.match(image)
             lookup_ms.append((time.perf_counter() - started) * 1000)
+            lookup_cpu_ms.append((time.thread_time() - cpu_started) * 1000)
             started = time.perf_counter()
             inspector.evaluate(data, CTX)
             verdict_ms.append((time.perf_counter() - started) * 1000)
@@ -210,12 +212,18 @@ def _time_large(config: Config, inspector: Inspector, tier: RobustTier,
                 positives += 1
                 found += bool(hits)
     p50, p95 = statistics.median(lookup_ms), float(np.percentile(lookup_ms, 95))
+    cpu50, cpu95 = statistics.median(lookup_cpu_ms), float(np.percentile(lookup_cpu_ms, 95))
     note = (f"{len(index)} banked views ({index.descriptor_count} descriptors) of {LARGE_BANK} "
             f"items; {len(lookup_ms)} lookups (content box + ORB + candidates + verification), "
             "1 thread")  # fmt: skip
     return [
         _figure("robust tier lookup, 1,000-item bank p50", p50, "ms", None, None, note),
-        _figure("robust tier lookup, 1,000-item bank p95", p95, "ms", "< 100 ms", p95 < 100),
+        _figure("robust tier lookup, 1,000-item bank p95", p95, "ms", "< 100 ms", p95 < 100,
+                "wall clock: includes waiting for a core on a shared machine"),
+        _figure("robust tier lookup CPU time, 1,000-item bank p50", cpu50, "ms",
+                note="thread CPU time: the lookup's own cost, whatever else the machine runs"),
+        _figure("robust tier lookup CPU time, 1,000-item bank p95", cpu95, "ms", "< 100 ms",
+                cpu95 < 100),
         _figure("verdict with 1,000-item incident bank p50", statistics.median(verdict_ms), "ms",
                 note="Inspector.evaluate: decode, exact, PDQ x2 views x8, robust"),
         _figure("verdict with 1,000-item incident bank p95",
