@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from schoolgate.audit import AuditLog
 from schoolgate.banks import BankStore
@@ -18,7 +18,7 @@ from schoolgate.classifier import Classifier, ClassifierResult, ModelLoadError
 from schoolgate.config import FAILURES, Config
 from schoolgate.errors import MediaRefused
 from schoolgate.hashing import PdqHash, exact_hashes, pdq_dihedral, pdq_hash
-from schoolgate.matcher import BankMatch, Matcher
+from schoolgate.matcher import BankMatch, FrameMatch, Matcher
 from schoolgate.media import DecodedImage, MediaKind, MediaLimits, decode_image, sniff
 from schoolgate.normalise import analysis_views
 from schoolgate.policy import Policy
@@ -245,6 +245,7 @@ class _VideoAnalysis:
             fast=True,
             variants=True,
             samples_per_hash=config.banks.video.query_samples_per_hash,
+            stills=True,
         )
 
     def findings(self, data: bytes, base: Findings) -> Findings:
@@ -258,7 +259,11 @@ class _VideoAnalysis:
                 failure = "timeout"
             return replace(base, failure=failure, failure_detail=f"{refused.reason}: {refused}")
         hashes = {**base.hashes, **_video_summary(video)}
-        matches = (*base.matches, *inspector.video_matcher.match(video.features))
+        matches = (
+            *base.matches,
+            *self._image_matches(video, base.matches),
+            *inspector.video_matcher.match(video.features),
+        )
         findings = replace(base, hashes=hashes, matches=matches)
         skip = matches and inspector.config.classifier.skip_when_matched
         if self.classify and not skip and video.kept:
@@ -278,6 +283,26 @@ class _VideoAnalysis:
                 f"(after {len(video.features)} sampled frames)",
             )
         return findings
+
+    def _image_matches(self, video: VideoHashes, known: tuple[BankMatch, ...]) -> list[FrameMatch]:
+        """Every sampled frame against the IMAGE bank, as a still upload would be (PDQ of the
+        frame and its content boxes, dihedral variants): a banked photo shown for a moment in
+        an animation or a slideshow clip. Each banked hash is reported once, at the first frame
+        that matched it."""
+        banks = self.inspector.config.banks
+        matcher = self.inspector.matcher
+        seen = {(m.bank, str(m.signal_type), m.value) for m in known}
+        found: list[FrameMatch] = []
+        for still in video.stills:
+            queries = still.hashes if banks.match_dihedral else still.hashes[::8]
+            for match in matcher.match_pdq(queries, min_quality=banks.pdq_min_quality):
+                key = (match.bank, str(match.signal_type), match.value)
+                if key in seen or not banks.runs(match.bank, "pdq"):
+                    continue
+                seen.add(key)
+                copied = {f.name: getattr(match, f.name) for f in fields(BankMatch)}
+                found.append(FrameMatch(**copied, frame=still.frame, timestamp=still.timestamp))
+        return found
 
     def _scores(self, video: VideoHashes) -> list[ClassifierResult]:
         classifier = self.inspector.classifier

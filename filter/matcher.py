@@ -59,6 +59,28 @@ class BankMatch:
     tier: str = "hash"  # "hash" (exact digests, PDQ) or "robust" (schoolgate.robust_tier)
     evidence: tuple[tuple[str, float], ...] = ()  # the robust tier's inliers, spread, scale...
 
+    @property
+    def where(self) -> str:
+        """Where in the media the match was found, for the verdict's reason ("" = the whole)."""
+        return ""
+
+
+@dataclass(frozen=True)
+class FrameMatch(BankMatch):
+    """An image-bank match found in one sampled frame of an animation or a video."""
+
+    frame: int = 0
+    timestamp: float = 0.0
+
+    @property
+    def where(self) -> str:
+        return f"frame {self.frame} at {self.timestamp:.2f} s"
+
+    @property
+    def audit_extra(self) -> dict[str, float | int]:
+        """Extra fields for the audit record: the frame that matched and when it is shown."""
+        return {"frame": self.frame, "timestamp_s": round(self.timestamp, 3)}
+
 
 def _check_distance(what: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= HASH_BITS:

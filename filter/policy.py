@@ -68,8 +68,10 @@ class Policy:
                         f"{evidence.get('spread', 0):.2f})"
                     )
                 else:
+                    where = f" in {match.where}" if match.where else ""
                     reasons.append(
-                        f"bank {match.bank}: {match.signal_type} match at distance {match.distance}"
+                        f"bank {match.bank}: {match.signal_type} match at distance "
+                        f"{match.distance}{where}"
                     )
                 would_block = True
         if "classifier" in triggers:

@@ -105,7 +105,8 @@ class Verdict:
                     "distance": m.distance,
                     "tier": m.tier,
                     **({"evidence": dict(m.evidence)} if m.evidence else {}),
-                    # Video matches add the vPDQ shares (see video_matcher.VideoMatch).
+                    # Video matches add the vPDQ shares (see video_matcher.VideoMatch), image
+                    # matches in a video's frames the frame and its time (matcher.FrameMatch).
                     **getattr(m, "audit_extra", {}),
                 }
                 for m in findings.matches

@@ -34,7 +34,9 @@ import pdqhash
 from PIL import Image
 
 from schoolgate.errors import MediaRefused
+from schoolgate.hashing import PdqHash, pdq_dihedral
 from schoolgate.media import MediaKind, MediaType, VideoLimits, _read_ebml_vint, sniff
+from schoolgate.normalise import analysis_views
 
 PDQ_SIDE = 512  # frames are scaled to this longer side before PDQ, as images are
 TIMESTAMP_DECIMALS = 3  # the reference's output precision (vpdqio.cpp)
@@ -94,6 +96,17 @@ class SampledFrame:
 
 
 @dataclass(frozen=True)
+class StillQuery:
+    """A sampled frame's hashes for the IMAGE bank: the 8 dihedral PDQ variants of the whole
+    frame and of its content box(es) (`normalise.analysis_views`), so a banked photo shown for a
+    moment inside an animation or a slideshow clip is found as it would be in a still upload."""
+
+    frame: int
+    timestamp: float
+    hashes: tuple[PdqHash, ...]
+
+
+@dataclass(frozen=True)
 class VideoHashes:
     """What hashing a video found. `refused` is set when decoding stopped early (truncated data,
     time budget, a cap): `features` then hold the frames hashed before that point."""
@@ -108,6 +121,7 @@ class VideoHashes:
     features: tuple[VpdqFeature, ...]
     kept: tuple[SampledFrame, ...] = ()
     refused: MediaRefused | None = None
+    stills: tuple[StillQuery, ...] = ()
 
     def lines(self) -> str:
         """The whole vPDQ text (one line per sampled frame)."""
@@ -294,6 +308,20 @@ class _Sampler:
         self.next_at = (math.floor(timestamp / self.interval + 1e-6) + 1) * self.interval
         return True
 
+    def shown(self, start: float, end: float) -> float | None:
+        """For a frame on screen from `start` until `end` (an animation's frame and its delay):
+        the first sampling time it is on screen at, or None when it is on screen at none.
+
+        Asking by display interval rather than by start time matters: a GIF's short benign
+        first frame followed by a long-held second one would otherwise have its second frame
+        skipped (it starts before the next sampling time, and no frame follows it).
+        """
+        if end <= self.next_at + 1e-6:
+            return None
+        at = max(start, self.next_at)
+        self.wants(at)
+        return at
+
 
 class _PyAvSource:
     """Sampled frames of a video container, decoded by libavcodec within the limits."""
@@ -465,12 +493,14 @@ class _AnimationSource:
                     image.seek(index)
                     self.decoded += 1
                     delay = float(image.info.get("duration") or 0) / 1000
-                    if sampler.wants(clock):
+                    delay = delay if delay > 0 else _GIF_DEFAULT_DELAY_S
+                    at = sampler.shown(clock, clock + delay)
+                    if at is not None:
                         rgb = image.convert("RGB").resize(
                             _scaled_size(*image.size), Image.Resampling.BOX
                         )
-                        yield _Frame(index, clock, np.asarray(rgb, dtype=np.uint8), None)
-                    clock += delay if delay > 0 else _GIF_DEFAULT_DELAY_S
+                        yield _Frame(index, at, np.asarray(rgb, dtype=np.uint8), None)
+                    clock += delay
                     if clock > self.limits.max_duration_s:
                         break  # a looping animation's length is its frames, not a duration
                 self.duration_s = clock
@@ -541,6 +571,10 @@ class VideoHasher:
       rotated video.
     - `keep` sampled frames (slot starts only), spread over the video, are returned for
       classification.
+    - `stills` adds a `StillQuery` per sampled frame (dihedral PDQ of the frame and of its
+      content boxes) for matching against the image bank: a banked photo shown for a moment
+      inside an animation or a slideshow clip. Bounded like everything else here by the
+      sampled-frame cap and the time budget.
     """
 
     def __init__(
@@ -552,6 +586,7 @@ class VideoHasher:
         variants: bool = False,
         samples_per_hash: int = 1,
         time_budget_s: float | None = None,
+        stills: bool = False,
     ) -> None:
         if samples_per_hash < 1:
             raise ValueError(f"samples_per_hash must be at least 1, got {samples_per_hash}")
@@ -560,6 +595,7 @@ class VideoHasher:
         self.fast = fast
         self.variants = variants
         self.samples = samples_per_hash
+        self.stills = stills
         self.time_budget_s = limits.time_budget_s if time_budget_s is None else time_budget_s
 
     def hash(self, data: bytes, media_type: MediaType | None = None) -> VideoHashes:
@@ -576,6 +612,7 @@ class VideoHasher:
         else:
             raise MediaRefused("unsupported", "not a recognised video or animation (magic bytes)")
         features: list[VpdqFeature] = []
+        stills: list[StillQuery] = []
         keeper = _Keeper(self.keep)
         refused: MediaRefused | None = None
         try:
@@ -591,6 +628,8 @@ class VideoHasher:
                 if slot != last_slot:
                     boxes.clear()  # look for bars again once a second
                 features.append(self._feature(frame, slot, boxes))
+                if self.stills:
+                    stills.append(_still(frame))
                 if slot != last_slot:
                     keeper.offer(SampledFrame(frame.frame, frame.timestamp, frame.rgb))
                     last_slot = slot
@@ -610,6 +649,7 @@ class VideoHasher:
             features=tuple(features),
             kept=keeper.spread(),
             refused=refused,
+            stills=tuple(stills),
         )
 
     def _feature(self, frame: _Frame, slot: int, boxes: dict[str, _Box | None]) -> VpdqFeature:
@@ -631,3 +671,11 @@ class VideoHasher:
                     variants.append(_pdq(pixels[top:bottom, left:right])[0])
         unique = tuple(dict.fromkeys(v for v in variants if v != value))
         return VpdqFeature(frame.frame, quality, value, round(frame.timestamp, 6), unique, slot)
+
+
+def _still(frame: _Frame) -> StillQuery:
+    """The image-bank query hashes of one sampled frame, as the image path makes them."""
+    hashes: list[PdqHash] = []
+    for view in analysis_views(Image.fromarray(frame.rgb, "RGB")):
+        hashes.extend(pdq_dihedral(view))
+    return StillQuery(frame.frame, round(frame.timestamp, 6), tuple(hashes))

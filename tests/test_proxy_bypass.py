@@ -111,11 +111,6 @@ def test_banked_photo_in_another_encoding_is_blocked(stack: HostileStack, varian
     assert_blocked_by_bank(stack, response.status_code, path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bypass: only an animation's first frame is matched against the image bank "
-    "(the video branch is reworking animations as video; frames must also meet the image bank)",
-)
 def test_animated_gif_hiding_the_photo_after_a_benign_frame_is_blocked(
     stack: HostileStack,
 ) -> None:
@@ -134,6 +129,10 @@ def test_animated_gif_hiding_the_photo_after_a_benign_frame_is_blocked(
     with stack.client() as client:
         response = client.put(stack.url(path), content=buffer.getvalue())
     assert_blocked_by_bank(stack, response.status_code, path)
+    match = stack.decisions()[-1]["matches"][0]
+    assert match["signal_type"] == "pdq"
+    assert match["frame"] == 1  # the audit names the frame that showed the photo, and when
+    assert match["timestamp_s"] == pytest.approx(0.25)
 
 
 # --- Labels: Content-Type and file names lie; the bytes decide ---------------------------------

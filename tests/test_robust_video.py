@@ -1,0 +1,102 @@
+"""Banked media inside moving pictures: a banked PHOTO shown for a moment in an animation or a
+short slideshow clip is matched frame by frame against the image bank, and a banked VIDEO's
+screen recordings, captioned, mirrored and trimmed copies still match it.
+
+Synthetic benign clips (tests.video_fixtures) and package-shipped benign photos only; nothing is
+downloaded and no media file is written outside pytest's temporary folders.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from schoolgate.banks import SignalInput, SignalType
+from schoolgate.config import Config, parse_config
+from schoolgate.engine import InspectionContext, Inspector
+from schoolgate.hashing import pdq_hash
+from tests import video_fixtures as vf
+from tests.imagery import skimage_photo
+
+os.environ.setdefault("SVT_LOG", "1")
+
+STUDENT = InspectionContext(client_ip="192.0.2.20", app="testapp")
+FPS = 15
+SIZE = (320, 180)
+
+
+def _config() -> Config:
+    return parse_config("banks:\n  reload_interval_s: 0.1\nclassifier: {models: []}\n", "t.yaml")
+
+
+@pytest.fixture
+def inspector(data_dir: Path) -> Iterator[Inspector]:
+    inspector = Inspector.from_config(_config())
+    photo = skimage_photo("astronaut")
+    pdq = pdq_hash(photo)
+    inspector.store.ensure_bank("incident-photo")
+    inspector.store.add_signals(
+        "incident-photo", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "test"
+    )
+    yield inspector
+    inspector.close()
+
+
+def _fitted(photo: Image.Image, size: tuple[int, int] = SIZE) -> np.ndarray:
+    """The photo as a slideshow app shows it: fitted into the frame with black bars."""
+    width, height = size
+    scale = min(width / photo.width, height / photo.height)
+    inner = photo.convert("RGB").resize(
+        (round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR
+    )
+    canvas = Image.new("RGB", size, (0, 0, 0))
+    canvas.paste(inner, ((width - inner.width) // 2, (height - inner.height) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def _slideshow(photo: Image.Image | None, at_s: float = 3.0, shown_s: float = 1.0) -> bytes:
+    """Six seconds of a benign moving clip; from `at_s`, `photo` is shown for `shown_s`."""
+    clip = vf.scene_frames(seed=41, seconds=6, fps=FPS, size=SIZE)
+    frames = list(clip.frames)
+    if photo is not None:
+        still = _fitted(photo)
+        first = round(at_s * FPS)
+        for index in range(first, first + round(shown_s * FPS)):
+            frames[index] = still
+    return vf.encode(frames, FPS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 1: the image bank meets every sampled frame
+
+
+def test_banked_photo_shown_for_a_second_in_a_clip_is_blocked(inspector: Inspector) -> None:
+    verdict = inspector.evaluate(_slideshow(skimage_photo("astronaut")), STUDENT)
+    assert verdict.blocked, verdict.reasons
+    match = verdict.matches[0]
+    assert (match.bank, match.signal_type) == ("incident-photo", SignalType.PDQ)
+    # The verdict and the audit record say which frame matched, and when it is shown.
+    record = verdict.to_dict()["matches"][0]
+    assert 3.0 <= record["timestamp_s"] < 4.0, record
+    assert 3 * FPS <= record["frame"] < 4 * FPS, record
+    assert any("in frame" in reason for reason in verdict.reasons), verdict.reasons
+
+
+def test_banked_photo_shown_briefly_and_mirrored_is_blocked(inspector: Inspector) -> None:
+    # A third of a second, mirrored: the dense query sampling and the dihedral variants.
+    mirrored = skimage_photo("astronaut").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    verdict = inspector.evaluate(_slideshow(mirrored, at_s=2.4, shown_s=0.34), STUDENT)
+    assert verdict.blocked, verdict.reasons
+
+
+def test_clip_without_the_photo_or_with_another_photo_is_allowed(inspector: Inspector) -> None:
+    for clip in (_slideshow(None), _slideshow(skimage_photo("coffee"))):
+        verdict = inspector.evaluate(clip, STUDENT)
+        assert not verdict.blocked, verdict.reasons
+        assert verdict.matches == ()
+        assert verdict.findings.failure is None
