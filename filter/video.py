@@ -259,6 +259,11 @@ class Truncation:
 
 
 _Box = tuple[int, int, int, int]
+# Which of a still's dihedral hashes (hashing.DIHEDRAL_TRANSFORMS order) a video frame is also
+# matched with against banked videos: as shown, and mirrored left-right (front cameras and
+# "flip" edits). Quarter turns of video are what rotation flags are for; each variant costs a
+# lookup per frame in the video index.
+_VPDQ_DIHEDRAL = (0, 5)
 
 
 def _pdq(rgb: npt.NDArray[np.uint8]) -> tuple[str, int]:
@@ -627,9 +632,11 @@ class VideoHasher:
                     )
                 if slot != last_slot:
                     boxes.clear()  # look for bars again once a second
-                features.append(self._feature(frame, slot, boxes))
+                still: StillQuery | None = None
                 if self.stills:
-                    stills.append(_still(frame))
+                    still = _still(frame)
+                    stills.append(still)
+                features.append(self._feature(frame, slot, boxes, still))
                 if slot != last_slot:
                     keeper.offer(SampledFrame(frame.frame, frame.timestamp, frame.rgb))
                     last_slot = slot
@@ -652,11 +659,26 @@ class VideoHasher:
             stills=tuple(stills),
         )
 
-    def _feature(self, frame: _Frame, slot: int, boxes: dict[str, _Box | None]) -> VpdqFeature:
+    def _feature(
+        self,
+        frame: _Frame,
+        slot: int,
+        boxes: dict[str, _Box | None],
+        still: StillQuery | None = None,
+    ) -> VpdqFeature:
         """The frame's hash and its variants. `boxes` carries the letterbox found at the
-        slot's first frame to the slot's other frames (bars do not move within a second)."""
-        value, quality = _pdq(frame.rgb)
+        slot's first frame to the slot's other frames (bars do not move within a second).
+        `still` holds the frame's image-bank hashes where they were computed: the whole
+        frame's unturned one is the frame's PDQ, and its content boxes (a screen recording's
+        picture inside the status bar and the app's bars) and mirror images are variants."""
+        if still is None:
+            value, quality = _pdq(frame.rgb)
+        else:
+            value, quality = still.hashes[0].hex, still.hashes[0].quality
         variants: list[str] = []
+        if self.variants and still is not None:
+            for view in range(0, len(still.hashes), 8):
+                variants.extend(still.hashes[view + turn].hex for turn in _VPDQ_DIHEDRAL)
         if self.variants:
             for orientation, pixels in (("shown", frame.rgb), ("stored", frame.stored)):
                 if pixels is None:

@@ -16,12 +16,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.banks import SignalInput, SignalType
+from schoolgate.banks import BankStore, SignalInput, SignalType
 from schoolgate.config import Config, parse_config
 from schoolgate.engine import InspectionContext, Inspector
 from schoolgate.hashing import pdq_hash
+from schoolgate.media import VideoLimits
+from schoolgate.video import VideoHasher
+from schoolgate.video_matcher import VideoMatcher
+from tests import video_edits as ve
 from tests import video_fixtures as vf
 from tests.imagery import skimage_photo
+from tests.test_video import bank_video
 
 os.environ.setdefault("SVT_LOG", "1")
 
@@ -100,3 +105,65 @@ def test_clip_without_the_photo_or_with_another_photo_is_allowed(inspector: Insp
         assert not verdict.blocked, verdict.reasons
         assert verdict.matches == ()
         assert verdict.findings.failure is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: a banked video's screen recordings, mirrored and trimmed copies
+
+# As `hashes add` banks a video, and as the proxy hashes an upload (engine._VideoAnalysis).
+BANKING = VideoHasher(VideoLimits())
+PROXY = VideoHasher(VideoLimits(), fast=True, variants=True, samples_per_hash=4, stills=True)
+
+
+@pytest.fixture(scope="module")
+def banked_clip() -> vf.Clip:
+    return vf.scene_frames(seed=11, seconds=8)
+
+
+@pytest.fixture(scope="module")
+def video_matcher(tmp_path_factory: pytest.TempPathFactory, banked_clip: vf.Clip) -> VideoMatcher:
+    store = BankStore(tmp_path_factory.mktemp("robust-video") / "banks.sqlite")
+    bank_video(store, "incident-1", "original", BANKING.hash(vf.encode(banked_clip.frames, 15)))
+    for number, seed in enumerate((12, 13)):  # decoys: other banked videos
+        decoy = vf.scene_frames(seed=seed, seconds=8)
+        bank_video(store, "decoys", f"decoy-{number}", BANKING.hash(vf.encode(decoy.frames, 15)))
+    built = VideoMatcher.from_store(store)
+    store.close()
+    return built
+
+
+ROBUST_COPIES: dict[str, vf.Transform] = {
+    "screen recording": ve.screen_recording(),
+    "screen recording, grey theme, video lower": ve.screen_recording(37, (18, 18, 18)),
+    "mirrored": ve.mirrored,
+    "mirrored screen recording": lambda c: ve.screen_recording()(ve.mirrored(c)),
+    "first 1.3 s and last 1.7 s cut": vf.trimmed(1.3, 1.7),
+    "screen recording of a trimmed copy": lambda c: ve.screen_recording()(vf.trimmed(1.5, 0)(c)),
+}
+
+
+@pytest.mark.parametrize("name", list(ROBUST_COPIES))
+def test_screen_recorded_mirrored_and_trimmed_copies_match(
+    name: str, banked_clip: vf.Clip, video_matcher: VideoMatcher
+) -> None:
+    copy = vf.encode(ROBUST_COPIES[name](banked_clip).frames, 15)
+    found = video_matcher.match(PROXY.hash(copy).features)
+    assert [(m.bank, m.value) for m in found] == [("incident-1", "original")], found
+
+
+def test_screen_recording_and_mirror_need_the_frame_variants(
+    banked_clip: vf.Clip, video_matcher: VideoMatcher
+) -> None:
+    # Without the content-box and mirror variants of each frame, these copies miss.
+    before = VideoHasher(VideoLimits(), fast=True, variants=True, samples_per_hash=4)
+    for name in ("screen recording", "mirrored"):
+        copy = vf.encode(ROBUST_COPIES[name](banked_clip).frames, 15)
+        assert video_matcher.match(before.hash(copy).features) == [], name
+
+
+def test_screen_recordings_of_other_videos_do_not_match(video_matcher: VideoMatcher) -> None:
+    for seed in (21, 22):
+        other = vf.scene_frames(seed=seed, seconds=8)
+        for edit in (ve.screen_recording(), ve.mirrored, ve.captioned()):
+            copy = vf.encode(edit(other).frames, 15)
+            assert video_matcher.match(PROXY.hash(copy).features) == [], (seed, edit)
