@@ -250,12 +250,14 @@ def _read(path: Path) -> bytes:
 _BANKING_TIME_BUDGET_S = 600.0
 
 
-def video_hashes(data: bytes, config: Config) -> VideoHashes:
+def video_hashes(data: bytes, config: Config, key_frames: int = 0) -> VideoHashes:
     """A video's (or animation's) vPDQ frames as they are banked: every frame decoded, one
-    sample per second, as the reference tools do. Raises MediaRefused."""
+    sample per second, as the reference tools do; and `key_frames` frames spread over it for
+    the robust tier. Raises MediaRefused."""
     hasher = VideoHasher(
         config.limits.video,
         time_budget_s=max(config.limits.video.time_budget_s, _BANKING_TIME_BUDGET_S),
+        key_frames=key_frames,
     )
     video = hasher.hash(data)
     if video.refused is not None:
@@ -263,8 +265,9 @@ def video_hashes(data: bytes, config: Config) -> VideoHashes:
     return video
 
 
-def _media_hashes(data: bytes, config: Config) -> dict[str, Any]:
-    """Exact hashes always; PDQ for images that decode, vPDQ frames for videos and animations.
+def _media_hashes(data: bytes, config: Config, key_frames: int = 0) -> dict[str, Any]:
+    """Exact hashes always; PDQ for images that decode, vPDQ frames for videos and animations
+    (and, with `key_frames`, that many frames under "key_frames" for local features).
     Refusals are reported, not raised."""
     exact = exact_hashes(data)
     media_type = sniff(data)
@@ -288,10 +291,12 @@ def _media_hashes(data: bytes, config: Config) -> dict[str, Any]:
                 result["frames"] = decoded.frame_count
     if media_type.kind is MediaKind.VIDEO or result.get("frames"):
         try:
-            video = video_hashes(data, config)
+            video = video_hashes(data, config, key_frames)
         except MediaRefused as refused:
             result["refused"] = f"{refused.reason}: {refused}"
         else:
+            if key_frames:
+                result["key_frames"] = video.key_frames
             result["vpdq"] = [feature.line() for feature in video.features]
             result["vpdq_frames"] = len(video.features)
             if video.duration_s is not None:
@@ -342,7 +347,10 @@ def _hashes_add(args: argparse.Namespace) -> int:
         total = 0
         for path in _iter_files(args.files):
             data = _read(path)
-            info = _media_hashes(data, config)
+            robust = args.features and config.banks.runs(args.bank, "robust")
+            info = _media_hashes(
+                data, config, config.banks.robust.video_key_frames if robust else 0
+            )
             if "refused" in info:
                 raise UsageError(f"{path}: not added, the media was refused ({info['refused']})")
             # The item's SHA-256 groups its signals, so they can be listed or removed together.
@@ -380,8 +388,13 @@ def _hashes_add(args: argparse.Namespace) -> int:
             if "pdq" in info:
                 image = decode_for_analysis(data, config.limits).image
                 signals += _content_box_pdq(image, args.note, content_id)
-                if args.features and config.banks.runs(args.bank, "robust"):
+                if robust:
                     features = _add_feature_sets(store, args, config, image, content_id)
+            # A video's key frames, so its captioned or re-framed copies meet the robust tier.
+            for frame in info.get("key_frames", ()):
+                features += _add_feature_sets(
+                    store, args, config, frame.image(), content_id, prefix=f"frame{frame.frame}:"
+                )
             added = store.add_signals(args.bank, signals, source=args.source)
             total += added
             kinds = ", ".join(dict.fromkeys(s.signal_type.value for s in signals))
@@ -402,14 +415,20 @@ def _content_box_pdq(image: Image.Image, note: str, content_id: str) -> list[Sig
 
 
 def _add_feature_sets(
-    store: BankStore, args: argparse.Namespace, config: Config, image: Image.Image, content_id: str
+    store: BankStore,
+    args: argparse.Namespace,
+    config: Config,
+    image: Image.Image,
+    content_id: str,
+    prefix: str = "",
 ) -> int:
-    """Bank the item's local feature sets (derived data; the picture cannot be rebuilt)."""
+    """Bank the item's local feature sets (derived data; the picture cannot be rebuilt).
+    `prefix` names a video's key frame in the view names."""
     from schoolgate.features import FEATURE_KIND
     from schoolgate.robust_tier import bank_views
 
     views = [
-        (name, features.to_bytes())
+        (prefix + name, features.to_bytes())
         for name, features in bank_views(image, mirrored=config.banks.robust.bank_mirrored)
     ]
     return store.add_features(

@@ -131,6 +131,11 @@ class RobustConfig:
     max_items: int = 2000  # banked items whose feature sets are loaded (newest first)
     max_candidates: int = 8  # banked views verified per query, at most
     bank_mirrored: bool = True  # also bank the mirrored view, so mirrored edits match
+    # Videos: `hashes add` banks the feature sets of this many key frames spread over the clip,
+    # and an upload's frames (this many, spread) are looked up when no hash matched. A frame
+    # verified against a banked key frame blocks, as a robust image match does.
+    video_key_frames: int = 8
+    video_query_frames: int = 8
 
     def rule_for(self, bank: str) -> RobustRule:
         return self.per_bank.get(bank, self.rule)
@@ -473,6 +478,8 @@ def _robust(node: Node) -> RobustConfig:
             "max_items",
             "max_candidates",
             "bank_mirrored",
+            "video_key_frames",
+            "video_query_frames",
         }
     )
     defaults = RobustConfig()
@@ -491,6 +498,12 @@ def _robust(node: Node) -> RobustConfig:
             defaults.max_candidates, minimum=1, maximum=64
         ),
         bank_mirrored=node.child("bank_mirrored").flag(defaults.bank_mirrored),
+        video_key_frames=node.child("video_key_frames").integer(
+            defaults.video_key_frames, minimum=0, maximum=64
+        ),
+        video_query_frames=node.child("video_query_frames").integer(
+            defaults.video_query_frames, minimum=0, maximum=64
+        ),
     )
 
 

@@ -98,6 +98,10 @@ class Inspector:
         )
         self._robust = RobustTier(store, config.banks)
 
+    @property
+    def robust(self) -> RobustTier:
+        return self._robust
+
     @classmethod
     def from_config(cls, config: Config, *, with_audit: bool = True) -> Inspector:
         """Open the banks, load the enabled models (tolerating failures) and the audit log.
@@ -239,6 +243,8 @@ class _VideoAnalysis:
         config = inspector.config
         self.classify = classify and inspector.classifier is not None
         self.vote: FrameVote = config.classifier.video
+        # Frames for the robust tier only when some bank holds local feature sets.
+        robust_frames = config.banks.robust.video_query_frames if len(inspector.robust) else 0
         self.hasher = VideoHasher(
             config.limits.video,
             keep=self.vote.frames if self.classify else 0,
@@ -246,6 +252,7 @@ class _VideoAnalysis:
             variants=True,
             samples_per_hash=config.banks.video.query_samples_per_hash,
             stills=True,
+            key_frames=robust_frames,
         )
 
     def findings(self, data: bytes, base: Findings) -> Findings:
@@ -264,6 +271,10 @@ class _VideoAnalysis:
             *self._image_matches(video, base.matches),
             *inspector.video_matcher.match(video.features),
         )
+        if not matches:
+            # Only when no hash matched, as for images: a few frames spread over the upload,
+            # looked up in the robust tier (banked images and banked videos' key frames).
+            matches = tuple(self._robust_matches(video))
         findings = replace(base, hashes=hashes, matches=matches)
         skip = matches and inspector.config.classifier.skip_when_matched
         if self.classify and not skip and video.kept:
@@ -303,6 +314,22 @@ class _VideoAnalysis:
                 copied = {f.name: getattr(match, f.name) for f in fields(BankMatch)}
                 found.append(FrameMatch(**copied, frame=still.frame, timestamp=still.timestamp))
         return found
+
+    def _robust_matches(self, video: VideoHashes) -> list[FrameMatch]:
+        """The first of the upload's key frames that the robust tier verifies, if any: at most
+        `banks.robust.video_query_frames` lookups (each bounded like an image's)."""
+        for frame in video.key_frames:
+            found = self.inspector.robust.match(frame.image())
+            if found:
+                return [
+                    FrameMatch(
+                        **{f.name: getattr(m, f.name) for f in fields(BankMatch)},
+                        frame=frame.frame,
+                        timestamp=frame.timestamp,
+                    )
+                    for m in found
+                ]
+        return []
 
     def _scores(self, video: VideoHashes) -> list[ClassifierResult]:
         classifier = self.inspector.classifier

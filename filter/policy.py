@@ -60,15 +60,15 @@ class Policy:
         triggers = group.triggers(ctx.direction)
         if "bank_match" in triggers:
             for match in findings.matches:
+                where = f" in {match.where}" if match.where else ""
                 if match.evidence:
                     evidence = dict(match.evidence)
                     reasons.append(
                         f"bank {match.bank}: {match.tier} match ({match.signal_type} features, "
                         f"{evidence.get('inliers', 0):.0f} inliers, spread "
-                        f"{evidence.get('spread', 0):.2f})"
+                        f"{evidence.get('spread', 0):.2f}){where}"
                     )
                 else:
-                    where = f" in {match.where}" if match.where else ""
                     reasons.append(
                         f"bank {match.bank}: {match.signal_type} match at distance "
                         f"{match.distance}{where}"

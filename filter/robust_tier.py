@@ -129,6 +129,10 @@ class RobustTier:
                 self._lock.release()
         return self._index
 
+    def __len__(self) -> int:
+        """Banked feature sets (views) in the current index."""
+        return len(self.index)
+
     def match(self, image: Image.Image) -> list[BankMatch]:
         """Robust matches of a decoded, upright image (empty when no bank holds feature sets).
 

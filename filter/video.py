@@ -122,6 +122,7 @@ class VideoHashes:
     kept: tuple[SampledFrame, ...] = ()
     refused: MediaRefused | None = None
     stills: tuple[StillQuery, ...] = ()
+    key_frames: tuple[SampledFrame, ...] = ()  # spread over the video, for local features
 
     def lines(self) -> str:
         """The whole vPDQ text (one line per sampled frame)."""
@@ -580,6 +581,9 @@ class VideoHasher:
       content boxes) for matching against the image bank: a banked photo shown for a moment
       inside an animation or a slideshow clip. Bounded like everything else here by the
       sampled-frame cap and the time budget.
+    - `key_frames` sampled frames (slot starts only), spread over the video like `keep`'s, are
+      returned for the robust tier (local features): banked by `hashes add`, looked up by the
+      proxy.
     """
 
     def __init__(
@@ -592,6 +596,7 @@ class VideoHasher:
         samples_per_hash: int = 1,
         time_budget_s: float | None = None,
         stills: bool = False,
+        key_frames: int = 0,
     ) -> None:
         if samples_per_hash < 1:
             raise ValueError(f"samples_per_hash must be at least 1, got {samples_per_hash}")
@@ -601,6 +606,7 @@ class VideoHasher:
         self.variants = variants
         self.samples = samples_per_hash
         self.stills = stills
+        self.key_frames = key_frames
         self.time_budget_s = limits.time_budget_s if time_budget_s is None else time_budget_s
 
     def hash(self, data: bytes, media_type: MediaType | None = None) -> VideoHashes:
@@ -619,6 +625,7 @@ class VideoHasher:
         features: list[VpdqFeature] = []
         stills: list[StillQuery] = []
         keeper = _Keeper(self.keep)
+        key_keeper = _Keeper(self.key_frames)
         refused: MediaRefused | None = None
         try:
             last_slot = -1
@@ -638,7 +645,9 @@ class VideoHasher:
                     stills.append(still)
                 features.append(self._feature(frame, slot, boxes, still))
                 if slot != last_slot:
-                    keeper.offer(SampledFrame(frame.frame, frame.timestamp, frame.rgb))
+                    sampled = SampledFrame(frame.frame, frame.timestamp, frame.rgb)
+                    keeper.offer(sampled)
+                    key_keeper.offer(sampled)
                     last_slot = slot
         except MediaRefused as exc:
             if not features:
@@ -657,6 +666,7 @@ class VideoHasher:
             kept=keeper.spread(),
             refused=refused,
             stills=tuple(stills),
+            key_frames=key_keeper.spread(),
         )
 
     def _feature(

@@ -75,3 +75,32 @@ def screen_recording(offset: int = 0, theme: tuple[int, int, int] = (0, 0, 0)) -
         return Clip(frames, clip.fps)
 
     return apply
+
+
+def panning_frames(
+    seed: int, seconds: float = 8.0, fps: int = 15, size: tuple[int, int] = (320, 180)
+) -> Clip:
+    """A camera slowly panning over benign textured scenes (tests.imagery.procedural_scene),
+    cutting to another scene every 2 s: the texture real footage has and the soft synthetic
+    clips of tests.video_fixtures lack (local features need corners)."""
+    from tests.imagery import procedural_scene
+
+    width, height = size
+    # Scene kinds 3 and 4 (shapes on noisy gradients): kinds 0-2 are clouds, stripes and text
+    # pages, which have their own tests in tests/test_robust.py and few stable video corners.
+    scenes = [
+        procedural_scene(seed * 20 + 3 + 5 * (n // 2) + n % 2, (width * 2, height * 2))
+        for n in range(int(np.ceil(seconds / 2)))
+    ]
+    noise = np.random.default_rng(seed)
+    frames: list[Frame] = []
+    for index in range(int(seconds * fps)):
+        t = index / fps
+        scene = scenes[min(int(t / 2), len(scenes) - 1)]
+        x = round((t % 2) * 0.25 * width)  # an eighth of the scene per second
+        y = round((t % 2) * 0.1 * height)
+        view = scene.convert("RGB").crop((x, y, x + round(width * 1.5), y + round(height * 1.5)))
+        pixels = np.asarray(view.resize(size, Image.Resampling.BILINEAR), dtype=np.int16)
+        pixels = pixels + noise.integers(-4, 5, pixels.shape, dtype=np.int16)
+        frames.append(np.clip(pixels, 0, 255).astype(np.uint8))
+    return Clip(tuple(frames), fps)
