@@ -44,6 +44,8 @@ class Runtime:
         cap = config.proxy.max_held_body_bytes
         sessions = UploadSessions(max_session_bytes=cap, max_total_bytes=max(cap, 4 * cap))
         leases = tuple(LeaseTable(path) for path in config.proxy.dhcp_leases)
+        if inspector.alerts is not None:
+            inspector.alerts.start()  # deliver alerts to the DSL in the background
         return cls(
             config=config,
             inspector=inspector,

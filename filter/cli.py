@@ -1,4 +1,4 @@
-"""The `schoolgate` command: check-config, hashes, scan, run.
+"""The `schoolgate` command: check-config, hashes, scan, run, alerts.
 
 Exit codes: 0 success (for scan: everything allowed), 1 scan blocked something, 2 an error that
 the message explains. Every command takes --config and honours SCHOOLGATE_CONFIG and
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from schoolgate import __version__
+from schoolgate.alerts.cli import add_commands as add_alert_commands
 from schoolgate.bank_import import (
     Exportable,
     ImportFormat,
@@ -143,6 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN")
     exp.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     exp.set_defaults(handler=_hashes_export)
+
+    add_alert_commands(sub, common)
     return parser
 
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from schoolgate.alerts.settings import AlertsConfig, parse_alerts
 from schoolgate.classifier import ModelSpec
 from schoolgate.config_reader import Node
 from schoolgate.errors import ConfigError
@@ -162,6 +163,7 @@ class Config:
     policy: PolicyConfig
     audit: AuditConfig
     proxy: ProxyConfig
+    alerts: AlertsConfig
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -195,7 +197,9 @@ def parse_config(text: str, source: str) -> Config:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, where, f"invalid YAML: {problem}") from None
     root = Node(source, "", raw if raw is not None else {})
-    root.mapping(allowed={"data_dir", "limits", "banks", "classifier", "policy", "audit", "proxy"})
+    root.mapping(
+        allowed={"data_dir", "limits", "banks", "classifier", "policy", "audit", "proxy", "alerts"}
+    )
     data_dir = _data_dir(root.child("data_dir"))
     return Config(
         source=source,
@@ -206,6 +210,7 @@ def parse_config(text: str, source: str) -> Config:
         policy=_policy(root.child("policy")),
         audit=_audit(root.child("audit"), data_dir),
         proxy=_proxy(root.child("proxy")),
+        alerts=parse_alerts(root.child("alerts"), data_dir),
     )
 
 
@@ -528,5 +533,13 @@ def as_dict(config: Config) -> dict[str, Any]:
         "proxy": {
             "mode": config.proxy.mode,
             "listen": f"{config.proxy.listen_host}:{config.proxy.listen_port}",
+        },
+        "alerts": {
+            "outbox": str(config.alerts.outbox),
+            "receivers": [
+                {"name": r.name, "format": r.format, "signed": r.secret is not None}
+                for r in config.alerts.receivers
+            ],
+            "smtp": config.alerts.smtp.name if config.alerts.smtp is not None else None,
         },
     }
