@@ -74,6 +74,7 @@ class AlertService:
         self.dropped = 0  # alerts lost because the in-memory hold overflowed
         self._unwritten: deque[tuple[AlertDetails, str]] = deque()
         self._unwritten_lock = threading.Lock()
+        self._closed = False
         outbox.on_enqueue(sender.wake)
         # Each delivery pass first retries alerts the outbox could not take when they happened.
         sender.before_pass = self.flush
@@ -146,6 +147,10 @@ class AlertService:
         self.sender.start()
 
     def close(self) -> None:
+        """Stop the sender, write what is held in memory, close the outbox; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         self.sender.stop()
         self.flush()
         self.outbox.close()
