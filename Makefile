@@ -9,8 +9,11 @@ STAMP  := $(VENV)/.installed-stamp
 DATA   ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
 # Tools the tests drive for real: curl as a client, unshare for private /etc/hosts and namespaces,
-# nft and ip for the gateway's ruleset and network-namespace tests.
-TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2
+# nft and ip for the gateway's ruleset and network-namespace tests; systemd's tools to verify the
+# units and enable them offline, shellcheck for deploy/*.sh; promtool (and prometheus, same
+# package) for the alert rules and the dashboards' queries.
+TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 \
+	systemd-analyze:systemd systemctl:systemd shellcheck promtool:prometheus
 
 .PHONY: help run test test-fast lint typecheck bench venv sysdeps clean
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from schoolgate.addons.certnames import LeafNames
 from schoolgate.addons.downloads import DownloadInspector
 from schoolgate.addons.loader import ConfigLoader
 from schoolgate.addons.runtime import RuntimeRef
@@ -18,6 +19,7 @@ def make_addons(ref: RuntimeRef) -> list[object]:
         UploadInspector(ref),
         DownloadInspector(ref),
         WebSocketInspector(ref),
+        LeafNames(),
     ]
 
 

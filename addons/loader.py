@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 
+from schoolgate import metrics
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.config import load_config
 from schoolgate.errors import SchoolgateError
@@ -19,6 +21,7 @@ class ConfigLoader:
 
     def __init__(self, ref: RuntimeRef) -> None:
         self.ref = ref
+        self._retiring: set[asyncio.Task[bool]] = set()
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -36,12 +39,25 @@ class ConfigLoader:
         try:
             runtime = Runtime.from_config(load_config(ctx.options.schoolgate_config or None))
         except SchoolgateError as exc:
+            metrics.config_loaded(False, reload=self.ref.current is not None)
             # An invalid reload keeps the running configuration (mitmproxy rolls the option back).
             raise exceptions.OptionsError(f"schoolgate: {exc}") from exc  # type: ignore[no-untyped-call]
-        previous, self.ref.current = self.ref.current, runtime
+        previous = self.ref.swap(runtime)
+        metrics.config_loaded(True, reload=previous is not None)
         if previous is not None:
-            previous.close()
+            self._retire(previous)
         log.info("schoolgate configuration loaded from %s", runtime.config.source)
+
+    def _retire(self, previous: Runtime) -> None:
+        """Close the replaced runtime once its in-flight inspections are recorded."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: nothing can be in flight
+            previous.close()
+            return
+        task = loop.create_task(previous.retire(previous.config.proxy.inspect_timeout_s + 5))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def done(self) -> None:
         if self.ref.current is not None:

@@ -154,6 +154,46 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class CaConfig:
+    """The interception CA (`data_dir/ca`): see schoolgate.ca."""
+
+    validity_days: int = 1825
+    # An existing CA without name constraints is refused at start unless this is set (migration).
+    allow_unconstrained: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint: loopback by default; basic auth and TLS when both files are set."""
+
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9861
+    username: str = "prometheus"
+    password_file: Path | None = None  # basic auth on when set
+    cert_file: Path | None = None  # TLS on when set (with key_file)
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Which clients the gateway's nftables ruleset sends through the transparent proxy."""
+
+    student_interfaces: tuple[str, ...] = ()
+    vlan_parent: str | None = None  # student_vlans are its sub-interfaces: eth0 + 20 -> eth0.20
+    student_vlans: tuple[int, ...] = ()
+    exempt_subnets: tuple[Network, ...] = ()  # go direct: never redirected, never rejected
+    reject_quic: bool = True  # UDP 443: apps fall back to inspectable TCP
+    reject_dot: bool = True  # TCP/UDP 853 (DNS over TLS / QUIC): devices use the gateway's DNS
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        """Every student interface name, VLAN sub-interfaces included."""
+        vlans = tuple(f"{self.vlan_parent}.{vid}" for vid in self.student_vlans)
+        return tuple(dict.fromkeys((*self.student_interfaces, *vlans)))
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     data_dir: Path
@@ -164,6 +204,9 @@ class Config:
     audit: AuditConfig
     proxy: ProxyConfig
     alerts: AlertsConfig
+    ca: CaConfig = field(default_factory=CaConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -198,7 +241,19 @@ def parse_config(text: str, source: str) -> Config:
         raise ConfigError(source, where, f"invalid YAML: {problem}") from None
     root = Node(source, "", raw if raw is not None else {})
     root.mapping(
-        allowed={"data_dir", "limits", "banks", "classifier", "policy", "audit", "proxy", "alerts"}
+        allowed={
+            "data_dir",
+            "limits",
+            "banks",
+            "classifier",
+            "policy",
+            "audit",
+            "proxy",
+            "alerts",
+            "ca",
+            "metrics",
+            "gateway",
+        }
     )
     data_dir = _data_dir(root.child("data_dir"))
     return Config(
@@ -211,6 +266,9 @@ def parse_config(text: str, source: str) -> Config:
         audit=_audit(root.child("audit"), data_dir),
         proxy=_proxy(root.child("proxy")),
         alerts=parse_alerts(root.child("alerts"), data_dir),
+        ca=_ca(root.child("ca")),
+        metrics=_metrics(root.child("metrics")),
+        gateway=_gateway(root.child("gateway")),
     )
 
 
@@ -514,6 +572,102 @@ def _proxy(node: Node) -> ProxyConfig:
     )
 
 
+def _ca(node: Node) -> CaConfig:
+    node.mapping(allowed={"validity_days", "allow_unconstrained"})
+    defaults = CaConfig()
+    return CaConfig(
+        validity_days=node.child("validity_days").integer(
+            defaults.validity_days, minimum=1, maximum=3650
+        ),
+        allow_unconstrained=node.child("allow_unconstrained").flag(defaults.allow_unconstrained),
+    )
+
+
+def _listen_host(node: Node, default: str) -> str:
+    host = node.text(default)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        node.fail(f"{host!r} is not an IP address to listen on, such as 127.0.0.1 or 0.0.0.0")
+    return host
+
+
+def _metrics(node: Node) -> MetricsConfig:
+    node.mapping(allowed={"enabled", "listen_host", "listen_port", "basic_auth", "tls"})
+    defaults = MetricsConfig()
+    auth = node.child("basic_auth")
+    auth.mapping(allowed={"username", "password_file"})
+    password_file = auth.child("password_file").path_value()
+    if not auth.missing and password_file is None:
+        auth.child("password_file").fail("is required to turn basic auth on")
+    tls = node.child("tls")
+    tls.mapping(allowed={"cert_file", "key_file"})
+    cert_file = tls.child("cert_file").path_value()
+    key_file = tls.child("key_file").path_value()
+    if not tls.missing:
+        for key, value in (("cert_file", cert_file), ("key_file", key_file)):
+            if value is None:
+                tls.child(key).fail("is required to turn TLS on")
+    return MetricsConfig(
+        enabled=node.child("enabled").flag(defaults.enabled),
+        listen_host=_listen_host(node.child("listen_host"), defaults.listen_host),
+        listen_port=node.child("listen_port").integer(
+            defaults.listen_port, minimum=1, maximum=65535
+        ),
+        username=auth.child("username").text(defaults.username),
+        password_file=password_file,
+        cert_file=cert_file,
+        key_file=key_file,
+    )
+
+
+# Linux interface names: at most 15 characters, no slash or space; nft gets them quoted.
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}$")
+
+
+def _ifname(node: Node, name: str) -> str:
+    if not _IFNAME.match(name):
+        node.fail(
+            f"{name!r} is not a network interface name such as wlan0 or eth0.20 "
+            "(letters, digits, '.', '-', '_', ':', at most 15 characters)"
+        )
+    return name
+
+
+def _gateway(node: Node) -> GatewayConfig:
+    node.mapping(
+        allowed={
+            "student_interfaces",
+            "vlan_parent",
+            "student_vlans",
+            "exempt_subnets",
+            "reject_quic",
+            "reject_dot",
+        }
+    )
+    interfaces = tuple(
+        _ifname(child, child.text()) for child in node.child("student_interfaces").elements()
+    )
+    vlans_node = node.child("student_vlans")
+    vlans = tuple(child.integer(0, minimum=1, maximum=4094) for child in vlans_node.elements())
+    parent_node = node.child("vlan_parent")
+    parent = parent_node.optional_text()
+    if parent is not None:
+        _ifname(parent_node, parent)
+    if vlans and parent is None:
+        parent_node.fail("is required when student_vlans are listed (e.g. eth0 for eth0.20)")
+    for vid, child in zip(vlans, vlans_node.elements(), strict=True):
+        _ifname(child, f"{parent}.{vid}")
+    return GatewayConfig(
+        student_interfaces=interfaces,
+        vlan_parent=parent,
+        student_vlans=vlans,
+        exempt_subnets=tuple(child.network() for child in node.child("exempt_subnets").elements()),
+        reject_quic=node.child("reject_quic").flag(True),
+        reject_dot=node.child("reject_dot").flag(True),
+    )
+
+
 def as_dict(config: Config) -> dict[str, Any]:
     """A JSON-able summary for `schoolgate check-config --json`."""
     return {
@@ -541,5 +695,9 @@ def as_dict(config: Config) -> dict[str, Any]:
                 for r in config.alerts.receivers
             ],
             "smtp": config.alerts.smtp.name if config.alerts.smtp is not None else None,
+        },
+        "gateway": {
+            "student_interfaces": list(config.gateway.interfaces),
+            "exempt_subnets": [str(s) for s in config.gateway.exempt_subnets],
         },
     }
