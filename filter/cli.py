@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from PIL import Image
+
 from schoolgate import __version__
 from schoolgate.alerts.cli import add_commands as add_alert_commands
 from schoolgate.bank_import import (
@@ -43,6 +45,8 @@ from schoolgate.engine import decode_for_analysis
 from schoolgate.errors import MediaRefused, SchoolgateError
 from schoolgate.hashing import exact_hashes, pdq_hash
 from schoolgate.media import MediaKind, sniff
+from schoolgate.normalise import analysis_views
+from schoolgate.video import VideoHasher, VideoHashes
 
 EXIT_OK, EXIT_BLOCKED, EXIT_ERROR = 0, 1, 2
 
@@ -111,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     compute = hsub.add_parser("compute", parents=[common], help="print the hashes of files")
     compute.add_argument("files", nargs="+", metavar="FILE")
     compute.add_argument("--json", action="store_true")
+    compute.add_argument(
+        "--format",
+        choices=["text", "json", "vpdq"],
+        default=None,
+        help="vpdq: a video's frame hashes as `frame,quality,pdqhex,timestamp` lines (one file)",
+    )
     compute.set_defaults(handler=_hashes_compute)
 
     add = hsub.add_parser(
@@ -120,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--bank", required=True)
     add.add_argument("--note", default="", help="a short note stored with the hashes")
     add.add_argument("--source", default="local file", help="provenance recorded with the bank")
+    add.add_argument(
+        "--no-features",
+        dest="features",
+        action="store_false",
+        help="do not store local feature sets, even if the bank runs the robust tier",
+    )
     add.set_defaults(handler=_hashes_add)
 
     listing = hsub.add_parser("list", parents=[common], help="list banks, or one bank's hashes")
@@ -232,8 +248,26 @@ def _read(path: Path) -> bytes:
         raise UsageError(f"{path}: cannot be read: {exc.strerror or exc}") from None
 
 
+# Banking may take longer than the proxy's per-upload budget: a long clip is hashed whole.
+_BANKING_TIME_BUDGET_S = 600.0
+
+
+def video_hashes(data: bytes, config: Config) -> VideoHashes:
+    """A video's (or animation's) vPDQ frames as they are banked: every frame decoded, one
+    sample per second, as the reference tools do. Raises MediaRefused."""
+    hasher = VideoHasher(
+        config.limits.video,
+        time_budget_s=max(config.limits.video.time_budget_s, _BANKING_TIME_BUDGET_S),
+    )
+    video = hasher.hash(data)
+    if video.refused is not None:
+        raise video.refused  # a bank entry must describe the whole video
+    return video
+
+
 def _media_hashes(data: bytes, config: Config) -> dict[str, Any]:
-    """Exact hashes always; PDQ for images that decode. Refusals are reported, not raised."""
+    """Exact hashes always; PDQ for images that decode, vPDQ frames for videos and animations.
+    Refusals are reported, not raised."""
     exact = exact_hashes(data)
     media_type = sniff(data)
     result: dict[str, Any] = {
@@ -252,20 +286,54 @@ def _media_hashes(data: bytes, config: Config) -> dict[str, Any]:
             pdq = pdq_hash(decoded.image)
             result["pdq"] = pdq.hex
             result["pdq_quality"] = pdq.quality
+            if decoded.frame_count > 1:
+                result["frames"] = decoded.frame_count
+    if media_type.kind is MediaKind.VIDEO or result.get("frames"):
+        try:
+            video = video_hashes(data, config)
+        except MediaRefused as refused:
+            result["refused"] = f"{refused.reason}: {refused}"
+        else:
+            result["vpdq"] = [feature.line() for feature in video.features]
+            result["vpdq_frames"] = len(video.features)
+            if video.duration_s is not None:
+                result["duration_s"] = round(video.duration_s, 3)
     return result
 
 
 def _hashes_compute(args: argparse.Namespace) -> int:
     config = config_from(args)
-    for path in _iter_files(args.files):
+    fmt = args.format or ("json" if args.json else "text")
+    paths = list(_iter_files(args.files))
+    if fmt == "vpdq":
+        return _print_vpdq(paths, config)
+    for path in paths:
         info = {"file": str(path), **_media_hashes(_read(path), config)}
-        if args.json:
+        if fmt == "json":
             print(json.dumps(info))
             continue
         print(f"{path}")
-        for key in ("media_type", "size", "sha256", "md5", "sha1", "pdq", "pdq_quality", "refused"):
+        for key in (
+            "media_type", "size", "sha256", "md5", "sha1", "pdq", "pdq_quality",
+            "duration_s", "vpdq_frames", "refused",
+        ):  # fmt: skip
             if key in info:
                 print(f"  {key:<12} {info[key]}")
+    return EXIT_OK
+
+
+def _print_vpdq(paths: list[Path], config: Config) -> int:
+    """Exactly the vPDQ lines of one video, as the reference's vpdq-hash-video writes them."""
+    if len(paths) != 1:
+        raise UsageError("--format vpdq writes one video's frame hashes: give exactly one file")
+    data = _read(paths[0])
+    if sniff(data).kind is MediaKind.UNKNOWN:
+        raise UsageError(f"{paths[0]}: not a recognised video (magic bytes)")
+    try:
+        video = video_hashes(data, config)
+    except MediaRefused as refused:
+        raise UsageError(f"{paths[0]}: cannot be hashed ({refused.reason}: {refused})") from None
+    sys.stdout.write(video.lines())
     return EXIT_OK
 
 
@@ -275,7 +343,8 @@ def _hashes_add(args: argparse.Namespace) -> int:
         store.ensure_bank(args.bank, source=args.source)
         total = 0
         for path in _iter_files(args.files):
-            info = _media_hashes(_read(path), config)
+            data = _read(path)
+            info = _media_hashes(data, config)
             if "refused" in info:
                 raise UsageError(f"{path}: not added, the media was refused ({info['refused']})")
             # The item's SHA-256 groups its signals, so they can be listed or removed together.
@@ -294,18 +363,60 @@ def _hashes_add(args: argparse.Namespace) -> int:
                         content_id=content_id,
                     )
                 )
+            # A video's (or animation's) frames, grouped under the file's SHA-256: its copies
+            # (re-encoded, resized, trimmed, ...) match them under the vPDQ rule.
+            for line in info.get("vpdq", []):
+                frame, quality, value, timestamp = line.split(",")
+                signals.append(
+                    SignalInput(
+                        SignalType.VPDQ,
+                        value,
+                        quality=int(quality),
+                        note=args.note,
+                        content_id=content_id,
+                        frame=int(frame),
+                        timestamp=float(timestamp),
+                    )
+                )
+            features = 0
+            if "pdq" in info:
+                image = decode_for_analysis(data, config.limits).image
+                signals += _content_box_pdq(image, args.note, content_id)
+                if args.features and config.banks.runs(args.bank, "robust"):
+                    features = _add_feature_sets(store, args, config, image, content_id)
             added = store.add_signals(args.bank, signals, source=args.source)
             total += added
-            kinds = ", ".join(s.signal_type.value for s in signals)
-            print(f"{path}: {added} new hashes ({kinds}) in bank {args.bank}")
-            if info["media_type"] in ("mp4", "mov", "3gp", "webm", "mkv"):
-                print(
-                    "  note: video frame hashes (vPDQ) are not computed by this version; "
-                    "only this exact file is matched",
-                    file=sys.stderr,
-                )
+            kinds = ", ".join(dict.fromkeys(s.signal_type.value for s in signals))
+            extra = f" and {features} local feature sets" if features else ""
+            print(f"{path}: {added} new hashes ({kinds}){extra} in bank {args.bank}")
     print(f"{total} new hashes; the files themselves were not stored")
     return EXIT_OK
+
+
+def _content_box_pdq(image: Image.Image, note: str, content_id: str) -> list[SignalInput]:
+    """PDQ of the picture inside the item's uniform bands, if it has any: an item banked as a
+    screenshot then also matches the photo it shows."""
+    views = analysis_views(image)
+    return [
+        SignalInput(SignalType.PDQ, h.hex, quality=h.quality, note=note, content_id=content_id)
+        for h in map(pdq_hash, views[1:])
+    ]
+
+
+def _add_feature_sets(
+    store: BankStore, args: argparse.Namespace, config: Config, image: Image.Image, content_id: str
+) -> int:
+    """Bank the item's local feature sets (derived data; the picture cannot be rebuilt)."""
+    from schoolgate.features import FEATURE_KIND
+    from schoolgate.robust_tier import bank_views
+
+    views = [
+        (name, features.to_bytes())
+        for name, features in bank_views(image, mirrored=config.banks.robust.bank_mirrored)
+    ]
+    return store.add_features(
+        args.bank, content_id, FEATURE_KIND, views, note=args.note, source=args.source
+    )
 
 
 def _hashes_list(args: argparse.Namespace) -> int:
@@ -381,7 +492,11 @@ def _hashes_remove(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not args.value or not args.signal_type:
             raise UsageError("give the hash VALUE and its --type, or --all to delete the bank")
-        removed = store.remove_signal(args.bank, parse_signal_type(args.signal_type), args.value)
+        signal_type = parse_signal_type(args.signal_type)
+        removed = store.remove_signal(args.bank, signal_type, args.value)
+        if signal_type is SignalType.SHA256:
+            # An item's feature sets are grouped under its SHA-256: removing it removes them too.
+            removed = store.remove_features(args.bank, args.value.strip().lower()) > 0 or removed
     if not removed:
         raise UsageError(f"{args.value} is not in bank {args.bank}")
     print(f"removed {args.value} from bank {args.bank}")
