@@ -48,6 +48,13 @@ class Runtime:
         cap = config.proxy.max_held_body_bytes
         sessions = UploadSessions(max_session_bytes=cap, max_total_bytes=max(cap, 4 * cap))
         leases = tuple(LeaseTable(path) for path in config.proxy.dhcp_leases)
+        if inspector.alerts is not None:
+            alerts = inspector.alerts
+            # Outbox depth and delivery outcomes feed the IT dashboards and alert rules.
+            metrics.bind_alert_outbox(alerts.outbox.stats)
+            metrics.declare_webhook_receivers(config.alerts.channel_names)
+            alerts.sender.on_attempt = metrics.webhook_attempt
+            alerts.start()  # deliver alerts to the DSL in the background
         runtime = cls(
             config=config,
             inspector=inspector,

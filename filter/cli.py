@@ -1,4 +1,4 @@
-"""The `schoolgate` command: check-config, hashes, scan, run, ca.
+"""The `schoolgate` command: check-config, hashes, scan, run, ca, alerts.
 
 Exit codes: 0 success (for scan: everything allowed), 1 scan blocked something, 2 an error that
 the message explains. Every command takes --config and honours SCHOOLGATE_CONFIG and
@@ -17,6 +17,7 @@ from typing import IO, Any
 from PIL import Image
 
 from schoolgate import __version__
+from schoolgate.alerts.cli import add_commands as add_alert_commands
 from schoolgate.bank_import import (
     Exportable,
     ImportFormat,
@@ -180,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     exp.set_defaults(handler=_hashes_export)
     _ca_parser(sub, common)
+    add_alert_commands(sub, common)
     return parser
 
 

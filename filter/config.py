@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from schoolgate.alerts.settings import AlertsConfig, parse_alerts
 from schoolgate.classifier import ModelSpec
 from schoolgate.config_reader import Node
 from schoolgate.errors import ConfigError
@@ -254,6 +255,7 @@ class Config:
     policy: PolicyConfig
     audit: AuditConfig
     proxy: ProxyConfig
+    alerts: AlertsConfig
     ca: CaConfig = field(default_factory=CaConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
@@ -299,6 +301,7 @@ def parse_config(text: str, source: str) -> Config:
             "policy",
             "audit",
             "proxy",
+            "alerts",
             "ca",
             "metrics",
             "gateway",
@@ -314,6 +317,7 @@ def parse_config(text: str, source: str) -> Config:
         policy=_policy(root.child("policy")),
         audit=_audit(root.child("audit"), data_dir),
         proxy=_proxy(root.child("proxy")),
+        alerts=parse_alerts(root.child("alerts"), data_dir),
         ca=_ca(root.child("ca")),
         metrics=_metrics(root.child("metrics")),
         gateway=_gateway(root.child("gateway")),
@@ -874,6 +878,14 @@ def as_dict(config: Config) -> dict[str, Any]:
         "proxy": {
             "mode": config.proxy.mode,
             "listen": f"{config.proxy.listen_host}:{config.proxy.listen_port}",
+        },
+        "alerts": {
+            "outbox": str(config.alerts.outbox),
+            "receivers": [
+                {"name": r.name, "format": r.format, "signed": r.secret is not None}
+                for r in config.alerts.receivers
+            ],
+            "smtp": config.alerts.smtp.name if config.alerts.smtp is not None else None,
         },
         "gateway": {
             "student_interfaces": list(config.gateway.interfaces),

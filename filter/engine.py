@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import fields, replace
 
+from schoolgate.alerts.service import AlertService
 from schoolgate.audit import AuditLog
 from schoolgate.banks import BankStore
 from schoolgate.classifier import Classifier, ClassifierResult, ModelLoadError
@@ -85,11 +86,13 @@ class Inspector:
         classifier: Classifier | None,
         audit: AuditLog | None,
         model_errors: list[ModelLoadError] | None = None,
+        alerts: AlertService | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.classifier = classifier
         self.audit = audit
+        self.alerts = alerts
         self.model_errors = model_errors or []
         self.policy = Policy(config.policy)
         self._matchers = _MatcherCache(store, config)
@@ -103,10 +106,14 @@ class Inspector:
         return self._robust
 
     @classmethod
-    def from_config(cls, config: Config, *, with_audit: bool = True) -> Inspector:
-        """Open the banks, load the enabled models (tolerating failures) and the audit log.
+    def from_config(
+        cls, config: Config, *, with_audit: bool = True, with_alerts: bool | None = None
+    ) -> Inspector:
+        """Open the banks, load the enabled models (tolerating failures), the audit log and the
+        alert outbox (`with_alerts` defaults to `with_audit`: a what-if `scan` records nothing).
 
         A model that fails to load is reported, not fatal: hash matching still protects pupils.
+        The alert sender is built but not started (the proxy starts it).
         """
         config.banks.path.parent.mkdir(parents=True, exist_ok=True)
         store = BankStore(config.banks.path)
@@ -117,7 +124,9 @@ class Inspector:
         for error in errors:
             log.error("classifier model not loaded: %s", error)
         audit = AuditLog(config.audit) if with_audit else None
-        inspector = cls(config, store, classifier if specs else None, audit, errors)
+        wants_alerts = with_audit if with_alerts is None else with_alerts
+        alerts = AlertService.open(config) if wants_alerts else None
+        inspector = cls(config, store, classifier if specs else None, audit, errors, alerts)
         for error in errors:
             inspector._audit_event("model_load_failed", error=str(error))
         return inspector
@@ -160,11 +169,16 @@ class Inspector:
         return self.policy.decide(ctx, findings)
 
     def record(self, verdict: Verdict) -> None:
-        """Write the decision to the audit log (alerts and metrics hook in here too)."""
+        """Write the decision to the audit log, then its alert (if any) durably to the outbox
+        (metrics hook in here too). A failing outbox is logged and counted, never raised."""
         if self.audit is not None:
             self.audit.record(verdict)
+        if self.alerts is not None:
+            self.alerts.record(verdict)
 
     def close(self) -> None:
+        if self.alerts is not None:
+            self.alerts.close()
         if self.audit is not None:
             self.audit.close()
         self.store.close()

@@ -311,10 +311,12 @@ def write_config(
     groups: list[dict[str, Any]] | None = None,
     proxy: dict[str, Any] | None = None,
     catalog_data: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """A schoolgate config for the test proxy (data dir comes from SCHOOLGATE_DATA_DIR).
 
-    `catalog_data` replaces TEST_CATALOG as the test endpoints file."""
+    `catalog_data` replaces TEST_CATALOG as the test endpoints file; `extra` adds top-level
+    sections (e.g. `alerts`)."""
     catalog = directory / "test-endpoints.yaml"
     catalog.write_text(yaml.safe_dump(catalog_data or TEST_CATALOG))
     default_groups = [
@@ -336,6 +338,7 @@ def write_config(
         },
         # Parallel suites would all want the default metrics port; the metrics e2e sets its own.
         "metrics": {"enabled": False},
+        **(extra or {}),
     }
     path = directory / "schoolgate.yaml"
     path.write_text(yaml.safe_dump(config))

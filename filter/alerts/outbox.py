@@ -1,0 +1,452 @@
+"""The alert outbox: every alert is committed to SQLite (WAL, fsync on commit) before the proxy
+answers the upload, then delivered from here by the sender, however long the receivers are down.
+
+Each alert has one delivery row per receiver ("channel"), so a Teams success and a webhook failure
+retry only the webhook. A delivery is *claimed* by pushing its next attempt time past a lease; a
+sender that dies mid-send (SIGKILL, power cut) leaves the claim to expire and the alert is sent
+again: delivery is at least once, and the alert id is the receivers' idempotency key.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from schoolgate.alerts.model import KIND_DECISION, Alert, AlertDetails, dedup_key
+from schoolgate.errors import SchoolgateError
+
+SCHEMA_VERSION = 1
+MAX_AUDIT_IDS = 100  # a flood of repeats keeps the first hundred decision ids and the count
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+STATES = (PENDING, DELIVERED, DEAD)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    details TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    audit_ids TEXT NOT NULL,
+    follow_up_of TEXT,
+    due_at REAL NOT NULL,
+    retry_from REAL NOT NULL,
+    sent_once INTEGER NOT NULL DEFAULT 0,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts (state, due_at);
+CREATE INDEX IF NOT EXISTS alerts_by_key ON alerts (dedup_key, first_seen);
+CREATE TABLE IF NOT EXISTS deliveries (
+    alert_id TEXT NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+    receiver TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_outcome TEXT,
+    last_error TEXT,
+    finished_at REAL,
+    PRIMARY KEY (alert_id, receiver)
+);
+"""
+
+
+class OutboxError(SchoolgateError):
+    """The outbox database cannot be opened or written (disk full, read-only, corrupt)."""
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """For metrics: alerts not yet delivered everywhere, the oldest one's age, dead letters."""
+
+    pending: int
+    oldest_pending_age_s: float  # 0.0 when nothing is pending
+    dead: int
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    alert_id: str
+    count: int  # 1 for a new alert, more when merged into a pending one
+    merged: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One delivery the sender now owns until `lease_until`."""
+
+    alert: Alert
+    receiver: str
+    attempts: int  # failed attempts so far
+    retry_from: float  # the dead-letter age counts from here
+
+
+class AlertOutbox:
+    """Durable alert queue in one SQLite file. Safe to share between threads and processes."""
+
+    def __init__(
+        self,
+        path: Path,
+        channels: Sequence[str] = (),
+        *,
+        dedup_window_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        self.path = Path(path)
+        self.channels = tuple(channels)
+        self.dedup_window_s = dedup_window_s
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._enqueue_listeners: list[Callable[[], None]] = []
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # FULL: the WAL is fsynced at every commit, so an alert survives a power cut the
+            # moment the proxy answers the upload.
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            with self._transaction() as cur:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                row = cur.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if row is None:
+                    cur.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                elif row[0] > SCHEMA_VERSION:
+                    raise OutboxError(
+                        f"{self.path} has outbox schema {row[0]}, newer than this schoolgate "
+                        f"supports ({SCHEMA_VERSION}): upgrade schoolgate"
+                    )
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxError(f"cannot open the alert outbox {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> AlertOutbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def on_enqueue(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each committed enqueue (the sender's wake-up)."""
+        self._enqueue_listeners.append(listener)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                # SQLite has already rolled back after some errors (SQLITE_FULL); a failing
+                # ROLLBACK must not hide the error that says what went wrong.
+                if self._db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def enqueue(
+        self, details: AlertDetails, audit_id: str | None = None, *, kind: str = KIND_DECISION
+    ) -> Enqueued:
+        """Commit an alert (or merge a repeat into a pending one); durable when this returns.
+
+        A repeat of the same media from the same device within the window is merged into the
+        pending alert's count. Once that alert has been sent, repeats collect in one follow-up
+        alert that waits for the end of the window, so a burst costs the DSL two messages at most.
+        Raises OutboxError when the database cannot be written.
+        """
+        now = self.clock()
+        key = dedup_key(details)
+        audit = [audit_id] if audit_id else []
+        try:
+            with self._transaction() as cur:
+                result = self._enqueue(cur, details, key, audit, kind, now)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"alert not written to {self.path}: {exc}") from exc
+        for listener in self._enqueue_listeners:
+            listener()
+        return result
+
+    def _enqueue(
+        self,
+        cur: sqlite3.Cursor,
+        details: AlertDetails,
+        key: str,
+        audit: list[str],
+        kind: str,
+        now: float,
+    ) -> Enqueued:
+        previous = None
+        if self.dedup_window_s > 0:
+            previous = cur.execute(
+                "SELECT id, state, sent_once, count, audit_ids, first_seen FROM alerts "
+                "WHERE dedup_key = ? AND kind = ? AND first_seen >= ? "
+                "ORDER BY first_seen DESC LIMIT 1",
+                (key, kind, now - self.dedup_window_s),
+            ).fetchone()
+        if previous is not None:
+            alert_id, state, sent_once, count, audit_json, _ = previous
+            if state == PENDING and not sent_once:
+                ids = json.loads(audit_json)
+                ids.extend(audit[: max(0, MAX_AUDIT_IDS - len(ids))])
+                cur.execute(
+                    "UPDATE alerts SET count = count + 1, last_seen = ?, audit_ids = ? "
+                    "WHERE id = ?",
+                    (now, json.dumps(ids), alert_id),
+                )
+                return Enqueued(alert_id, count + 1, merged=True)
+        alert_id = uuid.uuid4().hex
+        follow_up_of = previous[0] if previous is not None else None
+        due_at = max(now, previous[5] + self.dedup_window_s) if previous is not None else now
+        cur.execute(
+            "INSERT INTO alerts (id, kind, state, dedup_key, details, count, first_seen, "
+            "last_seen, audit_ids, follow_up_of, due_at, retry_from) "
+            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+            (
+                alert_id,
+                kind,
+                PENDING,
+                key,
+                details.to_json(),
+                now,
+                now,
+                json.dumps(audit),
+                follow_up_of,
+                due_at,
+                due_at,
+            ),
+        )
+        return Enqueued(alert_id, 1, merged=False)
+
+    def claim(self, lease_s: float, limit: int = 50) -> list[Claim]:
+        """Take the deliveries that are due now, for every configured channel."""
+        if not self.channels:
+            return []
+        now = self.clock()
+        marks = ",".join("?" * len(self.channels))
+        claims: list[Claim] = []
+        with self._transaction() as cur:
+            rows = cur.execute(
+                f"SELECT * FROM alerts a WHERE a.state = ? AND a.due_at <= ? AND ("
+                f" (SELECT COUNT(*) FROM deliveries d WHERE d.alert_id = a.id"
+                f"  AND d.receiver IN ({marks})) < ?"
+                f" OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id"
+                f"  AND d.receiver IN ({marks}) AND d.state = ? AND d.next_at <= ?))"
+                f" ORDER BY a.first_seen LIMIT ?",
+                (
+                    PENDING,
+                    now,
+                    *self.channels,
+                    len(self.channels),
+                    *self.channels,
+                    PENDING,
+                    now,
+                    limit,
+                ),
+            ).fetchall()
+            for row in rows:
+                alert = self._alert(row)
+                for receiver in self.channels:
+                    delivery = cur.execute(
+                        "SELECT state, attempts, next_at FROM deliveries "
+                        "WHERE alert_id = ? AND receiver = ?",
+                        (alert.id, receiver),
+                    ).fetchone()
+                    if delivery is None:
+                        cur.execute(
+                            "INSERT INTO deliveries (alert_id, receiver, state, next_at) "
+                            "VALUES (?, ?, ?, ?)",
+                            (alert.id, receiver, PENDING, now + lease_s),
+                        )
+                        attempts = 0
+                    elif delivery[0] == PENDING and delivery[2] <= now:
+                        cur.execute(
+                            "UPDATE deliveries SET next_at = ? WHERE alert_id = ? AND receiver = ?",
+                            (now + lease_s, alert.id, receiver),
+                        )
+                        attempts = delivery[1]
+                    else:
+                        continue
+                    claims.append(Claim(alert, receiver, attempts, row["retry_from"]))
+                cur.execute("UPDATE alerts SET sent_once = 1 WHERE id = ?", (alert.id,))
+        return claims
+
+    def delivered(self, alert_id: str, receiver: str, outcome: str = "delivered") -> None:
+        now = self.clock()
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE deliveries SET state = ?, last_outcome = ?, last_error = NULL, "
+                "finished_at = ? WHERE alert_id = ? AND receiver = ?",
+                (DELIVERED, outcome, now, alert_id, receiver),
+            )
+            self._settle(cur, alert_id, now)
+
+    def failed(
+        self,
+        alert_id: str,
+        receiver: str,
+        outcome: str,
+        error: str,
+        *,
+        next_at: float | None,
+    ) -> None:
+        """Record a failed attempt: try again at `next_at`, or dead-letter it (None)."""
+        now = self.clock()
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_outcome = ?, last_error = ?, "
+                "state = ?, next_at = ?, finished_at = ? WHERE alert_id = ? AND receiver = ?",
+                (
+                    outcome,
+                    error[:500],
+                    PENDING if next_at is not None else DEAD,
+                    next_at if next_at is not None else now,
+                    None if next_at is not None else now,
+                    alert_id,
+                    receiver,
+                ),
+            )
+            self._settle(cur, alert_id, now)
+
+    def _settle(self, cur: sqlite3.Cursor, alert_id: str, now: float) -> None:
+        """An alert is finished once every configured channel has delivered or died."""
+        if not self.channels:
+            return
+        marks = ",".join("?" * len(self.channels))
+        states = [
+            r[0]
+            for r in cur.execute(
+                f"SELECT state FROM deliveries WHERE alert_id = ? AND receiver IN ({marks})",
+                (alert_id, *self.channels),
+            )
+        ]
+        if len(states) < len(self.channels) or PENDING in states:
+            return
+        final = DEAD if DEAD in states else DELIVERED
+        cur.execute(
+            "UPDATE alerts SET state = ?, finished_at = ? WHERE id = ?", (final, now, alert_id)
+        )
+
+    def retry(self, alert_ids: Sequence[str] = ()) -> int:
+        """Dead or pending alerts (all, or these ids) back to due now, their age clock restarted."""
+        now = self.clock()
+        where = "state IN (?, ?)"
+        params: list[object] = [PENDING, DEAD]
+        if alert_ids:
+            where += f" AND id IN ({','.join('?' * len(alert_ids))})"
+            params.extend(alert_ids)
+        with self._transaction() as cur:
+            ids = [r[0] for r in cur.execute(f"SELECT id FROM alerts WHERE {where}", params)]
+            for alert_id in ids:
+                cur.execute(
+                    "UPDATE alerts SET state = ?, due_at = ?, retry_from = ?, finished_at = NULL "
+                    "WHERE id = ?",
+                    (PENDING, now, now, alert_id),
+                )
+                cur.execute(
+                    "UPDATE deliveries SET state = ?, next_at = ?, finished_at = NULL "
+                    "WHERE alert_id = ? AND state IN (?, ?)",
+                    (PENDING, now, alert_id, PENDING, DEAD),
+                )
+        return len(ids)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def stats(self) -> OutboxStats:
+        now = self.clock()
+        with self._lock:
+            pending, oldest = self._db.execute(
+                "SELECT COUNT(*), MIN(first_seen) FROM alerts WHERE state = ?", (PENDING,)
+            ).fetchone()
+            (dead,) = self._db.execute(
+                "SELECT COUNT(*) FROM alerts WHERE state = ?", (DEAD,)
+            ).fetchone()
+        age = max(0.0, now - oldest) if oldest is not None else 0.0
+        return OutboxStats(pending=pending, oldest_pending_age_s=age, dead=dead)
+
+    def next_due(self) -> float | None:
+        """When the next delivery is due (None: nothing is waiting), for the sender's sleep."""
+        if not self.channels:
+            return None
+        marks = ",".join("?" * len(self.channels))
+        with self._lock:
+            (new_due,) = self._db.execute(
+                f"SELECT MIN(a.due_at) FROM alerts a WHERE a.state = ? AND "
+                f"(SELECT COUNT(*) FROM deliveries d WHERE d.alert_id = a.id "
+                f"AND d.receiver IN ({marks})) < ?",
+                (PENDING, *self.channels, len(self.channels)),
+            ).fetchone()
+            (retry_due,) = self._db.execute(
+                f"SELECT MIN(MAX(d.next_at, a.due_at)) FROM deliveries d "
+                f"JOIN alerts a ON a.id = d.alert_id WHERE a.state = ? AND d.state = ? "
+                f"AND d.receiver IN ({marks})",
+                (PENDING, PENDING, *self.channels),
+            ).fetchone()
+        candidates = [t for t in (new_due, retry_due) if t is not None]
+        return min(candidates) if candidates else None
+
+    def get(self, alert_id: str) -> Alert | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            return self._alert(row) if row is not None else None
+
+    def list(self, state: str | None = None, limit: int = 100) -> list[Alert]:
+        """Newest first; `state` one of pending, delivered, dead (None: all)."""
+        with self._lock:
+            if state is None:
+                rows = self._db.execute(
+                    "SELECT * FROM alerts ORDER BY first_seen DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM alerts WHERE state = ? ORDER BY first_seen DESC LIMIT ?",
+                    (state, limit),
+                ).fetchall()
+            return [self._alert(row) for row in rows]
+
+    def _alert(self, row: sqlite3.Row) -> Alert:
+        deliveries = self._db.execute(
+            "SELECT receiver, state, attempts, last_error FROM deliveries WHERE alert_id = ? "
+            "ORDER BY receiver",
+            (row["id"],),
+        ).fetchall()
+        errors = [d[3] for d in deliveries if d[3]]
+        return Alert(
+            id=row["id"],
+            kind=row["kind"],
+            state=row["state"],
+            dedup_key=row["dedup_key"],
+            details=AlertDetails.from_json(row["details"]),
+            count=row["count"],
+            first_seen=row["first_seen"],
+            last_seen=row["last_seen"],
+            audit_ids=tuple(json.loads(row["audit_ids"])),
+            follow_up_of=row["follow_up_of"],
+            attempts=sum(d[2] for d in deliveries),
+            last_error=errors[-1] if errors else None,
+            delivered_to=tuple(d[0] for d in deliveries if d[1] == DELIVERED),
+        )

@@ -1,0 +1,195 @@
+"""The sender: takes due deliveries from the outbox, posts them, and schedules retries.
+
+Retries back off exponentially (base, doubling, capped) with jitter, for as long as
+`dead_after_s` allows counted from the alert's creation (or its last manual retry); after that
+the delivery is dead-lettered, logged loudly, and shown by `schoolgate alerts list --state dead`
+until `schoolgate alerts retry` re-drives it. Runs as a background thread in `schoolgate run`, or
+one pass at a time (`deliver_due`) from the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from schoolgate.alerts.outbox import AlertOutbox, Claim
+from schoolgate.alerts.receivers import Attempt, Receiver
+
+log = logging.getLogger("schoolgate.alerts")
+
+# Called as on_attempt(receiver_name, outcome) after every attempt; outcome is one of
+# receivers.OUTCOMES. The seam for metrics.
+AttemptHook = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_s: float = 10.0
+    max_s: float = 900.0
+    dead_after_s: float = 259_200.0
+
+    def delay(self, failures: int, jitter: float) -> float:
+        """Seconds to wait after the `failures`-th failure; `jitter` in [0, 1).
+
+        "Equal jitter": half the exponential step is fixed and half random, so receivers coming
+        back up are not hit by every appliance at once, and no retry is ever immediate.
+        """
+        step = min(self.max_s, self.base_s * 2.0 ** min(max(failures, 1) - 1, 60))
+        return step / 2 + jitter * step / 2
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    alert_id: str
+    receiver: str
+    attempt: Attempt
+    next_at: float | None  # None: delivered or dead
+    dead: bool = False
+
+
+class AlertSender:
+    """Delivers due alerts from one outbox to its receivers."""
+
+    def __init__(
+        self,
+        outbox: AlertOutbox,
+        receivers: Sequence[Receiver],
+        retry: RetryPolicy,
+        *,
+        on_attempt: AttemptHook | None = None,
+        rng: Callable[[], float] = random.random,
+        batch: int = 50,
+        poll_s: float = 5.0,
+        before_pass: Callable[[], object] | None = None,
+    ) -> None:
+        names = [r.name for r in receivers]
+        if sorted(names) != sorted(outbox.channels):
+            raise ValueError(f"receivers {names} do not match the outbox's {outbox.channels}")
+        self.outbox = outbox
+        self.receivers = {r.name: r for r in receivers}
+        self.retry = retry
+        self.on_attempt = on_attempt
+        self._rng = rng
+        self._batch = batch
+        self._poll_s = poll_s
+        self.before_pass = before_pass
+        timeouts = [getattr(getattr(r, "config", None), "timeout_s", 30.0) for r in receivers]
+        # Long enough that a live sender always finishes its attempt first; short enough that a
+        # killed sender's claims come due again soon after a restart.
+        self.lease_s = 2 * max(timeouts, default=30.0) + 5.0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    def deliver_due(self, max_rounds: int = 100) -> list[AttemptResult]:
+        """Attempt every delivery due now (in batches) and record the outcomes."""
+        results: list[AttemptResult] = []
+        for _ in range(max_rounds):
+            claims = self.outbox.claim(self.lease_s, self._batch)
+            if not claims:
+                break
+            results.extend(self._attempt(claim) for claim in claims)
+            if self._stopping.is_set():
+                break
+        return results
+
+    def _attempt(self, claim: Claim) -> AttemptResult:
+        receiver = self.receivers[claim.receiver]
+        attempt = receiver.deliver(claim.alert)
+        self._notify(claim.receiver, attempt.outcome)
+        alert_id = claim.alert.id
+        if attempt.delivered:
+            self.outbox.delivered(alert_id, claim.receiver, attempt.outcome)
+            log.info("alert %s delivered to %s", alert_id, claim.receiver)
+            return AttemptResult(alert_id, claim.receiver, attempt, None)
+        now = self.outbox.clock()
+        failures = claim.attempts + 1
+        if now - claim.retry_from >= self.retry.dead_after_s:
+            self.outbox.failed(
+                alert_id, claim.receiver, attempt.outcome, attempt.detail, next_at=None
+            )
+            log.error(
+                "alert %s DEAD-LETTERED for %s after %d attempts over %.0f s (last: %s %s); see "
+                "`schoolgate alerts list --state dead`, re-drive with `schoolgate alerts retry`",
+                alert_id,
+                claim.receiver,
+                failures,
+                now - claim.retry_from,
+                attempt.outcome,
+                attempt.detail,
+            )
+            return AttemptResult(alert_id, claim.receiver, attempt, None, dead=True)
+        delay = self.retry.delay(failures, self._rng())
+        if attempt.retry_after_s is not None:
+            delay = max(delay, min(attempt.retry_after_s, self.retry.max_s))
+        next_at = now + delay
+        self.outbox.failed(
+            alert_id, claim.receiver, attempt.outcome, attempt.detail, next_at=next_at
+        )
+        log.warning(
+            "alert %s not delivered to %s (%s: %s); attempt %d, next in %.1f s",
+            alert_id,
+            claim.receiver,
+            attempt.outcome,
+            attempt.detail,
+            failures,
+            delay,
+        )
+        return AttemptResult(alert_id, claim.receiver, attempt, next_at)
+
+    def _notify(self, receiver: str, outcome: str) -> None:
+        if self.on_attempt is None:
+            return
+        try:
+            self.on_attempt(receiver, outcome)
+        except Exception:  # a metrics bug must not stop alerts
+            log.exception("on_attempt hook failed")
+
+    # -- background thread ---------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something was enqueued: deliver now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="schoolgate-alerts", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop after the attempt in flight (bounded by the receiver's timeout)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        # The first pass runs at once: alerts left by a previous process (crash, power cut)
+        # go out as soon as the appliance is back.
+        while not self._stopping.is_set():
+            next_due: float | None = None
+            try:
+                if self.before_pass is not None:
+                    self.before_pass()
+                self.deliver_due()
+                next_due = self.outbox.next_due()
+            except Exception:  # a broken disk or a bug: log, wait, try again; never die
+                log.exception("alert delivery pass failed; retrying in %.0f s", self._poll_s)
+            wait = self._poll_s
+            if next_due is not None:
+                wait = min(self._poll_s, max(0.05, next_due - self.outbox.clock()))
+            self._wake.wait(wait)
+            self._wake.clear()

@@ -1,0 +1,179 @@
+"""Alert payloads: generic JSON, Teams Adaptive Card, Slack. Built from a real inspection of a
+benign photo in a test bank; they must carry the guidance and never the media or a link to it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from PIL import Image
+
+from schoolgate.alerts.formats import (
+    email_message,
+    generic_payload,
+    slack_payload,
+    teams_payload,
+)
+from schoolgate.alerts.model import Alert, AlertDetails
+from schoolgate.alerts.outbox import AlertOutbox
+from schoolgate.config import parse_config
+from schoolgate.engine import InspectionContext, Inspector
+from tests.alert_helpers import make_verdict
+from tests.conftest import encode
+from tests.proxy_harness import bank_photo
+
+GUIDANCE = "Do not open, view, copy or forward the image. Follow the school's procedure."
+TZ = ZoneInfo("Europe/London")
+# A pupil can name their device anything; DHCP passes it on. This one tries to inject links.
+HOSTILE_HOSTNAME = "evil<https://x.example/a|click>[here](http://y.example)"
+ROUTE = "/upload/raw/secret-object-id-1234"
+FILENAME = "IMG_4321_private.jpg"
+
+
+@pytest.fixture(scope="module")
+def banned(benign_photos: dict[str, Image.Image]) -> bytes:
+    return encode(benign_photos["chelsea"], "JPEG", quality=90)
+
+
+@pytest.fixture
+def alert(data_dir: Path, banned: bytes, benign_photos: dict[str, Image.Image]) -> Iterator[Alert]:
+    bank_photo(data_dir, benign_photos["chelsea"], bank="incident-2026")
+    config = parse_config(
+        f"classifier: {{models: []}}\nalerts: {{guidance: {json.dumps(GUIDANCE)}}}\n", "t.yaml"
+    )
+    inspector = Inspector.from_config(config, with_audit=False, with_alerts=False)
+    try:
+        ctx = InspectionContext(
+            client_ip="10.20.3.4",
+            app="testshare",
+            host="media.schoolgate.localhost",
+            route=ROUTE,
+            filename=FILENAME,
+            mac="02:00:5e:00:53:01",
+            hostname=HOSTILE_HOSTNAME,
+        )
+        verdict = inspector.evaluate(banned, ctx)
+    finally:
+        inspector.close()
+    assert verdict.blocked
+    with AlertOutbox(data_dir / "alerts.sqlite") as outbox:
+        details = AlertDetails.from_verdict(verdict, "Test School")
+        outbox.enqueue(details, verdict.id)
+        outbox.enqueue(details, "second-decision")
+        (stored,) = outbox.list()
+    return stored
+
+
+def assert_carries_nothing_to_click(payload: Any, media: bytes) -> str:
+    text = json.dumps(payload)
+    assert "://" not in text  # no URL of any kind, so none to the media
+    assert ROUTE not in text
+    assert "secret-object-id" not in text
+    assert FILENAME not in text
+    assert "<https" not in text
+    assert "](" not in text
+    assert base64.b64encode(media[:48]).decode()[:40] not in text
+    assert media[:32].hex() not in text
+    assert len(text) < 10_000  # metadata only; the photo is ~20 KB
+    return text
+
+
+def test_generic_payload_schema(alert: Alert, banned: bytes) -> None:
+    payload = generic_payload(alert, GUIDANCE, TZ)
+    assert_carries_nothing_to_click(payload, banned)
+    assert payload["schema"] == "schoolgate.alert"
+    assert payload["version"] == 1
+    assert payload["alert_id"] == alert.id
+    assert payload["kind"] == "decision"
+    assert payload["count"] == 2
+    assert len(payload["audit_ids"]) == 2
+    assert payload["guidance"] == GUIDANCE
+    assert payload["decision"]["action"] == "block"
+    assert payload["device"]["ip"] == "10.20.3.4"
+    assert payload["device"]["mac"] == "02:00:5e:00:53:01"
+    assert payload["device"]["hostname"].startswith("evil")
+    assert payload["app"] == "testshare"
+    assert payload["media"]["type"] == "jpeg"
+    assert payload["media"]["size"] == len(banned)
+    assert payload["media"]["sha256"] == hashlib.sha256(banned).hexdigest()
+    (match,) = payload["matches"]
+    assert match["bank"] == "incident-2026"
+    assert match["signal_type"] == "pdq"
+    assert match["distance"] <= 31
+    assert payload["first_seen"].endswith("+00:00")
+
+
+def test_teams_payload_is_an_adaptive_card_message(alert: Alert, banned: bytes) -> None:
+    payload = teams_payload(alert, GUIDANCE, TZ)
+    assert_carries_nothing_to_click(payload, banned)
+    assert payload["type"] == "message"
+    (attachment,) = payload["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert attachment["contentUrl"] is None
+    card = attachment["content"]
+    assert card["type"] == "AdaptiveCard"
+    assert card["version"] == "1.4"
+    elements = card["body"]
+    assert {e["type"] for e in elements} <= {"TextBlock", "FactSet", "Container"}
+    texts = [e["text"] for e in elements if e["type"] == "TextBlock"]
+    texts += [i["text"] for e in elements if e["type"] == "Container" for i in e["items"]]
+    assert GUIDANCE in texts
+    assert texts[0].startswith("Blocked:")
+    assert "(2 times)" in texts[0]
+    (facts,) = [e["facts"] for e in elements if e["type"] == "FactSet"]
+    by_title = {f["title"]: f["value"] for f in facts}
+    assert all(isinstance(v, str) and v for v in by_title.values())
+    assert "incident-2026" in by_title["Matched"]
+    assert "02:00:5e:00:53:01" in by_title["Device"]
+    assert by_title["Action"] == "blocked"
+    assert "not stored, not attached" in by_title["Media"]
+
+
+def test_slack_payload_uses_block_kit_within_its_limits(alert: Alert, banned: bytes) -> None:
+    payload = slack_payload(alert, GUIDANCE, TZ)
+    text = assert_carries_nothing_to_click(payload, banned)
+    assert payload["unfurl_links"] is False
+    assert payload["unfurl_media"] is False
+    assert payload["text"].startswith("Blocked:")
+    blocks = payload["blocks"]
+    assert blocks[0]["type"] == "header"
+    assert blocks[0]["text"]["type"] == "plain_text"
+    assert len(blocks[0]["text"]["text"]) <= 150
+    assert {b["type"] for b in blocks} <= {"header", "section", "context"}
+    for block in blocks:
+        assert len(block.get("fields", [])) <= 10
+    # Guidance, with Slack's control characters escaped ("'" is not one of them).
+    assert any(GUIDANCE in b.get("text", {}).get("text", "") for b in blocks)
+    assert "incident-2026" in text
+
+
+def test_email_is_plain_text_without_attachments(alert: Alert, banned: bytes) -> None:
+    message = email_message(alert, GUIDANCE, TZ, "gate@school.example", ("dsl@school.example",))
+    assert not message.is_multipart()
+    assert message.get_content_type() == "text/plain"
+    body = message.get_content()
+    assert GUIDANCE in body
+    assert "incident-2026" in body
+    assert "://" not in body
+    assert FILENAME not in body
+    assert ROUTE not in body
+    assert message["Subject"].startswith("[schoolgate] Blocked:")
+    assert message["Message-ID"] == f"<{alert.id}@schoolgate.alert>"
+
+
+def test_monitor_mode_says_so(data_dir: Path) -> None:
+    monitored = AlertDetails.from_verdict(make_verdict(ip="10.10.0.5"), "S")
+    with AlertOutbox(data_dir / "m.sqlite") as outbox:
+        alert = outbox.get(outbox.enqueue(monitored, "v1").alert_id)
+    assert alert is not None
+    payload = generic_payload(alert, GUIDANCE, TZ)
+    assert payload["decision"]["action"] == "allow"
+    assert payload["decision"]["mode"] == "monitor"
+    assert payload["title"].startswith("Recorded, not blocked (monitor mode)")
+    assert "monitor mode" in payload["summary"]

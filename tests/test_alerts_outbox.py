@@ -1,0 +1,270 @@
+"""The alert outbox and the retry schedule, with a hand-moved clock (no sleeping for hours)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from schoolgate.alerts.model import Alert, AlertDetails
+from schoolgate.alerts.outbox import DEAD, DELIVERED, PENDING, AlertOutbox, OutboxStats
+from schoolgate.alerts.receivers import CONNECTION_ERROR, Attempt
+from schoolgate.alerts.receivers import DELIVERED as OK
+from schoolgate.alerts.sender import AlertSender, RetryPolicy
+from tests.alert_helpers import SHA_B, FakeClock, make_verdict
+
+
+def details(**kwargs: object) -> AlertDetails:
+    return AlertDetails.from_verdict(make_verdict(**kwargs), "Test School")  # type: ignore[arg-type]
+
+
+class ScriptedReceiver:
+    """A receiver whose outcomes the test scripts; records what it was asked to deliver."""
+
+    def __init__(self, name: str, outcomes: list[str] | None = None) -> None:
+        self.name = name
+        self.outcomes = list(outcomes or [])
+        self.delivered: list[Alert] = []
+        self.calls = 0
+
+    def deliver(self, alert: Alert) -> Attempt:
+        self.calls += 1
+        outcome = self.outcomes.pop(0) if self.outcomes else OK
+        if outcome == OK:
+            self.delivered.append(alert)
+        return Attempt(outcome, "scripted")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def outbox_at(path: Path, clock: FakeClock, channels: tuple[str, ...] = ("hook",)) -> AlertOutbox:
+    return AlertOutbox(path, channels, dedup_window_s=600, clock=clock)
+
+
+def test_an_alert_is_durable_in_wal_with_full_sync(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "alerts.sqlite"
+    with outbox_at(path, clock) as outbox:
+        mode = outbox._db.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = outbox._db.execute("PRAGMA synchronous").fetchone()[0]
+        enqueued = outbox.enqueue(details(), "verdict-1")
+    assert (mode, sync) == ("wal", 2)  # 2 = FULL: the WAL is fsynced at every commit
+    # A separate connection (as after a restart) sees the committed alert.
+    with outbox_at(path, clock) as reopened:
+        alert = reopened.get(enqueued.alert_id)
+    assert alert is not None
+    assert alert.state == PENDING
+    assert alert.audit_ids == ("verdict-1",)
+    assert alert.details.matches[0].bank == "incident-2026"
+
+
+def test_same_media_same_device_within_window_is_one_alert_with_a_count(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        first = outbox.enqueue(details(), "v1")
+        clock.advance(30)
+        second = outbox.enqueue(details(), "v2")
+        clock.advance(30)
+        third = outbox.enqueue(details(), "v3")
+        other_device = outbox.enqueue(details(ip="10.20.9.9", mac="02:00:5e:00:53:99"), "v4")
+        other_media = outbox.enqueue(details(sha256=SHA_B), "v5")
+        alerts = {a.id: a for a in outbox.list()}
+    assert second.merged
+    assert third.merged
+    assert second.alert_id == third.alert_id == first.alert_id
+    assert alerts[first.alert_id].count == 3
+    assert alerts[first.alert_id].audit_ids == ("v1", "v2", "v3")
+    assert alerts[first.alert_id].last_seen == clock.now
+    assert not other_device.merged
+    assert other_device.alert_id != first.alert_id
+    assert not other_media.merged
+    assert other_media.alert_id != first.alert_id
+    assert len(alerts) == 3
+
+
+def test_device_identity_is_the_mac_when_known(tmp_path: Path, clock: FakeClock) -> None:
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        first = outbox.enqueue(details(ip="10.20.3.4"), "v1")
+        renumbered = outbox.enqueue(details(ip="10.20.3.77"), "v2")  # same MAC, new lease
+        no_mac_a = outbox.enqueue(details(ip="10.20.5.5", mac=None), "v3")
+        no_mac_b = outbox.enqueue(details(ip="10.20.5.6", mac=None), "v4")
+    assert renumbered.alert_id == first.alert_id
+    assert no_mac_a.alert_id != no_mac_b.alert_id
+
+
+def test_repeat_after_the_window_is_a_new_alert(tmp_path: Path, clock: FakeClock) -> None:
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        first = outbox.enqueue(details(), "v1")
+        clock.advance(601)
+        later = outbox.enqueue(details(), "v2")
+    assert not later.merged
+    assert later.alert_id != first.alert_id
+
+
+def test_repeats_after_sending_collect_in_one_follow_up_at_the_window_end(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    receiver = ScriptedReceiver("hook")
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        sender = AlertSender(outbox, [receiver], RetryPolicy(10, 900, 3600), rng=lambda: 0.0)
+        first = outbox.enqueue(details(), "v1")
+        sender.deliver_due()
+        assert [a.id for a in receiver.delivered] == [first.alert_id]
+        clock.advance(60)
+        repeat = outbox.enqueue(details(), "v2")
+        clock.advance(60)
+        outbox.enqueue(details(), "v3")
+        assert not repeat.merged
+        assert sender.deliver_due() == []  # the follow-up waits for the end of the window
+        clock.advance(600 - 120)
+        sender.deliver_due()
+        follow_up = outbox.get(repeat.alert_id)
+    assert [a.id for a in receiver.delivered] == [first.alert_id, repeat.alert_id]
+    assert receiver.delivered[1].count == 2
+    assert follow_up is not None
+    assert follow_up.follow_up_of == first.alert_id
+    assert follow_up.state == DELIVERED
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
+    policy = RetryPolicy(base_s=10, max_s=900, dead_after_s=86_400)
+    steps = [10, 20, 40, 80, 160, 320, 640, 900, 900]
+    for failures, step in enumerate(steps, start=1):
+        assert policy.delay(failures, 0.0) == pytest.approx(step / 2)
+        assert policy.delay(failures, 0.999999) == pytest.approx(step, rel=1e-5)
+    assert policy.delay(10_000, 0.5) == pytest.approx(675)  # no overflow after days of failures
+
+
+def test_retries_follow_the_schedule_then_dead_letter_after_the_age(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    receiver = ScriptedReceiver("hook", [CONNECTION_ERROR] * 1000)
+    outcomes: list[tuple[str, str]] = []
+    policy = RetryPolicy(base_s=10, max_s=900, dead_after_s=6 * 3600)
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        sender = AlertSender(
+            outbox,
+            [receiver],
+            policy,
+            rng=lambda: 1.0,
+            on_attempt=lambda name, outcome: outcomes.append((name, outcome)),
+        )
+        created = clock.now
+        alert_id = outbox.enqueue(details(), "v1").alert_id
+        attempt_times: list[float] = []
+        for _ in range(500):  # bounded: six hours at most 900 s apart is ~40 attempts
+            results = sender.deliver_due()
+            if results:
+                attempt_times.append(clock.now - created)
+                if results[0].dead:
+                    break
+                # Nothing more is due until the scheduled time.
+                assert results[0].next_at is not None
+                assert sender.deliver_due() == []
+                clock.now = results[0].next_at
+            else:
+                clock.advance(1)
+        alert = outbox.get(alert_id)
+        stats = outbox.stats()
+    gaps = [b - a for a, b in itertools.pairwise(attempt_times)]
+    assert gaps[:8] == pytest.approx([10, 20, 40, 80, 160, 320, 640, 900])
+    assert all(gap == pytest.approx(900) for gap in gaps[8:])
+    assert attempt_times[-1] >= 6 * 3600 > attempt_times[-2]
+    assert alert is not None
+    assert alert.state == DEAD
+    assert alert.attempts == len(attempt_times)
+    assert stats == OutboxStats(pending=0, oldest_pending_age_s=0.0, dead=1)
+    assert outcomes == [("hook", CONNECTION_ERROR)] * len(attempt_times)
+
+
+def test_retry_revives_dead_alerts_with_a_fresh_age(tmp_path: Path, clock: FakeClock) -> None:
+    receiver = ScriptedReceiver("hook", [CONNECTION_ERROR, CONNECTION_ERROR])
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        sender = AlertSender(outbox, [receiver], RetryPolicy(10, 900, 5), rng=lambda: 0.0)
+        alert_id = outbox.enqueue(details(), "v1").alert_id
+        sender.deliver_due()  # fails, retry in 5 s
+        clock.advance(10)
+        assert sender.deliver_due()[0].dead
+        assert outbox.retry() == 1
+        results = sender.deliver_due()
+        alert = outbox.get(alert_id)
+    assert [r.attempt.outcome for r in results] == [OK]
+    assert alert is not None
+    assert alert.state == DELIVERED
+
+
+def test_a_delivery_claimed_by_a_killed_sender_comes_due_after_its_lease(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "a.sqlite"
+    with outbox_at(path, clock) as outbox:
+        outbox.enqueue(details(), "v1")
+        claims = outbox.claim(lease_s=25)
+    assert len(claims) == 1  # ...and the process dies before recording an outcome
+    receiver = ScriptedReceiver("hook")
+    with outbox_at(path, clock) as restarted:
+        sender = AlertSender(restarted, [receiver], RetryPolicy())
+        assert sender.deliver_due() == []  # still leased
+        clock.advance(26)
+        sender.deliver_due()
+    assert [a.id for a in receiver.delivered] == [claims[0].alert.id]
+
+
+def test_each_receiver_retries_alone(tmp_path: Path, clock: FakeClock) -> None:
+    teams = ScriptedReceiver("teams")
+    webhook = ScriptedReceiver("webhook", [CONNECTION_ERROR])
+    with outbox_at(tmp_path / "a.sqlite", clock, ("teams", "webhook")) as outbox:
+        sender = AlertSender(outbox, [teams, webhook], RetryPolicy(10, 900, 3600), rng=lambda: 0)
+        alert_id = outbox.enqueue(details(), "v1").alert_id
+        sender.deliver_due()
+        assert outbox.stats().pending == 1
+        clock.advance(5)
+        sender.deliver_due()
+        alert = outbox.get(alert_id)
+    assert teams.calls == 1  # not sent twice to the receiver that had it
+    assert webhook.calls == 2
+    assert alert is not None
+    assert alert.state == DELIVERED
+    assert alert.delivered_to == ("teams", "webhook")
+
+
+def test_with_no_receivers_alerts_wait_in_the_outbox(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "a.sqlite"
+    with AlertOutbox(path, (), clock=clock) as outbox:
+        sender = AlertSender(outbox, [], RetryPolicy(10, 900, 60))
+        outbox.enqueue(details(), "v1")
+        clock.advance(3600)
+        assert sender.deliver_due() == []
+        stats = outbox.stats()
+    assert stats == OutboxStats(pending=1, oldest_pending_age_s=3600.0, dead=0)
+    # A receiver configured later gets it (its first attempt is never dead on arrival).
+    receiver = ScriptedReceiver("hook")
+    with outbox_at(path, clock) as outbox:
+        AlertSender(outbox, [receiver], RetryPolicy(10, 900, 60)).deliver_due()
+        assert outbox.stats().pending == 0
+    assert len(receiver.delivered) == 1
+
+
+def test_stats_report_pending_age_and_dead(tmp_path: Path, clock: FakeClock) -> None:
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        assert outbox.stats() == OutboxStats(0, 0.0, 0)
+        outbox.enqueue(details(), "v1")
+        clock.advance(42)
+        outbox.enqueue(details(sha256=SHA_B), "v2")
+        assert outbox.stats() == OutboxStats(pending=2, oldest_pending_age_s=42.0, dead=0)
+
+
+def test_an_unwritable_outbox_raises_outbox_error(tmp_path: Path, clock: FakeClock) -> None:
+    from schoolgate.alerts.outbox import OutboxError
+
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        outbox._db.execute("PRAGMA query_only = ON")  # what a read-only database does to writes
+        with pytest.raises(OutboxError, match="alert not written"):
+            outbox.enqueue(details(), "v1")
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(OutboxError, match="cannot open the alert outbox"):
+        AlertOutbox(tmp_path / "dir.sqlite")
