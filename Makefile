@@ -9,8 +9,9 @@ STAMP  := $(VENV)/.installed-stamp
 DATA   ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
 # Tools the tests drive for real: curl as a client, unshare for private /etc/hosts and namespaces,
-# nft and ip for the gateway's ruleset and network-namespace tests.
-TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2
+# nft and ip for the gateway's ruleset and network-namespace tests; tcpdump (and its libpcap) for
+# the sniffer's capture prefilter.
+TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 tcpdump
 
 .PHONY: help run test test-fast lint typecheck bench venv sysdeps clean
 
