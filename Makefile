@@ -10,8 +10,9 @@ DATA   ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
 # Tools the tests drive for real: curl as a client, unshare for private /etc/hosts and namespaces,
 # nft and ip for the gateway's ruleset and network-namespace tests; tcpdump (and its libpcap) for
-# the sniffer's capture prefilter.
-TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 tcpdump
+# the sniffer's capture prefilter; promtool (and prometheus, same package) for the alert rules and
+# the dashboards' queries.
+TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 promtool:prometheus tcpdump
 
 .PHONY: help run test test-fast lint typecheck bench venv sysdeps clean
 

@@ -7,6 +7,7 @@ import logging
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 
+from schoolgate import metrics
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.config import load_config
 from schoolgate.errors import SchoolgateError
@@ -36,9 +37,11 @@ class ConfigLoader:
         try:
             runtime = Runtime.from_config(load_config(ctx.options.schoolgate_config or None))
         except SchoolgateError as exc:
+            metrics.config_loaded(False, reload=self.ref.current is not None)
             # An invalid reload keeps the running configuration (mitmproxy rolls the option back).
             raise exceptions.OptionsError(f"schoolgate: {exc}") from exc  # type: ignore[no-untyped-call]
         previous, self.ref.current = self.ref.current, runtime
+        metrics.config_loaded(True, reload=previous is not None)
         if previous is not None:
             previous.close()
         log.info("schoolgate configuration loaded from %s", runtime.config.source)

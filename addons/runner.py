@@ -11,11 +11,13 @@ from typing import Any
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 
+from schoolgate import metrics
 from schoolgate.addons.entry import make_addons
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.ca import prepare_for_proxy
-from schoolgate.catalog import Catalog
+from schoolgate.catalog import Catalog, load_catalog
 from schoolgate.config import Config
+from schoolgate.metrics_server import start_metrics_server
 
 log = logging.getLogger("schoolgate.proxy")
 
@@ -87,12 +89,11 @@ async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
     confdir = config.data_dir / "ca"
     confdir.mkdir(parents=True, exist_ok=True)
     os.chmod(confdir, 0o700)  # the CA key lives here
+    # Before anything else loads (banks, models, metrics): an unsafe CA stops the start cleanly.
+    prepare_ca(config, load_catalog(list(config.proxy.endpoints_files)))
     runtime = Runtime.from_config(config)
-    try:
-        prepare_ca(config, runtime.catalog)
-    except BaseException:
-        runtime.close()
-        raise
+    metrics.config_loaded(True, reload=False)
+    exporter = start_metrics_server(config.metrics)
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     master.addons.add(StartupBanner(config), *make_addons(RuntimeRef(runtime)))  # type: ignore[no-untyped-call]
@@ -108,6 +109,8 @@ async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if exporter is not None:
+            exporter.stop()
         runtime.close()
     log.warning("schoolgate stopped")
     return 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from schoolgate import metrics
 from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
 from schoolgate.catalog import Catalog, LearntHosts, load_catalog
 from schoolgate.config import Config
@@ -44,7 +46,7 @@ class Runtime:
         cap = config.proxy.max_held_body_bytes
         sessions = UploadSessions(max_session_bytes=cap, max_total_bytes=max(cap, 4 * cap))
         leases = tuple(LeaseTable(path) for path in config.proxy.dhcp_leases)
-        return cls(
+        runtime = cls(
             config=config,
             inspector=inspector,
             catalog=catalog,
@@ -52,6 +54,14 @@ class Runtime:
             sessions=sessions,
             leases=leases,
         )
+        metrics.bind_runtime(
+            runtime,
+            inspector,
+            apps=[app.name for app in catalog.apps],
+            queue_depth=lambda: pool.in_flight,
+            queue_capacity=pool.capacity,
+        )
+        return runtime
 
     def context(
         self,
@@ -95,6 +105,7 @@ class Runtime:
     async def judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
         """Evaluate one item in the pool; overload, timeout and bugs become fail-policy verdicts."""
         ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
+        started = time.perf_counter()
         try:
             verdict = await self.pool.run(self.inspector.evaluate, data, ctx)
         except Overloaded as exc:
@@ -104,12 +115,14 @@ class Runtime:
         except Exception as exc:  # a bug must become a decision, never a lost one
             log.exception("inspection crashed")
             return self.unavailable(ctx, "error", type(exc).__name__)
+        metrics.observe_inspection(verdict, time.perf_counter() - started)
         self.record(verdict)
         return verdict
 
     def record(self, verdict: Verdict) -> None:
         """Audit one decision; a failing audit log is logged loudly but never drops the decision."""
         self.count("blocked" if verdict.blocked else "allowed")
+        metrics.observe_verdict(verdict)  # never raises
         try:
             self.inspector.record(verdict)
         except Exception:
@@ -120,6 +133,7 @@ class Runtime:
         if self.closed:
             return
         self.closed = True
+        metrics.release_runtime(self)
         self.pool.shutdown()
         self.inspector.close()
 

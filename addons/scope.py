@@ -18,6 +18,7 @@ from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
+from schoolgate import metrics
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.catalog import normalize_host
 
@@ -91,6 +92,17 @@ class Scope:
             return "block" if app.when_not_inspectable == "block_by_sni" else "pass_log"
         return "intercept"
 
+    def why_not_intercepted(self, sni: str | None, client: str | None) -> str:
+        """The metrics reason for a pass-through or refusal (one of metrics.PASS_REASONS)."""
+        if not sni:
+            return "no_sni"
+        host = normalize_host(sni)
+        if (client or "", host) in self.pinned:
+            return "pinned"
+        if self.ref.get().catalog.app_for_host(host) is None:
+            return "not_catalogued"
+        return "not_inspectable"
+
     def _record(self, context: Context, sni: str, detail: str) -> None:
         runtime = self.ref.get()
         app = runtime.catalog.app_for_host(sni)
@@ -115,6 +127,8 @@ class Scope:
         if self.decide(hello.sni, client_ip(nextlayer.context)) == "block":
             assert hello.sni is not None
             self.ref.get().count("refused_by_sni")
+            why = self.why_not_intercepted(hello.sni, client_ip(nextlayer.context))
+            metrics.connection_refused("pinned" if why == "pinned" else "block_by_sni")
             self._record(nextlayer.context, normalize_host(hello.sni), "refused by SNI")
             nextlayer.layer = RefuseLayer(nextlayer.context)
 
@@ -122,14 +136,17 @@ class Scope:
         """Pass through anything not catalogued (or not inspectable) without decrypting it."""
         if self.ref.current is None:
             data.ignore_connection = True
+            metrics.connection_passed_through("starting")
             return
         sni = data.client_hello.sni
         decision = self.decide(sni, client_ip(data.context))
         if decision == "intercept":
             self.ref.get().count("intercepted")
+            metrics.connection_intercepted()
             return
         data.ignore_connection = True
         self.ref.get().count("passed_through")
+        metrics.connection_passed_through(self.why_not_intercepted(sni, client_ip(data.context)))
         if decision == "pass_log" and sni:
             self._record(data.context, normalize_host(sni), "not inspectable: passed through")
 

@@ -595,15 +595,14 @@ def _sniff(args: argparse.Namespace) -> int:
             settings.window_s, settings.max_records_per_device, settings.max_devices
         ),
     )
+    exporter = None
     try:
         if args.pcap:
             stats = replay(sniffer, Path(args.pcap))
             print(json.dumps(stats.as_dict()))
             return EXIT_OK
         if settings.metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(settings.metrics_port, settings.metrics_host)
+            exporter = _sniffer_metrics(config)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -621,8 +620,35 @@ def _sniff(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot capture on {interface}: {error.strerror or error}") from None
     finally:
+        if exporter is not None:
+            exporter.stop()
         audit.close()
     return EXIT_OK
+
+
+def _sniffer_metrics(config: Config) -> Any:
+    """The sniffer's own /metrics, with the `metrics:` section's basic auth and TLS settings.
+
+    A failure is reported, not fatal: the records matter more than the graphs.
+    """
+    import dataclasses
+
+    from schoolgate.metrics_server import MetricsServer, MetricsServerError
+    from schoolgate.sniffer import REGISTRY
+
+    settings = dataclasses.replace(
+        config.metrics,
+        enabled=True,
+        listen_host=config.sniffer.metrics_host,
+        listen_port=config.sniffer.metrics_port or 0,
+    )
+    server = MetricsServer(settings, registry=REGISTRY)
+    try:
+        server.start()
+    except MetricsServerError as error:
+        print(f"schoolgate: warning: sniffer metrics not served: {error}", file=sys.stderr)
+        return None
+    return server
 
 
 def _run(args: argparse.Namespace) -> int:

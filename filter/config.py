@@ -179,6 +179,19 @@ class SnifferConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint: loopback by default; basic auth and TLS when both files are set."""
+
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9861
+    username: str = "prometheus"
+    password_file: Path | None = None  # basic auth on when set
+    cert_file: Path | None = None  # TLS on when set (with key_file)
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     data_dir: Path
@@ -190,6 +203,7 @@ class Config:
     proxy: ProxyConfig
     ca: CaConfig = field(default_factory=CaConfig)
     sniffer: SnifferConfig = field(default_factory=SnifferConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -234,6 +248,7 @@ def parse_config(text: str, source: str) -> Config:
             "proxy",
             "ca",
             "sniffer",
+            "metrics",
         }
     )
     data_dir = _data_dir(root.child("data_dir"))
@@ -248,6 +263,7 @@ def parse_config(text: str, source: str) -> Config:
         proxy=_proxy(root.child("proxy")),
         ca=_ca(root.child("ca")),
         sniffer=_sniffer(root.child("sniffer"), data_dir),
+        metrics=_metrics(root.child("metrics")),
     )
 
 
@@ -583,12 +599,6 @@ def _sniffer(node: Node, data_dir: Path) -> SnifferConfig:
         for child in node.child("report_inspections").elements()
     )
     port_node = node.child("metrics_port")
-    host_node = node.child("metrics_host")
-    host = host_node.text(defaults.metrics_host)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        host_node.fail(f"{host!r} is not an IP address to listen on, such as 127.0.0.1")
     return SnifferConfig(
         interface=node.child("interface").optional_text(),
         lists=tuple(Path(child.text()).expanduser() for child in node.child("lists").elements()),
@@ -603,7 +613,45 @@ def _sniffer(node: Node, data_dir: Path) -> SnifferConfig:
         else defaults.report_inspections,
         prefilter=node.child("prefilter").flag(defaults.prefilter),
         metrics_port=None if port_node.missing else port_node.integer(0, minimum=1, maximum=65535),
-        metrics_host=host,
+        metrics_host=_listen_host(node.child("metrics_host"), defaults.metrics_host),
+    )
+
+
+def _listen_host(node: Node, default: str) -> str:
+    host = node.text(default)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        node.fail(f"{host!r} is not an IP address to listen on, such as 127.0.0.1 or 0.0.0.0")
+    return host
+
+
+def _metrics(node: Node) -> MetricsConfig:
+    node.mapping(allowed={"enabled", "listen_host", "listen_port", "basic_auth", "tls"})
+    defaults = MetricsConfig()
+    auth = node.child("basic_auth")
+    auth.mapping(allowed={"username", "password_file"})
+    password_file = auth.child("password_file").path_value()
+    if not auth.missing and password_file is None:
+        auth.child("password_file").fail("is required to turn basic auth on")
+    tls = node.child("tls")
+    tls.mapping(allowed={"cert_file", "key_file"})
+    cert_file = tls.child("cert_file").path_value()
+    key_file = tls.child("key_file").path_value()
+    if not tls.missing:
+        for key, value in (("cert_file", cert_file), ("key_file", key_file)):
+            if value is None:
+                tls.child(key).fail("is required to turn TLS on")
+    return MetricsConfig(
+        enabled=node.child("enabled").flag(defaults.enabled),
+        listen_host=_listen_host(node.child("listen_host"), defaults.listen_host),
+        listen_port=node.child("listen_port").integer(
+            defaults.listen_port, minimum=1, maximum=65535
+        ),
+        username=auth.child("username").text(defaults.username),
+        password_file=password_file,
+        cert_file=cert_file,
+        key_file=key_file,
     )
 
 

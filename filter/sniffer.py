@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge
 
 from schoolgate.dnsquery import query_names
 from schoolgate.packets import (
@@ -49,30 +49,41 @@ from schoolgate.watchlist import Match, Watchlist
 log = logging.getLogger("schoolgate.sniffer")
 
 # ---------------------------------------------------------------------------------------------
-# Metrics. Declared once here; `filter/metrics.py` (another branch) may adopt these declarations.
-# Labels are bounded: `category` is a fixed set, `app` a catalog app name or a list label.
+# Metrics. The sniffer is its own process (`schoolgate sniff`), so its series live in their own
+# registry, served on `sniffer.metrics_port` by schoolgate.metrics_server; the proxy's registry
+# (schoolgate.metrics) never carries them. Labels are bounded: `category` is a fixed set, `app` a
+# catalog app name or a list label from configuration.
 
-PACKETS: Final = PromCounter("schoolgate_sniffer_packets_total", "Frames the sniffer examined.")
+REGISTRY: Final = CollectorRegistry()
+PACKETS: Final = PromCounter(
+    "schoolgate_sniffer_packets_total", "Frames the sniffer examined.", registry=REGISTRY
+)
 MALFORMED: Final = PromCounter(
     "schoolgate_sniffer_malformed_total",
     "Frames skipped because a layer did not parse, by protocol.",
     ["protocol"],
+    registry=REGISTRY,
 )
 OBSERVATIONS: Final = PromCounter(
     "schoolgate_sniffer_observations_total",
     "Watchlisted names and protocols seen (queries, handshakes, flows), by category and app.",
     ["category", "app"],
+    registry=REGISTRY,
 )
 RECORDS: Final = PromCounter(
     "schoolgate_sniffer_audit_records_total",
     "Audit records the sniffer wrote, by kind (observed, repeated, suppressed).",
     ["kind"],
+    registry=REGISTRY,
 )
 SUPPRESSED: Final = PromCounter(
     "schoolgate_sniffer_suppressed_observations_total",
     "Observations summarised instead of written one by one (per-device rate limit).",
+    registry=REGISTRY,
 )
-DEVICES: Final = Gauge("schoolgate_sniffer_tracked_devices", "Devices with an open report window.")
+DEVICES: Final = Gauge(
+    "schoolgate_sniffer_tracked_devices", "Devices with an open report window.", registry=REGISTRY
+)
 MALFORMED_KINDS: Final = ("frame", "dns", "tls", "quic", "error")
 
 

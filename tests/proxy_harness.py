@@ -334,6 +334,8 @@ def write_config(
             "inspect_timeout_s": 30,
             **(proxy or {}),
         },
+        # Parallel suites would all want the default metrics port; the metrics e2e sets its own.
+        "metrics": {"enabled": False},
     }
     path = directory / "schoolgate.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -14,7 +14,6 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import REGISTRY
 from scapy.packet import Packet
 
 from schoolgate.audit import read_records
@@ -23,6 +22,7 @@ from schoolgate.cli import main
 from schoolgate.errors import ConfigError
 from schoolgate.packets import LINKTYPE_ETHERNET
 from schoolgate.sniffer import (
+    REGISTRY,
     Observation,
     ReportAggregator,
     Sniffer,
@@ -400,3 +400,20 @@ def test_cli_needs_an_interface_or_a_pcap(site: Path, capsys: pytest.CaptureFixt
     assert main(["sniff", "--config", str(site)]) == 2
     assert "--interface" in capsys.readouterr().err
     assert main(["sniff", "--config", str(site), "--pcap", "/nonexistent.pcap"]) == 2
+
+
+def test_sniffer_config_section_is_validated(tmp_path: Path) -> None:
+    from schoolgate.config import parse_config
+
+    config = parse_config(
+        "sniffer: {interface: wlan0, window_s: 60, report_inspections: [none], metrics_port: 9112}",
+        "site.yaml",
+    )
+    assert config.sniffer.interface == "wlan0"
+    assert config.sniffer.report_inspections == ("none",)
+    assert config.sniffer.metrics_port == 9112
+    assert config.sniffer.audit_path == config.data_dir / "audit" / "sniffer.jsonl"
+    with pytest.raises(ConfigError, match=r"site.yaml: sniffer.report_inspections\[0\]"):
+        parse_config("sniffer: {report_inspections: [partial]}", "site.yaml")
+    with pytest.raises(ConfigError, match=r"sniffer.metrics_host"):
+        parse_config("sniffer: {metrics_host: localhost}", "site.yaml")

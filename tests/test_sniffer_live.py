@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from tests.netns import (
     netns_exec,
     probe_netns,
 )
-from tests.proxy_harness import VENV_BIN
+from tests.proxy_harness import VENV_BIN, free_port
 from tests.sniffer_packets import (
     client_hello_handshake,
     crypto_frame,
@@ -75,7 +76,10 @@ def send_from_client(ns: str) -> None:
 def test_live_capture_on_a_veth_reports_the_client(topology: Topology, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     config = tmp_path / "schoolgate.yaml"
-    config.write_text(yaml.safe_dump({"classifier": {"models": []}}))
+    metrics_port = free_port()
+    config.write_text(
+        yaml.safe_dump({"classifier": {"models": []}, "sniffer": {"metrics_port": metrics_port}})
+    )
     log_path = tmp_path / "sniff.log"
     env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     env.pop("SCHOOLGATE_CONFIG", None)
@@ -93,6 +97,8 @@ def test_live_capture_on_a_veth_reports_the_client(topology: Topology, tmp_path:
             time.sleep(0.1)
         call_in_netns(topology.client, functools.partial(send_from_client, topology.client), 20)
         time.sleep(1.0)  # let the frames reach the socket before stopping
+        scrape = functools.partial(read_url, f"http://127.0.0.1:{metrics_port}/metrics")
+        exposition = call_in_netns(topology.gateway, scrape, 20)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -116,3 +122,17 @@ def test_live_capture_on_a_veth_reports_the_client(topology: Topology, tmp_path:
         ("dot", "dot", "tcp/853", "port"),
     }, log
     assert {r["device"]["ip"] for r in records} == {CLIENT_IP}
+    assert 'schoolgate_sniffer_observations_total{app="google",category="doh"} 1.0' in exposition
+    packets = next(
+        float(line.split()[1])
+        for line in exposition.splitlines()
+        if line.startswith("schoolgate_sniffer_packets_total ")
+    )
+    assert 4 <= packets < 20  # the prefilter let the four probes through, not the chatter
+    assert "schoolgate_inspections_total" not in exposition  # the proxy's series are not here
+
+
+def read_url(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+    return body.decode()
