@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from mitmproxy import ctx, exceptions
@@ -20,6 +21,7 @@ class ConfigLoader:
 
     def __init__(self, ref: RuntimeRef) -> None:
         self.ref = ref
+        self._retiring: set[asyncio.Task[bool]] = set()
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -40,11 +42,22 @@ class ConfigLoader:
             metrics.config_loaded(False, reload=self.ref.current is not None)
             # An invalid reload keeps the running configuration (mitmproxy rolls the option back).
             raise exceptions.OptionsError(f"schoolgate: {exc}") from exc  # type: ignore[no-untyped-call]
-        previous, self.ref.current = self.ref.current, runtime
+        previous = self.ref.swap(runtime)
         metrics.config_loaded(True, reload=previous is not None)
         if previous is not None:
-            previous.close()
+            self._retire(previous)
         log.info("schoolgate configuration loaded from %s", runtime.config.source)
+
+    def _retire(self, previous: Runtime) -> None:
+        """Close the replaced runtime once its in-flight inspections are recorded."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: nothing can be in flight
+            previous.close()
+            return
+        task = loop.create_task(previous.retire(previous.config.proxy.inspect_timeout_s + 5))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def done(self) -> None:
         if self.ref.current is not None:

@@ -13,11 +13,13 @@ from mitmproxy.tools.dump import DumpMaster
 
 from schoolgate import metrics
 from schoolgate.addons.entry import make_addons
+from schoolgate.addons.reload import ConfigReloader
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.ca import prepare_for_proxy
 from schoolgate.catalog import Catalog, load_catalog
 from schoolgate.config import Config
 from schoolgate.metrics_server import start_metrics_server
+from schoolgate.sdnotify import SystemdNotifier
 
 log = logging.getLogger("schoolgate.proxy")
 
@@ -39,6 +41,31 @@ class StartupBanner:
             proxy.mode,
             self.config.data_dir / "ca" / CA_FILE,
         )
+
+
+class ServiceNotifier:
+    """Tells systemd (Type=notify) when the listeners are up, and pings its watchdog from the
+    event loop, so a wedged loop gets the service restarted."""
+
+    def __init__(self, notifier: SystemdNotifier) -> None:
+        self.notifier = notifier
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def running(self) -> None:
+        self.notifier.ready("serving")
+        if self.notifier.watchdog_s is not None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._ping())
+
+    async def _ping(self) -> None:
+        assert self.notifier.watchdog_s is not None
+        while True:  # runs for the life of the proxy; cancelled in done()
+            self.notifier.watchdog()
+            await asyncio.sleep(self.notifier.watchdog_s / 2)
+
+    def done(self) -> None:
+        self.notifier.stopping()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
 
 def mitmproxy_options(config: Config) -> dict[str, Any]:
@@ -85,33 +112,41 @@ def prepare_ca(config: Config, catalog: Catalog) -> None:
 
 
 async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
-    """Run until SIGINT/SIGTERM; returns the process exit status."""
+    """Run until SIGINT/SIGTERM, reloading the configuration on SIGHUP; returns the exit status."""
     confdir = config.data_dir / "ca"
     confdir.mkdir(parents=True, exist_ok=True)
     os.chmod(confdir, 0o700)  # the CA key lives here
     # Before anything else loads (banks, models, metrics): an unsafe CA stops the start cleanly.
     prepare_ca(config, load_catalog(list(config.proxy.endpoints_files)))
     runtime = Runtime.from_config(config)
+    ref = RuntimeRef(runtime)
     metrics.config_loaded(True, reload=False)
     exporter = start_metrics_server(config.metrics)
+    notifier = SystemdNotifier()
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-    master.addons.add(StartupBanner(config), *make_addons(RuntimeRef(runtime)))  # type: ignore[no-untyped-call]
+    master.addons.add(  # type: ignore[no-untyped-call]
+        StartupBanner(config), ServiceNotifier(notifier), *make_addons(ref)
+    )
     opts.update(**mitmproxy_options(config), **(extra or {}))  # type: ignore[no-untyped-call]
+    reloader = ConfigReloader(ref, opts, mitmproxy_options, notifier)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
     try:
         await master.run()
     except SystemExit as exc:  # mitmproxy's error check exits on start-up errors (port in use)
         return exc.code if isinstance(exc.code, int) else 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        await reloader.close()
         if exporter is not None:
             exporter.stop()
-        runtime.close()
+        if ref.current is not None:
+            ref.current.close()
     log.warning("schoolgate stopped")
     return 0
 

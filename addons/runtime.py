@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ class Runtime:
     leases: tuple[LeaseTable, ...] = ()
     counters: Counter[str] = field(default_factory=Counter)
     closed: bool = False
+    busy: int = 0  # judge() calls in progress (event-loop only, so no lock)
     _counter_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -104,6 +106,13 @@ class Runtime:
 
     async def judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
         """Evaluate one item in the pool; overload, timeout and bugs become fail-policy verdicts."""
+        self.busy += 1  # a reload retires this runtime only once nothing is being judged
+        try:
+            return await self._judge(data, ctx)
+        finally:
+            self.busy -= 1
+
+    async def _judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
         ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
         started = time.perf_counter()
         try:
@@ -128,6 +137,35 @@ class Runtime:
         except Exception:
             log.exception("could not record decision %s", verdict.id)
 
+    @property
+    def idle(self) -> bool:
+        """No judgement in progress and no item left in the pool."""
+        return self.busy == 0 and self.pool.in_flight == 0
+
+    async def retire(self, timeout_s: float, quiet_s: float = 0.5) -> bool:
+        """Close once idle for `quiet_s` (in-flight inspections finish and are recorded), or at
+        `timeout_s`; True if it went idle. The quiet period covers flows that fetched this runtime
+        just before a swap and start judging on a later event-loop turn."""
+        deadline = time.monotonic() + timeout_s
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if not self.idle:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= quiet_s:
+                break
+            await asyncio.sleep(0.05)
+        drained = self.idle
+        if not drained:
+            log.warning(
+                "closing the previous configuration with %d inspection(s) still running",
+                self.busy or self.pool.in_flight,
+            )
+        await asyncio.to_thread(self.close)
+        return drained
+
     def close(self) -> None:
         """Stop the pool and close banks and audit log; safe to call twice."""
         if self.closed:
@@ -148,3 +186,9 @@ class RuntimeRef:
         if self.current is None:
             raise RuntimeError("schoolgate is not configured yet")
         return self.current
+
+    def swap(self, runtime: Runtime) -> Runtime | None:
+        """Install `runtime` in one assignment (addons see old or new, never a mix); the previous
+        one is returned for the caller to retire."""
+        previous, self.current = self.current, runtime
+        return previous

@@ -14,6 +14,7 @@ for name in python3.13 python3.12 python3; do
 done
 root=${PYENV_ROOT:-$HOME/.pyenv}
 if [ -d "$root/versions" ]; then
+  # shellcheck disable=SC2012  # pyenv version folder names hold no spaces; ls sorts them simply
   for d in $(ls -1d "$root"/versions/3.* 2>/dev/null | sort -t. -k2,2nr -k3,3nr); do
     if [ -x "$d/bin/python3" ] && ok "$d/bin/python3"; then
       echo "$d/bin/python3"

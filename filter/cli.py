@@ -94,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="start the proxy")
     run.set_defaults(handler=_run)
 
+    nft = sub.add_parser("nft", help="the gateway's nftables ruleset (table inet schoolgate)")
+    nsub = nft.add_subparsers(metavar="ACTION")
+    render = nsub.add_parser("render", parents=[common], help="print the ruleset for the config")
+    render.set_defaults(handler=_nft_render)
+    apply = nsub.add_parser("apply", parents=[common], help="render and load it (atomic replace)")
+    apply.add_argument("--check", action="store_true", help="only validate it with nft -c")
+    apply.set_defaults(handler=_nft_apply)
+    remove_table = nsub.add_parser("remove", help="delete the table (nothing to do if absent)")
+    remove_table.set_defaults(handler=_nft_remove)
+
     hashes = sub.add_parser("hashes", help="compute hashes and manage hash banks")
     hsub = hashes.add_subparsers(metavar="ACTION")
 
@@ -649,6 +659,32 @@ def _sniffer_metrics(config: Config) -> Any:
         print(f"schoolgate: warning: sniffer metrics not served: {error}", file=sys.stderr)
         return None
     return server
+
+
+def _nft_render(args: argparse.Namespace) -> int:
+    from schoolgate.nft import GatewayRuleset
+
+    print(GatewayRuleset(config_from(args)).render(), end="")
+    return EXIT_OK
+
+
+def _nft_apply(args: argparse.Namespace) -> int:
+    from schoolgate import nft
+
+    config = config_from(args)
+    nft.load(nft.GatewayRuleset(config).render(), check_only=args.check)
+    done = "is valid" if args.check else "loaded"
+    interfaces = ", ".join(config.gateway.interfaces)
+    print(f"table {nft.FAMILY} {nft.TABLE} {done} (student interfaces: {interfaces})")
+    return EXIT_OK
+
+
+def _nft_remove(args: argparse.Namespace) -> int:
+    from schoolgate import nft
+
+    removed = nft.remove()
+    print(f"table {nft.FAMILY} {nft.TABLE} {'deleted' if removed else 'was not loaded'}")
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -192,6 +192,24 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class GatewayConfig:
+    """Which clients the gateway's nftables ruleset sends through the transparent proxy."""
+
+    student_interfaces: tuple[str, ...] = ()
+    vlan_parent: str | None = None  # student_vlans are its sub-interfaces: eth0 + 20 -> eth0.20
+    student_vlans: tuple[int, ...] = ()
+    exempt_subnets: tuple[Network, ...] = ()  # go direct: never redirected, never rejected
+    reject_quic: bool = True  # UDP 443: apps fall back to inspectable TCP
+    reject_dot: bool = True  # TCP/UDP 853 (DNS over TLS / QUIC): devices use the gateway's DNS
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        """Every student interface name, VLAN sub-interfaces included."""
+        vlans = tuple(f"{self.vlan_parent}.{vid}" for vid in self.student_vlans)
+        return tuple(dict.fromkeys((*self.student_interfaces, *vlans)))
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     data_dir: Path
@@ -204,6 +222,7 @@ class Config:
     ca: CaConfig = field(default_factory=CaConfig)
     sniffer: SnifferConfig = field(default_factory=SnifferConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -249,6 +268,7 @@ def parse_config(text: str, source: str) -> Config:
             "ca",
             "sniffer",
             "metrics",
+            "gateway",
         }
     )
     data_dir = _data_dir(root.child("data_dir"))
@@ -264,6 +284,7 @@ def parse_config(text: str, source: str) -> Config:
         ca=_ca(root.child("ca")),
         sniffer=_sniffer(root.child("sniffer"), data_dir),
         metrics=_metrics(root.child("metrics")),
+        gateway=_gateway(root.child("gateway")),
     )
 
 
@@ -655,6 +676,53 @@ def _metrics(node: Node) -> MetricsConfig:
     )
 
 
+# Linux interface names: at most 15 characters, no slash or space; nft gets them quoted.
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}$")
+
+
+def _ifname(node: Node, name: str) -> str:
+    if not _IFNAME.match(name):
+        node.fail(
+            f"{name!r} is not a network interface name such as wlan0 or eth0.20 "
+            "(letters, digits, '.', '-', '_', ':', at most 15 characters)"
+        )
+    return name
+
+
+def _gateway(node: Node) -> GatewayConfig:
+    node.mapping(
+        allowed={
+            "student_interfaces",
+            "vlan_parent",
+            "student_vlans",
+            "exempt_subnets",
+            "reject_quic",
+            "reject_dot",
+        }
+    )
+    interfaces = tuple(
+        _ifname(child, child.text()) for child in node.child("student_interfaces").elements()
+    )
+    vlans_node = node.child("student_vlans")
+    vlans = tuple(child.integer(0, minimum=1, maximum=4094) for child in vlans_node.elements())
+    parent_node = node.child("vlan_parent")
+    parent = parent_node.optional_text()
+    if parent is not None:
+        _ifname(parent_node, parent)
+    if vlans and parent is None:
+        parent_node.fail("is required when student_vlans are listed (e.g. eth0 for eth0.20)")
+    for vid, child in zip(vlans, vlans_node.elements(), strict=True):
+        _ifname(child, f"{parent}.{vid}")
+    return GatewayConfig(
+        student_interfaces=interfaces,
+        vlan_parent=parent,
+        student_vlans=vlans,
+        exempt_subnets=tuple(child.network() for child in node.child("exempt_subnets").elements()),
+        reject_quic=node.child("reject_quic").flag(True),
+        reject_dot=node.child("reject_dot").flag(True),
+    )
+
+
 def as_dict(config: Config) -> dict[str, Any]:
     """A JSON-able summary for `schoolgate check-config --json`."""
     return {
@@ -674,5 +742,9 @@ def as_dict(config: Config) -> dict[str, Any]:
         "proxy": {
             "mode": config.proxy.mode,
             "listen": f"{config.proxy.listen_host}:{config.proxy.listen_port}",
+        },
+        "gateway": {
+            "student_interfaces": list(config.gateway.interfaces),
+            "exempt_subnets": [str(s) for s in config.gateway.exempt_subnets],
         },
     }

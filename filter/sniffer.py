@@ -762,9 +762,11 @@ def capture(
     from scapy.arch.linux import L2ListenSocket
 
     linktype = interface_linktype(interface)
+    from scapy.error import Scapy_Exception
+
     try:
         sock = L2ListenSocket(iface=interface, filter=bpf)
-    except ImportError as error:  # libpcap missing: the prefilter cannot be compiled
+    except (ImportError, Scapy_Exception) as error:  # no libpcap to compile the prefilter with
         log.warning("sniffer: %s; capturing without a prefilter (more CPU)", error)
         sock = L2ListenSocket(iface=interface)
     try:

@@ -22,7 +22,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import TCPServer
@@ -159,14 +159,19 @@ class NsProxy:
                 self.process.wait(timeout=10)
 
 
-def start_proxy_in(ns: str, config_path: Path, data_dir: Path, workdir: Path) -> NsProxy:
-    """`schoolgate run` (transparent mode) inside `ns`; waits until it listens (60 s at most)."""
+def start_proxy_in(
+    ns: str, config_path: Path, data_dir: Path, workdir: Path, prefix: Sequence[str] = ()
+) -> NsProxy:
+    """`schoolgate run` (transparent mode) inside `ns`, its argv after `prefix` (e.g. a privilege
+    dropper); waits until it listens (60 s at most)."""
     env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     env.pop("SCHOOLGATE_CONFIG", None)
     log_path = workdir / "proxy.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            netns_exec(ns, [str(VENV_BIN / "schoolgate"), "run", "--config", str(config_path)]),
+            netns_exec(
+                ns, [*prefix, str(VENV_BIN / "schoolgate"), "run", "--config", str(config_path)]
+            ),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,

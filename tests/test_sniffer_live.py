@@ -136,3 +136,41 @@ def read_url(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         body: bytes = response.read()
     return body.decode()
+
+
+def test_a_prefilter_that_cannot_be_set_falls_back_to_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without libpcap (or with a filter it rejects) the sniffer still captures, and says so."""
+    reason = probe_netns()
+    if reason is not None:
+        pytest.skip(reason)
+    import secrets
+    import threading
+
+    from schoolgate.catalog import load_catalog
+    from schoolgate.sniffer import Sniffer, capture
+    from schoolgate.watchlist import Watchlist
+    from tests.netns import _ip
+
+    ns = f"sg-{secrets.token_hex(3)}-sniff"
+    _ip("netns", "add", ns)
+    try:
+        _ip("-n", ns, "link", "set", "lo", "up")
+        sniffer = Sniffer(Watchlist.load(load_catalog()), lambda event, **fields: None)
+        stop = threading.Event()
+        ready = threading.Event()
+
+        def run() -> None:
+            capture(sniffer, "lo", stop, bpf="this is not bpf", tick_s=0.1, ready=ready.set)
+
+        with caplog.at_level("WARNING", logger="schoolgate.sniffer"):
+            worker = threading.Thread(target=call_in_netns, args=(ns, run, 20), daemon=True)
+            worker.start()
+            assert ready.wait(15)
+            stop.set()
+            worker.join(20)
+        assert not worker.is_alive()
+        assert any("without a prefilter" in r.getMessage() for r in caplog.records)
+    finally:
+        _ip("netns", "del", ns, check=False)

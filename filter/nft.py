@@ -1,0 +1,173 @@
+"""The gateway's nftables ruleset, rendered from the configuration's `gateway` and `proxy` sections.
+
+Everything lives in one table, `inet schoolgate`, so loading replaces only our rules and
+`nft delete table inet schoolgate` removes all of them without disturbing anyone else's. Only
+packets arriving on student interfaces are matched (prerouting, forward, and input for the proxy
+port); the output chain is never hooked, so the gateway's own traffic, the proxy's upstream
+connections included, always goes direct.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from dataclasses import dataclass
+from string import Template
+
+from schoolgate.config import Config
+from schoolgate.errors import ConfigError, SchoolgateError
+
+TABLE = "schoolgate"
+FAMILY = "inet"
+NFT_TIMEOUT_S = 30
+
+
+# Exempt and non-student traffic leaves each chain first: only what remains is touched.
+_TEMPLATE = Template("""\
+#!/usr/sbin/nft -f
+# schoolgate gateway ruleset, rendered by `schoolgate nft render` from $source.
+# Do not edit: change the configuration's gateway section, then reload schoolgate-nft.
+
+# Declared, deleted, then defined: one atomic replace that also works on the first load.
+table $table
+delete table $table
+
+table $table {
+\tset student_ifaces {
+\t\ttype ifname
+\t\telements = { $ifaces }
+\t}
+
+\tset exempt_v4 {
+\t\ttype ipv4_addr
+\t\tflags interval$exempt_v4
+\t}
+
+\tset exempt_v6 {
+\t\ttype ipv6_addr
+\t\tflags interval$exempt_v6
+\t}
+
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tiifname != @student_ifaces return
+\t\tip saddr @exempt_v4 return
+\t\tip6 saddr @exempt_v6 return
+\t\tmeta l4proto tcp th dport { 80, 443 } counter redirect to :$port comment "proxy"
+\t}
+
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tiifname != @student_ifaces return
+\t\tip saddr @exempt_v4 return
+\t\tip6 saddr @exempt_v6 return$rejects
+\t}
+
+\t# A direct connection to the transparent port has no original destination to restore (the
+\t# proxy would dial itself): only redirected connections may reach it.
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\tiifname != @student_ifaces return
+\t\ttcp dport $port ct status dnat accept
+\t\ttcp dport $port counter reject with tcp reset comment "direct"
+\t}
+}
+""")
+
+
+class NftError(SchoolgateError):
+    """nft refused the ruleset or is not installed."""
+
+
+@dataclass(frozen=True)
+class GatewayRuleset:
+    """Renders the ruleset text for one configuration; refuses configurations it cannot serve."""
+
+    config: Config
+
+    def render(self) -> str:
+        self._check()
+        gateway = self.config.gateway
+        v4 = [str(n) for n in gateway.exempt_subnets if n.version == 4]
+        v6 = [str(n) for n in gateway.exempt_subnets if n.version == 6]
+        rejects: list[str] = []
+        if gateway.reject_quic:
+            rejects.append('udp dport 443 counter reject comment "quic"')
+        if gateway.reject_dot:
+            rejects += [
+                'tcp dport 853 counter reject with tcp reset comment "dot"',
+                'udp dport 853 counter reject comment "dot"',
+            ]
+        return _TEMPLATE.substitute(
+            source=self.config.source,
+            table=f"{FAMILY} {TABLE}",
+            port=self.config.proxy.listen_port,
+            ifaces=", ".join(f'"{name}"' for name in gateway.interfaces),
+            exempt_v4=_elements(v4),
+            exempt_v6=_elements(v6),
+            rejects="".join(f"\n\t\t{rule}" for rule in rejects),
+        )
+
+    def _check(self) -> None:
+        source, gateway, proxy = self.config.source, self.config.gateway, self.config.proxy
+        if not gateway.interfaces:
+            raise ConfigError(
+                source,
+                "gateway.student_interfaces",
+                "no student interface: list the interface(s) pupils connect through, e.g. [wlan0]",
+            )
+        if proxy.mode != "transparent":
+            raise ConfigError(
+                source,
+                "proxy.mode",
+                f"is {proxy.mode!r}, but the gateway redirects traffic to a transparent proxy: "
+                "set it to transparent",
+            )
+        if ipaddress.ip_address(proxy.listen_host).is_loopback:
+            raise ConfigError(
+                source,
+                "proxy.listen_host",
+                f"{proxy.listen_host} cannot receive redirected traffic (nftables redirects to the "
+                "student interface's address): use 0.0.0.0",
+            )
+
+
+def _elements(items: list[str]) -> str:
+    return f"\n\t\telements = {{ {', '.join(items)} }}" if items else ""
+
+
+def nft_binary() -> str:
+    found = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    if found is None:
+        raise NftError("nft is not installed: apt-get install nftables")
+    return found
+
+
+def nft(*args: str, stdin: str | None = None) -> str:
+    """Run nft; raises NftError with nft's own message on failure."""
+    result = subprocess.run(
+        [nft_binary(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=NFT_TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise NftError(f"nft {' '.join(args)} failed: {result.stderr.strip() or result.returncode}")
+    return result.stdout
+
+
+def load(ruleset: str, *, check_only: bool = False) -> None:
+    """Load (or with check_only, only validate) a rendered ruleset, atomically."""
+    nft(*(["-c"] if check_only else []), "-f", "-", stdin=ruleset)
+
+
+def remove() -> bool:
+    """Delete the schoolgate table if it exists; False when there was none (idempotent)."""
+    tables = nft("list", "tables")
+    if f"table {FAMILY} {TABLE}" not in tables.splitlines():
+        return False
+    nft("delete", "table", FAMILY, TABLE)
+    return True

@@ -1,0 +1,433 @@
+"""The gateway ruleset: rendered from config, accepted by nft, and right on a real network.
+
+The unit tests check rendering and `nft -c` (inside a throwaway network namespace, so the host's
+ruleset is never read or touched). The end-to-end tests load `schoolgate nft apply` into the
+gateway namespace of tests/netns.py's client ⇄ gateway ⇄ server topology (TEST-NET addresses only)
+with a real transparent `schoolgate run`, and prove who is redirected, who goes direct and what is
+rejected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from schoolgate.config import load_config, parse_config
+from schoolgate.errors import ConfigError
+from schoolgate.nft import GatewayRuleset
+from tests.netns import (
+    CLIENT_IP,
+    GATEWAY_CLIENT_IP,
+    SERVER_IP,
+    Topology,
+    _ip,
+    build_topology,
+    call_in_netns,
+    nft_counter_packets,
+    probe_netns,
+    run_in,
+)
+from tests.proxy_harness import (
+    MEDIA_HOST,
+    UPSTREAM_CA_NAME,
+    VENV_BIN,
+    issuer_common_name,
+    make_upstream_pki,
+    write_config,
+)
+from tests.test_proxy_transparent import (
+    PROXY_PORT,
+    NsProxy,
+    NsUpstream,
+    start_proxy_in,
+    start_upstream_in,
+)
+
+# What schoolgate.service grants the proxy: no capability at all (CapabilityBoundingSet=).
+NO_CAPABILITIES = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all",
+                   "--no-new-privs", "--"]  # fmt: skip
+EXEMPT_IP = "192.0.2.3"  # a second client on the student interface, in an exempt subnet
+TABLE = "schoolgate"
+GATEWAY_YAML = """
+proxy: {mode: transparent, listen_host: 0.0.0.0, listen_port: 8080}
+gateway:
+  student_interfaces: [wlan0]
+  vlan_parent: eth0
+  student_vlans: [20, 21]
+  exempt_subnets: [10.10.0.0/16, 10.20.99.0/24, "2001:db8:10::/48"]
+"""
+
+
+def nft_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`nft -c -f` in a network namespace of its own: validates without touching any ruleset."""
+    path = tmp_path / "ruleset.nft"
+    path.write_text(text)
+    return subprocess.run(
+        ["unshare", "--net", "nft", "-c", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def test_rendered_ruleset_names_interfaces_exemptions_and_port(data_dir: Path) -> None:
+    text = GatewayRuleset(parse_config(GATEWAY_YAML, "site.yaml")).render()
+    assert 'elements = { "wlan0", "eth0.20", "eth0.21" }' in text
+    assert "elements = { 10.10.0.0/16, 10.20.99.0/24 }" in text
+    assert "elements = { 2001:db8:10::/48 }" in text
+    assert "redirect to :8080" in text
+    assert 'udp dport 443 counter reject comment "quic"' in text
+    assert 'tcp dport 853 counter reject with tcp reset comment "dot"' in text
+    # The gateway's own traffic: no output hook, and one table that `nft delete table` removes.
+    assert "hook output" not in text
+    assert text.count("table inet schoolgate {") == 1
+
+
+def test_rejections_can_be_switched_off(data_dir: Path) -> None:
+    config = parse_config(GATEWAY_YAML + "  reject_quic: false\n  reject_dot: false\n", "site.yaml")
+    text = GatewayRuleset(config).render()
+    assert "dport 443 counter reject" not in text
+    assert "853" not in text
+    assert "redirect to :8080" in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GATEWAY_YAML,
+        GATEWAY_YAML + "  reject_quic: false\n  reject_dot: false\n",
+        # No exemptions (empty sets), one interface, another port.
+        "proxy: {mode: transparent, listen_host: 0.0.0.0, listen_port: 3129}\n"
+        "gateway: {student_interfaces: [wlan1]}\n",
+    ],
+)
+def test_rendered_ruleset_passes_nft_check(text: str, data_dir: Path, tmp_path: Path) -> None:
+    result = nft_check(GatewayRuleset(parse_config(text, "site.yaml")).render(), tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_nft_check_rejects_a_broken_ruleset(data_dir: Path, tmp_path: Path) -> None:
+    # The check above means something: a damaged rendering fails it.
+    text = GatewayRuleset(parse_config(GATEWAY_YAML, "site.yaml")).render()
+    result = nft_check(text.replace("redirect to :8080", "redirect to :eighty"), tmp_path)
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "problem"),
+    [
+        ("proxy: {mode: transparent, listen_host: 0.0.0.0}\n", "gateway.student_interfaces",
+         "no student interface"),
+        ("gateway: {student_interfaces: [wlan0]}\nproxy: {listen_host: 0.0.0.0}\n",
+         "proxy.mode", "set it to transparent"),
+        ("gateway: {student_interfaces: [wlan0]}\nproxy: {mode: transparent}\n",
+         "proxy.listen_host", "use 0.0.0.0"),
+    ],
+)  # fmt: skip
+def test_render_refuses_a_config_the_gateway_cannot_serve(
+    text: str, key_path: str, problem: str, data_dir: Path
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        GatewayRuleset(parse_config(text, "site.yaml")).render()
+    assert caught.value.source == "site.yaml"
+    assert caught.value.key_path == key_path
+    assert problem in caught.value.problem
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "problem"),
+    [
+        ('gateway: {student_interfaces: ["wlan0; flush ruleset"]}\n',
+         "gateway.student_interfaces[0]", "not a network interface name"),
+        ("gateway: {student_interfaces: [averyveryverylongname0]}\n",
+         "gateway.student_interfaces[0]", "at most 15 characters"),
+        ("gateway: {student_vlans: [20]}\n", "gateway.vlan_parent", "is required"),
+        ("gateway: {vlan_parent: eth0, student_vlans: [5000]}\n", "gateway.student_vlans[0]",
+         "above the maximum"),
+        ("gateway: {exempt_subnets: [staff]}\n", "gateway.exempt_subnets[0]",
+         "not an IP address or network"),
+        ("gateway: {reject_quic: sometimes}\n", "gateway.reject_quic", "expected true or false"),
+        ("gateway: {student_interface: [wlan0]}\n", "gateway.student_interface", "unknown key"),
+    ],
+)  # fmt: skip
+def test_gateway_config_errors_name_key_and_problem(
+    text: str, key_path: str, problem: str, data_dir: Path
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "site.yaml")
+    assert (caught.value.source, caught.value.key_path) == ("site.yaml", key_path)
+    assert problem in caught.value.problem
+
+
+def test_embedded_default_has_no_student_interface_yet(data_dir: Path) -> None:
+    # A laptop `make run` never filters anyone's network; install.sh names the interface.
+    config = load_config()
+    assert config.gateway.interfaces == ()
+    assert config.gateway.reject_quic
+    assert config.gateway.reject_dot
+
+
+def test_cli_render_prints_the_ruleset_and_explains_a_bad_config(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(GATEWAY_YAML)
+    result = subprocess.run(
+        [str(VENV_BIN / "schoolgate"), "nft", "render", "--config", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == GatewayRuleset(load_config(good)).render()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {student_interfaces: [wlan0]}\n")
+    result = subprocess.run(
+        [str(VENV_BIN / "schoolgate"), "nft", "render", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{bad}: proxy.mode: is 'regular'" in result.stderr
+    assert result.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end in network namespaces
+
+
+def schoolgate_in(ns: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The schoolgate CLI inside namespace `ns` (as schoolgate-nft.service runs it)."""
+    env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(data_dir)}
+    env.pop("SCHOOLGATE_CONFIG", None)
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, str(VENV_BIN / "schoolgate"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+@dataclass
+class Gateway:
+    topo: Topology
+    upstream: NsUpstream
+    proxy: NsProxy
+    config: Path
+    upstream_ca: Path
+
+    def counter(self, chain: str, comment: str) -> int:
+        return nft_counter_packets(self.topo.gateway, TABLE, chain, f'comment "{comment}"')
+
+    def schoolgate(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return schoolgate_in(self.topo.gateway, self.proxy.data_dir, *args)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    reason = probe_netns()
+    if reason is not None:
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    work = tmp_path_factory.mktemp("gateway")
+    data_dir = work / "data"
+    data_dir.mkdir()
+    pki = make_upstream_pki(work / "pki")
+    with contextlib.ExitStack() as cleanup:
+        topo = build_topology()
+        cleanup.callback(topo.destroy)
+        # A second device on the student interface whose address is exempt.
+        _ip("-n", topo.client, "addr", "add", f"{EXEMPT_IP}/24", "dev", f"sg{topo.tag}cl")
+        config = write_config(
+            work, PROXY_PORT, pki, proxy={"mode": "transparent", "listen_host": "0.0.0.0"}
+        )
+        site = yaml.safe_load(config.read_text())
+        site["gateway"] = {
+            "student_interfaces": [topo.gw_client_if],
+            "exempt_subnets": [f"{EXEMPT_IP}/32"],
+        }
+        config.write_text(yaml.safe_dump(site))
+        applied = schoolgate_in(topo.gateway, data_dir, "nft", "apply", "--config", str(config))
+        assert applied.returncode == 0, applied.stderr
+        upstream = start_upstream_in(topo.server, pki)
+        cleanup.callback(upstream.stop)
+        proxy = start_proxy_in(topo.gateway, config, data_dir, work, prefix=NO_CAPABILITIES)
+        cleanup.callback(proxy.stop)
+        yield Gateway(topo, upstream, proxy, config, pki.ca_pem)
+
+
+def tls_issuer(ns: str, cafile: Path, source: str | None = None, host: str = MEDIA_HOST) -> str:
+    """Handshake from `ns` (optionally from `source`) to SERVER_IP:443 as `host`: issuer CN."""
+
+    def handshake() -> str:
+        context = ssl.create_default_context(cafile=str(cafile))
+        bind = (source, 0) if source else None
+        with (
+            socket.create_connection((SERVER_IP, 443), timeout=10, source_address=bind) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            return issuer_common_name(tls.getpeercert())  # type: ignore[arg-type]
+
+    return call_in_netns(ns, handshake, timeout=30)
+
+
+def _socket(kind: int, source: str | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.settimeout(5)
+    if source:
+        sock.bind((source, 0))
+    return sock
+
+
+def _listener(kind: int, port: int) -> socket.socket:
+    sock = _socket(kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((SERVER_IP, port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(8)
+    return sock
+
+
+def in_ns[T](ns: str, fn: Callable[..., T], *args: object) -> T:
+    return call_in_netns(ns, functools.partial(fn, *args))
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_student_tls_is_redirected_into_the_proxy(gateway: Gateway) -> None:
+    before = gateway.counter("prerouting", "proxy")
+    issuer = tls_issuer(gateway.topo.client, gateway.proxy.ca_pem, source=CLIENT_IP)
+    # Trusting only the proxy's CA, the handshake succeeds: the proxy answered, not the server.
+    assert issuer not in ("", UPSTREAM_CA_NAME)
+    assert gateway.counter("prerouting", "proxy") > before
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_transparent_proxy_runs_without_any_capability(gateway: Gateway) -> None:
+    # Everything above and below is served by a proxy holding no capability: SO_ORIGINAL_DST
+    # and a high port need none, so the unit's empty CapabilityBoundingSet= is enough.
+    status = Path(f"/proc/{gateway.proxy.process.pid}/status").read_text()
+    caps = dict(line.split(":\t") for line in status.splitlines() if line.startswith("Cap"))
+    assert "schoolgate" in Path(f"/proc/{gateway.proxy.process.pid}/cmdline").read_text()
+    assert (caps["CapEff"], caps["CapPrm"], caps["CapBnd"]) == ("0" * 16,) * 3
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_exempt_client_goes_direct(gateway: Gateway) -> None:
+    before = gateway.counter("prerouting", "proxy")
+    issuer = tls_issuer(gateway.topo.client, gateway.upstream_ca, source=EXEMPT_IP)
+    assert issuer == UPSTREAM_CA_NAME
+    assert gateway.counter("prerouting", "proxy") == before
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_gateway_own_connections_go_direct(gateway: Gateway) -> None:
+    before = gateway.counter("prerouting", "proxy")
+    assert tls_issuer(gateway.topo.gateway, gateway.upstream_ca) == UPSTREAM_CA_NAME
+    assert gateway.counter("prerouting", "proxy") == before
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_student_quic_is_rejected_and_exempt_quic_forwarded(gateway: Gateway) -> None:
+    server = in_ns(gateway.topo.server, _listener, socket.SOCK_DGRAM, 443)
+    student = in_ns(gateway.topo.client, _socket, socket.SOCK_DGRAM, CLIENT_IP)
+    exempt = in_ns(gateway.topo.client, _socket, socket.SOCK_DGRAM, EXEMPT_IP)
+    with server, student, exempt:
+        exempt.connect((SERVER_IP, 443))
+        exempt.send(b"exempt")
+        data, peer = server.recvfrom(2048)
+        assert (data, peer[0]) == (b"exempt", EXEMPT_IP)  # UDP 443 itself is carried
+
+        before = gateway.counter("forward", "quic")
+        student.connect((SERVER_IP, 443))
+        student.send(b"\xc0quic-initial-stand-in")
+        with pytest.raises(ConnectionRefusedError):  # the gateway's ICMP port unreachable
+            student.recv(2048)
+        assert gateway.counter("forward", "quic") > before
+        server.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            server.recvfrom(2048)  # nothing from the student reached the server
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_student_dns_over_tls_is_rejected_and_exempt_allowed(gateway: Gateway) -> None:
+    listener = in_ns(gateway.topo.server, _listener, socket.SOCK_STREAM, 853)
+    student = in_ns(gateway.topo.client, _socket, socket.SOCK_STREAM, CLIENT_IP)
+    exempt = in_ns(gateway.topo.client, _socket, socket.SOCK_STREAM, EXEMPT_IP)
+    with listener, student, exempt:
+        exempt.connect((SERVER_IP, 853))  # the server does listen on 853
+        accepted, peer = listener.accept()
+        accepted.close()
+        assert peer[0] == EXEMPT_IP
+        before = gateway.counter("forward", "dot")
+        with pytest.raises(ConnectionRefusedError):  # TCP reset from the gateway
+            student.connect((SERVER_IP, 853))
+        assert gateway.counter("forward", "dot") > before
+
+    udp = in_ns(gateway.topo.client, _socket, socket.SOCK_DGRAM, CLIENT_IP)
+    with udp:  # DNS over QUIC uses UDP 853
+        udp.connect((SERVER_IP, 853))
+        udp.send(b"doq")
+        with pytest.raises(ConnectionRefusedError):
+            udp.recv(2048)
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_direct_connection_to_the_proxy_port_is_refused(gateway: Gateway) -> None:
+    before = gateway.counter("input", "direct")
+    student = in_ns(gateway.topo.client, _socket, socket.SOCK_STREAM, CLIENT_IP)
+    with student, pytest.raises(ConnectionRefusedError):
+        student.connect((GATEWAY_CLIENT_IP, PROXY_PORT))
+    assert gateway.counter("input", "direct") > before
+    # The proxy does listen there: the refusal is the rule's.
+    listening = run_in(gateway.topo.gateway, ["ss", "-Hltn", f"sport = :{PROXY_PORT}"])
+    assert listening.stdout.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_remove_restores_direct_paths_and_is_idempotent(gateway: Gateway) -> None:
+    removed = gateway.schoolgate("nft", "remove")
+    assert removed.returncode == 0, removed.stderr
+    assert "deleted" in removed.stdout
+    try:
+        assert run_in(gateway.topo.gateway, ["nft", "list", "tables"]).stdout.strip() == ""
+        # The same student handshake now reaches the server itself.
+        issuer = tls_issuer(gateway.topo.client, gateway.upstream_ca, source=CLIENT_IP)
+        assert issuer == UPSTREAM_CA_NAME
+        again = gateway.schoolgate("nft", "remove")
+        assert (again.returncode, "was not loaded" in again.stdout) == (0, True), again.stderr
+    finally:
+        applied = gateway.schoolgate("nft", "apply", "--config", str(gateway.config))
+        assert applied.returncode == 0, applied.stderr
+    # Applying twice replaces the table instead of duplicating rules.
+    assert gateway.schoolgate("nft", "apply", "--config", str(gateway.config)).returncode == 0
+    chain = run_in(gateway.topo.gateway, ["nft", "list", "chain", "inet", TABLE, "prerouting"])
+    assert chain.stdout.count("redirect to") == 1
+    issuer = tls_issuer(gateway.topo.client, gateway.proxy.ca_pem, source=CLIENT_IP)
+    assert issuer != UPSTREAM_CA_NAME
