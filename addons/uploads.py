@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from mitmproxy import http
 
+from schoolgate.addons import heldbody
 from schoolgate.addons.blockpage import block_response
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.catalog import App, UploadRoute
@@ -81,6 +82,9 @@ class UploadInspector:
     def __init__(self, ref: RuntimeRef) -> None:
         self.ref = ref
 
+    def load(self, loader: object) -> None:
+        heldbody.install()
+
     def route_for(self, runtime: Runtime, flow: http.HTTPFlow) -> HeldUpload | None:
         request = flow.request
         host = request.pretty_host
@@ -98,21 +102,44 @@ class UploadInspector:
             flow.request.stream = True  # not an upload we inspect: never buffer it
             return
         cap = runtime.config.proxy.max_held_body_bytes
-        size = declared_size(flow.request.headers)
-        if size is not None and size > cap:
-            self.oversize(runtime, flow, held, size, cap)
-            return
-        flow.request.stream = False
+        # Chunked and HTTP/2 bodies may declare no length: the cap also applies as bytes arrive.
+        heldbody.hold(flow, heldbody.HeldCap(cap, self.over_cap))
         flow.metadata[META] = held
+        coding = flow.request.headers.get("transfer-encoding")
+        size = declared_size(flow.request.headers)
+        if coding is not None and coding.strip().lower() != "chunked":
+            # mitmproxy accepts "gzip, chunked": the bytes under the chunking are not what we
+            # would inspect, and no client needs it, so it cannot be judged.
+            detail = f"Transfer-Encoding {coding[:40]!r} hides the body from inspection"
+            self.fail(runtime, flow, held, "refused", detail, size)
+        elif size is not None and size > cap:
+            self.fail(
+                runtime, flow, held, "oversize", f"body of {size} bytes is over the {cap} byte cap"
+            )
 
-    def oversize(
-        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, size: int, cap: int
+    def over_cap(self, flow: http.HTTPFlow, received: int) -> None:
+        """A held body outgrew the cap while arriving: the oversize fail policy decides."""
+        runtime = self.ref.current
+        held = flow.metadata.get(META)
+        if runtime is None or not isinstance(held, HeldUpload):
+            return  # nothing to decide with: the body is refused with a plain 413
+        cap = runtime.config.proxy.max_held_body_bytes
+        detail = f"body of at least {received} bytes is over the {cap} byte cap"
+        self.fail(runtime, flow, held, "oversize", detail, received)
+
+    def fail(
+        self,
+        runtime: Runtime,
+        flow: http.HTTPFlow,
+        held: HeldUpload,
+        failure: str,
+        detail: str,
+        size: int | None = None,
     ) -> None:
-        """Too big to hold: the fail policy says block (answer now) or allow (stream it)."""
-        ctx = flow_context(runtime, flow, held.app.name, held.route.path)
-        verdict = runtime.unavailable(
-            _sized(ctx, size), "oversize", f"body of {size} bytes is over the {cap} byte cap"
-        )
+        """Cannot be held and judged: the fail policy says block (answer now) or allow (stream)."""
+        flow.metadata.pop(META, None)
+        ctx = replace(flow_context(runtime, flow, held.app.name, held.route.path), size=size)
+        verdict = runtime.unavailable(ctx, failure, detail)
         if not enforce(runtime, flow, [verdict], "upload"):
             flow.request.stream = True
 

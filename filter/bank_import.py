@@ -247,8 +247,8 @@ def export_vpdq(signals: Iterable[Exportable], out: IO[str]) -> int:
     for signal in frames:
         if signal.signal_type is not SignalType.VPDQ or signal.frame is None:
             raise BankError(f"only vpdq frames can be written as vPDQ, got {signal.signal_type}")
-        # repr() is the shortest text that reads back as the same float: exact round trips.
-        out.write(f"{signal.frame},{signal.quality},{signal.value},{signal.timestamp!r}\n")
+        # Three decimals, as the reference tools write them (vpdqio.cpp; python-threatexchange).
+        out.write(f"{signal.frame},{signal.quality},{signal.value},{signal.timestamp:.3f}\n")
     return len(frames)
 
 

@@ -448,6 +448,12 @@ class BankStore:
         """(bank, value bytes, quality, note) tuples: the cheap path for building big indexes."""
         yield from self._select("s.value, s.quality, s.note", bank, signal_type)
 
+    def iter_video_frames(
+        self, bank: str | None = None
+    ) -> Iterator[tuple[str, str, bytes, int | None, str]]:
+        """(bank, content id, frame hash, quality, note) of every vPDQ frame, video by video."""
+        yield from self._select("s.content_id, s.value, s.quality, s.note", bank, SignalType.VPDQ)
+
     def _select(
         self, columns: str, bank: str | None, signal_type: SignalType | None
     ) -> Iterator[tuple[Any, ...]]:

@@ -42,6 +42,7 @@ from schoolgate.engine import decode_for_analysis
 from schoolgate.errors import MediaRefused, SchoolgateError
 from schoolgate.hashing import exact_hashes, pdq_hash
 from schoolgate.media import MediaKind, sniff
+from schoolgate.video import VideoHasher, VideoHashes
 
 EXIT_OK, EXIT_BLOCKED, EXIT_ERROR = 0, 1, 2
 
@@ -110,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     compute = hsub.add_parser("compute", parents=[common], help="print the hashes of files")
     compute.add_argument("files", nargs="+", metavar="FILE")
     compute.add_argument("--json", action="store_true")
+    compute.add_argument(
+        "--format",
+        choices=["text", "json", "vpdq"],
+        default=None,
+        help="vpdq: a video's frame hashes as `frame,quality,pdqhex,timestamp` lines (one file)",
+    )
     compute.set_defaults(handler=_hashes_compute)
 
     add = hsub.add_parser(
@@ -242,8 +249,26 @@ def _read(path: Path) -> bytes:
         raise UsageError(f"{path}: cannot be read: {exc.strerror or exc}") from None
 
 
+# Banking may take longer than the proxy's per-upload budget: a long clip is hashed whole.
+_BANKING_TIME_BUDGET_S = 600.0
+
+
+def video_hashes(data: bytes, config: Config) -> VideoHashes:
+    """A video's (or animation's) vPDQ frames as they are banked: every frame decoded, one
+    sample per second, as the reference tools do. Raises MediaRefused."""
+    hasher = VideoHasher(
+        config.limits.video,
+        time_budget_s=max(config.limits.video.time_budget_s, _BANKING_TIME_BUDGET_S),
+    )
+    video = hasher.hash(data)
+    if video.refused is not None:
+        raise video.refused  # a bank entry must describe the whole video
+    return video
+
+
 def _media_hashes(data: bytes, config: Config) -> dict[str, Any]:
-    """Exact hashes always; PDQ for images that decode. Refusals are reported, not raised."""
+    """Exact hashes always; PDQ for images that decode, vPDQ frames for videos and animations.
+    Refusals are reported, not raised."""
     exact = exact_hashes(data)
     media_type = sniff(data)
     result: dict[str, Any] = {
@@ -262,20 +287,54 @@ def _media_hashes(data: bytes, config: Config) -> dict[str, Any]:
             pdq = pdq_hash(decoded.image)
             result["pdq"] = pdq.hex
             result["pdq_quality"] = pdq.quality
+            if decoded.frame_count > 1:
+                result["frames"] = decoded.frame_count
+    if media_type.kind is MediaKind.VIDEO or result.get("frames"):
+        try:
+            video = video_hashes(data, config)
+        except MediaRefused as refused:
+            result["refused"] = f"{refused.reason}: {refused}"
+        else:
+            result["vpdq"] = [feature.line() for feature in video.features]
+            result["vpdq_frames"] = len(video.features)
+            if video.duration_s is not None:
+                result["duration_s"] = round(video.duration_s, 3)
     return result
 
 
 def _hashes_compute(args: argparse.Namespace) -> int:
     config = config_from(args)
-    for path in _iter_files(args.files):
+    fmt = args.format or ("json" if args.json else "text")
+    paths = list(_iter_files(args.files))
+    if fmt == "vpdq":
+        return _print_vpdq(paths, config)
+    for path in paths:
         info = {"file": str(path), **_media_hashes(_read(path), config)}
-        if args.json:
+        if fmt == "json":
             print(json.dumps(info))
             continue
         print(f"{path}")
-        for key in ("media_type", "size", "sha256", "md5", "sha1", "pdq", "pdq_quality", "refused"):
+        for key in (
+            "media_type", "size", "sha256", "md5", "sha1", "pdq", "pdq_quality",
+            "duration_s", "vpdq_frames", "refused",
+        ):  # fmt: skip
             if key in info:
                 print(f"  {key:<12} {info[key]}")
+    return EXIT_OK
+
+
+def _print_vpdq(paths: list[Path], config: Config) -> int:
+    """Exactly the vPDQ lines of one video, as the reference's vpdq-hash-video writes them."""
+    if len(paths) != 1:
+        raise UsageError("--format vpdq writes one video's frame hashes: give exactly one file")
+    data = _read(paths[0])
+    if sniff(data).kind is MediaKind.UNKNOWN:
+        raise UsageError(f"{paths[0]}: not a recognised video (magic bytes)")
+    try:
+        video = video_hashes(data, config)
+    except MediaRefused as refused:
+        raise UsageError(f"{paths[0]}: cannot be hashed ({refused.reason}: {refused})") from None
+    sys.stdout.write(video.lines())
     return EXIT_OK
 
 
@@ -304,16 +363,25 @@ def _hashes_add(args: argparse.Namespace) -> int:
                         content_id=content_id,
                     )
                 )
+            # A video's (or animation's) frames, grouped under the file's SHA-256: its copies
+            # (re-encoded, resized, trimmed, ...) match them under the vPDQ rule.
+            for line in info.get("vpdq", []):
+                frame, quality, value, timestamp = line.split(",")
+                signals.append(
+                    SignalInput(
+                        SignalType.VPDQ,
+                        value,
+                        quality=int(quality),
+                        note=args.note,
+                        content_id=content_id,
+                        frame=int(frame),
+                        timestamp=float(timestamp),
+                    )
+                )
             added = store.add_signals(args.bank, signals, source=args.source)
             total += added
-            kinds = ", ".join(s.signal_type.value for s in signals)
-            print(f"{path}: {added} new hashes ({kinds}) in bank {args.bank}")
-            if info["media_type"] in ("mp4", "mov", "3gp", "webm", "mkv"):
-                print(
-                    "  note: video frame hashes (vPDQ) are not computed by this version; "
-                    "only this exact file is matched",
-                    file=sys.stderr,
-                )
+            kinds = sorted({s.signal_type.value for s in signals})
+            print(f"{path}: {added} new hashes ({', '.join(kinds)}) in bank {args.bank}")
     print(f"{total} new hashes; the files themselves were not stored")
     return EXIT_OK
 

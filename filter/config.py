@@ -23,7 +23,9 @@ import yaml
 from schoolgate.classifier import ModelSpec
 from schoolgate.config_reader import Node
 from schoolgate.errors import ConfigError
-from schoolgate.media import MediaLimits
+from schoolgate.media import MediaLimits, VideoLimits
+from schoolgate.video_classifier import FrameVote
+from schoolgate.video_matcher import VideoMatchSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/schoolgate/schoolgate.yaml")
 DEFAULT_DATA_DIR = Path("/var/lib/schoolgate")
@@ -39,7 +41,7 @@ FAILURES = (
     "timeout",  # inspection took longer than the proxy's budget
     "overload",  # the worker pool's queue was full
     "oversize",  # body larger than the proxy holds for inspection
-    "not_analysed",  # a media type this version cannot analyse perceptually (e.g. video for now)
+    "not_analysed",  # media that cannot be analysed perceptually here (a video codec not decoded)
     "conflicting_chunks",  # a chunked upload whose overlapping chunks disagree
     "not_inspectable",  # an app the catalog marks un-inspectable (E2E media, pinned, non-HTTP)
     "classifier_error",  # a model failed, was not loaded, or ran past its time budget on an item
@@ -112,6 +114,7 @@ class BanksConfig:
     match_dihedral: bool = True  # also match mirrored and rotated copies (8 PDQ variants)
     per_bank_distance: dict[str, int] = field(default_factory=dict)
     reload_interval_s: float = 5.0
+    video: VideoMatchSettings = field(default_factory=VideoMatchSettings)  # the vPDQ rule
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ class ClassifierConfig:
     # Skip the classifier when a bank already matched: the verdict cannot change, and it saves
     # the most expensive step.
     skip_when_matched: bool = True
+    # How many sampled frames of a video are scored, and how many must flag.
+    video: FrameVote = field(default_factory=FrameVote)
 
 
 @dataclass(frozen=True)
@@ -304,13 +309,85 @@ def _under(data_dir: Path, node: Node, default_name: str) -> Path:
 
 
 def _limits(node: Node) -> MediaLimits:
-    node.mapping(allowed={"max_bytes", "max_pixels", "max_frames"})
+    node.mapping(allowed={"max_bytes", "max_pixels", "max_frames", "video"})
     defaults = MediaLimits()
     return MediaLimits(
         max_bytes=node.child("max_bytes").integer(defaults.max_bytes, minimum=1),
         max_pixels=node.child("max_pixels").integer(defaults.max_pixels, minimum=1),
         max_frames=node.child("max_frames").integer(defaults.max_frames, minimum=1),
+        video=_video_limits(node.child("video")),
     )
+
+
+def _video_limits(node: Node) -> VideoLimits:
+    node.mapping(
+        allowed={
+            "max_duration_s",
+            "max_pixels",
+            "max_side",
+            "max_decoded_frames",
+            "max_sampled_frames",
+            "time_budget_s",
+            "seconds_per_hash",
+            "decode_threads",
+        }
+    )
+    d = VideoLimits()
+    return VideoLimits(
+        max_duration_s=node.child("max_duration_s").number(d.max_duration_s, minimum=1),
+        max_pixels=node.child("max_pixels").integer(d.max_pixels, minimum=1),
+        max_side=node.child("max_side").integer(d.max_side, minimum=16),
+        max_decoded_frames=node.child("max_decoded_frames").integer(
+            d.max_decoded_frames, minimum=1
+        ),
+        max_sampled_frames=node.child("max_sampled_frames").integer(
+            d.max_sampled_frames, minimum=1
+        ),
+        time_budget_s=node.child("time_budget_s").number(d.time_budget_s, minimum=0.1),
+        seconds_per_hash=node.child("seconds_per_hash").number(
+            d.seconds_per_hash, minimum=0.04, maximum=60
+        ),
+        decode_threads=node.child("decode_threads").integer(
+            d.decode_threads, minimum=1, maximum=16
+        ),
+    )
+
+
+def _video_matching(node: Node, pdq_max_distance: int, pdq_min_quality: int) -> VideoMatchSettings:
+    node.mapping(
+        allowed={
+            "max_distance",
+            "min_quality",
+            "query_match_percent",
+            "bank_match_percent",
+            "query_samples_per_hash",
+        }
+    )
+    d = VideoMatchSettings()
+    return VideoMatchSettings(
+        max_distance=node.child("max_distance").integer(pdq_max_distance, minimum=0, maximum=128),
+        min_quality=node.child("min_quality").integer(pdq_min_quality, minimum=0, maximum=100),
+        query_match_percent=node.child("query_match_percent").number(
+            d.query_match_percent, minimum=0, maximum=100
+        ),
+        bank_match_percent=node.child("bank_match_percent").number(
+            d.bank_match_percent, minimum=0, maximum=100
+        ),
+        query_samples_per_hash=node.child("query_samples_per_hash").integer(
+            d.query_samples_per_hash, minimum=1, maximum=30
+        ),
+    )
+
+
+def _frame_vote(node: Node) -> FrameVote:
+    node.mapping(allowed={"frames", "min_flagged_frames"})
+    d = FrameVote()
+    frames = node.child("frames").integer(d.frames, minimum=1, maximum=256)
+    needed = node.child("min_flagged_frames")
+    flagged = needed.integer(min(d.min_flagged_frames, frames), minimum=1)
+    if flagged > frames:
+        needed.fail(f"must be at most classifier.video.frames ({frames}), got {flagged}")
+    return FrameVote(frames=frames, min_flagged_frames=flagged)
 
 
 def _banks(node: Node, data_dir: Path) -> BanksConfig:
@@ -322,19 +399,23 @@ def _banks(node: Node, data_dir: Path) -> BanksConfig:
             "match_dihedral",
             "per_bank_distance",
             "reload_interval_s",
+            "video",
         }
     )
     per_bank = {
         name: child.integer(0, minimum=0, maximum=128)
         for name, child in node.child("per_bank_distance").items()
     }
+    pdq_max_distance = node.child("pdq_max_distance").integer(31, minimum=0, maximum=128)
+    pdq_min_quality = node.child("pdq_min_quality").integer(50, minimum=0, maximum=100)
     return BanksConfig(
         path=_under(data_dir, node.child("path"), "banks.sqlite"),
-        pdq_max_distance=node.child("pdq_max_distance").integer(31, minimum=0, maximum=128),
-        pdq_min_quality=node.child("pdq_min_quality").integer(50, minimum=0, maximum=100),
+        pdq_max_distance=pdq_max_distance,
+        pdq_min_quality=pdq_min_quality,
         match_dihedral=node.child("match_dihedral").flag(True),
         per_bank_distance=per_bank,
         reload_interval_s=node.child("reload_interval_s").number(5.0, minimum=0.1),
+        video=_video_matching(node.child("video"), pdq_max_distance, pdq_min_quality),
     )
 
 
@@ -357,7 +438,7 @@ _MODEL_KEYS = {
 
 
 def _classifier(node: Node) -> ClassifierConfig:
-    node.mapping(allowed={"models", "intra_op_threads", "skip_when_matched"})
+    node.mapping(allowed={"models", "intra_op_threads", "skip_when_matched", "video"})
     models: list[ModelSpec] = []
     names: set[str] = set()
     for child in node.child("models").elements():
@@ -370,6 +451,7 @@ def _classifier(node: Node) -> ClassifierConfig:
         models=tuple(models),
         intra_op_threads=node.child("intra_op_threads").integer(1, minimum=1, maximum=64),
         skip_when_matched=node.child("skip_when_matched").flag(True),
+        video=_frame_vote(node.child("video")),
     )
 
 

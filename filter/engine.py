@@ -22,6 +22,9 @@ from schoolgate.matcher import BankMatch, Matcher
 from schoolgate.media import DecodedImage, MediaKind, MediaLimits, decode_image, sniff
 from schoolgate.policy import Policy
 from schoolgate.verdict import Findings, InspectionContext, Verdict
+from schoolgate.video import VideoHasher, VideoHashes
+from schoolgate.video_classifier import FrameVote
+from schoolgate.video_matcher import VideoMatcher, VideoMatcherCache
 
 __all__ = ["InspectionContext", "Inspector", "Verdict"]
 
@@ -88,6 +91,9 @@ class Inspector:
         self.model_errors = model_errors or []
         self.policy = Policy(config.policy)
         self._matchers = _MatcherCache(store, config)
+        self._video_matchers = VideoMatcherCache(
+            store, config.banks.video, config.banks.reload_interval_s
+        )
 
     @classmethod
     def from_config(cls, config: Config, *, with_audit: bool = True) -> Inspector:
@@ -112,6 +118,10 @@ class Inspector:
     @property
     def matcher(self) -> Matcher:
         return self._matchers.get()
+
+    @property
+    def video_matcher(self) -> VideoMatcher:
+        return self._video_matchers.get()
 
     def evaluate(self, data: bytes, ctx: InspectionContext) -> Verdict:
         """Judge one item. Never raises for bad input: failures become fail-policy verdicts."""
@@ -165,15 +175,9 @@ class Inspector:
         base = Findings(media_type=media_type.value, size=len(data), hashes=hashes)
 
         if media_type.kind is MediaKind.VIDEO:
-            # Exact hashes already protect against the unaltered file; frame hashing (vPDQ) is
-            # what catches re-encoded copies, and until it exists the fail policy says what to do.
-            if matches:
+            if matches:  # the banked file itself: decoding it could not change the verdict
                 return replace(base, matches=tuple(matches))
-            return replace(
-                base,
-                failure="not_analysed",
-                failure_detail="video: only exact hashes are checked in this version",
-            )
+            return _VideoAnalysis(self, classify).findings(data, base)
         if media_type.kind is not MediaKind.IMAGE:
             return replace(base, matches=tuple(matches))
 
@@ -192,6 +196,12 @@ class Inspector:
         hashes["pdq_quality"] = variants[0].quality
         matches.extend(matcher.match_pdq(variants, min_quality=self.config.banks.pdq_min_quality))
 
+        if decoded.frame_count > 1:
+            # An animation (often a GIF of a clip) is also judged as a video: its frames are
+            # matched against banked videos and classified k-of-n, not just its first frame.
+            found = replace(base, hashes=hashes, matches=tuple(matches))
+            return _VideoAnalysis(self, classify).findings(data, found)
+
         scores: tuple[ClassifierResult, ...] = ()
         skip = matches and self.config.classifier.skip_when_matched
         if self.classifier is not None and classify and not skip:
@@ -208,3 +218,70 @@ class Inspector:
     def _audit_event(self, event: str, **fields: object) -> None:
         if self.audit is not None:
             self.audit.event(event, **fields)
+
+
+class _VideoAnalysis:
+    """vPDQ frame hashes, banked-video matches and k-of-n classification of one video."""
+
+    def __init__(self, inspector: Inspector, classify: bool) -> None:
+        self.inspector = inspector
+        config = inspector.config
+        self.classify = classify and inspector.classifier is not None
+        self.vote: FrameVote = config.classifier.video
+        self.hasher = VideoHasher(
+            config.limits.video,
+            keep=self.vote.frames if self.classify else 0,
+            fast=True,
+            variants=True,
+            samples_per_hash=config.banks.video.query_samples_per_hash,
+        )
+
+    def findings(self, data: bytes, base: Findings) -> Findings:
+        inspector = self.inspector
+        try:
+            video = self.hasher.hash(data)
+        except MediaRefused as refused:
+            # A codec this build does not decode is not analysed; anything else is a refusal.
+            failure = "not_analysed" if refused.reason == "unsupported_codec" else "refused"
+            if refused.reason == "time_budget":
+                failure = "timeout"
+            return replace(base, failure=failure, failure_detail=f"{refused.reason}: {refused}")
+        hashes = {**base.hashes, **_video_summary(video)}
+        matches = (*base.matches, *inspector.video_matcher.match(video.features))
+        findings = replace(base, hashes=hashes, matches=matches)
+        skip = matches and inspector.config.classifier.skip_when_matched
+        if self.classify and not skip and video.kept:
+            findings = replace(findings, scores=tuple(self._scores(video)))
+            failed = [r for r in findings.scores if r.error]
+            if failed:
+                detail = "; ".join(f"{r.model}: {r.error}" for r in failed)
+                findings = replace(findings, failure="classifier_error", failure_detail=detail)
+        stopped = video.refused
+        if stopped is not None:
+            # Decoding stopped part-way: what was hashed has been matched (a match still
+            # blocks), and the fail policy decides about the part that was not.
+            findings = replace(
+                findings,
+                failure="timeout" if stopped.reason == "time_budget" else "refused",
+                failure_detail=f"{stopped.reason}: {stopped} "
+                f"(after {len(video.features)} sampled frames)",
+            )
+        return findings
+
+    def _scores(self, video: VideoHashes) -> list[ClassifierResult]:
+        classifier = self.inspector.classifier
+        assert classifier is not None
+        per_frame = [classifier.classify(frame.image()) for frame in video.kept]
+        return self.vote.combine(per_frame)
+
+
+def _video_summary(video: VideoHashes) -> dict[str, str | int]:
+    """What the audit record keeps of a video's analysis (the frame hashes stay out of it)."""
+    summary: dict[str, str | int] = {
+        "video_codec": video.codec or "",
+        "video_frames_hashed": len(video.features),
+        "video_frames_decoded": video.decoded_frames,
+    }
+    if video.duration_s is not None:
+        summary["video_duration_ms"] = round(video.duration_s * 1000)
+    return summary

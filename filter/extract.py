@@ -211,8 +211,13 @@ def _unbrotli(data: bytes, sink: _Sink) -> None:
     for chunk in _chunks(data):
         sink.consumed += len(chunk)
         sink.write(decompressor.process(chunk, output_buffer_limit=_STEP))
-        while not decompressor.can_accept_more_data():
-            sink.write(decompressor.process(b"", output_buffer_limit=_STEP))
+        # Output past the limit waits inside the decompressor, and can_accept_more_data() does
+        # not say so: drain it step by step (each step checked by the sink) until none is left.
+        while not decompressor.is_finished():
+            output = decompressor.process(b"", output_buffer_limit=_STEP)
+            if not output:
+                break
+            sink.write(output)
     if not decompressor.is_finished():
         raise ExtractionError("bad_encoding", "brotli data is truncated")
 

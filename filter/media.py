@@ -207,6 +207,50 @@ def sniff(data: bytes) -> MediaType:
 # Decoding
 
 
+def _check_positive(owner: object, names: tuple[str, ...], integral: bool) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        number = isinstance(value, int) if integral else isinstance(value, int | float)
+        if isinstance(value, bool) or not number or not value > 0:
+            kind = "integer" if integral else "number"
+            raise ValueError(
+                f"{type(owner).__name__}.{name} must be a positive {kind}, got {value!r}"
+            )
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """Caps on video decoding (and animated images analysed as video), checked as frames arrive.
+
+    A declared size or duration over a cap is refused before any frame is decoded; frames that
+    turn out larger, longer or more numerous than declared are refused when they appear. The
+    time budget stops decoding on slow or pathological input with what was hashed so far.
+    """
+
+    max_duration_s: float = 600.0
+    max_pixels: int = 4096 * 2160  # per frame: DCI 4K; phones record at most 3840x2160
+    max_side: int = 8192
+    max_decoded_frames: int = 36_000  # 10 minutes at 60 fps
+    max_sampled_frames: int = 600  # frames hashed (1 per second: 10 minutes)
+    time_budget_s: float = 10.0
+    seconds_per_hash: float = 1.0
+    decode_threads: int = 2
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            self,
+            (
+                "max_pixels",
+                "max_side",
+                "max_decoded_frames",
+                "max_sampled_frames",
+                "decode_threads",
+            ),
+            integral=True,
+        )
+        _check_positive(self, ("max_duration_s", "time_budget_s", "seconds_per_hash"), False)
+
+
 @dataclass(frozen=True)
 class MediaLimits:
     """Caps that make decoding safe on hostile input; over a cap means MediaRefused."""
@@ -215,12 +259,12 @@ class MediaLimits:
     max_pixels: int = 80_000_000
     max_frames: int = 1000
     max_side: int = 65_535
+    video: VideoLimits = VideoLimits()
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "max_frames", "max_side"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MediaLimits.{name} must be a positive integer, got {value!r}")
+        _check_positive(self, ("max_bytes", "max_pixels", "max_frames", "max_side"), True)
+        if not isinstance(self.video, VideoLimits):
+            raise ValueError(f"MediaLimits.video must be VideoLimits, got {self.video!r}")
 
 
 @dataclass(frozen=True)

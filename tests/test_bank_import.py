@@ -191,7 +191,12 @@ def test_csv_and_signal_table_round_trips(signals: list[SignalInput]) -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(
-        st.tuples(hex_bytes, st.integers(0, 100), st.floats(0, 1e6, allow_nan=False)),
+        st.tuples(
+            hex_bytes,
+            st.integers(0, 100),
+            # Timestamps are written to the millisecond, as the reference writes them.
+            st.floats(0, 1e6, allow_nan=False).map(lambda t: round(t, 3)),
+        ),
         max_size=30,
     )
 )
@@ -247,7 +252,7 @@ def test_import_vpdq_file_uses_file_name_as_content_id(tmp_path: Path) -> None:
     store = BankStore(tmp_path / "b.db")
     store.create_bank("videos")
     path = tmp_path / "clip.vpdq"
-    path.write_text(f"0,100,{PDQ_A},0.0\n1,100,{PDQ_A},1.0\n")
+    path.write_text(f"0,100,{PDQ_A},0.000\n1,100,{PDQ_A},1.000\n")
     assert import_file(store, "videos", path, "vpdq") == 2
     stored = list(store.iter_signals("videos"))
     assert {s.content_id for s in stored} == {"clip.vpdq"}

@@ -67,10 +67,11 @@ def test_exact_hash_bank_blocks_a_video_file(inspector: Inspector, tmp_path: Pat
     verdict = inspector.evaluate(clip, STUDENT)
     assert verdict.blocked
     assert verdict.media_type == "mp4"
-    # Another video is not matched perceptually yet: the fail policy ("not_analysed") allows it.
+    # Another video is decoded and its frames hashed: nothing matches, nothing failed.
     other = inspector.evaluate(_tiny_video(tmp_path / "other.mp4", colour=(0, 0, 200)), STUDENT)
     assert not other.blocked
-    assert other.findings.failure == "not_analysed"
+    assert other.findings.failure is None
+    assert other.findings.hashes["video_frames_hashed"] == 4  # one second, 4 query samples
 
 
 def test_refused_media_follows_the_fail_policy(inspector: Inspector) -> None:

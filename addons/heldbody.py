@@ -1,0 +1,106 @@
+"""A per-flow cap on the request bodies mitmproxy buffers for held uploads.
+
+mitmproxy bounds buffered bodies only with its global `body_size_limit`, which would also cut
+every large download and every upload we pass through. A held upload needs its own cap, enforced
+while the body arrives: chunked HTTP/1 and HTTP/2 bodies declare no length up front, so without
+it one client could make the proxy buffer without bound. mitmproxy 12 has no hook while a body is
+buffered, so `install` wraps the one state of its HTTP stream that buffers request bodies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from mitmproxy import http
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers.http import HttpStream, SendHttp
+from mitmproxy.proxy.layers.http._events import (
+    ErrorCode,
+    RequestData,
+    ResponseEndOfMessage,
+    ResponseProtocolError,
+)
+from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
+
+META = "schoolgate_held_cap"
+
+type _Commands = Generator[commands.Command, Any, None]
+
+
+@dataclass(frozen=True)
+class HeldCap:
+    """At most `limit` body bytes are buffered for this flow.
+
+    Past it (or once an addon has answered the flow), `over` is called with the bytes seen so far;
+    it either sets `flow.response` (refused: that answer is sent at once and the connection or
+    HTTP/2 stream is closed, the rest of the body is never read) or sets `flow.request.stream`
+    (what arrived and the rest is forwarded unbuffered).
+    """
+
+    limit: int
+    over: Callable[[http.HTTPFlow, int], None]
+
+
+def hold(flow: http.HTTPFlow, cap: HeldCap) -> None:
+    """Buffer this flow's request body within `cap`."""
+    flow.request.stream = False
+    flow.metadata[META] = cap
+
+
+_original: Callable[[HttpStream, events.Event], _Commands] | None = None
+
+
+def install() -> None:
+    """Wrap mitmproxy's request-body buffering state once per process (idempotent)."""
+    global _original
+    if _original is not None:
+        return
+    _original = HttpStream.state_consume_request_body
+    HttpStream.state_consume_request_body = _consume_within_cap  # type: ignore[method-assign]
+
+
+def _consume_within_cap(self: HttpStream, event: events.Event) -> _Commands:
+    assert _original is not None
+    flow = self.flow
+    cap = flow.metadata.get(META)
+    if isinstance(cap, HeldCap) and isinstance(event, RequestData):
+        size = len(self.request_body_buf) + len(event.data)
+        if size > cap.limit or flow.response is not None:
+            del flow.metadata[META]
+            if flow.response is None:
+                cap.over(flow, size)
+            if flow.response is None and flow.request.stream:
+                yield from _forward(self, event)
+            else:
+                yield from _refuse(self)
+            return
+    yield from _original(self, event)
+
+
+def _forward(stream: HttpStream, event: RequestData) -> _Commands:
+    # As mitmproxy does for `stream_large_bodies`: start streaming and replay what was buffered.
+    body = bytes(stream.request_body_buf) + event.data
+    stream.request_body_buf.clear()  # type: ignore[no-untyped-call]
+    yield from stream.start_request_stream()
+    yield from stream.handle_event(RequestData(stream.stream_id, body))
+
+
+def _refuse(stream: HttpStream) -> _Commands:
+    # Answer now and stop reading: HTTP/1 closes the connection, HTTP/2 resets only this stream.
+    flow = stream.flow
+    stream.request_body_buf.clear()  # type: ignore[no-untyped-call]
+    stream.client_state = stream.state_errored
+    message = "request body refused before it was complete"
+    if flow.response is not None:
+        flow.response.timestamp_start = time.time()
+        yield HttpResponseHeadersHook(flow)
+        yield from stream.send_response()
+        yield SendHttp(ResponseEndOfMessage(stream.stream_id), stream.context.client)
+    yield SendHttp(
+        ResponseProtocolError(stream.stream_id, message, ErrorCode.REQUEST_TOO_LARGE),
+        stream.context.client,
+    )
+    flow.live = False

@@ -1,0 +1,202 @@
+"""Video hashing and matching: a 30 s 720p H.264 clip hashed as the proxy and as banking do, and
+one upload matched against banks of 1,000 and 10,000 videos.
+
+The clip is synthetic and benign (tests/video_fixtures: soft colour fields, moving shapes,
+caption, noise), encoded like phone video (H.264 high profile with B-frames, 30 fps, a key frame
+every second) and cached under build/. Baselines in the same run: decoding every frame without
+hashing, and hashing every sampled frame at full resolution instead of 512 px.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pdqhash
+
+from schoolgate.banks import BankStore, SignalInput, SignalType
+from schoolgate.media import VideoLimits
+from schoolgate.video import VideoHasher, VideoHashes
+from schoolgate.video_matcher import VideoMatcher
+from tests import video_fixtures as vf
+
+Figure = dict[str, Any]
+
+CACHE = Path(__file__).resolve().parent.parent / "build" / "bench-video-720p-30s.mp4"
+SECONDS, FPS, SIZE = 30, 30, (1280, 720)
+FRAMES_PER_BANKED_VIDEO = 60  # a one-minute clip at 1 frame per second
+RUNS = 3
+MATCH_QUERIES = 20
+
+
+def _clip() -> bytes:
+    if CACHE.is_file():
+        return CACHE.read_bytes()
+    clip = vf.scene_frames(seed=7, seconds=SECONDS, fps=FPS, size=SIZE, scene_seconds=3.0)
+    data = vf.encode(
+        clip.frames,
+        FPS,
+        "libx264",
+        crf=23,
+        gop=FPS,
+        options={"preset": "veryfast", "profile": "high"},
+    )
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    CACHE.write_bytes(data)
+    return data
+
+
+def _median_s(fn: Callable[[], object], runs: int = RUNS) -> tuple[float, float]:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples), min(samples)
+
+
+def _decode_only(data: bytes) -> int:
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_count = 2
+        return sum(1 for _ in container.decode(stream))
+
+
+def _full_resolution_distance(data: bytes, banked: VideoHashes) -> tuple[float, int]:
+    """Mean / max bits between 512 px hashes and full-resolution hashes of the same frames."""
+    import io
+
+    import av
+
+    wanted = {f.frame for f in banked.features}
+    by_frame = {f.frame: f.hex for f in banked.features}
+    distances = []
+    with av.open(io.BytesIO(data)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                bits, _ = pdqhash.compute(frame.to_ndarray(format="rgb24"))
+                full = bytes(np.packbits(bits.astype(np.uint8))).hex()
+                distances.append((int(full, 16) ^ int(by_frame[index], 16)).bit_count())
+    return statistics.fmean(distances), max(distances)
+
+
+def _bank(path: Path, videos: int, clip: VideoHashes) -> VideoMatcher:
+    rng = random.Random(videos)
+    with BankStore(path) as store:
+        store.create_bank("bench")
+
+        def signals() -> Any:
+            for video in range(videos - 1):
+                for frame in range(FRAMES_PER_BANKED_VIDEO):
+                    yield SignalInput(
+                        SignalType.VPDQ, rng.randbytes(32).hex(), 90, "", f"v{video}",
+                        frame, float(frame),
+                    )  # fmt: skip
+            for f in clip.features:
+                yield SignalInput(
+                    SignalType.VPDQ, f.hex, f.quality, "", "incident", f.frame, f.timestamp
+                )
+
+        store.add_signals("bench", signals(), source="bench")
+        return VideoMatcher.from_store(store)
+
+
+def run() -> list[Figure]:
+    os.environ.setdefault("SVT_LOG", "1")
+    data = _clip()
+    limits = VideoLimits(time_budget_s=600)
+    proxy = VideoHasher(limits, fast=True, variants=True, samples_per_hash=4, keep=16)
+    banking = VideoHasher(limits)
+    figures: list[Figure] = []
+
+    cpu_started = time.process_time()
+    proxy_s, proxy_min = _median_s(lambda: proxy.hash(data))
+    proxy_cpu = (time.process_time() - cpu_started) / RUNS
+    figures.append(
+        {
+            "name": "video.hash_30s_720p_h264.proxy",
+            "value": round(proxy_s, 2),
+            "unit": "s",
+            "target": "< 3 s",
+            "met": proxy_s < 3.0,
+            "note": f"median of {RUNS} (min {proxy_min:.2f} s): B-frames skipped, 4 samples/s,"
+            " bar/rotation variants, 16 frames kept for the classifier",
+        }
+    )
+    figures.append(
+        {
+            "name": "video.hash_30s_720p_h264.proxy_cpu",
+            "value": round(proxy_cpu, 2),
+            "unit": "CPU s",
+            "note": "process CPU time per hash (all threads): the wall time on 2 idle cores is"
+            " about this / 1.5-2; the wall figure above includes other work on a shared box",
+        }
+    )
+    banking_s, _ = _median_s(lambda: banking.hash(data))
+    figures.append(
+        {
+            "name": "video.hash_30s_720p_h264.banking",
+            "value": round(banking_s, 2),
+            "unit": "s",
+            "note": "every frame decoded, 1 sample/s (hashes add, compute --format vpdq)",
+        }
+    )
+    decode_s, _ = _median_s(lambda: _decode_only(data))
+    figures.append(
+        {
+            "name": "video.hash_30s_720p_h264.baseline_decode_every_frame",
+            "value": round(decode_s, 2),
+            "unit": "s",
+            "note": "decoding alone, all 900 frames, no hashing",
+        }
+    )
+    banked = banking.hash(data)
+    mean_bits, max_bits = _full_resolution_distance(data, banked)
+    figures.append(
+        {
+            "name": "video.pdq_512px_vs_full_resolution_bits",
+            "value": round(mean_bits, 1),
+            "unit": "bits (mean)",
+            "note": f"max {max_bits}; the reference vpdq hashes full-resolution frames",
+        }
+    )
+
+    query = proxy.hash(data).features
+    for videos in (1_000, 10_000):
+        path = CACHE.parent / f"bench-video-bank-{videos}.sqlite"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        started = time.perf_counter()
+        matcher = _bank(path, videos, banked)
+        build_s = time.perf_counter() - started
+        assert [m.value for m in matcher.match(query)] == ["incident"]
+        samples = []
+        for _ in range(MATCH_QUERIES):
+            t0 = time.perf_counter()
+            matcher.match(query)
+            samples.append((time.perf_counter() - t0) * 1000)
+        ordered = sorted(samples)
+        figures.append(
+            {
+                "name": f"video.match_ms.bank_{videos}_videos",
+                "value": round(statistics.median(samples), 1),
+                "unit": "ms (p50)",
+                "note": f"p95 {ordered[round(0.95 * (len(ordered) - 1))]:.1f} ms; "
+                f"{matcher.frames:,} bank frames; query {len(query)} frames (30 s at 4/s); "
+                f"import + index build {build_s:.1f} s",
+            }
+        )
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return figures
