@@ -188,6 +188,18 @@ CREATE TABLE IF NOT EXISTS signals (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS signals_key
     ON signals (bank_id, signal_type, value, content_id, frame);
+CREATE TABLE IF NOT EXISTS features (
+    id INTEGER PRIMARY KEY,
+    bank_id INTEGER NOT NULL REFERENCES banks(id) ON DELETE CASCADE,
+    content_id TEXT NOT NULL,
+    view TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data BLOB NOT NULL,
+    note TEXT NOT NULL,
+    source TEXT NOT NULL,
+    added_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS features_key ON features (bank_id, content_id, view, kind);
 """
 
 
@@ -321,6 +333,7 @@ class BankStore:
         with self._write(bump=True) as cur:
             bank_id = self._bank_id(cur, name)
             cur.execute("DELETE FROM signals WHERE bank_id = ?", (bank_id,))
+            cur.execute("DELETE FROM features WHERE bank_id = ?", (bank_id,))
             cur.execute("DELETE FROM banks WHERE id = ?", (bank_id,))
 
     def banks(self) -> list[Bank]:
@@ -481,6 +494,80 @@ class BankStore:
         finally:
             conn.close()
 
+    # -- local feature sets (the robust tier) ---------------------------------------------------
+    # Derived data, never the media: keypoint positions and descriptors of a banked item's views
+    # (whole image, content box, mirror), grouped by the item's content id. The store treats the
+    # data as opaque bytes; schoolgate.features defines the format and `kind` names its version.
+
+    def add_features(
+        self,
+        bank: str,
+        content_id: str,
+        kind: str,
+        views: Iterable[tuple[str, bytes]],
+        note: str = "",
+        source: str = "",
+    ) -> int:
+        """Store (view name, feature bytes) sets for one item; return how many were new."""
+        if not content_id:
+            raise BankError("a feature set needs a content_id (which item it belongs to)")
+        now = time.time()
+        with self._write(bump=True) as cur:
+            bank_id = self._bank_id(cur, bank)
+            before = self._conn.total_changes
+            cur.executemany(
+                "INSERT OR IGNORE INTO features (bank_id, content_id, view, kind, data, note, "
+                "source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (bank_id, content_id, view, kind, data, note, source, now)
+                    for view, data in views
+                ],
+            )
+            added = self._conn.total_changes - before
+            if added:
+                cur.execute("UPDATE banks SET updated_at = ? WHERE id = ?", (now, bank_id))
+        return added
+
+    def iter_features(
+        self, kind: str, banks: Iterable[str] | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, str, str, bytes, str]]:
+        """(bank, content_id, view, data, note) of one feature kind, newest items first.
+
+        `limit` caps the number of rows read, so a huge bank cannot exhaust memory.
+        """
+        sql = (
+            "SELECT b.name, f.content_id, f.view, f.data, f.note FROM features f "
+            "JOIN banks b ON b.id = f.bank_id WHERE f.kind = ?"
+        )
+        params: list[Any] = [kind]
+        if banks is not None:
+            names = list(banks)
+            sql += f" AND b.name IN ({', '.join('?' * len(names))})" if names else " AND 0"
+            params += names
+        sql += " ORDER BY f.id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        for row in self._read(sql, tuple(params)):
+            yield row[0], row[1], row[2], bytes(row[3]), row[4]
+
+    def remove_features(self, bank: str, content_id: str) -> int:
+        """Remove every feature set of one item from a bank; return how many were removed."""
+        with self._write(bump=True) as cur:
+            bank_id = self._bank_id(cur, bank)
+            cur.execute(
+                "DELETE FROM features WHERE bank_id = ? AND content_id = ?", (bank_id, content_id)
+            )
+            return int(cur.rowcount)
+
+    def feature_counts(self) -> dict[str, int]:
+        """Items with feature sets, per bank (banks without any are left out)."""
+        rows = self._read(
+            "SELECT b.name, count(DISTINCT f.content_id) FROM features f "
+            "JOIN banks b ON b.id = f.bank_id GROUP BY b.name"
+        )
+        return {name: int(count) for name, count in rows}
+
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def version(self) -> int:
@@ -490,6 +577,7 @@ class BankStore:
     def stats(self) -> dict[str, Any]:
         """Per-bank per-type counts with created/updated times, the total and the file size."""
         banks = self.banks()
+        feature_items = self.feature_counts()
         size = 0
         for suffix in ("", "-wal", "-shm"):
             part = Path(f"{self.path}{suffix}")
@@ -507,6 +595,7 @@ class BankStore:
                     "updated_at": b.updated_at.isoformat(),
                     "counts": {t.value: c for t, c in sorted(b.counts.items())},
                     "total": b.total,
+                    "feature_items": feature_items.get(b.name, 0),
                 }
                 for b in banks
             },

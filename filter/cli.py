@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from PIL import Image
+
 from schoolgate import __version__
 from schoolgate.bank_import import (
     Exportable,
@@ -42,6 +44,7 @@ from schoolgate.engine import decode_for_analysis
 from schoolgate.errors import MediaRefused, SchoolgateError
 from schoolgate.hashing import exact_hashes, pdq_hash
 from schoolgate.media import MediaKind, sniff
+from schoolgate.normalise import analysis_views
 from schoolgate.video import VideoHasher, VideoHashes
 
 EXIT_OK, EXIT_BLOCKED, EXIT_ERROR = 0, 1, 2
@@ -126,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--bank", required=True)
     add.add_argument("--note", default="", help="a short note stored with the hashes")
     add.add_argument("--source", default="local file", help="provenance recorded with the bank")
+    add.add_argument(
+        "--no-features",
+        dest="features",
+        action="store_false",
+        help="do not store local feature sets, even if the bank runs the robust tier",
+    )
     add.set_defaults(handler=_hashes_add)
 
     listing = hsub.add_parser("list", parents=[common], help="list banks, or one bank's hashes")
@@ -344,7 +353,8 @@ def _hashes_add(args: argparse.Namespace) -> int:
         store.ensure_bank(args.bank, source=args.source)
         total = 0
         for path in _iter_files(args.files):
-            info = _media_hashes(_read(path), config)
+            data = _read(path)
+            info = _media_hashes(data, config)
             if "refused" in info:
                 raise UsageError(f"{path}: not added, the media was refused ({info['refused']})")
             # The item's SHA-256 groups its signals, so they can be listed or removed together.
@@ -378,12 +388,45 @@ def _hashes_add(args: argparse.Namespace) -> int:
                         timestamp=float(timestamp),
                     )
                 )
+            features = 0
+            if "pdq" in info:
+                image = decode_for_analysis(data, config.limits).image
+                signals += _content_box_pdq(image, args.note, content_id)
+                if args.features and config.banks.runs(args.bank, "robust"):
+                    features = _add_feature_sets(store, args, config, image, content_id)
             added = store.add_signals(args.bank, signals, source=args.source)
             total += added
-            kinds = sorted({s.signal_type.value for s in signals})
-            print(f"{path}: {added} new hashes ({', '.join(kinds)}) in bank {args.bank}")
+            kinds = ", ".join(dict.fromkeys(s.signal_type.value for s in signals))
+            extra = f" and {features} local feature sets" if features else ""
+            print(f"{path}: {added} new hashes ({kinds}){extra} in bank {args.bank}")
     print(f"{total} new hashes; the files themselves were not stored")
     return EXIT_OK
+
+
+def _content_box_pdq(image: Image.Image, note: str, content_id: str) -> list[SignalInput]:
+    """PDQ of the picture inside the item's uniform bands, if it has any: an item banked as a
+    screenshot then also matches the photo it shows."""
+    views = analysis_views(image)
+    return [
+        SignalInput(SignalType.PDQ, h.hex, quality=h.quality, note=note, content_id=content_id)
+        for h in map(pdq_hash, views[1:])
+    ]
+
+
+def _add_feature_sets(
+    store: BankStore, args: argparse.Namespace, config: Config, image: Image.Image, content_id: str
+) -> int:
+    """Bank the item's local feature sets (derived data; the picture cannot be rebuilt)."""
+    from schoolgate.features import FEATURE_KIND
+    from schoolgate.robust_tier import bank_views
+
+    views = [
+        (name, features.to_bytes())
+        for name, features in bank_views(image, mirrored=config.banks.robust.bank_mirrored)
+    ]
+    return store.add_features(
+        args.bank, content_id, FEATURE_KIND, views, note=args.note, source=args.source
+    )
 
 
 def _hashes_list(args: argparse.Namespace) -> int:
@@ -459,7 +502,11 @@ def _hashes_remove(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not args.value or not args.signal_type:
             raise UsageError("give the hash VALUE and its --type, or --all to delete the bank")
-        removed = store.remove_signal(args.bank, parse_signal_type(args.signal_type), args.value)
+        signal_type = parse_signal_type(args.signal_type)
+        removed = store.remove_signal(args.bank, signal_type, args.value)
+        if signal_type is SignalType.SHA256:
+            # An item's feature sets are grouped under its SHA-256: removing it removes them too.
+            removed = store.remove_features(args.bank, args.value.strip().lower()) > 0 or removed
     if not removed:
         raise UsageError(f"{args.value} is not in bank {args.bank}")
     print(f"removed {args.value} from bank {args.bank}")

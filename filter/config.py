@@ -8,6 +8,7 @@ which lets every command run unprivileged against a scratch directory.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import os
 import re
@@ -106,6 +107,35 @@ class PolicyConfig:
     timezone: ZoneInfo
 
 
+# Matching tiers a bank can run. Exact digests always run; "pdq" is the perceptual hash index;
+# "robust" is local features with geometric verification (schoolgate.robust), for banks whose
+# items were added from local files (`schoolgate hashes add`), which store feature sets.
+TIERS = ("pdq", "robust")
+DEFAULT_TIERS: dict[str, tuple[str, ...]] = {"*": TIERS}
+
+
+@dataclass(frozen=True)
+class RobustRule:
+    """When the robust tier calls two images the same: enough inliers, spread wide enough."""
+
+    min_inliers: int = 20
+    min_spread: float = 0.3  # share of the banked image's 4x4 grid cells holding inliers
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    """The robust tier's thresholds and its bounds on memory and time."""
+
+    rule: RobustRule = RobustRule()
+    per_bank: dict[str, RobustRule] = field(default_factory=dict)
+    max_items: int = 2000  # banked items whose feature sets are loaded (newest first)
+    max_candidates: int = 8  # banked views verified per query, at most
+    bank_mirrored: bool = True  # also bank the mirrored view, so mirrored edits match
+
+    def rule_for(self, bank: str) -> RobustRule:
+        return self.per_bank.get(bank, self.rule)
+
+
 @dataclass(frozen=True)
 class BanksConfig:
     path: Path
@@ -115,6 +145,18 @@ class BanksConfig:
     per_bank_distance: dict[str, int] = field(default_factory=dict)
     reload_interval_s: float = 5.0
     video: VideoMatchSettings = field(default_factory=VideoMatchSettings)  # the vPDQ rule
+    # Bank-name glob -> tiers, first matching pattern wins; banks no pattern names run "pdq".
+    tiers: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    robust: RobustConfig = RobustConfig()
+
+    def tiers_for(self, bank: str) -> tuple[str, ...]:
+        for pattern, tiers in self.tiers.items():
+            if fnmatch.fnmatchcase(bank, pattern):
+                return tiers
+        return ("pdq",)
+
+    def runs(self, bank: str, tier: str) -> bool:
+        return tier in self.tiers_for(bank)
 
 
 @dataclass(frozen=True)
@@ -400,6 +442,8 @@ def _banks(node: Node, data_dir: Path) -> BanksConfig:
             "per_bank_distance",
             "reload_interval_s",
             "video",
+            "tiers",
+            "robust",
         }
     )
     per_bank = {
@@ -416,6 +460,57 @@ def _banks(node: Node, data_dir: Path) -> BanksConfig:
         per_bank_distance=per_bank,
         reload_interval_s=node.child("reload_interval_s").number(5.0, minimum=0.1),
         video=_video_matching(node.child("video"), pdq_max_distance, pdq_min_quality),
+        tiers=_tiers(node.child("tiers")),
+        robust=_robust(node.child("robust")),
+    )
+
+
+def _tiers(node: Node) -> dict[str, tuple[str, ...]]:
+    if node.missing:
+        return dict(DEFAULT_TIERS)
+    tiers: dict[str, tuple[str, ...]] = {}
+    for pattern, child in node.items():
+        names = tuple(item.choice(TIERS) for item in child.elements())
+        tiers[pattern] = tuple(dict.fromkeys(names))
+    return tiers
+
+
+def _robust_rule(node: Node, default: RobustRule) -> RobustRule:
+    node.mapping(allowed={"min_inliers", "min_spread"})
+    return RobustRule(
+        # Fewer than 8 inliers is within reach of chance agreement between unrelated photos.
+        min_inliers=node.child("min_inliers").integer(default.min_inliers, minimum=8),
+        min_spread=node.child("min_spread").number(default.min_spread, minimum=0.0, maximum=1.0),
+    )
+
+
+def _robust(node: Node) -> RobustConfig:
+    node.mapping(
+        allowed={
+            "min_inliers",
+            "min_spread",
+            "per_bank",
+            "max_items",
+            "max_candidates",
+            "bank_mirrored",
+        }
+    )
+    defaults = RobustConfig()
+    rule = RobustRule(
+        min_inliers=node.child("min_inliers").integer(defaults.rule.min_inliers, minimum=8),
+        min_spread=node.child("min_spread").number(
+            defaults.rule.min_spread, minimum=0.0, maximum=1.0
+        ),
+    )
+    per_bank = {name: _robust_rule(child, rule) for name, child in node.child("per_bank").items()}
+    return RobustConfig(
+        rule=rule,
+        per_bank=per_bank,
+        max_items=node.child("max_items").integer(defaults.max_items, minimum=1, maximum=100_000),
+        max_candidates=node.child("max_candidates").integer(
+            defaults.max_candidates, minimum=1, maximum=64
+        ),
+        bank_mirrored=node.child("bank_mirrored").flag(defaults.bank_mirrored),
     )
 
 
@@ -811,6 +906,7 @@ def as_dict(config: Config) -> dict[str, Any]:
         "source": config.source,
         "data_dir": str(config.data_dir),
         "banks": str(config.banks.path),
+        "bank_tiers": {pattern: list(tiers) for pattern, tiers in config.banks.tiers.items()},
         "audit": str(config.audit.path),
         "models": [
             {"name": m.name, "adapter": m.adapter, "enabled": m.enabled}

@@ -17,10 +17,12 @@ from schoolgate.banks import BankStore
 from schoolgate.classifier import Classifier, ClassifierResult, ModelLoadError
 from schoolgate.config import FAILURES, Config
 from schoolgate.errors import MediaRefused
-from schoolgate.hashing import exact_hashes, pdq_dihedral, pdq_hash
+from schoolgate.hashing import PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.matcher import BankMatch, Matcher
 from schoolgate.media import DecodedImage, MediaKind, MediaLimits, decode_image, sniff
+from schoolgate.normalise import analysis_views
 from schoolgate.policy import Policy
+from schoolgate.robust_tier import RobustTier
 from schoolgate.verdict import Findings, InspectionContext, Verdict
 from schoolgate.video import VideoHasher, VideoHashes
 from schoolgate.video_classifier import FrameVote
@@ -94,6 +96,7 @@ class Inspector:
         self._video_matchers = VideoMatcherCache(
             store, config.banks.video, config.banks.reload_interval_s
         )
+        self._robust = RobustTier(store, config.banks)
 
     @classmethod
     def from_config(cls, config: Config, *, with_audit: bool = True) -> Inspector:
@@ -188,13 +191,21 @@ class Inspector:
                 base, matches=tuple(matches), failure="refused", failure_detail=str(refused)
             )
 
-        if self.config.banks.match_dihedral:
-            variants = pdq_dihedral(decoded.image)
-        else:
-            variants = [pdq_hash(decoded.image)]
+        banks = self.config.banks
+        # The whole image, then the picture inside a screenshot's or padded copy's uniform bands.
+        variants: list[PdqHash] = []
+        for number, view in enumerate(analysis_views(decoded.image)):
+            view_hashes = pdq_dihedral(view) if banks.match_dihedral else [pdq_hash(view)]
+            variants.extend(view_hashes)
+            if number:
+                hashes[f"pdq_content{number if number > 1 else ''}"] = view_hashes[0].hex
         hashes["pdq"] = variants[0].hex
         hashes["pdq_quality"] = variants[0].quality
-        matches.extend(matcher.match_pdq(variants, min_quality=self.config.banks.pdq_min_quality))
+        pdq_matches = matcher.match_pdq(variants, min_quality=banks.pdq_min_quality)
+        matches.extend(m for m in pdq_matches if banks.runs(m.bank, "pdq"))
+        if not matches:
+            # Only when nothing cheaper matched: one match decides, and most media matches none.
+            matches.extend(self._robust.match(decoded.image))
 
         if decoded.frame_count > 1:
             # An animation (often a GIF of a clip) is also judged as a video: its frames are

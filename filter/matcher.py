@@ -51,11 +51,13 @@ class BankMatch:
     """One bank entry that a piece of media matched."""
 
     bank: str
-    signal_type: SignalType
-    value: str
+    signal_type: SignalType | str  # a SignalType, or "orb" for the robust tier's local features
+    value: str  # the banked hash; for the robust tier, the banked item's content id (SHA-256)
     distance: int  # 0 for exact digests; Hamming bits for PDQ
     quality: int | None  # the banked hash's quality, where the list gave one
     note: str
+    tier: str = "hash"  # "hash" (exact digests, PDQ) or "robust" (schoolgate.robust_tier)
+    evidence: tuple[tuple[str, float], ...] = ()  # the robust tier's inliers, spread, scale...
 
 
 def _check_distance(what: str, value: int) -> int:

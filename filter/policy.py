@@ -60,9 +60,17 @@ class Policy:
         triggers = group.triggers(ctx.direction)
         if "bank_match" in triggers:
             for match in findings.matches:
-                reasons.append(
-                    f"bank {match.bank}: {match.signal_type} match at distance {match.distance}"
-                )
+                if match.evidence:
+                    evidence = dict(match.evidence)
+                    reasons.append(
+                        f"bank {match.bank}: {match.tier} match ({match.signal_type} features, "
+                        f"{evidence.get('inliers', 0):.0f} inliers, spread "
+                        f"{evidence.get('spread', 0):.2f})"
+                    )
+                else:
+                    reasons.append(
+                        f"bank {match.bank}: {match.signal_type} match at distance {match.distance}"
+                    )
                 would_block = True
         if "classifier" in triggers:
             for result in findings.scores:

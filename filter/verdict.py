@@ -103,6 +103,8 @@ class Verdict:
                     "signal_type": str(m.signal_type),
                     "value": m.value,
                     "distance": m.distance,
+                    "tier": m.tier,
+                    **({"evidence": dict(m.evidence)} if m.evidence else {}),
                     # Video matches add the vPDQ shares (see video_matcher.VideoMatch).
                     **getattr(m, "audit_extra", {}),
                 }

@@ -1,0 +1,134 @@
+"""Local features for the robust tier: ORB keypoints and binary descriptors, stored compactly.
+
+ORB (OpenCV) is fast (~10 ms for a 512 px image), binary (32 bytes a descriptor, Hamming
+distance) and invariant to rotation and moderate scale changes. It is not invariant to mirroring;
+mirrored copies are covered by PDQ's dihedral variants and by banking the mirrored view as well.
+
+A feature set is derived data, not the media: keypoint positions (in a 512 px working frame) and
+their descriptors, a few kilobytes to ~20 KB per banked item. The picture cannot be rebuilt from
+it. Feature sets are tagged with FEATURE_KIND so a later change of algorithm or parameters can tell
+old sets from new ones instead of silently comparing incompatible descriptors.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+# The proxy parallelises across items with its own worker pool; OpenCV's internal threads would
+# only oversubscribe the appliance's cores.
+cv2.setNumThreads(1)
+
+FEATURE_KIND = "orb-512-v1"
+DESCRIPTOR_BYTES = 32
+_MAGIC = b"SGF1"
+_HEADER = struct.Struct("<4sHHH")  # magic, count, width, height
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """How features are extracted. Banked and query sets must use the same settings."""
+
+    max_features: int = 500  # per view: caps bank size and query time
+    work_side: int = 512  # images are scaled so their longer side is this many pixels
+    grid: int = 8  # keypoints are spread over grid x grid cells, best first in each
+    fast_threshold: int = 10  # low enough to find corners in dim or low-contrast photos
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    """Keypoints (x, y) in a working frame of `width` x `height` pixels, and their descriptors."""
+
+    points: np.ndarray  # (n, 2) float32
+    descriptors: np.ndarray  # (n, 32) uint8
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    def to_bytes(self) -> bytes:
+        header = _HEADER.pack(_MAGIC, len(self), self.width, self.height)
+        points = np.ascontiguousarray(self.points, dtype="<f4").tobytes()
+        return header + points + np.ascontiguousarray(self.descriptors, np.uint8).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LocalFeatures:
+        """Inverse of to_bytes; raises ValueError for anything malformed."""
+        if len(data) < _HEADER.size:
+            raise ValueError("feature set too short")
+        magic, count, width, height = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            raise ValueError("not a schoolgate feature set")
+        expected = _HEADER.size + count * (8 + DESCRIPTOR_BYTES)
+        if len(data) != expected or width < 1 or height < 1:
+            raise ValueError(f"feature set of {len(data)} bytes, expected {expected}")
+        start = _HEADER.size
+        points = np.frombuffer(data, "<f4", count * 2, start).reshape(count, 2)
+        descriptors = np.frombuffer(data, np.uint8, count * DESCRIPTOR_BYTES, start + count * 8)
+        return cls(
+            points=points.astype(np.float32),
+            descriptors=descriptors.reshape(count, DESCRIPTOR_BYTES).copy(),
+            width=width,
+            height=height,
+        )
+
+
+def _working_grey(image: Image.Image, side: int) -> np.ndarray:
+    grey = image.convert("L") if image.mode != "L" else image
+    scale = side / max(grey.size)
+    size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+    if size != grey.size:
+        # Upscaling small images too: both sides of a comparison then live in the same frame,
+        # and ORB's 31 px patches fit more of a thumbnail.
+        resample = Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.BICUBIC
+        grey = grey.resize(size, resample, reducing_gap=2.0 if scale < 1 else None)
+    return np.asarray(grey, dtype=np.uint8)
+
+
+def _spread_pick(points: np.ndarray, responses: np.ndarray, size: tuple[int, int], grid: int,
+                 limit: int) -> np.ndarray:  # fmt: skip
+    """Indices of at most `limit` keypoints, round-robin over grid cells, strongest first.
+
+    Keeping only the strongest corners overall would spend the whole budget on text and other
+    high-contrast overlays (a caption bar, a sticker), leaving nothing on the photo they cover.
+    """
+    width, height = size
+    column = np.minimum(grid - 1, (points[:, 0] * grid / width).astype(np.int64))
+    row = np.minimum(grid - 1, (points[:, 1] * grid / height).astype(np.int64))
+    cell = row * grid + column
+    order = np.lexsort((-responses, cell))  # by cell, strongest first within a cell
+    sorted_cells = cell[order]
+    starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
+    run_lengths = np.diff(np.r_[starts, len(order)])
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order)) - np.repeat(starts, run_lengths)
+    picked: np.ndarray = np.lexsort((-responses, rank))[:limit]
+    return picked
+
+
+def extract_features(image: Image.Image, settings: FeatureSettings | None = None) -> LocalFeatures:
+    """ORB features of an (upright, already decoded) image, at most settings.max_features."""
+    settings = settings or FeatureSettings()
+    grey = _working_grey(image, settings.work_side)
+    height, width = grey.shape
+    orb = cv2.ORB.create(
+        nfeatures=settings.max_features * 4,
+        fastThreshold=settings.fast_threshold,
+    )
+    keypoints, descriptors = orb.detectAndCompute(grey, None)
+    if descriptors is None or not keypoints:
+        return LocalFeatures(
+            np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), width, height
+        )
+    points = np.array([k.pt for k in keypoints], dtype=np.float32)
+    if len(keypoints) > settings.max_features:
+        responses = np.array([k.response for k in keypoints], dtype=np.float32)
+        keep = _spread_pick(points, responses, (width, height), settings.grid,
+                            settings.max_features)  # fmt: skip
+        points, descriptors = points[keep], descriptors[keep]
+    return LocalFeatures(points, np.ascontiguousarray(descriptors, np.uint8), width, height)

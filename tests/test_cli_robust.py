@@ -1,0 +1,112 @@
+"""`schoolgate hashes add` then `schoolgate scan` on the edited copies that circulate after an
+incident: every edit is blocked, unrelated benign images are not, and the verdict says which tier
+matched with what evidence."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.imagery import EDITS, encode, phone_screenshot, skimage_photo
+from tests.test_cli_scan import NO_MODELS, schoolgate
+
+BANKED = "astronaut"
+UNRELATED = ("coffee", "chelsea", "rocket", "camera", "coins")
+
+
+@pytest.fixture
+def config(tmp_path: Path, data_dir: Path) -> Path:
+    path = tmp_path / "hash-only.yaml"
+    path.write_text(NO_MODELS)
+    return path
+
+
+@pytest.fixture
+def banked(tmp_path: Path, config: Path) -> Path:
+    original = tmp_path / "incident.jpg"
+    original.write_bytes(encode(skimage_photo(BANKED), "JPEG", quality=92))
+    added = schoolgate("hashes", "add", str(original), "--bank", "incident-1", config=config)
+    assert added.returncode == 0, added.stderr
+    assert "local feature sets" in added.stdout
+    return original
+
+
+def _write_edits(folder: Path) -> None:
+    folder.mkdir()
+    for seed, (edit, apply) in enumerate(EDITS.items()):
+        (folder / f"{edit}.img").write_bytes(apply(skimage_photo(BANKED), seed))
+
+
+def _scan(config: Path, *paths: Path) -> tuple[int, dict[str, dict[str, object]]]:
+    result = schoolgate("scan", "--json", *map(str, paths), config=config)
+    assert "Traceback" not in result.stderr, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    return result.returncode, {Path(str(r["file"])).stem: r for r in records}
+
+
+def test_every_edit_of_a_banked_photo_is_blocked(
+    banked: Path, config: Path, tmp_path: Path
+) -> None:
+    _write_edits(tmp_path / "edits")
+    code, records = _scan(config, tmp_path / "edits")
+    assert code == 1
+    assert set(records) == set(EDITS)
+    allowed = [edit for edit, r in records.items() if r["decision"] != "block"]
+    assert not allowed, allowed
+    tiers = {edit: r["matches"][0]["tier"] for edit, r in records.items()}  # type: ignore[index]
+    assert "robust" in tiers.values()  # some edits need the robust tier (crop, small rotation)
+    robust = next(r for r in records.values() if r["matches"][0]["tier"] == "robust")  # type: ignore[index]
+    evidence = robust["matches"][0]["evidence"]  # type: ignore[index]
+    assert evidence["inliers"] >= 20
+    assert evidence["spread"] >= 0.3
+
+
+def test_unrelated_benign_images_are_allowed(banked: Path, config: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "unrelated"
+    folder.mkdir()
+    for seed, name in enumerate(UNRELATED):
+        photo = skimage_photo(name)
+        (folder / f"{name}.jpg").write_bytes(encode(photo, "JPEG", quality=90))
+        (folder / f"{name}-screenshot.png").write_bytes(phone_screenshot(photo, seed))
+        (folder / f"{name}-caption.jpg").write_bytes(EDITS["caption_middle"](photo, seed))
+    code, records = _scan(config, folder)
+    assert len(records) == 3 * len(UNRELATED)
+    assert code == 0, [f for f, r in records.items() if r["decision"] == "block"]
+
+
+def test_tiers_config_turns_the_robust_tier_off(banked: Path, tmp_path: Path) -> None:
+    pdq_only = tmp_path / "pdq-only.yaml"
+    pdq_only.write_text(NO_MODELS + "banks:\n  tiers: {'incident-*': [pdq]}\n")
+    crop = tmp_path / "crop.jpg"
+    crop.write_bytes(EDITS["crop_10"](skimage_photo(BANKED), 7))
+    # The same bank and the same copy: blocked with the default tiers, allowed without "robust".
+    default = tmp_path / "default.yaml"
+    default.write_text(NO_MODELS)
+    code, records = _scan(default, crop)
+    assert code == 1
+    assert records["crop"]["matches"][0]["tier"] == "robust"  # type: ignore[index]
+    code, records = _scan(pdq_only, crop)
+    assert code == 0, records
+
+
+def test_bank_holds_features_not_the_picture(banked: Path, config: Path, data_dir: Path) -> None:
+    database = data_dir / "banks.sqlite"
+    with sqlite3.connect(database) as conn:
+        views = conn.execute("SELECT view, length(data) FROM features").fetchall()
+    assert {view for view, _ in views} >= {"whole", "mirror"}
+    assert all(size <= 500 * 40 + 16 for _, size in views)
+    picture = banked.read_bytes()
+    stored = b"".join(p.read_bytes() for p in data_dir.glob("banks.sqlite*"))
+    assert picture[1000:1064] not in stored  # no stretch of the file's bytes is kept
+
+    sha256 = json.loads(
+        schoolgate("hashes", "compute", "--json", str(banked), config=config).stdout
+    )["sha256"]
+    removed = schoolgate("hashes", "remove", "--bank", "incident-1", sha256, "--type", "sha256",
+                         config=config)  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    stats = json.loads(schoolgate("hashes", "stats", "--json", config=config).stdout)
+    assert stats["banks"]["incident-1"]["feature_items"] == 0
