@@ -11,9 +11,10 @@ PYTEST_ARGS ?=
 # Tools the tests drive for real: curl as a client, unshare for private /etc/hosts and namespaces,
 # nft and ip for the gateway's ruleset and network-namespace tests; systemd's tools to verify the
 # units and enable them offline, shellcheck for deploy/*.sh; promtool (and prometheus, same
-# package) for the alert rules and the dashboards' queries.
+# package) for the alert rules and the dashboards' queries; tcpdump (and its libpcap) for the
+# sniffer's capture prefilter.
 TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 \
-	systemd-analyze:systemd systemctl:systemd shellcheck promtool:prometheus
+	systemd-analyze:systemd systemctl:systemd shellcheck promtool:prometheus tcpdump
 
 .PHONY: help run test test-fast lint typecheck bench venv sysdeps clean
 

@@ -17,6 +17,7 @@ from mitmproxy import exceptions, options
 
 from schoolgate import metrics
 from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.ca import reload_warnings
 from schoolgate.config import EMBEDDED_SOURCE, Config, load_config
 from schoolgate.errors import SchoolgateError
 from schoolgate.sdnotify import SystemdNotifier
@@ -116,6 +117,10 @@ class ConfigReloader:
         previous = self.ref.swap(runtime)
         metrics.config_loaded(True)
         log.warning("schoolgate: configuration reloaded from %s", config.source)
+        # A catalog that grew needs a re-issued CA: say so now, not when devices start failing.
+        domains = runtime.catalog.inspected_domains()
+        for warning in await asyncio.to_thread(reload_warnings, config.data_dir / "ca", domains):
+            log.warning("schoolgate: WARNING: %s", warning)
         if previous is not None:
             timeout = previous.config.proxy.inspect_timeout_s + 5
             task = asyncio.get_running_loop().create_task(previous.retire(timeout))

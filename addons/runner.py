@@ -16,7 +16,7 @@ from schoolgate.addons.entry import make_addons
 from schoolgate.addons.reload import ConfigReloader
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.ca import prepare_for_proxy
-from schoolgate.catalog import Catalog
+from schoolgate.catalog import Catalog, load_catalog
 from schoolgate.config import Config
 from schoolgate.metrics_server import start_metrics_server
 from schoolgate.sdnotify import SystemdNotifier
@@ -116,12 +116,9 @@ async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
     confdir = config.data_dir / "ca"
     confdir.mkdir(parents=True, exist_ok=True)
     os.chmod(confdir, 0o700)  # the CA key lives here
+    # Before anything else loads (banks, models, metrics): an unsafe CA stops the start cleanly.
+    prepare_ca(config, load_catalog(list(config.proxy.endpoints_files)))
     runtime = Runtime.from_config(config)
-    try:
-        prepare_ca(config, runtime.catalog)
-    except BaseException:
-        runtime.close()
-        raise
     ref = RuntimeRef(runtime)
     metrics.config_loaded(True, reload=False)
     exporter = start_metrics_server(config.metrics)

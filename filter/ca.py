@@ -389,18 +389,34 @@ def prepare_for_proxy(
         )
     else:
         check_usable(ca, path)
-        for domain in ca.policy.uncovered(domains):
-            warnings.append(
-                f"catalogued domain {domain} is not covered by the CA's name constraints, so "
-                f"devices will reject its intercepted connections; re-issue the CA with "
-                f"`schoolgate ca init --force` and roll it out to devices again"
-            )
+        warnings += coverage_warnings(ca, domains)
     if not ca.expired() and ca.days_left() < 30:
         warnings.append(
             f"{path}: the CA expires on {ca.cert.not_valid_after_utc:%Y-%m-%d}; "
             "`schoolgate ca init --force` makes a new one (then roll it out)"
         )
     return ca, created, warnings
+
+
+def coverage_warnings(ca: CertificateAuthority, domains: Iterable[str]) -> list[str]:
+    """One warning per catalogued domain the CA's name constraints do not cover."""
+    return [
+        f"catalogued domain {domain} is not covered by the CA's name constraints, so devices "
+        "will reject its intercepted connections; re-issue the CA with "
+        "`schoolgate ca init --force` and roll it out to devices again"
+        for domain in ca.policy.uncovered(domains)
+    ]
+
+
+def reload_warnings(confdir: Path, domains: Iterable[str]) -> list[str]:
+    """What a configuration reload should say about the CA (which it never changes)."""
+    try:
+        ca = load_ca(confdir)
+    except CaError as error:
+        return [str(error)]
+    if ca is None or not ca.constrained:
+        return []  # the start refused or already warned; a reload does not touch the CA
+    return coverage_warnings(ca, domains)
 
 
 def chown_tree(confdir: Path, uid: int, gid: int) -> None:

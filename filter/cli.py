@@ -1,4 +1,4 @@
-"""The `schoolgate` command: check-config, hashes, scan, run, ca, alerts.
+"""The `schoolgate` command: check-config, hashes, scan, run, ca, alerts, sniff.
 
 Exit codes: 0 success (for scan: everything allowed), 1 scan blocked something, 2 an error that
 the message explains. Every command takes --config and honours SCHOOLGATE_CONFIG and
@@ -182,6 +182,18 @@ def _parser() -> argparse.ArgumentParser:
     exp.set_defaults(handler=_hashes_export)
     _ca_parser(sub, common)
     add_alert_commands(sub, common)
+
+    sniff = sub.add_parser(
+        "sniff",
+        parents=[common],
+        help="passive sniffer: record un-inspectable apps and circumvention per device",
+    )
+    source = sniff.add_mutually_exclusive_group()
+    source.add_argument(
+        "--interface", metavar="IFACE", help="capture here (default: sniffer.interface)"
+    )
+    source.add_argument("--pcap", metavar="FILE", help="replay a capture file instead, then exit")
+    sniff.set_defaults(handler=_sniff)
     return parser
 
 
@@ -684,6 +696,105 @@ def _ca_export(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     return EXIT_OK
+
+
+def _sniff(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from schoolgate.audit import AuditLog
+    from schoolgate.config import AuditConfig
+    from schoolgate.leases import LeaseTable
+    from schoolgate.sniffer import (
+        DeviceIdentity,
+        ReportAggregator,
+        Sniffer,
+        capture,
+        capture_filter,
+        replay,
+    )
+    from schoolgate.watchlist import Watchlist
+
+    config = config_from(args)
+    settings = config.sniffer
+    interface: str = args.interface or settings.interface or ""
+    if not args.pcap and not interface:
+        raise UsageError("give --interface IFACE (or sniffer.interface), or --pcap FILE")
+    if args.pcap and not Path(args.pcap).is_file():
+        raise UsageError(f"{args.pcap}: no such capture file")
+    catalog = load_catalog(list(config.proxy.endpoints_files))
+    watchlist = Watchlist.load(catalog, settings.lists, settings.report_inspections)
+    audit = AuditLog(
+        AuditConfig(
+            path=settings.audit_path,
+            rotate=config.audit.rotate,
+            max_bytes=config.audit.max_bytes,
+            retention_days=config.audit.retention_days,
+            backup_count=config.audit.backup_count,
+        )
+    )
+    sniffer = Sniffer(
+        watchlist,
+        audit.event,
+        identity=DeviceIdentity([LeaseTable(path) for path in config.proxy.dhcp_leases]),
+        aggregator=ReportAggregator(
+            settings.window_s, settings.max_records_per_device, settings.max_devices
+        ),
+    )
+    exporter = None
+    try:
+        if args.pcap:
+            stats = replay(sniffer, Path(args.pcap))
+            print(json.dumps(stats.as_dict()))
+            return EXIT_OK
+        if settings.metrics_port:
+            exporter = _sniffer_metrics(config)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        bpf = capture_filter(watchlist) if settings.prefilter else None
+        capture(
+            sniffer,
+            interface,
+            stop,
+            bpf=bpf,
+            ready=lambda: print(
+                f"schoolgate sniffing on {interface}; records in {settings.audit_path}", flush=True
+            ),
+        )
+        print(json.dumps(sniffer.stats.as_dict()), flush=True)
+    except OSError as error:
+        raise UsageError(f"cannot capture on {interface}: {error.strerror or error}") from None
+    finally:
+        if exporter is not None:
+            exporter.stop()
+        audit.close()
+    return EXIT_OK
+
+
+def _sniffer_metrics(config: Config) -> Any:
+    """The sniffer's own /metrics, with the `metrics:` section's basic auth and TLS settings.
+
+    A failure is reported, not fatal: the records matter more than the graphs.
+    """
+    import dataclasses
+
+    from schoolgate.metrics_server import MetricsServer, MetricsServerError
+    from schoolgate.sniffer import REGISTRY
+
+    settings = dataclasses.replace(
+        config.metrics,
+        enabled=True,
+        listen_host=config.sniffer.metrics_host,
+        listen_port=config.sniffer.metrics_port or 0,
+    )
+    server = MetricsServer(settings, registry=REGISTRY)
+    try:
+        server.start()
+    except MetricsServerError as error:
+        print(f"schoolgate: warning: sniffer metrics not served: {error}", file=sys.stderr)
+        return None
+    return server
 
 
 def _nft_render(args: argparse.Namespace) -> int:

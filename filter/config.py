@@ -215,6 +215,23 @@ class CaConfig:
 
 
 @dataclass(frozen=True)
+class SnifferConfig:
+    """The passive sniffer (`schoolgate sniff`): see schoolgate.sniffer."""
+
+    interface: str | None = None
+    lists: tuple[Path, ...] = ()  # site circumvention lists beside config/circumvention.yaml
+    # Its own audit file: a second process must not rotate the proxy's decisions log.
+    audit_path: Path = DEFAULT_DATA_DIR / "audit" / "sniffer.jsonl"
+    window_s: float = 300.0
+    max_records_per_device: int = 50
+    max_devices: int = 4096
+    report_inspections: tuple[str, ...] = ("none", "pinned_native")
+    prefilter: bool = True
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """The Prometheus endpoint: loopback by default; basic auth and TLS when both files are set."""
 
@@ -257,6 +274,7 @@ class Config:
     proxy: ProxyConfig
     alerts: AlertsConfig
     ca: CaConfig = field(default_factory=CaConfig)
+    sniffer: SnifferConfig = field(default_factory=SnifferConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
@@ -303,6 +321,7 @@ def parse_config(text: str, source: str) -> Config:
             "proxy",
             "alerts",
             "ca",
+            "sniffer",
             "metrics",
             "gateway",
         }
@@ -319,6 +338,7 @@ def parse_config(text: str, source: str) -> Config:
         proxy=_proxy(root.child("proxy")),
         alerts=parse_alerts(root.child("alerts"), data_dir),
         ca=_ca(root.child("ca")),
+        sniffer=_sniffer(root.child("sniffer"), data_dir),
         metrics=_metrics(root.child("metrics")),
         gateway=_gateway(root.child("gateway")),
     )
@@ -770,6 +790,45 @@ def _ca(node: Node) -> CaConfig:
             defaults.validity_days, minimum=1, maximum=3650
         ),
         allow_unconstrained=node.child("allow_unconstrained").flag(defaults.allow_unconstrained),
+    )
+
+
+def _sniffer(node: Node, data_dir: Path) -> SnifferConfig:
+    node.mapping(
+        allowed={
+            "interface",
+            "lists",
+            "audit_path",
+            "window_s",
+            "max_records_per_device",
+            "max_devices",
+            "report_inspections",
+            "prefilter",
+            "metrics_port",
+            "metrics_host",
+        }
+    )
+    defaults = SnifferConfig()
+    inspections = tuple(
+        child.choice(("full", "pinned_native", "none"))
+        for child in node.child("report_inspections").elements()
+    )
+    port_node = node.child("metrics_port")
+    return SnifferConfig(
+        interface=node.child("interface").optional_text(),
+        lists=tuple(Path(child.text()).expanduser() for child in node.child("lists").elements()),
+        audit_path=_under(data_dir, node.child("audit_path"), "audit/sniffer.jsonl"),
+        window_s=node.child("window_s").number(defaults.window_s, minimum=1, maximum=86400),
+        max_records_per_device=node.child("max_records_per_device").integer(
+            defaults.max_records_per_device, minimum=1
+        ),
+        max_devices=node.child("max_devices").integer(defaults.max_devices, minimum=1),
+        report_inspections=inspections
+        if not node.child("report_inspections").missing
+        else defaults.report_inspections,
+        prefilter=node.child("prefilter").flag(defaults.prefilter),
+        metrics_port=None if port_node.missing else port_node.integer(0, minimum=1, maximum=65535),
+        metrics_host=_listen_host(node.child("metrics_host"), defaults.metrics_host),
     )
 
 

@@ -476,3 +476,34 @@ def test_ca_config_section_is_validated() -> None:
         parse_config("ca: {validity_days: 0}", "site.yaml")
     with pytest.raises(ConfigError, match=r"ca.rotate"):
         parse_config("ca: {rotate: yes}", "site.yaml")
+
+
+def test_a_reload_that_adds_an_app_warns_about_the_ca(
+    data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from mitmproxy import options
+
+    from schoolgate.addons.reload import ConfigReloader
+    from schoolgate.addons.runtime import Runtime, RuntimeRef
+    from schoolgate.config import load_config
+
+    config_path = write_site_config(tmp_path)
+    config = load_config(config_path)
+    ensure_ca(data_dir / "ca", load_catalog(list(config.proxy.endpoints_files)).inspected_domains())
+    ref = RuntimeRef(Runtime.from_config(config))
+    write_site_config(tmp_path, ["uploads.newapp.test"])  # same file, one more host
+
+    async def reload() -> bool:
+        reloader = ConfigReloader(ref, options.Options(), lambda config: {})
+        ok = await reloader.reload()
+        await reloader.close()
+        return ok
+
+    with caplog.at_level("WARNING", logger="schoolgate.proxy"):
+        assert asyncio.run(reload())
+    ref.get().close()
+    warnings = [r.getMessage() for r in caplog.records if "not covered" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "uploads.newapp.test" in warnings[0]
