@@ -104,10 +104,13 @@ class Runtime:
         with self._counter_lock:
             self.counters[name] += n
 
-    def unavailable(self, ctx: InspectionContext, failure: str, detail: str) -> Verdict:
-        """A fail-policy verdict, recorded and counted."""
+    def unavailable(
+        self, ctx: InspectionContext, failure: str, detail: str, action: str | None = None
+    ) -> Verdict:
+        """A fail-policy verdict (or `action`, when the proxy already acted), recorded and
+        counted."""
         self.count(f"unavailable_{failure}")
-        verdict = self.inspector.evaluate_unavailable(ctx, failure, detail)
+        verdict = self.inspector.evaluate_unavailable(ctx, failure, detail, action)
         self.record(verdict)
         return verdict
 

@@ -103,12 +103,14 @@ class Scope:
             return "not_catalogued"
         return "not_inspectable"
 
-    def _record(self, context: Context, sni: str, detail: str) -> None:
+    def _record(self, context: Context, sni: str, detail: str, action: str) -> None:
+        """Audit a connection that was not inspected; `action` is what was done to it, so a
+        refusal reads as a block, whatever the group's fail policy for not_inspectable says."""
         runtime = self.ref.get()
         app = runtime.catalog.app_for_host(sni)
         ip = client_ip(context)
         ictx = runtime.context(ip, app=app.name if app else None, host=sni, route="tls")
-        runtime.unavailable(ictx, "not_inspectable", detail)
+        runtime.unavailable(ictx, "not_inspectable", detail, action=action)
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         """Refuse block-by-SNI connections before the handshake goes anywhere."""
@@ -129,7 +131,7 @@ class Scope:
             self.ref.get().count("refused_by_sni")
             why = self.why_not_intercepted(hello.sni, client_ip(nextlayer.context))
             metrics.connection_refused("pinned" if why == "pinned" else "block_by_sni")
-            self._record(nextlayer.context, normalize_host(hello.sni), "refused by SNI")
+            self._record(nextlayer.context, normalize_host(hello.sni), "refused by SNI", "block")
             nextlayer.layer = RefuseLayer(nextlayer.context)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
@@ -148,7 +150,9 @@ class Scope:
         self.ref.get().count("passed_through")
         metrics.connection_passed_through(self.why_not_intercepted(sni, client_ip(data.context)))
         if decision == "pass_log" and sni:
-            self._record(data.context, normalize_host(sni), "not inspectable: passed through")
+            self._record(
+                data.context, normalize_host(sni), "not inspectable: passed through", "allow"
+            )
 
     def tls_failed_client(self, data: tls.TlsData) -> None:
         """A device refused our certificate: after N refusals treat that SNI as pinned for it."""
@@ -177,4 +181,9 @@ class Scope:
             count,
             "refused by SNI" if action == "block" else "passed through uninspected",
         )
-        self._record(data.context, host, f"certificate pinned: {action} after {count} failures")
+        self._record(
+            data.context,
+            host,
+            f"certificate pinned: {action} after {count} failures",
+            "block" if action == "block" else "allow",
+        )

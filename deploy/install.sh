@@ -323,7 +323,9 @@ main() {
   [ "$SYSTEM" -eq 0 ] || [ "$(id -u)" -eq 0 ] || die "run as root (sudo), or use --root DIR for a dry run"
   check_os
   if [ "$SYSTEM" -eq 1 ]; then
-    "$SRC/deploy/system-deps.sh" nft:nftables systemctl:systemd
+    # tcpdump brings libpcap, which lets the sniffer filter in the kernel (BPF) instead of
+    # handing every packet to Python.
+    "$SRC/deploy/system-deps.sh" nft:nftables systemctl:systemd tcpdump:tcpdump
   fi
   ensure_user
   install_venv

@@ -256,6 +256,8 @@ def test_not_inspectable_app_is_refused_by_sni(stack: Stack) -> None:
     record = stack.proxy.audit_records()[-1]
     assert record["client"]["host"] == BLOCKED_HOST
     assert record["client"]["app"] == "teste2e"
+    # The audit says what happened to the connection, not the group's fail policy (allow).
+    assert record["decision"] == "block"
 
 
 def test_monitor_group_is_recorded_not_blocked(stack: Stack, tmp_path: Path) -> None:
