@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import REGISTRY as REGISTRY  # re-exported: the registry that is served
 from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from schoolgate.config import FAILURES
@@ -410,7 +410,7 @@ class StateCollector(Collector):
     Each source is read on its own; one that fails is counted and left out, the rest still show.
     """
 
-    PARTS = ("_pool", "_bank_gauges", "_models", "_alert_outbox")
+    PARTS = ("_pool", "_bank_gauges", "_models", "_audit", "_alert_outbox")
 
     def __init__(self) -> None:
         for part in self.PARTS:
@@ -498,6 +498,18 @@ class StateCollector(Collector):
         for model, ok in sorted(states.items()):
             loaded.add_metric([MODELS(model)], 1 if ok else 0)
         yield loaded
+
+    def _audit(self) -> Iterator[Metric]:
+        binding = self._inspection
+        if binding is None or binding.inspector.audit is None:
+            return
+        # Counted by the running audit log (a reload starts a new one: Prometheus sees a reset).
+        yield CounterMetricFamily(
+            "schoolgate_audit_lost_records",
+            "Audit log lines that could not be written (full disk, removed directory); the "
+            "decisions themselves were still made and enforced.",
+            value=binding.inspector.audit.lost_records,
+        )
 
     def _alert_outbox(self) -> Iterator[Metric]:
         stats_fn = self._outbox
