@@ -6,6 +6,7 @@ import logging
 
 from mitmproxy import http
 
+from schoolgate.addons import heldbody
 from schoolgate.addons.blockpage import block_response
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.addons.uploads import declared_size, extract_limits, flow_context
@@ -24,6 +25,9 @@ class DownloadInspector:
 
     def __init__(self, ref: RuntimeRef) -> None:
         self.ref = ref
+
+    def load(self, loader: object) -> None:
+        heldbody.install()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         runtime = self.ref.current
@@ -52,8 +56,27 @@ class DownloadInspector:
             else:
                 response.stream = True
             return
-        response.stream = False
+        # Chunked and HTTP/2 bodies may declare no length: the cap also applies as bytes arrive.
+        heldbody.hold_response(flow, heldbody.HeldCap(cap, self.over_cap))
         flow.metadata[HELD] = app.name
+
+    def over_cap(self, flow: http.HTTPFlow, received: int) -> None:
+        """A held download outgrew the cap while arriving: the oversize fail policy decides
+        between the block page (the upstream is cut off) and streaming the rest through."""
+        runtime = self.ref.current
+        app = flow.metadata.pop(HELD, None)
+        if runtime is None or not isinstance(app, str) or flow.response is None:
+            return  # nothing to decide with: the download is aborted
+        cap = runtime.config.proxy.max_held_body_bytes
+        ctx = flow_context(runtime, flow, app, "download", direction="download")
+        detail = f"download of at least {received} bytes is over the {cap} byte cap"
+        verdict = runtime.unavailable(ctx, "oversize", detail)
+        if verdict.blocked:
+            flow.response = block_response(
+                runtime.config.proxy, "download", verdict.id, flow.request.headers.get("accept", "")
+            )
+        else:
+            flow.response.stream = True
 
     async def response(self, flow: http.HTTPFlow) -> None:
         runtime = self.ref.current

@@ -1,10 +1,11 @@
-"""A per-flow cap on the request bodies mitmproxy buffers for held uploads.
+"""A per-flow cap on the bodies mitmproxy buffers for held uploads and held downloads.
 
 mitmproxy bounds buffered bodies only with its global `body_size_limit`, which would also cut
-every large download and every upload we pass through. A held upload needs its own cap, enforced
+every large download and every upload we pass through. A held body needs its own cap, enforced
 while the body arrives: chunked HTTP/1 and HTTP/2 bodies declare no length up front, so without
-it one client could make the proxy buffer without bound. mitmproxy 12 has no hook while a body is
-buffered, so `install` wraps the one state of its HTTP stream that buffers request bodies.
+it one client (or one hostile upstream) could make the proxy buffer without bound. mitmproxy 12
+has no hook while a body is buffered, so `install` wraps the two states of its HTTP stream that
+buffer request and response bodies.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from mitmproxy.proxy.layers.http import HttpStream, SendHttp
 from mitmproxy.proxy.layers.http._events import (
     ErrorCode,
     RequestData,
+    RequestProtocolError,
+    ResponseData,
     ResponseEndOfMessage,
     ResponseProtocolError,
 )
 from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 
 META = "schoolgate_held_cap"
+RESPONSE_META = "schoolgate_held_response_cap"
 
 type _Commands = Generator[commands.Command, Any, None]
 
@@ -38,6 +42,11 @@ class HeldCap:
     it either sets `flow.response` (refused: that answer is sent at once and the connection or
     HTTP/2 stream is closed, the rest of the body is never read) or sets `flow.request.stream`
     (what arrived and the rest is forwarded unbuffered).
+
+    For a held response (`hold_response`), `over` either sets `flow.response.stream` on the
+    upstream's response (what arrived and the rest is sent to the client unbuffered) or replaces
+    `flow.response` with an answer (sent at once; the upstream connection or HTTP/2 stream is
+    closed, the rest of the body is never read). Doing neither aborts the flow on both sides.
     """
 
     limit: int
@@ -50,16 +59,26 @@ def hold(flow: http.HTTPFlow, cap: HeldCap) -> None:
     flow.metadata[META] = cap
 
 
+def hold_response(flow: http.HTTPFlow, cap: HeldCap) -> None:
+    """Buffer this flow's response body within `cap` (call from the responseheaders hook)."""
+    assert flow.response is not None
+    flow.response.stream = False
+    flow.metadata[RESPONSE_META] = cap
+
+
 _original: Callable[[HttpStream, events.Event], _Commands] | None = None
+_original_response: Callable[[HttpStream, events.Event], _Commands] | None = None
 
 
 def install() -> None:
-    """Wrap mitmproxy's request-body buffering state once per process (idempotent)."""
-    global _original
-    if _original is not None:
-        return
-    _original = HttpStream.state_consume_request_body
-    HttpStream.state_consume_request_body = _consume_within_cap  # type: ignore[method-assign]
+    """Wrap mitmproxy's body buffering states once per process (idempotent)."""
+    global _original, _original_response
+    if _original is None:
+        _original = HttpStream.state_consume_request_body
+        HttpStream.state_consume_request_body = _consume_within_cap  # type: ignore[method-assign]
+    if _original_response is None:
+        _original_response = HttpStream.state_consume_response_body
+        HttpStream.state_consume_response_body = _consume_response_within_cap  # type: ignore[method-assign]
 
 
 def _consume_within_cap(self: HttpStream, event: events.Event) -> _Commands:
@@ -103,4 +122,55 @@ def _refuse(stream: HttpStream) -> _Commands:
         ResponseProtocolError(stream.stream_id, message, ErrorCode.REQUEST_TOO_LARGE),
         stream.context.client,
     )
+    flow.live = False
+
+
+def _consume_response_within_cap(self: HttpStream, event: events.Event) -> _Commands:
+    assert _original_response is not None
+    flow = self.flow
+    cap = flow.metadata.get(RESPONSE_META)
+    if isinstance(cap, HeldCap) and isinstance(event, ResponseData):
+        size = len(self.response_body_buf) + len(event.data)
+        if size > cap.limit:
+            del flow.metadata[RESPONSE_META]
+            upstream = flow.response
+            cap.over(flow, size)
+            if flow.response is not None and flow.response is upstream and upstream.stream:
+                yield from _forward_response(self, event)
+            else:
+                yield from _refuse_response(self, answered=flow.response is not upstream)
+            return
+    yield from _original_response(self, event)
+
+
+def _forward_response(stream: HttpStream, event: ResponseData) -> _Commands:
+    # As mitmproxy does for `stream_large_bodies`: start streaming and replay what was buffered.
+    body = bytes(stream.response_body_buf) + event.data
+    stream.response_body_buf.clear()  # type: ignore[no-untyped-call]
+    yield from stream.start_response_stream()
+    yield from stream.handle_event(ResponseData(stream.stream_id, body))
+
+
+def _refuse_response(stream: HttpStream, *, answered: bool) -> _Commands:
+    # Stop reading the upstream (HTTP/1 closes its connection, HTTP/2 resets only this stream),
+    # then send the answer in place of the response that was arriving, or abort like mitmproxy's
+    # body_size_limit when there is none.
+    flow = stream.flow
+    stream.response_body_buf.clear()  # type: ignore[no-untyped-call]
+    message = "response body refused before it was complete"
+    yield SendHttp(
+        RequestProtocolError(stream.stream_id, message, ErrorCode.RESPONSE_TOO_LARGE),
+        stream.context.server,
+    )
+    stream.server_state = stream.state_errored
+    if answered and flow.response is not None:
+        flow.response.timestamp_start = time.time()
+        yield from stream.send_response()
+        stream.server_state = stream.state_errored
+        return
+    yield SendHttp(
+        ResponseProtocolError(stream.stream_id, message, ErrorCode.RESPONSE_TOO_LARGE),
+        stream.context.client,
+    )
+    stream.client_state = stream.state_errored
     flow.live = False

@@ -360,6 +360,7 @@ def build_stack(
     *,
     workers: int = 2,
     proxy_extra: dict[str, Any] | None = None,
+    groups: list[dict[str, Any]] | None = None,
 ) -> HostileStack:
     data_dir = work / "data"
     data_dir.mkdir()
@@ -372,6 +373,7 @@ def build_stack(
         pki,
         proxy={"max_held_body_bytes": HOLD_CAP, "workers": workers, **(proxy_extra or {})},
         catalog_data=hostile_catalog(),
+        groups=groups,
     )
     upstream = start_upstream(pki)
     h2_upstream = H2Upstream(pki, upstream.upstream)

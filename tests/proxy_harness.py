@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -175,6 +175,8 @@ class Upstream:
 
     port: int
     files: dict[str, bytes] = field(default_factory=dict)  # GET /files/NAME serves these
+    # GET /stream/NAME serves the pieces these make, chunked (no Content-Length), as image/jpeg
+    streams: dict[str, Callable[[], Iterator[bytes]]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -228,6 +230,22 @@ class _Handler(BaseHTTPRequestHandler):
         upstream = self.server.upstream
         with upstream.lock:
             upstream.received.append(record)
+        if self.command == "GET" and self.path.startswith("/stream/"):
+            make = upstream.streams.get(self.path.removeprefix("/stream/"))
+            if make is None:
+                self._reply(404, b"not found", "text/plain")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for piece in make():
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+            except (ConnectionError, ssl.SSLError):
+                self.close_connection = True  # the proxy cut the download off
+            return
         if self.command in ("GET", "HEAD") and self.path.startswith("/files/"):
             data = upstream.files.get(self.path.removeprefix("/files/"))
             if data is None:
