@@ -212,7 +212,8 @@ class Inspector:
         banks = self.config.banks
         # The whole image, then the picture inside a screenshot's or padded copy's uniform bands.
         variants: list[PdqHash] = []
-        for number, view in enumerate(analysis_views(decoded.image)):
+        views = analysis_views(decoded.image)
+        for number, view in enumerate(views):
             view_hashes = pdq_dihedral(view) if banks.match_dihedral else [pdq_hash(view)]
             variants.extend(view_hashes)
             if number:
@@ -223,7 +224,7 @@ class Inspector:
         matches.extend(m for m in pdq_matches if banks.runs(m.bank, "pdq"))
         if not matches:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
-            matches.extend(self._robust.match(decoded.image))
+            matches.extend(self._robust.match(decoded.image, views))
 
         if decoded.frame_count > 1:
             # An animation (often a GIF of a clip) is also judged as a video: its frames are

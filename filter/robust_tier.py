@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from PIL import Image, ImageOps
 
@@ -41,11 +41,17 @@ def bank_views(
         yield "mirror", extract_features(ImageOps.mirror(image), settings)
 
 
-def query_views(image: Image.Image) -> list[Image.Image]:
+def query_views(
+    image: Image.Image, views: Sequence[Image.Image] | None = None
+) -> list[Image.Image]:
     """What a query is looked up as: its content box first (a screenshot's photo, a padded copy's
     picture), then the whole image. The whole image stays because the content box can also
-    peel a real photo's plain sky or background, and with it the objects at its edges."""
-    return analysis_views(image, depth=1)[::-1]
+    peel a real photo's plain sky or background, and with it the objects at its edges.
+
+    `views` are `analysis_views(image)` when the caller already has them (the engine hashed
+    them for PDQ), so the content box is not searched for twice."""
+    found = analysis_views(image, depth=1) if views is None else list(views[:2])
+    return found[::-1]
 
 
 def to_bank_match(hit: RobustHit) -> BankMatch:
@@ -133,15 +139,18 @@ class RobustTier:
         """Banked feature sets (views) in the current index."""
         return len(self.index)
 
-    def match(self, image: Image.Image) -> list[BankMatch]:
+    def match(
+        self, image: Image.Image, views: Sequence[Image.Image] | None = None
+    ) -> list[BankMatch]:
         """Robust matches of a decoded, upright image (empty when no bank holds feature sets).
 
-        Stops at the first view that matches: one match decides.
+        `views`: the image's `analysis_views`, if already computed. Stops at the first view that
+        matches: one match decides.
         """
         index = self.index
         if not len(index):
             return []
-        for view in query_views(image):
+        for view in query_views(image, views):
             hits = index.match(extract_features(view))
             if hits:
                 return [to_bank_match(hit) for hit in hits]

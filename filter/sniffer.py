@@ -334,8 +334,7 @@ class PacketInspector:
             self.malformed("quic")
             return []
         self._quic.pop(key)
-        self._done.put(("quic", *key), True, now)
-        return self._names(segment, [hello.sni] if hello.sni else [], "quic")
+        return self._hello_seen(segment, "quic", key, hello.sni, now)
 
     # -- TCP ---------------------------------------------------------------------------------
 
@@ -401,8 +400,20 @@ class PacketInspector:
             self.malformed("tls")
             return []
         self._tcp.pop(flow)
-        self._done.put(("tls", *flow), True, now)
-        return self._names(segment, [hello.sni] if hello.sni else [], "tls")
+        return self._hello_seen(segment, "tls", flow, hello.sni, now)
+
+    def _hello_seen(
+        self,
+        segment: Segment,
+        kind: str,
+        key: tuple[Any, ...],
+        sni: str | None,
+        now: float,
+    ) -> list[Observation]:
+        """A whole ClientHello: remember the handshake (retransmissions are not new sightings)
+        and report its server name."""
+        self._done.put((kind, *key), True, now)
+        return self._names(segment, [sni] if sni else [], kind)
 
     def expire(self, now: float) -> None:
         self._tcp.expire(now)
