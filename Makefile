@@ -16,12 +16,13 @@ PYTEST_ARGS ?=
 TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 \
 	systemd-analyze:systemd systemctl:systemd shellcheck promtool:prometheus tcpdump
 
-.PHONY: help run test test-fast lint typecheck bench venv sysdeps clean
+.PHONY: help run test test-fast lint deps lock lock-check typecheck bench venv sysdeps clean
 
 help:
 	@echo "make run    set up and start schoolgate on the embedded default config (data in $(DATA))"
 	@echo "make test   set up and run lint, type checks and every test"
 	@echo "make bench  set up and run the benchmarks (figures printed and written to build/bench.json)"
+	@echo "make lock   re-resolve the dependencies (uv.lock, requirements/*.txt) from the index"
 
 # The interpreter is found once per venv: python3.13/3.12 on PATH, then pyenv versions.
 $(VENV)/bin/python:
@@ -29,9 +30,10 @@ $(VENV)/bin/python:
 	echo "creating $(VENV) with $$py"; \
 	"$$py" -m venv $(VENV)
 
-$(STAMP): $(VENV)/bin/python pyproject.toml
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,nudenet]'
+# Exactly the locked artifacts (requirements/*.txt, hash-checked), never the day's index.
+LOCKED := requirements/build.txt requirements/runtime.txt requirements/dev.txt
+$(STAMP): $(VENV)/bin/python pyproject.toml $(LOCKED)
+	deploy/install-locked.sh $(BIN)/python requirements/dev.txt --editable
 	@touch $@
 
 venv: $(STAMP)
@@ -45,6 +47,26 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Every import is a declared dependency (and every declared dependency is imported), for the code
+# and for the tests and benchmarks.
+# The tests and benchmarks may import the dev extra too; an import declared nowhere (DEP001) or
+# only reached through another package (DEP003) fails either run.
+deps: $(STAMP)
+	$(BIN)/deptry filter addons
+	$(BIN)/deptry tests benchmarks --exclude 'a^' --optional-dependencies-dev-groups '' \
+	  --ignore DEP002 2>&1 | grep -v "groups \[''\] as development dependencies"; \
+	  exit $${PIPESTATUS[0]}
+
+# uv resolves once for every supported system (Linux x86_64/aarch64, CPython 3.12/3.13) into
+# uv.lock; requirements/*.txt are its pip-installable exports with hashes. Refreshed by hand,
+# never by an install: see docs/install.md ("Dependencies and the lock").
+lock: $(STAMP)
+	deploy/lock.sh refresh $(BIN)/python
+
+# The committed exports are what uv.lock says, and uv.lock still satisfies pyproject.toml.
+lock-check: $(STAMP)
+	deploy/lock.sh check $(BIN)/python
 
 # mypy cannot follow setuptools' editable-install finder, so it checks a link tree that mirrors the
 # installed `schoolgate` namespace (filter/ -> schoolgate, addons/ -> schoolgate.addons).
@@ -64,7 +86,7 @@ $(VPDQ_REF): $(STAMP)
 	@deploy/vpdq-reference.sh $(BIN)/python || echo "warning: vpdq reference not built; tests/test_vpdq_reference.py will skip"
 	@touch $@
 
-test: sysdeps lint typecheck $(VPDQ_REF)
+test: sysdeps lint deps lock-check typecheck $(VPDQ_REF)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import re
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +20,11 @@ from typing import Final
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import brotli  # ships no type information
-import zstandard
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:  # the backport of PEP 784's compression.zstd, with the same API
+    from backports import zstd
 
 from schoolgate.catalog import JsonPath
 from schoolgate.errors import SchoolgateError
@@ -33,6 +37,9 @@ _CHUNK: Final = 16 * 1024
 _RATIO_FLOOR: Final = _MiB
 _MAX_ENCODINGS: Final = 4
 _MAX_GZIP_MEMBERS: Final = 64
+_MAX_ZSTD_FRAMES: Final = 64
+# The window cap bounds the decoder's own memory, whatever a frame header asks for (128 MiB).
+_ZSTD_OPTIONS: Final[dict[int, int]] = {zstd.DecompressionParameter.window_log_max: 27}
 _MAX_NESTING: Final = 4
 _MAX_HEADER_BYTES: Final = 16 * 1024
 _MIN_BASE64_CHARS: Final = 16
@@ -154,7 +161,7 @@ def decode_content_encoding(body: bytes, encodings: str | None, limits: ExtractL
             decoder(data, sink)
         except ExtractionError:
             raise
-        except (zlib.error, brotli.error, zstandard.ZstdError, ValueError, EOFError) as error:
+        except (zlib.error, brotli.error, zstd.ZstdError, ValueError, EOFError) as error:
             raise ExtractionError("bad_encoding", f"corrupt {name} data: {error}") from error
         data = bytes(sink.buffer)
     return data
@@ -223,18 +230,29 @@ def _unbrotli(data: bytes, sink: _Sink) -> None:
 
 
 def _unzstd(data: bytes, sink: _Sink) -> None:
-    # The window cap bounds the decoder's own memory, whatever the frame header asks for.
-    decompressor = zstandard.ZstdDecompressor(max_window_size=1 << 27)
-    source = io.BytesIO(data)
-    with decompressor.stream_reader(
-        source, read_size=_CHUNK, read_across_frames=True, closefd=False
-    ) as reader:
-        while True:
-            block = reader.read(_STEP)
-            if not block:
-                break
-            sink.consumed = source.tell()
-            sink.write(block)
+    # One decompressor per frame: concatenated frames are one valid body, as gzip members are.
+    view = memoryview(data)
+    offset = 0
+    frames = 0
+    while offset < len(view):
+        frames += 1
+        if frames > _MAX_ZSTD_FRAMES:
+            raise ExtractionError("bad_encoding", "too many zstd frames")
+        decompressor = zstd.ZstdDecompressor(options=_ZSTD_OPTIONS)
+        while not decompressor.eof:
+            if offset >= len(view):
+                raise ExtractionError("bad_encoding", "zstd data is truncated")
+            chunk = bytes(view[offset : offset + _CHUNK])
+            offset += len(chunk)
+            sink.consumed += len(chunk)
+            sink.write(decompressor.decompress(chunk, _STEP))
+            # Output past the step waits in the decompressor: drain it, each step checked.
+            while not decompressor.eof and not decompressor.needs_input:
+                sink.write(decompressor.decompress(b"", _STEP))
+        # The frame ended inside the last chunk: what follows it starts the next frame.
+        unused = len(decompressor.unused_data)
+        offset -= unused
+        sink.consumed -= unused
 
 
 _DECODERS: Final[dict[str, Callable[[bytes, _Sink], None]]] = {

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from PIL import Image
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
 # Fuzz budgets: "ci" (default) keeps the suite fast; SCHOOLGATE_FUZZ=long digs deeper by hand.
 # Tests that set max_examples themselves keep their own budget.
@@ -20,6 +26,12 @@ settings.register_profile(
     "long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("long" if os.environ.get("SCHOOLGATE_FUZZ") == "long" else "ci")
+
+
+def zstd_compress(data: bytes, level: int = 3) -> bytes:
+    """A zstd frame, as a client sending `Content-Encoding: zstd` would."""
+    return zstd.compress(data, level=level)
+
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"

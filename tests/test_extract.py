@@ -12,7 +12,6 @@ from urllib.parse import quote, urlencode
 
 import brotli
 import pytest
-import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -26,7 +25,7 @@ from schoolgate.extract import (
     parse_header_params,
     parse_multipart,
 )
-from tests.conftest import encode
+from tests.conftest import encode, zstd, zstd_compress
 
 LIMITS = ExtractLimits()
 REASONS = {
@@ -73,7 +72,7 @@ def multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"XyZ123") -> 
         ("deflate", zlib.compress),
         ("deflate", lambda d: zlib.compress(d)[2:-4]),  # raw deflate, as some clients send
         ("br", brotli.compress),
-        ("zstd", zstandard.ZstdCompressor().compress),
+        ("zstd", zstd_compress),
         ("identity", lambda d: d),
         (None, lambda d: d),
     ],
@@ -96,13 +95,35 @@ def test_concatenated_gzip_members(jpeg: bytes) -> None:
     assert decode_content_encoding(body, "gzip", LIMITS) == jpeg
 
 
+def test_concatenated_zstd_frames(jpeg: bytes) -> None:
+    body = zstd_compress(jpeg[:100]) + zstd_compress(jpeg[100:5000]) + zstd_compress(jpeg[5000:])
+    assert decode_content_encoding(body, "zstd", LIMITS) == jpeg
+
+
+def test_truncated_zstd_is_refused_not_judged_as_partial_media(jpeg: bytes) -> None:
+    for cut in (1, 10, len(jpeg) // 3):
+        with pytest.raises(ExtractionError) as caught:
+            decode_content_encoding(zstd_compress(jpeg)[:-cut], "zstd", LIMITS)
+        assert caught.value.reason == "bad_encoding"
+
+
+def test_zstd_frame_asking_for_a_huge_window_is_refused() -> None:
+    # A 1 GiB window (window_log 30) would let one frame claim that much decoder memory.
+    # Streamed, so no content size is pledged and the header keeps the window it was given.
+    compressor = zstd.ZstdCompressor(options={zstd.CompressionParameter.window_log: 30})
+    frame = compressor.compress(b"x" * 4096) + compressor.flush()
+    with pytest.raises(ExtractionError) as caught:
+        decode_content_encoding(frame, "zstd", LIMITS)
+    assert caught.value.reason == "bad_encoding"
+
+
 @pytest.mark.parametrize(
     ("encoding", "compress"),
     [
         ("gzip", lambda d: gzip.compress(d, 9)),
         ("deflate", lambda d: zlib.compress(d, 9)),
         ("br", lambda d: brotli.compress(d, quality=5)),
-        ("zstd", zstandard.ZstdCompressor(level=3).compress),
+        ("zstd", lambda d: zstd_compress(d, level=3)),
     ],
 )
 def test_bomb_is_refused_without_allocating_the_output(encoding: str, compress: object) -> None:

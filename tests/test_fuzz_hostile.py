@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import brotli
 import pytest
-import zstandard
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from PIL import Image
@@ -39,6 +38,7 @@ from schoolgate.reassembly import (
     UploadSessions,
     parse_chunk,
 )
+from tests.conftest import zstd_compress
 
 LIMITS = ExtractLimits(max_body_bytes=1 << 20, max_decoded_bytes=1 << 20, max_parts=200)
 EXTRACT_REASONS = {
@@ -59,7 +59,7 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress,
     "deflate": zlib.compress,
     "br": brotli.compress,
-    "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
+    "zstd": zstd_compress,
 }
 
 

@@ -17,10 +17,9 @@ from urllib.parse import quote
 import brotli
 import httpx
 import pytest
-import zstandard
 from PIL import Image
 
-from tests.conftest import encode
+from tests.conftest import encode, zstd_compress
 from tests.hostile_stack import (
     HostileStack,
     build_stack,
@@ -230,7 +229,7 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress,
     "deflate": zlib.compress,
     "br": brotli.compress,
-    "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
+    "zstd": lambda data: zstd_compress(data),
     "gzip, br": lambda data: brotli.compress(gzip.compress(data)),
 }
 
