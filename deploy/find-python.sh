@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Prints the path of a Python >= 3.12 interpreter, or explains why there is none.
+# Prints the path of a Python 3.12 or 3.13 interpreter (the versions the dependency lock covers),
+# or explains why there is none.
 # Order: python3.13, python3.12, python3 on PATH, then pyenv's installed versions (newest first).
 # pyenv shims answer for versions that are not selected, so every candidate is actually run.
 set -u
-ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
+ok() { "$1" -c 'import sys; sys.exit(0 if (3, 12) <= sys.version_info[:2] <= (3, 13) else 1)' >/dev/null 2>&1; }
 for name in python3.13 python3.12 python3; do
   c=$(command -v "$name" 2>/dev/null) || continue
   if ok "$c"; then
@@ -22,10 +23,13 @@ if [ -d "$root/versions" ]; then
     fi
   done
 fi
-cat >&2 <<'MSG'
-schoolgate needs Python 3.12 or newer (mitmproxy 12 requires it; mitmproxy 11 pins a vulnerable h11).
+found=$(command -v python3 2>/dev/null) && found=" (python3 here is $("$found" -V 2>&1))"
+cat >&2 <<MSG
+schoolgate needs Python 3.12 or 3.13${found:-}: mitmproxy 12 requires 3.12 (mitmproxy 11 pins an
+h11 with a request-smuggling flaw), and the dependency lock covers 3.12 and 3.13.
 None was found on PATH (python3.13, python3.12, python3) or among pyenv versions.
-Install one, e.g. on Debian/Ubuntu/Raspberry Pi OS:  sudo apt-get install python3.13 python3.13-venv
+Install one, e.g. on Debian 13 / Raspberry Pi OS trixie / Ubuntu 24.04:
+  sudo apt-get install python3 python3-venv python3-dev
 or with pyenv:  pyenv install 3.13
 MSG
 exit 1

@@ -8,6 +8,7 @@
 #   REQUIREMENTS  requirements/runtime.txt (the appliance) or requirements/dev.txt (tests, tools)
 #   --editable    install the checkout in development mode (make test, make run)
 #   --wheelhouse  install only from DIR (made by deploy/wheelhouse.sh), never from an index
+#   --no-cache    leave no pip cache behind (the gateway installer: nothing outside its own paths)
 #
 # The steps: the build tools of requirements/build.txt first (pip itself, setuptools, Cython,
 # numpy), then REQUIREMENTS with --no-deps (the lock is complete) and --no-build-isolation (so an
@@ -25,10 +26,12 @@ PYTHON=$1
 REQUIREMENTS=$2
 shift 2
 EDITABLE=()
+CACHE=()
 SOURCE=(--isolated)
 while [ $# -gt 0 ]; do
   case "$1" in
     --editable) EDITABLE=(-e); shift ;;
+    --no-cache) CACHE=(--no-cache-dir); shift ;;
     --wheelhouse)
       dir=${2:?--wheelhouse needs a directory}
       [ -d "$dir" ] || die "wheelhouse $dir is not a directory"
@@ -46,14 +49,14 @@ done
 # --no-index with a wheelhouse keeps every artifact local.
 pip_() {
   PIP_CONSTRAINT="" PIP_FIND_LINKS="" "$PYTHON" -m pip --disable-pip-version-check \
-    install --quiet --require-hashes --no-deps "${SOURCE[@]}" "$@"
+    install --quiet --require-hashes --no-deps "${CACHE[@]}" "${SOURCE[@]}" "$@"
 }
 
 pip_ -r "$SRC/requirements/build.txt"
 pip_ --no-build-isolation -r "$REQUIREMENTS"
 # schoolgate itself is this checkout, not an index artifact: no hash to check, built locally.
 PIP_CONSTRAINT="" "$PYTHON" -m pip --disable-pip-version-check install --quiet --no-deps \
-  --no-build-isolation --no-index "${EDITABLE[@]}" "$SRC"
+  --no-build-isolation --no-index "${CACHE[@]}" "${EDITABLE[@]}" "$SRC"
 "$PYTHON" -m pip --disable-pip-version-check check >/dev/null ||
   die "the installed packages do not fit together (pip check):
 $("$PYTHON" -m pip check)"

@@ -9,7 +9,11 @@
 # Options:
 #   --student-interface IFACE  pupils' interface (repeatable); written into a new configuration
 #   --user NAME                service user (default schoolgate)
-#   --python PATH              interpreter for the virtualenv (default: deploy/find-python.sh)
+#   --python PATH              interpreter for the virtualenv, Python 3.12 or 3.13
+#                              (default: deploy/find-python.sh)
+#   --wheelhouse DIR           install the locked packages from DIR only (made by
+#                              deploy/wheelhouse.sh), never from the package index: for gateways
+#                              with a slow or filtered uplink, or none
 #   --venv PATH                use this existing virtualenv (schoolgate installed in it) instead of
 #                              building /opt/schoolgate/venv; /opt/schoolgate/venv links to it
 #   --root DIR                 install into DIR as if it were / (a DESTDIR-style dry run for tests
@@ -31,6 +35,7 @@ ROOT=""
 SERVICE_USER=schoolgate
 PYTHON=""
 VENV_FROM=""
+WHEELHOUSE=""
 SYSTEM=1
 UNINSTALL=0
 PURGE=0
@@ -49,6 +54,7 @@ while [ $# -gt 0 ]; do
     --user) SERVICE_USER=${2:?--user needs a name}; shift 2 ;;
     --python) PYTHON=${2:?--python needs a path}; shift 2 ;;
     --venv) VENV_FROM=${2:?--venv needs a path}; shift 2 ;;
+    --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a directory}; shift 2 ;;
     --root) ROOT=${2:?--root needs a directory}; SYSTEM=0; shift 2 ;;
     --no-system) SYSTEM=0; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
@@ -81,43 +87,80 @@ systemctl_() {
 # os_field NAME FILE: a value from os-release, read (not sourced: it is data, not a script).
 os_field() { sed -n "s/^$1=//p" "$2" | tr -d "\"'" | head -n 1; }
 
+SUPPORTED="Debian 13 (trixie), Raspberry Pi OS (trixie, 64-bit) and Ubuntu 24.04 or newer"
+
 check_os() {
   local release=${SCHOOLGATE_OS_RELEASE:-/etc/os-release} arch=${SCHOOLGATE_ARCH:-$(uname -m)}
   local id="" version="" major
-  [ -r "$release" ] || die "cannot read $release: supported are Raspberry Pi OS (64-bit), Debian 12+ and Ubuntu 22.04+"
+  [ -r "$release" ] || die "cannot read $release: supported are $SUPPORTED"
   id=$(os_field ID "$release")
   version=$(os_field VERSION_ID "$release")
+  OS_CODENAME=$(os_field VERSION_CODENAME "$release")
   major=${version%%.*}
   case "$arch" in
     x86_64 | aarch64) ;;
     *) die "unsupported architecture $arch: use the 64-bit Raspberry Pi OS (aarch64) or an x86_64 system" ;;
   esac
   case "$id" in
-    debian | raspbian) [ "${major:-0}" -ge 12 ] 2>/dev/null || die "Debian $version is too old: Debian 12 (bookworm) or newer is needed" ;;
-    ubuntu) [ "${major:-0}" -ge 22 ] 2>/dev/null || die "Ubuntu $version is too old: Ubuntu 22.04 or newer is needed" ;;
-    *) die "unsupported system '$id': supported are Raspberry Pi OS (64-bit), Debian 12+ and Ubuntu 22.04+" ;;
+    debian | raspbian) [ "${major:-0}" -ge 12 ] 2>/dev/null || die "Debian $version is too old: supported are $SUPPORTED" ;;
+    ubuntu) [ "${major:-0}" -ge 22 ] 2>/dev/null || die "Ubuntu $version is too old: supported are $SUPPORTED" ;;
+    *) die "unsupported system '$id': supported are $SUPPORTED" ;;
   esac
 }
 
-python_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
+# The lock (requirements/*.txt) covers CPython 3.12 and 3.13.
+python_ok() { "$1" -c 'import sys; sys.exit(0 if (3, 12) <= sys.version_info[:2] <= (3, 13) else 1)' >/dev/null 2>&1; }
 
 find_python() {
   if [ -n "$PYTHON" ]; then
-    python_ok "$PYTHON" || die "$PYTHON is not Python 3.12 or newer"
-  elif ! PYTHON=$("$SRC/deploy/find-python.sh"); then
-    die "no Python 3.12+ found. Debian 12 and Raspberry Pi OS (bookworm) ship 3.11: install 3.12+
-  under /opt or /usr/local (for example pyenv with PYENV_ROOT=/opt/pyenv, then pyenv install 3.13),
-  then run again with --python /opt/pyenv/versions/3.13.X/bin/python3. Ubuntu 24.04 and Debian 13
-  ship a new enough python3."
+    python_ok "$PYTHON" || die "$PYTHON is not Python 3.12 or 3.13 (the versions the lock covers)"
+  elif ! PYTHON=$("$SRC/deploy/find-python.sh" 2>/dev/null); then
+    case "${OS_CODENAME:-}" in
+      bookworm | bullseye)
+        die "this is $OS_CODENAME, whose python3 is 3.11; schoolgate needs 3.12 or 3.13 (mitmproxy 12;
+  mitmproxy 11 pins an h11 with a request-smuggling flaw, which would be a filter bypass).
+  The supported ways forward:
+    1. upgrade the gateway to Debian 13 / Raspberry Pi OS trixie (python3 is 3.13), or install a
+       fresh Raspberry Pi OS (trixie) image, then run this installer again; or
+    2. have an administrator provide Python 3.12 or 3.13 outside /root and /home (for example
+       pyenv with PYENV_ROOT=/opt/pyenv, then pyenv install 3.13) and run again with
+       --python /opt/pyenv/versions/3.13.X/bin/python3.
+  See docs/install.md (\"Supported systems\")."
+        ;;
+      *) die "no Python 3.12 or 3.13 found. $("$SRC/deploy/find-python.sh" 2>&1 >/dev/null)" ;;
+    esac
   fi
   local prefix
   prefix=$("$PYTHON" -c 'import sys; print(sys.base_prefix)')
+  python_build_deps
   case "$prefix/" in
     /root/* | /home/*)
       # The service runs with ProtectHome=yes as an unprivileged user: it could not start.
       [ "$SYSTEM" -eq 0 ] || die "$PYTHON lives under $prefix, which the service cannot read (ProtectHome=yes): install Python under /opt or /usr/local"
       ;;
   esac
+}
+
+# pdqhash is published only as source: building it needs the interpreter's headers, and Debian's
+# python3.X makes virtualenvs only with python3.X-venv. Installed for the system's Python; an
+# administrator-provided one (pyenv, /opt) brings its own.
+python_build_deps() {
+  local version include missing=()
+  version=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  include=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("include"))')
+  [ -e "$include/Python.h" ] || missing+=("python$version-dev")
+  if [ "$(dirname "$PYTHON")" = /usr/bin ] && command -v dpkg-query >/dev/null &&
+    ! dpkg-query -W -f='${Status}' "python$version-venv" 2>/dev/null | grep -q 'ok installed'; then
+    missing+=("python$version-venv")
+  fi
+  [ ${#missing[@]} -gt 0 ] || return 0
+  if [ "$SYSTEM" -eq 1 ] && [ "$(dirname "$PYTHON")" = /usr/bin ] && command -v apt-get >/dev/null; then
+    say "installing ${missing[*]} (to build pdqhash and make the virtualenv)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+      die "could not install ${missing[*]}: install them, then run again"
+  else
+    die "$PYTHON lacks ${missing[*]} (its C headers or venv support): install them, then run again"
+  fi
 }
 
 install_venv() {
@@ -132,10 +175,17 @@ install_venv() {
   fi
   find_python
   [ ! -L "$OPT/venv" ] || rm -f "$OPT/venv"
-  [ -x "$OPT/venv/bin/python" ] || "$PYTHON" -m venv "$OPT/venv"
-  say "installing schoolgate into $OPT/venv (from $SRC)"
-  "$OPT/venv/bin/python" -m pip install --quiet --upgrade pip
-  "$OPT/venv/bin/python" -m pip install --quiet --upgrade "$SRC"
+  if [ -x "$OPT/venv/bin/python" ] && ! python_ok "$OPT/venv/bin/python"; then
+    say "replacing $OPT/venv (its Python is not one the lock covers)"
+    rm -rf "$OPT/venv"
+  fi
+  [ -x "$OPT/venv/bin/python" ] || "$PYTHON" -m venv "$OPT/venv" ||
+    die "$PYTHON could not make a virtualenv (on Debian and Ubuntu: apt-get install python3-venv)"
+  say "installing schoolgate and its locked dependencies into $OPT/venv${WHEELHOUSE:+ from $WHEELHOUSE}"
+  local from=()
+  [ -z "$WHEELHOUSE" ] || from=(--wheelhouse "$WHEELHOUSE")
+  "$SRC/deploy/install-locked.sh" "$OPT/venv/bin/python" "$SRC/requirements/runtime.txt" \
+    --no-cache "${from[@]}"
 }
 
 ensure_user() {
@@ -291,7 +341,13 @@ uninstall() {
     return
   fi
   if [ "$SYSTEM" -eq 1 ]; then
-    systemctl disable --now 'schoolgate-sniffer@*.service' >/dev/null 2>&1 || true
+    # A glob names only loaded units: disable each enabled sniffer instance by its own name.
+    local wanted
+    for wanted in "$UNITDIR"/*.wants/schoolgate-sniffer@*.service; do
+      [ -L "$wanted" ] || continue
+      systemctl disable --now "$(basename "$wanted")" >/dev/null 2>&1 || true
+      rm -f "$wanted"
+    done
     systemctl disable --now schoolgate.service schoolgate-nft.service >/dev/null 2>&1 || true
     if command -v nft >/dev/null && nft list tables 2>/dev/null | grep -qx 'table inet schoolgate'; then
       nft delete table inet schoolgate
@@ -324,8 +380,8 @@ main() {
   check_os
   if [ "$SYSTEM" -eq 1 ]; then
     # tcpdump brings libpcap, which lets the sniffer filter in the kernel (BPF) instead of
-    # handing every packet to Python.
-    "$SRC/deploy/system-deps.sh" nft:nftables systemctl:systemd tcpdump:tcpdump
+    # handing every packet to Python. g++ builds pdqhash, which is published only as source.
+    "$SRC/deploy/system-deps.sh" nft:nftables systemctl:systemd tcpdump:tcpdump g++:g++
   fi
   ensure_user
   install_venv

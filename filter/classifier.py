@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from schoolgate.errors import SchoolgateError
+from schoolgate.onnx_runtime import ort
 
 ADAPTERS = ("open_nsfw", "nudenet", "onnx")
 

@@ -9,6 +9,7 @@ machine outside that one process sees the change.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from socketserver import TCPServer
 from typing import Any
 
 import yaml
@@ -36,6 +38,7 @@ from PIL import Image
 
 from schoolgate.banks import BankStore, SignalInput, SignalType
 from schoolgate.hashing import pdq_hash
+from tests.netns import SERVER_IP, call_in_netns
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -287,6 +290,61 @@ def start_upstream(pki: UpstreamPki) -> RunningUpstream:
     thread.daemon = True
     thread.start()
     return RunningUpstream(upstream, server, thread)
+
+
+# ---------------------------------------------------------------------------------------------
+# The upstream, bound inside the server namespace
+
+
+class _NamespacedServer(_Server):
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would reverse-resolve the address (getfqdn): a DNS query that
+        # must not leave the namespaces. The name is not used by the handler.
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = SERVER_IP, self.server_address[1]
+
+
+def _bind_server(port: int) -> _Server:
+    return _NamespacedServer((SERVER_IP, port), _Handler)
+
+
+@dataclass
+class NsUpstream:
+    """One recording upstream served on SERVER_IP:443 (HTTPS) and SERVER_IP:80 (plain HTTP)."""
+
+    upstream: Upstream
+    servers: list[_Server]
+    threads: list[threading.Thread]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+def start_upstream_in(ns: str, pki: UpstreamPki) -> NsUpstream:
+    """proxy_harness's recording upstream, listening on SERVER_IP:443 and :80 inside `ns`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.cert_pem, pki.key_pem)
+    upstream = Upstream(port=443)
+    running = NsUpstream(upstream, [], [])
+    try:
+        for port in (443, 80):
+            server = call_in_netns(ns, functools.partial(_bind_server, port))
+            running.servers.append(server)
+            if port == 443:
+                server.socket = context.wrap_socket(server.socket, server_side=True)
+            server.upstream = upstream
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+            thread.daemon = True
+            thread.start()
+            running.threads.append(thread)
+    except BaseException:
+        running.stop()
+        raise
+    return running
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ square; the packaged models are only ever shown benign photos and must stay belo
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -557,3 +560,18 @@ def test_concurrent_classify_matches_sequential(
             assert result.flagged == reference.flagged
             for label, score in reference.scores.items():
                 assert result.scores[label] == pytest.approx(score, abs=1e-5)
+
+
+def test_loading_a_model_writes_nothing_to_the_home_directory(tmp_path: Path) -> None:
+    """onnxruntime's telemetry device id (~/.cache/Microsoft/...) is never written."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    script = (
+        "from schoolgate.classifier import OpenNsfwAdapter, default_model_specs\n"
+        "OpenNsfwAdapter(default_model_specs()[0])\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script], env={**env, "HOME": str(home)}, check=True, timeout=120
+    )
+    assert list(home.rglob("*")) == []

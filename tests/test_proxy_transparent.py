@@ -11,7 +11,6 @@ placed in a test bank.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -20,12 +19,10 @@ import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from socketserver import TCPServer
 from typing import Any
 
 import pytest
@@ -51,15 +48,14 @@ from tests.proxy_harness import (
     REPO_ROOT,
     UPSTREAM_CA_NAME,
     VENV_BIN,
+    NsUpstream,
     Received,
-    Upstream,
     UpstreamPki,
-    _Handler,
-    _Server,
     bank_photo,
     issuer_common_name,
     make_upstream_pki,
     multipart_body,
+    start_upstream_in,
     write_config,
 )
 
@@ -69,61 +65,6 @@ RULESET = REPO_ROOT / "deploy" / "nftables" / "schoolgate-test.nft"
 NFT_TABLE = "schoolgate"
 PROXY_PORT = 8080  # the namespace is ours alone, so the production port cannot clash
 QUIC_CONTROL_PORT = 4433  # UDP to any other port must still be forwarded
-
-
-# ---------------------------------------------------------------------------------------------
-# The upstream, bound inside the server namespace
-
-
-class _NamespacedServer(_Server):
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would reverse-resolve the address (getfqdn): a DNS query that
-        # must not leave the namespaces. The name is not used by the handler.
-        TCPServer.server_bind(self)
-        self.server_name, self.server_port = SERVER_IP, self.server_address[1]
-
-
-def _bind_server(port: int) -> _Server:
-    return _NamespacedServer((SERVER_IP, port), _Handler)
-
-
-@dataclass
-class NsUpstream:
-    """One recording upstream served on SERVER_IP:443 (HTTPS) and SERVER_IP:80 (plain HTTP)."""
-
-    upstream: Upstream
-    servers: list[_Server]
-    threads: list[threading.Thread]
-
-    def stop(self) -> None:
-        for server in self.servers:
-            server.shutdown()
-            server.server_close()
-        for thread in self.threads:
-            thread.join(timeout=5)
-
-
-def start_upstream_in(ns: str, pki: UpstreamPki) -> NsUpstream:
-    """proxy_harness's recording upstream, listening on SERVER_IP:443 and :80 inside `ns`."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(pki.cert_pem, pki.key_pem)
-    upstream = Upstream(port=443)
-    running = NsUpstream(upstream, [], [])
-    try:
-        for port in (443, 80):
-            server = call_in_netns(ns, functools.partial(_bind_server, port))
-            running.servers.append(server)
-            if port == 443:
-                server.socket = context.wrap_socket(server.socket, server_side=True)
-            server.upstream = upstream
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-            thread.daemon = True
-            thread.start()
-            running.threads.append(thread)
-    except BaseException:
-        running.stop()
-        raise
-    return running
 
 
 # ---------------------------------------------------------------------------------------------
