@@ -352,6 +352,54 @@ def test_unsupported_systems_are_refused(
     assert not (tmp_path / "root/etc/schoolgate").exists()
 
 
+def _python311() -> str | None:
+    """A Python 3.11 here (Debian 12's python3, or pyenv's), to play a bookworm gateway's."""
+    for candidate in (
+        "/usr/bin/python3.11",
+        str(Path.home() / ".pyenv/versions/3.11.7/bin/python3"),
+    ):
+        if Path(candidate).exists():
+            return candidate
+    return None
+
+
+def test_bookworm_without_a_new_python_is_told_the_ways_forward(tmp_path: Path) -> None:
+    release = tmp_path / "os-release"
+    release.write_text('ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n')
+    # Every system tool but no Python at all on PATH, and no pyenv: no 3.12 or 3.13 to find.
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for directory in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        for tool in Path(directory).iterdir():
+            if not tool.name.startswith("python") and not (bare / tool.name).exists():
+                os.symlink(tool, bare / tool.name)
+    env = {
+        "PATH": str(bare), "PYENV_ROOT": str(tmp_path / "no-pyenv"), "HOME": str(tmp_path),
+        "SCHOOLGATE_OS_RELEASE": str(release), "SCHOOLGATE_ARCH": "aarch64",
+    }  # fmt: skip
+    result = subprocess.run(
+        [str(INSTALL), "--root", str(tmp_path / "root"), "--user", USER,
+         "--student-interface", "wlan0"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "this is bookworm, whose python3 is 3.11" in result.stderr
+    assert "upgrade the gateway to Debian 13 / Raspberry Pi OS trixie" in result.stderr
+    assert "--python /opt/pyenv/versions/3.13.X/bin/python3" in result.stderr
+    assert not (tmp_path / "root/opt/schoolgate/venv").exists()
+
+
+def test_a_python_the_lock_does_not_cover_is_refused(tmp_path: Path) -> None:
+    python311 = _python311()
+    if python311 is None:
+        pytest.skip("no Python 3.11 on this machine to offer the installer")
+    result = install(
+        tmp_path / "root", "--python", python311, "--user", USER, "--student-interface", "wlan0"
+    )
+    assert result.returncode == 1
+    assert f"{python311} is not Python 3.12 or 3.13 (the versions the lock covers)" in result.stderr
+
+
 def test_first_install_needs_a_student_interface(tmp_path: Path) -> None:
     result = install(tmp_path / "root", "--venv", str(VENV_BIN.parent), "--user", USER)
     assert result.returncode == 1
