@@ -96,7 +96,8 @@ def test_dependency_checker_fails_on_undeclared_and_transitive_imports(tmp_path:
     (project / "pkg" / "ok.py").write_text("import yaml\nimport mitmproxy\n")
     (project / "pkg" / "bad.py").write_text("import certifi\nimport zstandard\n")
     result = subprocess.run(
-        [str(VENV_BIN / "deptry"), "pkg", "--exclude", "a^", "--optional-dependencies-dev-groups", ""],
+        [str(VENV_BIN / "deptry"), "pkg", "--exclude", "a^",
+         "--optional-dependencies-dev-groups", ""],
         cwd=project, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     report = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)  # deptry colours
