@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from schoolgate.classifier import (
+from schoolgate.classify.classifier import (
     NUDENET_THRESHOLDS,
     OPEN_NSFW_THRESHOLDS,
     ClassifierAdapter,
@@ -42,7 +42,9 @@ def _photo() -> tuple[Image.Image, str]:
             return image.convert("RGB"), SHARED_PHOTO.name
     from skimage import data
 
-    photo = Image.fromarray(data.coffee()).resize((4000, 3000), Image.Resampling.BICUBIC)
+    photo = Image.fromarray(data.coffee()).resize(  # type: ignore[no-untyped-call]
+        (4000, 3000), Image.Resampling.BICUBIC
+    )
     return photo, "skimage coffee upscaled to 4000x3000"
 
 

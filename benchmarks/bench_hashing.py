@@ -17,8 +17,8 @@ import numpy as np
 import pdqhash
 from PIL import Image
 
-from schoolgate.hashing import PdqHash, exact_hashes, pdq_hash
-from schoolgate.media import decode_image
+from schoolgate.media.decode import decode_image
+from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_hash
 
 Figure = dict[str, Any]
 

@@ -17,10 +17,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schoolgate.bank_import import import_file
-from schoolgate.banks import BankStore, SignalType
-from schoolgate.matcher import Matcher
-from schoolgate.pdq_index import BRUTE_FORCE_MAX, BruteForceIndex, MultiIndexHashIndex, PdqIndex
+from schoolgate.banks.formats import import_file
+from schoolgate.banks.store import BankStore, SignalType
+from schoolgate.matching.matcher import Matcher
+from schoolgate.matching.pdq_index import (
+    BRUTE_FORCE_MAX,
+    BruteForceIndex,
+    MultiIndexHashIndex,
+    PdqIndex,
+)
 
 Figure = dict[str, Any]
 RADIUS = 31

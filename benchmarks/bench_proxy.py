@@ -126,10 +126,12 @@ def _measure(up_port: int, proxy_url: str, proxy_ca: Path, up_ca: Path) -> list[
         assert len(r.content) == DOWNLOAD_BYTES
 
     with direct, proxied:
-        upload_direct(), upload_proxied()  # warm: connections, models, bank index
+        upload_direct()  # warm: connections, models, bank index
+        upload_proxied()
         d_up = _timed(upload_direct, UPLOADS, deadline)
         p_up = _timed(upload_proxied, UPLOADS, deadline)
-        download_direct(), download_proxied()
+        download_direct()
+        download_proxied()
         d_dl = _timed(download_direct, DOWNLOADS, deadline)
         p_dl = _timed(download_proxied, DOWNLOADS, deadline)
 

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from schoolgate import cli
-from schoolgate.banks import BankStore
+from schoolgate.banks.store import BankStore
+from schoolgate.cli import app as cli
 from schoolgate.config import Config, load_config
-from schoolgate.engine import InspectionContext, Inspector, decode_for_analysis
-from schoolgate.features import FEATURE_KIND
-from schoolgate.hashing import pdq_hash
-from schoolgate.robust_tier import RobustTier, bank_views
+from schoolgate.matching.robust_tier import RobustTier, bank_views
+from schoolgate.media.features import FEATURE_KIND
+from schoolgate.media.hashing import pdq_hash
+from schoolgate.pipeline.engine import InspectionContext, Inspector, decode_for_analysis
 from tests.imagery import EDITS, VARIANT_EDITS, Edit, encode, procedural_scene, real_photos
 
 Figure = dict[str, Any]

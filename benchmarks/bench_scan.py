@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
+from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.config import parse_config
-from schoolgate.engine import InspectionContext, Inspector
+from schoolgate.pipeline.engine import InspectionContext, Inspector
 
 BANK_SIZE = 100_000
 RUNS_12MP = 30
@@ -32,7 +32,11 @@ CTX = InspectionContext(client_ip="192.0.2.50", app="bench")
 
 def _photo(name: str, size: tuple[int, int], seed: int) -> bytes:
     """A benign photo upscaled to `size` with sensor-like noise, as a phone JPEG."""
-    base = Image.fromarray(getattr(data, name)()).convert("RGB").resize(size, Image.BILINEAR)
+    base = (
+        Image.fromarray(getattr(data, name)())
+        .convert("RGB")
+        .resize(size, Image.Resampling.BILINEAR)
+    )
     noise = np.random.default_rng(seed).normal(0, 6, (size[1], size[0], 3))
     pixels = np.clip(np.asarray(base, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     buffer = io.BytesIO()

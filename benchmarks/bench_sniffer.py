@@ -11,10 +11,10 @@ import os
 import time
 from typing import Any
 
-from schoolgate.catalog import load_catalog
-from schoolgate.packets import LINKTYPE_ETHERNET
-from schoolgate.sniffer import ReportAggregator, Sniffer
-from schoolgate.watchlist import Watchlist
+from schoolgate.endpoints.catalog import load_catalog
+from schoolgate.sniffer.capture import ReportAggregator, Sniffer
+from schoolgate.sniffer.packets import LINKTYPE_ETHERNET
+from schoolgate.sniffer.watchlist import Watchlist
 from tests.sniffer_packets import (
     client_hello_handshake,
     crypto_frame,

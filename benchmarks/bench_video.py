@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pdqhash
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
-from schoolgate.media import VideoLimits
-from schoolgate.video import VideoHasher, VideoHashes
-from schoolgate.video_matcher import VideoMatcher
+from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.matching.video import VideoMatcher
+from schoolgate.media.decode import VideoLimits
+from schoolgate.media.video import VideoHasher, VideoHashes
 from tests import video_edits as ve
 from tests import video_fixtures as vf
 
@@ -67,7 +67,7 @@ def _decode_only(data: bytes) -> int:
 
     import av
 
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.thread_count = 2
@@ -83,7 +83,7 @@ def _full_resolution_distance(data: bytes, banked: VideoHashes) -> tuple[float, 
     wanted = {f.frame for f in banked.features}
     by_frame = {f.frame: f.hex for f in banked.features}
     distances = []
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index in wanted:
                 bits, _ = pdqhash.compute(frame.to_ndarray(format="rgb24"))
@@ -238,9 +238,9 @@ def _edit_recall() -> list[Figure]:
     """Share of edited copies of banked synthetic clips that match (vPDQ with the frame variants
     for re-framing, mirroring and trimming; the robust tier's key frames for captions), and
     unrelated clips given the same edits that match anything."""
-    from schoolgate.features import extract_features
-    from schoolgate.robust import IndexLimits, RobustEntry, RobustIndex, RobustThresholds
-    from schoolgate.robust_tier import bank_views, query_views
+    from schoolgate.matching.robust import IndexLimits, RobustEntry, RobustIndex, RobustThresholds
+    from schoolgate.matching.robust_tier import bank_views, query_views
+    from schoolgate.media.features import extract_features
 
     limits = VideoLimits(time_budget_s=600)
     banking = VideoHasher(limits, key_frames=8)

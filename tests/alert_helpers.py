@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from schoolgate.banks import SignalType
+from schoolgate.banks.store import SignalType
 from schoolgate.config import parse_config
-from schoolgate.matcher import BankMatch
-from schoolgate.policy import Policy
-from schoolgate.verdict import Findings, InspectionContext, Verdict
+from schoolgate.matching.matcher import BankMatch
+from schoolgate.pipeline.policy import Policy
+from schoolgate.pipeline.verdict import Findings, InspectionContext, Verdict
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

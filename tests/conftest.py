@@ -33,6 +33,11 @@ def zstd_compress(data: bytes, level: int = 3) -> bytes:
     return zstd.compress(data, level=level)
 
 
+def zstd_compressor(window_log: int) -> zstd.ZstdCompressor:
+    """A streaming zstd compressor with a fixed window (no content size in the frame header)."""
+    return zstd.ZstdCompressor(options={zstd.CompressionParameter.window_log: window_log})
+
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
 

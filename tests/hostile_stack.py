@@ -312,10 +312,7 @@ class H2Upstream:
                 return
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.RequestReceived):
-                    heads[event.stream_id] = {
-                        k.decode(): v.decode()
-                        for k, v in event.headers  # type: ignore[union-attr]
-                    }
+                    heads[event.stream_id] = {k.decode(): v.decode() for k, v in event.headers}
                     bodies[event.stream_id] = bytearray()
                 elif isinstance(event, h2.events.DataReceived):
                     bodies[event.stream_id] += event.data

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from PIL import Image
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
-from schoolgate.hashing import pdq_hash
+from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.media.hashing import pdq_hash
 from tests.netns import SERVER_IP, call_in_netns
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -471,7 +471,7 @@ def start_proxy(
     """`schoolgate run` as a real subprocess, in a mount namespace with the test /etc/hosts.
 
     `extra_hosts` also resolve to 127.0.0.1 there; `argv` runs another proxy command line
-    instead (e.g. `mitmdump -s addons/entry.py`), ready once its log shows `ready_line`.
+    instead (e.g. `mitmdump -s addons/schoolgate/addons/entry.py`), ready once its log shows `ready_line`.
     """
     hosts = workdir / "hosts"
     names = " ".join((*TEST_HOSTS, *extra_hosts))

@@ -24,7 +24,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap
 
-from schoolgate.quic import VERSION_1, VERSIONS, initial_keys
+from schoolgate.sniffer.quic import VERSION_1, VERSIONS, initial_keys
 
 GATEWAY_MAC = "02:00:00:00:00:01"
 GATEWAY_IP = "10.20.0.1"

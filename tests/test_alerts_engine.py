@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from schoolgate.alerts.outbox import PENDING, AlertOutbox
-from schoolgate.audit import read_records
 from schoolgate.cli import main
 from schoolgate.config import parse_config
-from schoolgate.engine import InspectionContext, Inspector
+from schoolgate.pipeline.audit import read_records
+from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.alert_helpers import POLICY_YAML
 from tests.conftest import encode
 from tests.proxy_harness import bank_photo

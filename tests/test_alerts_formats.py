@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,7 +22,7 @@ from schoolgate.alerts.formats import (
 from schoolgate.alerts.model import Alert, AlertDetails
 from schoolgate.alerts.outbox import AlertOutbox
 from schoolgate.config import parse_config
-from schoolgate.engine import InspectionContext, Inspector
+from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.alert_helpers import make_verdict
 from tests.conftest import encode
 from tests.proxy_harness import bank_photo
@@ -42,7 +41,7 @@ def banned(benign_photos: dict[str, Image.Image]) -> bytes:
 
 
 @pytest.fixture
-def alert(data_dir: Path, banned: bytes, benign_photos: dict[str, Image.Image]) -> Iterator[Alert]:
+def alert(data_dir: Path, banned: bytes, benign_photos: dict[str, Image.Image]) -> Alert:
     bank_photo(data_dir, benign_photos["chelsea"], bank="incident-2026")
     config = parse_config(
         f"classifier: {{models: []}}\nalerts: {{guidance: {json.dumps(GUIDANCE)}}}\n", "t.yaml"

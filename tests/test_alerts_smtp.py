@@ -86,7 +86,7 @@ def test_alert_email_reaches_the_dsl(data_dir: Path, smtp_server: tuple[Mailbox,
     assert message["X-Schoolgate-Alert-Id"] == enqueued.alert_id
     assert message["Subject"].strip().startswith("[schoolgate] Blocked:")
     assert not message.is_multipart()  # no attachment, no HTML part
-    body = message.get_content()  # type: ignore[attr-defined]
+    body = message.get_content()
     assert "Do not open, view, copy" in body
     assert "incident-2026" in body
     assert "pupil-laptop-7" in body

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schoolgate.audit import AuditLog, read_records
 from schoolgate.config import AuditConfig
-from schoolgate.verdict import Action, Findings, InspectionContext, Verdict
+from schoolgate.pipeline.audit import AuditLog, read_records
+from schoolgate.pipeline.verdict import Action, Findings, InspectionContext, Verdict
 
 
 def _verdict(n: int = 0) -> Verdict:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schoolgate.bank_import import (
+from schoolgate.banks.formats import (
     BankImportError,
     dumps,
     export_csv,
@@ -27,7 +27,7 @@ from schoolgate.bank_import import (
     parse_vpdq,
     read_signals,
 )
-from schoolgate.banks import BankError, BankStore, SignalInput, SignalType
+from schoolgate.banks.store import BankError, BankStore, SignalInput, SignalType
 
 PDQ_A = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
 PDQ_B = "30a10efd71cc3d429013d48d0ffffc52e34e0e17ada952a9d29685211ea9e5af"
@@ -153,7 +153,7 @@ def test_te_local_file() -> None:
 
 hex_bytes = st.binary(min_size=32, max_size=32).map(bytes.hex)
 qualities = st.one_of(st.none(), st.integers(0, 100))
-notes = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+notes = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
 
 
 @settings(max_examples=40, deadline=None)

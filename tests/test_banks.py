@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.banks import (
+from schoolgate.banks.store import (
     SCHEMA_VERSION,
     BankError,
     BankStore,

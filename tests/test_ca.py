@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from mitmproxy import certs
 
 from schoolgate.addons.certnames import constrained_names
-from schoolgate.ca import (
+from schoolgate.cli import main
+from schoolgate.endpoints.catalog import load_catalog
+from schoolgate.gateway.ca import (
     CERT_PEM,
     KEY_AND_CERT,
     CaError,
@@ -35,8 +37,6 @@ from schoolgate.ca import (
     prepare_for_proxy,
     save_ca,
 )
-from schoolgate.catalog import load_catalog
-from schoolgate.cli import main
 
 DOMAINS = ["share.test", "cdn.share.test", "photos.example.net"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.catalog import (
+from schoolgate.endpoints.catalog import (
     Catalog,
     JsonPath,
     LearntHosts,

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.classifier import (
+from schoolgate.classify.classifier import (
     NUDENET_THRESHOLDS,
     OPEN_NSFW_THRESHOLDS,
     Classifier,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
+from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.config import Config, parse_config
-from schoolgate.engine import InspectionContext, Inspector
-from schoolgate.hashing import exact_hashes, pdq_hash
+from schoolgate.media.hashing import exact_hashes, pdq_hash
+from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.conftest import encode
 from tests.onnx_models import make_failing_model, pattern_image
 

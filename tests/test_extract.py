@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from schoolgate.extract import (
+from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
     decode_content_encoding,
@@ -25,7 +25,7 @@ from schoolgate.extract import (
     parse_header_params,
     parse_multipart,
 )
-from tests.conftest import encode, zstd, zstd_compress
+from tests.conftest import encode, zstd_compress, zstd_compressor
 
 LIMITS = ExtractLimits()
 REASONS = {
@@ -110,7 +110,7 @@ def test_truncated_zstd_is_refused_not_judged_as_partial_media(jpeg: bytes) -> N
 def test_zstd_frame_asking_for_a_huge_window_is_refused() -> None:
     # A 1 GiB window (window_log 30) would let one frame claim that much decoder memory.
     # Streamed, so no content size is pledged and the header keeps the window it was given.
-    compressor = zstd.ZstdCompressor(options={zstd.CompressionParameter.window_log: 30})
+    compressor = zstd_compressor(window_log=30)
     frame = compressor.compress(b"x" * 4096) + compressor.flush()
     with pytest.raises(ExtractionError) as caught:
         decode_content_encoding(frame, "zstd", LIMITS)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.features import FeatureSettings, LocalFeatures, extract_features
+from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features
 from tests.imagery import EDITS, skimage_photo
 
 

@@ -8,6 +8,7 @@ either still parses or is refused with a stable reason, and nothing else escapes
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import io
 import itertools
@@ -21,16 +22,14 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from PIL import Image
 
-from schoolgate.errors import MediaRefused
-from schoolgate.extract import (
+from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
     decode_content_encoding,
     extract_items,
     parse_multipart,
 )
-from schoolgate.media import DecodedImage, MediaLimits, MediaType, decode_image, sniff
-from schoolgate.reassembly import (
+from schoolgate.endpoints.reassembly import (
     Chunk,
     ChunkError,
     SessionState,
@@ -38,6 +37,8 @@ from schoolgate.reassembly import (
     UploadSessions,
     parse_chunk,
 )
+from schoolgate.errors import MediaRefused
+from schoolgate.media.decode import DecodedImage, MediaLimits, MediaType, decode_image, sniff
 from tests.conftest import zstd_compress
 
 LIMITS = ExtractLimits(max_body_bytes=1 << 20, max_decoded_bytes=1 << 20, max_parts=200)
@@ -188,7 +189,7 @@ def test_mutated_multipart_parses_or_is_refused(
 @given(content_type=st.text(max_size=120), body=st.binary(max_size=1024))
 def test_arbitrary_content_types_never_escape(content_type: str, body: bytes) -> None:
     for fmt in ("multipart", "auto"):
-        _, reason = attempt(lambda fmt=fmt: extract_items(body, content_type, fmt, LIMITS))
+        _, reason = attempt(functools.partial(extract_items, body, content_type, fmt, LIMITS))
         assert reason is None or reason in EXTRACT_REASONS
 
 

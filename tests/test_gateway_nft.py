@@ -24,7 +24,7 @@ import yaml
 
 from schoolgate.config import load_config, parse_config
 from schoolgate.errors import ConfigError
-from schoolgate.nft import GatewayRuleset
+from schoolgate.gateway.nft import GatewayRuleset
 from tests.netns import (
     CLIENT_IP,
     GATEWAY_CLIENT_IP,
@@ -41,17 +41,13 @@ from tests.proxy_harness import (
     MEDIA_HOST,
     UPSTREAM_CA_NAME,
     VENV_BIN,
+    NsUpstream,
     issuer_common_name,
     make_upstream_pki,
+    start_upstream_in,
     write_config,
 )
-from tests.test_proxy_transparent import (
-    PROXY_PORT,
-    NsProxy,
-    NsUpstream,
-    start_proxy_in,
-    start_upstream_in,
-)
+from tests.test_proxy_transparent import PROXY_PORT, NsProxy, start_proxy_in
 
 # What schoolgate.service grants the proxy: no capability at all (CapabilityBoundingSet=).
 NO_CAPABILITIES = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all",

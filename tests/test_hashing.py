@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.hashing import (
+from schoolgate.media.decode import decode_image
+from schoolgate.media.hashing import (
     DIHEDRAL_TRANSFORMS,
     ExactHashes,
     PdqHash,
@@ -19,7 +20,6 @@ from schoolgate.hashing import (
     pdq_dihedral,
     pdq_hash,
 )
-from schoolgate.media import decode_image
 from tests.conftest import encode
 
 # Two hashes of the same picture should sit well inside the bank threshold (31); unrelated

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.leases import (
+from schoolgate.gateway.leases import (
     LeaseTable,
     detect_format,
     normalize_mac,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate import pdq_index
-from schoolgate.banks import BankError, BankStore, SignalInput, SignalType
-from schoolgate.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
-from schoolgate.matcher import BankMatch, Matcher
+from schoolgate.banks.store import BankError, BankStore, SignalInput, SignalType
+from schoolgate.matching import pdq_index
+from schoolgate.matching.matcher import BankMatch, Matcher
+from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 
 
 def flipped(hex_value: str, bits: int) -> str:
@@ -53,7 +53,7 @@ def test_exact_matches_every_digest_type(store: BankStore) -> None:
     )
     matcher = Matcher.from_store(store)
     found = matcher.match_exact(digests)
-    assert sorted((m.bank, m.signal_type.value) for m in found) == [
+    assert sorted((m.bank, str(m.signal_type)) for m in found) == [
         ("loose", "sha1"),
         ("loose", "sha256"),
         ("strict", "sha256"),

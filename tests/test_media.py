@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media import (
+from schoolgate.media.decode import (
     DecodedImage,
     MediaKind,
     MediaLimits,

@@ -18,13 +18,13 @@ import yaml
 from PIL import Image
 from prometheus_client import REGISTRY, generate_latest
 
-from schoolgate import metrics
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.addons.scope import Scope
-from schoolgate.banks import BankStore, SignalInput, SignalType
+from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.config import load_config
-from schoolgate.matcher import BankMatch
-from schoolgate.verdict import Action, Findings, InspectionContext, Verdict
+from schoolgate.matching.matcher import BankMatch
+from schoolgate.monitoring import metrics
+from schoolgate.pipeline.verdict import Action, Findings, InspectionContext, Verdict
 from tests.conftest import encode
 from tests.onnx_models import PATTERN_LABEL, make_pattern_model, pattern_image
 from tests.proxy_harness import bank_photo

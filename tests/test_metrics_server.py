@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from schoolgate.config import MetricsConfig, parse_config
 from schoolgate.errors import ConfigError
-from schoolgate.metrics_server import MetricsServer, MetricsServerError, start_metrics_server
+from schoolgate.monitoring.server import MetricsServer, MetricsServerError, start_metrics_server
 
 PASSWORD = "correct horse battery staple"
 

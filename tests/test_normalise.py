@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from schoolgate.normalise import analysis_views, content_box
+from schoolgate.media.normalise import analysis_views, content_box
 from tests.imagery import EDITS, phone_screenshot, skimage_photo
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.hashing import DIHEDRAL_TRANSFORMS, PdqHash, pdq_dihedral, pdq_hash
-from schoolgate.media import decode_image
+from schoolgate.media.decode import decode_image
+from schoolgate.media.hashing import DIHEDRAL_TRANSFORMS, PdqHash, pdq_dihedral, pdq_hash
 from tests.conftest import SHARED_TESTDATA
 
 REFERENCE_DIR = SHARED_TESTDATA / "pdq-reference"

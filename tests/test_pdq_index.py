@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schoolgate import pdq_index
-from schoolgate.pdq_index import (
+from schoolgate.matching import pdq_index
+from schoolgate.matching.pdq_index import (
     BruteForceIndex,
     MultiIndexHashIndex,
     PdqIndexError,

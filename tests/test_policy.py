@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.banks import SignalType
-from schoolgate.classifier import ClassifierResult
+from schoolgate.banks.store import SignalType
+from schoolgate.classify.classifier import ClassifierResult
 from schoolgate.config import parse_config
-from schoolgate.matcher import BankMatch
-from schoolgate.policy import Action, Policy
-from schoolgate.verdict import Findings, InspectionContext
+from schoolgate.matching.matcher import BankMatch
+from schoolgate.pipeline.policy import Action, Policy
+from schoolgate.pipeline.verdict import Findings, InspectionContext
 
 CONFIG = """
 policy:

@@ -206,7 +206,9 @@ def test_wrong_content_type_on_raw_upload_is_blocked(
     data = encode(stack.banned_photo, "JPEG", quality=82)
     path = "/upload/raw/labelled.bin"
     # Bytes, so a non-ASCII label goes out as sent.
-    headers = {"Content-Type": content_type.encode("latin-1")} if content_type else {}
+    headers: dict[bytes, bytes] = (
+        {b"Content-Type": content_type.encode("latin-1")} if content_type else {}
+    )
     with stack.client() as client:
         response = client.put(stack.url(path), content=data, headers=headers)
     assert_blocked_by_bank(stack, response.status_code, path)

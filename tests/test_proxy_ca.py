@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from schoolgate.ca import KEY_AND_CERT, load_ca
+from schoolgate.gateway.ca import KEY_AND_CERT, load_ca
 from tests.proxy_harness import (
     CDN_HOST,
     MEDIA_HOST,

@@ -9,7 +9,8 @@ import hashlib
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import brotli
 import pytest
@@ -52,13 +53,13 @@ def stack(
         stop_stack(running)
 
 
-def last_decision(stack: HostileStack, route: str) -> dict[str, object]:
+def last_decision(stack: HostileStack, route: str) -> dict[str, Any]:
     records = [r for r in stack.decisions() if r["client"].get("route") == route]
     assert records, f"no decision recorded for {route}"
     return records[-1]
 
 
-def decisions_for(stack: HostileStack, failure: str) -> list[dict[str, object]]:
+def decisions_for(stack: HostileStack, failure: str) -> list[dict[str, Any]]:
     return [r for r in stack.decisions() if r.get("failure") == failure]
 
 
@@ -154,7 +155,7 @@ def test_pixel_bomb_is_refused_with_a_reason(stack: HostileStack) -> None:
     stack.assert_serving()
 
 
-BOMBS = {
+BOMBS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": lambda data: gzip.compress(data, 9),
     "deflate": lambda data: zlib.compress(data, 9),
     "br": lambda data: brotli.compress(data, quality=9),

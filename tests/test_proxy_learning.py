@@ -1,4 +1,4 @@
-"""Learnt upload hosts and the `mitmdump -s addons/entry.py` entry point, through real processes.
+"""Learnt upload hosts and the `mitmdump -s addons/schoolgate/addons/entry.py` entry point, through real processes.
 
 Everything runs on 127.0.0.1; the proxy gets a private /etc/hosts (see tests/proxy_harness.py).
 Benign images only: the "banned" image is a scikit-image photo placed in a test bank.
@@ -18,8 +18,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
-from schoolgate.hashing import pdq_hash
+from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.media.hashing import pdq_hash
 from tests.conftest import encode
 from tests.proxy_harness import (
     MEDIA_HOST,
@@ -194,7 +194,7 @@ def test_mitmdump_entry_script_blocks_banked_and_allows_benign(
     argv = [
         str(VENV_BIN / "mitmdump"),
         "-s",
-        str(REPO_ROOT / "addons" / "entry.py"),
+        str(REPO_ROOT / "addons" / "schoolgate" / "addons" / "entry.py"),
         "--listen-host",
         "127.0.0.1",
         "--listen-port",

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
-from schoolgate.media import VideoLimits
-from schoolgate.video import VideoHasher
+from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.media.decode import VideoLimits
+from schoolgate.media.video import VideoHasher
 from tests import video_fixtures as vf
 from tests.proxy_harness import (
     CDN_HOST,

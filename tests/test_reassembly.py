@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
-from schoolgate.reassembly import (
+from schoolgate.endpoints.reassembly import (
     Chunk,
     ChunkError,
     SessionStatus,

@@ -26,8 +26,8 @@ from PIL import Image
 from schoolgate.addons.reload import ConfigReloader
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.config import Config, load_config
-from schoolgate.sdnotify import SystemdNotifier
-from schoolgate.verdict import InspectionContext, Verdict
+from schoolgate.gateway.sdnotify import SystemdNotifier
+from schoolgate.pipeline.verdict import InspectionContext, Verdict
 from tests.conftest import encode
 from tests.proxy_harness import (
     MEDIA_HOST,

@@ -8,9 +8,9 @@ import io
 import pytest
 from PIL import Image
 
-from schoolgate.features import LocalFeatures, extract_features
-from schoolgate.robust import IndexLimits, RobustEntry, RobustIndex, RobustThresholds
-from schoolgate.robust_tier import bank_views, query_views
+from schoolgate.matching.robust import IndexLimits, RobustEntry, RobustIndex, RobustThresholds
+from schoolgate.matching.robust_tier import bank_views, query_views
+from schoolgate.media.features import LocalFeatures, extract_features
 from tests.imagery import EDITS, phone_screenshot, procedural_scene, skimage_photo
 
 BANKED = ("astronaut", "coffee", "rocket")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.banks import BankError, BankStore
+from schoolgate.banks.store import BankError, BankStore
 from schoolgate.config import parse_config
-from schoolgate.engine import InspectionContext, Inspector
 from schoolgate.errors import ConfigError
-from schoolgate.features import FEATURE_KIND
-from schoolgate.robust_tier import bank_views
+from schoolgate.matching.robust_tier import bank_views
+from schoolgate.media.features import FEATURE_KIND
+from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.imagery import EDITS, skimage_photo
 
 

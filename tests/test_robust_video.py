@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
+from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.config import Config, parse_config
-from schoolgate.engine import InspectionContext, Inspector
-from schoolgate.hashing import pdq_hash
-from schoolgate.media import VideoLimits
-from schoolgate.video import VideoHasher
-from schoolgate.video_matcher import VideoMatcher
+from schoolgate.matching.video import VideoMatcher
+from schoolgate.media.decode import VideoLimits
+from schoolgate.media.hashing import pdq_hash
+from schoolgate.media.video import VideoHasher
+from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests import video_edits as ve
 from tests import video_fixtures as vf
 from tests.imagery import skimage_photo

@@ -16,12 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.packet import Packet
 
-from schoolgate.audit import read_records
-from schoolgate.catalog import load_catalog
 from schoolgate.cli import main
+from schoolgate.endpoints.catalog import load_catalog
 from schoolgate.errors import ConfigError
-from schoolgate.packets import LINKTYPE_ETHERNET
-from schoolgate.sniffer import (
+from schoolgate.pipeline.audit import read_records
+from schoolgate.sniffer.capture import (
     REGISTRY,
     Observation,
     ReportAggregator,
@@ -29,7 +28,8 @@ from schoolgate.sniffer import (
     capture_filter,
     replay,
 )
-from schoolgate.watchlist import Match, Watchlist
+from schoolgate.sniffer.packets import LINKTYPE_ETHERNET
+from schoolgate.sniffer.watchlist import Match, Watchlist
 from tests.sniffer_packets import (
     client_hello_handshake,
     crypto_frame,
@@ -358,7 +358,7 @@ def test_prefilter_keeps_what_the_sniffer_needs_and_drops_bulk(
 
 
 def open_pcap_frames(path: Path) -> list[bytes]:
-    from schoolgate.sniffer import pcap_frames
+    from schoolgate.sniffer.capture import pcap_frames
 
     return [frame for frame, _, _ in pcap_frames(path)]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from schoolgate.audit import read_records
+from schoolgate.pipeline.audit import read_records
 from tests.netns import (
     CLIENT_IP,
     GATEWAY_CLIENT_IP,
@@ -148,9 +148,9 @@ def test_a_prefilter_that_cannot_be_set_falls_back_to_none(
     import secrets
     import threading
 
-    from schoolgate.catalog import load_catalog
-    from schoolgate.sniffer import Sniffer, capture
-    from schoolgate.watchlist import Watchlist
+    from schoolgate.endpoints.catalog import load_catalog
+    from schoolgate.sniffer.capture import Sniffer, capture
+    from schoolgate.sniffer.watchlist import Watchlist
     from tests.netns import _ip
 
     ns = f"sg-{secrets.token_hex(3)}-sniff"

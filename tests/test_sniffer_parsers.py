@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schoolgate.dnsquery import query_names
-from schoolgate.packets import (
+from schoolgate.sniffer.dnsquery import query_names
+from schoolgate.sniffer.packets import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_RAW,
@@ -20,14 +20,14 @@ from schoolgate.packets import (
     PROTO_UDP,
     parse_frame,
 )
-from schoolgate.quic import (
+from schoolgate.sniffer.quic import (
     VERSION_2,
     CryptoStream,
     crypto_frames,
     decrypt_initial,
     initial_keys,
 )
-from schoolgate.tlshello import Incomplete, Malformed, parse_handshake, parse_tls_stream
+from schoolgate.sniffer.tlshello import Incomplete, Malformed, parse_handshake, parse_tls_stream
 from tests.sniffer_packets import (
     RFC9001_CLIENT_HP,
     RFC9001_CLIENT_IV,

@@ -15,11 +15,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from schoolgate.banks import BankStore, SignalInput, SignalType
+from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.errors import MediaRefused
-from schoolgate.media import MediaType, VideoLimits
-from schoolgate.video import Letterbox, SampledFrame, VideoHasher, VideoHashes, _Keeper
-from schoolgate.video_matcher import VideoMatcher, VideoMatchSettings
+from schoolgate.matching.video import VideoMatcher, VideoMatchSettings
+from schoolgate.media.decode import MediaType, VideoLimits
+from schoolgate.media.video import Letterbox, SampledFrame, VideoHasher, VideoHashes, _Keeper
 from tests import video_fixtures as vf
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per encoder otherwise

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schoolgate import engine
 from schoolgate.config import Config, parse_config
-from schoolgate.engine import InspectionContext, Inspector
-from schoolgate.media import VideoLimits
-from schoolgate.video import VideoHasher
+from schoolgate.media.decode import VideoLimits
+from schoolgate.media.video import VideoHasher
+from schoolgate.pipeline import engine
+from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests import video_fixtures as vf
 from tests.onnx_models import PATTERN_INPUT_SIZE, PATTERN_LABEL, make_pattern_model
 from tests.test_cli_scan import schoolgate

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.media import VideoLimits
-from schoolgate.video import VideoHasher
+from schoolgate.media.decode import VideoLimits
+from schoolgate.media.video import VideoHasher
 from tests import video_fixtures as vf
 
 vpdq = pytest.importorskip(

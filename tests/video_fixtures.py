@@ -118,6 +118,7 @@ def encode(
     container_format = fmt or _CONTAINERS.get(codec, "mp4")
     with av.open(buffer, "w", format=container_format) as out:
         stream = out.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height = width - width % 2, height - height % 2
         stream.pix_fmt = "yuv420p"
         if bitrate:
@@ -143,10 +144,13 @@ def encode(
 
 def decode(data: bytes) -> Clip:
     """Every frame of a video as RGB (test helper for making edited copies)."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.video[0]
         fps = round(float(stream.average_rate or 15))
-        frames = tuple(f.to_ndarray(format="rgb24") for f in container.decode(stream))
+        frames = tuple(
+            np.asarray(f.to_ndarray(format="rgb24"), dtype=np.uint8)
+            for f in container.decode(stream)
+        )
     return Clip(frames, fps)
 
 

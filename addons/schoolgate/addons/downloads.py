@@ -1,0 +1,125 @@
+"""Downloads: media from catalogued sharing CDNs is judged before delivery; learn rules."""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import http
+
+from schoolgate.addons import heldbody
+from schoolgate.addons.blockpage import block_response
+from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.addons.uploads import declared_size, extract_limits, flow_context
+from schoolgate.endpoints.catalog import MAX_LEARN_BODY_BYTES
+from schoolgate.endpoints.extract import ExtractionError, decode_content_encoding
+from schoolgate.pipeline.verdict import Verdict
+
+log = logging.getLogger("schoolgate.proxy")
+
+HELD = "schoolgate_download"
+LEARN = "schoolgate_learn"
+
+
+class DownloadInspector:
+    """Holds CDN media responses up to the cap; a blocked one is replaced by a placeholder 403."""
+
+    def __init__(self, ref: RuntimeRef) -> None:
+        self.ref = ref
+
+    def load(self, loader: object) -> None:
+        heldbody.install()
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        runtime = self.ref.current
+        response = flow.response
+        if runtime is None or response is None:
+            return
+        host = flow.request.pretty_host
+        size = declared_size(response.headers)
+        rules = runtime.catalog.learn_rules(host, flow.request.method, flow.request.path)
+        if rules and (size is None or size <= MAX_LEARN_BODY_BYTES):
+            flow.metadata[LEARN] = True
+            response.stream = False
+            return
+        app = runtime.catalog.download_app(host)
+        if app is None or not 200 <= response.status_code < 300 or flow.request.method == "HEAD":
+            response.stream = True
+            return
+        cap = runtime.config.proxy.max_held_body_bytes
+        if size is not None and size > cap:
+            ctx = flow_context(runtime, flow, app.name, "download", direction="download")
+            verdict = runtime.unavailable(
+                ctx, "oversize", f"download of {size} bytes is over the {cap} byte cap"
+            )
+            if verdict.blocked:
+                flow.kill()  # type: ignore[no-untyped-call]  # the body is on its way: cutting the connection is the only refusal
+            else:
+                response.stream = True
+            return
+        # Chunked and HTTP/2 bodies may declare no length: the cap also applies as bytes arrive.
+        heldbody.hold_response(flow, heldbody.HeldCap(cap, self.over_cap))
+        flow.metadata[HELD] = app.name
+
+    def over_cap(self, flow: http.HTTPFlow, received: int) -> None:
+        """A held download outgrew the cap while arriving: the oversize fail policy decides
+        between the block page (the upstream is cut off) and streaming the rest through."""
+        runtime = self.ref.current
+        app = flow.metadata.pop(HELD, None)
+        if runtime is None or not isinstance(app, str) or flow.response is None:
+            return  # nothing to decide with: the download is aborted
+        cap = runtime.config.proxy.max_held_body_bytes
+        ctx = flow_context(runtime, flow, app, "download", direction="download")
+        detail = f"download of at least {received} bytes is over the {cap} byte cap"
+        verdict = runtime.unavailable(ctx, "oversize", detail)
+        if verdict.blocked:
+            flow.response = block_response(
+                runtime.config.proxy, "download", verdict.id, flow.request.headers.get("accept", "")
+            )
+        else:
+            flow.response.stream = True
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        runtime = self.ref.current
+        response = flow.response
+        if runtime is None or response is None:
+            return
+        if flow.metadata.get(LEARN):
+            self.learn(runtime, flow)
+        app = flow.metadata.get(HELD)
+        if not isinstance(app, str):
+            return
+        verdict = await self.inspect(runtime, flow, app)
+        if verdict.blocked:
+            flow.response = block_response(
+                runtime.config.proxy, "download", verdict.id, flow.request.headers.get("accept", "")
+            )
+
+    async def inspect(self, runtime: Runtime, flow: http.HTTPFlow, app: str) -> Verdict:
+        assert flow.response is not None
+        ctx = flow_context(runtime, flow, app, "download", direction="download")
+        body = flow.response.raw_content or b""
+        cap = runtime.config.proxy.max_held_body_bytes
+        if len(body) > cap:
+            return runtime.unavailable(ctx, "oversize", f"over the {cap} byte cap")
+        try:
+            body = decode_content_encoding(
+                body, flow.response.headers.get("content-encoding", ""), extract_limits(runtime)
+            )
+        except ExtractionError as exc:
+            return runtime.unavailable(ctx, "refused", str(exc))
+        return await runtime.judge(body, ctx)
+
+    def learn(self, runtime: Runtime, flow: http.HTTPFlow) -> None:
+        """Remember upload hosts an app's reply hands out, so their uploads are held too."""
+        assert flow.response is not None
+        request = flow.request
+        body = flow.response.get_content(strict=False) or b""
+        for app, rule in runtime.catalog.learn_rules(
+            request.pretty_host, request.method, request.path
+        ):
+            headers = list(flow.response.headers.fields)
+            pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+            for host in rule.learn(pairs, body):
+                runtime.learnt.add(host, app, rule)
+                runtime.count("learnt_hosts")
+                log.info("learnt upload host %s for %s", host, app.name)

@@ -1,0 +1,26 @@
+"""The addon list: `mitmdump -s addons/schoolgate/addons/entry.py` (schoolgate run uses `make_addons` directly)."""
+
+from __future__ import annotations
+
+from schoolgate.addons.certnames import LeafNames
+from schoolgate.addons.downloads import DownloadInspector
+from schoolgate.addons.loader import ConfigLoader
+from schoolgate.addons.runtime import RuntimeRef
+from schoolgate.addons.scope import Scope
+from schoolgate.addons.uploads import UploadInspector
+from schoolgate.addons.websockets import WebSocketInspector
+
+
+def make_addons(ref: RuntimeRef) -> list[object]:
+    """Every schoolgate addon over one runtime slot; the loader first, so it configures first."""
+    return [
+        ConfigLoader(ref),
+        Scope(ref),
+        UploadInspector(ref),
+        DownloadInspector(ref),
+        WebSocketInspector(ref),
+        LeafNames(),
+    ]
+
+
+addons = make_addons(RuntimeRef())

@@ -1,0 +1,204 @@
+"""What every schoolgate addon shares: config, inspector, catalog, device identity, worker pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
+from schoolgate.config import Config
+from schoolgate.endpoints.catalog import Catalog, LearntHosts, load_catalog
+from schoolgate.endpoints.reassembly import UploadSessions
+from schoolgate.gateway.leases import LeaseTable
+from schoolgate.monitoring import metrics
+from schoolgate.pipeline.engine import Inspector
+from schoolgate.pipeline.verdict import InspectionContext, Verdict
+
+log = logging.getLogger("schoolgate.proxy")
+
+
+@dataclass
+class Runtime:
+    """Built once per configuration; addons read it through a `RuntimeRef`."""
+
+    config: Config
+    inspector: Inspector
+    catalog: Catalog
+    pool: InspectionPool
+    learnt: LearntHosts = field(default_factory=LearntHosts)
+    sessions: UploadSessions = field(default_factory=UploadSessions)
+    leases: tuple[LeaseTable, ...] = ()
+    counters: Counter[str] = field(default_factory=Counter)
+    closed: bool = False
+    busy: int = 0  # judge() calls in progress (event-loop only, so no lock)
+    _counter_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Runtime:
+        """Load the catalog and the inspector (banks, models, audit log); raises on bad config."""
+        catalog = load_catalog(list(config.proxy.endpoints_files))
+        inspector = Inspector.from_config(config)
+        pool = InspectionPool(
+            config.proxy.workers, config.proxy.max_queue, config.proxy.inspect_timeout_s
+        )
+        cap = config.proxy.max_held_body_bytes
+        sessions = UploadSessions(max_session_bytes=cap, max_total_bytes=max(cap, 4 * cap))
+        leases = tuple(LeaseTable(path) for path in config.proxy.dhcp_leases)
+        if inspector.alerts is not None:
+            alerts = inspector.alerts
+            # Outbox depth and delivery outcomes feed the IT dashboards and alert rules.
+            metrics.bind_alert_outbox(alerts.outbox.stats)
+            metrics.declare_webhook_receivers(config.alerts.channel_names)
+            alerts.sender.on_attempt = metrics.webhook_attempt
+            alerts.start()  # deliver alerts to the DSL in the background
+        runtime = cls(
+            config=config,
+            inspector=inspector,
+            catalog=catalog,
+            pool=pool,
+            sessions=sessions,
+            leases=leases,
+        )
+        metrics.bind_runtime(
+            runtime,
+            inspector,
+            apps=[app.name for app in catalog.apps],
+            queue_depth=lambda: pool.in_flight,
+            queue_capacity=pool.capacity,
+        )
+        return runtime
+
+    def context(
+        self,
+        client_ip: str | None,
+        *,
+        app: str | None,
+        host: str | None,
+        route: str | None,
+        direction: str = "upload",
+    ) -> InspectionContext:
+        """An inspection context for a client, with MAC and hostname from the DHCP leases."""
+        mac = hostname = None
+        if client_ip:
+            for table in self.leases:
+                lease = table.lookup(client_ip)
+                if lease is not None:
+                    mac, hostname = lease.mac, lease.hostname
+                    break
+        return InspectionContext(
+            client_ip=client_ip,
+            app=app,
+            host=host,
+            route=route,
+            direction=direction,
+            mac=mac,
+            hostname=hostname,
+        )
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Bump an in-process counter (surfaced in logs and tests)."""
+        with self._counter_lock:
+            self.counters[name] += n
+
+    def unavailable(
+        self, ctx: InspectionContext, failure: str, detail: str, action: str | None = None
+    ) -> Verdict:
+        """A fail-policy verdict (or `action`, when the proxy already acted), recorded and
+        counted."""
+        self.count(f"unavailable_{failure}")
+        verdict = self.inspector.evaluate_unavailable(ctx, failure, detail, action)
+        self.record(verdict)
+        return verdict
+
+    async def judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
+        """Evaluate one item in the pool; overload, timeout and bugs become fail-policy verdicts."""
+        self.busy += 1  # a reload retires this runtime only once nothing is being judged
+        try:
+            return await self._judge(data, ctx)
+        finally:
+            self.busy -= 1
+
+    async def _judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
+        ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
+        started = time.perf_counter()
+        try:
+            verdict = await self.pool.run(self.inspector.evaluate, data, ctx)
+        except Overloaded as exc:
+            return self.unavailable(ctx, "overload", str(exc))
+        except InspectTimeout as exc:
+            return self.unavailable(ctx, "timeout", str(exc))
+        except Exception as exc:  # a bug must become a decision, never a lost one
+            log.exception("inspection crashed")
+            return self.unavailable(ctx, "error", type(exc).__name__)
+        metrics.observe_inspection(verdict, time.perf_counter() - started)
+        self.record(verdict)
+        return verdict
+
+    def record(self, verdict: Verdict) -> None:
+        """Audit one decision; a failing audit log is logged loudly but never drops the decision."""
+        self.count("blocked" if verdict.blocked else "allowed")
+        metrics.observe_verdict(verdict)  # never raises
+        try:
+            self.inspector.record(verdict)
+        except Exception:
+            log.exception("could not record decision %s", verdict.id)
+
+    @property
+    def idle(self) -> bool:
+        """No judgement in progress and no item left in the pool."""
+        return self.busy == 0 and self.pool.in_flight == 0
+
+    async def retire(self, timeout_s: float, quiet_s: float = 0.5) -> bool:
+        """Close once idle for `quiet_s` (in-flight inspections finish and are recorded), or at
+        `timeout_s`; True if it went idle. The quiet period covers flows that fetched this runtime
+        just before a swap and start judging on a later event-loop turn."""
+        deadline = time.monotonic() + timeout_s
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if not self.idle:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= quiet_s:
+                break
+            await asyncio.sleep(0.05)
+        drained = self.idle
+        if not drained:
+            log.warning(
+                "closing the previous configuration with %d inspection(s) still running",
+                self.busy or self.pool.in_flight,
+            )
+        await asyncio.to_thread(self.close)
+        return drained
+
+    def close(self) -> None:
+        """Stop the pool and close banks and audit log; safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        metrics.release_runtime(self)
+        self.pool.shutdown()
+        self.inspector.close()
+
+
+class RuntimeRef:
+    """A mutable slot the addons share, so a reconfigure swaps everything at once."""
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self.current: Runtime | None = runtime
+
+    def get(self) -> Runtime:
+        if self.current is None:
+            raise RuntimeError("schoolgate is not configured yet")
+        return self.current
+
+    def swap(self, runtime: Runtime) -> Runtime | None:
+        """Install `runtime` in one assignment (addons see old or new, never a mix); the previous
+        one is returned for the caller to retire."""
+        previous, self.current = self.current, runtime
+        return previous

@@ -1,0 +1,189 @@
+"""Scope: decrypt only catalogued sharing hosts; pass everything else through untouched.
+
+Decisions are taken from the TLS ClientHello's SNI, so nothing outside the catalog is ever
+decrypted. Apps that cannot be inspected (end-to-end encrypted media, certificate pinning) get
+their catalog action instead: refused by SNI, or passed through with a metadata-only audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Generator
+
+from mitmproxy import ctx, exceptions, tls
+from mitmproxy.addonmanager import Loader
+from mitmproxy.net.tls import starts_like_tls_record
+from mitmproxy.proxy import commands, events, layer
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers.tls import parse_client_hello
+
+from schoolgate.addons.runtime import RuntimeRef
+from schoolgate.endpoints.catalog import normalize_host
+from schoolgate.monitoring import metrics
+
+log = logging.getLogger("schoolgate.proxy")
+
+PINNED_ACTIONS = ("pass", "block")
+# Per-(client, SNI) failure tallies are bounded so a scan of random names cannot grow memory.
+MAX_TRACKED = 10_000
+
+
+class RefuseLayer(layer.Layer):
+    """Closes the client connection before any byte reaches the server (block by SNI)."""
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self._closed = False
+
+    def _handle_event(self, event: events.Event) -> Generator[commands.Command, object, None]:
+        if not self._closed:
+            self._closed = True
+            yield commands.CloseConnection(self.context.client)
+
+
+def client_ip(context: Context) -> str | None:
+    peer = context.client.peername
+    return str(peer[0]) if peer else None
+
+
+class Scope:
+    """Chooses intercept, pass-through or refuse for every TLS connection."""
+
+    def __init__(self, ref: RuntimeRef) -> None:
+        self.ref = ref
+        self.failures: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self.pinned: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "schoolgate_pinned_after",
+            int,
+            3,
+            "Handshakes a device may refuse for one SNI (a pinned app) before schoolgate stops "
+            "intercepting that SNI for that device; 0 never stops.",
+        )
+        loader.add_option(
+            "schoolgate_pinned_action",
+            str,
+            "pass",
+            "What happens to a pinned SNI once detected: 'pass' (through, uninspected, logged) "
+            "or 'block' (refused by SNI).",
+            choices=PINNED_ACTIONS,
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "schoolgate_pinned_after" in updated and ctx.options.schoolgate_pinned_after < 0:
+            raise exceptions.OptionsError("schoolgate_pinned_after must be 0 or more")  # type: ignore[no-untyped-call]
+
+    def decide(self, sni: str | None, client: str | None) -> str:
+        """'intercept', 'pass', 'pass_log' or 'block' for one ClientHello."""
+        if not sni:
+            return "pass"  # no name, no app: never decrypt what we cannot attribute
+        runtime = self.ref.get()
+        host = normalize_host(sni)
+        pinned = self.pinned.get((client or "", host))
+        if pinned is not None:
+            return "block" if pinned == "block" else "pass_log"
+        app = runtime.catalog.app_for_host(host)
+        if app is None:
+            return "intercept" if runtime.learnt.get(host) is not None else "pass"
+        if app.inspection == "none":
+            return "block" if app.when_not_inspectable == "block_by_sni" else "pass_log"
+        return "intercept"
+
+    def why_not_intercepted(self, sni: str | None, client: str | None) -> str:
+        """The metrics reason for a pass-through or refusal (one of metrics.PASS_REASONS)."""
+        if not sni:
+            return "no_sni"
+        host = normalize_host(sni)
+        if (client or "", host) in self.pinned:
+            return "pinned"
+        if self.ref.get().catalog.app_for_host(host) is None:
+            return "not_catalogued"
+        return "not_inspectable"
+
+    def _record(self, context: Context, sni: str, detail: str, action: str) -> None:
+        """Audit a connection that was not inspected; `action` is what was done to it, so a
+        refusal reads as a block, whatever the group's fail policy for not_inspectable says."""
+        runtime = self.ref.get()
+        app = runtime.catalog.app_for_host(sni)
+        ip = client_ip(context)
+        ictx = runtime.context(ip, app=app.name if app else None, host=sni, route="tls")
+        runtime.unavailable(ictx, "not_inspectable", detail, action=action)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """Refuse block-by-SNI connections before the handshake goes anywhere."""
+        if nextlayer.layer is None or self.ref.current is None:
+            return
+        data = nextlayer.data_client()  # type: ignore[no-untyped-call]
+        if not starts_like_tls_record(data) or nextlayer.context.client.tls_established:
+            return
+        try:
+            hello = parse_client_hello(data)
+        except ValueError:
+            return  # not TLS after all; mitmproxy's own layers report it
+        if hello is None:
+            nextlayer.layer = None  # wait for the whole ClientHello before deciding
+            return
+        if self.decide(hello.sni, client_ip(nextlayer.context)) == "block":
+            assert hello.sni is not None
+            self.ref.get().count("refused_by_sni")
+            why = self.why_not_intercepted(hello.sni, client_ip(nextlayer.context))
+            metrics.connection_refused("pinned" if why == "pinned" else "block_by_sni")
+            self._record(nextlayer.context, normalize_host(hello.sni), "refused by SNI", "block")
+            nextlayer.layer = RefuseLayer(nextlayer.context)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """Pass through anything not catalogued (or not inspectable) without decrypting it."""
+        if self.ref.current is None:
+            data.ignore_connection = True
+            metrics.connection_passed_through("starting")
+            return
+        sni = data.client_hello.sni
+        decision = self.decide(sni, client_ip(data.context))
+        if decision == "intercept":
+            self.ref.get().count("intercepted")
+            metrics.connection_intercepted()
+            return
+        data.ignore_connection = True
+        self.ref.get().count("passed_through")
+        metrics.connection_passed_through(self.why_not_intercepted(sni, client_ip(data.context)))
+        if decision == "pass_log" and sni:
+            self._record(
+                data.context, normalize_host(sni), "not inspectable: passed through", "allow"
+            )
+
+    def tls_failed_client(self, data: tls.TlsData) -> None:
+        """A device refused our certificate: after N refusals treat that SNI as pinned for it."""
+        runtime = self.ref.current
+        sni = data.conn.sni
+        limit = ctx.options.schoolgate_pinned_after
+        if runtime is None or not sni or limit == 0:
+            return
+        host = normalize_host(sni)
+        key = (client_ip(data.context) or "", host)
+        count = self.failures.pop(key, 0) + 1
+        self.failures[key] = count
+        while len(self.failures) > MAX_TRACKED:
+            self.failures.popitem(last=False)
+        runtime.count("tls_failed_client")
+        if count < limit or key in self.pinned:
+            return
+        action = ctx.options.schoolgate_pinned_action
+        self.pinned[key] = action
+        while len(self.pinned) > MAX_TRACKED:
+            self.pinned.popitem(last=False)
+        log.warning(
+            "%s refused interception of %s %d times (certificate pinning?): now %s",
+            key[0],
+            host,
+            count,
+            "refused by SNI" if action == "block" else "passed through uninspected",
+        )
+        self._record(
+            data.context,
+            host,
+            f"certificate pinned: {action} after {count} failures",
+            "block" if action == "block" else "allow",
+        )

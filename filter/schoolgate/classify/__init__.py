@@ -1,0 +1,1 @@
+"""Classification: ONNX models (open_nsfw, NudeNet, generic) behind one adapter interface."""

@@ -1,0 +1,685 @@
+"""Find media in HTTP request bodies: content decoding, multipart, raw, base64 in JSON or forms.
+
+Everything is bounded (input size, decoded size, compression ratio, part and item counts, JSON
+depth) and every refusal is an `ExtractionError` with a stable `reason`, so hostile bodies reach
+the fail policy, never a traceback. Whether bytes are media is decided by magic bytes
+(`schoolgate.media.sniff`), never by a Content-Type or a file name.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import sys
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+import brotli  # ships no type information
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:  # the backport of PEP 784's compression.zstd, with the same API
+    from backports import zstd
+
+from schoolgate.endpoints.catalog import JsonPath
+from schoolgate.errors import SchoolgateError
+
+_MiB: Final = 1 << 20
+# Decoded output is produced in steps of this size, so a bomb is stopped one step past a cap.
+_STEP: Final = 256 * 1024
+_CHUNK: Final = 16 * 1024
+# Below this much output the ratio cap is not applied: tiny bodies legitimately compress well.
+_RATIO_FLOOR: Final = _MiB
+_MAX_ENCODINGS: Final = 4
+_MAX_GZIP_MEMBERS: Final = 64
+_MAX_ZSTD_FRAMES: Final = 64
+# The window cap bounds the decoder's own memory, whatever a frame header asks for (128 MiB).
+_ZSTD_OPTIONS: Final[dict[int, int]] = {zstd.DecompressionParameter.window_log_max: 27}
+_MAX_NESTING: Final = 4
+_MAX_HEADER_BYTES: Final = 16 * 1024
+_MIN_BASE64_CHARS: Final = 16
+_BASE64_RE: Final = re.compile(rb"[A-Za-z0-9+/\-_]+={0,2}")
+_WHITESPACE: Final = re.compile(rb"\s+")
+
+
+class ExtractionError(SchoolgateError):
+    """A body that is refused on purpose. `reason` is a stable code for metrics and policy:
+
+    "oversize", "encoding_bomb", "bad_encoding", "malformed_multipart", "too_many_parts",
+    "too_many_items", "malformed_json", "json_too_deep", "malformed_form", "unknown_format".
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Caps applied while decoding and parsing one request body."""
+
+    max_body_bytes: int = 64 * _MiB
+    max_decoded_bytes: int = 64 * _MiB
+    max_ratio: int = 100
+    max_parts: int = 1000
+    max_items: int = 64
+    max_json_depth: int = 64
+
+
+@dataclass(frozen=True)
+class ExtractedItem:
+    """A candidate media item: its bytes, what the client declared, and where it was found."""
+
+    data: bytes
+    filename: str | None
+    declared_type: str | None
+    locator: str
+
+
+@dataclass(frozen=True)
+class MultipartPart:
+    """One leaf part of a multipart body (nested multiparts are flattened)."""
+
+    name: str | None
+    filename: str | None
+    content_type: str | None
+    headers: tuple[tuple[str, str], ...]
+    data: bytes
+    locator: str
+
+
+def default_is_media(data: bytes) -> bool:
+    """Whether the magic bytes say image or video (imported lazily: media pulls in decoders)."""
+    from schoolgate.media.decode import MediaKind, sniff
+
+    return sniff(data).kind is not MediaKind.UNKNOWN
+
+
+# ---------------------------------------------------------------------------------------------
+# Content-Encoding
+
+
+class _Sink:
+    """Collects decoded output, refusing it past the size cap or the ratio cap.
+
+    The ratio is output over the input consumed so far, so a bomb is recognised as one early,
+    whatever its total size.
+    """
+
+    def __init__(self, limits: ExtractLimits) -> None:
+        self.buffer = bytearray()
+        self.consumed = 0
+        self._limits = limits
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        size = len(self.buffer)
+        consumed = max(self.consumed, 1)
+        if size > _RATIO_FLOOR and size > consumed * self._limits.max_ratio:
+            self.buffer = bytearray()
+            raise ExtractionError(
+                "encoding_bomb",
+                f"compressed body expands more than {self._limits.max_ratio}x "
+                f"({size} bytes from the first {consumed})",
+            )
+        if size > self._limits.max_decoded_bytes:
+            self.buffer = bytearray()
+            raise ExtractionError(
+                "oversize", f"decoded body exceeds {self._limits.max_decoded_bytes} bytes"
+            )
+
+
+def decode_content_encoding(body: bytes, encodings: str | None, limits: ExtractLimits) -> bytes:
+    """Undo a Content-Encoding header ("gzip", "deflate", "br", "zstd", chains like "gzip, br").
+
+    Decoding streams with an output cap and a ratio cap; a bomb is refused ("encoding_bomb")
+    after at most one step past the cap, never fully allocated. Unknown codings, corrupt or
+    truncated data raise "bad_encoding".
+    """
+    if len(body) > limits.max_body_bytes:
+        raise ExtractionError("oversize", f"body exceeds {limits.max_body_bytes} bytes")
+    names = [
+        name.strip().lower()
+        for name in (encodings or "").split(",")
+        if name.strip() and name.strip().lower() != "identity"
+    ]
+    if len(names) > _MAX_ENCODINGS:
+        raise ExtractionError("bad_encoding", f"more than {_MAX_ENCODINGS} chained encodings")
+    data = body
+    # Codings are listed in the order they were applied, so they are undone in reverse.
+    for name in reversed(names):
+        decoder = _DECODERS.get(name)
+        if decoder is None:
+            raise ExtractionError("bad_encoding", f"unsupported Content-Encoding {name!r}")
+        sink = _Sink(limits)
+        try:
+            decoder(data, sink)
+        except ExtractionError:
+            raise
+        except (zlib.error, brotli.error, zstd.ZstdError, ValueError, EOFError) as error:
+            raise ExtractionError("bad_encoding", f"corrupt {name} data: {error}") from error
+        data = bytes(sink.buffer)
+    return data
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), _CHUNK):
+        yield bytes(view[start : start + _CHUNK])
+
+
+def _inflate(data: bytes, wbits: int, sink: _Sink) -> bytes:
+    """Inflate one zlib/gzip/raw-deflate stream; returns the bytes after its end."""
+    stream = zlib.decompressobj(wbits)
+    base = sink.consumed
+    fed = 0
+    for chunk in _chunks(data):
+        fed += len(chunk)
+        pending = chunk
+        while pending and not stream.eof:
+            output = stream.decompress(pending, _STEP)
+            pending = stream.unconsumed_tail
+            sink.consumed = base + fed - len(pending)
+            sink.write(output)
+        if stream.eof:
+            break
+    if not stream.eof:
+        raise ExtractionError("bad_encoding", "compressed data is truncated")
+    sink.write(stream.flush())
+    consumed = len(data) - len(stream.unused_data)
+    sink.consumed = base + consumed
+    return data[consumed:]
+
+
+def _gunzip(data: bytes, sink: _Sink) -> None:
+    rest = _inflate(data, 31, sink)
+    members = 1
+    # Concatenated gzip members are one valid body; trailing zero padding is tolerated.
+    while rest.strip(b"\x00"):
+        members += 1
+        if members > _MAX_GZIP_MEMBERS:
+            raise ExtractionError("bad_encoding", "too many gzip members")
+        rest = _inflate(rest, 31, sink)
+
+
+def _deflate(data: bytes, sink: _Sink) -> None:
+    # "deflate" is meant to be zlib-wrapped, but some servers and clients send raw deflate.
+    zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+    _inflate(data, 15 if zlib_header else -15, sink)
+
+
+def _unbrotli(data: bytes, sink: _Sink) -> None:
+    decompressor = brotli.Decompressor()
+    for chunk in _chunks(data):
+        sink.consumed += len(chunk)
+        sink.write(decompressor.process(chunk, output_buffer_limit=_STEP))
+        # Output past the limit waits inside the decompressor, and can_accept_more_data() does
+        # not say so: drain it step by step (each step checked by the sink) until none is left.
+        while not decompressor.is_finished():
+            output = decompressor.process(b"", output_buffer_limit=_STEP)
+            if not output:
+                break
+            sink.write(output)
+    if not decompressor.is_finished():
+        raise ExtractionError("bad_encoding", "brotli data is truncated")
+
+
+def _unzstd(data: bytes, sink: _Sink) -> None:
+    # One decompressor per frame: concatenated frames are one valid body, as gzip members are.
+    view = memoryview(data)
+    offset = 0
+    frames = 0
+    while offset < len(view):
+        frames += 1
+        if frames > _MAX_ZSTD_FRAMES:
+            raise ExtractionError("bad_encoding", "too many zstd frames")
+        decompressor = zstd.ZstdDecompressor(options=_ZSTD_OPTIONS)
+        while not decompressor.eof:
+            if offset >= len(view):
+                raise ExtractionError("bad_encoding", "zstd data is truncated")
+            chunk = bytes(view[offset : offset + _CHUNK])
+            offset += len(chunk)
+            sink.consumed += len(chunk)
+            sink.write(decompressor.decompress(chunk, _STEP))
+            # Output past the step waits in the decompressor: drain it, each step checked.
+            while not decompressor.eof and not decompressor.needs_input:
+                sink.write(decompressor.decompress(b"", _STEP))
+        # The frame ended inside the last chunk: what follows it starts the next frame.
+        unused = len(decompressor.unused_data)
+        offset -= unused
+        sink.consumed -= unused
+
+
+_DECODERS: Final[dict[str, Callable[[bytes, _Sink], None]]] = {
+    "gzip": _gunzip,
+    "x-gzip": _gunzip,
+    "deflate": _deflate,
+    "br": _unbrotli,
+    "zstd": _unzstd,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Header parameters (Content-Type, Content-Disposition) with RFC 2231 / 5987 extended values
+
+
+def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
+    """Split `type/sub; a=b; c="d"` into the lower-cased main value and its parameters.
+
+    Extended parameters (`filename*=UTF-8''%E2%82%AC.jpg`, continuations `name*0*`, `name*1`)
+    are decoded and take precedence over the plain ones. Names are lower-cased.
+    """
+    main, _, rest = value.partition(";")
+    plain: dict[str, str] = {}
+    pieces: dict[str, dict[int, tuple[str, bool]]] = {}
+    for name, raw in _param_pairs(rest):
+        match = re.fullmatch(r"([^*]+)(?:\*(\d+))?(\*)?", name)
+        if match is None:
+            continue
+        base, index, star = match.group(1), match.group(2), match.group(3)
+        if index is None and star is None:
+            plain.setdefault(base, raw)
+        elif len(pieces.setdefault(base, {})) < 64:
+            pieces[base][int(index or 0)] = (raw, star is not None)
+    for base, parts in pieces.items():
+        decoded = _join_extended([parts[i] for i in sorted(parts)])
+        if decoded is not None:
+            plain[base] = decoded
+    return main.strip().lower(), plain
+
+
+def _param_pairs(text: str) -> Iterator[tuple[str, str]]:
+    position = 0
+    length = len(text)
+    while position < length:
+        while position < length and text[position] in " \t;":
+            position += 1
+        equals = text.find("=", position)
+        if equals < 0:
+            return
+        name = text[position:equals].strip().lower()
+        position = equals + 1
+        while position < length and text[position] in " \t":
+            position += 1
+        if position < length and text[position] == '"':
+            position += 1
+            value: list[str] = []
+            while position < length and text[position] != '"':
+                if text[position] == "\\" and position + 1 < length:
+                    position += 1
+                value.append(text[position])
+                position += 1
+            position += 1
+            yield name, "".join(value)
+        else:
+            end = text.find(";", position)
+            end = length if end < 0 else end
+            yield name, text[position:end].strip()
+            position = end
+
+
+def _join_extended(parts: list[tuple[str, bool]]) -> str | None:
+    charset = "utf-8"
+    data = bytearray()
+    for number, (raw, encoded) in enumerate(parts):
+        text = raw
+        if number == 0 and encoded:
+            fields = raw.split("'", 2)
+            if len(fields) == 3:
+                charset = fields[0] or "utf-8"
+                text = fields[2]
+        data += unquote_to_bytes(text) if encoded else text.encode("utf-8", "replace")
+    try:
+        return bytes(data).decode(charset, "replace")
+    except LookupError:
+        return bytes(data).decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Multipart
+
+
+def parse_multipart(
+    body: bytes, content_type: str | None, limits: ExtractLimits
+) -> list[MultipartPart]:
+    """Leaf parts of a multipart body (multipart/form-data, /mixed, /related, nested).
+
+    One pass over the body with bounded header sections, part count and nesting; preamble and
+    epilogue are ignored; `Content-Transfer-Encoding: base64` parts are decoded.
+    """
+    parts: list[MultipartPart] = []
+    _parse_multipart_into(body, content_type, limits, parts, "multipart", 0)
+    return parts
+
+
+def _boundary(content_type: str | None) -> bytes:
+    if not content_type:
+        raise ExtractionError("malformed_multipart", "no Content-Type for a multipart body")
+    main, params = parse_header_params(content_type)
+    boundary = params.get("boundary", "")
+    if not main.startswith("multipart/") or not 0 < len(boundary) <= 200:
+        raise ExtractionError("malformed_multipart", "Content-Type has no usable boundary")
+    try:
+        return boundary.encode("ascii")
+    except UnicodeEncodeError as error:
+        raise ExtractionError("malformed_multipart", "boundary is not ASCII") from error
+
+
+def _parse_multipart_into(
+    body: bytes,
+    content_type: str | None,
+    limits: ExtractLimits,
+    out: list[MultipartPart],
+    prefix: str,
+    depth: int,
+) -> None:
+    if depth >= _MAX_NESTING:
+        raise ExtractionError("malformed_multipart", "multipart nested too deeply")
+    delimiter = b"--" + _boundary(content_type)
+    position = _first_delimiter(body, delimiter)
+    seen: dict[str, int] = {}
+    while True:
+        position += len(delimiter)
+        if body.startswith(b"--", position):
+            return  # close delimiter; the epilogue is ignored
+        position = _skip_line_end(body, position)
+        next_delimiter = _next_delimiter(body, delimiter, position)
+        if next_delimiter < 0:
+            raise ExtractionError("malformed_multipart", "multipart body has no closing boundary")
+        header_end, data_start = _header_end(body, position)
+        if data_start > next_delimiter:
+            raise ExtractionError("malformed_multipart", "part headers run into the next part")
+        headers = _parse_part_headers(body[position:header_end])
+        data_end = next_delimiter - (
+            2 if body[next_delimiter - 2 : next_delimiter] == b"\r\n" else 1
+        )
+        data = body[data_start : max(data_end, data_start)]
+        _add_part(headers, data, limits, out, prefix, depth, seen)
+        position = next_delimiter
+
+
+def _first_delimiter(body: bytes, delimiter: bytes) -> int:
+    if body.startswith(delimiter):
+        return 0
+    found = _next_delimiter(body, delimiter, 0)
+    if found < 0:
+        raise ExtractionError("malformed_multipart", "boundary not found in the body")
+    return found
+
+
+def _next_delimiter(body: bytes, delimiter: bytes, start: int) -> int:
+    """Offset of the next delimiter that starts a line (after LF), or -1."""
+    found = body.find(b"\n" + delimiter, start)
+    return found + 1 if found >= 0 else -1
+
+
+def _skip_line_end(body: bytes, position: int) -> int:
+    # Transport padding (spaces, tabs) may follow a delimiter before the line break.
+    while position < len(body) and body[position] in b" \t":
+        position += 1
+    if body.startswith(b"\r\n", position):
+        return position + 2
+    if body.startswith(b"\n", position):
+        return position + 1
+    raise ExtractionError("malformed_multipart", "delimiter line is not terminated")
+
+
+def _header_end(body: bytes, start: int) -> tuple[int, int]:
+    window = body[start : start + _MAX_HEADER_BYTES + 4]
+    if window.startswith((b"\r\n", b"\n")):  # a part with no headers
+        return start, start + (2 if window.startswith(b"\r\n") else 1)
+    candidates = [(window.find(b"\r\n\r\n"), 4), (window.find(b"\n\n"), 2)]
+    found = [(offset, size) for offset, size in candidates if offset >= 0]
+    if not found:
+        raise ExtractionError("malformed_multipart", "part headers are unterminated or too long")
+    offset, size = min(found)
+    return start + offset, start + offset + size
+
+
+def _parse_part_headers(raw: bytes) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    # Clients send UTF-8 file names raw; invalid bytes are replaced, not fatal.
+    for line in raw.decode("utf-8", "replace").replace("\r\n", "\n").split("\n"):
+        if line[:1] in (" ", "\t") and headers:  # obsolete line folding
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            headers.append((name.strip().lower(), value.strip()))
+        if len(headers) > 64:
+            raise ExtractionError("malformed_multipart", "too many headers in one part")
+    return headers
+
+
+def _add_part(
+    headers: list[tuple[str, str]],
+    data: bytes,
+    limits: ExtractLimits,
+    out: list[MultipartPart],
+    prefix: str,
+    depth: int,
+    seen: dict[str, int],
+) -> None:
+    header_map = dict(headers)
+    _, disposition = parse_header_params(header_map.get("content-disposition", ""))
+    name = disposition.get("name")
+    filename = disposition.get("filename")
+    content_type = header_map.get("content-type")
+    key = name or ""
+    index = seen.get(key, 0)
+    seen[key] = index + 1
+    locator = f"{prefix}:{key}[{index}]"
+    if header_map.get("content-transfer-encoding", "").strip().lower() == "base64":
+        decoded = _b64decode(data)
+        if decoded is None:
+            raise ExtractionError("malformed_multipart", f"{locator}: invalid base64 part")
+        data = decoded
+    if content_type and content_type.strip().lower().startswith("multipart/"):
+        _parse_multipart_into(data, content_type, limits, out, f"{locator}/multipart", depth + 1)
+        return
+    if len(out) >= limits.max_parts:
+        raise ExtractionError("too_many_parts", f"more than {limits.max_parts} multipart parts")
+    out.append(MultipartPart(name, filename, content_type, tuple(headers), data, locator))
+
+
+# ---------------------------------------------------------------------------------------------
+# Base64 and data: URLs
+
+
+def _b64decode(data: bytes) -> bytes | None:
+    """Standard or URL-safe base64, padded or not, line-wrapped or not; None if it is not."""
+    compact = _WHITESPACE.sub(b"", data)
+    if len(compact) < _MIN_BASE64_CHARS or _BASE64_RE.fullmatch(compact) is None:
+        return None
+    if b"-" in compact or b"_" in compact:
+        if b"+" in compact or b"/" in compact:
+            return None
+        compact = compact.replace(b"-", b"+").replace(b"_", b"/")
+    compact = compact.rstrip(b"=")
+    if len(compact) % 4 == 1:
+        return None
+    try:
+        return base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
+    except binascii.Error:
+        return None
+
+
+def decode_embedded(text: str | bytes) -> bytes | None:
+    """Bytes carried by a base64 string or a `data:` URL; None when the text is neither."""
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    stripped = raw.strip()
+    if stripped[:5].lower() == b"data:":
+        header, comma, payload = stripped.partition(b",")
+        if not comma:
+            return None
+        if header.lower().endswith(b";base64"):
+            return _b64decode(payload)
+        return unquote_to_bytes(payload)
+    return _b64decode(stripped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item extraction
+
+
+class _Collector:
+    """Accumulates items under the item-count and total-size caps."""
+
+    def __init__(self, limits: ExtractLimits, is_media: Callable[[bytes], bool]) -> None:
+        self.items: list[ExtractedItem] = []
+        self._limits = limits
+        self.is_media = is_media
+        self._bytes = 0
+
+    def add(self, item: ExtractedItem) -> None:
+        if len(self.items) >= self._limits.max_items:
+            raise ExtractionError("too_many_items", f"more than {self._limits.max_items} items")
+        self._bytes += len(item.data)
+        if self._bytes > self._limits.max_decoded_bytes:
+            raise ExtractionError("oversize", "extracted media exceeds the decoded-size cap")
+        self.items.append(item)
+
+    def consider(self, data: bytes, filename: str | None, declared: str | None, where: str) -> None:
+        """Keep `data` if it is media, or if it is base64/data-URL text that decodes to media."""
+        if self.is_media(data):
+            self.add(ExtractedItem(data, filename, declared, where))
+            return
+        decoded = decode_embedded(data) if len(data) >= _MIN_BASE64_CHARS else None
+        if decoded and self.is_media(decoded):
+            self.add(ExtractedItem(decoded, filename, declared, where + ":base64"))
+
+
+def extract_items(
+    body: bytes,
+    content_type: str | None,
+    body_format: str,
+    limits: ExtractLimits,
+    *,
+    json_paths: tuple[str, ...] = (),
+    is_media: Callable[[bytes], bool] = default_is_media,
+) -> list[ExtractedItem]:
+    """Media items in an (already content-decoded) request body.
+
+    `body_format` is a catalog body format: "multipart", "raw" (the whole body is one item,
+    media or not: chunks of resumable uploads are judged after reassembly), "json_base64"
+    (string fields, or only those at `json_paths`, that decode to media), "form_base64"
+    (urlencoded fields holding media or base64 media) or "auto" (chosen from the bytes and the
+    Content-Type). Raises ExtractionError.
+    """
+    if len(body) > limits.max_body_bytes:
+        raise ExtractionError("oversize", f"body exceeds {limits.max_body_bytes} bytes")
+    declared = content_type.strip() if content_type else None
+    collector = _Collector(limits, is_media)
+    match body_format:
+        case "raw":
+            if body:
+                collector.add(ExtractedItem(body, None, declared, "raw:body"))
+        case "multipart":
+            _from_multipart(body, content_type, limits, collector)
+        case "json_base64":
+            _from_json(body, json_paths, limits, collector)
+        case "form_base64":
+            _from_form(body, limits, collector)
+        case "auto":
+            _auto(body, content_type, json_paths, limits, collector)
+        case _:
+            raise ExtractionError("unknown_format", f"unknown body format {body_format!r}")
+    return collector.items
+
+
+def _auto(
+    body: bytes,
+    content_type: str | None,
+    json_paths: tuple[str, ...],
+    limits: ExtractLimits,
+    collector: _Collector,
+) -> None:
+    main = parse_header_params(content_type)[0] if content_type else ""
+    declared = content_type.strip() if content_type else None
+    # The bytes win over the label: a JPEG sent as "application/json" is still a JPEG.
+    if body and collector.is_media(body):
+        collector.add(ExtractedItem(body, None, declared, "raw:body"))
+    elif main.startswith("multipart/"):
+        _from_multipart(body, content_type, limits, collector)
+    elif main == "application/x-www-form-urlencoded":
+        _from_form(body, limits, collector)
+    elif main.endswith(("/json", "+json")) or body.lstrip()[:1] in (b"{", b"["):
+        _from_json(body, json_paths, limits, collector)
+    else:
+        collector.consider(body, None, declared, "raw:body")
+
+
+def _from_multipart(
+    body: bytes, content_type: str | None, limits: ExtractLimits, collector: _Collector
+) -> None:
+    for part in parse_multipart(body, content_type, limits):
+        collector.consider(part.data, part.filename, part.content_type, part.locator)
+
+
+def _from_form(body: bytes, limits: ExtractLimits, collector: _Collector) -> None:
+    try:
+        # latin-1 maps percent-decoded bytes 1:1, so binary values survive intact.
+        fields = parse_qsl(
+            body.decode("latin-1"),
+            keep_blank_values=True,
+            encoding="latin-1",
+            max_num_fields=limits.max_parts,
+        )
+    except ValueError as error:
+        raise ExtractionError("too_many_parts", f"more than {limits.max_parts} fields") from error
+    seen: dict[str, int] = {}
+    for name, value in fields:
+        index = seen.get(name, 0)
+        seen[name] = index + 1
+        raw = value.encode("latin-1")
+        # An unescaped '+' in base64 arrives as a space after form decoding.
+        if b" " in raw and not collector.is_media(raw):
+            raw = raw.replace(b" ", b"+")
+        collector.consider(raw, None, None, f"form:{name}[{index}]")
+
+
+def _from_json(
+    body: bytes, json_paths: tuple[str, ...], limits: ExtractLimits, collector: _Collector
+) -> None:
+    try:
+        document = json.loads(body)
+    except RecursionError as error:
+        raise ExtractionError("json_too_deep", "JSON nesting is too deep") from error
+    except ValueError as error:
+        raise ExtractionError("malformed_json", f"body is not JSON: {error}") from error
+    if json_paths:
+        for text in json_paths:
+            found = JsonPath.parse(text).find(document, limits.max_json_depth)
+            for number, value in enumerate(found):
+                base = f"json:{text}" if len(found) == 1 else f"json:{text}#{number}"
+                for where, string in _strings(value, base, limits, 0):
+                    collector.consider(string.encode("utf-8", "replace"), None, None, where)
+    else:
+        for where, string in _strings(document, "json:$", limits, 0):
+            collector.consider(string.encode("utf-8", "replace"), None, None, where)
+
+
+def _strings(
+    node: object, path: str, limits: ExtractLimits, depth: int
+) -> Iterator[tuple[str, str]]:
+    """(locator, value) for every string at or under `node`, depth-bounded."""
+    stack: list[tuple[object, str, int]] = [(node, path, depth)]
+    while stack:
+        item, where, level = stack.pop()
+        if level > limits.max_json_depth:
+            raise ExtractionError("json_too_deep", f"JSON deeper than {limits.max_json_depth}")
+        if isinstance(item, str):
+            if len(item) >= _MIN_BASE64_CHARS:
+                yield where, item
+        elif isinstance(item, dict):
+            for key, child in reversed(list(item.items())):
+                step = f".{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"[{key!r}]"
+                stack.append((child, where + step, level + 1))
+        elif isinstance(item, list):
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((item[index], f"{where}[{index}]", level + 1))

@@ -1,0 +1,505 @@
+"""Multi-request uploads: turn chunks of resumable/chunked protocols back into whole media.
+
+`parse_chunk` reads one request of a catalog protocol (X INIT/APPEND/FINALIZE, Google resumable,
+Instagram rupload, Content-Range upload sessions, Dropbox upload sessions) into a `Chunk`;
+`UploadSessions` accumulates chunks per (client, app, session id), out of order and overlapping,
+and says when the media is complete, so the caller can hold the final request until the whole
+media is judged. Overlaps must agree byte for byte; a session whose chunks disagree is flagged
+"conflicting_chunks" and the caller applies the fail policy. Pure logic, injectable clock,
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+from urllib.parse import parse_qsl
+
+from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, parse_multipart
+from schoolgate.errors import SchoolgateError
+
+_MiB: Final = 1 << 20
+_CONTENT_RANGE: Final = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.I)
+_MAX_SEGMENT_INDEX: Final = 100_000
+
+
+class ChunkError(SchoolgateError):
+    """A request of a chunked protocol that cannot be understood. `reason` is "bad_chunk"."""
+
+    def __init__(self, message: str) -> None:
+        self.reason = "bad_chunk"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One request's contribution to an upload session.
+
+    Exactly one of `offset` (byte offset) or `index` (X segment_index) places `data`; both are
+    None for requests that carry no data (e.g. X FINALIZE, a Google "start" or "query").
+    `total` is the whole media size when the request says; `final` marks the request that ends
+    the upload. `session_from_response` names the JSON field of the response that holds the
+    session id when the request cannot know it yet (Dropbox upload_session/start): the caller
+    adds the chunk under that id once the response arrives.
+    """
+
+    session_id: str
+    data: bytes = b""
+    offset: int | None = None
+    index: int | None = None
+    total: int | None = None
+    final: bool = False
+    session_from_response: str | None = None
+
+
+class SessionStatus(StrEnum):
+    """Where an upload session stands."""
+
+    INCOMPLETE = "incomplete"
+    COMPLETE = "complete"
+    CONFLICTING_CHUNKS = "conflicting_chunks"
+    OVERSIZE = "oversize"
+    STORE_FULL = "store_full"
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A snapshot of a session after a chunk was added."""
+
+    status: SessionStatus
+    received_bytes: int
+    total: int | None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole media is here and can be assembled and judged."""
+        return self.status is SessionStatus.COMPLETE
+
+    @property
+    def failed(self) -> bool:
+        """Whether the session was refused (the caller applies the fail policy)."""
+        return self.status not in (SessionStatus.INCOMPLETE, SessionStatus.COMPLETE)
+
+
+type SessionKey = tuple[str, str, str]
+
+
+class _Session:
+    """Chunks of one upload: byte ranges (offset mode) or numbered segments (index mode)."""
+
+    def __init__(self, now: float) -> None:
+        self.starts: list[int] = []  # sorted starts of disjoint, non-adjacent byte ranges
+        self.ranges: dict[int, bytes] = {}
+        self.segments: dict[int, bytes] = {}
+        self.mode: str | None = None
+        self.total: int | None = None
+        self.final = False
+        self.status = SessionStatus.INCOMPLETE
+        self.size = 0
+        self.touched = now
+
+    def state(self) -> SessionState:
+        return SessionState(self.status, self.size, self.total)
+
+    def fail(self, status: SessionStatus) -> None:
+        """Drop the data but keep the verdict until the session expires."""
+        self.status = status
+        self.starts, self.ranges, self.segments, self.size = [], {}, {}, 0
+
+    def add_range(self, offset: int, data: bytes) -> bool:
+        """Merge bytes at `offset`; False if they disagree with bytes already held."""
+        start, end = offset, offset + len(data)
+        merged = data
+        position = bisect.bisect_right(self.starts, start) - 1
+        position = max(position, 0)
+        while position < len(self.starts):
+            other_start = self.starts[position]
+            other = self.ranges[other_start]
+            other_end = other_start + len(other)
+            if other_start > end:
+                break
+            if other_end < start:
+                position += 1
+                continue
+            # Overlapping or adjacent: the shared bytes must agree.
+            low, high = max(start, other_start), min(end, other_end)
+            if (
+                high > low
+                and other[low - other_start : high - other_start]
+                != merged[low - start : high - start]
+            ):
+                return False
+            if other_start < start:
+                merged = other[: start - other_start] + merged
+                start = other_start
+            if other_end > end:
+                merged = merged + other[end - other_start :]
+                end = other_end
+            del self.ranges[other_start]
+            self.starts.pop(position)
+        bisect.insort(self.starts, start)
+        self.ranges[start] = merged
+        self.size = sum(len(block) for block in self.ranges.values())
+        return True
+
+    def is_complete(self) -> bool:
+        if self.mode == "index":
+            count = len(self.segments)
+            return (
+                self.final
+                and count > 0
+                and max(self.segments) == count - 1
+                and (self.total is None or self.total == self.size)
+            )
+        if self.mode == "offset":
+            whole = self.starts == [0] and len(self.ranges[0]) == self.size
+            if self.total is not None:
+                return whole and self.size == self.total
+            return whole and self.final
+        return False
+
+    def assemble(self) -> bytes:
+        if self.mode == "index":
+            return b"".join(self.segments[i] for i in range(len(self.segments)))
+        return self.ranges[0]
+
+
+class UploadSessions:
+    """Chunks of multi-request uploads, keyed by (client, app, session id).
+
+    Bounded: `max_session_bytes` per session ("oversize"), `max_total_bytes` and
+    `max_sessions` overall ("store_full" for the session that would exceed them), and
+    `ttl_s` after a session's last chunk.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_session_bytes: int = 256 * _MiB,
+        max_total_bytes: int = 1024 * _MiB,
+        max_sessions: int = 10_000,
+        ttl_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if min(max_session_bytes, max_total_bytes, max_sessions) <= 0 or ttl_s <= 0:
+            raise ValueError("UploadSessions limits must be positive")
+        self._max_session = max_session_bytes
+        self._max_total = max_total_bytes
+        self._max_sessions = max_sessions
+        self._ttl = ttl_s
+        self._clock = clock
+        self._sessions: dict[SessionKey, _Session] = {}
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def add(self, client: str, app: str, chunk: Chunk) -> SessionState:
+        """Add one chunk and report the session's state."""
+        if chunk.offset is not None and chunk.index is not None:
+            raise ChunkError("a chunk has either an offset or a segment index, not both")
+        if (chunk.offset is not None and chunk.offset < 0) or (
+            chunk.index is not None and not 0 <= chunk.index <= _MAX_SEGMENT_INDEX
+        ):
+            raise ChunkError("negative offset or segment index out of range")
+        key = (client, app, chunk.session_id)
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            session = self._sessions.get(key)
+            if session is None:
+                if len(self._sessions) >= self._max_sessions:
+                    return SessionState(SessionStatus.STORE_FULL, 0, chunk.total)
+                session = self._sessions[key] = _Session(now)
+            session.touched = now
+            if session.status in (SessionStatus.INCOMPLETE, SessionStatus.COMPLETE):
+                before = session.size
+                self._apply(session, chunk)
+                self._total += session.size - before
+            return session.state()
+
+    def _apply(self, session: _Session, chunk: Chunk) -> None:
+        if chunk.total is not None:
+            if session.total is not None and session.total != chunk.total:
+                session.fail(SessionStatus.CONFLICTING_CHUNKS)
+                return
+            session.total = chunk.total
+        session.final = session.final or chunk.final
+        placed = chunk.offset is not None or chunk.index is not None
+        mode = "offset" if chunk.offset is not None else "index"
+        if placed and session.mode not in (None, mode):
+            session.fail(SessionStatus.CONFLICTING_CHUNKS)
+            return
+        if placed and chunk.data:
+            session.mode = mode
+            if not self._fits(session, chunk):
+                return
+            if chunk.index is not None:
+                held = session.segments.get(chunk.index)
+                if held is not None and held != chunk.data:
+                    session.fail(SessionStatus.CONFLICTING_CHUNKS)
+                    return
+                if held is None:
+                    session.segments[chunk.index] = chunk.data
+                    session.size += len(chunk.data)
+            elif chunk.offset is not None and not session.add_range(chunk.offset, chunk.data):
+                session.fail(SessionStatus.CONFLICTING_CHUNKS)
+                return
+        if session.mode == "offset" and session.total is not None and session.starts:
+            last = session.starts[-1]
+            if last + len(session.ranges[last]) > session.total:
+                session.fail(SessionStatus.CONFLICTING_CHUNKS)
+                return
+        if session.is_complete():
+            session.status = SessionStatus.COMPLETE
+
+    def _fits(self, session: _Session, chunk: Chunk) -> bool:
+        # Upper bound of the growth (overlaps may add less): refuse before copying anything.
+        grown = session.size + len(chunk.data)
+        if grown > self._max_session or (chunk.offset or 0) + len(chunk.data) > self._max_session:
+            session.fail(SessionStatus.OVERSIZE)
+            return False
+        if self._total + len(chunk.data) > self._max_total:
+            session.fail(SessionStatus.STORE_FULL)
+            return False
+        return True
+
+    def state(self, client: str, app: str, session_id: str) -> SessionState | None:
+        """The state of a live session, or None."""
+        with self._lock:
+            self._expire(self._clock())
+            session = self._sessions.get((client, app, session_id))
+            return session.state() if session else None
+
+    def assemble(self, client: str, app: str, session_id: str) -> bytes:
+        """The whole media of a complete session (the session stays until `discard`)."""
+        with self._lock:
+            session = self._sessions.get((client, app, session_id))
+            if session is None or session.status is not SessionStatus.COMPLETE:
+                raise ChunkError(f"upload session {session_id!r} is not complete")
+            return session.assemble()
+
+    def discard(self, client: str, app: str, session_id: str) -> None:
+        """Forget a session (after judging it, or when the client cancels)."""
+        with self._lock:
+            session = self._sessions.pop((client, app, session_id), None)
+            if session is not None:
+                self._total -= session.size
+
+    def purge(self) -> int:
+        """Drop expired sessions; returns how many."""
+        with self._lock:
+            return self._expire(self._clock())
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes held across all sessions."""
+        with self._lock:
+            return self._total
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def _expire(self, now: float) -> int:
+        stale = [key for key, s in self._sessions.items() if now - s.touched >= self._ttl]
+        for key in stale:
+            self._total -= self._sessions.pop(key).size
+        return len(stale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol parsers: one request -> one Chunk (or None when the request carries no chunk)
+
+
+def _lower(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {name.lower(): value for name, value in items}
+
+
+def _int(value: str | None, what: str) -> int | None:
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not text.isdigit() or len(text) > 18:
+        raise ChunkError(f"{what} is not a non-negative integer: {value[:40]!r}")
+    return int(text)
+
+
+def parse_chunk(
+    protocol: str,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes,
+    limits: ExtractLimits | None = None,
+) -> Chunk | None:
+    """Read one request of a catalog `protocol` into a Chunk (None: no chunk in this request).
+
+    `path` includes the query string; `body` is already content-decoded. Raises ChunkError for
+    requests that claim the protocol but cannot be read.
+    """
+    lowered = _lower(headers)
+    bare, _, query_text = path.partition("?")
+    query = dict(parse_qsl(query_text, keep_blank_values=True, max_num_fields=100))
+    if protocol == "x_chunked":
+        return _x_chunk(query, lowered, body, limits or ExtractLimits())
+    if protocol == "google_resumable":
+        return _google_chunk(method, bare, query, lowered, body)
+    if protocol == "instagram_rupload":
+        return _rupload_chunk(method, bare, lowered, body)
+    if protocol == "content_range":
+        return _content_range_chunk(method, path, lowered, body)
+    if protocol == "dropbox_session":
+        return _dropbox_chunk(bare, lowered, body)
+    raise ChunkError(f"unknown upload protocol {protocol!r}")
+
+
+def _x_chunk(
+    query: dict[str, str], headers: dict[str, str], body: bytes, limits: ExtractLimits
+) -> Chunk | None:
+    fields = dict(query)
+    media: bytes | None = None
+    content_type = headers.get("content-type", "")
+    if content_type.lower().startswith("multipart/"):
+        try:
+            parts = parse_multipart(body, content_type, limits)
+        except ExtractionError as error:
+            raise ChunkError(f"X upload body: {error}") from error
+        for part in parts:
+            if part.name == "media" or (part.name == "media_data" and media is None):
+                media = part.data if part.name == "media" else _b64(part.data)
+            elif part.name and len(part.data) <= 256:
+                fields.setdefault(part.name, part.data.decode("utf-8", "replace"))
+    elif "urlencoded" in content_type.lower():
+        form = dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=100))
+        fields.update({k: v for k, v in form.items() if k != "media_data"})
+        if "media_data" in form:
+            media = _b64(form["media_data"].replace(" ", "+").encode("latin-1"))
+    command = fields.get("command", "").upper()
+    media_id = fields.get("media_id", "")
+    if command in ("INIT", "STATUS", ""):
+        return None  # INIT's media_id arrives in the response; STATUS carries nothing
+    if not media_id:
+        raise ChunkError(f"X {command} without media_id")
+    if command == "APPEND":
+        index = _int(fields.get("segment_index"), "segment_index")
+        if media is None or index is None:
+            raise ChunkError("X APPEND without media or segment_index")
+        return Chunk(media_id, media, index=index)
+    if command == "FINALIZE":
+        return Chunk(media_id, final=True)
+    raise ChunkError(f"unknown X upload command {command!r}")
+
+
+def _b64(data: bytes) -> bytes:
+    try:
+        return base64.b64decode(b"".join(data.split()), validate=True)
+    except binascii.Error as error:
+        raise ChunkError("media_data is not valid base64") from error
+
+
+def _parse_content_range(value: str) -> tuple[int | None, int | None, int | None]:
+    """(first, last, total) from `bytes a-b/n`, `bytes a-b/*` or `bytes */n`."""
+    match = _CONTENT_RANGE.match(value)
+    if match is None:
+        raise ChunkError(f"unreadable Content-Range {value[:60]!r}")
+    first = int(match[1]) if match[1] is not None else None
+    last = int(match[2]) if match[2] is not None else None
+    total = int(match[3]) if match[3] != "*" else None
+    if first is not None and last is not None and last < first:
+        raise ChunkError(f"Content-Range ends before it starts: {value[:60]!r}")
+    return first, last, total
+
+
+def _range_chunk(session_id: str, headers: dict[str, str], body: bytes) -> Chunk:
+    if "content-range" not in headers:
+        # A single request carrying the whole media.
+        return Chunk(session_id, body, offset=0, total=len(body), final=True)
+    first, last, total = _parse_content_range(headers["content-range"])
+    if first is None or last is None:
+        return Chunk(session_id, total=total)  # a status query ("bytes */n")
+    if last - first + 1 != len(body):
+        raise ChunkError("Content-Range does not match the body length")
+    return Chunk(session_id, body, offset=first, total=total, final=total == last + 1)
+
+
+def _google_chunk(
+    method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+) -> Chunk | None:
+    session_id = query.get("upload_id") or path
+    command = headers.get("x-goog-upload-command")
+    if command is None:
+        if "upload_id" not in query:
+            return None  # the initiation request; the session URL comes in the response
+        return _range_chunk(session_id, headers, body)
+    commands = {part.strip().lower() for part in command.split(",")}
+    total = _int(
+        headers.get("x-goog-upload-header-content-length")
+        or headers.get("x-upload-content-length"),
+        "X-Goog-Upload-Header-Content-Length",
+    )
+    if "start" in commands or "query" in commands or "cancel" in commands:
+        if "upload_id" not in query and "start" in commands:
+            return None
+        return Chunk(session_id, total=total)
+    offset = _int(headers.get("x-goog-upload-offset"), "X-Goog-Upload-Offset")
+    if "upload" in commands:
+        return Chunk(
+            session_id, body, offset=offset or 0, total=total, final="finalize" in commands
+        )
+    if "finalize" in commands:
+        return Chunk(session_id, total=total, final=True)
+    raise ChunkError(f"unknown X-Goog-Upload-Command {command[:40]!r}")
+
+
+def _rupload_chunk(method: str, path: str, headers: dict[str, str], body: bytes) -> Chunk | None:
+    if method.upper() != "POST":
+        return None  # GET asks how much the server already has
+    session_id = headers.get("x-entity-name") or path.rstrip("/").rsplit("/", 1)[-1]
+    total = _int(headers.get("x-entity-length"), "X-Entity-Length")
+    offset = _int(headers.get("offset"), "Offset") or 0
+    return Chunk(session_id, body, offset=offset, total=total)
+
+
+def _content_range_chunk(
+    method: str, path: str, headers: dict[str, str], body: bytes
+) -> Chunk | None:
+    if method.upper() not in ("PUT", "POST", "PATCH"):
+        return None
+    return _range_chunk(path, headers, body)
+
+
+def _dropbox_chunk(path: str, headers: dict[str, str], body: bytes) -> Chunk | None:
+    raw = headers.get("dropbox-api-arg")
+    try:
+        arg = json.loads(raw) if raw else {}
+    except ValueError as error:
+        raise ChunkError("Dropbox-API-Arg is not JSON") from error
+    if not isinstance(arg, dict):
+        raise ChunkError("Dropbox-API-Arg is not a JSON object")
+    step = path.rstrip("/").rsplit("/", 1)[-1]
+    if step == "start":
+        return Chunk(
+            "", body, offset=0, final=bool(arg.get("close")), session_from_response="session_id"
+        )
+    cursor = arg.get("cursor", arg)
+    if not isinstance(cursor, dict) or not isinstance(cursor.get("session_id"), str):
+        raise ChunkError("Dropbox upload session request without cursor.session_id")
+    offset = cursor.get("offset")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ChunkError("Dropbox cursor.offset is not a non-negative integer")
+    if step in ("append", "append_v2"):
+        return Chunk(cursor["session_id"], body, offset=offset, final=bool(arg.get("close")))
+    if step == "finish":
+        return Chunk(
+            cursor["session_id"], body, offset=offset, total=offset + len(body), final=True
+        )
+    raise ChunkError(f"unknown Dropbox upload session step {step!r}")

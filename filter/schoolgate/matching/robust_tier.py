@@ -1,0 +1,163 @@
+"""The robust tier as banking and matching use it: which views of an item are banked, how a query
+is looked up, and how a verified match is reported.
+
+Banking (`bank_views`): the whole image, its content box when it has one (schoolgate.normalise),
+and the mirrored image (ORB is not mirror-invariant). Matching (`RobustTier.match`): one view of
+the query, its content box if it has one (a screenshot's photo, a padded copy's picture), else
+the whole image. Works on any decoded still image, so video frames can use it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from PIL import Image, ImageOps
+
+from schoolgate.banks.store import BankStore
+from schoolgate.config import BanksConfig
+from schoolgate.matching.matcher import BankMatch
+from schoolgate.matching.robust import (
+    IndexLimits,
+    RobustEntry,
+    RobustHit,
+    RobustIndex,
+    RobustThresholds,
+)
+from schoolgate.media.features import FEATURE_KIND, FeatureSettings, LocalFeatures, extract_features
+from schoolgate.media.normalise import analysis_views, content_box
+
+log = logging.getLogger(__name__)
+
+TIER = "robust"
+SIGNAL = "orb"  # how a robust match names its signal type in verdicts and audit records
+
+
+def bank_views(
+    image: Image.Image, mirrored: bool = True, settings: FeatureSettings | None = None
+) -> Iterator[tuple[str, LocalFeatures]]:
+    """(view name, features) to bank for one item."""
+    yield "whole", extract_features(image, settings)
+    box = content_box(image)
+    if box is not None:
+        yield "content", extract_features(image.crop(box.as_tuple()), settings)
+    if mirrored:
+        yield "mirror", extract_features(ImageOps.mirror(image), settings)
+
+
+def query_views(
+    image: Image.Image, views: Sequence[Image.Image] | None = None
+) -> list[Image.Image]:
+    """What a query is looked up as: its content box first (a screenshot's photo, a padded copy's
+    picture), then the whole image. The whole image stays because the content box can also
+    peel a real photo's plain sky or background, and with it the objects at its edges.
+
+    `views` are `analysis_views(image)` when the caller already has them (the engine hashed
+    them for PDQ), so the content box is not searched for twice."""
+    found = analysis_views(image, depth=1) if views is None else list(views[:2])
+    return found[::-1]
+
+
+def to_bank_match(hit: RobustHit) -> BankMatch:
+    """A verified robust hit as a bank match: its value is the banked item's content id."""
+    return BankMatch(
+        bank=hit.bank,
+        signal_type=SIGNAL,
+        value=hit.content_id,
+        distance=0,
+        quality=None,
+        note=hit.note,
+        tier=TIER,
+        evidence=tuple(hit.evidence().items()),
+    )
+
+
+def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
+    """Load the feature sets of every bank that runs the robust tier, newest items first, up to
+    `robust.max_items` items (a bound on memory: ~70 KB per banked view)."""
+    robust = config.robust
+    banks = [b.name for b in store.banks() if config.runs(b.name, TIER)]
+    entries: list[RobustEntry] = []
+    items: set[tuple[str, str]] = set()
+    skipped = 0
+    for bank, content_id, _view, data, note in store.iter_features(FEATURE_KIND, banks):
+        key = (bank, content_id)
+        if key not in items and len(items) >= robust.max_items:
+            skipped += 1
+            continue
+        try:
+            features = LocalFeatures.from_bytes(data)
+        except ValueError as exc:
+            log.warning("bank %s item %s: unreadable feature set: %s", bank, content_id, exc)
+            continue
+        items.add(key)
+        entries.append(RobustEntry(bank, content_id, note, features))
+    if skipped:
+        log.warning(
+            "robust tier: %d feature sets over banks.robust.max_items=%d not loaded (oldest "
+            "items); they are still matched by their hashes",
+            skipped,
+            robust.max_items,
+        )
+    thresholds = {
+        bank: RobustThresholds(min_inliers=rule.min_inliers, min_spread=rule.min_spread)
+        for bank in banks
+        for rule in (robust.rule_for(bank),)
+    }
+    default = RobustThresholds(
+        min_inliers=robust.rule.min_inliers, min_spread=robust.rule.min_spread
+    )
+    limits = IndexLimits(max_candidates=robust.max_candidates)
+    return RobustIndex(entries, thresholds, default, limits)
+
+
+class RobustTier:
+    """The robust index over a bank store, rebuilt when the store changes. Thread-safe."""
+
+    def __init__(self, store: BankStore, config: BanksConfig) -> None:
+        self._store = store
+        self._config = config
+        self._lock = threading.Lock()
+        self._checked_at = time.monotonic()
+        self._version = store.version()
+        self._index = build_index(store, config)
+
+    @property
+    def index(self) -> RobustIndex:
+        now = time.monotonic()
+        if now - self._checked_at >= self._config.reload_interval_s and self._lock.acquire(
+            blocking=False
+        ):
+            # One thread rebuilds; the others keep using the current index meanwhile.
+            try:
+                self._checked_at = now
+                version = self._store.version()
+                if version != self._version:
+                    self._index = build_index(self._store, self._config)
+                    self._version = version
+            finally:
+                self._lock.release()
+        return self._index
+
+    def __len__(self) -> int:
+        """Banked feature sets (views) in the current index."""
+        return len(self.index)
+
+    def match(
+        self, image: Image.Image, views: Sequence[Image.Image] | None = None
+    ) -> list[BankMatch]:
+        """Robust matches of a decoded, upright image (empty when no bank holds feature sets).
+
+        `views`: the image's `analysis_views`, if already computed. Stops at the first view that
+        matches: one match decides.
+        """
+        index = self.index
+        if not len(index):
+            return []
+        for view in query_views(image, views):
+            hits = index.match(extract_features(view))
+            if hits:
+                return [to_bank_match(hit) for hit in hits]
+        return []

@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics (schoolgate_*) and the server that exposes them."""

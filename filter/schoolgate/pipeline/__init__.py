@@ -1,0 +1,1 @@
+"""The decision pipeline: inspect media (engine), decide by group policy, record (audit)."""

@@ -1,0 +1,105 @@
+"""The audit log: one JSON line per decision (structlog), rotated and pruned as configured.
+
+It records hashes and metadata, never media. Writing must never take the proxy down: a full disk
+or a removed directory costs log lines (counted in `lost_records`), not decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import threading
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from schoolgate.config import AuditConfig
+from schoolgate.pipeline.verdict import Verdict
+
+
+class _CountingHandlerMixin(logging.Handler):
+    """Counts records the handler failed to write, instead of printing a traceback per line."""
+
+    lost = 0
+    _lost_lock = threading.Lock()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        with self._lost_lock:
+            self.lost += 1
+
+
+class _DailyHandler(_CountingHandlerMixin, logging.handlers.TimedRotatingFileHandler):
+    pass
+
+
+class _SizeHandler(_CountingHandlerMixin, logging.handlers.RotatingFileHandler):
+    pass
+
+
+def _handler(config: AuditConfig) -> _CountingHandlerMixin:
+    config.path.parent.mkdir(parents=True, exist_ok=True)
+    if config.rotate == "daily":
+        # backupCount bounds the retention: older daily files are deleted at rollover.
+        return _DailyHandler(
+            config.path,
+            when="midnight",
+            backupCount=config.retention_days,
+            encoding="utf-8",
+            utc=True,
+            delay=True,
+        )
+    return _SizeHandler(
+        config.path,
+        maxBytes=config.max_bytes,
+        backupCount=config.backup_count,
+        encoding="utf-8",
+        delay=True,
+    )
+
+
+class AuditLog:
+    """Writes decisions as JSON lines to the configured file."""
+
+    def __init__(self, config: AuditConfig) -> None:
+        self.path = config.path
+        self._handler = _handler(config)
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        # A private stdlib logger (not the root one) so mitmproxy's own logging never mixes in.
+        stdlib_logger = logging.Logger(f"schoolgate.pipeline.audit.{id(self)}")
+        stdlib_logger.addHandler(self._handler)
+        stdlib_logger.propagate = False
+        self._log = structlog.wrap_logger(
+            stdlib_logger,
+            processors=[
+                structlog.processors.TimeStamper(fmt="iso", utc=True, key="logged_at"),
+                structlog.processors.JSONRenderer(sort_keys=False),
+            ],
+        )
+
+    @property
+    def lost_records(self) -> int:
+        return self._handler.lost
+
+    def record(self, verdict: Verdict) -> None:
+        self.event("decision", **verdict.to_dict())
+
+    def event(self, event: str, **fields: Any) -> None:
+        """Write any structured event (config reloads, model load failures, ...)."""
+        try:
+            self._log.info(event, **fields)
+        except Exception:  # a broken log must not break a decision
+            self._handler.handleError(logging.makeLogRecord({"msg": event}))
+
+    def close(self) -> None:
+        try:
+            self._handler.close()
+        except OSError:  # the final flush can hit the same full disk; those lines are lost too
+            self._handler.handleError(logging.makeLogRecord({"msg": "close"}))
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Parse an audit file (tests and `schoolgate` tooling)."""
+    import json
+
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]

@@ -1,0 +1,365 @@
+"""The inspection pipeline: bytes in, verdict out. Used by `schoolgate scan` and by the proxy.
+
+sniff → exact hashes → bounded decode → PDQ (+ dihedral variants) → bank match → classifier →
+policy. `evaluate` is pure and thread-safe (the proxy calls it from a worker pool); `record` writes
+the decision down and is called where the decision is enforced.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import fields, replace
+
+from schoolgate.alerts.service import AlertService
+from schoolgate.banks.store import BankStore
+from schoolgate.classify.classifier import Classifier, ClassifierResult, ModelLoadError
+from schoolgate.classify.video import FrameVote
+from schoolgate.config import FAILURES, Config
+from schoolgate.errors import MediaRefused
+from schoolgate.matching.matcher import BankMatch, FrameMatch, Matcher
+from schoolgate.matching.robust_tier import RobustTier
+from schoolgate.matching.video import VideoMatcher, VideoMatcherCache
+from schoolgate.media.decode import DecodedImage, MediaKind, MediaLimits, decode_image, sniff
+from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_dihedral, pdq_hash
+from schoolgate.media.normalise import analysis_views
+from schoolgate.media.video import VideoHasher, VideoHashes
+from schoolgate.pipeline.audit import AuditLog
+from schoolgate.pipeline.policy import Policy
+from schoolgate.pipeline.verdict import Findings, InspectionContext, Verdict
+
+__all__ = ["InspectionContext", "Inspector", "Verdict"]
+
+log = logging.getLogger(__name__)
+
+
+def decode_for_analysis(data: bytes, limits: MediaLimits) -> DecodedImage:
+    """Decode an image the one way both banking and matching use, so their hashes agree.
+
+    PDQ hashes a 512 px image and the models take at most 320 px, so JPEGs may be decoded at a
+    reduced DCT scale (the caps still judge the stored size): about 2x faster at 12 MP.
+    """
+    return decode_image(data, limits, reduce_to=512)
+
+
+class _MatcherCache:
+    """Keeps a Matcher in step with the bank store, rebuilding it only when the store changed."""
+
+    def __init__(self, store: BankStore, config: Config) -> None:
+        self._store = store
+        self._config = config
+        self._lock = threading.Lock()
+        self._checked_at = 0.0
+        self._matcher = self._build()
+
+    def _build(self) -> Matcher:
+        banks = self._config.banks
+        return Matcher.from_store(
+            self._store,
+            pdq_max_distance=banks.pdq_max_distance,
+            per_bank_distance=banks.per_bank_distance,
+        )
+
+    def get(self) -> Matcher:
+        now = time.monotonic()
+        if now - self._checked_at < self._config.banks.reload_interval_s:
+            return self._matcher
+        # One thread checks and rebuilds; the others keep using the current matcher meanwhile.
+        if self._lock.acquire(blocking=False):
+            try:
+                self._checked_at = now
+                if self._store.version() != self._matcher.version:
+                    self._matcher = self._build()
+            finally:
+                self._lock.release()
+        return self._matcher
+
+
+class Inspector:
+    """Everything needed to judge media: banks, classifier models, policy and the audit log."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: BankStore,
+        classifier: Classifier | None,
+        audit: AuditLog | None,
+        model_errors: list[ModelLoadError] | None = None,
+        alerts: AlertService | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.classifier = classifier
+        self.audit = audit
+        self.alerts = alerts
+        self.model_errors = model_errors or []
+        self.policy = Policy(config.policy)
+        self._matchers = _MatcherCache(store, config)
+        self._video_matchers = VideoMatcherCache(
+            store, config.banks.video, config.banks.reload_interval_s
+        )
+        self._robust = RobustTier(store, config.banks)
+
+    @property
+    def robust(self) -> RobustTier:
+        return self._robust
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, with_audit: bool = True, with_alerts: bool | None = None
+    ) -> Inspector:
+        """Open the banks, load the enabled models (tolerating failures), the audit log and the
+        alert outbox (`with_alerts` defaults to `with_audit`: a what-if `scan` records nothing).
+
+        A model that fails to load is reported, not fatal: hash matching still protects pupils.
+        The alert sender is built but not started (the proxy starts it).
+        """
+        config.banks.path.parent.mkdir(parents=True, exist_ok=True)
+        store = BankStore(config.banks.path)
+        specs = [m for m in config.classifier.models if m.enabled]
+        classifier, errors = Classifier.tolerant(
+            specs, intra_op_threads=config.classifier.intra_op_threads
+        )
+        for error in errors:
+            log.error("classifier model not loaded: %s", error)
+        audit = AuditLog(config.audit) if with_audit else None
+        wants_alerts = with_audit if with_alerts is None else with_alerts
+        alerts = AlertService.open(config) if wants_alerts else None
+        inspector = cls(config, store, classifier if specs else None, audit, errors, alerts)
+        for error in errors:
+            inspector._audit_event("model_load_failed", error=str(error))
+        return inspector
+
+    @property
+    def matcher(self) -> Matcher:
+        return self._matchers.get()
+
+    @property
+    def video_matcher(self) -> VideoMatcher:
+        return self._video_matchers.get()
+
+    def evaluate(self, data: bytes, ctx: InspectionContext) -> Verdict:
+        """Judge one item. Never raises for bad input: failures become fail-policy verdicts."""
+        started = time.perf_counter()
+        ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
+        try:
+            findings = self._findings(data, classify=self.policy.wants_classifier(ctx))
+        except Exception as exc:  # an unexpected bug must not turn into an allowed bypass
+            log.exception("inspection failed")
+            findings = Findings(size=len(data), failure="error", failure_detail=type(exc).__name__)
+        findings = replace(findings, elapsed_ms=(time.perf_counter() - started) * 1000)
+        return self.policy.decide(ctx, findings)
+
+    def evaluate_unavailable(
+        self, ctx: InspectionContext, failure: str, detail: str, action: str | None = None
+    ) -> Verdict:
+        """A verdict for something that could not be inspected (oversize, timeout, overload, ...).
+
+        `action` ("block" | "allow") overrides the group's fail policy; the proxy passes the
+        endpoint catalog's action for apps that cannot be inspected ("not_inspectable").
+        """
+        if failure not in FAILURES:
+            raise ValueError(f"unknown failure kind {failure!r}; expected one of {FAILURES}")
+        if action not in (None, "block", "allow"):
+            raise ValueError(f"unknown action {action!r}")
+        findings = Findings(
+            size=ctx.size, failure=failure, failure_detail=detail, failure_action=action
+        )
+        return self.policy.decide(ctx, findings)
+
+    def record(self, verdict: Verdict) -> None:
+        """Write the decision to the audit log, then its alert (if any) durably to the outbox
+        (metrics hook in here too). A failing outbox is logged and counted, never raised."""
+        if self.audit is not None:
+            self.audit.record(verdict)
+        if self.alerts is not None:
+            self.alerts.record(verdict)
+
+    def close(self) -> None:
+        if self.alerts is not None:
+            self.alerts.close()
+        if self.audit is not None:
+            self.audit.close()
+        self.store.close()
+
+    def _findings(self, data: bytes, classify: bool) -> Findings:
+        exact = exact_hashes(data)
+        hashes: dict[str, str | int] = {
+            "sha256": exact.sha256,
+            "md5": exact.md5,
+            "sha1": exact.sha1,
+        }
+        media_type = sniff(data)
+        matcher = self.matcher
+        matches: list[BankMatch] = matcher.match_exact(exact)
+        base = Findings(media_type=media_type.value, size=len(data), hashes=hashes)
+
+        if media_type.kind is MediaKind.VIDEO:
+            if matches:  # the banked file itself: decoding it could not change the verdict
+                return replace(base, matches=tuple(matches))
+            return _VideoAnalysis(self, classify).findings(data, base)
+        if media_type.kind is not MediaKind.IMAGE:
+            return replace(base, matches=tuple(matches))
+
+        try:
+            decoded = decode_for_analysis(data, self.config.limits)
+        except MediaRefused as refused:
+            return replace(
+                base, matches=tuple(matches), failure="refused", failure_detail=str(refused)
+            )
+
+        banks = self.config.banks
+        # The whole image, then the picture inside a screenshot's or padded copy's uniform bands.
+        variants: list[PdqHash] = []
+        views = analysis_views(decoded.image)
+        for number, view in enumerate(views):
+            view_hashes = pdq_dihedral(view) if banks.match_dihedral else [pdq_hash(view)]
+            variants.extend(view_hashes)
+            if number:
+                hashes[f"pdq_content{number if number > 1 else ''}"] = view_hashes[0].hex
+        hashes["pdq"] = variants[0].hex
+        hashes["pdq_quality"] = variants[0].quality
+        pdq_matches = matcher.match_pdq(variants, min_quality=banks.pdq_min_quality)
+        matches.extend(m for m in pdq_matches if banks.runs(m.bank, "pdq"))
+        if not matches:
+            # Only when nothing cheaper matched: one match decides, and most media matches none.
+            matches.extend(self._robust.match(decoded.image, views))
+
+        if decoded.frame_count > 1:
+            # An animation (often a GIF of a clip) is also judged as a video: its frames are
+            # matched against banked videos and classified k-of-n, not just its first frame.
+            found = replace(base, hashes=hashes, matches=tuple(matches))
+            return _VideoAnalysis(self, classify).findings(data, found)
+
+        scores: tuple[ClassifierResult, ...] = ()
+        skip = matches and self.config.classifier.skip_when_matched
+        if self.classifier is not None and classify and not skip:
+            scores = tuple(self.classifier.classify(decoded.image))
+        findings = replace(base, hashes=hashes, matches=tuple(matches), scores=scores)
+        failed = [r for r in scores if r.error]
+        if failed:
+            # A model that failed or ran out of time must not read as "clean": the group's fail
+            # policy decides, and the reason names the model.
+            detail = "; ".join(f"{r.model}: {r.error}" for r in failed)
+            findings = replace(findings, failure="classifier_error", failure_detail=detail)
+        return findings
+
+    def _audit_event(self, event: str, **fields: object) -> None:
+        if self.audit is not None:
+            self.audit.event(event, **fields)
+
+
+class _VideoAnalysis:
+    """vPDQ frame hashes, banked-video matches and k-of-n classification of one video."""
+
+    def __init__(self, inspector: Inspector, classify: bool) -> None:
+        self.inspector = inspector
+        config = inspector.config
+        self.classify = classify and inspector.classifier is not None
+        self.vote: FrameVote = config.classifier.video
+        # Frames for the robust tier only when some bank holds local feature sets.
+        robust_frames = config.banks.robust.video_query_frames if len(inspector.robust) else 0
+        self.hasher = VideoHasher(
+            config.limits.video,
+            keep=self.vote.frames if self.classify else 0,
+            fast=True,
+            variants=True,
+            samples_per_hash=config.banks.video.query_samples_per_hash,
+            stills=True,
+            key_frames=robust_frames,
+        )
+
+    def findings(self, data: bytes, base: Findings) -> Findings:
+        inspector = self.inspector
+        try:
+            video = self.hasher.hash(data)
+        except MediaRefused as refused:
+            # A codec this build does not decode is not analysed; anything else is a refusal.
+            failure = "not_analysed" if refused.reason == "unsupported_codec" else "refused"
+            if refused.reason == "time_budget":
+                failure = "timeout"
+            return replace(base, failure=failure, failure_detail=f"{refused.reason}: {refused}")
+        hashes = {**base.hashes, **_video_summary(video)}
+        matches = (
+            *base.matches,
+            *self._image_matches(video, base.matches),
+            *inspector.video_matcher.match(video.features),
+        )
+        if not matches:
+            # Only when no hash matched, as for images: a few frames spread over the upload,
+            # looked up in the robust tier (banked images and banked videos' key frames).
+            matches = tuple(self._robust_matches(video))
+        findings = replace(base, hashes=hashes, matches=matches)
+        skip = matches and inspector.config.classifier.skip_when_matched
+        if self.classify and not skip and video.kept:
+            findings = replace(findings, scores=tuple(self._scores(video)))
+            failed = [r for r in findings.scores if r.error]
+            if failed:
+                detail = "; ".join(f"{r.model}: {r.error}" for r in failed)
+                findings = replace(findings, failure="classifier_error", failure_detail=detail)
+        stopped = video.refused
+        if stopped is not None:
+            # Decoding stopped part-way: what was hashed has been matched (a match still
+            # blocks), and the fail policy decides about the part that was not.
+            findings = replace(
+                findings,
+                failure="timeout" if stopped.reason == "time_budget" else "refused",
+                failure_detail=f"{stopped.reason}: {stopped} "
+                f"(after {len(video.features)} sampled frames)",
+            )
+        return findings
+
+    def _image_matches(self, video: VideoHashes, known: tuple[BankMatch, ...]) -> list[FrameMatch]:
+        """Every sampled frame against the IMAGE bank, as a still upload would be (PDQ of the
+        frame and its content boxes, dihedral variants): a banked photo shown for a moment in
+        an animation or a slideshow clip. Each banked hash is reported once, at the first frame
+        that matched it."""
+        banks = self.inspector.config.banks
+        matcher = self.inspector.matcher
+        seen = {(m.bank, str(m.signal_type), m.value) for m in known}
+        found: list[FrameMatch] = []
+        for still in video.stills:
+            queries = still.hashes if banks.match_dihedral else still.hashes[::8]
+            for match in matcher.match_pdq(queries, min_quality=banks.pdq_min_quality):
+                key = (match.bank, str(match.signal_type), match.value)
+                if key in seen or not banks.runs(match.bank, "pdq"):
+                    continue
+                seen.add(key)
+                copied = {f.name: getattr(match, f.name) for f in fields(BankMatch)}
+                found.append(FrameMatch(**copied, frame=still.frame, timestamp=still.timestamp))
+        return found
+
+    def _robust_matches(self, video: VideoHashes) -> list[FrameMatch]:
+        """The first of the upload's key frames that the robust tier verifies, if any: at most
+        `banks.robust.video_query_frames` lookups (each bounded like an image's)."""
+        for frame in video.key_frames:
+            found = self.inspector.robust.match(frame.image())
+            if found:
+                return [
+                    FrameMatch(
+                        **{f.name: getattr(m, f.name) for f in fields(BankMatch)},
+                        frame=frame.frame,
+                        timestamp=frame.timestamp,
+                    )
+                    for m in found
+                ]
+        return []
+
+    def _scores(self, video: VideoHashes) -> list[ClassifierResult]:
+        classifier = self.inspector.classifier
+        assert classifier is not None
+        per_frame = [classifier.classify(frame.image()) for frame in video.kept]
+        return self.vote.combine(per_frame)
+
+
+def _video_summary(video: VideoHashes) -> dict[str, str | int]:
+    """What the audit record keeps of a video's analysis (the frame hashes stay out of it)."""
+    summary: dict[str, str | int] = {
+        "video_codec": video.codec or "",
+        "video_frames_hashed": len(video.features),
+        "video_frames_decoded": video.decoded_frames,
+    }
+    if video.duration_s is not None:
+        summary["video_duration_ms"] = round(video.duration_s * 1000)
+    return summary

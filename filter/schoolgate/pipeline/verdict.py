@@ -1,0 +1,128 @@
+"""What one inspection found, and the decision taken on it. Never holds the media itself."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from schoolgate.classify.classifier import ClassifierResult
+    from schoolgate.matching.matcher import BankMatch
+
+
+class Action(StrEnum):
+    ALLOW = "allow"
+    BLOCK = "block"
+
+
+@dataclass(frozen=True)
+class InspectionContext:
+    """Where an item came from: who sent it, to which app, and how it was described."""
+
+    client_ip: str | None = None
+    app: str | None = None
+    host: str | None = None
+    route: str | None = None
+    direction: str = "upload"  # "upload" | "download"
+    filename: str | None = None
+    declared_type: str | None = None  # as the client said; recorded, never trusted
+    mac: str | None = None
+    hostname: str | None = None
+    vlan: int | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Findings:
+    """The evidence about one item, before policy: hashes, bank matches, classifier scores."""
+
+    media_type: str | None = None
+    size: int | None = None
+    hashes: dict[str, str | int] = field(default_factory=dict)
+    matches: tuple[BankMatch, ...] = ()
+    scores: tuple[ClassifierResult, ...] = ()
+    failure: str | None = None  # one of config.FAILURES when the item could not be judged
+    failure_detail: str | None = None
+    # Set when something other than the group's fail policy decides (the endpoint catalog's
+    # block_by_sni / allow_and_log for apps that cannot be inspected).
+    failure_action: str | None = None
+    elapsed_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision on one item (or on a request that could not be inspected)."""
+
+    action: Action
+    would_block: bool  # true in monitor mode too: what block mode would have done
+    mode: str
+    group: str
+    reasons: tuple[str, ...]
+    context: InspectionContext
+    findings: Findings
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    decided_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def blocked(self) -> bool:
+        return self.action is Action.BLOCK
+
+    @property
+    def media_type(self) -> str | None:
+        return self.findings.media_type
+
+    @property
+    def matches(self) -> tuple[BankMatch, ...]:
+        return self.findings.matches
+
+    @property
+    def scores(self) -> tuple[ClassifierResult, ...]:
+        return self.findings.scores
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able record for the audit log and alerts: metadata and hashes only."""
+        findings = self.findings
+        return {
+            "id": self.id,
+            "time": self.decided_at.isoformat(),
+            "decision": self.action.value,
+            "would_block": self.would_block,
+            "mode": self.mode,
+            "group": self.group,
+            "reasons": list(self.reasons),
+            "client": {k: v for k, v in asdict(self.context).items() if v is not None},
+            "media_type": findings.media_type,
+            "size": findings.size,
+            "hashes": dict(findings.hashes),
+            "matches": [
+                {
+                    "bank": m.bank,
+                    "signal_type": str(m.signal_type),
+                    "value": m.value,
+                    "distance": m.distance,
+                    "tier": m.tier,
+                    **({"evidence": dict(m.evidence)} if m.evidence else {}),
+                    # Video matches add the vPDQ shares (see video_matcher.VideoMatch), image
+                    # matches in a video's frames the frame and its time (matcher.FrameMatch).
+                    **getattr(m, "audit_extra", {}),
+                }
+                for m in findings.matches
+            ],
+            "scores": [
+                {
+                    "model": r.model,
+                    "scores": {k: round(v, 4) for k, v in r.scores.items()},
+                    "flagged": list(r.flagged),
+                    "elapsed_ms": round(r.elapsed_ms, 1),
+                    "over_budget": r.over_budget,
+                    **({"error": r.error} if r.error else {}),
+                }
+                for r in findings.scores
+            ],
+            "failure": findings.failure,
+            "failure_detail": findings.failure_detail,
+            "elapsed_ms": round(findings.elapsed_ms, 1),
+        }
