@@ -36,10 +36,11 @@ from PIL import Image
 from schoolgate.banks.store import BankStore
 from schoolgate.cli import app as cli
 from schoolgate.config import Config, load_config
-from schoolgate.matching.robust_tier import RobustTier, bank_views
+from schoolgate.matching.robust_tier import RobustTier
 from schoolgate.media.features import FEATURE_KIND
 from schoolgate.media.hashing import pdq_hash
-from schoolgate.pipeline.engine import InspectionContext, Inspector, decode_for_analysis
+from schoolgate.media.signals import bank_feature_views, decode_for_analysis
+from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.imagery import EDITS, VARIANT_EDITS, Edit, encode, procedural_scene, real_photos
 
 Figure = dict[str, Any]
@@ -172,7 +173,7 @@ def _large_bank_figures(photos: dict[str, Image.Image]) -> list[Figure]:
         with BankStore(config.banks.path) as store:
             store.create_bank("incident-large")
             for number, image in enumerate(items):
-                views = [(v, f.to_bytes()) for v, f in bank_views(image)]
+                views = [(v, f.to_bytes()) for v, f in bank_feature_views(image)]
                 store.add_features("incident-large", f"item-{number}", FEATURE_KIND, views)
         bank_seconds = time.perf_counter() - started
         inspector = Inspector.from_config(config, with_audit=False)

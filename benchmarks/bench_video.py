@@ -239,8 +239,8 @@ def _edit_recall() -> list[Figure]:
     for re-framing, mirroring and trimming; the robust tier's key frames for captions), and
     unrelated clips given the same edits that match anything."""
     from schoolgate.matching.robust import IndexLimits, RobustEntry, RobustIndex, RobustThresholds
-    from schoolgate.matching.robust_tier import bank_views, query_views
     from schoolgate.media.features import extract_features
+    from schoolgate.media.signals import bank_feature_views, query_feature_views
 
     limits = VideoLimits(time_budget_s=600)
     banking = VideoHasher(limits, key_frames=8)
@@ -269,7 +269,7 @@ def _edit_recall() -> list[Figure]:
                 source="bench",
             )  # fmt: skip
             for frame in hashes.key_frames:
-                for _, features in bank_views(frame.image()):
+                for _, features in bank_feature_views(frame.image()):
                     entries.append(RobustEntry("incident", content_id, "", features))
     matcher = VideoMatcher.from_store(store)
     store.close()
@@ -280,7 +280,7 @@ def _edit_recall() -> list[Figure]:
 
     def robust_hit(clip: vf.Clip) -> set[str]:
         for frame in proxy.hash(vf.encode(clip.frames, 15)).key_frames:
-            for view in query_views(frame.image()):
+            for view in query_feature_views(frame.image()):
                 hits = index.match(extract_features(view))
                 if hits:
                     return {hits[0].content_id}

@@ -471,7 +471,8 @@ def start_proxy(
     """`schoolgate run` as a real subprocess, in a mount namespace with the test /etc/hosts.
 
     `extra_hosts` also resolve to 127.0.0.1 there; `argv` runs another proxy command line
-    instead (e.g. `mitmdump -s addons/schoolgate/addons/entry.py`), ready once its log shows `ready_line`.
+    instead (e.g. `mitmdump -s addons/schoolgate/addons/entry.py`), ready once its log shows
+    `ready_line`.
     """
     hosts = workdir / "hosts"
     names = " ".join((*TEST_HOSTS, *extra_hosts))

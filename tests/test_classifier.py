@@ -568,7 +568,7 @@ def test_loading_a_model_writes_nothing_to_the_home_directory(tmp_path: Path) ->
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
     script = (
-        "from schoolgate.classifier import OpenNsfwAdapter, default_model_specs\n"
+        "from schoolgate.classify.classifier import OpenNsfwAdapter, default_model_specs\n"
         "OpenNsfwAdapter(default_model_specs()[0])\n"
     )
     subprocess.run(

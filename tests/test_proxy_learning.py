@@ -1,4 +1,5 @@
-"""Learnt upload hosts and the `mitmdump -s addons/schoolgate/addons/entry.py` entry point, through real processes.
+"""Learnt upload hosts and the `mitmdump -s addons/schoolgate/addons/entry.py` entry point,
+through real processes.
 
 Everything runs on 127.0.0.1; the proxy gets a private /etc/hosts (see tests/proxy_harness.py).
 Benign images only: the "banned" image is a scikit-image photo placed in a test bank.

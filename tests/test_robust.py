@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from schoolgate.matching.robust import IndexLimits, RobustEntry, RobustIndex, RobustThresholds
-from schoolgate.matching.robust_tier import bank_views, query_views
 from schoolgate.media.features import LocalFeatures, extract_features
+from schoolgate.media.signals import bank_feature_views, query_feature_views
 from tests.imagery import EDITS, phone_screenshot, procedural_scene, skimage_photo
 
 BANKED = ("astronaut", "coffee", "rocket")
@@ -20,14 +20,14 @@ UNRELATED = ("chelsea", "camera", "coins", "immunohistochemistry", "motorcycle_l
 def _query(data: bytes) -> list[LocalFeatures]:
     image = Image.open(io.BytesIO(data))
     image.load()
-    return [extract_features(view) for view in query_views(image)]
+    return [extract_features(view) for view in query_feature_views(image)]
 
 
 def _entries(names: tuple[str, ...], bank: str = "incident") -> list[RobustEntry]:
     return [
         RobustEntry(bank, name, "", features)
         for name in names
-        for _, features in bank_views(skimage_photo(name))
+        for _, features in bank_feature_views(skimage_photo(name))
     ]
 
 
@@ -79,7 +79,9 @@ def test_banked_screenshot_does_not_match_other_screenshots() -> None:
     bar and canvas, and must not match through them."""
     shot = Image.open(io.BytesIO(phone_screenshot(skimage_photo("astronaut"), 0)))
     shot.load()
-    index = RobustIndex([RobustEntry("incident", "shot", "", f) for _, f in bank_views(shot)])
+    index = RobustIndex(
+        [RobustEntry("incident", "shot", "", f) for _, f in bank_feature_views(shot)]
+    )
     for seed, name in enumerate(UNRELATED):
         assert _best(index, phone_screenshot(skimage_photo(name), seed)) is None
     assert _best(index, EDITS["jpeg_q30"](skimage_photo("astronaut"), 0)) == "shot"

@@ -9,8 +9,8 @@ import pytest
 from schoolgate.banks.store import BankError, BankStore
 from schoolgate.config import parse_config
 from schoolgate.errors import ConfigError
-from schoolgate.matching.robust_tier import bank_views
 from schoolgate.media.features import FEATURE_KIND
+from schoolgate.media.signals import bank_feature_views
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.imagery import EDITS, skimage_photo
 
@@ -76,7 +76,7 @@ def test_proxy_path_uses_the_robust_tier(tmp_path: Path, data_dir: Path) -> None
     with BankStore(config.banks.path) as store:
         for bank in ("incident-1", "incident-strict"):
             store.create_bank(bank)
-        views = [(name, f.to_bytes()) for name, f in bank_views(photo)]
+        views = [(name, f.to_bytes()) for name, f in bank_feature_views(photo)]
         store.add_features("incident-1", "rocket-sha", FEATURE_KIND, views, note="ref 7")
     inspector = Inspector.from_config(config, with_audit=False)
     try:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from schoolgate.config import Config, parse_config
+from schoolgate.media import signals
 from schoolgate.media.decode import VideoLimits
 from schoolgate.media.video import VideoHasher
-from schoolgate.pipeline import engine
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests import video_fixtures as vf
 from tests.onnx_models import PATTERN_INPUT_SIZE, PATTERN_LABEL, make_pattern_model
@@ -195,7 +195,8 @@ def test_video_over_its_time_budget_is_a_timeout(
     data_dir: Path, clip_mp4: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A budget no decoder can meet, so the test does not depend on the machine's speed.
-    monkeypatch.setattr(engine, "VideoHasher", functools.partial(VideoHasher, time_budget_s=1e-9))
+    # The engine gets its video hasher from schoolgate.media.signals.
+    monkeypatch.setattr(signals, "VideoHasher", functools.partial(VideoHasher, time_budget_s=1e-9))
     slow = Inspector.from_config(_config("classifier: {models: []}\n"))
     try:
         verdict = slow.evaluate(clip_mp4, STUDENT)

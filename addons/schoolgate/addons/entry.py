@@ -1,4 +1,5 @@
-"""The addon list: `mitmdump -s addons/schoolgate/addons/entry.py` (schoolgate run uses `make_addons` directly)."""
+"""The addon list: `mitmdump -s addons/schoolgate/addons/entry.py` (schoolgate run uses
+`make_addons` directly)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""The robust tier as banking and matching use it: which views of an item are banked, how a query
+"""The robust tier as matching uses it: the banked feature sets loaded into an index, how a query
 is looked up, and how a verified match is reported.
 
-Banking (`bank_views`): the whole image, its content box when it has one (schoolgate.normalise),
-and the mirrored image (ORB is not mirror-invariant). Matching (`RobustTier.match`): one view of
-the query, its content box if it has one (a screenshot's photo, a padded copy's picture), else
-the whole image. Works on any decoded still image, so video frames can use it unchanged.
+Which views are banked and looked up is `schoolgate.media.signals` (`bank_feature_views`,
+`query_feature_views`), beside the PDQ views, so banking and matching cannot drift apart. Works on
+any decoded still image, so video frames can use it unchanged.
 """
 
 from __future__ import annotations
@@ -12,9 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from schoolgate.banks.store import BankStore
 from schoolgate.config import BanksConfig
@@ -26,38 +25,13 @@ from schoolgate.matching.robust import (
     RobustIndex,
     RobustThresholds,
 )
-from schoolgate.media.features import FEATURE_KIND, FeatureSettings, LocalFeatures, extract_features
-from schoolgate.media.normalise import analysis_views, content_box
+from schoolgate.media.features import FEATURE_KIND, LocalFeatures, extract_features
+from schoolgate.media.signals import query_feature_views
 
 log = logging.getLogger(__name__)
 
 TIER = "robust"
 SIGNAL = "orb"  # how a robust match names its signal type in verdicts and audit records
-
-
-def bank_views(
-    image: Image.Image, mirrored: bool = True, settings: FeatureSettings | None = None
-) -> Iterator[tuple[str, LocalFeatures]]:
-    """(view name, features) to bank for one item."""
-    yield "whole", extract_features(image, settings)
-    box = content_box(image)
-    if box is not None:
-        yield "content", extract_features(image.crop(box.as_tuple()), settings)
-    if mirrored:
-        yield "mirror", extract_features(ImageOps.mirror(image), settings)
-
-
-def query_views(
-    image: Image.Image, views: Sequence[Image.Image] | None = None
-) -> list[Image.Image]:
-    """What a query is looked up as: its content box first (a screenshot's photo, a padded copy's
-    picture), then the whole image. The whole image stays because the content box can also
-    peel a real photo's plain sky or background, and with it the objects at its edges.
-
-    `views` are `analysis_views(image)` when the caller already has them (the engine hashed
-    them for PDQ), so the content box is not searched for twice."""
-    found = analysis_views(image, depth=1) if views is None else list(views[:2])
-    return found[::-1]
 
 
 def to_bank_match(hit: RobustHit) -> BankMatch:
@@ -156,7 +130,7 @@ class RobustTier:
         index = self.index
         if not len(index):
             return []
-        for view in query_views(image, views):
+        for view in query_feature_views(image, views):
             hits = index.match(extract_features(view))
             if hits:
                 return [to_bank_match(hit) for hit in hits]

@@ -21,10 +21,11 @@ from schoolgate.errors import MediaRefused
 from schoolgate.matching.matcher import BankMatch, FrameMatch, Matcher
 from schoolgate.matching.robust_tier import RobustTier
 from schoolgate.matching.video import VideoMatcher, VideoMatcherCache
-from schoolgate.media.decode import DecodedImage, MediaKind, MediaLimits, decode_image, sniff
-from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_dihedral, pdq_hash
+from schoolgate.media.decode import MediaKind, sniff
+from schoolgate.media.hashing import PdqHash, exact_hashes
 from schoolgate.media.normalise import analysis_views
-from schoolgate.media.video import VideoHasher, VideoHashes
+from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
+from schoolgate.media.video import VideoHashes
 from schoolgate.pipeline.audit import AuditLog
 from schoolgate.pipeline.policy import Policy
 from schoolgate.pipeline.verdict import Findings, InspectionContext, Verdict
@@ -32,15 +33,6 @@ from schoolgate.pipeline.verdict import Findings, InspectionContext, Verdict
 __all__ = ["InspectionContext", "Inspector", "Verdict"]
 
 log = logging.getLogger(__name__)
-
-
-def decode_for_analysis(data: bytes, limits: MediaLimits) -> DecodedImage:
-    """Decode an image the one way both banking and matching use, so their hashes agree.
-
-    PDQ hashes a 512 px image and the models take at most 320 px, so JPEGs may be decoded at a
-    reduced DCT scale (the caps still judge the stored size): about 2x faster at 12 MP.
-    """
-    return decode_image(data, limits, reduce_to=512)
 
 
 class _MatcherCache:
@@ -213,8 +205,7 @@ class Inspector:
         # The whole image, then the picture inside a screenshot's or padded copy's uniform bands.
         variants: list[PdqHash] = []
         views = analysis_views(decoded.image)
-        for number, view in enumerate(views):
-            view_hashes = pdq_dihedral(view) if banks.match_dihedral else [pdq_hash(view)]
+        for number, view_hashes in enumerate(view_pdq(views, dihedral=banks.match_dihedral)):
             variants.extend(view_hashes)
             if number:
                 hashes[f"pdq_content{number if number > 1 else ''}"] = view_hashes[0].hex
@@ -260,14 +251,8 @@ class _VideoAnalysis:
         self.vote: FrameVote = config.classifier.video
         # Frames for the robust tier only when some bank holds local feature sets.
         robust_frames = config.banks.robust.video_query_frames if len(inspector.robust) else 0
-        self.hasher = VideoHasher(
-            config.limits.video,
-            keep=self.vote.frames if self.classify else 0,
-            fast=True,
-            variants=True,
-            samples_per_hash=config.banks.video.query_samples_per_hash,
-            stills=True,
-            key_frames=robust_frames,
+        self.hasher = matching_video_hasher(
+            config, keep=self.vote.frames if self.classify else 0, key_frames=robust_frames
         )
 
     def findings(self, data: bytes, base: Findings) -> Findings:

@@ -1,0 +1,176 @@
+"""What an item is hashed as, for banking and for matching, in one place.
+
+A banked hash only ever matches a query hash computed the same way: the same decode (a reduced
+JPEG scale), the same views (the whole image, then the picture inside a screenshot's or padded
+copy's uniform bands), the same PDQ and the same local features. `schoolgate hashes add` (banking)
+and the inspection engine (matching) both call this module, so that rule lives in one file.
+Where the two sides differ on purpose (a query is also hashed in its 8 dihedral orientations,
+a query video is sampled 4 times a second), the difference is written here, beside its twin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from PIL import Image, ImageOps
+
+from schoolgate.config import Config
+from schoolgate.errors import MediaRefused
+from schoolgate.media.decode import DecodedImage, MediaKind, MediaLimits, decode_image, sniff
+from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features
+from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
+from schoolgate.media.normalise import analysis_views, content_box
+from schoolgate.media.video import SampledFrame, VideoHasher, VideoHashes
+
+# Banking may take longer than the proxy's per-upload budget: a long clip is hashed whole.
+BANKING_TIME_BUDGET_S = 600.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Images: both sides
+
+
+def decode_for_analysis(data: bytes, limits: MediaLimits) -> DecodedImage:
+    """Decode an image the one way both banking and matching use, so their hashes agree.
+
+    PDQ hashes a 512 px image and the models take at most 320 px, so JPEGs may be decoded at a
+    reduced DCT scale (the caps still judge the stored size): about 2x faster at 12 MP.
+    """
+    return decode_image(data, limits, reduce_to=512)
+
+
+def view_pdq(views: Sequence[Image.Image], dihedral: bool) -> list[list[PdqHash]]:
+    """PDQ of each analysis view: its own orientation first, then (a query, with `dihedral`)
+    the 7 other rotations and mirrors. Banking stores the first of each; matching looks up all."""
+    return [pdq_dihedral(view) if dihedral else [pdq_hash(view)] for view in views]
+
+
+def bank_feature_views(
+    image: Image.Image, mirrored: bool = True, settings: FeatureSettings | None = None
+) -> Iterator[tuple[str, LocalFeatures]]:
+    """(view name, local features) to bank for one item: the whole image, its content box when
+    it has one, and (ORB does not match mirror images) its mirror image."""
+    yield "whole", extract_features(image, settings)
+    box = content_box(image)
+    if box is not None:
+        yield "content", extract_features(image.crop(box.as_tuple()), settings)
+    if mirrored:
+        yield "mirror", extract_features(ImageOps.mirror(image), settings)
+
+
+def query_feature_views(
+    image: Image.Image, views: Sequence[Image.Image] | None = None
+) -> list[Image.Image]:
+    """What a query is looked up as in the robust tier: its content box first (a screenshot's
+    photo, a padded copy's picture), then the whole image. The whole image stays because the
+    content box can also peel a real photo's plain sky or background, and with it the objects at
+    its edges.
+
+    `views` are `analysis_views(image)` when the caller already has them (the engine hashed
+    them for PDQ), so the content box is not searched for twice."""
+    found = analysis_views(image, depth=1) if views is None else list(views[:2])
+    return found[::-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Videos and animations: the two samplings
+
+
+def banking_video_hasher(config: Config, key_frames: int = 0) -> VideoHasher:
+    """Banking: every frame decoded, one sample per second, as the vPDQ reference tools do, and
+    `key_frames` frames spread over the clip for the robust tier."""
+    return VideoHasher(
+        config.limits.video,
+        time_budget_s=max(config.limits.video.time_budget_s, BANKING_TIME_BUDGET_S),
+        key_frames=key_frames,
+    )
+
+
+def matching_video_hasher(config: Config, keep: int = 0, key_frames: int = 0) -> VideoHasher:
+    """Matching: key frames first (fast), query_samples_per_hash samples a second so a copy cut
+    at any point has a frame near every banked one, letterbox and mirror variants per frame,
+    stills for the image bank, `keep` frames for the classifier and `key_frames` for the robust
+    tier; under the proxy's time budget."""
+    return VideoHasher(
+        config.limits.video,
+        keep=keep,
+        fast=True,
+        variants=True,
+        samples_per_hash=config.banks.video.query_samples_per_hash,
+        stills=True,
+        key_frames=key_frames,
+    )
+
+
+def bank_video_hashes(data: bytes, config: Config, key_frames: int = 0) -> VideoHashes:
+    """A video's (or animation's) frames as they are banked. Raises MediaRefused: a bank entry
+    must describe the whole video."""
+    video = banking_video_hasher(config, key_frames).hash(data)
+    if video.refused is not None:
+        raise video.refused
+    return video
+
+
+# ---------------------------------------------------------------------------------------------
+# One item, as banked
+
+
+@dataclass(frozen=True)
+class ItemSignals:
+    """Everything `schoolgate hashes add` banks (and `hashes compute` prints) for one file."""
+
+    media_type: str
+    size: int
+    exact: ExactHashes
+    pdq: PdqHash | None = None  # the whole image
+    content_pdq: tuple[PdqHash, ...] = ()  # the picture inside its uniform bands, if any
+    frames: int | None = None  # an animation's frame count
+    video: VideoHashes | None = None  # vPDQ frames (videos and animations)
+    key_frames: tuple[SampledFrame, ...] = ()
+    features: tuple[tuple[str, LocalFeatures], ...] = ()  # the robust tier's views
+    refused: str | None = None  # "reason: detail" when the media could not be hashed
+    image: Image.Image | None = field(default=None, compare=False, repr=False)
+
+
+def item_signals(
+    data: bytes, config: Config, *, key_frames: int = 0, features: bool = False
+) -> ItemSignals:
+    """Exact hashes always; PDQ of the whole image and of its content views for images that
+    decode; vPDQ frames for videos and animations (and, with `key_frames`, that many frames for
+    local features); with `features`, the image's local feature views. Refusals are reported
+    in `refused`, not raised."""
+    media_type = sniff(data)
+    item = ItemSignals(media_type=media_type.value, size=len(data), exact=exact_hashes(data))
+    frames: int | None = None
+    if media_type.kind is MediaKind.IMAGE:
+        try:
+            decoded = decode_for_analysis(data, config.limits)
+        except MediaRefused as refused:
+            return _refused(item, refused)
+        views = analysis_views(decoded.image)
+        whole, *content = (hashes[0] for hashes in view_pdq(views, dihedral=False))
+        frames = decoded.frame_count if decoded.frame_count > 1 else None
+        feature_views: tuple[tuple[str, LocalFeatures], ...] = ()
+        if features:
+            mirrored = config.banks.robust.bank_mirrored
+            feature_views = tuple(bank_feature_views(decoded.image, mirrored=mirrored))
+        item = replace(
+            item,
+            pdq=whole,
+            content_pdq=tuple(content),
+            frames=frames,
+            features=feature_views,
+            image=decoded.image,
+        )
+    if media_type.kind is MediaKind.VIDEO or frames:
+        try:
+            video = bank_video_hashes(data, config, key_frames)
+        except MediaRefused as refused:
+            return _refused(item, refused)
+        item = replace(item, video=video, key_frames=tuple(video.key_frames))
+    return item
+
+
+def _refused(item: ItemSignals, refused: MediaRefused) -> ItemSignals:
+    return replace(item, refused=f"{refused.reason}: {refused}")
