@@ -497,7 +497,7 @@ class BankStore:
     # -- local feature sets (the robust tier) ---------------------------------------------------
     # Derived data, never the media: keypoint positions and descriptors of a banked item's views
     # (whole image, content box, mirror), grouped by the item's content id. The store treats the
-    # data as opaque bytes; schoolgate.media.features defines the format and `kind` names its version.
+    # data as opaque bytes; schoolgate.media.features defines the format, `kind` names its version.
 
     def add_features(
         self,
