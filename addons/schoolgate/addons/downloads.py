@@ -8,8 +8,8 @@ from mitmproxy import http
 
 from schoolgate.addons import heldbody
 from schoolgate.addons.blockpage import block_response
+from schoolgate.addons.flows import declared_size, extract_limits, flow_context
 from schoolgate.addons.runtime import Runtime, RuntimeRef
-from schoolgate.addons.uploads import declared_size, extract_limits, flow_context
 from schoolgate.endpoints.catalog import MAX_LEARN_BODY_BYTES
 from schoolgate.endpoints.extract import ExtractionError, decode_content_encoding
 from schoolgate.pipeline.verdict import Verdict

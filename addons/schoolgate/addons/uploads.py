@@ -9,12 +9,11 @@ from dataclasses import dataclass, replace
 from mitmproxy import http
 
 from schoolgate.addons import heldbody
-from schoolgate.addons.blockpage import block_response
+from schoolgate.addons.flows import declared_size, enforce, extract_limits, flow_context
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.catalog import App, UploadRoute
 from schoolgate.endpoints.extract import (
     ExtractionError,
-    ExtractLimits,
     decode_content_encoding,
     extract_items,
 )
@@ -32,48 +31,6 @@ class HeldUpload:
 
     app: App
     route: UploadRoute
-
-
-def flow_context(
-    runtime: Runtime,
-    flow: http.HTTPFlow,
-    app: str | None,
-    route: str | None,
-    direction: str = "upload",
-) -> InspectionContext:
-    """Who sent this flow and where to: the audit record's identity fields."""
-    peer = flow.client_conn.peername
-    ip = str(peer[0]) if peer else None
-    return runtime.context(
-        ip, app=app, host=flow.request.pretty_host, route=route, direction=direction
-    )
-
-
-def declared_size(headers: http.Headers) -> int | None:
-    """Content-Length as a number; None when absent or malformed (chunked bodies)."""
-    value = headers.get("content-length")
-    if value is None:
-        return None
-    try:
-        size = int(value)
-    except ValueError:
-        return None
-    return size if size >= 0 else None
-
-
-def enforce(runtime: Runtime, flow: http.HTTPFlow, verdicts: list[Verdict], direction: str) -> bool:
-    """Answer with the block page when any verdict blocks; True when blocked."""
-    blocking = [v for v in verdicts if v.blocked]
-    if not blocking:
-        return False
-    flow.response = block_response(
-        runtime.config.proxy,
-        direction,
-        blocking[0].id,
-        flow.request.headers.get("accept", ""),
-    )
-    flow.metadata["schoolgate_blocked"] = [v.id for v in blocking]
-    return True
 
 
 class UploadInspector:
@@ -232,12 +189,6 @@ def _session_failure(status: SessionStatus) -> str:
     if status is SessionStatus.STORE_FULL:
         return "overload"
     return "oversize"
-
-
-def extract_limits(runtime: Runtime) -> ExtractLimits:
-    """Body caps: what the proxy holds, decoded to at most the same again."""
-    cap = runtime.config.proxy.max_held_body_bytes
-    return ExtractLimits(max_body_bytes=cap, max_decoded_bytes=cap)
 
 
 def _sized(ctx: InspectionContext, size: int) -> InspectionContext:

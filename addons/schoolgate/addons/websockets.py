@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from schoolgate.addons.flows import flow_context
 from schoolgate.addons.runtime import RuntimeRef
-from schoolgate.addons.uploads import flow_context
 from schoolgate.media.decode import MediaKind, sniff
 
 
