@@ -497,6 +497,10 @@ class _AnimationSource:
                 for index in range(count):
                     self.budget.check()
                     image.seek(index)
+                    # Pillow 13 reads an animated WebP frame's duration only when the frame is
+                    # loaded: without this every frame read as 0.1 s, so a picture held after a
+                    # short first frame was never sampled (found by the adversarial pass).
+                    image.load()
                     self.decoded += 1
                     delay = float(image.info.get("duration") or 0) / 1000
                     delay = delay if delay > 0 else _GIF_DEFAULT_DELAY_S
