@@ -223,13 +223,13 @@ def rotated_storage(clip: Clip, rotation: int) -> Clip:
     return Clip(tuple(np.ascontiguousarray(np.rot90(f, turns)) for f in clip.frames), clip.fps)
 
 
-def gif(clip: Clip, every: int = 3) -> bytes:
-    """An animated GIF of every `every`-th frame, timed to the clip."""
+def gif(clip: Clip, every: int = 3, fmt: str = "GIF") -> bytes:
+    """An animated GIF (or WEBP, PNG) of every `every`-th frame, timed to the clip."""
     images = [Image.fromarray(f) for f in clip.frames[::every]]
     buffer = io.BytesIO()
     images[0].save(
         buffer,
-        format="GIF",
+        format=fmt,
         save_all=True,
         append_images=images[1:],
         duration=round(1000 * every / clip.fps),
