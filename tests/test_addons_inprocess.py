@@ -1,0 +1,249 @@
+"""The upload, download and WebSocket addons driven in-process, as mitmproxy tests its own addons:
+`taddons.context` and `tflow` flows, a real Runtime (catalog, test bank, worker pool, audit log),
+no sockets, no root. The process-level suites in tests/e2e/ check the same through real clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mitmproxy import http, websocket
+from mitmproxy.test import taddons, tflow, tutils
+from PIL import Image
+from wsproto.frame_protocol import Opcode
+
+from schoolgate.addons.downloads import DownloadInspector
+from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.addons.uploads import UploadInspector
+from schoolgate.addons.websockets import WebSocketInspector
+from schoolgate.config import load_config
+from tests.conftest import encode
+from tests.proxy_harness import (
+    CDN_HOST,
+    MEDIA_HOST,
+    OTHER_HOST,
+    bank_photo,
+    make_upstream_pki,
+    multipart_body,
+    write_config,
+)
+
+
+@pytest.fixture
+def ref(
+    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
+) -> Iterator[RuntimeRef]:
+    """A runtime on the test catalog (tests/proxy_harness.py) with chelsea in the test bank."""
+    bank_photo(data_dir, benign_photos["chelsea"])
+    config = write_config(
+        # Port 8080 is only written down: nothing listens in-process.
+        tmp_path,
+        8080,
+        make_upstream_pki(tmp_path / "pki"),
+        proxy={"max_held_body_bytes": 1 << 20},
+    )
+    runtime = Runtime.from_config(load_config(config))
+    try:
+        yield RuntimeRef(runtime)
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def banned(benign_photos: dict[str, Image.Image]) -> bytes:
+    return encode(benign_photos["chelsea"], "JPEG", quality=90)
+
+
+@pytest.fixture
+def benign(benign_photos: dict[str, Image.Image]) -> bytes:
+    return encode(benign_photos["rocket"], "JPEG", quality=90)
+
+
+def upload_flow(host: str, path: str, body: bytes, method: str = "PUT", **headers: str) -> Any:
+    fields = [(b"content-length", str(len(body)).encode())]
+    fields += [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+    request = tutils.treq(
+        host=host, port=443, scheme=b"https", method=method.encode(), path=path.encode(),
+        authority=host.encode(), headers=http.Headers(fields), content=body,
+    )  # fmt: skip
+    return tflow.tflow(req=request)
+
+
+def audit_decisions(data_dir: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted((data_dir / "audit").glob("*.jsonl*")):
+        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if "decision" in r]
+
+
+def run_upload(addon: UploadInspector, flow: Any) -> None:
+    addon.requestheaders(flow)
+    if flow.response is None and not flow.request.stream:
+        asyncio.run(addon.request(flow))
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "held"),
+    [
+        (MEDIA_HOST, "/upload/raw/photo.jpg", True),
+        (MEDIA_HOST, "/upload/multipart", False),  # listed for POST, not PUT
+        (MEDIA_HOST, "/about", False),
+        (OTHER_HOST, "/upload/raw/photo.jpg", False),  # not a catalogued app
+    ],
+)
+def test_only_catalogued_upload_routes_are_held(
+    ref: RuntimeRef, host: str, path: str, held: bool, benign: bytes
+) -> None:
+    addon = UploadInspector(ref)
+    with taddons.context(addon):
+        flow = upload_flow(host, path, benign)
+        addon.requestheaders(flow)
+    assert flow.request.stream is not held  # streamed means never buffered, never judged
+
+
+def test_banked_raw_upload_is_answered_with_the_block_page(
+    ref: RuntimeRef, banned: bytes, data_dir: Path
+) -> None:
+    addon = UploadInspector(ref)
+    with taddons.context(addon):
+        flow = upload_flow(MEDIA_HOST, "/upload/raw/a.jpg", banned, accept="text/html")
+        run_upload(addon, flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert b"blocked by the school network" in flow.response.content
+    (record,) = audit_decisions(data_dir)
+    assert record["decision"] == "block"
+    assert record["matches"][0]["bank"] == "incident-test"
+
+
+def test_benign_multipart_upload_goes_through(
+    ref: RuntimeRef, benign: bytes, data_dir: Path
+) -> None:
+    addon = UploadInspector(ref)
+    body, content_type = multipart_body("file", "holiday.jpg", benign, "image/jpeg")
+    with taddons.context(addon):
+        flow = upload_flow(
+            MEDIA_HOST, "/upload/multipart", body, method="POST", content_type=content_type
+        )
+        run_upload(addon, flow)
+    assert flow.response is None  # forwarded
+    assert [r["decision"] for r in audit_decisions(data_dir)] == ["allow"]
+
+
+def test_compressed_banked_upload_is_decoded_and_blocked(ref: RuntimeRef, banned: bytes) -> None:
+    addon = UploadInspector(ref)
+    with taddons.context(addon):
+        flow = upload_flow(
+            MEDIA_HOST, "/upload/raw/a.bin", gzip.compress(banned), content_encoding="gzip"
+        )
+        run_upload(addon, flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+
+
+def test_declared_size_over_the_cap_is_refused_before_the_body(ref: RuntimeRef) -> None:
+    addon = UploadInspector(ref)
+    with taddons.context(addon):
+        flow = upload_flow(MEDIA_HOST, "/upload/raw/big.bin", b"x")
+        flow.request.headers["content-length"] = str(2 << 20)
+        addon.requestheaders(flow)  # answered here: the body is never read
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+
+
+def test_transfer_coding_that_hides_the_body_is_refused(ref: RuntimeRef, banned: bytes) -> None:
+    addon = UploadInspector(ref)
+    with taddons.context(addon):
+        flow = upload_flow(
+            MEDIA_HOST, "/upload/raw/a.jpg", banned, transfer_encoding="gzip, chunked"
+        )
+        addon.requestheaders(flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads
+
+
+def download_flow(host: str, body: bytes) -> Any:
+    flow = upload_flow(host, "/media/photo.jpg", b"", method="GET")
+    flow.response = tutils.tresp(
+        content=body,
+        headers=http.Headers([(b"content-length", str(len(body)).encode())]),
+    )
+    return flow
+
+
+def test_banked_download_from_a_catalogued_cdn_is_replaced(ref: RuntimeRef, banned: bytes) -> None:
+    addon = DownloadInspector(ref)
+    with taddons.context(addon):
+        flow = download_flow(CDN_HOST, banned)
+        addon.responseheaders(flow)
+        assert not flow.response.stream  # held for judgement
+        asyncio.run(addon.response(flow))
+    assert flow.response.status_code == 403
+    assert banned not in flow.response.content
+
+
+@pytest.mark.parametrize("host", [CDN_HOST, OTHER_HOST])
+def test_other_downloads_are_delivered_unchanged(
+    ref: RuntimeRef, benign: bytes, banned: bytes, host: str
+) -> None:
+    addon = DownloadInspector(ref)
+    body = benign if host == CDN_HOST else banned  # a non-CDN host is never judged
+    with taddons.context(addon):
+        flow = download_flow(host, body)
+        addon.responseheaders(flow)
+        if not flow.response.stream:
+            asyncio.run(addon.response(flow))
+    assert flow.response.status_code == 200
+    assert flow.response.content == body
+
+
+# ---------------------------------------------------------------------------------------------
+# WebSockets
+
+
+def websocket_flow(host: str, content: bytes, from_client: bool = True) -> Any:
+    flow = tflow.twebsocketflow(messages=False)
+    flow.request.host = host
+    flow.request.headers["host"] = host
+    assert flow.websocket is not None
+    flow.websocket.messages.append(websocket.WebSocketMessage(Opcode.BINARY, from_client, content))
+    return flow
+
+
+@pytest.mark.parametrize(
+    ("host", "photo", "from_client", "dropped"),
+    [
+        (MEDIA_HOST, "banned", True, True),
+        (MEDIA_HOST, "benign", True, False),
+        (MEDIA_HOST, "banned", False, False),  # the server's own messages are not uploads
+        (OTHER_HOST, "banned", True, False),  # not a catalogued app
+    ],
+)
+def test_websocket_media_from_the_client_is_judged(
+    ref: RuntimeRef,
+    banned: bytes,
+    benign: bytes,
+    host: str,
+    photo: str,
+    from_client: bool,
+    dropped: bool,
+) -> None:
+    addon = WebSocketInspector(ref)
+    with taddons.context(addon):
+        flow = websocket_flow(host, banned if photo == "banned" else benign, from_client)
+        asyncio.run(addon.websocket_message(flow))
+    assert flow.websocket.messages[-1].dropped is dropped
