@@ -25,7 +25,7 @@ from schoolgate.classify.classifier import (
     ModelSpec,
     load_adapter,
 )
-from tests.onnx_models import make_pattern_model, pattern_model_spec
+from tests.support.onnx_models import make_pattern_model, pattern_model_spec
 
 Figure = dict[str, Any]
 SHARED_PHOTO = (

@@ -1,5 +1,5 @@
 """Proxy under mixed load: 8 clients x 10 uploads (pass-through, inspected benign, banked), the
-same driver as tests/test_proxy_load.py. Latency percentiles per kind, throughput and the proxy
+same driver as tests/e2e/test_proxy_load.py. Latency percentiles per kind, throughput and the proxy
 process's peak resident memory. Bounded in count and time; loopback only."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from tests.hostile_stack import KINDS, RSS_CEILING, build_stack, run_load, stop_stack
-from tests.proxy_harness import can_isolate_hosts
+from tests.support.hostile_stack import KINDS, RSS_CEILING, build_stack, run_load, stop_stack
+from tests.support.proxy_harness import can_isolate_hosts
 
 CLIENTS = 8
 UPLOADS = 10

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import encode
-from tests.proxy_harness import (
+from tests.support.proxy_harness import (
     MEDIA_HOST,
     OTHER_HOST,
     can_isolate_hosts,

@@ -1,8 +1,8 @@
 """Robustness of bank matching to the edits incident copies go through, false blocks, and the
 robust tier's cost against a 1,000-item incident bank.
 
-Data (all benign, see tests/imagery.py): 27 distinct photos shipped by scikit-image or read in
-place from ../shared/testdata/pdq-reference, and procedural scenes (clouds, repetitive tiles and
+Data (all benign, see tests/support/imagery.py): 27 distinct photos shipped by scikit-image or read
+in place from ../shared/testdata/pdq-reference, and procedural scenes (clouds, repetitive tiles and
 checkerboards, text pages, shapes on gradients).
 
 Two splits, banked the way a DSL does it (`schoolgate hashes add`), judged the way the proxy does
@@ -41,7 +41,7 @@ from schoolgate.media.features import FEATURE_KIND
 from schoolgate.media.hashing import pdq_hash
 from schoolgate.media.signals import bank_feature_views, decode_for_analysis
 from schoolgate.pipeline.engine import InspectionContext, Inspector
-from tests.imagery import EDITS, VARIANT_EDITS, Edit, encode, procedural_scene, real_photos
+from tests.support.imagery import EDITS, VARIANT_EDITS, Edit, encode, procedural_scene, real_photos
 
 Figure = dict[str, Any]
 CTX = InspectionContext(client_ip="192.0.2.60", app="bench")

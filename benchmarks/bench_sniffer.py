@@ -15,7 +15,7 @@ from schoolgate.endpoints.catalog import load_catalog
 from schoolgate.sniffer.capture import ReportAggregator, Sniffer
 from schoolgate.sniffer.packets import LINKTYPE_ETHERNET
 from schoolgate.sniffer.watchlist import Watchlist
-from tests.sniffer_packets import (
+from tests.support.sniffer_packets import (
     client_hello_handshake,
     crypto_frame,
     dns_query,

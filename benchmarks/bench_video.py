@@ -24,8 +24,8 @@ from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.matching.video import VideoMatcher
 from schoolgate.media.decode import VideoLimits
 from schoolgate.media.video import VideoHasher, VideoHashes
-from tests import video_edits as ve
-from tests import video_fixtures as vf
+from tests.support import video_edits as ve
+from tests.support import video_fixtures as vf
 
 Figure = dict[str, Any]
 

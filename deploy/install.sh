@@ -323,7 +323,7 @@ schoolgate is installed${ROOT:+ into $ROOT}.
   Configuration   $CONFIG
                   after editing: sudo systemctl reload schoolgate schoolgate-nft
   CA for devices  $LIB/ca/ -- export it with \`schoolgate ca export\` and roll it out
-                  as the README's "CA roll-out" section describes
+                  as docs/install.md ("The interception CA and roll-out") describes
   Metrics         http://127.0.0.1:9861/metrics (Prometheus; point Grafana's Prometheus at it)
   Audit log       $LOG/decisions.jsonl    service log: journalctl -u schoolgate -f
   Status          systemctl status schoolgate schoolgate-nft; sudo nft list table inet schoolgate

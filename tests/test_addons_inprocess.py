@@ -24,7 +24,7 @@ from schoolgate.addons.uploads import UploadInspector
 from schoolgate.addons.websockets import WebSocketInspector
 from schoolgate.config import load_config
 from tests.conftest import encode
-from tests.proxy_harness import (
+from tests.support.proxy_harness import (
     CDN_HOST,
     MEDIA_HOST,
     OTHER_HOST,
@@ -39,7 +39,7 @@ from tests.proxy_harness import (
 def ref(
     data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
 ) -> Iterator[RuntimeRef]:
-    """A runtime on the test catalog (tests/proxy_harness.py) with chelsea in the test bank."""
+    """A runtime on the test catalog (support/proxy_harness.py), chelsea in the test bank."""
     bank_photo(data_dir, benign_photos["chelsea"])
     config = write_config(
         # Port 8080 is only written down: nothing listens in-process.

@@ -12,7 +12,7 @@ from schoolgate.alerts import verify_signature
 from schoolgate.alerts.model import AlertDetails
 from schoolgate.alerts.outbox import DEAD, DELIVERED, AlertOutbox
 from schoolgate.cli import main
-from tests.alert_helpers import FakeClock, WebhookSink, make_verdict
+from tests.support.alert_helpers import FakeClock, WebhookSink, make_verdict
 
 SECRET = "cli-test-secret"
 

@@ -26,7 +26,7 @@ from schoolgate.alerts.receivers import (
 from schoolgate.alerts.receivers import DELIVERED as OK
 from schoolgate.alerts.sender import AlertSender, RetryPolicy
 from schoolgate.alerts.settings import ReceiverConfig
-from tests.alert_helpers import FakeClock, WebhookSink, make_verdict
+from tests.support.alert_helpers import FakeClock, WebhookSink, make_verdict
 
 SECRET = b"test-secret-\x00\xff-not-ascii"
 TZ = ZoneInfo("Europe/London")

@@ -15,9 +15,9 @@ from schoolgate.cli import main
 from schoolgate.config import parse_config
 from schoolgate.pipeline.audit import read_records
 from schoolgate.pipeline.engine import InspectionContext, Inspector
-from tests.alert_helpers import POLICY_YAML
 from tests.conftest import encode
-from tests.proxy_harness import bank_photo
+from tests.support.alert_helpers import POLICY_YAML
+from tests.support.proxy_harness import bank_photo
 
 STUDENT = InspectionContext(client_ip="10.20.3.4", app="testshare", mac="02:00:5e:00:53:01")
 STAFF = InspectionContext(client_ip="10.10.0.9", app="testshare")

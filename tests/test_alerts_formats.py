@@ -23,9 +23,9 @@ from schoolgate.alerts.model import Alert, AlertDetails
 from schoolgate.alerts.outbox import AlertOutbox
 from schoolgate.config import parse_config
 from schoolgate.pipeline.engine import InspectionContext, Inspector
-from tests.alert_helpers import make_verdict
 from tests.conftest import encode
-from tests.proxy_harness import bank_photo
+from tests.support.alert_helpers import make_verdict
+from tests.support.proxy_harness import bank_photo
 
 GUIDANCE = "Do not open, view, copy or forward the image. Follow the school's procedure."
 TZ = ZoneInfo("Europe/London")

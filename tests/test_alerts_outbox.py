@@ -12,7 +12,7 @@ from schoolgate.alerts.outbox import DEAD, DELIVERED, PENDING, AlertOutbox, Outb
 from schoolgate.alerts.receivers import CONNECTION_ERROR, Attempt
 from schoolgate.alerts.receivers import DELIVERED as OK
 from schoolgate.alerts.sender import AlertSender, RetryPolicy
-from tests.alert_helpers import SHA_B, FakeClock, make_verdict
+from tests.support.alert_helpers import SHA_B, FakeClock, make_verdict
 
 
 def details(**kwargs: object) -> AlertDetails:

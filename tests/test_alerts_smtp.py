@@ -15,8 +15,8 @@ from aiosmtpd.controller import Controller
 from schoolgate.alerts.receivers import CONNECTION_ERROR, DELIVERED, HTTP_4XX, HTTP_5XX
 from schoolgate.alerts.service import AlertService
 from schoolgate.config import Config, parse_config
-from tests.alert_helpers import make_verdict
-from tests.proxy_harness import free_port
+from tests.support.alert_helpers import make_verdict
+from tests.support.proxy_harness import free_port
 
 
 @dataclass

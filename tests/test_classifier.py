@@ -33,7 +33,7 @@ from schoolgate.classify.classifier import (
     load_adapter,
 )
 from schoolgate.errors import SchoolgateError
-from tests.onnx_models import (
+from tests.support.onnx_models import (
     make_failing_model,
     make_logits_model,
     make_pattern_model,

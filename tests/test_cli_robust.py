@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.imagery import EDITS, encode, phone_screenshot, skimage_photo
+from tests.support.imagery import EDITS, encode, phone_screenshot, skimage_photo
 from tests.test_cli_scan import NO_MODELS, schoolgate
 
 BANKED = "astronaut"

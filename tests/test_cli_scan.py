@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.conftest import encode
-from tests.onnx_models import PATTERN_INPUT_SIZE, make_pattern_model, pattern_image
+from tests.support.onnx_models import PATTERN_INPUT_SIZE, make_pattern_model, pattern_image
 
 NO_MODELS = "classifier:\n  models: []\n"
 

@@ -16,7 +16,7 @@ from schoolgate.config import Config, parse_config
 from schoolgate.media.hashing import exact_hashes, pdq_hash
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.conftest import encode
-from tests.onnx_models import make_failing_model, pattern_image
+from tests.support.onnx_models import make_failing_model, pattern_image
 
 STUDENT = InspectionContext(client_ip="192.0.2.20", app="testapp")
 

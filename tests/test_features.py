@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features
-from tests.imagery import EDITS, skimage_photo
+from tests.support.imagery import EDITS, skimage_photo
 
 
 def test_features_are_capped_and_inside_the_working_frame() -> None:

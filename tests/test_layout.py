@@ -1,4 +1,4 @@
-"""The module map (README "Layout"), checked: packages where their imports say, and who may import
+"""The module map (docs/architecture.md, "Layout"), checked: packages where their imports say, and who may import
 whom. Read from the source with `ast`, so a lazy import inside a function counts as well."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy_harness import REPO_ROOT
+from tests.support.proxy_harness import REPO_ROOT
 
 CORE = REPO_ROOT / "filter" / "schoolgate"
 ADDONS = REPO_ROOT / "addons" / "schoolgate" / "addons"

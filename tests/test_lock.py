@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import booted_debian
-from tests.proxy_harness import REPO_ROOT, VENV_BIN
+from tests.support import booted_debian
+from tests.support.proxy_harness import REPO_ROOT, VENV_BIN
 
 REQUIREMENTS = REPO_ROOT / "requirements"
 # Published only as source: locked by the sdist's hash and built on install (needs g++).

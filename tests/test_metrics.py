@@ -26,8 +26,8 @@ from schoolgate.matching.matcher import BankMatch
 from schoolgate.monitoring import metrics
 from schoolgate.pipeline.verdict import Action, Findings, InspectionContext, Verdict
 from tests.conftest import encode
-from tests.onnx_models import PATTERN_LABEL, make_pattern_model, pattern_image
-from tests.proxy_harness import bank_photo
+from tests.support.onnx_models import PATTERN_LABEL, make_pattern_model, pattern_image
+from tests.support.proxy_harness import bank_photo
 
 BANK = "incident-metrics"
 PUPIL = InspectionContext(client_ip="10.20.1.5", app="snapchat", host="snapchat.com", route="/u")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from schoolgate.media.normalise import analysis_views, content_box
-from tests.imagery import EDITS, phone_screenshot, skimage_photo
+from tests.support.imagery import EDITS, phone_screenshot, skimage_photo
 
 
 def _open(data: bytes) -> Image.Image:

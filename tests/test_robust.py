@@ -11,7 +11,7 @@ from PIL import Image
 from schoolgate.matching.robust import IndexLimits, RobustEntry, RobustIndex, RobustThresholds
 from schoolgate.media.features import LocalFeatures, extract_features
 from schoolgate.media.signals import bank_feature_views, query_feature_views
-from tests.imagery import EDITS, phone_screenshot, procedural_scene, skimage_photo
+from tests.support.imagery import EDITS, phone_screenshot, procedural_scene, skimage_photo
 
 BANKED = ("astronaut", "coffee", "rocket")
 UNRELATED = ("chelsea", "camera", "coins", "immunohistochemistry", "motorcycle_left")

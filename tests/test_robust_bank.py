@@ -12,7 +12,7 @@ from schoolgate.errors import ConfigError
 from schoolgate.media.features import FEATURE_KIND
 from schoolgate.media.signals import bank_feature_views
 from schoolgate.pipeline.engine import InspectionContext, Inspector
-from tests.imagery import EDITS, skimage_photo
+from tests.support.imagery import EDITS, skimage_photo
 
 
 def test_tiers_and_thresholds_parse_with_defaults() -> None:

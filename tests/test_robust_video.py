@@ -24,9 +24,9 @@ from schoolgate.media.decode import VideoLimits
 from schoolgate.media.hashing import pdq_hash
 from schoolgate.media.video import VideoHasher
 from schoolgate.pipeline.engine import InspectionContext, Inspector
-from tests import video_edits as ve
-from tests import video_fixtures as vf
-from tests.imagery import skimage_photo
+from tests.support import video_edits as ve
+from tests.support import video_fixtures as vf
+from tests.support.imagery import skimage_photo
 from tests.test_cli_scan import schoolgate
 from tests.test_video import bank_video
 

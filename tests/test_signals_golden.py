@@ -1,11 +1,11 @@
 """Banking and matching hash exactly as they did before their code moved into one module.
 
-tests/golden/signals.json was written by the code as it was before `schoolgate.media.signals`
-existed (bank-side hashing in the CLI, match-side in the engine and the robust tier): hashes and
-SHA-256 digests of feature sets only, never an image. Every banked hash must stay matchable, so
-any difference here is a change to what banks mean. A dependency upgrade that changes decoding
-(Pillow, libjpeg, OpenCV) would show here too: that needs a decision (re-hash the banks), not a
-new golden file.
+tests/support/golden/signals.json was written by the code as it was before
+`schoolgate.media.signals` existed (bank-side hashing in the CLI, match-side in the engine and the
+robust tier): hashes and SHA-256 digests of feature sets only, never an image. Every banked hash
+must stay matchable, so any difference here is a change to what banks mean. A dependency upgrade
+that changes decoding (Pillow, libjpeg, OpenCV) would show here too: that needs a decision (re-hash
+the banks), not a new golden file.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from schoolgate.media.signals import (
     query_feature_views,
     view_pdq,
 )
-from tests import video_fixtures as vf
-from tests.imagery import (
+from tests.support import video_fixtures as vf
+from tests.support.imagery import (
     EDITS,
     REFERENCE_PHOTOS,
     SHARED_REFERENCE,
@@ -38,7 +38,7 @@ from tests.imagery import (
     skimage_photo,
 )
 
-GOLDEN = Path(__file__).parent / "golden" / "signals.json"
+GOLDEN = Path(__file__).parent / "support" / "golden" / "signals.json"
 
 
 def _items() -> dict[str, bytes]:

@@ -30,7 +30,7 @@ from schoolgate.sniffer.capture import (
 )
 from schoolgate.sniffer.packets import LINKTYPE_ETHERNET
 from schoolgate.sniffer.watchlist import Match, Watchlist
-from tests.sniffer_packets import (
+from tests.support.sniffer_packets import (
     client_hello_handshake,
     crypto_frame,
     dns_query,

@@ -28,7 +28,7 @@ from schoolgate.sniffer.quic import (
     initial_keys,
 )
 from schoolgate.sniffer.tlshello import Incomplete, Malformed, parse_handshake, parse_tls_stream
-from tests.sniffer_packets import (
+from tests.support.sniffer_packets import (
     RFC9001_CLIENT_HP,
     RFC9001_CLIENT_IV,
     RFC9001_CLIENT_KEY,

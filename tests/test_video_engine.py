@@ -19,8 +19,8 @@ from schoolgate.media import signals
 from schoolgate.media.decode import VideoLimits
 from schoolgate.media.video import VideoHasher
 from schoolgate.pipeline.engine import InspectionContext, Inspector
-from tests import video_fixtures as vf
-from tests.onnx_models import PATTERN_INPUT_SIZE, PATTERN_LABEL, make_pattern_model
+from tests.support import video_fixtures as vf
+from tests.support.onnx_models import PATTERN_INPUT_SIZE, PATTERN_LABEL, make_pattern_model
 from tests.test_cli_scan import schoolgate
 
 os.environ.setdefault("SVT_LOG", "1")

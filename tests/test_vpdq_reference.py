@@ -21,7 +21,7 @@ import pytest
 
 from schoolgate.media.decode import VideoLimits
 from schoolgate.media.video import VideoHasher
-from tests import video_fixtures as vf
+from tests.support import video_fixtures as vf
 
 vpdq = pytest.importorskip(
     "vpdq", reason="Meta's vpdq reference is not built here (run deploy/vpdq-reference.sh)"

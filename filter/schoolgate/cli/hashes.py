@@ -121,7 +121,7 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
 
 
 def _item_info(item: ItemSignals) -> dict[str, Any]:
-    """What `hashes compute` prints for one file (JSON keys as documented in the README)."""
+    """What `hashes compute` prints for one file (JSON keys as in docs/configuration.md)."""
     info: dict[str, Any] = {
         "media_type": item.media_type,
         "size": item.size,

@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import encode
-from tests.netns import (
+from tests.support.netns import (
     CLIENT_IP,
     GATEWAY_CLIENT_IP,
     SERVER_IP,
@@ -42,7 +42,7 @@ from tests.netns import (
     probe_netns,
     run_in,
 )
-from tests.proxy_harness import (
+from tests.support.proxy_harness import (
     MEDIA_HOST,
     OTHER_HOST,
     REPO_ROOT,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tests.video_fixtures import Clip, Frame, Transform
+from tests.support.video_fixtures import Clip, Frame, Transform
 
 CANVAS = (360, 780)  # 19.5:9
 
@@ -83,7 +83,7 @@ def panning_frames(
     """A camera slowly panning over benign textured scenes (tests.imagery.procedural_scene),
     cutting to another scene every 2 s: the texture real footage has and the soft synthetic
     clips of tests.video_fixtures lack (local features need corners)."""
-    from tests.imagery import procedural_scene
+    from tests.support.imagery import procedural_scene
 
     width, height = size
     # Scene kinds 3 and 4 (shapes on noisy gradients): kinds 0-2 are clouds, stripes and text

@@ -33,26 +33,15 @@ from wsproto.events import (
 )
 
 from tests.conftest import encode
-from tests.proxy_harness import (
+from tests.support.proxy_harness import (
     MEDIA_HOST,
     ProxyProcess,
     UpstreamPki,
-    bank_photo,
-    can_isolate_hosts,
     client_ssl_context,
-    free_port,
-    make_upstream_pki,
-    start_proxy,
-    write_config,
 )
+from tests.support.stack import needs_private_hosts, proxy_stack
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 TIMEOUT_S = 20.0  # every socket wait is bounded by this
 WS_PATH = "/ws/chat"
@@ -255,25 +244,10 @@ class WsStack:
 def ws_stack(
     tmp_path_factory: pytest.TempPathFactory, benign_photos: dict[str, Image.Image]
 ) -> Iterator[WsStack]:
-    work = tmp_path_factory.mktemp("proxy-ws")
-    data_dir = work / "data"
-    data_dir.mkdir()
-    pki = make_upstream_pki(work / "pki")
     banned_photo = benign_photos["chelsea"]
-    bank_photo(data_dir, banned_photo)
-    port = free_port()
-    config = write_config(work, port, pki)
-    upstream = start_ws_upstream(pki)
-    try:
-        proxy = start_proxy(config, data_dir, port, work)
-    except BaseException:
-        upstream.stop()
-        raise
-    try:
-        yield WsStack(upstream, proxy, pki.ca_pem, banned_photo)
-    finally:
-        proxy.stop()
-        upstream.stop()
+    work = tmp_path_factory.mktemp("proxy-ws")
+    with proxy_stack(work, upstream=start_ws_upstream, banked=banned_photo) as running:
+        yield WsStack(running.upstream, running.proxy, running.upstream_ca, banned_photo)
 
 
 def test_websocket_media_is_judged_benign_passes_banked_dropped(

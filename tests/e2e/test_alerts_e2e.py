@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,41 +13,23 @@ from PIL import Image
 
 from schoolgate.alerts import Alert, verify_signature
 from schoolgate.alerts.outbox import DELIVERED, PENDING, AlertOutbox
-from tests.alert_helpers import WebhookSink
 from tests.conftest import encode
-from tests.proxy_harness import (
+from tests.support.alert_helpers import WebhookSink
+from tests.support.proxy_harness import (
     MEDIA_HOST,
-    bank_photo,
-    can_isolate_hosts,
     client_ssl_context,
-    free_port,
-    make_upstream_pki,
     multipart_body,
     start_proxy,
     start_upstream,
-    write_config,
+    wait_until,
 )
+from tests.support.stack import needs_private_hosts, start_proxy_stack
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 SECRET = "e2e-alert-secret"
 CLIENT_MAC = "02:00:5e:00:53:07"
 CLIENT_HOST = "pupil-tablet-3"
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def outbox_alerts(data_dir: Path) -> list[Alert]:
@@ -59,18 +40,13 @@ def outbox_alerts(data_dir: Path) -> list[Alert]:
 def test_alert_survives_sigkill_between_enqueue_and_delivery(
     tmp_path: Path, benign_photos: dict[str, Image.Image]
 ) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    pki = make_upstream_pki(tmp_path / "pki")
-    bank_photo(data_dir, benign_photos["chelsea"])
     leases = tmp_path / "dnsmasq.leases"
     leases.write_text(f"{int(time.time()) + 3600} {CLIENT_MAC} 127.0.0.1 {CLIENT_HOST} *\n")
     receiver = WebhookSink()  # down: its port refuses connections until up()
-    port = free_port()
-    config = write_config(
+    stack = start_proxy_stack(
         tmp_path,
-        port,
-        pki,
+        upstream=start_upstream,
+        banked=benign_photos["chelsea"],
         proxy={"dhcp_leases": [str(leases)]},
         extra={
             "alerts": {
@@ -82,9 +58,8 @@ def test_alert_survives_sigkill_between_enqueue_and_delivery(
             }
         },
     )
-    upstream = start_upstream(pki)
+    upstream, proxy, data_dir, pki = stack.upstream, stack.proxy, stack.data_dir, stack.pki
     try:
-        proxy = start_proxy(config, data_dir, port, tmp_path)
         try:
             body, content_type = multipart_body(
                 "file",
@@ -119,7 +94,7 @@ def test_alert_survives_sigkill_between_enqueue_and_delivery(
         assert receiver.received == []
 
         receiver.up()
-        restarted = start_proxy(config, data_dir, port, tmp_path)
+        restarted = start_proxy(stack.config_path, data_dir, proxy.port, tmp_path)
         try:
             (delivery,) = receiver.wait_for(1, timeout_s=60)
             wait_until(

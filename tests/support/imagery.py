@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-SHARED_REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared/testdata/pdq-reference"
+SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared/testdata/pdq-reference"
 
 Edit = Callable[[Image.Image, int], bytes]
 

@@ -20,8 +20,13 @@ import pytest
 from PIL import Image
 
 from tests.conftest import encode
-from tests.onnx_models import PATTERN_INPUT_SIZE, PATTERN_LABEL, make_pattern_model, pattern_image
-from tests.proxy_harness import (
+from tests.support.onnx_models import (
+    PATTERN_INPUT_SIZE,
+    PATTERN_LABEL,
+    make_pattern_model,
+    pattern_image,
+)
+from tests.support.proxy_harness import (
     BLOCKED_HOST,
     CDN_HOST,
     MEDIA_HOST,
@@ -29,26 +34,14 @@ from tests.proxy_harness import (
     UPSTREAM_CA_NAME,
     ProxyProcess,
     RunningUpstream,
-    bank_photo,
-    can_isolate_hosts,
     client_ssl_context,
-    free_port,
     issuer_common_name,
-    make_upstream_pki,
     multipart_body,
-    start_proxy,
-    start_upstream,
     tunnel_peer_certificate,
-    write_config,
 )
+from tests.support.stack import needs_private_hosts, recording_stack
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 
 CLIENT_MAC = "02:00:5e:00:53:01"
@@ -93,35 +86,18 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory, benign_photos: dict[str, Image.Image]
 ) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("proxy")
-    data_dir = work / "data"
-    data_dir.mkdir()
-    pki = make_upstream_pki(work / "pki")
     banned_photo = benign_photos["chelsea"]
-    bank_photo(data_dir, banned_photo)
-    port = free_port()
     # The gateway's DHCP server knows the test client (127.0.0.1) as a named device.
     leases = work / "dnsmasq.leases"
     leases.write_text(f"{int(time.time()) + 3600} {CLIENT_MAC} 127.0.0.1 {CLIENT_HOST} *\n")
-    config = write_config(
+    with recording_stack(
         work,
-        port,
-        pki,
+        banked=banned_photo,
         models=[pattern_model_yaml(work / "pattern.onnx")],
         proxy={"dhcp_leases": [str(leases)]},
-    )
-    upstream = start_upstream(pki)
-    try:
-        proxy = start_proxy(config, data_dir, port, work)
-    except BaseException:
-        upstream.stop()
-        raise
-    try:
-        yield Stack(
-            upstream, proxy, pki.ca_pem, encode(banned_photo, "JPEG", quality=90), banned_photo
-        )
-    finally:
-        proxy.stop()
-        upstream.stop()
+    ) as running:
+        banned_jpeg = encode(banned_photo, "JPEG", quality=90)
+        yield Stack(running.upstream, running.proxy, running.upstream_ca, banned_jpeg, banned_photo)
 
 
 def upload_multipart(

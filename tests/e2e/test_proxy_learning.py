@@ -1,7 +1,7 @@
 """Learnt upload hosts and the `mitmdump -s addons/schoolgate/addons/entry.py` entry point,
 through real processes.
 
-Everything runs on 127.0.0.1; the proxy gets a private /etc/hosts (see tests/proxy_harness.py).
+Everything runs on 127.0.0.1; the proxy gets a private /etc/hosts (tests/support/proxy_harness.py).
 Benign images only: the "banned" image is a scikit-image photo placed in a test bank.
 """
 
@@ -22,7 +22,7 @@ from PIL import Image
 from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.media.hashing import pdq_hash
 from tests.conftest import encode
-from tests.proxy_harness import (
+from tests.support.proxy_harness import (
     MEDIA_HOST,
     REPO_ROOT,
     TEST_CATALOG,
@@ -31,7 +31,6 @@ from tests.proxy_harness import (
     ProxyProcess,
     RunningUpstream,
     UpstreamPki,
-    can_isolate_hosts,
     client_ssl_context,
     free_port,
     issuer_common_name,
@@ -42,14 +41,9 @@ from tests.proxy_harness import (
     tunnel_peer_certificate,
     write_config,
 )
+from tests.support.stack import needs_private_hosts
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 API_HOST = "api.learnshare.localhost"  # catalogued: its replies hand out upload URLs
 UPLOAD_HOST = "uploads.learnt-storage.localhost"  # in no app's hosts: only learnable

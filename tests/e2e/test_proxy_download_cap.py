@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import encode
-from tests.hostile_stack import (
+from tests.support.hostile_stack import (
     HostileStack,
     RssSampler,
     build_stack,
@@ -24,15 +24,10 @@ from tests.hostile_stack import (
     stop_stack,
     zero_pieces,
 )
-from tests.proxy_harness import CDN_HOST, can_isolate_hosts, client_ssl_context
+from tests.support.proxy_harness import CDN_HOST, client_ssl_context
+from tests.support.stack import needs_private_hosts
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 STRICT_CLIENT = "127.0.0.3"  # in a group whose download fail policy is block
 GROUPS: list[dict[str, Any]] = [

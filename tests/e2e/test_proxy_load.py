@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from tests.hostile_stack import (
+from tests.support.hostile_stack import (
     KINDS,
     RSS_CEILING,
     HostileStack,
@@ -17,15 +17,9 @@ from tests.hostile_stack import (
     run_load,
     stop_stack,
 )
-from tests.proxy_harness import can_isolate_hosts
+from tests.support.stack import needs_private_hosts
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 CLIENTS = 8
 UPLOADS = 10

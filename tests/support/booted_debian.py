@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.netns import _ip, run_in
+from tests.support.netns import _ip, run_in
 
 SUITE = "trixie"
 # What a gateway has before schoolgate: systemd, Python 3.13 with venv and headers, a compiler

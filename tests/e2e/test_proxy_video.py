@@ -17,31 +17,20 @@ import pytest
 from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.media.decode import VideoLimits
 from schoolgate.media.video import VideoHasher
-from tests import video_fixtures as vf
-from tests.proxy_harness import (
+from tests.support import video_fixtures as vf
+from tests.support.proxy_harness import (
     CDN_HOST,
     MEDIA_HOST,
     ProxyProcess,
     RunningUpstream,
-    can_isolate_hosts,
     client_ssl_context,
-    free_port,
-    make_upstream_pki,
     multipart_body,
-    start_proxy,
-    start_upstream,
-    write_config,
 )
+from tests.support.stack import needs_private_hosts, recording_stack
 
 os.environ.setdefault("SVT_LOG", "1")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 BANK = "incident-video"
 
@@ -82,25 +71,11 @@ def bank_video(data_dir: Path, video: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    work = tmp_path_factory.mktemp("proxy-video")
-    data_dir = work / "data"
-    data_dir.mkdir()
-    pki = make_upstream_pki(work / "pki")
     clip = vf.scene_frames(seed=41, seconds=6)
-    bank_video(data_dir, vf.encode(clip.frames, clip.fps, crf=18))
-    port = free_port()
-    config = write_config(work, port, pki)
-    upstream = start_upstream(pki)
-    try:
-        proxy = start_proxy(config, data_dir, port, work)
-    except BaseException:
-        upstream.stop()
-        raise
-    try:
-        yield Stack(upstream, proxy, pki.ca_pem, clip)
-    finally:
-        proxy.stop()
-        upstream.stop()
+    banked = vf.encode(clip.frames, clip.fps, crf=18)
+    work = tmp_path_factory.mktemp("proxy-video")
+    with recording_stack(work, seed=lambda data_dir: bank_video(data_dir, banked)) as running:
+        yield Stack(running.upstream, running.proxy, running.upstream_ca, clip)
 
 
 def test_reencoded_copy_uploaded_as_multipart_never_reaches_upstream(stack: Stack) -> None:

@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 
 from schoolgate.gateway.ca import KEY_AND_CERT, load_ca
-from tests.proxy_harness import (
+from tests.support.proxy_harness import (
     CDN_HOST,
     MEDIA_HOST,
     OTHER_HOST,
@@ -28,24 +28,16 @@ from tests.proxy_harness import (
     ProxyProcess,
     RunningUpstream,
     UpstreamPki,
-    can_isolate_hosts,
     client_ssl_context,
     free_port,
     issuer_common_name,
-    make_upstream_pki,
     start_proxy,
-    start_upstream,
     tunnel_peer_certificate,
     write_config,
 )
+from tests.support.stack import needs_private_hosts, recording_stack
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 
 @dataclass
@@ -60,22 +52,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("proxy-ca")
-    data_dir = work / "data"
-    data_dir.mkdir()
-    pki = make_upstream_pki(work / "pki")
-    port = free_port()
-    config = write_config(work, port, pki)
-    upstream = start_upstream(pki)
-    try:
-        proxy = start_proxy(config, data_dir, port, work)
-    except BaseException:
-        upstream.stop()
-        raise
-    try:
-        yield Stack(work, data_dir, pki, upstream, proxy)
-    finally:
-        proxy.stop()
-        upstream.stop()
+    with recording_stack(work) as running:
+        yield Stack(work, running.data_dir, running.pki, running.upstream, running.proxy)
 
 
 def san_names(cert: dict[str, Any]) -> list[tuple[str, str]]:

@@ -19,36 +19,26 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.alert_helpers import WebhookSink
 from tests.conftest import REPO_ROOT, encode
-from tests.dashboards import queries, substitute
-from tests.onnx_models import PATTERN_LABEL, make_pattern_model, pattern_image
-from tests.proxy_harness import (
+from tests.support.alert_helpers import WebhookSink
+from tests.support.dashboards import queries, substitute
+from tests.support.onnx_models import PATTERN_LABEL, make_pattern_model, pattern_image
+from tests.support.proxy_harness import (
     BLOCKED_HOST,
     CDN_HOST,
     MEDIA_HOST,
     OTHER_HOST,
     ProxyProcess,
     RunningUpstream,
-    bank_photo,
-    can_isolate_hosts,
     client_ssl_context,
     free_port,
-    make_upstream_pki,
     multipart_body,
-    start_proxy,
     start_upstream,
     tunnel_peer_certificate,
-    write_config,
 )
+from tests.support.stack import ProxyStack, needs_private_hosts, start_proxy_stack
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 RULES = REPO_ROOT / "deploy" / "prometheus" / "rules" / "schoolgate.rules.yml"
 SCRAPE_INTERVAL = "1s"
@@ -226,34 +216,30 @@ def scraped(
     tmp_path_factory: pytest.TempPathFactory, benign_photos: dict[str, Image.Image]
 ) -> Iterator[Scraped]:
     work = tmp_path_factory.mktemp("metrics-e2e")
-    data_dir = work / "data"
-    data_dir.mkdir()
-    pki = make_upstream_pki(work / "pki")
-    bank_photo(data_dir, benign_photos["chelsea"])
-    port, metrics_port = free_port(), free_port()
-    config_path = write_config(work, port, pki, models=[pattern_model(work / "pattern.onnx")])
-    config = yaml.safe_load(config_path.read_text())
-    config["metrics"] = {"listen_host": "127.0.0.1", "listen_port": metrics_port}
+    metrics_port = free_port()
+    instance = f"127.0.0.1:{metrics_port}"
     # A DSL receiver, so the alert-delivery panels and rules read real deliveries.
     webhook = WebhookSink().up()
-    config["alerts"] = {
-        "receivers": [
-            {"name": "dsl", "url": webhook.url, "secret": "metrics-e2e-secret", "timeout_s": 5}
-        ]
-    }
-    config_path.write_text(yaml.safe_dump(config))
-    instance = f"127.0.0.1:{metrics_port}"
-
-    upstream = start_upstream(pki)
-    proxy: ProxyProcess | None = None
+    receiver = {"name": "dsl", "url": webhook.url, "secret": "metrics-e2e-secret", "timeout_s": 5}
     prometheus: Prometheus | None = None
+    stack: ProxyStack[RunningUpstream] | None = None
     try:
-        proxy = start_proxy(config_path, data_dir, port, work)
+        stack = start_proxy_stack(
+            work,
+            upstream=start_upstream,
+            banked=benign_photos["chelsea"],
+            models=[pattern_model(work / "pattern.onnx")],
+            extra={
+                "metrics": {"listen_host": "127.0.0.1", "listen_port": metrics_port},
+                "alerts": {"receivers": [receiver]},
+            },
+        )
+        upstream, proxy = stack.upstream, stack.proxy
         prometheus = start_prometheus(work, instance)
         # Scraped at zero before any traffic, so increase() sees every event.
         wait_for(prometheus, 'up{job="schoolgate"}', 1)
         wait_for(prometheus, "count_over_time(schoolgate_build_info[1m])", 2)
-        send_traffic(upstream, proxy, pki.ca_pem, benign_photos, work)
+        send_traffic(upstream, proxy, stack.upstream_ca, benign_photos, work)
         wait_for(prometheus, "sum(schoolgate_inspections_total)", 8)
         wait_for(prometheus, "sum(schoolgate_blocks_total)", 3)
         wait_for(prometheus, "sum(schoolgate_passthrough_connections_total)", 1)
@@ -264,9 +250,8 @@ def scraped(
     finally:
         if prometheus is not None:
             prometheus.stop()
-        if proxy is not None:
-            proxy.stop()
-        upstream.stop()
+        if stack is not None:
+            stack.stop()
         webhook.stop()
 
 

@@ -2,9 +2,9 @@
 
 The unit tests check rendering and `nft -c` (inside a throwaway network namespace, so the host's
 ruleset is never read or touched). The end-to-end tests load `schoolgate nft apply` into the
-gateway namespace of tests/netns.py's client ⇄ gateway ⇄ server topology (TEST-NET addresses only)
-with a real transparent `schoolgate run`, and prove who is redirected, who goes direct and what is
-rejected.
+gateway namespace of tests/support/netns.py's client ⇄ gateway ⇄ server topology (TEST-NET
+addresses only) with a real transparent `schoolgate run`, and prove who is redirected, who goes
+direct and what is rejected.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import yaml
 from schoolgate.config import load_config, parse_config
 from schoolgate.errors import ConfigError
 from schoolgate.gateway.nft import GatewayRuleset
-from tests.netns import (
+from tests.e2e.test_proxy_transparent import PROXY_PORT, NsProxy, start_proxy_in
+from tests.support.netns import (
     CLIENT_IP,
     GATEWAY_CLIENT_IP,
     SERVER_IP,
@@ -37,7 +38,7 @@ from tests.netns import (
     probe_netns,
     run_in,
 )
-from tests.proxy_harness import (
+from tests.support.proxy_harness import (
     MEDIA_HOST,
     UPSTREAM_CA_NAME,
     VENV_BIN,
@@ -47,7 +48,6 @@ from tests.proxy_harness import (
     start_upstream_in,
     write_config,
 )
-from tests.test_proxy_transparent import PROXY_PORT, NsProxy, start_proxy_in
 
 # What schoolgate.service grants the proxy: no capability at all (CapabilityBoundingSet=).
 NO_CAPABILITIES = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all",

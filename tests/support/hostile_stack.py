@@ -26,7 +26,7 @@ import httpx
 from PIL import Image
 
 from tests.conftest import encode
-from tests.proxy_harness import (
+from tests.support.proxy_harness import (
     MEDIA_HOST,
     TEST_CATALOG,
     ProxyProcess,
@@ -34,15 +34,11 @@ from tests.proxy_harness import (
     RunningUpstream,
     Upstream,
     UpstreamPki,
-    bank_photo,
     client_ssl_context,
-    free_port,
-    make_upstream_pki,
     multipart_body,
-    start_proxy,
     start_upstream,
-    write_config,
 )
+from tests.support.stack import start_proxy_stack
 
 HOLD_CAP = 4 * 1024 * 1024  # small, so oversize cases cost little
 RSS_CEILING = 400 * 1024 * 1024  # the proxy process (models off); about 150 MiB measured
@@ -359,28 +355,22 @@ def build_stack(
     proxy_extra: dict[str, Any] | None = None,
     groups: list[dict[str, Any]] | None = None,
 ) -> HostileStack:
-    data_dir = work / "data"
-    data_dir.mkdir()
-    pki = make_upstream_pki(work / "pki")
-    bank_photo(data_dir, banned)
-    port = free_port()
-    config = write_config(
+    stack = start_proxy_stack(
         work,
-        port,
-        pki,
+        upstream=start_upstream,
+        banked=banned,
         proxy={"max_held_body_bytes": HOLD_CAP, "workers": workers, **(proxy_extra or {})},
         catalog_data=hostile_catalog(),
         groups=groups,
     )
-    upstream = start_upstream(pki)
-    h2_upstream = H2Upstream(pki, upstream.upstream)
     try:
-        proxy = start_proxy(config, data_dir, port, work)
+        h2_upstream = H2Upstream(stack.pki, stack.upstream.upstream)
     except BaseException:
-        upstream.stop()
-        h2_upstream.stop()
+        stack.stop()
         raise
-    return HostileStack(upstream, proxy, pki.ca_pem, banned, benign, HOLD_CAP, h2_upstream)
+    return HostileStack(
+        stack.upstream, stack.proxy, stack.upstream_ca, banned, benign, HOLD_CAP, h2_upstream
+    )
 
 
 def stop_stack(stack: HostileStack) -> None:
@@ -464,7 +454,7 @@ def run_load(
 ) -> LoadReport:
     """`clients` threads, each with its own connection, sending `uploads` requests that cycle
     through KINDS; every answer is checked against what it should have been."""
-    from tests.proxy_harness import OTHER_HOST
+    from tests.support.proxy_harness import OTHER_HOST
 
     benign = encode(stack.benign_photo, "JPEG", quality=85)
     banked = encode(stack.banned_photo, "JPEG", quality=85)

@@ -5,7 +5,7 @@
 (b) Classifier model missing / failing: the proxy starts, hash matching still blocks, the
     classifier_error fail policy decides, the model shows as not loaded on /metrics and in the audit
     log. (The "alert to IT" is the Prometheus rule SchoolgateModelNotLoaded, tested by promtool in
-    tests/test_prometheus_rules.py.)
+    tests/e2e/test_prometheus_rules.py.)
 (c) The audit log's disk fills up while the proxy runs: decisions and alerts go on, lost lines are
     counted (schoolgate_audit_lost_records_total).
 (d) The webhook receiver hangs for the whole run: blocks are answered at once, the outbox's pending
@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,46 +37,32 @@ import pytest
 from PIL import Image
 
 from schoolgate.alerts.outbox import DEAD, PENDING, AlertOutbox
-from tests.alert_helpers import WebhookSink
 from tests.conftest import encode
-from tests.onnx_models import make_failing_model, pattern_image
-from tests.proxy_harness import (
+from tests.support.alert_helpers import WebhookSink
+from tests.support.onnx_models import make_failing_model, pattern_image
+from tests.support.proxy_harness import (
     MEDIA_HOST,
     VENV_BIN,
     ProxyProcess,
     RunningUpstream,
     UpstreamPki,
     bank_photo,
-    can_isolate_hosts,
     client_ssl_context,
     free_port,
     make_upstream_pki,
     multipart_body,
     start_proxy,
     start_upstream,
+    wait_until,
     write_config,
 )
+from tests.support.stack import needs_private_hosts
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 SECRET = "faults-alert-secret"
 BANKED = "chelsea"  # banked in every test's data dir
 BENIGN = "rocket"  # never banked
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def jpeg(photo: Image.Image, tag: str) -> bytes:

@@ -29,7 +29,7 @@ from schoolgate.config import Config, load_config
 from schoolgate.gateway.sdnotify import SystemdNotifier
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 from tests.conftest import encode
-from tests.proxy_harness import (
+from tests.support.proxy_harness import (
     MEDIA_HOST,
     ProxyProcess,
     RunningUpstream,

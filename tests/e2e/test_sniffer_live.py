@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from schoolgate.pipeline.audit import read_records
-from tests.netns import (
+from tests.support.netns import (
     CLIENT_IP,
     GATEWAY_CLIENT_IP,
     SERVER_IP,
@@ -28,8 +28,8 @@ from tests.netns import (
     netns_exec,
     probe_netns,
 )
-from tests.proxy_harness import VENV_BIN, free_port
-from tests.sniffer_packets import (
+from tests.support.proxy_harness import VENV_BIN, free_port
+from tests.support.sniffer_packets import (
     client_hello_handshake,
     crypto_frame,
     openssl_client_hello,
@@ -151,7 +151,7 @@ def test_a_prefilter_that_cannot_be_set_falls_back_to_none(
     from schoolgate.endpoints.catalog import load_catalog
     from schoolgate.sniffer.capture import Sniffer, capture
     from schoolgate.sniffer.watchlist import Watchlist
-    from tests.netns import _ip
+    from tests.support.netns import _ip
 
     ns = f"sg-{secrets.token_hex(3)}-sniff"
     _ip("netns", "add", ns)

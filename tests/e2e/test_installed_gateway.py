@@ -5,10 +5,11 @@ pupil ns (192.0.2.2, on the host) ──veth──▶ container: stu0 192.0.2.1 
 container: up0 198.51.100.1 ──veth──▶ upstream ns (198.51.100.2, on the host): the recording
     HTTPS server playing discord.com
 
-The container boots a cached debootstrap of trixie (tests/booted_debian.py) with a private network,
-gets a copy of this checkout and the locked wheelhouse, and runs `deploy/install.sh --wheelhouse`
-exactly as the install guide says. Every check asks systemd, nftables or the upstream, not the
-installer's own output. The tests share one container and run in file order (uninstall last).
+The container boots a cached debootstrap of trixie (tests/support/booted_debian.py) with a private
+network, gets a copy of this checkout and the locked wheelhouse, and runs `deploy/install.sh
+--wheelhouse` exactly as the install guide says. Every check asks systemd, nftables or the
+upstream, not the installer's own output. The tests share one container and run in file order
+(uninstall last).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import booted_debian
-from tests.imagery import encode, skimage_photo
-from tests.netns import (
+from tests.support import booted_debian
+from tests.support.imagery import encode, skimage_photo
+from tests.support.netns import (
     CLIENT_IP,
     GATEWAY_CLIENT_IP,
     GATEWAY_SERVER_IP,
@@ -36,7 +37,7 @@ from tests.netns import (
     _ip,
     run_in,
 )
-from tests.proxy_harness import REPO_ROOT, NsUpstream, make_upstream_pki, start_upstream_in
+from tests.support.proxy_harness import REPO_ROOT, NsUpstream, make_upstream_pki, start_upstream_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 

@@ -38,9 +38,9 @@ from PIL import Image
 
 from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.media.hashing import pdq_hash
-from tests.netns import SERVER_IP, call_in_netns
+from tests.support.netns import SERVER_IP, call_in_netns
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 MEDIA_HOST = "media.schoolgate.localhost"  # catalogued: uploads inspected
@@ -359,6 +359,16 @@ def bank_photo(data_dir: Path, photo: Image.Image, bank: str = "incident-test") 
         store.add_signals(
             bank, [SignalInput(SignalType.PDQ, digest.hex, digest.quality)], source="test"
         )
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `predicate` every 0.1 s; fail the test after `timeout_s` naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def free_port() -> int:

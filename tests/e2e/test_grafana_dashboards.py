@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.dashboards import (
+from tests.support.dashboards import (
     DASHBOARD_FILES,
     DATA_PANELS,
     GRAFANA_DIR,

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import encode, zstd_compress
-from tests.hostile_stack import (
+from tests.support.hostile_stack import (
     HostileStack,
     build_stack,
     chunked,
@@ -27,15 +27,9 @@ from tests.hostile_stack import (
     stream_body,
     zero_pieces,
 )
-from tests.proxy_harness import can_isolate_hosts
+from tests.support.stack import needs_private_hosts
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not can_isolate_hosts(),
-        reason="needs root and unshare(1) to give the proxy a private /etc/hosts",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_private_hosts]
 
 TWO_GB = 2 * 1024**3
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy_harness import REPO_ROOT, VENV_BIN
+from tests.support.proxy_harness import REPO_ROOT, VENV_BIN
 
 pytestmark = [
     pytest.mark.slow,

@@ -1,0 +1,1 @@
+"""Process-level suites: real `schoolgate run` processes, real clients, namespaces, systemd."""

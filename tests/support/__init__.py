@@ -1,0 +1,1 @@
+"""Helpers the test suites share: benign imagery, fixtures, harnesses, namespaces."""
