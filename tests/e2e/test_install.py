@@ -184,7 +184,7 @@ def test_ca_is_made_or_its_absence_explained(installed: Installed) -> None:
             assert pwd.getpwuid(path.stat().st_uid).pw_name == USER
     else:
         assert "no `ca init`" in installed.output
-    assert "CA roll-out" in installed.output
+    assert 'docs/install.md ("The interception CA and roll-out")' in installed.output
     assert "http://127.0.0.1:9861/metrics" in installed.output
 
 
