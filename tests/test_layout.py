@@ -1,5 +1,6 @@
 """The module map (docs/architecture.md, "Layout"), checked: packages where their imports say,
-and who may import whom. Read from the source with `ast`, so a lazy import inside a function counts as well."""
+and who may import whom. Read from the source with `ast`, so a lazy import inside a function
+counts as well."""
 
 from __future__ import annotations
 
