@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schoolgate.config import AuditConfig
 from schoolgate.pipeline.audit import AuditLog, read_records
+from schoolgate.pipeline.settings import AuditConfig
 from schoolgate.pipeline.verdict import Action, Findings, InspectionContext, Verdict
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.config import DEFAULT_FAIL, load_config, parse_config
+from schoolgate.config import load_config, parse_config
 from schoolgate.errors import ConfigError
+from schoolgate.pipeline.settings import DEFAULT_FAIL
 
 
 def test_embedded_default_loads(data_dir: Path) -> None:

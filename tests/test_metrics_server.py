@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from schoolgate.config import MetricsConfig, parse_config
+from schoolgate.config import parse_config
 from schoolgate.errors import ConfigError
 from schoolgate.monitoring.server import MetricsServer, MetricsServerError, start_metrics_server
+from schoolgate.monitoring.settings import MetricsConfig
 
 PASSWORD = "correct horse battery staple"
 

@@ -134,3 +134,27 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     return f"{type(value).__name__} {value!r}"
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Where banks, the audit log, the CA and the outbox live unless `data_dir` says otherwise.
+DEFAULT_DATA_DIR = Path("/var/lib/schoolgate")
+
+
+def path_under(data_dir: Path, node: Node, default_name: str) -> Path:
+    """A path from config; relative paths and the default live under the data dir."""
+    value = node.path_value()
+    if value is None:
+        return data_dir / default_name
+    return value if value.is_absolute() else data_dir / value
+
+
+def listen_host(node: Node, default: str) -> str:
+    """An IP address to listen on."""
+    host = node.text(default)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        node.fail(f"{host!r} is not an IP address to listen on, such as 127.0.0.1 or 0.0.0.0")
+    return host

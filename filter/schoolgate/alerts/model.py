@@ -18,7 +18,7 @@ from schoolgate.pipeline.verdict import Verdict
 
 if TYPE_CHECKING:
     from schoolgate.alerts.settings import AlertsConfig
-    from schoolgate.config import GroupConfig, PolicyConfig
+    from schoolgate.pipeline.settings import GroupConfig, PolicyConfig
 
 KIND_DECISION = "decision"
 KIND_TEST = "test"

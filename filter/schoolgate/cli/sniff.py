@@ -31,9 +31,9 @@ def _sniff(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from schoolgate.config import AuditConfig
     from schoolgate.gateway.leases import LeaseTable
     from schoolgate.pipeline.audit import AuditLog
+    from schoolgate.pipeline.settings import AuditConfig
     from schoolgate.sniffer.capture import (
         DeviceIdentity,
         ReportAggregator,

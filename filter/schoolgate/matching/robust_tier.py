@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from PIL import Image
 
 from schoolgate.banks.store import BankStore
-from schoolgate.config import BanksConfig
 from schoolgate.matching.matcher import BankMatch
 from schoolgate.matching.robust import (
     IndexLimits,
@@ -25,6 +24,7 @@ from schoolgate.matching.robust import (
     RobustIndex,
     RobustThresholds,
 )
+from schoolgate.matching.settings import BanksConfig
 from schoolgate.media.features import FEATURE_KIND, LocalFeatures, extract_features
 from schoolgate.media.signals import query_feature_views
 

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schoolgate.banks.store import BankError, BankStore, SignalType
-from schoolgate.matching.matcher import BankMatch
+from schoolgate.matching.matcher import DEFAULT_MIN_QUALITY, DEFAULT_PDQ_MAX_DISTANCE, BankMatch
 from schoolgate.matching.pdq_index import HASH_BITS, PdqIndex, build_index
 
 DEFAULT_QUERY_MATCH_PERCENT = 50.0
@@ -45,8 +45,8 @@ DEFAULT_BANK_MATCH_PERCENT = 0.0
 class VideoMatchSettings:
     """The vPDQ rule's parameters (see the module docstring for the defaults)."""
 
-    max_distance: int = 31
-    min_quality: int = 50
+    max_distance: int = DEFAULT_PDQ_MAX_DISTANCE
+    min_quality: int = DEFAULT_MIN_QUALITY
     query_match_percent: float = DEFAULT_QUERY_MATCH_PERCENT
     bank_match_percent: float = DEFAULT_BANK_MATCH_PERCENT
     # Frames hashed per second of an upload (see schoolgate.video.VideoHasher): 4 puts one

@@ -24,8 +24,8 @@ from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_m
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from schoolgate.config import FAILURES
 from schoolgate.media.decode import MediaType
+from schoolgate.pipeline.verdict import FAILURES
 
 if TYPE_CHECKING:
     from schoolgate.banks.store import BankStore

@@ -22,9 +22,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from schoolgate.config import MetricsConfig
 from schoolgate.errors import SchoolgateError
 from schoolgate.monitoring.metrics import REGISTRY
+from schoolgate.monitoring.settings import MetricsConfig
 
 log = logging.getLogger("schoolgate.metrics")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from schoolgate.config import AuditConfig
+from schoolgate.pipeline.settings import AuditConfig
 from schoolgate.pipeline.verdict import Verdict
 
 

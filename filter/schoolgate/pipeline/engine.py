@@ -16,7 +16,7 @@ from schoolgate.alerts.service import AlertService
 from schoolgate.banks.store import BankStore
 from schoolgate.classify.classifier import Classifier, ClassifierResult, ModelLoadError
 from schoolgate.classify.video import FrameVote
-from schoolgate.config import FAILURES, Config
+from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
 from schoolgate.matching.matcher import BankMatch, FrameMatch, Matcher
 from schoolgate.matching.robust_tier import RobustTier
@@ -28,7 +28,7 @@ from schoolgate.media.signals import decode_for_analysis, matching_video_hasher,
 from schoolgate.media.video import VideoHashes
 from schoolgate.pipeline.audit import AuditLog
 from schoolgate.pipeline.policy import Policy
-from schoolgate.pipeline.verdict import Findings, InspectionContext, Verdict
+from schoolgate.pipeline.verdict import FAILURES, Findings, InspectionContext, Verdict
 
 __all__ = ["InspectionContext", "Inspector", "Verdict"]
 

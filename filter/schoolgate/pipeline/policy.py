@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import UTC, datetime
 
-from schoolgate.config import GroupConfig, PolicyConfig, TimeWindow
+from schoolgate.pipeline.settings import GroupConfig, PolicyConfig, TimeWindow
 from schoolgate.pipeline.verdict import Action, Findings, InspectionContext, Verdict
 
 __all__ = ["Action", "Policy", "Verdict"]

@@ -8,6 +8,20 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+# The failure vocabulary: what can go wrong before a verdict exists. Each failure has a
+# fail-open/fail-closed setting per group (schoolgate.pipeline.settings).
+FAILURES = (
+    "refused",  # media refused by the decoder: bomb, truncated, corrupt, over a cap
+    "timeout",  # inspection took longer than the proxy's budget
+    "overload",  # the worker pool's queue was full
+    "oversize",  # body larger than the proxy holds for inspection
+    "not_analysed",  # media that cannot be analysed perceptually here (a video codec not decoded)
+    "conflicting_chunks",  # a chunked upload whose overlapping chunks disagree
+    "not_inspectable",  # an app the catalog marks un-inspectable (E2E media, pinned, non-HTTP)
+    "classifier_error",  # a model failed, was not loaded, or ran past its time budget on an item
+    "error",  # an unexpected internal error while inspecting
+)
+
 if TYPE_CHECKING:
     from schoolgate.classify.classifier import ClassifierResult
     from schoolgate.matching.matcher import BankMatch

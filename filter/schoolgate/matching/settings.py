@@ -1,0 +1,193 @@
+"""The `banks:` configuration section: where the banks live and how they are matched (PDQ
+distance and quality, the vPDQ rule, which tiers a bank runs, the robust tier's thresholds)."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schoolgate.config_reader import Node, path_under
+from schoolgate.matching.matcher import DEFAULT_MIN_QUALITY, DEFAULT_PDQ_MAX_DISTANCE
+from schoolgate.matching.video import VideoMatchSettings
+
+# Matching tiers a bank can run. Exact digests always run; "pdq" is the perceptual hash index;
+# "robust" is local features with geometric verification (schoolgate.robust), for banks whose
+# items were added from local files (`schoolgate hashes add`), which store feature sets.
+TIERS = ("pdq", "robust")
+
+
+DEFAULT_TIERS: dict[str, tuple[str, ...]] = {"*": TIERS}
+
+
+@dataclass(frozen=True)
+class RobustRule:
+    """When the robust tier calls two images the same: enough inliers, spread wide enough."""
+
+    min_inliers: int = 20
+    min_spread: float = 0.3  # share of the banked image's 4x4 grid cells holding inliers
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    """The robust tier's thresholds and its bounds on memory and time."""
+
+    rule: RobustRule = RobustRule()
+    per_bank: dict[str, RobustRule] = field(default_factory=dict)
+    max_items: int = 2000  # banked items whose feature sets are loaded (newest first)
+    max_candidates: int = 8  # banked views verified per query, at most
+    bank_mirrored: bool = True  # also bank the mirrored view, so mirrored edits match
+    # Videos: `hashes add` banks the feature sets of this many key frames spread over the clip,
+    # and an upload's frames (this many, spread) are looked up when no hash matched. A frame
+    # verified against a banked key frame blocks, as a robust image match does.
+    video_key_frames: int = 8
+    video_query_frames: int = 8
+
+    def rule_for(self, bank: str) -> RobustRule:
+        return self.per_bank.get(bank, self.rule)
+
+
+@dataclass(frozen=True)
+class BanksConfig:
+    path: Path
+    pdq_max_distance: int = DEFAULT_PDQ_MAX_DISTANCE
+    pdq_min_quality: int = DEFAULT_MIN_QUALITY
+    match_dihedral: bool = True  # also match mirrored and rotated copies (8 PDQ variants)
+    per_bank_distance: dict[str, int] = field(default_factory=dict)
+    reload_interval_s: float = 5.0
+    video: VideoMatchSettings = field(default_factory=VideoMatchSettings)  # the vPDQ rule
+    # Bank-name glob -> tiers, first matching pattern wins; banks no pattern names run "pdq".
+    tiers: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    robust: RobustConfig = RobustConfig()
+
+    def tiers_for(self, bank: str) -> tuple[str, ...]:
+        for pattern, tiers in self.tiers.items():
+            if fnmatch.fnmatchcase(bank, pattern):
+                return tiers
+        return ("pdq",)
+
+    def runs(self, bank: str, tier: str) -> bool:
+        return tier in self.tiers_for(bank)
+
+
+def _video_matching(node: Node, pdq_max_distance: int, pdq_min_quality: int) -> VideoMatchSettings:
+    node.mapping(
+        allowed={
+            "max_distance",
+            "min_quality",
+            "query_match_percent",
+            "bank_match_percent",
+            "query_samples_per_hash",
+        }
+    )
+    d = VideoMatchSettings()
+    return VideoMatchSettings(
+        max_distance=node.child("max_distance").integer(pdq_max_distance, minimum=0, maximum=128),
+        min_quality=node.child("min_quality").integer(pdq_min_quality, minimum=0, maximum=100),
+        query_match_percent=node.child("query_match_percent").number(
+            d.query_match_percent, minimum=0, maximum=100
+        ),
+        bank_match_percent=node.child("bank_match_percent").number(
+            d.bank_match_percent, minimum=0, maximum=100
+        ),
+        query_samples_per_hash=node.child("query_samples_per_hash").integer(
+            d.query_samples_per_hash, minimum=1, maximum=30
+        ),
+    )
+
+
+def parse_banks(node: Node, data_dir: Path) -> BanksConfig:
+    node.mapping(
+        allowed={
+            "path",
+            "pdq_max_distance",
+            "pdq_min_quality",
+            "match_dihedral",
+            "per_bank_distance",
+            "reload_interval_s",
+            "video",
+            "tiers",
+            "robust",
+        }
+    )
+    per_bank = {
+        name: child.integer(0, minimum=0, maximum=128)
+        for name, child in node.child("per_bank_distance").items()
+    }
+    defaults = BanksConfig(path=Path())
+    pdq_max_distance = node.child("pdq_max_distance").integer(
+        defaults.pdq_max_distance, minimum=0, maximum=128
+    )
+    pdq_min_quality = node.child("pdq_min_quality").integer(
+        defaults.pdq_min_quality, minimum=0, maximum=100
+    )
+    return BanksConfig(
+        path=path_under(data_dir, node.child("path"), "banks.sqlite"),
+        pdq_max_distance=pdq_max_distance,
+        pdq_min_quality=pdq_min_quality,
+        match_dihedral=node.child("match_dihedral").flag(defaults.match_dihedral),
+        per_bank_distance=per_bank,
+        reload_interval_s=node.child("reload_interval_s").number(
+            defaults.reload_interval_s, minimum=0.1
+        ),
+        video=_video_matching(node.child("video"), pdq_max_distance, pdq_min_quality),
+        tiers=_tiers(node.child("tiers")),
+        robust=_robust(node.child("robust")),
+    )
+
+
+def _tiers(node: Node) -> dict[str, tuple[str, ...]]:
+    if node.missing:
+        return dict(DEFAULT_TIERS)
+    tiers: dict[str, tuple[str, ...]] = {}
+    for pattern, child in node.items():
+        names = tuple(item.choice(TIERS) for item in child.elements())
+        tiers[pattern] = tuple(dict.fromkeys(names))
+    return tiers
+
+
+def _robust_rule(node: Node, default: RobustRule) -> RobustRule:
+    node.mapping(allowed={"min_inliers", "min_spread"})
+    return RobustRule(
+        # Fewer than 8 inliers is within reach of chance agreement between unrelated photos.
+        min_inliers=node.child("min_inliers").integer(default.min_inliers, minimum=8),
+        min_spread=node.child("min_spread").number(default.min_spread, minimum=0.0, maximum=1.0),
+    )
+
+
+def _robust(node: Node) -> RobustConfig:
+    node.mapping(
+        allowed={
+            "min_inliers",
+            "min_spread",
+            "per_bank",
+            "max_items",
+            "max_candidates",
+            "bank_mirrored",
+            "video_key_frames",
+            "video_query_frames",
+        }
+    )
+    defaults = RobustConfig()
+    rule = RobustRule(
+        min_inliers=node.child("min_inliers").integer(defaults.rule.min_inliers, minimum=8),
+        min_spread=node.child("min_spread").number(
+            defaults.rule.min_spread, minimum=0.0, maximum=1.0
+        ),
+    )
+    per_bank = {name: _robust_rule(child, rule) for name, child in node.child("per_bank").items()}
+    return RobustConfig(
+        rule=rule,
+        per_bank=per_bank,
+        max_items=node.child("max_items").integer(defaults.max_items, minimum=1, maximum=100_000),
+        max_candidates=node.child("max_candidates").integer(
+            defaults.max_candidates, minimum=1, maximum=64
+        ),
+        bank_mirrored=node.child("bank_mirrored").flag(defaults.bank_mirrored),
+        video_key_frames=node.child("video_key_frames").integer(
+            defaults.video_key_frames, minimum=0, maximum=64
+        ),
+        video_query_frames=node.child("video_query_frames").integer(
+            defaults.video_query_frames, minimum=0, maximum=64
+        ),
+    )
