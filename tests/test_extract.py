@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
-    decode_content_encoding,
     default_is_media,
     extract_items,
     parse_header_params,

@@ -22,10 +22,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from PIL import Image
 
+from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
-    decode_content_encoding,
     extract_items,
     parse_multipart,
 )

@@ -11,7 +11,8 @@ from schoolgate.addons.blockpage import block_response
 from schoolgate.addons.flows import declared_size, extract_limits, flow_context
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.catalog import MAX_LEARN_BODY_BYTES
-from schoolgate.endpoints.extract import ExtractionError, decode_content_encoding
+from schoolgate.endpoints.encoding import decode_content_encoding
+from schoolgate.endpoints.extract import ExtractionError
 from schoolgate.pipeline.verdict import Verdict
 
 log = logging.getLogger("schoolgate.proxy")

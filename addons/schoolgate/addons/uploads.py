@@ -12,11 +12,8 @@ from schoolgate.addons import heldbody
 from schoolgate.addons.flows import declared_size, enforce, extract_limits, flow_context
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.catalog import App, UploadRoute
-from schoolgate.endpoints.extract import (
-    ExtractionError,
-    decode_content_encoding,
-    extract_items,
-)
+from schoolgate.endpoints.encoding import decode_content_encoding
+from schoolgate.endpoints.extract import ExtractionError, extract_items
 from schoolgate.endpoints.reassembly import ChunkError, SessionStatus, parse_chunk
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 

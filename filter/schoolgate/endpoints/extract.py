@@ -1,9 +1,10 @@
-"""Find media in HTTP request bodies: content decoding, multipart, raw, base64 in JSON or forms.
+"""Find media in HTTP request bodies: multipart, raw, base64 in JSON or forms.
 
-Everything is bounded (input size, decoded size, compression ratio, part and item counts, JSON
-depth) and every refusal is an `ExtractionError` with a stable `reason`, so hostile bodies reach
-the fail policy, never a traceback. Whether bytes are media is decided by magic bytes
-(`schoolgate.media.sniff`), never by a Content-Type or a file name.
+The body's Content-Encoding is undone first, by `schoolgate.endpoints.encoding`. Everything is
+bounded (input size, decoded size, part and item counts, JSON depth) and every refusal is an
+`ExtractionError` with a stable `reason`, so hostile bodies reach the fail policy, never a
+traceback. Whether bytes are media is decided by magic bytes (`schoolgate.media.decode.sniff`),
+never by a Content-Type or a file name.
 """
 
 from __future__ import annotations
@@ -12,34 +13,15 @@ import base64
 import binascii
 import json
 import re
-import sys
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-import brotli  # ships no type information
-
-if sys.version_info >= (3, 14):
-    from compression import zstd
-else:  # the backport of PEP 784's compression.zstd, with the same API
-    from backports import zstd
-
 from schoolgate.endpoints.catalog import JsonPath
 from schoolgate.errors import SchoolgateError
 
 _MiB: Final = 1 << 20
-# Decoded output is produced in steps of this size, so a bomb is stopped one step past a cap.
-_STEP: Final = 256 * 1024
-_CHUNK: Final = 16 * 1024
-# Below this much output the ratio cap is not applied: tiny bodies legitimately compress well.
-_RATIO_FLOOR: Final = _MiB
-_MAX_ENCODINGS: Final = 4
-_MAX_GZIP_MEMBERS: Final = 64
-_MAX_ZSTD_FRAMES: Final = 64
-# The window cap bounds the decoder's own memory, whatever a frame header asks for (128 MiB).
-_ZSTD_OPTIONS: Final[dict[int, int]] = {zstd.DecompressionParameter.window_log_max: 27}
 _MAX_NESTING: Final = 4
 _MAX_HEADER_BYTES: Final = 16 * 1024
 _MIN_BASE64_CHARS: Final = 16
@@ -98,170 +80,6 @@ def default_is_media(data: bytes) -> bool:
     from schoolgate.media.decode import MediaKind, sniff
 
     return sniff(data).kind is not MediaKind.UNKNOWN
-
-
-# ---------------------------------------------------------------------------------------------
-# Content-Encoding
-
-
-class _Sink:
-    """Collects decoded output, refusing it past the size cap or the ratio cap.
-
-    The ratio is output over the input consumed so far, so a bomb is recognised as one early,
-    whatever its total size.
-    """
-
-    def __init__(self, limits: ExtractLimits) -> None:
-        self.buffer = bytearray()
-        self.consumed = 0
-        self._limits = limits
-
-    def write(self, data: bytes) -> None:
-        self.buffer += data
-        size = len(self.buffer)
-        consumed = max(self.consumed, 1)
-        if size > _RATIO_FLOOR and size > consumed * self._limits.max_ratio:
-            self.buffer = bytearray()
-            raise ExtractionError(
-                "encoding_bomb",
-                f"compressed body expands more than {self._limits.max_ratio}x "
-                f"({size} bytes from the first {consumed})",
-            )
-        if size > self._limits.max_decoded_bytes:
-            self.buffer = bytearray()
-            raise ExtractionError(
-                "oversize", f"decoded body exceeds {self._limits.max_decoded_bytes} bytes"
-            )
-
-
-def decode_content_encoding(body: bytes, encodings: str | None, limits: ExtractLimits) -> bytes:
-    """Undo a Content-Encoding header ("gzip", "deflate", "br", "zstd", chains like "gzip, br").
-
-    Decoding streams with an output cap and a ratio cap; a bomb is refused ("encoding_bomb")
-    after at most one step past the cap, never fully allocated. Unknown codings, corrupt or
-    truncated data raise "bad_encoding".
-    """
-    if len(body) > limits.max_body_bytes:
-        raise ExtractionError("oversize", f"body exceeds {limits.max_body_bytes} bytes")
-    names = [
-        name.strip().lower()
-        for name in (encodings or "").split(",")
-        if name.strip() and name.strip().lower() != "identity"
-    ]
-    if len(names) > _MAX_ENCODINGS:
-        raise ExtractionError("bad_encoding", f"more than {_MAX_ENCODINGS} chained encodings")
-    data = body
-    # Codings are listed in the order they were applied, so they are undone in reverse.
-    for name in reversed(names):
-        decoder = _DECODERS.get(name)
-        if decoder is None:
-            raise ExtractionError("bad_encoding", f"unsupported Content-Encoding {name!r}")
-        sink = _Sink(limits)
-        try:
-            decoder(data, sink)
-        except ExtractionError:
-            raise
-        except (zlib.error, brotli.error, zstd.ZstdError, ValueError, EOFError) as error:
-            raise ExtractionError("bad_encoding", f"corrupt {name} data: {error}") from error
-        data = bytes(sink.buffer)
-    return data
-
-
-def _chunks(data: bytes) -> Iterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(view), _CHUNK):
-        yield bytes(view[start : start + _CHUNK])
-
-
-def _inflate(data: bytes, wbits: int, sink: _Sink) -> bytes:
-    """Inflate one zlib/gzip/raw-deflate stream; returns the bytes after its end."""
-    stream = zlib.decompressobj(wbits)
-    base = sink.consumed
-    fed = 0
-    for chunk in _chunks(data):
-        fed += len(chunk)
-        pending = chunk
-        while pending and not stream.eof:
-            output = stream.decompress(pending, _STEP)
-            pending = stream.unconsumed_tail
-            sink.consumed = base + fed - len(pending)
-            sink.write(output)
-        if stream.eof:
-            break
-    if not stream.eof:
-        raise ExtractionError("bad_encoding", "compressed data is truncated")
-    sink.write(stream.flush())
-    consumed = len(data) - len(stream.unused_data)
-    sink.consumed = base + consumed
-    return data[consumed:]
-
-
-def _gunzip(data: bytes, sink: _Sink) -> None:
-    rest = _inflate(data, 31, sink)
-    members = 1
-    # Concatenated gzip members are one valid body; trailing zero padding is tolerated.
-    while rest.strip(b"\x00"):
-        members += 1
-        if members > _MAX_GZIP_MEMBERS:
-            raise ExtractionError("bad_encoding", "too many gzip members")
-        rest = _inflate(rest, 31, sink)
-
-
-def _deflate(data: bytes, sink: _Sink) -> None:
-    # "deflate" is meant to be zlib-wrapped, but some servers and clients send raw deflate.
-    zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-    _inflate(data, 15 if zlib_header else -15, sink)
-
-
-def _unbrotli(data: bytes, sink: _Sink) -> None:
-    decompressor = brotli.Decompressor()
-    for chunk in _chunks(data):
-        sink.consumed += len(chunk)
-        sink.write(decompressor.process(chunk, output_buffer_limit=_STEP))
-        # Output past the limit waits inside the decompressor, and can_accept_more_data() does
-        # not say so: drain it step by step (each step checked by the sink) until none is left.
-        while not decompressor.is_finished():
-            output = decompressor.process(b"", output_buffer_limit=_STEP)
-            if not output:
-                break
-            sink.write(output)
-    if not decompressor.is_finished():
-        raise ExtractionError("bad_encoding", "brotli data is truncated")
-
-
-def _unzstd(data: bytes, sink: _Sink) -> None:
-    # One decompressor per frame: concatenated frames are one valid body, as gzip members are.
-    view = memoryview(data)
-    offset = 0
-    frames = 0
-    while offset < len(view):
-        frames += 1
-        if frames > _MAX_ZSTD_FRAMES:
-            raise ExtractionError("bad_encoding", "too many zstd frames")
-        decompressor = zstd.ZstdDecompressor(options=_ZSTD_OPTIONS)
-        while not decompressor.eof:
-            if offset >= len(view):
-                raise ExtractionError("bad_encoding", "zstd data is truncated")
-            chunk = bytes(view[offset : offset + _CHUNK])
-            offset += len(chunk)
-            sink.consumed += len(chunk)
-            sink.write(decompressor.decompress(chunk, _STEP))
-            # Output past the step waits in the decompressor: drain it, each step checked.
-            while not decompressor.eof and not decompressor.needs_input:
-                sink.write(decompressor.decompress(b"", _STEP))
-        # The frame ended inside the last chunk: what follows it starts the next frame.
-        unused = len(decompressor.unused_data)
-        offset -= unused
-        sink.consumed -= unused
-
-
-_DECODERS: Final[dict[str, Callable[[bytes, _Sink], None]]] = {
-    "gzip": _gunzip,
-    "x-gzip": _gunzip,
-    "deflate": _deflate,
-    "br": _unbrotli,
-    "zstd": _unzstd,
-}
 
 
 # ---------------------------------------------------------------------------------------------
