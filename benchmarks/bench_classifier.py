@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from schoolgate.classify.classifier import (
+from schoolgate.classify.adapters import load_adapter
+from schoolgate.classify.spec import (
     NUDENET_THRESHOLDS,
     OPEN_NSFW_THRESHOLDS,
     ClassifierAdapter,
     ModelSpec,
-    load_adapter,
 )
 from tests.support.onnx_models import make_pattern_model, pattern_model_spec
 

@@ -20,17 +20,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.classify.classifier import (
+from schoolgate.classify.adapters import NudeNetAdapter, OpenNsfwAdapter, load_adapter
+from schoolgate.classify.classifier import Classifier
+from schoolgate.classify.spec import (
     NUDENET_THRESHOLDS,
     OPEN_NSFW_THRESHOLDS,
-    Classifier,
     ClassifierResult,
     ModelLoadError,
     ModelSpec,
-    NudeNetAdapter,
-    OpenNsfwAdapter,
     default_model_specs,
-    load_adapter,
 )
 from schoolgate.errors import SchoolgateError
 from tests.support.onnx_models import (
@@ -568,7 +566,8 @@ def test_loading_a_model_writes_nothing_to_the_home_directory(tmp_path: Path) ->
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
     script = (
-        "from schoolgate.classify.classifier import OpenNsfwAdapter, default_model_specs\n"
+        "from schoolgate.classify.adapters import OpenNsfwAdapter\n"
+        "from schoolgate.classify.spec import default_model_specs\n"
         "OpenNsfwAdapter(default_model_specs()[0])\n"
     )
     subprocess.run(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from schoolgate.banks.store import SignalType
-from schoolgate.classify.classifier import ClassifierResult
+from schoolgate.classify.spec import ClassifierResult
 from schoolgate.config import parse_config
 from schoolgate.matching.matcher import BankMatch
 from schoolgate.pipeline.policy import Action, Policy

@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from schoolgate.classify.classifier import ModelSpec
+from schoolgate.classify.spec import ModelSpec
 
 PATTERN_INPUT_SIZE = 32
 PATTERN_LABEL = "flag"

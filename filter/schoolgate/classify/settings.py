@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schoolgate.classify.classifier import ModelSpec
+from schoolgate.classify.spec import ModelSpec
 from schoolgate.classify.video import FrameVote
 from schoolgate.config_reader import Node
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schoolgate.classify.classifier import ClassifierResult
+from schoolgate.classify.spec import ClassifierResult
 
 
 @dataclass(frozen=True)

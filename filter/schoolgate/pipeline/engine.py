@@ -14,7 +14,8 @@ from dataclasses import fields, replace
 
 from schoolgate.alerts.service import AlertService
 from schoolgate.banks.store import BankStore
-from schoolgate.classify.classifier import Classifier, ClassifierResult, ModelLoadError
+from schoolgate.classify.classifier import Classifier
+from schoolgate.classify.spec import ClassifierResult, ModelLoadError
 from schoolgate.classify.video import FrameVote
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused

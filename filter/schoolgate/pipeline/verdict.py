@@ -23,7 +23,7 @@ FAILURES = (
 )
 
 if TYPE_CHECKING:
-    from schoolgate.classify.classifier import ClassifierResult
+    from schoolgate.classify.spec import ClassifierResult
     from schoolgate.matching.matcher import BankMatch
 
 
