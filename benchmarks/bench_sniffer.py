@@ -12,8 +12,9 @@ import time
 from typing import Any
 
 from schoolgate.endpoints.catalog import load_catalog
-from schoolgate.sniffer.capture import ReportAggregator, Sniffer
+from schoolgate.sniffer.capture import Sniffer
 from schoolgate.sniffer.packets import LINKTYPE_ETHERNET
+from schoolgate.sniffer.reports import ReportAggregator
 from schoolgate.sniffer.watchlist import Watchlist
 from tests.support.sniffer_packets import (
     client_hello_handshake,

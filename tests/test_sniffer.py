@@ -20,15 +20,11 @@ from schoolgate.cli import main
 from schoolgate.endpoints.catalog import load_catalog
 from schoolgate.errors import ConfigError
 from schoolgate.pipeline.audit import read_records
-from schoolgate.sniffer.capture import (
-    REGISTRY,
-    Observation,
-    ReportAggregator,
-    Sniffer,
-    capture_filter,
-    replay,
-)
+from schoolgate.sniffer.capture import Sniffer, capture_filter, replay
+from schoolgate.sniffer.inspect import Observation
+from schoolgate.sniffer.metrics import REGISTRY
 from schoolgate.sniffer.packets import LINKTYPE_ETHERNET
+from schoolgate.sniffer.reports import ReportAggregator
 from schoolgate.sniffer.watchlist import Match, Watchlist
 from tests.support.sniffer_packets import (
     client_hello_handshake,

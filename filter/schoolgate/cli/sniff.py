@@ -34,14 +34,8 @@ def _sniff(args: argparse.Namespace) -> int:
     from schoolgate.gateway.leases import LeaseTable
     from schoolgate.pipeline.audit import AuditLog
     from schoolgate.pipeline.settings import AuditConfig
-    from schoolgate.sniffer.capture import (
-        DeviceIdentity,
-        ReportAggregator,
-        Sniffer,
-        capture,
-        capture_filter,
-        replay,
-    )
+    from schoolgate.sniffer.capture import DeviceIdentity, Sniffer, capture, capture_filter, replay
+    from schoolgate.sniffer.reports import ReportAggregator
     from schoolgate.sniffer.watchlist import Watchlist
 
     config = config_from(args)
@@ -109,7 +103,7 @@ def _sniffer_metrics(config: Config) -> Any:
     import dataclasses
 
     from schoolgate.monitoring.server import MetricsServer, MetricsServerError
-    from schoolgate.sniffer.capture import REGISTRY
+    from schoolgate.sniffer.metrics import REGISTRY
 
     settings = dataclasses.replace(
         config.metrics,
