@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from schoolgate.endpoints.catalog import load_catalog
+from schoolgate.endpoints.loader import load_catalog
 from schoolgate.sniffer.capture import Sniffer
 from schoolgate.sniffer.packets import LINKTYPE_ETHERNET
 from schoolgate.sniffer.reports import ReportAggregator

@@ -23,7 +23,7 @@ from mitmproxy import certs
 
 from schoolgate.addons.certnames import constrained_names
 from schoolgate.cli import main
-from schoolgate.endpoints.catalog import load_catalog
+from schoolgate.endpoints.loader import load_catalog
 from schoolgate.gateway.ca import (
     CERT_PEM,
     KEY_AND_CERT,

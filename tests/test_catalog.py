@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.endpoints.catalog import (
-    Catalog,
-    JsonPath,
-    LearntHosts,
-    load_catalog,
-    normalize_host,
-    parse_catalog,
-)
+from schoolgate.endpoints.catalog import Catalog, LearntHosts
+from schoolgate.endpoints.hosts import normalize_host
+from schoolgate.endpoints.jsonpath import JsonPath
+from schoolgate.endpoints.loader import load_catalog, parse_catalog
 from schoolgate.errors import ConfigError
 
 EXPECTED_APPS = {

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from scapy.packet import Packet
 
 from schoolgate.cli import main
-from schoolgate.endpoints.catalog import load_catalog
+from schoolgate.endpoints.loader import load_catalog
 from schoolgate.errors import ConfigError
 from schoolgate.pipeline.audit import read_records
 from schoolgate.sniffer.capture import Sniffer, capture_filter, replay

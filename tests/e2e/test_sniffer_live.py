@@ -148,7 +148,7 @@ def test_a_prefilter_that_cannot_be_set_falls_back_to_none(
     import secrets
     import threading
 
-    from schoolgate.endpoints.catalog import load_catalog
+    from schoolgate.endpoints.loader import load_catalog
     from schoolgate.sniffer.capture import Sniffer, capture
     from schoolgate.sniffer.watchlist import Watchlist
     from tests.support.netns import _ip

@@ -15,7 +15,8 @@ from schoolgate.addons.entry import make_addons
 from schoolgate.addons.reload import ConfigReloader
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.config import Config
-from schoolgate.endpoints.catalog import Catalog, load_catalog
+from schoolgate.endpoints.catalog import Catalog
+from schoolgate.endpoints.loader import load_catalog
 from schoolgate.gateway.ca import prepare_for_proxy
 from schoolgate.gateway.sdnotify import SystemdNotifier
 from schoolgate.monitoring import metrics

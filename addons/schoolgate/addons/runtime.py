@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 
 from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
 from schoolgate.config import Config
-from schoolgate.endpoints.catalog import Catalog, LearntHosts, load_catalog
+from schoolgate.endpoints.catalog import Catalog, LearntHosts
+from schoolgate.endpoints.loader import load_catalog
 from schoolgate.endpoints.reassembly import UploadSessions
 from schoolgate.gateway.leases import LeaseTable
 from schoolgate.monitoring import metrics

@@ -19,7 +19,7 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
 from schoolgate.addons.runtime import RuntimeRef
-from schoolgate.endpoints.catalog import normalize_host
+from schoolgate.endpoints.hosts import normalize_host
 from schoolgate.monitoring import metrics
 
 log = logging.getLogger("schoolgate.proxy")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from schoolgate.cli.common import EXIT_OK, Subcommands, UsageError, config_from
 from schoolgate.config import Config
-from schoolgate.endpoints.catalog import load_catalog
+from schoolgate.endpoints.loader import load_catalog
 from schoolgate.gateway.ca import (
     EXPORT_FORMATS,
     KEY_AND_CERT,

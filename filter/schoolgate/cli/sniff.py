@@ -10,7 +10,7 @@ from typing import Any
 
 from schoolgate.cli.common import EXIT_OK, Subcommands, UsageError, config_from
 from schoolgate.config import Config
-from schoolgate.endpoints.catalog import load_catalog
+from schoolgate.endpoints.loader import load_catalog
 
 
 def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:

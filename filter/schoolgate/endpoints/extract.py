@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-from schoolgate.endpoints.catalog import JsonPath
+from schoolgate.endpoints.jsonpath import JsonPath
 from schoolgate.errors import SchoolgateError
 
 _MiB: Final = 1 << 20

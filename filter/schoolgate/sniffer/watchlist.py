@@ -18,7 +18,8 @@ from typing import Final
 import yaml
 
 from schoolgate.config_reader import Node
-from schoolgate.endpoints.catalog import Catalog, HostIndex, normalize_host
+from schoolgate.endpoints.catalog import Catalog
+from schoolgate.endpoints.hosts import HostIndex, normalize_host
 from schoolgate.errors import ConfigError
 
 # Fixed categories: the lists may only use these, so the metric label set is known in advance.
