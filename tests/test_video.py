@@ -19,7 +19,8 @@ from schoolgate.banks.store import BankStore, SignalInput, SignalType
 from schoolgate.errors import MediaRefused
 from schoolgate.matching.video import VideoMatcher, VideoMatchSettings
 from schoolgate.media.decode import MediaType, VideoLimits
-from schoolgate.media.video import Letterbox, SampledFrame, VideoHasher, VideoHashes, _Keeper
+from schoolgate.media.video import SampledFrame, VideoHasher, VideoHashes, _Keeper
+from schoolgate.media.video_frames import Letterbox
 from tests.support import video_fixtures as vf
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per encoder otherwise

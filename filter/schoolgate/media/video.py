@@ -15,50 +15,26 @@ far. Every failure is a `MediaRefused` with a stable reason, as for images.
 `fast` decoding (the proxy's) skips frames no other frame refers to (B-frames) and the loop
 filter on the remaining B-frames: about 2-3x faster on H.264, bit-identical on every P/I frame.
 A sampling target that falls on a skipped frame takes the next decoded one (<= 0.1 s later).
-Banking (`hashes add`/`compute`) decodes every frame, like the reference.
-"""
+Banking (`hashes add`/`compute`) decodes every frame, like the reference."""
 
 from __future__ import annotations
 
-import io
 import math
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import av
-import av.error
 import numpy as np
 import numpy.typing as npt
 import pdqhash
 from PIL import Image
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import MediaKind, MediaType, VideoLimits, _read_ebml_vint, sniff
+from schoolgate.media.decode import MediaKind, MediaType, VideoLimits, sniff
 from schoolgate.media.hashing import PdqHash, pdq_dihedral
 from schoolgate.media.normalise import analysis_views
+from schoolgate.media.video_frames import Box, Letterbox
+from schoolgate.media.video_sources import AnimationSource, Budget, Frame, PyAvSource
 
-PDQ_SIDE = 512  # frames are scaled to this longer side before PDQ, as images are
 TIMESTAMP_DECIMALS = 3  # the reference's output precision (vpdqio.cpp)
-
-# The demuxer the magic bytes named, so a file cannot steer libavformat into another one (an
-# HLS playlist with file:// entries is the classic).
-_DEMUXERS: dict[MediaType, str] = {
-    MediaType.MP4: "mov",
-    MediaType.MOV: "mov",
-    MediaType.THREEGP: "mov",
-    MediaType.WEBM: "matroska",
-    MediaType.MKV: "matroska",
-}
-# What phones, cameras and sharing apps produce. Everything else in libavcodec stays unreachable
-# from an upload: fewer parsers facing hostile input, and nothing an app would play anyway.
-DECODABLE_CODECS = frozenset(
-    {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "h263", "mjpeg", "prores", "mpeg2video"}
-)
-# Codecs whose non-reference frames can be skipped without touching any other frame.
-_SKIPPABLE = frozenset({"h264", "hevc", "mpeg4", "mpeg2video"})
-_TRUNCATION_CUES = ("moov atom not found", "end of file", "truncat", "eof")
-_GIF_DEFAULT_DELAY_S = 0.1  # browsers show 0-delay GIF frames for 100 ms
 
 
 @dataclass(frozen=True)
@@ -129,137 +105,6 @@ class VideoHashes:
         return "".join(f"{feature.line()}\n" for feature in self.features)
 
 
-# ---------------------------------------------------------------------------------------------
-# Frame geometry
-
-
-def _scaled_size(width: int, height: int, side: int = PDQ_SIDE) -> tuple[int, int]:
-    longer = max(width, height)
-    if longer <= side:
-        return width, height
-    scale = side / longer
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def upright(rgb: npt.NDArray[np.uint8], rotation: int) -> npt.NDArray[np.uint8]:
-    """Apply a display-matrix rotation (degrees counter-clockwise, as libavutil reports it)."""
-    turns = round(rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-
-
-class Letterbox:
-    """Finds uniform bars (letterbox or pillarbox) around a frame's content.
-
-    A copy re-shared in another aspect ratio (a landscape clip in a portrait story, a screen
-    recording) gets bars that change PDQ beyond any useful distance; hashing the content inside
-    them as well recovers the match. Bars must be flat and on both opposite sides, so ordinary
-    frames with a plain sky or wall are rarely cropped (and a wrong crop only adds a variant).
-    """
-
-    MAX_LINE_STD = 6.0
-    MIN_BAR_SHARE = 0.03
-    MIN_CONTENT_SHARE = 0.2
-
-    @classmethod
-    def content_box(cls, rgb: npt.NDArray[np.uint8]) -> tuple[int, int, int, int] | None:
-        """(top, bottom, left, right) of the content inside bars, or None without bars."""
-        height, width = rgb.shape[:2]
-        # Every step-th pixel is plenty to find bars, and ~20x cheaper than every pixel.
-        step = max(1, min(height, width) // 96)
-        luma = rgb[::step, ::step].astype(np.float32).mean(axis=2)
-        top, bottom, left, right = (
-            bars * step for pair in (cls._bars(luma), cls._bars(luma.T)) for bars in pair
-        )
-        rows = top >= cls.MIN_BAR_SHARE * height and bottom >= cls.MIN_BAR_SHARE * height
-        cols = left >= cls.MIN_BAR_SHARE * width and right >= cls.MIN_BAR_SHARE * width
-        if not rows and not cols:
-            return None
-        box = (
-            top if rows else 0,
-            height - bottom if rows else height,
-            left if cols else 0,
-            width - right if cols else width,
-        )
-        if (box[1] - box[0]) < cls.MIN_CONTENT_SHARE * height or (
-            box[3] - box[2]
-        ) < cls.MIN_CONTENT_SHARE * width:
-            return None  # a flat frame (black, one colour), not content inside bars
-        return box
-
-    @classmethod
-    def _bars(cls, luma: npt.NDArray[np.float32]) -> tuple[int, int]:
-        """Flat lines at the start and at the end of axis 0 (rows of `luma`)."""
-        flat = luma.std(axis=1) <= cls.MAX_LINE_STD
-        means = luma.mean(axis=1)
-        return cls._run(flat, means), cls._run(flat[::-1], means[::-1])
-
-    @staticmethod
-    def _run(flat: npt.NDArray[np.bool_], means: npt.NDArray[np.float32]) -> int:
-        if not flat.size or not flat[0]:
-            return 0
-        # Bars are one colour: stop at the first line that is not flat or not the same colour.
-        same = np.abs(means - means[0]) <= 12.0
-        stops = np.flatnonzero(~(flat & same))
-        return int(stops[0]) if stops.size else int(flat.size)
-
-
-class Truncation:
-    """Whether a container's top-level structure runs past the end of the data.
-
-    A cut-off upload (an interrupted transfer, or a deliberate cut to make decoding fail) is
-    named as such instead of surfacing as a generic demuxer error. Cheap: top-level boxes only.
-    """
-
-    MAX_BOXES = 10_000
-
-    @classmethod
-    def missing(cls, data: bytes, media_type: MediaType) -> str | None:
-        """What is cut off, or None when the structure is whole."""
-        if _DEMUXERS.get(media_type) == "mov":
-            return cls._iso_bmff(data)
-        if _DEMUXERS.get(media_type) == "matroska":
-            return cls._matroska(data)
-        return None
-
-    @classmethod
-    def _iso_bmff(cls, data: bytes) -> str | None:
-        pos = 0
-        for _ in range(cls.MAX_BOXES):
-            if pos + 8 > len(data):
-                return f"box header at byte {pos:,}" if pos < len(data) else None
-            size = int.from_bytes(data[pos : pos + 4], "big")
-            kind = data[pos + 4 : pos + 8].decode("latin-1")
-            if size == 1:
-                if pos + 16 > len(data):
-                    return f"box {kind!r} header at byte {pos:,}"
-                size = int.from_bytes(data[pos + 8 : pos + 16], "big")
-            elif size == 0:
-                return None  # the last box runs to the end of the file
-            if size < 8:
-                return None  # malformed, not truncated: the demuxer will say so
-            if pos + size > len(data):
-                return f"box {kind!r} declares {size:,} bytes, {len(data) - pos:,} present"
-            pos += size
-        return None
-
-    @staticmethod
-    def _matroska(data: bytes) -> str | None:
-        try:
-            _, pos = _read_ebml_vint(data, 0, keep_marker=True)
-            header, pos = _read_ebml_vint(data, pos, keep_marker=False)
-            pos += header
-            element, pos = _read_ebml_vint(data, pos, keep_marker=True)
-            start = pos
-            size, pos = _read_ebml_vint(data, pos, keep_marker=False)
-        except ValueError:
-            return None
-        unknown = (1 << (7 * (pos - start))) - 1  # all-ones: size unknown (live streams)
-        if element == 0x18538067 and size != unknown and pos + size > len(data):
-            return f"segment declares {size:,} bytes, {len(data) - pos:,} present"
-        return None
-
-
-_Box = tuple[int, int, int, int]
 # Which of a still's dihedral hashes (hashing.DIHEDRAL_TRANSFORMS order) a video frame is also
 # matched with against banked videos: as shown, and mirrored left-right (front cameras and
 # "flip" edits). Quarter turns of video are what rotation flags are for; each variant costs a
@@ -270,267 +115,6 @@ _VPDQ_DIHEDRAL = (0, 5)
 def _pdq(rgb: npt.NDArray[np.uint8]) -> tuple[str, int]:
     bits, quality = pdqhash.compute(np.ascontiguousarray(rgb))
     return bytes(np.packbits(bits.astype(np.uint8))).hex(), int(quality)
-
-
-# ---------------------------------------------------------------------------------------------
-# Frame sources
-
-
-@dataclass
-class _Budget:
-    """The wall-clock budget of one hashing job."""
-
-    seconds: float
-    started: float = field(default_factory=time.monotonic)
-
-    def check(self) -> None:
-        elapsed = time.monotonic() - self.started
-        if elapsed > self.seconds:
-            raise MediaRefused(
-                "time_budget",
-                f"video analysis stopped after {elapsed:.1f} s (budget {self.seconds:g} s)",
-            )
-
-
-@dataclass(frozen=True)
-class _Frame:
-    frame: int
-    timestamp: float
-    rgb: npt.NDArray[np.uint8]  # upright, scaled
-    stored: npt.NDArray[np.uint8] | None  # as stored, when a rotation flag made them differ
-
-
-class _Sampler:
-    """One frame per `interval` seconds of presentation time, starting with the first frame."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.next_at = 0.0
-
-    def wants(self, timestamp: float) -> bool:
-        if timestamp + 1e-6 < self.next_at:
-            return False
-        # The next whole interval after this frame: a gap in the stream never makes a burst.
-        self.next_at = (math.floor(timestamp / self.interval + 1e-6) + 1) * self.interval
-        return True
-
-    def shown(self, start: float, end: float) -> float | None:
-        """For a frame on screen from `start` until `end` (an animation's frame and its delay):
-        the first sampling time it is on screen at, or None when it is on screen at none.
-
-        Asking by display interval rather than by start time matters: a GIF's short benign
-        first frame followed by a long-held second one would otherwise have its second frame
-        skipped (it starts before the next sampling time, and no frame follows it).
-        """
-        if end <= self.next_at + 1e-6:
-            return None
-        at = max(start, self.next_at)
-        self.wants(at)
-        return at
-
-
-class _PyAvSource:
-    """Sampled frames of a video container, decoded by libavcodec within the limits."""
-
-    def __init__(self, limits: VideoLimits, budget: _Budget, fast: bool, interval: float) -> None:
-        self.limits = limits
-        self.budget = budget
-        self.fast = fast
-        self.interval = interval
-        self.codec: str | None = None
-        self.width = self.height = 0
-        self.fps: float | None = None
-        self.duration_s: float | None = None
-        self.decoded = 0
-
-    def frames(self, data: bytes, media_type: MediaType) -> Iterator[_Frame]:
-        cut = Truncation.missing(data, media_type)
-        if cut is not None:
-            raise MediaRefused("truncated", f"{media_type} data ends early: {cut}")
-        try:
-            # max_pixels reaches the decoders libavformat runs to probe the streams, too: a
-            # header claiming 16000x9000 otherwise costs ~200 MB before any check of ours.
-            container = av.open(
-                io.BytesIO(data),
-                mode="r",
-                format=_DEMUXERS[media_type],
-                options={"max_pixels": str(self.limits.max_pixels)},
-            )
-        except av.error.FFmpegError as exc:
-            raise _refusal(media_type, exc) from exc
-        try:
-            yield from self._frames(container, media_type)
-        except av.error.FFmpegError as exc:
-            raise _refusal(media_type, exc) from exc
-        finally:
-            container.close()
-
-    def _frames(
-        self, container: av.container.InputContainer, media_type: MediaType
-    ) -> Iterator[_Frame]:
-        limits = self.limits
-        if not container.streams.video:
-            raise MediaRefused("corrupt", f"{media_type} holds no video stream")
-        stream = container.streams.video[0]
-        context = stream.codec_context
-        self.codec = context.codec.canonical_name if context.codec else None
-        if self.codec not in DECODABLE_CODECS:
-            raise MediaRefused(
-                "unsupported_codec",
-                f"{media_type} video codec {self.codec or 'unknown'} is not decoded here",
-            )
-        self.width, self.height = context.width, context.height
-        self._check_size(media_type, self.width, self.height)
-        rate = stream.average_rate or stream.guessed_rate
-        self.fps = float(rate) if rate else None
-        self.duration_s = self._declared_duration(container, stream)
-        if self.duration_s is not None and self.duration_s > limits.max_duration_s:
-            raise MediaRefused(
-                "duration_cap",
-                f"{media_type} declares {self.duration_s:,.0f} s, over the "
-                f"{limits.max_duration_s:g} s cap",
-            )
-        # libavcodec refuses to allocate any frame larger than this, whatever the stream says
-        # later (a mid-stream size change is the classic way past a header check).
-        context.options = {"max_pixels": str(limits.max_pixels)}
-        context.thread_type = "AUTO"
-        context.thread_count = limits.decode_threads
-        if self.fast and self.codec in _SKIPPABLE:
-            context.skip_frame = "NONREF"
-            context.options = {**context.options, "skip_loop_filter": "bidir"}
-        declared_frames = stream.frames
-        packets = 0
-        sampler = _Sampler(self.interval)
-        start: float | None = None
-        for packet in container.demux(stream):
-            self.budget.check()
-            if packet.size:
-                packets += 1
-            for frame in packet.decode():
-                index = self.decoded
-                self.decoded += 1
-                if self.decoded > limits.max_decoded_frames:
-                    raise MediaRefused(
-                        "frame_cap",
-                        f"{media_type} has more than {limits.max_decoded_frames:,} frames",
-                    )
-                at: float | None = frame.time  # None when the stream carries no timestamps
-                if at is None:
-                    at = index / self.fps if self.fps else float(index)
-                start = at if start is None else start
-                timestamp = max(0.0, at - start)
-                if timestamp > limits.max_duration_s:
-                    raise MediaRefused(
-                        "duration_cap",
-                        f"{media_type} runs past the {limits.max_duration_s:g} s cap",
-                    )
-                if not sampler.wants(timestamp):
-                    continue
-                self._check_size(media_type, frame.width, frame.height)
-                number = round(timestamp * self.fps) if self.fps and self.fast else index
-                yield self._convert(frame, number, timestamp)
-        if declared_frames and packets < declared_frames:
-            raise MediaRefused(
-                "truncated",
-                f"{media_type} data ends early: {packets:,} of {declared_frames:,} frames present",
-            )
-        if self.decoded == 0:
-            raise MediaRefused("corrupt", f"{media_type} has no decodable frame")
-
-    @staticmethod
-    def _declared_duration(
-        container: av.container.InputContainer, stream: av.video.stream.VideoStream
-    ) -> float | None:
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return container.duration / av.time_base
-        return None
-
-    def _check_size(self, media_type: MediaType, width: int, height: int) -> None:
-        limits = self.limits
-        if width < 1 or height < 1:
-            raise MediaRefused(
-                "corrupt",
-                f"{media_type} frame size cannot be read: corrupt, or over the "
-                f"{limits.max_pixels:,} pixel cap",
-            )
-        if width * height > limits.max_pixels or max(width, height) > limits.max_side:
-            raise MediaRefused(
-                "pixel_cap",
-                f"{media_type} frames are {width}x{height} = {width * height:,} pixels, over the "
-                f"{limits.max_pixels:,} pixel / {limits.max_side:,} px side cap",
-            )
-
-    @staticmethod
-    def _convert(frame: av.VideoFrame, number: int, timestamp: float) -> _Frame:
-        width, height = _scaled_size(frame.width, frame.height)
-        # libswscale's area filter averages like Pillow's box reduce on the image path.
-        stored = np.asarray(
-            frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA"),
-            dtype=np.uint8,
-        )
-        rotation = int(frame.rotation or 0)
-        shown = upright(stored, rotation)
-        return _Frame(number, timestamp, shown, stored if shown is not stored else None)
-
-
-class _AnimationSource:
-    """Frames of an animated image (GIF, APNG, animated WebP) sampled by their display times."""
-
-    def __init__(self, limits: VideoLimits, budget: _Budget, interval: float) -> None:
-        self.limits = limits
-        self.budget = budget
-        self.interval = interval
-        self.width = self.height = 0
-        self.duration_s: float | None = None
-        self.decoded = 0
-
-    def frames(self, data: bytes, media_type: MediaType) -> Iterator[_Frame]:
-        # The image path (decode_image) has already checked the canvas size and the frame count.
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                self.width, self.height = image.size
-                count = int(getattr(image, "n_frames", 1))
-                sampler = _Sampler(self.interval)
-                clock = 0.0
-                for index in range(count):
-                    self.budget.check()
-                    image.seek(index)
-                    # Pillow 13 reads an animated WebP frame's duration only when the frame is
-                    # loaded: without this every frame read as 0.1 s, so a picture held after a
-                    # short first frame was never sampled (found by the adversarial pass).
-                    image.load()
-                    self.decoded += 1
-                    delay = float(image.info.get("duration") or 0) / 1000
-                    delay = delay if delay > 0 else _GIF_DEFAULT_DELAY_S
-                    at = sampler.shown(clock, clock + delay)
-                    if at is not None:
-                        rgb = image.convert("RGB").resize(
-                            _scaled_size(*image.size), Image.Resampling.BOX
-                        )
-                        yield _Frame(index, at, np.asarray(rgb, dtype=np.uint8), None)
-                    clock += delay
-                    if clock > self.limits.max_duration_s:
-                        break  # a looping animation's length is its frames, not a duration
-                self.duration_s = clock
-        except MediaRefused:
-            raise
-        except Exception as exc:
-            raise MediaRefused(
-                "corrupt", f"{media_type} animation could not be decoded: {exc}"
-            ) from exc
-
-
-def _refusal(media_type: MediaType, exc: Exception) -> MediaRefused:
-    text = str(exc)
-    if any(cue in text.lower() for cue in _TRUNCATION_CUES) or isinstance(exc, av.error.EOFError):
-        return MediaRefused("truncated", f"{media_type} data ends early: {text}")
-    return MediaRefused("corrupt", f"{media_type} could not be decoded: {text}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Hashing
 
 
 class _Keeper:
@@ -617,13 +201,13 @@ class VideoHasher:
         """Hash `data` (a video container, or an animated image). Raises MediaRefused only when
         nothing could be read at all; a stop part-way is reported in `VideoHashes.refused`."""
         media_type = media_type or sniff(data)
-        budget = _Budget(self.time_budget_s)
+        budget = Budget(self.time_budget_s)
         interval = self.limits.seconds_per_hash / self.samples
-        source: _PyAvSource | _AnimationSource
+        source: PyAvSource | AnimationSource
         if media_type.kind is MediaKind.VIDEO:
-            source = _PyAvSource(self.limits, budget, self.fast, interval)
+            source = PyAvSource(self.limits, budget, self.fast, interval)
         elif media_type.kind is MediaKind.IMAGE:
-            source = _AnimationSource(self.limits, budget, interval)
+            source = AnimationSource(self.limits, budget, interval)
         else:
             raise MediaRefused("unsupported", "not a recognised video or animation (magic bytes)")
         features: list[VpdqFeature] = []
@@ -633,7 +217,7 @@ class VideoHasher:
         refused: MediaRefused | None = None
         try:
             last_slot = -1
-            boxes: dict[str, _Box | None] = {}
+            boxes: dict[str, Box | None] = {}
             for frame in source.frames(data, media_type):
                 slot = math.floor(frame.timestamp / self.limits.seconds_per_hash + 1e-6)
                 cap = self.limits.max_sampled_frames
@@ -675,9 +259,9 @@ class VideoHasher:
 
     def _feature(
         self,
-        frame: _Frame,
+        frame: Frame,
         slot: int,
-        boxes: dict[str, _Box | None],
+        boxes: dict[str, Box | None],
         still: StillQuery | None = None,
     ) -> VpdqFeature:
         """The frame's hash and its variants. `boxes` carries the letterbox found at the
@@ -709,7 +293,7 @@ class VideoHasher:
         return VpdqFeature(frame.frame, quality, value, round(frame.timestamp, 6), unique, slot)
 
 
-def _still(frame: _Frame) -> StillQuery:
+def _still(frame: Frame) -> StillQuery:
     """The image-bank query hashes of one sampled frame, as the image path makes them."""
     hashes: list[PdqHash] = []
     for view in analysis_views(Image.fromarray(frame.rgb, "RGB")):

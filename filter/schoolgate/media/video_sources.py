@@ -1,0 +1,358 @@
+"""Where a video's frames come from: PyAV for MP4/MOV/3GP and WebM/MKV (only the demuxer the magic
+bytes named, only the codecs phones and apps produce, bounded in time and size) and Pillow for
+animated GIF, WebP and PNG, each frame sampled by its display time."""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import av
+import av.error
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from schoolgate.errors import MediaRefused
+from schoolgate.media.decode import MediaType, VideoLimits, _read_ebml_vint
+from schoolgate.media.video_frames import scaled_size, upright
+
+
+class Truncation:
+    """Whether a container's top-level structure runs past the end of the data.
+
+    A cut-off upload (an interrupted transfer, or a deliberate cut to make decoding fail) is
+    named as such instead of surfacing as a generic demuxer error. Cheap: top-level boxes only.
+    """
+
+    MAX_BOXES = 10_000
+
+    @classmethod
+    def missing(cls, data: bytes, media_type: MediaType) -> str | None:
+        """What is cut off, or None when the structure is whole."""
+        if _DEMUXERS.get(media_type) == "mov":
+            return cls._iso_bmff(data)
+        if _DEMUXERS.get(media_type) == "matroska":
+            return cls._matroska(data)
+        return None
+
+    @classmethod
+    def _iso_bmff(cls, data: bytes) -> str | None:
+        pos = 0
+        for _ in range(cls.MAX_BOXES):
+            if pos + 8 > len(data):
+                return f"box header at byte {pos:,}" if pos < len(data) else None
+            size = int.from_bytes(data[pos : pos + 4], "big")
+            kind = data[pos + 4 : pos + 8].decode("latin-1")
+            if size == 1:
+                if pos + 16 > len(data):
+                    return f"box {kind!r} header at byte {pos:,}"
+                size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+            elif size == 0:
+                return None  # the last box runs to the end of the file
+            if size < 8:
+                return None  # malformed, not truncated: the demuxer will say so
+            if pos + size > len(data):
+                return f"box {kind!r} declares {size:,} bytes, {len(data) - pos:,} present"
+            pos += size
+        return None
+
+    @staticmethod
+    def _matroska(data: bytes) -> str | None:
+        try:
+            _, pos = _read_ebml_vint(data, 0, keep_marker=True)
+            header, pos = _read_ebml_vint(data, pos, keep_marker=False)
+            pos += header
+            element, pos = _read_ebml_vint(data, pos, keep_marker=True)
+            start = pos
+            size, pos = _read_ebml_vint(data, pos, keep_marker=False)
+        except ValueError:
+            return None
+        unknown = (1 << (7 * (pos - start))) - 1  # all-ones: size unknown (live streams)
+        if element == 0x18538067 and size != unknown and pos + size > len(data):
+            return f"segment declares {size:,} bytes, {len(data) - pos:,} present"
+        return None
+
+
+# The demuxer the magic bytes named, so a file cannot steer libavformat into another one (an
+# HLS playlist with file:// entries is the classic).
+_DEMUXERS: dict[MediaType, str] = {
+    MediaType.MP4: "mov",
+    MediaType.MOV: "mov",
+    MediaType.THREEGP: "mov",
+    MediaType.WEBM: "matroska",
+    MediaType.MKV: "matroska",
+}
+
+
+# What phones, cameras and sharing apps produce. Everything else in libavcodec stays unreachable
+# from an upload: fewer parsers facing hostile input, and nothing an app would play anyway.
+DECODABLE_CODECS = frozenset(
+    {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "h263", "mjpeg", "prores", "mpeg2video"}
+)
+
+
+# Codecs whose non-reference frames can be skipped without touching any other frame.
+_SKIPPABLE = frozenset({"h264", "hevc", "mpeg4", "mpeg2video"})
+
+
+_TRUNCATION_CUES = ("moov atom not found", "end of file", "truncat", "eof")
+
+
+_GIF_DEFAULT_DELAY_S = 0.1  # browsers show 0-delay GIF frames for 100 ms
+
+
+@dataclass
+class Budget:
+    """The wall-clock budget of one hashing job."""
+
+    seconds: float
+    started: float = field(default_factory=time.monotonic)
+
+    def check(self) -> None:
+        elapsed = time.monotonic() - self.started
+        if elapsed > self.seconds:
+            raise MediaRefused(
+                "time_budget",
+                f"video analysis stopped after {elapsed:.1f} s (budget {self.seconds:g} s)",
+            )
+
+
+@dataclass(frozen=True)
+class Frame:
+    frame: int
+    timestamp: float
+    rgb: npt.NDArray[np.uint8]  # upright, scaled
+    stored: npt.NDArray[np.uint8] | None  # as stored, when a rotation flag made them differ
+
+
+class Sampler:
+    """One frame per `interval` seconds of presentation time, starting with the first frame."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+
+    def wants(self, timestamp: float) -> bool:
+        if timestamp + 1e-6 < self.next_at:
+            return False
+        # The next whole interval after this frame: a gap in the stream never makes a burst.
+        self.next_at = (math.floor(timestamp / self.interval + 1e-6) + 1) * self.interval
+        return True
+
+    def shown(self, start: float, end: float) -> float | None:
+        """For a frame on screen from `start` until `end` (an animation's frame and its delay):
+        the first sampling time it is on screen at, or None when it is on screen at none.
+
+        Asking by display interval rather than by start time matters: a GIF's short benign
+        first frame followed by a long-held second one would otherwise have its second frame
+        skipped (it starts before the next sampling time, and no frame follows it).
+        """
+        if end <= self.next_at + 1e-6:
+            return None
+        at = max(start, self.next_at)
+        self.wants(at)
+        return at
+
+
+class PyAvSource:
+    """Sampled frames of a video container, decoded by libavcodec within the limits."""
+
+    def __init__(self, limits: VideoLimits, budget: Budget, fast: bool, interval: float) -> None:
+        self.limits = limits
+        self.budget = budget
+        self.fast = fast
+        self.interval = interval
+        self.codec: str | None = None
+        self.width = self.height = 0
+        self.fps: float | None = None
+        self.duration_s: float | None = None
+        self.decoded = 0
+
+    def frames(self, data: bytes, media_type: MediaType) -> Iterator[Frame]:
+        cut = Truncation.missing(data, media_type)
+        if cut is not None:
+            raise MediaRefused("truncated", f"{media_type} data ends early: {cut}")
+        try:
+            # max_pixels reaches the decoders libavformat runs to probe the streams, too: a
+            # header claiming 16000x9000 otherwise costs ~200 MB before any check of ours.
+            container = av.open(
+                io.BytesIO(data),
+                mode="r",
+                format=_DEMUXERS[media_type],
+                options={"max_pixels": str(self.limits.max_pixels)},
+            )
+        except av.error.FFmpegError as exc:
+            raise refusal(media_type, exc) from exc
+        try:
+            yield from self._frames(container, media_type)
+        except av.error.FFmpegError as exc:
+            raise refusal(media_type, exc) from exc
+        finally:
+            container.close()
+
+    def _frames(
+        self, container: av.container.InputContainer, media_type: MediaType
+    ) -> Iterator[Frame]:
+        limits = self.limits
+        if not container.streams.video:
+            raise MediaRefused("corrupt", f"{media_type} holds no video stream")
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        self.codec = context.codec.canonical_name if context.codec else None
+        if self.codec not in DECODABLE_CODECS:
+            raise MediaRefused(
+                "unsupported_codec",
+                f"{media_type} video codec {self.codec or 'unknown'} is not decoded here",
+            )
+        self.width, self.height = context.width, context.height
+        self._check_size(media_type, self.width, self.height)
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps = float(rate) if rate else None
+        self.duration_s = self._declared_duration(container, stream)
+        if self.duration_s is not None and self.duration_s > limits.max_duration_s:
+            raise MediaRefused(
+                "duration_cap",
+                f"{media_type} declares {self.duration_s:,.0f} s, over the "
+                f"{limits.max_duration_s:g} s cap",
+            )
+        # libavcodec refuses to allocate any frame larger than this, whatever the stream says
+        # later (a mid-stream size change is the classic way past a header check).
+        context.options = {"max_pixels": str(limits.max_pixels)}
+        context.thread_type = "AUTO"
+        context.thread_count = limits.decode_threads
+        if self.fast and self.codec in _SKIPPABLE:
+            context.skip_frame = "NONREF"
+            context.options = {**context.options, "skip_loop_filter": "bidir"}
+        declared_frames = stream.frames
+        packets = 0
+        sampler = Sampler(self.interval)
+        start: float | None = None
+        for packet in container.demux(stream):
+            self.budget.check()
+            if packet.size:
+                packets += 1
+            for frame in packet.decode():
+                index = self.decoded
+                self.decoded += 1
+                if self.decoded > limits.max_decoded_frames:
+                    raise MediaRefused(
+                        "frame_cap",
+                        f"{media_type} has more than {limits.max_decoded_frames:,} frames",
+                    )
+                at: float | None = frame.time  # None when the stream carries no timestamps
+                if at is None:
+                    at = index / self.fps if self.fps else float(index)
+                start = at if start is None else start
+                timestamp = max(0.0, at - start)
+                if timestamp > limits.max_duration_s:
+                    raise MediaRefused(
+                        "duration_cap",
+                        f"{media_type} runs past the {limits.max_duration_s:g} s cap",
+                    )
+                if not sampler.wants(timestamp):
+                    continue
+                self._check_size(media_type, frame.width, frame.height)
+                number = round(timestamp * self.fps) if self.fps and self.fast else index
+                yield self._convert(frame, number, timestamp)
+        if declared_frames and packets < declared_frames:
+            raise MediaRefused(
+                "truncated",
+                f"{media_type} data ends early: {packets:,} of {declared_frames:,} frames present",
+            )
+        if self.decoded == 0:
+            raise MediaRefused("corrupt", f"{media_type} has no decodable frame")
+
+    @staticmethod
+    def _declared_duration(
+        container: av.container.InputContainer, stream: av.video.stream.VideoStream
+    ) -> float | None:
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / av.time_base
+        return None
+
+    def _check_size(self, media_type: MediaType, width: int, height: int) -> None:
+        limits = self.limits
+        if width < 1 or height < 1:
+            raise MediaRefused(
+                "corrupt",
+                f"{media_type} frame size cannot be read: corrupt, or over the "
+                f"{limits.max_pixels:,} pixel cap",
+            )
+        if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+            raise MediaRefused(
+                "pixel_cap",
+                f"{media_type} frames are {width}x{height} = {width * height:,} pixels, over the "
+                f"{limits.max_pixels:,} pixel / {limits.max_side:,} px side cap",
+            )
+
+    @staticmethod
+    def _convert(frame: av.VideoFrame, number: int, timestamp: float) -> Frame:
+        width, height = scaled_size(frame.width, frame.height)
+        # libswscale's area filter averages like Pillow's box reduce on the image path.
+        stored = np.asarray(
+            frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA"),
+            dtype=np.uint8,
+        )
+        rotation = int(frame.rotation or 0)
+        shown = upright(stored, rotation)
+        return Frame(number, timestamp, shown, stored if shown is not stored else None)
+
+
+class AnimationSource:
+    """Frames of an animated image (GIF, APNG, animated WebP) sampled by their display times."""
+
+    def __init__(self, limits: VideoLimits, budget: Budget, interval: float) -> None:
+        self.limits = limits
+        self.budget = budget
+        self.interval = interval
+        self.width = self.height = 0
+        self.duration_s: float | None = None
+        self.decoded = 0
+
+    def frames(self, data: bytes, media_type: MediaType) -> Iterator[Frame]:
+        # The image path (decode_image) has already checked the canvas size and the frame count.
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                self.width, self.height = image.size
+                count = int(getattr(image, "n_frames", 1))
+                sampler = Sampler(self.interval)
+                clock = 0.0
+                for index in range(count):
+                    self.budget.check()
+                    image.seek(index)
+                    # Pillow 13 reads an animated WebP frame's duration only when the frame is
+                    # loaded: without this every frame read as 0.1 s, so a picture held after a
+                    # short first frame was never sampled (found by the adversarial pass).
+                    image.load()
+                    self.decoded += 1
+                    delay = float(image.info.get("duration") or 0) / 1000
+                    delay = delay if delay > 0 else _GIF_DEFAULT_DELAY_S
+                    at = sampler.shown(clock, clock + delay)
+                    if at is not None:
+                        rgb = image.convert("RGB").resize(
+                            scaled_size(*image.size), Image.Resampling.BOX
+                        )
+                        yield Frame(index, at, np.asarray(rgb, dtype=np.uint8), None)
+                    clock += delay
+                    if clock > self.limits.max_duration_s:
+                        break  # a looping animation's length is its frames, not a duration
+                self.duration_s = clock
+        except MediaRefused:
+            raise
+        except Exception as exc:
+            raise MediaRefused(
+                "corrupt", f"{media_type} animation could not be decoded: {exc}"
+            ) from exc
+
+
+def refusal(media_type: MediaType, exc: Exception) -> MediaRefused:
+    text = str(exc)
+    if any(cue in text.lower() for cue in _TRUNCATION_CUES) or isinstance(exc, av.error.EOFError):
+        return MediaRefused("truncated", f"{media_type} data ends early: {text}")
+    return MediaRefused("corrupt", f"{media_type} could not be decoded: {text}")
