@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from schoolgate.banks.formats import import_file
-from schoolgate.banks.store import BankStore, SignalType
+from schoolgate.banks.model import SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.matching.matcher import Matcher
 from schoolgate.matching.pdq_index import (
     BRUTE_FORCE_MAX,

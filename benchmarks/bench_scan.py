@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.config import parse_config
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 

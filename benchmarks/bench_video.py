@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pdqhash
 
-from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.matching.video import VideoMatcher
 from schoolgate.media.decode import VideoLimits
 from schoolgate.media.video import VideoHasher, VideoHashes

@@ -27,7 +27,8 @@ from schoolgate.banks.formats import (
     parse_vpdq,
     read_signals,
 )
-from schoolgate.banks.store import BankError, BankStore, SignalInput, SignalType
+from schoolgate.banks.model import BankError, SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 
 PDQ_A = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
 PDQ_B = "30a10efd71cc3d429013d48d0ffffc52e34e0e17ada952a9d29685211ea9e5af"

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.banks.store import (
-    SCHEMA_VERSION,
-    BankError,
-    BankStore,
-    SignalInput,
-    SignalType,
-)
+from schoolgate.banks.model import BankError, SignalInput, SignalType
+from schoolgate.banks.store import SCHEMA_VERSION, BankStore
 
 SHA = "ab" * 32
 PDQ = "f0" * 32

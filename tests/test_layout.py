@@ -73,3 +73,15 @@ def test_subsystems_keep_out_of_each_other(package: str) -> None:
     for path in sorted((CORE / package).rglob("*.py")):
         for name in imports_of(path):
             assert not name.startswith(FORBIDDEN[package]), f"{path.name} imports {name}"
+
+
+LONG_MODULE_LINES = 520  # "about 500"
+LONG_MODULE_REASON = "Why one module of this length:"
+
+
+def test_long_modules_say_why_they_are_one_module() -> None:
+    for root in (CORE, ADDONS):
+        for path in sorted(root.rglob("*.py")):
+            if len(path.read_text().splitlines()) > LONG_MODULE_LINES:
+                docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+                assert LONG_MODULE_REASON in docstring, f"{path}: split it, or say why not"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.banks.store import BankError, BankStore, SignalInput, SignalType
+from schoolgate.banks.model import BankError, SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.matching import pdq_index
 from schoolgate.matching.matcher import BankMatch, Matcher
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash

@@ -20,7 +20,8 @@ from prometheus_client import REGISTRY, generate_latest
 
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.addons.scope import Scope
-from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.config import load_config
 from schoolgate.matching.matcher import BankMatch
 from schoolgate.monitoring import metrics

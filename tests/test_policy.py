@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.banks.store import SignalType
+from schoolgate.banks.model import SignalType
 from schoolgate.classify.spec import ClassifierResult
 from schoolgate.config import parse_config
 from schoolgate.matching.matcher import BankMatch

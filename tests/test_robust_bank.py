@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from schoolgate.banks.store import BankError, BankStore
+from schoolgate.banks.model import BankError
+from schoolgate.banks.store import BankStore
 from schoolgate.config import parse_config
 from schoolgate.errors import ConfigError
 from schoolgate.media.features import FEATURE_KIND

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.config import Config, parse_config
 from schoolgate.matching.video import VideoMatcher
 from schoolgate.media.decode import VideoLimits

@@ -15,7 +15,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.errors import MediaRefused
 from schoolgate.matching.video import VideoMatcher, VideoMatchSettings
 from schoolgate.media.decode import MediaType, VideoLimits

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.media.hashing import pdq_hash
 from tests.conftest import encode
 from tests.support.proxy_harness import (

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from schoolgate.banks.store import BankStore, SignalInput, SignalType
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.media.decode import VideoLimits
 from schoolgate.media.video import VideoHasher
 from tests.support import video_fixtures as vf

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from schoolgate.banks.store import SignalType
+from schoolgate.banks.model import SignalType
 from schoolgate.config import parse_config
 from schoolgate.matching.matcher import BankMatch
 from schoolgate.pipeline.policy import Policy

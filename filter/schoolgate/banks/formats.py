@@ -28,7 +28,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Protocol
 
-from schoolgate.banks.store import BankError, BankStore, SignalInput, SignalType, check_signal
+from schoolgate.banks.model import BankError, SignalInput, SignalType, check_signal
+from schoolgate.banks.store import BankStore
 
 SkipHook = Callable[[int, str], None]
 

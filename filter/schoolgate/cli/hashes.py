@@ -24,7 +24,7 @@ from schoolgate.banks.formats import (
     import_file,
     read_signals,
 )
-from schoolgate.banks.store import SignalInput, SignalType, parse_signal_type
+from schoolgate.banks.model import SignalInput, SignalType, parse_signal_type
 from schoolgate.cli.common import (
     EXIT_OK,
     Subcommands,

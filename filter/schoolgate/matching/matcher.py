@@ -19,7 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from schoolgate.banks.store import BankError, BankStore, SignalType
+from schoolgate.banks.model import BankError, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.matching.pdq_index import HASH_BITS, PdqIndex, build_index
 
 DEFAULT_PDQ_MAX_DISTANCE = 31

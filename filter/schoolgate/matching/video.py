@@ -33,7 +33,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from schoolgate.banks.store import BankError, BankStore, SignalType
+from schoolgate.banks.model import BankError, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.matching.matcher import DEFAULT_MIN_QUALITY, DEFAULT_PDQ_MAX_DISTANCE, BankMatch
 from schoolgate.matching.pdq_index import HASH_BITS, PdqIndex, build_index
 

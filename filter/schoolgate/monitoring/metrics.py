@@ -6,6 +6,10 @@ app and group names come from the loaded catalog and policy (anything else is "o
 and failures from fixed lists, banks and models from what the site configured (capped). Client
 addresses are never labels. Recording never raises: a metrics bug must not cost an inspection, so
 each recorder swallows its own errors and counts them in `schoolgate_metrics_errors_total`.
+
+Why one module of this length: every metric family is declared once, at module level, in the
+prometheus-client way, so that one file lists every series name the dashboards, the alert rules and
+their tests query; the recorders beside them are one-liners.
 """
 
 from __future__ import annotations
