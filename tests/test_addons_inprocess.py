@@ -6,6 +6,7 @@ no sockets, no root. The process-level suites in tests/e2e/ check the same throu
 from __future__ import annotations
 
 import asyncio
+import copy
 import gzip
 import json
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.support.proxy_harness import (
     CDN_HOST,
     MEDIA_HOST,
     OTHER_HOST,
+    TEST_CATALOG,
     bank_photo,
     make_upstream_pki,
     multipart_body,
@@ -247,3 +249,105 @@ def test_websocket_media_from_the_client_is_judged(
         flow = websocket_flow(host, banned if photo == "banned" else benign, from_client)
         asyncio.run(addon.websocket_message(flow))
     assert flow.websocket.messages[-1].dropped is dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# Our own exceptions fail closed (the group's `error` policy), audited, in every hook
+
+
+class Boom(RuntimeError):
+    """A bug, raised where the addons call into the core."""
+
+
+def boom(*_: object, **__: object) -> Any:
+    raise Boom("a bug in schoolgate")
+
+
+def failures(data_dir: Path) -> list[tuple[str, str | None]]:
+    return [(r["decision"], r.get("failure")) for r in audit_decisions(data_dir)]
+
+
+def test_an_exception_while_routing_an_upload_blocks_it(
+    ref: RuntimeRef, banned: bytes, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ref.get().catalog, "upload_route", boom)
+    addon = UploadInspector(ref)
+    with taddons.context(addon):
+        flow = upload_flow(MEDIA_HOST, "/upload/raw/a.jpg", banned)
+        addon.requestheaders(flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert failures(data_dir) == [("block", "error")]
+
+
+def test_an_exception_while_extracting_an_upload_blocks_it(
+    ref: RuntimeRef, benign: bytes, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("schoolgate.addons.uploads.extract_items", boom)
+    addon = UploadInspector(ref)
+    body, content_type = multipart_body("file", "holiday.jpg", benign, "image/jpeg")
+    with taddons.context(addon):
+        flow = upload_flow(
+            MEDIA_HOST, "/upload/multipart", body, method="POST", content_type=content_type
+        )
+        run_upload(addon, flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert failures(data_dir) == [("block", "error")]
+
+
+@pytest.mark.parametrize("where", ["responseheaders", "response"])
+def test_an_exception_on_a_download_takes_the_download_fail_policy(
+    ref: RuntimeRef, banned: bytes, data_dir: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # Downloads fail open by default (downloads.fail: allow): delivered, and audited as an error.
+    if where == "responseheaders":
+        monkeypatch.setattr(ref.get().catalog, "download_app", boom)
+    else:
+        monkeypatch.setattr("schoolgate.addons.downloads.decode_content_encoding", boom)
+    addon = DownloadInspector(ref)
+    with taddons.context(addon):
+        flow = download_flow(CDN_HOST, banned)
+        addon.responseheaders(flow)
+        if not flow.response.stream:
+            asyncio.run(addon.response(flow))
+    assert flow.response.status_code == 200
+    assert failures(data_dir) == [("allow", "error")]
+
+
+def test_an_exception_judging_a_websocket_message_drops_it(
+    ref: RuntimeRef, benign: bytes, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("schoolgate.addons.websockets.sniff", boom)
+    addon = WebSocketInspector(ref)
+    with taddons.context(addon):
+        flow = websocket_flow(MEDIA_HOST, benign)
+        asyncio.run(addon.websocket_message(flow))
+    assert flow.websocket.messages[-1].dropped
+    assert failures(data_dir) == [("block", "error")]
+
+
+def test_an_upload_url_with_too_many_parameters_is_not_forwarded_unheld(
+    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image], banned: bytes
+) -> None:
+    """200 `&` once made parse_qsl raise inside the hook: mitmproxy logged it and forwarded the
+    upload unheld and uncapped (found by the issue 16 review)."""
+    bank_photo(data_dir, benign_photos["chelsea"])
+    catalog = copy.deepcopy(TEST_CATALOG)
+    catalog["apps"]["testshare"]["upload_routes"].append(
+        {"method": "POST", "path": "/upload/q", "query": {"uploadType": "media"}, "body": "raw"}
+    )
+    config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
+    runtime = Runtime.from_config(load_config(config))
+    try:
+        addon = UploadInspector(RuntimeRef(runtime))
+        with taddons.context(addon):
+            flow = upload_flow(
+                MEDIA_HOST, "/upload/q?uploadType=media" + "&" * 250, banned, method="POST"
+            )
+            run_upload(addon, flow)
+    finally:
+        runtime.close()
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert failures(data_dir) == [("block", "error")]

@@ -8,7 +8,7 @@ from mitmproxy import http
 
 from schoolgate.addons import heldbody
 from schoolgate.addons.blockpage import block_response
-from schoolgate.addons.flows import declared_size, extract_limits, flow_context
+from schoolgate.addons.flows import declared_size, extract_limits, flow_context, hook_failed
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.catalog import MAX_LEARN_BODY_BYTES
 from schoolgate.endpoints.encoding import decode_content_encoding
@@ -31,6 +31,12 @@ class DownloadInspector:
         heldbody.install()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._responseheaders(flow)
+        except Exception as error:  # our own bug must not let the flow through unjudged
+            hook_failed(self.ref, flow, "download", error)
+
+    def _responseheaders(self, flow: http.HTTPFlow) -> None:
         runtime = self.ref.current
         response = flow.response
         if runtime is None or response is None:
@@ -80,6 +86,12 @@ class DownloadInspector:
             flow.response.stream = True
 
     async def response(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._response(flow)
+        except Exception as error:  # our own bug must not let the flow through unjudged
+            hook_failed(self.ref, flow, "download", error)
+
+    async def _response(self, flow: http.HTTPFlow) -> None:
         runtime = self.ref.current
         response = flow.response
         if runtime is None or response is None:

@@ -3,10 +3,12 @@ the body caps, and the block reply. Kept here so that those addons never import 
 
 from __future__ import annotations
 
+import logging
+
 from mitmproxy import http
 
 from schoolgate.addons.blockpage import block_response
-from schoolgate.addons.runtime import Runtime
+from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.extract import ExtractLimits
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
@@ -57,3 +59,44 @@ def extract_limits(runtime: Runtime) -> ExtractLimits:
     """Body caps: what the proxy holds, decoded to at most the same again."""
     cap = runtime.config.proxy.max_held_body_bytes
     return ExtractLimits(max_body_bytes=cap, max_decoded_bytes=cap)
+
+
+log = logging.getLogger("schoolgate.proxy")
+
+
+def hook_failed(ref: RuntimeRef, flow: http.HTTPFlow, direction: str, error: Exception) -> None:
+    """One of our own hooks raised. mitmproxy would log it and carry on, forwarding the flow
+    unjudged: fail open. Instead the group's `error` fail policy decides (block by default on
+    uploads), and the decision is audited like any other. If even that fails, the flow is
+    killed: a bug must never let media through uninspected."""
+    log.error(
+        "schoolgate: %s hook failed for %s%s: %s: %s",
+        direction,
+        flow.request.pretty_host,
+        flow.request.path[:120],
+        type(error).__name__,
+        error,
+        exc_info=error,
+    )
+    try:
+        runtime = ref.get()
+        app = runtime.catalog.app_for_host(flow.request.pretty_host)
+        ctx = flow_context(
+            runtime, flow, app.name if app else None, "hook error", direction=direction
+        )
+        detail = f"{type(error).__name__}: {error}"[:300]
+        verdict = runtime.unavailable(ctx, "error", detail)
+        if direction == "message":
+            if verdict.blocked and flow.websocket is not None and flow.websocket.messages:
+                flow.websocket.messages[-1].drop()  # type: ignore[no-untyped-call]
+            return
+        if enforce(runtime, flow, [verdict], direction):
+            return
+        # Allowed by policy: let it through as it is, without holding what was not set up.
+        if direction == "upload":
+            flow.request.stream = True
+        elif flow.response is not None:
+            flow.response.stream = True
+    except Exception:
+        log.exception("schoolgate: the fail policy itself failed; the connection is cut")
+        flow.kill()  # type: ignore[no-untyped-call]

@@ -9,7 +9,13 @@ from dataclasses import dataclass, replace
 from mitmproxy import http
 
 from schoolgate.addons import heldbody
-from schoolgate.addons.flows import declared_size, enforce, extract_limits, flow_context
+from schoolgate.addons.flows import (
+    declared_size,
+    enforce,
+    extract_limits,
+    flow_context,
+    hook_failed,
+)
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.catalog import App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
@@ -48,6 +54,12 @@ class UploadInspector:
         return HeldUpload(*found) if found else None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._requestheaders(flow)
+        except Exception as error:  # our own bug must not let the flow through unjudged
+            hook_failed(self.ref, flow, "upload", error)
+
+    def _requestheaders(self, flow: http.HTTPFlow) -> None:
         runtime = self.ref.current
         if runtime is None or flow.response is not None:
             return
@@ -98,6 +110,12 @@ class UploadInspector:
             flow.request.stream = True
 
     async def request(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._request(flow)
+        except Exception as error:  # our own bug must not let the flow through unjudged
+            hook_failed(self.ref, flow, "upload", error)
+
+    async def _request(self, flow: http.HTTPFlow) -> None:
         runtime = self.ref.current
         held = flow.metadata.get(META)
         if runtime is None or not isinstance(held, HeldUpload) or flow.response is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from schoolgate.addons.flows import flow_context
+from schoolgate.addons.flows import flow_context, hook_failed
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.media.decode import MediaKind, sniff
 
@@ -16,6 +16,12 @@ class WebSocketInspector:
         self.ref = ref
 
     async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._websocket_message(flow)
+        except Exception as error:  # our own bug must not let the flow through unjudged
+            hook_failed(self.ref, flow, "message", error)
+
+    async def _websocket_message(self, flow: http.HTTPFlow) -> None:
         runtime = self.ref.current
         if runtime is None or flow.websocket is None:
             return
