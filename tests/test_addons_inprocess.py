@@ -351,3 +351,30 @@ def test_an_upload_url_with_too_many_parameters_is_not_forwarded_unheld(
     assert flow.response is not None
     assert flow.response.status_code == 403
     assert failures(data_dir) == [("block", "error")]
+
+
+def test_poisoning_a_chunked_upload_does_not_let_its_last_chunk_through(
+    ref: RuntimeRef, banned: bytes
+) -> None:
+    """One conflicting chunk gets a 403; the real remaining chunk of that upload must too, or the
+    service assembles the banked picture from chunks the filter never saw whole."""
+    addon = UploadInspector(ref)
+    total = len(banned)
+
+    def chunk(start: int, data: bytes) -> Any:
+        end = start + len(data) - 1
+        flow = upload_flow(
+            MEDIA_HOST, "/upload/chunked/s1", data, method="POST",
+            content_range=f"bytes {start}-{end}/{total}",
+        )  # fmt: skip
+        run_upload(addon, flow)
+        return flow.response
+
+    with taddons.context(addon):
+        assert chunk(0, banned[:100]) is None  # an early chunk: forwarded, the rest awaited
+        poisoned = chunk(0, b"x" * 100)
+        assert poisoned is not None
+        assert poisoned.status_code == 403
+        last = chunk(100, banned[100:])
+    assert last is not None, "the rest of a poisoned upload was forwarded"
+    assert last.status_code == 403

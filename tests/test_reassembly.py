@@ -403,3 +403,30 @@ def test_concurrent_chunks_from_threads() -> None:
     assert state.complete
     assert sessions.assemble("c", "a", "s") == data
     assert sessions.total_bytes == len(data)
+
+
+def test_a_failed_session_is_tombstoned_not_forgotten(media: bytes) -> None:
+    """Poison and restart: one conflicting chunk, then the real chunks of the same session."""
+    clock = [0.0]
+    sessions = UploadSessions(ttl_s=60, clock=lambda: clock[0])
+    sessions.add("c", "app", Chunk("s", media[:100], offset=0, total=len(media)))
+    poisoned = sessions.add("c", "app", Chunk("s", b"x" * 100, offset=0, total=len(media)))
+    assert poisoned.status is SessionStatus.CONFLICTING_CHUNKS
+    sessions.fail("c", "app", "s", poisoned.status)
+    assert sessions.total_bytes == 0  # the data is gone; only the tombstone is left
+    rest = Chunk("s", media[100:], offset=100, total=len(media))
+    assert sessions.add("c", "app", rest).status is SessionStatus.CONFLICTING_CHUNKS
+    clock[0] = 59  # each later chunk keeps the tombstone alive
+    assert sessions.add("c", "app", rest).status is SessionStatus.CONFLICTING_CHUNKS
+    clock[0] = 59 + 60
+    assert sessions.add("c", "app", rest).status is SessionStatus.INCOMPLETE  # expired: new session
+    # Another client's session of the same id is its own.
+    assert sessions.add("d", "app", rest).status is SessionStatus.INCOMPLETE
+
+
+def test_tombstones_are_bounded() -> None:
+    sessions = UploadSessions(max_sessions=3)
+    for number in range(10):
+        sessions.fail("c", "app", f"s{number}", SessionStatus.OVERSIZE)
+    assert sessions.add("c", "app", Chunk("s0", b"a", offset=0)).status is SessionStatus.INCOMPLETE
+    assert sessions.add("c", "app", Chunk("s9", b"a", offset=0)).status is SessionStatus.OVERSIZE

@@ -137,7 +137,8 @@ class UploadInspector:
         client = str(peer[0]) if peer else ""
         state = runtime.sessions.add(client, held.app.name, chunk)
         if state.failed:
-            runtime.sessions.discard(client, held.app.name, chunk.session_id)
+            # Tombstoned: the next chunks of this upload fail too (no poison-and-restart).
+            runtime.sessions.fail(client, held.app.name, chunk.session_id, state.status)
             return _session_failure(state.status)
         if not state.complete:
             return None

@@ -18,6 +18,7 @@ import json
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -179,6 +180,11 @@ class UploadSessions:
     Bounded: `max_session_bytes` per session ("oversize"), `max_total_bytes` and
     `max_sessions` overall ("store_full" for the session that would exceed them), and
     `ttl_s` after a session's last chunk.
+
+    A session that failed is tombstoned (`fail`): its data is dropped, but every later chunk of
+    it gets the same failure until `ttl_s` after the last one. Forgetting it instead would let a
+    client poison its own session with one conflicting chunk and then send the real last chunk,
+    which would start a fresh, incomplete session and be forwarded unjudged.
     """
 
     def __init__(
@@ -198,6 +204,7 @@ class UploadSessions:
         self._ttl = ttl_s
         self._clock = clock
         self._sessions: dict[SessionKey, _Session] = {}
+        self._tombstones: OrderedDict[SessionKey, tuple[SessionStatus, float]] = OrderedDict()
         self._total = 0
         self._lock = threading.Lock()
 
@@ -213,6 +220,11 @@ class UploadSessions:
         with self._lock:
             now = self._clock()
             self._expire(now)
+            tombstone = self._tombstones.get(key)
+            if tombstone is not None:
+                self._tombstones[key] = (tombstone[0], now)
+                self._tombstones.move_to_end(key)
+                return SessionState(tombstone[0], 0, chunk.total)
             session = self._sessions.get(key)
             if session is None:
                 if len(self._sessions) >= self._max_sessions:
@@ -286,6 +298,18 @@ class UploadSessions:
                 raise ChunkError(f"upload session {session_id!r} is not complete")
             return session.assemble()
 
+    def fail(self, client: str, app: str, session_id: str, status: SessionStatus) -> None:
+        """Drop a failed session's data and tombstone it: its later chunks fail the same way."""
+        key = (client, app, session_id)
+        with self._lock:
+            session = self._sessions.pop(key, None)
+            if session is not None:
+                self._total -= session.size
+            self._tombstones[key] = (status, self._clock())
+            self._tombstones.move_to_end(key)
+            while len(self._tombstones) > self._max_sessions:
+                self._tombstones.popitem(last=False)
+
     def discard(self, client: str, app: str, session_id: str) -> None:
         """Forget a session (after judging it, or when the client cancels)."""
         with self._lock:
@@ -312,6 +336,11 @@ class UploadSessions:
         stale = [key for key, s in self._sessions.items() if now - s.touched >= self._ttl]
         for key in stale:
             self._total -= self._sessions.pop(key).size
+        while self._tombstones:
+            key, (_, touched) = next(iter(self._tombstones.items()))
+            if now - touched < self._ttl:
+                break
+            del self._tombstones[key]
         return len(stale)
 
 
