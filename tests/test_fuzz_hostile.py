@@ -29,13 +29,13 @@ from schoolgate.endpoints.extract import (
     extract_items,
     parse_multipart,
 )
+from schoolgate.endpoints.protocols import parse_chunk
 from schoolgate.endpoints.reassembly import (
     Chunk,
     ChunkError,
     SessionState,
     SessionStatus,
     UploadSessions,
-    parse_chunk,
 )
 from schoolgate.errors import MediaRefused
 from schoolgate.media.decode import DecodedImage, MediaLimits, MediaType, decode_image, sniff

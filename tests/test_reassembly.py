@@ -11,13 +11,8 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
-from schoolgate.endpoints.reassembly import (
-    Chunk,
-    ChunkError,
-    SessionStatus,
-    UploadSessions,
-    parse_chunk,
-)
+from schoolgate.endpoints.protocols import parse_chunk
+from schoolgate.endpoints.reassembly import Chunk, ChunkError, SessionStatus, UploadSessions
 from tests.conftest import encode
 
 

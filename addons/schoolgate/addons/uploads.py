@@ -20,7 +20,8 @@ from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.catalog import App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, extract_items
-from schoolgate.endpoints.reassembly import ChunkError, SessionStatus, parse_chunk
+from schoolgate.endpoints.protocols import parse_chunk
+from schoolgate.endpoints.reassembly import ChunkError, SessionStatus
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
 log = logging.getLogger("schoolgate.proxy")

@@ -1,0 +1,205 @@
+"""Multi-request upload protocols: one request in, one `Chunk` out (or None when the request
+carries no chunk): X INIT/APPEND/FINALIZE, Google resumable and X-Goog-Upload, Instagram
+rupload, plain Content-Range and Dropbox upload sessions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Final
+from urllib.parse import parse_qsl
+
+from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, parse_multipart
+from schoolgate.endpoints.reassembly import Chunk, ChunkError
+
+
+def _lower(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {name.lower(): value for name, value in items}
+
+
+def _int(value: str | None, what: str) -> int | None:
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not text.isdigit() or len(text) > 18:
+        raise ChunkError(f"{what} is not a non-negative integer: {value[:40]!r}")
+    return int(text)
+
+
+def parse_chunk(
+    protocol: str,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes,
+    limits: ExtractLimits | None = None,
+) -> Chunk | None:
+    """Read one request of a catalog `protocol` into a Chunk (None: no chunk in this request).
+
+    `path` includes the query string; `body` is already content-decoded. Raises ChunkError for
+    requests that claim the protocol but cannot be read.
+    """
+    lowered = _lower(headers)
+    bare, _, query_text = path.partition("?")
+    query = dict(parse_qsl(query_text, keep_blank_values=True, max_num_fields=100))
+    if protocol == "x_chunked":
+        return _x_chunk(query, lowered, body, limits or ExtractLimits())
+    if protocol == "google_resumable":
+        return _google_chunk(method, bare, query, lowered, body)
+    if protocol == "instagram_rupload":
+        return _rupload_chunk(method, bare, lowered, body)
+    if protocol == "content_range":
+        return _content_range_chunk(method, path, lowered, body)
+    if protocol == "dropbox_session":
+        return _dropbox_chunk(bare, lowered, body)
+    raise ChunkError(f"unknown upload protocol {protocol!r}")
+
+
+def _x_chunk(
+    query: dict[str, str], headers: dict[str, str], body: bytes, limits: ExtractLimits
+) -> Chunk | None:
+    fields = dict(query)
+    media: bytes | None = None
+    content_type = headers.get("content-type", "")
+    if content_type.lower().startswith("multipart/"):
+        try:
+            parts = parse_multipart(body, content_type, limits)
+        except ExtractionError as error:
+            raise ChunkError(f"X upload body: {error}") from error
+        for part in parts:
+            if part.name == "media" or (part.name == "media_data" and media is None):
+                media = part.data if part.name == "media" else _b64(part.data)
+            elif part.name and len(part.data) <= 256:
+                fields.setdefault(part.name, part.data.decode("utf-8", "replace"))
+    elif "urlencoded" in content_type.lower():
+        form = dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=100))
+        fields.update({k: v for k, v in form.items() if k != "media_data"})
+        if "media_data" in form:
+            media = _b64(form["media_data"].replace(" ", "+").encode("latin-1"))
+    command = fields.get("command", "").upper()
+    media_id = fields.get("media_id", "")
+    if command in ("INIT", "STATUS", ""):
+        return None  # INIT's media_id arrives in the response; STATUS carries nothing
+    if not media_id:
+        raise ChunkError(f"X {command} without media_id")
+    if command == "APPEND":
+        index = _int(fields.get("segment_index"), "segment_index")
+        if media is None or index is None:
+            raise ChunkError("X APPEND without media or segment_index")
+        return Chunk(media_id, media, index=index)
+    if command == "FINALIZE":
+        return Chunk(media_id, final=True)
+    raise ChunkError(f"unknown X upload command {command!r}")
+
+
+def _b64(data: bytes) -> bytes:
+    try:
+        return base64.b64decode(b"".join(data.split()), validate=True)
+    except binascii.Error as error:
+        raise ChunkError("media_data is not valid base64") from error
+
+
+def _parse_content_range(value: str) -> tuple[int | None, int | None, int | None]:
+    """(first, last, total) from `bytes a-b/n`, `bytes a-b/*` or `bytes */n`."""
+    match = _CONTENT_RANGE.match(value)
+    if match is None:
+        raise ChunkError(f"unreadable Content-Range {value[:60]!r}")
+    first = int(match[1]) if match[1] is not None else None
+    last = int(match[2]) if match[2] is not None else None
+    total = int(match[3]) if match[3] != "*" else None
+    if first is not None and last is not None and last < first:
+        raise ChunkError(f"Content-Range ends before it starts: {value[:60]!r}")
+    return first, last, total
+
+
+def _range_chunk(session_id: str, headers: dict[str, str], body: bytes) -> Chunk:
+    if "content-range" not in headers:
+        # A single request carrying the whole media.
+        return Chunk(session_id, body, offset=0, total=len(body), final=True)
+    first, last, total = _parse_content_range(headers["content-range"])
+    if first is None or last is None:
+        return Chunk(session_id, total=total)  # a status query ("bytes */n")
+    if last - first + 1 != len(body):
+        raise ChunkError("Content-Range does not match the body length")
+    return Chunk(session_id, body, offset=first, total=total, final=total == last + 1)
+
+
+def _google_chunk(
+    method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+) -> Chunk | None:
+    session_id = query.get("upload_id") or path
+    command = headers.get("x-goog-upload-command")
+    if command is None:
+        if "upload_id" not in query:
+            return None  # the initiation request; the session URL comes in the response
+        return _range_chunk(session_id, headers, body)
+    commands = {part.strip().lower() for part in command.split(",")}
+    total = _int(
+        headers.get("x-goog-upload-header-content-length")
+        or headers.get("x-upload-content-length"),
+        "X-Goog-Upload-Header-Content-Length",
+    )
+    if "start" in commands or "query" in commands or "cancel" in commands:
+        if "upload_id" not in query and "start" in commands:
+            return None
+        return Chunk(session_id, total=total)
+    offset = _int(headers.get("x-goog-upload-offset"), "X-Goog-Upload-Offset")
+    if "upload" in commands:
+        return Chunk(
+            session_id, body, offset=offset or 0, total=total, final="finalize" in commands
+        )
+    if "finalize" in commands:
+        return Chunk(session_id, total=total, final=True)
+    raise ChunkError(f"unknown X-Goog-Upload-Command {command[:40]!r}")
+
+
+def _rupload_chunk(method: str, path: str, headers: dict[str, str], body: bytes) -> Chunk | None:
+    if method.upper() != "POST":
+        return None  # GET asks how much the server already has
+    session_id = headers.get("x-entity-name") or path.rstrip("/").rsplit("/", 1)[-1]
+    total = _int(headers.get("x-entity-length"), "X-Entity-Length")
+    offset = _int(headers.get("offset"), "Offset") or 0
+    return Chunk(session_id, body, offset=offset, total=total)
+
+
+def _content_range_chunk(
+    method: str, path: str, headers: dict[str, str], body: bytes
+) -> Chunk | None:
+    if method.upper() not in ("PUT", "POST", "PATCH"):
+        return None
+    return _range_chunk(path, headers, body)
+
+
+def _dropbox_chunk(path: str, headers: dict[str, str], body: bytes) -> Chunk | None:
+    raw = headers.get("dropbox-api-arg")
+    try:
+        arg = json.loads(raw) if raw else {}
+    except ValueError as error:
+        raise ChunkError("Dropbox-API-Arg is not JSON") from error
+    if not isinstance(arg, dict):
+        raise ChunkError("Dropbox-API-Arg is not a JSON object")
+    step = path.rstrip("/").rsplit("/", 1)[-1]
+    if step == "start":
+        return Chunk(
+            "", body, offset=0, final=bool(arg.get("close")), session_from_response="session_id"
+        )
+    cursor = arg.get("cursor", arg)
+    if not isinstance(cursor, dict) or not isinstance(cursor.get("session_id"), str):
+        raise ChunkError("Dropbox upload session request without cursor.session_id")
+    offset = cursor.get("offset")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ChunkError("Dropbox cursor.offset is not a non-negative integer")
+    if step in ("append", "append_v2"):
+        return Chunk(cursor["session_id"], body, offset=offset, final=bool(arg.get("close")))
+    if step == "finish":
+        return Chunk(
+            cursor["session_id"], body, offset=offset, total=offset + len(body), final=True
+        )
+    raise ChunkError(f"unknown Dropbox upload session step {step!r}")
+
+
+_CONTENT_RANGE: Final = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.I)
