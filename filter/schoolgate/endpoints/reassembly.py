@@ -2,11 +2,11 @@
 
 `schoolgate.endpoints.protocols.parse_chunk` reads one request of a catalog protocol (X
 INIT/APPEND/FINALIZE, Google resumable, Instagram rupload, Content-Range upload sessions, Dropbox
-upload sessions) into a `Chunk`; `UploadSessions` accumulates chunks per (client, app, session id), out of order and overlapping,
-and says when the media is complete, so the caller can hold the final request until the whole
-media is judged. Overlaps must agree byte for byte; a session whose chunks disagree is flagged
-"conflicting_chunks" and the caller applies the fail policy. Pure logic, injectable clock,
-thread-safe."""
+upload sessions) into a `Chunk`; `UploadSessions` accumulates chunks per (client, app, session id),
+out of order and overlapping, and says when the media is complete, so the caller can hold the final
+request until the whole media is judged. Overlaps must agree byte for byte; a session whose chunks
+disagree is flagged "conflicting_chunks" and the caller applies the fail policy. Pure logic,
+injectable clock, thread-safe."""
 
 from __future__ import annotations
 
