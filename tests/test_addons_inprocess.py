@@ -98,12 +98,13 @@ def run_upload(addon: UploadInspector, flow: Any) -> None:
     ("host", "path", "held"),
     [
         (MEDIA_HOST, "/upload/raw/photo.jpg", True),
-        (MEDIA_HOST, "/upload/multipart", False),  # listed for POST, not PUT
-        (MEDIA_HOST, "/about", False),
-        (OTHER_HOST, "/upload/raw/photo.jpg", False),  # not a catalogued app
+        # issue 16: every request to an intercepted host is held, listed route or not
+        (MEDIA_HOST, "/upload/multipart", True),  # listed for POST, not PUT
+        (MEDIA_HOST, "/about", True),
+        (OTHER_HOST, "/upload/raw/photo.jpg", False),  # not a catalogued app: passed through
     ],
 )
-def test_only_catalogued_upload_routes_are_held(
+def test_every_request_to_an_intercepted_host_is_held(
     ref: RuntimeRef, host: str, path: str, held: bool, benign: bytes
 ) -> None:
     addon = UploadInspector(ref)
@@ -331,7 +332,8 @@ def test_an_upload_url_with_too_many_parameters_is_not_forwarded_unheld(
     data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image], banned: bytes
 ) -> None:
     """200 `&` once made parse_qsl raise inside the hook: mitmproxy logged it and forwarded the
-    upload unheld and uncapped (found by the issue 16 review)."""
+    upload unheld and uncapped (found by the issue 16 review). Route matching no longer counts
+    fields, so the upload is held on its route and judged like any other."""
     bank_photo(data_dir, benign_photos["chelsea"])
     catalog = copy.deepcopy(TEST_CATALOG)
     catalog["apps"]["testshare"]["upload_routes"].append(
@@ -350,7 +352,10 @@ def test_an_upload_url_with_too_many_parameters_is_not_forwarded_unheld(
         runtime.close()
     assert flow.response is not None
     assert flow.response.status_code == 403
-    assert failures(data_dir) == [("block", "error")]
+    records = audit_decisions(data_dir)
+    assert [(r["decision"], r.get("failure"), r["client"]["route"]) for r in records] == [
+        ("block", None, "/upload/q")
+    ]
 
 
 def test_poisoning_a_chunked_upload_does_not_let_its_last_chunk_through(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -81,6 +82,24 @@ def test_refused_media_follows_the_fail_policy(inspector: Inspector) -> None:
     assert verdict.findings.failure == "refused"
     assert verdict.blocked
     assert any("refused" in reason for reason in verdict.reasons)
+
+
+@pytest.mark.parametrize(
+    ("declared_type", "filename", "failure"),
+    [
+        ("image/jxl", None, "not_analysed"),  # sent as a picture, in a format we do not read
+        (None, "clip.avi", "not_analysed"),
+        ("application/octet-stream", "notes.bin", None),  # not media, and not said to be
+        (None, None, None),
+    ],
+)
+def test_what_is_sent_as_media_but_not_readable_is_not_analysed(
+    inspector: Inspector, declared_type: str | None, filename: str | None, failure: str | None
+) -> None:
+    ctx = replace(STUDENT, declared_type=declared_type, filename=filename)
+    verdict = inspector.evaluate(b"\xff\x0a" + bytes(300), ctx)
+    assert verdict.findings.failure == failure
+    assert verdict.blocked is (failure is not None)  # not_analysed fails closed for students
 
 
 def test_unavailable_verdicts(inspector: Inspector) -> None:

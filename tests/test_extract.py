@@ -16,12 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from schoolgate.endpoints.bodyscan import extract_items, is_media
 from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
-    default_is_media,
-    extract_items,
     parse_header_params,
     parse_multipart,
 )
@@ -215,16 +214,22 @@ def test_multipart_finds_media_parts_by_magic_bytes(jpeg: bytes, png: bytes) -> 
             (b'Content-Disposition: form-data; name="doc"; filename="x.jpg"', b"%PDF-1.4 nope"),
         ]
     )
-    items = extract_items(body, 'multipart/form-data; boundary="XyZ123"', "multipart", LIMITS)
-    assert [item.data for item in items] == [jpeg, png]
-    assert [item.locator for item in items] == ["multipart:file[0]", "multipart:file[1]"]
+    items = extract_items(body, 'multipart/form-data; boundary="XyZ123"', LIMITS)
+    assert [item.data for item in items] == [jpeg, png, b"%PDF-1.4 nope"]
+    assert [item.locator for item in items] == [
+        "body/multipart:file[0]",
+        "body/multipart:file[1]",
+        "body/multipart:doc[0]",
+    ]
     assert items[0].filename == "notes.txt"
     assert items[0].declared_type == "text/plain"
+    # Sent as a picture but not one: kept, so the engine calls it not_analysed.
+    assert [item.claimed for item in items] == [True, True, True]
 
 
 def test_multipart_lf_only_and_no_preamble(jpeg: bytes) -> None:
     body = b"--b\nContent-Disposition: form-data; name=media; filename=a\n\n" + jpeg + b"\n--b--"
-    items = extract_items(body, "multipart/form-data; boundary=b", "multipart", LIMITS)
+    items = extract_items(body, "multipart/form-data; boundary=b", LIMITS)
     assert [item.data for item in items] == [jpeg]
 
 
@@ -233,11 +238,11 @@ def test_multipart_data_containing_boundary_like_bytes(jpeg: bytes) -> None:
     body = multipart([(b'Content-Disposition: form-data; name="f"', tricky)])
     with pytest.raises(ExtractionError) as caught:
         # "--XyZ1234" starts with the delimiter "--XyZ123" but is not followed by a line end.
-        extract_items(body, "multipart/form-data; boundary=XyZ123", "multipart", LIMITS)
+        extract_items(body, "multipart/form-data; boundary=XyZ123", LIMITS)
     assert caught.value.reason == "malformed_multipart"
     safe = jpeg + b"\r\n--XyZ12 not the boundary"
     body = multipart([(b'Content-Disposition: form-data; name="f"', safe)])
-    items = extract_items(body, "multipart/form-data; boundary=XyZ123", "multipart", LIMITS)
+    items = extract_items(body, "multipart/form-data; boundary=XyZ123", LIMITS)
     assert items[0].data == safe
 
 
@@ -260,9 +265,9 @@ def test_nested_multipart_mixed(jpeg: bytes, png: bytes) -> None:
         ],
         boundary=b"outer",
     )
-    items = extract_items(body, "multipart/form-data; boundary=outer", "multipart", LIMITS)
+    items = extract_items(body, "multipart/form-data; boundary=outer", LIMITS)
     assert [item.data for item in items] == [jpeg, png]
-    assert items[1].locator == "multipart:files[0]/multipart:[1]"
+    assert items[1].locator == "body/multipart:files[0]/multipart:[1]"
     assert items[1].filename == "two.png"
 
 
@@ -276,7 +281,7 @@ def test_multipart_invalid_utf8_and_rfc5987_filenames(jpeg: bytes) -> None:
             ),
         ]
     )
-    items = extract_items(body, "multipart/form-data; boundary=XyZ123", "multipart", LIMITS)
+    items = extract_items(body, "multipart/form-data; boundary=XyZ123", LIMITS)
     assert items[0].filename is not None
     assert items[0].filename.startswith("caf")
     assert items[1].filename == "\U0001f408.jpg"
@@ -293,9 +298,9 @@ def test_multipart_base64_transfer_encoding_and_base64_text_fields(jpeg: bytes) 
             (b"Content-Disposition: form-data; name=media_data", base64.b64encode(jpeg)),
         ]
     )
-    items = extract_items(body, "multipart/related; boundary=XyZ123", "multipart", LIMITS)
+    items = extract_items(body, "multipart/related; boundary=XyZ123", LIMITS)
     assert [item.data for item in items] == [jpeg, jpeg]
-    assert items[1].locator == "multipart:media_data[0]:base64"
+    assert items[1].locator == "body/multipart:media_data[0]:base64"
 
 
 @pytest.mark.parametrize(
@@ -305,6 +310,19 @@ def test_multipart_base64_transfer_encoding_and_base64_text_fields(jpeg: bytes) 
         ("multipart/form-data", b"--a\r\n\r\nx\r\n--a--"),
         ("application/json; boundary=a", b"--a\r\n\r\nx\r\n--a--"),
         ("multipart/form-data; boundary=a", b"no boundary here"),
+    ],
+)
+def test_a_body_that_is_not_multipart_is_read_as_what_it_is(
+    content_type: str | None, body: bytes
+) -> None:
+    """Only a body that declares a boundary and holds it is parsed as multipart; anything else
+    is read as what it parses as (no media here), never refused for its label."""
+    assert extract_items(body, content_type, LIMITS) == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
         ("multipart/form-data; boundary=a", b"--a\r\nContent-Type: x\r\n\r\nunterminated"),
         ("multipart/form-data; boundary=a", b"--a\r\n" + b"X: y\r\n" * 5000),
         ("multipart/form-data; boundary=a", b"--aXX\r\n\r\nx\r\n--a--"),
@@ -312,7 +330,7 @@ def test_multipart_base64_transfer_encoding_and_base64_text_fields(jpeg: bytes) 
 )
 def test_malformed_multipart(content_type: str | None, body: bytes) -> None:
     with pytest.raises(ExtractionError) as caught:
-        extract_items(body, content_type, "multipart", LIMITS)
+        extract_items(body, content_type, LIMITS)
     assert caught.value.reason == "malformed_multipart"
 
 
@@ -327,9 +345,7 @@ def test_too_many_parts() -> None:
 def test_too_many_items(jpeg: bytes) -> None:
     body = multipart([(b"Content-Disposition: form-data; name=x", jpeg)] * 3)
     with pytest.raises(ExtractionError) as caught:
-        extract_items(
-            body, "multipart/form-data; boundary=XyZ123", "multipart", ExtractLimits(max_items=2)
-        )
+        extract_items(body, "multipart/form-data; boundary=XyZ123", ExtractLimits(max_items=2))
     assert caught.value.reason == "too_many_items"
 
 
@@ -344,18 +360,20 @@ def test_deeply_nested_multipart_is_refused() -> None:
             boundary=boundary,
         )
     with pytest.raises(ExtractionError) as caught:
-        extract_items(body, "multipart/mixed; boundary=b5", "multipart", LIMITS)
+        extract_items(body, "multipart/mixed; boundary=b5", LIMITS)
     assert caught.value.reason == "malformed_multipart"
 
 
-# --- Raw, JSON, form, auto --------------------------------------------------------------------
+# --- Raw, JSON, form, by structure -----------------------------------------------------------
 
 
-def test_raw_body_is_one_item_even_when_not_media() -> None:
-    items = extract_items(b"middle-of-a-video-chunk", "application/octet-stream", "raw", LIMITS)
+def test_a_whole_body_is_one_item_even_when_not_media() -> None:
+    items = extract_items(
+        b"middle-of-a-video-chunk", "application/octet-stream", LIMITS, whole=True
+    )
     assert len(items) == 1
     assert items[0].locator == "raw:body"
-    assert extract_items(b"", None, "raw", LIMITS) == []
+    assert extract_items(b"", None, LIMITS, whole=True) == []
 
 
 def test_json_base64_any_field(jpeg: bytes, png: bytes) -> None:
@@ -368,40 +386,39 @@ def test_json_base64_any_field(jpeg: bytes, png: bytes) -> None:
             {"not_media": base64.b64encode(b"just some words, not an image").decode()},
         ],
     }
-    items = extract_items(json.dumps(doc).encode(), "application/json", "json_base64", LIMITS)
-    assert [item.locator for item in items] == [
-        "json:$.media.data:base64",
-        "json:$.attachments[0].thumb:base64",
-        "json:$.attachments[1].url:base64",
-    ]
+    items = extract_items(json.dumps(doc).encode(), "application/json", LIMITS)
     assert [item.data for item in items] == [jpeg, png, png]
-
-
-def test_json_base64_restricted_to_paths(jpeg: bytes) -> None:
-    encoded = base64.b64encode(jpeg).decode()
-    doc = {"a": encoded, "b": {"c": encoded}}
-    items = extract_items(
-        json.dumps(doc).encode(), None, "json_base64", LIMITS, json_paths=("$.b.c",)
-    )
-    assert [item.locator for item in items] == ["json:$.b.c:base64"]
+    assert all(item.locator.startswith("body/json#") for item in items)
 
 
 @pytest.mark.parametrize(
-    ("body", "reason", "limits"),
+    "body",
     [
-        (b"{not json", "malformed_json", LIMITS),
-        (b"[" * 100000 + b"]" * 100000, "json_too_deep", LIMITS),
-        (
-            json.dumps({"a": [[["x" * 20]]]}).encode(),
-            "json_too_deep",
-            ExtractLimits(max_json_depth=2),
-        ),
+        b"{not json",
+        b"[" * 100000 + b"]" * 100000,  # nesting costs nothing: the document is never built
+        b"[" + b"[]," * 300000 + b"[]]",  # nor does width
     ],
 )
-def test_bad_json(body: bytes, reason: str, limits: ExtractLimits) -> None:
-    with pytest.raises(ExtractionError) as caught:
-        extract_items(body, "application/json", "json_base64", limits)
-    assert caught.value.reason == reason
+def test_json_that_holds_no_media_is_no_media(body: bytes) -> None:
+    assert extract_items(body, "application/json", LIMITS) == []
+
+
+def test_json_scan_does_not_build_the_document() -> None:
+    """4 MiB of empty arrays once cost about 290 MiB and 1.3 s on the event loop (issue 16)."""
+    body = b"[" + b"[]," * (4 * 1024 * 1024 // 3) + b"[]]"
+    tracemalloc.start()
+    try:
+        assert extract_items(body, "application/json", LIMITS) == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024
+
+
+def test_json_escapes_are_undone(jpeg: bytes) -> None:
+    escaped = base64.b64encode(jpeg).decode().replace("/", "\\/")
+    body = ('{"media": "' + escaped + '"}').encode()
+    assert [item.data for item in extract_items(body, "application/json", LIMITS)] == [jpeg]
 
 
 def test_form_base64_and_binary_fields(jpeg: bytes, png: bytes) -> None:
@@ -411,51 +428,48 @@ def test_form_base64_and_binary_fields(jpeg: bytes, png: bytes) -> None:
     body += b"&raw=" + quote(png, safe="").encode()
     # A client that forgets to escape '+' in base64.
     body += b"&sloppy=" + base64.b64encode(jpeg).replace(b"/", b"%2F").replace(b"=", b"%3D")
-    items = extract_items(body, "application/x-www-form-urlencoded", "form_base64", LIMITS)
+    items = extract_items(body, "application/x-www-form-urlencoded", LIMITS)
     assert [(item.locator, item.data) for item in items] == [
-        ("form:image[0]:base64", jpeg),
-        ("form:raw[0]", png),
-        ("form:sloppy[0]:base64", jpeg),
+        ("body/form:image[1]:base64", jpeg),
+        ("body/form:raw[3]", png),
+        ("body/form:sloppy[4]:base64", jpeg),
     ]
 
 
-def test_auto_picks_the_parser(jpeg: bytes) -> None:
+def test_the_structure_is_found_whatever_the_label(jpeg: bytes) -> None:
     encoded = base64.b64encode(jpeg).decode()
     form = urlencode({"image": encoded}).encode()
     as_json = json.dumps({"image": encoded}).encode()
     parts = multipart([(b"Content-Disposition: form-data; name=image", jpeg)])
     cases = [
-        (jpeg, "application/json", "raw:body"),  # bytes beat the label
-        (form, "application/x-www-form-urlencoded", "form:image[0]:base64"),
-        (as_json, "text/plain", "json:$.image:base64"),
-        (parts, "multipart/form-data; boundary=XyZ123", "multipart:image[0]"),
-        (encoded.encode(), None, "raw:body:base64"),
+        (jpeg, "application/json"),  # bytes beat the label
+        (form, "application/x-www-form-urlencoded"),
+        (form, None),
+        (as_json, "text/plain"),
+        (
+            as_json,
+            "multipart/form-data; boundary=nowhere",
+        ),  # Discord chat: JSON on a multipart route
+        (parts, "multipart/form-data; boundary=XyZ123"),
+        (encoded.encode(), None),
+        (b"\x00junk before the picture" + jpeg, "application/octet-stream"),
     ]
-    for body, content_type, locator in cases:
-        items = extract_items(body, content_type, "auto", LIMITS)
-        assert [(item.locator, item.data) for item in items] == [(locator, jpeg)]
-    assert extract_items(b"just text", "text/plain", "auto", LIMITS) == []
+    for body, content_type in cases:
+        items = extract_items(body, content_type, LIMITS)
+        assert [item.data for item in items] == [jpeg], (body[:40], content_type)
+    assert extract_items(b"just text", "text/plain", LIMITS) == []
 
 
-def test_unknown_format_and_oversize() -> None:
+def test_oversize() -> None:
     with pytest.raises(ExtractionError) as caught:
-        extract_items(b"x", None, "xml", LIMITS)
-    assert caught.value.reason == "unknown_format"
-    with pytest.raises(ExtractionError) as caught:
-        extract_items(b"xx", None, "raw", ExtractLimits(max_body_bytes=1))
+        extract_items(b"xx", None, ExtractLimits(max_body_bytes=1))
     assert caught.value.reason == "oversize"
 
 
-def test_injected_media_test(jpeg: bytes) -> None:
-    body = multipart([(b"Content-Disposition: form-data; name=a", b"MAGIC-and-more")])
-    items = extract_items(
-        body,
-        "multipart/form-data; boundary=XyZ123",
-        "multipart",
-        LIMITS,
-        is_media=lambda data: data.startswith(b"MAGIC"),
-    )
-    assert [item.data for item in items] == [b"MAGIC-and-more"]
+def test_injected_probe_decides_what_carving_keeps(jpeg: bytes) -> None:
+    body = b"prefix" + jpeg
+    assert extract_items(body, None, LIMITS, probe=lambda data: False) == []
+    assert [i.data for i in extract_items(body, None, LIMITS, probe=lambda data: True)] == [jpeg]
 
 
 # --- Fuzz -------------------------------------------------------------------------------------
@@ -467,15 +481,17 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @given(
     body=st.binary(max_size=2048),
     boundary=st.text(min_size=0, max_size=30),
-    fmt=st.sampled_from(["multipart", "raw", "json_base64", "form_base64", "auto"]),
+    whole=st.booleans(),
 )
 def test_fuzz_arbitrary_bodies_only_raise_extraction_error(
-    body: bytes, boundary: str, fmt: str
+    body: bytes, boundary: str, whole: bool
 ) -> None:
     content_type = f"multipart/form-data; boundary={boundary}"
     reason = None
     try:
-        items = extract_items(body, content_type, fmt, ExtractLimits(max_parts=50, max_items=8))
+        items = extract_items(
+            body, content_type, ExtractLimits(max_parts=50, max_items=8), whole=whole
+        )
     except ExtractionError as error:
         reason = error.reason
     else:
@@ -506,7 +522,7 @@ def test_fuzz_arbitrary_bodies_only_raise_extraction_error(
 def test_fuzz_multipart_structure(chunks: list[bytes]) -> None:
     reason = None
     try:
-        extract_items(b"".join(chunks), "multipart/mixed; boundary=b", "multipart", LIMITS)
+        extract_items(b"".join(chunks), "multipart/mixed; boundary=b", LIMITS)
     except ExtractionError as error:
         reason = error.reason
     assert reason is None or reason in REASONS
@@ -538,5 +554,5 @@ def test_fuzz_content_encoding(body: bytes, encoding: str) -> None:
     )
 )
 def test_fuzz_json_documents(doc: object) -> None:
-    items = extract_items(json.dumps(doc).encode(), "application/json", "json_base64", LIMITS)
-    assert all(default_is_media(item.data) for item in items)
+    items = extract_items(json.dumps(doc).encode(), "application/json", LIMITS)
+    assert all(is_media(item.data) for item in items)

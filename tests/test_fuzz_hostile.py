@@ -22,11 +22,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from PIL import Image
 
+from schoolgate.endpoints.bodyscan import extract_items
 from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
-    extract_items,
     parse_multipart,
 )
 from schoolgate.endpoints.protocols import parse_chunk
@@ -38,7 +38,8 @@ from schoolgate.endpoints.reassembly import (
     UploadSessions,
 )
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import DecodedImage, MediaLimits, MediaType, decode_image, sniff
+from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
+from schoolgate.media.sniff import MediaType, sniff
 from tests.conftest import zstd_compress
 
 LIMITS = ExtractLimits(max_body_bytes=1 << 20, max_decoded_bytes=1 << 20, max_parts=200)
@@ -188,8 +189,9 @@ def test_mutated_multipart_parses_or_is_refused(
 
 @given(content_type=st.text(max_size=120), body=st.binary(max_size=1024))
 def test_arbitrary_content_types_never_escape(content_type: str, body: bytes) -> None:
-    for fmt in ("multipart", "auto"):
-        _, reason = attempt(functools.partial(extract_items, body, content_type, fmt, LIMITS))
+    for whole in (False, True):
+        call = functools.partial(extract_items, body, content_type, LIMITS, whole=whole)
+        _, reason = attempt(call)
         assert reason is None or reason in EXTRACT_REASONS
 
 
@@ -226,7 +228,7 @@ def test_base64_media_is_found_wherever_it_sits_in_json(
     for key in reversed(path):
         value = {key: value}
     body = json.dumps({"noise": doc, "payload": value}).encode()
-    items = extract_items(body, "application/json", "json_base64", LIMITS)
+    items = extract_items(body, "application/json", LIMITS)
     assert tiny_png() in [item.data for item in items]
 
 

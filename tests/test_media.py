@@ -17,14 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import (
-    DecodedImage,
-    MediaKind,
-    MediaLimits,
-    MediaType,
-    decode_image,
-    sniff,
-)
+from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
+from schoolgate.media.sniff import MediaKind, MediaType, sniff
 from tests.conftest import encode
 
 # --- generated media --------------------------------------------------------------------------
@@ -142,7 +136,11 @@ def _ftyp(major: bytes, *compatible: bytes) -> bytes:
         (_ftyp(b"mp42", b"isom"), MediaType.MP4),
         (_ftyp(b"zzzz", b"yyyy", b"mp42"), MediaType.MP4),
         (_ftyp(b"M4A ", b"M4A ", b"isom"), MediaType.MP4),
-        (_ftyp(b"zzzz"), MediaType.UNKNOWN),
+        # a brand nobody lists is still ISO media: the video decoder decides (issue 16)
+        (_ftyp(b"zzzz"), MediaType.MP4),
+        (b"\x00\x00\x00\x10uuid" + bytes(8) + _ftyp(b"isom"), MediaType.MP4),
+        (b"RIFF\x00\x10\x00\x00AVI LIST", MediaType.AVI),
+        (b"\x00\x00\x00\x10uuid" + bytes(8) + b"\x00\x00\x00\x02junk", MediaType.UNKNOWN),
         (b"\x00\x00\x00\x08wide\x00\x00\x00\x10mdat", MediaType.MOV),
     ],
 )

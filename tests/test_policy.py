@@ -95,7 +95,8 @@ def test_group_selection(policy: Policy, ctx: InspectionContext, group: str) -> 
         # fail policy: closed by default, open where the group says so
         ("10.20.0.5", Findings(failure="timeout"), SCHOOL_HOURS, Action.BLOCK, True),
         ("10.20.0.5", Findings(failure="refused"), SCHOOL_HOURS, Action.BLOCK, True),
-        ("10.20.0.5", Findings(failure="not_analysed"), SCHOOL_HOURS, Action.ALLOW, False),
+        # media we cannot analyse fails closed too (issue 16: the unusual format was the bypass)
+        ("10.20.0.5", Findings(failure="not_analysed"), SCHOOL_HOURS, Action.BLOCK, True),
         # the catalog's action overrides the group for apps that cannot be inspected
         (
             "10.20.0.5",

@@ -19,7 +19,8 @@ from schoolgate.banks.model import SignalInput, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.errors import MediaRefused
 from schoolgate.matching.video import VideoMatcher, VideoMatchSettings
-from schoolgate.media.decode import MediaType, VideoLimits
+from schoolgate.media.decode import VideoLimits
+from schoolgate.media.sniff import MediaType
 from schoolgate.media.video import SampledFrame, VideoHasher, VideoHashes, _Keeper
 from schoolgate.media.video_frames import Letterbox
 from tests.support import video_fixtures as vf

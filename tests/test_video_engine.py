@@ -183,12 +183,13 @@ def test_broken_video_follows_the_fail_policy(
     assert truncated.blocked  # students: fail closed
     assert any("could not inspect: refused" in r for r in truncated.reasons)
 
-    # A codec this appliance does not decode: exact hashes only, and "not_analysed" allows it.
+    # A codec this appliance does not decode: exact hashes only, then "not_analysed", which
+    # blocks for students by default (an unusual codec must not be a way round the filter).
     ffv1 = vf.encode(clip.frames[:15], clip.fps, "ffv1", fmt="matroska")
     unknown = inspector.evaluate(ffv1, STUDENT)
     assert unknown.findings.failure == "not_analysed"
     assert "ffv1" in (unknown.findings.failure_detail or "")
-    assert not unknown.blocked
+    assert unknown.blocked
 
 
 def test_video_over_its_time_budget_is_a_timeout(

@@ -24,7 +24,6 @@ from tests.support.stack import needs_private_hosts
 
 pytestmark = [pytest.mark.slow, needs_private_hosts]
 
-ISSUE_16 = "issue 16: a method or path spelling the catalog does not list streams uninspected"
 ISSUE_17 = "issue 17: refused handshakes switch inspection off for that device and host"
 PINNING_CLIENT = "127.0.0.7"  # its own address: the pass-through it triggers is per device
 
@@ -57,7 +56,6 @@ def test_the_listed_spelling_is_blocked(stack: HostileStack) -> None:
     assert not received(stack, data)
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_16)
 @pytest.mark.parametrize(
     ("method", "path"),
     [

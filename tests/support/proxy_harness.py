@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -252,15 +253,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.command in ("GET", "HEAD") and self.path.startswith("/files/"):
             data = upstream.files.get(self.path.removeprefix("/files/"))
+            wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
             if data is None:
                 self._reply(404, b"not found", "text/plain")
+            elif wanted is not None:  # as CDNs do: one range, 206
+                first = int(wanted[1])
+                last = min(int(wanted[2] or len(data) - 1), len(data) - 1)
+                self.send_response(206)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+                self.send_header("Content-Length", str(last - first + 1))
+                self.end_headers()
+                self.wfile.write(data[first : last + 1])
             else:
                 self._reply(200, data, "application/octet-stream")
             return
         reply = {"ok": True, "sha256": record.sha256, "length": record.length}
         self._reply(200, json.dumps(reply).encode(), "application/json")
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_HEAD = _handle
+    do_GET = do_POST = do_PUT = do_PATCH = do_HEAD = do_DELETE = do_OPTIONS = _handle
 
 
 class _Server(ThreadingHTTPServer):

@@ -105,6 +105,22 @@ class Runtime:
         with self._counter_lock:
             self.counters[name] += n
 
+    def note(self, event: str, ctx: InspectionContext, **fields: object) -> None:
+        """Audit an event that is not a decision (a body with no media on an upload route)."""
+        identity = {
+            "client_ip": ctx.client_ip,
+            "mac": ctx.mac,
+            "app": ctx.app,
+            "host": ctx.host,
+            "route": ctx.route,
+        }
+        present = {key: value for key, value in identity.items() if value is not None}
+        try:
+            if self.inspector.audit is not None:
+                self.inspector.audit.event(event, **present, **fields)
+        except Exception:
+            log.exception("could not audit %s", event)
+
     def unavailable(
         self, ctx: InspectionContext, failure: str, detail: str, action: str | None = None
     ) -> Verdict:

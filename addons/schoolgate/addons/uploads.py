@@ -1,4 +1,6 @@
-"""Uploads: hold catalogued upload bodies, judge each media item, block before forwarding."""
+"""Uploads: hold every request body sent to an intercepted host, judge each media item in it,
+block before forwarding. Catalogued routes add only what a request alone cannot say: which
+upload protocol reassembles chunks across requests."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from schoolgate.addons.flows import (
     hook_failed,
 )
 from schoolgate.addons.runtime import Runtime, RuntimeRef
-from schoolgate.endpoints.catalog import App, UploadRoute
+from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items
+from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
-from schoolgate.endpoints.extract import ExtractionError, extract_items
+from schoolgate.endpoints.extract import ExtractionError
 from schoolgate.endpoints.protocols import parse_chunk
 from schoolgate.endpoints.reassembly import ChunkError, SessionStatus
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
@@ -37,8 +40,13 @@ class HeldUpload:
     route: UploadRoute
 
 
+# Bodies up to this size are scanned on the event loop (a small API call costs microseconds);
+# larger ones in a thread, so a hostile body never stalls every other pupil's traffic.
+INLINE_SCAN_BYTES = 64 * 1024
+
+
 class UploadInspector:
-    """Holds upload routes up to the size cap; streams everything else straight through."""
+    """Holds every request body to an intercepted host up to the size cap; streams the rest."""
 
     def __init__(self, ref: RuntimeRef) -> None:
         self.ref = ref
@@ -52,7 +60,14 @@ class UploadInspector:
         found = runtime.catalog.upload_route(host, request.method, request.path)
         if found is None:
             found = runtime.learnt.upload_route(host, request.method, request.path)
-        return HeldUpload(*found) if found else None
+        if found is not None:
+            return HeldUpload(*found)
+        # Any other method or path: an app's server may take media on routes we never listed.
+        app = runtime.catalog.app_for_host(host)
+        if app is None:
+            learnt = runtime.learnt.get(host)
+            app = learnt.app if learnt is not None else None
+        return HeldUpload(app, ANY_REQUEST) if app is not None else None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
@@ -125,7 +140,7 @@ class UploadInspector:
         enforce(runtime, flow, verdicts, "upload")
 
     def reassemble(
-        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes
+        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
     ) -> bytes | str | None:
         """Add this request's chunk: the whole media once complete, a failure name, or None."""
         request = flow.request
@@ -134,8 +149,7 @@ class UploadInspector:
         chunk = parse_chunk(held.route.protocol, request.method, request.path, pairs, body)
         if chunk is None:
             return None
-        peer = flow.client_conn.peername
-        client = str(peer[0]) if peer else ""
+        client = device
         state = runtime.sessions.add(client, held.app.name, chunk)
         if state.failed:
             # Tombstoned: the next chunks of this upload fail too (no poison-and-restart).
@@ -153,37 +167,38 @@ class UploadInspector:
         """Every media item in the body, judged concurrently in the worker pool."""
         request = flow.request
         body = request.raw_content or b""
+        if not body and held.route.protocol is None:
+            return []  # nothing to judge (a protocol's empty FINALIZE completes an upload)
         cap = runtime.config.proxy.max_held_body_bytes
         ctx = flow_context(runtime, flow, held.app.name, held.route.path)
         if len(body) > cap:  # chunked bodies carry no Content-Length to check up front
             return [
                 runtime.unavailable(_sized(ctx, len(body)), "oversize", f"over the {cap} byte cap")
             ]
-        limits = extract_limits(runtime)
         try:
-            body = decode_content_encoding(
-                body, request.headers.get("content-encoding", ""), limits
-            )
-            if held.route.protocol is not None:
-                media = self.reassemble(runtime, flow, held, body)
+            if len(body) <= INLINE_SCAN_BYTES:
+                body, items, step = self.scan(runtime, flow, held, body)
+            else:
+                body, items, step = await asyncio.to_thread(self.scan, runtime, flow, held, body)
+            if step:
+                # Sessions are per device (its MAC from the DHCP leases, else its address), so
+                # a phone that changes address mid-upload keeps its session.
+                device = ctx.mac or ctx.client_ip or ""
+                media = self.reassemble(runtime, flow, held, body, device)
                 if isinstance(media, str):
                     return [runtime.unavailable(_sized(ctx, len(body)), media, "upload session")]
                 if media is None:
                     return []  # an earlier chunk: forwarded, the final one waits for the whole
                 return [await runtime.judge(media, _sized(ctx, len(media)))]
-            items = extract_items(
-                body,
-                request.headers.get("content-type", ""),
-                held.route.body,
-                limits,
-                json_paths=held.route.json_paths,
-            )
         except (ExtractionError, ChunkError) as exc:
             failure = "oversize" if exc.reason == "oversize" else "refused"
             return [runtime.unavailable(_sized(ctx, len(body)), failure, f"{exc.reason}: {exc}")]
         except Exception as exc:  # hostile input must become a decision, never a crash
             log.exception("extraction failed")
             return [runtime.unavailable(_sized(ctx, len(body)), "error", type(exc).__name__)]
+        if not items:
+            self.no_media(runtime, flow, held, len(body))
+            return []
         runtime.count("upload_items", len(items))
         jobs = [
             runtime.judge(
@@ -198,6 +213,45 @@ class UploadInspector:
             for item in items
         ]
         return list(await asyncio.gather(*jobs))
+
+    def scan(
+        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes
+    ) -> tuple[bytes, list[ExtractedItem], bool]:
+        """The decoded body, the media in it, and whether it is a step of the route's upload
+        protocol. A step's chunk is judged after reassembly, not alone; any other request on a
+        protocol route (X's simple upload, a raw upload to a resumable endpoint) is judged as
+        it stands. Runs in a thread for large bodies."""
+        request = flow.request
+        limits = extract_limits(runtime)
+        body = decode_content_encoding(body, request.headers.get("content-encoding", ""), limits)
+        if held.route.protocol is not None and self.is_protocol_step(held, flow, body):
+            return body, [], True
+        return body, extract_items(body, request.headers.get("content-type", ""), limits), False
+
+    def is_protocol_step(self, held: HeldUpload, flow: http.HTTPFlow, body: bytes) -> bool:
+        """Whether this request carries a chunk of the route's upload protocol."""
+        request = flow.request
+        assert held.route.protocol is not None
+        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
+        try:
+            chunk = parse_chunk(held.route.protocol, request.method, request.path, pairs, body)
+        except ChunkError:
+            return True  # claims the protocol: reassembly refuses it with the reason
+        return chunk is not None
+
+    def no_media(self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, size: int) -> None:
+        """A body with no media in it: counted; on a catalogued upload route also audited, since
+        an upload route that carried nothing we recognise is worth a line for IT."""
+        runtime.count("bodies_without_media")
+        if held.route is ANY_REQUEST:
+            return  # chat messages and API calls: too many to audit one by one
+        ctx = flow_context(runtime, flow, held.app.name, held.route.path)
+        runtime.note(
+            "no_media",
+            ctx,
+            size=size,
+            content_type=flow.request.headers.get("content-type", "")[:100],
+        )
 
 
 def _session_failure(status: SessionStatus) -> str:

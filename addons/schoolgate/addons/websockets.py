@@ -6,7 +6,7 @@ from mitmproxy import http
 
 from schoolgate.addons.flows import flow_context, hook_failed
 from schoolgate.addons.runtime import RuntimeRef
-from schoolgate.media.decode import MediaKind, sniff
+from schoolgate.media.sniff import MediaKind, sniff
 
 
 class WebSocketInspector:

@@ -36,7 +36,6 @@ from schoolgate.cli.common import (
 )
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import MediaKind, sniff
 from schoolgate.media.features import FEATURE_KIND
 from schoolgate.media.signals import (
     ItemSignals,
@@ -44,6 +43,7 @@ from schoolgate.media.signals import (
     bank_video_hashes,
     item_signals,
 )
+from schoolgate.media.sniff import MediaKind, sniff
 
 
 def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:

@@ -73,7 +73,34 @@ def _compile_path(glob: str) -> re.Pattern[str]:
     regex = "".join(
         ".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part) for part in parts
     )
-    return re.compile(f"^{regex}$")
+    # Servers differ in how they read a path; a route must hold every spelling that one of them
+    # would route to the same handler, so case is ignored (and `normalize_path` does the rest).
+    return re.compile(f"^{regex.rstrip('/') or '/'}/?$", re.IGNORECASE)
+
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def normalize_path(path: str) -> str:
+    """A request path as a lenient server reads it: percent-escapes of anything but `/`, `?`,
+    `#` and `%` decoded, repeated slashes collapsed, `.` and `..` segments resolved."""
+
+    def unescape(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return match.group(0) if char in "/?#%" else char
+
+    decoded = _ESCAPE.sub(unescape, path)
+    segments: list[str] = []
+    for segment in decoded.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    tail = "/" if decoded.endswith("/") and segments else ""
+    return "/" + "/".join(segments) + tail
 
 
 def _compile_value_glob(glob: str) -> re.Pattern[str]:
@@ -109,12 +136,19 @@ class UploadRoute:
             return False
         bare, _, query = path.partition("?")
         pattern = self._path_re or _compile_path(self.path)
-        if pattern.match(bare) is None:
+        if pattern.match(normalize_path(bare)) is None:
             return False
         if not self._query_re:
             return True
-        params = dict(parse_qsl(query, keep_blank_values=True, max_num_fields=200))
-        return all(key in params and regex.match(params[key]) for key, regex in self._query_re)
+        # Any value of a repeated key counts: servers disagree on whether the first or the last
+        # one wins. Bounded by the query's length, never by a field count that could raise.
+        params: dict[str, list[str]] = {}
+        for key, value in parse_qsl(query[:8192], keep_blank_values=True):
+            params.setdefault(key, []).append(value)
+        return all(
+            any(regex.match(value) for value in params.get(key, ()))
+            for key, regex in self._query_re
+        )
 
 
 @dataclass(frozen=True)
@@ -207,6 +241,10 @@ class LearntHost:
     app: App
     rule: LearnRule
     expires_at: float
+
+
+# Every other request with a body to an intercepted host: held and judged by its structure.
+ANY_REQUEST: Final = UploadRoute("*", "/**", "auto")
 
 
 class Catalog:

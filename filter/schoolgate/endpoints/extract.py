@@ -1,24 +1,21 @@
-"""Find media in HTTP request bodies: multipart, raw, base64 in JSON or forms.
+"""The body formats media travels in: multipart (RFC 7578/2046, nested), header parameters
+(RFC 2231/5987) and base64. `schoolgate.endpoints.bodyscan` walks a body with them.
 
-The body's Content-Encoding is undone first, by `schoolgate.endpoints.encoding`. Everything is
-bounded (input size, decoded size, part and item counts, JSON depth) and every refusal is an
+Everything is bounded (header sizes, part counts, nesting) and every refusal is an
 `ExtractionError` with a stable `reason`, so hostile bodies reach the fail policy, never a
-traceback. Whether bytes are media is decided by magic bytes (`schoolgate.media.decode.sniff`),
-never by a Content-Type or a file name.
+traceback.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
-from schoolgate.endpoints.jsonpath import JsonPath
 from schoolgate.errors import SchoolgateError
 
 _MiB: Final = 1 << 20
@@ -54,16 +51,6 @@ class ExtractLimits:
 
 
 @dataclass(frozen=True)
-class ExtractedItem:
-    """A candidate media item: its bytes, what the client declared, and where it was found."""
-
-    data: bytes
-    filename: str | None
-    declared_type: str | None
-    locator: str
-
-
-@dataclass(frozen=True)
 class MultipartPart:
     """One leaf part of a multipart body (nested multiparts are flattened)."""
 
@@ -73,13 +60,6 @@ class MultipartPart:
     headers: tuple[tuple[str, str], ...]
     data: bytes
     locator: str
-
-
-def default_is_media(data: bytes) -> bool:
-    """Whether the magic bytes say image or video (imported lazily: media pulls in decoders)."""
-    from schoolgate.media.decode import MediaKind, sniff
-
-    return sniff(data).kind is not MediaKind.UNKNOWN
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +273,7 @@ def _add_part(
     seen[key] = index + 1
     locator = f"{prefix}:{key}[{index}]"
     if header_map.get("content-transfer-encoding", "").strip().lower() == "base64":
-        decoded = _b64decode(data)
+        decoded = b64decode(data)
         if decoded is None:
             raise ExtractionError("malformed_multipart", f"{locator}: invalid base64 part")
         data = decoded
@@ -309,7 +289,7 @@ def _add_part(
 # Base64 and data: URLs
 
 
-def _b64decode(data: bytes) -> bytes | None:
+def b64decode(data: bytes) -> bytes | None:
     """Standard or URL-safe base64, padded or not, line-wrapped or not; None if it is not."""
     compact = _WHITESPACE.sub(b"", data)
     if len(compact) < _MIN_BASE64_CHARS or _BASE64_RE.fullmatch(compact) is None:
@@ -325,179 +305,3 @@ def _b64decode(data: bytes) -> bytes | None:
         return base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
     except binascii.Error:
         return None
-
-
-def decode_embedded(text: str | bytes) -> bytes | None:
-    """Bytes carried by a base64 string or a `data:` URL; None when the text is neither."""
-    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
-    stripped = raw.strip()
-    if stripped[:5].lower() == b"data:":
-        header, comma, payload = stripped.partition(b",")
-        if not comma:
-            return None
-        if header.lower().endswith(b";base64"):
-            return _b64decode(payload)
-        return unquote_to_bytes(payload)
-    return _b64decode(stripped)
-
-
-# ---------------------------------------------------------------------------------------------
-# Item extraction
-
-
-class _Collector:
-    """Accumulates items under the item-count and total-size caps."""
-
-    def __init__(self, limits: ExtractLimits, is_media: Callable[[bytes], bool]) -> None:
-        self.items: list[ExtractedItem] = []
-        self._limits = limits
-        self.is_media = is_media
-        self._bytes = 0
-
-    def add(self, item: ExtractedItem) -> None:
-        if len(self.items) >= self._limits.max_items:
-            raise ExtractionError("too_many_items", f"more than {self._limits.max_items} items")
-        self._bytes += len(item.data)
-        if self._bytes > self._limits.max_decoded_bytes:
-            raise ExtractionError("oversize", "extracted media exceeds the decoded-size cap")
-        self.items.append(item)
-
-    def consider(self, data: bytes, filename: str | None, declared: str | None, where: str) -> None:
-        """Keep `data` if it is media, or if it is base64/data-URL text that decodes to media."""
-        if self.is_media(data):
-            self.add(ExtractedItem(data, filename, declared, where))
-            return
-        decoded = decode_embedded(data) if len(data) >= _MIN_BASE64_CHARS else None
-        if decoded and self.is_media(decoded):
-            self.add(ExtractedItem(decoded, filename, declared, where + ":base64"))
-
-
-def extract_items(
-    body: bytes,
-    content_type: str | None,
-    body_format: str,
-    limits: ExtractLimits,
-    *,
-    json_paths: tuple[str, ...] = (),
-    is_media: Callable[[bytes], bool] = default_is_media,
-) -> list[ExtractedItem]:
-    """Media items in an (already content-decoded) request body.
-
-    `body_format` is a catalog body format: "multipart", "raw" (the whole body is one item,
-    media or not: chunks of resumable uploads are judged after reassembly), "json_base64"
-    (string fields, or only those at `json_paths`, that decode to media), "form_base64"
-    (urlencoded fields holding media or base64 media) or "auto" (chosen from the bytes and the
-    Content-Type). Raises ExtractionError.
-    """
-    if len(body) > limits.max_body_bytes:
-        raise ExtractionError("oversize", f"body exceeds {limits.max_body_bytes} bytes")
-    declared = content_type.strip() if content_type else None
-    collector = _Collector(limits, is_media)
-    match body_format:
-        case "raw":
-            if body:
-                collector.add(ExtractedItem(body, None, declared, "raw:body"))
-        case "multipart":
-            _from_multipart(body, content_type, limits, collector)
-        case "json_base64":
-            _from_json(body, json_paths, limits, collector)
-        case "form_base64":
-            _from_form(body, limits, collector)
-        case "auto":
-            _auto(body, content_type, json_paths, limits, collector)
-        case _:
-            raise ExtractionError("unknown_format", f"unknown body format {body_format!r}")
-    return collector.items
-
-
-def _auto(
-    body: bytes,
-    content_type: str | None,
-    json_paths: tuple[str, ...],
-    limits: ExtractLimits,
-    collector: _Collector,
-) -> None:
-    main = parse_header_params(content_type)[0] if content_type else ""
-    declared = content_type.strip() if content_type else None
-    # The bytes win over the label: a JPEG sent as "application/json" is still a JPEG.
-    if body and collector.is_media(body):
-        collector.add(ExtractedItem(body, None, declared, "raw:body"))
-    elif main.startswith("multipart/"):
-        _from_multipart(body, content_type, limits, collector)
-    elif main == "application/x-www-form-urlencoded":
-        _from_form(body, limits, collector)
-    elif main.endswith(("/json", "+json")) or body.lstrip()[:1] in (b"{", b"["):
-        _from_json(body, json_paths, limits, collector)
-    else:
-        collector.consider(body, None, declared, "raw:body")
-
-
-def _from_multipart(
-    body: bytes, content_type: str | None, limits: ExtractLimits, collector: _Collector
-) -> None:
-    for part in parse_multipart(body, content_type, limits):
-        collector.consider(part.data, part.filename, part.content_type, part.locator)
-
-
-def _from_form(body: bytes, limits: ExtractLimits, collector: _Collector) -> None:
-    try:
-        # latin-1 maps percent-decoded bytes 1:1, so binary values survive intact.
-        fields = parse_qsl(
-            body.decode("latin-1"),
-            keep_blank_values=True,
-            encoding="latin-1",
-            max_num_fields=limits.max_parts,
-        )
-    except ValueError as error:
-        raise ExtractionError("too_many_parts", f"more than {limits.max_parts} fields") from error
-    seen: dict[str, int] = {}
-    for name, value in fields:
-        index = seen.get(name, 0)
-        seen[name] = index + 1
-        raw = value.encode("latin-1")
-        # An unescaped '+' in base64 arrives as a space after form decoding.
-        if b" " in raw and not collector.is_media(raw):
-            raw = raw.replace(b" ", b"+")
-        collector.consider(raw, None, None, f"form:{name}[{index}]")
-
-
-def _from_json(
-    body: bytes, json_paths: tuple[str, ...], limits: ExtractLimits, collector: _Collector
-) -> None:
-    try:
-        document = json.loads(body)
-    except RecursionError as error:
-        raise ExtractionError("json_too_deep", "JSON nesting is too deep") from error
-    except ValueError as error:
-        raise ExtractionError("malformed_json", f"body is not JSON: {error}") from error
-    if json_paths:
-        for text in json_paths:
-            found = JsonPath.parse(text).find(document, limits.max_json_depth)
-            for number, value in enumerate(found):
-                base = f"json:{text}" if len(found) == 1 else f"json:{text}#{number}"
-                for where, string in _strings(value, base, limits, 0):
-                    collector.consider(string.encode("utf-8", "replace"), None, None, where)
-    else:
-        for where, string in _strings(document, "json:$", limits, 0):
-            collector.consider(string.encode("utf-8", "replace"), None, None, where)
-
-
-def _strings(
-    node: object, path: str, limits: ExtractLimits, depth: int
-) -> Iterator[tuple[str, str]]:
-    """(locator, value) for every string at or under `node`, depth-bounded."""
-    stack: list[tuple[object, str, int]] = [(node, path, depth)]
-    while stack:
-        item, where, level = stack.pop()
-        if level > limits.max_json_depth:
-            raise ExtractionError("json_too_deep", f"JSON deeper than {limits.max_json_depth}")
-        if isinstance(item, str):
-            if len(item) >= _MIN_BASE64_CHARS:
-                yield where, item
-        elif isinstance(item, dict):
-            for key, child in reversed(list(item.items())):
-                step = f".{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"[{key!r}]"
-                stack.append((child, where + step, level + 1))
-        elif isinstance(item, list):
-            for index in range(len(item) - 1, -1, -1):
-                stack.append((item[index], f"{where}[{index}]", level + 1))

@@ -17,10 +17,11 @@ from PIL import Image, ImageOps
 
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import DecodedImage, MediaKind, MediaLimits, decode_image, sniff
+from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
 from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.media.normalise import analysis_views, content_box
+from schoolgate.media.sniff import MediaKind, sniff
 from schoolgate.media.video import SampledFrame, VideoHasher, VideoHashes
 
 # Banking may take longer than the proxy's per-upload budget: a long clip is hashed whole.

@@ -28,9 +28,10 @@ import pdqhash
 from PIL import Image
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import MediaKind, MediaType, VideoLimits, sniff
+from schoolgate.media.decode import VideoLimits
 from schoolgate.media.hashing import PdqHash, pdq_dihedral
 from schoolgate.media.normalise import analysis_views
+from schoolgate.media.sniff import MediaKind, MediaType, sniff
 from schoolgate.media.video_frames import Box, Letterbox
 from schoolgate.media.video_sources import AnimationSource, Budget, Frame, PyAvSource
 

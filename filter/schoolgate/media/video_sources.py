@@ -17,7 +17,8 @@ import numpy.typing as npt
 from PIL import Image
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import MediaType, VideoLimits, _read_ebml_vint
+from schoolgate.media.decode import VideoLimits
+from schoolgate.media.sniff import MediaType, _read_ebml_vint
 from schoolgate.media.video_frames import scaled_size, upright
 
 
@@ -85,6 +86,7 @@ _DEMUXERS: dict[MediaType, str] = {
     MediaType.THREEGP: "mov",
     MediaType.WEBM: "matroska",
     MediaType.MKV: "matroska",
+    MediaType.AVI: "avi",
 }
 
 

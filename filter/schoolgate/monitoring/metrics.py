@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_m
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from schoolgate.media.decode import MediaType
+from schoolgate.media.sniff import MediaType
 from schoolgate.pipeline.verdict import FAILURES
 
 if TYPE_CHECKING:

@@ -22,10 +22,10 @@ from schoolgate.errors import MediaRefused
 from schoolgate.matching.matcher import BankMatch, FrameMatch, Matcher
 from schoolgate.matching.robust_tier import RobustTier
 from schoolgate.matching.video import VideoMatcher, VideoMatcherCache
-from schoolgate.media.decode import MediaKind, sniff
 from schoolgate.media.hashing import PdqHash, exact_hashes
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
+from schoolgate.media.sniff import MediaKind, claims_media, sniff
 from schoolgate.media.video import VideoHashes
 from schoolgate.pipeline.audit import AuditLog
 from schoolgate.pipeline.policy import Policy
@@ -137,7 +137,7 @@ class Inspector:
         started = time.perf_counter()
         ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
         try:
-            findings = self._findings(data, classify=self.policy.wants_classifier(ctx))
+            findings = self._findings(data, ctx, classify=self.policy.wants_classifier(ctx))
         except Exception as exc:  # an unexpected bug must not turn into an allowed bypass
             log.exception("inspection failed")
             findings = Findings(size=len(data), failure="error", failure_detail=type(exc).__name__)
@@ -176,7 +176,7 @@ class Inspector:
             self.audit.close()
         self.store.close()
 
-    def _findings(self, data: bytes, classify: bool) -> Findings:
+    def _findings(self, data: bytes, ctx: InspectionContext, classify: bool) -> Findings:
         exact = exact_hashes(data)
         hashes: dict[str, str | int] = {
             "sha256": exact.sha256,
@@ -192,6 +192,16 @@ class Inspector:
             if matches:  # the banked file itself: decoding it could not change the verdict
                 return replace(base, matches=tuple(matches))
             return _VideoAnalysis(self, classify).findings(data, base)
+        if (
+            media_type.kind is MediaKind.UNKNOWN
+            and data
+            and not matches
+            and claims_media(ctx.declared_type, ctx.filename)
+        ):
+            # Sent as a picture or a video, in a format we do not read (JPEG XL, an odd codec
+            # container): the group's fail policy decides, never a silent allow.
+            detail = f"sent as {ctx.declared_type or ctx.filename!r}, not a format analysed here"
+            return replace(base, failure="not_analysed", failure_detail=detail[:200])
         if media_type.kind is not MediaKind.IMAGE:
             return replace(base, matches=tuple(matches))
 

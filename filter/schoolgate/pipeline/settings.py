@@ -21,8 +21,9 @@ FAIL_ACTIONS = ("block", "allow")
 # Default fail policy: closed. Only catalogued upload routes are ever held, so failing closed blocks
 # an upload to a media-sharing service, never general browsing; failing open would let a pupil
 # bypass the filter by making inspection fail (padding past the cap, malformed media, flooding).
+# Media we cannot analyse (a video codec not decoded here, bytes sent as a picture in a format we
+# do not read) fails closed too: otherwise the unusual format is the bypass.
 DEFAULT_FAIL = dict.fromkeys(FAILURES, "block") | {
-    "not_analysed": "allow",
     "not_inspectable": "allow",
     # Hash matching has already run; a broken model must not block every image (it is alerted).
     "classifier_error": "allow",

@@ -15,7 +15,7 @@ FAILURES = (
     "timeout",  # inspection took longer than the proxy's budget
     "overload",  # the worker pool's queue was full
     "oversize",  # body larger than the proxy holds for inspection
-    "not_analysed",  # media that cannot be analysed perceptually here (a video codec not decoded)
+    "not_analysed",  # sent as media but not analysable here (unknown format, undecoded video codec)
     "conflicting_chunks",  # a chunked upload whose overlapping chunks disagree
     "not_inspectable",  # an app the catalog marks un-inspectable (E2E media, pinned, non-HTTP)
     "classifier_error",  # a model failed, was not loaded, or ran past its time budget on an item

@@ -1,0 +1,412 @@
+"""Find every media item in a request body by its structure, not by its first bytes.
+
+A body is opened by what it declares and by what it parses as: multipart parts, form fields and
+JSON string values (each looked into again: a part may be JSON, a string may be base64 of a ZIP),
+ZIP archives (Office files are ZIPs), data: URLs and base64 runs in any text (SVG, HTML, XML), and
+media signatures anywhere in binary (a picture after junk bytes, the JPEG images inside a PDF).
+Nothing is trusted for being first: a decoy picture before a multipart body's first boundary does
+not stop the parts being opened.
+
+"No media anywhere" is an answer (an empty list), not an error: most bodies sent to an app's API
+are chat messages and settings. What the container says is media but whose bytes are not
+recognised is still returned (`claimed`), so the engine can call it `not_analysed`. Everything is
+bounded: nesting depth, items, archive members and their decompressed size, the scan's own work.
+JSON is scanned for its string literals without building the document, so a deeply nested or
+wide body costs time linear in its length and no memory beyond the strings it finds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import unquote_to_bytes
+
+from schoolgate.endpoints.extract import (
+    ExtractionError,
+    ExtractLimits,
+    b64decode,
+    parse_header_params,
+    parse_multipart,
+)
+from schoolgate.media.sniff import MediaKind, claims_media, sniff
+
+_MAX_DEPTH: Final = 6
+_MIN_STRING: Final = 16  # shorter strings cannot hold a picture worth judging
+_MAX_CARVED: Final = 32  # media signatures followed per blob
+_MAX_ZIP_MEMBERS: Final = 2000
+_LENIENT_SHARE: Final = 0.9  # a string this much base64 alphabet is decoded leniently
+
+_JSON_STRING: Final = re.compile(rb'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
+_DATA_URL: Final = re.compile(rb"data:([\w.+-]{1,64}/[\w.+-]{1,64})?[^,\"'\s]{0,200}?,", re.I)
+# Base64 as text carries it: one run, or lines of it (wrapped at 64 or 76, maybe escaped).
+_BASE64_RUN: Final = re.compile(
+    rb"[A-Za-z0-9+/_-]{64,}+(?:(?:\r?\n|\\n|%0[aAdD]|&#10;)[A-Za-z0-9+/_-]++)*+={0,2}"
+)
+_PAYLOAD_END: Final = re.compile(rb"[\"')<>\s]")
+_BASE64_PAYLOAD: Final = re.compile(rb"(?:[A-Za-z0-9+/=_-]++|\s++|%0[aAdD]|&#1[03];|\\[nr])*+")
+_LINE_BREAKS: Final = re.compile(rb"\s+|%0[aAdD]|&#1[03];|\\[nr]")
+_NOT_BASE64: Final = re.compile(rb"[^A-Za-z0-9+/_-]")
+_FORM_LIKE: Final = re.compile(rb"\A[\w.%*~\[\]-]{1,256}=")
+_JSON_LIKE: Final = re.compile(rb"\A\s*[\[{]")
+_MARKUP: Final = re.compile(rb"\A\s*[\[{<]")
+
+# Where a media file can start inside other bytes, and how far before the match it starts.
+_SIGNATURES: Final[tuple[tuple[bytes, int], ...]] = (
+    (b"\xff\xd8\xff", 0),
+    (b"\x89PNG\r\n\x1a\n", 0),
+    (b"GIF87a", 0),
+    (b"GIF89a", 0),
+    (b"WEBPVP8", 8),
+    (b"ftyp", 4),
+    (b"\x1a\x45\xdf\xa3", 0),
+)
+_ZIP_MAGIC: Final = b"PK\x03\x04"
+_CONTAINER_TYPES: Final = frozenset(
+    {"application/x-www-form-urlencoded", "application/json", "text/plain", "text/html"}
+)
+
+
+@dataclass(frozen=True)
+class ExtractedItem:
+    """A candidate media item: its bytes, what the client declared, and where it was found.
+
+    `claimed`: the container says this is media (a part typed image/*, a file named .jpg, a data
+    URL of an image) even when the bytes are not a format we recognise."""
+
+    data: bytes
+    filename: str | None
+    declared_type: str | None
+    locator: str
+    claimed: bool = False
+
+
+def is_media(data: bytes) -> bool:
+    """Whether the magic bytes say image or video."""
+    return sniff(data).kind is not MediaKind.UNKNOWN
+
+
+def probe_carved(data: bytes) -> bool:
+    """Whether bytes found by their signature inside other bytes really start a media file.
+
+    Random binary holds a JPEG signature every 16 MiB or so; those must not be judged (and
+    refused) as broken pictures, so an image must parse as far as its size, and a video box
+    must be a sane `ftyp`."""
+    media = sniff(data)
+    if media.kind is MediaKind.UNKNOWN:
+        return False
+    if media.kind is MediaKind.VIDEO:
+        size = int.from_bytes(data[:4], "big")
+        return data[4:8] != b"ftyp" or 16 <= size <= 512
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        return True  # a picture, and the decoder's limits will refuse it
+    except Exception:
+        return False
+    return width > 0 and height > 0
+
+
+class _Scan:
+    """One body's walk: collects items under the item, size and work caps."""
+
+    def __init__(
+        self, limits: ExtractLimits, probe: Callable[[bytes], bool] = probe_carved
+    ) -> None:
+        self.limits = limits
+        self.probe = probe
+        self.items: list[ExtractedItem] = []
+        self.decoded = 0
+        self.visited = 0  # blobs and strings looked at: bounds the work a hostile body can cause
+
+    def add(self, item: ExtractedItem) -> None:
+        if len(self.items) >= self.limits.max_items:
+            raise ExtractionError("too_many_items", f"more than {self.limits.max_items} items")
+        self.items.append(item)
+
+    def grow(self, size: int) -> None:
+        """Count bytes we made (decompressed, decoded) against the decoded-size cap."""
+        self.decoded += size
+        if self.decoded > self.limits.max_decoded_bytes:
+            raise ExtractionError("oversize", "decoded content exceeds the decoded-size cap")
+
+    def visit(self) -> None:
+        self.visited += 1
+        if self.visited > 64 * self.limits.max_parts:
+            raise ExtractionError("too_many_parts", "the body holds too many values to scan")
+
+    # -- blobs --------------------------------------------------------------------------------
+
+    def blob(
+        self,
+        data: bytes,
+        content_type: str | None,
+        where: str,
+        depth: int,
+        filename: str | None = None,
+    ) -> None:
+        """Look for media in `data` (a body, a part, a member, a decoded string)."""
+        self.visit()
+        if not data or depth > _MAX_DEPTH:
+            return
+        claimed = claims_media(content_type, filename)
+        main = parse_header_params(content_type)[0] if content_type else ""
+        container = main.startswith("multipart/") or main in _CONTAINER_TYPES
+        before = len(self.items)
+        if is_media(data):
+            self.add(ExtractedItem(data, filename, content_type, where, claimed=True))
+            if not container:
+                return
+            # A picture sent as a form or a multipart body: the picture is judged, and so is
+            # what the declared structure holds (a decoy before the first boundary hides
+            # nothing: servers ignore the preamble and read the parts).
+        self._by_structure(data, main, content_type, where, depth)
+        if len(self.items) == before:
+            self.carve(data, filename, content_type, where)
+        if len(self.items) == before and claimed:
+            # Said to be media, but not a format we recognise: the engine decides (not_analysed).
+            self.add(ExtractedItem(data, filename, content_type, where, claimed=True))
+
+    def _by_structure(
+        self, data: bytes, main: str, content_type: str | None, where: str, depth: int
+    ) -> None:
+        if main.startswith("multipart/") and _has_boundary(data, content_type):
+            self.multipart(data, content_type, where, depth)
+        elif data.startswith(_ZIP_MAGIC):
+            self.archive(data, where, depth)
+        elif main == "application/x-www-form-urlencoded" or (
+            not main and _FORM_LIKE.match(data[:4096]) is not None and b"=" in data
+        ):
+            self.form(data, where, depth)
+        elif main.endswith(("/json", "+json")) or _JSON_LIKE.match(data) is not None:
+            self.json(data, where, depth)
+        else:
+            self.text(data, where, depth)
+
+    def multipart(self, data: bytes, content_type: str | None, where: str, depth: int) -> None:
+        for part in parse_multipart(data, content_type, self.limits):
+            if part.content_type is None and part.filename is None:
+                # A plain form field: a value, like a form's or a JSON string.
+                self.string(part.data, f"{where}/{part.locator}", depth + 1)
+                continue
+            self.blob(
+                part.data, part.content_type, f"{where}/{part.locator}", depth + 1, part.filename
+            )
+
+    def archive(self, data: bytes, where: str, depth: int) -> None:
+        """ZIP members (Office files, zipped photos); encrypted ones cannot be opened."""
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+            members = archive.infolist()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+            return  # not a ZIP after all: carving still looks at its bytes
+        if len(members) > _MAX_ZIP_MEMBERS:
+            raise ExtractionError("too_many_parts", f"an archive of over {_MAX_ZIP_MEMBERS} files")
+        for member in members:
+            if member.is_dir() or member.flag_bits & 0x1:
+                continue  # encrypted: its bytes are not readable here or by a filter anywhere
+            ratio = member.file_size / max(member.compress_size, 1)
+            if member.file_size > 1 << 20 and ratio > self.limits.max_ratio:
+                raise ExtractionError(
+                    "encoding_bomb", f"{member.filename[:80]!r} expands {ratio:.0f}x"
+                )
+            self.grow(member.file_size)
+            try:
+                with archive.open(member) as handle:
+                    content = handle.read(member.file_size + 1)
+            except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, ValueError):
+                continue
+            if len(content) > member.file_size:
+                raise ExtractionError("encoding_bomb", "an archive member is larger than it says")
+            self.blob(
+                content, None, f"{where}/zip:{member.filename[:120]}", depth + 1, member.filename
+            )
+
+    def form(self, data: bytes, where: str, depth: int) -> None:
+        for number, field in enumerate(data.split(b"&")):
+            name, _, value = field.partition(b"=")
+            if len(value) < _MIN_STRING:
+                continue
+            # latin-1 keeps percent-decoded bytes 1:1; an unescaped '+' in base64 stays a '+'.
+            raw = unquote_to_bytes(value)
+            label = f"{where}/form:{unquote_to_bytes(name)[:60].decode('latin-1')}[{number}]"
+            self.string(raw, label, depth)
+
+    def json(self, data: bytes, where: str, depth: int) -> None:
+        for number, match in enumerate(_JSON_STRING.finditer(data)):
+            literal = match.group(1)
+            if len(literal) < _MIN_STRING:
+                continue
+            self.string(_unescape_json(literal), f"{where}/json#{number}", depth)
+
+    def text(self, data: bytes, where: str, depth: int) -> None:
+        """data: URLs and long base64 runs in any text (SVG, HTML, XML, CSS, plain)."""
+        covered: list[tuple[int, int]] = []
+        for match in _DATA_URL.finditer(data):
+            covered.append(self.data_url(data, match, where, depth))
+        for number, match in enumerate(_BASE64_RUN.finditer(data)):
+            if any(start <= match.start() < end for start, end in covered):
+                continue  # the payload of a data: URL, already looked at
+            decoded = b64decode(_compact(match.group(0)))
+            if decoded is not None:
+                self.decoded_blob(decoded, f"{where}/base64#{number}", depth)
+
+    def data_url(
+        self, data: bytes, match: re.Match[bytes], where: str, depth: int
+    ) -> tuple[int, int]:
+        """Open one data: URL; returns the span of its payload."""
+        declared = (match.group(1) or b"").decode("ascii", "replace") or None
+        if b";base64" in match.group(0).lower():
+            payload_match = _BASE64_PAYLOAD.match(data, match.end())
+            end = payload_match.end() if payload_match else match.end()
+            compact = _compact(data[match.end() : end])
+            decoded = b64decode(compact) or _lenient_b64(compact)
+        else:
+            stop = _PAYLOAD_END.search(data, match.end())
+            end = stop.start() if stop else len(data)
+            decoded = unquote_to_bytes(data[match.end() : end])
+        if decoded:
+            self.grow(len(decoded))
+            self.blob(decoded, declared, f"{where}/data-url@{match.start()}", depth + 1)
+        return match.start(), end
+
+    # -- strings and decoded bytes ------------------------------------------------------------
+
+    def string(self, raw: bytes, where: str, depth: int) -> None:
+        """A string value: media itself, a data: URL, base64 (strictly or leniently), or text
+        that holds one of those (stringified JSON, HTML)."""
+        self.visit()
+        if is_media(raw):
+            self.add(ExtractedItem(raw, None, None, where, claimed=True))
+            return
+        stripped = raw.strip()
+        if stripped[:5].lower() == b"data:":
+            self.text(stripped, where, depth + 1)
+            return
+        decoded = b64decode(stripped) or _lenient_b64(stripped)
+        if decoded is not None and self.decoded_blob(decoded, where + ":base64", depth):
+            return
+        if _MARKUP.match(stripped) or b"data:" in stripped:
+            self.blob(stripped, None, where, depth + 1)
+
+    def decoded_blob(self, decoded: bytes, where: str, depth: int) -> bool:
+        """Base64 that decoded to media or to a container is scanned; random bytes (what any
+        long word decodes to) are dropped. True when it was kept."""
+        if is_media(decoded) or decoded.startswith(_ZIP_MAGIC) or _MARKUP.match(decoded):
+            self.grow(len(decoded))
+            self.blob(decoded, None, where, depth + 1)
+            return True
+        return False
+
+    # -- carving ------------------------------------------------------------------------------
+
+    def carve(self, data: bytes, filename: str | None, declared: str | None, where: str) -> None:
+        """Media that starts somewhere inside `data`: after junk bytes, inside a PDF."""
+        found: list[int] = []
+        for signature, back in _SIGNATURES:
+            start = 1
+            while len(found) < 4 * _MAX_CARVED:
+                offset = data.find(signature, start)
+                if offset < 0:
+                    break
+                start = offset + 1
+                if offset - back > 0:
+                    found.append(offset - back)
+        kept_until = 0
+        tried = 0
+        for offset in sorted(set(found)):
+            if offset < kept_until or tried >= _MAX_CARVED:
+                continue  # inside a picture already kept (its thumbnail, its frames)
+            tried += 1
+            end = _media_end(data, offset)
+            candidate = data[offset:end]
+            if self.probe(candidate):
+                self.add(ExtractedItem(candidate, filename, declared, f"{where}@{offset}"))
+                kept_until = end
+
+
+def _media_end(data: bytes, offset: int) -> int:
+    """Where a picture found at `offset` ends, so what follows it (a PDF's `endstream`, more
+    junk) is not judged as part of it and its own thumbnail is not carved again. JPEG: the EOI
+    after the first scan (segments before it are skipped by length, so an EXIF thumbnail's EOI
+    does not count); PNG: after IEND; anything else: the end of the data."""
+    if data.startswith(b"\xff\xd8", offset):
+        position = offset + 2
+        while position + 4 <= len(data) and data[position] == 0xFF:
+            marker = data[position + 1]
+            if marker == 0xDA:  # start of scan: entropy-coded data up to EOI
+                eoi = data.find(b"\xff\xd9", position)
+                return eoi + 2 if eoi >= 0 else len(data)
+            if marker == 0xFF:
+                position += 1
+                continue
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        return len(data)
+    if data.startswith(b"\x89PNG", offset):
+        iend = data.find(b"IEND", offset)
+        return iend + 8 if iend >= 0 else len(data)
+    return len(data)
+
+
+def _has_boundary(data: bytes, content_type: str | None) -> bool:
+    boundary = parse_header_params(content_type or "")[1].get("boundary", "")
+    return bool(boundary) and b"--" + boundary.encode("latin-1", "replace") in data
+
+
+def _compact(data: bytes) -> bytes:
+    return _LINE_BREAKS.sub(b"", data)
+
+
+def _lenient_b64(data: bytes) -> bytes | None:
+    """Base64 as lenient decoders read it (Node's Buffer, most servers): characters outside the
+    alphabet are skipped. Only for text that is nearly all base64, so prose is not decoded."""
+    if len(data) < _MIN_STRING:
+        return None
+    junk = len(_NOT_BASE64.findall(data))
+    if (len(data) - junk) / len(data) < _LENIENT_SHARE:
+        return None
+    alphabet = _NOT_BASE64.sub(b"", data).replace(b"=", b"")
+    return b64decode(alphabet.replace(b"-", b"+").replace(b"_", b"/"))
+
+
+def _unescape_json(literal: bytes) -> bytes:
+    if b"\\" not in literal:
+        return literal
+    try:
+        text: str = json.loads(b'"' + literal + b'"')
+    except ValueError:
+        return literal.replace(b"\\/", b"/")
+    try:
+        return text.encode("latin-1")  # \u00XX escapes carry bytes 1:1
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+def extract_items(
+    body: bytes,
+    content_type: str | None,
+    limits: ExtractLimits,
+    *,
+    whole: bool = False,
+    probe: Callable[[bytes], bool] = probe_carved,
+) -> list[ExtractedItem]:
+    """Media items in an (already content-decoded) request body; [] when there are none.
+
+    `whole`: the body is one item whatever it holds (a chunk of a resumable upload, judged after
+    reassembly). Raises ExtractionError for bodies refused on purpose (a broken multipart that
+    declares itself multipart, bombs, over the caps)."""
+    if len(body) > limits.max_body_bytes:
+        raise ExtractionError("oversize", f"body exceeds {limits.max_body_bytes} bytes")
+    declared = content_type.strip() if content_type else None
+    if whole:
+        return [ExtractedItem(body, None, declared, "raw:body")] if body else []
+    scan = _Scan(limits, probe)
+    scan.blob(body, declared, "body", 0)
+    return scan.items

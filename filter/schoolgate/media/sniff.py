@@ -1,0 +1,252 @@
+"""What bytes are, from their magic bytes alone: image or video, and which format.
+
+Nothing here trusts a file name or a Content-Type to say what the bytes are; `claims_media` only
+records that the sender meant them as media (for `not_analysed`, when we cannot read them).
+Cheap and allocation-free, so the proxy can sniff every candidate it finds in a body.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MediaKind(StrEnum):
+    """Broad class of a media item: what pipeline handles it."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+    UNKNOWN = "unknown"
+
+
+class MediaType(StrEnum):
+    """Container format found by sniffing; values are short names for audit logs and metrics."""
+
+    JPEG = "jpeg"
+    PNG = "png"
+    GIF = "gif"
+    WEBP = "webp"
+    HEIF = "heif"
+    AVIF = "avif"
+    BMP = "bmp"
+    TIFF = "tiff"
+    MP4 = "mp4"
+    MOV = "mov"
+    THREEGP = "3gp"
+    WEBM = "webm"
+    MKV = "mkv"
+    AVI = "avi"
+    UNKNOWN = "unknown"
+
+    @property
+    def kind(self) -> MediaKind:
+        """Whether this format is a still/animated image, a video, or unknown."""
+        if self in _VIDEO_TYPES:
+            return MediaKind.VIDEO
+        if self is MediaType.UNKNOWN:
+            return MediaKind.UNKNOWN
+        return MediaKind.IMAGE
+
+
+_VIDEO_TYPES = frozenset(
+    {
+        MediaType.MP4,
+        MediaType.MOV,
+        MediaType.THREEGP,
+        MediaType.WEBM,
+        MediaType.MKV,
+        MediaType.AVI,
+    }
+)
+
+
+class _IsoBrands:
+    """ISO base media file format brands (the `ftyp` box) mapped to media types."""
+
+    AVIF = frozenset({b"avif", b"avis"})
+    HEIF = frozenset(
+        {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"heif"}
+    )
+    # Generic HEIF structure brands: the codec brand among the compatible ones decides.
+    HEIF_GENERIC = frozenset({b"mif1", b"msf1", b"miaf"})
+    MOV = frozenset({b"qt  "})
+    MP4 = frozenset(
+        {
+            b"isom", b"iso2", b"iso3", b"iso4", b"iso5", b"iso6", b"iso7", b"iso8", b"iso9",
+            b"mp41", b"mp42", b"mp71", b"avc1", b"M4V ", b"M4VH", b"M4VP", b"dash", b"mmp4",
+            b"f4v ", b"MSNV", b"NDAS", b"NDSC", b"NDSH", b"NDSM", b"NDSP", b"NDSS", b"NDXC",
+            b"NDXH", b"NDXM", b"NDXP", b"NDXS", b"XAVC", b"cmfc", b"cmf2", b"av01",
+        }
+    )  # fmt: skip
+
+    @classmethod
+    def classify(cls, major: bytes, compatible: list[bytes]) -> MediaType:
+        """Type from the major brand, falling back to the compatible brands in file order."""
+        everything = set(compatible) | {major}
+        for brand in [major, *compatible]:
+            if brand in cls.AVIF:
+                return MediaType.AVIF
+            if brand in cls.HEIF:
+                return MediaType.HEIF
+            if brand in cls.HEIF_GENERIC:
+                return MediaType.AVIF if everything & cls.AVIF else MediaType.HEIF
+            if brand in cls.MOV:
+                return MediaType.MOV
+            if brand.startswith((b"3gp", b"3g2", b"3ge", b"3gg", b"3gr", b"3gs")):
+                return MediaType.THREEGP
+            if brand in cls.MP4:
+                return MediaType.MP4
+        # A brand we do not list is still an ISO media file: the video decoder decides, and
+        # what it cannot read is refused (an unusual brand must not mean "not media").
+        return MediaType.MP4
+
+
+# Old QuickTime files may start with one of these atoms instead of `ftyp`.
+_QUICKTIME_LEAD_ATOMS = frozenset({b"moov", b"mdat", b"wide", b"pnot", b"free", b"skip"})
+_BMP_DIB_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+
+
+def _sniff_boxes(data: bytes) -> MediaType:
+    """ISO media that starts with another box before `ftyp` (or none at all): the first boxes
+    are walked by their sizes, and `ftyp` or a movie box decides."""
+    position = 0
+    for _ in range(16):
+        size = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        if len(kind) < 4 or not all(0x20 < c < 0x7F for c in kind):
+            return MediaType.UNKNOWN
+        if kind == b"ftyp":
+            return _sniff_iso_bmff(data[position:])
+        if kind in _QUICKTIME_LEAD_ATOMS or kind in (b"moof", b"styp", b"sidx"):
+            return MediaType.MOV if kind in _QUICKTIME_LEAD_ATOMS else MediaType.MP4
+        if size < 8:
+            return MediaType.UNKNOWN
+        position += size
+    return MediaType.UNKNOWN
+
+
+def _sniff_iso_bmff(data: bytes) -> MediaType:
+    size = int.from_bytes(data[0:4], "big")
+    end = min(len(data), size if size >= 16 else 16, 4096)
+    major = data[8:12]
+    compatible = [data[i : i + 4] for i in range(16, end - 3, 4)]
+    return _IsoBrands.classify(major, compatible)
+
+
+def _read_ebml_vint(data: bytes, pos: int, *, keep_marker: bool) -> tuple[int, int]:
+    """EBML variable-length integer at `pos`: (value, next position). Raises ValueError."""
+    if pos >= len(data):
+        raise ValueError("EBML header ends early")
+    first = data[pos]
+    length = 1
+    while length <= 8 and not first & (0x80 >> (length - 1)):
+        length += 1
+    if length > 8 or pos + length > len(data):
+        raise ValueError("bad EBML variable-length integer")
+    value = first if keep_marker else first & (0xFF >> length)
+    for byte in data[pos + 1 : pos + length]:
+        value = (value << 8) | byte
+    return value, pos + length
+
+
+def _sniff_ebml(data: bytes) -> MediaType:
+    """WebM or Matroska from the EBML header's DocType (Matroska when it is absent)."""
+    try:
+        _, pos = _read_ebml_vint(data, 0, keep_marker=True)  # EBML element id
+        header_size, pos = _read_ebml_vint(data, pos, keep_marker=False)
+        end = min(len(data), pos + header_size, 4096)
+        for _ in range(64):  # the EBML header holds a handful of elements
+            if pos >= end:
+                break
+            element, pos = _read_ebml_vint(data, pos, keep_marker=True)
+            size, pos = _read_ebml_vint(data, pos, keep_marker=False)
+            if element == 0x4282:  # DocType
+                doctype = data[pos : pos + size].rstrip(b"\x00")
+                if doctype == b"webm":
+                    return MediaType.WEBM
+                if doctype == b"matroska":
+                    return MediaType.MKV
+                return MediaType.UNKNOWN
+            pos += size
+    except ValueError:
+        return MediaType.UNKNOWN
+    return MediaType.MKV
+
+
+def sniff(data: bytes) -> MediaType:
+    """Media type from magic bytes only (never the file name or the Content-Type)."""
+    head = bytes(data[:4096])
+    if head.startswith(b"\xff\xd8\xff"):
+        return MediaType.JPEG
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return MediaType.PNG
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return MediaType.GIF
+    if head[0:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return MediaType.WEBP
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return MediaType.TIFF
+    # "BM" alone is too weak a signature: also require a known DIB header size.
+    if head.startswith(b"BM") and int.from_bytes(head[14:18], "little") in _BMP_DIB_HEADER_SIZES:
+        return MediaType.BMP
+    if head[4:8] == b"ftyp":
+        return _sniff_iso_bmff(head)
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return _sniff_ebml(head)
+    if head[4:8] in _QUICKTIME_LEAD_ATOMS and int.from_bytes(head[0:4], "big") >= 8:
+        return MediaType.MOV
+    if head[0:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
+        return MediaType.AVI
+    if int.from_bytes(head[0:4], "big") >= 8 and head[4:8] in _LEAD_BOXES:
+        return _sniff_boxes(head)
+    return MediaType.UNKNOWN
+
+
+# Boxes that may come before `ftyp` in ISO media written by unusual muxers.
+_LEAD_BOXES = frozenset({b"uuid", b"pdin", b"styp", b"sidx", b"moof", b"prft", b"emsg", b"meta"})
+
+_MEDIA_SUFFIXES = frozenset(
+    [
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".gif",
+        ".webp",
+        ".heic",
+        ".heif",
+        ".avif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".jxl",
+        ".jp2",
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".qt",
+        ".3gp",
+        ".3g2",
+        ".webm",
+        ".mkv",
+        ".avi",
+        ".wmv",
+        ".asf",
+        ".flv",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".ogv",
+    ]
+)
+
+
+def claims_media(declared_type: str | None, filename: str | None) -> bool:
+    """Whether a Content-Type or a file name says image or video (never trusted to say what
+    the bytes are: only that the sender meant them as media)."""
+    main = declared_type.partition(";")[0].strip().lower() if declared_type else ""
+    if main.startswith(("image/", "video/")):
+        return True
+    if filename and "." in filename:
+        return "." + filename.rsplit(".", 1)[1].strip().lower() in _MEDIA_SUFFIXES
+    return False

@@ -1,0 +1,236 @@
+"""Issue 16 through the real proxy: every body sent to an intercepted host is judged by what it
+holds, whatever its route, method or shape, and a chat message is never blocked for its shape.
+
+Ground truth is what the upstream received (never what the proxy says): a banked picture must
+not arrive in any form, a benign body must arrive byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image
+
+from tests.conftest import encode
+from tests.support.hostile_stack import HostileStack, build_stack, stop_stack
+from tests.support.proxy_harness import CDN_HOST, multipart_body
+from tests.support.stack import needs_private_hosts
+
+pytestmark = [pytest.mark.slow, needs_private_hosts]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, benign_photos: dict[str, Image.Image]
+) -> Iterator[HostileStack]:
+    running = build_stack(
+        tmp_path_factory.mktemp("every"), benign_photos["chelsea"], benign_photos["astronaut"]
+    )
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+
+
+def banned(stack: HostileStack, tag: str) -> bytes:
+    """The banked picture re-encoded with a unique comment: no two cases share an exact hash."""
+    return encode(stack.banned_photo, "JPEG", quality=90, comment=tag.encode())
+
+
+def delivered(stack: HostileStack, body: bytes) -> bool:
+    """Whether the upstream received exactly this body, on any path."""
+    digest = hashlib.sha256(body).hexdigest()
+    return any(r.sha256 == digest for r in stack.upstream.upstream.requests())
+
+
+def send(stack: HostileStack, method: str, path: str, body: bytes, **headers: str) -> int:
+    with stack.client() as client:
+        response = client.request(method, stack.url(path), content=body, headers=headers)
+    return response.status_code
+
+
+# --- Routes the catalog does not list --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("POST", "/api/channels/1/messages", {}),  # an unversioned API path
+        ("PATCH", "/api/v9/webhooks/1/t/messages/2", {}),  # a documented PATCH with files
+        ("PUT", "/drive/v2/files/abc", {}),  # another API version
+        ("POST", "/anything", {"X-HTTP-Method-Override": "PUT"}),
+        ("DELETE", "/upload/raw/a.jpg", {}),  # a method with a body nobody expects
+        ("GET", "/upload/raw/a.jpg", {}),  # GET with a body
+    ],
+)
+def test_a_banked_picture_on_an_unlisted_route_is_blocked(
+    stack: HostileStack, method: str, path: str, headers: dict[str, str]
+) -> None:
+    photo = banned(stack, f"{method} {path}")
+    body, content_type = multipart_body("files[0]", "a.jpg", photo, "image/jpeg")
+    status = send(stack, method, path, body, **{"Content-Type": content_type, **headers})
+    assert status == 403
+    assert not delivered(stack, body)
+
+
+def test_benign_api_calls_on_unlisted_routes_pass_untouched(stack: HostileStack) -> None:
+    message = json.dumps({"content": "see you at lunch, bring the homework", "tts": False}).encode()
+    photo = encode(stack.benign_photo, "JPEG", quality=85)
+    form, content_type = multipart_body("files[0]", "cat.jpg", photo, "image/jpeg")
+    assert send(stack, "POST", "/api/v9/channels/1/messages", message) == 200
+    assert send(stack, "PATCH", "/settings", b"theme=dark&lang=en") == 200
+    assert (
+        send(stack, "POST", "/api/channels/1/messages", form, **{"Content-Type": content_type})
+        == 200
+    )
+    assert delivered(stack, message)
+    assert delivered(stack, form)
+
+
+# --- Bodies that are not what their route expects -------------------------------------------------
+
+
+def test_a_chat_message_on_a_multipart_route_is_not_blocked(stack: HostileStack) -> None:
+    """Discord's web client posts JSON on the route its uploads use: it was refused as
+    malformed multipart, so every chat message was blocked."""
+    message = json.dumps({"content": "hello from the library", "nonce": "1234"}).encode()
+    status = send(
+        stack, "POST", "/upload/multipart", message, **{"Content-Type": "application/json"}
+    )
+    assert status == 200
+    assert delivered(stack, message)
+
+
+def test_a_decoy_before_the_first_boundary_hides_nothing(stack: HostileStack) -> None:
+    photo = banned(stack, "decoy")
+    decoy = encode(stack.benign_photo, "JPEG", quality=70)
+    body, content_type = multipart_body("file", "a.jpg", photo, "image/jpeg")
+    body = decoy + b"\r\n" + body
+    assert send(stack, "POST", "/upload/multipart", body, **{"Content-Type": content_type}) == 403
+    assert not delivered(stack, body)
+
+
+def test_x_simple_upload_on_the_chunked_route_is_judged(stack: HostileStack) -> None:
+    """X's one-request upload: `media` with no `command`, on the route of its chunked protocol."""
+    photo = banned(stack, "x simple")
+    body, content_type = multipart_body("media", "blob", photo, "application/octet-stream")
+    assert send(stack, "POST", "/upload/x", body, **{"Content-Type": content_type}) == 403
+    assert not delivered(stack, body)
+    encoded = b"media_data=" + base64.b64encode(photo).replace(b"+", b"%2B")
+    form_type = "application/x-www-form-urlencoded"
+    assert send(stack, "POST", "/upload/x", encoded, **{"Content-Type": form_type}) == 403
+
+
+# --- Containers and wrappings ------------------------------------------------------------------
+
+
+def zipped(name: str, data: bytes, *extra: tuple[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, text in extra:
+            archive.writestr(member, text)
+        archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        "zip",
+        "docx",
+        "svg",
+        "junk_prefix",
+        "base64_junk_char",
+        "pdf",
+        "octet_label",
+    ],
+)
+def test_a_banked_picture_inside_a_container_is_blocked(stack: HostileStack, wrap: str) -> None:
+    photo = banned(stack, wrap)
+    text = base64.b64encode(photo)
+    bodies: dict[str, tuple[bytes, str]] = {
+        "zip": (zipped("holiday/IMG_0001.JPG", photo), "application/zip"),
+        "docx": (
+            zipped("word/media/image1.jpeg", photo, ("word/document.xml", "<w:document/>")),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ),
+        "svg": (
+            b'<svg xmlns="http://www.w3.org/2000/svg"><image href="data:image/jpeg;base64,'
+            + text
+            + b'"/></svg>',
+            "image/svg+xml",
+        ),
+        "junk_prefix": (os.urandom(29) + photo, "application/octet-stream"),
+        "base64_junk_char": (
+            json.dumps({"media_data": (text[:50] + b"!" + text[50:]).decode()}).encode(),
+            "application/json",
+        ),
+        "pdf": (
+            b"%PDF-1.4\n1 0 obj\n<< /Filter /DCTDecode >>\nstream\n"
+            + photo
+            + b"\nendstream\n%%EOF",
+            "application/pdf",
+        ),
+        "octet_label": (photo, "text/plain"),
+    }
+    body, content_type = bodies[wrap]
+    assert send(stack, "PUT", f"/files/{wrap}", body, **{"Content-Type": content_type}) == 403
+    assert not delivered(stack, body)
+
+
+def test_homework_documents_pass(stack: HostileStack) -> None:
+    """A document is never blocked for being a document; its benign pictures are judged."""
+    benign = encode(stack.benign_photo, "JPEG", quality=80)
+    docx = zipped(
+        "word/media/image1.jpeg", benign, ("word/document.xml", "<w:document>essay</w:document>")
+    )
+    pdf = b"%PDF-1.7\n" + b"BT /F1 12 Tf (My essay) Tj ET\n" * 200 + b"%%EOF\n"
+    for body, content_type in ((docx, "application/msword"), (pdf, "application/pdf")):
+        assert send(stack, "PUT", "/files/homework", body, **{"Content-Type": content_type}) == 200
+        assert delivered(stack, body)
+
+
+def test_bytes_sent_as_a_picture_in_a_format_we_cannot_read_are_not_analysed(
+    stack: HostileStack,
+) -> None:
+    """JPEG XL (no decoder here): not_analysed, which blocks for students by default."""
+    jxl = b"\xff\x0a" + os.urandom(4000)
+    assert send(stack, "PUT", "/upload/raw/photo.jxl", jxl, **{"Content-Type": "image/jxl"}) == 403
+    assert not delivered(stack, jxl)
+    failures = [r.get("failure") for r in stack.decisions() if r["client"].get("route")]
+    assert "not_analysed" in failures
+
+
+# --- Downloads --------------------------------------------------------------------------------
+
+
+def test_two_ranges_do_not_fetch_a_banked_picture_in_halves(stack: HostileStack) -> None:
+    photo = banned(stack, "ranges")
+    benign = encode(stack.benign_photo, "JPEG", quality=80)
+    stack.upstream.upstream.files["ranged.jpg"] = photo
+    stack.upstream.upstream.files["benign-ranged.jpg"] = benign
+    half = len(photo) // 2
+    with stack.client() as client:
+        first = client.get(
+            stack.url("/files/ranged.jpg", CDN_HOST), headers={"Range": f"bytes=0-{half - 1}"}
+        )
+        second = client.get(
+            stack.url("/files/ranged.jpg", CDN_HOST), headers={"Range": f"bytes={half}-"}
+        )
+        fine = client.get(
+            stack.url("/files/benign-ranged.jpg", CDN_HOST), headers={"Range": "bytes=100-199"}
+        )
+    assert (first.status_code, second.status_code) == (403, 403)
+    assert photo[:half] not in first.content
+    assert photo[half:] not in second.content
+    # A benign object still answers the range the client asked for.
+    assert fine.status_code == 206
+    assert fine.headers["content-range"] == f"bytes 100-199/{len(benign)}"
+    assert fine.content == benign[100:200]
