@@ -100,6 +100,11 @@ def test_environment_selects_config_file(
             "above the maximum",
         ),
         ("limits: [1, 2]\n", "limits", "expected a mapping"),
+        (
+            "proxy:\n  max_held_body_bytes: 2000000\n  max_held_device_bytes: 1000000\n",
+            "proxy.max_held_device_bytes",
+            "below the minimum",
+        ),
     ],
 )
 def test_errors_name_key_path_and_problem(
@@ -139,3 +144,11 @@ def test_check_config_command_exit_codes(tmp_path: Path, data_dir: Path) -> None
     assert failed.returncode == 2
     assert f"{bad}: proxy.listen_port: -1 is below the minimum 1" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_held_memory_budgets_scale_with_the_body_cap(data_dir: Path) -> None:
+    default = parse_config("", "site.yaml").proxy
+    assert (default.max_held_device_bytes, default.max_held_total_bytes) == (128 << 20, 512 << 20)
+    big = parse_config("proxy:\n  max_held_body_bytes: 268435456\n", "site.yaml").proxy
+    assert big.max_held_device_bytes == 2 * big.max_held_body_bytes
+    assert big.max_held_total_bytes == 4 * big.max_held_device_bytes

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from schoolgate.addons.blockpage import block_response, wants_html
+from schoolgate.addons.heldbudget import HeldBudget
 from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
 from schoolgate.config import ProxyConfig
 
@@ -91,3 +92,20 @@ def test_block_page_format_follows_accept(accept: str, html: bool) -> None:
         payload = json.loads(body)
         assert payload["error"] == "blocked_by_school_network"
         assert payload["reference"] == "ref1"
+
+
+def test_held_budget_shares_out_memory_per_device_and_in_all() -> None:
+    budget = HeldBudget(total=100, per_device=60)
+    assert budget.take("phone", 60)
+    assert not budget.take("phone", 1)  # over its share
+    assert budget.take("laptop", 40)
+    assert not budget.take("tablet", 1)  # over the total, though the tablet holds nothing
+    assert not budget.take(None, 1)
+    budget.give_back("phone", 60)
+    assert budget.take(None, 10)  # the total only: a small body's first bytes
+    assert (budget.held, budget.held_by("phone"), budget.held_by("laptop")) == (50, 0, 40)
+    budget.give_back("laptop", 400)  # never below zero
+    budget.give_back(None, 10)
+    assert budget.held == 0
+    with pytest.raises(ValueError, match="positive"):
+        HeldBudget(0, 1)

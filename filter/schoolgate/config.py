@@ -42,6 +42,9 @@ class ProxyConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     max_held_body_bytes: int = 64 * 1024 * 1024
+    # All held bodies at once, and one device's share of that (0: derived from the body cap).
+    max_held_total_bytes: int = 0
+    max_held_device_bytes: int = 0
     workers: int = 2
     max_queue: int = 64
     inspect_timeout_s: float = 15.0
@@ -152,6 +155,8 @@ def _proxy(node: Node) -> ProxyConfig:
             "listen_host",
             "listen_port",
             "max_held_body_bytes",
+            "max_held_total_bytes",
+            "max_held_device_bytes",
             "workers",
             "max_queue",
             "inspect_timeout_s",
@@ -165,15 +170,24 @@ def _proxy(node: Node) -> ProxyConfig:
         }
     )
     defaults = ProxyConfig()
+    body_cap = node.child("max_held_body_bytes").integer(defaults.max_held_body_bytes, minimum=1024)
+    # Room for two bodies at the cap per device and four devices at their share by default: well
+    # inside the service's 2 GiB MemoryMax with the decoded copies inspection makes.
+    device_cap = node.child("max_held_device_bytes").integer(
+        max(128 * 1024 * 1024, 2 * body_cap), minimum=body_cap
+    )
+    total_cap = node.child("max_held_total_bytes").integer(
+        max(512 * 1024 * 1024, 4 * device_cap), minimum=device_cap
+    )
     return ProxyConfig(
         mode=node.child("mode").choice(("regular", "transparent"), defaults.mode),
         listen_host=listen_host(node.child("listen_host"), defaults.listen_host),
         listen_port=node.child("listen_port").integer(
             defaults.listen_port, minimum=1, maximum=65535
         ),
-        max_held_body_bytes=node.child("max_held_body_bytes").integer(
-            defaults.max_held_body_bytes, minimum=1024
-        ),
+        max_held_body_bytes=body_cap,
+        max_held_total_bytes=total_cap,
+        max_held_device_bytes=device_cap,
         workers=node.child("workers").integer(defaults.workers, minimum=1, maximum=64),
         max_queue=node.child("max_queue").integer(defaults.max_queue, minimum=1),
         inspect_timeout_s=node.child("inspect_timeout_s").number(

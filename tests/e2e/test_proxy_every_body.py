@@ -109,11 +109,13 @@ def test_a_chat_message_on_a_multipart_route_is_not_blocked(stack: HostileStack)
 
 
 def test_a_decoy_before_the_first_boundary_hides_nothing(stack: HostileStack) -> None:
+    """On `body: auto` routes a benign JPEG before the first boundary was judged as the whole
+    body and the parts never opened; servers ignore the preamble."""
     photo = banned(stack, "decoy")
     decoy = encode(stack.benign_photo, "JPEG", quality=70)
     body, content_type = multipart_body("file", "a.jpg", photo, "image/jpeg")
     body = decoy + b"\r\n" + body
-    assert send(stack, "POST", "/upload/multipart", body, **{"Content-Type": content_type}) == 403
+    assert send(stack, "POST", "/upload/auto", body, **{"Content-Type": content_type}) == 403
     assert not delivered(stack, body)
 
 

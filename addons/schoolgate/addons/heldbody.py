@@ -51,6 +51,9 @@ class HeldCap:
 
     limit: int
     over: Callable[[http.HTTPFlow, int], None]
+    # Called with each piece's size as it arrives; False when the proxy-wide budget for held
+    # bytes (`heldbudget`) has no room for it: then `over` decides, as past the limit.
+    grow: Callable[[http.HTTPFlow, int], bool] | None = None
 
 
 def hold(flow: http.HTTPFlow, cap: HeldCap) -> None:
@@ -87,7 +90,8 @@ def _consume_within_cap(self: HttpStream, event: events.Event) -> _Commands:
     cap = flow.metadata.get(META)
     if isinstance(cap, HeldCap) and isinstance(event, RequestData):
         size = len(self.request_body_buf) + len(event.data)
-        if size > cap.limit or flow.response is not None:
+        spent = size <= cap.limit and cap.grow is not None and not cap.grow(flow, len(event.data))
+        if size > cap.limit or flow.response is not None or spent:
             del flow.metadata[META]
             if flow.response is None:
                 cap.over(flow, size)

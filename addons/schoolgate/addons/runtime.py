@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from schoolgate.addons.heldbudget import HeldBudget
 from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
 from schoolgate.config import Config
 from schoolgate.endpoints.catalog import Catalog, LearntHosts
@@ -33,6 +34,7 @@ class Runtime:
     learnt: LearntHosts = field(default_factory=LearntHosts)
     sessions: UploadSessions = field(default_factory=UploadSessions)
     leases: tuple[LeaseTable, ...] = ()
+    held: HeldBudget = field(default_factory=lambda: HeldBudget(512 << 20, 128 << 20))
     counters: Counter[str] = field(default_factory=Counter)
     closed: bool = False
     busy: int = 0  # judge() calls in progress (event-loop only, so no lock)
@@ -63,6 +65,7 @@ class Runtime:
             pool=pool,
             sessions=sessions,
             leases=leases,
+            held=HeldBudget(config.proxy.max_held_total_bytes, config.proxy.max_held_device_bytes),
         )
         metrics.bind_runtime(
             runtime,

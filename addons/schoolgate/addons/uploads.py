@@ -18,6 +18,7 @@ from schoolgate.addons.flows import (
     flow_context,
     hook_failed,
 )
+from schoolgate.addons.heldbudget import HeldBudget
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items
 from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
@@ -30,6 +31,19 @@ from schoolgate.pipeline.verdict import InspectionContext, Verdict
 log = logging.getLogger("schoolgate.proxy")
 
 META = "schoolgate_upload"
+HELD_BYTES = "schoolgate_held_bytes"
+OVER_BUDGET = "schoolgate_over_budget"
+SMALL_BODY_BYTES = 64 * 1024
+
+
+@dataclass
+class HeldAccount:
+    """The held bytes one flow has taken from the proxy-wide budget, given back when done."""
+
+    budget: HeldBudget
+    device: str
+    size: int = 0  # taken in all
+    shared: int = 0  # of which taken from the total only (a small body's first bytes)
 
 
 @dataclass(frozen=True)
@@ -85,7 +99,7 @@ class UploadInspector:
             return
         cap = runtime.config.proxy.max_held_body_bytes
         # Chunked and HTTP/2 bodies may declare no length: the cap also applies as bytes arrive.
-        heldbody.hold(flow, heldbody.HeldCap(cap, self.over_cap))
+        heldbody.hold(flow, heldbody.HeldCap(cap, self.over_cap, self.grow))
         flow.metadata[META] = held
         coding = flow.request.headers.get("transfer-encoding")
         size = declared_size(flow.request.headers)
@@ -99,15 +113,66 @@ class UploadInspector:
                 runtime, flow, held, "oversize", f"body of {size} bytes is over the {cap} byte cap"
             )
 
+    def grow(self, flow: http.HTTPFlow, size: int) -> bool:
+        """Take `size` more held bytes from the proxy-wide budget for this flow's device."""
+        runtime = self.ref.current
+        if runtime is None:
+            return True
+        account = flow.metadata.get(HELD_BYTES)
+        if not isinstance(account, HeldAccount):
+            ctx = flow_context(runtime, flow, None, None)
+            account = HeldAccount(runtime.held, ctx.mac or ctx.client_ip or "")
+            flow.metadata[HELD_BYTES] = account
+        # A body's first bytes come from the total only: a pupil whose upload fills their
+        # share can still send chat messages and API calls (they are all held too).
+        small = min(size, max(0, SMALL_BODY_BYTES - account.size))
+        if small and not account.budget.take(None, small):
+            flow.metadata[OVER_BUDGET] = True
+            return False
+        if size > small and not account.budget.take(account.device, size - small):
+            account.budget.give_back(None, small)
+            flow.metadata[OVER_BUDGET] = True
+            return False
+        account.size += size
+        account.shared += small
+        return True
+
+    def release(self, flow: http.HTTPFlow) -> None:
+        """Give this flow's held bytes back to the budget (judged, refused or streamed on)."""
+        account = flow.metadata.pop(HELD_BYTES, None)
+        if isinstance(account, HeldAccount):
+            account.budget.give_back(None, account.shared)
+            account.budget.give_back(account.device, account.size - account.shared)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """The flow failed (the client went away mid-body): its held bytes are free again."""
+        self.release(flow)
+
     def over_cap(self, flow: http.HTTPFlow, received: int) -> None:
-        """A held body outgrew the cap while arriving: the oversize fail policy decides."""
+        """A held body outgrew the cap, or the memory budget, while arriving: the oversize or
+        the overload fail policy decides."""
         runtime = self.ref.current
         held = flow.metadata.get(META)
+        over_budget = flow.metadata.pop(OVER_BUDGET, False)
         if runtime is None or not isinstance(held, HeldUpload):
+            self.release(flow)
             return  # nothing to decide with: the body is refused with a plain 413
+        if over_budget:
+            budget = runtime.held
+            detail = (
+                f"held bodies are over the memory budget: {budget.held_by(self._device(flow))} "
+                f"bytes held for this device (share {budget.per_device}), {budget.held} in all "
+                f"(total {budget.total})"
+            )
+            self.fail(runtime, flow, held, "overload", detail, received)
+            return
         cap = runtime.config.proxy.max_held_body_bytes
         detail = f"body of at least {received} bytes is over the {cap} byte cap"
         self.fail(runtime, flow, held, "oversize", detail, received)
+
+    def _device(self, flow: http.HTTPFlow) -> str:
+        account = flow.metadata.get(HELD_BYTES)
+        return account.device if isinstance(account, HeldAccount) else ""
 
     def fail(
         self,
@@ -120,6 +185,7 @@ class UploadInspector:
     ) -> None:
         """Cannot be held and judged: the fail policy says block (answer now) or allow (stream)."""
         flow.metadata.pop(META, None)
+        self.release(flow)
         ctx = replace(flow_context(runtime, flow, held.app.name, held.route.path), size=size)
         verdict = runtime.unavailable(ctx, failure, detail)
         if not enforce(runtime, flow, [verdict], "upload"):
@@ -130,6 +196,8 @@ class UploadInspector:
             await self._request(flow)
         except Exception as error:  # our own bug must not let the flow through unjudged
             hook_failed(self.ref, flow, "upload", error)
+        finally:
+            self.release(flow)
 
     async def _request(self, flow: http.HTTPFlow) -> None:
         runtime = self.ref.current
