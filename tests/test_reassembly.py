@@ -76,15 +76,21 @@ def test_x_init_append_finalize_out_of_order(media: bytes) -> None:
     assert sessions.assemble("10.0.0.5", "x", "710511363345354753") == media
 
 
-def test_x_finalize_with_a_missing_segment_is_not_complete(media: bytes) -> None:
+def test_x_finalize_with_a_missing_segment_ends_it_with_parts_unseen(media: bytes) -> None:
+    """The server commits at FINALIZE: segments it got that we never saw (sent under another
+    key) would make a file nobody judged whole, so the FINALIZE is refused (issue 16)."""
     sessions = UploadSessions()
     sessions.add("c", "x", Chunk("m", media[:10], index=0))
     sessions.add("c", "x", Chunk("m", media[20:30], index=2))
     state = sessions.add("c", "x", Chunk("m", final=True))
-    assert state.status is SessionStatus.INCOMPLETE
+    assert state.status is SessionStatus.UNSEEN_PARTS
+    assert state.failed
     with pytest.raises(ChunkError):
         sessions.assemble("c", "x", "m")
-    assert sessions.add("c", "x", Chunk("m", media[10:20], index=1)).complete
+    # A FINALIZE for an upload never seen at all, and a last chunk with nothing before it.
+    assert sessions.add("c", "x", Chunk("other", final=True)).failed
+    tail = Chunk("u", media[100:], offset=100, total=len(media))
+    assert sessions.add("c", "x", tail).status is SessionStatus.UNSEEN_PARTS
 
 
 def test_x_base64_media_data_in_a_form(media: bytes) -> None:
@@ -222,8 +228,8 @@ def test_google_x_goog_upload_commands(media: bytes) -> None:
     )
     assert second is not None
     assert first is not None
-    assert not sessions.add("c", "google_drive", second).complete
-    assert sessions.add("c", "google_drive", first).complete
+    assert not sessions.add("c", "google_drive", first).complete
+    assert sessions.add("c", "google_drive", second).complete
     assert sessions.assemble("c", "google_drive", "G") == media
 
 
@@ -237,7 +243,9 @@ def test_instagram_rupload_offsets(media: bytes) -> None:
     sessions = UploadSessions()
     name = "1712345678_0_123456"
     pieces = split(media, 1024)
-    random.Random(3).shuffle(pieces)
+    last = pieces.pop()
+    random.Random(3).shuffle(pieces)  # any order, the last piece last
+    pieces.append(last)
     states = []
     for offset, data in pieces:
         headers = {"X-Entity-Name": name, "X-Entity-Length": str(len(media)), "Offset": str(offset)}
@@ -414,9 +422,10 @@ def test_a_failed_session_is_tombstoned_not_forgotten(media: bytes) -> None:
     clock[0] = 59  # each later chunk keeps the tombstone alive
     assert sessions.add("c", "app", rest).status is SessionStatus.CONFLICTING_CHUNKS
     clock[0] = 59 + 60
-    assert sessions.add("c", "app", rest).status is SessionStatus.INCOMPLETE  # expired: new session
+    middle = Chunk("s", media[100:200], offset=100, total=len(media))
+    assert sessions.add("c", "app", middle).status is SessionStatus.INCOMPLETE  # expired: new
     # Another client's session of the same id is its own.
-    assert sessions.add("d", "app", rest).status is SessionStatus.INCOMPLETE
+    assert sessions.add("d", "app", middle).status is SessionStatus.INCOMPLETE
 
 
 def test_tombstones_are_bounded() -> None:

@@ -319,13 +319,24 @@ def send_ranges(
 def test_out_of_order_chunks_are_reassembled_and_blocked(stack: HostileStack) -> None:
     media = encode(stack.banned_photo, "JPEG", quality=77)
     third = len(media) // 3
-    pieces = [(2 * third, media[2 * third :]), (0, media[:third]), (third, media[third:-third])]
+    pieces = [(third, media[third:-third]), (0, media[:third]), (2 * third, media[2 * third :])]
     path = "/upload/chunked/out-of-order"
     assert send_ranges(stack, path, media, pieces) == [200, 200, 403]
     assert sha(pieces[2][1]) not in stack.arrived(path)  # the completing chunk was held
     record = stack.decisions()[-1]
     assert record["decision"] == "block"
     assert record["hashes"]["sha256"] == sha(media)
+
+
+def test_a_last_chunk_before_the_rest_ends_the_upload_unseen(stack: HostileStack) -> None:
+    """The server commits the upload when its last bytes arrive: with parts missing here, the
+    gateway cannot have judged the file, so that chunk is refused (issue 16)."""
+    media = encode(stack.banned_photo, "JPEG", quality=74)
+    half = len(media) // 2
+    pieces = [(half, media[half:]), (0, media[:half])]
+    path = "/upload/chunked/last-first"
+    assert send_ranges(stack, path, media, pieces)[0] == 403
+    assert stack.decisions()[-1]["failure"] == "refused"
 
 
 def test_overlapping_agreeing_chunks_are_reassembled_and_blocked(stack: HostileStack) -> None:

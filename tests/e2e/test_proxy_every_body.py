@@ -130,6 +130,66 @@ def test_x_simple_upload_on_the_chunked_route_is_judged(stack: HostileStack) -> 
     assert send(stack, "POST", "/upload/x", encoded, **{"Content-Type": form_type}) == 403
 
 
+# --- Upload protocols ---------------------------------------------------------------------------
+
+
+def dropbox(stack: HostileStack, step: str, arg: dict[str, object], body: bytes) -> tuple[int, str]:
+    with stack.client() as client:
+        response = client.post(
+            stack.url(f"/2/files/upload_session/{step}"),
+            content=body,
+            headers={
+                "Dropbox-API-Arg": json.dumps(arg),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+    session = response.json().get("session_id", "") if response.status_code == 200 else ""
+    return response.status_code, session
+
+
+def test_dropbox_whole_file_in_start_then_an_empty_finish_is_judged(stack: HostileStack) -> None:
+    """The session id comes in start's reply; it was never used, so a finish that carried
+    nothing completed an upload nobody judged."""
+    photo = banned(stack, "dropbox whole")
+    status, session = dropbox(stack, "start", {"close": False}, photo)
+    assert (status, bool(session)) == (200, True)  # a chunk alone is not the file: forwarded
+    cursor = {"cursor": {"session_id": session, "offset": len(photo)}, "commit": {"path": "/a.jpg"}}
+    assert dropbox(stack, "finish", cursor, b"")[0] == 403  # the commit is refused
+
+
+def test_two_dropbox_uploads_from_one_device_are_not_confused(stack: HostileStack) -> None:
+    """Every start once shared one key, so a second upload conflicted with the first: blocked."""
+    first = encode(stack.benign_photo, "JPEG", quality=81)
+    second = encode(stack.benign_photo, "JPEG", quality=71)
+    status_a, session_a = dropbox(stack, "start", {"close": False}, first[:2000])
+    status_b, session_b = dropbox(stack, "start", {"close": False}, second[:2000])
+    assert (status_a, status_b) == (200, 200)
+    for session, data in ((session_a, first), (session_b, second)):
+        arg = {"cursor": {"session_id": session, "offset": 2000}, "commit": {"path": "/b.jpg"}}
+        assert dropbox(stack, "finish", arg, data[2000:])[0] == 200
+
+
+def test_an_upload_spread_over_two_session_keys_is_refused(stack: HostileStack) -> None:
+    """The server ignores a query parameter the gateway keyed the session on: the last chunk,
+    under a key the gateway has no start for, completes a file nobody judged whole."""
+    photo = banned(stack, "two keys")
+    half = len(photo) // 2
+    total = len(photo)
+    with stack.client() as client:
+        one = client.post(
+            stack.url("/upload/chunked/p?attempt=1"),
+            content=photo[:half],
+            headers={"Content-Range": f"bytes 0-{half - 1}/{total}"},
+        )
+        two = client.post(
+            stack.url("/upload/chunked/p?attempt=2"),
+            content=photo[half:],
+            headers={"Content-Range": f"bytes {half}-{total - 1}/{total}"},
+        )
+    assert (one.status_code, two.status_code) == (200, 403)
+    assert stack.decisions()[-1]["failure"] == "refused"
+
+
 # --- Containers and wrappings ------------------------------------------------------------------
 
 

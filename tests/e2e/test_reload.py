@@ -192,6 +192,9 @@ def test_reload_swaps_in_a_valid_changed_file(data_dir: Path, tmp_path: Path) ->
     assert ref.current is not old
     assert ref.get().config.policy.groups[0].mode == "monitor"
     assert old.closed
+    # Chunked uploads in progress and learnt upload hosts survive the reload.
+    assert ref.get().sessions is old.sessions
+    assert ref.get().learnt is old.learnt
     ref.get().close()
 
 

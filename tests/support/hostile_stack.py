@@ -48,6 +48,12 @@ EXTRA_ROUTES: list[dict[str, Any]] = [
     {"method": "POST", "path": "/upload/form", "body": "form_base64"},
     {"method": "POST", "path": "/upload/auto", "body": "auto"},
     {"method": "POST", "path": "/upload/x", "body": "auto", "protocol": "x_chunked"},
+    {
+        "method": "POST",
+        "path": "/2/files/upload_session/*",
+        "body": "raw",
+        "protocol": "dropbox_session",
+    },
 ]
 
 

@@ -268,7 +268,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._reply(200, data, "application/octet-stream")
             return
-        reply = {"ok": True, "sha256": record.sha256, "length": record.length}
+        reply: dict[str, object] = {"ok": True, "sha256": record.sha256, "length": record.length}
+        if self.path.endswith("/upload_session/start"):  # as Dropbox answers
+            reply["session_id"] = "sess-" + hashlib.sha256(os.urandom(8)).hexdigest()[:16]
         self._reply(200, json.dumps(reply).encode(), "application/json")
 
     do_GET = do_POST = do_PUT = do_PATCH = do_HEAD = do_DELETE = do_OPTIONS = _handle

@@ -9,7 +9,13 @@ from mitmproxy import http
 
 from schoolgate.addons import heldbody
 from schoolgate.addons.blockpage import block_response
-from schoolgate.addons.flows import declared_size, extract_limits, flow_context, hook_failed
+from schoolgate.addons.flows import (
+    READ_RESPONSE,
+    declared_size,
+    extract_limits,
+    flow_context,
+    hook_failed,
+)
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.catalog import MAX_LEARN_BODY_BYTES
 from schoolgate.endpoints.encoding import decode_content_encoding
@@ -74,6 +80,9 @@ class DownloadInspector:
         if rules and (size is None or size <= MAX_LEARN_BODY_BYTES):
             flow.metadata[LEARN] = True
             response.stream = False
+            return
+        if flow.metadata.get(READ_RESPONSE) and (size is None or size <= MAX_LEARN_BODY_BYTES):
+            response.stream = False  # an upload session's id is in this reply
             return
         app = runtime.catalog.download_app(host)
         if app is None or not 200 <= response.status_code < 300 or flow.request.method == "HEAD":

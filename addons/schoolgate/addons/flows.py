@@ -63,6 +63,10 @@ def extract_limits(runtime: Runtime) -> ExtractLimits:
 
 log = logging.getLogger("schoolgate.proxy")
 
+# Set by an addon that needs a flow's (small) reply body: the downloads addon, which otherwise
+# streams replies from hosts that are not CDNs, keeps it.
+READ_RESPONSE = "schoolgate_read_response"
+
 
 def hook_failed(ref: RuntimeRef, flow: http.HTTPFlow, direction: str, error: Exception) -> None:
     """One of our own hooks raised. mitmproxy would log it and carry on, forwarding the flow

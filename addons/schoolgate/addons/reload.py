@@ -114,6 +114,11 @@ class ConfigReloader:
             )
             metrics.config_loaded(False)
             return False
+        # Uploads in progress and hosts learnt from apps' replies carry over: forgetting them
+        # would refuse the rest of every chunked upload as orphaned, and pass learnt upload hosts
+        # through undecrypted until an app hands them out again.
+        runtime.sessions = current.sessions
+        runtime.learnt = current.learnt
         previous = self.ref.swap(runtime)
         metrics.config_loaded(True)
         log.warning("schoolgate: configuration reloaded from %s", config.source)

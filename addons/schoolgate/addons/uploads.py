@@ -5,6 +5,7 @@ upload protocol reassembles chunks across requests."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, replace
 
@@ -12,6 +13,7 @@ from mitmproxy import http
 
 from schoolgate.addons import heldbody
 from schoolgate.addons.flows import (
+    READ_RESPONSE,
     declared_size,
     enforce,
     extract_limits,
@@ -33,6 +35,8 @@ log = logging.getLogger("schoolgate.proxy")
 META = "schoolgate_upload"
 HELD_BYTES = "schoolgate_held_bytes"
 OVER_BUDGET = "schoolgate_over_budget"
+PENDING_CHUNK = "schoolgate_pending_chunk"
+SESSION_STATUS = "schoolgate_session_status"
 SMALL_BODY_BYTES = 64 * 1024
 
 
@@ -207,6 +211,36 @@ class UploadInspector:
         verdicts = await self.inspect(runtime, flow, held)
         enforce(runtime, flow, verdicts, "upload")
 
+    def response(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._response(flow)
+        except Exception:  # the request was judged; a bad reply must not crash the hook
+            log.exception("schoolgate: reading an upload session reply failed")
+
+    def _response(self, flow: http.HTTPFlow) -> None:
+        """Put a chunk whose session id comes in the reply into that session. A reply with no
+        readable id leaves the upload unbound: its later chunks are refused as orphaned."""
+        pending = flow.metadata.pop(PENDING_CHUNK, None)
+        runtime = self.ref.current
+        response = flow.response
+        if pending is None or runtime is None or response is None:
+            return
+        client, app, chunk = pending
+        if not 200 <= response.status_code < 300 or len(response.raw_content or b"") > 1 << 20:
+            return
+        try:
+            document = json.loads(response.get_content(strict=False) or b"")
+        except (ValueError, RecursionError):
+            return
+        session_id = (
+            document.get(chunk.session_from_response) if isinstance(document, dict) else None
+        )
+        if not isinstance(session_id, str) or not session_id:
+            return
+        state = runtime.sessions.add(client, app, replace(chunk, session_id=session_id))
+        if state.failed:
+            runtime.sessions.fail(client, app, session_id, state.status)
+
     def reassemble(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
     ) -> bytes | str | None:
@@ -218,8 +252,15 @@ class UploadInspector:
         if chunk is None:
             return None
         client = device
+        if chunk.session_from_response is not None:
+            # The id is in the reply (Dropbox upload_session/start): the chunk joins its session
+            # when the reply arrives (`response`), so two uploads never share a key.
+            flow.metadata[PENDING_CHUNK] = (client, held.app.name, chunk)
+            flow.metadata[READ_RESPONSE] = True
+            return None
         state = runtime.sessions.add(client, held.app.name, chunk)
         if state.failed:
+            flow.metadata[SESSION_STATUS] = state.status.value
             # Tombstoned: the next chunks of this upload fail too (no poison-and-restart).
             runtime.sessions.fail(client, held.app.name, chunk.session_id, state.status)
             return _session_failure(state.status)
@@ -254,7 +295,8 @@ class UploadInspector:
                 device = ctx.mac or ctx.client_ip or ""
                 media = self.reassemble(runtime, flow, held, body, device)
                 if isinstance(media, str):
-                    return [runtime.unavailable(_sized(ctx, len(body)), media, "upload session")]
+                    detail = f"upload session: {flow.metadata.pop(SESSION_STATUS, media)}"
+                    return [runtime.unavailable(_sized(ctx, len(body)), media, detail)]
                 if media is None:
                     return []  # an earlier chunk: forwarded, the final one waits for the whole
                 return [await runtime.judge(media, _sized(ctx, len(media)))]
@@ -325,6 +367,8 @@ class UploadInspector:
 def _session_failure(status: SessionStatus) -> str:
     if status is SessionStatus.CONFLICTING_CHUNKS:
         return "conflicting_chunks"
+    if status is SessionStatus.UNSEEN_PARTS:
+        return "refused"
     if status is SessionStatus.STORE_FULL:
         return "overload"
     return "oversize"

@@ -80,8 +80,10 @@ def _x_chunk(
         fields.update({k: v for k, v in form.items() if k != "media_data"})
         if "media_data" in form:
             media = _b64(form["media_data"].replace(" ", "+").encode("latin-1"))
-    command = fields.get("command", "").upper()
-    media_id = fields.get("media_id", "")
+    command = fields.get("command", "").strip().upper()
+    # The server reads the id as a number: "0123", " 123" and "123" are one upload.
+    media_id = fields.get("media_id", "").strip()
+    media_id = media_id.lstrip("0") or media_id if media_id.isdigit() else media_id
     if command in ("INIT", "STATUS", ""):
         return None  # INIT's media_id arrives in the response; STATUS carries nothing
     if not media_id:

@@ -64,6 +64,10 @@ class SessionStatus(StrEnum):
     CONFLICTING_CHUNKS = "conflicting_chunks"
     OVERSIZE = "oversize"
     STORE_FULL = "store_full"
+    # The upload ended (its last chunk, or its FINALIZE, arrived) with parts this gateway never
+    # saw: a client that spreads one upload over several keys (a varied query parameter, a
+    # second address) would otherwise get the server to commit a file nobody judged whole.
+    UNSEEN_PARTS = "unseen_parts"
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,8 @@ class UploadSessions:
                 return
         if session.is_complete():
             session.status = SessionStatus.COMPLETE
+        elif chunk.final or _reaches_total(chunk):
+            session.fail(SessionStatus.UNSEEN_PARTS)
 
     def _fits(self, session: _Session, chunk: Chunk) -> bool:
         # Upper bound of the growth (overlaps may add less): refuse before copying anything.
@@ -336,3 +342,10 @@ class UploadSessions:
                 break
             del self._tombstones[key]
         return len(stale)
+
+
+def _reaches_total(chunk: Chunk) -> bool:
+    """Whether a placed chunk ends where the upload says it ends (its last bytes)."""
+    if chunk.offset is None or chunk.total is None or not chunk.data:
+        return False
+    return chunk.offset + len(chunk.data) >= chunk.total
