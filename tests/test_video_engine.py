@@ -5,12 +5,14 @@ policy. Synthetic benign clips only; the classifier is the generated red-square 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -206,3 +208,84 @@ def test_video_over_its_time_budget_is_a_timeout(
     assert verdict.findings.failure == "timeout"
     assert "time_budget" in (verdict.findings.failure_detail or "")
     assert verdict.blocked
+
+
+def two_video_streams(first: vf.Clip, second: vf.Clip) -> bytes:
+    """One MP4 holding two video streams; players may show either (or the second as default)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        streams = []
+        for clip in (first, second):
+            stream = out.add_stream("libx264", rate=clip.fps)
+            assert isinstance(stream, av.VideoStream)
+            height, width = clip.frames[0].shape[:2]
+            stream.width, stream.height = width - width % 2, height - height % 2
+            stream.pix_fmt = "yuv420p"
+            streams.append((stream, clip))
+        for index in range(min(len(first.frames), len(second.frames))):
+            for stream, clip in streams:
+                pixels = np.ascontiguousarray(clip.frames[index][: stream.height, : stream.width])
+                for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                    out.mux(packet)
+        for stream, _ in streams:
+            for packet in stream.encode():
+                out.mux(packet)
+    return buffer.getvalue()
+
+
+def test_every_video_stream_of_a_file_is_judged(
+    tmp_path: Path, data_dir: Path, clip: vf.Clip, clip_mp4: bytes
+) -> None:
+    """Only the first video stream was hashed: a file whose banked clip is its second stream
+    passed (issue 16)."""
+    config = tmp_path / "hash-only.yaml"
+    config.write_text("classifier:\n  models: []\n")
+    video = tmp_path / "incident.mp4"
+    video.write_bytes(clip_mp4)
+    added = schoolgate("hashes", "add", str(video), "--bank", "incident", config=config)
+    assert added.returncode == 0, added.stderr
+    decoy = vf.scene_frames(seed=33, seconds=6)
+    hidden = tmp_path / "hidden.mp4"
+    hidden.write_bytes(two_video_streams(decoy, clip))
+    benign = tmp_path / "benign.mp4"
+    benign.write_bytes(two_video_streams(decoy, vf.scene_frames(seed=34, seconds=6)))
+    scanned = schoolgate("scan", "--json", str(hidden), str(benign), config=config)
+    verdicts = {Path(v["file"]).name: v for v in map(json.loads, scanned.stdout.splitlines())}
+    assert verdicts["hidden.mp4"]["decision"] == "block", verdicts["hidden.mp4"]
+    assert verdicts["hidden.mp4"]["hashes"]["video_streams"] == 2
+    assert verdicts["hidden.mp4"]["matches"][0]["bank"] == "incident"
+    assert verdicts["benign.mp4"]["decision"] == "allow", verdicts["benign.mp4"]
+
+
+def test_a_second_stream_is_judged_when_the_first_cannot_be_decoded(
+    tmp_path: Path, data_dir: Path, clip: vf.Clip
+) -> None:
+    """An FFV1 decoy first (not decoded here: not_analysed) must not hide an H.264 second."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="matroska") as out:
+        ffv1 = out.add_stream("ffv1", rate=clip.fps)
+        h264 = out.add_stream("libx264", rate=clip.fps)
+        height, width = clip.frames[0].shape[:2]
+        for stream, pix_fmt in ((ffv1, "yuv420p"), (h264, "yuv420p")):
+            assert isinstance(stream, av.VideoStream)
+            stream.width, stream.height = width - width % 2, height - height % 2
+            stream.pix_fmt = pix_fmt
+        for pixels in clip.frames[:30]:
+            for stream in (ffv1, h264):
+                assert isinstance(stream, av.VideoStream)
+                frame = av.VideoFrame.from_ndarray(
+                    np.ascontiguousarray(pixels[: stream.height, : stream.width]), format="rgb24"
+                )
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+        for stream in (ffv1, h264):
+            for packet in stream.encode():
+                out.mux(packet)
+    inspector = Inspector.from_config(_config("classifier: {models: []}\n"), with_audit=False)
+    try:
+        verdict = inspector.evaluate(buffer.getvalue(), STUDENT)
+    finally:
+        inspector.close()
+    assert verdict.findings.hashes["video_streams"] == 2
+    assert verdict.findings.hashes["video_frames_hashed"]  # the H.264 stream was hashed
+    assert verdict.findings.failure == "not_analysed"  # and the FFV1 one reported

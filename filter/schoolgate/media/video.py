@@ -100,6 +100,8 @@ class VideoHashes:
     refused: MediaRefused | None = None
     stills: tuple[StillQuery, ...] = ()
     key_frames: tuple[SampledFrame, ...] = ()  # spread over the video, for local features
+    stream: int = 0  # which video stream of the container these hashes are of
+    video_streams: int = 1  # how many the container holds (each is judged)
 
     def lines(self) -> str:
         """The whole vPDQ text (one line per sampled frame)."""
@@ -198,15 +200,18 @@ class VideoHasher:
         self.key_frames = key_frames
         self.time_budget_s = limits.time_budget_s if time_budget_s is None else time_budget_s
 
-    def hash(self, data: bytes, media_type: MediaType | None = None) -> VideoHashes:
-        """Hash `data` (a video container, or an animated image). Raises MediaRefused only when
-        nothing could be read at all; a stop part-way is reported in `VideoHashes.refused`."""
+    def hash(
+        self, data: bytes, media_type: MediaType | None = None, stream: int = 0
+    ) -> VideoHashes:
+        """Hash `data` (a video container's video stream number `stream`, or an animated
+        image). Raises MediaRefused only when nothing could be read at all; a stop part-way is
+        reported in `VideoHashes.refused`."""
         media_type = media_type or sniff(data)
         budget = Budget(self.time_budget_s)
         interval = self.limits.seconds_per_hash / self.samples
         source: PyAvSource | AnimationSource
         if media_type.kind is MediaKind.VIDEO:
-            source = PyAvSource(self.limits, budget, self.fast, interval)
+            source = PyAvSource(self.limits, budget, self.fast, interval, stream)
         elif media_type.kind is MediaKind.IMAGE:
             source = AnimationSource(self.limits, budget, interval)
         else:
@@ -256,6 +261,8 @@ class VideoHasher:
             refused=refused,
             stills=tuple(stills),
             key_frames=key_keeper.spread(),
+            stream=stream,
+            video_streams=max(1, getattr(source, "video_streams", 1)),
         )
 
     def _feature(

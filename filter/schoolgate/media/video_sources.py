@@ -163,11 +163,15 @@ class Sampler:
 class PyAvSource:
     """Sampled frames of a video container, decoded by libavcodec within the limits."""
 
-    def __init__(self, limits: VideoLimits, budget: Budget, fast: bool, interval: float) -> None:
+    def __init__(
+        self, limits: VideoLimits, budget: Budget, fast: bool, interval: float, stream: int = 0
+    ) -> None:
         self.limits = limits
         self.budget = budget
         self.fast = fast
         self.interval = interval
+        self.stream = stream  # which video stream of the container (players may show any)
+        self.video_streams = 0
         self.codec: str | None = None
         self.width = self.height = 0
         self.fps: float | None = None
@@ -200,9 +204,10 @@ class PyAvSource:
         self, container: av.container.InputContainer, media_type: MediaType
     ) -> Iterator[Frame]:
         limits = self.limits
-        if not container.streams.video:
-            raise MediaRefused("corrupt", f"{media_type} holds no video stream")
-        stream = container.streams.video[0]
+        self.video_streams = len(container.streams.video)
+        if self.stream >= self.video_streams:
+            raise MediaRefused("corrupt", f"{media_type} holds no video stream {self.stream}")
+        stream = container.streams.video[self.stream]
         context = stream.codec_context
         self.codec = context.codec.canonical_name if context.codec else None
         if self.codec not in DECODABLE_CODECS:
@@ -358,3 +363,17 @@ def refusal(media_type: MediaType, exc: Exception) -> MediaRefused:
     if any(cue in text.lower() for cue in _TRUNCATION_CUES) or isinstance(exc, av.error.EOFError):
         return MediaRefused("truncated", f"{media_type} data ends early: {text}")
     return MediaRefused("corrupt", f"{media_type} could not be decoded: {text}")
+
+
+def count_video_streams(data: bytes, media_type: MediaType, limits: VideoLimits) -> int:
+    """How many video streams a container holds (1 when it cannot be read): a file whose first
+    stream cannot be decoded still has its other streams judged."""
+    demuxer = _DEMUXERS.get(media_type)
+    if demuxer is None:
+        return 1
+    try:
+        options = {"max_pixels": str(limits.max_pixels)}
+        with av.open(io.BytesIO(data), mode="r", format=demuxer, options=options) as container:
+            return max(1, len(container.streams.video))
+    except (av.error.FFmpegError, ValueError, OSError):
+        return 1

@@ -27,6 +27,7 @@ from schoolgate.media.normalise import analysis_views
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
 from schoolgate.media.sniff import MediaKind, claims_media, sniff
 from schoolgate.media.video import VideoHashes
+from schoolgate.media.video_sources import count_video_streams
 from schoolgate.pipeline.audit import AuditLog
 from schoolgate.pipeline.policy import Policy
 from schoolgate.pipeline.verdict import FAILURES, Findings, InspectionContext, Verdict
@@ -34,6 +35,9 @@ from schoolgate.pipeline.verdict import FAILURES, Findings, InspectionContext, V
 __all__ = ["InspectionContext", "Inspector", "Verdict"]
 
 log = logging.getLogger(__name__)
+
+# Video streams judged per file; more is refused (no camera or app writes more than a few).
+MAX_VIDEO_STREAMS = 4
 
 
 class _MatcherCache:
@@ -267,15 +271,47 @@ class _VideoAnalysis:
         )
 
     def findings(self, data: bytes, base: Findings) -> Findings:
+        """Every video stream of the file, each judged: a player may show any of them (the
+        banked clip as a second track marked default)."""
+        first, streams = self._stream(data, base, 0)
+        if streams <= 1:
+            return first
+        if streams > MAX_VIDEO_STREAMS:
+            detail = f"{streams} video streams, more than the {MAX_VIDEO_STREAMS} judged"
+            return replace(first, failure="refused", failure_detail=detail)
+        every = [first, *(self._stream(data, base, n)[0] for n in range(1, streams))]
+        matches = tuple(dict.fromkeys(m for found in every for m in found.matches))
+        scores = tuple(score for found in every for score in found.scores)
+        failed = next((found for found in every if found.failure is not None), None)
+        hashes: dict[str, str | int] = {}
+        for found in reversed(every):  # the first stream's summary wins where both have one
+            hashes.update(found.hashes)
+        merged = replace(
+            first,
+            matches=matches,
+            scores=scores,
+            hashes={**hashes, "video_streams": streams},
+        )
+        if failed is not None:
+            merged = replace(merged, failure=failed.failure, failure_detail=failed.failure_detail)
+        return merged
+
+    def _stream(self, data: bytes, base: Findings, stream: int) -> tuple[Findings, int]:
+        """Findings for one video stream, and how many the file holds."""
         inspector = self.inspector
         try:
-            video = self.hasher.hash(data)
+            video = self.hasher.hash(data, stream=stream)
         except MediaRefused as refused:
             # A codec this build does not decode is not analysed; anything else is a refusal.
             failure = "not_analysed" if refused.reason == "unsupported_codec" else "refused"
             if refused.reason == "time_budget":
                 failure = "timeout"
-            return replace(base, failure=failure, failure_detail=f"{refused.reason}: {refused}")
+            detail = f"{refused.reason}: {refused}"
+            streams = 1
+            if stream == 0 and refused.reason == "unsupported_codec":
+                media_type = sniff(data)
+                streams = count_video_streams(data, media_type, self.inspector.config.limits.video)
+            return replace(base, failure=failure, failure_detail=detail), streams
         hashes = {**base.hashes, **_video_summary(video)}
         matches = (
             *base.matches,
@@ -304,7 +340,7 @@ class _VideoAnalysis:
                 failure_detail=f"{stopped.reason}: {stopped} "
                 f"(after {len(video.features)} sampled frames)",
             )
-        return findings
+        return findings, video.video_streams
 
     def _image_matches(self, video: VideoHashes, known: tuple[BankMatch, ...]) -> list[FrameMatch]:
         """Every sampled frame against the IMAGE bank, as a still upload would be (PDQ of the
