@@ -6,6 +6,7 @@ import base64
 import gzip
 import io
 import json
+import random
 import tracemalloc
 import zlib
 from urllib.parse import quote, urlencode
@@ -92,6 +93,14 @@ def test_decode_chained_encodings_in_reverse_order(jpeg: bytes) -> None:
 def test_concatenated_gzip_members(jpeg: bytes) -> None:
     body = gzip.compress(jpeg[:100]) + gzip.compress(jpeg[100:])
     assert decode_content_encoding(body, "gzip", LIMITS) == jpeg
+
+
+def test_gzip_members_past_the_first_read_chunk() -> None:
+    """A second member that starts after the first 16 KiB read was refused as corrupt (the
+    offset of the first member's end was taken from the whole body, not the bytes read)."""
+    noise = random.Random(7).randbytes(100_000)  # incompressible: members span several reads
+    body = gzip.compress(noise[:1000]) + gzip.compress(noise[1000:]) + gzip.compress(b"end")
+    assert decode_content_encoding(body, "gzip", LIMITS) == noise + b"end"
 
 
 def test_concatenated_zstd_frames(jpeg: bytes) -> None:

@@ -369,3 +369,35 @@ def test_slow_drip_upload_does_not_hold_up_other_clients(stack: HostileStack) ->
         stop.set()
         slow.join(timeout=15)
     assert stack.arrived("/upload/raw/slow-drip.jpg") == []  # never completed, never forwarded
+
+
+def test_gzip_members_past_the_first_read_are_decoded(stack: HostileStack) -> None:
+    """A body of several gzip members, the second starting past 16 KiB, was refused as corrupt:
+    an ordinary photo blocked (found by the issue 16 adversarial pass)."""
+    benign = encode(stack.benign_photo, "JPEG", quality=88)
+    banned = encode(stack.banned_photo, "JPEG", quality=88)
+    for data, expected in ((benign, 200), (banned, 403)):
+        body = gzip.compress(data[:1000]) + gzip.compress(data[1000:])
+        path = f"/upload/raw/members-{expected}.jpg"
+        assert put(stack, path, body, **{"Content-Encoding": "gzip"}) == expected
+    assert stack.arrived("/upload/raw/members-200.jpg") == [
+        hashlib.sha256(gzip.compress(benign[:1000]) + gzip.compress(benign[1000:])).hexdigest()
+    ]
+
+
+def test_a_body_with_trailer_fields_is_refused_at_once(stack: HostileStack) -> None:
+    """mitmproxy does not implement HTTP/1 trailers and left the connection hanging; now it is
+    closed at once, nothing is forwarded, and other traffic is served."""
+    photo = encode(stack.banned_photo, "JPEG", quality=86)
+    head = (
+        f"PUT /upload/raw/trailers.jpg HTTP/1.1\r\nHost: {stack.host_header()}\r\n"
+        "Transfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+    ).encode()
+    body = b"%x\r\n" % len(photo) + photo + b"\r\n0\r\nX-Checksum: 1234\r\n\r\n"
+    started = time.monotonic()
+    with stack.tls_socket() as sock:
+        reply = raw_exchange(sock, head + body, timeout=20)
+    assert time.monotonic() - started < 10  # closed, not left to time out
+    assert 200 not in statuses(reply)
+    assert stack.arrived("/upload/raw/trailers.jpg") == []
+    stack.assert_serving()

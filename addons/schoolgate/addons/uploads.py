@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from mitmproxy import http
 
-from schoolgate.addons import heldbody
+from schoolgate.addons import heldbody, trailers
 from schoolgate.addons.flows import (
     READ_RESPONSE,
     declared_size,
@@ -71,6 +71,7 @@ class UploadInspector:
 
     def load(self, loader: object) -> None:
         heldbody.install()
+        trailers.install()
 
     def route_for(self, runtime: Runtime, flow: http.HTTPFlow) -> HeldUpload | None:
         request = flow.request

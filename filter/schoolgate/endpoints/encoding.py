@@ -122,7 +122,8 @@ def _inflate(data: bytes, wbits: int, sink: _Sink) -> bytes:
     if not stream.eof:
         raise ExtractionError("bad_encoding", "compressed data is truncated")
     sink.write(stream.flush())
-    consumed = len(data) - len(stream.unused_data)
+    # unused_data is what followed the end in the chunks fed so far, not in all of `data`.
+    consumed = fed - len(stream.unused_data)
     sink.consumed = base + consumed
     return data[consumed:]
 
