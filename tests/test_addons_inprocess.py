@@ -319,7 +319,7 @@ def test_an_exception_on_a_download_takes_the_download_fail_policy(
 def test_an_exception_judging_a_websocket_message_drops_it(
     ref: RuntimeRef, benign: bytes, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("schoolgate.addons.websockets.sniff", boom)
+    monkeypatch.setattr("schoolgate.addons.websockets.extract_items", boom)
     addon = WebSocketInspector(ref)
     with taddons.context(addon):
         flow = websocket_flow(MEDIA_HOST, benign)

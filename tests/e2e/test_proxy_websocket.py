@@ -6,8 +6,10 @@ dropped (the upstream never sees it) and the connection keeps working. Benign im
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import json
 import socket
 import socketserver
 import ssl
@@ -286,3 +288,24 @@ def test_websocket_media_is_judged_benign_passes_banked_dropped(
     assert blocked["client"]["host"] == MEDIA_HOST
     assert blocked["client"]["route"] == "websocket"
     assert ws_stack.proxy.process.poll() is None
+
+
+def test_media_inside_text_and_wrapped_binary_messages_is_judged(ws_stack: WsStack) -> None:
+    """Only binary messages that started with a picture were judged: base64 in a JSON text
+    message, or a picture after a protobuf-style header, went through (issue 16)."""
+    banned = encode(ws_stack.banned_photo, "JPEG", quality=72)
+    as_json = json.dumps({"op": 7, "d": {"attachment": base64.b64encode(banned).decode()}})
+    wrapped = b"\x0a\x08chat-123\x12" + len(banned).to_bytes(4, "big") + banned
+    chat = json.dumps({"op": 1, "d": {"content": "homework is on page 12"}})
+    client = ws_stack.client()
+    try:
+        client.send(as_json)
+        client.send(wrapped)
+        client.send(chat)
+        assert client.next_text() == ack_for(chat)  # the first two never reached the server
+    finally:
+        client.close()
+    received = ws_stack.upstream.record.snapshot()
+    assert as_json not in received
+    assert wrapped not in received
+    assert chat in received

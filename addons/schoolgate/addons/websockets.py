@@ -1,16 +1,26 @@
-"""WebSockets: binary media a client sends to a catalogued host is judged; blocked ones dropped."""
+"""WebSockets: media a client sends to an intercepted host, in any message, is judged by what
+the message holds (a picture, base64 in JSON, a picture inside a binary frame); a message that
+holds a blocked item is dropped."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+
 from mitmproxy import http
 
-from schoolgate.addons.flows import flow_context, hook_failed
+from schoolgate.addons.flows import extract_limits, flow_context, hook_failed
 from schoolgate.addons.runtime import RuntimeRef
-from schoolgate.media.sniff import MediaKind, sniff
+from schoolgate.endpoints.bodyscan import extract_items
+from schoolgate.endpoints.extract import ExtractionError
+from schoolgate.pipeline.verdict import Verdict
+
+# Messages up to this size are scanned on the event loop; larger ones in a thread.
+INLINE_SCAN_BYTES = 64 * 1024
 
 
 class WebSocketInspector:
-    """Media sent as binary WebSocket frames (chat apps) gets the same judgement as an upload."""
+    """Media sent in WebSocket messages (chat apps) gets the same judgement as an upload."""
 
     def __init__(self, ref: RuntimeRef) -> None:
         self.ref = ref
@@ -26,19 +36,42 @@ class WebSocketInspector:
         if runtime is None or flow.websocket is None:
             return
         message = flow.websocket.messages[-1]
-        if not message.from_client or message.is_text or message.dropped:
+        if not message.from_client or message.dropped:
             return
-        app = runtime.catalog.app_for_host(flow.request.pretty_host)
+        host = flow.request.pretty_host
+        app = runtime.catalog.app_for_host(host)
         if app is None:
-            return  # an intercepted connection to a learnt host that is not an app's own
-        if sniff(message.content).kind is MediaKind.UNKNOWN:
-            return  # chat text, presence, protobuf control frames: not media, no decision
+            learnt = runtime.learnt.get(host)
+            app = learnt.app if learnt is not None else None
+        if app is None:
+            return
         ctx = flow_context(runtime, flow, app.name, "websocket")
+        content = message.content
         cap = runtime.config.proxy.max_held_body_bytes
-        if len(message.content) > cap:
-            verdict = runtime.unavailable(ctx, "oversize", f"message over the {cap} byte cap")
+        verdicts: list[Verdict]
+        if len(content) > cap:
+            verdicts = [runtime.unavailable(ctx, "oversize", f"message over the {cap} byte cap")]
         else:
-            verdict = await runtime.judge(message.content, ctx)
-        if verdict.blocked:
+            limits = extract_limits(runtime)
+            try:
+                if len(content) <= INLINE_SCAN_BYTES:
+                    items = extract_items(content, None, limits)
+                else:
+                    items = await asyncio.to_thread(extract_items, content, None, limits)
+            except ExtractionError as exc:
+                failure = "oversize" if exc.reason == "oversize" else "refused"
+                verdicts = [runtime.unavailable(ctx, failure, f"{exc.reason}: {exc}")]
+            else:
+                # Chat text, presence and control frames hold no media: no decision to record.
+                verdicts = list(
+                    await asyncio.gather(
+                        *(
+                            runtime.judge(item.data, replace(ctx, size=len(item.data)))
+                            for item in items
+                        )
+                    )
+                )
+        blocking = [verdict.id for verdict in verdicts if verdict.blocked]
+        if blocking:
             message.drop()  # type: ignore[no-untyped-call]
-            flow.metadata.setdefault("schoolgate_blocked", []).append(verdict.id)
+            flow.metadata.setdefault("schoolgate_blocked", []).extend(blocking)
