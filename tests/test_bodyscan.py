@@ -151,6 +151,8 @@ def test_what_claims_to_be_media_but_is_not_recognised_is_kept_as_claimed() -> N
     items = extract_items(part, "multipart/form-data; boundary=B0und", LIMITS)
     assert [item.claimed for item in items] == [True]
     assert extract_items(b"x" * 50, "application/pdf", LIMITS) == []
+    unlabelled = b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(100)
+    assert [item.claimed for item in extract_items(unlabelled, None, LIMITS)] == [True]
 
 
 def test_a_chat_message_is_no_media() -> None:

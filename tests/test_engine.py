@@ -102,6 +102,22 @@ def test_what_is_sent_as_media_but_not_readable_is_not_analysed(
     assert verdict.blocked is (failure is not None)  # not_analysed fails closed for students
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(300),  # JPEG XL container
+        b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(300),  # JPEG 2000
+    ],
+)
+def test_image_formats_viewers_show_but_we_do_not_read_are_not_analysed(
+    inspector: Inspector, data: bytes
+) -> None:
+    """Safari shows JPEG XL and JPEG 2000: unlabelled, they must not pass as "not media"."""
+    verdict = inspector.evaluate(data, STUDENT)
+    assert verdict.findings.failure == "not_analysed"
+    assert verdict.blocked
+
+
 def test_unavailable_verdicts(inspector: Inspector) -> None:
     oversize = inspector.evaluate_unavailable(STUDENT, "oversize", "70 MB body")
     assert oversize.blocked

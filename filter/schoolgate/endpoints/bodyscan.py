@@ -33,7 +33,7 @@ from schoolgate.endpoints.extract import (
     parse_header_params,
     parse_multipart,
 )
-from schoolgate.media.sniff import MediaKind, claims_media, sniff
+from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
 
 _MAX_DEPTH: Final = 6
 _MIN_STRING: Final = 16  # shorter strings cannot hold a picture worth judging
@@ -156,7 +156,7 @@ class _Scan:
         self.visit()
         if not data or depth > _MAX_DEPTH:
             return
-        claimed = claims_media(content_type, filename)
+        claimed = claims_media(content_type, filename) or unanalysed_format(data) is not None
         main = parse_header_params(content_type)[0] if content_type else ""
         container = main.startswith("multipart/") or main in _CONTAINER_TYPES
         before = len(self.items)

@@ -250,3 +250,21 @@ def claims_media(declared_type: str | None, filename: str | None) -> bool:
     if filename and "." in filename:
         return "." + filename.rsplit(".", 1)[1].strip().lower() in _MEDIA_SUFFIXES
     return False
+
+
+# Image formats some viewers show (Safari shows JPEG XL and JPEG 2000) that are not analysed
+# here: recognised by their long signatures, so they are `not_analysed`, never "not media".
+_UNANALYSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "jpeg-xl"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "jpeg-2000"),
+    (b"\xff\x4f\xff\x51", "jpeg-2000 codestream"),
+)
+
+
+def unanalysed_format(data: bytes) -> str | None:
+    """The name of an image format that viewers show but this appliance does not analyse, when
+    the bytes start with its signature; None otherwise."""
+    for signature, name in _UNANALYSED_SIGNATURES:
+        if data.startswith(signature):
+            return name
+    return None

@@ -25,7 +25,7 @@ from schoolgate.matching.video import VideoMatcher, VideoMatcherCache
 from schoolgate.media.hashing import PdqHash, exact_hashes
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
-from schoolgate.media.sniff import MediaKind, claims_media, sniff
+from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
 from schoolgate.media.video import VideoHashes
 from schoolgate.media.video_sources import count_video_streams
 from schoolgate.pipeline.audit import AuditLog
@@ -200,11 +200,12 @@ class Inspector:
             media_type.kind is MediaKind.UNKNOWN
             and data
             and not matches
-            and claims_media(ctx.declared_type, ctx.filename)
+            and (claims_media(ctx.declared_type, ctx.filename) or unanalysed_format(data))
         ):
             # Sent as a picture or a video, in a format we do not read (JPEG XL, an odd codec
             # container): the group's fail policy decides, never a silent allow.
-            detail = f"sent as {ctx.declared_type or ctx.filename!r}, not a format analysed here"
+            said = unanalysed_format(data) or ctx.declared_type or ctx.filename
+            detail = f"sent as {said!r}, not a format analysed here"
             return replace(base, failure="not_analysed", failure_detail=detail[:200])
         if media_type.kind is not MediaKind.IMAGE:
             return replace(base, matches=tuple(matches))
