@@ -210,29 +210,6 @@ def test_video_over_its_time_budget_is_a_timeout(
     assert verdict.blocked
 
 
-def two_video_streams(first: vf.Clip, second: vf.Clip) -> bytes:
-    """One MP4 holding two video streams; players may show either (or the second as default)."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as out:
-        streams = []
-        for clip in (first, second):
-            stream = out.add_stream("libx264", rate=clip.fps)
-            assert isinstance(stream, av.VideoStream)
-            height, width = clip.frames[0].shape[:2]
-            stream.width, stream.height = width - width % 2, height - height % 2
-            stream.pix_fmt = "yuv420p"
-            streams.append((stream, clip))
-        for index in range(min(len(first.frames), len(second.frames))):
-            for stream, clip in streams:
-                pixels = np.ascontiguousarray(clip.frames[index][: stream.height, : stream.width])
-                for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                    out.mux(packet)
-        for stream, _ in streams:
-            for packet in stream.encode():
-                out.mux(packet)
-    return buffer.getvalue()
-
-
 def test_every_video_stream_of_a_file_is_judged(
     tmp_path: Path, data_dir: Path, clip: vf.Clip, clip_mp4: bytes
 ) -> None:
@@ -246,9 +223,9 @@ def test_every_video_stream_of_a_file_is_judged(
     assert added.returncode == 0, added.stderr
     decoy = vf.scene_frames(seed=33, seconds=6)
     hidden = tmp_path / "hidden.mp4"
-    hidden.write_bytes(two_video_streams(decoy, clip))
+    hidden.write_bytes(vf.two_video_streams(decoy, clip))
     benign = tmp_path / "benign.mp4"
-    benign.write_bytes(two_video_streams(decoy, vf.scene_frames(seed=34, seconds=6)))
+    benign.write_bytes(vf.two_video_streams(decoy, vf.scene_frames(seed=34, seconds=6)))
     scanned = schoolgate("scan", "--json", str(hidden), str(benign), config=config)
     verdicts = {Path(v["file"]).name: v for v in map(json.loads, scanned.stdout.splitlines())}
     assert verdicts["hidden.mp4"]["decision"] == "block", verdicts["hidden.mp4"]

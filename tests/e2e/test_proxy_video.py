@@ -167,3 +167,23 @@ def test_banked_video_download_from_cdn_is_replaced(stack: Stack) -> None:
     assert copy not in response.content
     record = [r for r in stack.proxy.audit_records() if r["client"].get("direction") == "download"]
     assert record[-1]["decision"] == "block"
+
+
+def test_a_banked_clip_as_the_second_video_stream_is_blocked(stack: Stack) -> None:
+    """Only a file's first video stream was hashed (issue 16)."""
+    decoy = vf.scene_frames(seed=43, seconds=6)
+    hidden = vf.two_video_streams(decoy, stack.clip)
+    with stack.client() as client:
+        response = client.put(stack.url(MEDIA_HOST, "/upload/raw/two-streams.mp4"), content=hidden)
+    assert response.status_code == 403
+    assert stack.received("/upload/raw/two-streams.mp4") == []
+
+
+def test_a_codec_not_decoded_here_is_not_analysed_and_blocked(stack: Stack) -> None:
+    """FFV1 was `not_analysed` and allowed by default: any banked clip re-encoded to a codec
+    outside the decoders passed (issue 16). It now fails closed for students."""
+    ffv1 = vf.encode(stack.clip.frames[:20], stack.clip.fps, "ffv1", fmt="matroska")
+    with stack.client() as client:
+        response = client.put(stack.url(MEDIA_HOST, "/upload/raw/ffv1.mkv"), content=ffv1)
+    assert response.status_code == 403
+    assert stack.received("/upload/raw/ffv1.mkv") == []

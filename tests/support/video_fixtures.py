@@ -236,3 +236,26 @@ def gif(clip: Clip, every: int = 3, fmt: str = "GIF") -> bytes:
         loop=0,
     )
     return buffer.getvalue()
+
+
+def two_video_streams(first: Clip, second: Clip) -> bytes:
+    """One MP4 holding two video streams; players may show either (or the second as default)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        streams = []
+        for clip in (first, second):
+            stream = out.add_stream("libx264", rate=clip.fps)
+            assert isinstance(stream, av.VideoStream)
+            height, width = clip.frames[0].shape[:2]
+            stream.width, stream.height = width - width % 2, height - height % 2
+            stream.pix_fmt = "yuv420p"
+            streams.append((stream, clip))
+        for index in range(min(len(first.frames), len(second.frames))):
+            for stream, clip in streams:
+                pixels = np.ascontiguousarray(clip.frames[index][: stream.height, : stream.width])
+                for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                    out.mux(packet)
+        for stream, _ in streams:
+            for packet in stream.encode():
+                out.mux(packet)
+    return buffer.getvalue()
