@@ -37,6 +37,7 @@ BASELINE_RULES: tuple[tuple[str, str], ...] = (
     (r"^mih ", "brute "),  # PDQ index vs brute force
     (r" inspected ", " direct "),  # upload through the inspecting proxy vs straight to upstream
     (r" via proxy$", " direct"),  # pass-through download via the proxy vs direct
+    (r" held ", " direct "),  # a JSON request held and scanned vs straight to upstream
     (r"\.proxy_cpu$", ".proxy"),  # video hashing: CPU seconds vs wall seconds
     (r"\.proxy$", ".baseline_decode_every_frame"),  # video: 1 fps sampling vs every frame
 )
