@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,14 @@ def test_held_memory_budgets_scale_with_the_body_cap(data_dir: Path) -> None:
     big = parse_config("proxy:\n  max_held_body_bytes: 268435456\n", "site.yaml").proxy
     assert big.max_held_device_bytes == 2 * big.max_held_body_bytes
     assert big.max_held_total_bytes == 4 * big.max_held_device_bytes
+
+
+def test_the_old_pinned_action_key_still_loads_with_a_warning(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Installs copied the old default file: it must keep loading (issue 17 made the catalog's
+    when_not_inspectable decide for pinned apps)."""
+    with caplog.at_level(logging.WARNING, logger="schoolgate.config"):
+        proxy = parse_config("proxy:\n  pinned_action: block\n", "site.yaml").proxy
+    assert proxy.pinned_ttl_s == 86400
+    assert "pinned_action is ignored" in caplog.text

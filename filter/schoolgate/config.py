@@ -12,6 +12,7 @@ which lets every command run unprivileged against a scratch directory.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -31,6 +32,8 @@ from schoolgate.media.settings import parse_limits
 from schoolgate.monitoring.settings import MetricsConfig, parse_metrics
 from schoolgate.pipeline.settings import AuditConfig, PolicyConfig, parse_audit, parse_policy
 from schoolgate.sniffer.settings import SnifferConfig, parse_sniffer
+
+log = logging.getLogger("schoolgate.config")
 
 DEFAULT_CONFIG_PATH = Path("/etc/schoolgate/schoolgate.yaml")
 EMBEDDED_SOURCE = "<embedded default config/schoolgate.yaml>"
@@ -54,9 +57,10 @@ class ProxyConfig:
     block_contact: str = "Please speak to a member of staff if you think this is a mistake."
     # Extra CA bundle (PEM) to trust for upstream servers, e.g. behind a TLS-inspecting firewall.
     upstream_ca_file: Path | None = None
-    # A device that refuses our certificate this often for one SNI is treated as a pinned app.
+    # One TLS client (JA4) of a device that refuses our certificate this often for a
+    # pinned_native app's host gets the app's when_not_inspectable action, for pinned_ttl_s.
     pinned_after_failures: int = 3
-    pinned_action: str = "pass"  # "pass" (through uninspected, logged) | "block" (refused by SNI)
+    pinned_ttl_s: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -166,10 +170,18 @@ def _proxy(node: Node) -> ProxyConfig:
             "block_contact",
             "upstream_ca_file",
             "pinned_after_failures",
-            "pinned_action",
+            "pinned_ttl_s",
+            "pinned_action",  # replaced by the catalog's when_not_inspectable; read and ignored
         }
     )
     defaults = ProxyConfig()
+    if node.child("pinned_action").value is not None:
+        # Still read, so a configuration from before it went keeps loading (installs copy it).
+        log.warning(
+            "proxy.pinned_action is ignored: a pinned app's own when_not_inspectable (endpoint "
+            "catalog) decides, and inspection: full apps are never passed on refused "
+            "handshakes; remove it from the configuration"
+        )
     body_cap = node.child("max_held_body_bytes").integer(defaults.max_held_body_bytes, minimum=1024)
     # Room for two bodies at the cap per device and four devices at their share by default: well
     # inside the service's 2 GiB MemoryMax with the decoded copies inspection makes.
@@ -205,7 +217,7 @@ def _proxy(node: Node) -> ProxyConfig:
         pinned_after_failures=node.child("pinned_after_failures").integer(
             defaults.pinned_after_failures, minimum=0
         ),
-        pinned_action=node.child("pinned_action").choice(("pass", "block"), defaults.pinned_action),
+        pinned_ttl_s=node.child("pinned_ttl_s").number(defaults.pinned_ttl_s, minimum=60),
     )
 
 

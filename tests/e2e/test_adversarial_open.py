@@ -1,10 +1,10 @@
-"""Ways round the filter that the adversarial pass of 2026-12-03 found and that are still open.
+"""Ways round the filter that the adversarial pass of 2026-12-03 found, kept as tests.
 
-Each is kept as a strict expected failure naming the issue that fixes it: the day the mechanism is
-fixed the test passes, strict xfail turns that into a failure, and whoever fixed it removes the
-marker and keeps the test. Ground truth is what the upstream received, never what the proxy says.
-The pass's other findings are fixed (animated WebP, tests/e2e/test_proxy_bypass.py) or listed in
-that session's note (containers, Content-Type routes, catalogue gaps, connections without SNI).
+They were strict expected failures naming the issue that fixes them (16: path spellings and
+methods; 17: refused handshakes); both are fixed and the markers gone. Ground truth is what the
+upstream received, never what the proxy says. The pass's other findings are fixed (animated WebP,
+tests/e2e/test_proxy_bypass.py; containers and Content-Type routes, test_proxy_every_body.py) or
+open in issue 17 (catalogue gaps, connections without SNI).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from tests.support.stack import needs_private_hosts
 
 pytestmark = [pytest.mark.slow, needs_private_hosts]
 
-ISSUE_17 = "issue 17: refused handshakes switch inspection off for that device and host"
 PINNING_CLIENT = "127.0.0.7"  # its own address: the pass-through it triggers is per device
 
 
@@ -89,7 +88,6 @@ def _refused_handshake(stack: HostileStack) -> None:
             untrusting.wrap_socket(raw, server_hostname=MEDIA_HOST)
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_17)
 def test_refused_handshakes_do_not_switch_inspection_off_for_a_full_app(
     stack: HostileStack,
 ) -> None:

@@ -31,6 +31,7 @@ from tests.support.proxy_harness import (
     CDN_HOST,
     MEDIA_HOST,
     OTHER_HOST,
+    PINNED_HOST,
     UPSTREAM_CA_NAME,
     ProxyProcess,
     RunningUpstream,
@@ -275,18 +276,24 @@ def test_bad_input_follows_fail_policy_and_proxy_keeps_serving(
     assert stack.proxy.process.poll() is None
 
 
-def test_pinned_app_recovers_after_refusing_our_certificate(stack: Stack) -> None:
-    # A "pinned app" on its own address: it trusts only the real upstream CA, so it refuses
-    # schoolgate's certificate. After 3 refusals (the default) that SNI passes through for it.
+def test_a_pinned_native_app_recovers_after_refusing_our_certificate(stack: Stack) -> None:
+    # A pinned native app on its own address: it trusts only the real upstream CA, so it refuses
+    # schoolgate's certificate. After 3 refusals (the default) that host passes through for that
+    # TLS client (its JA4) on that device: the catalog says allow_and_log.
     port = stack.upstream.upstream.port
     pinned = "127.0.0.3"
     for _ in range(3):
         with pytest.raises(ssl.SSLCertVerificationError):
-            tunnel_peer_certificate(stack.proxy.port, MEDIA_HOST, port, stack.upstream_ca, pinned)
-    cert = tunnel_peer_certificate(stack.proxy.port, MEDIA_HOST, port, stack.upstream_ca, pinned)
+            tunnel_peer_certificate(stack.proxy.port, PINNED_HOST, port, stack.upstream_ca, pinned)
+    cert = tunnel_peer_certificate(stack.proxy.port, PINNED_HOST, port, stack.upstream_ca, pinned)
     assert issuer_common_name(cert) == UPSTREAM_CA_NAME
+    # Another TLS client on the same device (a browser: another ClientHello) is still intercepted.
+    cert = tunnel_peer_certificate(
+        stack.proxy.port, PINNED_HOST, port, stack.proxy.ca_pem, pinned, alpn=["h2", "http/1.1"]
+    )
+    assert issuer_common_name(cert) != UPSTREAM_CA_NAME
     # Other devices are still intercepted.
-    cert = tunnel_peer_certificate(stack.proxy.port, MEDIA_HOST, port, stack.proxy.ca_pem)
+    cert = tunnel_peer_certificate(stack.proxy.port, PINNED_HOST, port, stack.proxy.ca_pem)
     assert issuer_common_name(cert) != UPSTREAM_CA_NAME
     details = [
         r["failure_detail"] or ""
@@ -340,3 +347,15 @@ def test_chunked_upload_is_judged_whole_and_final_chunk_held(stack: Stack) -> No
     record = stack.proxy.audit_records()[-1]
     assert record["decision"] == "block"
     assert record["hashes"]["sha256"] == hashlib.sha256(media).hexdigest()
+
+
+def test_refused_handshakes_never_switch_off_a_full_app(stack: Stack) -> None:
+    """A pupil's curl without the school CA, refusing three times, once made an `inspection:
+    full` host pass uninspected for that device until restart (issue 17)."""
+    port = stack.upstream.upstream.port
+    pupil = "127.0.0.4"
+    for _ in range(5):
+        with pytest.raises(ssl.SSLCertVerificationError):
+            tunnel_peer_certificate(stack.proxy.port, MEDIA_HOST, port, stack.upstream_ca, pupil)
+    cert = tunnel_peer_certificate(stack.proxy.port, MEDIA_HOST, port, stack.proxy.ca_pem, pupil)
+    assert issuer_common_name(cert) != UPSTREAM_CA_NAME  # still the school's certificate

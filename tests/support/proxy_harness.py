@@ -49,7 +49,8 @@ MEDIA_HOST = "media.schoolgate.localhost"  # catalogued: uploads inspected
 CDN_HOST = "cdn.schoolgate.localhost"  # catalogued download CDN
 OTHER_HOST = "other.schoolgate.localhost"  # not catalogued: passed through
 BLOCKED_HOST = "e2e.schoolgate.localhost"  # catalogued, not inspectable: refused by SNI
-TEST_HOSTS = (MEDIA_HOST, CDN_HOST, OTHER_HOST, BLOCKED_HOST)
+PINNED_HOST = "pinned.schoolgate.localhost"  # catalogued, inspection: pinned_native
+TEST_HOSTS = (MEDIA_HOST, CDN_HOST, OTHER_HOST, BLOCKED_HOST, PINNED_HOST)
 UPSTREAM_CA_NAME = "schoolgate test upstream CA"
 
 TEST_CATALOG: dict[str, Any] = {
@@ -77,6 +78,12 @@ TEST_CATALOG: dict[str, Any] = {
             "hosts": [BLOCKED_HOST],
             "inspection": "none",
             "when_not_inspectable": "block_by_sni",
+        },
+        "testpinned": {
+            "name": "Test Pinned",
+            "hosts": [PINNED_HOST],
+            "inspection": "pinned_native",
+            "when_not_inspectable": "allow_and_log",
         },
     },
 }
@@ -221,9 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         # Head and body in one write: written apart, the body waits for the client's delayed
         # ACK of the head (Nagle), and every small exchange costs 40 ms that no real server adds.
-        self._headers_buffer.append(b"\r\n")
-        head = b"".join(self._headers_buffer)
-        self._headers_buffer = []
+        buffered: list[bytes] = getattr(self, "_headers_buffer")  # noqa: B009 - untyped in typeshed
+        head = b"".join(buffered) + b"\r\n"
+        buffered.clear()
         self.wfile.write(head + body if self.command != "HEAD" else head)
 
     def _handle(self) -> None:
@@ -545,7 +552,12 @@ def client_ssl_context(*cafiles: Path) -> ssl.SSLContext:
 
 
 def tunnel_peer_certificate(
-    proxy_port: int, host: str, port: int, cafile: Path, source: str = "127.0.0.1"
+    proxy_port: int,
+    host: str,
+    port: int,
+    cafile: Path,
+    source: str = "127.0.0.1",
+    alpn: list[str] | None = None,
 ) -> dict[str, Any]:
     """CONNECT through the proxy (from `source`) and return the server certificate shown."""
     with socket.create_connection(
@@ -561,6 +573,8 @@ def tunnel_peer_certificate(
         if not reply.startswith(b"HTTP/1.1 200"):
             raise ConnectionError(f"CONNECT refused: {reply[:200]!r}")
         context = client_ssl_context(cafile)
+        if alpn:  # another TLS client: a different ClientHello (and JA4)
+            context.set_alpn_protocols(alpn)
         with context.wrap_socket(raw, server_hostname=host) as tls:
             cert: dict[str, Any] = tls.getpeercert()  # type: ignore[assignment]
             return cert

@@ -83,7 +83,7 @@ def mitmproxy_options(config: Config) -> dict[str, Any]:
         # HTTP/3 would bypass TCP interception; the gateway rejects UDP 443 so clients fall back.
         "http3": False,
         "schoolgate_pinned_after": proxy.pinned_after_failures,
-        "schoolgate_pinned_action": proxy.pinned_action,
+        "schoolgate_pinned_ttl": proxy.pinned_ttl_s,
     }
     if proxy.upstream_ca_file is not None:
         settings["ssl_verify_upstream_trusted_ca"] = str(proxy.upstream_ca_file)

@@ -3,13 +3,20 @@
 Decisions are taken from the TLS ClientHello's SNI, so nothing outside the catalog is ever
 decrypted. Apps that cannot be inspected (end-to-end encrypted media, certificate pinning) get
 their catalog action instead: refused by SNI, or passed through with a metadata-only audit record.
+
+Refused handshakes switch nothing off for an `inspection: full` app: its connections simply fail
+(a pupil could otherwise turn inspection off by refusing our certificate three times). For a
+`pinned_native` app, a device whose client refuses our certificate gets the app's
+`when_not_inspectable` action for that host, keyed on the refusing client's JA4 fingerprint, so
+a browser on the same device stays inspected; entries expire, and each is audited and counted.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 from mitmproxy import ctx, exceptions, tls
 from mitmproxy.addonmanager import Loader
@@ -18,15 +25,17 @@ from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
+from schoolgate.addons.fingerprint import ja4
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.endpoints.hosts import normalize_host
 from schoolgate.monitoring import metrics
 
 log = logging.getLogger("schoolgate.proxy")
 
-PINNED_ACTIONS = ("pass", "block")
-# Per-(client, SNI) failure tallies are bounded so a scan of random names cannot grow memory.
+# Per-(client, SNI, fingerprint) tallies are bounded so a scan of random names cannot grow memory.
 MAX_TRACKED = 10_000
+
+type PinKey = tuple[str, str, str]  # client address, host, JA4 of the refusing client
 
 
 class RefuseLayer(layer.Layer):
@@ -50,46 +59,58 @@ def client_ip(context: Context) -> str | None:
 class Scope:
     """Chooses intercept, pass-through or refuse for every TLS connection."""
 
-    def __init__(self, ref: RuntimeRef) -> None:
+    def __init__(self, ref: RuntimeRef, clock: Callable[[], float] = time.monotonic) -> None:
         self.ref = ref
-        self.failures: OrderedDict[tuple[str, str], int] = OrderedDict()
-        self.pinned: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.clock = clock
+        self.failures: OrderedDict[PinKey, int] = OrderedDict()
+        self.pinned: OrderedDict[PinKey, tuple[str, float]] = OrderedDict()  # action, expiry
+        self.prints: OrderedDict[str, str] = OrderedDict()  # client connection id -> JA4
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
             "schoolgate_pinned_after",
             int,
             3,
-            "Handshakes a device may refuse for one SNI (a pinned app) before schoolgate stops "
-            "intercepting that SNI for that device; 0 never stops.",
+            "Handshakes one TLS client (JA4) of a device may refuse for a pinned_native app's "
+            "host before that client gets the app's when_not_inspectable action; 0 never.",
         )
         loader.add_option(
-            "schoolgate_pinned_action",
-            str,
-            "pass",
-            "What happens to a pinned SNI once detected: 'pass' (through, uninspected, logged) "
-            "or 'block' (refused by SNI).",
-            choices=PINNED_ACTIONS,
+            "schoolgate_pinned_ttl",
+            float,
+            86400.0,
+            "Seconds a pinned client keeps its pass-through (or refusal) before it is tried again.",
         )
 
     def configure(self, updated: set[str]) -> None:
         if "schoolgate_pinned_after" in updated and ctx.options.schoolgate_pinned_after < 0:
             raise exceptions.OptionsError("schoolgate_pinned_after must be 0 or more")  # type: ignore[no-untyped-call]
 
-    def decide(self, sni: str | None, client: str | None) -> str:
+    def pinned_action(self, key: PinKey) -> str | None:
+        """The action a pinned client has for a host, while it lasts."""
+        entry = self.pinned.get(key)
+        if entry is None:
+            return None
+        action, expires_at = entry
+        if expires_at <= self.clock():
+            del self.pinned[key]
+            return None
+        return action
+
+    def decide(self, sni: str | None, client: str | None, fingerprint: str = "") -> str:
         """'intercept', 'pass', 'pass_log' or 'block' for one ClientHello."""
         if not sni:
             return "pass"  # no name, no app: never decrypt what we cannot attribute
         runtime = self.ref.get()
         host = normalize_host(sni)
-        pinned = self.pinned.get((client or "", host))
-        if pinned is not None:
-            return "block" if pinned == "block" else "pass_log"
         app = runtime.catalog.app_for_host(host)
         if app is None:
             return "intercept" if runtime.learnt.get(host) is not None else "pass"
         if app.inspection == "none":
             return "block" if app.when_not_inspectable == "block_by_sni" else "pass_log"
+        if app.inspection == "pinned_native":
+            pinned = self.pinned_action((client or "", host, fingerprint))
+            if pinned is not None:
+                return "block" if pinned == "block" else "pass_log"
         return "intercept"
 
     def why_not_intercepted(self, sni: str | None, client: str | None) -> str:
@@ -97,7 +118,7 @@ class Scope:
         if not sni:
             return "no_sni"
         host = normalize_host(sni)
-        if (client or "", host) in self.pinned:
+        if any(key[:2] == (client or "", host) for key in self.pinned):
             return "pinned"
         if self.ref.get().catalog.app_for_host(host) is None:
             return "not_catalogued"
@@ -126,7 +147,8 @@ class Scope:
         if hello is None:
             nextlayer.layer = None  # wait for the whole ClientHello before deciding
             return
-        if self.decide(hello.sni, client_ip(nextlayer.context)) == "block":
+        fingerprint = ja4(hello)
+        if self.decide(hello.sni, client_ip(nextlayer.context), fingerprint) == "block":
             assert hello.sni is not None
             self.ref.get().count("refused_by_sni")
             why = self.why_not_intercepted(hello.sni, client_ip(nextlayer.context))
@@ -141,7 +163,11 @@ class Scope:
             metrics.connection_passed_through("starting")
             return
         sni = data.client_hello.sni
-        decision = self.decide(sni, client_ip(data.context))
+        fingerprint = ja4(data.client_hello)
+        self.prints[data.context.client.id] = fingerprint
+        while len(self.prints) > MAX_TRACKED:
+            self.prints.popitem(last=False)
+        decision = self.decide(sni, client_ip(data.context), fingerprint)
         if decision == "intercept":
             self.ref.get().count("intercepted")
             metrics.connection_intercepted()
@@ -154,29 +180,41 @@ class Scope:
                 data.context, normalize_host(sni), "not inspectable: passed through", "allow"
             )
 
+    def tls_established_client(self, data: tls.TlsData) -> None:
+        self.prints.pop(data.context.client.id, None)
+
     def tls_failed_client(self, data: tls.TlsData) -> None:
-        """A device refused our certificate: after N refusals treat that SNI as pinned for it."""
+        """A client refused our certificate. For an `inspection: full` app nothing changes: the
+        connection failed, and the next one is intercepted again. For a `pinned_native` app,
+        after N refusals by one client (JA4) of one device, that client gets the app's
+        `when_not_inspectable` action for the host until the entry expires."""
         runtime = self.ref.current
         sni = data.conn.sni
-        limit = ctx.options.schoolgate_pinned_after
-        if runtime is None or not sni or limit == 0:
+        fingerprint = self.prints.pop(data.context.client.id, "")
+        if runtime is None or not sni:
             return
+        runtime.count("tls_failed_client")
         host = normalize_host(sni)
-        key = (client_ip(data.context) or "", host)
+        app = runtime.catalog.app_for_host(host)
+        limit = ctx.options.schoolgate_pinned_after
+        if app is None or app.inspection != "pinned_native" or limit == 0:
+            return
+        key = (client_ip(data.context) or "", host, fingerprint)
         count = self.failures.pop(key, 0) + 1
         self.failures[key] = count
         while len(self.failures) > MAX_TRACKED:
             self.failures.popitem(last=False)
-        runtime.count("tls_failed_client")
-        if count < limit or key in self.pinned:
+        if count < limit or self.pinned_action(key) is not None:
             return
-        action = ctx.options.schoolgate_pinned_action
-        self.pinned[key] = action
+        del self.failures[key]
+        action = "block" if app.when_not_inspectable == "block_by_sni" else "pass"
+        self.pinned[key] = (action, self.clock() + ctx.options.schoolgate_pinned_ttl)
         while len(self.pinned) > MAX_TRACKED:
             self.pinned.popitem(last=False)
         log.warning(
-            "%s refused interception of %s %d times (certificate pinning?): now %s",
+            "%s (TLS client %s) refused interception of %s %d times (certificate pinning): now %s",
             key[0],
+            fingerprint or "unknown",
             host,
             count,
             "refused by SNI" if action == "block" else "passed through uninspected",
@@ -184,6 +222,7 @@ class Scope:
         self._record(
             data.context,
             host,
-            f"certificate pinned: {action} after {count} failures",
+            f"certificate pinned by TLS client {fingerprint or 'unknown'}: {action} after "
+            f"{count} failures",
             "block" if action == "block" else "allow",
         )
