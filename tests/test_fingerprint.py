@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import ssl
 
-from mitmproxy import tls
-from mitmproxy.proxy.layers.tls import parse_client_hello
-
 from schoolgate.addons.fingerprint import _grease, ja4
-
-
-def client_hello(
-    context: ssl.SSLContext, server_name: str | None = "media.example"
-) -> tls.ClientHello:
-    """The ClientHello `context` sends, captured from a memory BIO (nothing is sent anywhere)."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    connection = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
-    with contextlib.suppress(ssl.SSLWantReadError):  # the server's answer never comes
-        connection.do_handshake()
-    hello = parse_client_hello(outgoing.read())
-    assert hello is not None
-    return hello
-
-
-def plain_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    return context
+from tests.support.tls_hello import client_hello, plain_context
 
 
 def test_the_fingerprint_has_the_ja4_shape_and_is_stable() -> None:

@@ -29,6 +29,7 @@ from schoolgate.pipeline.verdict import Action, Findings, InspectionContext, Ver
 from tests.conftest import encode
 from tests.support.onnx_models import PATTERN_LABEL, make_pattern_model, pattern_image
 from tests.support.proxy_harness import bank_photo
+from tests.support.tls_hello import client_hello
 
 BANK = "incident-metrics"
 PUPIL = InspectionContext(client_ip="10.20.1.5", app="snapchat", host="snapchat.com", route="/u")
@@ -354,8 +355,8 @@ def test_build_info_names_the_versions() -> None:
 def fake_hello(sni: str | None, client: str = "10.20.0.9") -> Any:
     """What Scope.tls_clienthello reads from mitmproxy's ClientHelloData."""
     return SimpleNamespace(
-        client_hello=SimpleNamespace(sni=sni),
-        context=SimpleNamespace(client=SimpleNamespace(peername=(client, 50000))),
+        client_hello=client_hello(server_name=sni),
+        context=SimpleNamespace(client=SimpleNamespace(peername=(client, 50000), id=sni or "-")),
         ignore_connection=False,
     )
 
