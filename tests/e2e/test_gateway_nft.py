@@ -405,6 +405,41 @@ def test_direct_connection_to_the_proxy_port_is_refused(gateway: Gateway) -> Non
     assert listening.stdout.strip()
 
 
+def _gateway_listener(kind: int, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.settimeout(5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))  # as a service bound to every interface would be
+    if kind == socket.SOCK_STREAM:
+        sock.listen(8)
+    return sock
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_pupils_reach_only_dhcp_dns_and_the_proxy_on_the_gateway(gateway: Gateway) -> None:
+    """A Prometheus (or anything) on 0.0.0.0 of the gateway was readable from student Wi-Fi
+    (issue 17): the student interface now lets through only DHCP, DNS and the proxy."""
+    service = in_ns(gateway.topo.gateway, _gateway_listener, socket.SOCK_STREAM, 9090)
+    dns = in_ns(gateway.topo.gateway, _gateway_listener, socket.SOCK_DGRAM, 53)
+    student = in_ns(gateway.topo.client, _socket, socket.SOCK_STREAM, CLIENT_IP)
+    asker = in_ns(gateway.topo.client, _socket, socket.SOCK_DGRAM, CLIENT_IP)
+    with service, dns, student, asker:
+        before = gateway.counter("input", "gateway")
+        with pytest.raises(ConnectionRefusedError):
+            student.connect((GATEWAY_CLIENT_IP, 9090))
+        assert gateway.counter("input", "gateway") > before
+        asker.sendto(b"dns query", (GATEWAY_CLIENT_IP, 53))
+        data, peer = dns.recvfrom(2048)
+        assert (data, peer[0]) == (b"dns query", CLIENT_IP)
+        # The gateway itself (its management side) still reaches the service.
+        local = in_ns(gateway.topo.gateway, _socket, socket.SOCK_STREAM)
+        with local:
+            local.connect(("127.0.0.1", 9090))
+            accepted, _ = service.accept()
+            accepted.close()
+
+
 @pytest.mark.slow
 @pytest.mark.netns
 def test_remove_restores_direct_paths_and_is_idempotent(gateway: Gateway) -> None:

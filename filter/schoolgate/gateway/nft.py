@@ -64,13 +64,25 @@ table $table {
 \t\tip6 saddr @exempt_v6 return$rejects
 \t}
 
-\t# A direct connection to the transparent port has no original destination to restore (the
-\t# proxy would dial itself): only redirected connections may reach it.
+\t# From pupils the gateway itself offers only DHCP, DNS and the proxy: anything else it runs
+\t# (SSH, a Prometheus, Grafana) is for the management side. A direct connection to the
+\t# transparent port has no original destination to restore (the proxy would dial itself):
+\t# only redirected connections may reach it.
 \tchain input {
 \t\ttype filter hook input priority filter; policy accept;
 \t\tiifname != @student_ifaces return
+\t\tct state established,related accept
 \t\ttcp dport $port ct status dnat accept
 \t\ttcp dport $port counter reject with tcp reset comment "direct"
+\t\tudp dport { 67, 547 } accept comment "dhcp"
+\t\tmeta l4proto { tcp, udp } th dport 53 accept comment "dns"
+\t\ticmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } accept
+\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded } accept
+\t\ticmpv6 type { parameter-problem, echo-request, nd-router-solicit } accept
+\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept comment "neighbours"
+\t\ticmpv6 type { mld-listener-query, mld-listener-report, mld2-listener-report } accept
+\t\tmeta l4proto tcp counter reject with tcp reset comment "gateway"
+\t\tcounter reject comment "gateway"
 \t}
 }
 """)
