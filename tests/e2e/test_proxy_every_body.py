@@ -19,7 +19,13 @@ import pytest
 from PIL import Image
 
 from tests.conftest import encode
-from tests.support.hostile_stack import HostileStack, build_stack, stop_stack
+from tests.support.hostile_stack import (
+    HostileStack,
+    build_stack,
+    raw_exchange,
+    statuses,
+    stop_stack,
+)
 from tests.support.proxy_harness import CDN_HOST, multipart_body
 from tests.support.stack import needs_private_hosts
 
@@ -296,3 +302,27 @@ def test_two_ranges_do_not_fetch_a_banked_picture_in_halves(stack: HostileStack)
     assert fine.status_code == 206
     assert fine.headers["content-range"] == f"bytes 100-199/{len(benign)}"
     assert fine.content == benign[100:200]
+
+
+def test_a_host_header_naming_another_site_does_not_unhold_the_body(stack: HostileStack) -> None:
+    """On a connection intercepted for a catalogued name, a Host naming some other site made the
+    body stream through unjudged (fronting: the server behind the shared edge routes by Host)."""
+    photo = banned(stack, "fronted")
+    head = (
+        f"PUT /upload/raw/fronted.jpg HTTP/1.1\r\nHost: unlisted.example\r\n"
+        f"Content-Length: {len(photo)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with stack.tls_socket() as sock:  # intercepted as the catalogued host
+        reply = raw_exchange(sock, head + photo)
+    assert statuses(reply) == [403]
+    assert not delivered(stack, photo)
+
+
+def test_a_cdn_download_under_another_host_header_is_still_judged(stack: HostileStack) -> None:
+    photo = banned(stack, "fronted download")
+    stack.upstream.upstream.files["fronted.jpg"] = photo
+    head = b"GET /files/fronted.jpg HTTP/1.1\r\nHost: unlisted.example\r\nConnection: close\r\n\r\n"
+    with stack.tls_socket(host=CDN_HOST) as sock:  # intercepted as the CDN's name
+        reply = raw_exchange(sock, head)
+    assert statuses(reply) == [403]
+    assert photo not in reply

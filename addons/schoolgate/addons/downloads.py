@@ -11,6 +11,7 @@ from schoolgate.addons import heldbody
 from schoolgate.addons.blockpage import block_response
 from schoolgate.addons.flows import (
     READ_RESPONSE,
+    cdn_app,
     declared_size,
     extract_limits,
     flow_context,
@@ -53,7 +54,7 @@ class DownloadInspector:
         for is cut from it afterwards (`slice_range`)."""
         runtime = self.ref.current
         request = flow.request
-        if runtime is None or runtime.catalog.download_app(request.pretty_host) is None:
+        if runtime is None or cdn_app(runtime, flow) is None:
             return
         wanted = request.headers.get("range")
         if wanted is None:
@@ -84,7 +85,7 @@ class DownloadInspector:
         if flow.metadata.get(READ_RESPONSE) and (size is None or size <= MAX_LEARN_BODY_BYTES):
             response.stream = False  # an upload session's id is in this reply
             return
-        app = runtime.catalog.download_app(host)
+        app = cdn_app(runtime, flow)
         if app is None or not 200 <= response.status_code < 300 or flow.request.method == "HEAD":
             response.stream = True
             return

@@ -9,6 +9,7 @@ from mitmproxy import http
 
 from schoolgate.addons.blockpage import block_response
 from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.endpoints.catalog import App
 from schoolgate.endpoints.extract import ExtractLimits
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
@@ -26,6 +27,32 @@ def flow_context(
     return runtime.context(
         ip, app=app, host=flow.request.pretty_host, route=route, direction=direction
     )
+
+
+def intercepted_app(runtime: Runtime, flow: http.HTTPFlow) -> App | None:
+    """The app whose traffic this flow is: by its Host, else by the name the connection was
+    intercepted for (its SNI), else a learnt upload host. The SNI counts because a Host naming
+    some other site on an intercepted connection (fronting) must not make its body unjudged."""
+    catalog = runtime.catalog
+    for name in (flow.request.pretty_host, flow.client_conn.sni):
+        if name:
+            app = catalog.app_for_host(name)
+            if app is None:
+                learnt = runtime.learnt.get(name)
+                app = learnt.app if learnt is not None else None
+            if app is not None:
+                return app
+    return None
+
+
+def cdn_app(runtime: Runtime, flow: http.HTTPFlow) -> App | None:
+    """The app whose download CDN this flow is from, by its Host or, on a connection
+    intercepted for a CDN's name, by that name (SNI)."""
+    for name in (flow.request.pretty_host, flow.client_conn.sni):
+        app = runtime.catalog.download_app(name) if name else None
+        if app is not None:
+            return app
+    return None
 
 
 def declared_size(headers: http.Headers) -> int | None:

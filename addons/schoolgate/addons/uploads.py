@@ -19,6 +19,7 @@ from schoolgate.addons.flows import (
     extract_limits,
     flow_context,
     hook_failed,
+    intercepted_app,
 )
 from schoolgate.addons.heldbudget import HeldBudget
 from schoolgate.addons.runtime import Runtime, RuntimeRef
@@ -82,10 +83,7 @@ class UploadInspector:
         if found is not None:
             return HeldUpload(*found)
         # Any other method or path: an app's server may take media on routes we never listed.
-        app = runtime.catalog.app_for_host(host)
-        if app is None:
-            learnt = runtime.learnt.get(host)
-            app = learnt.app if learnt is not None else None
+        app = intercepted_app(runtime, flow)
         return HeldUpload(app, ANY_REQUEST) if app is not None else None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from mitmproxy import http
 
-from schoolgate.addons.flows import extract_limits, flow_context, hook_failed
+from schoolgate.addons.flows import extract_limits, flow_context, hook_failed, intercepted_app
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.endpoints.bodyscan import extract_items
 from schoolgate.endpoints.extract import ExtractionError
@@ -38,11 +38,7 @@ class WebSocketInspector:
         message = flow.websocket.messages[-1]
         if not message.from_client or message.dropped:
             return
-        host = flow.request.pretty_host
-        app = runtime.catalog.app_for_host(host)
-        if app is None:
-            learnt = runtime.learnt.get(host)
-            app = learnt.app if learnt is not None else None
+        app = intercepted_app(runtime, flow)
         if app is None:
             return
         ctx = flow_context(runtime, flow, app.name, "websocket")
