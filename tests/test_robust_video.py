@@ -102,8 +102,23 @@ def test_banked_photo_shown_briefly_and_mirrored_is_blocked(inspector: Inspector
     assert verdict.blocked, verdict.reasons
 
 
+@pytest.mark.parametrize("at_s", [1.13, 2.07])  # between the samples of the time grid
+@pytest.mark.parametrize("frames", [1, 3])
+def test_banked_photo_flashed_between_samples_is_blocked(
+    inspector: Inspector, at_s: float, frames: int
+) -> None:
+    """A picture shown for one to three frames between the time grid's samples was missed
+    (the adversarial pass of 2026-12-03): scene cuts are queried too."""
+    clip = _slideshow(skimage_photo("astronaut"), at_s=at_s, shown_s=frames / FPS)
+    verdict = inspector.evaluate(clip, STUDENT)
+    assert verdict.blocked, verdict.reasons
+    record = verdict.to_dict()["matches"][0]
+    assert at_s - 0.1 <= record["timestamp_s"] <= at_s + frames / FPS + 0.1, record
+
+
 def test_clip_without_the_photo_or_with_another_photo_is_allowed(inspector: Inspector) -> None:
-    for clip in (_slideshow(None), _slideshow(skimage_photo("coffee"))):
+    flashed = _slideshow(skimage_photo("coffee"), at_s=2.07, shown_s=2 / FPS)
+    for clip in (_slideshow(None), _slideshow(skimage_photo("coffee")), flashed):
         verdict = inspector.evaluate(clip, STUDENT)
         assert not verdict.blocked, verdict.reasons
         assert verdict.matches == ()

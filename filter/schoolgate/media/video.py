@@ -211,7 +211,9 @@ class VideoHasher:
         interval = self.limits.seconds_per_hash / self.samples
         source: PyAvSource | AnimationSource
         if media_type.kind is MediaKind.VIDEO:
-            source = PyAvSource(self.limits, budget, self.fast, interval, stream)
+            source = PyAvSource(
+                self.limits, budget, self.fast, interval, stream, cuts=bool(self.stills)
+            )
         elif media_type.kind is MediaKind.IMAGE:
             source = AnimationSource(self.limits, budget, interval)
         else:
@@ -225,6 +227,12 @@ class VideoHasher:
             last_slot = -1
             boxes: dict[str, Box | None] = {}
             for frame in source.frames(data, media_type):
+                if frame.cut:
+                    # Between samples: only the image bank is asked about it (the vPDQ hashes
+                    # stay on the time grid that banked videos were hashed on).
+                    if self.stills:
+                        stills.append(_still(frame))
+                    continue
                 slot = math.floor(frame.timestamp / self.limits.seconds_per_hash + 1e-6)
                 cap = self.limits.max_sampled_frames
                 if slot >= cap:

@@ -8,7 +8,7 @@ import io
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import av
 import av.error
@@ -129,6 +129,32 @@ class Frame:
     timestamp: float
     rgb: npt.NDArray[np.uint8]  # upright, scaled
     stored: npt.NDArray[np.uint8] | None  # as stored, when a rotation flag made them differ
+    cut: bool = False  # off the time grid: a scene cut between samples (image-bank query only)
+
+
+# Scene cuts between samples: a picture flashed for a few frames falls between the time-grid
+# samples, so a frame whose luma differs this much (mean absolute difference of a 16x16 grid,
+# 0-255) from the frame before it is also queried. Bounded per second and per video.
+_CUT_THRESHOLD = 24.0
+_CUTS_PER_SECOND = 4
+_MAX_CUTS = 240
+_LUMA_FORMATS = frozenset(
+    {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
+)
+
+
+def _luma_grid(frame: av.VideoFrame) -> npt.NDArray[np.int16] | None:
+    """A 16x16 sample of the frame's 8-bit luma plane, read without converting the frame."""
+    if frame.format.name not in _LUMA_FORMATS:
+        return None
+    plane = frame.planes[0]
+    width, height = plane.width, plane.height
+    if width < 16 or height < 16:
+        return None
+    rows = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)
+    ys = np.linspace(0, height - 1, 16).astype(np.intp)
+    xs = np.linspace(0, width - 1, 16).astype(np.intp)
+    return rows[np.ix_(ys, xs)].astype(np.int16)
 
 
 class Sampler:
@@ -164,12 +190,19 @@ class PyAvSource:
     """Sampled frames of a video container, decoded by libavcodec within the limits."""
 
     def __init__(
-        self, limits: VideoLimits, budget: Budget, fast: bool, interval: float, stream: int = 0
+        self,
+        limits: VideoLimits,
+        budget: Budget,
+        fast: bool,
+        interval: float,
+        stream: int = 0,
+        cuts: bool = False,
     ) -> None:
         self.limits = limits
         self.budget = budget
         self.fast = fast
         self.interval = interval
+        self.cuts = cuts  # also yield scene cuts between samples (marked `cut`)
         self.stream = stream  # which video stream of the container (players may show any)
         self.video_streams = 0
         self.codec: str | None = None
@@ -238,6 +271,9 @@ class PyAvSource:
         packets = 0
         sampler = Sampler(self.interval)
         start: float | None = None
+        previous: npt.NDArray[np.int16] | None = None
+        cuts = 0
+        cut_second, cuts_this_second = -1, 0
         for packet in container.demux(stream):
             self.budget.check()
             if packet.size:
@@ -260,11 +296,27 @@ class PyAvSource:
                         "duration_cap",
                         f"{media_type} runs past the {limits.max_duration_s:g} s cap",
                     )
+                luma = _luma_grid(frame) if self.cuts else None
+                changed = (
+                    luma is not None
+                    and previous is not None
+                    and float(np.abs(luma - previous).mean()) > _CUT_THRESHOLD
+                )
+                previous = luma
+                cut = False
                 if not sampler.wants(timestamp):
-                    continue
+                    second = int(timestamp)
+                    if second != cut_second:
+                        cut_second, cuts_this_second = second, 0
+                    if not changed or cuts >= _MAX_CUTS or cuts_this_second >= _CUTS_PER_SECOND:
+                        continue
+                    cuts += 1
+                    cuts_this_second += 1
+                    cut = True
                 self._check_size(media_type, frame.width, frame.height)
                 number = round(timestamp * self.fps) if self.fps and self.fast else index
-                yield self._convert(frame, number, timestamp)
+                converted = self._convert(frame, number, timestamp)
+                yield replace(converted, cut=True) if cut else converted
         if declared_frames and packets < declared_frames:
             raise MediaRefused(
                 "truncated",
