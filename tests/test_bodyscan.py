@@ -160,3 +160,23 @@ def test_a_chat_message_is_no_media() -> None:
     assert datas(json.dumps(message).encode(), "application/json") == []
     form = b"message=see+you+at+lunch+bring+the+maths+homework&channel=1234567890123456789"
     assert datas(form, "application/x-www-form-urlencoded") == []
+
+
+def test_svg_and_icons_are_not_claimed_as_pictures() -> None:
+    """Web pages embed SVG icons as data: URLs by the dozen, and chat apps take SVG files: an
+    SVG is looked into, never blocked as 'a picture we cannot read'."""
+    icon = b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>'
+    html = b'<html><img src="data:image/svg+xml;base64,' + base64.b64encode(icon) + b'"></html>'
+    assert extract_items(html, "text/html", LIMITS) == []
+    part = multipart(
+        [
+            (
+                'Content-Disposition: form-data; name="f"; filename="logo.svg"\r\n'
+                "Content-Type: image/svg+xml",
+                icon,
+            )
+        ]
+    )
+    assert extract_items(part, "multipart/form-data; boundary=B0und", LIMITS) == []
+    favicon = b"data:image/x-icon;base64," + base64.b64encode(b"\x00\x00\x01\x00" + bytes(60))
+    assert extract_items(favicon, "text/plain", LIMITS) == []

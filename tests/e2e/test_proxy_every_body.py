@@ -326,3 +326,29 @@ def test_a_cdn_download_under_another_host_header_is_still_judged(stack: Hostile
         reply = raw_exchange(sock, head)
     assert statuses(reply) == [403]
     assert photo not in reply
+
+
+def test_an_album_of_many_pictures_is_judged_picture_by_picture(stack: HostileStack) -> None:
+    """A zipped album or a slide deck holds far more pictures than the worker pool's queue: they
+    must queue behind each other, not overflow into `overload` (blocked)."""
+    photos = [
+        encode(stack.benign_photo.resize((48 + n % 16, 48)), "JPEG", quality=60 + n % 30)
+        for n in range(120)
+    ]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for number, photo in enumerate(photos):
+            archive.writestr(f"album/IMG_{number:04d}.JPG", photo)
+    album = buffer.getvalue()
+    assert (
+        send(stack, "PUT", "/files/album.zip", album, **{"Content-Type": "application/zip"}) == 200
+    )
+    assert delivered(stack, album)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr("album/IMG_9999.JPG", banned(stack, "album"))
+    tainted = buffer.getvalue()
+    assert (
+        send(stack, "PUT", "/files/album2.zip", tainted, **{"Content-Type": "application/zip"})
+        == 403
+    )
+    assert not delivered(stack, tainted)

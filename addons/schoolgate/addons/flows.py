@@ -3,12 +3,16 @@ the body caps, and the block reply. Kept here so that those addons never import 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 
 from mitmproxy import http
 
 from schoolgate.addons.blockpage import block_response
 from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.endpoints.bodyscan import ExtractedItem
 from schoolgate.endpoints.catalog import App
 from schoolgate.endpoints.extract import ExtractLimits
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
@@ -85,7 +89,35 @@ def enforce(runtime: Runtime, flow: http.HTTPFlow, verdicts: list[Verdict], dire
 def extract_limits(runtime: Runtime) -> ExtractLimits:
     """Body caps: what the proxy holds, decoded to at most the same again."""
     cap = runtime.config.proxy.max_held_body_bytes
-    return ExtractLimits(max_body_bytes=cap, max_decoded_bytes=cap)
+    # A slide deck or a zipped album holds hundreds of pictures; each is judged in turn.
+    return ExtractLimits(max_body_bytes=cap, max_decoded_bytes=cap, max_items=MAX_ITEMS)
+
+
+# Pictures judged per body or message; more is refused (the fail policy decides).
+MAX_ITEMS = 500
+
+
+async def judge_items(
+    runtime: Runtime, ctx: InspectionContext, items: Sequence[ExtractedItem]
+) -> list[Verdict]:
+    """Judge a body's items, at most as many at once as the pool has workers: a deck of 200
+    pictures must queue behind itself, not fill the pool's queue and turn into `overload`
+    for its own later pictures and for other pupils."""
+    gate = asyncio.Semaphore(max(1, runtime.pool.workers))
+
+    async def judge(item: ExtractedItem) -> Verdict:
+        async with gate:
+            return await runtime.judge(
+                item.data,
+                replace(
+                    ctx,
+                    filename=item.filename,
+                    declared_type=item.declared_type,
+                    size=len(item.data),
+                ),
+            )
+
+    return list(await asyncio.gather(*(judge(item) for item in items)))
 
 
 log = logging.getLogger("schoolgate.proxy")

@@ -20,6 +20,7 @@ from schoolgate.addons.flows import (
     flow_context,
     hook_failed,
     intercepted_app,
+    judge_items,
 )
 from schoolgate.addons.heldbudget import HeldBudget
 from schoolgate.addons.runtime import Runtime, RuntimeRef
@@ -309,19 +310,7 @@ class UploadInspector:
             self.no_media(runtime, flow, held, len(body))
             return []
         runtime.count("upload_items", len(items))
-        jobs = [
-            runtime.judge(
-                item.data,
-                replace(
-                    ctx,
-                    filename=item.filename,
-                    declared_type=item.declared_type,
-                    size=len(item.data),
-                ),
-            )
-            for item in items
-        ]
-        return list(await asyncio.gather(*jobs))
+        return await judge_items(runtime, ctx, items)
 
     def scan(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes

@@ -5,11 +5,16 @@ holds a blocked item is dropped."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 from mitmproxy import http
 
-from schoolgate.addons.flows import extract_limits, flow_context, hook_failed, intercepted_app
+from schoolgate.addons.flows import (
+    extract_limits,
+    flow_context,
+    hook_failed,
+    intercepted_app,
+    judge_items,
+)
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.endpoints.bodyscan import extract_items
 from schoolgate.endpoints.extract import ExtractionError
@@ -59,14 +64,7 @@ class WebSocketInspector:
                 verdicts = [runtime.unavailable(ctx, failure, f"{exc.reason}: {exc}")]
             else:
                 # Chat text, presence and control frames hold no media: no decision to record.
-                verdicts = list(
-                    await asyncio.gather(
-                        *(
-                            runtime.judge(item.data, replace(ctx, size=len(item.data)))
-                            for item in items
-                        )
-                    )
-                )
+                verdicts = await judge_items(runtime, ctx, items)
         blocking = [verdict.id for verdict in verdicts if verdict.blocked]
         if blocking:
             message.drop()  # type: ignore[no-untyped-call]

@@ -241,10 +241,17 @@ _MEDIA_SUFFIXES = frozenset(
 )
 
 
+# Image types that are drawings or icons, not pictures: an SVG is text (the pictures inside it
+# are looked for there), and web pages embed both as data: URLs by the dozen.
+_NOT_PICTURES = frozenset({"image/svg+xml", "image/x-icon", "image/vnd.microsoft.icon"})
+
+
 def claims_media(declared_type: str | None, filename: str | None) -> bool:
     """Whether a Content-Type or a file name says image or video (never trusted to say what
     the bytes are: only that the sender meant them as media)."""
     main = declared_type.partition(";")[0].strip().lower() if declared_type else ""
+    if main in _NOT_PICTURES:
+        return False
     if main.startswith(("image/", "video/")):
         return True
     if filename and "." in filename:
