@@ -383,3 +383,43 @@ def test_poisoning_a_chunked_upload_does_not_let_its_last_chunk_through(
         last = chunk(100, banned[100:])
     assert last is not None, "the rest of a poisoned upload was forwarded"
     assert last.status_code == 403
+
+
+def test_a_chunked_upload_follows_its_device_to_a_new_address(
+    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image], banned: bytes
+) -> None:
+    """Sessions were keyed by client address: a phone that changes address mid-upload (Wi-Fi
+    roaming, a renewed lease) started a fresh session, and its last chunk was forwarded unjudged
+    (issue 16). They are keyed by the device's MAC from the DHCP leases."""
+    bank_photo(data_dir, benign_photos["chelsea"])
+    leases = tmp_path / "dnsmasq.leases"
+    leases.write_text(
+        "1999999999 02:00:5e:00:53:07 10.20.0.7 phone *\n"
+        "1999999999 02:00:5e:00:53:07 10.20.0.8 phone *\n"
+    )
+    config = write_config(
+        tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), proxy={"dhcp_leases": [str(leases)]}
+    )
+    runtime = Runtime.from_config(load_config(config))
+    half = len(banned) // 2
+    codes = []
+    try:
+        addon = UploadInspector(RuntimeRef(runtime))
+        with taddons.context(addon):
+            for address, first, last in (("10.20.0.7", 0, half), ("10.20.0.8", half, len(banned))):
+                flow = upload_flow(
+                    MEDIA_HOST,
+                    "/upload/chunked/roaming",
+                    banned[first:last],
+                    method="POST",
+                    content_range=f"bytes {first}-{last - 1}/{len(banned)}",
+                )
+                flow.client_conn.peername = (address, 50000)
+                run_upload(addon, flow)
+                codes.append(flow.response.status_code if flow.response else 200)
+    finally:
+        runtime.close()
+    assert codes == [200, 403]  # the second address completed the same device's upload
+    records = audit_decisions(data_dir)
+    assert records[-1]["client"]["mac"] == "02:00:5e:00:53:07"
+    assert records[-1]["matches"]
