@@ -9,6 +9,7 @@ import asyncio
 import copy
 import gzip
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -423,3 +424,27 @@ def test_a_chunked_upload_follows_its_device_to_a_new_address(
     records = audit_decisions(data_dir)
     assert records[-1]["client"]["mac"] == "02:00:5e:00:53:07"
     assert records[-1]["matches"]
+
+
+def test_a_large_body_with_no_media_on_an_upload_route_is_noted_for_it(
+    ref: RuntimeRef, data_dir: Path
+) -> None:
+    """Forwarded (no media is no media), and a line in the audit log when it is large; small
+    ones (chat messages) are only counted."""
+    addon = UploadInspector(ref)
+    blob = random.Random(5).randbytes(100_000)
+    with taddons.context(addon):
+        large = upload_flow(MEDIA_HOST, "/upload/raw/backup.bin", blob)
+        run_upload(addon, large)
+        small = upload_flow(MEDIA_HOST, "/upload/raw/note.txt", b'{"text": "see you at lunch"}')
+        run_upload(addon, small)
+    assert large.response is None
+    assert small.response is None
+    events = [
+        json.loads(line)
+        for path in sorted((data_dir / "audit").glob("*.jsonl*"))
+        for line in path.read_text().splitlines()
+        if '"no_media"' in line
+    ]
+    assert [(e["route"], e["size"]) for e in events] == [("/upload/raw/*", 100_000)]
+    assert ref.get().counters["bodies_without_media"] == 2

@@ -338,11 +338,12 @@ class UploadInspector:
         return chunk is not None
 
     def no_media(self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, size: int) -> None:
-        """A body with no media in it: counted; on a catalogued upload route also audited, since
-        an upload route that carried nothing we recognise is worth a line for IT."""
+        """A body with no media in it: counted; a large one on a catalogued upload route is also
+        audited (64 KiB or more of something we do not recognise is worth a line for IT; chat
+        messages and API calls are far too many to audit one by one)."""
         runtime.count("bodies_without_media")
-        if held.route is ANY_REQUEST:
-            return  # chat messages and API calls: too many to audit one by one
+        if held.route is ANY_REQUEST or size < INLINE_SCAN_BYTES:
+            return
         ctx = flow_context(runtime, flow, held.app.name, held.route.path)
         runtime.note(
             "no_media",
