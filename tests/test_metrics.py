@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import platform
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -367,16 +367,36 @@ def test_scope_counts_pass_through_and_interception(setup: Setup) -> None:
     before = {n: value("schoolgate_passthrough_connections_total", reason=n) for n in names}
     intercepted = value("schoolgate_intercepted_connections_total")
 
-    for sni in ("example.org", "www.bbc.co.uk", None, "web.whatsapp.com", "www.snapchat.com"):
+    for sni in ("example.org", "www.bbc.co.uk", "web.whatsapp.com", "www.snapchat.com"):
         data = fake_hello(sni)
         scope.tls_clienthello(cast(Any, data))
         assert data.ignore_connection is (sni != "www.snapchat.com")
 
     after = {n: value("schoolgate_passthrough_connections_total", reason=n) for n in names}
     assert after["not_catalogued"] == before["not_catalogued"] + 2
-    assert after["no_sni"] == before["no_sni"] + 1
+    assert after["no_sni"] == before["no_sni"]
     assert after["not_inspectable"] == before["not_inspectable"] + 1
     assert value("schoolgate_intercepted_connections_total") == intercepted + 1
+
+
+def test_tls_without_a_server_name_is_refused_unless_the_school_passes_it(setup: Setup) -> None:
+    """No SNI, no app: refused by default (a catalogued service reached by its address would
+    otherwise pass unread); with tls_without_sni: pass it is passed and counted as no_sni."""
+    scope = Scope(RuntimeRef(setup.runtime))
+    assert scope.decide(None, "10.20.0.9") == "block"
+    # Should a nameless hello reach tls_clienthello undecided, it is intercepted, never passed.
+    data = fake_hello(None)
+    scope.tls_clienthello(cast(Any, data))
+    assert data.ignore_connection is False
+
+    proxy = replace(setup.runtime.config.proxy, tls_without_sni="pass")
+    setup.runtime.config = replace(setup.runtime.config, proxy=proxy)
+    passed = value("schoolgate_passthrough_connections_total", reason="no_sni")
+    assert scope.decide(None, "10.20.0.9") == "pass"
+    data = fake_hello(None)
+    scope.tls_clienthello(cast(Any, data))
+    assert data.ignore_connection is True
+    assert value("schoolgate_passthrough_connections_total", reason="no_sni") == passed + 1
 
 
 def test_config_reload_results_are_counted() -> None:

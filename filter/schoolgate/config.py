@@ -61,6 +61,9 @@ class ProxyConfig:
     # pinned_native app's host gets the app's when_not_inspectable action, for pinned_ttl_s.
     pinned_after_failures: int = 3
     pinned_ttl_s: float = 86400.0
+    # TLS without a server name cannot be attributed to an app: a pupil connecting to a
+    # catalogued service by its address would otherwise pass uninspected. "refuse" | "pass".
+    tls_without_sni: str = "refuse"
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ def _proxy(node: Node) -> ProxyConfig:
             "upstream_ca_file",
             "pinned_after_failures",
             "pinned_ttl_s",
+            "tls_without_sni",
             "pinned_action",  # replaced by the catalog's when_not_inspectable; read and ignored
         }
     )
@@ -218,6 +222,9 @@ def _proxy(node: Node) -> ProxyConfig:
             defaults.pinned_after_failures, minimum=0
         ),
         pinned_ttl_s=node.child("pinned_ttl_s").number(defaults.pinned_ttl_s, minimum=60),
+        tls_without_sni=node.child("tls_without_sni").choice(
+            ("refuse", "pass"), defaults.tls_without_sni
+        ),
     )
 
 

@@ -45,6 +45,7 @@ from tests.support.netns import (
 from tests.support.proxy_harness import (
     MEDIA_HOST,
     OTHER_HOST,
+    PINNED_HOST,
     REPO_ROOT,
     UPSTREAM_CA_NAME,
     VENV_BIN,
@@ -357,3 +358,69 @@ def test_quic_udp_443_is_rejected_by_the_gateway(stack: Stack) -> None:
         quic_listener.settimeout(0.5)
         with pytest.raises(TimeoutError):
             quic_listener.recvfrom(2048)  # nothing got through to the server
+
+
+def _send_over_tls(stack: Stack, server_name: str | None, request: bytes) -> bytes:
+    """From the client namespace: TLS to SERVER_IP:443 with `server_name` as SNI (None: none,
+    as a client dialling an address sends), certificate unchecked as `curl -k` would; send
+    `request` and return what comes back (b"" when the connection is refused)."""
+
+    def exchange() -> bytes:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection((SERVER_IP, 443), timeout=10) as raw:
+            try:
+                tls = context.wrap_socket(raw, server_hostname=server_name)
+            except (ssl.SSLError, ConnectionError, TimeoutError):
+                return b""
+            with tls:
+                tls.sendall(request)
+                reply = b""
+                with contextlib.suppress(ssl.SSLError, ConnectionError, TimeoutError):
+                    while chunk := tls.recv(65536):
+                        reply += chunk
+                return reply
+
+    return call_in_netns(stack.topo.client, exchange, timeout=30)
+
+
+def _post(host: str, body: bytes) -> bytes:
+    head = (
+        f"POST /upload/raw/x.jpg HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_tls_without_a_server_name_is_refused(stack: Stack) -> None:
+    """A pupil dialling a catalogued service by its address (no SNI, Host naming the service)
+    gets no connection, and the server receives nothing (issue 17)."""
+    body = encode(stack.banned_photo, "JPEG", quality=88)
+    before = len(stack.received())
+    reply = _send_over_tls(stack, None, _post(MEDIA_HOST, body))
+    assert not reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    digest = hashlib.sha256(body).hexdigest()
+    assert not [r for r in stack.received() if r.sha256 == digest]
+    assert len(stack.received()) == before
+    assert "without a server name" in stack.proxy.log()
+    # The control: the same request with the name is intercepted and judged, not refused.
+    reply = _send_over_tls(stack, MEDIA_HOST, _post(MEDIA_HOST, body))
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
+
+
+def test_a_request_for_another_catalogued_host_is_misdirected(
+    stack: Stack, benign_photos: dict[str, Image.Image]
+) -> None:
+    """On a connection opened for one catalogued host, a request naming another (fronting, or
+    HTTP/2 coalescing) is answered 421 and never forwarded, whatever it carries."""
+    body = encode(benign_photos["coffee"], "JPEG", quality=83)
+    before = len(stack.received())
+    reply = _send_over_tls(stack, MEDIA_HOST, _post(PINNED_HOST, body))
+    assert reply.startswith(b"HTTP/1.1 421"), reply[:200]
+    assert len(stack.received()) == before
+    # The control: the same benign picture for the connection's own host is delivered.
+    reply = _send_over_tls(stack, MEDIA_HOST, _post(MEDIA_HOST, body))
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    digest = hashlib.sha256(body).hexdigest()
+    assert [r.host for r in stack.received() if r.sha256 == digest] == [MEDIA_HOST]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from schoolgate.addons.authority import AuthorityCheck
 from schoolgate.addons.certnames import LeafNames
 from schoolgate.addons.downloads import DownloadInspector
 from schoolgate.addons.loader import ConfigLoader
@@ -17,6 +18,7 @@ def make_addons(ref: RuntimeRef) -> list[object]:
     return [
         ConfigLoader(ref),
         Scope(ref),
+        AuthorityCheck(ref),  # before the inspectors: a misdirected request is never held
         UploadInspector(ref),
         DownloadInspector(ref),
         WebSocketInspector(ref),

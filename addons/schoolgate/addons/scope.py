@@ -9,6 +9,9 @@ Refused handshakes switch nothing off for an `inspection: full` app: its connect
 `pinned_native` app, a device whose client refuses our certificate gets the app's
 `when_not_inspectable` action for that host, keyed on the refusing client's JA4 fingerprint, so
 a browser on the same device stays inspected; entries expire, and each is audited and counted.
+
+TLS that names no server (a catalogued service reached by its address) cannot be attributed to
+an app, so it is refused before any byte leaves (`proxy.tls_without_sni`, default refuse).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ log = logging.getLogger("schoolgate.proxy")
 
 # Per-(client, SNI, fingerprint) tallies are bounded so a scan of random names cannot grow memory.
 MAX_TRACKED = 10_000
+UNNAMED_LOG_INTERVAL_S = 3600.0
 
 type PinKey = tuple[str, str, str]  # client address, host, JA4 of the refusing client
 
@@ -65,6 +69,7 @@ class Scope:
         self.failures: OrderedDict[PinKey, int] = OrderedDict()
         self.pinned: OrderedDict[PinKey, tuple[str, float]] = OrderedDict()  # action, expiry
         self.prints: OrderedDict[str, str] = OrderedDict()  # client connection id -> JA4
+        self.unnamed_logged: OrderedDict[str, float] = OrderedDict()  # client -> last log time
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -98,9 +103,11 @@ class Scope:
 
     def decide(self, sni: str | None, client: str | None, fingerprint: str = "") -> str:
         """'intercept', 'pass', 'pass_log' or 'block' for one ClientHello."""
-        if not sni:
-            return "pass"  # no name, no app: never decrypt what we cannot attribute
         runtime = self.ref.get()
+        if not sni:
+            # No name, no app: never decrypt what we cannot attribute, and never let it past.
+            return "block" if runtime.config.proxy.tls_without_sni == "refuse" else "pass"
+
         host = normalize_host(sni)
         app = runtime.catalog.app_for_host(host)
         if app is None:
@@ -148,13 +155,35 @@ class Scope:
             nextlayer.layer = None  # wait for the whole ClientHello before deciding
             return
         fingerprint = ja4(hello)
-        if self.decide(hello.sni, client_ip(nextlayer.context), fingerprint) == "block":
-            assert hello.sni is not None
+        if self.decide(hello.sni, client_ip(nextlayer.context), fingerprint) != "block":
+            return
+        if not hello.sni:
+            self.ref.get().count("refused_without_sni")
+            metrics.connection_refused("no_sni")
+            self._note_unnamed(nextlayer.context)
+        else:
             self.ref.get().count("refused_by_sni")
             why = self.why_not_intercepted(hello.sni, client_ip(nextlayer.context))
             metrics.connection_refused("pinned" if why == "pinned" else "block_by_sni")
             self._record(nextlayer.context, normalize_host(hello.sni), "refused by SNI", "block")
-            nextlayer.layer = RefuseLayer(nextlayer.context)
+        nextlayer.layer = RefuseLayer(nextlayer.context)
+
+    def _note_unnamed(self, context: Context) -> None:
+        """Log a refused connection without a server name, once per device an hour (a device
+        retrying by address would otherwise fill the log)."""
+        ip = client_ip(context) or "unknown"
+        now = self.clock()
+        if self.unnamed_logged.get(ip, float("-inf")) > now - UNNAMED_LOG_INTERVAL_S:
+            return
+        self.unnamed_logged[ip] = now
+        while len(self.unnamed_logged) > MAX_TRACKED:
+            self.unnamed_logged.popitem(last=False)
+        server = context.server.address
+        log.warning(
+            "%s opened TLS without a server name (to %s): refused (proxy.tls_without_sni)",
+            ip,
+            f"{server[0]}:{server[1]}" if server else "an unknown address",
+        )
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         """Pass through anything not catalogued (or not inspectable) without decrypting it."""
@@ -168,7 +197,9 @@ class Scope:
         while len(self.prints) > MAX_TRACKED:
             self.prints.popitem(last=False)
         decision = self.decide(sni, client_ip(data.context), fingerprint)
-        if decision == "intercept":
+        # "block" is normally refused in next_layer before this hook; should a ClientHello get
+        # here undecided, it is intercepted (its requests judged), never passed unread.
+        if decision in ("intercept", "block"):
             self.ref.get().count("intercepted")
             metrics.connection_intercepted()
             return
