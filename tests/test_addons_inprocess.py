@@ -25,6 +25,7 @@ from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.addons.uploads import UploadInspector
 from schoolgate.addons.websockets import WebSocketInspector
 from schoolgate.config import load_config
+from schoolgate.gateway.neighbours import NeighbourTable
 from tests.conftest import encode
 from tests.support.proxy_harness import (
     CDN_HOST,
@@ -448,3 +449,49 @@ def test_a_large_body_with_no_media_on_an_upload_route_is_noted_for_it(
     ]
     assert [(e["route"], e["size"]) for e in events] == [("/upload/raw/*", 100_000)]
     assert ref.get().counters["bodies_without_media"] == 2
+
+
+def test_the_context_trusts_the_link_layer_over_the_address(data_dir: Path, tmp_path: Path) -> None:
+    """On the gateway the MAC and VLAN come from the kernel's neighbour table, and an address
+    counts as the device's only when the DHCP server leased it to that MAC (issue 17: a static
+    staff-range address chose the staff group)."""
+    leases = tmp_path / "dnsmasq.leases"
+    leases.write_text(
+        "1999999999 02:00:5e:00:53:07 10.10.0.7 staff-laptop *\n"
+        "1999999999 02:00:5e:00:53:08 10.10.0.8 other-laptop *\n"
+    )
+    arp = tmp_path / "arp"
+    arp.write_text(
+        "IP address  HW type  Flags  HW address  Mask  Device\n"
+        "10.10.0.7   0x1      0x2    02:00:5e:00:53:07  *  eth0.20\n"
+        "10.10.0.8   0x1      0x2    02:00:5e:00:53:66  *  wlan0\n"
+        "10.10.0.9   0x1      0x2    02:00:5e:00:53:09  *  wlan0\n"
+    )
+    config = write_config(
+        tmp_path,
+        8080,
+        make_upstream_pki(tmp_path / "pki"),
+        proxy={"mode": "transparent", "dhcp_leases": [str(leases)]},
+        extra={"gateway": {"vlan_parent": "eth0", "student_vlans": [30]}},
+    )
+    runtime = Runtime.from_config(load_config(config))
+    try:
+        assert runtime.neighbours is not None  # transparent mode reads the neighbour table
+        runtime.neighbours = NeighbourTable(arp_path=arp, read_v6=lambda: "[]")
+        leased = runtime.context("10.10.0.7", app="app", host=None, route=None)
+        assert (leased.mac, leased.hostname, leased.vlan, leased.address_leased) == (
+            "02:00:5e:00:53:07", "staff-laptop", 20, True
+        )  # fmt: skip
+        # Another device on that lease's address: its own MAC, no hostname, not leased.
+        squatter = runtime.context("10.10.0.8", app="app", host=None, route=None)
+        assert (squatter.mac, squatter.hostname, squatter.address_leased) == (
+            "02:00:5e:00:53:66", None, False
+        )  # fmt: skip
+        unleased = runtime.context("10.10.0.9", app="app", host=None, route=None)
+        assert (unleased.mac, unleased.address_leased) == ("02:00:5e:00:53:09", False)
+        # Not a neighbour (routed from further away): the lease is all there is to go on.
+        runtime.neighbours = None
+        routed = runtime.context("10.10.0.8", app="app", host=None, route=None)
+        assert (routed.mac, routed.address_leased) == ("02:00:5e:00:53:08", None)
+    finally:
+        runtime.close()

@@ -73,6 +73,17 @@ def policy(data_dir: Path) -> Policy:
         (InspectionContext(client_ip="garbage"), "students"),
         (InspectionContext(client_ip="10.20.1.2", vlan=30), "sixth-form"),
         (InspectionContext(client_ip="10.10.1.2", mac="aa:bb:cc:00:11:22"), "exempt-device"),
+        # A staff-range address the DHCP server leased to this device counts; a hand-set one
+        # does not (the pupil stays in the default group); unknown (no lease source) counts.
+        (InspectionContext(client_ip="10.10.1.2", address_leased=True), "staff"),
+        (InspectionContext(client_ip="10.10.1.2", address_leased=False), "students"),
+        (InspectionContext(client_ip="10.10.1.2", address_leased=None), "staff"),
+        # VLAN and device groups are the link layer's word, not the address's.
+        (InspectionContext(client_ip="10.10.1.2", vlan=30, address_leased=False), "sixth-form"),
+        (
+            InspectionContext(client_ip="10.10.1.2", mac="aa:bb:cc:00:11:22", address_leased=False),
+            "exempt-device",
+        ),
     ],
 )
 def test_group_selection(policy: Policy, ctx: InspectionContext, group: str) -> None:

@@ -131,21 +131,40 @@ def parse_config(text: str, source: str) -> Config:
         }
     )
     data_dir = _data_dir(root.child("data_dir"))
+    policy = parse_policy(root.child("policy"))
+    gateway = parse_gateway(root.child("gateway"))
+    _check_exemptions(root.child("gateway").child("exempt_subnets"), gateway, policy)
     return Config(
         source=source,
         data_dir=data_dir,
         limits=parse_limits(root.child("limits")),
         banks=parse_banks(root.child("banks"), data_dir),
         classifier=parse_classifier(root.child("classifier")),
-        policy=parse_policy(root.child("policy")),
+        policy=policy,
         audit=parse_audit(root.child("audit"), data_dir),
         proxy=_proxy(root.child("proxy")),
         alerts=parse_alerts(root.child("alerts"), data_dir),
         ca=parse_ca(root.child("ca")),
         sniffer=parse_sniffer(root.child("sniffer"), data_dir),
         metrics=parse_metrics(root.child("metrics")),
-        gateway=parse_gateway(root.child("gateway")),
+        gateway=gateway,
     )
+
+
+def _check_exemptions(node: Node, gateway: GatewayConfig, policy: PolicyConfig) -> None:
+    """An exempt range never crosses the proxy, so a pupil who types one of its addresses into
+    their phone would leave the filter: it may not overlap a range whose group blocks."""
+    for exempt in gateway.exempt_subnets:
+        for group in policy.groups:
+            if group.mode != "block" and not group.schedule:
+                continue
+            for net in group.subnets:
+                if net.version == exempt.version and net.overlaps(exempt):
+                    node.fail(
+                        f"{exempt} overlaps {net} of group {group.name!r}, which blocks: any "
+                        "pupil could take an address in it and skip the proxy. Exempt devices "
+                        "on an interface or VLAN that is not a student one instead"
+                    )
 
 
 def _data_dir(node: Node) -> Path:

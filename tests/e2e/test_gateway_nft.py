@@ -157,6 +157,14 @@ def test_render_refuses_a_config_the_gateway_cannot_serve(
          "above the maximum"),
         ("gateway: {exempt_subnets: [staff]}\n", "gateway.exempt_subnets[0]",
          "not an IP address or network"),
+        ("gateway: {exempt_subnets: [10.20.99.0/24]}\n"
+         "policy: {groups: [{name: students, subnets: [10.20.0.0/16]}], default_group: students}\n",
+         "gateway.exempt_subnets", "overlaps 10.20.0.0/16 of group 'students', which blocks"),
+        ("gateway: {exempt_subnets: [\"2001:db8::/32\"]}\n"
+         "policy: {groups: [{name: students, subnets: [\"::/0\"], mode: monitor,"
+         " schedule: [{days: [mon], start: \"08:00\", end: \"16:00\"}]}],"
+         " default_group: students}\n",
+         "gateway.exempt_subnets", "overlaps ::/0 of group 'students'"),
         ("gateway: {reject_quic: sometimes}\n", "gateway.reject_quic", "expected true or false"),
         ("gateway: {student_interface: [wlan0]}\n", "gateway.student_interface", "unknown key"),
     ],
@@ -253,8 +261,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         cleanup.callback(topo.destroy)
         # A second device on the student interface whose address is exempt.
         _ip("-n", topo.client, "addr", "add", f"{EXEMPT_IP}/24", "dev", f"sg{topo.tag}cl")
+        # The pupils' group names the pupil's address, not the exempt one: an exempt range
+        # inside a blocking group's range is a config error (a pupil could take it).
         config = write_config(
-            work, PROXY_PORT, pki, proxy={"mode": "transparent", "listen_host": "0.0.0.0"}
+            work,
+            PROXY_PORT,
+            pki,
+            proxy={"mode": "transparent", "listen_host": "0.0.0.0"},
+            groups=[{"name": "pupils", "subnets": [f"{CLIENT_IP}/32"], "mode": "block"}],
         )
         site = yaml.safe_load(config.read_text())
         site["gateway"] = {

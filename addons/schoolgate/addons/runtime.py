@@ -16,6 +16,7 @@ from schoolgate.endpoints.catalog import Catalog, LearntHosts
 from schoolgate.endpoints.loader import load_catalog
 from schoolgate.endpoints.reassembly import UploadSessions
 from schoolgate.gateway.leases import LeaseTable
+from schoolgate.gateway.neighbours import NeighbourTable, vlan_of
 from schoolgate.monitoring import metrics
 from schoolgate.pipeline.engine import Inspector
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
@@ -34,6 +35,7 @@ class Runtime:
     learnt: LearntHosts = field(default_factory=LearntHosts)
     sessions: UploadSessions = field(default_factory=UploadSessions)
     leases: tuple[LeaseTable, ...] = ()
+    neighbours: NeighbourTable | None = None  # the gateway's own (transparent mode only)
     held: HeldBudget = field(default_factory=lambda: HeldBudget(512 << 20, 128 << 20))
     counters: Counter[str] = field(default_factory=Counter)
     closed: bool = False
@@ -65,6 +67,8 @@ class Runtime:
             pool=pool,
             sessions=sessions,
             leases=leases,
+            # Only on the gateway are clients link-layer neighbours; an explicit proxy's are not.
+            neighbours=NeighbourTable() if config.proxy.mode == "transparent" else None,
             held=HeldBudget(config.proxy.max_held_total_bytes, config.proxy.max_held_device_bytes),
         )
         metrics.bind_runtime(
@@ -85,14 +89,24 @@ class Runtime:
         route: str | None,
         direction: str = "upload",
     ) -> InspectionContext:
-        """An inspection context for a client, with MAC and hostname from the DHCP leases."""
+        """An inspection context for a client: its MAC and interface (VLAN) as the gateway's
+        neighbour table shows them, its hostname from the DHCP leases, and whether its address
+        was leased to that MAC (a hand-set address is not)."""
         mac = hostname = None
+        vlan: int | None = None
+        leased: bool | None = None
         if client_ip:
-            for table in self.leases:
-                lease = table.lookup(client_ip)
-                if lease is not None:
-                    mac, hostname = lease.mac, lease.hostname
-                    break
+            neighbour = self.neighbours.lookup(client_ip) if self.neighbours else None
+            lease = next(
+                (found for t in self.leases if (found := t.lookup(client_ip)) is not None), None
+            )
+            if neighbour is not None:
+                mac = neighbour.mac
+                vlan = vlan_of(neighbour.interface, self.config.gateway.vlan_parent)
+                if self.leases:
+                    leased = lease is not None and lease.mac == neighbour.mac
+            if lease is not None and leased is not False:
+                mac, hostname = mac or lease.mac, lease.hostname
         return InspectionContext(
             client_ip=client_ip,
             app=app,
@@ -101,6 +115,8 @@ class Runtime:
             direction=direction,
             mac=mac,
             hostname=hostname,
+            vlan=vlan,
+            address_leased=leased,
         )
 
     def count(self, name: str, n: int = 1) -> None:

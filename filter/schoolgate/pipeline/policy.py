@@ -23,7 +23,10 @@ class Policy:
         self._default = next(g for g in config.groups if g.name == config.default_group)
 
     def group_for(self, ctx: InspectionContext) -> GroupConfig:
-        """The first group (in config order) whose devices, VLANs or subnets match the client."""
+        """The first group (in config order) whose devices, VLANs or subnets match the client.
+
+        A subnet counts only for an address the DHCP server leased to the device using it: a
+        pupil who types a staff-range address in by hand stays in the default group."""
         address = _parse_ip(ctx.client_ip)
         mac = ctx.mac.lower() if ctx.mac else None
         for group in self._groups:
@@ -31,6 +34,8 @@ class Policy:
                 return group
             if ctx.vlan is not None and ctx.vlan in group.vlans:
                 return group
+            if ctx.address_leased is False:
+                continue
             if address is not None and any(
                 address.version == net.version and address in net for net in group.subnets
             ):

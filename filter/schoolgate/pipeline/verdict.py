@@ -47,6 +47,9 @@ class InspectionContext:
     hostname: str | None = None
     vlan: int | None = None
     size: int | None = None
+    # Whether the DHCP server leased client_ip to the MAC the gateway sees behind it; None where
+    # it cannot be told (no lease source, or a client that is not the gateway's neighbour).
+    address_leased: bool | None = None
 
 
 @dataclass(frozen=True)
