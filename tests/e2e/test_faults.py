@@ -232,9 +232,13 @@ def test_sigkill_and_restart_under_load_loses_no_alert(
 
             def covered() -> bool:
                 delivered = {d.json()["media"]["sha256"] for d in receiver.received}
-                return blocked <= delivered
+                # An alert whose delivery the killed process had claimed waits out its lease
+                # (twice the receiver timeout plus 5 s) before it is sent again.
+                with AlertOutbox(stack.data_dir / "alerts.sqlite") as outbox:
+                    stored = {alert.id for alert in outbox.list()}
+                return blocked <= delivered and stored <= {d.alert_id for d in receiver.received}
 
-            wait_until(covered, 90, "an alert for every 403")
+            wait_until(covered, 90, "an alert for every 403 and every stored alert delivered")
             time.sleep(1.0)  # a second delivery of one alert would have to show up now
         finally:
             restarted.stop()
