@@ -200,6 +200,10 @@ class Scope:
         # "block" is normally refused in next_layer before this hook; should a ClientHello get
         # here undecided, it is intercepted (its requests judged), never passed unread.
         if decision in ("intercept", "block"):
+            if sni and sni != normalize_host(sni):
+                # `host.` and `HOST` are the same name; mitmproxy would put the raw one in the
+                # upstream handshake, where a trailing dot raises and the client hangs.
+                data.context.client.sni = normalize_host(sni)
             self.ref.get().count("intercepted")
             metrics.connection_intercepted()
             return
