@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from mitmproxy import http, websocket
 from mitmproxy.test import taddons, tflow, tutils
 from PIL import Image
@@ -31,6 +32,7 @@ from tests.support.proxy_harness import (
     CDN_HOST,
     MEDIA_HOST,
     OTHER_HOST,
+    REPO_ROOT,
     TEST_CATALOG,
     bank_photo,
     make_upstream_pki,
@@ -495,3 +497,75 @@ def test_the_context_trusts_the_link_layer_over_the_address(data_dir: Path, tmp_
         assert (routed.mac, routed.address_leased) == ("02:00:5e:00:53:08", None)
     finally:
         runtime.close()
+
+
+def _multipart(fields: dict[str, str], file_field: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "adv0boundary"
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ) + (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="b"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _x_v2_split(data: bytes) -> list[tuple[str, str, bytes, str]]:
+    """X API v2 dedicated endpoints, 2-byte first segment (adversarial pass, x_v2_split2)."""
+    steps = [("api.x.com", "/2/media/upload/initialize", b'{"media_type": "image/jpeg"}',
+              "application/json")]  # fmt: skip
+    for index, piece in enumerate((data[:2], data[2:])):
+        body, content_type = _multipart({"segment_index": str(index)}, "media", piece)
+        steps.append(("api.x.com", "/2/media/upload/1234567890/append", body, content_type))
+    steps.append(("api.x.com", "/2/media/upload/1234567890/finalize", b"", "text/plain"))
+    return steps
+
+
+def _facebook_split(data: bytes) -> list[tuple[str, str, bytes, str]]:
+    """Graph API resumable video, 2-byte first transfer (adversarial pass, fb_split2)."""
+    host, path, form = (
+        "graph-video.facebook.com",
+        "/v19.0/me/videos",
+        "application/x-www-form-urlencoded",
+    )
+    steps = [(host, path, f"upload_phase=start&file_size={len(data)}".encode(), form)]
+    for offset, piece in ((0, data[:2]), (2, data[2:])):
+        fields = {"upload_phase": "transfer", "upload_session_id": "1", "start_offset": str(offset)}
+        body, content_type = _multipart(fields, "video_file_chunk", piece)
+        steps.append((host, path, body, content_type))
+    steps.append((host, path, b"upload_phase=finish&upload_session_id=1", form))
+    return steps
+
+
+@pytest.mark.parametrize("flow_of", [_x_v2_split, _facebook_split])
+def test_split_uploads_of_the_real_catalog_are_judged_whole(
+    data_dir: Path,
+    tmp_path: Path,
+    benign_photos: dict[str, Image.Image],
+    banned: bytes,
+    benign: bytes,
+    flow_of: Any,
+) -> None:
+    """Each request alone looked like nothing (2 bytes, then a headless remainder) and all were
+    forwarded; the steps are now reassembled and the finishing request judges the whole."""
+    bank_photo(data_dir, benign_photos["chelsea"])
+    catalog = yaml.safe_load((REPO_ROOT / "config" / "endpoints.yaml").read_text())
+    config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
+    runtime = Runtime.from_config(load_config(config))
+    outcomes: dict[str, list[int]] = {}
+    try:
+        addon = UploadInspector(RuntimeRef(runtime))
+        with taddons.context(addon):
+            for name, data in (("banked", banned), ("benign", benign)):
+                codes = outcomes.setdefault(name, [])
+                for host, path, body, content_type in flow_of(data):
+                    flow = upload_flow(host, path, body, method="POST", content_type=content_type)
+                    flow.client_conn.peername = (f"10.20.0.{len(outcomes)}", 50000)
+                    run_upload(addon, flow)
+                    codes.append(flow.response.status_code if flow.response else 200)
+    finally:
+        runtime.close()
+    assert outcomes["banked"] == [200, 200, 200, 403]
+    assert outcomes["benign"] == [200, 200, 200, 200]

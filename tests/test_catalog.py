@@ -337,3 +337,35 @@ def test_host_lookup_is_fast_on_a_large_catalog() -> None:
     for i in range(20000):
         assert cat.app_for_host(f"a.b.site{i % 2000}.example") is not None
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(
+    ("host", "method", "path", "protocol"),
+    [
+        ("api.x.com", "POST", "/2/media/upload/initialize", "x_chunked"),
+        ("api.x.com", "POST", "/2/media/upload/1234567890/append", "x_chunked"),
+        ("api.x.com", "POST", "/2/media/upload/1234567890/finalize", "x_chunked"),
+        ("graph-video.facebook.com", "POST", "/v19.0/me/videos", "facebook_resumable"),
+        ("graph.facebook.com", "POST", "/1234/videos", "facebook_resumable"),
+    ],
+)
+def test_chunked_flows_the_adversarial_pass_split_are_reassembled(
+    catalog: Catalog, host: str, method: str, path: str, protocol: str
+) -> None:
+    found = catalog.upload_route(host, method, path)
+    assert found is not None
+    assert found[1].protocol == protocol
+
+
+def test_learnt_upload_hosts_reassemble_their_chunks(catalog: Catalog) -> None:
+    """Discord's upload_url is a GCS resumable session; TikTok's upload nodes take parts."""
+    rules = {
+        app.name: rule
+        for host, path in (
+            ("discord.com", "/api/v10/channels/1/attachments"),
+            ("www.tiktok.com", "/api/v1/video/ApplyUploadInner"),
+        )
+        for app, rule in catalog.learn_rules(host, "POST" if "discord" in host else "GET", path)
+    }
+    assert rules["discord"].upload.protocol == "google_resumable"
+    assert rules["tiktok"].upload.protocol == "s3_parts"

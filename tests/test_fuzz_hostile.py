@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from schoolgate.endpoints.bodyscan import extract_items
+from schoolgate.endpoints.catalog import PROTOCOLS
 from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import (
     ExtractionError,
@@ -250,9 +251,7 @@ header_values = st.one_of(
 
 
 @given(
-    protocol=st.sampled_from(
-        ["x_chunked", "google_resumable", "instagram_rupload", "content_range", "dropbox_session"]
-    ),
+    protocol=st.sampled_from(PROTOCOLS),
     method=st.sampled_from(["POST", "PUT", "GET", "PATCH"]),
     path=st.text(max_size=60).map(lambda text: "/" + text),
     headers=st.lists(st.tuples(header_names, header_values), max_size=5),

@@ -434,3 +434,141 @@ def test_tombstones_are_bounded() -> None:
         sessions.fail("c", "app", f"s{number}", SessionStatus.OVERSIZE)
     assert sessions.add("c", "app", Chunk("s0", b"a", offset=0)).status is SessionStatus.INCOMPLETE
     assert sessions.add("c", "app", Chunk("s9", b"a", offset=0)).status is SessionStatus.OVERSIZE
+
+
+def _assemble(steps: list[Chunk | None]) -> tuple[SessionStatus, bytes | None]:
+    """Feed parsed steps to one device's sessions; the last state and the media if complete."""
+    sessions = UploadSessions()
+    status, media = SessionStatus.INCOMPLETE, None
+    for chunk in steps:
+        if chunk is None:
+            continue
+        state = sessions.add("dev", "app", chunk)
+        status = state.status
+        if state.complete:
+            media = sessions.assemble("dev", "app", chunk.session_id)
+    return status, media
+
+
+def multipart_form(fields: dict[str, str], file_field: str, data: bytes) -> tuple[str, bytes]:
+    boundary = "fb0undary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    head = "".join(parts) + (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="c"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def test_x_api_v2_dedicated_endpoints_with_a_two_byte_first_segment(media: bytes) -> None:
+    """/2/media/upload/{id}/append and /finalize (the adversarial pass sent a 2-byte first
+    segment; each request alone looked like nothing)."""
+    steps: list[Chunk | None] = [
+        parse_chunk("x_chunked", "POST", "/2/media/upload/initialize", {}, b'{"total_bytes": 9}')
+    ]
+    for index, piece in enumerate((media[:2], media[2:])):
+        form = {"segment_index": str(index)}
+        content_type, body = multipart_form(form, "media", piece)
+        steps.append(
+            parse_chunk(
+                "x_chunked",
+                "POST",
+                "/2/media/upload/0777/append",
+                {"content-type": content_type},
+                body,
+            )
+        )
+    assert _assemble(steps)[1] is None  # not final yet
+    steps.append(parse_chunk("x_chunked", "POST", "/2/media/upload/777/finalize", {}, b""))
+    assert _assemble(steps) == (SessionStatus.COMPLETE, media)
+
+
+def test_x_append_as_json_with_base64_media(media: bytes) -> None:
+    steps = [
+        parse_chunk(
+            "x_chunked",
+            "POST",
+            "/2/media/upload",
+            {"Content-Type": "application/json"},
+            json.dumps(
+                {
+                    "command": "APPEND",
+                    "media_id": "9",
+                    "segment_index": index,
+                    "media": base64.b64encode(piece).decode(),
+                }
+            ).encode(),
+        )
+        for index, piece in enumerate((media[:5], media[5:]))
+    ]
+    steps.append(
+        parse_chunk("x_chunked", "POST", "/2/media/upload?command=FINALIZE&media_id=9", {}, b"")
+    )
+    assert _assemble(steps) == (SessionStatus.COMPLETE, media)
+
+
+def test_facebook_graph_resumable_video(media: bytes) -> None:
+    path = "/v19.0/me/videos"
+    form = "application/x-www-form-urlencoded"
+    start = parse_chunk("facebook_resumable", "POST", path, {"content-type": form},
+                        f"upload_phase=start&file_size={len(media)}".encode())  # fmt: skip
+    assert start is None  # the session id arrives in the reply
+    steps: list[Chunk | None] = []
+    for offset, piece in ((0, media[:2]), (2, media[2:])):
+        fields = {
+            "upload_phase": "transfer",
+            "upload_session_id": "51",
+            "start_offset": str(offset),
+        }
+        content_type, body = multipart_form(fields, "video_file_chunk", piece)
+        steps.append(
+            parse_chunk("facebook_resumable", "POST", path, {"content-type": content_type}, body)
+        )
+    steps.append(
+        parse_chunk(
+            "facebook_resumable",
+            "POST",
+            path,
+            {"content-type": form},
+            b"upload_phase=finish&upload_session_id=51",
+        )
+    )
+    assert _assemble(steps) == (SessionStatus.COMPLETE, media)
+    # A simple (one-request) video upload is no protocol step: it is judged as it stands.
+    content_type, body = multipart_form({"title": "x"}, "source", media)
+    assert (
+        parse_chunk("facebook_resumable", "POST", path, {"content-type": content_type}, body)
+        is None
+    )
+    with pytest.raises(ChunkError, match="upload_session_id"):
+        parse_chunk(
+            "facebook_resumable", "POST", path, {"content-type": form}, b"upload_phase=transfer"
+        )
+
+
+def test_s3_style_parts_complete_on_the_final_post(media: bytes) -> None:
+    third = len(media) // 3
+    pieces = [media[:2], media[2:third], media[third:]]
+    order = [2, 0, 1]  # parts may arrive in any order
+    steps = [
+        parse_chunk(
+            "s3_parts", "PUT", f"/upload/v1/obj?partNumber={k + 1}&uploadID=u2", {}, pieces[k]
+        )
+        for k in order
+    ]
+    assert _assemble(steps)[1] is None  # no part is the last until the upload is completed
+    steps.append(
+        parse_chunk("s3_parts", "POST", "/upload/v1/obj?uploadId=u2&phase=finish", {}, b"")
+    )
+    assert _assemble(steps) == (SessionStatus.COMPLETE, media)
+    # A missing part: the completion is refused, not forwarded as complete.
+    gappy = [steps[0], steps[2], steps[3]]
+    assert _assemble(gappy)[0] is SessionStatus.UNSEEN_PARTS
+    # No upload id: a single-request upload, judged as it stands.
+    assert parse_chunk("s3_parts", "PUT", "/upload/v1/obj", {}, media) is None
+    with pytest.raises(ChunkError, match="partNumber"):
+        parse_chunk("s3_parts", "PUT", "/upload/v1/obj?partNumber=0&uploadId=u2", {}, b"x")

@@ -24,7 +24,13 @@ type BodyFormat = Literal["multipart", "raw", "json_base64", "form_base64", "aut
 
 
 type Protocol = Literal[
-    "x_chunked", "google_resumable", "instagram_rupload", "content_range", "dropbox_session"
+    "x_chunked",
+    "google_resumable",
+    "instagram_rupload",
+    "content_range",
+    "dropbox_session",
+    "facebook_resumable",
+    "s3_parts",
 ]
 
 
@@ -49,6 +55,8 @@ PROTOCOLS: Final[tuple[Protocol, ...]] = (
     "instagram_rupload",
     "content_range",
     "dropbox_session",
+    "facebook_resumable",
+    "s3_parts",
 )
 
 

@@ -1,6 +1,7 @@
 """Multi-request upload protocols: one request in, one `Chunk` out (or None when the request
-carries no chunk): X INIT/APPEND/FINALIZE, Google resumable and X-Goog-Upload, Instagram
-rupload, plain Content-Range and Dropbox upload sessions."""
+carries no chunk): X INIT/APPEND/FINALIZE (v1.1 and v2), Google resumable and X-Goog-Upload,
+Instagram rupload, plain Content-Range, Dropbox upload sessions, Facebook Graph resumable video
+and S3-style multipart parts."""
 
 from __future__ import annotations
 
@@ -47,7 +48,11 @@ def parse_chunk(
     bare, _, query_text = path.partition("?")
     query = dict(parse_qsl(query_text, keep_blank_values=True, max_num_fields=100))
     if protocol == "x_chunked":
-        return _x_chunk(query, lowered, body, limits or ExtractLimits())
+        return _x_chunk(bare, query, lowered, body, limits or ExtractLimits())
+    if protocol == "facebook_resumable":
+        return _facebook_chunk(query, lowered, body, limits or ExtractLimits())
+    if protocol == "s3_parts":
+        return _s3_part(method, query, body)
     if protocol == "google_resumable":
         return _google_chunk(method, bare, query, lowered, body)
     if protocol == "instagram_rupload":
@@ -59,27 +64,71 @@ def parse_chunk(
     raise ChunkError(f"unknown upload protocol {protocol!r}")
 
 
-def _x_chunk(
-    query: dict[str, str], headers: dict[str, str], body: bytes, limits: ExtractLimits
-) -> Chunk | None:
+def _request_fields(
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: bytes,
+    limits: ExtractLimits,
+    binary: frozenset[str],
+    base64_fields: frozenset[str],
+) -> tuple[dict[str, str], bytes | None]:
+    """A protocol step's short fields (query, multipart, urlencoded or JSON) and its media: the
+    first part named in `binary` (raw bytes) or in `base64_fields` (base64 text)."""
     fields = dict(query)
     media: bytes | None = None
-    content_type = headers.get("content-type", "")
-    if content_type.lower().startswith("multipart/"):
+    content_type = headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/"):
         try:
-            parts = parse_multipart(body, content_type, limits)
+            parts = parse_multipart(body, headers.get("content-type", ""), limits)
         except ExtractionError as error:
-            raise ChunkError(f"X upload body: {error}") from error
+            raise ChunkError(f"upload step body: {error}") from error
         for part in parts:
-            if part.name == "media" or (part.name == "media_data" and media is None):
-                media = part.data if part.name == "media" else _b64(part.data)
+            if part.name in binary and media is None:
+                media = part.data
+            elif part.name in base64_fields and media is None:
+                media = _b64(part.data)
             elif part.name and len(part.data) <= 256:
                 fields.setdefault(part.name, part.data.decode("utf-8", "replace"))
-    elif "urlencoded" in content_type.lower():
+    elif "urlencoded" in content_type:
         form = dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=100))
-        fields.update({k: v for k, v in form.items() if k != "media_data"})
-        if "media_data" in form:
-            media = _b64(form["media_data"].replace(" ", "+").encode("latin-1"))
+        for name, value in form.items():
+            if name in base64_fields | binary:
+                if media is None:
+                    media = _b64(value.replace(" ", "+").encode("latin-1"))
+            else:
+                fields[name] = value
+    elif "json" in content_type and body.strip():
+        try:
+            document = json.loads(body)
+        except ValueError as error:
+            raise ChunkError("upload step body is not JSON") from error
+        if not isinstance(document, dict):
+            raise ChunkError("upload step body is not a JSON object")
+        for name, value in document.items():
+            if name in base64_fields | binary and isinstance(value, str):
+                if media is None:
+                    media = _b64(value.encode("latin-1", "replace"))
+            elif type(value) in (str, int):  # not bool, which JSON ids never are
+                fields[name] = str(value)
+    return fields, media
+
+
+# X API v2's dedicated endpoints name the step in the path: /2/media/upload/{id}/append.
+_X_V2_STEP: Final = re.compile(r"^/2/media/upload/([^/]+)/(append|finalize|status)/?$", re.I)
+_X_V2_INIT: Final = re.compile(r"^/2/media/upload/initialize/?$", re.I)
+
+
+def _x_chunk(
+    path: str, query: dict[str, str], headers: dict[str, str], body: bytes, limits: ExtractLimits
+) -> Chunk | None:
+    if _X_V2_INIT.match(path):
+        return None  # the media id arrives in the response
+    fields, media = _request_fields(
+        query, headers, body, limits, frozenset({"media"}), frozenset({"media_data"})
+    )
+    step = _X_V2_STEP.match(path)
+    if step is not None:
+        fields["media_id"], fields["command"] = step[1], step[2]
     command = fields.get("command", "").strip().upper()
     # The server reads the id as a number: "0123", " 123" and "123" are one upload.
     media_id = fields.get("media_id", "").strip()
@@ -96,6 +145,50 @@ def _x_chunk(
     if command == "FINALIZE":
         return Chunk(media_id, final=True)
     raise ChunkError(f"unknown X upload command {command!r}")
+
+
+def _facebook_chunk(
+    query: dict[str, str], headers: dict[str, str], body: bytes, limits: ExtractLimits
+) -> Chunk | None:
+    """Graph API resumable video upload: upload_phase=start (the session id comes back),
+    transfer (upload_session_id, start_offset, video_file_chunk), finish."""
+    fields, media = _request_fields(
+        query, headers, body, limits, frozenset({"video_file_chunk"}), frozenset()
+    )
+    phase = fields.get("upload_phase", "").strip().lower()
+    if phase in ("", "start", "cancel"):
+        return None  # no phase: a simple upload, judged as it stands
+    session_id = fields.get("upload_session_id", "").strip()
+    if not session_id:
+        raise ChunkError(f"Facebook upload_phase={phase} without upload_session_id")
+    if phase == "transfer":
+        offset = _int(fields.get("start_offset"), "start_offset")
+        if media is None or offset is None:
+            raise ChunkError("Facebook transfer without video_file_chunk or start_offset")
+        return Chunk(session_id, media, offset=offset)
+    if phase == "finish":
+        return Chunk(session_id, final=True)
+    raise ChunkError(f"unknown Facebook upload_phase {phase[:40]!r}")
+
+
+def _s3_part(method: str, query: dict[str, str], body: bytes) -> Chunk | None:
+    """S3-style multipart upload (TikTok's upload nodes spell it uploadID): parts numbered from
+    1 by partNumber, then a POST with the upload id alone that completes the object."""
+    lowered = {name.lower(): value for name, value in query.items()}
+    upload_id = lowered.get("uploadid", "").strip()
+    if not upload_id:
+        return None  # not a multipart step: a single-request upload, judged as it stands
+    verb = method.upper()
+    if "partnumber" in lowered:
+        number = _int(lowered["partnumber"], "partNumber")
+        if number is None or not 1 <= number <= 10_000:
+            raise ChunkError("partNumber is not between 1 and 10000")
+        if verb not in ("PUT", "POST"):
+            return None
+        return Chunk(upload_id, body, index=number - 1)
+    if verb == "POST":
+        return Chunk(upload_id, final=True)  # complete (S3) / phase=finish (TikTok)
+    return None  # list parts, abort
 
 
 def _b64(data: bytes) -> bytes:
