@@ -133,7 +133,9 @@ def test_inspected_domains_are_minimal_and_skip_uninspectable_apps(catalog: Cata
     assert domains == sorted(set(domains))
     assert "discord.com" in domains
     assert "cdn.discordapp.com" not in domains  # covered by discordapp.com
-    assert "discord-attachments-uploads-prd.storage.googleapis.com" in domains
+    # Discord's bucket is also reached path-style, so the shared GCS host is catalogued whole.
+    assert "storage.googleapis.com" in domains
+    assert "discord-attachments-uploads-prd.storage.googleapis.com" not in domains
     assert not any(d.endswith(("whatsapp.com", "whatsapp.net", "telegram.org")) for d in domains)
     assert all("*" not in d for d in domains)
 
@@ -347,6 +349,20 @@ def test_host_lookup_is_fast_on_a_large_catalog() -> None:
         ("api.x.com", "POST", "/2/media/upload/1234567890/finalize", "x_chunked"),
         ("graph-video.facebook.com", "POST", "/v19.0/me/videos", "facebook_resumable"),
         ("graph.facebook.com", "POST", "/1234/videos", "facebook_resumable"),
+        # Other names of the same services (adversarial pass, issue 16).
+        (
+            "storage.googleapis.com",
+            "PUT",
+            "/discord-attachments-uploads-prd/a/b?upload_id=x",
+            "google_resumable",
+        ),
+        ("drive.googleapis.com", "PUT", "/upload/drive/v3/files?upload_id=x", "google_resumable"),
+        (
+            "youtube.googleapis.com",
+            "PUT",
+            "/upload/youtube/v3/videos?upload_id=x",
+            "google_resumable",
+        ),
     ],
 )
 def test_chunked_flows_the_adversarial_pass_split_are_reassembled(
@@ -355,6 +371,16 @@ def test_chunked_flows_the_adversarial_pass_split_are_reassembled(
     found = catalog.upload_route(host, method, path)
     assert found is not None
     assert found[1].protocol == protocol
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["drive.googleapis.com", "youtube.googleapis.com", "storage.googleapis.com",
+     "s3.amazonaws.com", "s3.us-east-1.amazonaws.com"],
+)  # fmt: skip
+def test_other_names_of_catalogued_services_are_intercepted(catalog: Catalog, host: str) -> None:
+    """A service's other API host names (the adversarial pass uploaded through them)."""
+    assert catalog.app_for_host(host) is not None
 
 
 def test_learnt_upload_hosts_reassemble_their_chunks(catalog: Catalog) -> None:
