@@ -395,3 +395,14 @@ def test_learnt_upload_hosts_reassemble_their_chunks(catalog: Catalog) -> None:
     }
     assert rules["discord"].upload.protocol == "google_resumable"
     assert rules["tiktok"].upload.protocol == "s3_parts"
+
+
+@pytest.mark.parametrize("name", ["instagram", "tiktok", "x", "facebook", "dropbox"])
+def test_sharing_apps_never_pass_a_client_that_refuses_the_school_ca(
+    catalog: Catalog, name: str
+) -> None:
+    """With allow_and_log, curl or a script that refused the CA three times uploaded banked
+    pictures to these apps unjudged (adversarial pass, issue 16); now that client is refused."""
+    app = catalog.app(name)
+    assert app is not None
+    assert (app.inspection, app.when_not_inspectable) == ("pinned_native", "block_by_sni")
