@@ -109,3 +109,55 @@ def test_held_budget_shares_out_memory_per_device_and_in_all() -> None:
     assert budget.held == 0
     with pytest.raises(ValueError, match="positive"):
         HeldBudget(0, 1)
+
+
+def test_one_device_flooding_the_pool_does_not_starve_another() -> None:
+    """Eight slow items from one device, then one from another: the other's item runs at the
+    next free worker, not after the eight (its photo used to time out behind their videos)."""
+    pool = InspectionPool(workers=2, max_queue=16, timeout_s=10)
+    order: list[str] = []
+    gate = threading.Semaphore(0)
+
+    def work(name: str) -> str:
+        order.append(name)
+        gate.acquire(timeout=5)
+        return name
+
+    async def main() -> None:
+        flood = [asyncio.ensure_future(pool.run(work, f"a{n}", key="a")) for n in range(8)]
+        await asyncio.sleep(0.05)
+        other = asyncio.ensure_future(pool.run(work, "b", key="b"))
+        await asyncio.sleep(0.05)
+        for _ in range(9):
+            gate.release()
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*flood, other)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert order[:2] == ["a0", "a1"]  # alone, a device may use every worker
+    assert order[2] == "b"  # then the other device's turn comes first
+    assert pool.in_flight == 0
+
+
+def test_a_device_is_refused_past_its_share_while_others_wait() -> None:
+    pool = InspectionPool(workers=2, max_queue=6, timeout_s=10)  # 8 places, 4 a device
+    release = threading.Event()
+
+    async def main() -> list[object]:
+        other = asyncio.ensure_future(pool.run(release.wait, 5, key="b"))
+        await asyncio.sleep(0.02)
+        flood = [asyncio.ensure_future(pool.run(release.wait, 5, key="a")) for _ in range(6)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(other, *flood, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown()
+    assert results[0] is True
+    assert sum(isinstance(r, Overloaded) for r in results[1:]) == 2  # 4 admitted, 2 refused

@@ -1,11 +1,14 @@
-"""A bounded worker pool that runs CPU-bound inspection off mitmproxy's event loop."""
+"""A bounded worker pool that runs CPU-bound inspection off mitmproxy's event loop, fairly
+between devices."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -17,13 +20,26 @@ class InspectTimeout(Exception):
     """An item took longer than the inspection budget: the fail policy decides."""
 
 
+@dataclass(eq=False)
+class _Job:
+    key: str
+    fn: Callable[..., Any]
+    args: tuple[object, ...]
+    future: Future[Any] = field(default_factory=Future)
+
+
 class InspectionPool:
-    """Threads for `Inspector.evaluate` with a hard cap on work in flight.
+    """Threads for `Inspector.evaluate` with a hard cap on work in flight, shared fairly.
 
     Threads, not processes: the inspector holds loaded models and a bank index that would be costly
     to copy, and its decoders, hashing and onnxruntime release the GIL. A timed-out item keeps its
     thread until it finishes (threads cannot be killed), so it still counts against the cap: a
     flood of slow items turns into overload decisions instead of unbounded memory.
+
+    Items carry a key (the device), and waiting keys take turns: one pupil's eight videos used to
+    fill every worker, and everybody else's photos timed out behind them (adversarial pass,
+    issue 16). A key alone may use every worker and place; while other keys have items, it runs
+    on at most half the workers and is refused new items past half the places.
     """
 
     def __init__(self, workers: int, max_queue: int, timeout_s: float) -> None:
@@ -32,41 +48,113 @@ class InspectionPool:
         self.workers = workers
         self.capacity = workers + max(0, max_queue)
         self.timeout_s = timeout_s
+        self.running_share = max(1, workers // 2)
+        self.flight_share = max(self.running_share, self.capacity // 2)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="schoolgate-inspect")
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._in_flight_by_key: Counter[str] = Counter()
+        self._running = 0
+        self._running_by_key: Counter[str] = Counter()
+        self._waiting: dict[str, deque[_Job]] = {}  # insertion order is the turn order
 
     @property
     def in_flight(self) -> int:
         """Items queued or running, including ones whose caller already timed out."""
         return self._in_flight
 
-    def _release(self, _: Future[Any]) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
-    async def run[T](self, fn: Callable[..., T], *args: object) -> T:
-        """Run `fn(*args)` in a worker; raises Overloaded or InspectTimeout."""
+    async def run[T](self, fn: Callable[..., T], *args: object, key: str = "") -> T:
+        """Run `fn(*args)` in a worker, in `key`'s turn; raises Overloaded or InspectTimeout."""
+        job = _Job(key, fn, args)
         with self._lock:
             if self._in_flight >= self.capacity:
                 raise Overloaded(f"{self._in_flight} items in flight (cap {self.capacity})")
+            others = self._in_flight - self._in_flight_by_key[key]
+            if others and self._in_flight_by_key[key] >= self.flight_share:
+                raise Overloaded(
+                    f"this device has {self._in_flight_by_key[key]} items in flight "
+                    f"(its share of {self.capacity} is {self.flight_share})"
+                )
             self._in_flight += 1
-        try:
-            future: Future[T] = self._executor.submit(fn, *args)
-        except BaseException:
-            with self._lock:
-                self._in_flight -= 1
-            raise
-        future.add_done_callback(self._release)
+            self._in_flight_by_key[key] += 1
+            job.future.add_done_callback(lambda _: self._release(key))
+            self._waiting.setdefault(key, deque()).append(job)
+            self._dispatch()
         try:
             # shield: a timeout must not cancel the shared future's bookkeeping callback.
-            return await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(future)), self.timeout_s
+            result: T = await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(job.future)), self.timeout_s
             )
+            return result
         except TimeoutError:
-            future.cancel()  # drops it if still queued; a running item finishes on its own
+            with self._lock:
+                queue = self._waiting.get(key)
+                if queue is not None and job in queue:
+                    queue.remove(job)
+                    if not queue:
+                        del self._waiting[key]
+            job.future.cancel()  # drops it if still waiting; a running item finishes on its own
             raise InspectTimeout(f"inspection took longer than {self.timeout_s:g} s") from None
 
+    def _release(self, key: str) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._in_flight_by_key[key] -= 1
+            if self._in_flight_by_key[key] <= 0:
+                del self._in_flight_by_key[key]
+
+    def _dispatch(self) -> None:
+        """Start waiting items while workers are free (the caller holds the lock)."""
+        while self._running < self.workers:
+            job = self._next()
+            if job is None:
+                return
+            self._running += 1
+            self._running_by_key[job.key] += 1
+            try:
+                self._executor.submit(self._execute, job)
+            except RuntimeError:  # shut down
+                self._running -= 1
+                self._running_by_key[job.key] -= 1
+                job.future.cancel()
+                return
+
+    def _next(self) -> _Job | None:
+        """The first waiting key (in turn order) under its running share, which binds only while
+        another key waits; the key goes to the back of the turn order."""
+        crowded = len(self._waiting) > 1
+        keys = list(self._waiting)
+        under = [k for k in keys if not crowded or self._running_by_key[k] < self.running_share]
+        for key in under or keys[:1]:  # every waiting key at its share: no worker idles
+            queue = self._waiting.pop(key)
+            job = queue.popleft()
+            if queue:
+                self._waiting[key] = queue  # re-inserted: its next item waits for a new turn
+            return job
+        return None
+
+    def _execute(self, job: _Job) -> None:
+        try:
+            if job.future.set_running_or_notify_cancel():
+                try:
+                    result = job.fn(*job.args)
+                except BaseException as error:
+                    job.future.set_exception(error)
+                else:
+                    job.future.set_result(result)
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._running_by_key[job.key] -= 1
+                if self._running_by_key[job.key] <= 0:
+                    del self._running_by_key[job.key]
+                self._dispatch()
+
     def shutdown(self) -> None:
-        """Stop accepting work; queued items are dropped, running ones finish."""
+        """Stop accepting work; waiting items are dropped, running ones finish."""
+        with self._lock:
+            waiting = [job for queue in self._waiting.values() for job in queue]
+            self._waiting.clear()
+        for job in waiting:
+            job.future.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

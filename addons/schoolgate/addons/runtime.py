@@ -162,7 +162,8 @@ class Runtime:
         ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
         started = time.perf_counter()
         try:
-            verdict = await self.pool.run(self.inspector.evaluate, data, ctx)
+            device = ctx.mac or ctx.client_ip or ""
+            verdict = await self.pool.run(self.inspector.evaluate, data, ctx, key=device)
         except Overloaded as exc:
             return self.unavailable(ctx, "overload", str(exc))
         except InspectTimeout as exc:
