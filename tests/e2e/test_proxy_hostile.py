@@ -401,3 +401,36 @@ def test_a_body_with_trailer_fields_is_refused_at_once(stack: HostileStack) -> N
     assert 200 not in statuses(reply)
     assert stack.arrived("/upload/raw/trailers.jpg") == []
     stack.assert_serving()
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_a_client_that_reads_only_after_sending_gets_the_block_page_for_an_oversize_body(
+    stack: HostileStack, framing: str
+) -> None:
+    """Python's HTTP clients send the whole body before they read. A body a little over the cap
+    (a 74 MB lesson recording, a 105 MB video against 64 MiB) used to be cut off unread: the
+    client's write stalled until its own timeout, with no block page (adversarial pass, #16).
+    Up to four times the cap is read and thrown away, and then the block page is sent."""
+    size = 3 * stack.cap + stack.cap // 2  # more than socket buffers hold
+    path = f"/upload/raw/lesson-{framing}.wav"
+    if framing == "chunked":
+        head = upload_head(stack, "PUT", path, "Transfer-Encoding: chunked")
+        body = b"".join(chunked(zero_pieces(size))) + b"0\r\n\r\n"
+    else:
+        head = upload_head(stack, "PUT", path, f"Content-Length: {size}")
+        body = b"".join(zero_pieces(size))
+    started = time.monotonic()
+    with stack.tls_socket() as sock:
+        sock.settimeout(20)
+        sock.sendall(head + body)  # never reads until the whole body is out
+        reply = b""
+        while b"\r\n\r\n" not in reply and len(reply) < 1 << 16:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
+    assert b"blocked_by_school_network" in reply or b"\r\n\r\n" in reply
+    assert time.monotonic() - started < 20
+    assert stack.arrived(path) == []
+    stack.assert_serving()

@@ -21,6 +21,7 @@ from mitmproxy.proxy.layers.http import HttpStream, SendHttp
 from mitmproxy.proxy.layers.http._events import (
     ErrorCode,
     RequestData,
+    RequestEndOfMessage,
     RequestProtocolError,
     ResponseData,
     ResponseEndOfMessage,
@@ -30,6 +31,8 @@ from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 
 META = "schoolgate_held_cap"
 RESPONSE_META = "schoolgate_held_response_cap"
+DRAIN_META = "schoolgate_drain_cap"
+DRAIN_FACTOR = 4  # a refused HTTP/1 body up to this many times the cap is read to its end
 
 type _Commands = Generator[commands.Command, Any, None]
 
@@ -60,6 +63,7 @@ def hold(flow: http.HTTPFlow, cap: HeldCap) -> None:
     """Buffer this flow's request body within `cap`."""
     flow.request.stream = False
     flow.metadata[META] = cap
+    flow.metadata[DRAIN_META] = cap.limit
 
 
 def hold_response(flow: http.HTTPFlow, cap: HeldCap) -> None:
@@ -98,7 +102,7 @@ def _consume_within_cap(self: HttpStream, event: events.Event) -> _Commands:
             if flow.response is None and flow.request.stream:
                 yield from _forward(self, event)
             else:
-                yield from _refuse(self)
+                yield from _refuse(self, size)
             return
     yield from _original(self, event)
 
@@ -111,10 +115,17 @@ def _forward(stream: HttpStream, event: RequestData) -> _Commands:
     yield from stream.handle_event(RequestData(stream.stream_id, body))
 
 
-def _refuse(stream: HttpStream) -> _Commands:
-    # Answer now and stop reading: HTTP/1 closes the connection, HTTP/2 resets only this stream.
+def _refuse(stream: HttpStream, drained: int = 0) -> _Commands:
     flow = stream.flow
     stream.request_body_buf.clear()  # type: ignore[no-untyped-call]
+    cap = flow.metadata.get(DRAIN_META)
+    if flow.response is not None and isinstance(cap, int) and _drainable(stream, cap, drained):
+        # Most HTTP/1 clients (Python's among them) send the whole body before they read: cut
+        # off, they stall until their own timeout and never see why. A body up to DRAIN_FACTOR
+        # times the cap is read and thrown away, then answered.
+        stream.client_state = _Drain(stream, cap * DRAIN_FACTOR, drained)
+        return
+    # Answer now and stop reading: HTTP/1 closes the connection, HTTP/2 resets only this stream.
     stream.client_state = stream.state_errored
     message = "request body refused before it was complete"
     if flow.response is not None:
@@ -127,6 +138,43 @@ def _refuse(stream: HttpStream) -> _Commands:
         stream.context.client,
     )
     flow.live = False
+
+
+def _drainable(stream: HttpStream, cap: int, drained: int) -> bool:
+    """HTTP/1 only (HTTP/2 and 3 reset just the stream, which clients read as an answer), and
+    only a body that does not declare more than the drain limit."""
+    request = stream.flow.request
+    if not request.http_version.upper().startswith("HTTP/1"):
+        return False
+    declared = request.headers.get("content-length", "").strip()
+    limit = cap * DRAIN_FACTOR
+    return drained <= limit and (not declared.isdigit() or int(declared) <= limit)
+
+
+class _Drain:
+    """A client state that reads the rest of a refused HTTP/1 body without keeping it, then
+    sends the answer; past `limit` bytes it refuses at once."""
+
+    def __init__(self, stream: HttpStream, limit: int, drained: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.drained = drained
+
+    def __call__(self, event: events.Event) -> _Commands:
+        stream = self.stream
+        if isinstance(event, RequestData):
+            self.drained += len(event.data)
+            if self.drained > self.limit:
+                stream.flow.metadata.pop(DRAIN_META, None)
+                yield from _refuse(stream)
+        elif isinstance(event, RequestEndOfMessage):
+            flow = stream.flow
+            assert flow.response is not None
+            stream.client_state = stream.state_done
+            flow.request.timestamp_end = time.time()
+            flow.response.timestamp_start = time.time()
+            yield HttpResponseHeadersHook(flow)
+            yield from stream.send_response()
 
 
 def _consume_response_within_cap(self: HttpStream, event: events.Event) -> _Commands:
