@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from schoolgate.banks.model import SignalInput, SignalType
 from schoolgate.banks.store import BankStore
@@ -189,3 +189,36 @@ def _tiny_video(path: Path, colour: tuple[int, int, int] = (200, 0, 0)) -> bytes
         for packet in stream.encode():
             container.mux(packet)
     return path.read_bytes()
+
+
+def test_a_colour_inverted_copy_of_a_banked_picture_is_matched(
+    data_dir: Path, benign_photos: dict[str, Image.Image]
+) -> None:
+    """A negative (one tap in any editor) was delivered unjudged by the adversarial pass: its
+    PDQ hash is the complement of the banked one, so the complement is queried as well."""
+    banked = benign_photos["chelsea"]
+    with BankStore(data_dir / "banks.sqlite") as store:
+        store.create_bank("incident-neg")
+        pdq = pdq_hash(banked)
+        store.add_signals(
+            "incident-neg", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "test"
+        )
+    negative = encode(ImageOps.invert(banked.convert("RGB")), "JPEG", quality=85)
+    inspector = Inspector.from_config(_config(data_dir))
+    try:
+        verdict = inspector.evaluate(negative, STUDENT)
+        assert verdict.blocked
+        assert "colours inverted" in " ".join(verdict.reasons)
+        # Innocent photos and their negatives stay innocent.
+        for name in ("coffee", "astronaut", "rocket"):
+            photo = benign_photos[name].convert("RGB")
+            for image in (photo, ImageOps.invert(photo)):
+                assert not inspector.evaluate(encode(image, "JPEG"), STUDENT).blocked, name
+    finally:
+        inspector.close()
+    text = "banks:\n  match_inverted: false\nclassifier:\n  models: []\n"
+    off = Inspector.from_config(parse_config(text, "test.yaml"))
+    try:
+        assert not off.evaluate(negative, STUDENT).blocked
+    finally:
+        off.close()

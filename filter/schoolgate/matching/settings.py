@@ -53,6 +53,8 @@ class BanksConfig:
     pdq_max_distance: int = DEFAULT_PDQ_MAX_DISTANCE
     pdq_min_quality: int = DEFAULT_MIN_QUALITY
     match_dihedral: bool = True  # also match mirrored and rotated copies (8 PDQ variants)
+    # Also match colour-inverted copies: a negative's PDQ hash is the bitwise complement.
+    match_inverted: bool = True
     per_bank_distance: dict[str, int] = field(default_factory=dict)
     reload_interval_s: float = 5.0
     video: VideoMatchSettings = field(default_factory=VideoMatchSettings)  # the vPDQ rule
@@ -103,6 +105,7 @@ def parse_banks(node: Node, data_dir: Path) -> BanksConfig:
             "pdq_max_distance",
             "pdq_min_quality",
             "match_dihedral",
+            "match_inverted",
             "per_bank_distance",
             "reload_interval_s",
             "video",
@@ -126,6 +129,7 @@ def parse_banks(node: Node, data_dir: Path) -> BanksConfig:
         pdq_max_distance=pdq_max_distance,
         pdq_min_quality=pdq_min_quality,
         match_dihedral=node.child("match_dihedral").flag(defaults.match_dihedral),
+        match_inverted=node.child("match_inverted").flag(defaults.match_inverted),
         per_bank_distance=per_bank,
         reload_interval_s=node.child("reload_interval_s").number(
             defaults.reload_interval_s, minimum=0.1

@@ -100,6 +100,11 @@ class PdqHash:
         """The 32 raw bytes, first byte = first two hex characters."""
         return self._value.to_bytes(32, "big")
 
+    def inverted(self) -> PdqHash:
+        """The hash of the colour-inverted image: PDQ thresholds DCT coefficients at their
+        median, and inverting the pixels negates every coefficient, so every bit flips."""
+        return PdqHash(f"{self._value ^ ((1 << 256) - 1):064x}", self.quality)
+
     @classmethod
     def from_hex(cls, hex: str, quality: int = 100) -> PdqHash:
         """Parse a hex hash as found in shared lists (surrounding space and upper case allowed)."""

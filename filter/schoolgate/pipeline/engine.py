@@ -228,6 +228,13 @@ class Inspector:
         hashes["pdq"] = variants[0].hex
         hashes["pdq_quality"] = variants[0].quality
         pdq_matches = matcher.match_pdq(variants, min_quality=banks.pdq_min_quality)
+        if banks.match_inverted and not pdq_matches:
+            # A negative of a banked picture (one tap in any editor) hashes to the complement.
+            negatives = [variant.inverted() for variant in variants]
+            pdq_matches = [
+                replace(match, evidence=(("inverted", 1.0),))
+                for match in matcher.match_pdq(negatives, min_quality=banks.pdq_min_quality)
+            ]
         matches.extend(m for m in pdq_matches if banks.runs(m.bank, "pdq"))
         if not matches:
             # Only when nothing cheaper matched: one match decides, and most media matches none.

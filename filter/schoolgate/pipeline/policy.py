@@ -66,7 +66,7 @@ class Policy:
         if "bank_match" in triggers:
             for match in findings.matches:
                 where = f" in {match.where}" if match.where else ""
-                if match.evidence:
+                if match.tier == "robust" and match.evidence:
                     evidence = dict(match.evidence)
                     reasons.append(
                         f"bank {match.bank}: {match.tier} match ({match.signal_type} features, "
@@ -74,9 +74,10 @@ class Policy:
                         f"{evidence.get('spread', 0):.2f}){where}"
                     )
                 else:
+                    inverted = " (colours inverted)" if dict(match.evidence).get("inverted") else ""
                     reasons.append(
                         f"bank {match.bank}: {match.signal_type} match at distance "
-                        f"{match.distance}{where}"
+                        f"{match.distance}{inverted}{where}"
                     )
                 would_block = True
         if "classifier" in triggers:
