@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
-from schoolgate.endpoints.protocols import parse_chunk
+from schoolgate.endpoints.protocols import parse_chunk, parse_chunks
 from schoolgate.endpoints.reassembly import Chunk, ChunkError, SessionStatus, UploadSessions
 from tests.conftest import encode
 
@@ -572,3 +572,27 @@ def test_s3_style_parts_complete_on_the_final_post(media: bytes) -> None:
     assert parse_chunk("s3_parts", "PUT", "/upload/v1/obj", {}, media) is None
     with pytest.raises(ChunkError, match="partNumber"):
         parse_chunk("s3_parts", "PUT", "/upload/v1/obj?partNumber=0&uploadId=u2", {}, b"x")
+
+
+def test_dropbox_batch_finish_commits_each_session() -> None:
+    body = json.dumps(
+        {"entries": [{"cursor": {"session_id": s, "offset": n}} for s, n in (("a", 5), ("b", 9))]}
+    ).encode()
+    path = "/2/files/upload_session/finish_batch_v2"
+    chunks = parse_chunks("dropbox_session", "POST", path, {}, body)
+    assert [(c.session_id, c.total, c.final) for c in chunks] == [("a", 5, True), ("b", 9, True)]
+    check = "/2/files/upload_session/finish_batch/check"
+    assert parse_chunks("dropbox_session", "POST", check, {}, b"{}") == []
+    for bad in (b"[]", b'{"entries": []}', b'{"entries": [{"cursor": {"offset": 1}}]}', b"{"):
+        with pytest.raises(ChunkError):
+            parse_chunks("dropbox_session", "POST", path, {}, bad)
+    # One chunk for every other request, through the same entry point.
+    single = parse_chunks(
+        "dropbox_session",
+        "POST",
+        "/2/files/upload_session/append_v2?arg="
+        + json.dumps({"cursor": {"session_id": "a", "offset": 0}}),
+        {},
+        b"xyz",
+    )
+    assert [(c.session_id, c.offset, c.data) for c in single] == [("a", 0, b"xyz")]

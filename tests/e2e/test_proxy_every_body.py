@@ -175,6 +175,58 @@ def test_two_dropbox_uploads_from_one_device_are_not_confused(stack: HostileStac
         assert dropbox(stack, "finish", arg, data[2000:])[0] == 200
 
 
+def test_dropbox_batch_finish_judges_every_session_it_commits(stack: HostileStack) -> None:
+    """upload_session/start with close=true, then one finish_batch_v2 for several files (the
+    SDKs' way to upload many): the batch was refused as an unknown step, innocent or not
+    (adversarial pass, issue 16). Each committed session is judged whole."""
+    benign = encode(stack.benign_photo, "JPEG", quality=77)
+    photo = banned(stack, "dropbox batch")
+    sessions = []
+    for data in (benign, photo):
+        status, session = dropbox(stack, "start", {"close": True}, data)
+        assert (status, bool(session)) == (200, True)
+        sessions.append((session, len(data)))
+
+    def batch(*chosen: tuple[str, int]) -> int:
+        entries = [
+            {"cursor": {"session_id": sid, "offset": size}, "commit": {"path": f"/{sid}.jpg"}}
+            for sid, size in chosen
+        ]
+        with stack.client() as client:
+            response = client.post(
+                stack.url("/2/files/upload_session/finish_batch_v2"), json={"entries": entries}
+            )
+        return response.status_code
+
+    assert batch(sessions[0]) == 200  # the innocent photo alone is committed
+    assert batch(*sessions) == 403  # a batch with the banked one is refused whole
+
+
+def test_dropbox_arguments_in_the_url_are_read(stack: HostileStack) -> None:
+    """Dropbox takes the arguments in an `arg` URL parameter as well as in the header."""
+    photo = banned(stack, "dropbox arg")
+    benign = encode(stack.benign_photo, "JPEG", quality=73)
+    results = []
+    for data in (benign, photo):
+        with stack.client() as client:
+            start = client.post(
+                stack.url("/2/files/upload_session/start"),
+                params={"arg": json.dumps({"close": False})},
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            session = start.json()["session_id"]
+            cursor = {"cursor": {"session_id": session, "offset": len(data)}, "commit": {}}
+            finish = client.post(
+                stack.url("/2/files/upload_session/finish"),
+                params={"arg": json.dumps(cursor)},
+                content=b"",
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        results.append((start.status_code, finish.status_code))
+    assert results == [(200, 200), (200, 403)]
+
+
 def test_an_upload_spread_over_two_session_keys_is_refused(stack: HostileStack) -> None:
     """The server ignores a query parameter the gateway keyed the session on: the last chunk,
     under a key the gateway has no start for, completes a file nobody judged whole."""

@@ -279,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(200, data, "application/octet-stream")
             return
         reply: dict[str, object] = {"ok": True, "sha256": record.sha256, "length": record.length}
-        if self.path.endswith("/upload_session/start"):  # as Dropbox answers
+        if self.path.partition("?")[0].endswith("/upload_session/start"):  # as Dropbox answers
             reply["session_id"] = "sess-" + hashlib.sha256(os.urandom(8)).hexdigest()[:16]
         self._reply(200, json.dumps(reply).encode(), "application/json")
 

@@ -28,7 +28,7 @@ from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items
 from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError
-from schoolgate.endpoints.protocols import parse_chunk
+from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import ChunkError, SessionStatus
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
@@ -243,32 +243,31 @@ class UploadInspector:
 
     def reassemble(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
-    ) -> bytes | str | None:
-        """Add this request's chunk: the whole media once complete, a failure name, or None."""
+    ) -> list[bytes] | str:
+        """Add this request's chunks: every media they complete, or a failure name."""
         request = flow.request
         assert held.route.protocol is not None
         pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
-        chunk = parse_chunk(held.route.protocol, request.method, request.path, pairs, body)
-        if chunk is None:
-            return None
-        client = device
-        if chunk.session_from_response is not None:
-            # The id is in the reply (Dropbox upload_session/start): the chunk joins its session
-            # when the reply arrives (`response`), so two uploads never share a key.
-            flow.metadata[PENDING_CHUNK] = (client, held.app.name, chunk)
-            flow.metadata[READ_RESPONSE] = True
-            return None
-        state = runtime.sessions.add(client, held.app.name, chunk)
-        if state.failed:
-            flow.metadata[SESSION_STATUS] = state.status.value
-            # Tombstoned: the next chunks of this upload fail too (no poison-and-restart).
-            runtime.sessions.fail(client, held.app.name, chunk.session_id, state.status)
-            return _session_failure(state.status)
-        if not state.complete:
-            return None
-        media = runtime.sessions.assemble(client, held.app.name, chunk.session_id)
-        runtime.sessions.discard(client, held.app.name, chunk.session_id)
-        return media
+        chunks = parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
+        client, app = device, held.app.name
+        complete: list[bytes] = []
+        for chunk in chunks:
+            if chunk.session_from_response is not None:
+                # The id is in the reply (Dropbox upload_session/start): the chunk joins its
+                # session when the reply arrives (`response`), so two uploads never share a key.
+                flow.metadata[PENDING_CHUNK] = (client, app, chunk)
+                flow.metadata[READ_RESPONSE] = True
+                continue
+            state = runtime.sessions.add(client, app, chunk)
+            if state.failed:
+                flow.metadata[SESSION_STATUS] = state.status.value
+                # Tombstoned: the next chunks of this upload fail too (no poison-and-restart).
+                runtime.sessions.fail(client, app, chunk.session_id, state.status)
+                return _session_failure(state.status)
+            if state.complete:
+                complete.append(runtime.sessions.assemble(client, app, chunk.session_id))
+                runtime.sessions.discard(client, app, chunk.session_id)
+        return complete
 
     async def inspect(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload
@@ -297,9 +296,8 @@ class UploadInspector:
                 if isinstance(media, str):
                     detail = f"upload session: {flow.metadata.pop(SESSION_STATUS, media)}"
                     return [runtime.unavailable(_sized(ctx, len(body)), media, detail)]
-                if media is None:
-                    return []  # an earlier chunk: forwarded, the final one waits for the whole
-                return [await runtime.judge(media, _sized(ctx, len(media)))]
+                # Nothing complete: an earlier chunk, forwarded; the final one waits for the whole.
+                return [await runtime.judge(item, _sized(ctx, len(item))) for item in media]
         except (ExtractionError, ChunkError) as exc:
             failure = "oversize" if exc.reason == "oversize" else "refused"
             return [runtime.unavailable(_sized(ctx, len(body)), failure, f"{exc.reason}: {exc}")]
@@ -332,10 +330,10 @@ class UploadInspector:
         assert held.route.protocol is not None
         pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
         try:
-            chunk = parse_chunk(held.route.protocol, request.method, request.path, pairs, body)
+            chunks = parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
         except ChunkError:
             return True  # claims the protocol: reassembly refuses it with the reason
-        return chunk is not None
+        return bool(chunks)
 
     def no_media(self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, size: int) -> None:
         """A body with no media in it: counted; a large one on a catalogued upload route is also

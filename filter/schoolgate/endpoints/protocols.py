@@ -60,7 +60,7 @@ def parse_chunk(
     if protocol == "content_range":
         return _content_range_chunk(method, path, lowered, body)
     if protocol == "dropbox_session":
-        return _dropbox_chunk(bare, lowered, body)
+        return _dropbox_chunk(bare, query, lowered, body)
     raise ChunkError(f"unknown upload protocol {protocol!r}")
 
 
@@ -269,8 +269,53 @@ def _content_range_chunk(
     return _range_chunk(path, headers, body)
 
 
-def _dropbox_chunk(path: str, headers: dict[str, str], body: bytes) -> Chunk | None:
-    raw = headers.get("dropbox-api-arg")
+def parse_chunks(
+    protocol: str,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes,
+    limits: ExtractLimits | None = None,
+) -> list[Chunk]:
+    """Every chunk one request carries: one (or none) for most protocols, one per entry of a
+    Dropbox batch finish (`upload_session/finish_batch_v2` commits many sessions at once)."""
+    bare = path.partition("?")[0].rstrip("/")
+    if protocol == "dropbox_session" and bare.endswith(("/finish_batch", "/finish_batch_v2")):
+        return _dropbox_batch(body)
+    if protocol == "dropbox_session" and bare.endswith("/finish_batch/check"):
+        return []  # asks how an earlier batch went
+    chunk = parse_chunk(protocol, method, path, headers, body, limits)
+    return [] if chunk is None else [chunk]
+
+
+_MAX_BATCH: Final = 1000  # Dropbox's own limit on entries per batch
+
+
+def _dropbox_batch(body: bytes) -> list[Chunk]:
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError as error:
+        raise ChunkError("Dropbox batch finish is not JSON") from error
+    entries = document.get("entries") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries or len(entries) > _MAX_BATCH:
+        raise ChunkError(f"Dropbox batch finish needs 1..{_MAX_BATCH} entries")
+    chunks = []
+    for entry in entries:
+        cursor = entry.get("cursor") if isinstance(entry, dict) else None
+        session_id = cursor.get("session_id") if isinstance(cursor, dict) else None
+        offset = cursor.get("offset") if isinstance(cursor, dict) else None
+        if not isinstance(session_id, str) or type(offset) is not int or offset < 0:
+            raise ChunkError("Dropbox batch entry without cursor.session_id and offset")
+        chunks.append(Chunk(session_id, total=offset, final=True))
+    return chunks
+
+
+def _dropbox_chunk(
+    path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+) -> Chunk | None:
+    # The arguments travel in the Dropbox-API-Arg header, or (documented for content endpoints,
+    # for clients that cannot set headers) in the `arg` URL parameter.
+    raw = headers.get("dropbox-api-arg") or query.get("arg")
     try:
         arg = json.loads(raw) if raw else {}
     except ValueError as error:
