@@ -27,7 +27,8 @@
 #   /etc/schoolgate/secrets/             USER 0700; webhook-secret 0600 (alerts' secret_file)
 #   /var/lib/schoolgate/                 USER 0750: banks, alert outbox; ca/ 0700 (the CA key)
 #   /var/log/schoolgate/                 USER 0750: the audit log (decisions.jsonl)
-#   /etc/systemd/system/schoolgate.service, schoolgate-nft.service, schoolgate-sniffer@.service
+#   /etc/systemd/system/schoolgate.service, schoolgate-nft.service, schoolgate-resolver.service,
+#   schoolgate-sniffer@.service
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,7 +41,7 @@ SYSTEM=1
 UNINSTALL=0
 PURGE=0
 INTERFACES=()
-UNITS=(schoolgate.service schoolgate-nft.service schoolgate-sniffer@.service)
+UNITS=(schoolgate.service schoolgate-nft.service schoolgate-resolver.service schoolgate-sniffer@.service)
 
 die() {
   echo "schoolgate install: $*" >&2
@@ -254,6 +255,7 @@ write_config() {
     set_key proxy listen_host 0.0.0.0
     set_key audit path /var/log/schoolgate/decisions.jsonl
     set_key gateway student_interfaces "[${list%, }]"
+    set_key resolver enabled true
   fi
   owner 0640 root "$SERVICE_GROUP" "$CONFIG"
   sg check-config "$CONFIG" >/dev/null || die "$CONFIG is not valid (see above)"
@@ -297,7 +299,7 @@ install_units() {
     mv "$UNITDIR/$unit.tmp" "$UNITDIR/$unit"
   done
   [ "$SYSTEM" -eq 0 ] || systemctl daemon-reload
-  systemctl_ enable --quiet schoolgate-nft.service schoolgate.service
+  systemctl_ enable --quiet schoolgate-nft.service schoolgate-resolver.service schoolgate.service
   if has_command sniff; then
     local iface
     for iface in $(sg check-config --json | "$OPT/venv/bin/python" -c \
@@ -310,7 +312,7 @@ install_units() {
 start_services() {
   [ "$SYSTEM" -eq 1 ] || return 0
   systemctl reload-or-restart schoolgate-nft.service
-  systemctl restart schoolgate.service
+  systemctl restart schoolgate-resolver.service schoolgate.service
   if has_command sniff; then
     systemctl restart 'schoolgate-sniffer@*.service' || true
   fi
@@ -348,7 +350,8 @@ uninstall() {
       systemctl disable --now "$(basename "$wanted")" >/dev/null 2>&1 || true
       rm -f "$wanted"
     done
-    systemctl disable --now schoolgate.service schoolgate-nft.service >/dev/null 2>&1 || true
+    systemctl disable --now schoolgate.service schoolgate-resolver.service schoolgate-nft.service \
+      >/dev/null 2>&1 || true
     if command -v nft >/dev/null && nft list tables 2>/dev/null | grep -qx 'table inet schoolgate'; then
       nft delete table inet schoolgate
     fi

@@ -356,7 +356,10 @@ def fake_hello(sni: str | None, client: str = "10.20.0.9") -> Any:
     """What Scope.tls_clienthello reads from mitmproxy's ClientHelloData."""
     return SimpleNamespace(
         client_hello=client_hello(server_name=sni),
-        context=SimpleNamespace(client=SimpleNamespace(peername=(client, 50000), id=sni or "-")),
+        context=SimpleNamespace(
+            client=SimpleNamespace(peername=(client, 50000), id=sni or "-", sni=sni),
+            server=SimpleNamespace(address=("198.51.100.2", 443)),
+        ),
         ignore_connection=False,
     )
 

@@ -25,7 +25,14 @@ from schoolgate.alerts.settings import AlertsConfig, parse_alerts
 from schoolgate.classify.settings import ClassifierConfig, parse_classifier
 from schoolgate.config_reader import DEFAULT_DATA_DIR, Node, listen_host
 from schoolgate.errors import ConfigError
-from schoolgate.gateway.settings import CaConfig, GatewayConfig, parse_ca, parse_gateway
+from schoolgate.gateway.settings import (
+    CaConfig,
+    GatewayConfig,
+    ResolverConfig,
+    parse_ca,
+    parse_gateway,
+    parse_resolver,
+)
 from schoolgate.matching.settings import BanksConfig, parse_banks
 from schoolgate.media.decode import MediaLimits
 from schoolgate.media.settings import parse_limits
@@ -64,6 +71,9 @@ class ProxyConfig:
     # TLS without a server name cannot be attributed to an app: a pupil connecting to a
     # catalogued service by its address would otherwise pass uninspected. "refuse" | "pass".
     tls_without_sni: str = "refuse"
+    # A server name that the gateway's resolver never gave out for the address the connection
+    # goes to, while that address serves a catalogued host (fronting). "refuse" | "pass".
+    sni_mismatch: str = "refuse"
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class Config:
     sniffer: SnifferConfig = field(default_factory=SnifferConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    resolver: ResolverConfig = field(default_factory=ResolverConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -128,6 +139,7 @@ def parse_config(text: str, source: str) -> Config:
             "sniffer",
             "metrics",
             "gateway",
+            "resolver",
         }
     )
     data_dir = _data_dir(root.child("data_dir"))
@@ -148,6 +160,7 @@ def parse_config(text: str, source: str) -> Config:
         sniffer=parse_sniffer(root.child("sniffer"), data_dir),
         metrics=parse_metrics(root.child("metrics")),
         gateway=gateway,
+        resolver=parse_resolver(root.child("resolver")),
     )
 
 
@@ -194,6 +207,7 @@ def _proxy(node: Node) -> ProxyConfig:
             "pinned_after_failures",
             "pinned_ttl_s",
             "tls_without_sni",
+            "sni_mismatch",
             "pinned_action",  # replaced by the catalog's when_not_inspectable; read and ignored
         }
     )
@@ -244,6 +258,7 @@ def _proxy(node: Node) -> ProxyConfig:
         tls_without_sni=node.child("tls_without_sni").choice(
             ("refuse", "pass"), defaults.tls_without_sni
         ),
+        sni_mismatch=node.child("sni_mismatch").choice(("refuse", "pass"), defaults.sni_mismatch),
     )
 
 
@@ -279,5 +294,9 @@ def as_dict(config: Config) -> dict[str, Any]:
         "gateway": {
             "student_interfaces": list(config.gateway.interfaces),
             "exempt_subnets": [str(s) for s in config.gateway.exempt_subnets],
+        },
+        "resolver": {
+            "enabled": config.resolver.enabled,
+            "listen": f"{config.resolver.listen_host}:{config.resolver.listen_port}",
         },
     }

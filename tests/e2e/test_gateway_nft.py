@@ -110,6 +110,8 @@ def test_rejections_can_be_switched_off(data_dir: Path) -> None:
         # No exemptions (empty sets), one interface, another port.
         "proxy: {mode: transparent, listen_host: 0.0.0.0, listen_port: 3129}\n"
         "gateway: {student_interfaces: [wlan1]}\n",
+        # The resolver on: pupils' DNS redirected to it.
+        GATEWAY_YAML + "resolver: {enabled: true, listen_port: 8053}\n",
     ],
 )
 def test_rendered_ruleset_passes_nft_check(text: str, data_dir: Path, tmp_path: Path) -> None:

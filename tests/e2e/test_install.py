@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import grp
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -31,7 +32,12 @@ pytestmark = [
 ]
 
 INSTALL = REPO_ROOT / "deploy" / "install.sh"
-UNITS = ("schoolgate.service", "schoolgate-nft.service", "schoolgate-sniffer@.service")
+UNITS = (
+    "schoolgate.service",
+    "schoolgate-nft.service",
+    "schoolgate-resolver.service",
+    "schoolgate-sniffer@.service",
+)
 USER = "daemon"  # exists on every Debian-family system; the installer never creates it here
 GROUP = grp.getgrgid(pwd.getpwnam(USER).pw_gid).gr_name
 
@@ -147,6 +153,7 @@ def test_config_is_valid_and_set_up_for_the_gateway(installed: Installed, tmp_pa
     assert "  listen_host: 0.0.0.0\n" in text
     assert "  path: /var/log/schoolgate/decisions.jsonl" in text
     assert "  student_interfaces: [wlan0]" in text
+    assert json.loads(checked.stdout)["resolver"]["enabled"] is True  # the gateway's resolver
     # The firewall the installed configuration drives is one nft accepts.
     ruleset = schoolgate(installed.root, "nft", "render")
     assert ruleset.returncode == 0, ruleset.stderr
@@ -223,6 +230,7 @@ def test_systemd_analyze_verify_is_clean(installed: Installed) -> None:
         installed.root,
         "schoolgate.service",
         "schoolgate-nft.service",
+        "schoolgate-resolver.service",
         "schoolgate-sniffer@wlan0.service",
     )
     assert result.returncode == 0, result.stderr

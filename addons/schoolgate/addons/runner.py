@@ -155,3 +155,10 @@ async def serve(config: Config, extra: dict[str, Any] | None = None) -> int:
 def run(config: Config, extra: dict[str, Any] | None = None) -> int:
     """Start the proxy from a loaded configuration; `extra` sets further mitmproxy options."""
     return asyncio.run(serve(config, extra))
+
+
+def resolve(config: Config) -> int:
+    """Start the gateway's resolver (`schoolgate resolve`)."""
+    from schoolgate.addons.resolver import serve_resolver
+
+    return asyncio.run(serve_resolver(config))

@@ -15,6 +15,7 @@ from schoolgate.config import Config
 from schoolgate.endpoints.catalog import Catalog, LearntHosts
 from schoolgate.endpoints.loader import load_catalog
 from schoolgate.endpoints.reassembly import UploadSessions
+from schoolgate.gateway.addressbook import ADDRESS_BOOK, AddressBook
 from schoolgate.gateway.leases import LeaseTable
 from schoolgate.gateway.neighbours import NeighbourTable, vlan_of
 from schoolgate.monitoring import metrics
@@ -36,6 +37,7 @@ class Runtime:
     sessions: UploadSessions = field(default_factory=UploadSessions)
     leases: tuple[LeaseTable, ...] = ()
     neighbours: NeighbourTable | None = None  # the gateway's own (transparent mode only)
+    address_book: AddressBook | None = None  # the gateway resolver's answers (when it runs)
     held: HeldBudget = field(default_factory=lambda: HeldBudget(512 << 20, 128 << 20))
     counters: Counter[str] = field(default_factory=Counter)
     closed: bool = False
@@ -69,6 +71,7 @@ class Runtime:
             leases=leases,
             # Only on the gateway are clients link-layer neighbours; an explicit proxy's are not.
             neighbours=NeighbourTable() if config.proxy.mode == "transparent" else None,
+            address_book=_address_book(config),
             held=HeldBudget(config.proxy.max_held_total_bytes, config.proxy.max_held_device_bytes),
         )
         metrics.bind_runtime(
@@ -221,6 +224,15 @@ class Runtime:
         metrics.release_runtime(self)
         self.pool.shutdown()
         self.inspector.close()
+        if self.address_book is not None:
+            self.address_book.close()
+
+
+def _address_book(config: Config) -> AddressBook | None:
+    """The resolver's address book, where it runs beside a transparent proxy."""
+    if not config.resolver.enabled or config.proxy.mode != "transparent":
+        return None
+    return AddressBook(config.data_dir / ADDRESS_BOOK, min_ttl_s=config.resolver.min_ttl_s)
 
 
 class RuntimeRef:

@@ -60,6 +60,12 @@ def client_ip(context: Context) -> str | None:
     return str(peer[0]) if peer else None
 
 
+def destination_ip(context: Context) -> str | None:
+    """Where the client's connection was going (transparent mode: its original destination)."""
+    server = context.server.address
+    return str(server[0]) if server else None
+
+
 class Scope:
     """Chooses intercept, pass-through or refuse for every TLS connection."""
 
@@ -101,7 +107,13 @@ class Scope:
             return None
         return action
 
-    def decide(self, sni: str | None, client: str | None, fingerprint: str = "") -> str:
+    def decide(
+        self,
+        sni: str | None,
+        client: str | None,
+        fingerprint: str = "",
+        destination: str | None = None,
+    ) -> str:
         """'intercept', 'pass', 'pass_log' or 'block' for one ClientHello."""
         runtime = self.ref.get()
         if not sni:
@@ -111,7 +123,9 @@ class Scope:
         host = normalize_host(sni)
         app = runtime.catalog.app_for_host(host)
         if app is None:
-            return "intercept" if runtime.learnt.get(host) is not None else "pass"
+            if runtime.learnt.get(host) is not None:
+                return "intercept"
+            return "block" if self.fronted(host, destination) else "pass"
         if app.inspection == "none":
             return "block" if app.when_not_inspectable == "block_by_sni" else "pass_log"
         if app.inspection == "pinned_native":
@@ -119,6 +133,20 @@ class Scope:
             if pinned is not None:
                 return "block" if pinned == "block" else "pass_log"
         return "intercept"
+
+    def fronted(self, host: str, destination: str | None) -> bool:
+        """Whether an uncatalogued server name goes to an address that the gateway's resolver
+        gave out for catalogued hosts and never for this name (domain fronting: the name of a
+        site we pass, the address and the Host of a sharing app). An address that served both
+        (a shared front end, as Google's and Meta's are) is not fronting we can tell apart."""
+        runtime = self.ref.get()
+        book = runtime.address_book
+        if book is None or destination is None or runtime.config.proxy.sni_mismatch == "pass":
+            return False
+        names = book.names_for(destination)
+        if not names or host in names:
+            return False
+        return any(runtime.catalog.app_for_host(name) is not None for name in names)
 
     def why_not_intercepted(self, sni: str | None, client: str | None) -> str:
         """The metrics reason for a pass-through or refusal (one of metrics.PASS_REASONS)."""
@@ -155,9 +183,18 @@ class Scope:
             nextlayer.layer = None  # wait for the whole ClientHello before deciding
             return
         fingerprint = ja4(hello)
-        if self.decide(hello.sni, client_ip(nextlayer.context), fingerprint) != "block":
+        destination = destination_ip(nextlayer.context)
+        if (
+            self.decide(hello.sni, client_ip(nextlayer.context), fingerprint, destination)
+            != "block"
+        ):
             return
-        if not hello.sni:
+        if hello.sni and self.fronted(normalize_host(hello.sni), destination):
+            self.ref.get().count("refused_sni_mismatch")
+            metrics.connection_refused("sni_mismatch")
+            detail = f"server name not given out for {destination} (which serves catalogued hosts)"
+            self._record(nextlayer.context, normalize_host(hello.sni), detail, "block")
+        elif not hello.sni:
             self.ref.get().count("refused_without_sni")
             metrics.connection_refused("no_sni")
             self._note_unnamed(nextlayer.context)
@@ -196,7 +233,9 @@ class Scope:
         self.prints[data.context.client.id] = fingerprint
         while len(self.prints) > MAX_TRACKED:
             self.prints.popitem(last=False)
-        decision = self.decide(sni, client_ip(data.context), fingerprint)
+        decision = self.decide(
+            sni, client_ip(data.context), fingerprint, destination_ip(data.context)
+        )
         # "block" is normally refused in next_layer before this hook; should a ClientHello get
         # here undecided, it is intercepted (its requests judged), never passed unread.
         if decision in ("intercept", "block"):

@@ -67,6 +67,11 @@ def _add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", parents=[common], help="start the proxy")
     run.set_defaults(handler=_run)
 
+    resolve = sub.add_parser(
+        "resolve", parents=[common], help="start the gateway's resolver for pupils' devices"
+    )
+    resolve.set_defaults(handler=_resolve)
+
 
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file or args.config)
@@ -83,6 +88,16 @@ def _run(args: argparse.Namespace) -> int:
     from schoolgate.addons.runner import run
 
     return run(config)
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    if not config.resolver.enabled:
+        print(f"schoolgate: resolver.enabled is false in {config.source}: not starting")
+        return EXIT_OK
+    from schoolgate.addons.runner import resolve
+
+    return resolve(config)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from schoolgate.config_reader import Network, Node
+from schoolgate.config_reader import Network, Node, listen_host
 
 
 @dataclass(frozen=True)
@@ -92,4 +92,59 @@ def parse_gateway(node: Node) -> GatewayConfig:
         exempt_subnets=tuple(child.network() for child in node.child("exempt_subnets").elements()),
         reject_quic=node.child("reject_quic").flag(defaults.reject_quic),
         reject_dot=node.child("reject_dot").flag(defaults.reject_dot),
+    )
+
+
+@dataclass(frozen=True)
+class ResolverConfig:
+    """The gateway's resolver for pupils' devices (`schoolgate resolve`, its own service)."""
+
+    enabled: bool = False  # the gateway install turns it on; `make run` has no gateway
+    listen_host: str = "0.0.0.0"
+    # A high port needs no capability: the gateway's ruleset redirects pupils' port 53 to it.
+    listen_port: int = 8053
+    upstream: tuple[str, ...] = ()  # name servers; empty: the gateway's own (/etc/resolv.conf)
+    block_doh: bool = True  # public DNS-over-HTTPS names answered with NXDOMAIN
+    block_names: tuple[str, ...] = ()  # more names (and their subdomains) to answer NXDOMAIN
+    strip_ech: bool = True  # Encrypted ClientHello keys removed from HTTPS/SVCB answers
+    min_ttl_s: int = 1800  # how long an answer stays in the address book at least
+
+
+def parse_resolver(node: Node) -> ResolverConfig:
+    node.mapping(
+        allowed={
+            "enabled",
+            "listen_host",
+            "listen_port",
+            "upstream",
+            "block_doh",
+            "block_names",
+            "strip_ech",
+            "min_ttl_s",
+        }
+    )
+    defaults = ResolverConfig()
+    upstream = []
+    for child in node.child("upstream").elements():
+        network = child.network()
+        if network.num_addresses != 1:
+            child.fail("is a network, not the address of a name server")
+        upstream.append(str(network.network_address))
+    names = []
+    for child in node.child("block_names").elements():
+        name = child.text().strip().rstrip(".").lower()
+        if not re.fullmatch(r"[a-z0-9_]([a-z0-9_-]{0,62}\.)*[a-z0-9_-]{1,63}", name):
+            child.fail(f"{name!r} is not a domain name")
+        names.append(name)
+    return ResolverConfig(
+        enabled=node.child("enabled").flag(defaults.enabled),
+        listen_host=listen_host(node.child("listen_host"), defaults.listen_host),
+        listen_port=node.child("listen_port").integer(
+            defaults.listen_port, minimum=1, maximum=65535
+        ),
+        upstream=tuple(upstream),
+        block_doh=node.child("block_doh").flag(defaults.block_doh),
+        block_names=tuple(names),
+        strip_ech=node.child("strip_ech").flag(defaults.strip_ech),
+        min_ttl_s=node.child("min_ttl_s").integer(defaults.min_ttl_s, minimum=0, maximum=86400),
     )

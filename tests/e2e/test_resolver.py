@@ -1,0 +1,216 @@
+"""The gateway's resolver (`schoolgate resolve`) and the proxy's use of its answers (issue 17).
+
+client ns ──▶ gateway ns (test ruleset + pupils' port 53 redirected to the resolver on 8053;
+`schoolgate resolve` and `schoolgate run` in transparent mode) ──▶ server ns (a stub name server
+on 198.51.100.2:53 whose HTTPS records carry ECH keys and h3; the recording HTTPS upstream).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mitmproxy.net.dns import response_codes, types
+
+from tests.e2e.test_proxy_transparent import RULESET, NsProxy, start_proxy_in
+from tests.support.dns_stub import StubDns, query
+from tests.support.netns import (
+    GATEWAY_CLIENT_IP,
+    SERVER_IP,
+    Topology,
+    build_topology,
+    call_in_netns,
+    load_ruleset,
+    netns_exec,
+    probe_netns,
+    run_in,
+)
+from tests.support.proxy_harness import (
+    TEST_CATALOG,
+    UPSTREAM_CA_NAME,
+    VENV_BIN,
+    NsUpstream,
+    make_upstream_pki,
+    start_upstream_in,
+    write_config,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.netns]
+
+PROXY_PORT = 8080
+RESOLVER_PORT = 8053
+# Not *.localhost, which resolvers answer themselves (RFC 6761); .test is for testing (RFC 2606).
+MEDIA = "media.schoolgate.test"  # catalogued
+SHARED = "other.schoolgate.test"  # uncatalogued, served from the same address (a shared edge)
+FRONT_HOST = "front.schoolgate.test"  # uncatalogued, and served from another address
+FRONT_IP = "198.51.100.9"
+
+
+@dataclass
+class Gateway:
+    topo: Topology
+    stub: StubDns
+    resolver: subprocess.Popen[bytes]
+    resolver_log: Path
+    proxy: NsProxy
+    upstream: NsUpstream
+
+    def ask(self, name: str, qtype: int = types.A, server: str = GATEWAY_CLIENT_IP) -> object:
+        """A pupil's device asks `server` (port 53, which the gateway redirects)."""
+        return call_in_netns(self.topo.client, lambda: query((server, 53), name, qtype))
+
+
+def _start_resolver(
+    ns: str, config: Path, data_dir: Path, work: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    log_path = work / "resolver.log"
+    env = {"SCHOOLGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            netns_exec(ns, [str(VENV_BIN / "schoolgate"), "resolve", "--config", str(config)]),
+            stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=work,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "resolver listening" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"resolver did not start:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.1)
+    return process, log_path
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    reason = probe_netns()
+    if reason is not None:
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    work = tmp_path_factory.mktemp("resolver")
+    data_dir = work / "data"
+    data_dir.mkdir()
+    pki = make_upstream_pki(work / "pki", extra_hosts=[MEDIA, SHARED])
+    catalog = copy.deepcopy(TEST_CATALOG)
+    catalog["apps"]["testshare"]["hosts"] = [MEDIA]
+    config = write_config(
+        work,
+        PROXY_PORT,
+        pki,
+        proxy={"mode": "transparent", "listen_host": "0.0.0.0"},
+        catalog_data=catalog,
+        extra={
+            "resolver": {
+                "enabled": True,
+                "listen_port": RESOLVER_PORT,
+                "upstream": [SERVER_IP],
+                "min_ttl_s": 600,
+            }
+        },
+    )
+    table = {
+        MEDIA: [SERVER_IP],
+        SHARED: [SERVER_IP],
+        FRONT_HOST: [FRONT_IP],
+        "use-application-dns.net": ["198.51.100.7"],
+        "dns.google": ["198.51.100.8"],
+        "mask.icloud.com": ["198.51.100.8"],
+    }
+    with contextlib.ExitStack() as cleanup:
+        topo = build_topology()
+        cleanup.callback(topo.destroy)
+        load_ruleset(
+            topo.gateway, RULESET, {"client_if": topo.gw_client_if, "proxy_port": str(PROXY_PORT)}
+        )
+        # As the production ruleset does with resolver.enabled: every DNS query from pupils.
+        run_in(
+            topo.gateway,
+            ["nft", "add", "rule", "inet", "schoolgate", "prerouting", "iifname",
+             topo.gw_client_if, "meta", "l4proto", "{ tcp, udp }", "th", "dport", "53",
+             "counter", "redirect", "to", f":{RESOLVER_PORT}"],
+        )  # fmt: skip
+        stub = StubDns(SERVER_IP, table)
+        stub.start(topo.server)
+        cleanup.callback(stub.stop)
+        upstream = start_upstream_in(topo.server, pki)
+        cleanup.callback(upstream.stop)
+        resolver, resolver_log = _start_resolver(topo.gateway, config, data_dir, work)
+        cleanup.callback(_stop, resolver)
+        proxy = start_proxy_in(topo.gateway, config, data_dir, work)
+        cleanup.callback(proxy.stop)
+        yield Gateway(topo, stub, resolver, resolver_log, proxy, upstream)
+
+
+def test_ech_keys_and_http3_are_stripped_from_https_records(gateway: Gateway) -> None:
+    """The stub's own answer carries ECH keys (with them, the ClientHello's real server name
+    would be encrypted and the proxy could not scope the connection) and h3."""
+    direct = call_in_netns(gateway.topo.server, lambda: query((SERVER_IP, 53), MEDIA, types.HTTPS))
+    assert direct.answers[0].https_ech is not None  # the control: the upstream sends ECH
+    for server in (GATEWAY_CLIENT_IP, SERVER_IP):  # the gateway's, and one the device chose
+        reply = gateway.ask(MEDIA, types.HTTPS, server)
+        assert reply.response_code == response_codes.NOERROR  # type: ignore[attr-defined]
+        (answer,) = reply.answers  # type: ignore[attr-defined]
+        assert answer.https_ech is None
+        assert answer.https_alpn == (b"h2",)
+
+
+@pytest.mark.parametrize("name", ["use-application-dns.net", "dns.google", "mask.icloud.com"])
+def test_encrypted_dns_and_relay_names_are_answered_nxdomain(gateway: Gateway, name: str) -> None:
+    reply = gateway.ask(name)
+    assert reply.response_code == response_codes.NXDOMAIN  # type: ignore[attr-defined]
+    assert f"{name}/{types.A}" not in gateway.stub.queries  # never asked upstream
+
+
+def test_ordinary_names_resolve(gateway: Gateway) -> None:
+    reply = gateway.ask(MEDIA)
+    assert [str(a.ipv4_address) for a in reply.answers] == [SERVER_IP]  # type: ignore[attr-defined]
+
+
+def test_a_server_name_never_given_out_for_a_sharing_apps_address_is_refused(
+    gateway: Gateway,
+) -> None:
+    """Domain fronting: the address of a catalogued host, the name of a site we pass. The
+    resolver gave the address out for the catalogued host only, so the connection is refused;
+    a name the resolver did give out for that address (a shared front end) still passes."""
+    for name in (MEDIA, SHARED, FRONT_HOST):
+        gateway.ask(name)
+    refused = _tls_outcome(gateway, FRONT_HOST)
+    assert refused == "refused"
+    shared = _tls_outcome(gateway, SHARED)
+    assert shared == UPSTREAM_CA_NAME  # passed through: the upstream's own certificate
+    records = [r for r in gateway.proxy.audit_records() if r["client"].get("host") == FRONT_HOST]
+    assert records
+    assert "not given out" in records[-1]["failure_detail"]
+
+
+def _tls_outcome(gateway: Gateway, server_name: str) -> str:
+    def handshake() -> str:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection((SERVER_IP, 443), timeout=10) as raw:
+            try:
+                with context.wrap_socket(raw, server_hostname=server_name) as tls:
+                    der = tls.getpeercert(binary_form=True)
+            except (ssl.SSLError, ConnectionError, TimeoutError):
+                return "refused"
+        from cryptography import x509
+
+        issuer = x509.load_der_x509_certificate(der or b"").issuer
+        return str(issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+
+    return call_in_netns(gateway.topo.client, handshake, timeout=30)

@@ -1,0 +1,98 @@
+"""The resolver's pure parts: refused names, the address book, its settings and its firewall."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schoolgate.config import parse_config
+from schoolgate.errors import ConfigError
+from schoolgate.gateway.addressbook import AddressBook
+from schoolgate.gateway.dnspolicy import NamePolicy
+from schoolgate.gateway.nft import GatewayRuleset
+
+
+@pytest.mark.parametrize(
+    ("name", "blocked"),
+    [
+        ("use-application-dns.net", True),
+        ("USE-APPLICATION-DNS.NET.", True),
+        ("mask.icloud.com", True),
+        ("mask-h2.icloud.com", True),
+        ("dns.google", True),
+        ("mozilla.cloudflare-dns.com", True),  # a subdomain of a listed endpoint
+        ("cloudflare.com", False),
+        ("www.google.com", False),
+        ("icloud.com", False),
+        ("notdns.google.example", False),
+        ("games.example.org", True),  # the school's own addition
+    ],
+)
+def test_name_policy(name: str, blocked: bool) -> None:
+    assert NamePolicy(["example.org"]).blocks(name) is blocked
+
+
+def test_doh_names_can_be_left_to_the_school() -> None:
+    policy = NamePolicy(block_doh=False)
+    assert not policy.blocks("dns.google")
+    assert policy.blocks("use-application-dns.net")  # the canaries always answer NXDOMAIN
+
+
+def test_address_book_keeps_answers_for_at_least_the_minimum(tmp_path: Path) -> None:
+    now = [1000.0]
+    book = AddressBook(tmp_path / "a.sqlite", min_ttl_s=600, clock=lambda: now[0])
+    reader = AddressBook(tmp_path / "a.sqlite", min_ttl_s=600, clock=lambda: now[0])
+    try:
+        book.record("Media.Example.", ["198.51.100.2", "2001:db8::2"], ttl_s=30)
+        book.record("other.example", ["198.51.100.2", "not an address"], ttl_s=3600)
+        # Another process (the proxy) reads what the resolver wrote.
+        assert reader.names_for("198.51.100.2") == {"media.example", "other.example"}
+        assert reader.names_for("::ffff:198.51.100.2") == {"media.example", "other.example"}
+        assert reader.names_for("2001:db8:0::2") == {"media.example"}
+        assert reader.names_for("garbage") == frozenset()
+        now[0] += 601  # the 30 s TTL was stretched to 600 s, no further
+        assert reader.names_for("198.51.100.2") == {"other.example"}
+        now[0] += 3000
+        assert reader.names_for("198.51.100.2") == frozenset()
+    finally:
+        book.close()
+        reader.close()
+
+
+def test_resolver_settings_and_errors(data_dir: Path) -> None:
+    config = parse_config(
+        "resolver: {enabled: true, upstream: [192.0.2.53, '2001:db8::53'], block_names: [x.org]}",
+        "site.yaml",
+    )
+    assert config.resolver.upstream == ("192.0.2.53", "2001:db8::53")
+    assert config.resolver.listen_port == 8053
+    for text, key in (
+        ("resolver: {upstream: [192.0.2.0/24]}", "resolver.upstream[0]"),
+        ("resolver: {block_names: ['not a name']}", "resolver.block_names[0]"),
+        ("resolver: {listen_port: 70000}", "resolver.listen_port"),
+        ("proxy: {sni_mismatch: sometimes}", "proxy.sni_mismatch"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, "site.yaml")
+        assert caught.value.key_path == key
+
+
+def test_the_ruleset_sends_every_pupil_dns_query_to_the_resolver(data_dir: Path) -> None:
+    base = (
+        "proxy: {mode: transparent, listen_host: 0.0.0.0}\ngateway: {student_interfaces: [wlan0]}\n"
+    )
+    off = GatewayRuleset(parse_config(base, "site.yaml")).render()
+    on = GatewayRuleset(parse_config(base + "resolver: {enabled: true}\n", "site.yaml")).render()
+    redirect = 'meta l4proto { tcp, udp } th dport 53 counter redirect to :8053 comment "resolver"'
+    assert redirect not in off
+    assert redirect in on
+    assert "th dport 8053 ct status dnat accept" in on  # only redirected queries reach it
+
+
+def test_resolve_does_nothing_when_the_resolver_is_off(data_dir: Path, tmp_path: Path) -> None:
+    from schoolgate.cli.app import main
+
+    config = tmp_path / "site.yaml"
+    config.write_text("resolver: {enabled: false}\n")
+    assert main(["resolve", "--config", str(config)]) == 0
