@@ -478,3 +478,51 @@ def test_remove_restores_direct_paths_and_is_idempotent(gateway: Gateway) -> Non
     assert chain.stdout.count("redirect to") == 1
     issuer = tls_issuer(gateway.topo.client, gateway.proxy.ca_pem, source=CLIENT_IP)
     assert issuer != UPSTREAM_CA_NAME
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_student_traffic_outside_the_web_and_the_allowed_ports_is_refused(
+    gateway: Gateway,
+) -> None:
+    """A VPN (WireGuard on UDP 51820), SSH or a proxy port used to be forwarded: only what the
+    school lists (NTP, push, call ports by default) leaves; exempt devices are untouched."""
+    ntp = in_ns(gateway.topo.server, _listener, socket.SOCK_DGRAM, 123)
+    wireguard = in_ns(gateway.topo.server, _listener, socket.SOCK_DGRAM, 51820)
+    ssh = in_ns(gateway.topo.server, _listener, socket.SOCK_STREAM, 22)
+    student_udp = in_ns(gateway.topo.client, _socket, socket.SOCK_DGRAM, CLIENT_IP)
+    exempt_udp = in_ns(gateway.topo.client, _socket, socket.SOCK_DGRAM, EXEMPT_IP)
+    student_tcp = in_ns(gateway.topo.client, _socket, socket.SOCK_STREAM, CLIENT_IP)
+    with ntp, wireguard, ssh, student_udp, exempt_udp, student_tcp:
+        student_udp.sendto(b"time?", (SERVER_IP, 123))
+        assert ntp.recvfrom(2048)[0] == b"time?"  # allowed by default
+
+        before = gateway.counter("forward", "forward")
+        student_udp.connect((SERVER_IP, 51820))
+        student_udp.send(b"wireguard handshake stand-in")
+        with pytest.raises(ConnectionRefusedError):
+            student_udp.recv(2048)
+        wireguard.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            wireguard.recvfrom(2048)
+        with pytest.raises(ConnectionRefusedError):
+            student_tcp.connect((SERVER_IP, 22))
+        assert gateway.counter("forward", "forward") > before
+
+        exempt_udp.sendto(b"exempt", (SERVER_IP, 51820))  # exempt devices go direct
+        wireguard.settimeout(5)
+        assert wireguard.recvfrom(2048)[0] == b"exempt"
+
+
+def test_forward_policy_settings(data_dir: Path) -> None:
+    base = "proxy: {mode: transparent, listen_host: 0.0.0.0}\ngateway: {student_interfaces: [wlan0]"
+    allow = GatewayRuleset(parse_config(base + ", forward_default: allow}\n", "s.yaml")).render()
+    assert 'comment "forward"' not in allow
+    listed = parse_config(base + ", forward_allow: [tcp/993, udp/8801-8810]}\n", "s.yaml")
+    text = GatewayRuleset(listed).render()
+    assert 'tcp dport { 993 } accept comment "allowed"' in text
+    assert 'udp dport { 8801-8810 } accept comment "allowed"' in text
+    for bad in ("tcp/0", "sctp/22", "udp/10-5", "22"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(base + f", forward_allow: ['{bad}']}}\n", "s.yaml")
+        assert caught.value.key_path == "gateway.forward_allow[0]"

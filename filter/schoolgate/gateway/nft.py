@@ -61,7 +61,7 @@ table $table {
 \t\ttype filter hook forward priority filter; policy accept;
 \t\tiifname != @student_ifaces return
 \t\tip saddr @exempt_v4 return
-\t\tip6 saddr @exempt_v6 return$rejects
+\t\tip6 saddr @exempt_v6 return$rejects$forward_policy
 \t}
 
 \t# From pupils the gateway itself offers only DHCP, DNS and the proxy: anything else it runs
@@ -134,7 +134,33 @@ class GatewayRuleset:
             rejects="".join(f"\n\t\t{rule}" for rule in rejects),
             dns_redirect=dns_redirect,
             dns_input=dns_input,
+            forward_policy="".join(f"\n\t\t{rule}" for rule in self._forward_policy()),
         )
+
+    def _forward_policy(self) -> list[str]:
+        """What pupils' devices may send through the gateway besides web traffic (which is
+        redirected to the proxy before it gets here): the listed ports, logged refusals for the
+        rest (VPNs, SSH, Tor, proxies), unless the school sets forward_default: allow."""
+        gateway = self.config.gateway
+        if gateway.forward_default == "allow":
+            return []
+        rules = [
+            "ct state established,related accept",
+            "meta l4proto { icmp, ipv6-icmp } accept",
+            # Only reached without the resolver (which redirects DNS): the school's own server.
+            'meta l4proto { tcp, udp } th dport 53 accept comment "dns"',
+        ]
+        for protocol in ("tcp", "udp"):
+            ports = sorted(p for p in gateway.forward_allow if p.protocol == protocol)
+            if ports:
+                listed = ", ".join(str(p).split("/", 1)[1] for p in ports)
+                rules.append(f'{protocol} dport {{ {listed} }} accept comment "allowed"')
+        rules += [
+            'log prefix "schoolgate-forward: " level info limit rate 10/minute',
+            'meta l4proto tcp counter reject with tcp reset comment "forward"',
+            'counter reject comment "forward"',
+        ]
+        return rules
 
     def _check(self) -> None:
         source, gateway, proxy = self.config.source, self.config.gateway, self.config.proxy

@@ -18,6 +18,43 @@ class CaConfig:
     allow_unconstrained: bool = False
 
 
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """A protocol and a port or port range that pupils' devices may use through the gateway."""
+
+    protocol: str  # "tcp" | "udp"
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        ports = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{self.protocol}/{ports}"
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange | None:
+        match = re.fullmatch(r"(tcp|udp)/(\d{1,5})(?:-(\d{1,5}))?", text.strip().lower())
+        if match is None:
+            return None
+        first = int(match[2])
+        last = int(match[3]) if match[3] else first
+        if not 1 <= first <= last <= 65535:
+            return None
+        return cls(match[1], first, last)
+
+
+# What devices need besides the web and DNS, and cannot do without: the clock, the platforms'
+# push notifications (iOS/macOS APNs, Android FCM), and the STUN/TURN ports of video calls
+# (Teams, Meet, FaceTime, WebRTC). A school adds what else it uses (gateway.forward_allow).
+DEFAULT_FORWARD_ALLOW: tuple[PortRange, ...] = (
+    PortRange("udp", 123, 123),  # NTP
+    PortRange("tcp", 5223, 5223),  # Apple push
+    PortRange("tcp", 2197, 2197),  # Apple push (alternative)
+    PortRange("tcp", 5228, 5230),  # Google (Firebase) push
+    PortRange("udp", 3478, 3481),  # STUN/TURN: Teams, FaceTime, WebRTC
+    PortRange("udp", 19302, 19309),  # STUN: Google Meet
+)
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Which clients the gateway's nftables ruleset sends through the transparent proxy."""
@@ -28,6 +65,10 @@ class GatewayConfig:
     exempt_subnets: tuple[Network, ...] = ()  # go direct: never redirected, never rejected
     reject_quic: bool = True  # UDP 443: apps fall back to inspectable TCP
     reject_dot: bool = True  # TCP/UDP 853 (DNS over TLS / QUIC): devices use the gateway's DNS
+    # Everything else pupils' devices send through the gateway (not web, not DNS): "reject"
+    # all but `forward_allow` (VPNs, SSH, Tor, game and proxy ports are closed), or "allow".
+    forward_default: str = "reject"
+    forward_allow: tuple[PortRange, ...] = DEFAULT_FORWARD_ALLOW
 
     @property
     def interfaces(self) -> tuple[str, ...]:
@@ -69,6 +110,8 @@ def parse_gateway(node: Node) -> GatewayConfig:
             "exempt_subnets",
             "reject_quic",
             "reject_dot",
+            "forward_default",
+            "forward_allow",
         }
     )
     interfaces = tuple(
@@ -92,7 +135,23 @@ def parse_gateway(node: Node) -> GatewayConfig:
         exempt_subnets=tuple(child.network() for child in node.child("exempt_subnets").elements()),
         reject_quic=node.child("reject_quic").flag(defaults.reject_quic),
         reject_dot=node.child("reject_dot").flag(defaults.reject_dot),
+        forward_default=node.child("forward_default").choice(
+            ("reject", "allow"), defaults.forward_default
+        ),
+        forward_allow=_port_ranges(node.child("forward_allow"), defaults.forward_allow),
     )
+
+
+def _port_ranges(node: Node, default: tuple[PortRange, ...]) -> tuple[PortRange, ...]:
+    if node.missing:
+        return default
+    ranges = []
+    for child in node.elements():
+        found = PortRange.parse(child.text())
+        if found is None:
+            child.fail("is not a port such as tcp/5223, udp/123 or udp/3478-3481")
+        ranges.append(found)
+    return tuple(ranges)
 
 
 @dataclass(frozen=True)
