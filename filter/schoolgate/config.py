@@ -61,6 +61,10 @@ class ProxyConfig:
     endpoints_files: tuple[Path, ...] = ()
     dhcp_leases: tuple[Path, ...] = ()
     school_name: str = "This school"
+    # In transparent mode, http://<gateway>/ shows pupils how to install the school's CA (only
+    # the certificate is served, never its key); false leaves that address closed.
+    onboarding: bool = True
+    onboarding_port: int = 8081  # the ruleset redirects port 80 of the gateway's addresses here
     block_contact: str = "Please speak to a member of staff if you think this is a mistake."
     # Extra CA bundle (PEM) to trust for upstream servers, e.g. behind a TLS-inspecting firewall.
     upstream_ca_file: Path | None = None
@@ -202,6 +206,8 @@ def _proxy(node: Node) -> ProxyConfig:
             "endpoints_files",
             "dhcp_leases",
             "school_name",
+            "onboarding",
+            "onboarding_port",
             "block_contact",
             "upstream_ca_file",
             "pinned_after_failures",
@@ -247,6 +253,10 @@ def _proxy(node: Node) -> ProxyConfig:
         ),
         dhcp_leases=tuple(
             Path(child.text()).expanduser() for child in node.child("dhcp_leases").elements()
+        ),
+        onboarding=node.child("onboarding").flag(defaults.onboarding),
+        onboarding_port=node.child("onboarding_port").integer(
+            defaults.onboarding_port, minimum=1, maximum=65535
         ),
         school_name=node.child("school_name").text(defaults.school_name),
         block_contact=node.child("block_contact").text(defaults.block_contact),

@@ -475,7 +475,7 @@ def test_remove_restores_direct_paths_and_is_idempotent(gateway: Gateway) -> Non
     # Applying twice replaces the table instead of duplicating rules.
     assert gateway.schoolgate("nft", "apply", "--config", str(gateway.config)).returncode == 0
     chain = run_in(gateway.topo.gateway, ["nft", "list", "chain", "inet", TABLE, "prerouting"])
-    assert chain.stdout.count("redirect to") == 1
+    assert chain.stdout.count(":8080") == 1  # one proxy redirect, not two
     issuer = tls_issuer(gateway.topo.client, gateway.proxy.ca_pem, source=CLIENT_IP)
     assert issuer != UPSTREAM_CA_NAME
 
@@ -526,3 +526,20 @@ def test_forward_policy_settings(data_dir: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config(base + f", forward_allow: ['{bad}']}}\n", "s.yaml")
         assert caught.value.key_path == "gateway.forward_allow[0]"
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_the_gateway_address_on_port_80_is_the_onboarding_page(gateway: Gateway) -> None:
+    """Through the production ruleset: http://<gateway>/ reaches the proxy's onboarding
+    server (not the proxy port, whose original destination would be the gateway itself)."""
+    before = gateway.counter("prerouting", "onboarding")
+    result = run_in(
+        gateway.topo.client,
+        ["curl", "--silent", "--max-time", "20", f"http://{GATEWAY_CLIENT_IP}/"],
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Install the certificate" in result.stdout
+    assert gateway.counter("prerouting", "onboarding") > before

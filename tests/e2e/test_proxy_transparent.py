@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from PIL import Image
 
 from tests.conftest import encode
@@ -180,6 +182,13 @@ def stack(
         load_ruleset(
             topo.gateway, RULESET, {"client_if": topo.gw_client_if, "proxy_port": str(PROXY_PORT)}
         )
+        # As the production ruleset does with proxy.onboarding: http://<gateway>/ is the page.
+        run_in(
+            topo.gateway,
+            ["nft", "insert", "rule", "inet", "schoolgate", "prerouting", "iifname",
+             topo.gw_client_if, "fib", "daddr", "type", "local", "tcp", "dport", "80",
+             "redirect", "to", ":8081"],
+        )  # fmt: skip
         upstream = start_upstream_in(topo.server, pki)
         cleanup.callback(upstream.stop)
         proxy = start_proxy_in(topo.gateway, config, data_dir, work)
@@ -441,3 +450,35 @@ def test_a_server_name_with_a_trailing_dot_is_inspected_at_once(
     assert time.monotonic() - started < 8
     digest = hashlib.sha256(benign).hexdigest()
     assert [r.sha256 for r in stack.received() if r.sha256 == digest] == [digest]
+
+
+def test_the_gateway_address_serves_the_onboarding_page_and_only_the_certificate(
+    stack: Stack,
+) -> None:
+    """A pupil's own phone without the school CA gets bare TLS errors from the sharing apps;
+    http://<gateway>/ explains and offers the certificate (issue 17). Never the key."""
+
+    def get(path: str) -> tuple[int, bytes]:
+        result = run_in(
+            stack.topo.client,
+            ["curl", "--silent", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}",
+             f"http://{GATEWAY_CLIENT_IP}{path}"],
+            timeout=30,
+            check=False,
+        )  # fmt: skip
+        body, _, status = result.stdout.rpartition("\n")
+        assert result.returncode == 0, f"curl: {result.stderr}\n{stack.proxy.log()}"
+        return int(status), body.encode("latin-1", "replace")
+
+    status, page = get("/")
+    assert status == 200
+    pem = stack.proxy.ca_pem.read_bytes()
+    cert = x509.load_pem_x509_certificate(pem)
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+    assert fingerprint[:16] in page.decode().replace(":", "").lower()
+    status, served = get("/schoolgate-ca.pem")
+    assert (status, served.strip()) == (200, pem.strip())
+    for secret in ("/mitmproxy-ca.pem", "/../ca/mitmproxy-ca.pem", "/schoolgate-ca.key"):
+        status, body = get(secret)
+        assert status == 404
+        assert b"PRIVATE KEY" not in body

@@ -7,6 +7,7 @@ from schoolgate.addons.authority import AuthorityCheck
 from schoolgate.addons.certnames import LeafNames
 from schoolgate.addons.downloads import DownloadInspector
 from schoolgate.addons.loader import ConfigLoader
+from schoolgate.addons.onboarding import OnboardingServer
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.addons.scope import Scope
 from schoolgate.addons.uploads import UploadInspector
@@ -19,6 +20,7 @@ def make_addons(ref: RuntimeRef) -> list[object]:
         ConfigLoader(ref),
         Scope(ref),
         AuthorityCheck(ref),  # before the inspectors: a misdirected request is never held
+        OnboardingServer(ref),  # http://<gateway>/: the CA for pupils' own devices
         UploadInspector(ref),
         DownloadInspector(ref),
         WebSocketInspector(ref),

@@ -54,7 +54,7 @@ table $table {
 \t\tiifname != @student_ifaces return
 \t\tip saddr @exempt_v4 return
 \t\tip6 saddr @exempt_v6 return
-\t\tmeta l4proto tcp th dport { 80, 443 } counter redirect to :$port comment "proxy"$dns_redirect
+\t\t${onboarding}${dns}tcp dport { 80, 443 } counter redirect to :$port comment "proxy"
 \t}
 
 \tchain forward {
@@ -73,7 +73,7 @@ table $table {
 \t\tiifname != @student_ifaces return
 \t\tct state established,related accept
 \t\ttcp dport $port ct status dnat accept
-\t\ttcp dport $port counter reject with tcp reset comment "direct"$dns_input
+\t\ttcp dport $port counter reject with tcp reset comment "direct"$dns_input$onboarding_input
 \t\tudp dport { 67, 547 } accept comment "dhcp"
 \t\tmeta l4proto { tcp, udp } th dport 53 accept comment "dns"
 \t\ticmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } accept
@@ -111,14 +111,22 @@ class GatewayRuleset:
                 'tcp dport 853 counter reject with tcp reset comment "dot"',
                 'udp dport 853 counter reject comment "dot"',
             ]
-        dns_redirect = dns_input = ""
+        dns_redirect = dns_input = onboarding_redirect = onboarding_input = ""
+        proxy = self.config.proxy
+        if proxy.onboarding:
+            # http://<gateway>/ is the onboarding page (the CA for pupils' own devices).
+            onboarding_redirect = (
+                f"fib daddr type local tcp dport 80 counter redirect to :{proxy.onboarding_port} "
+                'comment "onboarding"\n\t\t'
+            )
+            onboarding_input = f"\n\t\ttcp dport {proxy.onboarding_port} ct status dnat accept"
         resolver = self.config.resolver
         if resolver.enabled:
             # Every DNS query a pupil's device sends, to the gateway or to a server of its own
             # choosing, is answered by the gateway's resolver (ECH stripped, DoH names refused).
             dns_redirect = (
-                "\n\t\tmeta l4proto { tcp, udp } th dport 53 counter "
-                f'redirect to :{resolver.listen_port} comment "resolver"'
+                "meta l4proto { tcp, udp } th dport 53 counter "
+                f'redirect to :{resolver.listen_port} comment "resolver"\n\t\t'
             )
             dns_input = (
                 f"\n\t\tmeta l4proto {{ tcp, udp }} th dport {resolver.listen_port} "
@@ -132,8 +140,10 @@ class GatewayRuleset:
             exempt_v4=_elements(v4),
             exempt_v6=_elements(v6),
             rejects="".join(f"\n\t\t{rule}" for rule in rejects),
-            dns_redirect=dns_redirect,
+            dns=dns_redirect,
             dns_input=dns_input,
+            onboarding=onboarding_redirect,
+            onboarding_input=onboarding_input,
             forward_policy="".join(f"\n\t\t{rule}" for rule in self._forward_policy()),
         )
 
