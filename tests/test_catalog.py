@@ -406,3 +406,39 @@ def test_sharing_apps_never_pass_a_client_that_refuses_the_school_ca(
     app = catalog.app(name)
     assert app is not None
     assert (app.inspection, app.when_not_inspectable) == ("pinned_native", "block_by_sni")
+
+
+@pytest.mark.parametrize(
+    ("host", "method", "path", "app", "protocol"),
+    [
+        ("www.threads.net", "POST", "/rupload_igphoto/abc_123", "threads", "instagram_rupload"),
+        ("mail.google.com", "PUT", "/upload/?upload_id=AB12", "google_workspace",
+         "google_resumable"),
+        ("gmail.googleapis.com", "POST", "/upload/gmail/v1/users/me/messages/send"
+         "?uploadType=multipart", "google_workspace", None),
+        ("school.sharepoint.com", "POST", "/sites/class/_api/web/GetFolderByServerRelativeUrl"
+         "('Shared Documents')/Files/add(url='a.jpg',overwrite=true)", "microsoft_365", None),
+        ("school-my.sharepoint.com", "PUT", "/personal/x/_api/v2.0/drive/items/1/content",
+         "microsoft_365", None),
+        ("outlook.office.com", "POST", "/owa/service.svc?action=CreateAttachmentFromLocalFile",
+         "microsoft_365", None),
+        ("p123-uploadimagews.icloud.com", "POST", "/upload?filename=a.jpg", "icloud", None),
+    ],
+)  # fmt: skip
+def test_school_suites_threads_and_icloud_photos_routes(
+    catalog: Catalog, host: str, method: str, path: str, app: str, protocol: str | None
+) -> None:
+    found = catalog.upload_route(host, method, path)
+    assert found is not None
+    assert (found[0].name, found[1].protocol) == (app, protocol)
+
+
+@pytest.mark.parametrize("host", ["wetransfer.com", "we.tl", "mega.nz", "gofile.io", "catbox.moe"])
+def test_anonymous_file_hosts_are_blocked_by_name(catalog: Catalog, host: str) -> None:
+    app = catalog.app_for_host(host)
+    assert app is not None
+    assert (app.name, app.inspection, app.when_not_inspectable) == (
+        "file_hosts",
+        "none",
+        "block_by_sni",
+    )

@@ -24,6 +24,7 @@ import yaml
 from schoolgate.alerts.settings import AlertsConfig, parse_alerts
 from schoolgate.classify.settings import ClassifierConfig, parse_classifier
 from schoolgate.config_reader import DEFAULT_DATA_DIR, Node, listen_host
+from schoolgate.endpoints.tenants import TenantsConfig, parse_tenants
 from schoolgate.errors import ConfigError
 from schoolgate.gateway.settings import (
     CaConfig,
@@ -96,6 +97,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     resolver: ResolverConfig = field(default_factory=ResolverConfig)
+    tenants: TenantsConfig = field(default_factory=TenantsConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -144,6 +146,7 @@ def parse_config(text: str, source: str) -> Config:
             "metrics",
             "gateway",
             "resolver",
+            "tenants",
         }
     )
     data_dir = _data_dir(root.child("data_dir"))
@@ -165,6 +168,7 @@ def parse_config(text: str, source: str) -> Config:
         metrics=parse_metrics(root.child("metrics")),
         gateway=gateway,
         resolver=parse_resolver(root.child("resolver")),
+        tenants=parse_tenants(root.child("tenants")),
     )
 
 

@@ -10,6 +10,7 @@ from schoolgate.addons.loader import ConfigLoader
 from schoolgate.addons.onboarding import OnboardingServer
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.addons.scope import Scope
+from schoolgate.addons.tenants import TenantRestrictions
 from schoolgate.addons.uploads import UploadInspector
 from schoolgate.addons.websockets import WebSocketInspector
 
@@ -20,6 +21,7 @@ def make_addons(ref: RuntimeRef) -> list[object]:
         ConfigLoader(ref),
         Scope(ref),
         AuthorityCheck(ref),  # before the inspectors: a misdirected request is never held
+        TenantRestrictions(ref),  # sign-in only to the school's Workspace / 365 tenants
         OnboardingServer(ref),  # http://<gateway>/: the CA for pupils' own devices
         UploadInspector(ref),
         DownloadInspector(ref),

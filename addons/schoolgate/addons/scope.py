@@ -31,6 +31,7 @@ from mitmproxy.proxy.layers.tls import parse_client_hello
 from schoolgate.addons.fingerprint import ja4
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.endpoints.hosts import normalize_host
+from schoolgate.endpoints.tenants import sign_in_only
 from schoolgate.monitoring import metrics
 
 log = logging.getLogger("schoolgate.proxy")
@@ -128,6 +129,8 @@ class Scope:
             return "block" if self.fronted(host, destination) else "pass"
         if app.inspection == "none":
             return "block" if app.when_not_inspectable == "block_by_sni" else "pass_log"
+        if sign_in_only(host, runtime.config.tenants):
+            return "pass"
         if app.inspection == "pinned_native":
             pinned = self.pinned_action((client or "", host, fingerprint))
             if pinned is not None:
