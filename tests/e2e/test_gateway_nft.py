@@ -543,3 +543,31 @@ def test_the_gateway_address_on_port_80_is_the_onboarding_page(gateway: Gateway)
     assert result.returncode == 0, result.stderr
     assert "Install the certificate" in result.stdout
     assert gateway.counter("prerouting", "onboarding") > before
+
+
+GROUP_PORTS_YAML = """
+proxy: {mode: transparent, listen_host: 0.0.0.0}
+gateway: {student_interfaces: [wlan0], vlan_parent: eth0, student_vlans: [20, 30]}
+policy:
+  groups:
+    - {name: "sixth form \\"A\\"", vlans: [30], forward_allow: [tcp/22, udp/51820]}
+    - {name: students, subnets: [0.0.0.0/0]}
+  default_group: students
+"""
+
+
+def test_a_vlan_group_gets_its_own_ports(data_dir: Path, tmp_path: Path) -> None:
+    text = GatewayRuleset(parse_config(GROUP_PORTS_YAML, "s.yaml")).render()
+    assert 'iifname { "eth0.30" } tcp dport { 22 } accept comment "sixth form _A_"' in text
+    assert 'iifname { "eth0.30" } udp dport { 51820 } accept' in text
+    assert nft_check(text, tmp_path).returncode == 0
+    # Ports for a group a pupil could choose (by address or MAC) are refused.
+    for group in (
+        "{name: staff, subnets: [10.10.0.0/16], forward_allow: [tcp/22]}",
+        "{name: staff, devices: ['02:00:5e:00:53:01'], vlans: [30], forward_allow: [tcp/22]}",
+        "{name: staff, forward_allow: [tcp/22]}",
+    ):
+        config = f"policy: {{groups: [{group}], default_group: staff}}\n"
+        with pytest.raises(ConfigError) as caught:
+            parse_config(config, "s.yaml")
+        assert caught.value.key_path == "policy.groups[0].forward_allow"

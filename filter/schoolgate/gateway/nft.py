@@ -10,6 +10,7 @@ connections included, always goes direct.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from string import Template
 
 from schoolgate.config import Config
 from schoolgate.errors import ConfigError, SchoolgateError
+from schoolgate.gateway.settings import PortRange
 
 TABLE = "schoolgate"
 FAMILY = "inet"
@@ -86,6 +88,16 @@ table $table {
 \t}
 }
 """)
+
+
+def _port_rules(ports: tuple[PortRange, ...], match: str, comment: str) -> list[str]:
+    rules = []
+    for protocol in ("tcp", "udp"):
+        chosen = sorted(p for p in ports if p.protocol == protocol)
+        if chosen:
+            listed = ", ".join(str(p).split("/", 1)[1] for p in chosen)
+            rules.append(f'{match}{protocol} dport {{ {listed} }} accept comment "{comment}"')
+    return rules
 
 
 class NftError(SchoolgateError):
@@ -160,11 +172,13 @@ class GatewayRuleset:
             # Only reached without the resolver (which redirects DNS): the school's own server.
             'meta l4proto { tcp, udp } th dport 53 accept comment "dns"',
         ]
-        for protocol in ("tcp", "udp"):
-            ports = sorted(p for p in gateway.forward_allow if p.protocol == protocol)
-            if ports:
-                listed = ", ".join(str(p).split("/", 1)[1] for p in ports)
-                rules.append(f'{protocol} dport {{ {listed} }} accept comment "allowed"')
+        rules += _port_rules(gateway.forward_allow, "", "allowed")
+        for group in self.config.policy.groups:
+            if not group.forward_allow or gateway.vlan_parent is None:
+                continue
+            ifaces = ", ".join(f'"{gateway.vlan_parent}.{vid}"' for vid in sorted(group.vlans))
+            label = re.sub(r"[^A-Za-z0-9_. -]", "_", group.name)[:60]  # nft comment text
+            rules += _port_rules(group.forward_allow, f"iifname {{ {ifaces} }} ", label)
         rules += [
             'log prefix "schoolgate-forward: " level info limit rate 10/minute',
             'meta l4proto tcp counter reject with tcp reset comment "forward"',

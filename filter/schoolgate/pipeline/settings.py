@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schoolgate.config_reader import Network, Node, path_under
+from schoolgate.gateway.settings import PortRange
 from schoolgate.pipeline.verdict import FAILURES
 
 MODES = ("block", "monitor")
@@ -64,6 +65,7 @@ class GroupConfig:
     # cannot be judged is delivered, so a busy appliance never breaks pupils' feeds.
     download_block_on: frozenset[str] = frozenset({"bank_match"})
     download_fail: str = "allow"
+    forward_allow: tuple[PortRange, ...] = ()  # extra ports through the gateway (VLAN groups)
 
     def triggers(self, direction: str) -> frozenset[str]:
         """What blocks for this direction of traffic ("upload", "download", ...)."""
@@ -134,6 +136,7 @@ def _group(node: Node) -> GroupConfig:
             "fail",
             "alert_on_monitor",
             "downloads",
+            "forward_allow",
         }
     )
     devices: set[str] = set()
@@ -172,7 +175,29 @@ def _group(node: Node) -> GroupConfig:
         if not download_triggers.missing
         else defaults.download_block_on,
         download_fail=downloads.child("fail").choice(FAIL_ACTIONS, defaults.download_fail),
+        forward_allow=_group_ports(node),
     )
+
+
+def _group_ports(node: Node) -> tuple[PortRange, ...]:
+    """A group's own extra ports through the gateway (gateway.forward_allow is for everyone).
+    The firewall knows a device's VLAN but not its group otherwise (an address can be typed
+    in), so only a group defined by VLANs alone can have them."""
+    ports_node = node.child("forward_allow")
+    if ports_node.missing:
+        return ()
+    if node.child("subnets").elements() or node.child("devices").elements():
+        ports_node.fail("needs a group defined by vlans only: the firewall cannot tell which "
+                        "group an address or a MAC is in, and a pupil can choose both")  # fmt: skip
+    if not node.child("vlans").elements():
+        ports_node.fail("needs the group's vlans")
+    ranges = []
+    for child in ports_node.elements():
+        found = PortRange.parse(child.text())
+        if found is None:
+            child.fail("is not a port such as tcp/5223, udp/123 or udp/3478-3481")
+        ranges.append(found)
+    return tuple(ranges)
 
 
 def parse_policy(node: Node) -> PolicyConfig:
