@@ -569,3 +569,38 @@ def test_split_uploads_of_the_real_catalog_are_judged_whole(
         runtime.close()
     assert outcomes["banked"] == [200, 200, 200, 403]
     assert outcomes["benign"] == [200, 200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"content": "GIF89a is the gif version that supports transparency"}',
+         "application/json"),
+        (b"GIF89a is the gif version that supports transparency\n", "text/plain"),
+        (b'magic = "GIF87a" if old else "GIF89a"  # which header to write\n' * 3, "text/x-python"),
+        (b"see https://example.org/GIF89a-spec.txt for the GIF89a block layout", "text/plain"),
+    ],
+)  # fmt: skip
+def test_text_that_mentions_the_gif_header_is_not_a_picture(
+    ref: RuntimeRef, body: bytes, content_type: str
+) -> None:
+    """A computing lesson's chat was blocked: the letters after "GIF89a" were read as a huge
+    screen size and refused as a decompression bomb (adversarial pass, issue 16)."""
+    addon = UploadInspector(ref)
+    with taddons.context(addon):
+        flow = upload_flow(MEDIA_HOST, "/api/messages", body, method="POST",
+                           content_type=content_type)  # fmt: skip
+        run_upload(addon, flow)
+    assert flow.response is None  # forwarded
+
+
+def test_a_real_gif_bomb_is_still_refused(ref: RuntimeRef) -> None:
+    """The control: a GIF with a valid structure and a 30000 x 30000 screen is refused."""
+    bomb = b"GIF89a" + (30000).to_bytes(2, "little") * 2 + b"\x00\x00\x00" + b"," + bytes(9)
+    bomb += b"\x02\x02\x44\x01\x00;"
+    addon = UploadInspector(ref)
+    with taddons.context(addon):
+        flow = upload_flow(MEDIA_HOST, "/upload/raw/bomb.gif", bomb)
+        run_upload(addon, flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403

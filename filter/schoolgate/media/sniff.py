@@ -172,6 +172,18 @@ def _sniff_ebml(data: bytes) -> MediaType:
     return MediaType.MKV
 
 
+def _plausible_gif(head: bytes) -> bool:
+    """Whether what follows "GIF89a" is a GIF's logical screen descriptor: after it (and the
+    global colour table its flags announce) comes an extension (!), an image (,) or the end (;).
+    Chat text that mentions "GIF89a" was read as a GIF whose screen size came from the next
+    letters, refused as a decompression bomb, and blocked (adversarial pass, issue 16)."""
+    if len(head) < 13:
+        return True  # cut off in the header: judged (and refused) as a truncated picture
+    flags = head[10]
+    block = 13 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
+    return block >= len(head) or head[block] in (0x21, 0x2C, 0x3B)
+
+
 def sniff(data: bytes) -> MediaType:
     """Media type from magic bytes only (never the file name or the Content-Type)."""
     head = bytes(data[:4096])
@@ -179,7 +191,7 @@ def sniff(data: bytes) -> MediaType:
         return MediaType.JPEG
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return MediaType.PNG
-    if head.startswith((b"GIF87a", b"GIF89a")):
+    if head.startswith((b"GIF87a", b"GIF89a")) and _plausible_gif(head):
         return MediaType.GIF
     if head[0:4] == b"RIFF" and head[8:12] == b"WEBP":
         return MediaType.WEBP
