@@ -238,6 +238,9 @@ class PyAvSource:
     ) -> Iterator[Frame]:
         limits = self.limits
         self.video_streams = len(container.streams.video)
+        if self.video_streams == 0 and container.streams.audio:
+            # A voice note or a song: nothing a player shows (cover art is a video stream).
+            raise MediaRefused("no_picture", f"{media_type} holds only audio")
         if self.stream >= self.video_streams:
             raise MediaRefused("corrupt", f"{media_type} holds no video stream {self.stream}")
         stream = container.streams.video[self.stream]

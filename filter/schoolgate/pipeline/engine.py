@@ -310,6 +310,9 @@ class _VideoAnalysis:
         try:
             video = self.hasher.hash(data, stream=stream)
         except MediaRefused as refused:
+            if refused.reason == "no_picture":
+                # Audio only (a voice note): no picture to judge, and none to hide one in.
+                return replace(base, hashes={**base.hashes, "audio_only": 1}), 1
             # A codec this build does not decode is not analysed; anything else is a refusal.
             failure = "not_analysed" if refused.reason == "unsupported_codec" else "refused"
             if refused.reason == "time_budget":
