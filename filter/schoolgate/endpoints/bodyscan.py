@@ -33,13 +33,18 @@ from schoolgate.endpoints.extract import (
     parse_header_params,
     parse_multipart,
 )
-from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
+from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, unanalysed_format
 
 _MAX_DEPTH: Final = 6
 _MIN_STRING: Final = 16  # shorter strings cannot hold a picture worth judging
 _MAX_CARVED: Final = 32  # media signatures followed per blob
 _MAX_ZIP_MEMBERS: Final = 2000
-_LENIENT_SHARE: Final = 0.9  # a string this much base64 alphabet is decoded leniently
+# A string this much base64 alphabet is decoded leniently, junk skipped as PHP's base64_decode
+# and Python's b64decode(validate=False) do ('.' after every 4 characters is 20 % junk).
+_LENIENT_SHARE: Final = 0.75
+# Base64 in text that decodes to fewer bytes than this, and to no complete picture, is a header
+# quoted in a message (a coding question), not an upload: no image worth judging is smaller.
+_MIN_PICTURE_BYTES: Final = 256
 
 _JSON_STRING: Final = re.compile(rb'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
 _DATA_URL: Final = re.compile(rb"data:([\w.+-]{1,64}/[\w.+-]{1,64})?[^,\"'\s]{0,200}?,", re.I)
@@ -157,7 +162,14 @@ class _Scan:
         if not data or depth > _MAX_DEPTH:
             return
         claimed = claims_media(content_type, filename) or unanalysed_format(data) is not None
-        main = parse_header_params(content_type)[0] if content_type else ""
+        main, params = parse_header_params(content_type) if content_type else ("", {})
+        narrow = _narrow_text(data, params.get("charset", "")) if not is_media(data) else None
+        if narrow is not None:
+            # JSON or a form in UTF-16/32 (Python, Java and .NET parsers accept them): scanned as
+            # the same text in UTF-8, where its strings and base64 can be read.
+            self.grow(len(narrow))
+            self.blob(narrow, main or None, f"{where}/utf-16-32", depth + 1, filename)
+            return
         container = main.startswith("multipart/") or main in _CONTAINER_TYPES
         before = len(self.items)
         if is_media(data):
@@ -237,7 +249,19 @@ class _Scan:
             # latin-1 keeps percent-decoded bytes 1:1; an unescaped '+' in base64 stays a '+'.
             raw = unquote_to_bytes(value)
             label = f"{where}/form:{unquote_to_bytes(name)[:60].decode('latin-1')}[{number}]"
+            before = len(self.items)
             self.string(raw, label, depth)
+            if b"+" in value:
+                # ... unless the client meant spaces (a form's '+', which lenient decoders skip):
+                # the reading that gives whole pictures is the one the server will store.
+                first = self.items[before:]
+                if any(_looks_whole(item.data) for item in first):
+                    continue
+                del self.items[before:]
+                self.string(unquote_to_bytes(value.replace(b"+", b" ")), label + "+", depth)
+                if first and not any(_looks_whole(item.data) for item in self.items[before:]):
+                    del self.items[before:]
+                    self.items.extend(first)
 
     def json(self, data: bytes, where: str, depth: int) -> None:
         for number, match in enumerate(_JSON_STRING.finditer(data)):
@@ -299,6 +323,8 @@ class _Scan:
     def decoded_blob(self, decoded: bytes, where: str, depth: int) -> bool:
         """Base64 that decoded to media or to a container is scanned; random bytes (what any
         long word decodes to) are dropped. True when it was kept."""
+        if is_media(decoded) and len(decoded) < _MIN_PICTURE_BYTES and not _complete_image(decoded):
+            return False  # a few bytes of a file's header quoted in a message, not a picture
         if is_media(decoded) or decoded.startswith(_ZIP_MAGIC) or _MARKUP.match(decoded):
             self.grow(len(decoded))
             self.blob(decoded, None, where, depth + 1)
@@ -358,6 +384,75 @@ def _media_end(data: bytes, offset: int) -> int:
 def _has_boundary(data: bytes, content_type: str | None) -> bool:
     boundary = parse_header_params(content_type or "")[1].get("boundary", "")
     return bool(boundary) and b"--" + boundary.encode("latin-1", "replace") in data
+
+
+_WIDE_CHARSETS: Final = {
+    "utf-16": "utf-16",
+    "utf-16le": "utf-16-le",
+    "utf-16be": "utf-16-be",
+    "utf-32": "utf-32",
+    "utf-32le": "utf-32-le",
+    "utf-32be": "utf-32-be",
+}
+
+
+def _narrow_text(data: bytes, charset: str) -> bytes | None:
+    """A UTF-16/32 text body in UTF-8; None for anything else. The encoding comes from the
+    charset, the BOM, or (JSON, RFC 4627 §3) the zero bytes around the first characters; a body
+    is taken as text only if it decodes and then reads as JSON or a form (binary formats start
+    with zero bytes too)."""
+    named = _WIDE_CHARSETS.get(charset.strip().strip('"').lower())
+    encoding = named or _wide_text_encoding(data)
+    if encoding is None:
+        return None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        if named is None:
+            return None
+        text = data.decode(encoding, "replace")
+    narrow = text.lstrip("\ufeff").encode("utf-8")
+    if named is None and not (_JSON_LIKE.match(narrow) or _FORM_LIKE.match(narrow[:4096])):
+        return None
+    return narrow
+
+
+def _wide_text_encoding(data: bytes) -> str | None:
+    head = data[:4]
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "utf-32"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if len(head) < 4 or 0 not in head:
+        return None
+    zeros = "".join("0" if byte == 0 else "x" for byte in head)
+    return {"000x": "utf-32-be", "x000": "utf-32-le", "0x0x": "utf-16-be", "x0x0": "utf-16-le"}.get(
+        zeros
+    )
+
+
+def _looks_whole(data: bytes) -> bool:
+    """Cheaply: a picture that ends as its format ends (base64 read out of step does not)."""
+    media = sniff(data)
+    tail = data[-32:].rstrip(b"\x00\r\n")
+    if media is MediaType.JPEG:
+        return tail.endswith(b"\xff\xd9")
+    if media is MediaType.PNG:
+        return b"IEND" in tail
+    if media is MediaType.GIF:
+        return tail.endswith(b";")
+    return media.kind is not MediaKind.UNKNOWN
+
+
+def _complete_image(data: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception:
+        return False
+    return True
 
 
 def _compact(data: bytes) -> bytes:
