@@ -16,7 +16,7 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media.sniff import MediaKind, MediaType, sniff
+from schoolgate.media.sniff import MediaKind, MediaType, raster_format, sniff
 
 # Registering is idempotent and touches only Pillow's plugin tables, so doing it once at import
 # keeps decode_image free of global mutations (it runs on a worker pool).
@@ -213,7 +213,10 @@ class ImageDecoder:
         return media_type
 
     def _decode(self, data: bytes, media_type: MediaType) -> DecodedImage:
-        with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[media_type]]) as opened:
+        plugin = raster_format(data) if media_type is MediaType.RASTER else None
+        with Image.open(
+            io.BytesIO(data), formats=[plugin or _PILLOW_FORMATS[media_type]]
+        ) as opened:
             self._check_dimensions(media_type, *opened.size)
             frame_count = self._frame_count(opened, data, media_type)
             stored_width = opened.width

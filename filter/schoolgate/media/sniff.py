@@ -7,7 +7,9 @@ Cheap and allocation-free, so the proxy can sniff every candidate it finds in a 
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+from typing import Final
 
 
 class MediaKind(StrEnum):
@@ -35,6 +37,9 @@ class MediaType(StrEnum):
     WEBM = "webm"
     MKV = "mkv"
     AVI = "avi"
+    # Still formats that image editors open and Pillow decodes: JPEG 2000, TGA, PCX, Netpbm,
+    # SGI, headerless DIB, ICO, QOI, PSD (`raster_format` names the one).
+    RASTER = "raster"
     UNKNOWN = "unknown"
 
     @property
@@ -210,6 +215,8 @@ def sniff(data: bytes) -> MediaType:
         return MediaType.AVI
     if int.from_bytes(head[0:4], "big") >= 8 and head[4:8] in _LEAD_BOXES:
         return _sniff_boxes(head)
+    if raster_format(data) is not None:
+        return MediaType.RASTER
     return MediaType.UNKNOWN
 
 
@@ -275,9 +282,75 @@ def claims_media(declared_type: str | None, filename: str | None) -> bool:
 # here: recognised by their long signatures, so they are `not_analysed`, never "not media".
 _UNANALYSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "jpeg-xl"),
-    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "jpeg-2000"),
-    (b"\xff\x4f\xff\x51", "jpeg-2000 codestream"),
 )
+
+# "P6 2 3 ..." with the width and height (comments allowed): "P1 team meeting" is a message.
+_NETPBM: Final = re.compile(rb"\A(?:P[1-6]\s+(?:#[^\n]*\n\s*)*\d+\s+\d+\s|P7\n(?:WIDTH|#))")
+_TGA_TYPES: Final = frozenset({1, 2, 3, 9, 10, 11})
+_TGA_DEPTHS: Final = frozenset({8, 15, 16, 24, 32})
+_TGA_FOOTER: Final = b"TRUEVISION-XFILE.\x00"
+
+
+def raster_format(data: bytes) -> str | None:
+    """The Pillow plugin for a still format outside the common ones, from its signature (and,
+    for the formats without one, a fully consistent header); None if it is none of them. Random
+    bytes must not become a "broken picture" that fails closed, so weak signatures need more."""
+    head = bytes(data[:64])
+    if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
+        return "JPEG2000"
+    if head.startswith(b"\x01\xda") and len(head) >= 12 and head[2] in (0, 1) and head[3] in (1, 2):
+        return "SGI"
+    if head.startswith(b"qoif") and len(head) >= 14 and head[12] in (3, 4) and head[13] in (0, 1):
+        return "QOI"
+    if head.startswith(b"8BPS\x00\x01"):
+        return "PSD"
+    if _NETPBM.match(head):
+        return "PPM"
+    if (
+        len(head) >= 8
+        and head[0] == 0x0A
+        and head[1] in (0, 2, 3, 4, 5)
+        and head[2] == 1
+        and head[3] in (1, 2, 4, 8)
+    ):
+        return "PCX"
+    if (
+        len(head) >= 16
+        and head[:4] == b"\x00\x00\x01\x00"
+        and 0 < int.from_bytes(head[4:6], "little") <= 64
+        and head[10:12] in (b"\x00\x00", b"\x01\x00")  # planes of the first entry
+    ):
+        return "ICO"
+    if (
+        len(head) >= 16
+        and int.from_bytes(head[0:4], "little") in (40, 108, 124)
+        and int.from_bytes(head[12:14], "little") == 1
+        and int.from_bytes(head[14:16], "little") in (1, 4, 8, 16, 24, 32)
+    ):
+        return "DIB"
+    if _plausible_tga(data):
+        return "TGA"
+    return None
+
+
+def _plausible_tga(data: bytes) -> bool:
+    """TGA has no signature: a version 2 footer, or a header whose every field is valid and
+    whose uncompressed pixel data fits the file exactly."""
+    if len(data) < 18:
+        return False
+    id_length, colormap, kind = data[0], data[1], data[2]
+    width = int.from_bytes(data[12:14], "little")
+    height = int.from_bytes(data[14:16], "little")
+    depth = data[16]
+    if colormap not in (0, 1) or kind not in _TGA_TYPES or depth not in _TGA_DEPTHS:
+        return False
+    if width < 1 or height < 1 or (colormap == 0 and data[3:8] != bytes(5)):
+        return False
+    if data.endswith(_TGA_FOOTER):
+        return True
+    if kind in (9, 10, 11) or colormap:
+        return False  # compressed or palette: no exact size to check without the footer
+    return len(data) == 18 + id_length + width * height * ((depth + 7) // 8)
 
 
 def unanalysed_format(data: bytes) -> str | None:
