@@ -1,9 +1,11 @@
 """Device identity from the gateway's DHCP leases: client IP -> (MAC, hostname).
 
 Reads dnsmasq (`/var/lib/misc/dnsmasq.leases`), ISC dhcpd (`dhcpd.leases`) and Kea memfile CSV
-lease files. The file is re-read only when its stat (mtime, size, inode) changes, and stat is
-called at most once per `check_interval_s`, so a lookup per request is a dict probe. Malformed
-lines and blocks are skipped and counted, never fatal.
+lease files, and the CSV a Windows Server DHCP exports (`Get-DhcpServerv4Lease | Export-Csv`),
+copied to the gateway by a scheduled task when DHCP is not on the gateway. The file is re-read
+only when its stat (mtime, size, inode) changes, and stat is called at most once per
+`check_interval_s`, so a lookup per request is a dict probe. Malformed lines and blocks are
+skipped and counted, never fatal.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
-type LeaseFormat = Literal["auto", "dnsmasq", "isc", "kea"]
+type LeaseFormat = Literal["auto", "dnsmasq", "isc", "kea", "windows"]
 
 _MAC: Final = re.compile(r"^[0-9a-fA-F]{1,2}([:-][0-9a-fA-F]{1,2}){5}$")
 _ISC_TOKEN: Final = re.compile(r'"((?:[^"\\]|\\.)*)"|(#[^\n]*)|([{};])|([^\s{};"]+)', re.S)
@@ -211,8 +213,61 @@ def parse_kea(text: str) -> ParseResult:
     return ParseResult(leases, malformed)
 
 
-def detect_format(text: str) -> Literal["dnsmasq", "isc", "kea"]:
+# Windows DHCP address states that mean a device holds the address now.
+_WINDOWS_HELD: Final = frozenset({"active", "activereservation"})
+
+
+def _windows_rows(text: str) -> list[str] | None:
+    """The CSV lines of a Windows export (BOM and an old `#TYPE` line dropped), or None."""
+    lines = text.lstrip("\ufeff").splitlines()
+    if lines and lines[0].startswith("#TYPE"):
+        lines = lines[1:]
+    if not lines:
+        return None
+    header = [name.strip().strip('"') for name in next(csv.reader(lines[:1]), [])]
+    if "IPAddress" not in header or not {"ClientId", "ClientDuid"} & set(header):
+        return None
+    return lines
+
+
+def parse_windows(text: str) -> ParseResult:
+    """Windows Server DHCP leases, as `Get-DhcpServerv4Lease | Export-Csv` writes them.
+
+    Columns are read by name (IPAddress, ClientId = the MAC as aa-bb-cc-dd-ee-ff, HostName,
+    AddressState). Only Active and ActiveReservation rows are leases; declined, expired and
+    inactive reservations are not. Expiry is not read: the export is a snapshot of who holds
+    which address now (the server writes local time in its own culture's date format), and the
+    gateway replaces it every minute. IPv6 exports carry a DUID, not a MAC: those rows are
+    skipped (the gateway's neighbour table gives IPv6 clients their MAC).
+    """
+    lines = _windows_rows(text)
+    if lines is None:
+        return ParseResult({}, 1 if text.strip() else 0)
+    leases: dict[str, Lease] = {}
+    malformed = 0
+    for row in csv.DictReader(lines):
+        ip = _ip(row.get("IPAddress") or "")
+        if ip is None:
+            malformed += 1
+            continue
+        state = (row.get("AddressState") or "Active").strip().lower()
+        if state not in _WINDOWS_HELD:
+            leases.pop(ip, None)
+            continue
+        mac = normalize_mac(row.get("ClientId") or "")
+        if mac is None:
+            if row.get("ClientId"):
+                malformed += 1
+            continue
+        hostname = (row.get("HostName") or "").strip().rstrip(".") or None
+        leases[ip] = Lease(ip, mac, hostname, None)
+    return ParseResult(leases, malformed)
+
+
+def detect_format(text: str) -> Literal["dnsmasq", "isc", "kea", "windows"]:
     """Guess a lease file's format from its content."""
+    if _windows_rows(text[:4096]) is not None:
+        return "windows"
     stripped = text.lstrip()
     if stripped.startswith("address,"):
         return "kea"
@@ -225,6 +280,7 @@ _PARSERS: Final[dict[str, Callable[[str], ParseResult]]] = {
     "dnsmasq": parse_dnsmasq,
     "isc": parse_isc,
     "kea": parse_kea,
+    "windows": parse_windows,
 }
 
 
