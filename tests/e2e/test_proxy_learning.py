@@ -138,14 +138,15 @@ def test_learnt_upload_host_is_intercepted_after_the_learning_response(env: Env)
     proxy = start_proxy(config, env.data_dir, port, env.work, extra_hosts=LEARN_HOSTS)
     upstream = env.upstream.upstream
     try:
-        # Before: the upload host is in no app, so its TLS is passed through undecrypted.
-        cert = tunnel_peer_certificate(port, UPLOAD_HOST, upstream.port, env.pki.ca_pem)
-        assert issuer_common_name(cert) == UPSTREAM_CA_NAME
+        # Before: a host the app's learn rule may hand out is the app's already (issue 17: a
+        # connection opened before the learning reply used to pass unread), so what is sent
+        # there is judged whole even before any reply names it.
+        cert = tunnel_peer_certificate(port, UPLOAD_HOST, upstream.port, proxy.ca_pem)
+        assert issuer_common_name(cert) != UPSTREAM_CA_NAME
         with env.client(proxy) as client:
             before = put_photo(env, client, "/upload/before", env.banned_jpeg)
-        assert before.status_code == 200, before.text
-        assert before.json()["sha256"] == hashlib.sha256(env.banned_jpeg).hexdigest()
-        assert len(upstream.requests("/upload/before")) == 1
+        assert before.status_code == 403, before.text
+        assert upstream.requests("/upload/before") == []
 
         # The app's API hands out an upload URL on the (allowed) upload host.
         upload_url = env.url(UPLOAD_HOST, "/upload/attachments/1/photo.jpg?signature=abc")

@@ -263,19 +263,27 @@ class Catalog:
         self._by_name = {app.name: app for app in self.apps}
         self._hosts: HostIndex[App] = HostIndex()
         self._downloads: HostIndex[App] = HostIndex()
+        self._learnable: HostIndex[App] = HostIndex()
         for app in self.apps:
             for pattern in app.hosts:
                 self._hosts.add(pattern, app)
             for pattern in app.download_hosts:
                 self._downloads.add(pattern, app)
+            for rule in app.learn_rules:
+                for pattern in rule.allow_hosts:
+                    self._learnable.add(pattern, app)
 
     def app(self, name: str) -> App | None:
         """The app called `name`."""
         return self._by_name.get(name)
 
     def app_for_host(self, host: str) -> App | None:
-        """The app a host (SNI or Host header) belongs to: its hosts first, then its CDNs."""
-        found = self._hosts.lookup(host) or self._downloads.lookup(host)
+        """The app a host (SNI or Host header) belongs to: its hosts first, then its CDNs, then
+        the upload hosts its learn rules may hand out. Those are the app's before any reply
+        names them: a connection opened to one before the reply would otherwise pass unread."""
+        found = (
+            self._hosts.lookup(host) or self._downloads.lookup(host) or self._learnable.lookup(host)
+        )
         return found[0] if found else None
 
     def download_app(self, host: str) -> App | None:
