@@ -10,7 +10,9 @@ skipped and counted, never fatal.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import ipaddress
 import os
 import re
@@ -213,60 +215,168 @@ def parse_kea(text: str) -> ParseResult:
     return ParseResult(leases, malformed)
 
 
-# Windows DHCP address states that mean a device holds the address now.
+# Windows DHCP address states in which a device holds the address now. Offered, Declined, Expired
+# and InactiveReservation rows are not leases: they are skipped.
 _WINDOWS_HELD: Final = frozenset({"active", "activereservation"})
+_CLIENT_ID: Final = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2})*$")
+# A culture's short date and long time, as Export-Csv writes a DateTime: `12/4/2026 3:15:02 PM`
+# (en-US), `04/12/2026 15:15:02` (en-GB), `04.12.2026 15:15:02` (de-DE), `2026/12/04 15:15:02`.
+_WINDOWS_STAMP: Final = re.compile(
+    r"(\d{1,4})[/.-](\d{1,2})[/.-](\d{1,4})\.?[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?"
+    r"(?:\s*([AaPp])\.?[Mm]\.?)?"
+)
 
 
-def _windows_rows(text: str) -> list[str] | None:
-    """The CSV lines of a Windows export (BOM and an old `#TYPE` line dropped), or None."""
-    lines = text.lstrip("\ufeff").splitlines()
-    if lines and lines[0].startswith("#TYPE"):
-        lines = lines[1:]
-    if not lines:
+@dataclass(frozen=True)
+class _WindowsCsv:
+    columns: dict[str, int]  # lower-cased header name -> index
+    width: int
+    rows: Iterator[list[str]]
+
+    def field(self, row: list[str], name: str) -> str:
+        index = self.columns.get(name)
+        return row[index].strip() if index is not None else ""
+
+
+def _windows_csv(text: str) -> _WindowsCsv | None:
+    """A Windows export's header and rows, or None if the text is not one.
+
+    Export-Csv writes a UTF-8 BOM (`-Encoding UTF8` in Windows PowerShell), CRLF line ends,
+    every field quoted, and, without `-NoTypeInformation` (Windows PowerShell 5.1 and older),
+    a `#TYPE ...` line first; `-UseCulture` makes the separator `;` in many European cultures.
+    """
+    text = text.removeprefix("\ufeff")
+    if text.startswith("#TYPE"):
+        text = text.partition("\n")[2]
+    first = text.partition("\n")[0]
+    delimiter = ";" if ";" in first and "," not in first else ","
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(rows, [])
+    except csv.Error:
         return None
-    header = [name.strip().strip('"') for name in next(csv.reader(lines[:1]), [])]
-    if "IPAddress" not in header or not {"ClientId", "ClientDuid"} & set(header):
+    columns = {name.strip().lower(): index for index, name in enumerate(header)}
+    if "ipaddress" not in columns or not {"clientid", "clientduid"} & columns.keys():
         return None
-    return lines
+    return _WindowsCsv(columns, len(header), rows)
+
+
+def _windows_mac(client_id: str) -> str | None:
+    """The MAC in a ClientId: `aa-bb-cc-dd-ee-ff`, or `01-aa-bb-cc-dd-ee-ff` (a DHCP client
+    identifier of hardware type 1, Ethernet, RFC 2132 9.14). Longer identifiers (DUID-based,
+    RFC 4361) are opaque: a MAC inside a DUID need not be the interface in use, so none is
+    taken from them."""
+    mac = normalize_mac(client_id)
+    if mac is None and _CLIENT_ID.match(client_id):
+        octets = re.split("[:-]", client_id.lower())
+        if len(octets) == 7 and octets[0] == "01":
+            mac = ":".join(octets[1:])
+    return mac
+
+
+def _windows_day_first(stamps: list[str]) -> bool | None:
+    """Whether this export's numeric dates put the day first (en-GB `04/12/2026`) or the month
+    (en-US `12/4/2026`). The culture is not in the file, so it is read from a date only one order
+    can make (a 13th or later); None when no date in the file decides it."""
+    month_first = day_first = True
+    for stamp in stamps:
+        match = _WINDOWS_STAMP.fullmatch(stamp)
+        if match is not None and len(match[3]) == 4:
+            month_first &= int(match[1]) <= 12
+            day_first &= int(match[2]) <= 12
+    return day_first if day_first != month_first else None
+
+
+def _windows_expiry(stamp: str, day_first: bool | None) -> float | None:
+    """LeaseExpiryTime as a Unix time; None when empty (reservations) or not readable for sure.
+
+    Export-Csv writes the DHCP server's local time in its culture's format, without a zone. It
+    is read as the gateway's local time: the gateway and the DHCP server are on the same site
+    and normally set to the same zone (if not, expiries are off by the difference). Nothing in
+    the lookup depends on it: AddressState says which rows are leases. A date whose day and
+    month order the file does not settle is left unknown rather than guessed.
+    """
+    if not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp)  # `s`/`o` formats; an explicit offset is honoured
+    except ValueError:
+        match = _WINDOWS_STAMP.fullmatch(stamp)
+        if match is None:
+            return None
+        first, second, third, hour, minute, second_of_minute, meridiem = match.groups()
+        if len(first) == 4:
+            year, month, day = first, second, third
+        elif len(third) == 4 and day_first is not None:
+            year, month, day = (third, second, first) if day_first else (third, first, second)
+        else:
+            return None
+        clock = int(hour)
+        if meridiem:
+            clock = clock % 12 + (12 if meridiem in "Pp" else 0)
+        try:
+            moment = datetime(
+                int(year), int(month), int(day), clock, int(minute), int(second_of_minute or 0)
+            )
+        except ValueError:
+            return None
+    return moment.timestamp()  # a naive time is taken as local time (see above)
 
 
 def parse_windows(text: str) -> ParseResult:
     """Windows Server DHCP leases, as `Get-DhcpServerv4Lease | Export-Csv` writes them.
 
-    Columns are read by name (IPAddress, ClientId = the MAC as aa-bb-cc-dd-ee-ff, HostName,
-    AddressState). Only Active and ActiveReservation rows are leases; declined, expired and
-    inactive reservations are not. Expiry is not read: the export is a snapshot of who holds
-    which address now (the server writes local time in its own culture's date format), and the
-    gateway replaces it every minute. IPv6 exports carry a DUID, not a MAC: those rows are
-    skipped (the gateway's neighbour table gives IPv6 clients their MAC).
+    Columns are read by name, in any order: IPAddress, ClientId (the MAC, `aa-bb-cc-dd-ee-ff`),
+    HostName, AddressState, LeaseExpiryTime. Only Active and ActiveReservation rows are leases
+    (a file without an AddressState column counts every row). The file is a snapshot, not a
+    log, so a skipped row for an address does not remove a lease listed for it elsewhere in the
+    file. Rows without a MAC are skipped uncounted: `Get-DhcpServerv6Lease` exports carry a
+    DUID, not a MAC, so their addresses are never leased to a MAC here and count as hand-set
+    (the default group), as do clients with DUID-based client identifiers. A row with a bad
+    address, a field count other than the header's, or a ClientId that is not hex octets is
+    malformed.
     """
-    lines = _windows_rows(text)
-    if lines is None:
+    export = _windows_csv(text)
+    if export is None:
         return ParseResult({}, 1 if text.strip() else 0)
-    leases: dict[str, Lease] = {}
     malformed = 0
-    for row in csv.DictReader(lines):
-        ip = _ip(row.get("IPAddress") or "")
+    held: list[tuple[str, str, str | None, str]] = []
+    while True:
+        try:
+            row = next(export.rows)
+        except StopIteration:
+            break
+        except csv.Error:  # a field over csv's size limit: the reader goes on after it
+            malformed += 1
+            continue
+        if not "".join(row).strip():
+            continue
+        ip = _ip(export.field(row, "ipaddress")) if len(row) == export.width else None
         if ip is None:
             malformed += 1
             continue
-        state = (row.get("AddressState") or "Active").strip().lower()
-        if state not in _WINDOWS_HELD:
-            leases.pop(ip, None)
+        state = export.field(row, "addressstate").lower()
+        if "addressstate" in export.columns and state not in _WINDOWS_HELD:
             continue
-        mac = normalize_mac(row.get("ClientId") or "")
+        client_id = export.field(row, "clientid")
+        mac = _windows_mac(client_id)
         if mac is None:
-            if row.get("ClientId"):
+            if client_id and not _CLIENT_ID.match(client_id):
                 malformed += 1
             continue
-        hostname = (row.get("HostName") or "").strip().rstrip(".") or None
-        leases[ip] = Lease(ip, mac, hostname, None)
+        hostname = export.field(row, "hostname").rstrip(".") or None
+        held.append((ip, mac, hostname, export.field(row, "leaseexpirytime")))
+    day_first = _windows_day_first([stamp for *_, stamp in held])
+    leases = {
+        ip: Lease(ip, mac, hostname, _windows_expiry(stamp, day_first))
+        for ip, mac, hostname, stamp in held
+    }
     return ParseResult(leases, malformed)
 
 
 def detect_format(text: str) -> Literal["dnsmasq", "isc", "kea", "windows"]:
     """Guess a lease file's format from its content."""
-    if _windows_rows(text[:4096]) is not None:
+    if _windows_csv(text[:4096]) is not None:
         return "windows"
     stripped = text.lstrip()
     if stripped.startswith("address,"):
@@ -282,6 +392,19 @@ _PARSERS: Final[dict[str, Callable[[str], ParseResult]]] = {
     "kea": parse_kea,
     "windows": parse_windows,
 }
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8, or UTF-16 where a byte order mark says so (Windows PowerShell's `Out-File` and
+    `Export-Csv -Encoding Unicode` write UTF-16LE); undecodable bytes become U+FFFD."""
+    for bom, codec in (
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    ):
+        if raw.startswith(bom):
+            return raw[len(bom) :].decode(codec, "replace")
+    return raw.decode("utf-8", "replace")
 
 
 class LeaseTable:
@@ -358,7 +481,7 @@ class LeaseTable:
         if len(raw) > _MAX_FILE_BYTES:
             self.last_error = f"{self.path}: larger than {_MAX_FILE_BYTES} bytes, not loaded"
             return
-        text = raw.decode("utf-8", "replace")
+        text = _decode(raw)
         fmt = detect_format(text) if self._format == "auto" else self._format
         result = _PARSERS[fmt](text)
         self._leases = result.leases
