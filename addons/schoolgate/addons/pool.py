@@ -51,7 +51,8 @@ class InspectionPool:
         self.running_share = max(1, workers // 2)
         self.flight_share = max(self.running_share, self.capacity // 2)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="schoolgate-inspect")
-        self._lock = threading.Lock()
+        # Re-entrant: cancelling a future runs its callbacks (which take the lock) at once.
+        self._lock = threading.RLock()
         self._in_flight = 0
         self._in_flight_by_key: Counter[str] = Counter()
         self._running = 0
@@ -77,7 +78,6 @@ class InspectionPool:
                 )
             self._in_flight += 1
             self._in_flight_by_key[key] += 1
-            job.future.add_done_callback(lambda _: self._release(key))
             self._waiting.setdefault(key, deque()).append(job)
             self._dispatch()
         try:
@@ -93,15 +93,16 @@ class InspectionPool:
                     queue.remove(job)
                     if not queue:
                         del self._waiting[key]
-            job.future.cancel()  # drops it if still waiting; a running item finishes on its own
+                    self._release(key)  # never started; a running item is released when done
+            job.future.cancel()
             raise InspectTimeout(f"inspection took longer than {self.timeout_s:g} s") from None
 
     def _release(self, key: str) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._in_flight_by_key[key] -= 1
-            if self._in_flight_by_key[key] <= 0:
-                del self._in_flight_by_key[key]
+        """One item of `key` is no longer in flight (the caller holds the lock)."""
+        self._in_flight -= 1
+        self._in_flight_by_key[key] -= 1
+        if self._in_flight_by_key[key] <= 0:
+            del self._in_flight_by_key[key]
 
     def _dispatch(self) -> None:
         """Start waiting items while workers are free (the caller holds the lock)."""
@@ -116,6 +117,7 @@ class InspectionPool:
             except RuntimeError:  # shut down
                 self._running -= 1
                 self._running_by_key[job.key] -= 1
+                self._release(job.key)
                 job.future.cancel()
                 return
 
@@ -134,27 +136,36 @@ class InspectionPool:
         return None
 
     def _execute(self, job: _Job) -> None:
-        try:
-            if job.future.set_running_or_notify_cancel():
-                try:
-                    result = job.fn(*job.args)
-                except BaseException as error:
-                    job.future.set_exception(error)
-                else:
-                    job.future.set_result(result)
-        finally:
-            with self._lock:
-                self._running -= 1
-                self._running_by_key[job.key] -= 1
-                if self._running_by_key[job.key] <= 0:
-                    del self._running_by_key[job.key]
-                self._dispatch()
+        started = job.future.set_running_or_notify_cancel()
+        result: Any = None
+        error: BaseException | None = None
+        if started:
+            try:
+                result = job.fn(*job.args)
+            except BaseException as raised:
+                error = raised
+        # The books are settled before the caller can see the outcome: once an item's result is
+        # out, it is no longer in flight.
+        with self._lock:
+            self._running -= 1
+            self._running_by_key[job.key] -= 1
+            if self._running_by_key[job.key] <= 0:
+                del self._running_by_key[job.key]
+            self._release(job.key)  # dispatched items are released here, run or cancelled
+            self._dispatch()
+        if started:
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)
 
     def shutdown(self) -> None:
         """Stop accepting work; waiting items are dropped, running ones finish."""
         with self._lock:
             waiting = [job for queue in self._waiting.values() for job in queue]
             self._waiting.clear()
+            for job in waiting:
+                self._release(job.key)
         for job in waiting:
             job.future.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
