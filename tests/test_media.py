@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
+from schoolgate.media.decode import DecodedImage, MediaLimits, VideoLimits, decode_image
 from schoolgate.media.sniff import MediaKind, MediaType, sniff
 from tests.conftest import encode
 
@@ -267,7 +267,7 @@ def test_reduce_to_leaves_other_formats_and_caps_alone() -> None:
     assert decode_image(png, reduce_to=100).image.size == (800, 600)
     jpeg = encode(_gradient(800, 600), "JPEG")
     # The pixel cap judges the stored size, not the reduced one.
-    refusal = _refusal_with(jpeg, MediaLimits(max_pixels=800 * 600 - 1), reduce_to=100)
+    refusal = _refusal_with(jpeg, MediaLimits(max_pixels=800 * 600 // 4 - 1), reduce_to=100)
     assert refusal.reason == "pixel_cap"
     with pytest.raises(ValueError, match="reduce_to"):
         decode_image(jpeg, reduce_to=0)
@@ -378,7 +378,10 @@ def test_pixel_cap_is_ours_not_only_pillows() -> None:
 @pytest.mark.usefixtures("forbid_pixel_decoding")
 def test_configured_pixel_and_side_caps(image_files: dict[MediaType, bytes]) -> None:
     jpeg = image_files[MediaType.JPEG]
-    assert _refusal(jpeg, MediaLimits(max_pixels=96 * 64 - 1)).reason == "pixel_cap"
+    png = image_files[MediaType.PNG]
+    assert _refusal(png, MediaLimits(max_pixels=96 * 64 - 1)).reason == "pixel_cap"
+    # A baseline JPEG is decoded at half scale up to 4x the cap (a 108 MP photo), not further.
+    assert _refusal(jpeg, MediaLimits(max_pixels=96 * 64 // 4 - 1)).reason == "pixel_cap"
     assert _refusal(jpeg, MediaLimits(max_side=95)).reason == "pixel_cap"
 
 
@@ -400,15 +403,22 @@ def test_gif_at_the_frame_cap_decodes() -> None:
     assert decode_image(_gif_with_frames(1000)).frame_count == 1000
 
 
-@pytest.mark.parametrize("count", [1001, 200_000])
+def test_a_gif_over_max_frames_is_decoded_for_sampling() -> None:
+    # An animation is judged on frames sampled by display time: past max_frames is not a bomb.
+    assert decode_image(_gif_with_frames(1001)).frame_count == 1001
+
+
+@pytest.mark.parametrize("count", [36_001, 200_000])
 def test_gif_frame_bomb(count: int) -> None:
+    # More frames than a video may decode (VideoLimits.max_decoded_frames).
     assert _refusal(_gif_with_frames(count)).reason == "frame_cap"
 
 
 def test_apng_frame_cap_from_header() -> None:
     first, *rest = _frames(4)
     data = encode(first, "PNG", save_all=True, append_images=rest)
-    assert _refusal(data, MediaLimits(max_frames=3)).reason == "frame_cap"
+    limits = MediaLimits(max_frames=3, video=VideoLimits(max_decoded_frames=3))
+    assert _refusal(data, limits).reason == "frame_cap"
 
 
 def test_corrupt_png_header() -> None:

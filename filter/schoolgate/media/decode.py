@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import io
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -40,6 +43,12 @@ _PILLOW_FORMATS: dict[MediaType, str] = {
     MediaType.BMP: "BMP",
     MediaType.TIFF: "TIFF",
 }
+
+
+# How far over the pixel cap a baseline JPEG may be: it is decoded at 1/2 scale (or less).
+_JPEG_REDUCIBLE = 4
+# Animated formats: judged as video (frames sampled by display time) when they have frames.
+_ANIMATIONS = frozenset({MediaType.GIF, MediaType.PNG, MediaType.WEBP})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +101,13 @@ class VideoLimits:
 
 @dataclass(frozen=True)
 class MediaLimits:
-    """Caps that make decoding safe on hostile input; over a cap means MediaRefused."""
+    """Caps that make decoding safe on hostile input; over a cap means MediaRefused.
+
+    `max_frames` caps the frames of a still format that holds several (TIFF pages, HEIF
+    sequences). A GIF, APNG or animated WebP is judged as a video on frames sampled by display
+    time, so its frames are capped by `video.max_decoded_frames` instead (when that is higher):
+    a long animation is sampled, a frame bomb refused. A baseline JPEG over `max_pixels` (up to
+    4x: a 108 MP phone photo) is decoded at half scale or less instead of being refused."""
 
     max_bytes: int = 100 * 1024 * 1024
     max_pixels: int = 80_000_000
@@ -171,6 +186,45 @@ class _GifFrameCounter:
         return max(frames, 1)
 
 
+class _Pam:
+    """Netpbm's PAM ("P7"), which GIMP and ImageMagick write and Pillow does not read: a header
+    of keyword lines up to ENDHDR, then samples, one or two bytes each (big-endian), row by row.
+    The declared size is checked against the caps before any pixel is allocated."""
+
+    _HEADER_END = re.compile(rb"(?:\A|\n)ENDHDR\n")
+    _DEPTHS = frozenset({1, 2, 3, 4})  # L, LA, RGB, RGBA
+    MAX_HEADER = 4096
+
+    @classmethod
+    def read(cls, data: bytes, check: Callable[[int, int], None]) -> Image.Image:
+        end = cls._HEADER_END.search(data, 0, cls.MAX_HEADER)
+        if end is None:
+            raise ValueError("PAM header has no ENDHDR line")
+        fields: dict[str, str] = {}
+        for line in data[3 : end.start()].decode("ascii").splitlines():
+            if line.strip() and not line.startswith("#"):
+                key, _, value = line.strip().partition(" ")
+                fields[key] = value.strip()
+        try:
+            width, height = int(fields["WIDTH"]), int(fields["HEIGHT"])
+            depth, maxval = int(fields["DEPTH"]), int(fields["MAXVAL"])
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"PAM header lacks a number: {exc}") from exc
+        check(width, height)
+        if depth not in cls._DEPTHS or not 1 <= maxval <= 65535:
+            raise ValueError(f"PAM depth {depth} / maxval {maxval} is not a picture read here")
+        sample = np.dtype(">u2") if maxval > 255 else np.dtype(np.uint8)
+        count = width * height * depth
+        start = end.end()
+        if len(data) - start < count * sample.itemsize:
+            raise EOFError("PAM samples end early")
+        samples = np.frombuffer(data, sample, count, start).reshape(height, width, depth)
+        if maxval != 255:
+            samples = samples.astype(np.uint32) * 255 // maxval
+        pixels = samples.astype(np.uint8)
+        return Image.fromarray(pixels[:, :, 0] if depth == 1 else pixels)  # L, LA, RGB, RGBA
+
+
 class ImageDecoder:
     """Bounded decoding of one still or animated image (first frame) with Pillow."""
 
@@ -214,13 +268,19 @@ class ImageDecoder:
 
     def _decode(self, data: bytes, media_type: MediaType) -> DecodedImage:
         plugin = raster_format(data) if media_type is MediaType.RASTER else None
+        if plugin == "PAM":
+            pam = _Pam.read(data, lambda w, h: self._check_dimensions(media_type, w, h))
+            picture = pam.convert("RGB")
+            return DecodedImage(picture, media_type, picture.width, picture.height, frame_count=1)
         with Image.open(
             io.BytesIO(data), formats=[plugin or _PILLOW_FORMATS[media_type]]
         ) as opened:
-            self._check_dimensions(media_type, *opened.size)
+            reducible = media_type is MediaType.JPEG and not opened.info.get("progressive")
+            self._check_dimensions(media_type, *opened.size, reducible=reducible)
             frame_count = self._frame_count(opened, data, media_type)
             stored_width = opened.width
             self._draft(opened, media_type)
+            self._check_dimensions(media_type, *opened.size)  # as decoded
             opened.load()
             upright = self._upright(opened)
             rgb = upright if upright.mode == "RGB" and upright is not opened else None
@@ -238,23 +298,36 @@ class ImageDecoder:
     def _draft(self, opened: Image.Image, media_type: MediaType) -> None:
         # libjpeg can decode at 1/2, 1/4 or 1/8 scale for a fraction of the time; Pillow picks
         # the smallest scale that still covers the requested box, so the longer side stays
-        # >= reduce_to. Only JPEG supports this; other formats decode at full size.
-        if self._reduce_to is None or media_type is not MediaType.JPEG:
+        # >= reduce_to. Only JPEG supports this; other formats decode at full size. A JPEG over
+        # the pixel cap (a 108 MP phone photo) is decoded at half scale at least.
+        if media_type is not MediaType.JPEG:
             return
-        factor = self._reduce_to / max(opened.size)
-        if factor < 0.5:
-            box = (math.ceil(opened.width * factor), math.ceil(opened.height * factor))
+        width, height = opened.size
+        box: tuple[int, int] | None = None
+        if self._reduce_to is not None and self._reduce_to / max(width, height) < 0.5:
+            factor = self._reduce_to / max(width, height)
+            box = (math.ceil(width * factor), math.ceil(height * factor))
+        if width * height > self._limits.max_pixels:
+            half = (math.ceil(width / 2), math.ceil(height / 2))
+            box = half if box is None else (min(box[0], half[0]), min(box[1], half[1]))
+        if box is not None:
             opened.draft(None, box)
 
-    def _check_dimensions(self, media_type: MediaType, width: int, height: int) -> None:
+    def _check_dimensions(
+        self, media_type: MediaType, width: int, height: int, *, reducible: bool = False
+    ) -> None:
+        """Refuse a size over the caps. `reducible`: a baseline JPEG, which libjpeg decodes at
+        half scale or less, may be up to 4x the pixel cap (never a progressive one: libjpeg
+        keeps all its coefficients, at full size, whatever the scale)."""
         limits = self._limits
         if width < 1 or height < 1:
             raise MediaRefused("corrupt", f"{media_type} header gives an empty {width}x{height}")
-        if width * height > limits.max_pixels:
+        allowed = limits.max_pixels * (_JPEG_REDUCIBLE if reducible else 1)
+        if width * height > allowed:
             raise MediaRefused(
                 "pixel_cap",
                 f"{media_type} header says {width}x{height} = {width * height:,} pixels, over "
-                f"the {limits.max_pixels:,} pixel cap (decompression bomb or oversized image)",
+                f"the {allowed:,} pixel cap (decompression bomb or oversized image)",
             )
         if max(width, height) > limits.max_side:
             raise MediaRefused(
@@ -264,6 +337,11 @@ class ImageDecoder:
 
     def _frame_count(self, opened: Image.Image, data: bytes, media_type: MediaType) -> int:
         cap = self._limits.max_frames
+        if media_type in _ANIMATIONS:
+            # An animation is judged as a video, on frames sampled by display time: a long one
+            # (a 1,100-frame sticker) is sampled, not refused. Only a frame bomb, more frames
+            # than a video may decode, is refused here.
+            cap = max(cap, self._limits.video.max_decoded_frames)
         if media_type is MediaType.GIF:
             frames = _GifFrameCounter(data).count(cap)
         elif media_type is MediaType.TIFF:

@@ -85,6 +85,7 @@ def banking_video_hasher(config: Config, key_frames: int = 0) -> VideoHasher:
         config.limits.video,
         time_budget_s=max(config.limits.video.time_budget_s, BANKING_TIME_BUDGET_S),
         key_frames=key_frames,
+        picture_limits=config.limits,
     )
 
 
@@ -101,6 +102,7 @@ def matching_video_hasher(config: Config, keep: int = 0, key_frames: int = 0) ->
         samples_per_hash=config.banks.video.query_samples_per_hash,
         stills=True,
         key_frames=key_frames,
+        picture_limits=config.limits,
     )
 
 

@@ -2,11 +2,14 @@
 
 Nothing here trusts a file name or a Content-Type to say what the bytes are; `claims_media` only
 records that the sender meant them as media (for `not_analysed`, when we cannot read them).
-Cheap and allocation-free, so the proxy can sniff every candidate it finds in a body.
+Cheap and allocation-free, so the proxy can sniff every candidate it finds in a body; the one
+exception is a compressed or palette TGA without its footer (no signature, no size to check),
+which is claimed only when Pillow decodes it whole (once per distinct body).
 """
 
 from __future__ import annotations
 
+import io
 import re
 from enum import StrEnum
 from typing import Final
@@ -177,16 +180,55 @@ def _sniff_ebml(data: bytes) -> MediaType:
     return MediaType.MKV
 
 
-def _plausible_gif(head: bytes) -> bool:
-    """Whether what follows "GIF89a" is a GIF's logical screen descriptor: after it (and the
-    global colour table its flags announce) comes an extension (!), an image (,) or the end (;).
+# How far the walk over a GIF's extensions before its first image goes (XMP and ICC profiles
+# come first in some files), in bytes and in blocks. A walk that gets this far without an
+# answer decides by a zero byte: every GIF has them (block ends, coordinates), text never.
+_GIF_WALK_LIMIT: Final = 1 << 20
+_GIF_WALK_BLOCKS: Final = 8192
+# The largest LZW minimum code size a browser accepts (12-bit codes at most).
+_GIF_MAX_CODE_SIZE: Final = 11
+
+
+def _plausible_gif(data: bytes) -> bool:
+    """Whether what follows "GIF89a" has a GIF's structure up to its first picture: the logical
+    screen descriptor and the global colour table its flags announce, then extensions ("!", a
+    label and sub-blocks up to an empty one), then an image descriptor (",") whose LZW code size
+    a decoder accepts. Only that can show a picture; a trailer or anything else first cannot.
+
     Chat text that mentions "GIF89a" was read as a GIF whose screen size came from the next
-    letters, refused as a decompression bomb, and blocked (adversarial pass, issue 16)."""
-    if len(head) < 13:
-        return True  # cut off in the header: judged (and refused) as a truncated picture
-    flags = head[10]
-    block = 13 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
-    return block >= len(head) or head[block] in (0x21, 0x2C, 0x3B)
+    letters, refused as a decompression bomb and blocked (adversarial pass, issue 16). Text
+    never holds the empty sub-block (a zero byte) that ends an extension, nor a code size of 8
+    or less (a control character) ten bytes after a comma."""
+    if len(data) < 14:
+        return False  # not even one block after the screen descriptor: no picture
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
+    limit = min(len(data), _GIF_WALK_LIMIT)
+    blocks = 0
+    while pos < limit:
+        block = data[pos]
+        if block == 0x2C:  # image descriptor: position, size, flags; local colour table
+            if pos + 10 > len(data):
+                return False
+            local = data[pos + 9]
+            code = pos + 10 + (3 << ((local & 0x07) + 1) if local & 0x80 else 0)
+            if code >= len(data) or data[code] > _GIF_MAX_CODE_SIZE:
+                return False
+            # 9-11 is outside the format (8-bit pixels) but decoders accept it; text could hold
+            # it (a tab or a line feed there), never the zero bytes any GIF has.
+            return data[code] <= 8 or b"\x00" in data
+        if block != 0x21:
+            return False  # the trailer, or bytes no decoder reads, before any picture
+        pos += 2  # introducer and label, then sub-blocks up to the empty one
+        while pos < limit:
+            size = data[pos]
+            pos += 1 + size
+            blocks += 1
+            if blocks > _GIF_WALK_BLOCKS:
+                return b"\x00" in data
+            if size == 0:
+                break
+    return pos >= _GIF_WALK_LIMIT and b"\x00" in data
 
 
 def sniff(data: bytes) -> MediaType:
@@ -196,7 +238,7 @@ def sniff(data: bytes) -> MediaType:
         return MediaType.JPEG
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return MediaType.PNG
-    if head.startswith((b"GIF87a", b"GIF89a")) and _plausible_gif(head):
+    if head.startswith((b"GIF87a", b"GIF89a")) and _plausible_gif(data):
         return MediaType.GIF
     if head[0:4] == b"RIFF" and head[8:12] == b"WEBP":
         return MediaType.WEBP
@@ -284,17 +326,34 @@ _UNANALYSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "jpeg-xl"),
 )
 
-# "P6 2 3 ..." with the width and height (comments allowed): "P1 team meeting" is a message.
-_NETPBM: Final = re.compile(rb"\A(?:P[1-6]\s+(?:#[^\n]*\n\s*)*\d+\s+\d+\s|P7\n(?:WIDTH|#))")
+# Netpbm: "P4 2 3" / "P6 2 3 255" and one whitespace byte before binary samples; the text
+# variants' first sample follows their header ("P1 team meeting", "P2 10 20 done" are messages).
+_NETPBM_COMMENTS: Final = rb"(?:\s+(?:#[^\n]*\n\s*)*|(?:#[^\n]*\n\s*)+)"
+_NETPBM: Final = re.compile(
+    rb"\A(?:P4(?:%(c)s\d+){2}\s|P[56](?:%(c)s\d+){3}\s|P1(?:%(c)s\d+){2}\s*[01]"
+    rb"|P[23](?:%(c)s\d+){3}\s+\d)" % {b"c": _NETPBM_COMMENTS}
+)
+# PAM ("P7"): a header of keyword lines up to ENDHDR, which Pillow does not read (decode.py does).
+_PAM: Final = re.compile(rb"\AP7\n(?:#[^\n]*\n)*(?:WIDTH|HEIGHT|DEPTH|MAXVAL|TUPLTYPE) ")
+_DIB_SIZES: Final = frozenset({40, 52, 56, 64, 108, 124})  # BITMAPINFOHEADER and its successors
 _TGA_TYPES: Final = frozenset({1, 2, 3, 9, 10, 11})
 _TGA_DEPTHS: Final = frozenset({8, 15, 16, 24, 32})
+_TGA_MAP_DEPTHS: Final = frozenset({15, 16, 24, 32})
 _TGA_FOOTER: Final = b"TRUEVISION-XFILE.\x00"
+# A compressed or palette TGA without the version 2 footer has no size to check: it is claimed
+# when Pillow decodes the whole declared picture from it (up to this many pixels; a larger one
+# is claimed on its header, and the decoder's caps judge it), and the answer is remembered for
+# the next sniff of the same bytes (a body is sniffed several times on its way through).
+_TGA_VERIFY_PIXELS: Final = 16_000_000
+_TGA_VERIFIED: dict[bytes, bool] = {}
+_TGA_VERIFIED_KEEP: Final = 64
 
 
 def raster_format(data: bytes) -> str | None:
     """The Pillow plugin for a still format outside the common ones, from its signature (and,
     for the formats without one, a fully consistent header); None if it is none of them. Random
-    bytes must not become a "broken picture" that fails closed, so weak signatures need more."""
+    bytes must not become a "broken picture" that fails closed, so weak signatures need more.
+    "PAM" is not a Pillow plugin: decode.py reads it."""
     head = bytes(data[:64])
     if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
         return "JPEG2000"
@@ -306,6 +365,8 @@ def raster_format(data: bytes) -> str | None:
         return "PSD"
     if _NETPBM.match(head):
         return "PPM"
+    if _PAM.match(head):
+        return "PAM"
     if (
         len(head) >= 8
         and head[0] == 0x0A
@@ -321,36 +382,82 @@ def raster_format(data: bytes) -> str | None:
         and head[10:12] in (b"\x00\x00", b"\x01\x00")  # planes of the first entry
     ):
         return "ICO"
-    if (
-        len(head) >= 16
-        and int.from_bytes(head[0:4], "little") in (40, 108, 124)
-        and int.from_bytes(head[12:14], "little") == 1
-        and int.from_bytes(head[14:16], "little") in (1, 4, 8, 16, 24, 32)
-    ):
+    if _plausible_dib(head):
         return "DIB"
     if _plausible_tga(data):
         return "TGA"
     return None
 
 
+def _plausible_dib(head: bytes) -> bool:
+    """A headerless DIB (a BMP without its file header, as the clipboard holds it): its header
+    size, one plane and a bit depth, in the OS/2 (12 bytes) or the Windows layout."""
+    if len(head) < 16:
+        return False
+    size = int.from_bytes(head[0:4], "little")
+    if size == 12:
+        planes, depth = head[8:10], int.from_bytes(head[10:12], "little")
+        return planes == b"\x01\x00" and depth in (1, 4, 8, 24) and head[4:8] != bytes(4)
+    planes, depth = head[12:14], int.from_bytes(head[14:16], "little")
+    return size in _DIB_SIZES and planes == b"\x01\x00" and depth in (1, 4, 8, 16, 24, 32)
+
+
 def _plausible_tga(data: bytes) -> bool:
-    """TGA has no signature: a version 2 footer, or a header whose every field is valid and
-    whose uncompressed pixel data fits the file exactly."""
+    """TGA has no signature: a header whose every field is valid, and then a version 2 footer,
+    pixel data that fits the file exactly (uncompressed), or a successful decode of the whole
+    declared picture (compressed or palette files without the footer)."""
     if len(data) < 18:
         return False
     id_length, colormap, kind = data[0], data[1], data[2]
     width = int.from_bytes(data[12:14], "little")
     height = int.from_bytes(data[14:16], "little")
-    depth = data[16]
+    depth, descriptor = data[16], data[17]
     if colormap not in (0, 1) or kind not in _TGA_TYPES or depth not in _TGA_DEPTHS:
         return False
-    if width < 1 or height < 1 or (colormap == 0 and data[3:8] != bytes(5)):
+    if width < 1 or height < 1 or descriptor & 0xC0:  # interleaving: obsolete, never written
         return False
+    palette = 0
+    if colormap:
+        first, entries, entry_depth = (
+            int.from_bytes(data[3:5], "little"),
+            int.from_bytes(data[5:7], "little"),
+            data[7],
+        )
+        if entry_depth not in _TGA_MAP_DEPTHS or entries < 1 or first + entries > 65536:
+            return False
+        palette = entries * ((entry_depth + 7) // 8)
+    elif data[3:8] != bytes(5) or kind in (1, 9):
+        return False  # a palette image needs its palette
     if data.endswith(_TGA_FOOTER):
         return True
-    if kind in (9, 10, 11) or colormap:
-        return False  # compressed or palette: no exact size to check without the footer
-    return len(data) == 18 + id_length + width * height * ((depth + 7) // 8)
+    if kind in (1, 2, 3):
+        pixels = width * height * ((depth + 7) // 8)
+        return len(data) == 18 + id_length + palette + pixels
+    if width * height > _TGA_VERIFY_PIXELS:
+        return True
+    return _tga_decodes(data)
+
+
+def _tga_decodes(data: bytes) -> bool:
+    """Whether Pillow decodes a whole TGA picture from these bytes (remembered by digest)."""
+    import hashlib
+
+    from PIL import Image
+
+    key = hashlib.blake2b(data, digest_size=16).digest()
+    known = _TGA_VERIFIED.get(key)
+    if known is not None:
+        return known
+    try:
+        with Image.open(io.BytesIO(data), formats=["TGA"]) as image:
+            image.load()
+        decodes = True
+    except Exception:  # Pillow says "not this" with many exception types
+        decodes = False
+    if len(_TGA_VERIFIED) >= _TGA_VERIFIED_KEEP:
+        _TGA_VERIFIED.clear()
+    _TGA_VERIFIED[key] = decodes
+    return decodes
 
 
 def unanalysed_format(data: bytes) -> str | None:

@@ -28,7 +28,7 @@ import pdqhash
 from PIL import Image
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import VideoLimits
+from schoolgate.media.decode import MediaLimits, VideoLimits
 from schoolgate.media.hashing import PdqHash, pdq_dihedral
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.sniff import MediaKind, MediaType, sniff
@@ -175,6 +175,8 @@ class VideoHasher:
     - `key_frames` sampled frames (slot starts only), spread over the video like `keep`'s, are
       returned for the robust tier (local features): banked by `hashes add`, looked up by the
       proxy.
+    - `picture_limits` are the caps on a still picture a container carries (an M4A's cover
+      art), which is decoded as a still upload is.
     """
 
     def __init__(
@@ -188,6 +190,7 @@ class VideoHasher:
         time_budget_s: float | None = None,
         stills: bool = False,
         key_frames: int = 0,
+        picture_limits: MediaLimits | None = None,
     ) -> None:
         if samples_per_hash < 1:
             raise ValueError(f"samples_per_hash must be at least 1, got {samples_per_hash}")
@@ -198,6 +201,7 @@ class VideoHasher:
         self.samples = samples_per_hash
         self.stills = stills
         self.key_frames = key_frames
+        self.picture_limits = picture_limits
         self.time_budget_s = limits.time_budget_s if time_budget_s is None else time_budget_s
 
     def hash(
@@ -212,7 +216,13 @@ class VideoHasher:
         source: PyAvSource | AnimationSource
         if media_type.kind is MediaKind.VIDEO:
             source = PyAvSource(
-                self.limits, budget, self.fast, interval, stream, cuts=bool(self.stills)
+                self.limits,
+                budget,
+                self.fast,
+                interval,
+                stream,
+                cuts=bool(self.stills),
+                picture_limits=self.picture_limits,
             )
         elif media_type.kind is MediaKind.IMAGE:
             source = AnimationSource(self.limits, budget, interval)

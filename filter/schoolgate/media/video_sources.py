@@ -17,7 +17,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media.decode import VideoLimits
+from schoolgate.media.decode import MediaLimits, VideoLimits, _GifFrameCounter, decode_image
 from schoolgate.media.sniff import MediaType, _read_ebml_vint
 from schoolgate.media.video_frames import scaled_size, upright
 
@@ -197,8 +197,11 @@ class PyAvSource:
         interval: float,
         stream: int = 0,
         cuts: bool = False,
+        picture_limits: MediaLimits | None = None,
     ) -> None:
         self.limits = limits
+        # Caps for a still picture the container carries (cover art): those of still uploads.
+        self.picture_limits = picture_limits or MediaLimits()
         self.budget = budget
         self.fast = fast
         self.interval = interval
@@ -244,6 +247,9 @@ class PyAvSource:
         if self.stream >= self.video_streams:
             raise MediaRefused("corrupt", f"{media_type} holds no video stream {self.stream}")
         stream = container.streams.video[self.stream]
+        if stream.disposition & av.stream.Disposition.attached_pic:
+            yield self._attached_picture(container, stream, media_type)
+            return
         context = stream.codec_context
         self.codec = context.codec.canonical_name if context.codec else None
         if self.codec not in DECODABLE_CODECS:
@@ -328,6 +334,33 @@ class PyAvSource:
         if self.decoded == 0:
             raise MediaRefused("corrupt", f"{media_type} has no decodable frame")
 
+    def _attached_picture(
+        self,
+        container: av.container.InputContainer,
+        stream: av.video.stream.VideoStream,
+        media_type: MediaType,
+    ) -> Frame:
+        """A still picture the container carries (an M4A's cover art, a Matroska attachment):
+        one packet holding a whole JPEG, PNG or BMP file, which players show for as long as the
+        audio plays. It is decoded as a still upload is (Pillow, the still caps), not by
+        libavcodec, and is not held to the video caps on duration: its stream lasts as long as
+        the recording it illustrates."""
+        context = stream.codec_context
+        codec = context.codec.canonical_name if context.codec else "unknown"
+        self.codec = f"{codec} (attached picture)"
+        for packet in container.demux(stream):
+            self.budget.check()
+            if not packet.size:
+                continue
+            picture = decode_image(bytes(packet), self.picture_limits)
+            self.width, self.height = picture.width, picture.height
+            self.decoded = 1
+            image = picture.image.resize(
+                scaled_size(picture.width, picture.height), Image.Resampling.BOX
+            )
+            return Frame(0, 0.0, np.asarray(image, dtype=np.uint8), None)
+        raise MediaRefused("corrupt", f"{media_type} attached picture holds no data")
+
     @staticmethod
     def _declared_duration(
         container: av.container.InputContainer, stream: av.video.stream.VideoStream
@@ -378,11 +411,17 @@ class AnimationSource:
         self.decoded = 0
 
     def frames(self, data: bytes, media_type: MediaType) -> Iterator[Frame]:
-        # The image path (decode_image) has already checked the canvas size and the frame count.
+        # The image path (decode_image) has already checked the canvas size and the frame count;
+        # the count is checked again here for callers that come straight to the video path.
+        cap = self.limits.max_decoded_frames
+        if media_type is MediaType.GIF and _GifFrameCounter(data).count(cap) > cap:
+            raise MediaRefused("frame_cap", f"{media_type} has more than {cap:,} frames")
         try:
             with Image.open(io.BytesIO(data)) as image:
                 self.width, self.height = image.size
                 count = int(getattr(image, "n_frames", 1))
+                if count > cap:
+                    raise MediaRefused("frame_cap", f"{media_type} has more than {cap:,} frames")
                 sampler = Sampler(self.interval)
                 clock = 0.0
                 for index in range(count):
