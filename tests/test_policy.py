@@ -80,9 +80,10 @@ def policy(data_dir: Path) -> Policy:
         (InspectionContext(client_ip="10.10.1.2", address_leased=None), "staff"),
         # VLAN and device groups are the link layer's word, not the address's.
         (InspectionContext(client_ip="10.10.1.2", vlan=30, address_leased=False), "sixth-form"),
+        # A listed MAC copied onto a hand-set address is not that device (adversarial pass a3).
         (
             InspectionContext(client_ip="10.10.1.2", mac="aa:bb:cc:00:11:22", address_leased=False),
-            "exempt-device",
+            "students",
         ),
     ],
 )

@@ -482,3 +482,47 @@ def test_the_gateway_address_serves_the_onboarding_page_and_only_the_certificate
         status, body = get(secret)
         assert status == 404
         assert b"PRIVATE KEY" not in body
+
+
+@pytest.mark.parametrize(
+    ("port", "opening"),
+    [
+        (443, b"SSH-2.0-OpenSSH_9.6\r\n"),  # an SSH tunnel on the HTTPS port
+        (80, b"\x00\x01\x02tunnel-handshake"),  # a VPN's own framing on the HTTP port
+    ],
+)
+def test_a_stream_that_is_neither_tls_nor_http_on_a_web_port_is_refused(
+    stack: Stack, port: int, opening: bytes
+) -> None:
+    """Ports 80 and 443 were relayed raw whatever they carried (adversarial pass a3, T10a)."""
+
+    def exchange() -> bytes:
+        with socket.create_connection((SERVER_IP, port), timeout=10) as raw:
+            raw.sendall(opening + b"x" * 64)
+            reply = b""
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                while chunk := raw.recv(4096):
+                    reply += chunk
+            return reply
+
+    before = len(stack.received())
+    assert call_in_netns(stack.topo.client, exchange, timeout=30) == b""
+    assert len(stack.received()) == before
+    assert "on a web port: refused" in stack.proxy.log()
+    # The control: plain HTTP on port 80 is still carried (and inspected).
+    reply = call_in_netns(
+        stack.topo.client,
+        lambda: _plain_get(SERVER_IP, 80, MEDIA_HOST),
+        timeout=30,
+    )
+    assert reply.startswith(b"HTTP/1.1 "), reply[:100]
+
+
+def _plain_get(address: str, port: int, host: str) -> bytes:
+    with socket.create_connection((address, port), timeout=10) as raw:
+        raw.sendall(f"GET /about HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            while chunk := raw.recv(4096):
+                reply += chunk
+        return reply

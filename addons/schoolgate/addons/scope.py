@@ -17,9 +17,11 @@ an app, so it is refused before any byte leaves (`proxy.tls_without_sni`, defaul
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
+from typing import Final
 
 from mitmproxy import ctx, exceptions, tls
 from mitmproxy.addonmanager import Loader
@@ -27,6 +29,7 @@ from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
+from mitmproxy.proxy.mode_specs import TransparentMode
 
 from schoolgate.addons.fingerprint import ja4
 from schoolgate.addons.runtime import RuntimeRef
@@ -54,6 +57,17 @@ class RefuseLayer(layer.Layer):
         if not self._closed:
             self._closed = True
             yield commands.CloseConnection(self.context.client)
+
+
+# An HTTP/1 request line (any method token) or the HTTP/2 preface, and what can start one.
+_HTTP_START: Final = re.compile(
+    rb"\A(?:[A-Za-z-]{1,20} \S{1,8192} HTTP/\d\.\d\r?\n|PRI \* HTTP/2\.0)"
+)
+_HTTP_PREFIX: Final = re.compile(
+    rb"\A(?:[A-Za-z-]{1,20}(?: \S*(?: H(?:T(?:T(?:P(?:/\d?(?:\.\d?)?)?)?)?)?\r?)?)?"
+    rb"|P(?:R(?:I(?: (?:\* ?)?)?)?)?)"
+)
+_HTTP_LINE_MAX: Final = 8192
 
 
 def client_ip(context: Context) -> str | None:
@@ -176,7 +190,10 @@ class Scope:
         if nextlayer.layer is None or self.ref.current is None:
             return
         data = nextlayer.data_client()  # type: ignore[no-untyped-call]
-        if not starts_like_tls_record(data) or nextlayer.context.client.tls_established:
+        if nextlayer.context.client.tls_established:
+            return
+        if not starts_like_tls_record(data):
+            self._only_web(nextlayer, data)
             return
         try:
             hello = parse_client_hello(data)
@@ -206,6 +223,34 @@ class Scope:
             why = self.why_not_intercepted(hello.sni, client_ip(nextlayer.context))
             metrics.connection_refused("pinned" if why == "pinned" else "block_by_sni")
             self._record(nextlayer.context, normalize_host(hello.sni), "refused by SNI", "block")
+        nextlayer.layer = RefuseLayer(nextlayer.context)
+
+    def _only_web(self, nextlayer: layer.NextLayer, data: bytes) -> None:
+        """On the gateway, ports 80 and 443 carry TLS or HTTP. Anything else there (an SSH or a
+        VPN tunnel, a server that speaks first) was relayed unread: it is refused."""
+        if not isinstance(nextlayer.context.client.proxy_mode, TransparentMode):
+            return
+        if not data:
+            if nextlayer.data_server():  # type: ignore[no-untyped-call]
+                self._refuse_stream(nextlayer, "a server that speaks first")
+            return
+        if _HTTP_START.match(data):
+            return
+        if len(data) < _HTTP_LINE_MAX and _HTTP_PREFIX.fullmatch(data):
+            nextlayer.layer = None  # a request line still arriving: wait for more
+            return
+        self._refuse_stream(nextlayer, "neither TLS nor HTTP")
+
+    def _refuse_stream(self, nextlayer: layer.NextLayer, what: str) -> None:
+        self.ref.get().count("refused_not_web")
+        metrics.connection_refused("not_web")
+        server = nextlayer.context.server.address
+        log.warning(
+            "%s sent %s to %s on a web port: refused",
+            client_ip(nextlayer.context) or "unknown",
+            what,
+            f"{server[0]}:{server[1]}" if server else "an unknown address",
+        )
         nextlayer.layer = RefuseLayer(nextlayer.context)
 
     def _note_unnamed(self, context: Context) -> None:

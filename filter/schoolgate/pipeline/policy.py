@@ -25,17 +25,18 @@ class Policy:
     def group_for(self, ctx: InspectionContext) -> GroupConfig:
         """The first group (in config order) whose devices, VLANs or subnets match the client.
 
-        A subnet counts only for an address the DHCP server leased to the device using it: a
-        pupil who types a staff-range address in by hand stays in the default group."""
+        A subnet or a device entry counts only for an address the DHCP server leased to the
+        device using it: a pupil who types a staff-range address in by hand, or copies a listed
+        MAC onto a hand-set address, stays in the default group."""
         address = _parse_ip(ctx.client_ip)
         mac = ctx.mac.lower() if ctx.mac else None
         for group in self._groups:
-            if mac is not None and mac in group.devices:
-                return group
             if ctx.vlan is not None and ctx.vlan in group.vlans:
                 return group
             if ctx.address_leased is False:
                 continue
+            if mac is not None and mac in group.devices:
+                return group
             if address is not None and any(
                 address.version == net.version and address in net for net in group.subnets
             ):
