@@ -442,3 +442,28 @@ def test_anonymous_file_hosts_are_blocked_by_name(catalog: Catalog, host: str) -
         "none",
         "block_by_sni",
     )
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "reddit-uploaded-media.s3.amazonaws.com",  # the bucket's virtual-hosted name
+        "reddit-uploaded-media.s3-accelerate.amazonaws.com",  # a learnable host: the app's
+        "discord-attachments-uploads-prd.storage.googleapis.com",
+        "upload-node-1.byteoversea.com",  # TikTok's upload nodes, before any reply names them
+        "bn1304.storage.live.com",
+    ],
+)
+def test_upload_hosts_the_a3_pass_reached_directly_are_intercepted(
+    catalog: Catalog, host: str
+) -> None:
+    app = catalog.app_for_host(host)
+    assert app is not None
+    assert app.inspection != "none"
+
+
+def test_icloud_refuses_a_client_that_refuses_the_school_ca(catalog: Catalog) -> None:
+    app = catalog.app("icloud")
+    assert app is not None
+    assert app.when_not_inspectable == "block_by_sni"
+    assert catalog.app_for_host("relay.teams.microsoft.com") is None  # call relays: not HTTP

@@ -175,6 +175,15 @@ def parse_config(text: str, source: str) -> Config:
 def _check_exemptions(node: Node, gateway: GatewayConfig, policy: PolicyConfig) -> None:
     """An exempt range never crosses the proxy, so a pupil who types one of its addresses into
     their phone would leave the filter: it may not overlap a range whose group blocks."""
+    default = next(g for g in policy.groups if g.name == policy.default_group)
+    if gateway.exempt_subnets and (default.mode == "block" or default.schedule):
+        # The default group holds every address no other group claims: any exempt range on a
+        # student interface is an address a pupil can type in (adversarial pass a3).
+        node.fail(
+            f"exempts addresses on the student interfaces, where every address is a pupil's "
+            f"(default group {default.name!r} blocks): any pupil could take one and skip the "
+            "proxy. Put exempt devices on an interface or VLAN that is not a student one"
+        )
     for exempt in gateway.exempt_subnets:
         for group in policy.groups:
             if group.mode != "block" and not group.schedule:

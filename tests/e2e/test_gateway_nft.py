@@ -56,6 +56,9 @@ EXEMPT_IP = "192.0.2.3"  # a second client on the student interface, in an exemp
 TABLE = "schoolgate"
 GATEWAY_YAML = """
 proxy: {mode: transparent, listen_host: 0.0.0.0, listen_port: 8080}
+policy:  # exempt ranges need a default group that does not block (see the config errors)
+  groups: [{name: pupils, subnets: [10.30.0.0/16]}, {name: unknown, mode: monitor}]
+  default_group: unknown
 gateway:
   student_interfaces: [wlan0]
   vlan_parent: eth0
@@ -161,11 +164,15 @@ def test_render_refuses_a_config_the_gateway_cannot_serve(
          "not an IP address or network"),
         ("gateway: {exempt_subnets: [10.20.99.0/24]}\n"
          "policy: {groups: [{name: students, subnets: [10.20.0.0/16]}], default_group: students}\n",
+         "gateway.exempt_subnets", "default group 'students' blocks"),
+        ("gateway: {exempt_subnets: [10.20.99.0/24]}\n"
+         "policy: {groups: [{name: students, subnets: [10.20.0.0/16]},"
+         " {name: guests, mode: monitor}], default_group: guests}\n",
          "gateway.exempt_subnets", "overlaps 10.20.0.0/16 of group 'students', which blocks"),
         ("gateway: {exempt_subnets: [\"2001:db8::/32\"]}\n"
          "policy: {groups: [{name: students, subnets: [\"::/0\"], mode: monitor,"
-         " schedule: [{days: [mon], start: \"08:00\", end: \"16:00\"}]}],"
-         " default_group: students}\n",
+         " schedule: [{days: [mon], start: \"08:00\", end: \"16:00\"}]},"
+         " {name: guests, mode: monitor}], default_group: guests}\n",
          "gateway.exempt_subnets", "overlaps ::/0 of group 'students'"),
         ("gateway: {reject_quic: sometimes}\n", "gateway.reject_quic", "expected true or false"),
         ("gateway: {student_interface: [wlan0]}\n", "gateway.student_interface", "unknown key"),
@@ -270,13 +277,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             PROXY_PORT,
             pki,
             proxy={"mode": "transparent", "listen_host": "0.0.0.0"},
-            groups=[{"name": "pupils", "subnets": [f"{CLIENT_IP}/32"], "mode": "block"}],
+            # Exempt ranges are refused while the default group blocks (any address on a
+            # student interface is a pupil's to take): this site monitors unknown devices.
+            groups=[
+                {"name": "pupils", "subnets": [f"{CLIENT_IP}/32"], "mode": "block"},
+                {"name": "unknown", "subnets": [], "mode": "monitor"},
+            ],
         )
         site = yaml.safe_load(config.read_text())
         site["gateway"] = {
             "student_interfaces": [topo.gw_client_if],
             "exempt_subnets": [f"{EXEMPT_IP}/32"],
         }
+        site["policy"]["default_group"] = "unknown"
         config.write_text(yaml.safe_dump(site))
         applied = schoolgate_in(topo.gateway, data_dir, "nft", "apply", "--config", str(config))
         assert applied.returncode == 0, applied.stderr
@@ -571,3 +584,32 @@ def test_a_vlan_group_gets_its_own_ports(data_dir: Path, tmp_path: Path) -> None
         with pytest.raises(ConfigError) as caught:
             parse_config(config, "s.yaml")
         assert caught.value.key_path == "policy.groups[0].forward_allow"
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_forged_sources_and_tunnels_on_allowed_ports_are_dropped(gateway: Gateway) -> None:
+    """Adversarial pass a3: a source address from another network (an exempt or staff range)
+    sent one-way UDP out unfiltered; NTP's port carried a tunnel of full-size packets."""
+    forged = "203.0.113.50"  # routed via the uplink, never via the student interface
+    run_in(
+        gateway.topo.client, ["ip", "addr", "add", f"{forged}/32", "dev", f"sg{gateway.topo.tag}cl"]
+    )
+    ntp = in_ns(gateway.topo.server, _listener, socket.SOCK_DGRAM, 123)
+    spoofer = in_ns(gateway.topo.client, _socket, socket.SOCK_DGRAM, forged)
+    student = in_ns(gateway.topo.client, _socket, socket.SOCK_DGRAM, CLIENT_IP)
+    try:
+        with ntp, spoofer, student:
+            before = gateway.counter("antispoof", "spoofed")
+            spoofer.sendto(b"forged", (SERVER_IP, 123))
+            student.sendto(b"x" * 1000, (SERVER_IP, 123))  # not an NTP packet
+            student.sendto(b"\x23" + bytes(47), (SERVER_IP, 123))  # an NTP request
+            data, peer = ntp.recvfrom(2048)
+            assert (len(data), peer[0]) == (48, CLIENT_IP)  # only the real one arrived
+            ntp.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                ntp.recvfrom(2048)
+            assert gateway.counter("antispoof", "spoofed") > before
+    finally:
+        link = f"sg{gateway.topo.tag}cl"
+        run_in(gateway.topo.client, ["ip", "addr", "del", f"{forged}/32", "dev", link], check=False)

@@ -51,6 +51,16 @@ table $table {
 \t\tflags interval$exempt_v6
 \t}
 
+\t# A source address that would not be routed back out of the interface it came in on is
+\t# forged (an exempt or staff address typed in elsewhere, one-way UDP out): dropped first.
+\tchain antispoof {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tiifname != @student_ifaces return
+\t\tudp sport 68 udp dport 67 accept comment "dhcp"
+\t\tip6 saddr { ::, fe80::/10 } accept comment "neighbour discovery"
+\t\tfib saddr . iif oif missing counter drop comment "spoofed"
+\t}
+
 \tchain prerouting {
 \t\ttype nat hook prerouting priority dstnat; policy accept;
 \t\tiifname != @student_ifaces return
@@ -91,13 +101,34 @@ table $table {
 
 
 def _port_rules(ports: tuple[PortRange, ...], match: str, comment: str) -> list[str]:
+    """One rule per protocol and destination list (ports open to anywhere share one)."""
     rules = []
-    for protocol in ("tcp", "udp"):
-        chosen = sorted(p for p in ports if p.protocol == protocol)
-        if chosen:
-            listed = ", ".join(str(p).split("/", 1)[1] for p in chosen)
-            rules.append(f'{match}{protocol} dport {{ {listed} }} accept comment "{comment}"')
+    groups: dict[tuple[str, tuple[str, ...], bool], list[PortRange]] = {}
+    for port in ports:
+        ntp = (port.protocol, port.first, port.last) == ("udp", 123, 123)
+        groups.setdefault((port.protocol, port.to, ntp), []).append(port)
+    for (protocol, to, ntp), chosen in sorted(groups.items()):
+        listed = ", ".join(p.ports for p in sorted(chosen))
+        # NTP is 48 bytes (more with extensions): bigger packets on its port are a tunnel.
+        size = " udp length <= 256" if ntp else ""
+        for family, where in _destinations(to):
+            rules.append(
+                f"{match}{where}{protocol} dport {{ {listed} }}{size} accept "
+                f'comment "{comment}{family}"'
+            )
     return rules
+
+
+def _destinations(to: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(" v4"/" v6" label, "ip daddr { ... } " match) for a port's destinations; anywhere: one."""
+    if not to:
+        return [("", "")]
+    out = []
+    for version, keyword in ((4, "ip"), (6, "ip6")):
+        nets = [n for n in to if ipaddress.ip_network(n).version == version]
+        if nets:
+            out.append((f" ipv{version}", f"{keyword} daddr {{ {', '.join(nets)} }} "))
+    return out
 
 
 class NftError(SchoolgateError):
@@ -168,7 +199,12 @@ class GatewayRuleset:
             return []
         rules = [
             "ct state established,related accept",
-            "meta l4proto { icmp, ipv6-icmp } accept",
+            # Errors and a small ping: an ICMP payload is a tunnel too (adversarial pass a3).
+            "icmp type { destination-unreachable, time-exceeded, parameter-problem } accept",
+            "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded } accept",
+            "icmpv6 type parameter-problem accept",
+            "icmp type echo-request ip length <= 128 limit rate 5/second accept",
+            "icmpv6 type echo-request ip6 length <= 128 limit rate 5/second accept",
             # Only reached without the resolver (which redirects DNS): the school's own server.
             'meta l4proto { tcp, udp } th dport 53 accept comment "dns"',
         ]

@@ -3,8 +3,10 @@ through the proxy, and the interception CA's lifetime."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from schoolgate.config_reader import Network, Node, listen_host
 
@@ -20,38 +22,55 @@ class CaConfig:
 
 @dataclass(frozen=True, order=True)
 class PortRange:
-    """A protocol and a port or port range that pupils' devices may use through the gateway."""
+    """A protocol and a port or port range that pupils' devices may use through the gateway,
+    to anywhere or only to the networks in `to` (`udp/3478-3481 to 52.112.0.0/14`)."""
 
     protocol: str  # "tcp" | "udp"
     first: int
     last: int
+    to: tuple[str, ...] = ()
+
+    @property
+    def ports(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
 
     def __str__(self) -> str:
-        ports = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
-        return f"{self.protocol}/{ports}"
+        where = f" to {','.join(self.to)}" if self.to else ""
+        return f"{self.protocol}/{self.ports}{where}"
 
     @classmethod
     def parse(cls, text: str) -> PortRange | None:
-        match = re.fullmatch(r"(tcp|udp)/(\d{1,5})(?:-(\d{1,5}))?", text.strip().lower())
+        spec, _, where = text.strip().lower().partition(" to ")
+        match = re.fullmatch(r"(tcp|udp)/(\d{1,5})(?:-(\d{1,5}))?", spec.strip())
         if match is None:
             return None
         first = int(match[2])
         last = int(match[3]) if match[3] else first
         if not 1 <= first <= last <= 65535:
             return None
-        return cls(match[1], first, last)
+        to: list[str] = []
+        for item in where.split(",") if where.strip() else ():
+            try:
+                to.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                return None
+        return cls(match[1], first, last, tuple(to))
 
 
-# What devices need besides the web and DNS, and cannot do without: the clock, the platforms'
-# push notifications (iOS/macOS APNs, Android FCM), and the STUN/TURN ports of video calls
-# (Teams, Meet, FaceTime, WebRTC). A school adds what else it uses (gateway.forward_allow).
+# What devices need besides the web and DNS: the clock (NTP, packets of at most 256 bytes), and
+# only to the networks their vendors publish, Apple push and the call ports of Teams, FaceTime and
+# Meet. A port open to anywhere is a tunnel for whoever runs a server on it (adversarial pass
+# a3): Google push falls back to 443 by design, as Teams and Meet calls do to their relays.
+_APPLE: Final = ("17.0.0.0/8",)
+_TEAMS_MEDIA: Final = ("52.112.0.0/14", "52.122.0.0/15")
+_MEET_MEDIA: Final = ("74.125.250.0/24", "142.250.82.0/24")
 DEFAULT_FORWARD_ALLOW: tuple[PortRange, ...] = (
     PortRange("udp", 123, 123),  # NTP
-    PortRange("tcp", 5223, 5223),  # Apple push
-    PortRange("tcp", 2197, 2197),  # Apple push (alternative)
-    PortRange("tcp", 5228, 5230),  # Google (Firebase) push
-    PortRange("udp", 3478, 3481),  # STUN/TURN: Teams, FaceTime, WebRTC
-    PortRange("udp", 19302, 19309),  # STUN: Google Meet
+    PortRange("tcp", 5223, 5223, _APPLE),  # Apple push (APNs)
+    PortRange("tcp", 2197, 2197, _APPLE),
+    PortRange("udp", 3478, 3481, _TEAMS_MEDIA + _APPLE),  # Teams media, FaceTime
+    PortRange("udp", 16384, 16387, _APPLE),  # FaceTime
+    PortRange("udp", 19302, 19309, _MEET_MEDIA),  # Google Meet
 )
 
 
