@@ -171,7 +171,7 @@ def test_oversize_decoded_body_that_is_not_a_bomb() -> None:
     [
         (b"plain", "compress"),
         (b"plain", "gzip"),
-        (gzip.compress(b"x" * 1000)[:-20], "gzip"),
+        (gzip.compress(b"x" * 1000, mtime=0)[:-20], "gzip"),
         (brotli.compress(b"y" * 5000)[:-3], "br"),
         (b"\x28\xb5\x2f\xfd garbage", "zstd"),
         (b"x", "gzip, gzip, gzip, gzip, gzip"),

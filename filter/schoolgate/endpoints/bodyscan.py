@@ -26,10 +26,14 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
+from schoolgate.endpoints.encoding import wide_text
 from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
     b64decode,
+    has_image_data,
+    lenient_b64_readings,
+    media_end,
     parse_header_params,
     parse_multipart,
 )
@@ -39,12 +43,22 @@ _MAX_DEPTH: Final = 6
 _MIN_STRING: Final = 16  # shorter strings cannot hold a picture worth judging
 _MAX_CARVED: Final = 32  # media signatures followed per blob
 _MAX_ZIP_MEMBERS: Final = 2000
-# A string this much base64 alphabet is decoded leniently, junk skipped as PHP's base64_decode
-# and Python's b64decode(validate=False) do ('.' after every 4 characters is 20 % junk).
-_LENIENT_SHARE: Final = 0.75
-# Base64 in text that decodes to fewer bytes than this, and to no complete picture, is a header
-# quoted in a message (a coding question), not an upload: no image worth judging is smaller.
+# Quoted fragments. A pupil asking why a file will not open pastes its first bytes as base64
+# (into a chat message, a JSON value, a data: URL); those bytes are not an upload of a picture.
+# Decoded media from text is a fragment, and not claimed, when it is no complete image and
+#  - it ends before any image data (JPEG: no byte after its first start-of-scan header; PNG: no
+#    IDAT payload; GIF: no byte after its first image descriptor): only a header, which cannot
+#    show a single pixel, however it is decoded; it must also be under _MAX_FRAGMENT_BYTES and
+#    hold no second media signature, so a photo cut after kilobytes of metadata (with its EXIF
+#    thumbnail, itself a picture) is still refused; or
+#  - it is under _MIN_PICTURE_BYTES (any format, and the only test for those whose header is not
+#    walked here: WebP, BMP, TIFF, HEIF, video): a cut that short holds at most a sliver of an
+#    8x8 picture (an 8x8 24-bit BMP alone is 246 bytes; a JPEG's own tables are ~600).
+# A picture cut short after some of its image data is still taken (and refused): fail-closed.
 _MIN_PICTURE_BYTES: Final = 256
+# Bigger than a chat message can be (Discord allows 4000 characters, 3000 bytes of base64), and
+# than the header of a JPEG with its quantisation and Huffman tables (about 600 bytes).
+_MAX_FRAGMENT_BYTES: Final = 4096
 
 _JSON_STRING: Final = re.compile(rb'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
 _DATA_URL: Final = re.compile(rb"data:([\w.+-]{1,64}/[\w.+-]{1,64})?[^,\"'\s]{0,200}?,", re.I)
@@ -55,7 +69,6 @@ _BASE64_RUN: Final = re.compile(
 _PAYLOAD_END: Final = re.compile(rb"[\"')<>\s]")
 _BASE64_PAYLOAD: Final = re.compile(rb"(?:[A-Za-z0-9+/=_-]++|\s++|%0[aAdD]|&#1[03];|\\[nr])*+")
 _LINE_BREAKS: Final = re.compile(rb"\s+|%0[aAdD]|&#1[03];|\\[nr]")
-_NOT_BASE64: Final = re.compile(rb"[^A-Za-z0-9+/_-]")
 _FORM_LIKE: Final = re.compile(rb"\A[\w.%*~\[\]-]{1,256}=")
 _JSON_LIKE: Final = re.compile(rb"\A\s*[\[{]")
 _MARKUP: Final = re.compile(rb"\A\s*[\[{<]")
@@ -163,13 +176,31 @@ class _Scan:
             return
         claimed = claims_media(content_type, filename) or unanalysed_format(data) is not None
         main, params = parse_header_params(content_type) if content_type else ("", {})
-        narrow = _narrow_text(data, params.get("charset", "")) if not is_media(data) else None
+        narrow = None
+        if not main.startswith("multipart/") and not is_media(data):
+            narrow = _wide_reading(data, params.get("charset", ""))
+        self._as_sent(data, main, content_type, where, depth, filename, claimed)
         if narrow is not None:
-            # JSON or a form in UTF-16/32 (Python, Java and .NET parsers accept them): scanned as
-            # the same text in UTF-8, where its strings and base64 can be read.
+            # JSON or a form in UTF-16/32 (Python, Java and .NET parsers accept them), scanned
+            # again as the same text in UTF-8, where its strings and base64 can be read. The
+            # bytes as sent were scanned first: PHP and others ignore the charset, and a
+            # lenient base64 decoder skips the zero bytes. What both readings find is kept once.
             self.grow(len(narrow))
+            found = {item.data for item in self.items}
+            before = len(self.items)
             self.blob(narrow, main or None, f"{where}/utf-16-32", depth + 1, filename)
-            return
+            self.items[before:] = [item for item in self.items[before:] if item.data not in found]
+
+    def _as_sent(
+        self,
+        data: bytes,
+        main: str,
+        content_type: str | None,
+        where: str,
+        depth: int,
+        filename: str | None,
+        claimed: bool,
+    ) -> None:
         container = main.startswith("multipart/") or main in _CONTAINER_TYPES
         before = len(self.items)
         if is_media(data):
@@ -290,13 +321,18 @@ class _Scan:
         if b";base64" in match.group(0).lower():
             payload_match = _BASE64_PAYLOAD.match(data, match.end())
             end = payload_match.end() if payload_match else match.end()
+            if end < len(data) and _PAYLOAD_END.match(data, end) is None:
+                # Junk inside the payload ('.' every 4 characters): Python's b64decode and PHP
+                # read on to the end of the value, skipping it.
+                stop = _PAYLOAD_END.search(data, end)
+                end = stop.start() if stop else len(data)
             compact = _compact(data[match.end() : end])
             decoded = b64decode(compact) or _lenient_b64(compact)
         else:
             stop = _PAYLOAD_END.search(data, match.end())
             end = stop.start() if stop else len(data)
             decoded = unquote_to_bytes(data[match.end() : end])
-        if decoded:
+        if decoded and not _quoted_fragment(decoded):
             self.grow(len(decoded))
             self.blob(decoded, declared, f"{where}/data-url@{match.start()}", depth + 1)
         return match.start(), end
@@ -305,7 +341,7 @@ class _Scan:
 
     def string(self, raw: bytes, where: str, depth: int) -> None:
         """A string value: media itself, a data: URL, base64 (strictly or leniently), or text
-        that holds one of those (stringified JSON, HTML)."""
+        that holds one of those (stringified JSON, HTML, base64 pasted into a message)."""
         self.visit()
         if is_media(raw):
             self.add(ExtractedItem(raw, None, None, where, claimed=True))
@@ -314,17 +350,25 @@ class _Scan:
         if stripped[:5].lower() == b"data:":
             self.text(stripped, where, depth + 1)
             return
-        decoded = b64decode(stripped) or _lenient_b64(stripped)
-        if decoded is not None and self.decoded_blob(decoded, where + ":base64", depth):
+        decoded = b64decode(stripped)
+        if decoded is not None:
+            # Wholly base64: what it decodes to is all there is ('<', '{' and ':' are not base64).
+            self.decoded_blob(decoded, where + ":base64", depth)
             return
-        if _MARKUP.match(stripped) or b"data:" in stripped:
+        before = len(self.items)
+        if _MARKUP.match(stripped) or b"data:" in stripped or _BASE64_RUN.search(stripped):
             self.blob(stripped, None, where, depth + 1)
+        if len(self.items) == before:
+            # Nothing whole inside: the value as a lenient decoder reads it, junk skipped.
+            lenient = _lenient_b64(stripped)
+            if lenient is not None:
+                self.decoded_blob(lenient, where + ":base64", depth)
 
     def decoded_blob(self, decoded: bytes, where: str, depth: int) -> bool:
         """Base64 that decoded to media or to a container is scanned; random bytes (what any
-        long word decodes to) are dropped. True when it was kept."""
-        if is_media(decoded) and len(decoded) < _MIN_PICTURE_BYTES and not _complete_image(decoded):
-            return False  # a few bytes of a file's header quoted in a message, not a picture
+        long word decodes to) and quoted fragments are dropped. True when it was kept."""
+        if _quoted_fragment(decoded):
+            return False
         if is_media(decoded) or decoded.startswith(_ZIP_MAGIC) or _MARKUP.match(decoded):
             self.grow(len(decoded))
             self.blob(decoded, None, where, depth + 1)
@@ -351,34 +395,11 @@ class _Scan:
             if offset < kept_until or tried >= _MAX_CARVED:
                 continue  # inside a picture already kept (its thumbnail, its frames)
             tried += 1
-            end = _media_end(data, offset)
+            end = media_end(data, offset)
             candidate = data[offset:end]
             if self.probe(candidate):
                 self.add(ExtractedItem(candidate, filename, declared, f"{where}@{offset}"))
                 kept_until = end
-
-
-def _media_end(data: bytes, offset: int) -> int:
-    """Where a picture found at `offset` ends, so what follows it (a PDF's `endstream`, more
-    junk) is not judged as part of it and its own thumbnail is not carved again. JPEG: the EOI
-    after the first scan (segments before it are skipped by length, so an EXIF thumbnail's EOI
-    does not count); PNG: after IEND; anything else: the end of the data."""
-    if data.startswith(b"\xff\xd8", offset):
-        position = offset + 2
-        while position + 4 <= len(data) and data[position] == 0xFF:
-            marker = data[position + 1]
-            if marker == 0xDA:  # start of scan: entropy-coded data up to EOI
-                eoi = data.find(b"\xff\xd9", position)
-                return eoi + 2 if eoi >= 0 else len(data)
-            if marker == 0xFF:
-                position += 1
-                continue
-            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-        return len(data)
-    if data.startswith(b"\x89PNG", offset):
-        iend = data.find(b"IEND", offset)
-        return iend + 8 if iend >= 0 else len(data)
-    return len(data)
 
 
 def _has_boundary(data: bytes, content_type: str | None) -> bool:
@@ -386,49 +407,16 @@ def _has_boundary(data: bytes, content_type: str | None) -> bool:
     return bool(boundary) and b"--" + boundary.encode("latin-1", "replace") in data
 
 
-_WIDE_CHARSETS: Final = {
-    "utf-16": "utf-16",
-    "utf-16le": "utf-16-le",
-    "utf-16be": "utf-16-be",
-    "utf-32": "utf-32",
-    "utf-32le": "utf-32-le",
-    "utf-32be": "utf-32-be",
-}
-
-
-def _narrow_text(data: bytes, charset: str) -> bytes | None:
-    """A UTF-16/32 text body in UTF-8; None for anything else. The encoding comes from the
-    charset, the BOM, or (JSON, RFC 4627 §3) the zero bytes around the first characters; a body
-    is taken as text only if it decodes and then reads as JSON or a form (binary formats start
-    with zero bytes too)."""
-    named = _WIDE_CHARSETS.get(charset.strip().strip('"').lower())
-    encoding = named or _wide_text_encoding(data)
-    if encoding is None:
+def _wide_reading(data: bytes, charset: str) -> bytes | None:
+    """The body as UTF-8 if it is UTF-16/32 text; guessed from zero bytes alone, the text must
+    read as JSON, a form or markup (binary formats start with zero bytes too)."""
+    wide = wide_text(data, charset)
+    if wide is None:
         return None
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError:
-        if named is None:
-            return None
-        text = data.decode(encoding, "replace")
-    narrow = text.lstrip("\ufeff").encode("utf-8")
-    if named is None and not (_JSON_LIKE.match(narrow) or _FORM_LIKE.match(narrow[:4096])):
+    narrow, told = wide
+    if not told and not (_MARKUP.match(narrow) or _FORM_LIKE.match(narrow[:4096])):
         return None
     return narrow
-
-
-def _wide_text_encoding(data: bytes) -> str | None:
-    head = data[:4]
-    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
-        return "utf-32"
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
-    if len(head) < 4 or 0 not in head:
-        return None
-    zeros = "".join("0" if byte == 0 else "x" for byte in head)
-    return {"000x": "utf-32-be", "x000": "utf-32-le", "0x0x": "utf-16-be", "x0x0": "utf-16-le"}.get(
-        zeros
-    )
 
 
 def _looks_whole(data: bytes) -> bool:
@@ -460,15 +448,32 @@ def _compact(data: bytes) -> bytes:
 
 
 def _lenient_b64(data: bytes) -> bytes | None:
-    """Base64 as lenient decoders read it (Node's Buffer, most servers): characters outside the
-    alphabet are skipped. Only for text that is nearly all base64, so prose is not decoded."""
-    if len(data) < _MIN_STRING:
-        return None
-    junk = len(_NOT_BASE64.findall(data))
-    if (len(data) - junk) / len(data) < _LENIENT_SHARE:
-        return None
-    alphabet = _NOT_BASE64.sub(b"", data).replace(b"=", b"")
-    return b64decode(alphabet.replace(b"-", b"+").replace(b"_", b"/"))
+    """The lenient reading of `data` (see `lenient_b64_readings`) that gives a picture ending
+    where its format ends; else the first that gives media, a ZIP or markup; else the reading
+    of a decoder that takes both alphabets (the last)."""
+    readings = lenient_b64_readings(data)
+    for decoded in readings:
+        if is_media(decoded) and _looks_whole(decoded):
+            return decoded
+    for decoded in readings:
+        if is_media(decoded) or decoded.startswith(_ZIP_MAGIC) or _MARKUP.match(decoded):
+            return decoded
+    return readings[-1] if readings else None
+
+
+def _quoted_fragment(data: bytes) -> bool:
+    """Whether media decoded out of text is a quoted fragment rather than a picture (see
+    _MIN_PICTURE_BYTES above for the rule and its reasons)."""
+    media = sniff(data)
+    if media.kind is MediaKind.UNKNOWN or len(data) >= _MAX_FRAGMENT_BYTES:
+        return False
+    walked = media in (MediaType.JPEG, MediaType.PNG, MediaType.GIF)
+    header_only = walked and not has_image_data(data)
+    if not header_only and len(data) >= _MIN_PICTURE_BYTES:
+        return False
+    if any(data.find(signature, 1) >= 0 for signature, _ in _SIGNATURES):
+        return False  # another picture inside (an EXIF thumbnail): not only a header
+    return not _complete_image(data)
 
 
 def _unescape_json(literal: bytes) -> bytes:

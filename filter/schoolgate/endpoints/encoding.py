@@ -1,4 +1,5 @@
-"""Undo a body's Content-Encoding (gzip, deflate, br, zstd, and chains of them), bounded.
+"""Undo a body's Content-Encoding (gzip, deflate, br, zstd, and chains of them), bounded; and
+read a text body sent in UTF-16 or UTF-32 (`wide_text`) as the UTF-8 the scanner reads.
 
 Decoding streams with an output cap and a ratio cap, so a decompression bomb is refused after at
 most one step past a cap and never allocated whole. Every refusal is an `ExtractionError` with a
@@ -8,6 +9,7 @@ policy, never a traceback.
 
 from __future__ import annotations
 
+import codecs
 import sys
 import zlib
 from collections.abc import Callable, Iterator
@@ -194,3 +196,73 @@ _DECODERS: Final[dict[str, Callable[[bytes, _Sink], None]]] = {
     "br": _unbrotli,
     "zstd": _unzstd,
 }
+
+
+# Sample read to tell how a UTF-16/32 text without a BOM is laid out (where its zero bytes are).
+_LAYOUT_SAMPLE: Final = 64 * 1024
+_BOMS: Final = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def wide_text(data: bytes, charset: str) -> tuple[bytes, bool] | None:
+    """The body read as UTF-16/32 text and written as UTF-8, and whether the charset or a BOM
+    said so (else the caller must check the text has the shape it guessed); None when it is none.
+
+    The encoding comes from the charset parameter (any spelling Python knows: "UTF-16",
+    "utf16", "UTF-32BE"), the BOM, or, for JSON (RFC 4627 §3, json.detect_encoding), the zero
+    bytes around the first characters. Without a BOM a bare "utf-16"/"utf-32" has its byte order
+    told by where the zero bytes fall (ASCII in UTF-16LE is `A\0`), big-endian when they say
+    nothing (RFC 2781 §4.3). Undecodable code units are read as Python reads JSON
+    (surrogatepass) or, failing that, as Java and .NET do (U+FFFD). The result is at most 1.5
+    times the body (UTF-16 CJK); the caller counts it against the decoded-size cap."""
+    declared = _wide_family(charset)
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    if encoding is None and declared is not None:
+        encoding = _byte_order(data, declared)
+    if encoding is None:
+        encoding = _detected_json_encoding(data)
+        if encoding is None:
+            return None
+    try:
+        text = data.decode(encoding, "surrogatepass")
+    except UnicodeDecodeError:
+        text = data.decode(encoding, "replace")
+    narrow = text.lstrip("\ufeff").encode("utf-8", "surrogatepass")
+    return narrow, declared is not None or data.startswith(tuple(bom for bom, _ in _BOMS))
+
+
+def _wide_family(charset: str) -> str | None:
+    """ "utf-16" or "utf-32" (with its byte order when named) for a charset parameter."""
+    name = charset.strip().strip("\"'").lower()
+    if not name:
+        return None
+    try:
+        canonical = codecs.lookup(name).name
+    except LookupError:
+        return None
+    return canonical if canonical.startswith(("utf-16", "utf-32")) else None
+
+
+def _byte_order(data: bytes, declared: str) -> str:
+    if declared.endswith(("-le", "-be")):
+        return declared
+    sample = data[:_LAYOUT_SAMPLE]
+    if declared == "utf-16":
+        little = sample[1::2].count(0) > sample[0::2].count(0)
+        return "utf-16-le" if little else "utf-16-be"
+    little = sample[3::4].count(0) > sample[0::4].count(0)
+    return "utf-32-le" if little else "utf-32-be"
+
+
+def _detected_json_encoding(data: bytes) -> str | None:
+    head = data[:4]
+    if len(head) < 4 or 0 not in head:
+        return None
+    zeros = "".join("0" if byte == 0 else "x" for byte in head)
+    return {"000x": "utf-32-be", "x000": "utf-32-le", "0x0x": "utf-16-be", "x0x0": "utf-16-le"}.get(
+        zeros
+    )

@@ -1,5 +1,6 @@
 """The body formats media travels in: multipart (RFC 7578/2046, nested), header parameters
-(RFC 2231/5987) and base64. `schoolgate.endpoints.bodyscan` walks a body with them.
+(RFC 2231/5987), base64 (strict, and lenient as PHP and Python read it), and where a JPEG, PNG
+or GIF's image data starts and ends. `schoolgate.endpoints.bodyscan` walks a body with them.
 
 Everything is bounded (header sizes, part counts, nesting) and every refusal is an
 `ExtractionError` with a stable `reason`, so hostile bodies reach the fail policy, never a
@@ -24,6 +25,16 @@ _MAX_HEADER_BYTES: Final = 16 * 1024
 _MIN_BASE64_CHARS: Final = 16
 _BASE64_RE: Final = re.compile(rb"[A-Za-z0-9+/\-_]+={0,2}")
 _WHITESPACE: Final = re.compile(rb"\s+")
+# A string that is mostly (at least half) base64 alphabet is decoded leniently, junk skipped as
+# PHP's base64_decode and Python's b64decode(validate=False) do, whatever the junk: a '.' after
+# every character is half junk and those decoders still recover the file. Prose decoded this way
+# gives random bytes, which the scanner drops (only media, a ZIP or markup is kept).
+_LENIENT_SHARE: Final = 0.5
+_NOT_BASE64_BYTES: Final = bytes(
+    sorted(
+        set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+    )
+)
 
 
 class ExtractionError(SchoolgateError):
@@ -305,3 +316,132 @@ def b64decode(data: bytes) -> bytes | None:
         return base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
     except binascii.Error:
         return None
+
+
+def lenient_b64_readings(data: bytes) -> list[bytes]:
+    """Base64 as lenient decoders read it: characters outside the alphabet are skipped, '='
+    included (PHP's base64_decode, Python's b64decode(validate=False), Node's Buffer); [] for
+    text that is not at least half base64 alphabet.
+
+    Which characters are junk depends on the decoder when both alphabets appear: PHP and Python
+    skip '-' and '_' (so a '-' after every 4 characters is junk to them), a URL-safe decoder
+    skips '+' and '/', Node reads both alphabets as one. Then there are three readings, in that
+    order; else one. The caller picks the one that gives a picture."""
+    if len(data) < _MIN_BASE64_CHARS:
+        return []
+    residue = data.translate(None, _NOT_BASE64_BYTES)
+    if len(residue) + data.count(b"=") < _LENIENT_SHARE * len(data):
+        return []
+    combined = residue.replace(b"-", b"+").replace(b"_", b"/")
+    readings = [combined]
+    if any(c in residue for c in b"+/") and any(c in residue for c in b"-_"):
+        readings = [
+            residue.translate(None, b"-_"),
+            residue.translate(None, b"+/").replace(b"-", b"+").replace(b"_", b"/"),
+            combined,
+        ]
+    return [decoded for reading in readings if (decoded := _decode_alphabet(reading)) is not None]
+
+
+def _decode_alphabet(alphabet: bytes) -> bytes | None:
+    """Standard-alphabet characters only, no padding: decoded; a last lone character (six bits,
+    not a byte) is dropped, as PHP drops it."""
+    usable = len(alphabet) - (len(alphabet) % 4 == 1)
+    if usable < _MIN_BASE64_CHARS:
+        return None
+    try:
+        return base64.b64decode(alphabet[:usable] + b"=" * (-usable % 4), validate=True)
+    except binascii.Error:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a picture's image data starts and where the picture ends, by its structure (JPEG, PNG,
+# GIF): for pictures found inside other bytes, and for quoted headers that are not pictures
+
+
+def media_end(data: bytes, offset: int) -> int:
+    """Where a picture found at `offset` ends, so what follows it (a PDF's `endstream`, more
+    junk) is not judged as part of it and its own thumbnail is not carved again. JPEG: the EOI
+    after the first scan (segments before it are skipped by length, so an EXIF thumbnail's EOI
+    does not count); PNG: after IEND; anything else: the end of the data."""
+    if data.startswith(b"\xff\xd8", offset):
+        position = offset + 2
+        while position + 4 <= len(data) and data[position] == 0xFF:
+            marker = data[position + 1]
+            if marker == 0xDA:  # start of scan: entropy-coded data up to EOI
+                eoi = data.find(b"\xff\xd9", position)
+                return eoi + 2 if eoi >= 0 else len(data)
+            if marker == 0xFF:
+                position += 1
+                continue
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        return len(data)
+    if data.startswith(b"\x89PNG", offset):
+        iend = data.find(b"IEND", offset)
+        return iend + 8 if iend >= 0 else len(data)
+    return len(data)
+
+
+def has_image_data(data: bytes) -> bool:
+    """Whether a JPEG, PNG or GIF goes on past its headers into image data (JPEG: a byte after
+    its first start-of-scan header; PNG: IDAT payload; GIF: a byte after its first image
+    descriptor). False for a header alone, and for anything else."""
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_has_scan_data(data)
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _png_has_image_data(data)
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return _gif_has_image_data(data)
+    return False
+
+
+def _jpeg_has_scan_data(data: bytes) -> bool:
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return False  # not a marker where one must be: no scan follows
+        marker = data[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            position += 2
+            continue
+        end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == 0xDA:
+            return len(data) > end
+        position = end
+    return False
+
+
+def _png_has_image_data(data: bytes) -> bool:
+    position = 8
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        if data[position + 4 : position + 8] == b"IDAT" and length > 0:
+            return len(data) > position + 8
+        position += 12 + length
+    return False
+
+
+def _gif_has_image_data(data: bytes) -> bool:
+    if len(data) < 13:
+        return False
+    flags = data[10]
+    position = 13 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
+    while position < len(data):
+        block = data[position]
+        if block == 0x2C:  # image descriptor, its local colour table, then the LZW data
+            if position + 10 > len(data):
+                return False
+            local = data[position + 9]
+            start = position + 10 + (3 << ((local & 0x07) + 1) if local & 0x80 else 0)
+            return len(data) > start
+        if block != 0x21 or position + 2 > len(data):
+            return False  # the trailer, or not a block: no image
+        position += 2  # an extension: its label, then sub-blocks up to a zero length
+        while position < len(data) and data[position]:
+            position += 1 + data[position]
+        position += 1
+    return False
