@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from schoolgate.endpoints.encoding import wide_text
+from schoolgate.endpoints.encoding import decompress_file, wide_text
 from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
@@ -224,6 +224,9 @@ class _Scan:
             self.multipart(data, content_type, where, depth)
         elif data.startswith(_ZIP_MAGIC):
             self.archive(data, where, depth)
+        elif (inner := decompress_file(data, self.limits)) is not None:
+            self.grow(len(inner[1]))
+            self.blob(inner[1], None, f"{where}/{inner[0]}", depth + 1)
         elif main == "application/x-www-form-urlencoded" or (
             not main and _FORM_LIKE.match(data[:4096]) is not None and b"=" in data
         ):

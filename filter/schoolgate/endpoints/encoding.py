@@ -9,7 +9,9 @@ policy, never a traceback.
 
 from __future__ import annotations
 
+import bz2
 import codecs
+import lzma
 import sys
 import zlib
 from collections.abc import Callable, Iterator
@@ -187,6 +189,46 @@ def _unzstd(data: bytes, sink: _Sink) -> None:
         unused = len(decompressor.unused_data)
         offset -= unused
         sink.consumed -= unused
+
+
+def _stream(
+    decompressor: bz2.BZ2Decompressor | lzma.LZMADecompressor, data: bytes, sink: _Sink
+) -> None:
+    for chunk in _chunks(data):
+        sink.consumed += len(chunk)
+        sink.write(decompressor.decompress(chunk, _STEP))
+        while not decompressor.eof and not decompressor.needs_input:
+            sink.write(decompressor.decompress(b"", _STEP))
+        if decompressor.eof:
+            return
+    raise ExtractionError("bad_encoding", "the compressed file ends early")
+
+
+# A file compressed on its own (photo.jpg.gz, .bz2, .xz): the recipient decompresses it.
+_COMPRESSED_FILES: Final = (
+    (b"\x1f\x8b\x08", "gzip", _gunzip),
+    # "BZh", the block size, then the first block's magic (pi's digits): text never starts so.
+    (b"BZh", "bzip2", lambda data, sink: _stream(bz2.BZ2Decompressor(), data, sink)),
+    (b"\xfd7zXZ\x00", "xz", lambda data, sink: _stream(lzma.LZMADecompressor(), data, sink)),
+)
+
+
+def decompress_file(data: bytes, limits: ExtractLimits) -> tuple[str, bytes] | None:
+    """(format, contents) of a gzip, bzip2 or xz file, within the same caps as a body's
+    Content-Encoding; None for anything else. Raises ExtractionError for a bomb."""
+    for magic, name, decoder in _COMPRESSED_FILES:
+        if data.startswith(magic) and (name != "bzip2" or data[4:10] == b"1AY&SY"):
+            sink = _Sink(limits)
+            try:
+                decoder(data, sink)
+            except ExtractionError as error:
+                if error.reason != "bad_encoding":
+                    raise  # a bomb, or over the caps
+            except (zlib.error, OSError, lzma.LZMAError, ValueError, EOFError):
+                pass
+            # Cut short or corrupt further on: what did decompress is what the recipient gets.
+            return name, bytes(sink.buffer)
+    return None
 
 
 _DECODERS: Final[dict[str, Callable[[bytes, _Sink], None]]] = {
