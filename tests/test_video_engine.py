@@ -5,6 +5,7 @@ policy. Synthetic benign clips only; the classifier is the generated red-square 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import os
@@ -16,9 +17,12 @@ import av
 import numpy as np
 import pytest
 
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.config import Config, parse_config
 from schoolgate.media import signals
 from schoolgate.media.decode import VideoLimits
+from schoolgate.media.sniff import MediaKind, sniff
 from schoolgate.media.video import VideoHasher
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support import video_fixtures as vf
@@ -187,10 +191,10 @@ def test_broken_video_follows_the_fail_policy(
 
     # A codec this appliance does not decode: exact hashes only, then "not_analysed", which
     # blocks for students by default (an unusual codec must not be a way round the filter).
-    ffv1 = vf.encode(clip.frames[:15], clip.fps, "ffv1", fmt="matroska")
-    unknown = inspector.evaluate(ffv1, STUDENT)
+    undecoded = vf.encode(clip.frames[:15], clip.fps, "utvideo", fmt="avi")
+    unknown = inspector.evaluate(undecoded, STUDENT)
     assert unknown.findings.failure == "not_analysed"
-    assert "ffv1" in (unknown.findings.failure_detail or "")
+    assert "utvideo" in (unknown.findings.failure_detail or "")
     assert unknown.blocked
 
 
@@ -237,25 +241,25 @@ def test_every_video_stream_of_a_file_is_judged(
 def test_a_second_stream_is_judged_when_the_first_cannot_be_decoded(
     tmp_path: Path, data_dir: Path, clip: vf.Clip
 ) -> None:
-    """An FFV1 decoy first (not decoded here: not_analysed) must not hide an H.264 second."""
+    """A Ut Video decoy first (not decoded here: not_analysed) must not hide an H.264 second."""
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="matroska") as out:
-        ffv1 = out.add_stream("ffv1", rate=clip.fps)
+    with av.open(buffer, "w", format="avi") as out:
+        decoy = out.add_stream("utvideo", rate=clip.fps)
         h264 = out.add_stream("libx264", rate=clip.fps)
         height, width = clip.frames[0].shape[:2]
-        for stream, pix_fmt in ((ffv1, "yuv420p"), (h264, "yuv420p")):
+        for stream, pix_fmt in ((decoy, "yuv420p"), (h264, "yuv420p")):
             assert isinstance(stream, av.VideoStream)
             stream.width, stream.height = width - width % 2, height - height % 2
             stream.pix_fmt = pix_fmt
         for pixels in clip.frames[:30]:
-            for stream in (ffv1, h264):
+            for stream in (decoy, h264):
                 assert isinstance(stream, av.VideoStream)
                 frame = av.VideoFrame.from_ndarray(
                     np.ascontiguousarray(pixels[: stream.height, : stream.width]), format="rgb24"
                 )
                 for packet in stream.encode(frame):
                     out.mux(packet)
-        for stream in (ffv1, h264):
+        for stream in (decoy, h264):
             for packet in stream.encode():
                 out.mux(packet)
     inspector = Inspector.from_config(_config("classifier: {models: []}\n"), with_audit=False)
@@ -266,3 +270,34 @@ def test_a_second_stream_is_judged_when_the_first_cannot_be_decoded(
     assert verdict.findings.hashes["video_streams"] == 2
     assert verdict.findings.hashes["video_frames_hashed"]  # the H.264 stream was hashed
     assert verdict.findings.failure == "not_analysed"  # and the FFV1 one reported
+
+
+@pytest.mark.parametrize(
+    ("container", "codec"),
+    [("mpegts", "libx264"), ("flv", "libx264"), ("asf", "mpeg4"), ("asf", "wmv2"), ("flv", "flv")],
+)
+def test_a_banked_video_in_a_broadcast_flash_or_windows_container_is_blocked(
+    data_dir: Path, clip: vf.Clip, container: str, codec: str
+) -> None:
+    """Sent raw with no file name, MPEG-TS, FLV and ASF were "no media" and forwarded
+    (adversarial pass a4); WMV and Flash video codecs were refused, innocent ones blocked."""
+    data = vf.encode(clip.frames[:30], clip.fps, codec, fmt=container)
+    with BankStore(data_dir / "banks.sqlite") as store:
+        store.create_bank("incident-containers")
+        store.add_signals(
+            "incident-containers",
+            [SignalInput(SignalType.SHA256, hashlib.sha256(data).hexdigest())],
+            "t",
+        )
+    inspector = Inspector.from_config(_config("classifier: {models: []}\n"), with_audit=False)
+    try:
+        verdict = inspector.evaluate(data, STUDENT)
+        other = inspector.evaluate(
+            vf.encode(clip.frames[30:60], clip.fps, codec, fmt=container), STUDENT
+        )
+    finally:
+        inspector.close()
+    assert sniff(data).kind is MediaKind.VIDEO  # so a body's scan takes it as media
+    assert verdict.blocked
+    assert not other.blocked, other.findings.failure_detail
+    assert other.findings.hashes.get("video_frames_hashed")  # decoded, not only digested

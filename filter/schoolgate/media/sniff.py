@@ -40,6 +40,10 @@ class MediaType(StrEnum):
     WEBM = "webm"
     MKV = "mkv"
     AVI = "avi"
+    MPEGTS = "mpegts"  # camcorder .mts/.m2ts, broadcast .ts
+    MPEGPS = "mpegps"  # DVD .vob, .mpg
+    FLV = "flv"
+    ASF = "asf"  # .wmv, .asf
     # Still formats that image editors open and Pillow decodes: JPEG 2000, TGA, PCX, Netpbm,
     # SGI, headerless DIB, ICO, QOI, PSD (`raster_format` names the one).
     RASTER = "raster"
@@ -63,6 +67,10 @@ _VIDEO_TYPES = frozenset(
         MediaType.WEBM,
         MediaType.MKV,
         MediaType.AVI,
+        MediaType.MPEGTS,
+        MediaType.MPEGPS,
+        MediaType.FLV,
+        MediaType.ASF,
     }
 )
 
@@ -183,6 +191,20 @@ def _sniff_ebml(data: bytes) -> MediaType:
 # How far the walk over a GIF's extensions before its first image goes (XMP and ICC profiles
 # come first in some files), in bytes and in blocks. A walk that gets this far without an
 # answer decides by a zero byte: every GIF has them (block ends, coordinates), text never.
+_ASF_GUID: Final = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+
+
+def _transport_stream(head: bytes) -> bool:
+    """MPEG transport stream: a 0x47 sync byte every 188 bytes (or 192, as .m2ts prefixes each
+    packet with a 4-byte timestamp), four packets in a row."""
+    for offset, size in ((0, 188), (4, 192)):
+        if len(head) >= offset + 3 * size + 1 and all(
+            head[offset + n * size] == 0x47 for n in range(4)
+        ):
+            return True
+    return False
+
+
 _GIF_WALK_LIMIT: Final = 1 << 20
 _GIF_WALK_BLOCKS: Final = 8192
 # The largest LZW minimum code size a browser accepts (12-bit codes at most).
@@ -255,6 +277,14 @@ def sniff(data: bytes) -> MediaType:
         return MediaType.MOV
     if head[0:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
         return MediaType.AVI
+    if head.startswith(_ASF_GUID):
+        return MediaType.ASF
+    if head.startswith(b"FLV\x01") and len(head) >= 9 and head[5:9] == b"\x00\x00\x00\x09":
+        return MediaType.FLV
+    if head.startswith(b"\x00\x00\x01\xba") and len(head) >= 14:
+        return MediaType.MPEGPS
+    if _transport_stream(head):
+        return MediaType.MPEGTS
     if int.from_bytes(head[0:4], "big") >= 8 and head[4:8] in _LEAD_BOXES:
         return _sniff_boxes(head)
     if raster_format(data) is not None:

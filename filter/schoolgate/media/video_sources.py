@@ -87,6 +87,10 @@ _DEMUXERS: dict[MediaType, str] = {
     MediaType.WEBM: "matroska",
     MediaType.MKV: "matroska",
     MediaType.AVI: "avi",
+    MediaType.MPEGTS: "mpegts",
+    MediaType.MPEGPS: "mpeg",
+    MediaType.FLV: "flv",
+    MediaType.ASF: "asf",
 }
 
 
@@ -94,6 +98,9 @@ _DEMUXERS: dict[MediaType, str] = {
 # from an upload: fewer parsers facing hostile input, and nothing an app would play anyway.
 DECODABLE_CODECS = frozenset(
     {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "h263", "mjpeg", "prores", "mpeg2video"}
+    # Older and archival codecs still in use (Flash and Windows Media video, DivX 3, FFV1,
+    # QuickTime Animation): refused, innocent videos in them were blocked (adversarial pass).
+    | {"flv1", "wmv1", "wmv2", "wmv3", "vc1", "msmpeg4v3", "mpeg1video", "ffv1", "qtrle"}
 )
 
 
