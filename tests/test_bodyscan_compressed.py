@@ -59,3 +59,15 @@ def test_text_that_starts_like_bzip2_is_text() -> None:
     assert (
         extract_items(b"BZh9 is the best block size, says the man page", "text/plain", LIMITS) == []
     )
+
+
+def test_base64_of_gzip_and_base64_of_base64_are_opened(photo: bytes) -> None:
+    import base64
+    import json
+
+    for wrapped in (
+        base64.b64encode(gzip.compress(photo)),
+        base64.b64encode(base64.b64encode(photo)),
+    ):
+        body = json.dumps({"attachment": wrapped.decode()}).encode()
+        assert [item.data for item in extract_items(body, "application/json", LIMITS)] == [photo]

@@ -84,6 +84,7 @@ _SIGNATURES: Final[tuple[tuple[bytes, int], ...]] = (
     (b"\x1a\x45\xdf\xa3", 0),
 )
 _ZIP_MAGIC: Final = b"PK\x03\x04"
+_KEPT: Final = (_ZIP_MAGIC, b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00")  # ZIP, gzip, bzip2, xz
 _CONTAINER_TYPES: Final = frozenset(
     {"application/x-www-form-urlencoded", "application/json", "text/plain", "text/html"}
 )
@@ -346,8 +347,9 @@ class _Scan:
         """A string value: media itself, a data: URL, base64 (strictly or leniently), or text
         that holds one of those (stringified JSON, HTML, base64 pasted into a message)."""
         self.visit()
-        if is_media(raw):
-            self.add(ExtractedItem(raw, None, None, where, claimed=True))
+        if is_media(raw):  # a fragment here is binary a '"' cut out: the carve finds the whole
+            if not _quoted_fragment(raw):
+                self.add(ExtractedItem(raw, None, None, where, claimed=True))
             return
         stripped = raw.strip()
         if stripped[:5].lower() == b"data:":
@@ -368,13 +370,16 @@ class _Scan:
                 self.decoded_blob(lenient, where + ":base64", depth)
 
     def decoded_blob(self, decoded: bytes, where: str, depth: int) -> bool:
-        """Base64 that decoded to media or to a container is scanned; random bytes (what any
-        long word decodes to) and quoted fragments are dropped. True when it was kept."""
+        """Decoded base64: media or a container is scanned, random bytes dropped; True if kept."""
         if _quoted_fragment(decoded):
             return False
-        if is_media(decoded) or decoded.startswith(_ZIP_MAGIC) or _MARKUP.match(decoded):
+        if is_media(decoded) or decoded.startswith(_KEPT) or _MARKUP.match(decoded):
             self.grow(len(decoded))
             self.blob(decoded, None, where, depth + 1)
+            return True
+        if _BASE64_RUN.fullmatch(decoded.strip()) and depth < _MAX_DEPTH:
+            self.grow(len(decoded))  # base64 of base64: decoded again
+            self.string(decoded, where + ":base64", depth + 1)
             return True
         return False
 
