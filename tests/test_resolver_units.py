@@ -96,3 +96,19 @@ def test_resolve_does_nothing_when_the_resolver_is_off(data_dir: Path, tmp_path:
     config = tmp_path / "site.yaml"
     config.write_text("resolver: {enabled: false}\n")
     assert main(["resolve", "--config", str(config)]) == 0
+
+
+def test_tunnel_guard_counts_new_names_per_device_and_domain() -> None:
+    from schoolgate.addons.resolver import TunnelGuard
+
+    now = [0.0]
+    guard = TunnelGuard(limit=3, window_s=60, clock=lambda: now[0])
+    assert all(guard.allows("a", f"{n}.t.example") for n in range(3))
+    assert not guard.allows("a", "9.t.example")
+    assert guard.allows("a", "1.t.example")  # a name already asked for
+    assert guard.allows("b", "9.t.example")  # another device
+    assert guard.allows("a", "x.other.example")  # another domain
+    assert guard.allows("a", "a.school.co.uk")  # co.uk is not one domain for everyone...
+    assert all(guard.allows("a", f"{n}.other.co.uk") for n in range(2))
+    now[0] = 61.0
+    assert guard.allows("a", "9.t.example")  # a new minute

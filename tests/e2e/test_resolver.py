@@ -214,3 +214,15 @@ def _tls_outcome(gateway: Gateway, server_name: str) -> str:
         return str(issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
 
     return call_in_netns(gateway.topo.client, handshake, timeout=30)
+
+
+def test_a_dns_tunnel_is_refused_past_a_devices_share_of_new_names(gateway: Gateway) -> None:
+    """Adversarial pass a3 moved a banked picture in 724 queries under its own domain."""
+    codes = [
+        gateway.ask(f"{n:04x}data{n}.tunnel.schoolgate.test").response_code  # type: ignore[attr-defined]
+        for n in range(130)
+    ]
+    assert codes[:100].count(response_codes.REFUSED) == 0
+    assert codes[-5:] == [response_codes.REFUSED] * 5
+    # Another domain, and the same names again, are not affected.
+    assert gateway.ask(MEDIA).response_code == response_codes.NOERROR  # type: ignore[attr-defined]

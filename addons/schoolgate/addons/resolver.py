@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import dns, options
@@ -26,17 +29,28 @@ log = logging.getLogger("schoolgate.resolver")
 
 
 class ResolverPolicy:
-    """NXDOMAIN for encrypted-DNS and canary names; every A/AAAA answer into the address book."""
+    """NXDOMAIN for encrypted-DNS and canary names; REFUSED past a device's share of new names
+    under one domain (a tunnel); every A/AAAA answer into the address book."""
 
-    def __init__(self, names: NamePolicy, book: AddressBook) -> None:
+    def __init__(
+        self, names: NamePolicy, book: AddressBook, tunnel: TunnelGuard | None = None
+    ) -> None:
         self.names = names
         self.book = book
+        self.tunnel = tunnel or TunnelGuard()
         self.refused = 0
 
     def dns_request(self, flow: dns.DNSFlow) -> None:
         question = flow.request.question
-        if question is not None and self.names.blocks(question.name):
+        if question is None:
+            return
+        if self.names.blocks(question.name):
             flow.response = flow.request.fail(response_codes.NXDOMAIN)
+            self.refused += 1
+            return
+        peer = flow.client_conn.peername
+        if not self.tunnel.allows(str(peer[0]) if peer else "", question.name):
+            flow.response = flow.request.fail(response_codes.REFUSED)
             self.refused += 1
 
     def dns_response(self, flow: dns.DNSFlow) -> None:
@@ -65,6 +79,52 @@ class ResolverPolicy:
                     self.book.record(question.name, addresses, ttl)
             except AddressBookError:
                 log.exception("schoolgate resolver: the address book cannot be written")
+
+
+class TunnelGuard:
+    """A device may ask for at most `limit` different names under one domain in `window_s`.
+
+    A DNS tunnel carries data in the names it asks for (`<data>.tunnel.example`): every query is
+    a new name under the same domain, hundreds a minute. Ordinary browsing asks for a few dozen
+    names of one domain at most (the adversarial pass's tunnel sent 724 to move one picture).
+    """
+
+    def __init__(
+        self, limit: int = 120, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.clock = clock
+        self._seen: OrderedDict[tuple[str, str], tuple[float, set[str]]] = OrderedDict()
+        self._logged: dict[str, float] = {}
+
+    def allows(self, device: str, name: str) -> bool:
+        name = name.rstrip(".").lower()
+        labels = name.split(".")
+        # The registrable domain, roughly: school.co.uk, not co.uk (which every UK site shares).
+        keep = 3 if len(labels) >= 3 and labels[-2] in _SECOND_LEVEL else 2
+        domain = ".".join(labels[-keep:])
+        now = self.clock()
+        key = (device, domain)
+        started, names = self._seen.pop(key, (now, set()))
+        if now - started > self.window_s:
+            started, names = now, set()
+        if name not in names and len(names) >= self.limit:
+            self._seen[key] = (started, names)
+            if now - self._logged.get(device, float("-inf")) > self.window_s:
+                self._logged[device] = now
+                log.warning("%s asked for over %d names under %s in a minute: refused (a DNS "
+                            "tunnel?)", device or "a device", self.limit, domain)  # fmt: skip
+            return False
+        names.add(name)
+        self._seen[key] = (started, names)
+        while len(self._seen) > _MAX_TRACKED:
+            self._seen.popitem(last=False)
+        return True
+
+
+_MAX_TRACKED = 50_000
+_SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", "sch", "ltd", "plc"})
 
 
 class Banner:
