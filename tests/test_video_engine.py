@@ -301,3 +301,29 @@ def test_a_banked_video_in_a_broadcast_flash_or_windows_container_is_blocked(
     assert verdict.blocked
     assert not other.blocked, other.findings.failure_detail
     assert other.findings.hashes.get("video_frames_hashed")  # decoded, not only digested
+
+
+def test_a_colour_inverted_copy_of_a_banked_video_is_blocked(
+    tmp_path: Path, data_dir: Path, clip: vf.Clip, clip_mp4: bytes
+) -> None:
+    """Adversarial pass a4: the inverted photo was caught, the inverted video was not."""
+    config = tmp_path / "hash-only.yaml"
+    config.write_text("classifier:\n  models: []\n")
+    video = tmp_path / "incident.mp4"
+    video.write_bytes(clip_mp4)
+    added = schoolgate("hashes", "add", str(video), "--bank", "incident-neg", config=config)
+    assert added.returncode == 0, added.stderr
+    negative = tmp_path / "negative.mp4"
+    negative.write_bytes(vf.encode([255 - frame for frame in clip.frames], clip.fps))
+    other = vf.scene_frames(seed=33, seconds=6)
+    other_negative = tmp_path / "other-negative.mp4"
+    other_negative.write_bytes(vf.encode([255 - frame for frame in other.frames], other.fps))
+    scanned = schoolgate("scan", "--json", str(negative), str(other_negative), config=config)
+    verdicts = {Path(v["file"]).name: v for v in map(json.loads, scanned.stdout.splitlines())}
+    assert verdicts["negative.mp4"]["decision"] == "block", verdicts["negative.mp4"]
+    assert "colours inverted" in " ".join(verdicts["negative.mp4"]["reasons"])
+    assert verdicts["other-negative.mp4"]["decision"] == "allow"
+    off = tmp_path / "no-inverted.yaml"
+    off.write_text("classifier:\n  models: []\nbanks:\n  match_inverted: false\n")
+    plain = schoolgate("scan", "--json", str(negative), config=off)
+    assert json.loads(plain.stdout.splitlines()[0])["decision"] == "allow"

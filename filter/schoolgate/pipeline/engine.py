@@ -26,7 +26,7 @@ from schoolgate.media.hashing import PdqHash, exact_hashes
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
 from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
-from schoolgate.media.video import VideoHashes
+from schoolgate.media.video import VideoHashes, VpdqFeature
 from schoolgate.media.video_sources import count_video_streams
 from schoolgate.pipeline.audit import AuditLog
 from schoolgate.pipeline.policy import Policy
@@ -329,6 +329,12 @@ class _VideoAnalysis:
             *self._image_matches(video, base.matches),
             *inspector.video_matcher.match(video.features),
         )
+        if not matches and inspector.config.banks.match_inverted:
+            # A colour-inverted copy (one filter in any editor) hashes to the complements.
+            matches = tuple(
+                replace(match, evidence=(("inverted", 1.0),))
+                for match in inspector.video_matcher.match(_inverted(video.features))
+            )
         if not matches:
             # Only when no hash matched, as for images: a few frames spread over the upload,
             # looked up in the robust tier (banked images and banked videos' key frames).
@@ -406,3 +412,16 @@ def _video_summary(video: VideoHashes) -> dict[str, str | int]:
     if video.duration_s is not None:
         summary["video_duration_ms"] = round(video.duration_s * 1000)
     return summary
+
+
+def _inverted(features: tuple[VpdqFeature, ...]) -> tuple[VpdqFeature, ...]:
+    """The sampled frames' hashes as a colour-inverted copy of the video would give them."""
+    every = (1 << 256) - 1
+    return tuple(
+        replace(
+            feature,
+            hex=f"{int(feature.hex, 16) ^ every:064x}",
+            variants=tuple(f"{int(v, 16) ^ every:064x}" for v in feature.variants),
+        )
+        for feature in features
+    )
