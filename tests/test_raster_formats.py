@@ -20,7 +20,7 @@ from schoolgate.media.sniff import MediaType, raster_format, sniff
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 
 PUPIL = InspectionContext(client_ip="192.0.2.20", app="testapp")
-FORMATS = ["TGA", "PCX", "PPM", "SGI", "JPEG2000", "DIB", "QOI"]
+FORMATS = ["TGA", "PCX", "PPM", "SGI", "JPEG2000", "DIB", "QOI", "DDS"]
 
 
 def save(image: Image.Image, fmt: str) -> bytes:

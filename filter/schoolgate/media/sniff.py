@@ -393,6 +393,8 @@ def raster_format(data: bytes) -> str | None:
         return "QOI"
     if head.startswith(b"8BPS\x00\x01"):
         return "PSD"
+    if head.startswith(b"DDS |\x00\x00\x00"):  # DirectDraw Surface: a game texture
+        return "DDS"
     if _NETPBM.match(head):
         return "PPM"
     if _PAM.match(head):
