@@ -1,18 +1,16 @@
 """Find every media item in a request body by its structure, not by its first bytes.
 
-A body is opened by what it declares and by what it parses as: multipart parts, form fields and
-JSON string values (each looked into again: a part may be JSON, a string may be base64 of a ZIP),
-ZIP archives (Office files are ZIPs), data: URLs and base64 runs in any text (SVG, HTML, XML), and
-media signatures anywhere in binary (a picture after junk bytes, the JPEG images inside a PDF).
-Nothing is trusted for being first: a decoy picture before a multipart body's first boundary does
+A body is opened by what it declares and parses as: multipart parts, form fields and JSON string
+values (looked into again: a part may be JSON, a string base64 of a ZIP), ZIP and compressed
+files, data: URLs and base64 in any text, media signatures anywhere in binary, and a PDF's pixel
+images. Nothing is trusted for being first: a decoy before a multipart body's first boundary does
 not stop the parts being opened.
 
 "No media anywhere" is an answer (an empty list), not an error: most bodies sent to an app's API
-are chat messages and settings. What the container says is media but whose bytes are not
-recognised is still returned (`claimed`), so the engine can call it `not_analysed`. Everything is
-bounded: nesting depth, items, archive members and their decompressed size, the scan's own work.
-JSON is scanned for its string literals without building the document, so a deeply nested or
-wide body costs time linear in its length and no memory beyond the strings it finds.
+are chat messages. What the container says is media but is not recognised is still returned
+(`claimed`): the engine calls it `not_analysed`. Everything is bounded (depth, items, members,
+decompressed size, the scan's own work); JSON is scanned for its string literals without
+building the document, so any body costs time linear in its length.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from schoolgate.endpoints.extract import (
     parse_header_params,
     parse_multipart,
 )
+from schoolgate.endpoints.pdfimages import pdf_images
 from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, unanalysed_format
 
 _MAX_DEPTH: Final = 6
@@ -214,8 +213,9 @@ class _Scan:
         self._by_structure(data, main, content_type, where, depth)
         if len(self.items) == before:
             self.carve(data, filename, content_type, where)
-        if len(self.items) == before and claimed:
-            # Said to be media, but not a format we recognise: the engine decides (not_analysed).
+        for number, png in enumerate(pdf_images(data, self.limits) if data[:5] == b"%PDF-" else []):
+            self.add(ExtractedItem(png, None, "image/png", f"{where}/pdf-image#{number}", True))
+        if len(self.items) == before and claimed:  # said to be media: the engine decides
             self.add(ExtractedItem(data, filename, content_type, where, claimed=True))
 
     def _by_structure(

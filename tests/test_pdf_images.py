@@ -1,0 +1,119 @@
+"""Pictures a PDF stores as pixels are judged (adversarial pass a4: Flate and ASCIIHex image
+streams hid a banked picture; only JPEG images inside PDFs were found)."""
+
+from __future__ import annotations
+
+import binascii
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
+from schoolgate.config import parse_config
+from schoolgate.endpoints.bodyscan import extract_items
+from schoolgate.endpoints.extract import ExtractLimits
+from schoolgate.media.hashing import pdq_hash
+from schoolgate.pipeline.engine import InspectionContext, Inspector
+
+LIMITS = ExtractLimits()
+
+
+def pdf_with_image(dictionary: bytes, stream: bytes) -> bytes:
+    """A one-page PDF whose only image is the given XObject stream."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] "
+        b"/Resources << /XObject << /Im1 4 0 R >> >> /Contents 5 0 R >>",
+        b"<< /Type /XObject /Subtype /Image " + dictionary
+        + b" /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        b"<< /Length 30 >>\nstream\nq 200 0 0 200 0 0 cm /Im1 Do Q\nendstream",
+    ]  # fmt: skip
+    out = io.BytesIO()
+    out.write(b"%PDF-1.7\n")
+    for number, body in enumerate(objects, start=1):
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    out.write(b"trailer << /Root 1 0 R >>\n%%EOF\n")
+    return out.getvalue()
+
+
+def idat_of(png: bytes) -> bytes:
+    data, pos = b"", 8
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        if png[pos + 4 : pos + 8] == b"IDAT":
+            data += png[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return data
+
+
+@pytest.fixture(scope="module")
+def picture(benign_photos: dict[str, Image.Image]) -> Image.Image:
+    return benign_photos["chelsea"].convert("RGB").resize((150, 100))
+
+
+def forms(picture: Image.Image) -> dict[str, bytes]:
+    width, height = picture.size
+    pixels = picture.tobytes()
+    common = b"/Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8" % (width, height)
+    png = io.BytesIO()
+    picture.save(png, "PNG")
+    return {
+        "flate": pdf_with_image(common + b" /Filter /FlateDecode", zlib.compress(pixels)),
+        "png predictors": pdf_with_image(
+            common + b" /Filter /FlateDecode /DecodeParms << /Predictor 15 /Colors 3 "
+            b"/BitsPerComponent 8 /Columns %d >>" % width,
+            idat_of(png.getvalue()),
+        ),
+        "asciihex": pdf_with_image(
+            common + b" /Filter /ASCIIHexDecode", binascii.hexlify(pixels) + b">"
+        ),
+    }
+
+
+@pytest.mark.parametrize("form", ["flate", "png predictors", "asciihex"])
+def test_a_pixel_image_in_a_pdf_is_found_as_the_same_picture(
+    picture: Image.Image, form: str
+) -> None:
+    (item,) = extract_items(forms(picture)[form], "application/pdf", LIMITS)
+    found = np.asarray(Image.open(io.BytesIO(item.data)).convert("RGB"))
+    assert np.array_equal(found, np.asarray(picture))
+
+
+def test_a_banked_picture_stored_as_pdf_pixels_is_blocked(
+    data_dir: Path, picture: Image.Image, benign_photos: dict[str, Image.Image]
+) -> None:
+    with BankStore(data_dir / "banks.sqlite") as store:
+        store.create_bank("incident-pdf")
+        pdq = pdq_hash(picture)
+        store.add_signals(
+            "incident-pdf", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "t"
+        )
+    inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
+    try:
+        for pdf in forms(picture).values():
+            (item,) = extract_items(pdf, "application/pdf", LIMITS)
+            assert inspector.evaluate(item.data, InspectionContext(client_ip="192.0.2.9")).blocked
+        other = benign_photos["coffee"].convert("RGB").resize((150, 100))
+        (item,) = extract_items(forms(other)["flate"], "application/pdf", LIMITS)
+        assert not inspector.evaluate(item.data, InspectionContext(client_ip="192.0.2.9")).blocked
+    finally:
+        inspector.close()
+
+
+def test_a_text_only_pdf_gives_no_items() -> None:
+    text = pdf_with_image(
+        b"/Width 1 /Height 1 /ColorSpace /DeviceCMYK /BitsPerComponent 8", b"\x00"
+    )
+    assert (
+        extract_items(
+            text.replace(b"/Subtype /Image", b"/Subtype /Form"), "application/pdf", LIMITS
+        )
+        == []
+    )
