@@ -157,11 +157,12 @@ def parse_gateway(node: Node) -> GatewayConfig:
         forward_default=node.child("forward_default").choice(
             ("reject", "allow"), defaults.forward_default
         ),
-        forward_allow=_port_ranges(node.child("forward_allow"), defaults.forward_allow),
+        forward_allow=parse_port_ranges(node.child("forward_allow"), defaults.forward_allow),
     )
 
 
-def _port_ranges(node: Node, default: tuple[PortRange, ...]) -> tuple[PortRange, ...]:
+def parse_port_ranges(node: Node, default: tuple[PortRange, ...] = ()) -> tuple[PortRange, ...]:
+    """A list of `proto/ports [to networks]` entries; `default` when the key is absent."""
     if node.missing:
         return default
     ranges = []

@@ -10,7 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schoolgate.config_reader import Network, Node, path_under
-from schoolgate.gateway.settings import PortRange
+from schoolgate.gateway.settings import PortRange, parse_port_ranges
 from schoolgate.pipeline.verdict import FAILURES
 
 MODES = ("block", "monitor")
@@ -191,13 +191,7 @@ def _group_ports(node: Node) -> tuple[PortRange, ...]:
                         "group an address or a MAC is in, and a pupil can choose both")  # fmt: skip
     if not node.child("vlans").elements():
         ports_node.fail("needs the group's vlans")
-    ranges = []
-    for child in ports_node.elements():
-        found = PortRange.parse(child.text())
-        if found is None:
-            child.fail("is not a port such as tcp/5223, udp/123 or udp/3478-3481")
-        ranges.append(found)
-    return tuple(ranges)
+    return parse_port_ranges(ports_node)
 
 
 def parse_policy(node: Node) -> PolicyConfig:
