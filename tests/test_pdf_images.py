@@ -117,3 +117,130 @@ def test_a_text_only_pdf_gives_no_items() -> None:
         )
         == []
     )
+
+
+def same_picture(item_data: bytes, expected: Image.Image) -> bool:
+    found = np.asarray(Image.open(io.BytesIO(item_data)).convert("RGB"), dtype=np.int16)
+    wanted = np.asarray(expected.convert("RGB"), dtype=np.int16)
+    return found.shape == wanted.shape and int(np.abs(found - wanted).max()) <= 2
+
+
+def colour_forms(picture: Image.Image) -> dict[str, tuple[bytes, Image.Image]]:
+    """The colour spaces and encodings PDF writers use besides 8-bit RGB (pass a4 follow-up)."""
+    width, height = picture.size
+    size = b"/Width %d /Height %d" % (width, height)
+    palette = picture.quantize(64)
+    lookup = bytes(palette.getpalette()[: 64 * 3])  # type: ignore[index]
+    grey = picture.convert("L")
+    cmyk = picture.convert("CMYK")
+    one_bit = grey.point(lambda v: 255 if v > 110 else 0).convert("1")
+    rgb16 = np.asarray(picture, dtype=">u2") * 257
+    png = io.BytesIO()
+    palette.save(png, "PNG")
+    icc_pdf = pdf_with_image(
+        size + b" /ColorSpace [/ICCBased 6 0 R] /BitsPerComponent 8 /Filter /FlateDecode",
+        zlib.compress(picture.tobytes()),
+    ).replace(b"trailer", b"6 0 obj\n<< /N 3 /Length 0 >>\nstream\n\nendstream\nendobj\ntrailer")
+    return {
+        "indexed, hex lookup": (
+            pdf_with_image(
+                size
+                + b" /ColorSpace [/Indexed /DeviceRGB 63 <"
+                + binascii.hexlify(lookup)
+                + b">] /BitsPerComponent 8 /Filter /FlateDecode",
+                zlib.compress(palette.tobytes()),
+            ),
+            palette,
+        ),
+        "indexed, png predictors": (
+            pdf_with_image(
+                size
+                + b" /ColorSpace [/Indexed /DeviceRGB 63 <"
+                + binascii.hexlify(lookup)
+                + b">] /BitsPerComponent 8 /Filter /FlateDecode /DecodeParms << /Predictor 15"
+                b" /Colors 1 /Columns %d >>" % width,
+                idat_of(png.getvalue()),
+            ),
+            palette,
+        ),
+        "cmyk": (
+            pdf_with_image(
+                size + b" /ColorSpace /DeviceCMYK /BitsPerComponent 8 /Filter /FlateDecode",
+                zlib.compress(cmyk.tobytes()),
+            ),
+            cmyk,
+        ),
+        "grey, run-length": (
+            pdf_with_image(
+                size + b" /ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /RunLengthDecode",
+                b"".join(
+                    b"\x7f" + grey.tobytes()[i : i + 128] for i in range(0, width * height, 128)
+                )
+                + b"\x80",
+            ),
+            grey,
+        ),
+        "1-bit": (
+            pdf_with_image(
+                size + b" /ColorSpace /DeviceGray /BitsPerComponent 1 /Filter /FlateDecode",
+                zlib.compress(one_bit.tobytes()),
+            ),
+            one_bit,
+        ),
+        "16-bit rgb, ascii85": (
+            pdf_with_image(
+                size + b" /ColorSpace /DeviceRGB /BitsPerComponent 16 /Filter /ASCII85Decode",
+                __import__("base64").a85encode(rgb16.tobytes()) + b"~>",
+            ),
+            picture,
+        ),
+        "icc-based, referenced": (icc_pdf, picture),
+        "unnamed space": (
+            pdf_with_image(
+                size + b" /ColorSpace /Private /BitsPerComponent 8 /Filter /FlateDecode",
+                zlib.compress(picture.tobytes()),
+            ),
+            picture,
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["indexed, hex lookup", "indexed, png predictors", "cmyk", "grey, run-length", "1-bit",
+     "16-bit rgb, ascii85", "icc-based, referenced", "unnamed space"],
+)  # fmt: skip
+def test_every_colour_space_and_depth_is_rebuilt_as_the_same_picture(
+    picture: Image.Image, form: str
+) -> None:
+    pdf, expected = colour_forms(picture)[form]
+    (item,) = extract_items(pdf, "application/pdf", LIMITS)
+    assert same_picture(item.data, expected)
+
+
+def test_a_pdf_header_after_junk_is_still_read(picture: Image.Image) -> None:
+    pdf = b"junk line a reader skips\n" + forms(picture)["flate"]
+    (item,) = extract_items(pdf, "application/pdf", LIMITS)
+    assert same_picture(item.data, picture)
+
+
+@pytest.mark.parametrize(
+    "dictionary",
+    [
+        b"/Width 20000 /Height 2000 /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /Fl",
+        b"/Width 10 /Height 10 /ColorSpace 6 0 R /BitsPerComponent 8",
+        b"/Width 10 /Height 10 /ColorSpace [/Indexed 6 0 R 255 <00>] /BitsPerComponent 8",
+        b"/Width 10 /Height 10 /ColorSpace [/Indexed /DeviceRGB 255 9 0 R] /BitsPerComponent 8",
+        b"/Width 10 /Height 10 /ColorSpace [/ICCBased 4 0 R] /BitsPerComponent 3",
+        b"/Width 10 /Height 10 /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /RunLengthDecode",
+        b"/Width 10 /Height 10 /ColorSpace /DeviceRGB /Filter /ASCII85Decode",
+    ],
+)
+def test_hostile_image_dictionaries_give_no_item_and_no_error(dictionary: bytes) -> None:
+    """Self-referencing palettes, missing objects, short or undecodable data: nothing is made up
+    and nothing raises (the document's other content is still judged by the carve)."""
+    pdf = pdf_with_image(dictionary, zlib.compress(b"\x00" * 50) + b"\xfe~>").replace(
+        b"trailer", b"6 0 obj\n[/Indexed 6 0 R 255 <00>]\nendobj\ntrailer"
+    )
+    assert [item for item in extract_items(pdf, "application/pdf", LIMITS)
+            if "pdf-image" in item.locator] == []  # fmt: skip

@@ -213,7 +213,7 @@ class _Scan:
         self._by_structure(data, main, content_type, where, depth)
         if len(self.items) == before:
             self.carve(data, filename, content_type, where)
-        for number, png in enumerate(pdf_images(data, self.limits) if data[:5] == b"%PDF-" else []):
+        for number, png in enumerate(pdf_images(data, self.limits)):
             self.add(ExtractedItem(png, None, "image/png", f"{where}/pdf-image#{number}", True))
         if len(self.items) == before and claimed:  # said to be media: the engine decides
             self.add(ExtractedItem(data, filename, content_type, where, claimed=True))

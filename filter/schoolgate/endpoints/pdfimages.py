@@ -1,12 +1,15 @@
-"""Pictures a PDF stores as pixels (Flate, ASCIIHex, ASCII85 image streams), as PNG files.
+"""Pictures a PDF stores as pixels (Flate, RunLength, ASCIIHex, ASCII85 image streams), as PNGs.
 
 PDF writers embed a PNG as an image XObject: the PNG's own compressed scanlines (FlateDecode
 with the PNG predictors) plus the width, height and colour space in the stream's dictionary. No
 image signature is left in the file, so the carve that finds JPEGs (DCTDecode keeps the JPEG
-whole) never saw them (adversarial pass a4). Each such stream becomes a PNG file again: for the
-PNG predictors the compressed bytes are already PNG image data and are wrapped unchanged;
-otherwise the rows are re-filtered. Bounded by the body's decoded-size cap, a pixel cap and count
-caps; an image past them is not opened (a document is never refused for its images' size).
+whole) never saw them (adversarial pass a4). Each such stream becomes a PNG file again: the
+samples (still PNG-filtered for the PNG predictors, otherwise given filter 0 per row) are wrapped
+in a PNG of the same layout and libpng undoes the filters. Every colour space a writer uses is
+read: grey, RGB, CMYK (carried as RGBA, then converted), ICC-based and calibrated spaces by their
+component count, palettes (inline or in their own stream), 1 to 16 bits per component, and a
+space nobody can name by the size of its samples. Bounded by the body's decoded-size cap, a pixel
+cap and count caps; an image past them is not opened (a document is never refused for it).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import io
 import re
 import struct
 import zlib
+from dataclasses import dataclass
 from typing import Final
+
+from PIL import Image
 
 from schoolgate.endpoints.extract import ExtractLimits
 
@@ -25,93 +31,261 @@ _MAX_IMAGES: Final = 32
 _MAX_STREAMS: Final = 4096  # stream objects looked at in one PDF (pages, fonts, images)
 _MAX_SIDE: Final = 20_000
 _MAX_PIXELS: Final = 40_000_000  # the engine's own caps refuse bigger; a PDF is not refused for it
-_STREAM: Final = re.compile(rb"<<((?:[^<>]|<<[^<>]*>>){0,4096})>>\s*stream\r?\n", re.S)
-_NUMBER: Final = rb"\s*(\d{1,6})"
-_COLOURS: Final = {b"/DeviceGray": (0, 1), b"/DeviceRGB": (2, 3), b"/CalGray": (0, 1),
-                   b"/CalRGB": (2, 3)}  # fmt: skip
+_HEX: Final = rb"<[0-9A-Fa-f\s]*>"  # a hex string (a palette's lookup) inside a dictionary
+_DICT: Final = rb"<<((?:[^<>]|%s|<<(?:[^<>]|%s|<<[^<>]*>>)*>>){0,4096})>>" % (_HEX, _HEX)
+_STREAM: Final = re.compile(_DICT + rb"\s*stream\r?\n", re.S)
+_REFERENCE: Final = re.compile(rb"^\s*(\d{1,7})\s+(\d{1,5})\s+R")
+_NAMED: Final = {b"/DeviceGray": 1, b"/CalGray": 1, b"/G": 1, b"/DeviceRGB": 3, b"/CalRGB": 3,
+                 b"/RGB": 3, b"/Lab": 3, b"/DeviceCMYK": 4, b"/CMYK": 4}  # fmt: skip
+_PNG_KIND: Final = {1: 0, 3: 2, 4: 6}  # components -> PNG colour type (CMYK rides as RGBA)
 
 
-def _value(dictionary: bytes, key: bytes) -> int | None:
-    match = re.search(re.escape(key) + _NUMBER + rb"(?!\s+\d+\s+R)", dictionary)
-    return int(match[1]) if match else None
+@dataclass(frozen=True)
+class _Colours:
+    components: int
+    palette: bytes | None = None  # RGB triples for an /Indexed space
 
 
 def pdf_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
     """PNG files for the pixel images in a PDF (JPEG images are found by the carve)."""
+    if b"%PDF-" not in data[:1024]:  # readers accept a header after up to 1 KiB of junk
+        return []
     images: list[bytes] = []
     budget = limits.max_decoded_bytes
     for tried, match in enumerate(_STREAM.finditer(data)):
         if len(images) >= _MAX_IMAGES or tried >= _MAX_STREAMS:
             break
         dictionary = match[1]
-        if (
-            b"/Image" not in dictionary
-            or b"/DCTDecode" in dictionary
-            or b"/JPXDecode" in dictionary
+        if b"/Image" not in dictionary or any(
+            name in dictionary for name in (b"/DCTDecode", b"/DCT", b"/JPXDecode")
         ):
             continue
         end = data.find(b"endstream", match.end())
         if end < 0:
             break  # no later stream can end either (and each search would read to the end)
-        raw = data[match.end() : end].rstrip(b"\r\n")
-        png = _image(dictionary, raw, budget)
+        png = _image(data, dictionary, data[match.end() : end].rstrip(b"\r\n"), budget)
         if png is not None:
             budget -= len(png)
             images.append(png)
     return images
 
 
-def _image(dictionary: bytes, raw: bytes, budget: int) -> bytes | None:
-    width, height = _value(dictionary, b"/Width"), _value(dictionary, b"/Height")
-    bits = _value(dictionary, b"/BitsPerComponent") or 8
-    colour = next((c for name, c in _COLOURS.items() if name in dictionary), None)
-    if not width or not height or colour is None or bits != 8:
-        return None  # palettes, CMYK, 1/16-bit and masks are left to the carve
+def _value(dictionary: bytes, key: bytes) -> int | None:
+    match = re.search(re.escape(key) + rb"\s*(\d{1,6})(?!\s+\d+\s+R)", dictionary)
+    return int(match[1]) if match else None
+
+
+def _entry(data: bytes, dictionary: bytes, key: bytes) -> bytes | None:
+    """The raw text of a dictionary entry's value, following one indirect reference."""
+    match = re.search(re.escape(key) + rb"(?![A-Za-z])\s*", dictionary)
+    if match is None:
+        return None
+    value = dictionary[match.end() : match.end() + 4096]
+    reference = _REFERENCE.match(value)
+    return _object(data, reference) if reference else value
+
+
+def _object(data: bytes, reference: re.Match[bytes]) -> bytes | None:
+    found = re.search(rb"(?<!\d)%s\s+%s\s+obj\b" % (reference[1], reference[2]), data)
+    return data[found.end() : found.end() + 65_536] if found else None
+
+
+def _declared(data: bytes, dictionary: bytes) -> _Colours | None:
+    if b"/ImageMask true" in dictionary:
+        return _Colours(1)
+    space = _entry(data, dictionary, b"/ColorSpace") or _entry(data, dictionary, b"/CS")
+    return _space(data, space) if space else None
+
+
+def _inferred(samples: int, width: int, height: int, bits: int) -> _Colours | None:
+    """No space we can read (a private or broken one): the sample count says how many."""
+    for components in (3, 1, 4):
+        if samples == height * -(-width * components * bits // 8):
+            return _Colours(components)
+    return None
+
+
+def _space(data: bytes, space: bytes, depth: int = 0) -> _Colours | None:
+    space = space.lstrip()
+    if depth > 2:
+        return None  # a space that names itself (hostile): an Indexed base is one level deep
+    if space.startswith(b"["):
+        space = space[1:].lstrip()
+        if re.match(rb"/(Indexed|I)(?![A-Za-z])", space):
+            return _indexed(data, re.sub(rb"^/(Indexed|I)\s*", b"", space), depth)
+        if space.startswith(b"/ICCBased"):
+            stream = _entry(data, space, b"/ICCBased")
+            count = _value(stream.split(b"stream")[0], b"/N") if stream else None
+            return _Colours(count) if count in (1, 3, 4) else None
+    for name, components in _NAMED.items():
+        if space.startswith(name) and not space[len(name) : len(name) + 1].isalpha():
+            return _Colours(components)
+    return None
+
+
+def _indexed(data: bytes, after: bytes, depth: int) -> _Colours | None:
+    """``[/Indexed base hival lookup]``: the lookup as RGB triples for a PNG palette."""
+    reference = _REFERENCE.match(after)
+    if reference:
+        base_text, rest = _object(data, reference) or b"", after[reference.end() :]
+    elif after.startswith(b"["):
+        close = after.find(b"]") + 1
+        base_text, rest = after[:close], after[close:]
+    else:
+        name = re.match(rb"/[A-Za-z]+", after)
+        if name is None:
+            return None
+        base_text, rest = name[0], after[name.end() :]
+    base = _space(data, base_text, depth + 1)
+    high = re.match(rb"\s*(\d{1,3})\s*", rest)
+    if base is None or base.palette is not None or high is None:
+        return None
+    lookup = _lookup(data, rest[high.end() :], (int(high[1]) + 1) * base.components)
+    return None if lookup is None else _Colours(1, _to_rgb(lookup, base.components))
+
+
+def _lookup(data: bytes, text: bytes, size: int) -> bytes | None:
+    reference = _REFERENCE.match(text)
+    if reference:
+        body = _object(data, reference) or b""
+        header, _, stream = body.partition(b"stream")
+        stream = stream.lstrip(b"\r\n")
+        if b"/FlateDecode" in header or b"/Fl" in header:
+            stream = _inflate(stream, size, size)
+        return stream[:size] if len(stream) >= size else None
+    if text.startswith(b"<"):
+        hexed = re.sub(rb"[^0-9A-Fa-f]", b"", text[1:].split(b">")[0])
+        table = binascii.unhexlify(hexed[: len(hexed) // 2 * 2])
+    elif text.startswith(b"("):
+        table = _literal(text[1:])
+    else:
+        return None
+    return table[:size] if len(table) >= size else None
+
+
+def _literal(text: bytes) -> bytes:
+    """A PDF literal string's bytes (backslash escapes undone) up to its closing parenthesis."""
+    out, depth, pos = bytearray(), 0, 0
+    escapes = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("f"): 12}
+    while pos < len(text):
+        byte = text[pos]
+        if byte == 0x5C and pos + 1 < len(text):  # backslash
+            pos += 1
+            octal = re.match(rb"[0-7]{1,3}", text[pos : pos + 3])
+            if octal:
+                out.append(int(octal[0], 8) & 0xFF)
+                pos += len(octal[0])
+                continue
+            if text[pos] not in (10, 13):
+                out.append(escapes.get(text[pos], text[pos]))
+        elif byte == 0x29 and depth == 0:  # the closing parenthesis
+            break
+        else:
+            depth += {0x28: 1, 0x29: -1}.get(byte, 0)
+            out.append(byte)
+        pos += 1
+    return bytes(out)
+
+
+def _to_rgb(table: bytes, components: int) -> bytes:
+    if components == 3:
+        return table
+    if components == 1:
+        return bytes(value for grey in table for value in (grey, grey, grey))
+    cmyk = Image.frombytes("CMYK", (len(table) // 4, 1), table)
+    return cmyk.convert("RGB").tobytes()
+
+
+def _image(data: bytes, dictionary: bytes, raw: bytes, budget: int) -> bytes | None:
+    width, height = _value(dictionary, b"/Width") or 0, _value(dictionary, b"/Height") or 0
+    bits = _value(dictionary, b"/BitsPerComponent") or (1 if b"/ImageMask true" in dictionary
+                                                        else 8)  # fmt: skip
+    if not width or not height or bits not in (1, 2, 4, 8, 16):
+        return None
     if max(width, height) > _MAX_SIDE or width * height > _MAX_PIXELS:
-        return None  # a poster-sized scan: left to the carve; a document is never refused for it
-    kind, channels = colour
-    row = width * channels
+        return None  # a poster-sized scan: not opened; a document is never refused for it
     try:
-        if b"/ASCIIHexDecode" in dictionary or b"/AHx" in dictionary:
-            raw = binascii.unhexlify(re.sub(rb"[^0-9A-Fa-f]", b"", raw.split(b">")[0]))
-        elif b"/ASCII85Decode" in dictionary or b"/A85" in dictionary:
-            raw = base64.a85decode(raw.split(b"~>")[0] + b"~>", adobe=False, ignorechars=b" \t\r\n")
+        samples = _unwrap(dictionary, raw)
     except (ValueError, binascii.Error):
         return None
     predicted = (_value(dictionary, b"/Predictor") or 1) >= 10
-    if b"/FlateDecode" in dictionary or b"/Fl" in dictionary:
-        if predicted:
-            return _png(width, height, kind, raw)  # already PNG image data
-        pixels = _inflate(raw, (row + 1) * height, budget)
-    else:
-        pixels = raw
-    if len(pixels) < row * height:
+    flate = b"/FlateDecode" in dictionary or b"/Fl" in dictionary
+    colours = _declared(data, dictionary)
+    inflated = samples
+    if flate and not (predicted and colours is not None):
+        # Predicted data is inflated here only to count samples for an unnamed colour space.
+        inflated = _inflate(samples, min(budget, width * height * 8 + height), budget)
+    if colours is None:
+        colours = _inferred(len(inflated) - (height if predicted else 0), width, height, bits)
+    if colours is None or colours.components not in _PNG_KIND:
         return None
-    rows = b"".join(b"\x00" + pixels[i * row : (i + 1) * row] for i in range(height))
-    return _png(width, height, kind, zlib.compress(rows, 1))
+    stride = -(-width * colours.components * bits // 8)
+    if stride * height > budget:
+        return None
+    if flate and predicted:
+        idat = samples  # already PNG image data, filters and all
+    else:
+        if len(inflated) < stride * height:
+            return None
+        rows = (b"\x00" + inflated[i * stride : (i + 1) * stride] for i in range(height))
+        idat = zlib.compress(b"".join(rows), 1)
+    return _png(width, height, bits, colours, idat)
+
+
+def _unwrap(dictionary: bytes, raw: bytes) -> bytes:
+    """Undo the text and run-length filters (Flate is undone by the caller, with its cap)."""
+    if b"/ASCIIHexDecode" in dictionary or b"/AHx" in dictionary:
+        hexed = re.sub(rb"[^0-9A-Fa-f]", b"", raw.split(b">")[0])
+        raw = binascii.unhexlify(hexed + (b"0" if len(hexed) % 2 else b""))
+    elif b"/ASCII85Decode" in dictionary or b"/A85" in dictionary:
+        text = raw.split(b"~>")[0].removeprefix(b"<~")
+        raw = base64.a85decode(text, adobe=False, ignorechars=b" \t\r\n\x0c\x00")
+    if b"/RunLengthDecode" in dictionary or b"/RL" in dictionary:
+        raw = _run_length(raw)
+    return raw
+
+
+def _run_length(data: bytes) -> bytes:
+    out, pos = bytearray(), 0
+    while pos < len(data) and data[pos] != 128 and len(out) < _MAX_PIXELS * 4:
+        length = data[pos]
+        if length < 128:
+            out += data[pos + 1 : pos + 2 + length]
+            pos += length + 2
+        else:
+            out += data[pos + 1 : pos + 2] * (257 - length)
+            pos += 2
+    return bytes(out)
 
 
 def _inflate(data: bytes, expected: int, budget: int) -> bytes:
     if expected > budget:
         return b""  # past the body's decoded-size cap: not opened
-    decompressor = zlib.decompressobj()
     try:
-        return decompressor.decompress(data, expected)
+        return zlib.decompressobj().decompress(data, expected)
     except zlib.error:
         return b""
 
 
-def _png(width: int, height: int, kind: int, idat: bytes) -> bytes:
-    def chunk(name: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body))
-            + name
-            + body
-            + struct.pack(">I", zlib.crc32(name + body) & 0xFFFFFFFF)
-        )
+def _png(width: int, height: int, bits: int, colours: _Colours, idat: bytes) -> bytes | None:
+    kind = 3 if colours.palette is not None else _PNG_KIND[colours.components]
+    if (kind in (2, 6) and bits < 8) or (kind == 3 and bits > 8):
+        return None  # layouts PNG has no form for (and no writer produces)
 
-    header = struct.pack(">IIBBBBB", width, height, 8, kind, 0, 0, 0)
+    def chunk(name: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(name + body) & 0xFFFFFFFF)
+        return struct.pack(">I", len(body)) + name + body + crc
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, kind, 0, 0, 0))
+    palette = chunk(b"PLTE", colours.palette[: 3 * 256]) if colours.palette else b""
+    png = b"\x89PNG\r\n\x1a\n" + header + palette + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    if colours.components != 4:
+        return png
+    try:  # CMYK samples rode as RGBA: read them back as CMYK and give the picture as RGB
+        with Image.open(io.BytesIO(png)) as carrier:
+            cmyk = Image.frombytes("CMYK", carrier.size, carrier.convert("RGBA").tobytes())
+    except (OSError, ValueError, SyntaxError):
+        return None
     out = io.BytesIO()
-    out.write(b"\x89PNG\r\n\x1a\n")
-    out.write(chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    cmyk.convert("RGB").save(out, "PNG", compress_level=1)
     return out.getvalue()
