@@ -16,7 +16,6 @@ building the document, so any body costs time linear in its length.
 from __future__ import annotations
 
 import io
-import json
 import re
 import zipfile
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from schoolgate.endpoints.extract import (
     parse_multipart,
 )
 from schoolgate.endpoints.pdfimages import pdf_images
+from schoolgate.endpoints.textbytes import byte_arrays, hex_reading, unescape_json
 from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, unanalysed_format
 
 _MAX_DEPTH: Final = 6
@@ -61,9 +61,10 @@ _MAX_FRAGMENT_BYTES: Final = 4096
 
 _JSON_STRING: Final = re.compile(rb'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
 _DATA_URL: Final = re.compile(rb"data:([\w.+-]{1,64}/[\w.+-]{1,64})?[^,\"'\s]{0,200}?,", re.I)
-# Base64 as text carries it: one run, or lines of it (wrapped at 64 or 76, maybe escaped).
+# Base64 (or hex) as text carries it: one run, or lines of it (wrapped at 60, 64 or 76, maybe
+# escaped).
 _BASE64_RUN: Final = re.compile(
-    rb"[A-Za-z0-9+/_-]{64,}+(?:(?:\r?\n|\\n|%0[aAdD]|&#10;)[A-Za-z0-9+/_-]++)*+={0,2}"
+    rb"[A-Za-z0-9+/_-]{56,}+(?:(?:\r?\n|\\n|%0[aAdD]|&#10;)[A-Za-z0-9+/_-]++)*+={0,2}"
 )
 _PAYLOAD_END: Final = re.compile(rb"[\"')<>\s]")
 _BASE64_PAYLOAD: Final = re.compile(rb"(?:[A-Za-z0-9+/=_-]++|\s++|%0[aAdD]|&#1[03];|\\[nr])*+")
@@ -303,7 +304,9 @@ class _Scan:
             literal = match.group(1)
             if len(literal) < _MIN_STRING:
                 continue
-            self.string(_unescape_json(literal), f"{where}/json#{number}", depth)
+            self.string(unescape_json(literal), f"{where}/json#{number}", depth)
+        for offset, decoded in byte_arrays(data):  # [255,216,...] or {"0":255,"1":216,...}
+            self.decoded_blob(decoded, f"{where}/json-bytes@{offset}", depth)
 
     def text(self, data: bytes, where: str, depth: int) -> None:
         """data: URLs and long base64 runs in any text (SVG, HTML, XML, CSS, plain)."""
@@ -313,9 +316,12 @@ class _Scan:
         for number, match in enumerate(_BASE64_RUN.finditer(data)):
             if any(start <= match.start() < end for start, end in covered):
                 continue  # the payload of a data: URL, already looked at
-            decoded = b64decode(_compact(match.group(0)))
-            if decoded is not None:
-                self.decoded_blob(decoded, f"{where}/base64#{number}", depth)
+            run = _compact(match.group(0))
+            for reading, decoded in (("base64", b64decode(run)), ("hex", hex_reading(run))):
+                if decoded is not None and self.decoded_blob(
+                    decoded, f"{where}/{reading}#{number}", depth
+                ):
+                    break
 
     def data_url(
         self, data: bytes, match: re.Match[bytes], where: str, depth: int
@@ -355,6 +361,9 @@ class _Scan:
         if stripped[:5].lower() == b"data:":
             self.text(stripped, where, depth + 1)
             return
+        hexed = hex_reading(stripped)
+        if hexed is not None and self.decoded_blob(hexed, where + ":hex", depth):
+            return  # hex is base64's alphabet too: the reading that gives a file is the one
         decoded = b64decode(stripped)
         if decoded is not None:
             # Wholly base64: what it decodes to is all there is ('<', '{' and ':' are not base64).
@@ -482,19 +491,6 @@ def _quoted_fragment(data: bytes) -> bool:
     if any(data.find(signature, 1) >= 0 for signature, _ in _SIGNATURES):
         return False  # another picture inside (an EXIF thumbnail): not only a header
     return not _complete_image(data)
-
-
-def _unescape_json(literal: bytes) -> bytes:
-    if b"\\" not in literal:
-        return literal
-    try:
-        text: str = json.loads(b'"' + literal + b'"')
-    except ValueError:
-        return literal.replace(b"\\/", b"/")
-    try:
-        return text.encode("latin-1")  # \u00XX escapes carry bytes 1:1
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace")
 
 
 def extract_items(

@@ -1,0 +1,74 @@
+"""A file's bytes written as text other than base64 (adversarial pass a4 follow-up): hex (as
+`bytes.hex()`, `xxd -p`, Wireshark or C arrays print it) and JSON arrays of byte values (as
+`Array.from(bytes)`, Python's `list(data)` or `JSON.stringify(new Uint8Array(...))` send them).
+Each is rebuilt and judged; number lists and hex that spell no file give nothing.
+
+Benign pictures only: scikit-image's astronaut (via the benign_photos fixture)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from urllib.parse import urlencode
+
+import pytest
+from PIL import Image
+
+from schoolgate.endpoints.bodyscan import extract_items
+from schoolgate.endpoints.extract import ExtractLimits
+from tests.conftest import encode
+
+LIMITS = ExtractLimits()
+
+
+@pytest.fixture(scope="module")
+def photo(benign_photos: dict[str, Image.Image]) -> bytes:
+    return encode(benign_photos["astronaut"].resize((120, 120)), "JPEG", quality=80)
+
+
+def found(body: bytes, content_type: str | None) -> list[bytes]:
+    return [item.data for item in extract_items(body, content_type, LIMITS)]
+
+
+def hex_forms(photo: bytes) -> dict[str, str]:
+    plain = photo.hex()
+    return {
+        "plain": plain,
+        "upper": plain.upper(),
+        "spaced": photo.hex(" "),
+        "colons": photo.hex(":"),
+        "xxd -p lines": "\n".join(plain[i : i + 60] for i in range(0, len(plain), 60)),
+        "c array": ", ".join(f"0x{byte:02x}" for byte in photo),
+        "escaped": "".join(f"\\x{byte:02x}" for byte in photo),
+    }
+
+
+@pytest.mark.parametrize(
+    "form", ["plain", "upper", "spaced", "colons", "xxd -p lines", "c array", "escaped"]
+)
+def test_hex_in_json_forms_and_text_is_the_picture(photo: bytes, form: str) -> None:
+    text = hex_forms(photo)[form]
+    assert found(json.dumps({"file": text}).encode(), "application/json") == [photo]
+    assert found(urlencode({"file": text}).encode(), "application/x-www-form-urlencoded") == [photo]
+    if form in ("plain", "upper", "xxd -p lines"):
+        assert found(f"see {text} end".encode(), "text/plain") == [photo]
+
+
+def test_json_arrays_of_byte_values_are_the_picture(photo: bytes) -> None:
+    as_list = json.dumps({"data": list(photo)}).encode()
+    as_object = json.dumps({"file": {str(i): byte for i, byte in enumerate(photo)}}).encode()
+    compact = json.dumps(list(photo), separators=(",", ":")).encode()
+    for body in (as_list, as_object, compact):
+        assert found(body, "application/json") == [photo]
+
+
+def test_number_lists_and_hex_that_spell_no_file_give_nothing() -> None:
+    """Innocent bodies: telemetry, coordinates, digests and random hex are not media."""
+    readings = json.dumps({"samples": list(range(200)), "ids": [7] * 500}).encode()
+    big_numbers = json.dumps({"points": [1000 + i for i in range(300)]}).encode()
+    digests = json.dumps({"sha256": [hashlib.sha256(b"%d" % i).hexdigest() for i in range(40)]})
+    random_hex = json.dumps({"nonce": os.urandom(4096).hex()})
+    for body in (readings, big_numbers, digests.encode(), random_hex.encode()):
+        assert found(body, "application/json") == []
+    assert found(os.urandom(2048).hex(" ").encode(), "text/plain") == []
