@@ -32,6 +32,17 @@ _CHUNK = 1 << 20
 PDQ_DOWNSAMPLE_SIDE = 512
 _PDQ_REDUCING_GAP = 1.0
 
+# A washed-out copy (contrast turned down to a fifth or less) keeps a picture's PDQ bits but not
+# its quality: PDQ's quality is the image's absolute gradient energy, and matching ignores hashes
+# of quality under 50 (they are what flat and blurred pictures give), so the copy could never
+# match (adversarial pass a4: a banked video at contrast x0.2 passed). Under that quality a query
+# is also hashed with its luma range stretched to full scale (stretched_pdq). PDQ's bits are
+# thresholds at the median, so an affine stretch keeps them up to rounding. A picture whose luma
+# spans under _MIN_STRETCH_RANGE levels is left alone: its stretched hash would be its noise.
+STRETCH_BELOW_QUALITY = 50
+_MIN_STRETCH_RANGE = 8
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
 # Pillow transposes matching pdqhash.compute_dihedral's output order (checked against the
 # reference's bridge-1..8 images): original, rotate 90 (counter-clockwise), 180, 270, flip
 # top-bottom ("flipx"), flip left-right ("flipy"), transpose ("flip+1"), transverse ("flip-1").
@@ -143,6 +154,42 @@ def _pdq_input(image: Image.Image) -> np.ndarray:
         image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=_PDQ_REDUCING_GAP)
     # uint8 matters: pdqhash's signature says `char`, and a signed view would corrupt the luma.
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def stretched_pdq(image: Image.Image, *, dihedral: bool) -> list[PdqHash]:
+    """Query side only: the PDQ hash(es) of a washed-out picture with its luma range stretched
+    (see STRETCH_BELOW_QUALITY), or [] when stretching gives no better quality. Banks keep the
+    reference hash, which hash lists are exchanged in."""
+    pixels = _pdq_input(image)
+    stretched = _stretched(pixels)
+    if stretched is None:
+        return []
+    if dihedral:
+        variants, quality = pdqhash.compute_dihedral(stretched)
+    else:
+        bits, quality = pdqhash.compute(stretched)
+        variants = [bits]
+    if quality < STRETCH_BELOW_QUALITY:
+        return []
+    return [PdqHash(hex=_hex_from_bits(bits), quality=int(quality)) for bits in variants]
+
+
+def stretched_frame_pdq(pixels: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """`stretched_pdq` for a video frame's HxWx3 uint8 pixels: (bits, quality) or None."""
+    stretched = _stretched(np.ascontiguousarray(pixels))
+    if stretched is None:
+        return None
+    bits, quality = pdqhash.compute(stretched)
+    return (bits, int(quality)) if quality >= STRETCH_BELOW_QUALITY else None
+
+
+def _stretched(pixels: np.ndarray) -> np.ndarray | None:
+    sample = pixels[:: max(1, pixels.shape[0] // 128), :: max(1, pixels.shape[1] // 128)]
+    low, high = np.percentile(sample.reshape(-1, 3) @ _LUMA, [0.5, 99.5])
+    if high - low < _MIN_STRETCH_RANGE:
+        return None
+    scaled = (pixels.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.ascontiguousarray(np.clip(scaled, 0, 255).astype(np.uint8))
 
 
 def _hex_from_bits(bits: np.ndarray) -> str:

@@ -29,7 +29,13 @@ from PIL import Image
 
 from schoolgate.errors import MediaRefused
 from schoolgate.media.decode import MediaLimits, VideoLimits
-from schoolgate.media.hashing import PdqHash, pdq_dihedral
+from schoolgate.media.hashing import (
+    STRETCH_BELOW_QUALITY,
+    PdqHash,
+    pdq_dihedral,
+    stretched_frame_pdq,
+    stretched_pdq,
+)
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.sniff import MediaKind, MediaType, sniff
 from schoolgate.media.video_frames import Box, Letterbox
@@ -300,6 +306,14 @@ class VideoHasher:
         else:
             value, quality = still.hashes[0].hex, still.hashes[0].quality
         variants: list[str] = []
+        if self.variants and quality < STRETCH_BELOW_QUALITY:
+            # A washed-out copy's frame (contrast turned down): matched by its stretched hash,
+            # which is also what makes the frame count (queries below min quality are ignored).
+            stretched = stretched_frame_pdq(frame.rgb)
+            if stretched is not None:
+                variants.append(value)
+                value = bytes(np.packbits(stretched[0].astype(np.uint8))).hex()
+                quality = stretched[1]
         if self.variants and still is not None:
             for view in range(0, len(still.hashes), 8):
                 variants.extend(still.hashes[view + turn].hex for turn in _VPDQ_DIHEDRAL)
@@ -322,6 +336,9 @@ class VideoHasher:
 def _still(frame: Frame) -> StillQuery:
     """The image-bank query hashes of one sampled frame, as the image path makes them."""
     hashes: list[PdqHash] = []
-    for view in analysis_views(Image.fromarray(frame.rgb, "RGB")):
+    views = analysis_views(Image.fromarray(frame.rgb, "RGB"))
+    for view in views:
         hashes.extend(pdq_dihedral(view))
+    if hashes[0].quality < STRETCH_BELOW_QUALITY:
+        hashes.extend(stretched_pdq(views[0], dihedral=True))
     return StillQuery(frame.frame, round(frame.timestamp, 6), tuple(hashes))

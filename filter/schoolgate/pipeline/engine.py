@@ -22,7 +22,7 @@ from schoolgate.errors import MediaRefused
 from schoolgate.matching.matcher import BankMatch, FrameMatch, Matcher
 from schoolgate.matching.robust_tier import RobustTier
 from schoolgate.matching.video import VideoMatcher, VideoMatcherCache
-from schoolgate.media.hashing import PdqHash, exact_hashes
+from schoolgate.media.hashing import PdqHash, exact_hashes, stretched_pdq
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
 from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
@@ -227,6 +227,8 @@ class Inspector:
                 hashes[f"pdq_content{number if number > 1 else ''}"] = view_hashes[0].hex
         hashes["pdq"] = variants[0].hex
         hashes["pdq_quality"] = variants[0].quality
+        if variants[0].quality < banks.pdq_min_quality:  # washed out: its contrast restored
+            variants.extend(stretched_pdq(views[0], dihedral=banks.match_dihedral))
         pdq_matches = matcher.match_pdq(variants, min_quality=banks.pdq_min_quality)
         if banks.match_inverted and not pdq_matches:
             # A negative of a banked picture (one tap in any editor) hashes to the complement.
