@@ -1,5 +1,5 @@
-"""Pictures a PDF stores as pixels are judged (adversarial pass a4: Flate and ASCIIHex image
-streams hid a banked picture; only JPEG images inside PDFs were found)."""
+"""Pictures a PDF or an EPS file stores as pixels are judged (adversarial pass a4: Flate and
+ASCIIHex image streams and EPS exports hid a banked picture; only JPEGs inside PDFs were found)."""
 
 from __future__ import annotations
 
@@ -243,4 +243,73 @@ def test_hostile_image_dictionaries_give_no_item_and_no_error(dictionary: bytes)
         b"trailer", b"6 0 obj\n[/Indexed 6 0 R 255 <00>]\nendobj\ntrailer"
     )
     assert [item for item in extract_items(pdf, "application/pdf", LIMITS)
-            if "pdf-image" in item.locator] == []  # fmt: skip
+            if "document-image" in item.locator] == []  # fmt: skip
+
+
+def eps(image: Image.Image, reader: bytes, operator: bytes, samples: bytes) -> bytes:
+    width, height = image.size
+    return (
+        b"%%!PS-Adobe-3.0 EPSF-3.0\n%%%%BoundingBox: 0 0 %d %d\ngsave\n%d %d scale\n"
+        b"%d %d 8 [%d 0 0 -%d 0 %d]\n" % (width, height, width, height, width, height, width,
+                                          height, height)
+        + reader + b"\n" + operator + b"\n" + samples + b"\ngrestore\nshowpage\n%%EOF\n"
+    )  # fmt: skip
+
+
+def eps_forms(picture: Image.Image) -> dict[str, tuple[bytes, Image.Image]]:
+    """EPS as editors export it (pass a4: a banked picture saved as EPS was delivered)."""
+    pillow = io.BytesIO()
+    picture.save(pillow, "EPS")
+    grey = picture.convert("L")
+    hexed = binascii.hexlify(picture.tobytes())
+    wrapped = b"\n".join(hexed[i : i + 78] for i in range(0, len(hexed), 78))
+    ps85 = eps(picture, b"currentfile /ASCII85Decode filter", b"false 3 colorimage",
+               __import__("base64").a85encode(picture.tobytes(), wrapcol=72) + b"~>")  # fmt: skip
+    tiff = io.BytesIO()
+    picture.save(tiff, "TIFF")
+    body = eps(picture, b"{ currentfile buf readhexstring pop } bind", b"false 3 colorimage",
+               wrapped)  # fmt: skip
+    dos = struct.pack("<4s6IH", b"\xc5\xd0\xd3\xc6", 30, len(body), 0, 0, 30 + len(body),
+                      len(tiff.getvalue()), 0xFFFF) + body + tiff.getvalue()  # fmt: skip
+    return {
+        "pillow": (pillow.getvalue(), picture),
+        "grey, binary": (
+            eps(grey, b"{ currentfile buf readstring pop } bind", b"image", grey.tobytes()),
+            grey,
+        ),
+        "ascii85": (ps85, picture),
+        "dos eps": (dos, picture),
+    }
+
+
+@pytest.mark.parametrize("form", ["pillow", "grey, binary", "ascii85", "dos eps"])
+def test_a_picture_in_an_eps_file_is_found_as_the_same_picture(
+    picture: Image.Image, form: str
+) -> None:
+    data, expected = eps_forms(picture)[form]
+    items = extract_items(data, "application/postscript", LIMITS)
+    assert items
+    assert all(same_picture(item.data, expected) for item in items)
+
+
+def test_a_banked_picture_in_an_eps_file_is_blocked_and_another_is_not(
+    data_dir: Path, picture: Image.Image, benign_photos: dict[str, Image.Image]
+) -> None:
+    with BankStore(data_dir / "banks.sqlite") as store:
+        store.create_bank("incident-eps")
+        pdq = pdq_hash(picture)
+        store.add_signals(
+            "incident-eps", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "t"
+        )
+    inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
+    pupil = InspectionContext(client_ip="192.0.2.9")
+    try:
+        (item,) = extract_items(eps_forms(picture)["pillow"][0], None, LIMITS)
+        assert inspector.evaluate(item.data, pupil).blocked
+        other = benign_photos["coffee"].convert("RGB").resize((150, 100))
+        (item,) = extract_items(eps_forms(other)["pillow"][0], None, LIMITS)
+        assert not inspector.evaluate(item.data, pupil).blocked
+        text = b"%!PS-Adobe-3.0\n/Helvetica findfont 12 scalefont setfont (hello) show\n"
+        assert extract_items(text, "application/postscript", LIMITS) == []
+    finally:
+        inspector.close()

@@ -34,7 +34,7 @@ from schoolgate.endpoints.extract import (
     parse_header_params,
     parse_multipart,
 )
-from schoolgate.endpoints.pdfimages import pdf_images
+from schoolgate.endpoints.pdfimages import document_images
 from schoolgate.endpoints.textbytes import byte_arrays, hex_reading, unescape_json
 from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, unanalysed_format
 
@@ -214,8 +214,10 @@ class _Scan:
         self._by_structure(data, main, content_type, where, depth)
         if len(self.items) == before:
             self.carve(data, filename, content_type, where)
-        for number, png in enumerate(pdf_images(data, self.limits)):
-            self.add(ExtractedItem(png, None, "image/png", f"{where}/pdf-image#{number}", True))
+        for number, png in enumerate(document_images(data, self.limits)):
+            self.add(
+                ExtractedItem(png, None, "image/png", f"{where}/document-image#{number}", True)
+            )
         if len(self.items) == before and claimed:  # said to be media: the engine decides
             self.add(ExtractedItem(data, filename, content_type, where, claimed=True))
 

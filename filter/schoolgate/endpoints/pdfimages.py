@@ -1,4 +1,4 @@
-"""Pictures a PDF stores as pixels (Flate, RunLength, ASCIIHex, ASCII85 image streams), as PNGs.
+"""Pictures a PDF or a PostScript/EPS file stores as pixels, as PNG files.
 
 PDF writers embed a PNG as an image XObject: the PNG's own compressed scanlines (FlateDecode
 with the PNG predictors) plus the width, height and colour space in the stream's dictionary. No
@@ -10,6 +10,10 @@ read: grey, RGB, CMYK (carried as RGBA, then converted), ICC-based and calibrate
 component count, palettes (inline or in their own stream), 1 to 16 bits per component, and a
 space nobody can name by the size of its samples. Bounded by the body's decoded-size cap, a pixel
 cap and count caps; an image past them is not opened (a document is never refused for it).
+
+EPS files (what editors export for print; adversarial pass a4) draw a picture with the `image` or
+`colorimage` operator: its width, height, bits and matrix, a procedure reading hex, ASCII85 or
+binary from the file, and the samples after it. A DOS EPS also carries a TIFF preview.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ _REFERENCE: Final = re.compile(rb"^\s*(\d{1,7})\s+(\d{1,5})\s+R")
 _NAMED: Final = {b"/DeviceGray": 1, b"/CalGray": 1, b"/G": 1, b"/DeviceRGB": 3, b"/CalRGB": 3,
                  b"/RGB": 3, b"/Lab": 3, b"/DeviceCMYK": 4, b"/CMYK": 4}  # fmt: skip
 _PNG_KIND: Final = {1: 0, 3: 2, 4: 6}  # components -> PNG colour type (CMYK rides as RGBA)
+_DOS_EPS: Final = b"\xc5\xd0\xd3\xc6"
+_PS_IMAGE: Final = re.compile(
+    rb"(\d{1,5})\s+(\d{1,5})\s+(\d{1,2})\s*\[(?:\s*-?[\d.]{1,12}){6}\s*\]\s*"
+    rb"(?P<reader>\{[^{}]{0,300}\}(?:\s*bind)?|currentfile[^\n]{0,200})\s*"
+    rb"(?:(?:false|true)\s+(?P<colours>[134])\s+colorimage|image)[ \t]*\r?\n"
+)
 
 
 @dataclass(frozen=True)
@@ -46,10 +56,62 @@ class _Colours:
     palette: bytes | None = None  # RGB triples for an /Indexed space
 
 
+def document_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
+    """The pixel pictures in a PDF, PostScript or EPS document (JPEGs are found by the carve)."""
+    if b"%PDF-" in data[:1024]:  # readers accept a header after up to 1 KiB of junk
+        return pdf_images(data, limits)
+    if data.startswith(_DOS_EPS) and len(data) >= 30:
+        start, length, _, _, tiff_start, tiff_length = struct.unpack("<6I", data[4:28])
+        preview = [data[tiff_start : tiff_start + tiff_length]] if tiff_length else []
+        return preview + ps_images(data[start : start + length], limits)
+    if data.startswith(b"%!"):
+        return ps_images(data, limits)
+    return []
+
+
+def ps_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
+    """PNG files for the pictures a PostScript program draws with `image` / `colorimage`."""
+    images: list[bytes] = []
+    budget = limits.max_decoded_bytes
+    for match in _PS_IMAGE.finditer(data):
+        if len(images) >= _MAX_IMAGES:
+            break
+        width, height, bits = int(match[1]), int(match[2]), int(match[3])
+        components = int(match["colours"] or 1)
+        size = height * -(-width * components * bits // 8)
+        if not width or not height or bits not in (1, 2, 4, 8) or size > budget:
+            continue
+        if max(width, height) > _MAX_SIDE or width * height > _MAX_PIXELS:
+            continue
+        samples = _ps_samples(match["reader"], data[match.end() :], size)
+        if samples is None or len(samples) < size:
+            continue
+        png = samples_png(width, height, bits, _Colours(components), samples)
+        if png is not None:
+            budget -= len(png)
+            images.append(png)
+    return images
+
+
+def _ps_samples(reader: bytes, after: bytes, size: int) -> bytes | None:
+    try:
+        if b"ASCII85Decode" in reader:
+            return base64.a85decode(
+                after.split(b"~>")[0].removeprefix(b"<~"), adobe=False, ignorechars=b" \t\r\n"
+            )[:size]
+        if b"readhexstring" in reader or b"ASCIIHexDecode" in reader:
+            hexed = re.match(rb"[0-9A-Fa-f\s]*", after[: size * 3])
+            digits = re.sub(rb"\s", b"", hexed[0]) if hexed else b""
+            return binascii.unhexlify(digits[: size * 2 // 2 * 2])
+    except (ValueError, binascii.Error):
+        return None
+    if b"readstring" in reader:
+        return after[:size]
+    return None  # a data source we do not know (a DCT filter's JPEG is found by the carve)
+
+
 def pdf_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
-    """PNG files for the pixel images in a PDF (JPEG images are found by the carve)."""
-    if b"%PDF-" not in data[:1024]:  # readers accept a header after up to 1 KiB of junk
-        return []
+    """PNG files for the pixel images in a PDF."""
     images: list[bytes] = []
     budget = limits.max_decoded_bytes
     for tried, match in enumerate(_STREAM.finditer(data)):
@@ -225,11 +287,19 @@ def _image(data: bytes, dictionary: bytes, raw: bytes, budget: int) -> bytes | N
     if flate and predicted:
         idat = samples  # already PNG image data, filters and all
     else:
-        if len(inflated) < stride * height:
-            return None
-        rows = (b"\x00" + inflated[i * stride : (i + 1) * stride] for i in range(height))
-        idat = zlib.compress(b"".join(rows), 1)
+        return samples_png(width, height, bits, colours, inflated)
     return _png(width, height, bits, colours, idat)
+
+
+def samples_png(
+    width: int, height: int, bits: int, colours: _Colours, samples: bytes
+) -> bytes | None:
+    """A PNG of unfiltered samples, rows packed to whole bytes (PDF and PostScript layout)."""
+    stride = -(-width * colours.components * bits // 8)
+    if len(samples) < stride * height:
+        return None
+    rows = (b"\x00" + samples[i * stride : (i + 1) * stride] for i in range(height))
+    return _png(width, height, bits, colours, zlib.compress(b"".join(rows), 1))
 
 
 def _unwrap(dictionary: bytes, raw: bytes) -> bytes:

@@ -45,7 +45,7 @@ class MediaType(StrEnum):
     FLV = "flv"
     ASF = "asf"  # .wmv, .asf
     # Still formats that image editors open and Pillow decodes: JPEG 2000, TGA, PCX, Netpbm,
-    # SGI, headerless DIB, ICO, QOI, PSD (`raster_format` names the one).
+    # SGI, headerless DIB, ICO, QOI, PSD, XBM, XPM (`raster_format` names the one).
     RASTER = "raster"
     UNKNOWN = "unknown"
 
@@ -364,6 +364,12 @@ _NETPBM: Final = re.compile(
     rb"|P[23](?:%(c)s\d+){3}\s+\d)" % {b"c": _NETPBM_COMMENTS}
 )
 # PAM ("P7"): a header of keyword lines up to ENDHDR, which Pillow does not read (decode.py does).
+# X11 bitmaps and pixmaps are C source (editors and ImageMagick still write them); a C header
+# that only defines a width and a height is not one (its bits array must follow).
+_XBM: Final = re.compile(
+    rb"\A\s*#define[ \t]+\w*_width[ \t]+\d+\s+#define[ \t]+\w*_height[ \t]+\d+\s"
+    rb"(?:#define[^\n]*\n\s*){0,2}(?:static\s+)?(?:unsigned\s+)?char\s+\w*_bits\s*\[\s*\]"
+)
 _PAM: Final = re.compile(rb"\AP7\n(?:#[^\n]*\n)*(?:WIDTH|HEIGHT|DEPTH|MAXVAL|TUPLTYPE) ")
 _DIB_SIZES: Final = frozenset({40, 52, 56, 64, 108, 124})  # BITMAPINFOHEADER and its successors
 _TGA_TYPES: Final = frozenset({1, 2, 3, 9, 10, 11})
@@ -399,6 +405,10 @@ def raster_format(data: bytes) -> str | None:
         return "PPM"
     if _PAM.match(head):
         return "PAM"
+    if _XBM.match(data[:512]):
+        return "XBM"
+    if re.match(rb"/\* XPM \*/\s*(?:static\s+)?(?:const\s+)?char\s*\*", data[:256]):
+        return "XPM"
     if (
         len(head) >= 8
         and head[0] == 0x0A
