@@ -6,6 +6,7 @@ DDS, XBM, XPM, and the caps on them; text or random bytes that start like one ar
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import struct
@@ -108,7 +109,10 @@ MAKERS: dict[str, tuple[Callable[[Image.Image], bytes], str]] = {
 }
 # Each format as Pillow (or, for XPM, xpm above) writes it.
 for _fmt in ("TGA", "PCX", "PPM", "SGI", "JPEG2000", "DIB", "QOI", "DDS", "XBM", "XPM"):
-    MAKERS[_fmt.lower()] = (lambda im, f=_fmt: save(im.convert("RGB"), f), _fmt)  # type: ignore[misc]
+    MAKERS[_fmt.lower()] = (
+        functools.partial(lambda im, f: save(im.convert("RGB"), f), f=_fmt),
+        _fmt,
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(MAKERS))
