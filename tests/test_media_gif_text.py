@@ -133,3 +133,35 @@ def test_a_code_size_no_decoder_accepts_is_not_a_picture() -> None:
     image = b"," + struct.pack("<HHHHB", 0, 0, 8, 8, 0)
     assert sniff(screen + image + b"\x02\x02\x44\x01\x00;") is MediaType.GIF
     assert sniff(screen + image + b"\x20\x02\x44\x01\x00;") is MediaType.UNKNOWN
+
+
+WEBP_TEXTS = [
+    b"RIFF....WEBPVP8 is how webp files start lol",  # adversarial pass a5: blocked as a picture
+    b"RIFF\x10\x00\x00\x00WEBPVP8L header then what?",
+    b"RIFF0000WEBPVP8X is the extended one",
+]
+
+
+@pytest.mark.parametrize("text", WEBP_TEXTS)
+def test_text_that_quotes_a_webp_header_is_not_a_picture(text: bytes) -> None:
+    assert sniff(text) is MediaType.UNKNOWN
+    inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
+    try:
+        assert not inspector.evaluate(text, PUPIL).blocked
+    finally:
+        inspector.close()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"lossless": False}, {"lossless": True}, {"lossless": True, "exact": True}],
+    ids=["lossy", "lossless", "lossless-alpha"],
+)
+def test_every_kind_of_webp_is_still_a_webp(params: dict[str, object]) -> None:
+    for mode in ("RGB", "RGBA"):
+        frames = [Image.new(mode, (64, 48), (200, 30 * n, 90)) for n in range(3)]
+        still, animated = io.BytesIO(), io.BytesIO()
+        frames[0].save(still, "WEBP", **params)
+        frames[0].save(animated, "WEBP", save_all=True, append_images=frames[1:], **params)
+        assert sniff(still.getvalue()) is MediaType.WEBP
+        assert sniff(animated.getvalue()) is MediaType.WEBP

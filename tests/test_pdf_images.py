@@ -313,3 +313,35 @@ def test_a_banked_picture_in_an_eps_file_is_blocked_and_another_is_not(
         assert extract_items(text, "application/postscript", LIMITS) == []
     finally:
         inspector.close()
+
+
+def test_a_jpeg2000_image_in_a_pdf_is_judged_as_a_picture(
+    data_dir: Path, picture: Image.Image, benign_photos: dict[str, Image.Image]
+) -> None:
+    """Adversarial pass a5: a scanned homework PDF with a JPXDecode image was blocked; its JPEG
+    2000 file was carved from its `ftyp` box as a broken MP4 (fail closed)."""
+    with BankStore(data_dir / "banks.sqlite") as store:
+        store.create_bank("incident-jpx")
+        pdq = pdq_hash(picture)
+        store.add_signals(
+            "incident-jpx", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "t"
+        )
+    inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
+    pupil = InspectionContext(client_ip="192.0.2.9")
+
+    def jpx_pdf(image: Image.Image) -> bytes:
+        jp2 = io.BytesIO()
+        image.save(jp2, "JPEG2000")
+        size = b"/Width %d /Height %d" % image.size
+        return pdf_with_image(size + b" /ColorSpace /DeviceRGB /Filter /JPXDecode", jp2.getvalue())
+
+    try:
+        (banked,) = extract_items(jpx_pdf(picture), "application/pdf", LIMITS)
+        assert inspector.evaluate(banked.data, pupil).blocked
+        other = benign_photos["coffee"].convert("RGB").resize((150, 100))
+        (innocent,) = extract_items(jpx_pdf(other), "application/pdf", LIMITS)
+        verdict = inspector.evaluate(innocent.data, pupil)
+        assert not verdict.blocked, verdict.to_dict()
+        assert verdict.to_dict().get("failure") is None
+    finally:
+        inspector.close()

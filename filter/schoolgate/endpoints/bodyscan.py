@@ -82,6 +82,7 @@ _SIGNATURES: Final[tuple[tuple[bytes, int], ...]] = (
     (b"WEBPVP8", 8),
     (b"ftyp", 4),
     (b"\x1a\x45\xdf\xa3", 0),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", 0),  # JPEG 2000 (a PDF's JPXDecode image)
 )
 _ZIP_MAGIC: Final = b"PK\x03\x04"
 _KEPT: Final = (_ZIP_MAGIC, b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00")  # ZIP, gzip, bzip2, xz

@@ -364,7 +364,8 @@ def media_end(data: bytes, offset: int) -> int:
     """Where a picture found at `offset` ends, so what follows it (a PDF's `endstream`, more
     junk) is not judged as part of it and its own thumbnail is not carved again. JPEG: the EOI
     after the first scan (segments before it are skipped by length, so an EXIF thumbnail's EOI
-    does not count); PNG: after IEND; anything else: the end of the data."""
+    does not count); PNG: after IEND; JPEG 2000: after its codestream box; anything else: the
+    end of the data."""
     if data.startswith(b"\xff\xd8", offset):
         position = offset + 2
         while position + 4 <= len(data) and data[position] == 0xFF:
@@ -380,6 +381,28 @@ def media_end(data: bytes, offset: int) -> int:
     if data.startswith(b"\x89PNG", offset):
         iend = data.find(b"IEND", offset)
         return iend + 8 if iend >= 0 else len(data)
+    if data.startswith(b"\x00\x00\x00\x0cjP  ", offset):
+        return _jp2_end(data, offset + 12)
+    return len(data)
+
+
+def _jp2_end(data: bytes, position: int) -> int:
+    """JPEG 2000: after the codestream box (to its EOC marker when its size is "to the end")."""
+    for _ in range(64):
+        if position + 8 > len(data):
+            break
+        size = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        if size == 1:
+            size = int.from_bytes(data[position + 8 : position + 16], "big")
+        if kind == b"jp2c" and size == 0:
+            eoc = data.find(b"\xff\xd9", position)
+            return eoc + 2 if eoc >= 0 else len(data)
+        if size < 8:
+            break
+        position += size
+        if kind == b"jp2c":
+            return min(position, len(data))
     return len(data)
 
 

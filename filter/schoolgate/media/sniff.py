@@ -79,6 +79,7 @@ class _IsoBrands:
     """ISO base media file format brands (the `ftyp` box) mapped to media types."""
 
     AVIF = frozenset({b"avif", b"avis"})
+    JPEG2000 = frozenset({b"jp2 ", b"jpx ", b"jpm "})
     HEIF = frozenset(
         {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"heif"}
     )
@@ -98,6 +99,8 @@ class _IsoBrands:
     def classify(cls, major: bytes, compatible: list[bytes]) -> MediaType:
         """Type from the major brand, falling back to the compatible brands in file order."""
         everything = set(compatible) | {major}
+        if major in cls.JPEG2000:
+            return MediaType.UNKNOWN  # a still; named by its signature box (raster_format)
         for brand in [major, *compatible]:
             if brand in cls.AVIF:
                 return MediaType.AVIF
@@ -211,6 +214,20 @@ _GIF_WALK_BLOCKS: Final = 8192
 _GIF_MAX_CODE_SIZE: Final = 11
 
 
+def _plausible_webp(head: bytes) -> bool:
+    """A WebP's first chunk is one libwebp reads: a lossy frame's start code, a lossless
+    stream's signature byte, or a 10-byte extended header. Chat text that quotes "RIFF....WEBPVP8"
+    (a pupil asking about a file) is not a broken picture to fail closed on."""
+    chunk = head[12:16]
+    if chunk == b"VP8 ":
+        return head[23:26] == b"\x9d\x01\x2a"
+    if chunk == b"VP8L":
+        return head[20:21] == b"\x2f"
+    if chunk == b"VP8X":
+        return head[16:20] == b"\x0a\x00\x00\x00"
+    return chunk in (b"ALPH", b"ANIM", b"ICCP")  # before the frame in some writers' files
+
+
 def _plausible_gif(data: bytes) -> bool:
     """Whether what follows "GIF89a" has a GIF's structure up to its first picture: the logical
     screen descriptor and the global colour table its flags announce, then extensions ("!", a
@@ -262,7 +279,7 @@ def sniff(data: bytes) -> MediaType:
         return MediaType.PNG
     if head.startswith((b"GIF87a", b"GIF89a")) and _plausible_gif(data):
         return MediaType.GIF
-    if head[0:4] == b"RIFF" and head[8:12] == b"WEBP":
+    if head[0:4] == b"RIFF" and head[8:12] == b"WEBP" and _plausible_webp(head):
         return MediaType.WEBP
     if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
         return MediaType.TIFF
