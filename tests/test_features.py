@@ -40,8 +40,16 @@ def test_round_trip_and_malformed_sets() -> None:
     assert (back.width, back.height) == (features.width, features.height)
     assert np.array_equal(back.points, features.points)
     assert np.array_equal(back.descriptors, features.descriptors)
-    # Derived data only: far smaller than the picture it came from.
-    assert len(data) <= 500 * 40 + 16
+    assert back.grid is not None
+    assert features.grid is not None
+    assert np.array_equal(back.grid.bits, features.grid.bits)
+    assert np.array_equal(back.grid.kinds, features.grid.kinds)
+    assert back.luma is None  # the working frame is never stored
+    # Derived data only: far smaller than the picture it came from (a 576-byte content grid).
+    assert len(data) <= 500 * 40 + 16 + 576
+    legacy = LocalFeatures(features.points, features.descriptors, 512, 340).to_bytes()
+    assert legacy[:4] == b"SGF1"
+    assert LocalFeatures.from_bytes(legacy).grid is None  # sets banked before grids still load
     for broken in (b"", data[:-1], b"XXXX" + data[4:], data + b"\0"):
         with pytest.raises(ValueError, match="feature set"):
             LocalFeatures.from_bytes(broken)

@@ -58,7 +58,10 @@ def test_evidence_is_reported(index: RobustIndex) -> None:
     assert hit.inliers >= 20
     assert hit.spread >= 0.3
     assert abs(hit.rotation_deg) == pytest.approx(4, abs=1.5)  # the copy was turned 4 degrees
-    assert set(hit.evidence()) == {"inliers", "spread", "scale", "rotation_deg", "votes"}
+    assert set(hit.evidence()) == {
+        "inliers", "spread", "scale", "rotation_deg", "votes", "content_agreement", "content_cells"
+    }  # fmt: skip
+    assert hit.evidence()["content_agreement"] >= 0.5
 
 
 def test_unrelated_pictures_and_their_screenshots_do_not_match(index: RobustIndex) -> None:

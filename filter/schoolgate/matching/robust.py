@@ -15,6 +15,11 @@ Two stages, each bounded:
    positions cover at least `min_spread` of the banked image's 4x4 grid cells, and a plausible
    scale. Repetitive textures give many consistent matches crowded in one place; the spread
    test is what rejects them.
+3. Content, for a geometric match: the query is warped onto the banked picture and their content
+   grids compared (`schoolgate.media.content_grid`). What two *different* pictures share (a chat
+   app's interface around two photos, one overlay or frame over two drawings) aligns perfectly
+   and passes stage 2; the pictures themselves disagree here. At least `min_agreement` of the
+   judged cells must agree. Feature sets banked before grids existed skip this stage.
 
 The index is immutable once built, so one instance serves every worker thread.
 """
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from schoolgate.media.content_grid import Agreement, agreement, content_grid
 from schoolgate.media.features import LocalFeatures
 
 _CHUNKS = 16  # 16-bit chunks of a 256-bit ORB descriptor
@@ -42,6 +48,7 @@ class RobustThresholds:
     ratio: float = 0.85  # nearest / second-nearest Hamming distance, per query keypoint
     max_hamming: int = 64  # bits; farther descriptors are never paired
     max_scale: float = 6.0  # the copy may be at most this much larger or smaller
+    min_agreement: float = 0.5  # of the judged content-grid cells, after alignment
 
 
 @dataclass(frozen=True)
@@ -89,15 +96,17 @@ class RobustHit:
     scale: float
     rotation_deg: float
     votes: int
+    content: Agreement | None = None  # None: banked before content grids
 
     def evidence(self) -> dict[str, float]:
-        return {
+        found = {
             "inliers": float(self.inliers),
             "spread": round(self.spread, 3),
             "scale": round(self.scale, 3),
             "rotation_deg": round(self.rotation_deg, 1),
             "votes": float(self.votes),
         }
+        return found | (self.content.evidence() if self.content is not None else {})
 
 
 def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -253,6 +262,9 @@ class RobustIndex:
         spread = _spread(target[inliers], banked.width, banked.height)
         if spread < rules.min_spread:
             return None
+        content = _aligned_agreement(query, banked, transform)
+        if content is not None and content.share < rules.min_agreement:
+            return None  # aligned on what surrounds the pictures; the pictures differ
         rotation = float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))
         return RobustHit(
             bank=entry.bank,
@@ -263,7 +275,23 @@ class RobustIndex:
             scale=scale,
             rotation_deg=rotation,
             votes=votes,
+            content=content,
         )
+
+
+def _aligned_agreement(
+    query: LocalFeatures, banked: LocalFeatures, transform: np.ndarray
+) -> Agreement | None:
+    """The query warped by `transform` (query frame -> banked frame) compared with the banked
+    content grid; None when either side has no grid to compare (a set banked before grids)."""
+    if banked.grid is None or query.luma is None:
+        return None
+    size = (banked.width, banked.height)
+    warped = np.asarray(
+        cv2.warpAffine(query.luma, transform, size, flags=cv2.INTER_LINEAR), np.uint8
+    )
+    inside = cv2.warpAffine(np.ones_like(query.luma), transform, size, flags=cv2.INTER_NEAREST)
+    return agreement(banked.grid, content_grid(warped, inside.astype(bool)))
 
 
 def _spread(points: np.ndarray, width: int, height: int) -> float:

@@ -13,11 +13,14 @@ old sets from new ones instead of silently comparing incompatible descriptors.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from schoolgate.media.content_grid import BYTES as GRID_BYTES
+from schoolgate.media.content_grid import ContentGrid, content_grid
 
 # The proxy parallelises across items with its own worker pool; OpenCV's internal threads would
 # only oversubscribe the appliance's cores.
@@ -25,8 +28,10 @@ cv2.setNumThreads(1)
 
 FEATURE_KIND = "orb-512-v1"
 DESCRIPTOR_BYTES = 32
-_MAGIC = b"SGF1"
+_MAGIC = b"SGF1"  # keypoints and descriptors only (banked before content grids)
+_MAGIC_GRID = b"SGF2"  # followed by the content grid
 _HEADER = struct.Struct("<4sHHH")  # magic, count, width, height
+_MIN_GRID_SIDE = 40  # a sliver (a 512 x 30 banner) has no grid: matched on features alone
 
 
 @dataclass(frozen=True)
@@ -41,20 +46,28 @@ class FeatureSettings:
 
 @dataclass(frozen=True)
 class LocalFeatures:
-    """Keypoints (x, y) in a working frame of `width` x `height` pixels, and their descriptors."""
+    """Keypoints (x, y) in a working frame of `width` x `height` pixels, and their descriptors.
+
+    `grid` is the view's content grid (`content_grid`), banked with the features; sets banked
+    before grids existed have none. `luma` is the working frame itself, kept on queries only
+    (never stored) so a match can warp it onto the banked picture and compare their grids."""
 
     points: np.ndarray  # (n, 2) float32
     descriptors: np.ndarray  # (n, 32) uint8
     width: int
     height: int
+    grid: ContentGrid | None = None
+    luma: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
 
     def to_bytes(self) -> bytes:
-        header = _HEADER.pack(_MAGIC, len(self), self.width, self.height)
+        magic = _MAGIC if self.grid is None else _MAGIC_GRID
+        header = _HEADER.pack(magic, len(self), self.width, self.height)
         points = np.ascontiguousarray(self.points, dtype="<f4").tobytes()
-        return header + points + np.ascontiguousarray(self.descriptors, np.uint8).tobytes()
+        grid = b"" if self.grid is None else self.grid.to_bytes()
+        return header + points + np.ascontiguousarray(self.descriptors, np.uint8).tobytes() + grid
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LocalFeatures:
@@ -62,19 +75,22 @@ class LocalFeatures:
         if len(data) < _HEADER.size:
             raise ValueError("feature set too short")
         magic, count, width, height = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
+        if magic not in (_MAGIC, _MAGIC_GRID):
             raise ValueError("not a schoolgate feature set")
-        expected = _HEADER.size + count * (8 + DESCRIPTOR_BYTES)
+        features_end = _HEADER.size + count * (8 + DESCRIPTOR_BYTES)
+        expected = features_end + (GRID_BYTES if magic == _MAGIC_GRID else 0)
         if len(data) != expected or width < 1 or height < 1:
             raise ValueError(f"feature set of {len(data)} bytes, expected {expected}")
         start = _HEADER.size
         points = np.frombuffer(data, "<f4", count * 2, start).reshape(count, 2)
         descriptors = np.frombuffer(data, np.uint8, count * DESCRIPTOR_BYTES, start + count * 8)
+        grid = ContentGrid.from_bytes(data[features_end:]) if magic == _MAGIC_GRID else None
         return cls(
             points=points.astype(np.float32),
             descriptors=descriptors.reshape(count, DESCRIPTOR_BYTES).copy(),
             width=width,
             height=height,
+            grid=grid,
         )
 
 
@@ -121,9 +137,15 @@ def extract_features(image: Image.Image, settings: FeatureSettings | None = None
         fastThreshold=settings.fast_threshold,
     )
     keypoints, descriptors = orb.detectAndCompute(grey, None)
+    grid = content_grid(grey) if min(width, height) >= _MIN_GRID_SIDE else None
     if descriptors is None or not keypoints:
         return LocalFeatures(
-            np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), width, height
+            np.zeros((0, 2), np.float32),
+            np.zeros((0, DESCRIPTOR_BYTES), np.uint8),
+            width,
+            height,
+            grid,
+            grey,
         )
     points = np.array([k.pt for k in keypoints], dtype=np.float32)
     if len(keypoints) > settings.max_features:
@@ -131,4 +153,5 @@ def extract_features(image: Image.Image, settings: FeatureSettings | None = None
         keep = _spread_pick(points, responses, (width, height), settings.grid,
                             settings.max_features)  # fmt: skip
         points, descriptors = points[keep], descriptors[keep]
-    return LocalFeatures(points, np.ascontiguousarray(descriptors, np.uint8), width, height)
+    descriptors = np.ascontiguousarray(descriptors, np.uint8)
+    return LocalFeatures(points, descriptors, width, height, grid, grey)

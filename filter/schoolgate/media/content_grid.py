@@ -1,0 +1,171 @@
+"""A coarse signature of what a picture shows where: the robust tier's check that an aligned
+copy shows the same *picture*, not only the same surroundings (issue 18).
+
+Local features match whatever two images share. Two screenshots of one chat app share its status
+bar, header, bubbles and input bar; two pictures under one overlay (lines, a watermark, a frame, a
+meme template) share the overlay. RANSAC then finds a perfectly consistent transform, and the
+different photos inside are never looked at. So after alignment the query is warped onto the
+banked picture and compared cell by cell on an 8x8 grid:
+
+- each cell holds a 40-bit difference hash (5x5 block means of its luma, each compared with its
+  right and lower neighbour), robust to re-encoding, scaling, colour and contrast changes;
+- each cell is classed as *flat* (no structure to compare), *graphic* (mostly flat areas with
+  sharp edges: text, interface, icons, stickers, captions, drawings) or *photographic*.
+
+The verdict is taken on the banked picture's photographic cells that the copy covers: a copy
+agrees on most of them (a caption or sticker hides a few); a *different* photo in the same place
+(another picture in the same chat screen, another subject before the same background, an empty
+thread) disagrees on most. The interface around a banked screenshot's photo is never evidence.
+Banked items with few photographic cells (drawings, text memes) are judged on every cell with
+structure on both sides.
+
+A grid is derived data, like a PDQ hash: 64 x 40 bits of brighter/darker comparisons between
+neighbouring blocks, and a class per cell. No picture can be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+GRID: Final = 8
+_BLOCKS: Final = 5  # block means per cell side
+_CELL_BITS: Final = 2 * _BLOCKS * (_BLOCKS - 1)  # 40
+_FLAT_STD: Final = 4.0  # luma std under which a cell has nothing to compare
+_STILL_RANGE: Final = 3  # a pixel whose 3x3 luma range is at most this is in a flat area
+_GRAPHIC_STILL_SHARE: Final = 0.45  # cells with more flat-area pixels than this are graphic
+_COVERED: Final = 0.9  # a query cell counts only where the warped query covers this share
+BYTES: Final = GRID * GRID * 9
+
+
+class Cell(IntEnum):
+    FLAT = 0
+    GRAPHIC = 1
+    PHOTO = 2
+    UNCOVERED = 3  # a query cell outside the warped copy (cropped away)
+
+
+@dataclass(frozen=True)
+class ContentGrid:
+    """Per cell, row-major: a 40-bit difference hash and a Cell class."""
+
+    bits: npt.NDArray[np.uint64]  # (GRID * GRID,)
+    kinds: npt.NDArray[np.uint8]  # (GRID * GRID,)
+
+    def to_bytes(self) -> bytes:
+        return self.bits.astype("<u8").tobytes() + self.kinds.astype(np.uint8).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ContentGrid:
+        if len(data) != BYTES:
+            raise ValueError(f"content grid of {len(data)} bytes, expected {BYTES}")
+        cells = GRID * GRID
+        bits = np.frombuffer(data, "<u8", cells).astype(np.uint64)
+        kinds = np.frombuffer(data, np.uint8, cells, cells * 8).copy()
+        if int(kinds.max(initial=0)) > Cell.UNCOVERED:
+            raise ValueError("content grid with an unknown cell class")
+        return cls(bits, kinds)
+
+    @property
+    def photo_cells(self) -> int:
+        return int((self.kinds == Cell.PHOTO).sum())
+
+
+def content_grid(
+    luma: npt.NDArray[np.uint8], covered: npt.NDArray[np.bool_] | None = None
+) -> ContentGrid:
+    """The grid of a picture's luma (H x W, both at least GRID * _BLOCKS pixels). `covered`
+    marks the pixels a warped query really has (cells mostly outside are UNCOVERED)."""
+    height, width = luma.shape
+    bits = _difference_hashes(luma)
+    still = _still_pixels(luma)
+    kinds = np.zeros(GRID * GRID, np.uint8)
+    rows = np.linspace(0, height, GRID + 1).astype(int)
+    columns = np.linspace(0, width, GRID + 1).astype(int)
+    for row in range(GRID):
+        for column in range(GRID):
+            cell = row * GRID + column
+            area = (slice(rows[row], rows[row + 1]), slice(columns[column], columns[column + 1]))
+            if covered is not None and covered[area].mean() < _COVERED:
+                kinds[cell] = Cell.UNCOVERED
+            elif float(luma[area].std()) < _FLAT_STD:
+                kinds[cell] = Cell.FLAT
+            elif float(still[area].mean()) > _GRAPHIC_STILL_SHARE:
+                kinds[cell] = Cell.GRAPHIC
+            else:
+                kinds[cell] = Cell.PHOTO
+    return ContentGrid(bits, kinds)
+
+
+def _difference_hashes(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    """Every cell's 40 bits: its 5x5 block means (an area-averaged 40x40 thumbnail, never kept),
+    each compared with the block to its right and the block below, within the cell."""
+    side = GRID * _BLOCKS
+    means = cv2.resize(luma.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
+    cells = means.reshape(GRID, _BLOCKS, GRID, _BLOCKS).transpose(0, 2, 1, 3)
+    across = cells[:, :, :, 1:] > cells[:, :, :, :-1]  # (8, 8, 5, 4)
+    down = cells[:, :, 1:, :] > cells[:, :, :-1, :]  # (8, 8, 4, 5)
+    flags = np.concatenate(
+        [across.reshape(GRID * GRID, -1), down.reshape(GRID * GRID, -1)], axis=1
+    )  # (64, 40)
+    packed = np.packbits(flags, axis=1)  # (64, 5) bytes, big-endian bit order
+    padded = np.zeros((GRID * GRID, 8), np.uint8)
+    padded[:, 3:] = packed
+    hashes: npt.NDArray[np.uint64] = padded.view(">u8").ravel().astype(np.uint64)
+    return hashes
+
+
+def _still_pixels(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Pixels in flat areas: the luma range of their 3x3 neighbourhood is at most _STILL_RANGE.
+    Interfaces, text and drawings are mostly such areas between sharp edges; photos (grain,
+    texture, gradients, sensor noise) have few."""
+    padded = np.pad(luma, 1, mode="edge").astype(np.int16)
+    height, width = luma.shape
+    low = np.full((height, width), 255, np.int16)
+    high = np.zeros((height, width), np.int16)
+    for dy in range(3):
+        for dx in range(3):
+            window = padded[dy : dy + height, dx : dx + width]
+            np.minimum(low, window, out=low)
+            np.maximum(high, window, out=high)
+    still: npt.NDArray[np.bool_] = (high - low) <= _STILL_RANGE
+    return still
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How an aligned query agrees with a banked grid."""
+
+    share: float  # agreeing share of the cells that were judged
+    judged: int  # cells judged (photographic ones, or all structured ones for a graphic item)
+    photographic: bool  # whether the banked item was judged on its photographic cells
+
+    def evidence(self) -> dict[str, float]:
+        return {"content_agreement": round(self.share, 3), "content_cells": float(self.judged)}
+
+
+_CELL_MATCH_BITS: Final = 10  # of 40: chance agreement of unrelated cells is ~0.1%
+_MIN_PHOTO_CELLS: Final = 6  # a banked item with fewer photographic cells is judged as graphic
+_MIN_JUDGED: Final = 4  # covered photographic cells, for the photographic judgement
+
+
+def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
+    """Compare an aligned query's grid (computed on the query warped into the banked frame)
+    with the banked grid (see the module docstring for which cells count)."""
+    distance = np.bitwise_count(banked.bits ^ query.bits)
+    agrees = distance <= _CELL_MATCH_BITS
+    covered = query.kinds != Cell.UNCOVERED
+    judged = covered & (banked.kinds == Cell.PHOTO)
+    photographic = banked.photo_cells >= _MIN_PHOTO_CELLS and int(judged.sum()) >= _MIN_JUDGED
+    if not photographic:
+        # A drawing, a text meme, or a photo the copy turned graphic (posterised, cartooned):
+        # every cell with structure on both sides is judged.
+        judged = covered & (banked.kinds != Cell.FLAT) & (query.kinds != Cell.FLAT)
+    count = int(judged.sum())
+    share = float(agrees[judged].mean()) if count else 0.0
+    return Agreement(share, count, photographic)

@@ -1,0 +1,129 @@
+"""The robust tier's content check (issue 18): after alignment the pictures themselves must agree,
+not only what surrounds them. Adversarial pass a5: with a chat screenshot banked, screenshots of
+the same thread showing another photo, or no photo, were blocked on the app's chrome (145-194
+inliers, spread 0.31-0.38).
+
+Benign pictures only: scikit-image photos and interfaces drawn here."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from schoolgate.matching.robust import RobustEntry, RobustIndex
+from schoolgate.media.content_grid import BYTES, Cell, ContentGrid, agreement, content_grid
+from schoolgate.media.features import extract_features
+from schoolgate.media.signals import bank_feature_views, query_feature_views
+from tests.support.imagery import EDITS, skimage_photo
+
+
+def chat_thread(photo: Image.Image | None, dark: bool = True) -> Image.Image:
+    """One chat thread as a phone shows it: status bar, contact header, the received photo,
+    two bubbles, the input bar (a5's lookalike screenshots, drawn the same way)."""
+    background, bar, text = ((17, 17, 17), (30, 30, 30), (255, 255, 255)) if dark else (
+        (250, 250, 250), (235, 235, 235), (20, 20, 20))  # fmt: skip
+    screen = Image.new("RGB", (540, 1170), background)
+    draw = ImageDraw.Draw(screen)
+    font = ImageFont.load_default(size=22)
+    draw.text((20, 12), "21:47", fill=text, font=font)
+    draw.text((430, 12), "5G 87%", fill=text, font=font)
+    draw.rectangle((0, 45, 540, 120), fill=bar)
+    draw.ellipse((20, 55, 75, 110), fill=(255, 200, 0))
+    draw.text((90, 62), "jaydenxx_09", fill=text, font=ImageFont.load_default(size=26))
+    draw.text((90, 92), "Active now", fill=(150, 150, 150), font=font)
+    if photo is not None:
+        screen.paste(photo.convert("RGB").resize((480, 480)), (30, 165))
+    draw.rounded_rectangle((30, 670, 450, 730), 24, fill=(60, 60, 200))
+    draw.text((50, 685), "omg look at this", fill=(255, 255, 255), font=font)
+    draw.rounded_rectangle((150, 750, 510, 810), 24, fill=(70, 70, 70))
+    draw.text((170, 765), "send it to the group chat", fill=(255, 255, 255), font=font)
+    draw.rectangle((0, 1075, 540, 1170), fill=bar)
+    draw.rounded_rectangle((20, 1090, 430, 1145), 26, outline=(120, 120, 120), width=2)
+    draw.ellipse((450, 1090, 505, 1145), fill=(0, 120, 255))
+    return screen
+
+
+def png(image: Image.Image) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def best(index: RobustIndex, image: Image.Image) -> list[str]:
+    for view in query_feature_views(image):
+        hits = index.match(extract_features(view))
+        if hits:
+            return [hit.content_id for hit in hits]
+    return []
+
+
+@pytest.fixture(scope="module")
+def thread_index() -> RobustIndex:
+    shot = png(chat_thread(skimage_photo("chelsea")))
+    return RobustIndex(
+        [RobustEntry("incident", "shot", "", f) for _, f in bank_feature_views(shot)]
+    )
+
+
+@pytest.mark.parametrize("other", ["rocket", "coffee", "brick", "camera", "astronaut", None])
+def test_the_same_thread_with_another_photo_or_none_does_not_match(
+    thread_index: RobustIndex, other: str | None
+) -> None:
+    photo = skimage_photo(other) if other else None
+    for dark in (True, False):
+        assert best(thread_index, png(chat_thread(photo, dark))) == []
+
+
+def test_the_banked_screenshots_photo_still_matches(thread_index: RobustIndex) -> None:
+    cat = skimage_photo("chelsea")
+    assert best(thread_index, png(chat_thread(cat, dark=False))) == ["shot"]  # another theme
+    square = cat.resize((480, 480))
+    assert best(thread_index, square) == ["shot"]  # the photo on its own
+    jpeg = Image.open(io.BytesIO(EDITS["jpeg_q30"](square, 0)))
+    assert best(thread_index, jpeg) == ["shot"]
+
+
+def test_evidence_names_the_content_agreement(thread_index: RobustIndex) -> None:
+    query = extract_features(chat_thread(skimage_photo("chelsea"), dark=False))
+    (hit,) = thread_index.match(query)
+    evidence = hit.evidence()
+    assert evidence["content_agreement"] >= 0.5
+    assert evidence["content_cells"] >= 4
+
+
+def test_cells_are_classed_flat_graphic_or_photo() -> None:
+    luma = np.asarray(chat_thread(skimage_photo("coffee")).convert("L").resize((236, 512)))
+    kinds = content_grid(luma).kinds.reshape(8, 8)
+    assert (kinds[1:4, 1:7] == Cell.PHOTO).mean() >= 0.9  # the photo (a smooth patch is graphic)
+    assert (kinds[0] == Cell.GRAPHIC).all()  # the status bar and header: text on flat colour
+    assert (kinds[6] == Cell.FLAT).all()  # the empty thread
+
+
+def test_agreement_of_copies_and_of_different_pictures() -> None:
+    photo = np.asarray(skimage_photo("astronaut").convert("L").resize((400, 400)))
+    other = np.asarray(skimage_photo("coffee").convert("L").resize((400, 400)))
+    copy = np.asarray(
+        Image.open(io.BytesIO(EDITS["jpeg_q30"](Image.fromarray(photo), 0))).convert("L")
+    )
+    banked = content_grid(photo)
+    assert agreement(banked, content_grid(copy)).share >= 0.8
+    assert agreement(banked, content_grid(other)).share <= 0.3
+    half = np.zeros_like(photo, dtype=bool)
+    half[:, :200] = True  # a crop: only what the copy covers is judged
+    cropped = agreement(banked, content_grid(copy, half))
+    assert cropped.judged <= 32
+    assert cropped.share >= 0.8
+
+
+def test_grids_round_trip_and_refuse_malformed_bytes() -> None:
+    grid = content_grid(np.asarray(skimage_photo("rocket").convert("L").resize((300, 200))))
+    back = ContentGrid.from_bytes(grid.to_bytes())
+    assert np.array_equal(back.bits, grid.bits)
+    assert np.array_equal(back.kinds, grid.kinds)
+    with pytest.raises(ValueError, match="content grid"):
+        ContentGrid.from_bytes(grid.to_bytes()[:-1])
+    with pytest.raises(ValueError, match="cell class"):
+        ContentGrid.from_bytes(grid.to_bytes()[: BYTES - 1] + b"\x09")
