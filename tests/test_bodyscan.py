@@ -12,7 +12,8 @@ import zipfile
 import pytest
 from PIL import Image
 
-from schoolgate.endpoints.bodyscan import extract_items, probe_carved
+from schoolgate.endpoints.bodyscan import extract_items
+from schoolgate.endpoints.carving import probe_carved
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
 from tests.conftest import encode
 

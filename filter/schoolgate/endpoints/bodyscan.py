@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
+from schoolgate.endpoints.carving import SIGNATURES, carved, probe_carved
 from schoolgate.endpoints.encoding import decompress_file, wide_text
 from schoolgate.endpoints.extract import (
     ExtractionError,
@@ -30,7 +31,6 @@ from schoolgate.endpoints.extract import (
     b64decode,
     has_image_data,
     lenient_b64_readings,
-    media_end,
     parse_header_params,
     parse_multipart,
 )
@@ -40,7 +40,6 @@ from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, un
 
 _MAX_DEPTH: Final = 6
 _MIN_STRING: Final = 16  # shorter strings cannot hold a picture worth judging
-_MAX_CARVED: Final = 32  # media signatures followed per blob
 _MAX_ZIP_MEMBERS: Final = 2000
 # Quoted fragments. A pupil asking why a file will not open pastes its first bytes as base64
 # (into a chat message, a JSON value, a data: URL); those bytes are not an upload of a picture.
@@ -73,17 +72,6 @@ _FORM_LIKE: Final = re.compile(rb"\A[\w.%*~\[\]-]{1,256}=")
 _JSON_LIKE: Final = re.compile(rb"\A\s*[\[{]")
 _MARKUP: Final = re.compile(rb"\A\s*[\[{<]")
 
-# Where a media file can start inside other bytes, and how far before the match it starts.
-_SIGNATURES: Final[tuple[tuple[bytes, int], ...]] = (
-    (b"\xff\xd8\xff", 0),
-    (b"\x89PNG\r\n\x1a\n", 0),
-    (b"GIF87a", 0),
-    (b"GIF89a", 0),
-    (b"WEBPVP8", 8),
-    (b"ftyp", 4),
-    (b"\x1a\x45\xdf\xa3", 0),
-    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", 0),  # JPEG 2000 (a PDF's JPXDecode image)
-)
 _ZIP_MAGIC: Final = b"PK\x03\x04"
 _KEPT: Final = (_ZIP_MAGIC, b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00")  # ZIP, gzip, bzip2, xz
 _CONTAINER_TYPES: Final = frozenset(
@@ -108,30 +96,6 @@ class ExtractedItem:
 def is_media(data: bytes) -> bool:
     """Whether the magic bytes say image or video."""
     return sniff(data).kind is not MediaKind.UNKNOWN
-
-
-def probe_carved(data: bytes) -> bool:
-    """Whether bytes found by their signature inside other bytes really start a media file.
-
-    Random binary holds a JPEG signature every 16 MiB or so; those must not be judged (and
-    refused) as broken pictures, so an image must parse as far as its size, and a video box
-    must be a sane `ftyp`."""
-    media = sniff(data)
-    if media.kind is MediaKind.UNKNOWN:
-        return False
-    if media.kind is MediaKind.VIDEO:
-        size = int.from_bytes(data[:4], "big")
-        return data[4:8] != b"ftyp" or 16 <= size <= 512
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except Image.DecompressionBombError:
-        return True  # a picture, and the decoder's limits will refuse it
-    except Exception:
-        return False
-    return width > 0 and height > 0
 
 
 class _Scan:
@@ -398,28 +362,10 @@ class _Scan:
     # -- carving ------------------------------------------------------------------------------
 
     def carve(self, data: bytes, filename: str | None, declared: str | None, where: str) -> None:
-        """Media that starts somewhere inside `data`: after junk bytes, inside a PDF."""
-        found: list[int] = []
-        for signature, back in _SIGNATURES:
-            start = 1
-            while len(found) < 4 * _MAX_CARVED:
-                offset = data.find(signature, start)
-                if offset < 0:
-                    break
-                start = offset + 1
-                if offset - back > 0:
-                    found.append(offset - back)
-        kept_until = 0
-        tried = 0
-        for offset in sorted(set(found)):
-            if offset < kept_until or tried >= _MAX_CARVED:
-                continue  # inside a picture already kept (its thumbnail, its frames)
-            tried += 1
-            end = media_end(data, offset)
-            candidate = data[offset:end]
-            if self.probe(candidate):
-                self.add(ExtractedItem(candidate, filename, declared, f"{where}@{offset}"))
-                kept_until = end
+        """Media that starts somewhere inside `data`: after junk bytes, inside a PDF, after or
+        inside another picture (a thumbnail, an MPO's second image, a motion photo's video)."""
+        for offset, candidate in carved(data, self.probe):
+            self.add(ExtractedItem(candidate, filename, declared, f"{where}@{offset}"))
 
 
 def _has_boundary(data: bytes, content_type: str | None) -> bool:
@@ -491,7 +437,7 @@ def _quoted_fragment(data: bytes) -> bool:
     header_only = walked and not has_image_data(data)
     if not header_only and len(data) >= _MIN_PICTURE_BYTES:
         return False
-    if any(data.find(signature, 1) >= 0 for signature, _ in _SIGNATURES):
+    if any(data.find(signature, 1) >= 0 for signature, _ in SIGNATURES):
         return False  # another picture inside (an EXIF thumbnail): not only a header
     return not _complete_image(data)
 
