@@ -171,6 +171,10 @@ class _Scan:
         before = len(self.items)
         if is_media(data):
             self.add(ExtractedItem(data, filename, content_type, where, claimed=True))
+            if sniff(data).kind is MediaKind.IMAGE:
+                # What a picture carries besides itself: an EXIF thumbnail, an MPO's second
+                # image, a motion photo's video, a file appended after its end (pass a5).
+                self.carve(data, None, None, where)
             if not container:
                 return
             # A picture sent as a form or a multipart body: the picture is judged, and so is
