@@ -613,3 +613,80 @@ def test_forged_sources_and_tunnels_on_allowed_ports_are_dropped(gateway: Gatewa
     finally:
         link = f"sg{gateway.topo.tag}cl"
         run_in(gateway.topo.client, ["ip", "addr", "del", f"{forged}/32", "dev", link], check=False)
+
+
+def _icmp(kind: int, code: int, ident: int, payload: bytes) -> bytes:
+    header = bytes([kind, code, 0, 0]) + ident.to_bytes(2, "big") + b"\x00\x01"
+    packet = header + payload
+    total = sum(
+        int.from_bytes(packet[i : i + 2].ljust(2, b"\0"), "big") for i in range(0, len(packet), 2)
+    )
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    checksum = (~total & 0xFFFF).to_bytes(2, "big")
+    return packet[:2] + checksum + packet[4:]
+
+
+def _raw_icmp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.settimeout(1)
+    return sock
+
+
+def _icmp_seen(sock: socket.socket, size: int) -> list[tuple[int, int]]:
+    """(type, IP length) of the ICMP packets of at least `size` bytes that arrive within 1 s."""
+    seen = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            packet = sock.recv(4096)
+            if len(packet) >= size:
+                seen.append((packet[20], len(packet)))
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_replies_open_no_wider_door_and_nothing_connects_in(gateway: Gateway) -> None:
+    """Adversarial pass a6: after one reply, full-size NTP and 1,000-byte pings left at any
+    rate; unsolicited ICMP errors carried data; a relay connected in to a pupil with a routable
+    address and took the picture as the reply."""
+    topo = gateway.topo
+    ntp = in_ns(topo.server, _listener, socket.SOCK_DGRAM, 123)
+    student = in_ns(topo.client, _socket, socket.SOCK_DGRAM, CLIENT_IP)
+    with ntp, student:
+        student.sendto(b"\x23" + bytes(47), (SERVER_IP, 123))
+        _request, peer = ntp.recvfrom(2048)
+        ntp.sendto(b"\x24" + bytes(47), peer)  # the reply: the flow is established
+        assert len(student.recvfrom(2048)[0]) == 48
+        student.sendto(b"x" * 1000, (SERVER_IP, 123))  # a tunnel's datagram on that flow
+        for _ in range(30):  # and small ones, faster than any clock asks
+            student.sendto(b"\x23" + bytes(47), (SERVER_IP, 123))
+        ntp.settimeout(0.5)
+        arrived = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                arrived.append(len(ntp.recvfrom(2048)[0]))
+        assert 1000 not in arrived
+        assert len(arrived) <= 10  # burst 8, then one a second
+    server_raw = in_ns(topo.server, _raw_icmp)
+    client_raw = in_ns(topo.client, _raw_icmp)
+    with server_raw, client_raw:
+        client_raw.sendto(_icmp(8, 0, 77, bytes(56)), (SERVER_IP, 0))  # an ordinary ping
+        assert (8, 84) in _icmp_seen(server_raw, 84)
+        client_raw.sendto(_icmp(8, 0, 77, bytes(1000)), (SERVER_IP, 0))  # same id, big
+        client_raw.sendto(_icmp(3, 3, 0, bytes(1000)), (SERVER_IP, 0))  # unsolicited error
+        assert _icmp_seen(server_raw, 200) == []
+    inside = in_ns(topo.client, _listener_on, CLIENT_IP, 2222)
+    with inside:
+        before = gateway.counter("forward", "inbound")
+        with pytest.raises(TimeoutError):  # dropped, not refused: nothing answers
+            in_ns(topo.server, socket.create_connection, (CLIENT_IP, 2222), 2).close()
+        assert gateway.counter("forward", "inbound") > before
+
+
+def _listener_on(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(4)
+    return sock

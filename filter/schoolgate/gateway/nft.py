@@ -70,7 +70,7 @@ table $table {
 \t}
 
 \tchain forward {
-\t\ttype filter hook forward priority filter; policy accept;
+\t\ttype filter hook forward priority filter; policy accept;$inbound
 \t\tiifname != @student_ifaces return
 \t\tip saddr @exempt_v4 return
 \t\tip6 saddr @exempt_v6 return$rejects$forward_policy
@@ -109,7 +109,9 @@ def _port_rules(ports: tuple[PortRange, ...], match: str, comment: str) -> list[
         groups.setdefault((port.protocol, port.to, ntp), []).append(port)
     for (protocol, to, ntp), chosen in sorted(groups.items()):
         listed = ", ".join(p.ports for p in sorted(chosen))
-        # NTP is 48 bytes (more with extensions): bigger packets on its port are a tunnel.
+        # NTP is 48 bytes (more with extensions): bigger packets on its port are a tunnel,
+        # dropped before any flow is accepted (GatewayRuleset._ntp_bounds); here as well, for
+        # a group's own ports, which come after.
         size = " udp length <= 256" if ntp else ""
         for family, where in _destinations(to):
             rules.append(
@@ -183,12 +185,39 @@ class GatewayRuleset:
             exempt_v4=_elements(v4),
             exempt_v6=_elements(v6),
             rejects="".join(f"\n\t\t{rule}" for rule in rejects),
+            inbound=self._inbound(),
             dns=dns_redirect,
             dns_input=dns_input,
             onboarding=onboarding_redirect,
             onboarding_input=onboarding_input,
             forward_policy="".join(f"\n\t\t{rule}" for rule in self._forward_policy()),
         )
+
+    def _inbound(self) -> str:
+        """No connection into a pupil's device from outside (adversarial pass a6: where pupils
+        have routable addresses, a relay connected in and the picture left as its reply)."""
+        if self.config.gateway.forward_default == "allow":
+            return ""
+        return (
+            "\n\t\toifname @student_ifaces iifname != @student_ifaces ct state new "
+            'counter drop comment "inbound"'
+        )
+
+    def _ntp_bounds(self) -> list[str]:
+        """NTP is 48 bytes (more with NTS extensions), a packet a minute or so once a clock is
+        set: bigger or faster on its port is a tunnel (passes a3 and a6), whether the flow is
+        new or established. What still fits (240 bytes a second a device) is a documented
+        residual; a school can narrow NTP to its own servers in forward_allow."""
+        if not any(p.protocol == "udp" and p.first <= 123 <= p.last
+                   for p in self.config.gateway.forward_allow):  # fmt: skip
+            return []
+        return [
+            'udp dport 123 udp length > 256 counter drop comment "ntp size"',
+            "udp dport 123 meter ntp4 { ip saddr limit rate over 1/second burst 8 packets } "
+            'counter drop comment "ntp rate"',
+            "udp dport 123 meter ntp6 { ip6 saddr limit rate over 1/second burst 8 packets } "
+            'counter drop comment "ntp rate"',
+        ]
 
     def _forward_policy(self) -> list[str]:
         """What pupils' devices may send through the gateway besides web traffic (which is
@@ -197,14 +226,26 @@ class GatewayRuleset:
         gateway = self.config.gateway
         if gateway.forward_default == "allow":
             return []
+        errors4 = "icmp type { destination-unreachable, time-exceeded, parameter-problem }"
+        errors6 = "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded }"
         rules = [
+            # What an established flow carries is bounded too: a reply from the pupil's own
+            # server opens no wider door (adversarial pass a6: full-size NTP and ping after one
+            # reply). An ICMP payload is a tunnel (pass a3): a ping is the size `ping` sends,
+            # at most 2 a second a device; an error only about a flow the gateway tracks
+            # (conntrack calls it related) and no bigger than RFC 1812 allows.
+            'icmp type echo-request ip length > 84 counter drop comment "ping size"',
+            'icmpv6 type echo-request ip6 length > 104 counter drop comment "ping size"',
+            "icmp type echo-request meter ping4 { ip saddr limit rate over 2/second burst 5 "
+            'packets } counter drop comment "ping rate"',
+            "icmpv6 type echo-request meter ping6 { ip6 saddr limit rate over 2/second burst 5 "
+            'packets } counter drop comment "ping rate"',
+            f'{errors4} ip length > 576 counter drop comment "icmp size"',
+            f'{errors6} ip6 length > 1280 counter drop comment "icmp size"',
+            *self._ntp_bounds(),
             "ct state established,related accept",
-            # Errors and a small ping: an ICMP payload is a tunnel too (adversarial pass a3).
-            "icmp type { destination-unreachable, time-exceeded, parameter-problem } accept",
-            "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded } accept",
-            "icmpv6 type parameter-problem accept",
-            "icmp type echo-request ip length <= 128 limit rate 5/second accept",
-            "icmpv6 type echo-request ip6 length <= 128 limit rate 5/second accept",
+            "icmp type echo-request accept",
+            "icmpv6 type { echo-request, parameter-problem } accept",
             # Only reached without the resolver (which redirects DNS): the school's own server.
             'meta l4proto { tcp, udp } th dport 53 accept comment "dns"',
         ]
