@@ -112,3 +112,51 @@ def test_tunnel_guard_counts_new_names_per_device_and_domain() -> None:
     assert all(guard.allows("a", f"{n}.other.co.uk") for n in range(2))
     now[0] = 61.0
     assert guard.allows("a", "9.t.example")  # a new minute
+
+
+def test_tunnel_guard_budgets_a_tunnel_kept_under_the_minutes_limit() -> None:
+    """Adversarial pass a6: 109 names a minute under one domain, or 50 a minute under each of
+    twelve domains, moved a picture in five minutes."""
+    from schoolgate.addons.resolver import TunnelGuard
+
+    now = [0.0]
+    guard = TunnelGuard(limit=120, window_s=60, clock=lambda: now[0], sustained=240, total=1500)
+    allowed = 0
+    for n in range(600):  # 109 a minute for 5.5 minutes
+        now[0] = n * 0.55
+        allowed += guard.allows("dev", f"{n}.tunnel.example")
+    assert allowed == 240
+    spread = TunnelGuard(clock=lambda: now[0], sustained=240, total=1500)
+    allowed = 0
+    for n in range(3000):  # 12 domains, 50 a minute each
+        now[0] = 1000 + n * 0.1
+        allowed += spread.allows("dev", f"{n}.t{n % 12}.example")
+    assert allowed == 1500
+    now[0] += 601
+    assert spread.allows("dev", "again.t1.example")  # ten minutes later the budget is back
+    assert spread.allows("other", "9999.t1.example")  # another device has its own
+
+
+def test_a_device_is_its_mac_where_the_gateway_sees_it(tmp_path: Path) -> None:
+    from schoolgate.addons.resolver import ResolverPolicy, TunnelGuard
+    from schoolgate.gateway.addressbook import AddressBook
+    from schoolgate.gateway.dnspolicy import NamePolicy
+    from schoolgate.gateway.neighbours import NeighbourTable
+
+    arp = tmp_path / "arp"
+    arp.write_text(
+        "IP address       HW type     Flags       HW address            Mask     Device\n"
+        "192.0.2.10       0x1         0x2         02:00:00:00:00:10     *        g0\n"
+        "192.0.2.11       0x1         0x2         02:00:00:00:00:10     *        g0\n"
+    )
+    policy = ResolverPolicy(
+        NamePolicy(()),
+        AddressBook(tmp_path / "book.sqlite"),
+        TunnelGuard(limit=2),
+        neighbours=NeighbourTable(arp_path=arp, read_v6=lambda: "[]"),
+    )
+    assert policy.device("192.0.2.10") == policy.device("192.0.2.11") == "02:00:00:00:00:10"
+    assert policy.device("192.0.2.99") == "192.0.2.99"  # not a neighbour: its address
+    assert policy.tunnel.allows(policy.device("192.0.2.10"), "a.t.example")
+    assert policy.tunnel.allows(policy.device("192.0.2.11"), "b.t.example")
+    assert not policy.tunnel.allows(policy.device("192.0.2.11"), "c.t.example")

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +24,7 @@ from mitmproxy.tools.dump import DumpMaster
 from schoolgate.config import Config
 from schoolgate.gateway.addressbook import ADDRESS_BOOK, AddressBook, AddressBookError
 from schoolgate.gateway.dnspolicy import NamePolicy
+from schoolgate.gateway.neighbours import NeighbourTable
 
 log = logging.getLogger("schoolgate.resolver")
 
@@ -33,12 +34,22 @@ class ResolverPolicy:
     under one domain (a tunnel); every A/AAAA answer into the address book."""
 
     def __init__(
-        self, names: NamePolicy, book: AddressBook, tunnel: TunnelGuard | None = None
+        self,
+        names: NamePolicy,
+        book: AddressBook,
+        tunnel: TunnelGuard | None = None,
+        neighbours: NeighbourTable | None = None,
     ) -> None:
         self.names = names
         self.book = book
         self.tunnel = tunnel or TunnelGuard()
+        self.neighbours = neighbours
         self.refused = 0
+
+    def device(self, address: str) -> str:
+        """Who asks: the MAC behind an address where the gateway sees it, else the address."""
+        neighbour = self.neighbours.lookup(address) if self.neighbours and address else None
+        return neighbour.mac if neighbour is not None else address
 
     def dns_request(self, flow: dns.DNSFlow) -> None:
         question = flow.request.question
@@ -49,7 +60,7 @@ class ResolverPolicy:
             self.refused += 1
             return
         peer = flow.client_conn.peername
-        if not self.tunnel.allows(str(peer[0]) if peer else "", question.name):
+        if not self.tunnel.allows(self.device(str(peer[0]) if peer else ""), question.name):
             flow.response = flow.request.fail(response_codes.REFUSED)
             self.refused += 1
 
@@ -82,20 +93,36 @@ class ResolverPolicy:
 
 
 class TunnelGuard:
-    """A device may ask for at most `limit` different names under one domain in `window_s`.
+    """Bounds how many *different* names a device may ask for: under one domain, at most `limit`
+    a minute and `sustained` in ten minutes; under all domains together, `total` in ten minutes.
 
     A DNS tunnel carries data in the names it asks for (`<data>.tunnel.example`): every query is
-    a new name under the same domain, hundreds a minute. Ordinary browsing asks for a few dozen
-    names of one domain at most (the adversarial pass's tunnel sent 724 to move one picture).
+    a new name, hundreds a minute. Ordinary browsing asks for a few dozen names of one domain at
+    most (the pass a3 tunnel sent 724 to move one picture). A tunnel kept just under the minute's
+    limit, or spread over a dozen domains, moved a picture in five minutes (pass a6): the
+    ten-minute budgets stop that, leaving a documented residual of a few kilobytes a minute.
+    A device is its MAC where the gateway's neighbour table knows it (pass a6: one laptop asked
+    from six addresses of its subnet), else its address.
     """
 
     def __init__(
-        self, limit: int = 120, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int = 120,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        sustained: int = 240,
+        total: int = 1500,
+        long_window_s: float = 600.0,
     ) -> None:
         self.limit = limit
         self.window_s = window_s
+        self.sustained = sustained
+        self.total = total
+        self.long_window_s = long_window_s
         self.clock = clock
-        self._seen: OrderedDict[tuple[str, str], tuple[float, set[str]]] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
+        self._all: OrderedDict[str, deque[float]] = OrderedDict()
         self._logged: dict[str, float] = {}
 
     def allows(self, device: str, name: str) -> bool:
@@ -106,20 +133,29 @@ class TunnelGuard:
         domain = ".".join(labels[-keep:])
         now = self.clock()
         key = (device, domain)
-        started, names = self._seen.pop(key, (now, set()))
-        if now - started > self.window_s:
-            started, names = now, set()
-        if name not in names and len(names) >= self.limit:
-            self._seen[key] = (started, names)
+        seen = self._seen.pop(key, {})
+        if seen and min(seen.values()) <= now - self.long_window_s:
+            seen = {n: t for n, t in seen.items() if t > now - self.long_window_s}
+        every = self._all.pop(device, deque())
+        while every and every[0] <= now - self.long_window_s:
+            every.popleft()
+        self._all[device] = every
+        self._seen[key] = seen
+        if name in seen:
+            return True
+        recent = sum(1 for t in seen.values() if t > now - self.window_s)
+        if recent >= self.limit or len(seen) >= self.sustained or len(every) >= self.total:
             if now - self._logged.get(device, float("-inf")) > self.window_s:
                 self._logged[device] = now
-                log.warning("%s asked for over %d names under %s in a minute: refused (a DNS "
-                            "tunnel?)", device or "a device", self.limit, domain)  # fmt: skip
+                log.warning("%s asked for too many different names (under %s): refused (a DNS "
+                            "tunnel?)", device or "a device", domain)  # fmt: skip
             return False
-        names.add(name)
-        self._seen[key] = (started, names)
+        seen[name] = now
+        every.append(now)
         while len(self._seen) > _MAX_TRACKED:
             self._seen.popitem(last=False)
+        while len(self._all) > _MAX_TRACKED:
+            self._all.popitem(last=False)
         return True
 
 
@@ -169,7 +205,7 @@ async def serve_resolver(config: Config) -> int:
     builtin = master.addons.get("dnsresolver")  # type: ignore[no-untyped-call]
     master.addons.remove(builtin)  # type: ignore[no-untyped-call]
     master.addons.add(  # type: ignore[no-untyped-call]
-        Banner(config), ResolverPolicy(names, book), builtin
+        Banner(config), ResolverPolicy(names, book, neighbours=NeighbourTable()), builtin
     )
     opts.update(**resolver_options(config))  # type: ignore[no-untyped-call]
     loop = asyncio.get_running_loop()
