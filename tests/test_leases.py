@@ -31,6 +31,8 @@ duid 00:01:00:01:2c:5e:1f:aa:52:54:00:12:34:56
 1735689600 23456789 fd00::15 laptop 00:01:00:01:aa
 """
 
+BEFORE_EXPIRY = 1_735_600_000.0  # the samples' leases (2025-01-01) are held at this time
+
 ISC = """\
 # The format of this file is documented in the dhcpd.leases(5) manual page.
 authoring-byte-order little-endian;
@@ -161,7 +163,7 @@ def test_table_reloads_when_the_file_changes_at_most_every_interval(tmp_path: Pa
     path = tmp_path / "dnsmasq.leases"
     path.write_text("1 00:11:22:33:44:55 10.0.0.2 first *\n", encoding="utf-8")
     clock = Clock()
-    table = LeaseTable(path, check_interval_s=5, clock=clock)
+    table = LeaseTable(path, check_interval_s=5, clock=clock, wall_clock=lambda: 0.0)
     lease = table.lookup("10.0.0.2")
     assert lease is not None
     assert lease.hostname == "first"
@@ -196,7 +198,7 @@ def test_table_handles_ipv4_mapped_addresses_and_bad_input(tmp_path: Path) -> No
 
 
 def test_missing_file_is_empty_not_an_error(tmp_path: Path) -> None:
-    table = LeaseTable(tmp_path / "absent.leases", "kea")
+    table = LeaseTable(tmp_path / "absent.leases", "kea", wall_clock=lambda: BEFORE_EXPIRY)
     assert table.lookup("10.0.0.1") is None
     assert table.last_error is not None
     (tmp_path / "absent.leases").write_text(KEA4, encoding="utf-8")
@@ -208,7 +210,7 @@ def test_missing_file_is_empty_not_an_error(tmp_path: Path) -> None:
 def test_binary_garbage_is_tolerated(tmp_path: Path) -> None:
     path = tmp_path / "garbage.leases"
     path.write_bytes(random.Random(5).randbytes(4096) + b"\n1 00:11:22:33:44:55 10.0.0.9 ok *\n")
-    table = LeaseTable(path, "dnsmasq")
+    table = LeaseTable(path, "dnsmasq", wall_clock=lambda: 0.0)
     assert table.lookup("10.0.0.9") is not None
     assert table.malformed >= 1
 
@@ -485,3 +487,23 @@ def test_table_follows_a_windows_export_copied_in_by_rename(tmp_path: Path, enco
     assert (lease.mac, lease.hostname) == ("02:00:5e:00:53:77", "PUPIL-TAB77")
     assert table.lookup("10.20.0.13") is None  # no longer in the export
     assert (len(table), table.malformed, table.loads) == (2, 0, 2)
+
+
+def test_an_expired_lease_is_nobodys(tmp_path: Path) -> None:
+    """Adversarial pass a6: a staff lease that ran out an hour ago still gave its group to a
+    pupil who copied the laptop's MAC and address."""
+    path = tmp_path / "dnsmasq.leases"
+    path.write_text(
+        "1000000 02:00:00:00:00:aa 192.0.2.130 staff-laptop *\n"
+        "2000000 02:00:00:00:00:bb 192.0.2.131 staff-tablet *\n"
+        "0 02:00:00:00:00:cc 192.0.2.132 printer *\n"
+    )
+    now = [1_000_000.0 + 3600]
+    table = LeaseTable(path, "dnsmasq", wall_clock=lambda: now[0])
+    assert table.lookup("192.0.2.130") is None  # expired an hour ago
+    tablet = table.lookup("192.0.2.131")
+    assert tablet is not None
+    assert tablet.mac == "02:00:00:00:00:bb"
+    assert table.lookup("192.0.2.132") is not None  # infinite
+    now[0] = 1_000_030.0
+    assert table.lookup("192.0.2.130") is not None  # within the grace for a late write

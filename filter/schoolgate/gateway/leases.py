@@ -407,6 +407,9 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+_EXPIRY_GRACE_S = 60.0
+
+
 class LeaseTable:
     """IP -> Lease from one lease file, reloaded when the file changes. Thread-safe."""
 
@@ -417,6 +420,7 @@ class LeaseTable:
         *,
         check_interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if fmt not in ("auto", *_PARSERS):
             raise ValueError(f"unknown lease file format {fmt!r}")
@@ -424,6 +428,7 @@ class LeaseTable:
         self._format = fmt
         self._interval = check_interval_s
         self._clock = clock
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._signature: tuple[int, int, int] | None = None
         self._checked_at: float | None = None
@@ -442,7 +447,15 @@ class LeaseTable:
             address = str(mapped.ipv4_mapped)
         self.refresh()
         with self._lock:
-            return self._leases.get(address)
+            lease = self._leases.get(address)
+        # An expired lease is nobody's (adversarial pass a6: a pupil who copied a staff laptop's
+        # MAC and address was given its group from a lease that had run out). DHCP clients
+        # renew at half the lease time, so a live device never gets here; the grace covers the
+        # server writing its file late.
+        expires = lease.expires if lease is not None else None
+        if expires is not None and expires + _EXPIRY_GRACE_S < self._wall_clock():
+            return None
+        return lease
 
     def __len__(self) -> int:
         self.refresh()
