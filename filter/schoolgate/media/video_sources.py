@@ -407,7 +407,8 @@ class PyAvSource:
 
 
 class AnimationSource:
-    """Frames of an animated image (GIF, APNG, animated WebP) sampled by their display times."""
+    """Frames of an animated image (GIF, APNG, animated WebP) sampled by their display times,
+    and every page of a multi-page TIFF."""
 
     def __init__(self, limits: VideoLimits, budget: Budget, interval: float) -> None:
         self.limits = limits
@@ -441,6 +442,10 @@ class AnimationSource:
                     self.decoded += 1
                     delay = float(image.info.get("duration") or 0) / 1000
                     delay = delay if delay > 0 else _GIF_DEFAULT_DELAY_S
+                    if media_type is MediaType.TIFF:
+                        # Pages, not frames: each is looked at as long as the sampler needs to
+                        # take it (adversarial pass a5: a banked picture on page 2 passed).
+                        delay = max(delay, self.interval)
                     at = sampler.shown(clock, clock + delay)
                     if at is not None:
                         rgb = image.convert("RGB").resize(
