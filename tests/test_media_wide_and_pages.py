@@ -41,8 +41,9 @@ def grey16(photo: Image.Image, fmt: str) -> bytes:
 
 
 def pages(*photos: Image.Image) -> bytes:
+    first, *rest = (Image.fromarray(np.asarray(photo.convert("RGB"))) for photo in photos)
     out = io.BytesIO()
-    photos[0].save(out, "TIFF", save_all=True, append_images=list(photos[1:]))
+    first.save(out, "TIFF", save_all=True, append_images=rest, compression="tiff_deflate")
     return out.getvalue()
 
 
