@@ -19,7 +19,8 @@ Two stages, each bounded:
    grids compared (`schoolgate.media.content_grid`). What two *different* pictures share (a chat
    app's interface around two photos, one overlay or frame over two drawings) aligns perfectly
    and passes stage 2; the pictures themselves disagree here. At least `min_agreement` of the
-   judged cells must agree. Feature sets banked before grids existed skip this stage.
+   banked photo cells the copy covers must agree (`min_graphic_agreement` of all structured cells
+   for an item with few photo cells). Feature sets banked before grids existed skip this stage.
 
 The index is immutable once built, so one instance serves every worker thread.
 """
@@ -48,7 +49,10 @@ class RobustThresholds:
     ratio: float = 0.85  # nearest / second-nearest Hamming distance, per query keypoint
     max_hamming: int = 64  # bits; farther descriptors are never paired
     max_scale: float = 6.0  # the copy may be at most this much larger or smaller
-    min_agreement: float = 0.5  # of the judged content-grid cells, after alignment
+    min_agreement: float = 0.5  # of the banked photo cells the aligned copy covers
+    # A banked item with few photo cells (a drawing, a text meme, a screenshot around a drawing)
+    # is judged on all its structured cells, an interface's among them: more must agree.
+    min_graphic_agreement: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -263,7 +267,10 @@ class RobustIndex:
         if spread < rules.min_spread:
             return None
         content = _aligned_agreement(query, banked, transform)
-        if content is not None and content.share < rules.min_agreement:
+        needed = (
+            rules.min_agreement if content and content.photographic else rules.min_graphic_agreement
+        )
+        if content is not None and content.share < needed:
             return None  # aligned on what surrounds the pictures; the pictures differ
         rotation = float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))
         return RobustHit(

@@ -36,7 +36,10 @@ import numpy.typing as npt
 GRID: Final = 8
 _BLOCKS: Final = 5  # block means per cell side
 _CELL_BITS: Final = 2 * _BLOCKS * (_BLOCKS - 1)  # 40
-_FLAT_STD: Final = 4.0  # luma std under which a cell has nothing to compare
+# A cell whose 5x5 block means spread less than this (luma std) has nothing to compare: plain
+# colour, or a fine texture (brick, gravel, grain) whose blocks all look alike, so its hash bits
+# are noise that any edit flips.
+_FLAT_STD: Final = 3.0
 _STILL_RANGE: Final = 3  # a pixel whose 3x3 luma range is at most this is in a flat area
 _GRAPHIC_STILL_SHARE: Final = 0.45  # cells with more flat-area pixels than this are graphic
 _COVERED: Final = 0.9  # a query cell counts only where the warped query covers this share
@@ -82,7 +85,7 @@ def content_grid(
     """The grid of a picture's luma (H x W, both at least GRID * _BLOCKS pixels). `covered`
     marks the pixels a warped query really has (cells mostly outside are UNCOVERED)."""
     height, width = luma.shape
-    bits = _difference_hashes(luma)
+    bits, spread = _difference_hashes(luma)
     still = _still_pixels(luma)
     kinds = np.zeros(GRID * GRID, np.uint8)
     rows = np.linspace(0, height, GRID + 1).astype(int)
@@ -93,7 +96,7 @@ def content_grid(
             area = (slice(rows[row], rows[row + 1]), slice(columns[column], columns[column + 1]))
             if covered is not None and covered[area].mean() < _COVERED:
                 kinds[cell] = Cell.UNCOVERED
-            elif float(luma[area].std()) < _FLAT_STD:
+            elif spread[cell] < _FLAT_STD:
                 kinds[cell] = Cell.FLAT
             elif float(still[area].mean()) > _GRAPHIC_STILL_SHARE:
                 kinds[cell] = Cell.GRAPHIC
@@ -102,9 +105,12 @@ def content_grid(
     return ContentGrid(bits, kinds)
 
 
-def _difference_hashes(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+def _difference_hashes(
+    luma: npt.NDArray[np.uint8],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
     """Every cell's 40 bits: its 5x5 block means (an area-averaged 40x40 thumbnail, never kept),
-    each compared with the block to its right and the block below, within the cell."""
+    each compared with the block to its right and the block below, within the cell; and how
+    much those means spread."""
     side = GRID * _BLOCKS
     means = cv2.resize(luma.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
     cells = means.reshape(GRID, _BLOCKS, GRID, _BLOCKS).transpose(0, 2, 1, 3)
@@ -117,7 +123,8 @@ def _difference_hashes(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
     padded = np.zeros((GRID * GRID, 8), np.uint8)
     padded[:, 3:] = packed
     hashes: npt.NDArray[np.uint64] = padded.view(">u8").ravel().astype(np.uint64)
-    return hashes
+    spread: npt.NDArray[np.float32] = cells.reshape(GRID * GRID, -1).std(axis=1).astype(np.float32)
+    return hashes, spread
 
 
 def _still_pixels(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
