@@ -23,7 +23,8 @@ from schoolgate.config import parse_config
 from schoolgate.errors import MediaRefused
 from schoolgate.media.decode import decode_image
 from schoolgate.media.hashing import pdq_hash
-from schoolgate.media.sniff import MediaType, raster_format, sniff
+from schoolgate.media.raster_sniff import raster_format
+from schoolgate.media.sniff import MediaType, sniff
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 
 PUPIL = InspectionContext(client_ip="192.0.2.20", app="testapp")

@@ -19,7 +19,8 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from schoolgate.errors import MediaRefused
-from schoolgate.media.sniff import MediaKind, MediaType, raster_format, sniff
+from schoolgate.media.raster_sniff import raster_format
+from schoolgate.media.sniff import MediaKind, MediaType, sniff
 
 # Registering is idempotent and touches only Pillow's plugin tables, so doing it once at import
 # keeps decode_image free of global mutations (it runs on a worker pool).
