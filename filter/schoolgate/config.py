@@ -182,7 +182,8 @@ def _check_exemptions(node: Node, gateway: GatewayConfig, policy: PolicyConfig) 
         node.fail(
             f"exempts addresses on the student interfaces, where every address is a pupil's "
             f"(default group {default.name!r} blocks): any pupil could take one and skip the "
-            "proxy. Put exempt devices on an interface or VLAN that is not a student one"
+            "proxy. Put exempt devices on an interface or VLAN that is not a student one; "
+            "devices there (a printer or staff LAN) are never filtered and need no entry here"
         )
     for exempt in gateway.exempt_subnets:
         for group in policy.groups:
