@@ -437,8 +437,9 @@ class LeaseTable:
         self.loads = 0
         self.last_error: str | None = None
 
-    def lookup(self, ip: str) -> Lease | None:
-        """The lease for a client address (IPv4, IPv6 or IPv4-mapped IPv6), or None."""
+    def lookup(self, ip: str, at: float | None = None) -> Lease | None:
+        """The lease for a client address (IPv4, IPv6 or IPv4-mapped IPv6) held at Unix time
+        `at` (default: now), or None."""
         address = _ip(ip)
         if address is None:
             return None
@@ -453,7 +454,8 @@ class LeaseTable:
         # renew at half the lease time, so a live device never gets here; the grace covers the
         # server writing its file late.
         expires = lease.expires if lease is not None else None
-        if expires is not None and expires + _EXPIRY_GRACE_S < self._wall_clock():
+        when = self._wall_clock() if at is None else at
+        if expires is not None and expires + _EXPIRY_GRACE_S < when:
             return None
         return lease
 

@@ -40,9 +40,10 @@ class DeviceIdentity:
     def __init__(self, tables: Sequence[Any] = ()) -> None:
         self.tables = tuple(tables)
 
-    def lookup(self, ip: str) -> tuple[str | None, str | None]:
+    def lookup(self, ip: str, at: float | None = None) -> tuple[str | None, str | None]:
+        """`at`: when the traffic was seen (a replayed capture's time), for lease expiry."""
         for table in self.tables:
-            lease = table.lookup(ip)
+            lease = table.lookup(ip, at=at)
             if lease is not None:
                 return lease.mac, lease.hostname
         return None, None
@@ -71,10 +72,12 @@ class Sniffer:
         self._write = write
         self._lock = threading.Lock()
         self._last_expiry = 0.0
+        self._seen_at: float | None = None  # the newest frame's time (a pcap's own clock)
 
     def feed(self, frame: bytes, linktype: int, timestamp: float) -> None:
         """One captured frame. Never raises: what does not parse is counted and skipped."""
         with self._lock:
+            self._seen_at = timestamp
             self.stats.packets += 1
             self.metrics.packet()
             try:
@@ -119,7 +122,7 @@ class Sniffer:
 
     def _emit(self, reports: Sequence[Report]) -> None:
         for report in reports:
-            mac, hostname = self.identity.lookup(report.device)
+            mac, hostname = self.identity.lookup(report.device, at=self._seen_at)
             fields = dict(report.fields)
             frame_mac = fields.pop("frame_mac", None)
             kind = report.event.removeprefix("sniffer_")
