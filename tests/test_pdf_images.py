@@ -345,3 +345,29 @@ def test_a_jpeg2000_image_in_a_pdf_is_judged_as_a_picture(
         assert verdict.to_dict().get("failure") is None
     finally:
         inspector.close()
+
+
+def test_a_jpeg_wrapped_in_other_filters_or_inline_is_found(picture: Image.Image) -> None:
+    """Adversarial pass a5: a JPEG image stream also Flate- or ASCIIHex-compressed, and an
+    inline image (BI ... ID ... EI) holding a hex JPEG, have no JPEG signature left to carve."""
+    jpeg = io.BytesIO()
+    picture.save(jpeg, "JPEG", quality=90)
+    size = b"/Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8" % picture.size
+    flate = pdf_with_image(
+        size + b" /Filter [/FlateDecode /DCTDecode]", zlib.compress(jpeg.getvalue())
+    )
+    hexed = pdf_with_image(
+        size + b" /Filter [/ASCIIHexDecode /DCTDecode]", binascii.hexlify(jpeg.getvalue()) + b">"
+    )
+    inline = (
+        pdf_with_image(b"/Width 1 /Height 1 /ColorSpace /DeviceGray", b"\x00")
+        .replace(
+            b"q 200 0 0 200 0 0 cm /Im1 Do Q",
+            b"q 200 0 0 200 0 0 cm BI /W %d /H %d /CS /RGB /BPC 8 /F [/AHx /DCT] ID %s> EI Q"
+            % (*picture.size, binascii.hexlify(jpeg.getvalue())),
+        )
+        .replace(b"<< /Length 30 >>", b"<< >>")
+    )
+    for pdf in (flate, hexed, inline):
+        items = extract_items(pdf, "application/pdf", LIMITS)
+        assert jpeg.getvalue() in [item.data for item in items]

@@ -43,6 +43,25 @@ _NAMED: Final = {b"/DeviceGray": 1, b"/CalGray": 1, b"/G": 1, b"/DeviceRGB": 3, 
                  b"/RGB": 3, b"/Lab": 3, b"/DeviceCMYK": 4, b"/CMYK": 4}  # fmt: skip
 _PNG_KIND: Final = {1: 0, 3: 2, 4: 6}  # components -> PNG colour type (CMYK rides as RGBA)
 _DOS_EPS: Final = b"\xc5\xd0\xd3\xc6"
+_WRAPPERS: Final = (
+    b"/FlateDecode",
+    b"/Fl",
+    b"/ASCIIHexDecode",
+    b"/AHx",
+    b"/ASCII85Decode",
+    b"/A85",
+)
+# Inline images are meant to be small (the PDF reference: 4 KB); 1 MiB is read at most.
+_INLINE: Final = re.compile(rb"\bBI\s((?:(?!\bID\s).){1,2000}?)\sID\s(.{1,1048576}?)\sEI\b", re.S)
+_MAX_INLINE_TRIED: Final = 64
+_INLINE_KEYS: Final = {b"W": b"/Width", b"H": b"/Height", b"CS": b"/ColorSpace",
+                       b"BPC": b"/BitsPerComponent", b"F": b"/Filter", b"DP": b"/DecodeParms",
+                       b"IM": b"/ImageMask", b"D": b"/Decode", b"I": b"/Interpolate"}  # fmt: skip
+_INLINE_NAMES: Final = {
+    b"AHx": b"/ASCIIHexDecode", b"A85": b"/ASCII85Decode", b"Fl": b"/FlateDecode",
+    b"RL": b"/RunLengthDecode", b"DCT": b"/DCTDecode", b"G": b"/DeviceGray",
+    b"RGB": b"/DeviceRGB", b"CMYK": b"/DeviceCMYK",
+}  # fmt: skip
 _PS_IMAGE: Final = re.compile(
     rb"(\d{1,5})\s+(\d{1,5})\s+(\d{1,2})\s*\[(?:\s*-?[\d.]{1,12}){6}\s*\]\s*"
     rb"(?P<reader>\{[^{}]{0,300}\}(?:\s*bind)?|currentfile[^\n]{0,200})\s*"
@@ -118,18 +137,54 @@ def pdf_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
         if len(images) >= _MAX_IMAGES or tried >= _MAX_STREAMS:
             break
         dictionary = match[1]
-        if b"/Image" not in dictionary or any(
-            name in dictionary for name in (b"/DCTDecode", b"/DCT", b"/JPXDecode")
-        ):
+        if b"/Image" not in dictionary or b"/JPXDecode" in dictionary:
             continue
         end = data.find(b"endstream", match.end())
         if end < 0:
             break  # no later stream can end either (and each search would read to the end)
-        png = _image(data, dictionary, data[match.end() : end].rstrip(b"\r\n"), budget)
-        if png is not None:
-            budget -= len(png)
-            images.append(png)
+        found = _picture(data, dictionary, data[match.end() : end].rstrip(b"\r\n"), budget)
+        if found is not None:
+            budget -= len(found)
+            images.append(found)
+    for tried, inline in enumerate(_INLINE.finditer(data)):  # BI <dictionary> ID <samples> EI
+        if len(images) >= _MAX_IMAGES or tried >= _MAX_INLINE_TRIED:
+            break
+        dictionary = _expand_inline(inline[1])
+        found = _picture(data, dictionary, inline[2], budget)
+        if found is not None:
+            budget -= len(found)
+            images.append(found)
     return images
+
+
+def _picture(data: bytes, dictionary: bytes, raw: bytes, budget: int) -> bytes | None:
+    """A PNG of a pixel image, or the JPEG of a DCT image wrapped in other filters (a JPEG kept
+    whole is found by the carve; Flate- or ASCII-wrapped, it has no signature left)."""
+    if b"/DCTDecode" not in dictionary and b"/DCT" not in dictionary:
+        return _image(data, dictionary, raw, budget)
+    if not any(name in dictionary for name in _WRAPPERS):
+        return None  # a plain JPEG: the carve finds it
+    try:
+        unwrapped = _unwrap(dictionary, raw)
+    except (ValueError, binascii.Error):
+        return None
+    if b"/FlateDecode" in dictionary or b"/Fl" in dictionary:
+        unwrapped = _inflate(unwrapped, budget, budget)
+    return unwrapped if unwrapped.startswith(b"\xff\xd8\xff") else None
+
+
+def _expand_inline(dictionary: bytes) -> bytes:
+    """An inline image's abbreviated keys and names as an image XObject's."""
+    expanded = re.sub(
+        rb"/(W|H|CS|BPC|F|DP|IM|D|I)(?![A-Za-z])",
+        lambda key: _INLINE_KEYS[key[1]],
+        dictionary,
+    )
+    return b"/Subtype /Image " + re.sub(
+        rb"/(AHx|A85|Fl|RL|DCT|G|RGB|CMYK)(?![A-Za-z])",
+        lambda name: _INLINE_NAMES[name[1]],
+        expanded,
+    )
 
 
 def _value(dictionary: bytes, key: bytes) -> int | None:
