@@ -72,3 +72,35 @@ def test_number_lists_and_hex_that_spell_no_file_give_nothing() -> None:
     for body in (readings, big_numbers, digests.encode(), random_hex.encode()):
         assert found(body, "application/json") == []
     assert found(os.urandom(2048).hex(" ").encode(), "text/plain") == []
+
+
+def xxd(data: bytes) -> str:
+    """`xxd` as it prints by default: offset, eight groups of two bytes, the bytes as text."""
+    lines = []
+    for offset in range(0, len(data), 16):
+        chunk = data[offset : offset + 16]
+        groups = " ".join(chunk[i : i + 2].hex() for i in range(0, len(chunk), 2))
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{offset:08x}: {groups:<40}  {text}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("form", ["xxd", "octal", "percent"])
+def test_dumps_and_escapes_in_messages_are_the_picture(photo: bytes, form: str) -> None:
+    """Adversarial pass a5: a picture pasted as an `xxd` dump, as octal escapes, or
+    percent-encoded, in a chat message, passed unjudged."""
+    text = {
+        "xxd": xxd(photo),
+        "octal": "".join(f"\\{byte:03o}" for byte in photo),
+        "percent": "".join(f"%{byte:02X}" for byte in photo),
+    }[form]
+    assert found(json.dumps({"content": text}).encode(), "application/json") == [photo]
+    assert found(urlencode({"content": text}).encode(), "application/x-www-form-urlencoded") == [
+        photo
+    ]
+
+
+def test_dumps_of_other_bytes_and_ordinary_escapes_give_nothing() -> None:
+    assert found(json.dumps({"content": xxd(os.urandom(2048))}).encode(), "application/json") == []
+    path = "\\101\\102\\103\\104\\105\\106\\107\\110 are letters, %41%42%43%44%45%46%47%48 too"
+    assert found(json.dumps({"content": path}).encode(), "application/json") == []

@@ -35,7 +35,12 @@ from schoolgate.endpoints.extract import (
     parse_multipart,
 )
 from schoolgate.endpoints.pdfimages import document_images
-from schoolgate.endpoints.textbytes import byte_arrays, hex_reading, unescape_json
+from schoolgate.endpoints.textbytes import (
+    byte_arrays,
+    escaped_reading,
+    hex_reading,
+    unescape_json,
+)
 from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, unanalysed_format
 
 _MAX_DEPTH: Final = 6
@@ -332,9 +337,12 @@ class _Scan:
         if stripped[:5].lower() == b"data:":
             self.text(stripped, where, depth + 1)
             return
-        hexed = hex_reading(stripped)
-        if hexed is not None and self.decoded_blob(hexed, where + ":hex", depth):
-            return  # hex is base64's alphabet too: the reading that gives a file is the one
+        for reading, spelt in (
+            ("hex", hex_reading(stripped)),
+            ("escaped", escaped_reading(stripped)),
+        ):
+            if spelt is not None and self.decoded_blob(spelt, f"{where}:{reading}", depth):
+                return  # hex is base64's alphabet too: the reading that gives a file is the one
         decoded = b64decode(stripped)
         if decoded is not None:
             # Wholly base64: what it decodes to is all there is ('<', '{' and ':' are not base64).

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Final
+from urllib.parse import unquote_to_bytes
 
 _MIN_BYTES: Final = 64  # shorter runs cannot hold a picture worth judging
 _BYTE_LIST: Final = re.compile(rb"\[\s*\d{1,3}(?:\s*,\s*\d{1,3}){63,}+\s*\]")
@@ -46,6 +47,31 @@ def hex_reading(text: bytes) -> bytes | None:
     if _HEX.fullmatch(compact) is None:
         return None
     return binascii.unhexlify(compact)
+
+
+# `xxd` (offset, groups of hex, the bytes as text), octal escapes as C and `printf` write them,
+# and percent-encoding: each an undo away for a pupil who can paste (adversarial pass a5).
+_XXD_LINE: Final = re.compile(rb"^\s*[0-9a-fA-F]{4,16}:\s+((?:[0-9a-fA-F]{2,8}\s)+)", re.M)
+_OCTAL_START: Final = re.compile(rb"\s*(?:\\[0-3][0-7]{2}){8}")
+_OCTAL: Final = re.compile(rb"\\([0-3][0-7]{2})")
+_PERCENT_START: Final = re.compile(rb"\s*(?:%[0-9A-Fa-f]{2}){8}")
+
+
+def escaped_reading(text: bytes) -> bytes | None:
+    """The bytes of an `xxd` dump, a string of octal escapes or a percent-encoded string."""
+    if _XXD_LINE.match(text):
+        groups = b"".join(_XXD_LINE.findall(text))
+        digits = re.sub(rb"\s", b"", groups)
+        return (
+            binascii.unhexlify(digits[: len(digits) // 2 * 2])
+            if len(digits) >= 2 * _MIN_BYTES
+            else None
+        )
+    if _OCTAL_START.match(text):
+        return _OCTAL.sub(lambda escape: bytes([int(escape[1], 8)]), text.strip())
+    if _PERCENT_START.match(text):
+        return unquote_to_bytes(text.strip())
+    return None
 
 
 def unescape_json(literal: bytes) -> bytes:
