@@ -45,9 +45,29 @@ def xpm(image: Image.Image) -> bytes:
     return ("/* XPM */\nstatic char *picture[] = {\n" + ",\n".join(lines) + "};\n").encode()
 
 
+def sun_raster(image: Image.Image) -> bytes:
+    """A 24-bit Sun raster (Pillow reads but does not write them): BGR rows padded to 16 bits."""
+    rgb = np.asarray(image.convert("RGB"))[:, :, ::-1]
+    pad = (rgb.shape[1] * 3) % 2
+    rows = b"".join(row.tobytes() + bytes(pad) for row in rgb)
+    header = struct.pack(">8I", 0x59A66A95, image.width, image.height, 24, len(rows), 1, 0, 0)
+    return header + rows
+
+
+def farbfeld(image: Image.Image) -> bytes:
+    rgba = np.asarray(image.convert("RGBA")).astype(">u2") * 257
+    return b"farbfeld" + struct.pack(">II", image.width, image.height) + rgba.tobytes()
+
+
 def save(image: Image.Image, fmt: str, **params: object) -> bytes:
     if fmt == "XPM":
         return xpm(image)
+    if fmt == "SUN":
+        return sun_raster(image)
+    if fmt == "FARBFELD":
+        return farbfeld(image)
+    if fmt == "MSP":
+        image = image.convert("1")
     if fmt == "XBM":
         image = image.convert("1")  # a bitmap: one bit a pixel, dithered
     buffer = io.BytesIO()
@@ -109,7 +129,8 @@ MAKERS: dict[str, tuple[Callable[[Image.Image], bytes], str]] = {
     "pgm-ascii": (lambda im: save(im.convert("L"), "PPM", plain=True), "PPM"),
 }
 # Each format as Pillow (or, for XPM, xpm above) writes it.
-for _fmt in ("TGA", "PCX", "PPM", "SGI", "JPEG2000", "DIB", "QOI", "DDS", "XBM", "XPM"):
+for _fmt in ("TGA", "PCX", "PPM", "SGI", "JPEG2000", "DIB", "QOI", "DDS", "XBM", "XPM", "SUN",
+             "FARBFELD", "MSP", "IM"):  # fmt: skip
     MAKERS[_fmt.lower()] = (
         functools.partial(lambda im, f: save(im.convert("RGB"), f), f=_fmt),
         _fmt,

@@ -226,6 +226,18 @@ class _Pam:
         return Image.fromarray(pixels[:, :, 0] if depth == 1 else pixels)  # L, LA, RGB, RGBA
 
 
+def _farbfeld(data: bytes, check: Callable[[int, int], None]) -> Image.Image:
+    """farbfeld: "farbfeld", width and height (32-bit big-endian), then 16-bit big-endian RGBA
+    samples row by row; the size is checked against the caps before any pixel is allocated."""
+    width, height = int.from_bytes(data[8:12], "big"), int.from_bytes(data[12:16], "big")
+    check(width, height)
+    count = width * height * 4
+    if len(data) - 16 < count * 2:
+        raise EOFError("farbfeld samples end early")
+    samples = np.frombuffer(data, ">u2", count, 16).reshape(height, width, 4)
+    return Image.fromarray((samples >> 8).astype(np.uint8), "RGBA")
+
+
 class ImageDecoder:
     """Bounded decoding of one still or animated image (first frame) with Pillow."""
 
@@ -269,9 +281,10 @@ class ImageDecoder:
 
     def _decode(self, data: bytes, media_type: MediaType) -> DecodedImage:
         plugin = raster_format(data) if media_type is MediaType.RASTER else None
-        if plugin == "PAM":
-            pam = _Pam.read(data, lambda w, h: self._check_dimensions(media_type, w, h))
-            picture = pam.convert("RGB")
+        if plugin in ("PAM", "FARBFELD"):
+            reader = _Pam.read if plugin == "PAM" else _farbfeld
+            read = reader(data, lambda w, h: self._check_dimensions(media_type, w, h))
+            picture = read.convert("RGB")
             return DecodedImage(picture, media_type, picture.width, picture.height, frame_count=1)
         with Image.open(
             io.BytesIO(data), formats=[plugin or _PILLOW_FORMATS[media_type]]

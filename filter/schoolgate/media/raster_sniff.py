@@ -1,8 +1,9 @@
 """Still formats outside the common ones, named by their signature or, for the formats that have
-none, by a fully consistent header: JPEG 2000, SGI, QOI, PSD, DDS, Netpbm and PAM, XBM and XPM,
-PCX, ICO, headerless DIB and TGA. Random bytes must not become a "broken picture" that fails
-closed, so weak signatures need more; a TGA without its version 2 footer (compressed or palette,
-no size to check) is claimed only when Pillow decodes it whole (once per distinct body).
+none, by a fully consistent header: JPEG 2000, SGI, QOI, PSD, DDS, Sun raster, farbfeld, MSP, IM,
+Netpbm and PAM, XBM and XPM, PCX, ICO, headerless DIB and TGA. Random bytes must not become a
+"broken picture" that fails closed, so weak signatures need more; a TGA without its version 2
+footer (compressed or palette, no size to check) is claimed only when Pillow decodes it whole
+(once per distinct body).
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ def raster_format(data: bytes) -> str | None:
         return "PSD"
     if head.startswith(b"DDS |\x00\x00\x00"):  # DirectDraw Surface: a game texture
         return "DDS"
+    # Formats of old workstations and paint programs that converters still write (pass a5).
+    if head.startswith(b"\x59\xa6\x6a\x95") and len(head) >= 32:  # Sun raster
+        return "SUN"
+    if head.startswith(b"farbfeld") and len(head) >= 16:  # suckless farbfeld; decode.py reads it
+        return "FARBFELD"
+    if head.startswith((b"DanM", b"LinS")) and len(head) >= 32:  # Microsoft Paint
+        return "MSP"
+    if head.startswith(b"Image type: ") and b"\r\n" in head[:40]:  # the PIL/IFUNC IM format
+        return "IM"
     if _NETPBM.match(head):
         return "PPM"
     if _PAM.match(head):
