@@ -7,6 +7,8 @@ Benign pictures only: scikit-image's astronaut (via the benign_photos fixture)."
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -104,3 +106,43 @@ def test_dumps_of_other_bytes_and_ordinary_escapes_give_nothing() -> None:
     assert found(json.dumps({"content": xxd(os.urandom(2048))}).encode(), "application/json") == []
     path = "\\101\\102\\103\\104\\105\\106\\107\\110 are letters, %41%42%43%44%45%46%47%48 too"
     assert found(json.dumps({"content": path}).encode(), "application/json") == []
+
+
+def c_array(data: bytes) -> str:
+    """What `xxd -i` prints."""
+    rows = [", ".join(f"0x{b:02x}" for b in data[i : i + 12]) for i in range(0, len(data), 12)]
+    return (
+        "unsigned char photo_jpg[] = {\n  "
+        + ",\n  ".join(rows)
+        + f"\n}};\nunsigned int photo_jpg_len = {len(data)};\n"
+    )
+
+
+@pytest.mark.parametrize("form", ["xxd -i", "base32", "uuencode", "ascii85", "base85"])
+def test_standard_text_encodings_in_messages_are_the_picture(photo: bytes, form: str) -> None:
+    """Adversarial pass a7: `xxd -i`, base32, uuencode and base85 in a chat message passed."""
+    text = {
+        "xxd -i": c_array(photo),
+        "base32": base64.b32encode(photo).decode(),
+        "uuencode": "begin 644 photo.jpg\n"
+        + "".join(binascii.b2a_uu(photo[i : i + 45]).decode() for i in range(0, len(photo), 45))
+        + "`\nend\n",
+        "ascii85": base64.a85encode(photo, adobe=True, wrapcol=76).decode(),
+        "base85": base64.b85encode(photo).decode(),
+    }[form]
+    assert found(json.dumps({"content": text}).encode(), "application/json") == [photo]
+
+
+def test_rtf_pictures_and_zstd_are_opened(photo: bytes) -> None:
+    """Adversarial pass a7: an RTF document's \\pict group holds its picture as hex (Word and
+    LibreOffice show it); an RTF body starts with a brace and was read as JSON. Base64 of a zstd
+    file in a message was not opened either."""
+    wrapped = "\n".join(photo.hex()[i : i + 128] for i in range(0, 2 * len(photo), 128))
+    rtf = "{\\rtf1\\ansi{\\fonttbl\\f0 Arial;}\\f0 trip\\par{\\pict\\jpegblip\\picw120\\pich120\n"
+    assert found((rtf + wrapped + "}}").encode(), "application/rtf") == [photo]
+    from backports import zstd
+
+    packed = zstd.compress(photo)
+    message = json.dumps({"content": base64.b64encode(packed).decode()}).encode()
+    assert found(message, "application/json") == [photo]
+    assert found(packed, "application/zstd") == [photo]

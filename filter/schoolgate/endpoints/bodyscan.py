@@ -37,7 +37,7 @@ from schoolgate.endpoints.extract import (
 from schoolgate.endpoints.pdfimages import document_images
 from schoolgate.endpoints.textbytes import (
     byte_arrays,
-    escaped_reading,
+    escaped_readings,
     hex_reading,
     unescape_json,
 )
@@ -78,7 +78,8 @@ _JSON_LIKE: Final = re.compile(rb"\A\s*[\[{]")
 _MARKUP: Final = re.compile(rb"\A\s*[\[{<]")
 
 _ZIP_MAGIC: Final = b"PK\x03\x04"
-_KEPT: Final = (_ZIP_MAGIC, b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00")  # ZIP, gzip, bzip2, xz
+# ZIP, gzip, bzip2, xz, zstd
+_KEPT: Final = (_ZIP_MAGIC, b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 _CONTAINER_TYPES: Final = frozenset(
     {"application/x-www-form-urlencoded", "application/json", "text/plain", "text/html"}
 )
@@ -210,7 +211,12 @@ class _Scan:
         ):
             self.form(data, where, depth)
         elif main.endswith(("/json", "+json")) or _JSON_LIKE.match(data) is not None:
+            before = len(self.items)
             self.json(data, where, depth)
+            if len(self.items) == before:
+                # Braces that are not JSON's (RTF, whose \pict groups hold pictures as hex;
+                # scripts): read as text (adversarial pass a7).
+                self.text(data, where, depth)
         else:
             self.text(data, where, depth)
 
@@ -337,11 +343,9 @@ class _Scan:
         if stripped[:5].lower() == b"data:":
             self.text(stripped, where, depth + 1)
             return
-        for reading, spelt in (
-            ("hex", hex_reading(stripped)),
-            ("escaped", escaped_reading(stripped)),
-        ):
-            if spelt is not None and self.decoded_blob(spelt, f"{where}:{reading}", depth):
+        hexed = hex_reading(stripped)
+        for spelt in ([hexed] if hexed is not None else []) + escaped_readings(stripped):
+            if self.decoded_blob(spelt, f"{where}:spelt", depth):
                 return  # hex is base64's alphabet too: the reading that gives a file is the one
         decoded = b64decode(stripped)
         if decoded is not None:

@@ -210,11 +210,12 @@ _COMPRESSED_FILES: Final = (
     # "BZh", the block size, then the first block's magic (pi's digits): text never starts so.
     (b"BZh", "bzip2", lambda data, sink: _stream(bz2.BZ2Decompressor(), data, sink)),
     (b"\xfd7zXZ\x00", "xz", lambda data, sink: _stream(lzma.LZMADecompressor(), data, sink)),
+    (b"\x28\xb5\x2f\xfd", "zstd", _unzstd),
 )
 
 
 def decompress_file(data: bytes, limits: ExtractLimits) -> tuple[str, bytes] | None:
-    """(format, contents) of a gzip, bzip2 or xz file, within the same caps as a body's
+    """(format, contents) of a gzip, bzip2, xz or zstd file, within the same caps as a body's
     Content-Encoding; None for anything else. Raises ExtractionError for a bomb."""
     for magic, name, decoder in _COMPRESSED_FILES:
         if data.startswith(magic) and (name != "bzip2" or data[4:10] == b"1AY&SY"):

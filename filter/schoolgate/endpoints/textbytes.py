@@ -9,6 +9,7 @@ runs long enough to hold a picture are read, and each is read once, in linear ti
 
 from __future__ import annotations
 
+import base64
 import binascii
 import json
 import re
@@ -57,8 +58,51 @@ _OCTAL: Final = re.compile(rb"\\([0-3][0-7]{2})")
 _PERCENT_START: Final = re.compile(rb"\s*(?:%[0-9A-Fa-f]{2}){8}")
 
 
-def escaped_reading(text: bytes) -> bytes | None:
-    """The bytes of an `xxd` dump, a string of octal escapes or a percent-encoded string."""
+_C_ARRAY: Final = re.compile(rb"\{\s*0[xX][0-9a-fA-F]{2}\s*,")  # `xxd -i` (pass a7)
+_C_BYTE: Final = re.compile(rb"0[xX]([0-9a-fA-F]{2})\b")
+# The other encodings with a standard tool (`base32`, `uuencode`, Python's and Adobe's base85):
+# a file in one of them is one command away from a picture (pass a7).
+_BASE32: Final = re.compile(rb"\s*[A-Z2-7]{96,}=*\s*", re.I)
+_UUENCODE: Final = re.compile(
+    rb"\s*begin(?:-base64)? [0-7]{3,4} [^\n]{0,255}\n(.*?)\n`?\s*end\b", re.S
+)
+_ASCII85: Final = re.compile(rb"\s*<~(.{80,}?)~>", re.S)
+_BASE85: Final = re.compile(rb"\s*[0-9A-Za-z!#$%&()*+;<=>?@^_`{|}~-]{100,}\s*")
+
+
+def escaped_readings(text: bytes) -> list[bytes]:
+    """What `text` spells as an `xxd` dump or C array, octal escapes, percent-encoding, base32,
+    uuencode or base85: every reading that decodes (the caller keeps the one that is a file)."""
+    readings = []
+    for reader in (_standard_reading, _escaped):
+        try:
+            reading = reader(text)
+        except (ValueError, binascii.Error):
+            continue
+        if reading:
+            readings.append(reading)
+    return readings
+
+
+def _standard_reading(text: bytes) -> bytes | None:
+    if _C_ARRAY.search(text[:4096]):
+        start = text.index(b"{")
+        body = text[start : text.find(b"}", start) if b"}" in text[start:] else len(text)]
+        values = _C_BYTE.findall(body)
+        return binascii.unhexlify(b"".join(values)) if len(values) >= _MIN_BYTES else None
+    if (uu := _UUENCODE.match(text)) is not None:
+        return b"".join(binascii.a2b_uu(line) for line in uu[1].splitlines() if line.strip())
+    if (a85 := _ASCII85.match(text)) is not None:
+        return base64.a85decode(a85[1], ignorechars=b" \t\r\n")
+    if _BASE32.fullmatch(text) and not _HEX_START.match(text):
+        compact = re.sub(rb"\s", b"", text).upper()
+        return base64.b32decode(compact + b"=" * (-len(compact) % 8))
+    if _BASE85.fullmatch(text) and re.search(rb"[!#$%&()*+;<=>?@^_`{|}~-]", text[:512]):
+        return base64.b85decode(re.sub(rb"\s", b"", text))
+    return None
+
+
+def _escaped(text: bytes) -> bytes | None:
     if _XXD_LINE.match(text):
         groups = b"".join(_XXD_LINE.findall(text))
         digits = re.sub(rb"\s", b"", groups)
