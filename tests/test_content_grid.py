@@ -127,3 +127,54 @@ def test_grids_round_trip_and_refuse_malformed_bytes() -> None:
         ContentGrid.from_bytes(grid.to_bytes()[:-1])
     with pytest.raises(ValueError, match="cell class"):
         ContentGrid.from_bytes(grid.to_bytes()[: BYTES - 1] + b"\x09")
+
+
+def confetti_frame(picture: Image.Image, border: int, seed: int) -> Image.Image:
+    """The picture inside a border of coloured confetti (a busy frame, as apps add)."""
+    rng = np.random.default_rng(seed)
+    canvas = Image.new("RGB", (picture.width + 2 * border, picture.height + 2 * border), "white")
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(900):
+        x, y = int(rng.integers(0, canvas.width)), int(rng.integers(0, canvas.height))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        draw.ellipse((x, y, x + 9, y + 9), fill=colour)
+    canvas.paste(picture, (border, border))
+    return canvas
+
+
+def test_a_stretched_and_framed_copy_matches_and_another_picture_in_the_frame_does_not() -> None:
+    """Adversarial pass a7: one axis stretched by 10-25% and a confetti frame added; each alone
+    was caught, together neither tier matched (a similarity cannot align a stretch)."""
+    photo = skimage_photo("astronaut")
+    index = RobustIndex([RobustEntry("incident", "a", "", f) for _, f in bank_feature_views(photo)])
+    for stretch in ((512, 563), (640, 512), (512, 640)):
+        assert best(index, confetti_frame(photo.resize(stretch), 100, 1)) == ["a"], stretch
+    for other in ("coffee", "rocket", "chelsea"):
+        assert best(index, confetti_frame(skimage_photo(other).resize((512, 512)), 100, 1)) == []
+
+
+def keyboard_thread(photo: Image.Image | None) -> Image.Image:
+    """A dark chat thread with a small photo and the keyboard open (pass a7's screenshots)."""
+    screen = chat_thread(None, dark=True)
+    draw = ImageDraw.Draw(screen)
+    if photo is not None:
+        screen.paste(photo.convert("RGB").resize((300, 200)), (200, 520))
+    draw.rectangle((0, 820, 540, 1170), fill=(40, 40, 44))
+    font = ImageFont.load_default(size=30)
+    for row, keys in enumerate(("QWERTYUIOP", "ASDFGHJKL", "ZXCVBNM")):
+        for n, key in enumerate(keys):
+            x, y = 8 + row * 26 + n * 53, 840 + row * 80
+            draw.rounded_rectangle((x, y, x + 46, y + 64), 8, fill=(80, 80, 86))
+            draw.text((x + 12, y + 14), key, fill=(255, 255, 255), font=font)
+    return screen
+
+
+def test_a_banked_screenshot_with_a_small_photo_matches_only_that_photo() -> None:
+    banked = png(keyboard_thread(skimage_photo("coffee")))
+    index = RobustIndex(
+        [RobustEntry("incident", "kbd", "", f) for _, f in bank_feature_views(banked)]
+    )
+    for other in ("rocket", "camera", None):
+        photo = skimage_photo(other) if other else None
+        assert best(index, png(keyboard_thread(photo))) == [], other
+    assert best(index, banked) == ["kbd"]

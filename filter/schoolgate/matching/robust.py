@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -38,6 +39,7 @@ from schoolgate.media.features import LocalFeatures
 
 _CHUNKS = 16  # 16-bit chunks of a 256-bit ORB descriptor
 _SPREAD_GRID = 4
+_MAX_SHEAR = 0.12  # cosine of the angle between the transformed axes: a copy is not skewed
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class RobustThresholds:
     ratio: float = 0.85  # nearest / second-nearest Hamming distance, per query keypoint
     max_hamming: int = 64  # bits; farther descriptors are never paired
     max_scale: float = 6.0  # the copy may be at most this much larger or smaller
+    max_stretch: float = 1.6  # one axis at most this much more scaled than the other
     min_agreement: float = 0.5  # of the banked photo cells the aligned copy covers
     # A banked item with few photo cells (a drawing, a text meme, a screenshot around a drawing)
     # is judged on all its structured cells, an interface's among them: more must agree.
@@ -227,6 +230,40 @@ class RobustIndex:
         ranked = np.argsort(-votes, kind="stable")[: limits.max_candidates]
         return [(int(e), int(votes[e])) for e in ranked if votes[e] >= limits.min_votes]
 
+    def _align(
+        self, source: np.ndarray, target: np.ndarray, threshold: float, rules: RobustThresholds
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """The transform from query to banked frame and its inliers: a similarity (rotation,
+        uniform scale, shift) or, where it explains more of the matches, an affine one whose axes
+        may be stretched differently (adversarial pass a7: a picture stretched by a tenth on one
+        axis and framed matched neither tier; a similarity misaligns it, and the content check
+        then sees disagreement). (None, no inliers) when neither fits."""
+        best: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros(len(source), bool))
+        for estimate in (cv2.estimateAffinePartial2D, cv2.estimateAffine2D):
+            found = estimate(
+                source,
+                target,
+                method=cv2.RANSAC,
+                ransacReprojThreshold=threshold,
+                maxIters=self._limits.ransac_iterations,
+                confidence=0.995,
+            )
+            # OpenCV's stubs say otherwise, but both are None when no model fits.
+            transform, mask = cast(tuple[np.ndarray | None, np.ndarray | None], found)
+            if transform is None or mask is None:
+                continue
+            inliers = mask.ravel().astype(bool)
+            count = int(inliers.sum())
+            # The affine model has two more degrees of freedom: it must explain clearly more.
+            margin = 0 if best[0] is None else int(best[1].sum()) * 11 // 10 + 2
+            if (
+                count >= rules.min_inliers
+                and count >= margin
+                and _transform_is_plausible(transform, rules)
+            ):
+                best = (transform, inliers)
+        return best
+
     def _verify(self, query: LocalFeatures, entry_id: int, votes: int) -> RobustHit | None:
         entry = self._entries[entry_id]
         rules = self.thresholds(entry.bank)
@@ -246,23 +283,11 @@ class RobustIndex:
         source = query.points[keep]
         target = banked.points[best[keep]]
         threshold = self._limits.ransac_threshold * max(banked.width, banked.height)
-        transform, inlier_mask = cv2.estimateAffinePartial2D(
-            source,
-            target,
-            method=cv2.RANSAC,
-            ransacReprojThreshold=threshold,
-            maxIters=self._limits.ransac_iterations,
-            confidence=0.995,
-        )
-        if transform is None or inlier_mask is None:
+        transform, inliers = self._align(source, target, threshold, rules)
+        if transform is None:
             return None
-        inliers = inlier_mask.ravel().astype(bool)
         count = int(inliers.sum())
-        if count < rules.min_inliers:
-            return None
-        scale = float(np.hypot(transform[0, 0], transform[1, 0]))
-        if not 1 / rules.max_scale <= scale <= rules.max_scale:
-            return None
+        scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
         spread = _spread(target[inliers], banked.width, banked.height)
         if spread < rules.min_spread:
             return None
@@ -284,6 +309,23 @@ class RobustIndex:
             votes=votes,
             content=content,
         )
+
+
+def _transform_is_plausible(transform: np.ndarray, rules: RobustThresholds) -> bool:
+    """A copy's geometry: scale within bounds, one axis stretched at most max_stretch times the
+    other (an app that fits a picture to a square or a story frame), and next to no shear."""
+    across, down = transform[:, 0], transform[:, 1]
+    x_scale, y_scale = float(np.hypot(*across)), float(np.hypot(*down))
+    if not (x_scale and y_scale):
+        return False
+    stretch = max(x_scale, y_scale) / min(x_scale, y_scale)
+    shear = abs(float(across @ down)) / (x_scale * y_scale)
+    scale = float(np.sqrt(x_scale * y_scale))
+    return (
+        1 / rules.max_scale <= scale <= rules.max_scale
+        and stretch <= rules.max_stretch
+        and shear <= _MAX_SHEAR
+    )
 
 
 def _aligned_agreement(

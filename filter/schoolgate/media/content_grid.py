@@ -159,6 +159,7 @@ class Agreement:
 _CELL_MATCH_BITS: Final = 10  # of 40: chance agreement of unrelated cells is ~0.1%
 _MIN_PHOTO_CELLS: Final = 6  # a banked item with fewer photographic cells is judged as graphic
 _MIN_JUDGED: Final = 4  # covered photographic cells, for the photographic judgement
+_MIN_SMALL_PHOTO: Final = 2  # a small photo inside a graphic item is judged from this many cells
 
 
 def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
@@ -167,12 +168,17 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     distance = np.bitwise_count(banked.bits ^ query.bits)
     agrees = distance <= _CELL_MATCH_BITS
     covered = query.kinds != Cell.UNCOVERED
-    judged = covered & (banked.kinds == Cell.PHOTO)
-    photographic = banked.photo_cells >= _MIN_PHOTO_CELLS and int(judged.sum()) >= _MIN_JUDGED
-    if not photographic:
-        # A drawing, a text meme, or a photo the copy turned graphic (posterised, cartooned):
-        # every cell with structure on both sides is judged.
-        judged = covered & (banked.kinds != Cell.FLAT) & (query.kinds != Cell.FLAT)
+    photo = covered & (banked.kinds == Cell.PHOTO)
+    photographic = banked.photo_cells >= _MIN_PHOTO_CELLS and int(photo.sum()) >= _MIN_JUDGED
+    if photographic:
+        return Agreement(float(agrees[photo].mean()), int(photo.sum()), True)
+    # A drawing, a text meme, a screenshot around a small photo, or a photo the copy turned
+    # graphic (posterised, cartooned): every cell with structure on both sides is judged, and a
+    # small photo, where there is one, must agree as well (adversarial pass a7: a banked dark
+    # chat screenshot with the keyboard open matched every other one on its interface).
+    judged = covered & (banked.kinds != Cell.FLAT) & (query.kinds != Cell.FLAT)
     count = int(judged.sum())
     share = float(agrees[judged].mean()) if count else 0.0
-    return Agreement(share, count, photographic)
+    if int(photo.sum()) >= _MIN_SMALL_PHOTO:
+        share = min(share, float(agrees[photo].mean()))
+    return Agreement(share, count, False)
