@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -690,3 +691,48 @@ def _listener_on(address: str, port: int) -> socket.socket:
     sock.bind((address, port))
     sock.listen(4)
     return sock
+
+
+def _udp_claiming(length: int, payload: bytes, dport: int) -> bytes:
+    """A UDP header whose length field claims `length` bytes, then `payload` (checksum 0)."""
+    return (
+        (40000).to_bytes(2, "big")
+        + dport.to_bytes(2, "big")
+        + length.to_bytes(2, "big")
+        + bytes(2)
+        + payload
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_bounds_hold_for_a_device_with_many_addresses_and_a_lying_header(gateway: Gateway) -> None:
+    """Adversarial pass a8: NTP packets whose UDP header claimed 200 bytes carried 1,418; the
+    NTP, ping and ICMP-error limits were per address, and a pupil took forty addresses."""
+    topo = gateway.topo
+    link = f"sg{topo.tag}cl"
+    extra = [f"192.0.2.{n}" for n in range(30, 36)]
+    for address in extra:
+        run_in(topo.client, ["ip", "addr", "add", f"{address}/24", "dev", link])
+    ntp = in_ns(topo.server, _listener, socket.SOCK_DGRAM, 123)
+    senders = [in_ns(topo.client, _socket, socket.SOCK_DGRAM, a) for a in extra]
+    raw = in_ns(topo.client, socket.socket, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    try:
+        with ntp, raw, contextlib.ExitStack() as stack:
+            for sender in senders:
+                stack.enter_context(sender)
+            time.sleep(2)  # earlier tests' NTP packets leave the per-device bucket
+            raw.sendto(_udp_claiming(200, b"\x23" + bytes(999), 123), (SERVER_IP, 0))
+            for _ in range(5):  # 30 small packets from six addresses of one device
+                for sender in senders:
+                    sender.sendto(b"\x23" + bytes(47), (SERVER_IP, 123))
+            ntp.settimeout(0.5)
+            sizes = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    sizes.append(len(ntp.recvfrom(4096)[0]))
+            assert all(size <= 256 for size in sizes)  # the lying packet did not arrive
+            assert len(sizes) <= 10  # one device: burst 8, then one a second
+    finally:
+        for address in extra:
+            run_in(topo.client, ["ip", "addr", "del", f"{address}/24", "dev", link], check=False)

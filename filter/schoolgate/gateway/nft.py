@@ -100,6 +100,20 @@ table $table {
 """)
 
 
+def _per_device(match: str, name: str, rate: str, families: str = "46") -> list[str]:
+    """Drop what `match` matches past `rate` for one device: keyed by source MAC (a device with
+    forty addresses is one device) and by source address (student interfaces without Ethernet
+    framing have no MAC to key on). `families`: the IP versions `match` can be ("4", "6")."""
+    keys = [("mac", "ether saddr")]
+    keys += [("ip4", "ip saddr")] if "4" in families else []
+    keys += [("ip6", "ip6 saddr")] if "6" in families else []
+    return [
+        f"{match} meter {name}_{label} {{ {key} limit rate over {rate} }} "
+        f'counter drop comment "{name} rate"'
+        for label, key in keys
+    ]
+
+
 def _port_rules(ports: tuple[PortRange, ...], match: str, comment: str) -> list[str]:
     """One rule per protocol and destination list (ports open to anywhere share one)."""
     rules = []
@@ -212,11 +226,10 @@ class GatewayRuleset:
                    for p in self.config.gateway.forward_allow):  # fmt: skip
             return []
         return [
-            'udp dport 123 udp length > 256 counter drop comment "ntp size"',
-            "udp dport 123 meter ntp4 { ip saddr limit rate over 1/second burst 8 packets } "
-            'counter drop comment "ntp rate"',
-            "udp dport 123 meter ntp6 { ip6 saddr limit rate over 1/second burst 8 packets } "
-            'counter drop comment "ntp rate"',
+            # The packet's length, not the UDP header's (pass a8: a header claiming 200 bytes
+            # carried 1,418): 256 bytes of UDP behind an IPv6 header at most.
+            'udp dport 123 meta length > 296 counter drop comment "ntp size"',
+            *_per_device("udp dport 123", "ntp", "1/second burst 8 packets"),
         ]
 
     def _forward_policy(self) -> list[str]:
@@ -227,25 +240,30 @@ class GatewayRuleset:
         if gateway.forward_default == "allow":
             return []
         errors4 = "icmp type { destination-unreachable, time-exceeded, parameter-problem }"
-        errors6 = "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded }"
+        errors6 = (
+            "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, "
+            "parameter-problem }"
+        )
         rules = [
             # What an established flow carries is bounded too: a reply from the pupil's own
             # server opens no wider door (adversarial pass a6: full-size NTP and ping after one
             # reply). An ICMP payload is a tunnel (pass a3): a ping is the size `ping` sends,
-            # at most 2 a second a device; an error only about a flow the gateway tracks
-            # (conntrack calls it related) and no bigger than RFC 1812 allows.
-            'icmp type echo-request ip length > 84 counter drop comment "ping size"',
-            'icmpv6 type echo-request ip6 length > 104 counter drop comment "ping size"',
-            "icmp type echo-request meter ping4 { ip saddr limit rate over 2/second burst 5 "
-            'packets } counter drop comment "ping rate"',
-            "icmpv6 type echo-request meter ping6 { ip6 saddr limit rate over 2/second burst 5 "
-            'packets } counter drop comment "ping rate"',
-            f'{errors4} ip length > 576 counter drop comment "icmp size"',
-            f'{errors6} ip6 length > 1280 counter drop comment "icmp size"',
+            # an error no bigger than RFC 1812 allows and only about a flow the gateway tracks
+            # (conntrack calls it related). Sizes are the packet's own, never a header's claim,
+            # and rates are per device, by MAC as well as by address: a pupil can take forty
+            # addresses of the subnet (pass a8).
+            'icmp type echo-request meta length > 84 counter drop comment "ping size"',
+            'icmpv6 type echo-request meta length > 104 counter drop comment "ping size"',
+            *_per_device("icmp type echo-request", "ping", "2/second burst 5 packets", "4"),
+            *_per_device("icmpv6 type echo-request", "ping6", "2/second burst 5 packets", "6"),
+            f'{errors4} meta length > 576 counter drop comment "icmp size"',
+            f'{errors6} meta length > 1280 counter drop comment "icmp size"',
+            *_per_device(errors4, "icmperr", "2/second burst 10 packets", "4"),
+            *_per_device(errors6, "icmperr6", "2/second burst 10 packets", "6"),
             *self._ntp_bounds(),
             "ct state established,related accept",
             "icmp type echo-request accept",
-            "icmpv6 type { echo-request, parameter-problem } accept",
+            "icmpv6 type echo-request accept",
             # Only reached without the resolver (which redirects DNS): the school's own server.
             'meta l4proto { tcp, udp } th dport 53 accept comment "dns"',
         ]
