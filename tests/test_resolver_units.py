@@ -160,3 +160,43 @@ def test_a_device_is_its_mac_where_the_gateway_sees_it(tmp_path: Path) -> None:
     assert policy.tunnel.allows(policy.device("192.0.2.10"), "a.t.example")
     assert policy.tunnel.allows(policy.device("192.0.2.11"), "b.t.example")
     assert not policy.tunnel.allows(policy.device("192.0.2.11"), "c.t.example")
+
+
+def test_a_domain_has_a_school_wide_budget_but_the_big_providers_do_not() -> None:
+    """Adversarial pass a8: a laptop with six virtual interfaces is six devices, and spoofed
+    addresses that never answer ARP have no MAC; the tunnel's zone is the pupil's own, and the
+    whole school asking for thousands of different names under it is the tell."""
+    from schoolgate.addons.resolver import TunnelGuard
+
+    now = [0.0]
+    guard = TunnelGuard(clock=lambda: now[0], sustained=240, school_limit=500)
+    allowed = 0
+    for n in range(1200):  # six "devices", 200 names each, under one pupil-run domain
+        now[0] = n * 0.1
+        allowed += guard.allows(f"dev{n % 6}", f"{n}.pupil.example")
+    assert allowed == 500
+    for n in range(1200):  # the same across a provider's shared apex: ordinary
+        now[0] = 700 + n * 0.1
+        assert guard.allows(f"dev{n % 6}", f"d{n}.cloudfront.net")
+
+
+def test_every_question_of_a_query_is_counted(tmp_path: Path) -> None:
+    """Adversarial pass a8: queries with two questions carried the tunnel in the second."""
+    from mitmproxy.dns import Question
+    from mitmproxy.test import tflow
+
+    from schoolgate.addons.resolver import ResolverPolicy, TunnelGuard
+
+    policy = ResolverPolicy(
+        NamePolicy(()), AddressBook(tmp_path / "b.sqlite"), TunnelGuard(limit=2)
+    )
+    refused = []
+    for n in range(4):
+        flow = tflow.tdnsflow()
+        flow.request.questions = [
+            Question("www.school.example", 1, 1),
+            Question(f"{n}.tunnel.example", 1, 1),
+        ]
+        policy.dns_request(flow)
+        refused.append(flow.response is not None)
+    assert refused == [False, False, True, True]

@@ -52,15 +52,17 @@ class ResolverPolicy:
         return neighbour.mac if neighbour is not None else address
 
     def dns_request(self, flow: dns.DNSFlow) -> None:
-        question = flow.request.question
-        if question is None:
+        questions = flow.request.questions
+        if not questions:
             return
-        if self.names.blocks(question.name):
+        if any(self.names.blocks(question.name) for question in questions):
             flow.response = flow.request.fail(response_codes.NXDOMAIN)
             self.refused += 1
             return
         peer = flow.client_conn.peername
-        if not self.tunnel.allows(self.device(str(peer[0]) if peer else ""), question.name):
+        device = self.device(str(peer[0]) if peer else "")
+        # Every question counts: a second one carried a tunnel past the first (pass a8).
+        if not all(self.tunnel.allows(device, question.name) for question in questions):
             flow.response = flow.request.fail(response_codes.REFUSED)
             self.refused += 1
 
@@ -102,7 +104,11 @@ class TunnelGuard:
     limit, or spread over a dozen domains, moved a picture in five minutes (pass a6): the
     ten-minute budgets stop that, leaving a documented residual of a few kilobytes a minute.
     A device is its MAC where the gateway's neighbour table knows it (pass a6: one laptop asked
-    from six addresses of its subnet), else its address.
+    from six addresses of its subnet), else its address. And a domain gets at most
+    `school_limit` different names in ten minutes from the whole school (pass a8: a laptop with
+    six virtual interfaces is six devices, and queries from addresses that never answer ARP
+    have no MAC): a tunnel needs a zone of its own, so the big providers' shared apexes, which
+    no pupil can delegate, are not counted.
     """
 
     def __init__(
@@ -113,16 +119,19 @@ class TunnelGuard:
         *,
         sustained: int = 240,
         total: int = 1500,
+        school_limit: int = 2000,
         long_window_s: float = 600.0,
     ) -> None:
         self.limit = limit
         self.window_s = window_s
         self.sustained = sustained
         self.total = total
+        self.school_limit = school_limit
         self.long_window_s = long_window_s
         self.clock = clock
         self._seen: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
         self._all: OrderedDict[str, deque[float]] = OrderedDict()
+        self._school: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._logged: dict[str, float] = {}
 
     def allows(self, device: str, name: str) -> bool:
@@ -143,23 +152,44 @@ class TunnelGuard:
         self._seen[key] = seen
         if name in seen:
             return True
+        school = self._school.pop(domain, {})
+        if school and min(school.values()) <= now - self.long_window_s:
+            school = {n: t for n, t in school.items() if t > now - self.long_window_s}
+        self._school[domain] = school
         recent = sum(1 for t in seen.values() if t > now - self.window_s)
-        if recent >= self.limit or len(seen) >= self.sustained or len(every) >= self.total:
+        crowded = len(school) >= self.school_limit and domain not in _SHARED_APEXES
+        if (
+            recent >= self.limit
+            or len(seen) >= self.sustained
+            or len(every) >= self.total
+            or (crowded and name not in school)
+        ):
             if now - self._logged.get(device, float("-inf")) > self.window_s:
                 self._logged[device] = now
                 log.warning("%s asked for too many different names (under %s): refused (a DNS "
                             "tunnel?)", device or "a device", domain)  # fmt: skip
             return False
         seen[name] = now
+        school[name] = now
         every.append(now)
         while len(self._seen) > _MAX_TRACKED:
             self._seen.popitem(last=False)
         while len(self._all) > _MAX_TRACKED:
             self._all.popitem(last=False)
+        while len(self._school) > _MAX_TRACKED:
+            self._school.popitem(last=False)
         return True
 
 
 _MAX_TRACKED = 50_000
+# Multi-tenant apexes with many distinct names a school asks for legitimately; their zones are
+# the providers' own, so no tunnel can run under them.
+_SHARED_APEXES = frozenset({
+    "cloudfront.net", "amazonaws.com", "akamaihd.net", "akamaized.net", "akamaiedge.net",
+    "azureedge.net", "fastly.net", "googleusercontent.com", "googlevideo.com", "gvt1.com",
+    "fbcdn.net", "cdninstagram.com", "tiktokcdn.com", "edgekey.net", "cloudflare.net",
+    "windows.net", "trafficmanager.net", "appspot.com",
+})  # fmt: skip
 _SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", "sch", "ltd", "plc"})
 
 
