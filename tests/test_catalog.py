@@ -439,7 +439,9 @@ def test_school_suites_threads_and_icloud_photos_routes(
      # adversarial pass a6 reached these
      "wormhole.app", "www.swisstransfer.com", "www.filemail.com", "fromsmash.com", "files.fm",
      "ufile.io", "1fichier.com", "qu.ax", "x0.at", "upload.gyazo.com", "prntscr.com",
-     "imgchest.com", "freeimage.host", "pixhost.to"],
+     "imgchest.com", "freeimage.host", "pixhost.to",
+     # and pass a8
+     "oshi.at", "snipboard.io", "www.imagebam.com", "lensdump.com"],
 )  # fmt: skip
 def test_anonymous_file_hosts_are_blocked_by_name(catalog: Catalog, host: str) -> None:
     app = catalog.app_for_host(host)
@@ -498,13 +500,38 @@ def test_icloud_refuses_a_client_that_refuses_the_school_ca(catalog: Catalog) ->
         ("files.slack.com", "other_sharing"),
         ("uploads.github.com", "other_sharing"),
         ("www.tumblr.com", "other_sharing"),
+        # pass a8
+        ("www.pinterest.com", "other_sharing"),
+        ("files.tus.vimeo.com", "other_sharing"),
+        ("mastodon.social", "other_sharing"),
+        ("matrix-client.matrix.org", "other_sharing"),
+        ("upload.giphy.com", "other_sharing"),
+        ("api.streamable.com", "other_sharing"),
+        ("pu.vk.com", "other_sharing"),
+        ("obs.line-apps.com", "other_sharing"),
+        ("steamcommunity.com", "other_sharing"),
+        ("www.deviantart.com", "other_sharing"),
+        ("apis.roblox.com", "other_sharing"),
+        ("upload.box.com", "other_sharing"),
+        ("api.pcloud.com", "other_sharing"),
+        ("padlet.com", "other_sharing"),
+        ("www.canva.com", "other_sharing"),
+        ("www.figma.com", "other_sharing"),
+        ("www.notion.so", "other_sharing"),
+        ("chatgpt.com", "other_sharing"),
+        ("files.oaiusercontent.com", "other_sharing"),
+        ("claude.ai", "other_sharing"),
+        ("gemini.google.com", "other_sharing"),
+        ("content-push.googleapis.com", "other_sharing"),
+        ("copilot.microsoft.com", "other_sharing"),
     ],
 )
 def test_the_upload_hosts_pass_a6_reached_are_inspected(
     catalog: Catalog, host: str, app: str
 ) -> None:
-    """Adversarial pass a6: 36 of 41 upload hosts of school suites and sharing services took a
-    banked picture uninspected. Each is now an intercepted host: every body sent to it is judged."""
+    """Adversarial passes a6 and a8: 36 of 41, then 30 of 30 more, upload hosts of school suites
+    and sharing services took a banked picture uninspected. Each is now an intercepted host:
+    every body sent to it is judged."""
     found = catalog.app_for_host(host)
     assert found is not None
     assert (found.name, found.inspection) == (app, "full")
