@@ -5,7 +5,9 @@ link layer address the gateway's kernel last saw for that IP, and the interface 
 are what the Wi-Fi actually carried. IPv4 neighbours come from `/proc/net/arp` (a file read,
 no privilege), IPv6 ones from `ip -json -6 neigh` (the kernel offers no file for them). The
 table is re-read at most once per `refresh_s` (and once more for an address it lacks), so a
-lookup per connection stays a dict probe.
+lookup per connection stays a dict probe. A quarter of a second: a pupil who takes a staff
+device's address right after its last request keeps the staff group no longer than that
+(adversarial pass a8 found a second's window).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class NeighbourTable:
         *,
         arp_path: Path = ARP_TABLE,
         read_v6: Callable[[], str] = read_ipv6_neighbours,
-        refresh_s: float = 1.0,
+        refresh_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._arp_path = arp_path
