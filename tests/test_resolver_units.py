@@ -200,3 +200,17 @@ def test_every_question_of_a_query_is_counted(tmp_path: Path) -> None:
         policy.dns_request(flow)
         refused.append(flow.response is not None)
     assert refused == [False, False, True, True]
+
+
+def test_the_default_school_wide_budget_is_below_one_picture() -> None:
+    """Adversarial pass a9: a 72 KB picture needs some 600 names; six MACs asked for them under
+    one domain, each well inside its own budget, and the school-wide 2,000 let it through."""
+    from schoolgate.addons.resolver import TunnelGuard
+
+    now = [0.0]
+    guard = TunnelGuard(clock=lambda: now[0])
+    allowed = 0
+    for n in range(660):
+        now[0] = n * 0.5
+        allowed += guard.allows(f"02:00:00:00:00:{n % 6:02x}", f"{n}.pupil.example")
+    assert allowed < 600
