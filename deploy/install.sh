@@ -28,6 +28,7 @@
 #   /var/lib/schoolgate/                 USER 0750: banks, alert outbox; ca/ 0700 (the CA key)
 #   /var/log/schoolgate/                 USER 0750: the audit log (decisions.jsonl)
 #   /etc/systemd/system/schoolgate.service, schoolgate-nft.service, schoolgate-resolver.service,
+#   schoolgate-leases.service,
 #   schoolgate-sniffer@.service
 set -euo pipefail
 
@@ -41,7 +42,8 @@ SYSTEM=1
 UNINSTALL=0
 PURGE=0
 INTERFACES=()
-UNITS=(schoolgate.service schoolgate-nft.service schoolgate-resolver.service schoolgate-sniffer@.service)
+UNITS=(schoolgate.service schoolgate-nft.service schoolgate-resolver.service schoolgate-leases.service
+  schoolgate-sniffer@.service)
 
 die() {
   echo "schoolgate install: $*" >&2
@@ -299,7 +301,8 @@ install_units() {
     mv "$UNITDIR/$unit.tmp" "$UNITDIR/$unit"
   done
   [ "$SYSTEM" -eq 0 ] || systemctl daemon-reload
-  systemctl_ enable --quiet schoolgate-nft.service schoolgate-resolver.service schoolgate.service
+  systemctl_ enable --quiet schoolgate-nft.service schoolgate-resolver.service \
+    schoolgate-leases.service schoolgate.service
   if has_command sniff; then
     local iface
     for iface in $(sg check-config --json | "$OPT/venv/bin/python" -c \
@@ -312,7 +315,7 @@ install_units() {
 start_services() {
   [ "$SYSTEM" -eq 1 ] || return 0
   systemctl reload-or-restart schoolgate-nft.service
-  systemctl restart schoolgate-resolver.service schoolgate.service
+  systemctl restart schoolgate-resolver.service schoolgate-leases.service schoolgate.service
   if has_command sniff; then
     systemctl restart 'schoolgate-sniffer@*.service' || true
   fi
@@ -350,7 +353,8 @@ uninstall() {
       systemctl disable --now "$(basename "$wanted")" >/dev/null 2>&1 || true
       rm -f "$wanted"
     done
-    systemctl disable --now schoolgate.service schoolgate-resolver.service schoolgate-nft.service \
+    systemctl disable --now schoolgate.service schoolgate-resolver.service schoolgate-leases.service \
+      schoolgate-nft.service \
       >/dev/null 2>&1 || true
     if command -v nft >/dev/null && nft list tables 2>/dev/null | grep -qx 'table inet schoolgate'; then
       nft delete table inet schoolgate

@@ -214,3 +214,16 @@ def test_the_default_school_wide_budget_is_below_one_picture() -> None:
         now[0] = n * 0.5
         allowed += guard.allows(f"02:00:00:00:00:{n % 6:02x}", f"{n}.pupil.example")
     assert allowed < 600
+
+
+def test_leased_pairs_only_needs_the_lease_files() -> None:
+    with pytest.raises(
+        ConfigError, match=r"gateway\.leased_pairs_only: needs the DHCP server's lease"
+    ):
+        parse_config("gateway: {leased_pairs_only: true}\n", "site.yaml")
+    config = parse_config(
+        "gateway: {leased_pairs_only: true}\n"
+        "proxy: {dhcp_leases: [/var/lib/misc/dnsmasq.leases]}\n",
+        "site.yaml",
+    )
+    assert config.gateway.leased_pairs_only

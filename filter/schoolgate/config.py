@@ -153,6 +153,12 @@ def parse_config(text: str, source: str) -> Config:
     policy = parse_policy(root.child("policy"))
     gateway = parse_gateway(root.child("gateway"))
     _check_exemptions(root.child("gateway").child("exempt_subnets"), gateway, policy)
+    proxy = _proxy(root.child("proxy"))
+    if gateway.leased_pairs_only and not proxy.dhcp_leases:
+        root.child("gateway").child("leased_pairs_only").fail(
+            "needs the DHCP server's lease files in proxy.dhcp_leases: without them no device "
+            "would be let through"
+        )
     return Config(
         source=source,
         data_dir=data_dir,
@@ -161,7 +167,7 @@ def parse_config(text: str, source: str) -> Config:
         classifier=parse_classifier(root.child("classifier")),
         policy=policy,
         audit=parse_audit(root.child("audit"), data_dir),
-        proxy=_proxy(root.child("proxy")),
+        proxy=proxy,
         alerts=parse_alerts(root.child("alerts"), data_dir),
         ca=parse_ca(root.child("ca")),
         sniffer=parse_sniffer(root.child("sniffer"), data_dir),

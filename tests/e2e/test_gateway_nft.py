@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import socket
 import ssl
@@ -736,3 +737,44 @@ def test_bounds_hold_for_a_device_with_many_addresses_and_a_lying_header(gateway
     finally:
         for address in extra:
             run_in(topo.client, ["ip", "addr", "del", f"{address}/24", "dev", link], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_only_leased_mac_and_address_pairs_pass_when_asked(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Adversarial pass a9: a pupil on a wired port forging a new MAC and address on every frame
+    was a new device each time. With gateway.leased_pairs_only, IPv4 passes only from pairs the
+    DHCP server leased (as DHCP snooping on a switch); `nft leases` reloads them on a change."""
+    topo = gateway.topo
+    link = f"sg{topo.tag}cl"
+    mac = json.loads(run_in(topo.client, ["ip", "-j", "link", "show", link]).stdout)[0]["address"]
+    leases = tmp_path / "dnsmasq.leases"
+    leases.write_text(f"0 {mac} {CLIENT_IP} pupil-laptop *\n")
+    site = yaml.safe_load(gateway.config.read_text())
+    site["gateway"]["leased_pairs_only"] = True
+    site["proxy"]["dhcp_leases"] = [str(leases)]
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(yaml.safe_dump(site))
+    forged = "192.0.2.77"
+    run_in(topo.client, ["ip", "addr", "add", f"{forged}/24", "dev", link])
+    try:
+        applied = gateway.schoolgate("nft", "apply", "--config", str(strict))
+        assert applied.returncode == 0, applied.stderr
+        issuer = tls_issuer(topo.client, gateway.proxy.ca_pem, source=CLIENT_IP)
+        assert issuer not in ("", UPSTREAM_CA_NAME)  # the leased pair is served as before
+        before = gateway.counter("antispoof", "unleased")
+        with pytest.raises(TimeoutError):  # an address the server never leased to this MAC
+            tls_issuer(topo.client, gateway.proxy.ca_pem, source=forged)
+        assert gateway.counter("antispoof", "unleased") > before
+        leases.write_text(f"0 {mac} {CLIENT_IP} pupil-laptop *\n0 {mac} {forged} pupil-laptop *\n")
+        loaded = gateway.schoolgate("nft", "leases", "--config", str(strict))  # the set only
+        assert loaded.returncode == 0, loaded.stderr
+        assert tls_issuer(topo.client, gateway.proxy.ca_pem, source=forged) not in (
+            "",
+            UPSTREAM_CA_NAME,
+        )
+    finally:
+        gateway.schoolgate("nft", "apply", "--config", str(gateway.config))
+        run_in(topo.client, ["ip", "addr", "del", f"{forged}/24", "dev", link], check=False)

@@ -36,6 +36,7 @@ UNITS = (
     "schoolgate.service",
     "schoolgate-nft.service",
     "schoolgate-resolver.service",
+    "schoolgate-leases.service",
     "schoolgate-sniffer@.service",
 )
 USER = "daemon"  # exists on every Debian-family system; the installer never creates it here
@@ -231,6 +232,7 @@ def test_systemd_analyze_verify_is_clean(installed: Installed) -> None:
         "schoolgate.service",
         "schoolgate-nft.service",
         "schoolgate-resolver.service",
+        "schoolgate-leases.service",
         "schoolgate-sniffer@wlan0.service",
     )
     assert result.returncode == 0, result.stderr
@@ -285,6 +287,10 @@ def test_proxy_unit_has_no_capabilities_and_reloads_with_sighup() -> None:
     nft = (REPO_ROOT / "deploy/systemd/schoolgate-nft.service").read_text().splitlines()
     assert "ExecStop=-/usr/sbin/nft delete table inet schoolgate" in nft
     assert "RemainAfterExit=yes" in nft
+    leases = (REPO_ROOT / "deploy/systemd/schoolgate-leases.service").read_text().splitlines()
+    assert "CapabilityBoundingSet=CAP_NET_ADMIN" in leases
+    assert any(line.endswith("nft leases --follow --config /etc/schoolgate/schoolgate.yaml")
+               for line in leases)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

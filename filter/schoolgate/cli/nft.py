@@ -1,8 +1,11 @@
-"""`schoolgate nft render | apply | remove`: the gateway's nftables table (inet schoolgate)."""
+"""`schoolgate nft render | apply | leases | remove`: the gateway's nftables table (inet
+schoolgate)."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 from schoolgate.cli.common import EXIT_OK, Subcommands, config_from
 from schoolgate.gateway import nft
@@ -16,6 +19,15 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     apply = nsub.add_parser("apply", parents=[common], help="render and load it (atomic replace)")
     apply.add_argument("--check", action="store_true", help="only validate it with nft -c")
     apply.set_defaults(handler=_nft_apply)
+    leases = nsub.add_parser(
+        "leases",
+        parents=[common],
+        help="load the leased (MAC, address) pairs (gateway.leased_pairs_only)",
+    )
+    leases.add_argument(
+        "--follow", action="store_true", help="keep loading them whenever a lease file changes"
+    )
+    leases.set_defaults(handler=_nft_leases)
     remove_table = nsub.add_parser("remove", help="delete the table (nothing to do if absent)")
     remove_table.set_defaults(handler=_nft_remove)
 
@@ -32,6 +44,36 @@ def _nft_apply(args: argparse.Namespace) -> int:
     interfaces = ", ".join(config.gateway.interfaces)
     print(f"table {nft.FAMILY} {nft.TABLE} {done} (student interfaces: {interfaces})")
     return EXIT_OK
+
+
+def _nft_leases(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    if not config.gateway.leased_pairs_only:
+        print("gateway.leased_pairs_only is off: every address is let through; nothing to load")
+        return EXIT_OK
+    ruleset = nft.GatewayRuleset(config)
+    seen: tuple[tuple[float, int, int], ...] | None = None
+    while True:
+        signature = tuple(_signature(path) for path in config.proxy.dhcp_leases)
+        if signature != seen:
+            nft.load(ruleset.leased_update())
+            seen = signature
+            if not args.follow:
+                print(f"leased pairs loaded into table {nft.FAMILY} {nft.TABLE}")
+                return EXIT_OK
+        time.sleep(_FOLLOW_INTERVAL_S)
+
+
+# A device that has just been given a lease waits at most this long for its first packet.
+_FOLLOW_INTERVAL_S = 0.5
+
+
+def _signature(path: Path) -> tuple[float, int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0.0, -1, -1)
+    return (stat.st_mtime, stat.st_size, stat.st_ino)
 
 
 def _nft_remove(args: argparse.Namespace) -> int:

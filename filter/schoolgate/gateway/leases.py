@@ -459,6 +459,15 @@ class LeaseTable:
             return None
         return lease
 
+    def held(self) -> list[Lease]:
+        """Every lease held now (expired ones left out)."""
+        self.refresh()
+        now = self._wall_clock()
+        with self._lock:
+            leases = list(self._leases.values())
+        return [lease for lease in leases
+                if lease.expires is None or lease.expires + _EXPIRY_GRACE_S >= now]  # fmt: skip
+
     def __len__(self) -> int:
         self.refresh()
         with self._lock:

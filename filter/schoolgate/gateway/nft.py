@@ -18,6 +18,7 @@ from string import Template
 
 from schoolgate.config import Config
 from schoolgate.errors import ConfigError, SchoolgateError
+from schoolgate.gateway.leases import LeaseTable
 from schoolgate.gateway.settings import PortRange
 
 TABLE = "schoolgate"
@@ -46,7 +47,7 @@ table $table {
 \t\tflags interval$exempt_v4
 \t}
 
-\tset exempt_v6 {
+$leased_set\tset exempt_v6 {
 \t\ttype ipv6_addr
 \t\tflags interval$exempt_v6
 \t}
@@ -56,7 +57,7 @@ table $table {
 \tchain antispoof {
 \t\ttype filter hook prerouting priority raw; policy accept;
 \t\tiifname != @student_ifaces return
-\t\tudp sport 68 udp dport 67 accept comment "dhcp"
+\t\tudp sport 68 udp dport 67 accept comment "dhcp"$unleased
 \t\tip6 saddr { ::, fe80::/10 } accept comment "neighbour discovery"
 \t\tfib saddr . iif oif missing counter drop comment "spoofed"
 \t}
@@ -200,11 +201,47 @@ class GatewayRuleset:
             exempt_v6=_elements(v6),
             rejects="".join(f"\n\t\t{rule}" for rule in rejects),
             inbound=self._inbound(),
+            unleased=self._unleased_rule(),
+            leased_set=self._leased_set(),
             dns=dns_redirect,
             dns_input=dns_input,
             onboarding=onboarding_redirect,
             onboarding_input=onboarding_input,
             forward_policy="".join(f"\n\t\t{rule}" for rule in self._forward_policy()),
+        )
+
+    def _leased_pairs(self) -> list[tuple[str, str]]:
+        """(MAC, IPv4) of every lease in the configured lease files, read now."""
+        pairs: set[tuple[str, str]] = set()
+        for path in self.config.proxy.dhcp_leases:
+            for lease in LeaseTable(path).held():
+                if lease.mac and ipaddress.ip_address(lease.ip).version == 4:
+                    pairs.add((lease.mac, lease.ip))
+        return sorted(pairs)
+
+    def leased_update(self) -> str:
+        """An nft script that replaces the leased pairs in the loaded table in one transaction
+        (the rest of the ruleset, its meters and counters, untouched)."""
+        where = f"{FAMILY} {TABLE} leased_v4"
+        pairs = ", ".join(f"{mac} . {ip}" for mac, ip in self._leased_pairs())
+        return f"flush set {where}\n" + (f"add element {where} {{ {pairs} }}\n" if pairs else "")
+
+    def _leased_set(self) -> str:
+        if not self.config.gateway.leased_pairs_only:
+            return ""
+        pairs = self._leased_pairs()
+        elements = ", ".join(f"{mac} . {ip}" for mac, ip in pairs)
+        body = f"\n\t\telements = {{ {elements} }}" if pairs else ""
+        return f"\tset leased_v4 {{\n\t\ttype ether_addr . ipv4_addr{body}\n\t}}\n\n"
+
+    def _unleased_rule(self) -> str:
+        """IPv4 from a pair the DHCP server did not lease is dropped before anything else (only
+        DHCP itself passes): re-rendered, and so re-read, whenever the lease files change."""
+        if not self.config.gateway.leased_pairs_only:
+            return ""
+        return (
+            "\n\t\tmeta nfproto ipv4 ether saddr . ip saddr != @leased_v4 counter drop "
+            'comment "unleased"'
         )
 
     def _inbound(self) -> str:

@@ -88,6 +88,10 @@ class GatewayConfig:
     # all but `forward_allow` (VPNs, SSH, Tor, game and proxy ports are closed), or "allow".
     forward_default: str = "reject"
     forward_allow: tuple[PortRange, ...] = DEFAULT_FORWARD_ALLOW
+    # IPv4 from student interfaces only from (MAC, address) pairs the DHCP server leased
+    # (proxy.dhcp_leases), as switches do with DHCP snooping: a device that forges a new MAC and
+    # address per frame (adversarial pass a9) is then not a new device each time.
+    leased_pairs_only: bool = False
 
     @property
     def interfaces(self) -> tuple[str, ...]:
@@ -131,6 +135,7 @@ def parse_gateway(node: Node) -> GatewayConfig:
             "reject_dot",
             "forward_default",
             "forward_allow",
+            "leased_pairs_only",
         }
     )
     interfaces = tuple(
@@ -158,6 +163,7 @@ def parse_gateway(node: Node) -> GatewayConfig:
             ("reject", "allow"), defaults.forward_default
         ),
         forward_allow=parse_port_ranges(node.child("forward_allow"), defaults.forward_allow),
+        leased_pairs_only=node.child("leased_pairs_only").flag(defaults.leased_pairs_only),
     )
 
 
