@@ -7,6 +7,7 @@ import binascii
 import io
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from schoolgate.media.hashing import pdq_hash
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 
 LIMITS = ExtractLimits()
+PUPIL = InspectionContext(client_ip="192.0.2.9")
 
 
 def pdf_with_image(dictionary: bytes, stream: bytes) -> bytes:
@@ -58,6 +60,19 @@ def picture(benign_photos: dict[str, Image.Image]) -> Image.Image:
     return benign_photos["chelsea"].convert("RGB").resize((150, 100))
 
 
+@pytest.fixture
+def inspector(data_dir: Path, picture: Image.Image) -> Iterator[Inspector]:
+    """An inspector whose bank holds `picture`'s PDQ hash (no classifier)."""
+    with BankStore(data_dir / "banks.sqlite") as store:
+        store.create_bank("incident-pdf")
+        pdq = pdq_hash(picture)
+        signal = SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)
+        store.add_signals("incident-pdf", [signal], "t")
+    inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
+    yield inspector
+    inspector.close()
+
+
 def forms(picture: Image.Image) -> dict[str, bytes]:
     width, height = picture.size
     pixels = picture.tobytes()
@@ -87,24 +102,14 @@ def test_a_pixel_image_in_a_pdf_is_found_as_the_same_picture(
 
 
 def test_a_banked_picture_stored_as_pdf_pixels_is_blocked(
-    data_dir: Path, picture: Image.Image, benign_photos: dict[str, Image.Image]
+    inspector: Inspector, picture: Image.Image, benign_photos: dict[str, Image.Image]
 ) -> None:
-    with BankStore(data_dir / "banks.sqlite") as store:
-        store.create_bank("incident-pdf")
-        pdq = pdq_hash(picture)
-        store.add_signals(
-            "incident-pdf", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "t"
-        )
-    inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
-    try:
-        for pdf in forms(picture).values():
-            (item,) = extract_items(pdf, "application/pdf", LIMITS)
-            assert inspector.evaluate(item.data, InspectionContext(client_ip="192.0.2.9")).blocked
-        other = benign_photos["coffee"].convert("RGB").resize((150, 100))
-        (item,) = extract_items(forms(other)["flate"], "application/pdf", LIMITS)
-        assert not inspector.evaluate(item.data, InspectionContext(client_ip="192.0.2.9")).blocked
-    finally:
-        inspector.close()
+    for pdf in forms(picture).values():
+        (item,) = extract_items(pdf, "application/pdf", LIMITS)
+        assert inspector.evaluate(item.data, PUPIL).blocked
+    other = benign_photos["coffee"].convert("RGB").resize((150, 100))
+    (item,) = extract_items(forms(other)["flate"], "application/pdf", LIMITS)
+    assert not inspector.evaluate(item.data, PUPIL).blocked
 
 
 def test_a_text_only_pdf_gives_no_items() -> None:
@@ -293,41 +298,22 @@ def test_a_picture_in_an_eps_file_is_found_as_the_same_picture(
 
 
 def test_a_banked_picture_in_an_eps_file_is_blocked_and_another_is_not(
-    data_dir: Path, picture: Image.Image, benign_photos: dict[str, Image.Image]
+    inspector: Inspector, picture: Image.Image, benign_photos: dict[str, Image.Image]
 ) -> None:
-    with BankStore(data_dir / "banks.sqlite") as store:
-        store.create_bank("incident-eps")
-        pdq = pdq_hash(picture)
-        store.add_signals(
-            "incident-eps", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "t"
-        )
-    inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
-    pupil = InspectionContext(client_ip="192.0.2.9")
-    try:
-        (item,) = extract_items(eps_forms(picture)["pillow"][0], None, LIMITS)
-        assert inspector.evaluate(item.data, pupil).blocked
-        other = benign_photos["coffee"].convert("RGB").resize((150, 100))
-        (item,) = extract_items(eps_forms(other)["pillow"][0], None, LIMITS)
-        assert not inspector.evaluate(item.data, pupil).blocked
-        text = b"%!PS-Adobe-3.0\n/Helvetica findfont 12 scalefont setfont (hello) show\n"
-        assert extract_items(text, "application/postscript", LIMITS) == []
-    finally:
-        inspector.close()
+    (item,) = extract_items(eps_forms(picture)["pillow"][0], None, LIMITS)
+    assert inspector.evaluate(item.data, PUPIL).blocked
+    other = benign_photos["coffee"].convert("RGB").resize((150, 100))
+    (item,) = extract_items(eps_forms(other)["pillow"][0], None, LIMITS)
+    assert not inspector.evaluate(item.data, PUPIL).blocked
+    text = b"%!PS-Adobe-3.0\n/Helvetica findfont 12 scalefont setfont (hello) show\n"
+    assert extract_items(text, "application/postscript", LIMITS) == []
 
 
 def test_a_jpeg2000_image_in_a_pdf_is_judged_as_a_picture(
-    data_dir: Path, picture: Image.Image, benign_photos: dict[str, Image.Image]
+    inspector: Inspector, picture: Image.Image, benign_photos: dict[str, Image.Image]
 ) -> None:
     """Adversarial pass a5: a scanned homework PDF with a JPXDecode image was blocked; its JPEG
     2000 file was carved from its `ftyp` box as a broken MP4 (fail closed)."""
-    with BankStore(data_dir / "banks.sqlite") as store:
-        store.create_bank("incident-jpx")
-        pdq = pdq_hash(picture)
-        store.add_signals(
-            "incident-jpx", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "t"
-        )
-    inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
-    pupil = InspectionContext(client_ip="192.0.2.9")
 
     def jpx_pdf(image: Image.Image) -> bytes:
         jp2 = io.BytesIO()
@@ -335,16 +321,13 @@ def test_a_jpeg2000_image_in_a_pdf_is_judged_as_a_picture(
         size = b"/Width %d /Height %d" % image.size
         return pdf_with_image(size + b" /ColorSpace /DeviceRGB /Filter /JPXDecode", jp2.getvalue())
 
-    try:
-        (banked,) = extract_items(jpx_pdf(picture), "application/pdf", LIMITS)
-        assert inspector.evaluate(banked.data, pupil).blocked
-        other = benign_photos["coffee"].convert("RGB").resize((150, 100))
-        (innocent,) = extract_items(jpx_pdf(other), "application/pdf", LIMITS)
-        verdict = inspector.evaluate(innocent.data, pupil)
-        assert not verdict.blocked, verdict.to_dict()
-        assert verdict.to_dict().get("failure") is None
-    finally:
-        inspector.close()
+    (banked,) = extract_items(jpx_pdf(picture), "application/pdf", LIMITS)
+    assert inspector.evaluate(banked.data, PUPIL).blocked
+    other = benign_photos["coffee"].convert("RGB").resize((150, 100))
+    (innocent,) = extract_items(jpx_pdf(other), "application/pdf", LIMITS)
+    verdict = inspector.evaluate(innocent.data, PUPIL)
+    assert not verdict.blocked, verdict.to_dict()
+    assert verdict.to_dict().get("failure") is None
 
 
 def test_a_jpeg_wrapped_in_other_filters_or_inline_is_found(picture: Image.Image) -> None:

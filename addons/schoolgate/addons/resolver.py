@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -131,7 +131,7 @@ class TunnelGuard:
         self.long_window_s = long_window_s
         self.clock = clock
         self._seen: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
-        self._all: OrderedDict[str, deque[float]] = OrderedDict()
+        self._all: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._school: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._logged: dict[str, float] = {}
 
@@ -142,44 +142,49 @@ class TunnelGuard:
         keep = 3 if len(labels) >= 3 and labels[-2] in _SECOND_LEVEL else 2
         domain = ".".join(labels[-keep:])
         now = self.clock()
-        key = (device, domain)
-        seen = self._seen.pop(key, {})
-        if seen and min(seen.values()) <= now - self.long_window_s:
-            seen = {n: t for n, t in seen.items() if t > now - self.long_window_s}
-        every = self._all.pop(device, deque())
-        while every and every[0] <= now - self.long_window_s:
-            every.popleft()
-        self._all[device] = every
-        self._seen[key] = seen
+        since = now - self.long_window_s
+        seen = _touch(self._seen, (device, domain), since)
+        every = _touch(self._all, device, since)
         if name in seen:
             return True
-        school = self._school.pop(domain, {})
-        if school and min(school.values()) <= now - self.long_window_s:
-            school = {n: t for n, t in school.items() if t > now - self.long_window_s}
-        self._school[domain] = school
-        recent = sum(1 for t in seen.values() if t > now - self.window_s)
-        crowded = len(school) >= self.school_limit and domain not in _SHARED_APEXES
+        # The providers' shared apexes have no school-wide budget, so are not tracked for one.
+        school = _touch(self._school, domain, since) if domain not in _SHARED_APEXES else {}
         if (
-            recent >= self.limit
+            _newer_than(seen, now - self.window_s) >= self.limit
             or len(seen) >= self.sustained
             or len(every) >= self.total
-            or (crowded and name not in school)
+            or (len(school) >= self.school_limit and name not in school)
         ):
             if now - self._logged.get(device, float("-inf")) > self.window_s:
                 self._logged[device] = now
                 log.warning("%s asked for too many different names (under %s): refused (a DNS "
                             "tunnel?)", device or "a device", domain)  # fmt: skip
             return False
-        seen[name] = now
-        school[name] = now
-        every.append(now)
-        while len(self._seen) > _MAX_TRACKED:
-            self._seen.popitem(last=False)
-        while len(self._all) > _MAX_TRACKED:
-            self._all.popitem(last=False)
-        while len(self._school) > _MAX_TRACKED:
-            self._school.popitem(last=False)
+        for names in (seen, every, school):
+            names[name] = now
         return True
+
+
+def _touch[K](tracked: OrderedDict[K, dict[str, float]], key: K, since: float) -> dict[str, float]:
+    """The names first asked for under `key` after `since`, oldest first (a dict keeps the order
+    they were added in, which is their time order); the key becomes the most recently used, and
+    the least recently used keys are forgotten past _MAX_TRACKED."""
+    names = tracked.pop(key, {})
+    while names and next(iter(names.values())) <= since:
+        del names[next(iter(names))]
+    tracked[key] = names
+    while len(tracked) > _MAX_TRACKED:
+        tracked.popitem(last=False)
+    return names
+
+
+def _newer_than(names: dict[str, float], since: float) -> int:
+    count = 0
+    for at in reversed(names.values()):
+        if at <= since:
+            break
+        count += 1
+    return count
 
 
 _MAX_TRACKED = 50_000

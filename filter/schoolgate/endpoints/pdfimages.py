@@ -271,8 +271,7 @@ def _lookup(data: bytes, text: bytes, size: int) -> bytes | None:
             stream = _inflate(stream, size, size)
         return stream[:size] if len(stream) >= size else None
     if text.startswith(b"<"):
-        hexed = re.sub(rb"[^0-9A-Fa-f]", b"", text[1:].split(b">")[0])
-        table = binascii.unhexlify(hexed[: len(hexed) // 2 * 2])
+        table = _hex_string(text[1:])
     elif text.startswith(b"("):
         table = _literal(text[1:])
     else:
@@ -360,14 +359,20 @@ def samples_png(
 def _unwrap(dictionary: bytes, raw: bytes) -> bytes:
     """Undo the text and run-length filters (Flate is undone by the caller, with its cap)."""
     if b"/ASCIIHexDecode" in dictionary or b"/AHx" in dictionary:
-        hexed = re.sub(rb"[^0-9A-Fa-f]", b"", raw.split(b">")[0])
-        raw = binascii.unhexlify(hexed + (b"0" if len(hexed) % 2 else b""))
+        raw = _hex_string(raw)
     elif b"/ASCII85Decode" in dictionary or b"/A85" in dictionary:
         text = raw.split(b"~>")[0].removeprefix(b"<~")
         raw = base64.a85decode(text, adobe=False, ignorechars=b" \t\r\n\x0c\x00")
     if b"/RunLengthDecode" in dictionary or b"/RL" in dictionary:
         raw = _run_length(raw)
     return raw
+
+
+def _hex_string(text: bytes) -> bytes:
+    """A PDF hex string's bytes, up to its closing '>' (whitespace skipped, an odd last digit
+    taken as followed by 0, as the PDF reference says)."""
+    hexed = re.sub(rb"[^0-9A-Fa-f]", b"", text.split(b">")[0])
+    return binascii.unhexlify(hexed + (b"0" if len(hexed) % 2 else b""))
 
 
 def _run_length(data: bytes) -> bytes:

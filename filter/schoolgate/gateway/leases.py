@@ -410,6 +410,11 @@ def _decode(raw: bytes) -> str:
 _EXPIRY_GRACE_S = 60.0
 
 
+def _held(lease: Lease, now: float) -> bool:
+    """Whether a lease is still held at `now` (infinite ones always are)."""
+    return lease.expires is None or lease.expires + _EXPIRY_GRACE_S >= now
+
+
 class LeaseTable:
     """IP -> Lease from one lease file, reloaded when the file changes. Thread-safe."""
 
@@ -453,9 +458,7 @@ class LeaseTable:
         # MAC and address was given its group from a lease that had run out). DHCP clients
         # renew at half the lease time, so a live device never gets here; the grace covers the
         # server writing its file late.
-        expires = lease.expires if lease is not None else None
-        when = self._wall_clock() if at is None else at
-        if expires is not None and expires + _EXPIRY_GRACE_S < when:
+        if lease is None or not _held(lease, self._wall_clock() if at is None else at):
             return None
         return lease
 
@@ -465,8 +468,7 @@ class LeaseTable:
         now = self._wall_clock()
         with self._lock:
             leases = list(self._leases.values())
-        return [lease for lease in leases
-                if lease.expires is None or lease.expires + _EXPIRY_GRACE_S >= now]  # fmt: skip
+        return [lease for lease in leases if _held(lease, now)]
 
     def __len__(self) -> int:
         self.refresh()

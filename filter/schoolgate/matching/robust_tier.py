@@ -131,7 +131,7 @@ class RobustTier:
         if not len(index):
             return []
         for view in query_feature_views(image, views):
-            hits = index.match(extract_features(view))
+            hits = index.match(extract_features(view, grid=False))
             if hits:
                 return [to_bank_match(hit) for hit in hits]
         return []

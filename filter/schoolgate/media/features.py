@@ -127,8 +127,12 @@ def _spread_pick(points: np.ndarray, responses: np.ndarray, size: tuple[int, int
     return picked
 
 
-def extract_features(image: Image.Image, settings: FeatureSettings | None = None) -> LocalFeatures:
-    """ORB features of an (upright, already decoded) image, at most settings.max_features."""
+def extract_features(
+    image: Image.Image, settings: FeatureSettings | None = None, *, grid: bool = True
+) -> LocalFeatures:
+    """ORB features of an (upright, already decoded) image, at most settings.max_features.
+    `grid`: compute the view's content grid (what banking stores; a query's is computed on the
+    query warped onto a banked picture instead, so lookups pass False)."""
     settings = settings or FeatureSettings()
     grey = _working_grey(image, settings.work_side)
     height, width = grey.shape
@@ -137,14 +141,14 @@ def extract_features(image: Image.Image, settings: FeatureSettings | None = None
         fastThreshold=settings.fast_threshold,
     )
     keypoints, descriptors = orb.detectAndCompute(grey, None)
-    grid = content_grid(grey) if min(width, height) >= _MIN_GRID_SIDE else None
+    content = content_grid(grey) if grid and min(width, height) >= _MIN_GRID_SIDE else None
     if descriptors is None or not keypoints:
         return LocalFeatures(
             np.zeros((0, 2), np.float32),
             np.zeros((0, DESCRIPTOR_BYTES), np.uint8),
             width,
             height,
-            grid,
+            content,
             grey,
         )
     points = np.array([k.pt for k in keypoints], dtype=np.float32)
@@ -154,4 +158,4 @@ def extract_features(image: Image.Image, settings: FeatureSettings | None = None
                             settings.max_features)  # fmt: skip
         points, descriptors = points[keep], descriptors[keep]
     descriptors = np.ascontiguousarray(descriptors, np.uint8)
-    return LocalFeatures(points, descriptors, width, height, grid, grey)
+    return LocalFeatures(points, descriptors, width, height, content, grey)

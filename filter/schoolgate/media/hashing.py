@@ -174,15 +174,6 @@ def stretched_pdq(image: Image.Image, *, dihedral: bool) -> list[PdqHash]:
     return [PdqHash(hex=_hex_from_bits(bits), quality=int(quality)) for bits in variants]
 
 
-def stretched_frame_pdq(pixels: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """`stretched_pdq` for a video frame's HxWx3 uint8 pixels: (bits, quality) or None."""
-    stretched = _stretched(np.ascontiguousarray(pixels))
-    if stretched is None:
-        return None
-    bits, quality = pdqhash.compute(stretched)
-    return (bits, int(quality)) if quality >= STRETCH_BELOW_QUALITY else None
-
-
 def _stretched(pixels: np.ndarray) -> np.ndarray | None:
     sample = pixels[:: max(1, pixels.shape[0] // 128), :: max(1, pixels.shape[1] // 128)]
     low, high = np.percentile(sample.reshape(-1, 3) @ _LUMA, [0.5, 99.5])

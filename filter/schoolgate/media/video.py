@@ -33,7 +33,6 @@ from schoolgate.media.hashing import (
     STRETCH_BELOW_QUALITY,
     PdqHash,
     pdq_dihedral,
-    stretched_frame_pdq,
     stretched_pdq,
 )
 from schoolgate.media.normalise import analysis_views
@@ -309,11 +308,9 @@ class VideoHasher:
         if self.variants and quality < STRETCH_BELOW_QUALITY:
             # A washed-out copy's frame (contrast turned down): matched by its stretched hash,
             # which is also what makes the frame count (queries below min quality are ignored).
-            stretched = stretched_frame_pdq(frame.rgb)
-            if stretched is not None:
+            for stretched in stretched_pdq(Image.fromarray(frame.rgb, "RGB"), dihedral=False):
                 variants.append(value)
-                value = bytes(np.packbits(stretched[0].astype(np.uint8))).hex()
-                quality = stretched[1]
+                value, quality = stretched.hex, stretched.quality
         if self.variants and still is not None:
             for view in range(0, len(still.hashes), 8):
                 variants.extend(still.hashes[view + turn].hex for turn in _VPDQ_DIHEDRAL)
