@@ -174,7 +174,7 @@ def _screenshots() -> list[Figure]:
 
 def _overlays() -> list[Figure]:
     needs = sum(n for _, n in OVERLAYS.values())
-    pairs = overlay_pairs(OVERLAYS_PER_KIND, distinct_pictures(OVERLAYS_PER_KIND * needs))
+    pairs = overlay_pairs(OVERLAYS_PER_KIND, distinct_pictures(OVERLAYS_PER_KIND * needs * 3 // 2))
     items = {f"{kind}-{n}.jpg": encode(a, "JPEG", quality=92)
              for n, (kind, a, _) in enumerate(pairs)}  # fmt: skip
     with _banked(items) as setup:

@@ -59,7 +59,8 @@ def test_evidence_is_reported(index: RobustIndex) -> None:
     assert hit.spread >= 0.3
     assert abs(hit.rotation_deg) == pytest.approx(4, abs=1.5)  # the copy was turned 4 degrees
     assert set(hit.evidence()) == {
-        "inliers", "spread", "scale", "rotation_deg", "votes", "content_agreement", "content_cells"
+        "inliers", "spread", "scale", "rotation_deg", "votes", "content_agreement", "content_cells",
+        "content_replaced",
     }  # fmt: skip
     assert hit.evidence()["content_agreement"] >= 0.5
 

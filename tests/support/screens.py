@@ -514,54 +514,81 @@ def meme_overlay(pictures: list[Image.Image], seed: int) -> tuple[Image.Image, I
 
 
 def _figure_subject(size: tuple[int, int], rng: random.Random) -> Image.Image:
-    """A procedural 'person-like' subject: a head and a rounded body in flat colours."""
+    """A procedural 'person-like' subject in flat colours: a head, a rounded body and an arm,
+    each figure in its own pose. Two figures of one outline in other colours would be a
+    recoloured copy of one picture, which the tier must match (a greyscale or tinted copy)."""
     width, height = size
     subject = Image.new(
         "RGB", size, (rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255))
     )
     draw = ImageDraw.Draw(subject)
-    head = width // 3
+    head = round(width * rng.uniform(0.22, 0.42))
+    centre = round(width * rng.uniform(0.3, 0.7))
+    top = rng.randint(4, max(5, height // 6))
     skin = (rng.randint(120, 240), rng.randint(90, 200), rng.randint(60, 180))
-    draw.ellipse((width // 2 - head // 2, 4, width // 2 + head // 2, 4 + head), fill=skin)
+    draw.ellipse((centre - head // 2, top, centre + head // 2, top + head), fill=skin)
     shirt = (rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255))
-    draw.rounded_rectangle((width // 8, head + 10, width - width // 8, height), radius=head // 2,
-                           fill=shirt)  # fmt: skip
+    body = round(width * rng.uniform(0.5, 0.9))
+    left = max(0, min(width - body, centre - body // 2))
+    shoulders = top + head + rng.randint(4, 30)
+    draw.rounded_rectangle((left, shoulders, left + body, height), radius=head // 2, fill=shirt)
+    arm = max(6, width // 12)  # one arm, raised or lowered
+    side = left if rng.random() < 0.5 else left + body - arm
+    reach = rng.randint(-height // 3, height // 4)
+    draw.rectangle((side, min(shoulders, shoulders + reach), side + arm,
+                    max(shoulders, shoulders + reach)), fill=skin)  # fmt: skip
     for _ in range(rng.randint(2, 6)):  # print on the shirt
-        x, y = rng.randint(width // 4, 3 * width // 4), rng.randint(head + 30, height - 20)
+        x = rng.randint(left + body // 8, left + 7 * body // 8)
+        y = rng.randint(min(shoulders + 20, height - 21), height - 20)
         r = rng.randint(6, 20)
         draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(255 - c for c in shirt))
     return subject
 
 
-def background_overlay(pictures: list[Image.Image], seed: int) -> tuple[Image.Image, Image.Image]:
-    """A fixed background (the third picture: the same wall, room or classroom) with a different
-    subject in front of it, covering 25-50% of the area at the same place. One seed in three the
-    subjects are procedural figures, otherwise the first two pictures cut as ovals or boxes."""
+def _before(background: Image.Image, subjects: list[Image.Image], seed: int
+            ) -> tuple[Image.Image, Image.Image]:  # fmt: skip
+    """Two scenes: the same background with each subject (filled to one size, cut as an oval
+    or a box) in front of it, covering 25-50% of the area at the same place."""
     rng = random.Random(seed)
-    background = _fill(pictures[2])
     width, height = OVERLAY_SIZE
     share = rng.uniform(0.25, 0.5)
     aspect = rng.uniform(0.6, 1.2)  # subject width / height
     sub_h = min(height, round((share * width * height / aspect) ** 0.5))
     sub_w = min(width, round(share * width * height / sub_h))
     x, y = rng.randint(0, width - sub_w), height - sub_h - rng.randint(0, (height - sub_h) // 3)
-    oval = seed % 2 == 0
-    pair = []
-    for index, picture in enumerate(pictures[:2]):
-        if seed % 3 == 2:
-            subject = _figure_subject((sub_w, sub_h), random.Random(seed * 31 + index))
-        else:
-            subject = _fill(picture, (sub_w, sub_h))
-        mask = Image.new("L", (sub_w, sub_h), 0)
-        mask_draw = ImageDraw.Draw(mask)
-        if oval:
-            mask_draw.ellipse((0, 0, sub_w, sub_h), fill=255)
-        else:
-            mask_draw.rectangle((0, 0, sub_w, sub_h), fill=255)
-        scene = background.copy()
-        scene.paste(subject, (x, y), mask)
-        pair.append(scene)
-    return pair[0], pair[1]
+    mask = Image.new("L", (sub_w, sub_h), 0)
+    if seed % 2 == 0:
+        ImageDraw.Draw(mask).ellipse((0, 0, sub_w, sub_h), fill=255)
+    else:
+        ImageDraw.Draw(mask).rectangle((0, 0, sub_w, sub_h), fill=255)
+    first, second = (background.copy() for _ in range(2))
+    for scene, subject in ((first, subjects[0]), (second, subjects[1])):
+        scene.paste(_fill(subject, (sub_w, sub_h)), (x, y), mask)
+    return first, second
+
+
+def background_overlay(pictures: list[Image.Image], seed: int) -> tuple[Image.Image, Image.Image]:
+    """A fixed background (the third picture: the same wall, room or classroom) with a different
+    photographed subject (the first two pictures) in front of it."""
+    return _before(_fill(pictures[2]), pictures[:2], seed)
+
+
+def figure_overlay(pictures: list[Image.Image], seed: int) -> tuple[Image.Image, Image.Image]:
+    """The same background (the picture) with a different *drawn* flat-colour figure in front
+    of it: to the content check, a different sticker over the same picture (see the DSL guide
+    on what it cannot tell apart)."""
+    width, height = OVERLAY_SIZE
+    figures = [_figure_subject((width // 2, height * 2 // 3), random.Random(seed * 31 + n))
+               for n in range(2)]  # fmt: skip
+    return _before(_fill(pictures[0]), figures, seed)
+
+
+def procedural_scene_pair(seed: int = 36) -> tuple[Image.Image, Image.Image]:
+    """Two drawn scenes: the same background with a different drawn subject in front of it,
+    whose whole-image PDQ hashes are within the default match distance (18 bits for seed 36)
+    although the subjects differ: the shared layout carries the hash."""
+    background = _fill(procedural_scene(1000 + seed))
+    return _before(background, [procedural_scene(2000 + seed), procedural_scene(3000 + seed)], seed)
 
 
 # kind -> (generator, pictures it consumes per pair)
@@ -571,13 +598,20 @@ OVERLAYS: dict[str, tuple[Overlay, int]] = {
     "frame": (frame_overlay, 2),
     "meme": (meme_overlay, 2),
     "background": (background_overlay, 3),
+    "figure": (figure_overlay, 1),
 }
 
 
 def overlay_pairs(per_kind: int, pictures: list[Image.Image], seed: int = 0
                   ) -> list[tuple[str, Image.Image, Image.Image]]:  # fmt: skip
     """`per_kind` pairs of each overlay kind, interleaved, each from its own distinct pictures
-    (taken in order from `pictures`; raises if there are too few)."""
+    (taken in order from `pictures`; raises if there are too few).
+
+    Pictures too plain for a PDQ hash to describe (quality < 50: a tile of clear sky, a flat
+    gradient) are skipped: two of them in one frame are the same picture to any viewer."""
+    from schoolgate.media.hashing import pdq_hash
+
+    pictures = [picture for picture in pictures if pdq_hash(picture).quality >= 50]
     pairs: list[tuple[str, Image.Image, Image.Image]] = []
     cursor = 0
     for number in range(per_kind):

@@ -12,9 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image
 
+from schoolgate.banks.model import SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.matching.matcher import BankMatch
 from schoolgate.matching.robust import (
@@ -46,6 +48,25 @@ def to_bank_match(hit: RobustHit) -> BankMatch:
         tier=TIER,
         evidence=tuple(hit.evidence().items()),
     )
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    index: RobustIndex
+    # (bank, banked PDQ hex) -> the items with feature sets that the hash was banked for, so a
+    # distant PDQ match can be checked against the picture it claims (see RobustTier.confirm).
+    items_by_pdq: dict[tuple[str, str], tuple[str, ...]]
+
+
+def _load(store: BankStore, config: BanksConfig) -> _Loaded:
+    index = build_index(store, config)
+    loaded = index.content_ids()
+    items: dict[tuple[str, str], list[str]] = {}
+    for bank in {bank for bank, _ in loaded}:
+        for signal in store.iter_signals(bank, SignalType.PDQ):
+            if signal.content_id and (bank, signal.content_id) in loaded:
+                items.setdefault((bank, signal.value), []).append(signal.content_id)
+    return _Loaded(index, {key: tuple(ids) for key, ids in items.items()})
 
 
 def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
@@ -96,10 +117,13 @@ class RobustTier:
         self._lock = threading.Lock()
         self._checked_at = time.monotonic()
         self._version = store.version()
-        self._index = build_index(store, config)
+        self._loaded = _load(store, config)
 
     @property
     def index(self) -> RobustIndex:
+        return self._current().index
+
+    def _current(self) -> _Loaded:
         now = time.monotonic()
         if now - self._checked_at >= self._config.reload_interval_s and self._lock.acquire(
             blocking=False
@@ -109,11 +133,11 @@ class RobustTier:
                 self._checked_at = now
                 version = self._store.version()
                 if version != self._version:
-                    self._index = build_index(self._store, self._config)
+                    self._loaded = _load(self._store, self._config)
                     self._version = version
             finally:
                 self._lock.release()
-        return self._index
+        return self._loaded
 
     def __len__(self) -> int:
         """Banked feature sets (views) in the current index."""
@@ -135,3 +159,29 @@ class RobustTier:
             if hits:
                 return [to_bank_match(hit) for hit in hits]
         return []
+
+    def confirm(
+        self, image: Image.Image, match: BankMatch, views: Sequence[Image.Image] | None = None
+    ) -> bool | None:
+        """Whether a PDQ match is the picture it claims, asked of the banked item's feature
+        sets: True or False where the local features can tell (a view verifies; or a view
+        aligns and the content check refuses it), None where they cannot (no feature sets for
+        that hash, too few keypoints, no alignment).
+
+        A whole-image PDQ hash can be carried by what two different pictures share: adversarial
+        pass a7 and the precision suite found a fixed background behind another subject within
+        30 bits.
+        """
+        loaded = self._current()
+        items = loaded.items_by_pdq.get((match.bank, str(match.value)), ())
+        if not items:
+            return None
+        refuted = False
+        for view in query_feature_views(image, views):
+            features = extract_features(view, grid=False)
+            for content_id in items:
+                verdict = loaded.index.confirm(features, content_id)
+                if verdict:
+                    return True
+                refuted = refuted or verdict is False
+        return False if refuted else None

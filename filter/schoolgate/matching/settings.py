@@ -42,6 +42,10 @@ class RobustConfig:
     # verified against a banked key frame blocks, as a robust image match does.
     video_key_frames: int = 8
     video_query_frames: int = 8
+    # A PDQ match farther than this from a banked hash of an item with feature sets is checked
+    # against that item's features, and dropped where they show another picture in the same
+    # surround (RobustTier.confirm). Within it, PDQ alone decides.
+    pdq_confirm_bits: int = 8
 
     def rule_for(self, bank: str) -> RobustRule:
         return self.per_bank.get(bank, self.rule)
@@ -170,6 +174,7 @@ def _robust(node: Node) -> RobustConfig:
             "bank_mirrored",
             "video_key_frames",
             "video_query_frames",
+            "pdq_confirm_bits",
         }
     )
     defaults = RobustConfig()
@@ -193,5 +198,8 @@ def _robust(node: Node) -> RobustConfig:
         ),
         video_query_frames=node.child("video_query_frames").integer(
             defaults.video_query_frames, minimum=0, maximum=64
+        ),
+        pdq_confirm_bits=node.child("pdq_confirm_bits").integer(
+            defaults.pdq_confirm_bits, minimum=0, maximum=256
         ),
     )

@@ -15,9 +15,13 @@ banked picture and compared cell by cell on an 8x8 grid:
 The verdict is taken on the banked picture's photographic cells that the copy covers: a copy
 agrees on most of them (a caption or sticker hides a few); a *different* photo in the same place
 (another picture in the same chat screen, another subject before the same background, an empty
-thread) disagrees on most. The interface around a banked screenshot's photo is never evidence.
-Banked items with few photographic cells (drawings, text memes) are judged on every cell with
-structure on both sides.
+thread) disagrees on most. A copy may hide part of the banked photo under a caption, a sticker or
+a bar, but it does not show *another* photograph there: banked photo cells that the copy shows as
+unrelated photographic content (nearly half their bits differ, as between unrelated pictures) are
+counted apart, and a few of them are enough to tell another subject before the same background or
+another picture under the same dense overlay. The interface around a banked screenshot's photo
+is never evidence. Banked items with few photographic cells (drawings, text memes) are judged
+on every cell with structure on both sides.
 
 A grid is derived data, like a PDQ hash: 64 x 40 bits of brighter/darker comparisons between
 neighbouring blocks, and a class per cell. No picture can be rebuilt from it.
@@ -151,12 +155,26 @@ class Agreement:
     share: float  # agreeing share of the cells that were judged
     judged: int  # cells judged (photographic ones, or all structured ones for a graphic item)
     photographic: bool  # whether the banked item was judged on its photographic cells
+    replaced: int = 0  # banked photo cells the copy shows as an unrelated photograph
+    # Agreeing share of the middle quarter (the 4x4 middle cells, where the copy covers at
+    # least half of them; None otherwise): plain on both sides agrees here, plain on one side
+    # only does not. The robust tier asks it when the alignment rests on the surround alone.
+    middle: float | None = None
 
     def evidence(self) -> dict[str, float]:
-        return {"content_agreement": round(self.share, 3), "content_cells": float(self.judged)}
+        return {
+            "content_agreement": round(self.share, 3),
+            "content_cells": float(self.judged),
+            "content_replaced": float(self.replaced),
+        }
 
 
 _CELL_MATCH_BITS: Final = 10  # of 40: chance agreement of unrelated cells is ~0.1%
+# Of 40: unrelated photographic cells differ in 20 +- 3 bits. Measured on the precision and robust
+# suites (940 verified copies over 26 edits): a cell of a true copy differed this much in at most
+# 3 cells of one copy (where a caption's edge half covers a cell), another subject or picture in
+# 5 to 29.
+_UNRELATED_BITS: Final = 17
 _MIN_PHOTO_CELLS: Final = 6  # a banked item with fewer photographic cells is judged as graphic
 _MIN_JUDGED: Final = 4  # covered photographic cells, for the photographic judgement
 _MIN_SMALL_PHOTO: Final = 2  # a small photo inside a graphic item is judged from this many cells
@@ -169,9 +187,11 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     agrees = distance <= _CELL_MATCH_BITS
     covered = query.kinds != Cell.UNCOVERED
     photo = covered & (banked.kinds == Cell.PHOTO)
+    replaced = int((photo & (query.kinds == Cell.PHOTO) & (distance >= _UNRELATED_BITS)).sum())
+    middle = _middle_agreement(banked, query, agrees, covered)
     photographic = banked.photo_cells >= _MIN_PHOTO_CELLS and int(photo.sum()) >= _MIN_JUDGED
     if photographic:
-        return Agreement(float(agrees[photo].mean()), int(photo.sum()), True)
+        return Agreement(float(agrees[photo].mean()), int(photo.sum()), True, replaced, middle)
     # A drawing, a text meme, a screenshot around a small photo, or a photo the copy turned
     # graphic (posterised, cartooned): every cell with structure on both sides is judged, and a
     # small photo, where there is one, must agree as well (adversarial pass a7: a banked dark
@@ -181,4 +201,24 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     share = float(agrees[judged].mean()) if count else 0.0
     if int(photo.sum()) >= _MIN_SMALL_PHOTO:
         share = min(share, float(agrees[photo].mean()))
-    return Agreement(share, count, False)
+    return Agreement(share, count, False, replaced, middle)
+
+
+_MIDDLE = np.zeros((GRID, GRID), bool)
+_MIDDLE[GRID // 4 : GRID - GRID // 4, GRID // 4 : GRID - GRID // 4] = True
+_MIDDLE_CELLS: Final = _MIDDLE.ravel()
+
+
+def _middle_agreement(
+    banked: ContentGrid,
+    query: ContentGrid,
+    agrees: npt.NDArray[np.bool_],
+    covered: npt.NDArray[np.bool_],
+) -> float | None:
+    judged = _MIDDLE_CELLS & covered
+    count = int(judged.sum())
+    if count < int(_MIDDLE_CELLS.sum()) // 2:
+        return None
+    banked_flat = banked.kinds == Cell.FLAT
+    same = np.where(banked_flat, query.kinds == Cell.FLAT, agrees)
+    return float(same[judged].mean())

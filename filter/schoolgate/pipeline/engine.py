@@ -12,6 +12,8 @@ import threading
 import time
 from dataclasses import fields, replace
 
+from PIL import Image
+
 from schoolgate.alerts.service import AlertService
 from schoolgate.banks.store import BankStore
 from schoolgate.classify.classifier import Classifier
@@ -237,7 +239,11 @@ class Inspector:
                 replace(match, evidence=(("inverted", 1.0),))
                 for match in matcher.match_pdq(negatives, min_quality=banks.pdq_min_quality)
             ]
-        matches.extend(m for m in pdq_matches if banks.runs(m.bank, "pdq"))
+        matches.extend(
+            m
+            for m in pdq_matches
+            if banks.runs(m.bank, "pdq") and not self._refuted(m, decoded.image, views)
+        )
         if not matches:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
             matches.extend(self._robust.match(decoded.image, views))
@@ -260,6 +266,21 @@ class Inspector:
             detail = "; ".join(f"{r.model}: {r.error}" for r in failed)
             findings = replace(findings, failure="classifier_error", failure_detail=detail)
         return findings
+
+    def _refuted(self, match: BankMatch, image: Image.Image, views: list[Image.Image]) -> bool:
+        """A distant PDQ match that the banked item's own local features refute: aligned, and
+        another picture in the same surround (a fixed background behind another subject)."""
+        if match.distance <= self.config.banks.robust.pdq_confirm_bits:
+            return False
+        if self._robust.confirm(image, match, views) is not False:
+            return False
+        log.info(
+            "PDQ match at %d bits in bank %s refuted by its feature sets: the same surround "
+            "around another picture",
+            match.distance,
+            match.bank,
+        )
+        return True
 
     def _audit_event(self, event: str, **fields: object) -> None:
         if self.audit is not None:

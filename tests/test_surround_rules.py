@@ -1,0 +1,114 @@
+"""The robust tier refuses matches carried by a surround two pictures share (issue 18, second
+half): a frame or border around two different pictures, another photographed subject before the
+same background, and a whole-image PDQ hash carried by a shared layout.
+
+Benign pictures only: scikit-image photos and Pillow drawings (tests/support/screens.py)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from schoolgate.matching.robust import RobustEntry, RobustIndex
+from schoolgate.media.features import extract_features
+from schoolgate.media.signals import bank_feature_views, query_feature_views
+from schoolgate.pipeline.engine import InspectionContext, Inspector
+from tests.support.imagery import encode, procedural_scene, real_photos, skimage_photo
+from tests.support.screens import background_overlay, frame_overlay, procedural_scene_pair
+
+CTX = InspectionContext(client_ip="192.0.2.63", app="surround-test")
+
+
+def jpeg(image: Image.Image, quality: int = 90) -> Image.Image:
+    return Image.open(io.BytesIO(encode(image, "JPEG", quality=quality))).convert("RGB")
+
+
+def index_of(banked: Image.Image) -> RobustIndex:
+    return RobustIndex([RobustEntry("incident", "banked", "", f)
+                        for _, f in bank_feature_views(jpeg(banked, 92))])  # fmt: skip
+
+
+def matched(index: RobustIndex, image: Image.Image) -> bool:
+    return any(index.match(extract_features(view, grid=False))
+               for view in query_feature_views(jpeg(image)))  # fmt: skip
+
+
+# Seeds whose pairs the content-share check alone let through (it judged a framed drawing on its
+# frame's cells, or a new subject on the shared background's); with the surround rules they fail.
+@pytest.mark.parametrize("seed", [0, 3, 8, 9])
+def test_two_drawings_in_the_same_frame_do_not_match(seed: int) -> None:
+    framed, other = frame_overlay([procedural_scene(500 + seed), procedural_scene(600 + seed)],
+                                  seed)  # fmt: skip
+    index = index_of(framed)
+    assert matched(index, framed)  # the banked picture itself
+    assert not matched(index, other)
+
+
+@pytest.mark.parametrize(
+    ("seed", "subjects", "background"),
+    [
+        (0, ("astronaut", "brick"), "bridge-1-original"),
+        (2, ("chelsea", "coffee"), "coins"),
+        (5, ("logo", "moon"), "motorcycle_left"),
+        (7, ("q0746", "q1050"), "q2821"),
+    ],
+)
+def test_another_photographed_subject_before_the_same_background_does_not_match(
+    seed: int, subjects: tuple[str, str], background: str
+) -> None:
+    photos = real_photos()
+    first, second = background_overlay([photos[name] for name in (*subjects, background)], seed)
+    index = index_of(first)
+    assert matched(index, first)
+    assert not matched(index, second)
+
+
+def test_a_framed_copy_of_the_banked_picture_still_matches() -> None:
+    """The frame rule asks for inliers in the middle: a framed copy of a banked photo has them."""
+    photo = skimage_photo("astronaut")
+    index = index_of(photo)
+    framed, _ = frame_overlay([photo, photo], 2)
+    assert matched(index, framed)
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole-image PDQ match checked against the banked item's own features
+
+
+def _inspector(tmp_path: Path, banked: Image.Image, confirm_bits: int) -> Inspector:
+    from schoolgate.cli import app as cli
+    from schoolgate.config import load_config
+
+    tmp_path.mkdir()
+    config_path = tmp_path / "surround.yaml"
+    config_path.write_text(
+        f"classifier:\n  models: []\nbanks:\n  robust:\n    pdq_confirm_bits: {confirm_bits}\n"
+    )
+    item = tmp_path / "banked.jpg"
+    item.write_bytes(encode(banked, "JPEG", quality=92))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCHOOLGATE_DATA_DIR", str(tmp_path))
+        patch.delenv("SCHOOLGATE_CONFIG", raising=False)
+        code = cli.main(["hashes", "add", str(item), "--bank", "incident-surround",
+                         "--config", str(config_path)])  # fmt: skip
+        assert code == 0
+        return Inspector.from_config(load_config(config_path), with_audit=False)
+
+
+def test_a_pdq_match_refuted_by_the_banked_features_does_not_block(tmp_path: Path) -> None:
+    banked, other = procedural_scene_pair()
+    checked = _inspector(tmp_path / "checked", banked, confirm_bits=8)
+    unchecked = _inspector(tmp_path / "unchecked", banked, confirm_bits=256)
+    try:
+        query = encode(other, "JPEG", quality=90)
+        before = unchecked.evaluate(query, CTX)
+        assert before.blocked, "the pair no longer shows the PDQ false block it was made for"
+        assert [m.tier for m in before.matches] == ["hash"]
+        assert not checked.evaluate(query, CTX).blocked
+        assert checked.evaluate(encode(banked, "JPEG", quality=80), CTX).blocked  # still a copy
+    finally:
+        checked.close()
+        unchecked.close()
