@@ -110,3 +110,46 @@ def test_bank_holds_features_not_the_picture(banked: Path, config: Path, data_di
     assert removed.returncode == 0, removed.stderr
     stats = json.loads(schoolgate("hashes", "stats", "--json", config=config).stdout)
     assert stats["banks"]["incident-1"]["feature_items"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 18 through the command line: a chat screenshot is banked on its picture, and other
+# screenshots of the same app are not matched on the app's interface
+
+
+def test_hashes_add_says_what_it_banked_and_scan_judges_the_picture(
+    tmp_path: Path, config: Path
+) -> None:
+    from PIL import Image, ImageDraw
+
+    from tests.support.screens import chat_screenshot, distinct_pictures, spread_bankable
+
+    pictures = distinct_pictures(40)
+    banked_index, *others = spread_bankable(pictures, 4)
+    shot = tmp_path / "shot.png"
+    shot.write_bytes(encode(chat_screenshot(pictures[banked_index], "chatty", "dark", 1), "PNG"))
+    notes = Image.new("RGB", (540, 1170), "white")
+    for y in range(40, 1100, 40):
+        ImageDraw.Draw(notes).text((20, y), "homework due friday, bring your pe kit", fill="black")
+    text = tmp_path / "notes.png"
+    text.write_bytes(encode(notes, "PNG"))
+    added = schoolgate("hashes", "add", str(shot), str(text), "--bank", "incident-2",
+                       config=config)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    lines = added.stdout.splitlines()
+    assert any(line.strip().startswith("picture region") for line in lines), added.stdout
+    assert any("warning: mostly interface, text or drawing" in line for line in lines)
+
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    (queries / "photo.jpg").write_bytes(encode(pictures[banked_index], "JPEG", quality=85))
+    in_other_app = chat_screenshot(pictures[banked_index], "snappy", "light", 7)
+    (queries / "other_app.png").write_bytes(encode(in_other_app, "PNG"))
+    for number, index in enumerate(others):
+        other = chat_screenshot(pictures[index], "chatty", "dark", 20 + number)
+        (queries / f"innocent{number}.png").write_bytes(encode(other, "PNG"))
+    _, records = _scan(config, queries)
+    decisions = {name: record["decision"] for name, record in records.items()}
+    assert decisions == {"photo": "block", "other_app": "block"} | {
+        f"innocent{n}": "allow" for n in range(len(others))
+    }

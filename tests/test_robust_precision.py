@@ -132,12 +132,6 @@ def test_banked_screenshot_photo_is_blocked_plain(
     assert len(missed) <= RECALL_MISSES, f"{len(missed)} of {BANKED_SHOTS} missed: {missed}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 open: two of these twelve photos, shown at another size in the other app, "
-    "give the ORB tier no geometric match (before the content check they were 'caught' by "
-    "matching another banked screenshot's interface)",
-)
 def test_banked_screenshot_photo_is_blocked_inside_the_other_app(
     shots_bank: Bank, pictures: list[Image.Image], banked_indices: list[int]
 ) -> None:

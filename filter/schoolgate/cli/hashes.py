@@ -36,7 +36,8 @@ from schoolgate.cli.common import (
 )
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
-from schoolgate.media.features import FEATURE_KIND
+from schoolgate.media.content_grid import GRID, photo_region
+from schoolgate.media.features import FEATURE_KIND, LocalFeatures
 from schoolgate.media.signals import (
     ItemSignals,
     bank_feature_views,
@@ -220,8 +221,38 @@ def _hashes_add(args: argparse.Namespace) -> int:
             kinds = ", ".join(dict.fromkeys(s.signal_type.value for s in signals))
             extra = f" and {features} local feature sets" if features else ""
             print(f"{path}: {added} new hashes ({kinds}){extra} in bank {args.bank}")
+            described = describe_banked_views(item.features)
+            if described:
+                print(f"  {described}")
     print(f"{total} new hashes; the files themselves were not stored")
     return EXIT_OK
+
+
+def describe_banked_views(views: tuple[tuple[str, LocalFeatures], ...]) -> str:
+    """What the robust tier judges an item by, for the DSL who banked it: the whole picture, a
+    picture region inside an interface or frame, or (a warning) mostly interface or text."""
+    found = dict(views)
+    whole = found.get("whole")
+    if whole is None or whole.grid is None:
+        return ""
+    photo = whole.grid.photo_cells
+    cells = GRID * GRID
+    region = photo_region(whole.grid)
+    if region is None:
+        return (
+            f"warning: mostly interface, text or drawing ({photo} of {cells} areas photographic): "
+            "edited copies match only where they keep most of this whole layout. Bank the "
+            "original picture instead if you are given it"
+        )
+    if "picture" not in found:
+        return f"judged as a whole picture ({photo} of {cells} areas photographic)"
+    left, top, right, bottom = region
+    width, height = (right - left) * 100 // GRID, (bottom - top) * 100 // GRID
+    return (
+        f"picture region {width}% x {height}% of the image ({photo} of {cells} areas "
+        "photographic), banked on its own as well; the interface or frame around it is not "
+        "evidence"
+    )
 
 
 def _bank_signals(item: ItemSignals, note: str) -> list[SignalInput]:

@@ -165,6 +165,10 @@ class RobustIndex:
             )
         else:
             self._descriptors = np.zeros((0, 32), np.uint8)
+        self._items = {key: n for n, key in enumerate(dict.fromkeys(
+            (e.bank, e.content_id) for e in self._entries))}  # fmt: skip
+        self._item_of = np.array([self._items[(e.bank, e.content_id)] for e in self._entries],
+                                 dtype=np.int64)  # fmt: skip
         mean_bucket = self._descriptors.shape[0] / 65536
         self._bucket_cap = self._limits.bucket_cap or max(16, round(1.5 * mean_bucket))
         chunks = self._descriptors.view("<u2")  # (n, 16)
@@ -240,11 +244,23 @@ class RobustIndex:
         distance = np.bitwise_count(q64 ^ b64).sum(axis=1, dtype=np.uint16)
         close = distance <= limits.vote_hamming
         # One vote per (query keypoint, entry), however many chunks or neighbours found it.
-        voted = np.zeros((len(query), len(self._entries)), dtype=bool)
-        voted[queries[close], self._owner[banked[close]]] = True
-        votes = voted.sum(axis=0)
-        ranked = np.argsort(-votes, kind="stable")[: limits.max_candidates]
-        return [(int(e), int(votes[e])) for e in ranked if votes[e] >= limits.min_votes]
+        entries = len(self._entries)
+        pairs = np.unique(queries[close].astype(np.int64) * entries + self._owner[banked[close]])
+        keypoint, entry = pairs // entries, pairs % entries
+        votes = np.bincount(entry, minlength=entries)
+        # Ranked by distinctive votes: a query keypoint that finds many banked items (an app's
+        # interface, a font, a common logo) says little about which one it shows, so its vote
+        # is shared among them, as a word common to many documents weighs less in text search.
+        # Without this, a banked screenshot's photo shown in the same app as other banked
+        # screenshots lost its place among the candidates to theirs.
+        items = len(self._items)
+        found = np.unique(keypoint * items + self._item_of[entry])
+        items_per_keypoint = np.bincount(found // items, minlength=len(query))
+        weight = 1.0 / np.maximum(items_per_keypoint, 1)
+        distinctive = np.bincount(entry, weights=weight[keypoint], minlength=entries)
+        eligible = votes >= limits.min_votes
+        ranked = np.argsort(-np.where(eligible, distinctive, -1.0), kind="stable")
+        return [(int(e), int(votes[e])) for e in ranked[: limits.max_candidates] if eligible[e]]
 
     def _align(
         self, source: np.ndarray, target: np.ndarray, threshold: float, rules: RobustThresholds

@@ -83,6 +83,16 @@ class ContentGrid:
         return int((self.kinds == Cell.PHOTO).sum())
 
 
+def photo_region(grid: ContentGrid) -> tuple[int, int, int, int] | None:
+    """The cells (left, top, right, bottom; right and bottom exclusive) that bound a grid's
+    photographic cells: a screenshot's or a frame's picture. None when there are too few for
+    a photographic item (an interface, text, a drawing)."""
+    if grid.photo_cells < _MIN_PHOTO_CELLS:
+        return None
+    rows, columns = np.nonzero(grid.kinds.reshape(GRID, GRID) == Cell.PHOTO)
+    return int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1
+
+
 def content_grid(
     luma: npt.NDArray[np.uint8], covered: npt.NDArray[np.bool_] | None = None
 ) -> ContentGrid:

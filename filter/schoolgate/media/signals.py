@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
+from schoolgate.media.content_grid import GRID, photo_region
 from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
 from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
@@ -51,13 +52,52 @@ def bank_feature_views(
     image: Image.Image, mirrored: bool = True, settings: FeatureSettings | None = None
 ) -> Iterator[tuple[str, LocalFeatures]]:
     """(view name, local features) to bank for one item: the whole image, its content box when
-    it has one, and (ORB does not match mirror images) its mirror image."""
-    yield "whole", extract_features(image, settings)
+    it has one, its picture region when that is a part of it (a screenshot's or a frame's photo,
+    at its own scale: a copy shown at another size in another app matches it), and (ORB does not
+    match mirror images) its mirror image."""
+    whole = extract_features(image, settings)
+    yield "whole", whole
     box = content_box(image)
     if box is not None:
         yield "content", extract_features(image.crop(box.as_tuple()), settings)
+    picture = picture_box(whole, image.size)
+    if picture is not None and (box is None or _overlap(picture, box.as_tuple()) < 0.8):
+        yield "picture", extract_features(image.crop(picture), settings)
     if mirrored:
         yield "mirror", extract_features(ImageOps.mirror(image), settings)
+
+
+Crop = tuple[int, int, int, int]
+_PICTURE_MAX_CELLS = 40  # of 64: a photo region larger than this is the whole picture
+
+
+def picture_box(whole: LocalFeatures, size: tuple[int, int]) -> Crop | None:
+    """The pixel box (left, top, right, bottom) of an item's photographic region when it is a
+    part of the item (a screenshot's photo inside the app's interface), widened by half a cell
+    so a photo edge inside a border cell is kept; None otherwise."""
+    region = photo_region(whole.grid) if whole.grid is not None else None
+    if region is None:
+        return None
+    left, top, right, bottom = region
+    if (right - left) * (bottom - top) > _PICTURE_MAX_CELLS:
+        return None
+    width, height = size
+    cell_w, cell_h = width / GRID, height / GRID
+    return (
+        max(0, round((left - 0.5) * cell_w)),
+        max(0, round((top - 0.5) * cell_h)),
+        min(width, round((right + 0.5) * cell_w)),
+        min(height, round((bottom + 0.5) * cell_h)),
+    )
+
+
+def _overlap(a: Crop, b: Crop) -> float:
+    """Intersection over union of two boxes."""
+    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
 
 
 def query_feature_views(
