@@ -13,10 +13,12 @@ PYTEST_ARGS ?=
 # units and enable them offline, shellcheck for deploy/*.sh; promtool (and prometheus, same
 # package) for the alert rules and the dashboards' queries; tcpdump (and its libpcap) for the
 # sniffer's capture prefilter; debootstrap and systemd-nspawn to install and boot a Debian 13 for
-# the installer's own test (tests/e2e/test_installed_gateway.py).
+# the installer's own test (tests/e2e/test_installed_gateway.py); DejaVu fonts for the template
+# pictures of tests/test_template_precision.py (drawn as adversarial pass a10 drew them).
 TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 \
 	systemd-analyze:systemd systemctl:systemd shellcheck promtool:prometheus tcpdump \
-	debootstrap systemd-nspawn:systemd-container
+	debootstrap systemd-nspawn:systemd-container \
+	/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf:fonts-dejavu-core
 
 .PHONY: help run test test-fast lint deps lock lock-check typecheck bench venv sysdeps clean
 

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests and the appliance use, only when missing.
 # Usage: deploy/system-deps.sh COMMAND[:PACKAGE] ...   e.g.  curl unshare:util-linux nft:nftables
+# A COMMAND that is an absolute path is a file the package provides (a font, a data file).
 set -u
 missing=()
 for spec in "$@"; do
   cmd=${spec%%:*}
   pkg=${spec#*:}
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  if [ "${cmd:0:1}" = / ]; then
+    [ -e "$cmd" ] || missing+=("$pkg")
+  else
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${missing[*]}"

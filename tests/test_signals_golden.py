@@ -6,6 +6,11 @@ robust tier): hashes and SHA-256 digests of feature sets only, never an image. E
 must stay matchable, so any difference here is a change to what banks mean. A dependency upgrade
 that changes decoding (Pillow, libjpeg, OpenCV) would show here too: that needs a decision (re-hash
 the banks), not a new golden file.
+
+Decisions taken so far: 2026-12-04 (issue 18, adversarial pass a10), a drawing's content box
+smaller than 15% of it is no longer banked as a view (a letter's letterhead matched every letter):
+`edit:screenshot` of a procedural drawing lost its content PDQ and content features. Banks made
+before keep those rows; they match only what such a box matched before.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ from schoolgate.cli.common import (
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
 from schoolgate.media.content_grid import GRID, photo_region
-from schoolgate.media.features import FEATURE_KIND, LocalFeatures
+from schoolgate.media.features import FEATURE_KIND
+from schoolgate.media.normalise import content_box
 from schoolgate.media.signals import (
     ItemSignals,
     bank_feature_views,
@@ -221,38 +222,53 @@ def _hashes_add(args: argparse.Namespace) -> int:
             kinds = ", ".join(dict.fromkeys(s.signal_type.value for s in signals))
             extra = f" and {features} local feature sets" if features else ""
             print(f"{path}: {added} new hashes ({kinds}){extra} in bank {args.bank}")
-            described = describe_banked_views(item.features)
-            if described:
-                print(f"  {described}")
+            for line in describe_banked(item):
+                print(f"  {line}")
     print(f"{total} new hashes; the files themselves were not stored")
     return EXIT_OK
 
 
-def describe_banked_views(views: tuple[tuple[str, LocalFeatures], ...]) -> str:
+def describe_banked(item: ItemSignals) -> list[str]:
     """What the robust tier judges an item by, for the DSL who banked it: the whole picture, a
-    picture region inside an interface or frame, or (a warning) mostly interface or text."""
-    found = dict(views)
+    picture region inside an interface or frame, or (a warning) mostly interface or text; and
+    the band banked as its picture where that is a small part of it."""
+    found = dict(item.features)
     whole = found.get("whole")
-    if whole is None or whole.grid is None:
-        return ""
-    photo = whole.grid.photo_cells
-    cells = GRID * GRID
-    region = photo_region(whole.grid)
-    if region is None:
-        return (
-            f"warning: mostly interface, text or drawing ({photo} of {cells} areas photographic): "
-            "edited copies match only where they keep most of this whole layout. Bank the "
-            "original picture instead if you are given it"
-        )
-    if "picture" not in found:
-        return f"judged as a whole picture ({photo} of {cells} areas photographic)"
-    left, top, right, bottom = region
-    width, height = (right - left) * 100 // GRID, (bottom - top) * 100 // GRID
-    return (
-        f"picture region {width}% x {height}% of the image ({photo} of {cells} areas "
-        "photographic), banked on its own as well; the interface or frame around it is not "
-        "evidence"
-    )
+    lines: list[str] = []
+    if whole is not None and whole.grid is not None:
+        photo, cells = whole.grid.photo_cells, GRID * GRID
+        region = photo_region(whole.grid)
+        if region is None:
+            lines.append(
+                f"warning: mostly interface, text or drawing ({photo} of {cells} areas "
+                "photographic): edited copies match only where they keep most of this whole "
+                "layout, and other pictures made from the same template (another letter on one "
+                "letterhead, another chart of one style) can match it. Bank the original "
+                "picture instead if you are given it"
+            )
+        elif "picture" in found:
+            left, top, right, bottom = region
+            width, height = (right - left) * 100 // GRID, (bottom - top) * 100 // GRID
+            lines.append(
+                f"picture region {width}% x {height}% of the image ({photo} of {cells} areas "
+                "photographic), banked on its own as well; the interface or frame around it "
+                "is not evidence"
+            )
+        else:
+            lines.append(f"judged as a whole picture ({photo} of {cells} areas photographic)")
+    box = content_box(item.image) if item.image is not None and item.content_pdq else None
+    if box is not None and item.image is not None:
+        share = box.width * box.height / (item.image.width * item.image.height)
+        if share < _SMALL_BOX_SHARE:
+            lines.append(
+                f"note: the part inside its plain bands, {box.width}x{box.height} "
+                f"({share:.0%} of the image), is hashed as its picture too; other images that "
+                "show that part (a letterhead, a banner) will match it"
+            )
+    return lines
+
+
+_SMALL_BOX_SHARE = 0.15
 
 
 def _bank_signals(item: ItemSignals, note: str) -> list[SignalInput]:

@@ -165,7 +165,7 @@ class Agreement:
     share: float  # agreeing share of the cells that were judged
     judged: int  # cells judged (photographic ones, or all structured ones for a graphic item)
     photographic: bool  # whether the banked item was judged on its photographic cells
-    replaced: int = 0  # banked photo cells the copy shows as an unrelated photograph
+    replaced: int = 0  # banked picture cells the copy shows as an unrelated photograph
     # Agreeing share of the middle quarter (the 4x4 middle cells, where the copy covers at
     # least half of them; None otherwise): plain on both sides agrees here, plain on one side
     # only does not. The robust tier asks it when the alignment rests on the surround alone.
@@ -197,7 +197,8 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     agrees = distance <= _CELL_MATCH_BITS
     covered = query.kinds != Cell.UNCOVERED
     photo = covered & (banked.kinds == Cell.PHOTO)
-    replaced = int((photo & (query.kinds == Cell.PHOTO) & (distance >= _UNRELATED_BITS)).sum())
+    replaced = int((_picture_cells(banked) & covered & (query.kinds == Cell.PHOTO)
+                    & (distance >= _UNRELATED_BITS)).sum())  # fmt: skip
     middle = _middle_agreement(banked, query, agrees, covered)
     photographic = banked.photo_cells >= _MIN_PHOTO_CELLS and int(photo.sum()) >= _MIN_JUDGED
     if photographic:
@@ -212,6 +213,21 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     if int(photo.sum()) >= _MIN_SMALL_PHOTO:
         share = min(share, float(agrees[photo].mean()))
     return Agreement(share, count, False, replaced, middle)
+
+
+def _picture_cells(banked: ContentGrid) -> npt.NDArray[np.bool_]:
+    """The banked photo's cells and the drawn ones it encloses (a drawn subject, a sign in the
+    scene; adversarial pass a10: a banked room with a drawn person matched the empty room): a
+    copy shows neither as an unrelated photograph. Interface around the photo is left out."""
+    photo: npt.NDArray[np.bool_] = banked.kinds == Cell.PHOTO
+    region = photo_region(banked)
+    if region is None:
+        return photo
+    left, top, right, bottom = region
+    enclosed = np.zeros((GRID, GRID), bool)
+    enclosed[top:bottom, left:right] = True
+    picture: npt.NDArray[np.bool_] = photo | (enclosed.ravel() & (banked.kinds == Cell.GRAPHIC))
+    return picture
 
 
 _MIDDLE = np.zeros((GRID, GRID), bool)

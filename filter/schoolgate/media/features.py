@@ -127,6 +127,13 @@ def _spread_pick(points: np.ndarray, responses: np.ndarray, size: tuple[int, int
     return picked
 
 
+def whole_grid(image: Image.Image, settings: FeatureSettings | None = None) -> ContentGrid | None:
+    """The content grid of an image's whole view, as extract_features computes it (None for a
+    sliver), without the keypoints."""
+    grey = _working_grey(image, (settings or FeatureSettings()).work_side)
+    return content_grid(grey) if min(grey.shape) >= _MIN_GRID_SIDE else None
+
+
 def extract_features(
     image: Image.Image, settings: FeatureSettings | None = None, *, grid: bool = True
 ) -> LocalFeatures:

@@ -17,11 +17,11 @@ from PIL import Image, ImageOps
 
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
-from schoolgate.media.content_grid import GRID, photo_region
+from schoolgate.media.content_grid import GRID, ContentGrid, photo_region
 from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
-from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features
+from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features, whole_grid
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
-from schoolgate.media.normalise import analysis_views, content_box
+from schoolgate.media.normalise import Box, analysis_views, content_box
 from schoolgate.media.sniff import MediaKind, sniff
 from schoolgate.media.video import SampledFrame, VideoHasher, VideoHashes
 
@@ -58,13 +58,25 @@ def bank_feature_views(
     whole = extract_features(image, settings)
     yield "whole", whole
     box = content_box(image)
-    if box is not None:
+    if box is not None and banks_content_view(image, box, whole.grid):
         yield "content", extract_features(image.crop(box.as_tuple()), settings)
     picture = picture_box(whole, image.size)
     if picture is not None and (box is None or _overlap(picture, box.as_tuple()) < 0.8):
         yield "picture", extract_features(image.crop(picture), settings)
     if mirrored:
         yield "mirror", extract_features(ImageOps.mirror(image), settings)
+
+
+# A content box smaller than this share of a non-photographic item is a band of it, not its
+# picture (adversarial pass a10: a letter's box was its letterhead, and every letter on that
+# letterhead matched at PDQ distance 0). A chat screenshot's photo is photographic and banked.
+_BANDED_BOX_SHARE = 0.15
+
+
+def banks_content_view(image: Image.Image, box: Box, grid: ContentGrid | None) -> bool:
+    """Whether an item's content box is banked as a view of its own (PDQ and features)."""
+    share = box.width * box.height / (image.width * image.height)
+    return share >= _BANDED_BOX_SHARE or (grid is not None and photo_region(grid) is not None)
 
 
 Crop = tuple[int, int, int, int]
@@ -192,6 +204,11 @@ def item_signals(
         except MediaRefused as refused:
             return _refused(item, refused)
         views = analysis_views(decoded.image)
+        box = content_box(decoded.image) if len(views) > 1 else None
+        if box is not None and not banks_content_view(
+            decoded.image, box, whole_grid(decoded.image)
+        ):
+            views = views[:1]
         whole, *content = (hashes[0] for hashes in view_pdq(views, dihedral=False))
         frames = decoded.frame_count if decoded.frame_count > 1 else None
         feature_views: tuple[tuple[str, LocalFeatures], ...] = ()
