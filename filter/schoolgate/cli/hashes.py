@@ -262,8 +262,8 @@ def describe_banked(item: ItemSignals) -> list[str]:
         if share < _SMALL_BOX_SHARE:
             lines.append(
                 f"note: the part inside its plain bands, {box.width}x{box.height} "
-                f"({share:.0%} of the image), is hashed as its picture too; other images that "
-                "show that part (a letterhead, a banner) will match it"
+                f"({share:.0%} of the image), is hashed on its own too: other images that show "
+                "that part will match it"
             )
     return lines
 

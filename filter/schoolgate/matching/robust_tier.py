@@ -164,9 +164,9 @@ class RobustTier:
         self, image: Image.Image, match: BankMatch, views: Sequence[Image.Image] | None = None
     ) -> bool | None:
         """Whether a PDQ match is the picture it claims, asked of the banked item's feature
-        sets: True or False where the local features can tell (a view verifies; or a view
-        aligns and the content check refuses it), None where they cannot (no feature sets for
-        that hash, too few keypoints, no alignment).
+        sets: True where a view verifies; False where a view aligns and the content check
+        refuses it, or where both sides have keypoints enough to align a copy and none aligns;
+        None where they cannot tell (no feature sets for that hash, too little texture).
 
         A whole-image PDQ hash can be carried by what two different pictures share: adversarial
         pass a7 and the precision suite found a fixed background behind another subject within
