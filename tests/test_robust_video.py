@@ -262,3 +262,48 @@ def test_without_key_frame_lookups_a_captioned_copy_gets_through(
         assert not inspector.evaluate(copy, STUDENT).blocked
     finally:
         inspector.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 18 for video: a banked screen recording of a chat app is matched on its photo, not on
+# the app's interface around it
+
+
+def _recording(photo: Image.Image, app: str, theme: str, seed: int) -> bytes:
+    """Three seconds of a phone recording of one chat screen, scrolled by a few pixels."""
+    from tests.support.screens import chat_screenshot
+
+    screen = chat_screenshot(photo, app, theme, seed).convert("RGB")
+    screen = screen.resize((screen.width // 2 // 2 * 2, screen.height // 2 // 2 * 2))
+    frames = []
+    for step in range(3 * FPS):
+        shift = min(step, 20)  # a short scroll, then still
+        frame = Image.new("RGB", screen.size, (0, 0, 0))
+        frame.paste(screen.crop((0, shift, screen.width, screen.height)), (0, 0))
+        frames.append(np.asarray(frame, dtype=np.uint8))
+    return vf.encode(frames, FPS)
+
+
+def test_a_screen_recording_is_matched_on_its_photo_not_the_apps_interface(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from tests.support.screens import distinct_pictures, spread_bankable
+
+    pictures = distinct_pictures(30)
+    banked, *others = spread_bankable(pictures, 4)
+    config = tmp_path / "hash-only.yaml"
+    config.write_text(HASH_ONLY)
+    video = tmp_path / "recording.mp4"
+    video.write_bytes(_recording(pictures[banked], "chatty", "dark", 1))
+    added = schoolgate("hashes", "add", str(video), "--bank", "incident-1", config=config)
+    assert added.returncode == 0, added.stderr
+    inspector = Inspector.from_config(parse_config(HASH_ONLY, "t.yaml"))
+    try:
+        for number, index in enumerate(others):  # the same app and theme, another photo
+            innocent = _recording(pictures[index], "chatty", "dark", 10 + number)
+            verdict = inspector.evaluate(innocent, STUDENT)
+            assert not verdict.blocked, (index, verdict.reasons)
+        copy = _recording(pictures[banked], "snappy", "light", 5)  # the photo, another app
+        assert inspector.evaluate(copy, STUDENT).blocked
+    finally:
+        inspector.close()
