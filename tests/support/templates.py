@@ -95,3 +95,66 @@ def homework_screen(seed: int, width: int = 720, height: int = 1400) -> Image.Im
         draw.ellipse((70 + tab * 170, height - 95, 120 + tab * 170, height - 45),
                      outline=(0, 122, 255), width=4)  # fmt: skip
     return screen
+
+
+def _crest(draw: ImageDraw.ImageDraw, x: int, y: int, side: int) -> None:
+    gold, navy = (200, 160, 40), (20, 40, 110)
+    draw.polygon([(x, y), (x + side, y), (x + side, y + side * 0.7), (x + side / 2, y + side),
+                  (x, y + side * 0.7)], fill=navy, outline=gold, width=4)  # fmt: skip
+    draw.line((x + side / 2, y + 8, x + side / 2, y + side * 0.9), fill=gold, width=5)
+    draw.line((x + 8, y + side * 0.35, x + side - 8, y + side * 0.35), fill=gold, width=5)
+
+
+def photo_letter(seed: int, width: int = 850, height: int = 1100) -> Image.Image:
+    """A letter under a tall letterhead with a photo banner of the school (adversarial pass
+    a11; the banner is a shared reference photo): the same banner, crest and footer, its own
+    text."""
+    from PIL import ImageOps
+
+    from tests.support.imagery import reference_photo
+
+    rng = random.Random(seed)
+    page = Image.new("RGB", (width, height), "white")
+    banner = reference_photo("reg-test-input/labelme-subset/q2821.jpg").convert("RGB")
+    page.paste(ImageOps.fit(banner, (width, 220)), (0, 0))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((0, 220, width, 300), fill=(20, 40, 110))
+    _crest(draw, 30, 160, 120)
+    draw.text((170, 235), "ST ALDHELM'S ACADEMY", font=_font(34, bold=True), fill="white")
+    draw.text((170, 275), "Respect  Aspire  Achieve", font=_font(16), fill=(200, 160, 40))
+    y = 340
+    draw.text((60, y), "Dear " + rng.choice(["Parent", "Carer", "Mr Patel"]) + ",",
+              font=_font(20), fill="black")  # fmt: skip
+    y += 50
+    for _ in range(rng.randint(12, 20)):
+        draw.text((60, y), _sentence(rng, rng.randint(6, 10)), font=_font(18), fill="black")
+        y += 32
+    draw.rectangle((0, height - 60, width, height), fill=(20, 40, 110))
+    draw.text((60, height - 45), "1 School Lane, Townsville  01234 567890", font=_font(14),
+              fill="white")  # fmt: skip
+    return page
+
+
+def certificate(seed: int, width: int = 1100, height: int = 780) -> Image.Image:
+    """A certificate of achievement (a11): the same border, crest and wording, another pupil's
+    name and subject."""
+    rng = random.Random(seed)
+    name = rng.choice(["Alice Moreno", "Ben Okafor", "Zara Khan", "Tom Lee", "Ava Smith"])
+    subject = rng.choice(["English", "Maths", "Science", "History", "Art", "Music"])
+    page = Image.new("RGB", (width, height), (255, 252, 235))
+    draw = ImageDraw.Draw(page)
+    for inset in range(0, 40, 8):
+        colour = (180, 140, 40) if inset % 16 else (20, 40, 110)
+        draw.rectangle((20 + inset, 20 + inset, width - 20 - inset, height - 20 - inset),
+                       outline=colour, width=4)  # fmt: skip
+    _crest(draw, width // 2 - 55, 95, 110)
+    centre = width // 2
+    draw.text((centre, 250), "Certificate of Achievement", font=_font(54, bold=True),
+              fill=(20, 40, 110), anchor="mm")  # fmt: skip
+    draw.text((centre, 330), "This is to certify that", font=_font(24), fill="black", anchor="mm")
+    draw.text((centre, 400), name, font=_font(50, bold=True), fill=(150, 20, 40), anchor="mm")
+    draw.text((centre, 470), f"has shown outstanding effort in {subject}", font=_font(26),
+              fill="black", anchor="mm")  # fmt: skip
+    draw.line((150, 640, 450, 640), fill="black", width=2)
+    draw.line((650, 640, 950, 640), fill="black", width=2)
+    return page
