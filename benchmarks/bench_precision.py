@@ -44,16 +44,17 @@ from tests.support.imagery import EDITS, encode, real_photos
 from tests.support.screens import (
     APPS,
     OVERLAYS,
+    STYLES,
     THEMES,
     chat_screenshot,
     distinct_pictures,
     overlay_pairs,
+    overlay_pictures,
     spread_bankable,
 )
 
 Figure = dict[str, Any]
 CTX = InspectionContext(client_ip="192.0.2.62", app="bench-precision")
-STYLES = [(app, theme) for app in APPS for theme in THEMES]
 BANKED_SHOTS = 12
 OTHER_SHOTS = 240
 OVERLAYS_PER_KIND = 20
@@ -173,8 +174,7 @@ def _screenshots() -> list[Figure]:
 
 
 def _overlays() -> list[Figure]:
-    needs = sum(n for _, n in OVERLAYS.values())
-    pairs = overlay_pairs(OVERLAYS_PER_KIND, distinct_pictures(OVERLAYS_PER_KIND * needs * 3 // 2))
+    pairs = overlay_pairs(OVERLAYS_PER_KIND, distinct_pictures(overlay_pictures(OVERLAYS_PER_KIND)))
     items = {f"{kind}-{n}.jpg": encode(a, "JPEG", quality=92)
              for n, (kind, a, _) in enumerate(pairs)}  # fmt: skip
     with _banked(items) as setup:

@@ -33,16 +33,16 @@ from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.imagery import encode, real_photos
 from tests.support.screens import (
     APPS,
-    OVERLAYS,
+    STYLES,
     THEMES,
     chat_screenshot,
     distinct_pictures,
     overlay_pairs,
+    overlay_pictures,
     spread_bankable,
 )
 
 CTX = InspectionContext(client_ip="192.0.2.61", app="precision-test")
-STYLES = [(app, theme) for app in APPS for theme in THEMES]
 BANKED_SHOTS = 12  # 3 per app and theme
 OTHER_SHOTS = 80  # 20 per app and theme
 OVERLAYS_PER_KIND = 6
@@ -153,10 +153,8 @@ def test_banked_screenshot_photo_is_blocked_inside_the_other_app(
 @pytest.fixture(scope="module")
 def pairs() -> list[tuple[str, Image.Image, Image.Image]]:
     # A bank of their own; every kind gets photo tiles (the pairs are interleaved).
-    needs = sum(count for _, count in OVERLAYS.values())
-    return overlay_pairs(
-        OVERLAYS_PER_KIND, distinct_pictures(OVERLAYS_PER_KIND * needs * 3 // 2 + 40)[40:]
-    )
+    pictures = distinct_pictures(overlay_pictures(OVERLAYS_PER_KIND) + 40)[40:]
+    return overlay_pairs(OVERLAYS_PER_KIND, pictures)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 SCREEN = (540, 1170)
 APPS = ("chatty", "snappy")
 THEMES = ("light", "dark")
+STYLES = [(app, theme) for app in APPS for theme in THEMES]
 
 _NAMES = (
     "Sam", "Alex P", "Jordan", "Priya", "Mo", "Charlie W", "Taylor", "Ellie", "Noah", "Zara",
@@ -600,6 +601,12 @@ OVERLAYS: dict[str, tuple[Overlay, int]] = {
     "background": (background_overlay, 3),
     "figure": (figure_overlay, 1),
 }
+
+
+def overlay_pictures(per_kind: int) -> int:
+    """How many distinct pictures `overlay_pairs(per_kind, ...)` should be given: what the kinds
+    consume, and half as many again for the plain ones it skips."""
+    return per_kind * sum(count for _, count in OVERLAYS.values()) * 3 // 2
 
 
 def overlay_pairs(per_kind: int, pictures: list[Image.Image], seed: int = 0

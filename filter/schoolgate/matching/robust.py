@@ -193,7 +193,7 @@ class RobustIndex:
 
     def content_ids(self) -> set[tuple[str, str]]:
         """(bank, content id) of every item with a feature set here."""
-        return {(entry.bank, entry.content_id) for entry in self._entries}
+        return set(self._items)
 
     def thresholds(self, bank: str) -> RobustThresholds:
         return self._thresholds.get(bank, self._default)

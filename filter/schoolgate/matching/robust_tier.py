@@ -160,28 +160,35 @@ class RobustTier:
                 return [to_bank_match(hit) for hit in hits]
         return []
 
-    def confirm(
-        self, image: Image.Image, match: BankMatch, views: Sequence[Image.Image] | None = None
-    ) -> bool | None:
-        """Whether a PDQ match is the picture it claims, asked of the banked item's feature
-        sets: True where a view verifies; False where a view aligns and the content check
-        refuses it, or where both sides have keypoints enough to align a copy and none aligns;
-        None where they cannot tell (no feature sets for that hash, too little texture).
+    def refuted(
+        self,
+        image: Image.Image,
+        matches: Sequence[BankMatch],
+        views: Sequence[Image.Image] | None = None,
+    ) -> list[BankMatch]:
+        """The PDQ matches that the banked items' own feature sets refute: where a view of the
+        item aligns and the content check refuses it, or where both sides have keypoints enough
+        to align a copy and none aligns, and no view verifies. Matches of hashes banked without
+        feature sets, or with too little texture to tell, stand.
 
         A whole-image PDQ hash can be carried by what two different pictures share: adversarial
         pass a7 and the precision suite found a fixed background behind another subject within
         30 bits.
         """
         loaded = self._current()
-        items = loaded.items_by_pdq.get((match.bank, str(match.value)), ())
-        if not items:
-            return None
-        refuted = False
-        for view in query_feature_views(image, views):
-            features = extract_features(view, grid=False)
-            for content_id in items:
-                verdict = loaded.index.confirm(features, content_id)
+        claims = [(m, loaded.items_by_pdq.get((m.bank, str(m.value)), ())) for m in matches]
+        if not any(items for _, items in claims):
+            return []
+        # The query's views are extracted once, whatever the number of matches to check.
+        queries = [extract_features(view, grid=False) for view in query_feature_views(image, views)]
+        refuted: list[BankMatch] = []
+        for match, items in claims:
+            verdicts = (loaded.index.confirm(q, item) for q in queries for item in items)
+            seen: set[bool | None] = set()
+            for verdict in verdicts:
+                seen.add(verdict)
                 if verdict:
-                    return True
-                refuted = refuted or verdict is False
-        return False if refuted else None
+                    break  # a view verifies: the match stands
+            if False in seen and True not in seen:
+                refuted.append(match)
+        return refuted

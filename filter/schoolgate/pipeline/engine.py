@@ -239,11 +239,8 @@ class Inspector:
                 replace(match, evidence=(("inverted", 1.0),))
                 for match in matcher.match_pdq(negatives, min_quality=banks.pdq_min_quality)
             ]
-        matches.extend(
-            m
-            for m in pdq_matches
-            if banks.runs(m.bank, "pdq") and not self._refuted(m, decoded.image, views)
-        )
+        matches.extend(self._unrefuted([m for m in pdq_matches if banks.runs(m.bank, "pdq")],
+                                       decoded.image, views))  # fmt: skip
         if not matches:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
             matches.extend(self._robust.match(decoded.image, views))
@@ -267,20 +264,25 @@ class Inspector:
             findings = replace(findings, failure="classifier_error", failure_detail=detail)
         return findings
 
-    def _refuted(self, match: BankMatch, image: Image.Image, views: list[Image.Image]) -> bool:
-        """A distant PDQ match that the banked item's own local features refute: aligned, and
-        another picture in the same surround (a fixed background behind another subject)."""
-        if match.distance <= self.config.banks.robust.pdq_confirm_bits:
-            return False
-        if self._robust.confirm(image, match, views) is not False:
-            return False
-        log.info(
-            "PDQ match at %d bits in bank %s refuted by its feature sets: the same surround "
-            "around another picture",
-            match.distance,
-            match.bank,
-        )
-        return True
+    def _unrefuted(
+        self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image]
+    ) -> list[BankMatch]:
+        """The PDQ matches less those beyond `pdq_confirm_bits` that the banked item's own local
+        features refute: aligned, and another picture in the same surround (a fixed background
+        behind another subject)."""
+        confirm_bits = self.config.banks.robust.pdq_confirm_bits
+        distant = [m for m in matches if m.distance > confirm_bits]
+        if not distant:
+            return matches
+        refuted = self._robust.refuted(image, distant, views)
+        for match in refuted:
+            log.info(
+                "PDQ match at %d bits in bank %s refuted by its feature sets: the same surround "
+                "around another picture",
+                match.distance,
+                match.bank,
+            )
+        return [m for m in matches if m not in refuted]
 
     def _audit_event(self, event: str, **fields: object) -> None:
         if self.audit is not None:
