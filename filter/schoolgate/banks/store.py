@@ -74,6 +74,16 @@ CREATE TABLE IF NOT EXISTS features (
     added_at REAL NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS features_key ON features (bank_id, content_id, view, kind);
+CREATE TABLE IF NOT EXISTS exemptions (
+    sha256 TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    incident TEXT NOT NULL,
+    added_by TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    PRIMARY KEY (sha256, kind, source)
+);
 """
 
 
@@ -100,7 +110,7 @@ class BankStore:
             raise BankError(f"cannot open the bank database {self.path}: {exc}") from exc
 
     def _init_schema(self) -> None:
-        with self._write() as cur:
+        with self.write() as cur:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
@@ -160,10 +170,12 @@ class BankStore:
             if isinstance(exc, sqlite3.Error):
                 raise BankError(f"bank database {self.store.path}: {exc}") from exc
 
-    def _write(self, bump: bool = False) -> BankStore._Tx:
+    def write(self, bump: bool = False) -> BankStore._Tx:
+        """A write transaction; `bump` tells running matchers that what they match changed."""
         return BankStore._Tx(self, bump)
 
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of one query, under the store lock."""
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
@@ -182,7 +194,7 @@ class BankStore:
         """Create an empty bank. Raises BankError if the name is invalid or taken."""
         validate_bank_name(name)
         now = time.time()
-        with self._write(bump=True) as cur:
+        with self.write(bump=True) as cur:
             if cur.execute("SELECT 1 FROM banks WHERE name = ?", (name,)).fetchone():
                 raise BankError(f"a bank named {name!r} already exists")
             cur.execute(
@@ -195,7 +207,7 @@ class BankStore:
     def ensure_bank(self, name: str, description: str = "", source: str = "") -> Bank:
         """The bank called `name`, created if missing (existing metadata is kept)."""
         validate_bank_name(name)
-        if not self._read("SELECT 1 FROM banks WHERE name = ?", (name,)):
+        if not self.read("SELECT 1 FROM banks WHERE name = ?", (name,)):
             try:
                 return self.create_bank(name, description, source)
             except BankError:
@@ -204,7 +216,7 @@ class BankStore:
 
     def delete_bank(self, name: str) -> None:
         """Delete a bank and every signal in it."""
-        with self._write(bump=True) as cur:
+        with self.write(bump=True) as cur:
             bank_id = self._bank_id(cur, name)
             cur.execute("DELETE FROM signals WHERE bank_id = ?", (bank_id,))
             cur.execute("DELETE FROM features WHERE bank_id = ?", (bank_id,))
@@ -213,11 +225,11 @@ class BankStore:
     def banks(self) -> list[Bank]:
         """Every bank, sorted by name, with per-type counts."""
         counts: dict[int, dict[SignalType, int]] = {}
-        for bank_id, signal_type, count in self._read(
+        for bank_id, signal_type, count in self.read(
             "SELECT bank_id, signal_type, count(*) FROM signals GROUP BY bank_id, signal_type"
         ):
             counts.setdefault(bank_id, {})[SignalType(signal_type)] = count
-        rows = self._read(
+        rows = self.read(
             "SELECT id, name, description, source, created_at, updated_at FROM banks ORDER BY name"
         )
         return [
@@ -227,7 +239,7 @@ class BankStore:
 
     def bank(self, name: str) -> Bank:
         """One bank by name. Raises BankError if there is none."""
-        rows = self._read(
+        rows = self.read(
             "SELECT id, description, source, created_at, updated_at FROM banks WHERE name = ?",
             (name,),
         )
@@ -236,7 +248,7 @@ class BankStore:
         bank_id, desc, source, created, updated = rows[0]
         counts = {
             SignalType(t): c
-            for t, c in self._read(
+            for t, c in self.read(
                 "SELECT signal_type, count(*) FROM signals WHERE bank_id = ? GROUP BY signal_type",
                 (bank_id,),
             )
@@ -253,7 +265,7 @@ class BankStore:
         """
         now = time.time()
         total_before = 0
-        with self._write(bump=True) as cur:
+        with self.write(bump=True) as cur:
             bank_id = self._bank_id(cur, bank)
             total_before = self._conn.total_changes
             rows = self._rows(bank_id, signals, source, now)
@@ -295,7 +307,7 @@ class BankStore:
         """Remove a value (every frame of it for vpdq) from a bank; False if it was not there."""
         signal_type = SignalType(signal_type)
         raw = normalise_value(signal_type, value)
-        with self._write(bump=True) as cur:
+        with self.write(bump=True) as cur:
             bank_id = self._bank_id(cur, bank)
             cur.execute(
                 "DELETE FROM signals WHERE bank_id = ? AND signal_type = ? AND value = ?",
@@ -386,7 +398,7 @@ class BankStore:
         if not content_id:
             raise BankError("a feature set needs a content_id (which item it belongs to)")
         now = time.time()
-        with self._write(bump=True) as cur:
+        with self.write(bump=True) as cur:
             bank_id = self._bank_id(cur, bank)
             before = self._conn.total_changes
             cur.executemany(
@@ -422,12 +434,12 @@ class BankStore:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        for row in self._read(sql, tuple(params)):
+        for row in self.read(sql, tuple(params)):
             yield row[0], row[1], row[2], bytes(row[3]), row[4]
 
     def remove_features(self, bank: str, content_id: str) -> int:
         """Remove every feature set of one item from a bank; return how many were removed."""
-        with self._write(bump=True) as cur:
+        with self.write(bump=True) as cur:
             bank_id = self._bank_id(cur, bank)
             cur.execute(
                 "DELETE FROM features WHERE bank_id = ? AND content_id = ?", (bank_id, content_id)
@@ -436,7 +448,7 @@ class BankStore:
 
     def feature_counts(self) -> dict[str, int]:
         """Items with feature sets, per bank (banks without any are left out)."""
-        rows = self._read(
+        rows = self.read(
             "SELECT b.name, count(DISTINCT f.content_id) FROM features f "
             "JOIN banks b ON b.id = f.bank_id GROUP BY b.name"
         )
@@ -446,7 +458,7 @@ class BankStore:
 
     def version(self) -> int:
         """A counter that increments on every change, across processes."""
-        return int(self._read("SELECT value FROM meta WHERE key = 'version'")[0][0])
+        return int(self.read("SELECT value FROM meta WHERE key = 'version'")[0][0])
 
     def stats(self) -> dict[str, Any]:
         """Per-bank per-type counts with created/updated times, the total and the file size."""

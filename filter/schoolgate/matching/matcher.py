@@ -19,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from schoolgate.banks.exemptions import EMPTY as NO_EXEMPTIONS
+from schoolgate.banks.exemptions import Exemptions, ExemptionSet
 from schoolgate.banks.model import BankError, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.matching.pdq_index import HASH_BITS, PdqIndex, build_index
@@ -104,8 +106,10 @@ class Matcher:
         bank_names: Sequence[str],
         pdq_max_distance: int = DEFAULT_PDQ_MAX_DISTANCE,
         per_bank_distance: Mapping[str, int] | None = None,
+        exemptions: ExemptionSet = NO_EXEMPTIONS,
     ) -> None:
         self.version = version
+        self.exemptions = exemptions  # files reviewed as not what a bank or model took them for
         self._exact = exact
         self._pdq_hashes = pdq_hashes
         self._pdq_bank = pdq_bank
@@ -177,6 +181,7 @@ class Matcher:
             bank_names=bank_names,
             pdq_max_distance=pdq_max_distance,
             per_bank_distance=per_bank_distance,
+            exemptions=Exemptions(store).snapshot(),
         )
 
     def match_exact(self, hashes: ExactDigests) -> list[BankMatch]:

@@ -15,6 +15,7 @@ from dataclasses import fields, replace
 from PIL import Image
 
 from schoolgate.alerts.service import AlertService
+from schoolgate.banks.exemptions import ExemptionSet
 from schoolgate.banks.store import BankStore
 from schoolgate.classify.classifier import Classifier
 from schoolgate.classify.spec import ClassifierResult, ModelLoadError
@@ -144,6 +145,7 @@ class Inspector:
         ctx = ctx if ctx.size is not None else replace(ctx, size=len(data))
         try:
             findings = self._findings(data, ctx, classify=self.policy.wants_classifier(ctx))
+            findings = without_exempted(findings, self.matcher.exemptions)
         except Exception as exc:  # an unexpected bug must not turn into an allowed bypass
             log.exception("inspection failed")
             findings = Findings(size=len(data), failure="error", failure_detail=type(exc).__name__)
@@ -241,8 +243,10 @@ class Inspector:
             ]
         matches.extend(self._unrefuted([m for m in pdq_matches if banks.runs(m.bank, "pdq")],
                                        decoded.image, views))  # fmt: skip
-        if not matches:
+        exempt = matcher.exemptions.of(exact.sha256)
+        if not [m for m in matches if f"bank:{m.bank}" not in exempt]:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
+            # A match this file is exempted from does not count: the other banks are asked.
             matches.extend(self._robust.match(decoded.image, views))
 
         if decoded.frame_count > 1:
@@ -425,6 +429,24 @@ class _VideoAnalysis:
         assert classifier is not None
         per_frame = [classifier.classify(frame.image()) for frame in video.kept]
         return self.vote.combine(per_frame)
+
+
+def without_exempted(findings: Findings, exemptions: ExemptionSet) -> Findings:
+    """The findings less the bank matches and classifier flags that this exact file is exempted
+    from (reviewed false positives); the audit record names the sources taken out."""
+    exempt = exemptions.of(str(findings.hashes.get("sha256", "")))
+    if not exempt:
+        return findings
+    matched = {f"bank:{m.bank}" for m in findings.matches}
+    flagged = {f"model:{r.model}" for r in findings.scores if r.flagged}
+    return replace(
+        findings,
+        matches=tuple(m for m in findings.matches if f"bank:{m.bank}" not in exempt),
+        scores=tuple(
+            replace(r, flagged=()) if f"model:{r.model}" in exempt else r for r in findings.scores
+        ),
+        exempted=tuple(sorted(exempt & (matched | flagged))),
+    )
 
 
 def _video_summary(video: VideoHashes) -> dict[str, str | int]:

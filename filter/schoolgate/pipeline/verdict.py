@@ -67,6 +67,9 @@ class Findings:
     # block_by_sni / allow_and_log for apps that cannot be inspected).
     failure_action: str | None = None
     elapsed_ms: float = 0.0
+    # Sources ("bank:NAME", "model:NAME") that matched or flagged this exact file but no longer
+    # count for it: a DSL reviewed it as a false positive (schoolgate.banks.exemptions).
+    exempted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,4 +145,5 @@ class Verdict:
             "failure": findings.failure,
             "failure_detail": findings.failure_detail,
             "elapsed_ms": round(findings.elapsed_ms, 1),
+            **({"exempted": list(findings.exempted)} if findings.exempted else {}),
         }
