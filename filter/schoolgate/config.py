@@ -24,6 +24,7 @@ import yaml
 from schoolgate.alerts.settings import AlertsConfig, parse_alerts
 from schoolgate.classify.settings import ClassifierConfig, parse_classifier
 from schoolgate.config_reader import DEFAULT_DATA_DIR, Node, listen_host
+from schoolgate.console.settings import ConsoleConfig, parse_console
 from schoolgate.endpoints.tenants import TenantsConfig, parse_tenants
 from schoolgate.errors import ConfigError
 from schoolgate.gateway.settings import (
@@ -98,6 +99,7 @@ class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     resolver: ResolverConfig = field(default_factory=ResolverConfig)
     tenants: TenantsConfig = field(default_factory=TenantsConfig)
+    console: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(database=Path()))
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -147,6 +149,7 @@ def parse_config(text: str, source: str) -> Config:
             "gateway",
             "resolver",
             "tenants",
+            "console",
         }
     )
     data_dir = _data_dir(root.child("data_dir"))
@@ -175,6 +178,7 @@ def parse_config(text: str, source: str) -> Config:
         gateway=gateway,
         resolver=parse_resolver(root.child("resolver")),
         tenants=parse_tenants(root.child("tenants")),
+        console=parse_console(root.child("console"), data_dir),
     )
 
 
@@ -324,6 +328,11 @@ def as_dict(config: Config) -> dict[str, Any]:
         "gateway": {
             "student_interfaces": list(config.gateway.interfaces),
             "exempt_subnets": [str(s) for s in config.gateway.exempt_subnets],
+        },
+        "console": {
+            "listen": f"{config.console.listen_host}:{config.console.listen_port}",
+            "base_url": config.console.base_url,
+            "certificate": str(config.console.cert_file or "made by the appliance"),
         },
         "resolver": {
             "enabled": config.resolver.enabled,

@@ -409,6 +409,15 @@ class AlertOutbox:
         candidates = [t for t in (new_due, retry_due) if t is not None]
         return min(candidates) if candidates else None
 
+    def forget(self, alert_ids: Sequence[str]) -> int:
+        """Delete these alerts (retention of the DSL's console); one still pending stays."""
+        with self._transaction() as cur:
+            removed = 0
+            for alert_id in alert_ids:
+                cur.execute("DELETE FROM alerts WHERE id = ? AND state != ?", (alert_id, PENDING))
+                removed += cur.rowcount
+        return removed
+
     def get(self, alert_id: str) -> Alert | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()

@@ -17,6 +17,7 @@ from schoolgate.alerts.cli import add_commands as add_alert_commands
 from schoolgate.cli import ca, hashes, nft, scan, sniff
 from schoolgate.cli.common import EXIT_ERROR, EXIT_OK, Subcommands, config_from
 from schoolgate.config import as_dict, load_config
+from schoolgate.console.cli import add_commands as add_console_commands
 from schoolgate.errors import SchoolgateError
 from schoolgate.version import __version__
 
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_commands(sub, common)
     add_alert_commands(sub, common)
     sniff.add_commands(sub, common)
+    add_console_commands(sub, common)
     return parser
 
 

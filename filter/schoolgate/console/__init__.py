@@ -1,0 +1,1 @@
+"""The DSL's console: incidents without imagery, acknowledged, recorded, closed and exported."""

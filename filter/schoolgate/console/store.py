@@ -1,0 +1,425 @@
+"""The console's own records in SQLite: accounts, sessions, each incident's workflow and action
+history, and the access log. Never media, never a link to it: an incident's evidence stays in
+the alert outbox (hashes and metadata), which the console reads and does not copy.
+
+Passwords are argon2id hashes (argon2-cffi's defaults, rehashed when those change). A session
+is a random token whose SHA-256 alone is stored, so a copy of the database cannot be used to
+sign in; each session has its own CSRF token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from schoolgate.errors import SchoolgateError
+
+SCHEMA_VERSION: Final = 1
+ROLES: Final = ("dsl", "it", "admin")
+NEW, ACKNOWLEDGED, CLOSED = "new", "acknowledged", "closed"
+STATUSES: Final = (NEW, ACKNOWLEDGED, CLOSED)
+# Outcomes a DSL closes an incident with (mapped onto CPOMS / MyConcern categories in docs/dsl.md).
+OUTCOMES: Final = {
+    "referred_police_ceop": "Referred to police / CEOP",
+    "referred_social_care": "Referred to children's social care",
+    "pupil_supported": "Pupil supported in school",
+    "no_further_action": "No further action",
+    "false_positive": "False positive (not what was matched)",
+}
+MIN_PASSWORD: Final = 12
+_USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    username TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    failed INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token TEXT PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES accounts (username) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    assignee TEXT,
+    outcome TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY,
+    incident TEXT NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_by_incident ON actions (incident, at);
+CREATE TABLE IF NOT EXISTS access_log (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    remote TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_by_time ON access_log (at);
+"""
+
+
+class ConsoleError(SchoolgateError):
+    """A console record could not be read or written, or an account request is invalid."""
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    role: str
+    created_at: float
+    failed: int
+    locked_until: float
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str  # the cookie's value (only its hash is stored)
+    username: str
+    role: str
+    csrf: str
+
+
+@dataclass(frozen=True)
+class Action:
+    at: float
+    actor: str
+    action: str  # acknowledged, assigned, note, closed, exempted, reopened
+    detail: str
+
+
+@dataclass(frozen=True)
+class Workflow:
+    status: str = NEW
+    assignee: str | None = None
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    at: float
+    actor: str
+    action: str
+    target: str
+    remote: str
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ConsoleStore:
+    """One SQLite file; safe to share between the server's threads."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._hasher = PasswordHasher()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            with self._transaction() as cur:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                row = cur.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if row is None:
+                    cur.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                elif row[0] > SCHEMA_VERSION:
+                    raise ConsoleError(
+                        f"{self.path} has console schema {row[0]}, newer than this schoolgate "
+                        f"supports ({SCHEMA_VERSION}): upgrade schoolgate"
+                    )
+        except (sqlite3.Error, OSError) as exc:
+            raise ConsoleError(f"cannot open the console database {self.path}: {exc}") from exc
+        self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> ConsoleStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._db.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise ConsoleError(f"console database {self.path}: {exc}") from exc
+
+    # -- accounts ------------------------------------------------------------------------------
+
+    def add_account(self, username: str, role: str, password: str) -> Account:
+        username = username.strip()
+        if (
+            not username
+            or not username.replace(".", "").replace("-", "").replace("_", "").isalnum()
+        ):
+            raise ConsoleError(
+                f"{username!r} is not a username: letters, digits, '.', '-' and '_' only"
+            )
+        if role not in ROLES:
+            raise ConsoleError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        _check_password(password)
+        now = self.clock()
+        try:
+            with self._transaction() as cur:
+                cur.execute(
+                    "INSERT INTO accounts (username, role, password, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (username, role, self._hasher.hash(password), now),
+                )
+        except sqlite3.IntegrityError:
+            raise ConsoleError(f"an account named {username!r} exists already") from None
+        return Account(username, role, now, 0, 0.0)
+
+    def set_password(self, username: str, password: str) -> None:
+        _check_password(password)
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE accounts SET password = ?, failed = 0, locked_until = 0 WHERE username = ?",
+                (self._hasher.hash(password), username),
+            )
+            if not cur.rowcount:
+                raise ConsoleError(f"no account named {username!r}")
+            cur.execute("DELETE FROM sessions WHERE username = ?", (username,))
+
+    def remove_account(self, username: str) -> bool:
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM accounts WHERE username = ?", (username,))
+            return cur.rowcount > 0
+
+    def unlock(self, username: str) -> bool:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE accounts SET failed = 0, locked_until = 0 WHERE username = ?", (username,)
+            )
+            return cur.rowcount > 0
+
+    def accounts(self) -> list[Account]:
+        rows = self._rows(
+            "SELECT username, role, created_at, failed, locked_until FROM accounts "
+            "ORDER BY username"
+        )
+        return [Account(str(u), str(r), float(c), int(f), float(lk)) for u, r, c, f, lk in rows]
+
+    def authenticate(
+        self, username: str, password: str, *, max_failed: int, lockout_s: float
+    ) -> tuple[Account | None, str]:
+        """The account and "ok", or None and why not ("locked" or "invalid", never which of
+        username and password was wrong). Every attempt costs one argon2 verification, so an
+        unknown name answers no faster than a wrong password."""
+        now = self.clock()
+        rows = self._rows(
+            "SELECT role, password, created_at, failed, locked_until FROM accounts "
+            "WHERE username = ?",
+            (username,),
+        )
+        if not rows:
+            self._verify(self._dummy_hash, password)
+            return None, "invalid"
+        role, stored, created, failed, locked_until = rows[0]
+        if float(locked_until) > now:
+            self._verify(self._dummy_hash, password)
+            return None, "locked"
+        if not self._verify(str(stored), password):
+            failed = int(str(failed)) + 1
+            until = now + lockout_s if failed >= max_failed else 0.0
+            with self._transaction() as cur:
+                cur.execute(
+                    "UPDATE accounts SET failed = ?, locked_until = ? WHERE username = ?",
+                    (0 if until else failed, until, username),
+                )
+            return None, "locked" if until else "invalid"
+        with self._transaction() as cur:
+            update = "failed = 0, locked_until = 0"
+            params: tuple[object, ...] = (username,)
+            if self._hasher.check_needs_rehash(str(stored)):
+                update += ", password = ?"
+                params = (self._hasher.hash(password), username)
+            cur.execute(f"UPDATE accounts SET {update} WHERE username = ?", params)
+        return Account(username, str(role), float(created), 0, 0.0), "ok"
+
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def open_session(self, account: Account) -> Session:
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        now = self.clock()
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                (_digest(token), account.username, csrf, now, now),
+            )
+        return Session(token, account.username, account.role, csrf)
+
+    def session(self, token: str, *, idle_s: float, max_s: float) -> Session | None:
+        """The live session for a cookie (touching it), or None: unknown, idle or too old."""
+        now = self.clock()
+        key = _digest(token)
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT s.username, a.role, s.csrf, s.created_at, s.last_seen FROM sessions s "
+                "JOIN accounts a ON a.username = s.username WHERE s.token = ?",
+                (key,),
+            ).fetchone()
+            if row is None:
+                return None
+            username, role, csrf, created, last_seen = row
+            if now - last_seen > idle_s or now - created > max_s:
+                cur.execute("DELETE FROM sessions WHERE token = ?", (key,))
+                return None
+            cur.execute("UPDATE sessions SET last_seen = ? WHERE token = ?", (now, key))
+        return Session(token, username, role, csrf)
+
+    def close_session(self, token: str) -> None:
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM sessions WHERE token = ?", (_digest(token),))
+
+    # -- incidents -----------------------------------------------------------------------------
+
+    def workflow(self, incident: str) -> Workflow:
+        rows = self._rows(
+            "SELECT status, assignee, outcome FROM incidents WHERE id = ?", (incident,)
+        )
+        if not rows:
+            return Workflow()
+        status, assignee, outcome = rows[0]
+        return Workflow(str(status), assignee, outcome)
+
+    def workflows(self) -> dict[str, Workflow]:
+        rows = self._rows("SELECT id, status, assignee, outcome FROM incidents")
+        return {str(i): Workflow(str(s), a, o) for i, s, a, o in rows}
+
+    def act(
+        self,
+        incident: str,
+        actor: str,
+        action: str,
+        detail: str = "",
+        *,
+        status: str | None = None,
+        assignee: str | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        """Record one action on an incident and apply its change of state, in one transaction."""
+        if status is not None and status not in STATUSES:
+            raise ConsoleError(f"unknown status {status!r}")
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ConsoleError(f"unknown outcome {outcome!r}")
+        now = self.clock()
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT status, assignee, outcome FROM incidents WHERE id = ?", (incident,)
+            ).fetchone()
+            current = Workflow(*row) if row is not None else Workflow()
+            cur.execute(
+                "INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?, ?)",
+                (
+                    incident,
+                    status or current.status,
+                    assignee if assignee is not None else current.assignee,
+                    outcome if outcome is not None else current.outcome,
+                    now,
+                ),
+            )
+            cur.execute(
+                "INSERT INTO actions (incident, at, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
+                (incident, now, actor, action, detail),
+            )
+
+    def actions(self, incident: str) -> list[Action]:
+        rows = self._rows(
+            "SELECT at, actor, action, detail FROM actions WHERE incident = ? ORDER BY at, id",
+            (incident,),
+        )
+        return [Action(*row) for row in rows]
+
+    # -- access log and retention --------------------------------------------------------------
+
+    def log_access(self, actor: str, action: str, target: str, remote: str) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO access_log (at, actor, action, target, remote) VALUES (?, ?, ?, ?, ?)",
+                (self.clock(), actor, action, target, remote),
+            )
+
+    def access_log(self, limit: int = 500) -> list[AccessEntry]:
+        rows = self._rows(
+            "SELECT at, actor, action, target, remote FROM access_log ORDER BY at DESC, id DESC "
+            "LIMIT ?",
+            (limit,),
+        )
+        return [AccessEntry(*row) for row in rows]
+
+    def forget_before(self, cutoff: float, incidents: set[str]) -> int:
+        """Retention: delete access-log entries older than `cutoff` and the workflow and
+        actions of the given incidents (those whose last activity is older). Returns rows."""
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM access_log WHERE at < ?", (cutoff,))
+            removed = cur.rowcount
+            for incident in incidents:
+                cur.execute("DELETE FROM actions WHERE incident = ?", (incident,))
+                removed += cur.rowcount
+                cur.execute("DELETE FROM incidents WHERE id = ?", (incident,))
+                removed += cur.rowcount
+            cur.execute("DELETE FROM sessions WHERE last_seen < ?", (cutoff,))
+        return removed
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise ConsoleError(f"a console password has at least {MIN_PASSWORD} characters")

@@ -1,0 +1,377 @@
+"""The DSL's console in-process (Flask's test client over https://): who may see what, the
+workflow, exports, hostile strings, sign-in lock-out, sessions and retention.
+
+The end-to-end run through the real proxy and a real browser is tests/e2e/test_console_e2e.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from schoolgate.alerts.model import AlertDetails
+from schoolgate.alerts.outbox import AlertOutbox
+from schoolgate.banks.exemptions import Exemptions
+from schoolgate.banks.store import BankStore
+from schoolgate.config import Config, load_config, parse_config
+from schoolgate.console.app import Console, create_app
+from schoolgate.console.store import ConsoleError, ConsoleStore
+from schoolgate.errors import ConfigError
+from tests.support.alert_helpers import SHA_A, SHA_B, FakeClock, make_verdict
+
+PASSWORD = "correct horse battery"
+HOSTILE = "<img src=x onerror=alert(1)>.jpg"
+FORMULA = '=HYPERLINK("http://192.0.2.9/x","open")'
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=1_900_000_000.0)
+
+
+@pytest.fixture
+def config(data_dir: Path) -> Config:
+    return load_config()
+
+
+@pytest.fixture
+def app(config: Config, clock: FakeClock) -> Iterator[Flask]:
+    with ConsoleStore(config.console.database) as store:
+        store.add_account("dana", "dsl", PASSWORD)
+        store.add_account("dev", "dsl", PASSWORD)
+        store.add_account("ivan", "it", PASSWORD)
+        store.add_account("ada", "admin", PASSWORD)
+    app = create_app(config, clock)
+    yield app
+    console(app).close()
+
+
+def console(app: Flask) -> Console:
+    found: Console = app.extensions["schoolgate_console"]
+    return found
+
+
+def client(app: Flask) -> FlaskClient:
+    browser = app.test_client()
+    browser.environ_base.update({"wsgi.url_scheme": "https", "HTTP_HOST": "console.test"})
+    return browser
+
+
+def sign_in(app: Flask, username: str, password: str = PASSWORD) -> tuple[FlaskClient, int]:
+    browser = client(app)
+    page = browser.get("/login")
+    token = _hidden(page.get_data(as_text=True), "csrf")
+    answer = browser.post(
+        "/login", data={"username": username, "password": password, "csrf": token}
+    )
+    return browser, answer.status_code
+
+
+def _hidden(html: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert found, f"no {name} field"
+    return found.group(1)
+
+
+def enqueue(config: Config, **kwargs: object) -> str:
+    with AlertOutbox(config.alerts.outbox) as outbox:
+        details = AlertDetails.from_verdict(make_verdict(**kwargs), "Test School")  # type: ignore[arg-type]
+        return outbox.enqueue(details).alert_id
+
+
+def act(browser: FlaskClient, incident: str, **form: str) -> int:
+    page = browser.get(f"/incidents/{incident}").get_data(as_text=True)
+    return browser.post(f"/incidents/{incident}/act",
+                        data={"csrf": _hidden(page, "csrf"), **form}).status_code  # fmt: skip
+
+
+# -- who may see what ---------------------------------------------------------------------------
+
+
+def test_no_page_or_export_is_reachable_without_signing_in(app: Flask, config: Config) -> None:
+    incident = enqueue(config)
+    browser = client(app)
+    for path in ("/", "/incidents", f"/incidents/{incident}", f"/incidents/{incident}/summary",
+                 "/export.csv", "/export.json", "/health", "/accounts"):  # fmt: skip
+        answer = browser.get(path)
+        assert answer.status_code == 302, path
+        assert answer.headers["Location"].startswith("/login"), path
+        assert SHA_A not in answer.get_data(as_text=True)
+    answer = browser.post(f"/incidents/{incident}/act", data={"action": "acknowledge"})
+    assert answer.status_code == 302
+    assert console(app).store.actions(incident) == []
+
+
+def test_the_it_role_gets_403_on_incidents_and_exports_and_sees_health(
+    app: Flask, config: Config
+) -> None:
+    incident = enqueue(config)
+    browser, status = sign_in(app, "ivan")
+    assert status == 302
+    for path in ("/incidents", f"/incidents/{incident}", f"/incidents/{incident}/summary",
+                 "/export.csv", "/export.json", "/accounts"):  # fmt: skip
+        answer = browser.get(path)
+        assert answer.status_code == 403, path
+        assert SHA_A not in answer.get_data(as_text=True)
+    health = browser.get("/health")
+    assert health.status_code == 200
+    assert SHA_A not in health.get_data(as_text=True)
+    admin, _ = sign_in(app, "ada")
+    assert admin.get("/incidents").status_code == 403
+    assert admin.get("/accounts").status_code == 200
+
+
+def test_a_form_without_its_csrf_token_is_refused(app: Flask, config: Config) -> None:
+    incident = enqueue(config)
+    browser, _ = sign_in(app, "dana")
+    for form in ({"action": "acknowledge"}, {"action": "acknowledge", "csrf": "forged"}):
+        assert browser.post(f"/incidents/{incident}/act", data=form).status_code == 400
+    assert console(app).store.actions(incident) == []
+    # The sign-in form too: a page elsewhere cannot sign a browser in to an attacker's account.
+    fresh = client(app)
+    answer = fresh.post("/login", data={"username": "dana", "password": PASSWORD})
+    assert answer.status_code == 400
+    admin, _ = sign_in(app, "ada")
+    answer = admin.post("/accounts", data={"action": "add", "username": "eve", "role": "admin",
+                                           "password": PASSWORD})  # fmt: skip
+    assert answer.status_code == 400
+    assert "eve" not in {a.username for a in console(app).store.accounts()}
+
+
+def test_repeated_bad_passwords_lock_the_account_until_it_expires_or_is_unlocked(
+    app: Flask, clock: FakeClock
+) -> None:
+    for _ in range(5):
+        _, status = sign_in(app, "dana", "wrong password!")
+        assert status == 401
+    browser, status = sign_in(app, "dana")
+    assert status == 401  # the right password no longer opens it
+    page = browser.get("/login")
+    assert page.status_code == 200
+    clock.advance(901)
+    _, status = sign_in(app, "dana")
+    assert status == 302
+    for _ in range(5):
+        sign_in(app, "dev", "wrong password!")
+    admin, _ = sign_in(app, "ada")
+    html = admin.get("/accounts").get_data(as_text=True)
+    assert "locked until" in html
+    admin.post("/accounts", data={"action": "unlock", "username": "dev",
+                                  "csrf": _hidden(html, "csrf")})  # fmt: skip
+    assert sign_in(app, "dev")[1] == 302
+
+
+def test_sign_in_attempts_are_limited_per_address(app: Flask) -> None:
+    statuses = [sign_in(app, "nobody", "wrong password!")[1] for _ in range(21)]
+    assert statuses[:20] == [401] * 20
+    assert statuses[20] == 429
+
+
+def test_an_idle_session_ends_and_sign_out_ends_it_too(app: Flask, clock: FakeClock) -> None:
+    browser, _ = sign_in(app, "dana")
+    assert browser.get("/incidents").status_code == 200
+    clock.advance(901)
+    assert browser.get("/incidents").status_code == 302
+    browser, _ = sign_in(app, "dana")
+    html = browser.get("/incidents").get_data(as_text=True)
+    browser.post("/logout", data={"csrf": _hidden(html, "csrf")})
+    assert browser.get("/incidents").status_code == 302
+
+
+def test_cookies_and_headers_are_locked_down(app: Flask) -> None:
+    browser = client(app)
+    page = browser.get("/login")
+    token = _hidden(page.get_data(as_text=True), "csrf")
+    answer = browser.post("/login", data={"username": "dana", "password": PASSWORD,
+                                          "csrf": token, "next": "//evil.example/x"})  # fmt: skip
+    assert answer.headers["Location"] == "/"  # never another site
+    cookie = next(c for c in answer.headers.getlist("Set-Cookie") if "__Host-schoolgate=" in c)
+    for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
+        assert flag in cookie
+    headers = browser.get("/incidents").headers
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Cache-Control"] == "no-store"
+
+
+# -- the workflow -------------------------------------------------------------------------------
+
+
+def test_a_dsl_acknowledges_assigns_notes_and_closes_a_false_positive_with_an_exemption(
+    app: Flask, config: Config
+) -> None:
+    incident = enqueue(config)
+    browser, _ = sign_in(app, "dana")
+    listing = browser.get("/incidents").get_data(as_text=True)
+    assert f"/incidents/{incident}" in listing
+    assert "incident-2026" in listing
+    assert act(browser, incident, action="acknowledge") == 302
+    assert act(browser, incident, action="assign", assignee="dev") == 302
+    assert act(browser, incident, action="assign", assignee="ivan") == 400  # not a DSL
+    assert act(browser, incident, action="note", note="Spoke to the pupil's tutor.") == 302
+    assert act(browser, incident, action="close", outcome="false_positive",
+               note="A holiday photo, not the banked picture",
+               exempt="bank:incident-2026") == 302  # fmt: skip
+    page = browser.get(f"/incidents/{incident}").get_data(as_text=True)
+    assert 'id="status">closed' in page
+    assert "False positive" in page
+    history = [a.action for a in console(app).store.actions(incident)]
+    assert history == ["acknowledged", "assigned", "note", "closed", "exempted"]
+    with BankStore(config.banks.path) as store:
+        (exemption,) = Exemptions(store).list()
+    assert (exemption.sha256, exemption.label, exemption.added_by, exemption.incident) == (
+        SHA_A, "bank:incident-2026", "dana", incident)  # fmt: skip
+    # Opening the incident and printing its summary are in the access log.
+    browser.get(f"/incidents/{incident}/summary")
+    log = [(e.actor, e.action, e.target) for e in console(app).store.access_log()]
+    assert ("dana", "opened incident", incident) in log
+    assert ("dana", "printed referral summary", incident) in log
+
+
+def test_an_exemption_needs_a_false_positive_and_a_source_that_matched(
+    app: Flask, config: Config
+) -> None:
+    incident = enqueue(config)
+    browser, _ = sign_in(app, "dana")
+    assert act(browser, incident, action="close", outcome="pupil_supported",
+               exempt="bank:incident-2026") == 400  # fmt: skip
+    assert act(browser, incident, action="close", outcome="false_positive",
+               exempt="bank:another-bank") == 400  # fmt: skip
+    with BankStore(config.banks.path) as store:
+        assert Exemptions(store).list() == []
+
+
+def test_repeats_fold_into_one_incident_and_a_follow_up_link_finds_it(
+    app: Flask, config: Config, clock: FakeClock
+) -> None:
+    with AlertOutbox(config.alerts.outbox, dedup_window_s=600) as outbox:
+        details = AlertDetails.from_verdict(make_verdict(), "Test School")
+        first = outbox.enqueue(details).alert_id
+        outbox.enqueue(details)  # merged: count 2
+        outbox._db.execute("UPDATE alerts SET sent_once = 1, state = 'delivered'")
+        follow_up = outbox.enqueue(details).alert_id  # sent already: a follow-up
+    assert follow_up != first
+    browser, _ = sign_in(app, "dana")
+    answer = browser.get(f"/incidents/{follow_up}")
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == f"/incidents/{first}"
+    page = browser.get(f"/incidents/{first}").get_data(as_text=True)
+    assert "(3 times)" in page
+    assert page.count("repeat, ") == 1
+    assert browser.get("/incidents").get_data(as_text=True).count("/incidents/") == 1
+
+
+def test_filters_by_status_device_app_reason_and_date(app: Flask, config: Config) -> None:
+    matched = enqueue(config, hostname="pupil-laptop-7")
+    failed = enqueue(config, matched=False, failure="timeout", hostname="tablet-3",
+                     sha256=SHA_B, ip="10.20.3.9", mac="02:00:5e:00:53:09")  # fmt: skip
+    browser, _ = sign_in(app, "dana")
+    act(browser, matched, action="acknowledge")
+
+    def shown(query: str) -> set[str]:
+        html = browser.get(f"/incidents?{query}").get_data(as_text=True)
+        return set(re.findall(r'href="/incidents/([0-9a-f]{32})"', html))
+
+    assert shown("") == {matched, failed}
+    assert shown("status=acknowledged") == {matched}
+    assert shown("status=new") == {failed}
+    assert shown("device=tablet") == {failed}
+    assert shown("device=10.20.3.4") == {matched}
+    assert shown("reason=bank") == {matched}
+    assert shown("app=testshare") == {matched, failed}
+    assert shown("since=2999-01-01") == set()
+    assert browser.get("/incidents?since=yesterday").status_code == 400
+
+
+# -- exports and hostile data -------------------------------------------------------------------
+
+
+def test_exports_are_inert_and_carry_the_history(app: Flask, config: Config) -> None:
+    incident = enqueue(config, hostname=HOSTILE, route=f"/upload/{HOSTILE}")
+    browser, _ = sign_in(app, "dana")
+    act(browser, incident, action="note", note=FORMULA)
+    act(browser, incident, action="note", note=HOSTILE)
+    page = browser.get(f"/incidents/{incident}").get_data(as_text=True)
+    assert "<img" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in page  # the note, shown as text
+    for path in ("/incidents", f"/incidents/{incident}/summary"):
+        assert "<img" not in browser.get(path).get_data(as_text=True)
+
+    exported = browser.get("/export.csv")
+    assert exported.headers["Content-Disposition"].startswith("attachment;")
+    rows = list(csv.DictReader(io.StringIO(exported.get_data(as_text=True))))
+    (row,) = rows
+    assert row["incident_id"] == incident
+    assert row["sha256"] == SHA_A
+    assert "<" not in row["device_hostname"]  # reduced to a plain character set at alert time
+    for cell in row.values():
+        assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    assert FORMULA in row["history"]  # kept, inside a cell that starts with its date
+
+    data = json.loads(browser.get("/export.json").get_data(as_text=True))
+    assert data[0]["incident_id"] == incident
+    assert [h["detail"] for h in data[0]["history"]] == [FORMULA, HOSTILE]
+    assert "media" not in json.dumps(data).lower().replace("media_type", "")
+
+
+def test_a_formula_in_the_first_cell_of_a_field_is_neutralised() -> None:
+    from schoolgate.console.incidents import inert_cell
+
+    assert inert_cell(FORMULA) == "'" + FORMULA
+    assert inert_cell("-2+3") == "'-2+3"
+    assert inert_cell("pupil-laptop") == "pupil-laptop"
+
+
+# -- retention and configuration ----------------------------------------------------------------
+
+
+def test_retention_forgets_old_incidents_and_access_log_entries(
+    app: Flask, config: Config, clock: FakeClock
+) -> None:
+    incident = enqueue(config)
+    with AlertOutbox(config.alerts.outbox) as outbox:
+        outbox._db.execute("UPDATE alerts SET state = 'delivered', first_seen = ?, last_seen = ?",
+                           (clock.now - 800 * 86_400, clock.now - 800 * 86_400))  # fmt: skip
+    browser, _ = sign_in(app, "dana")
+    act(browser, incident, action="note", note="old")
+    store = console(app).store
+    clock.advance(731 * 86_400)
+    assert console(app).apply_retention() >= 2
+    assert store.actions(incident) == []
+    assert store.access_log() == []
+    assert console(app).incident(incident) is None
+
+
+def test_console_settings_are_checked(data_dir: Path) -> None:
+    config = parse_config("console:\n  listen_port: 9443\n  base_url: https://gw.example:9443/\n",
+                          "t.yaml")  # fmt: skip
+    assert config.console.listen_port == 9443
+    assert config.console.base_url == "https://gw.example:9443"
+    assert config.console.database == data_dir / "console.sqlite"
+    with pytest.raises(ConfigError, match=r"console\.base_url.*https://"):
+        parse_config("console:\n  base_url: http://gw.example\n", "t.yaml")
+    with pytest.raises(ConfigError, match=r"console\.tls\.key_file.*needed"):
+        parse_config("console:\n  tls:\n    cert_file: /etc/ssl/x.pem\n", "t.yaml")
+
+
+def test_accounts_refuse_weak_passwords_unknown_roles_and_odd_names(data_dir: Path) -> None:
+    with ConsoleStore(data_dir / "c.sqlite") as store:
+        with pytest.raises(ConsoleError, match="12 characters"):
+            store.add_account("dana", "dsl", "short")
+        with pytest.raises(ConsoleError, match="unknown role"):
+            store.add_account("dana", "root", PASSWORD)
+        with pytest.raises(ConsoleError, match="not a username"):
+            store.add_account("<b>", "dsl", PASSWORD)
+        store.add_account("dana", "dsl", PASSWORD)
+        with pytest.raises(ConsoleError, match="exists already"):
+            store.add_account("dana", "it", PASSWORD)
+        stored = store._rows("SELECT password FROM accounts")[0][0]
+        assert str(stored).startswith("$argon2id$")
