@@ -21,6 +21,8 @@ from schoolgate.alerts.formats import (
 )
 from schoolgate.alerts.model import Alert, AlertDetails
 from schoolgate.alerts.outbox import AlertOutbox
+from schoolgate.alerts.receivers import WebhookReceiver
+from schoolgate.alerts.service import build_receivers
 from schoolgate.config import parse_config
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.conftest import encode
@@ -176,3 +178,38 @@ def test_monitor_mode_says_so(data_dir: Path) -> None:
     assert payload["decision"]["mode"] == "monitor"
     assert payload["title"].startswith("Recorded, not blocked (monitor mode)")
     assert "monitor mode" in payload["summary"]
+
+
+def test_with_a_console_every_format_links_to_the_incident_by_its_id_only(alert: Alert) -> None:
+    base = "https://gateway.school.example:8443"
+    link = f"{base}/incidents/{alert.id}"
+    generic = generic_payload(alert, GUIDANCE, TZ, base)
+    assert generic["console_url"] == link
+    card = teams_payload(alert, GUIDANCE, TZ, base)["attachments"][0]["content"]
+    assert card["actions"] == [
+        {"type": "Action.OpenUrl", "title": "Open the incident in the console", "url": link}
+    ]
+    slack = json.dumps(slack_payload(alert, GUIDANCE, TZ, base))
+    assert f"<{link}|Open the incident in the console>" in slack
+    email = email_message(alert, GUIDANCE, TZ, "gw@school.example", ("dsl@school.example",), base)
+    assert f"Open the incident in the console: {link}" in email.get_content()
+    for text in (json.dumps(generic), json.dumps(card), slack, email.get_content()):
+        assert text.count("https://") == 1  # the console's link and no other
+    # Without a console, no link at all.
+    assert generic_payload(alert, GUIDANCE, TZ)["console_url"] is None
+    assert "actions" not in teams_payload(alert, GUIDANCE, TZ)["attachments"][0]["content"]
+    assert "console" not in email_message(alert, GUIDANCE, TZ, "a@b.example", ("c@d.example",)
+                                          ).get_content().lower()  # fmt: skip
+
+
+def test_the_console_base_url_reaches_the_alert_receivers(alert: Alert) -> None:
+    config = parse_config(
+        "console: {base_url: 'https://gw.example:8443/'}\n"
+        "alerts: {receivers: [{name: dsl, url: 'https://dsl.example/hook', secret: s3cret}]}\n",
+        "t.yaml",
+    )
+    assert config.alerts.console_url == "https://gw.example:8443"
+    (receiver,) = build_receivers(config.alerts, TZ)
+    assert isinstance(receiver, WebhookReceiver)
+    sent = json.loads(receiver.request(alert).body)
+    assert sent["console_url"] == f"https://gw.example:8443/incidents/{alert.id}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,7 @@ def parse_config(text: str, source: str) -> Config:
     gateway = parse_gateway(root.child("gateway"))
     _check_exemptions(root.child("gateway").child("exempt_subnets"), gateway, policy)
     proxy = _proxy(root.child("proxy"))
+    console = parse_console(root.child("console"), data_dir)
     if gateway.leased_pairs_only and not proxy.dhcp_leases:
         root.child("gateway").child("leased_pairs_only").fail(
             "needs the DHCP server's lease files in proxy.dhcp_leases: without them no device "
@@ -171,14 +172,14 @@ def parse_config(text: str, source: str) -> Config:
         policy=policy,
         audit=parse_audit(root.child("audit"), data_dir),
         proxy=proxy,
-        alerts=parse_alerts(root.child("alerts"), data_dir),
+        alerts=replace(parse_alerts(root.child("alerts"), data_dir), console_url=console.base_url),
         ca=parse_ca(root.child("ca")),
         sniffer=parse_sniffer(root.child("sniffer"), data_dir),
         metrics=parse_metrics(root.child("metrics")),
         gateway=gateway,
         resolver=parse_resolver(root.child("resolver")),
         tenants=parse_tenants(root.child("tenants")),
-        console=parse_console(root.child("console"), data_dir),
+        console=console,
     )
 
 

@@ -30,6 +30,8 @@ class AlertView:
     facts: tuple[tuple[str, str], ...]
     guidance: str
     footer: str
+    # The incident on the DSL's console (console.base_url set): it names the alert id only.
+    link: str | None = None
 
 
 def _when(timestamp: float, tz: ZoneInfo) -> str:
@@ -67,7 +69,9 @@ def _headline(alert: Alert) -> str:
     return f"{repeat}{prefix}: {cause}{times}"
 
 
-def build_view(alert: Alert, guidance: str, tz: ZoneInfo) -> AlertView:
+def build_view(
+    alert: Alert, guidance: str, tz: ZoneInfo, console_url: str | None = None
+) -> AlertView:
     details = alert.details
     device = details.device
     if alert.kind == KIND_TEST:
@@ -122,15 +126,18 @@ def build_view(alert: Alert, guidance: str, tz: ZoneInfo) -> AlertView:
         footer += f", repeats after alert {alert.follow_up_of}"
     if audit:
         footer += f"; audit log decision {audit}"
-    return AlertView(_headline(alert), summary, tuple(facts), guidance, footer)
+    link = f"{console_url}/incidents/{alert.id}" if console_url else None
+    return AlertView(_headline(alert), summary, tuple(facts), guidance, footer, link)
 
 
 # -- generic JSON ------------------------------------------------------------------------------
 
 
-def generic_payload(alert: Alert, guidance: str, tz: ZoneInfo) -> dict[str, Any]:
+def generic_payload(
+    alert: Alert, guidance: str, tz: ZoneInfo, console_url: str | None = None
+) -> dict[str, Any]:
     """The documented schema (`schema` + `version`); new fields may be added within a version."""
-    view = build_view(alert, guidance, tz)
+    view = build_view(alert, guidance, tz, console_url)
     details = alert.details
     return {
         "schema": SCHEMA,
@@ -162,15 +169,18 @@ def generic_payload(alert: Alert, guidance: str, tz: ZoneInfo) -> dict[str, Any]
         "classifier": [asdict(f) for f in details.flags],
         "audit_ids": list(alert.audit_ids),
         "guidance": guidance,
+        "console_url": view.link,
     }
 
 
 # -- Microsoft Teams ---------------------------------------------------------------------------
 
 
-def teams_payload(alert: Alert, guidance: str, tz: ZoneInfo) -> dict[str, Any]:
+def teams_payload(
+    alert: Alert, guidance: str, tz: ZoneInfo, console_url: str | None = None
+) -> dict[str, Any]:
     """A message with one Adaptive Card, as Teams Workflows webhooks take it."""
-    view = build_view(alert, guidance, tz)
+    view = build_view(alert, guidance, tz, console_url)
     card = {
         "type": "AdaptiveCard",
         "version": TEAMS_CARD_VERSION,
@@ -211,6 +221,14 @@ def teams_payload(alert: Alert, guidance: str, tz: ZoneInfo) -> dict[str, Any]:
             },
         ],
     }
+    if view.link:
+        card["actions"] = [
+            {
+                "type": "Action.OpenUrl",
+                "title": "Open the incident in the console",
+                "url": view.link,
+            }
+        ]
     return {
         "type": "message",
         "attachments": [
@@ -231,9 +249,11 @@ def _slack(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def slack_payload(alert: Alert, guidance: str, tz: ZoneInfo) -> dict[str, Any]:
+def slack_payload(
+    alert: Alert, guidance: str, tz: ZoneInfo, console_url: str | None = None
+) -> dict[str, Any]:
     """An incoming-webhook message: Block Kit blocks plus `text` for notifications."""
-    view = build_view(alert, guidance, tz)
+    view = build_view(alert, guidance, tz, console_url)
     fields = [
         {"type": "mrkdwn", "text": f"*{_slack(title)}*\n{_slack(value)}"}
         for title, value in view.facts
@@ -251,6 +271,11 @@ def slack_payload(alert: Alert, guidance: str, tz: ZoneInfo) -> dict[str, Any]:
             "text": {"type": "mrkdwn", "text": f"*What to do*\n{_slack(view.guidance)}"},
         }
     )
+    if view.link:  # ours: an https base URL from config and a hex id, nothing to escape
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn",
+                                         "text": f"<{view.link}|Open the incident in the console>"}}
+        )  # fmt: skip
     blocks.append(
         {"type": "context", "elements": [{"type": "mrkdwn", "text": _slack(view.footer)}]}
     )
@@ -269,10 +294,15 @@ PAYLOADS = {"generic": generic_payload, "teams": teams_payload, "slack": slack_p
 
 
 def email_message(
-    alert: Alert, guidance: str, tz: ZoneInfo, sender: str, to: tuple[str, ...]
+    alert: Alert,
+    guidance: str,
+    tz: ZoneInfo,
+    sender: str,
+    to: tuple[str, ...],
+    console_url: str | None = None,
 ) -> EmailMessage:
     """Plain text only: no HTML (nothing to click), no attachments."""
-    view = build_view(alert, guidance, tz)
+    view = build_view(alert, guidance, tz, console_url)
     message = EmailMessage()
     message["Subject"] = f"[schoolgate] {view.title}"
     message["From"] = sender
@@ -284,6 +314,9 @@ def email_message(
     width = max(len(title) for title, _ in view.facts) if view.facts else 0
     lines = [view.summary, ""]
     lines += [f"{title + ':':<{width + 1}} {value}" for title, value in view.facts]
-    lines += ["", "WHAT TO DO", guidance, "", view.footer]
+    lines += ["", "WHAT TO DO", guidance, ""]
+    if view.link:
+        lines += [f"Open the incident in the console: {view.link}", ""]
+    lines.append(view.footer)
     message.set_content("\n".join(lines) + "\n")
     return message

@@ -77,10 +77,12 @@ class WebhookReceiver:
         guidance: str,
         tz: ZoneInfo,
         clock: Callable[[], float] = time.time,
+        console_url: str | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
         self._guidance = guidance
+        self._console_url = console_url
         self._tz = tz
         self._clock = clock
         self._render = PAYLOADS[config.format]
@@ -97,7 +99,7 @@ class WebhookReceiver:
 
     def request(self, alert: Alert) -> SignedRequest:
         """The exact bytes and headers one attempt sends (the timestamp is taken now)."""
-        payload = self._render(alert, self._guidance, self._tz)
+        payload = self._render(alert, self._guidance, self._tz, self._console_url)
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         timestamp = int(self._clock())
         headers = {
@@ -162,15 +164,20 @@ def _retry_after(value: str | None) -> float | None:
 class EmailReceiver:
     """Sends the alert as a plain-text email to the DSL's address(es)."""
 
-    def __init__(self, config: SmtpConfig, guidance: str, tz: ZoneInfo) -> None:
+    def __init__(
+        self, config: SmtpConfig, guidance: str, tz: ZoneInfo, console_url: str | None = None
+    ) -> None:
         self.name = config.name
         self.config = config
         self._guidance = guidance
+        self._console_url = console_url
         self._tz = tz
 
     def deliver(self, alert: Alert) -> Attempt:
         config = self.config
-        message = email_message(alert, self._guidance, self._tz, config.sender, config.to)
+        message = email_message(
+            alert, self._guidance, self._tz, config.sender, config.to, self._console_url
+        )
         context = ssl.create_default_context()
         client: smtplib.SMTP
         try:

@@ -31,9 +31,12 @@ MAX_UNWRITTEN = 1000  # alerts held in memory while the outbox cannot be written
 
 
 def build_receivers(config: AlertsConfig, tz: ZoneInfo) -> list[Receiver]:
-    receivers: list[Receiver] = [WebhookReceiver(r, config.guidance, tz) for r in config.receivers]
+    link = config.console_url
+    receivers: list[Receiver] = [
+        WebhookReceiver(r, config.guidance, tz, console_url=link) for r in config.receivers
+    ]
     if config.smtp is not None:
-        receivers.append(EmailReceiver(config.smtp, config.guidance, tz))
+        receivers.append(EmailReceiver(config.smtp, config.guidance, tz, link))
     return receivers
 
 

@@ -68,6 +68,8 @@ class AlertsConfig:
     # Blocks that are only a fail policy at work (timeouts, overload, E2E apps refused by name) are
     # IT matters, recorded in the audit log and metrics; alerting them would bury the DSL.
     failure_blocks: bool = False
+    # The DSL's console (console.base_url): alerts link to the incident there when set.
+    console_url: str | None = None
 
     @property
     def channel_names(self) -> tuple[str, ...]:
