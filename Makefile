@@ -14,11 +14,12 @@ PYTEST_ARGS ?=
 # package) for the alert rules and the dashboards' queries; tcpdump (and its libpcap) for the
 # sniffer's capture prefilter; debootstrap and systemd-nspawn to install and boot a Debian 13 for
 # the installer's own test (tests/e2e/test_installed_gateway.py); DejaVu fonts for the template
-# pictures of tests/test_template_precision.py (drawn as adversarial pass a10 drew them).
+# pictures of tests/test_template_precision.py (drawn as adversarial pass a10 drew them); Debian's
+# chromium, which Playwright drives through the DSL's console (tests/e2e/test_console_e2e.py).
 TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 \
 	systemd-analyze:systemd systemctl:systemd shellcheck promtool:prometheus tcpdump \
 	debootstrap systemd-nspawn:systemd-container \
-	/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf:fonts-dejavu-core
+	/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf:fonts-dejavu-core chromium
 
 .PHONY: help run test test-fast lint deps lock lock-check typecheck bench venv sysdeps clean
 
