@@ -13,10 +13,11 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Dialog, Page, sync_playwright
 
 from tests.conftest import encode
 from tests.support.proxy_harness import (
@@ -49,7 +50,7 @@ def _schoolgate(data_dir: Path, *args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def _upload(stack: ProxyStack, data: bytes) -> int:
+def _upload(stack: ProxyStack[Any], data: bytes) -> int:
     body, content_type = multipart_body("file", HOSTILE_NAME, data, "image/jpeg")
     with stack.client() as client:
         response = client.post(
@@ -135,6 +136,11 @@ def _wait_for_console(log: Path, server: subprocess.Popen[bytes]) -> None:
     raise AssertionError(f"console did not start: {log.read_text(errors='replace')}")
 
 
+def _refuse(dialog: Dialog, seen: list[str]) -> None:
+    seen.append(dialog.message)
+    dialog.dismiss()
+
+
 def _drive_the_browser(url: str, tmp_path: Path) -> str:
     dialogs: list[str] = []
     with sync_playwright() as playwright:
@@ -144,7 +150,7 @@ def _drive_the_browser(url: str, tmp_path: Path) -> str:
             context = browser.new_context(ignore_https_errors=True, accept_downloads=True,
                                           viewport={"width": 1280, "height": 900})  # fmt: skip
             page = context.new_page()
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.on("dialog", lambda dialog: _refuse(dialog, dialogs))
             page.goto(f"{url}/")
             _shot(page, "1-sign-in")
             page.fill("#username", "dana")
