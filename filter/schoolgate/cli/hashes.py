@@ -24,7 +24,7 @@ from schoolgate.banks.formats import (
     import_file,
     read_signals,
 )
-from schoolgate.banks.model import SignalInput, SignalType, parse_signal_type
+from schoolgate.banks.model import SignalType, parse_signal_type
 from schoolgate.cli.common import (
     EXIT_OK,
     Subcommands,
@@ -36,12 +36,9 @@ from schoolgate.cli.common import (
 )
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
-from schoolgate.media.content_grid import GRID, photo_region
-from schoolgate.media.features import FEATURE_KIND
-from schoolgate.media.normalise import content_box
+from schoolgate.media.banking import MediaNotBanked, bank_media, describe_banked
 from schoolgate.media.signals import (
     ItemSignals,
-    bank_feature_views,
     bank_video_hashes,
     item_signals,
 )
@@ -188,128 +185,19 @@ def _hashes_add(args: argparse.Namespace) -> int:
         store.ensure_bank(args.bank, source=args.source)
         total = 0
         for path in iter_files(args.files):
-            robust = args.features and config.banks.runs(args.bank, "robust")
-            item = item_signals(
-                read(path),
-                config,
-                key_frames=config.banks.robust.video_key_frames if robust else 0,
-                features=robust,
-            )
-            if item.refused is not None:
-                raise UsageError(f"{path}: not added, the media was refused ({item.refused})")
-            signals = _bank_signals(item, args.note)
-            # Local feature sets (derived data; the picture cannot be rebuilt from them): the
-            # image's views, and a video's key frames so its captioned copies meet the robust tier.
-            views = [(name, features.to_bytes()) for name, features in item.features]
-            mirrored = config.banks.robust.bank_mirrored
-            for frame in item.key_frames:
-                views += [
-                    (f"frame{frame.frame}:{name}", features.to_bytes())
-                    for name, features in bank_feature_views(frame.image(), mirrored=mirrored)
-                ]
-            features = 0
-            if views:
-                features = store.add_features(
-                    args.bank,
-                    item.exact.sha256,
-                    FEATURE_KIND,
-                    views,
-                    note=args.note,
-                    source=args.source,
-                )
-            added = store.add_signals(args.bank, signals, source=args.source)
-            total += added
-            kinds = ", ".join(dict.fromkeys(s.signal_type.value for s in signals))
-            extra = f" and {features} local feature sets" if features else ""
-            print(f"{path}: {added} new hashes ({kinds}){extra} in bank {args.bank}")
-            for line in describe_banked(item):
+            try:
+                banked = bank_media(store, args.bank, read(path), config, note=args.note,
+                                    source=args.source, features=args.features)  # fmt: skip
+            except MediaNotBanked as refused:
+                raise UsageError(f"{path}: not added, {refused}") from None
+            total += banked.added
+            kinds = ", ".join(dict.fromkeys(s.signal_type.value for s in banked.signals))
+            extra = f" and {banked.features} local feature sets" if banked.features else ""
+            print(f"{path}: {banked.added} new hashes ({kinds}){extra} in bank {args.bank}")
+            for line in describe_banked(banked.item):
                 print(f"  {line}")
     print(f"{total} new hashes; the files themselves were not stored")
     return EXIT_OK
-
-
-def describe_banked(item: ItemSignals) -> list[str]:
-    """What the robust tier judges an item by, for the DSL who banked it: the whole picture, a
-    picture region inside an interface or frame, or (a warning) mostly interface or text; and
-    the band banked as its picture where that is a small part of it."""
-    found = dict(item.features)
-    whole = found.get("whole")
-    lines: list[str] = []
-    if whole is not None and whole.grid is not None:
-        photo, cells = whole.grid.photo_cells, GRID * GRID
-        region = photo_region(whole.grid)
-        if region is None:
-            lines.append(
-                f"warning: mostly interface, text or drawing ({photo} of {cells} areas "
-                "photographic): edited copies match only where they keep most of this whole "
-                "layout, and other pictures made from the same template (another letter on one "
-                "letterhead, another chart of one style) can match it. Bank the original "
-                "picture instead if you are given it"
-            )
-        elif "picture" in found:
-            left, top, right, bottom = region
-            width, height = (right - left) * 100 // GRID, (bottom - top) * 100 // GRID
-            lines.append(
-                f"picture region {width}% x {height}% of the image ({photo} of {cells} areas "
-                "photographic), banked on its own as well; the interface or frame around it "
-                "is not evidence"
-            )
-        else:
-            lines.append(f"judged as a whole picture ({photo} of {cells} areas photographic)")
-    box = content_box(item.image) if item.image is not None and item.content_pdq else None
-    if box is not None and item.image is not None:
-        share = box.width * box.height / (item.image.width * item.image.height)
-        if share < _SMALL_BOX_SHARE:
-            lines.append(
-                f"note: the part inside its plain bands, {box.width}x{box.height} "
-                f"({share:.0%} of the image), is hashed on its own too: other images that show "
-                "that part will match it"
-            )
-    return lines
-
-
-_SMALL_BOX_SHARE = 0.15
-
-
-def _bank_signals(item: ItemSignals, note: str) -> list[SignalInput]:
-    """An item's bank rows, grouped under its SHA-256 so they can be listed or removed together:
-    exact hashes, the whole image's PDQ, a video's (or animation's) vPDQ frames, then the PDQ of
-    the picture inside its uniform bands (so an item banked as a screenshot also matches the
-    photo it shows)."""
-    content_id = item.exact.sha256
-    signals = [
-        SignalInput(SignalType(kind), getattr(item.exact, kind), note=note, content_id=content_id)
-        for kind in ("sha256", "md5", "sha1")
-    ]
-    if item.pdq is not None:
-        signals.append(
-            SignalInput(
-                SignalType.PDQ,
-                item.pdq.hex,
-                quality=item.pdq.quality,
-                note=note,
-                content_id=content_id,
-            )
-        )
-    for feature in item.video.features if item.video is not None else ():
-        # Through the vPDQ text line, so the stored timestamp is the one exports write.
-        frame, quality, value, timestamp = feature.line().split(",")
-        signals.append(
-            SignalInput(
-                SignalType.VPDQ,
-                value,
-                quality=int(quality),
-                note=note,
-                content_id=content_id,
-                frame=int(frame),
-                timestamp=float(timestamp),
-            )
-        )
-    signals += [
-        SignalInput(SignalType.PDQ, h.hex, quality=h.quality, note=note, content_id=content_id)
-        for h in item.content_pdq
-    ]
-    return signals
 
 
 def _hashes_list(args: argparse.Namespace) -> int:
