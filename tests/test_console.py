@@ -7,15 +7,18 @@ The end-to-end run through the real proxy and a real browser is tests/e2e/test_c
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 
 from schoolgate.alerts.model import AlertDetails
 from schoolgate.alerts.outbox import AlertOutbox
@@ -25,6 +28,8 @@ from schoolgate.config import Config, load_config, parse_config
 from schoolgate.console.app import Console, create_app
 from schoolgate.console.store import ConsoleError, ConsoleStore
 from schoolgate.errors import ConfigError
+from schoolgate.pipeline.engine import InspectionContext, Inspector
+from tests.conftest import encode
 from tests.support.alert_helpers import SHA_A, SHA_B, FakeClock, make_verdict
 
 PASSWORD = "correct horse battery"
@@ -375,3 +380,82 @@ def test_accounts_refuse_weak_passwords_unknown_roles_and_odd_names(data_dir: Pa
             store.add_account("dana", "it", PASSWORD)
         stored = store._rows("SELECT password FROM accounts")[0][0]
         assert str(stored).startswith("$argon2id$")
+
+
+# -- banking an incident without viewing it -----------------------------------------------------
+
+
+def _banks_form(browser: FlaskClient) -> str:
+    return _hidden(browser.get("/banks").get_data(as_text=True), "csrf")
+
+
+def test_a_file_is_hashed_in_memory_banked_and_never_shown(
+    app: Flask, config: Config, benign_photos: dict[str, Image.Image],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # Big enough that Werkzeug would spool it to a temporary file: the console must not.
+    photo = encode(benign_photos["coffee"].resize((1600, 1200)), "PNG")
+    assert len(photo) > 600_000
+
+    def no_disk(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an uploaded file went to a temporary file")
+
+    for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile"):
+        monkeypatch.setattr(tempfile, name, no_disk)
+    browser, _ = sign_in(app, "dana")
+    answer = browser.post("/banks", data={
+        "csrf": _banks_form(browser), "action": "file", "bank": "incident-14",
+        "provenance": "seized phone, incident 14", "note": "ref 14",
+        "file": (io.BytesIO(photo), "IMG_0001.png"),
+    }, content_type="multipart/form-data")  # fmt: skip
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 200
+    sha = hashlib.sha256(photo).hexdigest()
+    assert sha in page
+    assert "<img" not in page
+    assert "IMG_0001" not in page  # the file's name is not evidence either
+    log = console(app).store.access_log()
+    assert log[0].action == "banked a file (hashed, not kept)"
+    assert sha in log[0].target
+    # The bank works: the file and an edited copy are blocked by the inspection engine.
+    inspector = Inspector.from_config(config, with_audit=False, with_alerts=False)
+    try:
+        context = InspectionContext(client_ip="192.0.2.20", app="t")
+        assert inspector.evaluate(photo, context).blocked
+        edited = encode(benign_photos["coffee"].resize((800, 600)), "JPEG", quality=80)
+        assert inspector.evaluate(edited, context).blocked
+    finally:
+        inspector.close()
+
+
+def test_a_hash_list_from_a_partner_is_imported_with_its_provenance(
+    app: Flask, config: Config
+) -> None:
+    browser, _ = sign_in(app, "dana")
+    listing = f"sha256 {SHA_A}\nmd5 {'c' * 32}\n"
+    answer = browser.post("/banks", data={
+        "csrf": _banks_form(browser), "action": "list", "bank": "ceop-2026",
+        "provenance": "CEOP reference 1234", "format": "te-file", "hashes": listing,
+    })  # fmt: skip
+    assert "2 hashes read, 2 new" in answer.get_data(as_text=True)
+    with BankStore(config.banks.path) as store:
+        assert store.bank("ceop-2026").source == "CEOP reference 1234"
+        assert store.bank("ceop-2026").total == 2
+    bad = browser.post("/banks", data={
+        "csrf": _banks_form(browser), "action": "list", "bank": "ceop-2026",
+        "provenance": "", "format": "te-file", "hashes": listing,
+    })  # fmt: skip
+    assert "say where this came from" in bad.get_data(as_text=True)
+    broken = browser.post("/banks", data={
+        "csrf": _banks_form(browser), "action": "file", "bank": "incident-15",
+        "provenance": "x", "file": (io.BytesIO(b"\xff\xd8\xff\xe0 truncated"), "a.jpg"),
+    }, content_type="multipart/form-data")  # fmt: skip
+    assert broken.status_code == 200
+    assert "error" in broken.get_data(as_text=True)
+
+
+def test_only_the_dsl_banks(app: Flask) -> None:
+    for user in ("ivan", "ada"):
+        browser, _ = sign_in(app, user)
+        assert browser.get("/banks").status_code == 403
+    assert client(app).get("/banks").status_code == 302

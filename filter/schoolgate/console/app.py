@@ -21,6 +21,7 @@ from schoolgate.banks.exemptions import Exemptions
 from schoolgate.banks.store import BankStore
 from schoolgate.config import Config
 from schoolgate.console import incidents as inc
+from schoolgate.console.bank_pages import add_bank_pages
 from schoolgate.console.store import (
     ACKNOWLEDGED,
     CLOSED,
@@ -286,6 +287,8 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Flask:
             log=console.store.access_log(200),
             now=console.clock(),
         )
+
+    add_bank_pages(app, console)
 
     @app.errorhandler(400)
     @app.errorhandler(403)
