@@ -28,7 +28,7 @@
 #   /var/lib/schoolgate/                 USER 0750: banks, alert outbox; ca/ 0700 (the CA key)
 #   /var/log/schoolgate/                 USER 0750: the audit log (decisions.jsonl)
 #   /etc/systemd/system/schoolgate.service, schoolgate-nft.service, schoolgate-resolver.service,
-#   schoolgate-leases.service,
+#   schoolgate-leases.service, schoolgate-console.service,
 #   schoolgate-sniffer@.service
 set -euo pipefail
 
@@ -43,7 +43,7 @@ UNINSTALL=0
 PURGE=0
 INTERFACES=()
 UNITS=(schoolgate.service schoolgate-nft.service schoolgate-resolver.service schoolgate-leases.service
-  schoolgate-sniffer@.service)
+  schoolgate-console.service schoolgate-sniffer@.service)
 
 die() {
   echo "schoolgate install: $*" >&2
@@ -302,7 +302,7 @@ install_units() {
   done
   [ "$SYSTEM" -eq 0 ] || systemctl daemon-reload
   systemctl_ enable --quiet schoolgate-nft.service schoolgate-resolver.service \
-    schoolgate-leases.service schoolgate.service
+    schoolgate-leases.service schoolgate.service schoolgate-console.service
   if has_command sniff; then
     local iface
     for iface in $(sg check-config --json | "$OPT/venv/bin/python" -c \
@@ -315,7 +315,8 @@ install_units() {
 start_services() {
   [ "$SYSTEM" -eq 1 ] || return 0
   systemctl reload-or-restart schoolgate-nft.service
-  systemctl restart schoolgate-resolver.service schoolgate-leases.service schoolgate.service
+  systemctl restart schoolgate-resolver.service schoolgate-leases.service schoolgate.service \
+    schoolgate-console.service
   if has_command sniff; then
     systemctl restart 'schoolgate-sniffer@*.service' || true
   fi
@@ -333,6 +334,9 @@ schoolgate is installed${ROOT:+ into $ROOT}.
   Audit log       $LOG/decisions.jsonl    service log: journalctl -u schoolgate -f
   Status          systemctl status schoolgate schoolgate-nft; sudo nft list table inet schoolgate
   Alert secret    $ETC/secrets/webhook-secret (for an alert receiver's secret_file)
+  DSL console     https://127.0.0.1:8443/ -- set console.listen_host to the management address,
+                  then: sudo -u $SERVICE_USER $OPT/venv/bin/schoolgate console user add NAME --role dsl
+                  (docs/dsl.md, "The console")
 EOF
 }
 
@@ -354,7 +358,7 @@ uninstall() {
       rm -f "$wanted"
     done
     systemctl disable --now schoolgate.service schoolgate-resolver.service schoolgate-leases.service \
-      schoolgate-nft.service \
+      schoolgate-console.service schoolgate-nft.service \
       >/dev/null 2>&1 || true
     if command -v nft >/dev/null && nft list tables 2>/dev/null | grep -qx 'table inet schoolgate'; then
       nft delete table inet schoolgate

@@ -186,6 +186,9 @@ def _drive_the_browser(url: str, tmp_path: Path) -> str:
                 page.click("#export-csv")
             saved = tmp_path / "export.csv"
             download.value.save_as(saved)
+            page.click("text=Bank an incident")
+            page.wait_for_selector("#bank-file")
+            _shot(page, "7-banks")
         finally:
             browser.close()
     assert dialogs == []  # nothing a pupil named ran as script

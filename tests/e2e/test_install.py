@@ -37,6 +37,7 @@ UNITS = (
     "schoolgate-nft.service",
     "schoolgate-resolver.service",
     "schoolgate-leases.service",
+    "schoolgate-console.service",
     "schoolgate-sniffer@.service",
 )
 USER = "daemon"  # exists on every Debian-family system; the installer never creates it here
@@ -233,6 +234,7 @@ def test_systemd_analyze_verify_is_clean(installed: Installed) -> None:
         "schoolgate-nft.service",
         "schoolgate-resolver.service",
         "schoolgate-leases.service",
+        "schoolgate-console.service",
         "schoolgate-sniffer@wlan0.service",
     )
     assert result.returncode == 0, result.stderr

@@ -24,6 +24,7 @@ from schoolgate.banks.formats import (
     import_file,
     read_signals,
 )
+from schoolgate.banks.media import MediaNotBanked, bank_media, describe_banked
 from schoolgate.banks.model import SignalType, parse_signal_type
 from schoolgate.cli.common import (
     EXIT_OK,
@@ -36,7 +37,6 @@ from schoolgate.cli.common import (
 )
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
-from schoolgate.media.banking import MediaNotBanked, bank_media, describe_banked
 from schoolgate.media.signals import (
     ItemSignals,
     bank_video_hashes,

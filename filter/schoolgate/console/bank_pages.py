@@ -16,9 +16,9 @@ from flask import Flask, Request, abort, g, render_template, request
 from flask.typing import ResponseReturnValue
 
 from schoolgate.banks.formats import ImportFormat, read_signals
+from schoolgate.banks.media import MediaNotBanked, bank_media, describe_banked
 from schoolgate.banks.model import BankError, parse_signal_type, validate_bank_name
 from schoolgate.console.web import remote_address, requires
-from schoolgate.media.banking import MediaNotBanked, bank_media, describe_banked
 
 HASH_LIST_FORMATS = {
     ImportFormat.TE_FILE.value: "ThreatExchange / HMA file (type and hash per line)",
