@@ -459,3 +459,22 @@ def test_only_the_dsl_banks(app: Flask) -> None:
         browser, _ = sign_in(app, user)
         assert browser.get("/banks").status_code == 403
     assert client(app).get("/banks").status_code == 302
+
+
+def test_the_list_pages_through_many_incidents_keeping_the_filters(
+    app: Flask, config: Config
+) -> None:
+    with AlertOutbox(config.alerts.outbox, dedup_window_s=0) as outbox:
+        for number in range(105):
+            verdict = make_verdict(sha256=f"{number:064x}")
+            outbox.enqueue(AlertDetails.from_verdict(verdict, "Test School"))
+    browser, _ = sign_in(app, "dana")
+    first = browser.get("/incidents?reason=bank").get_data(as_text=True)
+    assert "105 incidents, page 1 of 2" in first
+    assert len(re.findall(r'href="/incidents/[0-9a-f]{32}"', first)) == 100
+    older = re.search(r'href="([^"]+)" id="older"', first)
+    assert older
+    assert "reason=bank" in older.group(1)
+    second = browser.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
+    assert len(re.findall(r'href="/incidents/[0-9a-f]{32}"', second)) == 5
+    assert browser.get("/incidents?page=x").status_code == 400

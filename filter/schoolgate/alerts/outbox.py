@@ -423,27 +423,38 @@ class AlertOutbox:
             row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             return self._alert(row) if row is not None else None
 
-    def list(self, state: str | None = None, limit: int = 100) -> list[Alert]:
-        """Newest first; `state` one of pending, delivered, dead (None: all)."""
+    def list(
+        self, state: str | None = None, limit: int = 100, *, deliveries: bool = True
+    ) -> list[Alert]:
+        """Newest first; `state` one of pending, delivered, dead (None: all). Without
+        `deliveries` the per-receiver state is not read (attempts 0, delivered_to empty):
+        the DSL's console lists thousands and needs none of it."""
+        where, params = ("", (limit,)) if state is None else ("WHERE state = ? ", (state, limit))
         with self._lock:
-            if state is None:
-                rows = self._db.execute(
-                    "SELECT * FROM alerts ORDER BY first_seen DESC LIMIT ?", (limit,)
-                ).fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT * FROM alerts WHERE state = ? ORDER BY first_seen DESC LIMIT ?",
-                    (state, limit),
-                ).fetchall()
-            return [self._alert(row) for row in rows]
+            rows = self._db.execute(
+                f"SELECT * FROM alerts {where}ORDER BY first_seen DESC LIMIT ?", params
+            ).fetchall()
+            return [self._alert(row, deliveries) for row in rows]
 
-    def _alert(self, row: sqlite3.Row) -> Alert:
-        deliveries = self._db.execute(
-            "SELECT receiver, state, attempts, last_error FROM deliveries WHERE alert_id = ? "
-            "ORDER BY receiver",
-            (row["id"],),
-        ).fetchall()
-        errors = [d[3] for d in deliveries if d[3]]
+    def with_key(self, dedup_key: str) -> tuple[Alert, ...]:
+        """Every alert of one media from one device (an alert and its follow-ups), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM alerts WHERE dedup_key = ? ORDER BY first_seen", (dedup_key,)
+            ).fetchall()
+            return tuple(self._alert(row, deliveries=False) for row in rows)
+
+    def _alert(self, row: sqlite3.Row, deliveries: bool = True) -> Alert:
+        found = (
+            self._db.execute(
+                "SELECT receiver, state, attempts, last_error FROM deliveries WHERE alert_id = ? "
+                "ORDER BY receiver",
+                (row["id"],),
+            ).fetchall()
+            if deliveries
+            else []
+        )
+        errors = [d[3] for d in found if d[3]]
         return Alert(
             id=row["id"],
             kind=row["kind"],
@@ -455,7 +466,7 @@ class AlertOutbox:
             last_seen=row["last_seen"],
             audit_ids=tuple(json.loads(row["audit_ids"])),
             follow_up_of=row["follow_up_of"],
-            attempts=sum(d[2] for d in deliveries),
+            attempts=sum(d[2] for d in found),
             last_error=errors[-1] if errors else None,
-            delivered_to=tuple(d[0] for d in deliveries if d[1] == DELIVERED),
+            delivered_to=tuple(d[0] for d in found if d[1] == DELIVERED),
         )

@@ -47,6 +47,7 @@ from schoolgate.console.web import (
 
 DSL, IT, ADMIN = ROLES
 NOTE_LIMIT = 4000
+PAGE = 100  # incidents per page of the list
 
 
 class Console:
@@ -67,10 +68,17 @@ class Console:
         self.banks.close()
 
     def incidents(self) -> list[inc.Incident]:
-        return inc.fold(self.outbox.list(limit=inc.MAX_ALERTS), self.store.workflows())
+        alerts = self.outbox.list(limit=inc.MAX_ALERTS, deliveries=False)
+        return inc.fold(alerts, self.store.workflows())
 
     def incident(self, alert_id: str) -> inc.Incident | None:
-        found = inc.incident_of(self.incidents(), alert_id)
+        """The incident holding this alert (an alert's link may name a follow-up), with its
+        actions; only that media's and device's alerts are read."""
+        alert = self.outbox.get(alert_id)
+        if alert is None:
+            return None
+        chain = inc.fold(self.outbox.with_key(alert.dedup_key), self.store.workflows())
+        found = inc.incident_of(chain, alert_id)
         if found is None:
             return None
         return inc.Incident(
@@ -178,9 +186,18 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Flask:
     @requires(DSL)
     def incident_list() -> ResponseReturnValue:
         filters = _filters(request.args)
-        shown = [i for i in console.incidents() if filters.admit(i)]
+        matching = [i for i in console.incidents() if filters.admit(i)]
+        page = _page(request.args.get("page", "1"))
+        pages = max(1, -(-len(matching) // PAGE))
+        chosen = {k: v for k, v in request.args.items() if k != "page" and v}
         return render_template(
-            "incidents.html", incidents=shown, filters=request.args, reasons=inc.REASONS
+            "incidents.html",
+            incidents=matching[(page - 1) * PAGE : page * PAGE],
+            total=len(matching),
+            page=min(page, pages),
+            pages=pages,
+            filters=chosen,
+            reasons=inc.REASONS,
         )
 
     @app.get("/incidents/<incident_id>")
@@ -376,6 +393,13 @@ def _filters(args: Any) -> inc.Filters:
         app=(args.get("app") or "").strip()[:64] or None,
         reason=reason,
     )
+
+
+def _page(text: str) -> int:
+    try:
+        return max(1, int(text))
+    except ValueError:
+        abort(400, "page is not a number.")
 
 
 def _safe_next(target: str | None) -> str | None:
