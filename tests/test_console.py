@@ -478,3 +478,20 @@ def test_the_list_pages_through_many_incidents_keeping_the_filters(
     second = browser.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
     assert len(re.findall(r'href="/incidents/[0-9a-f]{32}"', second)) == 5
     assert browser.get("/incidents?page=x").status_code == 400
+
+
+def test_an_exemption_is_listed_and_can_be_withdrawn(app: Flask, config: Config) -> None:
+    incident = enqueue(config)
+    browser, _ = sign_in(app, "dana")
+    act(browser, incident, action="close", outcome="false_positive", exempt="bank:incident-2026")
+    page = browser.get("/banks").get_data(as_text=True)
+    assert SHA_A in page
+    form = {"csrf": _hidden(page, "csrf"), "action": "revoke", "sha256": SHA_A,
+            "label": "bank:incident-2026"}  # fmt: skip
+    answer = browser.post("/banks", data=form)
+    assert "The exemption is withdrawn" in answer.get_data(as_text=True)
+    with BankStore(config.banks.path) as store:
+        assert Exemptions(store).list() == []
+    assert console(app).store.actions(incident)[-1].action == "exemption withdrawn"
+    again = browser.post("/banks", data=form)
+    assert "no such exemption" in again.get_data(as_text=True)

@@ -15,6 +15,7 @@ from typing import IO, Any
 from flask import Flask, Request, abort, g, render_template, request
 from flask.typing import ResponseReturnValue
 
+from schoolgate.banks.exemptions import Exemptions
 from schoolgate.banks.formats import ImportFormat, read_signals
 from schoolgate.banks.media import MediaNotBanked, bank_media, describe_banked
 from schoolgate.banks.model import BankError, parse_signal_type, validate_bank_name
@@ -53,11 +54,15 @@ def add_bank_pages(app: Flask, console: Any) -> None:
         error: str | None = None
         if request.method == "POST":
             try:
-                result = (
-                    _bank_list(console)
-                    if request.form.get("action") == "list"
-                    else (_bank_file(console))
-                )
+                match request.form.get("action"):
+                    case "list":
+                        result = _bank_list(console)
+                    case "file":
+                        result = _bank_file(console)
+                    case "revoke":
+                        result = _revoke(console)
+                    case _:
+                        abort(400, "Unknown action.")
             except (BankError, MediaNotBanked) as exc:
                 error = str(exc)
         return render_template(
@@ -66,6 +71,7 @@ def add_bank_pages(app: Flask, console: Any) -> None:
             result=result,
             error=error,
             formats=HASH_LIST_FORMATS,
+            exemptions=Exemptions(console.banks).list(),
         )
 
 
@@ -144,3 +150,18 @@ def _bank_list(console: Any) -> dict[str, Any]:
         g.session.username, f"imported a hash list ({len(signals)} rows)", bank, remote_address()
     )
     return {"kind": "list", "bank": bank, "read": len(signals), "added": added}
+
+
+def _revoke(console: Any) -> dict[str, Any]:
+    """Withdraw an exemption: the file counts for that bank or model again."""
+    exemptions = Exemptions(console.banks)
+    label, sha256 = request.form.get("label", ""), request.form.get("sha256", "")
+    found = next((e for e in exemptions.list() if (e.label, e.sha256) == (label, sha256)), None)
+    if found is None or not exemptions.remove(found.sha256, found.kind, found.source):
+        raise BankError("no such exemption (already withdrawn?)")
+    me = g.session.username
+    what = f"SHA-256 {found.sha256} for {found.kind} {found.source}"
+    if found.incident:
+        console.store.act(found.incident, me, "exemption withdrawn", what)
+    console.store.log_access(me, "withdrew an exemption", what, remote_address())
+    return {"kind": "revoked", "bank": f"{found.kind} {found.source}"}
