@@ -21,6 +21,7 @@ from pathlib import Path
 
 from schoolgate.alerts.model import KIND_DECISION, Alert, AlertDetails, dedup_key
 from schoolgate.errors import SchoolgateError
+from schoolgate.sqlite_schema import apply_schema
 
 SCHEMA_VERSION = 1
 MAX_AUDIT_IDS = 100  # a flood of repeats keeps the first hundred decision ids and the count
@@ -123,17 +124,8 @@ class AlertOutbox:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             with self._transaction() as cur:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
-                row = cur.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-                if row is None:
-                    cur.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-                elif row[0] > SCHEMA_VERSION:
-                    raise OutboxError(
-                        f"{self.path} has outbox schema {row[0]}, newer than this schoolgate "
-                        f"supports ({SCHEMA_VERSION}): upgrade schoolgate"
-                    )
+                apply_schema(cur, _SCHEMA, SCHEMA_VERSION, what="outbox", path=self.path,
+                             error=OutboxError)  # fmt: skip
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open the alert outbox {self.path}: {exc}") from exc
 

@@ -25,6 +25,7 @@ from schoolgate.banks.model import (
     normalise_value,
     validate_bank_name,
 )
+from schoolgate.sqlite_schema import apply_schema
 
 SCHEMA_VERSION = 1
 _BATCH = 20_000  # rows written or read per round trip
@@ -111,18 +112,10 @@ class BankStore:
 
     def _init_schema(self) -> None:
         with self.write() as cur:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    cur.execute(statement)
-            row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            new = apply_schema(cur, _SCHEMA, SCHEMA_VERSION, what="bank", path=self.path,
+                               error=BankError, key="schema_version")  # fmt: skip
+            if new:
                 cur.execute("INSERT INTO meta VALUES ('version', 0)")
-            elif row[0] > SCHEMA_VERSION:
-                raise BankError(
-                    f"{self.path} has bank schema version {row[0]}, newer than this schoolgate "
-                    f"supports ({SCHEMA_VERSION}): upgrade schoolgate"
-                )
 
     def close(self) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from schoolgate.errors import SchoolgateError
+from schoolgate.sqlite_schema import apply_schema
 
 SCHEMA_VERSION: Final = 1
 ROLES: Final = ("dsl", "it", "admin")
@@ -150,17 +151,8 @@ class ConsoleStore:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA busy_timeout = 10000")
             with self._transaction() as cur:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
-                row = cur.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-                if row is None:
-                    cur.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-                elif row[0] > SCHEMA_VERSION:
-                    raise ConsoleError(
-                        f"{self.path} has console schema {row[0]}, newer than this schoolgate "
-                        f"supports ({SCHEMA_VERSION}): upgrade schoolgate"
-                    )
+                apply_schema(cur, _SCHEMA, SCHEMA_VERSION, what="console", path=self.path,
+                             error=ConsoleError)  # fmt: skip
         except (sqlite3.Error, OSError) as exc:
             raise ConsoleError(f"cannot open the console database {self.path}: {exc}") from exc
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
