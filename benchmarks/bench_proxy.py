@@ -189,12 +189,17 @@ def _measure(up_port: int, proxy_url: str, proxy_ca: Path, up_ca: Path) -> list[
     figures += [
         _fig("proxy pass-through download direct", direct_tp, "MB/s", note=f"{mb:.0f} MB body"),
         _fig("proxy pass-through download via proxy", proxy_tp, "MB/s", note=f"n={len(p_dl)}"),
-        _fig(
-            "proxy pass-through throughput ratio",
-            proxy_tp / direct_tp,
-            "x direct",
-            note="non-catalogued host: TLS passed through undecrypted",
-        ),
+        {
+            # The proxy issue's target; issue 20 (a kernel fast path) is how it is to be met.
+            **_fig(
+                "proxy pass-through throughput ratio",
+                proxy_tp / direct_tp,
+                "x direct",
+                note="non-catalogued host: TLS passed through undecrypted, every byte in Python",
+            ),
+            "target": ">= 0.9x",
+            "met": proxy_tp / direct_tp >= 0.9,
+        },
     ]
     return figures
 
