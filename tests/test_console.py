@@ -144,6 +144,8 @@ def test_a_form_without_its_csrf_token_is_refused(app: Flask, config: Config) ->
     fresh = client(app)
     answer = fresh.post("/login", data={"username": "dana", "password": PASSWORD})
     assert answer.status_code == 400
+    answer = fresh.post("/login", data={"username": "dana", "password": PASSWORD, "csrf": "\0"})
+    assert answer.status_code == 400
     admin, _ = sign_in(app, "ada")
     answer = admin.post("/accounts", data={"action": "add", "username": "eve", "role": "admin",
                                            "password": PASSWORD})  # fmt: skip
@@ -191,13 +193,26 @@ def test_an_idle_session_ends_and_sign_out_ends_it_too(app: Flask, clock: FakeCl
     assert browser.get("/incidents").status_code == 302
 
 
+@pytest.mark.parametrize(
+    "target",
+    ["//evil.example/x", "/\t/evil.example", "/\\evil.example", "https://evil.example",
+     "/\n/evil.example", "/a//evil.example"],
+)  # fmt: skip
+def test_sign_in_never_redirects_to_another_site(app: Flask, target: str) -> None:
+    browser = client(app)
+    token = _hidden(browser.get("/login").get_data(as_text=True), "csrf")
+    answer = browser.post("/login", data={"username": "dana", "password": PASSWORD,
+                                          "csrf": token, "next": target})  # fmt: skip
+    assert answer.headers["Location"] == "/"
+
+
 def test_cookies_and_headers_are_locked_down(app: Flask) -> None:
     browser = client(app)
     page = browser.get("/login")
     token = _hidden(page.get_data(as_text=True), "csrf")
-    answer = browser.post("/login", data={"username": "dana", "password": PASSWORD,
-                                          "csrf": token, "next": "//evil.example/x"})  # fmt: skip
-    assert answer.headers["Location"] == "/"  # never another site
+    form = {"username": "dana", "password": PASSWORD, "csrf": token}
+    answer = browser.post("/login", data={**form, "next": "/incidents?status=new"})
+    assert answer.headers["Location"] == "/incidents?status=new"  # back where the link pointed
     cookie = next(c for c in answer.headers.getlist("Set-Cookie") if "__Host-schoolgate=" in c)
     for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
         assert flag in cookie

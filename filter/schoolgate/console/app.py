@@ -8,6 +8,7 @@ shares (sessions, roles, CSRF, headers) and docs/dsl.md for the DSL's guide.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -127,7 +128,10 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Flask:
 
     @app.post("/login")
     def login_post() -> ResponseReturnValue:
-        check_csrf(request.cookies.get(LOGIN_COOKIE, "\0"))
+        login_token = request.cookies.get(LOGIN_COOKIE)
+        if not login_token:  # a form posted from elsewhere: no token cookie to match
+            abort(400, "The sign-in form has expired: reload the page.")
+        check_csrf(login_token)
         address = remote_address()
         if not console.throttle.allow(address):
             abort(429, "Too many sign-in attempts from this address: wait a few minutes.")
@@ -402,8 +406,13 @@ def _page(text: str) -> int:
         abort(400, "page is not a number.")
 
 
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9/._?=&%-]{0,200}")
+
+
 def _safe_next(target: str | None) -> str | None:
-    """Only a path on this console (never another site: an open redirect helps phishing)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Only a path on this console (never another site: an open redirect helps phishing).
+    Browsers drop tabs and newlines from addresses ("/", a tab, "/evil.example" is read as
+    "//evil.example"): only plain path characters are kept."""
+    if target and _LOCAL_PATH.fullmatch(target) and "//" not in target:
         return target
     return None
