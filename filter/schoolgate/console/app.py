@@ -337,7 +337,7 @@ def _close(console: Console, found: inc.Incident, me: str, note: str) -> None:
     if exempt and (outcome != "false_positive" or not sha256):
         abort(400, "Only a false positive with a known file hash can be exempted.")
     if any(label not in found.sources for label in exempt):
-        abort(400, "An exemption names a bank or model that matched this incident.")
+        abort(400, "An exemption can only name a bank or model that matched this incident.")
     said = OUTCOMES[outcome] + (f": {note}" if note else "")
     console.store.act(found.id, me, "closed", said, status=CLOSED, outcome=outcome)
     for label in exempt:
