@@ -23,6 +23,7 @@ from PIL import Image
 from schoolgate.alerts.model import AlertDetails
 from schoolgate.alerts.outbox import AlertOutbox
 from schoolgate.banks.exemptions import Exemptions
+from schoolgate.banks.model import SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.config import Config, load_config, parse_config
 from schoolgate.console.app import Console, create_app
@@ -228,7 +229,7 @@ def test_cookies_and_headers_are_locked_down(app: Flask) -> None:
 def test_a_dsl_acknowledges_assigns_notes_and_closes_a_false_positive_with_an_exemption(
     app: Flask, config: Config
 ) -> None:
-    incident = enqueue(config)
+    incident = enqueue(config, distance=20)  # a near-match: a judgement a DSL may overrule
     browser, _ = sign_in(app, "dana")
     listing = browser.get("/incidents").get_data(as_text=True)
     assert f"/incidents/{incident}" in listing
@@ -259,12 +260,33 @@ def test_a_dsl_acknowledges_assigns_notes_and_closes_a_false_positive_with_an_ex
 def test_an_exemption_needs_a_false_positive_and_a_source_that_matched(
     app: Flask, config: Config
 ) -> None:
-    incident = enqueue(config)
+    incident = enqueue(config, distance=20)
     browser, _ = sign_in(app, "dana")
     assert act(browser, incident, action="close", outcome="pupil_supported",
                exempt="bank:incident-2026") == 400  # fmt: skip
     assert act(browser, incident, action="close", outcome="false_positive",
                exempt="bank:another-bank") == 400  # fmt: skip
+    with BankStore(config.banks.path) as store:
+        assert Exemptions(store).list() == []
+
+
+@pytest.mark.parametrize(
+    ("signal", "distance"),
+    [(SignalType.SHA256, 0), (SignalType.MD5, 0), (SignalType.PDQ, 0), (SignalType.PDQ, 8),
+     (SignalType.VPDQ, 0)],
+)  # fmt: skip
+def test_the_banked_file_or_a_near_identical_copy_cannot_be_exempted(
+    app: Flask, config: Config, signal: SignalType, distance: int
+) -> None:
+    """Adversarial pass a12: a DSL persuaded that the banked picture was "my cat" exempted the
+    banked file itself, and a banked copy hidden after a cat photo through the cat's story."""
+    incident = enqueue(config, signal=signal, distance=distance)
+    browser, _ = sign_in(app, "dana")
+    page = browser.get(f"/incidents/{incident}").get_data(as_text=True)
+    assert 'name="exempt"' not in page
+    assert "cannot be exempted" in page
+    assert act(browser, incident, action="close", outcome="false_positive",
+               exempt="bank:incident-2026") == 400  # fmt: skip
     with BankStore(config.banks.path) as store:
         assert Exemptions(store).list() == []
 
@@ -496,7 +518,7 @@ def test_the_list_pages_through_many_incidents_keeping_the_filters(
 
 
 def test_an_exemption_is_listed_and_can_be_withdrawn(app: Flask, config: Config) -> None:
-    incident = enqueue(config)
+    incident = enqueue(config, distance=20)
     browser, _ = sign_in(app, "dana")
     act(browser, incident, action="close", outcome="false_positive", exempt="bank:incident-2026")
     page = browser.get("/banks").get_data(as_text=True)

@@ -1,8 +1,10 @@
-"""End to end, with real processes: a banked (benign) upload is blocked by `schoolgate run`; the
-incident appears on `schoolgate console serve`; in headless Chromium (Playwright driving Debian's
-`chromium`) the DSL signs in, opens it, acknowledges it, adds a note, closes it as a false
-positive with an exemption and exports CSV; the same upload is then delivered and audited as
-exempted. Screenshots of each page go to build/console-screenshots/ (docs/dsl.md shows them).
+"""End to end, with real processes: an innocent picture that a bank's perceptual hash takes for
+a banked one (a drawn scene whose layout shares the banked scene's PDQ hash within 18 bits) is
+blocked by `schoolgate run`; the incident appears on `schoolgate console serve`; in headless
+Chromium (Playwright driving Debian's `chromium`) the DSL signs in, opens it, acknowledges it,
+adds a note, closes it as a false positive with an exemption and exports CSV; the same upload is
+then delivered and audited as exempted, while the banked picture itself stays blocked.
+Screenshots of each page go to build/console-screenshots/ (docs/dsl.md shows them).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 from playwright.sync_api import Dialog, Page, sync_playwright
 
 from tests.conftest import encode
@@ -27,6 +28,7 @@ from tests.support.proxy_harness import (
     multipart_body,
     start_upstream,
 )
+from tests.support.screens import procedural_scene_pair
 from tests.support.stack import ProxyStack, needs_private_hosts, proxy_stack
 
 pytestmark = [pytest.mark.slow, needs_private_hosts]
@@ -66,21 +68,21 @@ def _shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_the_dsl_works_an_incident_from_block_to_exemption(
-    tmp_path: Path, benign_photos: dict[str, Image.Image]
-) -> None:
+def test_the_dsl_works_an_incident_from_block_to_exemption(tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (make sysdeps)")
-    photo = encode(benign_photos["chelsea"], "JPEG", quality=90)
+    banked_scene, other_scene = procedural_scene_pair()
+    photo = encode(other_scene, "JPEG", quality=90)
     leases = tmp_path / "dnsmasq.leases"  # the device's name comes from the DHCP server
     leases.write_text(f"{int(time.time()) + 3600} 02:00:5e:00:53:07 127.0.0.1 pupil-tablet-3 *\n")
-    with proxy_stack(tmp_path, upstream=start_upstream, banked=benign_photos["chelsea"],
+    with proxy_stack(tmp_path, upstream=start_upstream, banked=banked_scene,
                      proxy={"dhcp_leases": [str(leases)]},
                      extra={"banks": {"reload_interval_s": 0.5}}) as stack:  # fmt: skip
         assert _upload(stack, photo) == 403
         assert stack.upstream.upstream.requests("/upload") == []
         (blocked,) = [d for d in stack.decisions() if d["decision"] == "block"]
         bank = blocked["matches"][0]["bank"]
+        assert blocked["matches"][0]["distance"] > 8  # a near-match: a judgement, not the file
 
         _schoolgate(stack.data_dir, "console", "user", "add", "dana", "--role", "dsl",
                     "--config", str(stack.config_path), "--password-stdin",
@@ -120,8 +122,9 @@ def test_the_dsl_works_an_incident_from_block_to_exemption(
         allowed = [d for d in stack.decisions() if d["decision"] == "allow" and d.get("exempted")]
         assert allowed
         assert allowed[-1]["exempted"] == [f"bank:{bank}"]
-        # An edited copy is another file: still blocked.
-        assert _upload(stack, encode(benign_photos["chelsea"], "JPEG", quality=75)) == 403
+        # Another encoding is another file, and the banked picture itself is still blocked.
+        assert _upload(stack, encode(other_scene, "JPEG", quality=75)) == 403
+        assert _upload(stack, encode(banked_scene, "JPEG", quality=90)) == 403
 
 
 def _wait_for_console(log: Path, server: subprocess.Popen[bytes]) -> None:

@@ -180,11 +180,13 @@ def make_verdict(
     failure: str | None = None,
     direction: str = "upload",
     route: str = "/upload/raw/IMG_0042.jpg",
+    distance: int = 4,
+    signal: SignalType = SignalType.PDQ,
 ) -> Verdict:
     """A decision from the real policy on findings as the engine would report them."""
     config = parse_config(POLICY_YAML, "test.yaml")
     matches = (
-        (BankMatch("incident-2026", SignalType.PDQ, "f" * 64, 4, 100, "ref 1234"),)
+        (BankMatch("incident-2026", signal, "f" * 64, distance, 100, "ref 1234"),)
         if matched
         else ()
     )

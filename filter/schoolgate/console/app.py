@@ -213,6 +213,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Flask:
         console.store.log_access(g.session.username, "opened incident", found.id, remote_address())
         return render_template(
             "incident.html",
+            exemptable=found.exemptable(_near_bits(console)),
             incident=found,
             accounts=[a.username for a in console.store.accounts() if a.role == DSL],
         )
@@ -338,6 +339,10 @@ def _close(console: Console, found: inc.Incident, me: str, note: str) -> None:
         abort(400, "Only a false positive with a known file hash can be exempted.")
     if any(label not in found.sources for label in exempt):
         abort(400, "An exemption can only name a bank or model that matched this incident.")
+    if any(label not in found.exemptable(_near_bits(console)) for label in exempt):
+        abort(400, "This file matched the bank exactly or as a near-identical copy: it is the "
+                   "banked picture, so it cannot be exempted. If the bank entry itself is wrong, "
+                   "remove it from the bank.")  # fmt: skip
     said = OUTCOMES[outcome] + (f": {note}" if note else "")
     console.store.act(found.id, me, "closed", said, status=CLOSED, outcome=outcome)
     for label in exempt:
@@ -351,6 +356,11 @@ def _close(console: Console, found: inc.Incident, me: str, note: str) -> None:
             incident=found.id,
         )
         console.store.act(found.id, me, "exempted", f"SHA-256 {sha256} for {kind} {source}")
+
+
+def _near_bits(console: Console) -> int:
+    """PDQ matches this close are the banked picture, never a judgement to overrule."""
+    return console.config.banks.robust.pdq_confirm_bits
 
 
 def _account_action(console: Console, me: str) -> str | None:

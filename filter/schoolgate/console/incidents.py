@@ -75,11 +75,26 @@ class Incident:
 
     @property
     def sources(self) -> list[str]:
-        """The banks and models an exemption of this file could name ("bank:NAME", ...)."""
+        """The banks and models that matched or flagged this file ("bank:NAME", ...)."""
         details = self.details
         labels = [f"bank:{m.bank}" for m in details.matches]
         labels += [f"model:{f.model}" for f in details.flags]
         return list(dict.fromkeys(labels))
+
+    def exemptable(self, near_bits: int) -> list[str]:
+        """The sources an exemption of this file may name: a classifier's flag, or a bank whose
+        every match was a judgement (a robust-tier match, or a PDQ match beyond `near_bits`).
+        A file equal to a banked hash, or a PDQ match within `near_bits`, *is* the banked
+        picture or a copy of it: no story about the file makes that a false positive, and a
+        pupil can show the DSL another picture than the one the file holds (adversarial pass
+        a12). A wrong bank entry is removed from the bank instead."""
+        allowed = [f"model:{f.model}" for f in self.details.flags]
+        banks = dict.fromkeys(m.bank for m in self.details.matches)
+        for bank in banks:
+            matches = [m for m in self.details.matches if m.bank == bank]
+            if all(_judged(m.signal_type, m.distance, near_bits) for m in matches):
+                allowed.append(f"bank:{bank}")
+        return list(dict.fromkeys(allowed))
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,10 @@ def fold(alerts: Iterable[Alert], workflows: dict[str, Workflow] | None = None) 
         for root, chain in chains.items()
     ]
     return sorted(incidents, key=lambda i: i.first_seen, reverse=True)
+
+
+def _judged(signal_type: str, distance: int, near_bits: int) -> bool:
+    return signal_type == "orb" or (signal_type == "pdq" and distance > near_bits)
 
 
 def incident_of(incidents: Sequence[Incident], alert_id: str) -> Incident | None:
