@@ -532,3 +532,30 @@ def test_an_exemption_is_listed_and_can_be_withdrawn(app: Flask, config: Config)
     assert console(app).store.actions(incident)[-1].action == "exemption withdrawn"
     again = browser.post("/banks", data=form)
     assert "no such exemption" in again.get_data(as_text=True)
+
+
+def test_reopening_an_incident_or_banking_the_file_withdraws_its_exemption(
+    app: Flask, config: Config, benign_photos: dict[str, Image.Image]
+) -> None:
+    """Adversarial pass a12: once a DSL learns the "false positive" was a lie, reopening the
+    incident or banking the file again left the exemption in force."""
+    incident = enqueue(config, distance=20)
+    browser, _ = sign_in(app, "dana")
+    act(browser, incident, action="close", outcome="false_positive", exempt="bank:incident-2026")
+    assert act(browser, incident, action="reopen") == 302
+    with BankStore(config.banks.path) as store:
+        assert Exemptions(store).list() == []
+    assert console(app).store.actions(incident)[-1].action == "exemption withdrawn"
+
+    photo = encode(benign_photos["rocket"], "PNG")
+    sha = hashlib.sha256(photo).hexdigest()
+    with BankStore(config.banks.path) as store:
+        store.ensure_bank("incident-2026")
+        Exemptions(store).add(sha, "bank", "incident-2026", added_by="dana", reason="cat")
+    answer = browser.post("/banks", data={
+        "csrf": _banks_form(browser), "action": "file", "bank": "incident-2026",
+        "provenance": "the pupil's story did not hold", "file": (io.BytesIO(photo), "x.png"),
+    }, content_type="multipart/form-data")  # fmt: skip
+    assert "that exemption is withdrawn" in answer.get_data(as_text=True)
+    with BankStore(config.banks.path) as store:
+        assert Exemptions(store).list() == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schoolgate.banks.exemptions import BANK, Exemptions
 from schoolgate.banks.model import SignalInput, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.config import Config
@@ -27,6 +28,7 @@ class Banked:
     signals: list[SignalInput]
     added: int  # new hash rows
     features: int  # new local feature sets
+    withdrew_exemption: bool = False  # the file had been exempted for this bank
 
 
 def bank_media(
@@ -65,7 +67,11 @@ def bank_media(
             bank, item.exact.sha256, FEATURE_KIND, views, note=note, source=source
         )
     added = store.add_signals(bank, signals, source=source)
-    return Banked(item, signals, added, added_features)
+    # Banking a file says it must be blocked: an exemption of it for this bank (a reviewed false
+    # positive that turned out not to be one) would silently keep it flowing (adversarial pass
+    # a12), so banking withdraws it.
+    withdrawn = Exemptions(store).remove(item.exact.sha256, BANK, bank)
+    return Banked(item, signals, added, added_features, withdrawn)
 
 
 def describe_banked(item: ItemSignals) -> list[str]:

@@ -194,6 +194,10 @@ def _hashes_add(args: argparse.Namespace) -> int:
             kinds = ", ".join(dict.fromkeys(s.signal_type.value for s in banked.signals))
             extra = f" and {banked.features} local feature sets" if banked.features else ""
             print(f"{path}: {banked.added} new hashes ({kinds}){extra} in bank {args.bank}")
+            if banked.withdrew_exemption:
+                print(
+                    f"  its exemption for bank {args.bank} (a reviewed false positive) is withdrawn"
+                )
             for line in describe_banked(banked.item):
                 print(f"  {line}")
     print(f"{total} new hashes; the files themselves were not stored")

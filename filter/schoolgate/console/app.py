@@ -250,6 +250,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Flask:
             _close(console, found, me, note)
         elif what == "reopen":
             console.store.act(found.id, me, "reopened", note, status=ACKNOWLEDGED)
+            _withdraw_exemptions(console, found, me)
         else:
             abort(400, "Unknown action.")
         return redirect(url_for("incident", incident_id=found.id))
@@ -356,6 +357,18 @@ def _close(console: Console, found: inc.Incident, me: str, note: str) -> None:
             incident=found.id,
         )
         console.store.act(found.id, me, "exempted", f"SHA-256 {sha256} for {kind} {source}")
+
+
+def _withdraw_exemptions(console: Console, found: inc.Incident, me: str) -> None:
+    """A reopened incident is no longer a decided false positive: the exemptions granted on it
+    are withdrawn (adversarial pass a12: reopening left the file exempted)."""
+    exemptions = Exemptions(console.banks)
+    for exemption in exemptions.list():
+        if exemption.incident == found.id:
+            exemptions.remove(exemption.sha256, exemption.kind, exemption.source)
+            console.store.act(found.id, me, "exemption withdrawn",
+                              f"SHA-256 {exemption.sha256} for {exemption.kind} "
+                              f"{exemption.source}")  # fmt: skip
 
 
 def _near_bits(console: Console) -> int:

@@ -123,6 +123,7 @@ def _bank_file(console: Any) -> dict[str, Any]:
         "features": banked.features,
         "hashes": hashes,
         "notes": describe_banked(item),
+        "withdrew": banked.withdrew_exemption,
     }
 
 
