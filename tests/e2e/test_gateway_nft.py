@@ -31,6 +31,7 @@ from tests.e2e.test_proxy_transparent import PROXY_PORT, NsProxy, start_proxy_in
 from tests.support.netns import (
     CLIENT_IP,
     GATEWAY_CLIENT_IP,
+    GATEWAY_SERVER_IP,
     SERVER_IP,
     Topology,
     _ip,
@@ -469,6 +470,28 @@ def test_pupils_reach_only_dhcp_dns_and_the_proxy_on_the_gateway(gateway: Gatewa
             local.connect(("127.0.0.1", 9090))
             accepted, _ = service.accept()
             accepted.close()
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_web_ports_of_the_gateway_itself_are_refused_not_proxied(gateway: Gateway) -> None:
+    """Adversarial pass a12: a console IT put on port 443 of the gateway's management address
+    was reachable from student Wi-Fi, because the redirect sent the connection to the proxy,
+    which passed it through to its original destination, the gateway itself."""
+    service = in_ns(gateway.topo.gateway, _gateway_listener, socket.SOCK_STREAM, 443)
+    with service:
+        service.settimeout(1)
+        before = gateway.counter("prerouting", "own address")
+        for address in (GATEWAY_CLIENT_IP, GATEWAY_SERVER_IP):
+            student = in_ns(gateway.topo.client, _socket, socket.SOCK_STREAM, CLIENT_IP)
+            with student, pytest.raises(ConnectionRefusedError):
+                student.connect((address, 443))
+        with pytest.raises(TimeoutError):
+            service.accept()  # nothing reached the service
+        assert gateway.counter("prerouting", "own address") >= before + 2
+    # Sites elsewhere are still redirected into the proxy.
+    issuer = tls_issuer(gateway.topo.client, gateway.proxy.ca_pem, source=CLIENT_IP)
+    assert issuer not in ("", UPSTREAM_CA_NAME)
 
 
 @pytest.mark.slow

@@ -62,12 +62,17 @@ $leased_set\tset exempt_v6 {
 \t\tfib saddr . iif oif missing counter drop comment "spoofed"
 \t}
 
+\t# Web traffic to any of the gateway's own addresses is never the proxy's to pass on: the
+\t# proxy would dial the gateway itself and hand pupils whatever IT serves on 80/443 (a console
+\t# on 443, adversarial pass a12). Left unredirected, the input chain refuses it.
 \tchain prerouting {
 \t\ttype nat hook prerouting priority dstnat; policy accept;
 \t\tiifname != @student_ifaces return
 \t\tip saddr @exempt_v4 return
 \t\tip6 saddr @exempt_v6 return
-\t\t${onboarding}${dns}tcp dport { 80, 443 } counter redirect to :$port comment "proxy"
+\t\t${onboarding}${dns}
+\t\tfib daddr type local tcp dport { 80, 443 } counter return comment "own address"
+\t\ttcp dport { 80, 443 } counter redirect to :$port comment "proxy"
 \t}
 
 \tchain forward {
