@@ -4,6 +4,8 @@ school's own)."""
 from __future__ import annotations
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,3 +74,30 @@ def test_the_schools_own_certificate_is_used_and_a_missing_one_is_a_clear_error(
     (tmp_path / "school.crt").write_text("not a certificate")
     with pytest.raises(ConsoleTlsError, match="not a readable PEM certificate"):
         certificate(missing, "127.0.0.1")
+
+
+def test_concurrent_guesses_cannot_outrun_the_lock_out(data_dir: Path) -> None:
+    """Adversarial pass a12 sent 30 sign-ins at once and had 16 checked before the lock."""
+    with ConsoleStore(data_dir / "c.sqlite") as store:
+        store.add_account("dana", "dsl", PASSWORD)
+        start = threading.Barrier(30)
+
+        def guess(number: int) -> str:
+            start.wait(timeout=30)
+            password = PASSWORD if number == 29 else f"wrong password {number}"
+            return store.authenticate("dana", password, max_failed=5, lockout_s=900)[1]
+
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            answers = list(pool.map(guess, range(30)))
+        assert answers.count("invalid") + answers.count("ok") <= 5
+        assert answers.count("locked") >= 25
+
+
+def test_an_unknown_name_locks_like_a_real_one(data_dir: Path) -> None:
+    """ "locked" must not tell that an account exists (adversarial pass a12)."""
+    with ConsoleStore(data_dir / "c.sqlite") as store:
+        store.add_account("dana", "dsl", PASSWORD)
+        for name in ("dana", "nobody"):
+            answers = [store.authenticate(name, "wrong password!", max_failed=5, lockout_s=900)[1]
+                       for _ in range(6)]  # fmt: skip
+            assert answers == ["invalid"] * 4 + ["locked"] * 2, name

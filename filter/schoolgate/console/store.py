@@ -156,6 +156,7 @@ class ConsoleStore:
         except (sqlite3.Error, OSError) as exc:
             raise ConsoleError(f"cannot open the console database {self.path}: {exc}") from exc
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+        self._unknown: dict[str, tuple[int, float]] = {}  # failed tries of names with no account
 
     def close(self) -> None:
         with self._lock:
@@ -248,37 +249,56 @@ class ConsoleStore:
     ) -> tuple[Account | None, str]:
         """The account and "ok", or None and why not ("locked" or "invalid", never which of
         username and password was wrong). Every attempt costs one argon2 verification, so an
-        unknown name answers no faster than a wrong password."""
+        unknown name answers no faster than a wrong password, and an unknown name locks after
+        as many tries as a real one, so that "locked" does not tell that an account exists.
+
+        An attempt is counted before its password is checked, in one transaction with the
+        lock-out test: concurrent guesses cannot all be checked against one count (adversarial
+        pass a12 got 16 guesses checked per lock-out by sending them at once)."""
         now = self.clock()
-        rows = self._rows(
-            "SELECT role, password, created_at, failed, locked_until FROM accounts "
-            "WHERE username = ?",
-            (username,),
-        )
-        if not rows:
-            self._verify(self._dummy_hash, password)
-            return None, "invalid"
-        role, stored, created, failed, locked_until = rows[0]
-        if float(locked_until) > now:
-            self._verify(self._dummy_hash, password)
-            return None, "locked"
-        if not self._verify(str(stored), password):
-            failed = int(str(failed)) + 1
-            until = now + lockout_s if failed >= max_failed else 0.0
-            with self._transaction() as cur:
+        until = 0.0
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT role, password, created_at, failed, locked_until FROM accounts "
+                "WHERE username = ?",
+                (username,),
+            ).fetchone()
+            if row is not None and row[4] <= now:
+                failed = row[3] + 1
+                until = now + lockout_s if failed >= max_failed else 0.0
                 cur.execute(
                     "UPDATE accounts SET failed = ?, locked_until = ? WHERE username = ?",
                     (0 if until else failed, until, username),
                 )
+        if row is None:
+            self._verify(self._dummy_hash, password)
+            return None, self._unknown_name(username, now, max_failed, lockout_s)
+        role, stored, created, _, locked_until = row
+        if locked_until > now:
+            self._verify(self._dummy_hash, password)
+            return None, "locked"
+        if not self._verify(stored, password):
             return None, "locked" if until else "invalid"
         with self._transaction() as cur:
             update = "failed = 0, locked_until = 0"
             params: tuple[object, ...] = (username,)
-            if self._hasher.check_needs_rehash(str(stored)):
+            if self._hasher.check_needs_rehash(stored):
                 update += ", password = ?"
                 params = (self._hasher.hash(password), username)
             cur.execute(f"UPDATE accounts SET {update} WHERE username = ?", params)
-        return Account(username, str(role), float(created), 0, 0.0), "ok"
+        return Account(username, role, created, 0, 0.0), "ok"
+
+    def _unknown_name(self, username: str, now: float, max_failed: int, lockout_s: float) -> str:
+        with self._lock:
+            failed, until = self._unknown.get(username, (0, 0.0))
+            if until > now:
+                return "locked"
+            failed += 1
+            if len(self._unknown) > 10_000:  # bounded: a flood of names forgets the oldest
+                self._unknown.clear()
+            locked = failed >= max_failed
+            self._unknown[username] = (0, now + lockout_s) if locked else (failed, 0.0)
+            return "locked" if locked else "invalid"
 
     def _verify(self, stored: str, password: str) -> bool:
         try:
