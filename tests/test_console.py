@@ -559,3 +559,30 @@ def test_reopening_an_incident_or_banking_the_file_withdraws_its_exemption(
     assert "that exemption is withdrawn" in answer.get_data(as_text=True)
     with BankStore(config.banks.path) as store:
         assert Exemptions(store).list() == []
+
+
+def test_repeats_after_the_close_put_the_incident_back_in_the_queue_in_time_order(
+    app: Flask, config: Config, clock: FakeClock
+) -> None:
+    """Adversarial pass a12: repeats within the de-duplication window after the DSL closed the
+    incident were folded into it, out of the queue, and listed above the close."""
+    times = iter([1_900_000_000.0, 1_900_000_100.0, 1_900_000_200.0])
+    with AlertOutbox(config.alerts.outbox, dedup_window_s=600, clock=lambda: next(times)) as box:
+        details = AlertDetails.from_verdict(make_verdict(), "Test School")
+        incident = box.enqueue(details).alert_id
+        box._db.execute("UPDATE alerts SET sent_once = 1, state = 'delivered'")
+        clock.now = 1_900_000_150.0
+        browser, _ = sign_in(app, "dana")
+        act(browser, incident, action="close", outcome="pupil_supported")
+        assert browser.get("/incidents?status=new").get_data(as_text=True).count(incident) == 0
+        box.enqueue(details)  # t=100: before the close, folded in quietly
+        assert 'id="repeated"' not in browser.get(f"/incidents/{incident}").get_data(as_text=True)
+        box.enqueue(details)  # t=200: after the close
+    assert incident in browser.get("/incidents?status=new").get_data(as_text=True)
+    page = browser.get(f"/incidents/{incident}").get_data(as_text=True)
+    assert 'id="repeated"' in page
+    assert 'id="status">new' in page
+    timeline = [what for _, what in re.findall(r'<li>([^<]*): <span class="note">([^<]*)<', page)]
+    assert [what.split(",")[0] for what in timeline[:2]] == ["alert", "repeat"]
+    assert timeline[2].startswith("dana closed")
+    assert len(timeline) == 3

@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     status TEXT NOT NULL,
     assignee TEXT,
     outcome TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    closed_at REAL
 );
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY,
@@ -121,6 +122,7 @@ class Workflow:
     status: str = NEW
     assignee: str | None = None
     outcome: str | None = None
+    closed_at: float | None = None  # when it was last closed (None while open)
 
 
 @dataclass(frozen=True)
@@ -343,18 +345,9 @@ class ConsoleStore:
 
     # -- incidents -----------------------------------------------------------------------------
 
-    def workflow(self, incident: str) -> Workflow:
-        rows = self._rows(
-            "SELECT status, assignee, outcome FROM incidents WHERE id = ?", (incident,)
-        )
-        if not rows:
-            return Workflow()
-        status, assignee, outcome = rows[0]
-        return Workflow(str(status), assignee, outcome)
-
     def workflows(self) -> dict[str, Workflow]:
-        rows = self._rows("SELECT id, status, assignee, outcome FROM incidents")
-        return {str(i): Workflow(str(s), a, o) for i, s, a, o in rows}
+        rows = self._rows("SELECT id, status, assignee, outcome, closed_at FROM incidents")
+        return {str(row[0]): Workflow(*row[1:]) for row in rows}
 
     def act(
         self,
@@ -375,17 +368,21 @@ class ConsoleStore:
         now = self.clock()
         with self._transaction() as cur:
             row = cur.execute(
-                "SELECT status, assignee, outcome FROM incidents WHERE id = ?", (incident,)
+                "SELECT status, assignee, outcome, closed_at FROM incidents WHERE id = ?",
+                (incident,),
             ).fetchone()
             current = Workflow(*row) if row is not None else Workflow()
+            new_status = status or current.status
+            closed_at = current.closed_at if status is None else (now if status == CLOSED else None)
             cur.execute(
-                "INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     incident,
-                    status or current.status,
+                    new_status,
                     assignee if assignee is not None else current.assignee,
                     outcome if outcome is not None else current.outcome,
                     now,
+                    closed_at,
                 ),
             )
             cur.execute(
