@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -213,3 +214,23 @@ def test_the_console_base_url_reaches_the_alert_receivers(alert: Alert) -> None:
     assert isinstance(receiver, WebhookReceiver)
     sent = json.loads(receiver.request(alert).body)
     assert sent["console_url"] == f"https://gw.example:8443/incidents/{alert.id}"
+
+
+def test_names_a_pupil_chose_are_written_so_no_client_links_them(data_dir: Path) -> None:
+    """Adversarial pass a12: a DHCP name and a Host header such as www.<look-alike sign-in>
+    reached the DSL's email and cards as text that mail clients turn into links."""
+    lure = "www.schoolgate-console-signin.example"
+    verdict = make_verdict(hostname=lure)
+    verdict = replace(verdict, context=replace(verdict.context, host=lure))
+    alert = Alert("f" * 32, "decision", "pending", "k", AlertDetails.from_verdict(verdict, "S"))
+    email = email_message(alert, GUIDANCE, TZ, "gw@school.example", ("dsl@school.example",))
+    texts = [
+        email.get_content(),
+        json.dumps(teams_payload(alert, GUIDANCE, TZ)),
+        json.dumps(slack_payload(alert, GUIDANCE, TZ)),
+        generic_payload(alert, GUIDANCE, TZ)["summary"],
+    ]
+    for text in texts:
+        assert lure not in text
+        assert "www[.]schoolgate-console-signin[.]example" in text
+    assert generic_payload(alert, GUIDANCE, TZ)["device"]["hostname"] == lure  # data stays data

@@ -7,7 +7,7 @@ away from the imagery.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -52,6 +52,13 @@ def _size(size: int | None) -> str:
     return f"{size / (1024 * 1024):.1f} MB"
 
 
+def _defanged(name: str | None) -> str | None:
+    """A name a pupil chose (a DHCP host name, a Host header) written so that no mail or chat
+    client turns it into a link: "www.example.org" reads "www[.]example[.]org" (adversarial
+    pass a12 put a look-alike sign-in address into the DSL's alert that way)."""
+    return name.replace(".", "[.]") if name else name
+
+
 def _headline(alert: Alert) -> str:
     details = alert.details
     if alert.kind == KIND_TEST:
@@ -85,6 +92,8 @@ def build_view(
             guidance=guidance,
             footer=f"Alert {alert.id} (test)",
         )
+    device = replace(device, hostname=_defanged(device.hostname))
+    host = _defanged(details.host)
     verb = "download" if details.direction == "download" else "upload"
     outcome = (
         "It was stopped before it crossed the network."
@@ -100,7 +109,7 @@ def build_view(
     if device.vlan is not None:
         facts.append(("VLAN", str(device.vlan)))
     facts.append(("Group", f"{details.group} ({details.mode} mode)"))
-    facts.append(("App", f"{app} ({details.host})" if details.host else app))
+    facts.append(("App", f"{app} ({host})" if host else app))
     facts.append(("Action", "blocked" if details.blocked else "allowed and recorded"))
     for match in details.matches:
         note = f", note: {match.note}" if match.note else ""
