@@ -54,6 +54,13 @@ def serve(config: Config, host: str, port: int) -> None:
             stop.wait(RETENTION_EVERY_S)
 
     threading.Thread(target=retention, name="console-retention", daemon=True).start()
+    if host in ("0.0.0.0", "::"):
+        # Pupils are refused by the gateway's firewall, but the internet side is not IT's
+        # firewall's to guess (adversarial pass a12 reached it from the upstream network).
+        log.warning(
+            "the console listens on every address, the internet side included: set "
+            "console.listen_host to the gateway's management address"
+        )
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     print(
         f"schoolgate console on https://{bind}/ (certificate SHA-256 {fingerprint(cert)})",
