@@ -172,7 +172,7 @@ def _drive_the_browser(url: str, tmp_path: Path) -> str:
             _shot(page, "3-incident")
             page.click("#acknowledge")
             page.wait_for_selector("#status:text('acknowledged')")
-            page.fill("#note", "Art class drawing; the bank's near-match is the shared scene layout (IT compared hashes).")
+            page.fill("#note", "Art class drawing; the near-match is the shared scene layout.")
             page.click("#add-note")
             page.wait_for_selector("text=shared scene layout")
             page.select_option("#outcome-choice", "false_positive")
