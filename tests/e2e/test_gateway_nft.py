@@ -494,6 +494,46 @@ def test_web_ports_of_the_gateway_itself_are_refused_not_proxied(gateway: Gatewa
     assert issuer not in ("", UPSTREAM_CA_NAME)
 
 
+ZERO_DESTINATION = """
+table ip sgzero {
+  chain out {
+    type filter hook output priority -300;
+    ip daddr 198.51.100.99 tcp dport 443 notrack ip daddr set 0.0.0.0
+  }
+  chain back {
+    type filter hook prerouting priority -300;
+    ip saddr 0.0.0.0 tcp sport 443 notrack ip saddr set 198.51.100.99
+  }
+}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_a_pupil_cannot_send_to_this_host_or_loopback_through_the_gateway(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Adversarial pass a13: a laptop that rewrote its packets to destination 0.0.0.0:443 was
+    redirected into the proxy, which connected to the gateway's own loopback."""
+    service = in_ns(gateway.topo.gateway, _listener_on, "127.0.0.1", 443)
+    rewrite = tmp_path / "zero.nft"
+    rewrite.write_text(ZERO_DESTINATION)
+    run_in(gateway.topo.client, ["nft", "-f", str(rewrite)])
+    try:
+        with service:
+            service.settimeout(1)
+            before = gateway.counter("antispoof", "martian")
+            student = in_ns(gateway.topo.client, _socket, socket.SOCK_STREAM, CLIENT_IP)
+            student.settimeout(2)
+            with student, pytest.raises((TimeoutError, ConnectionRefusedError)):
+                student.connect(("198.51.100.99", 443))
+            with pytest.raises(TimeoutError):
+                service.accept()
+            assert gateway.counter("antispoof", "martian") > before
+    finally:
+        run_in(gateway.topo.client, ["nft", "delete", "table", "ip", "sgzero"], check=False)
+
+
 @pytest.mark.slow
 @pytest.mark.netns
 def test_remove_restores_direct_paths_and_is_idempotent(gateway: Gateway) -> None:

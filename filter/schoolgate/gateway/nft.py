@@ -60,6 +60,10 @@ $leased_set\tset exempt_v6 {
 \t\tudp sport 68 udp dport 67 accept comment "dhcp"$unleased
 \t\tip6 saddr { ::, fe80::/10 } accept comment "neighbour discovery"
 \t\tfib saddr . iif oif missing counter drop comment "spoofed"
+\t\t# No host sends to "this host" or to loopback across a wire: the proxy would dial the
+\t\t# gateway's own loopback for it (adversarial pass a13 reached a console on 127.0.0.1:443).
+\t\tip daddr { 0.0.0.0/8, 127.0.0.0/8 } counter drop comment "martian"
+\t\tip6 daddr { ::, ::1 } counter drop comment "martian6"
 \t}
 
 \t# Web traffic to any of the gateway's own addresses is never the proxy's to pass on: the
