@@ -99,6 +99,12 @@ def act(browser: FlaskClient, incident: str, **form: str) -> int:
                         data={"csrf": _hidden(page, "csrf"), **form}).status_code  # fmt: skip
 
 
+def approve(app: Flask, incident: str, label: str = "bank:incident-2026") -> int:
+    """The second DSL approves a proposed exemption."""
+    deputy, _ = sign_in(app, "dev")
+    return act(deputy, incident, action="approve_exemption", label=label)
+
+
 # -- who may see what ---------------------------------------------------------------------------
 
 
@@ -244,12 +250,17 @@ def test_a_dsl_acknowledges_assigns_notes_and_closes_a_false_positive_with_an_ex
     page = browser.get(f"/incidents/{incident}").get_data(as_text=True)
     assert 'id="status">closed' in page
     assert "False positive" in page
+    assert "Another DSL account must approve it" in page
+    with BankStore(config.banks.path) as store:
+        assert Exemptions(store).list() == []  # not before a second DSL approves
+    assert approve(app, incident) == 302
     history = [a.action for a in console(app).store.actions(incident)]
-    assert history == ["acknowledged", "assigned", "note", "closed", "exempted"]
+    assert history == ["acknowledged", "assigned", "note", "closed", "exemption proposed",
+                       "exempted"]  # fmt: skip
     with BankStore(config.banks.path) as store:
         (exemption,) = Exemptions(store).list()
     assert (exemption.sha256, exemption.label, exemption.added_by, exemption.incident) == (
-        SHA_A, "bank:incident-2026", "dana", incident)  # fmt: skip
+        SHA_A, "bank:incident-2026", "dana, approved by dev", incident)  # fmt: skip
     # Opening the incident and printing its summary are in the access log.
     browser.get(f"/incidents/{incident}/summary")
     log = [(e.actor, e.action, e.target) for e in console(app).store.access_log()]
@@ -268,6 +279,23 @@ def test_an_exemption_needs_a_false_positive_and_a_source_that_matched(
                exempt="bank:another-bank") == 400  # fmt: skip
     with BankStore(config.banks.path) as store:
         assert Exemptions(store).list() == []
+
+
+def test_an_exemption_takes_a_second_dsl_and_can_be_refused(app: Flask, config: Config) -> None:
+    """Adversarial pass a13: one persuaded DSL exempted edited copies of the banked picture."""
+    incident = enqueue(config, distance=20)
+    browser, _ = sign_in(app, "dana")
+    act(browser, incident, action="close", outcome="false_positive", exempt="bank:incident-2026")
+    # The proposer cannot approve it; nor can an `it` account.
+    assert act(browser, incident, action="approve_exemption", label="bank:incident-2026") == 400
+    it_account, _ = sign_in(app, "ivan")
+    assert it_account.post(f"/incidents/{incident}/act").status_code == 403
+    deputy, _ = sign_in(app, "dev")
+    assert act(deputy, incident, action="refuse_exemption", label="bank:incident-2026") == 302
+    assert act(deputy, incident, action="approve_exemption", label="bank:incident-2026") == 400
+    with BankStore(config.banks.path) as store:
+        assert Exemptions(store).list() == []
+    assert console(app).store.actions(incident)[-1].action == "exemption refused"
 
 
 @pytest.mark.parametrize(
@@ -521,6 +549,7 @@ def test_an_exemption_is_listed_and_can_be_withdrawn(app: Flask, config: Config)
     incident = enqueue(config, distance=20)
     browser, _ = sign_in(app, "dana")
     act(browser, incident, action="close", outcome="false_positive", exempt="bank:incident-2026")
+    approve(app, incident)
     page = browser.get("/banks").get_data(as_text=True)
     assert SHA_A in page
     form = {"csrf": _hidden(page, "csrf"), "action": "revoke", "sha256": SHA_A,
@@ -542,6 +571,7 @@ def test_reopening_an_incident_or_banking_the_file_withdraws_its_exemption(
     incident = enqueue(config, distance=20)
     browser, _ = sign_in(app, "dana")
     act(browser, incident, action="close", outcome="false_positive", exempt="bank:incident-2026")
+    approve(app, incident)
     assert act(browser, incident, action="reopen") == 302
     with BankStore(config.banks.path) as store:
         assert Exemptions(store).list() == []

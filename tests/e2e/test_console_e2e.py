@@ -2,9 +2,10 @@
 a banked one (a drawn scene whose layout shares the banked scene's PDQ hash within 18 bits) is
 blocked by `schoolgate run`; the incident appears on `schoolgate console serve`; in headless
 Chromium (Playwright driving Debian's `chromium`) the DSL signs in, opens it, acknowledges it,
-adds a note, closes it as a false positive with an exemption and exports CSV; the same upload is
-then delivered and audited as exempted, while the banked picture itself stays blocked.
-Screenshots of each page go to build/console-screenshots/ (docs/dsl.md shows them).
+adds a note and closes it as a false positive proposing an exemption; a deputy DSL approves the
+exemption and exports CSV; the same upload is then delivered and audited as exempted, while the
+banked picture itself stays blocked. Screenshots of each page go to build/console-screenshots/
+(docs/dsl.md shows them).
 """
 
 from __future__ import annotations
@@ -84,9 +85,10 @@ def test_the_dsl_works_an_incident_from_block_to_exemption(tmp_path: Path) -> No
         bank = blocked["matches"][0]["bank"]
         assert blocked["matches"][0]["distance"] > 8  # a near-match: a judgement, not the file
 
-        _schoolgate(stack.data_dir, "console", "user", "add", "dana", "--role", "dsl",
-                    "--config", str(stack.config_path), "--password-stdin",
-                    stdin=PASSWORD + "\n")  # fmt: skip
+        for dsl in ("dana", "deputy"):  # an exemption takes two DSLs
+            _schoolgate(stack.data_dir, "console", "user", "add", dsl, "--role", "dsl",
+                        "--config", str(stack.config_path), "--password-stdin",
+                        stdin=PASSWORD + "\n")  # fmt: skip
         port = free_port()
         env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(stack.data_dir)}
         env.pop("SCHOOLGATE_CONFIG", None)
@@ -139,6 +141,14 @@ def _wait_for_console(log: Path, server: subprocess.Popen[bytes]) -> None:
     raise AssertionError(f"console did not start: {log.read_text(errors='replace')}")
 
 
+def _sign_in(page: Page, username: str) -> None:
+    page.wait_for_selector("#username")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#sign-in")
+    page.wait_for_selector("#sign-out")
+
+
 def _refuse(dialog: Dialog, seen: list[str]) -> None:
     seen.append(dialog.message)
     dialog.dismiss()
@@ -156,9 +166,7 @@ def _drive_the_browser(url: str, tmp_path: Path) -> str:
             page.on("dialog", lambda dialog: _refuse(dialog, dialogs))
             page.goto(f"{url}/")
             _shot(page, "1-sign-in")
-            page.fill("#username", "dana")
-            page.fill("#password", PASSWORD)
-            page.click("#sign-in")
+            _sign_in(page, "dana")
             deadline = time.monotonic() + 30  # the incident appears: polled, bounded
             while page.locator("table.list a").count() == 0:
                 assert time.monotonic() < deadline, "no incident on the console"
@@ -180,7 +188,15 @@ def _drive_the_browser(url: str, tmp_path: Path) -> str:
             _shot(page, "4-closing")
             page.click("#close")
             page.wait_for_selector("#status:text('closed')")
-            _shot(page, "5-closed")
+            # The deputy DSL approves the exemption (the proposer cannot).
+            incident_url = page.url
+            page.click("#sign-out")
+            _sign_in(page, "deputy")
+            page.goto(incident_url)
+            page.wait_for_selector("#approve")
+            _shot(page, "5-approval")
+            page.click("#approve")
+            page.wait_for_selector("text=approved")
             page.click("#summary")
             page.wait_for_selector("text=Referral summary")
             _shot(page, "6-referral-summary")

@@ -214,6 +214,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Flask:
         return render_template(
             "incident.html",
             exemptable=found.exemptable(_near_bits(console)),
+            proposals=console.store.proposals(found.id),
             incident=found,
             accounts=[a.username for a in console.store.accounts() if a.role == DSL],
         )
@@ -250,7 +251,10 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Flask:
             _close(console, found, me, note)
         elif what == "reopen":
             console.store.act(found.id, me, "reopened", note, status=ACKNOWLEDGED)
+            console.store.drop_proposals(found.id)
             _withdraw_exemptions(console, found, me)
+        elif what in ("approve_exemption", "refuse_exemption"):
+            _decide_exemption(console, found, me, approve=what == "approve_exemption")
         else:
             abort(400, "Unknown action.")
         return redirect(url_for("incident", incident_id=found.id))
@@ -347,16 +351,38 @@ def _close(console: Console, found: inc.Incident, me: str, note: str) -> None:
     said = OUTCOMES[outcome] + (f": {note}" if note else "")
     console.store.act(found.id, me, "closed", said, status=CLOSED, outcome=outcome)
     for label in exempt:
+        # Four eyes: a DSL who was told a plausible story about a picture nobody may view is
+        # one person to persuade; the exemption waits for a second DSL (adversarial pass a13).
+        console.store.propose(found.id, label, sha256 or "", me, note or OUTCOMES[outcome])
         kind, source = label.split(":", 1)
-        Exemptions(console.banks).add(
-            sha256 or "",
-            kind,
-            source,
-            added_by=me,
-            reason=note or OUTCOMES[outcome],
-            incident=found.id,
-        )
-        console.store.act(found.id, me, "exempted", f"SHA-256 {sha256} for {kind} {source}")
+        waiting = f"SHA-256 {sha256} for {kind} {source}; awaiting a second DSL"
+        console.store.act(found.id, me, "exemption proposed", waiting)
+
+
+def _decide_exemption(console: Console, found: inc.Incident, me: str, approve: bool) -> None:
+    """A second DSL approves (the exemption takes effect) or refuses a proposed exemption."""
+    label = request.form.get("label", "")
+    pending = {p.label: p for p in console.store.proposals(found.id)}
+    proposal = pending.get(label)
+    if proposal is None:
+        abort(400, "No exemption of that kind is waiting on this incident.")
+    if proposal.proposed_by == me:
+        abort(400, "A second DSL must approve or refuse an exemption you proposed.")
+    console.store.take_proposal(found.id, label)
+    kind, source = label.split(":", 1)
+    what = f"SHA-256 {proposal.sha256} for {kind} {source}, proposed by {proposal.proposed_by}"
+    if not approve:
+        console.store.act(found.id, me, "exemption refused", what)
+        return
+    Exemptions(console.banks).add(
+        proposal.sha256,
+        kind,
+        source,
+        added_by=f"{proposal.proposed_by}, approved by {me}",
+        reason=proposal.reason,
+        incident=found.id,
+    )
+    console.store.act(found.id, me, "exempted", f"{what}, approved")
 
 
 def _withdraw_exemptions(console: Console, found: inc.Incident, me: str) -> None:

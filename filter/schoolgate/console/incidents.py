@@ -90,11 +90,8 @@ class Incident:
     def matched(self) -> list[str]:
         """What matched, in words: bank and note, or model, label and score."""
         details = self.details
-        found = [
-            f"bank {m.bank} ({m.signal_type}, distance {m.distance})"
-            + (f": {m.note}" if m.note else "")
-            for m in details.matches
-        ]
+        found = [f"bank {m.bank}: {_evidence(m.signal_type, m.distance)}"
+                 + (f" (note: {m.note})" if m.note else "") for m in details.matches]  # fmt: skip
         found += [f"classifier {f.model}: {f.label} {f.score:.2f}" for f in details.flags]
         if not found and details.failure:
             found.append(f"could not be inspected: {details.failure}")
@@ -170,6 +167,17 @@ def fold(alerts: Iterable[Alert], workflows: dict[str, Workflow] | None = None) 
         for root, chain in chains.items()
     ]
     return sorted(incidents, key=lambda i: i.first_seen, reverse=True)
+
+
+def _evidence(signal_type: str, distance: int) -> str:
+    """What a match means, in words a DSL can weigh."""
+    if signal_type == "orb":
+        return "an edited copy of the banked picture, found by its local features (robust tier)"
+    if signal_type == "pdq":
+        return f"a perceptual hash that differs in {distance} of 256 bits from the banked picture's"
+    if signal_type == "vpdq":
+        return "the banked video's frames (video hashes)"
+    return f"the exact banked file ({signal_type})"
 
 
 def _judged(signal_type: str, distance: int, near_bits: int) -> bool:

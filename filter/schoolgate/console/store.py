@@ -85,6 +85,15 @@ CREATE TABLE IF NOT EXISTS access_log (
     remote TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS access_by_time ON access_log (at);
+CREATE TABLE IF NOT EXISTS proposals (
+    incident TEXT NOT NULL,
+    label TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    proposed_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (incident, label)
+);
 """
 
 
@@ -123,6 +132,18 @@ class Workflow:
     assignee: str | None = None
     outcome: str | None = None
     closed_at: float | None = None  # when it was last closed (None while open)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """An exemption one DSL asked for, waiting for a second DSL to approve it."""
+
+    incident: str
+    label: str  # "bank:NAME" | "model:NAME"
+    sha256: str
+    proposed_by: str
+    reason: str
+    at: float
 
 
 @dataclass(frozen=True)
@@ -397,6 +418,32 @@ class ConsoleStore:
         )
         return [Action(*row) for row in rows]
 
+    # -- exemptions waiting for a second DSL -------------------------------------------------
+
+    def propose(self, incident: str, label: str, sha256: str, by: str, reason: str) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO proposals VALUES (?, ?, ?, ?, ?, ?)",
+                (incident, label, sha256, by, reason, self.clock()),
+            )
+
+    def proposals(self, incident: str) -> list[Proposal]:
+        rows = self._rows("SELECT * FROM proposals WHERE incident = ? ORDER BY at", (incident,))
+        return [Proposal(*row) for row in rows]
+
+    def take_proposal(self, incident: str, label: str) -> Proposal | None:
+        """Remove and return one proposal (approved or refused)."""
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT * FROM proposals WHERE incident = ? AND label = ?", (incident, label)
+            ).fetchone()
+            cur.execute("DELETE FROM proposals WHERE incident = ? AND label = ?", (incident, label))
+        return Proposal(*row) if row is not None else None
+
+    def drop_proposals(self, incident: str) -> None:
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM proposals WHERE incident = ?", (incident,))
+
     # -- access log and retention --------------------------------------------------------------
 
     def log_access(self, actor: str, action: str, target: str, remote: str) -> None:
@@ -425,6 +472,7 @@ class ConsoleStore:
                 removed += cur.rowcount
                 cur.execute("DELETE FROM incidents WHERE id = ?", (incident,))
                 removed += cur.rowcount
+                cur.execute("DELETE FROM proposals WHERE incident = ?", (incident,))
             cur.execute("DELETE FROM sessions WHERE last_seen < ?", (cutoff,))
         return removed
 
