@@ -616,3 +616,6 @@ def test_repeats_after_the_close_put_the_incident_back_in_the_queue_in_time_orde
     assert [what.split(",")[0] for what in timeline[:2]] == ["alert", "repeat"]
     assert timeline[2].startswith("dana closed")
     assert len(timeline) == 3
+    (row,) = list(csv.DictReader(io.StringIO(browser.get("/export.csv").get_data(as_text=True))))
+    assert (row["status"], row["outcome"]) == ("new", "")  # the old outcome is history now
+    assert "Pupil supported" in row["history"]

@@ -228,7 +228,8 @@ def export_row(incident: Incident) -> dict[str, object]:
     return {
         "incident_id": incident.id,
         "status": incident.status,
-        "outcome": OUTCOMES.get(workflow.outcome or "", ""),
+        # A closed incident that repeats is open again: its old outcome is history, not status.
+        "outcome": OUTCOMES.get(workflow.outcome or "", "") if incident.status == CLOSED else "",
         "assignee": workflow.assignee or "",
         "first_seen_utc": when(incident.first_seen),
         "last_seen_utc": when(incident.last_seen),
