@@ -26,14 +26,24 @@ from schoolgate.banks.exemptions import Exemptions
 from schoolgate.banks.model import SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.config import Config, load_config, parse_config
-from schoolgate.console.app import Console, create_app
 from schoolgate.console.store import ConsoleError, ConsoleStore
 from schoolgate.errors import ConfigError
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.conftest import encode
 from tests.support.alert_helpers import SHA_A, SHA_B, FakeClock, make_verdict
+from tests.support.console_helpers import (
+    PASSWORD,
+    act,
+    approve,
+    client,
+    console,
+    console_app,
+    enqueue,
+    hidden,
+    shown_proposal,
+    sign_in,
+)
 
-PASSWORD = "correct horse battery"
 HOSTILE = "<img src=x onerror=alert(1)>.jpg"
 FORMULA = '=HYPERLINK("http://192.0.2.9/x","open")'
 
@@ -50,59 +60,8 @@ def config(data_dir: Path) -> Config:
 
 @pytest.fixture
 def app(config: Config, clock: FakeClock) -> Iterator[Flask]:
-    with ConsoleStore(config.console.database) as store:
-        store.add_account("dana", "dsl", PASSWORD)
-        store.add_account("dev", "dsl", PASSWORD)
-        store.add_account("ivan", "it", PASSWORD)
-        store.add_account("ada", "admin", PASSWORD)
-    app = create_app(config, clock)
-    yield app
-    console(app).close()
-
-
-def console(app: Flask) -> Console:
-    found: Console = app.extensions["schoolgate_console"]
-    return found
-
-
-def client(app: Flask) -> FlaskClient:
-    browser = app.test_client()
-    browser.environ_base.update({"wsgi.url_scheme": "https", "HTTP_HOST": "console.test"})
-    return browser
-
-
-def sign_in(app: Flask, username: str, password: str = PASSWORD) -> tuple[FlaskClient, int]:
-    browser = client(app)
-    page = browser.get("/login")
-    token = _hidden(page.get_data(as_text=True), "csrf")
-    answer = browser.post(
-        "/login", data={"username": username, "password": password, "csrf": token}
-    )
-    return browser, answer.status_code
-
-
-def _hidden(html: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert found, f"no {name} field"
-    return found.group(1)
-
-
-def enqueue(config: Config, **kwargs: object) -> str:
-    with AlertOutbox(config.alerts.outbox) as outbox:
-        details = AlertDetails.from_verdict(make_verdict(**kwargs), "Test School")  # type: ignore[arg-type]
-        return outbox.enqueue(details).alert_id
-
-
-def act(browser: FlaskClient, incident: str, **form: str) -> int:
-    page = browser.get(f"/incidents/{incident}").get_data(as_text=True)
-    return browser.post(f"/incidents/{incident}/act",
-                        data={"csrf": _hidden(page, "csrf"), **form}).status_code  # fmt: skip
-
-
-def approve(app: Flask, incident: str, label: str = "bank:incident-2026") -> int:
-    """The second DSL approves a proposed exemption."""
-    deputy, _ = sign_in(app, "dev")
-    return act(deputy, incident, action="approve_exemption", label=label)
+    with console_app(config, clock) as app:
+        yield app
 
 
 # -- who may see what ---------------------------------------------------------------------------
@@ -179,7 +138,7 @@ def test_repeated_bad_passwords_lock_the_account_until_it_expires_or_is_unlocked
     html = admin.get("/accounts").get_data(as_text=True)
     assert "locked until" in html
     admin.post("/accounts", data={"action": "unlock", "username": "dev",
-                                  "csrf": _hidden(html, "csrf")})  # fmt: skip
+                                  "csrf": hidden(html, "csrf")})  # fmt: skip
     assert sign_in(app, "dev")[1] == 302
 
 
@@ -196,7 +155,7 @@ def test_an_idle_session_ends_and_sign_out_ends_it_too(app: Flask, clock: FakeCl
     assert browser.get("/incidents").status_code == 302
     browser, _ = sign_in(app, "dana")
     html = browser.get("/incidents").get_data(as_text=True)
-    browser.post("/logout", data={"csrf": _hidden(html, "csrf")})
+    browser.post("/logout", data={"csrf": hidden(html, "csrf")})
     assert browser.get("/incidents").status_code == 302
 
 
@@ -207,7 +166,7 @@ def test_an_idle_session_ends_and_sign_out_ends_it_too(app: Flask, clock: FakeCl
 )  # fmt: skip
 def test_sign_in_never_redirects_to_another_site(app: Flask, target: str) -> None:
     browser = client(app)
-    token = _hidden(browser.get("/login").get_data(as_text=True), "csrf")
+    token = hidden(browser.get("/login").get_data(as_text=True), "csrf")
     answer = browser.post("/login", data={"username": "dana", "password": PASSWORD,
                                           "csrf": token, "next": target})  # fmt: skip
     assert answer.headers["Location"] == "/"
@@ -216,7 +175,7 @@ def test_sign_in_never_redirects_to_another_site(app: Flask, target: str) -> Non
 def test_cookies_and_headers_are_locked_down(app: Flask) -> None:
     browser = client(app)
     page = browser.get("/login")
-    token = _hidden(page.get_data(as_text=True), "csrf")
+    token = hidden(page.get_data(as_text=True), "csrf")
     form = {"username": "dana", "password": PASSWORD, "csrf": token}
     answer = browser.post("/login", data={**form, "next": "/incidents?status=new"})
     assert answer.headers["Location"] == "/incidents?status=new"  # back where the link pointed
@@ -286,13 +245,17 @@ def test_an_exemption_takes_a_second_dsl_and_can_be_refused(app: Flask, config: 
     incident = enqueue(config, distance=20)
     browser, _ = sign_in(app, "dana")
     act(browser, incident, action="close", outcome="false_positive", exempt="bank:incident-2026")
+    shown = shown_proposal(app, incident, "bank:incident-2026")
     # The proposer cannot approve it; nor can an `it` account.
-    assert act(browser, incident, action="approve_exemption", label="bank:incident-2026") == 400
+    assert act(browser, incident, action="approve_exemption", label="bank:incident-2026",
+               proposal=shown) == 400  # fmt: skip
     it_account, _ = sign_in(app, "ivan")
     assert it_account.post(f"/incidents/{incident}/act").status_code == 403
     deputy, _ = sign_in(app, "dev")
-    assert act(deputy, incident, action="refuse_exemption", label="bank:incident-2026") == 302
-    assert act(deputy, incident, action="approve_exemption", label="bank:incident-2026") == 400
+    assert act(deputy, incident, action="refuse_exemption", label="bank:incident-2026",
+               proposal=shown) == 302  # fmt: skip
+    assert act(deputy, incident, action="approve_exemption", label="bank:incident-2026",
+               proposal=shown) == 400  # fmt: skip
     with BankStore(config.banks.path) as store:
         assert Exemptions(store).list() == []
     assert console(app).store.actions(incident)[-1].action == "exemption refused"
@@ -451,7 +414,7 @@ def test_accounts_refuse_weak_passwords_unknown_roles_and_odd_names(data_dir: Pa
 
 
 def _banks_form(browser: FlaskClient) -> str:
-    return _hidden(browser.get("/banks").get_data(as_text=True), "csrf")
+    return hidden(browser.get("/banks").get_data(as_text=True), "csrf")
 
 
 def test_a_file_is_hashed_in_memory_banked_and_never_shown(
@@ -552,7 +515,7 @@ def test_an_exemption_is_listed_and_can_be_withdrawn(app: Flask, config: Config)
     approve(app, incident)
     page = browser.get("/banks").get_data(as_text=True)
     assert SHA_A in page
-    form = {"csrf": _hidden(page, "csrf"), "action": "revoke", "sha256": SHA_A,
+    form = {"csrf": hidden(page, "csrf"), "action": "revoke", "sha256": SHA_A,
             "label": "bank:incident-2026"}  # fmt: skip
     answer = browser.post("/banks", data=form)
     assert "The exemption is withdrawn" in answer.get_data(as_text=True)

@@ -31,6 +31,7 @@ from schoolgate.console.store import (
     STATUSES,
     ConsoleError,
     ConsoleStore,
+    Proposal,
 )
 from schoolgate.console.web import (
     LOGIN_COOKIE,
@@ -214,7 +215,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Flask:
         return render_template(
             "incident.html",
             exemptable=found.exemptable(_near_bits(console)),
-            proposals=console.store.proposals(found.id),
+            proposals=_pending(console, found),
             incident=found,
             accounts=[a.username for a in console.store.accounts() if a.role == DSL],
         )
@@ -362,13 +363,22 @@ def _close(console: Console, found: inc.Incident, me: str, note: str) -> None:
 def _decide_exemption(console: Console, found: inc.Incident, me: str, approve: bool) -> None:
     """A second DSL approves (the exemption takes effect) or refuses a proposed exemption."""
     label = request.form.get("label", "")
-    pending = {p.label: p for p in console.store.proposals(found.id)}
+    pending = {p.label: p for p in _pending(console, found)}
     proposal = pending.get(label)
     if proposal is None:
         abort(400, "No exemption of that kind is waiting on this incident.")
+    if proposal.token != request.form.get("proposal"):
+        abort(400, "This exemption was withdrawn and proposed again since you loaded the page: "
+                   "read the new proposal before deciding.")  # fmt: skip
     if proposal.proposed_by == me:
         abort(400, "A second DSL must approve or refuse an exemption you proposed.")
-    console.store.take_proposal(found.id, label)
+    mine = next((a for a in console.store.accounts() if a.username == me), None)
+    if approve and (mine is None or mine.created_at > proposal.at):
+        # An account made after the proposal is the easiest sock-puppet (adversarial pass a14).
+        abort(400, "This account was created after the exemption was proposed, so it cannot "
+                   "approve it; a DSL account that existed before must.")  # fmt: skip
+    if console.store.take_proposal(found.id, label, proposal.token) is None:
+        abort(400, "No exemption of that kind is waiting on this incident.")
     kind, source = label.split(":", 1)
     what = f"SHA-256 {proposal.sha256} for {kind} {source}, proposed by {proposal.proposed_by}"
     if not approve:
@@ -383,6 +393,22 @@ def _decide_exemption(console: Console, found: inc.Incident, me: str, approve: b
         incident=found.id,
     )
     console.store.act(found.id, me, "exempted", f"{what}, approved")
+
+
+def _pending(console: Console, found: inc.Incident) -> list[Proposal]:
+    """The exemptions waiting on an incident that is still closed as a false positive. A repeat
+    puts the incident back in the queue, undecided: its proposals are withdrawn, as Reopen
+    withdraws them (adversarial pass a14: a deputy approved one on a reopened incident)."""
+    proposals = console.store.proposals(found.id)
+    if proposals and found.status == CLOSED and found.workflow.outcome == "false_positive":
+        return proposals
+    for proposal in proposals:
+        kind, source = proposal.label.split(":", 1)
+        console.store.act(found.id, "schoolgate", "exemption proposal withdrawn",
+                          f"SHA-256 {proposal.sha256} for {kind} {source}: the incident is "
+                          "no longer closed as a false positive")  # fmt: skip
+    console.store.drop_proposals(found.id)
+    return []
 
 
 def _withdraw_exemptions(console: Console, found: inc.Incident, me: str) -> None:

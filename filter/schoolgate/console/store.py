@@ -40,7 +40,18 @@ OUTCOMES: Final = {
     "false_positive": "False positive (not what was matched)",
 }
 MIN_PASSWORD: Final = 12
-_USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", re.ASCII)
+# Characters a reader can take for one another in a name on a page ("dsl.jones" approved by
+# "DSL.Jones" or "dsl_jones" reads as one person twice: adversarial pass a14). Names are ASCII
+# (no Cyrillic look-alikes) and no two accounts may share a skeleton.
+_SKELETON = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l", ".": None, "-": None, "_": None})
+
+
+def skeleton(username: str) -> str:
+    """What a username looks like to a hurried reader: case, separators and 0/o, 1/l/i,
+    rn/m and vv/w confusions folded away."""
+    return username.lower().replace("rn", "m").replace("vv", "w").translate(_SKELETON)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -145,6 +156,15 @@ class Proposal:
     reason: str
     at: float
 
+    @property
+    def token(self) -> str:
+        """Names this proposal as the approver saw it: a withdrawn and re-made proposal (another
+        reason, another time) has another token, so an approval loaded before cannot pass for
+        it (adversarial pass a14)."""
+        fields = "\x1f".join((self.incident, self.label, self.sha256, self.proposed_by,
+                               self.reason, repr(self.at)))  # fmt: skip
+        return hashlib.sha256(fields.encode()).hexdigest()[:32]
+
 
 @dataclass(frozen=True)
 class AccessEntry:
@@ -215,13 +235,19 @@ class ConsoleStore:
 
     def add_account(self, username: str, role: str, password: str) -> Account:
         username = username.strip()
-        if (
-            not username
-            or not username.replace(".", "").replace("-", "").replace("_", "").isalnum()
-        ):
+        if not _USERNAME.fullmatch(username):
             raise ConsoleError(
-                f"{username!r} is not a username: letters, digits, '.', '-' and '_' only"
+                f"{username!r} is not a username: up to 64 ASCII letters, digits, '.', '-' and "
+                "'_', starting with a letter or digit"
             )
+        for other in self.accounts():
+            if skeleton(other.username) == skeleton(username):
+                raise ConsoleError(
+                    f"{username!r} can be mistaken for the account {other.username!r}: "
+                    "choose a name that reads differently"
+                    if other.username != username
+                    else f"an account named {username!r} exists already"
+                )
         if role not in ROLES:
             raise ConsoleError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
         _check_password(password)
@@ -431,14 +457,17 @@ class ConsoleStore:
         rows = self._rows("SELECT * FROM proposals WHERE incident = ? ORDER BY at", (incident,))
         return [Proposal(*row) for row in rows]
 
-    def take_proposal(self, incident: str, label: str) -> Proposal | None:
-        """Remove and return one proposal (approved or refused)."""
+    def take_proposal(self, incident: str, label: str, token: str) -> Proposal | None:
+        """Remove and return the proposal the decider saw (approved or refused); None, and
+        nothing removed, when none with that token is waiting."""
         with self._transaction() as cur:
             row = cur.execute(
                 "SELECT * FROM proposals WHERE incident = ? AND label = ?", (incident, label)
             ).fetchone()
+            if row is None or Proposal(*row).token != token:
+                return None
             cur.execute("DELETE FROM proposals WHERE incident = ? AND label = ?", (incident, label))
-        return Proposal(*row) if row is not None else None
+        return Proposal(*row)
 
     def drop_proposals(self, incident: str) -> None:
         with self._transaction() as cur:

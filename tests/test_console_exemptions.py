@@ -1,0 +1,145 @@
+"""The two-DSL exemption cannot be steered: the approval names the proposal the approver read, a
+repeat that puts the incident back in the queue withdraws what waits on it, and the second DSL
+is a second person (adversarial pass a14)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from schoolgate.alerts.model import AlertDetails
+from schoolgate.alerts.outbox import AlertOutbox
+from schoolgate.banks.exemptions import Exemptions
+from schoolgate.banks.store import BankStore
+from schoolgate.config import Config, load_config
+from schoolgate.console.store import ConsoleError, ConsoleStore, skeleton
+from tests.support.alert_helpers import FakeClock, make_verdict
+from tests.support.console_helpers import (
+    PASSWORD,
+    act,
+    approve,
+    console,
+    console_app,
+    enqueue,
+    shown_proposal,
+    sign_in,
+)
+
+LABEL = "bank:incident-2026"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=1_900_000_000.0)
+
+
+@pytest.fixture
+def config(data_dir: Path) -> Config:
+    return load_config()
+
+
+@pytest.fixture
+def app(config: Config, clock: FakeClock) -> Iterator[Flask]:
+    with console_app(config, clock) as app:
+        yield app
+
+
+def exempted(config: Config) -> list[str]:
+    with BankStore(config.banks.path) as store:
+        return [e.sha256 for e in Exemptions(store).list()]
+
+
+def propose(app: Flask, incident: str, reason: str) -> None:
+    browser, _ = sign_in(app, "dana")
+    assert act(browser, incident, action="close", outcome="false_positive", exempt=LABEL,
+               note=reason) == 302  # fmt: skip
+
+
+def test_an_approval_loaded_before_the_proposal_was_made_again_is_refused(
+    app: Flask, config: Config, clock: FakeClock
+) -> None:
+    """a14 T6: the proposer reopened and proposed again with another reason under the
+    deputy's open page, and the deputy's approval went through for a reason never shown."""
+    incident = enqueue(config, distance=20)
+    propose(app, incident, "pupil: my own drawing")
+    seen = shown_proposal(app, incident, LABEL)
+    dana, _ = sign_in(app, "dana")
+    act(dana, incident, action="reopen")
+    clock.advance(30)
+    propose(app, incident, "CHANGED REASON")
+    deputy, _ = sign_in(app, "dev")
+    page = deputy.get(f"/incidents/{incident}").get_data(as_text=True)
+    answer = deputy.post(f"/incidents/{incident}/act", data={
+        "csrf": page.split('name="csrf" value="')[1].split('"')[0],
+        "action": "approve_exemption", "label": LABEL, "proposal": seen,
+    })  # fmt: skip
+    assert answer.status_code == 400
+    assert "proposed again since you loaded the page" in answer.get_data(as_text=True)
+    assert exempted(config) == []
+    assert shown_proposal(app, incident, LABEL)  # still waiting, for a decision on what it says
+    assert approve(app, incident) == 302  # the proposal as it stands now
+    assert len(exempted(config)) == 1
+
+
+def test_a_repeat_that_reopens_the_incident_withdraws_the_waiting_proposal(
+    app: Flask, config: Config, clock: FakeClock
+) -> None:
+    """a14 T7: the pupil sent the file again, the incident went back to the queue, and the
+    deputy still approved the exemption proposed when it was closed."""
+    times = iter([1_900_000_000.0, 1_900_000_200.0])
+    with AlertOutbox(config.alerts.outbox, dedup_window_s=600, clock=lambda: next(times)) as box:
+        details = AlertDetails.from_verdict(make_verdict(distance=20), "Test School")
+        incident = box.enqueue(details).alert_id
+        box._db.execute("UPDATE alerts SET sent_once = 1, state = 'delivered'")
+        clock.now = 1_900_000_100.0
+        propose(app, incident, "pupil: my own drawing")
+        seen = shown_proposal(app, incident, LABEL)
+        box.enqueue(details)  # t=200: the same file again, after the close
+    deputy, _ = sign_in(app, "dev")
+    page = deputy.get(f"/incidents/{incident}").get_data(as_text=True)
+    assert 'id="status">new' in page
+    assert "Exemptions waiting for a second DSL" not in page
+    assert act(deputy, incident, action="approve_exemption", label=LABEL, proposal=seen) == 400
+    assert exempted(config) == []
+    withdrawn = [a for a in console(app).store.actions(incident) if "withdrawn" in a.action]
+    assert [a.actor for a in withdrawn] == ["schoolgate"]
+    assert "no longer closed as a false positive" in withdrawn[0].detail
+
+
+def test_an_account_made_after_the_proposal_cannot_approve_it(
+    app: Flask, config: Config, clock: FakeClock
+) -> None:
+    """a14 T8: an admin made a second DSL account to approve a proposal already waiting."""
+    incident = enqueue(config, distance=20)
+    propose(app, incident, "pupil: my own drawing")
+    clock.advance(60)
+    console(app).store.add_account("dsl.newcomer", "dsl", PASSWORD)
+    assert approve(app, incident, by="dsl.newcomer") == 400
+    assert exempted(config) == []
+    assert approve(app, incident, by="dev") == 302  # an account that existed before may
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    ["dsl.jon\u0435s", "DSL.Jones", "dsl_jones", "dsl-jones", "dsljones", "dsI.jones",
+     "dsl.j0nes", "ds1.jones", "dsl.jones\u200b", "\uff44sl.jones"],
+)  # fmt: skip
+def test_a_username_that_reads_as_an_existing_one_is_refused(
+    config: Config, look_alike: str
+) -> None:
+    """a14 T8: "dsl.jones, approved by dsl.jon\\u0435s" (a Cyrillic e) reads as one person twice."""
+    with ConsoleStore(config.console.database) as store:
+        store.add_account("dsl.jones", "dsl", PASSWORD)
+        with pytest.raises(ConsoleError, match=r"mistaken for|is not a username"):
+            store.add_account(look_alike, "dsl", PASSWORD)
+        store.add_account("dsl.smith", "dsl", PASSWORD)
+        assert [a.username for a in store.accounts()] == ["dsl.jones", "dsl.smith"]
+
+
+def test_the_skeleton_folds_only_what_a_reader_confuses() -> None:
+    assert skeleton("Dsl.Jones") == skeleton("dsl_jones") == skeleton("dsi.jones")
+    assert skeleton("modern") == skeleton("modem")  # "rn" reads as "m"
+    assert skeleton("dsl.jones") != skeleton("dsl.jonas")
