@@ -25,6 +25,7 @@ from schoolgate.addons.downloads import DownloadInspector
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.addons.uploads import UploadInspector
 from schoolgate.addons.websockets import WebSocketInspector
+from schoolgate.alerts.outbox import AlertOutbox
 from schoolgate.config import load_config
 from schoolgate.gateway.neighbours import NeighbourTable
 from tests.conftest import encode
@@ -145,6 +146,33 @@ def test_benign_multipart_upload_goes_through(
         run_upload(addon, flow)
     assert flow.response is None  # forwarded
     assert [r["decision"] for r in audit_decisions(data_dir)] == ["allow"]
+
+
+def test_a_banked_picture_hidden_after_a_harmless_one_is_recorded_as_hidden(
+    ref: RuntimeRef, benign: bytes, banned: bytes, data_dir: Path
+) -> None:
+    """Adversarial pass a14 (T10): the incident showed only the hidden item's size and hash,
+    and nothing contradicted the pupil's "it's my cat"; where the item lay in the upload and
+    the upload's size travel with the decision to the audit log, the alert and the console."""
+    addon = UploadInspector(ref)
+    body, content_type = multipart_body("file", "cat.jpg", benign + banned, "image/jpeg")
+    with taddons.context(addon):
+        flow = upload_flow(
+            MEDIA_HOST, "/upload/multipart", body, method="POST", content_type=content_type
+        )
+        run_upload(addon, flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    records = {r["decision"]: r["client"] for r in audit_decisions(data_dir)}
+    assert records["block"]["locator"].endswith(f"@{len(benign)}")
+    assert records["block"]["body_size"] == len(body)
+    assert records["block"]["size"] == len(banned)
+    assert "@" not in records["allow"]["locator"]  # the carrier, judged as the file it is
+    outbox = AlertOutbox(ref.get().config.alerts.outbox)
+    with outbox:
+        (alert,) = outbox.list()
+    assert alert.details.locator == records["block"]["locator"]
+    assert alert.details.body_size == len(body)
 
 
 def test_compressed_banked_upload_is_decoded_and_blocked(ref: RuntimeRef, banned: bytes) -> None:

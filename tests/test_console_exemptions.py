@@ -4,6 +4,8 @@ is a second person (adversarial pass a14)."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +145,28 @@ def test_the_skeleton_folds_only_what_a_reader_confuses() -> None:
     assert skeleton("Dsl.Jones") == skeleton("dsl_jones") == skeleton("dsi.jones")
     assert skeleton("modern") == skeleton("modem")  # "rn" reads as "m"
     assert skeleton("dsl.jones") != skeleton("dsl.jonas")
+
+
+def test_the_approver_reads_that_the_item_was_hidden_after_other_data(
+    app: Flask, config: Config
+) -> None:
+    """a14 T10: the page showed only the hidden item's size and hash, so nothing contradicted
+    "it's my cat"; it now says where in the upload the item lay and how big the upload was."""
+    hidden = enqueue(config, distance=20, locator="body/multipart:file[0]@41803",
+                     body_size=76_002)  # fmt: skip
+    plain_file = enqueue(config, distance=20, sha256="9" * 64, locator="body/multipart:file[0]",
+                         body_size=123_900)  # fmt: skip
+    deputy, _ = sign_in(app, "dev")
+    page = deputy.get(f"/incidents/{hidden}").get_data(as_text=True)
+    assert 'id="found-in"' in page
+    assert "found by its signature at byte 41803" in page
+    assert "an upload of 76002 bytes" in page
+    assert "found by its signature" in deputy.get(f"/incidents/{hidden}/summary").get_data(
+        as_text=True
+    )
+    assert 'id="found-in"' not in deputy.get(f"/incidents/{plain_file}").get_data(as_text=True)
+    rows = {r["incident_id"]: r for r in csv.DictReader(
+        io.StringIO(deputy.get("/export.csv").get_data(as_text=True)))}  # fmt: skip
+    assert "byte 41803" in rows[hidden]["found_in"]
+    assert rows[plain_file]["found_in"] == ""
+    assert rows[hidden]["file_size"] == "123456"

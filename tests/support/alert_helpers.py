@@ -182,6 +182,8 @@ def make_verdict(
     route: str = "/upload/raw/IMG_0042.jpg",
     distance: int = 4,
     signal: SignalType = SignalType.PDQ,
+    locator: str | None = None,
+    body_size: int | None = None,
 ) -> Verdict:
     """A decision from the real policy on findings as the engine would report them."""
     config = parse_config(POLICY_YAML, "test.yaml")
@@ -207,5 +209,7 @@ def make_verdict(
         filename="IMG_0042.jpg",
         mac=mac,
         hostname=hostname,
+        locator=locator,
+        body_size=body_size,
     )
     return Policy(config.policy).decide(ctx, findings)

@@ -98,7 +98,7 @@ MAX_ITEMS = 500
 
 
 async def judge_items(
-    runtime: Runtime, ctx: InspectionContext, items: Sequence[ExtractedItem]
+    runtime: Runtime, ctx: InspectionContext, items: Sequence[ExtractedItem], body_size: int
 ) -> list[Verdict]:
     """Judge a body's items, at most as many at once as the pool has workers: a deck of 200
     pictures must queue behind itself, not fill the pool's queue and turn into `overload`
@@ -114,6 +114,8 @@ async def judge_items(
                     filename=item.filename,
                     declared_type=item.declared_type,
                     size=len(item.data),
+                    locator=item.locator,
+                    body_size=body_size,
                 ),
             )
 

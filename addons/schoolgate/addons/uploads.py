@@ -308,7 +308,7 @@ class UploadInspector:
             self.no_media(runtime, flow, held, len(body))
             return []
         runtime.count("upload_items", len(items))
-        return await judge_items(runtime, ctx, items)
+        return await judge_items(runtime, ctx, items, len(body))
 
     def scan(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes

@@ -64,7 +64,7 @@ class WebSocketInspector:
                 verdicts = [runtime.unavailable(ctx, failure, f"{exc.reason}: {exc}")]
             else:
                 # Chat text, presence and control frames hold no media: no decision to record.
-                verdicts = await judge_items(runtime, ctx, items)
+                verdicts = await judge_items(runtime, ctx, items, len(content))
         blocking = [verdict.id for verdict in verdicts if verdict.blocked]
         if blocking:
             message.drop()  # type: ignore[no-untyped-call]

@@ -173,7 +173,15 @@ def generic_payload(
         "device": asdict(details.device),
         "app": details.app,
         "host": details.host,
-        "media": {"type": details.media_type, "size": details.size, "sha256": details.sha256},
+        "media": {
+            "type": details.media_type,
+            "size": details.size,
+            "sha256": details.sha256,
+            # Where in the upload it was ("...@693": hidden after other data) and the upload's
+            # size: a picture appended after a harmless one is not the harmless file.
+            "found_at": details.locator,
+            "upload_size": details.body_size,
+        },
         "matches": [asdict(m) for m in details.matches],
         "classifier": [asdict(f) for f in details.flags],
         "audit_ids": list(alert.audit_ids),

@@ -26,6 +26,15 @@ KIND_TEST = "test"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@ -]")
 
 
+_UNSAFE_LOCATOR = re.compile(r"[^A-Za-z0-9._:@#/\[\] -]")
+
+
+def plain_locator(text: str | None) -> str | None:
+    """Where an item was found in a body ("body/zip:NAME@693"): its part names come from the
+    device, so they are reduced as `plain` reduces names, keeping the path's punctuation."""
+    return None if text is None else _UNSAFE_LOCATOR.sub("_", text)[:200].replace("//", "__")
+
+
 def plain(text: str | None, limit: int = 64) -> str | None:
     """Device- or network-supplied text reduced to letters, digits and . _ : @ - and spaces."""
     if text is None:
@@ -93,6 +102,8 @@ class AlertDetails:
     failure: str | None = None
     reasons: tuple[str, ...] = ()
     site: str = ""
+    locator: str | None = None  # where in the upload the item was found (see InspectionContext)
+    body_size: int | None = None  # the whole upload's size, when the item was part of it
 
     @classmethod
     def from_verdict(cls, verdict: Verdict, site: str) -> AlertDetails:
@@ -129,6 +140,8 @@ class AlertDetails:
             failure=findings.failure,
             reasons=verdict.reasons,
             site=site,
+            locator=plain_locator(ctx.locator),
+            body_size=ctx.body_size,
         )
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,6 +97,24 @@ class Incident:
         if not found and details.failure:
             found.append(f"could not be inspected: {details.failure}")
         return found
+
+    @property
+    def found_in(self) -> str | None:
+        """Where in the upload the item was, when that is more than "the file itself": a
+        banked picture appended after a harmless one is a different file from the one the
+        pupil says they sent (adversarial passes a13, a14)."""
+        details = self.details
+        if details.locator is None:
+            return None
+        whole = f"an upload of {details.body_size} bytes" if details.body_size else "the upload"
+        carved = re.search(r"^(.*)@(\d+)$", details.locator)
+        if carved:
+            return (f"Hidden inside other data: found by its signature at byte {carved[2]} of "
+                    f"{carved[1]}, in {whole}. The upload held more than this item, for "
+                    "example a harmless picture with this one appended after it.")  # fmt: skip
+        if details.body_size and details.size and details.body_size > 2 * details.size:
+            return f"{details.locator}, one part of {whole}."
+        return None
 
     @property
     def sources(self) -> list[str]:
@@ -216,6 +235,8 @@ COLUMNS = (
     "reason",
     "matched",
     "media_type",
+    "file_size",
+    "found_in",
     "sha256",
     "site",
     "history",
@@ -245,6 +266,8 @@ def export_row(incident: Incident) -> dict[str, object]:
         "reason": incident.reason,
         "matched": incident.matched,
         "media_type": details.media_type or "",
+        "file_size": details.size or "",
+        "found_in": incident.found_in or "",
         "sha256": details.sha256 or "",
         "site": details.site,
         "history": [

@@ -50,6 +50,12 @@ class InspectionContext:
     # Whether the DHCP server leased client_ip to the MAC the gateway sees behind it; None where
     # it cannot be told (no lease source, or a client that is not the gateway's neighbour).
     address_leased: bool | None = None
+    # Where in the request or message the item was found ("body/multipart:file[0]@693": found
+    # by its signature at byte 693 of that part, i.e. inside or after other bytes), and how
+    # big the whole body was: a banked picture hidden after a harmless one must not read as
+    # the harmless file it travelled in (adversarial pass a14).
+    locator: str | None = None
+    body_size: int | None = None
 
 
 @dataclass(frozen=True)
