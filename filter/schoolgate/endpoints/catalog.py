@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from schoolgate.endpoints.hosts import HostIndex, host_matches, normalize_host
 from schoolgate.endpoints.jsonpath import JsonPath
+from schoolgate.endpoints.providers import Provider, ProviderRanges
 
 type BodyFormat = Literal["multipart", "raw", "json_base64", "form_base64", "auto"]
 
@@ -258,8 +259,10 @@ ANY_REQUEST: Final = UploadRoute("*", "/**", "auto")
 class Catalog:
     """The loaded, validated catalog with fast host lookups. Immutable; safe to share."""
 
-    def __init__(self, apps: Sequence[App]) -> None:
+    def __init__(self, apps: Sequence[App], providers: Sequence[Provider] = ()) -> None:
         self.apps: tuple[App, ...] = tuple(apps)
+        # Shared servers that carry catalogued apps: never fast-pathed (see providers.py).
+        self.providers = ProviderRanges(providers)
         self._by_name = {app.name: app for app in self.apps}
         self._hosts: HostIndex[App] = HostIndex()
         self._downloads: HostIndex[App] = HostIndex()

@@ -4,6 +4,7 @@ site's own files, each validated with errors that name the file, the key path an
 from __future__ import annotations
 
 import importlib.resources
+import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from schoolgate.endpoints.catalog import (
 )
 from schoolgate.endpoints.hosts import check_pattern
 from schoolgate.endpoints.jsonpath import JsonPath
+from schoolgate.endpoints.providers import Provider
 from schoolgate.errors import ConfigError
 
 DEFAULT_SOURCE: Final = "schoolgate.defaults/endpoints.yaml"
@@ -43,34 +45,46 @@ def load_catalog(paths: Sequence[Path] = ()) -> Catalog:
         .read_text(encoding="utf-8")
     )
     apps: dict[str, App] = {}
-    _merge(apps, text, DEFAULT_SOURCE)
+    providers: dict[str, Provider] = {}
+    _merge(apps, providers, text, DEFAULT_SOURCE)
     for path in paths:
         try:
             user_text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(str(path), "", f"cannot read the file: {error}") from error
-        _merge(apps, user_text, str(path))
-    return Catalog(list(apps.values()))
+        _merge(apps, providers, user_text, str(path))
+    return Catalog(list(apps.values()), list(providers.values()))
 
 
 def parse_catalog(text: str, source: str = "<string>") -> Catalog:
     """Build a catalog from YAML text alone (no packaged defaults); mainly for tests and tools."""
     apps: dict[str, App] = {}
-    _merge(apps, text, source)
-    return Catalog(list(apps.values()))
+    providers: dict[str, Provider] = {}
+    _merge(apps, providers, text, source)
+    return Catalog(list(apps.values()), list(providers.values()))
 
 
-def _merge(apps: dict[str, App], text: str, source: str) -> None:
+def _merge(apps: dict[str, App], providers: dict[str, Provider], text: str, source: str) -> None:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(source, "", f"not valid YAML: {error}") from error
     reader = _Reader(source)
-    root = reader.mapping(document, "", {"version", "apps"}, required={"apps"})
+    root = reader.mapping(document, "", {"version", "apps", "providers"})
+    if "apps" not in root and "providers" not in root:
+        raise ConfigError(source, "apps", "required key is missing")
     version = root.get("version", 1)
     if version != 1:
         raise ConfigError(source, "version", f"unsupported catalog version {version!r}")
-    entries = reader.mapping(root["apps"], "apps")
+    for name, entry in reader.mapping(root.get("providers", {}), "providers").items():
+        key = f"providers.{name}"
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+", name):
+            raise ConfigError(source, key, "a provider name is lower-case letters, digits or _")
+        if isinstance(entry, dict) and entry.get("enabled") is False:
+            providers.pop(name, None)
+            continue
+        providers[name] = reader.provider(name, entry, key)
+    entries = reader.mapping(root.get("apps", {}), "apps")
     for name, entry in entries.items():
         key = f"apps.{name}"
         if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+", name):
@@ -134,6 +148,28 @@ class _Reader:
             except ValueError as error:
                 raise self.fail(f"{key}[{index}]", str(error)) from error
         return tuple(result)
+
+    def provider(self, name: str, value: object, key: str) -> Provider:
+        data = self.mapping(value, key, {"source", "serves", "ranges", "enabled"},
+                            required=("source", "ranges"))  # fmt: skip
+        serves = data.get("serves", [])
+        if not isinstance(serves, list) or not all(isinstance(s, str) for s in serves):
+            raise self.fail(f"{key}.serves", "expected a list of app names")
+        ranges_value = data["ranges"]
+        if not isinstance(ranges_value, list) or not ranges_value:
+            raise self.fail(f"{key}.ranges", "expected a non-empty list of address ranges")
+        ranges = []
+        for index, item in enumerate(ranges_value):
+            try:
+                network = ipaddress.ip_network(str(item), strict=True)
+            except ValueError as error:
+                raise self.fail(f"{key}.ranges[{index}]", f"not a range: {error}") from None
+            if network.prefixlen < (8 if network.version == 4 else 19):
+                # A typo such as 0.0.0.0/0 would quietly turn the fast path off for everything.
+                raise self.fail(f"{key}.ranges[{index}]", f"{network} is wider than any provider's")
+            ranges.append(network)
+        return Provider(name, self.string(data["source"], f"{key}.source"), tuple(serves),
+                        tuple(ranges))  # fmt: skip
 
     def route(self, value: object, key: str) -> UploadRoute:
         data = self.mapping(

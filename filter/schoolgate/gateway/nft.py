@@ -24,6 +24,10 @@ from schoolgate.gateway.settings import PortRange
 TABLE = "schoolgate"
 FAMILY = "inet"
 NFT_TIMEOUT_S = 30
+# The conntrack mark of a connection the fast path forwarded (prerouting decides on its first
+# packet; the forward chain lets marked connections through and counts their bytes).
+FAST_MARK = 0x53470001
+FAST_SET_SIZE = 65_536  # addresses per family; past it an answer is not fast-pathed (safe)
 
 
 # Exempt and non-student traffic leaves each chain first: only what remains is touched.
@@ -47,7 +51,7 @@ table $table {
 \t\tflags interval$exempt_v4
 \t}
 
-$leased_set\tset exempt_v6 {
+$leased_set$fast_sets\tset exempt_v6 {
 \t\ttype ipv6_addr
 \t\tflags interval$exempt_v6
 \t}
@@ -75,12 +79,12 @@ $leased_set\tset exempt_v6 {
 \t\tip saddr @exempt_v4 return
 \t\tip6 saddr @exempt_v6 return
 \t\t${onboarding}${dns}
-\t\tfib daddr type local tcp dport { 80, 443 } counter return comment "own address"
+\t\tfib daddr type local tcp dport { 80, 443 } counter return comment "own address"$fast_rules
 \t\ttcp dport { 80, 443 } counter redirect to :$port comment "proxy"
 \t}
 
 \tchain forward {
-\t\ttype filter hook forward priority filter; policy accept;$inbound
+\t\ttype filter hook forward priority filter; policy accept;$fast_count$inbound
 \t\tiifname != @student_ifaces return
 \t\tip saddr @exempt_v4 return
 \t\tip6 saddr @exempt_v6 return$rejects$forward_policy
@@ -217,7 +221,43 @@ class GatewayRuleset:
             onboarding=onboarding_redirect,
             onboarding_input=onboarding_input,
             forward_policy="".join(f"\n\t\t{rule}" for rule in self._forward_policy()),
+            **self._fast_path(),
         )
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether the ruleset has the fast path (it needs the resolver to fill its sets)."""
+        return self.config.gateway.fast_path and self.config.resolver.enabled
+
+    def _fast_path(self) -> dict[str, str]:
+        """The fast path's sets and rules. The resolver fills `fast_*` with addresses that
+        non-catalogued names resolved to and `catalogued_*` with those of catalogued names;
+        `providers_*` holds the catalog's shared-server ranges. A connection takes the fast
+        path only while the resolver keeps `fast_ready` alive (a heartbeat with a timeout), to
+        an address in `fast_*` and in neither of the others: anything unknown meets the proxy."""
+        if not self.fast_path:
+            return {"fast_sets": "", "fast_rules": "", "fast_count": ""}
+        from schoolgate.endpoints.loader import load_catalog
+
+        providers = load_catalog(list(self.config.proxy.endpoints_files)).providers
+        sets = ""
+        for family, kind, ranges in (("v4", "ipv4_addr", providers.v4),
+                                     ("v6", "ipv6_addr", providers.v6)):  # fmt: skip
+            for name in ("fast", "catalogued"):
+                sets += (f"\tset {name}_{family} {{\n\t\ttype {kind}\n\t\tflags timeout\n"
+                         f"\t\tsize {FAST_SET_SIZE}\n\t}}\n\n")  # fmt: skip
+            elements = _elements([str(n) for n in ranges])
+            sets += (f"\tset providers_{family} {{\n\t\ttype {kind}\n\t\tflags interval"
+                     f"{elements}\n\t}}\n\n")  # fmt: skip
+        sets += "\tset fast_ready {\n\t\ttype inet_proto\n\t\tflags timeout\n\t}\n\n"
+        rules = "".join(
+            f"\n\t\ttcp dport {{ 80, 443 }} meta l4proto @fast_ready {key} daddr @fast_{family} "
+            f"{key} daddr != @catalogued_{family} {key} daddr != @providers_{family} counter "
+            f'ct mark set {FAST_MARK:#x} return comment "fast path{suffix}"'
+            for key, family, suffix in (("ip", "v4", ""), ("ip6", "v6", "6"))
+        )
+        count = f'\n\t\tct mark {FAST_MARK:#x} counter comment "fast path bytes"'
+        return {"fast_sets": sets, "fast_rules": rules, "fast_count": count}
 
     def _leased_pairs(self) -> list[tuple[str, str]]:
         """(MAC, IPv4) of every lease in the configured lease files, read now."""
@@ -308,6 +348,11 @@ class GatewayRuleset:
             *_per_device(errors6, "icmperr6", "1/second burst 5 packets", "6"),
             *self._ntp_bounds(),
             "ct state established,related accept",
+            *(
+                [f'tcp dport {{ 80, 443 }} ct mark {FAST_MARK:#x} accept comment "fast path"']
+                if self.fast_path
+                else []
+            ),
             "icmp type echo-request accept",
             "icmpv6 type echo-request accept",
             # Only reached without the resolver (which redirects DNS): the school's own server.

@@ -92,6 +92,10 @@ class GatewayConfig:
     # (proxy.dhcp_leases), as switches do with DHCP snooping: a device that forges a new MAC and
     # address per frame (adversarial pass a9) is then not a new device each time.
     leased_pairs_only: bool = False
+    # Web traffic to addresses that only non-catalogued names resolved to (through the
+    # gateway's resolver) is forwarded in the kernel, never through the proxy; false: every
+    # TCP 80/443 connection meets the proxy. Needs resolver.enabled (it fills the sets).
+    fast_path: bool = True
 
     @property
     def interfaces(self) -> tuple[str, ...]:
@@ -136,6 +140,7 @@ def parse_gateway(node: Node) -> GatewayConfig:
             "forward_default",
             "forward_allow",
             "leased_pairs_only",
+            "fast_path",
         }
     )
     interfaces = tuple(
@@ -164,6 +169,7 @@ def parse_gateway(node: Node) -> GatewayConfig:
         ),
         forward_allow=parse_port_ranges(node.child("forward_allow"), defaults.forward_allow),
         leased_pairs_only=node.child("leased_pairs_only").flag(defaults.leased_pairs_only),
+        fast_path=node.child("fast_path").flag(defaults.fast_path),
     )
 
 

@@ -1,0 +1,194 @@
+"""What the gateway's fast path may forward in the kernel: the resolver's answers sorted into the
+ruleset's sets (see nft.GatewayRuleset._fast_path).
+
+An address joins `fast_*` when a name the catalog does not know resolved to it, for the answer's
+TTL (bounded); it joins `catalogued_*` when a catalogued name (anywhere in the answer's CNAME
+chain) resolved to it, for longer, and the ruleset never fast-paths an address in that set or in a
+provider's ranges. So a pupil's own domain that answers with a catalogued server's address opens
+no fast path to it once the gateway knows the address (it resolves every catalogued name on a
+schedule, not only when pupils ask), and an address it cannot know is covered by the providers'
+ranges. `fast_ready` is a heartbeat with a timeout: when the resolver stops, or its updates fail,
+it lapses and every connection meets the proxy again.
+
+This module decides and writes nft scripts; applying them is the caller's (a callable), so the
+logic is tested without root.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from schoolgate.endpoints.catalog import Catalog
+from schoolgate.gateway.nft import FAMILY, TABLE
+
+FAST_MIN_S: Final = 300  # a device keeps using an address past a short TTL
+FAST_MAX_S: Final = 3600  # an address changes hands now and then: bounded trust
+CATALOGUED_MIN_S: Final = 3600
+CATALOGUED_MAX_S: Final = 86_400
+READY_TIMEOUT_S: Final = 30  # the heartbeat's lifetime: the fast path ends this long after us
+
+
+@dataclass(frozen=True)
+class Entry:
+    address: str
+    family: str  # "v4" | "v6"
+    expires: float
+
+
+def _family(text: str) -> tuple[str, str] | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if (
+        address.is_loopback
+        or address.is_unspecified
+        or address.is_link_local
+        or (address.is_multicast)
+    ):
+        return None  # never forwarded from a student interface (the ruleset drops martians)
+    return str(address), f"v{address.version}"
+
+
+class FastPathSets:
+    """The resolver's view of the fast-path sets: it remembers what it put there (and until
+    when), batches new answers into one nft transaction, and restates everything when the
+    ruleset was reloaded (the heartbeat found `fast_ready` gone)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.catalog = catalog
+        self.clock = clock
+        self._fast: dict[str, Entry] = {}
+        self._catalogued: dict[str, Entry] = {}
+        self._pending: list[tuple[str, Entry]] = []  # (set, entry) not yet written
+        self._lock = threading.Lock()
+
+    def catalogued(self, names: Iterable[str]) -> bool:
+        """Whether any name of an answer (the question, CNAMEs, the answer's owner names)
+        belongs to a catalogued app: then all its addresses are the proxy's."""
+        return any(self.catalog.app_for_host(name) is not None for name in names if name)
+
+    def answered(self, names: Iterable[str], addresses: Iterable[str], ttl_s: float) -> bool:
+        """Sort one DNS answer; True when something new waits to be written."""
+        names = list(names)
+        catalogued = self.catalogued(names)
+        now = self.clock()
+        if catalogued:
+            lifetime = min(max(ttl_s, CATALOGUED_MIN_S), CATALOGUED_MAX_S)
+        else:
+            lifetime = min(max(ttl_s, FAST_MIN_S), FAST_MAX_S)
+        added = False
+        with self._lock:
+            for text in addresses:
+                found = _family(text)
+                if found is None:
+                    continue
+                address, family = found
+                entry = Entry(address, family, now + lifetime)
+                if catalogued:
+                    known = self._catalogued.get(address)
+                    if known is None or known.expires < entry.expires - lifetime / 2:
+                        self._catalogued[address] = entry
+                        self._pending.append(("catalogued", entry))
+                        added = True
+                    continue
+                if address in self._catalogued and self._catalogued[address].expires > now:
+                    continue  # a catalogued server's address never moves to the fast path
+                if self.catalog.providers.covers(address):
+                    continue  # the ruleset would refuse it anyway; keep the set small
+                known = self._fast.get(address)
+                if known is None or known.expires < now + lifetime / 2:
+                    self._fast[address] = entry
+                    self._pending.append(("fast", entry))
+                    added = True
+        return added
+
+    def pending_script(self) -> str:
+        """The nft script for what is waiting (taken: a failure is logged, not retried; the
+        next answer or restate writes it again), plus the heartbeat."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        now = self.clock()
+        lines = [_refresh(kind, e.family, e.address, e.expires - now) for kind, e in pending]
+        lines.append(_refresh_ready())
+        return "\n".join(lines) + "\n"
+
+    def restate_script(self) -> str:
+        """Everything still valid, for a ruleset that was reloaded (its sets are empty)."""
+        now = self.clock()
+        with self._lock:
+            self._pending = []
+            for table in (self._fast, self._catalogued):
+                for address in [a for a, e in table.items() if e.expires <= now]:
+                    del table[address]
+            entries = [("catalogued", e) for e in self._catalogued.values()]
+            entries += [("fast", e) for e in self._fast.values()]
+        # Catalogued first: within one transaction the order does not matter to the kernel,
+        # but a reader of the script sees what is excluded before what is allowed.
+        lines = [_refresh(kind, e.family, e.address, e.expires - now) for kind, e in entries]
+        lines.append(_refresh_ready())
+        return "\n".join(lines) + "\n"
+
+    def sizes(self) -> tuple[int, int]:
+        """(fast, catalogued) addresses remembered."""
+        with self._lock:
+            return len(self._fast), len(self._catalogued)
+
+
+def _refresh(kind: str, family: str, address: str, remaining_s: float) -> str:
+    """Add, or re-arm the timeout of, one element: `add` leaves an existing element's timeout
+    alone, so add (to be sure it exists), delete and add again, all in one transaction."""
+    where = f"{FAMILY} {TABLE} {kind}_{family}"
+    timeout = f"{max(1, int(remaining_s))}s"
+    return (
+        f"add element {where} {{ {address} }}\n"
+        f"delete element {where} {{ {address} }}\n"
+        f"add element {where} {{ {address} timeout {timeout} }}"
+    )
+
+
+def _refresh_ready() -> str:
+    where = f"{FAMILY} {TABLE} fast_ready"
+    return (
+        f"add element {where} {{ tcp }}\ndelete element {where} {{ tcp }}\n"
+        f"add element {where} {{ tcp timeout {READY_TIMEOUT_S}s }}"
+    )
+
+
+def ready_check_args() -> tuple[str, ...]:
+    """nft arguments that fail when the heartbeat is gone (a reload, or we were away)."""
+    return ("get", "element", FAMILY, TABLE, "fast_ready", "{ tcp }")
+
+
+def stop_script() -> str:
+    """Ends the fast path now (the resolver is stopping): every connection meets the proxy."""
+    return f"flush set {FAMILY} {TABLE} fast_ready\n"
+
+
+def catalogued_names(catalog: Catalog) -> list[str]:
+    """Names the gateway resolves itself, on a schedule, so that it knows catalogued servers'
+    addresses before a pupil's own domain can point at them: every exact host of the catalog,
+    and for a wildcard `*.example.com` the domain itself and its www."""
+    names: set[str] = set()
+    for app in catalog.apps:
+        patterns = [*app.hosts, *app.download_hosts]
+        patterns += [p for rule in app.learn_rules for p in rule.allow_hosts]
+        for pattern in patterns:
+            if pattern.startswith("*."):
+                base = pattern[2:]
+                names.update((base, f"www.{base}"))
+            else:
+                names.add(pattern)
+    return sorted(names)

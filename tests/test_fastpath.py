@@ -1,0 +1,215 @@
+"""The fast path's groundwork: the catalog's provider ranges, the ruleset's sets and rules, and
+how the resolver's answers are sorted into them (issue 20). The scripts are loaded into a real
+nftables in a network namespace of their own (`unshare --net`), so their syntax is nft's."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from schoolgate.config import Config, parse_config
+from schoolgate.endpoints.loader import load_catalog, parse_catalog
+from schoolgate.errors import ConfigError
+from schoolgate.gateway.fastpath import (
+    CATALOGUED_MIN_S,
+    FAST_MAX_S,
+    FAST_MIN_S,
+    FastPathSets,
+    catalogued_names,
+    ready_check_args,
+    stop_script,
+)
+from schoolgate.gateway.nft import GatewayRuleset
+from tests.support.alert_helpers import FakeClock
+
+GATEWAY = """
+proxy: {mode: transparent, listen_host: 0.0.0.0}
+gateway: {student_interfaces: [wlan0], fast_path: %s}
+resolver: {enabled: %s}
+"""
+CATALOG = """
+providers:
+  sharedcdn:
+    source: "a test provider"
+    serves: [chat]
+    ranges: [203.0.113.128/25, "2001:db8:cd::/48"]
+apps:
+  chat:
+    hosts: [chat.example, "*.chat.example"]
+    inspection: full
+    when_not_inspectable: block_by_sni
+"""
+
+
+def gateway_config(fast_path: bool = True, resolver: bool = True) -> Config:
+    return parse_config(GATEWAY % (str(fast_path).lower(), str(resolver).lower()), "test.yaml")
+
+
+# -- the catalog's providers -----------------------------------------------------------------
+
+
+def test_the_packaged_catalog_carries_the_shared_providers_with_their_sources() -> None:
+    providers = load_catalog().providers
+    names = {p.name for p in providers.providers}
+    assert {"cloudflare", "google", "meta", "fastly", "apple"} <= names
+    assert all(p.source for p in providers.providers)
+    assert providers.covers("104.16.0.1")  # Cloudflare (Discord)
+    assert providers.covers("157.240.1.1")  # Meta (Instagram)
+    assert providers.covers("::ffff:157.240.1.1")  # the same, IPv4-mapped
+    assert providers.covers("2a03:2880::1")
+    assert not providers.covers("192.0.2.10")
+    assert not providers.covers("not an address")
+
+
+def test_a_school_replaces_or_removes_a_provider_and_bad_ranges_are_named(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("providers:\n  cloudflare: {enabled: false}\n"
+                    "  ours: {source: here, ranges: [198.51.100.0/24]}\n")  # fmt: skip
+    providers = load_catalog([site]).providers
+    assert not providers.covers("104.16.0.1")
+    assert providers.covers("198.51.100.7")
+    for ranges, problem in (("[0.0.0.0/0]", "wider than any provider"),
+                            ("[198.51.100.1/24]", "not a range"),
+                            ("[]", "non-empty list")):  # fmt: skip
+        site.write_text(f"providers:\n  ours: {{source: here, ranges: {ranges}}}\n")
+        with pytest.raises(ConfigError, match=problem) as caught:
+            load_catalog([site])
+        assert "providers.ours.ranges" in str(caught.value)
+
+
+# -- the ruleset -------------------------------------------------------------------------------
+
+
+def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch() -> None:
+    text = GatewayRuleset(gateway_config()).render()
+    assert 'comment "fast path"' in text
+    assert "ip daddr != @catalogued_v4 ip daddr != @providers_v4" in text
+    assert "meta l4proto @fast_ready" in text
+    # the fast path comes before the proxy's redirect and after the own-address rule
+    assert text.index('"own address"') < text.index('"fast path"') < text.index('"proxy"')
+    for off in (gateway_config(fast_path=False), gateway_config(resolver=False)):
+        assert "fast" not in GatewayRuleset(off).render()
+
+
+nft_available = pytest.mark.skipif(
+    shutil.which("nft") is None or shutil.which("unshare") is None, reason="needs nft and unshare"
+)
+
+
+def nft_in_fresh_netns(
+    tmp_path: Path, *scripts: str, then: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Load the scripts in order into a network namespace of their own, then run `then`."""
+    paths = []
+    for number, script in enumerate(scripts):
+        path = tmp_path / f"{number}.nft"
+        path.write_text(script)
+        paths.append(f"nft -f {path}")
+    command = " && ".join([*paths, *([then] if then else [])])
+    return subprocess.run(["unshare", "--net", "sh", "-c", command], capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+
+
+@nft_available
+def test_the_ruleset_and_the_resolvers_scripts_load_into_nftables(tmp_path: Path) -> None:
+    ruleset = GatewayRuleset(gateway_config()).render()
+    clock = FakeClock(start=1000.0)
+    sets = FastPathSets(parse_catalog(CATALOG), clock=clock)
+    sets.answered(["news.example"], ["192.0.2.80", "2001:db8:1::80"], 60)
+    sets.answered(["chat.example"], ["198.51.100.7"], 60)
+    listed = nft_in_fresh_netns(tmp_path, ruleset, sets.pending_script(),
+                                then="nft list table inet schoolgate")  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "192.0.2.80" in listed.stdout.split("set fast_v4")[1].split("}")[0]
+    assert "2001:db8:1::80" in listed.stdout.split("set fast_v6")[1].split("}")[0]
+    assert "198.51.100.7" in listed.stdout.split("set catalogued_v4")[1].split("}")[0]
+    # Re-arming an element that exists, and the restate after a reload, load as well.
+    sets.answered(["news.example"], ["192.0.2.80"], 60)
+    clock.advance(FAST_MIN_S)
+    sets.answered(["news.example"], ["192.0.2.80"], 60)
+    again = nft_in_fresh_netns(tmp_path, ruleset, sets.pending_script(), sets.pending_script(),
+                               sets.restate_script(), sets.restate_script())  # fmt: skip
+    assert again.returncode == 0, again.stderr
+
+
+@nft_available
+def test_the_heartbeat_can_be_checked_and_stopping_ends_the_fast_path(tmp_path: Path) -> None:
+    ruleset = GatewayRuleset(gateway_config()).render()
+    check = "nft " + " ".join(f"'{arg}'" if " " in arg else arg for arg in ready_check_args())
+    absent = nft_in_fresh_netns(tmp_path, ruleset, then=check)
+    assert absent.returncode != 0  # a fresh ruleset: no heartbeat, no fast path
+    sets = FastPathSets(parse_catalog(CATALOG))
+    present = nft_in_fresh_netns(tmp_path, ruleset, sets.pending_script(), then=check)
+    assert present.returncode == 0, present.stderr
+    stopped = nft_in_fresh_netns(tmp_path, ruleset, sets.pending_script(), stop_script(),
+                                 then=check)  # fmt: skip
+    assert stopped.returncode != 0
+
+
+# -- sorting answers ---------------------------------------------------------------------------
+
+
+def test_answers_are_sorted_by_every_name_in_the_chain() -> None:
+    clock = FakeClock(start=1000.0)
+    sets = FastPathSets(parse_catalog(CATALOG), clock=clock)
+    assert sets.answered(["news.example", "edge.cdn.example"], ["192.0.2.80"], 30)
+    # web.chat.example CNAME'd to a CDN name that the catalog does not know: still catalogued
+    assert sets.answered(["web.chat.example", "chat.edge.cdn.example"], ["192.0.2.90"], 30)
+    script = sets.pending_script()
+    assert f"fast_v4 {{ 192.0.2.80 timeout {FAST_MIN_S}s }}" in script
+    assert f"catalogued_v4 {{ 192.0.2.90 timeout {CATALOGUED_MIN_S}s }}" in script
+    assert "fast_ready { tcp timeout 30s }" in script
+    assert sets.sizes() == (1, 1)
+
+
+def test_a_pupils_own_name_for_a_catalogued_address_opens_no_fast_path() -> None:
+    sets = FastPathSets(parse_catalog(CATALOG), clock=FakeClock(start=1000.0))
+    sets.answered(["chat.example"], ["192.0.2.90"], 300)
+    sets.pending_script()
+    assert not sets.answered(["my-own-domain.example"], ["192.0.2.90"], 300)
+    assert "fast_v4" not in sets.pending_script()
+
+
+def test_provider_ranges_loopback_and_link_local_never_join_the_fast_set() -> None:
+    sets = FastPathSets(parse_catalog(CATALOG), clock=FakeClock(start=1000.0))
+    assert not sets.answered(["pupil.example"], ["203.0.113.200", "2001:db8:cd::5", "127.0.0.1",
+                                                 "169.254.1.1", "fe80::1", "0.0.0.0", "nonsense"],
+                             300)  # fmt: skip
+    assert sets.sizes() == (0, 0)
+
+
+def test_lifetimes_follow_the_ttl_within_bounds_and_repeats_are_not_rewritten() -> None:
+    clock = FakeClock(start=1000.0)
+    sets = FastPathSets(parse_catalog(CATALOG), clock=clock)
+    sets.answered(["a.example"], ["192.0.2.1"], 5)
+    sets.answered(["b.example"], ["192.0.2.2"], 2_000)
+    sets.answered(["c.example"], ["192.0.2.3"], 999_999)
+    script = sets.pending_script()
+    assert f"192.0.2.1 timeout {FAST_MIN_S}s" in script
+    assert "192.0.2.2 timeout 2000s" in script
+    assert f"192.0.2.3 timeout {FAST_MAX_S}s" in script
+    assert not sets.answered(["b.example"], ["192.0.2.2"], 2_000)  # still fresh: nothing to write
+    clock.advance(1_500)  # past half its lifetime: re-armed
+    assert sets.answered(["b.example"], ["192.0.2.2"], 2_000)
+
+
+def test_a_restate_after_a_reload_writes_what_is_still_valid() -> None:
+    clock = FakeClock(start=1000.0)
+    sets = FastPathSets(parse_catalog(CATALOG), clock=clock)
+    sets.answered(["a.example"], ["192.0.2.1"], 300)
+    sets.answered(["chat.example"], ["192.0.2.90"], 300)
+    sets.pending_script()
+    clock.advance(400)  # the fast entry (300 s) lapsed, the catalogued one (3600 s) did not
+    script = sets.restate_script()
+    assert "192.0.2.1" not in script
+    assert "catalogued_v4 { 192.0.2.90 timeout 3200s }" in script
+    assert sets.sizes() == (0, 1)
+
+
+def test_the_gateway_resolves_the_catalogs_exact_names_and_the_wildcards_domains() -> None:
+    names = catalogued_names(parse_catalog(CATALOG))
+    assert names == ["chat.example", "www.chat.example"]
+    assert len(catalogued_names(load_catalog())) > 100
