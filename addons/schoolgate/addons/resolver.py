@@ -10,11 +10,13 @@ encrypted-DNS names with NXDOMAIN and records the answers in the address book.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mitmproxy import dns, options
@@ -24,7 +26,9 @@ from mitmproxy.tools.dump import DumpMaster
 from schoolgate.config import Config
 from schoolgate.gateway.addressbook import ADDRESS_BOOK, AddressBook, AddressBookError
 from schoolgate.gateway.dnspolicy import NamePolicy
+from schoolgate.gateway.fastpath_service import SOCKET_NAME
 from schoolgate.gateway.neighbours import NeighbourTable
+from schoolgate.gateway.nft import GatewayRuleset
 
 log = logging.getLogger("schoolgate.resolver")
 
@@ -39,9 +43,11 @@ class ResolverPolicy:
         book: AddressBook,
         tunnel: TunnelGuard | None = None,
         neighbours: NeighbourTable | None = None,
+        fastpath: FastPathClient | None = None,
     ) -> None:
         self.names = names
         self.book = book
+        self.fastpath = fastpath
         self.tunnel = tunnel or TunnelGuard()
         self.neighbours = neighbours
         self.refused = 0
@@ -66,7 +72,7 @@ class ResolverPolicy:
             flow.response = flow.request.fail(response_codes.REFUSED)
             self.refused += 1
 
-    def dns_response(self, flow: dns.DNSFlow) -> None:
+    async def dns_response(self, flow: dns.DNSFlow) -> None:
         if flow.response is None:
             return
         found: dict[str, tuple[list[str], int]] = {}
@@ -92,6 +98,62 @@ class ResolverPolicy:
                     self.book.record(question.name, addresses, ttl)
             except AddressBookError:
                 log.exception("schoolgate resolver: the address book cannot be written")
+        if self.fastpath is not None and found:
+            # Every name of the answer decides: a catalogued name behind a CNAME to a CDN name
+            # keeps the CDN's addresses out of the fast path. The device gets its answer once
+            # the addresses are sorted, so its first connection already finds them.
+            names = [question.name] if question is not None else []
+            names += [answer.name for answer in flow.response.answers]
+            addresses = [a for found_addresses, _ in found.values() for a in found_addresses]
+            ttl = min(ttl for _, ttl in found.values())
+            await self.fastpath.report(names, addresses, ttl)
+
+
+class FastPathClient:
+    """Reports answers to `schoolgate nft fastpath` (which holds the capability to write the
+    sets) and checks in while the resolver runs. A report waits at most `timeout_s` for the
+    service: if it is slow or away, the answer goes out anyway and the connection meets the
+    proxy (the fast path is never needed for anything to work)."""
+
+    def __init__(self, path: Path, timeout_s: float = 0.25) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self._lock = asyncio.Lock()
+        self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._complained = float("-inf")
+
+    async def report(self, names: list[str], addresses: list[str], ttl: int) -> None:
+        line = json.dumps({"names": names, "addresses": addresses, "ttl": ttl})
+        await self._send(line.encode() + b"\n")
+
+    async def keepalive(self, every_s: float = 5.0) -> None:
+        while True:
+            await self._send(b"{}\n")
+            await asyncio.sleep(every_s)
+
+    async def _send(self, line: bytes) -> None:
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    if self._stream is None:
+                        self._stream = await asyncio.open_unix_connection(str(self.path))
+                    reader, writer = self._stream
+                    writer.write(line)
+                    await writer.drain()
+                    if await reader.readline() != b"ok\n":
+                        raise ConnectionError("the fast-path service hung up")
+            except (OSError, TimeoutError, ConnectionError) as error:
+                self._drop()
+                if time.monotonic() - self._complained > 60:
+                    self._complained = time.monotonic()
+                    log.warning("schoolgate resolver: the fast-path service at %s is not "
+                                "answering (%s): connections meet the proxy", self.path,
+                                error or type(error).__name__)  # fmt: skip
+
+    def _drop(self) -> None:
+        if self._stream is not None:
+            self._stream[1].close()
+        self._stream = None
 
 
 class TunnelGuard:
@@ -241,18 +303,23 @@ async def serve_resolver(config: Config) -> int:
     # The policy goes before mitmproxy's own resolver: a refused name is never asked upstream.
     builtin = master.addons.get("dnsresolver")  # type: ignore[no-untyped-call]
     master.addons.remove(builtin)  # type: ignore[no-untyped-call]
-    master.addons.add(  # type: ignore[no-untyped-call]
-        Banner(config), ResolverPolicy(names, book, neighbours=NeighbourTable()), builtin
+    fastpath = (
+        FastPathClient(config.data_dir / SOCKET_NAME) if GatewayRuleset(config).fast_path else None
     )
+    policy = ResolverPolicy(names, book, neighbours=NeighbourTable(), fastpath=fastpath)
+    master.addons.add(Banner(config), policy, builtin)  # type: ignore[no-untyped-call]
     opts.update(**resolver_options(config))  # type: ignore[no-untyped-call]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
+    checking_in = asyncio.create_task(fastpath.keepalive()) if fastpath else None
     try:
         await master.run()
     except SystemExit as exc:  # mitmproxy's start-up checks (port in use) exit
         return exc.code if isinstance(exc.code, int) else 1
     finally:
+        if checking_in is not None:
+            checking_in.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         book.close()

@@ -30,6 +30,12 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     leases.set_defaults(handler=_nft_leases)
     remove_table = nsub.add_parser("remove", help="delete the table (nothing to do if absent)")
     remove_table.set_defaults(handler=_nft_remove)
+    fastpath = nsub.add_parser(
+        "fastpath",
+        parents=[common],
+        help="keep the fast path's sets from the resolver's answers (gateway.fast_path)",
+    )
+    fastpath.set_defaults(handler=_nft_fastpath)
 
 
 def _nft_render(args: argparse.Namespace) -> int:
@@ -80,3 +86,25 @@ def _nft_remove(args: argparse.Namespace) -> int:
     removed = nft.remove()
     print(f"table {nft.FAMILY} {nft.TABLE} {'deleted' if removed else 'was not loaded'}")
     return EXIT_OK
+
+
+def _nft_fastpath(args: argparse.Namespace) -> int:
+    import asyncio
+    import grp
+    import logging
+
+    from schoolgate.endpoints.loader import load_catalog
+    from schoolgate.gateway.fastpath_service import SOCKET_NAME, serve
+
+    config = config_from(args)
+    if not nft.GatewayRuleset(config).fast_path:
+        print(f"schoolgate: gateway.fast_path or resolver.enabled is false in {config.source}: "
+              "every connection meets the proxy; not starting")  # fmt: skip
+        return EXIT_OK
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        group: int | None = grp.getgrnam("schoolgate").gr_gid
+    except KeyError:
+        group = None  # a development machine: the socket stays the caller's
+    catalog = load_catalog(list(config.proxy.endpoints_files))
+    return asyncio.run(serve(catalog, config.data_dir / SOCKET_NAME, group))

@@ -115,15 +115,17 @@ class FastPathSets:
                     added = True
         return added
 
-    def pending_script(self) -> str:
+    def pending_script(self, heartbeat: bool = True) -> str:
         """The nft script for what is waiting (taken: a failure is logged, not retried; the
-        next answer or restate writes it again), plus the heartbeat."""
+        next answer or restate writes it again), with the heartbeat re-armed if asked; empty
+        when there is nothing to write."""
         with self._lock:
             pending, self._pending = self._pending, []
         now = self.clock()
         lines = [_refresh(kind, e.family, e.address, e.expires - now) for kind, e in pending]
-        lines.append(_refresh_ready())
-        return "\n".join(lines) + "\n"
+        if heartbeat:
+            lines.append(_refresh_ready())
+        return "\n".join(lines) + "\n" if lines else ""
 
     def restate_script(self) -> str:
         """Everything still valid, for a ruleset that was reloaded (its sets are empty)."""

@@ -1,0 +1,229 @@
+"""`schoolgate fastpath`: the one process that writes the fast path's nftables sets.
+
+The resolver parses what pupils' devices send, so it holds no capability; it reports each
+answer (names and addresses, as JSON lines) over a Unix socket and waits for "ok" before the
+device gets the answer, so the first connection already finds its address sorted. This service
+holds CAP_NET_ADMIN, sorts the answers itself with its own catalog (a resolver that lied could
+only make claims a pupil's own domain can make), writes them in batches, and keeps the
+heartbeat alive only while the resolver checks in: resolver down, or nft failing, and the
+fast path lapses within `READY_TIMEOUT_S`, so everything meets the proxy again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from schoolgate.endpoints.catalog import Catalog
+from schoolgate.gateway import nft as nftables
+from schoolgate.gateway.fastpath import (
+    READY_TIMEOUT_S,
+    FastPathSets,
+    catalogued_names,
+    ready_check_args,
+    stop_script,
+)
+
+log = logging.getLogger("schoolgate.fastpath")
+
+SOCKET_NAME: Final = "fastpath.sock"  # in data_dir: the resolver and this service share it
+HEARTBEAT_S: Final = 5.0
+RESOLVER_SILENT_S: Final = 15.0  # no word from the resolver this long: it is down
+MAX_LINE: Final = 64 * 1024
+REFRESH_S: Final = 600.0  # how often the gateway resolves every catalogued name itself
+RESOLVE_TIMEOUT_S: Final = 3.0
+RESOLVE_CONCURRENCY: Final = 32
+
+type Runner = Callable[[str], None]  # applies an nft script; raises NftError
+
+
+def apply_script(script: str) -> None:
+    nftables.nft("-f", "-", stdin=script)
+
+
+def heartbeat_present() -> bool:
+    try:
+        nftables.nft(*ready_check_args())
+    except nftables.NftError:
+        return False
+    return True
+
+
+class FastPathService:
+    """Batches the resolver's reports into nft transactions and keeps the heartbeat."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        runner: Runner = apply_script,
+        present: Callable[[], bool] = heartbeat_present,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sets = FastPathSets(catalog, clock=clock)
+        self.catalog = catalog
+        self.runner = runner
+        self.present = present
+        self.clock = clock
+        self.resolver_seen = float("-inf")
+        self.catalogued_known = False  # the first pass over the catalog's names is done
+        self.failures = 0
+        self._waiting: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+
+    # -- the resolver's reports --------------------------------------------------------------
+
+    def report(self, line: bytes) -> bool:
+        """One JSON line: {"names": [...], "addresses": [...], "ttl": seconds}, or {} (alive).
+        True when it added something to write."""
+        self.resolver_seen = self.clock()
+        try:
+            message = json.loads(line)
+            names = [str(n)[:255] for n in message.get("names", [])][:16]
+            addresses = [str(a)[:64] for a in message.get("addresses", [])][:64]
+            ttl = float(message.get("ttl", 0))
+        except (ValueError, TypeError, AttributeError):
+            log.warning("schoolgate fastpath: a report that is not one: %r", line[:120])
+            return False
+        if not addresses:
+            return False
+        return self.sets.answered(names, addresses, ttl)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One resolver connection: a line in, "ok" out once it is written (or could not be)."""
+        try:
+            while line := await reader.readuntil(b"\n"):
+                if self.report(line.strip()):
+                    done = asyncio.get_running_loop().create_future()
+                    self._waiting.append(done)
+                    self._wake.set()
+                    await done
+                writer.write(b"ok\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, script: str) -> bool:
+        try:
+            self.runner(script)
+        except nftables.NftError as error:
+            self.failures += 1
+            log.error("schoolgate fastpath: the sets could not be written (%s): every "
+                      "connection meets the proxy until they can", error)  # fmt: skip
+            return False
+        return True
+
+    def alive(self) -> bool:
+        """Whether the fast path may be on: the resolver checked in lately and the gateway
+        knows the catalogued names' addresses."""
+        return self.catalogued_known and self.clock() - self.resolver_seen < RESOLVER_SILENT_S
+
+    def flush(self) -> None:
+        """Write what waits (with the heartbeat while alive), then release the waiters."""
+        waiting, self._waiting = self._waiting, []
+        script = self.sets.pending_script(heartbeat=self.alive())
+        if script.strip():
+            self.write(script)
+        for done in waiting:
+            if not done.done():
+                done.set_result(None)
+
+    def beat(self) -> None:
+        """The heartbeat: restate everything if the ruleset was reloaded (the heartbeat gone),
+        else re-arm it; end the fast path now when the resolver is silent."""
+        if not self.alive():
+            self.write(stop_script())
+            return
+        if not self.present():
+            self.write(self.sets.restate_script())
+        else:
+            self.write(self.sets.pending_script(heartbeat=True))
+
+    async def writer_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(0.005)  # gather a burst of answers into one transaction
+            self._wake.clear()
+            await asyncio.to_thread(self.flush)
+
+    async def heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.to_thread(self.beat)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    # -- the catalogued names, resolved by the gateway itself -----------------------------------
+
+    async def resolve_catalogued(self) -> int:
+        """Resolve every catalogued name once; returns how many addresses were learnt."""
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(RESOLVE_CONCURRENCY)
+        learnt = 0
+
+        async def one(name: str) -> None:
+            nonlocal learnt
+            async with gate:
+                try:
+                    found = await asyncio.wait_for(
+                        loop.getaddrinfo(name, 443, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
+                    )
+                except (OSError, TimeoutError, UnicodeError):
+                    return
+            addresses = sorted({str(info[4][0]) for info in found})
+            if self.sets.answered([name], addresses, REFRESH_S * 2):
+                learnt += len(addresses)
+
+        await asyncio.gather(*(one(name) for name in catalogued_names(self.catalog)))
+        self.catalogued_known = True
+        self._wake.set()
+        return learnt
+
+    async def refresh_loop(self) -> None:
+        while True:
+            learnt = await self.resolve_catalogued()
+            log.info("schoolgate fastpath: resolved the catalogued names (%d new addresses)",
+                     learnt)  # fmt: skip
+            await asyncio.sleep(REFRESH_S)
+
+
+async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
+    """Listen on `path` until SIGTERM/SIGINT; end the fast path on the way out."""
+    import signal
+
+    service = FastPathService(catalog)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    server = await asyncio.start_unix_server(service.handle, path=str(path), limit=MAX_LINE)
+    if group is not None:
+        os.chown(path, -1, group)
+    path.chmod(0o660)  # the resolver's group writes, nobody else
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(c) for c in (service.writer_loop(), service.heartbeat_loop(),
+                                              service.refresh_loop())]  # fmt: skip
+    log.warning("schoolgate fastpath listening on %s (the fast path is on while the resolver "
+                "checks in; it lapses %d s after it stops)", path, READY_TIMEOUT_S)  # fmt: skip
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        server.close()
+        service.write(stop_script())
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    log.warning("schoolgate fastpath stopped: every connection meets the proxy")
+    return 0

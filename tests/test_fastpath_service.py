@@ -1,0 +1,159 @@
+"""`schoolgate nft fastpath` and the resolver's side of it, in-process over a real Unix socket:
+answers are sorted and written before the device gets them, the heartbeat lives only while the
+resolver checks in and the catalogued names are known, a reloaded ruleset is restated, and a
+missing service never holds an answer up (issue 20)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from mitmproxy.dns import ResourceRecord
+from mitmproxy.test import tflow
+
+from schoolgate.addons.resolver import FastPathClient, ResolverPolicy
+from schoolgate.endpoints.loader import parse_catalog
+from schoolgate.gateway.addressbook import AddressBook
+from schoolgate.gateway.dnspolicy import NamePolicy
+from schoolgate.gateway.fastpath_service import RESOLVER_SILENT_S, FastPathService
+from tests.support.alert_helpers import FakeClock
+
+CATALOG = """
+apps:
+  chat:
+    hosts: [chat.example, "*.chat.example"]
+    inspection: full
+    when_not_inspectable: block_by_sni
+"""
+
+
+class Nft:
+    """Stands in for nft: records the scripts; the heartbeat is present once one armed it."""
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+        self.reloaded = False
+
+    def run(self, script: str) -> None:
+        self.scripts.append(script)
+        self.reloaded = False
+
+    def present(self) -> bool:
+        return not self.reloaded and any("fast_ready { tcp timeout" in s for s in self.scripts)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path, nft: Nft, clock: FakeClock
+) -> AsyncIterator[tuple[FastPathService, Path]]:
+    service = FastPathService(parse_catalog(CATALOG), runner=nft.run, present=nft.present,
+                              clock=clock)  # fmt: skip
+    path = tmp_path / "fastpath.sock"
+    server = await asyncio.start_unix_server(service.handle, path=str(path))
+    writer = asyncio.create_task(service.writer_loop())
+    try:
+        yield service, path
+    finally:
+        writer.cancel()
+        server.close()
+
+
+def test_an_answer_is_written_before_the_resolver_releases_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        nft, clock = Nft(), FakeClock(start=1000.0)
+        async with running(tmp_path, nft, clock) as (service, path):
+            service.catalogued_known = True
+            client = FastPathClient(path, timeout_s=2)
+            await client.report(["news.example"], ["192.0.2.80"], 60)
+            assert any("fast_v4 { 192.0.2.80 timeout" in s for s in nft.scripts)
+            assert "fast_ready { tcp timeout" in nft.scripts[-1]  # the resolver is alive
+            await client.report(["web.chat.example", "edge.cdn.example"], ["192.0.2.90"], 60)
+            assert "catalogued_v4 { 192.0.2.90" in nft.scripts[-1]
+            written = len(nft.scripts)
+            await client.report(["news.example"], ["192.0.2.80"], 60)  # nothing new
+            assert len(nft.scripts) == written
+
+    asyncio.run(scenario())
+
+
+def test_no_heartbeat_until_the_catalogued_names_are_known_or_while_the_resolver_is_silent(
+    tmp_path: Path,
+) -> None:
+    nft, clock = Nft(), FakeClock(start=1000.0)
+    service = FastPathService(parse_catalog(CATALOG), runner=nft.run, present=nft.present,
+                              clock=clock)  # fmt: skip
+    service.report(b'{"names": ["news.example"], "addresses": ["192.0.2.80"], "ttl": 60}')
+    service.flush()
+    assert "fast_ready" not in nft.scripts[-1]  # the gateway has not resolved the catalog yet
+    service.catalogued_known = True
+    service.beat()
+    assert "fast_ready { tcp timeout" in nft.scripts[-1]
+    clock.advance(RESOLVER_SILENT_S + 1)  # the resolver stopped checking in
+    service.beat()
+    assert nft.scripts[-1].startswith("flush set inet schoolgate fast_ready")
+    service.report(b"{}")  # it is back
+    nft.reloaded = True  # meanwhile `schoolgate nft apply` replaced the table: sets empty
+    service.beat()
+    assert "fast_v4 { 192.0.2.80 timeout" in nft.scripts[-1]  # restated
+    assert "fast_ready { tcp timeout" in nft.scripts[-1]
+
+
+def test_failing_nft_is_counted_and_reports_that_are_not_json_are_ignored(tmp_path: Path) -> None:
+    from schoolgate.gateway.nft import NftError
+
+    def broken(script: str) -> None:
+        raise NftError("nft -f - failed: No such file or directory")
+
+    service = FastPathService(parse_catalog(CATALOG), runner=broken, present=lambda: False)
+    assert not service.report(b"not json")
+    assert not service.report(b'{"addresses": "192.0.2.1"}')  # a string is not a list of them
+    assert service.report(b'{"names": ["a.example"], "addresses": ["192.0.2.1"], "ttl": 1}')
+    service.flush()
+    assert service.failures == 1
+
+
+def test_the_resolver_answers_at_once_when_the_service_is_away(tmp_path: Path) -> None:
+    async def scenario() -> float:
+        client = FastPathClient(tmp_path / "nobody-listens.sock", timeout_s=0.25)
+        started = time.monotonic()
+        await client.report(["news.example"], ["192.0.2.80"], 60)
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 1.0
+
+
+def test_the_resolvers_policy_reports_every_name_of_the_chain(tmp_path: Path) -> None:
+    class Recorder(FastPathClient):
+        def __init__(self) -> None:
+            super().__init__(tmp_path / "unused.sock")
+            self.reports: list[tuple[list[str], list[str], int]] = []
+
+        async def report(self, names: list[str], addresses: list[str], ttl: int) -> None:
+            self.reports.append((names, addresses, ttl))
+
+    recorder = Recorder()
+    policy = ResolverPolicy(NamePolicy(()), AddressBook(tmp_path / "b.sqlite"),
+                            fastpath=recorder)  # fmt: skip
+    flow = tflow.tdnsflow(resp=True)
+    flow.request.questions[0].name = "web.chat.example"
+    assert flow.response is not None
+    flow.response.answers = [
+        ResourceRecord("web.chat.example", 5, 1, 300, b"\x04edge\x03cdn\x07example\x00"),
+        ResourceRecord("edge.cdn.example", 1, 1, 40, bytes([192, 0, 2, 90])),
+    ]
+    asyncio.run(policy.dns_response(flow))
+    ((names, addresses, ttl),) = recorder.reports
+    assert "web.chat.example" in names
+    assert "edge.cdn.example" in names
+    assert (addresses, ttl) == (["192.0.2.90"], 40)
+
+
+@pytest.mark.parametrize("line", [b"", b"{", b'{"addresses": [1, 2]}'])
+def test_odd_lines_do_not_break_the_service(line: bytes) -> None:
+    service = FastPathService(parse_catalog(CATALOG), runner=lambda s: None,
+                              present=lambda: True)  # fmt: skip
+    service.report(line)  # no exception
