@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from schoolgate.addons.resolver import FastPathClient, ResolverPolicy
 from schoolgate.endpoints.loader import parse_catalog
 from schoolgate.gateway.addressbook import AddressBook
 from schoolgate.gateway.dnspolicy import NamePolicy
+from schoolgate.gateway.fastpath import catalogued_names
 from schoolgate.gateway.fastpath_service import RESOLVER_SILENT_S, FastPathService
 from tests.support.alert_helpers import FakeClock
 
@@ -66,7 +68,7 @@ def test_an_answer_is_written_before_the_resolver_releases_it(tmp_path: Path) ->
     async def scenario() -> None:
         nft, clock = Nft(), FakeClock(start=1000.0)
         async with running(tmp_path, nft, clock) as (service, path):
-            service.catalogued_known = True
+            service.report(b'{"catalogued_pass": true}')
             client = FastPathClient(path, timeout_s=2)
             await client.report(["news.example"], ["192.0.2.80"], 60)
             assert any("fast_v4 { 192.0.2.80 timeout" in s for s in nft.scripts)
@@ -89,7 +91,9 @@ def test_no_heartbeat_until_the_catalogued_names_are_known_or_while_the_resolver
     service.report(b'{"names": ["news.example"], "addresses": ["192.0.2.80"], "ttl": 60}')
     service.flush()
     assert "fast_ready" not in nft.scripts[-1]  # the gateway has not resolved the catalog yet
-    service.catalogued_known = True
+    service.beat()
+    assert nft.scripts[-1].startswith("flush set inet schoolgate fast_ready")
+    service.report(b'{"catalogued_pass": true}')
     service.beat()
     assert "fast_ready { tcp timeout" in nft.scripts[-1]
     clock.advance(RESOLVER_SILENT_S + 1)  # the resolver stopped checking in
@@ -157,3 +161,29 @@ def test_odd_lines_do_not_break_the_service(line: bytes) -> None:
     service = FastPathService(parse_catalog(CATALOG), runner=lambda s: None,
                               present=lambda: True)  # fmt: skip
     service.report(line)  # no exception
+
+
+def test_the_resolver_resolves_every_catalogued_name_and_says_when_it_is_done(
+    tmp_path: Path,
+) -> None:
+    class Upstream:
+        """mitmproxy_rs's DnsResolver as far as the pass uses it."""
+
+        async def lookup_ipv4(self, name: str) -> list[str]:
+            if name == "chat.example":
+                return ["192.0.2.90"]
+            raise socket.gaierror("no such name")
+
+        async def lookup_ipv6(self, name: str) -> list[str]:
+            raise socket.gaierror("no AAAA")
+
+    async def scenario() -> FastPathService:
+        nft, clock = Nft(), FakeClock(start=1000.0)
+        async with running(tmp_path, nft, clock) as (service, path):
+            client = FastPathClient(path, timeout_s=2)
+            names = catalogued_names(parse_catalog(CATALOG))
+            await client.resolve_catalogued(names, Upstream(), every_s=0)
+            assert any("catalogued_v4 { 192.0.2.90" in s for s in nft.scripts)
+            return service
+
+    assert asyncio.run(scenario()).catalogued_known

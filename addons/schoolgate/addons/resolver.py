@@ -22,10 +22,13 @@ from typing import Any
 from mitmproxy import dns, options
 from mitmproxy.net.dns import response_codes, types
 from mitmproxy.tools.dump import DumpMaster
+from mitmproxy_rs.dns import DnsResolver
 
 from schoolgate.config import Config
+from schoolgate.endpoints.loader import load_catalog
 from schoolgate.gateway.addressbook import ADDRESS_BOOK, AddressBook, AddressBookError
 from schoolgate.gateway.dnspolicy import NamePolicy
+from schoolgate.gateway.fastpath import catalogued_names
 from schoolgate.gateway.fastpath_service import SOCKET_NAME
 from schoolgate.gateway.neighbours import NeighbourTable
 from schoolgate.gateway.nft import GatewayRuleset
@@ -129,6 +132,36 @@ class FastPathClient:
     async def keepalive(self, every_s: float = 5.0) -> None:
         while True:
             await self._send(b"{}\n")
+            await asyncio.sleep(every_s)
+
+    async def resolve_catalogued(
+        self, names: list[str], resolver: Any, every_s: float = 600.0, concurrency: int = 32
+    ) -> None:
+        """Resolve every catalogued name through the resolver's own upstream, report the
+        answers, and say when a pass is done: the gateway knows the catalogued servers'
+        addresses before a pupil's own domain can point at them, and the fast path waits for
+        the first pass. `resolver`: mitmproxy_rs's DnsResolver (lookup_ipv4/lookup_ipv6)."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(name: str) -> None:
+            addresses: list[str] = []
+            async with gate:
+                for lookup in (resolver.lookup_ipv4, resolver.lookup_ipv6):
+                    try:
+                        async with asyncio.timeout(5):
+                            addresses += await lookup(name)
+                    except (OSError, TimeoutError, UnicodeError):
+                        continue
+            if addresses:
+                await self.report([name], addresses, int(max(every_s, 300) * 2))
+
+        while True:
+            await asyncio.gather(*(one(name) for name in names))
+            await self._send(b'{"catalogued_pass": true}\n')
+            log.info("schoolgate resolver: resolved %d catalogued names for the fast path",
+                     len(names))  # fmt: skip
+            if every_s <= 0:
+                return  # one pass (tests)
             await asyncio.sleep(every_s)
 
     async def _send(self, line: bytes) -> None:
@@ -312,14 +345,23 @@ async def serve_resolver(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
-    checking_in = asyncio.create_task(fastpath.keepalive()) if fastpath else None
+    chores = []
+    if fastpath is not None:
+        upstream = list(resolver.upstream) or None
+        catalogued = catalogued_names(load_catalog(list(config.proxy.endpoints_files)))
+        chores = [
+            asyncio.create_task(fastpath.keepalive()),
+            asyncio.create_task(
+                fastpath.resolve_catalogued(catalogued, DnsResolver(name_servers=upstream))
+            ),
+        ]
     try:
         await master.run()
     except SystemExit as exc:  # mitmproxy's start-up checks (port in use) exit
         return exc.code if isinstance(exc.code, int) else 1
     finally:
-        if checking_in is not None:
-            checking_in.cancel()
+        for chore in chores:
+            chore.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         book.close()

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,6 @@ from schoolgate.gateway import nft as nftables
 from schoolgate.gateway.fastpath import (
     READY_TIMEOUT_S,
     FastPathSets,
-    catalogued_names,
     ready_check_args,
     stop_script,
 )
@@ -38,9 +36,6 @@ SOCKET_NAME: Final = "fastpath.sock"  # in data_dir: the resolver and this servi
 HEARTBEAT_S: Final = 5.0
 RESOLVER_SILENT_S: Final = 15.0  # no word from the resolver this long: it is down
 MAX_LINE: Final = 64 * 1024
-REFRESH_S: Final = 600.0  # how often the gateway resolves every catalogued name itself
-RESOLVE_TIMEOUT_S: Final = 3.0
-RESOLVE_CONCURRENCY: Final = 32
 
 type Runner = Callable[[str], None]  # applies an nft script; raises NftError
 
@@ -82,11 +77,14 @@ class FastPathService:
     # -- the resolver's reports --------------------------------------------------------------
 
     def report(self, line: bytes) -> bool:
-        """One JSON line: {"names": [...], "addresses": [...], "ttl": seconds}, or {} (alive).
-        True when it added something to write."""
+        """One JSON line: {"names": [...], "addresses": [...], "ttl": seconds}; {} (alive);
+        {"catalogued_pass": true} (the resolver has resolved every catalogued name once, so the
+        gateway knows their servers). True when it added something to write."""
         self.resolver_seen = self.clock()
         try:
             message = json.loads(line)
+            if message.get("catalogued_pass") is True:
+                self.catalogued_known = True
             names = [str(n)[:255] for n in message.get("names", [])][:16]
             addresses = [str(a)[:64] for a in message.get("addresses", [])][:64]
             ttl = float(message.get("ttl", 0))
@@ -163,39 +161,6 @@ class FastPathService:
             await asyncio.to_thread(self.beat)
             await asyncio.sleep(HEARTBEAT_S)
 
-    # -- the catalogued names, resolved by the gateway itself -----------------------------------
-
-    async def resolve_catalogued(self) -> int:
-        """Resolve every catalogued name once; returns how many addresses were learnt."""
-        loop = asyncio.get_running_loop()
-        gate = asyncio.Semaphore(RESOLVE_CONCURRENCY)
-        learnt = 0
-
-        async def one(name: str) -> None:
-            nonlocal learnt
-            async with gate:
-                try:
-                    found = await asyncio.wait_for(
-                        loop.getaddrinfo(name, 443, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
-                    )
-                except (OSError, TimeoutError, UnicodeError):
-                    return
-            addresses = sorted({str(info[4][0]) for info in found})
-            if self.sets.answered([name], addresses, REFRESH_S * 2):
-                learnt += len(addresses)
-
-        await asyncio.gather(*(one(name) for name in catalogued_names(self.catalog)))
-        self.catalogued_known = True
-        self._wake.set()
-        return learnt
-
-    async def refresh_loop(self) -> None:
-        while True:
-            learnt = await self.resolve_catalogued()
-            log.info("schoolgate fastpath: resolved the catalogued names (%d new addresses)",
-                     learnt)  # fmt: skip
-            await asyncio.sleep(REFRESH_S)
-
 
 async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
     """Listen on `path` until SIGTERM/SIGINT; end the fast path on the way out."""
@@ -212,8 +177,7 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(c) for c in (service.writer_loop(), service.heartbeat_loop(),
-                                              service.refresh_loop())]  # fmt: skip
+    tasks = [asyncio.create_task(c) for c in (service.writer_loop(), service.heartbeat_loop())]
     log.warning("schoolgate fastpath listening on %s (the fast path is on while the resolver "
                 "checks in; it lapses %d s after it stops)", path, READY_TIMEOUT_S)  # fmt: skip
     try:
