@@ -115,7 +115,7 @@ class Gateway:
     def ask(self, name: str) -> list[str]:
         """The pupil's device resolves `name` (port 53: the gateway redirects it)."""
         reply = call_in_netns(self.topo.client, lambda: query((GATEWAY_CLIENT_IP, 53), name, 1))
-        return [str(a.ipv4_address) for a in reply.answers]  # type: ignore[attr-defined]
+        return [str(a.ipv4_address) for a in reply.answers]
 
     def fetch(self, address: str, host: str) -> str:
         """GET http://host/ from the pupil's device to `address`; the source the server saw."""
@@ -163,6 +163,10 @@ class Gateway:
             return ready in log_path.read_text(errors="replace")
 
         wait_for(started, 60, lambda: f"{name} did not start:\n{log_path.read_text()}")
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name)
@@ -228,7 +232,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         )  # fmt: skip
         assert applied.returncode == 0, applied.stderr
         gw = Gateway(topo, recorder, data_dir, work, config, {}, None)  # type: ignore[arg-type]
-        cleanup.callback(lambda: [gw.stop(name) for name in list(gw.processes)])
+        cleanup.callback(gw.stop_all)
         gw.start("fastpath", ["nft", "fastpath"], "fastpath listening")
         gw.start("resolver", ["resolve"], "resolver listening", prefix=NO_CAPABILITIES)
         gw.proxy = start_proxy_in(topo.gateway, config, data_dir, work)
