@@ -17,7 +17,7 @@ from schoolgate.alerts.outbox import AlertOutbox
 from schoolgate.banks.exemptions import Exemptions
 from schoolgate.banks.store import BankStore
 from schoolgate.config import Config, load_config
-from schoolgate.console.store import ConsoleError, ConsoleStore, skeleton
+from schoolgate.console.store import ConsoleError, ConsoleStore, reads_like, skeleton
 from tests.support.alert_helpers import FakeClock, make_verdict
 from tests.support.console_helpers import (
     PASSWORD,
@@ -127,7 +127,9 @@ def test_an_account_made_after_the_proposal_cannot_approve_it(
 @pytest.mark.parametrize(
     "look_alike",
     ["dsl.jon\u0435s", "DSL.Jones", "dsl_jones", "dsl-jones", "dsljones", "dsI.jones",
-     "dsl.j0nes", "ds1.jones", "dsl.jones\u200b", "\uff44sl.jones"],
+     "dsl.j0nes", "ds1.jones", "dsl.jones\u200b", "\uff44sl.jones",
+     # adversarial pass a15: still accepted after a14's fix
+     "dsl.jone5", "d5l.jones", "dsl.jcnes", "dsl.jonesx", "dsl.jnes"],
 )  # fmt: skip
 def test_a_username_that_reads_as_an_existing_one_is_refused(
     config: Config, look_alike: str
@@ -144,7 +146,11 @@ def test_a_username_that_reads_as_an_existing_one_is_refused(
 def test_the_skeleton_folds_only_what_a_reader_confuses() -> None:
     assert skeleton("Dsl.Jones") == skeleton("dsl_jones") == skeleton("dsi.jones")
     assert skeleton("modern") == skeleton("modem")  # "rn" reads as "m"
+    assert skeleton("dsl.deputv") == skeleton("dsl.deputy")
     assert skeleton("dsl.jones") != skeleton("dsl.jonas")
+    assert reads_like("dsl.jones", "dsl.jonas")  # one letter apart: refused as well
+    assert not reads_like("dsl.jones", "dsl.smith")
+    assert not reads_like("ann", "amy")  # short names are compared whole
 
 
 def test_the_approver_reads_that_the_item_was_hidden_after_other_data(
@@ -170,3 +176,25 @@ def test_the_approver_reads_that_the_item_was_hidden_after_other_data(
     assert "byte 41803" in rows[hidden]["found_in"]
     assert rows[plain_file]["found_in"] == ""
     assert rows[hidden]["file_size"] == "123456"
+
+
+def test_the_approver_reads_that_the_match_was_one_frame_of_an_animation(
+    app: Flask, config: Config
+) -> None:
+    """a15 T10c: a banked frame shown for 40 ms inside a GIF of a cat was approved as "a GIF of
+    my cat": the page said nothing about the frame. The alert says it as well."""
+    from zoneinfo import ZoneInfo
+
+    from schoolgate.alerts.formats import build_view  # what every alert format renders
+
+    incident = enqueue(config, distance=20, frame=(1, 2.0), sha256="7" * 64)
+    deputy, _ = sign_in(app, "dev")
+    page = deputy.get(f"/incidents/{incident}").get_data(as_text=True)
+    assert "in frame 1 at 2.00 s" in page
+    assert "one frame or page of a longer file" in page
+    with AlertOutbox(config.alerts.outbox) as outbox:
+        alert = outbox.get(incident)
+    assert alert is not None
+    facts = dict(build_view(alert, "guidance", ZoneInfo("UTC")).facts)
+    assert "frame 1 at 2.00 s" in facts["Found"]
+    assert "frame 1 at 2.00 s" in facts["Matched"]

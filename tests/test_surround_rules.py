@@ -107,8 +107,35 @@ def test_a_pdq_match_refuted_by_the_banked_features_does_not_block(tmp_path: Pat
         before = unchecked.evaluate(query, CTX)
         assert before.blocked, "the pair no longer shows the PDQ false block it was made for"
         assert [m.tier for m in before.matches] == ["hash"]
-        assert not checked.evaluate(query, CTX).blocked
+        after = checked.evaluate(query, CTX)
+        assert not after.blocked
+        # The overruled near-match is in the audit record (adversarial pass a15: it was not).
+        (refuted,) = after.to_dict()["refuted"]
+        assert (refuted["bank"], refuted["signal_type"]) == ("incident-surround", "pdq")
+        assert refuted["distance"] > 8
         assert checked.evaluate(encode(banked, "JPEG", quality=80), CTX).blocked  # still a copy
     finally:
         checked.close()
         unchecked.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("astronaut", (512, 256)), ("chelsea", (451, 150)), ("coffee", (600, 200)),
+     ("rocket", (427, 214)), ("astronaut", (1024, 512)), ("coffee", (300, 800))],
+)  # fmt: skip
+def test_a_copy_squashed_or_stretched_near_two_to_one_still_matches(
+    tmp_path: Path, name: str, size: tuple[int, int]
+) -> None:
+    """Adversarial pass a15 (N2): every copy squashed to about half its height (or stretched to
+    twice its width) went through: PDQ, which hashes a square, stayed near, but the feature
+    check found nothing aligned and dropped the match. The check now also tries the copy
+    stretched back to the banked picture's shape."""
+    photo = skimage_photo(name)
+    checked = _inspector(tmp_path / "checked", photo, confirm_bits=8)
+    try:
+        squashed = photo.resize(size, Image.Resampling.BICUBIC)
+        verdict = checked.evaluate(encode(squashed, "JPEG", quality=88), CTX)
+        assert verdict.blocked, (name, size, verdict.to_dict().get("refuted"))
+    finally:
+        checked.close()

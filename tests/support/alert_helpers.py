@@ -12,7 +12,7 @@ from typing import Any
 
 from schoolgate.banks.model import SignalType
 from schoolgate.config import parse_config
-from schoolgate.matching.matcher import BankMatch
+from schoolgate.matching.matcher import BankMatch, FrameMatch
 from schoolgate.pipeline.policy import Policy
 from schoolgate.pipeline.verdict import Findings, InspectionContext, Verdict
 
@@ -184,14 +184,15 @@ def make_verdict(
     signal: SignalType = SignalType.PDQ,
     locator: str | None = None,
     body_size: int | None = None,
+    frame: tuple[int, float] | None = None,
 ) -> Verdict:
     """A decision from the real policy on findings as the engine would report them."""
     config = parse_config(POLICY_YAML, "test.yaml")
-    matches = (
-        (BankMatch("incident-2026", signal, "f" * 64, distance, 100, "ref 1234"),)
-        if matched
-        else ()
-    )
+    found = BankMatch("incident-2026", signal, "f" * 64, distance, 100, "ref 1234")
+    if frame is not None:
+        found = FrameMatch("incident-2026", signal, "f" * 64, distance, 100, "ref 1234",
+                           frame=frame[0], timestamp=frame[1])  # fmt: skip
+    matches = (found,) if matched else ()
     findings = Findings(
         media_type="jpeg",
         size=123_456,

@@ -116,7 +116,8 @@ def build_view(
         facts.append(
             (
                 "Matched",
-                f"bank {match.bank} ({match.signal_type}, distance {match.distance}{note})",
+                f"bank {match.bank} ({match.signal_type}, distance {match.distance}{note})"
+                + (f" in {match.where}" if match.where else ""),
             )
         )
     for flag in details.flags:
@@ -125,6 +126,8 @@ def build_view(
         facts.append(("Not inspected", details.failure))
     media = details.media_type or "unknown type"
     facts.append(("Media", f"{media}, {_size(details.size)} (not stored, not attached)"))
+    if details.found_in:
+        facts.append(("Found", details.found_in))
     if details.sha256:
         facts.append(("SHA-256", details.sha256))
     if details.site:

@@ -72,6 +72,7 @@ class MatchInfo:
     signal_type: str
     distance: int
     note: str | None = None
+    where: str | None = None  # "frame 1 at 2.00 s": one frame or page of a longer file
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,13 @@ class AlertDetails:
             size=findings.size,
             sha256=sha256 if isinstance(sha256, str) else None,
             matches=tuple(
-                MatchInfo(m.bank, str(m.signal_type), m.distance, plain(m.note, 200) or None)
+                MatchInfo(
+                    m.bank,
+                    str(m.signal_type),
+                    m.distance,
+                    plain(m.note, 200) or None,
+                    m.where or None,
+                )
                 for m in findings.matches
             ),
             flags=tuple(
@@ -147,6 +154,26 @@ class AlertDetails:
     @property
     def blocked(self) -> bool:
         return self.action == "block"
+
+    @property
+    def found_in(self) -> str | None:
+        """Where in the upload the matched item was, when that is more than "the file itself":
+        a banked picture appended after a harmless one, or one frame of an animation, is not
+        the harmless picture the pupil says they sent (adversarial passes a13, a14, a15)."""
+        whole = f"an upload of {self.body_size} bytes" if self.body_size else "the upload"
+        said = []
+        carved = re.search(r"^(.*)@(\d+)$", self.locator or "")
+        if carved:
+            said.append(f"Hidden inside other data: found by its signature at byte {carved[2]} "
+                        f"of {carved[1]}, in {whole}. The upload held more than this item, for "
+                        "example a harmless picture with this one appended after it.")  # fmt: skip
+        elif self.locator and self.body_size and self.size and self.body_size > 2 * self.size:
+            said.append(f"{self.locator}, one part of {whole}.")
+        frames = sorted({m.where for m in self.matches if m.where})
+        if frames:
+            said.append(f"Matched in {', '.join(frames)} only: one frame or page of a longer "
+                        "file, which can show something else the rest of the time.")  # fmt: skip
+        return " ".join(said) or None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +91,7 @@ class Incident:
         """What matched, in words: bank and note, or model, label and score."""
         details = self.details
         found = [f"bank {m.bank}: {_evidence(m.signal_type, m.distance)}"
+                 + (f" in {m.where}" if m.where else "")
                  + (f" (note: {m.note})" if m.note else "") for m in details.matches]  # fmt: skip
         found += [f"classifier {f.model}: {f.label} {f.score:.2f}" for f in details.flags]
         if not found and details.failure:
@@ -100,21 +100,8 @@ class Incident:
 
     @property
     def found_in(self) -> str | None:
-        """Where in the upload the item was, when that is more than "the file itself": a
-        banked picture appended after a harmless one is a different file from the one the
-        pupil says they sent (adversarial passes a13, a14)."""
-        details = self.details
-        if details.locator is None:
-            return None
-        whole = f"an upload of {details.body_size} bytes" if details.body_size else "the upload"
-        carved = re.search(r"^(.*)@(\d+)$", details.locator)
-        if carved:
-            return (f"Hidden inside other data: found by its signature at byte {carved[2]} of "
-                    f"{carved[1]}, in {whole}. The upload held more than this item, for "
-                    "example a harmless picture with this one appended after it.")  # fmt: skip
-        if details.body_size and details.size and details.body_size > 2 * details.size:
-            return f"{details.locator}, one part of {whole}."
-        return None
+        """Where in the upload the item was (see AlertDetails.found_in)."""
+        return self.details.found_in
 
     @property
     def sources(self) -> list[str]:

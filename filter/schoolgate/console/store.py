@@ -42,15 +42,37 @@ OUTCOMES: Final = {
 MIN_PASSWORD: Final = 12
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", re.ASCII)
 # Characters a reader can take for one another in a name on a page ("dsl.jones" approved by
-# "DSL.Jones" or "dsl_jones" reads as one person twice: adversarial pass a14). Names are ASCII
-# (no Cyrillic look-alikes) and no two accounts may share a skeleton.
-_SKELETON = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l", ".": None, "-": None, "_": None})
+# "DSL.Jones", "dsl_jones" or "dsl.jone5" reads as one person twice: adversarial passes a14,
+# a15). Names are ASCII (no Cyrillic look-alikes); no two accounts may share a skeleton, or
+# have skeletons one character apart.
+_SKELETON = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l", "5": "s", "2": "z", "8": "b",
+                           "6": "b", "9": "g", "q": "g", "4": "a", "3": "e", "7": "t", "c": "o",
+                           "v": "y", "u": "y", ".": None, "-": None, "_": None})  # fmt: skip
 
 
 def skeleton(username: str) -> str:
-    """What a username looks like to a hurried reader: case, separators and 0/o, 1/l/i,
-    rn/m and vv/w confusions folded away."""
-    return username.lower().replace("rn", "m").replace("vv", "w").translate(_SKELETON)
+    """What a username looks like to a hurried reader: case, separators and the usual digit
+    and letter confusions (0/o, 1/l/i, 5/s, c/o, v/y, rn/m, vv/w, cl/d) folded away."""
+    lowered = username.lower()
+    for pair, single in (("rn", "m"), ("vv", "w"), ("cl", "d")):
+        lowered = lowered.replace(pair, single)
+    return lowered.translate(_SKELETON)
+
+
+def _one_apart(first: str, second: str) -> bool:
+    """Equal, or one substitution, insertion or deletion apart."""
+    if abs(len(first) - len(second)) > 1:
+        return False
+    if len(first) == len(second):
+        return sum(a != b for a, b in zip(first, second, strict=True)) <= 1
+    short, long = sorted((first, second), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def reads_like(first: str, second: str) -> bool:
+    """Whether two usernames can be taken for one another on a record."""
+    a, b = skeleton(first), skeleton(second)
+    return a == b or (min(len(a), len(b)) >= 5 and _one_apart(a, b))
 
 
 _SCHEMA = """
@@ -241,7 +263,7 @@ class ConsoleStore:
                 "'_', starting with a letter or digit"
             )
         for other in self.accounts():
-            if skeleton(other.username) == skeleton(username):
+            if reads_like(other.username, username):
                 raise ConsoleError(
                     f"{username!r} can be mistaken for the account {other.username!r}: "
                     "choose a name that reads differently"

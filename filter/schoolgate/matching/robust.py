@@ -300,6 +300,11 @@ class RobustIndex:
                 best = (transform, inliers)
         return best
 
+    def shapes(self, content_id: str) -> list[tuple[int, int]]:
+        """(width, height) of every banked view of an item, in its working frame."""
+        found = [self._entries[e].features for e in self._views_of.get(content_id, ())]
+        return list(dict.fromkeys((f.width, f.height) for f in found))
+
     def confirm(self, query: LocalFeatures, content_id: str) -> bool | None:
         """Whether one query view shows one banked item, by every banked view of it: True when
         a view verifies; False when a view aligns but shows another picture (the content check

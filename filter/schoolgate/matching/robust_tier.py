@@ -189,6 +189,33 @@ class RobustTier:
                 seen.add(verdict)
                 if verdict:
                     break  # a view verifies: the match stands
-            if False in seen and True not in seen:
+            if False in seen and True not in seen and not _stretched_copy(loaded, image, items):
                 refuted.append(match)
         return refuted
+
+
+# An aspect ratio this far from the banked view's is a stretched copy to try undoing.
+_STRETCH_TO_UNDO = 1.2
+
+
+def _stretched_copy(loaded: _Loaded, image: Image.Image, items: Sequence[str]) -> bool:
+    """Whether the query, stretched back to a banked view's shape, verifies against it.
+
+    PDQ hashes a picture squeezed to a square, so a copy stretched or squashed on one axis keeps
+    its hash near the banked one; its local features do not survive a squash to half the
+    height, and "nothing aligns" would drop a true match (adversarial pass a15: every copy
+    squashed near 2:1 went through). Undoing the stretch is exact for such a copy, and the
+    content check still refuses another picture in the same surround."""
+    aspect = image.width / max(1, image.height)
+    for item in items:
+        for width, height in loaded.index.shapes(item):
+            ratio = (width / max(1, height)) / aspect
+            if max(ratio, 1 / ratio) < _STRETCH_TO_UNDO:
+                continue
+            # The query's own area, in the banked view's shape.
+            scale = (image.width * image.height / (width * height)) ** 0.5
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            reshaped = image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+            if loaded.index.confirm(extract_features(reshaped, grid=False), item):
+                return True
+    return False

@@ -241,8 +241,10 @@ class Inspector:
                 replace(match, evidence=(("inverted", 1.0),))
                 for match in matcher.match_pdq(negatives, min_quality=banks.pdq_min_quality)
             ]
-        matches.extend(self._unrefuted([m for m in pdq_matches if banks.runs(m.bank, "pdq")],
-                                       decoded.image, views))  # fmt: skip
+        claimed = [m for m in pdq_matches if banks.runs(m.bank, "pdq")]
+        kept = self._unrefuted(claimed, decoded.image, views)
+        matches.extend(kept)
+        refuted = tuple(m for m in claimed if m not in kept)
         exempt = matcher.exemptions.of(exact.sha256)
         if not [m for m in matches if f"bank:{m.bank}" not in exempt]:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
@@ -252,14 +254,16 @@ class Inspector:
         if decoded.frame_count > 1:
             # An animation (often a GIF of a clip) is also judged as a video: its frames are
             # matched against banked videos and classified k-of-n, not just its first frame.
-            found = replace(base, hashes=hashes, matches=tuple(matches))
+            found = replace(base, hashes=hashes, matches=tuple(matches), refuted=refuted)
             return _VideoAnalysis(self, classify).findings(data, found)
 
         scores: tuple[ClassifierResult, ...] = ()
         skip = matches and self.config.classifier.skip_when_matched
         if self.classifier is not None and classify and not skip:
             scores = tuple(self.classifier.classify(decoded.image))
-        findings = replace(base, hashes=hashes, matches=tuple(matches), scores=scores)
+        findings = replace(
+            base, hashes=hashes, matches=tuple(matches), scores=scores, refuted=refuted
+        )
         failed = [r for r in scores if r.error]
         if failed:
             # A model that failed or ran out of time must not read as "clean": the group's fail

@@ -76,6 +76,9 @@ class Findings:
     # Sources ("bank:NAME", "model:NAME") that matched or flagged this exact file but no longer
     # count for it: a DSL reviewed it as a false positive (schoolgate.banks.exemptions).
     exempted: tuple[str, ...] = ()
+    # PDQ matches that the banked item's own feature sets refuted (dropped, not counted): kept
+    # for the audit record, so a near-match that was overruled can be found again.
+    refuted: tuple[BankMatch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,4 +155,19 @@ class Verdict:
             "failure_detail": findings.failure_detail,
             "elapsed_ms": round(findings.elapsed_ms, 1),
             **({"exempted": list(findings.exempted)} if findings.exempted else {}),
+            **(
+                {
+                    "refuted": [
+                        {
+                            "bank": m.bank,
+                            "signal_type": str(m.signal_type),
+                            "value": m.value,
+                            "distance": m.distance,
+                        }
+                        for m in findings.refuted
+                    ]
+                }
+                if findings.refuted
+                else {}
+            ),
         }
