@@ -198,3 +198,23 @@ def test_the_approver_reads_that_the_match_was_one_frame_of_an_animation(
     facts = dict(build_view(alert, "guidance", ZoneInfo("UTC")).facts)
     assert "frame 1 at 2.00 s" in facts["Found"]
     assert "frame 1 at 2.00 s" in facts["Matched"]
+
+
+def test_the_same_file_from_another_device_after_the_close_withdraws_the_proposal(
+    app: Flask, config: Config, clock: FakeClock
+) -> None:
+    """a15 (T7 residual): outside the de-duplication window, or from another device, the file
+    opens a new incident, and the proposal on the closed one was still approved."""
+    incident = enqueue(config, distance=20)
+    propose(app, incident, "pupil: my own drawing")
+    seen = shown_proposal(app, incident, LABEL)
+    with AlertOutbox(config.alerts.outbox, clock=lambda: clock.now + 60) as outbox:
+        other = make_verdict(distance=20, ip="10.20.3.99", mac="02:00:5e:00:53:99")
+        outbox.enqueue(AlertDetails.from_verdict(other, "Test School"))
+    deputy, _ = sign_in(app, "dev")
+    page = deputy.get(f"/incidents/{incident}").get_data(as_text=True)
+    assert "Exemptions waiting for a second DSL" not in page
+    assert act(deputy, incident, action="approve_exemption", label=LABEL, proposal=seen) == 400
+    assert exempted(config) == []
+    (withdrawn,) = [a for a in console(app).store.actions(incident) if "withdrawn" in a.action]
+    assert "sent again after the close" in withdrawn.detail

@@ -428,6 +428,15 @@ class AlertOutbox:
             ).fetchall()
             return [self._alert(row, deliveries) for row in rows]
 
+    def since(self, first_seen: float, limit: int = 5_000) -> tuple[Alert, ...]:
+        """Alerts first seen after `first_seen`, oldest first (delivery state not read)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM alerts WHERE first_seen > ? ORDER BY first_seen LIMIT ?",
+                (first_seen, limit),
+            ).fetchall()
+            return tuple(self._alert(row, deliveries=False) for row in rows)
+
     def with_key(self, dedup_key: str) -> tuple[Alert, ...]:
         """Every alert of one media from one device (an alert and its follow-ups), oldest first."""
         with self._lock:

@@ -400,13 +400,22 @@ def _pending(console: Console, found: inc.Incident) -> list[Proposal]:
     puts the incident back in the queue, undecided: its proposals are withdrawn, as Reopen
     withdraws them (adversarial pass a14: a deputy approved one on a reopened incident)."""
     proposals = console.store.proposals(found.id)
-    if proposals and found.status == CLOSED and found.workflow.outcome == "false_positive":
-        return proposals
+    if not proposals:
+        return []
+    why = "the incident is no longer closed as a false positive"
+    if found.status == CLOSED and found.workflow.outcome == "false_positive":
+        closed_at = found.workflow.closed_at or 0.0
+        # The same file again from another device, or after the de-duplication window, opens
+        # a new incident: news the approver must weigh (adversarial pass a15).
+        again = [a for a in console.outbox.since(closed_at)
+                 if a.details.sha256 == found.details.sha256 and a.id not in found.ids]  # fmt: skip
+        if not again:
+            return proposals
+        why = f"the file was sent again after the close ({len(again)} new alert(s))"
     for proposal in proposals:
         kind, source = proposal.label.split(":", 1)
         console.store.act(found.id, "schoolgate", "exemption proposal withdrawn",
-                          f"SHA-256 {proposal.sha256} for {kind} {source}: the incident is "
-                          "no longer closed as a false positive")  # fmt: skip
+                          f"SHA-256 {proposal.sha256} for {kind} {source}: {why}")  # fmt: skip
     console.store.drop_proposals(found.id)
     return []
 

@@ -35,6 +35,11 @@ class Incident:
     actions: tuple[Action, ...] = ()
 
     @property
+    def ids(self) -> frozenset[str]:
+        """The ids of this incident's alerts (the first and its follow-ups)."""
+        return frozenset(alert.id for alert in self.alerts)
+
+    @property
     def details(self) -> AlertDetails:
         return self.alerts[0].details
 

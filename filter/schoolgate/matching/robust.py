@@ -10,8 +10,10 @@ Two stages, each bounded:
    more than `bucket_cap` banked descriptors (flat regions, stripes) are skipped: they carry
    little evidence and would make the time depend on the bank's content.
 2. Verification, for at most `max_candidates` items with enough votes: nearest neighbours between
-   the query and that item (ratio test, mutual nearest), then a similarity transform (rotation,
-   uniform scale, translation) estimated with RANSAC. A match needs `min_inliers` inliers whose
+   the query and that item (ratio test, mutual nearest), then a transform estimated with RANSAC:
+   a similarity (rotation, uniform scale, translation), an affine one (a stretch, a shear) or a
+   perspective (a photo of a screen), each preferred only where it explains clearly more
+   matches than the simpler one. A match needs `min_inliers` inliers whose
    positions cover at least `min_spread` of the banked image's 4x4 grid cells, and a plausible
    scale. Repetitive textures give many consistent matches crowded in one place; the spread
    test is what rejects them.
@@ -43,7 +45,15 @@ from schoolgate.media.features import LocalFeatures
 
 _CHUNKS = 16  # 16-bit chunks of a 256-bit ORB descriptor
 _SPREAD_GRID = 4
-_MAX_SHEAR = 0.12  # cosine of the angle between the transformed axes: a copy is not skewed
+# Cosine of the angle between the transformed axes. A phone photo of a screen, or an editor's
+# skew tool, shears a copy by half its height and more (adversarial pass a15: shears of 15-60%
+# went through under the old bound of 0.12); the content check, not the shape, tells another
+# picture from a copy.
+_MAX_SHEAR = 0.55
+# How much nearer the camera one corner of the matched area may be than another, under a
+# perspective (a screen photographed at a slant): a keystone that narrows one edge to 40% of
+# the other (30% off each side) is 2.5.
+_MAX_PERSPECTIVE = 3.0
 # Keypoints on both sides above which a copy aligns: on the robust bench every edited copy
 # with this many that PDQ found beyond 8 bits also verified here (the six that did not were of a
 # flat colour wheel, with fewer).
@@ -275,27 +285,32 @@ class RobustIndex:
         axis and framed matched neither tier; a similarity misaligns it, and the content check
         then sees disagreement). (None, no inliers) when neither fits."""
         best: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros(len(source), bool))
-        for estimate in (cv2.estimateAffinePartial2D, cv2.estimateAffine2D):
-            found = estimate(
-                source,
-                target,
-                method=cv2.RANSAC,
-                ransacReprojThreshold=threshold,
-                maxIters=self._limits.ransac_iterations,
-                confidence=0.995,
-            )
+        iterations = self._limits.ransac_iterations
+        for model in ("similarity", "affine", "perspective"):
+            if model == "perspective":
+                if len(source) < 4:
+                    break
+                found = cv2.findHomography(source, target, cv2.RANSAC, threshold,
+                                           maxIters=iterations, confidence=0.995)  # fmt: skip
+            else:
+                estimate = (cv2.estimateAffinePartial2D if model == "similarity"
+                            else cv2.estimateAffine2D)  # fmt: skip
+                found = estimate(source, target, method=cv2.RANSAC,
+                                 ransacReprojThreshold=threshold, maxIters=iterations,
+                                 confidence=0.995)  # fmt: skip
             # OpenCV's stubs say otherwise, but both are None when no model fits.
             transform, mask = cast(tuple[np.ndarray | None, np.ndarray | None], found)
             if transform is None or mask is None:
                 continue
             inliers = mask.ravel().astype(bool)
             count = int(inliers.sum())
-            # The affine model has two more degrees of freedom: it must explain clearly more.
+            # Each model has more degrees of freedom than the one before: it must explain
+            # clearly more of the matches to be preferred.
             margin = 0 if best[0] is None else int(best[1].sum()) * 11 // 10 + 2
             if (
                 count >= rules.min_inliers
                 and count >= margin
-                and _transform_is_plausible(transform, rules)
+                and _transform_is_plausible(transform, rules, source)
             ):
                 best = (transform, inliers)
         return best
@@ -349,14 +364,15 @@ class RobustIndex:
         if transform is None:
             return None, False
         count = int(inliers.sum())
-        scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+        linear = _jacobian(transform, source[inliers].mean(axis=0))
+        scale = float(np.sqrt(abs(np.linalg.det(linear))))
         spread = _spread(target[inliers], banked.width, banked.height)
         if spread < rules.min_spread:
             return None, False
         content = _aligned_agreement(query, banked, transform)
         if content is not None and not _same_picture(content, target[inliers], banked, rules):
             return None, True  # aligned on what surrounds the pictures; the pictures differ
-        rotation = float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))
+        rotation = float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0])))
         hit = RobustHit(
             bank=entry.bank,
             content_id=entry.content_id,
@@ -371,10 +387,48 @@ class RobustIndex:
         return hit, True
 
 
-def _transform_is_plausible(transform: np.ndarray, rules: RobustThresholds) -> bool:
+def _jacobian(transform: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The 2x2 linear part of a transform at a point (an affine one's is the same everywhere;
+    a perspective one's changes across the picture)."""
+    if transform.shape[0] == 2:
+        return transform[:, :2]
+    x, y = float(at[0]), float(at[1])
+    w = float(transform[2, 0] * x + transform[2, 1] * y + transform[2, 2])
+    u = float(transform[0, 0] * x + transform[0, 1] * y + transform[0, 2])
+    v = float(transform[1, 0] * x + transform[1, 1] * y + transform[1, 2])
+    if abs(w) < 1e-9:
+        return np.zeros((2, 2))
+    return np.array(
+        [[transform[0, 0] * w - u * transform[2, 0], transform[0, 1] * w - u * transform[2, 1]],
+         [transform[1, 0] * w - v * transform[2, 0], transform[1, 1] * w - v * transform[2, 1]]]
+    ) / (w * w)  # fmt: skip
+
+
+def _transform_is_plausible(
+    transform: np.ndarray, rules: RobustThresholds, source: np.ndarray
+) -> bool:
     """A copy's geometry: scale within bounds, one axis stretched at most max_stretch times the
-    other (an app that fits a picture to a square or a story frame), and next to no shear."""
-    across, down = transform[:, 0], transform[:, 1]
+    other (an app that fits a picture to a square or a story frame), a bounded shear, and for a
+    perspective, a picture seen from in front (no fold, no horizon inside the matched area)
+    whose nearest corner is at most _MAX_PERSPECTIVE times nearer than its farthest."""
+    if transform.shape[0] == 3:
+        low, high = source.min(axis=0), source.max(axis=0)
+        corners = np.array([[low[0], low[1]], [high[0], low[1]], [high[0], high[1]],
+                            [low[0], high[1]]])  # fmt: skip
+        w = corners @ transform[2, :2] + transform[2, 2]
+        if np.any(w <= 1e-6):
+            return False  # the matched area crosses the horizon: no camera sees a copy so
+        if float(w.max() / w.min()) > _MAX_PERSPECTIVE:
+            return False
+        if min(float(np.linalg.det(_jacobian(transform, c))) for c in corners) <= 0:
+            return False  # folded or mirrored (mirrors are banked as views of their own)
+        centre = _jacobian(transform, source.mean(axis=0))
+        return _linear_is_plausible(centre, rules)
+    return _linear_is_plausible(transform[:, :2], rules)
+
+
+def _linear_is_plausible(linear: np.ndarray, rules: RobustThresholds) -> bool:
+    across, down = linear[:, 0], linear[:, 1]
     x_scale, y_scale = float(np.hypot(*across)), float(np.hypot(*down))
     if not (x_scale and y_scale):
         return False
@@ -396,10 +450,9 @@ def _aligned_agreement(
     if banked.grid is None or query.luma is None:
         return None
     size = (banked.width, banked.height)
-    warped = np.asarray(
-        cv2.warpAffine(query.luma, transform, size, flags=cv2.INTER_LINEAR), np.uint8
-    )
-    inside = cv2.warpAffine(np.ones_like(query.luma), transform, size, flags=cv2.INTER_NEAREST)
+    warp = cv2.warpPerspective if transform.shape[0] == 3 else cv2.warpAffine
+    warped = np.asarray(warp(query.luma, transform, size, flags=cv2.INTER_LINEAR), np.uint8)
+    inside = warp(np.ones_like(query.luma), transform, size, flags=cv2.INTER_NEAREST)
     return agreement(banked.grid, content_grid(warped, inside.astype(bool)))
 
 
