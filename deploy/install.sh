@@ -28,7 +28,7 @@
 #   /var/lib/schoolgate/                 USER 0750: banks, alert outbox; ca/ 0700 (the CA key)
 #   /var/log/schoolgate/                 USER 0750: the audit log (decisions.jsonl)
 #   /etc/systemd/system/schoolgate.service, schoolgate-nft.service, schoolgate-resolver.service,
-#   schoolgate-leases.service, schoolgate-console.service,
+#   schoolgate-leases.service, schoolgate-fastpath.service, schoolgate-console.service,
 #   schoolgate-sniffer@.service
 set -euo pipefail
 
@@ -43,7 +43,7 @@ UNINSTALL=0
 PURGE=0
 INTERFACES=()
 UNITS=(schoolgate.service schoolgate-nft.service schoolgate-resolver.service schoolgate-leases.service
-  schoolgate-console.service schoolgate-sniffer@.service)
+  schoolgate-fastpath.service schoolgate-console.service schoolgate-sniffer@.service)
 
 die() {
   echo "schoolgate install: $*" >&2
@@ -258,6 +258,7 @@ write_config() {
     set_key audit path /var/log/schoolgate/decisions.jsonl
     set_key gateway student_interfaces "[${list%, }]"
     set_key resolver enabled true
+    set_key resolver fast_path_socket /run/schoolgate-fastpath/fastpath.sock
   fi
   owner 0640 root "$SERVICE_GROUP" "$CONFIG"
   sg check-config "$CONFIG" >/dev/null || die "$CONFIG is not valid (see above)"
@@ -302,7 +303,8 @@ install_units() {
   done
   [ "$SYSTEM" -eq 0 ] || systemctl daemon-reload
   systemctl_ enable --quiet schoolgate-nft.service schoolgate-resolver.service \
-    schoolgate-leases.service schoolgate.service schoolgate-console.service
+    schoolgate-leases.service schoolgate-fastpath.service schoolgate.service \
+    schoolgate-console.service
   if has_command sniff; then
     local iface
     for iface in $(sg check-config --json | "$OPT/venv/bin/python" -c \
@@ -315,8 +317,8 @@ install_units() {
 start_services() {
   [ "$SYSTEM" -eq 1 ] || return 0
   systemctl reload-or-restart schoolgate-nft.service
-  systemctl restart schoolgate-resolver.service schoolgate-leases.service schoolgate.service \
-    schoolgate-console.service
+  systemctl restart schoolgate-fastpath.service schoolgate-resolver.service \
+    schoolgate-leases.service schoolgate.service schoolgate-console.service
   if has_command sniff; then
     systemctl restart 'schoolgate-sniffer@*.service' || true
   fi
@@ -358,7 +360,7 @@ uninstall() {
       rm -f "$wanted"
     done
     systemctl disable --now schoolgate.service schoolgate-resolver.service schoolgate-leases.service \
-      schoolgate-console.service schoolgate-nft.service \
+      schoolgate-fastpath.service schoolgate-console.service schoolgate-nft.service \
       >/dev/null 2>&1 || true
     if command -v nft >/dev/null && nft list tables 2>/dev/null | grep -qx 'table inet schoolgate'; then
       nft delete table inet schoolgate

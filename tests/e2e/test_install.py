@@ -37,6 +37,7 @@ UNITS = (
     "schoolgate-nft.service",
     "schoolgate-resolver.service",
     "schoolgate-leases.service",
+    "schoolgate-fastpath.service",
     "schoolgate-console.service",
     "schoolgate-sniffer@.service",
 )
@@ -234,6 +235,7 @@ def test_systemd_analyze_verify_is_clean(installed: Installed) -> None:
         "schoolgate-nft.service",
         "schoolgate-resolver.service",
         "schoolgate-leases.service",
+        "schoolgate-fastpath.service",
         "schoolgate-console.service",
         "schoolgate-sniffer@wlan0.service",
     )
@@ -293,6 +295,12 @@ def test_proxy_unit_has_no_capabilities_and_reloads_with_sighup() -> None:
     assert "CapabilityBoundingSet=CAP_NET_ADMIN" in leases
     assert any(line.endswith("nft leases --follow --config /etc/schoolgate/schoolgate.yaml")
                for line in leases)  # fmt: skip
+    # The fast path's writer holds CAP_NET_ADMIN and nothing else; the resolver none at all.
+    fastpath = (REPO_ROOT / "deploy/systemd/schoolgate-fastpath.service").read_text().splitlines()
+    assert "CapabilityBoundingSet=CAP_NET_ADMIN" in fastpath
+    assert "RuntimeDirectory=schoolgate-fastpath" in fastpath
+    resolver = (REPO_ROOT / "deploy/systemd/schoolgate-resolver.service").read_text().splitlines()
+    assert "CapabilityBoundingSet=" in resolver
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from schoolgate.endpoints.loader import load_catalog
 from schoolgate.gateway.addressbook import ADDRESS_BOOK, AddressBook, AddressBookError
 from schoolgate.gateway.dnspolicy import NamePolicy
 from schoolgate.gateway.fastpath import catalogued_names
-from schoolgate.gateway.fastpath_service import SOCKET_NAME
+from schoolgate.gateway.fastpath_service import socket_path
 from schoolgate.gateway.neighbours import NeighbourTable
 from schoolgate.gateway.nft import GatewayRuleset
 
@@ -336,9 +336,7 @@ async def serve_resolver(config: Config) -> int:
     # The policy goes before mitmproxy's own resolver: a refused name is never asked upstream.
     builtin = master.addons.get("dnsresolver")  # type: ignore[no-untyped-call]
     master.addons.remove(builtin)  # type: ignore[no-untyped-call]
-    fastpath = (
-        FastPathClient(config.data_dir / SOCKET_NAME) if GatewayRuleset(config).fast_path else None
-    )
+    fastpath = FastPathClient(socket_path(config)) if GatewayRuleset(config).fast_path else None
     policy = ResolverPolicy(names, book, neighbours=NeighbourTable(), fastpath=fastpath)
     master.addons.add(Banner(config), policy, builtin)  # type: ignore[no-untyped-call]
     opts.update(**resolver_options(config))  # type: ignore[no-untyped-call]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from schoolgate.config import Config
 from schoolgate.endpoints.catalog import Catalog
 from schoolgate.gateway import nft as nftables
 from schoolgate.gateway.fastpath import (
@@ -38,6 +39,11 @@ RESOLVER_SILENT_S: Final = 15.0  # no word from the resolver this long: it is do
 MAX_LINE: Final = 64 * 1024
 
 type Runner = Callable[[str], None]  # applies an nft script; raises NftError
+
+
+def socket_path(config: Config) -> Path:
+    """Where the service listens and the resolver reports (resolver.fast_path_socket)."""
+    return config.resolver.fast_path_socket or config.data_dir / SOCKET_NAME
 
 
 def apply_script(script: str) -> None:
@@ -169,9 +175,20 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
     service = FastPathService(catalog)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    server = await asyncio.start_unix_server(service.handle, path=str(path), limit=MAX_LINE)
-    if group is not None:
-        os.chown(path, -1, group)
+    try:
+        server = await asyncio.start_unix_server(service.handle, path=str(path), limit=MAX_LINE)
+    except OSError as error:
+        raise nftables.NftError(
+            f"cannot listen on {path} ({error.strerror or error}): set resolver.fast_path_socket "
+            "to a directory this service may write, e.g. /run/schoolgate-fastpath/fastpath.sock "
+            "(schoolgate-fastpath.service's runtime directory)"
+        ) from None
+    if group is not None and group != os.getegid():
+        try:
+            os.chown(path, -1, group)
+        except PermissionError:
+            log.error("schoolgate fastpath: cannot give %s to group %d: the resolver may not "
+                      "reach it (run the service with that group)", path, group)  # fmt: skip
     path.chmod(0o660)  # the resolver's group writes, nobody else
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

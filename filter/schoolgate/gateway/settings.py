@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from schoolgate.config_reader import Network, Node, listen_host
@@ -199,6 +200,9 @@ class ResolverConfig:
     block_names: tuple[str, ...] = ()  # more names (and their subdomains) to answer NXDOMAIN
     strip_ech: bool = True  # Encrypted ClientHello keys removed from HTTPS/SVCB answers
     min_ttl_s: int = 1800  # how long an answer stays in the address book at least
+    # Where `schoolgate nft fastpath` listens for the resolver's reports (gateway.fast_path);
+    # None: fastpath.sock in data_dir. The gateway install puts it in the service's /run dir.
+    fast_path_socket: Path | None = None
 
 
 def parse_resolver(node: Node) -> ResolverConfig:
@@ -212,6 +216,7 @@ def parse_resolver(node: Node) -> ResolverConfig:
             "block_names",
             "strip_ech",
             "min_ttl_s",
+            "fast_path_socket",
         }
     )
     defaults = ResolverConfig()
@@ -238,4 +243,5 @@ def parse_resolver(node: Node) -> ResolverConfig:
         block_names=tuple(names),
         strip_ech=node.child("strip_ech").flag(defaults.strip_ech),
         min_ttl_s=node.child("min_ttl_s").integer(defaults.min_ttl_s, minimum=0, maximum=86400),
+        fast_path_socket=node.child("fast_path_socket").path_value(),
     )

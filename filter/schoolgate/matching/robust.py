@@ -54,6 +54,9 @@ _MAX_SHEAR = 0.55
 # perspective (a screen photographed at a slant): a keystone that narrows one edge to 40% of
 # the other (30% off each side) is 2.5.
 _MAX_PERSPECTIVE = 3.0
+# RANSAC draws for the homography: a copy's matches are mostly inliers (half of them or more
+# needs under 100 draws at 99.5% confidence), and this caps the time on a candidate that is not.
+_PERSPECTIVE_ITERATIONS = 500
 # Keypoints on both sides above which a copy aligns: on the robust bench every edited copy
 # with this many that PDQ found beyond 8 bits also verified here (the six that did not were of a
 # flat colour wheel, with fewer).
@@ -286,12 +289,17 @@ class RobustIndex:
         then sees disagreement). (None, no inliers) when neither fits."""
         best: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros(len(source), bool))
         iterations = self._limits.ransac_iterations
+        consensus = 0  # the most matches any model explained, plausible or not
         for model in ("similarity", "affine", "perspective"):
             if model == "perspective":
-                if len(source) < 4:
+                # Only where an affine model already explained a good part of the matches: a
+                # perspective copy is nearly affine over much of the picture, and the costly
+                # homography is not tried for the many candidates that are other pictures.
+                if len(source) < 4 or consensus < rules.min_inliers // 2:
                     break
                 found = cv2.findHomography(source, target, cv2.RANSAC, threshold,
-                                           maxIters=iterations, confidence=0.995)  # fmt: skip
+                                           maxIters=_PERSPECTIVE_ITERATIONS,
+                                           confidence=0.995)  # fmt: skip
             else:
                 estimate = (cv2.estimateAffinePartial2D if model == "similarity"
                             else cv2.estimateAffine2D)  # fmt: skip
@@ -304,6 +312,7 @@ class RobustIndex:
                 continue
             inliers = mask.ravel().astype(bool)
             count = int(inliers.sum())
+            consensus = max(consensus, count)
             # Each model has more degrees of freedom than the one before: it must explain
             # clearly more of the matches to be preferred.
             margin = 0 if best[0] is None else int(best[1].sum()) * 11 // 10 + 2
