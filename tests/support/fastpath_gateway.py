@@ -1,0 +1,225 @@
+"""A gateway with the fast path in network namespaces, for the fast-path tests and bench.
+
+client ns ──▶ gateway ns (the production ruleset from `schoolgate nft apply`, `schoolgate nft
+fastpath`, `schoolgate resolve` without capabilities, `schoolgate run`) ──▶ server ns (a stub name
+server on 198.51.100.2:53, and whatever servers the caller starts there). TEST-NET addresses only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.e2e.test_proxy_transparent import NsProxy, start_proxy_in
+from tests.support.dns_stub import StubDns, query
+from tests.support.netns import (
+    GATEWAY_CLIENT_IP,
+    SERVER_IP,
+    Topology,
+    _ip,
+    build_topology,
+    call_in_netns,
+    netns_exec,
+    nft_counter_packets,
+    run_in,
+)
+from tests.support.proxy_harness import VENV_BIN, make_upstream_pki, write_config
+
+PROXY_PORT = 8080
+RESOLVER_PORT = 8053
+FASTPATH_WAIT_S = 60
+
+
+@dataclass
+class Recorder:
+    """HTTP on port 80 of every server address: who connected, to which address."""
+
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    _sock: socket.socket | None = None
+
+    def start(self, ns: str) -> None:
+        def bind() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("0.0.0.0", 80))
+            sock.listen(32)
+            sock.settimeout(0.2)
+            return sock
+
+        self._sock = call_in_netns(ns, bind)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while (sock := self._sock) is not None:
+            try:
+                conn, peer = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)
+                    self.seen.append((conn.getsockname()[0], peer[0]))
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n"
+                                 b"\r\nok")  # fmt: skip
+
+    def stop(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+
+@dataclass
+class Gateway:
+    topo: Topology
+    recorder: Recorder
+    data_dir: Path
+    work: Path
+    config: Path
+    processes: dict[str, subprocess.Popen[bytes]]
+    proxy: NsProxy
+
+    def ask(self, name: str) -> list[str]:
+        """The pupil's device resolves `name` (port 53: the gateway redirects it)."""
+        reply = call_in_netns(self.topo.client, lambda: query((GATEWAY_CLIENT_IP, 53), name, 1))
+        return [str(a.ipv4_address) for a in reply.answers]
+
+    def fetch(self, address: str, host: str) -> str:
+        """GET http://host/ from the pupil's device to `address`; the source the server saw."""
+        before = len(self.recorder.seen)
+
+        def get() -> bytes:
+            with socket.create_connection((address, 80), timeout=10) as sock:
+                sock.sendall(
+                    f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+                )
+                return sock.recv(4096)
+
+        assert b"200 OK" in call_in_netns(self.topo.client, get, timeout=30)
+        deadline = time.monotonic() + 10
+        while len(self.recorder.seen) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        arrived = [peer for local, peer in self.recorder.seen[before:] if local == address]
+        assert arrived, f"the server saw no connection to {address}"
+        return arrived[-1]
+
+    def fast_counter(self) -> int:
+        return nft_counter_packets(self.topo.gateway, "schoolgate", "prerouting",
+                                   'comment "fast path"')  # fmt: skip
+
+    def apply_ruleset(self) -> None:
+        env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(self.data_dir)}
+        applied = subprocess.run(
+            netns_exec(self.topo.gateway, [str(VENV_BIN / "schoolgate"), "nft", "apply",
+                                           "--config", str(self.config)]),
+            capture_output=True, text=True, timeout=60, env=env, check=False,
+        )  # fmt: skip
+        assert applied.returncode == 0, applied.stderr
+
+    def heartbeat(self) -> bool:
+        listing = run_in(self.topo.gateway, ["nft", "list", "set", "inet", "schoolgate",
+                                             "fast_ready"], check=False)  # fmt: skip
+        return "elements" in listing.stdout
+
+    def start(
+        self, name: str, argv: list[str], ready: str, prefix: list[str] | None = None
+    ) -> None:
+        env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        env.pop("SCHOOLGATE_CONFIG", None)
+        log_path = self.work / f"{name}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                netns_exec(self.topo.gateway, [*(prefix or []), str(VENV_BIN / "schoolgate"),
+                                               *argv, "--config", str(self.config)]),
+                stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=self.work,
+            )  # fmt: skip
+        self.processes[name] = process
+
+        def started() -> bool:
+            return ready in log_path.read_text(errors="replace")
+
+        wait_for(started, 60, lambda: f"{name} did not start:\n{log_path.read_text()}")
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(name)
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def wait_for(check: Callable[[], bool], seconds: float, why: Callable[[], str]) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(why())
+        time.sleep(0.2)
+
+
+# The resolver as its unit runs it: no capability at all (the service holds CAP_NET_ADMIN).
+NO_CAPABILITIES = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all"]
+
+
+@contextlib.contextmanager
+def fastpath_gateway(
+    work: Path,
+    catalog: dict[str, Any],
+    names: dict[str, list[str]],
+    server_addresses: tuple[str, ...] = (),
+    *,
+    proxy: dict[str, Any] | None = None,
+) -> Iterator[Gateway]:
+    """The whole gateway with the fast path on, its heartbeat alive; torn down on exit.
+    `names` is the stub name server's table; `server_addresses` are added to the server ns."""
+    data_dir = work / "data"
+    data_dir.mkdir()
+    pki = make_upstream_pki(work / "pki")
+    with contextlib.ExitStack() as cleanup:
+        topo = build_topology()
+        cleanup.callback(topo.destroy)
+        for address in server_addresses:
+            _ip("-n", topo.server, "addr", "add", f"{address}/24", "dev", f"sg{topo.tag}sv")
+        config = write_config(
+            work, PROXY_PORT, pki, catalog_data=catalog,
+            proxy={"mode": "transparent", "listen_host": "0.0.0.0", **(proxy or {})},
+            extra={"resolver": {"enabled": True, "listen_port": RESOLVER_PORT,
+                                "upstream": [SERVER_IP]}},
+        )  # fmt: skip
+        site = yaml.safe_load(config.read_text())
+        site["gateway"] = {"student_interfaces": [topo.gw_client_if], "fast_path": True}
+        config.write_text(yaml.safe_dump(site))
+        stub = StubDns(SERVER_IP, names)
+        stub.start(topo.server)
+        cleanup.callback(stub.stop)
+        recorder = Recorder()
+        recorder.start(topo.server)
+        cleanup.callback(recorder.stop)
+        gw = Gateway(topo, recorder, data_dir, work, config, {}, None)  # type: ignore[arg-type]
+        gw.apply_ruleset()
+        cleanup.callback(gw.stop_all)
+        gw.start("fastpath", ["nft", "fastpath"], "fastpath listening")
+        gw.start("resolver", ["resolve"], "resolver listening", prefix=NO_CAPABILITIES)
+        gw.proxy = start_proxy_in(topo.gateway, config, data_dir, work)
+        cleanup.callback(gw.proxy.stop)
+        wait_for(gw.heartbeat, FASTPATH_WAIT_S,
+                 lambda: "no heartbeat:\n" + (work / "fastpath.log").read_text())  # fmt: skip
+        yield gw
