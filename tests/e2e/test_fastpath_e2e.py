@@ -85,6 +85,18 @@ def test_an_address_never_resolved_through_the_gateway_meets_the_proxy(gateway: 
     assert gateway.fetch(HARD_CODED_IP, "hard-coded.example") == GATEWAY_SERVER_IP
 
 
+def test_a_restarted_fast_path_service_is_back_within_seconds(gateway: Gateway) -> None:
+    """It asks the resolver for a pass over the catalogued names at once (found by the bench:
+    a restarted service waited up to ten minutes for the resolver's next scheduled pass)."""
+    gateway.stop("fastpath")
+    assert not gateway.heartbeat()
+    assert gateway.fetch(NEWS_IP, NEWS) == GATEWAY_SERVER_IP
+    gateway.start("fastpath", ["nft", "fastpath"], "fastpath listening")
+    wait_for(gateway.heartbeat, 30, lambda: "the fast path did not come back")
+    gateway.ask(NEWS)
+    assert gateway.fetch(NEWS_IP, NEWS) == CLIENT_IP
+
+
 def test_resolver_down_means_every_connection_meets_the_proxy(gateway: Gateway) -> None:
     """Last in the module: it takes the resolver away (killed: no goodbye to the service)."""
     gateway.ask(NEWS)

@@ -34,7 +34,7 @@ from tests.support.netns import (
     nft_counter_packets,
     run_in,
 )
-from tests.support.proxy_harness import VENV_BIN, make_upstream_pki, write_config
+from tests.support.proxy_harness import VENV_BIN, UpstreamPki, make_upstream_pki, write_config
 
 PROXY_PORT = 8080
 RESOLVER_PORT = 8053
@@ -91,6 +91,7 @@ class Gateway:
     config: Path
     processes: dict[str, subprocess.Popen[bytes]]
     proxy: NsProxy
+    pki: UpstreamPki | None = None  # the servers' certificates, which the proxy trusts
 
     def ask(self, name: str) -> list[str]:
         """The pupil's device resolves `name` (port 53: the gateway redirects it)."""
@@ -213,7 +214,7 @@ def fastpath_gateway(
         recorder = Recorder()
         recorder.start(topo.server)
         cleanup.callback(recorder.stop)
-        gw = Gateway(topo, recorder, data_dir, work, config, {}, None)  # type: ignore[arg-type]
+        gw = Gateway(topo, recorder, data_dir, work, config, {}, None, pki)  # type: ignore[arg-type]
         gw.apply_ruleset()
         cleanup.callback(gw.stop_all)
         gw.start("fastpath", ["nft", "fastpath"], "fastpath listening")

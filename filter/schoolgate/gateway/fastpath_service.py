@@ -110,7 +110,9 @@ class FastPathService:
                     self._waiting.append(done)
                     self._wake.set()
                     await done
-                writer.write(b"ok\n")
+                # "ok pass": this service has not heard a catalogued pass since it started (it
+                # restarted while the resolver ran): the resolver runs one now, not in 10 minutes.
+                writer.write(b"ok\n" if self.catalogued_known else b"ok pass\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
@@ -160,12 +162,21 @@ class FastPathService:
             await self._wake.wait()
             await asyncio.sleep(0.005)  # gather a burst of answers into one transaction
             self._wake.clear()
-            await asyncio.to_thread(self.flush)
+            await _guarded(self.flush)
 
     async def heartbeat_loop(self) -> None:
         while True:
-            await asyncio.to_thread(self.beat)
+            await _guarded(self.beat)
             await asyncio.sleep(HEARTBEAT_S)
+
+
+async def _guarded(step: Callable[[], None]) -> None:
+    """Run one step in a thread; a bug is logged and the loop goes on (were it to stop, the
+    heartbeat would lapse and everything meet the proxy: safe, but the fast path gone)."""
+    try:
+        await asyncio.to_thread(step)
+    except Exception:
+        log.exception("schoolgate fastpath: %s failed", getattr(step, "__name__", "a step"))
 
 
 async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:

@@ -1,0 +1,301 @@
+"""The kernel fast path (issue 20), measured through the real gateway in network namespaces.
+
+One run, three ways through the same gateway namespace, side by side:
+
+- direct: the schoolgate table removed: plain kernel forwarding (the ceiling);
+- fast path: the production ruleset with gateway.fast_path, names resolved through the gateway;
+- redirect-all: the same ruleset with the fast path's heartbeat gone (the fast-path service
+  stopped): every TCP 80/443 connection meets the proxy, as before issue 20.
+
+For each: bulk TLS downloads (MB/s) and many small TLS connections (connections/s), each twice.
+Then a realistic mix (video and software updates from non-catalogued CDNs, browsing, and uploads
+to a catalogued host, inspected) in fast-path and redirect-all modes: the share of
+non-catalogued bytes that never entered the proxy (ground truth: the server sees the pupil's own
+address on a fast-pathed connection, the gateway's on a proxied one), and the proxy's CPU seconds
+per GB. Counts, sizes and time are bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import socket
+import ssl
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import encode
+from tests.support.fastpath_gateway import Gateway, fastpath_gateway, wait_for
+from tests.support.netns import CLIENT_IP, SERVER_IP, call_in_netns, probe_netns, run_in
+from tests.support.proxy_harness import MEDIA_HOST, TEST_CATALOG
+
+VIDEO, UPDATES, NEWS = "video.cdn.test", "updates.cdn.test", "www.news.test"
+VIDEO_IP, UPDATES_IP, NEWS_IP = "198.51.100.20", "198.51.100.21", "198.51.100.22"
+BULK_BYTES = 48 * 1024 * 1024
+SMALL_CONNECTIONS = 150
+SMALL_BYTES = 4096
+TIME_BUDGET_S = 240.0
+
+
+@dataclass
+class TlsServer:
+    """HTTPS on port 443 of every server address: GET /bytes/N sends N bytes, POST reads the
+    body; it records (peer address, bytes sent or received) per connection."""
+
+    cert: Path
+    key: Path
+    flows: list[tuple[str, str, int]] = field(default_factory=list)  # (local, peer, bytes)
+    _sock: socket.socket | None = None
+
+    def start(self, ns: str) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+
+        def bind() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("0.0.0.0", 443))
+            sock.listen(256)
+            sock.settimeout(0.2)
+            return sock
+
+        self._sock = call_in_netns(ns, bind)
+        self._context = context
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while (sock := self._sock) is not None:
+            try:
+                conn, peer = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn, peer[0]), daemon=True).start()
+
+    def _serve(self, raw: socket.socket, peer: str) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError), raw:
+            raw.settimeout(30)
+            local = raw.getsockname()[0]
+            with self._context.wrap_socket(raw, server_side=True) as tls:
+                head = b""
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        return
+                    head += chunk
+                request, _, rest = head.partition(b"\r\n\r\n")
+                line = request.split(b"\r\n", 1)[0].decode()
+                method, path = line.split(" ")[:2]
+                if method == "POST":
+                    lengths = [h.split(b":")[1] for h in request.split(b"\r\n")
+                               if h.lower().startswith(b"content-length:")]  # fmt: skip
+                    length = int(lengths[0]) if lengths else 0
+                    got = len(rest)
+                    while got < length:
+                        data = tls.recv(65536)
+                        if not data:
+                            break
+                        got += len(data)
+                    tls.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    )
+                    self.flows.append((local, peer, got))
+                    return
+                size = int(path.rsplit("/", 1)[1]) if path.startswith("/bytes/") else 2
+                tls.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close"
+                            "\r\n\r\n".encode())  # fmt: skip
+                block = b"\x5a" * 65536
+                sent = 0
+                while sent < size:
+                    piece = block[: min(len(block), size - sent)]
+                    tls.sendall(piece)
+                    sent += len(piece)
+                self.flows.append((local, peer, sent))
+
+    def stop(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+
+def _client_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # a bench: the certificates are not what is measured
+    return context
+
+
+def _get(address: str, host: str, size: int) -> int:
+    with (
+        socket.create_connection((address, 443), timeout=60) as raw,
+        _client_context().wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        tls.sendall(f"GET /bytes/{size} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                    .encode())  # fmt: skip
+        got = 0
+        while chunk := tls.recv(1 << 20):
+            got += len(chunk)
+        return got
+
+
+def _post(address: str, host: str, body: bytes) -> bytes:
+    with (
+        socket.create_connection((address, 443), timeout=60) as raw,
+        _client_context().wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        boundary = "benchboundary"
+        payload = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode()
+        payload += body + f"\r\n--{boundary}--\r\n".encode()
+        tls.sendall(f"POST /upload/multipart HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
+                    f"multipart/form-data; boundary={boundary}\r\nContent-Length: {len(payload)}"
+                    "\r\nConnection: close\r\n\r\n".encode() + payload)  # fmt: skip
+        return tls.recv(4096)
+
+
+def _in_client(gw: Gateway, fn: Callable[[], Any], timeout: float = 120) -> Any:
+    return call_in_netns(gw.topo.client, fn, timeout=timeout)
+
+
+def _bulk_mb_s(gw: Gateway) -> float:
+    started = time.perf_counter()
+    got: int = _in_client(gw, lambda: _get(VIDEO_IP, VIDEO, BULK_BYTES))
+    return got / (time.perf_counter() - started) / 1e6
+
+
+def _small_per_s(gw: Gateway, deadline: float) -> float:
+    def many() -> tuple[int, float]:
+        started = time.perf_counter()
+        done = 0
+        for _ in range(SMALL_CONNECTIONS):
+            if time.monotonic() > deadline:
+                break
+            _get(NEWS_IP, NEWS, SMALL_BYTES)
+            done += 1
+        return done, time.perf_counter() - started
+
+    done, elapsed = _in_client(gw, many)
+    return done / elapsed if elapsed else 0.0
+
+
+def _proxy_cpu_s(gw: Gateway) -> float:
+    fields = Path(f"/proc/{gw.proxy.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _mix(gw: Gateway, server: TlsServer, upload: bytes) -> dict[str, float]:
+    """Video and updates from two CDNs, browsing, and uploads to the catalogued host, together."""
+    before_flows = len(server.flows)
+    cpu_before = _proxy_cpu_s(gw)
+    jobs: list[Callable[[], Any]] = [
+        *[lambda: _get(VIDEO_IP, VIDEO, 16 << 20) for _ in range(3)],
+        *[lambda: _get(UPDATES_IP, UPDATES, 16 << 20) for _ in range(2)],
+        lambda: [_get(NEWS_IP, NEWS, 64 << 10) for _ in range(40)],
+        lambda: [_post(SERVER_IP, MEDIA_HOST, upload) for _ in range(5)],
+    ]
+    threads = [threading.Thread(target=_in_client, args=(gw, job, 180)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(200)
+    cpu = _proxy_cpu_s(gw) - cpu_before
+    flows = server.flows[before_flows:]
+    uncatalogued = [(peer, size) for local, peer, size in flows if local != SERVER_IP]
+    total = sum(size for _, size in uncatalogued)
+    fast = sum(size for peer, size in uncatalogued if peer == CLIENT_IP)
+    every = sum(size for _, _, size in flows)
+    return {"share": fast / total if total else 0.0, "cpu_per_gb": cpu / (every / 1e9),
+            "bytes": float(every)}  # fmt: skip
+
+
+def _mode(gw: Gateway, mode: str) -> None:
+    if mode == "direct":
+        run_in(gw.topo.gateway, ["nft", "delete", "table", "inet", "schoolgate"], check=False)
+        return
+    gw.apply_ruleset()
+    if mode == "fast":
+        if "fastpath" not in gw.processes:
+            gw.start("fastpath", ["nft", "fastpath"], "fastpath listening")
+        wait_for(gw.heartbeat, 60, lambda: "the fast path did not come back")
+        for name in (VIDEO, UPDATES, NEWS):
+            gw.ask(name)  # a device resolves before it connects
+    else:
+        if "fastpath" in gw.processes:
+            gw.stop("fastpath")
+        wait_for(lambda: not gw.heartbeat(), 60, lambda: "the fast path did not end")
+
+
+def run() -> list[dict[str, Any]]:
+    reason = probe_netns()
+    if reason is not None:
+        return [{"name": "fast path benchmarks skipped", "value": 0.0, "unit": "",
+                 "target": None, "met": None, "note": reason}]  # fmt: skip
+    deadline = time.monotonic() + TIME_BUDGET_S
+    catalog = copy.deepcopy(TEST_CATALOG)
+    names = {VIDEO: [VIDEO_IP], UPDATES: [UPDATES_IP], NEWS: [NEWS_IP], MEDIA_HOST: [SERVER_IP]}
+    from PIL import Image
+
+    upload = encode(Image.effect_noise((640, 480), 60).convert("RGB"), "JPEG", quality=90)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        with fastpath_gateway(work, catalog, names, (VIDEO_IP, UPDATES_IP, NEWS_IP)) as gw:
+            assert gw.pki is not None  # the harness's: the proxy trusts its CA for MEDIA_HOST
+            server = TlsServer(gw.pki.cert_pem, gw.pki.key_pem)
+            gw.recorder.stop()  # port 443 is ours; the harness's port-80 recorder is not used
+            server.start(gw.topo.server)
+            try:
+                return _measure(gw, server, upload, deadline)
+            finally:
+                server.stop()
+
+
+def _measure(
+    gw: Gateway, server: TlsServer, upload: bytes, deadline: float
+) -> list[dict[str, Any]]:
+    bulk: dict[str, list[float]] = {"direct": [], "fast": [], "redirect": []}
+    small: dict[str, list[float]] = {"direct": [], "fast": [], "redirect": []}
+    for _ in range(2):
+        for mode in ("direct", "fast", "redirect"):
+            _mode(gw, mode)
+            bulk[mode].append(_bulk_mb_s(gw))
+            small[mode].append(_small_per_s(gw, deadline + 60))
+    mixes = {}
+    for mode in ("fast", "redirect"):
+        _mode(gw, mode)
+        mixes[mode] = _mix(gw, server, upload)
+    figures = []
+    for label, values, unit in (("bulk TLS download", bulk, "MB/s"),
+                                ("small TLS connections", small, "conn/s")):  # fmt: skip
+        direct = values["direct"]
+        spread = max(direct) - min(direct)
+        floor = min(direct) - spread
+        for mode in ("direct", "fast", "redirect"):
+            mean = statistics.fmean(values[mode])
+            fig = {"name": f"fastpath {label}, {mode}", "value": round(mean, 1), "unit": unit,
+                   "target": None, "met": None,
+                   "note": "runs: " + ", ".join(f"{v:.1f}" for v in values[mode])}  # fmt: skip
+            if mode == "fast":
+                fig["target"] = f">= {floor:.1f} (direct within its spread)"
+                fig["met"] = min(values["fast"]) >= floor
+            figures.append(fig)
+    share = mixes["fast"]["share"]
+    figures.append({"name": "fastpath mix: non-catalogued bytes never in the proxy",
+                    "value": round(100 * share, 1), "unit": "%", "target": ">= 80%",
+                    "met": share >= 0.8, "note": "redirect-all: "
+                    f"{100 * mixes['redirect']['share']:.1f}%"})  # fmt: skip
+    for mode in ("fast", "redirect"):
+        figures.append({"name": f"fastpath mix: proxy CPU seconds per GB, {mode}",
+                        "value": round(mixes[mode]["cpu_per_gb"], 2), "unit": "s/GB",
+                        "target": None, "met": None,
+                        "note": f"{mixes[mode]['bytes'] / 1e6:.0f} MB in the mix"})  # fmt: skip
+    return figures
