@@ -7,7 +7,10 @@ One run, three ways through the same gateway namespace, side by side:
 - redirect-all: the same ruleset with the fast path's heartbeat gone (the fast-path service
   stopped): every TCP 80/443 connection meets the proxy, as before issue 20.
 
-For each: bulk TLS downloads (MB/s) and many small TLS connections (connections/s), each twice.
+For each, three times, interleaved: bulk TLS downloads (four parallel curl downloads from four
+`openssl s_server` processes, so that the C endpoints, not Python, set the ceiling; aggregate
+MB/s) and many small TLS connections in a row (connections/s). Target: the fast path's median at
+least the slowest direct run (kernel-forwarding speed within the runs' spread).
 Then a realistic mix (video and software updates from non-catalogued CDNs, browsing, and uploads
 to a catalogued host, inspected) in fast-path and redirect-all modes: the share of
 non-catalogued bytes that never entered the proxy (ground truth: the server sees the pupil's own
@@ -23,23 +26,34 @@ import os
 import socket
 import ssl
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import encode
 from tests.support.fastpath_gateway import Gateway, fastpath_gateway, wait_for
-from tests.support.netns import CLIENT_IP, SERVER_IP, call_in_netns, probe_netns, run_in
+from tests.support.netns import (
+    CLIENT_IP,
+    SERVER_IP,
+    call_in_netns,
+    netns_exec,
+    probe_netns,
+    run_in,
+)
 from tests.support.proxy_harness import MEDIA_HOST, TEST_CATALOG
 
 VIDEO, UPDATES, NEWS = "video.cdn.test", "updates.cdn.test", "www.news.test"
 VIDEO_IP, UPDATES_IP, NEWS_IP = "198.51.100.20", "198.51.100.21", "198.51.100.22"
-BULK_BYTES = 48 * 1024 * 1024
-SMALL_CONNECTIONS = 150
+# Throughput: one openssl s_server per address, one curl per server, all at once.
+BULK = {f"bulk{n}.cdn.test": f"198.51.100.{30 + n}" for n in range(4)}
+BULK_BYTES = 256 * 1024 * 1024
+SMALL_CONNECTIONS = 200
+RUNS = 3  # of each mode, interleaved: the spread of the direct runs is the noise
 SMALL_BYTES = 4096
 TIME_BUDGET_S = 240.0
 
@@ -52,26 +66,28 @@ class TlsServer:
     cert: Path
     key: Path
     flows: list[tuple[str, str, int]] = field(default_factory=list)  # (local, peer, bytes)
-    _sock: socket.socket | None = None
+    _socks: list[socket.socket] = field(default_factory=list)
 
-    def start(self, ns: str) -> None:
+    def start(self, ns: str, addresses: tuple[str, ...]) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, self.key)
-
-        def bind() -> socket.socket:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("0.0.0.0", 443))
-            sock.listen(256)
-            sock.settimeout(0.2)
-            return sock
-
-        self._sock = call_in_netns(ns, bind)
         self._context = context
-        threading.Thread(target=self._accept, daemon=True).start()
+        for address in addresses:
 
-    def _accept(self) -> None:
-        while (sock := self._sock) is not None:
+            def bind(address: str = address) -> socket.socket:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address, 443))
+                sock.listen(256)
+                sock.settimeout(0.2)
+                return sock
+
+            sock = call_in_netns(ns, bind)
+            self._socks.append(sock)
+            threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def _accept(self, sock: socket.socket) -> None:
+        while sock in self._socks:
             try:
                 conn, peer = sock.accept()
             except TimeoutError:
@@ -121,8 +137,8 @@ class TlsServer:
                 self.flows.append((local, peer, sent))
 
     def stop(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
+        socks, self._socks = self._socks, []
+        for sock in socks:
             sock.close()
 
 
@@ -167,25 +183,73 @@ def _in_client(gw: Gateway, fn: Callable[[], Any], timeout: float = 120) -> Any:
     return call_in_netns(gw.topo.client, fn, timeout=timeout)
 
 
+def _curl(gw: Gateway, host: str, path: str, count: int = 1) -> list[str]:
+    """curl in the client namespace: `count` fetches of one URL, a new connection each."""
+    outputs = [arg for _ in range(count) for arg in ("-o", "/dev/null", f"https://{host}/{path}")]
+    argv = ["curl", "-sk", "--max-time", "120", "--resolve", f"{host}:443:{BULK[host]}",
+            "-H", "Connection: close", "-w", "%{size_download}\n", *outputs]  # fmt: skip
+    return netns_exec(gw.topo.client, argv)
+
+
 def _bulk_mb_s(gw: Gateway) -> float:
     started = time.perf_counter()
-    got: int = _in_client(gw, lambda: _get(VIDEO_IP, VIDEO, BULK_BYTES))
+    downloads = [subprocess.Popen(_curl(gw, host, "bulk.bin"), stdout=subprocess.PIPE)
+                 for host in BULK]  # fmt: skip
+    got = 0
+    for download in downloads:
+        out, _ = download.communicate(timeout=150)
+        got += sum(int(line) for line in out.split())
     return got / (time.perf_counter() - started) / 1e6
 
 
-def _small_per_s(gw: Gateway, deadline: float) -> float:
-    def many() -> tuple[int, float]:
-        started = time.perf_counter()
-        done = 0
-        for _ in range(SMALL_CONNECTIONS):
-            if time.monotonic() > deadline:
-                break
-            _get(NEWS_IP, NEWS, SMALL_BYTES)
-            done += 1
-        return done, time.perf_counter() - started
+def _small_per_s(gw: Gateway) -> float:
+    host = next(iter(BULK))
+    started = time.perf_counter()
+    done = subprocess.run(_curl(gw, host, "small.bin", SMALL_CONNECTIONS), capture_output=True,
+                          timeout=150, check=False)  # fmt: skip
+    elapsed = time.perf_counter() - started
+    count = sum(1 for line in done.stdout.split() if int(line) == SMALL_BYTES)
+    return count / elapsed if elapsed else 0.0
 
-    done, elapsed = _in_client(gw, many)
-    return done / elapsed if elapsed else 0.0
+
+@contextlib.contextmanager
+def _openssl_servers(gw: Gateway, files: Path) -> Iterator[None]:
+    """One `openssl s_server -WWW` per bulk address, serving `files` (C endpoints: the
+    forwarding, not Python, is what the throughput figures measure)."""
+    assert gw.pki is not None
+    (files / "bulk.bin").write_bytes(b"")
+    os.truncate(files / "bulk.bin", BULK_BYTES)
+    (files / "small.bin").write_bytes(b"\x5a" * SMALL_BYTES)
+    servers = [
+        subprocess.Popen(
+            netns_exec(
+                gw.topo.server,
+                [
+                    "openssl",
+                    "s_server",
+                    "-quiet",
+                    "-WWW",
+                    "-accept",
+                    f"{address}:443",
+                    "-cert",
+                    str(gw.pki.cert_pem),
+                    "-key",
+                    str(gw.pki.key_pem),
+                ],
+            ),
+            cwd=files,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for address in BULK.values()
+    ]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 def _proxy_cpu_s(gw: Gateway) -> float:
@@ -227,7 +291,7 @@ def _mode(gw: Gateway, mode: str) -> None:
         if "fastpath" not in gw.processes:
             gw.start("fastpath", ["nft", "fastpath"], "fastpath listening")
         wait_for(gw.heartbeat, 60, lambda: "the fast path did not come back")
-        for name in (VIDEO, UPDATES, NEWS):
+        for name in (VIDEO, UPDATES, NEWS, *BULK):
             gw.ask(name)  # a device resolves before it connects
     else:
         if "fastpath" in gw.processes:
@@ -242,19 +306,23 @@ def run() -> list[dict[str, Any]]:
                  "target": None, "met": None, "note": reason}]  # fmt: skip
     deadline = time.monotonic() + TIME_BUDGET_S
     catalog = copy.deepcopy(TEST_CATALOG)
-    names = {VIDEO: [VIDEO_IP], UPDATES: [UPDATES_IP], NEWS: [NEWS_IP], MEDIA_HOST: [SERVER_IP]}
+    names = {VIDEO: [VIDEO_IP], UPDATES: [UPDATES_IP], NEWS: [NEWS_IP], MEDIA_HOST: [SERVER_IP],
+             **{host: [address] for host, address in BULK.items()}}  # fmt: skip
     from PIL import Image
 
     upload = encode(Image.effect_noise((640, 480), 60).convert("RGB"), "JPEG", quality=90)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        with fastpath_gateway(work, catalog, names, (VIDEO_IP, UPDATES_IP, NEWS_IP)) as gw:
+        addresses = (VIDEO_IP, UPDATES_IP, NEWS_IP, *BULK.values())
+        with fastpath_gateway(work, catalog, names, addresses) as gw:
             assert gw.pki is not None  # the harness's: the proxy trusts its CA for MEDIA_HOST
             server = TlsServer(gw.pki.cert_pem, gw.pki.key_pem)
-            gw.recorder.stop()  # port 443 is ours; the harness's port-80 recorder is not used
-            server.start(gw.topo.server)
+            server.start(gw.topo.server, (VIDEO_IP, UPDATES_IP, NEWS_IP, SERVER_IP))
+            files = work / "files"
+            files.mkdir()
             try:
-                return _measure(gw, server, upload, deadline)
+                with _openssl_servers(gw, files):
+                    return _measure(gw, server, upload, deadline)
             finally:
                 server.stop()
 
@@ -264,11 +332,11 @@ def _measure(
 ) -> list[dict[str, Any]]:
     bulk: dict[str, list[float]] = {"direct": [], "fast": [], "redirect": []}
     small: dict[str, list[float]] = {"direct": [], "fast": [], "redirect": []}
-    for _ in range(2):
+    for _ in range(RUNS):
         for mode in ("direct", "fast", "redirect"):
             _mode(gw, mode)
             bulk[mode].append(_bulk_mb_s(gw))
-            small[mode].append(_small_per_s(gw, deadline + 60))
+            small[mode].append(_small_per_s(gw))
     mixes = {}
     for mode in ("fast", "redirect"):
         _mode(gw, mode)
@@ -276,17 +344,18 @@ def _measure(
     figures = []
     for label, values, unit in (("bulk TLS download", bulk, "MB/s"),
                                 ("small TLS connections", small, "conn/s")):  # fmt: skip
+        # "At kernel-forwarding speed within the spread of the runs": the fast path's median
+        # is no lower than the slowest direct run.
         direct = values["direct"]
-        spread = max(direct) - min(direct)
-        floor = min(direct) - spread
+        floor = min(direct)
         for mode in ("direct", "fast", "redirect"):
             mean = statistics.fmean(values[mode])
             fig = {"name": f"fastpath {label}, {mode}", "value": round(mean, 1), "unit": unit,
                    "target": None, "met": None,
                    "note": "runs: " + ", ".join(f"{v:.1f}" for v in values[mode])}  # fmt: skip
             if mode == "fast":
-                fig["target"] = f">= {floor:.1f} (direct within its spread)"
-                fig["met"] = min(values["fast"]) >= floor
+                fig["target"] = f">= {floor:.0f} (slowest direct run)"
+                fig["met"] = statistics.median(values["fast"]) >= floor
             figures.append(fig)
     share = mixes["fast"]["share"]
     figures.append({"name": "fastpath mix: non-catalogued bytes never in the proxy",

@@ -449,7 +449,11 @@ def test_a_file_is_hashed_in_memory_banked_and_never_shown(
     inspector = Inspector.from_config(config, with_audit=False, with_alerts=False)
     try:
         context = InspectionContext(client_ip="192.0.2.20", app="t")
-        assert inspector.evaluate(photo, context).blocked
+        verdict = inspector.evaluate(photo, context)
+        assert verdict.blocked
+        # Every match says who banked the file, unseen (adversarial pass a15: one DSL banked a
+        # harmless photo a pupil handed in; the next incident must show whose word it was).
+        assert "ref 14 (a file banked unseen by dana on " in verdict.matches[0].note
         edited = encode(benign_photos["coffee"].resize((800, 600)), "JPEG", quality=80)
         assert inspector.evaluate(edited, context).blocked
     finally:
