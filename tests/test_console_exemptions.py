@@ -17,7 +17,8 @@ from schoolgate.alerts.outbox import AlertOutbox
 from schoolgate.banks.exemptions import Exemptions
 from schoolgate.banks.store import BankStore
 from schoolgate.config import Config, load_config
-from schoolgate.console.store import ConsoleError, ConsoleStore, reads_like, skeleton
+from schoolgate.console.store import ConsoleError, ConsoleStore
+from schoolgate.console.usernames import reads_like, skeleton
 from tests.support.alert_helpers import FakeClock, make_verdict
 from tests.support.console_helpers import (
     PASSWORD,
