@@ -219,3 +219,24 @@ def test_the_same_file_from_another_device_after_the_close_withdraws_the_proposa
     assert exempted(config) == []
     (withdrawn,) = [a for a in console(app).store.actions(incident) if "withdrawn" in a.action]
     assert "sent again after the close" in withdrawn.detail
+
+
+def test_an_approval_is_refused_when_a_note_came_after_the_page_was_loaded(
+    app: Flask, config: Config
+) -> None:
+    """a15 (T6 residual): "pupil admitted it is the banked picture", added after the deputy
+    loaded the page, did not stop the approval."""
+    incident = enqueue(config, distance=20)
+    propose(app, incident, "pupil: my own drawing")
+    deputy, _ = sign_in(app, "dev")
+    page = deputy.get(f"/incidents/{incident}").get_data(as_text=True)
+    seen = page.split('name="seen" value="')[1].split('"')[0]
+    dana, _ = sign_in(app, "dana")
+    act(dana, incident, action="note", note="pupil admitted it is the banked picture")
+    answer = deputy.post(f"/incidents/{incident}/act", data={
+        "csrf": page.split('name="csrf" value="')[1].split('"')[0], "action": "approve_exemption",
+        "label": LABEL, "proposal": shown_proposal(app, incident, LABEL), "seen": seen,
+    })  # fmt: skip
+    assert answer.status_code == 400
+    assert "changed since you loaded the page" in answer.get_data(as_text=True)
+    assert exempted(config) == []

@@ -81,5 +81,6 @@ def shown_proposal(app: Flask, incident: str, label: str) -> str:
 def approve(app: Flask, incident: str, label: str = "bank:incident-2026", by: str = "dev") -> int:
     """A second DSL approves the proposed exemption they were shown."""
     deputy, _ = sign_in(app, by)
+    seen = str(len(console(app).store.actions(incident)))
     return act(deputy, incident, action="approve_exemption", label=label,
-               proposal=shown_proposal(app, incident, label))  # fmt: skip
+               proposal=shown_proposal(app, incident, label), seen=seen)  # fmt: skip

@@ -372,6 +372,11 @@ def _decide_exemption(console: Console, found: inc.Incident, me: str, approve: b
                    "read the new proposal before deciding.")  # fmt: skip
     if proposal.proposed_by == me:
         abort(400, "A second DSL must approve or refuse an exemption you proposed.")
+    if approve and request.form.get("seen") != str(len(found.actions)):
+        # A note added since the page was loaded ("the pupil admitted it is the banked
+        # picture") must be read before approving (adversarial pass a15).
+        abort(400, "The incident has changed since you loaded the page (a note or an action "
+                   "was added): read it before approving.")  # fmt: skip
     mine = next((a for a in console.store.accounts() if a.username == me), None)
     if approve and (mine is None or mine.created_at > proposal.at):
         # An account made after the proposal is the easiest sock-puppet (adversarial pass a14).
