@@ -216,6 +216,8 @@ def test_a_dsl_acknowledges_assigns_notes_and_closes_a_false_positive_with_an_ex
     history = [a.action for a in console(app).store.actions(incident)]
     assert history == ["acknowledged", "assigned", "note", "closed", "exemption proposed",
                        "exempted"]  # fmt: skip
+    # The record shows when the approver's account was made (a15: a re-made account).
+    assert "approved (account made " in console(app).store.actions(incident)[-1].detail
     with BankStore(config.banks.path) as store:
         (exemption,) = Exemptions(store).list()
     assert (exemption.sha256, exemption.label, exemption.added_by, exemption.incident) == (

@@ -397,7 +397,11 @@ def _decide_exemption(console: Console, found: inc.Incident, me: str, approve: b
         reason=proposal.reason,
         incident=found.id,
     )
-    console.store.act(found.id, me, "exempted", f"{what}, approved")
+    # The approver's account age on the record: an account an admin made (or re-made) just
+    # before is how a second "DSL" could be one person's (adversarial pass a15).
+    assert mine is not None
+    made = datetime.fromtimestamp(mine.created_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    console.store.act(found.id, me, "exempted", f"{what}, approved (account made {made})")
 
 
 def _pending(console: Console, found: inc.Incident) -> list[Proposal]:
