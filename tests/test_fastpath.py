@@ -91,7 +91,13 @@ def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch()
     # the fast path comes before the proxy's redirect and after the own-address rule
     assert text.index('"own address"') < text.index('"fast path"') < text.index('"proxy"')
     for off in (gateway_config(fast_path=False), gateway_config(resolver=False)):
-        assert "fast" not in GatewayRuleset(off).render()
+        rendered = GatewayRuleset(off).render()
+        assert "@fast" not in rendered
+        assert "set fast" not in rendered
+        # only the rule that cuts connections a fast path let through before it was switched off
+        assert [line.strip() for line in rendered.splitlines() if "fast" in line] == [
+            'ct mark 0x53470001 counter reject with tcp reset comment "fast path off"'
+        ]
 
 
 nft_available = pytest.mark.skipif(

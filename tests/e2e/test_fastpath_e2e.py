@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import signal
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +24,7 @@ from tests.support.netns import (
     CLIENT_IP,
     GATEWAY_SERVER_IP,
     SERVER_IP,
+    call_in_netns,
     probe_netns,
 )
 from tests.support.proxy_harness import TEST_CATALOG
@@ -107,6 +110,27 @@ def test_resolver_down_means_every_connection_meets_the_proxy(gateway: Gateway) 
 
 
 def test_the_fast_path_service_stopping_ends_the_fast_path_at_once(gateway: Gateway) -> None:
+    """And connections it already let through end with it (adversarial pass a16: uploads on a
+    connection opened before went on, unseen, after the fast path had ended)."""
+    if "resolver" not in gateway.processes:  # the test before killed it
+        gateway.start("resolver", ["resolve"], "resolver listening")
+    wait_for(gateway.heartbeat, 30, lambda: "the fast path did not come back")
+    gateway.ask(NEWS)
+    opened = call_in_netns(gateway.topo.client,
+                           lambda: socket.create_connection((NEWS_IP, 80), timeout=10))  # fmt: skip
+    before = len(gateway.recorder.seen)
     gateway.stop("fastpath")
     assert not gateway.heartbeat()
+
+    def send_late() -> bytes:
+        with opened:
+            opened.sendall(f"GET / HTTP/1.1\r\nHost: {NEWS}\r\n\r\n".encode())
+            try:
+                return opened.recv(4096)
+            except (ConnectionResetError, TimeoutError):
+                return b""
+
+    assert b"200 OK" not in call_in_netns(gateway.topo.client, send_late, timeout=30)
+    time.sleep(1)
+    assert len(gateway.recorder.seen) == before  # the server never got the request
     assert gateway.fetch(NEWS_IP, NEWS) == GATEWAY_SERVER_IP

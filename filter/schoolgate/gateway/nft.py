@@ -236,7 +236,11 @@ class GatewayRuleset:
         path only while the resolver keeps `fast_ready` alive (a heartbeat with a timeout), to
         an address in `fast_*` and in neither of the others: anything unknown meets the proxy."""
         if not self.fast_path:
-            return {"fast_sets": "", "fast_rules": "", "fast_count": ""}
+            # Connections the fast path forwarded before it was switched off are cut, not left
+            # running past the proxy (adversarial pass a16: uploads on kept-open connections).
+            ended = (f'\n\t\tct mark {FAST_MARK:#x} counter reject with tcp reset '
+                     'comment "fast path off"')  # fmt: skip
+            return {"fast_sets": "", "fast_rules": "", "fast_count": ended}
         from schoolgate.endpoints.loader import load_catalog
 
         providers = load_catalog(list(self.config.proxy.endpoints_files)).providers
@@ -256,7 +260,11 @@ class GatewayRuleset:
             f'ct mark set {FAST_MARK:#x} return comment "fast path{suffix}"'
             for key, family, suffix in (("ip", "v4", ""), ("ip6", "v6", "6"))
         )
-        count = f'\n\t\tct mark {FAST_MARK:#x} counter comment "fast path bytes"'
+        # Once the heartbeat lapses (resolver or service gone) or the table is reloaded, the
+        # connections it let through end too (a16: they outlived it by tens of seconds).
+        count = (f'\n\t\tct mark {FAST_MARK:#x} meta l4proto != @fast_ready counter reject with '
+                 'tcp reset comment "fast path ended"'
+                 f'\n\t\tct mark {FAST_MARK:#x} counter comment "fast path bytes"')  # fmt: skip
         return {"fast_sets": sets, "fast_rules": rules, "fast_count": count}
 
     def _leased_pairs(self) -> list[tuple[str, str]]:
