@@ -182,8 +182,16 @@ def test_the_resolver_resolves_every_catalogued_name_and_says_when_it_is_done(
         async with running(tmp_path, nft, clock) as (service, path):
             client = FastPathClient(path, timeout_s=2)
             names = catalogued_names(parse_catalog(CATALOG))
-            await client.resolve_catalogued(names, Upstream(), every_s=0)
+            # What pupils' lookups taught the resolver is restated too (a16 F5: a restarted
+            # service forgot catalogued addresses only pupils had asked for).
+            book = AddressBook(tmp_path / "book.sqlite")
+            book.record("uploads.chat.example", ["192.0.2.77"], 600)
+            book.record("news.example", ["192.0.2.80"], 600)
+            await client.resolve_catalogued(names, Upstream(), every_s=0, book=book)
+            book.close()
             assert any("catalogued_v4 { 192.0.2.90" in s for s in nft.scripts)
+            assert any("catalogued_v4 { 192.0.2.77" in s for s in nft.scripts)
+            assert any("fast_v4 { 192.0.2.80" in s for s in nft.scripts)
             return service
 
     assert asyncio.run(scenario()).catalogued_known

@@ -137,7 +137,12 @@ class FastPathClient:
             await asyncio.sleep(every_s)
 
     async def resolve_catalogued(
-        self, names: list[str], resolver: Any, every_s: float = 600.0, concurrency: int = 32
+        self,
+        names: list[str],
+        resolver: Any,
+        every_s: float = 600.0,
+        concurrency: int = 32,
+        book: AddressBook | None = None,
     ) -> None:
         """Resolve every catalogued name through the resolver's own upstream, report the
         answers, and say when a pass is done: the gateway knows the catalogued servers'
@@ -158,6 +163,12 @@ class FastPathClient:
                 await self.report([name], addresses, int(max(every_s, 300) * 2))
 
         while True:
+            if book is not None:
+                # What pupils' lookups taught, still valid: a restarted service, or one whose
+                # table was reloaded, must not forget the catalogued addresses among them (a16
+                # F5: after a restart they could be fast-pathed).
+                for name, (addresses, left) in book.answers().items():
+                    await self.report([name], addresses, int(left))
             await asyncio.gather(*(one(name) for name in names))
             await self._send(b'{"catalogued_pass": true}\n')
             self.pass_wanted.clear()
@@ -358,7 +369,9 @@ async def serve_resolver(config: Config) -> int:
         chores = [
             asyncio.create_task(fastpath.keepalive()),
             asyncio.create_task(
-                fastpath.resolve_catalogued(catalogued, DnsResolver(name_servers=upstream))
+                fastpath.resolve_catalogued(
+                    catalogued, DnsResolver(name_servers=upstream), book=book
+                )
             ),
         ]
     try:

@@ -100,6 +100,24 @@ class AddressBook:
             except sqlite3.Error as error:
                 raise AddressBookError(f"cannot write the address book: {error}") from error
 
+    def answers(self, limit: int = 100_000) -> dict[str, tuple[list[str], float]]:
+        """Every unexpired answer: name -> (addresses, seconds left), at most `limit` rows."""
+        now = self.clock()
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT name, address, expires FROM answers WHERE expires >= ? LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+            except sqlite3.Error:
+                return {}
+        found: dict[str, tuple[list[str], float]] = {}
+        for name, address, expires in rows:
+            addresses, left = found.get(name, ([], expires - now))
+            addresses.append(address)
+            found[name] = (addresses, min(left, expires - now))
+        return found
+
     def names_for(self, address: str) -> frozenset[str]:
         """Every unexpired name the resolver gave out `address` for."""
         key = _address(address)
