@@ -96,7 +96,7 @@ class GatewayConfig:
     # Web traffic to addresses that only non-catalogued names resolved to (through the
     # gateway's resolver) is forwarded in the kernel, never through the proxy; false: every
     # TCP 80/443 connection meets the proxy. Needs resolver.enabled (it fills the sets).
-    fast_path: bool = False  # on once the resolver feeds the sets (issue 20, in progress)
+    fast_path: bool = False  # off by default: see docs/gateway.md, "The fast path"
 
     @property
     def interfaces(self) -> tuple[str, ...]:
