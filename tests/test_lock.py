@@ -107,7 +107,7 @@ def test_dependency_checker_fails_on_undeclared_and_transitive_imports(tmp_path:
     assert "DEP002 'numpy' defined as a dependency but not used" in report, report
     assert "DEP002 'hypothesis' defined as a dependency but not used" in report, report
     assert "yaml" not in report
-    assert "mitmproxy" not in report
+    assert "'mitmproxy'" not in report  # imported (mitmproxy_rs, not imported here, may appear)
 
 
 @pytest.mark.slow
