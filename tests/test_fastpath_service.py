@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -195,3 +196,14 @@ def test_the_resolver_resolves_every_catalogued_name_and_says_when_it_is_done(
             return service
 
     assert asyncio.run(scenario()).catalogued_known
+
+
+def test_an_answer_brings_at_most_sixteen_addresses_to_the_fast_set() -> None:
+    """Adversarial pass a16 (F6): answers of a hundred addresses each filled the set."""
+    written: list[str] = []
+    service = FastPathService(parse_catalog(CATALOG), runner=written.append,
+                              present=lambda: True)  # fmt: skip
+    many = [f"192.0.2.{n}" for n in range(1, 101)]
+    line = json.dumps({"names": ["flood.example"], "addresses": many, "ttl": 3600})
+    assert service.report(line.encode())
+    assert service.sets.sizes() == (16, 0)

@@ -37,6 +37,7 @@ SOCKET_NAME: Final = "fastpath.sock"  # in data_dir: the resolver and this servi
 HEARTBEAT_S: Final = 5.0
 RESOLVER_SILENT_S: Final = 15.0  # no word from the resolver this long: it is down
 MAX_LINE: Final = 64 * 1024
+MAX_ADDRESSES: Final = 16  # per answer: the rest of a longer answer never reaches the fast path
 
 type Runner = Callable[[str], None]  # applies an nft script; raises NftError
 
@@ -92,7 +93,9 @@ class FastPathService:
             if message.get("catalogued_pass") is True:
                 self.catalogued_known = True
             names = [str(n)[:255] for n in message.get("names", [])][:16]
-            addresses = [str(a)[:64] for a in message.get("addresses", [])][:64]
+            # An ordinary answer holds a few addresses; a flood of answers with a hundred each
+            # filled the fast set from one device (adversarial pass a16 F6).
+            addresses = [str(a)[:64] for a in message.get("addresses", [])][:MAX_ADDRESSES]
             ttl = float(message.get("ttl", 0))
         except (ValueError, TypeError, AttributeError):
             log.warning("schoolgate fastpath: a report that is not one: %r", line[:120])
