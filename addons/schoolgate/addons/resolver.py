@@ -103,7 +103,9 @@ class ResolverPolicy:
             except AddressBookError:
                 log.exception("schoolgate resolver: the address book cannot be written")
         if self.fastpath is not None and found:
-            # Every name of the answer decides: a catalogued name behind a CNAME to a CDN name
+            # Every name the answer holds decides (mitmproxy's DNS mode answers A/AAAA queries
+            # with the question's name only, so a CNAME chain is not seen: adversarial pass a16
+            # F2, one reason the fast path is off by default): a catalogued name behind a CNAME
             # keeps the CDN's addresses out of the fast path. The device gets its answer once
             # the addresses are sorted, so its first connection already finds them.
             names = [question.name] if question is not None else []
