@@ -33,6 +33,7 @@ from tests.support.netns import (
     netns_exec,
     nft_counter_packets,
     run_in,
+    tcp_listener,
 )
 from tests.support.proxy_harness import VENV_BIN, UpstreamPki, make_upstream_pki, write_config
 
@@ -49,15 +50,7 @@ class Recorder:
     _sock: socket.socket | None = None
 
     def start(self, ns: str) -> None:
-        def bind() -> socket.socket:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("0.0.0.0", 80))
-            sock.listen(32)
-            sock.settimeout(0.2)
-            return sock
-
-        self._sock = call_in_netns(ns, bind)
+        self._sock = tcp_listener(ns, "0.0.0.0", 80)
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -170,6 +171,21 @@ def build_topology() -> Topology:
         topo.destroy()
         raise
     return topo
+
+
+def tcp_listener(ns: str, address: str, port: int, backlog: int = 32) -> socket.socket:
+    """A listening TCP socket inside `ns` (accept() times out every 0.2 s, so a serving thread
+    can notice it was stopped)."""
+
+    def bind() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(backlog)
+        sock.settimeout(0.2)
+        return sock
+
+    return call_in_netns(ns, bind)
 
 
 def load_ruleset(ns: str, path: Path, defines: dict[str, str]) -> None:

@@ -52,13 +52,6 @@ class ProviderRanges:
         index = bisect.bisect_right(self._starts[parsed.version], int(parsed)) - 1
         return index >= 0 and parsed in networks[index]
 
-    def provider_of(self, address: str) -> Provider | None:
-        """The provider whose ranges hold `address` (for log lines and the audit)."""
-        for provider in self.providers:
-            if ProviderRanges([provider]).covers(address):
-                return provider
-        return None
-
 
 def _collapse(networks: Iterable[Network]) -> list[Network]:
     """Sorted, non-overlapping: nftables refuses overlapping intervals in one set."""

@@ -71,7 +71,6 @@ class FastPathService:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sets = FastPathSets(catalog, clock=clock)
-        self.catalog = catalog
         self.runner = runner
         self.present = present
         self.clock = clock

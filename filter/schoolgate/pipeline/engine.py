@@ -242,9 +242,8 @@ class Inspector:
                 for match in matcher.match_pdq(negatives, min_quality=banks.pdq_min_quality)
             ]
         claimed = [m for m in pdq_matches if banks.runs(m.bank, "pdq")]
-        kept = self._unrefuted(claimed, decoded.image, views)
-        matches.extend(kept)
-        refuted = tuple(m for m in claimed if m not in kept)
+        refuted = self._refuted(claimed, decoded.image, views)
+        matches.extend(m for m in claimed if m not in refuted)
         exempt = matcher.exemptions.of(exact.sha256)
         if not [m for m in matches if f"bank:{m.bank}" not in exempt]:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
@@ -272,17 +271,17 @@ class Inspector:
             findings = replace(findings, failure="classifier_error", failure_detail=detail)
         return findings
 
-    def _unrefuted(
+    def _refuted(
         self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image]
-    ) -> list[BankMatch]:
-        """The PDQ matches less those beyond `pdq_confirm_bits` that the banked item's own local
-        features refute: aligned, and another picture in the same surround (a fixed background
-        behind another subject)."""
+    ) -> tuple[BankMatch, ...]:
+        """The PDQ matches beyond `pdq_confirm_bits` that the banked item's own local features
+        refute: aligned, and another picture in the same surround (a fixed background behind
+        another subject). They do not count; the audit record lists them."""
         confirm_bits = self.config.banks.robust.pdq_confirm_bits
         distant = [m for m in matches if m.distance > confirm_bits]
         if not distant:
-            return matches
-        refuted = self._robust.refuted(image, distant, views)
+            return ()
+        refuted = tuple(self._robust.refuted(image, distant, views))
         for match in refuted:
             log.info(
                 "PDQ match at %d bits in bank %s refuted by its feature sets: the same surround "
@@ -290,7 +289,7 @@ class Inspector:
                 match.distance,
                 match.bank,
             )
-        return [m for m in matches if m not in refuted]
+        return refuted
 
     def _audit_event(self, event: str, **fields: object) -> None:
         if self.audit is not None:
