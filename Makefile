@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 # the installer's own test (tests/e2e/test_installed_gateway.py); DejaVu fonts for the template
 # pictures of tests/test_template_precision.py (drawn as adversarial pass a10 drew them); Debian's
 # chromium, which Playwright drives through the DSL's console (tests/e2e/test_console_e2e.py).
-TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables ip:iproute2 \
+# iptables carries the fast path's queue rule (the NFQUEUE target: docs/gateway.md).
+TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables iptables-nft:iptables ip:iproute2 \
 	systemd-analyze:systemd systemctl:systemd shellcheck promtool:prometheus tcpdump \
 	debootstrap systemd-nspawn:systemd-container \
 	/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf:fonts-dejavu-core chromium
@@ -37,7 +38,11 @@ $(VENV)/bin/python:
 
 # Exactly the locked artifacts (requirements/*.txt, hash-checked), never the day's index.
 LOCKED := requirements/build.txt requirements/runtime.txt requirements/dev.txt
+# What packages published only as source build against: netfilterqueue links libnetfilter_queue.
+BUILD_SYSTEM_DEPS := /usr/include/libnetfilter_queue/libnetfilter_queue.h:libnetfilter-queue-dev
+
 $(STAMP): $(VENV)/bin/python pyproject.toml $(LOCKED)
+	@deploy/system-deps.sh $(BUILD_SYSTEM_DEPS)
 	deploy/install-locked.sh $(BIN)/python requirements/dev.txt --editable
 	@touch $@
 

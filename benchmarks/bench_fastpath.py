@@ -304,7 +304,7 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         addresses = (VIDEO_IP, UPDATES_IP, NEWS_IP, *BULK.values())
-        with fastpath_gateway(work, catalog, names, addresses) as gw:
+        with fastpath_gateway(work, catalog, names, addresses, recorder_ports=(80,)) as gw:
             assert gw.pki is not None  # the harness's: the proxy trusts its CA for MEDIA_HOST
             server = TlsServer(gw.pki.cert_pem, gw.pki.key_pem)
             server.start(gw.topo.server, (VIDEO_IP, UPDATES_IP, NEWS_IP, SERVER_IP))

@@ -393,8 +393,12 @@ main() {
   check_os
   if [ "$SYSTEM" -eq 1 ]; then
     # tcpdump brings libpcap, which lets the sniffer filter in the kernel (BPF) instead of
-    # handing every packet to Python. g++ builds pdqhash, which is published only as source.
-    "$SRC/deploy/system-deps.sh" nft:nftables systemctl:systemd tcpdump:tcpdump g++:g++
+    # handing every packet to Python. g++ builds pdqhash, which is published only as source, and
+    # netfilterqueue (also source only) links libnetfilter_queue; iptables carries the fast
+    # path's queue rule (docs/gateway.md, "The fast path").
+    "$SRC/deploy/system-deps.sh" nft:nftables systemctl:systemd tcpdump:tcpdump g++:g++ \
+      iptables-nft:iptables \
+      /usr/include/libnetfilter_queue/libnetfilter_queue.h:libnetfilter-queue-dev
   fi
   ensure_user
   install_venv

@@ -86,7 +86,9 @@ def test_a_school_replaces_or_removes_a_provider_and_bad_ranges_are_named(tmp_pa
 def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch() -> None:
     text = GatewayRuleset(gateway_config()).render()
     assert 'comment "fast path"' in text
-    assert "ip daddr != @catalogued_v4 ip daddr != @providers_v4" in text
+    assert ("tcp dport 443 meta l4proto @fast_ready ip daddr @fast_v4 ip daddr != @catalogued_v4 "
+            "ip daddr != @withdrawn_v4 ip daddr != @providers_v4") in text  # fmt: skip
+    assert "dport { 80, 443 } meta l4proto @fast_ready" not in text  # plain HTTP: the proxy's
     assert "meta l4proto @fast_ready" in text
     # the fast path comes before the proxy's redirect and after the own-address rule
     assert text.index('"own address"') < text.index('"fast path"') < text.index('"proxy"')
@@ -96,7 +98,8 @@ def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch()
         assert "set fast" not in rendered
         # only the rule that cuts connections a fast path let through before it was switched off
         assert [line.strip() for line in rendered.splitlines() if "fast" in line] == [
-            'ct mark 0x53470001 counter reject with tcp reset comment "fast path off"'
+            "ct mark { 0x53470001, 0x53470002, 0x53470003 } counter reject with tcp reset "
+            'comment "fast path off"'
         ]
 
 
@@ -126,12 +129,14 @@ def test_the_ruleset_and_the_resolvers_scripts_load_into_nftables(tmp_path: Path
     sets = FastPathSets(parse_catalog(CATALOG), clock=clock)
     sets.answered(["news.example"], ["192.0.2.80", "2001:db8:1::80"], 60)
     sets.answered(["chat.example"], ["198.51.100.7"], 60)
+    sets.withdraw("203.0.113.9")
     listed = nft_in_fresh_netns(tmp_path, ruleset, sets.pending_script(),
                                 then="nft list table inet schoolgate")  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert "192.0.2.80" in listed.stdout.split("set fast_v4")[1].split("}")[0]
     assert "2001:db8:1::80" in listed.stdout.split("set fast_v6")[1].split("}")[0]
     assert "198.51.100.7" in listed.stdout.split("set catalogued_v4")[1].split("}")[0]
+    assert "203.0.113.9" in listed.stdout.split("set withdrawn_v4")[1].split("}")[0]
     # Re-arming an element that exists, and the restate after a reload, load as well.
     sets.answered(["news.example"], ["192.0.2.80"], 60)
     clock.advance(FAST_MIN_S)
@@ -219,3 +224,21 @@ def test_the_gateway_resolves_the_catalogs_exact_names_and_the_wildcards_domains
     names = catalogued_names(parse_catalog(CATALOG))
     assert names == ["chat.example", "www.chat.example"]
     assert len(catalogued_names(load_catalog())) > 100
+
+
+def test_a_withdrawn_address_leaves_the_fast_path_and_stays_out() -> None:
+    """The first flight of a connection to it named a catalogued server (or none, or was not
+    TLS): later answers naming it do not put it back until the withdrawal ends."""
+    clock = FakeClock(start=1000.0)
+    sets = FastPathSets(parse_catalog(CATALOG), clock=clock)
+    assert sets.answered(["pupil.example"], ["192.0.2.66"], 60)
+    sets.pending_script()
+    assert sets.withdraw("192.0.2.66")
+    assert not sets.withdraw("192.0.2.66")  # already out: nothing new to write
+    assert f"withdrawn_v4 {{ 192.0.2.66 timeout {FAST_MAX_S}s }}" in sets.pending_script()
+    clock.advance(FAST_MIN_S + 1)
+    assert not sets.answered(["pupil.example"], ["192.0.2.66"], 60)
+    assert "withdrawn_v4 { 192.0.2.66 timeout" in sets.restate_script()
+    assert not sets.withdraw("not an address")
+    clock.advance(FAST_MAX_S)
+    assert sets.answered(["pupil.example"], ["192.0.2.66"], 60)

@@ -23,6 +23,7 @@ from schoolgate.gateway.addressbook import AddressBook
 from schoolgate.gateway.dnspolicy import NamePolicy
 from schoolgate.gateway.fastpath import catalogued_names
 from schoolgate.gateway.fastpath_service import RESOLVER_SILENT_S, FastPathService
+from schoolgate.gateway.nft import NftError
 from tests.support.alert_helpers import FakeClock
 
 CATALOG = """
@@ -40,6 +41,11 @@ class Nft:
     def __init__(self) -> None:
         self.scripts: list[str] = []
         self.reloaded = False
+        self.queue_error: str | None = None  # why the queue rule cannot be put in place
+
+    def queue(self) -> None:
+        if self.queue_error is not None:
+            raise NftError(self.queue_error)
 
     def run(self, script: str) -> None:
         self.scripts.append(script)
@@ -54,7 +60,7 @@ async def running(
     tmp_path: Path, nft: Nft, clock: FakeClock
 ) -> AsyncIterator[tuple[FastPathService, Path]]:
     service = FastPathService(parse_catalog(CATALOG), runner=nft.run, present=nft.present,
-                              clock=clock)  # fmt: skip
+                              queue_rules=nft.queue, clock=clock)  # fmt: skip
     path = tmp_path / "fastpath.sock"
     server = await asyncio.start_unix_server(service.handle, path=str(path))
     writer = asyncio.create_task(service.writer_loop())
@@ -88,7 +94,7 @@ def test_no_heartbeat_until_the_catalogued_names_are_known_or_while_the_resolver
 ) -> None:
     nft, clock = Nft(), FakeClock(start=1000.0)
     service = FastPathService(parse_catalog(CATALOG), runner=nft.run, present=nft.present,
-                              clock=clock)  # fmt: skip
+                              queue_rules=nft.queue, clock=clock)  # fmt: skip
     service.report(b'{"names": ["news.example"], "addresses": ["192.0.2.80"], "ttl": 60}')
     service.flush()
     assert "fast_ready" not in nft.scripts[-1]  # the gateway has not resolved the catalog yet
@@ -207,3 +213,48 @@ def test_an_answer_brings_at_most_sixteen_addresses_to_the_fast_set() -> None:
     line = json.dumps({"names": ["flood.example"], "addresses": many, "ttl": 3600})
     assert service.report(line.encode())
     assert service.sets.sizes() == (16, 0)
+
+
+def test_no_heartbeat_while_the_queue_rule_cannot_be_put_in_place() -> None:
+    """Without it nothing reads a fast-pathed connection's first flight (and the table drops
+    what such a connection sends): the fast path lapses, so everything meets the proxy."""
+    nft, clock = Nft(), FakeClock(start=1000.0)
+    service = FastPathService(parse_catalog(CATALOG), runner=nft.run, present=nft.present,
+                              queue_rules=nft.queue, clock=clock)  # fmt: skip
+    service.report(b'{"catalogued_pass": true}')
+    service.beat()
+    assert "fast_ready { tcp timeout" in nft.scripts[-1]
+    nft.queue_error = "iptables-nft is not installed"
+    service.beat()
+    assert nft.scripts[-1].startswith("flush set inet schoolgate fast_ready")
+    assert service.failures == 1
+    nft.queue_error = None
+    service.beat()
+    assert "fast_ready { tcp timeout" in nft.scripts[-1]
+
+
+def test_an_address_the_first_flight_refused_is_withdrawn_at_the_next_write() -> None:
+    nft, clock = Nft(), FakeClock(start=1000.0)
+    service = FastPathService(parse_catalog(CATALOG), runner=nft.run, present=nft.present,
+                              queue_rules=nft.queue, clock=clock)  # fmt: skip
+    service.report(b'{"catalogued_pass": true}')
+    service.report(b'{"names": ["pupil.example"], "addresses": ["192.0.2.66"], "ttl": 60}')
+    service.flush()
+    reset: list[str] = []
+
+    async def scenario() -> None:
+        writer = asyncio.create_task(service.writer_loop())
+        service.withdraw("192.0.2.66", lambda: reset.append(nft.scripts[-1]))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if reset:
+                break
+        writer.cancel()
+
+    asyncio.run(scenario())
+    # the refused connection is reset only once its address is written to the withdrawn set
+    assert reset
+    assert "withdrawn_v4 { 192.0.2.66 timeout" in reset[0]
+    # the reader's check asks the service's own catalog
+    assert service.reader.check.catalogued("up.chat.example")
+    assert not service.reader.check.catalogued("news.example")

@@ -23,8 +23,9 @@ from tests.support import booted_debian
 from tests.support.proxy_harness import REPO_ROOT, VENV_BIN
 
 REQUIREMENTS = REPO_ROOT / "requirements"
-# Published only as source: locked by the sdist's hash and built on install (needs g++).
-SDIST_ONLY = {"pdqhash"}
+# Published only as source: locked by the sdist's hash and built on install (needs g++, and for
+# netfilterqueue Debian's libnetfilter-queue-dev, which make and install.sh install).
+SDIST_ONLY = {"pdqhash", "netfilterqueue"}
 PLATFORMS = [(arch, py) for arch in ("x86_64", "aarch64") for py in ("312", "313")]
 
 

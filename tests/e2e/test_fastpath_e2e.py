@@ -6,7 +6,11 @@ Ground truth is what the server sees: a fast-pathed connection arrives from the 
 address (routed by the kernel); one that met the proxy arrives from the gateway's.
 
 client 192.0.2.2 ──▶ gateway (192.0.2.1 | 198.51.100.1) ──▶ server ns: a stub name server on
-198.51.100.2:53 and a recording HTTP server on port 80 of every address below.
+198.51.100.2:53 and a recording server (HTTP on 80, HTTPS on 443) on every address below.
+
+A fast-pathed connection goes on in the kernel only once its ClientHello names a server the
+catalog does not know (gateway.firstflight); the cases of adversarial pass a16 (a catalogued
+name at an address a pupil's own name resolved to, tunnels on port 443) are here.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import copy
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -37,10 +42,14 @@ NEWS = "news.fast.test"  # not catalogued: the fast path
 SHARED = "shared.fast.test"  # not catalogued, but the same address as MEDIA
 EDGE = "edge.fast.test"  # not catalogued, inside a provider's published range
 PUPIL = "pupils-own.fast.test"  # not catalogued, answers with UPLOAD's address
-NEWS_IP, UPLOAD_IP, EDGE_IP, HARD_CODED_IP = (
-    "198.51.100.20", "198.51.100.25", "198.51.100.140", "198.51.100.50",
+NODE = "up7.nodes.fast.test"  # catalogued by a wildcard: the gateway cannot resolve it ahead
+PUPIL_NODE = "node.pupils-own.fast.test"  # the pupil's own name for NODE's address
+NEWS_IP, UPLOAD_IP, EDGE_IP, HARD_CODED_IP, NODE_IP = (
+    "198.51.100.20", "198.51.100.25", "198.51.100.140", "198.51.100.50", "198.51.100.60",
 )  # fmt: skip
 PROVIDER_RANGE = "198.51.100.128/25"
+# Names of the pupil's own, each for an address of its own: a refusal withdraws the address.
+TUNNELS = {f"tunnel{n}.fast.test": f"198.51.100.{70 + n}" for n in range(5)}
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +58,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     if reason is not None:
         pytest.skip(f"network namespaces unavailable: {reason}")
     catalog = copy.deepcopy(TEST_CATALOG)
-    catalog["apps"]["testshare"]["hosts"] = [MEDIA, UPLOAD]
+    catalog["apps"]["testshare"]["hosts"] = [MEDIA, UPLOAD, "*.nodes.fast.test"]
     catalog["providers"] = {"testedge": {"source": "the test's own", "ranges": [PROVIDER_RANGE]}}
     names = {MEDIA: [SERVER_IP], SHARED: [SERVER_IP], NEWS: [NEWS_IP], UPLOAD: [UPLOAD_IP],
-             PUPIL: [UPLOAD_IP], EDGE: [EDGE_IP]}  # fmt: skip
+             PUPIL: [UPLOAD_IP], EDGE: [EDGE_IP], NODE: [NODE_IP], PUPIL_NODE: [NODE_IP],
+             **{name: [address] for name, address in TUNNELS.items()}}  # fmt: skip
     work = tmp_path_factory.mktemp("fastpath")
-    with fastpath_gateway(work, catalog, names,
-                          (NEWS_IP, UPLOAD_IP, EDGE_IP, HARD_CODED_IP)) as gw:  # fmt: skip
+    addresses = (NEWS_IP, UPLOAD_IP, EDGE_IP, HARD_CODED_IP, NODE_IP, *TUNNELS.values())
+    with fastpath_gateway(work, catalog, names, addresses) as gw:
         yield gw
 
 
@@ -88,6 +98,59 @@ def test_an_address_never_resolved_through_the_gateway_meets_the_proxy(gateway: 
     assert gateway.fetch(HARD_CODED_IP, "hard-coded.example") == GATEWAY_SERVER_IP
 
 
+def test_plain_http_always_meets_the_proxy(gateway: Gateway) -> None:
+    """HTTP names its host per request, and a kept-open connection could name another: only
+    HTTPS, whose ClientHello names the server before anything else, takes the fast path."""
+    gateway.ask(NEWS)
+    assert gateway.fetch(NEWS_IP, NEWS) == CLIENT_IP
+    assert gateway.fetch(NEWS_IP, NEWS, port=80) == GATEWAY_SERVER_IP
+
+
+def test_a_hello_cut_into_many_segments_is_read_whole(gateway: Gateway) -> None:
+    gateway.ask(NEWS)
+    assert gateway.fetch(NEWS_IP, NEWS, mss=200) == CLIENT_IP
+
+
+def test_a_catalogued_name_at_an_address_the_pupil_resolved_is_refused(gateway: Gateway) -> None:
+    """a16 F1: the pupil's own name put a catalogued upload server's address (one the gateway
+    cannot resolve ahead: its name is under a wildcard) in the fast set; the client then opens
+    a connection naming the catalogued host. Reset before the hello reaches the server; the
+    retry meets the proxy, which intercepts it."""
+    assert gateway.ask(PUPIL_NODE) == [NODE_IP]
+    since = len(gateway.recorder.arrived)
+    assert gateway.get(NODE_IP, NODE) == b""
+    assert gateway.fetch(NODE_IP, NODE) == GATEWAY_SERVER_IP
+    time.sleep(0.5)
+    assert not any(gateway.bytes_arrived(NODE_IP, since))  # no byte from the pupil's address
+    # and a name the catalog does not know, at that address, meets the proxy from now on
+    assert gateway.fetch(NODE_IP, PUPIL_NODE) == GATEWAY_SERVER_IP
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("tunnel0.fast.test", b"\x05\x01\x00"),  # a16 F3: SOCKS5 on port 443
+        ("tunnel1.fast.test", b"SSH-2.0-OpenSSH_9.6\r\n"),
+        ("tunnel2.fast.test", b"POST /upload HTTP/1.1\r\nHost: media.fast.test\r\n\r\n"),
+        ("tunnel3.fast.test", None),  # TLS without a server name
+    ],
+)
+def test_anything_but_a_named_tls_hello_is_refused(
+    gateway: Gateway, name: str, payload: bytes | None
+) -> None:
+    address = TUNNELS[name]
+    assert gateway.ask(name) == [address]
+    since = len(gateway.recorder.arrived)
+    if payload is None:
+        assert gateway.get(address, "") == b""
+    else:
+        assert gateway.send_raw(address, payload) == b""
+    time.sleep(0.5)
+    assert not any(gateway.bytes_arrived(address, since))
+    # the address left the fast path: the retry is the proxy's (seen from the gateway)
+    assert gateway.fetch(address, name) == GATEWAY_SERVER_IP
+
+
 def test_a_restarted_fast_path_service_is_back_within_seconds(gateway: Gateway) -> None:
     """It asks the resolver for a pass over the catalogued names at once (found by the bench:
     a restarted service waited up to ten minutes for the resolver's next scheduled pass)."""
@@ -116,18 +179,25 @@ def test_the_fast_path_service_stopping_ends_the_fast_path_at_once(gateway: Gate
         gateway.start("resolver", ["resolve"], "resolver listening")
     wait_for(gateway.heartbeat, 30, lambda: "the fast path did not come back")
     gateway.ask(NEWS)
-    opened = call_in_netns(gateway.topo.client,
-                           lambda: socket.create_connection((NEWS_IP, 80), timeout=10))  # fmt: skip
+
+    def open_tls() -> ssl.SSLSocket:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        raw = socket.create_connection((NEWS_IP, 443), timeout=10)
+        return context.wrap_socket(raw, server_hostname=NEWS)  # handshake done: verified
+
+    opened = call_in_netns(gateway.topo.client, open_tls)
     before = len(gateway.recorder.seen)
     gateway.stop("fastpath")
     assert not gateway.heartbeat()
 
     def send_late() -> bytes:
         with opened:
-            opened.sendall(f"GET / HTTP/1.1\r\nHost: {NEWS}\r\n\r\n".encode())
             try:
+                opened.sendall(f"GET / HTTP/1.1\r\nHost: {NEWS}\r\n\r\n".encode())
                 return opened.recv(4096)
-            except (ConnectionResetError, TimeoutError):
+            except (ConnectionResetError, TimeoutError, ssl.SSLError):
                 return b""
 
     assert b"200 OK" not in call_in_netns(gateway.topo.client, send_late, timeout=30)

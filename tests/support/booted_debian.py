@@ -33,10 +33,13 @@ from tests.support.netns import _ip, run_in
 
 SUITE = "trixie"
 # What a gateway has before schoolgate: systemd, Python 3.13 with venv and headers, a compiler
-# for pdqhash (published only as source), nftables and the tools the installer calls.
+# for pdqhash and netfilterqueue (published only as source) with libnetfilter_queue's headers,
+# nftables, iptables and the tools the installer calls. The container has no network: what the
+# installer would install (deploy/system-deps.sh) must already be there.
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "procps", "iproute2", "nftables", "tcpdump", "curl",
     "ca-certificates", "python3", "python3-venv", "python3-dev", "g++", "sqlite3",
+    "iptables", "libnetfilter-queue-dev",
 )  # fmt: skip
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT_S = 90

@@ -2,7 +2,8 @@
 
 client ns ──▶ gateway ns (the production ruleset from `schoolgate nft apply`, `schoolgate nft
 fastpath`, `schoolgate resolve` without capabilities, `schoolgate run`) ──▶ server ns (a stub name
-server on 198.51.100.2:53, and whatever servers the caller starts there). TEST-NET addresses only.
+server on 198.51.100.2:53, a recording server on ports 80 (HTTP) and 443 (HTTPS) of every
+address, and whatever servers the caller starts there). TEST-NET addresses only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -24,6 +26,7 @@ import yaml
 from tests.e2e.test_proxy_transparent import NsProxy, start_proxy_in
 from tests.support.dns_stub import StubDns, query
 from tests.support.netns import (
+    CLIENT_IP,
     GATEWAY_CLIENT_IP,
     SERVER_IP,
     Topology,
@@ -44,35 +47,58 @@ FASTPATH_WAIT_S = 60
 
 @dataclass
 class Recorder:
-    """HTTP on port 80 of every server address: who connected, to which address."""
+    """HTTP on port 80 and HTTPS on 443 of every server address: who connected to which
+    address and port (`seen`, once a request was read), and every TCP connection with the
+    bytes it carried before it ended or was answered (`arrived`)."""
 
-    seen: list[tuple[str, str]] = field(default_factory=list)
-    _sock: socket.socket | None = None
+    pki: UpstreamPki | None = None
+    seen: list[tuple[str, str, int]] = field(default_factory=list)
+    arrived: list[tuple[str, str, int, bytes]] = field(default_factory=list)
+    _socks: list[socket.socket] = field(default_factory=list)
+    _running: bool = False
 
-    def start(self, ns: str) -> None:
-        self._sock = tcp_listener(ns, "0.0.0.0", 80)
-        threading.Thread(target=self._serve, daemon=True).start()
+    def start(self, ns: str, ports: tuple[int, ...] = (80, 443)) -> None:
+        self._running = True
+        for port in ports:
+            sock = tcp_listener(ns, "0.0.0.0", port)
+            self._socks.append(sock)
+            threading.Thread(target=self._accept, args=(sock, port), daemon=True).start()
 
-    def _serve(self) -> None:
-        while (sock := self._sock) is not None:
+    def _accept(self, sock: socket.socket, port: int) -> None:
+        while self._running:
             try:
                 conn, peer = sock.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
-            with conn:
-                conn.settimeout(5)
-                with contextlib.suppress(OSError):
-                    conn.recv(4096)
-                    self.seen.append((conn.getsockname()[0], peer[0]))
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n"
-                                 b"\r\nok")  # fmt: skip
+            threading.Thread(target=self._serve, args=(conn, peer[0], port), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, peer: str, port: int) -> None:
+        local = conn.getsockname()[0]
+        conn.settimeout(10)
+        try:
+            first = conn.recv(65536, socket.MSG_PEEK)
+        except OSError:
+            first = b""
+        self.arrived.append((local, peer, port, first))
+        with contextlib.suppress(OSError, ssl.SSLError), conn:
+            stream: socket.socket = conn
+            if port == 443:
+                assert self.pki is not None
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(self.pki.cert_pem, self.pki.key_pem)
+                stream = context.wrap_socket(conn, server_side=True)
+            if stream.recv(4096):
+                self.seen.append((local, peer, port))
+                stream.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close"
+                               b"\r\n\r\nok")  # fmt: skip
 
     def stop(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
+        self._running = False
+        for sock in self._socks:
             sock.close()
+        self._socks.clear()
 
 
 @dataclass
@@ -91,24 +117,69 @@ class Gateway:
         reply = call_in_netns(self.topo.client, lambda: query((GATEWAY_CLIENT_IP, 53), name, 1))
         return [str(a.ipv4_address) for a in reply.answers]
 
-    def fetch(self, address: str, host: str) -> str:
-        """GET http://host/ from the pupil's device to `address`; the source the server saw."""
-        before = len(self.recorder.seen)
+    def get(self, address: str, host: str, port: int = 443, *, mss: int | None = None) -> bytes:
+        """GET https://host/ (or http:// on port 80) from the pupil's device to `address`,
+        with `host` as server name and Host; what came back (b"" when the connection was
+        reset). `mss` makes the client's stack send small segments (a hello cut in many)."""
 
         def get() -> bytes:
-            with socket.create_connection((address, 80), timeout=10) as sock:
-                sock.sendall(
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(10)
+            if mss is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+            try:
+                sock.connect((address, port))
+                stream = sock
+                if port == 443:
+                    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    context.check_hostname = False  # the proxy's certificate, or the server's
+                    context.verify_mode = ssl.CERT_NONE
+                    stream = context.wrap_socket(sock, server_hostname=host or None)
+                stream.sendall(
                     f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
                 )
-                return sock.recv(4096)
+                return stream.recv(4096)
+            except (ConnectionResetError, ssl.SSLError, TimeoutError):
+                return b""
+            finally:
+                sock.close()
 
-        assert b"200 OK" in call_in_netns(self.topo.client, get, timeout=30)
+        return call_in_netns(self.topo.client, get, timeout=30)
+
+    def fetch(self, address: str, host: str, port: int = 443, *, mss: int | None = None) -> str:
+        """GET from the pupil's device to `address` (must succeed); the source the server saw:
+        the pupil's own address when the kernel forwarded it, the gateway's when the proxy
+        carried it."""
+        before = len(self.recorder.seen)
+        reply = self.get(address, host, port, mss=mss)
+        assert b"200 OK" in reply, f"no answer from {host} at {address}:{port}"
         deadline = time.monotonic() + 10
         while len(self.recorder.seen) == before and time.monotonic() < deadline:
             time.sleep(0.05)
-        arrived = [peer for local, peer in self.recorder.seen[before:] if local == address]
-        assert arrived, f"the server saw no connection to {address}"
+        arrived = [peer for local, peer, at in self.recorder.seen[before:]
+                   if local == address and at == port]  # fmt: skip
+        assert arrived, f"the server saw no connection to {address}:{port}"
         return arrived[-1]
+
+    def send_raw(self, address: str, payload: bytes, port: int = 443) -> bytes:
+        """Open a connection from the pupil's device and send `payload` as is; what came
+        back before the connection ended (b"" when it was reset)."""
+
+        def send() -> bytes:
+            try:
+                with socket.create_connection((address, port), timeout=5) as sock:
+                    sock.sendall(payload)
+                    return sock.recv(4096)
+            except (ConnectionResetError, TimeoutError):
+                return b""
+
+        return call_in_netns(self.topo.client, send, timeout=30)
+
+    def bytes_arrived(self, address: str, since: int) -> list[bytes]:
+        """What each connection to `address` since `since` (an index into `arrived`) carried
+        from a pupil's own address, i.e. past the proxy."""
+        return [first for local, peer, _, first in self.recorder.arrived[since:]
+                if local == address and peer == CLIENT_IP]  # fmt: skip
 
     def fast_counter(self) -> int:
         return nft_counter_packets(self.topo.gateway, "schoolgate", "prerouting",
@@ -181,12 +252,15 @@ def fastpath_gateway(
     server_addresses: tuple[str, ...] = (),
     *,
     proxy: dict[str, Any] | None = None,
+    recorder_ports: tuple[int, ...] = (80, 443),
 ) -> Iterator[Gateway]:
     """The whole gateway with the fast path on, its heartbeat alive; torn down on exit.
-    `names` is the stub name server's table; `server_addresses` are added to the server ns."""
+    `names` is the stub name server's table; `server_addresses` are added to the server ns;
+    the recorder listens on `recorder_ports` of every address (a caller with servers of its
+    own on 443 leaves that port out)."""
     data_dir = work / "data"
     data_dir.mkdir()
-    pki = make_upstream_pki(work / "pki")
+    pki = make_upstream_pki(work / "pki", extra_hosts=list(names))
     with contextlib.ExitStack() as cleanup:
         topo = build_topology()
         cleanup.callback(topo.destroy)
@@ -204,8 +278,8 @@ def fastpath_gateway(
         stub = StubDns(SERVER_IP, names)
         stub.start(topo.server)
         cleanup.callback(stub.stop)
-        recorder = Recorder()
-        recorder.start(topo.server)
+        recorder = Recorder(pki)
+        recorder.start(topo.server, recorder_ports)
         cleanup.callback(recorder.stop)
         gw = Gateway(topo, recorder, data_dir, work, config, {}, None, pki)  # type: ignore[arg-type]
         gw.apply_ruleset()

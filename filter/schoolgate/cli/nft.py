@@ -85,6 +85,10 @@ def _signature(path: Path) -> tuple[float, int, int]:
 def _nft_remove(args: argparse.Namespace) -> int:
     removed = nft.remove()
     print(f"table {nft.FAMILY} {nft.TABLE} {'deleted' if removed else 'was not loaded'}")
+    from schoolgate.gateway.firstflight_queue import remove_queue_rules
+
+    if remove_queue_rules():
+        print("the fast path's queue rules (iptables mangle FORWARD) deleted")
     return EXIT_OK
 
 

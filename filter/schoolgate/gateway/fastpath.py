@@ -7,8 +7,10 @@ chain) resolved to it, for longer, and the ruleset never fast-paths an address i
 provider's ranges. So a pupil's own domain that answers with a catalogued server's address opens
 no fast path to it once the gateway knows the address (it resolves every catalogued name on a
 schedule, not only when pupils ask), and an address it cannot know is covered by the providers'
-ranges. `fast_ready` is a heartbeat with a timeout: when the resolver stops, or its updates fail,
-it lapses and every connection meets the proxy again.
+ranges. Where neither covers it (a16 F1: an upload host under a catalog wildcard), the
+connection's first flight does (gateway.firstflight): `withdrawn_*` holds the addresses it
+showed to be the proxy's. `fast_ready` is a heartbeat with a timeout: when the resolver stops,
+or its updates fail, it lapses and every connection meets the proxy again.
 
 This module decides and writes nft scripts; applying them is the caller's (a callable), so the
 logic is tested without root.
@@ -72,6 +74,7 @@ class FastPathSets:
         self.clock = clock
         self._fast: dict[str, Entry] = {}
         self._catalogued: dict[str, Entry] = {}
+        self._withdrawn: dict[str, Entry] = {}
         self._pending: list[tuple[str, Entry]] = []  # (set, entry) not yet written
         self._lock = threading.Lock()
 
@@ -104,7 +107,8 @@ class FastPathSets:
                         self._pending.append(("catalogued", entry))
                         added = True
                     continue
-                if address in self._catalogued and self._catalogued[address].expires > now:
+                if any(address in t and t[address].expires > now
+                       for t in (self._catalogued, self._withdrawn)):  # fmt: skip
                     continue  # a catalogued server's address never moves to the fast path
                 if self.catalog.providers.covers(address):
                     continue  # the ruleset would refuse it anyway; keep the set small
@@ -114,6 +118,23 @@ class FastPathSets:
                     self._pending.append(("fast", entry))
                     added = True
         return added
+
+    def withdraw(self, address: str) -> bool:
+        """Take an address off the fast path for FAST_MAX_S: a connection to it named a
+        catalogued server, or none, or spoke something other than TLS. True when it is new."""
+        found = _family(address)
+        if found is None:
+            return False
+        address, family = found
+        now = self.clock()
+        with self._lock:
+            known = self._withdrawn.get(address)
+            if known is not None and known.expires > now + FAST_MAX_S / 2:
+                return False
+            entry = Entry(address, family, now + FAST_MAX_S)
+            self._withdrawn[address] = entry
+            self._pending.append(("withdrawn", entry))
+        return True
 
     def pending_script(self, heartbeat: bool = True) -> str:
         """The nft script for what is waiting (taken: a failure is logged, not retried; the
@@ -132,10 +153,11 @@ class FastPathSets:
         now = self.clock()
         with self._lock:
             self._pending = []
-            for table in (self._fast, self._catalogued):
+            for table in (self._fast, self._catalogued, self._withdrawn):
                 for address in [a for a, e in table.items() if e.expires <= now]:
                     del table[address]
             entries = [("catalogued", e) for e in self._catalogued.values()]
+            entries += [("withdrawn", e) for e in self._withdrawn.values()]
             entries += [("fast", e) for e in self._fast.values()]
         # Catalogued first: within one transaction the order does not matter to the kernel,
         # but a reader of the script sees what is excluded before what is allowed.

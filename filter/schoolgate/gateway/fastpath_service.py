@@ -7,6 +7,12 @@ holds CAP_NET_ADMIN, sorts the answers itself with its own catalog (a resolver t
 only make claims a pupil's own domain can make), writes them in batches, and keeps the
 heartbeat alive only while the resolver checks in: resolver down, or nft failing, and the
 fast path lapses within `READY_TIMEOUT_S`, so everything meets the proxy again.
+
+It also reads the first flight of every fast-pathed connection from the kernel's queue
+(gateway.firstflight): only a ClientHello for a server name the catalog does not know lets a
+connection go on in the kernel. That parser reads pupils' bytes in a process holding
+CAP_NET_ADMIN, because answering the queue takes that capability; it is the bounded parser the
+sniffer uses, in a unit that may do nothing else (see its systemd unit).
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ from schoolgate.gateway.fastpath import (
     FastPathSets,
     ready_check_args,
     stop_script,
+)
+from schoolgate.gateway.firstflight import FirstFlightCheck
+from schoolgate.gateway.firstflight_queue import (
+    QUEUE_LENGTH,
+    QueueReader,
+    ensure_queue_rules,
+    remove_queue_rules,
 )
 
 log = logging.getLogger("schoolgate.fastpath")
@@ -68,16 +81,23 @@ class FastPathService:
         *,
         runner: Runner = apply_script,
         present: Callable[[], bool] = heartbeat_present,
+        queue_rules: Callable[[], None] = ensure_queue_rules,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sets = FastPathSets(catalog, clock=clock)
         self.runner = runner
         self.present = present
+        self.queue_rules = queue_rules
+        self.reader = QueueReader(
+            FirstFlightCheck(lambda name: self.sets.catalogued([name]), clock=clock),
+            self.withdraw,
+        )
         self.clock = clock
         self.resolver_seen = float("-inf")
         self.catalogued_known = False  # the first pass over the catalog's names is done
         self.failures = 0
         self._waiting: list[asyncio.Future[None]] = []
+        self._after_write: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
 
     # -- the resolver's reports --------------------------------------------------------------
@@ -121,6 +141,14 @@ class FastPathService:
         finally:
             writer.close()
 
+    def withdraw(self, address: str, then: Callable[[], None]) -> None:
+        """A connection's first flight showed `address` to be the proxy's: off the fast path
+        at the next write, and `then` (the refused connection's reset) after it, so that the
+        client's retry meets the proxy."""
+        self.sets.withdraw(address)
+        self._after_write.append(then)
+        self._wake.set()
+
     # -- writing ----------------------------------------------------------------------------
 
     def write(self, script: str) -> bool:
@@ -154,6 +182,15 @@ class FastPathService:
         if not self.alive():
             self.write(stop_script())
             return
+        try:
+            # Without the queue rule nothing is checked, and the schoolgate table drops what
+            # a pending connection sends: the heartbeat lapses instead, so all meet the proxy.
+            self.queue_rules()
+        except nftables.NftError as error:
+            self.failures += 1
+            log.error("schoolgate fastpath: %s: every connection meets the proxy", error)
+            self.write(stop_script())
+            return
         if not self.present():
             self.write(self.sets.restate_script())
         else:
@@ -164,7 +201,10 @@ class FastPathService:
             await self._wake.wait()
             await asyncio.sleep(0.005)  # gather a burst of answers into one transaction
             self._wake.clear()
+            after, self._after_write = self._after_write, []
             await _guarded(self.flush)
+            for then in after:  # on this thread: the queue's verdicts are the loop's
+                then()
 
     async def heartbeat_loop(self) -> None:
         while True:
@@ -185,7 +225,17 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
     """Listen on `path` until SIGTERM/SIGINT; end the fast path on the way out."""
     import signal
 
+    from netfilterqueue import NetfilterQueue
+
     service = FastPathService(catalog)
+    queue = NetfilterQueue()
+    try:
+        queue.bind(nftables.FAST_QUEUE, service.reader, max_len=QUEUE_LENGTH)
+    except OSError as error:
+        raise nftables.NftError(
+            f"cannot read the kernel's queue {nftables.FAST_QUEUE} ({error}): another program "
+            "holds it, or this process lacks CAP_NET_ADMIN"
+        ) from None
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     try:
@@ -207,6 +257,7 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_reader(queue.get_fd(), queue.run, False)
     tasks = [asyncio.create_task(c) for c in (service.writer_loop(), service.heartbeat_loop())]
     log.warning("schoolgate fastpath listening on %s (the fast path is on while the resolver "
                 "checks in; it lapses %d s after it stops)", path, READY_TIMEOUT_S)  # fmt: skip
@@ -217,6 +268,10 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
             task.cancel()
         server.close()
         service.write(stop_script())
+        loop.remove_reader(queue.get_fd())
+        with contextlib.suppress(nftables.NftError):
+            remove_queue_rules()
+        queue.unbind()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     log.warning("schoolgate fastpath stopped: every connection meets the proxy")

@@ -24,9 +24,18 @@ from schoolgate.gateway.settings import PortRange
 TABLE = "schoolgate"
 FAMILY = "inet"
 NFT_TIMEOUT_S = 30
-# The conntrack mark of a connection the fast path forwarded (prerouting decides on its first
-# packet; the forward chain lets marked connections through and counts their bytes).
-FAST_MARK = 0x53470001
+# Conntrack marks of the fast path. Prerouting marks a connection pending on its first packet;
+# what its client sends is queued (NFQUEUE, FAST_QUEUE) to `schoolgate nft fastpath` until it
+# has read a whole ClientHello (gateway.firstflight). Its verdict comes back as a packet mark,
+# which the forward chain turns into verified (the kernel carries the rest) or refused (reset).
+FAST_MARK = 0x53470001  # pending
+FAST_VERIFIED = 0x53470002
+FAST_REFUSED = 0x53470003
+FAST_MARKS = f"{{ {FAST_MARK:#x}, {FAST_VERIFIED:#x}, {FAST_REFUSED:#x} }}"
+CHECKED_PACKET = 0x53470011  # read, and the connection still pending
+VERIFIED_PACKET = 0x53470012
+REFUSED_PACKET = 0x53470013
+FAST_QUEUE = 5347
 FAST_SET_SIZE = 65_536  # addresses per family; past it an answer is not fast-pathed (safe)
 
 
@@ -238,7 +247,7 @@ class GatewayRuleset:
         if not self.fast_path:
             # Connections the fast path forwarded before it was switched off are cut, not left
             # running past the proxy (adversarial pass a16: uploads on kept-open connections).
-            ended = (f'\n\t\tct mark {FAST_MARK:#x} counter reject with tcp reset '
+            ended = (f"\n\t\tct mark {FAST_MARKS} counter reject with tcp reset "
                      'comment "fast path off"')  # fmt: skip
             return {"fast_sets": "", "fast_rules": "", "fast_count": ended}
         from schoolgate.endpoints.loader import load_catalog
@@ -247,24 +256,52 @@ class GatewayRuleset:
         sets = ""
         for family, kind, ranges in (("v4", "ipv4_addr", providers.v4),
                                      ("v6", "ipv6_addr", providers.v6)):  # fmt: skip
-            for name in ("fast", "catalogued"):
+            for name in ("fast", "catalogued", "withdrawn"):
                 sets += (f"\tset {name}_{family} {{\n\t\ttype {kind}\n\t\tflags timeout\n"
                          f"\t\tsize {FAST_SET_SIZE}\n\t}}\n\n")  # fmt: skip
             elements = _elements([str(n) for n in ranges])
             sets += (f"\tset providers_{family} {{\n\t\ttype {kind}\n\t\tflags interval"
                      f"{elements}\n\t}}\n\n")  # fmt: skip
         sets += "\tset fast_ready {\n\t\ttype inet_proto\n\t\tflags timeout\n\t}\n\n"
+        # HTTPS only: a ClientHello names its server before any upload can follow it; plain
+        # HTTP names its host per request, and a kept-open connection could name another.
         rules = "".join(
-            f"\n\t\ttcp dport {{ 80, 443 }} meta l4proto @fast_ready {key} daddr @fast_{family} "
-            f"{key} daddr != @catalogued_{family} {key} daddr != @providers_{family} counter "
+            f"\n\t\ttcp dport 443 meta l4proto @fast_ready {key} daddr @fast_{family} "
+            f"{key} daddr != @catalogued_{family} {key} daddr != @withdrawn_{family} "
+            f"{key} daddr != @providers_{family} counter "
             f'ct mark set {FAST_MARK:#x} return comment "fast path{suffix}"'
             for key, family, suffix in (("ip", "v4", ""), ("ip6", "v6", "6"))
         )
-        # Once the heartbeat lapses (resolver or service gone) or the table is reloaded, the
-        # connections it let through end too (a16: they outlived it by tens of seconds).
-        count = (f'\n\t\tct mark {FAST_MARK:#x} meta l4proto != @fast_ready counter reject with '
-                 'tcp reset comment "fast path ended"'
-                 f'\n\t\tct mark {FAST_MARK:#x} counter comment "fast path bytes"')  # fmt: skip
+        count = "".join(
+            f"\n\t\t{rule}"
+            for rule in (
+                # The service's verdict on a whole ClientHello, carried back as a packet mark.
+                f"meta mark {REFUSED_PACKET:#x} meta mark set 0 ct mark set {FAST_REFUSED:#x} "
+                'counter reject with tcp reset comment "fast path refused"',
+                f'ct mark {FAST_REFUSED:#x} counter reject with tcp reset comment "refused"',
+                # Once the heartbeat lapses (resolver or service gone) or the table is reloaded,
+                # the connections it let through end too (a16: they outlived it by tens of s).
+                f"ct mark {FAST_MARKS} meta l4proto != @fast_ready counter reject with tcp "
+                'reset comment "fast path ended"',
+                f"ct mark {{ {FAST_MARK:#x}, {FAST_VERIFIED:#x} }} counter comment "
+                '"fast path bytes"',
+                f"meta mark {VERIFIED_PACKET:#x} meta mark set 0 ct mark set {FAST_VERIFIED:#x} "
+                'counter accept comment "fast path verified"',
+                # The queue rule (in iptables' mangle table, which runs before this chain: see
+                # gateway.firstflight) marks every packet it passed; one that was not read, the
+                # rule or the service missing, goes no further.
+                f"ct mark {FAST_MARK:#x} ct direction original meta mark != {CHECKED_PACKET:#x} "
+                'counter drop comment "fast path unread"',
+                f"meta mark {CHECKED_PACKET:#x} meta mark set 0 counter accept comment "
+                '"fast path pending"',
+                # An address found to be the proxy's ends the connections already verified to
+                # it (a browser may reuse one for another name its certificate covers).
+                f"ct mark {FAST_VERIFIED:#x} ct original ip daddr @catalogued_v4 counter reject "
+                'with tcp reset comment "fast path withdrawn"',
+                f"ct mark {FAST_VERIFIED:#x} ct original ip6 daddr @catalogued_v6 counter reject "
+                'with tcp reset comment "fast path withdrawn6"',
+            )
+        )
         return {"fast_sets": sets, "fast_rules": rules, "fast_count": count}
 
     def _leased_pairs(self) -> list[tuple[str, str]]:
@@ -357,7 +394,7 @@ class GatewayRuleset:
             *self._ntp_bounds(),
             "ct state established,related accept",
             *(
-                [f'tcp dport {{ 80, 443 }} ct mark {FAST_MARK:#x} accept comment "fast path"']
+                [f'tcp dport 443 ct mark {FAST_VERIFIED:#x} accept comment "fast path"']
                 if self.fast_path
                 else []
             ),

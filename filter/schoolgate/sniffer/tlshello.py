@@ -196,3 +196,20 @@ def looks_like_client_hello(payload: Bytes) -> bool:
 def parse_tls_stream(stream: Bytes) -> ClientHello:
     """Parse the start of a client's TCP stream: TLS records carrying a ClientHello."""
     return parse_handshake(handshake_from_records(stream))
+
+
+def complete_client_hello(stream: Bytes) -> ClientHello | None:
+    """The whole ClientHello at the start of a client's TCP stream, or None while more bytes
+    are needed. Unlike `parse_tls_stream` it never answers from a cut-short hello: an extension
+    after the server name (ECH among them) must be seen before the hello is judged."""
+    handshake = handshake_from_records(stream)
+    if len(handshake) < 4:
+        return None
+    if handshake[0] != CLIENT_HELLO:
+        raise Malformed(f"handshake type {handshake[0]} is not a ClientHello")
+    length = int.from_bytes(handshake[1:4], "big")
+    if len(handshake) < 4 + length:
+        if length > MAX_CLIENT_HELLO:
+            raise Malformed(f"implausible ClientHello length {length}")
+        return None
+    return parse_handshake(handshake[: 4 + length])

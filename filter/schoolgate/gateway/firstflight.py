@@ -1,0 +1,220 @@
+"""What a fast-pathed connection must say before the kernel carries it: a TLS ClientHello for
+a server name the catalog does not know.
+
+Deciding by destination address alone was not enough (adversarial pass a16): a pupil's own
+name can point at a catalogued upload server the gateway never resolved itself (F1), a CNAME
+chain hides the catalogued name (F2), and anything at all can be spoken on port 443 of a
+fast-pathed address (F3). So the ruleset marks a fast-path connection *pending* and queues
+(NFQUEUE) what the client sends, in order, until its ClientHello is whole:
+
+- a server name the catalog does not know, and no Encrypted Client Hello: *verified*, and the
+  kernel carries the rest of the connection;
+- a catalogued name, no name, ECH, or anything that is not TLS: *refused*. The connection is
+  reset before the hello reaches a server that could answer it, and its address leaves the fast
+  path, so the client's retry meets the proxy, which judges it as it judges everything else.
+
+This is the same evidence the proxy decides on (the server name), read before any byte of an
+upload can follow it. The module parses packets and decides; the NFQUEUE binding lives in
+`fastpath_service`, so everything here is tested without root.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final
+
+from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
+
+TCP: Final = 6
+SYN: Final = 0x02
+RST: Final = 0x04
+# A ClientHello is a few KiB (post-quantum key shares included) in one or two records: past
+# this, whatever the client is sending is not one.
+MAX_FIRST_FLIGHT: Final = 20 * 1024
+FIRST_FLIGHT_S: Final = 30.0  # a connection that says nothing this long is forgotten
+MAX_FLOWS: Final = 16_384
+MAX_BUFFERED: Final = 16 * 1024 * 1024  # all unfinished hellos together
+
+
+class Verdict(enum.Enum):
+    ACCEPT = "accept"  # let this packet go; the connection is still pending
+    HOLD = "hold"  # drop this packet (out of order): the client sends it again
+    VERIFIED = "verified"  # the connection may go on in the kernel
+    REFUSED = "refused"  # reset the connection
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    reason: str = ""
+    server_name: str | None = None
+    # The destination to take off the fast path: only when what the client said makes its
+    # address the proxy's, not when the gateway merely lost track of a connection.
+    withdraw: str | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    source: str
+    destination: str
+    sport: int
+    dport: int
+    seq: int
+    flags: int
+    payload: bytes
+
+    @property
+    def flow(self) -> tuple[str, int, str, int]:
+        return (self.source, self.sport, self.destination, self.dport)
+
+
+@dataclass
+class _Flow:
+    isn: int
+    started: float
+    data: bytearray = field(default_factory=bytearray)
+
+
+def parse_segment(packet: bytes) -> Segment | None:
+    """The TCP segment in an IPv4 or IPv6 packet as the kernel queued it; None for anything
+    else (a fragment, an IPv6 extension header, a header that overruns the packet)."""
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    if version == 4:
+        header = (packet[0] & 0x0F) * 4
+        total = int.from_bytes(packet[2:4], "big")
+        fragment = int.from_bytes(packet[6:8], "big") & 0x3FFF  # more-fragments or an offset
+        if header < 20 or len(packet) < header or packet[9] != TCP or fragment:
+            return None
+        source, destination = str(IPv4Address(packet[12:16])), str(IPv4Address(packet[16:20]))
+        end = min(total, len(packet))
+    elif version == 6:
+        header = 40
+        if len(packet) < header or packet[6] != TCP:
+            return None
+        source, destination = str(IPv6Address(packet[8:24])), str(IPv6Address(packet[24:40]))
+        end = min(header + int.from_bytes(packet[4:6], "big"), len(packet))
+    else:
+        return None
+    tcp = packet[header:end]
+    if len(tcp) < 20:
+        return None
+    offset = (tcp[12] >> 4) * 4
+    if offset < 20 or offset > len(tcp):
+        return None
+    return Segment(
+        source,
+        destination,
+        int.from_bytes(tcp[0:2], "big"),
+        int.from_bytes(tcp[2:4], "big"),
+        int.from_bytes(tcp[4:8], "big"),
+        tcp[13],
+        bytes(tcp[offset:]),
+    )
+
+
+class FirstFlightCheck:
+    """Follows each pending connection's client bytes, in order, from its SYN to a whole
+    ClientHello, and judges it. `catalogued(name)` says whether a server name is the proxy's
+    (the catalog's hosts, CDNs and learnable upload hosts)."""
+
+    def __init__(
+        self,
+        catalogued: Callable[[str], bool],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.catalogued = catalogued
+        self.clock = clock
+        self._flows: OrderedDict[tuple[str, int, str, int], _Flow] = OrderedDict()
+        self._buffered = 0
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def judge(self, packet: bytes) -> Judgement:
+        segment = parse_segment(packet)
+        if segment is None:
+            return Judgement(Verdict.REFUSED, "not a TCP segment the check can read")
+        if segment.flags & RST:
+            self._forget(segment.flow)
+            return Judgement(Verdict.ACCEPT)
+        if segment.flags & SYN:
+            self._start(segment)
+            if not segment.payload:
+                return Judgement(Verdict.ACCEPT)
+        if not segment.payload:
+            return Judgement(Verdict.ACCEPT)  # the handshake's ACK, a window update
+        flow = self._flows.get(segment.flow)
+        if flow is None:
+            # Never saw its SYN (this service restarted, or the connection went quiet past
+            # FIRST_FLIGHT_S): nothing to judge the bytes against, and nothing learnt about the
+            # address either.
+            return Judgement(Verdict.REFUSED, "no start seen")
+        return self._add(segment, flow)
+
+    def _start(self, segment: Segment) -> None:
+        now = self.clock()
+        while self._flows:
+            key, oldest = next(iter(self._flows.items()))
+            if len(self._flows) < MAX_FLOWS and now - oldest.started < FIRST_FLIGHT_S:
+                break
+            self._forget(key)
+        if segment.flow in self._flows and self._flows[segment.flow].isn == segment.seq:
+            return  # a retransmitted SYN
+        self._forget(segment.flow)
+        self._flows[segment.flow] = _Flow(segment.seq, now)
+
+    def _forget(self, key: tuple[str, int, str, int]) -> None:
+        flow = self._flows.pop(key, None)
+        if flow is not None:
+            self._buffered -= len(flow.data)
+
+    def _add(self, segment: Segment, flow: _Flow) -> Judgement:
+        # The SYN takes one sequence number: the stream's first byte is at ISN + 1, and a SYN's
+        # own data (TCP Fast Open) starts there too.
+        first = segment.seq + 1 if segment.flags & SYN else segment.seq
+        offset = (first - flow.isn - 1) % 2**32
+        payload = segment.payload
+        if offset >= 2**31:
+            return self._refuse(segment, "bytes from before the connection began", None)
+        if offset > len(flow.data):
+            return Judgement(Verdict.HOLD, "out of order")  # a gap: wait for the resend
+        known = flow.data[offset : offset + len(payload)]
+        if payload[: len(known)] != known:
+            # A resend that differs from what was judged: which copy the server keeps is its
+            # own business, so neither may pass.
+            return self._refuse(segment, "resent bytes differ", None)
+        fresh = payload[len(known) :]
+        if len(flow.data) + len(fresh) > MAX_FIRST_FLIGHT:
+            return self._refuse(segment, "no ClientHello in the first 20 KiB", segment.destination)
+        if self._buffered + len(fresh) > MAX_BUFFERED:
+            return self._refuse(segment, "too many unfinished ClientHellos at once", None)
+        flow.data += fresh
+        self._buffered += len(fresh)
+        try:
+            hello = complete_client_hello(flow.data)
+        except Malformed:
+            return self._refuse(segment, "not TLS", segment.destination)
+        if hello is None:
+            return Judgement(Verdict.ACCEPT, "ClientHello not yet whole")
+        if hello.ech:
+            return self._refuse(segment, "Encrypted Client Hello", segment.destination, hello.sni)
+        if not hello.sni:
+            return self._refuse(segment, "no server name", segment.destination)
+        if self.catalogued(hello.sni):
+            return self._refuse(segment, "catalogued server name", segment.destination, hello.sni)
+        self._forget(segment.flow)
+        return Judgement(Verdict.VERIFIED, "server name not catalogued", hello.sni)
+
+    def _refuse(
+        self, segment: Segment, reason: str, withdraw: str | None, sni: str | None = None
+    ) -> Judgement:
+        self._forget(segment.flow)
+        return Judgement(Verdict.REFUSED, reason, sni, withdraw)

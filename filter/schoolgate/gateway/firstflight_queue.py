@@ -1,0 +1,154 @@
+"""The kernel side of the first-flight check: the NFQUEUE rule that feeds it, and the queue's
+reader in `schoolgate nft fastpath`.
+
+The queue rule lives in iptables' `mangle` table (FORWARD, which runs before the schoolgate
+table's forward chain), not in the schoolgate table: nftables' own `queue` statement is a kernel
+option that not every kernel has (this project's test machines lack it), while the iptables
+NFQUEUE target through nftables' compatibility layer is on every kernel that runs Docker or a
+distribution's firewall. One rule per family, tagged with a comment, so it is found and removed
+exactly. The reader answers every packet: checked (still pending), verified, refused, or held
+(dropped: the client sends it again). With no reader the kernel drops what the rule queues, and
+a packet that skipped the rule is dropped by the schoolgate table: the check fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from schoolgate.gateway import nft as nftables
+from schoolgate.gateway.firstflight import FirstFlightCheck, Judgement, Verdict
+from schoolgate.gateway.nft import (
+    CHECKED_PACKET,
+    FAST_MARK,
+    FAST_QUEUE,
+    REFUSED_PACKET,
+    VERIFIED_PACKET,
+)
+
+log = logging.getLogger("schoolgate.fastpath")
+
+COMMENT: Final = "schoolgate fast path first flight"
+QUEUE_LENGTH: Final = 4096  # packets waiting for a verdict; past it the kernel drops (safe)
+_COMMANDS: Final = (("iptables-nft", "iptables"), ("ip6tables-nft", "ip6tables"))
+
+
+def queue_rule() -> list[str]:
+    """The rule (iptables syntax, without the chain): a pending connection's packets from the
+    client, not yet read, go to the queue; no `--queue-bypass`, so no reader means dropped."""
+    return [
+        "-m", "connmark", "--mark", f"{FAST_MARK:#x}",
+        "-m", "mark", "--mark", "0",
+        "-m", "conntrack", "--ctdir", "ORIGINAL",
+        "-m", "comment", "--comment", COMMENT,
+        "-j", "NFQUEUE", "--queue-num", str(FAST_QUEUE),
+    ]  # fmt: skip
+
+
+def _binary(names: tuple[str, ...]) -> str:
+    for name in names:
+        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+        if found:
+            return found
+    raise nftables.NftError(
+        f"{names[0]} is not installed: the fast path's check reaches the kernel's NFQUEUE "
+        "through it (apt-get install iptables)"
+    )
+
+
+def _run(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [binary, "-w", "5", "-t", "mangle", *args, *queue_rule()],
+        capture_output=True, text=True, timeout=nftables.NFT_TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+
+def queue_rules_present() -> bool:
+    """Whether both families' rules are in place (checked with every heartbeat)."""
+    return all(_run(_binary(names), "-C", "FORWARD").returncode == 0 for names in _COMMANDS)
+
+
+def ensure_queue_rules() -> None:
+    """Insert the rules where missing, first in FORWARD; raises NftError with the tool's own
+    message when it cannot."""
+    for names in _COMMANDS:
+        binary = _binary(names)
+        if _run(binary, "-C", "FORWARD").returncode == 0:
+            continue
+        added = _run(binary, "-I", "FORWARD", "1")
+        if added.returncode != 0:
+            raise nftables.NftError(
+                f"{binary} could not add the fast path's queue rule: "
+                f"{added.stderr.strip() or added.returncode}"
+            )
+
+
+def remove_queue_rules() -> bool:
+    """Delete every copy of the rules; False when there were none (idempotent)."""
+    removed = False
+    for names in _COMMANDS:
+        try:
+            binary = _binary(names)
+        except nftables.NftError:
+            continue
+        while _run(binary, "-D", "FORWARD").returncode == 0:
+            removed = True
+    return removed
+
+
+class QueuedPacket(Protocol):
+    """What the reader needs of netfilterqueue's Packet."""
+
+    def get_payload(self) -> bytes: ...
+    def set_mark(self, mark: int) -> None: ...
+    def accept(self) -> None: ...
+    def drop(self) -> None: ...
+
+
+_MARKS: Final = {
+    Verdict.ACCEPT: CHECKED_PACKET,
+    Verdict.VERIFIED: VERIFIED_PACKET,
+    Verdict.REFUSED: REFUSED_PACKET,
+}
+
+
+type Withdraw = Callable[[str, Callable[[], None]], None]
+
+
+class QueueReader:
+    """Answers each queued packet with the check's verdict. `withdraw(address, then)` takes an
+    address off the fast path and calls `then` once that is written: a refused connection is
+    reset only then, so even a client that retries at once meets the proxy."""
+
+    def __init__(self, check: FirstFlightCheck, withdraw: Withdraw) -> None:
+        self.check = check
+        self.withdraw = withdraw
+        self.counts: dict[str, int] = {v.value: 0 for v in Verdict}
+
+    def __call__(self, packet: QueuedPacket) -> None:
+        try:
+            judgement = self.check.judge(packet.get_payload())
+        except Exception:
+            log.exception("schoolgate fastpath: the first-flight check failed on a packet")
+            judgement = Judgement(Verdict.REFUSED, "the check failed")
+        self.counts[judgement.verdict.value] += 1
+        if judgement.verdict is Verdict.HOLD:
+            packet.drop()
+            return
+        if judgement.verdict is Verdict.REFUSED:
+            named = f", server name {judgement.server_name}" if judgement.server_name else ""
+            log.info("schoolgate fastpath: refused a connection (%s%s)", judgement.reason, named)
+            if judgement.withdraw is not None:
+                self.withdraw(judgement.withdraw, lambda: _answer(packet, REFUSED_PACKET))
+                return
+        _answer(packet, _MARKS[judgement.verdict])
+
+
+def _answer(packet: QueuedPacket, mark: int) -> None:
+    """The mark travels with the packet into the schoolgate table's forward chain, which
+    turns it into the connection's state (nft.GatewayRuleset._fast_path)."""
+    packet.set_mark(mark)
+    packet.accept()

@@ -1,0 +1,383 @@
+"""The fast path's first-flight check (gateway.firstflight): what a pending connection's client
+must send before the kernel carries it, judged from packets as the kernel queues them.
+
+The ClientHellos are real ones (Python's ssl module, in memory), cut into TCP segments as a
+client's stack would send them; the a16 cases (a catalogued name at a pupil-resolved address,
+SOCKS and SSH on port 443) are among them.
+"""
+
+from __future__ import annotations
+
+import ssl
+import struct
+from collections.abc import Callable, Iterator
+from ipaddress import ip_address
+
+import pytest
+
+from schoolgate.endpoints.loader import parse_catalog
+from schoolgate.gateway.fastpath import FastPathSets
+from schoolgate.gateway.firstflight import (
+    FIRST_FLIGHT_S,
+    MAX_FLOWS,
+    FirstFlightCheck,
+    Verdict,
+    parse_segment,
+)
+from schoolgate.gateway.firstflight_queue import QueueReader, queue_rule
+from schoolgate.gateway.nft import (
+    CHECKED_PACKET,
+    FAST_MARK,
+    FAST_QUEUE,
+    REFUSED_PACKET,
+    VERIFIED_PACKET,
+)
+from schoolgate.sniffer.tlshello import EXT_ECH
+from tests.support.alert_helpers import FakeClock
+
+CATALOG = """
+apps:
+  chat:
+    hosts: [chat.example, "*.chat.example"]
+    inspection: full
+    when_not_inspectable: block_by_sni
+    learn:
+      - method: POST
+        path: /attachments
+        json: "$.upload_url"
+        allow_hosts: ["*.uploads.chat-cdn.example"]
+        upload: {method: PUT, path: "/**", body: raw}
+"""
+CLIENT, SERVER, SERVER6, CLIENT6 = "192.0.2.2", "198.51.100.20", "2001:db8::20", "2001:db8::2"
+ISN = 0xFFFFFF00  # wraps past 2**32 within the hello: sequence arithmetic is modular
+
+
+def client_hello(server_name: str | None, *, padding: int = 0) -> bytes:
+    """The first bytes a real TLS client sends (Python's ssl, no socket)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    outgoing = ssl.MemoryBIO()
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    return _padded(hello, padding) if padding else hello
+
+
+def _padded(record: bytes, extra: int) -> bytes:
+    """The same hello with `extra` bytes more in one extension: a post-quantum-sized hello."""
+    body = bytearray(record[5:])
+    ext_at = _extensions_offset(bytes(body))
+    ext_len = int.from_bytes(body[ext_at : ext_at + 2], "big")
+    body[ext_at : ext_at + 2] = (ext_len + 4 + extra).to_bytes(2, "big")
+    body += struct.pack("!HH", 0x0A0A, extra) + bytes(extra)  # a GREASE extension
+    body[1:4] = (len(body) - 4).to_bytes(3, "big")
+    return record[:3] + len(body).to_bytes(2, "big") + bytes(body)
+
+
+def _extensions_offset(handshake: bytes) -> int:
+    pos = 4 + 2 + 32
+    pos += 1 + handshake[pos]
+    pos += 2 + int.from_bytes(handshake[pos : pos + 2], "big")
+    pos += 1 + handshake[pos]
+    return pos
+
+
+def with_extension(record: bytes, kind: int) -> bytes:
+    """The hello with one more (empty) extension, e.g. ECH's."""
+    body = bytearray(record[5:])
+    ext_at = _extensions_offset(bytes(body))
+    ext_len = int.from_bytes(body[ext_at : ext_at + 2], "big")
+    body[ext_at : ext_at + 2] = (ext_len + 4).to_bytes(2, "big")
+    body += struct.pack("!HH", kind, 0)
+    body[1:4] = (len(body) - 4).to_bytes(3, "big")
+    return record[:3] + len(body).to_bytes(2, "big") + bytes(body)
+
+
+def packet(
+    seq: int,
+    payload: bytes = b"",
+    *,
+    flags: int = 0x18,
+    source: str = CLIENT,
+    destination: str = SERVER,
+    sport: int = 40000,
+) -> bytes:
+    """An IPv4 or IPv6 packet carrying one TCP segment (with a timestamps option, as Linux)."""
+    options = b"\x01\x01\x08\x0a" + bytes(8)
+    tcp = struct.pack("!HHIIBBHHH", sport, 443, seq % 2**32, 0, (20 + len(options)) // 4 << 4,
+                      flags, 64240, 0, 0) + options + payload  # fmt: skip
+    src, dst = ip_address(source), ip_address(destination)
+    if src.version == 6:
+        return struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src.packed + dst.packed + tcp
+    header = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0)
+    return header + src.packed + dst.packed + tcp
+
+
+def connection(
+    stream: bytes,
+    sizes: list[int] | None = None,
+    *,
+    source: str = CLIENT,
+    destination: str = SERVER,
+    sport: int = 40000,
+) -> Iterator[bytes]:
+    """SYN, the handshake's ACK, then `stream` in segments of `sizes` (the rest in one)."""
+    yield packet(ISN, flags=0x02, source=source, destination=destination, sport=sport)
+    yield packet(ISN + 1, flags=0x10, source=source, destination=destination, sport=sport)
+    pos = 0
+    for size in [*(sizes or []), len(stream)]:
+        if pos >= len(stream):
+            break
+        yield packet(ISN + 1 + pos, stream[pos : pos + size], source=source,
+                     destination=destination, sport=sport)  # fmt: skip
+        pos += size
+
+
+@pytest.fixture
+def check() -> FirstFlightCheck:
+    sets = FastPathSets(parse_catalog(CATALOG))
+    return FirstFlightCheck(lambda name: sets.catalogued([name]))
+
+
+def verdicts(check: FirstFlightCheck, packets: Iterator[bytes]) -> list[Verdict]:
+    return [check.judge(p).verdict for p in packets]
+
+
+A = Verdict.ACCEPT
+
+
+# -- what may go on in the kernel -------------------------------------------------------------
+
+
+def test_a_hello_for_a_name_nobody_catalogued_is_verified(check: FirstFlightCheck) -> None:
+    packets = list(connection(client_hello("news.example")))
+    assert verdicts(check, iter(packets[:-1])) == [A, A]
+    judgement = check.judge(packets[-1])
+    assert (judgement.verdict, judgement.server_name) == (Verdict.VERIFIED, "news.example")
+    assert judgement.withdraw is None
+    assert len(check) == 0  # nothing kept once judged
+
+
+def test_a_hello_cut_into_segments_is_judged_whole(check: FirstFlightCheck) -> None:
+    """A post-quantum ClientHello spans two or three segments; the name may sit in any."""
+    hello = client_hello("news.example", padding=2400)
+    assert len(hello) > 2800
+    got = verdicts(check, connection(hello, [1200, 1200]))
+    assert got == [A, A, A, A, Verdict.VERIFIED]
+
+
+def test_ipv6_is_checked_the_same_way(check: FirstFlightCheck) -> None:
+    assert verdicts(check, connection(client_hello("news.example"), source=CLIENT6,
+                                      destination=SERVER6))[-1] == Verdict.VERIFIED  # fmt: skip
+    hello = client_hello("chat.example")
+    refused = [check.judge(p) for p in connection(hello, source=CLIENT6, destination=SERVER6)][-1]
+    assert (refused.verdict, refused.withdraw) == (Verdict.REFUSED, SERVER6)
+
+
+def test_a_hello_in_the_syn_itself_is_read(check: FirstFlightCheck) -> None:
+    """TCP Fast Open: the hello rides in the SYN."""
+    assert check.judge(packet(ISN, client_hello("news.example"), flags=0x02)).verdict == (
+        Verdict.VERIFIED
+    )
+    assert check.judge(packet(ISN, client_hello("chat.example"), flags=0x02,
+                              sport=40001)).verdict == Verdict.REFUSED  # fmt: skip
+
+
+# -- what meets the proxy instead --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stream", "reason"),
+    [
+        # a16 F1/F2: the pupil's name put the address in the fast set; the client names the app
+        (client_hello("chat.example"), "catalogued server name"),
+        (client_hello("WEB.Chat.Example."), "catalogued server name"),
+        # an upload host a learn rule may hand out is the app's before any reply names it
+        (client_hello("eu1.uploads.chat-cdn.example"), "catalogued server name"),
+        (client_hello(None), "no server name"),
+        (with_extension(client_hello("cover.example"), EXT_ECH), "Encrypted Client Hello"),
+        # a16 F3: SOCKS5 and SSH on port 443 of a fast-pathed address; plain HTTP on 443
+        (b"\x05\x01\x00", "not TLS"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "not TLS"),
+        (b"POST /upload HTTP/1.1\r\nHost: chat.example\r\n\r\n", "not TLS"),
+        # a record that never ends: past 20 KiB it is not a ClientHello
+        (b"\x16\x03\x01\x40\x00\x01\x00\xff\xf0".ljust(20_580, b"\0"), "no ClientHello in"),
+    ],
+)
+def test_anything_else_is_refused_and_its_address_withdrawn(
+    check: FirstFlightCheck, stream: bytes, reason: str
+) -> None:
+    judgements = [check.judge(p) for p in connection(stream, [1400] * 20)]
+    assert [j.verdict for j in judgements[:-1]] == [A] * (len(judgements) - 1)
+    assert judgements[-1].verdict is Verdict.REFUSED
+    assert judgements[-1].reason.startswith(reason)
+    assert judgements[-1].withdraw == SERVER
+    assert len(check) == 0
+
+
+def test_bytes_before_the_hello_is_whole_are_let_through_but_nothing_after(
+    check: FirstFlightCheck,
+) -> None:
+    """The first half of a hello reaches the server (it can answer nothing yet); the half that
+    names a catalogued app is refused, so the handshake never completes."""
+    got = verdicts(check, connection(client_hello("chat.example", padding=2400), [1200]))
+    assert got == [A, A, A, Verdict.REFUSED]
+
+
+# -- a client (or a pupil) playing with TCP ----------------------------------------------------
+
+
+def test_a_later_segment_first_is_held_until_the_gap_is_filled(check: FirstFlightCheck) -> None:
+    """Judging from the later segment would let the server read a different first one."""
+    syn, ack, first, second = connection(client_hello("news.example", padding=1500), [1000])
+    assert verdicts(check, iter([syn, ack, second])) == [A, A, Verdict.HOLD]
+    assert verdicts(check, iter([first, second])) == [A, Verdict.VERIFIED]
+
+
+def test_a_resent_segment_that_differs_is_refused(check: FirstFlightCheck) -> None:
+    """Overlapping segments with different bytes: which copy the server keeps is its own."""
+    hello = client_hello("news.example", padding=1500)
+    syn, ack, first, _ = connection(hello, [1000])
+    assert verdicts(check, iter([syn, ack, first])) == [A, A, A]
+    forged = packet(ISN + 1, hello[:900] + b"X" * 100)
+    assert check.judge(forged).verdict is Verdict.REFUSED
+    assert check.judge(forged).withdraw is None
+
+
+def test_an_identical_resend_is_harmless(check: FirstFlightCheck) -> None:
+    hello = client_hello("news.example", padding=1500)
+    syn, ack, first, second = connection(hello, [1000])
+    assert verdicts(check, iter([syn, ack, first, first, syn, second])) == [A] * 5 + [
+        Verdict.VERIFIED
+    ]
+
+
+def test_bytes_of_a_connection_whose_start_was_never_seen_are_refused(
+    check: FirstFlightCheck,
+) -> None:
+    """After a restart of the service: no SYN to count from. Refused, but the address is not
+    withdrawn (nothing was learnt about it)."""
+    judgement = check.judge(packet(ISN + 1, client_hello("news.example")))
+    assert (judgement.verdict, judgement.withdraw) == (Verdict.REFUSED, None)
+    assert check.judge(packet(ISN + 1, flags=0x10)).verdict is A  # a bare ACK carries nothing
+
+
+def test_bytes_before_the_stream_began_are_refused(check: FirstFlightCheck) -> None:
+    check.judge(next(connection(b"")))
+    assert check.judge(packet(ISN - 100, client_hello("news.example"))).verdict == (Verdict.REFUSED)
+
+
+def test_a_reset_forgets_the_connection(check: FirstFlightCheck) -> None:
+    syn, ack, first, _ = connection(client_hello("news.example", padding=1500), [1000])
+    verdicts(check, iter([syn, ack, first]))
+    assert len(check) == 1
+    assert check.judge(packet(ISN + 1001, flags=0x04)).verdict is A
+    assert len(check) == 0
+
+
+def test_quiet_and_surplus_connections_are_forgotten() -> None:
+    clock = FakeClock(start=0.0)
+    check = FirstFlightCheck(lambda name: False, clock=clock)
+    check.judge(packet(ISN, flags=0x02, sport=1))
+    clock.advance(FIRST_FLIGHT_S + 1)
+    check.judge(packet(ISN, flags=0x02, sport=2))
+    assert len(check) == 1  # the quiet one went
+    for port in range(3, MAX_FLOWS + 10):
+        check.judge(packet(ISN, flags=0x02, sport=port % 65536))
+    assert len(check) == MAX_FLOWS
+    assert check.judge(packet(ISN + 1, b"\x16", sport=2)).reason == "no start seen"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\x45" + bytes(10),  # an IPv4 header cut short
+        # an IPv4 fragment (conntrack reassembles before the forward hook; never trusted)
+        packet(ISN, b"x")[:6] + b"\x20\x00" + packet(ISN, b"x")[8:],
+        # an IPv6 extension header (next header 0: hop-by-hop) before TCP
+        packet(ISN, b"x", source=CLIENT6, destination=SERVER6)[:6]
+        + b"\x00"
+        + packet(ISN, b"x", source=CLIENT6, destination=SERVER6)[7:],
+        packet(ISN, b"x")[:32] + b"\xf0" + packet(ISN, b"x")[33:],  # data offset past the end
+    ],
+)
+def test_packets_the_check_cannot_read_are_refused(check: FirstFlightCheck, raw: bytes) -> None:
+    assert parse_segment(raw) is None
+    assert check.judge(raw).verdict is Verdict.REFUSED
+
+
+# -- the queue's reader and its rule ------------------------------------------------------------
+
+
+class FakePacket:
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.mark: int | None = None
+        self.verdict = ""
+
+    def get_payload(self) -> bytes:
+        return self.payload
+
+    def set_mark(self, mark: int) -> None:
+        self.mark = mark
+
+    def accept(self) -> None:
+        self.verdict = "accept"
+
+    def drop(self) -> None:
+        self.verdict = "drop"
+
+
+def test_the_reader_answers_every_packet_with_the_mark_the_ruleset_expects(
+    check: FirstFlightCheck,
+) -> None:
+    withdrawn: list[str] = []
+    written: list[Callable[[], None]] = []
+
+    def withdraw(address: str, then: Callable[[], None]) -> None:
+        withdrawn.append(address)
+        written.append(then)
+
+    reader = QueueReader(check, withdraw)
+    syn, ack, first, second = connection(client_hello("chat.example", padding=1500), [1000])
+    answered = []
+    for raw in (syn, ack, second, first, second):
+        queued = FakePacket(raw)
+        reader(queued)
+        answered.append((queued.verdict, queued.mark))
+    # the refusal waits until the address is off the fast path: a retry at once meets the proxy
+    assert answered == [("accept", CHECKED_PACKET), ("accept", CHECKED_PACKET), ("drop", None),
+                        ("accept", CHECKED_PACKET), ("", None)]  # fmt: skip
+    assert withdrawn == [SERVER]
+    written.pop()()
+    assert (queued.verdict, queued.mark) == ("accept", REFUSED_PACKET)
+    queued = FakePacket(list(connection(client_hello("news.example"), sport=40001))[-1])
+    reader(FakePacket(packet(ISN, flags=0x02, sport=40001)))
+    reader(queued)
+    assert (queued.verdict, queued.mark) == ("accept", VERIFIED_PACKET)
+    assert reader.counts == {"accept": 4, "hold": 1, "verified": 1, "refused": 1}
+
+
+def test_a_failing_check_refuses_rather_than_passes() -> None:
+    def broken(name: str) -> bool:
+        raise RuntimeError("a bug")
+
+    reader = QueueReader(FirstFlightCheck(broken), lambda address, then: then())
+    syn, ack, hello = connection(client_hello("news.example"))
+    for raw in (syn, ack):
+        reader(FakePacket(raw))
+    queued = FakePacket(hello)
+    reader(queued)
+    assert (queued.verdict, queued.mark) == ("accept", REFUSED_PACKET)
+
+
+def test_the_queue_rule_reads_only_unread_client_packets_of_pending_connections() -> None:
+    rule = " ".join(queue_rule())
+    assert f"--mark {FAST_MARK:#x}" in rule
+    assert "-m mark --mark 0" in rule
+    assert "--ctdir ORIGINAL" in rule
+    assert rule.endswith(f"-j NFQUEUE --queue-num {FAST_QUEUE}")
+    assert "bypass" not in rule  # no reader: dropped, never passed unread
