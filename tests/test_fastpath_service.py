@@ -231,6 +231,9 @@ def test_no_heartbeat_while_the_queue_rule_cannot_be_put_in_place() -> None:
     nft.queue_error = None
     service.beat()
     assert "fast_ready { tcp timeout" in nft.scripts[-1]
+    service.queue_read = False  # the queue's reader thread ended: nothing answers the queue
+    service.beat()
+    assert nft.scripts[-1].startswith("flush set inet schoolgate fast_ready")
 
 
 def test_an_address_the_first_flight_refused_is_withdrawn_at_the_next_write() -> None:

@@ -22,10 +22,13 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
+
+from netfilterqueue import NetfilterQueue
 
 from schoolgate.config import Config
 from schoolgate.endpoints.catalog import Catalog
@@ -95,9 +98,11 @@ class FastPathService:
         self.clock = clock
         self.resolver_seen = float("-inf")
         self.catalogued_known = False  # the first pass over the catalog's names is done
+        self.queue_read = True  # the queue's reader is running
         self.failures = 0
         self._waiting: list[asyncio.Future[None]] = []
         self._after_write: list[Callable[[], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
 
     # -- the resolver's reports --------------------------------------------------------------
@@ -147,7 +152,10 @@ class FastPathService:
         client's retry meets the proxy."""
         self.sets.withdraw(address)
         self._after_write.append(then)
-        self._wake.set()
+        if self._loop is None:
+            self._wake.set()
+        else:  # called on the queue's reader thread
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -162,9 +170,13 @@ class FastPathService:
         return True
 
     def alive(self) -> bool:
-        """Whether the fast path may be on: the resolver checked in lately and the gateway
-        knows the catalogued names' addresses."""
-        return self.catalogued_known and self.clock() - self.resolver_seen < RESOLVER_SILENT_S
+        """Whether the fast path may be on: the resolver checked in lately, the gateway
+        knows the catalogued names' addresses, and something answers the queue."""
+        return (
+            self.catalogued_known
+            and self.queue_read
+            and self.clock() - self.resolver_seen < RESOLVER_SILENT_S
+        )
 
     def flush(self) -> None:
         """Write what waits (with the heartbeat while alive), then release the waiters."""
@@ -197,6 +209,7 @@ class FastPathService:
             self.write(self.sets.pending_script(heartbeat=True))
 
     async def writer_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             await asyncio.sleep(0.005)  # gather a burst of answers into one transaction
@@ -221,11 +234,18 @@ async def _guarded(step: Callable[[], None]) -> None:
         log.exception("schoolgate fastpath: %s failed", getattr(step, "__name__", "a step"))
 
 
+def _read(queue: NetfilterQueue, service: FastPathService) -> None:
+    try:
+        queue.run()
+    except OSError as error:
+        log.error("schoolgate fastpath: reading the kernel's queue failed (%s): the fast path "
+                  "ends", error)  # fmt: skip
+    service.queue_read = False  # nothing answers the queue: the next heartbeat ends it
+
+
 async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
     """Listen on `path` until SIGTERM/SIGINT; end the fast path on the way out."""
     import signal
-
-    from netfilterqueue import NetfilterQueue
 
     service = FastPathService(catalog)
     queue = NetfilterQueue()
@@ -257,7 +277,9 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_reader(queue.get_fd(), queue.run, False)
+    # Its own thread, blocked in recv() without the GIL: a connection waits for its verdict
+    # only as long as the check takes, not for the event loop's turn.
+    threading.Thread(target=_read, args=(queue, service), name="first-flight", daemon=True).start()
     tasks = [asyncio.create_task(c) for c in (service.writer_loop(), service.heartbeat_loop())]
     log.warning("schoolgate fastpath listening on %s (the fast path is on while the resolver "
                 "checks in; it lapses %d s after it stops)", path, READY_TIMEOUT_S)  # fmt: skip
@@ -268,7 +290,6 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
             task.cancel()
         server.close()
         service.write(stop_script())
-        loop.remove_reader(queue.get_fd())
         with contextlib.suppress(nftables.NftError):
             remove_queue_rules()
         queue.unbind()

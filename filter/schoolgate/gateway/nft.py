@@ -98,7 +98,7 @@ $leased_set$fast_sets\tset exempt_v6 {
 \t\tip saddr @exempt_v4 return
 \t\tip6 saddr @exempt_v6 return$rejects$forward_policy
 \t}
-
+$fast_chain
 \t# From pupils the gateway itself offers only DHCP, DNS and the proxy: anything else it runs
 \t# (SSH, a Prometheus, Grafana) is for the management side. A direct connection to the
 \t# transparent port has no original destination to restore (the proxy would dial itself):
@@ -249,7 +249,7 @@ class GatewayRuleset:
             # running past the proxy (adversarial pass a16: uploads on kept-open connections).
             ended = (f"\n\t\tct mark {FAST_MARKS} counter reject with tcp reset "
                      'comment "fast path off"')  # fmt: skip
-            return {"fast_sets": "", "fast_rules": "", "fast_count": ended}
+            return {"fast_sets": "", "fast_rules": "", "fast_count": ended, "fast_chain": ""}
         from schoolgate.endpoints.loader import load_catalog
 
         providers = load_catalog(list(self.config.proxy.endpoints_files)).providers
@@ -302,7 +302,23 @@ class GatewayRuleset:
                 'with tcp reset comment "fast path withdrawn6"',
             )
         )
-        return {"fast_sets": sets, "fast_rules": rules, "fast_count": count}
+        # A bare ACK (the header lengths leave no room for data: a pupil cannot hide bytes in
+        # one) needs no reading: marked read before the queue rule (priority mangle) sees it,
+        # which spares a pending connection one trip through the queue.
+        bare_acks = (
+            ("ip hdrlength 5 ip length 40", 5),
+            ("ip hdrlength 5 ip length 52", 8),
+            ("ip6 nexthdr tcp ip6 length 20", 5),
+            ("ip6 nexthdr tcp ip6 length 32", 8),
+        )
+        bare = "".join(
+            f"\n\t\tct mark {FAST_MARK:#x} ct direction original tcp flags == ack {match} "
+            f"@th,96,4 {offset} meta mark set {CHECKED_PACKET:#x}"
+            for match, offset in bare_acks
+        )
+        chain = ("\n\tchain fast_bare_acks {\n\t\ttype filter hook forward priority mangle - 10; "
+                 f"policy accept;{bare}\n\t}}\n")  # fmt: skip
+        return {"fast_sets": sets, "fast_rules": rules, "fast_count": count, "fast_chain": chain}
 
     def _leased_pairs(self) -> list[tuple[str, str]]:
         """(MAC, IPv4) of every lease in the configured lease files, read now."""
