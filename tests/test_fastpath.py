@@ -92,13 +92,13 @@ def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch()
     assert "meta l4proto @fast_ready" in text
     # a pending connection's bare ACKs are marked read before iptables' queue rule (priority
     # mangle) sees them; only lengths that leave no room for data qualify
-    bare = text.split("chain fast_bare_acks {")[1].split("}")[0]
+    bare = text.split("chain fast_bare_acks {")[1].split("\n\t}")[0]
     assert "priority mangle - 10;" in bare
     assert (
         "tcp flags == ack ip hdrlength 5 ip length 52 @th,96,4 8 meta mark set 0x53470011" in bare
     )
     assert "ip6 nexthdr tcp ip6 length 20 @th,96,4 5 meta mark set 0x53470011" in bare
-    assert bare.count("ct mark 0x53470001 ct direction original") == 4
+    assert bare.count("ct mark { 0x53470001, 0x53470004 } ct direction original") == 4
     # the fast path comes before the proxy's redirect and after the own-address rule
     assert text.index('"own address"') < text.index('"fast path"') < text.index('"proxy"')
     for off in (gateway_config(fast_path=False), gateway_config(resolver=False)):
@@ -107,7 +107,8 @@ def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch()
         assert "set fast" not in rendered
         # only the rule that cuts connections a fast path let through before it was switched off
         assert [line.strip() for line in rendered.splitlines() if "fast" in line] == [
-            "ct mark { 0x53470001, 0x53470002, 0x53470003 } counter reject with tcp reset "
+            "ct mark { 0x53470001, 0x53470002, 0x53470003, 0x53470004 } counter reject with tcp "
+            "reset "
             'comment "fast path off"'
         ]
 

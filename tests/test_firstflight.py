@@ -24,11 +24,13 @@ from schoolgate.gateway.firstflight import (
     Verdict,
     parse_segment,
 )
-from schoolgate.gateway.firstflight_queue import QueueReader, queue_rule
+from schoolgate.gateway.firstflight_queue import QueueReader, queue_rules
 from schoolgate.gateway.nft import (
     CHECKED_PACKET,
     FAST_MARK,
+    FAST_NAMED,
     FAST_QUEUE,
+    NAMED_PACKET,
     REFUSED_PACKET,
     VERIFIED_PACKET,
 )
@@ -115,6 +117,16 @@ def packet(
     return header + src.packed + dst.packed + tcp
 
 
+def server_ack(acknowledged: int, *, sport: int = 40000, payload: bytes = b"") -> bytes:
+    """The server's segment acknowledging `acknowledged` bytes of the client's stream."""
+    ack = (ISN + 1 + acknowledged) % 2**32
+    options = b"\x01\x01\x08\x0a" + bytes(8)
+    tcp = struct.pack("!HHIIBBHHH", 443, sport, 7777, ack, 8 << 4, 0x10, 64240, 0, 0)
+    tcp += options + payload
+    header = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0)
+    return header + ip_address(SERVER).packed + ip_address(CLIENT).packed + tcp
+
+
 def connection(
     stream: bytes,
     sizes: list[int] | None = None,
@@ -151,13 +163,54 @@ A = Verdict.ACCEPT
 # -- what may go on in the kernel -------------------------------------------------------------
 
 
-def test_a_hello_for_a_name_nobody_catalogued_is_verified(check: FirstFlightCheck) -> None:
-    packets = list(connection(client_hello("news.example")))
+def test_a_hello_for_a_name_nobody_catalogued_is_verified_once_the_server_has_it(
+    check: FirstFlightCheck,
+) -> None:
+    hello = client_hello("news.example")
+    packets = list(connection(hello))
     assert verdicts(check, iter(packets[:-1])) == [A, A]
     judgement = check.judge(packets[-1])
-    assert (judgement.verdict, judgement.server_name) == (Verdict.VERIFIED, "news.example")
+    assert (judgement.verdict, judgement.server_name) == (Verdict.NAMED, "news.example")
     assert judgement.withdraw is None
-    assert len(check) == 0  # nothing kept once judged
+    assert check.judge(server_ack(0)).verdict is A  # the server has nothing of it yet
+    assert check.judge(server_ack(len(hello) - 1)).verdict is A
+    assert check.judge(server_ack(len(hello), payload=b"\x16\x03\x03")).verdict == (
+        Verdict.VERIFIED
+    )
+    assert len(check) == 0  # nothing kept once verified
+    # the server's next segment, queued before the verdict changed the connection's state
+    assert check.judge(server_ack(len(hello), payload=b"\x16\x03\x03" * 400)).verdict is A
+    assert check.judge(packet(ISN + 1 + len(hello), b"\x14\x03\x03\x00\x01\x01")).verdict is A
+
+
+def test_a_hello_the_server_never_got_cannot_stand_in_for_the_one_it_did(
+    check: FirstFlightCheck,
+) -> None:
+    """Adversarial pass a17 X1: a harmless hello in a segment the server drops (a lower TTL, a
+    TCP MD5 option, an old timestamp) is read first; the kernel's real hello for a catalogued
+    host follows at the same sequence numbers. The server acknowledges only the real one, so
+    the connection stays named, and the differing bytes refuse it."""
+    fake, real = client_hello("harmless.example"), client_hello("chat.example")
+    syn, ack, read = connection(fake)
+    assert verdicts(check, iter([syn, ack, read])) == [A, A, Verdict.NAMED]
+    judgement = check.judge(packet(ISN + 1, real))
+    assert (judgement.verdict, judgement.reason) == (Verdict.REFUSED, "resent bytes differ")
+    # the same with the real hello cut in two, and a fake one of another length
+    syn, ack, read = connection(client_hello("h.example", padding=700), sport=40001)
+    assert verdicts(check, iter([syn, ack, read])) == [A, A, Verdict.NAMED]
+    first = packet(ISN + 1, real[:100], sport=40001)
+    assert check.judge(first).verdict is Verdict.REFUSED
+
+
+def test_bytes_after_a_named_hello_wait_for_the_server_not_the_check(
+    check: FirstFlightCheck,
+) -> None:
+    hello = client_hello("news.example")
+    verdicts(check, connection(hello))
+    assert check.judge(packet(ISN + 1 + len(hello), b"\x14\x03\x03\x00\x01\x01")).verdict is A
+    assert check.judge(packet(ISN + 1 + len(hello) + 500, b"early")).verdict is A
+    assert check.judge(packet(ISN + 1, hello)).verdict is A  # an identical resend
+    assert check.judge(server_ack(len(hello) + 6)).verdict is Verdict.VERIFIED
 
 
 def test_a_hello_cut_into_segments_is_judged_whole(check: FirstFlightCheck) -> None:
@@ -165,22 +218,25 @@ def test_a_hello_cut_into_segments_is_judged_whole(check: FirstFlightCheck) -> N
     hello = client_hello("news.example", padding=2400)
     assert len(hello) > 2800
     got = verdicts(check, connection(hello, [1200, 1200]))
-    assert got == [A, A, A, A, Verdict.VERIFIED]
+    assert got == [A, A, A, A, Verdict.NAMED]
+    assert check.judge(server_ack(len(hello))).verdict is Verdict.VERIFIED
 
 
 def test_ipv6_is_checked_the_same_way(check: FirstFlightCheck) -> None:
     assert verdicts(check, connection(client_hello("news.example"), source=CLIENT6,
-                                      destination=SERVER6))[-1] == Verdict.VERIFIED  # fmt: skip
+                                      destination=SERVER6))[-1] == Verdict.NAMED  # fmt: skip
     hello = client_hello("chat.example")
-    refused = [check.judge(p) for p in connection(hello, source=CLIENT6, destination=SERVER6)][-1]
+    refused = [check.judge(p) for p in connection(hello, source=CLIENT6, destination=SERVER6,
+                                                  sport=40001)][-1]  # fmt: skip
     assert (refused.verdict, refused.withdraw) == (Verdict.REFUSED, SERVER6)
 
 
 def test_a_hello_in_the_syn_itself_is_read(check: FirstFlightCheck) -> None:
     """TCP Fast Open: the hello rides in the SYN."""
-    assert check.judge(packet(ISN, client_hello("news.example"), flags=0x02)).verdict == (
-        Verdict.VERIFIED
-    )
+    hello = client_hello("news.example")
+    assert check.judge(packet(ISN, hello, flags=0x02)).verdict is Verdict.NAMED
+    # the SYN-ACK acknowledges the SYN's data when the server took it
+    assert check.judge(server_ack(len(hello))).verdict is Verdict.VERIFIED
     assert check.judge(packet(ISN, client_hello("chat.example"), flags=0x02,
                               sport=40001)).verdict == Verdict.REFUSED  # fmt: skip
 
@@ -197,7 +253,7 @@ def test_a_hello_in_the_syn_itself_is_read(check: FirstFlightCheck) -> None:
         # an upload host a learn rule may hand out is the app's before any reply names it
         (client_hello("eu1.uploads.chat-cdn.example"), "catalogued server name"),
         (client_hello(None), "no server name"),
-        (with_extension(client_hello("cover.example"), EXT_ECH), "Encrypted Client Hello"),
+        (with_extension(client_hello("chat.example"), EXT_ECH), "catalogued server name"),
         # a16 F3: SOCKS5 and SSH on port 443 of a fast-pathed address; plain HTTP on 443
         (b"\x05\x01\x00", "not TLS"),
         (b"SSH-2.0-OpenSSH_9.6\r\n", "not TLS"),
@@ -233,7 +289,7 @@ def test_a_later_segment_first_is_held_until_the_gap_is_filled(check: FirstFligh
     """Judging from the later segment would let the server read a different first one."""
     syn, ack, first, second = connection(client_hello("news.example", padding=1500), [1000])
     assert verdicts(check, iter([syn, ack, second])) == [A, A, Verdict.HOLD]
-    assert verdicts(check, iter([first, second])) == [A, Verdict.VERIFIED]
+    assert verdicts(check, iter([first, second])) == [A, Verdict.NAMED]
 
 
 def test_a_resent_segment_that_differs_is_refused(check: FirstFlightCheck) -> None:
@@ -249,9 +305,7 @@ def test_a_resent_segment_that_differs_is_refused(check: FirstFlightCheck) -> No
 def test_an_identical_resend_is_harmless(check: FirstFlightCheck) -> None:
     hello = client_hello("news.example", padding=1500)
     syn, ack, first, second = connection(hello, [1000])
-    assert verdicts(check, iter([syn, ack, first, first, syn, second])) == [A] * 5 + [
-        Verdict.VERIFIED
-    ]
+    assert verdicts(check, iter([syn, ack, first, first, syn, second])) == [A] * 5 + [Verdict.NAMED]
 
 
 def test_bytes_of_a_connection_whose_start_was_never_seen_are_refused(
@@ -354,11 +408,15 @@ def test_the_reader_answers_every_packet_with_the_mark_the_ruleset_expects(
     assert withdrawn == [SERVER]
     written.pop()()
     assert (queued.verdict, queued.mark) == ("accept", REFUSED_PACKET)
-    queued = FakePacket(list(connection(client_hello("news.example"), sport=40001))[-1])
+    hello = client_hello("news.example")
+    queued = FakePacket(list(connection(hello, sport=40001))[-1])
     reader(FakePacket(packet(ISN, flags=0x02, sport=40001)))
     reader(queued)
+    assert (queued.verdict, queued.mark) == ("accept", NAMED_PACKET)
+    queued = FakePacket(server_ack(len(hello), sport=40001))
+    reader(queued)
     assert (queued.verdict, queued.mark) == ("accept", VERIFIED_PACKET)
-    assert reader.counts == {"accept": 4, "hold": 1, "verified": 1, "refused": 1}
+    assert reader.counts == {"accept": 4, "hold": 1, "named": 1, "verified": 1, "refused": 1}
 
 
 def test_a_failing_check_refuses_rather_than_passes() -> None:
@@ -374,10 +432,29 @@ def test_a_failing_check_refuses_rather_than_passes() -> None:
     assert (queued.verdict, queued.mark) == ("accept", REFUSED_PACKET)
 
 
-def test_the_queue_rule_reads_only_unread_client_packets_of_pending_connections() -> None:
-    rule = " ".join(queue_rule())
-    assert f"--mark {FAST_MARK:#x}" in rule
-    assert "-m mark --mark 0" in rule
-    assert "--ctdir ORIGINAL" in rule
-    assert rule.endswith(f"-j NFQUEUE --queue-num {FAST_QUEUE}")
-    assert "bypass" not in rule  # no reader: dropped, never passed unread
+def test_the_queue_rules_read_only_unread_packets_of_pending_and_named_connections() -> None:
+    pending, named = (" ".join(rule) for rule in queue_rules())
+    assert f"--mark {FAST_MARK:#x}" in pending
+    assert "--ctdir ORIGINAL" in pending  # the client's side only, until the hello is read
+    assert f"--mark {FAST_NAMED:#x}" in named
+    assert "--ctdir" not in named  # both ways: the server's acknowledgement is read too
+    for rule in (pending, named):
+        assert "-m mark --mark 0" in rule
+        assert rule.endswith(f"-j NFQUEUE --queue-num {FAST_QUEUE}")
+        assert "bypass" not in rule  # no reader: dropped, never passed unread
+
+
+def test_urgent_data_and_two_server_names_are_refused(check: FirstFlightCheck) -> None:
+    """The server takes an urgent byte out of its stream; and a hello with two names could be
+    read by the filter at the first and by the server at the second (a17 X4)."""
+    verdicts(check, connection(b""))
+    assert check.judge(packet(ISN + 1, client_hello("news.example"), flags=0x38)).verdict == (
+        Verdict.REFUSED
+    )
+    hello = bytearray(client_hello("aaaa.example"))
+    at = hello.index(b"aaaa.example")
+    # the server_name list: one entry (type 0, length 12, name) becomes two of 5 bytes each
+    hello[at - 3 : at + 12] = b"\x00\x00\x04a.ex" + b"\x00\x00\x05b.exa"
+    verdicts(check, connection(b"", sport=40001))
+    judgement = check.judge(packet(ISN + 1, bytes(hello), sport=40001))
+    assert judgement.verdict is Verdict.REFUSED

@@ -31,8 +31,9 @@ from tests.support.netns import (
     SERVER_IP,
     call_in_netns,
     probe_netns,
+    run_in,
 )
-from tests.support.proxy_harness import TEST_CATALOG
+from tests.support.proxy_harness import TEST_CATALOG, VENV_BIN
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -50,6 +51,7 @@ NEWS_IP, UPLOAD_IP, EDGE_IP, HARD_CODED_IP, NODE_IP = (
 PROVIDER_RANGE = "198.51.100.128/25"
 # Names of the pupil's own, each for an address of its own: a refusal withdraws the address.
 TUNNELS = {f"tunnel{n}.fast.test": f"198.51.100.{70 + n}" for n in range(5)}
+TUNNELS |= {f"desync{n}.fast.test": f"198.51.100.{80 + n}" for n in range(2)}
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +151,28 @@ def test_anything_but_a_named_tls_hello_is_refused(
     assert not any(gateway.bytes_arrived(address, since))
     # the address left the fast path: the retry is the proxy's (seen from the gateway)
     assert gateway.fetch(address, name) == GATEWAY_SERVER_IP
+
+
+@pytest.mark.parametrize(("name", "fooling"), [("desync0.fast.test", "md5"),
+                                               ("desync1.fast.test", "paws")])  # fmt: skip
+def test_a_hello_the_server_drops_cannot_open_the_fast_path_for_another(
+    gateway: Gateway, name: str, fooling: str
+) -> None:
+    """Adversarial pass a17 X1: one segment with a harmless hello that the server's TCP drops
+    (a TCP MD5 option it has no key for, or a timestamp from the past), then the kernel's real
+    hello for a catalogued host at the same sequence numbers. The check waits for the server
+    to acknowledge the hello it read, sees the other one, and refuses."""
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    seen = len(gateway.recorder.seen)
+    tried = run_in(gateway.topo.client, [str(VENV_BIN / "python"), "-m",
+                                         "tests.support.desync_client", address, MEDIA, name,
+                                         fooling], timeout=60, check=False)  # fmt: skip
+    assert "RESULT" in tried.stdout, tried.stderr
+    assert "200 OK" not in tried.stdout
+    time.sleep(0.5)
+    assert not [s for s in gateway.recorder.seen[seen:] if s[0] == address and s[1] == CLIENT_IP]
 
 
 def test_a_restarted_fast_path_service_is_back_within_seconds(gateway: Gateway) -> None:

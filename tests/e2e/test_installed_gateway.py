@@ -401,6 +401,41 @@ def test_reload_applies_a_changed_config_and_keeps_the_old_one_when_broken(
     assert container.show("schoolgate", "MainPID")["MainPID"] == pid
 
 
+def test_the_fast_path_unit_reads_the_queue_from_its_sandbox(gateway: Gateway) -> None:
+    """Switched on, schoolgate-fastpath (CAP_NET_ADMIN only, nothing to write but its runtime
+    directory) puts its queue rule in place through iptables-nft, binds the kernel's queue and
+    keeps the heartbeat; stopped, it ends the fast path and takes the rule away."""
+    container = gateway.container
+    rule = "iptables-nft -t mangle -S FORWARD"
+    heartbeat = "nft list set inet schoolgate fast_ready"
+    gateway.set_config("config.setdefault('gateway', {})['fast_path'] = True")
+    try:
+        container.run(["systemctl", "restart", "schoolgate-nft", "schoolgate-fastpath",
+                       "schoolgate-resolver"], timeout=120)  # fmt: skip
+        # The resolver's first pass over the catalogued names (no upstream here: each gives
+        # up after a few seconds) comes before the heartbeat, and the rule with it.
+        container.wait_for(
+            "the fast path's heartbeat and queue rule",
+            lambda: (
+                "first flight" in container.sh(rule, check=False)
+                and "timeout" in container.sh(heartbeat, check=False)
+            ),
+            timeout=90,
+        )
+        assert gateway.active("schoolgate-fastpath")
+        journal = container.sh("journalctl -u schoolgate-fastpath --no-pager -o cat")
+        assert "fastpath listening" in journal, journal
+        assert "cannot" not in journal, journal
+        assert "failed" not in journal, journal
+        container.run(["systemctl", "stop", "schoolgate-fastpath"], timeout=60)
+        assert "first flight" not in container.sh(rule, check=False)
+        assert "elements" not in container.sh(heartbeat, check=False)
+    finally:
+        gateway.set_config("config['gateway']['fast_path'] = False")
+        container.run(["systemctl", "restart", "schoolgate-nft", "schoolgate-fastpath",
+                       "schoolgate-resolver"], timeout=120, check=False)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------
 # Removal (last: the container is left without schoolgate)
 

@@ -162,7 +162,14 @@ class FastPathClient:
                     except (OSError, TimeoutError, UnicodeError):
                         continue
             if addresses:
-                await self.report([name], addresses, int(max(every_s, 300) * 2))
+                ttl = int(max(every_s, 300) * 2)
+                if book is not None:
+                    # The proxy's fronting check asks the book which names an address served:
+                    # a catalogued server's address must be known before any pupil asks for
+                    # its name (adversarial pass a17 P1: a harmless name with Discord's Host
+                    # at Discord's address passed until a pupil had resolved discord.com).
+                    book.record(name, addresses, ttl)
+                await self.report([name], addresses, ttl)
 
         while True:
             if book is not None:

@@ -99,9 +99,13 @@ class FastPathService:
         self.resolver_seen = float("-inf")
         self.catalogued_known = False  # the first pass over the catalog's names is done
         self.queue_read = True  # the queue's reader is running
+        self.rules_in_place = False  # the queue rules, as the last heartbeat found them
+        self.stopped = False
+        self._write_lock = threading.Lock()
         self.failures = 0
         self._waiting: list[asyncio.Future[None]] = []
         self._after_write: list[Callable[[], None]] = []
+        self._beat_now = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
 
@@ -115,6 +119,8 @@ class FastPathService:
         try:
             message = json.loads(line)
             if message.get("catalogued_pass") is True:
+                if not self.catalogued_known:
+                    self._beat_now.set()  # the fast path may start: no need to wait 5 s
                 self.catalogued_known = True
             names = [str(n)[:255] for n in message.get("names", [])][:16]
             # An ordinary answer holds a few addresses; a flood of answers with a hundred each
@@ -160,14 +166,29 @@ class FastPathService:
     # -- writing ----------------------------------------------------------------------------
 
     def write(self, script: str) -> bool:
-        try:
-            self.runner(script)
-        except nftables.NftError as error:
-            self.failures += 1
-            log.error("schoolgate fastpath: the sets could not be written (%s): every "
-                      "connection meets the proxy until they can", error)  # fmt: skip
-            return False
-        return True
+        with self._write_lock:
+            if self.stopped:
+                return False  # a step still running in its thread when the service stopped
+            try:
+                self.runner(script)
+            except nftables.NftError as error:
+                self.failures += 1
+                log.error("schoolgate fastpath: the sets could not be written (%s): every "
+                          "connection meets the proxy until they can", error)  # fmt: skip
+                return False
+            return True
+
+    def stop(self) -> None:
+        """End the fast path, for good: nothing written after this re-arms the heartbeat (a
+        heartbeat step in its thread outlived the service and did, found by the installed
+        gateway's test)."""
+        with self._write_lock:
+            try:
+                self.runner(stop_script())
+            except nftables.NftError as error:
+                log.error("schoolgate fastpath: could not end the fast path (%s): it ends when "
+                          "the heartbeat runs out", error)  # fmt: skip
+            self.stopped = True
 
     def alive(self) -> bool:
         """Whether the fast path may be on: the resolver checked in lately, the gateway
@@ -181,7 +202,9 @@ class FastPathService:
     def flush(self) -> None:
         """Write what waits (with the heartbeat while alive), then release the waiters."""
         waiting, self._waiting = self._waiting, []
-        script = self.sets.pending_script(heartbeat=self.alive())
+        # Only the heartbeat's own step, which puts the queue rules in place first, starts the
+        # fast path: a heartbeat before them dropped new connections' SYNs for seconds.
+        script = self.sets.pending_script(heartbeat=self.alive() and self.rules_in_place)
         if script.strip():
             self.write(script)
         for done in waiting:
@@ -200,9 +223,11 @@ class FastPathService:
             self.queue_rules()
         except nftables.NftError as error:
             self.failures += 1
+            self.rules_in_place = False
             log.error("schoolgate fastpath: %s: every connection meets the proxy", error)
             self.write(stop_script())
             return
+        self.rules_in_place = True
         if not self.present():
             self.write(self.sets.restate_script())
         else:
@@ -222,7 +247,9 @@ class FastPathService:
     async def heartbeat_loop(self) -> None:
         while True:
             await _guarded(self.beat)
-            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), HEARTBEAT_S)
+            self._beat_now.clear()
 
 
 async def _guarded(step: Callable[[], None]) -> None:
@@ -289,10 +316,12 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
         for task in tasks:
             task.cancel()
         server.close()
-        service.write(stop_script())
+        service.stop()
         with contextlib.suppress(nftables.NftError):
             remove_queue_rules()
-        queue.unbind()
+        # No unbind: its reply would be read by the reader thread, blocked on the same socket,
+        # and the stop would hang (found by the installed gateway's test). The kernel unbinds
+        # the queue when the process's socket closes.
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     log.warning("schoolgate fastpath stopped: every connection meets the proxy")

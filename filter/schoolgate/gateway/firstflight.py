@@ -7,15 +7,20 @@ chain hides the catalogued name (F2), and anything at all can be spoken on port 
 fast-pathed address (F3). So the ruleset marks a fast-path connection *pending* and queues
 (NFQUEUE) what the client sends, in order, until its ClientHello is whole:
 
-- a server name the catalog does not know, and no Encrypted Client Hello: *verified*, and the
-  kernel carries the rest of the connection;
-- a catalogued name, no name, ECH, or anything that is not TLS: *refused*. The connection is
-  reset before the hello reaches a server that could answer it, and its address leaves the fast
+- a server name the catalog does not know: *named*. The connection stays queued, both ways,
+  until the server acknowledges every byte of that hello, and any byte the client sends again
+  in that range must be the byte that was read; then it is *verified* and the kernel carries
+  the rest. A hello the server never receives (a lower TTL, a TCP MD5 option, an old
+  timestamp: adversarial pass a17's desync) cannot stand in for the one it does;
+- a catalogued name, no name, or anything that is not TLS: *refused*. The connection is reset
+  before the hello reaches a server that could answer it, and its address leaves the fast
   path, so the client's retry meets the proxy, which judges it as it judges everything else.
 
-This is the same evidence the proxy decides on (the server name), read before any byte of an
-upload can follow it. The module parses packets and decides; the NFQUEUE binding lives in
-`fastpath_service`, so everything here is tested without root.
+An Encrypted Client Hello is judged by its outer name, as the proxy judges it: browsers send a
+placeholder ECH extension in every hello (a17 X3), and the resolver already strips the keys a
+real one needs. This is the same evidence the proxy decides on (the server name), read before
+any byte of an upload can follow it. The module parses packets and decides; the NFQUEUE binding
+lives in `fastpath_service`, so everything here is tested without root.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
-from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
+from schoolgate.sniffer.tlshello import Malformed, complete_client_hello, hello_length
 
 TCP: Final = 6
 SYN: Final = 0x02
 RST: Final = 0x04
+ACK: Final = 0x10
+URG: Final = 0x20
 # A ClientHello is a few KiB (post-quantum key shares included) in one or two records: past
 # this, whatever the client is sending is not one.
 MAX_FIRST_FLIGHT: Final = 20 * 1024
@@ -42,9 +49,10 @@ MAX_BUFFERED: Final = 16 * 1024 * 1024  # all unfinished hellos together
 
 
 class Verdict(enum.Enum):
-    ACCEPT = "accept"  # let this packet go; the connection is still pending
+    ACCEPT = "accept"  # let this packet go; the connection is still pending (or named)
     HOLD = "hold"  # drop this packet (out of order): the client sends it again
-    VERIFIED = "verified"  # the connection may go on in the kernel
+    NAMED = "named"  # the hello is read and fine: wait for the server to acknowledge it
+    VERIFIED = "verified"  # the server has it: the connection may go on in the kernel
     REFUSED = "refused"  # reset the connection
 
 
@@ -65,6 +73,7 @@ class Segment:
     sport: int
     dport: int
     seq: int
+    ack: int
     flags: int
     payload: bytes
 
@@ -72,12 +81,18 @@ class Segment:
     def flow(self) -> tuple[str, int, str, int]:
         return (self.source, self.sport, self.destination, self.dport)
 
+    @property
+    def reply_to(self) -> tuple[str, int, str, int]:
+        """The flow this segment answers (the server's segments of a client's connection)."""
+        return (self.destination, self.dport, self.source, self.sport)
+
 
 @dataclass
 class _Flow:
     isn: int
     started: float
     data: bytearray = field(default_factory=bytearray)
+    hello_end: int | None = None  # set once the hello is read and named a passable server
 
 
 def parse_segment(packet: bytes) -> Segment | None:
@@ -114,6 +129,7 @@ def parse_segment(packet: bytes) -> Segment | None:
         int.from_bytes(tcp[0:2], "big"),
         int.from_bytes(tcp[2:4], "big"),
         int.from_bytes(tcp[4:8], "big"),
+        int.from_bytes(tcp[8:12], "big"),
         tcp[13],
         bytes(tcp[offset:]),
     )
@@ -134,6 +150,9 @@ class FirstFlightCheck:
         self.clock = clock
         self._flows: OrderedDict[tuple[str, int, str, int], _Flow] = OrderedDict()
         self._buffered = 0
+        # Connections verified lately: packets of theirs queued before the verdict changed
+        # the connection's state still arrive here, and are let go.
+        self._verified: OrderedDict[tuple[str, int, str, int], float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -142,9 +161,18 @@ class FirstFlightCheck:
         segment = parse_segment(packet)
         if segment is None:
             return Judgement(Verdict.REFUSED, "not a TCP segment the check can read")
+        if segment.flow not in self._flows:
+            if segment.reply_to in self._flows:
+                return self._reply(segment)
+            if segment.flow in self._verified or segment.reply_to in self._verified:
+                return Judgement(Verdict.ACCEPT, "queued before the connection was verified")
         if segment.flags & RST:
             self._forget(segment.flow)
             return Judgement(Verdict.ACCEPT)
+        if segment.flags & URG:
+            # A server takes an urgent byte out of the stream it reads: what it reads would no
+            # longer be what was judged.
+            return self._refuse(segment, "urgent data", None)
         if segment.flags & SYN:
             self._start(segment)
             if not segment.payload:
@@ -176,6 +204,27 @@ class FirstFlightCheck:
         if flow is not None:
             self._buffered -= len(flow.data)
 
+    def _reply(self, segment: Segment) -> Judgement:
+        """A server's segment of a named connection: once it acknowledges the whole hello,
+        the server holds exactly the bytes that were read (every copy of them that crossed
+        the gateway was compared), and the connection is verified."""
+        flow = self._flows[segment.reply_to]
+        if segment.flags & RST:
+            self._forget(segment.reply_to)
+            return Judgement(Verdict.ACCEPT)
+        if flow.hello_end is None or not segment.flags & ACK:
+            return Judgement(Verdict.ACCEPT)
+        acknowledged = (segment.ack - flow.isn - 1) % 2**32
+        if acknowledged >= 2**31 or acknowledged < flow.hello_end:
+            return Judgement(Verdict.ACCEPT, "the server has not all of the hello yet")
+        self._forget(segment.reply_to)
+        now = self.clock()
+        self._verified[segment.reply_to] = now
+        while self._verified and (len(self._verified) > MAX_FLOWS
+                                  or now - next(iter(self._verified.values())) > 5.0):  # fmt: skip
+            self._verified.popitem(last=False)
+        return Judgement(Verdict.VERIFIED, "the server acknowledged the hello that was read")
+
     def _add(self, segment: Segment, flow: _Flow) -> Judgement:
         # The SYN takes one sequence number: the stream's first byte is at ISN + 1, and a SYN's
         # own data (TCP Fast Open) starts there too.
@@ -184,13 +233,15 @@ class FirstFlightCheck:
         payload = segment.payload
         if offset >= 2**31:
             return self._refuse(segment, "bytes from before the connection began", None)
-        if offset > len(flow.data):
+        if offset > len(flow.data) and flow.hello_end is None:
             return Judgement(Verdict.HOLD, "out of order")  # a gap: wait for the resend
         known = flow.data[offset : offset + len(payload)]
         if payload[: len(known)] != known:
             # A resend that differs from what was judged: which copy the server keeps is its
-            # own business, so neither may pass.
+            # own business (a17: one it drops, read first, stood in for the real one).
             return self._refuse(segment, "resent bytes differ", None)
+        if flow.hello_end is not None:
+            return Judgement(Verdict.ACCEPT)  # past the hello: the server's to acknowledge
         fresh = payload[len(known) :]
         if len(flow.data) + len(fresh) > MAX_FIRST_FLIGHT:
             return self._refuse(segment, "no ClientHello in the first 20 KiB", segment.destination)
@@ -204,14 +255,15 @@ class FirstFlightCheck:
             return self._refuse(segment, "not TLS", segment.destination)
         if hello is None:
             return Judgement(Verdict.ACCEPT, "ClientHello not yet whole")
-        if hello.ech:
-            return self._refuse(segment, "Encrypted Client Hello", segment.destination, hello.sni)
         if not hello.sni:
             return self._refuse(segment, "no server name", segment.destination)
         if self.catalogued(hello.sni):
             return self._refuse(segment, "catalogued server name", segment.destination, hello.sni)
-        self._forget(segment.flow)
-        return Judgement(Verdict.VERIFIED, "server name not catalogued", hello.sni)
+        # Only the hello's own bytes count: the server must acknowledge those, no more.
+        flow.hello_end = hello_length(flow.data)
+        self._buffered -= len(flow.data) - flow.hello_end
+        del flow.data[flow.hello_end :]
+        return Judgement(Verdict.NAMED, "server name not catalogued", hello.sni)
 
     def _refuse(
         self, segment: Segment, reason: str, withdraw: str | None, sni: str | None = None

@@ -5,10 +5,11 @@ The queue rule lives in iptables' `mangle` table (FORWARD, which runs before the
 table's forward chain), not in the schoolgate table: nftables' own `queue` statement is a kernel
 option that not every kernel has (this project's test machines lack it), while the iptables
 NFQUEUE target through nftables' compatibility layer is on every kernel that runs Docker or a
-distribution's firewall. One rule per family, tagged with a comment, so it is found and removed
-exactly. The reader answers every packet: checked (still pending), verified, refused, or held
-(dropped: the client sends it again). With no reader the kernel drops what the rule queues, and
-a packet that skipped the rule is dropped by the schoolgate table: the check fails closed.
+distribution's firewall. Two rules per family, tagged with a comment, so they are found and
+removed exactly. The reader answers every packet: checked (state unchanged), named, verified,
+refused, or held (dropped: the client sends it again). With no reader the kernel drops what the
+rules queue, and a packet that skipped them is dropped by the schoolgate table: the check fails
+closed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from schoolgate.gateway.firstflight import FirstFlightCheck, Judgement, Verdict
 from schoolgate.gateway.nft import (
     CHECKED_PACKET,
     FAST_MARK,
+    FAST_NAMED,
     FAST_QUEUE,
+    NAMED_PACKET,
     REFUSED_PACKET,
     VERIFIED_PACKET,
 )
@@ -36,15 +39,16 @@ QUEUE_LENGTH: Final = 4096  # packets waiting for a verdict; past it the kernel 
 _COMMANDS: Final = (("iptables-nft", "iptables"), ("ip6tables-nft", "ip6tables"))
 
 
-def queue_rule() -> list[str]:
-    """The rule (iptables syntax, without the chain): a pending connection's packets from the
-    client, not yet read, go to the queue; no `--queue-bypass`, so no reader means dropped."""
+def queue_rules() -> list[list[str]]:
+    """The rules (iptables syntax, without the chain): a pending connection's packets from the
+    client, and a named connection's both ways, not yet read, go to the queue. No
+    `--queue-bypass`: no reader means dropped."""
+    tail = ["-m", "mark", "--mark", "0", "-m", "comment", "--comment", COMMENT,
+            "-j", "NFQUEUE", "--queue-num", str(FAST_QUEUE)]  # fmt: skip
     return [
-        "-m", "connmark", "--mark", f"{FAST_MARK:#x}",
-        "-m", "mark", "--mark", "0",
-        "-m", "conntrack", "--ctdir", "ORIGINAL",
-        "-m", "comment", "--comment", COMMENT,
-        "-j", "NFQUEUE", "--queue-num", str(FAST_QUEUE),
+        ["-m", "connmark", "--mark", f"{FAST_MARK:#x}", "-m", "conntrack", "--ctdir", "ORIGINAL",
+         *tail],
+        ["-m", "connmark", "--mark", f"{FAST_NAMED:#x}", *tail],
     ]  # fmt: skip
 
 
@@ -61,29 +65,25 @@ def _binary(names: tuple[str, ...]) -> str:
 
 def _run(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [binary, "-w", "5", "-t", "mangle", *args, *queue_rule()],
+        [binary, "-w", "5", "-t", "mangle", *args],
         capture_output=True, text=True, timeout=nftables.NFT_TIMEOUT_S, check=False,
     )  # fmt: skip
 
 
-def queue_rules_present() -> bool:
-    """Whether both families' rules are in place (checked with every heartbeat)."""
-    return all(_run(_binary(names), "-C", "FORWARD").returncode == 0 for names in _COMMANDS)
-
-
 def ensure_queue_rules() -> None:
-    """Insert the rules where missing, first in FORWARD; raises NftError with the tool's own
-    message when it cannot."""
+    """Insert the rules where missing, first in FORWARD (checked with every heartbeat);
+    raises NftError with the tool's own message when it cannot."""
     for names in _COMMANDS:
         binary = _binary(names)
-        if _run(binary, "-C", "FORWARD").returncode == 0:
-            continue
-        added = _run(binary, "-I", "FORWARD", "1")
-        if added.returncode != 0:
-            raise nftables.NftError(
-                f"{binary} could not add the fast path's queue rule: "
-                f"{added.stderr.strip() or added.returncode}"
-            )
+        for rule in queue_rules():
+            if _run(binary, "-C", "FORWARD", *rule).returncode == 0:
+                continue
+            added = _run(binary, "-I", "FORWARD", "1", *rule)
+            if added.returncode != 0:
+                raise nftables.NftError(
+                    f"{binary} could not add the fast path's queue rule: "
+                    f"{added.stderr.strip() or added.returncode}"
+                )
 
 
 def remove_queue_rules() -> bool:
@@ -94,8 +94,9 @@ def remove_queue_rules() -> bool:
             binary = _binary(names)
         except nftables.NftError:
             continue
-        while _run(binary, "-D", "FORWARD").returncode == 0:
-            removed = True
+        for rule in queue_rules():
+            while _run(binary, "-D", "FORWARD", *rule).returncode == 0:
+                removed = True
     return removed
 
 
@@ -110,6 +111,7 @@ class QueuedPacket(Protocol):
 
 _MARKS: Final = {
     Verdict.ACCEPT: CHECKED_PACKET,
+    Verdict.NAMED: NAMED_PACKET,
     Verdict.VERIFIED: VERIFIED_PACKET,
     Verdict.REFUSED: REFUSED_PACKET,
 }

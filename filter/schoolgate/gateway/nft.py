@@ -26,15 +26,18 @@ FAMILY = "inet"
 NFT_TIMEOUT_S = 30
 # Conntrack marks of the fast path. Prerouting marks a connection pending on its first packet;
 # what its client sends is queued (NFQUEUE, FAST_QUEUE) to `schoolgate nft fastpath` until it
-# has read a whole ClientHello (gateway.firstflight). Its verdict comes back as a packet mark,
-# which the forward chain turns into verified (the kernel carries the rest) or refused (reset).
+# has read a whole ClientHello (gateway.firstflight); a hello for a passable name makes it named,
+# and both ways are queued until the server has acknowledged that hello. The verdicts come back
+# as packet marks, which the forward chain turns into the connection's state.
 FAST_MARK = 0x53470001  # pending
 FAST_VERIFIED = 0x53470002
 FAST_REFUSED = 0x53470003
-FAST_MARKS = f"{{ {FAST_MARK:#x}, {FAST_VERIFIED:#x}, {FAST_REFUSED:#x} }}"
-CHECKED_PACKET = 0x53470011  # read, and the connection still pending
+FAST_NAMED = 0x53470004
+FAST_MARKS = f"{{ {FAST_MARK:#x}, {FAST_VERIFIED:#x}, {FAST_REFUSED:#x}, {FAST_NAMED:#x} }}"
+CHECKED_PACKET = 0x53470011  # read, and the connection's state unchanged
 VERIFIED_PACKET = 0x53470012
 REFUSED_PACKET = 0x53470013
+NAMED_PACKET = 0x53470014
 FAST_QUEUE = 5347
 FAST_SET_SIZE = 65_536  # addresses per family; past it an answer is not fast-pathed (safe)
 
@@ -283,8 +286,10 @@ class GatewayRuleset:
                 # the connections it let through end too (a16: they outlived it by tens of s).
                 f"ct mark {FAST_MARKS} meta l4proto != @fast_ready counter reject with tcp "
                 'reset comment "fast path ended"',
-                f"ct mark {{ {FAST_MARK:#x}, {FAST_VERIFIED:#x} }} counter comment "
-                '"fast path bytes"',
+                f"ct mark {{ {FAST_MARK:#x}, {FAST_NAMED:#x}, {FAST_VERIFIED:#x} }} counter "
+                'comment "fast path bytes"',
+                f"meta mark {NAMED_PACKET:#x} meta mark set 0 ct mark set {FAST_NAMED:#x} "
+                'counter accept comment "fast path named"',
                 f"meta mark {VERIFIED_PACKET:#x} meta mark set 0 ct mark set {FAST_VERIFIED:#x} "
                 'counter accept comment "fast path verified"',
                 # The queue rule (in iptables' mangle table, which runs before this chain: see
@@ -292,6 +297,8 @@ class GatewayRuleset:
                 # rule or the service missing, goes no further.
                 f"ct mark {FAST_MARK:#x} ct direction original meta mark != {CHECKED_PACKET:#x} "
                 'counter drop comment "fast path unread"',
+                f"ct mark {FAST_NAMED:#x} meta mark != {CHECKED_PACKET:#x} counter drop comment "
+                '"fast path unread"',
                 f"meta mark {CHECKED_PACKET:#x} meta mark set 0 counter accept comment "
                 '"fast path pending"',
                 # An address found to be the proxy's ends the connections already verified to
@@ -312,7 +319,8 @@ class GatewayRuleset:
             ("ip6 nexthdr tcp ip6 length 32", 8),
         )
         bare = "".join(
-            f"\n\t\tct mark {FAST_MARK:#x} ct direction original tcp flags == ack {match} "
+            f"\n\t\tct mark {{ {FAST_MARK:#x}, {FAST_NAMED:#x} }} ct direction original "
+            f"tcp flags == ack {match} "
             f"@th,96,4 {offset} meta mark set {CHECKED_PACKET:#x}"
             for match, offset in bare_acks
         )

@@ -120,6 +120,7 @@ def _client_hello(body: _Reader) -> ClientHello:
 
 def _server_name(ext: bytes) -> str | None:
     reader = _Reader(ext)
+    found: str | None = None
     try:
         names = _Reader(reader.vector(2))
         if reader.left:
@@ -128,10 +129,14 @@ def _server_name(ext: bytes) -> str | None:
             kind = names.uint(1)
             value = names.vector(2)
             if kind == 0:
-                return _hostname(value)
+                if found is not None:
+                    # RFC 6066 allows one name of a type; a filter reading the first and a
+                    # server the second would disagree on the server (adversarial pass a17).
+                    raise Malformed("more than one server name")
+                found = _hostname(value)
     except Incomplete as error:
         raise Malformed(f"server name extension overruns itself: {error}") from None
-    return None
+    return found
 
 
 def _hostname(value: bytes) -> str:
@@ -213,3 +218,20 @@ def complete_client_hello(stream: Bytes) -> ClientHello | None:
             raise Malformed(f"implausible ClientHello length {length}")
         return None
     return parse_handshake(handshake[: 4 + length])
+
+
+def hello_length(stream: Bytes) -> int:
+    """How many bytes of the stream the TLS records carrying a whole ClientHello take (call
+    after `complete_client_hello` found one)."""
+    pos = 0
+    carried = 0
+    needed: int | None = None
+    while pos + 5 <= len(stream):
+        length = int.from_bytes(stream[pos + 3 : pos + 5], "big")
+        if needed is None and len(stream) >= pos + 9:
+            needed = 4 + int.from_bytes(stream[pos + 6 : pos + 9], "big")
+        pos += 5 + length
+        carried += length
+        if needed is not None and carried >= needed:
+            return min(pos, len(stream))
+    return len(stream)

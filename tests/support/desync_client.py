@@ -1,0 +1,93 @@
+"""A hand-made client that tries adversarial pass a17's desync on the fast path, run inside the
+pupil's namespace: `python -m tests.support.desync_client ADDRESS REAL FAKE FOOLING`.
+
+The kernel opens an ordinary connection to ADDRESS:443; one extra segment at the stream's first
+sequence number carries a whole ClientHello for FAKE, made so that the server's TCP drops it
+(FOOLING: `md5`, a TCP MD5 option the server has no key for; `paws`, a timestamp from the past)
+while a filter on the way may read it. Then the kernel's own TLS handshake for REAL follows at
+the same sequence numbers, and a GET. Prints `RESULT` and the status line, or `RESULT ERROR`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+import sys
+import time
+
+from scapy.layers.inet import IP, TCP
+from scapy.packet import Raw
+
+ETH_P_ALL = 0x0003  # outgoing frames reach only "all protocols" taps
+
+
+def hello(name: str) -> bytes:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    outgoing = ssl.MemoryBIO()
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=name)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def handshake_numbers(capture: socket.socket, port: int) -> tuple[int, int, tuple[int, int]]:
+    """(client ISN, server ISN, (client TSval, server TSval)) of the connection from `port`,
+    read off the wire."""
+    isn = server_isn = None
+    stamps = (0, 0)
+    deadline = time.monotonic() + 3
+    while (isn is None or server_isn is None) and time.monotonic() < deadline:
+        frame = capture.recv(65535)
+        if frame[12:14] != b"\x08\x00":
+            continue
+        packet = IP(frame[14:])
+        if TCP not in packet:
+            continue
+        segment = packet[TCP]
+        options = {k: v for k, v in segment.options if isinstance(k, str)}
+        if segment.sport == port and segment.flags == "S":
+            isn = segment.seq
+            stamps = (options.get("Timestamp", (0, 0))[0], stamps[1])
+        elif segment.dport == port and segment.flags == "SA":
+            server_isn = segment.seq
+            stamps = (stamps[0], options.get("Timestamp", (0, 0))[0])
+    assert isn is not None, "no SYN seen"
+    assert server_isn is not None, "no SYN-ACK seen"
+    return isn, server_isn, stamps
+
+
+def main(address: str, real: str, fake: str, fooling: str) -> None:
+    capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    capture.settimeout(3)
+    conn = socket.create_connection((address, 443), timeout=10)
+    source, port = conn.getsockname()
+    isn, server_isn, (tsval, server_tsval) = handshake_numbers(capture, port)
+    capture.close()
+    if fooling == "md5":
+        options = [("NOP", None), ("NOP", None), (19, os.urandom(16)),
+                   ("Timestamp", (tsval + 50, server_tsval))]  # fmt: skip
+    else:  # paws
+        options = [("Timestamp", ((tsval - 2**30) % 2**32, server_tsval))]
+    segment = IP(src=source, dst=address) / TCP(
+        sport=port, dport=443, flags="PA", seq=isn + 1, ack=server_isn + 1, window=502,
+        options=options,
+    ) / Raw(hello(fake))  # fmt: skip
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    raw.sendto(bytes(segment), (address, 0))
+    raw.close()
+    time.sleep(0.3)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        tls = context.wrap_socket(conn, server_hostname=real)
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {real}\r\nConnection: close\r\n\r\n".encode())
+        print("RESULT", tls.recv(4096).split(b"\r\n")[0].decode(errors="replace"))
+    except (OSError, ssl.SSLError) as error:
+        print("RESULT ERROR", type(error).__name__)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
