@@ -90,15 +90,19 @@ def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch()
             "ip daddr != @withdrawn_v4 ip daddr != @providers_v4") in text  # fmt: skip
     assert "dport { 80, 443 } meta l4proto @fast_ready" not in text  # plain HTTP: the proxy's
     assert "meta l4proto @fast_ready" in text
-    # a pending connection's bare ACKs are marked read before iptables' queue rule (priority
-    # mangle) sees them; only lengths that leave no room for data qualify
-    bare = text.split("chain fast_bare_acks {")[1].split("\n\t}")[0]
+    # a pending connection's bare SYNs and ACKs are marked read before iptables' queue rules
+    # (priority mangle) see them; only header lengths that leave no room for data qualify
+    bare = text.split("chain fast_bare {")[1].split("\n\t}")[0]
     assert "priority mangle - 10;" in bare
     assert (
-        "tcp flags == ack ip hdrlength 5 ip length 52 @th,96,4 8 meta mark set 0x53470011" in bare
+        "ct mark { 0x53470001, 0x53470004 } ct direction original jump fast_bare_segments" in bare
     )
-    assert "ip6 nexthdr tcp ip6 length 20 @th,96,4 5 meta mark set 0x53470011" in bare
-    assert bare.count("ct mark { 0x53470001, 0x53470004 } ct direction original") == 4
+    segments = text.split("chain fast_bare_segments {")[1].split("\n\t}")[0]
+    assert "tcp flags == ack ip hdrlength 5 ip length 52 @th,96,4 8 meta mark set 0x53470011" in (
+        segments
+    )
+    assert "tcp flags == syn ip6 nexthdr tcp ip6 length 40 @th,96,4 10 meta mark" in segments
+    assert segments.count("meta mark set 0x53470011") == 10
     # the fast path comes before the proxy's redirect and after the own-address rule
     assert text.index('"own address"') < text.index('"fast path"') < text.index('"proxy"')
     for off in (gateway_config(fast_path=False), gateway_config(resolver=False)):

@@ -181,23 +181,25 @@ class FirstFlightCheck:
             return Judgement(Verdict.ACCEPT)  # the handshake's ACK, a window update
         flow = self._flows.get(segment.flow)
         if flow is None:
-            # Never saw its SYN (this service restarted, or the connection went quiet past
-            # FIRST_FLIGHT_S): nothing to judge the bytes against, and nothing learnt about the
-            # address either.
-            return Judgement(Verdict.REFUSED, "no start seen")
+            # The first bytes seen start the stream (a bare SYN skips the queue). Were they
+            # not its start, the server could never acknowledge the hello read from them:
+            # the bytes before them would have to cross the gateway, and are refused.
+            self._start(segment, isn=segment.seq - 1)
+            flow = self._flows[segment.flow]
         return self._add(segment, flow)
 
-    def _start(self, segment: Segment) -> None:
+    def _start(self, segment: Segment, isn: int | None = None) -> None:
         now = self.clock()
+        isn = segment.seq if isn is None else isn % 2**32
         while self._flows:
             key, oldest = next(iter(self._flows.items()))
             if len(self._flows) < MAX_FLOWS and now - oldest.started < FIRST_FLIGHT_S:
                 break
             self._forget(key)
-        if segment.flow in self._flows and self._flows[segment.flow].isn == segment.seq:
+        if segment.flow in self._flows and self._flows[segment.flow].isn == isn:
             return  # a retransmitted SYN
         self._forget(segment.flow)
-        self._flows[segment.flow] = _Flow(segment.seq, now)
+        self._flows[segment.flow] = _Flow(isn, now)
 
     def _forget(self, key: tuple[str, int, str, int]) -> None:
         flow = self._flows.pop(key, None)

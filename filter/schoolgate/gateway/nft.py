@@ -309,23 +309,28 @@ class GatewayRuleset:
                 'with tcp reset comment "fast path withdrawn6"',
             )
         )
-        # A bare ACK (the header lengths leave no room for data: a pupil cannot hide bytes in
-        # one) needs no reading: marked read before the queue rule (priority mangle) sees it,
-        # which spares a pending connection one trip through the queue.
-        bare_acks = (
-            ("ip hdrlength 5 ip length 40", 5),
-            ("ip hdrlength 5 ip length 52", 8),
-            ("ip6 nexthdr tcp ip6 length 20", 5),
-            ("ip6 nexthdr tcp ip6 length 32", 8),
-        )
+        # A bare SYN or ACK (the header lengths leave no room for data: a pupil cannot hide
+        # bytes in one) needs no reading: marked read before the queue rules (priority mangle)
+        # see it, which spares a connection trips through the queue. The lengths are those of
+        # common stacks (SYNs: Windows 32, Linux 40, Apple 44 bytes of header; ACKs: 20, or 32
+        # with timestamps); any other is read. The stream's start needs no SYN: the server's
+        # acknowledgement of the hello proves it (gateway.firstflight).
         bare = "".join(
-            f"\n\t\tct mark {{ {FAST_MARK:#x}, {FAST_NAMED:#x} }} ct direction original "
-            f"tcp flags == ack {match} "
-            f"@th,96,4 {offset} meta mark set {CHECKED_PACKET:#x}"
-            for match, offset in bare_acks
+            f"\n\t\ttcp flags == {flags} {length} @th,96,4 {words} meta mark set "
+            f"{CHECKED_PACKET:#x}"
+            for flags, sizes in (("syn", (8, 10, 11)), ("ack", (5, 8)))
+            for words in sizes
+            for length in (
+                f"ip hdrlength 5 ip length {20 + 4 * words}",
+                f"ip6 nexthdr tcp ip6 length {4 * words}",
+            )
         )
-        chain = ("\n\tchain fast_bare_acks {\n\t\ttype filter hook forward priority mangle - 10; "
-                 f"policy accept;{bare}\n\t}}\n")  # fmt: skip
+        chain = (
+            "\n\tchain fast_bare {\n\t\ttype filter hook forward priority mangle - 10; policy "
+            f"accept;\n\t\tct mark {{ {FAST_MARK:#x}, {FAST_NAMED:#x} }} ct direction original "
+            "jump fast_bare_segments\n\t}\n\n\tchain fast_bare_segments {"
+            f"{bare}\n\t}}\n"
+        )
         return {"fast_sets": sets, "fast_rules": rules, "fast_count": count, "fast_chain": chain}
 
     def _leased_pairs(self) -> list[tuple[str, str]]:
