@@ -94,6 +94,10 @@ def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch()
     # (priority mangle) see them; only header lengths that leave no room for data qualify
     bare = text.split("chain fast_bare {")[1].split("\n\t}")[0]
     assert "priority mangle - 10;" in bare
+    # a SYN on a named or verified connection (conntrack reopened it: a18 Y1c) is pending again
+    assert ("ct mark { 0x53470004, 0x53470002 } ct direction original tcp flags & (syn | ack | "
+            "fin | rst) == syn ct mark set 0x53470001 counter return") in bare  # fmt: skip
+    assert bare.index("reopened") < bare.index("jump fast_bare_segments")
     assert (
         "ct mark { 0x53470001, 0x53470004 } ct direction original jump fast_bare_segments" in bare
     )

@@ -20,6 +20,7 @@ from schoolgate.gateway.fastpath import FastPathSets
 from schoolgate.gateway.firstflight import (
     FIRST_FLIGHT_S,
     MAX_FLOWS,
+    VERIFIED_S,
     FirstFlightCheck,
     Verdict,
     parse_segment,
@@ -180,7 +181,44 @@ def test_a_hello_for_a_name_nobody_catalogued_is_verified_once_the_server_has_it
     assert len(check) == 0  # nothing kept once verified
     # the server's next segment, queued before the verdict changed the connection's state
     assert check.judge(server_ack(len(hello), payload=b"\x16\x03\x03" * 400)).verdict is A
-    assert check.judge(packet(ISN + 1 + len(hello), b"\x14\x03\x03\x00\x01\x01")).verdict is A
+
+
+def test_a_new_connection_on_the_same_addresses_and_ports_is_judged_afresh(
+    check: FirstFlightCheck,
+) -> None:
+    """Adversarial pass a18 Y1: after a harmless connection was verified, a new one from the
+    same port to the same server (curl --local-port) rode its verdict. The client's bytes
+    start a new stream: its hello is judged."""
+    harmless = client_hello("news.example")
+    verdicts(check, connection(harmless))
+    assert check.judge(server_ack(len(harmless))).verdict is Verdict.VERIFIED
+    again = [check.judge(p) for p in connection(client_hello("chat.example"))]
+    assert again[-1].verdict is Verdict.REFUSED
+    assert again[-1].reason == "catalogued server name"
+    # and without its SYN (a bare SYN skips the queue)
+    verdicts(check, connection(harmless, sport=40001))
+    assert check.judge(server_ack(len(harmless), sport=40001)).verdict is Verdict.VERIFIED
+    judgement = check.judge(packet(ISN + 1, client_hello("chat.example"), sport=40001))
+    assert judgement.verdict is Verdict.REFUSED
+    # the server's memory is short: a late reply long after the verdict is no longer waved on
+    clock = FakeClock(start=0.0)
+    quick = FirstFlightCheck(lambda name: False, clock=clock)
+    verdicts(quick, connection(harmless))
+    assert quick.judge(server_ack(len(harmless))).verdict is Verdict.VERIFIED
+    clock.advance(VERIFIED_S + 1)
+    assert quick.judge(server_ack(len(harmless), payload=b"x")).reason != (
+        "queued before the connection was verified"
+    )
+
+
+def test_an_icmp_error_about_a_connection_is_let_through(check: FirstFlightCheck) -> None:
+    """Path MTU discovery needs it, and it carries nothing to the server (a18 N1: one was
+    logged as a refusal)."""
+    inner = packet(ISN + 1, b"x" * 20)
+    icmp = struct.pack("!BBHHH", 3, 4, 0, 0, 1400) + inner[:28]
+    header = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0)
+    error = header + ip_address(SERVER).packed + ip_address(CLIENT).packed + icmp
+    assert check.judge(error).verdict is A
 
 
 def test_a_hello_the_server_never_got_cannot_stand_in_for_the_one_it_did(

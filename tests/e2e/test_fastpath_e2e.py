@@ -52,6 +52,7 @@ PROVIDER_RANGE = "198.51.100.128/25"
 # Names of the pupil's own, each for an address of its own: a refusal withdraws the address.
 TUNNELS = {f"tunnel{n}.fast.test": f"198.51.100.{70 + n}" for n in range(5)}
 TUNNELS |= {f"desync{n}.fast.test": f"198.51.100.{80 + n}" for n in range(2)}
+TUNNELS |= {f"reopen{n}.fast.test": f"198.51.100.{90 + n}" for n in range(3)}
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +174,29 @@ def test_a_hello_the_server_drops_cannot_open_the_fast_path_for_another(
     assert "200 OK" not in tried.stdout
     time.sleep(0.5)
     assert not [s for s in gateway.recorder.seen[seen:] if s[0] == address and s[1] == CLIENT_IP]
+
+
+@pytest.mark.parametrize(("name", "mode"), [("reopen0.fast.test", "fin"),
+                                            ("reopen1.fast.test", "reset"),
+                                            ("reopen2.fast.test", "ack")])  # fmt: skip
+def test_a_new_connection_on_a_verified_connections_port_is_judged_afresh(
+    gateway: Gateway, name: str, mode: str
+) -> None:
+    """Adversarial pass a18 Y1/Y1c: a harmless connection is verified and ends; a new one from
+    the same port to the same server then named a catalogued host and rode the old verdict
+    (the service's memory of it, or conntrack's old entry after a reset and a bare ACK)."""
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    seen = len(gateway.recorder.seen)
+    tried = run_in(gateway.topo.client, [str(VENV_BIN / "python"), "-m",
+                                         "tests.support.reopen_client", address, MEDIA, name,
+                                         mode], timeout=60, check=False)  # fmt: skip
+    assert "RESULT" in tried.stdout, tried.stderr
+    time.sleep(0.5)
+    from_pupil = [s for s in gateway.recorder.seen[seen:] if s[0] == address and s[1] == CLIENT_IP]
+    # only the harmless GET of `fin` reached the server from the pupil's own address
+    assert len(from_pupil) == (1 if mode == "fin" else 0), tried.stdout
 
 
 def test_a_restarted_fast_path_service_is_back_within_seconds(gateway: Gateway) -> None:

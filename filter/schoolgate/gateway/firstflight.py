@@ -46,6 +46,11 @@ MAX_FIRST_FLIGHT: Final = 20 * 1024
 FIRST_FLIGHT_S: Final = 30.0  # a connection that says nothing this long is forgotten
 MAX_FLOWS: Final = 16_384
 MAX_BUFFERED: Final = 16 * 1024 * 1024  # all unfinished hellos together
+# The server's segments queued before a verdict reach the check within milliseconds; the
+# memory of a verified connection lasts this long, for them only.
+VERIFIED_S: Final = 2.0
+ICMP: Final = 1
+ICMPV6: Final = 58
 
 
 class Verdict(enum.Enum):
@@ -93,6 +98,15 @@ class _Flow:
     started: float
     data: bytearray = field(default_factory=bytearray)
     hello_end: int | None = None  # set once the hello is read and named a passable server
+
+
+def _icmp(packet: bytes) -> bool:
+    """An ICMP or ICMPv6 packet (without extension headers): conntrack gives an error the
+    connection's state, so the queue rules pass it here."""
+    if len(packet) < 40:
+        return False
+    version = packet[0] >> 4
+    return (version == 4 and packet[9] == ICMP) or (version == 6 and packet[6] == ICMPV6)
 
 
 def parse_segment(packet: bytes) -> Segment | None:
@@ -158,14 +172,23 @@ class FirstFlightCheck:
         return len(self._flows)
 
     def judge(self, packet: bytes) -> Judgement:
+        if _icmp(packet):
+            # An error about the connection (too big, unreachable): it carries no stream
+            # bytes to the server, and path MTU discovery needs it.
+            return Judgement(Verdict.ACCEPT, "an ICMP error")
         segment = parse_segment(packet)
         if segment is None:
             return Judgement(Verdict.REFUSED, "not a TCP segment the check can read")
         if segment.flow not in self._flows:
             if segment.reply_to in self._flows:
                 return self._reply(segment)
-            if segment.flow in self._verified or segment.reply_to in self._verified:
+            if self._verified_lately(segment.reply_to):
+                # The server's next segments, queued before the verdict changed the state.
+                # Only the server's: a client's bytes on the same addresses and ports are a
+                # new stream (adversarial pass a18 Y1: a new connection from the same port
+                # rode an old verdict), judged from its first bytes like any other.
                 return Judgement(Verdict.ACCEPT, "queued before the connection was verified")
+            self._verified.pop(segment.flow, None)
         if segment.flags & RST:
             self._forget(segment.flow)
             return Judgement(Verdict.ACCEPT)
@@ -199,6 +222,7 @@ class FirstFlightCheck:
         if segment.flow in self._flows and self._flows[segment.flow].isn == isn:
             return  # a retransmitted SYN
         self._forget(segment.flow)
+        self._verified.pop(segment.flow, None)
         self._flows[segment.flow] = _Flow(isn, now)
 
     def _forget(self, key: tuple[str, int, str, int]) -> None:
@@ -222,10 +246,16 @@ class FirstFlightCheck:
         self._forget(segment.reply_to)
         now = self.clock()
         self._verified[segment.reply_to] = now
-        while self._verified and (len(self._verified) > MAX_FLOWS
-                                  or now - next(iter(self._verified.values())) > 5.0):  # fmt: skip
+        while self._verified and (
+            len(self._verified) > MAX_FLOWS
+            or now - next(iter(self._verified.values())) > VERIFIED_S
+        ):
             self._verified.popitem(last=False)
         return Judgement(Verdict.VERIFIED, "the server acknowledged the hello that was read")
+
+    def _verified_lately(self, key: tuple[str, int, str, int]) -> bool:
+        when = self._verified.get(key)
+        return when is not None and self.clock() - when <= VERIFIED_S
 
     def _add(self, segment: Segment, flow: _Flow) -> Judgement:
         # The SYN takes one sequence number: the stream's first byte is at ISN + 1, and a SYN's
@@ -241,7 +271,9 @@ class FirstFlightCheck:
         if payload[: len(known)] != known:
             # A resend that differs from what was judged: which copy the server keeps is its
             # own business (a17: one it drops, read first, stood in for the real one).
-            return self._refuse(segment, "resent bytes differ", None)
+            # The address is the proxy's from now on: the client's retry meets the proxy, not
+            # this check again (a18 N2).
+            return self._refuse(segment, "resent bytes differ", segment.destination)
         if flow.hello_end is not None:
             return Judgement(Verdict.ACCEPT)  # past the hello: the server's to acknowledge
         fresh = payload[len(known) :]

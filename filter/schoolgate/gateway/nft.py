@@ -325,10 +325,18 @@ class GatewayRuleset:
                 f"ip6 nexthdr tcp ip6 length {4 * words}",
             )
         )
+        # A SYN on a connection already named or verified is a new connection that conntrack
+        # took for the old one (adversarial pass a18 Y1c: after a reset and a bare ACK, a new
+        # SYN on the same port kept the verified mark): pending again, and read from its SYN.
+        reopened = (
+            f"ct mark {{ {FAST_NAMED:#x}, {FAST_VERIFIED:#x} }} ct direction original tcp flags & "
+            f"(syn | ack | fin | rst) == syn ct mark set {FAST_MARK:#x} counter return comment "
+            '"fast path reopened"'
+        )
         chain = (
             "\n\tchain fast_bare {\n\t\ttype filter hook forward priority mangle - 10; policy "
-            f"accept;\n\t\tct mark {{ {FAST_MARK:#x}, {FAST_NAMED:#x} }} ct direction original "
-            "jump fast_bare_segments\n\t}\n\n\tchain fast_bare_segments {"
+            f"accept;\n\t\t{reopened}\n\t\tct mark {{ {FAST_MARK:#x}, {FAST_NAMED:#x} }} ct "
+            "direction original jump fast_bare_segments\n\t}\n\n\tchain fast_bare_segments {"
             f"{bare}\n\t}}\n"
         )
         return {"fast_sets": sets, "fast_rules": rules, "fast_count": count, "fast_chain": chain}

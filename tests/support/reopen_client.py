@@ -1,0 +1,97 @@
+"""A hand-made client that tries adversarial pass a18's reopen on the fast path, run inside the
+pupil's namespace: `python -m tests.support.reopen_client ADDRESS REAL HARMLESS MODE`.
+
+1. An ordinary connection from a fixed local port completes a TLS handshake naming HARMLESS (so
+   the gateway verifies it), then ends: MODE `fin` after a GET (the server closes first),
+   `reset` with a reset, `ack` with a reset followed by one bare ACK that makes the server
+   answer with its own reset (conntrack then took the next SYN for the old connection: Y1c).
+2. A new connection from the same port to the same server names REAL and sends a GET.
+Prints `RESULT` and the status line of the second request, or `RESULT ERROR`.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import ssl
+import struct
+import sys
+import time
+
+from scapy.layers.inet import IP, TCP
+
+ETH_P_ALL = 0x0003
+
+
+def _context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _connect(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.settimeout(10)
+    sock.connect((address, 443))
+    return sock
+
+
+def _last(capture: socket.socket, port: int) -> tuple[int, int]:
+    """(the client's next sequence number, the server's next) off the wire, as it stands."""
+    client = server = 0
+    deadline = time.monotonic() + 1
+    capture.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            frame = capture.recv(65535)
+        except TimeoutError:
+            continue
+        if frame[12:14] != b"\x08\x00":
+            continue
+        packet = IP(frame[14:])
+        if TCP not in packet:
+            continue
+        segment = packet[TCP]
+        size = len(bytes(segment.payload))
+        if segment.sport == port:
+            client = segment.seq + size
+        elif segment.dport == port:
+            server = segment.seq + size + (1 if "F" in str(segment.flags) else 0)
+    return client, server
+
+
+def main(address: str, real: str, harmless: str, mode: str) -> None:
+    port = random.randint(40000, 60000)
+    capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    first = _context().wrap_socket(_connect(address, port), server_hostname=harmless)
+    time.sleep(0.3)
+    if mode == "fin":
+        first.sendall(f"GET / HTTP/1.1\r\nHost: {harmless}\r\nConnection: close\r\n\r\n".encode())
+        while first.recv(65536):
+            pass
+        first.close()
+    else:
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        first.close()  # a reset
+        if mode == "ack":
+            client_seq, server_seq = _last(capture, port)
+            segment = IP(dst=address) / TCP(sport=port, dport=443, flags="A", seq=client_seq,
+                                            ack=server_seq, window=502)  # fmt: skip
+            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            raw.sendto(bytes(segment), (address, 0))
+            raw.close()
+    capture.close()
+    time.sleep(0.3)
+    try:
+        second = _context().wrap_socket(_connect(address, port), server_hostname=real)
+        second.sendall(f"GET / HTTP/1.1\r\nHost: {real}\r\nConnection: close\r\n\r\n".encode())
+        print("RESULT", second.recv(4096).split(b"\r\n")[0].decode(errors="replace"))
+    except (OSError, ssl.SSLError) as error:
+        print("RESULT ERROR", type(error).__name__)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
