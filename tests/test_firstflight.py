@@ -118,14 +118,30 @@ def packet(
     return header + src.packed + dst.packed + tcp
 
 
-def server_ack(acknowledged: int, *, sport: int = 40000, payload: bytes = b"") -> bytes:
-    """The server's segment acknowledging `acknowledged` bytes of the client's stream."""
+def server_ack(
+    acknowledged: int,
+    *,
+    sport: int = 40000,
+    payload: bytes = b"",
+    flags: int = 0x10,
+    source: str = SERVER,
+    destination: str = CLIENT,
+) -> bytes:
+    """The server's segment acknowledging `acknowledged` bytes of the client's stream (its
+    SYN-ACK with acknowledged=0 and flags=0x12)."""
     ack = (ISN + 1 + acknowledged) % 2**32
     options = b"\x01\x01\x08\x0a" + bytes(8)
-    tcp = struct.pack("!HHIIBBHHH", 443, sport, 7777, ack, 8 << 4, 0x10, 64240, 0, 0)
+    tcp = struct.pack("!HHIIBBHHH", 443, sport, 7777, ack, 8 << 4, flags, 64240, 0, 0)
     tcp += options + payload
+    src, dst = ip_address(source), ip_address(destination)
+    if src.version == 6:
+        return struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src.packed + dst.packed + tcp
     header = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0)
-    return header + ip_address(SERVER).packed + ip_address(CLIENT).packed + tcp
+    return header + src.packed + dst.packed + tcp
+
+
+def syn_ack(*, sport: int = 40000, source: str = SERVER, destination: str = CLIENT) -> bytes:
+    return server_ack(0, sport=sport, flags=0x12, source=source, destination=destination)
 
 
 def connection(
@@ -136,8 +152,10 @@ def connection(
     destination: str = SERVER,
     sport: int = 40000,
 ) -> Iterator[bytes]:
-    """SYN, the handshake's ACK, then `stream` in segments of `sizes` (the rest in one)."""
+    """SYN, the server's SYN-ACK, the handshake's ACK, then `stream` in segments of `sizes`
+    (the rest in one)."""
     yield packet(ISN, flags=0x02, source=source, destination=destination, sport=sport)
+    yield syn_ack(sport=sport, source=destination, destination=source)
     yield packet(ISN + 1, flags=0x10, source=source, destination=destination, sport=sport)
     pos = 0
     for size in [*(sizes or []), len(stream)]:
@@ -169,7 +187,7 @@ def test_a_hello_for_a_name_nobody_catalogued_is_verified_once_the_server_has_it
 ) -> None:
     hello = client_hello("news.example")
     packets = list(connection(hello))
-    assert verdicts(check, iter(packets[:-1])) == [A, A]
+    assert verdicts(check, iter(packets[:-1])) == [A, A, A]
     judgement = check.judge(packets[-1])
     assert (judgement.verdict, judgement.server_name) == (Verdict.NAMED, "news.example")
     assert judgement.withdraw is None
@@ -229,13 +247,13 @@ def test_a_hello_the_server_never_got_cannot_stand_in_for_the_one_it_did(
     host follows at the same sequence numbers. The server acknowledges only the real one, so
     the connection stays named, and the differing bytes refuse it."""
     fake, real = client_hello("harmless.example"), client_hello("chat.example")
-    syn, ack, read = connection(fake)
-    assert verdicts(check, iter([syn, ack, read])) == [A, A, Verdict.NAMED]
+    syn, synack, ack, read = connection(fake)
+    assert verdicts(check, iter([syn, synack, ack, read])) == [A, A, A, Verdict.NAMED]
     judgement = check.judge(packet(ISN + 1, real))
     assert (judgement.verdict, judgement.reason) == (Verdict.REFUSED, "resent bytes differ")
     # the same with the real hello cut in two, and a fake one of another length
-    syn, ack, read = connection(client_hello("h.example", padding=700), sport=40001)
-    assert verdicts(check, iter([syn, ack, read])) == [A, A, Verdict.NAMED]
+    syn, synack, ack, read = connection(client_hello("h.example", padding=700), sport=40001)
+    assert verdicts(check, iter([syn, synack, ack, read])) == [A, A, A, Verdict.NAMED]
     first = packet(ISN + 1, real[:100], sport=40001)
     assert check.judge(first).verdict is Verdict.REFUSED
 
@@ -256,7 +274,7 @@ def test_a_hello_cut_into_segments_is_judged_whole(check: FirstFlightCheck) -> N
     hello = client_hello("news.example", padding=2400)
     assert len(hello) > 2800
     got = verdicts(check, connection(hello, [1200, 1200]))
-    assert got == [A, A, A, A, Verdict.NAMED]
+    assert got == [A, A, A, A, A, Verdict.NAMED]
     assert check.judge(server_ack(len(hello))).verdict is Verdict.VERIFIED
 
 
@@ -317,7 +335,7 @@ def test_bytes_before_the_hello_is_whole_are_let_through_but_nothing_after(
     """The first half of a hello reaches the server (it can answer nothing yet); the half that
     names a catalogued app is refused, so the handshake never completes."""
     got = verdicts(check, connection(client_hello("chat.example", padding=2400), [1200]))
-    assert got == [A, A, A, Verdict.REFUSED]
+    assert got == [A, A, A, A, Verdict.REFUSED]
 
 
 # -- a client (or a pupil) playing with TCP ----------------------------------------------------
@@ -325,16 +343,16 @@ def test_bytes_before_the_hello_is_whole_are_let_through_but_nothing_after(
 
 def test_a_later_segment_first_is_held_until_the_gap_is_filled(check: FirstFlightCheck) -> None:
     """Judging from the later segment would let the server read a different first one."""
-    syn, ack, first, second = connection(client_hello("news.example", padding=1500), [1000])
-    assert verdicts(check, iter([syn, ack, second])) == [A, A, Verdict.HOLD]
+    syn, synack, ack, first, second = connection(client_hello("news.example", padding=1500), [1000])
+    assert verdicts(check, iter([syn, synack, ack, second])) == [A, A, A, Verdict.HOLD]
     assert verdicts(check, iter([first, second])) == [A, Verdict.NAMED]
 
 
 def test_a_resent_segment_that_differs_is_refused(check: FirstFlightCheck) -> None:
     """Overlapping segments with different bytes: which copy the server keeps is its own."""
     hello = client_hello("news.example", padding=1500)
-    syn, ack, first, _ = connection(hello, [1000])
-    assert verdicts(check, iter([syn, ack, first])) == [A, A, A]
+    syn, synack, ack, first, _ = connection(hello, [1000])
+    assert verdicts(check, iter([syn, synack, ack, first])) == [A, A, A, A]
     forged = packet(ISN + 1, hello[:900] + b"X" * 100)
     assert check.judge(forged).verdict is Verdict.REFUSED
     assert check.judge(forged).withdraw is None
@@ -342,27 +360,50 @@ def test_a_resent_segment_that_differs_is_refused(check: FirstFlightCheck) -> No
 
 def test_an_identical_resend_is_harmless(check: FirstFlightCheck) -> None:
     hello = client_hello("news.example", padding=1500)
-    syn, ack, first, second = connection(hello, [1000])
-    assert verdicts(check, iter([syn, ack, first, first, syn, second])) == [A] * 5 + [Verdict.NAMED]
+    syn, synack, ack, first, second = connection(hello, [1000])
+    sent = [syn, synack, ack, first, first, syn, synack, second]
+    assert verdicts(check, iter(sent)) == [A] * 7 + [Verdict.NAMED]
 
 
-def test_without_its_syn_the_first_bytes_seen_start_the_stream(check: FirstFlightCheck) -> None:
-    """A bare SYN skips the queue (and a restarted service saw none): the first bytes seen
-    start the stream, and the server's acknowledgement proves they were its start."""
+def test_the_servers_syn_ack_places_the_stream(check: FirstFlightCheck) -> None:
+    """A client's bare SYN skips the queue; the server's SYN-ACK says where the stream starts.
+    Without it (a restarted service) bytes cannot be placed, and are refused without
+    withdrawing anything."""
     hello = client_hello("news.example")
-    assert check.judge(packet(ISN + 1, hello)).verdict is Verdict.NAMED
-    assert check.judge(server_ack(len(hello))).verdict is Verdict.VERIFIED
+    judgement = check.judge(packet(ISN + 1, hello))
+    assert (judgement.verdict, judgement.reason, judgement.withdraw) == (
+        Verdict.REFUSED, "no start seen", None
+    )  # fmt: skip
+    assert check.judge(syn_ack(sport=40001)).verdict is A
+    assert check.judge(packet(ISN + 1, hello, sport=40001)).verdict is Verdict.NAMED
+    assert check.judge(server_ack(len(hello), sport=40001)).verdict is Verdict.VERIFIED
 
 
-def test_a_later_segment_seen_first_can_never_be_verified(check: FirstFlightCheck) -> None:
-    """A harmless hello sent past the stream's start, to be read as if it were the start: the
-    real first bytes are refused when they cross the gateway, and without them the server
-    cannot acknowledge the hello that was read."""
-    fake, real = client_hello("harmless.example"), client_hello("chat.example")
-    assert check.judge(packet(ISN + 1 + len(real), fake)).verdict is Verdict.NAMED
-    assert check.judge(server_ack(0)).verdict is A  # all the server has: nothing
-    assert check.judge(packet(ISN + 1, real)).verdict is Verdict.REFUSED
-    assert check.judge(packet(ISN + 1, flags=0x10)).verdict is A  # a bare ACK carries nothing
+def test_a_hello_placed_before_the_streams_start_is_refused(check: FirstFlightCheck) -> None:
+    """Adversarial pass a19 Z1: a harmless hello ending exactly at the stream's start, which
+    the server drops as a duplicate and acknowledges up to its start, read as if the stream
+    began there. The SYN-ACK placed the start: the hello lies before it."""
+    fake = client_hello("harmless.example")
+    assert check.judge(syn_ack()).verdict is A
+    judgement = check.judge(packet(ISN + 1 - len(fake), fake))
+    assert judgement.verdict is Verdict.REFUSED
+    assert judgement.reason == "bytes from before the connection began"
+
+
+def test_a_made_up_syn_cannot_move_a_confirmed_start(check: FirstFlightCheck) -> None:
+    """a19 Z1b: after the handshake, a second SYN (queued: unusual options) claims a start
+    before the real one, so that the hello before the real start looks like the stream's."""
+    fake = client_hello("harmless.example")
+    assert verdicts(check, iter([packet(ISN, flags=0x02), syn_ack()])) == [A, A]
+    made_up = (ISN - len(fake)) % 2**32
+    assert check.judge(packet(made_up, flags=0x02)).verdict is A  # ignored
+    assert check.judge(packet(made_up + 1, fake)).verdict is Verdict.REFUSED
+    # a new SYN-ACK from the server (a new connection conntrack took for the old one) does
+    # move it: the server's word
+    check.judge(packet(ISN, flags=0x02, sport=40001))
+    check.judge(syn_ack(sport=40001))
+    assert check.judge(server_ack(-len(fake), sport=40001, flags=0x12)).verdict is A
+    assert check.judge(packet(made_up + 1, fake, sport=40001)).verdict is Verdict.NAMED
 
 
 def test_bytes_before_the_stream_began_are_refused(check: FirstFlightCheck) -> None:
@@ -371,8 +412,8 @@ def test_bytes_before_the_stream_began_are_refused(check: FirstFlightCheck) -> N
 
 
 def test_a_reset_forgets_the_connection(check: FirstFlightCheck) -> None:
-    syn, ack, first, _ = connection(client_hello("news.example", padding=1500), [1000])
-    verdicts(check, iter([syn, ack, first]))
+    syn, synack, ack, first, _ = connection(client_hello("news.example", padding=1500), [1000])
+    verdicts(check, iter([syn, synack, ack, first]))
     assert len(check) == 1
     assert check.judge(packet(ISN + 1001, flags=0x04)).verdict is A
     assert len(check) == 0
@@ -444,27 +485,29 @@ def test_the_reader_answers_every_packet_with_the_mark_the_ruleset_expects(
         written.append(then)
 
     reader = QueueReader(check, withdraw)
-    syn, ack, first, second = connection(client_hello("chat.example", padding=1500), [1000])
+    syn, synack, ack, first, second = connection(client_hello("chat.example", padding=1500), [1000])
     answered = []
-    for raw in (syn, ack, second, first, second):
+    for raw in (syn, synack, ack, second, first, second):
         queued = FakePacket(raw)
         reader(queued)
         answered.append((queued.verdict, queued.mark))
     # the refusal waits until the address is off the fast path: a retry at once meets the proxy
-    assert answered == [("accept", CHECKED_PACKET), ("accept", CHECKED_PACKET), ("drop", None),
-                        ("accept", CHECKED_PACKET), ("", None)]  # fmt: skip
+    assert answered == [("accept", CHECKED_PACKET), ("accept", CHECKED_PACKET),
+                        ("accept", CHECKED_PACKET), ("drop", None), ("accept", CHECKED_PACKET),
+                        ("", None)]  # fmt: skip
     assert withdrawn == [SERVER]
     written.pop()()
     assert (queued.verdict, queued.mark) == ("accept", REFUSED_PACKET)
     hello = client_hello("news.example")
     queued = FakePacket(list(connection(hello, sport=40001))[-1])
     reader(FakePacket(packet(ISN, flags=0x02, sport=40001)))
+    reader(FakePacket(syn_ack(sport=40001)))
     reader(queued)
     assert (queued.verdict, queued.mark) == ("accept", NAMED_PACKET)
     queued = FakePacket(server_ack(len(hello), sport=40001))
     reader(queued)
     assert (queued.verdict, queued.mark) == ("accept", VERIFIED_PACKET)
-    assert reader.counts == {"accept": 4, "hold": 1, "named": 1, "verified": 1, "refused": 1}
+    assert reader.counts == {"accept": 6, "hold": 1, "named": 1, "verified": 1, "refused": 1}
 
 
 def test_a_failing_check_refuses_rather_than_passes() -> None:
@@ -472,8 +515,8 @@ def test_a_failing_check_refuses_rather_than_passes() -> None:
         raise RuntimeError("a bug")
 
     reader = QueueReader(FirstFlightCheck(broken), lambda address, then: then())
-    syn, ack, hello = connection(client_hello("news.example"))
-    for raw in (syn, ack):
+    syn, synack, ack, hello = connection(client_hello("news.example"))
+    for raw in (syn, synack, ack):
         reader(FakePacket(raw))
     queued = FakePacket(hello)
     reader(queued)
@@ -481,12 +524,15 @@ def test_a_failing_check_refuses_rather_than_passes() -> None:
 
 
 def test_the_queue_rules_read_only_unread_packets_of_pending_and_named_connections() -> None:
-    pending, named = (" ".join(rule) for rule in queue_rules())
+    pending, syn_acks, named = (" ".join(rule) for rule in queue_rules())
     assert f"--mark {FAST_MARK:#x}" in pending
     assert "--ctdir ORIGINAL" in pending  # the client's side only, until the hello is read
+    assert f"--mark {FAST_MARK:#x}" in syn_acks  # and the server's SYN-ACK, which places it
+    assert "--tcp-flags SYN,ACK SYN,ACK" in syn_acks
+    assert "--ctdir REPLY" in syn_acks
     assert f"--mark {FAST_NAMED:#x}" in named
     assert "--ctdir" not in named  # both ways: the server's acknowledgement is read too
-    for rule in (pending, named):
+    for rule in (pending, syn_acks, named):
         assert "-m mark --mark 0" in rule
         assert rule.endswith(f"-j NFQUEUE --queue-num {FAST_QUEUE}")
         assert "bypass" not in rule  # no reader: dropped, never passed unread

@@ -51,7 +51,7 @@ NEWS_IP, UPLOAD_IP, EDGE_IP, HARD_CODED_IP, NODE_IP = (
 PROVIDER_RANGE = "198.51.100.128/25"
 # Names of the pupil's own, each for an address of its own: a refusal withdraws the address.
 TUNNELS = {f"tunnel{n}.fast.test": f"198.51.100.{70 + n}" for n in range(5)}
-TUNNELS |= {f"desync{n}.fast.test": f"198.51.100.{80 + n}" for n in range(2)}
+TUNNELS |= {f"desync{n}.fast.test": f"198.51.100.{80 + n}" for n in range(4)}
 TUNNELS |= {f"reopen{n}.fast.test": f"198.51.100.{90 + n}" for n in range(3)}
 
 
@@ -155,14 +155,19 @@ def test_anything_but_a_named_tls_hello_is_refused(
 
 
 @pytest.mark.parametrize(("name", "fooling"), [("desync0.fast.test", "md5"),
-                                               ("desync1.fast.test", "paws")])  # fmt: skip
+                                               ("desync1.fast.test", "paws"),
+                                               ("desync2.fast.test", "old"),
+                                               ("desync3.fast.test", "syn")])  # fmt: skip
 def test_a_hello_the_server_drops_cannot_open_the_fast_path_for_another(
     gateway: Gateway, name: str, fooling: str
 ) -> None:
     """Adversarial pass a17 X1: one segment with a harmless hello that the server's TCP drops
     (a TCP MD5 option it has no key for, or a timestamp from the past), then the kernel's real
     hello for a catalogued host at the same sequence numbers. The check waits for the server
-    to acknowledge the hello it read, sees the other one, and refuses."""
+    to acknowledge the hello it read, sees the other one, and refuses. And a19 Z1/Z1b: the
+    harmless hello placed just before the stream's start (with a made-up SYN claiming it), so
+    that the server's duplicate acknowledgement looked like its acknowledgement of that hello:
+    the server's SYN-ACK places the start."""
     address = TUNNELS[name]
     assert gateway.heartbeat()
     assert gateway.ask(name) == [address]

@@ -4,8 +4,11 @@ pupil's namespace: `python -m tests.support.desync_client ADDRESS REAL FAKE FOOL
 The kernel opens an ordinary connection to ADDRESS:443; one extra segment at the stream's first
 sequence number carries a whole ClientHello for FAKE, made so that the server's TCP drops it
 (FOOLING: `md5`, a TCP MD5 option the server has no key for; `paws`, a timestamp from the past)
-while a filter on the way may read it. Then the kernel's own TLS handshake for REAL follows at
-the same sequence numbers, and a GET. Prints `RESULT` and the status line, or `RESULT ERROR`.
+while a filter on the way may read it; or, for `old`, one that ends where the stream starts (the
+server drops it as a duplicate, and acknowledges up to its end: adversarial pass a19 Z1), and for
+`syn` the same after a made-up SYN claiming that start (a19 Z1b). Then the kernel's own TLS
+handshake for REAL follows at the stream's start, and a GET. Prints `RESULT` and the status
+line, or `RESULT ERROR`.
 """
 
 from __future__ import annotations
@@ -65,16 +68,27 @@ def main(address: str, real: str, fake: str, fooling: str) -> None:
     source, port = conn.getsockname()
     isn, server_isn, (tsval, server_tsval) = handshake_numbers(capture, port)
     capture.close()
+    fake_hello = hello(fake)
+    seq = isn + 1
+    options: list[tuple[object, object]] = [("Timestamp", (tsval + 50, server_tsval))]
     if fooling == "md5":
-        options = [("NOP", None), ("NOP", None), (19, os.urandom(16)),
-                   ("Timestamp", (tsval + 50, server_tsval))]  # fmt: skip
-    else:  # paws
+        options = [("NOP", None), ("NOP", None), (19, os.urandom(16)), *options]
+    elif fooling == "paws":
         options = [("Timestamp", ((tsval - 2**30) % 2**32, server_tsval))]
-    segment = IP(src=source, dst=address) / TCP(
-        sport=port, dport=443, flags="PA", seq=isn + 1, ack=server_isn + 1, window=502,
-        options=options,
-    ) / Raw(hello(fake))  # fmt: skip
+    elif fooling in ("old", "syn"):
+        seq = (isn + 1 - len(fake_hello)) % 2**32
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    if fooling == "syn":  # an MSS option only: not a bare SYN of a common stack, so it is read
+        made_up = IP(src=source, dst=address) / TCP(
+            sport=port, dport=443, flags="S", seq=(seq - 1) % 2**32, window=64240,
+            options=[("MSS", 1460)],
+        )  # fmt: skip
+        raw.sendto(bytes(made_up), (address, 0))
+        time.sleep(0.2)
+    segment = IP(src=source, dst=address) / TCP(
+        sport=port, dport=443, flags="PA", seq=seq, ack=server_isn + 1, window=502,
+        options=options,
+    ) / Raw(fake_hello)  # fmt: skip
     raw.sendto(bytes(segment), (address, 0))
     raw.close()
     time.sleep(0.3)

@@ -98,6 +98,7 @@ class _Flow:
     started: float
     data: bytearray = field(default_factory=bytearray)
     hello_end: int | None = None  # set once the hello is read and named a passable server
+    confirmed: bool = False  # the server's SYN-ACK acknowledged this start
 
 
 def _icmp(packet: bytes) -> bool:
@@ -179,6 +180,8 @@ class FirstFlightCheck:
         segment = parse_segment(packet)
         if segment is None:
             return Judgement(Verdict.REFUSED, "not a TCP segment the check can read")
+        if segment.flags & (SYN | ACK) == SYN | ACK:
+            return self._syn_ack(segment)
         if segment.flow not in self._flows:
             if segment.reply_to in self._flows:
                 return self._reply(segment)
@@ -203,27 +206,49 @@ class FirstFlightCheck:
         if not segment.payload:
             return Judgement(Verdict.ACCEPT)  # the handshake's ACK, a window update
         flow = self._flows.get(segment.flow)
-        if flow is None:
-            # The first bytes seen start the stream (a bare SYN skips the queue). Were they
-            # not its start, the server could never acknowledge the hello read from them:
-            # the bytes before them would have to cross the gateway, and are refused.
-            self._start(segment, isn=segment.seq - 1)
-            flow = self._flows[segment.flow]
+        if flow is None or not (flow.confirmed or segment.flags & SYN):
+            # Where the stream starts is the server's word, in its SYN-ACK (a client's bare
+            # SYN skips the queue; a restarted service saw neither): without it, bytes cannot
+            # be placed, and a hello read from a misplaced start could be acknowledged as a
+            # duplicate (adversarial pass a19 Z1). Nothing is learnt about the address.
+            return Judgement(Verdict.REFUSED, "no start seen")
         return self._add(segment, flow)
 
-    def _start(self, segment: Segment, isn: int | None = None) -> None:
+    def _syn_ack(self, segment: Segment) -> Judgement:
+        """The server accepted a connection: its acknowledgement number fixes the client's
+        stream start, whatever SYNs the client sent (a19 Z1b: a later SYN with a made-up
+        sequence number moved the start)."""
+        key = segment.reply_to
+        isn = (segment.ack - 1) % 2**32
+        flow = self._flows.get(key)
+        if flow is None or flow.isn != isn:
+            self._forget(key)
+            self._verified.pop(key, None)
+            self._start_at(key, isn)
+            flow = self._flows[key]
+        flow.confirmed = True
+        return Judgement(Verdict.ACCEPT, "the server's SYN-ACK")
+
+    def _start(self, segment: Segment) -> None:
+        """A client's SYN (one with options that send it through the queue, or data): it
+        starts a flow unless the server already confirmed another start for it."""
+        known = self._flows.get(segment.flow)
+        if known is not None and known.confirmed:
+            return  # a retransmission, or a made-up SYN on a connection under way: ignored
+        self._start_at(segment.flow, segment.seq)
+
+    def _start_at(self, key: tuple[str, int, str, int], isn: int) -> None:
         now = self.clock()
-        isn = segment.seq if isn is None else isn % 2**32
         while self._flows:
-            key, oldest = next(iter(self._flows.items()))
+            old_key, oldest = next(iter(self._flows.items()))
             if len(self._flows) < MAX_FLOWS and now - oldest.started < FIRST_FLIGHT_S:
                 break
-            self._forget(key)
-        if segment.flow in self._flows and self._flows[segment.flow].isn == isn:
+            self._forget(old_key)
+        if key in self._flows and self._flows[key].isn == isn:
             return  # a retransmitted SYN
-        self._forget(segment.flow)
-        self._verified.pop(segment.flow, None)
-        self._flows[segment.flow] = _Flow(isn, now)
+        self._forget(key)
+        self._verified.pop(key, None)
+        self._flows[key] = _Flow(isn, now)
 
     def _forget(self, key: tuple[str, int, str, int]) -> None:
         flow = self._flows.pop(key, None)

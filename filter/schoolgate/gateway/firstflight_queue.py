@@ -5,7 +5,7 @@ The queue rule lives in iptables' `mangle` table (FORWARD, which runs before the
 table's forward chain), not in the schoolgate table: nftables' own `queue` statement is a kernel
 option that not every kernel has (this project's test machines lack it), while the iptables
 NFQUEUE target through nftables' compatibility layer is on every kernel that runs Docker or a
-distribution's firewall. Two rules per family, tagged with a comment, so they are found and
+distribution's firewall. Three rules per family, tagged with a comment, so they are found and
 removed exactly. The reader answers every packet: checked (state unchanged), named, verified,
 refused, or held (dropped: the client sends it again). With no reader the kernel drops what the
 rules queue, and a packet that skipped them is dropped by the schoolgate table: the check fails
@@ -41,13 +41,17 @@ _COMMANDS: Final = (("iptables-nft", "iptables"), ("ip6tables-nft", "ip6tables")
 
 def queue_rules() -> list[list[str]]:
     """The rules (iptables syntax, without the chain): a pending connection's packets from the
-    client, and a named connection's both ways, not yet read, go to the queue. No
+    client and the server's SYN-ACK, and a named connection's both ways, not yet read, go to
+    the queue. No
     `--queue-bypass`: no reader means dropped."""
     tail = ["-m", "mark", "--mark", "0", "-m", "comment", "--comment", COMMENT,
             "-j", "NFQUEUE", "--queue-num", str(FAST_QUEUE)]  # fmt: skip
     return [
         ["-m", "connmark", "--mark", f"{FAST_MARK:#x}", "-m", "conntrack", "--ctdir", "ORIGINAL",
          *tail],
+        # The server's SYN-ACK says where the client's stream starts (gateway.firstflight).
+        ["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-m", "connmark", "--mark",
+         f"{FAST_MARK:#x}", "-m", "conntrack", "--ctdir", "REPLY", *tail],
         ["-m", "connmark", "--mark", f"{FAST_NAMED:#x}", *tail],
     ]  # fmt: skip
 
