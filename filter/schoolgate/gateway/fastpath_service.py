@@ -181,13 +181,18 @@ class FastPathService:
     def stop(self) -> None:
         """End the fast path, for good: nothing written after this re-arms the heartbeat (a
         heartbeat step in its thread outlived the service and did, found by the installed
-        gateway's test)."""
+        gateway's test). A failing nft is tried again: a busy gateway is no reason to leave the
+        heartbeat to run out."""
         with self._write_lock:
-            try:
-                self.runner(stop_script())
-            except nftables.NftError as error:
-                log.error("schoolgate fastpath: could not end the fast path (%s): it ends when "
-                          "the heartbeat runs out", error)  # fmt: skip
+            for attempt in range(3):
+                try:
+                    self.runner(stop_script())
+                    break
+                except nftables.NftError as error:
+                    if attempt == 2:
+                        log.error("schoolgate fastpath: could not end the fast path (%s): it "
+                                  "ends when the heartbeat runs out", error)  # fmt: skip
+                    time.sleep(0.2)
             self.stopped = True
 
     def alive(self) -> bool:
