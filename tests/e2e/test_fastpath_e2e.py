@@ -34,6 +34,7 @@ from tests.support.netns import (
     run_in,
 )
 from tests.support.proxy_harness import TEST_CATALOG, VENV_BIN
+from tests.support.rawtcp import any_certificate
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -168,17 +169,9 @@ def test_a_hello_the_server_drops_cannot_open_the_fast_path_for_another(
     harmless hello placed just before the stream's start (with a made-up SYN claiming it), so
     that the server's duplicate acknowledgement looked like its acknowledgement of that hello:
     the server's SYN-ACK places the start."""
-    address = TUNNELS[name]
-    assert gateway.heartbeat()
-    assert gateway.ask(name) == [address]
-    seen = len(gateway.recorder.seen)
-    tried = run_in(gateway.topo.client, [str(VENV_BIN / "python"), "-m",
-                                         "tests.support.desync_client", address, MEDIA, name,
-                                         fooling], timeout=60, check=False)  # fmt: skip
-    assert "RESULT" in tried.stdout, tried.stderr
-    assert "200 OK" not in tried.stdout
-    time.sleep(0.5)
-    assert not [s for s in gateway.recorder.seen[seen:] if s[0] == address and s[1] == CLIENT_IP]
+    result, from_pupil = _hand_made(gateway, "desync_client", name, fooling)
+    assert "200 OK" not in result
+    assert not from_pupil
 
 
 @pytest.mark.parametrize(("name", "mode"), [("reopen0.fast.test", "fin"),
@@ -190,18 +183,27 @@ def test_a_new_connection_on_a_verified_connections_port_is_judged_afresh(
     """Adversarial pass a18 Y1/Y1c: a harmless connection is verified and ends; a new one from
     the same port to the same server then named a catalogued host and rode the old verdict
     (the service's memory of it, or conntrack's old entry after a reset and a bare ACK)."""
+    result, from_pupil = _hand_made(gateway, "reopen_client", name, mode)
+    # only the harmless GET of `fin` reached the server from the pupil's own address
+    assert len(from_pupil) == (1 if mode == "fin" else 0), result
+
+
+def _hand_made(gateway: Gateway, client: str, name: str, mode: str) -> tuple[str, list[str]]:
+    """Run tests.support.`client` from the pupil's device against `name`'s address (resolved
+    through the gateway while the fast path is on), with MEDIA, a catalogued name, as the real
+    one; its output, and the requests the server then got from the pupil's own address."""
     address = TUNNELS[name]
     assert gateway.heartbeat()
     assert gateway.ask(name) == [address]
     seen = len(gateway.recorder.seen)
-    tried = run_in(gateway.topo.client, [str(VENV_BIN / "python"), "-m",
-                                         "tests.support.reopen_client", address, MEDIA, name,
-                                         mode], timeout=60, check=False)  # fmt: skip
+    argv = [str(VENV_BIN / "python"), "-m", f"tests.support.{client}", address, MEDIA, name, mode]
+    tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
     assert "RESULT" in tried.stdout, tried.stderr
     time.sleep(0.5)
-    from_pupil = [s for s in gateway.recorder.seen[seen:] if s[0] == address and s[1] == CLIENT_IP]
-    # only the harmless GET of `fin` reached the server from the pupil's own address
-    assert len(from_pupil) == (1 if mode == "fin" else 0), tried.stdout
+    arrived = gateway.recorder.seen[seen:]
+    return tried.stdout, [
+        peer for local, peer, _ in arrived if local == address and peer == CLIENT_IP
+    ]
 
 
 def test_a_restarted_fast_path_service_is_back_within_seconds(gateway: Gateway) -> None:
@@ -234,11 +236,8 @@ def test_the_fast_path_service_stopping_ends_the_fast_path_at_once(gateway: Gate
     gateway.ask(NEWS)
 
     def open_tls() -> ssl.SSLSocket:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
         raw = socket.create_connection((NEWS_IP, 443), timeout=10)
-        return context.wrap_socket(raw, server_hostname=NEWS)  # handshake done: verified
+        return any_certificate().wrap_socket(raw, server_hostname=NEWS)  # handshake done: verified
 
     opened = call_in_netns(gateway.topo.client, open_tls)
     before = len(gateway.recorder.seen)

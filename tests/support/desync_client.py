@@ -13,7 +13,6 @@ line, or `RESULT ERROR`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import ssl
@@ -23,32 +22,15 @@ import time
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
-ETH_P_ALL = 0x0003  # outgoing frames reach only "all protocols" taps
+from tests.support.rawtcp import any_certificate, capture, client_hello, segments, send
 
 
-def hello(name: str) -> bytes:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    outgoing = ssl.MemoryBIO()
-    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=name)
-    with contextlib.suppress(ssl.SSLWantReadError):
-        tls.do_handshake()
-    return outgoing.read()
-
-
-def handshake_numbers(capture: socket.socket, port: int) -> tuple[int, int, tuple[int, int]]:
+def handshake_numbers(tap: socket.socket, port: int) -> tuple[int, int, tuple[int, int]]:
     """(client ISN, server ISN, (client TSval, server TSval)) of the connection from `port`,
     read off the wire."""
     isn = server_isn = None
     stamps = (0, 0)
-    deadline = time.monotonic() + 3
-    while (isn is None or server_isn is None) and time.monotonic() < deadline:
-        frame = capture.recv(65535)
-        if frame[12:14] != b"\x08\x00":
-            continue
-        packet = IP(frame[14:])
-        if TCP not in packet:
-            continue
-        segment = packet[TCP]
+    for segment in segments(tap, 3):
         options = {k: v for k, v in segment.options if isinstance(k, str)}
         if segment.sport == port and segment.flags == "S":
             isn = segment.seq
@@ -56,19 +38,20 @@ def handshake_numbers(capture: socket.socket, port: int) -> tuple[int, int, tupl
         elif segment.dport == port and segment.flags == "SA":
             server_isn = segment.seq
             stamps = (stamps[0], options.get("Timestamp", (0, 0))[0])
+        if isn is not None and server_isn is not None:
+            break
     assert isn is not None, "no SYN seen"
     assert server_isn is not None, "no SYN-ACK seen"
     return isn, server_isn, stamps
 
 
 def main(address: str, real: str, fake: str, fooling: str) -> None:
-    capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    capture.settimeout(3)
+    tap = capture()
     conn = socket.create_connection((address, 443), timeout=10)
     source, port = conn.getsockname()
-    isn, server_isn, (tsval, server_tsval) = handshake_numbers(capture, port)
-    capture.close()
-    fake_hello = hello(fake)
+    isn, server_isn, (tsval, server_tsval) = handshake_numbers(tap, port)
+    tap.close()
+    fake_hello = client_hello(fake)
     seq = isn + 1
     options: list[tuple[object, object]] = [("Timestamp", (tsval + 50, server_tsval))]
     if fooling == "md5":
@@ -77,26 +60,21 @@ def main(address: str, real: str, fake: str, fooling: str) -> None:
         options = [("Timestamp", ((tsval - 2**30) % 2**32, server_tsval))]
     elif fooling in ("old", "syn"):
         seq = (isn + 1 - len(fake_hello)) % 2**32
-    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     if fooling == "syn":  # an MSS option only: not a bare SYN of a common stack, so it is read
         made_up = IP(src=source, dst=address) / TCP(
             sport=port, dport=443, flags="S", seq=(seq - 1) % 2**32, window=64240,
             options=[("MSS", 1460)],
         )  # fmt: skip
-        raw.sendto(bytes(made_up), (address, 0))
+        send(made_up, address)
         time.sleep(0.2)
     segment = IP(src=source, dst=address) / TCP(
         sport=port, dport=443, flags="PA", seq=seq, ack=server_isn + 1, window=502,
         options=options,
     ) / Raw(fake_hello)  # fmt: skip
-    raw.sendto(bytes(segment), (address, 0))
-    raw.close()
+    send(segment, address)
     time.sleep(0.3)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     try:
-        tls = context.wrap_socket(conn, server_hostname=real)
+        tls = any_certificate().wrap_socket(conn, server_hostname=real)
         tls.sendall(f"GET / HTTP/1.1\r\nHost: {real}\r\nConnection: close\r\n\r\n".encode())
         print("RESULT", tls.recv(4096).split(b"\r\n")[0].decode(errors="replace"))
     except (OSError, ssl.SSLError) as error:

@@ -39,6 +39,7 @@ from tests.support.netns import (
     tcp_listener,
 )
 from tests.support.proxy_harness import VENV_BIN, UpstreamPki, make_upstream_pki, write_config
+from tests.support.rawtcp import any_certificate
 
 PROXY_PORT = 8080
 RESOLVER_PORT = 8053
@@ -131,10 +132,8 @@ class Gateway:
                 sock.connect((address, port))
                 stream = sock
                 if port == 443:
-                    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                    context.check_hostname = False  # the proxy's certificate, or the server's
-                    context.verify_mode = ssl.CERT_NONE
-                    stream = context.wrap_socket(sock, server_hostname=host or None)
+                    # the proxy's certificate, or the server's
+                    stream = any_certificate().wrap_socket(sock, server_hostname=host or None)
                 stream.sendall(
                     f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
                 )

@@ -20,14 +20,7 @@ import time
 
 from scapy.layers.inet import IP, TCP
 
-ETH_P_ALL = 0x0003
-
-
-def _context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+from tests.support.rawtcp import any_certificate, capture, segments, send
 
 
 def _connect(address: str, port: int) -> socket.socket:
@@ -39,22 +32,10 @@ def _connect(address: str, port: int) -> socket.socket:
     return sock
 
 
-def _last(capture: socket.socket, port: int) -> tuple[int, int]:
+def _last(tap: socket.socket, port: int) -> tuple[int, int]:
     """(the client's next sequence number, the server's next) off the wire, as it stands."""
     client = server = 0
-    deadline = time.monotonic() + 1
-    capture.settimeout(0.2)
-    while time.monotonic() < deadline:
-        try:
-            frame = capture.recv(65535)
-        except TimeoutError:
-            continue
-        if frame[12:14] != b"\x08\x00":
-            continue
-        packet = IP(frame[14:])
-        if TCP not in packet:
-            continue
-        segment = packet[TCP]
+    for segment in segments(tap, 1):
         size = len(bytes(segment.payload))
         if segment.sport == port:
             client = segment.seq + size
@@ -65,8 +46,8 @@ def _last(capture: socket.socket, port: int) -> tuple[int, int]:
 
 def main(address: str, real: str, harmless: str, mode: str) -> None:
     port = random.randint(40000, 60000)
-    capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    first = _context().wrap_socket(_connect(address, port), server_hostname=harmless)
+    tap = capture()
+    first = any_certificate().wrap_socket(_connect(address, port), server_hostname=harmless)
     time.sleep(0.3)
     if mode == "fin":
         first.sendall(f"GET / HTTP/1.1\r\nHost: {harmless}\r\nConnection: close\r\n\r\n".encode())
@@ -77,16 +58,14 @@ def main(address: str, real: str, harmless: str, mode: str) -> None:
         first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         first.close()  # a reset
         if mode == "ack":
-            client_seq, server_seq = _last(capture, port)
+            client_seq, server_seq = _last(tap, port)
             segment = IP(dst=address) / TCP(sport=port, dport=443, flags="A", seq=client_seq,
                                             ack=server_seq, window=502)  # fmt: skip
-            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-            raw.sendto(bytes(segment), (address, 0))
-            raw.close()
-    capture.close()
+            send(segment, address)
+    tap.close()
     time.sleep(0.3)
     try:
-        second = _context().wrap_socket(_connect(address, port), server_hostname=real)
+        second = any_certificate().wrap_socket(_connect(address, port), server_hostname=real)
         second.sendall(f"GET / HTTP/1.1\r\nHost: {real}\r\nConnection: close\r\n\r\n".encode())
         print("RESULT", second.recv(4096).split(b"\r\n")[0].decode(errors="replace"))
     except (OSError, ssl.SSLError) as error:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
-from schoolgate.sniffer.tlshello import Malformed, complete_client_hello, hello_length
+from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
 
 TCP: Final = 6
 SYN: Final = 0x02
@@ -309,19 +309,20 @@ class FirstFlightCheck:
         flow.data += fresh
         self._buffered += len(fresh)
         try:
-            hello = complete_client_hello(flow.data)
+            whole = complete_client_hello(flow.data)
         except Malformed:
             return self._refuse(segment, "not TLS", segment.destination)
-        if hello is None:
+        if whole is None:
             return Judgement(Verdict.ACCEPT, "ClientHello not yet whole")
+        hello, hello_end = whole
         if not hello.sni:
             return self._refuse(segment, "no server name", segment.destination)
         if self.catalogued(hello.sni):
             return self._refuse(segment, "catalogued server name", segment.destination, hello.sni)
         # Only the hello's own bytes count: the server must acknowledge those, no more.
-        flow.hello_end = hello_length(flow.data)
-        self._buffered -= len(flow.data) - flow.hello_end
-        del flow.data[flow.hello_end :]
+        flow.hello_end = hello_end
+        self._buffered -= len(flow.data) - hello_end
+        del flow.data[hello_end:]
         return Judgement(Verdict.NAMED, "server name not catalogued", hello.sni)
 
     def _refuse(

@@ -169,6 +169,11 @@ def handshake_from_records(stream: Bytes) -> bytes:
     Raises Malformed if the stream does not start with handshake records; returns what is there
     (possibly a partial ClientHello) when records are cut short.
     """
+    return _records(stream)[0]
+
+
+def _records(stream: Bytes) -> tuple[bytes, int]:
+    """The handshake bytes of the records at the start of the stream, and where they end."""
     out = bytearray()
     pos = 0
     while pos + 5 <= len(stream) and len(out) < MAX_CLIENT_HELLO + 4:
@@ -185,7 +190,7 @@ def handshake_from_records(stream: Bytes) -> bytes:
             break
     if pos == 0 and len(stream) >= 1 and stream[0] != HANDSHAKE_RECORD:
         raise Malformed("not a TLS handshake record")
-    return bytes(out)
+    return bytes(out), min(pos, len(stream))
 
 
 def looks_like_client_hello(payload: Bytes) -> bool:
@@ -203,11 +208,12 @@ def parse_tls_stream(stream: Bytes) -> ClientHello:
     return parse_handshake(handshake_from_records(stream))
 
 
-def complete_client_hello(stream: Bytes) -> ClientHello | None:
-    """The whole ClientHello at the start of a client's TCP stream, or None while more bytes
-    are needed. Unlike `parse_tls_stream` it never answers from a cut-short hello: an extension
-    after the server name (ECH among them) must be seen before the hello is judged."""
-    handshake = handshake_from_records(stream)
+def complete_client_hello(stream: Bytes) -> tuple[ClientHello, int] | None:
+    """The whole ClientHello at the start of a client's TCP stream, with the number of stream
+    bytes its records take, or None while more bytes are needed. Unlike `parse_tls_stream` it
+    never answers from a cut-short hello: an extension after the server name (ECH among them)
+    must be seen before the hello is judged."""
+    handshake, end = _records(stream)
     if len(handshake) < 4:
         return None
     if handshake[0] != CLIENT_HELLO:
@@ -217,21 +223,4 @@ def complete_client_hello(stream: Bytes) -> ClientHello | None:
         if length > MAX_CLIENT_HELLO:
             raise Malformed(f"implausible ClientHello length {length}")
         return None
-    return parse_handshake(handshake[: 4 + length])
-
-
-def hello_length(stream: Bytes) -> int:
-    """How many bytes of the stream the TLS records carrying a whole ClientHello take (call
-    after `complete_client_hello` found one)."""
-    pos = 0
-    carried = 0
-    needed: int | None = None
-    while pos + 5 <= len(stream):
-        length = int.from_bytes(stream[pos + 3 : pos + 5], "big")
-        if needed is None and len(stream) >= pos + 9:
-            needed = 4 + int.from_bytes(stream[pos + 6 : pos + 9], "big")
-        pos += 5 + length
-        carried += length
-        if needed is not None and carried >= needed:
-            return min(pos, len(stream))
-    return len(stream)
+    return parse_handshake(handshake[: 4 + length]), end

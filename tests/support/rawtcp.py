@@ -1,0 +1,55 @@
+"""What the hand-made fast-path clients share (tests/support/desync_client.py, reopen_client.py):
+a TLS client context that accepts any certificate (the proxy's or the test server's), the TCP
+segments seen on the wire, and a raw packet sent as built."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+
+from scapy.layers.inet import IP, TCP
+
+ETH_P_ALL = 0x0003  # outgoing frames reach only "all protocols" taps
+
+
+def any_certificate() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def client_hello(name: str) -> bytes:
+    """The first bytes a TLS client sends for `name` (Python's ssl, no socket)."""
+    outgoing = ssl.MemoryBIO()
+    tls = any_certificate().wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=name)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def capture() -> socket.socket:
+    """A tap on every frame of this namespace, both ways."""
+    return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+
+
+def segments(tap: socket.socket, seconds: float) -> Iterator[TCP]:
+    """The IPv4 TCP segments the tap sees for `seconds`."""
+    deadline = time.monotonic() + seconds
+    tap.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            frame = tap.recv(65535)
+        except TimeoutError:
+            continue
+        if frame[12:14] == b"\x08\x00" and TCP in (packet := IP(frame[14:])):
+            yield packet[TCP]
+
+
+def send(packet: IP, address: str) -> None:
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    with raw:
+        raw.sendto(bytes(packet), (address, 0))
