@@ -44,6 +44,7 @@ from tests.support.netns import (
     netns_exec,
     probe_netns,
     run_in,
+    serve_connections,
     tcp_listener,
 )
 from tests.support.proxy_harness import MEDIA_HOST, TEST_CATALOG
@@ -75,17 +76,7 @@ class TlsServer:
         for address in addresses:
             sock = tcp_listener(ns, address, 443, backlog=256)
             self._socks.append(sock)
-            threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
-
-    def _accept(self, sock: socket.socket) -> None:
-        while sock in self._socks:
-            try:
-                conn, peer = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn, peer[0]), daemon=True).start()
+            serve_connections(sock, self._serve)
 
     def _serve(self, raw: socket.socket, peer: str) -> None:
         with contextlib.suppress(OSError, ssl.SSLError), raw:

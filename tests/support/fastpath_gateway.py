@@ -9,12 +9,12 @@ address, and whatever servers the caller starts there). TEST-NET addresses only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from tests.support.netns import (
     netns_exec,
     nft_counter_packets,
     run_in,
+    serve_connections,
     tcp_listener,
 )
 from tests.support.proxy_harness import VENV_BIN, UpstreamPki, make_upstream_pki, write_config
@@ -56,24 +57,12 @@ class Recorder:
     seen: list[tuple[str, str, int]] = field(default_factory=list)
     arrived: list[tuple[str, str, int, bytes]] = field(default_factory=list)
     _socks: list[socket.socket] = field(default_factory=list)
-    _running: bool = False
 
     def start(self, ns: str, ports: tuple[int, ...] = (80, 443)) -> None:
-        self._running = True
         for port in ports:
             sock = tcp_listener(ns, "0.0.0.0", port)
             self._socks.append(sock)
-            threading.Thread(target=self._accept, args=(sock, port), daemon=True).start()
-
-    def _accept(self, sock: socket.socket, port: int) -> None:
-        while self._running:
-            try:
-                conn, peer = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn, peer[0], port), daemon=True).start()
+            serve_connections(sock, functools.partial(self._serve, port=port))
 
     def _serve(self, conn: socket.socket, peer: str, port: int) -> None:
         local = conn.getsockname()[0]
@@ -96,7 +85,6 @@ class Recorder:
                                b"\r\n\r\nok")  # fmt: skip
 
     def stop(self) -> None:
-        self._running = False
         for sock in self._socks:
             sock.close()
         self._socks.clear()

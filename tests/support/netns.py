@@ -188,6 +188,23 @@ def tcp_listener(ns: str, address: str, port: int, backlog: int = 32) -> socket.
     return call_in_netns(ns, bind)
 
 
+def serve_connections(sock: socket.socket, serve: Callable[[socket.socket, str], None]) -> None:
+    """Accept on `sock` (a tcp_listener) until it is closed, serving each connection on a
+    thread of its own: serve(connection, peer address)."""
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, peer = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            threading.Thread(target=serve, args=(conn, peer[0]), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 def load_ruleset(ns: str, path: Path, defines: dict[str, str]) -> None:
     """Load an nftables file inside `ns` with `-D name=value` definitions."""
     argv = ["nft"]
