@@ -16,6 +16,7 @@ from schoolgate.matching.robust import RobustEntry, RobustIndex
 from schoolgate.media.features import extract_features
 from schoolgate.media.signals import bank_feature_views, query_feature_views
 from schoolgate.pipeline.engine import InspectionContext, Inspector
+from tests.support.banked_inspector import banked_inspector
 from tests.support.imagery import encode, procedural_scene, real_photos, skimage_photo
 from tests.support.screens import background_overlay, frame_overlay, procedural_scene_pair
 
@@ -78,24 +79,10 @@ def test_a_framed_copy_of_the_banked_picture_still_matches() -> None:
 # A whole-image PDQ match checked against the banked item's own features
 
 
-def _inspector(tmp_path: Path, banked: Image.Image, confirm_bits: int) -> Inspector:
-    from schoolgate.cli import app as cli
-    from schoolgate.config import load_config
-
-    tmp_path.mkdir()
-    config_path = tmp_path / "surround.yaml"
-    config_path.write_text(
-        f"classifier:\n  models: []\nbanks:\n  robust:\n    pdq_confirm_bits: {confirm_bits}\n"
+def _inspector(data_dir: Path, banked: Image.Image, confirm_bits: int) -> Inspector:
+    return banked_inspector(
+        data_dir, banked, f"    pdq_confirm_bits: {confirm_bits}\n", bank="incident-surround"
     )
-    item = tmp_path / "banked.jpg"
-    item.write_bytes(encode(banked, "JPEG", quality=92))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SCHOOLGATE_DATA_DIR", str(tmp_path))
-        patch.delenv("SCHOOLGATE_CONFIG", raising=False)
-        code = cli.main(["hashes", "add", str(item), "--bank", "incident-surround",
-                         "--config", str(config_path)])  # fmt: skip
-        assert code == 0
-        return Inspector.from_config(load_config(config_path), with_audit=False)
 
 
 def test_a_pdq_match_refuted_by_the_banked_features_does_not_block(tmp_path: Path) -> None:

@@ -55,12 +55,12 @@ def bank_media(
     # Local feature sets (derived data; the picture cannot be rebuilt from them): the image's
     # views, and a video's key frames so its captioned copies meet the robust tier.
     views = [(name, found.to_bytes()) for name, found in item.features]
-    mirrored = config.banks.robust.bank_mirrored
+    settings = config.banks.robust
     for frame in item.key_frames:
-        views += [
-            (f"frame{frame.frame}:{name}", found.to_bytes())
-            for name, found in bank_feature_views(frame.image(), mirrored=mirrored)
-        ]
+        frame_views = bank_feature_views(
+            frame.image(), mirrored=settings.bank_mirrored, squashes=settings.bank_squashed
+        )
+        views += [(f"frame{frame.frame}:{name}", found.to_bytes()) for name, found in frame_views]
     added_features = 0
     if views:
         added_features = store.add_features(

@@ -37,6 +37,9 @@ class RobustConfig:
     max_items: int = 2000  # banked items whose feature sets are loaded (newest first)
     max_candidates: int = 8  # banked views verified per query, at most
     bank_mirrored: bool = True  # also bank the mirrored view, so mirrored edits match
+    # Also bank the picture squashed to half along four axes, so copies squashed (and turned,
+    # or squashed along a slant) match: 4 more feature sets per item.
+    bank_squashed: bool = True
     # Videos: `hashes add` banks the feature sets of this many key frames spread over the clip,
     # and an upload's frames (this many, spread) are looked up when no hash matched. A frame
     # verified against a banked key frame blocks, as a robust image match does.
@@ -172,6 +175,7 @@ def _robust(node: Node) -> RobustConfig:
             "max_items",
             "max_candidates",
             "bank_mirrored",
+            "bank_squashed",
             "video_key_frames",
             "video_query_frames",
             "pdq_confirm_bits",
@@ -193,6 +197,7 @@ def _robust(node: Node) -> RobustConfig:
             defaults.max_candidates, minimum=1, maximum=64
         ),
         bank_mirrored=node.child("bank_mirrored").flag(defaults.bank_mirrored),
+        bank_squashed=node.child("bank_squashed").flag(defaults.bank_squashed),
         video_key_frames=node.child("video_key_frames").integer(
             defaults.video_key_frames, minimum=0, maximum=64
         ),

@@ -157,3 +157,23 @@ def analysis_views(image: Image.Image, depth: int = 2) -> list[Image.Image]:
             break
         views.append(views[-1].crop(box.as_tuple()))
     return views
+
+
+def squashed(image: Image.Image, angle: float, ratio: float) -> Image.Image:
+    """`image` squashed to `ratio` of its extent along the direction `angle` degrees from its
+    width (0: narrower, 90: shorter), on a white canvas that holds all of it."""
+    theta = np.radians(angle)
+    axis = np.array([np.cos(theta), np.sin(theta)])
+    # Identity, less (1 - ratio) of each point's component along the axis.
+    linear = np.eye(2) - (1.0 - ratio) * np.outer(axis, axis)
+    width, height = image.size
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], float) @ linear.T
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    size = (max(1, round(high[0] - low[0])), max(1, round(high[1] - low[1])))
+    # PIL's affine transform maps each output pixel back to its source pixel.
+    inverse = np.linalg.inv(linear)
+    offset = inverse @ low
+    coefficients = (*inverse[0], offset[0], *inverse[1], offset[1])
+    return image.convert("RGB").transform(
+        size, Image.Transform.AFFINE, coefficients, Image.Resampling.BICUBIC, fillcolor="white"
+    )

@@ -21,7 +21,7 @@ from schoolgate.media.content_grid import GRID, ContentGrid, photo_region
 from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
 from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features, whole_grid
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
-from schoolgate.media.normalise import Box, analysis_views, content_box
+from schoolgate.media.normalise import Box, analysis_views, content_box, squashed
 from schoolgate.media.sniff import MediaKind, sniff
 from schoolgate.media.video import SampledFrame, VideoHasher, VideoHashes
 
@@ -48,13 +48,27 @@ def view_pdq(views: Sequence[Image.Image], dihedral: bool) -> list[list[PdqHash]
     return [pdq_dihedral(view) if dihedral else [pdq_hash(view)] for view in views]
 
 
+# ORB's descriptors do not survive a squash to about half along one axis (adversarial pass a16:
+# a copy squashed 2:1 and turned by a degree, or squashed along a slanted axis, went through),
+# and no lookup-side view can undo a squash whose axis it does not know. So the whole image is
+# also banked squashed to half along four axes 45 degrees apart, as ASIFT samples tilts: a copy
+# squashed along any axis is then within a 1.8:1 squash of one of them (1.5:1 for an axis within
+# 15 degrees of one), which ORB and the geometry check allow.
+SQUASH_AXES = (0, 45, 90, 135)
+SQUASH_RATIO = 0.5
+
+
 def bank_feature_views(
-    image: Image.Image, mirrored: bool = True, settings: FeatureSettings | None = None
+    image: Image.Image,
+    mirrored: bool = True,
+    settings: FeatureSettings | None = None,
+    squashes: bool = True,
 ) -> Iterator[tuple[str, LocalFeatures]]:
     """(view name, local features) to bank for one item: the whole image, its content box when
     it has one, its picture region when that is a part of it (a screenshot's or a frame's photo,
-    at its own scale: a copy shown at another size in another app matches it), and (ORB does not
-    match mirror images) its mirror image."""
+    at its own scale: a copy shown at another size in another app matches it), (ORB does not
+    match mirror images) its mirror image, and (with `squashes`) its photo (the picture region, or
+    the whole image; none for a drawing or a document) squashed along each of SQUASH_AXES."""
     whole = extract_features(image, settings)
     yield "whole", whole
     box = content_box(image)
@@ -65,6 +79,18 @@ def bank_feature_views(
         yield "picture", extract_features(image.crop(picture), settings)
     if mirrored:
         yield "mirror", extract_features(ImageOps.mirror(image), settings)
+    photographic = whole.grid is not None and photo_region(whole.grid) is not None
+    if squashes and photographic:
+        # The photo, not the interface around it: squashed interfaces would only add candidates
+        # that other screens of the same app vote for.
+        photo = image.crop(picture) if picture is not None else image
+        # Half the keypoints: a squashed view has half the area, and they are four more views
+        # to hold in memory (measured: every axis-squashed copy still caught).
+        base = settings or FeatureSettings()
+        fewer = replace(base, max_features=base.max_features // 2)
+        for angle in SQUASH_AXES:
+            view = squashed(photo, angle, SQUASH_RATIO)
+            yield f"squashed-{angle}", extract_features(view, fewer)
 
 
 # A content box smaller than this share of a non-photographic item is a band of it, not its
@@ -213,8 +239,12 @@ def item_signals(
         frames = decoded.frame_count if decoded.frame_count > 1 else None
         feature_views: tuple[tuple[str, LocalFeatures], ...] = ()
         if features:
-            mirrored = config.banks.robust.bank_mirrored
-            feature_views = tuple(bank_feature_views(decoded.image, mirrored=mirrored))
+            robust = config.banks.robust
+            feature_views = tuple(
+                bank_feature_views(
+                    decoded.image, mirrored=robust.bank_mirrored, squashes=robust.bank_squashed
+                )
+            )
         item = replace(
             item,
             pdq=whole,

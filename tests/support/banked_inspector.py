@@ -1,0 +1,33 @@
+"""An inspector over a bank filled the way a DSL fills one: `schoolgate hashes add` on a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from schoolgate.pipeline.engine import Inspector
+from tests.support.imagery import encode
+
+
+def banked_inspector(
+    data_dir: Path, banked: Image.Image, robust_config: str = "", bank: str = "incident-test"
+) -> Inspector:
+    """An inspector (no classifier) whose bank `bank` holds `banked`, added through the CLI with
+    `banks.robust` set to `robust_config` (YAML lines, indented four spaces)."""
+    from schoolgate.cli import app as cli
+    from schoolgate.config import load_config
+
+    data_dir.mkdir()
+    config_path = data_dir / "schoolgate.yaml"
+    robust = f"banks:\n  robust:\n{robust_config}" if robust_config else ""
+    config_path.write_text(f"classifier:\n  models: []\n{robust}")
+    item = data_dir / "banked.jpg"
+    item.write_bytes(encode(banked, "JPEG", quality=92))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCHOOLGATE_DATA_DIR", str(data_dir))
+        patch.delenv("SCHOOLGATE_CONFIG", raising=False)
+        code = cli.main(["hashes", "add", str(item), "--bank", bank, "--config", str(config_path)])
+        assert code == 0
+        return Inspector.from_config(load_config(config_path), with_audit=False)
