@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.imagery import EDITS, encode, phone_screenshot, skimage_photo
+from tests.support.imagery import (
+    EDITS,
+    encode,
+    phone_screenshot,
+    skimage_photo,
+    squash_along,
+    squash_then_turn,
+)
 from tests.test_cli_scan import NO_MODELS, schoolgate
 
 BANKED = "astronaut"
@@ -31,6 +38,7 @@ def banked(tmp_path: Path, config: Path) -> Path:
     added = schoolgate("hashes", "add", str(original), "--bank", "incident-1", config=config)
     assert added.returncode == 0, added.stderr
     assert "local feature sets" in added.stdout
+    assert "squashed to half along 4 axes" in added.stdout
     return original
 
 
@@ -62,6 +70,21 @@ def test_every_edit_of_a_banked_photo_is_blocked(
     evidence = robust["matches"][0]["evidence"]  # type: ignore[index]
     assert evidence["inliers"] >= 20
     assert evidence["spread"] >= 0.3
+
+
+def test_squashed_and_turned_copies_are_blocked(banked: Path, config: Path, tmp_path: Path) -> None:
+    """Adversarial pass a16 (N2b/N2c), through `hashes add` and `scan`."""
+    folder = tmp_path / "squashed"
+    folder.mkdir()
+    photo = skimage_photo(BANKED).convert("RGB")
+    copies = {"half-height-turned-3": squash_then_turn(0.5, 1.0, 3),
+              "half-width-turned-8": squash_then_turn(1.0, 0.5, -8),
+              "half-along-45": squash_along(45, 0.5)}  # fmt: skip
+    for name, edit in copies.items():
+        (folder / f"{name}.jpg").write_bytes(encode(edit(photo), "JPEG", quality=88))
+    code, records = _scan(config, folder)
+    assert code == 1
+    assert {name: r["decision"] for name, r in records.items()} == dict.fromkeys(copies, "block")
 
 
 def test_unrelated_benign_images_are_allowed(banked: Path, config: Path, tmp_path: Path) -> None:

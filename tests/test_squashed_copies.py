@@ -7,7 +7,6 @@ nearest of them. Benign scikit-image photos only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,36 +15,12 @@ from PIL import Image, ImageDraw
 from schoolgate.media.signals import SQUASH_AXES, bank_feature_views
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.banked_inspector import banked_inspector
-from tests.support.imagery import encode, skimage_photo
+from tests.support.imagery import Reshape, encode, skimage_photo, squash_along, squash_then_turn
 
 CTX = InspectionContext(client_ip="192.0.2.64", app="squash-test")
-Edit = Callable[[Image.Image], Image.Image]
 
 
-def squash_then_turn(height: float, width: float, degrees: float) -> Edit:
-    """An editor's resize to the wrong aspect ratio, then a turn (a re-shoot, a tilted crop)."""
-
-    def edit(image: Image.Image) -> Image.Image:
-        size = (round(image.width * width), round(image.height * height))
-        resized = image.resize(size, Image.Resampling.BICUBIC)
-        return resized.rotate(degrees, Image.Resampling.BICUBIC, expand=True, fillcolor="white")
-
-    return edit
-
-
-def squash_along(degrees: float, ratio: float) -> Edit:
-    """Turn, squash, turn back: a squash along a slanted axis (a16's `diag*` copies)."""
-
-    def edit(image: Image.Image) -> Image.Image:
-        turned = image.rotate(degrees, Image.Resampling.BICUBIC, expand=True, fillcolor="white")
-        size = (turned.width, round(turned.height * ratio))
-        squashed = turned.resize(size, Image.Resampling.BICUBIC)
-        return squashed.rotate(-degrees, Image.Resampling.BICUBIC, expand=True, fillcolor="white")
-
-    return edit
-
-
-EDITS: dict[str, Edit] = {
+EDITS: dict[str, Reshape] = {
     **{f"half height, turned {d}": squash_then_turn(0.5, 1.0, d) for d in (1, 3, 8)},
     **{f"60% height, turned {d}": squash_then_turn(0.6, 1.0, d) for d in (1, -5)},
     "half width, turned 2": squash_then_turn(1.0, 0.5, 2),

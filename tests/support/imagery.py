@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared/testdata/pdq-reference"
 
 Edit = Callable[[Image.Image, int], bytes]
+Reshape = Callable[[Image.Image], Image.Image]
 
 # Distinct photos shipped by scikit-image (chelsea and cat are the same photo, so only one of them;
 # motorcycle_left and motorcycle_right are a stereo pair of one scene, so only the left one).
@@ -346,3 +347,26 @@ VARIANT_EDITS: dict[str, Edit] = {
     "meme_caption_top": _meme_top,
     "two_stickers_5": _two_stickers,
 }
+
+
+def squash_then_turn(height: float, width: float, degrees: float) -> Reshape:
+    """An editor's resize to the wrong aspect ratio, then a turn (a re-shoot, a tilted crop)."""
+
+    def edit(image: Image.Image) -> Image.Image:
+        size = (round(image.width * width), round(image.height * height))
+        resized = image.resize(size, Image.Resampling.BICUBIC)
+        return resized.rotate(degrees, Image.Resampling.BICUBIC, expand=True, fillcolor="white")
+
+    return edit
+
+
+def squash_along(degrees: float, ratio: float) -> Reshape:
+    """Turn, squash, turn back: a squash along a slanted axis (a16's `diag*` copies)."""
+
+    def edit(image: Image.Image) -> Image.Image:
+        turned = image.rotate(degrees, Image.Resampling.BICUBIC, expand=True, fillcolor="white")
+        size = (turned.width, round(turned.height * ratio))
+        squashed = turned.resize(size, Image.Resampling.BICUBIC)
+        return squashed.rotate(-degrees, Image.Resampling.BICUBIC, expand=True, fillcolor="white")
+
+    return edit

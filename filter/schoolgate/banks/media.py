@@ -76,8 +76,8 @@ def bank_media(
 
 def describe_banked(item: ItemSignals) -> list[str]:
     """What the robust tier judges an item by, for the DSL who banked it: the whole picture, a
-    picture region inside an interface or frame, or (a warning) mostly interface or text; and
-    the band banked as its picture where that is a small part of it."""
+    picture region inside an interface or frame, or (a warning) mostly interface or text; its
+    squashed views; and the band banked as its picture where that is a small part of it."""
     found = dict(item.features)
     whole = found.get("whole")
     lines: list[str] = []
@@ -102,6 +102,12 @@ def describe_banked(item: ItemSignals) -> list[str]:
             )
         else:
             lines.append(f"judged as a whole picture ({photo} of {cells} areas photographic)")
+    squashes = [name.removeprefix("squashed-") for name in found if name.startswith("squashed-")]
+    if squashes:
+        lines.append(
+            f"its picture also banked squashed to half along {len(squashes)} axes "
+            f"({', '.join(squashes)} degrees), so squashed or stretched copies match"
+        )
     box = content_box(item.image) if item.image is not None and item.content_pdq else None
     if box is not None and item.image is not None:
         share = box.width * box.height / (item.image.width * item.image.height)
