@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from schoolgate.pipeline.engine import InspectionContext, Inspector
+from tests.support.banked_inspector import banked_inspector
 from tests.support.imagery import encode, skimage_photo
-from tests.test_surround_rules import _inspector
 
 CTX = InspectionContext(client_ip="192.0.2.64", app="geometry-test")
 BANKED = ("astronaut", "chelsea", "coffee")
@@ -74,25 +74,14 @@ EDITS = {
 
 @pytest.fixture(scope="module")
 def inspector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inspector]:
-    checked = _inspector(tmp_path_factory.mktemp("geometry") / "bank", skimage_photo(BANKED[0]),
-                         confirm_bits=8)  # fmt: skip
-    # The other banked photos go into the same bank through the same command.
-    from schoolgate.cli import app as cli
-
-    data_dir = checked.config.data_dir
-    for name in BANKED[1:]:
-        item = data_dir / f"{name}.jpg"
-        item.write_bytes(encode(skimage_photo(name), "JPEG", quality=92))
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("SCHOOLGATE_DATA_DIR", str(data_dir))
-            patch.delenv("SCHOOLGATE_CONFIG", raising=False)
-            config = str(data_dir / "surround.yaml")
-            assert cli.main(["hashes", "add", str(item), "--bank", "incident-surround",
-                             "--config", config]) == 0  # fmt: skip
+    checked = banked_inspector(
+        tmp_path_factory.mktemp("geometry") / "bank",
+        [skimage_photo(name) for name in BANKED],
+        "    pdq_confirm_bits: 8\n",
+        bank="incident-surround",
+    )
+    yield checked
     checked.close()
-    reopened = Inspector.from_config(checked.config, with_audit=False)
-    yield reopened
-    reopened.close()
 
 
 @pytest.mark.parametrize("edit", list(EDITS))

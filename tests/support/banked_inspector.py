@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,14 @@ from tests.support.imagery import encode
 
 
 def banked_inspector(
-    data_dir: Path, banked: Image.Image, robust_config: str = "", bank: str = "incident-test"
+    data_dir: Path,
+    banked: Image.Image | Sequence[Image.Image],
+    robust_config: str = "",
+    bank: str = "incident-test",
 ) -> Inspector:
-    """An inspector (no classifier) whose bank `bank` holds `banked`, added through the CLI with
-    `banks.robust` set to `robust_config` (YAML lines, indented four spaces)."""
+    """An inspector (no classifier) whose bank `bank` holds `banked` (one picture or several),
+    added through the CLI with `banks.robust` set to `robust_config` (YAML lines, indented four
+    spaces)."""
     from schoolgate.cli import app as cli
     from schoolgate.config import load_config
 
@@ -23,11 +28,13 @@ def banked_inspector(
     config_path = data_dir / "schoolgate.yaml"
     robust = f"banks:\n  robust:\n{robust_config}" if robust_config else ""
     config_path.write_text(f"classifier:\n  models: []\n{robust}")
-    item = data_dir / "banked.jpg"
-    item.write_bytes(encode(banked, "JPEG", quality=92))
+    pictures = [banked] if isinstance(banked, Image.Image) else list(banked)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SCHOOLGATE_DATA_DIR", str(data_dir))
         patch.delenv("SCHOOLGATE_CONFIG", raising=False)
-        code = cli.main(["hashes", "add", str(item), "--bank", bank, "--config", str(config_path)])
-        assert code == 0
+        for number, picture in enumerate(pictures):
+            item = data_dir / f"banked-{number}.jpg"
+            item.write_bytes(encode(picture, "JPEG", quality=92))
+            command = ["hashes", "add", str(item), "--bank", bank, "--config", str(config_path)]
+            assert cli.main(command) == 0
         return Inspector.from_config(load_config(config_path), with_audit=False)
