@@ -38,7 +38,7 @@ def banked(tmp_path: Path, config: Path) -> Path:
     added = schoolgate("hashes", "add", str(original), "--bank", "incident-1", config=config)
     assert added.returncode == 0, added.stderr
     assert "local feature sets" in added.stdout
-    assert "squashed to half along 4 axes" in added.stdout
+    assert "squashed" not in added.stdout  # opt-in
     return original
 
 
@@ -72,11 +72,21 @@ def test_every_edit_of_a_banked_photo_is_blocked(
     assert evidence["spread"] >= 0.3
 
 
-def test_squashed_and_turned_copies_are_blocked(banked: Path, config: Path, tmp_path: Path) -> None:
-    """Adversarial pass a16 (N2b/N2c), through `hashes add` and `scan`."""
+def test_squashed_and_turned_copies_are_blocked_when_opted_in(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Adversarial pass a16 (N2b/N2c), through `hashes add` and `scan`, with
+    `banks.robust.bank_squashed` on."""
+    config = tmp_path / "squashed.yaml"
+    config.write_text(NO_MODELS + "banks:\n  robust:\n    bank_squashed: true\n")
+    photo = skimage_photo(BANKED).convert("RGB")
+    original = tmp_path / "incident.jpg"
+    original.write_bytes(encode(photo, "JPEG", quality=92))
+    added = schoolgate("hashes", "add", str(original), "--bank", "incident-1", config=config)
+    assert added.returncode == 0, added.stderr
+    assert "squashed to half along 4 axes" in added.stdout
     folder = tmp_path / "squashed"
     folder.mkdir()
-    photo = skimage_photo(BANKED).convert("RGB")
     copies = {"half-height-turned-3": squash_then_turn(0.5, 1.0, 3),
               "half-width-turned-8": squash_then_turn(1.0, 0.5, -8),
               "half-along-45": squash_along(45, 0.5)}  # fmt: skip

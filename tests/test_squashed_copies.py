@@ -18,6 +18,7 @@ from tests.support.banked_inspector import banked_inspector
 from tests.support.imagery import Reshape, encode, skimage_photo, squash_along, squash_then_turn
 
 CTX = InspectionContext(client_ip="192.0.2.64", app="squash-test")
+SQUASHED = "    bank_squashed: true\n"  # opt-in (see docs/configuration.md)
 
 
 EDITS: dict[str, Reshape] = {
@@ -40,7 +41,7 @@ def _misses(inspector: Inspector, photo: Image.Image) -> list[str]:
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "rocket", "chelsea"])
 def test_a_squashed_and_turned_copy_is_blocked(tmp_path: Path, name: str) -> None:
     photo = skimage_photo(name).convert("RGB")
-    inspector = banked_inspector(tmp_path / "bank", photo)
+    inspector = banked_inspector(tmp_path / "bank", photo, SQUASHED)
     try:
         assert _misses(inspector, photo) == []
     finally:
@@ -48,10 +49,10 @@ def test_a_squashed_and_turned_copy_is_blocked(tmp_path: Path, name: str) -> Non
 
 
 def test_without_the_squashed_views_such_copies_pass(tmp_path: Path) -> None:
-    """`banks.robust.bank_squashed: false` banks no squashed views, and the copies that need
-    them go through: the views, not some other tier, are what catches them."""
+    """Without `banks.robust.bank_squashed` (the default) no squashed views are banked, and the
+    copies that need them go through: the views, not some other tier, are what catches them."""
     photo = skimage_photo("astronaut").convert("RGB")
-    inspector = banked_inspector(tmp_path / "bank", photo, "    bank_squashed: false\n")
+    inspector = banked_inspector(tmp_path / "bank", photo)
     try:
         assert set(_misses(inspector, photo)) >= {"half height, turned 3", "half along 45 degrees"}
     finally:
@@ -59,7 +60,8 @@ def test_without_the_squashed_views_such_copies_pass(tmp_path: Path) -> None:
 
 
 def test_another_photo_squashed_the_same_way_is_not_blocked(tmp_path: Path) -> None:
-    inspector = banked_inspector(tmp_path / "bank", skimage_photo("astronaut").convert("RGB"))
+    astronaut = skimage_photo("astronaut").convert("RGB")
+    inspector = banked_inspector(tmp_path / "bank", astronaut, SQUASHED)
     try:
         for other in ("coffee", "rocket", "chelsea", "camera"):
             photo = skimage_photo(other).convert("RGB")
@@ -69,13 +71,14 @@ def test_another_photo_squashed_the_same_way_is_not_blocked(tmp_path: Path) -> N
 
 
 def test_a_photo_is_banked_squashed_along_four_axes_and_a_document_is_not() -> None:
-    photo = [name for name, _ in bank_feature_views(skimage_photo("coffee").convert("RGB"))]
+    coffee = skimage_photo("coffee").convert("RGB")
+    photo = [name for name, _ in bank_feature_views(coffee, squashes=True)]
     assert photo[-len(SQUASH_AXES) :] == [f"squashed-{axis}" for axis in SQUASH_AXES]
     notes = Image.new("RGB", (600, 800), "white")
     pen = ImageDraw.Draw(notes)
     for line in range(30):
         pen.text((20, 20 + 25 * line), f"Homework due Friday: chapter {line}", fill="black")
     # A document is judged on its layout, which squashed views would only blur.
-    assert [name for name, _ in bank_feature_views(notes)] == ["whole", "mirror"]
-    unsquashed = bank_feature_views(skimage_photo("coffee").convert("RGB"), squashes=False)
+    assert [name for name, _ in bank_feature_views(notes, squashes=True)] == ["whole", "mirror"]
+    unsquashed = bank_feature_views(coffee)
     assert not [name for name, _ in unsquashed if name.startswith("squashed")]

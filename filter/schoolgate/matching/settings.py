@@ -38,8 +38,10 @@ class RobustConfig:
     max_candidates: int = 8  # banked views verified per query, at most
     bank_mirrored: bool = True  # also bank the mirrored view, so mirrored edits match
     # Also bank the picture squashed to half along four axes, so copies squashed (and turned,
-    # or squashed along a slant) match: 4 more feature sets per item.
-    bank_squashed: bool = True
+    # or squashed along a slant) match: 4 more feature sets per item. Off by default: the
+    # content check is weaker on a squashed view, and adversarial pass a21 got another subject
+    # before a banked background blocked through it.
+    bank_squashed: bool = False
     # Videos: `hashes add` banks the feature sets of this many key frames spread over the clip,
     # and an upload's frames (this many, spread) are looked up when no hash matched. A frame
     # verified against a banked key frame blocks, as a robust image match does.

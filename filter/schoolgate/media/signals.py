@@ -62,7 +62,7 @@ def bank_feature_views(
     image: Image.Image,
     mirrored: bool = True,
     settings: FeatureSettings | None = None,
-    squashes: bool = True,
+    squashes: bool = False,
 ) -> Iterator[tuple[str, LocalFeatures]]:
     """(view name, local features) to bank for one item: the whole image, its content box when
     it has one, its picture region when that is a part of it (a screenshot's or a frame's photo,
