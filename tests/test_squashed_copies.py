@@ -9,13 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from schoolgate.media.signals import SQUASH_AXES, bank_feature_views
+from schoolgate.media.normalise import squashed, unsquash_map
+from schoolgate.media.signals import SQUASH_AXES, SQUASH_RATIO, bank_feature_views
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.banked_inspector import banked_inspector
-from tests.support.imagery import Reshape, encode, skimage_photo, squash_along, squash_then_turn
+from tests.support.imagery import (
+    Reshape,
+    encode,
+    real_photos,
+    skimage_photo,
+    squash_along,
+    squash_then_turn,
+)
 
 CTX = InspectionContext(client_ip="192.0.2.64", app="squash-test")
 SQUASHED = "    bank_squashed: true\n"  # opt-in (see docs/configuration.md)
@@ -82,3 +91,48 @@ def test_a_photo_is_banked_squashed_along_four_axes_and_a_document_is_not() -> N
     assert [name for name, _ in bank_feature_views(notes, squashes=True)] == ["whole", "mirror"]
     unsquashed = bank_feature_views(coffee)
     assert not [name for name, _ in unsquashed if name.startswith("squashed")]
+
+
+def _photo_subject_before(background: Image.Image, subject: Image.Image) -> Image.Image:
+    """a21's scene: `subject` in an oval, 64% of the frame high, pasted on `background`."""
+    scene = background.convert("RGB").resize((512, 512)).resize((900, 675))
+    oval = Image.new("L", (200, 420), 0)
+    ImageDraw.Draw(oval).ellipse((0, 0, 200, 420), fill=255)
+    person = subject.convert("RGB").resize(oval.size)
+    person.putalpha(oval)
+    person = person.resize((205, 432))
+    scene.paste(person, (303, 236), person)
+    return scene
+
+
+def test_a_match_on_a_squashed_view_is_judged_on_the_picture_it_was_squashed_from(
+    tmp_path: Path,
+) -> None:
+    """Adversarial pass a21 (finding 2): the banked background without its subject was
+    refuted without the squashed views, and blocked with them: the squashed view's own 8x8 grid
+    gives the subject half the cells. Each squashed view is now judged on its source view."""
+    photos = real_photos()
+    background = photos["q2821"]
+    banked = _photo_subject_before(background, skimage_photo("moon"))
+    empty = encode(background.convert("RGB").resize((512, 512)).resize((900, 675)), "PNG")
+    inspector = banked_inspector(tmp_path / "bank", banked, SQUASHED)
+    try:
+        verdict = inspector.evaluate(empty, CTX)
+        assert not verdict.blocked, (verdict.to_dict()["matches"], verdict.to_dict().get("refuted"))
+        assert inspector.evaluate(encode(squash_then_turn(0.5, 1.0, 4)(banked)), CTX).blocked
+    finally:
+        inspector.close()
+
+
+@pytest.mark.parametrize("angle", SQUASH_AXES)
+def test_the_map_back_from_a_squashed_view_undoes_the_squash(angle: int) -> None:
+    photo = skimage_photo("astronaut").convert("L").resize((400, 300))
+    full = squashed(photo, angle, SQUASH_RATIO).convert("L")
+    view = full.resize((round(full.width * 0.8), round(full.height * 0.8)))  # a working frame
+    back = unsquash_map(photo.size, angle, SQUASH_RATIO, view.size)
+    # Warp the view back into the photo's frame (PIL wants the photo -> view map).
+    to_view = np.linalg.inv(back)
+    restored = view.transform(photo.size, Image.Transform.AFFINE, tuple(to_view[:2].ravel()),
+                              Image.Resampling.BILINEAR)  # fmt: skip
+    error = np.abs(np.asarray(restored, float) - np.asarray(photo, float))
+    assert error[20:-20, 20:-20].mean() < 12  # what halving the resolution along one axis loses

@@ -115,6 +115,12 @@ class RobustEntry:
     content_id: str
     note: str
     features: LocalFeatures
+    # A view banked only to align a distorted copy (a squashed copy of the item's picture): the
+    # aligned copy's content is judged on `judged_on`, the view it was made from, mapped there
+    # by `to_judged` (3x3, this view's frame -> that view's). On the squashed view's own grid
+    # another subject covers half the cells (adversarial pass a21).
+    judged_on: LocalFeatures | None = None
+    to_judged: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -325,8 +331,10 @@ class RobustIndex:
         return best
 
     def shapes(self, content_id: str) -> list[tuple[int, int]]:
-        """(width, height) of every banked view of an item, in its working frame."""
-        found = [self._entries[e].features for e in self._views_of.get(content_id, ())]
+        """(width, height) of every banked view of an item that shows it undistorted (not a
+        squashed view), in its working frame."""
+        views = [self._entries[e] for e in self._views_of.get(content_id, ())]
+        found = [entry.features for entry in views if entry.judged_on is None]
         return list(dict.fromkeys((f.width, f.height) for f in found))
 
     def confirm(self, query: LocalFeatures, content_id: str) -> bool | None:
@@ -378,8 +386,12 @@ class RobustIndex:
         spread = _spread(target[inliers], banked.width, banked.height)
         if spread < rules.min_spread:
             return None, False
-        content = _aligned_agreement(query, banked, transform)
-        if content is not None and not _same_picture(content, target[inliers], banked, rules):
+        judged, onto, points = banked, transform, target[inliers]
+        if entry.judged_on is not None and entry.to_judged is not None:
+            judged, onto = entry.judged_on, _then(transform, entry.to_judged)
+            points = points @ entry.to_judged[:2, :2].T + entry.to_judged[:2, 2]
+        content = _aligned_agreement(query, judged, onto)
+        if content is not None and not _same_picture(content, points, judged, rules):
             return None, True  # aligned on what surrounds the pictures; the pictures differ
         rotation = float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0])))
         hit = RobustHit(
@@ -394,6 +406,14 @@ class RobustIndex:
             content=content,
         )
         return hit, True
+
+
+def _then(transform: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """`transform` (2x3 affine or 3x3 perspective) followed by a 3x3 affine map, in the same
+    form as `transform`."""
+    full = transform if transform.shape[0] == 3 else np.vstack([transform, [0.0, 0.0, 1.0]])
+    composed: np.ndarray = affine @ full
+    return composed if transform.shape[0] == 3 else composed[:2]
 
 
 def _jacobian(transform: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
@@ -28,7 +28,8 @@ from schoolgate.matching.robust import (
 )
 from schoolgate.matching.settings import BanksConfig
 from schoolgate.media.features import FEATURE_KIND, LocalFeatures, extract_features
-from schoolgate.media.signals import query_feature_views
+from schoolgate.media.normalise import unsquash_map
+from schoolgate.media.signals import SQUASH_RATIO, query_feature_views, squashed_view_base
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,39 @@ def _load(store: BankStore, config: BanksConfig) -> _Loaded:
     return _Loaded(index, {key: tuple(ids) for key, ids in items.items()})
 
 
+def _judged_on_their_pictures(
+    entries: list[RobustEntry], views: dict[tuple[str, str], dict[str, int]]
+) -> list[RobustEntry]:
+    """Each squashed view tied to the view it was squashed from, which judges its matches; a
+    squashed view whose source view is not loaded is dropped (it would be judged on itself)."""
+    dropped: set[int] = set()
+    for named in views.values():
+        for name, number in named.items():
+            found = squashed_view_base(name, named)
+            if found is None:
+                continue
+            base, angle = found
+            if base not in named:
+                dropped.add(number)
+                continue
+            source = entries[named[base]].features
+            view = entries[number].features
+            to_judged = unsquash_map((source.width, source.height), angle, SQUASH_RATIO,
+                                     (view.width, view.height))  # fmt: skip
+            entries[number] = replace(entries[number], judged_on=source, to_judged=to_judged)
+    return [entry for number, entry in enumerate(entries) if number not in dropped]
+
+
 def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
     """Load the feature sets of every bank that runs the robust tier, newest items first, up to
     `robust.max_items` items (a bound on memory: ~70 KB per banked view)."""
     robust = config.robust
     banks = [b.name for b in store.banks() if config.runs(b.name, TIER)]
     entries: list[RobustEntry] = []
+    views: dict[tuple[str, str], dict[str, int]] = {}  # item -> view name -> entry number
     items: set[tuple[str, str]] = set()
     skipped = 0
-    for bank, content_id, _view, data, note in store.iter_features(FEATURE_KIND, banks):
+    for bank, content_id, view, data, note in store.iter_features(FEATURE_KIND, banks):
         key = (bank, content_id)
         if key not in items and len(items) >= robust.max_items:
             skipped += 1
@@ -88,7 +113,9 @@ def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
             log.warning("bank %s item %s: unreadable feature set: %s", bank, content_id, exc)
             continue
         items.add(key)
+        views.setdefault(key, {})[view] = len(entries)
         entries.append(RobustEntry(bank, content_id, note, features))
+    entries = _judged_on_their_pictures(entries, views)
     if skipped:
         log.warning(
             "robust tier: %d feature sets over banks.robust.max_items=%d not loaded (oldest "

@@ -159,17 +159,26 @@ def analysis_views(image: Image.Image, depth: int = 2) -> list[Image.Image]:
     return views
 
 
-def squashed(image: Image.Image, angle: float, ratio: float) -> Image.Image:
-    """`image` squashed to `ratio` of its extent along the direction `angle` degrees from its
-    width (0: narrower, 90: shorter), on a white canvas that holds all of it."""
+def _squash(
+    size: tuple[float, float], angle: float, ratio: float
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """(linear map, top-left of the squashed picture's box, the box's size) of a squash of a
+    picture of `size` to `ratio` along `angle` degrees from its width."""
     theta = np.radians(angle)
     axis = np.array([np.cos(theta), np.sin(theta)])
     # Identity, less (1 - ratio) of each point's component along the axis.
     linear = np.eye(2) - (1.0 - ratio) * np.outer(axis, axis)
-    width, height = image.size
+    width, height = size
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], float) @ linear.T
     low, high = corners.min(axis=0), corners.max(axis=0)
-    size = (max(1, round(high[0] - low[0])), max(1, round(high[1] - low[1])))
+    return linear, low, (float(high[0] - low[0]), float(high[1] - low[1]))
+
+
+def squashed(image: Image.Image, angle: float, ratio: float) -> Image.Image:
+    """`image` squashed to `ratio` of its extent along the direction `angle` degrees from its
+    width (0: narrower, 90: shorter), on a white canvas that holds all of it."""
+    linear, low, extent = _squash(image.size, angle, ratio)
+    size = (max(1, round(extent[0])), max(1, round(extent[1])))
     # PIL's affine transform maps each output pixel back to its source pixel.
     inverse = np.linalg.inv(linear)
     offset = inverse @ low
@@ -177,3 +186,17 @@ def squashed(image: Image.Image, angle: float, ratio: float) -> Image.Image:
     return image.convert("RGB").transform(
         size, Image.Transform.AFFINE, coefficients, Image.Resampling.BICUBIC, fillcolor="white"
     )
+
+
+def unsquash_map(
+    source: tuple[float, float], angle: float, ratio: float, view: tuple[float, float]
+) -> np.ndarray:
+    """The 3x3 map from a squashed view's frame (`view`: its size, any uniform scale of the
+    squashed picture) back to the frame of the picture it was made from (`source`: its size)."""
+    linear, low, extent = _squash(source, angle, ratio)
+    scale = view[0] / extent[0] if extent[0] else 1.0
+    inverse = np.linalg.inv(linear)
+    back = np.eye(3)
+    back[:2, :2] = inverse / scale
+    back[:2, 2] = inverse @ low
+    return back

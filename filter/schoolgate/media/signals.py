@@ -10,7 +10,7 @@ a query video is sampled 4 times a second), the difference is written here, besi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from PIL import Image, ImageOps
@@ -77,12 +77,15 @@ def bank_feature_views(
     picture = picture_box(whole, image.size)
     if picture is not None and (box is None or _overlap(picture, box.as_tuple()) < 0.8):
         yield "picture", extract_features(image.crop(picture), settings)
+    else:
+        picture = None
     if mirrored:
         yield "mirror", extract_features(ImageOps.mirror(image), settings)
     photographic = whole.grid is not None and photo_region(whole.grid) is not None
     if squashes and photographic:
         # The photo, not the interface around it: squashed interfaces would only add candidates
-        # that other screens of the same app vote for.
+        # that other screens of the same app vote for. It is a banked view's own picture, so
+        # a match is judged on that view (squashed_view_base).
         photo = image.crop(picture) if picture is not None else image
         # Half the keypoints: a squashed view has half the area, and they are four more views
         # to hold in memory (measured: every axis-squashed copy still caught).
@@ -91,6 +94,18 @@ def bank_feature_views(
         for angle in SQUASH_AXES:
             view = squashed(photo, angle, SQUASH_RATIO)
             yield f"squashed-{angle}", extract_features(view, fewer)
+
+
+def squashed_view_base(name: str, names: Collection[str]) -> tuple[str, float] | None:
+    """For a squashed view's name (an image's, or a video key frame's "frame12:squashed-45"),
+    the view it was squashed from (the picture region when one was banked, else the whole)
+    and the squash's axis in degrees; None for any other view."""
+    prefix, _, view = name.rpartition(":")
+    if not view.startswith("squashed-"):
+        return None
+    lead = f"{prefix}:" if prefix else ""
+    base = f"{lead}picture" if f"{lead}picture" in names else f"{lead}whole"
+    return base, float(view.removeprefix("squashed-"))
 
 
 # A content box smaller than this share of a non-photographic item is a band of it, not its
