@@ -86,7 +86,8 @@ def test_a_school_replaces_or_removes_a_provider_and_bad_ranges_are_named(tmp_pa
 def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch() -> None:
     text = GatewayRuleset(gateway_config()).render()
     assert 'comment "fast path"' in text
-    assert ("tcp dport 443 meta l4proto @fast_ready ip daddr @fast_v4 ip daddr != @catalogued_v4 "
+    assert ("tcp dport 443 tcp flags & (syn | ack) == syn meta l4proto @fast_ready ip daddr "
+            "@fast_v4 ip daddr != @catalogued_v4 "
             "ip daddr != @withdrawn_v4 ip daddr != @providers_v4") in text  # fmt: skip
     assert "dport { 80, 443 } meta l4proto @fast_ready" not in text  # plain HTTP: the proxy's
     assert "meta l4proto @fast_ready" in text

@@ -25,7 +25,7 @@ from schoolgate.gateway.firstflight import (
     Verdict,
     parse_segment,
 )
-from schoolgate.gateway.firstflight_queue import QueueReader, queue_rules
+from schoolgate.gateway.firstflight_queue import QUEUE_COPY, QueueReader, queue_rules
 from schoolgate.gateway.nft import (
     CHECKED_PACKET,
     FAST_MARK,
@@ -398,12 +398,43 @@ def test_a_made_up_syn_cannot_move_a_confirmed_start(check: FirstFlightCheck) ->
     made_up = (ISN - len(fake)) % 2**32
     assert check.judge(packet(made_up, flags=0x02)).verdict is A  # ignored
     assert check.judge(packet(made_up + 1, fake)).verdict is Verdict.REFUSED
-    # a new SYN-ACK from the server (a new connection conntrack took for the old one) does
-    # move it: the server's word
+
+
+def test_a_server_that_acknowledged_two_starts_has_its_connection_refused(
+    check: FirstFlightCheck,
+) -> None:
+    """Adversarial pass a20 C1: a server answering with SYN cookies acknowledges every SYN,
+    keeps no state, and lets the client's bare (unread) ACK pick the start it keeps; a second
+    SYN-ACK for a start placed before the first made the check read a hello the server took
+    for a duplicate. Which start is real cannot be known: the connection is refused."""
+    fake = client_hello("harmless.example")
+    made_up = (ISN - len(fake)) % 2**32
+    check.judge(packet(ISN, flags=0x02))
+    assert check.judge(syn_ack()).verdict is A
+    check.judge(packet(made_up, flags=0x02))
+    assert check.judge(server_ack(-len(fake), flags=0x12)).verdict is A  # the second SYN-ACK
+    refused = check.judge(packet(made_up + 1, fake))
+    assert (refused.verdict, refused.withdraw) == (Verdict.REFUSED, None)
+    assert refused.reason == "the server acknowledged two starts"
+    # a retransmitted SYN-ACK for the same start is no contest
     check.judge(packet(ISN, flags=0x02, sport=40001))
     check.judge(syn_ack(sport=40001))
-    assert check.judge(server_ack(-len(fake), sport=40001, flags=0x12)).verdict is A
-    assert check.judge(packet(made_up + 1, fake, sport=40001)).verdict is Verdict.NAMED
+    check.judge(syn_ack(sport=40001))
+    hello = client_hello("news.example")
+    assert check.judge(packet(ISN + 1, hello, sport=40001)).verdict is Verdict.NAMED
+
+
+def test_a_packet_the_queue_copied_in_part_is_refused(check: FirstFlightCheck) -> None:
+    """Adversarial pass a20 D1: IPv4 fragments that conntrack reassembled into one segment
+    longer than the queue copies (QUEUE_COPY): its end cannot be read."""
+    check.judge(packet(ISN, flags=0x02))
+    check.judge(syn_ack())
+    whole = packet(ISN + 1, client_hello("news.example", padding=6000))
+    judged = check.judge(whole[:QUEUE_COPY])
+    assert (judged.verdict, judged.reason) == (
+        Verdict.REFUSED,
+        "a packet longer than the queue copies",
+    )
 
 
 def test_bytes_before_the_stream_began_are_refused(check: FirstFlightCheck) -> None:

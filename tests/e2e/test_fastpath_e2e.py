@@ -54,6 +54,7 @@ PROVIDER_RANGE = "198.51.100.128/25"
 TUNNELS = {f"tunnel{n}.fast.test": f"198.51.100.{70 + n}" for n in range(5)}
 TUNNELS |= {f"desync{n}.fast.test": f"198.51.100.{80 + n}" for n in range(4)}
 TUNNELS |= {f"reopen{n}.fast.test": f"198.51.100.{90 + n}" for n in range(3)}
+TUNNELS |= {"pickup.fast.test": "198.51.100.93"}
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +187,44 @@ def test_a_new_connection_on_a_verified_connections_port_is_judged_afresh(
     result, from_pupil = _hand_made(gateway, "reopen_client", name, mode)
     # only the harmless GET of `fin` reached the server from the pupil's own address
     assert len(from_pupil) == (1 if mode == "fin" else 0), result
+
+
+def test_a_connection_conntrack_takes_up_mid_stream_never_takes_the_fast_path(
+    gateway: Gateway,
+) -> None:
+    """Adversarial pass a20 C1: once a connection's conntrack entry expired, its next segment
+    made a new entry mid-stream, which the fast path took as pending, and the service placed
+    its bytes at a start it had learnt for the old entry. Only a SYN opens the fast path now;
+    a connection taken up mid-stream meets the proxy, which resets it."""
+    name = "pickup.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    seen = len(gateway.recorder.seen)
+    timeout = "net.netfilter.nf_conntrack_tcp_timeout_established"
+    before = run_in(gateway.topo.gateway, ["sysctl", "-n", timeout]).stdout.strip()
+    run_in(gateway.topo.gateway, ["sysctl", "-qw", f"{timeout}=2"])
+    try:
+        raw = call_in_netns(
+            gateway.topo.client, lambda: socket.create_connection((address, 443), timeout=10)
+        )
+    finally:
+        run_in(gateway.topo.gateway, ["sysctl", "-qw", f"{timeout}={before}"])
+    time.sleep(4)  # the entry expires; the handshake's next segment makes a new one
+
+    def hello_now() -> str:
+        try:
+            with any_certificate().wrap_socket(raw, server_hostname=name) as tls:
+                tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\n\r\n".encode())
+                return tls.recv(4096).decode(errors="replace")
+        except (OSError, ssl.SSLError) as error:
+            return f"failed: {error}"
+
+    result = call_in_netns(gateway.topo.client, hello_now, timeout=30)
+    assert "200 OK" not in result
+    time.sleep(0.5)
+    arrived = gateway.recorder.seen[seen:]
+    assert not [peer for local, peer, _ in arrived if local == address and peer == CLIENT_IP]
 
 
 def _hand_made(gateway: Gateway, client: str, name: str, mode: str) -> tuple[str, list[str]]:

@@ -41,6 +41,7 @@ from schoolgate.gateway.fastpath import (
 )
 from schoolgate.gateway.firstflight import FirstFlightCheck
 from schoolgate.gateway.firstflight_queue import (
+    QUEUE_COPY,
     QUEUE_LENGTH,
     QueueReader,
     ensure_queue_rules,
@@ -282,7 +283,7 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
     service = FastPathService(catalog)
     queue = NetfilterQueue()
     try:
-        queue.bind(nftables.FAST_QUEUE, service.reader, max_len=QUEUE_LENGTH)
+        queue.bind(nftables.FAST_QUEUE, service.reader, max_len=QUEUE_LENGTH, range=QUEUE_COPY)
     except OSError as error:
         raise nftables.NftError(
             f"cannot read the kernel's queue {nftables.FAST_QUEUE} ({error}): another program "

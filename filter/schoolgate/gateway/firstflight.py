@@ -99,6 +99,9 @@ class _Flow:
     data: bytearray = field(default_factory=bytearray)
     hello_end: int | None = None  # set once the hello is read and named a passable server
     confirmed: bool = False  # the server's SYN-ACK acknowledged this start
+    # The server acknowledged another start as well: with SYN cookies a server answers every
+    # SYN, and the client's bare ACK, which nothing reads, picks the one it keeps (a20 C1).
+    contested: bool = False
 
 
 def _icmp(packet: bytes) -> bool:
@@ -108,6 +111,15 @@ def _icmp(packet: bytes) -> bool:
         return False
     version = packet[0] >> 4
     return (version == 4 and packet[9] == ICMP) or (version == 6 and packet[6] == ICMPV6)
+
+
+def _truncated(packet: bytes) -> bool:
+    """Whether the queue copied less of the packet than its IP header says it holds."""
+    if len(packet) >= 4 and packet[0] >> 4 == 4:
+        return int.from_bytes(packet[2:4], "big") > len(packet)
+    if len(packet) >= 40 and packet[0] >> 4 == 6:
+        return 40 + int.from_bytes(packet[4:6], "big") > len(packet)
+    return False
 
 
 def parse_segment(packet: bytes) -> Segment | None:
@@ -177,6 +189,10 @@ class FirstFlightCheck:
             # An error about the connection (too big, unreachable): it carries no stream
             # bytes to the server, and path MTU discovery needs it.
             return Judgement(Verdict.ACCEPT, "an ICMP error")
+        if _truncated(packet):
+            # Longer than the queue copies (QUEUE_COPY): IPv4 fragments conntrack reassembled
+            # into one big segment (adversarial pass a20 D1). Its end cannot be read.
+            return Judgement(Verdict.REFUSED, "a packet longer than the queue copies")
         segment = parse_segment(packet)
         if segment is None:
             return Judgement(Verdict.REFUSED, "not a TCP segment the check can read")
@@ -206,6 +222,8 @@ class FirstFlightCheck:
         if not segment.payload:
             return Judgement(Verdict.ACCEPT)  # the handshake's ACK, a window update
         flow = self._flows.get(segment.flow)
+        if flow is not None and flow.contested:
+            return self._refuse(segment, "the server acknowledged two starts", None)
         if flow is None or not (flow.confirmed or segment.flags & SYN):
             # Where the stream starts is the server's word, in its SYN-ACK (a client's bare
             # SYN skips the queue; a restarted service saw neither): without it, bytes cannot
@@ -221,6 +239,9 @@ class FirstFlightCheck:
         key = segment.reply_to
         isn = (segment.ack - 1) % 2**32
         flow = self._flows.get(key)
+        if flow is not None and flow.confirmed and flow.isn != isn:
+            flow.contested = True
+            return Judgement(Verdict.ACCEPT, "another SYN-ACK, for another start")
         if flow is None or flow.isn != isn:
             self._forget(key)
             self._verified.pop(key, None)

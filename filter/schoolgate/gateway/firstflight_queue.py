@@ -36,6 +36,11 @@ log = logging.getLogger("schoolgate.fastpath")
 
 COMMENT: Final = "schoolgate fast path first flight"
 QUEUE_LENGTH: Final = 4096  # packets waiting for a verdict; past it the kernel drops (safe)
+# Bytes of each packet the kernel copies to the reader. netfilterqueue reads a message into 4 KiB;
+# a packet copied whole past ~3.9 KiB (IPv4 fragments conntrack reassembled) made a message it
+# could not parse, and the packet waited in the queue for ever (adversarial pass a20 D1: 4,100 of
+# them filled the queue). A longer packet is copied in part, and the check refuses it.
+QUEUE_COPY: Final = 3072
 _COMMANDS: Final = (("iptables-nft", "iptables"), ("ip6tables-nft", "ip6tables"))
 
 

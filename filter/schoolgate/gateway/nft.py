@@ -266,10 +266,11 @@ class GatewayRuleset:
             sets += (f"\tset providers_{family} {{\n\t\ttype {kind}\n\t\tflags interval"
                      f"{elements}\n\t}}\n\n")  # fmt: skip
         sets += "\tset fast_ready {\n\t\ttype inet_proto\n\t\tflags timeout\n\t}\n\n"
-        # HTTPS only: a ClientHello names its server before any upload can follow it; plain
-        # HTTP names its host per request, and a kept-open connection could name another.
+        # HTTPS only (HTTP names its host per request), and from its SYN: conntrack also takes
+        # up a connection mid-stream, whose start nobody saw (a20 C1); the proxy resets that.
         rules = "".join(
-            f"\n\t\ttcp dport 443 meta l4proto @fast_ready {key} daddr @fast_{family} "
+            f"\n\t\ttcp dport 443 tcp flags & (syn | ack) == syn meta l4proto @fast_ready "
+            f"{key} daddr @fast_{family} "
             f"{key} daddr != @catalogued_{family} {key} daddr != @withdrawn_{family} "
             f"{key} daddr != @providers_{family} counter "
             f'ct mark set {FAST_MARK:#x} return comment "fast path{suffix}"'
