@@ -1,4 +1,5 @@
-"""What the hand-made fast-path clients share (tests/support/desync_client.py, reopen_client.py):
+"""What the hand-made fast-path clients share (tests/support/desync_client.py, reopen_client.py,
+fragment_client.py):
 a TLS client context that accepts any certificate (the proxy's or the test server's), the TCP
 segments seen on the wire, and a raw packet sent as built."""
 
@@ -47,6 +48,19 @@ def segments(tap: socket.socket, seconds: float) -> Iterator[TCP]:
             continue
         if frame[12:14] == b"\x08\x00" and TCP in (packet := IP(frame[14:])):
             yield packet[TCP]
+
+
+def next_sequences(tap: socket.socket, port: int) -> tuple[int, int]:
+    """(the client's next sequence number, the server's next) off the wire over one second,
+    for the connection from local `port`."""
+    client = server = 0
+    for segment in segments(tap, 1):
+        size = len(bytes(segment.payload)) + (1 if "S" in str(segment.flags) else 0)
+        if segment.sport == port:
+            client = segment.seq + size
+        elif segment.dport == port:
+            server = segment.seq + size + (1 if "F" in str(segment.flags) else 0)
+    return client, server
 
 
 def send(packet: IP, address: str) -> None:

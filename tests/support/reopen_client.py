@@ -20,7 +20,7 @@ import time
 
 from scapy.layers.inet import IP, TCP
 
-from tests.support.rawtcp import any_certificate, capture, segments, send
+from tests.support.rawtcp import any_certificate, capture, next_sequences, send
 
 
 def _connect(address: str, port: int) -> socket.socket:
@@ -30,18 +30,6 @@ def _connect(address: str, port: int) -> socket.socket:
     sock.settimeout(10)
     sock.connect((address, 443))
     return sock
-
-
-def _last(tap: socket.socket, port: int) -> tuple[int, int]:
-    """(the client's next sequence number, the server's next) off the wire, as it stands."""
-    client = server = 0
-    for segment in segments(tap, 1):
-        size = len(bytes(segment.payload))
-        if segment.sport == port:
-            client = segment.seq + size
-        elif segment.dport == port:
-            server = segment.seq + size + (1 if "F" in str(segment.flags) else 0)
-    return client, server
 
 
 def main(address: str, real: str, harmless: str, mode: str) -> None:
@@ -58,7 +46,7 @@ def main(address: str, real: str, harmless: str, mode: str) -> None:
         first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         first.close()  # a reset
         if mode == "ack":
-            client_seq, server_seq = _last(tap, port)
+            client_seq, server_seq = next_sequences(tap, port)
             segment = IP(dst=address) / TCP(sport=port, dport=443, flags="A", seq=client_seq,
                                             ack=server_seq, window=502)  # fmt: skip
             send(segment, address)
