@@ -4,6 +4,7 @@ nftables in a network namespace of their own (`unshare --net`), so their syntax 
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ from schoolgate.gateway.fastpath import (
     CATALOGUED_MIN_S,
     FAST_MAX_S,
     FAST_MIN_S,
+    FAST_PER_DEVICE,
     FastPathSets,
     catalogued_names,
     ready_check_args,
@@ -261,3 +263,50 @@ def test_a_withdrawn_address_leaves_the_fast_path_and_stays_out() -> None:
     assert not sets.withdraw("not an address")
     clock.advance(FAST_MAX_S)
     assert sets.answered(["pupil.example"], ["192.0.2.66"], 60)
+
+
+def test_one_device_adds_at_most_its_share_of_fast_addresses() -> None:
+    """Adversarial pass a16 F6: one device's flood of names, each answered with many addresses,
+    filled the fast set, and every write failed from then on. Past its share, a device's new
+    addresses meet the proxy; another device's do not, and the share comes back as they lapse."""
+    clock = FakeClock(start=1000.0)
+    sets = FastPathSets(parse_catalog(CATALOG), clock=clock)
+    flood = [str(ipaddress.IPv6Address("2001:db8:f::") + n) for n in range(FAST_PER_DEVICE + 50)]
+    for start in range(0, len(flood), 16):
+        sets.answered([f"n{start}.flood.example"], flood[start : start + 16], 300, "aa:bb")
+    assert sets.sizes()[0] == FAST_PER_DEVICE
+    assert sets.capped == 50
+    assert sets.answered(["news.example"], ["192.0.2.80"], 300, "cc:dd")  # another device
+    # an address already fast is refreshed for anyone, over the share
+    clock.advance(200)
+    assert sets.answered(["again.flood.example"], [flood[0]], 300, "aa:bb")
+    clock.advance(FAST_MIN_S)  # the flood's addresses lapse
+    assert sets.answered(["late.flood.example"], ["192.0.2.99"], 300, "aa:bb")
+
+
+def test_all_devices_together_never_fill_the_kernels_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import schoolgate.gateway.fastpath as fastpath
+
+    monkeypatch.setattr(fastpath, "FAST_CAPACITY", 40)
+    sets = FastPathSets(parse_catalog(CATALOG), clock=FakeClock(start=1000.0))
+    for device in range(5):
+        addresses = [f"192.0.2.{10 * device + n}" for n in range(10)]
+        sets.answered([f"d{device}.example"], addresses, 300, f"device-{device}")
+    assert sets.sizes()[0] == 40
+    assert sets.capped == 10
+
+
+def test_a_failed_write_leaves_the_service_and_the_kernel_together() -> None:
+    """a16 F6: after a failed write the service believed an address fast (and did not write
+    it again for half its lifetime) that the kernel never had; a catalogued address it failed
+    to write was never excluded."""
+    sets = FastPathSets(parse_catalog(CATALOG), clock=FakeClock(start=1000.0))
+    sets.answered(["news.example"], ["192.0.2.80"], 300, "aa:bb")
+    sets.answered(["chat.example"], ["192.0.2.90"], 300)
+    sets.pending_script()
+    sets.unwritten()  # the write failed
+    retried = sets.pending_script()
+    assert "catalogued_v4 { 192.0.2.90" in retried  # written again at the next write
+    assert "fast_v4" not in retried
+    assert sets.answered(["news.example"], ["192.0.2.80"], 300, "aa:bb")  # added afresh
+    assert "fast_v4 { 192.0.2.80" in sets.pending_script()

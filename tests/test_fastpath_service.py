@@ -151,10 +151,12 @@ def test_the_resolvers_policy_reports_every_name_of_the_chain(tmp_path: Path) ->
     class Recorder(FastPathClient):
         def __init__(self) -> None:
             super().__init__(tmp_path / "unused.sock")
-            self.reports: list[tuple[list[str], list[str], int]] = []
+            self.reports: list[tuple[list[str], list[str], int, str]] = []
 
-        async def report(self, names: list[str], addresses: list[str], ttl: int) -> None:
-            self.reports.append((names, addresses, ttl))
+        async def report(
+            self, names: list[str], addresses: list[str], ttl: int, device: str = ""
+        ) -> None:
+            self.reports.append((names, addresses, ttl, device))
 
     recorder = Recorder()
     policy = ResolverPolicy(NamePolicy(()), AddressBook(tmp_path / "b.sqlite"),
@@ -167,10 +169,11 @@ def test_the_resolvers_policy_reports_every_name_of_the_chain(tmp_path: Path) ->
         ResourceRecord("edge.cdn.example", 1, 1, 40, bytes([192, 0, 2, 90])),
     ]
     asyncio.run(policy.dns_response(flow))
-    ((names, addresses, ttl),) = recorder.reports
+    ((names, addresses, ttl, device),) = recorder.reports
     assert "web.chat.example" in names
     assert "edge.cdn.example" in names
     assert (addresses, ttl) == (["192.0.2.90"], 40)
+    assert device == str(flow.client_conn.peername[0])  # who asked: the per-device cap's key
 
 
 @pytest.mark.parametrize("line", [b"", b"{", b'{"addresses": [1, 2]}'])

@@ -112,7 +112,10 @@ class ResolverPolicy:
             names += [answer.name for answer in flow.response.answers]
             addresses = [a for found_addresses, _ in found.values() for a in found_addresses]
             ttl = min(ttl for _, ttl in found.values())
-            await self.fastpath.report(names, addresses, ttl)
+            peer = flow.client_conn.peername
+            await self.fastpath.report(
+                names, addresses, ttl, self.device(str(peer[0]) if peer else "")
+            )
 
 
 class FastPathClient:
@@ -129,8 +132,10 @@ class FastPathClient:
         self._complained = float("-inf")
         self.pass_wanted = asyncio.Event()  # the service asked for a catalogued pass
 
-    async def report(self, names: list[str], addresses: list[str], ttl: int) -> None:
-        line = json.dumps({"names": names, "addresses": addresses, "ttl": ttl})
+    async def report(
+        self, names: list[str], addresses: list[str], ttl: int, device: str = ""
+    ) -> None:
+        line = json.dumps({"names": names, "addresses": addresses, "ttl": ttl, "device": device})
         await self._send(line.encode() + b"\n")
 
     async def keepalive(self, every_s: float = 5.0) -> None:

@@ -26,13 +26,19 @@ from dataclasses import dataclass
 from typing import Final
 
 from schoolgate.endpoints.catalog import Catalog
-from schoolgate.gateway.nft import FAMILY, TABLE
+from schoolgate.gateway.nft import FAMILY, FAST_SET_SIZE, TABLE
 
 FAST_MIN_S: Final = 300  # a device keeps using an address past a short TTL
 FAST_MAX_S: Final = 3600  # an address changes hands now and then: bounded trust
 CATALOGUED_MIN_S: Final = 3600
 CATALOGUED_MAX_S: Final = 86_400
 READY_TIMEOUT_S: Final = 30  # the heartbeat's lifetime: the fast path ends this long after us
+# Fast-path addresses one device's answers may add while they last, and all devices' together
+# (under each set's size, so that a write never fails on a full set). Past either, an answer's
+# new addresses meet the proxy. Adversarial pass a16 F6: one device's flood of names filled
+# the set, and every write failed from then on.
+FAST_PER_DEVICE: Final = 2_000
+FAST_CAPACITY: Final = FAST_SET_SIZE - 1_024
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ class FastPathSets:
         self._catalogued: dict[str, Entry] = {}
         self._withdrawn: dict[str, Entry] = {}
         self._pending: list[tuple[str, Entry]] = []  # (set, entry) not yet written
+        self._unwritten: list[tuple[str, Entry]] = []  # the script being written
+        self._by_device: dict[str, dict[str, float]] = {}  # device -> its fast addresses
+        self.capped = 0  # new fast addresses left to the proxy by the caps
         self._lock = threading.Lock()
 
     def catalogued(self, names: Iterable[str]) -> bool:
@@ -83,8 +92,11 @@ class FastPathSets:
         belongs to a catalogued app: then all its addresses are the proxy's."""
         return any(self.catalog.app_for_host(name) is not None for name in names if name)
 
-    def answered(self, names: Iterable[str], addresses: Iterable[str], ttl_s: float) -> bool:
-        """Sort one DNS answer; True when something new waits to be written."""
+    def answered(
+        self, names: Iterable[str], addresses: Iterable[str], ttl_s: float, device: str = ""
+    ) -> bool:
+        """Sort one DNS answer, for `device` (who asked: a MAC or an address; empty for the
+        gateway's own pass); True when something new waits to be written."""
         names = list(names)
         catalogued = self.catalogued(names)
         now = self.clock()
@@ -113,11 +125,31 @@ class FastPathSets:
                 if self.catalog.providers.covers(address):
                     continue  # the ruleset would refuse it anyway; keep the set small
                 known = self._fast.get(address)
+                if known is None and not self._room(device, now):
+                    self.capped += 1
+                    continue
                 if known is None or known.expires < now + lifetime / 2:
+                    if device:
+                        self._by_device.setdefault(device, {})[address] = entry.expires
                     self._fast[address] = entry
                     self._pending.append(("fast", entry))
                     added = True
         return added
+
+    def _room(self, device: str, now: float) -> bool:
+        """Whether one more fast address fits, for `device` and for all (expired ones go)."""
+        if len(self._fast) >= FAST_CAPACITY:
+            for address in [a for a, e in self._fast.items() if e.expires <= now]:
+                del self._fast[address]
+            if len(self._fast) >= FAST_CAPACITY:
+                return False
+        if not device:
+            return True
+        mine = self._by_device.get(device, {})
+        if len(mine) >= FAST_PER_DEVICE:
+            for address in [a for a, until in mine.items() if until <= now]:
+                del mine[address]
+        return len(mine) < FAST_PER_DEVICE
 
     def withdraw(self, address: str) -> bool:
         """Take an address off the fast path for FAST_MAX_S: a connection to it named a
@@ -142,11 +174,24 @@ class FastPathSets:
         when there is nothing to write."""
         with self._lock:
             pending, self._pending = self._pending, []
+            self._unwritten = pending
         now = self.clock()
         lines = [_refresh(kind, e.family, e.address, e.expires - now) for kind, e in pending]
         if heartbeat:
             lines.append(_refresh_ready())
         return "\n".join(lines) + "\n" if lines else ""
+
+    def unwritten(self) -> None:
+        """The last pending script could not be written: its catalogued and withdrawn entries
+        wait for the next write, and its fast ones are forgotten, so that the next answer adds
+        them again (a16 F6: a failed write left the service and the kernel apart)."""
+        with self._lock:
+            for kind, entry in self._unwritten:
+                if kind != "fast":
+                    self._pending.append((kind, entry))
+                elif self._fast.get(entry.address) == entry:
+                    del self._fast[entry.address]
+            self._unwritten = []
 
     def restate_script(self) -> str:
         """Everything still valid, for a ruleset that was reloaded (its sets are empty)."""

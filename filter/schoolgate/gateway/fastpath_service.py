@@ -113,7 +113,8 @@ class FastPathService:
     # -- the resolver's reports --------------------------------------------------------------
 
     def report(self, line: bytes) -> bool:
-        """One JSON line: {"names": [...], "addresses": [...], "ttl": seconds}; {} (alive);
+        """One JSON line: {"names": [...], "addresses": [...], "ttl": seconds, "device": who
+        asked}; {} (alive);
         {"catalogued_pass": true} (the resolver has resolved every catalogued name once, so the
         gateway knows their servers). True when it added something to write."""
         self.resolver_seen = self.clock()
@@ -128,12 +129,13 @@ class FastPathService:
             # filled the fast set from one device (adversarial pass a16 F6).
             addresses = [str(a)[:64] for a in message.get("addresses", [])][:MAX_ADDRESSES]
             ttl = float(message.get("ttl", 0))
+            device = str(message.get("device", ""))[:64]
         except (ValueError, TypeError, AttributeError):
             log.warning("schoolgate fastpath: a report that is not one: %r", line[:120])
             return False
         if not addresses:
             return False
-        return self.sets.answered(names, addresses, ttl)
+        return self.sets.answered(names, addresses, ttl, device)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One resolver connection: a line in, "ok" out once it is written (or could not be)."""
@@ -211,8 +213,8 @@ class FastPathService:
         # Only the heartbeat's own step, which puts the queue rules in place first, starts the
         # fast path: a heartbeat before them dropped new connections' SYNs for seconds.
         script = self.sets.pending_script(heartbeat=self.alive() and self.rules_in_place)
-        if script.strip():
-            self.write(script)
+        if script.strip() and not self.write(script):
+            self.sets.unwritten()
         for done in waiting:
             if not done.done():
                 done.set_result(None)
@@ -236,8 +238,8 @@ class FastPathService:
         self.rules_in_place = True
         if not self.present():
             self.write(self.sets.restate_script())
-        else:
-            self.write(self.sets.pending_script(heartbeat=True))
+        elif not self.write(self.sets.pending_script(heartbeat=True)):
+            self.sets.unwritten()
 
     async def writer_loop(self) -> None:
         self._loop = asyncio.get_running_loop()
