@@ -17,7 +17,7 @@ import pytest
 from mitmproxy.dns import ResourceRecord
 from mitmproxy.test import tflow
 
-from schoolgate.addons.resolver import FastPathClient, ResolverPolicy
+from schoolgate.addons.resolver import FastPathClient, ResolverPolicy, resolve_catalogued
 from schoolgate.endpoints.loader import parse_catalog
 from schoolgate.gateway.addressbook import AddressBook
 from schoolgate.gateway.dnspolicy import NamePolicy
@@ -207,7 +207,7 @@ def test_the_resolver_resolves_every_catalogued_name_and_says_when_it_is_done(
             book = AddressBook(tmp_path / "book.sqlite")
             book.record("uploads.chat.example", ["192.0.2.77"], 600)
             book.record("news.example", ["192.0.2.80"], 600)
-            await client.resolve_catalogued(names, Upstream(), every_s=0, book=book)
+            await resolve_catalogued(names, Upstream(), book, client, every_s=0)
             # and the gateway's own answers go into the book, where the proxy's fronting check
             # looks (a17 P1: Discord's address was unknown there until a pupil asked for it)
             assert "chat.example" in book.names_for("192.0.2.90")
@@ -218,6 +218,30 @@ def test_the_resolver_resolves_every_catalogued_name_and_says_when_it_is_done(
             return service
 
     assert asyncio.run(scenario()).catalogued_known
+
+
+def test_without_the_fast_path_the_catalogued_names_still_reach_the_address_book(
+    tmp_path: Path,
+) -> None:
+    """The proxy's fronting check asks the book which names an address served. The default
+    gateway (resolver on, fast path off) learnt a catalogued server's address only from a
+    pupil's lookup, so a harmless name at Discord's hard-coded address passed unread (a17 P1,
+    fixed only with the fast path on)."""
+
+    class Upstream:
+        async def lookup_ipv4(self, name: str) -> list[str]:
+            return ["192.0.2.90"] if name == "chat.example" else []
+
+        async def lookup_ipv6(self, name: str) -> list[str]:
+            return []
+
+    book = AddressBook(tmp_path / "book.sqlite")
+    try:
+        names = catalogued_names(parse_catalog(CATALOG))
+        asyncio.run(resolve_catalogued(names, Upstream(), book, None, every_s=0))
+        assert "chat.example" in book.names_for("192.0.2.90")
+    finally:
+        book.close()
 
 
 def test_an_answer_brings_at_most_sixteen_addresses_to_the_fast_set() -> None:

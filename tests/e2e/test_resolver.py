@@ -40,6 +40,7 @@ from tests.support.proxy_harness import (
     NsUpstream,
     make_upstream_pki,
     start_upstream_in,
+    wait_until,
     write_config,
 )
 
@@ -153,6 +154,18 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         proxy = start_proxy_in(topo.gateway, config, data_dir, work)
         cleanup.callback(proxy.stop)
         yield Gateway(topo, stub, resolver, resolver_log, proxy, upstream)
+
+
+def test_a_catalogued_address_no_pupil_resolved_is_known_to_the_fronting_check(
+    gateway: Gateway,
+) -> None:
+    """First in the module: no pupil has asked for MEDIA yet. The resolver resolves every
+    catalogued name itself when it starts, fast path or not, so a harmless name at MEDIA's
+    (hard-coded) address is refused: it was fronting (a17 P1 held only with the fast path)."""
+    wait_until(lambda: f"{MEDIA}/{types.A}" in gateway.stub.queries, 30,
+               "the resolver's own pass over the catalogued names")  # fmt: skip
+    time.sleep(0.5)  # the answer recorded in the address book
+    assert _tls_outcome(gateway, FRONT_HOST) == "refused"
 
 
 def test_ech_keys_and_http3_are_stripped_from_https_records(gateway: Gateway) -> None:

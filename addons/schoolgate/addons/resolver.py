@@ -143,56 +143,10 @@ class FastPathClient:
             await self._send(b"{}\n")
             await asyncio.sleep(every_s)
 
-    async def resolve_catalogued(
-        self,
-        names: list[str],
-        resolver: Any,
-        every_s: float = 600.0,
-        concurrency: int = 32,
-        book: AddressBook | None = None,
-    ) -> None:
-        """Resolve every catalogued name through the resolver's own upstream, report the
-        answers, and say when a pass is done: the gateway knows the catalogued servers'
-        addresses before a pupil's own domain can point at them, and the fast path waits for
-        the first pass. `resolver`: mitmproxy_rs's DnsResolver (lookup_ipv4/lookup_ipv6)."""
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(name: str) -> None:
-            addresses: list[str] = []
-            async with gate:
-                for lookup in (resolver.lookup_ipv4, resolver.lookup_ipv6):
-                    try:
-                        async with asyncio.timeout(5):
-                            addresses += await lookup(name)
-                    except (OSError, TimeoutError, UnicodeError):
-                        continue
-            if addresses:
-                ttl = int(max(every_s, 300) * 2)
-                if book is not None:
-                    # The proxy's fronting check asks the book which names an address served:
-                    # a catalogued server's address must be known before any pupil asks for
-                    # its name (adversarial pass a17 P1: a harmless name with Discord's Host
-                    # at Discord's address passed until a pupil had resolved discord.com).
-                    book.record(name, addresses, ttl)
-                await self.report([name], addresses, ttl)
-
-        while True:
-            if book is not None:
-                # What pupils' lookups taught, still valid: a restarted service, or one whose
-                # table was reloaded, must not forget the catalogued addresses among them (a16
-                # F5: after a restart they could be fast-pathed).
-                for name, (addresses, left) in book.answers().items():
-                    await self.report([name], addresses, int(left))
-            await asyncio.gather(*(one(name) for name in names))
-            await self._send(b'{"catalogued_pass": true}\n')
-            self.pass_wanted.clear()
-            log.info("schoolgate resolver: resolved %d catalogued names for the fast path",
-                     len(names))  # fmt: skip
-            if every_s <= 0:
-                return  # one pass (tests)
-            # Every `every_s`, or at once when a restarted service asks for one.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.pass_wanted.wait(), every_s)
+    async def send_pass_done(self) -> None:
+        """Every catalogued name was resolved once: the fast path may start."""
+        await self._send(b'{"catalogued_pass": true}\n')
+        self.pass_wanted.clear()
 
     async def _send(self, line: bytes) -> None:
         async with self._lock:
@@ -220,6 +174,57 @@ class FastPathClient:
         if self._stream is not None:
             self._stream[1].close()
         self._stream = None
+
+
+async def resolve_catalogued(
+    names: list[str],
+    resolver: Any,
+    book: AddressBook,
+    fastpath: FastPathClient | None = None,
+    every_s: float = 600.0,
+    concurrency: int = 32,
+) -> None:
+    """Resolve every catalogued name through the resolver's own upstream, every `every_s`, into
+    the address book, where the proxy's fronting check looks: a catalogued server's address must
+    be known before any pupil asks for its name (adversarial pass a17 P1: a harmless name with
+    Discord's Host at Discord's address passed until a pupil had resolved discord.com). With the
+    fast path, the answers are reported too, and the service told when a pass is done: it knows
+    the catalogued servers' addresses before a pupil's own domain can point at them, and waits
+    for the first pass. `resolver`: mitmproxy_rs's DnsResolver (lookup_ipv4/lookup_ipv6)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(name: str) -> None:
+        addresses: list[str] = []
+        async with gate:
+            for lookup in (resolver.lookup_ipv4, resolver.lookup_ipv6):
+                try:
+                    async with asyncio.timeout(5):
+                        addresses += await lookup(name)
+                except (OSError, TimeoutError, UnicodeError):
+                    continue
+        if addresses:
+            ttl = int(max(every_s, 300) * 2)
+            book.record(name, addresses, ttl)
+            if fastpath is not None:
+                await fastpath.report([name], addresses, ttl)
+
+    while True:
+        if fastpath is not None:
+            # What pupils' lookups taught, still valid: a restarted service, or one whose table
+            # was reloaded, must not forget the catalogued addresses among them (a16 F5: after
+            # a restart they could be fast-pathed).
+            for name, (addresses, left) in book.answers().items():
+                await fastpath.report([name], addresses, int(left))
+        await asyncio.gather(*(one(name) for name in names))
+        log.info("schoolgate resolver: resolved %d catalogued names", len(names))
+        if fastpath is not None:
+            await fastpath.send_pass_done()
+        if every_s <= 0:
+            return  # one pass (tests)
+        # Every `every_s`, or at once when a restarted fast-path service asks for one.
+        wanted = fastpath.pass_wanted if fastpath is not None else asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wanted.wait(), every_s)
 
 
 class TunnelGuard:
@@ -376,18 +381,11 @@ async def serve_resolver(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
-    chores = []
+    upstream = DnsResolver(name_servers=list(resolver.upstream) or None)
+    catalogued = catalogued_names(load_catalog(list(config.proxy.endpoints_files)))
+    chores = [asyncio.create_task(resolve_catalogued(catalogued, upstream, book, fastpath))]
     if fastpath is not None:
-        upstream = list(resolver.upstream) or None
-        catalogued = catalogued_names(load_catalog(list(config.proxy.endpoints_files)))
-        chores = [
-            asyncio.create_task(fastpath.keepalive()),
-            asyncio.create_task(
-                fastpath.resolve_catalogued(
-                    catalogued, DnsResolver(name_servers=upstream), book=book
-                )
-            ),
-        ]
+        chores.append(asyncio.create_task(fastpath.keepalive()))
     try:
         await master.run()
     except SystemExit as exc:  # mitmproxy's start-up checks (port in use) exit
