@@ -34,7 +34,7 @@ from tests.support.netns import (
     run_in,
 )
 from tests.support.proxy_harness import TEST_CATALOG, VENV_BIN
-from tests.support.rawtcp import any_certificate
+from tests.support.rawtcp import any_certificate, client_hello
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -54,7 +54,8 @@ PROVIDER_RANGE = "198.51.100.128/25"
 TUNNELS = {f"tunnel{n}.fast.test": f"198.51.100.{70 + n}" for n in range(5)}
 TUNNELS |= {f"desync{n}.fast.test": f"198.51.100.{80 + n}" for n in range(4)}
 TUNNELS |= {f"reopen{n}.fast.test": f"198.51.100.{90 + n}" for n in range(3)}
-TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.100.94"}
+TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.100.94",
+            "fastopen.fast.test": "198.51.100.95"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +250,40 @@ def test_a_segment_longer_than_the_queue_copies_gets_a_verdict(gateway: Gateway)
     wait_for(lambda: waiting() == 0, 10, lambda: f"{waiting()} packets still queued")
     gateway.ask(NEWS)
     assert gateway.fetch(NEWS_IP, NEWS) == CLIENT_IP
+
+
+def test_bytes_in_a_syn_are_refused_and_the_retry_meets_the_proxy(gateway: Gateway) -> None:
+    """Adversarial pass a22 T2: with a server that takes TCP Fast Open, a catalogued name's
+    hello began in the SYN, unread, and a harmless one hidden further on was verified. A SYN
+    with bytes is refused now and its address withdrawn; the retry meets the proxy."""
+    name = "fastopen.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    seen = len(gateway.recorder.seen)
+    # Fast Open without cookies on both sides, every listener of the server's taking it.
+    run_in(gateway.topo.server, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=0x603"])
+    run_in(gateway.topo.client, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=0x5"])
+
+    def fast_open() -> str:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            try:
+                sock.sendto(client_hello(name), socket.MSG_FASTOPEN, (address, 443))
+                return sock.recv(4096).hex()[:10] or "closed"
+            except OSError as error:
+                return f"failed: {error}"
+
+    try:
+        result = call_in_netns(gateway.topo.client, fast_open, timeout=30)
+    finally:
+        run_in(gateway.topo.client, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=1"])
+        run_in(gateway.topo.server, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=1"])
+    assert result.startswith("failed"), result  # reset: no ServerHello came back
+    time.sleep(0.5)
+    arrived = gateway.recorder.seen[seen:]
+    assert not [peer for local, peer, _ in arrived if local == address and peer == CLIENT_IP]
+    assert gateway.fetch(address, name) == GATEWAY_SERVER_IP
 
 
 def _hand_made(gateway: Gateway, client: str, name: str, mode: str) -> tuple[str, list[str]]:

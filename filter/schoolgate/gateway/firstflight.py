@@ -211,20 +211,26 @@ class FirstFlightCheck:
         if segment.flags & RST:
             self._forget(segment.flow)
             return Judgement(Verdict.ACCEPT)
+        if segment.flags & SYN and segment.payload:
+            # TCP Fast Open. Whether the server took the SYN's bytes shows only in its SYN-ACK,
+            # and the same acknowledgement answers a bare SYN (which skips the queue) placed
+            # just past them: the check could not tell where the server's stream starts
+            # (adversarial pass a22: the name in the SYN, unread, and a harmless hello after
+            # it). The address is withdrawn: the device's retry meets the proxy.
+            return self._refuse(segment, "bytes in a SYN (TCP Fast Open)", segment.destination)
         if segment.flags & URG:
             # A server takes an urgent byte out of the stream it reads: what it reads would no
             # longer be what was judged.
             return self._refuse(segment, "urgent data", None)
         if segment.flags & SYN:
             self._start(segment)
-            if not segment.payload:
-                return Judgement(Verdict.ACCEPT)
+            return Judgement(Verdict.ACCEPT)
         if not segment.payload:
             return Judgement(Verdict.ACCEPT)  # the handshake's ACK, a window update
         flow = self._flows.get(segment.flow)
         if flow is not None and flow.contested:
             return self._refuse(segment, "the server acknowledged two starts", None)
-        if flow is None or not (flow.confirmed or segment.flags & SYN):
+        if flow is None or not flow.confirmed:
             # Where the stream starts is the server's word, in its SYN-ACK (a client's bare
             # SYN skips the queue; a restarted service saw neither): without it, bytes cannot
             # be placed, and a hello read from a misplaced start could be acknowledged as a
@@ -304,9 +310,7 @@ class FirstFlightCheck:
         return when is not None and self.clock() - when <= VERIFIED_S
 
     def _add(self, segment: Segment, flow: _Flow) -> Judgement:
-        # The SYN takes one sequence number: the stream's first byte is at ISN + 1, and a SYN's
-        # own data (TCP Fast Open) starts there too.
-        first = segment.seq + 1 if segment.flags & SYN else segment.seq
+        first = segment.seq
         offset = (first - flow.isn - 1) % 2**32
         payload = segment.payload
         if offset >= 2**31:
