@@ -168,6 +168,7 @@ def test_the_resolvers_policy_reports_every_name_of_the_chain(tmp_path: Path) ->
         ResourceRecord("web.chat.example", 5, 1, 300, b"\x04edge\x03cdn\x07example\x00"),
         ResourceRecord("edge.cdn.example", 1, 1, 40, bytes([192, 0, 2, 90])),
     ]
+    policy.dns_request(flow)  # as mitmproxy calls it: the question first
     asyncio.run(policy.dns_response(flow))
     ((names, addresses, ttl, device),) = recorder.reports
     assert "web.chat.example" in names

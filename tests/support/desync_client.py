@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import sys
 import time
 
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
-from tests.support.rawtcp import any_certificate, capture, client_hello, segments, send
+from tests.support.rawtcp import capture, client_hello, print_get, segments, send
 
 
 def handshake_numbers(tap: socket.socket, port: int) -> tuple[int, int, tuple[int, int]]:
@@ -73,12 +72,7 @@ def main(address: str, real: str, fake: str, fooling: str) -> None:
     ) / Raw(fake_hello)  # fmt: skip
     send(segment, address)
     time.sleep(0.3)
-    try:
-        tls = any_certificate().wrap_socket(conn, server_hostname=real)
-        tls.sendall(f"GET / HTTP/1.1\r\nHost: {real}\r\nConnection: close\r\n\r\n".encode())
-        print("RESULT", tls.recv(4096).split(b"\r\n")[0].decode(errors="replace"))
-    except (OSError, ssl.SSLError) as error:
-        print("RESULT ERROR", type(error).__name__)
+    print_get(lambda: conn, real)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from scapy.layers.inet import IP, TCP
 
@@ -48,6 +48,17 @@ def segments(tap: socket.socket, seconds: float) -> Iterator[TCP]:
             continue
         if frame[12:14] == b"\x08\x00" and TCP in (packet := IP(frame[14:])):
             yield packet[TCP]
+
+
+def print_get(connect: Callable[[], socket.socket], name: str) -> None:
+    """TLS naming `name` over the socket `connect` gives, one GET, and the clients' output:
+    `RESULT` and the status line, or `RESULT ERROR` and what failed."""
+    try:
+        tls = any_certificate().wrap_socket(connect(), server_hostname=name)
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+        print("RESULT", tls.recv(4096).split(b"\r\n")[0].decode(errors="replace"))
+    except (OSError, ssl.SSLError) as error:
+        print("RESULT ERROR", type(error).__name__)
 
 
 def next_sequences(tap: socket.socket, port: int) -> tuple[int, int]:

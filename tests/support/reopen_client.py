@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import random
 import socket
-import ssl
 import struct
 import sys
 import time
 
 from scapy.layers.inet import IP, TCP
 
-from tests.support.rawtcp import any_certificate, capture, next_sequences, send
+from tests.support.rawtcp import any_certificate, capture, next_sequences, print_get, send
 
 
 def _connect(address: str, port: int) -> socket.socket:
@@ -52,12 +51,7 @@ def main(address: str, real: str, harmless: str, mode: str) -> None:
             send(segment, address)
     tap.close()
     time.sleep(0.3)
-    try:
-        second = any_certificate().wrap_socket(_connect(address, port), server_hostname=real)
-        second.sendall(f"GET / HTTP/1.1\r\nHost: {real}\r\nConnection: close\r\n\r\n".encode())
-        print("RESULT", second.recv(4096).split(b"\r\n")[0].decode(errors="replace"))
-    except (OSError, ssl.SSLError) as error:
-        print("RESULT ERROR", type(error).__name__)
+    print_get(lambda: _connect(address, port), real)
 
 
 if __name__ == "__main__":

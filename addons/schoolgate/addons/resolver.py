@@ -37,6 +37,9 @@ from schoolgate.gateway.nft import GatewayRuleset
 log = logging.getLogger("schoolgate.resolver")
 
 
+_DEVICE = "schoolgate_device"  # flow metadata: who asked (ResolverPolicy.device)
+
+
 class ResolverPolicy:
     """NXDOMAIN for encrypted-DNS and canary names; REFUSED past a device's share of new names
     under one domain (a tunnel); every A/AAAA answer into the address book."""
@@ -71,6 +74,7 @@ class ResolverPolicy:
             return
         peer = flow.client_conn.peername
         device = self.device(str(peer[0]) if peer else "")
+        flow.metadata[_DEVICE] = device  # the answer's report to the fast path names it too
         # Every question counts: a second one carried a tunnel past the first (pass a8).
         if not all(self.tunnel.allows(device, question.name) for question in questions):
             flow.response = flow.request.fail(response_codes.REFUSED)
@@ -112,10 +116,7 @@ class ResolverPolicy:
             names += [answer.name for answer in flow.response.answers]
             addresses = [a for found_addresses, _ in found.values() for a in found_addresses]
             ttl = min(ttl for _, ttl in found.values())
-            peer = flow.client_conn.peername
-            await self.fastpath.report(
-                names, addresses, ttl, self.device(str(peer[0]) if peer else "")
-            )
+            await self.fastpath.report(names, addresses, ttl, flow.metadata.get(_DEVICE, ""))
 
 
 class FastPathClient:
@@ -221,10 +222,12 @@ async def resolve_catalogued(
             await fastpath.send_pass_done()
         if every_s <= 0:
             return  # one pass (tests)
+        if fastpath is None:
+            await asyncio.sleep(every_s)
+            continue
         # Every `every_s`, or at once when a restarted fast-path service asks for one.
-        wanted = fastpath.pass_wanted if fastpath is not None else asyncio.Event()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wanted.wait(), every_s)
+            await asyncio.wait_for(fastpath.pass_wanted.wait(), every_s)
 
 
 class TunnelGuard:

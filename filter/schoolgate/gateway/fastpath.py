@@ -84,6 +84,7 @@ class FastPathSets:
         self._pending: list[tuple[str, Entry]] = []  # (set, entry) not yet written
         self._unwritten: list[tuple[str, Entry]] = []  # the script being written
         self._by_device: dict[str, dict[str, float]] = {}  # device -> its fast addresses
+        self._pruned = float("-inf")
         self.capped = 0  # new fast addresses left to the proxy by the caps
         self._lock = threading.Lock()
 
@@ -137,19 +138,26 @@ class FastPathSets:
         return added
 
     def _room(self, device: str, now: float) -> bool:
-        """Whether one more fast address fits, for `device` and for all (expired ones go)."""
+        """Whether one more fast address fits, for `device` and for all."""
+        full = len(self._fast) >= FAST_CAPACITY
+        if full or len(self._by_device.get(device, ())) >= FAST_PER_DEVICE:
+            self._prune(now)
         if len(self._fast) >= FAST_CAPACITY:
-            for address in [a for a, e in self._fast.items() if e.expires <= now]:
-                del self._fast[address]
-            if len(self._fast) >= FAST_CAPACITY:
-                return False
-        if not device:
-            return True
-        mine = self._by_device.get(device, {})
-        if len(mine) >= FAST_PER_DEVICE:
+            return False
+        return not device or len(self._by_device.get(device, ())) < FAST_PER_DEVICE
+
+    def _prune(self, now: float) -> None:
+        """Forget expired fast addresses, and devices with none left (a device's count is
+        otherwise kept until it reaches its cap, and phones change MACs)."""
+        self._pruned = now
+        for address in [a for a, e in self._fast.items() if e.expires <= now]:
+            del self._fast[address]
+        for device in list(self._by_device):
+            mine = self._by_device[device]
             for address in [a for a, until in mine.items() if until <= now]:
                 del mine[address]
-        return len(mine) < FAST_PER_DEVICE
+            if not mine:
+                del self._by_device[device]
 
     def withdraw(self, address: str) -> bool:
         """Take an address off the fast path for FAST_MAX_S: a connection to it named a
@@ -172,10 +180,12 @@ class FastPathSets:
         """The nft script for what is waiting (taken: a failure is logged, not retried; the
         next answer or restate writes it again), with the heartbeat re-armed if asked; empty
         when there is nothing to write."""
+        now = self.clock()
         with self._lock:
             pending, self._pending = self._pending, []
             self._unwritten = pending
-        now = self.clock()
+            if now - self._pruned >= FAST_MIN_S:
+                self._prune(now)
         lines = [_refresh(kind, e.family, e.address, e.expires - now) for kind, e in pending]
         if heartbeat:
             lines.append(_refresh_ready())

@@ -116,11 +116,10 @@ class RobustEntry:
     note: str
     features: LocalFeatures
     # A view banked only to align a distorted copy (a squashed copy of the item's picture): the
-    # aligned copy's content is judged on `judged_on`, the view it was made from, mapped there
-    # by `to_judged` (3x3, this view's frame -> that view's). On the squashed view's own grid
-    # another subject covers half the cells (adversarial pass a21).
-    judged_on: LocalFeatures | None = None
-    to_judged: np.ndarray | None = None
+    # aligned copy's content is judged on the view it was made from, mapped there by the 3x3
+    # map (this view's frame -> that view's). On the squashed view's own grid another subject
+    # covers half the cells (adversarial pass a21).
+    judged_on: tuple[LocalFeatures, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -387,9 +386,10 @@ class RobustIndex:
         if spread < rules.min_spread:
             return None, False
         judged, onto, points = banked, transform, target[inliers]
-        if entry.judged_on is not None and entry.to_judged is not None:
-            judged, onto = entry.judged_on, _then(transform, entry.to_judged)
-            points = points @ entry.to_judged[:2, :2].T + entry.to_judged[:2, 2]
+        if entry.judged_on is not None:
+            judged, back = entry.judged_on
+            onto = _then(transform, back)
+            points = points @ back[:2, :2].T + back[:2, 2]
         content = _aligned_agreement(query, judged, onto)
         if content is not None and not _same_picture(content, points, judged, rules):
             return None, True  # aligned on what surrounds the pictures; the pictures differ

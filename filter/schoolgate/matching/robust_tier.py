@@ -89,7 +89,7 @@ def _judged_on_their_pictures(
             view = entries[number].features
             to_judged = unsquash_map((source.width, source.height), angle, SQUASH_RATIO,
                                      (view.width, view.height))  # fmt: skip
-            entries[number] = replace(entries[number], judged_on=source, to_judged=to_judged)
+            entries[number] = replace(entries[number], judged_on=(source, to_judged))
     return [entry for number, entry in enumerate(entries) if number not in dropped]
 
 

@@ -50,10 +50,10 @@ def view_pdq(views: Sequence[Image.Image], dihedral: bool) -> list[list[PdqHash]
 
 # ORB's descriptors do not survive a squash to about half along one axis (adversarial pass a16:
 # a copy squashed 2:1 and turned by a degree, or squashed along a slanted axis, went through),
-# and no lookup-side view can undo a squash whose axis it does not know. So the whole image is
-# also banked squashed to half along four axes 45 degrees apart, as ASIFT samples tilts: a copy
-# squashed along any axis is then within a 1.8:1 squash of one of them (1.5:1 for an axis within
-# 15 degrees of one), which ORB and the geometry check allow.
+# and no lookup-side view can undo a squash whose axis it does not know. So an item's photo can
+# also be banked squashed to half along four axes 45 degrees apart, as ASIFT samples tilts: a
+# copy squashed along any axis is then within a 1.8:1 squash of one of them (1.5:1 for an axis
+# within 15 degrees of one). Opt-in (banks.robust.bank_squashed): see docs/configuration.md.
 SQUASH_AXES = (0, 45, 90, 135)
 SQUASH_RATIO = 0.5
 
