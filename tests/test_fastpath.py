@@ -85,6 +85,18 @@ def test_a_school_replaces_or_removes_a_provider_and_bad_ranges_are_named(tmp_pa
 # -- the ruleset -------------------------------------------------------------------------------
 
 
+def test_a_pending_connections_syn_loses_its_fast_open_option() -> None:
+    """Adversarial pass a23: a Fast Open server gave a device a cookie on its first connection,
+    the device put its next hello in a SYN, and the check refused it (bytes in a SYN) and took
+    the address off the fast path. Cleared from the SYN, the option asks for no cookie."""
+    bare = GatewayRuleset(gateway_config()).render().split("chain fast_bare {")[1]
+    bare = bare.split("\n\t}")[0]
+    pending_syn = "ct mark 0x53470001 ct direction original tcp flags & (syn | ack) == syn"
+    assert f"{pending_syn} reset tcp option fastopen" in bare
+    assert f"{pending_syn} tcp option 254 exists reset tcp option 254" in bare  # experimental
+    assert bare.index("reset tcp option") < bare.index("jump fast_bare_segments")
+
+
 def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch() -> None:
     text = GatewayRuleset(gateway_config()).render()
     assert 'comment "fast path"' in text
@@ -110,6 +122,10 @@ def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch()
     )
     assert "tcp flags == syn ip6 nexthdr tcp ip6 length 40 @th,96,4 10 meta mark" in segments
     assert segments.count("meta mark set 0x53470011") == 10
+    # any other SYN on a named or verified connection is dropped, whatever conntrack makes of it
+    assert ("ct mark { 0x53470004, 0x53470002 } ct direction original tcp flags & syn == syn "
+            'counter drop comment "fast path odd SYN"') in bare  # fmt: skip
+    assert bare.index("reopened") < bare.index("odd SYN")
     # the fast path comes before the proxy's redirect and after the own-address rule
     assert text.index('"own address"') < text.index('"fast path"') < text.index('"proxy"')
     for off in (gateway_config(fast_path=False), gateway_config(resolver=False)):

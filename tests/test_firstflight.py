@@ -17,6 +17,15 @@ import pytest
 
 from schoolgate.endpoints.loader import parse_catalog
 from schoolgate.gateway.fastpath import FastPathSets
+from schoolgate.gateway.fastpath_rules import (
+    CHECKED_PACKET,
+    FAST_MARK,
+    FAST_NAMED,
+    FAST_QUEUE,
+    NAMED_PACKET,
+    REFUSED_PACKET,
+    VERIFIED_PACKET,
+)
 from schoolgate.gateway.firstflight import (
     FIRST_FLIGHT_S,
     MAX_FLOWS,
@@ -26,15 +35,6 @@ from schoolgate.gateway.firstflight import (
     parse_segment,
 )
 from schoolgate.gateway.firstflight_queue import QUEUE_COPY, QueueReader, queue_rules
-from schoolgate.gateway.nft import (
-    CHECKED_PACKET,
-    FAST_MARK,
-    FAST_NAMED,
-    FAST_QUEUE,
-    NAMED_PACKET,
-    REFUSED_PACKET,
-    VERIFIED_PACKET,
-)
 from schoolgate.sniffer.tlshello import EXT_ECH
 from tests.support.alert_helpers import FakeClock
 

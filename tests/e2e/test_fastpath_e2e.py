@@ -34,7 +34,7 @@ from tests.support.netns import (
     run_in,
 )
 from tests.support.proxy_harness import TEST_CATALOG, VENV_BIN
-from tests.support.rawtcp import any_certificate, client_hello
+from tests.support.rawtcp import any_certificate, capture, client_hello, segments
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -55,7 +55,8 @@ TUNNELS = {f"tunnel{n}.fast.test": f"198.51.100.{70 + n}" for n in range(5)}
 TUNNELS |= {f"desync{n}.fast.test": f"198.51.100.{80 + n}" for n in range(4)}
 TUNNELS |= {f"reopen{n}.fast.test": f"198.51.100.{90 + n}" for n in range(3)}
 TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.100.94",
-            "fastopen.fast.test": "198.51.100.95"}  # fmt: skip
+            "fastopen.fast.test": "198.51.100.95",
+            "cookies.fast.test": "198.51.100.96"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +191,26 @@ def test_a_new_connection_on_a_verified_connections_port_is_judged_afresh(
     assert len(from_pupil) == (1 if mode == "fin" else 0), result
 
 
+def test_a_syn_with_other_flags_on_a_verified_connection_goes_nowhere(gateway: Gateway) -> None:
+    """Adversarial pass a23 H6: a SYN+FIN carrying the start of a catalogued name's hello, on
+    the ports of a verified connection. Conntrack's flag check drops it; the ruleset's own
+    rule drops it too, so this does not rest on conntrack's flag table."""
+    name = "reopen2.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    tap = call_in_netns(gateway.topo.server, capture)
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.reopen_client", address, MEDIA, name,
+            "synfin"]  # fmt: skip
+    with tap:
+        tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
+        assert "RESULT PORT" in tried.stdout, tried.stderr
+        port = int(tried.stdout.split("RESULT PORT")[1].split()[0])
+        odd = [s for s in segments(tap, 1) if s.sport == port and "S" in str(s.flags)
+               and "F" in str(s.flags)]  # fmt: skip
+    assert not odd
+
+
 def test_a_connection_conntrack_takes_up_mid_stream_never_takes_the_fast_path(
     gateway: Gateway,
 ) -> None:
@@ -284,6 +305,32 @@ def test_bytes_in_a_syn_are_refused_and_the_retry_meets_the_proxy(gateway: Gatew
     arrived = gateway.recorder.seen[seen:]
     assert not [peer for local, peer, _ in arrived if local == address and peer == CLIENT_IP]
     assert gateway.fetch(address, name) == GATEWAY_SERVER_IP
+
+
+def test_a_fast_open_client_keeps_the_fast_path(gateway: Gateway) -> None:
+    """Adversarial pass a23: a Fast Open server handed curl a cookie on its first connection,
+    curl put its second hello in the SYN, and the check refused it and withdrew the address.
+    The option is cleared from a pending SYN now: no cookie, no bytes in a later SYN, and every
+    connection stays on the fast path."""
+    name = "cookies.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    # Fast Open with cookies, the default kind (the recorder's listeners ask for it)
+    run_in(gateway.topo.server, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=3"])
+    run_in(gateway.topo.client, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=1"])
+    curl = ["curl", "-sk", "--tcp-fastopen", "--max-time", "10", "--resolve",
+            f"{name}:443:{address}", "-o", "/dev/null", "-w", "%{http_code}",
+            f"https://{name}/"]  # fmt: skip
+    seen = len(gateway.recorder.seen)
+    try:
+        codes = [run_in(gateway.topo.client, curl, check=False).stdout for _ in range(3)]
+    finally:
+        run_in(gateway.topo.server, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=1"])
+    assert codes == ["200"] * 3
+    time.sleep(0.5)
+    arrived = gateway.recorder.seen[seen:]
+    assert [peer for local, peer, _ in arrived if local == address] == [CLIENT_IP] * 3
 
 
 def _hand_made(gateway: Gateway, client: str, name: str, mode: str) -> tuple[str, list[str]]:

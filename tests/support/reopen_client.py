@@ -7,6 +7,9 @@ pupil's namespace: `python -m tests.support.reopen_client ADDRESS REAL HARMLESS 
    answer with its own reset (conntrack then took the next SYN for the old connection: Y1c).
 2. A new connection from the same port to the same server names REAL and sends a GET.
 Prints `RESULT` and the status line of the second request, or `RESULT ERROR`.
+
+MODE `synfin` (a23 H6) keeps the verified connection open and sends, on its ports, a SYN+FIN
+carrying the first 200 bytes of a hello naming REAL; prints `RESULT PORT` and the local port.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import time
 
 from scapy.layers.inet import IP, TCP
 
-from tests.support.rawtcp import any_certificate, capture, next_sequences, print_get, send
+from tests.support.rawtcp import (
+    any_certificate,
+    capture,
+    client_hello,
+    next_sequences,
+    print_get,
+    send,
+)
 
 
 def _connect(address: str, port: int) -> socket.socket:
@@ -36,6 +46,17 @@ def main(address: str, real: str, harmless: str, mode: str) -> None:
     tap = capture()
     first = any_certificate().wrap_socket(_connect(address, port), server_hostname=harmless)
     time.sleep(0.3)
+    if mode == "synfin":
+        first.sendall(f"GET / HTTP/1.1\r\nHost: {harmless}\r\n\r\n".encode())
+        first.recv(4096)
+        start = random.randint(1 << 20, 1 << 31)
+        odd = IP(dst=address) / TCP(sport=port, dport=443, flags="SF", seq=start)
+        odd /= client_hello(real)[:200]
+        send(odd, address)
+        time.sleep(0.3)
+        print("RESULT PORT", port)
+        first.close()
+        return
     if mode == "fin":
         first.sendall(f"GET / HTTP/1.1\r\nHost: {harmless}\r\nConnection: close\r\n\r\n".encode())
         while first.recv(65536):

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from schoolgate.endpoints.catalog import Catalog
-from schoolgate.gateway.nft import FAMILY, FAST_SET_SIZE, TABLE
+from schoolgate.gateway.fastpath_rules import FAST_SET_SIZE
+from schoolgate.gateway.nft import FAMILY, TABLE
 
 FAST_MIN_S: Final = 300  # a device keeps using an address past a short TTL
 FAST_MAX_S: Final = 3600  # an address changes hands now and then: bounded trust

@@ -39,6 +39,7 @@ from schoolgate.gateway.fastpath import (
     ready_check_args,
     stop_script,
 )
+from schoolgate.gateway.fastpath_rules import FAST_QUEUE
 from schoolgate.gateway.firstflight import FirstFlightCheck
 from schoolgate.gateway.firstflight_queue import (
     QUEUE_COPY,
@@ -285,10 +286,10 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
     service = FastPathService(catalog)
     queue = NetfilterQueue()
     try:
-        queue.bind(nftables.FAST_QUEUE, service.reader, max_len=QUEUE_LENGTH, range=QUEUE_COPY)
+        queue.bind(FAST_QUEUE, service.reader, max_len=QUEUE_LENGTH, range=QUEUE_COPY)
     except OSError as error:
         raise nftables.NftError(
-            f"cannot read the kernel's queue {nftables.FAST_QUEUE} ({error}): another program "
+            f"cannot read the kernel's queue {FAST_QUEUE} ({error}): another program "
             "holds it, or this process lacks CAP_NET_ADMIN"
         ) from None
     with contextlib.suppress(FileNotFoundError):

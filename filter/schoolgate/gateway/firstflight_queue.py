@@ -21,8 +21,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from schoolgate.gateway import nft as nftables
-from schoolgate.gateway.firstflight import FirstFlightCheck, Judgement, Verdict
-from schoolgate.gateway.nft import (
+from schoolgate.gateway.fastpath_rules import (
     CHECKED_PACKET,
     FAST_MARK,
     FAST_NAMED,
@@ -31,6 +30,7 @@ from schoolgate.gateway.nft import (
     REFUSED_PACKET,
     VERIFIED_PACKET,
 )
+from schoolgate.gateway.firstflight import FirstFlightCheck, Judgement, Verdict
 
 log = logging.getLogger("schoolgate.fastpath")
 

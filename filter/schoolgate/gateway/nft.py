@@ -18,28 +18,18 @@ from string import Template
 
 from schoolgate.config import Config
 from schoolgate.errors import ConfigError, SchoolgateError
+from schoolgate.gateway.fastpath_rules import (
+    FAST_VERIFIED,
+    fast_path_off,
+    fast_path_rules,
+    set_elements,
+)
 from schoolgate.gateway.leases import LeaseTable
 from schoolgate.gateway.settings import PortRange
 
 TABLE = "schoolgate"
 FAMILY = "inet"
 NFT_TIMEOUT_S = 30
-# Conntrack marks of the fast path. Prerouting marks a connection pending on its first packet;
-# what its client sends is queued (NFQUEUE, FAST_QUEUE) to `schoolgate nft fastpath` until it
-# has read a whole ClientHello (gateway.firstflight); a hello for a passable name makes it named,
-# and both ways are queued until the server has acknowledged that hello. The verdicts come back
-# as packet marks, which the forward chain turns into the connection's state.
-FAST_MARK = 0x53470001  # pending
-FAST_VERIFIED = 0x53470002
-FAST_REFUSED = 0x53470003
-FAST_NAMED = 0x53470004
-FAST_MARKS = f"{{ {FAST_MARK:#x}, {FAST_VERIFIED:#x}, {FAST_REFUSED:#x}, {FAST_NAMED:#x} }}"
-CHECKED_PACKET = 0x53470011  # read, and the connection's state unchanged
-VERIFIED_PACKET = 0x53470012
-REFUSED_PACKET = 0x53470013
-NAMED_PACKET = 0x53470014
-FAST_QUEUE = 5347
-FAST_SET_SIZE = 65_536  # addresses per family; past it an answer is not fast-pathed (safe)
 
 
 # Exempt and non-student traffic leaves each chain first: only what remains is touched.
@@ -222,8 +212,8 @@ class GatewayRuleset:
             table=f"{FAMILY} {TABLE}",
             port=self.config.proxy.listen_port,
             ifaces=", ".join(f'"{name}"' for name in gateway.interfaces),
-            exempt_v4=_elements(v4),
-            exempt_v6=_elements(v6),
+            exempt_v4=set_elements(v4),
+            exempt_v6=set_elements(v6),
             rejects="".join(f"\n\t\t{rule}" for rule in rejects),
             inbound=self._inbound(),
             unleased=self._unleased_rule(),
@@ -242,105 +232,7 @@ class GatewayRuleset:
         return self.config.gateway.fast_path and self.config.resolver.enabled
 
     def _fast_path(self) -> dict[str, str]:
-        """The fast path's sets and rules. The resolver fills `fast_*` with addresses that
-        non-catalogued names resolved to and `catalogued_*` with those of catalogued names;
-        `providers_*` holds the catalog's shared-server ranges. A connection takes the fast
-        path only while the resolver keeps `fast_ready` alive (a heartbeat with a timeout), to
-        an address in `fast_*` and in neither of the others: anything unknown meets the proxy."""
-        if not self.fast_path:
-            # Connections the fast path forwarded before it was switched off are cut, not left
-            # running past the proxy (adversarial pass a16: uploads on kept-open connections).
-            ended = (f"\n\t\tct mark {FAST_MARKS} counter reject with tcp reset "
-                     'comment "fast path off"')  # fmt: skip
-            return {"fast_sets": "", "fast_rules": "", "fast_count": ended, "fast_chain": ""}
-        from schoolgate.endpoints.loader import load_catalog
-
-        providers = load_catalog(list(self.config.proxy.endpoints_files)).providers
-        sets = ""
-        for family, kind, ranges in (("v4", "ipv4_addr", providers.v4),
-                                     ("v6", "ipv6_addr", providers.v6)):  # fmt: skip
-            for name in ("fast", "catalogued", "withdrawn"):
-                sets += (f"\tset {name}_{family} {{\n\t\ttype {kind}\n\t\tflags timeout\n"
-                         f"\t\tsize {FAST_SET_SIZE}\n\t}}\n\n")  # fmt: skip
-            elements = _elements([str(n) for n in ranges])
-            sets += (f"\tset providers_{family} {{\n\t\ttype {kind}\n\t\tflags interval"
-                     f"{elements}\n\t}}\n\n")  # fmt: skip
-        sets += "\tset fast_ready {\n\t\ttype inet_proto\n\t\tflags timeout\n\t}\n\n"
-        # HTTPS only (HTTP names its host per request), and from its SYN: conntrack also takes
-        # up a connection mid-stream, whose start nobody saw (a20 C1); the proxy resets that.
-        rules = "".join(
-            f"\n\t\ttcp dport 443 tcp flags & (syn | ack) == syn meta l4proto @fast_ready "
-            f"{key} daddr @fast_{family} "
-            f"{key} daddr != @catalogued_{family} {key} daddr != @withdrawn_{family} "
-            f"{key} daddr != @providers_{family} counter "
-            f'ct mark set {FAST_MARK:#x} return comment "fast path{suffix}"'
-            for key, family, suffix in (("ip", "v4", ""), ("ip6", "v6", "6"))
-        )
-        count = "".join(
-            f"\n\t\t{rule}"
-            for rule in (
-                # The service's verdict on a whole ClientHello, carried back as a packet mark.
-                f"meta mark {REFUSED_PACKET:#x} meta mark set 0 ct mark set {FAST_REFUSED:#x} "
-                'counter reject with tcp reset comment "fast path refused"',
-                f'ct mark {FAST_REFUSED:#x} counter reject with tcp reset comment "refused"',
-                # Once the heartbeat lapses (resolver or service gone) or the table is reloaded,
-                # the connections it let through end too (a16: they outlived it by tens of s).
-                f"ct mark {FAST_MARKS} meta l4proto != @fast_ready counter reject with tcp "
-                'reset comment "fast path ended"',
-                f"ct mark {{ {FAST_MARK:#x}, {FAST_NAMED:#x}, {FAST_VERIFIED:#x} }} counter "
-                'comment "fast path bytes"',
-                f"meta mark {NAMED_PACKET:#x} meta mark set 0 ct mark set {FAST_NAMED:#x} "
-                'counter accept comment "fast path named"',
-                f"meta mark {VERIFIED_PACKET:#x} meta mark set 0 ct mark set {FAST_VERIFIED:#x} "
-                'counter accept comment "fast path verified"',
-                # The queue rule (in iptables' mangle table, which runs before this chain: see
-                # gateway.firstflight) marks every packet it passed; one that was not read, the
-                # rule or the service missing, goes no further.
-                f"ct mark {FAST_MARK:#x} ct direction original meta mark != {CHECKED_PACKET:#x} "
-                'counter drop comment "fast path unread"',
-                f"ct mark {FAST_NAMED:#x} meta mark != {CHECKED_PACKET:#x} counter drop comment "
-                '"fast path unread"',
-                f"meta mark {CHECKED_PACKET:#x} meta mark set 0 counter accept comment "
-                '"fast path pending"',
-                # An address found to be the proxy's ends the connections already verified to
-                # it (a browser may reuse one for another name its certificate covers).
-                f"ct mark {FAST_VERIFIED:#x} ct original ip daddr @catalogued_v4 counter reject "
-                'with tcp reset comment "fast path withdrawn"',
-                f"ct mark {FAST_VERIFIED:#x} ct original ip6 daddr @catalogued_v6 counter reject "
-                'with tcp reset comment "fast path withdrawn6"',
-            )
-        )
-        # A bare SYN or ACK (the header lengths leave no room for data: a pupil cannot hide
-        # bytes in one) needs no reading: marked read before the queue rules (priority mangle)
-        # see it, which spares a connection trips through the queue. The lengths are those of
-        # common stacks (SYNs: Windows 32, Linux 40, Apple 44 bytes of header; ACKs: 20, or 32
-        # with timestamps); any other is read. The stream's start needs no SYN: the server's
-        # acknowledgement of the hello proves it (gateway.firstflight).
-        bare = "".join(
-            f"\n\t\ttcp flags == {flags} {length} @th,96,4 {words} meta mark set "
-            f"{CHECKED_PACKET:#x}"
-            for flags, sizes in (("syn", (8, 10, 11)), ("ack", (5, 8)))
-            for words in sizes
-            for length in (
-                f"ip hdrlength 5 ip length {20 + 4 * words}",
-                f"ip6 nexthdr tcp ip6 length {4 * words}",
-            )
-        )
-        # A SYN on a connection already named or verified is a new connection that conntrack
-        # took for the old one (adversarial pass a18 Y1c: after a reset and a bare ACK, a new
-        # SYN on the same port kept the verified mark): pending again, and read from its SYN.
-        reopened = (
-            f"ct mark {{ {FAST_NAMED:#x}, {FAST_VERIFIED:#x} }} ct direction original tcp flags & "
-            f"(syn | ack | fin | rst) == syn ct mark set {FAST_MARK:#x} counter return comment "
-            '"fast path reopened"'
-        )
-        chain = (
-            "\n\tchain fast_bare {\n\t\ttype filter hook forward priority mangle - 10; policy "
-            f"accept;\n\t\t{reopened}\n\t\tct mark {{ {FAST_MARK:#x}, {FAST_NAMED:#x} }} ct "
-            "direction original jump fast_bare_segments\n\t}\n\n\tchain fast_bare_segments {"
-            f"{bare}\n\t}}\n"
-        )
-        return {"fast_sets": sets, "fast_rules": rules, "fast_count": count, "fast_chain": chain}
+        return fast_path_rules(self.config) if self.fast_path else fast_path_off()
 
     def _leased_pairs(self) -> list[tuple[str, str]]:
         """(MAC, IPv4) of every lease in the configured lease files, read now."""
@@ -477,10 +369,6 @@ class GatewayRuleset:
                 f"{proxy.listen_host} cannot receive redirected traffic (nftables redirects to the "
                 "student interface's address): use 0.0.0.0",
             )
-
-
-def _elements(items: list[str]) -> str:
-    return f"\n\t\telements = {{ {', '.join(items)} }}" if items else ""
 
 
 def nft_binary() -> str:
