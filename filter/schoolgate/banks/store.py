@@ -430,6 +430,12 @@ class BankStore:
         for row in self.read(sql, tuple(params)):
             yield row[0], row[1], row[2], bytes(row[3]), row[4]
 
+    def feature_kinds(self, bank: str) -> list[str]:
+        """The feature kinds (format versions) one bank holds."""
+        rows = self.read("SELECT DISTINCT f.kind FROM features f JOIN banks b ON b.id = f.bank_id "
+                         "WHERE b.name = ? ORDER BY f.kind", (bank,))  # fmt: skip
+        return [kind for (kind,) in rows]
+
     def remove_features(self, bank: str, content_id: str) -> int:
         """Remove every feature set of one item from a bank; return how many were removed."""
         with self.write(bump=True) as cur:

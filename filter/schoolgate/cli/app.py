@@ -1,5 +1,6 @@
 """The `schoolgate` command: the parser, `check-config` and `run`; every other command group lives
-in its own module with an `add_commands` (hashes, scan, ca, nft, sniff, and alerts' own).
+in its own module with an `add_commands` (hashes, scan, ca, nft, sniff, and alerts', the
+console's and trust's own).
 
 Exit codes: 0 success (for scan: everything allowed), 1 scan blocked something, 2 an error that
 the message explains. Every command takes --config and honours SCHOOLGATE_CONFIG and
@@ -19,6 +20,7 @@ from schoolgate.cli.common import EXIT_ERROR, EXIT_OK, Subcommands, config_from
 from schoolgate.config import as_dict, load_config
 from schoolgate.console.cli import add_commands as add_console_commands
 from schoolgate.errors import SchoolgateError
+from schoolgate.trust.cli import add_commands as add_trust_commands
 from schoolgate.version import __version__
 
 
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_commands(sub, common)
     nft.add_commands(sub, common)
     hashes.add_commands(sub, common)
+    add_trust_commands(sub, common)
     ca.add_commands(sub, common)
     add_alert_commands(sub, common)
     sniff.add_commands(sub, common)

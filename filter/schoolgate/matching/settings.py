@@ -10,6 +10,7 @@ from pathlib import Path
 from schoolgate.config_reader import Node, path_under
 from schoolgate.matching.matcher import DEFAULT_MIN_QUALITY, DEFAULT_PDQ_MAX_DISTANCE
 from schoolgate.matching.video import VideoMatchSettings
+from schoolgate.trust.settings import Subscription, parse_subscriptions
 
 # Matching tiers a bank can run. Exact digests always run; "pdq" is the perceptual hash index;
 # "robust" is local features with geometric verification (schoolgate.robust), for banks whose
@@ -70,6 +71,7 @@ class BanksConfig:
     # Bank-name glob -> tiers, first matching pattern wins; banks no pattern names run "pdq".
     tiers: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     robust: RobustConfig = RobustConfig()
+    subscriptions: tuple[Subscription, ...] = ()  # trust publications followed (schoolgate.trust)
 
     def tiers_for(self, bank: str) -> tuple[str, ...]:
         for pattern, tiers in self.tiers.items():
@@ -120,6 +122,7 @@ def parse_banks(node: Node, data_dir: Path) -> BanksConfig:
             "video",
             "tiers",
             "robust",
+            "subscriptions",
         }
     )
     per_bank = {
@@ -146,6 +149,7 @@ def parse_banks(node: Node, data_dir: Path) -> BanksConfig:
         video=_video_matching(node.child("video"), pdq_max_distance, pdq_min_quality),
         tiers=_tiers(node.child("tiers")),
         robust=_robust(node.child("robust")),
+        subscriptions=parse_subscriptions(node.child("subscriptions")),
     )
 
 

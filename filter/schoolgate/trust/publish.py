@@ -1,0 +1,169 @@
+"""`schoolgate banks publish`: the trust's central box writes its banks as signed bundles into a
+folder that any static web server serves.
+
+Each run writes a full snapshot (`full-V.sgb`), a delta to it from each of the last `keep`
+snapshots (`delta-B-V.sgb`), and then, last and atomically, the index (`index.sgb`) that names
+them; files older than the kept snapshots are pruned. A gateway that was offline for fewer than
+`keep` publications catches up with one delta, and with the full snapshot otherwise. Versions
+never go down, even when the folder is lost: a version is at least the publication's Unix time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from schoolgate.banks.model import BankError, SignalInput
+from schoolgate.banks.store import BankStore
+from schoolgate.trust.bundle import (
+    BankContent,
+    Bundle,
+    BundleError,
+    FeatureSet,
+    feature_key,
+    open_bundle,
+    seal,
+    signal_key,
+)
+
+INDEX: Final = "index.sgb"
+KEEP: Final = 10
+_FULL = re.compile(r"full-(\d+)\.sgb")
+
+
+def snapshot(
+    store: BankStore, banks: Iterable[str], *, with_features: bool = False
+) -> dict[str, BankContent]:
+    """The named banks as they stand, hashes only unless `with_features` (feature sets carry
+    more of a picture than a hash: see docs/trust.md)."""
+    contents: dict[str, BankContent] = {}
+    for name in banks:
+        bank = store.bank(name)
+        signals = tuple(
+            SignalInput(
+                s.signal_type, s.value, s.quality, s.note, s.content_id, s.frame, s.timestamp
+            )
+            for s in store.iter_signals(name)
+        )
+        features: tuple[FeatureSet, ...] = ()
+        if with_features:
+            features = tuple(
+                FeatureSet(content_id, view, kind, data, note)
+                for kind in store.feature_kinds(name)
+                for _, content_id, view, data, note in store.iter_features(kind, [name])
+            )
+        contents[name] = BankContent(bank.description, bank.source, signals, features)
+    return contents
+
+
+def delta(old: Mapping[str, BankContent], new: Mapping[str, BankContent]) -> Bundle:
+    """What turns `old` into `new` (version fields left for the caller)."""
+    changed: dict[str, BankContent] = {}
+    for name, bank in new.items():
+        before = old.get(name, BankContent())
+        had = {signal_key(s) for s in before.signals}
+        has = {signal_key(s) for s in bank.signals}
+        had_f = {feature_key(f) for f in before.features}
+        has_f = {feature_key(f) for f in bank.features}
+        content = BankContent(
+            bank.description,
+            bank.source,
+            tuple(s for s in bank.signals if signal_key(s) not in had),
+            tuple(f for f in bank.features if feature_key(f) not in had_f),
+            tuple(sorted(had - has)),
+            tuple(sorted(had_f - has_f)),
+        )
+        same_meta = (before.description, before.source) == (bank.description, bank.source)
+        empty = not (
+            content.signals
+            or content.features
+            or content.removed_signals
+            or content.removed_features
+        )
+        if name not in old or not (same_meta and empty):
+            changed[name] = content
+    return Bundle("delta", "", 0, 0.0, changed, tuple(sorted(set(old) - set(new))))
+
+
+@dataclass(frozen=True)
+class Publication:
+    version: int
+    files: tuple[str, ...]
+    banks: dict[str, int]  # signals per published bank
+
+
+def publish(
+    store: BankStore,
+    out: Path,
+    key: Ed25519PrivateKey,
+    *,
+    publisher: str,
+    banks: Iterable[str],
+    with_features: bool = False,
+    keep: int = KEEP,
+    clock: Callable[[], float] = time.time,
+) -> Publication:
+    out.mkdir(parents=True, exist_ok=True)
+    now = clock()
+    contents = snapshot(store, banks, with_features=with_features)
+    earlier = _earlier_snapshots(out, key)
+    version = max(int(now), max(earlier, default=0) + 1)
+    written = [
+        _write(
+            out, f"full-{version}.sgb", seal(Bundle("full", publisher, version, now, contents), key)
+        )
+    ]
+    deltas: dict[int, str] = {}
+    for base in sorted(earlier, reverse=True)[: keep - 1]:
+        change = delta(earlier[base].banks, contents)
+        name = f"delta-{base}-{version}.sgb"
+        bundle = Bundle("delta", publisher, version, now, change.banks, change.removed_banks, base)
+        written.append(_write(out, name, seal(bundle, key)))
+        deltas[base] = name
+    index = Bundle("index", publisher, version, now, full_file=written[0], deltas=deltas)
+    written.append(_write(out, INDEX, seal(index, key)))
+    _prune(out, keep_versions={version, *deltas}, current=version)
+    return Publication(version, tuple(written), {n: len(c.signals) for n, c in contents.items()})
+
+
+def _earlier_snapshots(out: Path, key: Ed25519PrivateKey) -> dict[int, Bundle]:
+    found: dict[int, Bundle] = {}
+    for path in out.iterdir():
+        if _FULL.fullmatch(path.name):
+            try:
+                found[int(_FULL.fullmatch(path.name)[1])] = open_bundle(  # type: ignore[index]
+                    path.read_bytes(), key.public_key(), expect="full"
+                )
+            except (OSError, BundleError) as exc:
+                raise BankError(
+                    f"{path}: an earlier snapshot cannot be read ({exc}): move it "
+                    "away, and gateways will fetch the next full snapshot"
+                ) from None
+    return found
+
+
+def _write(out: Path, name: str, data: bytes) -> str:
+    """Written beside and renamed: a web server never serves half a file."""
+    partial = out / f".{name}.partial"
+    partial.write_bytes(data)
+    os.replace(partial, out / name)
+    return name
+
+
+def _prune(out: Path, *, keep_versions: set[int], current: int) -> None:
+    for path in out.glob("*.sgb"):
+        numbers = [int(n) for n in re.findall(r"\d+", path.name)]
+        if path.name == INDEX or not numbers:
+            continue
+        if path.name.startswith("full-") and numbers[0] in keep_versions:
+            continue
+        if path.name.startswith("delta-") and numbers[-1] == current:
+            continue
+        path.unlink()

@@ -1,0 +1,230 @@
+"""A gateway's copy of a subscription's banks, kept in its own bank database.
+
+A subscription owns the banks its bundles name; applying a bundle replaces them in one SQLite
+transaction (readers see the old banks or the new, never half), and records the version applied,
+so that an older bundle served again is refused. A bundle that names a bank the school made
+itself, or one another subscription owns, is refused whole: a trust cannot overwrite a school's
+incident bank by naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from schoolgate.banks.model import SignalType, check_signal
+from schoolgate.banks.store import BankStore
+from schoolgate.trust.bundle import BankContent, Bundle, BundleError
+
+# Refusals are counted here, not in the syncing process's memory: whichever process serves the
+# metrics (the proxy) reads them at scrape time (monitoring.metrics).
+_SCHEMA = """CREATE TABLE IF NOT EXISTS subscriptions (
+    name TEXT PRIMARY KEY,
+    version INTEGER,
+    published_at REAL,
+    applied_at REAL,
+    checked_at REAL,
+    banks TEXT NOT NULL,
+    refusals TEXT NOT NULL,
+    last_error TEXT NOT NULL
+)"""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """Where one subscription stands on this gateway (version None: nothing applied yet)."""
+
+    name: str
+    version: int | None
+    published_at: float | None
+    applied_at: float | None
+    checked_at: float | None
+    banks: tuple[str, ...]
+    refusals: dict[str, int]
+    last_error: str
+
+
+class Replica:
+    """The subscriptions' state and banks in a BankStore."""
+
+    def __init__(self, store: BankStore, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        with store.write() as cur:
+            cur.execute(_SCHEMA)
+
+    def state(self, name: str) -> Applied | None:
+        found = [a for a in self.states() if a.name == name]
+        return found[0] if found else None
+
+    def states(self) -> list[Applied]:
+        rows = self.store.read(
+            "SELECT name, version, published_at, applied_at, checked_at, "
+            "banks, refusals, last_error FROM subscriptions ORDER BY name"
+        )
+        return [
+            Applied(n, v, p, a, c, tuple(json.loads(b)), json.loads(r), e)
+            for n, v, p, a, c, b, r, e in rows
+        ]
+
+    def checked(self, name: str, refused: BundleError | None = None, error: str = "") -> None:
+        """Record one sync: its time, and a refusal (counted by reason) or another failure."""
+        with self.store.write() as cur:
+            self._ensure(cur, name)
+            cur.execute(
+                "UPDATE subscriptions SET checked_at = ?, last_error = ? WHERE name = ?",
+                (self.clock(), str(refused or error), name),
+            )
+            if refused is not None:
+                (text,) = cur.execute(
+                    "SELECT refusals FROM subscriptions WHERE name = ?", (name,)
+                ).fetchone()
+                counts = json.loads(text)
+                counts[refused.reason] = counts.get(refused.reason, 0) + 1
+                cur.execute(
+                    "UPDATE subscriptions SET refusals = ? WHERE name = ?",
+                    (json.dumps(counts), name),
+                )
+
+    @staticmethod
+    def _ensure(cur: sqlite3.Cursor, name: str) -> None:
+        cur.execute(
+            "INSERT OR IGNORE INTO subscriptions VALUES (?, NULL, NULL, NULL, NULL, "
+            "'[]', '{}', '')",
+            (name,),
+        )
+
+    def apply(self, name: str, bundle: Bundle) -> Applied:
+        """Apply a full or delta bundle for subscription `name`; BundleError when refused (the
+        banks stay as they were)."""
+        current = self.state(name)
+        have = current.version if current is not None else None
+        if have is not None and bundle.version <= have:
+            raise BundleError(
+                "replayed",
+                f"bundle version {bundle.version} is not newer than "
+                f"the version applied, {have}: an old bundle served again",
+            )
+        if bundle.kind == "delta" and bundle.base != have:
+            raise BundleError(
+                "base", f"the delta applies to version {bundle.base}, this gateway has {have}"
+            )
+        owned = set(current.banks) if current is not None else set()
+        now = self.clock()
+        with self.store.write(bump=True) as cur:
+            self._check_ownership(cur, name, set(bundle.banks), owned)
+            if bundle.kind == "full":
+                for gone in owned - set(bundle.banks):
+                    _drop(cur, gone)
+                for bank, content in bundle.banks.items():
+                    _drop(cur, bank)
+                    _write_bank(cur, bank, content, name, bundle.version, now)
+                banks = set(bundle.banks)
+            else:
+                for gone in set(bundle.removed_banks) & owned:
+                    _drop(cur, gone)
+                for bank, content in bundle.banks.items():
+                    _write_bank(cur, bank, content, name, bundle.version, now)
+                banks = (owned - set(bundle.removed_banks)) | set(bundle.banks)
+            self._ensure(cur, name)
+            cur.execute(
+                "UPDATE subscriptions SET version = ?, published_at = ?, applied_at = ?, "
+                "checked_at = ?, banks = ?, last_error = '' WHERE name = ?",
+                (bundle.version, bundle.created_at, now, now, json.dumps(sorted(banks)), name),
+            )
+        applied = self.state(name)
+        assert applied is not None
+        return applied
+
+    def _check_ownership(
+        self, cur: sqlite3.Cursor, name: str, named: set[str], owned: set[str]
+    ) -> None:
+        others: set[str] = set()
+        for _other, banks in cur.execute(
+            "SELECT name, banks FROM subscriptions WHERE name != ?", (name,)
+        ):
+            others |= set(json.loads(banks))
+        local = {row[0] for row in cur.execute("SELECT name FROM banks")} - owned - others
+        clash = sorted((named & local) | (named & others))
+        if clash:
+            raise BundleError(
+                "clash",
+                f"the bundle names bank(s) {', '.join(clash)}, which this "
+                "gateway has from elsewhere (its own, or another subscription's): "
+                "rename one of them",
+            )
+
+
+def _drop(cur: sqlite3.Cursor, bank: str) -> None:
+    row = cur.execute("SELECT id FROM banks WHERE name = ?", (bank,)).fetchone()
+    if row is not None:
+        cur.execute("DELETE FROM signals WHERE bank_id = ?", (row[0],))
+        cur.execute("DELETE FROM features WHERE bank_id = ?", (row[0],))
+        cur.execute("DELETE FROM banks WHERE id = ?", (row[0],))
+
+
+def _write_bank(
+    cur: sqlite3.Cursor, bank: str, content: BankContent, name: str, version: int, now: float
+) -> None:
+    """Create the bank if missing, then add and remove what the content says."""
+    source = f"subscription {name} v{version}" + (f": {content.source}" if content.source else "")
+    row = cur.execute("SELECT id FROM banks WHERE name = ?", (bank,)).fetchone()
+    if row is None:
+        cur.execute(
+            "INSERT INTO banks (name, description, source, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (bank, content.description, source, now, now),
+        )
+        bank_id = cur.lastrowid
+    else:
+        bank_id = row[0]
+        cur.execute(
+            "UPDATE banks SET description = ?, source = ?, updated_at = ? WHERE id = ?",
+            (content.description, source, now, bank_id),
+        )
+    for kind, value, content_id, frame in content.removed_signals:
+        cur.execute(
+            "DELETE FROM signals WHERE bank_id = ? AND signal_type = ? AND value = ? AND "
+            "content_id = ? AND frame = ?",
+            (bank_id, SignalType(kind).value, bytes.fromhex(value), content_id, frame),
+        )
+    for content_id, view, kind in content.removed_features:
+        cur.execute(
+            "DELETE FROM features WHERE bank_id = ? AND content_id = ? AND view = ? AND kind = ?",
+            (bank_id, content_id, view, kind),
+        )
+    rows: list[tuple[Any, ...]] = []
+    for signal in content.signals:
+        raw, quality = check_signal(signal)
+        rows.append(
+            (
+                bank_id,
+                str(signal.signal_type),
+                raw,
+                quality,
+                signal.note,
+                source,
+                now,
+                signal.content_id or "",
+                -1 if signal.frame is None else signal.frame,
+                signal.timestamp,
+            )
+        )
+    cur.executemany(
+        "INSERT OR IGNORE INTO signals (bank_id, signal_type, value, quality, note, "
+        "source, added_at, content_id, frame, timestamp) VALUES "
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    cur.executemany(
+        "INSERT OR IGNORE INTO features (bank_id, content_id, view, kind, data, note, "
+        "source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (bank_id, f.content_id, f.view, f.kind, f.data, f.note, source, now)
+            for f in content.features
+        ],
+    )

@@ -1,0 +1,257 @@
+"""Bank distribution for a trust (issue 21): the central box publishes signed bundles, each
+gateway verifies and applies them, and refuses what it should, keeping its last good banks."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.store import BankStore
+from schoolgate.trust.bundle import (
+    MAGIC,
+    BundleError,
+    generate_key,
+    open_bundle,
+    parse_public_key,
+    public_key_text,
+)
+from schoolgate.trust.publish import INDEX, publish
+from schoolgate.trust.replica import Replica
+from schoolgate.trust.settings import Subscription
+from schoolgate.trust.subscribe import FetchError, sync
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Clock:
+    now: float = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+@dataclass
+class Trust:
+    """A central box (its own bank store and publication folder) and one gateway."""
+
+    central: BankStore
+    out: Path
+    gateway: BankStore
+    key: Ed25519PrivateKey
+    clock: Clock = field(default_factory=Clock)
+    served: dict[str, bytes] | None = None  # what the web server serves, when not `out`
+    fetched: list[str] = field(default_factory=list)
+
+    def publish(self, *banks: str, with_features: bool = False) -> int:
+        done = publish(
+            self.central,
+            self.out,
+            self.key,
+            publisher="Test Trust",
+            banks=banks or ("trust-incidents",),
+            with_features=with_features,
+            clock=self.clock,
+        )
+        return done.version
+
+    def fetch(self, subscription: Subscription, file: str) -> bytes:
+        self.fetched.append(file)
+        if self.served is not None:
+            if file not in self.served:
+                raise FetchError(f"{file}: 404")
+            return self.served[file]
+        path = self.out / file
+        if not path.exists():
+            raise FetchError(f"{file}: 404")
+        return path.read_bytes()
+
+    def subscription(self, key: Ed25519PrivateKey | None = None) -> Subscription:
+        public = (key or self.key).public_key()
+        return Subscription("trust", "https://trust.example/banks/", public)
+
+    def sync(self, key: Ed25519PrivateKey | None = None) -> str:
+        return sync(self.subscription(key), Replica(self.gateway), self.fetch).outcome
+
+    def blocked(self, text: str) -> bool:
+        return any(s.value == sha(text) for s in self.gateway.iter_signals())
+
+
+@pytest.fixture
+def trust(tmp_path: Path) -> Iterator[Trust]:
+    with (
+        BankStore(tmp_path / "central.sqlite") as central,
+        BankStore(tmp_path / "gateway.sqlite") as gateway,
+    ):
+        central.create_bank("trust-incidents", "shared incident hashes", "Test Trust")
+        central.add_signals("trust-incidents", [SignalInput(SignalType.SHA256, sha("one"))], "dsl")
+        yield Trust(central, tmp_path / "published", gateway, generate_key())
+
+
+def test_a_published_hash_reaches_the_gateway_and_later_changes_follow(trust: Trust) -> None:
+    first = trust.publish()
+    assert trust.sync() == "updated"
+    assert trust.blocked("one")
+    assert Replica(trust.gateway).state("trust").version == first  # type: ignore[union-attr]
+    assert trust.sync() == "current"  # nothing new: only the index is fetched
+    trust.fetched.clear()
+    trust.central.add_signals(
+        "trust-incidents", [SignalInput(SignalType.SHA256, sha("two"))], "dsl"
+    )
+    trust.central.remove_signal("trust-incidents", SignalType.SHA256, sha("one"))
+    second = trust.publish()
+    assert second > first
+    assert trust.sync() == "updated"
+    assert trust.fetched == [INDEX, f"delta-{first}-{second}.sgb"]  # one delta, not the whole
+    assert trust.blocked("two")
+    assert not trust.blocked("one")
+    bank = trust.gateway.bank("trust-incidents")
+    assert bank.description == "shared incident hashes"
+    assert bank.source.startswith(f"subscription trust v{second}")
+
+
+def test_a_gateway_offline_for_many_publications_catches_up(trust: Trust) -> None:
+    trust.publish()
+    assert trust.sync() == "updated"
+    for n in range(12):  # more than the deltas kept: the full snapshot
+        trust.central.add_signals(
+            "trust-incidents", [SignalInput(SignalType.SHA256, sha(f"{n}"))], "dsl"
+        )
+        latest = trust.publish()
+    trust.fetched.clear()
+    assert trust.sync() == "updated"
+    assert trust.fetched == [INDEX, f"full-{latest}.sgb"]
+    assert all(trust.blocked(f"{n}") for n in range(12))
+    assert len(list(trust.out.glob("full-*.sgb"))) == 10  # older snapshots pruned
+
+
+def test_a_bank_no_longer_published_leaves_the_gateway(trust: Trust) -> None:
+    trust.central.create_bank("trust-extra")
+    trust.central.add_signals("trust-extra", [SignalInput(SignalType.MD5, "0" * 32)], "x")
+    trust.publish("trust-incidents", "trust-extra")
+    trust.sync()
+    assert {b.name for b in trust.gateway.banks()} == {"trust-incidents", "trust-extra"}
+    trust.publish("trust-incidents")
+    trust.sync()
+    assert {b.name for b in trust.gateway.banks()} == {"trust-incidents"}
+
+
+@pytest.mark.parametrize("attack", ["tampered", "truncated", "unsigned", "other_key"])
+def test_a_bad_bundle_is_refused_and_the_last_good_banks_stay(trust: Trust, attack: str) -> None:
+    trust.publish()
+    trust.sync()
+    trust.central.add_signals(
+        "trust-incidents", [SignalInput(SignalType.SHA256, sha("new"))], "dsl"
+    )
+    trust.central.remove_signal("trust-incidents", SignalType.SHA256, sha("one"))
+    version = trust.publish()
+    served = {p.name: p.read_bytes() for p in trust.out.glob("*.sgb")}
+    delta = next(name for name in served if name.startswith("delta-"))
+    if attack == "tampered":  # one byte of the delta's compressed body
+        data = bytearray(served[delta])
+        data[-10] ^= 0x01
+        served[delta] = bytes(data)
+    elif attack == "truncated":
+        served[delta] = served[delta][: len(served[delta]) // 2]
+    elif attack == "unsigned":
+        served[INDEX] = MAGIC + bytes(64) + served[INDEX][len(MAGIC) + 64 :]
+    else:  # a publisher of its own, with its own key, serving at the trust's address
+        other = generate_key()
+        with BankStore(trust.out.parent / "other.sqlite") as rogue:
+            rogue.create_bank("trust-incidents")
+            publish(
+                rogue,
+                trust.out.parent / "rogue",
+                other,
+                publisher="Test Trust",
+                banks=["trust-incidents"],
+                clock=Clock(trust.clock.now + 100),
+            )
+        served = {p.name: p.read_bytes() for p in (trust.out.parent / "rogue").glob("*.sgb")}
+    trust.served = served
+    assert trust.sync() == "refused"
+    assert trust.blocked("one")  # the last good banks
+    assert not trust.blocked("new")
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.version != version
+    assert sum(state.refusals.values()) == 1
+    assert state.last_error
+
+
+def test_an_older_bundle_served_again_is_refused(trust: Trust) -> None:
+    trust.publish()
+    old = {p.name: p.read_bytes() for p in trust.out.glob("*.sgb")}
+    trust.central.remove_signal("trust-incidents", SignalType.SHA256, sha("one"))
+    trust.publish()
+    assert trust.sync() == "updated"
+    assert not trust.blocked("one")
+    trust.served = old  # a mirror, or an attacker, serves the old publication
+    assert trust.sync() == "refused"
+    assert not trust.blocked("one")
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.refusals == {"replayed": 1}
+
+
+def test_a_bundle_cannot_take_over_a_schools_own_bank(trust: Trust) -> None:
+    trust.gateway.create_bank("trust-incidents", "this school's own")
+    trust.gateway.add_signals(
+        "trust-incidents", [SignalInput(SignalType.SHA256, sha("ours"))], "dsl"
+    )
+    trust.publish()
+    assert trust.sync() == "refused"
+    assert trust.blocked("ours")
+    assert not trust.blocked("one")
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.refusals == {"clash": 1}
+
+
+def test_the_server_down_keeps_the_banks_and_says_so(trust: Trust) -> None:
+    trust.publish()
+    trust.sync()
+    trust.served = {}
+    assert trust.sync() == "unreachable"
+    assert trust.blocked("one")
+
+
+def test_feature_sets_travel_only_when_the_trust_opts_in(trust: Trust) -> None:
+    trust.central.add_features("trust-incidents", "item-1", "orb-test", [("whole", b"\x01\x02")])
+    trust.publish()
+    trust.sync()
+    assert trust.gateway.feature_counts() == {}
+    trust.publish(with_features=True)
+    trust.sync()
+    assert trust.gateway.feature_counts() == {"trust-incidents": 1}
+    assert next(iter(trust.gateway.iter_features("orb-test")))[3] == b"\x01\x02"
+
+
+def test_the_publisher_key_round_trips_through_its_text_form() -> None:
+    key = generate_key()
+    text = public_key_text(key.public_key())
+    assert text.startswith("ed25519:")
+    assert parse_public_key(text).public_bytes_raw() == key.public_key().public_bytes_raw()
+    for bad in ("", "ed25519:", "ed25519:abc", "rsa:" + text[8:]):
+        with pytest.raises(ValueError, match="not a publisher key"):
+            parse_public_key(bad)
+
+
+def test_a_bundle_is_read_only_after_its_signature_verifies(tmp_path: Path) -> None:
+    """A bomb or a malformed body from anyone but the publisher is never decompressed."""
+    key = generate_key()
+    with pytest.raises(BundleError) as refused:
+        open_bundle(MAGIC + bytes(64) + b"\x1f\x8b" + b"\x00" * 100, key.public_key())
+    assert refused.value.reason == "signature"
+    with pytest.raises(BundleError) as refused:
+        open_bundle(b"<html>404</html>", key.public_key())
+    assert refused.value.reason == "malformed"
