@@ -311,6 +311,27 @@ def test_scrape_time_state_banks_models_queue(setup: Setup, data_dir: Path) -> N
     assert value("schoolgate_bank_updated_timestamp_seconds", bank="partner-list") > 1.7e9
 
 
+def test_a_trust_subscriptions_state_is_read_at_scrape_time(setup: Setup, data_dir: Path) -> None:
+    """Version, publication time, last check and refusals by reason: what the trust dashboard
+    and the bank-freshness rule read (issue 21). Nothing before the first sync."""
+    from schoolgate.trust.bundle import Bundle, BundleError
+    from schoolgate.trust.replica import Replica
+
+    assert "schoolgate_bank_subscription_version{" not in scrape()
+    with BankStore(data_dir / "banks.sqlite") as store:
+        replica = Replica(store)
+        replica.apply("trust", Bundle("full", "Test Trust", 1_800_000_123, 1_800_000_100.0))
+        replica.checked("trust", BundleError("signature", "a tampered bundle"))
+        replica.checked("trust", BundleError("signature", "a tampered bundle"))
+    assert value("schoolgate_bank_subscription_version", subscription="trust") == 1_800_000_123
+    assert value("schoolgate_bank_subscription_published_timestamp_seconds",
+                 subscription="trust") == 1_800_000_100.0  # fmt: skip
+    assert value("schoolgate_bank_subscription_checked_timestamp_seconds",
+                 subscription="trust") > 1.7e9  # fmt: skip
+    assert value("schoolgate_bank_subscription_refused_total", subscription="trust",
+                 reason="signature") == 2  # fmt: skip
+
+
 def test_alert_outbox_state_is_read_at_scrape_time_and_failures_are_tolerated() -> None:
     @dataclass
     class Stats:

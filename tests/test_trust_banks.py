@@ -255,3 +255,32 @@ def test_a_bundle_is_read_only_after_its_signature_verifies(tmp_path: Path) -> N
     with pytest.raises(BundleError) as refused:
         open_bundle(b"<html>404</html>", key.public_key())
     assert refused.value.reason == "malformed"
+
+
+def test_the_running_proxy_keeps_its_subscriptions_current(trust: Trust, tmp_path: Path) -> None:
+    """The proxy's addon syncs each subscription at start (and every interval_s)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from schoolgate.addons.runtime import RuntimeRef
+    from schoolgate.addons.subscriptions import BankSubscriptions
+
+    trust.publish()
+    subscription = Subscription("trust", f"file://{trust.out}/", trust.key.public_key())
+    banks = SimpleNamespace(subscriptions=(subscription,), path=tmp_path / "proxy.sqlite")
+    ref = RuntimeRef(SimpleNamespace(config=SimpleNamespace(banks=banks), closed=False))  # type: ignore[arg-type]
+
+    async def until_applied() -> None:
+        addon = BankSubscriptions(ref)
+        addon.running()
+        try:
+            for _ in range(100):  # 10 s at most
+                await asyncio.sleep(0.1)
+                with BankStore(banks.path) as store:
+                    if any(b.name == "trust-incidents" for b in store.banks()):
+                        return
+            raise AssertionError("the subscription was never applied")
+        finally:
+            addon.done()
+
+    asyncio.run(until_applied())

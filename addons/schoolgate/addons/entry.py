@@ -10,6 +10,7 @@ from schoolgate.addons.loader import ConfigLoader
 from schoolgate.addons.onboarding import OnboardingServer
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.addons.scope import Scope
+from schoolgate.addons.subscriptions import BankSubscriptions
 from schoolgate.addons.tenants import TenantRestrictions
 from schoolgate.addons.uploads import UploadInspector
 from schoolgate.addons.websockets import WebSocketInspector
@@ -27,6 +28,7 @@ def make_addons(ref: RuntimeRef) -> list[object]:
         DownloadInspector(ref),
         WebSocketInspector(ref),
         LeafNames(),
+        BankSubscriptions(ref),  # the trust's banks, kept current
     ]
 
 

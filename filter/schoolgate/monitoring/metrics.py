@@ -414,7 +414,7 @@ class StateCollector(Collector):
     Each source is read on its own; one that fails is counted and left out, the rest still show.
     """
 
-    PARTS = ("_pool", "_bank_gauges", "_models", "_audit", "_alert_outbox")
+    PARTS = ("_pool", "_bank_gauges", "_subscriptions", "_models", "_audit", "_alert_outbox")
 
     def __init__(self) -> None:
         for part in self.PARTS:
@@ -487,6 +487,45 @@ class StateCollector(Collector):
             updated.add_metric([bank], when)
         yield sizes
         yield updated
+
+    def _subscriptions(self) -> Iterator[Metric]:
+        """The trust's bank subscriptions, as the last sync left them (schoolgate.trust)."""
+        binding = self._inspection
+        if binding is None:
+            return
+        from schoolgate.trust.replica import read_states
+
+        label = ["subscription"]
+        version = GaugeMetricFamily(
+            "schoolgate_bank_subscription_version",
+            "The publisher's version of the banks applied.",
+            labels=label,
+        )
+        published = GaugeMetricFamily(
+            "schoolgate_bank_subscription_published_timestamp_seconds",
+            "When the publisher made the version applied (Unix time).",
+            labels=label,
+        )
+        checked = GaugeMetricFamily(
+            "schoolgate_bank_subscription_checked_timestamp_seconds",
+            "When the gateway last asked the publisher, whatever the outcome (Unix time).",
+            labels=label,
+        )
+        refused = CounterMetricFamily(
+            "schoolgate_bank_subscription_refused",
+            "Bundles refused (tampered, unsigned, replayed, ...), by reason; the last good banks "
+            "stayed in use.",
+            labels=["subscription", "reason"],
+        )
+        for state in read_states(binding.inspector.store):
+            if state.version is not None:
+                version.add_metric([state.name], state.version)
+                published.add_metric([state.name], state.published_at or 0.0)
+            if state.checked_at is not None:
+                checked.add_metric([state.name], state.checked_at)
+            for reason, count in sorted(state.refusals.items()):
+                refused.add_metric([state.name, reason], count)
+        yield from (version, published, checked, refused)
 
     def _models(self) -> Iterator[Metric]:
         binding = self._inspection

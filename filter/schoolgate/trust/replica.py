@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from schoolgate.banks.model import SignalType, check_signal
+from schoolgate.banks.model import BankError, SignalType, check_signal
 from schoolgate.banks.store import BankStore
 from schoolgate.trust.bundle import BankContent, Bundle, BundleError
 
@@ -62,14 +62,7 @@ class Replica:
         return found[0] if found else None
 
     def states(self) -> list[Applied]:
-        rows = self.store.read(
-            "SELECT name, version, published_at, applied_at, checked_at, "
-            "banks, refusals, last_error FROM subscriptions ORDER BY name"
-        )
-        return [
-            Applied(n, v, p, a, c, tuple(json.loads(b)), json.loads(r), e)
-            for n, v, p, a, c, b, r, e in rows
-        ]
+        return read_states(self.store)
 
     def checked(self, name: str, refused: BundleError | None = None, error: str = "") -> None:
         """Record one sync: its time, and a refusal (counted by reason) or another failure."""
@@ -157,6 +150,24 @@ class Replica:
                 "gateway has from elsewhere (its own, or another subscription's): "
                 "rename one of them",
             )
+
+
+def read_states(store: BankStore) -> list[Applied]:
+    """Every subscription's state; none where no sync ever ran (the metrics read this at
+    scrape time, without creating anything)."""
+    try:
+        rows = store.read(
+            "SELECT name, version, published_at, applied_at, checked_at, banks, refusals, "
+            "last_error FROM subscriptions ORDER BY name"
+        )
+    except BankError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    return [
+        Applied(n, v, p, a, c, tuple(json.loads(b)), json.loads(r), e)
+        for n, v, p, a, c, b, r, e in rows
+    ]
 
 
 def _drop(cur: sqlite3.Cursor, bank: str) -> None:
