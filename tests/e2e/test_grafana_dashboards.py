@@ -12,6 +12,7 @@ from tests.support.dashboards import (
     DASHBOARD_FILES,
     DATA_PANELS,
     GRAFANA_DIR,
+    TRUST_DASHBOARD,
     UNIT_PANELS,
     load,
     panels,
@@ -24,7 +25,7 @@ DATASOURCE = "${datasource}"
 
 def test_there_are_an_overview_and_a_safeguarding_dashboard() -> None:
     uids = {load(path)["uid"] for path in DASHBOARD_FILES}
-    assert {"schoolgate-overview", "schoolgate-safeguarding"} <= uids
+    assert {"schoolgate-overview", "schoolgate-safeguarding", TRUST_DASHBOARD} <= uids
 
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
@@ -75,14 +76,19 @@ def test_panels_do_not_overlap(path: Any) -> None:
         taken |= cells
 
 
-def test_every_query_uses_known_variables_and_filters_by_appliance() -> None:
+def test_every_query_uses_known_variables_and_filters_by_school_and_appliance() -> None:
     found = queries()
     assert len(found) >= 20
-    variables = {"instance": ".*", "__rate_interval": "1m", "__range": "1h", "__interval": "15s"}
+    variables = {"instance": ".*", "school": ".*", "__rate_interval": "1m", "__range": "1h",
+                 "__interval": "15s"}  # fmt: skip
     for query in found:
         expr = substitute(query.expr, variables)
         assert "$" not in expr, query
-        assert 'instance=~".*"' in expr, f"{query}: not filtered by the appliance variable"
+        assert 'school=~".*"' in expr, f"{query}: not filtered by the school variable"
+        if query.dashboard != TRUST_DASHBOARD:  # the trust's compares schools, not appliances
+            assert 'instance=~".*"' in expr, f"{query}: not filtered by the appliance variable"
+        else:
+            assert "by (school)" in expr, f"{query}: not per school"
 
 
 def test_provisioning_files() -> None:

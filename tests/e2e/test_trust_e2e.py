@@ -3,10 +3,12 @@
 over HTTPS by a static web server, and `schoolgate banks sync` on each gateway (the test triggers
 the poll). TEST-NET addresses only.
 
-central ns (198.51.100.2: the banks' web server on :8443, a catalogued upload host on :443)
-  ├── gw1 ns (198.51.100.11)   each: `schoolgate run` on 127.0.0.1:8080, its own banks, and a
-  ├── gw2 ns (198.51.100.12)   client that uploads through it; /etc/netns/<ns>/hosts names the
-  └── gw3 ns (198.51.100.13)   central box (ip netns exec mounts it over /etc/hosts)
+central ns (198.51.100.2: the banks' web server on :8443, a catalogued upload host on :443,
+            the trust's Prometheus on :9090, scraping every gateway over TLS with basic auth)
+  ├── gw1 ns (198.51.100.11)   each: `schoolgate run` on 127.0.0.1:8080 (metrics on its own
+  ├── gw2 ns (198.51.100.12)   address, :9861), its own banks, and a client that uploads through
+  └── gw3 ns (198.51.100.13)   it; /etc/netns/<ns>/hosts names the others (ip netns exec mounts
+                               it over /etc/hosts)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import ssl
@@ -29,13 +32,17 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from PIL import Image
 
 from tests.conftest import encode
 from tests.e2e.test_proxy_transparent import NsProxy, start_proxy_in
+from tests.support.dashboards import TRUST_DASHBOARD, queries, substitute
 from tests.support.netns import SERVER_IP, _ip, call_in_netns, netns_exec, probe_netns, run_in
 from tests.support.proxy_harness import (
     MEDIA_HOST,
+    OTHER_HOST,
+    REPO_ROOT,
     VENV_BIN,
     UpstreamPki,
     client_ssl_context,
@@ -48,11 +55,15 @@ from tests.support.proxy_harness import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
+RULES = REPO_ROOT / "deploy" / "prometheus" / "rules" / "schoolgate.rules.yml"
+
 BANKS_HOST = "banks.trust.test"
 BANK = "trust-incidents"
 SECOND = "trust-second"
 PROXY_PORT = 8080
 GATEWAYS = ("198.51.100.11", "198.51.100.12", "198.51.100.13")
+SCHOOLS = ("north-academy", "south-academy", "west-academy")
+PROMETHEUS = f"http://{SERVER_IP}:9090"
 
 
 class _Files(SimpleHTTPRequestHandler):
@@ -78,10 +89,12 @@ class Gateway:
     def schoolgate(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "SCHOOLGATE_DATA_DIR": str(self.data_dir)}
         env.pop("SCHOOLGATE_CONFIG", None)
-        argv = netns_exec(self.ns, [str(VENV_BIN / "schoolgate"), *args, "--config",
-                                    str(self.config)])  # fmt: skip
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,
-                              check=False)  # fmt: skip
+        argv = netns_exec(
+            self.ns, [str(VENV_BIN / "schoolgate"), *args, "--config", str(self.config)]
+        )
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, env=env, check=False
+        )
 
     def sync(self) -> str:
         return self.schoolgate("banks", "sync").stdout
@@ -94,10 +107,14 @@ class Gateway:
         body, content_type = multipart_body("file", "photo.jpg", data, "image/jpeg")
 
         def post() -> int:
-            with httpx.Client(proxy=f"http://127.0.0.1:{PROXY_PORT}", verify=trust,
-                              timeout=60) as client:  # fmt: skip
-                return client.post(f"https://{MEDIA_HOST}/upload/multipart", content=body,
-                                   headers={"Content-Type": content_type}).status_code  # fmt: skip
+            with httpx.Client(
+                proxy=f"http://127.0.0.1:{PROXY_PORT}", verify=trust, timeout=60
+            ) as client:
+                return client.post(
+                    f"https://{MEDIA_HOST}/upload/multipart",
+                    content=body,
+                    headers={"Content-Type": content_type},
+                ).status_code
 
         return call_in_netns(self.ns, post, timeout=90)
 
@@ -112,6 +129,18 @@ class Trust:
     gateways: list[Gateway]
     pki: UpstreamPki
 
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query to the trust's Prometheus (in the central namespace)."""
+
+        def ask() -> dict[str, Any]:
+            reply = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": expr}, timeout=30)
+            return dict(reply.json())
+
+        body = call_in_netns(self.central, ask, timeout=40)
+        if body.get("status") != "success":
+            raise AssertionError(f"{expr}: {body.get('errorType')}: {body.get('error')}")
+        return list(body["data"]["result"])
+
     def central_schoolgate(self, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [str(VENV_BIN / "schoolgate"), *args, "--config", str(self.config)]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
@@ -119,9 +148,17 @@ class Trust:
         return done
 
     def publish(self, *banks: str) -> None:
-        self.central_schoolgate("banks", "publish", *(banks or (BANK,)), "--key",
-                                str(self.key), "--out", str(self.published), "--publisher",
-                                "Test Trust")  # fmt: skip
+        self.central_schoolgate(
+            "banks",
+            "publish",
+            *(banks or (BANK,)),
+            "--key",
+            str(self.key),
+            "--out",
+            str(self.published),
+            "--publisher",
+            "Test Trust",
+        )
         self.serve(self.published)
 
     def serve(self, folder: Path) -> None:
@@ -145,8 +182,20 @@ def _topology(tag: str) -> tuple[str, list[str]]:
         ns, link = f"sg-{tag}-gw{n}", f"sg{tag}g{n}"
         _ip("netns", "add", ns)
         _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", ns, "link", "add", link, "type", "veth", "peer", "name", f"sg{tag}c{n}",
-            "netns", central)  # fmt: skip
+        _ip(
+            "-n",
+            ns,
+            "link",
+            "add",
+            link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"sg{tag}c{n}",
+            "netns",
+            central,
+        )
         _ip("-n", central, "link", "set", f"sg{tag}c{n}", "master", "br0", "up")
         _ip("-n", ns, "addr", "add", f"{address}/24", "dev", link)
         _ip("-n", ns, "link", "set", link, "up")
@@ -172,7 +221,15 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trust]:
                 _ip("netns", "del", ns, check=False)
 
         cleanup.callback(destroy)
-        pki = make_upstream_pki(work / "pki", extra_hosts=[BANKS_HOST])
+        names = [f"gw{n}.trust.test" for n in range(1, 4)]
+        pki = make_upstream_pki(work / "pki", extra_hosts=[BANKS_HOST, *names])
+        Path(f"/etc/netns/{central}").mkdir(parents=True, exist_ok=True)
+        Path(f"/etc/netns/{central}/hosts").write_text(
+            "127.0.0.1 localhost\n"
+            + "".join(f"{a} {n}\n" for a, n in zip(GATEWAYS, names, strict=True))
+        )
+        password = work / "metrics.password"
+        password.write_text("trust-scrape-secret\n")
         upstream = start_upstream_in(central, pki)
         cleanup.callback(upstream.stop)
         served = work / "www"
@@ -182,44 +239,120 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trust]:
         handler = functools.partial(_Files, directory=str(served))
         server = call_in_netns(central, lambda: _FileServer((SERVER_IP, 8443), handler))
         server.socket = context.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        ).start()
         cleanup.callback(server.server_close)
         cleanup.callback(server.shutdown)
 
         central_config = work / "central.yaml"
-        central_config.write_text(f"classifier:\n  models: []\nbanks:\n  path: "
-                                  f"{work / 'central.sqlite'}\n")  # fmt: skip
-        made = subprocess.run([str(VENV_BIN / "schoolgate"), "banks", "keygen",
-                               str(work / "keys")], capture_output=True, text=True, timeout=60,
-                              check=True)  # fmt: skip
+        central_config.write_text(
+            f"classifier:\n  models: []\nbanks:\n  path: {work / 'central.sqlite'}\n"
+        )
+        made = subprocess.run(
+            [str(VENV_BIN / "schoolgate"), "banks", "keygen", str(work / "keys")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         public_key = made.stdout.split("public_key: ")[1].strip()
 
         gateways = []
         for n, ns in enumerate(links, start=1):
             Path(f"/etc/netns/{ns}").mkdir(parents=True, exist_ok=True)
             Path(f"/etc/netns/{ns}/hosts").write_text(
-                f"127.0.0.1 localhost\n{SERVER_IP} {MEDIA_HOST} {BANKS_HOST}\n"
+                f"127.0.0.1 localhost\n{SERVER_IP} {MEDIA_HOST} {OTHER_HOST} {BANKS_HOST}\n"
             )
             directory = work / f"gw{n}"
             data_dir = directory / "data"
             data_dir.mkdir(parents=True)
-            subscription = {"name": "trust", "url": f"https://{BANKS_HOST}:8443/",
-                            "public_key": public_key, "ca_file": str(pki.ca_pem),
-                            "interval_s": 3600}  # fmt: skip
-            config = write_config(directory, PROXY_PORT, pki,
-                                  extra={"banks": {"reload_interval_s": 0.2,
-                                                   "subscriptions": [subscription]}})  # fmt: skip
+            subscription = {
+                "name": "trust",
+                "url": f"https://{BANKS_HOST}:8443/",
+                "public_key": public_key,
+                "ca_file": str(pki.ca_pem),
+                "interval_s": 3600,
+            }
+            metrics = {
+                "listen_host": GATEWAYS[n - 1],
+                "listen_port": 9861,
+                "basic_auth": {"password_file": str(password)},
+                "tls": {"cert_file": str(pki.cert_pem), "key_file": str(pki.key_pem)},
+            }
+            config = write_config(
+                directory,
+                PROXY_PORT,
+                pki,
+                extra={
+                    "banks": {"reload_interval_s": 0.2, "subscriptions": [subscription]},
+                    "metrics": metrics,
+                },
+            )
             proxy = start_proxy_in(ns, config, data_dir, directory)
             cleanup.callback(proxy.stop)
             gateways.append(Gateway(ns, config, data_dir, proxy))
-        yield Trust(central, central_config, work / "keys" / "publisher.key",
-                    work / "published", served, gateways, pki)  # fmt: skip
+        prometheus = _start_prometheus(central, work, pki, password, names)
+        cleanup.callback(prometheus.wait, 20)
+        cleanup.callback(prometheus.terminate)
+        yield Trust(
+            central,
+            central_config,
+            work / "keys" / "publisher.key",
+            work / "published",
+            served,
+            gateways,
+            pki,
+        )
+
+
+def _start_prometheus(
+    central: str, work: Path, pki: UpstreamPki, password: Path, names: list[str]
+) -> subprocess.Popen[bytes]:
+    """The trust's Prometheus: every gateway over TLS with basic auth, a `school` per target."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus not found: `make test` installs it (Debian package prometheus)")
+    job = {
+        "job_name": "schoolgate",
+        "scheme": "https",
+        "tls_config": {"ca_file": str(pki.ca_pem)},
+        "basic_auth": {"username": "prometheus", "password_file": str(password)},
+        "static_configs": [
+            {"targets": [f"{name}:9861"], "labels": {"school": school}}
+            for name, school in zip(names, SCHOOLS, strict=True)
+        ],
+    }
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [job],
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = (work / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        netns_exec(
+            central,
+            [
+                binary,
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={work / 'tsdb'}",
+                f"--web.listen-address={SERVER_IP}:9090",
+                "--log.level=warn",
+            ],
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return process
 
 
 def _until_all(trust: Trust, data: bytes, status: int) -> None:
-    wait_until(lambda: trust.blocked_everywhere(data) == [status] * 3, 15,
-               f"every gateway answering {status}")  # fmt: skip
+    wait_until(
+        lambda: trust.blocked_everywhere(data) == [status] * 3,
+        15,
+        f"every gateway answering {status}",
+    )
 
 
 def test_a_hash_published_centrally_blocks_the_upload_on_every_gateway(
@@ -264,14 +397,21 @@ def test_bad_bundles_are_refused_and_counted_and_blocking_goes_on(
         data[-20] ^= 0x40
         bundle.write_bytes(bytes(data))
     other_key = tmp_path / "other-key"
-    subprocess.run([str(VENV_BIN / "schoolgate"), "banks", "keygen", str(other_key)],
-                   capture_output=True, timeout=60, check=True)  # fmt: skip
+    subprocess.run(
+        [str(VENV_BIN / "schoolgate"), "banks", "keygen", str(other_key)],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     foreign = tmp_path / "foreign"
-    trust.central_schoolgate("banks", "publish", BANK, "--key", str(other_key / "publisher.key"),
-                             "--out", str(foreign))  # fmt: skip
+    trust.central_schoolgate(
+        "banks", "publish", BANK, "--key", str(other_key / "publisher.key"), "--out", str(foreign)
+    )
     gw1 = trust.gateways[0]
-    for attack, folder, reason in (("tampered", tampered, "signature"),
-                                   ("another key", foreign, "signature")):  # fmt: skip
+    for attack, folder, reason in (
+        ("tampered", tampered, "signature"),
+        ("another key", foreign, "signature"),
+    ):
         trust.serve(folder)
         before = gw1.state()["refusals"].get(reason, 0)
         assert "refused" in gw1.sync(), attack
@@ -299,9 +439,11 @@ def test_a_gateway_taken_offline_catches_up_when_it_is_back(
         gateway.sync()
     gw3 = trust.gateways[2]
     # The trust's web server is out of its reach (the school's uplink to the trust is down)
-    for command in ("add table inet offline",
-                    "add chain inet offline out { type filter hook output priority 0; }",
-                    "add rule inet offline out tcp dport 8443 reject with tcp reset"):  # fmt: skip
+    for command in (
+        "add table inet offline",
+        "add chain inet offline out { type filter hook output priority 0; }",
+        "add rule inet offline out tcp dport 8443 reject with tcp reset",
+    ):
         run_in(gw3.ns, ["nft", command])
     try:
         picture = encode(benign_photos["rocket"], "JPEG", quality=90)
@@ -316,3 +458,54 @@ def test_a_gateway_taken_offline_catches_up_when_it_is_back(
         run_in(gw3.ns, ["nft", "delete", "table", "inet", "offline"])
     assert "trust: updated" in gw3.sync()
     wait_until(lambda: gw3.upload(picture, trust.pki) == 403, 15, "the catch-up applied")
+
+
+def test_the_trusts_prometheus_sees_every_school_and_its_dashboard_has_data_per_school(
+    trust: Trust,
+) -> None:
+    """The trust's Prometheus scrapes the three gateways over TLS with basic auth; every query
+    of the trust dashboard returns one series per school, and the alert rules evaluate cleanly
+    on the live series (the trust's own rules included)."""
+    for gateway in trust.gateways:  # a pass-through connection, for the pass-through share
+        context = client_ssl_context(trust.pki.ca_pem)
+
+        def passed(context: ssl.SSLContext = context) -> int:
+            with httpx.Client(
+                proxy=f"http://127.0.0.1:{PROXY_PORT}", verify=context, timeout=30
+            ) as client:
+                return client.get(f"https://{OTHER_HOST}/").status_code
+
+        call_in_netns(gateway.ns, passed, timeout=60)
+    everyone = set(SCHOOLS)
+
+    def schools(expr: str) -> set[str]:
+        return {r["metric"].get("school", "") for r in trust.query(expr)}
+
+    wait_until(lambda: schools('up{job="schoolgate"} == 1') == everyone, 60, "every gateway up")
+    wait_until(
+        lambda: schools("schoolgate_bank_subscription_version") == everyone,
+        60,
+        "every gateway's subscription scraped",
+    )
+    variables = {"school": ".*", "__rate_interval": "15s", "__range": "10m", "__interval": "5s"}
+    found = queries({TRUST_DASHBOARD})
+    assert len(found) >= 8
+    missing = {str(q): everyone - schools(substitute(q.expr, variables)) for q in found}
+    assert {q: s for q, s in missing.items() if s} == {}, "queries without a school's data"
+    names = set(re.findall(r"\bschoolgate_bank_subscription_[a-z_]+", RULES.read_text()))
+    assert names
+    assert all(trust.query(f'count({{__name__="{name}"}})') for name in names)
+
+    def evaluated() -> list[dict[str, Any]]:
+        def ask() -> dict[str, Any]:
+            return dict(httpx.get(f"{PROMETHEUS}/api/v1/rules", timeout=10).json())
+
+        groups = call_in_netns(trust.central, ask, timeout=20)
+        return [rule for group in groups["data"]["groups"] for rule in group["rules"]]
+
+    wait_until(
+        lambda: all(r.get("lastEvaluation", "").startswith("20") for r in evaluated()),
+        30,
+        "every rule evaluated",
+    )
+    assert [(r["name"], r.get("lastError")) for r in evaluated() if r["health"] != "ok"] == []
