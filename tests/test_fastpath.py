@@ -85,16 +85,18 @@ def test_a_school_replaces_or_removes_a_provider_and_bad_ranges_are_named(tmp_pa
 # -- the ruleset -------------------------------------------------------------------------------
 
 
-def test_a_pending_connections_syn_loses_its_fast_open_option() -> None:
-    """Adversarial pass a23: a Fast Open server gave a device a cookie on its first connection,
-    the device put its next hello in a SYN, and the check refused it (bytes in a SYN) and took
-    the address off the fast path. Cleared from the SYN, the option asks for no cookie."""
+def test_a_fast_path_syn_loses_the_options_that_change_what_a_server_reads() -> None:
+    """Adversarial passes a23 (Fast Open: a cookie, then a hello in a SYN, refused) and a24
+    (multipath TCP: the server read the catalogued hello over the one the check had read).
+    Every copy is cleared from any SYN of a pending, named or verified connection."""
     bare = GatewayRuleset(gateway_config()).render().split("chain fast_bare {")[1]
     bare = bare.split("\n\t}")[0]
-    pending_syn = "ct mark 0x53470001 ct direction original tcp flags & (syn | ack) == syn"
-    assert f"{pending_syn} reset tcp option fastopen" in bare
-    assert f"{pending_syn} tcp option 254 exists reset tcp option 254" in bare  # experimental
-    assert bare.index("reset tcp option") < bare.index("jump fast_bare_segments")
+    syn = ("ct mark { 0x53470001, 0x53470004, 0x53470002 } ct direction original tcp flags & "
+           "(syn | ack) == syn")  # fmt: skip
+    for kind in ("fastopen", "mptcp", "254"):
+        assert bare.count(f"{syn} reset tcp option {kind}\n") == 2, kind
+        assert f'{syn} tcp option {kind} exists counter drop comment "fast path SYN option"' in bare
+    assert bare.rindex("SYN option") < bare.index("reopened") < bare.index("jump fast_bare")
 
 
 def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch() -> None:

@@ -60,7 +60,8 @@ class Recorder:
 
     def start(self, ns: str, ports: tuple[int, ...] = (80, 443)) -> None:
         for port in ports:
-            sock = tcp_listener(ns, "0.0.0.0", port)
+            # multipath TCP where a client asks for it (adversarial pass a24)
+            sock = tcp_listener(ns, "0.0.0.0", port, multipath=True)
             # Fast Open takes effect where the server's namespace enables it (sysctl)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 16)
             self._socks.append(sock)

@@ -173,12 +173,16 @@ def build_topology() -> Topology:
     return topo
 
 
-def tcp_listener(ns: str, address: str, port: int, backlog: int = 32) -> socket.socket:
+def tcp_listener(
+    ns: str, address: str, port: int, backlog: int = 32, *, multipath: bool = False
+) -> socket.socket:
     """A listening TCP socket inside `ns` (accept() times out every 0.2 s, so a serving thread
-    can notice it was stopped)."""
+    can notice it was stopped); `multipath` takes multipath TCP where the client asks for it,
+    as servers that listen with IPPROTO_MPTCP do (plain TCP otherwise)."""
 
     def bind() -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        protocol = socket.IPPROTO_MPTCP if multipath else 0
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, protocol)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
         sock.listen(backlog)

@@ -130,18 +130,23 @@ def fast_path_rules(config: Config) -> dict[str, str]:
         f"ct mark {{ {FAST_NAMED:#x}, {FAST_VERIFIED:#x} }} ct direction original tcp flags & "
         'syn == syn counter drop comment "fast path odd SYN"'
     )
-    # The Fast Open option (and its experimental form) is cleared from a pending
-    # connection's SYN: a server never issues the device a cookie, so the device never
-    # puts bytes in a later SYN, which the check refuses (a23: every Fast Open client
-    # failed its second connection to a Fast Open server, and lost the address).
-    no_fast_open = "".join(
-        f"\n\t\tct mark {FAST_MARK:#x} ct direction original tcp flags & (syn | ack) == syn "
-        f"{option}reset tcp option {kind}"
-        for option, kind in (("", "fastopen"), ("tcp option 254 exists ", "254"))
+    # Options that change which bytes a server reads are cleared from every SYN of a connection
+    # on the fast path, before `reopened` returns: Fast Open (a23: a server gave the device a
+    # cookie, the device put its next hello in a SYN, and the check refused it), multipath TCP
+    # (a24: data-level sequence numbers let a server read the catalogued name's hello over the
+    # harmless one the check had read and seen acknowledged, 4 of 4 banked uploads delivered),
+    # and the experimental kind both use. nft clears the first copy of an option per rule: a
+    # SYN that still carries one after two is dropped.
+    syn = (f"ct mark {{ {FAST_MARK:#x}, {FAST_NAMED:#x}, {FAST_VERIFIED:#x} }} ct direction "
+           "original tcp flags & (syn | ack) == syn")  # fmt: skip
+    cleared = "".join(
+        f"\n\t\t{syn} reset tcp option {kind}\n\t\t{syn} reset tcp option {kind}\n\t\t{syn} "
+        f'tcp option {kind} exists counter drop comment "fast path SYN option"'
+        for kind in ("fastopen", "mptcp", "254")
     )
     chain = (
         "\n\tchain fast_bare {\n\t\ttype filter hook forward priority mangle - 10; policy "
-        f"accept;\n\t\t{reopened}\n\t\t{odd_syn}{no_fast_open}\n\t\tct mark "
+        f"accept;{cleared}\n\t\t{reopened}\n\t\t{odd_syn}\n\t\tct mark "
         f"{{ {FAST_MARK:#x}, {FAST_NAMED:#x} }} ct direction original jump "
         f"fast_bare_segments\n\t}}\n\n\tchain fast_bare_segments {{{bare}\n\t}}\n"
     )

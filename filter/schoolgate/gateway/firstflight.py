@@ -40,6 +40,7 @@ SYN: Final = 0x02
 RST: Final = 0x04
 ACK: Final = 0x10
 URG: Final = 0x20
+MPTCP: Final = 30  # the multipath TCP option's kind
 # A ClientHello is a few KiB (post-quantum key shares included) in one or two records: past
 # this, whatever the client is sending is not one.
 MAX_FIRST_FLIGHT: Final = 20 * 1024
@@ -81,6 +82,12 @@ class Segment:
     ack: int
     flags: int
     payload: bytes
+    options: bytes = b""
+
+    @property
+    def multipath(self) -> bool:
+        """Whether the segment carries a multipath TCP option (kind 30), in any copy."""
+        return MPTCP in _option_kinds(self.options)
 
     @property
     def flow(self) -> tuple[str, int, str, int]:
@@ -159,7 +166,26 @@ def parse_segment(packet: bytes) -> Segment | None:
         int.from_bytes(tcp[8:12], "big"),
         tcp[13],
         bytes(tcp[offset:]),
+        bytes(tcp[20:offset]),
     )
+
+
+def _option_kinds(options: bytes) -> set[int]:
+    """The option kinds a TCP header carries (a malformed length ends the walk)."""
+    kinds: set[int] = set()
+    at = 0
+    while at < len(options):
+        kind = options[at]
+        if kind == 0:  # end of options
+            break
+        if kind == 1:  # no-operation
+            at += 1
+            continue
+        kinds.add(kind)
+        if at + 1 >= len(options) or options[at + 1] < 2:
+            break
+        at += options[at + 1]
+    return kinds
 
 
 class FirstFlightCheck:
@@ -196,6 +222,12 @@ class FirstFlightCheck:
         segment = parse_segment(packet)
         if segment is None:
             return Judgement(Verdict.REFUSED, "not a TCP segment the check can read")
+        if segment.multipath:
+            # The ruleset clears it from SYNs, so no server speaks multipath TCP on the fast
+            # path; were one to, its data-level sequence numbers, not TCP's, would say which
+            # bytes its application reads (adversarial pass a24: a harmless hello read and
+            # acknowledged, the catalogued one read by the server).
+            return self._refuse(segment, "multipath TCP", None)
         if segment.flags & (SYN | ACK) == SYN | ACK:
             return self._syn_ack(segment)
         if segment.flow not in self._flows:
@@ -216,8 +248,10 @@ class FirstFlightCheck:
             # and the same acknowledgement answers a bare SYN (which skips the queue) placed
             # just past them: the check could not tell where the server's stream starts
             # (adversarial pass a22: the name in the SYN, unread, and a harmless hello after
-            # it). The address is withdrawn: the device's retry meets the proxy.
-            return self._refuse(segment, "bytes in a SYN (TCP Fast Open)", segment.destination)
+            # it). The address stays: the ruleset clears the Fast Open option, so ordinary
+            # clients send no bytes in a SYN, and a withdrawal here let one pupil's packet
+            # take an IPv6 address from everyone for an hour (a24; the proxy is IPv4 only).
+            return self._refuse(segment, "bytes in a SYN (TCP Fast Open)", None)
         if segment.flags & URG:
             # A server takes an urgent byte out of the stream it reads: what it reads would no
             # longer be what was judged.
