@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from scapy.layers.inet import IP, TCP
 
 from tests.support.fastpath_gateway import Gateway, fastpath_gateway, wait_for
 from tests.support.netns import (
@@ -34,7 +35,7 @@ from tests.support.netns import (
     run_in,
 )
 from tests.support.proxy_harness import TEST_CATALOG, VENV_BIN
-from tests.support.rawtcp import any_certificate, capture, client_hello, segments
+from tests.support.rawtcp import any_certificate, capture, client_hello, segments, send
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -56,7 +57,8 @@ TUNNELS |= {f"desync{n}.fast.test": f"198.51.100.{80 + n}" for n in range(4)}
 TUNNELS |= {f"reopen{n}.fast.test": f"198.51.100.{90 + n}" for n in range(3)}
 TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.100.94",
             "fastopen.fast.test": "198.51.100.95", "cookies.fast.test": "198.51.100.96",
-            "multipath.fast.test": "198.51.100.97"}  # fmt: skip
+            "multipath.fast.test": "198.51.100.97",
+            "options.fast.test": "198.51.100.98"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -354,6 +356,39 @@ def test_multipath_tcp_cannot_hide_the_hello_the_server_reads(gateway: Gateway) 
     assert not [peer for local, peer, _ in arrived if local == address and peer == CLIENT_IP], (
         tried.stdout
     )
+
+
+@pytest.mark.parametrize(("copies", "answered"), [(2, True), (3, False)])
+def test_every_copy_of_the_fast_open_option_is_cleared(
+    gateway: Gateway, copies: int, answered: bool
+) -> None:
+    """Adversarial pass a24 F1: nft clears the first copy of an option per rule, and a SYN with
+    two Fast Open options got a cookie back. Two are cleared; a SYN with more is dropped."""
+    name = "options.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    run_in(gateway.topo.server, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=3"])
+    port = 45000 + copies
+    options = b"\x02\x04\x05\xb4" + b"\x22\x02" * copies
+    options += b"\x01" * (-len(options) % 4)
+
+    def syn_and_answer() -> list[list[object]]:
+        header = bytes(TCP(sport=port, dport=443, flags="S", seq=1000, window=64240))[:20]
+        header = header[:12] + bytes([(5 + len(options) // 4) << 4]) + header[13:]
+        syn = IP(dst=address) / TCP(header + options)
+        del syn[TCP].chksum
+        with capture() as tap:
+            send(syn, address)
+            return [[kind for kind, _ in s.options] for s in segments(tap, 1)
+                    if s.dport == port and s.flags == "SA"]  # fmt: skip
+
+    try:
+        answers = call_in_netns(gateway.topo.client, syn_and_answer, timeout=20)
+    finally:
+        run_in(gateway.topo.server, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=1"])
+    assert bool(answers) is answered
+    assert not [a for a in answers if "TFO" in a or 34 in a], f"a Fast Open cookie: {answers}"
 
 
 def _hand_made(gateway: Gateway, client: str, name: str, mode: str) -> tuple[str, list[str]]:
