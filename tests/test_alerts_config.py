@@ -108,6 +108,23 @@ def test_receiver_rules() -> None:
     assert error.key_path == "alerts.retry_max_s"
 
 
+def test_receivers_routed_by_group_name_policy_groups() -> None:
+    """A misspelt group would quietly leave a school's DSL without alerts: a config error."""
+    policy = ("policy:\n  groups:\n    - {name: north-pupils, subnets: [10.1.0.0/16]}\n"
+              "  default_group: north-pupils\n")  # fmt: skip
+    receivers = "receivers: [{name: a, url: https://e.org/h, secret: x, groups: [%s]}]"
+    config = parse_config(policy + alerts_yaml(receivers % "north-pupils"), "s.yaml")
+    assert config.alerts.receivers[0].groups == ("north-pupils",)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(policy + alerts_yaml(receivers % "north-pupil"), "s.yaml")
+    assert caught.value.key_path == "alerts.receivers[0].groups[0]"
+    assert "not a policy group" in caught.value.problem
+    smtp = "smtp: {host: m, from: a@e.org, to: [dsl@e.org], groups: [south]}"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(policy + alerts_yaml(smtp), "s.yaml")
+    assert caught.value.key_path == "alerts.smtp.groups[0]"
+
+
 def test_smtp_rules() -> None:
     error = error_for("smtp: {host: mail.example.org, from: a@example.org}")
     assert error.key_path == "alerts.smtp.to"

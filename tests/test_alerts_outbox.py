@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,8 +24,11 @@ def details(**kwargs: object) -> AlertDetails:
 class ScriptedReceiver:
     """A receiver whose outcomes the test scripts; records what it was asked to deliver."""
 
-    def __init__(self, name: str, outcomes: list[str] | None = None) -> None:
+    def __init__(
+        self, name: str, outcomes: list[str] | None = None, groups: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
+        self.config = SimpleNamespace(groups=groups)  # as ReceiverConfig's
         self.outcomes = list(outcomes or [])
         self.delivered: list[Alert] = []
         self.calls = 0
@@ -230,6 +235,42 @@ def test_each_receiver_retries_alone(tmp_path: Path, clock: FakeClock) -> None:
     assert alert is not None
     assert alert.state == DELIVERED
     assert alert.delivered_to == ("teams", "webhook")
+
+
+def test_a_receiver_routed_by_group_gets_only_that_groups_alerts(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """One gateway for two schools (issue 21): each school's DSL gets its own pupils' alerts,
+    the trust's safeguarding lead every alert; an alert for another group is settled for a
+    receiver without being sent, so it still finishes."""
+    north = ScriptedReceiver("north-dsl", groups=("north-pupils",))
+    south = ScriptedReceiver("south-dsl", groups=("south-pupils", "south-staff"))
+    trust = ScriptedReceiver("trust-lead")
+    channels = ("north-dsl", "south-dsl", "trust-lead")
+    with outbox_at(tmp_path / "a.sqlite", clock, channels) as outbox:
+        sender = AlertSender(outbox, [north, south, trust], RetryPolicy(10, 900, 3600))
+        north_alert = replace(details(), group="north-pupils")
+        south_alert = replace(details(sha256=SHA_B), group="south-pupils")
+        from_north = outbox.enqueue(north_alert, "v1").alert_id
+        from_south = outbox.enqueue(south_alert, "v2").alert_id
+        sender.deliver_due()
+        alerts = {i: outbox.get(i) for i in (from_north, from_south)}
+    assert [a.id for a in north.delivered] == [from_north]
+    assert [a.id for a in south.delivered] == [from_south]
+    assert sorted(a.id for a in trust.delivered) == sorted([from_north, from_south])
+    for alert in alerts.values():
+        assert alert is not None
+        assert alert.state == DELIVERED
+    assert outbox_delivery(tmp_path / "a.sqlite", from_north, "south-dsl") == "not_routed"
+
+
+def outbox_delivery(path: Path, alert_id: str, receiver: str) -> str:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        (outcome,) = db.execute("SELECT last_outcome FROM deliveries WHERE alert_id = ? AND "
+                                "receiver = ?", (alert_id, receiver)).fetchone()  # fmt: skip
+    return str(outcome)
 
 
 def test_with_no_receivers_alerts_wait_in_the_outbox(tmp_path: Path, clock: FakeClock) -> None:

@@ -158,6 +158,8 @@ def parse_config(text: str, source: str) -> Config:
     _check_exemptions(root.child("gateway").child("exempt_subnets"), gateway, policy)
     proxy = _proxy(root.child("proxy"))
     console = parse_console(root.child("console"), data_dir)
+    alerts = parse_alerts(root.child("alerts"), data_dir)
+    _check_alert_groups(root.child("alerts"), alerts, policy)
     if gateway.leased_pairs_only and not proxy.dhcp_leases:
         root.child("gateway").child("leased_pairs_only").fail(
             "needs the DHCP server's lease files in proxy.dhcp_leases: without them no device "
@@ -172,7 +174,7 @@ def parse_config(text: str, source: str) -> Config:
         policy=policy,
         audit=parse_audit(root.child("audit"), data_dir),
         proxy=proxy,
-        alerts=replace(parse_alerts(root.child("alerts"), data_dir), console_url=console.base_url),
+        alerts=replace(alerts, console_url=console.base_url),
         ca=parse_ca(root.child("ca")),
         sniffer=parse_sniffer(root.child("sniffer"), data_dir),
         metrics=parse_metrics(root.child("metrics")),
@@ -181,6 +183,24 @@ def parse_config(text: str, source: str) -> Config:
         tenants=parse_tenants(root.child("tenants")),
         console=console,
     )
+
+
+def _check_alert_groups(node: Node, alerts: AlertsConfig, policy: PolicyConfig) -> None:
+    """A receiver routed by group names groups the policy has: a misspelt one would quietly
+    leave a school's DSL without alerts."""
+    known = {group.name for group in policy.groups} | {policy.default_group}
+    channels = [("receivers", n, r.groups) for n, r in enumerate(alerts.receivers)]
+    if alerts.smtp is not None:
+        channels.append(("smtp", -1, alerts.smtp.groups))
+    for key, index, groups in channels:
+        for at, group in enumerate(groups):
+            if group not in known:
+                where = node.child(key)
+                if index >= 0:
+                    where = where.elements()[index]
+                where.child("groups").elements()[at].fail(
+                    f"{group!r} is not a policy group (policy.groups: {', '.join(sorted(known))})"
+                )
 
 
 def _check_exemptions(node: Node, gateway: GatewayConfig, policy: PolicyConfig) -> None:

@@ -39,6 +39,8 @@ HTTP_5XX = "http_5xx"
 TIMEOUT = "timeout"
 CONNECTION_ERROR = "connection_error"  # refused, reset, DNS, TLS
 OUTCOMES = (DELIVERED, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION_ERROR)
+# Not this receiver's groups: its delivery is settled unsent, so the alert can finish.
+NOT_ROUTED = "not_routed"
 
 _MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -60,6 +62,13 @@ class Receiver(Protocol):
     name: str
 
     def deliver(self, alert: Alert) -> Attempt: ...
+
+
+def routed(receiver: Receiver, alert: Alert) -> bool:
+    """Whether `alert` is this receiver's: every alert, unless the receiver names policy groups
+    (`groups:`), one school's where a gateway serves several."""
+    groups: tuple[str, ...] = getattr(getattr(receiver, "config", None), "groups", ())
+    return not groups or alert.details.group in groups
 
 
 @dataclass(frozen=True)

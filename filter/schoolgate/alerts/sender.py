@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from schoolgate.alerts.outbox import AlertOutbox, Claim
-from schoolgate.alerts.receivers import Attempt, Receiver
+from schoolgate.alerts.receivers import NOT_ROUTED, Attempt, Receiver, routed
 
 log = logging.getLogger("schoolgate.alerts")
 
@@ -100,9 +100,12 @@ class AlertSender:
 
     def _attempt(self, claim: Claim) -> AttemptResult:
         receiver = self.receivers[claim.receiver]
+        alert_id = claim.alert.id
+        if not routed(receiver, claim.alert):
+            self.outbox.delivered(alert_id, claim.receiver, NOT_ROUTED)
+            return AttemptResult(alert_id, claim.receiver, Attempt(NOT_ROUTED, "not routed"), None)
         attempt = receiver.deliver(claim.alert)
         self._notify(claim.receiver, attempt.outcome)
-        alert_id = claim.alert.id
         if attempt.delivered:
             self.outbox.delivered(alert_id, claim.receiver, attempt.outcome)
             log.info("alert %s delivered to %s", alert_id, claim.receiver)

@@ -36,6 +36,9 @@ class ReceiverConfig:
     secret: bytes | None = field(default=None, repr=False)  # HMAC-SHA256 key for the signature
     timeout_s: float = 10.0
     ca_file: Path | None = None  # extra CA bundle for an internal receiver
+    # Only alerts about devices in these policy groups (one school's DSL where a gateway serves
+    # several); none: every alert (the school's DSL, or a trust's safeguarding lead).
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class SmtpConfig:
     password: str | None = field(default=None, repr=False)
     timeout_s: float = 20.0
     name: str = "email"
+    groups: tuple[str, ...] = ()  # as ReceiverConfig.groups
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ def _receiver(node: Node) -> ReceiverConfig:
             "timeout_s",
             "ca_file",
             "allow_plain_http",
+            "groups",
         }
     )
     name = node.child("name").text()
@@ -162,7 +167,13 @@ def _receiver(node: Node) -> ReceiverConfig:
         secret=secret.encode() if secret is not None else None,
         timeout_s=node.child("timeout_s").number(10.0, minimum=0.1, maximum=300),
         ca_file=ca_file,
+        groups=_groups(node.child("groups")),
     )
+
+
+def _groups(node: Node) -> tuple[str, ...]:
+    """A receiver's policy groups (checked against `policy.groups` by config.load)."""
+    return tuple(child.text() for child in node.elements())
 
 
 def _check_url(node: Node, url: str, *, allow_plain_http: bool) -> None:
@@ -230,6 +241,7 @@ def _smtp(node: Node) -> SmtpConfig:
             "password",
             "password_file",
             "timeout_s",
+            "groups",
         }
     )
     security = node.child("security").choice(SMTP_SECURITY, "starttls")
@@ -256,4 +268,5 @@ def _smtp(node: Node) -> SmtpConfig:
         username=username,
         password=password,
         timeout_s=node.child("timeout_s").number(20.0, minimum=0.1, maximum=300),
+        groups=_groups(node.child("groups")),
     )
