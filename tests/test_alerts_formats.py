@@ -169,6 +169,22 @@ def test_email_is_plain_text_without_attachments(alert: Alert, banned: bytes) ->
     assert message["Message-ID"] == f"<{alert.id}@schoolgate.alert>"
 
 
+def test_a_shared_banks_origin_is_in_every_format(alert: Alert) -> None:
+    """Issue 21: a match of a bank a school shared across its trust says where it came from."""
+    origin = "North Academy, 2026-12-04: ref 2026-117"
+    (match,) = alert.details.matches
+    matches = (replace(match, provenance=origin),)
+    shared = replace(alert, details=replace(alert.details, matches=matches))
+    email = email_message(shared, GUIDANCE, TZ, "gate@school.example", ("dsl@school.example",))
+    assert f"Shared by: {origin}" in email.get_content()
+    for payload in (teams_payload, slack_payload, generic_payload):
+        assert origin in json.dumps(payload(shared, GUIDANCE, TZ, None)), payload.__name__
+    assert (
+        origin
+        not in email_message(alert, GUIDANCE, TZ, "g@s.example", ("d@s.example",)).get_content()
+    )
+
+
 def test_monitor_mode_says_so(data_dir: Path) -> None:
     monitored = AlertDetails.from_verdict(make_verdict(ip="10.10.0.5"), "S")
     with AlertOutbox(data_dir / "m.sqlite") as outbox:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,46 @@ def test_the_running_proxy_keeps_its_subscriptions_current(trust: Trust, tmp_pat
             addon.done()
 
     asyncio.run(until_applied())
+
+
+def test_a_schools_shared_bank_reaches_every_gateway_with_its_origin(
+    trust: Trust, tmp_path: Path
+) -> None:
+    """A DSL shares a local incident bank on purpose: the school publishes it (hashes only),
+    the trust's central box follows each school's publication under a prefix (two schools may
+    name their banks alike) and publishes it on with its own; the origin (school, day, note)
+    travels with the bank to every gateway, unchanged by the trust's re-publication."""
+    with BankStore(tmp_path / "north.sqlite") as north:
+        north.create_bank("incident-7", "a video that went round year 9")
+        north.add_signals("incident-7", [SignalInput(SignalType.SHA256, sha("clip"))], "dsl")
+        school_key = generate_key()
+        publish(north, tmp_path / "north-www", school_key, publisher="North Academy",
+                banks=["incident-7"], note="ref 2026-117", clock=Clock())  # fmt: skip
+    from_north = Subscription("north", f"file://{tmp_path / 'north-www'}/",
+                              school_key.public_key(), prefix="north-")  # fmt: skip
+    assert sync(from_north, Replica(trust.central)).outcome == "updated"
+    trust.publish("trust-incidents", "north-incident-7")
+    assert trust.sync() == "updated"
+    assert trust.blocked("clip")
+    day = datetime.fromtimestamp(Clock().now + 1, UTC).strftime("%Y-%m-%d")
+    assert trust.gateway.provenance() == {
+        "north-incident-7": f"North Academy, {day}: ref 2026-117",
+        "trust-incidents": f"Test Trust, {day}",
+    }
+    # a later publication keeps the first stamp (the day it was shared, not re-published)
+    trust.clock.now += 3 * 86_400
+    trust.publish("trust-incidents", "north-incident-7")
+    trust.sync()
+    assert trust.gateway.provenance()["trust-incidents"] == f"Test Trust, {day}"
+
+
+def test_a_prefix_that_makes_no_bank_name_is_a_configuration_error() -> None:
+    from schoolgate.config import parse_config
+    from schoolgate.errors import ConfigError
+
+    key = public_key_text(generate_key().public_key())
+    text = (f"banks:\n  subscriptions:\n    - {{name: north, url: 'https://n.example/', "
+            f"public_key: '{key}', prefix: 'North '}}\n")  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "s.yaml")
+    assert caught.value.key_path == "banks.subscriptions[0].prefix"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,8 @@ def test_a_picture_banked_centrally_is_blocked_on_a_subscribed_gateway(
     out = tmp_path / "www"
     published = schoolgate("banks", "publish", "trust-incidents", "--key",
                            str(tmp_path / "keys" / "publisher.key"), "--out", str(out),
-                           "--publisher", "Test Trust", config=central)  # fmt: skip
+                           "--publisher", "Test Trust", "--note", "incident 42",
+                           config=central)  # fmt: skip
     assert published.returncode == 0, published.stderr
     assert "published version" in published.stdout
 
@@ -56,7 +58,12 @@ def test_a_picture_banked_centrally_is_blocked_on_a_subscribed_gateway(
     synced = schoolgate("banks", "sync", config=gateway)
     assert synced.returncode == 0, synced.stderr
     assert "trust: updated" in synced.stdout
-    assert schoolgate("scan", str(picture), config=gateway).returncode == 1  # blocked
+    scanned = schoolgate("scan", "--json", str(picture), config=gateway)
+    assert scanned.returncode == 1  # blocked
+    matches = json.loads(scanned.stdout)["matches"]
+    assert matches
+    # every match says where the shared bank came from: publisher, day, why
+    assert {m["provenance"] for m in matches} == {f"Test Trust, {date.today()}: incident 42"}
     state = json.loads(schoolgate("banks", "subscriptions", "--json", config=gateway).stdout)
     assert state["banks"] == ["trust-incidents"]
     assert state["refusals"] == {}

@@ -370,7 +370,9 @@ def test_a_hash_published_centrally_blocks_the_upload_on_every_gateway(
     _until_all(trust, picture, 403)
     for gateway in trust.gateways:
         record = [r for r in gateway.proxy.audit_records() if r["decision"] == "block"][-1]
-        assert BANK in json.dumps(record)
+        first = record["matches"][0]
+        assert first["bank"] == BANK
+        assert first["provenance"].startswith("Test Trust, ")  # where the bank came from
 
 
 def test_bad_bundles_are_refused_and_counted_and_blocking_goes_on(

@@ -120,6 +120,8 @@ def build_view(
                 + (f" in {match.where}" if match.where else ""),
             )
         )
+        if match.provenance:
+            facts.append(("Shared by", match.provenance))
     for flag in details.flags:
         facts.append(("Classifier", f"{flag.model}: {flag.label} scored {flag.score:.2f}"))
     if details.failure and not details.matches and not details.flags:

@@ -73,6 +73,7 @@ class MatchInfo:
     distance: int
     note: str | None = None
     where: str | None = None  # "frame 1 at 2.00 s": one frame or page of a longer file
+    provenance: str | None = None  # a shared bank's origin: school, when, why
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class AlertDetails:
                     m.distance,
                     plain(m.note, 200) or None,
                     m.where or None,
+                    plain(m.provenance, 300) or None,
                 )
                 for m in findings.matches
             ),

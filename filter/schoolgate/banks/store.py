@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS features (
     added_at REAL NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS features_key ON features (bank_id, content_id, view, kind);
+CREATE TABLE IF NOT EXISTS provenance (
+    bank_id INTEGER PRIMARY KEY REFERENCES banks(id) ON DELETE CASCADE,
+    text TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS exemptions (
     sha256 TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -429,6 +433,19 @@ class BankStore:
             params.append(int(limit))
         for row in self.read(sql, tuple(params)):
             yield row[0], row[1], row[2], bytes(row[3]), row[4]
+
+    def provenance(self) -> dict[str, str]:
+        """Where shared banks came from (school, when, why), by bank; a bank made here has none."""
+        rows = self.read("SELECT b.name, p.text FROM provenance p JOIN banks b ON b.id = p.bank_id")
+        return dict(rows)
+
+    def set_provenance(self, cur: sqlite3.Cursor, bank: str, text: str) -> None:
+        """Within the caller's write transaction (trust.replica, trust.publish)."""
+        bank_id = self._bank_id(cur, bank)
+        if text:
+            cur.execute("INSERT OR REPLACE INTO provenance VALUES (?, ?)", (bank_id, text))
+        else:
+            cur.execute("DELETE FROM provenance WHERE bank_id = ?", (bank_id,))
 
     def feature_kinds(self, bank: str) -> list[str]:
         """The feature kinds (format versions) one bank holds."""

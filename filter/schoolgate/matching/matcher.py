@@ -61,6 +61,7 @@ class BankMatch:
     note: str
     tier: str = "hash"  # "hash" (exact digests, PDQ) or "robust" (schoolgate.robust_tier)
     evidence: tuple[tuple[str, float], ...] = ()  # the robust tier's inliers, spread, scale...
+    provenance: str = ""  # a shared bank's origin: school, when, why (schoolgate.trust)
 
     @property
     def where(self) -> str:
@@ -107,9 +108,11 @@ class Matcher:
         pdq_max_distance: int = DEFAULT_PDQ_MAX_DISTANCE,
         per_bank_distance: Mapping[str, int] | None = None,
         exemptions: ExemptionSet = NO_EXEMPTIONS,
+        provenance: Mapping[str, str] | None = None,
     ) -> None:
         self.version = version
         self.exemptions = exemptions  # files reviewed as not what a bank or model took them for
+        self.provenance = dict(provenance or {})  # bank -> where a shared bank came from
         self._exact = exact
         self._pdq_hashes = pdq_hashes
         self._pdq_bank = pdq_bank
@@ -182,6 +185,7 @@ class Matcher:
             pdq_max_distance=pdq_max_distance,
             per_bank_distance=per_bank_distance,
             exemptions=Exemptions(store).snapshot(),
+            provenance=store.provenance(),
         )
 
     def match_exact(self, hashes: ExactDigests) -> list[BankMatch]:

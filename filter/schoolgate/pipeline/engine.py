@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import fields, replace
 
 from PIL import Image
@@ -146,6 +147,7 @@ class Inspector:
         try:
             findings = self._findings(data, ctx, classify=self.policy.wants_classifier(ctx))
             findings = without_exempted(findings, self.matcher.exemptions)
+            findings = with_provenance(findings, self.matcher.provenance)
         except Exception as exc:  # an unexpected bug must not turn into an allowed bypass
             log.exception("inspection failed")
             findings = Findings(size=len(data), failure="error", failure_detail=type(exc).__name__)
@@ -450,6 +452,17 @@ def without_exempted(findings: Findings, exemptions: ExemptionSet) -> Findings:
         ),
         exempted=tuple(sorted(exempt & (matched | flagged))),
     )
+
+
+def with_provenance(findings: Findings, provenance: Mapping[str, str]) -> Findings:
+    """Each match of a shared bank names where the bank came from (school, when, why), so the
+    audit record and the DSL's alert say it."""
+    if not provenance or not any(m.bank in provenance for m in findings.matches):
+        return findings
+    return replace(findings, matches=tuple(
+        replace(m, provenance=provenance[m.bank]) if m.bank in provenance else m
+        for m in findings.matches
+    ))  # fmt: skip
 
 
 def _video_summary(video: VideoHashes) -> dict[str, str | int]:

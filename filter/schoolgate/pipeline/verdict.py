@@ -134,6 +134,7 @@ class Verdict:
                     "distance": m.distance,
                     "tier": m.tier,
                     **({"evidence": dict(m.evidence)} if m.evidence else {}),
+                    **({"provenance": m.provenance} if m.provenance else {}),
                     # Video matches add the vPDQ shares (see video_matcher.VideoMatch), image
                     # matches in a video's frames the frame and its time (matcher.FrameMatch).
                     **getattr(m, "audit_extra", {}),

@@ -125,6 +125,7 @@ class BankContent:
 
     description: str = ""
     source: str = ""
+    provenance: str = ""  # where it came from: school (or trust), when, why; shown in matches
     signals: tuple[SignalInput, ...] = ()
     features: tuple[FeatureSet, ...] = ()
     removed_signals: tuple[SignalKey, ...] = ()
@@ -180,6 +181,7 @@ def to_json(bundle: Bundle) -> dict[str, Any]:
             name: {
                 "description": bank.description,
                 "source": bank.source,
+                "provenance": bank.provenance,
                 "signals": [_signal_json(s) for s in bank.signals],
                 "features": [_feature_json(f) for f in bank.features],
                 "removed_signals": [list(k) for k in bank.removed_signals],
@@ -298,6 +300,7 @@ def _bank(content: Any) -> BankContent:
     return BankContent(
         str(content.get("description", "")),
         str(content.get("source", "")),
+        str(content.get("provenance", ""))[:300],
         tuple(signals),
         features,
         removed_signals,

@@ -42,7 +42,13 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     pub.add_argument("banks", nargs="+", metavar="BANK", help="the banks to publish")
     pub.add_argument("--key", type=Path, required=True, help=f"the {KEY_FILE} from keygen")
     pub.add_argument("--out", type=Path, required=True, help="the folder a web server serves")
-    pub.add_argument("--publisher", default="", help="the trust's name, shown on gateways")
+    pub.add_argument("--publisher", default="", help="the trust's (or school's) name")
+    pub.add_argument(
+        "--note",
+        default="",
+        help="why these banks are shared (e.g. an incident reference); with the publisher and "
+        "the date it travels with a bank published for the first time, and shows in every match",
+    )
     pub.add_argument(
         "--with-features",
         action="store_true",
@@ -88,6 +94,7 @@ def _publish(args: argparse.Namespace) -> int:
             key,
             publisher=args.publisher,
             banks=args.banks,
+            note=args.note,
             with_features=args.with_features,
             keep=max(1, args.keep),
         )

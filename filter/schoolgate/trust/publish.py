@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -44,6 +45,7 @@ def snapshot(
     """The named banks as they stand, hashes only unless `with_features` (feature sets carry
     more of a picture than a hash: see docs/trust.md)."""
     contents: dict[str, BankContent] = {}
+    provenance = store.provenance()
     for name in banks:
         bank = store.bank(name)
         signals = tuple(
@@ -59,7 +61,9 @@ def snapshot(
                 for kind in store.feature_kinds(name)
                 for _, content_id, view, data, note in store.iter_features(kind, [name])
             )
-        contents[name] = BankContent(bank.description, bank.source, signals, features)
+        contents[name] = BankContent(
+            bank.description, bank.source, provenance.get(name, ""), signals, features
+        )
     return contents
 
 
@@ -75,12 +79,15 @@ def delta(old: Mapping[str, BankContent], new: Mapping[str, BankContent]) -> Bun
         content = BankContent(
             bank.description,
             bank.source,
+            bank.provenance,
             tuple(s for s in bank.signals if signal_key(s) not in had),
             tuple(f for f in bank.features if feature_key(f) not in had_f),
             tuple(sorted(had - has)),
             tuple(sorted(had_f - has_f)),
         )
-        same_meta = (before.description, before.source) == (bank.description, bank.source)
+        same_meta = (before.description, before.source, before.provenance) == (
+            bank.description, bank.source, bank.provenance
+        )  # fmt: skip
         empty = not (
             content.signals
             or content.features
@@ -106,12 +113,15 @@ def publish(
     *,
     publisher: str,
     banks: Iterable[str],
+    note: str = "",
     with_features: bool = False,
     keep: int = KEEP,
     clock: Callable[[], float] = time.time,
 ) -> Publication:
     out.mkdir(parents=True, exist_ok=True)
     now = clock()
+    banks = list(banks)
+    _record_provenance(store, banks, publisher, note, now)
     contents = snapshot(store, banks, with_features=with_features)
     earlier = _earlier_snapshots(out, key)
     version = max(int(now), max(earlier, default=0) + 1)
@@ -131,6 +141,22 @@ def publish(
     written.append(_write(out, INDEX, seal(index, key)))
     _prune(out, keep_versions={version, *deltas}, current=version)
     return Publication(version, tuple(written), {n: len(c.signals) for n, c in contents.items()})
+
+
+def _record_provenance(
+    store: BankStore, banks: list[str], publisher: str, note: str, now: float
+) -> None:
+    """A bank published for the first time is stamped with where it comes from (this
+    publisher, today, the note), and keeps that stamp in later publications and wherever it
+    is published on from; a bank that came with a stamp keeps its own."""
+    known = store.provenance()
+    day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    stamp = f"{publisher or 'the publisher'}, {day}" + (f": {note}" if note else "")
+    with store.write() as cur:
+        for name in banks:
+            store.bank(name)  # a clear error for an unknown bank
+            if name not in known:
+                store.set_provenance(cur, name, stamp[:300])
 
 
 def _earlier_snapshots(out: Path, key: Ed25519PrivateKey) -> dict[int, Bundle]:

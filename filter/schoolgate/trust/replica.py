@@ -197,6 +197,12 @@ def _write_bank(
             "UPDATE banks SET description = ?, source = ?, updated_at = ? WHERE id = ?",
             (content.description, source, now, bank_id),
         )
+    if content.provenance:  # where the bank came from, shown in every match of it
+        cur.execute(
+            "INSERT OR REPLACE INTO provenance VALUES (?, ?)", (bank_id, content.provenance)
+        )
+    else:
+        cur.execute("DELETE FROM provenance WHERE bank_id = ?", (bank_id,))
     for kind, value, content_id, frame in content.removed_signals:
         cur.execute(
             "DELETE FROM signals WHERE bank_id = ? AND signal_type = ? AND value = ? AND "

@@ -23,6 +23,9 @@ class Subscription:
     public_key: Ed25519PublicKey
     interval_s: float = DEFAULT_INTERVAL_S
     ca_file: Path | None = None  # the web server's CA, when not in the system's store
+    # Put before every bank name of the publication: the trust's central box follows each
+    # school's shared incident banks, and two schools may name theirs alike.
+    prefix: str = ""
 
     def file_url(self, file: str) -> str:
         return self.url.rstrip("/") + "/" + file
@@ -31,7 +34,7 @@ class Subscription:
 def parse_subscriptions(node: Node) -> tuple[Subscription, ...]:
     found: dict[str, Subscription] = {}
     for entry in node.elements():
-        entry.mapping(allowed={"name", "url", "public_key", "interval_s", "ca_file"})
+        entry.mapping(allowed={"name", "url", "public_key", "interval_s", "ca_file", "prefix"})
         name_node = entry.child("name")
         try:
             name = validate_bank_name(name_node.text())
@@ -56,5 +59,16 @@ def parse_subscriptions(node: Node) -> tuple[Subscription, ...]:
             key,
             entry.child("interval_s").number(DEFAULT_INTERVAL_S, minimum=10),
             entry.child("ca_file").path_value(),
+            _prefix(entry.child("prefix")),
         )
     return tuple(found.values())
+
+
+def _prefix(node: Node) -> str:
+    prefix = node.text("")
+    if prefix:
+        try:
+            validate_bank_name(prefix + "x")
+        except BankError:
+            node.fail(f"{prefix!r}: bank names start with it, so use a-z, 0-9, '.', '_', '-'")
+    return prefix

@@ -10,11 +10,12 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
+from schoolgate.banks.model import BankError, validate_bank_name
 from schoolgate.errors import SchoolgateError
-from schoolgate.trust.bundle import BundleError, open_bundle
+from schoolgate.trust.bundle import Bundle, BundleError, open_bundle
 from schoolgate.trust.publish import INDEX
 from schoolgate.trust.replica import Applied, Replica
 from schoolgate.trust.settings import Subscription
@@ -107,10 +108,23 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
     if have is not None and have in index.deltas:
         change = open_bundle(fetch(subscription, index.deltas[have]), key, expect="delta")
         _same_version(change.version, index.version)
-        return replica.apply(subscription.name, change)
+        return replica.apply(subscription.name, _prefixed(change, subscription.prefix))
     full = open_bundle(fetch(subscription, index.full_file), key, expect="full")
     _same_version(full.version, index.version)
-    return replica.apply(subscription.name, full)
+    return replica.apply(subscription.name, _prefixed(full, subscription.prefix))
+
+
+def _prefixed(bundle: Bundle, prefix: str) -> Bundle:
+    if not prefix:
+        return bundle
+    try:
+        return replace(
+            bundle,
+            banks={validate_bank_name(prefix + n): c for n, c in bundle.banks.items()},
+            removed_banks=tuple(validate_bank_name(prefix + n) for n in bundle.removed_banks),
+        )
+    except BankError as exc:
+        raise BundleError("malformed", f"with the prefix {prefix!r}: {exc}") from None
 
 
 def _same_version(got: int, index: int) -> None:
