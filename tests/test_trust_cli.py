@@ -4,8 +4,6 @@ central box publishes a banked picture's hashes, a gateway subscribed to it bloc
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -13,15 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import encode
-
-NO_MODELS = "classifier:\n  models: []\n"
-
-
-def schoolgate(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "schoolgate.cli", *args]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+from tests.test_cli_scan import NO_MODELS, schoolgate
 
 
 def test_a_picture_banked_centrally_is_blocked_on_a_subscribed_gateway(

@@ -261,22 +261,33 @@ class BankStore:
         aborts the whole import (nothing is added) with a BankError naming its position.
         """
         now = time.time()
-        total_before = 0
         with self.write(bump=True) as cur:
             bank_id = self._bank_id(cur, bank)
-            total_before = self._conn.total_changes
-            rows = self._rows(bank_id, signals, source, now)
-            while batch := list(islice(rows, _BATCH)):
-                cur.executemany(
-                    "INSERT OR IGNORE INTO signals (bank_id, signal_type, value, quality, note, "
-                    "source, added_at, content_id, frame, timestamp) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    batch,
-                )
-            added = self._conn.total_changes - total_before
+            added = self.insert_signals(cur, bank_id, signals, source, now)
             if added:
                 cur.execute("UPDATE banks SET updated_at = ? WHERE id = ?", (now, bank_id))
         return added
+
+    def insert_signals(
+        self,
+        cur: sqlite3.Cursor,
+        bank_id: int,
+        signals: Iterable[SignalInput],
+        source: str,
+        now: float,
+    ) -> int:
+        """Add signals within the caller's write transaction (trust.replica applies a bundle in
+        one); return how many were new."""
+        before = self._conn.total_changes
+        rows = self._rows(bank_id, signals, source, now)
+        while batch := list(islice(rows, _BATCH)):
+            cur.executemany(
+                "INSERT OR IGNORE INTO signals (bank_id, signal_type, value, quality, note, "
+                "source, added_at, content_id, frame, timestamp) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                batch,
+            )
+        return self._conn.total_changes - before
 
     @staticmethod
     def _rows(

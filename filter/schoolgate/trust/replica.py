@@ -14,9 +14,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from schoolgate.banks.model import BankError, SignalType, check_signal
+from schoolgate.banks.model import BankError, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.trust.bundle import BankContent, Bundle, BundleError
 
@@ -115,13 +114,13 @@ class Replica:
                     _drop(cur, gone)
                 for bank, content in bundle.banks.items():
                     _drop(cur, bank)
-                    _write_bank(cur, bank, content, name, bundle.version, now)
+                    _write_bank(self.store, cur, bank, content, name, bundle.version, now)
                 banks = set(bundle.banks)
             else:
                 for gone in set(bundle.removed_banks) & owned:
                     _drop(cur, gone)
                 for bank, content in bundle.banks.items():
-                    _write_bank(cur, bank, content, name, bundle.version, now)
+                    _write_bank(self.store, cur, bank, content, name, bundle.version, now)
                 banks = (owned - set(bundle.removed_banks)) | set(bundle.banks)
             self._ensure(cur, name)
             cur.execute(
@@ -179,7 +178,13 @@ def _drop(cur: sqlite3.Cursor, bank: str) -> None:
 
 
 def _write_bank(
-    cur: sqlite3.Cursor, bank: str, content: BankContent, name: str, version: int, now: float
+    store: BankStore,
+    cur: sqlite3.Cursor,
+    bank: str,
+    content: BankContent,
+    name: str,
+    version: int,
+    now: float,
 ) -> None:
     """Create the bank if missing, then add and remove what the content says."""
     source = f"subscription {name} v{version}" + (f": {content.source}" if content.source else "")
@@ -190,19 +195,14 @@ def _write_bank(
             "VALUES (?, ?, ?, ?, ?)",
             (bank, content.description, source, now, now),
         )
-        bank_id = cur.lastrowid
+        (bank_id,) = cur.execute("SELECT id FROM banks WHERE name = ?", (bank,)).fetchone()
     else:
         bank_id = row[0]
         cur.execute(
             "UPDATE banks SET description = ?, source = ?, updated_at = ? WHERE id = ?",
             (content.description, source, now, bank_id),
         )
-    if content.provenance:  # where the bank came from, shown in every match of it
-        cur.execute(
-            "INSERT OR REPLACE INTO provenance VALUES (?, ?)", (bank_id, content.provenance)
-        )
-    else:
-        cur.execute("DELETE FROM provenance WHERE bank_id = ?", (bank_id,))
+    store.set_provenance(cur, bank, content.provenance)  # shown in every match of the bank
     for kind, value, content_id, frame in content.removed_signals:
         cur.execute(
             "DELETE FROM signals WHERE bank_id = ? AND signal_type = ? AND value = ? AND "
@@ -214,29 +214,7 @@ def _write_bank(
             "DELETE FROM features WHERE bank_id = ? AND content_id = ? AND view = ? AND kind = ?",
             (bank_id, content_id, view, kind),
         )
-    rows: list[tuple[Any, ...]] = []
-    for signal in content.signals:
-        raw, quality = check_signal(signal)
-        rows.append(
-            (
-                bank_id,
-                str(signal.signal_type),
-                raw,
-                quality,
-                signal.note,
-                source,
-                now,
-                signal.content_id or "",
-                -1 if signal.frame is None else signal.frame,
-                signal.timestamp,
-            )
-        )
-    cur.executemany(
-        "INSERT OR IGNORE INTO signals (bank_id, signal_type, value, quality, note, "
-        "source, added_at, content_id, frame, timestamp) VALUES "
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    store.insert_signals(cur, bank_id, content.signals, source, now)
     cur.executemany(
         "INSERT OR IGNORE INTO features (bank_id, content_id, view, kind, data, note, "
         "source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
