@@ -11,9 +11,9 @@ from pathlib import Path
 
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.banks.store import BankStore
+from schoolgate.trust.exchange import sync_any
 from schoolgate.trust.replica import Replica
-from schoolgate.trust.settings import Subscription
-from schoolgate.trust.subscribe import sync
+from schoolgate.trust.settings import AnySubscription
 
 log = logging.getLogger("schoolgate.trust")
 
@@ -47,9 +47,9 @@ class BankSubscriptions:
             await asyncio.sleep(TICK_S)
 
 
-def _sync_once(subscription: Subscription, path: Path) -> None:
+def _sync_once(subscription: AnySubscription, path: Path) -> None:
     try:
         with BankStore(path) as store:
-            sync(subscription, Replica(store))
+            sync_any(subscription, Replica(store))
     except Exception:
         log.exception("schoolgate banks: subscription %s: the sync failed", subscription.name)

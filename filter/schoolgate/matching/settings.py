@@ -10,7 +10,7 @@ from pathlib import Path
 from schoolgate.config_reader import Node, path_under
 from schoolgate.matching.matcher import DEFAULT_MIN_QUALITY, DEFAULT_PDQ_MAX_DISTANCE
 from schoolgate.matching.video import VideoMatchSettings
-from schoolgate.trust.settings import Subscription, parse_subscriptions
+from schoolgate.trust.settings import AnySubscription, parse_subscriptions
 
 # Matching tiers a bank can run. Exact digests always run; "pdq" is the perceptual hash index;
 # "robust" is local features with geometric verification (schoolgate.robust), for banks whose
@@ -71,7 +71,9 @@ class BanksConfig:
     # Bank-name glob -> tiers, first matching pattern wins; banks no pattern names run "pdq".
     tiers: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     robust: RobustConfig = RobustConfig()
-    subscriptions: tuple[Subscription, ...] = ()  # trust publications followed (schoolgate.trust)
+    subscriptions: tuple[
+        AnySubscription, ...
+    ] = ()  # trust publications followed (schoolgate.trust)
 
     def tiers_for(self, bank: str) -> tuple[str, ...]:
         for pattern, tiers in self.tiers.items():

@@ -19,9 +19,10 @@ from schoolgate.cli.common import (
     open_store,
 )
 from schoolgate.trust.bundle import generate_key, load_private_key, private_key_pem, public_key_text
+from schoolgate.trust.exchange import sync_any
 from schoolgate.trust.publish import KEEP, publish
 from schoolgate.trust.replica import Replica
-from schoolgate.trust.subscribe import sync
+from schoolgate.trust.settings import ExchangeSubscription
 
 KEY_FILE = "publisher.key"
 
@@ -112,7 +113,7 @@ def _sync(args: argparse.Namespace) -> int:
     with open_store(config) as store:
         replica = Replica(store)
         for subscription in chosen:
-            result = sync(subscription, replica)
+            result = sync_any(subscription, replica)
             print(f"{result.subscription}: {result.outcome}: {result.message}")
             failed |= result.outcome in ("refused", "unreachable")
     return EXIT_ERROR if failed else EXIT_OK
@@ -128,7 +129,11 @@ def _subscriptions(args: argparse.Namespace) -> int:
         states = {s.name: s for s in Replica(store).states()}
     for subscription in config.banks.subscriptions:
         state = states.get(subscription.name)
-        row: dict[str, Any] = {"name": subscription.name, "url": subscription.url}
+        if isinstance(subscription, ExchangeSubscription):
+            source = f"{subscription.exchange} exchange"
+        else:
+            source = subscription.url
+        row: dict[str, Any] = {"name": subscription.name, "source": source}
         if state is not None:
             row |= {
                 "version": state.version,

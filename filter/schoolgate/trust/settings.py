@@ -31,10 +31,28 @@ class Subscription:
         return self.url.rstrip("/") + "/" + file
 
 
-def parse_subscriptions(node: Node) -> tuple[Subscription, ...]:
-    found: dict[str, Subscription] = {}
+EXCHANGES = ("sample", "file", "ncmec", "stopncii", "threatexchange")
+
+
+@dataclass(frozen=True)
+class ExchangeSubscription:
+    """An entry of `banks.subscriptions` that follows a hash-sharing programme (through
+    python-threatexchange) into one bank it owns."""
+
+    name: str
+    exchange: str  # one of EXCHANGES
+    bank: str
+    options: dict[str, str]  # the programme's own: file: filename, signal_type; ncmec: ...
+    credentials_file: Path | None = None  # membership, as JSON (docs/trust.md)
+    interval_s: float = DEFAULT_INTERVAL_S
+
+
+type AnySubscription = Subscription | ExchangeSubscription
+
+
+def parse_subscriptions(node: Node) -> tuple[AnySubscription, ...]:
+    found: dict[str, AnySubscription] = {}
     for entry in node.elements():
-        entry.mapping(allowed={"name", "url", "public_key", "interval_s", "ca_file", "prefix"})
         name_node = entry.child("name")
         try:
             name = validate_bank_name(name_node.text())
@@ -42,6 +60,11 @@ def parse_subscriptions(node: Node) -> tuple[Subscription, ...]:
             name_node.fail(str(exc).replace("bank name", "subscription name"))
         if name in found:
             name_node.fail(f"a second subscription named {name!r}")
+        if not entry.child("exchange").missing:
+            found[name] = _exchange(entry, name)
+            continue
+        entry.mapping(allowed={"name", "url", "public_key", "interval_s", "ca_file", "prefix",
+                               "exchange"})  # fmt: skip
         url_node = entry.child("url")
         url = url_node.text()
         if not url.startswith(("https://", "file://")):
@@ -72,3 +95,37 @@ def _prefix(node: Node) -> str:
         except BankError:
             node.fail(f"{prefix!r}: bank names start with it, so use a-z, 0-9, '.', '_', '-'")
     return prefix
+
+
+def _exchange(entry: Node, name: str) -> ExchangeSubscription:
+    entry.mapping(allowed={"name", "exchange", "bank", "options", "credentials_file",
+                           "interval_s"})  # fmt: skip
+    exchange = entry.child("exchange").choice(EXCHANGES)
+    try:
+        import threatexchange  # noqa: F401  (the optional extra)
+    except ImportError:
+        entry.child("exchange").fail(
+            "needs python-threatexchange: install schoolgate with its exchanges extra "
+            "(pip install 'schoolgate[exchanges]')"
+        )
+    bank_node = entry.child("bank")
+    try:
+        bank = validate_bank_name(bank_node.text())
+    except BankError as exc:
+        bank_node.fail(str(exc))
+    options = {key: child.text() for key, child in entry.child("options").items()}
+    if exchange == "file" and "filename" not in options:
+        entry.child("options").child("filename").fail("is required for the file exchange")
+    if exchange == "threatexchange" and "privacy_group" not in options:
+        entry.child("options").child("privacy_group").fail("is required for ThreatExchange")
+    credentials = entry.child("credentials_file").path_value()
+    if exchange in ("ncmec", "stopncii", "threatexchange") and credentials is None:
+        entry.child("credentials_file").fail(f"is required for {exchange} (its membership)")
+    return ExchangeSubscription(
+        name,
+        exchange,
+        bank,
+        options,
+        credentials,
+        entry.child("interval_s").number(DEFAULT_INTERVAL_S, minimum=10),
+    )

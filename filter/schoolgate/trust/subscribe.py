@@ -59,36 +59,29 @@ class SyncResult:
 
 def sync(subscription: Subscription, replica: Replica, fetch: Fetch = fetch_url) -> SyncResult:
     """Bring one subscription's banks up to its publisher's latest version."""
-    name = subscription.name
+    return finish(subscription.name, replica, lambda: _sync(subscription, replica, fetch))
+
+
+def finish(name: str, replica: Replica, attempt: Callable[[], Applied | None]) -> SyncResult:
+    """Run one sync attempt; a refusal or a failed fetch is logged and recorded, and leaves the
+    last good banks in place (trust.exchange's syncs end here too)."""
     try:
-        applied = _sync(subscription, replica, fetch)
+        applied = attempt()
     except BundleError as refused:
         replica.checked(name, refused)
-        log.error(
-            "schoolgate banks: subscription %s: bundle refused (%s): %s; the last good "
-            "banks stay in use",
-            name,
-            refused.reason,
-            refused,
-        )
+        log.error("schoolgate banks: subscription %s: bundle refused (%s): %s; the last good "
+                  "banks stay in use", name, refused.reason, refused)  # fmt: skip
         return SyncResult(name, "refused", str(refused), replica.state(name))
     except FetchError as failed:
         replica.checked(name, error=str(failed))
-        log.warning(
-            "schoolgate banks: subscription %s: cannot fetch: %s; the last good banks stay in use",
-            name,
-            failed,
-        )
+        log.warning("schoolgate banks: subscription %s: cannot fetch: %s; the last good banks "
+                    "stay in use", name, failed)  # fmt: skip
         return SyncResult(name, "unreachable", str(failed), replica.state(name))
     if applied is None:
         replica.checked(name)
         return SyncResult(name, "current", "up to date", replica.state(name))
-    log.warning(
-        "schoolgate banks: subscription %s: version %d applied (%s)",
-        name,
-        applied.version,
-        ", ".join(applied.banks) or "no banks",
-    )
+    log.warning("schoolgate banks: subscription %s: version %d applied (%s)", name,
+                applied.version, ", ".join(applied.banks) or "no banks")  # fmt: skip
     return SyncResult(name, "updated", f"version {applied.version}", applied)
 
 
