@@ -36,6 +36,7 @@ from schoolgate.gateway.firstflight import (
 )
 from schoolgate.gateway.firstflight_queue import QUEUE_COPY, QueueReader, queue_rules
 from schoolgate.sniffer.tlshello import EXT_ECH
+from schoolgate.sniffer.tlsretry import HRR_RANDOM
 from tests.support.alert_helpers import FakeClock
 
 CATALOG = """
@@ -53,6 +54,9 @@ apps:
 """
 CLIENT, SERVER, SERVER6, CLIENT6 = "192.0.2.2", "198.51.100.20", "2001:db8::20", "2001:db8::2"
 ISN = 0xFFFFFF00  # wraps past 2**32 within the hello: sequence arithmetic is modular
+SERVER_ISN = 7777
+# The start of a server's first flight: a ServerHello record (not a HelloRetryRequest).
+SERVER_HELLO = b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03" + bytes(range(32)) + b"\x20"
 
 
 def client_hello(server_name: str | None, *, padding: int = 0) -> bytes:
@@ -127,12 +131,14 @@ def server_ack(
     flags: int = 0x10,
     source: str = SERVER,
     destination: str = CLIENT,
+    sent: int = 0,
 ) -> bytes:
     """The server's segment acknowledging `acknowledged` bytes of the client's stream (its
-    SYN-ACK with acknowledged=0 and flags=0x12)."""
+    SYN-ACK with acknowledged=0 and flags=0x12), its payload `sent` bytes into its stream."""
     ack = (ISN + 1 + acknowledged) % 2**32
     options = b"\x01\x01\x08\x0a" + bytes(8)
-    tcp = struct.pack("!HHIIBBHHH", 443, sport, 7777, ack, 8 << 4, flags, 64240, 0, 0)
+    seq = SERVER_ISN if flags & 0x02 else SERVER_ISN + 1 + sent
+    tcp = struct.pack("!HHIIBBHHH", 443, sport, seq, ack, 8 << 4, flags, 64240, 0, 0)
     tcp += options + payload
     src, dst = ip_address(source), ip_address(destination)
     if src.version == 6:
@@ -194,9 +200,7 @@ def test_a_hello_for_a_name_nobody_catalogued_is_verified_once_the_server_has_it
     assert judgement.withdraw is None
     assert check.judge(server_ack(0)).verdict is A  # the server has nothing of it yet
     assert check.judge(server_ack(len(hello) - 1)).verdict is A
-    assert check.judge(server_ack(len(hello), payload=b"\x16\x03\x03")).verdict == (
-        Verdict.VERIFIED
-    )
+    assert check.judge(server_ack(len(hello), payload=SERVER_HELLO)).verdict == (Verdict.VERIFIED)
     assert len(check) == 0  # nothing kept once verified
     # the server's next segment, queued before the verdict changed the connection's state
     assert check.judge(server_ack(len(hello), payload=b"\x16\x03\x03" * 400)).verdict is A
@@ -210,20 +214,22 @@ def test_a_new_connection_on_the_same_addresses_and_ports_is_judged_afresh(
     start a new stream: its hello is judged."""
     harmless = client_hello("news.example")
     verdicts(check, connection(harmless))
-    assert check.judge(server_ack(len(harmless))).verdict is Verdict.VERIFIED
+    assert check.judge(server_ack(len(harmless), payload=SERVER_HELLO)).verdict is Verdict.VERIFIED
     again = [check.judge(p) for p in connection(client_hello("chat.example"))]
     assert again[-1].verdict is Verdict.REFUSED
     assert again[-1].reason == "catalogued server name"
     # and without its SYN (a bare SYN skips the queue)
     verdicts(check, connection(harmless, sport=40001))
-    assert check.judge(server_ack(len(harmless), sport=40001)).verdict is Verdict.VERIFIED
+    assert check.judge(server_ack(len(harmless), sport=40001, payload=SERVER_HELLO)).verdict is (
+        Verdict.VERIFIED
+    )
     judgement = check.judge(packet(ISN + 1, client_hello("chat.example"), sport=40001))
     assert judgement.verdict is Verdict.REFUSED
     # the server's memory is short: a late reply long after the verdict is no longer waved on
     clock = FakeClock(start=0.0)
     quick = FirstFlightCheck(lambda name: False, clock=clock)
     verdicts(quick, connection(harmless))
-    assert quick.judge(server_ack(len(harmless))).verdict is Verdict.VERIFIED
+    assert quick.judge(server_ack(len(harmless), payload=SERVER_HELLO)).verdict is Verdict.VERIFIED
     clock.advance(VERIFIED_S + 1)
     assert quick.judge(server_ack(len(harmless), payload=b"x")).reason != (
         "queued before the connection was verified"
@@ -265,9 +271,13 @@ def test_bytes_after_a_named_hello_wait_for_the_server_not_the_check(
     hello = client_hello("news.example")
     verdicts(check, connection(hello))
     assert check.judge(packet(ISN + 1 + len(hello), b"\x14\x03\x03\x00\x01\x01")).verdict is A
-    assert check.judge(packet(ISN + 1 + len(hello) + 500, b"early")).verdict is A
+    # out of order, while the server's first message is unread (a retry request would make
+    # the next bytes a second hello): held until the gap is filled
+    assert check.judge(packet(ISN + 1 + len(hello) + 500, b"early")).verdict is Verdict.HOLD
     assert check.judge(packet(ISN + 1, hello)).verdict is A  # an identical resend
-    assert check.judge(server_ack(len(hello) + 6)).verdict is Verdict.VERIFIED
+    assert check.judge(server_ack(len(hello) + 6, payload=SERVER_HELLO)).verdict is (
+        Verdict.VERIFIED
+    )
 
 
 def test_a_hello_cut_into_segments_is_judged_whole(check: FirstFlightCheck) -> None:
@@ -276,7 +286,7 @@ def test_a_hello_cut_into_segments_is_judged_whole(check: FirstFlightCheck) -> N
     assert len(hello) > 2800
     got = verdicts(check, connection(hello, [1200, 1200]))
     assert got == [A, A, A, A, A, Verdict.NAMED]
-    assert check.judge(server_ack(len(hello))).verdict is Verdict.VERIFIED
+    assert check.judge(server_ack(len(hello), payload=SERVER_HELLO)).verdict is Verdict.VERIFIED
 
 
 def test_ipv6_is_checked_the_same_way(check: FirstFlightCheck) -> None:
@@ -334,6 +344,61 @@ def test_a_multipath_tcp_segment_is_refused(check: FirstFlightCheck, options: by
         assert fresh.judge(packet(ISN + 1, hello, options=other, sport=40002)).verdict is (
             Verdict.NAMED
         )
+
+
+RETRY_REQUEST = b"\x16\x03\x03\x00\x58\x02\x00\x00\x54\x03\x03" + HRR_RANDOM + b"\x20"
+CCS = b"\x14\x03\x03\x00\x01\x01"
+
+
+def test_a_second_hello_after_a_retry_request_must_name_the_same_server(
+    check: FirstFlightCheck,
+) -> None:
+    """Adversarial pass a25 H1: the server's HelloRetryRequest asked for a second hello, which
+    named a catalogued server; OpenSSL 3.0 took it. The second hello is read now: another name
+    is refused and the address withdrawn; the same name is the hello the server must then
+    acknowledge before the connection is verified."""
+    first = client_hello("news.example")
+    verdicts(check, connection(first))
+    retry = check.judge(server_ack(len(first), payload=RETRY_REQUEST))
+    assert retry.verdict is A  # the retry request goes to the client, nothing is verified
+    other = CCS + client_hello("chat.example")
+    refused = check.judge(packet(ISN + 1 + len(first), other))
+    assert (refused.verdict, refused.withdraw) == (Verdict.REFUSED, SERVER)
+    assert "names chat.example" in refused.reason
+
+    same = CCS + client_hello("news.example")
+    verdicts(check, connection(first, sport=40001))
+    assert check.judge(server_ack(len(first), sport=40001, payload=RETRY_REQUEST)).verdict is A
+    assert check.judge(packet(ISN + 1 + len(first), same, sport=40001)).verdict is A
+    # the first hello acknowledged again is not enough: the second is what the server reads
+    after_retry = len(RETRY_REQUEST)
+    assert check.judge(server_ack(len(first), sport=40001, sent=after_retry)).verdict is A
+    answer = server_ack(len(first) + len(same), sport=40001, payload=SERVER_HELLO,
+                        sent=after_retry)  # fmt: skip
+    assert check.judge(answer).verdict is Verdict.VERIFIED
+
+
+def test_a_second_hello_sent_before_the_retry_request_is_judged_when_it_comes(
+    check: FirstFlightCheck,
+) -> None:
+    """Both hellos at once, then the server's retry request: refused at the request, which
+    never reaches the client."""
+    first = client_hello("news.example")
+    verdicts(check, connection(first + CCS + client_hello("chat.example")))
+    refused = check.judge(server_ack(len(first), payload=RETRY_REQUEST))
+    assert refused.verdict is Verdict.REFUSED
+
+
+def test_the_servers_first_message_is_read_before_the_connection_is_verified(
+    check: FirstFlightCheck,
+) -> None:
+    """A pupil's small MSS makes the server send its first message in small pieces: no
+    verdict until the piece that tells a ServerHello from a retry request has been read."""
+    hello = client_hello("news.example")
+    verdicts(check, connection(hello))
+    assert check.judge(server_ack(len(hello), payload=SERVER_HELLO[:20])).verdict is A
+    rest = server_ack(len(hello), payload=SERVER_HELLO[20:], sent=20)
+    assert check.judge(rest).verdict is Verdict.VERIFIED
 
 
 # -- what meets the proxy instead --------------------------------------------------------------
@@ -415,7 +480,9 @@ def test_the_servers_syn_ack_places_the_stream(check: FirstFlightCheck) -> None:
     )  # fmt: skip
     assert check.judge(syn_ack(sport=40001)).verdict is A
     assert check.judge(packet(ISN + 1, hello, sport=40001)).verdict is Verdict.NAMED
-    assert check.judge(server_ack(len(hello), sport=40001)).verdict is Verdict.VERIFIED
+    assert check.judge(server_ack(len(hello), sport=40001, payload=SERVER_HELLO)).verdict is (
+        Verdict.VERIFIED
+    )
 
 
 def test_a_hello_placed_before_the_streams_start_is_refused(check: FirstFlightCheck) -> None:
@@ -574,7 +641,7 @@ def test_the_reader_answers_every_packet_with_the_mark_the_ruleset_expects(
     reader(FakePacket(syn_ack(sport=40001)))
     reader(queued)
     assert (queued.verdict, queued.mark) == ("accept", NAMED_PACKET)
-    queued = FakePacket(server_ack(len(hello), sport=40001))
+    queued = FakePacket(server_ack(len(hello), sport=40001, payload=SERVER_HELLO))
     reader(queued)
     assert (queued.verdict, queued.mark) == ("accept", VERIFIED_PACKET)
     assert reader.counts == {"accept": 6, "hold": 1, "named": 1, "verified": 1, "refused": 1}

@@ -58,7 +58,8 @@ TUNNELS |= {f"reopen{n}.fast.test": f"198.51.100.{90 + n}" for n in range(3)}
 TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.100.94",
             "fastopen.fast.test": "198.51.100.95", "cookies.fast.test": "198.51.100.96",
             "multipath.fast.test": "198.51.100.97",
-            "options.fast.test": "198.51.100.98"}  # fmt: skip
+            "options.fast.test": "198.51.100.98", "retry.fast.test": "198.51.100.99",
+            "retry2.fast.test": "198.51.100.100"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -389,6 +390,40 @@ def test_every_copy_of_the_fast_open_option_is_cleared(
         run_in(gateway.topo.server, ["sysctl", "-qw", "net.ipv4.tcp_fastopen=1"])
     assert bool(answers) is answered
     assert not [a for a in answers if "TFO" in a or 34 in a], f"a Fast Open cookie: {answers}"
+
+
+def test_a_second_hello_after_a_retry_request_cannot_name_another_server(
+    gateway: Gateway,
+) -> None:
+    """Adversarial pass a25 H1: the first ClientHello named a harmless server and offered no
+    key share, so the server asked for a second hello (HelloRetryRequest), which named a
+    catalogued one; OpenSSL 3.0 took it, and the check, having read only the first, verified
+    the connection. The check now reads the server's first message and, after a retry request,
+    the second hello: another name is refused."""
+    name = "retry.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    seen = len(gateway.recorder.seen)
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.hrr_client", address, name, MEDIA]
+    tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
+    assert "RESULT" in tried.stdout, tried.stderr
+    time.sleep(0.5)
+    arrived = gateway.recorder.seen[seen:]
+    assert not [peer for local, peer, _ in arrived if local == address and peer == CLIENT_IP], (
+        tried.stdout
+    )
+    # the address was withdrawn: the same trick meets the proxy now, which refuses it too
+    tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
+    assert "200 OK" not in tried.stdout, tried.stdout
+    # the same name twice (a client whose key share the server did not take): verified as ever
+    name = "retry2.fast.test"
+    address = TUNNELS[name]
+    assert gateway.ask(name) == [address]
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.hrr_client", address, name, name]
+    again = run_in(gateway.topo.client, argv, timeout=60, check=False)
+    assert "RESULT HTTP/1.1 200 OK" in again.stdout, again.stdout + again.stderr
+    assert gateway.recorder.seen[-1] == (address, CLIENT_IP, 443)
 
 
 def _hand_made(gateway: Gateway, client: str, name: str, mode: str) -> tuple[str, list[str]]:

@@ -327,6 +327,29 @@ def test_uncatalogued_host_is_passed_through_undecrypted(stack: Stack) -> None:
     assert intercepted, "the intercepted certificate names no issuer"
 
 
+def test_a_passed_through_connection_cannot_name_another_server_after_a_retry_request(
+    stack: Stack,
+) -> None:
+    """Adversarial pass a25 H1: the first ClientHello named a site the proxy passes through,
+    the server's HelloRetryRequest asked for a second, which named a catalogued host, and the
+    proxy, having judged the first, relayed the rest unread (2 of 2 banked uploads). The relay
+    now reads up to the server's first message, and a second hello under another name ends the
+    connection before the server's answer to it reaches the client."""
+    stack.upstream.upstream.clear()
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.hrr_client", SERVER_IP, OTHER_HOST,
+            MEDIA_HOST]  # fmt: skip
+    tried = run_in(stack.topo.client, argv, timeout=60, check=False)
+    assert "RESULT" in tried.stdout, tried.stderr
+    assert "200 OK" not in tried.stdout
+    assert stack.received() == []
+    refusals = [r for r in stack.proxy.audit_records() if "retried ClientHello" in str(r)]
+    assert refusals, "the refusal is audited"
+    # an ordinary retry (the same name twice) is passed through as before
+    argv[-1] = OTHER_HOST
+    again = run_in(stack.topo.client, argv, timeout=60, check=False)
+    assert "RESULT HTTP/1.1 200" in again.stdout, again.stdout + again.stderr
+
+
 def test_gateway_own_traffic_is_not_redirected(stack: Stack) -> None:
     redirected = stack.redirected_packets()
     # From the gateway itself even a catalogued name reaches the server directly, unintercepted.

@@ -32,10 +32,12 @@ from mitmproxy.proxy.layers.tls import parse_client_hello
 from mitmproxy.proxy.mode_specs import TransparentMode
 
 from schoolgate.addons.fingerprint import ja4
+from schoolgate.addons.passthrough import WatchedPassThrough
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.endpoints.hosts import normalize_host
 from schoolgate.endpoints.tenants import sign_in_only
 from schoolgate.monitoring import metrics
+from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
 
 log = logging.getLogger("schoolgate.proxy")
 
@@ -204,10 +206,11 @@ class Scope:
             return
         fingerprint = ja4(hello)
         destination = destination_ip(nextlayer.context)
-        if (
-            self.decide(hello.sni, client_ip(nextlayer.context), fingerprint, destination)
-            != "block"
-        ):
+        decision = self.decide(hello.sni, client_ip(nextlayer.context), fingerprint, destination)
+        if decision in ("pass", "pass_log"):
+            self._pass_watched(nextlayer, data, fingerprint, decision)
+            return
+        if decision != "block":
             return
         if hello.sni and self.fronted(normalize_host(hello.sni), destination):
             self.ref.get().count("refused_sni_mismatch")
@@ -295,12 +298,38 @@ class Scope:
             metrics.connection_intercepted()
             return
         data.ignore_connection = True
+        self._passed(data.context, sni, decision)
+
+    def _passed(self, context: Context, sni: str | None, decision: str) -> None:
         self.ref.get().count("passed_through")
-        metrics.connection_passed_through(self.why_not_intercepted(sni, client_ip(data.context)))
+        metrics.connection_passed_through(self.why_not_intercepted(sni, client_ip(context)))
         if decision == "pass_log" and sni:
-            self._record(
-                data.context, normalize_host(sni), "not inspectable: passed through", "allow"
-            )
+            self._record(context, normalize_host(sni), "not inspectable: passed through", "allow")
+
+    def _pass_watched(
+        self, nextlayer: layer.NextLayer, data: bytes, fingerprint: str, decision: str
+    ) -> None:
+        """Pass a connection through unread, watched until the server's first message: a
+        HelloRetryRequest lets the client name another server (sniffer.tlsretry)."""
+        try:
+            whole = complete_client_hello(data)
+        except Malformed:
+            whole = None
+        if whole is None:
+            return  # mitmproxy's TLS layer and tls_clienthello take it, unwatched, as before
+        hello, end = whole
+        context = nextlayer.context
+        self.prints[context.client.id] = fingerprint
+        while len(self.prints) > MAX_TRACKED:
+            self.prints.popitem(last=False)
+        self._passed(context, hello.sni, decision)
+
+        def refused(reason: str) -> None:
+            self.ref.get().count("refused_sni_mismatch")
+            metrics.connection_refused("sni_mismatch")
+            self._record(context, normalize_host(hello.sni or ""), f"refused: {reason}", "block")
+
+        nextlayer.layer = WatchedPassThrough(context, hello.sni, end, refused)
 
     def tls_established_client(self, data: tls.TlsData) -> None:
         self.prints.pop(data.context.client.id, None)

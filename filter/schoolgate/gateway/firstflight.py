@@ -34,6 +34,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
+from schoolgate.sniffer.tlsretry import RetryWatch, Watch
 
 TCP: Final = 6
 SYN: Final = 0x02
@@ -105,6 +106,11 @@ class _Flow:
     started: float
     data: bytearray = field(default_factory=bytearray)
     hello_end: int | None = None  # set once the hello is read and named a passable server
+    server_isn: int = 0  # the server's, from its SYN-ACK
+    # Set when the hello is named: follows the server's first message and, after a
+    # HelloRetryRequest, the second hello (sniffer.tlsretry); None once that is settled.
+    watch: RetryWatch | None = None
+    server_fed: int = 0  # server stream bytes the watch has had
     confirmed: bool = False  # the server's SYN-ACK acknowledged this start
     # The server acknowledged another start as well: with SYN cookies a server answers every
     # SYN, and the client's bare ACK, which nothing reads, picks the one it keeps (a20 C1).
@@ -288,6 +294,7 @@ class FirstFlightCheck:
             self._start_at(key, isn)
             flow = self._flows[key]
         flow.confirmed = True
+        flow.server_isn = segment.seq
         return Judgement(Verdict.ACCEPT, "the server's SYN-ACK")
 
     def _start(self, segment: Segment) -> None:
@@ -326,6 +333,19 @@ class FirstFlightCheck:
             return Judgement(Verdict.ACCEPT)
         if flow.hello_end is None or not segment.flags & ACK:
             return Judgement(Verdict.ACCEPT)
+        if flow.watch is not None:
+            offset = (segment.seq - flow.server_isn - 1) % 2**32
+            if offset <= flow.server_fed < offset + len(segment.payload):
+                fresh = segment.payload[flow.server_fed - offset :]
+                flow.watch.server(fresh)
+                flow.server_fed += len(fresh)
+            watched = self._watched(segment, flow, segment.source)
+            if watched is not None:
+                return watched
+            if flow.watch is not None:
+                # Until the server's first message is read: a HelloRetryRequest asks the client
+                # for a second hello, which a server may take another name from (a25 H1).
+                return Judgement(Verdict.ACCEPT, "the server's first message is not read yet")
         acknowledged = (segment.ack - flow.isn - 1) % 2**32
         if acknowledged >= 2**31 or acknowledged < flow.hello_end:
             return Judgement(Verdict.ACCEPT, "the server has not all of the hello yet")
@@ -358,9 +378,18 @@ class FirstFlightCheck:
             # The address is the proxy's from now on: the client's retry meets the proxy, not
             # this check again (a18 N2).
             return self._refuse(segment, "resent bytes differ", segment.destination)
-        if flow.hello_end is not None:
-            return Judgement(Verdict.ACCEPT)  # past the hello: the server's to acknowledge
         fresh = payload[len(known) :]
+        if flow.hello_end is not None:
+            if flow.watch is None:
+                return Judgement(Verdict.ACCEPT)  # past the hello: the server's to acknowledge
+            if offset > len(flow.data):
+                return Judgement(Verdict.HOLD, "out of order")
+            if self._buffered + len(fresh) > MAX_BUFFERED:
+                return self._refuse(segment, "too many unfinished ClientHellos at once", None)
+            flow.data += fresh
+            self._buffered += len(fresh)
+            flow.watch.client(fresh)
+            return self._watched(segment, flow, segment.destination) or Judgement(Verdict.ACCEPT)
         if len(flow.data) + len(fresh) > MAX_FIRST_FLIGHT:
             return self._refuse(segment, "no ClientHello in the first 20 KiB", segment.destination)
         if self._buffered + len(fresh) > MAX_BUFFERED:
@@ -380,9 +409,31 @@ class FirstFlightCheck:
             return self._refuse(segment, "catalogued server name", segment.destination, hello.sni)
         # Only the hello's own bytes count: the server must acknowledge those, no more.
         flow.hello_end = hello_end
-        self._buffered -= len(flow.data) - hello_end
-        del flow.data[hello_end:]
+        flow.watch = RetryWatch(hello.sni)
+        flow.watch.client(bytes(flow.data[hello_end:]))  # bytes that came with the hello
+        watched = self._watched(segment, flow, segment.destination)
+        if watched is not None and watched.verdict is Verdict.REFUSED:
+            return watched
         return Judgement(Verdict.NAMED, "server name not catalogued", hello.sni)
+
+    def _watched(self, segment: Segment, flow: _Flow, server: str) -> Judgement | None:
+        """What the watch now says (None: go on): a second hello that names another server is
+        refused and its address withdrawn; one that names the same server becomes the hello
+        the server must acknowledge; no retry request leaves the hello as it was."""
+        if flow.watch is None or flow.hello_end is None:
+            return None
+        verdict = flow.watch.verdict()
+        if verdict.watch is Watch.REFUSE:
+            return self._refuse(segment, verdict.reason, server,
+                                verdict.second.sni if verdict.second else None)  # fmt: skip
+        if verdict.watch is Watch.WAIT:
+            return None
+        if verdict.second is not None:
+            flow.hello_end += verdict.second_end
+        flow.watch = None
+        self._buffered -= len(flow.data) - flow.hello_end
+        del flow.data[flow.hello_end :]
+        return None
 
     def _refuse(
         self, segment: Segment, reason: str, withdraw: str | None, sni: str | None = None
