@@ -25,7 +25,9 @@ from tests.support.proxy_harness import REPO_ROOT, VENV_BIN
 REQUIREMENTS = REPO_ROOT / "requirements"
 # Published only as source: locked by the sdist's hash and built on install (needs g++, and for
 # netfilterqueue Debian's libnetfilter-queue-dev, which make and install.sh install).
-SDIST_ONLY = {"pdqhash", "netfilterqueue"}
+# Built from source with the locked build group (cython): weighted-levenshtein only for the
+# optional `exchanges` extra (python-threatexchange), never on a gateway without it.
+SDIST_ONLY = {"pdqhash", "netfilterqueue", "weighted-levenshtein"}
 PLATFORMS = [(arch, py) for arch in ("x86_64", "aarch64") for py in ("312", "313")]
 
 
