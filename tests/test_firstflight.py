@@ -289,13 +289,19 @@ def test_a_hello_cut_into_segments_is_judged_whole(check: FirstFlightCheck) -> N
     assert check.judge(server_ack(len(hello), payload=SERVER_HELLO)).verdict is Verdict.VERIFIED
 
 
-def test_ipv6_is_checked_the_same_way(check: FirstFlightCheck) -> None:
+def test_ipv6_is_checked_the_same_way_but_its_addresses_are_never_withdrawn(
+    check: FirstFlightCheck,
+) -> None:
+    """Adversarial pass a27: the proxy listens on IPv4 only, so a withdrawn IPv6 address was
+    unreachable for every device for an hour, at one pupil's `curl -6 --resolve`."""
     assert verdicts(check, connection(client_hello("news.example"), source=CLIENT6,
                                       destination=SERVER6))[-1] == Verdict.NAMED  # fmt: skip
     hello = client_hello("chat.example")
     refused = [check.judge(p) for p in connection(hello, source=CLIENT6, destination=SERVER6,
                                                   sport=40001)][-1]  # fmt: skip
-    assert (refused.verdict, refused.withdraw) == (Verdict.REFUSED, SERVER6)
+    assert (refused.verdict, refused.withdraw) == (Verdict.REFUSED, None)
+    refused = [check.judge(p) for p in connection(hello, sport=40002)][-1]
+    assert (refused.verdict, refused.withdraw) == (Verdict.REFUSED, SERVER)  # IPv4: the proxy's
 
 
 def test_bytes_in_a_syn_are_refused(check: FirstFlightCheck) -> None:

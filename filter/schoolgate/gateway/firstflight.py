@@ -439,4 +439,9 @@ class FirstFlightCheck:
         self, segment: Segment, reason: str, withdraw: str | None, sni: str | None = None
     ) -> Judgement:
         self._forget(segment.flow)
+        if withdraw is not None and ":" in withdraw:
+            # The proxy listens on IPv4 only: a withdrawn IPv6 address would be unreachable for
+            # every device for an hour, by one pupil's doing (adversarial pass a27). The
+            # refusal stands; the address stays on the fast path, where each connection is read.
+            withdraw = None
         return Judgement(Verdict.REFUSED, reason, sni, withdraw)
