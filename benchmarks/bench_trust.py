@@ -45,7 +45,7 @@ def run() -> list[Figure]:
                 raise FetchError(file)
             return path.read_bytes()
 
-        subscription = Subscription("trust", "https://trust.example/", key.public_key())
+        subscription = Subscription("trust", "https://trust.example/", key.public_key(), "bench")
         with (
             BankStore(work / "central.sqlite") as central,
             BankStore(work / "gateway.sqlite") as gateway,
@@ -53,7 +53,9 @@ def run() -> list[Figure]:
             central.create_bank(BANK)
             central.add_signals(BANK, _hashes(BANK_HASHES), "bench")
             started = time.perf_counter()
-            first = publish(central, out, key, publisher="Bench Trust", banks=[BANK])
+            first = publish(
+                central, out, key, publisher="Bench Trust", channel="bench", banks=[BANK]
+            )
             publish_full_s = time.perf_counter() - started
             full_bytes = (out / first.files[0]).stat().st_size
             replica = Replica(gateway)
@@ -63,8 +65,8 @@ def run() -> list[Figure]:
 
             central.add_signals(BANK, _hashes(CHANGED), "bench")
             started = time.perf_counter()
-            second = publish(central, out, key, publisher="Bench Trust", banks=[BANK],
-                             clock=lambda: time.time() + 1)  # fmt: skip
+            second = publish(central, out, key, publisher="Bench Trust", channel="bench",
+                             banks=[BANK], clock=lambda: time.time() + 1)  # fmt: skip
             publish_delta_s = time.perf_counter() - started
             delta_file = next(f for f in second.files if f.startswith("delta-"))
             delta_bytes = (out / delta_file).stat().st_size

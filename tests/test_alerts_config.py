@@ -123,6 +123,17 @@ def test_receivers_routed_by_group_name_policy_groups() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(policy + alerts_yaml(smtp), "s.yaml")
     assert caught.value.key_path == "alerts.smtp.groups[0]"
+    # a group no receiver names would have its alerts reach no one (a26)
+    two = ("policy:\n  groups:\n    - {name: north-pupils, subnets: [10.1.0.0/16]}\n"
+           "    - {name: south-pupils, subnets: [10.2.0.0/16]}\n"
+           "  default_group: north-pupils\n")  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_config(two + alerts_yaml(receivers % "north-pupils"), "s.yaml")
+    assert caught.value.key_path == "alerts.receivers"
+    assert "south-pupils" in caught.value.problem
+    lead = ("receivers: [{name: a, url: https://e.org/h, secret: x, groups: [north-pupils]}, "
+            "{name: lead, url: https://e.org/l, secret: y}]")  # fmt: skip
+    assert len(parse_config(two + alerts_yaml(lead), "s.yaml").alerts.receivers) == 2
 
 
 def test_smtp_rules() -> None:

@@ -262,6 +262,10 @@ def test_a_receiver_routed_by_group_gets_only_that_groups_alerts(
         assert alert is not None
         assert alert.state == DELIVERED
     assert outbox_delivery(tmp_path / "a.sqlite", from_north, "south-dsl") == "not_routed"
+    # and the alert does not claim to have reached the receiver that left it out (a26)
+    routed = alerts[from_north]
+    assert routed is not None
+    assert routed.delivered_to == ("north-dsl", "trust-lead")
 
 
 def outbox_delivery(path: Path, alert_id: str, receiver: str) -> str:

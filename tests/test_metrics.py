@@ -330,6 +330,14 @@ def test_a_trust_subscriptions_state_is_read_at_scrape_time(setup: Setup, data_d
                  subscription="trust") > 1.7e9  # fmt: skip
     assert value("schoolgate_bank_subscription_refused_total", subscription="trust",
                  reason="signature") == 2  # fmt: skip
+    # every reason from 0 (a first refusal is an increase), and 0 for a version never applied
+    assert (
+        'schoolgate_bank_subscription_refused_total{reason="replayed",subscription="trust"} 0.0'
+        in (scrape())
+    )
+    with BankStore(data_dir / "banks.sqlite") as store:
+        Replica(store).checked("partner", error="unreachable")
+    assert 'schoolgate_bank_subscription_version{subscription="partner"} 0.0' in scrape()
 
 
 def test_alert_outbox_state_is_read_at_scrape_time_and_failures_are_tolerated() -> None:

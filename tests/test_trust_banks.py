@@ -4,6 +4,7 @@ gateway verifies and applies them, and refuses what it should, keeping its last 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schoolgate.banks.model import SignalInput, SignalType
+from schoolgate.banks.model import BankError, SignalInput, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.trust.bundle import (
     MAGIC,
@@ -53,11 +54,13 @@ class Trust:
     served: dict[str, bytes] | None = None  # what the web server serves, when not `out`
     fetched: list[str] = field(default_factory=list)
 
-    def publish(self, *banks: str, with_features: bool = False) -> int:
+    def publish(self, *banks: str, with_features: bool = False, drop: tuple[str, ...] = ()) -> int:
         done = publish(
             self.central,
             self.out,
             self.key,
+            channel="trust",
+            drop=drop,
             publisher="Test Trust",
             banks=banks or ("trust-incidents",),
             with_features=with_features,
@@ -78,7 +81,7 @@ class Trust:
 
     def subscription(self, key: Ed25519PrivateKey | None = None) -> Subscription:
         public = (key or self.key).public_key()
-        return Subscription("trust", "https://trust.example/banks/", public)
+        return Subscription("trust", "https://trust.example/banks/", public, "trust")
 
     def sync(self, key: Ed25519PrivateKey | None = None) -> str:
         return sync(self.subscription(key), Replica(self.gateway), self.fetch).outcome
@@ -141,7 +144,10 @@ def test_a_bank_no_longer_published_leaves_the_gateway(trust: Trust) -> None:
     trust.publish("trust-incidents", "trust-extra")
     trust.sync()
     assert {b.name for b in trust.gateway.banks()} == {"trust-incidents", "trust-extra"}
-    trust.publish("trust-incidents")
+    # left out by mistake: refused (a26 D1: the docs' own example dropped a shared bank)
+    with pytest.raises(BankError, match="name them again, or --drop"):
+        trust.publish("trust-incidents")
+    trust.publish("trust-incidents", drop=("trust-extra",))
     trust.sync()
     assert {b.name for b in trust.gateway.banks()} == {"trust-incidents"}
 
@@ -174,6 +180,7 @@ def test_a_bad_bundle_is_refused_and_the_last_good_banks_stay(trust: Trust, atta
                 trust.out.parent / "rogue",
                 other,
                 publisher="Test Trust",
+                channel="trust",
                 banks=["trust-incidents"],
                 clock=Clock(trust.clock.now + 100),
             )
@@ -267,7 +274,7 @@ def test_the_running_proxy_keeps_its_subscriptions_current(trust: Trust, tmp_pat
     from schoolgate.addons.subscriptions import BankSubscriptions
 
     trust.publish()
-    subscription = Subscription("trust", f"file://{trust.out}/", trust.key.public_key())
+    subscription = Subscription("trust", f"file://{trust.out}/", trust.key.public_key(), "trust")
     banks = SimpleNamespace(subscriptions=(subscription,), path=tmp_path / "proxy.sqlite")
     ref = RuntimeRef(SimpleNamespace(config=SimpleNamespace(banks=banks), closed=False))  # type: ignore[arg-type]
 
@@ -299,9 +306,10 @@ def test_a_schools_shared_bank_reaches_every_gateway_with_its_origin(
         north.add_signals("incident-7", [SignalInput(SignalType.SHA256, sha("clip"))], "dsl")
         school_key = generate_key()
         publish(north, tmp_path / "north-www", school_key, publisher="North Academy",
-                banks=["incident-7"], note="ref 2026-117", clock=Clock())  # fmt: skip
+                channel="north-shared", banks=["incident-7"], note="ref 2026-117",
+                clock=Clock())  # fmt: skip
     from_north = Subscription("north", f"file://{tmp_path / 'north-www'}/",
-                              school_key.public_key(), prefix="north-")  # fmt: skip
+                              school_key.public_key(), "north-shared", prefix="north-")  # fmt: skip
     assert sync(from_north, Replica(trust.central)).outcome == "updated"
     trust.publish("trust-incidents", "north-incident-7")
     assert trust.sync() == "updated"
@@ -324,7 +332,83 @@ def test_a_prefix_that_makes_no_bank_name_is_a_configuration_error() -> None:
 
     key = public_key_text(generate_key().public_key())
     text = (f"banks:\n  subscriptions:\n    - {{name: north, url: 'https://n.example/', "
-            f"public_key: '{key}', prefix: 'North '}}\n")  # fmt: skip
+            f"public_key: '{key}', channel: north, prefix: 'North '}}\n")  # fmt: skip
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "s.yaml")
     assert caught.value.key_path == "banks.subscriptions[0].prefix"
+
+
+def test_a_publication_of_another_channel_signed_with_the_same_key_is_refused(
+    trust: Trust, tmp_path: Path
+) -> None:
+    """Adversarial pass a26 X1: the trust signed a partner list's folder with the same key; a
+    mirror served that folder's newer index to gateways following the trust's, and its full
+    snapshot took the trust's banks off them. The subscription pins its channel."""
+    trust.publish()
+    assert trust.sync() == "updated"
+    with BankStore(tmp_path / "partner.sqlite") as other:
+        other.create_bank("partner-list")
+        publish(other, tmp_path / "partner-www", trust.key, publisher="Test Trust",
+                channel="partner", banks=["partner-list"],
+                clock=Clock(trust.clock.now + 100))  # fmt: skip
+    trust.served = {p.name: p.read_bytes() for p in (tmp_path / "partner-www").glob("*.sgb")}
+    assert trust.sync() == "refused"
+    assert trust.blocked("one")
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.refusals == {"channel": 1}
+    # and one folder stays one channel
+    with pytest.raises(BankError, match="one folder per channel"):
+        publish(trust.central, trust.out, trust.key, publisher="Test Trust", channel="other",
+                banks=["trust-incidents"], clock=trust.clock)  # fmt: skip
+
+
+@pytest.fixture
+def slow_server() -> Iterator[str]:
+    """A loopback web server: /trickle sends a byte every 0.1 s, /redirect points at http."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.endswith("redirect/index.sgb"):
+                self.send_response(302)
+                self.send_header("Location", "http://127.0.0.1:9/index.sgb")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_trickling_or_redirecting_server_is_given_up_on(
+    slow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adversarial pass a26 S1: a byte every 5 s never tripped the per-read timeout, and the
+    sync stalled; a redirect from https to plain http was followed."""
+    from schoolgate.trust import subscribe
+
+    monkeypatch.setattr(subscribe, "FETCH_DEADLINE_S", 0.5)
+    key = generate_key().public_key()
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="not fetched within"):
+        subscribe.fetch_url(Subscription("s", f"{slow_server}/trickle/", key, "c"), "full-1.sgb")
+    assert time.monotonic() - started < 5
+    with pytest.raises(FetchError, match="not https"):
+        subscribe.fetch_url(Subscription("s", f"{slow_server}/redirect/", key, "c"), "index.sgb")

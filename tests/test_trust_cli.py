@@ -35,7 +35,7 @@ def test_a_picture_banked_centrally_is_blocked_on_a_subscribed_gateway(
     published = schoolgate("banks", "publish", "trust-incidents", "--key",
                            str(tmp_path / "keys" / "publisher.key"), "--out", str(out),
                            "--publisher", "Test Trust", "--note", "incident 42",
-                           config=central)  # fmt: skip
+                           "--channel", "trust", config=central)  # fmt: skip
     assert published.returncode == 0, published.stderr
     assert "published version" in published.stdout
 
@@ -43,6 +43,7 @@ def test_a_picture_banked_centrally_is_blocked_on_a_subscribed_gateway(
     gateway.write_text(
         NO_MODELS + f"banks:\n  path: {tmp_path / 'gateway.sqlite'}\n  subscriptions:\n"
         f"    - name: trust\n      url: file://{out}/\n      public_key: {public_key}\n"
+        "      channel: trust\n"
     )
     assert schoolgate("scan", str(picture), config=gateway).returncode == 0  # not yet
     synced = schoolgate("banks", "sync", config=gateway)
@@ -57,6 +58,7 @@ def test_a_picture_banked_centrally_is_blocked_on_a_subscribed_gateway(
     state = json.loads(schoolgate("banks", "subscriptions", "--json", config=gateway).stdout)
     assert state["banks"] == ["trust-incidents"]
     assert state["refusals"] == {}
+    assert state["channel"] == "trust"
 
     # a publication signed by another key, at the same address: refused, the banks stay
     other = tmp_path / "other.yaml"
@@ -70,8 +72,12 @@ def test_a_picture_banked_centrally_is_blocked_on_a_subscribed_gateway(
 @pytest.mark.parametrize(
     ("entry", "problem"),
     [
-        ("url: http://trust.example/\n      public_key: KEY", "https://"),
-        ("url: https://trust.example/\n      public_key: nokey", "not a publisher key"),
+        ("url: http://trust.example/\n      public_key: KEY\n      channel: t", "https://"),
+        (
+            "url: https://trust.example/\n      public_key: nokey\n      channel: t",
+            "not a publisher key",
+        ),
+        ("url: https://trust.example/\n      public_key: KEY", "banks.subscriptions[0].channel"),
         ("url: https://trust.example/", "banks.subscriptions[0].public_key"),
     ],
 )

@@ -201,6 +201,16 @@ def _check_alert_groups(node: Node, alerts: AlertsConfig, policy: PolicyConfig) 
                 where.child("groups").elements()[at].fail(
                     f"{group!r} is not a policy group (policy.groups: {', '.join(sorted(known))})"
                 )
+    # Every group's alerts reach someone (adversarial pass a26: a group no routed receiver
+    # named had its alerts settled unsent).
+    if channels and all(groups for _, _, groups in channels):
+        covered = {group for _, _, groups in channels for group in groups}
+        missing = sorted(known - covered)
+        if missing:
+            node.child("receivers").fail(
+                f"no receiver gets the alerts of {', '.join(missing)}: name them in a "
+                "receiver's groups, or keep one receiver without groups (every alert)"
+            )
 
 
 def _check_exemptions(node: Node, gateway: GatewayConfig, policy: PolicyConfig) -> None:

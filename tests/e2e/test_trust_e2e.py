@@ -35,6 +35,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from schoolgate.banks.store import BankStore
 from tests.conftest import encode
 from tests.e2e.test_proxy_transparent import NsProxy, start_proxy_in
 from tests.support.dashboards import TRUST_DASHBOARD, queries, substitute
@@ -147,17 +148,20 @@ class Trust:
         assert done.returncode == 0, done.stderr
         return done
 
-    def publish(self, *banks: str) -> None:
+    def publish(self, *banks: str, drop: tuple[str, ...] = ()) -> None:
         self.central_schoolgate(
             "banks",
             "publish",
             *(banks or (BANK,)),
+            *(arg for bank in drop for arg in ("--drop", bank)),
             "--key",
             str(self.key),
             "--out",
             str(self.published),
             "--publisher",
             "Test Trust",
+            "--channel",
+            "trust",
         )
         self.serve(self.published)
 
@@ -249,6 +253,8 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trust]:
         central_config.write_text(
             f"classifier:\n  models: []\nbanks:\n  path: {work / 'central.sqlite'}\n"
         )
+        with BankStore(work / "central.sqlite") as central_banks:  # each test may run alone
+            central_banks.ensure_bank(BANK)
         made = subprocess.run(
             [str(VENV_BIN / "schoolgate"), "banks", "keygen", str(work / "keys")],
             capture_output=True,
@@ -270,6 +276,7 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trust]:
             subscription = {
                 "name": "trust",
                 "url": f"https://{BANKS_HOST}:8443/",
+                "channel": "trust",
                 "public_key": public_key,
                 "ca_file": str(pki.ca_pem),
                 "interval_s": 3600,
@@ -389,7 +396,7 @@ def test_bad_bundles_are_refused_and_counted_and_blocking_goes_on(
     good = tmp_path / "good"
     shutil.copytree(trust.published, good)
     # The trust then stops publishing that bank: a bundle that would unblock the picture.
-    trust.publish(BANK)
+    trust.publish(BANK, drop=(SECOND,))
     newer = tmp_path / "newer"
     shutil.copytree(trust.published, newer)
     tampered = tmp_path / "tampered"
@@ -407,7 +414,15 @@ def test_bad_bundles_are_refused_and_counted_and_blocking_goes_on(
     )
     foreign = tmp_path / "foreign"
     trust.central_schoolgate(
-        "banks", "publish", BANK, "--key", str(other_key / "publisher.key"), "--out", str(foreign)
+        "banks",
+        "publish",
+        BANK,
+        "--key",
+        str(other_key / "publisher.key"),
+        "--out",
+        str(foreign),
+        "--channel",
+        "trust",
     )
     gw1 = trust.gateways[0]
     for attack, folder, reason in (
@@ -468,6 +483,9 @@ def test_the_trusts_prometheus_sees_every_school_and_its_dashboard_has_data_per_
     """The trust's Prometheus scrapes the three gateways over TLS with basic auth; every query
     of the trust dashboard returns one series per school, and the alert rules evaluate cleanly
     on the live series (the trust's own rules included)."""
+    trust.publish()  # every gateway has applied a version (each test may run alone)
+    for gateway in trust.gateways:
+        gateway.sync()
     for gateway in trust.gateways:  # a pass-through connection, for the pass-through share
         context = client_ssl_context(trust.pki.ca_pem)
 

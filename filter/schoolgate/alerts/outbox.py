@@ -448,8 +448,8 @@ class AlertOutbox:
     def _alert(self, row: sqlite3.Row, deliveries: bool = True) -> Alert:
         found = (
             self._db.execute(
-                "SELECT receiver, state, attempts, last_error FROM deliveries WHERE alert_id = ? "
-                "ORDER BY receiver",
+                "SELECT receiver, state, attempts, last_error, last_outcome FROM deliveries "
+                "WHERE alert_id = ? ORDER BY receiver",
                 (row["id"],),
             ).fetchall()
             if deliveries
@@ -469,5 +469,6 @@ class AlertOutbox:
             follow_up_of=row["follow_up_of"],
             attempts=sum(d[2] for d in found),
             last_error=errors[-1] if errors else None,
-            delivered_to=tuple(d[0] for d in found if d[1] == DELIVERED),
+            # not a receiver whose groups left the alert out (settled unsent: "not_routed")
+            delivered_to=tuple(d[0] for d in found if d[1] == DELIVERED and d[4] != "not_routed"),
         )

@@ -493,6 +493,7 @@ class StateCollector(Collector):
         binding = self._inspection
         if binding is None:
             return
+        from schoolgate.trust.bundle import REFUSALS
         from schoolgate.trust.replica import read_states
 
         label = ["subscription"]
@@ -518,13 +519,15 @@ class StateCollector(Collector):
             labels=["subscription", "reason"],
         )
         for state in read_states(binding.inspector.store):
-            if state.version is not None:
-                version.add_metric([state.name], state.version)
-                published.add_metric([state.name], state.published_at or 0.0)
+            # 0 until a version is applied, and every reason from 0: a gateway that never got
+            # the trust's banks is behind, and a first refusal is an increase (a26 M1, M2).
+            version.add_metric([state.name], state.version or 0)
+            if state.published_at is not None:
+                published.add_metric([state.name], state.published_at)
             if state.checked_at is not None:
                 checked.add_metric([state.name], state.checked_at)
-            for reason, count in sorted(state.refusals.items()):
-                refused.add_metric([state.name, reason], count)
+            for reason in REFUSALS:
+                refused.add_metric([state.name, reason], state.refusals.get(reason, 0))
         yield from (version, published, checked, refused)
 
     def _models(self) -> Iterator[Metric]:

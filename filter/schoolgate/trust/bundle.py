@@ -35,6 +35,11 @@ KINDS: Final = ("full", "delta", "index")
 MAX_BODY_BYTES: Final = 1 << 30
 
 
+# Why a bundle was refused: the metric's label values, each exported from 0.
+REFUSALS: Final = ("malformed", "truncated", "signature", "channel", "replayed", "base", "clash",
+                   "mismatch")  # fmt: skip
+
+
 class BundleError(BankError):
     """A bundle was refused. `reason` is a short label for metrics (bounded cardinality)."""
 
@@ -145,6 +150,10 @@ class Bundle:
     # index: the latest full snapshot's file, and a delta file per earlier version it covers
     full_file: str = ""
     deltas: Mapping[int, str] = field(default_factory=dict)
+    # The publication's name, which a subscription pins: one key may sign several (a trust's
+    # banks, a partner list), and a mirror must not pass one off as another (adversarial pass
+    # a26 X1: another folder's full snapshot dropped every bank it did not hold).
+    channel: str = ""
 
 
 def _signal_json(signal: SignalInput) -> list[Any]:
@@ -174,6 +183,7 @@ def to_json(bundle: Bundle) -> dict[str, Any]:
         "format": FORMAT,
         "kind": bundle.kind,
         "publisher": bundle.publisher,
+        "channel": bundle.channel,
         "version": bundle.version,
         "created_at": bundle.created_at,
         "base": bundle.base,
@@ -254,6 +264,7 @@ def _from_json(document: Any) -> Bundle:
         return Bundle(
             kind=kind,
             publisher=str(document.get("publisher", "")),
+            channel=str(document.get("channel", "")),
             version=version,
             created_at=float(document.get("created_at", 0.0)),
             banks=banks,
@@ -269,7 +280,9 @@ def _from_json(document: Any) -> Bundle:
 
 
 def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A version: a whole number a JSON reader and SQLite both keep exactly (a26: a huge one
+    crashed the sync)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
 
 
 def _file_name(name: Any) -> str:

@@ -43,6 +43,20 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     pub.add_argument("banks", nargs="+", metavar="BANK", help="the banks to publish")
     pub.add_argument("--key", type=Path, required=True, help=f"the {KEY_FILE} from keygen")
     pub.add_argument("--out", type=Path, required=True, help="the folder a web server serves")
+    pub.add_argument(
+        "--channel",
+        required=True,
+        help="the publication's name (e.g. trust-incidents); gateways pin it, so one key can "
+        "sign several publications without one standing in for another",
+    )
+    pub.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="BANK",
+        help="take a bank the last publication carried off every gateway (leaving it out of "
+        "the list is refused)",
+    )
     pub.add_argument("--publisher", default="", help="the trust's (or school's) name")
     pub.add_argument(
         "--note",
@@ -94,7 +108,9 @@ def _publish(args: argparse.Namespace) -> int:
             args.out,
             key,
             publisher=args.publisher,
+            channel=args.channel,
             banks=args.banks,
+            drop=args.drop,
             note=args.note,
             with_features=args.with_features,
             keep=max(1, args.keep),
@@ -129,11 +145,11 @@ def _subscriptions(args: argparse.Namespace) -> int:
         states = {s.name: s for s in Replica(store).states()}
     for subscription in config.banks.subscriptions:
         state = states.get(subscription.name)
+        row: dict[str, Any] = {"name": subscription.name}
         if isinstance(subscription, ExchangeSubscription):
-            source = f"{subscription.exchange} exchange"
+            row["exchange"] = subscription.exchange
         else:
-            source = subscription.url
-        row: dict[str, Any] = {"name": subscription.name, "source": source}
+            row |= {"url": subscription.url, "channel": subscription.channel}
         if state is not None:
             row |= {
                 "version": state.version,

@@ -112,7 +112,9 @@ def publish(
     key: Ed25519PrivateKey,
     *,
     publisher: str,
+    channel: str,
     banks: Iterable[str],
+    drop: Iterable[str] = (),
     note: str = "",
     with_features: bool = False,
     keep: int = KEEP,
@@ -124,23 +126,41 @@ def publish(
     _record_provenance(store, banks, publisher, note, now)
     contents = snapshot(store, banks, with_features=with_features)
     earlier = _earlier_snapshots(out, key)
+    if earlier:
+        _check_nothing_dropped(earlier[max(earlier)], contents, set(drop), channel)
     version = max(int(now), max(earlier, default=0) + 1)
-    written = [
-        _write(
-            out, f"full-{version}.sgb", seal(Bundle("full", publisher, version, now, contents), key)
-        )
-    ]
+    full = Bundle("full", publisher, version, now, contents, channel=channel)
+    written = [_write(out, f"full-{version}.sgb", seal(full, key))]
     deltas: dict[int, str] = {}
     for base in sorted(earlier, reverse=True)[: keep - 1]:
         change = delta(earlier[base].banks, contents)
         name = f"delta-{base}-{version}.sgb"
-        bundle = Bundle("delta", publisher, version, now, change.banks, change.removed_banks, base)
+        bundle = Bundle("delta", publisher, version, now, change.banks, change.removed_banks, base,
+                        channel=channel)  # fmt: skip
         written.append(_write(out, name, seal(bundle, key)))
         deltas[base] = name
-    index = Bundle("index", publisher, version, now, full_file=written[0], deltas=deltas)
+    index = Bundle("index", publisher, version, now, full_file=written[0], deltas=deltas,
+                   channel=channel)  # fmt: skip
     written.append(_write(out, INDEX, seal(index, key)))
     _prune(out, keep_versions={version, *deltas}, current=version)
     return Publication(version, tuple(written), {n: len(c.signals) for n, c in contents.items()})
+
+
+def _check_nothing_dropped(
+    last: Bundle, contents: Mapping[str, BankContent], drop: set[str], channel: str
+) -> None:
+    """A publication names every bank it carries: one left out would leave every gateway
+    (a26 D1: the docs' own example, sharing a second incident, dropped the first). It must be
+    dropped on purpose; and a folder keeps its channel."""
+    if last.channel and last.channel != channel:
+        raise BankError(f"this folder publishes channel {last.channel!r}, not {channel!r}: "
+                        "one folder per channel")  # fmt: skip
+    left_out = sorted(set(last.banks) - set(contents) - drop)
+    if left_out:
+        raise BankError(
+            f"the last publication carried {', '.join(left_out)}: name them again, or --drop "
+            "them to take them off every gateway"
+        )
 
 
 def _record_provenance(

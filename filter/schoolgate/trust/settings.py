@@ -21,6 +21,7 @@ class Subscription:
     name: str
     url: str  # the folder `schoolgate banks publish` writes, as a web server serves it
     public_key: Ed25519PublicKey
+    channel: str  # the publication's name (`banks publish --channel`): bundles of another refused
     interval_s: float = DEFAULT_INTERVAL_S
     ca_file: Path | None = None  # the web server's CA, when not in the system's store
     # Put before every bank name of the publication: the trust's central box follows each
@@ -63,8 +64,8 @@ def parse_subscriptions(node: Node) -> tuple[AnySubscription, ...]:
         if not entry.child("exchange").missing:
             found[name] = _exchange(entry, name)
             continue
-        entry.mapping(allowed={"name", "url", "public_key", "interval_s", "ca_file", "prefix",
-                               "exchange"})  # fmt: skip
+        entry.mapping(allowed={"name", "url", "public_key", "channel", "interval_s", "ca_file",
+                               "prefix", "exchange"})  # fmt: skip
         url_node = entry.child("url")
         url = url_node.text()
         if not url.startswith(("https://", "file://")):
@@ -80,6 +81,7 @@ def parse_subscriptions(node: Node) -> tuple[AnySubscription, ...]:
             name,
             url,
             key,
+            entry.child("channel").text(),
             entry.child("interval_s").number(DEFAULT_INTERVAL_S, minimum=10),
             entry.child("ca_file").path_value(),
             _prefix(entry.child("prefix")),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -23,7 +24,9 @@ from schoolgate.trust.settings import Subscription
 log = logging.getLogger("schoolgate.trust")
 
 MAX_FETCH_BYTES: Final = 1 << 30
-FETCH_TIMEOUT_S: Final = 60.0
+MAX_INDEX_BYTES: Final = 1 << 20  # the index names files; it is never large
+FETCH_TIMEOUT_S: Final = 60.0  # per read
+FETCH_DEADLINE_S: Final = 600.0  # per file, all reads together
 
 
 class FetchError(SchoolgateError):
@@ -39,14 +42,35 @@ def fetch_url(subscription: Subscription, file: str) -> bytes:
     context = ssl.create_default_context(
         cafile=str(subscription.ca_file) if subscription.ca_file else None
     )
+    limit = MAX_INDEX_BYTES if file == INDEX else MAX_FETCH_BYTES
+    deadline = time.monotonic() + FETCH_DEADLINE_S
+    opener = urllib.request.build_opener(_HttpsOnlyRedirects, urllib.request.HTTPSHandler(
+        context=context))  # fmt: skip
+    data = bytearray()
     try:
-        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S, context=context) as reply:
-            data: bytes = reply.read(MAX_FETCH_BYTES + 1)
+        with opener.open(url, timeout=FETCH_TIMEOUT_S) as reply:
+            # A whole deadline, not only one per read: a server trickling a byte at a time
+            # would hold the sync for ever (adversarial pass a26 S1).
+            read = getattr(reply, "read1", reply.read)  # what has come, not a full buffer
+            while chunk := read(1 << 16):
+                data += chunk
+                if len(data) > limit:
+                    raise FetchError(f"{url}: larger than {limit} bytes")
+                if time.monotonic() > deadline:
+                    raise FetchError(f"{url}: not fetched within {FETCH_DEADLINE_S:.0f} s")
     except (OSError, urllib.error.URLError, ValueError) as exc:
         raise FetchError(f"{url}: {getattr(exc, 'reason', None) or exc}") from None
-    if len(data) > MAX_FETCH_BYTES:
-        raise FetchError(f"{url}: larger than {MAX_FETCH_BYTES} bytes")
-    return data
+    return bytes(data)
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect may move a publication to another https:// server (a CDN), never to plain
+    http or a file (a26: an https URL redirected to http was followed)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if not newurl.startswith("https://"):
+            raise FetchError(f"{req.full_url}: redirected to {newurl[:80]}, not https")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 @dataclass(frozen=True)
@@ -87,7 +111,7 @@ def finish(name: str, replica: Replica, attempt: Callable[[], Applied | None]) -
 
 def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied | None:
     key = subscription.public_key
-    index = open_bundle(fetch(subscription, INDEX), key, expect="index")
+    index = _pinned(open_bundle(fetch(subscription, INDEX), key, expect="index"), subscription)
     state = replica.state(subscription.name)
     have = state.version if state is not None else None
     if have is not None and index.version < have:
@@ -99,12 +123,22 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
     if have == index.version:
         return None
     if have is not None and have in index.deltas:
-        change = open_bundle(fetch(subscription, index.deltas[have]), key, expect="delta")
+        change = _pinned(open_bundle(fetch(subscription, index.deltas[have]), key, expect="delta"),
+                         subscription)  # fmt: skip
         _same_version(change.version, index.version)
         return replica.apply(subscription.name, _prefixed(change, subscription.prefix))
-    full = open_bundle(fetch(subscription, index.full_file), key, expect="full")
+    full = _pinned(open_bundle(fetch(subscription, index.full_file), key, expect="full"),
+                   subscription)  # fmt: skip
     _same_version(full.version, index.version)
     return replica.apply(subscription.name, _prefixed(full, subscription.prefix))
+
+
+def _pinned(bundle: Bundle, subscription: Subscription) -> Bundle:
+    if bundle.channel != subscription.channel:
+        raise BundleError("channel", f"the bundle is of channel {bundle.channel!r}, the "
+                          f"subscription follows {subscription.channel!r}: another publication "
+                          "signed with the same key")  # fmt: skip
+    return bundle
 
 
 def _prefixed(bundle: Bundle, prefix: str) -> Bundle:
