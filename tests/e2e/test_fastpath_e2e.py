@@ -175,7 +175,7 @@ def test_a_hello_the_server_drops_cannot_open_the_fast_path_for_another(
     harmless hello placed just before the stream's start (with a made-up SYN claiming it), so
     that the server's duplicate acknowledgement looked like its acknowledgement of that hello:
     the server's SYN-ACK places the start."""
-    result, from_pupil = _hand_made(gateway, "desync_client", name, fooling)
+    result, from_pupil = _hand_made(gateway, "desync_client", name, MEDIA, name, fooling)
     assert "200 OK" not in result
     assert not from_pupil
 
@@ -189,7 +189,7 @@ def test_a_new_connection_on_a_verified_connections_port_is_judged_afresh(
     """Adversarial pass a18 Y1/Y1c: a harmless connection is verified and ends; a new one from
     the same port to the same server then named a catalogued host and rode the old verdict
     (the service's memory of it, or conntrack's old entry after a reset and a bare ACK)."""
-    result, from_pupil = _hand_made(gateway, "reopen_client", name, mode)
+    result, from_pupil = _hand_made(gateway, "reopen_client", name, MEDIA, name, mode)
     # only the harmless GET of `fin` reached the server from the pupil's own address
     assert len(from_pupil) == (1 if mode == "fin" else 0), result
 
@@ -343,20 +343,10 @@ def test_multipath_tcp_cannot_hide_the_hello_the_server_reads(gateway: Gateway) 
     the catalogued name's hello later covered; the server's application read only the latter.
     The ruleset clears the multipath option from SYNs, and the check refuses a segment that
     carries one: nothing reaches the server from the pupil's own address."""
-    name = "multipath.fast.test"
-    address = TUNNELS[name]
-    assert gateway.heartbeat()
-    assert gateway.ask(name) == [address]
-    seen = len(gateway.recorder.seen)
-    argv = [str(VENV_BIN / "python"), "-m", "tests.support.multipath_client", address, MEDIA,
-            name]  # fmt: skip
-    tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
-    assert "RESULT" in tried.stdout, tried.stderr
-    time.sleep(0.5)
-    arrived = gateway.recorder.seen[seen:]
-    assert not [peer for local, peer, _ in arrived if local == address and peer == CLIENT_IP], (
-        tried.stdout
+    result, from_pupil = _hand_made(
+        gateway, "multipath_client", "multipath.fast.test", MEDIA, "multipath.fast.test"
     )
+    assert not from_pupil, result
 
 
 @pytest.mark.parametrize(("copies", "answered"), [(2, True), (3, False)])
@@ -401,18 +391,9 @@ def test_a_second_hello_after_a_retry_request_cannot_name_another_server(
     the connection. The check now reads the server's first message and, after a retry request,
     the second hello: another name is refused."""
     name = "retry.fast.test"
-    address = TUNNELS[name]
-    assert gateway.heartbeat()
-    assert gateway.ask(name) == [address]
-    seen = len(gateway.recorder.seen)
-    argv = [str(VENV_BIN / "python"), "-m", "tests.support.hrr_client", address, name, MEDIA]
-    tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
-    assert "RESULT" in tried.stdout, tried.stderr
-    time.sleep(0.5)
-    arrived = gateway.recorder.seen[seen:]
-    assert not [peer for local, peer, _ in arrived if local == address and peer == CLIENT_IP], (
-        tried.stdout
-    )
+    result, from_pupil = _hand_made(gateway, "hrr_client", name, name, MEDIA)
+    assert not from_pupil, result
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.hrr_client", TUNNELS[name], name, MEDIA]
     # the address was withdrawn: the same trick meets the proxy now, which refuses it too
     tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
     assert "200 OK" not in tried.stdout, tried.stdout
@@ -426,15 +407,16 @@ def test_a_second_hello_after_a_retry_request_cannot_name_another_server(
     assert gateway.recorder.seen[-1] == (address, CLIENT_IP, 443)
 
 
-def _hand_made(gateway: Gateway, client: str, name: str, mode: str) -> tuple[str, list[str]]:
+def _hand_made(gateway: Gateway, client: str, name: str, *args: str) -> tuple[str, list[str]]:
     """Run tests.support.`client` from the pupil's device against `name`'s address (resolved
-    through the gateway while the fast path is on), with MEDIA, a catalogued name, as the real
-    one; its output, and the requests the server then got from the pupil's own address."""
+    through the gateway while the fast path is on) and `args` (MEDIA is the catalogued name the
+    clients try to reach); its output, and the requests the server then got from the pupil's
+    own address."""
     address = TUNNELS[name]
     assert gateway.heartbeat()
     assert gateway.ask(name) == [address]
     seen = len(gateway.recorder.seen)
-    argv = [str(VENV_BIN / "python"), "-m", f"tests.support.{client}", address, MEDIA, name, mode]
+    argv = [str(VENV_BIN / "python"), "-m", f"tests.support.{client}", address, *args]
     tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
     assert "RESULT" in tried.stdout, tried.stderr
     time.sleep(0.5)
