@@ -44,5 +44,7 @@ class WatchedPassThrough(TCPLayer):
                 yield commands.CloseConnection(self.context.client)
                 return
             if verdict.watch is Watch.DONE:
-                self.watch = None  # the rest is relayed unread, as before
+                # The rest is relayed unread, by mitmproxy's own relay without this one.
+                self.watch = None
+                self._handle_event = super().relay_messages
         yield from super().relay_messages(event)  # which checks the event's type
