@@ -412,3 +412,29 @@ def test_a_trickling_or_redirecting_server_is_given_up_on(
     assert time.monotonic() - started < 5
     with pytest.raises(FetchError, match="not https"):
         subscribe.fetch_url(Subscription("s", f"{slow_server}/redirect/", key, "c"), "index.sgb")
+
+
+def test_a_file_the_index_names_must_be_the_one_it_was_signed_with(
+    trust: Trust, tmp_path: Path
+) -> None:
+    """Adversarial pass a28 MIX2: the real index, served with another folder's full snapshot
+    of the same version and channel (signed with the same key), took a bank off a gateway.
+    The signed index carries each file's digest."""
+    trust.publish()
+    with BankStore(tmp_path / "staging.sqlite") as staging:
+        staging.create_bank("trust-incidents")
+        same_version = Clock(trust.clock.now - 1)  # its publication gets the trust's version
+        publish(staging, tmp_path / "staging-www", trust.key, publisher="Test Trust",
+                channel="trust", banks=["trust-incidents"], clock=same_version)  # fmt: skip
+    served = {p.name: p.read_bytes() for p in trust.out.glob("*.sgb")}
+    (staged,) = (tmp_path / "staging-www").glob("full-*.sgb")
+    assert staged.name in served  # the same name, another folder's content
+    served[staged.name] = staged.read_bytes()
+    trust.served = served
+    assert trust.sync() == "refused"
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.refusals == {"mismatch": 1}
+    trust.served = None
+    assert trust.sync() == "updated"
+    assert trust.blocked("one")

@@ -66,13 +66,21 @@ def test_a_file_exchange_follows_its_list_and_a_listed_picture_is_blocked(
     hashes.write_text(f"video_md5 {MD5}\n")
     assert "partner: updated" in schoolgate("banks", "sync", config=config).stdout
     assert schoolgate("scan", str(picture), config=config).returncode == 0
+    # the list emptied (caught half-written): refused, the last good bank stays (a28 E1)
+    hashes.write_text(f"pdq {listed}\nvideo_md5 {MD5}\n")
+    assert "partner: updated" in schoolgate("banks", "sync", config=config).stdout
+    hashes.write_text("pdq 00")
+    emptied = schoolgate("banks", "sync", config=config)
+    assert "partner: refused" in emptied.stdout
+    assert schoolgate("scan", str(picture), config=config).returncode == 1
+    hashes.write_text(f"video_md5 {MD5}\n")
     # the list gone: the last good bank stays, and the sync says why
     hashes.unlink()
     failed = schoolgate("banks", "sync", config=config)
     assert failed.returncode == 2
     assert "partner: unreachable" in failed.stdout
     with BankStore(data_dir / "banks.sqlite") as store:
-        assert held(store, "partner-list") == {(SignalType.MD5, MD5)}
+        assert held(store, "partner-list") == {(SignalType.PDQ, listed), (SignalType.MD5, MD5)}
 
 
 def test_a_programme_that_needs_membership_gets_its_credentials_from_the_file(

@@ -426,7 +426,7 @@ def test_bad_bundles_are_refused_and_counted_and_blocking_goes_on(
     )
     gw1 = trust.gateways[0]
     for attack, folder, reason in (
-        ("tampered", tampered, "signature"),
+        ("tampered", tampered, "mismatch"),
         ("another key", foreign, "signature"),
     ):
         trust.serve(folder)

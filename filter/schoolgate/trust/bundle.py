@@ -37,7 +37,7 @@ MAX_BODY_BYTES: Final = 1 << 30
 
 # Why a bundle was refused: the metric's label values, each exported from 0.
 REFUSALS: Final = ("malformed", "truncated", "signature", "channel", "replayed", "base", "clash",
-                   "mismatch")  # fmt: skip
+                   "mismatch", "shrunk")  # fmt: skip
 
 
 class BundleError(BankError):
@@ -150,6 +150,9 @@ class Bundle:
     # index: the latest full snapshot's file, and a delta file per earlier version it covers
     full_file: str = ""
     deltas: Mapping[int, str] = field(default_factory=dict)
+    # index: the SHA-256 of each file it names, so that a mirror cannot serve another folder's
+    # snapshot of the same version in its place (adversarial pass a28 MIX2)
+    digests: Mapping[str, str] = field(default_factory=dict)
     # The publication's name, which a subscription pins: one key may sign several (a trust's
     # banks, a partner list), and a mirror must not pass one off as another (adversarial pass
     # a26 X1: another folder's full snapshot dropped every bank it did not hold).
@@ -202,6 +205,7 @@ def to_json(bundle: Bundle) -> dict[str, Any]:
         "removed_banks": sorted(bundle.removed_banks),
         "full_file": bundle.full_file,
         "deltas": {str(base): name for base, name in sorted(bundle.deltas.items())},
+        "digests": dict(sorted(bundle.digests.items())),
     }
 
 
@@ -272,6 +276,7 @@ def _from_json(document: Any) -> Bundle:
             base=base,
             full_file=_file_name(document.get("full_file", "")) if kind == "index" else "",
             deltas=deltas,
+            digests={_file_name(n): str(d) for n, d in dict(document.get("digests") or {}).items()},
         )
     except BundleError:
         raise

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from schoolgate.banks.model import BankError, SignalInput, SignalType, check_signal
-from schoolgate.trust.bundle import BankContent, Bundle
+from schoolgate.trust.bundle import BankContent, Bundle, BundleError
 from schoolgate.trust.replica import Replica
 from schoolgate.trust.settings import AnySubscription, ExchangeSubscription
 from schoolgate.trust.subscribe import FetchError, SyncResult, finish, sync
@@ -33,6 +33,7 @@ SIGNAL_TYPES: Final = {
     "video_sha256": SignalType.SHA256,
 }
 MAX_DELTAS: Final = 100_000  # pages of one fetch: a programme that never ends is cut off
+MIN_TO_GUARD: Final = 2  # a bank this big that a list would more than halve keeps its hashes
 
 type Fetch = Callable[[ExchangeSubscription], list[SignalInput]]
 
@@ -147,6 +148,15 @@ def sync_exchange(
 
     def apply() -> Any:
         signals = fetch(subscription)
+        held = _held(replica, subscription.bank)
+        if held >= MIN_TO_GUARD and len(signals) < held / 2:
+            # A list file caught half-written or emptied, a programme's bad page: kept out, as a
+            # refused bundle is (adversarial pass a28 E1, E3: an emptied list unbanked a picture)
+            raise BundleError(
+                "shrunk",
+                f"the list has {len(signals)} usable hashes, the bank {held}: not applied "
+                "(clear the bank to start it afresh)",
+            )
         state = replica.state(name)
         if (
             state is not None
@@ -167,6 +177,13 @@ def sync_exchange(
         return replica.apply(name, bundle)
 
     return finish(name, replica, apply)
+
+
+def _held(replica: Replica, bank: str) -> int:
+    try:
+        return replica.store.bank(bank).total
+    except BankError:
+        return 0
 
 
 def _same(replica: Replica, bank: str, signals: list[SignalInput]) -> bool:

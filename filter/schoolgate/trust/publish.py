@@ -10,6 +10,7 @@ never go down, even when the folder is lost: a version is at least the publicati
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -120,6 +121,8 @@ def publish(
     keep: int = KEEP,
     clock: Callable[[], float] = time.time,
 ) -> Publication:
+    if not channel.strip():
+        raise BankError("name the publication's channel (--channel): gateways pin it")
     out.mkdir(parents=True, exist_ok=True)
     now = clock()
     banks = list(banks)
@@ -139,8 +142,9 @@ def publish(
                         channel=channel)  # fmt: skip
         written.append(_write(out, name, seal(bundle, key)))
         deltas[base] = name
+    digests = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in written}
     index = Bundle("index", publisher, version, now, full_file=written[0], deltas=deltas,
-                   channel=channel)  # fmt: skip
+                   channel=channel, digests=digests)  # fmt: skip
     written.append(_write(out, INDEX, seal(index, key)))
     _prune(out, keep_versions={version, *deltas}, current=version)
     return Publication(version, tuple(written), {n: len(c.signals) for n, c in contents.items()})

@@ -81,7 +81,7 @@ def parse_subscriptions(node: Node) -> tuple[AnySubscription, ...]:
             name,
             url,
             key,
-            entry.child("channel").text(),
+            _channel(entry.child("channel")),
             entry.child("interval_s").number(DEFAULT_INTERVAL_S, minimum=10),
             entry.child("ca_file").path_value(),
             _prefix(entry.child("prefix")),
@@ -131,3 +131,10 @@ def _exchange(entry: Node, name: str) -> ExchangeSubscription:
         credentials,
         entry.child("interval_s").number(DEFAULT_INTERVAL_S, minimum=10),
     )
+
+
+def _channel(node: Node) -> str:
+    channel = node.text()
+    if not channel.strip():
+        node.fail("must name the publication (its `banks publish --channel`): empty pins nothing")
+    return channel

@@ -5,6 +5,7 @@ its reason, and is counted for the metrics."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 import time
@@ -123,14 +124,23 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
     if have == index.version:
         return None
     if have is not None and have in index.deltas:
-        change = _pinned(open_bundle(fetch(subscription, index.deltas[have]), key, expect="delta"),
-                         subscription)  # fmt: skip
+        change = _pinned(open_bundle(_named(subscription, fetch, index, index.deltas[have]), key,
+                                     expect="delta"), subscription)  # fmt: skip
         _same_version(change.version, index.version)
         return replica.apply(subscription.name, _prefixed(change, subscription.prefix))
-    full = _pinned(open_bundle(fetch(subscription, index.full_file), key, expect="full"),
-                   subscription)  # fmt: skip
+    full = _pinned(open_bundle(_named(subscription, fetch, index, index.full_file), key,
+                               expect="full"), subscription)  # fmt: skip
     _same_version(full.version, index.version)
     return replica.apply(subscription.name, _prefixed(full, subscription.prefix))
+
+
+def _named(subscription: Subscription, fetch: Fetch, index: Bundle, file: str) -> bytes:
+    """A file the signed index names, as the index's digest says it is."""
+    data = fetch(subscription, file)
+    if hashlib.sha256(data).hexdigest() != index.digests.get(file):
+        raise BundleError("mismatch", f"{file} is not the file the index names (its digest "
+                          "differs: another folder's, or a stale mirror's)")  # fmt: skip
+    return data
 
 
 def _pinned(bundle: Bundle, subscription: Subscription) -> Bundle:
