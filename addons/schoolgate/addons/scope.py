@@ -281,9 +281,7 @@ class Scope:
             return
         sni = data.client_hello.sni
         fingerprint = ja4(data.client_hello)
-        self.prints[data.context.client.id] = fingerprint
-        while len(self.prints) > MAX_TRACKED:
-            self.prints.popitem(last=False)
+        self._remember(data.context, fingerprint)
         decision = self.decide(
             sni, client_ip(data.context), fingerprint, destination_ip(data.context)
         )
@@ -299,6 +297,12 @@ class Scope:
             return
         data.ignore_connection = True
         self._passed(data.context, sni, decision)
+
+    def _remember(self, context: Context, fingerprint: str) -> None:
+        """The client's JA4, for a refused interception's pin (tls_failed_client); bounded."""
+        self.prints[context.client.id] = fingerprint
+        while len(self.prints) > MAX_TRACKED:
+            self.prints.popitem(last=False)
 
     def _passed(self, context: Context, sni: str | None, decision: str) -> None:
         self.ref.get().count("passed_through")
@@ -319,9 +323,7 @@ class Scope:
             return  # mitmproxy's TLS layer and tls_clienthello take it, unwatched, as before
         hello, end = whole
         context = nextlayer.context
-        self.prints[context.client.id] = fingerprint
-        while len(self.prints) > MAX_TRACKED:
-            self.prints.popitem(last=False)
+        self._remember(context, fingerprint)
         self._passed(context, hello.sni, decision)
 
         def refused(reason: str) -> None:

@@ -214,10 +214,17 @@ class BankStore:
     def delete_bank(self, name: str) -> None:
         """Delete a bank and every signal in it."""
         with self.write(bump=True) as cur:
-            bank_id = self._bank_id(cur, name)
-            cur.execute("DELETE FROM signals WHERE bank_id = ?", (bank_id,))
-            cur.execute("DELETE FROM features WHERE bank_id = ?", (bank_id,))
-            cur.execute("DELETE FROM banks WHERE id = ?", (bank_id,))
+            self._bank_id(cur, name)  # a clear error for an unknown bank
+            self.drop_bank(cur, name)
+
+    @staticmethod
+    def drop_bank(cur: sqlite3.Cursor, name: str) -> None:
+        """Delete a bank, if there is one, within the caller's write transaction."""
+        row = cur.execute("SELECT id FROM banks WHERE name = ?", (name,)).fetchone()
+        if row is not None:
+            cur.execute("DELETE FROM signals WHERE bank_id = ?", (row[0],))
+            cur.execute("DELETE FROM features WHERE bank_id = ?", (row[0],))
+            cur.execute("DELETE FROM banks WHERE id = ?", (row[0],))
 
     def banks(self) -> list[Bank]:
         """Every bank, sorted by name, with per-type counts."""
@@ -269,13 +276,9 @@ class BankStore:
         return added
 
     def insert_signals(
-        self,
-        cur: sqlite3.Cursor,
-        bank_id: int,
-        signals: Iterable[SignalInput],
-        source: str,
+        self, cur: sqlite3.Cursor, bank_id: int, signals: Iterable[SignalInput], source: str,
         now: float,
-    ) -> int:
+    ) -> int:  # fmt: skip
         """Add signals within the caller's write transaction (trust.replica applies a bundle in
         one); return how many were new."""
         before = self._conn.total_changes

@@ -111,14 +111,14 @@ class Replica:
             self._check_ownership(cur, name, set(bundle.banks), owned)
             if bundle.kind == "full":
                 for gone in owned - set(bundle.banks):
-                    _drop(cur, gone)
+                    BankStore.drop_bank(cur, gone)
                 for bank, content in bundle.banks.items():
-                    _drop(cur, bank)
+                    BankStore.drop_bank(cur, bank)
                     _write_bank(self.store, cur, bank, content, name, bundle.version, now)
                 banks = set(bundle.banks)
             else:
                 for gone in set(bundle.removed_banks) & owned:
-                    _drop(cur, gone)
+                    BankStore.drop_bank(cur, gone)
                 for bank, content in bundle.banks.items():
                     _write_bank(self.store, cur, bank, content, name, bundle.version, now)
                 banks = (owned - set(bundle.removed_banks)) | set(bundle.banks)
@@ -167,14 +167,6 @@ def read_states(store: BankStore) -> list[Applied]:
         Applied(n, v, p, a, c, tuple(json.loads(b)), json.loads(r), e)
         for n, v, p, a, c, b, r, e in rows
     ]
-
-
-def _drop(cur: sqlite3.Cursor, bank: str) -> None:
-    row = cur.execute("SELECT id FROM banks WHERE name = ?", (bank,)).fetchone()
-    if row is not None:
-        cur.execute("DELETE FROM signals WHERE bank_id = ?", (row[0],))
-        cur.execute("DELETE FROM features WHERE bank_id = ?", (row[0],))
-        cur.execute("DELETE FROM banks WHERE id = ?", (row[0],))
 
 
 def _write_bank(
