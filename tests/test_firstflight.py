@@ -55,8 +55,10 @@ apps:
 CLIENT, SERVER, SERVER6, CLIENT6 = "192.0.2.2", "198.51.100.20", "2001:db8::20", "2001:db8::2"
 ISN = 0xFFFFFF00  # wraps past 2**32 within the hello: sequence arithmetic is modular
 SERVER_ISN = 7777
-# The start of a server's first flight: a ServerHello record (not a HelloRetryRequest).
-SERVER_HELLO = b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03" + bytes(range(32)) + b"\x20"
+# A server's first message: a TLS 1.3 ServerHello record (not a HelloRetryRequest).
+SERVER_HELLO = (b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03" + bytes(range(32)) + b"\x20"
+                + bytes(32) + b"\x13\x01\x00\x00\x2e\x00\x2b\x00\x02\x03\x04"
+                + b"\x00\x33\x00\x24\x00\x1d\x00\x20" + bytes(32))  # fmt: skip
 
 
 def client_hello(server_name: str | None, *, padding: int = 0) -> bytes:
@@ -606,6 +608,9 @@ class FakePacket:
 
     def get_payload(self) -> bytes:
         return self.payload
+
+    def set_payload(self, payload: bytes) -> None:
+        self.payload = payload
 
     def set_mark(self, mark: int) -> None:
         self.mark = mark

@@ -59,7 +59,8 @@ TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.
             "fastopen.fast.test": "198.51.100.95", "cookies.fast.test": "198.51.100.96",
             "multipath.fast.test": "198.51.100.97",
             "options.fast.test": "198.51.100.98", "retry.fast.test": "198.51.100.99",
-            "retry2.fast.test": "198.51.100.100"}  # fmt: skip
+            "retry2.fast.test": "198.51.100.100", "resume.fast.test": "198.51.100.101",
+            "resume2.fast.test": "198.51.100.102"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -405,6 +406,49 @@ def test_a_second_hello_after_a_retry_request_cannot_name_another_server(
     again = run_in(gateway.topo.client, argv, timeout=60, check=False)
     assert "RESULT HTTP/1.1 200 OK" in again.stdout, again.stdout + again.stderr
     assert gateway.recorder.seen[-1] == (address, CLIENT_IP, 443)
+
+
+def test_a_tls12_session_made_elsewhere_cannot_be_resumed_under_a_harmless_name(
+    gateway: Gateway,
+) -> None:
+    """Adversarial pass a27 R12: a TLS 1.2 session made outside school naming a catalogued
+    host, resumed at school under a harmless name; the server keeps the session's name, and
+    the check, having read the harmless one, verified it. Now the resumption of a session the
+    gateway did not see issued under that name is refused with an alert, which makes the client
+    drop the session: its next connection makes a new one, which goes on on the fast path."""
+    name = "resume.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    seen = len(gateway.recorder.seen)
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", address, MEDIA, name,
+            "--move", gateway.topo.client, "--drop-on-error"]  # fmt: skip
+    # "At home": the server's own namespace, no gateway on the way
+    tried = run_in(gateway.topo.server, argv, timeout=60, check=False)
+    out = tried.stdout + tried.stderr
+    assert "FIRST RESULT HTTP/1.1 200" in out, out
+    assert "TRY 1 RESULT ERROR" in out, out
+    assert "ACCESS_DENIED" in out.upper().replace(" ", "_"), out  # the alert, not a reset
+    assert "TRY 2 reused=False RESULT HTTP/1.1 200" in out, out
+    time.sleep(0.5)
+    at_school = [p for a, p, _ in gateway.recorder.seen[seen:]
+                 if a == address and p in (CLIENT_IP, GATEWAY_SERVER_IP)]  # fmt: skip
+    assert at_school == [CLIENT_IP], "only the new session's request, on the fast path"
+
+
+def test_a_tls12_session_made_through_the_fast_path_resumes(gateway: Gateway) -> None:
+    name = "resume2.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    seen = len(gateway.recorder.seen)
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", address, name, name]
+    tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
+    out = tried.stdout + tried.stderr
+    for n in (1, 2):
+        assert f"TRY {n} reused=True RESULT HTTP/1.1 200" in out, out
+    time.sleep(0.5)
+    assert [p for a, p, _ in gateway.recorder.seen[seen:] if a == address] == [CLIENT_IP] * 3
 
 
 def _hand_made(gateway: Gateway, client: str, name: str, *args: str) -> tuple[str, list[str]]:

@@ -350,6 +350,32 @@ def test_a_passed_through_connection_cannot_name_another_server_after_a_retry_re
     assert "RESULT HTTP/1.1 200" in again.stdout, again.stdout + again.stderr
 
 
+def test_a_passed_through_tls12_session_cannot_be_resumed_under_another_name(
+    stack: Stack,
+) -> None:
+    """Adversarial pass a27 R12 through the proxy: a TLS 1.2 session made outside school naming
+    a catalogued host, resumed under a name the proxy passes through; the server keeps the
+    session's name. The pass-through now reads on to the server's answer and refuses the
+    resumption of a session it did not see issued under that name, with an alert that makes
+    the client drop it; the client's next connection is a new session, passed through."""
+    before = len(stack.received())
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", SERVER_IP, MEDIA_HOST,
+            OTHER_HOST, "--move", stack.topo.client, "--drop-on-error"]  # fmt: skip
+    tried = run_in(stack.topo.server, argv, timeout=60, check=False)  # "at home" first
+    out = tried.stdout + tried.stderr
+    assert "FIRST RESULT HTTP/1.1" in out, out
+    assert "TRY 1 RESULT ERROR" in out, out
+    assert "TRY 2 reused=False RESULT HTTP/1.1" in out, out
+    assert len(stack.received()) == before + 2, "the one at home, and the new session's"
+    refusals = [r for r in stack.proxy.audit_records() if "resumes a TLS 1.2 session" in str(r)]
+    assert refusals, "the refusal is audited"
+    # a session made through the proxy resumes under its own name
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", SERVER_IP, OTHER_HOST,
+            OTHER_HOST]  # fmt: skip
+    again = run_in(stack.topo.client, argv, timeout=60, check=False)
+    assert "TRY 2 reused=True RESULT HTTP/1.1" in again.stdout, again.stdout + again.stderr
+
+
 def test_gateway_own_traffic_is_not_redirected(stack: Stack) -> None:
     redirected = stack.redirected_packets()
     # From the gateway itself even a catalogued name reaches the server directly, unintercepted.

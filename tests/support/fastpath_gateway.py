@@ -57,6 +57,8 @@ class Recorder:
     seen: list[tuple[str, str, int]] = field(default_factory=list)
     arrived: list[tuple[str, str, int, bytes]] = field(default_factory=list)
     _socks: list[socket.socket] = field(default_factory=list)
+    # one context for every connection, so that TLS 1.2 sessions resume (adversarial pass a27)
+    _context: ssl.SSLContext | None = None
 
     def start(self, ns: str, ports: tuple[int, ...] = (80, 443)) -> None:
         for port in ports:
@@ -79,9 +81,10 @@ class Recorder:
             stream: socket.socket = conn
             if port == 443:
                 assert self.pki is not None
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                context.load_cert_chain(self.pki.cert_pem, self.pki.key_pem)
-                stream = context.wrap_socket(conn, server_side=True)
+                if self._context is None:
+                    self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                    self._context.load_cert_chain(self.pki.cert_pem, self.pki.key_pem)
+                stream = self._context.wrap_socket(conn, server_side=True)
             if stream.recv(4096):
                 self.seen.append((local, peer, port))
                 stream.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close"

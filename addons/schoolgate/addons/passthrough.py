@@ -1,7 +1,9 @@
 """The relay for TLS the proxy passes through unread: judged by its first ClientHello, and
-watched until the server's first message, because a HelloRetryRequest lets the client name
-another server in a second hello (schoolgate.sniffer.tlsretry; adversarial pass a25 H1: 2 of 2
-banked uploads through the proxy to an address it did not know as catalogued)."""
+watched until what the server answers is known, because a HelloRetryRequest lets the client
+name another server in a second hello (schoolgate.sniffer.tlsretry; adversarial pass a25 H1: 2
+of 2 banked uploads through the proxy to an address it did not know as catalogued), and a TLS
+<= 1.2 server that resumes a session takes the session's name, not the hello's
+(schoolgate.sniffer.tlsresume; a27 R12)."""
 
 from __future__ import annotations
 
@@ -11,40 +13,73 @@ from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tcp import TCPLayer
 
-from schoolgate.sniffer.tlsretry import RetryWatch, Watch
+from schoolgate.sniffer.tlsresume import ACCESS_DENIED_ALERT
+from schoolgate.sniffer.tlsretry import RetryWatch, Verdict, Watch
+
+# Client bytes held while the server's TLS <= 1.2 hello is read and not yet whether it resumes
+# a session: an ordinary client sends none then; past this, the connection is refused.
+MAX_HELD = 64 * 1024
 
 
 class WatchedPassThrough(TCPLayer):
     """mitmproxy's own unread relay (TCPLayer, ignore=True), which first shows each byte to a
-    RetryWatch: `skip` client bytes are the first hello, already judged; a second hello that
-    names another server closes both sides before the server's answer to it reaches the client,
-    and `refused(reason)` records why."""
+    RetryWatch: `skip` client bytes are the first hello, already judged. A second hello that
+    names another server closes both sides before the server's answer to it reaches the
+    client; a refused resumption answers the client with a fatal alert instead of the server's
+    hello. `refused(verdict)` records why."""
 
     def __init__(
-        self, context: Context, first_sni: str | None, skip: int, refused: Callable[[str], None]
+        self,
+        context: Context,
+        watch: RetryWatch,
+        skip: int,
+        refused: Callable[[Verdict], None],
     ) -> None:
         super().__init__(context, ignore=True)
-        self.watch: RetryWatch | None = RetryWatch(first_sni)
+        self.watch: RetryWatch | None = watch
         self.skip = skip
         self.refused = refused
+        self.held = bytearray()
 
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
         if self.watch is not None and isinstance(event, events.DataReceived):
-            if event.connection == self.context.client:
+            from_client = event.connection == self.context.client
+            if from_client:
                 cut = min(self.skip, len(event.data))
                 self.skip -= cut
+                if self.watch.verdict().hold_client:
+                    self.held += event.data[cut:]
+                    if len(self.held) <= MAX_HELD:
+                        return
+                    verdict = Verdict(Watch.REFUSE, "the client sent on before the server's "
+                                      "answer was read")  # fmt: skip
+                    yield from self._refuse(verdict)
+                    return
                 self.watch.client(event.data[cut:])
             else:
                 self.watch.server(event.data)
             verdict = self.watch.verdict()
             if verdict.watch is Watch.REFUSE:
-                self.refused(verdict.reason)
-                self._handle_event = self.done
-                yield commands.CloseConnection(self.context.server)
-                yield commands.CloseConnection(self.context.client)
+                yield from self._refuse(verdict)
                 return
+            if not verdict.hold_client and self.held:
+                self.watch.client(bytes(self.held))
+                yield commands.SendData(self.context.server, bytes(self.held))
+                self.held.clear()
+                verdict = self.watch.verdict()
+                if verdict.watch is Watch.REFUSE:
+                    yield from self._refuse(verdict)
+                    return
             if verdict.watch is Watch.DONE:
                 # The rest is relayed unread, by mitmproxy's own relay without this one.
                 self.watch = None
                 self._handle_event = super().relay_messages
         yield from super().relay_messages(event)  # which checks the event's type
+
+    def _refuse(self, verdict: Verdict) -> layer.CommandGenerator[None]:
+        self.refused(verdict)
+        self._handle_event = self.done
+        if verdict.alert:
+            yield commands.SendData(self.context.client, ACCESS_DENIED_ALERT)
+        yield commands.CloseConnection(self.context.server)
+        yield commands.CloseConnection(self.context.client)

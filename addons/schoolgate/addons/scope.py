@@ -38,6 +38,8 @@ from schoolgate.endpoints.hosts import normalize_host
 from schoolgate.endpoints.tenants import sign_in_only
 from schoolgate.monitoring import metrics
 from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
+from schoolgate.sniffer.tlsresume import ResumeCheck, SessionBook
+from schoolgate.sniffer.tlsretry import RetryWatch, Verdict
 
 log = logging.getLogger("schoolgate.proxy")
 
@@ -93,6 +95,7 @@ class Scope:
         self.pinned: OrderedDict[PinKey, tuple[str, float]] = OrderedDict()  # action, expiry
         self.prints: OrderedDict[str, str] = OrderedDict()  # client connection id -> JA4
         self.unnamed_logged: OrderedDict[str, float] = OrderedDict()  # client -> last log time
+        self.sessions = SessionBook()  # TLS <= 1.2 sessions issued through the pass-through
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -326,12 +329,17 @@ class Scope:
         self._remember(context, fingerprint)
         self._passed(context, hello.sni, decision)
 
-        def refused(reason: str) -> None:
-            self.ref.get().count("refused_sni_mismatch")
-            metrics.connection_refused("sni_mismatch")
-            self._record(context, normalize_host(hello.sni or ""), f"refused: {reason}", "block")
+        def refused(verdict: Verdict) -> None:
+            why = "tls_resumption" if verdict.alert else "sni_mismatch"
+            self.ref.get().count(f"refused_{why}")
+            metrics.connection_refused(why)
+            self._record(
+                context, normalize_host(hello.sni or ""), f"refused: {verdict.reason}", "block"
+            )
 
-        nextlayer.layer = WatchedPassThrough(context, hello.sni, end, refused)
+        server = context.server.address[0] if context.server.address else ""
+        watch = RetryWatch(hello.sni, ResumeCheck(hello, server, self.sessions))
+        nextlayer.layer = WatchedPassThrough(context, watch, end, refused)
 
     def tls_established_client(self, data: tls.TlsData) -> None:
         self.prints.pop(data.context.client.id, None)

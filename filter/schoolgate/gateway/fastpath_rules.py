@@ -21,6 +21,7 @@ CHECKED_PACKET = 0x53470011  # read, and the connection's state unchanged
 VERIFIED_PACKET = 0x53470012
 REFUSED_PACKET = 0x53470013
 NAMED_PACKET = 0x53470014
+TOLD_PACKET = 0x53470015  # refused, and this server packet carries the client a TLS alert
 FAST_QUEUE = 5347
 FAST_SET_SIZE = 65_536  # addresses per family; past it an answer is not fast-pathed (safe)
 
@@ -73,6 +74,8 @@ def fast_path_rules(config: Config) -> dict[str, str]:
             # The service's verdict on a whole ClientHello, carried back as a packet mark.
             f"meta mark {REFUSED_PACKET:#x} meta mark set 0 ct mark set {FAST_REFUSED:#x} "
             'counter reject with tcp reset comment "fast path refused"',
+            f"meta mark {TOLD_PACKET:#x} meta mark set 0 ct mark set {FAST_REFUSED:#x} "
+            'counter accept comment "fast path refused, the client told"',
             f'ct mark {FAST_REFUSED:#x} counter reject with tcp reset comment "refused"',
             # Once the heartbeat lapses (resolver or service gone) or the table is reloaded,
             # the connections it let through end too (a16: they outlived it by tens of s).

@@ -34,6 +34,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
+from schoolgate.sniffer.tlsresume import ResumeCheck, SessionBook
 from schoolgate.sniffer.tlsretry import RetryWatch, Watch
 
 TCP: Final = 6
@@ -71,6 +72,9 @@ class Judgement:
     # The destination to take off the fast path: only when what the client said makes its
     # address the proxy's, not when the gateway merely lost track of a connection.
     withdraw: str | None = None
+    # A server's packet whose payload the client gets as a TLS fatal alert instead
+    # (alert_packet), so that it drops a session it may not resume here (sniffer.tlsresume).
+    alert: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,7 @@ class FirstFlightCheck:
         self.clock = clock
         self._flows: OrderedDict[tuple[str, int, str, int], _Flow] = OrderedDict()
         self._buffered = 0
+        self.sessions = SessionBook(clock=clock)  # TLS <= 1.2 sessions issued through here
         # Connections verified lately: packets of theirs queued before the verdict changed
         # the connection's state still arrive here, and are let go.
         self._verified: OrderedDict[tuple[str, int, str, int], float] = OrderedDict()
@@ -335,6 +340,10 @@ class FirstFlightCheck:
             return Judgement(Verdict.ACCEPT)
         if flow.watch is not None:
             offset = (segment.seq - flow.server_isn - 1) % 2**32
+            if segment.payload and flow.server_fed < offset < 2**31:
+                # A gap: the watch reads the server's stream in order, and the client gets
+                # no byte it has not read (the server sends the missing ones again).
+                return Judgement(Verdict.HOLD, "the server's bytes out of order")
             if offset <= flow.server_fed < offset + len(segment.payload):
                 fresh = segment.payload[flow.server_fed - offset :]
                 flow.watch.server(fresh)
@@ -384,6 +393,10 @@ class FirstFlightCheck:
                 return Judgement(Verdict.ACCEPT)  # past the hello: the server's to acknowledge
             if offset > len(flow.data):
                 return Judgement(Verdict.HOLD, "out of order")
+            if fresh and flow.watch.verdict().hold_client:
+                # Whether the server resumes a session is not read yet; a client that sends
+                # now is not an ordinary one, which waits for the server's whole answer.
+                return Judgement(Verdict.HOLD, "the server's answer is not read yet")
             if self._buffered + len(fresh) > MAX_BUFFERED:
                 return self._refuse(segment, "too many unfinished ClientHellos at once", None)
             flow.data += fresh
@@ -409,7 +422,7 @@ class FirstFlightCheck:
             return self._refuse(segment, "catalogued server name", segment.destination, hello.sni)
         # Only the hello's own bytes count: the server must acknowledge those, no more.
         flow.hello_end = hello_end
-        flow.watch = RetryWatch(hello.sni)
+        flow.watch = RetryWatch(hello.sni, ResumeCheck(hello, segment.destination, self.sessions))
         flow.watch.client(bytes(flow.data[hello_end:]))  # bytes that came with the hello
         watched = self._watched(segment, flow, segment.destination)
         if watched is not None and watched.verdict is Verdict.REFUSED:
@@ -423,6 +436,13 @@ class FirstFlightCheck:
         if flow.watch is None or flow.hello_end is None:
             return None
         verdict = flow.watch.verdict()
+        if verdict.watch is Watch.REFUSE and server == segment.source:
+            self._forget(segment.reply_to)  # the server's segment: its client's flow
+        if verdict.watch is Watch.REFUSE and verdict.alert and server == segment.source:
+            # A refused resumption: the address stays (the client's next connection makes a
+            # new session, on the fast path), and this server packet carries the alert.
+            refused = self._refuse(segment, verdict.reason, None, flow.watch.first)
+            return Judgement(Verdict.REFUSED, refused.reason, refused.server_name, alert=True)
         if verdict.watch is Watch.REFUSE:
             return self._refuse(segment, verdict.reason, server,
                                 verdict.second.sni if verdict.second else None)  # fmt: skip

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from schoolgate.gateway import nft as nftables
+from schoolgate.gateway.alertpacket import alert_packet
 from schoolgate.gateway.fastpath_rules import (
     CHECKED_PACKET,
     FAST_MARK,
@@ -28,6 +29,7 @@ from schoolgate.gateway.fastpath_rules import (
     FAST_QUEUE,
     NAMED_PACKET,
     REFUSED_PACKET,
+    TOLD_PACKET,
     VERIFIED_PACKET,
 )
 from schoolgate.gateway.firstflight import FirstFlightCheck, Judgement, Verdict
@@ -113,6 +115,7 @@ class QueuedPacket(Protocol):
     """What the reader needs of netfilterqueue's Packet."""
 
     def get_payload(self) -> bytes: ...
+    def set_payload(self, payload: bytes) -> None: ...
     def set_mark(self, mark: int) -> None: ...
     def accept(self) -> None: ...
     def drop(self) -> None: ...
@@ -154,6 +157,10 @@ class QueueReader:
             log.info("schoolgate fastpath: refused a connection (%s%s)", judgement.reason, named)
             if judgement.withdraw is not None:
                 self.withdraw(judgement.withdraw, lambda: _answer(packet, REFUSED_PACKET))
+                return
+            if judgement.alert:
+                packet.set_payload(alert_packet(packet.get_payload()))
+                _answer(packet, TOLD_PACKET)
                 return
         _answer(packet, _MARKS[judgement.verdict])
 

@@ -16,6 +16,7 @@ CLIENT_HELLO: Final = 0x01
 EXT_SERVER_NAME: Final = 0x0000
 EXT_ALPN: Final = 0x0010
 EXT_ECH: Final = 0xFE0D
+EXT_SESSION_TICKET: Final = 0x0023
 # A ClientHello is a few KiB at most (post-quantum key shares included); anything claiming more is
 # not one worth buffering.
 MAX_CLIENT_HELLO: Final = 64 * 1024
@@ -37,6 +38,10 @@ class ClientHello:
     sni: str | None
     alpn: tuple[str, ...] = ()
     ech: bool = False  # an Encrypted Client Hello is offered: `sni` is then only the outer name
+    # What a TLS <= 1.2 client offers to resume (sniffer.tlsresume): its session id, and the
+    # ticket in its session_ticket extension (empty: tickets wanted, none held).
+    session_id: bytes = b""
+    ticket: bytes = b""
 
 
 class _Reader:
@@ -83,7 +88,8 @@ def _client_hello(body: _Reader) -> ClientHello:
     if version >> 8 != 3:
         raise Malformed(f"legacy version {version:#06x} is not TLS")
     body.take(32)  # random
-    if len(body.vector(1)) > 32:
+    session_id = body.vector(1)
+    if len(session_id) > 32:
         raise Malformed("session id longer than 32 bytes")
     suites = body.vector(2)
     if not suites or len(suites) % 2:
@@ -91,13 +97,14 @@ def _client_hello(body: _Reader) -> ClientHello:
     if not body.vector(1):
         raise Malformed("no compression methods")
     if body.left == 0 and not body.truncated:
-        return ClientHello(None)  # no extensions at all (TLS 1.0 style)
+        return ClientHello(None, session_id=session_id)  # no extensions (TLS 1.0 style)
     ext_end = body.pos + 2 + body.uint(2)
     if not body.truncated and ext_end != body.end:
         raise Malformed("extensions do not fill the ClientHello")
     sni: str | None = None
     alpn: tuple[str, ...] = ()
     ech = False
+    ticket = b""
     seen: set[int] = set()
     try:
         while body.pos < ext_end:
@@ -112,10 +119,12 @@ def _client_hello(body: _Reader) -> ClientHello:
                 alpn = _alpn(ext)
             elif ext_type == EXT_ECH:
                 ech = True
+            elif ext_type == EXT_SESSION_TICKET:
+                ticket = ext
     except Incomplete:
         if sni is None:
             raise
-    return ClientHello(sni, alpn, ech)
+    return ClientHello(sni, alpn, ech, session_id, ticket)
 
 
 def _server_name(ext: bytes) -> str | None:

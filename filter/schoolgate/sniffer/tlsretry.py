@@ -6,8 +6,10 @@ uploads through the fast path, 2 of 2 through the proxy's pass-through).
 
 `RetryWatch` follows such a connection past its first hello, both ways, until the server's
 first message: a ServerHello ends the watch; a HelloRetryRequest makes it read the client's
-second ClientHello, which must name the same server. It parses; the proxy's pass-through layer
-and the fast path's check feed it the bytes (in stream order) and act on its verdict.
+second ClientHello, which must name the same server. Given a `ResumeCheck`, it reads on where
+that needs (a TLS <= 1.2 session resumed under another name: sniffer.tlsresume). It parses;
+the proxy's pass-through layer and the fast path's check feed it the bytes (in stream order)
+and act on its verdict.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from schoolgate.sniffer.tlshello import ClientHello, Malformed, complete_client_hello
+from schoolgate.sniffer.tlsresume import Resume, ResumeCheck
 
 # RFC 8446 4.1.3: a HelloRetryRequest is a ServerHello with this random.
 HRR_RANDOM: Final = bytes.fromhex(
@@ -41,6 +44,12 @@ class Verdict:
     reason: str = ""
     second: ClientHello | None = None
     second_end: int = 0  # client bytes after the first hello that the second one takes
+    # WAIT, and the client's bytes must wait too: the server's TLS <= 1.2 hello is read, not
+    # yet whether it resumes a session (a client resuming one may send its upload next).
+    hold_client: bool = False
+    # REFUSE of a resumed session: the client is answered with a fatal alert, which makes it
+    # drop that session (sniffer.tlsresume), before the connection is closed.
+    alert: bool = False
 
 
 def normalized(name: str | None) -> str:
@@ -51,13 +60,16 @@ class RetryWatch:
     """Feed it the server's stream from its first byte, and the client's from the end of its
     first hello, each in order; ask `verdict()` after each."""
 
-    def __init__(self, first_sni: str | None) -> None:
+    def __init__(self, first_sni: str | None, resume: ResumeCheck | None = None) -> None:
         self.first = normalized(first_sni)
+        self.resume = resume
         self._server = bytearray()
         self._client = bytearray()
         self._overflow = False
 
     def server(self, data: bytes) -> None:
+        if self.resume is not None:
+            self.resume.feed(data)
         if len(self._server) < _RANDOM_END:
             self._server += data[: _RANDOM_END - len(self._server)]
 
@@ -80,7 +92,7 @@ class RetryWatch:
         if retried is None:
             return Verdict(Watch.WAIT)
         if not retried:
-            return Verdict(Watch.DONE)
+            return self._resumed()
         start = _after_change_cipher_spec(bytes(self._client))
         if start is None:
             return Verdict(Watch.WAIT if not self._overflow else Watch.REFUSE,
@@ -101,6 +113,18 @@ class RetryWatch:
                 hello,
             )
         return Verdict(Watch.DONE, "", hello, start + end)
+
+    def _resumed(self) -> Verdict:
+        if self.resume is None:
+            return Verdict(Watch.DONE)
+        resume = self.resume.verdict()
+        if resume is Resume.REFUSE:
+            return Verdict(Watch.REFUSE, self.resume.reason, alert=True)
+        if resume is Resume.DONE or (self._overflow and self.resume.awaiting_ticket):
+            # Past MAX_WATCHED client bytes a promised ticket goes unread: a resumption of it
+            # is refused once, and the client makes a new session.
+            return Verdict(Watch.DONE)
+        return Verdict(Watch.WAIT, hold_client=resume is Resume.HOLD)
 
 
 def _after_change_cipher_spec(stream: bytes) -> int | None:

@@ -1,0 +1,318 @@
+"""A TLS <= 1.2 server that resumes a session takes the session's server name, not the one the
+resuming ClientHello names (OpenSSL, Java and Node servers do). A pupil who made a session to a
+catalogued upload host outside school could so resume it at school under a harmless name and
+be passed on unread (adversarial pass a27 R12: 6 of 6 banked uploads, fast path and proxy).
+TLS 1.3 binds a resumed session to its name, so only TLS <= 1.2 is at stake.
+
+A TLS 1.2 handshake is clear text up to the server's ChangeCipherSpec, and so is what shows a
+resumption: the ServerHello echoes the session id the client offered, or is followed by a
+NewSessionTicket or the ChangeCipherSpec instead of a Certificate. So:
+
+- `ServerFlight` reads a server's stream from its first byte (bounded: only a ServerHello and a
+  NewSessionTicket are kept, every other message is skipped by length) up to that
+  ChangeCipherSpec;
+- `SessionBook` remembers, for a while, the session ids and tickets servers issued through this
+  gateway and the name each was issued under, keyed by the server's address as well (a pupil's
+  own server could otherwise issue a catalogued session's id under a harmless name);
+- `ResumeCheck` judges one connection: a resumption is let go only for a session the book
+  holds under the same name at the same address; anything else is refused. A refusal answers
+  the client with a fatal alert, which makes it drop the session (RFC 5246 7.2.2), so its next
+  connection makes a new one, which the book then holds.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from schoolgate.sniffer.tlshello import ClientHello
+
+HANDSHAKE: Final = 0x16
+CHANGE_CIPHER_SPEC: Final = 0x14
+SERVER_HELLO: Final = 0x02
+NEW_SESSION_TICKET: Final = 0x04
+EXT_SESSION_TICKET: Final = 0x0023
+EXT_SUPPORTED_VERSIONS: Final = 0x002B
+TLS13: Final = 0x0304
+# A fatal access_denied alert (RFC 5246 7.2.2: a session that ends in a fatal alert "MUST be
+# invalidated"), sent to a client whose resumption is refused, in place of the server's answer.
+ACCESS_DENIED_ALERT: Final = bytes.fromhex("15030300020231")
+MAX_KEPT: Final = 16 * 1024  # a ServerHello (post-quantum key share included) or a ticket
+SESSIONS: Final = 65_536  # remembered sessions; the oldest go first
+SESSION_S: Final = 24 * 3600.0  # longer than servers keep TLS 1.2 sessions (minutes to hours)
+
+
+@dataclass(frozen=True)
+class ServerHello:
+    version: int  # the negotiated one: supported_versions where present
+    random: bytes
+    session_id: bytes
+    ticket_promised: bool  # an empty session_ticket extension: a NewSessionTicket will follow
+
+
+class ServerFlight:
+    """The handshake messages a server sends in clear text, read from its stream's first byte
+    in any cut (records split across segments, messages across records)."""
+
+    def __init__(self) -> None:
+        self.hello: ServerHello | None = None
+        self.types: list[int] = []  # handshake message types, in order
+        self.tickets: list[bytes] = []  # from NewSessionTicket messages
+        self.ended = False  # a ChangeCipherSpec, an alert or anything not a handshake record
+        self.malformed = ""
+        self._header = bytearray()  # of the record being read
+        self._record_left = 0
+        self._message = bytearray()  # handshake header, then the body while it is kept
+        self._skip = 0  # body bytes of a message that is not kept
+
+    def feed(self, data: bytes) -> None:
+        at = 0
+        while at < len(data) and not self.ended:
+            if self._record_left == 0:
+                take = min(5 - len(self._header), len(data) - at)
+                self._header += data[at : at + take]
+                at += take
+                if len(self._header) < 5:
+                    return
+                kind, length = self._header[0], int.from_bytes(self._header[3:5], "big")
+                self._header.clear()
+                if kind != HANDSHAKE or length == 0:
+                    self.ended = True  # ChangeCipherSpec (encrypted from here), alert, data
+                    self.types.append(-kind)
+                    return
+                self._record_left = length
+                continue
+            take = min(self._record_left, len(data) - at)
+            self._handshake(data[at : at + take])
+            self._record_left -= take
+            at += take
+
+    def _handshake(self, data: bytes) -> None:
+        at = 0
+        while at < len(data) and not self.ended:
+            if self._skip:
+                step = min(self._skip, len(data) - at)
+                self._skip -= step
+                at += step
+                continue
+            if len(self._message) < 4:
+                take = min(4 - len(self._message), len(data) - at)
+                self._message += data[at : at + take]
+                at += take
+                if len(self._message) == 4:
+                    self._begin()
+                continue
+            need = 4 + int.from_bytes(self._message[1:4], "big") - len(self._message)
+            take = min(need, len(data) - at)
+            self._message += data[at : at + take]
+            at += take
+            if take == need:
+                self._end()
+
+    def _begin(self) -> None:
+        kind, length = self._message[0], int.from_bytes(self._message[1:4], "big")
+        self.types.append(kind)
+        if kind in (SERVER_HELLO, NEW_SESSION_TICKET):
+            if length > MAX_KEPT:
+                self._fail(f"a {length}-byte handshake message")
+            elif length == 0:
+                self._end()
+            return
+        self._skip = length
+        self._message.clear()
+
+    def _end(self) -> None:
+        kind, body = self._message[0], bytes(self._message[4:])
+        self._message.clear()
+        try:
+            if kind == SERVER_HELLO and self.hello is None:
+                self.hello = _server_hello(body)
+            elif kind == NEW_SESSION_TICKET:
+                # TLS 1.2 (RFC 5077): a lifetime hint, then the ticket
+                length = int.from_bytes(body[4:6], "big")
+                if len(body) != 6 + length:
+                    raise ValueError("NewSessionTicket length")
+                self.tickets.append(body[6:])
+        except (ValueError, IndexError) as exc:
+            self._fail(f"unreadable handshake message ({exc})")
+
+    def _fail(self, why: str) -> None:
+        self.malformed = why
+        self.ended = True
+
+
+def _server_hello(body: bytes) -> ServerHello:
+    version = int.from_bytes(body[0:2], "big")
+    random = body[2:34]
+    id_length = body[34]
+    if id_length > 32:
+        raise ValueError("session id longer than 32 bytes")
+    session_id = body[35 : 35 + id_length]
+    at = 35 + id_length + 3  # cipher suite, compression method
+    if at > len(body):
+        raise ValueError("ServerHello cut short")
+    promised = False
+    if at < len(body):
+        end = at + 2 + int.from_bytes(body[at : at + 2], "big")
+        if end != len(body):
+            raise ValueError("extensions do not fill the ServerHello")
+        at += 2
+        while at < end:
+            kind = int.from_bytes(body[at : at + 2], "big")
+            length = int.from_bytes(body[at + 2 : at + 4], "big")
+            value = body[at + 4 : at + 4 + length]
+            if len(value) != length:
+                raise ValueError("extension overruns the ServerHello")
+            if kind == EXT_SUPPORTED_VERSIONS and length == 2:
+                version = int.from_bytes(value, "big")
+            elif kind == EXT_SESSION_TICKET:
+                promised = True
+            at += 4 + length
+    return ServerHello(version, random, session_id, promised)
+
+
+class SessionBook:
+    """TLS <= 1.2 session ids and tickets servers issued through this gateway: the name each
+    was issued under, by server address. Bounded in count and age; a session it no longer
+    holds is refused once, and the client makes a new one."""
+
+    def __init__(
+        self,
+        *,
+        size: int = SESSIONS,
+        lifetime: float = SESSION_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.size = size
+        self.lifetime = lifetime
+        self.clock = clock
+        self._names: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    @staticmethod
+    def _key(server: str, kind: str, credential: bytes) -> bytes:
+        return hashlib.sha256(f"{server}\0{kind}\0".encode() + credential).digest()
+
+    def issued(self, server: str, kind: str, credential: bytes, name: str) -> None:
+        key = self._key(server, kind, credential)
+        self._names.pop(key, None)
+        self._names[key] = (name, self.clock())
+        while len(self._names) > self.size:
+            self._names.popitem(last=False)
+
+    def name(self, server: str, kind: str, credential: bytes) -> str | None:
+        key = self._key(server, kind, credential)
+        found = self._names.get(key)
+        if found is None:
+            return None
+        if self.clock() - found[1] > self.lifetime:
+            del self._names[key]
+            return None
+        return found[0]
+
+
+class Resume(enum.Enum):
+    WAIT = "wait"  # more of the server's stream is needed
+    HOLD = "hold"  # a TLS <= 1.2 ServerHello is read, not yet whether it resumes: hold the client
+    DONE = "done"  # nothing resumed, or a session this name was issued: nothing more to read
+    REFUSE = "refuse"  # a resumed session not seen issued under this name here
+
+
+def normalized(name: str | None) -> str:
+    return (name or "").strip().rstrip(".").lower()
+
+
+class ResumeCheck:
+    """One connection's: `hello` is the ClientHello the connection was judged by, `server` the
+    address it goes to. Feed the server's stream in order; ask `verdict()`."""
+
+    def __init__(self, hello: ClientHello, server: str, book: SessionBook) -> None:
+        self.name = normalized(hello.sni)
+        self.session_id = hello.session_id
+        self.ticket = hello.ticket
+        self.server = server
+        self.book = book
+        self.flight = ServerFlight()
+        self._recorded = 0  # tickets already in the book
+        self._settled: Resume | None = None
+        self.reason = ""
+
+    def feed(self, data: bytes) -> None:
+        if self._settled is None:
+            self.flight.feed(data)
+
+    def verdict(self) -> Resume:
+        if self._settled is not None:
+            return self._settled
+        flight, hello = self.flight, self.flight.hello
+        if flight.malformed and (hello is None or self._resumed() is None):
+            # Fail closed: a server answer this cannot read might resume anything.
+            self.reason = f"the server's TLS handshake cannot be read ({flight.malformed})"
+            return self._settle(Resume.REFUSE)
+        if hello is None:
+            if flight.ended:  # an alert, or not TLS: no session goes anywhere
+                return self._settle(Resume.DONE)
+            return Resume.WAIT
+        if hello.version >= TLS13:
+            return self._settle(Resume.DONE)  # TLS 1.3 ties a session to its name
+        resumed = self._resumed()
+        if resumed is None:
+            return Resume.HOLD if not flight.ended else self._settle(Resume.DONE)
+        if resumed and not self._known():
+            return self._settle(Resume.REFUSE)
+        if not resumed and hello.session_id:
+            self.book.issued(self.server, "id", hello.session_id, self.name)
+        for ticket in flight.tickets[self._recorded :]:
+            self.book.issued(self.server, "ticket", ticket, self.name)
+        self._recorded = len(flight.tickets)
+        if flight.ended or (not hello.ticket_promised and not resumed):
+            return self._settle(Resume.DONE)
+        return Resume.WAIT  # a ticket is promised: read on to it (or to the ChangeCipherSpec)
+
+    @property
+    def awaiting_ticket(self) -> bool:
+        """Whether all that is left is to read a promised ticket into the book."""
+        return (self._settled is None and self.flight.hello is not None
+                and self._resumed() is not None and not self.reason)  # fmt: skip
+
+    def _resumed(self) -> bool | None:
+        """Whether the server resumed an offered session; None while that is not shown."""
+        hello = self.flight.hello
+        assert hello is not None
+        if hello.session_id and hello.session_id == self.session_id:
+            return True  # RFC 5246 7.4.1.3 (and RFC 5077 3.4 with a ticket): an echo resumes
+        after = self.flight.types[1:2]
+        if not after:
+            return None
+        # A new session goes on with a Certificate (or another key exchange message); a
+        # resumed one with a NewSessionTicket or straight to the ChangeCipherSpec.
+        return after[0] in (NEW_SESSION_TICKET, -CHANGE_CIPHER_SPEC)
+
+    def _known(self) -> bool:
+        """Whether every offered session the book knows is this name's, and one is: a ticket
+        comes with a session id of the client's own making (RFC 5077 3.4), which the book
+        never holds, so an unknown credential beside a known one does not count."""
+        names = {
+            self.book.name(self.server, kind, credential)
+            for kind, credential in (("id", self.session_id), ("ticket", self.ticket))
+            if credential
+        } - {None}
+        if names == {self.name}:
+            return True
+        others = ", ".join(sorted(n for n in names if n)) or "nowhere here"
+        self.reason = (
+            f"resumes a TLS 1.2 session not issued under {self.name or 'this name'} "
+            f"(issued {'under ' + others if names else others})"
+        )
+        return False
+
+    def _settle(self, verdict: Resume) -> Resume:
+        self._settled = verdict
+        return verdict
