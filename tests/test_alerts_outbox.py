@@ -268,6 +268,35 @@ def test_a_receiver_routed_by_group_gets_only_that_groups_alerts(
     assert routed.delivered_to == ("north-dsl", "trust-lead")
 
 
+def test_an_alert_no_receiver_takes_any_more_goes_to_every_receiver(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Adversarial pass a28 AL7: an alert waited for its group's receiver, which was down; a
+    reload renamed the group in every receiver's list, and the alert was settled as delivered,
+    to nobody. An alert that no receiver's groups take goes to every receiver still due."""
+    channels = ("sixth-dsl", "north-dsl")
+    with outbox_at(tmp_path / "a.sqlite", clock, channels) as outbox:
+        down = ScriptedReceiver("sixth-dsl", [CONNECTION_ERROR], groups=("sixth-form",))
+        north = ScriptedReceiver("north-dsl", groups=("north-pupils",))
+        sender = AlertSender(outbox, [down, north], RetryPolicy(10, 900, 3600))
+        waiting = outbox.enqueue(replace(details(), group="sixth-form"), "v1").alert_id
+        sender.deliver_due()
+        assert north.delivered == []
+        # the reload: the group is now "year-12" in the receivers' lists
+        renamed = ScriptedReceiver("sixth-dsl", groups=("year-12",))
+        north = ScriptedReceiver("north-dsl", groups=("north-pupils",))
+        sender = AlertSender(outbox, [renamed, north], RetryPolicy(10, 900, 3600))
+        clock.advance(60)
+        sender.deliver_due()
+        alert = outbox.get(waiting)
+    # the receiver it waited for gets it (north's delivery was settled unsent before)
+    assert [a.id for a in renamed.delivered] == [waiting]
+    assert north.delivered == []
+    assert alert is not None
+    assert alert.state == DELIVERED
+    assert alert.delivered_to == ("sixth-dsl",)
+
+
 def outbox_delivery(path: Path, alert_id: str, receiver: str) -> str:
     import sqlite3
 

@@ -216,13 +216,94 @@ def test_a_bundle_cannot_take_over_a_schools_own_bank(trust: Trust) -> None:
     trust.gateway.add_signals(
         "trust-incidents", [SignalInput(SignalType.SHA256, sha("ours"))], "dsl"
     )
-    trust.publish()
-    assert trust.sync() == "refused"
+    trust.central.create_bank("trust-extra")
+    trust.central.add_signals("trust-extra", [SignalInput(SignalType.SHA256, sha("two"))], "x")
+    trust.publish("trust-incidents", "trust-extra")
+    # a28 P3: the clashing bank is withheld, the rest applied (one clash froze everything)
+    assert trust.sync() == "updated"
     assert trust.blocked("ours")
     assert not trust.blocked("one")
+    assert trust.blocked("two")
     state = Replica(trust.gateway).state("trust")
     assert state is not None
     assert state.refusals == {"clash": 1}
+    assert state.withheld == ("trust-incidents",)
+    assert state.banks == ("trust-extra",)
+    assert "trust-incidents" in state.last_error
+    # once the school renames its bank, the next publication brings the trust's whole: the
+    # gateway takes the full snapshot, not a delta that carries only what changed
+    trust.gateway.delete_bank("trust-incidents")
+    trust.gateway.create_bank("our-incidents", "this school's own, renamed")
+    trust.gateway.add_signals("our-incidents", [SignalInput(SignalType.SHA256, sha("ours"))], "d")
+    trust.central.add_signals("trust-extra", [SignalInput(SignalType.SHA256, sha("three"))], "x")
+    latest = trust.publish("trust-incidents", "trust-extra")
+    trust.fetched.clear()
+    assert trust.sync() == "updated"
+    assert trust.fetched == [INDEX, f"full-{latest}.sgb"]
+    assert trust.blocked("one")
+    assert trust.blocked("ours")
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.withheld == ()
+
+
+def test_a_full_snapshot_that_leaves_a_bank_out_unnamed_is_refused(
+    trust: Trust, tmp_path: Path
+) -> None:
+    """Adversarial pass a28 X1b: a second folder of the same channel (a staging copy, a
+    recreated folder) published a newer snapshot without one of the trust's banks, and the
+    gateway dropped it. A full snapshot names every bank the folder dropped on purpose."""
+    trust.central.create_bank("trust-extra")
+    trust.central.add_signals("trust-extra", [SignalInput(SignalType.SHA256, sha("two"))], "x")
+    trust.publish("trust-incidents", "trust-extra")
+    assert trust.sync() == "updated"
+    with BankStore(tmp_path / "second.sqlite") as second:
+        second.create_bank("trust-extra")
+        publish(second, tmp_path / "second-www", trust.key, publisher="Test Trust",
+                channel="trust", banks=["trust-extra"], clock=trust.clock)  # fmt: skip
+    trust.served = {p.name: p.read_bytes() for p in (tmp_path / "second-www").glob("*.sgb")}
+    assert trust.sync() == "refused"
+    assert trust.blocked("one")
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.refusals == {"shrunk": 1}
+    assert "leaves out bank(s) trust-incidents" in state.last_error
+    # a bank dropped on purpose leaves, and a gateway that was offline then still knows why
+    trust.served = None
+    trust.publish("trust-extra", drop=("trust-incidents",))
+    trust.central.add_signals("trust-extra", [SignalInput(SignalType.SHA256, sha("3"))], "x")
+    trust.publish("trust-extra")
+    assert trust.sync() == "updated"
+    assert not trust.blocked("one")
+    assert trust.blocked("3")
+
+
+@pytest.mark.parametrize(
+    ("drop", "error"),
+    [
+        (("trust-incidents",), "published and dropped at once"),
+        (("trust-extar",), "not in the last publication"),
+    ],
+    ids=["both", "misspelt"],
+)
+def test_a_drop_must_name_a_bank_the_folder_published(
+    trust: Trust, drop: tuple[str, ...], error: str
+) -> None:
+    trust.publish()
+    with pytest.raises(BankError, match=error):
+        trust.publish("trust-incidents", drop=drop)
+
+
+def test_a_delta_the_server_lost_is_replaced_by_the_full_snapshot(trust: Trust) -> None:
+    first = trust.publish()
+    trust.sync()
+    trust.central.add_signals("trust-incidents", [SignalInput(SignalType.SHA256, sha("2"))], "x")
+    latest = trust.publish()
+    (trust.out / f"delta-{first}-{latest}.sgb").unlink()
+    trust.fetched.clear()
+    assert trust.sync() == "updated"
+    assert trust.fetched == [INDEX, f"delta-{first}-{latest}.sgb", f"full-{latest}.sgb"]
+    assert trust.blocked("2")
 
 
 def test_the_server_down_keeps_the_banks_and_says_so(trust: Trust) -> None:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from schoolgate.alerts.model import Alert
 from schoolgate.alerts.outbox import AlertOutbox, Claim
 from schoolgate.alerts.receivers import NOT_ROUTED, Attempt, Receiver, routed
 
@@ -98,10 +99,20 @@ class AlertSender:
                 break
         return results
 
+    def _taken(self, alert: Alert) -> bool:
+        """Whether some receiver's groups take the alert. One that none takes (its group left
+        every receiver's list in a reload while it waited: adversarial pass a28 AL7) goes to
+        every receiver rather than to nobody."""
+        if any(routed(r, alert) for r in self.receivers.values()):
+            return True
+        log.warning("alert %s is of group %r, which no receiver takes now: sent to every "
+                    "receiver", alert.id, alert.details.group)  # fmt: skip
+        return False
+
     def _attempt(self, claim: Claim) -> AttemptResult:
         receiver = self.receivers[claim.receiver]
         alert_id = claim.alert.id
-        if not routed(receiver, claim.alert):
+        if not routed(receiver, claim.alert) and self._taken(claim.alert):
             self.outbox.delivered(alert_id, claim.receiver, NOT_ROUTED)
             return AttemptResult(alert_id, claim.receiver, Attempt(NOT_ROUTED, "not routed"), None)
         attempt = receiver.deliver(claim.alert)

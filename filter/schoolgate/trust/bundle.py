@@ -145,7 +145,9 @@ class Bundle:
     created_at: float
     # full: every published bank; delta: the banks that changed, with what changed
     banks: Mapping[str, BankContent] = field(default_factory=dict)
-    removed_banks: tuple[str, ...] = ()  # delta: banks no longer published
+    # delta: banks no longer published; full: every bank the publisher ever dropped on purpose
+    # (a gateway refuses a full snapshot that leaves out a bank it does not name here)
+    removed_banks: tuple[str, ...] = ()
     base: int | None = None  # delta: the version it applies to
     # index: the latest full snapshot's file, and a delta file per earlier version it covers
     full_file: str = ""

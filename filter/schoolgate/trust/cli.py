@@ -157,6 +157,7 @@ def _subscriptions(args: argparse.Namespace) -> int:
                 "applied_at": _when(state.applied_at),
                 "checked_at": _when(state.checked_at),
                 "banks": list(state.banks),
+                "withheld": list(state.withheld),
                 "refusals": state.refusals,
                 "last_error": state.last_error,
             }

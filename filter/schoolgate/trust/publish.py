@@ -129,10 +129,10 @@ def publish(
     _record_provenance(store, banks, publisher, note, now)
     contents = snapshot(store, banks, with_features=with_features)
     earlier = _earlier_snapshots(out, key)
-    if earlier:
-        _check_nothing_dropped(earlier[max(earlier)], contents, set(drop), channel)
+    last = earlier[max(earlier)] if earlier else None
+    dropped = _dropped(last, contents, set(drop), channel)
     version = max(int(now), max(earlier, default=0) + 1)
-    full = Bundle("full", publisher, version, now, contents, channel=channel)
+    full = Bundle("full", publisher, version, now, contents, dropped, channel=channel)
     written = [_write(out, f"full-{version}.sgb", seal(full, key))]
     deltas: dict[int, str] = {}
     for base in sorted(earlier, reverse=True)[: keep - 1]:
@@ -150,21 +150,35 @@ def publish(
     return Publication(version, tuple(written), {n: len(c.signals) for n, c in contents.items()})
 
 
-def _check_nothing_dropped(
-    last: Bundle, contents: Mapping[str, BankContent], drop: set[str], channel: str
-) -> None:
-    """A publication names every bank it carries: one left out would leave every gateway
-    (a26 D1: the docs' own example, sharing a second incident, dropped the first). It must be
-    dropped on purpose; and a folder keeps its channel."""
+def _dropped(
+    last: Bundle | None, contents: Mapping[str, BankContent], drop: set[str], channel: str
+) -> tuple[str, ...]:
+    """The banks a full snapshot names as dropped on purpose: every bank this folder ever
+    dropped and does not publish again. A publication names every bank it carries: one left
+    out would leave every gateway (a26 D1: the docs' own example, sharing a second incident,
+    dropped the first), so it must be dropped on purpose; and gateways refuse a snapshot that
+    leaves out a bank without naming it (a28 X1b: a second folder of the same channel). A
+    folder keeps its channel."""
+    if drop & set(contents):
+        raise BankError(f"{', '.join(sorted(drop & set(contents)))}: published and dropped at "
+                        "once; name each bank for one of them")  # fmt: skip
+    carried = set(last.banks) if last is not None else set()
+    gone = set(last.removed_banks) if last is not None else set()
+    if drop - carried - gone:
+        raise BankError(f"--drop {', '.join(sorted(drop - carried - gone))}: not in the last "
+                        "publication of this folder (a misspelt name drops nothing)")  # fmt: skip
+    if last is None:
+        return ()
     if last.channel and last.channel != channel:
         raise BankError(f"this folder publishes channel {last.channel!r}, not {channel!r}: "
                         "one folder per channel")  # fmt: skip
-    left_out = sorted(set(last.banks) - set(contents) - drop)
+    left_out = sorted(carried - set(contents) - drop)
     if left_out:
         raise BankError(
             f"the last publication carried {', '.join(left_out)}: name them again, or --drop "
             "them to take them off every gateway"
         )
+    return tuple(sorted((gone | (carried & drop)) - set(contents)))
 
 
 def _record_provenance(

@@ -3,13 +3,15 @@
 A subscription owns the banks its bundles name; applying a bundle replaces them in one SQLite
 transaction (readers see the old banks or the new, never half), and records the version applied,
 so that an older bundle served again is refused. A bundle that names a bank the school made
-itself, or one another subscription owns, is refused whole: a trust cannot overwrite a school's
-incident bank by naming it.
+itself, or one another subscription owns, is left out of it (withheld, and the refusal
+counted): a trust cannot overwrite a school's incident bank by naming it, and one such clash
+does not hold back the rest of its banks.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from schoolgate.banks.model import BankError, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.trust.bundle import BankContent, Bundle, BundleError
+
+log = logging.getLogger("schoolgate.trust")
 
 # Refusals are counted here, not in the syncing process's memory: whichever process serves the
 # metrics (the proxy) reads them at scrape time (monitoring.metrics).
@@ -31,6 +35,9 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS subscriptions (
     refusals TEXT NOT NULL,
     last_error TEXT NOT NULL
 )"""
+# Banks of the last bundle left out for a clash: the next sync takes the full snapshot, so that
+# they come whole once the clash is gone (a delta carries only what changed).
+_WITHHELD = "ALTER TABLE subscriptions ADD COLUMN withheld TEXT NOT NULL DEFAULT '[]'"
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Applied:
     banks: tuple[str, ...]
     refusals: dict[str, int]
     last_error: str
+    withheld: tuple[str, ...] = ()
 
 
 class Replica:
@@ -55,6 +63,10 @@ class Replica:
         self.clock = clock
         with store.write() as cur:
             cur.execute(_SCHEMA)
+            if "withheld" not in {
+                row[1] for row in cur.execute("PRAGMA table_info(subscriptions)")
+            }:
+                cur.execute(_WITHHELD)
 
     def state(self, name: str) -> Applied | None:
         found = [a for a in self.states() if a.name == name]
@@ -85,7 +97,8 @@ class Replica:
     @staticmethod
     def _ensure(cur: sqlite3.Cursor, name: str) -> None:
         cur.execute(
-            "INSERT OR IGNORE INTO subscriptions VALUES (?, NULL, NULL, NULL, NULL, "
+            "INSERT OR IGNORE INTO subscriptions (name, version, published_at, applied_at, "
+            "checked_at, banks, refusals, last_error) VALUES (?, NULL, NULL, NULL, NULL, "
             "'[]', '{}', '')",
             (name,),
         )
@@ -106,49 +119,63 @@ class Replica:
                 "base", f"the delta applies to version {bundle.base}, this gateway has {have}"
             )
         owned = set(current.banks) if current is not None else set()
+        if bundle.kind == "full" and owned - set(bundle.banks) - set(bundle.removed_banks):
+            left_out = ", ".join(sorted(owned - set(bundle.banks) - set(bundle.removed_banks)))
+            raise BundleError(
+                "shrunk",
+                f"the full snapshot leaves out bank(s) {left_out} without naming them as "
+                "dropped (a publication from another folder of the same channel?): the "
+                "publisher drops a bank with --drop",
+            )
         now = self.clock()
         with self.store.write(bump=True) as cur:
-            self._check_ownership(cur, name, set(bundle.banks), owned)
+            clash = self._clashes(cur, name, set(bundle.banks), owned)
+            named = {bank: content for bank, content in bundle.banks.items() if bank not in clash}
             if bundle.kind == "full":
-                for gone in owned - set(bundle.banks):
+                for gone in owned - set(named):
                     BankStore.drop_bank(cur, gone)
-                for bank, content in bundle.banks.items():
+                for bank, content in named.items():
                     BankStore.drop_bank(cur, bank)
                     _write_bank(self.store, cur, bank, content, name, bundle.version, now)
-                banks = set(bundle.banks)
+                banks = set(named)
             else:
                 for gone in set(bundle.removed_banks) & owned:
                     BankStore.drop_bank(cur, gone)
-                for bank, content in bundle.banks.items():
+                for bank, content in named.items():
                     _write_bank(self.store, cur, bank, content, name, bundle.version, now)
-                banks = (owned - set(bundle.removed_banks)) | set(bundle.banks)
+                banks = (owned - set(bundle.removed_banks)) | set(named)
             self._ensure(cur, name)
             cur.execute(
                 "UPDATE subscriptions SET version = ?, published_at = ?, applied_at = ?, "
-                "checked_at = ?, banks = ?, last_error = '' WHERE name = ?",
-                (bundle.version, bundle.created_at, now, now, json.dumps(sorted(banks)), name),
-            )
+                "checked_at = ?, banks = ?, last_error = '', withheld = ? WHERE name = ?",
+                (bundle.version, bundle.created_at, now, now, json.dumps(sorted(banks)),
+                 json.dumps(sorted(clash)), name),
+            )  # fmt: skip
+        if clash:
+            log.error("schoolgate banks: subscription %s: bank(s) %s withheld: this gateway "
+                      "has them from elsewhere", name, ", ".join(sorted(clash)))  # fmt: skip
+            # The rest of the bundle is applied: one clash must not freeze a subscription
+            # (a28 P3: a school's share, followed as well, that the trust published on).
+            self.checked(name, BundleError(
+                "clash",
+                f"bank(s) {', '.join(sorted(clash))} left out: this gateway has them from "
+                "elsewhere (its own, or another subscription's); rename one of them",
+            ))  # fmt: skip
         applied = self.state(name)
         assert applied is not None
         return applied
 
-    def _check_ownership(
+    def _clashes(
         self, cur: sqlite3.Cursor, name: str, named: set[str], owned: set[str]
-    ) -> None:
+    ) -> set[str]:
+        """The banks a bundle names that this gateway has from elsewhere."""
         others: set[str] = set()
         for _other, banks in cur.execute(
             "SELECT name, banks FROM subscriptions WHERE name != ?", (name,)
         ):
             others |= set(json.loads(banks))
         local = {row[0] for row in cur.execute("SELECT name FROM banks")} - owned - others
-        clash = sorted((named & local) | (named & others))
-        if clash:
-            raise BundleError(
-                "clash",
-                f"the bundle names bank(s) {', '.join(clash)}, which this "
-                "gateway has from elsewhere (its own, or another subscription's): "
-                "rename one of them",
-            )
+        return (named & local) | (named & others)
 
 
 def read_states(store: BankStore) -> list[Applied]:
@@ -157,15 +184,15 @@ def read_states(store: BankStore) -> list[Applied]:
     try:
         rows = store.read(
             "SELECT name, version, published_at, applied_at, checked_at, banks, refusals, "
-            "last_error FROM subscriptions ORDER BY name"
+            "last_error, withheld FROM subscriptions ORDER BY name"
         )
     except BankError as exc:
         if "no such table" in str(exc):
             return []
         raise
     return [
-        Applied(n, v, p, a, c, tuple(json.loads(b)), json.loads(r), e)
-        for n, v, p, a, c, b, r, e in rows
+        Applied(n, v, p, a, c, tuple(json.loads(b)), json.loads(r), e, tuple(json.loads(w)))
+        for n, v, p, a, c, b, r, e, w in rows
     ]
 
 
