@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import pytest
 from scapy.layers.inet import IP, TCP
 
+from tests.support.certs import certificate
 from tests.support.fastpath_gateway import Gateway, fastpath_gateway, wait_for
 from tests.support.netns import (
     CLIENT_IP,
@@ -60,7 +61,8 @@ TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.
             "multipath.fast.test": "198.51.100.97",
             "options.fast.test": "198.51.100.98", "retry.fast.test": "198.51.100.99",
             "retry2.fast.test": "198.51.100.100", "resume.fast.test": "198.51.100.101",
-            "resume2.fast.test": "198.51.100.102"}  # fmt: skip
+            "resume2.fast.test": "198.51.100.102", "resume3.fast.test": "198.51.100.103",
+            "plain.fast.test": "198.51.100.104"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -449,6 +451,30 @@ def test_a_tls12_session_made_through_the_fast_path_resumes(gateway: Gateway) ->
         assert f"TRY {n} reused=True RESULT HTTP/1.1 200" in out, out
     time.sleep(0.5)
     assert [p for a, p, _ in gateway.recorder.seen[seen:] if a == address] == [CLIENT_IP] * 3
+
+
+def test_a_client_that_offers_a_refused_session_again_is_let_go_where_it_is_safe(
+    gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Chromium offers a refused TLS 1.2 ticket again on every connection until it expires
+    (measured: report resume-clients): a session made at home would lock it out of a TLS 1.2
+    site at school for hours. The first unknown resumption at an address is refused and the
+    gateway asks the address for every catalogued name; where it serves none, the next
+    resumption goes on. Where it serves one (every other address of this test's server), the
+    same client stays refused."""
+    plain = "plain.fast.test"
+    gateway.recorder.plain[TUNNELS[plain]] = certificate(tmp_path_factory.mktemp("plain"), plain)
+    for name, second in ((plain, "TRY 3 reused=True RESULT HTTP/1.1 200"),
+                         ("resume3.fast.test", "TRY 3 RESULT ERROR")):  # fmt: skip
+        address = TUNNELS[name]
+        assert gateway.heartbeat()
+        assert gateway.ask(name) == [address]
+        argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", address, name,
+                name, "--move", gateway.topo.client, "--tries", "3", "--pause", "3"]  # fmt: skip
+        tried = run_in(gateway.topo.server, argv, timeout=90, check=False)  # a home session
+        out = tried.stdout + tried.stderr
+        assert "TRY 1 RESULT ERROR" in out, out  # not known yet: refused, and a probe starts
+        assert second in out, out
 
 
 def _hand_made(gateway: Gateway, client: str, name: str, *args: str) -> tuple[str, list[str]]:

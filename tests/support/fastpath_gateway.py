@@ -59,6 +59,8 @@ class Recorder:
     _socks: list[socket.socket] = field(default_factory=list)
     # one context for every connection, so that TLS 1.2 sessions resume (adversarial pass a27)
     _context: ssl.SSLContext | None = None
+    # local address -> a context of its own (a server that serves no catalogued name)
+    plain: dict[str, ssl.SSLContext] = field(default_factory=dict)
 
     def start(self, ns: str, ports: tuple[int, ...] = (80, 443)) -> None:
         for port in ports:
@@ -84,7 +86,8 @@ class Recorder:
                 if self._context is None:
                     self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                     self._context.load_cert_chain(self.pki.cert_pem, self.pki.key_pem)
-                stream = self._context.wrap_socket(conn, server_side=True)
+                context = self.plain.get(local, self._context)
+                stream = context.wrap_socket(conn, server_side=True)
             if stream.recv(4096):
                 self.seen.append((local, peer, port))
                 stream.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close"

@@ -15,6 +15,7 @@ import argparse
 import os
 import socket
 import ssl
+import time
 
 BODY = b"a picture's bytes"
 
@@ -56,6 +57,7 @@ def main() -> None:
     # What browsers and curl do after a fatal alert (adversarial report resume-clients): the
     # next connection offers no session. Without it, the session object is offered again.
     parser.add_argument("--drop-on-error", action="store_true")
+    parser.add_argument("--pause", type=float, default=0.0)  # seconds between tries
     args = parser.parse_args()
     context = _context()
     status, session, _ = _post(context, args.address, args.first, None)
@@ -64,6 +66,7 @@ def main() -> None:
         with open(f"/run/netns/{args.move}") as namespace:
             os.setns(namespace.fileno(), os.CLONE_NEWNET)
     for n in range(1, args.tries + 1):
+        time.sleep(args.pause if n > 1 else 0)
         try:
             status, _, reused = _post(context, args.address, args.then, session)
             print(f"TRY {n} reused={reused} RESULT {status}", flush=True)

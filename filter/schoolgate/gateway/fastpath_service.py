@@ -36,6 +36,7 @@ from schoolgate.gateway import nft as nftables
 from schoolgate.gateway.fastpath import (
     READY_TIMEOUT_S,
     FastPathSets,
+    catalogued_names,
     ready_check_args,
     stop_script,
 )
@@ -48,6 +49,7 @@ from schoolgate.gateway.firstflight_queue import (
     ensure_queue_rules,
     remove_queue_rules,
 )
+from schoolgate.gateway.serverprobe import ServerProbe
 
 log = logging.getLogger("schoolgate.fastpath")
 
@@ -93,10 +95,11 @@ class FastPathService:
         self.runner = runner
         self.present = present
         self.queue_rules = queue_rules
-        self.reader = QueueReader(
-            FirstFlightCheck(lambda name: self.sets.catalogued([name]), clock=clock),
-            self.withdraw,
-        )
+        # Whether a TLS 1.2 session the check never saw issued may resume at an address
+        self.probe = ServerProbe(catalogued_names(catalog))
+        check = FirstFlightCheck(lambda name: self.sets.catalogued([name]), clock=clock,
+                                 resumable=self.probe.resumable)  # fmt: skip
+        self.reader = QueueReader(check, self.withdraw)
         self.clock = clock
         self.resolver_seen = float("-inf")
         self.catalogued_known = False  # the first pass over the catalog's names is done
