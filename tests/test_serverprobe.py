@@ -77,6 +77,11 @@ def test_an_address_that_serves_a_catalogued_name_shows_it_when_asked(
     assert probe_of(servers["shared"]).probe("127.0.0.1") is Serves.CATALOGUED
     assert probe_of(servers["clear"]).probe("127.0.0.1") is Serves.CLEAR
     assert probe_of(servers["closed"]).probe("127.0.0.1") is Serves.UNANSWERED
+    # a certificate that names a catalogued host counts, whichever name was asked for (a
+    # wildcard of the catalog is probed by its base and www only)
+    pool = ServerProbe(["www.news.example"], catalogued=lambda name: name == "news.example",
+                       fetch=lambda a, n: server_certificate(a, n, servers["clear"]))  # fmt: skip
+    assert pool.probe("127.0.0.1") is Serves.CATALOGUED
 
 
 def test_certificate_names_cover_as_tls_says() -> None:

@@ -352,7 +352,11 @@ class Scope:
         if self._probe is None or self._probe[0] is not catalog:  # a reload: its names
             if self._probe is not None:
                 self._probe[1].close()
-            self._probe = (catalog, ServerProbe(catalogued_names(catalog)))
+            probe = ServerProbe(
+                catalogued_names(catalog),
+                catalogued=lambda name: catalog.app_for_host(name) is not None,
+            )
+            self._probe = (catalog, probe)
         return self._probe[1].resumable(address)
 
     def tls_established_client(self, data: tls.TlsData) -> None:

@@ -96,7 +96,8 @@ class FastPathService:
         self.present = present
         self.queue_rules = queue_rules
         # Whether a TLS 1.2 session the check never saw issued may resume at an address
-        self.probe = ServerProbe(catalogued_names(catalog))
+        self.probe = ServerProbe(catalogued_names(catalog),
+                                 catalogued=lambda name: self.sets.catalogued([name]))  # fmt: skip
         check = FirstFlightCheck(lambda name: self.sets.catalogued([name]), clock=clock,
                                  resumable=self.probe.resumable)  # fmt: skip
         self.reader = QueueReader(check, self.withdraw)

@@ -97,12 +97,16 @@ class ServerProbe:
         self,
         names: Sequence[str],
         *,
+        catalogued: Callable[[str], bool] = lambda name: False,
         fetch: Fetch = server_certificate,
         clock: Callable[[], float] = time.monotonic,
         per_minute: int = PER_MINUTE,
         workers: int = WORKERS,
     ) -> None:
         self.names = [n.lower().rstrip(".") for n in names]
+        # A certificate naming any catalogued host counts too: a wildcard of the catalog is
+        # probed by its base and www only, and a server may present a host of it for those.
+        self.catalogued = catalogued
         self.fetch = fetch
         self.clock = clock
         self.per_minute = per_minute
@@ -152,7 +156,9 @@ class ServerProbe:
             if der is None:
                 return
             answered.set()
-            if any(covers(pattern, name) for pattern in certificate_names(der)):
+            presented = certificate_names(der)
+            if any(covers(p, name) or self.catalogued(p.replace("*.", "x.", 1))
+                   for p in presented):  # fmt: skip
                 found.set()
 
         with contextlib.suppress(RuntimeError):  # the pool was shut down (a reload)
