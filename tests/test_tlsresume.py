@@ -266,3 +266,20 @@ def _hello() -> bytes:
     from tests.support.rawtcp import client_hello
 
     return client_hello(HARMLESS)
+
+
+def test_the_servers_answer_is_held_until_it_is_judged() -> None:
+    """The proxy's pass-through holds the server's bytes back until the watch has judged
+    them, so that a refusal's alert reaches the client at a record's start (a29: with the
+    answer in tiny segments, the client got a cut-short record instead)."""
+    book = SessionBook()
+    watch = RetryWatch(HARMLESS, ResumeCheck(ClientHello(HARMLESS, session_id=b"o" * 32),
+                                             SERVER, book))  # fmt: skip
+    answer = server_hello(b"n" * 32, CERTIFICATE)
+    for cut in (10, 60, len(answer) - 12):
+        partial = RetryWatch(HARMLESS, ResumeCheck(ClientHello(HARMLESS), SERVER, book))
+        partial.server(answer[:cut])
+        assert partial.verdict().hold_server, cut
+    watch.server(answer)
+    verdict = watch.verdict()
+    assert (verdict.watch, verdict.hold_server) == (Watch.DONE, False)

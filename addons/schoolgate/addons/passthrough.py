@@ -40,6 +40,7 @@ class WatchedPassThrough(TCPLayer):
         self.skip = skip
         self.refused = refused
         self.held = bytearray()
+        self.held_back = bytearray()  # the server's, until its answer is judged
 
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
         if self.watch is not None and isinstance(event, events.DataReceived):
@@ -62,6 +63,12 @@ class WatchedPassThrough(TCPLayer):
             if verdict.watch is Watch.REFUSE:
                 yield from self._refuse(verdict)
                 return
+            if not from_client and verdict.hold_server:
+                self.held_back += event.data
+                return
+            if self.held_back:
+                yield commands.SendData(self.context.client, bytes(self.held_back))
+                self.held_back.clear()
             if not verdict.hold_client and self.held:
                 self.watch.client(bytes(self.held))
                 yield commands.SendData(self.context.server, bytes(self.held))

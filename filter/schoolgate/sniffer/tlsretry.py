@@ -50,6 +50,9 @@ class Verdict:
     # REFUSE of a resumed session: the client is answered with a fatal alert, which makes it
     # drop that session (sniffer.tlsresume), before the connection is closed.
     alert: bool = False
+    # WAIT, and the server's bytes must wait too: whether its answer resumes a session is not
+    # decided, and a refusal's alert must reach the client at a record's start.
+    hold_server: bool = False
 
 
 def normalized(name: str | None) -> str:
@@ -90,7 +93,7 @@ class RetryWatch:
     def verdict(self) -> Verdict:
         retried = self.retried()
         if retried is None:
-            return Verdict(Watch.WAIT)
+            return Verdict(Watch.WAIT, hold_server=self.resume is not None)
         if not retried:
             return self._resumed()
         start = _after_change_cipher_spec(bytes(self._client))
@@ -124,7 +127,8 @@ class RetryWatch:
             # Past MAX_WATCHED client bytes a promised ticket goes unread: a resumption of it
             # is refused once, and the client makes a new session.
             return Verdict(Watch.DONE)
-        return Verdict(Watch.WAIT, hold_client=resume is Resume.HOLD)
+        return Verdict(Watch.WAIT, hold_client=resume is Resume.HOLD,
+                       hold_server=not self.resume.awaiting_ticket)  # fmt: skip
 
 
 def _after_change_cipher_spec(stream: bytes) -> int | None:
