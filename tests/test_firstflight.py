@@ -401,12 +401,16 @@ def test_the_servers_first_message_is_read_before_the_connection_is_verified(
     check: FirstFlightCheck,
 ) -> None:
     """A pupil's small MSS makes the server send its first message in small pieces: no
-    verdict until the piece that tells a ServerHello from a retry request has been read."""
+    verdict until the piece that tells a ServerHello from a retry request has been read. The
+    pieces before are read and held back from the client (the server sends them again), so
+    that an alert in place of a refused answer would reach it at a record's start."""
     hello = client_hello("news.example")
     verdicts(check, connection(hello))
-    assert check.judge(server_ack(len(hello), payload=SERVER_HELLO[:20])).verdict is A
+    first = server_ack(len(hello), payload=SERVER_HELLO[:20])
+    assert check.judge(first).verdict is Verdict.HOLD
     rest = server_ack(len(hello), payload=SERVER_HELLO[20:], sent=20)
     assert check.judge(rest).verdict is Verdict.VERIFIED
+    assert check.judge(first).verdict is A  # sent again: let through
 
 
 # -- what meets the proxy instead --------------------------------------------------------------

@@ -21,6 +21,7 @@ from tests.test_firstflight import (
     CLIENT6,
     ISN,
     SERVER6,
+    SERVER_ISN,
     FakePacket,
     connection,
     packet,
@@ -124,9 +125,24 @@ def test_a_client_that_sends_before_the_server_shows_a_resumption_is_held(
     end = open_named(check, made, 40400)
     hello = 5 + int.from_bytes(made.first_flight[3:5], "big")
     shown = server_ack(end, sport=40400, payload=made.first_flight[:hello])
-    assert check.judge(shown).verdict is Verdict.ACCEPT
+    assert check.judge(shown).verdict is Verdict.HOLD  # read, held back: not judged yet
     early = packet(ISN + 1 + end, b"\x17\x03\x03\x00\x05upload", sport=40400)
     assert check.judge(early).verdict is Verdict.HOLD
+
+
+def test_the_alert_goes_where_the_clients_stream_stands(contexts: Contexts) -> None:
+    """a29: with the server's answer in tiny segments the client got part of the ServerHello
+    and then the alert's bytes inside it. The pieces are held back until judged, and the alert
+    goes at the start of the server's stream."""
+    server, client = contexts
+    check = FirstFlightCheck(lambda name: name == CATALOGUED)
+    home = handshake(server, client, CATALOGUED)
+    at_school = handshake(server, client, HARMLESS, home.session)
+    end = open_named(check, at_school, 40500)
+    flight = at_school.first_flight
+    assert check.judge(server_ack(end, sport=40500, payload=flight[:30])).verdict is (Verdict.HOLD)
+    judged = check.judge(server_ack(end, sport=40500, payload=flight[30:], sent=30))
+    assert (judged.verdict, judged.alert_at) == (Verdict.REFUSED, SERVER_ISN + 1)
 
 
 def test_the_alert_packet_is_a_well_formed_segment() -> None:

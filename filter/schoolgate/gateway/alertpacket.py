@@ -23,14 +23,19 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def alert_packet(packet: bytes, alert: bytes = ACCESS_DENIED_ALERT) -> bytes:
+def alert_packet(
+    packet: bytes, alert: bytes = ACCESS_DENIED_ALERT, seq: int | None = None
+) -> bytes:
     """`packet` (IPv4 or IPv6 with TCP, as parse_segment reads it) with its payload replaced
-    by `alert` and FIN set; the sequence number, ports and options are kept."""
+    by `alert` and FIN set, at sequence number `seq` (where the client's stream stands: the
+    server's bytes not yet let through are not the client's); ports and options are kept."""
     version = packet[0] >> 4
     header = (packet[0] & 0x0F) * 4 if version == 4 else 40
     offset = (packet[header + 12] >> 4) * 4
     tcp = bytearray(packet[header : header + offset]) + alert
     tcp[13] = ACK | PSH | FIN
+    if seq is not None:
+        tcp[4:8] = seq.to_bytes(4, "big")
     tcp[16:18] = b"\0\0"
     if version == 4:
         ip = bytearray(packet[:header])

@@ -75,6 +75,7 @@ class Judgement:
     # A server's packet whose payload the client gets as a TLS fatal alert instead
     # (alert_packet), so that it drops a session it may not resume here (sniffer.tlsresume).
     alert: bool = False
+    alert_at: int | None = None  # the sequence number the alert goes at
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class _Flow:
     # HelloRetryRequest, the second hello (sniffer.tlsretry); None once that is settled.
     watch: RetryWatch | None = None
     server_fed: int = 0  # server stream bytes the watch has had
+    server_passed: int = 0  # server stream bytes let through to the client while watched
     confirmed: bool = False  # the server's SYN-ACK acknowledged this start
     # The server acknowledged another start as well: with SYN cookies a server answers every
     # SYN, and the client's bare ACK, which nothing reads, picks the one it keeps (a20 C1).
@@ -354,6 +356,11 @@ class FirstFlightCheck:
             if watched is not None:
                 return watched
             if flow.watch is not None:
+                if segment.payload and flow.watch.verdict().hold_server:
+                    # Its answer is not judged yet: a refusal's alert must reach the client at
+                    # the start of a record (the server sends these bytes again).
+                    return Judgement(Verdict.HOLD, "the server's answer is not judged yet")
+                flow.server_passed = max(flow.server_passed, offset + len(segment.payload))
                 # Until the server's first message is read: a HelloRetryRequest asks the client
                 # for a second hello, which a server may take another name from (a25 H1).
                 return Judgement(Verdict.ACCEPT, "the server's first message is not read yet")
@@ -445,7 +452,9 @@ class FirstFlightCheck:
             # A refused resumption: the address stays (the client's next connection makes a
             # new session, on the fast path), and this server packet carries the alert.
             refused = self._refuse(segment, verdict.reason, None, flow.watch.first)
-            return Judgement(Verdict.REFUSED, refused.reason, refused.server_name, alert=True)
+            at = (flow.server_isn + 1 + flow.server_passed) % 2**32  # what the client has
+            return Judgement(Verdict.REFUSED, refused.reason, refused.server_name, alert=True,
+                             alert_at=at)  # fmt: skip
         if verdict.watch is Watch.REFUSE:
             return self._refuse(segment, verdict.reason, server,
                                 verdict.second.sni if verdict.second else None)  # fmt: skip

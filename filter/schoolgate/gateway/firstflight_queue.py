@@ -159,7 +159,8 @@ class QueueReader:
                 self.withdraw(judgement.withdraw, lambda: _answer(packet, REFUSED_PACKET))
                 return
             if judgement.alert:
-                packet.set_payload(alert_packet(packet.get_payload()))
+                told = alert_packet(packet.get_payload(), seq=judgement.alert_at)
+                packet.set_payload(told)
                 _answer(packet, TOLD_PACKET)
                 return
         _answer(packet, _MARKS[judgement.verdict])
