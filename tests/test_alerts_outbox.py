@@ -297,6 +297,35 @@ def test_an_alert_no_receiver_takes_any_more_goes_to_every_receiver(
     assert alert.delivered_to == ("sixth-dsl",)
 
 
+def test_an_alert_goes_to_the_receiver_a_reload_gave_its_group(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Adversarial pass a30 AL7f: the alert waited for its group's receiver (down); a reload
+    moved the group to another receiver, whose delivery had been settled unsent, and the alert
+    finished as delivered to nobody. Every receiver is asked again by today's groups."""
+    channels = ("north-dsl", "sixth-dsl")
+    with outbox_at(tmp_path / "a.sqlite", clock, channels) as outbox:
+        down = ScriptedReceiver("sixth-dsl", [CONNECTION_ERROR], groups=("sixth-form",))
+        north = ScriptedReceiver("north-dsl", groups=("north-pupils",))
+        AlertSender(outbox, [down, north], RetryPolicy(10, 900, 3600)).deliver_due()
+        waiting = outbox.enqueue(replace(details(), group="sixth-form"), "v1").alert_id
+        sender = AlertSender(outbox, [down, north], RetryPolicy(10, 900, 3600))
+        sender.deliver_due()
+        assert north.delivered == []
+        # the reload: sixth-form is north's now
+        moved = ScriptedReceiver("north-dsl", groups=("north-pupils", "sixth-form"))
+        gone = ScriptedReceiver("sixth-dsl", groups=("year-12",))
+        sender = AlertSender(outbox, [moved, gone], RetryPolicy(10, 900, 3600))
+        for _ in range(3):
+            clock.advance(60)
+            sender.deliver_due()
+        alert = outbox.get(waiting)
+    assert [a.id for a in moved.delivered] == [waiting]
+    assert gone.delivered == []
+    assert alert is not None
+    assert (alert.state, alert.delivered_to) == (DELIVERED, ("north-dsl",))
+
+
 def outbox_delivery(path: Path, alert_id: str, receiver: str) -> str:
     import sqlite3
 

@@ -339,6 +339,23 @@ class AlertOutbox:
         if len(states) < len(self.channels) or PENDING in states:
             return
         final = DEAD if DEAD in states else DELIVERED
+        if (
+            final == DELIVERED
+            and not cur.execute(
+                f"SELECT 1 FROM deliveries WHERE alert_id = ? AND receiver IN ({marks}) AND "
+                "last_outcome != 'not_routed'",
+                (alert_id, *self.channels),
+            ).fetchone()
+        ):
+            # Every receiver left it out, each by the groups it had when asked: a reload gave
+            # the group to one that was asked before (adversarial pass a30 AL7f). Asked again,
+            # by today's groups; never finished as delivered to nobody.
+            cur.execute(
+                f"UPDATE deliveries SET state = ?, next_at = ?, finished_at = NULL, "
+                f"last_outcome = NULL WHERE alert_id = ? AND receiver IN ({marks})",
+                (PENDING, now, alert_id, *self.channels),
+            )
+            return
         cur.execute(
             "UPDATE alerts SET state = ?, finished_at = ? WHERE id = ?", (final, now, alert_id)
         )
