@@ -84,7 +84,7 @@ class Trust:
         return Subscription("trust", "https://trust.example/banks/", public, "trust")
 
     def sync(self, key: Ed25519PrivateKey | None = None) -> str:
-        return sync(self.subscription(key), Replica(self.gateway), self.fetch).outcome
+        return sync(self.subscription(key), Replica(self.gateway, self.clock), self.fetch).outcome
 
     def blocked(self, text: str) -> bool:
         return any(s.value == sha(text) for s in self.gateway.iter_signals())
@@ -230,21 +230,27 @@ def test_a_bundle_cannot_take_over_a_schools_own_bank(trust: Trust) -> None:
     assert state.withheld == ("trust-incidents",)
     assert state.banks == ("trust-extra",)
     assert "trust-incidents" in state.last_error
-    # once the school renames its bank, the next publication brings the trust's whole: the
-    # gateway takes the full snapshot, not a delta that carries only what changed
+    # while the clash stands, the same version is not fetched again
+    assert trust.sync() == "current"
+    # once the school renames its bank, the next sync brings the trust's whole, at the same
+    # version (a30 W1: it waited for the next publication)
     trust.gateway.delete_bank("trust-incidents")
     trust.gateway.create_bank("our-incidents", "this school's own, renamed")
     trust.gateway.add_signals("our-incidents", [SignalInput(SignalType.SHA256, sha("ours"))], "d")
+    assert trust.sync() == "updated"
+    assert trust.blocked("one")
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.withheld == ()
+    # and later publications are deltas again, as a full snapshot applied without a clash
     trust.central.add_signals("trust-extra", [SignalInput(SignalType.SHA256, sha("three"))], "x")
     latest = trust.publish("trust-incidents", "trust-extra")
     trust.fetched.clear()
     assert trust.sync() == "updated"
-    assert trust.fetched == [INDEX, f"full-{latest}.sgb"]
-    assert trust.blocked("one")
+    assert trust.fetched[-1].startswith("delta-")
+    assert trust.fetched[-1].endswith(f"-{latest}.sgb")
+    assert trust.blocked("three")
     assert trust.blocked("ours")
-    state = Replica(trust.gateway).state("trust")
-    assert state is not None
-    assert state.withheld == ()
 
 
 def test_a_full_snapshot_that_leaves_a_bank_out_unnamed_is_refused(
@@ -292,6 +298,21 @@ def test_a_drop_must_name_a_bank_the_folder_published(
     trust.publish()
     with pytest.raises(BankError, match=error):
         trust.publish("trust-incidents", drop=drop)
+
+
+def test_a_version_far_in_the_future_is_refused(trust: Trust) -> None:
+    """Adversarial pass a30 N2s: a publication from a box whose clock was a year ahead made
+    every real one after it look replayed, for a year."""
+    trust.publish()
+    assert trust.sync() == "updated"
+    trust.clock.now += 365 * 86400
+    trust.publish()
+    trust.clock.now -= 365 * 86400
+    assert trust.sync() == "refused"
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.refusals == {"future": 1}
+    assert trust.blocked("one")
 
 
 def test_a_delta_the_server_lost_is_replaced_by_the_full_snapshot(trust: Trust) -> None:
@@ -349,11 +370,13 @@ def test_a_bundle_is_read_only_after_its_signature_verifies(tmp_path: Path) -> N
 def test_the_running_proxy_keeps_its_subscriptions_current(trust: Trust, tmp_path: Path) -> None:
     """The proxy's addon syncs each subscription at start (and every interval_s)."""
     import asyncio
+    import time
     from types import SimpleNamespace
 
     from schoolgate.addons.runtime import RuntimeRef
     from schoolgate.addons.subscriptions import BankSubscriptions
 
+    trust.clock.now = time.time()  # the addon's replica keeps the real time
     trust.publish()
     subscription = Subscription("trust", f"file://{trust.out}/", trust.key.public_key(), "trust")
     banks = SimpleNamespace(subscriptions=(subscription,), path=tmp_path / "proxy.sqlite")
@@ -391,7 +414,7 @@ def test_a_schools_shared_bank_reaches_every_gateway_with_its_origin(
                 clock=Clock())  # fmt: skip
     from_north = Subscription("north", f"file://{tmp_path / 'north-www'}/",
                               school_key.public_key(), "north-shared", prefix="north-")  # fmt: skip
-    assert sync(from_north, Replica(trust.central)).outcome == "updated"
+    assert sync(from_north, Replica(trust.central, trust.clock)).outcome == "updated"
     trust.publish("trust-incidents", "north-incident-7")
     assert trust.sync() == "updated"
     assert trust.blocked("clip")

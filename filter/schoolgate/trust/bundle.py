@@ -37,7 +37,7 @@ MAX_BODY_BYTES: Final = 1 << 30
 
 # Why a bundle was refused: the metric's label values, each exported from 0.
 REFUSALS: Final = ("malformed", "truncated", "signature", "channel", "replayed", "base", "clash",
-                   "mismatch", "shrunk")  # fmt: skip
+                   "mismatch", "shrunk", "future")  # fmt: skip
 
 
 class BundleError(BankError):

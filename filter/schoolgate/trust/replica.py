@@ -103,12 +103,23 @@ class Replica:
             (name,),
         )
 
-    def apply(self, name: str, bundle: Bundle) -> Applied:
+    def clash_cleared(self, name: str) -> bool:
+        """Whether a bank withheld from subscription `name` for a clash no longer clashes."""
+        current = self.state(name)
+        if current is None or not current.withheld:
+            return False
+        with self.store.write() as cur:
+            still = self._clashes(cur, name, set(current.withheld), set(current.banks))
+        return still != set(current.withheld)
+
+    def apply(self, name: str, bundle: Bundle, *, again: bool = False) -> Applied:
         """Apply a full or delta bundle for subscription `name`; BundleError when refused (the
-        banks stay as they were)."""
+        banks stay as they were). `again`: a full snapshot of the version applied may be
+        applied once more (banks a clash withheld)."""
         current = self.state(name)
         have = current.version if current is not None else None
-        if have is not None and bundle.version <= have:
+        same = again and bundle.kind == "full" and bundle.version == have
+        if have is not None and bundle.version <= have and not same:
             raise BundleError(
                 "replayed",
                 f"bundle version {bundle.version} is not newer than "

@@ -29,6 +29,7 @@ MAX_FETCH_BYTES: Final = 256 << 20
 MAX_INDEX_BYTES: Final = 1 << 20  # the index names files; it is never large
 FETCH_TIMEOUT_S: Final = 60.0  # per read
 FETCH_DEADLINE_S: Final = 600.0  # per file, all reads together
+FUTURE_S: Final = 86_400.0  # how far ahead of this gateway's clock a version may be
 
 
 class FetchError(SchoolgateError):
@@ -122,9 +123,15 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
             f"the index names version {index.version}, older than "
             f"the version applied, {have}: an old index served again",
         )
-    if have == index.version:
-        return None
+    if index.version > replica.clock() + FUTURE_S:
+        # Versions are Unix times: one far ahead was made on a box with a wrong clock, and
+        # would make every real publication after it look replayed (a30 N2s: for a year).
+        ahead = f"the index names version {index.version}, more than a day ahead of this "
+        raise BundleError("future", ahead + "gateway's clock: a publisher's clock is wrong?")
     withheld = state is not None and state.withheld
+    again = bool(withheld) and have == index.version and replica.clash_cleared(subscription.name)
+    if have == index.version and not again:
+        return None
     if have is not None and have in index.deltas and not withheld:
         try:
             data = _named(subscription, fetch, index, index.deltas[have])
@@ -140,7 +147,9 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
     full = _pinned(open_bundle(_named(subscription, fetch, index, index.full_file), key,
                                expect="full"), subscription)  # fmt: skip
     _same_version(full.version, index.version)
-    return replica.apply(subscription.name, _prefixed(full, subscription.prefix))
+    # `again`: the full snapshot of the version applied, for banks a clash withheld that no
+    # longer clash (a30 W1: they waited for the trust's next publication)
+    return replica.apply(subscription.name, _prefixed(full, subscription.prefix), again=again)
 
 
 def _named(subscription: Subscription, fetch: Fetch, index: Bundle, file: str) -> bytes:
