@@ -219,3 +219,27 @@ def test_import_export_round_trip(hash_only_config: Path, tmp_path: Path) -> Non
     assert failed.returncode == 2
     assert "line 2" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_a_bank_a_subscription_owns_is_not_changed_by_hand(
+    hash_only_config: Path, photos: dict[str, Path]
+) -> None:
+    """Adversarial pass a30 L1: hashes added by hand to a bank the trust's subscription owns
+    were wiped without a word by its next sync."""
+    from schoolgate.banks.store import BankStore
+    from schoolgate.config import load_config
+    from schoolgate.trust.bundle import BankContent, Bundle
+    from schoolgate.trust.replica import Replica
+
+    with BankStore(load_config(hash_only_config).banks.path) as store:
+        full = Bundle("full", "Test Trust", 1, 1.0, {"trust-incidents": BankContent()},
+                      channel="trust")  # fmt: skip
+        Replica(store).apply("trust", full)
+    for command in (("add", str(photos["coffee"])), ("remove", "--all")):
+        refused = schoolgate("hashes", *command, "--bank", "trust-incidents",
+                             config=hash_only_config)  # fmt: skip
+        assert refused.returncode != 0, command
+        assert "subscription trust's" in refused.stderr, refused.stderr
+    added = schoolgate("hashes", "add", str(photos["coffee"]), "--bank", "incident-ours",
+                       config=hash_only_config)  # fmt: skip
+    assert added.returncode == 0, added.stderr

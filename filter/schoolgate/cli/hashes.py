@@ -26,6 +26,7 @@ from schoolgate.banks.formats import (
 )
 from schoolgate.banks.media import MediaNotBanked, bank_media, describe_banked
 from schoolgate.banks.model import SignalType, parse_signal_type
+from schoolgate.banks.store import BankStore
 from schoolgate.cli.common import (
     EXIT_OK,
     Subcommands,
@@ -43,6 +44,7 @@ from schoolgate.media.signals import (
     item_signals,
 )
 from schoolgate.media.sniff import MediaKind, sniff
+from schoolgate.trust.replica import read_states
 
 
 def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
@@ -179,9 +181,21 @@ def _print_vpdq(paths: list[Path], config: Config) -> int:
     return EXIT_OK
 
 
+def _own_bank(store: BankStore, bank: str) -> None:
+    """A bank a subscription owns is replaced by its next sync: what the school adds or removes
+    there would be lost without a word (adversarial pass a30 L1)."""
+    for state in read_states(store):
+        if bank in state.banks or bank in state.withheld:
+            raise UsageError(
+                f"bank {bank} is subscription {state.name}'s: its next sync replaces it, and "
+                "what is changed here would be lost; use a bank of this school's own"
+            )
+
+
 def _hashes_add(args: argparse.Namespace) -> int:
     config = config_from(args)
     with open_store(config) as store:
+        _own_bank(store, args.bank)
         store.ensure_bank(args.bank, source=args.source)
         total = 0
         for path in iter_files(args.files):
@@ -269,6 +283,7 @@ def _hashes_stats(args: argparse.Namespace) -> int:
 def _hashes_remove(args: argparse.Namespace) -> int:
     config = config_from(args)
     with open_store(config) as store:
+        _own_bank(store, args.bank)
         if args.all:
             if args.value:
                 raise UsageError("give either a VALUE to remove or --all, not both")
@@ -306,6 +321,7 @@ def _hashes_import(args: argparse.Namespace) -> int:
     }
     with open_store(config) as store:
         source = args.source or ("standard input" if args.file == "-" else args.file)
+        _own_bank(store, args.bank)
         store.ensure_bank(args.bank, source=source)
         if args.file == "-":
             signals = read_signals(sys.stdin, args.format, **options)
