@@ -263,11 +263,14 @@ def test_a_full_snapshot_that_leaves_a_bank_out_unnamed_is_refused(
     trust.central.add_signals("trust-extra", [SignalInput(SignalType.SHA256, sha("two"))], "x")
     trust.publish("trust-incidents", "trust-extra")
     assert trust.sync() == "updated"
+    copy = tmp_path / "second-www"  # a copy of the folder: its token too
+    copy.mkdir()
+    (copy / "folder.id").write_bytes((trust.out / "folder.id").read_bytes())
     with BankStore(tmp_path / "second.sqlite") as second:
         second.create_bank("trust-extra")
-        publish(second, tmp_path / "second-www", trust.key, publisher="Test Trust",
+        publish(second, copy, trust.key, publisher="Test Trust",
                 channel="trust", banks=["trust-extra"], clock=trust.clock)  # fmt: skip
-    trust.served = {p.name: p.read_bytes() for p in (tmp_path / "second-www").glob("*.sgb")}
+    trust.served = {p.name: p.read_bytes() for p in copy.glob("*.sgb")}
     assert trust.sync() == "refused"
     assert trust.blocked("one")
     state = Replica(trust.gateway).state("trust")
@@ -282,6 +285,31 @@ def test_a_full_snapshot_that_leaves_a_bank_out_unnamed_is_refused(
     assert trust.sync() == "updated"
     assert not trust.blocked("one")
     assert trust.blocked("3")
+
+
+def test_another_folder_of_the_channel_is_refused_until_repinned(
+    trust: Trust, tmp_path: Path
+) -> None:
+    """Adversarial pass a30 N1, N2: a second box with an older database (every bank name,
+    fewer hashes), or a staging folder that once dropped a bank, published the trust's channel
+    with the trust's key, and a mirror served it. A gateway follows the folder it first
+    applied; a move on purpose is one command on each gateway."""
+    trust.publish()
+    assert trust.sync() == "updated"
+    with BankStore(tmp_path / "older.sqlite") as older:
+        older.create_bank("trust-incidents")  # the same name, none of the hashes
+        publish(older, tmp_path / "older-www", trust.key, publisher="Test Trust",
+                channel="trust", banks=["trust-incidents"], clock=trust.clock)  # fmt: skip
+    trust.served = {p.name: p.read_bytes() for p in (tmp_path / "older-www").glob("*.sgb")}
+    assert trust.sync() == "refused"
+    assert trust.blocked("one")
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.refusals == {"folder": 1}
+    assert "--repin trust" in state.last_error
+    assert Replica(trust.gateway).repin("trust")
+    assert trust.sync() == "updated"  # followed on purpose now
+    assert not trust.blocked("one")
 
 
 @pytest.mark.parametrize(

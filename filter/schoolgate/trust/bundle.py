@@ -37,7 +37,7 @@ MAX_BODY_BYTES: Final = 1 << 30
 
 # Why a bundle was refused: the metric's label values, each exported from 0.
 REFUSALS: Final = ("malformed", "truncated", "signature", "channel", "replayed", "base", "clash",
-                   "mismatch", "shrunk", "future")  # fmt: skip
+                   "mismatch", "shrunk", "future", "folder")  # fmt: skip
 
 
 class BundleError(BankError):
@@ -159,6 +159,11 @@ class Bundle:
     # banks, a partner list), and a mirror must not pass one off as another (adversarial pass
     # a26 X1: another folder's full snapshot dropped every bank it did not hold).
     channel: str = ""
+    # index: the folder's own random token (publish writes it once into a new folder): a
+    # gateway pins it with the first version it applies, so that another folder of the same
+    # channel (a second box, a restored backup, a staging folder) cannot stand in for the
+    # trust's (adversarial pass a30 N1, N2)
+    folder: str = ""
 
 
 def _signal_json(signal: SignalInput) -> list[Any]:
@@ -208,6 +213,7 @@ def to_json(bundle: Bundle) -> dict[str, Any]:
         "full_file": bundle.full_file,
         "deltas": {str(base): name for base, name in sorted(bundle.deltas.items())},
         "digests": dict(sorted(bundle.digests.items())),
+        "folder": bundle.folder,
     }
 
 
@@ -279,6 +285,7 @@ def _from_json(document: Any) -> Bundle:
             full_file=_file_name(document.get("full_file", "")) if kind == "index" else "",
             deltas=deltas,
             digests={_file_name(n): str(d) for n, d in dict(document.get("digests") or {}).items()},
+            folder=str(document.get("folder", ""))[:64],
         )
     except BundleError:
         raise

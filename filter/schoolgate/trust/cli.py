@@ -82,6 +82,11 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         "subscriptions", parents=[common], help="each subscription's version and last check"
     )
     state.add_argument("--json", action="store_true", help="one JSON object per line")
+    state.add_argument(
+        "--repin", metavar="NAME",
+        help="the trust moved its publication to a new folder on purpose: forget the folder "
+        "this gateway follows for NAME, and follow the one its next index comes from",
+    )  # fmt: skip
     state.set_defaults(handler=_subscriptions)
 
 
@@ -142,6 +147,11 @@ def _when(seconds: float | None) -> str | None:
 def _subscriptions(args: argparse.Namespace) -> int:
     config = config_from(args)
     with open_store(config) as store:
+        if args.repin is not None:
+            if not Replica(store).repin(args.repin):
+                raise UsageError(f"no subscription {args.repin} has synced on this gateway")
+            print(f"subscription {args.repin}: the next index's folder will be followed")
+            return EXIT_OK
         states = {s.name: s for s in Replica(store).states()}
     for subscription in config.banks.subscriptions:
         state = states.get(subscription.name)
@@ -158,6 +168,7 @@ def _subscriptions(args: argparse.Namespace) -> int:
                 "checked_at": _when(state.checked_at),
                 "banks": list(state.banks),
                 "withheld": list(state.withheld),
+                "folder": state.folder,
                 "refusals": state.refusals,
                 "last_error": state.last_error,
             }

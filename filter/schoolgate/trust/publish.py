@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from schoolgate.trust.bundle import (
 )
 
 INDEX: Final = "index.sgb"
+FOLDER: Final = "folder.id"
 KEEP: Final = 10
 _FULL = re.compile(r"full-(\d+)\.sgb")
 
@@ -144,7 +146,7 @@ def publish(
         deltas[base] = name
     digests = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in written}
     index = Bundle("index", publisher, version, now, full_file=written[0], deltas=deltas,
-                   channel=channel, digests=digests)  # fmt: skip
+                   channel=channel, digests=digests, folder=_folder_token(out))  # fmt: skip
     written.append(_write(out, INDEX, seal(index, key)))
     _prune(out, keep_versions={version, *deltas}, current=version)
     return Publication(version, tuple(written), {n: len(c.signals) for n, c in contents.items()})
@@ -211,6 +213,15 @@ def _earlier_snapshots(out: Path, key: Ed25519PrivateKey) -> dict[int, Bundle]:
                     "away, and gateways will fetch the next full snapshot"
                 ) from None
     return found
+
+
+def _folder_token(out: Path) -> str:
+    """The folder's own token, made once: gateways pin it (trust.bundle.Bundle.folder). A copy
+    of the folder carries it; a second box or a new folder does not."""
+    path = out / FOLDER
+    if not path.exists():
+        _write(out, FOLDER, secrets.token_hex(16).encode())
+    return path.read_text().strip()[:64]
 
 
 def _write(out: Path, name: str, data: bytes) -> str:

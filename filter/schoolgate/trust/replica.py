@@ -38,6 +38,8 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS subscriptions (
 # Banks of the last bundle left out for a clash: the next sync takes the full snapshot, so that
 # they come whole once the clash is gone (a delta carries only what changed).
 _WITHHELD = "ALTER TABLE subscriptions ADD COLUMN withheld TEXT NOT NULL DEFAULT '[]'"
+# The publication folder pinned with the first version applied (trust.bundle.Bundle.folder).
+_FOLDER = "ALTER TABLE subscriptions ADD COLUMN folder TEXT NOT NULL DEFAULT ''"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Applied:
     refusals: dict[str, int]
     last_error: str
     withheld: tuple[str, ...] = ()
+    folder: str = ""
 
 
 class Replica:
@@ -63,10 +66,10 @@ class Replica:
         self.clock = clock
         with store.write() as cur:
             cur.execute(_SCHEMA)
-            if "withheld" not in {
-                row[1] for row in cur.execute("PRAGMA table_info(subscriptions)")
-            }:
-                cur.execute(_WITHHELD)
+            columns = {row[1] for row in cur.execute("PRAGMA table_info(subscriptions)")}
+            for column, added in (("withheld", _WITHHELD), ("folder", _FOLDER)):
+                if column not in columns:
+                    cur.execute(added)
 
     def state(self, name: str) -> Applied | None:
         found = [a for a in self.states() if a.name == name]
@@ -112,7 +115,14 @@ class Replica:
             still = self._clashes(cur, name, set(current.withheld), set(current.banks))
         return still != set(current.withheld)
 
-    def apply(self, name: str, bundle: Bundle, *, again: bool = False) -> Applied:
+    def repin(self, name: str) -> bool:
+        """Forget the folder pinned for `name` (the trust moved its publication on purpose):
+        the next index pins its own. False when there is no such subscription here."""
+        with self.store.write() as cur:
+            cur.execute("UPDATE subscriptions SET folder = '' WHERE name = ?", (name,))
+            return cur.rowcount > 0
+
+    def apply(self, name: str, bundle: Bundle, *, again: bool = False, folder: str = "") -> Applied:
         """Apply a full or delta bundle for subscription `name`; BundleError when refused (the
         banks stay as they were). `again`: a full snapshot of the version applied may be
         applied once more (banks a clash withheld)."""
@@ -158,9 +168,10 @@ class Replica:
             self._ensure(cur, name)
             cur.execute(
                 "UPDATE subscriptions SET version = ?, published_at = ?, applied_at = ?, "
-                "checked_at = ?, banks = ?, last_error = '', withheld = ? WHERE name = ?",
+                "checked_at = ?, banks = ?, last_error = '', withheld = ?, "
+                "folder = CASE WHEN folder = '' THEN ? ELSE folder END WHERE name = ?",
                 (bundle.version, bundle.created_at, now, now, json.dumps(sorted(banks)),
-                 json.dumps(sorted(clash)), name),
+                 json.dumps(sorted(clash)), folder, name),
             )  # fmt: skip
         if clash:
             log.error("schoolgate banks: subscription %s: bank(s) %s withheld: this gateway "
@@ -193,18 +204,25 @@ def read_states(store: BankStore) -> list[Applied]:
     """Every subscription's state; none where no sync ever ran (the metrics read this at
     scrape time, without creating anything)."""
     try:
-        rows = store.read(
-            "SELECT name, version, published_at, applied_at, checked_at, banks, refusals, "
-            "last_error, withheld FROM subscriptions ORDER BY name"
-        )
+        columns = [row[1] for row in store.read("PRAGMA table_info(subscriptions)")]
+        if not columns:
+            return []
+        rows = store.read("SELECT * FROM subscriptions ORDER BY name")
     except BankError as exc:
         if "no such table" in str(exc):
             return []
         raise
-    return [
-        Applied(n, v, p, a, c, tuple(json.loads(b)), json.loads(r), e, tuple(json.loads(w)))
-        for n, v, p, a, c, b, r, e, w in rows
-    ]
+    states = []
+    for row in rows:
+        # by name: a database of an earlier version lacks the later columns until a sync
+        got = dict(zip(columns, row, strict=True))
+        states.append(Applied(
+            got["name"], got["version"], got["published_at"], got["applied_at"],
+            got["checked_at"], tuple(json.loads(got["banks"])), json.loads(got["refusals"]),
+            got["last_error"], tuple(json.loads(got.get("withheld", "[]"))),
+            got.get("folder", ""),
+        ))  # fmt: skip
+    return states
 
 
 def _write_bank(

@@ -128,6 +128,12 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
         # would make every real publication after it look replayed (a30 N2s: for a year).
         ahead = f"the index names version {index.version}, more than a day ahead of this "
         raise BundleError("future", ahead + "gateway's clock: a publisher's clock is wrong?")
+    if state is not None and state.folder and index.folder != state.folder:
+        raise BundleError("folder", "the index comes from another publication folder of this "
+                          "channel than the one this gateway follows (a second box, a restored "
+                          "backup, a staging folder); if the trust moved its publication on "
+                          "purpose: schoolgate banks subscriptions --repin "
+                          f"{subscription.name}")  # fmt: skip
     withheld = state is not None and state.withheld
     again = bool(withheld) and have == index.version and replica.clash_cleared(subscription.name)
     if have == index.version and not again:
@@ -143,13 +149,15 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
         else:
             change = _pinned(open_bundle(data, key, expect="delta"), subscription)
             _same_version(change.version, index.version)
-            return replica.apply(subscription.name, _prefixed(change, subscription.prefix))
+            return replica.apply(subscription.name, _prefixed(change, subscription.prefix),
+                                 folder=index.folder)  # fmt: skip
     full = _pinned(open_bundle(_named(subscription, fetch, index, index.full_file), key,
                                expect="full"), subscription)  # fmt: skip
     _same_version(full.version, index.version)
     # `again`: the full snapshot of the version applied, for banks a clash withheld that no
     # longer clash (a30 W1: they waited for the trust's next publication)
-    return replica.apply(subscription.name, _prefixed(full, subscription.prefix), again=again)
+    return replica.apply(subscription.name, _prefixed(full, subscription.prefix), again=again,
+                         folder=index.folder)  # fmt: skip
 
 
 def _named(subscription: Subscription, fetch: Fetch, index: Bundle, file: str) -> bytes:
