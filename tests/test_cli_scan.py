@@ -235,7 +235,7 @@ def test_a_bank_a_subscription_owns_is_not_changed_by_hand(
         full = Bundle("full", "Test Trust", 1, 1.0, {"trust-incidents": BankContent()},
                       channel="trust")  # fmt: skip
         Replica(store).apply("trust", full)
-    for command in (("add", str(photos["coffee"])), ("remove", "--all")):
+    for command in (("add", str(photos["coffee"])), ("remove", "0" * 64, "--type", "sha256")):
         refused = schoolgate("hashes", *command, "--bank", "trust-incidents",
                              config=hash_only_config)  # fmt: skip
         assert refused.returncode != 0, command
@@ -243,3 +243,7 @@ def test_a_bank_a_subscription_owns_is_not_changed_by_hand(
     added = schoolgate("hashes", "add", str(photos["coffee"]), "--bank", "incident-ours",
                        config=hash_only_config)  # fmt: skip
     assert added.returncode == 0, added.stderr
+    # clearing it is allowed: its next sync fills it afresh (docs/trust.md, exchanges)
+    cleared = schoolgate("hashes", "remove", "--bank", "trust-incidents", "--all",
+                         config=hash_only_config)  # fmt: skip
+    assert cleared.returncode == 0, cleared.stderr

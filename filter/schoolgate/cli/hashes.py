@@ -283,7 +283,8 @@ def _hashes_stats(args: argparse.Namespace) -> int:
 def _hashes_remove(args: argparse.Namespace) -> int:
     config = config_from(args)
     with open_store(config) as store:
-        _own_bank(store, args.bank)
+        if not args.all:  # a subscription's bank may be cleared, for its next sync to refill
+            _own_bank(store, args.bank)
         if args.all:
             if args.value:
                 raise UsageError("give either a VALUE to remove or --all, not both")
