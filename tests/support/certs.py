@@ -1,5 +1,5 @@
 """Self-signed certificates for made-up names, as server contexts (tests of what a server
-presents, e.g. gateway.serverprobe)."""
+presents: a server that serves no catalogued name)."""
 
 from __future__ import annotations
 

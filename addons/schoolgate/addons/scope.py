@@ -34,11 +34,8 @@ from mitmproxy.proxy.mode_specs import TransparentMode
 from schoolgate.addons.fingerprint import ja4
 from schoolgate.addons.passthrough import WatchedPassThrough
 from schoolgate.addons.runtime import RuntimeRef
-from schoolgate.endpoints.catalog import Catalog
 from schoolgate.endpoints.hosts import normalize_host
 from schoolgate.endpoints.tenants import sign_in_only
-from schoolgate.gateway.fastpath import catalogued_names
-from schoolgate.gateway.serverprobe import ServerProbe
 from schoolgate.monitoring import metrics
 from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
 from schoolgate.sniffer.tlsresume import ResumeCheck, SessionBook
@@ -99,8 +96,6 @@ class Scope:
         self.prints: OrderedDict[str, str] = OrderedDict()  # client connection id -> JA4
         self.unnamed_logged: OrderedDict[str, float] = OrderedDict()  # client -> last log time
         self.sessions = SessionBook()  # TLS <= 1.2 sessions issued through the pass-through
-        # and whether one made elsewhere may resume at an address (gateway.serverprobe)
-        self._probe: tuple[Catalog, ServerProbe] | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -343,21 +338,9 @@ class Scope:
             )
 
         server = context.server.address[0] if context.server.address else ""
-        resume = ResumeCheck(hello, server, self.sessions, self._resumable)
+        resume = ResumeCheck(hello, server, self.sessions)
         watch = RetryWatch(hello.sni, resume)
         nextlayer.layer = WatchedPassThrough(context, watch, end, refused)
-
-    def _resumable(self, address: str) -> bool:
-        catalog = self.ref.get().catalog
-        if self._probe is None or self._probe[0] is not catalog:  # a reload: its names
-            if self._probe is not None:
-                self._probe[1].close()
-            probe = ServerProbe(
-                catalogued_names(catalog),
-                catalogued=lambda name: catalog.app_for_host(name) is not None,
-            )
-            self._probe = (catalog, probe)
-        return self._probe[1].resumable(address)
 
     def tls_established_client(self, data: tls.TlsData) -> None:
         self.prints.pop(data.context.client.id, None)

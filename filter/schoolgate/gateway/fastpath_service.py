@@ -36,7 +36,6 @@ from schoolgate.gateway import nft as nftables
 from schoolgate.gateway.fastpath import (
     READY_TIMEOUT_S,
     FastPathSets,
-    catalogued_names,
     ready_check_args,
     stop_script,
 )
@@ -49,7 +48,6 @@ from schoolgate.gateway.firstflight_queue import (
     ensure_queue_rules,
     remove_queue_rules,
 )
-from schoolgate.gateway.serverprobe import ServerProbe
 
 log = logging.getLogger("schoolgate.fastpath")
 
@@ -95,11 +93,7 @@ class FastPathService:
         self.runner = runner
         self.present = present
         self.queue_rules = queue_rules
-        # Whether a TLS 1.2 session the check never saw issued may resume at an address
-        self.probe = ServerProbe(catalogued_names(catalog),
-                                 catalogued=lambda name: self.sets.catalogued([name]))  # fmt: skip
-        check = FirstFlightCheck(lambda name: self.sets.catalogued([name]), clock=clock,
-                                 resumable=self.probe.resumable)  # fmt: skip
+        check = FirstFlightCheck(lambda name: self.sets.catalogued([name]), clock=clock)
         self.reader = QueueReader(check, self.withdraw)
         self.clock = clock
         self.resolver_seen = float("-inf")

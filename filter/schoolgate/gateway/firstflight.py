@@ -210,10 +210,8 @@ class FirstFlightCheck:
         catalogued: Callable[[str], bool],
         *,
         clock: Callable[[], float] = time.monotonic,
-        resumable: Callable[[str], bool] | None = None,
     ) -> None:
         self.catalogued = catalogued
-        self.resumable = resumable  # tlsresume.ResumeCheck's: a session made elsewhere, here
         self.clock = clock
         self._flows: OrderedDict[tuple[str, int, str, int], _Flow] = OrderedDict()
         self._buffered = 0
@@ -431,7 +429,7 @@ class FirstFlightCheck:
             return self._refuse(segment, "catalogued server name", segment.destination, hello.sni)
         # Only the hello's own bytes count: the server must acknowledge those, no more.
         flow.hello_end = hello_end
-        resume = ResumeCheck(hello, segment.destination, self.sessions, self.resumable)
+        resume = ResumeCheck(hello, segment.destination, self.sessions)
         flow.watch = RetryWatch(hello.sni, resume)
         flow.watch.client(bytes(flow.data[hello_end:]))  # bytes that came with the hello
         watched = self._watched(segment, flow, segment.destination)

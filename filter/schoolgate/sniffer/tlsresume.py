@@ -14,12 +14,18 @@ NewSessionTicket or the ChangeCipherSpec instead of a Certificate. So:
 - `SessionBook` remembers, for a while, the session ids and tickets servers issued through this
   gateway and the name each was issued under, keyed by the server's address as well (a pupil's
   own server could otherwise issue a catalogued session's id under a harmless name);
-- `ResumeCheck` judges one connection: a resumption is let go for a session the book holds
-  under the same name at the same address, or for one the book never saw at an address known
-  to serve no catalogued name (`resumable`: gateway.serverprobe asks the server); anything else
-  is refused. A refusal answers the client with a fatal alert, which makes most clients drop
-  the session (RFC 5246 7.2.2), so their next connection makes a new one, which the book then
-  holds. Chromium offers a refused ticket again until it expires: the probe is what spares it.
+- `ResumeCheck` judges one connection: a resumption goes on only for a session the book holds
+  under the same name at the same address; anything else is refused, with a fatal alert in
+  place of the server's answer (RFC 5246 7.2.2: the session must then be dropped).
+
+Nothing else can vouch for a session the gateway never saw issued. Asking the server which
+names it serves was tried (a hello for each catalogued name, and the certificate each got) and
+defeated three ways by adversarial passes a31-a33: a server that shows a catalogued
+certificate only to one exact name, or only to hellos that look like a browser's, or only to
+peers other than the gateway. So a session made at home is refused at school. curl and most
+libraries then make a new session; Chromium offers the refused ticket again until it expires or
+the browser restarts, at TLS 1.2-only sites (it speaks TLS 1.3 wherever it can, where this does
+not arise): the cost, measured and documented in docs/gateway.md.
 """
 
 from __future__ import annotations
@@ -240,9 +246,7 @@ class ResumeCheck:
         hello: ClientHello,
         server: str,
         book: SessionBook,
-        resumable: Callable[[str], bool] | None = None,
     ) -> None:
-        self.resumable = resumable
         self.name = normalized(hello.sni)
         self.session_id = hello.session_id
         self.ticket = hello.ticket
@@ -250,7 +254,6 @@ class ResumeCheck:
         self.book = book
         self.flight = ServerFlight()
         self._recorded = 0  # tickets already in the book
-        self.unbooked = False  # resumed without the book's word (ResumeCheck._known)
         self._settled: Resume | None = None
         self.reason = ""
 
@@ -279,7 +282,7 @@ class ResumeCheck:
             return self._settle(Resume.REFUSE)
         if not resumed and hello.session_id:
             self.book.issued(self.server, "id", hello.session_id, self.name)
-        for ticket in flight.tickets[self._recorded :] if not self.unbooked else ():
+        for ticket in flight.tickets[self._recorded :]:
             self.book.issued(self.server, "ticket", ticket, self.name)
         self._recorded = len(flight.tickets)
         if flight.ended or (not hello.ticket_promised and not resumed):
@@ -315,9 +318,6 @@ class ResumeCheck:
         issued = self.book.name(self.server, kind, credential) if credential else None
         if issued == self.name:
             return True
-        if issued is None and self.resumable is not None and self.resumable(self.server):
-            self.unbooked = True  # a renewed ticket is not booked: its name is not known here
-            return True  # a session made elsewhere, at an address no catalogued host is on
         self.reason = (
             f"resumes a TLS 1.2 session not issued under {self.name or 'this name'} "
             f"(its {kind} was issued {'under ' + issued if issued else 'nowhere here'})"
