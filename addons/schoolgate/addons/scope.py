@@ -16,11 +16,13 @@ an app, so it is refused before any byte leaves (`proxy.tls_without_sni`, defaul
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Final
 
 from mitmproxy import ctx, exceptions, tls
@@ -37,6 +39,7 @@ from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.endpoints.hosts import normalize_host
 from schoolgate.endpoints.tenants import sign_in_only
 from schoolgate.monitoring import metrics
+from schoolgate.sniffer.sessionfile import SessionKeeper
 from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
 from schoolgate.sniffer.tlsresume import ResumeCheck, SessionBook
 from schoolgate.sniffer.tlsretry import RetryWatch, Verdict
@@ -45,6 +48,7 @@ log = logging.getLogger("schoolgate.proxy")
 
 # Per-(client, SNI, fingerprint) tallies are bounded so a scan of random names cannot grow memory.
 MAX_TRACKED = 10_000
+SESSIONS_FILE: Final = "tls-sessions.json"  # in data_dir: the pass-through's session book
 UNNAMED_LOG_INTERVAL_S = 3600.0
 
 type PinKey = tuple[str, str, str]  # client address, host, JA4 of the refusing client
@@ -96,6 +100,7 @@ class Scope:
         self.prints: OrderedDict[str, str] = OrderedDict()  # client connection id -> JA4
         self.unnamed_logged: OrderedDict[str, float] = OrderedDict()  # client -> last log time
         self.sessions = SessionBook()  # TLS <= 1.2 sessions issued through the pass-through
+        self.keeper: SessionKeeper | None = None  # and on disk, across restarts
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -115,6 +120,18 @@ class Scope:
     def configure(self, updated: set[str]) -> None:
         if "schoolgate_pinned_after" in updated and ctx.options.schoolgate_pinned_after < 0:
             raise exceptions.OptionsError("schoolgate_pinned_after must be 0 or more")  # type: ignore[no-untyped-call]
+
+    def running(self) -> None:
+        runtime = self.ref.current
+        if runtime is None or self.keeper is not None:
+            return
+        path = Path(runtime.config.data_dir) / SESSIONS_FILE
+        self.keeper = SessionKeeper(self.sessions, path, clock=self.clock)
+        self.keeper.load()
+
+    def done(self) -> None:
+        if self.keeper is not None:
+            self.keeper.save()
 
     def pinned_action(self, key: PinKey) -> str | None:
         """The action a pinned client has for a host, while it lasts."""
@@ -337,6 +354,8 @@ class Scope:
                 context, normalize_host(hello.sni or ""), f"refused: {verdict.reason}", "block"
             )
 
+        if self.keeper is not None and self.keeper.due():
+            asyncio.get_running_loop().run_in_executor(None, self.keeper.save)
         server = context.server.address[0] if context.server.address else ""
         resume = ResumeCheck(hello, server, self.sessions)
         watch = RetryWatch(hello.sni, resume)

@@ -98,7 +98,7 @@ def _nft_fastpath(args: argparse.Namespace) -> int:
     import logging
 
     from schoolgate.endpoints.loader import load_catalog
-    from schoolgate.gateway.fastpath_service import serve, socket_path
+    from schoolgate.gateway.fastpath_service import serve, sessions_path, socket_path
 
     config = config_from(args)
     if not nft.GatewayRuleset(config).fast_path:
@@ -111,4 +111,4 @@ def _nft_fastpath(args: argparse.Namespace) -> int:
     except KeyError:
         group = None  # a development machine: the socket stays the caller's
     catalog = load_catalog(list(config.proxy.endpoints_files))
-    return asyncio.run(serve(catalog, socket_path(config), group))
+    return asyncio.run(serve(catalog, socket_path(config), group, sessions_path(config)))

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from schoolgate.errors import SchoolgateError
+from schoolgate.files import write_atomic
 
 # mitmproxy's CONF_BASENAME: CertStore.from_store() loads `<confdir>/mitmproxy-ca.pem`.
 KEY_AND_CERT: Final = "mitmproxy-ca.pem"
@@ -250,25 +251,6 @@ def _secret_umask() -> Iterator[None]:
         os.umask(previous)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write beside the target and rename, so a crash never leaves half a key."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        temp.unlink()
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-
-
 def save_ca(ca: CertificateAuthority, confdir: Path) -> None:
     """Write the CA in mitmproxy's confdir layout; the key file last, so it commits the change."""
     with _secret_umask():
@@ -290,10 +272,10 @@ def save_ca(ca: CertificateAuthority, confdir: Path) -> None:
         cas=None,
         encryption_algorithm=serialization.NoEncryption(),
     )
-    _write_atomic(confdir / CERT_PEM, cert_pem, 0o644)
-    _write_atomic(confdir / CERT_CER, cert_pem, 0o644)
-    _write_atomic(confdir / CERT_P12, p12, 0o644)
-    _write_atomic(confdir / KEY_AND_CERT, key_pem + cert_pem, 0o600)
+    write_atomic(confdir / CERT_PEM, cert_pem, 0o644)
+    write_atomic(confdir / CERT_CER, cert_pem, 0o644)
+    write_atomic(confdir / CERT_P12, p12, 0o644)
+    write_atomic(confdir / KEY_AND_CERT, key_pem + cert_pem, 0o600)
 
 
 def load_ca(confdir: Path) -> CertificateAuthority | None:

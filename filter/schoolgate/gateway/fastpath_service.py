@@ -48,10 +48,12 @@ from schoolgate.gateway.firstflight_queue import (
     ensure_queue_rules,
     remove_queue_rules,
 )
+from schoolgate.sniffer.sessionfile import SessionKeeper
 
 log = logging.getLogger("schoolgate.fastpath")
 
 SOCKET_NAME: Final = "fastpath.sock"  # in data_dir: the resolver and this service share it
+SESSIONS_FILE: Final = "fastpath-tls-sessions.json"  # the first-flight check's session book
 HEARTBEAT_S: Final = 5.0
 RESOLVER_SILENT_S: Final = 15.0  # no word from the resolver this long: it is down
 MAX_LINE: Final = 64 * 1024
@@ -63,6 +65,13 @@ type Runner = Callable[[str], None]  # applies an nft script; raises NftError
 def socket_path(config: Config) -> Path:
     """Where the service listens and the resolver reports (resolver.fast_path_socket)."""
     return config.resolver.fast_path_socket or config.data_dir / SOCKET_NAME
+
+
+def sessions_path(config: Config) -> Path:
+    """Where the first-flight check keeps its session book: systemd's StateDirectory for the
+    service (its file system is read-only elsewhere), else data_dir."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return (Path(state) if state else config.data_dir) / SESSIONS_FILE
 
 
 def apply_script(script: str) -> None:
@@ -95,6 +104,8 @@ class FastPathService:
         self.queue_rules = queue_rules
         check = FirstFlightCheck(lambda name: self.sets.catalogued([name]), clock=clock)
         self.reader = QueueReader(check, self.withdraw)
+        self.sessions = check.sessions
+        self.keeper: SessionKeeper | None = None  # the session book on disk (serve)
         self.clock = clock
         self.resolver_seen = float("-inf")
         self.catalogued_known = False  # the first pass over the catalog's names is done
@@ -254,12 +265,14 @@ class FastPathService:
     async def heartbeat_loop(self) -> None:
         while True:
             await _guarded(self.beat)
+            if self.keeper is not None and self.keeper.due():
+                await _guarded(self.keeper.save)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), HEARTBEAT_S)
             self._beat_now.clear()
 
 
-async def _guarded(step: Callable[[], None]) -> None:
+async def _guarded(step: Callable[[], object]) -> None:
     """Run one step in a thread; a bug is logged and the loop goes on (were it to stop, the
     heartbeat would lapse and everything meet the proxy: safe, but the fast path gone)."""
     try:
@@ -277,11 +290,17 @@ def _read(queue: NetfilterQueue, service: FastPathService) -> None:
     service.queue_read = False  # nothing answers the queue: the next heartbeat ends it
 
 
-async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
-    """Listen on `path` until SIGTERM/SIGINT; end the fast path on the way out."""
+async def serve(
+    catalog: Catalog, path: Path, group: int | None = None, sessions: Path | None = None
+) -> int:
+    """Listen on `path` until SIGTERM/SIGINT; end the fast path on the way out. `sessions`:
+    where the TLS session book is kept across restarts."""
     import signal
 
     service = FastPathService(catalog)
+    if sessions is not None:
+        service.keeper = SessionKeeper(service.sessions, sessions)
+        service.keeper.load()
     queue = NetfilterQueue()
     try:
         queue.bind(FAST_QUEUE, service.reader, max_len=QUEUE_LENGTH, range=QUEUE_COPY)
@@ -324,6 +343,8 @@ async def serve(catalog: Catalog, path: Path, group: int | None = None) -> int:
             task.cancel()
         server.close()
         service.stop()
+        if service.keeper is not None:
+            service.keeper.save()
         with contextlib.suppress(nftables.NftError):
             remove_queue_rules()
         # No unbind: its reply would be read by the reader thread, blocked on the same socket,

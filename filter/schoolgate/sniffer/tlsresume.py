@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -187,7 +189,9 @@ def _server_hello(body: bytes) -> ServerHello:
 class SessionBook:
     """TLS <= 1.2 session ids and tickets servers issued through this gateway: the name each
     was issued under, by server address. Bounded in count and age; a session it no longer
-    holds is refused once, and the client makes a new one."""
+    holds is refused once, and the client makes a new one. It may be dumped and restored, so
+    that a restarted gateway still vouches for the sessions it saw issued (a session it forgot
+    is refused, and Chromium offers it again until it expires)."""
 
     def __init__(
         self,
@@ -200,6 +204,7 @@ class SessionBook:
         self.lifetime = lifetime
         self.clock = clock
         self._names: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()  # the fast path's queue reader and its saver share it
 
     def __len__(self) -> int:
         return len(self._names)
@@ -210,20 +215,56 @@ class SessionBook:
 
     def issued(self, server: str, kind: str, credential: bytes, name: str) -> None:
         key = self._key(server, kind, credential)
-        self._names.pop(key, None)
-        self._names[key] = (name, self.clock())
-        while len(self._names) > self.size:
-            self._names.popitem(last=False)
+        with self._lock:
+            self._names.pop(key, None)
+            self._names[key] = (name, self.clock())
+            while len(self._names) > self.size:
+                self._names.popitem(last=False)
 
     def name(self, server: str, kind: str, credential: bytes) -> str | None:
         key = self._key(server, kind, credential)
-        found = self._names.get(key)
-        if found is None:
-            return None
-        if self.clock() - found[1] > self.lifetime:
-            del self._names[key]
-            return None
-        return found[0]
+        with self._lock:
+            found = self._names.get(key)
+            if found is None:
+                return None
+            if self.clock() - found[1] > self.lifetime:
+                del self._names[key]
+                return None
+            return found[0]
+
+    def dump(self, wall: Callable[[], float] = time.time) -> bytes:
+        """The sessions still in date, oldest first, with wall-clock times: keys are digests
+        (no session id or ticket is written), names the server names they were issued under."""
+        with self._lock:
+            now, at = self.clock(), wall()
+            sessions = [[key.hex(), name, round(at - (now - t), 3)]
+                        for key, (name, t) in self._names.items()
+                        if now - t <= self.lifetime]  # fmt: skip
+        return json.dumps({"version": 1, "sessions": sessions}).encode()
+
+    def restore(self, data: bytes, wall: Callable[[], float] = time.time) -> int:
+        """Add a dump's sessions that are still in date; how many. A dump that cannot be read
+        raises ValueError and adds nothing."""
+        try:
+            document = json.loads(data)
+            if not isinstance(document, dict) or document.get("version") != 1:
+                raise ValueError("not a version 1 session book")
+            entries = [(bytes.fromhex(key), str(name), float(when))
+                       for key, name, when in document["sessions"]]  # fmt: skip
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"unreadable session book ({error})") from None
+        with self._lock:
+            now, at = self.clock(), wall()
+            added = 0
+            for key, name, when in sorted(entries, key=lambda entry: entry[2]):
+                age = max(0.0, at - when)  # rounding, or a wall clock set back since
+                if len(key) == 32 and age <= self.lifetime and key not in self._names:
+                    self._names[key] = (name, now - age)
+                    added += 1
+            self._names = OrderedDict(sorted(self._names.items(), key=lambda item: item[1][1]))
+            while len(self._names) > self.size:
+                self._names.popitem(last=False)
+        return added
 
 
 class Resume(enum.Enum):

@@ -1,0 +1,147 @@
+"""The TLS session book across a restart (sniffer.sessionfile): a gateway that forgot the
+sessions it saw issued refuses them, and Chromium offers a refused ticket again until it
+expires, so a restart must not make every TLS 1.2-only site a pupil had open fail."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from schoolgate.addons.runtime import RuntimeRef
+from schoolgate.addons.scope import SESSIONS_FILE, Scope
+from schoolgate.gateway.fastpath_service import SESSIONS_FILE as FAST_FILE
+from schoolgate.gateway.fastpath_service import sessions_path
+from schoolgate.sniffer.sessionfile import SessionKeeper
+from schoolgate.sniffer.tlsresume import Resume, SessionBook
+from tests.test_tlsresume import CATALOGUED, HARMLESS, contexts, handshake, read
+
+__all__ = ["contexts"]  # the fixture, shared with tests.test_tlsresume
+
+
+class Clock:
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def test_a_restored_book_vouches_for_the_sessions_issued_before_the_restart(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server, client = contexts
+    before = SessionBook()
+    made = handshake(server, client, HARMLESS)
+    assert read(made, before, HARMLESS) is Resume.DONE  # issued here: booked
+    dump = before.dump()
+    assert made.session is not None
+    assert made.session.id.hex() not in dump.decode()  # digests only, never a session's id
+
+    restarted = SessionBook()
+    assert restarted.restore(dump) == len(before) > 0
+    again = handshake(server, client, HARMLESS, made.session)
+    assert again.reused
+    assert read(again, restarted, HARMLESS) is Resume.DONE
+    # and it vouches for nothing more than before: another name is still refused
+    moved = handshake(server, client, CATALOGUED, made.session)
+    assert read(moved, restarted, CATALOGUED) is Resume.REFUSE
+    # a gateway that lost the book refuses the same resumption (why it is kept)
+    assert read(handshake(server, client, HARMLESS, made.session), SessionBook(),
+                HARMLESS) is Resume.REFUSE  # fmt: skip
+
+
+def test_a_restore_keeps_each_session_s_age_and_the_book_s_bounds() -> None:
+    clock, wall = Clock(1000.0), Clock(1_700_000_000.0)
+    book = SessionBook(clock=clock, lifetime=3600.0)
+    book.issued("198.51.100.7", "ticket", b"old", HARMLESS)
+    clock.at += 3000.0
+    book.issued("198.51.100.7", "ticket", b"new", HARMLESS)
+    dump = book.dump(wall=wall)
+
+    wall.at += 1200.0  # the gateway was down 20 minutes: "old" is now 70 minutes old
+    later = Clock(50.0)  # a new process's monotonic clock starts anywhere
+    restored = SessionBook(clock=later, lifetime=3600.0)
+    assert restored.restore(dump, wall=wall) == 1
+    assert restored.name("198.51.100.7", "ticket", b"old") is None
+    assert restored.name("198.51.100.7", "ticket", b"new") == HARMLESS
+    later.at += 2401.0  # it was 20 min old when restored: its hour is up
+    assert restored.name("198.51.100.7", "ticket", b"new") is None
+
+    small = SessionBook(size=1, clock=Clock(0.0))
+    small.issued("198.51.100.7", "id", b"resident", HARMLESS)
+    wall.at -= 1190.0  # restored 10 s after the dump: both older than "resident"
+    assert small.restore(dump, wall=wall) == 2
+    assert len(small) == 1  # the newest survive: the restored ones are older than "resident"
+    assert small.name("198.51.100.7", "id", b"resident") == HARMLESS
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"version": 2, "sessions": []}',
+        b'{"version": 1, "sessions": [["zz", "a", 1]]}',
+        b'{"version": 1, "sessions": [[1]]}',
+        b'{"version": 1}',
+    ],
+)
+def test_an_unreadable_dump_adds_nothing_and_says_why(data: bytes) -> None:
+    book = SessionBook()
+    with pytest.raises(ValueError, match="unreadable session book"):
+        book.restore(data)
+    assert len(book) == 0
+
+
+def test_the_keeper_writes_owner_only_in_turns_and_survives_a_broken_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock(0.0)
+    book = SessionBook()
+    path = tmp_path / "sessions.json"
+    keeper = SessionKeeper(book, path, every_s=300.0, clock=clock)
+    assert keeper.load() == 0  # a first start
+    book.issued("198.51.100.7", "id", b"x", HARMLESS)
+    assert not keeper.due()
+    clock.at = 300.0
+    assert keeper.due()
+    assert not keeper.due()  # one caller takes the turn
+    assert keeper.save()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(json.loads(path.read_bytes())["sessions"]) == 1
+
+    path.write_bytes(b"{half a fi")
+    fresh = SessionBook()
+    with caplog.at_level(logging.WARNING, logger="schoolgate.sessions"):
+        assert SessionKeeper(fresh, path).load() == 0
+    assert "ignored (unreadable session book" in caplog.text
+    assert SessionKeeper(fresh, tmp_path / "missing" / "x.json").save() is False  # logged
+
+
+def test_the_proxy_keeps_its_book_in_data_dir_across_a_restart(tmp_path: Path) -> None:
+    runtime = cast(Any, SimpleNamespace(config=SimpleNamespace(data_dir=tmp_path)))
+    first = Scope(RuntimeRef(runtime))
+    first.running()
+    first.sessions.issued("198.51.100.7", "ticket", b"t", HARMLESS)
+    first.done()
+    assert (tmp_path / SESSIONS_FILE).exists()
+    second = Scope(RuntimeRef(runtime))
+    second.running()
+    assert second.sessions.name("198.51.100.7", "ticket", b"t") == HARMLESS
+
+
+def test_the_fast_path_keeps_its_book_in_systemd_s_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = cast(Any, SimpleNamespace(data_dir=tmp_path / "data"))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert sessions_path(config) == tmp_path / "data" / FAST_FILE
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:/elsewhere")
+    assert sessions_path(config) == tmp_path / "state" / FAST_FILE
