@@ -335,9 +335,16 @@ def test_a_trust_subscriptions_state_is_read_at_scrape_time(setup: Setup, data_d
         'schoolgate_bank_subscription_refused_total{reason="replayed",subscription="trust"} 0.0'
         in (scrape())
     )
+    # the apply was a sync that ended well; the refusals were not
+    synced = value("schoolgate_bank_subscription_synced_timestamp_seconds", subscription="trust")
+    assert synced > 1.7e9
     with BankStore(data_dir / "banks.sqlite") as store:
         Replica(store).checked("partner", error="unreachable")
+        Replica(store).checked("partner", error="unreachable")
     assert 'schoolgate_bank_subscription_version{subscription="partner"} 0.0' in scrape()
+    assert value("schoolgate_bank_subscription_fetch_failed_total", subscription="partner") == 2
+    assert value("schoolgate_bank_subscription_fetch_failed_total", subscription="trust") == 0
+    assert 'synced_timestamp_seconds{subscription="partner"}' not in scrape()  # never synced
 
 
 def test_alert_outbox_state_is_read_at_scrape_time_and_failures_are_tolerated() -> None:

@@ -356,11 +356,27 @@ def test_a_delta_the_server_lost_is_replaced_by_the_full_snapshot(trust: Trust) 
 
 
 def test_the_server_down_keeps_the_banks_and_says_so(trust: Trust) -> None:
+    """And counts it, apart from refusals: a gateway that asks and gets nothing is seen by its
+    last good sync (alert SchoolgateTrustSyncFailing; a30 monitoring)."""
     trust.publish()
     trust.sync()
+    synced = Replica(trust.gateway).state("trust")
+    assert synced is not None
+    assert synced.synced_at is not None
+    assert synced.fetch_failures == 0
     trust.served = {}
+    trust.clock.now += 900
+    assert trust.sync() == "unreachable"
+    trust.clock.now += 900
     assert trust.sync() == "unreachable"
     assert trust.blocked("one")
+    state = Replica(trust.gateway).state("trust")
+    assert state is not None
+    assert state.fetch_failures == 2
+    assert state.refusals == {}
+    assert state.synced_at == synced.synced_at
+    assert state.checked_at is not None
+    assert state.checked_at > synced.synced_at + 1800
 
 
 def test_feature_sets_travel_only_when_the_trust_opts_in(trust: Trust) -> None:

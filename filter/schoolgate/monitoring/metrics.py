@@ -512,6 +512,17 @@ class StateCollector(Collector):
             "When the gateway last asked the publisher, whatever the outcome (Unix time).",
             labels=label,
         )
+        synced = GaugeMetricFamily(
+            "schoolgate_bank_subscription_synced_timestamp_seconds",
+            "When a sync last ended well: the publisher's current version verified, and applied "
+            "or already in place (Unix time).",
+            labels=label,
+        )
+        failed = CounterMetricFamily(
+            "schoolgate_bank_subscription_fetch_failed",
+            "Syncs whose fetch failed (publisher unreachable, not found, too large, too slow).",
+            labels=label,
+        )
         refused = CounterMetricFamily(
             "schoolgate_bank_subscription_refused",
             "Bundles refused (tampered, unsigned, replayed, ...), by reason; the last good banks "
@@ -526,9 +537,12 @@ class StateCollector(Collector):
                 published.add_metric([state.name], state.published_at)
             if state.checked_at is not None:
                 checked.add_metric([state.name], state.checked_at)
+            if state.synced_at is not None:
+                synced.add_metric([state.name], state.synced_at)
+            failed.add_metric([state.name], state.fetch_failures)
             for reason in REFUSALS:
                 refused.add_metric([state.name, reason], state.refusals.get(reason, 0))
-        yield from (version, published, checked, refused)
+        yield from (version, published, checked, synced, failed, refused)
 
     def _models(self) -> Iterator[Metric]:
         binding = self._inspection

@@ -166,10 +166,12 @@ def _subscriptions(args: argparse.Namespace) -> int:
                 "published_at": _when(state.published_at),
                 "applied_at": _when(state.applied_at),
                 "checked_at": _when(state.checked_at),
+                "synced_at": _when(state.synced_at),
                 "banks": list(state.banks),
                 "withheld": list(state.withheld),
                 "folder": state.folder,
                 "refusals": state.refusals,
+                "fetch_failures": state.fetch_failures,
                 "last_error": state.last_error,
             }
         if args.json:

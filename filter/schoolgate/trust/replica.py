@@ -40,6 +40,11 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS subscriptions (
 _WITHHELD = "ALTER TABLE subscriptions ADD COLUMN withheld TEXT NOT NULL DEFAULT '[]'"
 # The publication folder pinned with the first version applied (trust.bundle.Bundle.folder).
 _FOLDER = "ALTER TABLE subscriptions ADD COLUMN folder TEXT NOT NULL DEFAULT ''"
+# When a sync last ended well (the publisher's current version verified, applied or already
+# applied), and the fetches that failed (unreachable, 404, oversize, timeout): a gateway that
+# is asking but getting nothing shows (adversarial pass a30, monitoring).
+_SYNCED = "ALTER TABLE subscriptions ADD COLUMN synced_at REAL"
+_FAILURES = "ALTER TABLE subscriptions ADD COLUMN fetch_failures INTEGER NOT NULL DEFAULT 0"
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class Applied:
     last_error: str
     withheld: tuple[str, ...] = ()
     folder: str = ""
+    synced_at: float | None = None
+    fetch_failures: int = 0
 
 
 class Replica:
@@ -67,7 +74,9 @@ class Replica:
         with store.write() as cur:
             cur.execute(_SCHEMA)
             columns = {row[1] for row in cur.execute("PRAGMA table_info(subscriptions)")}
-            for column, added in (("withheld", _WITHHELD), ("folder", _FOLDER)):
+            later = (("withheld", _WITHHELD), ("folder", _FOLDER), ("synced_at", _SYNCED),
+                     ("fetch_failures", _FAILURES))  # fmt: skip
+            for column, added in later:
                 if column not in columns:
                     cur.execute(added)
 
@@ -79,13 +88,22 @@ class Replica:
         return read_states(self.store)
 
     def checked(self, name: str, refused: BundleError | None = None, error: str = "") -> None:
-        """Record one sync: its time, and a refusal (counted by reason) or another failure."""
+        """Record one sync: its time, and a refusal (counted by reason) or a failed fetch
+        (counted), or neither: the publisher's current version is the one applied."""
         with self.store.write() as cur:
             self._ensure(cur, name)
+            now = self.clock()
             cur.execute(
                 "UPDATE subscriptions SET checked_at = ?, last_error = ? WHERE name = ?",
-                (self.clock(), str(refused or error), name),
+                (now, str(refused or error), name),
             )
+            if refused is None and not error:
+                cur.execute("UPDATE subscriptions SET synced_at = ? WHERE name = ?", (now, name))
+            elif refused is None:
+                cur.execute(
+                    "UPDATE subscriptions SET fetch_failures = fetch_failures + 1 WHERE name = ?",
+                    (name,),
+                )
             if refused is not None:
                 (text,) = cur.execute(
                     "SELECT refusals FROM subscriptions WHERE name = ?", (name,)
@@ -168,9 +186,9 @@ class Replica:
             self._ensure(cur, name)
             cur.execute(
                 "UPDATE subscriptions SET version = ?, published_at = ?, applied_at = ?, "
-                "checked_at = ?, banks = ?, last_error = '', withheld = ?, "
+                "checked_at = ?, synced_at = ?, banks = ?, last_error = '', withheld = ?, "
                 "folder = CASE WHEN folder = '' THEN ? ELSE folder END WHERE name = ?",
-                (bundle.version, bundle.created_at, now, now, json.dumps(sorted(banks)),
+                (bundle.version, bundle.created_at, now, now, now, json.dumps(sorted(banks)),
                  json.dumps(sorted(clash)), folder, name),
             )  # fmt: skip
         if clash:
@@ -220,7 +238,7 @@ def read_states(store: BankStore) -> list[Applied]:
             got["name"], got["version"], got["published_at"], got["applied_at"],
             got["checked_at"], tuple(json.loads(got["banks"])), json.loads(got["refusals"]),
             got["last_error"], tuple(json.loads(got.get("withheld", "[]"))),
-            got.get("folder", ""),
+            got.get("folder", ""), got.get("synced_at"), got.get("fetch_failures", 0),
         ))  # fmt: skip
     return states
 
