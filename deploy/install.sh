@@ -77,6 +77,7 @@ OPT=$ROOT/opt/schoolgate
 ETC=$ROOT/etc/schoolgate
 LIB=$ROOT/var/lib/schoolgate
 LOG=$ROOT/var/log/schoolgate
+FASTPATH_STATE=$ROOT/var/lib/schoolgate-fastpath  # schoolgate-fastpath.service's StateDirectory
 UNITDIR=$ROOT/etc/systemd/system
 CONFIG=$ETC/schoolgate.yaml
 BIN=$OPT/venv/bin/schoolgate
@@ -376,7 +377,7 @@ uninstall() {
   [ "$SYSTEM" -eq 0 ] || systemctl daemon-reload
   rm -rf "$OPT"
   if [ "$PURGE" -eq 1 ]; then
-    rm -rf "$ETC" "$LIB" "$LOG"
+    rm -rf "$ETC" "$LIB" "$LOG" "$FASTPATH_STATE"
     if [ "$SYSTEM" -eq 1 ] && id "$SERVICE_USER" >/dev/null 2>&1; then userdel "$SERVICE_USER"; fi
     say "schoolgate removed, with its configuration, data, CA and logs"
   else
