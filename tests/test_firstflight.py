@@ -74,6 +74,14 @@ def client_hello(server_name: str | None, *, padding: int = 0) -> bytes:
     return _padded(hello, padding) if padding else hello
 
 
+def split_around_ccs(hello: bytes, at: int = 40) -> bytes:
+    """A hello in two handshake records with a ChangeCipherSpec record between them."""
+    body = hello[5:]
+    first, rest = body[: at - 5], body[at - 5 :]
+    return (b"\x16\x03\x03" + len(first).to_bytes(2, "big") + first + b"\x14\x03\x03\x00\x01\x01"
+            + b"\x16\x03\x03" + len(rest).to_bytes(2, "big") + rest)  # fmt: skip
+
+
 def _padded(record: bytes, extra: int) -> bytes:
     """The same hello with `extra` bytes more in one extension: a post-quantum-sized hello."""
     body = bytearray(record[5:])
@@ -386,6 +394,26 @@ def test_a_second_hello_after_a_retry_request_must_name_the_same_server(
     assert check.judge(answer).verdict is Verdict.VERIFIED
 
 
+def test_a_servers_answer_to_a_second_hello_not_read_whole_never_reaches_the_client(
+    check: FirstFlightCheck,
+) -> None:
+    """Adversarial pass a34: a second hello the check could not read whole (split around a
+    ChangeCipherSpec, which OpenSSL skips) was read by the server, and the check waited while
+    the handshake and an upload went past. A server says nothing after its retry request until
+    it has a hello, so its answer while the check still waits is refused, address withdrawn."""
+    first = client_hello("news.example")
+    verdicts(check, connection(first))
+    whole_retry = RETRY_REQUEST + bytes(0x58 + 5 - len(RETRY_REQUEST))
+    assert check.judge(server_ack(len(first), payload=whole_retry + CCS)).verdict is A
+    second = CCS + client_hello("chat.example")
+    assert check.judge(packet(ISN + 1 + len(first), second[:60])).verdict is A
+    answer = server_ack(len(first) + 60, payload=SERVER_HELLO, sent=len(whole_retry + CCS))
+    refused = check.judge(answer)
+    assert (refused.verdict, refused.withdraw) == (Verdict.REFUSED, SERVER)
+    assert "not read whole" in refused.reason
+    assert len(check) == 0
+
+
 def test_a_second_hello_sent_before_the_retry_request_is_judged_when_it_comes(
     check: FirstFlightCheck,
 ) -> None:
@@ -430,8 +458,16 @@ def test_the_servers_first_message_is_read_before_the_connection_is_verified(
         (b"\x05\x01\x00", "not TLS"),
         (b"SSH-2.0-OpenSSH_9.6\r\n", "not TLS"),
         (b"POST /upload HTTP/1.1\r\nHost: chat.example\r\n\r\n", "not TLS"),
+        # a34: a hello split around a ChangeCipherSpec record, which OpenSSL skips
+        (split_around_ccs(client_hello("chat.example")), "not TLS"),
         # a record that never ends: past 20 KiB it is not a ClientHello
-        (b"\x16\x03\x01\x40\x00\x01\x00\xff\xf0".ljust(20_580, b"\0"), "no ClientHello in"),
+        (
+            (
+                b"\x16\x03\x01\x40\x00\x01\x00\xff\xf0".ljust(16_389, b"\0")
+                + b"\x16\x03\x01\x40\x00"
+            ).ljust(20_580, b"\0"),
+            "no ClientHello in",
+        ),
     ],
 )
 def test_anything_else_is_refused_and_its_address_withdrawn(

@@ -344,6 +344,13 @@ def test_a_passed_through_connection_cannot_name_another_server_after_a_retry_re
     assert stack.received() == []
     refusals = [r for r in stack.proxy.audit_records() if "retried ClientHello" in str(r)]
     assert refusals, "the refusal is audited"
+    # a34: the second hello split around a ChangeCipherSpec (which OpenSSL skips) is refused,
+    # and the server gets none of it
+    split = run_in(stack.topo.client, [*argv, "split"], timeout=60, check=False)
+    assert "RESULT" in split.stdout, split.stderr
+    assert "200 OK" not in split.stdout
+    assert stack.received() == []
+    assert [r for r in stack.proxy.audit_records() if "inside the ClientHello" in str(r)]
     # an ordinary retry (the same name twice) is passed through as before
     argv[-1] = OTHER_HOST
     again = run_in(stack.topo.client, argv, timeout=60, check=False)

@@ -3,7 +3,8 @@ watched until what the server answers is known, because a HelloRetryRequest lets
 name another server in a second hello (schoolgate.sniffer.tlsretry; adversarial pass a25 H1: 2
 of 2 banked uploads through the proxy to an address it did not know as catalogued), and a TLS
 <= 1.2 server that resumes a session takes the session's name, not the hello's
-(schoolgate.sniffer.tlsresume; a27 R12)."""
+(schoolgate.sniffer.tlsresume; a27 R12). A second hello reaches the server only once it is
+judged whole (a34: one split around a ChangeCipherSpec)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class WatchedPassThrough(TCPLayer):
         self.refused = refused
         self.held = bytearray()
         self.held_back = bytearray()  # the server's, until its answer is judged
+        self.unjudged = bytearray()  # the client's, until its second hello is judged
 
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
         if self.watch is not None and isinstance(event, events.DataReceived):
@@ -63,6 +65,12 @@ class WatchedPassThrough(TCPLayer):
             if verdict.watch is Watch.REFUSE:
                 yield from self._refuse(verdict)
                 return
+            if from_client and verdict.unjudged:
+                self.unjudged += event.data  # part of a second hello: the server gets it whole
+                return
+            if self.unjudged:
+                yield commands.SendData(self.context.server, bytes(self.unjudged))
+                self.unjudged.clear()
             if not from_client and verdict.hold_server:
                 self.held_back += event.data
                 return

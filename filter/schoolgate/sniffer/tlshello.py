@@ -189,7 +189,11 @@ def _records(stream: Bytes) -> tuple[bytes, int]:
         if stream[pos] != HANDSHAKE_RECORD or stream[pos + 1] != 3:
             if pos == 0:
                 raise Malformed("not a TLS handshake record")
-            break
+            # The hello is not whole (the loop ends once it is): a record of another kind
+            # inside it is ignored by some servers (OpenSSL skips a ChangeCipherSpec there), so
+            # waiting for more of the hello would let one read the whole of it first
+            # (adversarial pass a34: a second hello split around a ChangeCipherSpec).
+            raise Malformed(f"a record of type {stream[pos]} inside the ClientHello")
         length = int.from_bytes(stream[pos + 3 : pos + 5], "big")
         if length == 0 or length > 16384 + 2048:
             raise Malformed(f"TLS record length {length} out of range")

@@ -10,6 +10,13 @@ second ClientHello, which must name the same server. Given a `ResumeCheck`, it r
 that needs (a TLS <= 1.2 session resumed under another name: sniffer.tlsresume). It parses;
 the proxy's pass-through layer and the fast path's check feed it the bytes (in stream order)
 and act on its verdict.
+
+The second hello is judged only once it is whole, so the server must never have a whole one
+that the watch does not (adversarial pass a34: a second hello split around a ChangeCipherSpec,
+which OpenSSL skips, was never whole to the watch and the banked upload after it went through).
+Two things make sure: a hello interrupted by another record is refused (sniffer.tlshello), and a
+server that says anything past its retry request and ChangeCipherSpec before the second hello
+is judged has answered a hello the watch did not read, and is refused before the client hears.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ CHANGE_CIPHER_SPEC: Final = 0x14
 SERVER_HELLO: Final = 0x02
 _RANDOM_END: Final = 5 + 4 + 2 + 32  # record header, handshake header, version, random
 MAX_WATCHED: Final = 32 * 1024  # client bytes after the first hello: a second hello fits
+# A retry request is a ServerHello with a cookie at most: past this the server is not waiting.
+MAX_RETRY_REQUEST: Final = 16 * 1024
 
 
 class Watch(enum.Enum):
@@ -53,6 +62,10 @@ class Verdict:
     # WAIT, and the server's bytes must wait too: whether its answer resumes a session is not
     # decided, and a refusal's alert must reach the client at a record's start.
     hold_server: bool = False
+    # WAIT for the rest of a second hello: the client's bytes are read, and a relay that can
+    # keep them from the server until the hello is judged does (the proxy's; the fast path
+    # passes them on, and refuses the server's answer to a hello it did not read whole).
+    unjudged: bool = False
 
 
 def normalized(name: str | None) -> str:
@@ -73,8 +86,13 @@ class RetryWatch:
     def server(self, data: bytes) -> None:
         if self.resume is not None:
             self.resume.feed(data)
-        if len(self._server) < _RANDOM_END:
-            self._server += data[: _RANDOM_END - len(self._server)]
+        room = _RANDOM_END - len(self._server)
+        if room > 0:
+            self._server += data[:room]
+            data = data[room:]
+        # Past the random only after a retry request: what the server says while it waits.
+        if data and len(self._server) <= MAX_RETRY_REQUEST and self.retried():
+            self._server += data[: MAX_RETRY_REQUEST + 1 - len(self._server)]
 
     def client(self, data: bytes) -> None:
         room = MAX_WATCHED - len(self._client)
@@ -97,17 +115,17 @@ class RetryWatch:
         if not retried:
             return self._resumed()
         start = _after_change_cipher_spec(bytes(self._client))
-        if start is None:
-            return Verdict(Watch.WAIT if not self._overflow else Watch.REFUSE,
-                           "no second ClientHello" if self._overflow else "")  # fmt: skip
         try:
-            whole = complete_client_hello(bytes(self._client[start:]))
+            whole = None if start is None else complete_client_hello(self._client[start:])
         except Malformed as exc:
             return Verdict(Watch.REFUSE, f"the second ClientHello cannot be read ({exc})")
-        if whole is None:
+        if whole is None or start is None:
             if self._overflow:
                 return Verdict(Watch.REFUSE, "no whole second ClientHello")
-            return Verdict(Watch.WAIT)
+            if _went_on(bytes(self._server)):
+                return Verdict(Watch.REFUSE, "the server answered a second ClientHello that "
+                               "was not read whole")  # fmt: skip
+            return Verdict(Watch.WAIT, unjudged=True)
         hello, end = whole
         if normalized(hello.sni) != self.first:
             return Verdict(
@@ -140,3 +158,22 @@ def _after_change_cipher_spec(stream: bytes) -> int | None:
             return None
         at += 5 + int.from_bytes(stream[at + 3 : at + 5], "big")
     return at if len(stream) > at else None
+
+
+def _went_on(stream: bytes) -> bool:
+    """Whether a server said more than its HelloRetryRequest and the ChangeCipherSpec records
+    that may follow it (RFC 8446 D.4): until the second hello it has nothing more to say."""
+    handshake = bytearray()
+    at = 0
+    while len(stream) > at:
+        if len(stream) > MAX_RETRY_REQUEST or stream[at] not in (HANDSHAKE, CHANGE_CIPHER_SPEC):
+            return True
+        if stream[at] == HANDSHAKE:
+            if len(handshake) >= 4 and len(handshake) >= 4 + int.from_bytes(handshake[1:4], "big"):
+                return True  # a handshake record past the retry request
+            length = int.from_bytes(stream[at + 3 : at + 5], "big") if len(stream) >= at + 5 else 0
+            handshake += stream[at + 5 : at + 5 + length]
+        if len(stream) < at + 5:
+            return False
+        at += 5 + int.from_bytes(stream[at + 3 : at + 5], "big")
+    return len(handshake) >= 4 and len(handshake) > 4 + int.from_bytes(handshake[1:4], "big")
