@@ -265,6 +265,26 @@ def test_the_gateway_resolves_the_catalogs_exact_names_and_the_wildcards_domains
     assert len(catalogued_names(load_catalog())) > 100
 
 
+def test_named_upload_hosts_under_a_wildcard_are_resolved_ahead_too() -> None:
+    """Adversarial pass a34: content.dropboxapi.com, catalogued by `*.dropboxapi.com` only, was
+    never resolved ahead, so its addresses were the proxy's only once a pupil asked for it."""
+    route = "    upload_routes: [{method: POST, path: /u, hosts: [media.chat.example], body: raw}]"
+    extra = f"    resolve: [upload.chat.example]\n{route}\n    inspection: full"
+    names = catalogued_names(parse_catalog(CATALOG.replace("    inspection: full", extra)))
+    assert names == [
+        "chat.example",
+        "media.chat.example",
+        "upload.chat.example",
+        "www.chat.example",
+    ]
+    assert "content.dropboxapi.com" in catalogued_names(load_catalog())
+    foreign = CATALOG.replace(
+        "    inspection: full", "    resolve: [other.example]\n    inspection: full"
+    )
+    with pytest.raises(ConfigError, match="not a name under the app's wildcard"):
+        parse_catalog(foreign)
+
+
 def test_a_withdrawn_address_leaves_the_fast_path_and_stays_out() -> None:
     """The first flight of a connection to it named a catalogued server (or none, or was not
     TLS): later answers naming it do not put it back until the withdrawal ends."""

@@ -240,6 +240,9 @@ class App:
     download_hosts: tuple[str, ...] = ()
     learn_rules: tuple[LearnRule, ...] = ()
     source: str = ""
+    # Known members of the app's wildcards (upload hosts a client may reach by its own lookup):
+    # the gateway resolves them ahead too, so their addresses are known as catalogued.
+    resolve: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

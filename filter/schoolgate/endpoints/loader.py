@@ -26,7 +26,7 @@ from schoolgate.endpoints.catalog import (
     _compile_path,
     _compile_value_glob,
 )
-from schoolgate.endpoints.hosts import check_pattern
+from schoolgate.endpoints.hosts import check_pattern, host_matches
 from schoolgate.endpoints.jsonpath import JsonPath
 from schoolgate.endpoints.providers import Provider
 from schoolgate.errors import ConfigError
@@ -259,6 +259,7 @@ class _Reader:
                 "when_not_inspectable",
                 "upload_routes",
                 "download_hosts",
+                "resolve",
                 "learn",
                 "enabled",
                 "note",
@@ -268,6 +269,13 @@ class _Reader:
         hosts = self.patterns(data["hosts"], f"{key}.hosts")
         if not hosts:
             raise self.fail(f"{key}.hosts", "an app needs at least one host pattern")
+        download_hosts = self.patterns(data.get("download_hosts", []), f"{key}.download_hosts")
+        resolve = self.patterns(data.get("resolve", []), f"{key}.resolve")
+        for index, host in enumerate(resolve):
+            # Members of the app's wildcards only: a name of its own would be another app's.
+            if host.startswith("*.") or not host_matches(host, (*hosts, *download_hosts)):
+                raise self.fail(f"{key}.resolve[{index}]", f"{host} is not a name under the app's "
+                                "wildcard hosts")  # fmt: skip
         routes_value = data.get("upload_routes", [])
         learn_value = data.get("learn", [])
         for list_key, item in (("upload_routes", routes_value), ("learn", learn_value)):
@@ -284,7 +292,8 @@ class _Reader:
             upload_routes=tuple(
                 self.route(item, f"{key}.upload_routes[{i}]") for i, item in enumerate(routes_value)
             ),
-            download_hosts=self.patterns(data.get("download_hosts", []), f"{key}.download_hosts"),
+            download_hosts=download_hosts,
+            resolve=resolve,
             learn_rules=tuple(
                 self.learn_rule(item, f"{key}.learn[{i}]") for i, item in enumerate(learn_value)
             ),

@@ -259,11 +259,14 @@ def stop_script() -> str:
 
 def catalogued_names(catalog: Catalog) -> list[str]:
     """Names the gateway resolves itself, on a schedule, so that it knows catalogued servers'
-    addresses before a pupil's own domain can point at them: every exact host of the catalog,
-    and for a wildcard `*.example.com` the domain itself and its www."""
-    names: set[str] = set()
+    addresses before a pupil's own domain can point at them: every exact host of the catalog
+    (routes' and `resolve` lists' included), and for a wildcard `*.example.com` the domain
+    itself and its www (adversarial pass a34: content.dropboxapi.com, under a wildcard only,
+    was never resolved ahead)."""
+    names: set[str] = {name for app in catalog.apps for name in app.resolve}
     for app in catalog.apps:
         patterns = [*app.hosts, *app.download_hosts]
+        patterns += [p for route in app.upload_routes for p in route.hosts]
         patterns += [p for rule in app.learn_rules for p in rule.allow_hosts]
         for pattern in patterns:
             if pattern.startswith("*."):
