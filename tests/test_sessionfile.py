@@ -14,10 +14,15 @@ from typing import Any, cast
 import pytest
 
 from schoolgate.addons.runtime import RuntimeRef
-from schoolgate.addons.scope import SESSIONS_FILE, Scope
-from schoolgate.gateway.fastpath_service import SESSIONS_FILE as FAST_FILE
-from schoolgate.gateway.fastpath_service import sessions_path
-from schoolgate.sniffer.sessionfile import SessionKeeper
+from schoolgate.addons.scope import Scope
+from schoolgate.sniffer.sessionfile import (
+    FAST_PATH_ENV,
+    FAST_PATH_FILE,
+    PEER_EVERY_S,
+    PROXY_FILE,
+    SessionKeeper,
+    fast_path_sessions,
+)
 from schoolgate.sniffer.tlsresume import Resume, SessionBook
 from tests.test_tlsresume import CATALOGUED, HARMLESS, contexts, handshake, read
 
@@ -114,7 +119,7 @@ def test_the_keeper_writes_owner_only_in_turns_and_survives_a_broken_file(
     assert keeper.due()
     assert not keeper.due()  # one caller takes the turn
     assert keeper.save()
-    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.stat().st_mode & 0o777 == 0o640  # the other path (the same group) reads it
     assert len(json.loads(path.read_bytes())["sessions"]) == 1
 
     path.write_bytes(b"{half a fi")
@@ -131,17 +136,63 @@ def test_the_proxy_keeps_its_book_in_data_dir_across_a_restart(tmp_path: Path) -
     first.running()
     first.sessions.issued("198.51.100.7", "ticket", b"t", HARMLESS)
     first.done()
-    assert (tmp_path / SESSIONS_FILE).exists()
+    assert (tmp_path / PROXY_FILE).exists()
     second = Scope(RuntimeRef(runtime))
     second.running()
     assert second.sessions.name("198.51.100.7", "ticket", b"t") == HARMLESS
 
 
-def test_the_fast_path_keeps_its_book_in_systemd_s_state_directory(
+def test_the_fast_path_keeps_its_book_where_its_unit_says(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = cast(Any, SimpleNamespace(data_dir=tmp_path / "data"))
-    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
-    assert sessions_path(config) == tmp_path / "data" / FAST_FILE
-    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:/elsewhere")
-    assert sessions_path(config) == tmp_path / "state" / FAST_FILE
+    monkeypatch.delenv(FAST_PATH_ENV, raising=False)
+    assert fast_path_sessions(tmp_path / "data") == tmp_path / "data" / FAST_PATH_FILE
+    monkeypatch.setenv(FAST_PATH_ENV, f"{tmp_path}/state/book.json")
+    assert fast_path_sessions(tmp_path / "data") == tmp_path / "state" / "book.json"
+    units = Path(__file__).parents[1] / "deploy" / "systemd"
+    for unit in ("schoolgate.service", "schoolgate-fastpath.service"):  # the same file for both
+        text = (units / unit).read_text()
+        assert f"{FAST_PATH_ENV}=/var/lib/schoolgate-fastpath/{FAST_PATH_FILE}" in text, unit
+
+
+def test_each_path_vouches_for_the_sessions_the_other_saw_issued(tmp_path: Path) -> None:
+    """Adversarial pass a34: an address moves between the proxy and the fast path (a pupil's
+    refused hello withdraws it for an hour), and each refused every session made through the
+    other. Each now reads the other's book when it changes."""
+    clock = Clock(0.0)
+    fast, proxy = SessionBook(clock=clock), SessionBook(clock=clock)
+    fast_file, proxy_file = tmp_path / FAST_PATH_FILE, tmp_path / PROXY_FILE
+    fast_keeper = SessionKeeper(fast, fast_file, peer=proxy_file, clock=clock)
+    proxy_keeper = SessionKeeper(proxy, proxy_file, peer=fast_file, clock=clock)
+    assert proxy_keeper.peer_due()
+    assert not proxy_keeper.refresh()  # nothing written yet: nothing known
+    fast.issued("198.51.100.7", "ticket", b"made-on-the-fast-path", HARMLESS, "192.0.2.10")
+    fast_keeper.soon()  # an address was withdrawn: the book is written within SOON_S
+    assert not fast_keeper.due()
+    clock.at += 10.0
+    assert fast_keeper.due()
+    assert fast_keeper.save()
+    assert proxy_keeper.peer_due()
+    assert proxy_keeper.refresh()
+    assert not proxy_keeper.peer_due()  # looked at again only after PEER_EVERY_S
+    clock.at += PEER_EVERY_S
+    assert proxy_keeper.peer_due()
+    assert proxy.name("198.51.100.7", "ticket", b"made-on-the-fast-path") == HARMLESS
+    assert proxy.name("198.51.100.8", "ticket", b"made-on-the-fast-path") is None  # its address
+    assert not proxy_keeper.refresh()  # unchanged: not read again
+    assert not proxy_file.exists()
+    assert not fast_keeper.refresh()
+    proxy.issued("198.51.100.9", "id", b"made-through-the-proxy", HARMLESS)
+    proxy_keeper.save()
+    assert fast_keeper.refresh()
+    assert fast.name("198.51.100.9", "id", b"made-through-the-proxy") == HARMLESS
+    proxy_file.write_bytes(b"{broken")
+    assert not fast_keeper.refresh()  # logged; what was read stays
+    assert fast.name("198.51.100.9", "id", b"made-through-the-proxy") == HARMLESS
+
+
+def test_a_book_written_before_devices_had_shares_is_read() -> None:
+    old = json.dumps({"version": 1, "sessions": [["ab" * 32, HARMLESS, 1_700_000_000.0]]})
+    book = SessionBook()
+    assert book.restore(old.encode(), wall=Clock(1_700_000_010.0)) == 1
+    assert json.loads(book.dump())["sessions"][0][3] == ""

@@ -158,7 +158,7 @@ def test_a_session_id_resumes_under_its_own_name_and_not_under_another() -> None
                         SERVER, book)  # fmt: skip
     mixed.feed(server_hello(issued, CHANGE_CIPHER_SPEC))
     assert mixed.verdict() is Resume.REFUSE
-    assert "its ticket was issued nowhere here" in mixed.reason
+    assert "its ticket is not one this gateway saw issued at" in mixed.reason
 
 
 def test_a_session_made_elsewhere_is_refused_and_the_next_one_is_new(
@@ -283,3 +283,22 @@ def test_the_servers_answer_is_held_until_it_is_judged() -> None:
     watch.server(answer)
     verdict = watch.verdict()
     assert (verdict.watch, verdict.hold_server) == (Watch.DONE, False)
+
+
+def test_one_device_cannot_push_everyone_else_s_sessions_out() -> None:
+    """Adversarial pass a34 BOOK-FLOOD: 75,000 handshakes from one device evicted every other
+    device's sessions. Past its share, a device's own oldest sessions go."""
+    book = SessionBook(size=8, device_share=3)
+    book.issued(SERVER, "id", b"other-device", HARMLESS, "192.0.2.20")
+    for n in range(100):
+        book.issued(SERVER, "id", b"flood-%d" % n, HARMLESS, "192.0.2.66")
+    assert book.name(SERVER, "id", b"other-device") == HARMLESS
+    assert len(book) == 4
+    assert book.name(SERVER, "id", b"flood-99") == HARMLESS
+    assert book.name(SERVER, "id", b"flood-96") is None
+    restored = SessionBook(size=8, device_share=3)
+    restored.restore(book.dump())
+    assert len(restored) == 4  # the shares travel with the dump
+    restored.issued(SERVER, "id", b"flood-100", HARMLESS, "192.0.2.66")
+    assert restored.name(SERVER, "id", b"other-device") == HARMLESS
+    assert restored.name(SERVER, "id", b"flood-97") is None

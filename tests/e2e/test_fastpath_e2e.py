@@ -19,8 +19,10 @@ import copy
 import signal
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, TCP
@@ -32,6 +34,7 @@ from tests.support.netns import (
     GATEWAY_SERVER_IP,
     SERVER_IP,
     call_in_netns,
+    netns_exec,
     probe_netns,
     run_in,
 )
@@ -62,7 +65,8 @@ TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.
             "options.fast.test": "198.51.100.98", "retry.fast.test": "198.51.100.99",
             "retry2.fast.test": "198.51.100.100", "resume.fast.test": "198.51.100.101",
             "resume2.fast.test": "198.51.100.102", "resume3.fast.test": "198.51.100.103",
-            "plain.fast.test": "198.51.100.104", "retry3.fast.test": "198.51.100.105"}  # fmt: skip
+            "plain.fast.test": "198.51.100.104", "retry3.fast.test": "198.51.100.105",
+            "resume4.fast.test": "198.51.100.106"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -461,6 +465,36 @@ def test_a_tls12_session_made_through_the_fast_path_resumes(gateway: Gateway) ->
         assert f"TRY {n} reused=True RESULT HTTP/1.1 200" in out, out
     time.sleep(0.5)
     assert [p for a, p, _ in gateway.recorder.seen[seen:] if a == address] == [CLIENT_IP] * 3
+
+
+def test_a_session_made_on_the_fast_path_resumes_through_the_proxy_after_a_withdrawal(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Adversarial pass a34: one pupil's refused hello withdraws an address from the fast path
+    for an hour, and every TLS 1.2 session others made there was then refused by the proxy,
+    which had its own book. The proxy now reads the fast path's, which is written within
+    seconds of a withdrawal: the session resumes through the proxy."""
+    name = "resume4.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    go = tmp_path / "go"
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", address, name, name,
+            "--wait-for", str(go), "--tries", "8", "--pause", "5"]  # fmt: skip
+    client = subprocess.Popen(netns_exec(gateway.topo.client, argv), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert client.stdout is not None
+        first = client.stdout.readline()
+        assert "FIRST RESULT HTTP/1.1 200" in first, first
+        assert gateway.recorder.seen[-1][:2] == (address, CLIENT_IP)  # made on the fast path
+        assert gateway.get(address, MEDIA) == b""  # a catalogued name there: withdrawn
+        go.touch()
+        out, _ = client.communicate(timeout=90)
+    finally:
+        client.kill()
+    assert "reused=True RESULT HTTP/1.1 200" in out, out
+    assert gateway.recorder.seen[-1][:2] == (address, GATEWAY_SERVER_IP)  # through the proxy
 
 
 def test_a_session_made_elsewhere_stays_refused_where_the_server_shows_no_catalogued_name(

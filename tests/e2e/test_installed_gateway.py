@@ -429,6 +429,10 @@ def test_the_fast_path_unit_reads_the_queue_from_its_sandbox(gateway: Gateway) -
         assert "failed" not in journal, journal
         container.run(["systemctl", "stop", "schoolgate-fastpath"], timeout=60)
         assert "first flight" not in container.sh(rule, check=False)
+        # Its TLS session book, written on the way out, is the proxy's (the schoolgate user's)
+        # to read when an address moves to the proxy (adversarial pass a34)
+        book = "/var/lib/schoolgate-fastpath/fastpath-tls-sessions.json"
+        assert '"version": 1' in container.sh(f"runuser -u schoolgate -- cat {book}")
         # Seen once under a loaded full run: the heartbeat still there right after the stop
         # (cause not found; the service's stop now retries its flush). Wait a little, and say
         # what systemd and the journal knew if it stays.

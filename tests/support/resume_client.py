@@ -1,5 +1,5 @@
 """A TLS 1.2 client that tries adversarial pass a27 R12, resumption across names: `python -m
-tests.support.resume_client ADDRESS FIRST THEN [--move NETNS] [--tries N]`.
+tests.support.resume_client ADDRESS FIRST THEN [--move NETNS] [--tries N] [--wait-for PATH]`.
 
 It makes a session naming FIRST (TLS 1.2, the server's certificate not checked: the test's
 own), then, after moving into network namespace NETNS where given (the pupil's device, the
@@ -58,10 +58,14 @@ def main() -> None:
     # next connection offers no session. Without it, the session object is offered again.
     parser.add_argument("--drop-on-error", action="store_true")
     parser.add_argument("--pause", type=float, default=0.0)  # seconds between tries
+    parser.add_argument("--wait-for", default="")  # a file the test makes when the tries may go
     args = parser.parse_args()
     context = _context()
     status, session, _ = _post(context, args.address, args.first, None)
     print(f"FIRST RESULT {status}", flush=True)
+    deadline = time.monotonic() + 60
+    while args.wait_for and not os.path.exists(args.wait_for) and time.monotonic() < deadline:
+        time.sleep(0.1)
     if args.move:
         with open(f"/run/netns/{args.move}") as namespace:
             os.setns(namespace.fileno(), os.CLONE_NEWNET)

@@ -17,6 +17,7 @@ an app, so it is refused before any byte leaves (`proxy.tls_without_sni`, defaul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -39,7 +40,12 @@ from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.endpoints.hosts import normalize_host
 from schoolgate.endpoints.tenants import sign_in_only
 from schoolgate.monitoring import metrics
-from schoolgate.sniffer.sessionfile import SessionKeeper
+from schoolgate.sniffer.sessionfile import (
+    PEER_EVERY_S,
+    SessionKeeper,
+    fast_path_sessions,
+    proxy_sessions,
+)
 from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
 from schoolgate.sniffer.tlsresume import ResumeCheck, SessionBook
 from schoolgate.sniffer.tlsretry import RetryWatch, Verdict
@@ -48,7 +54,6 @@ log = logging.getLogger("schoolgate.proxy")
 
 # Per-(client, SNI, fingerprint) tallies are bounded so a scan of random names cannot grow memory.
 MAX_TRACKED = 10_000
-SESSIONS_FILE: Final = "tls-sessions.json"  # in data_dir: the pass-through's session book
 UNNAMED_LOG_INTERVAL_S = 3600.0
 
 type PinKey = tuple[str, str, str]  # client address, host, JA4 of the refusing client
@@ -101,6 +106,7 @@ class Scope:
         self.unnamed_logged: OrderedDict[str, float] = OrderedDict()  # client -> last log time
         self.sessions = SessionBook()  # TLS <= 1.2 sessions issued through the pass-through
         self.keeper: SessionKeeper | None = None  # and on disk, across restarts
+        self._books: asyncio.Task[None] | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -125,11 +131,29 @@ class Scope:
         runtime = self.ref.current
         if runtime is None or self.keeper is not None:
             return
-        path = Path(runtime.config.data_dir) / SESSIONS_FILE
-        self.keeper = SessionKeeper(self.sessions, path, clock=self.clock)
+        data_dir = Path(runtime.config.data_dir)
+        own, peer = proxy_sessions(data_dir), fast_path_sessions(data_dir)
+        self.keeper = SessionKeeper(self.sessions, own, peer=peer, clock=self.clock)
         self.keeper.load()
+        with contextlib.suppress(RuntimeError):  # no loop: a test drives the addon by hand
+            self._books = asyncio.get_running_loop().create_task(self._keep_books(self.keeper))
+
+    async def _keep_books(self, keeper: SessionKeeper) -> None:
+        """Write the book in turn and read the fast path's when it changed, off the loop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(PEER_EVERY_S)
+            try:
+                if keeper.due():
+                    await loop.run_in_executor(None, keeper.save)
+                if keeper.peer_due():
+                    await loop.run_in_executor(None, keeper.refresh)
+            except Exception:  # a bug must not end the book-keeping for good
+                log.exception("schoolgate: keeping the TLS session books failed")
 
     def done(self) -> None:
+        if self._books is not None:
+            self._books.cancel()
         if self.keeper is not None:
             self.keeper.save()
 
@@ -354,10 +378,9 @@ class Scope:
                 context, normalize_host(hello.sni or ""), f"refused: {verdict.reason}", "block"
             )
 
-        if self.keeper is not None and self.keeper.due():
-            asyncio.get_running_loop().run_in_executor(None, self.keeper.save)
         server = context.server.address[0] if context.server.address else ""
-        resume = ResumeCheck(hello, server, self.sessions)
+        device = context.client.peername[0] if context.client.peername else ""
+        resume = ResumeCheck(hello, server, self.sessions, device)
         watch = RetryWatch(hello.sni, resume)
         nextlayer.layer = WatchedPassThrough(context, watch, end, refused)
 

@@ -98,7 +98,8 @@ def _nft_fastpath(args: argparse.Namespace) -> int:
     import logging
 
     from schoolgate.endpoints.loader import load_catalog
-    from schoolgate.gateway.fastpath_service import serve, sessions_path, socket_path
+    from schoolgate.gateway.fastpath_service import serve, socket_path
+    from schoolgate.sniffer.sessionfile import fast_path_sessions, proxy_sessions
 
     config = config_from(args)
     if not nft.GatewayRuleset(config).fast_path:
@@ -111,4 +112,5 @@ def _nft_fastpath(args: argparse.Namespace) -> int:
     except KeyError:
         group = None  # a development machine: the socket stays the caller's
     catalog = load_catalog(list(config.proxy.endpoints_files))
-    return asyncio.run(serve(catalog, socket_path(config), group, sessions_path(config)))
+    sessions, peer = fast_path_sessions(config.data_dir), proxy_sessions(config.data_dir)
+    return asyncio.run(serve(catalog, socket_path(config), group, sessions, peer))

@@ -53,7 +53,6 @@ from schoolgate.sniffer.sessionfile import SessionKeeper
 log = logging.getLogger("schoolgate.fastpath")
 
 SOCKET_NAME: Final = "fastpath.sock"  # in data_dir: the resolver and this service share it
-SESSIONS_FILE: Final = "fastpath-tls-sessions.json"  # the first-flight check's session book
 HEARTBEAT_S: Final = 5.0
 RESOLVER_SILENT_S: Final = 15.0  # no word from the resolver this long: it is down
 MAX_LINE: Final = 64 * 1024
@@ -65,13 +64,6 @@ type Runner = Callable[[str], None]  # applies an nft script; raises NftError
 def socket_path(config: Config) -> Path:
     """Where the service listens and the resolver reports (resolver.fast_path_socket)."""
     return config.resolver.fast_path_socket or config.data_dir / SOCKET_NAME
-
-
-def sessions_path(config: Config) -> Path:
-    """Where the first-flight check keeps its session book: systemd's StateDirectory for the
-    service (its file system is read-only elsewhere), else data_dir."""
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return (Path(state) if state else config.data_dir) / SESSIONS_FILE
 
 
 def apply_script(script: str) -> None:
@@ -171,6 +163,8 @@ class FastPathService:
         client's retry meets the proxy."""
         self.sets.withdraw(address)
         self._after_write.append(then)
+        if self.keeper is not None:
+            self.keeper.soon()  # the proxy vouches for this address's sessions from now on
         if self._loop is None:
             self._wake.set()
         else:  # called on the queue's reader thread
@@ -267,6 +261,8 @@ class FastPathService:
             await _guarded(self.beat)
             if self.keeper is not None and self.keeper.due():
                 await _guarded(self.keeper.save)
+            if self.keeper is not None and self.keeper.peer_due():
+                await _guarded(self.keeper.refresh)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), HEARTBEAT_S)
             self._beat_now.clear()
@@ -291,15 +287,19 @@ def _read(queue: NetfilterQueue, service: FastPathService) -> None:
 
 
 async def serve(
-    catalog: Catalog, path: Path, group: int | None = None, sessions: Path | None = None
+    catalog: Catalog,
+    path: Path,
+    group: int | None = None,
+    sessions: Path | None = None,
+    peer: Path | None = None,
 ) -> int:
     """Listen on `path` until SIGTERM/SIGINT; end the fast path on the way out. `sessions`:
-    where the TLS session book is kept across restarts."""
+    where the TLS session book is kept across restarts; `peer`: the proxy's."""
     import signal
 
     service = FastPathService(catalog)
     if sessions is not None:
-        service.keeper = SessionKeeper(service.sessions, sessions)
+        service.keeper = SessionKeeper(service.sessions, sessions, peer=peer)
         service.keeper.load()
     queue = NetfilterQueue()
     try:

@@ -429,7 +429,7 @@ class FirstFlightCheck:
             return self._refuse(segment, "catalogued server name", segment.destination, hello.sni)
         # Only the hello's own bytes count: the server must acknowledge those, no more.
         flow.hello_end = hello_end
-        resume = ResumeCheck(hello, segment.destination, self.sessions)
+        resume = ResumeCheck(hello, segment.destination, self.sessions, segment.source)
         flow.watch = RetryWatch(hello.sni, resume)
         flow.watch.client(bytes(flow.data[hello_end:]))  # bytes that came with the hello
         watched = self._watched(segment, flow, segment.destination)

@@ -1,11 +1,18 @@
 """Keeps a TLS session book (tlsresume.SessionBook) on disk, so that a restarted gateway
 still lets resume the TLS 1.2 sessions it saw issued: one it forgot is refused, and Chromium
 offers a refused ticket again until it expires. Written every few minutes and on the way
-out; owner-only, since it names the sites behind each server address."""
+out; readable by the owner and the schoolgate group only, since it names the sites behind
+each server address.
+
+The proxy and the fast path each keep one, and each reads the other's as its `peer`: an
+address moves between them (a pupil's refused hello withdraws it from the fast path for an
+hour; a name becomes catalogued), and a session one saw issued is the other's to vouch for then
+(adversarial pass a34: every session made through one was refused by the other)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,25 +24,44 @@ from schoolgate.sniffer.tlsresume import SessionBook
 log = logging.getLogger("schoolgate.sessions")
 
 SAVE_EVERY_S: Final = 300.0  # what a power cut may lose
+SOON_S: Final = 10.0  # a save asked for sooner (an address moved) waits at most this long
+PEER_EVERY_S: Final = 10.0  # how often the other path's book is looked at (a stat)
+PROXY_FILE: Final = "tls-sessions.json"  # in data_dir
+FAST_PATH_FILE: Final = "fastpath-tls-sessions.json"
+# Set by the installed units: the fast path keeps its book in its own state directory (its
+# file system is read-only elsewhere), where the proxy reads it.
+FAST_PATH_ENV: Final = "SCHOOLGATE_FASTPATH_SESSIONS"
+
+
+def proxy_sessions(data_dir: Path) -> Path:
+    return data_dir / PROXY_FILE
+
+
+def fast_path_sessions(data_dir: Path) -> Path:
+    return Path(os.environ.get(FAST_PATH_ENV) or data_dir / FAST_PATH_FILE)
 
 
 class SessionKeeper:
     """`load()` once at start; `save()` when `due()` (which takes the turn) and on the way out,
-    from any thread."""
+    and `refresh()` the peer when `peer_due()`, from any thread."""
 
     def __init__(
         self,
         book: SessionBook,
         path: Path,
         *,
+        peer: Path | None = None,
         every_s: float = SAVE_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.book = book
         self.path = path
+        self.peer = peer
         self.every_s = every_s
         self.clock = clock
         self.last = clock()
+        self._peer_looked = float("-inf")
+        self._peer_stamp: tuple[int, int] | None = None
 
     def load(self) -> int:
         """The sessions restored; a missing file is a first start, a broken one is logged and
@@ -64,10 +90,47 @@ class SessionKeeper:
         self.last = self.clock()
         return True
 
+    def soon(self) -> None:
+        """Make the next save due within SOON_S (the other path needs this book's sessions)."""
+        self.last = min(self.last, self.clock() - self.every_s + SOON_S)
+
+    def peer_due(self) -> bool:
+        if self.peer is None or self.clock() - self._peer_looked < PEER_EVERY_S:
+            return False
+        self._peer_looked = self.clock()
+        return True
+
+    def refresh(self) -> bool:
+        """Read the peer's book again if its file changed; whether it did."""
+        assert self.peer is not None
+        try:
+            status = self.peer.stat()
+            stamp = (status.st_mtime_ns, status.st_size)
+            if stamp == self._peer_stamp:
+                return False
+            data = self.peer.read_bytes()
+        except OSError as error:
+            if self._peer_stamp != (0, 0):
+                log.info("schoolgate: the other path's TLS sessions are not readable at %s "
+                         "(%s)", self.peer, error.strerror or error)  # fmt: skip
+                self._peer_stamp = (0, 0)
+            return False
+        peer = SessionBook(size=self.book.size, lifetime=self.book.lifetime,
+                           device_share=self.book.device_share, clock=self.book.clock)  # fmt: skip
+        try:
+            peer.restore(data)
+        except ValueError as error:
+            log.warning("schoolgate: %s ignored (%s)", self.peer, error)
+            return False
+        finally:
+            self._peer_stamp = stamp
+        self.book.peer = peer
+        return True
+
     def save(self) -> bool:
         self.last = self.clock()
         try:
-            write_atomic(self.path, self.book.dump(), 0o600)
+            write_atomic(self.path, self.book.dump(), 0o640)
         except OSError as error:
             log.warning("schoolgate: cannot write %s (%s): a restart will forget the TLS 1.2 "
                         "sessions issued so far", self.path, error.strerror or error)  # fmt: skip

@@ -54,6 +54,10 @@ TLS13: Final = 0x0304
 ACCESS_DENIED_ALERT: Final = bytes.fromhex("15030300020231")
 MAX_KEPT: Final = 16 * 1024  # a ServerHello (post-quantum key share included) or a ticket
 SESSIONS: Final = 65_536  # remembered sessions; the oldest go first
+# One device's share of the book: past it, that device's own oldest sessions go, so one pupil's
+# flood of handshakes cannot push everyone else's out (adversarial pass a34: 75,000 handshakes
+# from one device emptied the book in 90 seconds).
+DEVICE_SHARE: Final = SESSIONS // 8
 SESSION_S: Final = 24 * 3600.0  # longer than servers keep TLS 1.2 sessions (minutes to hours)
 
 
@@ -188,22 +192,28 @@ def _server_hello(body: bytes) -> ServerHello:
 
 class SessionBook:
     """TLS <= 1.2 session ids and tickets servers issued through this gateway: the name each
-    was issued under, by server address. Bounded in count and age; a session it no longer
-    holds is refused once, and the client makes a new one. It may be dumped and restored, so
-    that a restarted gateway still vouches for the sessions it saw issued (a session it forgot
-    is refused, and Chromium offers it again until it expires)."""
+    was issued under, by server address. Bounded in count and age, and in each device's share;
+    a session it no longer holds is refused once, and the client makes a new one. It may be
+    dumped and restored, so that a restarted gateway still vouches for the sessions it saw
+    issued (a session it forgot is refused, and Chromium offers it again until it expires), and
+    it may consult a `peer`: the other path's book (the proxy's and the fast path's each vouch
+    for what the other saw issued when an address moves between them)."""
 
     def __init__(
         self,
         *,
         size: int = SESSIONS,
         lifetime: float = SESSION_S,
+        device_share: int = DEVICE_SHARE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.size = size
         self.lifetime = lifetime
+        self.device_share = device_share
         self.clock = clock
-        self._names: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self.peer: SessionBook | None = None
+        self._names: OrderedDict[bytes, tuple[str, float, str]] = OrderedDict()
+        self._by_device: dict[str, OrderedDict[bytes, None]] = {}
         self._lock = threading.Lock()  # the fast path's queue reader and its saver share it
 
     def __len__(self) -> int:
@@ -213,32 +223,51 @@ class SessionBook:
     def _key(server: str, kind: str, credential: bytes) -> bytes:
         return hashlib.sha256(f"{server}\0{kind}\0".encode() + credential).digest()
 
-    def issued(self, server: str, kind: str, credential: bytes, name: str) -> None:
+    def issued(
+        self, server: str, kind: str, credential: bytes, name: str, device: str = ""
+    ) -> None:
+        """`device`: the client's address, whose share of the book the session takes."""
         key = self._key(server, kind, credential)
         with self._lock:
-            self._names.pop(key, None)
-            self._names[key] = (name, self.clock())
-            while len(self._names) > self.size:
-                self._names.popitem(last=False)
+            self._add(key, name, self.clock(), device)
+
+    def _add(self, key: bytes, name: str, when: float, device: str) -> None:
+        self._drop(key)
+        self._names[key] = (name, when, device)
+        own = self._by_device.setdefault(device, OrderedDict())
+        own[key] = None
+        if len(own) > self.device_share:
+            self._drop(next(iter(own)))
+        while len(self._names) > self.size:
+            self._drop(next(iter(self._names)))
+
+    def _drop(self, key: bytes) -> None:
+        found = self._names.pop(key, None)
+        if found is not None:
+            own = self._by_device[found[2]]
+            del own[key]
+            if not own:
+                del self._by_device[found[2]]
 
     def name(self, server: str, kind: str, credential: bytes) -> str | None:
         key = self._key(server, kind, credential)
         with self._lock:
             found = self._names.get(key)
-            if found is None:
-                return None
-            if self.clock() - found[1] > self.lifetime:
-                del self._names[key]
-                return None
+            if found is not None and self.clock() - found[1] > self.lifetime:
+                self._drop(key)
+                found = None
+        if found is not None:
             return found[0]
+        peer = self.peer
+        return peer.name(server, kind, credential) if peer is not None else None
 
     def dump(self, wall: Callable[[], float] = time.time) -> bytes:
         """The sessions still in date, oldest first, with wall-clock times: keys are digests
         (no session id or ticket is written), names the server names they were issued under."""
         with self._lock:
             now, at = self.clock(), wall()
-            sessions = [[key.hex(), name, round(at - (now - t), 3)]
-                        for key, (name, t) in self._names.items()
+            sessions = [[key.hex(), name, round(at - (now - t), 3), device]
+                        for key, (name, t, device) in self._names.items()
                         if now - t <= self.lifetime]  # fmt: skip
         return json.dumps({"version": 1, "sessions": sessions}).encode()
 
@@ -249,22 +278,35 @@ class SessionBook:
             document = json.loads(data)
             if not isinstance(document, dict) or document.get("version") != 1:
                 raise ValueError("not a version 1 session book")
-            entries = [(bytes.fromhex(key), str(name), float(when))
-                       for key, name, when in document["sessions"]]  # fmt: skip
+            entries = [_entry(entry) for entry in document["sessions"]]
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"unreadable session book ({error})") from None
         with self._lock:
             now, at = self.clock(), wall()
+            merged = [(key, name, when, device)
+                      for key, (name, when, device) in self._names.items()]  # fmt: skip
             added = 0
-            for key, name, when in sorted(entries, key=lambda entry: entry[2]):
-                age = max(0.0, at - when)  # rounding, or a wall clock set back since
+            for key, name, stamp, device in entries:
+                age = max(0.0, at - stamp)  # rounding, or a wall clock set back since
                 if len(key) == 32 and age <= self.lifetime and key not in self._names:
-                    self._names[key] = (name, now - age)
+                    merged.append((key, name, now - age, device))
                     added += 1
-            self._names = OrderedDict(sorted(self._names.items(), key=lambda item: item[1][1]))
-            while len(self._names) > self.size:
-                self._names.popitem(last=False)
+            self._names.clear()
+            self._by_device.clear()
+            for key, name, when, device in sorted(merged, key=lambda item: item[2]):
+                self._add(key, name, when, device)
         return added
+
+
+def _entry(entry: list[object]) -> tuple[bytes, str, float, str]:
+    """One dumped session: [key, name, when, device], or [key, name, when] as written before
+    devices had shares (the device is then unknown)."""
+    if not isinstance(entry, list) or len(entry) not in (3, 4):
+        raise ValueError(f"a session entry of {entry!r}")
+    key, name, when = entry[:3]
+    if not isinstance(key, str) or not isinstance(when, int | float):
+        raise ValueError(f"a session entry of {entry!r}")
+    return bytes.fromhex(key), str(name), float(when), str(entry[3]) if len(entry) > 3 else ""
 
 
 class Resume(enum.Enum):
@@ -287,12 +329,14 @@ class ResumeCheck:
         hello: ClientHello,
         server: str,
         book: SessionBook,
+        device: str = "",
     ) -> None:
         self.name = normalized(hello.sni)
         self.session_id = hello.session_id
         self.ticket = hello.ticket
         self.server = server
         self.book = book
+        self.device = device  # the client's address: the sessions it is issued are its share
         self.flight = ServerFlight()
         self._recorded = 0  # tickets already in the book
         self._settled: Resume | None = None
@@ -322,9 +366,9 @@ class ResumeCheck:
         if resumed and not self._known():
             return self._settle(Resume.REFUSE)
         if not resumed and hello.session_id:
-            self.book.issued(self.server, "id", hello.session_id, self.name)
+            self.book.issued(self.server, "id", hello.session_id, self.name, self.device)
         for ticket in flight.tickets[self._recorded :]:
-            self.book.issued(self.server, "ticket", ticket, self.name)
+            self.book.issued(self.server, "ticket", ticket, self.name, self.device)
         self._recorded = len(flight.tickets)
         if flight.ended or (not hello.ticket_promised and not resumed):
             return self._settle(Resume.DONE)
@@ -359,9 +403,11 @@ class ResumeCheck:
         issued = self.book.name(self.server, kind, credential) if credential else None
         if issued == self.name:
             return True
+        where = (f"issued at {self.server} under {issued}" if issued else
+                 f"not one this gateway saw issued at {self.server}")  # fmt: skip
         self.reason = (
             f"resumes a TLS 1.2 session not issued under {self.name or 'this name'} "
-            f"(its {kind} was issued {'under ' + issued if issued else 'nowhere here'})"
+            f"(its {kind} is {where})"
         )
         return False
 
