@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
 from schoolgate.sniffer.tlsretry import HRR_RANDOM, MAX_WATCHED, RetryWatch, Watch
 from tests.test_firstflight import SERVER_HELLO, client_hello, split_around_ccs
 
@@ -106,3 +107,13 @@ def test_a_retry_request_arriving_with_more_handshake_bytes_is_an_answer_too() -
     ordinary.client(CCS + client_hello("news.example"))
     assert ordinary.verdict().watch is Watch.DONE
     assert not ordinary.verdict().unjudged
+
+
+def test_a_second_hello_in_the_first_ones_record_is_refused() -> None:
+    """Both hellos in one record: the first hello's end is its record's, so a watch fed the
+    bytes after it would never see the second; no client sends more handshake bytes there."""
+    first, second = client_hello("news.example"), client_hello("chat.example")
+    both = first[5:] + second[5:]
+    with pytest.raises(Malformed, match="more handshake bytes after the ClientHello"):
+        complete_client_hello(b"\x16\x03\x01" + len(both).to_bytes(2, "big") + both)
+    assert complete_client_hello(first + second) is not None  # records of their own: judged

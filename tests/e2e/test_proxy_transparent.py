@@ -351,6 +351,12 @@ def test_a_passed_through_connection_cannot_name_another_server_after_a_retry_re
     assert "200 OK" not in split.stdout
     assert stack.received() == []
     assert [r for r in stack.proxy.audit_records() if "inside the ClientHello" in str(r)]
+    # both hellos in the first one's record: mitmproxy reads the first, the watch cannot say
+    # where the hello ends; refused, not passed on unwatched
+    together = run_in(stack.topo.client, [*argv, "together"], timeout=60, check=False)
+    assert "200 OK" not in together.stdout, together.stdout
+    assert stack.received() == []
+    assert [r for r in stack.proxy.audit_records() if "cannot be read whole" in str(r)]
     # an ordinary retry (the same name twice) is passed through as before
     argv[-1] = OTHER_HOST
     again = run_in(stack.topo.client, argv, timeout=60, check=False)

@@ -1,13 +1,13 @@
 """A hand-made TLS 1.3 client that tries adversarial pass a25's HelloRetryRequest name switch,
 run inside the pupil's namespace: `python -m tests.support.hrr_client ADDRESS FIRST SECOND
-[split]`.
+[split|together]`.
 
 An ordinary kernel socket (no raw packets). The first ClientHello names FIRST and offers x25519
 without a key share, so a TLS 1.3 server answers with a HelloRetryRequest; the second names
 SECOND, with the share. A server that does not compare the two hellos (OpenSSL 3.0) completes the
 handshake for SECOND. Then one GET. Prints `RESULT` and the status line, or `RESULT ERROR`.
 `split` sends the second hello in two records with a ChangeCipherSpec record between them,
-which OpenSSL skips (adversarial pass a34).
+which OpenSSL skips (adversarial pass a34); `together` sends both hellos in one record.
 TLS_AES_128_GCM_SHA256 only; the server's certificate is not checked (the test's own).
 """
 
@@ -118,21 +118,26 @@ class Direction:
         return header + AESGCM(self.key).encrypt(self._nonce(), inner, header)
 
 
-def switch(address: str, first: str, second: str, split: bool = False) -> str:
+def switch(address: str, first: str, second: str, how: str = "") -> str:
     sock = socket.create_connection((address, 443), timeout=10)
     records, hello = Records(sock), Hello()
     first_hello = hello.make(first, b"")
-    sock.sendall(_record(22, first_hello))
+    key = X25519PrivateKey.generate()
+    share = struct.pack("!HH", 0x1D, 32) + key.public_key().public_bytes_raw()
+    if how == "together":  # both hellos in one record, before the retry request
+        second_hello = hello.make(second, share)
+        sock.sendall(_record(22, first_hello + second_hello))
+    else:
+        sock.sendall(_record(22, first_hello))
     kind, retry = records.read()
     if kind != 22 or retry[6:38] != HRR_RANDOM:
         return f"no HelloRetryRequest (record {kind})"
-    key = X25519PrivateKey.generate()
-    share = struct.pack("!HH", 0x1D, 32) + key.public_key().public_bytes_raw()
-    second_hello = hello.make(second, share, _extensions(retry).get(44))
-    if split:
+    if how != "together":
+        second_hello = hello.make(second, share, _extensions(retry).get(44))
+    if how == "split":
         sock.sendall(_record(20, b"\x01") + _record(22, second_hello[:40]) + _record(20, b"\x01")
                      + _record(22, second_hello[40:]))  # fmt: skip
-    else:
+    elif how != "together":
         sock.sendall(_record(20, b"\x01") + _record(22, second_hello))
     transcript = b"\xfe\x00\x00\x20" + _sha(first_hello) + retry + second_hello
     while (answer := records.read())[0] != 22:
@@ -182,7 +187,7 @@ def switch(address: str, first: str, second: str, split: bool = False) -> str:
 
 def main(address: str, first: str, second: str, *how: str) -> None:
     try:
-        print("RESULT", switch(address, first, second, split="split" in how))
+        print("RESULT", switch(address, first, second, *how))
     except (OSError, ConnectionError, KeyError, ValueError) as error:
         print("RESULT ERROR", type(error).__name__, error)
 

@@ -252,7 +252,7 @@ class Scope:
         destination = destination_ip(nextlayer.context)
         decision = self.decide(hello.sni, client_ip(nextlayer.context), fingerprint, destination)
         if decision in ("pass", "pass_log"):
-            self._pass_watched(nextlayer, data, fingerprint, decision)
+            self._pass_watched(nextlayer, data, fingerprint, decision, hello.sni)
             return
         if decision != "block":
             return
@@ -355,18 +355,32 @@ class Scope:
             self._record(context, normalize_host(sni), "not inspectable: passed through", "allow")
 
     def _pass_watched(
-        self, nextlayer: layer.NextLayer, data: bytes, fingerprint: str, decision: str
+        self,
+        nextlayer: layer.NextLayer,
+        data: bytes,
+        fingerprint: str,
+        decision: str,
+        sni: str | None,
     ) -> None:
         """Pass a connection through unread, watched until the server's first message: a
         HelloRetryRequest lets the client name another server (sniffer.tlsretry)."""
+        context = nextlayer.context
         try:
             whole = complete_client_hello(data)
-        except Malformed:
-            whole = None
+        except Malformed as error:
+            # mitmproxy read a hello the watch cannot: passed on, it would go unwatched, and a
+            # server may read it as the watch cannot (a34: a hello split around another record,
+            # two hellos in one record). No ordinary client sends one.
+            self.ref.get().count("refused_sni_mismatch")
+            metrics.connection_refused("sni_mismatch")
+            why = f"refused: a ClientHello that cannot be read whole ({error})"
+            self._record(context, normalize_host(sni or ""), why, "block")
+            nextlayer.layer = RefuseLayer(context)
+            return
         if whole is None:
-            return  # mitmproxy's TLS layer and tls_clienthello take it, unwatched, as before
+            nextlayer.layer = None  # more of the hello is on its way
+            return
         hello, end = whole
-        context = nextlayer.context
         self._remember(context, fingerprint)
         self._passed(context, hello.sni, decision)
 

@@ -236,4 +236,9 @@ def complete_client_hello(stream: Bytes) -> tuple[ClientHello, int] | None:
         if length > MAX_CLIENT_HELLO:
             raise Malformed(f"implausible ClientHello length {length}")
         return None
+    if len(handshake) > 4 + length:
+        # Another handshake message in the hello's last record (no client sends one: its next
+        # waits for the server's answer). A server may read it as the hello a retry request
+        # asks for, where the hello's own record was taken as read (a34's follow-up).
+        raise Malformed("more handshake bytes after the ClientHello in its record")
     return parse_handshake(handshake[: 4 + length]), end
