@@ -289,7 +289,9 @@ def _hashes_remove(args: argparse.Namespace) -> int:
             if args.value:
                 raise UsageError("give either a VALUE to remove or --all, not both")
             store.delete_bank(args.bank)
-            print(f"bank {args.bank} deleted")
+            owner = [s.name for s in read_states(store) if args.bank in s.banks]
+            refill = f"; subscription {owner[0]} refills it at its next sync" if owner else ""
+            print(f"bank {args.bank} deleted{refill}")
             return EXIT_OK
         if not args.value or not args.signal_type:
             raise UsageError("give the hash VALUE and its --type, or --all to delete the bank")

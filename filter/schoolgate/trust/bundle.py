@@ -33,6 +33,9 @@ KEY_PREFIX: Final = "ed25519:"
 KINDS: Final = ("full", "delta", "index")
 # A bundle's JSON once decompressed: a gzip bomb is refused at this size, not read to the end.
 MAX_BODY_BYTES: Final = 1 << 30
+# How far ahead of a gateway's clock a version may be: versions are Unix times, and one from a
+# box with a wrong clock would make every real publication after it look replayed.
+FUTURE_S: Final = 86_400.0
 
 
 # Why a bundle was refused: the metric's label values, each exported from 0.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,13 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         help="also share local-feature sets (they carry more of a picture than a hash)",
     )
     pub.add_argument("--keep", type=int, default=KEEP, help="snapshots kept for deltas")
+    pub.add_argument(
+        "--reset-version",
+        action="store_true",
+        help="the folder's last version is more than a day ahead of this (correct) clock, from "
+        "a box whose clock ran ahead, and gateways refuse it: set it aside and publish a "
+        "version from this clock",
+    )
     pub.set_defaults(handler=_publish)
 
     syn = bsub.add_parser(
@@ -86,6 +94,11 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         "--repin", metavar="NAME",
         help="the trust moved its publication to a new folder on purpose: forget the folder "
         "this gateway follows for NAME, and follow the one its next index comes from",
+    )  # fmt: skip
+    state.add_argument(
+        "--reset", metavar="NAME",
+        help="forget the version applied for NAME (its banks stay): the next sync takes the "
+        "folder's full snapshot whatever its version, after a publisher's clock ran ahead",
     )  # fmt: skip
     state.set_defaults(handler=_subscriptions)
 
@@ -119,7 +132,10 @@ def _publish(args: argparse.Namespace) -> int:
             note=args.note,
             with_features=args.with_features,
             keep=max(1, args.keep),
+            reset_version=args.reset_version,
         )
+    for warning in done.warnings:
+        print(f"schoolgate: warning: {warning}", file=sys.stderr)
     counts = ", ".join(f"{name} ({count} hashes)" for name, count in done.banks.items())
     print(f"published version {done.version} to {args.out}: {counts}")
     return EXIT_OK
@@ -151,6 +167,11 @@ def _subscriptions(args: argparse.Namespace) -> int:
             if not Replica(store).repin(args.repin):
                 raise UsageError(f"no subscription {args.repin} has synced on this gateway")
             print(f"subscription {args.repin}: the next index's folder will be followed")
+            return EXIT_OK
+        if args.reset is not None:
+            if not Replica(store).reset(args.reset):
+                raise UsageError(f"no subscription {args.reset} has synced on this gateway")
+            print(f"subscription {args.reset}: the next sync takes the full snapshot")
             return EXIT_OK
         states = {s.name: s for s in Replica(store).states()}
     for subscription in config.banks.subscriptions:

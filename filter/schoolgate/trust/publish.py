@@ -6,6 +6,9 @@ snapshots (`delta-B-V.sgb`), and then, last and atomically, the index (`index.sg
 them; files older than the kept snapshots are pruned. A gateway that was offline for fewer than
 `keep` publications catches up with one delta, and with the full snapshot otherwise. Versions
 never go down, even when the folder is lost: a version is at least the publication's Unix time.
+A folder whose last version is far ahead of this box's clock (a publisher whose clock ran a year
+ahead) is refused rather than carried forward: gateways refuse such versions as `future`, and
+`reset_version` recovers (docs/trust.md).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from schoolgate.banks.model import BankError, SignalInput
 from schoolgate.banks.store import BankStore
 from schoolgate.trust.bundle import (
+    FUTURE_S,
     BankContent,
     Bundle,
     BundleError,
@@ -39,6 +43,7 @@ from schoolgate.trust.bundle import (
 INDEX: Final = "index.sgb"
 FOLDER: Final = "folder.id"
 KEEP: Final = 10
+SKEW_S: Final = 60.0  # a folder's last version this far ahead of the clock is worth a warning
 _FULL = re.compile(r"full-(\d+)\.sgb")
 
 
@@ -107,6 +112,7 @@ class Publication:
     version: int
     files: tuple[str, ...]
     banks: dict[str, int]  # signals per published bank
+    warnings: tuple[str, ...] = ()  # for the operator: e.g. this box's clock looks behind
 
 
 def publish(
@@ -121,6 +127,7 @@ def publish(
     note: str = "",
     with_features: bool = False,
     keep: int = KEEP,
+    reset_version: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> Publication:
     if not channel.strip():
@@ -128,17 +135,18 @@ def publish(
     out.mkdir(parents=True, exist_ok=True)
     now = clock()
     banks = list(banks)
+    earlier = _earlier_snapshots(out, key)
+    bases, warnings = _bases(earlier, now, reset_version)  # before anything is stamped
     _record_provenance(store, banks, publisher, note, now)
     contents = snapshot(store, banks, with_features=with_features)
-    earlier = _earlier_snapshots(out, key)
     last = earlier[max(earlier)] if earlier else None
     dropped = _dropped(last, contents, set(drop), channel)
-    version = max(int(now), max(earlier, default=0) + 1)
+    version = max(int(now), max(bases, default=0) + 1)
     full = Bundle("full", publisher, version, now, contents, dropped, channel=channel)
     written = [_write(out, f"full-{version}.sgb", seal(full, key))]
     deltas: dict[int, str] = {}
-    for base in sorted(earlier, reverse=True)[: keep - 1]:
-        change = delta(earlier[base].banks, contents)
+    for base in sorted(bases, reverse=True)[: keep - 1]:
+        change = delta(bases[base].banks, contents)
         name = f"delta-{base}-{version}.sgb"
         bundle = Bundle("delta", publisher, version, now, change.banks, change.removed_banks, base,
                         channel=channel)  # fmt: skip
@@ -149,7 +157,42 @@ def publish(
                    channel=channel, digests=digests, folder=_folder_token(out))  # fmt: skip
     written.append(_write(out, INDEX, seal(index, key)))
     _prune(out, keep_versions={version, *deltas}, current=version)
-    return Publication(version, tuple(written), {n: len(c.signals) for n, c in contents.items()})
+    counts = {n: len(c.signals) for n, c in contents.items()}
+    return Publication(version, tuple(written), counts, warnings)
+
+
+def _bases(
+    earlier: dict[int, Bundle], now: float, reset: bool
+) -> tuple[dict[int, Bundle], tuple[str, ...]]:
+    """The snapshots the new version follows (and deltas start from), and warnings. A version
+    is carried forward from the folder's last, but not from one so far ahead of this box's
+    clock that gateways refuse it as `future`: every version after it would be refused too,
+    for as long as the clock was wrong (adversarial pass a35 T1)."""
+    last = max(earlier, default=0)
+    ahead = last - now
+    when = datetime.fromtimestamp(last, UTC).isoformat(timespec="seconds")
+    if ahead > FUTURE_S and not reset:
+        raise BankError(
+            f"this folder's last version, {last} ({when}), is {ahead / 86400:.1f} days ahead of "
+            "this box's clock: gateways refuse it as `future`, and would refuse every version "
+            "carried on from it. If this box's clock is wrong, correct it (timedatectl); if "
+            "it is right, the folder was published from a clock that ran ahead: publish again "
+            "with --reset-version to set those versions aside and go on from this clock"
+        )
+    if reset and ahead <= FUTURE_S:
+        raise BankError(
+            f"--reset-version: this folder's last version, {last} ({when}), is not more than a "
+            "day ahead of this box's clock, so gateways accept it; publish without "
+            "--reset-version (a reset would look replayed to gateways that applied it)"
+        )
+    if reset:
+        return {v: b for v, b in earlier.items() if v <= now}, ()
+    if ahead > SKEW_S:
+        return earlier, (
+            f"this box's clock is behind this folder's last version, {last} ({when}), by "
+            f"{ahead:.0f} s: the version is carried on from it; check the clock (timedatectl)",
+        )
+    return earlier, ()
 
 
 def _dropped(

@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from schoolgate.banks.model import BankError, SignalType
 from schoolgate.banks.store import BankStore
@@ -45,6 +46,14 @@ _FOLDER = "ALTER TABLE subscriptions ADD COLUMN folder TEXT NOT NULL DEFAULT ''"
 # is asking but getting nothing shows (adversarial pass a30, monitoring).
 _SYNCED = "ALTER TABLE subscriptions ADD COLUMN synced_at REAL"
 _FAILURES = "ALTER TABLE subscriptions ADD COLUMN fetch_failures INTEGER NOT NULL DEFAULT 0"
+# What each owned bank held (hashes and feature sets) when a version was applied: a bank
+# emptied or cut here since (`hashes remove --all`) no longer matches its version, and the next
+# sync takes the full snapshot again instead of calling it current (adversarial pass a35 F1).
+_COUNTS = "ALTER TABLE subscriptions ADD COLUMN counts TEXT NOT NULL DEFAULT '{}'"
+_COUNT = (
+    "SELECT (SELECT count(*) FROM signals WHERE bank_id = banks.id) + "
+    "(SELECT count(*) FROM features WHERE bank_id = banks.id) FROM banks WHERE name = ?"
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ class Replica:
             cur.execute(_SCHEMA)
             columns = {row[1] for row in cur.execute("PRAGMA table_info(subscriptions)")}
             later = (("withheld", _WITHHELD), ("folder", _FOLDER), ("synced_at", _SYNCED),
-                     ("fetch_failures", _FAILURES))  # fmt: skip
+                     ("fetch_failures", _FAILURES), ("counts", _COUNTS))  # fmt: skip
             for column, added in later:
                 if column not in columns:
                     cur.execute(added)
@@ -133,6 +142,27 @@ class Replica:
             still = self._clashes(cur, name, set(current.withheld), set(current.banks))
         return still != set(current.withheld)
 
+    def drifted(self, name: str) -> tuple[str, ...]:
+        """The banks of subscription `name` that no longer hold what its applied version put
+        there (removed or emptied on this gateway): only a full snapshot brings them back."""
+        current = self.state(name)
+        if current is None:
+            return ()
+        recorded = _recorded_counts(self.store, name)
+        return tuple(
+            bank
+            for bank in current.banks
+            if bank in recorded and _count(self.store.read(_COUNT, (bank,))) != recorded[bank]
+        )
+
+    def reset(self, name: str) -> bool:
+        """Forget the version applied for `name`, keeping its banks and folder: the next sync
+        takes the full snapshot of whatever version the folder names (a gateway that applied
+        a version from a publisher's wrong clock; docs/trust.md). False when there is none."""
+        with self.store.write() as cur:
+            cur.execute("UPDATE subscriptions SET version = NULL WHERE name = ?", (name,))
+            return cur.rowcount > 0
+
     def repin(self, name: str) -> bool:
         """Forget the folder pinned for `name` (the trust moved its publication on purpose):
         the next index pins its own. False when there is no such subscription here."""
@@ -184,12 +214,14 @@ class Replica:
                     _write_bank(self.store, cur, bank, content, name, bundle.version, now)
                 banks = (owned - set(bundle.removed_banks)) | set(named)
             self._ensure(cur, name)
+            counts = {bank: _count(cur.execute(_COUNT, (bank,)).fetchall()) for bank in banks}
             cur.execute(
                 "UPDATE subscriptions SET version = ?, published_at = ?, applied_at = ?, "
                 "checked_at = ?, synced_at = ?, banks = ?, last_error = '', withheld = ?, "
-                "folder = CASE WHEN folder = '' THEN ? ELSE folder END WHERE name = ?",
+                "folder = CASE WHEN folder = '' THEN ? ELSE folder END, counts = ? "
+                "WHERE name = ?",
                 (bundle.version, bundle.created_at, now, now, now, json.dumps(sorted(banks)),
-                 json.dumps(sorted(clash)), folder, name),
+                 json.dumps(sorted(clash)), folder, json.dumps(counts), name),
             )  # fmt: skip
         if clash:
             log.error("schoolgate banks: subscription %s: bank(s) %s withheld: this gateway "
@@ -241,6 +273,20 @@ def read_states(store: BankStore) -> list[Applied]:
             got.get("folder", ""), got.get("synced_at"), got.get("fetch_failures", 0),
         ))  # fmt: skip
     return states
+
+
+def _count(rows: list[Any]) -> int:
+    """A bank's hashes and feature sets, from a _COUNT query; -1 where the bank is gone."""
+    return int(rows[0][0]) if rows else -1
+
+
+def _recorded_counts(store: BankStore, name: str) -> dict[str, int]:
+    """What subscription `name`'s banks held when its version was applied ({} before any)."""
+    try:
+        rows = store.read("SELECT counts FROM subscriptions WHERE name = ?", (name,))
+    except BankError:
+        return {}
+    return {str(k): int(v) for k, v in json.loads(rows[0][0]).items()} if rows else {}
 
 
 def _write_bank(

@@ -53,6 +53,7 @@ type AnySubscription = Subscription | ExchangeSubscription
 
 def parse_subscriptions(node: Node) -> tuple[AnySubscription, ...]:
     found: dict[str, AnySubscription] = {}
+    prefixes: dict[str, tuple[str, Node]] = {}  # subscription -> its prefix, where it has one
     for entry in node.elements():
         name_node = entry.child("name")
         try:
@@ -77,7 +78,7 @@ def parse_subscriptions(node: Node) -> tuple[AnySubscription, ...]:
             key = parse_public_key(key_node.text())
         except ValueError as exc:
             key_node.fail(str(exc))
-        found[name] = Subscription(
+        subscription = Subscription(
             name,
             url,
             key,
@@ -86,7 +87,26 @@ def parse_subscriptions(node: Node) -> tuple[AnySubscription, ...]:
             entry.child("ca_file").path_value(),
             _prefix(entry.child("prefix")),
         )
+        found[name] = subscription
+        if subscription.prefix:
+            prefixes[name] = (subscription.prefix, entry.child("prefix"))
+    _disjoint(prefixes)
     return tuple(found.values())
+
+
+def _disjoint(prefixes: dict[str, tuple[str, Node]]) -> None:
+    """No prefix may start another: with `north-` and `north-east-`, both schools' bundles
+    could name `north-east-x`, and the clash would withhold it (adversarial pass a35 T3)."""
+    seen: list[tuple[str, str]] = []
+    for name, (prefix, node) in prefixes.items():
+        for other, earlier in seen:
+            if prefix.startswith(earlier) or earlier.startswith(prefix):
+                node.fail(
+                    f"{prefix!r} overlaps subscription {other}'s prefix {earlier!r}: a bank "
+                    f"named {max(prefix, earlier, key=len)}x could come from either; give each "
+                    "school a prefix that does not start another's (e.g. north- and northeast-)"
+                )
+        seen.append((name, prefix))
 
 
 def _prefix(node: Node) -> str:

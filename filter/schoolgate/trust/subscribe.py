@@ -13,11 +13,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Final
 
 from schoolgate.banks.model import BankError, validate_bank_name
 from schoolgate.errors import SchoolgateError
-from schoolgate.trust.bundle import Bundle, BundleError, open_bundle
+from schoolgate.trust.bundle import FUTURE_S, Bundle, BundleError, open_bundle
 from schoolgate.trust.publish import INDEX
 from schoolgate.trust.replica import Applied, Replica
 from schoolgate.trust.settings import Subscription
@@ -29,7 +30,9 @@ MAX_FETCH_BYTES: Final = 256 << 20
 MAX_INDEX_BYTES: Final = 1 << 20  # the index names files; it is never large
 FETCH_TIMEOUT_S: Final = 60.0  # per read
 FETCH_DEADLINE_S: Final = 600.0  # per file, all reads together
-FUTURE_S: Final = 86_400.0  # how far ahead of this gateway's clock a version may be
+# The central box publishes at least daily (docs/trust.md); a current index older than the
+# SchoolgateTrustBanksOld rule's two days is said so at once (a35 T6: a stale mirror's).
+UNCHANGED_S: Final = 2 * 86_400.0
 
 
 class FetchError(SchoolgateError):
@@ -86,7 +89,21 @@ class SyncResult:
 
 def sync(subscription: Subscription, replica: Replica, fetch: Fetch = fetch_url) -> SyncResult:
     """Bring one subscription's banks up to its publisher's latest version."""
-    return finish(subscription.name, replica, lambda: _sync(subscription, replica, fetch))
+    result = finish(subscription.name, replica, lambda: _sync(subscription, replica, fetch))
+    if result.outcome != "current" or result.state is None or not result.state.published_at:
+        return result
+    # "Current" says only that the index names the version applied: say since when, so that
+    # an index replayed by a stale mirror shows before the 2-day staleness alert (a35 T6).
+    published = result.state.published_at
+    when = datetime.fromtimestamp(published, UTC).isoformat(timespec="seconds")
+    age = max(0.0, replica.clock() - published)
+    message = (f"up to date: the folder has not changed since {when} ({age / 3600:.1f} h ago, "
+               f"version {result.state.version})")  # fmt: skip
+    if age > UNCHANGED_S:
+        message += ("; the central box publishes at least daily: its timer stopped, or a mirror "
+                    "serves an old index?")  # fmt: skip
+        log.warning("schoolgate banks: subscription %s: %s", subscription.name, message)
+    return replace(result, message=message)
 
 
 def finish(name: str, replica: Replica, attempt: Callable[[], Applied | None]) -> SyncResult:
@@ -136,9 +153,17 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
                           f"{subscription.name}")  # fmt: skip
     withheld = state is not None and state.withheld
     again = bool(withheld) and have == index.version and replica.clash_cleared(subscription.name)
+    drifted = replica.drifted(subscription.name)
+    if drifted:
+        # A bank cleared or cut here since its version was applied: the version alone would
+        # call it current, and a delta would apply onto what is left (a35 F1).
+        log.warning("schoolgate banks: subscription %s: bank(s) %s no longer hold what version "
+                    "%s brought (removed on this gateway?); fetching the full snapshot",
+                    subscription.name, ", ".join(drifted), have)  # fmt: skip
+        again = have == index.version
     if have == index.version and not again:
         return None
-    if have is not None and have in index.deltas and not withheld:
+    if have is not None and have in index.deltas and not withheld and not drifted:
         try:
             data = _named(subscription, fetch, index, index.deltas[have])
         except FetchError as missing:

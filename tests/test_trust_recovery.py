@@ -1,0 +1,175 @@
+"""Recovering a trust's bank distribution from what went wrong on one side (adversarial pass
+a35): a subscription's bank cleared on a gateway, a publisher whose clock once ran a year ahead,
+and an index that has not changed for days."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from schoolgate.banks.model import BankError, SignalInput, SignalType
+from schoolgate.banks.store import BankStore
+from schoolgate.trust.bundle import FUTURE_S, generate_key
+from schoolgate.trust.publish import INDEX, publish
+from schoolgate.trust.replica import Replica
+from schoolgate.trust.subscribe import sync
+from tests.test_trust_banks import Trust, sha
+
+YEAR = 365 * 86_400.0
+
+
+@pytest.fixture
+def trust(tmp_path: Path) -> Iterator[Trust]:
+    with (
+        BankStore(tmp_path / "central.sqlite") as central,
+        BankStore(tmp_path / "gateway.sqlite") as gateway,
+    ):
+        central.create_bank("trust-incidents", "shared incident hashes", "Test Trust")
+        central.add_signals("trust-incidents", [SignalInput(SignalType.SHA256, sha("one"))], "dsl")
+        yield Trust(central, tmp_path / "published", gateway, generate_key())
+
+
+def _add(trust: Trust, text: str) -> None:
+    trust.central.add_signals("trust-incidents", [SignalInput(SignalType.SHA256, sha(text))], "x")
+
+
+# -- F1: a subscription's bank cleared on the gateway --------------------------------------------
+
+
+def test_a_subscription_bank_deleted_here_is_refilled_at_the_next_sync(trust: Trust) -> None:
+    """a35 F1: `hashes remove --bank X --all` on a replica emptied it for good: the next sync
+    called the subscription current, since the version applied had not changed."""
+    version = trust.publish()
+    assert trust.sync() == "updated"
+    trust.gateway.delete_bank("trust-incidents")  # what `hashes remove --all` does
+    trust.fetched.clear()
+    assert trust.sync() == "updated"  # the full snapshot of the same version, again
+    assert trust.fetched == [INDEX, f"full-{version}.sgb"]
+    assert trust.blocked("one")
+    assert Replica(trust.gateway).state("trust").version == version  # type: ignore[union-attr]
+    assert trust.sync() == "current"  # and then nothing more to do
+
+
+def test_a_delta_is_not_applied_onto_a_subscription_bank_cut_here(trust: Trust) -> None:
+    """A delta carries only what changed: applied onto a cleared bank, it left the bank with
+    the new hashes only."""
+    first = trust.publish()
+    _add(trust, "two")
+    assert trust.sync() == "updated"
+    trust.gateway.delete_bank("trust-incidents")
+    _add(trust, "three")
+    second = trust.publish()
+    trust.fetched.clear()
+    assert trust.sync() == "updated"
+    assert trust.fetched == [INDEX, f"full-{second}.sgb"]  # not delta-{first}-{second}
+    assert f"delta-{first}-{second}.sgb" in {p.name for p in trust.out.iterdir()}
+    assert all(trust.blocked(text) for text in ("one", "two", "three"))
+
+
+def test_hashes_removed_from_a_subscription_bank_here_come_back(trust: Trust) -> None:
+    _add(trust, "two")
+    trust.publish()
+    assert trust.sync() == "updated"
+    # below the CLI, which refuses single removals from an owned bank
+    trust.gateway.remove_signal("trust-incidents", SignalType.SHA256, sha("two"))
+    assert trust.sync() == "updated"
+    assert trust.blocked("two")
+
+
+# -- T1: a publisher whose clock once ran a year ahead --------------------------------------------
+
+
+def _publish(trust: Trust, *, reset_version: bool = False) -> tuple[int, tuple[str, ...]]:
+    done = publish(trust.central, trust.out, trust.key, channel="trust", publisher="Test Trust",
+                   banks=("trust-incidents",), reset_version=reset_version,
+                   clock=trust.clock)  # fmt: skip
+    return done.version, done.warnings
+
+
+def test_publish_refuses_to_carry_on_a_version_far_ahead_and_reset_version_recovers(
+    trust: Trust,
+) -> None:
+    """a35 T1: versions never go down, so after one publication from a box a year ahead every
+    later one was refused by the gateways as `future`, for a year, without a word at publish."""
+    first = trust.publish()
+    assert trust.sync() == "updated"
+    trust.clock.now += YEAR
+    trust.publish()  # the wrong clock
+    trust.clock.now -= YEAR
+    assert trust.sync() == "refused"  # future
+    with pytest.raises(BankError, match=r"days ahead of this box's clock.*--reset-version"):
+        _publish(trust)
+    _add(trust, "two")
+    version, warnings = _publish(trust, reset_version=True)
+    assert first < version < trust.clock.now + FUTURE_S
+    assert warnings == ()
+    assert trust.sync() == "updated"
+    assert trust.blocked("two")
+    # the folder goes on from this clock: the next publication needs no reset
+    _add(trust, "three")
+    later, warnings = _publish(trust)
+    assert later > version
+    assert warnings == ()
+    assert trust.sync() == "updated"
+    assert trust.blocked("three")
+
+
+def test_a_gateway_that_applied_a_version_from_a_wrong_clock_is_reset(trust: Trust) -> None:
+    """A gateway whose clock was as wrong as the publisher's applied the version ahead; after
+    --reset-version on the central box it sees the folder go back, until IT resets it."""
+    trust.publish()
+    trust.clock.now += YEAR
+    trust.publish()
+    assert trust.sync() == "updated"  # the gateway's clock ran ahead too
+    trust.clock.now -= YEAR
+    _add(trust, "two")
+    _publish(trust, reset_version=True)
+    assert trust.sync() == "refused"  # replayed, as it should be without a word from IT
+    assert Replica(trust.gateway).reset("trust")
+    assert trust.sync() == "updated"
+    assert trust.blocked("two")
+    assert not Replica(trust.gateway).reset("nothing")
+
+
+def test_reset_version_is_refused_when_the_gateways_accept_the_folders_version(
+    trust: Trust,
+) -> None:
+    trust.publish()
+    with pytest.raises(BankError, match="not more than a day ahead"):
+        _publish(trust, reset_version=True)
+
+
+def test_publish_warns_when_its_clock_is_behind_the_folders_last_version(trust: Trust) -> None:
+    trust.clock.now += 3600
+    ahead = trust.publish()
+    trust.clock.now -= 3600
+    version, warnings = _publish(trust)
+    assert version == ahead + 1  # carried on: gateways accept it (under a day ahead)
+    assert len(warnings) == 1
+    assert "clock is behind this folder's last version" in warnings[0]
+
+
+# -- T6: a current index, and since when --------------------------------------------------------
+
+
+def test_a_current_index_says_since_when_the_folder_has_not_changed(
+    trust: Trust, caplog: pytest.LogCaptureFixture
+) -> None:
+    """a35 T6: an index a stale mirror served again was "up to date" until the 2-day alert."""
+    trust.publish()
+    assert trust.sync() == "updated"
+    replica = Replica(trust.gateway, trust.clock)
+    result = sync(trust.subscription(), replica, trust.fetch)
+    assert result.outcome == "current"
+    assert "the folder has not changed since 2027-01-15T08:" in result.message
+    assert "mirror" not in result.message
+    trust.clock.now += 2 * 86_400 + 3600  # subscribe.UNCHANGED_S
+    with caplog.at_level(logging.WARNING, "schoolgate.trust"):
+        result = sync(trust.subscription(), replica, trust.fetch)
+    assert result.outcome == "current"
+    assert "(49.0 h ago" in result.message
+    assert "a mirror serves an old index?" in result.message
+    assert "has not changed since" in caplog.text
