@@ -268,15 +268,21 @@ def test_a_full_snapshot_that_leaves_a_bank_out_unnamed_is_refused(
     (copy / "folder.id").write_bytes((trust.out / "folder.id").read_bytes())
     with BankStore(tmp_path / "second.sqlite") as second:
         second.create_bank("trust-extra")
-        publish(second, copy, trust.key, publisher="Test Trust",
-                channel="trust", banks=["trust-extra"], clock=trust.clock)  # fmt: skip
+        done = publish(second, copy, trust.key, publisher="Test Trust",
+                       channel="trust", banks=["trust-extra"], clock=trust.clock)  # fmt: skip
     trust.served = {p.name: p.read_bytes() for p in copy.glob("*.sgb")}
     assert trust.sync() == "refused"
     assert trust.blocked("one")
     state = Replica(trust.gateway).state("trust")
     assert state is not None
-    assert state.refusals == {"shrunk": 1}
-    assert "leaves out bank(s) trust-incidents" in state.last_error
+    # a35 F3: its lineage starts after the version applied, so it is refused as a fork first
+    assert state.refusals == {"fork": 1}
+    # and its snapshot, were it let through, is refused for the bank it leaves out unnamed
+    full = open_bundle((copy / f"full-{done.version}.sgb").read_bytes(), trust.key.public_key())
+    with pytest.raises(BundleError, match=r"leaves out bank\(s\) trust-incidents") as refused:
+        Replica(trust.gateway).apply("trust", full)
+    assert refused.value.reason == "shrunk"
+    assert trust.blocked("one")
     # a bank dropped on purpose leaves, and a gateway that was offline then still knows why
     trust.served = None
     trust.publish("trust-extra", drop=("trust-incidents",))

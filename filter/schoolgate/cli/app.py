@@ -21,6 +21,7 @@ from schoolgate.config import as_dict, load_config
 from schoolgate.console.cli import add_commands as add_console_commands
 from schoolgate.errors import SchoolgateError
 from schoolgate.trust.cli import add_commands as add_trust_commands
+from schoolgate.trust.settings import unpinned
 from schoolgate.version import __version__
 
 
@@ -84,6 +85,8 @@ def _check_config(args: argparse.Namespace) -> int:
         print(json.dumps(as_dict(config), indent=2))
     else:
         print(f"{config.source}: OK")
+        for advice in unpinned(config.banks.subscriptions):  # a35 F2: trust on first use
+            print(f"note: {advice}")
     return EXIT_OK
 
 

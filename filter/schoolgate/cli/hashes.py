@@ -183,12 +183,26 @@ def _print_vpdq(paths: list[Path], config: Config) -> int:
 
 def _own_bank(store: BankStore, bank: str) -> None:
     """A bank a subscription owns is replaced by its next sync: what the school adds or removes
-    there would be lost without a word (adversarial pass a30 L1)."""
-    for state in read_states(store):
-        if bank in state.banks or bank in state.withheld:
+    there would be lost without a word (adversarial pass a30 L1). A bank of the school's own
+    that a subscription also names stays the school's: the subscription's is withheld, and
+    the school is told how to end the clash (a35 F5: it was refused as the subscription's)."""
+    states = read_states(store)
+    for state in states:
+        if bank in state.banks:
             raise UsageError(
                 f"bank {bank} is subscription {state.name}'s: its next sync replaces it, and "
                 "what is changed here would be lost; use a bank of this school's own"
+            )
+    for state in states:
+        if bank in state.withheld:
+            print(
+                f"note: subscription {state.name} also publishes a bank named {bank}; this "
+                f"gateway keeps its own and withholds {state.name}'s, which does not block "
+                "here until one is renamed: ask the publisher to rename theirs, or move this "
+                f"school's hashes to a bank of another name and remove {bank} "
+                f"(`schoolgate hashes remove --bank {bank} --all`), and the next sync brings "
+                "the subscription's",
+                file=sys.stderr,
             )
 
 
@@ -291,6 +305,9 @@ def _hashes_remove(args: argparse.Namespace) -> int:
             store.delete_bank(args.bank)
             owner = [s.name for s in read_states(store) if args.bank in s.banks]
             refill = f"; subscription {owner[0]} refills it at its next sync" if owner else ""
+            held = [s.name for s in read_states(store) if args.bank in s.withheld]
+            if held and not owner:  # the clash is over (a35 F5)
+                refill = f"; subscription {held[0]}'s bank of that name comes at its next sync"
             print(f"bank {args.bank} deleted{refill}")
             return EXIT_OK
         if not args.value or not args.signal_type:

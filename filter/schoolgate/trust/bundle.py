@@ -36,11 +36,14 @@ MAX_BODY_BYTES: Final = 1 << 30
 # How far ahead of a gateway's clock a version may be: versions are Unix times, and one from a
 # box with a wrong clock would make every real publication after it look replayed.
 FUTURE_S: Final = 86_400.0
+# How many publications' ids a full snapshot and an index carry (trust.publish.link): a gateway
+# that applied one of them can tell the folder's own history from a fork of it.
+HISTORY: Final = 1000
 
 
 # Why a bundle was refused: the metric's label values, each exported from 0.
 REFUSALS: Final = ("malformed", "truncated", "signature", "channel", "replayed", "base", "clash",
-                   "mismatch", "shrunk", "future", "folder")  # fmt: skip
+                   "mismatch", "shrunk", "future", "folder", "fork")  # fmt: skip
 
 
 class BundleError(BankError):
@@ -167,6 +170,11 @@ class Bundle:
     # channel (a second box, a restored backup, a staging folder) cannot stand in for the
     # trust's (adversarial pass a30 N1, N2)
     folder: str = ""
+    # full and index: the folder's lineage, the id of each of its last HISTORY publications by
+    # version, each id derived from the one before: a copy of the folder published on from
+    # another box forks it, and a gateway that applied a version the fork never had refuses it
+    # (adversarial pass a35 F3)
+    history: Mapping[int, str] = field(default_factory=dict)
 
 
 def _signal_json(signal: SignalInput) -> list[Any]:
@@ -217,6 +225,7 @@ def to_json(bundle: Bundle) -> dict[str, Any]:
         "deltas": {str(base): name for base, name in sorted(bundle.deltas.items())},
         "digests": dict(sorted(bundle.digests.items())),
         "folder": bundle.folder,
+        "history": {str(version): link for version, link in sorted(bundle.history.items())},
     }
 
 
@@ -289,6 +298,7 @@ def _from_json(document: Any) -> Bundle:
             deltas=deltas,
             digests={_file_name(n): str(d) for n, d in dict(document.get("digests") or {}).items()},
             folder=str(document.get("folder", ""))[:64],
+            history={int(v): str(n)[:64] for v, n in dict(document.get("history") or {}).items()},
         )
     except BundleError:
         raise

@@ -138,6 +138,9 @@ def _publish(args: argparse.Namespace) -> int:
         print(f"schoolgate: warning: {warning}", file=sys.stderr)
     counts = ", ".join(f"{name} ({count} hashes)" for name, count in done.banks.items())
     print(f"published version {done.version} to {args.out}: {counts}")
+    # Gateways that name it follow this folder only, not a staging copy seen first (a35 F2).
+    print(f"folder: {done.folder} (put `folder: \"{done.folder}\"` in each gateway's "
+          "banks.subscriptions entry)")  # fmt: skip
     return EXIT_OK
 
 

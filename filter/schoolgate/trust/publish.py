@@ -8,7 +8,9 @@ them; files older than the kept snapshots are pruned. A gateway that was offline
 never go down, even when the folder is lost: a version is at least the publication's Unix time.
 A folder whose last version is far ahead of this box's clock (a publisher whose clock ran a year
 ahead) is refused rather than carried forward: gateways refuse such versions as `future`, and
-`reset_version` recovers (docs/trust.md).
+`reset_version` recovers (docs/trust.md). Each publication carries the folder's lineage (the ids
+of its recent publications, each derived from the one before), so that a gateway can tell the
+folder's history from a copy of it published on elsewhere.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from schoolgate.banks.model import BankError, SignalInput
 from schoolgate.banks.store import BankStore
 from schoolgate.trust.bundle import (
     FUTURE_S,
+    HISTORY,
     BankContent,
     Bundle,
     BundleError,
@@ -113,6 +116,7 @@ class Publication:
     files: tuple[str, ...]
     banks: dict[str, int]  # signals per published bank
     warnings: tuple[str, ...] = ()  # for the operator: e.g. this box's clock looks behind
+    folder: str = ""  # the folder's id, for `folder:` in each gateway's subscription
 
 
 def publish(
@@ -137,12 +141,15 @@ def publish(
     banks = list(banks)
     earlier = _earlier_snapshots(out, key)
     bases, warnings = _bases(earlier, now, reset_version)  # before anything is stamped
+    folder = _folder_token(out, key, bool(earlier))
     _record_provenance(store, banks, publisher, note, now)
     contents = snapshot(store, banks, with_features=with_features)
     last = earlier[max(earlier)] if earlier else None
     dropped = _dropped(last, contents, set(drop), channel)
     version = max(int(now), max(bases, default=0) + 1)
-    full = Bundle("full", publisher, version, now, contents, dropped, channel=channel)
+    history = lineage(last, version)
+    full = Bundle("full", publisher, version, now, contents, dropped, channel=channel,
+                  history=history)  # fmt: skip
     written = [_write(out, f"full-{version}.sgb", seal(full, key))]
     deltas: dict[int, str] = {}
     for base in sorted(bases, reverse=True)[: keep - 1]:
@@ -154,11 +161,24 @@ def publish(
         deltas[base] = name
     digests = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in written}
     index = Bundle("index", publisher, version, now, full_file=written[0], deltas=deltas,
-                   channel=channel, digests=digests, folder=_folder_token(out))  # fmt: skip
+                   channel=channel, digests=digests, folder=folder, history=history)  # fmt: skip
     written.append(_write(out, INDEX, seal(index, key)))
     _prune(out, keep_versions={version, *deltas}, current=version)
     counts = {n: len(c.signals) for n, c in contents.items()}
-    return Publication(version, tuple(written), counts, warnings)
+    return Publication(version, tuple(written), counts, warnings, folder)
+
+
+def lineage(last: Bundle | None, version: int) -> dict[int, str]:
+    """The folder's recent publications' ids with this one's added. An id is derived from the
+    previous publication's and a random part: two boxes publishing on from one copy of the
+    folder (a second box, a restored backup with an older database) make two lineages, and a
+    gateway that applied a version of one refuses the other as a `fork` (a35 F3). Versions
+    ahead of the clock that a reset sets aside leave the lineage with their snapshots."""
+    before = dict(last.history) if last is not None else {}
+    previous = before[max(before)] if before else ""
+    link = hashlib.sha256(f"{previous}:{version}:{secrets.token_hex(16)}".encode()).hexdigest()
+    kept = sorted(v for v in before if v < version)[-(HISTORY - 1) :]
+    return {**{v: before[v] for v in kept}, version: link[:32]}
 
 
 def _bases(
@@ -258,11 +278,32 @@ def _earlier_snapshots(out: Path, key: Ed25519PrivateKey) -> dict[int, Bundle]:
     return found
 
 
-def _folder_token(out: Path) -> str:
+def _folder_token(out: Path, key: Ed25519PrivateKey, published: bool) -> str:
     """The folder's own token, made once: gateways pin it (trust.bundle.Bundle.folder). A copy
-    of the folder carries it; a second box or a new folder does not."""
+    of the folder carries it; a second box or a new folder does not. A folder that has
+    publications but lost its token gets no new one: every gateway would refuse the folder
+    until repinned by hand (a35 F6); the operator restores it, or starts afresh on purpose."""
     path = out / FOLDER
     if not path.exists():
+        index = out / INDEX
+        if published or index.exists():
+            try:
+                named = open_bundle(index.read_bytes(), key.public_key(), expect="index").folder
+            except (OSError, BundleError):
+                named = ""
+            restore = (
+                f"restore it: echo {named} > {path}"
+                if named
+                else "restore it from a backup of this folder (or `folder:` in a gateway's "
+                "subscription, or `folder=` in its `schoolgate banks subscriptions`)"
+            )
+            raise BankError(
+                f"{path} is missing, but this folder has publications: gateways follow this "
+                f"folder by its id, and a new one would have every gateway refuse it; {restore}. "
+                "To start a new folder on purpose, publish into an empty one: each gateway "
+                "then needs `schoolgate banks subscriptions --repin NAME` (and its `folder:` "
+                "changed)"
+            )
         _write(out, FOLDER, secrets.token_hex(16).encode())
     return path.read_text().strip()[:64]
 

@@ -50,6 +50,9 @@ _FAILURES = "ALTER TABLE subscriptions ADD COLUMN fetch_failures INTEGER NOT NUL
 # emptied or cut here since (`hashes remove --all`) no longer matches its version, and the next
 # sync takes the full snapshot again instead of calling it current (adversarial pass a35 F1).
 _COUNTS = "ALTER TABLE subscriptions ADD COLUMN counts TEXT NOT NULL DEFAULT '{}'"
+# The id of the publication applied (trust.publish.lineage): a later index whose lineage does
+# not hold it comes from a fork of the folder (adversarial pass a35 F3).
+_LINK = "ALTER TABLE subscriptions ADD COLUMN link TEXT NOT NULL DEFAULT ''"
 _COUNT = (
     "SELECT (SELECT count(*) FROM signals WHERE bank_id = banks.id) + "
     "(SELECT count(*) FROM features WHERE bank_id = banks.id) FROM banks WHERE name = ?"
@@ -72,6 +75,7 @@ class Applied:
     folder: str = ""
     synced_at: float | None = None
     fetch_failures: int = 0
+    link: str = ""  # the id of the publication applied, in its folder's lineage
 
 
 class Replica:
@@ -84,7 +88,8 @@ class Replica:
             cur.execute(_SCHEMA)
             columns = {row[1] for row in cur.execute("PRAGMA table_info(subscriptions)")}
             later = (("withheld", _WITHHELD), ("folder", _FOLDER), ("synced_at", _SYNCED),
-                     ("fetch_failures", _FAILURES), ("counts", _COUNTS))  # fmt: skip
+                     ("fetch_failures", _FAILURES), ("counts", _COUNTS),
+                     ("link", _LINK))  # fmt: skip
             for column, added in later:
                 if column not in columns:
                     cur.execute(added)
@@ -140,7 +145,7 @@ class Replica:
             return False
         with self.store.write() as cur:
             still = self._clashes(cur, name, set(current.withheld), set(current.banks))
-        return still != set(current.withheld)
+        return set(still) != set(current.withheld)
 
     def drifted(self, name: str) -> tuple[str, ...]:
         """The banks of subscription `name` that no longer hold what its applied version put
@@ -160,20 +165,32 @@ class Replica:
         takes the full snapshot of whatever version the folder names (a gateway that applied
         a version from a publisher's wrong clock; docs/trust.md). False when there is none."""
         with self.store.write() as cur:
-            cur.execute("UPDATE subscriptions SET version = NULL WHERE name = ?", (name,))
+            cur.execute("UPDATE subscriptions SET version = NULL, link = '' WHERE name = ?",
+                        (name,))  # fmt: skip
             return cur.rowcount > 0
 
     def repin(self, name: str) -> bool:
         """Forget the folder pinned for `name` (the trust moved its publication on purpose):
         the next index pins its own. False when there is no such subscription here."""
         with self.store.write() as cur:
-            cur.execute("UPDATE subscriptions SET folder = '' WHERE name = ?", (name,))
+            cur.execute("UPDATE subscriptions SET folder = '', link = '' WHERE name = ?", (name,))
             return cur.rowcount > 0
 
-    def apply(self, name: str, bundle: Bundle, *, again: bool = False, folder: str = "") -> Applied:
+    def apply(
+        self,
+        name: str,
+        bundle: Bundle,
+        *,
+        again: bool = False,
+        folder: str = "",
+        configured: bool = False,
+        link: str = "",
+    ) -> Applied:
         """Apply a full or delta bundle for subscription `name`; BundleError when refused (the
         banks stay as they were). `again`: a full snapshot of the version applied may be
-        applied once more (banks a clash withheld)."""
+        applied once more (banks a clash withheld). `folder` is pinned where none is, or
+        always where the configuration names it (`configured`); `link`: the publication's id
+        in its folder's lineage."""
         current = self.state(name)
         have = current.version if current is not None else None
         same = again and bundle.kind == "full" and bundle.version == have
@@ -218,36 +235,41 @@ class Replica:
             cur.execute(
                 "UPDATE subscriptions SET version = ?, published_at = ?, applied_at = ?, "
                 "checked_at = ?, synced_at = ?, banks = ?, last_error = '', withheld = ?, "
-                "folder = CASE WHEN folder = '' THEN ? ELSE folder END, counts = ? "
-                "WHERE name = ?",
+                "folder = CASE WHEN folder = '' OR ? THEN ? ELSE folder END, counts = ?, "
+                "link = ? WHERE name = ?",
                 (bundle.version, bundle.created_at, now, now, now, json.dumps(sorted(banks)),
-                 json.dumps(sorted(clash)), folder, json.dumps(counts), name),
+                 json.dumps(sorted(clash)), configured, folder, json.dumps(counts), link, name),
             )  # fmt: skip
         if clash:
-            log.error("schoolgate banks: subscription %s: bank(s) %s withheld: this gateway "
-                      "has them from elsewhere", name, ", ".join(sorted(clash)))  # fmt: skip
+            # Which bank, and whose: the school's DSL or IT must know what to rename (a35 F5).
+            owners = "; ".join(f"{bank} is {owner}" for bank, owner in sorted(clash.items()))
+            why = (f"bank(s) {', '.join(sorted(clash))} withheld, the rest applied: {owners}. "
+                   "The trust's bank of that name does not block here until one is renamed: "
+                   "ask the trust to publish it under a name of its own (trust-...), or rename "
+                   "this gateway's (export it, import it under a new name, then "
+                   "`schoolgate hashes remove --bank NAME --all`); the next sync then brings "
+                   "it whole")  # fmt: skip
+            log.error("schoolgate banks: subscription %s: %s", name, why)
             # The rest of the bundle is applied: one clash must not freeze a subscription
             # (a28 P3: a school's share, followed as well, that the trust published on).
-            self.checked(name, BundleError(
-                "clash",
-                f"bank(s) {', '.join(sorted(clash))} left out: this gateway has them from "
-                "elsewhere (its own, or another subscription's); rename one of them",
-            ))  # fmt: skip
+            self.checked(name, BundleError("clash", why))
         applied = self.state(name)
         assert applied is not None
         return applied
 
     def _clashes(
         self, cur: sqlite3.Cursor, name: str, named: set[str], owned: set[str]
-    ) -> set[str]:
-        """The banks a bundle names that this gateway has from elsewhere."""
-        others: set[str] = set()
-        for _other, banks in cur.execute(
+    ) -> dict[str, str]:
+        """The banks a bundle names that this gateway has from elsewhere, with whose they are."""
+        others: dict[str, str] = {}
+        for other, banks in cur.execute(
             "SELECT name, banks FROM subscriptions WHERE name != ?", (name,)
         ):
-            others |= set(json.loads(banks))
-        local = {row[0] for row in cur.execute("SELECT name FROM banks")} - owned - others
-        return (named & local) | (named & others)
+            others |= dict.fromkeys(json.loads(banks), f"subscription {other}'s")
+        local = {row[0] for row in cur.execute("SELECT name FROM banks")} - owned - set(others)
+        return dict.fromkeys(named & local, "this school's own bank") | {
+            bank: others[bank] for bank in named & set(others)
+        }
 
 
 def read_states(store: BankStore) -> list[Applied]:
@@ -271,6 +293,7 @@ def read_states(store: BankStore) -> list[Applied]:
             got["checked_at"], tuple(json.loads(got["banks"])), json.loads(got["refusals"]),
             got["last_error"], tuple(json.loads(got.get("withheld", "[]"))),
             got.get("folder", ""), got.get("synced_at"), got.get("fetch_failures", 0),
+            got.get("link", ""),
         ))  # fmt: skip
     return states
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ class Subscription:
     # Put before every bank name of the publication: the trust's central box follows each
     # school's shared incident banks, and two schools may name theirs alike.
     prefix: str = ""
+    # The publication folder's id (`banks publish` prints it): a gateway follows that folder
+    # only, from its first sync on; unset, it follows the first folder it sees (a35 F2).
+    folder: str = ""
 
     def file_url(self, file: str) -> str:
         return self.url.rstrip("/") + "/" + file
@@ -66,7 +70,7 @@ def parse_subscriptions(node: Node) -> tuple[AnySubscription, ...]:
             found[name] = _exchange(entry, name)
             continue
         entry.mapping(allowed={"name", "url", "public_key", "channel", "interval_s", "ca_file",
-                               "prefix", "exchange"})  # fmt: skip
+                               "prefix", "exchange", "folder"})  # fmt: skip
         url_node = entry.child("url")
         url = url_node.text()
         if not url.startswith(("https://", "file://")):
@@ -86,6 +90,7 @@ def parse_subscriptions(node: Node) -> tuple[AnySubscription, ...]:
             entry.child("interval_s").number(DEFAULT_INTERVAL_S, minimum=10),
             entry.child("ca_file").path_value(),
             _prefix(entry.child("prefix")),
+            _folder(entry.child("folder")),
         )
         found[name] = subscription
         if subscription.prefix:
@@ -107,6 +112,24 @@ def _disjoint(prefixes: dict[str, tuple[str, Node]]) -> None:
                     "school a prefix that does not start another's (e.g. north- and northeast-)"
                 )
         seen.append((name, prefix))
+
+
+def _folder(node: Node) -> str:
+    folder = node.text("").strip()
+    if folder and not re.fullmatch(r"[0-9a-f]{8,64}", folder):
+        node.fail(f"{folder[:70]!r}: the folder id `schoolgate banks publish` prints (hex digits)")
+    return folder
+
+
+def unpinned(subscriptions: tuple[AnySubscription, ...]) -> list[str]:
+    """Advice for `check-config`: the trust subscriptions that follow whichever folder they see
+    first, a staging folder signed with the same key included (a35 F2)."""
+    return [
+        f"banks.subscriptions {s.name}: no `folder:`, so this gateway follows the first "
+        "publication folder it sees; set it to the id `schoolgate banks publish` prints"
+        for s in subscriptions
+        if isinstance(s, Subscription) and not s.folder
+    ]
 
 
 def _prefix(node: Node) -> str:

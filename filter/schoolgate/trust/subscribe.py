@@ -18,7 +18,7 @@ from typing import Final
 
 from schoolgate.banks.model import BankError, validate_bank_name
 from schoolgate.errors import SchoolgateError
-from schoolgate.trust.bundle import FUTURE_S, Bundle, BundleError, open_bundle
+from schoolgate.trust.bundle import FUTURE_S, HISTORY, Bundle, BundleError, open_bundle
 from schoolgate.trust.publish import INDEX
 from schoolgate.trust.replica import Applied, Replica
 from schoolgate.trust.settings import Subscription
@@ -143,14 +143,9 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
     if index.version > replica.clock() + FUTURE_S:
         # Versions are Unix times: one far ahead was made on a box with a wrong clock, and
         # would make every real publication after it look replayed (a30 N2s: for a year).
-        ahead = f"the index names version {index.version}, more than a day ahead of this "
-        raise BundleError("future", ahead + "gateway's clock: a publisher's clock is wrong?")
-    if state is not None and state.folder and index.folder != state.folder:
-        raise BundleError("folder", "the index comes from another publication folder of this "
-                          "channel than the one this gateway follows (a second box, a restored "
-                          "backup, a staging folder); if the trust moved its publication on "
-                          "purpose: schoolgate banks subscriptions --repin "
-                          f"{subscription.name}")  # fmt: skip
+        raise BundleError("future", _future(index, replica.clock()))
+    _same_folder(subscription, state, index)
+    _same_lineage(subscription, state, index)
     withheld = state is not None and state.withheld
     again = bool(withheld) and have == index.version and replica.clash_cleared(subscription.name)
     drifted = replica.drifted(subscription.name)
@@ -174,15 +169,108 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
         else:
             change = _pinned(open_bundle(data, key, expect="delta"), subscription)
             _same_version(change.version, index.version)
-            return replica.apply(subscription.name, _prefixed(change, subscription.prefix),
-                                 folder=index.folder)  # fmt: skip
+            return _apply(subscription, replica, state, change, index)
     full = _pinned(open_bundle(_named(subscription, fetch, index, index.full_file), key,
                                expect="full"), subscription)  # fmt: skip
     _same_version(full.version, index.version)
     # `again`: the full snapshot of the version applied, for banks a clash withheld that no
     # longer clash (a30 W1: they waited for the trust's next publication)
-    return replica.apply(subscription.name, _prefixed(full, subscription.prefix), again=again,
-                         folder=index.folder)  # fmt: skip
+    return _apply(subscription, replica, state, full, index, again=again)
+
+
+def _apply(
+    subscription: Subscription,
+    replica: Replica,
+    state: Applied | None,
+    bundle: Bundle,
+    index: Bundle,
+    *,
+    again: bool = False,
+) -> Applied:
+    applied = replica.apply(
+        subscription.name,
+        _prefixed(bundle, subscription.prefix),
+        again=again,
+        folder=index.folder,
+        configured=bool(subscription.folder),
+        link=index.history.get(index.version, ""),
+    )
+    if index.folder and not subscription.folder and (state is None or not state.folder):
+        # Trust on first use: a staging folder signed with the same key, seen first, would be
+        # followed as well (a35 F2); the configuration can name the folder instead.
+        log.warning("schoolgate banks: subscription %s: following publication folder %s, taken "
+                    "on first use: set `folder: %s` in its banks.subscriptions entry to follow "
+                    "that folder only", subscription.name, index.folder, index.folder)  # fmt: skip
+    return applied
+
+
+def _future(index: Bundle, now: float) -> str:
+    """Why a version far ahead is refused, with both clocks: far more often this gateway's
+    clock is behind (a dead RTC battery, no NTP) than the publisher's ahead (a35 T2)."""
+
+    def when(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+    return (
+        f"the index names version {index.version}, published {when(index.created_at)}, more "
+        f"than a day ahead of this gateway's clock ({when(now)}): if this gateway's clock is "
+        "behind, correct it (timedatectl; check NTP and the real-time clock) and sync again; "
+        "if it is right, the publisher's clock ran ahead: correct it there, and publish with "
+        "--reset-version (docs/trust.md)"
+    )
+
+
+def _same_folder(subscription: Subscription, state: Applied | None, index: Bundle) -> None:
+    """The folder the configuration names, or else the one this gateway pinned first."""
+    if subscription.folder:
+        if index.folder != subscription.folder:
+            raise BundleError("folder", f"the index comes from publication folder "
+                              f"{index.folder or '(none)'}, not {subscription.folder} that "
+                              "this subscription's `folder:` names (a second box, a restored "
+                              "backup, a staging folder signed with the same key); if the trust "
+                              "moved its publication on purpose, change `folder:`")  # fmt: skip
+        return
+    if state is not None and state.folder and index.folder != state.folder:
+        raise BundleError("folder", "the index comes from another publication folder of this "
+                          "channel than the one this gateway follows (a second box, a restored "
+                          "backup, a staging folder); if the trust moved its publication on "
+                          "purpose: schoolgate banks subscriptions --repin "
+                          f"{subscription.name}")  # fmt: skip
+
+
+def _same_lineage(subscription: Subscription, state: Applied | None, index: Bundle) -> None:
+    """The folder's lineage must hold the publication this gateway applied: one that does not
+    is a fork, a copy of the folder published on from another box (a35 F3). Which side is the
+    trust's is the operator's call; a gateway too far behind to tell goes on."""
+    if state is None or state.version is None or not state.link or not index.history:
+        return
+    if subscription.folder and state.folder != subscription.folder:
+        return  # the configuration names another folder than the one pinned: a move, not a fork
+    have, history = state.version, index.history
+    if have in history:
+        if history[have] == state.link:
+            return
+        what = "the folder names another publication of that version"
+    elif have > min(history):
+        what = "the folder's lineage has no publication of that version"
+    elif len(history) < HISTORY:
+        what = f"the folder's lineage starts after it, at version {min(history)}"
+    else:
+        log.warning("schoolgate banks: subscription %s: version %s is older than the folder's "
+                    "lineage reaches back, so it cannot be checked for a fork",
+                    subscription.name, have)  # fmt: skip
+        return
+    raise BundleError("fork", _forked(subscription, have, what))
+
+
+def _forked(subscription: Subscription, have: int, what: str) -> str:
+    return (
+        f"the index (a publication folder of the same id and key) does not descend from "
+        f"version {have} that this gateway applied: {what}. Two boxes publish from copies of "
+        "one folder (a second box, a restored backup, a staging copy). Find the trust's own "
+        "central box and stop the other; if this gateway followed the wrong one, run "
+        f"`schoolgate banks subscriptions --reset {subscription.name}` here"
+    )
 
 
 def _named(subscription: Subscription, fetch: Fetch, index: Bundle, file: str) -> bytes:
