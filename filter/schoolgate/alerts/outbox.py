@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schoolgate.alerts.model import KIND_DECISION, Alert, AlertDetails, dedup_key
+from schoolgate.alerts.outbox_schema import SCHEMA as _SCHEMA
 from schoolgate.errors import SchoolgateError
 from schoolgate.sqlite_schema import apply_schema
 
@@ -28,39 +29,7 @@ MAX_AUDIT_IDS = 100  # a flood of repeats keeps the first hundred decision ids a
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATES = (PENDING, DELIVERED, DEAD)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS alerts (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    dedup_key TEXT NOT NULL,
-    details TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    audit_ids TEXT NOT NULL,
-    follow_up_of TEXT,
-    due_at REAL NOT NULL,
-    retry_from REAL NOT NULL,
-    sent_once INTEGER NOT NULL DEFAULT 0,
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts (state, due_at);
-CREATE INDEX IF NOT EXISTS alerts_by_key ON alerts (dedup_key, first_seen);
-CREATE TABLE IF NOT EXISTS deliveries (
-    alert_id TEXT NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
-    receiver TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL,
-    last_outcome TEXT,
-    last_error TEXT,
-    finished_at REAL,
-    PRIMARY KEY (alert_id, receiver)
-);
-"""
+NOT_ROUTED = "not_routed"  # a delivery's outcome: settled unsent, not the receiver's groups
 
 
 class OutboxError(SchoolgateError):
@@ -234,12 +203,16 @@ class AlertOutbox:
         )
         return Enqueued(alert_id, 1, merged=False)
 
-    def claim(self, lease_s: float, limit: int = 50) -> list[Claim]:
-        """Take the deliveries that are due now, for every configured channel."""
-        if not self.channels:
+    def claim(
+        self, lease_s: float, limit: int = 50, *, receivers: Sequence[str] | None = None
+    ) -> list[Claim]:
+        """Take the deliveries that are due now, for every configured channel or only these
+        `receivers` (each receiver's worker claims its own, so none waits for another)."""
+        channels = self._channels(receivers)
+        if not channels:
             return []
         now = self.clock()
-        marks = ",".join("?" * len(self.channels))
+        marks = ",".join("?" * len(channels))
         claims: list[Claim] = []
         with self._transaction() as cur:
             rows = cur.execute(
@@ -249,20 +222,11 @@ class AlertOutbox:
                 f" OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id"
                 f"  AND d.receiver IN ({marks}) AND d.state = ? AND d.next_at <= ?))"
                 f" ORDER BY a.first_seen LIMIT ?",
-                (
-                    PENDING,
-                    now,
-                    *self.channels,
-                    len(self.channels),
-                    *self.channels,
-                    PENDING,
-                    now,
-                    limit,
-                ),
+                (PENDING, now, *channels, len(channels), *channels, PENDING, now, limit),
             ).fetchall()
             for row in rows:
                 alert = self._alert(row)
-                for receiver in self.channels:
+                for receiver in channels:
                     delivery = cur.execute(
                         "SELECT state, attempts, next_at FROM deliveries "
                         "WHERE alert_id = ? AND receiver = ?",
@@ -287,7 +251,20 @@ class AlertOutbox:
                 cur.execute("UPDATE alerts SET sent_once = 1 WHERE id = ?", (alert.id,))
         return claims
 
-    def delivered(self, alert_id: str, receiver: str, outcome: str = "delivered") -> None:
+    def _channels(self, receivers: Sequence[str] | None) -> tuple[str, ...]:
+        if receivers is None:
+            return self.channels
+        return tuple(r for r in self.channels if r in receivers)
+
+    def delivered(
+        self,
+        alert_id: str,
+        receiver: str,
+        outcome: str = "delivered",
+        *,
+        wanted: Sequence[str] = (),
+    ) -> None:
+        """Record a delivery (or "not_routed": settled unsent); `wanted` as in `_settle`."""
         now = self.clock()
         with self._transaction() as cur:
             cur.execute(
@@ -295,7 +272,7 @@ class AlertOutbox:
                 "finished_at = ? WHERE alert_id = ? AND receiver = ?",
                 (DELIVERED, outcome, now, alert_id, receiver),
             )
-            self._settle(cur, alert_id, now)
+            self._settle(cur, alert_id, now, wanted)
 
     def failed(
         self,
@@ -305,6 +282,7 @@ class AlertOutbox:
         error: str,
         *,
         next_at: float | None,
+        wanted: Sequence[str] = (),
     ) -> None:
         """Record a failed attempt: try again at `next_at`, or dead-letter it (None)."""
         now = self.clock()
@@ -322,12 +300,18 @@ class AlertOutbox:
                     receiver,
                 ),
             )
-            self._settle(cur, alert_id, now)
+            self._settle(cur, alert_id, now, wanted)
 
-    def _settle(self, cur: sqlite3.Cursor, alert_id: str, now: float) -> None:
-        """An alert is finished once every configured channel has delivered or died."""
+    def _settle(
+        self, cur: sqlite3.Cursor, alert_id: str, now: float, wanted: Sequence[str] = ()
+    ) -> None:
+        """An alert is finished once every configured channel has delivered or died. `wanted`:
+        the receivers whose groups take it now; one of them settled unsent by the groups it had
+        before a reload is due again first (adversarial pass a35 F4)."""
         if not self.channels:
             return
+        if taken := self._channels(wanted):
+            self._reopen(cur, alert_id, taken, now)
         marks = ",".join("?" * len(self.channels))
         states = [
             r[0]
@@ -343,8 +327,8 @@ class AlertOutbox:
             final == DELIVERED
             and not cur.execute(
                 f"SELECT 1 FROM deliveries WHERE alert_id = ? AND receiver IN ({marks}) AND "
-                "last_outcome != 'not_routed'",
-                (alert_id, *self.channels),
+                "last_outcome != ?",
+                (alert_id, *self.channels, NOT_ROUTED),
             ).fetchone()
         ):
             # Every receiver left it out, each by the groups it had when asked: a reload gave
@@ -359,6 +343,38 @@ class AlertOutbox:
         cur.execute(
             "UPDATE alerts SET state = ?, finished_at = ? WHERE id = ?", (final, now, alert_id)
         )
+
+    def _reopen(
+        self, cur: sqlite3.Cursor, alert_id: str, receivers: Sequence[str], now: float
+    ) -> int:
+        """Make these receivers' deliveries of a pending alert that were settled "not_routed"
+        due now, as if never asked; a delivered or dead one stays as it is."""
+        marks = ",".join("?" * len(receivers))
+        cur.execute(
+            f"UPDATE deliveries SET state = ?, next_at = ?, finished_at = NULL, last_outcome = "
+            f"NULL WHERE alert_id = ? AND state = ? AND last_outcome = ? AND receiver IN "
+            f"({marks}) AND alert_id IN (SELECT id FROM alerts WHERE state = ?)",
+            (PENDING, now, alert_id, DELIVERED, NOT_ROUTED, *receivers, PENDING),
+        )
+        return cur.rowcount
+
+    def reroute(self, receiver: str, takes: Callable[[Alert], bool]) -> int:
+        """Re-open `receiver`'s deliveries settled unsent for pending alerts that `takes` says
+        are its now (a reload gave it their group); how many."""
+        if receiver not in self.channels:
+            return 0
+        with self._lock:  # read first: a pass that finds nothing takes no write lock
+            rows = self._db.execute(
+                "SELECT a.* FROM alerts a JOIN deliveries d ON d.alert_id = a.id WHERE a.state = ?"
+                " AND d.receiver = ? AND d.state = ? AND d.last_outcome = ?",
+                (PENDING, receiver, DELIVERED, NOT_ROUTED),
+            ).fetchall()
+            ids = [row["id"] for row in rows if takes(self._alert(row, deliveries=False))]
+        if not ids:
+            return 0
+        now = self.clock()
+        with self._transaction() as cur:
+            return sum(self._reopen(cur, alert_id, (receiver,), now) for alert_id in ids)
 
     def retry(self, alert_ids: Sequence[str] = ()) -> int:
         """Dead or pending alerts (all, or these ids) back to due now, their age clock restarted."""
@@ -397,23 +413,25 @@ class AlertOutbox:
         age = max(0.0, now - oldest) if oldest is not None else 0.0
         return OutboxStats(pending=pending, oldest_pending_age_s=age, dead=dead)
 
-    def next_due(self) -> float | None:
-        """When the next delivery is due (None: nothing is waiting), for the sender's sleep."""
-        if not self.channels:
+    def next_due(self, receivers: Sequence[str] | None = None) -> float | None:
+        """When the next delivery (of all, or of these receivers) is due (None: nothing is
+        waiting), for the sender's sleep."""
+        channels = self._channels(receivers)
+        if not channels:
             return None
-        marks = ",".join("?" * len(self.channels))
+        marks = ",".join("?" * len(channels))
         with self._lock:
             (new_due,) = self._db.execute(
                 f"SELECT MIN(a.due_at) FROM alerts a WHERE a.state = ? AND "
                 f"(SELECT COUNT(*) FROM deliveries d WHERE d.alert_id = a.id "
                 f"AND d.receiver IN ({marks})) < ?",
-                (PENDING, *self.channels, len(self.channels)),
+                (PENDING, *channels, len(channels)),
             ).fetchone()
             (retry_due,) = self._db.execute(
                 f"SELECT MIN(MAX(d.next_at, a.due_at)) FROM deliveries d "
                 f"JOIN alerts a ON a.id = d.alert_id WHERE a.state = ? AND d.state = ? "
                 f"AND d.receiver IN ({marks})",
-                (PENDING, PENDING, *self.channels),
+                (PENDING, PENDING, *channels),
             ).fetchone()
         candidates = [t for t in (new_due, retry_due) if t is not None]
         return min(candidates) if candidates else None
@@ -426,6 +444,16 @@ class AlertOutbox:
                 cur.execute("DELETE FROM alerts WHERE id = ? AND state != ?", (alert_id, PENDING))
                 removed += cur.rowcount
         return removed
+
+    def has_decision(self, audit_id: str) -> bool:
+        """Whether an alert names this audit log decision (a spool read back twice)."""
+        try:
+            with self._lock:
+                found = self._db.execute("SELECT 1 FROM alerts WHERE instr(audit_ids, ?) > 0",
+                                         (json.dumps(audit_id),)).fetchone()  # fmt: skip
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot read the alert outbox {self.path}: {exc}") from exc
+        return found is not None
 
     def get(self, alert_id: str) -> Alert | None:
         with self._lock:
@@ -487,5 +515,5 @@ class AlertOutbox:
             attempts=sum(d[2] for d in found),
             last_error=errors[-1] if errors else None,
             # not a receiver whose groups left the alert out (settled unsent: "not_routed")
-            delivered_to=tuple(d[0] for d in found if d[1] == DELIVERED and d[4] != "not_routed"),
+            delivered_to=tuple(d[0] for d in found if d[1] == DELIVERED and d[4] != NOT_ROUTED),
         )

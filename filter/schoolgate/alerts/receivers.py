@@ -15,11 +15,13 @@ import smtplib
 import ssl
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from schoolgate.alerts.deadline import Deadline
 from schoolgate.alerts.formats import PAYLOADS, email_message
 from schoolgate.alerts.model import Alert
 from schoolgate.alerts.settings import ReceiverConfig, SmtpConfig
@@ -136,16 +138,27 @@ class WebhookReceiver:
             connection = http.client.HTTPConnection(
                 self._host, self._port, timeout=self.config.timeout_s
             )
+        # timeout_s bounds the whole attempt (connect to last byte), not each read: a receiver
+        # that trickles its answer must not hold its alerts, or the sender, for ever (a35 F8).
         try:
-            connection.request("POST", self._target, body=signed.body, headers=signed.headers)
-            response = connection.getresponse()
-            response.read(_MAX_RESPONSE_BYTES)
-            status = response.status
-            retry_after = _retry_after(response.getheader("Retry-After"))
-        except TimeoutError as exc:
-            return Attempt(TIMEOUT, f"no answer within {self.config.timeout_s:g} s ({exc})")
-        except (OSError, http.client.HTTPException) as exc:
-            return Attempt(CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
+            with Deadline(self.config.timeout_s, lambda: connection.sock) as deadline:
+                try:
+                    connection.request(
+                        "POST", self._target, body=signed.body, headers=signed.headers
+                    )
+                    response = connection.getresponse()
+                    if deadline.expired:  # cut short: http.client takes a cut header as ended
+                        return Attempt(TIMEOUT, f"no answer within {self.config.timeout_s:g} s")
+                    status = response.status
+                    retry_after = _retry_after(response.getheader("Retry-After"))
+                    # The status is the answer: a body cut short (or trickled past the
+                    # deadline) after it changes nothing.
+                    with suppress(OSError, http.client.HTTPException):
+                        response.read(_MAX_RESPONSE_BYTES)
+                except (OSError, http.client.HTTPException) as exc:
+                    if deadline.expired or isinstance(exc, TimeoutError):
+                        return Attempt(TIMEOUT, f"no answer within {self.config.timeout_s:g} s")
+                    return Attempt(CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
         finally:
             connection.close()
         if 200 <= status < 300:
@@ -189,14 +202,15 @@ class EmailReceiver:
         )
         context = ssl.create_default_context()
         client: smtplib.SMTP
+        if config.security == "tls":
+            client = smtplib.SMTP_SSL(timeout=config.timeout_s, context=context)
+        else:
+            client = smtplib.SMTP(timeout=config.timeout_s)
+        # Not connected yet: the deadline bounds the whole conversation, not each read (a35 F8).
+        deadline = Deadline(config.timeout_s, lambda: client.sock)
         try:
-            if config.security == "tls":
-                client = smtplib.SMTP_SSL(
-                    config.host, config.port, timeout=config.timeout_s, context=context
-                )
-            else:
-                client = smtplib.SMTP(config.host, config.port, timeout=config.timeout_s)
-            with client:
+            with deadline, client:
+                client.connect(config.host, config.port)
                 if config.security == "starttls":
                     client.starttls(context=context)
                 if config.username is not None and config.password is not None:
@@ -208,10 +222,14 @@ class EmailReceiver:
             codes = [code for code, _ in exc.recipients.values()]
             return _smtp_refusal(min(codes) if codes else 550, "all recipients refused")
         except smtplib.SMTPResponseException as exc:
+            if deadline.expired:
+                return Attempt(TIMEOUT, f"SMTP server cut off after {config.timeout_s:g} s")
             error = exc.smtp_error
             text = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
             return _smtp_refusal(exc.smtp_code, text)
         except (OSError, smtplib.SMTPException) as exc:
+            if deadline.expired:
+                return Attempt(TIMEOUT, f"SMTP server cut off after {config.timeout_s:g} s")
             return Attempt(CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
         if refused:
             log.warning("alert %s: email refused for %s", alert.id, ", ".join(sorted(refused)))

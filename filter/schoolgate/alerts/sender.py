@@ -3,8 +3,13 @@
 Retries back off exponentially (base, doubling, capped) with jitter, for as long as
 `dead_after_s` allows counted from the alert's creation (or its last manual retry); after that
 the delivery is dead-lettered, logged loudly, and shown by `schoolgate alerts list --state dead`
-until `schoolgate alerts retry` re-drives it. Runs as a background thread in `schoolgate run`, or
-one pass at a time (`deliver_due`) from the command line.
+until `schoolgate alerts retry` re-drives it. Runs in the background in `schoolgate run`, or one
+pass at a time (`deliver_due`) from the command line.
+
+In the background every receiver has its own worker thread and claims only its own deliveries,
+so a receiver that is slow, trickles its answers or swallows connections (a blackholed address)
+delays nobody else's alerts (adversarial pass a35 F8/F9); one more thread does the housekeeping
+(`before_pass`: writing alerts the disk refused when they happened).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -81,23 +87,43 @@ class AlertSender:
         # Long enough that a live sender always finishes its attempt first; short enough that a
         # killed sender's claims come due again soon after a restart.
         self.lease_s = 2 * max(timeouts, default=30.0) + 5.0
-        self._wake = threading.Event()
+        self._wakes = {name: threading.Event() for name in ["", *self.receivers]}
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- one pass ------------------------------------------------------------------------------
 
     def deliver_due(self, max_rounds: int = 100) -> list[AttemptResult]:
-        """Attempt every delivery due now (in batches) and record the outcomes."""
+        """Attempt every delivery due now (in batches, receiver by receiver) and record them."""
+        results: list[AttemptResult] = []
+        for name in self.receivers:
+            results.extend(self.deliver_due_to(name, max_rounds))
+        return results
+
+    def deliver_due_to(self, name: str, max_rounds: int = 100) -> list[AttemptResult]:
+        """One receiver's pass: what it has not got yet by today's groups, then what is due."""
+        self.reroute(name)
         results: list[AttemptResult] = []
         for _ in range(max_rounds):
-            claims = self.outbox.claim(self.lease_s, self._batch)
+            claims = self.outbox.claim(self.lease_s, self._batch, receivers=(name,))
             if not claims:
                 break
-            results.extend(self._attempt(claim) for claim in claims)
-            if self._stopping.is_set():
-                break
+            for claim in claims:
+                if self._stopping.is_set():  # the rest come due again when their lease ends
+                    return results
+                results.append(self._attempt(claim))
         return results
+
+    def wanted_by(self, alert: Alert) -> list[str]:
+        """The receivers whose groups take `alert` now."""
+        return [name for name, r in self.receivers.items() if routed(r, alert)]
+
+    def reroute(self, name: str) -> int:
+        """Re-open this receiver's deliveries that were settled unsent ("not routed") for alerts
+        still pending whose group it takes now: a reload moved the group to it after it was
+        asked (adversarial pass a35 F4), and it gets the alert once, like any other."""
+        receiver = self.receivers[name]
+        return self.outbox.reroute(name, lambda alert: routed(receiver, alert))
 
     def _taken(self, alert: Alert) -> bool:
         """Whether some receiver's groups take the alert. One that none takes (its group left
@@ -112,21 +138,25 @@ class AlertSender:
     def _attempt(self, claim: Claim) -> AttemptResult:
         receiver = self.receivers[claim.receiver]
         alert_id = claim.alert.id
+        # Settling a delivery re-asks every receiver that takes the alert now and was left out
+        # by the groups it had before a reload: each copy is tracked per receiver (a35 F4).
+        wanted = self.wanted_by(claim.alert)
         if not routed(receiver, claim.alert) and self._taken(claim.alert):
-            self.outbox.delivered(alert_id, claim.receiver, NOT_ROUTED)
+            self.outbox.delivered(alert_id, claim.receiver, NOT_ROUTED, wanted=wanted)
             return AttemptResult(alert_id, claim.receiver, Attempt(NOT_ROUTED, "not routed"), None)
         attempt = receiver.deliver(claim.alert)
         self._notify(claim.receiver, attempt.outcome)
         if attempt.delivered:
-            self.outbox.delivered(alert_id, claim.receiver, attempt.outcome)
+            self.outbox.delivered(alert_id, claim.receiver, attempt.outcome, wanted=wanted)
             log.info("alert %s delivered to %s", alert_id, claim.receiver)
             return AttemptResult(alert_id, claim.receiver, attempt, None)
         now = self.outbox.clock()
         failures = claim.attempts + 1
         if now - claim.retry_from >= self.retry.dead_after_s:
             self.outbox.failed(
-                alert_id, claim.receiver, attempt.outcome, attempt.detail, next_at=None
-            )
+                alert_id, claim.receiver, attempt.outcome, attempt.detail, next_at=None,
+                wanted=wanted,
+            )  # fmt: skip
             log.error(
                 "alert %s DEAD-LETTERED for %s after %d attempts over %.0f s (last: %s %s); see "
                 "`schoolgate alerts list --state dead`, re-drive with `schoolgate alerts retry`",
@@ -164,46 +194,57 @@ class AlertSender:
         except Exception:  # a metrics bug must not stop alerts
             log.exception("on_attempt hook failed")
 
-    # -- background thread ---------------------------------------------------------------------
+    # -- background threads --------------------------------------------------------------------
 
     def wake(self) -> None:
         """Something was enqueued: deliver now rather than at the next poll."""
-        self._wake.set()
+        for event in self._wakes.values():
+            event.set()
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="schoolgate-alerts", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, args=(name,), daemon=True,
+                             name=f"schoolgate-alerts-{name}" if name else "schoolgate-alerts")
+            for name in self._wakes
+        ]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop after the attempt in flight (bounded by the receiver's timeout)."""
-        thread, self._thread = self._thread, None
-        if thread is None:
+        """Stop after the attempts in flight (each bounded by its receiver's timeout)."""
+        threads, self._threads = self._threads, []
+        if not threads:
             return
         self._stopping.set()
-        self._wake.set()
-        thread.join(timeout_s)
+        self.wake()
+        until = time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(max(0.0, until - time.monotonic()))
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
 
-    def _run(self) -> None:
+    def _run(self, name: str) -> None:
         # The first pass runs at once: alerts left by a previous process (crash, power cut)
-        # go out as soon as the appliance is back.
+        # go out as soon as the appliance is back. Name "" is the housekeeping thread.
+        wake = self._wakes[name]
         while not self._stopping.is_set():
+            wake.clear()  # before the pass: a wake-up during it runs another
             next_due: float | None = None
             try:
-                if self.before_pass is not None:
-                    self.before_pass()
-                self.deliver_due()
-                next_due = self.outbox.next_due()
+                if not name:
+                    if self.before_pass is not None:
+                        self.before_pass()
+                else:
+                    self.deliver_due_to(name)
+                    next_due = self.outbox.next_due(receivers=(name,))
             except Exception:  # a broken disk or a bug: log, wait, try again; never die
                 log.exception("alert delivery pass failed; retrying in %.0f s", self._poll_s)
             wait = self._poll_s
             if next_due is not None:
                 wait = min(self._poll_s, max(0.05, next_due - self.outbox.clock()))
-            self._wake.wait(wait)
-            self._wake.clear()
+            wake.wait(wait)

@@ -2,8 +2,9 @@
 
 `record(verdict)` is called where a decision is enforced, before the response goes out. It never
 raises: if the outbox cannot be written (disk full, read-only), the failure is logged loudly and
-counted, the alert is held in memory and written as soon as the disk takes it again, and the
-decision stands.
+counted, the alert is held in memory *and* written to the spool (a small file, beside the outbox
+or elsewhere), written to the outbox as soon as it takes alerts again, and the decision stands. A
+restart reads the spool back, so an alert the outbox refused is not lost with the process (a35 A9).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from schoolgate.alerts.outbox import AlertOutbox, Enqueued, OutboxError
 from schoolgate.alerts.receivers import EmailReceiver, Receiver, WebhookReceiver
 from schoolgate.alerts.sender import AlertSender, AttemptHook, RetryPolicy
 from schoolgate.alerts.settings import AlertsConfig
+from schoolgate.alerts.spool import AlertSpool, spool_paths
 from schoolgate.pipeline.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ class AlertService:
         outbox: AlertOutbox,
         sender: AlertSender,
         site: str,
+        spool: AlertSpool | None = None,
     ) -> None:
         self.config = config
         self.rule = rule
@@ -74,13 +77,20 @@ class AlertService:
         self.sender = sender
         self.site = site
         self.write_failures = 0  # enqueue attempts that failed (each is logged at CRITICAL)
-        self.dropped = 0  # alerts lost because the in-memory hold overflowed
-        self._unwritten: deque[tuple[AlertDetails, str]] = deque()
+        self.dropped = 0  # alerts lost because the in-memory hold overflowed, unspooled
+        self.spooled = 0  # alerts the outbox refused that went to the spool file
+        self.memory_only = 0  # ...that no spool took either: lost if the process stops
+        self.spool = spool if spool is not None else AlertSpool(spool_paths(config.outbox))
+        # (details, decision id, spooled): alerts the outbox has not taken yet
+        self._unwritten: deque[tuple[AlertDetails, str, bool]] = deque()
         self._unwritten_lock = threading.Lock()
         self._closed = False
         outbox.on_enqueue(sender.wake)
-        # Each delivery pass first retries alerts the outbox could not take when they happened.
+        # Each housekeeping pass retries alerts the outbox could not take when they happened.
         sender.before_pass = self.flush
+        # What the outbox refused before a restart (the spool) is written now, or held again.
+        with self._unwritten_lock:
+            self._unspool()
 
     @classmethod
     def open(cls, config: Config, *, on_attempt: AttemptHook | None = None) -> AlertService:
@@ -89,7 +99,9 @@ class AlertService:
         outbox = open_outbox(alerts)
         sender = build_sender(alerts, outbox, config.policy.timezone, on_attempt=on_attempt)
         rule = AlertRule(alerts, config.policy)
-        return cls(alerts, rule, outbox, sender, config.proxy.school_name)
+        # The audit log's folder may be another filesystem than the outbox's.
+        spool = AlertSpool(spool_paths(alerts.outbox, config.audit.path.parent))
+        return cls(alerts, rule, outbox, sender, config.proxy.school_name, spool)
 
     @property
     def unwritten(self) -> int:
@@ -109,35 +121,89 @@ class AlertService:
             return None
         with self._unwritten_lock:
             if len(self._unwritten) >= MAX_UNWRITTEN:
-                self._unwritten.popleft()
-                self.dropped += 1
-                log.critical("alert hold full: the oldest unwritten alert is lost")
-            self._unwritten.append((details, verdict.id))
+                _, lost, spooled = self._unwritten.popleft()
+                if not spooled:  # a spooled one is still written from the spool
+                    self.dropped += 1
+                    log.critical("alert hold full: the alert for decision %s is lost", lost)
+            self._unwritten.append((details, verdict.id, False))
         return self.flush()
 
     def flush(self) -> Enqueued | None:
-        """Write held alerts to the outbox, oldest first; stops at the first failure."""
+        """Write held alerts to the outbox, oldest first; at the first failure, spool what is
+        held and stop. Once all are written, the spool is read back too."""
         last: Enqueued | None = None
         with self._unwritten_lock:
             while self._unwritten:
-                details, audit_id = self._unwritten[0]
+                details, audit_id, spooled = self._unwritten[0]
                 try:
-                    last = self.outbox.enqueue(details, audit_id)
+                    # Spooled: another service of this process (a reload) may have read the
+                    # spool back already.
+                    if not (spooled and self.outbox.has_decision(audit_id)):
+                        last = self.outbox.enqueue(details, audit_id)
                 except (OutboxError, OSError) as exc:
                     self.write_failures += 1
                     log.critical(
-                        "ALERT NOT WRITTEN to the outbox %s (%s): decision %s from %s is held in "
-                        "memory (%d waiting) and written when the disk recovers; the decision "
-                        "stands. Fix the disk now: alerts held in memory are lost on restart.",
+                        "ALERT NOT WRITTEN to the outbox %s (%s): decision %s from %s is held "
+                        "(%d waiting) and written when the disk recovers; the decision stands. "
+                        "Fix the disk now.",
                         self.outbox.path,
                         exc,
                         audit_id,
                         details.device.label(),
                         len(self._unwritten),
                     )
+                    self._spool_held()
                     return None
                 self._unwritten.popleft()
+            if self.spool:
+                self._unspool()
         return last
+
+    def _spool_held(self) -> None:
+        """Write every held alert not yet spooled to the spool (lock held)."""
+        for index, (details, audit_id, spooled) in enumerate(self._unwritten):
+            if spooled:
+                continue
+            where = self.spool.add(details, audit_id)
+            if where is None:
+                self.memory_only += 1
+                log.critical(
+                    "ALERT HELD ONLY IN MEMORY: decision %s could be written neither to the "
+                    "outbox nor to any spool (%s); it is LOST if schoolgate stops before the disk "
+                    "recovers. Free space now; the audit log has the decision.",
+                    audit_id,
+                    ", ".join(str(p) for p in self.spool.paths),
+                )
+                continue
+            self.spooled += 1
+            self._unwritten[index] = (details, audit_id, True)
+            log.critical("alert for decision %s spooled to %s until the outbox takes it",
+                         audit_id, where)  # fmt: skip
+
+    def _unspool(self) -> None:
+        """Read the spool into the outbox (what is there already is skipped), then remove it;
+        on a failure, hold the rest in memory (marked spooled) and keep the spool (lock held)."""
+        with self.spool.locked():
+            if not self.spool:
+                return
+            held = {audit_id for _, audit_id, _ in self._unwritten}
+            waiting = [(d, a) for d, a in self.spool if a not in held]
+            written = 0
+            for index, (details, audit_id) in enumerate(waiting):
+                try:
+                    if not self.outbox.has_decision(audit_id):
+                        self.outbox.enqueue(details, audit_id)
+                        written += 1
+                except (OutboxError, OSError) as exc:
+                    left = len(waiting) - index
+                    log.critical("the spooled alerts are not written to the outbox yet (%s): "
+                                 "%d held until it takes them", exc, left)  # fmt: skip
+                    self._unwritten.extend((d, a, True) for d, a in waiting[index:])
+                    return
+            if not self._unwritten:
+                self.spool.clear()
+        if written:
+            log.warning("%d alert(s) written from the spool to the outbox", written)
 
     def start(self) -> None:
         """Start delivering in the background; warn when nobody would be told."""
@@ -156,4 +222,9 @@ class AlertService:
         self._closed = True
         self.sender.stop()
         self.flush()
+        with self._unwritten_lock:
+            lost = [audit_id for _, audit_id, spooled in self._unwritten if not spooled]
+        if lost:
+            log.critical("ALERTS LOST at exit, held only in memory: decisions %s (see the audit "
+                         "log)", ", ".join(lost))  # fmt: skip
         self.outbox.close()
