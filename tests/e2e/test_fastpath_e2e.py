@@ -472,15 +472,15 @@ def test_a_session_made_on_the_fast_path_resumes_through_the_proxy_after_a_withd
 ) -> None:
     """Adversarial pass a34: one pupil's refused hello withdraws an address from the fast path
     for an hour, and every TLS 1.2 session others made there was then refused by the proxy,
-    which had its own book. The proxy now reads the fast path's, which is written within
-    seconds of a withdrawal: the session resumes through the proxy."""
+    which had its own book. The fast path now writes its book before a withdrawal takes
+    effect, and the proxy reads it on a miss: the session resumes through the proxy at once."""
     name = "resume4.fast.test"
     address = TUNNELS[name]
     assert gateway.heartbeat()
     assert gateway.ask(name) == [address]
     go = tmp_path / "go"
     argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", address, name, name,
-            "--wait-for", str(go), "--tries", "8", "--pause", "5"]  # fmt: skip
+            "--wait-for", str(go), "--tries", "2", "--pause", "0.5"]  # fmt: skip
     client = subprocess.Popen(netns_exec(gateway.topo.client, argv), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
@@ -493,7 +493,8 @@ def test_a_session_made_on_the_fast_path_resumes_through_the_proxy_after_a_withd
         out, _ = client.communicate(timeout=90)
     finally:
         client.kill()
-    assert "reused=True RESULT HTTP/1.1 200" in out, out
+    # at once (a36 I1: the proxy refused it for up to 20 s while the fast path's book lagged)
+    assert "TRY 1 reused=True RESULT HTTP/1.1 200" in out, out
     assert gateway.recorder.seen[-1][:2] == (address, GATEWAY_SERVER_IP)  # through the proxy
 
 

@@ -163,8 +163,6 @@ class FastPathService:
         client's retry meets the proxy."""
         self.sets.withdraw(address)
         self._after_write.append(then)
-        if self.keeper is not None:
-            self.keeper.soon()  # the proxy vouches for this address's sessions from now on
         if self._loop is None:
             self._wake.set()
         else:  # called on the queue's reader thread
@@ -252,6 +250,10 @@ class FastPathService:
             await asyncio.sleep(0.005)  # gather a burst of answers into one transaction
             self._wake.clear()
             after, self._after_write = self._after_write, []
+            if after and self.keeper is not None:
+                # Addresses leave for the proxy: it vouches for their sessions from now on,
+                # so it gets the book before their devices' next connections reach it.
+                await _guarded(self.keeper.handoff)
             await _guarded(self.flush)
             for then in after:  # on this thread: the queue's verdicts are the loop's
                 then()

@@ -24,8 +24,11 @@ from schoolgate.sniffer.tlsresume import SessionBook
 log = logging.getLogger("schoolgate.sessions")
 
 SAVE_EVERY_S: Final = 300.0  # what a power cut may lose
-SOON_S: Final = 10.0  # a save asked for sooner (an address moved) waits at most this long
 PEER_EVERY_S: Final = 10.0  # how often the other path's book is looked at (a stat)
+# An address moving to the other path: the book is written first, unless it was this recently
+# (a pupil can make one move a second; each write is the whole book).
+HANDOFF_GAP_S: Final = 2.0
+MISS_GAP_S: Final = 1.0  # a session in neither book: the peer's file looked at again, at most
 PROXY_FILE: Final = "tls-sessions.json"  # in data_dir
 FAST_PATH_FILE: Final = "fastpath-tls-sessions.json"
 # Set by the installed units: the fast path keeps its book in its own state directory (its
@@ -61,6 +64,9 @@ class SessionKeeper:
         self.clock = clock
         self.last = clock()
         self._peer_looked = float("-inf")
+        self._peer_missed = float("-inf")
+        if peer is not None:
+            book.on_miss = self.on_miss
         self._peer_stamp: tuple[int, int] | None = None
 
     def load(self) -> int:
@@ -90,15 +96,25 @@ class SessionKeeper:
         self.last = self.clock()
         return True
 
-    def soon(self) -> None:
-        """Make the next save due within SOON_S (the other path needs this book's sessions)."""
-        self.last = min(self.last, self.clock() - self.every_s + SOON_S)
+    def handoff(self) -> bool:
+        """Write the book before an address moves to the other path (which reads it on a
+        miss), unless it was written within HANDOFF_GAP_S; whether it was written."""
+        if self.clock() - self.last < HANDOFF_GAP_S:
+            return False
+        return self.save()
 
     def peer_due(self) -> bool:
         if self.peer is None or self.clock() - self._peer_looked < PEER_EVERY_S:
             return False
         self._peer_looked = self.clock()
         return True
+
+    def on_miss(self) -> None:
+        """A session in neither book: look at the peer's file again (at most every
+        MISS_GAP_S), since an address may have just moved here."""
+        if self.peer is not None and self.clock() - self._peer_missed >= MISS_GAP_S:
+            self._peer_missed = self.clock()
+            self.refresh()
 
     def refresh(self) -> bool:
         """Read the peer's book again if its file changed; whether it did."""

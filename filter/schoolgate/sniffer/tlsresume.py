@@ -212,6 +212,9 @@ class SessionBook:
         self.device_share = device_share
         self.clock = clock
         self.peer: SessionBook | None = None
+        # Called when a session is in neither book: the peer's file may have news (it is
+        # written as an address moves to this path, moments before its devices arrive).
+        self.on_miss: Callable[[], object] | None = None
         self._names: OrderedDict[bytes, tuple[str, float, str]] = OrderedDict()
         self._by_device: dict[str, OrderedDict[bytes, None]] = {}
         self._lock = threading.Lock()  # the fast path's queue reader and its saver share it
@@ -258,8 +261,13 @@ class SessionBook:
                 found = None
         if found is not None:
             return found[0]
-        peer = self.peer
-        return peer.name(server, kind, credential) if peer is not None else None
+        for attempt in (1, 2):
+            peer = self.peer
+            named = peer.name(server, kind, credential) if peer is not None else None
+            if named is not None or attempt == 2 or self.on_miss is None:
+                return named
+            self.on_miss()
+        return None
 
     def dump(self, wall: Callable[[], float] = time.time) -> bytes:
         """The sessions still in date, oldest first, with wall-clock times: keys are digests
