@@ -18,7 +18,6 @@ from schoolgate.addons.scope import Scope
 from schoolgate.sniffer.sessionfile import (
     FAST_PATH_ENV,
     FAST_PATH_FILE,
-    PEER_EVERY_S,
     PROXY_FILE,
     SessionKeeper,
     fast_path_sessions,
