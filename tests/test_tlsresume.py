@@ -5,6 +5,7 @@ ticket and by session id, made under one name and resumed under another, and TLS
 from __future__ import annotations
 
 import contextlib
+import pathlib
 import ssl
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from schoolgate.sniffer.tlsresume import (
     SessionBook,
 )
 from schoolgate.sniffer.tlsretry import RetryWatch, Watch
+from tests.support.certs import takes_names
 from tests.support.proxy_harness import make_upstream_pki
 
 SERVER = "198.51.100.7"
@@ -37,7 +39,7 @@ class Handshake:
 @pytest.fixture(scope="module")
 def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     pki = make_upstream_pki(tmp_path_factory.mktemp("pki"), (HARMLESS, CATALOGUED))
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server = takes_names(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     server.load_cert_chain(pki.cert_pem, pki.key_pem)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
@@ -114,9 +116,11 @@ def test_a_ticket_resumes_under_its_own_name_and_not_under_another(
     assert HARMLESS in check.reason
 
 
-def server_hello(session_id: bytes, then: bytes) -> bytes:
-    """A TLS 1.2 ServerHello record (no extensions), and `then` after it."""
+def server_hello(session_id: bytes, then: bytes, *, acknowledged: bool = False) -> bytes:
+    """A TLS 1.2 ServerHello record (with an empty server_name extension where the server
+    `acknowledged` the hello's name, else none), and `then` after it."""
     body = b"\x03\x03" + b"r" * 32 + bytes([len(session_id)]) + session_id + b"\xc0\x2f\x00"
+    body += b"\x00\x04\x00\x00\x00\x00" if acknowledged else b""
     message = b"\x02" + len(body).to_bytes(3, "big") + body
     return b"\x16\x03\x03" + len(message).to_bytes(2, "big") + message + then
 
@@ -131,7 +135,7 @@ def test_a_session_id_resumes_under_its_own_name_and_not_under_another() -> None
     book = SessionBook()
     issued = b"i" * 32
     new = ResumeCheck(ClientHello(HARMLESS, session_id=b"o" * 32), SERVER, book)
-    new.feed(server_hello(issued, CERTIFICATE))
+    new.feed(server_hello(issued, CERTIFICATE, acknowledged=True))
     assert new.verdict() is Resume.DONE
     for name, verdict in ((HARMLESS, Resume.WAIT), (CATALOGUED, Resume.REFUSE),
                           ("NEWS.example.", Resume.WAIT)):  # fmt: skip
@@ -302,3 +306,34 @@ def test_one_device_cannot_push_everyone_else_s_sessions_out() -> None:
     restored.issued(SERVER, "id", b"flood-100", HARMLESS, "192.0.2.66")
     assert restored.name(SERVER, "id", b"other-device") == HARMLESS
     assert restored.name(SERVER, "id", b"flood-97") is None
+
+
+def test_a_session_the_server_issued_without_taking_the_name_is_not_resumed() -> None:
+    """Adversarial pass a36 F11: a server that does not acknowledge a name it has no site for
+    (Apache's mod_ssl answers NOACK) issues a session without one; resumed, it is a connection
+    without a name, routed by its Host header alone (12 of 12 banked uploads to a catalogued
+    Host, fast path and proxy). Its resumption is refused like a hello without a name."""
+    book = SessionBook()
+    new = ResumeCheck(ClientHello(HARMLESS, session_id=b"o" * 32), SERVER, book)
+    new.feed(server_hello(b"n" * 32, CERTIFICATE))  # no server_name in the answer
+    assert new.verdict() is Resume.DONE
+    again = ResumeCheck(ClientHello(HARMLESS, session_id=b"n" * 32), SERVER, book)
+    again.feed(server_hello(b"n" * 32, CHANGE_CIPHER_SPEC))
+    assert again.verdict() is Resume.REFUSE
+    assert "under no name (the server did not take one)" in again.reason
+
+
+def test_a_real_server_without_a_name_callback_issues_nameless_sessions(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: pathlib.Path
+) -> None:
+    """OpenSSL acknowledges a name only through a callback that takes it: without one, the
+    session it issues keeps no name, and its resumption here is refused."""
+    pki = make_upstream_pki(tmp_path, (HARMLESS,))
+    plain = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    plain.load_cert_chain(pki.cert_pem, pki.key_pem)
+    made = handshake(plain, contexts[1], HARMLESS)
+    book = SessionBook()
+    assert read(made, book, HARMLESS) is Resume.DONE
+    resumed = handshake(plain, contexts[1], HARMLESS, made.session)
+    assert resumed.reused  # the server resumed it
+    assert read(resumed, book, HARMLESS) is Resume.REFUSE

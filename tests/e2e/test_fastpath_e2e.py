@@ -66,7 +66,7 @@ TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.
             "retry2.fast.test": "198.51.100.100", "resume.fast.test": "198.51.100.101",
             "resume2.fast.test": "198.51.100.102", "resume3.fast.test": "198.51.100.103",
             "plain.fast.test": "198.51.100.104", "retry3.fast.test": "198.51.100.105",
-            "resume4.fast.test": "198.51.100.106"}  # fmt: skip
+            "resume4.fast.test": "198.51.100.106", "noack.fast.test": "198.51.100.107"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -465,6 +465,29 @@ def test_a_tls12_session_made_through_the_fast_path_resumes(gateway: Gateway) ->
         assert f"TRY {n} reused=True RESULT HTTP/1.1 200" in out, out
     time.sleep(0.5)
     assert [p for a, p, _ in gateway.recorder.seen[seen:] if a == address] == [CLIENT_IP] * 3
+
+
+def test_a_session_the_server_issued_without_taking_the_name_is_not_resumed(
+    gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Adversarial pass a36 F11: a server that does not acknowledge a name (Apache answers
+    NOACK for one it has no site for) issues a session without one, and resumed it routes by
+    Host alone: 7 of 7 banked uploads on the fast path. Such a resumption is refused now."""
+    name = "noack.fast.test"
+    address = TUNNELS[name]
+    nameless = certificate(tmp_path_factory.mktemp("noack"), name)
+    nameless.sni_callback = None  # OpenSSL then acknowledges no name
+    gateway.recorder.plain[address] = nameless
+    assert gateway.heartbeat()
+    assert gateway.ask(name) == [address]
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", address, name, name,
+            "--drop-on-error"]  # fmt: skip
+    tried = run_in(gateway.topo.client, argv, timeout=60, check=False)
+    out = tried.stdout + tried.stderr
+    assert "FIRST RESULT HTTP/1.1 200" in out, out
+    assert "TRY 1 RESULT ERROR" in out, out
+    assert "ACCESS_DENIED" in out.upper().replace(" ", "_"), out
+    assert "TRY 2 reused=False RESULT HTTP/1.1 200" in out, out  # a new session, on the fast path
 
 
 def test_a_session_made_on_the_fast_path_resumes_through_the_proxy_after_a_withdrawal(

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from tests.e2e.test_proxy_transparent import NsProxy, start_proxy_in
+from tests.support.certs import takes_names
 from tests.support.dns_stub import StubDns, query
 from tests.support.netns import (
     CLIENT_IP,
@@ -86,6 +87,7 @@ class Recorder:
                 if self._context is None:
                     self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                     self._context.load_cert_chain(self.pki.cert_pem, self.pki.key_pem)
+                    takes_names(self._context)
                 context = self.plain.get(local, self._context)
                 stream = context.wrap_socket(conn, server_side=True)
             if stream.recv(4096):

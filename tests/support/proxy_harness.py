@@ -40,6 +40,7 @@ from PIL import Image
 from schoolgate.banks.model import SignalInput, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.media.hashing import pdq_hash
+from tests.support.certs import takes_names
 from tests.support.netns import SERVER_IP, call_in_netns
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -306,6 +307,7 @@ class RunningUpstream:
 def start_upstream(pki: UpstreamPki) -> RunningUpstream:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki.cert_pem, pki.key_pem)
+    takes_names(context)
     server = _Server(("127.0.0.1", 0), _Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     upstream = Upstream(port=server.server_address[1])
@@ -352,6 +354,7 @@ def start_upstream_in(ns: str, pki: UpstreamPki) -> NsUpstream:
     """proxy_harness's recording upstream, listening on SERVER_IP:443 and :80 inside `ns`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki.cert_pem, pki.key_pem)
+    takes_names(context)
     upstream = Upstream(port=443)
     running = NsUpstream(upstream, [], [])
     try:

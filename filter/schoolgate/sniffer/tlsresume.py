@@ -46,6 +46,7 @@ HANDSHAKE: Final = 0x16
 CHANGE_CIPHER_SPEC: Final = 0x14
 SERVER_HELLO: Final = 0x02
 NEW_SESSION_TICKET: Final = 0x04
+EXT_SERVER_NAME: Final = 0x0000
 EXT_SESSION_TICKET: Final = 0x0023
 EXT_SUPPORTED_VERSIONS: Final = 0x002B
 TLS13: Final = 0x0304
@@ -67,6 +68,11 @@ class ServerHello:
     random: bytes
     session_id: bytes
     ticket_promised: bool  # an empty session_ticket extension: a NewSessionTicket will follow
+    # An empty server_name extension (RFC 6066 3): the server took the hello's name, and a
+    # session it issues keeps it. Without it (OpenSSL's SSL_TLSEXT_ERR_NOACK, which Apache's
+    # mod_ssl answers for a name it has no site for) the session has no name, and resumed it is
+    # a connection without one, which a server may route by its Host header alone.
+    name_acknowledged: bool = False
 
 
 class ServerFlight:
@@ -170,7 +176,7 @@ def _server_hello(body: bytes) -> ServerHello:
     at = 35 + id_length + 3  # cipher suite, compression method
     if at > len(body):
         raise ValueError("ServerHello cut short")
-    promised = False
+    promised = acknowledged = False
     if at < len(body):
         end = at + 2 + int.from_bytes(body[at : at + 2], "big")
         if end != len(body):
@@ -186,8 +192,10 @@ def _server_hello(body: bytes) -> ServerHello:
                 version = int.from_bytes(value, "big")
             elif kind == EXT_SESSION_TICKET:
                 promised = True
+            elif kind == EXT_SERVER_NAME:
+                acknowledged = True
             at += 4 + length
-    return ServerHello(version, random, session_id, promised)
+    return ServerHello(version, random, session_id, promised, acknowledged)
 
 
 class SessionBook:
@@ -373,10 +381,13 @@ class ResumeCheck:
             return Resume.HOLD if not flight.ended else self._settle(Resume.DONE)
         if resumed and not self._known():
             return self._settle(Resume.REFUSE)
+        # A session the server issued without taking the name is booked as nameless: its
+        # resumption is refused like a hello without a name (adversarial pass a36 F11).
+        issued_as = self.name if hello.name_acknowledged else ""
         if not resumed and hello.session_id:
-            self.book.issued(self.server, "id", hello.session_id, self.name, self.device)
+            self.book.issued(self.server, "id", hello.session_id, issued_as, self.device)
         for ticket in flight.tickets[self._recorded :]:
-            self.book.issued(self.server, "ticket", ticket, self.name, self.device)
+            self.book.issued(self.server, "ticket", ticket, issued_as, self.device)
         self._recorded = len(flight.tickets)
         if flight.ended or (not hello.ticket_promised and not resumed):
             return self._settle(Resume.DONE)
@@ -409,9 +420,11 @@ class ResumeCheck:
         session's id, and the catalogued session's ticket, which the server resumed)."""
         kind, credential = ("ticket", self.ticket) if self.ticket else ("id", self.session_id)
         issued = self.book.name(self.server, kind, credential) if credential else None
-        if issued == self.name:
+        if issued == self.name and issued:
             return True
         where = (f"issued at {self.server} under {issued}" if issued else
+                 f"issued at {self.server} under no name (the server did not take one)"
+                 if issued == "" else
                  f"not one this gateway saw issued at {self.server}")  # fmt: skip
         self.reason = (
             f"resumes a TLS 1.2 session not issued under {self.name or 'this name'} "
