@@ -128,10 +128,12 @@ def test_an_alert_no_spool_takes_is_held_and_said_loudly(
             patch.setattr(AlertSpool, "_write", no_space)
             service.record(first)
         assert service.memory_only == 1
+        assert service.held() == (1, 1)  # what the scrape shows (schoolgate_alert_memory_only)
         assert "ALERT HELD ONLY IN MEMORY" in caplog.text
         assert first.id in caplog.text
         service.flush()  # the disk recovers
         assert decisions(service) == [(first.id,)]
+        assert service.held() == (0, 0)
         with monkeypatch.context() as patch:
             patch.setattr(service.outbox, "enqueue", disk_full)
             patch.setattr(AlertSpool, "_write", no_space)

@@ -355,7 +355,9 @@ def test_alert_outbox_state_is_read_at_scrape_time_and_failures_are_tolerated() 
         dead: int
 
     try:
-        metrics.bind_alert_outbox(lambda: Stats(4, 125.5, 1))
+        metrics.bind_alert_outbox(lambda: Stats(4, 125.5, 1), lambda: (3, 1))
+        assert value("schoolgate_alert_unwritten") == 3  # the disk refused them (a35 A9)
+        assert value("schoolgate_alert_memory_only") == 1
         assert value("schoolgate_alert_outbox_up") == 1
         assert value("schoolgate_alert_outbox_pending") == 4
         assert value("schoolgate_alert_outbox_oldest_pending_age_seconds") == 125.5

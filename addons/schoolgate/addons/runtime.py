@@ -58,7 +58,7 @@ class Runtime:
         if inspector.alerts is not None:
             alerts = inspector.alerts
             # Outbox depth and delivery outcomes feed the IT dashboards and alert rules.
-            metrics.bind_alert_outbox(alerts.outbox.stats)
+            metrics.bind_alert_outbox(alerts.outbox.stats, alerts.held)
             metrics.declare_webhook_receivers(config.alerts.channel_names)
             alerts.sender.on_attempt = metrics.webhook_attempt
             alerts.start()  # deliver alerts to the DSL in the background

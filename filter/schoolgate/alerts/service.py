@@ -128,6 +128,11 @@ class AlertService:
             self._unwritten.append((details, verdict.id, False))
         return self.flush()
 
+    def held(self) -> tuple[int, int]:
+        """Alerts the outbox has not taken yet, and how many of them no spool took either."""
+        with self._unwritten_lock:
+            return len(self._unwritten), sum(1 for *_, spooled in self._unwritten if not spooled)
+
     def flush(self) -> Enqueued | None:
         """Write held alerts to the outbox, oldest first; at the first failure, spool what is
         held and stop. Once all are written, the spool is read back too."""

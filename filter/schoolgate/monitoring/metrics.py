@@ -421,6 +421,7 @@ class StateCollector(Collector):
             METRICS_ERRORS.labels(f"collect{part}")
         self._inspection: _Inspection | None = None
         self._outbox: Callable[[], OutboxStatsLike] | None = None
+        self._held: Callable[[], tuple[int, int]] | None = None
         self._banks = _BankSizes()
 
     def bind_inspection(self, binding: _Inspection) -> None:
@@ -431,8 +432,13 @@ class StateCollector(Collector):
         if current is not None and current.owner is owner:
             self._inspection = None
 
-    def bind_outbox(self, stats: Callable[[], OutboxStatsLike] | None) -> None:
+    def bind_outbox(
+        self,
+        stats: Callable[[], OutboxStatsLike] | None,
+        held: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
         self._outbox = stats
+        self._held = held
 
     def describe(self) -> Iterable[Metric]:
         return []  # families vary with what is bound; nothing to check at registration
@@ -607,6 +613,22 @@ class StateCollector(Collector):
             "Alerts that exhausted their retries and were not delivered.",
             value=dead,
         )
+        try:
+            unwritten, memory_only = self._held() if self._held is not None else (0, 0)
+        except Exception:
+            _failed("collect_alert_held")
+            return
+        yield GaugeMetricFamily(
+            "schoolgate_alert_unwritten",
+            "Alerts the outbox could not take (a full or failing disk), held until it can: in "
+            "a spool file where one took them, else in memory only.",
+            value=unwritten,
+        )
+        yield GaugeMetricFamily(
+            "schoolgate_alert_memory_only",
+            "Of those, alerts no spool took either: lost if the process stops now.",
+            value=memory_only,
+        )
 
 
 STATE = StateCollector()
@@ -643,6 +665,9 @@ def release_runtime(owner: object) -> None:
     STATE.release_inspection(owner)
 
 
-def bind_alert_outbox(stats: Callable[[], OutboxStatsLike]) -> None:
-    """Read the alert outbox's state at every scrape; a failing read is tolerated."""
-    STATE.bind_outbox(stats)
+def bind_alert_outbox(
+    stats: Callable[[], OutboxStatsLike], held: Callable[[], tuple[int, int]] | None = None
+) -> None:
+    """Read the alert outbox's state at every scrape, and with `held` the alerts it could not
+    take yet (all, and those in memory only); a failing read is tolerated."""
+    STATE.bind_outbox(stats, held)
