@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import logging
 import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,23 +15,13 @@ import pytest
 
 from schoolgate.banks.model import BankError, SignalInput, SignalType
 from schoolgate.banks.store import BankStore
-from schoolgate.trust.bundle import generate_key
 from schoolgate.trust.publish import FOLDER, INDEX, publish
 from schoolgate.trust.replica import Replica
 from schoolgate.trust.settings import Subscription
 from schoolgate.trust.subscribe import sync
-from tests.test_trust_banks import Trust, sha
+from tests.test_trust_banks import Trust, sha, trust
 
-
-@pytest.fixture
-def trust(tmp_path: Path) -> Iterator[Trust]:
-    with (
-        BankStore(tmp_path / "central.sqlite") as central,
-        BankStore(tmp_path / "gateway.sqlite") as gateway,
-    ):
-        central.create_bank("trust-incidents", "shared incident hashes", "Test Trust")
-        central.add_signals("trust-incidents", [SignalInput(SignalType.SHA256, sha("one"))], "dsl")
-        yield Trust(central, tmp_path / "published", gateway, generate_key())
+__all__ = ["trust"]  # the fixture, shared with tests.test_trust_banks
 
 
 def _add(store: BankStore, text: str) -> None:

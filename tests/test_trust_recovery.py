@@ -5,31 +5,19 @@ and an index that has not changed for days."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from schoolgate.banks.model import BankError, SignalInput, SignalType
-from schoolgate.banks.store import BankStore
-from schoolgate.trust.bundle import FUTURE_S, generate_key
+from schoolgate.trust.bundle import FUTURE_S
 from schoolgate.trust.publish import INDEX, publish
 from schoolgate.trust.replica import Replica
 from schoolgate.trust.subscribe import sync
-from tests.test_trust_banks import Trust, sha
+from tests.test_trust_banks import Trust, sha, trust
+
+__all__ = ["trust"]  # the fixture, shared with tests.test_trust_banks
 
 YEAR = 365 * 86_400.0
-
-
-@pytest.fixture
-def trust(tmp_path: Path) -> Iterator[Trust]:
-    with (
-        BankStore(tmp_path / "central.sqlite") as central,
-        BankStore(tmp_path / "gateway.sqlite") as gateway,
-    ):
-        central.create_bank("trust-incidents", "shared incident hashes", "Test Trust")
-        central.add_signals("trust-incidents", [SignalInput(SignalType.SHA256, sha("one"))], "dsl")
-        yield Trust(central, tmp_path / "published", gateway, generate_key())
 
 
 def _add(trust: Trust, text: str) -> None:
