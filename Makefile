@@ -90,11 +90,15 @@ $(VPDQ_REF): $(STAMP)
 	@deploy/vpdq-reference.sh $(BIN)/python || echo "warning: vpdq reference not built; tests/test_vpdq_reference.py will skip"
 	@touch $@
 
+# The unit tests share nothing and run on TEST_WORKERS processes; the end-to-end suites (`slow`:
+# network namespaces, real processes, timings) run one at a time, so none starves another.
+TEST_WORKERS ?= 2
 test: sysdeps lint deps lock-check typecheck $(VPDQ_REF)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@mkdir -p build
