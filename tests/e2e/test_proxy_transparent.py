@@ -389,6 +389,62 @@ def test_a_passed_through_tls12_session_cannot_be_resumed_under_another_name(
     assert "TRY 2 reused=True RESULT HTTP/1.1" in again.stdout, again.stdout + again.stderr
 
 
+RENEGOTIATING_IP = "198.51.100.9"  # an OpenSSL server that lets clients renegotiate
+
+
+def _renegotiate(stack: Stack, ns: str) -> tuple[str, str]:
+    """`openssl s_client` (TLS 1.2, OTHER_HOST) sends a line, renegotiates (its `R` command),
+    sends another; returns what the client printed and what the server received."""
+    server = subprocess.Popen(
+        netns_exec(stack.topo.server, ["openssl", "s_server", "-tls1_2", "-client_renegotiation",
+                   "-accept", f"{RENEGOTIATING_IP}:443", "-cert", str(stack.pki.cert_pem),
+                   "-key", str(stack.pki.key_pem)]),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        client = subprocess.Popen(
+            netns_exec(ns, ["openssl", "s_client", "-tls1_2", "-connect",
+                            f"{RENEGOTIATING_IP}:443", "-servername", OTHER_HOST]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        assert client.stdin is not None
+        for line in (b"line-before\n", b"R\n", b"line-after\n"):
+            time.sleep(1.0)
+            with contextlib.suppress(BrokenPipeError):
+                client.stdin.write(line)
+                client.stdin.flush()
+        time.sleep(1.0)
+        with contextlib.suppress(BrokenPipeError):
+            client.stdin.close()
+        client.wait(timeout=20)
+        assert client.stdout is not None
+        said = client.stdout.read()
+    finally:
+        server.terminate()
+        received, _ = server.communicate(timeout=20)
+    return said.decode(errors="replace"), received.decode(errors="replace")
+
+
+def test_a_passed_through_tls12_connection_cannot_renegotiate(stack: Stack) -> None:
+    """Adversarial passes a27 and a36 F4: a TLS 1.2 connection passed through under a harmless
+    name, then a second handshake inside it, whose hello (encrypted) may name a catalogued host
+    at a server that allows client renegotiation. The pass-through reads the client's record
+    headers to the end, and a handshake record after its Finished ends the connection before
+    the server gets it."""
+    link = f"sg{stack.topo.tag}sv"
+    run_in(stack.topo.server, ["ip", "addr", "add", f"{RENEGOTIATING_IP}/24", "dev", link])
+    # the server does renegotiate (straight from its own namespace): the test is not vacuous
+    said, received = _renegotiate(stack, stack.topo.server)
+    assert "RENEGOTIATING" in said, said
+    assert "line-after" in received, said + received
+    said, received = _renegotiate(stack, stack.topo.client)
+    assert "line-before" in received, said + received  # passed through until then
+    assert "line-after" not in received, said + received
+    refusals = [r for r in stack.proxy.audit_records() if "renegotiation" in str(r)]
+    assert refusals, "the refusal is audited"
+
+
 def test_gateway_own_traffic_is_not_redirected(stack: Stack) -> None:
     redirected = stack.redirected_packets()
     # From the gateway itself even a catalogued name reaches the server directly, unintercepted.

@@ -4,7 +4,9 @@ name another server in a second hello (schoolgate.sniffer.tlsretry; adversarial 
 of 2 banked uploads through the proxy to an address it did not know as catalogued), and a TLS
 <= 1.2 server that resumes a session takes the session's name, not the hello's
 (schoolgate.sniffer.tlsresume; a27 R12). A second hello reaches the server only once it is
-judged whole (a34: one split around a ChangeCipherSpec)."""
+judged whole (a34: one split around a ChangeCipherSpec). A client that starts a second handshake
+inside the encrypted stream (TLS <= 1.2 renegotiation, whose hello nobody can read; a36 F4) is
+cut off before that record reaches the server (schoolgate.sniffer.tlsrenegotiation)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tcp import TCPLayer
 
+from schoolgate.sniffer.tlsrenegotiation import RenegotiationWatch
 from schoolgate.sniffer.tlsresume import ACCESS_DENIED_ALERT
 from schoolgate.sniffer.tlsretry import RetryWatch, Verdict, Watch
 
@@ -27,7 +30,8 @@ class WatchedPassThrough(TCPLayer):
     RetryWatch: `skip` client bytes are the first hello, already judged. A second hello that
     names another server closes both sides before the server's answer to it reaches the
     client; a refused resumption answers the client with a fatal alert instead of the server's
-    hello. `refused(verdict)` records why."""
+    hello. Every client record header is read to the end (RenegotiationWatch). `refused(verdict)`
+    records why."""
 
     def __init__(
         self,
@@ -43,13 +47,21 @@ class WatchedPassThrough(TCPLayer):
         self.held = bytearray()
         self.held_back = bytearray()  # the server's, until its answer is judged
         self.unjudged = bytearray()  # the client's, until its second hello is judged
+        self.records = RenegotiationWatch()
 
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
+        cut = 0
+        if isinstance(event, events.DataReceived) and event.connection == self.context.client:
+            cut = min(self.skip, len(event.data))
+            self.skip -= cut
+            self.records.feed(event.data[cut:])
+        renegotiated = Verdict(Watch.REFUSE, self.records.refusal, renegotiated=True)
+        if self.watch is None and self.records.refusal:
+            yield from self._refuse(renegotiated)
+            return
         if self.watch is not None and isinstance(event, events.DataReceived):
             from_client = event.connection == self.context.client
             if from_client:
-                cut = min(self.skip, len(event.data))
-                self.skip -= cut
                 if self.watch.verdict().hold_client:
                     self.held += event.data[cut:]
                     if len(self.held) <= MAX_HELD:
@@ -64,6 +76,9 @@ class WatchedPassThrough(TCPLayer):
             verdict = self.watch.verdict()
             if verdict.watch is Watch.REFUSE:
                 yield from self._refuse(verdict)
+                return
+            if self.records.refusal:  # the retry watch's reason first, then this one
+                yield from self._refuse(renegotiated)
                 return
             if from_client and verdict.unjudged:
                 self.unjudged += event.data  # part of a second hello: the server gets it whole
@@ -86,9 +101,7 @@ class WatchedPassThrough(TCPLayer):
                     yield from self._refuse(verdict)
                     return
             if verdict.watch is Watch.DONE:
-                # The rest is relayed unread, by mitmproxy's own relay without this one.
-                self.watch = None
-                self._handle_event = super().relay_messages
+                self.watch = None  # the rest is relayed by mitmproxy's own relay, headers read
         yield from super().relay_messages(event)  # which checks the event's type
 
     def _refuse(self, verdict: Verdict) -> layer.CommandGenerator[None]:

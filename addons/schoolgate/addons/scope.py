@@ -386,6 +386,8 @@ class Scope:
 
         def refused(verdict: Verdict) -> None:
             why = "tls_resumption" if verdict.alert else "sni_mismatch"
+            if verdict.renegotiated:
+                why = "tls_renegotiation"
             self.ref.get().count(f"refused_{why}")
             metrics.connection_refused(why)
             self._record(

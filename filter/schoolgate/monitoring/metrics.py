@@ -45,7 +45,8 @@ DIRECTIONS = ("upload", "download")
 DECISIONS = ("allow", "block", "monitor")  # monitor: would have blocked, recorded only
 REASONS = ("bank_match", "classifier", *FAILURES)
 PASS_REASONS = ("not_catalogued", "no_sni", "not_inspectable", "pinned", "starting")
-REFUSE_REASONS = ("block_by_sni", "pinned", "no_sni", "sni_mismatch", "not_web", "tls_resumption")
+REFUSE_REASONS = ("block_by_sni", "pinned", "no_sni", "sni_mismatch", "not_web", "tls_resumption",
+                  "tls_renegotiation")  # fmt: skip
 WEBHOOK_OUTCOMES = ("delivered", "http_4xx", "http_5xx", "timeout", "connection_error")
 RELOAD_RESULTS = ("success", "failure")
 MEDIA_TYPES = (*(t.value for t in MediaType), NONE)

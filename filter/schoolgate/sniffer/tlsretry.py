@@ -66,6 +66,8 @@ class Verdict:
     # keep them from the server until the hello is judged does (the proxy's; the fast path
     # passes them on, and refuses the server's answer to a hello it did not read whole).
     unjudged: bool = False
+    # REFUSE of a second handshake inside the encrypted stream (sniffer.tlsrenegotiation).
+    renegotiated: bool = False
 
 
 def normalized(name: str | None) -> str:
