@@ -371,3 +371,37 @@ def test_an_unwritable_outbox_raises_outbox_error(tmp_path: Path, clock: FakeClo
     (tmp_path / "dir.sqlite").mkdir()
     with pytest.raises(OutboxError, match="cannot open the alert outbox"):
         AlertOutbox(tmp_path / "dir.sqlite")
+
+
+def test_a_slow_receivers_batch_does_not_send_twice_what_another_sender_took(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A slow receiver's batch outlives its claims' lease, and `schoolgate alerts retry` (another
+    process, another sender on the same outbox) takes the ones that lapsed meanwhile: each alert
+    still reaches the DSL once. The batch renews a claim before its attempt past half a lease,
+    and leaves one another sender holds."""
+    got: list[str] = []
+    retry_sender: list[AlertSender] = []
+
+    class Slow(ScriptedReceiver):
+        def deliver(self, alert: Alert) -> Attempt:
+            clock.advance(25)  # within its timeout_s (30): the lease is 2 x 30 + 5
+            got.append(alert.id)
+            if len(got) == 3:  # meanwhile, `alerts retry` runs
+                retry_sender[0].deliver_due()
+            return Attempt(OK, "slow")
+
+    class Quick(ScriptedReceiver):
+        def deliver(self, alert: Alert) -> Attempt:
+            got.append(alert.id)
+            return Attempt(OK, "quick")
+
+    slow, quick = Slow("hook"), Quick("hook")
+    slow.config.timeout_s = quick.config.timeout_s = 30.0  # type: ignore[attr-defined]
+    path = tmp_path / "alerts.sqlite"
+    with outbox_at(path, clock) as outbox, outbox_at(path, clock) as other:
+        ids = [outbox.enqueue(details(sha256=f"{n:064x}"), f"v{n}").alert_id for n in range(6)]
+        retry_sender.append(AlertSender(other, [quick], RetryPolicy(10, 900, 3600)))
+        AlertSender(outbox, [slow], RetryPolicy(10, 900, 3600)).deliver_due()
+        assert all(alert.state == DELIVERED for alert in map(outbox.get, ids) if alert)
+    assert sorted(got) == sorted(ids), "each alert once"

@@ -16,11 +16,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from schoolgate.alerts.model import KIND_DECISION, Alert, AlertDetails, dedup_key
 from schoolgate.alerts.outbox_schema import SCHEMA as _SCHEMA
+from schoolgate.alerts.outbox_schema import Claim as Claim
+from schoolgate.alerts.outbox_schema import Enqueued as Enqueued
+from schoolgate.alerts.outbox_schema import OutboxStats as OutboxStats
 from schoolgate.errors import SchoolgateError
 from schoolgate.sqlite_schema import apply_schema
 
@@ -34,32 +37,6 @@ NOT_ROUTED = "not_routed"  # a delivery's outcome: settled unsent, not the recei
 
 class OutboxError(SchoolgateError):
     """The outbox database cannot be opened or written (disk full, read-only, corrupt)."""
-
-
-@dataclass(frozen=True)
-class OutboxStats:
-    """For metrics: alerts not yet delivered everywhere, the oldest one's age, dead letters."""
-
-    pending: int
-    oldest_pending_age_s: float  # 0.0 when nothing is pending
-    dead: int
-
-
-@dataclass(frozen=True)
-class Enqueued:
-    alert_id: str
-    count: int  # 1 for a new alert, more when merged into a pending one
-    merged: bool
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One delivery the sender now owns until `lease_until`."""
-
-    alert: Alert
-    receiver: str
-    attempts: int  # failed attempts so far
-    retry_from: float  # the dead-letter age counts from here
 
 
 class AlertOutbox:
@@ -247,9 +224,22 @@ class AlertOutbox:
                         attempts = delivery[1]
                     else:
                         continue
-                    claims.append(Claim(alert, receiver, attempts, row["retry_from"]))
+                    claims.append(
+                        Claim(alert, receiver, attempts, row["retry_from"], now + lease_s)
+                    )
                 cur.execute("UPDATE alerts SET sent_once = 1 WHERE id = ?", (alert.id,))
         return claims
+
+    def renew(self, claim: Claim, lease_s: float) -> Claim | None:
+        """The claim, its lease from now; None once it lapsed and another sender took it (a
+        slow receiver's batch outlived it while `alerts retry` ran: it would be sent twice)."""
+        now = self.clock()
+        with self._transaction() as cur:
+            cur.execute("UPDATE deliveries SET next_at = ? WHERE alert_id = ? AND receiver = ? "
+                        "AND state = ? AND next_at = ?", (now + lease_s, claim.alert.id,
+                        claim.receiver, PENDING, claim.lease_until))  # fmt: skip
+            kept = cur.rowcount == 1
+        return replace(claim, lease_until=now + lease_s) if kept else None
 
     def _channels(self, receivers: Sequence[str] | None) -> tuple[str, ...]:
         if receivers is None:

@@ -1,4 +1,11 @@
-"""The alert outbox's tables: one row per alert, one delivery row per alert and receiver."""
+"""The alert outbox's tables (one row per alert, one delivery row per alert and receiver) and
+the records it hands out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schoolgate.alerts.model import Alert
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -32,3 +39,30 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (alert_id, receiver)
 );
 """
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """For metrics: alerts not yet delivered everywhere, the oldest one's age, dead letters."""
+
+    pending: int
+    oldest_pending_age_s: float  # 0.0 when nothing is pending
+    dead: int
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    alert_id: str
+    count: int  # 1 for a new alert, more when merged into a pending one
+    merged: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One delivery the sender now owns until `lease_until`."""
+
+    alert: Alert
+    receiver: str
+    attempts: int  # failed attempts so far
+    retry_from: float  # the dead-letter age counts from here
+    lease_until: float

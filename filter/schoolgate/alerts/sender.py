@@ -111,7 +111,13 @@ class AlertSender:
             for claim in claims:
                 if self._stopping.is_set():  # the rest come due again when their lease ends
                     return results
-                results.append(self._attempt(claim))
+                # A slow receiver's batch can outlive a lease: past half of it, the claim is
+                # renewed, and one that lapsed may be another sender's now (`alerts retry` in
+                # another process), which sends it; an attempt fits in half a lease.
+                fresh = self.outbox.clock() <= claim.lease_until - self.lease_s / 2
+                kept = claim if fresh else self.outbox.renew(claim, self.lease_s)
+                if kept is not None:
+                    results.append(self._attempt(kept))
         return results
 
     def wanted_by(self, alert: Alert) -> list[str]:
