@@ -397,7 +397,7 @@ def test_a_slow_receivers_batch_does_not_send_twice_what_another_sender_took(
             return Attempt(OK, "quick")
 
     slow, quick = Slow("hook"), Quick("hook")
-    slow.config.timeout_s = quick.config.timeout_s = 30.0  # type: ignore[attr-defined]
+    slow.config.timeout_s = quick.config.timeout_s = 30.0
     path = tmp_path / "alerts.sqlite"
     with outbox_at(path, clock) as outbox, outbox_at(path, clock) as other:
         ids = [outbox.enqueue(details(sha256=f"{n:064x}"), f"v{n}").alert_id for n in range(6)]
