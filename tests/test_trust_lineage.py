@@ -106,11 +106,13 @@ def test_without_a_configured_folder_the_first_is_followed_and_said_so(
 
 
 def _second_box(trust: Trust, tmp_path: Path, copy: Path) -> int:
-    """A second box with an older database publishes into a copy of the trust's folder."""
+    """A second box with an older database publishes into a copy of the trust's folder, past
+    the publisher's own refusal (--adopt-folder): the gateways' check is the last one."""
     with BankStore(tmp_path / "second.sqlite") as older:
         older.create_bank("trust-incidents")  # the same bank, none of the hashes
         return publish(older, copy, trust.key, publisher="Test Trust", channel="trust",
-                       banks=["trust-incidents"], clock=trust.clock).version  # fmt: skip
+                       banks=["trust-incidents"], adopt_folder=True,
+                       clock=trust.clock).version  # fmt: skip
 
 
 def test_a_copy_of_the_folder_published_on_elsewhere_is_refused_as_a_fork(

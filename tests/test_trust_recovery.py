@@ -5,10 +5,13 @@ and an index that has not changed for days."""
 from __future__ import annotations
 
 import logging
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from schoolgate.banks.model import BankError, SignalInput, SignalType
+from schoolgate.banks.store import BankStore
 from schoolgate.trust.bundle import FUTURE_S
 from schoolgate.trust.publish import INDEX, publish
 from schoolgate.trust.replica import Replica
@@ -161,3 +164,54 @@ def test_a_current_index_says_since_when_the_folder_has_not_changed(
     assert "(49.0 h ago" in result.message
     assert "a mirror serves an old index?" in result.message
     assert "has not changed since" in caplog.text
+
+
+# -- A central box restored from an older backup, or a second box ---------------------------------
+
+
+def test_a_box_restored_from_an_older_backup_does_not_take_newer_hashes_off_every_gateway(
+    trust: Trust, tmp_path: Path
+) -> None:
+    """The central box's bank database, restored from a backup made before its last
+    publication, lacks the hashes added since: publishing from it would remove them from every
+    gateway. Refused, naming what would go; `adopt_folder` takes them off on purpose."""
+    trust.publish()
+    backup = tmp_path / "backup.sqlite"
+    with sqlite3.connect(trust.central.path) as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)
+    _add(trust, "two")
+    trust.publish()
+    assert trust.sync() == "updated"
+    with BankStore(backup) as restored:
+        with pytest.raises(
+            BankError, match=r"not made from this bank database.*trust-incidents: 1"
+        ):
+            publish(restored, trust.out, trust.key, channel="trust", banks=("trust-incidents",),
+                    publisher="Test Trust", clock=trust.clock)  # fmt: skip
+        assert trust.sync() == "current"  # nothing was written
+        assert trust.blocked("two")
+        # adding anything does not help: what it lacks is still lacking
+        restored.add_signals("trust-incidents", [SignalInput(SignalType.SHA256, sha("x"))], "d")
+        with pytest.raises(BankError, match="--adopt-folder"):
+            publish(restored, trust.out, trust.key, channel="trust", banks=("trust-incidents",),
+                    publisher="Test Trust", clock=trust.clock)  # fmt: skip
+        publish(restored, trust.out, trust.key, channel="trust", banks=("trust-incidents",),
+                publisher="Test Trust", adopt_folder=True, clock=trust.clock)  # fmt: skip
+    assert trust.sync() == "updated"
+    assert not trust.blocked("two")  # taken off on purpose
+    assert trust.blocked("x")
+
+
+def test_removals_made_on_the_box_that_published_last_need_no_flag(trust: Trust) -> None:
+    _add(trust, "two")
+    trust.publish()
+    trust.central.remove_signal("trust-incidents", SignalType.SHA256, sha("two"))
+    trust.publish()  # this database made the folder's last publication: its removal stands
+    assert trust.sync() == "updated"
+    assert not trust.blocked("two")
+    # a second box (a database that never published here) with fewer hashes is refused
+    with BankStore(trust.out.parent / "second.sqlite") as second:
+        second.create_bank("trust-incidents", "shared incident hashes", "Test Trust")
+        with pytest.raises(BankError, match="it published nothing here"):
+            publish(second, trust.out, trust.key, channel="trust", banks=("trust-incidents",),
+                    publisher="Test Trust", clock=trust.clock)  # fmt: skip

@@ -72,6 +72,13 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     )
     pub.add_argument("--keep", type=int, default=KEEP, help="snapshots kept for deltas")
     pub.add_argument(
+        "--adopt-folder",
+        action="store_true",
+        help="the folder's last publication was not made from this bank database (a restored "
+        "backup, another box) and carried hashes it lacks: publish anyway, taking them off "
+        "every gateway",
+    )
+    pub.add_argument(
         "--reset-version",
         action="store_true",
         help="the folder's last version is more than a day ahead of this (correct) clock, from "
@@ -133,6 +140,7 @@ def _publish(args: argparse.Namespace) -> int:
             with_features=args.with_features,
             keep=max(1, args.keep),
             reset_version=args.reset_version,
+            adopt_folder=args.adopt_folder,
         )
     for warning in done.warnings:
         print(f"schoolgate: warning: {warning}", file=sys.stderr)

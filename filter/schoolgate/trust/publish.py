@@ -48,6 +48,7 @@ FOLDER: Final = "folder.id"
 KEEP: Final = 10
 SKEW_S: Final = 60.0  # a folder's last version this far ahead of the clock is worth a warning
 _FULL = re.compile(r"full-(\d+)\.sgb")
+_MADE: Final = "published "  # + a folder's id, in the bank database's meta table: its version
 
 
 def snapshot(
@@ -132,6 +133,7 @@ def publish(
     with_features: bool = False,
     keep: int = KEEP,
     reset_version: bool = False,
+    adopt_folder: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> Publication:
     if not channel.strip():
@@ -146,6 +148,9 @@ def publish(
     contents = snapshot(store, banks, with_features=with_features)
     last = earlier[max(earlier)] if earlier else None
     dropped = _dropped(last, contents, set(drop), channel)
+    made = _made_here(store, folder)
+    if last is not None and made != max(earlier) and not adopt_folder:
+        _refuse_unmade_removals(last, contents, made)
     version = max(int(now), max(bases, default=0) + 1)
     history = lineage(last, version)
     full = Bundle("full", publisher, version, now, contents, dropped, channel=channel,
@@ -164,6 +169,8 @@ def publish(
                    channel=channel, digests=digests, folder=folder, history=history)  # fmt: skip
     written.append(_write(out, INDEX, seal(index, key)))
     _prune(out, keep_versions={version, *deltas}, current=version)
+    with store.write() as cur:
+        cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_MADE + folder, version))
     counts = {n: len(c.signals) for n, c in contents.items()}
     return Publication(version, tuple(written), counts, warnings, folder)
 
@@ -244,6 +251,42 @@ def _dropped(
             "them to take them off every gateway"
         )
     return tuple(sorted((gone | (carried & drop)) - set(contents)))
+
+
+def _made_here(store: BankStore, folder: str) -> int | None:
+    """The version this bank database last published into the folder (None: never)."""
+    rows = store.read("SELECT value FROM meta WHERE key = ?", (_MADE + folder,))
+    return int(rows[0][0]) if rows else None
+
+
+def _refuse_unmade_removals(
+    last: Bundle, contents: Mapping[str, BankContent], made: int | None
+) -> None:
+    """The folder's last publication was not made from this bank database: this box was
+    restored from an older backup, or another box publishes here. What that publication carried
+    and this database lacks was not removed here, and publishing would take it off every
+    gateway: refused, unless adopted on purpose."""
+    lost: dict[str, int] = {}
+    for name, bank in contents.items():
+        before = last.banks.get(name)
+        if before is None:
+            continue
+        had = {signal_key(s) for s in before.signals} | {feature_key(f) for f in before.features}
+        has = {signal_key(s) for s in bank.signals} | {feature_key(f) for f in bank.features}
+        if had - has:
+            lost[name] = len(had - has)
+    if not lost:
+        return
+    when = datetime.fromtimestamp(last.created_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mine = f"version {made}" if made is not None else "nothing"
+    counts = ", ".join(f"{name}: {count}" for name, count in sorted(lost.items()))
+    raise BankError(
+        f"the folder's last publication (version {last.version}, {when}) was not made from this "
+        f"bank database (it published {mine} here), and it carried hashes this database lacks "
+        f"({counts}): publishing would take them off every gateway. Was this box restored from "
+        "an older backup, or does another box publish here? Restore the newest backup, or add "
+        "them again; to take them off every gateway on purpose, publish with --adopt-folder"
+    )
 
 
 def _record_provenance(
