@@ -24,6 +24,8 @@ from schoolgate.gateway.dnspolicy import NamePolicy
 from schoolgate.gateway.fastpath import catalogued_names
 from schoolgate.gateway.fastpath_service import RESOLVER_SILENT_S, FastPathService
 from schoolgate.gateway.nft import NftError
+from schoolgate.sniffer.sessionfile import SessionKeeper
+from schoolgate.sniffer.tlsresume import SessionBook
 from tests.support.alert_helpers import FakeClock
 
 CATALOG = """
@@ -302,6 +304,48 @@ def test_an_address_the_first_flight_refused_is_withdrawn_at_the_next_write() ->
     # the reader's check asks the service's own catalog
     assert service.reader.check.catalogued("up.chat.example")
     assert not service.reader.check.catalogued("news.example")
+
+
+def test_a_second_withdrawal_soon_after_the_first_waits_to_hand_over_the_book(
+    tmp_path: Path,
+) -> None:
+    """Adversarial pass a37 R3: two addresses withdrawn within HANDOFF_GAP_S, and the second's
+    book write was skipped, so the proxy refused the sessions issued between the writes until
+    the next periodic one (minutes). The second move now waits for the book's turn."""
+    nft, clock = Nft(), FakeClock(start=1000.0)
+    service = FastPathService(parse_catalog(CATALOG), runner=nft.run, present=nft.present,
+                              queue_rules=nft.queue, clock=clock)  # fmt: skip
+    service.report(b'{"catalogued_pass": true}')
+    service.report(b'{"names": ["pupil.example"], "addresses": ["192.0.2.66", "192.0.2.67"], '
+                   b'"ttl": 60}')  # fmt: skip
+    service.flush()
+    book = tmp_path / "book.json"
+    service.keeper = SessionKeeper(service.sessions, book)
+    service.keeper.last -= 60  # last written a minute ago
+    on_disk: list[bytes] = []
+
+    async def withdrawn(address: str, credential: bytes) -> None:
+        service.sessions.issued(address, "ticket", credential, "pupil.example", "192.0.2.10")
+        service.withdraw(address, lambda: on_disk.append(book.read_bytes()))
+        expected = len(on_disk) + 1
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if len(on_disk) == expected:
+                return
+
+    async def scenario() -> None:
+        writer = asyncio.create_task(service.writer_loop())
+        await withdrawn("192.0.2.66", b"first")
+        await withdrawn("192.0.2.67", b"a-second-later")
+        writer.cancel()
+
+    asyncio.run(scenario())
+    assert len(on_disk) == 2
+    read = SessionBook()
+    read.restore(on_disk[1])
+    # when the second address's connection is reset (its retry meets the proxy), the book the
+    # proxy reads holds that address's session
+    assert read.name("192.0.2.67", "ticket", b"a-second-later") == "pupil.example"
 
 
 def test_nothing_written_after_the_service_stopped_rearms_the_heartbeat() -> None:

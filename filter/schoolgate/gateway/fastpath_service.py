@@ -252,7 +252,9 @@ class FastPathService:
             after, self._after_write = self._after_write, []
             if after and self.keeper is not None:
                 # Addresses leave for the proxy: it vouches for their sessions from now on,
-                # so it gets the book before their devices' next connections reach it.
+                # so it gets the book before their devices' next connections reach it, even
+                # when that means waiting for the book's next turn (their resets wait too).
+                await asyncio.sleep(self.keeper.handoff_wait())
                 await _guarded(self.keeper.handoff)
             await _guarded(self.flush)
             for then in after:  # on this thread: the queue's verdicts are the loop's
