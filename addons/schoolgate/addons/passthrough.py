@@ -55,9 +55,8 @@ class WatchedPassThrough(TCPLayer):
             cut = min(self.skip, len(event.data))
             self.skip -= cut
             self.records.feed(event.data[cut:])
-        renegotiated = Verdict(Watch.REFUSE, self.records.refusal, renegotiated=True)
         if self.watch is None and self.records.refusal:
-            yield from self._refuse(renegotiated)
+            yield from self._refuse(self._renegotiated())
             return
         if self.watch is not None and isinstance(event, events.DataReceived):
             from_client = event.connection == self.context.client
@@ -78,7 +77,7 @@ class WatchedPassThrough(TCPLayer):
                 yield from self._refuse(verdict)
                 return
             if self.records.refusal:  # the retry watch's reason first, then this one
-                yield from self._refuse(renegotiated)
+                yield from self._refuse(self._renegotiated())
                 return
             if from_client and verdict.unjudged:
                 self.unjudged += event.data  # part of a second hello: the server gets it whole
@@ -103,6 +102,9 @@ class WatchedPassThrough(TCPLayer):
             if verdict.watch is Watch.DONE:
                 self.watch = None  # the rest is relayed by mitmproxy's own relay, headers read
         yield from super().relay_messages(event)  # which checks the event's type
+
+    def _renegotiated(self) -> Verdict:
+        return Verdict(Watch.REFUSE, self.records.refusal, renegotiated=True)
 
     def _refuse(self, verdict: Verdict) -> layer.CommandGenerator[None]:
         self.refused(verdict)
