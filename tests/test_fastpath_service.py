@@ -311,7 +311,8 @@ def test_a_second_withdrawal_soon_after_the_first_waits_to_hand_over_the_book(
 ) -> None:
     """Adversarial pass a37 R3: two addresses withdrawn within HANDOFF_GAP_S, and the second's
     book write was skipped, so the proxy refused the sessions issued between the writes until
-    the next periodic one (minutes). The second move now waits for the book's turn."""
+    the next periodic one (minutes). The second move now waits for the book's turn, and the
+    refused connection's reset with it (the check holds its resends meanwhile)."""
     nft, clock = Nft(), FakeClock(start=1000.0)
     service = FastPathService(parse_catalog(CATALOG), runner=nft.run, present=nft.present,
                               queue_rules=nft.queue, clock=clock)  # fmt: skip

@@ -481,6 +481,26 @@ def test_anything_else_is_refused_and_its_address_withdrawn(
     assert len(check) == 0
 
 
+def test_a_refused_connections_resends_wait_for_its_withdrawal() -> None:
+    """The service resets a connection refused with a withdrawal once the withdrawal is
+    written, which may wait for the session book's turn (up to two seconds, a37 R3); a resend
+    meanwhile, reset at once as a connection the check does not know, would send the client's
+    retry down the fast path again. Resends are held (the client sends them again) instead,
+    for a few seconds at most."""
+    now = [0.0]
+    sets = FastPathSets(parse_catalog(CATALOG))
+    check = FirstFlightCheck(lambda name: sets.catalogued([name]), clock=lambda: now[0])
+    stream = b"SSH-2.0-OpenSSH_9.6\r\n"
+    judgements = [check.judge(p) for p in connection(stream)]
+    assert judgements[-1].verdict is Verdict.REFUSED
+    assert judgements[-1].withdraw == SERVER
+    resend = packet(ISN + 1, stream)
+    now[0] = 1.5
+    assert check.judge(resend).verdict is Verdict.HOLD
+    now[0] = 10.0  # long after: a connection the check does not know, refused as before
+    assert check.judge(resend).verdict is Verdict.REFUSED
+
+
 def test_bytes_before_the_hello_is_whole_are_let_through_but_nothing_after(
     check: FirstFlightCheck,
 ) -> None:

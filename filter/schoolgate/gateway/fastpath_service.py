@@ -252,8 +252,10 @@ class FastPathService:
             after, self._after_write = self._after_write, []
             if after and self.keeper is not None:
                 # Addresses leave for the proxy: it vouches for their sessions from now on,
-                # so it gets the book before their devices' next connections reach it, even
-                # when that means waiting for the book's next turn (their resets wait too).
+                # so it gets the book before their devices' next connections reach it. The
+                # book is written at most every HANDOFF_GAP_S: a move sooner waits for its
+                # turn (a37 R3: skipped, the sessions since were refused for minutes), and the
+                # refused connections with it (the check holds their resends meanwhile).
                 await asyncio.sleep(self.keeper.handoff_wait())
                 await _guarded(self.keeper.handoff)
             await _guarded(self.flush)

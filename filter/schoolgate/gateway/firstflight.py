@@ -52,6 +52,7 @@ MAX_BUFFERED: Final = 16 * 1024 * 1024  # all unfinished hellos together
 # The server's segments queued before a verdict reach the check within milliseconds; the
 # memory of a verified connection lasts this long, for them only.
 VERIFIED_S: Final = 2.0
+WITHDRAWING_S: Final = 5.0  # a withdrawal waits at most ~2 s for the session book's turn
 ICMP: Final = 1
 ICMPV6: Final = 58
 
@@ -219,6 +220,10 @@ class FirstFlightCheck:
         # Connections verified lately: packets of theirs queued before the verdict changed
         # the connection's state still arrive here, and are let go.
         self._verified: OrderedDict[tuple[str, int, str, int], float] = OrderedDict()
+        # Connections refused with a withdrawal: reset once it is written (the service waits
+        # for the session book's turn first), and until then their resends wait too, since
+        # one reset sooner would send the client's retry down the fast path again.
+        self._withdrawing: OrderedDict[tuple[str, int, str, int], float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -241,6 +246,8 @@ class FirstFlightCheck:
             # bytes its application reads (adversarial pass a24: a harmless hello read and
             # acknowledged, the catalogued one read by the server).
             return self._refuse(segment, "multipath TCP", None)
+        if self._withdrawing.get(segment.flow, 0.0) > self.clock():
+            return Judgement(Verdict.HOLD, "its refusal waits for its address's withdrawal")
         if segment.flags & (SYN | ACK) == SYN | ACK:
             return self._syn_ack(segment)
         if segment.flow not in self._flows:
@@ -474,4 +481,12 @@ class FirstFlightCheck:
             # every device for an hour, by one pupil's doing (adversarial pass a27). The
             # refusal stands; the address stays on the fast path, where each connection is read.
             withdraw = None
+        if withdraw is not None:
+            now = self.clock()
+            for key in (segment.flow, segment.reply_to):  # a server's segment may be refused
+                self._withdrawing[key] = now + WITHDRAWING_S
+            while self._withdrawing and (
+                len(self._withdrawing) > MAX_FLOWS or next(iter(self._withdrawing.values())) < now
+            ):
+                self._withdrawing.popitem(last=False)
         return Judgement(Verdict.REFUSED, reason, sni, withdraw)

@@ -26,7 +26,7 @@ log = logging.getLogger("schoolgate.sessions")
 SAVE_EVERY_S: Final = 300.0  # what a power cut may lose
 PEER_EVERY_S: Final = 10.0  # how often the other path's book is looked at (a stat)
 # An address moving to the other path: the book is written first, at most this often (a pupil
-# can make one move a second; each write is the whole book): a move waits for its turn.
+# can make one move a second; each write is the whole book): a move sooner waits its turn.
 HANDOFF_GAP_S: Final = 2.0
 MISS_GAP_S: Final = 1.0  # a session in neither book: the peer's file looked at again, at most
 PROXY_FILE: Final = "tls-sessions.json"  # in data_dir
@@ -103,8 +103,8 @@ class SessionKeeper:
     def handoff(self) -> bool:
         """Write the book before an address moves to the other path (which reads it on a
         miss), unless it was written within HANDOFF_GAP_S; whether it was written. A move
-        waits for `handoff_wait()` first: skipped, the sessions issued since the last write
-        were refused by the other path until the next one (adversarial pass a37 R3)."""
+        sooner waits `handoff_wait()` for it: skipped, the sessions issued since the last write
+        were refused by the other path until the periodic one (a37 R3)."""
         if self.handoff_wait() > 0:
             return False
         return self.save()
