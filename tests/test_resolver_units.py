@@ -227,3 +227,68 @@ def test_leased_pairs_only_needs_the_lease_files() -> None:
         "site.yaml",
     )
     assert config.gateway.leased_pairs_only
+
+
+def test_an_alias_of_a_catalogued_host_is_not_given_out_for_its_addresses(tmp_path: Path) -> None:
+    """Adversarial pass a37 N1: a pupil's own name, a CNAME of a sharing app's upload host, was
+    given out for that host's address, so the proxy passed a hello naming it through unread
+    (and the fast path, which never saw the chain, carried it). The alias is not recorded for
+    those addresses (the proxy refuses it there as fronting); the catalogued name is. An
+    ordinary CDN alias is recorded as before."""
+    import asyncio
+    import itertools
+
+    from mitmproxy.dns import ResourceRecord
+    from mitmproxy.test import tflow
+
+    from schoolgate.addons.resolver import ResolverPolicy
+    from schoolgate.endpoints.loader import parse_catalog
+
+    catalog = parse_catalog(
+        'apps:\n  chat:\n    hosts: ["*.chat.example"]\n    inspection: full\n'
+        "    when_not_inspectable: block_by_sni\n"
+    )
+    book = AddressBook(tmp_path / "b.sqlite")
+    policy = ResolverPolicy(NamePolicy(()), book, catalog=catalog)
+
+    def answer(question: str, chain: list[str], address: bytes) -> None:
+        flow = tflow.tdnsflow(resp=True)
+        flow.request.questions[0].name = question
+        assert flow.response is not None
+        names = [question, *chain]
+        flow.response.answers = [
+            ResourceRecord(owner, 5, 1, 300, b"".join(
+                bytes([len(label)]) + label.encode() for label in target.split(".")) + b"\0")
+            for owner, target in itertools.pairwise(names)
+        ] + [ResourceRecord(names[-1], 1, 1, 300, address)]  # fmt: skip
+        policy.dns_request(flow)
+        asyncio.run(policy.dns_response(flow))
+
+    answer("cdn.pupil.example", ["up9.chat.example"], bytes([198, 51, 100, 101]))
+    answer("two.pupil.example", ["x7.pupil.example", "u7.chat.example"], bytes([198, 51, 100, 102]))
+    answer("www.news.example", ["edge.cdn.example"], bytes([203, 0, 113, 5]))
+    assert book.names_for("198.51.100.101") == {"up9.chat.example"}
+    assert book.names_for("198.51.100.102") == {"u7.chat.example"}
+    assert book.names_for("203.0.113.5") == {"edge.cdn.example", "www.news.example"}
+    book.close()
+
+
+def test_the_resolver_forwards_address_queries_to_see_cname_chains() -> None:
+    """mitmproxy's own resolver answers A and AAAA with the asked name alone: the chain was
+    never seen (a16 F2, a37 N1). Forwarded, the name servers' answer comes back whole."""
+    import asyncio
+
+    from mitmproxy.proxy.mode_specs import ProxyMode
+    from mitmproxy.test import taddons, tflow
+
+    from schoolgate.addons.resolver import ForwardingResolver
+
+    resolver = ForwardingResolver()
+    with taddons.context(resolver) as context:  # type: ignore[no-untyped-call]
+        context.configure(resolver, dns_name_servers=["198.51.100.53"])
+        flow = tflow.tdnsflow()
+        flow.client_conn.proxy_mode = ProxyMode.parse("dns")
+        flow.server_conn.address = None
+        asyncio.run(resolver.dns_request(flow))
+    assert flow.response is None
+    assert flow.server_conn.address == ("198.51.100.53", 53)

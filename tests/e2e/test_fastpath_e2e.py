@@ -51,6 +51,9 @@ EDGE = "edge.fast.test"  # not catalogued, inside a provider's published range
 PUPIL = "pupils-own.fast.test"  # not catalogued, answers with UPLOAD's address
 NODE = "up7.nodes.fast.test"  # catalogued by a wildcard: the gateway cannot resolve it ahead
 PUPIL_NODE = "node.pupils-own.fast.test"  # the pupil's own name for NODE's address
+ALIAS = "cdn.pupils-own.fast.test"  # the pupil's own name, a CNAME of ALIASED
+ALIASED = "up8.nodes.fast.test"  # catalogued by the wildcard; nobody else resolves it
+ALIASED_IP = "198.51.100.61"
 NEWS_IP, UPLOAD_IP, EDGE_IP, HARD_CODED_IP, NODE_IP = (
     "198.51.100.20", "198.51.100.25", "198.51.100.140", "198.51.100.50", "198.51.100.60",
 )  # fmt: skip
@@ -79,10 +82,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     catalog["providers"] = {"testedge": {"source": "the test's own", "ranges": [PROVIDER_RANGE]}}
     names = {MEDIA: [SERVER_IP], SHARED: [SERVER_IP], NEWS: [NEWS_IP], UPLOAD: [UPLOAD_IP],
              PUPIL: [UPLOAD_IP], EDGE: [EDGE_IP], NODE: [NODE_IP], PUPIL_NODE: [NODE_IP],
+             ALIASED: [ALIASED_IP],
              **{name: [address] for name, address in TUNNELS.items()}}  # fmt: skip
     work = tmp_path_factory.mktemp("fastpath")
-    addresses = (NEWS_IP, UPLOAD_IP, EDGE_IP, HARD_CODED_IP, NODE_IP, *TUNNELS.values())
-    with fastpath_gateway(work, catalog, names, addresses) as gw:
+    addresses = (NEWS_IP, UPLOAD_IP, EDGE_IP, HARD_CODED_IP, NODE_IP, ALIASED_IP,
+                 *TUNNELS.values())  # fmt: skip
+    with fastpath_gateway(work, catalog, names, addresses, aliases={ALIAS: ALIASED}) as gw:
         yield gw
 
 
@@ -109,6 +114,19 @@ def test_everything_else_still_meets_the_proxy(
     gateway.ask(MEDIA)  # the pupil's device asked for the catalogued name first, as apps do
     assert gateway.ask(name) == [address]
     assert gateway.fetch(address, name) == GATEWAY_SERVER_IP, why
+
+
+def test_a_pupils_alias_of_a_catalogued_host_opens_no_fast_path(gateway: Gateway) -> None:
+    """Adversarial pass a37 N1: the pupil's own name, a CNAME of an upload host that only a
+    wildcard catalogues (the gateway cannot resolve it ahead). The resolver saw only the asked
+    name, so the address went on the fast path and the kernel carried the upload unread. Now
+    the chain is seen: the address is the proxy's, which refuses the alias there (fronting)."""
+    assert gateway.ask(ALIAS) == [ALIASED_IP]
+    before = len(gateway.recorder.seen)
+    assert b"200 OK" not in gateway.get(ALIASED_IP, ALIAS)
+    time.sleep(0.5)
+    assert not [seen for seen in gateway.recorder.seen[before:] if seen[0] == ALIASED_IP]
+    assert gateway.fetch(ALIASED_IP, ALIASED) == GATEWAY_SERVER_IP  # its own name: the proxy
 
 
 def test_an_address_never_resolved_through_the_gateway_meets_the_proxy(gateway: Gateway) -> None:

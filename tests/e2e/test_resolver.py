@@ -53,6 +53,7 @@ MEDIA = "media.schoolgate.test"  # catalogued
 SHARED = "other.schoolgate.test"  # uncatalogued, served from the same address (a shared edge)
 FRONT_HOST = "front.schoolgate.test"  # uncatalogued, and served from another address
 FRONT_IP = "198.51.100.9"
+ALIAS = "up.pupil.test"  # a pupil's own name, a CNAME of the catalogued host
 
 
 @dataclass
@@ -144,7 +145,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
              topo.gw_client_if, "meta", "l4proto", "{ tcp, udp }", "th", "dport", "53",
              "counter", "redirect", "to", f":{RESOLVER_PORT}"],
         )  # fmt: skip
-        stub = StubDns(SERVER_IP, table)
+        stub = StubDns(SERVER_IP, table, aliases={ALIAS: MEDIA})
         stub.start(topo.server)
         cleanup.callback(stub.stop)
         upstream = start_upstream_in(topo.server, pki)
@@ -206,6 +207,23 @@ def test_a_server_name_never_given_out_for_a_sharing_apps_address_is_refused(
     shared = _tls_outcome(gateway, SHARED)
     assert shared == UPSTREAM_CA_NAME  # passed through: the upstream's own certificate
     records = [r for r in gateway.proxy.audit_records() if r["client"].get("host") == FRONT_HOST]
+    assert records
+    assert "not given out" in records[-1]["failure_detail"]
+
+
+def test_an_alias_of_a_catalogued_host_is_refused_at_its_address(gateway: Gateway) -> None:
+    """Adversarial pass a37 N1: a pupil's own name, a CNAME of a sharing app's host, was given
+    out for that host's address, and the proxy passed a hello naming it through unread (the
+    banked upload reached the server). The resolver now sees the chain (it forwards address
+    queries) and gives the address out for the catalogued name alone."""
+    reply = gateway.ask(ALIAS)
+    answers = reply.answers  # type: ignore[attr-defined]
+    assert [a.name for a in answers] == [ALIAS, MEDIA]  # the device gets the chain too
+    assert str(answers[-1].ipv4_address) == SERVER_IP
+    gateway.ask(SHARED)
+    assert _tls_outcome(gateway, ALIAS) == "refused"
+    assert _tls_outcome(gateway, SHARED) == UPSTREAM_CA_NAME  # a name given out: as before
+    records = [r for r in gateway.proxy.audit_records() if r["client"].get("host") == ALIAS]
     assert records
     assert "not given out" in records[-1]["failure_detail"]
 

@@ -33,11 +33,14 @@ def https_record(name: str) -> dns.ResourceRecord:
 
 @dataclass
 class StubDns:
-    """UDP DNS server on (host, port) answering from `table` (name -> IPv4 addresses)."""
+    """UDP DNS server on (host, port) answering from `table` (name -> IPv4 addresses) and
+    `aliases` (name -> the name it is a CNAME of), with the whole chain, as a recursive
+    resolver answers."""
 
     host: str
     table: dict[str, list[str]]
     port: int = 53
+    aliases: dict[str, str] = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
     _sock: socket.socket | None = None
     _thread: threading.Thread | None = None
@@ -82,13 +85,17 @@ class StubDns:
             return query.fail(response_codes.FORMERR)
         name = question.name.rstrip(".").lower()
         self.queries.append(f"{name}/{question.type}")
+        chain: list[dns.ResourceRecord] = []
+        while name in self.aliases and len(chain) < 8:
+            chain.append(dns.ResourceRecord.CNAME(name, self.aliases[name], ttl=300))
+            name = self.aliases[name]
         addresses = self.table.get(name)
         if addresses is None:
             return query.fail(response_codes.NXDOMAIN)
         if question.type == types.A:
             return query.succeed(
-                [dns.ResourceRecord.A(question.name, ipaddress.IPv4Address(a), ttl=300)
-                 for a in addresses]
+                chain + [dns.ResourceRecord.A(name, ipaddress.IPv4Address(a), ttl=300)
+                         for a in addresses]
             )  # fmt: skip
         if question.type == types.HTTPS:
             return query.succeed([https_record(question.name)])

@@ -115,7 +115,7 @@ class Gateway:
     def ask(self, name: str) -> list[str]:
         """The pupil's device resolves `name` (port 53: the gateway redirects it)."""
         reply = call_in_netns(self.topo.client, lambda: query((GATEWAY_CLIENT_IP, 53), name, 1))
-        return [str(a.ipv4_address) for a in reply.answers]
+        return [str(a.ipv4_address) for a in reply.answers if a.type == 1]
 
     def get(self, address: str, host: str, port: int = 443, *, mss: int | None = None) -> bytes:
         """GET https://host/ (or http:// on port 80) from the pupil's device to `address`,
@@ -251,9 +251,11 @@ def fastpath_gateway(
     *,
     proxy: dict[str, Any] | None = None,
     recorder_ports: tuple[int, ...] = (80, 443),
+    aliases: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
     """The whole gateway with the fast path on, its heartbeat alive; torn down on exit.
-    `names` is the stub name server's table; `server_addresses` are added to the server ns;
+    `names` is the stub name server's table (`aliases`: its CNAMEs); `server_addresses` are
+    added to the server ns;
     the recorder listens on `recorder_ports` of every address (a caller with servers of its
     own on 443 leaves that port out)."""
     data_dir = work / "data"
@@ -273,7 +275,7 @@ def fastpath_gateway(
         site = yaml.safe_load(config.read_text())
         site["gateway"] = {"student_interfaces": [topo.gw_client_if], "fast_path": True}
         config.write_text(yaml.safe_dump(site))
-        stub = StubDns(SERVER_IP, names)
+        stub = StubDns(SERVER_IP, names, aliases=aliases or {})
         stub.start(topo.server)
         cleanup.callback(stub.stop)
         recorder = Recorder(pki)

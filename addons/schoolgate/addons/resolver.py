@@ -2,9 +2,11 @@
 
 A separate process and service from the proxy: it parses only DNS, needs no capability (it
 listens on a high port; the gateway's ruleset redirects pupils' port 53 to it) and shares only
-the address book with the proxy. mitmproxy's own addons resolve the queries (`dns_name_servers`)
-and strip Encrypted ClientHello keys from HTTPS records (`strip_ech`); `ResolverPolicy` answers
-encrypted-DNS names with NXDOMAIN and records the answers in the address book.
+the address book with the proxy. Every query is forwarded to the name servers
+(`dns_name_servers`, else the gateway's own), A and AAAA too (`ForwardingResolver`), so that a
+CNAME chain is seen whole; mitmproxy strips Encrypted ClientHello keys from HTTPS records
+(`strip_ech`); `ResolverPolicy` answers encrypted-DNS names with NXDOMAIN and records the
+answers in the address book.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import dns, options
+from mitmproxy.addons.dns_resolver import DnsResolver as MitmproxyResolver
 from mitmproxy.net.dns import response_codes, types
 from mitmproxy.tools.dump import DumpMaster
 from mitmproxy_rs.dns import DnsResolver
 
 from schoolgate.config import Config
+from schoolgate.endpoints.catalog import Catalog
 from schoolgate.endpoints.loader import load_catalog
 from schoolgate.gateway.addressbook import ADDRESS_BOOK, AddressBook, AddressBookError
 from schoolgate.gateway.dnspolicy import NamePolicy
@@ -40,6 +44,19 @@ log = logging.getLogger("schoolgate.resolver")
 _DEVICE = "schoolgate_device"  # flow metadata: who asked (ResolverPolicy.device)
 
 
+class ForwardingResolver(MitmproxyResolver):
+    """mitmproxy's resolver, forwarding A and AAAA queries to the name servers as it does every
+    other type. Its own lookup answers with the asked name alone, which hides a CNAME chain: a
+    pupil's name that is an alias of a catalogued host looked like any other name, and its
+    addresses went on the fast path (adversarial passes a16 F2, a37 N1)."""
+
+    async def dns_request(self, flow: dns.DNSFlow) -> None:
+        if self._should_resolve(flow) and (servers := self.name_servers()):
+            flow.server_conn.address = (servers[0], 53)
+            return
+        await super().dns_request(flow)
+
+
 class ResolverPolicy:
     """NXDOMAIN for encrypted-DNS and canary names; REFUSED past a device's share of new names
     under one domain (a tunnel); every A/AAAA answer into the address book."""
@@ -51,9 +68,11 @@ class ResolverPolicy:
         tunnel: TunnelGuard | None = None,
         neighbours: NeighbourTable | None = None,
         fastpath: FastPathClient | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.names = names
         self.book = book
+        self.catalog = catalog
         self.fastpath = fastpath
         self.tunnel = tunnel or TunnelGuard()
         self.neighbours = neighbours
@@ -97,26 +116,41 @@ class ResolverPolicy:
             addresses.append(address)
             found[answer.name] = (addresses, min(ttl, answer.ttl))
         question = flow.request.question
+        alias = self._alias_of_catalogued(flow.response, question)
         for name, (addresses, ttl) in found.items():
             try:
+                if alias and not self._catalogued(name):
+                    continue  # see _alias_of_catalogued
                 self.book.record(name, addresses, ttl)
                 # A CNAME chain answers for the asked name too: that is the name in the
                 # ClientHello, not the CDN name at the end of the chain.
-                if question is not None and question.name.lower() != name.lower():
+                if question is not None and question.name.lower() != name.lower() and not alias:
                     self.book.record(question.name, addresses, ttl)
             except AddressBookError:
                 log.exception("schoolgate resolver: the address book cannot be written")
         if self.fastpath is not None and found:
-            # Every name the answer holds decides (mitmproxy's DNS mode answers A/AAAA queries
-            # with the question's name only, so a CNAME chain is not seen: adversarial pass a16
-            # F2, one reason the fast path is off by default): a catalogued name behind a CNAME
-            # keeps the CDN's addresses out of the fast path. The device gets its answer once
-            # the addresses are sorted, so its first connection already finds them.
+            # Every name the answer holds decides (the whole CNAME chain: ForwardingResolver):
+            # a catalogued name behind a CNAME keeps the CDN's addresses out of the fast path.
+            # The device gets its answer once the addresses are sorted, so its first
+            # connection already finds them.
             names = [question.name] if question is not None else []
             names += [answer.name for answer in flow.response.answers]
             addresses = [a for found_addresses, _ in found.values() for a in found_addresses]
             ttl = min(ttl for _, ttl in found.values())
             await self.fastpath.report(names, addresses, ttl, flow.metadata.get(_DEVICE, ""))
+
+    def _catalogued(self, name: str) -> bool:
+        return self.catalog is not None and self.catalog.app_for_host(name) is not None
+
+    def _alias_of_catalogued(self, response: dns.DNSMessage, question: dns.Question | None) -> bool:
+        """Whether an uncatalogued name's answer passes through a catalogued one (a pupil's
+        name as a CNAME of a sharing app's upload host: a37 N1). Its addresses are then given
+        out for the catalogued names alone, so the proxy refuses a hello naming the alias at
+        them as fronting; a name its owner also points straight at the address is the limit
+        docs/gateway.md describes."""
+        if question is None or self._catalogued(question.name):
+            return False
+        return any(self._catalogued(answer.name) for answer in response.answers)
 
 
 class FastPathClient:
@@ -374,18 +408,22 @@ async def serve_resolver(config: Config) -> int:
     names = NamePolicy(resolver.block_names, block_doh=resolver.block_doh)
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-    # The policy goes before mitmproxy's own resolver: a refused name is never asked upstream.
+    # The policy goes before the resolver, which replaces mitmproxy's own: a refused name is
+    # never asked upstream.
     builtin = master.addons.get("dnsresolver")  # type: ignore[no-untyped-call]
     master.addons.remove(builtin)  # type: ignore[no-untyped-call]
     fastpath = FastPathClient(socket_path(config)) if GatewayRuleset(config).fast_path else None
-    policy = ResolverPolicy(names, book, neighbours=NeighbourTable(), fastpath=fastpath)
-    master.addons.add(Banner(config), policy, builtin)  # type: ignore[no-untyped-call]
+    catalog = load_catalog(list(config.proxy.endpoints_files))
+    policy = ResolverPolicy(
+        names, book, neighbours=NeighbourTable(), fastpath=fastpath, catalog=catalog
+    )
+    master.addons.add(Banner(config), policy, ForwardingResolver())  # type: ignore[no-untyped-call]
     opts.update(**resolver_options(config))  # type: ignore[no-untyped-call]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
     upstream = DnsResolver(name_servers=list(resolver.upstream) or None)
-    catalogued = catalogued_names(load_catalog(list(config.proxy.endpoints_files)))
+    catalogued = catalogued_names(catalog)
     chores = [asyncio.create_task(resolve_catalogued(catalogued, upstream, book, fastpath))]
     if fastpath is not None:
         chores.append(asyncio.create_task(fastpath.keepalive()))
