@@ -32,6 +32,7 @@ duid 00:01:00:01:2c:5e:1f:aa:52:54:00:12:34:56
 """
 
 BEFORE_EXPIRY = 1_735_600_000.0  # the samples' leases (2025-01-01) are held at this time
+WINDOWS_HELD_AT = 1_796_083_200.0  # 2026-12-01 00:00 UTC: the Windows samples' leases are held
 
 ISC = """\
 # The format of this file is documented in the dhcpd.leases(5) manual page.
@@ -467,7 +468,9 @@ def test_table_follows_a_windows_export_copied_in_by_rename(tmp_path: Path, enco
     path = tmp_path / "windows-leases.csv"
     path.write_bytes(WINDOWS.removeprefix("\ufeff").encode(encoding))
     clock = Clock()
-    table = LeaseTable(path, check_interval_s=5, clock=clock)
+    # held at a fixed time before the samples' expiry, not the machine's clock (which passed
+    # the first sample's expiry on 2026-12-05 and made this test fail from then on)
+    table = LeaseTable(path, check_interval_s=5, clock=clock, wall_clock=lambda: WINDOWS_HELD_AT)
     lease = table.lookup("10.20.0.7")
     assert lease is not None
     assert (lease.mac, lease.hostname) == ("02:00:5e:00:53:07", "STAFF-LT07.school.local")
