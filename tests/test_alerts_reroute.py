@@ -127,3 +127,34 @@ def test_a_finished_alert_is_not_sent_again_after_a_reload(tmp_path: Path) -> No
     assert north.delivered == []
     assert alert is not None
     assert alert.state == DELIVERED
+
+
+def test_a_device_in_no_group_has_its_alerts_sent_to_every_schools_dsl(tmp_path: Path) -> None:
+    """Adversarial pass a35 A4: on a gateway serving two schools, a pupil with a hand-set
+    address outside both schools' subnets fell to the default group, and only that group's
+    school heard of the block. Which school's the device is cannot be told: every DSL does."""
+    from schoolgate.config import parse_config
+    from schoolgate.pipeline.policy import Policy
+
+    policy = Policy(parse_config(
+        "policy:\n  default_group: north-pupils\n  groups:\n"
+        "    - {name: north-pupils, subnets: [10.20.0.0/16], mode: block}\n"
+        "    - {name: sixth-form, subnets: [10.30.0.0/16], mode: block}\n",
+        "site.yaml",
+    ).policy)  # fmt: skip
+    made = make_verdict()
+    placed = policy.decide(replace(made.context, client_ip="10.30.4.5"), made.findings)
+    hand_set = replace(made.context, client_ip="192.168.77.7", mac="02:00:5e:00:53:77")
+    unplaced = policy.decide(hand_set, made.findings)
+    assert (placed.group, placed.placed) == ("sixth-form", True)
+    assert (unplaced.group, unplaced.placed) == ("north-pupils", False)
+    assert unplaced.to_dict()["group_matched"] is False
+    north = Scripted("north-dsl", groups=("north-pupils",))
+    sixth = Scripted("sixth-dsl", groups=("sixth-form",))
+    with AlertOutbox(tmp_path / "alerts.sqlite", ("north-dsl", "sixth-dsl")) as outbox:
+        kept = outbox.enqueue(AlertDetails.from_verdict(placed, "Test School"), "v1").alert_id
+        lost = outbox.enqueue(AlertDetails.from_verdict(unplaced, "Test School"), "v2").alert_id
+        AlertSender(outbox, [north, sixth], POLICY).deliver_due()
+        assert outbox.get(lost).details.placed is False  # type: ignore[union-attr]
+    assert north.delivered == [lost]
+    assert sorted(sixth.delivered) == sorted([kept, lost])

@@ -108,7 +108,12 @@ def build_view(
     facts.append(("Device", device.label()))
     if device.vlan is not None:
         facts.append(("VLAN", str(device.vlan)))
-    facts.append(("Group", f"{details.group} ({details.mode} mode)"))
+    unplaced = (
+        ""
+        if details.placed
+        else "; the device matched no group's addresses, so every DSL gets this"
+    )
+    facts.append(("Group", f"{details.group} ({details.mode} mode{unplaced})"))
     facts.append(("App", f"{app} ({host})" if host else app))
     facts.append(("Action", "blocked" if details.blocked else "allowed and recorded"))
     for match in details.matches:
@@ -170,6 +175,7 @@ def generic_payload(
             "mode": details.mode,
             "would_block": details.would_block,
             "group": details.group,
+            "group_matched": details.placed,
             "direction": details.direction,
             "decided_at": details.decided_at,
             "reasons": list(details.reasons),

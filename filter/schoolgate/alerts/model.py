@@ -106,6 +106,8 @@ class AlertDetails:
     site: str = ""
     locator: str | None = None  # where in the upload the item was found (see InspectionContext)
     body_size: int | None = None  # the whole upload's size, when the item was part of it
+    # False: the device matched no group (the default group took it), so every receiver gets it
+    placed: bool = True
 
     @classmethod
     def from_verdict(cls, verdict: Verdict, site: str) -> AlertDetails:
@@ -151,6 +153,7 @@ class AlertDetails:
             site=site,
             locator=plain_locator(ctx.locator),
             body_size=ctx.body_size,
+            placed=verdict.placed,
         )
 
     @property

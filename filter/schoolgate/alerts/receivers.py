@@ -68,9 +68,11 @@ class Receiver(Protocol):
 
 def routed(receiver: Receiver, alert: Alert) -> bool:
     """Whether `alert` is this receiver's: every alert, unless the receiver names policy groups
-    (`groups:`), one school's where a gateway serves several."""
+    (`groups:`), one school's where a gateway serves several. A device that matched no group
+    (a hand-set address outside every school's subnets) is nobody's in particular: every
+    receiver gets its alerts, rather than the default group's school alone."""
     groups: tuple[str, ...] = getattr(getattr(receiver, "config", None), "groups", ())
-    return not groups or alert.details.group in groups
+    return not groups or not alert.details.placed or alert.details.group in groups
 
 
 @dataclass(frozen=True)

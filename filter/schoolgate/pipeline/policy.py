@@ -23,11 +23,16 @@ class Policy:
         self._default = next(g for g in config.groups if g.name == config.default_group)
 
     def group_for(self, ctx: InspectionContext) -> GroupConfig:
-        """The first group (in config order) whose devices, VLANs or subnets match the client.
+        """The first group (in config order) whose devices, VLANs or subnets match the client,
+        else the default group.
 
         A subnet or a device entry counts only for an address the DHCP server leased to the
         device using it: a pupil who types a staff-range address in by hand, or copies a listed
         MAC onto a hand-set address, stays in the default group."""
+        return self.matched_group(ctx) or self._default
+
+    def matched_group(self, ctx: InspectionContext) -> GroupConfig | None:
+        """The group the client matches; None when only the default group takes it."""
         address = _parse_ip(ctx.client_ip)
         mac = ctx.mac.lower() if ctx.mac else None
         for group in self._groups:
@@ -41,7 +46,7 @@ class Policy:
                 address.version == net.version and address in net for net in group.subnets
             ):
                 return group
-        return self._default
+        return None
 
     def mode_for(self, group: GroupConfig, now: datetime | None = None) -> str:
         """The group's mode, or its outside_mode when a schedule is set and `now` is outside it."""
@@ -58,7 +63,8 @@ class Policy:
     def decide(
         self, ctx: InspectionContext, findings: Findings, now: datetime | None = None
     ) -> Verdict:
-        group = self.group_for(ctx)
+        matched = self.matched_group(ctx)
+        group = matched or self._default
         mode = self.mode_for(group, now)
         reasons: list[str] = []
         would_block = False
@@ -104,6 +110,7 @@ class Policy:
             reasons=tuple(reasons),
             context=ctx,
             findings=findings,
+            placed=matched is not None,
         )
 
 

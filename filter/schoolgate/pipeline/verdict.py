@@ -94,6 +94,9 @@ class Verdict:
     findings: Findings
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     decided_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # False when the device matched no group and the default group took it (a hand-set
+    # address outside every group's subnets): which school's it is cannot be told.
+    placed: bool = True
 
     @property
     def blocked(self) -> bool:
@@ -121,6 +124,7 @@ class Verdict:
             "would_block": self.would_block,
             "mode": self.mode,
             "group": self.group,
+            "group_matched": self.placed,
             "reasons": list(self.reasons),
             "client": {k: v for k, v in asdict(self.context).items() if v is not None},
             "media_type": findings.media_type,
