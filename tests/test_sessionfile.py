@@ -198,3 +198,27 @@ def test_a_book_written_before_devices_had_shares_is_read() -> None:
     book = SessionBook()
     assert book.restore(old.encode(), wall=Clock(1_700_000_010.0)) == 1
     assert json.loads(book.dump())["sessions"][0][3] == ""
+
+
+def test_reading_the_peers_book_on_misses_takes_a_bounded_share_of_the_time(
+    tmp_path: Path,
+) -> None:
+    """The proxy reads the fast path's book on a miss on its event loop; a full book takes a
+    good part of a second on a Pi, and a pupil can make the file change and a miss happen every
+    second or two. After a read that took 0.5 s, the next waits 10 s (5% of the time)."""
+    clock = Clock(0.0)
+    ticks = iter([0.0, 0.5, 100.0, 100.01])
+    fast, proxy = SessionBook(clock=clock), SessionBook(clock=clock)
+    fast_file, proxy_file = tmp_path / FAST_PATH_FILE, tmp_path / PROXY_FILE
+    fast_keeper = SessionKeeper(fast, fast_file, clock=clock)
+    # it hooks itself into the proxy's book (on_miss)
+    SessionKeeper(proxy, proxy_file, peer=fast_file, clock=clock, timer=lambda: next(ticks))
+    fast.issued("198.51.100.7", "ticket", b"one", HARMLESS, "192.0.2.10")
+    fast_keeper.save()
+    assert proxy.name("198.51.100.7", "ticket", b"one") == HARMLESS  # read on the miss (0.5 s)
+    fast.issued("198.51.100.7", "ticket", b"two", HARMLESS, "192.0.2.10")
+    clock.at += 2.0
+    fast_keeper.save()
+    assert proxy.name("198.51.100.7", "ticket", b"two") is None  # not read again so soon
+    clock.at += 8.5
+    assert proxy.name("198.51.100.7", "ticket", b"two") == HARMLESS  # 10 s on: read

@@ -29,6 +29,7 @@ PEER_EVERY_S: Final = 10.0  # how often the other path's book is looked at (a st
 # can make one move a second; each write is the whole book): a move sooner waits its turn.
 HANDOFF_GAP_S: Final = 2.0
 MISS_GAP_S: Final = 1.0  # a session in neither book: the peer's file looked at again, at most
+MISS_COST_SHARE: Final = 0.05  # of the time, at most, spent reading the peer's book on misses
 PROXY_FILE: Final = "tls-sessions.json"  # in data_dir
 FAST_PATH_FILE: Final = "fastpath-tls-sessions.json"
 # Set by the installed units: the fast path keeps its book in its own state directory (its
@@ -56,8 +57,10 @@ class SessionKeeper:
         peer: Path | None = None,
         every_s: float = SAVE_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.book = book
+        self.timer = timer
         self.path = path
         self.peer = peer
         self.every_s = every_s
@@ -65,6 +68,7 @@ class SessionKeeper:
         self.last = clock()
         self._peer_looked = float("-inf")
         self._peer_missed = float("-inf")
+        self._refresh_s = 0.0  # how long the last read of the peer's book on a miss took
         if peer is not None:
             book.on_miss = self.on_miss
         self._peer_stamp: tuple[int, int] | None = None
@@ -117,10 +121,16 @@ class SessionKeeper:
 
     def on_miss(self) -> None:
         """A session in neither book: look at the peer's file again (at most every
-        MISS_GAP_S), since an address may have just moved here."""
-        if self.peer is not None and self.clock() - self._peer_missed >= MISS_GAP_S:
+        MISS_GAP_S), since an address may have just moved here. The proxy does this on its
+        event loop, and a full book takes a good part of a second to read on a Pi: a pupil who
+        moves addresses and offers unknown tickets in turn could make it read one every
+        second, so the gap grows to MISS_COST_SHARE times the last read's time."""
+        gap = max(MISS_GAP_S, self._refresh_s / MISS_COST_SHARE)
+        if self.peer is not None and self.clock() - self._peer_missed >= gap:
             self._peer_missed = self.clock()
-            self.refresh()
+            started = self.timer()
+            if self.refresh():
+                self._refresh_s = self.timer() - started
 
     def refresh(self) -> bool:
         """Read the peer's book again if its file changed; whether it did."""
