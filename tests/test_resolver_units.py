@@ -267,8 +267,13 @@ def test_an_alias_of_a_catalogued_host_is_not_given_out_for_its_addresses(tmp_pa
     answer("cdn.pupil.example", ["up9.chat.example"], bytes([198, 51, 100, 101]))
     answer("two.pupil.example", ["x7.pupil.example", "u7.chat.example"], bytes([198, 51, 100, 102]))
     answer("www.news.example", ["edge.cdn.example"], bytes([203, 0, 113, 5]))
+    # the catalogued host is itself a CDN's alias: the address is still given out for it alone
+    answer(
+        "three.pupil.example", ["up3.chat.example", "e3.cdn.example"], bytes([198, 51, 100, 103])
+    )
     assert book.names_for("198.51.100.101") == {"up9.chat.example"}
     assert book.names_for("198.51.100.102") == {"u7.chat.example"}
+    assert book.names_for("198.51.100.103") == {"up3.chat.example"}
     assert book.names_for("203.0.113.5") == {"edge.cdn.example", "www.news.example"}
     book.close()
 

@@ -116,16 +116,21 @@ class ResolverPolicy:
             addresses.append(address)
             found[answer.name] = (addresses, min(ttl, answer.ttl))
         question = flow.request.question
-        alias = self._alias_of_catalogued(flow.response, question)
-        for name, (addresses, ttl) in found.items():
+        records, asked = list(found.items()), question
+        if found and self._alias_of_catalogued(flow.response, question):
+            # Given out for the chain's catalogued names alone (a CDN name at its end too would
+            # hide nothing: its own name is not the alias's)
+            every = [a for addresses, _ in found.values() for a in addresses]
+            ttl = min(ttl for _, ttl in found.values())
+            chain = dict.fromkeys(a.name for a in flow.response.answers if self._catalogued(a.name))
+            records, asked = [(name, (every, ttl)) for name in chain], None
+        for name, (addresses, ttl) in records:
             try:
-                if alias and not self._catalogued(name):
-                    continue  # see _alias_of_catalogued
                 self.book.record(name, addresses, ttl)
                 # A CNAME chain answers for the asked name too: that is the name in the
                 # ClientHello, not the CDN name at the end of the chain.
-                if question is not None and question.name.lower() != name.lower() and not alias:
-                    self.book.record(question.name, addresses, ttl)
+                if asked is not None and asked.name.lower() != name.lower():
+                    self.book.record(asked.name, addresses, ttl)
             except AddressBookError:
                 log.exception("schoolgate resolver: the address book cannot be written")
         if self.fastpath is not None and found:
