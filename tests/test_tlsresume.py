@@ -323,6 +323,31 @@ def test_a_session_the_server_issued_without_taking_the_name_is_not_resumed() ->
     assert "under no name (the server did not take one)" in again.reason
 
 
+def test_a_ticket_renewed_while_a_session_resumes_keeps_the_sessions_name() -> None:
+    """Adversarial pass a37 I2: a server that renews the ticket as it resumes a session (nginx
+    after a ticket-key rotation, Go) sends a NewSessionTicket after a ServerHello that, resuming,
+    never acknowledges the name (RFC 6066). The renewed ticket was booked as nameless, and the
+    client's next resumption refused."""
+    book = SessionBook()
+    old_ticket, renewed = b"t" * 100, b"u" * 120
+    book.issued(SERVER, "ticket", old_ticket, HARMLESS)
+    body = (7200).to_bytes(4, "big") + len(renewed).to_bytes(2, "big") + renewed
+    message = b"\x04" + len(body).to_bytes(3, "big") + body
+    ticket_record = b"\x16\x03\x03" + len(message).to_bytes(2, "big") + message
+    resumed = ResumeCheck(ClientHello(HARMLESS, session_id=b"s" * 32, ticket=old_ticket),
+                          SERVER, book)  # fmt: skip
+    resumed.feed(server_hello(b"s" * 32, ticket_record + CHANGE_CIPHER_SPEC))
+    assert resumed.verdict() is Resume.DONE
+    assert book.name(SERVER, "ticket", renewed) == HARMLESS
+    # under another name the resumption is refused, and nothing is booked
+    other = ResumeCheck(ClientHello(CATALOGUED, session_id=b"s" * 32, ticket=renewed), SERVER, book)
+    other.feed(
+        server_hello(b"s" * 32, ticket_record.replace(renewed, b"v" * 120) + CHANGE_CIPHER_SPEC)
+    )
+    assert other.verdict() is Resume.REFUSE
+    assert book.name(SERVER, "ticket", b"v" * 120) is None
+
+
 def test_a_real_server_without_a_name_callback_issues_nameless_sessions(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: pathlib.Path
 ) -> None:
