@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import logging
 import shutil
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +17,8 @@ import pytest
 
 from schoolgate.banks.model import BankError, SignalInput, SignalType
 from schoolgate.banks.store import BankStore
-from schoolgate.trust.publish import FOLDER, INDEX, publish
+from schoolgate.files import exclusive_lock
+from schoolgate.trust.publish import FOLDER, INDEX, LOCK, publish
 from schoolgate.trust.replica import Replica
 from schoolgate.trust.settings import Subscription
 from schoolgate.trust.subscribe import sync
@@ -289,3 +292,43 @@ def test_a_clash_with_another_subscription_names_it(trust: Trust, tmp_path: Path
     assert state is not None
     assert state.withheld == ("trust-incidents",)
     assert "trust-incidents is subscription trust's" in state.last_error
+
+
+# -- a38 B12: two publications at once into one folder -------------------------------------------
+
+
+def test_a_publication_waits_for_one_running_into_the_same_folder(trust: Trust) -> None:
+    """a38 B12: three runs at once (the timer and an operator) wrote three indexes of one
+    version; a gateway that fetched the first refused the folder as a fork from then on."""
+    first = trust.publish()
+    held = threading.Event()
+
+    def hold_the_lock() -> None:
+        with exclusive_lock(trust.out / LOCK, wait_s=0):
+            held.set()
+            time.sleep(0.4)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert held.wait(5)
+    started = time.monotonic()
+    second = trust.publish()  # the clock stands still: a version of its own all the same
+    holder.join()
+    assert time.monotonic() - started >= 0.3  # it waited for the lock
+    assert second > first
+    assert trust.sync() == "updated"
+    _add(trust.central, "two")
+    assert trust.publish() > second
+    assert trust.sync() == "updated"
+    assert trust.blocked("two")
+
+
+def test_a_publication_that_cannot_get_the_folder_says_who_holds_it(trust: Trust) -> None:
+    first = trust.publish()
+    busy = r"another `schoolgate banks publish`.*publish\.lock"
+    with exclusive_lock(trust.out / LOCK, wait_s=0), pytest.raises(BankError, match=busy):
+        publish(trust.central, trust.out, trust.key, channel="trust", publisher="Test Trust",
+                banks=("trust-incidents",), clock=trust.clock, lock_wait_s=0.2)  # fmt: skip
+    assert trust.sync() == "updated"
+    assert Replica(trust.gateway).state("trust").version == first  # type: ignore[union-attr]
+    assert not (trust.out / LOCK).read_bytes()  # an empty file: nothing for a web server to leak

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -24,3 +27,27 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         raise
+
+
+class LockBusy(Exception):
+    """Another process holds the lock for longer than we were willing to wait."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, wait_s: float, poll_s: float = 0.1) -> Iterator[None]:
+    """Hold an advisory lock on `path` (created if missing) for the block, waiting up to `wait_s`
+    for another holder. The kernel drops it when the holder exits, also when it is killed."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockBusy(str(path)) from None
+                time.sleep(poll_s)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schoolgate.banks.model import BankError, SignalInput
 from schoolgate.banks.store import BankStore
+from schoolgate.files import LockBusy, exclusive_lock
 from schoolgate.trust.bundle import (
     FUTURE_S,
     HISTORY,
@@ -46,6 +47,8 @@ from schoolgate.trust.bundle import (
 INDEX: Final = "index.sgb"
 FOLDER: Final = "folder.id"
 KEEP: Final = 10
+LOCK: Final = ".publish.lock"  # held for a whole publication; never served (no .sgb)
+LOCK_WAIT_S: Final = 120.0  # a large bank takes seconds to publish, not minutes
 SKEW_S: Final = 60.0  # a folder's last version this far ahead of the clock is worth a warning
 _FULL = re.compile(r"full-(\d+)\.sgb")
 _MADE: Final = "published "  # + a folder's id, in the bank database's meta table: its version
@@ -135,10 +138,45 @@ def publish(
     reset_version: bool = False,
     adopt_folder: bool = False,
     clock: Callable[[], float] = time.time,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> Publication:
+    """Publish the named banks into `out`. One publication at a time per folder: two runs at
+    once (the timer and an operator) read the same last version and wrote two indexes of one
+    version, and a gateway that fetched the first refused the folder as a fork from then on
+    (adversarial pass a38 B12)."""
     if not channel.strip():
         raise BankError("name the publication's channel (--channel): gateways pin it")
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(out / LOCK, wait_s=lock_wait_s):
+            return _publish(
+                store, out, key, publisher=publisher, channel=channel, banks=banks, drop=drop,
+                note=note, with_features=with_features, keep=keep,
+                reset_version=reset_version, adopt_folder=adopt_folder, clock=clock,
+            )  # fmt: skip
+    except LockBusy:
+        raise BankError(
+            f"another `schoolgate banks publish` has been writing into {out} for over "
+            f"{lock_wait_s:.0f} s (its lock: {out / LOCK}); try again when it has finished"
+        ) from None
+
+
+def _publish(
+    store: BankStore,
+    out: Path,
+    key: Ed25519PrivateKey,
+    *,
+    publisher: str,
+    channel: str,
+    banks: Iterable[str],
+    drop: Iterable[str],
+    note: str,
+    with_features: bool,
+    keep: int,
+    reset_version: bool,
+    adopt_folder: bool,
+    clock: Callable[[], float],
+) -> Publication:
     now = clock()
     banks = list(banks)
     earlier = _earlier_snapshots(out, key)
@@ -172,7 +210,25 @@ def publish(
     with store.write() as cur:
         cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_MADE + folder, version))
     counts = {n: len(c.signals) for n, c in contents.items()}
+    if not with_features:
+        warnings = (*warnings, *_features_left_out(store, banks))
     return Publication(version, tuple(written), counts, warnings, folder)
+
+
+def _features_left_out(store: BankStore, banks: list[str]) -> tuple[str, ...]:
+    """Hashes alone match exact and near-identical copies; the robust tier's feature sets are
+    what match a cropped, turned or stickered copy, and a hashes-only publication leaves them
+    here: the central box blocks such copies and the schools do not (a38 T1)."""
+    held = store.feature_counts()
+    left = {name: held[name] for name in banks if held.get(name)}
+    if not left:
+        return ()
+    counts = ", ".join(f"{name}: {count}" for name, count in sorted(left.items()))
+    return (
+        f"feature sets not published ({counts} items): gateways match these banks' exact and "
+        "near-identical copies only, not cropped, turned or stickered ones; publish with "
+        "--with-features where the trust has decided to share them (docs/trust.md)",
+    )
 
 
 def lineage(last: Bundle | None, version: int) -> dict[int, str]:
