@@ -44,6 +44,54 @@ def test_a_subscription_bank_deleted_here_is_refilled_at_the_next_sync(trust: Tr
     assert trust.sync() == "current"  # and then nothing more to do
 
 
+def _alter_in_place(trust: Trust) -> None:
+    """a39 F1: each of the bank's hashes changed in place (`UPDATE signals SET value = ...`):
+    the bank holds as many rows as its version put there, none of which matches."""
+    with sqlite3.connect(trust.gateway.path) as db:
+        rows = db.execute("SELECT id, value FROM signals").fetchall()
+        db.executemany("UPDATE signals SET value = ? WHERE id = ?",
+                       [(bytes(b ^ 0xFF for b in value), id_) for id_, value in rows])  # fmt: skip
+
+
+def test_a_subscription_bank_altered_in_place_is_made_whole_at_the_next_sync(
+    trust: Trust,
+) -> None:
+    version = trust.publish()
+    assert trust.sync() == "updated"
+    _alter_in_place(trust)
+    assert not trust.blocked("one")
+    trust.fetched.clear()
+    assert trust.sync() == "updated"
+    assert trust.fetched == [INDEX, f"full-{version}.sgb"]
+    assert trust.blocked("one")
+    assert trust.sync() == "current"
+
+
+def test_a_delta_is_not_applied_onto_a_subscription_bank_altered_in_place(trust: Trust) -> None:
+    trust.publish()
+    assert trust.sync() == "updated"
+    _alter_in_place(trust)
+    _add(trust, "two")
+    second = trust.publish()
+    trust.fetched.clear()
+    assert trust.sync() == "updated"
+    assert trust.fetched == [INDEX, f"full-{second}.sgb"]
+    assert trust.blocked("one")
+    assert trust.blocked("two")
+
+
+def test_a_version_applied_before_fingerprints_is_checked_by_count(trust: Trust) -> None:
+    """A gateway upgraded in place holds counts, not fingerprints, until its next version."""
+    trust.publish()
+    assert trust.sync() == "updated"
+    with sqlite3.connect(trust.gateway.path) as db:
+        db.execute("""UPDATE subscriptions SET counts = '{"trust-incidents": 1}'""")
+    assert trust.sync() == "current"  # one row, as recorded
+    with sqlite3.connect(trust.gateway.path) as db:
+        db.execute("""UPDATE subscriptions SET counts = '{"trust-incidents": 2}'""")
+    assert trust.sync() == "updated"  # the count differs: the full snapshot again
+
+
 def test_a_delta_is_not_applied_onto_a_subscription_bank_cut_here(trust: Trust) -> None:
     """A delta carries only what changed: applied onto a cleared bank, it left the bank with
     the new hashes only."""

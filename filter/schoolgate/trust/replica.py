@@ -10,6 +10,7 @@ does not hold back the rest of its banks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -46,16 +47,24 @@ _FOLDER = "ALTER TABLE subscriptions ADD COLUMN folder TEXT NOT NULL DEFAULT ''"
 # is asking but getting nothing shows (adversarial pass a30, monitoring).
 _SYNCED = "ALTER TABLE subscriptions ADD COLUMN synced_at REAL"
 _FAILURES = "ALTER TABLE subscriptions ADD COLUMN fetch_failures INTEGER NOT NULL DEFAULT 0"
-# What each owned bank held (hashes and feature sets) when a version was applied: a bank
-# emptied or cut here since (`hashes remove --all`) no longer matches its version, and the next
-# sync takes the full snapshot again instead of calling it current (adversarial pass a35 F1).
+# What each owned bank held (a fingerprint of its hashes and feature sets) when a version was
+# applied: a bank emptied or cut here since (`hashes remove --all`, a35 F1), or with rows changed
+# in place (a39 F1: the count stayed, the picture no longer matched), no longer matches its
+# version, and the next sync takes the full snapshot again instead of calling it current.
+# Databases from before fingerprints hold counts; the next version applied records both.
 _COUNTS = "ALTER TABLE subscriptions ADD COLUMN counts TEXT NOT NULL DEFAULT '{}'"
 # The id of the publication applied (trust.publish.lineage): a later index whose lineage does
 # not hold it comes from a fork of the folder (adversarial pass a35 F3).
 _LINK = "ALTER TABLE subscriptions ADD COLUMN link TEXT NOT NULL DEFAULT ''"
-_COUNT = (
-    "SELECT (SELECT count(*) FROM signals WHERE bank_id = banks.id) + "
-    "(SELECT count(*) FROM features WHERE bank_id = banks.id) FROM banks WHERE name = ?"
+# Every row of a bank that decides a match, in a fixed order: a bank's fingerprint.
+_SIGNAL_ROWS = (
+    "SELECT s.signal_type, s.value, s.quality, s.content_id, s.frame FROM signals s "
+    "JOIN banks b ON b.id = s.bank_id WHERE b.name = ? "
+    "ORDER BY s.signal_type, s.value, s.content_id, s.frame"
+)
+_FEATURE_ROWS = (
+    "SELECT f.content_id, f.view, f.kind, f.data FROM features f "
+    "JOIN banks b ON b.id = f.bank_id WHERE b.name = ? ORDER BY f.content_id, f.view, f.kind"
 )
 
 
@@ -153,11 +162,11 @@ class Replica:
         current = self.state(name)
         if current is None:
             return ()
-        recorded = _recorded_counts(self.store, name)
+        recorded = _recorded_fingerprints(self.store, name)
         return tuple(
             bank
             for bank in current.banks
-            if bank in recorded and _count(self.store.read(_COUNT, (bank,))) != recorded[bank]
+            if bank in recorded and not _same(recorded[bank], _fingerprint(self.store.read, bank))
         )
 
     def reset(self, name: str) -> bool:
@@ -231,7 +240,7 @@ class Replica:
                     _write_bank(self.store, cur, bank, content, name, bundle.version, now)
                 banks = (owned - set(bundle.removed_banks)) | set(named)
             self._ensure(cur, name)
-            counts = {bank: _count(cur.execute(_COUNT, (bank,)).fetchall()) for bank in banks}
+            counts = {bank: _fingerprint(_reader(cur), bank) for bank in banks}
             cur.execute(
                 "UPDATE subscriptions SET version = ?, published_at = ?, applied_at = ?, "
                 "checked_at = ?, synced_at = ?, banks = ?, last_error = '', withheld = ?, "
@@ -298,18 +307,43 @@ def read_states(store: BankStore) -> list[Applied]:
     return states
 
 
-def _count(rows: list[Any]) -> int:
-    """A bank's hashes and feature sets, from a _COUNT query; -1 where the bank is gone."""
-    return int(rows[0][0]) if rows else -1
+def _reader(cur: sqlite3.Cursor) -> Callable[[str, tuple[Any, ...]], list[Any]]:
+    return lambda sql, params: cur.execute(sql, params).fetchall()
 
 
-def _recorded_counts(store: BankStore, name: str) -> dict[str, int]:
+def _fingerprint(read: Callable[[str, tuple[Any, ...]], list[Any]], bank: str) -> str:
+    """`COUNT:SHA256` over every row of `bank` that decides a match ("-1:" where the bank is
+    gone). Each field is written with its length, so no two row sets hash alike."""
+    digest = hashlib.sha256()
+    count = 0
+    for query in (_SIGNAL_ROWS, _FEATURE_ROWS):
+        for row in read(query, (bank,)):
+            count += 1
+            for field in row:
+                raw = field if isinstance(field, bytes) else str(field).encode()
+                digest.update(len(raw).to_bytes(8, "big") + raw)
+        digest.update(b"|")
+    if count == 0 and not read("SELECT 1 FROM banks WHERE name = ?", (bank,)):
+        return "-1:"
+    return f"{count}:{digest.hexdigest()}"
+
+
+def _same(recorded: str | int, now: str) -> bool:
+    """A recorded count (a database from before fingerprints) compares by count alone."""
+    if isinstance(recorded, int):
+        return now.split(":", 1)[0] == str(recorded)
+    return recorded == now
+
+
+def _recorded_fingerprints(store: BankStore, name: str) -> dict[str, str | int]:
     """What subscription `name`'s banks held when its version was applied ({} before any)."""
     try:
         rows = store.read("SELECT counts FROM subscriptions WHERE name = ?", (name,))
     except BankError:
         return {}
-    return {str(k): int(v) for k, v in json.loads(rows[0][0]).items()} if rows else {}
+    if not rows:
+        return {}
+    return {str(k): v if isinstance(v, str) else int(v) for k, v in json.loads(rows[0][0]).items()}
 
 
 def _write_bank(

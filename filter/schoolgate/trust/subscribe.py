@@ -150,10 +150,10 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
     again = bool(withheld) and have == index.version and replica.clash_cleared(subscription.name)
     drifted = replica.drifted(subscription.name)
     if drifted:
-        # A bank cleared or cut here since its version was applied: the version alone would
-        # call it current, and a delta would apply onto what is left (a35 F1).
+        # A bank cleared, cut or changed here since its version was applied: the version alone
+        # would call it current, and a delta would apply onto what is left (a35 F1, a39 F1).
         log.warning("schoolgate banks: subscription %s: bank(s) %s no longer hold what version "
-                    "%s brought (removed on this gateway?); fetching the full snapshot",
+                    "%s brought (removed or changed on this gateway?); fetching the full snapshot",
                     subscription.name, ", ".join(drifted), have)  # fmt: skip
         again = have == index.version
     if have == index.version and not again:
