@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from schoolgate.pipeline.audit import AuditLog, read_records
 from schoolgate.pipeline.settings import AuditConfig
@@ -60,3 +64,44 @@ def test_unwritable_log_counts_lost_lines_instead_of_raising(tmp_path: Path) -> 
         log.record(_verdict(n))
     assert log.lost_records == 5
     log.close()
+
+
+def test_a_line_cut_by_a_full_disk_is_taken_back_and_the_next_one_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a39 F2: on a full disk part of a line reached the file, and the next decision, written
+    once the disk had room again, was glued onto it: two records unreadable."""
+    path = tmp_path / "decisions.jsonl"
+    log = AuditLog(AuditConfig(path=path))
+    first, cut, after = _verdict(1), _verdict(2), _verdict(3)
+    log.record(first)
+    real_write = os.write
+    calls = []
+
+    def full_disk(fd: int, data: bytes) -> int:  # what the kernel does as the disk fills
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, data[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    log.record(cut)
+    monkeypatch.setattr(os, "write", real_write)
+    assert log.lost_records == 1
+    log.record(after)
+    log.close()
+    assert [r["id"] for r in read_records(path)] == [first.id, after.id]
+
+
+def test_a_fragment_left_at_the_end_of_the_log_stays_one_damaged_line(tmp_path: Path) -> None:
+    """A crash (or a writer that could not take its fragment back) leaves part of a line: the
+    next record starts a line of its own."""
+    path = tmp_path / "decisions.jsonl"
+    path.write_bytes(b'{"event": "decision", "id": "cut sho')
+    log = AuditLog(AuditConfig(path=path))
+    verdict = _verdict()
+    log.record(verdict)
+    log.close()
+    lines = path.read_text().splitlines()
+    assert lines[0] == '{"event": "decision", "id": "cut sho'
+    assert json.loads(lines[1])["id"] == verdict.id
