@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ import pytest
 
 from schoolgate.alerts.model import Alert, AlertDetails
 from schoolgate.alerts.outbox import DEAD, DELIVERED, PENDING, AlertOutbox, OutboxStats
+from schoolgate.alerts.outbox_schema import SCHEMA
 from schoolgate.alerts.receivers import CONNECTION_ERROR, Attempt
 from schoolgate.alerts.receivers import DELIVERED as OK
 from schoolgate.alerts.sender import AlertSender, RetryPolicy
@@ -405,3 +407,47 @@ def test_a_slow_receivers_batch_does_not_send_twice_what_another_sender_took(
         AlertSender(outbox, [slow], RetryPolicy(10, 900, 3600)).deliver_due()
         assert all(alert.state == DELIVERED for alert in map(outbox.get, ids) if alert)
     assert sorted(got) == sorted(ids), "each alert once"
+
+
+def test_alerts_retry_leaves_what_another_sender_is_sending(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """a39 F3: `alerts retry` made every pending delivery due now, also those the proxy (or
+    another `alerts retry`) had claimed and was sending: they were claimed and sent again."""
+    path = tmp_path / "alerts.sqlite"
+    with outbox_at(path, clock) as proxy, outbox_at(path, clock) as cli:
+        proxy.enqueue(details(), "v1")
+        (claim,) = proxy.claim(lease_s=65)  # the proxy's POST is on its way
+        assert cli.retry() == 1  # the alert is pending, so it is listed ...
+        assert cli.claim(lease_s=65) == []  # ... but its delivery is the proxy's
+        proxy.delivered(claim.alert.id, "hook")
+        assert cli.retry() == 0  # delivered: nothing to retry
+        assert cli.claim(lease_s=65) == []
+
+
+def test_alerts_retry_takes_a_lapsed_lease_and_a_back_off_wait(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "alerts.sqlite"
+    with outbox_at(path, clock) as proxy, outbox_at(path, clock) as cli:
+        first = proxy.enqueue(details(), "v1").alert_id
+        second = proxy.enqueue(details(sha256=SHA_B), "v2").alert_id
+        claims = {c.alert.id: c for c in proxy.claim(lease_s=65)}
+        # the first failed and waits out its back-off; the second's sender was killed
+        proxy.failed(first, "hook", "http_5xx", "503", next_at=clock() + 600)
+        clock.advance(70)
+        assert cli.retry() == 2
+        assert {c.alert.id for c in cli.claim(lease_s=65)} == {first, second}
+        assert claims[second].lease_until < clock()
+
+
+def test_an_outbox_from_before_leases_gains_the_column(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "alerts.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA.replace("    leased_until REAL,\n", ""))
+        db.execute("INSERT INTO meta VALUES ('schema', 1)")
+    with outbox_at(path, clock) as outbox:
+        outbox.enqueue(details(), "v1")
+        assert len(outbox.claim(lease_s=65)) == 1
+        assert outbox.retry() == 1
+        assert outbox.claim(lease_s=65) == []  # the lease is honoured

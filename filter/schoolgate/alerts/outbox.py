@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from schoolgate.alerts.model import KIND_DECISION, Alert, AlertDetails, dedup_key
+from schoolgate.alerts.outbox_schema import LEASE_COLUMN
 from schoolgate.alerts.outbox_schema import SCHEMA as _SCHEMA
 from schoolgate.alerts.outbox_schema import Claim as Claim
 from schoolgate.alerts.outbox_schema import Enqueued as Enqueued
@@ -72,6 +73,9 @@ class AlertOutbox:
             with self._transaction() as cur:
                 apply_schema(cur, _SCHEMA, SCHEMA_VERSION, what="outbox", path=self.path,
                              error=OutboxError)  # fmt: skip
+                columns = {row[1] for row in cur.execute("PRAGMA table_info(deliveries)")}
+                if "leased_until" not in columns:
+                    cur.execute(LEASE_COLUMN)
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open the alert outbox {self.path}: {exc}") from exc
 
@@ -211,15 +215,16 @@ class AlertOutbox:
                     ).fetchone()
                     if delivery is None:
                         cur.execute(
-                            "INSERT INTO deliveries (alert_id, receiver, state, next_at) "
-                            "VALUES (?, ?, ?, ?)",
-                            (alert.id, receiver, PENDING, now + lease_s),
+                            "INSERT INTO deliveries (alert_id, receiver, state, next_at, "
+                            "leased_until) VALUES (?, ?, ?, ?, ?)",
+                            (alert.id, receiver, PENDING, now + lease_s, now + lease_s),
                         )
                         attempts = 0
                     elif delivery[0] == PENDING and delivery[2] <= now:
                         cur.execute(
-                            "UPDATE deliveries SET next_at = ? WHERE alert_id = ? AND receiver = ?",
-                            (now + lease_s, alert.id, receiver),
+                            "UPDATE deliveries SET next_at = ?, leased_until = ? "
+                            "WHERE alert_id = ? AND receiver = ?",
+                            (now + lease_s, now + lease_s, alert.id, receiver),
                         )
                         attempts = delivery[1]
                     else:
@@ -235,9 +240,10 @@ class AlertOutbox:
         slow receiver's batch outlived it while `alerts retry` ran: it would be sent twice)."""
         now = self.clock()
         with self._transaction() as cur:
-            cur.execute("UPDATE deliveries SET next_at = ? WHERE alert_id = ? AND receiver = ? "
-                        "AND state = ? AND next_at = ?", (now + lease_s, claim.alert.id,
-                        claim.receiver, PENDING, claim.lease_until))  # fmt: skip
+            cur.execute("UPDATE deliveries SET next_at = ?, leased_until = ? WHERE alert_id = ? "
+                        "AND receiver = ? AND state = ? AND next_at = ?", (now + lease_s,
+                        now + lease_s, claim.alert.id, claim.receiver, PENDING,
+                        claim.lease_until))  # fmt: skip
             kept = cur.rowcount == 1
         return replace(claim, lease_until=now + lease_s) if kept else None
 
@@ -259,7 +265,7 @@ class AlertOutbox:
         with self._transaction() as cur:
             cur.execute(
                 "UPDATE deliveries SET state = ?, last_outcome = ?, last_error = NULL, "
-                "finished_at = ? WHERE alert_id = ? AND receiver = ?",
+                "finished_at = ?, leased_until = NULL WHERE alert_id = ? AND receiver = ?",
                 (DELIVERED, outcome, now, alert_id, receiver),
             )
             self._settle(cur, alert_id, now, wanted)
@@ -279,7 +285,8 @@ class AlertOutbox:
         with self._transaction() as cur:
             cur.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, last_outcome = ?, last_error = ?, "
-                "state = ?, next_at = ?, finished_at = ? WHERE alert_id = ? AND receiver = ?",
+                "state = ?, next_at = ?, finished_at = ?, leased_until = NULL "
+                "WHERE alert_id = ? AND receiver = ?",
                 (
                     outcome,
                     error[:500],
@@ -367,7 +374,10 @@ class AlertOutbox:
             return sum(self._reopen(cur, alert_id, (receiver,), now) for alert_id in ids)
 
     def retry(self, alert_ids: Sequence[str] = ()) -> int:
-        """Dead or pending alerts (all, or these ids) back to due now, their age clock restarted."""
+        """Dead or pending alerts (all, or these ids) back to due now, their age clock restarted.
+        A delivery another sender holds (the proxy, another `alerts retry`) is left to it: made
+        due again, it was claimed and sent a second time while the first was on its way
+        (adversarial pass a39 F3: 9 duplicates of 5 alerts)."""
         now = self.clock()
         where = "state IN (?, ?)"
         params: list[object] = [PENDING, DEAD]
@@ -384,8 +394,9 @@ class AlertOutbox:
                 )
                 cur.execute(
                     "UPDATE deliveries SET state = ?, next_at = ?, finished_at = NULL "
-                    "WHERE alert_id = ? AND state IN (?, ?)",
-                    (PENDING, now, alert_id, PENDING, DEAD),
+                    "WHERE alert_id = ? AND (state = ? OR (state = ? AND "
+                    "(leased_until IS NULL OR leased_until <= ?)))",
+                    (PENDING, now, alert_id, DEAD, PENDING, now),
                 )
         return len(ids)
 

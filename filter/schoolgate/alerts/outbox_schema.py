@@ -36,9 +36,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_outcome TEXT,
     last_error TEXT,
     finished_at REAL,
+    leased_until REAL,
     PRIMARY KEY (alert_id, receiver)
 );
 """
+# Outboxes made before leases were told apart from back-off waits: added when opened. Older
+# schoolgates ignore the column, so the schema version stays.
+LEASE_COLUMN = "ALTER TABLE deliveries ADD COLUMN leased_until REAL"
 
 
 @dataclass(frozen=True)
