@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
+from schoolgate.alerts.model import AlertDetails
 from schoolgate.alerts.outbox import OutboxError
 from schoolgate.alerts.service import AlertService
 from schoolgate.alerts.spool import AlertSpool
@@ -140,3 +142,26 @@ def test_an_alert_no_spool_takes_is_held_and_said_loudly(
             service.record(second)
             service.close()
     assert f"ALERTS LOST at exit, held only in memory: decisions {second.id}" in caplog.text
+
+
+def test_a_spool_line_the_disk_cut_short_does_not_take_the_next_one_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first write falls short on a full disk; the alert spooled next, once there is
+    room, was glued onto the fragment and skipped as a damaged line when read back."""
+    spool = AlertSpool([tmp_path / "alerts.sqlite.spool.jsonl"])
+    real_write = os.write
+    cut = [True]
+
+    def filling(fd: int, data: bytes) -> int:
+        if cut[0]:
+            cut[0] = False
+            real_write(fd, data[:40])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", filling)
+    first = AlertDetails.from_verdict(make_verdict(), "School")
+    assert spool.add(first, "decision-1") is None  # not spooled: held in memory
+    assert spool.add(first, "decision-2") is not None
+    assert [audit_id for _, audit_id in spool] == ["decision-2"]

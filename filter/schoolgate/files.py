@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -51,3 +52,24 @@ def exclusive_lock(path: Path, *, wait_s: float, poll_s: float = 0.1) -> Iterato
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def append_line(fd: int, line: bytes) -> None:
+    """Append `line` to the file open (O_APPEND) on `fd`, whole or not at all. A fragment that
+    an earlier failure (or a crash) left at the end of the file is ended first, so it stays one
+    damaged line and this one is readable."""
+    before = os.fstat(fd).st_size
+    if before and os.pread(fd, 1, before - 1) != b"\n":
+        line = b"\n" + line
+    written = 0
+    try:
+        while written < len(line):
+            count = os.write(fd, line[written:])
+            if count <= 0:
+                raise OSError(errno.ENOSPC, "short write")
+            written += count
+    except OSError:
+        if written and os.fstat(fd).st_size == before + written:  # nobody appended after it
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, before)
+        raise

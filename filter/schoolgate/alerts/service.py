@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from schoolgate.alerts import relocation
 from schoolgate.alerts.model import AlertDetails, AlertRule
 from schoolgate.alerts.outbox import AlertOutbox, Enqueued, OutboxError
 from schoolgate.alerts.receivers import EmailReceiver, Receiver, WebhookReceiver
@@ -43,7 +44,15 @@ def build_receivers(config: AlertsConfig, tz: ZoneInfo) -> list[Receiver]:
 
 
 def open_outbox(config: AlertsConfig) -> AlertOutbox:
-    return AlertOutbox(config.outbox, config.channel_names, dedup_window_s=config.dedup_window_s)
+    """The configured outbox, with the undelivered alerts of the one used before if the
+    configuration moved it (alerts.relocation). A move that fails is logged, never fatal."""
+    outbox = AlertOutbox(config.outbox, config.channel_names, dedup_window_s=config.dedup_window_s)
+    if config.data_dir is not None:
+        try:
+            relocation.follow(config.outbox, config.data_dir)
+        except relocation.MoveError as exc:
+            log.critical("ALERTS STRANDED: %s", exc)
+    return outbox
 
 
 def build_sender(

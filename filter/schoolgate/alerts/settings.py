@@ -74,6 +74,8 @@ class AlertsConfig:
     failure_blocks: bool = False
     # The DSL's console (console.base_url): alerts link to the incident there when set.
     console_url: str | None = None
+    # Where the outbox last used is recorded (alerts.relocation); None: not followed (tests).
+    data_dir: Path | None = None
 
     @property
     def channel_names(self) -> tuple[str, ...]:
@@ -126,6 +128,7 @@ def parse_alerts(node: Node, data_dir: Path) -> AlertsConfig:
         retry_max_s=maximum,
         dead_after_s=node.child("dead_after_s").number(defaults.dead_after_s, minimum=1),
         failure_blocks=node.child("failure_blocks").flag(defaults.failure_blocks),
+        data_dir=data_dir,
     )
 
 

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 from schoolgate.alerts.model import AlertDetails
+from schoolgate.files import append_line
 
 log = logging.getLogger("schoolgate.alerts")
 
@@ -63,11 +64,11 @@ class AlertSpool:
 
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # 0600: an alert names a pupil's device; O_APPEND: one write is one whole line.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # 0600: an alert names a pupil's device. A line the disk cuts short is taken back: left,
+        # the next alert spooled would be glued onto it and skipped as damaged when read back.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            if os.write(fd, data) != len(data):
-                raise OSError(f"short write to {path}")
+            append_line(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from schoolgate.alerts import relocation
 from schoolgate.alerts.cli import add_commands as add_alert_commands
 from schoolgate.cli import ca, hashes, nft, scan, sniff
 from schoolgate.cli.common import EXIT_ERROR, EXIT_OK, Subcommands, config_from
@@ -87,6 +88,9 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"{config.source}: OK")
         for advice in unpinned(config.banks.subscriptions):  # a35 F2: trust on first use
             print(f"note: {advice}")
+        if config.alerts.data_dir is not None:
+            for advice in relocation.notes(config.alerts.outbox, config.alerts.data_dir):
+                print(f"note: {advice}")
     return EXIT_OK
 
 

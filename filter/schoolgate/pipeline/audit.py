@@ -6,17 +6,15 @@ or a removed directory costs log lines (counted in `lost_records`), not decision
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import logging.handlers
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from schoolgate.files import append_line
 from schoolgate.pipeline.settings import AuditConfig
 from schoolgate.pipeline.verdict import Verdict
 
@@ -54,27 +52,6 @@ class _CountingHandlerMixin(logging.handlers.BaseRotatingHandler):
             append_line(self.stream.fileno(), (self.format(record) + "\n").encode("utf-8"))
         except Exception:
             self.handleError(record)
-
-
-def append_line(fd: int, line: bytes) -> None:
-    """Append `line` to the file open (O_APPEND) on `fd`, whole or not at all. A fragment that
-    an earlier failure (or a crash) left at the end of the file is ended first, so it stays one
-    damaged line and this one is readable."""
-    before = os.fstat(fd).st_size
-    if before and os.pread(fd, 1, before - 1) != b"\n":
-        line = b"\n" + line
-    written = 0
-    try:
-        while written < len(line):
-            count = os.write(fd, line[written:])
-            if count <= 0:
-                raise OSError(errno.ENOSPC, "short write")
-            written += count
-    except OSError:
-        if written and os.fstat(fd).st_size == before + written:  # nobody appended after it
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, before)
-        raise
 
 
 class _DailyHandler(_CountingHandlerMixin, logging.handlers.TimedRotatingFileHandler):
