@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from schoolgate.alerts import relocation
+from schoolgate.alerts.coverage import routing_notes
 from schoolgate.alerts.model import AlertDetails, AlertRule
 from schoolgate.alerts.outbox import AlertOutbox, Enqueued, OutboxError
 from schoolgate.alerts.receivers import EmailReceiver, Receiver, WebhookReceiver
@@ -108,6 +109,8 @@ class AlertService:
         outbox = open_outbox(alerts)
         sender = build_sender(alerts, outbox, config.policy.timezone, on_attempt=on_attempt)
         rule = AlertRule(alerts, config.policy)
+        for note in routing_notes(alerts, config.policy):  # at every start and reload
+            log.warning("alert routing: %s", note)
         # The audit log's folder may be another filesystem than the outbox's.
         spool = AlertSpool(spool_paths(alerts.outbox, config.audit.path.parent))
         return cls(alerts, rule, outbox, sender, config.proxy.school_name, spool)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from schoolgate.alerts import relocation
 from schoolgate.alerts.cli import add_commands as add_alert_commands
+from schoolgate.alerts.coverage import routing_notes
 from schoolgate.cli import ca, hashes, nft, scan, sniff
 from schoolgate.cli.common import EXIT_ERROR, EXIT_OK, Subcommands, config_from
 from schoolgate.config import as_dict, load_config
@@ -87,6 +88,8 @@ def _check_config(args: argparse.Namespace) -> int:
     else:
         print(f"{config.source}: OK")
         for advice in unpinned(config.banks.subscriptions):  # a35 F2: trust on first use
+            print(f"note: {advice}")
+        for advice in routing_notes(config.alerts, config.policy):  # a38 A22
             print(f"note: {advice}")
         if config.alerts.data_dir is not None:
             for advice in relocation.notes(config.alerts.outbox, config.alerts.data_dir):
