@@ -204,6 +204,70 @@ def test_retry_revives_dead_alerts_with_a_fresh_age(tmp_path: Path, clock: FakeC
     assert alert.state == DELIVERED
 
 
+def test_a_receiver_that_answers_again_gets_its_dead_letters(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """a38 A17: a DSL's webhook broken over a half-term week dead-lettered every alert of it,
+    and nothing sent them once it was mended, not even when it took new alerts again."""
+    down = ScriptedReceiver("hook", [CONNECTION_ERROR] * 2)
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        sender = AlertSender(outbox, [down], RetryPolicy(10, 900, 5), rng=lambda: 0.0)
+        old = outbox.enqueue(details(), "v1").alert_id
+        sender.deliver_due()
+        clock.advance(10)
+        assert sender.deliver_due()[0].dead
+        clock.advance(3600)  # mended; the next alert finds it answering
+        new = outbox.enqueue(details(sha256=SHA_B), "v2").alert_id
+        sender.deliver_due()  # the pass's next round takes what was re-driven
+        assert [a.id for a in down.delivered] == [new, old]
+        assert outbox.get(old).state == DELIVERED  # type: ignore[union-attr]
+        # once: further deliveries do not look again until it fails again
+        outbox.enqueue(details(sha256="c" * 64), "v3")
+        sender.deliver_due()
+        assert len(down.delivered) == 3
+
+
+def test_a_sender_started_after_the_receiver_was_mended_redrives_too(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "a.sqlite"
+    with outbox_at(path, clock) as outbox:
+        down = ScriptedReceiver("hook", [CONNECTION_ERROR] * 2)
+        sender = AlertSender(outbox, [down], RetryPolicy(10, 900, 5), rng=lambda: 0.0)
+        dead = outbox.enqueue(details(), "v1").alert_id
+        sender.deliver_due()
+        clock.advance(10)
+        assert sender.deliver_due()[0].dead
+    with outbox_at(path, clock) as restarted:
+        mended = ScriptedReceiver("hook")
+        sender = AlertSender(restarted, [mended], RetryPolicy(10, 900, 5))
+        restarted.enqueue(details(sha256=SHA_B), "v2")
+        sender.deliver_due()
+    assert dead in [a.id for a in mended.delivered]
+
+
+def test_only_what_its_groups_take_is_redriven_to_a_receiver(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """North's DSL mended: south's dead letters stay dead (south's webhook is still broken)."""
+    north = ScriptedReceiver("north", [CONNECTION_ERROR] * 2, groups=("staff",))
+    south = ScriptedReceiver("south", [CONNECTION_ERROR] * 9, groups=("students",))
+    with outbox_at(tmp_path / "a.sqlite", clock, channels=("north", "south")) as outbox:
+        sender = AlertSender(outbox, [north, south], RetryPolicy(10, 900, 5), rng=lambda: 0.0)
+        staff = outbox.enqueue(replace(details(), group="staff"), "v1").alert_id
+        pupil = outbox.enqueue(replace(details(sha256=SHA_B), group="students"), "v2").alert_id
+        sender.deliver_due()
+        clock.advance(10)
+        sender.deliver_due()
+        assert {a.id for a in outbox.list(state=DEAD)} == {staff, pupil}
+        clock.advance(3600)
+        fresh = outbox.enqueue(replace(details(sha256="c" * 64), group="staff"), "v3").alert_id
+        sender.deliver_due()
+        assert [a.id for a in north.delivered] == [fresh, staff]
+        assert [a.id for a in outbox.list(state=DEAD)] == [pupil]
+    assert south.delivered == []
+
+
 def test_a_delivery_claimed_by_a_killed_sender_comes_due_after_its_lease(
     tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -3,7 +3,7 @@
 Retries back off exponentially (base, doubling, capped) with jitter, for as long as
 `dead_after_s` allows counted from the alert's creation (or its last manual retry); after that
 the delivery is dead-lettered, logged loudly, and shown by `schoolgate alerts list --state dead`
-until `schoolgate alerts retry` re-drives it. Runs in the background in `schoolgate run`, or one
+until `schoolgate alerts retry` re-drives it, or the receiver answers again. Runs in the background in `schoolgate run`, or one
 pass at a time (`deliver_due`) from the command line.
 
 In the background every receiver has its own worker thread and claims only its own deliveries,
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from schoolgate.alerts.model import Alert
-from schoolgate.alerts.outbox import AlertOutbox, Claim
+from schoolgate.alerts.outbox import DEAD, AlertOutbox, Claim
 from schoolgate.alerts.receivers import NOT_ROUTED, Attempt, Receiver, routed
 
 log = logging.getLogger("schoolgate.alerts")
@@ -30,6 +30,8 @@ log = logging.getLogger("schoolgate.alerts")
 # Called as on_attempt(receiver_name, outcome) after every attempt; outcome is one of
 # receivers.OUTCOMES. The seam for metrics.
 AttemptHook = Callable[[str, str], None]
+
+REDRIVE_MAX = 5_000  # dead letters re-driven at once when a receiver answers again
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class AlertSender:
         self._wakes = {name: threading.Event() for name in ["", *self.receivers]}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Receivers that answered since their last failure (or since this sender started), and
+        # whose dead letters were therefore re-driven (_redrive).
+        self._answering: set[str] = set()
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -155,7 +160,9 @@ class AlertSender:
         if attempt.delivered:
             self.outbox.delivered(alert_id, claim.receiver, attempt.outcome, wanted=wanted)
             log.info("alert %s delivered to %s", alert_id, claim.receiver)
+            self._redrive(claim.receiver)
             return AttemptResult(alert_id, claim.receiver, attempt, None)
+        self._answering.discard(claim.receiver)
         now = self.outbox.clock()
         failures = claim.attempts + 1
         if now - claim.retry_from >= self.retry.dead_after_s:
@@ -191,6 +198,26 @@ class AlertSender:
             delay,
         )
         return AttemptResult(alert_id, claim.receiver, attempt, next_at)
+
+    def _redrive(self, name: str) -> None:
+        """A receiver that answers again gets what was dead-lettered for it while it did not:
+        a DSL's webhook broken over a half-term week dead-lettered every alert of it, and
+        nothing sent them once it was mended (adversarial pass a38 A17). Once per recovery,
+        and at the first delivery after a start (it may have been mended meanwhile)."""
+        if name in self._answering:
+            return
+        self._answering.add(name)
+        receiver = self.receivers[name]
+        dead = [
+            alert.id
+            for alert in self.outbox.list(state=DEAD, limit=REDRIVE_MAX)
+            if name not in alert.delivered_to and routed(receiver, alert)
+        ]
+        if dead:
+            self.outbox.retry(dead)
+            log.warning("receiver %s answers again: %d dead-lettered alert(s) for it are due "
+                        "again", name, len(dead))  # fmt: skip
+            self._wakes[name].set()
 
     def _notify(self, receiver: str, outcome: str) -> None:
         if self.on_attempt is None:
