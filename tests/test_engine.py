@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -15,6 +17,7 @@ from PIL import Image, ImageOps
 from schoolgate.banks.model import SignalInput, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.config import Config, parse_config
+from schoolgate.matching.matcher import Matcher
 from schoolgate.media.hashing import exact_hashes, pdq_hash
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.conftest import encode
@@ -57,6 +60,30 @@ def test_bank_added_while_running_is_picked_up(
     assert verdict.blocked
     assert verdict.matches[0].bank == "incident-live"
     assert verdict.to_dict()["hashes"]["pdq"]
+
+
+def test_uploads_judged_while_the_matcher_is_rebuilt_see_the_new_banks(
+    inspector: Inspector, benign_photos: dict[str, Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a41 F1: after a trust publication, one upload rebuilt the matcher and the uploads judged
+    meanwhile were judged on the old banks: 4 of 18 newly banked pictures sent at once passed."""
+    photo = encode(benign_photos["coffee"], "JPEG", quality=90)
+    assert not inspector.evaluate(photo, STUDENT).blocked
+    with BankStore(inspector.config.banks.path) as store:
+        store.create_bank("trust-incidents")
+        digest = exact_hashes(photo).sha256
+        store.add_signals("trust-incidents", [SignalInput(SignalType.SHA256, digest)], "sync")
+    build = Matcher.from_store
+
+    def slow_build(*args: Any, **kwargs: Any) -> Matcher:
+        time.sleep(0.5)  # a large bank on a Pi
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(Matcher, "from_store", slow_build)
+    time.sleep(0.15)  # past reload_interval_s
+    with ThreadPoolExecutor(4) as pool:
+        verdicts = list(pool.map(lambda _: inspector.evaluate(photo, STUDENT), range(4)))
+    assert [v.blocked for v in verdicts] == [True] * 4
 
 
 def test_exact_hash_bank_blocks_a_video_file(inspector: Inspector, tmp_path: Path) -> None:

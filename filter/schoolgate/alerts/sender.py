@@ -3,8 +3,8 @@
 Retries back off exponentially (base, doubling, capped) with jitter, for as long as
 `dead_after_s` allows counted from the alert's creation (or its last manual retry); after that
 the delivery is dead-lettered, logged loudly, and shown by `schoolgate alerts list --state dead`
-until `schoolgate alerts retry` re-drives it, or the receiver answers again. Runs in the background in `schoolgate run`, or one
-pass at a time (`deliver_due`) from the command line.
+until `schoolgate alerts retry` re-drives it, or the receiver answers again. Runs in the
+background in `schoolgate run`, or one pass at a time (`deliver_due`) from the command line.
 
 In the background every receiver has its own worker thread and claims only its own deliveries,
 so a receiver that is slow, trickles its answers or swallows connections (a blackholed address)

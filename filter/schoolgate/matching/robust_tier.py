@@ -9,10 +9,9 @@ any decoded still image, so video frames can use it unchanged.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from PIL import Image
 
@@ -27,6 +26,7 @@ from schoolgate.matching.robust import (
     RobustThresholds,
 )
 from schoolgate.matching.settings import BanksConfig
+from schoolgate.matching.snapshot import StoreSnapshot
 from schoolgate.media.features import FEATURE_KIND, LocalFeatures, extract_features
 from schoolgate.media.normalise import unsquash_map
 from schoolgate.media.signals import SQUASH_RATIO, query_feature_views, squashed_view_base
@@ -139,32 +139,14 @@ class RobustTier:
     """The robust index over a bank store, rebuilt when the store changes. Thread-safe."""
 
     def __init__(self, store: BankStore, config: BanksConfig) -> None:
-        self._store = store
-        self._config = config
-        self._lock = threading.Lock()
-        self._checked_at = time.monotonic()
-        self._version = store.version()
-        self._loaded = _load(store, config)
+        self._loaded = StoreSnapshot(store, partial(_load, store, config), config.reload_interval_s)
 
     @property
     def index(self) -> RobustIndex:
-        return self._current().index
+        return self._loaded.get().index
 
     def _current(self) -> _Loaded:
-        now = time.monotonic()
-        if now - self._checked_at >= self._config.reload_interval_s and self._lock.acquire(
-            blocking=False
-        ):
-            # One thread rebuilds; the others keep using the current index meanwhile.
-            try:
-                self._checked_at = now
-                version = self._store.version()
-                if version != self._version:
-                    self._loaded = _load(self._store, self._config)
-                    self._version = version
-            finally:
-                self._lock.release()
-        return self._loaded
+        return self._loaded.get()
 
     def __len__(self) -> int:
         """Banked feature sets (views) in the current index."""

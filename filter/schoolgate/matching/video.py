@@ -23,11 +23,10 @@ rows map to the video they came from; only videos with at least one frame hit ar
 from __future__ import annotations
 
 import statistics
-import threading
-import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +36,7 @@ from schoolgate.banks.model import BankError, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.matching.matcher import DEFAULT_MIN_QUALITY, DEFAULT_PDQ_MAX_DISTANCE, BankMatch
 from schoolgate.matching.pdq_index import HASH_BITS, PdqIndex, build_index
+from schoolgate.matching.snapshot import StoreSnapshot
 
 DEFAULT_QUERY_MATCH_PERCENT = 50.0
 DEFAULT_BANK_MATCH_PERCENT = 0.0
@@ -228,34 +228,10 @@ class VideoMatcher:
         return found
 
 
-class VideoMatcherCache:
-    """Keeps a VideoMatcher in step with the bank store, rebuilding only when the store changed."""
-
-    def __init__(
-        self, store: BankStore, settings: VideoMatchSettings, reload_interval_s: float
-    ) -> None:
-        self._store = store
-        self._settings = settings
-        self._interval = reload_interval_s
-        self._lock = threading.Lock()
-        self._checked_at = time.monotonic()
-        self._matcher: VideoMatcher | None = None
-
-    def get(self) -> VideoMatcher:
-        # Built on first use: a proxy that never sees a video never pays for the index.
-        if self._matcher is None:
-            with self._lock:
-                if self._matcher is None:
-                    self._matcher = VideoMatcher.from_store(self._store, self._settings)
-                    self._checked_at = time.monotonic()
-            return self._matcher
-        now = time.monotonic()
-        if now - self._checked_at >= self._interval and self._lock.acquire(blocking=False):
-            # One thread checks and rebuilds; the others keep the current snapshot meanwhile.
-            try:
-                self._checked_at = now
-                if self._store.version() != self._matcher.version:
-                    self._matcher = VideoMatcher.from_store(self._store, self._settings)
-            finally:
-                self._lock.release()
-        return self._matcher
+def video_matchers(
+    store: BankStore, settings: VideoMatchSettings, reload_interval_s: float
+) -> StoreSnapshot[VideoMatcher]:
+    """A VideoMatcher kept in step with the bank store, built on first use: a proxy that never
+    sees a video never pays for the index."""
+    build = partial(VideoMatcher.from_store, store, settings)
+    return StoreSnapshot(store, build, reload_interval_s, lazy=True)

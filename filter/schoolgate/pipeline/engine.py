@@ -8,7 +8,6 @@ the decision down and is called where the decision is enforced.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import fields, replace
@@ -25,7 +24,8 @@ from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
 from schoolgate.matching.matcher import BankMatch, FrameMatch, Matcher
 from schoolgate.matching.robust_tier import RobustTier
-from schoolgate.matching.video import VideoMatcher, VideoMatcherCache
+from schoolgate.matching.snapshot import StoreSnapshot
+from schoolgate.matching.video import VideoMatcher, video_matchers
 from schoolgate.media.hashing import PdqHash, exact_hashes, stretched_pdq
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
@@ -42,39 +42,6 @@ log = logging.getLogger(__name__)
 
 # Video streams judged per file; more is refused (no camera or app writes more than a few).
 MAX_VIDEO_STREAMS = 4
-
-
-class _MatcherCache:
-    """Keeps a Matcher in step with the bank store, rebuilding it only when the store changed."""
-
-    def __init__(self, store: BankStore, config: Config) -> None:
-        self._store = store
-        self._config = config
-        self._lock = threading.Lock()
-        self._checked_at = 0.0
-        self._matcher = self._build()
-
-    def _build(self) -> Matcher:
-        banks = self._config.banks
-        return Matcher.from_store(
-            self._store,
-            pdq_max_distance=banks.pdq_max_distance,
-            per_bank_distance=banks.per_bank_distance,
-        )
-
-    def get(self) -> Matcher:
-        now = time.monotonic()
-        if now - self._checked_at < self._config.banks.reload_interval_s:
-            return self._matcher
-        # One thread checks and rebuilds; the others keep using the current matcher meanwhile.
-        if self._lock.acquire(blocking=False):
-            try:
-                self._checked_at = now
-                if self._store.version() != self._matcher.version:
-                    self._matcher = self._build()
-            finally:
-                self._lock.release()
-        return self._matcher
 
 
 class Inspector:
@@ -96,10 +63,14 @@ class Inspector:
         self.alerts = alerts
         self.model_errors = model_errors or []
         self.policy = Policy(config.policy)
-        self._matchers = _MatcherCache(store, config)
-        self._video_matchers = VideoMatcherCache(
-            store, config.banks.video, config.banks.reload_interval_s
-        )
+        banks = config.banks
+        self._matchers = StoreSnapshot(
+            store,
+            lambda: Matcher.from_store(store, pdq_max_distance=banks.pdq_max_distance,
+                                       per_bank_distance=banks.per_bank_distance),
+            banks.reload_interval_s,
+        )  # fmt: skip
+        self._video_matchers = video_matchers(store, banks.video, banks.reload_interval_s)
         self._robust = RobustTier(store, config.banks)
 
     @property
