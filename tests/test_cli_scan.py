@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,26 @@ def test_banked_image_and_its_edited_copies_are_blocked(
     result = schoolgate("scan", *unrelated, config=hash_only_config)
     assert result.returncode == 0, result.stdout
     assert result.stdout.count("ALLOW") == 3
+
+
+def test_a_zip_is_judged_item_by_item_as_the_proxy_judges_it(
+    hash_only_config: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """a40: `scan` called a ZIP holding a banked picture `allow unknown`; the proxy blocks it."""
+    added = schoolgate("hashes", "add", str(photos["astronaut"]), "--bank", "incident-test",
+                       config=hash_only_config)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    album = tmp_path / "album.zip"
+    with zipfile.ZipFile(album, "w", zipfile.ZIP_STORED) as archive:
+        archive.write(photos["coffee"], "a.jpg")
+        archive.write(photos["astronaut"], "b.jpg")
+    result = schoolgate("scan", "--json", str(album), config=hash_only_config)
+    assert result.returncode == 1, result.stdout
+    items = {r["item"]: r["decision"] for r in map(json.loads, result.stdout.splitlines())}
+    assert items == {"body/zip:a.jpg": "allow", "body/zip:b.jpg": "block"}
+    plain = schoolgate("scan", str(photos["astronaut"]), config=hash_only_config)
+    assert plain.returncode == 1
+    assert "[" not in plain.stdout  # a picture is judged as itself: no item named
 
 
 def test_scan_json_and_folder(hash_only_config: Path, photos: dict[str, Path]) -> None:

@@ -12,7 +12,7 @@ from mitmproxy import http
 
 from schoolgate.addons.blockpage import block_response
 from schoolgate.addons.runtime import Runtime, RuntimeRef
-from schoolgate.endpoints.bodyscan import ExtractedItem
+from schoolgate.endpoints.bodyscan import ExtractedItem, body_limits
 from schoolgate.endpoints.catalog import App
 from schoolgate.endpoints.extract import ExtractLimits
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
@@ -88,13 +88,7 @@ def enforce(runtime: Runtime, flow: http.HTTPFlow, verdicts: list[Verdict], dire
 
 def extract_limits(runtime: Runtime) -> ExtractLimits:
     """Body caps: what the proxy holds, decoded to at most the same again."""
-    cap = runtime.config.proxy.max_held_body_bytes
-    # A slide deck or a zipped album holds hundreds of pictures; each is judged in turn.
-    return ExtractLimits(max_body_bytes=cap, max_decoded_bytes=cap, max_items=MAX_ITEMS)
-
-
-# Pictures judged per body or message; more is refused (the fail policy decides).
-MAX_ITEMS = 500
+    return body_limits(runtime.config.proxy.max_held_body_bytes)
 
 
 async def judge_items(

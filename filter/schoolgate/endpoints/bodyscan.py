@@ -458,6 +458,20 @@ def _quoted_fragment(data: bytes) -> bool:
     return not _complete_image(data)
 
 
+# Pictures judged per body or message; more is refused (the fail policy decides). A slide deck
+# or a zipped album holds hundreds of pictures; each is judged in turn.
+MAX_BODY_ITEMS = 500
+
+
+def body_limits(max_held_body_bytes: int) -> ExtractLimits:
+    """The caps the proxy applies to a body it holds, decoded to at most the same again."""
+    return ExtractLimits(
+        max_body_bytes=max_held_body_bytes,
+        max_decoded_bytes=max_held_body_bytes,
+        max_items=MAX_BODY_ITEMS,
+    )
+
+
 def extract_items(
     body: bytes,
     content_type: str | None,
