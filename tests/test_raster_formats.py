@@ -11,6 +11,7 @@ import io
 import random
 import struct
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,11 @@ def inspector(data_dir: Path, benign_photos: dict[str, Image.Image]) -> Iterator
     inspector.close()
 
 
+def unit_range(image: Image.Image) -> Image.Image:
+    """Grey as float samples from 0 to 1, as scientific software writes them."""
+    return Image.fromarray(np.asarray(image.convert("L"), np.float32) / 255, "F")
+
+
 MAKERS: dict[str, tuple[Callable[[Image.Image], bytes], str]] = {
     "tga-rle-no-footer": (lambda im: tga_v1(im, compressed=True), "TGA"),
     "tga-palette-no-footer": (lambda im: tga_v1(im.quantize(256), compressed=False), "TGA"),
@@ -127,6 +133,9 @@ MAKERS: dict[str, tuple[Callable[[Image.Image], bytes], str]] = {
     "pam-grey": (lambda im: pam(im.convert("L")), "PAM"),
     "dib-os2": (os2_dib, "DIB"),
     "pgm-ascii": (lambda im: save(im.convert("L"), "PPM", plain=True), "PPM"),
+    # a40: a banked picture re-saved as SPIDER passed; floats scaled to 0..1 read as black
+    "spider": (lambda im: save(im.convert("L"), "SPIDER"), "SPIDER"),
+    "spider-unit-range": (lambda im: save(unit_range(im), "SPIDER"), "SPIDER"),
 }
 # Each format as Pillow (or, for XPM, xpm above) writes it.
 for _fmt in ("TGA", "PCX", "PPM", "SGI", "JPEG2000", "DIB", "QOI", "DDS", "XBM", "XPM", "SUN",
@@ -253,3 +262,24 @@ def test_random_bytes_and_text_are_not_claimed() -> None:
              b"#define LCD_width 128\n#define LCD_height 64\nint main(void) { return 0; }\n",
              b"/* XPM */ is a format from X11, see the notes"]  # fmt: skip
     assert [b for b in blobs + texts if sniff(b) is MediaType.RASTER] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("fmt.palm", lambda im: save(im.convert("1"), "Palm")),  # Pillow writes, never reads it
+        ("fmt.rgb", lambda im: im.convert("RGB").tobytes()),  # raw samples, no header
+    ],
+)
+def test_a_picture_named_for_a_format_not_analysed_takes_the_fail_policy(
+    inspector: Inspector,
+    benign_photos: dict[str, Image.Image],
+    name: str,
+    make: Callable[[Image.Image], bytes],
+) -> None:
+    """a40: a banked picture re-saved as a Palm bitmap or dumped as raw samples passed; named
+    as a picture format, bytes this appliance does not read are `not_analysed`."""
+    data = make(benign_photos["chelsea"])
+    verdict = inspector.evaluate(data, replace(PUPIL, filename=name))
+    assert verdict.blocked
+    assert verdict.findings.failure == "not_analysed"

@@ -427,4 +427,14 @@ def _as_rgb(image: Image.Image) -> Image.Image:
         values = np.asarray(image, dtype=np.float32)
         grey = np.clip(values / 257.0, 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
+    if image.mode == "F":
+        # Float samples (SPIDER, float TIFF) have no fixed range: viewers stretch what the
+        # picture holds to black..white, as Pillow's SPIDER reader does. Clipped at 0..255, a
+        # picture scaled to 0..1 was black (a40).
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0,
+                               neginf=0.0)  # fmt: skip
+        low, high = float(values.min()), float(values.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        grey = np.clip((values - low) * scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
     return image.convert("RGB")

@@ -1,15 +1,17 @@
 """Still formats outside the common ones, named by their signature or, for the formats that have
 none, by a fully consistent header: JPEG 2000, SGI, QOI, PSD, DDS, Sun raster, farbfeld, MSP, IM,
-Netpbm and PAM, XBM and XPM, PCX, ICO, headerless DIB and TGA. Random bytes must not become a
-"broken picture" that fails closed, so weak signatures need more; a TGA without its version 2
-footer (compressed or palette, no size to check) is claimed only when Pillow decodes it whole
-(once per distinct body).
+Netpbm and PAM, XBM and XPM, PCX, ICO, headerless DIB, TGA and SPIDER. Random bytes must not
+become a "broken picture" that fails closed, so weak signatures need more; a TGA without its
+version 2 footer (compressed or palette, no size to check) is claimed only when Pillow decodes it
+whole (once per distinct body).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
+import struct
 from typing import Final
 
 # Netpbm: "P4 2 3" / "P6 2 3 255" and one whitespace byte before binary samples; the text
@@ -91,9 +93,37 @@ def raster_format(data: bytes) -> str | None:
         return "ICO"
     if _plausible_dib(head):
         return "DIB"
+    if _consistent_spider(data):
+        return "SPIDER"
     if _plausible_tga(data):
         return "TGA"
     return None
+
+
+def _consistent_spider(data: bytes) -> bool:
+    """SPIDER (an electron-microscopy format Pillow and ImageJ read: adversarial pass a40 sent a
+    banked picture as one) has no signature: a header of float fields, each a whole number where
+    one is due, describing one 2D image whose float samples fill the rest of the file exactly."""
+    if len(data) < 1024:
+        return False
+    for order in "<>":
+        fields = struct.unpack(f"{order}23f", data[:92])
+        nslice, nrow, iform, nsam, labrec, labbyt, lenbyt = (
+            fields[0], fields[1], fields[4], fields[11], fields[12], fields[21], fields[22],
+        )  # fmt: skip
+        whole = all(
+            math.isfinite(v) and v == int(v) and 0 < v < 1 << 24
+            for v in (nslice, nrow, iform, nsam, labrec, labbyt, lenbyt)
+        )
+        if (
+            whole
+            and nslice == 1
+            and iform == 1
+            and labbyt == labrec * lenbyt
+            and labbyt + nsam * nrow * 4 == len(data)
+        ):
+            return True
+    return False
 
 
 def _plausible_dib(head: bytes) -> bool:
