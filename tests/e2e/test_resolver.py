@@ -228,6 +228,36 @@ def test_an_alias_of_a_catalogued_host_is_refused_at_its_address(gateway: Gatewa
     assert "not given out" in records[-1]["failure_detail"]
 
 
+def test_plain_http_naming_another_host_at_a_catalogued_address_is_refused(
+    gateway: Gateway,
+) -> None:
+    """Adversarial pass a40 F2, with unmodified curl: port 80 was judged by `Host` alone, and an
+    absolute-form target (which origin servers follow) or a `Host` of a passed site sent a
+    banked upload to a sharing app's address unjudged."""
+    for name in (MEDIA, SHARED, FRONT_HOST):
+        gateway.ask(name)
+    upload = ["--data-binary", "a40-F2", "-H", "Content-Type: application/octet-stream"]
+    target = f"http://{MEDIA}/upload/raw/a.jpg"
+    cases = {
+        "absolute": ["--request-target", target, "-H", f"Host: {SHARED}"],
+        "fronted": ["-H", f"Host: {FRONT_HOST}"],
+        "no host": ["-H", "Host:"],
+    }
+    before = len(gateway.upstream.upstream.requests("/upload"))
+    for case, options in cases.items():
+        status = _curl_status(gateway, [*options, *upload, f"http://{SERVER_IP}/upload/raw/a.jpg"])
+        assert status == ("400" if case == "absolute" else "421"), case
+    assert len(gateway.upstream.upstream.requests("/upload")) == before  # nothing reached it
+    # A name the resolver gave out for the address still browses as before.
+    assert _curl_status(gateway, ["-H", f"Host: {SHARED}", f"http://{SERVER_IP}/news"]) != "421"
+
+
+def _curl_status(gateway: Gateway, arguments: list[str]) -> str:
+    result = run_in(gateway.topo.client, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                          "--max-time", "20", *arguments], check=False)  # fmt: skip
+    return result.stdout.strip()
+
+
 def _tls_outcome(gateway: Gateway, server_name: str) -> str:
     def handshake() -> str:
         context = ssl.create_default_context()
