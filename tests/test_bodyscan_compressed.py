@@ -18,7 +18,17 @@ from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
 from tests.conftest import encode
 
 LIMITS = ExtractLimits()
-COMPRESSORS: list[Callable[[bytes], bytes]] = [gzip.compress, bz2.compress, lzma.compress]
+COMPRESSORS: list[Callable[[bytes], bytes]] = [
+    gzip.compress,
+    bz2.compress,
+    lzma.compress,
+    # a40 F4: an empty first stream (as pbzip2 and pixz may write), and LZMA-alone (.lzma)
+    lambda data: bz2.compress(b"") + bz2.compress(data),
+    lambda data: bz2.compress(data[:1000]) + bz2.compress(data[1000:]),
+    lambda data: lzma.compress(b"") + bytes(8) + lzma.compress(data),  # with stream padding
+    lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
+    lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE, preset=1),
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +81,17 @@ def test_base64_of_gzip_and_base64_of_base64_are_opened(photo: bytes) -> None:
     ):
         body = json.dumps({"attachment": wrapped.decode()}).encode()
         assert [item.data for item in extract_items(body, "application/json", LIMITS)] == [photo]
+
+
+def test_an_lzma_header_asking_for_a_huge_dictionary_is_not_obeyed(photo: bytes) -> None:
+    body = bytearray(lzma.compress(photo, format=lzma.FORMAT_ALONE))
+    body[1:5] = (3 << 29).to_bytes(4, "little")  # 1.5 GiB
+    assert extract_items(bytes(body), "application/octet-stream", LIMITS) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"]", b"] closing a list", b"]\x00\x00\x80\x00 but no more", b"BZh9\x17rE8P\x90 then text"],
+)
+def test_text_that_starts_like_lzma_or_an_empty_bzip2_is_not_a_picture(text: bytes) -> None:
+    assert extract_items(text, "text/plain", LIMITS) == []

@@ -49,6 +49,7 @@ class _Sink:
     def __init__(self, limits: ExtractLimits) -> None:
         self.buffer = bytearray()
         self.consumed = 0
+        self.unused = b""  # what followed the last stream decoded (_stream)
         self._limits = limits
 
     def write(self, data: bytes) -> None:
@@ -191,34 +192,100 @@ def _unzstd(data: bytes, sink: _Sink) -> None:
         sink.consumed -= unused
 
 
+def _streams(
+    make: Callable[[], bz2.BZ2Decompressor | lzma.LZMADecompressor], magic: bytes
+) -> Callable[[bytes, _Sink], None]:
+    """A decoder of concatenated streams, each with a decompressor of its own: `bzip2 -dc` and
+    `xz -dc` write them all out, as gzip members and zstd frames are, and pbzip2 and pixz write
+    files of many streams. Reading the first alone let an empty first stream hide a banked
+    picture in the second (adversarial pass a40 F4). What follows the last stream (xz's zero
+    padding, other bytes) ends the file, as those tools end it."""
+
+    def decode(data: bytes, sink: _Sink) -> None:
+        rest = data
+        for _ in range(_MAX_STREAMS):
+            _stream(make(), rest, sink)
+            rest = sink.unused.lstrip(b"\x00") if magic == _XZ else sink.unused
+            if not rest.startswith(magic):
+                return
+        raise ExtractionError("bad_encoding", "too many compressed streams")
+
+    return decode
+
+
 def _stream(
     decompressor: bz2.BZ2Decompressor | lzma.LZMADecompressor, data: bytes, sink: _Sink
 ) -> None:
-    for chunk in _chunks(data):
+    """One stream; what follows it is left in `sink.unused`."""
+    view = memoryview(data)
+    for offset in range(0, len(data), _CHUNK):
+        chunk = bytes(view[offset : offset + _CHUNK])
         sink.consumed += len(chunk)
         sink.write(decompressor.decompress(chunk, _STEP))
         while not decompressor.eof and not decompressor.needs_input:
             sink.write(decompressor.decompress(b"", _STEP))
         if decompressor.eof:
+            sink.unused = decompressor.unused_data + data[offset + len(chunk) :]
+            sink.consumed -= len(decompressor.unused_data)
             return
     raise ExtractionError("bad_encoding", "the compressed file ends early")
 
 
-# A file compressed on its own (photo.jpg.gz, .bz2, .xz): the recipient decompresses it.
+def _lzma_alone(data: bytes) -> bool:
+    """The header of an LZMA-alone file (.lzma: `xz --format=lzma`, 7-Zip, Python's
+    FORMAT_ALONE), which has no magic: the properties every writer uses (lc 3, lp 0, pb 2), a
+    dictionary size of 2^n or 3·2^(n-1) from 4 KiB to 1.5 GiB, and a size, unknown or below
+    2^48 (a40 F4: a banked picture in a .lzma passed)."""
+    if len(data) < 13 or data[0] != 0x5D:
+        return False
+    dictionary = int.from_bytes(data[1:5], "little")
+    size = int.from_bytes(data[5:13], "little")
+    shapes = {1 << n for n in range(12, 31)} | {3 << n for n in range(11, 30)}
+    return dictionary in shapes and (size == (1 << 64) - 1 or size < 1 << 48)
+
+
+_XZ: Final = b"\xfd7zXZ\x00"
+_MAX_STREAMS: Final = 64
+
+
+# The decoder's own memory (its dictionary), whatever a header asks for: xz -9 needs 65 MiB.
+_LZMA_MEMLIMIT: Final = 256 * _MiB
+
+
+def _alone() -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=_LZMA_MEMLIMIT)
+
+
+def _xz() -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT)
+
+
+# A file compressed on its own (photo.jpg.gz, .bz2, .xz, .lzma): the recipient decompresses it.
 _COMPRESSED_FILES: Final = (
     (b"\x1f\x8b\x08", "gzip", _gunzip),
-    # "BZh", the block size, then the first block's magic (pi's digits): text never starts so.
-    (b"BZh", "bzip2", lambda data, sink: _stream(bz2.BZ2Decompressor(), data, sink)),
-    (b"\xfd7zXZ\x00", "xz", lambda data, sink: _stream(lzma.LZMADecompressor(), data, sink)),
+    # "BZh" and the block size, then the first block's magic (pi's digits) or, for an empty
+    # stream, the end-of-stream magic (sqrt(pi)'s): text never starts so.
+    (b"BZh", "bzip2", _streams(bz2.BZ2Decompressor, b"BZh")),
+    (_XZ, "xz", _streams(_xz, _XZ)),
     (b"\x28\xb5\x2f\xfd", "zstd", _unzstd),
+    (b"\x5d", "lzma", lambda data, sink: _stream(_alone(), data, sink)),
 )
+_BZIP2_STARTS: Final = (b"1AY&SY", b"\x17rE8P\x90")
+
+
+def _claims(name: str, data: bytes) -> bool:
+    if name == "bzip2":
+        return data[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9") and (
+            data[4:10] in _BZIP2_STARTS
+        )
+    return name != "lzma" or _lzma_alone(data)
 
 
 def decompress_file(data: bytes, limits: ExtractLimits) -> tuple[str, bytes] | None:
-    """(format, contents) of a gzip, bzip2, xz or zstd file, within the same caps as a body's
-    Content-Encoding; None for anything else. Raises ExtractionError for a bomb."""
+    """(format, contents) of a gzip, bzip2, xz, zstd or LZMA-alone file, within the same caps as
+    a body's Content-Encoding; None for anything else. Raises ExtractionError for a bomb."""
     for magic, name, decoder in _COMPRESSED_FILES:
-        if data.startswith(magic) and (name != "bzip2" or data[4:10] == b"1AY&SY"):
+        if data.startswith(magic) and _claims(name, data):
             sink = _Sink(limits)
             try:
                 decoder(data, sink)
