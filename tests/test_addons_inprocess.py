@@ -608,7 +608,11 @@ def test_split_uploads_of_the_real_catalog_are_judged_whole(
                     codes.append(flow.response.status_code if flow.response else 200)
     finally:
         runtime.close()
-    assert outcomes["banked"] == [200, 200, 200, 403]
+    # Blocked at the finishing request at the latest; where the service's session already
+    # holds the whole picture before it (a size never declared), at the step that completed it.
+    assert outcomes["banked"][:2] == [200, 200]
+    assert outcomes["banked"][-1] == 403
+    assert outcomes["banked"] in ([200, 200, 200, 403], [200, 200, 403, 403])
     assert outcomes["benign"] == [200, 200, 200, 200]
 
 

@@ -27,7 +27,7 @@ from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items
 from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
-from schoolgate.endpoints.extract import ExtractionError
+from schoolgate.endpoints.extract import ExtractionError, whole_picture
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import ChunkError, SessionStatus
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
@@ -267,6 +267,9 @@ class UploadInspector:
             if state.complete:
                 complete.append(runtime.sessions.assemble(client, app, chunk.session_id))
                 runtime.sessions.discard(client, app, chunk.session_id)
+            elif (early := runtime.sessions.interim(client, app, chunk.session_id,
+                                                    whole_picture)) is not None:  # fmt: skip
+                complete.append(early)  # judged now: the service holds it whole already
         return complete
 
     async def inspect(

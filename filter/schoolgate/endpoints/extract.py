@@ -386,6 +386,22 @@ def media_end(data: bytes, offset: int) -> int:
     return len(data)
 
 
+def whole_picture(data: bytes) -> bool:
+    """Whether `data` starts with a picture that has come to its end (JPEG: its EOI after the
+    scan; PNG: IEND; WebP: as long as its RIFF header says): the first part of an upload that a
+    service already holds whole, whatever follows. Only ends that cannot appear earlier count (a
+    GIF's trailer byte can): a picture judged before its end would be refused as truncated."""
+    if data.startswith(b"\xff\xd8\xff"):
+        end = media_end(data, 0)
+        return data[end - 2 : end] == b"\xff\xd9"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        end = media_end(data, 0)
+        return data[end - 8 : end - 4] == b"IEND"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return int.from_bytes(data[4:8], "little") + 8 <= len(data)
+    return False
+
+
 def _jp2_end(data: bytes, position: int) -> int:
     """JPEG 2000: after the codestream box (to its EOC marker when its size is "to the end")."""
     for _ in range(64):

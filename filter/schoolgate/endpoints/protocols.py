@@ -46,7 +46,14 @@ def parse_chunk(
     """
     lowered = _lower(headers)
     bare, _, query_text = path.partition("?")
-    query = dict(parse_qsl(query_text, keep_blank_values=True, max_num_fields=100))
+    pairs = parse_qsl(query_text, keep_blank_values=True, max_num_fields=100)
+    query = dict(pairs)
+    if len({(key, value) for key, value in pairs}) > len(query):
+        # Servers read the first of a repeated parameter (Go, Java) or the last (PHP, this
+        # parser): `upload_id=A&upload_id=B` finalised session A there while this gateway
+        # looked up B (adversarial pass a40 F3).
+        repeated = sorted({key for key, _ in pairs if sum(k == key for k, _ in pairs) > 1})
+        raise ChunkError(f"query parameter(s) {', '.join(repeated)[:80]} given twice, differently")
     if protocol == "x_chunked":
         return _x_chunk(bare, query, lowered, body, limits or ExtractLimits())
     if protocol == "facebook_resumable":

@@ -105,6 +105,7 @@ class _Session:
         self.status = SessionStatus.INCOMPLETE
         self.size = 0
         self.touched = now
+        self.judged = 0  # the longest prefix judged before the upload ended (`interim`)
 
     def state(self) -> SessionState:
         return SessionState(self.status, self.size, self.total)
@@ -289,6 +290,31 @@ class UploadSessions:
             self._expire(self._clock())
             session = self._sessions.get((client, app, session_id))
             return session.state() if session else None
+
+    def interim(
+        self, client: str, app: str, session_id: str, whole: Callable[[bytes], bool]
+    ) -> bytes | None:
+        """The bytes from offset 0 of an unfinished upload whose size was not given, when they
+        already hold a `whole` picture and have not been judged at a size within a quarter of
+        this one. A Google upload of unknown size (`bytes a-b/*`) is only ended by a request
+        without data, and every byte of the picture reached the service before it: the chunk
+        that completes a banked picture must be judged and blocked (adversarial pass a40 F3)."""
+        with self._lock:
+            session = self._sessions.get((client, app, session_id))
+            if (
+                session is None
+                or session.status is not SessionStatus.INCOMPLETE
+                or session.mode != "offset"
+                or session.total is not None
+                or not session.starts
+                or session.starts[0] != 0
+            ):
+                return None
+            prefix = session.ranges[0]
+            if len(prefix) * 4 < session.judged * 5 or not whole(prefix):
+                return None
+            session.judged = len(prefix)
+            return prefix
 
     def assemble(self, client: str, app: str, session_id: str) -> bytes:
         """The whole media of a complete session (the session stays until `discard`)."""

@@ -1,0 +1,114 @@
+"""Google resumable uploads of unknown size (adversarial pass a40 F3): with `Content-Range:
+bytes a-b/*` every chunk was forwarded, the one that completes a banked picture too, and only
+the request that ends the upload (no data) was judged; a second `upload_id`, or a PATCH, ended
+the session without it. The real catalog's Drive routes, driven in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mitmproxy.test import taddons
+from PIL import Image
+
+from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.addons.uploads import UploadInspector
+from schoolgate.config import load_config
+from schoolgate.endpoints.extract import whole_picture
+from schoolgate.endpoints.reassembly import Chunk, UploadSessions
+from tests.conftest import encode
+from tests.support.proxy_harness import REPO_ROOT, bank_photo, make_upstream_pki, write_config
+from tests.test_addons_inprocess import run_upload, upload_flow
+
+DRIVE = "www.googleapis.com"
+SESSION = "/upload/drive/v3/files?uploadType=resumable&upload_id=ABC"
+
+
+@pytest.fixture
+def addon(
+    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
+) -> Iterator[UploadInspector]:
+    bank_photo(data_dir, benign_photos["chelsea"])
+    catalog = yaml.safe_load((REPO_ROOT / "config" / "endpoints.yaml").read_text())
+    config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
+    runtime = Runtime.from_config(load_config(config))
+    inspector = UploadInspector(RuntimeRef(runtime))
+    try:
+        with taddons.context(inspector):
+            yield inspector
+    finally:
+        runtime.close()
+
+
+def _send(addon: UploadInspector, body: bytes, content_range: str, *, method: str = "PUT",
+          path: str = SESSION) -> int:  # fmt: skip
+    flow: Any = upload_flow(DRIVE, path, body, method=method, content_range=content_range)
+    flow.client_conn.peername = ("10.20.0.5", 50000)
+    run_upload(addon, flow)
+    return flow.response.status_code if flow.response else 200
+
+
+def _chunks(data: bytes, size: int) -> list[tuple[bytes, str]]:
+    return [(data[a : a + size], f"bytes {a}-{min(a + size, len(data)) - 1}/*")
+            for a in range(0, len(data), size)]  # fmt: skip
+
+
+def test_the_chunk_that_completes_a_banked_picture_is_blocked(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    banned = encode(benign_photos["chelsea"], "JPEG", quality=90)
+    codes = [_send(addon, body, span) for body, span in _chunks(banned, len(banned) // 3 + 1)]
+    assert codes == [200, 200, 403]
+
+
+def test_an_innocent_upload_of_unknown_size_goes_through_and_ends(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    photo = encode(benign_photos["coffee"], "JPEG", quality=90)
+    codes = [_send(addon, body, span) for body, span in _chunks(photo, len(photo) // 3 + 1)]
+    codes.append(_send(addon, b"", f"bytes */{len(photo)}"))
+    assert codes == [200, 200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", SESSION + "&upload_id=DECOY"),  # the service reads the first upload_id
+        ("PATCH", SESSION),
+        ("POST", SESSION),
+    ],
+)
+def test_a_banked_upload_cannot_be_ended_around_the_filter(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], method: str, path: str
+) -> None:
+    """A BMP has no end this gateway can see early: the request that ends the upload (no data,
+    `bytes */N`) is where it is judged, whichever way it names the session."""
+    banned = encode(benign_photos["chelsea"], "BMP")
+    codes = [_send(addon, body, span) for body, span in _chunks(banned, len(banned) // 2 + 1)]
+    assert codes == [200, 200]
+    assert _send(addon, b"", f"bytes */{len(banned)}", method=method, path=path) == 403
+
+
+def test_an_interim_prefix_is_judged_once_it_is_whole_and_again_only_when_much_longer() -> None:
+    sessions = UploadSessions()
+    picture = (
+        b"\xff\xd8\xff\xe0"
+        + (16).to_bytes(2, "big")
+        + bytes(14)
+        + b"\xff\xda"
+        + bytes(100)
+        + b"\xff\xd9"
+    )
+    assert whole_picture(picture)
+    assert not whole_picture(picture[:-1])
+    sessions.add("c", "drive", Chunk("s", picture[:50], offset=0))
+    assert sessions.interim("c", "drive", "s", whole_picture) is None
+    sessions.add("c", "drive", Chunk("s", picture[50:], offset=50))
+    assert sessions.interim("c", "drive", "s", whole_picture) == picture
+    sessions.add("c", "drive", Chunk("s", bytes(10), offset=len(picture)))
+    assert sessions.interim("c", "drive", "s", whole_picture) is None  # 8% longer: not again
+    sessions.add("c", "drive", Chunk("s", bytes(100), offset=len(picture) + 10))
+    assert sessions.interim("c", "drive", "s", whole_picture) is not None
