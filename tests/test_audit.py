@@ -105,3 +105,20 @@ def test_a_fragment_left_at_the_end_of_the_log_stays_one_damaged_line(tmp_path: 
     lines = path.read_text().splitlines()
     assert lines[0] == '{"event": "decision", "id": "cut sho'
     assert json.loads(lines[1])["id"] == verdict.id
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_a_log_moved_or_deleted_by_hand_is_opened_again(tmp_path: Path, how: str) -> None:
+    """a41 F3: after `mv` or `rm` of the live file, decisions went to the unlinked file."""
+    path = tmp_path / "decisions.jsonl"
+    log = AuditLog(AuditConfig(path=path))
+    first, later = _verdict(1), _verdict(2)
+    log.record(first)
+    if how == "moved":
+        path.rename(tmp_path / "decisions.jsonl.old")
+    else:
+        path.unlink()
+    log.record(later)
+    log.close()
+    assert [r["id"] for r in read_records(path)] == [later.id]
+    assert log.lost_records == 0

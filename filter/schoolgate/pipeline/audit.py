@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,21 @@ class _CountingHandlerMixin(logging.handlers.BaseRotatingHandler):
         # Readable too: append_line looks at the file's last byte.
         return open(self.baseFilename, "a+", encoding=self.encoding, errors=self.errors)
 
+    def _reopen_if_moved(self) -> None:
+        """The file was moved or deleted by hand (or by an outside logrotate): later lines went
+        to the unlinked file, lost without a word until a reload (adversarial pass a41 F3).
+        A new file is opened at the configured path, as WatchedFileHandler does."""
+        if self.stream is None:
+            return
+        try:
+            here = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            here = None
+        held = os.fstat(self.stream.fileno())
+        if here is None or (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino):
+            self.stream.close()
+            self.stream = None
+
     def emit(self, record: logging.LogRecord) -> None:
         """The stdlib writes through a buffer: on a full disk part of a line reached the file,
         the rest stayed buffered, and the next record was glued onto it, so two records were
@@ -47,6 +63,7 @@ class _CountingHandlerMixin(logging.handlers.BaseRotatingHandler):
         try:
             if self.shouldRollover(record):
                 self.doRollover()
+            self._reopen_if_moved()
             if self.stream is None:
                 self.stream = self._open()
             append_line(self.stream.fileno(), (self.format(record) + "\n").encode("utf-8"))
