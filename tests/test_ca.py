@@ -317,6 +317,17 @@ def test_expired_and_broken_cas_are_refused(tmp_path: Path) -> None:
         load_ca(confdir)
 
 
+def test_a_ca_made_while_the_clock_ran_ahead_says_so_not_expired(tmp_path: Path) -> None:
+    """a41 F5: the refusal said "the CA expired" and sent IT to re-issue it to every device."""
+    confdir = tmp_path / "ca"
+    ahead = generate_ca(DOMAINS, now=datetime.datetime.now(datetime.UTC) + datetime.timedelta(3))
+    save_ca(ahead, confdir)
+    with pytest.raises(CaError, match="made while the clock ran ahead") as refused:
+        ensure_ca(confdir, DOMAINS)
+    assert "expired" not in str(refused.value)
+    assert "Correct the clock" in str(refused.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Export
 

@@ -313,7 +313,17 @@ def check_usable(ca: CertificateAuthority, path: Path) -> None:
         basic = None
     if basic is None or not basic.ca:
         raise CaError(f"{path}: this certificate is not a CA. {fix}")
-    if ca.expired():
+    now = datetime.datetime.now(datetime.UTC)
+    if now < ca.cert.not_valid_before_utc:
+        # Made while this box's clock ran ahead (adversarial pass a41 F5): a new CA is not
+        # the fix, the clock is, and the devices keep the CA they have.
+        raise CaError(
+            f"{path}: the CA is valid from {ca.cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC, "
+            f"and this box's clock reads {now:%Y-%m-%d %H:%M} UTC: it was made while the clock "
+            "ran ahead. Correct the clock (timedatectl; NTP) or wait until then; `schoolgate "
+            "ca init --force` would make a new CA that every device must be given again"
+        )
+    if ca.expired(now):
         raise CaError(f"{path}: the CA expired on {ca.cert.not_valid_after_utc:%Y-%m-%d}. {fix}")
 
 
