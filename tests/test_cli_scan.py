@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -189,6 +190,28 @@ def test_hashes_list_stats_remove(hash_only_config: Path, photos: dict[str, Path
     deleted = schoolgate("hashes", "remove", "--bank", "b1", "--all", config=hash_only_config)
     assert deleted.returncode == 0
     assert json.loads(schoolgate("hashes", "list", "--json", config=hash_only_config).stdout) == []
+
+
+def test_removing_a_files_sha256_removes_all_it_was_banked_with(
+    hash_only_config: Path, benign_photos: dict[str, Image.Image], tmp_path: Path
+) -> None:
+    """a41 F6: a picture banked by mistake and removed by the hashes `hashes compute` prints
+    kept blocking: `hashes add` had also banked the PDQ of the picture inside its bands."""
+    framed = ImageOps.expand(benign_photos["coffee"], border=120, fill="white")
+    path = tmp_path / "framed.png"
+    path.write_bytes(encode(framed, "PNG"))
+    schoolgate("hashes", "add", str(path), "--bank", "b1", config=hash_only_config)
+    listed = json.loads(schoolgate("hashes", "list", "--json", config=hash_only_config).stdout)
+    assert listed[0]["counts"]["pdq"] == 2  # the whole picture, and the one inside its bands
+    assert schoolgate("scan", str(path), config=hash_only_config).returncode == 1
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    removed = schoolgate("hashes", "remove", "--bank", "b1", sha, "--type", "sha256",
+                         config=hash_only_config)  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    assert "more entries of its item" in removed.stdout
+    listed = json.loads(schoolgate("hashes", "list", "--json", config=hash_only_config).stdout)
+    assert listed[0]["counts"] == {}
+    assert schoolgate("scan", str(path), config=hash_only_config).returncode == 0
 
 
 def test_import_export_round_trip(hash_only_config: Path, tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_feature_sets_are_stored_listed_and_removed(tmp_path: Path) -> None:
         assert store.feature_counts() == {"incident-1": 1}
         with pytest.raises(BankError, match="content_id"):
             store.add_features("incident-1", "", FEATURE_KIND, [("whole", b"x")])
-        assert store.remove_features("incident-1", "item-a") == 1
+        assert store.remove_item("incident-1", "item-a") == 1
         store.add_features("incident-1", "item-b", FEATURE_KIND, [("whole", b"z")])
         store.delete_bank("incident-1")
         assert list(store.iter_features(FEATURE_KIND)) == []
@@ -94,7 +94,7 @@ def test_proxy_path_uses_the_robust_tier(tmp_path: Path, data_dir: Path) -> None
 
         # The same features in a bank whose threshold cannot be met: no match.
         with BankStore(config.banks.path) as store:
-            store.remove_features("incident-1", "rocket-sha")
+            store.remove_item("incident-1", "rocket-sha")
             store.add_features("incident-strict", "rocket-sha", FEATURE_KIND, views)
         fresh = Inspector.from_config(config, with_audit=False)
         try:

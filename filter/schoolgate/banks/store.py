@@ -467,14 +467,17 @@ class BankStore:
                          "WHERE b.name = ? ORDER BY f.kind", (bank,))  # fmt: skip
         return [kind for (kind,) in rows]
 
-    def remove_features(self, bank: str, content_id: str) -> int:
-        """Remove every feature set of one item from a bank; return how many were removed."""
+    def remove_item(self, bank: str, content_id: str) -> int:
+        """Remove everything banked for one item (its hashes, the views' PDQs, its frames and
+        feature sets, all filed under its SHA-256); how many rows went."""
         with self.write(bump=True) as cur:
             bank_id = self._bank_id(cur, bank)
-            cur.execute(
-                "DELETE FROM features WHERE bank_id = ? AND content_id = ?", (bank_id, content_id)
-            )
-            return int(cur.rowcount)
+            removed = 0
+            for table in ("signals", "features"):
+                cur.execute(f"DELETE FROM {table} WHERE bank_id = ? AND content_id = ?",
+                            (bank_id, content_id))  # fmt: skip
+                removed += int(cur.rowcount)
+            return removed
 
     def feature_counts(self) -> dict[str, int]:
         """Items with feature sets, per bank (banks without any are left out)."""

@@ -88,9 +88,16 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(handler=_hashes_stats)
 
-    remove = hsub.add_parser("remove", parents=[common], help="remove a hash, or a whole bank")
+    remove = hsub.add_parser(
+        "remove", parents=[common],
+        help="remove a hash (a file's SHA-256: all it was banked with), or a whole bank",
+    )  # fmt: skip
     remove.add_argument("--bank", required=True)
-    remove.add_argument("value", nargs="?", help="the hash to remove (omit with --all)")
+    remove.add_argument(
+        "value", nargs="?",
+        help="the hash to remove; a file's SHA-256 removes every hash and feature set banked "
+        "for it (omit with --all)",
+    )  # fmt: skip
     remove.add_argument("--type", dest="signal_type", help="signal type of VALUE")
     remove.add_argument("--all", action="store_true", help="delete the bank and all its hashes")
     remove.set_defaults(handler=_hashes_remove)
@@ -314,12 +321,17 @@ def _hashes_remove(args: argparse.Namespace) -> int:
             raise UsageError("give the hash VALUE and its --type, or --all to delete the bank")
         signal_type = parse_signal_type(args.signal_type)
         removed = store.remove_signal(args.bank, signal_type, args.value)
+        item = 0
         if signal_type is SignalType.SHA256:
-            # An item's feature sets are grouped under its SHA-256: removing it removes them too.
-            removed = store.remove_features(args.bank, args.value.strip().lower()) > 0 or removed
-    if not removed:
+            # Everything `hashes add` banked for a file is filed under its SHA-256: its other
+            # hashes, the PDQ of the picture inside its bands, video frames, feature sets.
+            # Removing the SHA-256 alone left a PDQ that went on blocking the picture at every
+            # gateway the bank was published to (adversarial pass a41 F6).
+            item = store.remove_item(args.bank, args.value.strip().lower())
+    if not removed and not item:
         raise UsageError(f"{args.value} is not in bank {args.bank}")
-    print(f"removed {args.value} from bank {args.bank}")
+    also = f" and {item} more entr{'y' if item == 1 else 'ies'} of its item" if item else ""
+    print(f"removed {args.value}{also} from bank {args.bank}")
     return EXIT_OK
 
 
