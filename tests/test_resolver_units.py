@@ -297,3 +297,62 @@ def test_the_resolver_forwards_address_queries_to_see_cname_chains() -> None:
         asyncio.run(resolver.dns_request(flow))
     assert flow.response is None
     assert flow.server_conn.address == ("198.51.100.53", 53)
+
+
+def test_a_pupils_name_pointed_at_a_sharing_apps_own_servers_is_not_given_out(
+    tmp_path: Path,
+) -> None:
+    """Adversarial pass a40 F6: a pupil's own name (or nip.io's) with an A record of a sharing
+    app's dedicated upload server was given out for it, so the proxy passed a hello naming it
+    through unread and the banked upload reached the server (Host routed it). Names on a
+    CDN's addresses, and the providers' shared ranges, are given out as before."""
+    import asyncio
+
+    from mitmproxy.dns import ResourceRecord
+    from mitmproxy.test import tflow
+
+    from schoolgate.addons.resolver import ResolverPolicy
+    from schoolgate.endpoints.loader import parse_catalog
+
+    catalog = parse_catalog(
+        'apps:\n  chat:\n    hosts: ["*.chat.example"]\n    inspection: full\n'
+        "    when_not_inspectable: block_by_sni\n"
+        "providers:\n  bigcdn:\n    source: test\n    serves: [chat]\n"
+        "    ranges: [203.0.113.128/25]\n"
+    )
+    book = AddressBook(tmp_path / "b.sqlite")
+    policy = ResolverPolicy(NamePolicy(()), book, catalog=catalog)
+
+    def name(text: str) -> bytes:
+        return b"".join(bytes([len(label)]) + label.encode() for label in text.split(".")) + b"\0"
+
+    def answer(question: str, *records: tuple[str, str]) -> None:
+        """records: (owner, target) for a CNAME, (owner, dotted address) for an A record."""
+        flow = tflow.tdnsflow(resp=True)
+        flow.request.questions[0].name = question
+        assert flow.response is not None
+        flow.response.answers = [
+            ResourceRecord(owner, 1, 1, 300, bytes(int(x) for x in target.split(".")))
+            if target[0].isdigit() else ResourceRecord(owner, 5, 1, 300, name(target))
+            for owner, target in records
+        ]  # fmt: skip
+        policy.dns_request(flow)
+        asyncio.run(policy.dns_response(flow))
+
+    dedicated, edge, shared = "198.51.100.60", "198.51.100.61", "203.0.113.130"
+    answer("up.chat.example", ("up.chat.example", dedicated))  # the gateway's own resolution
+    answer("img.chat.example", ("img.chat.example", "e9.cdn.example"), ("e9.cdn.example", edge))
+    answer("cdn.chat.example", ("cdn.chat.example", shared))
+    answer("evil.pupil.example", ("evil.pupil.example", dedicated))
+    answer("198-51-100-60.nip.example", ("198-51-100-60.nip.example", dedicated))
+    answer("two.pupil.example", ("two.pupil.example", "hop.pupil2.example"),
+           ("hop.pupil2.example", dedicated))  # fmt: skip
+    answer("mixed.pupil.example", ("mixed.pupil.example", dedicated),
+           ("mixed.pupil.example", "198.51.100.70"))  # fmt: skip
+    answer("news.example", ("news.example", "e9.cdn.example"), ("e9.cdn.example", edge))
+    answer("site.example", ("site.example", shared))
+    assert book.names_for(dedicated) == {"up.chat.example"}
+    assert book.names_for("198.51.100.70") == {"mixed.pupil.example"}
+    assert book.names_for(edge) == {"img.chat.example", "e9.cdn.example", "news.example"}
+    assert book.names_for(shared) == {"cdn.chat.example", "site.example"}
+    book.close()

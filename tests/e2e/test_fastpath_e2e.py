@@ -79,7 +79,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         pytest.skip(f"network namespaces unavailable: {reason}")
     catalog = copy.deepcopy(TEST_CATALOG)
     catalog["apps"]["testshare"]["hosts"] = [MEDIA, UPLOAD, "*.nodes.fast.test"]
-    catalog["providers"] = {"testedge": {"source": "the test's own", "ranges": [PROVIDER_RANGE]}}
+    # MEDIA and SHARED share a CDN's published address; UPLOAD is the app's own server.
+    ranges = [PROVIDER_RANGE, f"{SERVER_IP}/32"]
+    catalog["providers"] = {"testedge": {"source": "the test's own", "ranges": ranges}}
     names = {MEDIA: [SERVER_IP], SHARED: [SERVER_IP], NEWS: [NEWS_IP], UPLOAD: [UPLOAD_IP],
              PUPIL: [UPLOAD_IP], EDGE: [EDGE_IP], NODE: [NODE_IP], PUPIL_NODE: [NODE_IP],
              ALIASED: [ALIASED_IP],
@@ -105,7 +107,6 @@ def test_a_name_nobody_catalogued_is_forwarded_by_the_kernel(gateway: Gateway) -
         (MEDIA, SERVER_IP, "a catalogued name"),
         (SHARED, SERVER_IP, "an address a catalogued name also resolved to"),
         (EDGE, EDGE_IP, "inside a catalogued provider's published range"),
-        (PUPIL, UPLOAD_IP, "a pupil's own name for a catalogued server the gateway resolved"),
     ],
 )
 def test_everything_else_still_meets_the_proxy(
@@ -114,6 +115,18 @@ def test_everything_else_still_meets_the_proxy(
     gateway.ask(MEDIA)  # the pupil's device asked for the catalogued name first, as apps do
     assert gateway.ask(name) == [address]
     assert gateway.fetch(address, name) == GATEWAY_SERVER_IP, why
+
+
+def test_a_pupils_own_name_for_a_sharing_apps_own_server_is_refused(gateway: Gateway) -> None:
+    """Adversarial pass a40 F6: the pupil's own name with an A record of the app's own upload
+    server was given out for it, and the proxy passed a hello naming it through unread (the
+    server routed the banked upload by Host). It meets the proxy, which refuses it there."""
+    assert gateway.ask(PUPIL) == [UPLOAD_IP]  # the device gets its answer
+    before = len(gateway.recorder.seen)
+    assert b"200 OK" not in gateway.get(UPLOAD_IP, PUPIL)
+    time.sleep(0.5)
+    assert not [seen for seen in gateway.recorder.seen[before:] if seen[0] == UPLOAD_IP]
+    assert gateway.fetch(UPLOAD_IP, UPLOAD) == GATEWAY_SERVER_IP  # its own name: the proxy
 
 
 def test_a_pupils_alias_of_a_catalogued_host_opens_no_fast_path(gateway: Gateway) -> None:

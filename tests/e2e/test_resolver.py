@@ -109,6 +109,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     pki = make_upstream_pki(work / "pki", extra_hosts=[MEDIA, SHARED])
     catalog = copy.deepcopy(TEST_CATALOG)
     catalog["apps"]["testshare"]["hosts"] = [MEDIA]
+    # MEDIA and SHARED share a front end, a CDN's published address: SHARED is given out for
+    # it (a pupil's name pointed at an app's own server is not: test_resolver_units).
+    catalog["providers"] = {"testedge": {"source": "the test's own", "ranges": [f"{SERVER_IP}/32"]}}
     config = write_config(
         work,
         PROXY_PORT,

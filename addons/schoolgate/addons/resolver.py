@@ -117,6 +117,8 @@ class ResolverPolicy:
             found[answer.name] = (addresses, min(ttl, answer.ttl))
         question = flow.request.question
         records, asked = list(found.items()), question
+        if found and question is not None and not self._catalogued(question.name):
+            records = self._without_dedicated(records)
         if found and self._alias_of_catalogued(flow.response, question):
             # Given out for the chain's catalogued names alone (a CDN name at its end too would
             # hide nothing: its own name is not the alias's)
@@ -144,6 +146,33 @@ class ResolverPolicy:
             ttl = min(ttl for _, ttl in found.values())
             await self.fastpath.report(names, addresses, ttl, flow.metadata.get(_DEVICE, ""))
 
+    def _without_dedicated(
+        self, records: list[tuple[str, tuple[list[str], int]]]
+    ) -> list[tuple[str, tuple[list[str], int]]]:
+        """The answer's records less, for uncatalogued names, the addresses the gateway holds
+        for catalogued names alone and outside every provider's shared ranges: a sharing app's
+        own servers, which its names reach with no CDN's name between. A pupil's name pointed
+        at one (a name of their own, or a wildcard-address service such as nip.io, directly
+        or through a CNAME of their own) was given out for it, so the proxy passed a hello
+        naming it through unread (adversarial pass a40 F6). A site on a CDN shares the CDN's
+        names, which the gateway holds for the address too, or the providers' ranges."""
+        kept: list[tuple[str, tuple[list[str], int]]] = []
+        for name, (addresses, ttl) in records:
+            if not self._catalogued(name):
+                addresses = [a for a in addresses if not self._dedicated(a)]
+            if addresses:
+                kept.append((name, (addresses, ttl)))
+        return kept
+
+    def _dedicated(self, address: str) -> bool:
+        if self.catalog is None or self.catalog.providers.covers(address):
+            return False
+        try:
+            names = self.book.names_for(address)
+        except AddressBookError:
+            return False
+        return bool(names) and all(self._catalogued(name) for name in names)
+
     def _catalogued(self, name: str) -> bool:
         return self.catalog is not None and self.catalog.app_for_host(name) is not None
 
@@ -151,8 +180,7 @@ class ResolverPolicy:
         """Whether an uncatalogued name's answer passes through a catalogued one (a pupil's
         name as a CNAME of a sharing app's upload host: a37 N1). Its addresses are then given
         out for the catalogued names alone, so the proxy refuses a hello naming the alias at
-        them as fronting; a name its owner also points straight at the address is the limit
-        docs/gateway.md describes."""
+        them as fronting; a name pointed straight at the address is `_without_dedicated`'s."""
         if question is None or self._catalogued(question.name):
             return False
         return any(self._catalogued(answer.name) for answer in response.answers)
