@@ -515,3 +515,23 @@ def test_an_outbox_from_before_leases_gains_the_column(tmp_path: Path, clock: Fa
         assert len(outbox.claim(lease_s=65)) == 1
         assert outbox.retry() == 1
         assert outbox.claim(lease_s=65) == []  # the lease is honoured
+
+
+def test_an_alert_of_a_group_renamed_since_goes_to_every_receiver(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """a41 F2: north-pupils renamed north (and the DSL's groups with it) while an alert of it
+    waited: the trust lead, taking every alert, had it, so the DSL's delivery was settled
+    unsent and it never came."""
+    channels = ("north-dsl", "trust-lead")
+    with outbox_at(tmp_path / "a.sqlite", clock, channels=channels) as outbox:
+        waiting = outbox.enqueue(replace(details(), group="north-pupils"), "v1").alert_id
+        north = ScriptedReceiver("north-dsl", groups=("north",))
+        lead = ScriptedReceiver("trust-lead")
+        sender = AlertSender(outbox, [north, lead], RetryPolicy(), groups={"north", "south"})
+        sender.deliver_due()
+        alert = outbox.get(waiting)
+    assert [a.id for a in north.delivered] == [waiting]
+    assert [a.id for a in lead.delivered] == [waiting]
+    assert alert is not None
+    assert alert.state == DELIVERED

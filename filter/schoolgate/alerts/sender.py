@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from schoolgate.alerts.model import Alert
@@ -73,6 +73,7 @@ class AlertSender:
         batch: int = 50,
         poll_s: float = 5.0,
         before_pass: Callable[[], object] | None = None,
+        groups: Collection[str] | None = None,
     ) -> None:
         names = [r.name for r in receivers]
         if sorted(names) != sorted(outbox.channels):
@@ -85,6 +86,9 @@ class AlertSender:
         self._batch = batch
         self._poll_s = poll_s
         self.before_pass = before_pass
+        # The policy's groups now: an alert of a group renamed or removed since is nobody's in
+        # particular, and goes to every receiver (as one of a device that matched no group).
+        self.groups = frozenset(groups) if groups is not None else None
         timeouts = [getattr(getattr(r, "config", None), "timeout_s", 30.0) for r in receivers]
         # Long enough that a live sender always finishes its attempt first; short enough that a
         # killed sender's claims come due again soon after a restart.
@@ -127,20 +131,29 @@ class AlertSender:
 
     def wanted_by(self, alert: Alert) -> list[str]:
         """The receivers whose groups take `alert` now."""
-        return [name for name, r in self.receivers.items() if routed(r, alert)]
+        return [name for name, r in self.receivers.items() if self._routed(r, alert)]
+
+    def _routed(self, receiver: Receiver, alert: Alert) -> bool:
+        """`routed`, and an alert of a group the policy no longer has goes to every receiver:
+        renamed (north-pupils to north, the DSL's `groups` with it), its pending alerts were
+        settled unsent for the school's DSL while the trust lead, taking every alert, had
+        them, so none was sent to "every receiver" (adversarial pass a41 F2)."""
+        if self.groups is not None and alert.details.group not in self.groups:
+            return True
+        return routed(receiver, alert)
 
     def reroute(self, name: str) -> int:
         """Re-open this receiver's deliveries that were settled unsent ("not routed") for alerts
         still pending whose group it takes now: a reload moved the group to it after it was
         asked (adversarial pass a35 F4), and it gets the alert once, like any other."""
         receiver = self.receivers[name]
-        return self.outbox.reroute(name, lambda alert: routed(receiver, alert))
+        return self.outbox.reroute(name, lambda alert: self._routed(receiver, alert))
 
     def _taken(self, alert: Alert) -> bool:
         """Whether some receiver's groups take the alert. One that none takes (its group left
         every receiver's list in a reload while it waited: adversarial pass a28 AL7) goes to
         every receiver rather than to nobody."""
-        if any(routed(r, alert) for r in self.receivers.values()):
+        if any(self._routed(r, alert) for r in self.receivers.values()):
             return True
         log.warning("alert %s is of group %r, which no receiver takes now: sent to every "
                     "receiver", alert.id, alert.details.group)  # fmt: skip
@@ -152,7 +165,7 @@ class AlertSender:
         # Settling a delivery re-asks every receiver that takes the alert now and was left out
         # by the groups it had before a reload: each copy is tracked per receiver (a35 F4).
         wanted = self.wanted_by(claim.alert)
-        if not routed(receiver, claim.alert) and self._taken(claim.alert):
+        if not self._routed(receiver, claim.alert) and self._taken(claim.alert):
             self.outbox.delivered(alert_id, claim.receiver, NOT_ROUTED, wanted=wanted)
             return AttemptResult(alert_id, claim.receiver, Attempt(NOT_ROUTED, "not routed"), None)
         attempt = receiver.deliver(claim.alert)
@@ -211,7 +224,7 @@ class AlertSender:
         dead = [
             alert.id
             for alert in self.outbox.list(state=DEAD, limit=REDRIVE_MAX)
-            if name not in alert.delivered_to and routed(receiver, alert)
+            if name not in alert.delivered_to and self._routed(receiver, alert)
         ]
         if dead:
             self.outbox.retry(dead)

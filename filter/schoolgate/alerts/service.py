@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -56,6 +56,10 @@ def open_outbox(config: AlertsConfig) -> AlertOutbox:
     return outbox
 
 
+def policy_groups(config: Config) -> frozenset[str]:
+    return frozenset(g.name for g in config.policy.groups) | {config.policy.default_group}
+
+
 def build_sender(
     config: AlertsConfig,
     outbox: AlertOutbox,
@@ -63,10 +67,12 @@ def build_sender(
     *,
     on_attempt: AttemptHook | None = None,
     receivers: Sequence[Receiver] | None = None,
+    groups: Collection[str] | None = None,
 ) -> AlertSender:
+    """`groups`: the policy's group names (an alert of any other goes to every receiver)."""
     retry = RetryPolicy(config.retry_base_s, config.retry_max_s, config.dead_after_s)
     chosen = list(receivers) if receivers is not None else build_receivers(config, tz)
-    return AlertSender(outbox, chosen, retry, on_attempt=on_attempt)
+    return AlertSender(outbox, chosen, retry, on_attempt=on_attempt, groups=groups)
 
 
 class AlertService:
@@ -107,7 +113,8 @@ class AlertService:
         """Open the outbox and build the sender (not started) from the configuration."""
         alerts = config.alerts
         outbox = open_outbox(alerts)
-        sender = build_sender(alerts, outbox, config.policy.timezone, on_attempt=on_attempt)
+        sender = build_sender(alerts, outbox, config.policy.timezone, on_attempt=on_attempt,
+                              groups=policy_groups(config))  # fmt: skip
         rule = AlertRule(alerts, config.policy)
         for note in routing_notes(alerts, config.policy):  # at every start and reload
             log.warning("alert routing: %s", note)
