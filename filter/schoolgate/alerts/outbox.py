@@ -20,7 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from schoolgate.alerts.model import KIND_DECISION, Alert, AlertDetails, dedup_key
+from schoolgate.alerts.outbox_reading import OutboxReading
+from schoolgate.alerts.outbox_schema import DEAD as DEAD
+from schoolgate.alerts.outbox_schema import DELIVERED as DELIVERED
 from schoolgate.alerts.outbox_schema import LEASE_COLUMN
+from schoolgate.alerts.outbox_schema import NOT_ROUTED as NOT_ROUTED
+from schoolgate.alerts.outbox_schema import PENDING as PENDING
 from schoolgate.alerts.outbox_schema import SCHEMA as _SCHEMA
 from schoolgate.alerts.outbox_schema import Claim as Claim
 from schoolgate.alerts.outbox_schema import Enqueued as Enqueued
@@ -31,16 +36,14 @@ from schoolgate.sqlite_schema import apply_schema
 SCHEMA_VERSION = 1
 MAX_AUDIT_IDS = 100  # a flood of repeats keeps the first hundred decision ids and the count
 
-PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATES = (PENDING, DELIVERED, DEAD)
-NOT_ROUTED = "not_routed"  # a delivery's outcome: settled unsent, not the receiver's groups
 
 
 class OutboxError(SchoolgateError):
     """The outbox database cannot be opened or written (disk full, read-only, corrupt)."""
 
 
-class AlertOutbox:
+class AlertOutbox(OutboxReading):
     """Durable alert queue in one SQLite file. Safe to share between threads and processes."""
 
     def __init__(
@@ -455,66 +458,3 @@ class AlertOutbox:
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot read the alert outbox {self.path}: {exc}") from exc
         return found is not None
-
-    def get(self, alert_id: str) -> Alert | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-            return self._alert(row) if row is not None else None
-
-    def list(
-        self, state: str | None = None, limit: int = 100, *, deliveries: bool = True
-    ) -> list[Alert]:
-        """Newest first; `state` one of pending, delivered, dead (None: all). Without
-        `deliveries` the per-receiver state is not read (attempts 0, delivered_to empty):
-        the DSL's console lists thousands and needs none of it."""
-        where, params = ("", (limit,)) if state is None else ("WHERE state = ? ", (state, limit))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT * FROM alerts {where}ORDER BY first_seen DESC LIMIT ?", params
-            ).fetchall()
-            return [self._alert(row, deliveries) for row in rows]
-
-    def since(self, first_seen: float, limit: int = 5_000) -> tuple[Alert, ...]:
-        """Alerts first seen after `first_seen`, oldest first (delivery state not read)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM alerts WHERE first_seen > ? ORDER BY first_seen LIMIT ?",
-                (first_seen, limit),
-            ).fetchall()
-            return tuple(self._alert(row, deliveries=False) for row in rows)
-
-    def with_key(self, dedup_key: str) -> tuple[Alert, ...]:
-        """Every alert of one media from one device (an alert and its follow-ups), oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM alerts WHERE dedup_key = ? ORDER BY first_seen", (dedup_key,)
-            ).fetchall()
-            return tuple(self._alert(row, deliveries=False) for row in rows)
-
-    def _alert(self, row: sqlite3.Row, deliveries: bool = True) -> Alert:
-        found = (
-            self._db.execute(
-                "SELECT receiver, state, attempts, last_error, last_outcome FROM deliveries "
-                "WHERE alert_id = ? ORDER BY receiver",
-                (row["id"],),
-            ).fetchall()
-            if deliveries
-            else []
-        )
-        errors = [d[3] for d in found if d[3]]
-        return Alert(
-            id=row["id"],
-            kind=row["kind"],
-            state=row["state"],
-            dedup_key=row["dedup_key"],
-            details=AlertDetails.from_json(row["details"]),
-            count=row["count"],
-            first_seen=row["first_seen"],
-            last_seen=row["last_seen"],
-            audit_ids=tuple(json.loads(row["audit_ids"])),
-            follow_up_of=row["follow_up_of"],
-            attempts=sum(d[2] for d in found),
-            last_error=errors[-1] if errors else None,
-            # not a receiver whose groups left the alert out (settled unsent: "not_routed")
-            delivered_to=tuple(d[0] for d in found if d[1] == DELIVERED and d[4] != NOT_ROUTED),
-        )

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from schoolgate.alerts.model import Alert
 
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+NOT_ROUTED = "not_routed"  # a delivery's outcome: settled unsent, not the receiver's groups
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
