@@ -535,3 +535,29 @@ def test_an_alert_of_a_group_renamed_since_goes_to_every_receiver(
     assert [a.id for a in lead.delivered] == [waiting]
     assert alert is not None
     assert alert.state == DELIVERED
+
+
+def test_an_alert_raised_while_the_clock_ran_ahead_is_retried_once_it_is_corrected(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """a41 F4: a retry scheduled by a clock two days ahead waited two days after the clock
+    was corrected, the receiver back up all along."""
+    north = ScriptedReceiver("hook", [CONNECTION_ERROR])
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        sender = AlertSender(outbox, [north], RetryPolicy(10, 900, 259_200), rng=lambda: 0.0)
+        clock.advance(2 * 86_400)  # no RTC battery, no NTP yet
+        alert_id = outbox.enqueue(details(), "v1").alert_id
+        sender.deliver_due()  # fails: next in 5 s, by that clock
+        clock.advance(-2 * 86_400 + 30)  # NTP corrects it
+        sender.deliver_due()
+        alert = outbox.get(alert_id)
+    assert [a.id for a in north.delivered] == [alert_id]
+    assert alert is not None
+    assert alert.state == DELIVERED
+
+
+def test_a_lease_is_not_taken_for_a_clock_that_ran_ahead(tmp_path: Path, clock: FakeClock) -> None:
+    with outbox_at(tmp_path / "a.sqlite", clock) as outbox:
+        outbox.enqueue(details(), "v1")
+        assert len(outbox.claim(lease_s=65)) == 1
+        assert outbox.claim(lease_s=65) == []  # minutes ahead: a live claim, left alone

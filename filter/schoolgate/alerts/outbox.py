@@ -34,6 +34,10 @@ from schoolgate.errors import SchoolgateError
 from schoolgate.sqlite_schema import apply_schema
 
 SCHEMA_VERSION = 1
+# Longer than any wait the outbox schedules (a retry is at most retry_max_s away, a follow-up a
+# de-duplication window, a lease minutes): a due time further ahead was set by a clock that ran
+# ahead since corrected.
+CLOCK_WAS_AHEAD_S = 86_400.0
 MAX_AUDIT_IDS = 100  # a flood of repeats keeps the first hundred decision ids and the count
 
 STATES = (PENDING, DELIVERED, DEAD)
@@ -196,18 +200,22 @@ class AlertOutbox(OutboxReading):
         if not channels:
             return []
         now = self.clock()
+        # A time further ahead than any wait this outbox schedules was set while the clock ran
+        # ahead: due now, not once the clock has caught up, days later (a41 F4).
+        ahead = now + CLOCK_WAS_AHEAD_S
         marks = ",".join("?" * len(channels))
         claims: list[Claim] = []
         with self._transaction() as cur:
             rows = cur.execute(
-                f"SELECT * FROM alerts a WHERE a.state = ? AND a.due_at <= ? AND ("
-                f" (SELECT COUNT(*) FROM deliveries d WHERE d.alert_id = a.id"
+                f"SELECT * FROM alerts a WHERE a.state = ? AND (a.due_at <= ? OR a.due_at > ?) "
+                f"AND ((SELECT COUNT(*) FROM deliveries d WHERE d.alert_id = a.id"
                 f"  AND d.receiver IN ({marks})) < ?"
-                f" OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id"
-                f"  AND d.receiver IN ({marks}) AND d.state = ? AND d.next_at <= ?))"
+                f" OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.receiver"
+                f"  IN ({marks}) AND d.state = ? AND (d.next_at <= ? OR d.next_at > ?)))"
                 f" ORDER BY a.first_seen LIMIT ?",
-                (PENDING, now, *channels, len(channels), *channels, PENDING, now, limit),
-            ).fetchall()
+                (PENDING, now, ahead, *channels, len(channels), *channels, PENDING, now, ahead,
+                 limit),
+            ).fetchall()  # fmt: skip
             for row in rows:
                 alert = self._alert(row)
                 for receiver in channels:
@@ -223,7 +231,7 @@ class AlertOutbox(OutboxReading):
                             (alert.id, receiver, PENDING, now + lease_s, now + lease_s),
                         )
                         attempts = 0
-                    elif delivery[0] == PENDING and delivery[2] <= now:
+                    elif delivery[0] == PENDING and not now < delivery[2] <= ahead:
                         cur.execute(
                             "UPDATE deliveries SET next_at = ?, leased_until = ? "
                             "WHERE alert_id = ? AND receiver = ?",
