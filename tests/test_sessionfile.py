@@ -21,6 +21,7 @@ from schoolgate.sniffer.sessionfile import (
     PROXY_FILE,
     SessionKeeper,
     fast_path_sessions,
+    journal_of,
 )
 from schoolgate.sniffer.tlsresume import Resume, SessionBook
 from tests.test_tlsresume import CATALOGUED, HARMLESS, contexts, handshake, read
@@ -222,3 +223,44 @@ def test_reading_the_peers_book_on_misses_takes_a_bounded_share_of_the_time(
     assert proxy.name("198.51.100.7", "ticket", b"two") is None  # not read again so soon
     clock.at += 8.5
     assert proxy.name("198.51.100.7", "ticket", b"two") == HARMLESS  # 10 s on: read
+
+
+def test_a_session_made_through_the_proxy_is_known_to_the_fast_path_within_a_flush(
+    tmp_path: Path,
+) -> None:
+    """a40 F5: an address the proxy carried moved to the fast path as soon as a device resolved
+    its name through the gateway, and every resumption of a session made through the proxy
+    was refused there until the proxy's next dump, minutes later. The journal beside the book
+    is written within a second and read on a miss."""
+    clock = Clock(0.0)
+    fast, proxy = SessionBook(clock=clock), SessionBook(clock=clock)
+    fast_file, proxy_file = tmp_path / FAST_PATH_FILE, tmp_path / PROXY_FILE
+    fast_keeper = SessionKeeper(fast, fast_file, peer=proxy_file, clock=clock)
+    proxy_keeper = SessionKeeper(proxy, proxy_file, peer=fast_file, clock=clock)
+    proxy_keeper.save()  # the last dump, minutes ago
+    proxy.issued("203.0.113.58", "ticket", b"through-the-proxy", HARMLESS, "192.0.2.10")
+    assert fast.name("203.0.113.58", "ticket", b"through-the-proxy") is None  # not yet
+    assert proxy_keeper.flush_journal()
+    assert not proxy_keeper.flush_journal()  # nothing new
+    clock.at += 2.0  # past the miss gap
+    assert fast.name("203.0.113.58", "ticket", b"through-the-proxy") == HARMLESS
+    # the next dump holds it, and the journal starts again
+    clock.at += 400.0
+    proxy_keeper.save()
+    assert journal_of(proxy_file).read_bytes() == b""
+    assert fast_keeper.refresh()
+    assert fast.name("203.0.113.58", "ticket", b"through-the-proxy") == HARMLESS
+
+
+def test_a_restart_after_a_crash_restores_the_journal_too(tmp_path: Path) -> None:
+    clock = Clock(0.0)
+    book = SessionBook(clock=clock)
+    keeper = SessionKeeper(book, tmp_path / PROXY_FILE, clock=clock)
+    keeper.save()
+    book.issued("203.0.113.59", "id", b"after-the-dump", HARMLESS)
+    keeper.flush_journal()
+    with journal_of(tmp_path / PROXY_FILE).open("ab") as journal:
+        journal.write(b'["torn line')  # the crash came mid-write
+    restarted = SessionBook(clock=clock)
+    assert SessionKeeper(restarted, tmp_path / PROXY_FILE, clock=clock).load() == 1
+    assert restarted.name("203.0.113.59", "id", b"after-the-dump") == HARMLESS

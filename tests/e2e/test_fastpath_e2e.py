@@ -69,7 +69,8 @@ TUNNELS |= {"pickup.fast.test": "198.51.100.93", "fragments.fast.test": "198.51.
             "retry2.fast.test": "198.51.100.100", "resume.fast.test": "198.51.100.101",
             "resume2.fast.test": "198.51.100.102", "resume3.fast.test": "198.51.100.103",
             "plain.fast.test": "198.51.100.104", "retry3.fast.test": "198.51.100.105",
-            "resume4.fast.test": "198.51.100.106", "noack.fast.test": "198.51.100.107"}  # fmt: skip
+            "resume4.fast.test": "198.51.100.106", "noack.fast.test": "198.51.100.107",
+            "resume5.fast.test": "198.51.100.108"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -550,6 +551,36 @@ def test_a_session_made_on_the_fast_path_resumes_through_the_proxy_after_a_withd
     # at once (a36 I1: the proxy refused it for up to 20 s while the fast path's book lagged)
     assert "TRY 1 reused=True RESULT HTTP/1.1 200" in out, out
     assert gateway.recorder.seen[-1][:2] == (address, GATEWAY_SERVER_IP)  # through the proxy
+
+
+def test_a_session_made_through_the_proxy_resumes_on_the_fast_path_once_it_is_resolved(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Adversarial pass a40 F5: an address a device reached without asking the gateway (a DNS
+    cache from before, a hard-coded address) meets the proxy; once any device resolves its name
+    through the gateway it takes the fast path, and every resumption of a session made through
+    the proxy was refused there until the proxy's next dump, up to five minutes later."""
+    name = "resume5.fast.test"
+    address = TUNNELS[name]
+    assert gateway.heartbeat()
+    go = tmp_path / "go"
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", address, name, name,
+            "--wait-for", str(go), "--tries", "2", "--pause", "0.5"]  # fmt: skip
+    client = subprocess.Popen(netns_exec(gateway.topo.client, argv), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert client.stdout is not None
+        first = client.stdout.readline()
+        assert "FIRST RESULT HTTP/1.1 200" in first, first
+        assert gateway.recorder.seen[-1][:2] == (address, GATEWAY_SERVER_IP)  # the proxy's
+        assert gateway.ask(name) == [address]  # now the fast path's
+        time.sleep(1.5)  # the proxy's journal is a second behind at most
+        go.touch()
+        out, _ = client.communicate(timeout=90)
+    finally:
+        client.kill()
+    assert "TRY 1 reused=True RESULT HTTP/1.1 200" in out, out
+    assert gateway.recorder.seen[-1][:2] == (address, CLIENT_IP)  # carried by the kernel
 
 
 def test_a_session_made_elsewhere_stays_refused_where_the_server_shows_no_catalogued_name(

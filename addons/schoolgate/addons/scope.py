@@ -41,7 +41,7 @@ from schoolgate.endpoints.hosts import normalize_host
 from schoolgate.endpoints.tenants import sign_in_only
 from schoolgate.monitoring import metrics
 from schoolgate.sniffer.sessionfile import (
-    PEER_EVERY_S,
+    JOURNAL_EVERY_S,
     SessionKeeper,
     fast_path_sessions,
     proxy_sessions,
@@ -142,10 +142,12 @@ class Scope:
         """Write the book in turn and read the fast path's when it changed, off the loop."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(PEER_EVERY_S)
+            await asyncio.sleep(JOURNAL_EVERY_S)
             try:
                 if keeper.due():
                     await loop.run_in_executor(None, keeper.save)
+                else:
+                    await loop.run_in_executor(None, keeper.flush_journal)
                 if keeper.peer_due():
                     await loop.run_in_executor(None, keeper.refresh)
             except Exception:  # a bug must not end the book-keeping for good

@@ -267,6 +267,8 @@ class FastPathService:
             await _guarded(self.beat)
             if self.keeper is not None and self.keeper.due():
                 await _guarded(self.keeper.save)
+            elif self.keeper is not None:
+                await _guarded(self.keeper.flush_journal)
             if self.keeper is not None and self.keeper.peer_due():
                 await _guarded(self.keeper.refresh)
             with contextlib.suppress(TimeoutError):

@@ -59,6 +59,7 @@ SESSIONS: Final = 65_536  # remembered sessions; the oldest go first
 # flood of handshakes cannot push everyone else's out (adversarial pass a34: 75,000 handshakes
 # from one device emptied the book in 90 seconds).
 DEVICE_SHARE: Final = SESSIONS // 8
+FRESH_MAX: Final = 4_096  # sessions journaled between two flushes (a second apart)
 SESSION_S: Final = 24 * 3600.0  # longer than servers keep TLS 1.2 sessions (minutes to hours)
 
 
@@ -226,6 +227,8 @@ class SessionBook:
         self._names: OrderedDict[bytes, tuple[str, float, str]] = OrderedDict()
         self._by_device: dict[str, OrderedDict[bytes, None]] = {}
         self._lock = threading.Lock()  # the fast path's queue reader and its saver share it
+        # Issued since `take_fresh` last ran: the journal the other path reads between dumps.
+        self._fresh: list[tuple[bytes, str, float, str]] = []
 
     def __len__(self) -> int:
         return len(self._names)
@@ -240,7 +243,10 @@ class SessionBook:
         """`device`: the client's address, whose share of the book the session takes."""
         key = self._key(server, kind, credential)
         with self._lock:
-            self._add(key, name, self.clock(), device)
+            when = self.clock()
+            self._add(key, name, when, device)
+            if len(self._fresh) < FRESH_MAX:  # the rest wait for the next dump
+                self._fresh.append((key, name, when, device))
 
     def _add(self, key: bytes, name: str, when: float, device: str) -> None:
         self._drop(key)
@@ -276,6 +282,14 @@ class SessionBook:
                 return named
             self.on_miss()
         return None
+
+    def take_fresh(self, wall: Callable[[], float] = time.time) -> list[list[object]]:
+        """The sessions issued since the last call, as `dump` writes them (a journal's lines)."""
+        with self._lock:
+            now, at = self.clock(), wall()
+            fresh, self._fresh = self._fresh, []
+        return [[key.hex(), name, round(at - (now - t), 3), device]
+                for key, name, t, device in fresh]  # fmt: skip
 
     def dump(self, wall: Callable[[], float] = time.time) -> bytes:
         """The sessions still in date, oldest first, with wall-clock times: keys are digests
