@@ -5,6 +5,7 @@ and an index that has not changed for days."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 import sqlite3
 from pathlib import Path
 
@@ -263,3 +264,59 @@ def test_removals_made_on_the_box_that_published_last_need_no_flag(trust: Trust)
         with pytest.raises(BankError, match="it published nothing here"):
             publish(second, trust.out, trust.key, channel="trust", banks=("trust-incidents",),
                     publisher="Test Trust", clock=trust.clock)  # fmt: skip
+
+
+# -- a41 F7/F8: a subscription renamed, or given a prefix, in the configuration -----------------
+
+
+def _sync_as(trust: Trust, name: str, prefix: str = "", configured: tuple[str, ...] = ()) -> str:
+    subscription = replace(trust.subscription(), name=name, prefix=prefix)
+    return sync(subscription, Replica(trust.gateway, trust.clock), trust.fetch,
+                configured=configured or (name,)).outcome  # fmt: skip
+
+
+def test_a_subscription_renamed_in_the_configuration_keeps_its_banks_and_follows_on(
+    trust: Trust,
+) -> None:
+    """a41 F7: renamed `trust` to `trust-central`, the banks were withheld as another
+    subscription's and frozen: 5 of 5 new trust pictures passed."""
+    trust.publish()
+    assert _sync_as(trust, "trust") == "updated"
+    assert _sync_as(trust, "trust-central") == "current"  # the same publication, renamed
+    _add(trust, "two")
+    trust.publish()
+    assert _sync_as(trust, "trust-central") == "updated"
+    assert trust.blocked("one")
+    assert trust.blocked("two")
+    names = [state.name for state in Replica(trust.gateway).states()]
+    assert names == ["trust-central"]
+
+
+def test_a_renamed_subscription_whose_banks_were_deleted_as_advised_gets_them_back(
+    trust: Trust,
+) -> None:
+    trust.publish()
+    assert _sync_as(trust, "trust") == "updated"
+    trust.gateway.delete_bank("trust-incidents")  # `hashes remove --all`, as the log said
+    assert _sync_as(trust, "trust-central") == "updated"
+    assert trust.blocked("one")
+
+
+def test_two_subscriptions_of_one_folder_do_not_take_each_others_state(trust: Trust) -> None:
+    trust.publish()
+    assert _sync_as(trust, "trust", configured=("trust", "second")) == "updated"
+    _sync_as(trust, "second", configured=("trust", "second"))  # its banks clash: withheld
+    names = {state.name for state in Replica(trust.gateway).states()}
+    assert names == {"trust", "second"}
+
+
+def test_a_prefix_added_to_a_subscription_renames_its_banks(trust: Trust) -> None:
+    """a41 F8: with `prefix:` added, the old banks stayed frozen (one the trust dropped kept
+    blocking) and the prefixed bank was built from a delta alone."""
+    trust.publish()
+    assert _sync_as(trust, "trust") == "updated"
+    assert _sync_as(trust, "trust", prefix="p-") == "updated"  # the same version, renamed
+    banks = {bank.name for bank in trust.gateway.banks()}
+    assert banks == {"p-trust-incidents"}
+    assert trust.blocked("one")
+    assert _sync_as(trust, "trust", prefix="p-") == "current"

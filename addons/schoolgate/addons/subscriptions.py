@@ -43,6 +43,7 @@ class BankSubscriptions:
         while True:
             runtime = self.ref.current
             if runtime is not None and not runtime.closed:
+                configured = [s.name for s in runtime.config.banks.subscriptions]
                 for subscription in runtime.config.banks.subscriptions:
                     name = subscription.name
                     busy = name in self._running and not self._running[name].done()
@@ -51,14 +52,14 @@ class BankSubscriptions:
                     self._due[name] = time.monotonic() + subscription.interval_s
                     path = runtime.config.banks.path
                     self._running[name] = asyncio.create_task(
-                        asyncio.to_thread(_sync_once, subscription, path)
+                        asyncio.to_thread(_sync_once, subscription, path, configured)
                     )
             await asyncio.sleep(TICK_S)
 
 
-def _sync_once(subscription: AnySubscription, path: Path) -> None:
+def _sync_once(subscription: AnySubscription, path: Path, configured: list[str]) -> None:
     try:
         with BankStore(path) as store:
-            sync_any(subscription, Replica(store))
+            sync_any(subscription, Replica(store), configured)
     except Exception:
         log.exception("schoolgate banks: subscription %s: the sync failed", subscription.name)

@@ -161,7 +161,8 @@ def _sync(args: argparse.Namespace) -> int:
     with open_store(config) as store:
         replica = Replica(store)
         for subscription in chosen:
-            result = sync_any(subscription, replica)
+            names = [s.name for s in config.banks.subscriptions]
+            result = sync_any(subscription, replica, names)
             print(f"{result.subscription}: {result.outcome}: {result.message}")
             failed |= result.outcome in ("refused", "unreachable")
     return EXIT_ERROR if failed else EXIT_OK

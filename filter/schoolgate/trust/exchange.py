@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -195,8 +195,13 @@ def _same(replica: Replica, bank: str, signals: list[SignalInput]) -> bool:
     return held == {(SignalType(s.signal_type), s.value) for s in signals}
 
 
-def sync_any(subscription: AnySubscription, replica: Replica) -> SyncResult:
-    """Sync either kind of `banks.subscriptions` entry: a trust's publication or a programme."""
+def sync_any(
+    subscription: AnySubscription,
+    replica: Replica,
+    configured: Collection[str] | None = None,
+) -> SyncResult:
+    """Sync either kind of `banks.subscriptions` entry: a trust's publication or a programme.
+    `configured`: every configured subscription's name (see trust.subscribe.sync)."""
     if isinstance(subscription, ExchangeSubscription):
         return sync_exchange(subscription, replica)
-    return sync(subscription, replica)
+    return sync(subscription, replica, configured=configured)

@@ -15,7 +15,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,9 @@ _COUNTS = "ALTER TABLE subscriptions ADD COLUMN counts TEXT NOT NULL DEFAULT '{}
 # The id of the publication applied (trust.publish.lineage): a later index whose lineage does
 # not hold it comes from a fork of the folder (adversarial pass a35 F3).
 _LINK = "ALTER TABLE subscriptions ADD COLUMN link TEXT NOT NULL DEFAULT ''"
+# The prefix its banks were applied under: a prefix added later (to follow a school's share)
+# must replace the banks named without it, not leave them frozen beside a delta (a41 F8).
+_PREFIX = "ALTER TABLE subscriptions ADD COLUMN prefix TEXT NOT NULL DEFAULT ''"
 # Every row of a bank that decides a match, in a fixed order: a bank's fingerprint.
 _SIGNAL_ROWS = (
     "SELECT s.signal_type, s.value, s.quality, s.content_id, s.frame FROM signals s "
@@ -85,6 +88,7 @@ class Applied:
     synced_at: float | None = None
     fetch_failures: int = 0
     link: str = ""  # the id of the publication applied, in its folder's lineage
+    prefix: str = ""  # the prefix its banks were applied under
 
 
 class Replica:
@@ -98,7 +102,7 @@ class Replica:
             columns = {row[1] for row in cur.execute("PRAGMA table_info(subscriptions)")}
             later = (("withheld", _WITHHELD), ("folder", _FOLDER), ("synced_at", _SYNCED),
                      ("fetch_failures", _FAILURES), ("counts", _COUNTS),
-                     ("link", _LINK))  # fmt: skip
+                     ("link", _LINK), ("prefix", _PREFIX))  # fmt: skip
             for column, added in later:
                 if column not in columns:
                     cur.execute(added)
@@ -178,6 +182,21 @@ class Replica:
                         (name,))  # fmt: skip
             return cur.rowcount > 0
 
+    def adopt(self, name: str, folder: str, configured: Collection[str]) -> str | None:
+        """Take over the state and banks of a subscription no longer configured that followed
+        `folder`: the same publication, renamed in the configuration. Its banks were withheld as
+        another subscription's and frozen, and deleting them as the log advised left none
+        (adversarial pass a41 F7). The name it had, or None."""
+        if not folder or self.state(name) is not None:
+            return None
+        for state in self.states():
+            if state.folder == folder and state.name not in configured:
+                with self.store.write() as cur:
+                    cur.execute("UPDATE subscriptions SET name = ? WHERE name = ?",
+                                (name, state.name))  # fmt: skip
+                return state.name
+        return None
+
     def repin(self, name: str) -> bool:
         """Forget the folder pinned for `name` (the trust moved its publication on purpose):
         the next index pins its own. False when there is no such subscription here."""
@@ -194,6 +213,7 @@ class Replica:
         folder: str = "",
         configured: bool = False,
         link: str = "",
+        prefix: str = "",
     ) -> Applied:
         """Apply a full or delta bundle for subscription `name`; BundleError when refused (the
         banks stay as they were). `again`: a full snapshot of the version applied may be
@@ -214,7 +234,12 @@ class Replica:
                 "base", f"the delta applies to version {bundle.base}, this gateway has {have}"
             )
         owned = set(current.banks) if current is not None else set()
-        if bundle.kind == "full" and owned - set(bundle.banks) - set(bundle.removed_banks):
+        renamed = current is not None and current.prefix != prefix  # the old names all go
+        if (
+            bundle.kind == "full"
+            and not renamed
+            and owned - set(bundle.banks) - set(bundle.removed_banks)
+        ):
             left_out = ", ".join(sorted(owned - set(bundle.banks) - set(bundle.removed_banks)))
             raise BundleError(
                 "shrunk",
@@ -245,9 +270,10 @@ class Replica:
                 "UPDATE subscriptions SET version = ?, published_at = ?, applied_at = ?, "
                 "checked_at = ?, synced_at = ?, banks = ?, last_error = '', withheld = ?, "
                 "folder = CASE WHEN folder = '' OR ? THEN ? ELSE folder END, counts = ?, "
-                "link = ? WHERE name = ?",
+                "link = ?, prefix = ? WHERE name = ?",
                 (bundle.version, bundle.created_at, now, now, now, json.dumps(sorted(banks)),
-                 json.dumps(sorted(clash)), configured, folder, json.dumps(counts), link, name),
+                 json.dumps(sorted(clash)), configured, folder, json.dumps(counts), link, prefix,
+                 name),
             )  # fmt: skip
         if clash:
             # Which bank, and whose: the school's DSL or IT must know what to rename (a35 F5).
@@ -302,7 +328,7 @@ def read_states(store: BankStore) -> list[Applied]:
             got["checked_at"], tuple(json.loads(got["banks"])), json.loads(got["refusals"]),
             got["last_error"], tuple(json.loads(got.get("withheld", "[]"))),
             got.get("folder", ""), got.get("synced_at"), got.get("fetch_failures", 0),
-            got.get("link", ""),
+            got.get("link", ""), got.get("prefix", ""),
         ))  # fmt: skip
     return states
 

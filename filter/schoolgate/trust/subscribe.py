@@ -11,7 +11,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
@@ -87,9 +87,18 @@ class SyncResult:
     state: Applied | None
 
 
-def sync(subscription: Subscription, replica: Replica, fetch: Fetch = fetch_url) -> SyncResult:
-    """Bring one subscription's banks up to its publisher's latest version."""
-    result = finish(subscription.name, replica, lambda: _sync(subscription, replica, fetch))
+def sync(
+    subscription: Subscription,
+    replica: Replica,
+    fetch: Fetch = fetch_url,
+    configured: Collection[str] | None = None,
+) -> SyncResult:
+    """Bring one subscription's banks up to its publisher's latest version. `configured`: the
+    names of every subscription in the configuration (one of another name that followed the
+    same folder was this one, renamed)."""
+    result = finish(
+        subscription.name, replica, lambda: _sync(subscription, replica, fetch, configured)
+    )
     if result.outcome != "current" or result.state is None or not result.state.published_at:
         return result
     # "Current" says only that the index names the version applied: say since when, so that
@@ -129,9 +138,20 @@ def finish(name: str, replica: Replica, attempt: Callable[[], Applied | None]) -
     return SyncResult(name, "updated", f"version {applied.version}", applied)
 
 
-def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied | None:
+def _sync(
+    subscription: Subscription,
+    replica: Replica,
+    fetch: Fetch,
+    configured: Collection[str] | None,
+) -> Applied | None:
     key = subscription.public_key
     index = _pinned(open_bundle(fetch(subscription, INDEX), key, expect="index"), subscription)
+    if configured is not None and (
+        renamed := replica.adopt(subscription.name, subscription.folder or index.folder, configured)
+    ):
+        log.warning("schoolgate banks: subscription %s follows the folder subscription %s "
+                    "followed (renamed in the configuration): its banks are %s's now",
+                    subscription.name, renamed, subscription.name)  # fmt: skip
     state = replica.state(subscription.name)
     have = state.version if state is not None else None
     if have is not None and index.version < have:
@@ -149,6 +169,13 @@ def _sync(subscription: Subscription, replica: Replica, fetch: Fetch) -> Applied
     withheld = state is not None and state.withheld
     again = bool(withheld) and have == index.version and replica.clash_cleared(subscription.name)
     drifted = replica.drifted(subscription.name)
+    if state is not None and state.version is not None and state.prefix != subscription.prefix:
+        # The banks were applied under another prefix: the full snapshot names them anew, and
+        # the banks of the old names go with it (a41 F8: they stayed, frozen).
+        log.warning("schoolgate banks: subscription %s: its prefix is now %r (was %r); "
+                    "fetching the full snapshot", subscription.name, subscription.prefix,
+                    state.prefix)  # fmt: skip
+        drifted = (*drifted, *state.banks)
     if drifted:
         # A bank cleared, cut or changed here since its version was applied: the version alone
         # would call it current, and a delta would apply onto what is left (a35 F1, a39 F1).
@@ -194,6 +221,7 @@ def _apply(
         folder=index.folder,
         configured=bool(subscription.folder),
         link=index.history.get(index.version, ""),
+        prefix=subscription.prefix,
     )
     if index.folder and not subscription.folder and (state is None or not state.folder):
         # Trust on first use: a staging folder signed with the same key, seen first, would be
