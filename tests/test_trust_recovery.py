@@ -5,8 +5,8 @@ and an index that has not changed for days."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -43,6 +43,7 @@ from schoolgate.trust.bundle import (
     seal,
     signal_key,
 )
+from schoolgate.trust.replica import dropped_by_source
 
 INDEX: Final = "index.sgb"
 FOLDER: Final = "folder.id"
@@ -182,10 +183,12 @@ def _publish(
     earlier = _earlier_snapshots(out, key)
     bases, warnings = _bases(earlier, now, reset_version)  # before anything is stamped
     folder = _folder_token(out, key, bool(earlier))
+    last = earlier[max(earlier)] if earlier else None
+    banks, drop, gone = _dropped_at_source(store, banks, set(drop), last)
+    warnings = (*warnings, *gone)
     _record_provenance(store, banks, publisher, note, now)
     contents = snapshot(store, banks, with_features=with_features)
-    last = earlier[max(earlier)] if earlier else None
-    dropped = _dropped(last, contents, set(drop), channel)
+    dropped = _dropped(last, contents, drop, channel)
     made = _made_here(store, folder)
     if last is not None and made != max(earlier) and not adopt_folder:
         _refuse_unmade_removals(last, contents, made)
@@ -307,6 +310,26 @@ def _dropped(
             "them to take them off every gateway"
         )
     return tuple(sorted((gone | (carried & drop)) - set(contents)))
+
+
+def _dropped_at_source(
+    store: BankStore, banks: list[str], drop: set[str], last: Bundle | None
+) -> tuple[list[str], set[str], tuple[str, ...]]:
+    """The banks to publish and to drop, less those a subscription's publisher dropped on
+    purpose since (a school that shared an incident drops it): dropped here too, said in a
+    warning. The timer's unchanged command failed on each run for a bank it no longer had, and
+    no trust hash reached any gateway until someone edited it (adversarial pass a41 F9)."""
+    have = {bank.name for bank in store.banks()}
+    vanished = [name for name in banks if name not in have and dropped_by_source(store, name)]
+    if not vanished:
+        return banks, drop, ()
+    carried = set(last.banks) if last is not None else set()
+    said = (
+        f"{', '.join(vanished)}: dropped by the publication this box follows it from, so "
+        "dropped from this one too (take it out of the publish command)",
+    )
+    kept = [name for name in banks if name not in vanished]
+    return kept, drop | (set(vanished) & carried), said
 
 
 def _made_here(store: BankStore, folder: str) -> int | None:

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from schoolgate.banks.model import BankError, SignalType
 from schoolgate.banks.store import BankStore
@@ -254,6 +254,7 @@ class Replica:
             if bundle.kind == "full":
                 for gone in owned - set(named):
                     BankStore.drop_bank(cur, gone)
+                    _note_dropped(cur, gone, bundle)
                 for bank, content in named.items():
                     BankStore.drop_bank(cur, bank)
                     _write_bank(self.store, cur, bank, content, name, bundle.version, now)
@@ -261,6 +262,7 @@ class Replica:
             else:
                 for gone in set(bundle.removed_banks) & owned:
                     BankStore.drop_bank(cur, gone)
+                    _note_dropped(cur, gone, bundle)
                 for bank, content in named.items():
                     _write_bank(self.store, cur, bank, content, name, bundle.version, now)
                 banks = (owned - set(bundle.removed_banks)) | set(named)
@@ -305,6 +307,20 @@ class Replica:
         return dict.fromkeys(named & local, "this school's own bank") | {
             bank: others[bank] for bank in named & set(others)
         }
+
+
+DROPPED: Final = "dropped by its source "  # + a bank's name, in meta: the version
+
+
+def _note_dropped(cur: sqlite3.Cursor, bank: str, bundle: Bundle) -> None:
+    """A bank its publisher dropped on purpose: a central box that publishes it on drops it
+    too, rather than failing every publication for a bank it no longer has (a41 F9)."""
+    if bank in bundle.removed_banks:
+        cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (DROPPED + bank, bundle.version))
+
+
+def dropped_by_source(store: BankStore, bank: str) -> bool:
+    return bool(store.read("SELECT 1 FROM meta WHERE key = ?", (DROPPED + bank,)))
 
 
 def read_states(store: BankStore) -> list[Applied]:
