@@ -180,6 +180,24 @@ def test_a_domain_has_a_school_wide_budget_but_the_big_providers_do_not() -> Non
         assert guard.allows(f"dev{n % 6}", f"d{n}.cloudfront.net")
 
 
+def test_a_flood_of_names_under_one_domain_does_not_lock_other_devices_out() -> None:
+    """Adversarial pass a40 F7: one laptop's three MACs asked 500 names under a tenant domain
+    that answers every name (an LMS) in two minutes, and every other device of the school was
+    refused its new names there for ten minutes."""
+    from schoolgate.addons.resolver import TunnelGuard
+
+    now = [0.0]
+    guard = TunnelGuard(clock=lambda: now[0], school_limit=500)
+    flood = 0
+    for n in range(660):  # three MACs, 220 names each, under the budget a device has
+        now[0] = n * 0.15
+        flood += guard.allows(f"mac{n % 3}", f"x{n}.lms.example")
+    assert flood == 500  # the school-wide budget still bounds a tunnel spread over devices
+    # another device, a few ordinary names of its own: answered
+    assert all(guard.allows("teacher", f"course{n}.lms.example") for n in range(10))
+    assert not guard.allows("mac0", "more.lms.example")  # the flooders stay refused
+
+
 def test_every_question_of_a_query_is_counted(tmp_path: Path) -> None:
     """Adversarial pass a8: queries with two questions carried the tunnel in the second."""
     from mitmproxy.dns import Question

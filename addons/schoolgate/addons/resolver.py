@@ -312,7 +312,10 @@ class TunnelGuard:
     picture needs some 600 names, and 2,000 let one through in seconds; a laptop with
     six virtual interfaces is six devices, and queries from addresses that never answer ARP
     have no MAC): a tunnel needs a zone of its own, so the big providers' shared apexes, which
-    no pupil can delegate, are not counted.
+    no pupil can delegate, are not counted. Past that budget only the devices that asked for
+    `school_share` names or more under the domain are refused: one laptop's three MACs flooding a
+    tenant domain that answers every name (an LMS, SharePoint) locked every device of the school
+    out of its new names for ten minutes (pass a40 F7).
     """
 
     def __init__(
@@ -324,6 +327,7 @@ class TunnelGuard:
         sustained: int = 240,
         total: int = 1500,
         school_limit: int = 500,
+        school_share: int = 25,
         long_window_s: float = 600.0,
     ) -> None:
         self.limit = limit
@@ -331,6 +335,7 @@ class TunnelGuard:
         self.sustained = sustained
         self.total = total
         self.school_limit = school_limit
+        self.school_share = school_share
         self.long_window_s = long_window_s
         self.clock = clock
         self._seen: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
@@ -356,7 +361,11 @@ class TunnelGuard:
             _newer_than(seen, now - self.window_s) >= self.limit
             or len(seen) >= self.sustained
             or len(every) >= self.total
-            or (len(school) >= self.school_limit and name not in school)
+            or (
+                len(school) >= self.school_limit
+                and name not in school
+                and len(seen) >= self.school_share
+            )
         ):
             if now - self._logged.get(device, float("-inf")) > self.window_s:
                 self._logged[device] = now
