@@ -472,12 +472,9 @@ class BankStore:
         feature sets, all filed under its SHA-256); how many rows went."""
         with self.write(bump=True) as cur:
             bank_id = self._bank_id(cur, bank)
-            removed = 0
-            for table in ("signals", "features"):
-                cur.execute(f"DELETE FROM {table} WHERE bank_id = ? AND content_id = ?",
-                            (bank_id, content_id))  # fmt: skip
-                removed += int(cur.rowcount)
-            return removed
+            query = "DELETE FROM {} WHERE bank_id = ? AND content_id = ?"
+            return sum(int(cur.execute(query.format(table), (bank_id, content_id)).rowcount)
+                       for table in ("signals", "features"))  # fmt: skip
 
     def feature_counts(self) -> dict[str, int]:
         """Items with feature sets, per bank (banks without any are left out)."""
