@@ -264,3 +264,18 @@ def test_a_restart_after_a_crash_restores_the_journal_too(tmp_path: Path) -> Non
     restarted = SessionBook(clock=clock)
     assert SessionKeeper(restarted, tmp_path / PROXY_FILE, clock=clock).load() == 1
     assert restarted.name("203.0.113.59", "id", b"after-the-dump") == HARMLESS
+
+
+def test_an_unchanged_book_is_not_written_again(tmp_path: Path) -> None:
+    clock = Clock(0.0)
+    book = SessionBook(clock=clock)
+    path = tmp_path / PROXY_FILE
+    keeper = SessionKeeper(book, path, clock=clock)
+    book.issued("203.0.113.60", "id", b"one", HARMLESS)
+    assert keeper.save()
+    path.write_bytes(b"marker")  # stands for the file as written
+    assert keeper.save()  # nothing issued since: not written
+    assert path.read_bytes() == b"marker"
+    book.issued("203.0.113.60", "id", b"two", HARMLESS)
+    assert keeper.save()
+    assert json.loads(path.read_bytes())["sessions"]

@@ -75,6 +75,7 @@ class SessionKeeper:
         if peer is not None:
             book.on_miss = self.on_miss
         self._peer_stamp: tuple[int, ...] | None = None
+        self._saved_changes: int | None = None  # book.changes at the last write
 
     def load(self) -> int:
         """The sessions restored; a missing file is a first start, a broken one is logged and
@@ -198,7 +199,12 @@ class SessionKeeper:
         return True
 
     def save(self) -> bool:
+        """Write the whole book, unless nothing was issued since the last write (a quiet night
+        costs an SD card no writes; expired sessions are dropped when read)."""
         self.last = self.clock()
+        changes = self.book.changes
+        if changes == self._saved_changes:
+            return True
         self.book.take_fresh()  # the dump holds them: the journal starts again after it
         try:
             write_atomic(self.path, self.book.dump(), 0o640)
@@ -207,6 +213,7 @@ class SessionKeeper:
             log.warning("schoolgate: cannot write %s (%s): a restart will forget the TLS 1.2 "
                         "sessions issued so far", self.path, error.strerror or error)  # fmt: skip
             return False
+        self._saved_changes = changes
         return True
 
 

@@ -229,6 +229,7 @@ class SessionBook:
         self._lock = threading.Lock()  # the fast path's queue reader and its saver share it
         # Issued since `take_fresh` last ran: the journal the other path reads between dumps.
         self._fresh: list[tuple[bytes, str, float, str]] = []
+        self.changes = 0  # sessions issued or restored so far: a dump of an unchanged book waits
 
     def __len__(self) -> int:
         return len(self._names)
@@ -245,6 +246,7 @@ class SessionBook:
         with self._lock:
             when = self.clock()
             self._add(key, name, when, device)
+            self.changes += 1
             if len(self._fresh) < FRESH_MAX:  # the rest wait for the next dump
                 self._fresh.append((key, name, when, device))
 
@@ -321,6 +323,7 @@ class SessionBook:
                 if len(key) == 32 and age <= self.lifetime and key not in self._names:
                     merged.append((key, name, now - age, device))
                     added += 1
+            self.changes += 1
             self._names.clear()
             self._by_device.clear()
             for key, name, when, device in sorted(merged, key=lambda item: item[2]):
