@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -121,4 +122,47 @@ def test_a_log_moved_or_deleted_by_hand_is_opened_again(tmp_path: Path, how: str
     log.record(later)
     log.close()
     assert [r["id"] for r in read_records(path)] == [later.id]
+    assert log.lost_records == 0
+
+
+def test_a_record_that_cannot_be_written_is_said_in_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """a41 F10: a write error (a read-only file, EIO) dropped decisions without a word."""
+    log = AuditLog(AuditConfig(path=tmp_path / "decisions.jsonl"))
+    verdict = _verdict()
+
+    def broken(fd: int, data: bytes) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "write", broken)
+    with caplog.at_level(logging.CRITICAL, "schoolgate.audit"):
+        log.record(verdict)
+        log.record(_verdict(2))  # within the minute: counted, not said again
+    monkeypatch.undo()
+    log.close()
+    assert log.lost_records == 2
+    (said,) = [
+        r.getMessage() for r in caplog.records if "AUDIT RECORD NOT WRITTEN" in r.getMessage()
+    ]
+    assert verdict.id in said
+    assert "Input/output error" in said
+
+
+def test_a_rotation_that_fails_writes_on_to_the_current_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a41 F10: a directory that took no new file lost every record past the size limit."""
+    path = tmp_path / "decisions.jsonl"
+    log = AuditLog(AuditConfig(path=path, rotate="size", max_bytes=2048, backup_count=2))
+
+    def refused() -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(log._handler, "doRollover", refused)
+    verdicts = [_verdict(n) for n in range(10)]
+    for verdict in verdicts:
+        log.record(verdict)
+    log.close()
+    assert [r["id"] for r in read_records(path)] == [v.id for v in verdicts]
     assert log.lost_records == 0

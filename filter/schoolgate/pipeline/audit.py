@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import re
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,9 @@ import structlog
 from schoolgate.files import append_line
 from schoolgate.pipeline.settings import AuditConfig
 from schoolgate.pipeline.verdict import Verdict
+
+_log = logging.getLogger("schoolgate.audit")
+LOST_SAID_EVERY_S = 60.0
 
 
 class _CountingHandlerMixin(logging.handlers.BaseRotatingHandler):
@@ -32,9 +38,26 @@ class _CountingHandlerMixin(logging.handlers.BaseRotatingHandler):
         def shouldRollover(self, record: logging.LogRecord) -> bool: ...
         def doRollover(self) -> None: ...
 
+    _said_at = float("-inf")
+
     def handleError(self, record: logging.LogRecord) -> None:
+        """Counted (`schoolgate_audit_lost_records`) and said in the service's log, at most
+        once a minute: a failing write (a read-only file, EIO, quota) dropped records without
+        a word while the DSL's alert named them (adversarial pass a41 F10)."""
         with self._lost_lock:
             self.lost += 1
+            now = time.monotonic()
+            if now - self._said_at < LOST_SAID_EVERY_S:
+                return
+            self._said_at = now
+        decision = re.search(r'"id": "([0-9a-f]{8,})"', str(record.msg))
+        why = sys.exc_info()[1]
+        _log.critical(
+            "AUDIT RECORD NOT WRITTEN to %s (%s): %s; %d lost since start. The decisions stand "
+            "and their alerts are sent; fix the disk or the file's permissions",
+            self.baseFilename, why or "unknown error",
+            f"decision {decision[1]}" if decision else "a record", self.lost,
+        )  # fmt: skip
 
     def _open(self) -> Any:
         # Readable too: append_line looks at the file's last byte.
@@ -61,8 +84,13 @@ class _CountingHandlerMixin(logging.handlers.BaseRotatingHandler):
         lost to one failure, one of them written after the disk had recovered (adversarial
         pass a39 F2). Here each line is one unbuffered write, taken back when it falls short."""
         try:
-            if self.shouldRollover(record):
-                self.doRollover()
+            try:
+                if self.shouldRollover(record):
+                    self.doRollover()
+            except OSError as error:
+                # A directory that takes no new file (permissions after a restore): the line
+                # goes on the current file rather than nowhere (a41 F10: half of a burst lost).
+                _log.error("audit log %s not rotated (%s): written on", self.baseFilename, error)
             self._reopen_if_moved()
             if self.stream is None:
                 self.stream = self._open()
