@@ -149,3 +149,18 @@ def test_the_spool_beside_a_moved_outbox_moves_too(tmp_path: Path) -> None:
     open_outbox(_config(tmp_path, "new/alerts.sqlite")).close()
     assert (tmp_path / "new" / "alerts.sqlite.spool.jsonl").read_bytes() == line
     assert not (tmp_path / "alerts.sqlite.spool.jsonl").exists()
+
+
+def test_a_damaged_outbox_is_moved_aside_and_the_appliance_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """a41 F11: an outbox overwritten with garbage stopped `schoolgate run` at start: no
+    filtering, no audit, no alerts."""
+    (tmp_path / "alerts.sqlite").write_bytes(b"GARBAGE" * 300)
+    config = _config(tmp_path, "alerts.sqlite")
+    with caplog.at_level(logging.CRITICAL, "schoolgate.alerts"), open_outbox(config) as outbox:
+        assert outbox.list() == []
+        outbox.enqueue(details(), "v1")  # and takes alerts
+    assert "ALERT OUTBOX DAMAGED" in caplog.text
+    (aside,) = tmp_path.glob("alerts.sqlite.damaged-*")
+    assert aside.read_bytes() == b"GARBAGE" * 300  # kept for IT

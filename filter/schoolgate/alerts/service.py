@@ -9,8 +9,12 @@ restart reads the spool back, so an alert the outbox refused is not lost with th
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
@@ -47,7 +51,25 @@ def build_receivers(config: AlertsConfig, tz: ZoneInfo) -> list[Receiver]:
 def open_outbox(config: AlertsConfig) -> AlertOutbox:
     """The configured outbox, with the undelivered alerts of the one used before if the
     configuration moved it (alerts.relocation). A move that fails is logged, never fatal."""
-    outbox = AlertOutbox(config.outbox, config.channel_names, dedup_window_s=config.dedup_window_s)
+    try:
+        outbox = AlertOutbox(
+            config.outbox, config.channel_names, dedup_window_s=config.dedup_window_s
+        )
+    except OutboxError as error:
+        if not _damaged(error):
+            raise
+        # A damaged file stopped the whole appliance at start (a41 F11): no filtering, no
+        # audit, no alerts. It is kept aside for IT (sqlite3's .recover may save its alerts).
+        aside = config.outbox.with_name(f"{config.outbox.name}.damaged-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{config.outbox}{suffix}", f"{aside}{suffix}")
+        log.critical("ALERT OUTBOX DAMAGED (%s): moved aside to %s and a new one started; the "
+                     "alerts it held are not sent (try `sqlite3 %s .recover`)", error, aside,
+                     aside)  # fmt: skip
+        outbox = AlertOutbox(
+            config.outbox, config.channel_names, dedup_window_s=config.dedup_window_s
+        )
     if config.data_dir is not None:
         try:
             relocation.follow(config.outbox, config.data_dir)
@@ -58,6 +80,13 @@ def open_outbox(config: AlertsConfig) -> AlertOutbox:
 
 def policy_groups(config: Config) -> frozenset[str]:
     return frozenset(g.name for g in config.policy.groups) | {config.policy.default_group}
+
+
+def _damaged(error: OutboxError) -> bool:
+    cause = error.__cause__
+    return isinstance(cause, sqlite3.DatabaseError) and any(
+        words in str(cause) for words in ("not a database", "malformed")
+    )
 
 
 def build_sender(
