@@ -25,12 +25,15 @@ class Mailbox:
 
     messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     rcpt_reply: str | None = None
+    refuse: dict[str, str] = field(default_factory=dict)  # address -> reply, for that address
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
         if self.rcpt_reply:
             return self.rcpt_reply
+        if address in self.refuse:
+            return self.refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -124,3 +127,46 @@ def test_no_smtp_server_is_a_connection_error(data_dir: Path) -> None:
     finally:
         service.close()
     assert result.attempt.outcome == CONNECTION_ERROR
+
+
+def test_an_address_refused_for_now_gets_the_alert_on_a_retry_and_only_it(
+    data_dir: Path, smtp_server: tuple[Mailbox, int]
+) -> None:
+    """a41 F13: the deputy's address greylisted (450) while the DSL's took the email: the alert
+    read as delivered and the deputy never got it. It is retried for that address alone."""
+    mailbox, port = smtp_server
+    mailbox.refuse["deputy-dsl@school.example"] = "450 4.2.0 greylisted, try again later"
+    service = AlertService.open(smtp_config(data_dir, port))
+    try:
+        alert_id = service.record(make_verdict()).alert_id  # type: ignore[union-attr]
+        (first,) = service.sender.deliver_due()
+        assert first.attempt.outcome == HTTP_4XX
+        assert first.next_at is not None
+        mailbox.refuse.clear()
+        service.outbox.retry([alert_id])
+        (second,) = service.sender.deliver_due()
+        alert = service.outbox.get(alert_id)
+    finally:
+        service.close()
+    assert second.attempt.outcome == DELIVERED
+    assert [recipients for _, recipients, _ in mailbox.messages] == [
+        ["dsl@school.example"],
+        ["deputy-dsl@school.example"],
+    ]
+    assert alert is not None
+    assert alert.state == "delivered"
+
+
+def test_an_address_refused_for_good_does_not_hold_the_others_back(
+    data_dir: Path, smtp_server: tuple[Mailbox, int]
+) -> None:
+    mailbox, port = smtp_server
+    mailbox.refuse["deputy-dsl@school.example"] = "550 5.1.1 no such user"
+    service = AlertService.open(smtp_config(data_dir, port))
+    try:
+        service.record(make_verdict())
+        (result,) = service.sender.deliver_due()
+    finally:
+        service.close()
+    assert result.attempt.outcome == DELIVERED  # logged; retrying cannot help
+    assert [recipients for _, recipients, _ in mailbox.messages] == [["dsl@school.example"]]

@@ -14,6 +14,7 @@ import logging
 import smtplib
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -185,6 +186,9 @@ def _retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+_EMAIL_PENDING_MAX = 10_000  # alerts an email receiver remembers partial deliveries of
+
+
 class EmailReceiver:
     """Sends the alert as a plain-text email to the DSL's address(es)."""
 
@@ -196,9 +200,16 @@ class EmailReceiver:
         self._guidance = guidance
         self._console_url = console_url
         self._tz = tz
+        # Per alert not yet delivered to every address: those that took it or refused it for
+        # good. A retry goes to the others only (a41 F13: one greylisted address was dropped
+        # for good while the alert read as delivered). Kept in memory: after a restart a retry
+        # goes to every address again (at least once).
+        self._done: OrderedDict[str, set[str]] = OrderedDict()
 
     def deliver(self, alert: Alert) -> Attempt:
         config = self.config
+        done = self._done.get(alert.id, set())
+        recipients = [address for address in config.to if address not in done]
         message = email_message(
             alert, self._guidance, self._tz, config.sender, config.to, self._console_url
         )
@@ -217,7 +228,7 @@ class EmailReceiver:
                     client.starttls(context=context)
                 if config.username is not None and config.password is not None:
                     client.login(config.username, config.password)
-                refused = client.send_message(message)
+                refused = client.send_message(message, to_addrs=recipients)
         except TimeoutError:
             return Attempt(TIMEOUT, f"SMTP server did not answer within {config.timeout_s:g} s")
         except smtplib.SMTPRecipientsRefused as exc:
@@ -233,9 +244,21 @@ class EmailReceiver:
             if deadline.expired:
                 return Attempt(TIMEOUT, f"SMTP server cut off after {config.timeout_s:g} s")
             return Attempt(CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
+        later = sorted(address for address, (code, _) in refused.items() if code < 500)
+        done |= {address for address in recipients if address not in later}
         if refused:
             log.warning("alert %s: email refused for %s", alert.id, ", ".join(sorted(refused)))
-        return Attempt(DELIVERED, f"accepted for {len(config.to) - len(refused)} recipient(s)")
+        if later:
+            self._done[alert.id] = done
+            while len(self._done) > _EMAIL_PENDING_MAX:
+                self._done.popitem(last=False)
+            code, reply = refused[later[0]]
+            words = reply.decode("utf-8", "replace")[:120]
+            accepted = len(recipients) - len(refused)
+            return Attempt(HTTP_4XX, f"SMTP {code} for {', '.join(later)} (tried again later; "
+                           f"accepted by {accepted}): {words}")  # fmt: skip
+        self._done.pop(alert.id, None)
+        return Attempt(DELIVERED, f"accepted for {len(recipients) - len(refused)} recipient(s)")
 
 
 def _smtp_refusal(code: int, text: str) -> Attempt:
