@@ -250,3 +250,20 @@ def test_names_a_pupil_chose_are_written_so_no_client_links_them(data_dir: Path)
         assert lure not in text
         assert "www[.]schoolgate-console-signin[.]example" in text
     assert generic_payload(alert, GUIDANCE, TZ)["device"]["hostname"] == lure  # data stays data
+
+
+def test_a_note_and_a_stamp_another_school_typed_are_not_linked_either() -> None:
+    """a41 F12: a bank's note (and its "Shared by" stamp) from another school's publisher
+    reached every school's Teams channel with a bare www.<address> clients turn into a link."""
+    lure = "www.evil-trust-signin.example"
+    verdict = make_verdict()
+    found = verdict.findings.matches[0]
+    match = replace(found, note=f"see {lure} for the case", provenance=f"North ({lure}), v1.2")
+    verdict = replace(verdict, findings=replace(verdict.findings, matches=(match,)))
+    alert = Alert("f" * 32, "decision", "pending", "k", AlertDetails.from_verdict(verdict, "S"))
+    email = email_message(alert, GUIDANCE, TZ, "gw@school.example", ("dsl@school.example",))
+    for text in (email.get_content(), json.dumps(teams_payload(alert, GUIDANCE, TZ)),
+                 json.dumps(slack_payload(alert, GUIDANCE, TZ))):  # fmt: skip
+        assert lure not in text
+        assert "www[.]evil-trust-signin[.]example" in text
+        assert "v1.2" in text  # a version number is not a host

@@ -7,6 +7,7 @@ away from the imagery.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -57,6 +58,18 @@ def _defanged(name: str | None) -> str | None:
     client turns it into a link: "www.example.org" reads "www[.]example[.]org" (adversarial
     pass a12 put a look-alike sign-in address into the DSL's alert that way)."""
     return name.replace(".", "[.]") if name else name
+
+
+_HOSTLIKE = re.compile(
+    r"(?<![A-Za-z0-9-])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
+)
+
+
+def _inert(text: str) -> str:
+    """Free text another school typed (a bank's note, its "Shared by" stamp) with every
+    host-like word defanged: a bare `www.example.org` in a note reached every school's Teams
+    channel as a link (adversarial pass a41 F12)."""
+    return _HOSTLIKE.sub(lambda found: found[0].replace(".", "[.]"), text)
 
 
 def _headline(alert: Alert) -> str:
@@ -117,7 +130,7 @@ def build_view(
     facts.append(("App", f"{app} ({host})" if host else app))
     facts.append(("Action", "blocked" if details.blocked else "allowed and recorded"))
     for match in details.matches:
-        note = f", note: {match.note}" if match.note else ""
+        note = f", note: {_inert(match.note)}" if match.note else ""
         facts.append(
             (
                 "Matched",
@@ -126,7 +139,7 @@ def build_view(
             )
         )
         if match.provenance:
-            facts.append(("Shared by", match.provenance))
+            facts.append(("Shared by", _inert(match.provenance)))
     for flag in details.flags:
         facts.append(("Classifier", f"{flag.model}: {flag.label} scored {flag.score:.2f}"))
     if details.failure and not details.matches and not details.flags:
