@@ -50,6 +50,13 @@ def test_publish_names_the_folder_and_gateways_pin_it(
     gateway.write_text(gateway.read_text() + f'      folder: "{folder}"\n')
     checked = schoolgate("check-config", str(gateway), config=gateway)
     assert checked.returncode == 0, checked.stderr
+    assert "note: banks.subscriptions" not in checked.stdout
+    # a41 F12: the school is not named, and a trust lead's alerts could be anyone's
+    assert "note: proxy.school_name is not set" in checked.stdout
+    named = tmp_path / "named.yaml"
+    named.write_text(gateway.read_text() + "proxy:\n  school_name: North Academy\n")
+    checked = schoolgate("check-config", str(named), config=named)
+    assert checked.returncode == 0, checked.stderr
     assert "note:" not in checked.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(gateway.read_text().replace(folder, "staging"))

@@ -19,7 +19,7 @@ from schoolgate.alerts.cli import add_commands as add_alert_commands
 from schoolgate.alerts.coverage import routing_notes
 from schoolgate.cli import ca, hashes, nft, scan, sniff
 from schoolgate.cli.common import EXIT_ERROR, EXIT_OK, Subcommands, config_from
-from schoolgate.config import as_dict, load_config
+from schoolgate.config import ProxyConfig, as_dict, load_config
 from schoolgate.console.cli import add_commands as add_console_commands
 from schoolgate.errors import SchoolgateError
 from schoolgate.trust.cli import add_commands as add_trust_commands
@@ -91,6 +91,10 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"note: {advice}")
         for advice in routing_notes(config.alerts, config.policy):  # a38 A22
             print(f"note: {advice}")
+        if config.banks.subscriptions and config.proxy.school_name == ProxyConfig.school_name:
+            # a41 F12: a trust lead's alerts from many gateways name the school they came from
+            print(f"note: proxy.school_name is not set: alerts say {ProxyConfig.school_name!r}, "
+                  "and a trust's lead cannot tell this school's from another's")  # fmt: skip
         if config.alerts.data_dir is not None:
             for advice in relocation.notes(config.alerts.outbox, config.alerts.data_dir):
                 print(f"note: {advice}")
