@@ -359,6 +359,8 @@ def test_a_pupils_name_pointed_at_a_sharing_apps_own_servers_is_not_given_out(
 
     dedicated, edge, shared = "198.51.100.60", "198.51.100.61", "203.0.113.130"
     answer("up.chat.example", ("up.chat.example", dedicated))  # the gateway's own resolution
+    # ... of the wildcard's apex too (a42 F1: it made the app's own server look shared)
+    answer("chat.example", ("chat.example", dedicated))
     answer("img.chat.example", ("img.chat.example", "e9.cdn.example"), ("e9.cdn.example", edge))
     answer("cdn.chat.example", ("cdn.chat.example", shared))
     answer("evil.pupil.example", ("evil.pupil.example", dedicated))
@@ -369,7 +371,7 @@ def test_a_pupils_name_pointed_at_a_sharing_apps_own_servers_is_not_given_out(
            ("mixed.pupil.example", "198.51.100.70"))  # fmt: skip
     answer("news.example", ("news.example", "e9.cdn.example"), ("e9.cdn.example", edge))
     answer("site.example", ("site.example", shared))
-    assert book.names_for(dedicated) == {"up.chat.example"}
+    assert book.names_for(dedicated) == {"up.chat.example", "chat.example"}
     assert book.names_for("198.51.100.70") == {"mixed.pupil.example"}
     assert book.names_for(edge) == {"img.chat.example", "e9.cdn.example", "news.example"}
     assert book.names_for(shared) == {"cdn.chat.example", "site.example"}
