@@ -320,3 +320,23 @@ def test_a_prefix_added_to_a_subscription_renames_its_banks(trust: Trust) -> Non
     assert banks == {"p-trust-incidents"}
     assert trust.blocked("one")
     assert _sync_as(trust, "trust", prefix="p-") == "current"
+
+
+def test_a_subscription_renamed_as_the_trust_moves_folder_takes_over_the_old_ones_banks(
+    trust: Trust,
+) -> None:
+    """a43 F2: renamed while the trust moved to a new folder, the banks stayed the old (no
+    longer configured) subscription's: withheld and frozen, and gone once deleted as advised."""
+    trust.publish()
+    assert _sync_as(trust, "trust-main") == "updated"
+    _add(trust, "two")
+    moved = trust.out.parent / "trust-2027"
+    publish(trust.central, moved, trust.key, channel="trust", banks=("trust-incidents",),
+            publisher="Test Trust", clock=trust.clock)  # fmt: skip
+    trust.served = {path.name: path.read_bytes() for path in moved.iterdir()}
+    assert _sync_as(trust, "trust-2027") == "updated"
+    assert trust.blocked("one")
+    assert trust.blocked("two")
+    states = {state.name: state for state in Replica(trust.gateway).states()}
+    assert list(states) == ["trust-2027"]
+    assert states["trust-2027"].withheld == ()

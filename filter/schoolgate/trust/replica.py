@@ -214,6 +214,7 @@ class Replica:
         configured: bool = False,
         link: str = "",
         prefix: str = "",
+        subscriptions: Collection[str] | None = None,
     ) -> Applied:
         """Apply a full or delta bundle for subscription `name`; BundleError when refused (the
         banks stay as they were). `again`: a full snapshot of the version applied may be
@@ -249,6 +250,8 @@ class Replica:
             )
         now = self.clock()
         with self.store.write(bump=True) as cur:
+            if subscriptions is not None:
+                owned |= self._take_over(cur, name, set(bundle.banks), subscriptions)
             clash = self._clashes(cur, name, set(bundle.banks), owned)
             named = {bank: content for bank, content in bundle.banks.items() if bank not in clash}
             if bundle.kind == "full":
@@ -293,6 +296,32 @@ class Replica:
         applied = self.state(name)
         assert applied is not None
         return applied
+
+    def _take_over(
+        self, cur: sqlite3.Cursor, name: str, named: set[str], subscriptions: Collection[str]
+    ) -> set[str]:
+        """The banks this bundle names that a subscription no longer in the configuration
+        (`subscriptions`) applied: this one's now. They were withheld as that one's for good,
+        frozen, even once deleted (adversarial pass a43 F2: a subscription renamed as the trust
+        moved to a new folder kept no trust bank at all)."""
+        taken: set[str] = set()
+        for other, text in cur.execute("SELECT name, banks FROM subscriptions").fetchall():
+            if other == name or other in subscriptions:
+                continue
+            banks = set(json.loads(text))
+            mine = banks & named
+            if not mine:
+                continue
+            taken |= mine
+            log.warning("schoolgate banks: subscription %s takes over bank(s) %s from "
+                        "subscription %s, which is no longer configured", name,
+                        ", ".join(sorted(mine)), other)  # fmt: skip
+            if banks - mine:
+                cur.execute("UPDATE subscriptions SET banks = ? WHERE name = ?",
+                            (json.dumps(sorted(banks - mine)), other))  # fmt: skip
+            else:
+                cur.execute("DELETE FROM subscriptions WHERE name = ?", (other,))
+        return taken
 
     def _clashes(
         self, cur: sqlite3.Cursor, name: str, named: set[str], owned: set[str]

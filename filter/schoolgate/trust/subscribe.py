@@ -196,13 +196,13 @@ def _sync(
         else:
             change = _pinned(open_bundle(data, key, expect="delta"), subscription)
             _same_version(change.version, index.version)
-            return _apply(subscription, replica, state, change, index)
+            return _apply(subscription, replica, state, change, index, configured=configured)
     full = _pinned(open_bundle(_named(subscription, fetch, index, index.full_file), key,
                                expect="full"), subscription)  # fmt: skip
     _same_version(full.version, index.version)
     # `again`: the full snapshot of the version applied, for banks a clash withheld that no
     # longer clash (a30 W1: they waited for the trust's next publication)
-    return _apply(subscription, replica, state, full, index, again=again)
+    return _apply(subscription, replica, state, full, index, again=again, configured=configured)
 
 
 def _apply(
@@ -213,6 +213,7 @@ def _apply(
     index: Bundle,
     *,
     again: bool = False,
+    configured: Collection[str] | None = None,
 ) -> Applied:
     applied = replica.apply(
         subscription.name,
@@ -222,6 +223,7 @@ def _apply(
         configured=bool(subscription.folder),
         link=index.history.get(index.version, ""),
         prefix=subscription.prefix,
+        subscriptions=configured,
     )
     if index.folder and not subscription.folder and (state is None or not state.folder):
         # Trust on first use: a staging folder signed with the same key, seen first, would be
