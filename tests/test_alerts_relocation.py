@@ -58,7 +58,7 @@ def test_a_moved_outbox_takes_its_undelivered_alerts_along(tmp_path: Path) -> No
         f"{tmp_path / 'alerts.sqlite'}, holds 2 undelivered alert(s): they move to the new one "
         "when schoolgate next starts or reloads"
     ]
-    with open_outbox(config) as moved:
+    with open_outbox(config, follow=True) as moved:
         states = {alert.id: alert.state for alert in moved.list()}
         half = moved.get(ids["half"])
     assert states == {ids["half"]: PENDING, ids["dead"]: DEAD}
@@ -76,7 +76,7 @@ def test_the_moved_alert_reaches_the_receiver_that_was_down(tmp_path: Path) -> N
     clock.advance(120)
     north = ScriptedReceiver("north-dsl")
     trust = ScriptedReceiver("trust-lead")
-    with open_outbox(_config(tmp_path, "alerts-new.sqlite")) as moved:
+    with open_outbox(_config(tmp_path, "alerts-new.sqlite"), follow=True) as moved:
         moved.clock = clock
         AlertSender(moved, [north, trust], RetryPolicy(10, 900, 3600)).deliver_due()
         half = moved.get(ids["half"])
@@ -90,8 +90,8 @@ def test_the_moved_alert_reaches_the_receiver_that_was_down(tmp_path: Path) -> N
 def test_moving_it_back_brings_them_back(tmp_path: Path) -> None:
     clock = FakeClock()
     ids = _fill(tmp_path / "alerts.sqlite", clock)
-    open_outbox(_config(tmp_path, "alerts-new.sqlite")).close()
-    with open_outbox(_config(tmp_path, "alerts.sqlite")) as back:
+    open_outbox(_config(tmp_path, "alerts-new.sqlite"), follow=True).close()
+    with open_outbox(_config(tmp_path, "alerts.sqlite"), follow=True) as back:
         assert {alert.id for alert in back.list(state=PENDING)} == {ids["half"]}
         assert {alert.id for alert in back.list()} == set(ids.values())
 
@@ -101,7 +101,10 @@ def test_a_previous_outbox_that_cannot_be_read_is_named_and_tried_again(
 ) -> None:
     (tmp_path / "alerts.sqlite").write_bytes(b"not a database, " * 512)
     config = _config(tmp_path, "alerts-new.sqlite")
-    with caplog.at_level(logging.CRITICAL, "schoolgate.alerts"), open_outbox(config) as outbox:
+    with (
+        caplog.at_level(logging.CRITICAL, "schoolgate.alerts"),
+        open_outbox(config, follow=True) as outbox,
+    ):
         assert outbox.list() == []
     assert "ALERTS STRANDED" in caplog.text
     assert str(tmp_path / "alerts.sqlite") in caplog.text
@@ -114,7 +117,7 @@ def test_an_unmoved_outbox_records_itself_and_moves_nothing(tmp_path: Path) -> N
     _fill(tmp_path / "alerts.sqlite", clock)
     config = _config(tmp_path, "alerts.sqlite")
     assert relocation.notes(config.outbox, tmp_path) == []
-    with open_outbox(config) as outbox:
+    with open_outbox(config, follow=True) as outbox:
         assert len(outbox.list()) == 3
     assert (tmp_path / relocation.RECORD).read_text().strip() == str(config.outbox.resolve())
 
@@ -136,7 +139,7 @@ def test_alerts_list_with_the_new_configuration_shows_them(tmp_path: Path) -> No
     """`alerts list` with the new configuration shows them (it opens the outbox the same way)."""
     clock = FakeClock()
     ids = _fill(tmp_path / "alerts.sqlite", clock)
-    with open_outbox(_config(tmp_path, "elsewhere.sqlite")) as moved:
+    with open_outbox(_config(tmp_path, "elsewhere.sqlite"), follow=True) as moved:
         listed = {alert.id for alert in moved.list(state=DEAD)}
     assert listed == {ids["dead"]}
 
@@ -146,7 +149,7 @@ def test_the_spool_beside_a_moved_outbox_moves_too(tmp_path: Path) -> None:
     line = b'{"audit_id": "d1", "details": {}}\n'
     (tmp_path / "alerts.sqlite.spool.jsonl").write_bytes(line)
     AlertOutbox(tmp_path / "alerts.sqlite", RECEIVERS).close()
-    open_outbox(_config(tmp_path, "new/alerts.sqlite")).close()
+    open_outbox(_config(tmp_path, "new/alerts.sqlite"), follow=True).close()
     assert (tmp_path / "new" / "alerts.sqlite.spool.jsonl").read_bytes() == line
     assert not (tmp_path / "alerts.sqlite.spool.jsonl").exists()
 
@@ -158,9 +161,27 @@ def test_a_damaged_outbox_is_moved_aside_and_the_appliance_starts(
     filtering, no audit, no alerts."""
     (tmp_path / "alerts.sqlite").write_bytes(b"GARBAGE" * 300)
     config = _config(tmp_path, "alerts.sqlite")
-    with caplog.at_level(logging.CRITICAL, "schoolgate.alerts"), open_outbox(config) as outbox:
+    with (
+        caplog.at_level(logging.CRITICAL, "schoolgate.alerts"),
+        open_outbox(config, follow=True) as outbox,
+    ):
         assert outbox.list() == []
         outbox.enqueue(details(), "v1")  # and takes alerts
     assert "ALERT OUTBOX DAMAGED" in caplog.text
     (aside,) = tmp_path.glob("alerts.sqlite.damaged-*")
     assert aside.read_bytes() == b"GARBAGE" * 300  # kept for IT
+
+
+def test_alerts_list_never_moves_them_and_says_where_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """a43 F3: `alerts list` with an edited configuration moved the pending alerts out of the
+    outbox the running proxy delivers from; only the appliance moves them (start, reload)."""
+    data_dir = tmp_path / "data"
+    _fill(data_dir / "alerts.sqlite", FakeClock())
+    config = tmp_path / "schoolgate.yaml"
+    config.write_text(f"data_dir: {data_dir}\nalerts:\n  outbox: {tmp_path / 'big' / 'a.sqlite'}\n")
+    assert main(["alerts", "list", "--config", str(config)]) == 0
+    assert "holds 2 undelivered alert(s)" in capsys.readouterr().err
+    with AlertOutbox(data_dir / "alerts.sqlite", RECEIVERS) as old:
+        assert len(old.list(state=PENDING)) == 1  # still where the proxy delivers from

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from schoolgate.alerts import relocation
 from schoolgate.alerts.model import KIND_TEST, Alert, AlertDetails, Device
 from schoolgate.alerts.outbox import STATES
 from schoolgate.alerts.sender import AttemptResult
 from schoolgate.alerts.service import build_receivers, build_sender, open_outbox, policy_groups
+from schoolgate.alerts.settings import AlertsConfig
 from schoolgate.config import load_config
 from schoolgate.errors import SchoolgateError
 
@@ -127,9 +130,18 @@ def alert_dict(alert: Alert) -> dict[str, Any]:
     }
 
 
+def _say_stranded(alerts: AlertsConfig) -> None:
+    """Alerts still in the outbox used before the configuration moved it: the running
+    appliance moves them at its next start or reload, never this command (a43 F3)."""
+    if alerts.data_dir is not None:
+        for note in relocation.notes(alerts.outbox, alerts.data_dir):
+            print(f"schoolgate: note: {note}", file=sys.stderr)
+
+
 def _list(args: argparse.Namespace) -> int:
     config = _config(args)
     state = None if args.state == "all" else args.state
+    _say_stranded(config.alerts)
     with open_outbox(config.alerts) as outbox:
         alerts = outbox.list(state, args.limit)
         stats = outbox.stats()
@@ -162,6 +174,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _retry(args: argparse.Namespace) -> int:
     config = _config(args)
+    _say_stranded(config.alerts)
     with open_outbox(config.alerts) as outbox:
         if args.ids:
             unknown = [i for i in args.ids if outbox.get(i) is None]

@@ -48,9 +48,12 @@ def build_receivers(config: AlertsConfig, tz: ZoneInfo) -> list[Receiver]:
     return receivers
 
 
-def open_outbox(config: AlertsConfig) -> AlertOutbox:
-    """The configured outbox, with the undelivered alerts of the one used before if the
-    configuration moved it (alerts.relocation). A move that fails is logged, never fatal."""
+def open_outbox(config: AlertsConfig, *, follow: bool = False) -> AlertOutbox:
+    """The configured outbox; with `follow` (the appliance itself, at start and reload), with
+    the undelivered alerts of the one used before if the configuration moved it
+    (alerts.relocation). A move that fails is logged, never fatal. The command line never
+    moves them: `alerts list` with an edited configuration took them from the outbox the
+    running proxy delivers from (adversarial pass a43 F3)."""
     try:
         outbox = AlertOutbox(
             config.outbox, config.channel_names, dedup_window_s=config.dedup_window_s
@@ -70,7 +73,7 @@ def open_outbox(config: AlertsConfig) -> AlertOutbox:
         outbox = AlertOutbox(
             config.outbox, config.channel_names, dedup_window_s=config.dedup_window_s
         )
-    if config.data_dir is not None:
+    if follow and config.data_dir is not None:
         try:
             relocation.follow(config.outbox, config.data_dir)
         except relocation.MoveError as exc:
@@ -141,7 +144,7 @@ class AlertService:
     def open(cls, config: Config, *, on_attempt: AttemptHook | None = None) -> AlertService:
         """Open the outbox and build the sender (not started) from the configuration."""
         alerts = config.alerts
-        outbox = open_outbox(alerts)
+        outbox = open_outbox(alerts, follow=True)
         sender = build_sender(alerts, outbox, config.policy.timezone, on_attempt=on_attempt,
                               groups=policy_groups(config))  # fmt: skip
         rule = AlertRule(alerts, config.policy)
