@@ -18,7 +18,7 @@ import pytest
 from schoolgate.banks.model import BankError, SignalInput, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.files import exclusive_lock
-from schoolgate.trust.publish import FOLDER, INDEX, LOCK, publish
+from schoolgate.trust.publish import FOLDER, INDEX, publish
 from schoolgate.trust.replica import Replica
 from schoolgate.trust.settings import Subscription
 from schoolgate.trust.subscribe import sync
@@ -304,7 +304,7 @@ def test_a_publication_waits_for_one_running_into_the_same_folder(trust: Trust) 
     held = threading.Event()
 
     def hold_the_lock() -> None:
-        with exclusive_lock(trust.out / LOCK, wait_s=0):
+        with exclusive_lock(trust.out, wait_s=0):
             held.set()
             time.sleep(0.4)
 
@@ -325,10 +325,24 @@ def test_a_publication_waits_for_one_running_into_the_same_folder(trust: Trust) 
 
 def test_a_publication_that_cannot_get_the_folder_says_who_holds_it(trust: Trust) -> None:
     first = trust.publish()
-    busy = r"another `schoolgate banks publish`.*publish\.lock"
-    with exclusive_lock(trust.out / LOCK, wait_s=0), pytest.raises(BankError, match=busy):
+    busy = r"another `schoolgate banks publish`.*holds a lock on the folder"
+    with exclusive_lock(trust.out, wait_s=0), pytest.raises(BankError, match=busy):
         publish(trust.central, trust.out, trust.key, channel="trust", publisher="Test Trust",
                 banks=("trust-incidents",), clock=trust.clock, lock_wait_s=0.2)  # fmt: skip
     assert trust.sync() == "updated"
     assert Replica(trust.gateway).state("trust").version == first  # type: ignore[union-attr]
-    assert not (trust.out / LOCK).read_bytes()  # an empty file: nothing for a web server to leak
+    assert not list(trust.out.glob(".*lock*"))  # nothing for a web server to serve
+
+
+def test_an_index_older_than_the_one_in_the_folder_is_never_written(trust: Trust) -> None:
+    """a43 F1: a lock file deleted mid-run let a second publication finish first; the first
+    then wrote an older index over it, and a gateway that had the newer one saw a fork. The
+    index on disk is read again just before a new one is written."""
+    from schoolgate.trust.publish import _unchanged_since
+
+    version = trust.publish()
+    with pytest.raises(BankError, match=f"another publication wrote version {version}"):
+        _unchanged_since(trust.out, trust.key, None, version - 5)  # it saw an empty folder
+    with pytest.raises(BankError, match=f"another publication wrote version {version}"):
+        _unchanged_since(trust.out, trust.key, version - 9, version - 5)
+    _unchanged_since(trust.out, trust.key, version, version + 1)  # the ordinary next one

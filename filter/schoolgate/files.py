@@ -36,9 +36,14 @@ class LockBusy(Exception):
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path, *, wait_s: float, poll_s: float = 0.1) -> Iterator[None]:
-    """Hold an advisory lock on `path` (created if missing) for the block, waiting up to `wait_s`
-    for another holder. The kernel drops it when the holder exits, also when it is killed."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold an advisory lock on `path` (a file, created if missing, or a directory) for the
+    block, waiting up to `wait_s` for another holder. The kernel drops it when the holder exits,
+    also when it is killed. A directory's lock cannot be cleared by deleting a file."""
+    fd = (
+        os.open(path, os.O_RDONLY)
+        if path.is_dir()
+        else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    )
     try:
         deadline = time.monotonic() + wait_s
         while True:

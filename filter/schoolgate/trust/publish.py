@@ -48,7 +48,6 @@ from schoolgate.trust.replica import dropped_by_source
 INDEX: Final = "index.sgb"
 FOLDER: Final = "folder.id"
 KEEP: Final = 10
-LOCK: Final = ".publish.lock"  # held for a whole publication; never served (no .sgb)
 LOCK_WAIT_S: Final = 120.0  # a large bank takes seconds to publish, not minutes
 SKEW_S: Final = 60.0  # a folder's last version this far ahead of the clock is worth a warning
 _FULL = re.compile(r"full-(\d+)\.sgb")
@@ -149,7 +148,9 @@ def publish(
         raise BankError("name the publication's channel (--channel): gateways pin it")
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with exclusive_lock(out / LOCK, wait_s=lock_wait_s):
+        # The folder itself: a lock file could be deleted (a "stale lock", an rsync --delete)
+        # while a publication held it (adversarial pass a43 F1).
+        with exclusive_lock(out, wait_s=lock_wait_s):
             return _publish(
                 store, out, key, publisher=publisher, channel=channel, banks=banks, drop=drop,
                 note=note, with_features=with_features, keep=keep,
@@ -158,7 +159,8 @@ def publish(
     except LockBusy:
         raise BankError(
             f"another `schoolgate banks publish` has been writing into {out} for over "
-            f"{lock_wait_s:.0f} s (its lock: {out / LOCK}); try again when it has finished"
+            f"{lock_wait_s:.0f} s (it holds a lock on the folder); try again when it has "
+            "finished"
         ) from None
 
 
@@ -205,6 +207,7 @@ def _publish(
                         channel=channel)  # fmt: skip
         written.append(_write(out, name, seal(bundle, key)))
         deltas[base] = name
+    _unchanged_since(out, key, max(earlier, default=None), version)
     digests = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in written}
     index = Bundle("index", publisher, version, now, full_file=written[0], deltas=deltas,
                    channel=channel, digests=digests, folder=folder, history=history)  # fmt: skip
@@ -330,6 +333,25 @@ def _dropped_at_source(
     )
     kept = [name for name in banks if name not in vanished]
     return kept, drop | (set(vanished) & carried), said
+
+
+def _unchanged_since(out: Path, key: Ed25519PrivateKey, seen: int | None, version: int) -> None:
+    """Refuse to write the index when the folder's has changed since this run read it: a
+    publication that ran beside this one (an unlocked copy, another box on a shared folder)
+    wrote its own, and overwriting it with this one, older or not of its lineage, would look
+    replayed or forked to the gateways that fetched it (adversarial pass a43 F1)."""
+    try:
+        index = open_bundle((out / INDEX).read_bytes(), key.public_key(), expect="index")
+    except FileNotFoundError:
+        return
+    except (OSError, BundleError):
+        index = None
+    now = index.version if index is not None else None
+    if now != seen:
+        raise BankError(
+            f"another publication wrote version {now} into {out} while this one made version "
+            f"{version}: nothing was published; publish again"
+        )
 
 
 def _made_here(store: BankStore, folder: str) -> int | None:
