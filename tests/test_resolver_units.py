@@ -376,3 +376,48 @@ def test_a_pupils_name_pointed_at_a_sharing_apps_own_servers_is_not_given_out(
     assert book.names_for(edge) == {"img.chat.example", "e9.cdn.example", "news.example"}
     assert book.names_for(shared) == {"cdn.chat.example", "site.example"}
     book.close()
+
+
+def test_the_gateways_own_lookup_books_the_cdn_names_of_a_catalogued_hosts_chain() -> None:
+    """Adversarial pass a42 F3: the gateway's own look-up of discord.com gave its addresses
+    alone, so an Akamai edge it shares with other sites looked like Discord's own server, and
+    those sites were refused as fronting. The chain's CDN names hold the addresses too."""
+    import asyncio
+
+    from mitmproxy.dns import DNSMessage, ResourceRecord
+
+    from schoolgate.addons.resolver import cdn_owners
+
+    def name(text: str) -> bytes:
+        return b"".join(bytes([len(label)]) + label.encode() for label in text.split(".")) + b"\0"
+
+    class Server(asyncio.DatagramProtocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            query = DNSMessage.unpack(data)
+            asked = query.questions[0].name
+            reply = query.succeed(
+                [ResourceRecord(asked, 5, 1, 300, name("d.edgekey.example")),
+                 ResourceRecord("d.edgekey.example", 1, 1, 20, bytes([198, 51, 100, 22]))]
+                if asked == "chat.example" else []
+            )  # fmt: skip
+            self.transport.sendto(reply.packed, addr)
+
+    async def ask() -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, list[str]]]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Server, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            chained = await cdn_owners("chat.example", ["127.0.0.1"], port=port)
+            bare = await cdn_owners("own.example", ["127.0.0.1"], port=port)
+            nobody = await cdn_owners("chat.example", ["127.0.0.1"], timeout_s=0.2, port=9)
+        finally:
+            transport.close()
+        return chained, bare, nobody
+
+    chained, bare, nobody = asyncio.run(ask())
+    assert chained == {"d.edgekey.example": ["198.51.100.22"]}
+    assert bare == {}
+    assert nobody == {}  # no answer: nothing, and no error

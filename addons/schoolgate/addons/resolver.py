@@ -15,19 +15,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import signal
+import struct
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mitmproxy import dns, options
 from mitmproxy.addons.dns_resolver import DnsResolver as MitmproxyResolver
-from mitmproxy.net.dns import response_codes, types
+from mitmproxy.net.dns import classes, response_codes, types
 from mitmproxy.tools.dump import DumpMaster
-from mitmproxy_rs.dns import DnsResolver
+from mitmproxy_rs.dns import DnsResolver, get_system_dns_servers
 
+from schoolgate.addons.tunnelguard import TunnelGuard as TunnelGuard
 from schoolgate.config import Config
 from schoolgate.endpoints.catalog import Catalog
 from schoolgate.endpoints.loader import load_catalog
@@ -257,6 +258,7 @@ async def resolve_catalogued(
     fastpath: FastPathClient | None = None,
     every_s: float = 600.0,
     concurrency: int = 32,
+    name_servers: list[str] | None = None,
 ) -> None:
     """Resolve every catalogued name through the resolver's own upstream, every `every_s`, into
     the address book, where the proxy's fronting check looks: a catalogued server's address must
@@ -279,6 +281,11 @@ async def resolve_catalogued(
         if addresses:
             ttl = int(max(every_s, 300) * 2)
             book.record(name, addresses, ttl)
+            # The CDN names its answer passed through hold its addresses too: a CDN's edge
+            # serves other sites' names, so it is not the app's own server (a42 F3: sites on
+            # the Akamai edge that also answered for discord.com were refused as fronting).
+            for owner, owned in (await cdn_owners(name, name_servers or [])).items():
+                book.record(owner, owned, ttl)
             if fastpath is not None:
                 await fastpath.report([name], addresses, ttl)
 
@@ -303,119 +310,46 @@ async def resolve_catalogued(
             await asyncio.wait_for(fastpath.pass_wanted.wait(), every_s)
 
 
-class TunnelGuard:
-    """Bounds how many *different* names a device may ask for: under one domain, at most `limit`
-    a minute and `sustained` in ten minutes; under all domains together, `total` in ten minutes.
+class _OneAnswer(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-    A DNS tunnel carries data in the names it asks for (`<data>.tunnel.example`): every query is
-    a new name, hundreds a minute. Ordinary browsing asks for a few dozen names of one domain at
-    most (the pass a3 tunnel sent 724 to move one picture). A tunnel kept just under the minute's
-    limit, or spread over a dozen domains, moved a picture in five minutes (pass a6): the
-    ten-minute budgets stop that, leaving a documented residual of a few kilobytes a minute.
-    A device is its MAC where the gateway's neighbour table knows it (pass a6: one laptop asked
-    from six addresses of its subnet), else its address. And a domain gets at most
-    `school_limit` different names in ten minutes from the whole school (passes a8 and a9: a
-    picture needs some 600 names, and 2,000 let one through in seconds; a laptop with
-    six virtual interfaces is six devices, and queries from addresses that never answer ARP
-    have no MAC): a tunnel needs a zone of its own, so the big providers' shared apexes, which
-    no pupil can delegate, are not counted. Past that budget only the devices that asked for
-    `school_share` names or more under the domain are refused: one laptop's three MACs flooding a
-    tenant domain that answers every name (an LMS, SharePoint) locked every device of the school
-    out of its new names for ten minutes (pass a40 F7).
-    """
-
-    def __init__(
-        self,
-        limit: int = 120,
-        window_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-        *,
-        sustained: int = 240,
-        total: int = 1500,
-        school_limit: int = 500,
-        school_share: int = 25,
-        long_window_s: float = 600.0,
-    ) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self.sustained = sustained
-        self.total = total
-        self.school_limit = school_limit
-        self.school_share = school_share
-        self.long_window_s = long_window_s
-        self.clock = clock
-        self._seen: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
-        self._all: OrderedDict[str, dict[str, float]] = OrderedDict()
-        self._school: OrderedDict[str, dict[str, float]] = OrderedDict()
-        self._logged: dict[str, float] = {}
-
-    def allows(self, device: str, name: str) -> bool:
-        name = name.rstrip(".").lower()
-        labels = name.split(".")
-        # The registrable domain, roughly: school.co.uk, not co.uk (which every UK site shares).
-        keep = 3 if len(labels) >= 3 and labels[-2] in _SECOND_LEVEL else 2
-        domain = ".".join(labels[-keep:])
-        now = self.clock()
-        since = now - self.long_window_s
-        seen = _touch(self._seen, (device, domain), since)
-        every = _touch(self._all, device, since)
-        if name in seen:
-            return True
-        # The providers' shared apexes have no school-wide budget, so are not tracked for one.
-        school = _touch(self._school, domain, since) if domain not in _SHARED_APEXES else {}
-        if (
-            _newer_than(seen, now - self.window_s) >= self.limit
-            or len(seen) >= self.sustained
-            or len(every) >= self.total
-            or (
-                len(school) >= self.school_limit
-                and name not in school
-                and len(seen) >= self.school_share
-            )
-        ):
-            if now - self._logged.get(device, float("-inf")) > self.window_s:
-                self._logged[device] = now
-                log.warning("%s asked for too many different names (under %s): refused (a DNS "
-                            "tunnel?)", device or "a device", domain)  # fmt: skip
-            return False
-        for names in (seen, every, school):
-            names[name] = now
-        return True
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if not self.answer.done():
+            self.answer.set_result(data)
 
 
-def _touch[K](tracked: OrderedDict[K, dict[str, float]], key: K, since: float) -> dict[str, float]:
-    """The names first asked for under `key` after `since`, oldest first (a dict keeps the order
-    they were added in, which is their time order); the key becomes the most recently used, and
-    the least recently used keys are forgotten past _MAX_TRACKED."""
-    names = tracked.pop(key, {})
-    while names and next(iter(names.values())) <= since:
-        del names[next(iter(names))]
-    tracked[key] = names
-    while len(tracked) > _MAX_TRACKED:
-        tracked.popitem(last=False)
-    return names
-
-
-def _newer_than(names: dict[str, float], since: float) -> int:
-    count = 0
-    for at in reversed(names.values()):
-        if at <= since:
-            break
-        count += 1
-    return count
-
-
-_MAX_TRACKED = 50_000
-# Multi-tenant apexes with many distinct names a school asks for legitimately; their zones are
-# the providers' own, so no tunnel can run under them.
-_SHARED_APEXES = frozenset({
-    "cloudfront.net", "amazonaws.com", "akamaihd.net", "akamaized.net", "akamaiedge.net",
-    "azureedge.net", "fastly.net", "googleusercontent.com", "googlevideo.com", "gvt1.com",
-    "fbcdn.net", "cdninstagram.com", "tiktokcdn.com", "edgekey.net", "cloudflare.net",
-    "windows.net", "trafficmanager.net", "appspot.com", "googlesyndication.com",
-    "doubleclick.net", "2mdn.net", "adnxs.com",
-})  # fmt: skip
-_SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", "sch", "ltd", "plc"})
+async def cdn_owners(
+    name: str, servers: list[str], timeout_s: float = 3.0, port: int = 53
+) -> dict[str, list[str]]:
+    """The names other than `name` that hold its IPv4 addresses in its answer (the end of a
+    CNAME chain: `discord.edgekey.net` for `discord.com`); {} when there is none, or no answer.
+    The lookup the appliance uses otherwise gives the addresses alone."""
+    if not servers:
+        return {}
+    query = dns.DNSMessage(
+        random.randrange(1 << 16), True, 0, False, False, True, False, 0, 0,
+        [dns.Question(name, types.A, classes.IN)], [], [], [],
+    )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.create_datagram_endpoint(
+            _OneAnswer, remote_addr=(servers[0], port)
+        )
+        try:
+            transport.sendto(query.packed)
+            reply = dns.DNSMessage.unpack(await asyncio.wait_for(protocol.answer, timeout_s))
+        finally:
+            transport.close()
+    except (OSError, TimeoutError, ValueError, struct.error):
+        return {}
+    owners: dict[str, list[str]] = {}
+    asked = name.lower().rstrip(".")
+    for answer in reply.answers:
+        if answer.type == types.A and answer.name.lower().rstrip(".") != asked:
+            with contextlib.suppress(ValueError, TypeError):
+                owners.setdefault(answer.name, []).append(str(answer.ipv4_address))
+    return owners
 
 
 class Banner:
@@ -432,6 +366,13 @@ class Banner:
             resolver.listen_port,
             ", ".join(resolver.upstream) or "the gateway's own",
         )
+
+
+def _system_name_servers() -> list[str]:
+    try:
+        return list(get_system_dns_servers())
+    except RuntimeError:
+        return []
 
 
 def resolver_options(config: Config) -> dict[str, Any]:
@@ -472,7 +413,10 @@ async def serve_resolver(config: Config) -> int:
         loop.add_signal_handler(sig, master.shutdown)
     upstream = DnsResolver(name_servers=list(resolver.upstream) or None)
     catalogued = catalogued_names(catalog)
-    chores = [asyncio.create_task(resolve_catalogued(catalogued, upstream, book, fastpath))]
+    servers = list(resolver.upstream) or _system_name_servers()
+    chores = [asyncio.create_task(
+        resolve_catalogued(catalogued, upstream, book, fastpath, name_servers=servers)
+    )]  # fmt: skip
     if fastpath is not None:
         chores.append(asyncio.create_task(fastpath.keepalive()))
     try:
