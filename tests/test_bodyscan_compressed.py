@@ -8,6 +8,7 @@ import gzip
 import io
 import lzma
 import tarfile
+import zlib
 from collections.abc import Callable
 
 import pytest
@@ -94,4 +95,31 @@ def test_an_lzma_header_asking_for_a_huge_dictionary_is_not_obeyed(photo: bytes)
     [b"]", b"] closing a list", b"]\x00\x00\x80\x00 but no more", b"BZh9\x17rE8P\x90 then text"],
 )
 def test_text_that_starts_like_lzma_or_an_empty_bzip2_is_not_a_picture(text: bytes) -> None:
+    assert extract_items(text, "text/plain", LIMITS) == []
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda data: tar_of("photo.bmp", data),
+        lambda data: gzip.compress(tar_of("photo.bmp", data)),
+        lambda data: lzma.compress(tar_of("photo.bmp", data)),
+        lambda data: gzip.compress(b"hi\n") + gzip.compress(data),  # a second member
+        lambda data: bz2.compress(b"hi\n") + bz2.compress(data),
+        lambda data: lzma.compress(b"hi\n") + lzma.compress(data),
+        lambda data: zlib.compress(data),  # .zz
+    ],
+)
+def test_a_picture_without_a_strong_signature_is_found_in_tars_and_later_members(
+    benign_photos: dict[str, Image.Image], wrap: Callable[[bytes], bytes]
+) -> None:
+    """a42 F2: a BMP (Windows Paint's format) or a TIFF after a tar header or a first member
+    was never found: only formats with a strong signature were carved from inside."""
+    bmp = encode(benign_photos["coffee"].resize((64, 48)), "BMP")
+    items = extract_items(wrap(bmp), "application/octet-stream", LIMITS)
+    assert [item.data for item in items] == [bmp]
+
+
+@pytest.mark.parametrize("text", [b"x", b"xylophone lessons on tuesday", b"x\x9c but no stream"])
+def test_text_that_starts_like_zlib_is_not_a_compressed_file(text: bytes) -> None:
     assert extract_items(text, "text/plain", LIMITS) == []

@@ -24,7 +24,7 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from schoolgate.endpoints.carving import SIGNATURES, carved, probe_carved
-from schoolgate.endpoints.encoding import decompress_file, wide_text
+from schoolgate.endpoints.encoding import decompress_members, wide_text
 from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
@@ -35,6 +35,7 @@ from schoolgate.endpoints.extract import (
     parse_multipart,
 )
 from schoolgate.endpoints.pdfimages import document_images
+from schoolgate.endpoints.tarball import tar_members
 from schoolgate.endpoints.textbytes import (
     byte_arrays,
     escaped_readings,
@@ -203,9 +204,20 @@ class _Scan:
             self.multipart(data, content_type, where, depth)
         elif data.startswith(_ZIP_MAGIC):
             self.archive(data, where, depth)
-        elif (inner := decompress_file(data, self.limits)) is not None:
-            self.grow(len(inner[1]))
-            self.blob(inner[1], None, f"{where}/{inner[0]}", depth + 1)
+        elif (inner := decompress_members(data, self.limits)) is not None:
+            name, contents, starts = inner
+            self.grow(len(contents))
+            whole = len(self.items)
+            self.blob(contents, None, f"{where}/{name}", depth + 1)
+            found = {item.data for item in self.items[whole:]}
+            for number, start in enumerate(starts[1:], 1):  # each further member on its own
+                end = starts[number + 1] if number + 1 < len(starts) else len(contents)
+                mark = len(self.items)
+                self.blob(contents[start:end], None, f"{where}/{name}#{number + 1}", depth + 1)
+                self.items[mark:] = [i for i in self.items[mark:] if i.data not in found]
+        elif (files := tar_members(data)) is not None:
+            for name, content in files:
+                self.blob(content, None, f"{where}/tar:{name[:120]}", depth + 1, name)
         elif main == "application/x-www-form-urlencoded" or (
             not main and _FORM_LIKE.match(data[:4096]) is not None and b"=" in data
         ):

@@ -50,6 +50,7 @@ class _Sink:
         self.buffer = bytearray()
         self.consumed = 0
         self.unused = b""  # what followed the last stream decoded (_stream)
+        self.starts: list[int] = []  # where each member, stream or frame began in the output
         self._limits = limits
 
     def write(self, data: bytes) -> None:
@@ -134,6 +135,7 @@ def _inflate(data: bytes, wbits: int, sink: _Sink) -> bytes:
 
 
 def _gunzip(data: bytes, sink: _Sink) -> None:
+    sink.starts.append(len(sink.buffer))
     rest = _inflate(data, 31, sink)
     members = 1
     # Concatenated gzip members are one valid body; trailing zero padding is tolerated.
@@ -141,6 +143,7 @@ def _gunzip(data: bytes, sink: _Sink) -> None:
         members += 1
         if members > _MAX_GZIP_MEMBERS:
             raise ExtractionError("bad_encoding", "too many gzip members")
+        sink.starts.append(len(sink.buffer))
         rest = _inflate(rest, 31, sink)
 
 
@@ -176,6 +179,7 @@ def _unzstd(data: bytes, sink: _Sink) -> None:
         if frames > _MAX_ZSTD_FRAMES:
             raise ExtractionError("bad_encoding", "too many zstd frames")
         decompressor = zstd.ZstdDecompressor(options=_ZSTD_OPTIONS)
+        sink.starts.append(len(sink.buffer))
         while not decompressor.eof:
             if offset >= len(view):
                 raise ExtractionError("bad_encoding", "zstd data is truncated")
@@ -204,6 +208,7 @@ def _streams(
     def decode(data: bytes, sink: _Sink) -> None:
         rest = data
         for _ in range(_MAX_STREAMS):
+            sink.starts.append(len(sink.buffer))
             _stream(make(), rest, sink)
             rest = sink.unused.lstrip(b"\x00") if magic == _XZ else sink.unused
             if not rest.startswith(magic):
@@ -269,8 +274,18 @@ _COMPRESSED_FILES: Final = (
     (_XZ, "xz", _streams(_xz, _XZ)),
     (b"\x28\xb5\x2f\xfd", "zstd", _unzstd),
     (b"\x5d", "lzma", lambda data, sink: _stream(_alone(), data, sink)),
+    # zlib's own wrapping (`pigz -z`, a .zz file): a42 F2 sent a banked picture in one.
+    (b"\x78", "zlib", lambda data, sink: _whole_zlib(data, sink)),
 )
+
+
+def _whole_zlib(data: bytes, sink: _Sink) -> None:
+    if _inflate(data, 15, sink).strip(b"\x00"):
+        raise ExtractionError("bad_encoding", "bytes after the zlib stream")
+
+
 _BZIP2_STARTS: Final = (b"1AY&SY", b"\x17rE8P\x90")
+_ZLIB_LEVELS: Final = frozenset({0x01, 0x5E, 0x9C, 0xDA})  # the second byte zlib itself writes
 
 
 def _claims(name: str, data: bytes) -> bool:
@@ -278,12 +293,24 @@ def _claims(name: str, data: bytes) -> bool:
         return data[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9") and (
             data[4:10] in _BZIP2_STARTS
         )
+    if name == "zlib":
+        return len(data) >= 2 and data[1] in _ZLIB_LEVELS and (data[0] << 8 | data[1]) % 31 == 0
     return name != "lzma" or _lzma_alone(data)
 
 
 def decompress_file(data: bytes, limits: ExtractLimits) -> tuple[str, bytes] | None:
     """(format, contents) of a gzip, bzip2, xz, zstd or LZMA-alone file, within the same caps as
     a body's Content-Encoding; None for anything else. Raises ExtractionError for a bomb."""
+    found = decompress_members(data, limits)
+    return (found[0], found[1]) if found is not None else None
+
+
+def decompress_members(
+    data: bytes, limits: ExtractLimits
+) -> tuple[str, bytes, tuple[int, ...]] | None:
+    """As `decompress_file`, with where in the contents each member (gzip), stream (bzip2,
+    xz) or frame (zstd) began: a file after the first is a file of its own to a reader that
+    looks for pictures at the start of one (a42 F2: a BMP in a second gzip member passed)."""
     for magic, name, decoder in _COMPRESSED_FILES:
         if data.startswith(magic) and _claims(name, data):
             sink = _Sink(limits)
@@ -292,10 +319,13 @@ def decompress_file(data: bytes, limits: ExtractLimits) -> tuple[str, bytes] | N
             except ExtractionError as error:
                 if error.reason != "bad_encoding":
                     raise  # a bomb, or over the caps
+                if name == "zlib":
+                    continue  # two bytes of signature: only a whole stream says it was one
             except (zlib.error, OSError, lzma.LZMAError, ValueError, EOFError):
-                pass
+                if name == "zlib":
+                    continue
             # Cut short or corrupt further on: what did decompress is what the recipient gets.
-            return name, bytes(sink.buffer)
+            return name, bytes(sink.buffer), tuple(sink.starts)
     return None
 
 
