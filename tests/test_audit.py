@@ -166,3 +166,15 @@ def test_a_rotation_that_fails_writes_on_to_the_current_file(
     log.close()
     assert [r["id"] for r in read_records(path)] == [v.id for v in verdicts]
     assert log.lost_records == 0
+
+
+def test_a_log_folder_moved_away_while_running_is_made_again(tmp_path: Path) -> None:
+    """a43 F5: with the audit folder moved away, no later decision was written anywhere."""
+    path = tmp_path / "audit" / "decisions.jsonl"
+    log = AuditLog(AuditConfig(path=path))
+    log.record(_verdict(1))
+    (tmp_path / "audit").rename(tmp_path / "audit.old")
+    later = _verdict(2)
+    log.record(later)
+    log.close()
+    assert [r["id"] for r in read_records(path)] == [later.id]

@@ -60,7 +60,9 @@ class _CountingHandlerMixin(logging.handlers.BaseRotatingHandler):
         )  # fmt: skip
 
     def _open(self) -> Any:
-        # Readable too: append_line looks at the file's last byte.
+        # Readable too: append_line looks at the file's last byte. The folder is made again
+        # when it was moved away while running (a43 F5: every later decision was lost).
+        os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
         return open(self.baseFilename, "a+", encoding=self.encoding, errors=self.errors)
 
     def _reopen_if_moved(self) -> None:
