@@ -86,3 +86,15 @@ def test_check_config_and_the_service_say_it(
     with caplog.at_level(logging.WARNING, "schoolgate.alerts"):
         AlertService.open(parse_config(_config(tmp_path), "gw1.yaml")).close()
     assert "alert routing: the alerts of group 'year9'" in caplog.text
+
+
+def test_a_group_another_schools_dsl_names_is_said_to_take_pupils_from_their_own(
+    tmp_path: Path,
+) -> None:
+    """a43 F4: year9 (part of north's subnets) added to south's DSL by mistake: north pupils'
+    alerts went to the other school's DSL, and no note said so."""
+    text = _config(tmp_path).replace("groups: [south-pupils]", "groups: [south-pupils, year9]")
+    config = parse_config(text, "gw1.yaml")
+    (note,) = routing_notes(config.alerts, config.policy)
+    assert note.startswith("the alerts of group 'year9' go to south-dsl, trust-lead")
+    assert "north-dsl (north-pupils: 192.0.2.0/28) no longer get those alerts" in note

@@ -15,32 +15,36 @@ from schoolgate.pipeline.settings import GroupConfig, PolicyConfig
 
 
 def routing_notes(alerts: AlertsConfig, policy: PolicyConfig) -> list[str]:
-    """A note per group whose alerts no group-routed receiver gets, naming the receivers that
-    lose devices to it where it takes part of a group they name."""
+    """A note per group whose alerts no group-routed receiver gets, and per receiver with
+    groups that loses devices of a group it names to a group listed before it that it does not
+    name (the first group that matches a device is its group): whoever that group goes to gets
+    those pupils' alerts instead, another school's DSL perhaps (a43 F4)."""
     routed = [(r.name, r.groups) for r in alerts.receivers]
     if alerts.smtp is not None:
         routed.append((alerts.smtp.name, alerts.smtp.groups))
-    by_group = [name for name, groups in routed if groups]
-    if not by_group:
+    if not any(groups for _, groups in routed):
         return []  # every receiver gets every alert
     everyone = [name for name, groups in routed if not groups]
     named = {group for _, groups in routed for group in groups}
     notes: list[str] = []
     for position, group in enumerate(policy.groups):
-        if group.name in named:
-            continue
+        takers = [name for name, groups in routed if group.name in groups] + everyone
+        who = ", ".join(takers) if takers else "nobody"
         losers = [
             f"{name} ({taken.name}: {overlap})"
-            for taken in policy.groups[position + 1 :]  # the first group that matches wins
+            for taken in policy.groups[position + 1 :]
             for overlap in [_overlap(group, taken)]
             if overlap
             for name, groups in routed
-            if taken.name in groups
+            if taken.name in groups and group.name not in groups
         ]
-        who = ", ".join(everyone) if everyone else "nobody"
-        note = (
-            f"the alerts of group {group.name!r} go to {who} only: no receiver with groups names it"
-        )
+        if group.name in named and not losers:
+            continue
+        if group.name not in named:
+            note = (f"the alerts of group {group.name!r} go to {who} only: no receiver with "
+                    "groups names it")  # fmt: skip
+        else:
+            note = f"the alerts of group {group.name!r} go to {who}"
         if losers:
             note += (
                 f", and it comes before groups other receivers name, so their devices there are "
