@@ -119,6 +119,19 @@ def inspector(data_dir: Path, benign_photos: dict[str, Image.Image]) -> Iterator
     inspector.close()
 
 
+def fits(image: Image.Image) -> bytes:
+    """An 8-bit grey FITS file, as astronomy tools write it (rows from the bottom up)."""
+    grey = image.convert("L")
+    cards = [
+        "SIMPLE  =                    T", "BITPIX  =                    8",
+        "NAXIS   =                    2", f"NAXIS1  = {grey.width:>20}",
+        f"NAXIS2  = {grey.height:>20}", "END",
+    ]  # fmt: skip
+    header = "".join(card.ljust(80) for card in cards).encode().ljust(2880, b" ")
+    pixels = grey.transpose(Image.Transpose.FLIP_TOP_BOTTOM).tobytes()
+    return header + pixels + bytes(-len(pixels) % 2880)
+
+
 def unit_range(image: Image.Image) -> Image.Image:
     """Grey as float samples from 0 to 1, as scientific software writes them."""
     return Image.fromarray(np.asarray(image.convert("L"), np.float32) / 255, "F")
@@ -136,6 +149,7 @@ MAKERS: dict[str, tuple[Callable[[Image.Image], bytes], str]] = {
     # a40: a banked picture re-saved as SPIDER passed; floats scaled to 0..1 read as black
     "spider": (lambda im: save(im.convert("L"), "SPIDER"), "SPIDER"),
     "spider-unit-range": (lambda im: save(unit_range(im), "SPIDER"), "SPIDER"),
+    "fits": (fits, "FITS"),  # a42 F7
 }
 # Each format as Pillow (or, for XPM, xpm above) writes it.
 for _fmt in ("TGA", "PCX", "PPM", "SGI", "JPEG2000", "DIB", "QOI", "DDS", "XBM", "XPM", "SUN",

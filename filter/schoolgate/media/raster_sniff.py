@@ -1,6 +1,6 @@
 """Still formats outside the common ones, named by their signature or, for the formats that have
 none, by a fully consistent header: JPEG 2000, SGI, QOI, PSD, DDS, Sun raster, farbfeld, MSP, IM,
-Netpbm and PAM, XBM and XPM, PCX, ICO, headerless DIB, TGA and SPIDER. Random bytes must not
+Netpbm and PAM, XBM and XPM, PCX, ICO, headerless DIB, TGA, SPIDER and FITS. Random bytes must not
 become a "broken picture" that fails closed, so weak signatures need more; a TGA without its
 version 2 footer (compressed or palette, no size to check) is claimed only when Pillow decodes it
 whole (once per distinct body).
@@ -95,6 +95,10 @@ def raster_format(data: bytes) -> str | None:
         return "DIB"
     if _consistent_spider(data):
         return "SPIDER"
+    # FITS, the astronomers' format that macOS Preview and GIMP open (adversarial pass a42 F7):
+    # its first header card, fixed-width.
+    if head.startswith(b"SIMPLE  =") and head[29:30] == b"T" and len(data) >= 2880:
+        return "FITS"
     if _plausible_tga(data):
         return "TGA"
     return None

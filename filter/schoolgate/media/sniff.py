@@ -397,6 +397,9 @@ _MEDIA_SUFFIXES = frozenset(
             ".hdp",
             ".exr",
             ".hdr",
+            ".fits",
+            ".fit",
+            ".fts",
         ],
     ]
 )
