@@ -81,3 +81,22 @@ def test_publish_names_the_folder_and_gateways_pin_it(
     assert "schoolgate hashes remove --bank incidents --all" in added.stderr
     removed = schoolgate("hashes", "remove", "--bank", "incidents", "--all", config=gateway)
     assert "subscription trust's bank of that name comes at its next sync" in removed.stdout
+
+
+def test_publish_with_only_drop_stops_sharing_the_last_bank(tmp_path: Path) -> None:
+    """a43 F6: `banks publish --drop X` alone was an argparse error (a BANK was required)."""
+    key = generate_key()
+    (tmp_path / "publisher.key").write_bytes(private_key_pem(key))
+    out = tmp_path / "www"
+    with BankStore(tmp_path / "school.sqlite") as school:
+        school.create_bank("incident-x")
+    config = tmp_path / "school.yaml"
+    config.write_text(NO_MODELS + f"banks:\n  path: {tmp_path / 'school.sqlite'}\n")
+    common = ("--key", str(tmp_path / "publisher.key"), "--out", str(out), "--channel", "north")
+    assert schoolgate("banks", "publish", "incident-x", *common, config=config).returncode == 0
+    nothing = schoolgate("banks", "publish", *common, config=config)
+    assert nothing.returncode == 2
+    assert "--drop" in nothing.stderr
+    dropped = schoolgate("banks", "publish", "--drop", "incident-x", *common, config=config)
+    assert dropped.returncode == 0, dropped.stderr
+    assert "no bank (incident-x dropped)" in dropped.stdout

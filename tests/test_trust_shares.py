@@ -68,3 +68,31 @@ def test_a_bank_its_school_dropped_is_dropped_by_the_central_box_too(tmp_path: P
         assert sync(trusted, Replica(gateway, clock), _fetcher(trust_out)).outcome == "updated"
         assert {b.name for b in gateway.banks()} == {"trust-x"}
         assert any(s.value == sha("new") for s in gateway.iter_signals())
+
+
+def test_a_school_can_stop_sharing_its_only_shared_bank(tmp_path: Path) -> None:
+    """a43 F6: with its only shared bank deleted, the school could not publish at all (a BANK
+    was required, and the deleted one no longer existed), and every gateway kept it."""
+    clock = Clock()
+    key = generate_key()
+    out = tmp_path / "school-www"
+    with (
+        BankStore(tmp_path / "school.sqlite") as school,
+        BankStore(tmp_path / "central.sqlite") as central,
+    ):
+        school.ensure_bank("inc1")
+        school.add_signals("inc1", [SignalInput(SignalType.SHA256, sha("wrong"))], "dsl")
+        share = Subscription("north", "https://north.example/", key.public_key(),
+                             "north-shared", prefix="north-")  # fmt: skip
+        publish(school, out, key, publisher="North", channel="north-shared", banks=("inc1",),
+                clock=clock)  # fmt: skip
+        clock.now += 60
+        assert sync(share, Replica(central, clock), _fetcher(out)).outcome == "updated"
+        assert {b.name for b in central.banks()} == {"north-inc1"}
+        school.delete_bank("inc1")  # banked by mistake: `hashes remove --bank inc1 --all`
+        done = publish(school, out, key, publisher="North", channel="north-shared", banks=(),
+                       drop=("inc1",), clock=clock)  # fmt: skip
+        assert done.banks == {}
+        clock.now += 60
+        assert sync(share, Replica(central, clock), _fetcher(out)).outcome == "updated"
+        assert {b.name for b in central.banks()} == set()

@@ -41,7 +41,10 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     pub = bsub.add_parser(
         "publish", parents=[common], help="write signed bundles of banks for gateways to fetch"
     )
-    pub.add_argument("banks", nargs="+", metavar="BANK", help="the banks to publish")
+    pub.add_argument(
+        "banks", nargs="*", metavar="BANK",
+        help="the banks to publish (none: only --drop, to stop sharing the last one)",
+    )  # fmt: skip
     pub.add_argument("--key", type=Path, required=True, help=f"the {KEY_FILE} from keygen")
     pub.add_argument("--out", type=Path, required=True, help="the folder a web server serves")
     pub.add_argument(
@@ -125,6 +128,8 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    if not args.banks and not args.drop:
+        raise UsageError("name the banks to publish, or --drop the ones to stop sharing")
     config = config_from(args)
     key = load_private_key(args.key)
     with open_store(config) as store:
@@ -145,6 +150,7 @@ def _publish(args: argparse.Namespace) -> int:
     for warning in done.warnings:
         print(f"schoolgate: warning: {warning}", file=sys.stderr)
     counts = ", ".join(f"{name} ({count} hashes)" for name, count in done.banks.items())
+    counts = counts or "no bank (" + ", ".join(args.drop) + " dropped)"
     print(f"published version {done.version} to {args.out}: {counts}")
     # Gateways that name it follow this folder only, not a staging copy seen first (a35 F2).
     print(f"folder: {done.folder} (put `folder: \"{done.folder}\"` in each gateway's "
