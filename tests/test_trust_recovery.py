@@ -340,3 +340,14 @@ def test_a_subscription_renamed_as_the_trust_moves_folder_takes_over_the_old_one
     states = {state.name: state for state in Replica(trust.gateway).states()}
     assert list(states) == ["trust-2027"]
     assert states["trust-2027"].withheld == ()
+
+
+def test_a_prefix_that_would_clash_with_a_school_bank_keeps_the_old_names(trust: Trust) -> None:
+    """a43 F7: with `prefix: t-` added, the trust's bank became t-trust-incidents, which the
+    school already had: it was withheld and the old-named one dropped, enforced nowhere."""
+    trust.publish()
+    assert _sync_as(trust, "trust") == "updated"
+    trust.gateway.create_bank("t-trust-incidents")  # the school's own, by chance
+    assert _sync_as(trust, "trust", prefix="t-") == "refused"
+    assert trust.blocked("one")  # still enforced, under its old name
+    assert {bank.name for bank in trust.gateway.banks()} == {"trust-incidents", "t-trust-incidents"}

@@ -253,6 +253,15 @@ class Replica:
             if subscriptions is not None:
                 owned |= self._take_over(cur, name, set(bundle.banks), subscriptions)
             clash = self._clashes(cur, name, set(bundle.banks), owned)
+            if renamed and clash:
+                # The new prefix names a bank this gateway has from elsewhere: renamed, the
+                # trust's bank would be withheld and its old name dropped, enforced nowhere
+                # (adversarial pass a43 F7). The banks keep their names until it is resolved.
+                raise BundleError("clash", f"the prefix {prefix!r} names bank(s) "
+                                  f"{', '.join(sorted(clash))} that this gateway has from "
+                                  "elsewhere: the subscription's banks keep their names "
+                                  f"({', '.join(sorted(owned))}); choose another prefix, or "
+                                  "rename this gateway's bank")  # fmt: skip
             named = {bank: content for bank, content in bundle.banks.items() if bank not in clash}
             if bundle.kind == "full":
                 for gone in owned - set(named):
