@@ -244,9 +244,35 @@ def test_a_colour_inverted_copy_of_a_banked_picture_is_matched(
                 assert not inspector.evaluate(encode(image, "JPEG"), STUDENT).blocked, name
     finally:
         inspector.close()
-    text = "banks:\n  match_inverted: false\nclassifier:\n  models: []\n"
+    # match_channels reads each channel's negative too, so it finds a whole negative as well
+    text = "banks:\n  match_inverted: false\n  match_channels: false\nclassifier:\n  models: []\n"
     off = Inspector.from_config(parse_config(text, "test.yaml"))
     try:
         assert not off.evaluate(negative, STUDENT).blocked
     finally:
         off.close()
+
+
+@pytest.mark.parametrize("channels", ["G", "R", "RG"])
+def test_a_copy_with_colour_channels_inverted_is_matched(
+    inspector: Inspector, benign_photos: dict[str, Image.Image], channels: str
+) -> None:
+    """a42 F5: the banked picture with its green (or red, or both) channel inverted, in false
+    colours but plain to see, passed every tier."""
+    photo = benign_photos["astronaut"]
+    with BankStore(inspector.config.banks.path) as store:
+        store.create_bank("incident-channels")
+        pdq = pdq_hash(photo)
+        store.add_signals(
+            "incident-channels", [SignalInput(SignalType.PDQ, pdq.hex, quality=pdq.quality)], "t"
+        )
+    inspector._matchers._checked_at = 0.0
+    bands = dict(zip("RGB", photo.split(), strict=True))
+    edited = Image.merge("RGB", [ImageOps.invert(bands[c]) if c in channels else bands[c]
+                                 for c in "RGB"])  # fmt: skip
+    verdict = inspector.evaluate(encode(edited, "PNG"), STUDENT)
+    assert verdict.blocked, verdict.to_dict()
+    assert verdict.matches[0].bank == "incident-channels"
+    others = [inspector.evaluate(encode(benign_photos[n], "JPEG"), STUDENT) for n in
+              ("coffee", "chelsea", "rocket", "camera", "coins", "moon", "page")]  # fmt: skip
+    assert not any(v.blocked for v in others)

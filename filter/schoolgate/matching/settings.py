@@ -65,6 +65,9 @@ class BanksConfig:
     match_dihedral: bool = True  # also match mirrored and rotated copies (8 PDQ variants)
     # Also match colour-inverted copies: a negative's PDQ hash is the bitwise complement.
     match_inverted: bool = True
+    # Also match a copy with one or two colour channels inverted (false colours, a42 F5): each
+    # channel, and its negative, as a grey picture.
+    match_channels: bool = True
     per_bank_distance: dict[str, int] = field(default_factory=dict)
     reload_interval_s: float = 5.0
     video: VideoMatchSettings = field(default_factory=VideoMatchSettings)  # the vPDQ rule
@@ -119,6 +122,7 @@ def parse_banks(node: Node, data_dir: Path) -> BanksConfig:
             "pdq_min_quality",
             "match_dihedral",
             "match_inverted",
+            "match_channels",
             "per_bank_distance",
             "reload_interval_s",
             "video",
@@ -144,6 +148,7 @@ def parse_banks(node: Node, data_dir: Path) -> BanksConfig:
         pdq_min_quality=pdq_min_quality,
         match_dihedral=node.child("match_dihedral").flag(defaults.match_dihedral),
         match_inverted=node.child("match_inverted").flag(defaults.match_inverted),
+        match_channels=node.child("match_channels").flag(defaults.match_channels),
         per_bank_distance=per_bank,
         reload_interval_s=node.child("reload_interval_s").number(
             defaults.reload_interval_s, minimum=0.1

@@ -26,7 +26,7 @@ from schoolgate.matching.matcher import BankMatch, FrameMatch, Matcher
 from schoolgate.matching.robust_tier import RobustTier
 from schoolgate.matching.snapshot import StoreSnapshot
 from schoolgate.matching.video import VideoMatcher, video_matchers
-from schoolgate.media.hashing import PdqHash, exact_hashes, stretched_pdq
+from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_hash, stretched_pdq
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
 from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
@@ -214,6 +214,8 @@ class Inspector:
                 replace(match, evidence=(("inverted", 1.0),))
                 for match in matcher.match_pdq(negatives, min_quality=banks.pdq_min_quality)
             ]
+        if banks.match_channels and not pdq_matches:
+            pdq_matches = self._channel_matches(decoded.image)
         claimed = [m for m in pdq_matches if banks.runs(m.bank, "pdq")]
         refuted = self._refuted(claimed, decoded.image, views)
         matches.extend(m for m in claimed if m not in refuted)
@@ -243,6 +245,18 @@ class Inspector:
             detail = "; ".join(f"{r.model}: {r.error}" for r in failed)
             findings = replace(findings, failure="classifier_error", failure_detail=detail)
         return findings
+
+    def _channel_matches(self, image: Image.Image) -> list[BankMatch]:
+        """A copy with one or two colour channels inverted keeps the picture in false colours
+        and scrambles its brightness, which PDQ reads (a42 F5: the green channel inverted
+        passed every tier). Each channel alone, and its negative, is close to the original's
+        brightness: looked up upright, at the usual distance."""
+        hashes = [pdq_hash(channel.convert("RGB")) for channel in image.convert("RGB").split()]
+        found = self.matcher.match_pdq(
+            [*hashes, *(h.inverted() for h in hashes)],
+            min_quality=self.config.banks.pdq_min_quality,
+        )
+        return [replace(match, evidence=(("channel", 1.0),)) for match in found]
 
     def _refuted(
         self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image]
