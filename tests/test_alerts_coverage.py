@@ -98,3 +98,19 @@ def test_a_group_another_schools_dsl_names_is_said_to_take_pupils_from_their_own
     (note,) = routing_notes(config.alerts, config.policy)
     assert note.startswith("the alerts of group 'year9' go to south-dsl, trust-lead")
     assert "north-dsl (north-pupils: 192.0.2.0/28) no longer get those alerts" in note
+
+
+def test_the_placer_finds_a_devices_group_under_todays_policy(tmp_path: Path) -> None:
+    """What a43 F9's routing uses: the group a pending alert's device is in now."""
+    from dataclasses import replace
+
+    from schoolgate.alerts.model import Alert, AlertDetails
+    from schoolgate.alerts.service import placer
+    from tests.support.alert_helpers import make_verdict
+
+    config = parse_config(_config(tmp_path, year9=""), "gw1.yaml")
+    details = AlertDetails.from_verdict(make_verdict(ip="192.0.2.200"), "S")
+    alert = Alert("a" * 32, "decision", "pending", "k", replace(details, group="renamed"))
+    assert placer(config)(alert) == "south-pupils"
+    elsewhere = replace(details, device=replace(details.device, ip="203.0.113.9", mac=None))
+    assert placer(config)(replace(alert, details=elsewhere)) is None

@@ -561,3 +561,22 @@ def test_a_lease_is_not_taken_for_a_clock_that_ran_ahead(tmp_path: Path, clock: 
         outbox.enqueue(details(), "v1")
         assert len(outbox.claim(lease_s=65)) == 1
         assert outbox.claim(lease_s=65) == []  # minutes ahead: a live claim, left alone
+
+
+def test_an_alert_of_a_renamed_group_goes_to_its_devices_group_of_today(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """a43 F9: sent to every receiver, a north pupil's pending alert also reached the other
+    school's DSL. It is routed by the group its device is in under today's policy."""
+    channels = ("north-dsl", "south-dsl", "trust-lead")
+    with outbox_at(tmp_path / "a.sqlite", clock, channels=channels) as outbox:
+        waiting = outbox.enqueue(replace(details(), group="north-pupils"), "v1").alert_id
+        north = ScriptedReceiver("north-dsl", groups=("north",))
+        south = ScriptedReceiver("south-dsl", groups=("south",))
+        lead = ScriptedReceiver("trust-lead")
+        sender = AlertSender(outbox, [north, south, lead], RetryPolicy(),
+                             groups={"north", "south"}, place=lambda alert: "north")  # fmt: skip
+        sender.deliver_due()
+    assert [a.id for a in north.delivered] == [waiting]
+    assert south.delivered == []
+    assert [a.id for a in lead.delivered] == [waiting]

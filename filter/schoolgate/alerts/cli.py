@@ -15,7 +15,13 @@ from schoolgate.alerts import relocation
 from schoolgate.alerts.model import KIND_TEST, Alert, AlertDetails, Device
 from schoolgate.alerts.outbox import STATES
 from schoolgate.alerts.sender import AttemptResult
-from schoolgate.alerts.service import build_receivers, build_sender, open_outbox, policy_groups
+from schoolgate.alerts.service import (
+    build_receivers,
+    build_sender,
+    open_outbox,
+    placer,
+    policy_groups,
+)
 from schoolgate.alerts.settings import AlertsConfig
 from schoolgate.config import load_config
 from schoolgate.errors import SchoolgateError
@@ -187,7 +193,7 @@ def _retry(args: argparse.Namespace) -> int:
         if not config.alerts.channel_names:
             raise AlertsError("no alert receiver is configured (alerts.receivers / alerts.smtp)")
         sender = build_sender(config.alerts, outbox, config.policy.timezone,
-                              groups=policy_groups(config))  # fmt: skip
+                              groups=policy_groups(config), place=placer(config))  # fmt: skip
         results = sender.deliver_due()
     _report(results)
     failed = [r for r in results if not r.attempt.delivered]

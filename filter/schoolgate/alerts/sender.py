@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from schoolgate.alerts.model import Alert
 from schoolgate.alerts.outbox import DEAD, AlertOutbox, Claim
@@ -74,6 +74,7 @@ class AlertSender:
         poll_s: float = 5.0,
         before_pass: Callable[[], object] | None = None,
         groups: Collection[str] | None = None,
+        place: Callable[[Alert], str | None] | None = None,
     ) -> None:
         names = [r.name for r in receivers]
         if sorted(names) != sorted(outbox.channels):
@@ -89,6 +90,7 @@ class AlertSender:
         # The policy's groups now: an alert of a group renamed or removed since is nobody's in
         # particular, and goes to every receiver (as one of a device that matched no group).
         self.groups = frozenset(groups) if groups is not None else None
+        self.place = place  # the group an alert's device is in under today's policy (or None)
         timeouts = [getattr(getattr(r, "config", None), "timeout_s", 30.0) for r in receivers]
         # Long enough that a live sender always finishes its attempt first; short enough that a
         # killed sender's claims come due again soon after a restart.
@@ -134,12 +136,16 @@ class AlertSender:
         return [name for name, r in self.receivers.items() if self._routed(r, alert)]
 
     def _routed(self, receiver: Receiver, alert: Alert) -> bool:
-        """`routed`, and an alert of a group the policy no longer has goes to every receiver:
-        renamed (north-pupils to north, the DSL's `groups` with it), its pending alerts were
-        settled unsent for the school's DSL while the trust lead, taking every alert, had
-        them, so none was sent to "every receiver" (adversarial pass a41 F2)."""
+        """`routed`; an alert of a group the policy no longer has is routed by the group its
+        device is in today, and goes to every receiver where it is in none. Renamed (north-pupils
+        to north, the DSL's `groups` with it), its pending alerts were settled unsent for the
+        school's DSL while the trust lead had them (adversarial pass a41 F2); sent to every
+        receiver, they also reached the other school's DSL (a43 F9)."""
         if self.groups is not None and alert.details.group not in self.groups:
-            return True
+            today = self.place(alert) if self.place is not None else None
+            if today is None:
+                return True
+            alert = replace(alert, details=replace(alert.details, group=today))
         return routed(receiver, alert)
 
     def reroute(self, name: str) -> int:

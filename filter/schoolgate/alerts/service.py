@@ -16,19 +16,20 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from schoolgate.alerts import relocation
 from schoolgate.alerts.coverage import routing_notes
-from schoolgate.alerts.model import AlertDetails, AlertRule
+from schoolgate.alerts.model import Alert, AlertDetails, AlertRule
 from schoolgate.alerts.outbox import AlertOutbox, Enqueued, OutboxError
 from schoolgate.alerts.receivers import EmailReceiver, Receiver, WebhookReceiver
 from schoolgate.alerts.sender import AlertSender, AttemptHook, RetryPolicy
 from schoolgate.alerts.settings import AlertsConfig
 from schoolgate.alerts.spool import AlertSpool, spool_paths
-from schoolgate.pipeline.verdict import Verdict
+from schoolgate.pipeline.policy import Policy
+from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
 if TYPE_CHECKING:
     from schoolgate.config import Config
@@ -85,6 +86,21 @@ def policy_groups(config: Config) -> frozenset[str]:
     return frozenset(g.name for g in config.policy.groups) | {config.policy.default_group}
 
 
+def placer(config: Config) -> Callable[[Alert], str | None]:
+    """The group an alert's device is in under this configuration's policy (None: no group's
+    addresses, devices or VLANs are its)."""
+    policy = Policy(config.policy)
+
+    def place(alert: Alert) -> str | None:
+        device = alert.details.device
+        group = policy.matched_group(
+            InspectionContext(client_ip=device.ip, mac=device.mac, vlan=device.vlan)
+        )
+        return group.name if group is not None else None
+
+    return place
+
+
 def _damaged(error: OutboxError) -> bool:
     cause = error.__cause__
     return isinstance(cause, sqlite3.DatabaseError) and any(
@@ -100,11 +116,13 @@ def build_sender(
     on_attempt: AttemptHook | None = None,
     receivers: Sequence[Receiver] | None = None,
     groups: Collection[str] | None = None,
+    place: Callable[[Alert], str | None] | None = None,
 ) -> AlertSender:
-    """`groups`: the policy's group names (an alert of any other goes to every receiver)."""
+    """`groups`: the policy's group names; `place`: the group an alert's device is in today
+    (an alert of a group the policy no longer has is routed by it)."""
     retry = RetryPolicy(config.retry_base_s, config.retry_max_s, config.dead_after_s)
     chosen = list(receivers) if receivers is not None else build_receivers(config, tz)
-    return AlertSender(outbox, chosen, retry, on_attempt=on_attempt, groups=groups)
+    return AlertSender(outbox, chosen, retry, on_attempt=on_attempt, groups=groups, place=place)
 
 
 class AlertService:
@@ -146,7 +164,7 @@ class AlertService:
         alerts = config.alerts
         outbox = open_outbox(alerts, follow=True)
         sender = build_sender(alerts, outbox, config.policy.timezone, on_attempt=on_attempt,
-                              groups=policy_groups(config))  # fmt: skip
+                              groups=policy_groups(config), place=placer(config))  # fmt: skip
         rule = AlertRule(alerts, config.policy)
         for note in routing_notes(alerts, config.policy):  # at every start and reload
             log.warning("alert routing: %s", note)
