@@ -406,7 +406,7 @@ def test_the_gateways_own_lookup_books_the_cdn_names_of_a_catalogued_hosts_chain
             )  # fmt: skip
             self.transport.sendto(reply.packed, addr)
 
-    async def ask() -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, list[str]]]:
+    async def ask() -> tuple[object, object, object]:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(Server, local_addr=("127.0.0.1", 0))
         port = transport.get_extra_info("sockname")[1]
@@ -421,4 +421,30 @@ def test_the_gateways_own_lookup_books_the_cdn_names_of_a_catalogued_hosts_chain
     chained, bare, nobody = asyncio.run(ask())
     assert chained == {"d.edgekey.example": ["198.51.100.22"]}
     assert bare == {}
-    assert nobody == {}  # no answer: nothing, and no error
+    assert nobody is None  # no answer: nothing known, and no error
+
+
+def test_a_pupil_name_booked_before_an_apps_server_moved_there_is_forgotten(
+    tmp_path: Path,
+) -> None:
+    """Adversarial pass a42 F6: nip.io names booked while an address served no catalogued host
+    kept it "shared" once the app's own server moved onto it, for new pupil names too."""
+    from schoolgate.addons.resolver import ResolverPolicy
+    from schoolgate.endpoints.loader import parse_catalog
+
+    catalog = parse_catalog(
+        'apps:\n  chat:\n    hosts: ["up.chat.example"]\n    inspection: full\n'
+        "    when_not_inspectable: block_by_sni\n"
+        "providers:\n  bigcdn:\n    source: test\n    serves: [chat]\n"
+        "    ranges: [203.0.113.128/25]\n"
+    )
+    book = AddressBook(tmp_path / "b.sqlite")
+    policy = ResolverPolicy(NamePolicy(()), book, catalog=catalog)
+    moved, edge = "198.51.100.38", "203.0.113.140"
+    book.record("198-51-100-38.nip.example", [moved], 600)  # booked by a pupil, long before
+    book.record("site.example", [edge], 600)
+    book.record("up.chat.example", [moved, edge], 600)  # the gateway's own look-up, straight
+    policy.own_server("up.chat.example", [moved, edge])
+    assert book.names_for(moved) == {"up.chat.example"}
+    assert book.names_for(edge) == {"up.chat.example", "site.example"}  # a CDN's range: shared
+    book.close()

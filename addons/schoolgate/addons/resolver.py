@@ -19,6 +19,7 @@ import random
 import signal
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,24 @@ class ResolverPolicy:
             return False
         return bool(names) and all(self._apps(name) for name in names)
 
+    def own_server(self, name: str, addresses: list[str]) -> None:
+        """The gateway's own look-up found catalogued `name` straight at `addresses` (no CDN's
+        name between): names of others booked for them before are forgotten, so a pupil's name
+        booked while an address served no catalogued host does not keep it "shared" once the
+        app's server moves onto it (adversarial pass a42 F6)."""
+        if self.catalog is None:
+            return
+        for address in addresses:
+            if self.catalog.providers.covers(address):
+                continue
+            try:
+                stale = [n for n in self.book.names_for(address) if not self._apps(n)]
+                if stale and self.book.forget(address, stale):
+                    log.info("schoolgate resolver: %s is %s's own server now: %s forgotten "
+                             "there", address, name, ", ".join(sorted(stale)[:5]))  # fmt: skip
+            except AddressBookError:
+                log.exception("schoolgate resolver: the address book cannot be written")
+
     def _apps(self, name: str) -> bool:
         """Catalogued, or the apex of a catalogued wildcard (`cdninstagram.com` for
         `*.cdninstagram.com`): the gateway looks such apexes up itself, and their answer made
@@ -259,6 +278,7 @@ async def resolve_catalogued(
     every_s: float = 600.0,
     concurrency: int = 32,
     name_servers: list[str] | None = None,
+    own_server: Callable[[str, list[str]], None] | None = None,
 ) -> None:
     """Resolve every catalogued name through the resolver's own upstream, every `every_s`, into
     the address book, where the proxy's fronting check looks: a catalogued server's address must
@@ -284,8 +304,11 @@ async def resolve_catalogued(
             # The CDN names its answer passed through hold its addresses too: a CDN's edge
             # serves other sites' names, so it is not the app's own server (a42 F3: sites on
             # the Akamai edge that also answered for discord.com were refused as fronting).
-            for owner, owned in (await cdn_owners(name, name_servers or [])).items():
+            owners = await cdn_owners(name, name_servers or [])
+            for owner, owned in (owners or {}).items():
                 book.record(owner, owned, ttl)
+            if owners == {} and own_server is not None:  # answered, with no CDN's name
+                own_server(name, addresses)
             if fastpath is not None:
                 await fastpath.report([name], addresses, ttl)
 
@@ -321,12 +344,13 @@ class _OneAnswer(asyncio.DatagramProtocol):
 
 async def cdn_owners(
     name: str, servers: list[str], timeout_s: float = 3.0, port: int = 53
-) -> dict[str, list[str]]:
+) -> dict[str, list[str]] | None:
     """The names other than `name` that hold its IPv4 addresses in its answer (the end of a
-    CNAME chain: `discord.edgekey.net` for `discord.com`); {} when there is none, or no answer.
+    CNAME chain: `discord.edgekey.net` for `discord.com`); {} when there is none; None when
+    nobody answered.
     The lookup the appliance uses otherwise gives the addresses alone."""
     if not servers:
-        return {}
+        return None
     query = dns.DNSMessage(
         random.randrange(1 << 16), True, 0, False, False, True, False, 0, 0,
         [dns.Question(name, types.A, classes.IN)], [], [], [],
@@ -342,7 +366,7 @@ async def cdn_owners(
         finally:
             transport.close()
     except (OSError, TimeoutError, ValueError, struct.error):
-        return {}
+        return None
     owners: dict[str, list[str]] = {}
     asked = name.lower().rstrip(".")
     for answer in reply.answers:
@@ -414,9 +438,10 @@ async def serve_resolver(config: Config) -> int:
     upstream = DnsResolver(name_servers=list(resolver.upstream) or None)
     catalogued = catalogued_names(catalog)
     servers = list(resolver.upstream) or _system_name_servers()
-    chores = [asyncio.create_task(
-        resolve_catalogued(catalogued, upstream, book, fastpath, name_servers=servers)
-    )]  # fmt: skip
+    first = resolve_catalogued(
+        catalogued, upstream, book, fastpath, name_servers=servers, own_server=policy.own_server
+    )
+    chores = [asyncio.create_task(first)]
     if fastpath is not None:
         chores.append(asyncio.create_task(fastpath.keepalive()))
     try:

@@ -100,6 +100,22 @@ class AddressBook:
             except sqlite3.Error as error:
                 raise AddressBookError(f"cannot write the address book: {error}") from error
 
+    def forget(self, address: str, names: Iterable[str]) -> int:
+        """Drop these names' answers for `address`; how many went."""
+        key = _address(address)
+        wanted = [n.strip().rstrip(".").lower() for n in names]
+        if key is None or not wanted:
+            return 0
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            try:
+                cursor = self._db.execute(
+                    f"DELETE FROM answers WHERE address = ? AND name IN ({marks})", (key, *wanted)
+                )
+            except sqlite3.Error as error:
+                raise AddressBookError(f"cannot write the address book: {error}") from error
+        return int(cursor.rowcount)
+
     def answers(self, limit: int = 100_000) -> dict[str, tuple[list[str], float]]:
         """Every unexpired answer: name -> (addresses, seconds left), at most `limit` rows."""
         now = self.clock()
