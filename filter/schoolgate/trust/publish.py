@@ -20,7 +20,8 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,78 +148,61 @@ def publish(
     if not channel.strip():
         raise BankError("name the publication's channel (--channel): gateways pin it")
     out.mkdir(parents=True, exist_ok=True)
+    # The folder itself: a lock file could be deleted (a "stale lock", an rsync --delete) while
+    # a publication held it (adversarial pass a43 F1).
+    with _folder_lock(out, lock_wait_s):
+        now = clock()
+        banks = list(banks)
+        earlier = _earlier_snapshots(out, key)
+        bases, warnings = _bases(earlier, now, reset_version)  # before anything is stamped
+        folder = _folder_token(out, key, bool(earlier))
+        last = earlier[max(earlier)] if earlier else None
+        banks, drop, gone = _dropped_at_source(store, banks, set(drop), last)
+        warnings = (*warnings, *gone)
+        _record_provenance(store, banks, publisher, note, now)
+        contents = snapshot(store, banks, with_features=with_features)
+        dropped = _dropped(last, contents, drop, channel)
+        made = _made_here(store, folder)
+        if last is not None and made != max(earlier) and not adopt_folder:
+            _refuse_unmade_removals(last, contents, made)
+        version = max(int(now), max(bases, default=0) + 1)
+        history = lineage(last, version)
+        full = Bundle("full", publisher, version, now, contents, dropped, channel=channel,
+                      history=history)  # fmt: skip
+        written = [_write(out, f"full-{version}.sgb", seal(full, key))]
+        deltas: dict[int, str] = {}
+        for base in sorted(bases, reverse=True)[: keep - 1]:
+            change = delta(bases[base].banks, contents)
+            name = f"delta-{base}-{version}.sgb"
+            bundle = Bundle("delta", publisher, version, now, change.banks,
+                            change.removed_banks, base, channel=channel)  # fmt: skip
+            written.append(_write(out, name, seal(bundle, key)))
+            deltas[base] = name
+        _unchanged_since(out, key, max(earlier, default=None), version)
+        digests = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in written}
+        index = Bundle("index", publisher, version, now, full_file=written[0], deltas=deltas,
+                       channel=channel, digests=digests, folder=folder,
+                       history=history)  # fmt: skip
+        written.append(_write(out, INDEX, seal(index, key)))
+        _prune(out, keep_versions={version, *deltas}, current=version)
+        with store.write() as cur:
+            cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_MADE + folder, version))
+        counts = {n: len(c.signals) for n, c in contents.items()}
+        if not with_features:
+            warnings = (*warnings, *_features_left_out(store, banks))
+        return Publication(version, tuple(written), counts, warnings, folder)
+
+
+@contextmanager
+def _folder_lock(out: Path, wait_s: float) -> Iterator[None]:
     try:
-        # The folder itself: a lock file could be deleted (a "stale lock", an rsync --delete)
-        # while a publication held it (adversarial pass a43 F1).
-        with exclusive_lock(out, wait_s=lock_wait_s):
-            return _publish(
-                store, out, key, publisher=publisher, channel=channel, banks=banks, drop=drop,
-                note=note, with_features=with_features, keep=keep,
-                reset_version=reset_version, adopt_folder=adopt_folder, clock=clock,
-            )  # fmt: skip
+        with exclusive_lock(out, wait_s=wait_s):
+            yield
     except LockBusy:
         raise BankError(
             f"another `schoolgate banks publish` has been writing into {out} for over "
-            f"{lock_wait_s:.0f} s (it holds a lock on the folder); try again when it has "
-            "finished"
+            f"{wait_s:.0f} s (it holds a lock on the folder); try again when it has finished"
         ) from None
-
-
-def _publish(
-    store: BankStore,
-    out: Path,
-    key: Ed25519PrivateKey,
-    *,
-    publisher: str,
-    channel: str,
-    banks: Iterable[str],
-    drop: Iterable[str],
-    note: str,
-    with_features: bool,
-    keep: int,
-    reset_version: bool,
-    adopt_folder: bool,
-    clock: Callable[[], float],
-) -> Publication:
-    now = clock()
-    banks = list(banks)
-    earlier = _earlier_snapshots(out, key)
-    bases, warnings = _bases(earlier, now, reset_version)  # before anything is stamped
-    folder = _folder_token(out, key, bool(earlier))
-    last = earlier[max(earlier)] if earlier else None
-    banks, drop, gone = _dropped_at_source(store, banks, set(drop), last)
-    warnings = (*warnings, *gone)
-    _record_provenance(store, banks, publisher, note, now)
-    contents = snapshot(store, banks, with_features=with_features)
-    dropped = _dropped(last, contents, drop, channel)
-    made = _made_here(store, folder)
-    if last is not None and made != max(earlier) and not adopt_folder:
-        _refuse_unmade_removals(last, contents, made)
-    version = max(int(now), max(bases, default=0) + 1)
-    history = lineage(last, version)
-    full = Bundle("full", publisher, version, now, contents, dropped, channel=channel,
-                  history=history)  # fmt: skip
-    written = [_write(out, f"full-{version}.sgb", seal(full, key))]
-    deltas: dict[int, str] = {}
-    for base in sorted(bases, reverse=True)[: keep - 1]:
-        change = delta(bases[base].banks, contents)
-        name = f"delta-{base}-{version}.sgb"
-        bundle = Bundle("delta", publisher, version, now, change.banks, change.removed_banks, base,
-                        channel=channel)  # fmt: skip
-        written.append(_write(out, name, seal(bundle, key)))
-        deltas[base] = name
-    _unchanged_since(out, key, max(earlier, default=None), version)
-    digests = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in written}
-    index = Bundle("index", publisher, version, now, full_file=written[0], deltas=deltas,
-                   channel=channel, digests=digests, folder=folder, history=history)  # fmt: skip
-    written.append(_write(out, INDEX, seal(index, key)))
-    _prune(out, keep_versions={version, *deltas}, current=version)
-    with store.write() as cur:
-        cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_MADE + folder, version))
-    counts = {n: len(c.signals) for n, c in contents.items()}
-    if not with_features:
-        warnings = (*warnings, *_features_left_out(store, banks))
-    return Publication(version, tuple(written), counts, warnings, folder)
 
 
 def _features_left_out(store: BankStore, banks: list[str]) -> tuple[str, ...]:
