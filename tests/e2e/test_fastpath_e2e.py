@@ -21,7 +21,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -533,21 +533,12 @@ def test_a_session_made_on_the_fast_path_resumes_through_the_proxy_after_a_withd
     address = TUNNELS[name]
     assert gateway.heartbeat()
     assert gateway.ask(name) == [address]
-    go = tmp_path / "go"
-    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", address, name, name,
-            "--wait-for", str(go), "--tries", "2", "--pause", "0.5"]  # fmt: skip
-    client = subprocess.Popen(netns_exec(gateway.topo.client, argv), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        assert client.stdout is not None
-        first = client.stdout.readline()
-        assert "FIRST RESULT HTTP/1.1 200" in first, first
+
+    def withdraw() -> None:
         assert gateway.recorder.seen[-1][:2] == (address, CLIENT_IP)  # made on the fast path
         assert gateway.get(address, MEDIA) == b""  # a catalogued name there: withdrawn
-        go.touch()
-        out, _ = client.communicate(timeout=90)
-    finally:
-        client.kill()
+
+    out = _resume_after(gateway, tmp_path, name, withdraw)
     # at once (a36 I1: the proxy refused it for up to 20 s while the fast path's book lagged)
     assert "TRY 1 reused=True RESULT HTTP/1.1 200" in out, out
     assert gateway.recorder.seen[-1][:2] == (address, GATEWAY_SERVER_IP)  # through the proxy
@@ -563,24 +554,35 @@ def test_a_session_made_through_the_proxy_resumes_on_the_fast_path_once_it_is_re
     name = "resume5.fast.test"
     address = TUNNELS[name]
     assert gateway.heartbeat()
+
+    def resolve() -> None:
+        assert gateway.recorder.seen[-1][:2] == (address, GATEWAY_SERVER_IP)  # the proxy's
+        assert gateway.ask(name) == [address]  # now the fast path's
+        time.sleep(1.5)  # the proxy's journal is a second behind at most
+
+    out = _resume_after(gateway, tmp_path, name, resolve)
+    assert "TRY 1 reused=True RESULT HTTP/1.1 200" in out, out
+    assert gateway.recorder.seen[-1][:2] == (address, CLIENT_IP)  # carried by the kernel
+
+
+def _resume_after(gateway: Gateway, tmp_path: Path, name: str, move: Callable[[], None]) -> str:
+    """A TLS 1.2 session made to `name`'s address, then `move` (the address changes path),
+    then two resumptions of it: what the client printed after its first connection."""
     go = tmp_path / "go"
-    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", address, name, name,
-            "--wait-for", str(go), "--tries", "2", "--pause", "0.5"]  # fmt: skip
+    argv = [str(VENV_BIN / "python"), "-m", "tests.support.resume_client", TUNNELS[name], name,
+            name, "--wait-for", str(go), "--tries", "2", "--pause", "0.5"]  # fmt: skip
     client = subprocess.Popen(netns_exec(gateway.topo.client, argv), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         assert client.stdout is not None
         first = client.stdout.readline()
         assert "FIRST RESULT HTTP/1.1 200" in first, first
-        assert gateway.recorder.seen[-1][:2] == (address, GATEWAY_SERVER_IP)  # the proxy's
-        assert gateway.ask(name) == [address]  # now the fast path's
-        time.sleep(1.5)  # the proxy's journal is a second behind at most
+        move()
         go.touch()
         out, _ = client.communicate(timeout=90)
     finally:
         client.kill()
-    assert "TRY 1 reused=True RESULT HTTP/1.1 200" in out, out
-    assert gateway.recorder.seen[-1][:2] == (address, CLIENT_IP)  # carried by the kernel
+    return out
 
 
 def test_a_session_made_elsewhere_stays_refused_where_the_server_shows_no_catalogued_name(
