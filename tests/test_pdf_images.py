@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from schoolgate.banks.model import SignalInput, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.config import parse_config
 from schoolgate.endpoints.bodyscan import extract_items
 from schoolgate.endpoints.extract import ExtractLimits
+from schoolgate.endpoints.pdfimages import lzw_decode
 from schoolgate.media.hashing import pdq_hash
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 
@@ -354,3 +355,72 @@ def test_a_jpeg_wrapped_in_other_filters_or_inline_is_found(picture: Image.Image
     for pdf in (flate, hexed, inline):
         items = extract_items(pdf, "application/pdf", LIMITS)
         assert jpeg.getvalue() in [item.data for item in items]
+
+
+def lzw(raw: bytes) -> bytes:
+    """`raw` LZW-compressed by libtiff (TIFF's LZW is PDF's with its default EarlyChange 1): an
+    encoder that is not ours, so the decoder is checked against someone else's reading."""
+    out = io.BytesIO()
+    Image.frombytes("L", (len(raw), 1), raw).save(out, "TIFF", compression="tiff_lzw")
+    with TiffImagePlugin.TiffImageFile(io.BytesIO(out.getvalue())) as tiff:
+        (offset,), (count,) = tiff.tag_v2[273], tiff.tag_v2[279]
+    return out.getvalue()[offset : offset + count]
+
+
+def lzw_forms(picture: Image.Image) -> dict[str, bytes]:
+    """a42 F9: the pixels of an image XObject compressed with /LZWDecode, as older writers do."""
+    width, height = picture.size
+    common = b"/Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8" % (width, height)
+    png = io.BytesIO()
+    picture.save(png, "PNG")
+    filtered = zlib.decompress(idat_of(png.getvalue()))
+    compressed = lzw(picture.tobytes())
+    return {
+        "lzw": pdf_with_image(common + b" /Filter /LZWDecode", compressed),
+        "lzw, png predictors": pdf_with_image(
+            common + b" /Filter /LZWDecode /DecodeParms << /Predictor 15 /Colors 3 "
+            b"/Columns %d >>" % width,
+            lzw(filtered),
+        ),
+        "lzw, no colour space": pdf_with_image(
+            b"/Width %d /Height %d /BitsPerComponent 8 /Filter /LZWDecode" % picture.size,
+            compressed,
+        ),
+        "lzw inline": pdf_with_image(b"/Width 1 /Height 1 /ColorSpace /DeviceGray", b"\x00")
+        .replace(
+            b"q 200 0 0 200 0 0 cm /Im1 Do Q",
+            b"q 200 0 0 200 0 0 cm BI /W %d /H %d /CS /RGB /BPC 8 /F [/AHx /LZW] ID %s> EI Q"
+            % (width, height, binascii.hexlify(compressed)),
+        )
+        .replace(b"<< /Length 30 >>", b"<< >>"),
+    }
+
+
+@pytest.mark.parametrize(
+    "form", ["lzw", "lzw, png predictors", "lzw, no colour space", "lzw inline"]
+)
+def test_an_lzw_image_in_a_pdf_is_found_as_the_same_picture(
+    picture: Image.Image, form: str
+) -> None:
+    items = extract_items(lzw_forms(picture)[form], "application/pdf", LIMITS)
+    assert any(same_picture(item.data, picture) for item in items)
+
+
+def test_an_lzw_image_cut_short_or_without_its_end_code_is_still_blocked(
+    inspector: Inspector, picture: Image.Image
+) -> None:
+    """Readers draw the rows a damaged stream holds; libtiff refuses it, so this is our decoder."""
+    width, height = picture.size
+    common = b"/Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8" % (width, height)
+    compressed = lzw(picture.tobytes())
+    for cut in (compressed[:-2], compressed[: len(compressed) * 9 // 10]):
+        items = extract_items(pdf_with_image(common + b" /Filter /LZWDecode", cut), None, LIMITS)
+        assert any(inspector.evaluate(item.data, PUPIL).blocked for item in items)
+
+
+@pytest.mark.parametrize("size", [10, 600, 5000, 300_000])
+def test_the_lzw_decoder_reads_what_libtiff_wrote(size: int) -> None:
+    """Code widths 9 to 12 and the table cleared when full (300 kB of noise fills it often)."""
+    raw = np.random.default_rng(size).integers(0, 24, size, dtype=np.uint8).tobytes()
+    assert lzw_decode(lzw(raw), size + 10) == raw
+    assert lzw_decode(lzw(raw), size // 2) == raw[: size // 2]  # the cap

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import re
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -34,6 +33,7 @@ from schoolgate.endpoints.extract import (
     parse_header_params,
     parse_multipart,
 )
+from schoolgate.endpoints.metafile import is_metafile, metafile_pictures
 from schoolgate.endpoints.pdfimages import document_images
 from schoolgate.endpoints.tarball import tar_members
 from schoolgate.endpoints.textbytes import (
@@ -42,11 +42,11 @@ from schoolgate.endpoints.textbytes import (
     hex_reading,
     unescape_json,
 )
+from schoolgate.endpoints.ziparchive import ZIP_MAGIC, holds_zip, zip_members
 from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, unanalysed_format
 
 _MAX_DEPTH: Final = 6
 _MIN_STRING: Final = 16  # shorter strings cannot hold a picture worth judging
-_MAX_ZIP_MEMBERS: Final = 2000
 # Quoted fragments. A pupil asking why a file will not open pastes its first bytes as base64
 # (into a chat message, a JSON value, a data: URL); those bytes are not an upload of a picture.
 # Decoded media from text is a fragment, and not claimed, when it is no complete image and
@@ -78,9 +78,8 @@ _FORM_LIKE: Final = re.compile(rb"\A[\w.%*~\[\]-]{1,256}=")
 _JSON_LIKE: Final = re.compile(rb"\A\s*[\[{]")
 _MARKUP: Final = re.compile(rb"\A\s*[\[{<]")
 
-_ZIP_MAGIC: Final = b"PK\x03\x04"
 # ZIP, gzip, bzip2, xz, zstd
-_KEPT: Final = (_ZIP_MAGIC, b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+_KEPT: Final = (ZIP_MAGIC, b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 _CONTAINER_TYPES: Final = frozenset(
     {"application/x-www-form-urlencoded", "application/json", "text/plain", "text/html"}
 )
@@ -183,6 +182,8 @@ class _Scan:
                 # image, a motion photo's video, a file appended after its end (pass a5).
                 self.carve(data, None, None, where)
             if not container:
+                if holds_zip(data):  # a ZIP appended to the picture: unzipped, it is files
+                    self.archive(data, f"{where}/appended", depth + 1)
                 return
             # A picture sent as a form or a multipart body: the picture is judged, and so is
             # what the declared structure holds (a decoy before the first boundary hides
@@ -194,6 +195,10 @@ class _Scan:
             self.add(
                 ExtractedItem(png, None, "image/png", f"{where}/document-image#{number}", True)
             )
+        for number, dib in enumerate(metafile_pictures(data, self.limits.max_decoded_bytes)):
+            if is_media(dib):  # a DIB record's bitmap (a WMF, an RTF's \wmetafile8, an EMF)
+                self.grow(len(dib))
+                self.add(ExtractedItem(dib, None, None, f"{where}/metafile#{number}", True))
         if len(self.items) == before and claimed:  # said to be media: the engine decides
             self.add(ExtractedItem(data, filename, content_type, where, claimed=True))
 
@@ -202,7 +207,7 @@ class _Scan:
     ) -> None:
         if main.startswith("multipart/") and _has_boundary(data, content_type):
             self.multipart(data, content_type, where, depth)
-        elif data.startswith(_ZIP_MAGIC):
+        elif data.startswith(ZIP_MAGIC) or holds_zip(data):
             self.archive(data, where, depth)
         elif (inner := decompress_members(data, self.limits)) is not None:
             name, contents, starts = inner
@@ -243,33 +248,9 @@ class _Scan:
             )
 
     def archive(self, data: bytes, where: str, depth: int) -> None:
-        """ZIP members (Office files, zipped photos); encrypted ones cannot be opened."""
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
-            members = archive.infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
-            return  # not a ZIP after all: carving still looks at its bytes
-        if len(members) > _MAX_ZIP_MEMBERS:
-            raise ExtractionError("too_many_parts", f"an archive of over {_MAX_ZIP_MEMBERS} files")
-        for member in members:
-            if member.is_dir() or member.flag_bits & 0x1:
-                continue  # encrypted: its bytes are not readable here or by a filter anywhere
-            ratio = member.file_size / max(member.compress_size, 1)
-            if member.file_size > 1 << 20 and ratio > self.limits.max_ratio:
-                raise ExtractionError(
-                    "encoding_bomb", f"{member.filename[:80]!r} expands {ratio:.0f}x"
-                )
-            self.grow(member.file_size)
-            try:
-                with archive.open(member) as handle:
-                    content = handle.read(member.file_size + 1)
-            except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, ValueError):
-                continue
-            if len(content) > member.file_size:
-                raise ExtractionError("encoding_bomb", "an archive member is larger than it says")
-            self.blob(
-                content, None, f"{where}/zip:{member.filename[:120]}", depth + 1, member.filename
-            )
+        """ZIP members (Office files, zipped photos, a ZIP after other bytes)."""
+        for name, content in zip_members(data, self.limits, self.grow):
+            self.blob(content, None, f"{where}/zip:{name[:120]}", depth + 1, name)
 
     def form(self, data: bytes, where: str, depth: int) -> None:
         for number, field in enumerate(data.split(b"&")):
@@ -377,7 +358,12 @@ class _Scan:
         """Decoded base64: media or a container is scanned, random bytes dropped; True if kept."""
         if _quoted_fragment(decoded):
             return False
-        if is_media(decoded) or decoded.startswith(_KEPT) or _MARKUP.match(decoded):
+        if (
+            is_media(decoded)
+            or decoded.startswith(_KEPT)
+            or is_metafile(decoded)
+            or _MARKUP.match(decoded)
+        ):
             self.grow(len(decoded))
             self.blob(decoded, None, where, depth + 1)
             return True
@@ -450,7 +436,7 @@ def _lenient_b64(data: bytes) -> bytes | None:
         if is_media(decoded) and _looks_whole(decoded):
             return decoded
     for decoded in readings:
-        if is_media(decoded) or decoded.startswith(_ZIP_MAGIC) or _MARKUP.match(decoded):
+        if is_media(decoded) or decoded.startswith(ZIP_MAGIC) or _MARKUP.match(decoded):
             return decoded
     return readings[-1] if readings else None
 

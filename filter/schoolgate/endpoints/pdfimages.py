@@ -34,6 +34,7 @@ from schoolgate.endpoints.extract import ExtractLimits
 _MAX_IMAGES: Final = 32
 _MAX_STREAMS: Final = 4096  # stream objects looked at in one PDF (pages, fonts, images)
 _MAX_SIDE: Final = 20_000
+_MAX_SLOW_LZW: Final = 8 << 20  # bytes decoded in Python per image: about 5 s of CPU at worst
 _MAX_PIXELS: Final = 40_000_000  # the engine's own caps refuse bigger; a PDF is not refused for it
 _HEX: Final = rb"<[0-9A-Fa-f\s]*>"  # a hex string (a palette's lookup) inside a dictionary
 _DICT: Final = rb"<<((?:[^<>]|%s|<<(?:[^<>]|%s|<<[^<>]*>>)*>>){0,4096})>>" % (_HEX, _HEX)
@@ -59,7 +60,7 @@ _INLINE_KEYS: Final = {b"W": b"/Width", b"H": b"/Height", b"CS": b"/ColorSpace",
                        b"IM": b"/ImageMask", b"D": b"/Decode", b"I": b"/Interpolate"}  # fmt: skip
 _INLINE_NAMES: Final = {
     b"AHx": b"/ASCIIHexDecode", b"A85": b"/ASCII85Decode", b"Fl": b"/FlateDecode",
-    b"RL": b"/RunLengthDecode", b"DCT": b"/DCTDecode", b"G": b"/DeviceGray",
+    b"RL": b"/RunLengthDecode", b"DCT": b"/DCTDecode", b"LZW": b"/LZWDecode", b"G": b"/DeviceGray",
     b"RGB": b"/DeviceRGB", b"CMYK": b"/DeviceCMYK",
 }  # fmt: skip
 _PS_IMAGE: Final = re.compile(
@@ -181,7 +182,7 @@ def _expand_inline(dictionary: bytes) -> bytes:
         dictionary,
     )
     return b"/Subtype /Image " + re.sub(
-        rb"/(AHx|A85|Fl|RL|DCT|G|RGB|CMYK)(?![A-Za-z])",
+        rb"/(AHx|A85|Fl|RL|DCT|LZW|G|RGB|CMYK)(?![A-Za-z])",
         lambda name: _INLINE_NAMES[name[1]],
         expanded,
     )
@@ -326,7 +327,16 @@ def _image(data: bytes, dictionary: bytes, raw: bytes, budget: int) -> bytes | N
         return None
     predicted = (_value(dictionary, b"/Predictor") or 1) >= 10
     flate = b"/FlateDecode" in dictionary or b"/Fl" in dictionary
+    lzw = b"/LZWDecode" in dictionary  # a42 F9: older writers' compression
     colours = _declared(data, dictionary)
+    if lzw:
+        exact = None
+        if colours is not None:
+            exact = height * (-(-width * colours.components * bits // 8) + predicted)
+        early = _value(dictionary, b"/EarlyChange") != 0
+        samples = _lzw(samples, exact, min(budget, width * height * 8 + height), early)
+        if samples and exact is not None and exact <= budget:
+            samples = samples.ljust(exact, b"\x00")  # cut short: readers show the rows it has
     inflated = samples
     if flate and not (predicted and colours is not None):
         # Predicted data is inflated here only to count samples for an unnamed colour space.
@@ -340,6 +350,8 @@ def _image(data: bytes, dictionary: bytes, raw: bytes, budget: int) -> bytes | N
         return None
     if flate and predicted:
         idat = samples  # already PNG image data, filters and all
+    elif lzw and predicted:
+        idat = zlib.compress(samples, 1)  # PNG-filtered rows
     else:
         return samples_png(width, height, bits, colours, inflated)
     return _png(width, height, bits, colours, idat)
@@ -385,6 +397,66 @@ def _run_length(data: bytes) -> bytes:
         else:
             out += data[pos + 1 : pos + 2] * (257 - length)
             pos += 2
+    return bytes(out)
+
+
+def _lzw(data: bytes, exact: int | None, cap: int, early_change: bool) -> bytes:
+    """LZW decoded by libtiff (TIFF's LZW is PDF's with early change) where the decoded size is
+    known; else, or where libtiff refuses the stream (no end code, cut short), by `lzw_decode`,
+    which is a hundred times slower and so bounded tighter."""
+    if exact is not None and early_change and 0 < exact <= cap:
+        # A one-row 8-bit grey TIFF of `exact` bytes whose only strip is the stream.
+        strip_at = 8 + 2 + 12 * 9 + 4  # after the header and the IFD of 9 entries
+        tags = [(256, 4, exact), (257, 4, 1), (258, 3, 8), (259, 3, 5), (262, 3, 1),
+                (273, 4, strip_at), (277, 3, 1), (278, 4, 1), (279, 4, len(data))]  # fmt: skip
+        entries = b"".join(struct.pack("<HHII" if kind == 4 else "<HHIHxx", tag, kind, 1, value)
+                           for tag, kind, value in tags)  # fmt: skip
+        tiff = b"II*\x00" + struct.pack("<IH", 8, len(tags)) + entries + bytes(4) + data
+        try:
+            with Image.open(io.BytesIO(tiff)) as carrier:
+                return carrier.tobytes()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            pass
+    return lzw_decode(data, min(cap, _MAX_SLOW_LZW), early_change)
+
+
+def lzw_decode(data: bytes, cap: int, early_change: bool = True) -> bytes:
+    """PDF's (and TIFF's) LZW: MSB-first codes of 9 to 12 bits, 256 clears the table and 257
+    ends the data; with `early_change` (the PDF default) a code widens one entry early. Stops at
+    `cap` bytes, at the end code or at the first code that cannot be (what came before is kept,
+    as readers show a damaged image's first rows)."""
+    out = bytearray()
+    table: list[bytes] = [bytes((n,)) for n in range(256)] + [b"", b""]
+    width, pending, count = 9, 0, 0
+    previous = b""
+    early = 1 if early_change else 0
+    for byte in data:
+        pending, count = (pending << 8) | byte, count + 8
+        while count >= width:
+            count -= width
+            code = pending >> count
+            pending &= (1 << count) - 1
+            if code == 256:
+                del table[258:]
+                width, previous = 9, b""
+                continue
+            if code == 257:
+                return bytes(out)
+            if code < len(table):
+                entry = table[code]
+                if previous and len(table) < 4096:
+                    table.append(previous + entry[:1])
+            elif code == len(table) and previous:
+                entry = previous + previous[:1]
+                table.append(entry)
+            else:
+                return bytes(out)
+            out += entry
+            if len(out) >= cap:
+                return bytes(out[:cap])
+            previous = entry
+            if len(table) + early >= 1 << width and width < 12:
+                width += 1
     return bytes(out)
 
 
