@@ -421,19 +421,29 @@ def test_a_bundle_is_read_only_after_its_signature_verifies(tmp_path: Path) -> N
     assert refused.value.reason == "malformed"
 
 
-def test_the_running_proxy_keeps_its_subscriptions_current(trust: Trust, tmp_path: Path) -> None:
-    """The proxy's addon syncs each subscription at start (and every interval_s)."""
+def test_the_running_proxy_keeps_its_subscriptions_current(
+    trust: Trust, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proxy's addon syncs each subscription at start (and every interval_s), and says
+    when a bank setting misses a trust bank under its prefixed name (a43 F8)."""
     import asyncio
     import time
     from types import SimpleNamespace
 
     from schoolgate.addons.runtime import RuntimeRef
     from schoolgate.addons.subscriptions import BankSubscriptions
+    from schoolgate.matching.settings import BanksConfig
 
     trust.clock.now = time.time()  # the addon's replica keeps the real time
     trust.publish()
-    subscription = Subscription("trust", f"file://{trust.out}/", trust.key.public_key(), "trust")
-    banks = SimpleNamespace(subscriptions=(subscription,), path=tmp_path / "proxy.sqlite")
+    subscription = Subscription(
+        "trust", f"file://{trust.out}/", trust.key.public_key(), "trust", prefix="north-"
+    )
+    banks = BanksConfig(
+        tmp_path / "proxy.sqlite",
+        tiers={"trust-*": ("pdq", "robust"), "*": ("pdq",)},
+        subscriptions=(subscription,),
+    )
     ref = RuntimeRef(SimpleNamespace(config=SimpleNamespace(banks=banks), closed=False))  # type: ignore[arg-type]
 
     async def until_applied() -> None:
@@ -443,13 +453,20 @@ def test_the_running_proxy_keeps_its_subscriptions_current(trust: Trust, tmp_pat
             for _ in range(100):  # 10 s at most
                 await asyncio.sleep(0.1)
                 with BankStore(banks.path) as store:
-                    if any(b.name == "trust-incidents" for b in store.banks()):
-                        return
+                    applied = any(b.name == "north-trust-incidents" for b in store.banks())
+                if applied and any("banks.tiers" in r.getMessage() for r in caplog.records):
+                    return
             raise AssertionError("the subscription was never applied")
         finally:
             addon.done()
 
     asyncio.run(until_applied())
+    said = [r.getMessage() for r in caplog.records if "banks.tiers" in r.getMessage()]
+    assert said == [
+        "schoolgate banks: banks.tiers 'trust-*': the trust bank 'trust-incidents' is "
+        "'north-trust-incidents' here (trust's prefix), so it runs pdq, not pdq/robust; name "
+        "'north-trust-*'"
+    ]
 
 
 def test_a_schools_shared_bank_reaches_every_gateway_with_its_origin(

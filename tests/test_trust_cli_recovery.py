@@ -90,3 +90,35 @@ def test_clearing_a_subscription_bank_and_a_clock_that_ran_ahead(
     assert "trust: current: up to date: the folder has not changed since" in again.stdout
     state = json.loads(schoolgate("banks", "subscriptions", "--json", config=gateway).stdout)
     assert state["published_at"]
+
+
+def test_bank_settings_that_miss_a_prefixed_trust_bank_are_said(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """a43 F8: `banks.tiers` and per-bank settings written for the trust's bank name missed it
+    under the name the subscription's prefix gives it, and edited copies passed silently."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        NO_MODELS + "banks:\n"
+        "  tiers: {'trust-*': [pdq, robust], '*': [pdq]}\n"
+        "  per_bank_distance: {trust-incidents: 40, north-local: 30}\n"
+        "  subscriptions:\n"
+        f"    - {{name: trust, url: 'https://t.example/', public_key: '{KEY}', "
+        "channel: trust, prefix: north-, folder: 0123abcd}\n"
+        "proxy: {school_name: North}\n"
+    )
+    quiet = schoolgate("check-config", str(config), config=config)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "prefix" not in quiet.stdout  # no trust bank here yet: nothing to say
+    with BankStore(data_dir / "banks.sqlite") as store:
+        for bank in ("north-trust-incidents", "north-local", "trust-school-own"):
+            store.create_bank(bank)
+    checked = schoolgate("check-config", str(config), config=config)
+    assert checked.returncode == 0, checked.stderr
+    notes = [n for n in checked.stdout.splitlines() if "'north-trust-incidents' here" in n]
+    assert len(notes) == 2, checked.stdout
+    assert "banks.tiers 'trust-*'" in notes[0]
+    assert "runs pdq, not pdq/robust" in notes[0]
+    assert "name 'north-trust-*'" in notes[0]
+    assert "banks.per_bank_distance 'trust-incidents'" in notes[1]
+    assert "north-local" not in checked.stdout  # a school bank, named as it is here

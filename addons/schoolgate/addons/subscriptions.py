@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 
 from schoolgate.addons.runtime import RuntimeRef
 from schoolgate.banks.store import BankStore
+from schoolgate.matching.settings import BanksConfig
 from schoolgate.trust.exchange import sync_any
 from schoolgate.trust.replica import Replica
 from schoolgate.trust.settings import AnySubscription
@@ -50,16 +50,30 @@ class BankSubscriptions:
                     if busy or time.monotonic() < self._due.get(name, 0.0):
                         continue
                     self._due[name] = time.monotonic() + subscription.interval_s
-                    path = runtime.config.banks.path
                     self._running[name] = asyncio.create_task(
-                        asyncio.to_thread(_sync_once, subscription, path, configured)
+                        asyncio.to_thread(
+                            _sync_once, subscription, runtime.config.banks, configured
+                        )
                     )
             await asyncio.sleep(TICK_S)
 
 
-def _sync_once(subscription: AnySubscription, path: Path, configured: list[str]) -> None:
+def _sync_once(subscription: AnySubscription, banks: BanksConfig, configured: list[str]) -> None:
     try:
-        with BankStore(path) as store:
+        with BankStore(banks.path) as store:
             sync_any(subscription, Replica(store), configured)
+            _warn_of_settings(banks, store)
     except Exception:
         log.exception("schoolgate banks: subscription %s: the sync failed", subscription.name)
+
+
+_said: set[str] = set()  # notes logged already: said once, not at every sync
+
+
+def _warn_of_settings(banks: BanksConfig, store: BankStore) -> None:
+    """Bank settings written for a trust bank's published name miss it under its prefixed name
+    here (a43 F8): said once, when a sync has brought such a bank."""
+    for note in banks.prefix_notes(bank.name for bank in store.banks()):
+        if note not in _said:
+            _said.add(note)
+            log.warning("schoolgate banks: %s", note)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from schoolgate.alerts import relocation
 from schoolgate.alerts.cli import add_commands as add_alert_commands
 from schoolgate.alerts.coverage import routing_notes
+from schoolgate.banks.store import BankStore
 from schoolgate.cli import ca, hashes, nft, scan, sniff
 from schoolgate.cli.common import EXIT_ERROR, EXIT_OK, Subcommands, config_from
 from schoolgate.config import ProxyConfig, as_dict, load_config
@@ -97,6 +98,11 @@ def _check_config(args: argparse.Namespace) -> int:
                   "and a trust's lead cannot tell this school's from another's")  # fmt: skip
         if config.alerts.data_dir is not None:
             for advice in relocation.notes(config.alerts.outbox, config.alerts.data_dir):
+                print(f"note: {advice}")
+        if config.banks.path.is_file():  # a43 F8: settings that miss a prefixed trust bank
+            with BankStore(config.banks.path) as store:
+                names = [bank.name for bank in store.banks()]
+            for advice in config.banks.prefix_notes(names):
                 print(f"note: {advice}")
     return EXIT_OK
 

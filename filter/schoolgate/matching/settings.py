@@ -4,13 +4,14 @@ distance and quality, the vPDQ rule, which tiers a bank runs, the robust tier's 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from schoolgate.config_reader import Node, path_under
 from schoolgate.matching.matcher import DEFAULT_MIN_QUALITY, DEFAULT_PDQ_MAX_DISTANCE
 from schoolgate.matching.video import VideoMatchSettings
-from schoolgate.trust.settings import AnySubscription, parse_subscriptions
+from schoolgate.trust.settings import AnySubscription, Subscription, parse_subscriptions
 
 # Matching tiers a bank can run. Exact digests always run; "pdq" is the perceptual hash index;
 # "robust" is local features with geometric verification (schoolgate.robust), for banks whose
@@ -86,6 +87,34 @@ class BanksConfig:
 
     def runs(self, bank: str, tier: str) -> bool:
         return tier in self.tiers_for(bank)
+
+    def prefix_notes(self, bank_names: Iterable[str]) -> list[str]:
+        """Settings written for a trust bank's published name that miss it under the name a
+        subscription's `prefix:` gives it here (a43 F8: the robust tier was turned off for a
+        trust bank so, and its edited copies passed)."""
+        prefixes = {
+            s.name: s.prefix for s in self.subscriptions if isinstance(s, Subscription) and s.prefix
+        }
+        notes: list[str] = []
+        for bank in bank_names:
+            for subscription, prefix in prefixes.items():
+                if not bank.startswith(prefix):
+                    continue
+                published = bank.removeprefix(prefix)
+                where = f"the trust bank {published!r} is {bank!r} here ({subscription}'s prefix)"
+                wanted, got = self._pattern_for(published), self._pattern_for(bank)
+                if wanted != got and wanted is not None:
+                    runs, meant = "/".join(self.tiers_for(bank)), "/".join(self.tiers[wanted])
+                    notes.append(f"banks.tiers {wanted!r}: {where}, so it runs {runs}, not "
+                                 f"{meant}; name {prefix + wanted!r}")  # fmt: skip
+                for setting, keys in (("banks.per_bank_distance", self.per_bank_distance),
+                                      ("banks.robust.per_bank", self.robust.per_bank)):  # fmt: skip
+                    if published in keys and bank not in keys:
+                        notes.append(f"{setting} {published!r}: {where}; name {bank!r}")
+        return notes
+
+    def _pattern_for(self, bank: str) -> str | None:
+        return next((p for p in self.tiers if fnmatch.fnmatchcase(bank, p)), None)
 
 
 def _video_matching(node: Node, pdq_max_distance: int, pdq_min_quality: int) -> VideoMatchSettings:
