@@ -209,3 +209,62 @@ def test_a_metafile_with_many_pictures_is_bounded(picture: Image.Image) -> None:
     assert len(metafile_pictures(body + records, LIMITS.max_decoded_bytes)) == 32
     assert len(metafile_pictures(body + records, 1300)) == 2  # the decoded-size budget
     assert metafile_pictures(body + records, 600) == []
+
+
+def tar_of(name: str, content: bytes) -> bytes:
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        member = tarfile.TarInfo(name)
+        member.size = len(content)
+        archive.addfile(member, io.BytesIO(content))
+    return out.getvalue()
+
+
+BASE64_CARRIED: dict[str, Callable[[Image.Image], bytes]] = {
+    "a tar": lambda p: tar_of("holiday.bmp", bmp(p)),
+    "a zip after junk": lambda p: b"MZ" + zipped("holiday.bmp", bmp(p)),
+    "a picture after a junk byte": lambda p: b"\x00" + jpeg(p),
+}
+
+
+@pytest.mark.parametrize("carried", sorted(BASE64_CARRIED))
+@pytest.mark.parametrize("body", ["mail attachment json", "form field"])
+def test_what_base64_carries_is_opened_like_a_body(
+    inspector: Inspector, picture: Image.Image, carried: str, body: str
+) -> None:
+    """a44 F3: decoded base64 was judged only when it started as media or a ZIP; a tar, a ZIP
+    after junk and a picture after one junk byte passed in a Graph attachment's contentBytes
+    and in an imgur / X form field."""
+    import base64
+    import json
+
+    encoded = base64.b64encode(BASE64_CARRIED[carried](picture)).decode()
+    data, declared = {
+        "mail attachment json": (
+            json.dumps(
+                {
+                    "@odata.type": "#microsoft.graph.fileAttachment",
+                    "name": "a.bin",
+                    "contentBytes": encoded,
+                }
+            ).encode(),
+            "application/json",
+        ),
+        "form field": (
+            f"image={encoded.replace('+', '%2B')}&type=base64".encode(),
+            "application/x-www-form-urlencoded",
+        ),
+    }[body]
+    items = extract_items(data, declared, LIMITS)
+    assert any(inspector.evaluate(item.data, PUPIL).blocked for item in items)
+
+
+def test_random_base64_tokens_give_no_items() -> None:
+    import base64
+    import json
+
+    rng = random.Random(5)
+    tokens = [base64.b64encode(rng.randbytes(rng.randrange(40, 3000))).decode() for _ in range(200)]
+    assert extract_items(json.dumps({"tokens": tokens}).encode(), "application/json", LIMITS) == []

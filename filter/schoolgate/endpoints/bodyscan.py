@@ -371,7 +371,14 @@ class _Scan:
             self.grow(len(decoded))  # base64 of base64: decoded again
             self.string(decoded, where + ":base64", depth + 1)
             return True
-        return False
+        if decoded[257:262] == b"ustar" or holds_zip(decoded):
+            self.grow(len(decoded))  # a tar, a ZIP after junk (a mail attachment: a44 F3)
+            self.blob(decoded, None, where, depth + 1)
+            return True
+        before = len(self.items)  # media after junk bytes: only what parses as media is kept
+        self.carve(decoded, None, None, where)
+        self.items[before:] = [i for i in self.items[before:] if not _quoted_fragment(i.data)]
+        return len(self.items) > before
 
     # -- carving ------------------------------------------------------------------------------
 
