@@ -33,6 +33,7 @@ from schoolgate.endpoints.extract import (
     parse_header_params,
     parse_multipart,
 )
+from schoolgate.endpoints.mail import mail_message
 from schoolgate.endpoints.metafile import is_metafile, metafile_pictures
 from schoolgate.endpoints.pdfimages import document_images
 from schoolgate.endpoints.tarball import tar_members
@@ -209,6 +210,8 @@ class _Scan:
             self.multipart(data, content_type, where, depth)
         elif data.startswith(ZIP_MAGIC) or holds_zip(data):
             self.archive(data, where, depth)
+        elif (mail := mail_message(data)) is not None:  # a mail sent through an API (a46 F1)
+            self.blob(mail[1], mail[0], f"{where}/mail", depth + 1)
         elif (inner := decompress_members(data, self.limits)) is not None:
             name, contents, starts = inner
             self.grow(len(contents))
@@ -371,7 +374,7 @@ class _Scan:
             self.grow(len(decoded))  # base64 of base64: decoded again
             self.string(decoded, where + ":base64", depth + 1)
             return True
-        if decoded[257:262] == b"ustar" or holds_zip(decoded):
+        if decoded[257:262] == b"ustar" or holds_zip(decoded) or mail_message(decoded):
             self.grow(len(decoded))  # a tar, a ZIP after junk (a mail attachment: a44 F3)
             self.blob(decoded, None, where, depth + 1)
             return True
