@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from mitmproxy import http
 
@@ -29,7 +30,7 @@ from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, whole_picture
 from schoolgate.endpoints.protocols import parse_chunks
-from schoolgate.endpoints.reassembly import ChunkError, SessionStatus
+from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
 log = logging.getLogger("schoolgate.proxy")
@@ -228,13 +229,15 @@ class UploadInspector:
         client, app, chunk = pending
         if not 200 <= response.status_code < 300 or len(response.raw_content or b"") > 1 << 20:
             return
-        try:
-            document = json.loads(response.get_content(strict=False) or b"")
-        except (ValueError, RecursionError):
-            return
-        session_id = (
-            document.get(chunk.session_from_response) if isinstance(document, dict) else None
-        )
+        if chunk.session_from_response == LOCATION:  # tus: the upload's URL
+            session_id: object = urlsplit(response.headers.get("location", "")).path
+        else:
+            try:
+                document = json.loads(response.get_content(strict=False) or b"")
+            except (ValueError, RecursionError):
+                return
+            field = chunk.session_from_response
+            session_id = document.get(field) if isinstance(document, dict) else None
         if not isinstance(session_id, str) or not session_id:
             return
         state = runtime.sessions.add(client, app, replace(chunk, session_id=session_id))
@@ -257,6 +260,8 @@ class UploadInspector:
                 # session when the reply arrives (`response`), so two uploads never share a key.
                 flow.metadata[PENDING_CHUNK] = (client, app, chunk)
                 flow.metadata[READ_RESPONSE] = True
+                if chunk.data and (chunk.final or whole_picture(chunk.data)):
+                    complete.append(chunk.data)  # a tus upload created whole: judged now
                 continue
             state = runtime.sessions.add(client, app, chunk)
             if state.failed:

@@ -32,6 +32,7 @@ type Protocol = Literal[
     "dropbox_session",
     "facebook_resumable",
     "s3_parts",
+    "tus",
 ]
 
 
@@ -58,6 +59,7 @@ PROTOCOLS: Final[tuple[Protocol, ...]] = (
     "dropbox_session",
     "facebook_resumable",
     "s3_parts",
+    "tus",
 )
 
 
@@ -118,7 +120,7 @@ def _compile_value_glob(glob: str) -> re.Pattern[str]:
 
 
 _WRITES: Final = frozenset({"PUT", "POST", "PATCH"})
-_SESSION_URLS: Final = frozenset({"google_resumable", "content_range"})
+_SESSION_URLS: Final = frozenset({"google_resumable", "content_range", "tus"})
 
 
 @dataclass(frozen=True)

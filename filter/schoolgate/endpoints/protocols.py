@@ -1,7 +1,7 @@
 """Multi-request upload protocols: one request in, one `Chunk` out (or None when the request
 carries no chunk): X INIT/APPEND/FINALIZE (v1.1 and v2), Google resumable and X-Goog-Upload,
-Instagram rupload, plain Content-Range, Dropbox upload sessions, Facebook Graph resumable video
-and S3-style multipart parts."""
+Instagram rupload, plain Content-Range, Dropbox upload sessions, Facebook Graph resumable video,
+S3-style multipart parts and tus."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, parse_multipart
-from schoolgate.endpoints.reassembly import Chunk, ChunkError
+from schoolgate.endpoints.reassembly import LOCATION, Chunk, ChunkError
 
 
 def _lower(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -68,6 +68,8 @@ def parse_chunk(
         return _content_range_chunk(method, path, lowered, body)
     if protocol == "dropbox_session":
         return _dropbox_chunk(bare, query, lowered, body)
+    if protocol == "tus":
+        return _tus_chunk(method, bare, lowered, body)
     raise ChunkError(f"unknown upload protocol {protocol!r}")
 
 
@@ -274,6 +276,31 @@ def _content_range_chunk(
     if method.upper() not in ("PUT", "POST", "PATCH"):
         return None
     return _range_chunk(path, headers, body)
+
+
+def _tus_chunk(method: str, path: str, headers: dict[str, str], body: bytes) -> Chunk | None:
+    """tus 1.0 (tus.io: Vimeo's upload protocol, and many storage services'): a POST creates an
+    upload, its size in Upload-Length (or deferred), its first bytes maybe in the body (the
+    creation-with-upload extension), its URL in the reply's Location; each PATCH, or a POST
+    that says X-HTTP-Method-Override: PATCH, writes its body at Upload-Offset. Adversarial pass
+    a44 F4: judged one request at a time, a 1-byte first PATCH hid the picture."""
+    verb = method.upper()
+    if verb == "POST" and headers.get("x-http-method-override"):
+        verb = headers["x-http-method-override"].strip().upper()
+    total = _int(headers.get("upload-length"), "Upload-Length")
+    if verb == "POST":
+        if total is None and "upload-defer-length" not in headers:
+            return None  # not a creation: judged as it stands
+        final = total is not None and len(body) >= total
+        return Chunk("", body, offset=0, total=total, final=final,
+                     session_from_response=LOCATION)  # fmt: skip
+    if verb != "PATCH":
+        return None  # HEAD asks for the offset; GET, DELETE, OPTIONS carry nothing
+    offset = _int(headers.get("upload-offset"), "Upload-Offset")
+    if offset is None:
+        raise ChunkError("tus PATCH without Upload-Offset")
+    final = total is not None and offset + len(body) == total
+    return Chunk(path, body, offset=offset, total=total, final=final)
 
 
 def parse_chunks(

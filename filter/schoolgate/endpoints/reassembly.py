@@ -35,6 +35,11 @@ class ChunkError(SchoolgateError):
         super().__init__(message)
 
 
+# `Chunk.session_from_response` for a protocol whose reply names the session's URL in its
+# Location header (tus) rather than in a JSON field.
+LOCATION: Final = "Location"
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One request's contribution to an upload session.
@@ -43,8 +48,9 @@ class Chunk:
     None for requests that carry no data (e.g. X FINALIZE, a Google "start" or "query").
     `total` is the whole media size when the request says; `final` marks the request that ends
     the upload. `session_from_response` names the JSON field of the response that holds the
-    session id when the request cannot know it yet (Dropbox upload_session/start): the caller
-    adds the chunk under that id once the response arrives.
+    session id when the request cannot know it yet (Dropbox upload_session/start), or is
+    LOCATION (tus: the path of the reply's Location): the caller adds the chunk under that id
+    once the response arrives.
     """
 
     session_id: str

@@ -1,0 +1,128 @@
+"""tus uploads (tus.io 1.0, Vimeo's documented protocol; adversarial pass a44 F4): each PATCH was
+judged alone, so a first PATCH of one or two bytes left the rest without a signature and both
+passed while the service held the banked picture whole. The real catalog's Vimeo route, driven
+in-process: a creation POST (its URL in the reply's Location), then PATCHes at Upload-Offset."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mitmproxy import http
+from mitmproxy.test import taddons
+from PIL import Image
+
+from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.addons.uploads import UploadInspector
+from schoolgate.config import load_config
+from schoolgate.endpoints.protocols import parse_chunk
+from schoolgate.endpoints.reassembly import LOCATION, ChunkError
+from tests.conftest import encode
+from tests.support.proxy_harness import REPO_ROOT, bank_photo, make_upstream_pki, write_config
+from tests.test_addons_inprocess import run_upload, upload_flow
+
+TUS = "files.tus.vimeo.com"
+HEADERS = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+
+@pytest.fixture
+def addon(
+    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
+) -> Iterator[UploadInspector]:
+    bank_photo(data_dir, benign_photos["chelsea"])
+    catalog = yaml.safe_load((REPO_ROOT / "config" / "endpoints.yaml").read_text())
+    config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
+    runtime = Runtime.from_config(load_config(config))
+    inspector = UploadInspector(RuntimeRef(runtime))
+    try:
+        with taddons.context(inspector):
+            yield inspector
+    finally:
+        runtime.close()
+
+
+def _send(addon: UploadInspector, method: str, path: str, body: bytes, **headers: str) -> Any:
+    flow: Any = upload_flow(TUS, path, body, method=method, **(HEADERS | headers))
+    flow.client_conn.peername = ("10.20.0.5", 50000)
+    run_upload(addon, flow)
+    return flow
+
+
+def _status(flow: Any) -> int:
+    return flow.response.status_code if flow.response else 200
+
+
+def _create(addon: UploadInspector, upload: str, first: bytes = b"", **headers: str) -> int:
+    """A creation POST; the service answers 201 with the upload's URL."""
+    flow = _send(addon, "POST", "/files/", first, **headers)
+    if flow.response is None:
+        flow.response = http.Response.make(201, b"", {"Location": f"https://{TUS}{upload}"})
+        addon.response(flow)
+    return _status(flow)
+
+
+def _patches(addon: UploadInspector, upload: str, data: bytes, cuts: list[int]) -> list[int]:
+    edges = [0, *cuts, len(data)]
+    return [
+        _status(_send(addon, "PATCH", upload, data[a:b], Upload_Offset=str(a)))
+        for a, b in itertools.pairwise(edges)
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("first", [1, 2])
+def test_a_banked_picture_after_a_tiny_first_patch_is_blocked(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], fmt: str, first: int
+) -> None:
+    """The a44 case exactly: the upload URL made elsewhere (Vimeo's API), no size known here."""
+    banned = encode(benign_photos["chelsea"], fmt)
+    assert _patches(addon, "/files/a44vid", banned, [first]) == [200, 403]
+
+
+def test_a_banked_bmp_of_a_size_given_at_creation_is_blocked_at_its_last_patch(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """A BMP has no end this gateway can see early; the size given at creation ends it."""
+    banned = encode(benign_photos["chelsea"], "BMP")
+    assert _create(addon, "/files/u1", Upload_Length=str(len(banned))) == 201
+    cuts = [1, len(banned) // 2]
+    assert _patches(addon, "/files/u1", banned, cuts) == [200, 200, 403]
+
+
+def test_an_upload_created_whole_or_with_a_whole_first_part_is_judged_at_once(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """creation-with-upload: the service holds what the POST carries before any reply."""
+    banned = encode(benign_photos["chelsea"], "JPEG")
+    assert _create(addon, "/files/u2", banned, Upload_Length=str(len(banned))) == 403
+    assert _create(addon, "/files/u3", banned, Upload_Defer_Length="1") == 403
+
+
+def test_an_innocent_tus_upload_goes_through(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    photo = encode(benign_photos["coffee"], "JPEG")
+    assert _create(addon, "/files/u4", photo[:1], Upload_Length=str(len(photo))) == 201
+    assert _patches(addon, "/files/u4", photo, [1, 4000])[1:] == [200, 200]
+
+
+def test_tus_requests_read_as_chunks() -> None:
+    headers = {"tus-resumable": "1.0.0", "upload-offset": "5", "upload-length": "9"}
+    chunk = parse_chunk("tus", "PATCH", "/files/x?a=1", headers, b"abcd")
+    assert chunk is not None
+    assert (chunk.session_id, chunk.offset, chunk.total, chunk.final) == ("/files/x", 5, 9, True)
+    override = parse_chunk("tus", "POST", "/files/x", headers | {"x-http-method-override":
+                                                                   "PATCH"}, b"abcd")  # fmt: skip
+    assert override is not None
+    assert override.offset == 5
+    created = parse_chunk("tus", "POST", "/files/", {"upload-length": "9"}, b"")
+    assert created is not None
+    assert created.session_from_response == LOCATION
+    assert parse_chunk("tus", "POST", "/files/", {}, b"plain") is None
+    assert parse_chunk("tus", "HEAD", "/files/x", {}, b"") is None
+    with pytest.raises(ChunkError):
+        parse_chunk("tus", "PATCH", "/files/x", {}, b"abcd")
