@@ -178,3 +178,37 @@ def test_a_banked_screenshot_with_a_small_photo_matches_only_that_photo() -> Non
         photo = skimage_photo(other) if other else None
         assert best(index, png(keyboard_thread(photo))) == [], other
     assert best(index, banked) == ["kbd"]
+
+
+def _grid(kinds: list[list[int]], bits: list[list[int]] | None = None) -> ContentGrid:
+    flat_bits = np.array(bits if bits is not None else np.zeros((8, 8)), np.uint64).ravel()
+    return ContentGrid(flat_bits, np.array(kinds, np.uint8).ravel())
+
+
+def test_a_copy_that_leaves_out_the_screens_photo_does_not_show_it() -> None:
+    """a45 F2: two chat screenshots with different photos aligned on their status bar and
+    header alone (the rest of the banked screen outside the copy) and agreed 0.875 on 8 cells."""
+    banked = [[1] * 8] * 2 + [[1] + [2] * 5 + [1] * 2] * 2 + [[1] * 8] * 4  # a 5x2 photo
+    header_only = [[1] * 8] + [[3] * 8] * 7  # the copy covers the top row
+    seen = agreement(_grid(banked), _grid(header_only))
+    assert seen.share == 0.0
+    whole = agreement(_grid(banked), _grid(banked))
+    assert whole.share == 1.0  # the same screen, photo and all, agrees
+
+
+def test_a_photo_whose_sky_reads_as_drawn_may_be_cropped() -> None:
+    """The refusal above is for a photo inside a screen or frame: a whole photo whose plain sky
+    reads as drawn has its photographic cells along its edges, which a 10% crop takes away."""
+    edges = [[2] * 8] + [[2] + [1] * 6 + [2]] * 6 + [[2] * 8]
+    cropped = [[3] * 8] + [[3] + [1] * 6 + [3]] * 6 + [[3] * 8]
+    assert agreement(_grid(edges), _grid(cropped)).share == 1.0
+
+
+def test_another_photograph_beside_a_shared_panel_counts_as_replaced() -> None:
+    """a45 F3: another picture beside the same meme panel; the banked one's smooth sky read as
+    drawn, so its cells did not count, and the copy agreed 1.0 on the panel alone."""
+    banked = [[2] * 5 + [1] * 3] * 8
+    other = [[2] * 5 + [2] * 3] * 8
+    unrelated = [[0] * 5 + [(1 << 20) - 1] * 3] * 8  # 20 of 40 bits differ beside the panel
+    seen = agreement(_grid(banked), _grid(other, unrelated))
+    assert seen.replaced == 24

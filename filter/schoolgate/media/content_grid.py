@@ -16,12 +16,14 @@ The verdict is taken on the banked picture's photographic cells that the copy co
 agrees on most of them (a caption or sticker hides a few); a *different* photo in the same place
 (another picture in the same chat screen, another subject before the same background, an empty
 thread) disagrees on most. A copy may hide part of the banked photo under a caption, a sticker or
-a bar, but it does not show *another* photograph there: banked photo cells that the copy shows as
-unrelated photographic content (nearly half their bits differ, as between unrelated pictures) are
-counted apart, and a few of them are enough to tell another subject before the same background or
-another picture under the same dense overlay. The interface around a banked screenshot's photo
-is never evidence. Banked items with few photographic cells (drawings, text memes) are judged
-on every cell with structure on both sides.
+a bar, but it does not show *another* photograph there: banked cells with structure (the photo,
+and what is drawn or written beside it) that the copy shows as unrelated photographic content
+(nearly half their bits differ, as between unrelated pictures) are counted apart, and a few of
+them are enough to tell another subject before the same background, another picture under the
+same dense overlay or beside the same meme panel. A copy that leaves out most of the banked
+photo does not show it, whatever else aligns (the interface around a screenshot's photo is never
+evidence). Banked items with few photographic cells (drawings, text memes) are judged on every
+cell with structure on both sides.
 
 A grid is derived data, like a PDQ hash: 64 x 40 bits of brighter/darker comparisons between
 neighbouring blocks, and a class per cell. No picture can be rebuilt from it.
@@ -81,6 +83,18 @@ class ContentGrid:
     @property
     def photo_cells(self) -> int:
         return int((self.kinds == Cell.PHOTO).sum())
+
+
+PICTURE_MAX_CELLS: Final = 40  # of 64: a photo region larger than this is the whole picture
+
+
+def _is_a_part(region: tuple[int, int, int, int] | None) -> bool:
+    """Whether a photo region is a part of its item (a screenshot's or a frame's picture), not
+    the whole picture (a photo whose plain sky or wall reads as drawn spans it from its edges)."""
+    if region is None:
+        return False
+    left, top, right, bottom = region
+    return (right - left) * (bottom - top) <= PICTURE_MAX_CELLS
 
 
 def photo_region(grid: ContentGrid) -> tuple[int, int, int, int] | None:
@@ -197,9 +211,16 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     agrees = distance <= _CELL_MATCH_BITS
     covered = query.kinds != Cell.UNCOVERED
     photo = covered & (banked.kinds == Cell.PHOTO)
-    replaced = int((_picture_cells(banked) & covered & (query.kinds == Cell.PHOTO)
+    # Every banked cell with structure counts: a copy shows no unrelated photograph over the
+    # banked picture, nor over what was drawn or written beside it (a45: another picture beside
+    # a shared meme panel, where the banked one's smooth sky read as drawn).
+    replaced = int(((banked.kinds != Cell.FLAT) & covered & (query.kinds == Cell.PHOTO)
                     & (distance >= _UNRELATED_BITS)).sum())  # fmt: skip
     middle = _middle_agreement(banked, query, agrees, covered)
+    if _is_a_part(photo_region(banked)) and 3 * int(photo.sum()) < banked.photo_cells:
+        # The copy leaves out most of the photo inside the banked screen or frame: what aligned
+        # is the interface around it (a45 F2: two chat screenshots matched on their header).
+        return Agreement(0.0, int(photo.sum()), False, replaced, middle)
     photographic = banked.photo_cells >= _MIN_PHOTO_CELLS and int(photo.sum()) >= _MIN_JUDGED
     if photographic:
         return Agreement(float(agrees[photo].mean()), int(photo.sum()), True, replaced, middle)
@@ -213,21 +234,6 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     if int(photo.sum()) >= _MIN_SMALL_PHOTO:
         share = min(share, float(agrees[photo].mean()))
     return Agreement(share, count, False, replaced, middle)
-
-
-def _picture_cells(banked: ContentGrid) -> npt.NDArray[np.bool_]:
-    """The banked photo's cells and the drawn ones it encloses (a drawn subject, a sign in the
-    scene; adversarial pass a10: a banked room with a drawn person matched the empty room): a
-    copy shows neither as an unrelated photograph. Interface around the photo is left out."""
-    photo: npt.NDArray[np.bool_] = banked.kinds == Cell.PHOTO
-    region = photo_region(banked)
-    if region is None:
-        return photo
-    left, top, right, bottom = region
-    enclosed = np.zeros((GRID, GRID), bool)
-    enclosed[top:bottom, left:right] = True
-    picture: npt.NDArray[np.bool_] = photo | (enclosed.ravel() & (banked.kinds == Cell.GRAPHIC))
-    return picture
 
 
 _MIDDLE = np.zeros((GRID, GRID), bool)

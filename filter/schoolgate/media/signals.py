@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
-from schoolgate.media.content_grid import GRID, ContentGrid, photo_region
+from schoolgate.media.content_grid import GRID, PICTURE_MAX_CELLS, ContentGrid, photo_region
 from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
 from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features, whole_grid
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
@@ -121,7 +121,6 @@ def banks_content_view(image: Image.Image, box: Box, grid: ContentGrid | None) -
 
 
 Crop = tuple[int, int, int, int]
-_PICTURE_MAX_CELLS = 40  # of 64: a photo region larger than this is the whole picture
 
 
 def picture_box(whole: LocalFeatures, size: tuple[int, int]) -> Crop | None:
@@ -132,7 +131,7 @@ def picture_box(whole: LocalFeatures, size: tuple[int, int]) -> Crop | None:
     if region is None:
         return None
     left, top, right, bottom = region
-    if (right - left) * (bottom - top) > _PICTURE_MAX_CELLS:
+    if (right - left) * (bottom - top) > PICTURE_MAX_CELLS:
         return None
     width, height = size
     cell_w, cell_h = width / GRID, height / GRID
