@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from schoolgate.alerts.service import AlertService
 from schoolgate.banks.exemptions import ExemptionSet
@@ -28,6 +28,7 @@ from schoolgate.matching.snapshot import StoreSnapshot
 from schoolgate.matching.video import VideoMatcher, video_matchers
 from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_hash, stretched_pdq
 from schoolgate.media.normalise import analysis_views
+from schoolgate.media.recolour import COLOUR_UNDOS
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
 from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
 from schoolgate.media.video import VideoHashes, VpdqFeature
@@ -208,17 +209,27 @@ class Inspector:
         if variants[0].quality < banks.pdq_min_quality:  # washed out: its contrast restored
             variants.extend(stretched_pdq(views[0], dihedral=banks.match_dihedral))
         pdq_matches = matcher.match_pdq(variants, min_quality=banks.pdq_min_quality)
+        judged_as, judged_views = decoded.image, views
         if banks.match_inverted and not pdq_matches:
-            # A negative of a banked picture (one tap in any editor) hashes to the complement.
+            # A negative of a banked picture (one tap in any editor) hashes to the complement;
+            # its features are the negative's, so the negative of the copy is what they judge.
             negatives = [variant.inverted() for variant in variants]
             pdq_matches = [
                 replace(match, evidence=(("inverted", 1.0),))
                 for match in matcher.match_pdq(negatives, min_quality=banks.pdq_min_quality)
             ]
-        if banks.match_channels and not pdq_matches:
-            pdq_matches = self._channel_matches(decoded.image)
+            if pdq_matches:
+                judged_as = ImageOps.invert(decoded.image.convert("RGB"))
+                judged_views = [judged_as]
         claimed = [m for m in pdq_matches if banks.runs(m.bank, "pdq")]
-        refuted = self._refuted(claimed, decoded.image, views)
+        refuted = self._refuted(claimed, judged_as, judged_views)
+        if banks.match_channels and len(refuted) == len(claimed):
+            # Nothing stands: a copy in false colours is looked up recoloured (a44 F1: a near
+            # miss of its negative kept this from being tried).
+            colour_matches, recoloured = self._channel_matches(decoded.image)
+            recolour_claimed = [m for m in colour_matches if banks.runs(m.bank, "pdq")]
+            claimed += recolour_claimed
+            refuted += self._refuted(recolour_claimed, recoloured, [recoloured])
         matches.extend(m for m in claimed if m not in refuted)
         exempt = matcher.exemptions.of(exact.sha256)
         if not [m for m in matches if f"bank:{m.bank}" not in exempt]:
@@ -247,19 +258,29 @@ class Inspector:
             findings = replace(findings, failure="classifier_error", failure_detail=detail)
         return findings
 
-    def _channel_matches(self, image: Image.Image) -> list[BankMatch]:
-        """A copy with one or two colour channels inverted keeps the picture in false colours
-        and scrambles its brightness, which PDQ reads (a42 F5: the green channel inverted
-        passed every tier). Each channel alone, and its negative, is close to the original's
-        brightness: looked up upright, at the usual distance."""
+    def _channel_matches(self, image: Image.Image) -> tuple[list[BankMatch], Image.Image]:
+        """A copy in false colours (one or two channels inverted, the channels swapped) keeps
+        the picture and scrambles its brightness, which PDQ reads (a42 F5, a44 F1). Looked up
+        upright, at the usual distance: each channel alone and its negative, and the colours
+        with each combination of channels inverted and in each other order, which undo such
+        an edit exactly. Also returned: the variant that matched nearest, at full size, which
+        is what the banked item's features confirm or refute (the false-colour copy's own
+        brightness aligns with nothing: a44 F1 was refuted so)."""
         small = image.convert("RGB")
         small.thumbnail((_CHANNEL_SIDE, _CHANNEL_SIDE))  # PDQ reads 64 x 64 in the end
-        hashes = [pdq_hash(channel.convert("RGB")) for channel in small.split()]
-        found = self.matcher.match_pdq(
-            [*hashes, *(h.inverted() for h in hashes)],
-            min_quality=self.config.banks.pdq_min_quality,
-        )
-        return [replace(match, evidence=(("channel", 1.0),)) for match in found]
+        minimum = self.config.banks.pdq_min_quality
+        found: list[tuple[int, BankMatch, Callable[[Image.Image], Image.Image]]] = []
+        for undo in COLOUR_UNDOS:
+            for match in self.matcher.match_pdq([pdq_hash(undo(small))], min_quality=minimum):
+                found.append((match.distance, replace(match, evidence=(("channel", 1.0),)), undo))
+        if not found:
+            return [], image
+        found.sort(key=lambda entry: entry[0])
+        matches: list[BankMatch] = []
+        for _, match, _ in found:
+            if match not in matches:
+                matches.append(match)
+        return matches, found[0][2](image.convert("RGB"))
 
     def _refuted(
         self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image]
