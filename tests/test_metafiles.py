@@ -268,3 +268,29 @@ def test_random_base64_tokens_give_no_items() -> None:
     rng = random.Random(5)
     tokens = [base64.b64encode(rng.randbytes(rng.randrange(40, 3000))).decode() for _ in range(200)]
     assert extract_items(json.dumps({"tokens": tokens}).encode(), "application/json", LIMITS) == []
+
+
+def rtf_wrapped(picture: Image.Image) -> bytes:
+    """`\\jpegblip` hex two digits to a line, upper case (a44 F5): RTF readers skip the breaks."""
+    hexed = binascii.hexlify(jpeg(picture)).upper()
+    lines = b"\n".join(hexed[i : i + 2] for i in range(0, len(hexed), 2))
+    return b"{\\rtf1\\ansi{\\pict{\\*\\blipuid 00ff}\\jpegblip\\picw160\\pich120 " + lines + b"}}"
+
+
+def uuencoded(picture: Image.Image) -> bytes:
+    data = jpeg(picture)
+    lines = [binascii.b2a_uu(data[i : i + 45]) for i in range(0, len(data), 45)]
+    return b"begin 644 holiday.jpg\n" + b"".join(lines) + b"`\nend\n"
+
+
+@pytest.mark.parametrize("make", [rtf_wrapped, uuencoded], ids=["rtf wrapped hex", "uuencode"])
+def test_text_that_spells_a_picture_as_a_whole_is_read(
+    inspector: Inspector, picture: Image.Image, make: Callable[[Image.Image], bytes]
+) -> None:
+    items = extract_items(make(picture), "application/octet-stream", LIMITS)
+    assert any(inspector.evaluate(item.data, PUPIL).blocked for item in items)
+
+
+def test_an_rtf_without_pictures_gives_no_items() -> None:
+    text = b"{\\rtf1\\ansi{\\fonttbl{\\f0 Arial;}}\\f0\\fs24 " + b"Homework: read chapter 4. " * 200
+    assert extract_items(text + b"}", "application/rtf", LIMITS) == []

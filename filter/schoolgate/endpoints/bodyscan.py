@@ -15,27 +15,27 @@ building the document, so any body costs time linear in its length.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from schoolgate.endpoints.carving import SIGNATURES, carved, probe_carved
+from schoolgate.endpoints.carving import carved, probe_carved
 from schoolgate.endpoints.encoding import decompress_members, wide_text
 from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
     b64decode,
-    has_image_data,
     lenient_b64_readings,
     parse_header_params,
     parse_multipart,
 )
+from schoolgate.endpoints.fragments import quoted_fragment
 from schoolgate.endpoints.mail import mail_message
 from schoolgate.endpoints.metafile import is_metafile, metafile_pictures
 from schoolgate.endpoints.pdfimages import document_images
+from schoolgate.endpoints.rtf import is_rtf, rtf_pictures
 from schoolgate.endpoints.tarball import tar_members
 from schoolgate.endpoints.textbytes import (
     byte_arrays,
@@ -48,23 +48,6 @@ from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, un
 
 _MAX_DEPTH: Final = 6
 _MIN_STRING: Final = 16  # shorter strings cannot hold a picture worth judging
-# Quoted fragments. A pupil asking why a file will not open pastes its first bytes as base64
-# (into a chat message, a JSON value, a data: URL); those bytes are not an upload of a picture.
-# Decoded media from text is a fragment, and not claimed, when it is no complete image and
-#  - it ends before any image data (JPEG: no byte after its first start-of-scan header; PNG: no
-#    IDAT payload; GIF: no byte after its first image descriptor): only a header, which cannot
-#    show a single pixel, however it is decoded; it must also be under _MAX_FRAGMENT_BYTES and
-#    hold no second media signature, so a photo cut after kilobytes of metadata (with its EXIF
-#    thumbnail, itself a picture) is still refused; or
-#  - it is under _MIN_PICTURE_BYTES (any format, and the only test for those whose header is not
-#    walked here: WebP, BMP, TIFF, HEIF, video): a cut that short holds at most a sliver of an
-#    8x8 picture (an 8x8 24-bit BMP alone is 246 bytes; a JPEG's own tables are ~600).
-# A picture cut short after some of its image data is still taken (and refused): fail-closed.
-_MIN_PICTURE_BYTES: Final = 256
-# Bigger than a chat message can be (Discord allows 4000 characters, 3000 bytes of base64), and
-# than the header of a JPEG with its quantisation and Huffman tables (about 600 bytes).
-_MAX_FRAGMENT_BYTES: Final = 4096
-
 _JSON_STRING: Final = re.compile(rb'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
 _DATA_URL: Final = re.compile(rb"data:([\w.+-]{1,64}/[\w.+-]{1,64})?[^,\"'\s]{0,200}?,", re.I)
 # Base64 (or hex) as text carries it: one run, or lines of it (wrapped at 60, 64 or 76, maybe
@@ -287,7 +270,16 @@ class _Scan:
             self.decoded_blob(decoded, f"{where}/json-bytes@{offset}", depth)
 
     def text(self, data: bytes, where: str, depth: int) -> None:
-        """data: URLs and long base64 runs in any text (SVG, HTML, XML, CSS, plain)."""
+        """data: URLs and long base64 runs in any text (SVG, HTML, XML, CSS, plain), an RTF's
+        pictures, and a text that is uuencode, base32, base85 or a hex dump as a whole."""
+        before = len(self.items)
+        spelt = escaped_readings(data.strip()) if len(data) >= 64 else []
+        if is_rtf(data):
+            spelt += rtf_pictures(data, self.limits.max_decoded_bytes - self.decoded)
+        for number, whole in enumerate(spelt):
+            self.decoded_blob(whole, f"{where}/spelt#{number}", depth)
+        spelt_items = len(self.items) - before
+        found = {item.data for item in self.items[before:]}
         covered: list[tuple[int, int]] = []
         for match in _DATA_URL.finditer(data):
             covered.append(self.data_url(data, match, where, depth))
@@ -300,6 +292,11 @@ class _Scan:
                     decoded, f"{where}/{reading}#{number}", depth
                 ):
                     break
+        self.items[before:] = [  # what the whole-text reading found already is kept once
+            item
+            for number, item in enumerate(self.items[before:])
+            if number < spelt_items or item.data not in found
+        ]
 
     def data_url(
         self, data: bytes, match: re.Match[bytes], where: str, depth: int
@@ -320,7 +317,7 @@ class _Scan:
             stop = _PAYLOAD_END.search(data, match.end())
             end = stop.start() if stop else len(data)
             decoded = unquote_to_bytes(data[match.end() : end])
-        if decoded and not _quoted_fragment(decoded):
+        if decoded and not quoted_fragment(decoded):
             self.grow(len(decoded))
             self.blob(decoded, declared, f"{where}/data-url@{match.start()}", depth + 1)
         return match.start(), end
@@ -332,7 +329,7 @@ class _Scan:
         that holds one of those (stringified JSON, HTML, base64 pasted into a message)."""
         self.visit()
         if is_media(raw):  # a fragment here is binary a '"' cut out: the carve finds the whole
-            if not _quoted_fragment(raw):
+            if not quoted_fragment(raw):
                 self.add(ExtractedItem(raw, None, None, where, claimed=True))
             return
         stripped = raw.strip()
@@ -359,7 +356,7 @@ class _Scan:
 
     def decoded_blob(self, decoded: bytes, where: str, depth: int) -> bool:
         """Decoded base64: media or a container is scanned, random bytes dropped; True if kept."""
-        if _quoted_fragment(decoded):
+        if quoted_fragment(decoded):
             return False
         if (
             is_media(decoded)
@@ -380,7 +377,7 @@ class _Scan:
             return True
         before = len(self.items)  # media after junk bytes: only what parses as media is kept
         self.carve(decoded, None, None, where)
-        self.items[before:] = [i for i in self.items[before:] if not _quoted_fragment(i.data)]
+        self.items[before:] = [i for i in self.items[before:] if not quoted_fragment(i.data)]
         return len(self.items) > before
 
     # -- carving ------------------------------------------------------------------------------
@@ -422,17 +419,6 @@ def _looks_whole(data: bytes) -> bool:
     return media.kind is not MediaKind.UNKNOWN
 
 
-def _complete_image(data: bytes) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-    except Exception:
-        return False
-    return True
-
-
 def _compact(data: bytes) -> bytes:
     return _LINE_BREAKS.sub(b"", data)
 
@@ -449,21 +435,6 @@ def _lenient_b64(data: bytes) -> bytes | None:
         if is_media(decoded) or decoded.startswith(ZIP_MAGIC) or _MARKUP.match(decoded):
             return decoded
     return readings[-1] if readings else None
-
-
-def _quoted_fragment(data: bytes) -> bool:
-    """Whether media decoded out of text is a quoted fragment rather than a picture (see
-    _MIN_PICTURE_BYTES above for the rule and its reasons)."""
-    media = sniff(data)
-    if media.kind is MediaKind.UNKNOWN or len(data) >= _MAX_FRAGMENT_BYTES:
-        return False
-    walked = media in (MediaType.JPEG, MediaType.PNG, MediaType.GIF)
-    header_only = walked and not has_image_data(data)
-    if not header_only and len(data) >= _MIN_PICTURE_BYTES:
-        return False
-    if any(data.find(signature, 1) >= 0 for signature, _ in SIGNATURES):
-        return False  # another picture inside (an EXIF thumbnail): not only a header
-    return not _complete_image(data)
 
 
 # Pictures judged per body or message; more is refused (the fail policy decides). A slide deck
