@@ -13,7 +13,7 @@ from schoolgate.banks.store import BankStore
 from schoolgate.config import Config
 from schoolgate.errors import SchoolgateError
 from schoolgate.media.content_grid import GRID, photo_region
-from schoolgate.media.features import FEATURE_KIND
+from schoolgate.media.features import FEATURE_KIND, PHOTO_JUDGE_VIEW
 from schoolgate.media.normalise import content_box
 from schoolgate.media.signals import ItemSignals, bank_feature_views, item_signals
 
@@ -92,6 +92,11 @@ def describe_banked(item: ItemSignals) -> list[str]:
                 "letterhead, another chart of one style) can match it. Bank the original "
                 "picture instead if you are given it"
             )
+            if PHOTO_JUDGE_VIEW in found:
+                lines.append(
+                    f"its small photo ({photo} of {cells} areas) is also compared at its own "
+                    "scale: the same screen around another photo does not match"
+                )
         elif "picture" in found:
             left, top, right, bottom = region
             width, height = (right - left) * 100 // GRID, (bottom - top) * 100 // GRID

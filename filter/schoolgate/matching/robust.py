@@ -25,8 +25,11 @@ Two stages, each bounded:
    for an item with few photo cells), and few of the banked photo cells may show an unrelated
    photograph instead (`max_replaced`: another subject before the same background). A match
    whose inliers all lie around the banked picture's middle quarter while the middle itself
-   disagrees rests on a shared frame or border alone, and is refused. Feature sets banked before
-   grids existed skip this stage.
+   disagrees rests on a shared frame or border alone, and is refused. A banked screen whose
+   photo is small (a few of the 64 areas, `features.photo_judge`) also carries that photo's own
+   grid: the copy warped into the photo's frame must agree there as well, or the same thread
+   around another photo would match (a45 F1). Feature sets banked before grids existed skip
+   this stage.
 
 The index is immutable once built, so one instance serves every worker thread.
 """
@@ -40,20 +43,12 @@ from typing import cast
 import cv2
 import numpy as np
 
+from schoolgate.matching.geometry import jacobian, then, transform_is_plausible
 from schoolgate.media.content_grid import Agreement, agreement, content_grid
 from schoolgate.media.features import LocalFeatures
 
 _CHUNKS = 16  # 16-bit chunks of a 256-bit ORB descriptor
 _SPREAD_GRID = 4
-# Cosine of the angle between the transformed axes. A phone photo of a screen, or an editor's
-# skew tool, shears a copy by half its height and more (adversarial pass a15: shears of 15-60%
-# went through under the old bound of 0.12); the content check, not the shape, tells another
-# picture from a copy.
-_MAX_SHEAR = 0.55
-# How much nearer the camera one corner of the matched area may be than another, under a
-# perspective (a screen photographed at a slant): a keystone that narrows one edge to 40% of
-# the other (30% off each side) is 2.5.
-_MAX_PERSPECTIVE = 3.0
 # RANSAC draws for the homography: a copy's matches are mostly inliers (half of them or more
 # needs under 100 draws at 99.5% confidence), and this caps the time on a candidate that is not.
 _PERSPECTIVE_ITERATIONS = 500
@@ -120,6 +115,9 @@ class RobustEntry:
     # map (this view's frame -> that view's). On the squashed view's own grid another subject
     # covers half the cells (adversarial pass a21).
     judged_on: tuple[LocalFeatures, np.ndarray] | None = None
+    # A whole view with a small photo in it (a chat screenshot's): that photo's own grid and the
+    # map to its frame; the aligned copy must show that photo too (a45 F1, features.photo_judge).
+    photo: tuple[LocalFeatures, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -324,7 +322,7 @@ class RobustIndex:
             if (
                 count >= rules.min_inliers
                 and count >= margin
-                and _transform_is_plausible(transform, rules, source)
+                and transform_is_plausible(transform, source, rules.max_scale, rules.max_stretch)
             ):
                 best = (transform, inliers)
         return best
@@ -380,7 +378,7 @@ class RobustIndex:
         if transform is None:
             return None, False
         count = int(inliers.sum())
-        linear = _jacobian(transform, source[inliers].mean(axis=0))
+        linear = jacobian(transform, source[inliers].mean(axis=0))
         scale = float(np.sqrt(abs(np.linalg.det(linear))))
         spread = _spread(target[inliers], banked.width, banked.height)
         if spread < rules.min_spread:
@@ -388,11 +386,18 @@ class RobustIndex:
         judged, onto, points = banked, transform, target[inliers]
         if entry.judged_on is not None:
             judged, back = entry.judged_on
-            onto = _then(transform, back)
+            onto = then(transform, back)
             points = points @ back[:2, :2].T + back[:2, 2]
         content = _aligned_agreement(query, judged, onto)
         if content is not None and not _same_picture(content, points, judged, rules):
             return None, True  # aligned on what surrounds the pictures; the pictures differ
+        if entry.photo is not None and content is not None:
+            photo, to_photo = entry.photo
+            seen = _aligned_agreement(query, photo, then(transform, to_photo))
+            if seen is not None and (seen.share < rules.min_agreement
+                                     or seen.replaced > rules.max_replaced):  # fmt: skip
+                return None, True  # the same screen around another small photo
+            content = seen or content
         rotation = float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0])))
         hit = RobustHit(
             bank=entry.bank,
@@ -406,69 +411,6 @@ class RobustIndex:
             content=content,
         )
         return hit, True
-
-
-def _then(transform: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """`transform` (2x3 affine or 3x3 perspective) followed by a 3x3 affine map, in the same
-    form as `transform`."""
-    full = transform if transform.shape[0] == 3 else np.vstack([transform, [0.0, 0.0, 1.0]])
-    composed: np.ndarray = affine @ full
-    return composed if transform.shape[0] == 3 else composed[:2]
-
-
-def _jacobian(transform: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """The 2x2 linear part of a transform at a point (an affine one's is the same everywhere;
-    a perspective one's changes across the picture)."""
-    if transform.shape[0] == 2:
-        return transform[:, :2]
-    x, y = float(at[0]), float(at[1])
-    w = float(transform[2, 0] * x + transform[2, 1] * y + transform[2, 2])
-    u = float(transform[0, 0] * x + transform[0, 1] * y + transform[0, 2])
-    v = float(transform[1, 0] * x + transform[1, 1] * y + transform[1, 2])
-    if abs(w) < 1e-9:
-        return np.zeros((2, 2))
-    return np.array(
-        [[transform[0, 0] * w - u * transform[2, 0], transform[0, 1] * w - u * transform[2, 1]],
-         [transform[1, 0] * w - v * transform[2, 0], transform[1, 1] * w - v * transform[2, 1]]]
-    ) / (w * w)  # fmt: skip
-
-
-def _transform_is_plausible(
-    transform: np.ndarray, rules: RobustThresholds, source: np.ndarray
-) -> bool:
-    """A copy's geometry: scale within bounds, one axis stretched at most max_stretch times the
-    other (an app that fits a picture to a square or a story frame), a bounded shear, and for a
-    perspective, a picture seen from in front (no fold, no horizon inside the matched area)
-    whose nearest corner is at most _MAX_PERSPECTIVE times nearer than its farthest."""
-    if transform.shape[0] == 3:
-        low, high = source.min(axis=0), source.max(axis=0)
-        corners = np.array([[low[0], low[1]], [high[0], low[1]], [high[0], high[1]],
-                            [low[0], high[1]]])  # fmt: skip
-        w = corners @ transform[2, :2] + transform[2, 2]
-        if np.any(w <= 1e-6):
-            return False  # the matched area crosses the horizon: no camera sees a copy so
-        if float(w.max() / w.min()) > _MAX_PERSPECTIVE:
-            return False
-        if min(float(np.linalg.det(_jacobian(transform, c))) for c in corners) <= 0:
-            return False  # folded or mirrored (mirrors are banked as views of their own)
-        centre = _jacobian(transform, source.mean(axis=0))
-        return _linear_is_plausible(centre, rules)
-    return _linear_is_plausible(transform[:, :2], rules)
-
-
-def _linear_is_plausible(linear: np.ndarray, rules: RobustThresholds) -> bool:
-    across, down = linear[:, 0], linear[:, 1]
-    x_scale, y_scale = float(np.hypot(*across)), float(np.hypot(*down))
-    if not (x_scale and y_scale):
-        return False
-    stretch = max(x_scale, y_scale) / min(x_scale, y_scale)
-    shear = abs(float(across @ down)) / (x_scale * y_scale)
-    scale = float(np.sqrt(x_scale * y_scale))
-    return (
-        1 / rules.max_scale <= scale <= rules.max_scale
-        and stretch <= rules.max_stretch
-        and shear <= _MAX_SHEAR
-    )
 
 
 def _aligned_agreement(

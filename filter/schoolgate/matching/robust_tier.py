@@ -27,7 +27,14 @@ from schoolgate.matching.robust import (
 )
 from schoolgate.matching.settings import BanksConfig
 from schoolgate.matching.snapshot import StoreSnapshot
-from schoolgate.media.features import FEATURE_KIND, LocalFeatures, extract_features
+from schoolgate.media.content_grid import small_photo_box
+from schoolgate.media.features import (
+    FEATURE_KIND,
+    PHOTO_JUDGE_VIEW,
+    LocalFeatures,
+    extract_features,
+    judge_map,
+)
 from schoolgate.media.normalise import unsquash_map
 from schoolgate.media.signals import SQUASH_RATIO, query_feature_views, squashed_view_base
 
@@ -93,6 +100,32 @@ def _judged_on_their_pictures(
     return [entry for number, entry in enumerate(entries) if number not in dropped]
 
 
+def _with_their_photos(
+    entries: list[RobustEntry], views: dict[tuple[str, str], dict[str, int]]
+) -> list[RobustEntry]:
+    """Each small-photo grid (PHOTO_JUDGE_VIEW, no keypoints) tied to its item's whole view,
+    which must agree with it to match; the grid is not a view to look up itself."""
+    dropped: set[int] = set()
+    judges = {PHOTO_JUDGE_VIEW: "whole", f"mirror-{PHOTO_JUDGE_VIEW}": "mirror"}
+    for named in views.values():
+        for judge, number in named.items():
+            lead, colon, view_name = judge.rpartition(":")  # a video key frame's "frame12:..."
+            if view_name not in judges:
+                continue
+            base = f"{lead}{colon}{judges[view_name]}"
+            dropped.add(number)
+            view = entries[named[base]] if base in named else None
+            photo = entries[number].features
+            grid = view.features.grid if view is not None else None
+            box = small_photo_box(grid, view.features.width, view.features.height) if (
+                view is not None and grid is not None) else None  # fmt: skip
+            if view is None or box is None or (box[2] - box[0], box[3] - box[1]) != (
+                photo.width, photo.height):  # fmt: skip
+                continue  # not the grid of this view's photo: not used
+            entries[named[base]] = replace(view, photo=(photo, judge_map(box)))
+    return [entry for number, entry in enumerate(entries) if number not in dropped]
+
+
 def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
     """Load the feature sets of every bank that runs the robust tier, newest items first, up to
     `robust.max_items` items (a bound on memory: ~70 KB per banked view)."""
@@ -116,6 +149,7 @@ def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
         views.setdefault(key, {})[view] = len(entries)
         entries.append(RobustEntry(bank, content_id, note, features))
     entries = _judged_on_their_pictures(entries, views)
+    entries = _with_their_photos(entries, views)
     if skipped:
         log.warning(
             "robust tier: %d feature sets over banks.robust.max_items=%d not loaded (oldest "

@@ -107,6 +107,24 @@ def photo_region(grid: ContentGrid) -> tuple[int, int, int, int] | None:
     return int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1
 
 
+def small_photo_box(grid: ContentGrid, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The pixel box (left, top, right, bottom) of a small photo inside a mostly drawn item (2 to
+    5 photographic cells: a chat screenshot's thumbnail-sized picture), widened by half a cell;
+    None otherwise. At 8x8 such a photo shares every cell with the interface around it, and
+    two screenshots of one thread with different photos agree there (a45 F1)."""
+    count = grid.photo_cells
+    if not _MIN_SMALL_PHOTO <= count < _MIN_PHOTO_CELLS:
+        return None
+    rows, columns = np.nonzero(grid.kinds.reshape(GRID, GRID) == Cell.PHOTO)
+    cell_w, cell_h = width / GRID, height / GRID
+    return (
+        max(0, round((int(columns.min()) - 0.5) * cell_w)),
+        max(0, round((int(rows.min()) - 0.5) * cell_h)),
+        min(width, round((int(columns.max()) + 1.5) * cell_w)),
+        min(height, round((int(rows.max()) + 1.5) * cell_h)),
+    )
+
+
 def content_grid(
     luma: npt.NDArray[np.uint8], covered: npt.NDArray[np.bool_] | None = None
 ) -> ContentGrid:

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from schoolgate.media.content_grid import BYTES as GRID_BYTES
-from schoolgate.media.content_grid import ContentGrid, content_grid
+from schoolgate.media.content_grid import ContentGrid, content_grid, small_photo_box
 
 # The proxy parallelises across items with its own worker pool; OpenCV's internal threads would
 # only oversubscribe the appliance's cores.
@@ -125,6 +125,34 @@ def _spread_pick(points: np.ndarray, responses: np.ndarray, size: tuple[int, int
     rank[order] = np.arange(len(order)) - np.repeat(starts, run_lengths)
     picked: np.ndarray = np.lexsort((-responses, rank))[:limit]
     return picked
+
+
+# The view banked to judge a small photo inside a drawn item (its content grid, no keypoints).
+PHOTO_JUDGE_VIEW = "photo-grid"
+
+
+def photo_judge(whole: LocalFeatures) -> tuple[LocalFeatures, np.ndarray] | None:
+    """For a whole view whose photo is small (`small_photo_box`): the photo's own content grid,
+    as a feature set without keypoints in the frame of that box, and the 3x3 map from the
+    whole view's frame to it. A match of the whole view must agree there too, at the photo's
+    own scale, not only on the interface around it. None for any other view."""
+    if whole.grid is None or whole.luma is None:
+        return None
+    box = small_photo_box(whole.grid, whole.width, whole.height)
+    if box is None:
+        return None
+    left, top, right, bottom = box
+    crop = whole.luma[top:bottom, left:right]
+    if min(crop.shape) < _MIN_GRID_SIDE:
+        return None
+    empty = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8),
+                          right - left, bottom - top, content_grid(crop))  # fmt: skip
+    return empty, judge_map(box)
+
+
+def judge_map(box: tuple[int, int, int, int]) -> np.ndarray:
+    """The map from a whole view's frame to the frame of a box in it."""
+    return np.array([[1.0, 0.0, -box[0]], [0.0, 1.0, -box[1]], [0.0, 0.0, 1.0]])
 
 
 def whole_grid(image: Image.Image, settings: FeatureSettings | None = None) -> ContentGrid | None:

@@ -19,7 +19,14 @@ from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
 from schoolgate.media.content_grid import GRID, PICTURE_MAX_CELLS, ContentGrid, photo_region
 from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
-from schoolgate.media.features import FeatureSettings, LocalFeatures, extract_features, whole_grid
+from schoolgate.media.features import (
+    PHOTO_JUDGE_VIEW,
+    FeatureSettings,
+    LocalFeatures,
+    extract_features,
+    photo_judge,
+    whole_grid,
+)
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.media.normalise import Box, analysis_views, content_box, squashed
 from schoolgate.media.sniff import MediaKind, sniff
@@ -71,6 +78,9 @@ def bank_feature_views(
     the whole image; none for a drawing or a document) squashed along each of SQUASH_AXES."""
     whole = extract_features(image, settings)
     yield "whole", whole
+    judge = photo_judge(whole)
+    if judge is not None:
+        yield PHOTO_JUDGE_VIEW, judge[0]
     box = content_box(image)
     if box is not None and banks_content_view(image, box, whole.grid):
         yield "content", extract_features(image.crop(box.as_tuple()), settings)
@@ -80,7 +90,11 @@ def bank_feature_views(
     else:
         picture = None
     if mirrored:
-        yield "mirror", extract_features(ImageOps.mirror(image), settings)
+        mirror = extract_features(ImageOps.mirror(image), settings)
+        yield "mirror", mirror
+        mirror_judge = photo_judge(mirror)
+        if mirror_judge is not None:
+            yield f"mirror-{PHOTO_JUDGE_VIEW}", mirror_judge[0]
     photographic = whole.grid is not None and photo_region(whole.grid) is not None
     if squashes and photographic:
         # The photo, not the interface around it: squashed interfaces would only add candidates
