@@ -30,7 +30,7 @@ from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_hash, stretched_
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.recolour import COLOUR_UNDOS
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
-from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
+from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, unanalysed_format
 from schoolgate.media.video import VideoHashes, VpdqFeature
 from schoolgate.media.video_sources import count_video_streams
 from schoolgate.pipeline.audit import AuditLog
@@ -192,6 +192,14 @@ class Inspector:
         try:
             decoded = decode_for_analysis(data, self.config.limits)
         except MediaRefused as refused:
+            cut = refused.reason == "truncated" and not data.endswith(b"\xff\xd9")
+            if cut and media_type is MediaType.JPEG and not matches:
+                # Cut short, it is still refused, but viewers show the rows it holds: a banked
+                # picture among them is a match, so the DSL hears of it (a46 O1: 80% of one
+                # was refused silently). Its end marker restored, the rows decode.
+                shown = self._findings(data + b"\xff\xd9", ctx, classify=False)
+                matches = [replace(m, evidence=(*m.evidence, ("cut_short", 1.0)))
+                           for m in shown.matches]  # fmt: skip
             return replace(
                 base, matches=tuple(matches), failure="refused", failure_detail=str(refused)
             )
