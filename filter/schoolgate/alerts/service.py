@@ -244,7 +244,9 @@ class AlertService:
                 log.critical(
                     "ALERT HELD ONLY IN MEMORY: decision %s could be written neither to the "
                     "outbox nor to any spool (%s); it is LOST if schoolgate stops before the disk "
-                    "recovers. Free space now; the audit log has the decision.",
+                    "recovers. Free space now. The audit log has the decision unless it is "
+                    "on the same full disk (then an AUDIT RECORD NOT WRITTEN line says so; a46 "
+                    "O2).",
                     audit_id,
                     ", ".join(str(p) for p in self.spool.paths),
                 )
