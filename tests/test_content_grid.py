@@ -211,4 +211,18 @@ def test_another_photograph_beside_a_shared_panel_counts_as_replaced() -> None:
     other = [[2] * 5 + [2] * 3] * 8
     unrelated = [[0] * 5 + [(1 << 20) - 1] * 3] * 8  # 20 of 40 bits differ beside the panel
     seen = agreement(_grid(banked), _grid(other, unrelated))
-    assert seen.replaced == 24
+    assert seen.replaced == 16  # the column along the panel's edge is left out
+
+
+def test_the_cells_along_a_screens_photo_may_show_another_apps_surround() -> None:
+    """Cells along the photo's edge hold its border and the app around it; the photo shown in
+    another app (a recall case of the precision bench: 3 replaced, refused) brings other
+    surroundings there. Farther out, another photograph still counts."""
+    banked = [[1] * 8] * 2 + [[1] + [2] * 6 + [1]] * 4 + [[1] * 8] * 2
+    differs = (1 << 20) - 1
+    edge = [[0] * 8, [differs] * 8] + [[differs] + [0] * 6 + [differs]] * 4 + [[differs] * 8,
+                                                                               [0] * 8]  # fmt: skip
+    other_app = [[2] * 8] * 8  # the other app's surround reads as photographic once warped
+    assert agreement(_grid(banked), _grid(other_app, edge)).replaced == 0
+    farther = [[differs] * 8, *edge[1:]]
+    assert agreement(_grid(banked), _grid(other_app, farther)).replaced == 8

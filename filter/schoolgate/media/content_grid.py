@@ -229,10 +229,7 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     agrees = distance <= _CELL_MATCH_BITS
     covered = query.kinds != Cell.UNCOVERED
     photo = covered & (banked.kinds == Cell.PHOTO)
-    # Every banked cell with structure counts: a copy shows no unrelated photograph over the
-    # banked picture, nor over what was drawn or written beside it (a45: another picture beside
-    # a shared meme panel, where the banked one's smooth sky read as drawn).
-    replaced = int(((banked.kinds != Cell.FLAT) & covered & (query.kinds == Cell.PHOTO)
+    replaced = int((_shown_cells(banked) & covered & (query.kinds == Cell.PHOTO)
                     & (distance >= _UNRELATED_BITS)).sum())  # fmt: skip
     middle = _middle_agreement(banked, query, agrees, covered)
     if _is_a_part(photo_region(banked)) and 3 * int(photo.sum()) < banked.photo_cells:
@@ -252,6 +249,35 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     if int(photo.sum()) >= _MIN_SMALL_PHOTO:
         share = min(share, float(agrees[photo].mean()))
     return Agreement(share, count, False, replaced, middle)
+
+
+def _shown_cells(banked: ContentGrid) -> npt.NDArray[np.bool_]:
+    """The banked cells a copy shows no unrelated photograph over: the photo and the drawn
+    cells it encloses (a drawn subject in a photographed room; a10), and what is drawn or
+    written away from the photo (a45 F3: another picture beside a shared meme panel, where the
+    banked one's smooth sky read as drawn). The cells along the photo's edge are left out:
+    they hold the photo's border and its surround, which another app shows differently."""
+    photo = (banked.kinds == Cell.PHOTO).reshape(GRID, GRID)
+    padded = np.pad(photo, 1)
+    near = np.zeros_like(photo)
+    for dy in range(3):
+        for dx in range(3):
+            near |= padded[dy : dy + GRID, dx : dx + GRID]
+    away: npt.NDArray[np.bool_] = (banked.kinds == Cell.GRAPHIC) & ~near.ravel()
+    return _picture_cells(banked) | away
+
+
+def _picture_cells(banked: ContentGrid) -> npt.NDArray[np.bool_]:
+    """The banked photo's cells and the drawn ones it encloses."""
+    photo: npt.NDArray[np.bool_] = banked.kinds == Cell.PHOTO
+    region = photo_region(banked)
+    if region is None:
+        return photo
+    left, top, right, bottom = region
+    enclosed = np.zeros((GRID, GRID), bool)
+    enclosed[top:bottom, left:right] = True
+    picture: npt.NDArray[np.bool_] = photo | (enclosed.ravel() & (banked.kinds == Cell.GRAPHIC))
+    return picture
 
 
 _MIDDLE = np.zeros((GRID, GRID), bool)
