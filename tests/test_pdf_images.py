@@ -424,3 +424,12 @@ def test_the_lzw_decoder_reads_what_libtiff_wrote(size: int) -> None:
     raw = np.random.default_rng(size).integers(0, 24, size, dtype=np.uint8).tobytes()
     assert lzw_decode(lzw(raw), size + 10) == raw
     assert lzw_decode(lzw(raw), size // 2) == raw[: size // 2]  # the cap
+
+
+def test_a_jpeg_under_lzw_is_found(picture: Image.Image) -> None:
+    """a44 F7: `[/LZWDecode /DCTDecode]` left no JPEG signature to carve."""
+    jpeg = io.BytesIO()
+    picture.save(jpeg, "JPEG", quality=90)
+    size = b"/Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8" % picture.size
+    pdf = pdf_with_image(size + b" /Filter [/LZWDecode /DCTDecode]", lzw(jpeg.getvalue()))
+    assert jpeg.getvalue() in [item.data for item in extract_items(pdf, None, LIMITS)]

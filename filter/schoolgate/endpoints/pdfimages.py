@@ -51,6 +51,7 @@ _WRAPPERS: Final = (
     b"/AHx",
     b"/ASCII85Decode",
     b"/A85",
+    b"/LZWDecode",
 )
 # Inline images are meant to be small (the PDF reference: 4 KB); 1 MiB is read at most.
 _INLINE: Final = re.compile(rb"\bBI\s((?:(?!\bID\s).){1,2000}?)\sID\s(.{1,1048576}?)\sEI\b", re.S)
@@ -171,6 +172,8 @@ def _picture(data: bytes, dictionary: bytes, raw: bytes, budget: int) -> bytes |
         return None
     if b"/FlateDecode" in dictionary or b"/Fl" in dictionary:
         unwrapped = _inflate(unwrapped, budget, budget)
+    elif b"/LZWDecode" in dictionary:  # a44 F7
+        unwrapped = _lzw(unwrapped, None, budget, _value(dictionary, b"/EarlyChange") != 0)
     return unwrapped if unwrapped.startswith(b"\xff\xd8\xff") else None
 
 
