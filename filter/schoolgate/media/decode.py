@@ -11,14 +11,17 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from schoolgate.errors import MediaRefused
+from schoolgate.media.iccview import shown_through_profile
 from schoolgate.media.raster_sniff import raster_format
 from schoolgate.media.sniff import MediaKind, MediaType, sniff
 
@@ -297,7 +300,9 @@ class ImageDecoder:
             self._check_dimensions(media_type, *opened.size)  # as decoded
             opened.load()
             upright = self._upright(opened)
-            rgb = upright if upright.mode == "RGB" and upright is not opened else None
+            rgb = _displayed(upright, opened.info.get("icc_profile"))
+            if rgb is None:
+                rgb = upright if upright.mode == "RGB" and upright is not opened else None
             if rgb is None:
                 rgb = _as_rgb(upright)
         return DecodedImage(
@@ -417,6 +422,28 @@ def decode_image(
 
 
 _WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_PROFILE_SPACES: Final = {"RGB": "RGB", "L": "GRAY", "CMYK": "CMYK"}
+_SRGB: Final = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _displayed(image: Image.Image, profile: object) -> Image.Image | None:
+    """The picture as colour-managed viewers (browsers, phones, Windows Photos) show it: its
+    embedded ICC profile applied, to sRGB. A profile's curves can remap every stored value, so
+    the stored pixels are noise that every viewer shows as the banked photo (adversarial pass
+    a44 F8). None where there is no profile, or one that does not describe these pixels (they
+    are shown as stored)."""
+    if not isinstance(profile, bytes) or not profile:
+        return None
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if source.profile.xcolor_space.strip() != _PROFILE_SPACES.get(image.mode):
+            return None
+        if (curved := shown_through_profile(image, profile)) is not None:
+            return curved  # a matrix/TRC profile: its curves as written (schoolgate.iccview)
+        shown = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError, struct.error):
+        return None
+    return shown if isinstance(shown, Image.Image) else None
 
 
 def _as_rgb(image: Image.Image) -> Image.Image:
