@@ -234,8 +234,14 @@ class Inspector:
         if banks.match_channels and len(refuted) == len(claimed):
             # Nothing stands: a copy in false colours is looked up recoloured (a44 F1: a near
             # miss of its negative kept this from being tried).
+            # A banked hash whose features refuted it already is taken recoloured only when it
+            # is near-exact (a negative's near miss stood before an exact undo; a44), else a
+            # false colour variant of the same surround would get a second chance.
+            listed = {(m.bank, m.value) for m in refuted}
+            near = banks.robust.pdq_confirm_bits
             colour_matches, recoloured = self._channel_matches(decoded.image)
-            recolour_claimed = [m for m in colour_matches if banks.runs(m.bank, "pdq")]
+            recolour_claimed = [m for m in colour_matches if banks.runs(m.bank, "pdq") and (
+                (m.bank, m.value) not in listed or m.distance <= near)]  # fmt: skip
             claimed += recolour_claimed
             refuted += self._refuted(recolour_claimed, recoloured, [recoloured])
         matches.extend(m for m in claimed if m not in refuted)
@@ -284,11 +290,14 @@ class Inspector:
         if not found:
             return [], image
         found.sort(key=lambda entry: entry[0])
-        matches: list[BankMatch] = []
+        recoloured = found[0][2](image.convert("RGB"))
+        # The nearest view hashed again at full size: 128 pixels read smooth pictures coarsely.
+        exact = self.matcher.match_pdq([pdq_hash(recoloured)], min_quality=minimum)
+        matches: list[BankMatch] = [replace(m, evidence=(("channel", 1.0),)) for m in exact]
         for _, match, _ in found:
-            if match not in matches:
+            if all((m.bank, m.value) != (match.bank, match.value) for m in matches):
                 matches.append(match)
-        return matches, found[0][2](image.convert("RGB"))
+        return matches, recoloured
 
     def _refuted(
         self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image]
