@@ -427,13 +427,39 @@ def claims_media(declared_type: str | None, filename: str | None) -> bool:
 # here: recognised by their long signatures, so they are `not_analysed`, never "not media".
 _UNANALYSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "jpeg-xl"),
+    # Video that VLC, mpv and ffplay play from files no demuxer here is asked to read (a44 F10:
+    # forwarded as "no media"): they fail closed as the formats above do.
+    (b"nut/multimedia container\x00", "nut video"),
+    (b"DKIF\x00\x00\x20\x00", "ivf video"),
+    (b"YUV4MPEG2 ", "y4m video"),
+    (b".RMF\x00\x00\x00", "realmedia video"),
+    (b"\x06\x0e\x2b\x34\x02\x05\x01\x01\x0d\x01\x02\x01\x01", "mxf video"),
+    (b"\x1f\x07\x00\x3f", "dv video"),
+    (b"\x1f\x07\x00\xbf", "dv video"),
+    (b"\x12\x00\x0a", "av1 obu video"),  # a temporal delimiter, then a sequence header
+    # Raw H.264 / HEVC streams: a start code, then a parameter set, an access unit delimiter
+    # or supplemental information, as encoders write them first.
+    *(
+        (b"\x00\x00\x00\x01" + unit, "h264 video")
+        for unit in (b"\x67", b"\x27", b"\x47", b"\x09", b"\x06")
+    ),
+    *(
+        (b"\x00\x00\x00\x01" + unit, "hevc video")
+        for unit in (b"\x40\x01", b"\x46\x01", b"\x4e\x01")
+    ),
 )
 
 
 def unanalysed_format(data: bytes) -> str | None:
-    """The name of an image format that viewers show but this appliance does not analyse, when
-    the bytes start with its signature; None otherwise."""
+    """The name of an image or video format that players show but this appliance does not
+    analyse, when the bytes start with its signature; None otherwise."""
     for signature, name in _UNANALYSED_SIGNATURES:
         if data.startswith(signature):
             return name
+    # Flash (FLV video in a SWF): "FWS" plain, "CWS"/"ZWS" compressed, a version, the length
+    # (of the whole file, or uncompressed): a control byte after three letters, never text.
+    if len(data) >= 8 and data[:3] in (b"FWS", b"CWS", b"ZWS") and 1 <= data[3] <= 60:
+        length = int.from_bytes(data[4:8], "little")
+        if length == len(data) or (data[0:1] != b"F" and length > len(data)):
+            return "swf video"
     return None
