@@ -33,6 +33,7 @@ type Protocol = Literal[
     "facebook_resumable",
     "s3_parts",
     "tus",
+    "sharepoint_chunks",
 ]
 
 
@@ -60,6 +61,7 @@ PROTOCOLS: Final[tuple[Protocol, ...]] = (
     "facebook_resumable",
     "s3_parts",
     "tus",
+    "sharepoint_chunks",
 )
 
 

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, parse_multipart
 from schoolgate.endpoints.reassembly import LOCATION, Chunk, ChunkError
@@ -70,6 +70,8 @@ def parse_chunk(
         return _dropbox_chunk(bare, query, lowered, body)
     if protocol == "tus":
         return _tus_chunk(method, bare, lowered, body)
+    if protocol == "sharepoint_chunks":
+        return _sharepoint_chunk(bare, body)
     raise ChunkError(f"unknown upload protocol {protocol!r}")
 
 
@@ -301,6 +303,28 @@ def _tus_chunk(method: str, path: str, headers: dict[str, str], body: bytes) -> 
         raise ChunkError("tus PATCH without Upload-Offset")
     final = total is not None and offset + len(body) == total
     return Chunk(path, body, offset=offset, total=total, final=final)
+
+
+# SharePoint REST's large-file upload: StartUpload, ContinueUpload and FinishUpload calls on
+# the file's path, one upload id (a GUID) throughout, each body appended at fileOffset.
+_SHAREPOINT_STEP: Final = re.compile(
+    r"/(StartUpload|ContinueUpload|FinishUpload)\(uploadId=guid'([0-9a-f-]{36})'"
+    r"(?:,\s*fileOffset=(\d{1,18}))?\)/?$",
+    re.IGNORECASE,
+)
+
+
+def _sharepoint_chunk(path: str, body: bytes) -> Chunk | None:
+    step = _SHAREPOINT_STEP.search(unquote(path))
+    if step is None:
+        return None  # another REST call: judged as it stands
+    kind, upload, offset_text = step[1].lower(), step[2].lower(), step[3]
+    offset = 0 if kind == "startupload" else int(offset_text or -1)
+    if offset < 0:
+        raise ChunkError(f"SharePoint {step[1]} without fileOffset")
+    if kind == "finishupload":
+        return Chunk(upload, body, offset=offset, total=offset + len(body), final=True)
+    return Chunk(upload, body, offset=offset)
 
 
 def parse_chunks(
