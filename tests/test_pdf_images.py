@@ -433,3 +433,25 @@ def test_a_jpeg_under_lzw_is_found(picture: Image.Image) -> None:
     size = b"/Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8" % picture.size
     pdf = pdf_with_image(size + b" /Filter [/LZWDecode /DCTDecode]", lzw(jpeg.getvalue()))
     assert jpeg.getvalue() in [item.data for item in extract_items(pdf, None, LIMITS)]
+
+
+def test_a_jpeg_an_eps_image_dictionary_reads_through_ascii85_is_found(
+    picture: Image.Image,
+) -> None:
+    """a44 F11: `/DataSource currentfile /ASCII85Decode filter /DCTDecode filter` in a level 2
+    image dictionary, the ASCII85 of a JPEG after `image`."""
+    import base64
+
+    jpeg = io.BytesIO()
+    picture.save(jpeg, "JPEG", quality=90)
+    width, height = picture.size
+    eps = (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 150 100\n/DeviceRGB setcolorspace\n"
+        b"<< /ImageType 1 /Width %d /Height %d /BitsPerComponent 8 /Decode [0 1 0 1 0 1] "
+        b"/ImageMatrix [%d 0 0 -%d 0 %d] /DataSource currentfile /ASCII85Decode filter "
+        b"/DCTDecode filter >> image\n"
+        % (width, height, width, height, height)
+        + base64.a85encode(jpeg.getvalue(), wrapcol=72, adobe=False)
+        + b"~>\nshowpage\n"
+    )
+    assert jpeg.getvalue() in [item.data for item in extract_items(eps, None, LIMITS)]

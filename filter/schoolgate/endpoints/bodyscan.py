@@ -22,6 +22,7 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from schoolgate.endpoints.carving import carved, probe_carved
+from schoolgate.endpoints.documents import document_images
 from schoolgate.endpoints.encoding import decompress_members, wide_text
 from schoolgate.endpoints.extract import (
     ExtractionError,
@@ -34,7 +35,6 @@ from schoolgate.endpoints.extract import (
 from schoolgate.endpoints.fragments import quoted_fragment
 from schoolgate.endpoints.mail import mail_message
 from schoolgate.endpoints.metafile import is_metafile, metafile_pictures
-from schoolgate.endpoints.pdfimages import document_images
 from schoolgate.endpoints.rtf import is_rtf, rtf_pictures
 from schoolgate.endpoints.tarball import tar_members
 from schoolgate.endpoints.textbytes import (

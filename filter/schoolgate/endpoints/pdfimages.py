@@ -1,4 +1,4 @@
-"""Pictures a PDF or a PostScript/EPS file stores as pixels, as PNG files.
+"""Pictures a PDF stores as pixels, as PNG files.
 
 PDF writers embed a PNG as an image XObject: the PNG's own compressed scanlines (FlateDecode
 with the PNG predictors) plus the width, height and colour space in the stream's dictionary. No
@@ -10,10 +10,7 @@ read: grey, RGB, CMYK (carried as RGBA, then converted), ICC-based and calibrate
 component count, palettes (inline or in their own stream), 1 to 16 bits per component, and a
 space nobody can name by the size of its samples. Bounded by the body's decoded-size cap, a pixel
 cap and count caps; an image past them is not opened (a document is never refused for it).
-
-EPS files (what editors export for print; adversarial pass a4) draw a picture with the `image` or
-`colorimage` operator: its width, height, bits and matrix, a procedure reading hex, ASCII85 or
-binary from the file, and the samples after it. A DOS EPS also carries a TIFF preview.
+PostScript and EPS are read in `schoolgate.endpoints.documents`.
 """
 
 from __future__ import annotations
@@ -31,11 +28,11 @@ from PIL import Image
 
 from schoolgate.endpoints.extract import ExtractLimits
 
-_MAX_IMAGES: Final = 32
+MAX_IMAGES: Final = 32
 _MAX_STREAMS: Final = 4096  # stream objects looked at in one PDF (pages, fonts, images)
-_MAX_SIDE: Final = 20_000
+MAX_SIDE: Final = 20_000
 _MAX_SLOW_LZW: Final = 8 << 20  # bytes decoded in Python per image: about 5 s of CPU at worst
-_MAX_PIXELS: Final = 40_000_000  # the engine's own caps refuse bigger; a PDF is not refused for it
+MAX_PIXELS: Final = 40_000_000  # the engine's own caps refuse bigger; a PDF is not refused for it
 _HEX: Final = rb"<[0-9A-Fa-f\s]*>"  # a hex string (a palette's lookup) inside a dictionary
 _DICT: Final = rb"<<((?:[^<>]|%s|<<(?:[^<>]|%s|<<[^<>]*>>)*>>){0,4096})>>" % (_HEX, _HEX)
 _STREAM: Final = re.compile(_DICT + rb"\s*stream\r?\n", re.S)
@@ -43,7 +40,6 @@ _REFERENCE: Final = re.compile(rb"^\s*(\d{1,7})\s+(\d{1,5})\s+R")
 _NAMED: Final = {b"/DeviceGray": 1, b"/CalGray": 1, b"/G": 1, b"/DeviceRGB": 3, b"/CalRGB": 3,
                  b"/RGB": 3, b"/Lab": 3, b"/DeviceCMYK": 4, b"/CMYK": 4}  # fmt: skip
 _PNG_KIND: Final = {1: 0, 3: 2, 4: 6}  # components -> PNG colour type (CMYK rides as RGBA)
-_DOS_EPS: Final = b"\xc5\xd0\xd3\xc6"
 _WRAPPERS: Final = (
     b"/FlateDecode",
     b"/Fl",
@@ -64,71 +60,12 @@ _INLINE_NAMES: Final = {
     b"RL": b"/RunLengthDecode", b"DCT": b"/DCTDecode", b"LZW": b"/LZWDecode", b"G": b"/DeviceGray",
     b"RGB": b"/DeviceRGB", b"CMYK": b"/DeviceCMYK",
 }  # fmt: skip
-_PS_IMAGE: Final = re.compile(
-    rb"(\d{1,5})\s+(\d{1,5})\s+(\d{1,2})\s*\[(?:\s*-?[\d.]{1,12}){6}\s*\]\s*"
-    rb"(?P<reader>\{[^{}]{0,300}\}(?:\s*bind)?|currentfile[^\n]{0,200})\s*"
-    rb"(?:(?:false|true)\s+(?P<colours>[134])\s+colorimage|image)[ \t]*\r?\n"
-)
 
 
 @dataclass(frozen=True)
-class _Colours:
+class Colours:
     components: int
     palette: bytes | None = None  # RGB triples for an /Indexed space
-
-
-def document_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
-    """The pixel pictures in a PDF, PostScript or EPS document (JPEGs are found by the carve)."""
-    if b"%PDF-" in data[:1024]:  # readers accept a header after up to 1 KiB of junk
-        return pdf_images(data, limits)
-    if data.startswith(_DOS_EPS) and len(data) >= 30:
-        start, length, _, _, tiff_start, tiff_length = struct.unpack("<6I", data[4:28])
-        preview = [data[tiff_start : tiff_start + tiff_length]] if tiff_length else []
-        return preview + ps_images(data[start : start + length], limits)
-    if data.startswith(b"%!"):
-        return ps_images(data, limits)
-    return []
-
-
-def ps_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
-    """PNG files for the pictures a PostScript program draws with `image` / `colorimage`."""
-    images: list[bytes] = []
-    budget = limits.max_decoded_bytes
-    for match in _PS_IMAGE.finditer(data):
-        if len(images) >= _MAX_IMAGES:
-            break
-        width, height, bits = int(match[1]), int(match[2]), int(match[3])
-        components = int(match["colours"] or 1)
-        size = height * -(-width * components * bits // 8)
-        if not width or not height or bits not in (1, 2, 4, 8) or size > budget:
-            continue
-        if max(width, height) > _MAX_SIDE or width * height > _MAX_PIXELS:
-            continue
-        samples = _ps_samples(match["reader"], data[match.end() :], size)
-        if samples is None or len(samples) < size:
-            continue
-        png = samples_png(width, height, bits, _Colours(components), samples)
-        if png is not None:
-            budget -= len(png)
-            images.append(png)
-    return images
-
-
-def _ps_samples(reader: bytes, after: bytes, size: int) -> bytes | None:
-    try:
-        if b"ASCII85Decode" in reader:
-            return base64.a85decode(
-                after.split(b"~>")[0].removeprefix(b"<~"), adobe=False, ignorechars=b" \t\r\n"
-            )[:size]
-        if b"readhexstring" in reader or b"ASCIIHexDecode" in reader:
-            hexed = re.match(rb"[0-9A-Fa-f\s]*", after[: size * 3])
-            digits = re.sub(rb"\s", b"", hexed[0]) if hexed else b""
-            return binascii.unhexlify(digits[: size * 2 // 2 * 2])
-    except (ValueError, binascii.Error):
-        return None
-    if b"readstring" in reader:
-        return after[:size]
-    return None  # a data source we do not know (a DCT filter's JPEG is found by the carve)
 
 
 def pdf_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
@@ -136,7 +73,7 @@ def pdf_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
     images: list[bytes] = []
     budget = limits.max_decoded_bytes
     for tried, match in enumerate(_STREAM.finditer(data)):
-        if len(images) >= _MAX_IMAGES or tried >= _MAX_STREAMS:
+        if len(images) >= MAX_IMAGES or tried >= _MAX_STREAMS:
             break
         dictionary = match[1]
         if b"/Image" not in dictionary or b"/JPXDecode" in dictionary:
@@ -149,7 +86,7 @@ def pdf_images(data: bytes, limits: ExtractLimits) -> list[bytes]:
             budget -= len(found)
             images.append(found)
     for tried, inline in enumerate(_INLINE.finditer(data)):  # BI <dictionary> ID <samples> EI
-        if len(images) >= _MAX_IMAGES or tried >= _MAX_INLINE_TRIED:
+        if len(images) >= MAX_IMAGES or tried >= _MAX_INLINE_TRIED:
             break
         dictionary = _expand_inline(inline[1])
         found = _picture(data, dictionary, inline[2], budget)
@@ -211,22 +148,22 @@ def _object(data: bytes, reference: re.Match[bytes]) -> bytes | None:
     return data[found.end() : found.end() + 65_536] if found else None
 
 
-def _declared(data: bytes, dictionary: bytes) -> _Colours | None:
+def _declared(data: bytes, dictionary: bytes) -> Colours | None:
     if b"/ImageMask true" in dictionary:
-        return _Colours(1)
+        return Colours(1)
     space = _entry(data, dictionary, b"/ColorSpace") or _entry(data, dictionary, b"/CS")
     return _space(data, space) if space else None
 
 
-def _inferred(samples: int, width: int, height: int, bits: int) -> _Colours | None:
+def _inferred(samples: int, width: int, height: int, bits: int) -> Colours | None:
     """No space we can read (a private or broken one): the sample count says how many."""
     for components in (3, 1, 4):
         if samples == height * -(-width * components * bits // 8):
-            return _Colours(components)
+            return Colours(components)
     return None
 
 
-def _space(data: bytes, space: bytes, depth: int = 0) -> _Colours | None:
+def _space(data: bytes, space: bytes, depth: int = 0) -> Colours | None:
     space = space.lstrip()
     if depth > 2:
         return None  # a space that names itself (hostile): an Indexed base is one level deep
@@ -237,14 +174,14 @@ def _space(data: bytes, space: bytes, depth: int = 0) -> _Colours | None:
         if space.startswith(b"/ICCBased"):
             stream = _entry(data, space, b"/ICCBased")
             count = _value(stream.split(b"stream")[0], b"/N") if stream else None
-            return _Colours(count) if count in (1, 3, 4) else None
+            return Colours(count) if count in (1, 3, 4) else None
     for name, components in _NAMED.items():
         if space.startswith(name) and not space[len(name) : len(name) + 1].isalpha():
-            return _Colours(components)
+            return Colours(components)
     return None
 
 
-def _indexed(data: bytes, after: bytes, depth: int) -> _Colours | None:
+def _indexed(data: bytes, after: bytes, depth: int) -> Colours | None:
     """``[/Indexed base hival lookup]``: the lookup as RGB triples for a PNG palette."""
     reference = _REFERENCE.match(after)
     if reference:
@@ -262,7 +199,7 @@ def _indexed(data: bytes, after: bytes, depth: int) -> _Colours | None:
     if base is None or base.palette is not None or high is None:
         return None
     lookup = _lookup(data, rest[high.end() :], (int(high[1]) + 1) * base.components)
-    return None if lookup is None else _Colours(1, _to_rgb(lookup, base.components))
+    return None if lookup is None else Colours(1, _to_rgb(lookup, base.components))
 
 
 def _lookup(data: bytes, text: bytes, size: int) -> bytes | None:
@@ -275,7 +212,7 @@ def _lookup(data: bytes, text: bytes, size: int) -> bytes | None:
             stream = _inflate(stream, size, size)
         return stream[:size] if len(stream) >= size else None
     if text.startswith(b"<"):
-        table = _hex_string(text[1:])
+        table = hex_string(text[1:])
     elif text.startswith(b"("):
         table = _literal(text[1:])
     else:
@@ -322,7 +259,7 @@ def _image(data: bytes, dictionary: bytes, raw: bytes, budget: int) -> bytes | N
                                                         else 8)  # fmt: skip
     if not width or not height or bits not in (1, 2, 4, 8, 16):
         return None
-    if max(width, height) > _MAX_SIDE or width * height > _MAX_PIXELS:
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
         return None  # a poster-sized scan: not opened; a document is never refused for it
     try:
         samples = _unwrap(dictionary, raw)
@@ -361,7 +298,7 @@ def _image(data: bytes, dictionary: bytes, raw: bytes, budget: int) -> bytes | N
 
 
 def samples_png(
-    width: int, height: int, bits: int, colours: _Colours, samples: bytes
+    width: int, height: int, bits: int, colours: Colours, samples: bytes
 ) -> bytes | None:
     """A PNG of unfiltered samples, rows packed to whole bytes (PDF and PostScript layout)."""
     stride = -(-width * colours.components * bits // 8)
@@ -374,7 +311,7 @@ def samples_png(
 def _unwrap(dictionary: bytes, raw: bytes) -> bytes:
     """Undo the text and run-length filters (Flate is undone by the caller, with its cap)."""
     if b"/ASCIIHexDecode" in dictionary or b"/AHx" in dictionary:
-        raw = _hex_string(raw)
+        raw = hex_string(raw)
     elif b"/ASCII85Decode" in dictionary or b"/A85" in dictionary:
         text = raw.split(b"~>")[0].removeprefix(b"<~")
         raw = base64.a85decode(text, adobe=False, ignorechars=b" \t\r\n\x0c\x00")
@@ -383,7 +320,7 @@ def _unwrap(dictionary: bytes, raw: bytes) -> bytes:
     return raw
 
 
-def _hex_string(text: bytes) -> bytes:
+def hex_string(text: bytes) -> bytes:
     """A PDF hex string's bytes, up to its closing '>' (whitespace skipped, an odd last digit
     taken as followed by 0, as the PDF reference says)."""
     hexed = re.sub(rb"[^0-9A-Fa-f]", b"", text.split(b">")[0])
@@ -392,7 +329,7 @@ def _hex_string(text: bytes) -> bytes:
 
 def _run_length(data: bytes) -> bytes:
     out, pos = bytearray(), 0
-    while pos < len(data) and data[pos] != 128 and len(out) < _MAX_PIXELS * 4:
+    while pos < len(data) and data[pos] != 128 and len(out) < MAX_PIXELS * 4:
         length = data[pos]
         if length < 128:
             out += data[pos + 1 : pos + 2 + length]
@@ -472,7 +409,7 @@ def _inflate(data: bytes, expected: int, budget: int) -> bytes:
         return b""
 
 
-def _png(width: int, height: int, bits: int, colours: _Colours, idat: bytes) -> bytes | None:
+def _png(width: int, height: int, bits: int, colours: Colours, idat: bytes) -> bytes | None:
     kind = 3 if colours.palette is not None else _PNG_KIND[colours.components]
     if (kind in (2, 6) and bits < 8) or (kind == 3 and bits > 8):
         return None  # layouts PNG has no form for (and no writer produces)
