@@ -447,7 +447,7 @@ def test_a_jpeg_an_eps_image_dictionary_reads_through_ascii85_is_found(
     width, height = picture.size
     eps = (
         b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 150 100\n/DeviceRGB setcolorspace\n"
-        b"<< /ImageType 1 /Width %d /Height %d /BitsPerComponent 8 /Decode [0 1 0 1 0 1] "
+        + b"<< /ImageType 1 /Width %d /Height %d /BitsPerComponent 8 /Decode [0 1 0 1 0 1] "
         b"/ImageMatrix [%d 0 0 -%d 0 %d] /DataSource currentfile /ASCII85Decode filter "
         b"/DCTDecode filter >> image\n"
         % (width, height, width, height, height)
