@@ -283,7 +283,18 @@ def uuencoded(picture: Image.Image) -> bytes:
     return b"begin 644 holiday.jpg\n" + b"".join(lines) + b"`\nend\n"
 
 
-@pytest.mark.parametrize("make", [rtf_wrapped, uuencoded], ids=["rtf wrapped hex", "uuencode"])
+def rtf_blipuid(picture: Image.Image) -> bytes:
+    """Word's form (a47 F13): the picture's id in a group right before the hex, no space."""
+    hexed = binascii.hexlify(jpeg(picture))
+    groups = b" ".join(hexed[i : i + 64] for i in range(0, len(hexed), 64))
+    return b"{\\rtf1\\ansi{\\pict{\\*\\picprop}\\jpegblip{\\*\\blipuid 0123abcd}" + groups + b"}}"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [rtf_wrapped, rtf_blipuid, uuencoded],
+    ids=["rtf wrapped hex", "rtf blipuid", "uuencode"],
+)
 def test_text_that_spells_a_picture_as_a_whole_is_read(
     inspector: Inspector, picture: Image.Image, make: Callable[[Image.Image], bytes]
 ) -> None:

@@ -33,7 +33,8 @@ def rtf_pictures(data: bytes, budget: int) -> list[bytes]:
         group = data[found.end() : end]
         if b"\\bin" in group:
             continue  # raw bytes: the carve reads them
-        digits = _SPACE.sub(b"", _CONTROL.sub(b"", _NESTED.sub(b"", group)))
+        # A nested group ends the control word before it, as a space would: keep it apart.
+        digits = _SPACE.sub(b"", _CONTROL.sub(b"", _NESTED.sub(b" ", group)))
         if len(digits) < 64 or _HEX.fullmatch(digits) is None or len(digits) // 2 > budget:
             continue
         picture = binascii.unhexlify(digits[: len(digits) // 2 * 2])
