@@ -305,3 +305,23 @@ def test_text_that_spells_a_picture_as_a_whole_is_read(
 def test_an_rtf_without_pictures_gives_no_items() -> None:
     text = b"{\\rtf1\\ansi{\\fonttbl{\\f0 Arial;}}\\f0\\fs24 " + b"Homework: read chapter 4. " * 200
     assert extract_items(text + b"}", "application/rtf", LIMITS) == []
+
+
+def nested_zips(content: bytes, levels: int) -> bytes:
+    for level in range(levels):
+        content = zipped(f"level{level}.zip" if level else "holiday.jpg", content)
+    return content
+
+
+def test_nested_archives_are_opened_deep_and_refused_deeper(picture: Image.Image) -> None:
+    """a47 F4: a ZIP 6 deep (and a mail forwarded 3 times) was taken for "no media" at the
+    depth limit; pictures are found 10 deep now, and deeper containers are refused (the fail
+    policy decides), never waved through."""
+    from schoolgate.endpoints.extract import ExtractionError
+
+    photo = jpeg(picture)
+    for levels in (6, 10):
+        assert photo in [i.data for i in extract_items(nested_zips(photo, levels), None, LIMITS)]
+    with pytest.raises(ExtractionError) as refused:
+        extract_items(nested_zips(photo, 13), None, LIMITS)
+    assert refused.value.reason == "too_many_parts"
