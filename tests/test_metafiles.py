@@ -325,3 +325,23 @@ def test_nested_archives_are_opened_deep_and_refused_deeper(picture: Image.Image
     with pytest.raises(ExtractionError) as refused:
         extract_items(nested_zips(photo, 13), None, LIMITS)
     assert refused.value.reason == "too_many_parts"
+
+
+def password_protected(name: str, content: bytes) -> bytes:
+    """A ZIP whose member says it is encrypted (the general-purpose flag's bit 0, in the local
+    header and the central directory): what `zip -P` writes, as far as a reader can tell."""
+    data = bytearray(zipped(name, content))
+    for signature, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        where = data.find(signature)
+        data[where + at] |= 0x01
+    return bytes(data)
+
+
+def test_a_picture_in_a_password_protected_zip_is_refused(picture: Image.Image) -> None:
+    """a47 F5: the member named cat.jpg could not be read and the ZIP was forwarded unjudged."""
+    from schoolgate.endpoints.extract import ExtractionError
+
+    with pytest.raises(ExtractionError) as refused:
+        extract_items(password_protected("cat.jpg", jpeg(picture)), None, LIMITS)
+    assert refused.value.reason == "encrypted"
+    assert extract_items(password_protected("notes.txt", b"homework " * 50), None, LIMITS) == []

@@ -41,7 +41,8 @@ class ExtractionError(SchoolgateError):
     """A body that is refused on purpose. `reason` is a stable code for metrics and policy:
 
     "oversize", "encoding_bomb", "bad_encoding", "malformed_multipart", "too_many_parts",
-    "too_many_items", "malformed_json", "json_too_deep", "malformed_form", "unknown_format".
+    "too_many_items", "malformed_json", "json_too_deep", "malformed_form", "unknown_format",
+    "encrypted" (media in a password-protected archive).
     """
 
     def __init__(self, reason: str, message: str) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
+from schoolgate.media.sniff import claims_media
 
 ZIP_MAGIC: Final = b"PK\x03\x04"
 _END_OF_DIRECTORY: Final = b"PK\x05\x06"
@@ -39,8 +40,14 @@ def zip_members(
     if len(members) > _MAX_ZIP_MEMBERS:
         raise ExtractionError("too_many_parts", f"an archive of over {_MAX_ZIP_MEMBERS} files")
     for member in members:
+        if member.flag_bits & 0x1 and claims_media(None, member.filename):
+            # A picture or video locked with a password the message gives (a47 F5): no filter can
+            # read it, so the fail policy decides, as for any media that cannot be judged.
+            raise ExtractionError(
+                "encrypted", f"{member.filename[:80]!r} is media in a password-protected archive"
+            )
         if member.is_dir() or member.flag_bits & 0x1:
-            continue  # encrypted
+            continue  # encrypted, not named as media: passes (docs/dsl.md)
         ratio = member.file_size / max(member.compress_size, 1)
         if member.file_size > 1 << 20 and ratio > limits.max_ratio:
             raise ExtractionError("encoding_bomb", f"{member.filename[:80]!r} expands {ratio:.0f}x")
