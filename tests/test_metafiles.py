@@ -345,3 +345,23 @@ def test_a_picture_in_a_password_protected_zip_is_refused(picture: Image.Image) 
         extract_items(password_protected("cat.jpg", jpeg(picture)), None, LIMITS)
     assert refused.value.reason == "encrypted"
     assert extract_items(password_protected("notes.txt", b"homework " * 50), None, LIMITS) == []
+
+
+@pytest.mark.parametrize(("fmt", "missing"), [("JPEG", 1), ("JPEG", 2), ("JPEG", 3), ("PNG", 1),
+                                              ("PNG", 4), ("PNG", 7)])  # fmt: skip
+def test_a_picture_less_its_first_bytes_is_judged_whole(
+    inspector: Inspector, picture: Image.Image, fmt: str, missing: int
+) -> None:
+    """a47 F1-F3: the first byte sent apart (a tus part, a storage object composed later, a
+    session begun on another network) left the rest without a signature: taken for no media."""
+    out = io.BytesIO()
+    picture.save(out, fmt)
+    items = extract_items(out.getvalue()[missing:], "application/offset+octet-stream", LIMITS)
+    assert any(inspector.evaluate(item.data, PUPIL).blocked for item in items)
+
+
+def test_random_bytes_that_start_like_a_jpeg_segment_give_no_items() -> None:
+    rng = random.Random(9)
+    for lead in (b"\xd8\xff\xe0", b"\xff\xe1", b"\xe0\x00\x10JFIF", b"NG\r\n\x1a\n"):
+        for _ in range(50):
+            assert extract_items(lead + rng.randbytes(rng.randrange(10, 3000)), None, LIMITS) == []

@@ -126,3 +126,17 @@ def test_tus_requests_read_as_chunks() -> None:
     assert parse_chunk("tus", "HEAD", "/files/x", {}, b"") is None
     with pytest.raises(ChunkError):
         parse_chunk("tus", "PATCH", "/files/x", {}, b"abcd")
+
+
+def test_a_banked_picture_split_into_partial_uploads_is_blocked(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """a47 F1: tus concatenation. The first byte in one partial upload, the rest in another,
+    then `Upload-Concat: final` joins them on the server; the second part is the picture less
+    its first byte, and is judged as the picture it becomes."""
+    banned = encode(benign_photos["chelsea"], "JPEG")
+    first = _create(addon, "/files/partA", banned[:1], Upload_Length="1", Upload_Concat="partial")
+    assert first == 201
+    assert _create(addon, "/files/partB", Upload_Length=str(len(banned) - 1),
+                   Upload_Concat="partial") == 201  # fmt: skip
+    assert _patches(addon, "/files/partB", banned[1:], []) == [403]

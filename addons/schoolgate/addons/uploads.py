@@ -26,6 +26,7 @@ from schoolgate.addons.flows import (
 from schoolgate.addons.heldbudget import HeldBudget
 from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items
+from schoolgate.endpoints.carving import restored_start
 from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, whole_picture
@@ -260,8 +261,8 @@ class UploadInspector:
                 # session when the reply arrives (`response`), so two uploads never share a key.
                 flow.metadata[PENDING_CHUNK] = (client, app, chunk)
                 flow.metadata[READ_RESPONSE] = True
-                if chunk.data and (chunk.final or whole_picture(chunk.data)):
-                    complete.append(chunk.data)  # a tus upload created whole: judged now
+                if chunk.data and (chunk.final or _held_whole(chunk.data)):
+                    complete.append(restored_start(chunk.data) or chunk.data)  # judged now
                 continue
             state = runtime.sessions.add(client, app, chunk)
             if state.failed:
@@ -270,11 +271,12 @@ class UploadInspector:
                 runtime.sessions.fail(client, app, chunk.session_id, state.status)
                 return _session_failure(state.status)
             if state.complete:
-                complete.append(runtime.sessions.assemble(client, app, chunk.session_id))
+                assembled = runtime.sessions.assemble(client, app, chunk.session_id)
+                complete.append(restored_start(assembled) or assembled)
                 runtime.sessions.discard(client, app, chunk.session_id)
             elif (early := runtime.sessions.interim(client, app, chunk.session_id,
-                                                    whole_picture)) is not None:  # fmt: skip
-                complete.append(early)  # judged now: the service holds it whole already
+                                                    _held_whole)) is not None:  # fmt: skip
+                complete.append(restored_start(early) or early)  # the service holds it whole
         return complete
 
     async def inspect(
@@ -371,3 +373,10 @@ def _session_failure(status: SessionStatus) -> str:
 
 def _sized(ctx: InspectionContext, size: int) -> InspectionContext:
     return replace(ctx, size=size)
+
+
+def _held_whole(data: bytes) -> bool:
+    """Whether the service holds a whole picture: `data` itself, or `data` less its first bytes,
+    which a tus `Upload-Concat` or a storage compose joins to a byte sent apart (a47 F1, F2)."""
+    restored = restored_start(data)
+    return whole_picture(data) or (restored is not None and whole_picture(restored))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from schoolgate.endpoints.carving import carved, probe_carved
+from schoolgate.endpoints.carving import carved, probe_carved, restored_start
 from schoolgate.endpoints.documents import document_images
 from schoolgate.endpoints.encoding import decompress_members, wide_text
 from schoolgate.endpoints.extract import (
@@ -183,6 +183,8 @@ class _Scan:
             # A picture sent as a form or a multipart body: the picture is judged, and so is
             # what the declared structure holds (a decoy before the first boundary hides
             # nothing: servers ignore the preamble and read the parts).
+        elif (whole := restored_start(data)) is not None:  # a picture less its first bytes
+            self.add(ExtractedItem(whole, filename, content_type, f"{where}/restored", True))
         self._by_structure(data, main, content_type, where, depth)
         if len(self.items) == before:
             self.carve(data, filename, content_type, where)
