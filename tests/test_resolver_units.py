@@ -448,3 +448,45 @@ def test_a_pupil_name_booked_before_an_apps_server_moved_there_is_forgotten(
     assert book.names_for(moved) == {"up.chat.example"}
     assert book.names_for(edge) == {"up.chat.example", "site.example"}  # a CDN's range: shared
     book.close()
+
+
+def test_a_pupils_look_up_of_a_moved_catalogued_name_forgets_earlier_bookings(
+    tmp_path: Path,
+) -> None:
+    """Adversarial pass a44 F6: a pupil's name booked at an address kept passing unread after a
+    catalogued host moved onto it until the gateway's own 10-minute look-up; for a name under a
+    catalogue wildcard (never looked up ahead) it never stopped. A pupil's own look-up of the
+    catalogued name, answered straight (no CDN's name between), forgets them now."""
+    import asyncio
+
+    from mitmproxy.dns import ResourceRecord
+    from mitmproxy.test import tflow
+
+    from schoolgate.addons.resolver import ResolverPolicy
+    from schoolgate.endpoints.loader import parse_catalog
+
+    catalog = parse_catalog(
+        'apps:\n  chat:\n    hosts: ["*.chat.example"]\n    inspection: full\n'
+        "    when_not_inspectable: block_by_sni\n"
+    )
+    book = AddressBook(tmp_path / "b.sqlite")
+    policy = ResolverPolicy(NamePolicy(()), book, catalog=catalog)
+
+    def answer(question: str, address: str) -> None:
+        flow = tflow.tdnsflow(resp=True)
+        flow.request.questions[0].name = question
+        assert flow.response is not None
+        flow.response.answers = [
+            ResourceRecord(question, 1, 1, 300, bytes(int(x) for x in address.split(".")))
+        ]
+        policy.dns_request(flow)
+        asyncio.run(policy.dns_response(flow))
+
+    moved = "198.51.100.32"
+    answer("p32.pupil.example", moved)  # booked while the address served nothing catalogued
+    assert book.names_for(moved) == {"p32.pupil.example"}
+    answer("content-7.chat.example", moved)  # a pupil asks for the catalogued name
+    assert book.names_for(moved) == {"content-7.chat.example"}
+    answer("p33.pupil.example", moved)  # and a new pupil name there is not given out
+    assert book.names_for(moved) == {"content-7.chat.example"}
+    book.close()

@@ -128,6 +128,17 @@ class ResolverPolicy:
             ttl = min(ttl for _, ttl in found.values())
             chain = dict.fromkeys(a.name for a in flow.response.answers if self._catalogued(a.name))
             records, asked = [(name, (every, ttl)) for name in chain], None
+        if (
+            question is not None
+            and self._apps(question.name)
+            and list(found) == [question.name]
+            and all(answer.name == question.name for answer in flow.response.answers)
+        ):
+            # A pupil's look-up found a catalogued name straight at its addresses (no CDN's name
+            # between), as the gateway's own look-ups do: names booked there before are
+            # forgotten now, not at the next scheduled look-up (a44 F6: a window of up to ten
+            # minutes, and none ever for a name under a catalogue wildcard).
+            self.own_server(question.name, found[question.name][0])
         for name, (addresses, ttl) in records:
             try:
                 self.book.record(name, addresses, ttl)
