@@ -261,7 +261,8 @@ class UploadInspector:
                 # session when the reply arrives (`response`), so two uploads never share a key.
                 flow.metadata[PENDING_CHUNK] = (client, app, chunk)
                 flow.metadata[READ_RESPONSE] = True
-                if chunk.data and (chunk.final or _held_whole(chunk.data)):
+                tus = chunk.session_from_response == LOCATION  # stored as it arrives
+                if tus and chunk.data and (chunk.final or _held_whole(chunk.data)):
                     complete.append(restored_start(chunk.data) or chunk.data)  # judged now
                 continue
             state = runtime.sessions.add(client, app, chunk)
