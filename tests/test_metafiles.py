@@ -290,10 +290,22 @@ def rtf_blipuid(picture: Image.Image) -> bytes:
     return b"{\\rtf1\\ansi{\\pict{\\*\\picprop}\\jpegblip{\\*\\blipuid 0123abcd}" + groups + b"}}"
 
 
+def rtf_groups(picture: Image.Image) -> bytes:
+    """The hex in groups of its own, `{hex}{hex}` (a48 F4)."""
+    hexed = binascii.hexlify(jpeg(picture))
+    groups = b"".join(b"{" + hexed[i : i + 64] + b"}" for i in range(0, len(hexed), 64))
+    return b"{\\rtf1{\\pict\\jpegblip\\picw160{\\*\\blipuid 0123abcd}" + groups + b"}}"
+
+
+def uuencoded_after_text(picture: Image.Image) -> bytes:
+    """A uuencoded block after a mail's text (a48 F5)."""
+    return b"Hi,\nsee attached\n\n" + uuencoded(picture)
+
+
 @pytest.mark.parametrize(
     "make",
-    [rtf_wrapped, rtf_blipuid, uuencoded],
-    ids=["rtf wrapped hex", "rtf blipuid", "uuencode"],
+    [rtf_wrapped, rtf_blipuid, rtf_groups, uuencoded, uuencoded_after_text],
+    ids=["rtf wrapped hex", "rtf blipuid", "rtf groups", "uuencode", "uuencode after text"],
 )
 def test_text_that_spells_a_picture_as_a_whole_is_read(
     inspector: Inspector, picture: Image.Image, make: Callable[[Image.Image], bytes]

@@ -12,7 +12,10 @@ from typing import Final
 
 _PICT: Final = re.compile(rb"\{\\pict\b")
 _BRACE: Final = re.compile(rb"(?<!\\)[{}]")
-_NESTED: Final = re.compile(rb"\{[^{}]*\}")  # {\*\blipuid ...} and the like inside a picture
+# Inside a picture: ignorable destinations ({\*\blipuid ...}) carry no picture data and are
+# dropped; other groups ({hex}{hex}, a48 F4) are read as if their braces were not there.
+_IGNORABLE: Final = re.compile(rb"\{\\\*[^{}]*\}")
+_BRACES: Final = re.compile(rb"(?<!\\)[{}]")
 _CONTROL: Final = re.compile(rb"\\[a-zA-Z]{1,32}-?\d{0,10} ?")
 _SPACE: Final = re.compile(rb"\s+")
 _HEX: Final = re.compile(rb"[0-9a-fA-F]*")
@@ -34,7 +37,8 @@ def rtf_pictures(data: bytes, budget: int) -> list[bytes]:
         if b"\\bin" in group:
             continue  # raw bytes: the carve reads them
         # A nested group ends the control word before it, as a space would: keep it apart.
-        digits = _SPACE.sub(b"", _CONTROL.sub(b"", _NESTED.sub(b" ", group)))
+        inner = _BRACES.sub(b" ", _IGNORABLE.sub(b" ", group))
+        digits = _SPACE.sub(b"", _CONTROL.sub(b"", inner))
         if len(digits) < 64 or _HEX.fullmatch(digits) is None or len(digits) // 2 > budget:
             continue
         picture = binascii.unhexlify(digits[: len(digits) // 2 * 2])

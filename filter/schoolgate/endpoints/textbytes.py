@@ -63,8 +63,9 @@ _C_BYTE: Final = re.compile(rb"0[xX]([0-9a-fA-F]{2})\b")
 # The other encodings with a standard tool (`base32`, `uuencode`, Python's and Adobe's base85):
 # a file in one of them is one command away from a picture (pass a7).
 _BASE32: Final = re.compile(rb"\s*[A-Z2-7]{96,}=*\s*", re.I)
+# A uuencoded block starts a line anywhere: after a mail's or a message's text too (a48 F5).
 _UUENCODE: Final = re.compile(
-    rb"\s*begin(?:-base64)? [0-7]{3,4} [^\n]{0,255}\n(.*?)\n`?\s*end\b", re.S
+    rb"(?:\A|\n)\s*begin(?:-base64)? [0-7]{3,4} [^\n]{0,255}\n(.*?)\n`?\s*end\b", re.S
 )
 _ASCII85: Final = re.compile(rb"\s*<~(.{80,}?)~>", re.S)
 _BASE85: Final = re.compile(rb"\s*[0-9A-Za-z!#$%&()*+;<=>?@^_`{|}~-]{100,}\s*")
@@ -90,7 +91,7 @@ def _standard_reading(text: bytes) -> bytes | None:
         body = text[start : text.find(b"}", start) if b"}" in text[start:] else len(text)]
         values = _C_BYTE.findall(body)
         return binascii.unhexlify(b"".join(values)) if len(values) >= _MIN_BYTES else None
-    if (uu := _UUENCODE.match(text)) is not None:
+    if (uu := _UUENCODE.search(text)) is not None:
         return b"".join(binascii.a2b_uu(line) for line in uu[1].splitlines() if line.strip())
     if (a85 := _ASCII85.match(text)) is not None:
         return base64.a85decode(a85[1], ignorechars=b" \t\r\n")
