@@ -1,6 +1,7 @@
 """Video that players take from files no demuxer here is asked to read fails closed (adversarial
 pass a44 F10: NUT, raw H.264 and HEVC, IVF, Y4M, RealMedia, DV, MXF and SWF files of a banked
-clip, which VLC, mpv and ffplay play, were forwarded as "no media"). The streams here are
+clip, which VLC, mpv and ffplay play, were forwarded as "no media"; a48 F1: GXF, WTV, SMJPEG,
+raw MPEG-2 and MPEG-4 streams, VP8 in Ogg). The streams here are
 written by PyAV (FFmpeg's muxers), not by the code under test."""
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ PUPIL = InspectionContext(client_ip="192.0.2.9", app="testapp")
 STREAMS = {  # container format: codec
     "nut": "libx264", "h264": "libx264", "hevc": "libx265", "ivf": "libvpx",
     "yuv4mpegpipe": "rawvideo", "rm": "rv20", "dv": "dvvideo", "mxf": "mpeg2video", "swf": "flv",
+    # a48 F1
+    "gxf": "mpeg2video", "wtv": "mpeg2video", "mpeg2video": "mpeg2video", "m4v": "mpeg4",
+    "smjpeg": "mjpeg", "ogg": "libvpx",
 }  # fmt: skip
 
 
@@ -31,7 +35,7 @@ def stream(container: str) -> bytes:
         video = muxer.add_stream(codec, rate=25)
         assert isinstance(video, av.VideoStream)
         video.width, video.height = (720, 576) if codec == "dvvideo" else (64, 48)
-        video.pix_fmt = "yuv420p"
+        video.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         for number in range(5):
             frame = np.full((video.height, video.width, 3), number * 40, np.uint8)
             for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

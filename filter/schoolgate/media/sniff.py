@@ -437,6 +437,12 @@ _UNANALYSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x07\x00\x3f", "dv video"),
     (b"\x1f\x07\x00\xbf", "dv video"),
     (b"\x12\x00\x0a", "av1 obu video"),  # a temporal delimiter, then a sequence header
+    # a48 F1: GXF, SMJPEG, WTV, MPEG-2 and MPEG-4 part 2 elementary streams.
+    (b"\x00\x00\x00\x00\x01\xbc", "gxf video"),
+    (b"\x00\x0aSMJPEG", "smjpeg video"),
+    (b"\xb7\xd8\x00\x20\x37\x49\xda\x11\xa6\x4e\x00\x07\xe9\x5e\xad\x8d", "wtv video"),
+    (b"\x00\x00\x01\xb3", "mpeg-2 video"),
+    (b"\x00\x00\x01\xb0", "mpeg-4 video"),
     # Raw H.264 / HEVC streams: a start code, then a parameter set, an access unit delimiter
     # or supplemental information, as encoders write them first.
     *(
@@ -456,6 +462,10 @@ def unanalysed_format(data: bytes) -> str | None:
     for signature, name in _UNANALYSED_SIGNATURES:
         if data.startswith(signature):
             return name
+    # Ogg holding video (Theora, VP8, Dirac); Ogg audio (voice notes) is not media here.
+    if data.startswith(b"OggS") and any(c in data[:4096] for c in (b"\x80theora", b"OVP80",
+                                                                      b"BBCD\x00")):  # fmt: skip
+        return "ogg video"
     # Flash (FLV video in a SWF): "FWS" plain, "CWS"/"ZWS" compressed, a version, the length
     # (of the whole file, or uncompressed): a control byte after three letters, never text.
     if len(data) >= 8 and data[:3] in (b"FWS", b"CWS", b"ZWS") and 1 <= data[3] <= 60:
