@@ -47,8 +47,8 @@ def is_metafile(data: bytes) -> bool:
 def metafile_pictures(data: bytes, budget: int) -> list[bytes]:
     """The DIBs (headerless) that the metafiles in `data` draw, at most `budget` bytes in all.
 
-    A metafile is looked for at the start and, bounded, inside the bytes: an RTF stores one raw
-    after `\\bin`, a Word or Visio file inside its own container."""
+    A metafile is looked for at the start and, bounded, inside an RTF (raw after `\\bin`) or an
+    OLE file (Word, Visio)."""
     pictures: list[bytes] = []
     for start in _metafile_starts(data):
         for dib in _dibs(data, start):
@@ -59,10 +59,16 @@ def metafile_pictures(data: bytes, budget: int) -> list[bytes]:
     return pictures
 
 
+# Documents that hold a metafile's raw bytes: RTF (after `\\binN`) and OLE files (Word, Visio).
+_HOLDERS: Final = (b"{\\rtf", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+
+
 def _metafile_starts(data: bytes) -> Iterator[int]:
     if is_metafile(data):
         yield 0
         return
+    if not data[:64].lstrip().startswith(_HOLDERS):
+        return  # other bodies are not searched: each of them would cost six scans
     found = 0
     for signature in (_PLACEABLE, *_WMF_HEADERS, _EMF_SIGNATURE):
         position = data.find(signature, 1)
