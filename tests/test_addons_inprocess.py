@@ -6,6 +6,7 @@ no sockets, no root. The process-level suites in tests/e2e/ check the same throu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import gzip
 import json
@@ -87,6 +88,23 @@ def audit_decisions(data_dir: Path) -> list[dict[str, Any]]:
     for path in sorted((data_dir / "audit").glob("*.jsonl*")):
         records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in records if "decision" in r]
+
+
+@contextlib.contextmanager
+def catalog_upload_addon(
+    data_dir: Path, tmp_path: Path, banked: Image.Image
+) -> Iterator[UploadInspector]:
+    """The upload addon over the real catalog, with `banked`'s PDQ hash in a bank."""
+    bank_photo(data_dir, banked)
+    catalog = yaml.safe_load((REPO_ROOT / "config" / "endpoints.yaml").read_text())
+    config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
+    runtime = Runtime.from_config(load_config(config))
+    inspector = UploadInspector(RuntimeRef(runtime))
+    try:
+        with taddons.context(inspector):
+            yield inspector
+    finally:
+        runtime.close()
 
 
 def run_upload(addon: UploadInspector, flow: Any) -> None:

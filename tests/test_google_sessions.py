@@ -10,18 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from mitmproxy.test import taddons
 from PIL import Image
 
-from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.addons.uploads import UploadInspector
-from schoolgate.config import load_config
 from schoolgate.endpoints.extract import whole_picture
 from schoolgate.endpoints.reassembly import Chunk, UploadSessions
 from tests.conftest import encode
-from tests.support.proxy_harness import REPO_ROOT, bank_photo, make_upstream_pki, write_config
-from tests.test_addons_inprocess import run_upload, upload_flow
+from tests.test_addons_inprocess import catalog_upload_addon, run_upload, upload_flow
 
 DRIVE = "www.googleapis.com"
 SESSION = "/upload/drive/v3/files?uploadType=resumable&upload_id=ABC"
@@ -31,16 +26,8 @@ SESSION = "/upload/drive/v3/files?uploadType=resumable&upload_id=ABC"
 def addon(
     data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
 ) -> Iterator[UploadInspector]:
-    bank_photo(data_dir, benign_photos["chelsea"])
-    catalog = yaml.safe_load((REPO_ROOT / "config" / "endpoints.yaml").read_text())
-    config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
-    runtime = Runtime.from_config(load_config(config))
-    inspector = UploadInspector(RuntimeRef(runtime))
-    try:
-        with taddons.context(inspector):
-            yield inspector
-    finally:
-        runtime.close()
+    with catalog_upload_addon(data_dir, tmp_path, benign_photos["chelsea"]) as inspector:
+        yield inspector
 
 
 def _send(addon: UploadInspector, body: bytes, content_range: str, *, method: str = "PUT",

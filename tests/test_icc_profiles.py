@@ -14,12 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from schoolgate.banks.model import SignalInput, SignalType
-from schoolgate.banks.store import BankStore
 from schoolgate.config import parse_config
 from schoolgate.media.decode import decode_image
-from schoolgate.media.hashing import pdq_hash
 from schoolgate.pipeline.engine import InspectionContext, Inspector
+from tests.support.proxy_harness import bank_photo
 
 PUPIL = InspectionContext(client_ip="192.0.2.9")
 SRGB_XYZ = {b"rXYZ": (0.4361, 0.2225, 0.0139), b"gXYZ": (0.3851, 0.7169, 0.0971),
@@ -77,10 +75,7 @@ def with_profile(picture: Image.Image, profile: bytes, fmt: str) -> bytes:
 
 @pytest.fixture
 def inspector(data_dir: Path, benign_photos: dict[str, Image.Image]) -> Iterator[Inspector]:
-    with BankStore(data_dir / "banks.sqlite") as store:
-        store.create_bank("incident-icc")
-        pdq = pdq_hash(benign_photos["astronaut"])
-        store.add_signals("incident-icc", [SignalInput(SignalType.PDQ, pdq.hex, pdq.quality)], "t")
+    bank_photo(data_dir, benign_photos["astronaut"], "incident-icc")
     inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
     yield inspector
     inspector.close()

@@ -16,14 +16,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from schoolgate.banks.model import SignalInput, SignalType
-from schoolgate.banks.store import BankStore
 from schoolgate.config import parse_config
 from schoolgate.endpoints.bodyscan import extract_items
 from schoolgate.endpoints.extract import ExtractLimits
 from schoolgate.endpoints.metafile import metafile_pictures
-from schoolgate.media.hashing import pdq_hash
 from schoolgate.pipeline.engine import InspectionContext, Inspector
+from tests.support.proxy_harness import bank_photo
 
 LIMITS = ExtractLimits()
 PUPIL = InspectionContext(client_ip="192.0.2.9")
@@ -147,10 +145,7 @@ def picture(benign_photos: dict[str, Image.Image]) -> Image.Image:
 @pytest.fixture
 def inspector(data_dir: Path, picture: Image.Image) -> Iterator[Inspector]:
     """An inspector whose bank holds `picture`'s PDQ hash (no classifier)."""
-    with BankStore(data_dir / "banks.sqlite") as store:
-        store.create_bank("incident-docs")
-        pdq = pdq_hash(picture)
-        store.add_signals("incident-docs", [SignalInput(SignalType.PDQ, pdq.hex, pdq.quality)], "t")
+    bank_photo(data_dir, picture, "incident-docs")
     inspector = Inspector.from_config(parse_config("classifier: {models: []}\n", "test.yaml"))
     yield inspector
     inspector.close()

@@ -12,17 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from mitmproxy.test import taddons
 from PIL import Image
 
-from schoolgate.addons.runtime import Runtime, RuntimeRef
 from schoolgate.addons.uploads import UploadInspector
-from schoolgate.config import load_config
 from schoolgate.endpoints.protocols import parse_chunk
 from tests.conftest import encode
-from tests.support.proxy_harness import REPO_ROOT, bank_photo, make_upstream_pki, write_config
-from tests.test_addons_inprocess import run_upload, upload_flow
+from tests.test_addons_inprocess import catalog_upload_addon, run_upload, upload_flow
 
 HOST = "school.sharepoint.com"
 FILE = ("/sites/class/_api/web/GetFileByServerRelativePath"
@@ -33,16 +28,8 @@ FILE = ("/sites/class/_api/web/GetFileByServerRelativePath"
 def addon(
     data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
 ) -> Iterator[UploadInspector]:
-    bank_photo(data_dir, benign_photos["chelsea"])
-    catalog = yaml.safe_load((REPO_ROOT / "config" / "endpoints.yaml").read_text())
-    config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
-    runtime = Runtime.from_config(load_config(config))
-    inspector = UploadInspector(RuntimeRef(runtime))
-    try:
-        with taddons.context(inspector):
-            yield inspector
-    finally:
-        runtime.close()
+    with catalog_upload_addon(data_dir, tmp_path, benign_photos["chelsea"]) as inspector:
+        yield inspector
 
 
 def _upload(addon: UploadInspector, data: bytes, cuts: list[int]) -> list[int]:
