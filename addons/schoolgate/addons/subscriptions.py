@@ -73,7 +73,9 @@ _said: set[str] = set()  # notes logged already: said once, not at every sync
 def _warn_of_settings(banks: BanksConfig, store: BankStore) -> None:
     """Bank settings written for a trust bank's published name miss it under its prefixed name
     here (a43 F8): said once, when a sync has brought such a bank."""
-    for note in banks.prefix_notes(store.bank_names()):
+    if not banks.prefixes:
+        return  # no subscription renames banks: nothing to read after each sync
+    for note in banks.prefix_notes(bank.name for bank in store.banks()):
         if note not in _said:
             _said.add(note)
             log.warning("schoolgate banks: %s", note)

@@ -241,10 +241,6 @@ class BankStore:
             for bank_id, name, desc, source, created, updated in rows
         ]
 
-    def bank_names(self) -> list[str]:
-        """Every bank's name, sorted (without `banks()`'s count over every signal)."""
-        return [row[0] for row in self.read("SELECT name FROM banks ORDER BY name")]
-
     def bank(self, name: str) -> Bank:
         """One bank by name. Raises BankError if there is none."""
         rows = self.read(

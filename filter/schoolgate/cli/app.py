@@ -101,7 +101,7 @@ def _check_config(args: argparse.Namespace) -> int:
                 print(f"note: {advice}")
         if config.banks.path.is_file():  # a43 F8: settings that miss a prefixed trust bank
             with BankStore(config.banks.path) as store:
-                names = store.bank_names()
+                names = [bank.name for bank in store.banks()]
             for advice in config.banks.prefix_notes(names):
                 print(f"note: {advice}")
     return EXIT_OK

@@ -88,14 +88,18 @@ class BanksConfig:
     def runs(self, bank: str, tier: str) -> bool:
         return tier in self.tiers_for(bank)
 
+    @property
+    def prefixes(self) -> dict[str, str]:
+        """Subscription name -> the prefix it gives its banks' names, where it has one."""
+        return {s.name: s.prefix for s in self.subscriptions
+                if isinstance(s, Subscription) and s.prefix}  # fmt: skip
+
     def prefix_notes(self, bank_names: Iterable[str]) -> list[str]:
         """Settings written for a trust bank's published name that miss it under the name a
         subscription's `prefix:` gives it here (a43 F8: the robust tier was turned off for a
         trust bank so, and its edited copies passed)."""
-        prefixes = {
-            s.name: s.prefix for s in self.subscriptions if isinstance(s, Subscription) and s.prefix
-        }
         notes: list[str] = []
+        prefixes = self.prefixes
         for bank in bank_names:
             for subscription, prefix in prefixes.items():
                 if not bank.startswith(prefix):

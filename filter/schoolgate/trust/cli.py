@@ -171,7 +171,7 @@ def _sync(args: argparse.Namespace) -> int:
             result = sync_any(subscription, replica, names)
             print(f"{result.subscription}: {result.outcome}: {result.message}")
             failed |= result.outcome in ("refused", "unreachable")
-        for advice in config.banks.prefix_notes(store.bank_names()):
+        for advice in config.banks.prefix_notes(b.name for b in store.banks()):
             print(f"note: {advice}")
     return EXIT_ERROR if failed else EXIT_OK
 
