@@ -12,7 +12,7 @@ from schoolgate.banks.model import SignalInput, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.config import Config
 from schoolgate.errors import SchoolgateError
-from schoolgate.media.content_grid import GRID, photo_region
+from schoolgate.media.content_grid import GRID, judged_panels, photo_region
 from schoolgate.media.features import FEATURE_KIND, PHOTO_JUDGE_VIEW
 from schoolgate.media.normalise import content_box
 from schoolgate.media.signals import ItemSignals, bank_feature_views, item_signals
@@ -107,6 +107,13 @@ def describe_banked(item: ItemSignals) -> list[str]:
             )
         else:
             lines.append(f"judged as a whole picture ({photo} of {cells} areas photographic)")
+        panels = len(judged_panels(whole.grid))
+        if panels >= 2:
+            lines.append(
+                f"a collage of {panels} pictures: a copy must show at least two of them, and "
+                "each as banked; one of them alone (a meme's reaction photo) is not matched. "
+                "To block one picture on its own, bank that picture"
+            )
     squashes = [name.removeprefix("squashed-") for name in found if name.startswith("squashed-")]
     if squashes:
         lines.append(

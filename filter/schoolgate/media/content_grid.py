@@ -50,6 +50,8 @@ _STILL_RANGE: Final = 3  # a pixel whose 3x3 luma range is at most this is in a 
 _GRAPHIC_STILL_SHARE: Final = 0.45  # cells with more flat-area pixels than this are graphic
 _COVERED: Final = 0.9  # a query cell counts only where the warped query covers this share
 BYTES: Final = GRID * GRID * 9
+PANELS_BYTES: Final = GRID * GRID  # a collage's panel map, after the grid (media/panels.py)
+_MAX_PANELS: Final = (2 + 1) * (2 + 1) + 1  # and the cells outside the photo
 
 
 class Cell(IntEnum):
@@ -61,24 +63,30 @@ class Cell(IntEnum):
 
 @dataclass(frozen=True)
 class ContentGrid:
-    """Per cell, row-major: a 40-bit difference hash and a Cell class."""
+    """Per cell, row-major: a 40-bit difference hash and a Cell class; for a banked collage,
+    the panel each cell lies in (`panels`, see media/panels.py)."""
 
     bits: npt.NDArray[np.uint64]  # (GRID * GRID,)
     kinds: npt.NDArray[np.uint8]  # (GRID * GRID,)
+    panels: npt.NDArray[np.uint8] | None = None  # (GRID * GRID,)
 
     def to_bytes(self) -> bytes:
-        return self.bits.astype("<u8").tobytes() + self.kinds.astype(np.uint8).tobytes()
+        panels = b"" if self.panels is None else self.panels.astype(np.uint8).tobytes()
+        return self.bits.astype("<u8").tobytes() + self.kinds.astype(np.uint8).tobytes() + panels
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ContentGrid:
-        if len(data) != BYTES:
+        if len(data) not in (BYTES, BYTES + PANELS_BYTES):
             raise ValueError(f"content grid of {len(data)} bytes, expected {BYTES}")
         cells = GRID * GRID
         bits = np.frombuffer(data, "<u8", cells).astype(np.uint64)
         kinds = np.frombuffer(data, np.uint8, cells, cells * 8).copy()
         if int(kinds.max(initial=0)) > Cell.UNCOVERED:
             raise ValueError("content grid with an unknown cell class")
-        return cls(bits, kinds)
+        panels = np.frombuffer(data, np.uint8, cells, BYTES).copy() if len(data) > BYTES else None
+        if panels is not None and int(panels.max(initial=0)) >= _MAX_PANELS:
+            raise ValueError("content grid with an unknown panel")
+        return cls(bits, kinds, panels)
 
     @property
     def photo_cells(self) -> int:
@@ -95,6 +103,16 @@ def _is_a_part(region: tuple[int, int, int, int] | None) -> bool:
         return False
     left, top, right, bottom = region
     return (right - left) * (bottom - top) <= PICTURE_MAX_CELLS
+
+
+def photo_pixels(grid: ContentGrid, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The pixel box (left, top, right, bottom) of photo_region in a width x height frame."""
+    region = photo_region(grid)
+    if region is None:
+        return None
+    left, top, right, bottom = region
+    return (round(left * width / GRID), round(top * height / GRID),
+            round(right * width / GRID), round(bottom * height / GRID))  # fmt: skip
 
 
 def photo_region(grid: ContentGrid) -> tuple[int, int, int, int] | None:
@@ -219,6 +237,7 @@ _CELL_MATCH_BITS: Final = 10  # of 40: chance agreement of unrelated cells is ~0
 _UNRELATED_BITS: Final = 17
 _MIN_PHOTO_CELLS: Final = 6  # a banked item with fewer photographic cells is judged as graphic
 _MIN_JUDGED: Final = 4  # covered photographic cells, for the photographic judgement
+_PANEL_AGREEMENT: Final = 0.5  # each panel a copy of a collage shows agrees this much
 _MIN_SMALL_PHOTO: Final = 2  # a small photo inside a graphic item is judged from this many cells
 
 
@@ -236,6 +255,12 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
         # The copy leaves out most of the photo inside the banked screen or frame: what aligned
         # is the interface around it (a45 F2: two chat screenshots matched on their header).
         return Agreement(0.0, int(photo.sum()), False, replaced, middle)
+    panels = None if banked.panels is None else _panel_shares(banked, photo, agrees)
+    if panels is not None and (len(panels) < 2 or min(panels) < _PANEL_AGREEMENT):
+        # One photo of a banked collage, alone, in another layout or beside another picture:
+        # not the banked picture (a47 F10, a48 F6: every post of a meme's popular reaction
+        # photo matched the banked meme).
+        return Agreement(0.0, int(photo.sum()), False, replaced, middle)
     photographic = banked.photo_cells >= _MIN_PHOTO_CELLS and int(photo.sum()) >= _MIN_JUDGED
     if photographic:
         return Agreement(float(agrees[photo].mean()), int(photo.sum()), True, replaced, middle)
@@ -249,6 +274,33 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     if int(photo.sum()) >= _MIN_SMALL_PHOTO:
         share = min(share, float(agrees[photo].mean()))
     return Agreement(share, count, False, replaced, middle)
+
+
+def _panel_shares(
+    banked: ContentGrid, photo: npt.NDArray[np.bool_], agrees: npt.NDArray[np.bool_]
+) -> list[float] | None:
+    """For a banked collage (two or more panels with photo cells enough to judge): the agreeing
+    share of each panel the copy shows (covers a third of its photo cells); None otherwise."""
+    panels = judged_panels(banked)
+    if len(panels) < 2:
+        return None
+    shares: list[float] = []
+    for inside, cells in panels:
+        shown = photo & inside
+        if 3 * int(shown.sum()) >= cells:
+            shares.append(float(agrees[shown].mean()))
+    return shares
+
+
+def judged_panels(grid: ContentGrid) -> list[tuple[npt.NDArray[np.bool_], int]]:
+    """A collage's panels with photo cells enough to judge (not a gutter, a caption band or the
+    interface beside a collage): each panel's cells and its photo cell count."""
+    if grid.panels is None:
+        return []
+    photo = grid.kinds == Cell.PHOTO
+    panels = [(grid.panels == panel) for panel in np.unique(grid.panels).tolist()]
+    counted = [(inside, int((photo & inside).sum())) for inside in panels]
+    return [(inside, cells) for inside, cells in counted if cells >= _MIN_JUDGED]
 
 
 def _shown_cells(banked: ContentGrid) -> npt.NDArray[np.bool_]:

@@ -20,7 +20,15 @@ import numpy as np
 from PIL import Image
 
 from schoolgate.media.content_grid import BYTES as GRID_BYTES
-from schoolgate.media.content_grid import ContentGrid, content_grid, small_photo_box
+from schoolgate.media.content_grid import (
+    GRID,
+    PANELS_BYTES,
+    ContentGrid,
+    content_grid,
+    photo_pixels,
+    small_photo_box,
+)
+from schoolgate.media.panels import collage_panels
 
 # The proxy parallelises across items with its own worker pool; OpenCV's internal threads would
 # only oversubscribe the appliance's cores.
@@ -30,6 +38,8 @@ FEATURE_KIND = "orb-512-v1"
 DESCRIPTOR_BYTES = 32
 _MAGIC = b"SGF1"  # keypoints and descriptors only (banked before content grids)
 _MAGIC_GRID = b"SGF2"  # followed by the content grid
+_MAGIC_PANELS = b"SGF3"  # followed by the content grid and its panel map (a collage)
+_GRID_BYTES = {_MAGIC: 0, _MAGIC_GRID: GRID_BYTES, _MAGIC_PANELS: GRID_BYTES + PANELS_BYTES}
 _HEADER = struct.Struct("<4sHHH")  # magic, count, width, height
 _MIN_GRID_SIDE = 40  # a sliver (a 512 x 30 banner) has no grid: matched on features alone
 
@@ -64,6 +74,8 @@ class LocalFeatures:
 
     def to_bytes(self) -> bytes:
         magic = _MAGIC if self.grid is None else _MAGIC_GRID
+        if self.grid is not None and self.grid.panels is not None:
+            magic = _MAGIC_PANELS
         header = _HEADER.pack(magic, len(self), self.width, self.height)
         points = np.ascontiguousarray(self.points, dtype="<f4").tobytes()
         grid = b"" if self.grid is None else self.grid.to_bytes()
@@ -75,16 +87,16 @@ class LocalFeatures:
         if len(data) < _HEADER.size:
             raise ValueError("feature set too short")
         magic, count, width, height = _HEADER.unpack_from(data)
-        if magic not in (_MAGIC, _MAGIC_GRID):
+        if magic not in _GRID_BYTES:
             raise ValueError("not a schoolgate feature set")
         features_end = _HEADER.size + count * (8 + DESCRIPTOR_BYTES)
-        expected = features_end + (GRID_BYTES if magic == _MAGIC_GRID else 0)
+        expected = features_end + _GRID_BYTES[magic]
         if len(data) != expected or width < 1 or height < 1:
             raise ValueError(f"feature set of {len(data)} bytes, expected {expected}")
         start = _HEADER.size
         points = np.frombuffer(data, "<f4", count * 2, start).reshape(count, 2)
         descriptors = np.frombuffer(data, np.uint8, count * DESCRIPTOR_BYTES, start + count * 8)
-        grid = ContentGrid.from_bytes(data[features_end:]) if magic == _MAGIC_GRID else None
+        grid = ContentGrid.from_bytes(data[features_end:]) if magic != _MAGIC else None
         return cls(
             points=points.astype(np.float32),
             descriptors=descriptors.reshape(count, DESCRIPTOR_BYTES).copy(),
@@ -162,6 +174,14 @@ def whole_grid(image: Image.Image, settings: FeatureSettings | None = None) -> C
     return content_grid(grey) if min(grey.shape) >= _MIN_GRID_SIDE else None
 
 
+def _banked_grid(grey: np.ndarray) -> ContentGrid:
+    """A banked view's content grid, with its panel map where its photo is a collage."""
+    found = content_grid(grey)
+    box = photo_pixels(found, grey.shape[1], grey.shape[0])
+    panels = None if box is None else collage_panels(grey, box, GRID)
+    return found if panels is None else ContentGrid(found.bits, found.kinds, panels)
+
+
 def extract_features(
     image: Image.Image, settings: FeatureSettings | None = None, *, grid: bool = True
 ) -> LocalFeatures:
@@ -176,7 +196,7 @@ def extract_features(
         fastThreshold=settings.fast_threshold,
     )
     keypoints, descriptors = orb.detectAndCompute(grey, None)
-    content = content_grid(grey) if grid and min(width, height) >= _MIN_GRID_SIDE else None
+    content = _banked_grid(grey) if grid and min(width, height) >= _MIN_GRID_SIDE else None
     if descriptors is None or not keypoints:
         return LocalFeatures(
             np.zeros((0, 2), np.float32),

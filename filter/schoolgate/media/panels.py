@@ -1,0 +1,133 @@
+"""Collages: a banked picture made of separate photos side by side or stacked (a two-panel meme,
+a before/after pair, a grid of photos), found when it is banked (issue 18, adversarial passes a47
+F10 and a48 F6).
+
+Banking a meme that pairs a popular reaction photo with another picture must not block every
+post of the reaction photo: a copy of one panel alone is not a copy of the banked picture. The
+robust tier aligns such a copy perfectly (the panel is all there) and its content agrees, so the
+layout has to be known: `collage_panels` splits a banked view's photo along its *seams* and marks
+which panel each grid cell lies in; a match must then show at least two of the panels
+(`content_grid.agreement`). A DSL who must block one panel on its own banks that panel.
+
+A seam is where one photo ends and another begins: a straight line at one column (or row), near
+the middle of the photo (between 30% and 70% of it, as collage layouts put it), across which the
+luma steps in most rows of one long run, while the columns beside it step far less (an edge in a
+photo, a door frame or a horizon, is rarely straight, sharp and unbroken for most of the photo),
+with texture on both sides (not the photo's edge against a plain band or gutter). More than two
+such lines on one axis are a pattern (bricks, tiles, a checkerboard), not a collage.
+
+A panel map is derived data like the grid: one small number per cell.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+_STEP: Final = 14  # luma step across a seam, measured between the pixels either side of it
+_MIN_STEP_ROWS: Final = 0.3  # share of the rows stepping at a seam
+_MIN_RUN: Final = 0.6  # the stepping rows run unbroken (small gaps allowed) along this share
+_GAP: Final = 0.03  # largest gap in the run, as a share of the side
+_AROUND: Final = 0.5  # the columns beside a seam step in at most this share of its rows
+_TEXTURE: Final = 8.0  # luma std of the 12 px band either side of a seam (past a gutter)
+_BAND: Final = 12
+_REACH: Final = 40  # past a gutter up to this wide
+_FLAT_COLUMN: Final = 2.0  # band columns plainer than this (a gutter) are not texture
+_MIDDLE: Final = (0.3, 0.7)
+_MAX_SEAMS: Final = 2  # per axis: more are a pattern
+_MIN_SIDE: Final = 64  # photo regions narrower than this are not split
+_DEPTH: Final = 2
+
+
+def collage_panels(
+    luma: npt.NDArray[np.uint8], photo_box: tuple[int, int, int, int], grid: int
+) -> npt.NDArray[np.uint8] | None:
+    """Per cell of a grid x grid content grid of `luma` (row-major), the panel its centre lies
+    in (0, 1, ...), for a collage whose photo spans `photo_box` (left, top, right, bottom in
+    pixels); None when the photo has no seam."""
+    boxes = _split(luma.astype(np.int16), photo_box, _DEPTH)
+    if len(boxes) < 2:
+        return None
+    height, width = luma.shape
+    centres_x = (np.arange(grid) + 0.5) * width / grid
+    centres_y = (np.arange(grid) + 0.5) * height / grid
+    panels = np.full((grid, grid), len(boxes), np.uint8)  # outside the photo: a panel of its own
+    for number, (left, top, right, bottom) in enumerate(boxes):
+        rows = (centres_y >= top) & (centres_y < bottom)
+        columns = (centres_x >= left) & (centres_x < right)
+        panels[np.ix_(rows, columns)] = number
+    return panels.ravel()
+
+
+def _split(
+    luma: npt.NDArray[np.int16], box: tuple[int, int, int, int], depth: int
+) -> list[tuple[int, int, int, int]]:
+    """The panels of the photo in `box`: split at its seams down one axis (columns first), then
+    each part again (a 2x2 grid, a wide panel over two small ones), `depth` levels deep."""
+    left, top, right, bottom = box
+    photo = luma[top:bottom, left:right]
+    if depth == 0 or min(photo.shape) < _MIN_SIDE:
+        return [box]
+    columns = _seams(photo)
+    if columns:
+        edges = [left, *(left + x for x in columns), right]
+        parts = [(a, top, b, bottom) for a, b in itertools.pairwise(edges)]
+    else:
+        rows = _seams(photo.T)
+        if not rows:
+            return [box]
+        edges = [top, *(top + y for y in rows), bottom]
+        parts = [(left, a, right, b) for a, b in itertools.pairwise(edges)]
+    return [panel for part in parts for panel in _split(luma, part, depth - 1)]
+
+
+def _seams(photo: npt.NDArray[np.int16]) -> list[int]:
+    """The columns of a photo where one picture meets another (see the module docstring)."""
+    height, width = photo.shape
+    stepping = np.abs(photo[:, 2:] - photo[:, :-2]) >= _STEP  # [:, i]: across column i + 1
+    share = stepping.mean(axis=0)
+    found: list[int] = []
+    for x in range(max(13, int(width * _MIDDLE[0])), min(width - 13, int(width * _MIDDLE[1]) + 1)):
+        i = x - 1
+        if share[i] < _MIN_STEP_ROWS or share[i] < share[i - 1] or share[i] < share[i + 1]:
+            continue
+        around = max(np.median(share[i - 12 : i - 3]), np.median(share[i + 4 : i + 13]))
+        if around > share[i] * _AROUND:
+            continue
+        rows = stepping[:, i]
+        if _longest_run(rows, round(height * _GAP)) < _MIN_RUN * height:
+            continue
+        before = photo[rows, max(0, x - 1 - _REACH) : x - 1]
+        after = photo[rows, x + 2 : x + 2 + _REACH]
+        if not (_textured(before[:, ::-1]) and _textured(after)):
+            continue
+        if found and x - found[-1] <= 3:
+            continue  # the same seam, blurred over a pixel or two
+        found.append(x)
+    return found if len(found) <= _MAX_SEAMS else []
+
+
+def _longest_run(flags: npt.NDArray[np.bool_], max_gap: int) -> int:
+    """The longest run of set flags, gaps of at most max_gap bridged (and counted in)."""
+    best = run = gap = 0
+    for flag in flags.tolist():
+        if flag:
+            run, gap = run + 1 + gap, 0
+        elif run:
+            gap += 1
+            if gap > max_gap:
+                run = gap = 0
+        best = max(best, run)
+    return best
+
+
+def _textured(beside: npt.NDArray[np.int16]) -> bool:
+    """Whether what lies beside a seam (columns ordered away from it) is a picture: the first
+    _BAND columns that are not plain (past a gutter between panels) spread in luma."""
+    if beside.size == 0:
+        return False
+    band = beside[:, beside.std(axis=0) >= _FLAT_COLUMN][:, :_BAND]
+    return band.shape[1] == _BAND and float(band.std()) >= _TEXTURE

@@ -1,0 +1,130 @@
+"""Collages (issue 18; adversarial passes a47 F10 and a48 F6, goal "get an innocent picture
+blocked"): banking a meme that pairs a popular reaction photo with another picture blocked every
+post of the reaction photo, alone, captioned, small, in a chat screenshot or in a new meme beside
+another picture, with a DSL alert each time. A banked collage is now split at its seams, and a
+copy must show two of its panels, each as banked. Banked with `schoolgate hashes add`, judged as
+the proxy judges."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from schoolgate.cli import app as cli
+from schoolgate.media.content_grid import judged_panels
+from schoolgate.media.features import LocalFeatures, extract_features
+from tests.support.imagery import EDITS, SKIMAGE_PHOTOS, encode, skimage_photo
+from tests.support.screens import chat_screenshot
+from tests.test_robust_precision import CTX, Bank, _bank
+
+SIDE = 400
+
+
+def _photo(name: str) -> Image.Image:
+    return ImageOps.fit(skimage_photo(name), (SIDE, SIDE))
+
+
+def meme(left: str, right: str, caption: str = "me vs the homework", gutter: int = 0
+         ) -> Image.Image:  # fmt: skip
+    """A caption band above two photos side by side, as a47 and a48 drew their memes."""
+    canvas = Image.new("RGB", (2 * SIDE + gutter, SIDE + 120), "white")
+    canvas.paste(_photo(left), (0, 120))
+    canvas.paste(_photo(right), (SIDE + gutter, 120))
+    ImageDraw.Draw(canvas).text((20, 40), caption, fill="black")
+    return canvas
+
+
+def grid_of_four(names: tuple[str, str, str, str], gutter: int) -> Image.Image:
+    canvas = Image.new("RGB", (2 * SIDE + gutter, 2 * SIDE + gutter), "black")
+    for index, name in enumerate(names):
+        canvas.paste(_photo(name), ((index % 2) * (SIDE + gutter), (index // 2) * (SIDE + gutter)))
+    return canvas
+
+
+def panels(image: Image.Image) -> int:
+    grid = extract_features(image).grid
+    assert grid is not None
+    return len(judged_panels(grid))
+
+
+@pytest.mark.parametrize("gutter", [0, 4, 24])
+def test_a_collage_is_split_at_its_seams(gutter: int) -> None:
+    assert panels(meme("astronaut", "coffee", gutter=gutter)) == 2
+    assert panels(grid_of_four(("astronaut", "coffee", "chelsea", "motorcycle_left"), gutter)) >= 3
+
+
+def test_a_single_photo_is_not_a_collage() -> None:
+    """A door frame, a horizon or a page edge is not a seam: it is not straight, sharp and
+    unbroken across most of the photo with texture on both sides."""
+    split = [name for name in SKIMAGE_PHOTOS if panels(skimage_photo(name)) > 0]
+    assert not split
+
+
+def test_a_collage_banked_before_panels_still_loads() -> None:
+    found = extract_features(meme("astronaut", "coffee"))
+    assert found.grid is not None
+    assert found.grid.panels is not None
+    again = LocalFeatures.from_bytes(found.to_bytes())
+    assert again.grid is not None
+    assert again.grid.panels is not None
+    assert np.array_equal(again.grid.panels, found.grid.panels)
+    old = LocalFeatures(found.points, found.descriptors, found.width, found.height,
+                        type(found.grid)(found.grid.bits, found.grid.kinds))  # fmt: skip
+    assert LocalFeatures.from_bytes(old.to_bytes()).grid.panels is None  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def meme_bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bank]:
+    banked = {"meme.png": encode(meme("astronaut", "coffee"), "PNG")}
+    with _bank(tmp_path_factory.mktemp("collage"), banked) as bank:
+        yield bank
+
+
+@pytest.mark.parametrize("edit", ["jpeg_q30", "downscale_320", "crop_5", "screenshot", "mirror"])
+def test_copies_of_a_banked_collage_are_blocked(meme_bank: Bank, edit: str) -> None:
+    copy = EDITS[edit](meme("astronaut", "coffee"), 3)
+    assert meme_bank.inspector.evaluate(copy, CTX).blocked
+
+
+def _alone_captioned(name: str) -> Image.Image:
+    picture = _photo(name)
+    ImageDraw.Draw(picture).rectangle((0, 170, SIDE, 230), fill="black")
+    ImageDraw.Draw(picture).text((150, 190), "MOOD", fill="white")
+    return picture
+
+
+INNOCENT = {
+    "reaction photo alone": lambda: _photo("astronaut"),
+    "reaction photo at 200 px": lambda: _photo("astronaut").resize((200, 200)),
+    "reaction photo captioned": lambda: _alone_captioned("astronaut"),
+    "reaction photo in a chat": lambda: chat_screenshot(_photo("astronaut"), "chatty", "light"),
+    "other picture alone": lambda: _photo("coffee"),
+    "other picture in a chat": lambda: chat_screenshot(_photo("coffee"), "snappy", "dark"),
+    "a new meme with the reaction photo": lambda: meme("astronaut", "rocket", "monday again"),
+    "a new meme with the other picture": lambda: meme("camera", "coffee", "monday again"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INNOCENT))
+def test_one_picture_of_a_banked_collage_is_not_blocked(meme_bank: Bank, case: str) -> None:
+    assert not meme_bank.blocked(INNOCENT[case](), "JPEG")
+
+
+def test_hashes_add_says_a_collage_was_banked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:  # fmt: skip
+    monkeypatch.setenv("SCHOOLGATE_DATA_DIR", str(tmp_path))
+    config = tmp_path / "c.yaml"
+    config.write_text("classifier:\n  models: []\n")
+    (tmp_path / "meme.png").write_bytes(encode(meme("astronaut", "coffee"), "PNG"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["hashes", "add", str(tmp_path / "meme.png"), "--bank", "b",
+                         "--config", str(config)])  # fmt: skip
+    assert code == 0
+    assert "a collage of 2 pictures" in out.getvalue()
