@@ -90,12 +90,14 @@ $(VPDQ_REF): $(STAMP)
 	@deploy/vpdq-reference.sh $(BIN)/python || echo "warning: vpdq reference not built; tests/test_vpdq_reference.py will skip"
 	@touch $@
 
-# The unit tests share nothing and run on TEST_WORKERS processes; the end-to-end suites (`slow`:
-# network namespaces, real processes, timings) run one at a time, so none starves another.
+# The unit tests share nothing and run on TEST_WORKERS processes. The end-to-end suites (`slow`:
+# network namespaces, real processes, timings) mostly wait on processes and sockets, so they run
+# on TEST_WORKERS processes too, a file to a process (`--dist loadfile`): a file's tests keep their
+# order and shared fixtures, and every namespace, port and install root is per-run already.
 TEST_WORKERS ?= 2
 test: sysdeps lint deps lock-check typecheck $(VPDQ_REF)
 	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
-	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/pytest -m slow -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
