@@ -596,3 +596,35 @@ def test_dropbox_batch_finish_commits_each_session() -> None:
         b"xyz",
     )
     assert [(c.session_id, c.offset, c.data) for c in single] == [("a", 0, b"xyz")]
+
+
+def test_an_upload_of_undeclared_size_begun_elsewhere_is_refused(media: bytes) -> None:
+    """a48 F2: its first bytes seen here start past 0 and nothing will say where it ends."""
+    sessions = UploadSessions()
+    state = sessions.add("c", "vimeo", Chunk("/files/x", media[16:], offset=16))
+    assert state.status is SessionStatus.UNSEEN_PARTS
+    # Where the size is declared, the chunk reaching it ends the upload as before.
+    declared = sessions.add("c", "drive", Chunk("d", media[16:], offset=16, total=len(media)))
+    assert declared.status is SessionStatus.UNSEEN_PARTS
+    later = sessions.add("c", "drive", Chunk("e", media[16:32], offset=16, total=len(media)))
+    assert later.status is SessionStatus.INCOMPLETE  # out of order, its start may follow
+
+
+def test_a_first_part_is_offered_to_look_at_a_few_times_per_upload(media: bytes) -> None:
+    """a48 F3: half the declared size, then at each quarter's growth; without a declared size
+    from 16 KiB, then at each half's growth."""
+    sessions = UploadSessions()
+    total = 100_000
+    data = (media * (total // len(media) + 1))[:total]
+    looked = []
+    for start in range(0, 90_000, 10_000):
+        sessions.add("c", "a", Chunk("s", data[start : start + 10_000], offset=start, total=total))
+        found = sessions.partial("c", "a", "s")
+        looked.append(None if found is None else len(found))
+    assert looked == [None, None, None, None, 50_000, None, 70_000, None, 90_000]
+    sizes = []
+    for start in range(0, 60_000, 4_000):
+        sessions.add("c", "a", Chunk("u", data[start : start + 4_000], offset=start))
+        found = sessions.partial("c", "a", "u")
+        sizes += [] if found is None else [len(found)]
+    assert sizes == [20_000, 32_000, 48_000]  # from 16 KiB, each half as long again

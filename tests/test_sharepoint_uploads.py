@@ -82,3 +82,13 @@ def test_sharepoint_steps_read_as_chunks() -> None:
     assert finish is not None
     assert (finish.session_id, finish.offset, finish.total, finish.final) == (upload, 2, 4, True)
     assert parse_chunk("sharepoint_chunks", "POST", f"{FILE}/Files/add(url='x')", {}, b"x") is None
+
+
+def test_a_start_that_already_shows_a_banked_picture_is_blocked(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """a48 F3: StartUpload with 90% of the banked JPEG; the FinishUpload would come from the
+    phone's own data. No size is declared: the first part is looked at all the same."""
+    banned = encode(benign_photos["chelsea"], "JPEG", quality=95)
+    assert len(banned) > 20_000
+    assert _upload(addon, banned, [len(banned) * 9 // 10])[0] == 403

@@ -127,3 +127,37 @@ def test_a_banked_picture_split_into_partial_uploads_is_blocked(
     assert _create(addon, "/files/partB", Upload_Length=str(len(banned) - 1),
                    Upload_Concat="partial") == 201  # fmt: skip
     assert _patches(addon, "/files/partB", banned[1:], []) == [403]
+
+
+@pytest.mark.parametrize("offset", [1, 16, 1000])
+def test_a_patch_past_the_start_of_an_upload_never_seen_is_refused(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], offset: int
+) -> None:
+    """a48 F2: the upload created and its first bytes sent from the phone's own data, the rest
+    PATCHed at school. Nothing here holds its start or will see its end, so it is refused (the
+    fail policy), whatever it is: an upload begun elsewhere starts again from school."""
+    for name in ("chelsea", "coffee"):
+        data = encode(benign_photos[name], "JPEG")
+        path = f"/files/elsewhere-{name}-{offset}"
+        flow = _send(addon, "PATCH", path, data[offset:], Upload_Offset=str(offset))
+        assert _status(flow) == 403, name
+
+
+def test_a_first_part_that_already_shows_a_banked_picture_is_blocked(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """a48 F3: 90% of the banked JPEG as the first PATCH of an upload declared whole-sized;
+    the last 10% would be sent from elsewhere. The service would hold the picture, its last
+    rows grey."""
+    banned = encode(benign_photos["chelsea"], "JPEG")
+    assert _create(addon, "/files/p90", Upload_Length=str(len(banned))) == 201
+    assert _patches(addon, "/files/p90", banned[: len(banned) * 9 // 10], []) == [403]
+
+
+def test_an_innocent_upload_in_parts_is_looked_at_and_goes_through(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    photo = encode(benign_photos["coffee"], "JPEG")
+    assert _create(addon, "/files/i90", Upload_Length=str(len(photo))) == 201
+    cuts = [len(photo) // 2, len(photo) * 9 // 10]
+    assert _patches(addon, "/files/i90", photo, cuts) == [200, 200, 200]

@@ -178,6 +178,25 @@ class Runtime:
         self.record(verdict)
         return verdict
 
+    async def judge_partial(self, data: bytes, ctx: InspectionContext) -> Verdict | None:
+        """Evaluate the first part of an unfinished upload: its verdict, recorded, when a bank
+        matches what it shows; None otherwise (nothing recorded: a part is not refused for
+        being a part, and a failure here leaves the whole upload to be judged at its end)."""
+        self.busy += 1
+        try:
+            device = ctx.mac or ctx.client_ip or ""
+            ctx = replace(ctx, size=len(data))
+            verdict = await self.pool.run(self.inspector.evaluate, data, ctx, key=device)
+        except Exception:  # overload, timeout or a bug: the end of the upload is still judged
+            log.warning("schoolgate: the first part of an upload could not be looked at")
+            return None
+        finally:
+            self.busy -= 1
+        if not (verdict.blocked and verdict.matches):
+            return None
+        self.record(verdict)
+        return verdict
+
     def record(self, verdict: Verdict) -> None:
         """Audit one decision; a failing audit log is logged loudly but never drops the decision."""
         self.count("blocked" if verdict.blocked else "allowed")

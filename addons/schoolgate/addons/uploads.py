@@ -247,14 +247,17 @@ class UploadInspector:
 
     def reassemble(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
-    ) -> list[bytes] | str:
-        """Add this request's chunks: every media they complete, or a failure name."""
+    ) -> tuple[list[bytes], list[bytes]] | str:
+        """Add this request's chunks: every media they complete and the unfinished uploads'
+        first parts worth looking at for a banked picture (`UploadSessions.partial`), or a
+        failure name."""
         request = flow.request
         assert held.route.protocol is not None
         pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
         chunks = parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
         client, app = device, held.app.name
         complete: list[bytes] = []
+        partial: list[bytes] = []
         for chunk in chunks:
             if chunk.session_from_response is not None:
                 # The id is in the reply (Dropbox upload_session/start): the chunk joins its
@@ -278,7 +281,11 @@ class UploadInspector:
             elif (early := runtime.sessions.interim(client, app, chunk.session_id,
                                                     _held_whole)) is not None:  # fmt: skip
                 complete.append(restored_start(early) or early)  # the service holds it whole
-        return complete
+            elif (part := runtime.sessions.partial(client, app, chunk.session_id)) and (
+                part.startswith(_JPEG_START)  # a cut JPEG's rows decode (engine: cut_short)
+            ):
+                partial.append(part)
+        return complete, partial
 
     async def inspect(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload
@@ -307,8 +314,14 @@ class UploadInspector:
                 if isinstance(media, str):
                     detail = f"upload session: {flow.metadata.pop(SESSION_STATUS, media)}"
                     return [runtime.unavailable(_sized(ctx, len(body)), media, detail)]
-                # Nothing complete: an earlier chunk, forwarded; the final one waits for the whole.
-                return [await runtime.judge(item, _sized(ctx, len(item))) for item in media]
+                # Nothing complete: an earlier chunk, forwarded unless its upload's first part
+                # already shows a banked picture; the final one waits for the whole.
+                complete, partial = media
+                verdicts = [await runtime.judge(item, _sized(ctx, len(item))) for item in complete]
+                for part in partial:
+                    found = await runtime.judge_partial(part, _sized(ctx, len(part)))
+                    verdicts += [found] if found is not None else []
+                return verdicts
         except (ExtractionError, ChunkError) as exc:
             failure = "oversize" if exc.reason == "oversize" else "refused"
             return [runtime.unavailable(_sized(ctx, len(body)), failure, f"{exc.reason}: {exc}")]
@@ -374,6 +387,9 @@ def _session_failure(status: SessionStatus) -> str:
 
 def _sized(ctx: InspectionContext, size: int) -> InspectionContext:
     return replace(ctx, size=size)
+
+
+_JPEG_START = b"\xff\xd8\xff"
 
 
 def _held_whole(data: bytes) -> bool:

@@ -25,6 +25,7 @@ _MiB: Final = 1 << 20
 
 
 _MAX_SEGMENT_INDEX: Final = 100_000
+_PARTIAL_MIN: Final = 16 * 1024  # a prefix of an upload of undeclared size worth looking at
 
 
 class ChunkError(SchoolgateError):
@@ -112,6 +113,7 @@ class _Session:
         self.size = 0
         self.touched = now
         self.judged = 0  # the longest prefix judged before the upload ended (`interim`)
+        self.looked = 0  # the longest prefix looked at for a banked picture (`partial`)
 
     def state(self) -> SessionState:
         return SessionState(self.status, self.size, self.total)
@@ -255,8 +257,15 @@ class UploadSessions:
             session.fail(SessionStatus.CONFLICTING_CHUNKS)
             return
         if placed and chunk.data:
+            begun_elsewhere = _begun_elsewhere(session, chunk)
             session.mode = mode
             if not self._fits(session, chunk):
+                return
+            if begun_elsewhere:
+                # The first bytes seen of an upload that never says its size start past its
+                # beginning: that was sent from elsewhere (the phone's own data), and no
+                # request here will say when it ends (a tus PATCH, a Dropbox append): a48 F2.
+                session.fail(SessionStatus.UNSEEN_PARTS)
                 return
             if chunk.index is not None:
                 held = session.segments.get(chunk.index)
@@ -322,6 +331,33 @@ class UploadSessions:
             session.judged = len(prefix)
             return prefix
 
+    def partial(self, client: str, app: str, session_id: str) -> bytes | None:
+        """The bytes from offset 0 of an unfinished upload, to look for a banked picture in,
+        when they hold half the declared size and have grown by a quarter since last looked
+        at (where no size is declared: _PARTIAL_MIN bytes, grown by half). A service that holds
+        90% of a banked picture shows it (the last rows grey), and the last chunk may come from
+        elsewhere (adversarial pass a48 F3). The caller blocks only on a match: a prefix is not
+        a whole picture, and refusing it as one would stop every chunked upload."""
+        with self._lock:
+            session = self._sessions.get((client, app, session_id))
+            if (
+                session is None
+                or session.status is not SessionStatus.INCOMPLETE
+                or session.mode != "offset"
+                or not session.starts
+                or session.starts[0] != 0
+            ):
+                return None
+            prefix = session.ranges[0]
+            # Each look decodes the whole prefix: a few looks per upload, more apart where its
+            # end is not known.
+            enough, growth = (_PARTIAL_MIN, 1.5) if session.total is None else (
+                session.total // 2, 1.25)  # fmt: skip
+            if len(prefix) < max(enough, session.looked * growth):
+                return None
+            session.looked = len(prefix)
+            return prefix
+
     def assemble(self, client: str, app: str, session_id: str) -> bytes:
         """The whole media of a complete session (the session stays until `discard`)."""
         with self._lock:
@@ -374,6 +410,12 @@ class UploadSessions:
                 break
             del self._tombstones[key]
         return len(stale)
+
+
+def _begun_elsewhere(session: _Session, chunk: Chunk) -> bool:
+    """Whether a session's first data lands past offset 0 with no size declared anywhere."""
+    return (bool(chunk.offset) and session.mode is None and session.total is None
+            and not chunk.final)  # fmt: skip
 
 
 def _reaches_total(chunk: Chunk) -> bool:
