@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageOps
 from schoolgate.cli import app as cli
 from schoolgate.media.content_grid import judged_panels
 from schoolgate.media.features import LocalFeatures, extract_features
-from tests.support.imagery import EDITS, SKIMAGE_PHOTOS, encode, skimage_photo
+from tests.support.imagery import EDITS, SKIMAGE_PHOTOS, encode, procedural_scene, skimage_photo
 from tests.support.screens import chat_screenshot
 from tests.test_robust_precision import CTX, Bank, _bank
 
@@ -128,3 +128,50 @@ def test_hashes_add_says_a_collage_was_banked(tmp_path: Path, monkeypatch: pytes
                          "--config", str(config)])  # fmt: skip
     assert code == 0
     assert "a collage of 2 pictures" in out.getvalue()
+
+
+def gutter_collage(first: Image.Image, second: Image.Image, gutter: int, colour: str,
+                   stacked: bool = False) -> Image.Image:  # fmt: skip
+    """Two pictures with a plain gutter between them and around them (a49 L1, L2, col_gut)."""
+    a, b = (ImageOps.fit(p, (SIDE, SIDE)) for p in (first, second))
+    long, short = 2 * SIDE + 3 * gutter, SIDE + 2 * gutter
+    size = (short, long) if stacked else (long, short)
+    canvas = Image.new("RGB", size, colour)
+    canvas.paste(a, (gutter, gutter))
+    canvas.paste(b, (gutter, 2 * gutter + SIDE) if stacked else (2 * gutter + SIDE, gutter))
+    return canvas
+
+
+GUTTERED = {
+    # a49 F2: retina's dark edge peeled with the black gutters, leaving coins as the content box
+    "black gutters, a dark-edged photo": (
+        skimage_photo("retina"),
+        skimage_photo("coins"),
+        "black",
+        False,
+    ),
+    # a49 L1, L2: noisy drawn panels (the noise-textured kind of scene), where no seam
+    # shows, between white gutters
+    "white gutter, side by side": (procedural_scene(14), procedural_scene(24), "white", False),
+    "white gutter, stacked": (procedural_scene(19), procedural_scene(29), "white", True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GUTTERED))
+def test_a_guttered_collage_is_split_and_its_pictures_alone_pass(tmp_path: Path, case: str
+                                                                  ) -> None:  # fmt: skip
+    first, second, colour, stacked = GUTTERED[case]
+    collage = gutter_collage(first, second, 20, colour, stacked)
+    assert panels(collage) == 2
+    with _bank(tmp_path, {"collage.png": encode(collage, "PNG")}) as bank:
+        assert bank.blocked(collage, "JPEG")
+        for picture in (first, second):
+            assert not bank.blocked(ImageOps.fit(picture, (SIDE, SIDE)), "JPEG")
+
+
+def test_a_crop_keeping_a_row_of_the_other_picture_is_blocked(meme_bank: Bank) -> None:
+    """a49 F4: a photo taken for a collage (a textured sky over the sea), cropped to keep one
+    side and a little of the other, went through; a copy that shows an eighth of a second
+    panel shows the collage."""
+    collage = meme("astronaut", "coffee")
+    assert meme_bank.blocked(collage.crop((0, 120, SIDE + SIDE // 3, collage.height)), "JPEG")

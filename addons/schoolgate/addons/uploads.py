@@ -31,7 +31,7 @@ from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, whole_picture
 from schoolgate.endpoints.protocols import parse_chunks
-from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus
+from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus, worth_a_look
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
 log = logging.getLogger("schoolgate.proxy")
@@ -264,9 +264,14 @@ class UploadInspector:
                 # session when the reply arrives (`response`), so two uploads never share a key.
                 flow.metadata[PENDING_CHUNK] = (client, app, chunk)
                 flow.metadata[READ_RESPONSE] = True
-                tus = chunk.session_from_response == LOCATION  # stored as it arrives
-                if tus and chunk.data and (chunk.final or _held_whole(chunk.data)):
-                    complete.append(restored_start(chunk.data) or chunk.data)  # judged now
+                # The service stores what the first request carries as it arrives (a tus
+                # creation-with-upload, a Dropbox upload_session/start), and the rest may never
+                # come this way (a49 F7, F8): a whole picture is judged now, a first part looked at.
+                if chunk.data and (chunk.final or _held_whole(chunk.data)):
+                    complete.append(restored_start(chunk.data) or chunk.data)
+                elif chunk.data.startswith(_JPEG_START) and worth_a_look(len(chunk.data),
+                                                                         chunk.total):  # fmt: skip
+                    partial.append(chunk.data)
                 continue
             state = runtime.sessions.add(client, app, chunk)
             if state.failed:

@@ -351,9 +351,10 @@ class UploadSessions:
             prefix = session.ranges[0]
             # Each look decodes the whole prefix: a few looks per upload, more apart where its
             # end is not known.
-            enough, growth = (_PARTIAL_MIN, 1.5) if session.total is None else (
-                session.total // 2, 1.25)  # fmt: skip
-            if len(prefix) < max(enough, session.looked * growth):
+            growth = 1.5 if session.total is None else 1.25
+            if not worth_a_look(len(prefix), session.total) or (
+                len(prefix) < session.looked * growth
+            ):
                 return None
             session.looked = len(prefix)
             return prefix
@@ -410,6 +411,12 @@ class UploadSessions:
                 break
             del self._tombstones[key]
         return len(stale)
+
+
+def worth_a_look(length: int, total: int | None) -> bool:
+    """Whether the first `length` bytes of an unfinished upload of `total` bytes (None: not
+    declared) are worth looking at for a banked picture (`UploadSessions.partial`)."""
+    return length >= (_PARTIAL_MIN if total is None else total // 2)
 
 
 def _begun_elsewhere(session: _Session, chunk: Chunk) -> bool:

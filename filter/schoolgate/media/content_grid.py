@@ -280,14 +280,16 @@ def _panel_shares(
     banked: ContentGrid, photo: npt.NDArray[np.bool_], agrees: npt.NDArray[np.bool_]
 ) -> list[float] | None:
     """For a banked collage (two or more panels with photo cells enough to judge): the agreeing
-    share of each panel the copy shows (covers a third of its photo cells); None otherwise."""
+    share of each panel the copy shows (covers an eighth of its photo cells); None otherwise."""
     panels = judged_panels(banked)
     if len(panels) < 2:
         return None
     shares: list[float] = []
     for inside, cells in panels:
         shown = photo & inside
-        if 3 * int(shown.sum()) >= cells:
+        # Shown where the copy covers an eighth of it: a crop that keeps one side of a photo
+        # wrongly split at a straight horizon keeps a row of cells of the other (a49 F4).
+        if int(shown.sum()) >= max(1, cells // 8):
             shares.append(float(agrees[shown].mean()))
     return shares
 
@@ -301,6 +303,17 @@ def judged_panels(grid: ContentGrid) -> list[tuple[npt.NDArray[np.bool_], int]]:
     panels = [(grid.panels == panel) for panel in np.unique(grid.panels).tolist()]
     counted = [(inside, int((photo & inside).sum())) for inside in panels]
     return [(inside, cells) for inside, cells in counted if cells >= _MIN_JUDGED]
+
+
+def panels_inside(grid: ContentGrid, box: tuple[float, float, float, float]) -> int:
+    """How many of a collage's judged panels lie mostly inside `box` (left, top, right, bottom
+    as shares of the frame): a content box that peeled a collage down to one of its pictures
+    (a dark-edged photo beside it, black gutters) holds one."""
+    left, top, right, bottom = box
+    centres = (np.arange(GRID) + 0.5) / GRID
+    inside = np.outer((centres > top) & (centres < bottom), (centres > left) & (centres < right))
+    return sum(2 * int((cells & inside.ravel()).sum()) >= int(cells.sum())
+               for cells, _ in judged_panels(grid))  # fmt: skip
 
 
 def _shown_cells(banked: ContentGrid) -> npt.NDArray[np.bool_]:

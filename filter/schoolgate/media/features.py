@@ -168,10 +168,10 @@ def judge_map(box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def whole_grid(image: Image.Image, settings: FeatureSettings | None = None) -> ContentGrid | None:
-    """The content grid of an image's whole view, as extract_features computes it (None for a
-    sliver), without the keypoints."""
+    """The content grid of an image's whole view, as extract_features banks it (with its panel
+    map where it is a collage; None for a sliver), without the keypoints."""
     grey = _working_grey(image, (settings or FeatureSettings()).work_side)
-    return content_grid(grey) if min(grey.shape) >= _MIN_GRID_SIDE else None
+    return _banked_grid(grey) if min(grey.shape) >= _MIN_GRID_SIDE else None
 
 
 def _banked_grid(grey: np.ndarray) -> ContentGrid:

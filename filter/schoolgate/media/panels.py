@@ -38,6 +38,9 @@ _REACH: Final = 40  # past a gutter up to this wide
 _FLAT_COLUMN: Final = 2.0  # band columns plainer than this (a gutter) are not texture
 _MIDDLE: Final = (0.3, 0.7)
 _MAX_SEAMS: Final = 2  # per axis: more are a pattern
+_GUTTER_RANGE: Final = 12  # luma range down a gutter column (JPEG ringing beside its edges)
+_GUTTER_MAX: Final = 0.1  # a gutter is at most this share of the photo's width
+_PICTURE_EDGE: Final = 20  # luma range down one of the first two columns of a picture beside it
 _MIN_SIDE: Final = 64  # photo regions narrower than this are not split
 _DEPTH: Final = 2
 
@@ -71,17 +74,54 @@ def _split(
     photo = luma[top:bottom, left:right]
     if depth == 0 or min(photo.shape) < _MIN_SIDE:
         return [box]
-    columns = _seams(photo)
+    columns = _splits(photo)
     if columns:
         edges = [left, *(left + x for x in columns), right]
         parts = [(a, top, b, bottom) for a, b in itertools.pairwise(edges)]
     else:
-        rows = _seams(photo.T)
+        rows = _splits(photo.T)
         if not rows:
             return [box]
         edges = [top, *(top + y for y in rows), bottom]
         parts = [(left, a, right, b) for a, b in itertools.pairwise(edges)]
     return [panel for part in parts for panel in _split(luma, part, depth - 1)]
+
+
+def _splits(photo: npt.NDArray[np.int16]) -> list[int]:
+    """The columns to split a photo at: its gutters' middles and its seams (a seam along a
+    gutter's edge is that gutter)."""
+    gutters = _gutters(photo)
+    seams = [x for x in _seams(photo) if not any(a - 4 <= x <= b + 4 for a, b in gutters)]
+    found = sorted([*((a + b) // 2 for a, b in gutters), *seams])
+    return found if len(found) <= _MAX_SEAMS else []
+
+
+def _gutters(photo: npt.NDArray[np.int16]) -> list[tuple[int, int]]:
+    """The plain strips [start, end) that run down the whole photo between two pictures (a
+    collage's white or black gutter), found whatever the pictures hold, even noise, where no
+    seam shows. A photo's own plain column is rarely one tone from top to bottom, and where it
+    is (a microscope's empty field) the picture beside it does not start at a sharp edge."""
+    width = photo.shape[1]
+    spread = photo.max(axis=0) - photo.min(axis=0)
+    plain = spread <= _GUTTER_RANGE
+    found: list[tuple[int, int]] = []
+    start = None
+    for x, flat in enumerate([*plain.tolist(), False]):
+        if flat and start is None:
+            start = x
+        elif not flat and start is not None:
+            middle = (start + x) // 2
+            inside = start > 0 and x < width  # pictures on both sides, not a border
+            if (
+                inside
+                and x - start <= width * _GUTTER_MAX
+                and _MIDDLE[0] * width <= middle <= _MIDDLE[1] * width
+                and min(spread[max(0, start - 2) : start].max(), spread[x : x + 2].max())
+                >= _PICTURE_EDGE
+            ):
+                found.append((start, x))
+            start = None
+    return found
 
 
 def _seams(photo: npt.NDArray[np.int16]) -> list[int]:

@@ -17,7 +17,14 @@ from PIL import Image, ImageOps
 
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
-from schoolgate.media.content_grid import GRID, PICTURE_MAX_CELLS, ContentGrid, photo_region
+from schoolgate.media.content_grid import (
+    GRID,
+    PICTURE_MAX_CELLS,
+    ContentGrid,
+    judged_panels,
+    panels_inside,
+    photo_region,
+)
 from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
 from schoolgate.media.features import (
     PHOTO_JUDGE_VIEW,
@@ -129,7 +136,14 @@ _BANDED_BOX_SHARE = 0.15
 
 
 def banks_content_view(image: Image.Image, box: Box, grid: ContentGrid | None) -> bool:
-    """Whether an item's content box is banked as a view of its own (PDQ and features)."""
+    """Whether an item's content box is banked as a view of its own (PDQ and features): not a
+    band of a drawing, nor one picture of a collage (a49 F2: a collage's black gutters and the
+    dark edge of one of its photos peeled away to leave the other, banked on its own)."""
+    if grid is not None and len(judged_panels(grid)) >= 2:
+        width, height = image.size
+        shares = (box.left / width, box.top / height, box.right / width, box.bottom / height)
+        if panels_inside(grid, shares) < 2:
+            return False
     share = box.width * box.height / (image.width * image.height)
     return share >= _BANDED_BOX_SHARE or (grid is not None and photo_region(grid) is not None)
 
