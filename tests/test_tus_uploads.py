@@ -161,3 +161,15 @@ def test_an_innocent_upload_in_parts_is_looked_at_and_goes_through(
     assert _create(addon, "/files/i90", Upload_Length=str(len(photo))) == 201
     cuts = [len(photo) // 2, len(photo) * 9 // 10]
     assert _patches(addon, "/files/i90", photo, cuts) == [200, 200, 200]
+
+
+def test_once_a_first_part_shows_a_banked_picture_every_later_chunk_is_refused(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """a49 F9: the chunk whose first part matched was refused, and the next ones passed until
+    the next look: in twelve chunks the service held 83-92% of the banked picture. Here the
+    first part matches at 91% (a PDQ bank), and the chunks after it are small."""
+    banned = encode(benign_photos["chelsea"], "JPEG")
+    assert _create(addon, "/files/p12", Upload_Length=str(len(banned))) == 201
+    cuts = [len(banned) * share // 100 for share in (50, 91, 93, 95, 97)]
+    assert _patches(addon, "/files/p12", banned, cuts) == [200, 403, 403, 403, 403, 403]

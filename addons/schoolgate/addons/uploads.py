@@ -247,7 +247,7 @@ class UploadInspector:
 
     def reassemble(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
-    ) -> tuple[list[bytes], list[bytes]] | str:
+    ) -> tuple[list[bytes], list[tuple[str, bytes]]] | str:
         """Add this request's chunks: every media they complete and the unfinished uploads'
         first parts worth looking at for a banked picture (`UploadSessions.partial`), or a
         failure name."""
@@ -257,7 +257,7 @@ class UploadInspector:
         chunks = parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
         client, app = device, held.app.name
         complete: list[bytes] = []
-        partial: list[bytes] = []
+        partial: list[tuple[str, bytes]] = []  # (session id, its first part)
         for chunk in chunks:
             if chunk.session_from_response is not None:
                 # The id is in the reply (Dropbox upload_session/start): the chunk joins its
@@ -271,7 +271,7 @@ class UploadInspector:
                     complete.append(restored_start(chunk.data) or chunk.data)
                 elif chunk.data.startswith(_JPEG_START) and worth_a_look(len(chunk.data),
                                                                          chunk.total):  # fmt: skip
-                    partial.append(chunk.data)
+                    partial.append(("", chunk.data))  # no session id before the reply
                 continue
             state = runtime.sessions.add(client, app, chunk)
             if state.failed:
@@ -289,7 +289,7 @@ class UploadInspector:
             elif (part := runtime.sessions.partial(client, app, chunk.session_id)) and (
                 part.startswith(_JPEG_START)  # a cut JPEG's rows decode (engine: cut_short)
             ):
-                partial.append(part)
+                partial.append((chunk.session_id, part))
         return complete, partial
 
     async def inspect(
@@ -323,9 +323,14 @@ class UploadInspector:
                 # already shows a banked picture; the final one waits for the whole.
                 complete, partial = media
                 verdicts = [await runtime.judge(item, _sized(ctx, len(item))) for item in complete]
-                for part in partial:
+                for session_id, part in partial:
                     found = await runtime.judge_partial(part, _sized(ctx, len(part)))
-                    verdicts += [found] if found is not None else []
+                    if found is not None:
+                        verdicts.append(found)
+                        # Its later chunks are refused too: the service must not be sent
+                        # the rest of a banked picture a chunk at a time (a49 F9).
+                        runtime.sessions.fail(device, held.app.name, session_id,
+                                              SessionStatus.BANKED_PART)  # fmt: skip
                 return verdicts
         except (ExtractionError, ChunkError) as exc:
             failure = "oversize" if exc.reason == "oversize" else "refused"
@@ -383,7 +388,7 @@ class UploadInspector:
 def _session_failure(status: SessionStatus) -> str:
     if status is SessionStatus.CONFLICTING_CHUNKS:
         return "conflicting_chunks"
-    if status is SessionStatus.UNSEEN_PARTS:
+    if status in (SessionStatus.UNSEEN_PARTS, SessionStatus.BANKED_PART):
         return "refused"
     if status is SessionStatus.STORE_FULL:
         return "overload"

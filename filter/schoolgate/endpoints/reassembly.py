@@ -75,6 +75,9 @@ class SessionStatus(StrEnum):
     # saw: a client that spreads one upload over several keys (a varied query parameter, a
     # second address) would otherwise get the server to commit a file nobody judged whole.
     UNSEEN_PARTS = "unseen_parts"
+    # Its first part already showed a banked picture (`UploadSessions.partial`): the rest of it
+    # is refused chunk by chunk.
+    BANKED_PART = "banked_part"
 
 
 @dataclass(frozen=True)
