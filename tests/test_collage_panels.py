@@ -175,3 +175,22 @@ def test_a_crop_keeping_a_row_of_the_other_picture_is_blocked(meme_bank: Bank) -
     panel shows the collage."""
     collage = meme("astronaut", "coffee")
     assert meme_bank.blocked(collage.crop((0, 120, SIDE + SIDE // 3, collage.height)), "JPEG")
+
+
+def test_a_banked_collage_with_its_pictures_swapped_is_blocked(meme_bank: Bank) -> None:
+    """a49: each picture of a collage is banked as a view of its own; a copy that shows every
+    one of them, rearranged, is the collage."""
+    swapped = meme("coffee", "astronaut")
+    assert meme_bank.blocked(swapped, "JPEG")
+    three = Image.new("RGB", (3 * SIDE, SIDE), "white")  # beside a third, unrelated picture
+    for number, name in enumerate(("coffee", "rocket", "astronaut")):
+        three.paste(_photo(name), (number * SIDE, 0))
+    assert meme_bank.blocked(three, "JPEG")
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left"])
+def test_a_photo_with_a_caption_bar_is_not_a_collage(name: str) -> None:
+    """The bar's plain rows run beside its writing, not beside another picture."""
+    for seed in (1, 2, 3):
+        captioned = Image.open(io.BytesIO(EDITS["caption_middle"](skimage_photo(name), seed)))
+        assert panels(captioned) == 0

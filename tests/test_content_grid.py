@@ -64,7 +64,7 @@ def best(index: RobustIndex, image: Image.Image) -> list[str]:
 def thread_index() -> RobustIndex:
     shot = png(chat_thread(skimage_photo("chelsea")))
     return RobustIndex(
-        [RobustEntry("incident", "shot", "", f) for _, f in bank_feature_views(shot)]
+        [RobustEntry.of_view("incident", "shot", "", v, f) for v, f in bank_feature_views(shot)]
     )
 
 
@@ -146,7 +146,9 @@ def test_a_stretched_and_framed_copy_matches_and_another_picture_in_the_frame_do
     """Adversarial pass a7: one axis stretched by 10-25% and a confetti frame added; each alone
     was caught, together neither tier matched (a similarity cannot align a stretch)."""
     photo = skimage_photo("astronaut")
-    index = RobustIndex([RobustEntry("incident", "a", "", f) for _, f in bank_feature_views(photo)])
+    index = RobustIndex(
+        [RobustEntry.of_view("incident", "a", "", v, f) for v, f in bank_feature_views(photo)]
+    )
     for stretch in ((512, 563), (640, 512), (512, 640)):
         assert best(index, confetti_frame(photo.resize(stretch), 100, 1)) == ["a"], stretch
     for other in ("coffee", "rocket", "chelsea"):
@@ -172,7 +174,7 @@ def keyboard_thread(photo: Image.Image | None) -> Image.Image:
 def test_a_banked_screenshot_with_a_small_photo_matches_only_that_photo() -> None:
     banked = png(keyboard_thread(skimage_photo("coffee")))
     index = RobustIndex(
-        [RobustEntry("incident", "kbd", "", f) for _, f in bank_feature_views(banked)]
+        [RobustEntry.of_view("incident", "kbd", "", v, f) for v, f in bank_feature_views(banked)]
     )
     for other in ("rocket", "camera", None):
         photo = skimage_photo(other) if other else None

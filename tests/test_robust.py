@@ -84,7 +84,7 @@ def test_banked_screenshot_does_not_match_other_screenshots() -> None:
     shot = Image.open(io.BytesIO(phone_screenshot(skimage_photo("astronaut"), 0)))
     shot.load()
     index = RobustIndex(
-        [RobustEntry("incident", "shot", "", f) for _, f in bank_feature_views(shot)]
+        [RobustEntry.of_view("incident", "shot", "", v, f) for v, f in bank_feature_views(shot)]
     )
     for seed, name in enumerate(UNRELATED):
         assert _best(index, phone_screenshot(skimage_photo(name), seed)) is None

@@ -28,8 +28,8 @@ def jpeg(image: Image.Image, quality: int = 90) -> Image.Image:
 
 
 def index_of(banked: Image.Image) -> RobustIndex:
-    return RobustIndex([RobustEntry("incident", "banked", "", f)
-                        for _, f in bank_feature_views(jpeg(banked, 92))])  # fmt: skip
+    return RobustIndex([RobustEntry.of_view("incident", "banked", "", v, f)
+                        for v, f in bank_feature_views(jpeg(banked, 92))])  # fmt: skip
 
 
 def matched(index: RobustIndex, image: Image.Image) -> bool:

@@ -37,7 +37,7 @@ The index is immutable once built, so one instance serves every worker thread.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 import cv2
@@ -45,7 +45,7 @@ import numpy as np
 
 from schoolgate.matching.geometry import jacobian, then, transform_is_plausible
 from schoolgate.media.content_grid import Agreement, agreement, content_grid
-from schoolgate.media.features import LocalFeatures
+from schoolgate.media.features import PANEL_VIEW, LocalFeatures
 
 _CHUNKS = 16  # 16-bit chunks of a 256-bit ORB descriptor
 _SPREAD_GRID = 4
@@ -118,6 +118,17 @@ class RobustEntry:
     # A whole view with a small photo in it (a chat screenshot's): that photo's own grid and the
     # map to its frame; the aligned copy must show that photo too (a45 F1, features.photo_judge).
     photo: tuple[LocalFeatures, np.ndarray] | None = None
+    # One picture of a banked collage, banked on its own (its view's name): a copy must show
+    # two of them to match, one alone is not the collage (a49: swapped halves).
+    panel: str | None = None
+
+    @classmethod
+    def of_view(cls, bank: str, content_id: str, note: str, view: str,
+                features: LocalFeatures) -> RobustEntry:  # fmt: skip
+        """The entry for a banked view by its name (`bank_feature_views`): a collage's
+        picture is marked as one."""
+        panel = view if view.rpartition(":")[2].startswith(PANEL_VIEW) else None
+        return cls(bank, content_id, note, features, panel=panel)
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,7 @@ class RobustHit:
     rotation_deg: float
     votes: int
     content: Agreement | None = None  # None: banked before content grids
+    panels: int = 0  # a collage matched picture by picture: how many of its pictures
 
     def evidence(self) -> dict[str, float]:
         found = {
@@ -142,6 +154,7 @@ class RobustHit:
             "rotation_deg": round(self.rotation_deg, 1),
             "votes": float(self.votes),
         }
+        found |= {"panels": float(self.panels)} if self.panels else {}
         return found | (self.content.evidence() if self.content is not None else {})
 
 
@@ -186,6 +199,11 @@ class RobustIndex:
             (e.bank, e.content_id) for e in self._entries))}  # fmt: skip
         self._item_of = np.array([self._items[(e.bank, e.content_id)] for e in self._entries],
                                  dtype=np.int64)  # fmt: skip
+        self._panel_counts: dict[tuple[str, str, str], int] = {}
+        for entry in self._entries:
+            if entry.panel is not None:
+                collage = _collage_of(entry)
+                self._panel_counts[collage] = self._panel_counts.get(collage, 0) + 1
         self._views_of: dict[str, list[int]] = {}
         for number, entry in enumerate(self._entries):
             self._views_of.setdefault(entry.content_id, []).append(number)
@@ -223,12 +241,25 @@ class RobustIndex:
         if not self._entries or len(query) < self._default_floor():
             return []
         hits: list[RobustHit] = []
+        panels: dict[tuple[str, str, str], set[str]] = {}
         for entry_id, votes in self._candidates(query):
             hit = self._verify(query, entry_id, votes)
-            if hit is not None:
-                hits.append(hit)
-                if max_hits is not None and len(hits) >= max_hits:
-                    break
+            if hit is None:
+                continue
+            panel = self._entries[entry_id].panel
+            if panel is not None:
+                collage = _collage_of(self._entries[entry_id])
+                found = panels.setdefault(collage, set())
+                found.add(panel)
+                if len(found) < self._panel_counts[collage]:
+                    # Some of its pictures alone, or a photo wrongly split at a pasted box,
+                    # whose other halves match what another picture shares (a shared
+                    # background): every picture of the collage must be there.
+                    continue
+                hit = replace(hit, panels=len(found))
+            hits.append(hit)
+            if max_hits is not None and len(hits) >= max_hits:
+                break
         return hits
 
     def _default_floor(self) -> int:
@@ -333,7 +364,8 @@ class RobustIndex:
         """(width, height) of every banked view of an item that shows it undistorted (not a
         squashed view), in its working frame."""
         views = [self._entries[e] for e in self._views_of.get(content_id, ())]
-        found = [entry.features for entry in views if entry.judged_on is None]
+        found = [entry.features for entry in views if entry.judged_on is None
+                 and entry.panel is None]  # fmt: skip
         return list(dict.fromkeys((f.width, f.height) for f in found))
 
     def confirm(self, query: LocalFeatures, content_id: str) -> bool | None:
@@ -344,6 +376,8 @@ class RobustIndex:
         refuted = False
         for entry_id in self._views_of.get(content_id, ()):
             entry = self._entries[entry_id]
+            if entry.panel is not None:
+                continue  # one picture of a collage neither confirms nor refutes it
             hit, aligned = self._check(query, entry_id, 0)
             if hit is not None:
                 return True
@@ -413,6 +447,11 @@ class RobustIndex:
             content=content,
         )
         return hit, True
+
+
+def _collage_of(entry: RobustEntry) -> tuple[str, str, str]:
+    """The collage a panel view belongs to: its item, and its video frame where it has one."""
+    return entry.bank, entry.content_id, (entry.panel or "").rpartition(":")[0]
 
 
 def _aligned_agreement(

@@ -147,7 +147,7 @@ def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
             continue
         items.add(key)
         views.setdefault(key, {})[view] = len(entries)
-        entries.append(RobustEntry(bank, content_id, note, features))
+        entries.append(RobustEntry.of_view(bank, content_id, note, view, features))
     entries = _judged_on_their_pictures(entries, views)
     entries = _with_their_photos(entries, views)
     if skipped:

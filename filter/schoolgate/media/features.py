@@ -141,6 +141,9 @@ def _spread_pick(points: np.ndarray, responses: np.ndarray, size: tuple[int, int
 
 # The view banked to judge a small photo inside a drawn item (its content grid, no keypoints).
 PHOTO_JUDGE_VIEW = "photo-grid"
+# The views banked for a collage's pictures ("panel-0", "panel-1", ...): two of them found in a
+# copy are a match of the collage, one alone is not (media/panels.py).
+PANEL_VIEW = "panel-"
 
 
 def photo_judge(whole: LocalFeatures) -> tuple[LocalFeatures, np.ndarray] | None:

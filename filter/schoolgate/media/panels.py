@@ -40,8 +40,11 @@ _MIDDLE: Final = (0.3, 0.7)
 _MAX_SEAMS: Final = 2  # per axis: more are a pattern
 _GUTTER_RANGE: Final = 12  # luma range down a gutter column (JPEG ringing beside its edges)
 _GUTTER_MAX: Final = 0.1  # a gutter is at most this share of the photo's width
+# Beside a plain strip, lines that are mostly its tone are writing on a bar (a caption), not a
+# picture: text is a few strokes; a dark-edged photo beside a black gutter is less of its tone.
+_WRITING: Final = 0.75
 _PICTURE_EDGE: Final = 20  # luma range down one of the first two columns of a picture beside it
-_MIN_SIDE: Final = 64  # photo regions narrower than this are not split
+PANEL_MIN_SIDE: Final = 64  # photo regions (working frame pixels) narrower are not split
 _DEPTH: Final = 2
 
 
@@ -51,7 +54,7 @@ def collage_panels(
     """Per cell of a grid x grid content grid of `luma` (row-major), the panel its centre lies
     in (0, 1, ...), for a collage whose photo spans `photo_box` (left, top, right, bottom in
     pixels); None when the photo has no seam."""
-    boxes = _split(luma.astype(np.int16), photo_box, _DEPTH)
+    boxes = collage_boxes(luma, photo_box)
     if len(boxes) < 2:
         return None
     height, width = luma.shape
@@ -65,6 +68,14 @@ def collage_panels(
     return panels.ravel()
 
 
+def collage_boxes(
+    luma: npt.NDArray[np.uint8], photo_box: tuple[int, int, int, int]
+) -> list[tuple[int, int, int, int]]:
+    """The pixel boxes (left, top, right, bottom) of a collage's panels in `luma`; the photo's
+    own box alone when it has no seam."""
+    return _split(luma.astype(np.int16), photo_box, _DEPTH)
+
+
 def _split(
     luma: npt.NDArray[np.int16], box: tuple[int, int, int, int], depth: int
 ) -> list[tuple[int, int, int, int]]:
@@ -72,7 +83,7 @@ def _split(
     each part again (a 2x2 grid, a wide panel over two small ones), `depth` levels deep."""
     left, top, right, bottom = box
     photo = luma[top:bottom, left:right]
-    if depth == 0 or min(photo.shape) < _MIN_SIDE:
+    if depth == 0 or min(photo.shape) < PANEL_MIN_SIDE:
         return [box]
     columns = _splits(photo)
     if columns:
@@ -118,10 +129,21 @@ def _gutters(photo: npt.NDArray[np.int16]) -> list[tuple[int, int]]:
                 and _MIDDLE[0] * width <= middle <= _MIDDLE[1] * width
                 and min(spread[max(0, start - 2) : start].max(), spread[x : x + 2].max())
                 >= _PICTURE_EDGE
+                and _pictures_beside(photo, start, x)
             ):
                 found.append((start, x))
             start = None
     return found
+
+
+def _pictures_beside(photo: npt.NDArray[np.int16], start: int, end: int) -> bool:
+    """Whether pictures start right beside a plain strip, not writing on it: a caption bar's
+    plain rows run beside rows of text, mostly the bar's own tone."""
+    tone = float(np.median(photo[:, start:end]))
+    for side in (photo[:, max(0, start - 2) : start], photo[:, end : end + 2]):
+        if float((np.abs(side - tone) <= _GUTTER_RANGE).mean()) >= _WRITING:
+            return False
+    return True
 
 
 def _seams(photo: npt.NDArray[np.int16]) -> list[int]:
@@ -169,5 +191,11 @@ def _textured(beside: npt.NDArray[np.int16]) -> bool:
     _BAND columns that are not plain (past a gutter between panels) spread in luma."""
     if beside.size == 0:
         return False
-    band = beside[:, beside.std(axis=0) >= _FLAT_COLUMN][:, :_BAND]
-    return band.shape[1] == _BAND and float(band.std()) >= _TEXTURE
+    plain = beside.std(axis=0) < _FLAT_COLUMN
+    band = beside[:, ~plain][:, :_BAND]
+    if band.shape[1] < _BAND or float(band.std()) < _TEXTURE:
+        return False
+    if plain[0]:  # past a plain strip: a picture, not writing on a caption bar of that tone
+        tone = float(np.median(beside[:, : int(np.argmin(plain))]))
+        return float((np.abs(band - tone) <= _GUTTER_RANGE).mean()) < _WRITING
+    return True

@@ -23,10 +23,12 @@ from schoolgate.media.content_grid import (
     ContentGrid,
     judged_panels,
     panels_inside,
+    photo_pixels,
     photo_region,
 )
 from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
 from schoolgate.media.features import (
+    PANEL_VIEW,
     PHOTO_JUDGE_VIEW,
     FeatureSettings,
     LocalFeatures,
@@ -36,6 +38,7 @@ from schoolgate.media.features import (
 )
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.media.normalise import Box, analysis_views, content_box, squashed
+from schoolgate.media.panels import PANEL_MIN_SIDE, collage_boxes
 from schoolgate.media.sniff import MediaKind, sniff
 from schoolgate.media.video import SampledFrame, VideoHasher, VideoHashes
 
@@ -96,6 +99,8 @@ def bank_feature_views(
         yield "picture", extract_features(image.crop(picture), settings)
     else:
         picture = None
+    for number, panel in enumerate(panel_boxes(whole, image.size)):
+        yield f"{PANEL_VIEW}{number}", extract_features(image.crop(panel), settings)
     if mirrored:
         mirror = extract_features(ImageOps.mirror(image), settings)
         yield "mirror", mirror
@@ -169,6 +174,25 @@ def picture_box(whole: LocalFeatures, size: tuple[int, int]) -> Crop | None:
         min(width, round((right + 0.5) * cell_w)),
         min(height, round((bottom + 0.5) * cell_h)),
     )
+
+
+def panel_boxes(whole: LocalFeatures, size: tuple[int, int]) -> list[Crop]:
+    """The pixel boxes of a collage's judged panels (none for any other item): each is banked
+    as a view of its own, so a copy with the pictures rearranged (swapped halves) is found
+    picture by picture; one panel alone is not a match (RobustIndex.match)."""
+    grid = whole.grid
+    if grid is None or whole.luma is None or len(judged_panels(grid)) < 2:
+        return []
+    box = photo_pixels(grid, whole.width, whole.height)
+    if box is None:
+        return []
+    scale_x, scale_y = size[0] / whole.width, size[1] / whole.height
+    return [
+        (round(left * scale_x), round(top * scale_y), round(right * scale_x),
+         round(bottom * scale_y))
+        for left, top, right, bottom in collage_boxes(whole.luma, box)
+        if min(right - left, bottom - top) >= PANEL_MIN_SIDE
+    ]  # fmt: skip
 
 
 def _overlap(a: Crop, b: Crop) -> float:
