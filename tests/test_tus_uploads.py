@@ -173,3 +173,49 @@ def test_once_a_first_part_shows_a_banked_picture_every_later_chunk_is_refused(
     assert _create(addon, "/files/p12", Upload_Length=str(len(banned))) == 201
     cuts = [len(banned) * share // 100 for share in (50, 91, 93, 95, 97)]
     assert _patches(addon, "/files/p12", banned, cuts) == [200, 403, 403, 403, 403, 403]
+
+
+def _join(addon: UploadInspector, *parts: str) -> int:
+    urls = " ".join(f"https://{TUS}{part}" for part in parts)
+    flow = _send(addon, "POST", "/files/", b"", Upload_Concat=f"final;{urls}")
+    if flow.response is None:
+        flow.response = http.Response.make(201, b"", {"Location": f"https://{TUS}/files/joined"})
+        addon.response(flow)
+    return _status(flow)
+
+
+def test_joining_an_upload_not_seen_whole_here_is_refused(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """a49 F6: the picture's first 869 bytes (its headers) as a partial upload sent from the
+    phone's own data, the other 99.5% as a second partial upload at school (at its own offset
+    0: no signature, nothing to judge), then the join at school: the server held the banked
+    picture. A join of an upload this gateway never saw whole is refused."""
+    banned = encode(benign_photos["chelsea"], "JPEG")
+    tail = banned[869:]
+    assert _create(addon, "/files/tail", Upload_Length=str(len(tail)),
+                   Upload_Concat="partial") == 201  # fmt: skip
+    assert _patches(addon, "/files/tail", tail, []) == [200]
+    assert _join(addon, "/files/head-sent-elsewhere", "/files/tail") == 403
+
+
+def test_parts_sent_here_are_judged_as_the_file_they_join_into(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """tus parallel uploads: a part is not a file (the first half of a JPEG is not a truncated
+    picture to refuse); the join is, judged as the file the parts make."""
+    photo = encode(benign_photos["coffee"], "JPEG")
+    half = len(photo) // 2
+    assert _create(addon, "/files/h1", photo[:half], Upload_Length=str(half),
+                   Upload_Concat="partial") == 201  # fmt: skip
+    assert _create(addon, "/files/h2", Upload_Length=str(len(photo) - half),
+                   Upload_Concat="partial") == 201  # fmt: skip
+    assert _patches(addon, "/files/h2", photo[half:], []) == [200]
+    assert _join(addon, "/files/h1", "/files/h2") == 201
+    banned = encode(benign_photos["chelsea"], "JPEG")
+    assert _create(addon, "/files/b1", banned[:869], Upload_Length="869",
+                   Upload_Concat="partial") == 201  # fmt: skip
+    assert _create(addon, "/files/b2", Upload_Length=str(len(banned) - 869),
+                   Upload_Concat="partial") == 201  # fmt: skip
+    assert _patches(addon, "/files/b2", banned[869:], []) == [200]
+    assert _join(addon, "/files/b1", "/files/b2") == 403

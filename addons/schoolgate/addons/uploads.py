@@ -244,6 +244,8 @@ class UploadInspector:
         state = runtime.sessions.add(client, app, replace(chunk, session_id=session_id))
         if state.failed:
             runtime.sessions.fail(client, app, session_id, state.status)
+        elif state.complete and not state.part:  # created whole, judged as the request went
+            runtime.sessions.discard(client, app, session_id)
 
     def reassemble(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
@@ -259,6 +261,13 @@ class UploadInspector:
         complete: list[bytes] = []
         partial: list[tuple[str, bytes]] = []  # (session id, its first part)
         for chunk in chunks:
+            if chunk.joins:
+                joined = runtime.sessions.parts(client, app, chunk.joins)
+                if joined is None:  # a part sent from elsewhere (its first bytes: a49 F6)
+                    flow.metadata[SESSION_STATUS] = "joins parts not seen whole here"
+                    return _session_failure(SessionStatus.UNSEEN_PARTS)
+                complete.append(restored_start(joined) or joined)
+                continue
             if chunk.session_from_response is not None:
                 # The id is in the reply (Dropbox upload_session/start): the chunk joins its
                 # session when the reply arrives (`response`), so two uploads never share a key.
@@ -267,7 +276,8 @@ class UploadInspector:
                 # The service stores what the first request carries as it arrives (a tus
                 # creation-with-upload, a Dropbox upload_session/start), and the rest may never
                 # come this way (a49 F7, F8): a whole picture is judged now, a first part looked at.
-                if chunk.data and (chunk.final or _held_whole(chunk.data)):
+                whole_file = chunk.final and not chunk.part  # a part is joined later
+                if chunk.data and (whole_file or _held_whole(chunk.data)):
                     complete.append(restored_start(chunk.data) or chunk.data)
                 elif chunk.data.startswith(_JPEG_START) and worth_a_look(len(chunk.data),
                                                                          chunk.total):  # fmt: skip
@@ -279,7 +289,13 @@ class UploadInspector:
                 # Tombstoned: the next chunks of this upload fail too (no poison-and-restart).
                 runtime.sessions.fail(client, app, chunk.session_id, state.status)
                 return _session_failure(state.status)
-            if state.complete:
+            if state.complete and state.part:  # kept for its join; the service holds it
+                assembled = runtime.sessions.assemble(client, app, chunk.session_id)
+                if _held_whole(assembled):
+                    complete.append(restored_start(assembled) or assembled)
+                elif assembled.startswith(_JPEG_START):
+                    partial.append(("", assembled))
+            elif state.complete:
                 assembled = runtime.sessions.assemble(client, app, chunk.session_id)
                 complete.append(restored_start(assembled) or assembled)
                 runtime.sessions.discard(client, app, chunk.session_id)

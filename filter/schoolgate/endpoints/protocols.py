@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Final
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, parse_multipart
 from schoolgate.endpoints.reassembly import LOCATION, Chunk, ChunkError
@@ -290,12 +290,21 @@ def _tus_chunk(method: str, path: str, headers: dict[str, str], body: bytes) -> 
     if verb == "POST" and headers.get("x-http-method-override"):
         verb = headers["x-http-method-override"].strip().upper()
     total = _int(headers.get("upload-length"), "Upload-Length")
+    concat = headers.get("upload-concat", "").strip()
+    if verb == "POST" and concat.lower().startswith("final"):
+        # Joins partial uploads into one file on the server (the Concatenation extension):
+        # a partial holding the picture's first bytes may have been sent from elsewhere.
+        parts = tuple(urlsplit(url).path for url in concat.partition(";")[2].split())
+        if not parts:
+            raise ChunkError("tus Upload-Concat: final without the uploads it joins")
+        return Chunk("", joins=parts)
     if verb == "POST":
         if total is None and "upload-defer-length" not in headers:
             return None  # not a creation: judged as it stands
         final = total is not None and len(body) >= total
+        part = concat.lower().startswith("partial")
         return Chunk("", body, offset=0, total=total, final=final,
-                     session_from_response=LOCATION)  # fmt: skip
+                     session_from_response=LOCATION, part=part)  # fmt: skip
     if verb != "PATCH":
         return None  # HEAD asks for the offset; GET, DELETE, OPTIONS carry nothing
     offset = _int(headers.get("upload-offset"), "Upload-Offset")

@@ -61,6 +61,12 @@ class Chunk:
     total: int | None = None
     final: bool = False
     session_from_response: str | None = None
+    # One part of a file that a later request joins from several uploads (a tus upload made
+    # with `Upload-Concat: partial`): complete, it is kept for the join, not judged as a file.
+    part: bool = False
+    # That later request (tus `Upload-Concat: final;...`): the ids of the parts it joins, in
+    # order. Each must have been seen whole here (`UploadSessions.parts`).
+    joins: tuple[str, ...] = ()
 
 
 class SessionStatus(StrEnum):
@@ -87,6 +93,7 @@ class SessionState:
     status: SessionStatus
     received_bytes: int
     total: int | None
+    part: bool = False  # a part kept for a join (Chunk.part), not a file of its own
 
     @property
     def complete(self) -> bool:
@@ -117,9 +124,10 @@ class _Session:
         self.touched = now
         self.judged = 0  # the longest prefix judged before the upload ended (`interim`)
         self.looked = 0  # the longest prefix looked at for a banked picture (`partial`)
+        self.part = False
 
     def state(self) -> SessionState:
-        return SessionState(self.status, self.size, self.total)
+        return SessionState(self.status, self.size, self.total, self.part)
 
     def fail(self, status: SessionStatus) -> None:
         """Drop the data but keep the verdict until the session expires."""
@@ -254,6 +262,7 @@ class UploadSessions:
                 return
             session.total = chunk.total
         session.final = session.final or chunk.final
+        session.part = session.part or chunk.part
         placed = chunk.offset is not None or chunk.index is not None
         mode = "offset" if chunk.offset is not None else "index"
         if placed and session.mode not in (None, mode):
@@ -381,6 +390,20 @@ class UploadSessions:
             self._tombstones.move_to_end(key)
             while len(self._tombstones) > self._max_sessions:
                 self._tombstones.popitem(last=False)
+
+    def parts(self, client: str, app: str, session_ids: tuple[str, ...]) -> bytes | None:
+        """The file a join makes of complete parts kept here, in order, the parts forgotten;
+        None when any of them was not seen whole here (sent from elsewhere: a49 F6)."""
+        with self._lock:
+            keys = [(client, app, session_id) for session_id in session_ids]
+            found = [self._sessions.get(key) for key in keys]
+            if not all(s is not None and s.part and s.status is SessionStatus.COMPLETE
+                       for s in found):  # fmt: skip
+                return None
+            joined = b"".join(s.assemble() for s in found if s is not None)
+            for key in dict.fromkeys(keys):
+                self._total -= self._sessions.pop(key).size
+            return joined
 
     def discard(self, client: str, app: str, session_id: str) -> None:
         """Forget a session (after judging it, or when the client cancels)."""
