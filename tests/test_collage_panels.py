@@ -194,3 +194,16 @@ def test_a_photo_with_a_caption_bar_is_not_a_collage(name: str) -> None:
     for seed in (1, 2, 3):
         captioned = Image.open(io.BytesIO(EDITS["caption_middle"](skimage_photo(name), seed)))
         assert panels(captioned) == 0
+
+
+def test_a_photo_stacked_on_one_whose_top_is_plain_sky_is_split(tmp_path: Path) -> None:
+    """a49 F1 (col_stack): chelsea over the rocket's dark, plain sky; the seam has texture on
+    one side only, and each picture alone was blocked."""
+    stacked = Image.new("RGB", (SIDE, 2 * SIDE))
+    stacked.paste(_photo("chelsea"), (0, 0))
+    stacked.paste(_photo("rocket"), (0, SIDE))
+    assert panels(stacked) == 2
+    with _bank(tmp_path, {"stack.png": encode(stacked, "PNG")}) as bank:
+        assert bank.blocked(stacked, "JPEG")
+        assert not bank.blocked(_photo("chelsea"), "JPEG")
+        assert not bank.blocked(_photo("rocket"), "JPEG")

@@ -1,20 +1,24 @@
 """Collages: a banked picture made of separate photos side by side or stacked (a two-panel meme,
 a before/after pair, a grid of photos), found when it is banked (issue 18, adversarial passes a47
-F10 and a48 F6).
+F10, a48 F6, a49).
 
 Banking a meme that pairs a popular reaction photo with another picture must not block every
 post of the reaction photo: a copy of one panel alone is not a copy of the banked picture. The
 robust tier aligns such a copy perfectly (the panel is all there) and its content agrees, so the
-layout has to be known: `collage_panels` splits a banked view's photo along its *seams* and marks
-which panel each grid cell lies in; a match must then show at least two of the panels
-(`content_grid.agreement`). A DSL who must block one panel on its own banks that panel.
+layout has to be known: `collage_panels` splits a banked view's photo into its pictures and marks
+which panel each grid cell lies in; a match must then show at least two of the panels, each as
+banked (`content_grid.agreement`), or every panel rearranged (each banked as a view of its own,
+`signals.panel_boxes`). A DSL who must block one panel on its own banks that panel.
 
-A seam is where one photo ends and another begins: a straight line at one column (or row), near
-the middle of the photo (between 30% and 70% of it, as collage layouts put it), across which the
-luma steps in most rows of one long run, while the columns beside it step far less (an edge in a
-photo, a door frame or a horizon, is rarely straight, sharp and unbroken for most of the photo),
-with texture on both sides (not the photo's edge against a plain band or gutter). More than two
-such lines on one axis are a pattern (bricks, tiles, a checkerboard), not a collage.
+Pictures are told apart at a *gutter*, a plain strip down the whole photo with pictures starting
+sharply on both sides (not writing on a caption bar), whatever the pictures hold; or at a *seam*,
+where one photo ends and another begins: a straight line at one column (or row), near the middle
+of the photo (between 30% and 70% of it, as collage layouts put it), across which the luma steps
+in most rows of one long run, while the columns beside it step far less (an edge in a photo, a
+door frame or a horizon, is rarely straight, sharp and unbroken for most of the photo), with
+texture on both sides, or on one side where nearly every row steps (a photo whose edge is a plain
+sky). More than two such lines on one axis are a pattern (bricks, tiles, a checkerboard), not a
+collage. Two noise-like pictures meeting without a gutter show no seam.
 
 A panel map is derived data like the grid: one small number per cell.
 """
@@ -33,6 +37,9 @@ _MIN_RUN: Final = 0.6  # the stepping rows run unbroken (small gaps allowed) alo
 _GAP: Final = 0.03  # largest gap in the run, as a share of the side
 _AROUND: Final = 0.5  # the columns beside a seam step in at most this share of its rows
 _TEXTURE: Final = 8.0  # luma std of the 12 px band either side of a seam (past a gutter)
+# A seam with texture on one side only (a photo whose edge is a plain sky, stacked under
+# another) steps in this share of its rows: a horizon wavers, a pasted edge does not (a49).
+_ONE_SIDED_STEP: Final = 0.8
 _BAND: Final = 12
 _REACH: Final = 40  # past a gutter up to this wide
 _FLAT_COLUMN: Final = 2.0  # band columns plainer than this (a gutter) are not texture
@@ -164,8 +171,12 @@ def _seams(photo: npt.NDArray[np.int16]) -> list[int]:
             continue
         before = photo[rows, max(0, x - 1 - _REACH) : x - 1]
         after = photo[rows, x + 2 : x + 2 + _REACH]
-        if not (_textured(before[:, ::-1]) and _textured(after)):
-            continue
+        textured = _textured(before[:, ::-1]) + _textured(after)
+        if textured == 0 or (
+            textured == 1
+            and (share[i] < _ONE_SIDED_STEP or _banded(before[:, ::-1]) or _banded(after))
+        ):
+            continue  # one smooth side (a photo's sky) where nearly every row steps, not a band
         if found and x - found[-1] <= 3:
             continue  # the same seam, blurred over a pixel or two
         found.append(x)
@@ -184,6 +195,11 @@ def _longest_run(flags: npt.NDArray[np.bool_], max_gap: int) -> int:
                 run = gap = 0
         best = max(best, run)
     return best
+
+
+def _banded(beside: npt.NDArray[np.int16]) -> bool:
+    """Whether what lies beside a seam starts with a plain strip (a caption bar, a border)."""
+    return beside.size > 0 and float(beside[:, : _BAND // 3].std(axis=0).min()) < _FLAT_COLUMN
 
 
 def _textured(beside: npt.NDArray[np.int16]) -> bool:
