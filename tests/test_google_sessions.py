@@ -99,3 +99,28 @@ def test_an_interim_prefix_is_judged_once_it_is_whole_and_again_only_when_much_l
     assert sessions.interim("c", "drive", "s", whole_picture) is None  # 8% longer: not again
     sessions.add("c", "drive", Chunk("s", bytes(100), offset=len(picture) + 10))
     assert sessions.interim("c", "drive", "s", whole_picture) is not None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/resumable/upload/drive/v3/files?uploadType=resumable&upload_id=R1",
+        "/upload/storage/v1/b/bucket/o?uploadType=resumable&upload_id=S1",
+        "/resumable/upload/storage/v1/b/bucket/o?uploadType=resumable&upload_id=S2",
+    ],
+)
+def test_every_resumable_session_path_is_a_session(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], path: str
+) -> None:
+    """a50 F7, F8: the discovery documents' /resumable/upload/ path and Cloud Storage's upload
+    API on the same host were forwarded as plain requests: the first 869 bytes sent from the
+    phone's own data and the rest at school got the banked picture through, and an innocent
+    picture's first chunk was refused as a cut-off JPEG."""
+    banned = encode(benign_photos["chelsea"], "JPEG", quality=90)
+    total = len(banned)
+    assert _send(addon, banned[869:], f"bytes 869-{total - 1}/{total}", path=path) == 403
+    photo = encode(benign_photos["coffee"], "JPEG", quality=90)
+    half, total = len(photo) // 2, len(photo)
+    other = path.replace("_id=", "_id=innocent")
+    assert _send(addon, photo[:half], f"bytes 0-{half - 1}/{total}", path=other) == 200
+    assert _send(addon, photo[half:], f"bytes {half}-{total - 1}/{total}", path=other) == 200
