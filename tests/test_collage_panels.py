@@ -207,3 +207,40 @@ def test_a_photo_stacked_on_one_whose_top_is_plain_sky_is_split(tmp_path: Path) 
         assert bank.blocked(stacked, "JPEG")
         assert not bank.blocked(_photo("chelsea"), "JPEG")
         assert not bank.blocked(_photo("rocket"), "JPEG")
+
+
+def test_a_banked_collage_with_one_picture_mirrored_where_it_sits_is_blocked(
+    meme_bank: Bank,
+) -> None:
+    """a50 F2: the whole view's content check sees the mirrored half as another picture; each
+    picture's mirror image is banked too."""
+    collage = meme("astronaut", "coffee")
+    half = collage.crop((SIDE, 120, 2 * SIDE, collage.height))
+    collage.paste(ImageOps.mirror(half), (SIDE, 120))
+    assert meme_bank.blocked(collage, "JPEG")
+
+
+def test_a_grid_with_one_picture_replaced_is_blocked_and_with_two_is_not(tmp_path: Path) -> None:
+    """a50 F3: three of four pictures in place is the grid; two of four (a template whose two
+    fixed pictures agree) is another picture."""
+    names = ("astronaut", "coffee", "chelsea", "motorcycle_left")
+    banked = grid_of_four(names, 10)
+    assert panels(banked) == 4
+    with _bank(tmp_path, {"grid.png": encode(banked, "PNG")}) as bank:
+        assert bank.blocked(grid_of_four(("astronaut", "coffee", "chelsea", "rocket"), 10))
+        assert not bank.blocked(grid_of_four(("astronaut", "camera", "chelsea", "rocket"), 10))
+
+
+def test_swapped_pictures_are_found_among_other_collages_of_the_same_pictures(
+    tmp_path: Path,
+) -> None:
+    """a50 F1: with other banked collages showing the same pictures, their views took the
+    candidates' places; the other pictures of a collage are looked for with the first."""
+    items = {
+        "meme.png": encode(meme("astronaut", "coffee"), "PNG"),
+        "other.png": encode(meme("coffee", "camera", "other"), "PNG"),
+        "third.png": encode(meme("camera", "astronaut", "third"), "PNG"),
+    }
+    with _bank(tmp_path, items) as bank:
+        assert bank.blocked(meme("coffee", "astronaut"), "JPEG")
+        assert not bank.blocked(_photo("astronaut"), "JPEG")

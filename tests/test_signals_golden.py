@@ -44,7 +44,14 @@ from tests.support.imagery import (
 )
 
 GOLDEN = Path(__file__).parent / "support" / "golden" / "signals.json"
-_ADDED_VIEWS = ("picture", "squashed-", "photo-grid", "mirror-photo-grid", "panel-")  # added later
+_ADDED_VIEWS = (
+    "picture",
+    "squashed-",
+    "photo-grid",
+    "mirror-photo-grid",
+    "panel-",
+    "mirror-panel-",
+)  # added later
 
 
 def _items() -> dict[str, bytes]:

@@ -36,6 +36,7 @@ The index is immutable once built, so one instance serves every worker thread.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
@@ -44,7 +45,7 @@ import cv2
 import numpy as np
 
 from schoolgate.matching.geometry import jacobian, then, transform_is_plausible
-from schoolgate.media.content_grid import Agreement, agreement, content_grid
+from schoolgate.media.content_grid import SHOWN_PICTURES, Agreement, agreement, content_grid
 from schoolgate.media.features import PANEL_VIEW, LocalFeatures
 
 _CHUNKS = 16  # 16-bit chunks of a 256-bit ORB descriptor
@@ -127,7 +128,9 @@ class RobustEntry:
                 features: LocalFeatures) -> RobustEntry:  # fmt: skip
         """The entry for a banked view by its name (`bank_feature_views`): a collage's
         picture is marked as one."""
-        panel = view if view.rpartition(":")[2].startswith(PANEL_VIEW) else None
+        frame, colon, name = view.rpartition(":")
+        picture = name.removeprefix("mirror-")  # its mirror image is the same picture
+        panel = f"{frame}{colon}{picture}" if picture.startswith(PANEL_VIEW) else None
         return cls(bank, content_id, note, features, panel=panel)
 
 
@@ -199,11 +202,12 @@ class RobustIndex:
             (e.bank, e.content_id) for e in self._entries))}  # fmt: skip
         self._item_of = np.array([self._items[(e.bank, e.content_id)] for e in self._entries],
                                  dtype=np.int64)  # fmt: skip
-        self._panel_counts: dict[tuple[str, str, str], int] = {}
-        for entry in self._entries:
+        self._panels_of: dict[tuple[str, str, str], list[int]] = {}
+        for number, entry in enumerate(self._entries):
             if entry.panel is not None:
-                collage = _collage_of(entry)
-                self._panel_counts[collage] = self._panel_counts.get(collage, 0) + 1
+                self._panels_of.setdefault(_collage_of(entry), []).append(number)
+        self._panel_counts = {collage: len({self._entries[n].panel for n in numbers})
+                              for collage, numbers in self._panels_of.items()}  # fmt: skip
         self._views_of: dict[str, list[int]] = {}
         for number, entry in enumerate(self._entries):
             self._views_of.setdefault(entry.content_id, []).append(number)
@@ -249,9 +253,17 @@ class RobustIndex:
             panel = self._entries[entry_id].panel
             if panel is not None:
                 collage = _collage_of(self._entries[entry_id])
-                found = panels.setdefault(collage, set())
-                found.add(panel)
-                if len(found) < self._panel_counts[collage]:
+                if collage in panels:
+                    continue  # its pictures were all looked for with the first one found
+                # The other pictures of the collage are looked for at once: other banked
+                # items showing the same pictures can take their places among the candidates.
+                found = {panel} | {
+                    self._entries[other].panel or ""
+                    for other in self._panels_of[collage]
+                    if other != entry_id and self._verify(query, other, 0) is not None
+                }
+                panels[collage] = found
+                if len(found) < _pictures_needed(self._panel_counts[collage]):
                     # Some of its pictures alone, or a photo wrongly split at a pasted box,
                     # whose other halves match what another picture shares (a shared
                     # background): every picture of the collage must be there.
@@ -447,6 +459,12 @@ class RobustIndex:
             content=content,
         )
         return hit, True
+
+
+def _pictures_needed(pictures: int) -> int:
+    """How many pictures of a collage a copy must show: two of two, three of three or four
+    (one of a 2x2 grid replaced is still the grid; one of a meme's two is a new meme)."""
+    return max(2, math.ceil(pictures * SHOWN_PICTURES))
 
 
 def _collage_of(entry: RobustEntry) -> tuple[str, str, str]:

@@ -237,7 +237,11 @@ _CELL_MATCH_BITS: Final = 10  # of 40: chance agreement of unrelated cells is ~0
 _UNRELATED_BITS: Final = 17
 _MIN_PHOTO_CELLS: Final = 6  # a banked item with fewer photographic cells is judged as graphic
 _MIN_JUDGED: Final = 4  # covered photographic cells, for the photographic judgement
-_PANEL_AGREEMENT: Final = 0.5  # each panel a copy of a collage shows agrees this much
+_PANEL_AGREEMENT: Final = 0.5  # a panel a copy of a collage shows agrees this much
+# Of the pictures of a collage that a copy shows, this share (and two at least) must agree: one of
+# a 2x2 grid replaced is still the grid; a meme template whose two fixed pictures agree and
+# whose two others differ is another meme.
+SHOWN_PICTURES: Final = 0.75
 _MIN_SMALL_PHOTO: Final = 2  # a small photo inside a graphic item is judged from this many cells
 
 
@@ -256,7 +260,8 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
         # is the interface around it (a45 F2: two chat screenshots matched on their header).
         return Agreement(0.0, int(photo.sum()), False, replaced, middle)
     panels = None if banked.panels is None else _panel_shares(banked, photo, agrees)
-    if panels is not None and (len(panels) < 2 or min(panels) < _PANEL_AGREEMENT):
+    agreeing = 0 if panels is None else sum(share >= _PANEL_AGREEMENT for share in panels)
+    if panels is not None and (agreeing < 2 or agreeing < SHOWN_PICTURES * len(panels)):
         # One photo of a banked collage, alone, in another layout or beside another picture:
         # not the banked picture (a47 F10, a48 F6: every post of a meme's popular reaction
         # photo matched the banked meme).

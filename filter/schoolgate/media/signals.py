@@ -99,11 +99,15 @@ def bank_feature_views(
         yield "picture", extract_features(image.crop(picture), settings)
     else:
         picture = None
-    for number, panel in enumerate(panel_boxes(whole, image.size)):
+    panels = panel_boxes(whole, image.size)
+    for number, panel in enumerate(panels):
         yield f"{PANEL_VIEW}{number}", extract_features(image.crop(panel), settings)
     if mirrored:
         mirror = extract_features(ImageOps.mirror(image), settings)
         yield "mirror", mirror
+        for number, panel in enumerate(panels):  # one picture mirrored where it sits (a50 F2)
+            flipped = ImageOps.mirror(image.crop(panel))
+            yield f"mirror-{PANEL_VIEW}{number}", extract_features(flipped, settings)
         mirror_judge = photo_judge(mirror)
         if mirror_judge is not None:
             yield f"mirror-{PHOTO_JUDGE_VIEW}", mirror_judge[0]
