@@ -244,3 +244,18 @@ def test_swapped_pictures_are_found_among_other_collages_of_the_same_pictures(
     with _bank(tmp_path, items) as bank:
         assert bank.blocked(meme("coffee", "astronaut"), "JPEG")
         assert not bank.blocked(_photo("astronaut"), "JPEG")
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "motorcycle_left"])
+def test_a_banked_photo_cut_in_two_with_a_gutter_between_is_blocked(
+    tmp_path: Path, name: str
+) -> None:
+    """a50 F4: the halves of a banked photo 40 px apart on white matched neither half's place;
+    a query split at its gutters is looked up picture by picture."""
+    photo = skimage_photo(name)
+    width, height = photo.size
+    cut = Image.new("RGB", (width + 40, height), "white")
+    cut.paste(photo.crop((0, 0, width // 2, height)), (0, 0))
+    cut.paste(photo.crop((width // 2, 0, width, height)), (width // 2 + 40, 0))
+    with _bank(tmp_path, {"photo.png": encode(photo, "PNG")}) as bank:
+        assert bank.blocked(cut, "JPEG")

@@ -170,6 +170,11 @@ def judge_map(box: tuple[int, int, int, int]) -> np.ndarray:
     return np.array([[1.0, 0.0, -box[0]], [0.0, 1.0, -box[1]], [0.0, 0.0, 1.0]])
 
 
+def working_grey(image: Image.Image, settings: FeatureSettings | None = None) -> np.ndarray:
+    """An image's grey working frame, as extract_features sees it."""
+    return _working_grey(image, (settings or FeatureSettings()).work_side)
+
+
 def whole_grid(image: Image.Image, settings: FeatureSettings | None = None) -> ContentGrid | None:
     """The content grid of an image's whole view, as extract_features banks it (with its panel
     map where it is a collage; None for a sliver), without the keypoints."""

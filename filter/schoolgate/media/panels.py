@@ -76,15 +76,15 @@ def collage_panels(
 
 
 def collage_boxes(
-    luma: npt.NDArray[np.uint8], photo_box: tuple[int, int, int, int]
+    luma: npt.NDArray[np.uint8], photo_box: tuple[int, int, int, int], seams: bool = True
 ) -> list[tuple[int, int, int, int]]:
     """The pixel boxes (left, top, right, bottom) of a collage's panels in `luma`; the photo's
-    own box alone when it has no seam."""
-    return _split(luma.astype(np.int16), photo_box, _DEPTH)
+    own box alone when it has no seam. `seams`: False splits at gutters only."""
+    return _split(luma.astype(np.int16), photo_box, _DEPTH, seams)
 
 
 def _split(
-    luma: npt.NDArray[np.int16], box: tuple[int, int, int, int], depth: int
+    luma: npt.NDArray[np.int16], box: tuple[int, int, int, int], depth: int, seams: bool = True
 ) -> list[tuple[int, int, int, int]]:
     """The panels of the photo in `box`: split at its seams down one axis (columns first), then
     each part again (a 2x2 grid, a wide panel over two small ones), `depth` levels deep."""
@@ -92,25 +92,26 @@ def _split(
     photo = luma[top:bottom, left:right]
     if depth == 0 or min(photo.shape) < PANEL_MIN_SIDE:
         return [box]
-    columns = _splits(photo)
+    columns = _splits(photo, seams)
     if columns:
         edges = [left, *(left + x for x in columns), right]
         parts = [(a, top, b, bottom) for a, b in itertools.pairwise(edges)]
     else:
-        rows = _splits(photo.T)
+        rows = _splits(photo.T, seams)
         if not rows:
             return [box]
         edges = [top, *(top + y for y in rows), bottom]
         parts = [(left, a, right, b) for a, b in itertools.pairwise(edges)]
-    return [panel for part in parts for panel in _split(luma, part, depth - 1)]
+    return [panel for part in parts for panel in _split(luma, part, depth - 1, seams)]
 
 
-def _splits(photo: npt.NDArray[np.int16]) -> list[int]:
+def _splits(photo: npt.NDArray[np.int16], seams: bool = True) -> list[int]:
     """The columns to split a photo at: its gutters' middles and its seams (a seam along a
     gutter's edge is that gutter)."""
     gutters = _gutters(photo)
-    seams = [x for x in _seams(photo) if not any(a - 4 <= x <= b + 4 for a, b in gutters)]
-    found = sorted([*((a + b) // 2 for a, b in gutters), *seams])
+    lines = _seams(photo) if seams else []
+    lines = [x for x in lines if not any(a - 4 <= x <= b + 4 for a, b in gutters)]
+    found = sorted([*((a + b) // 2 for a, b in gutters), *lines])
     return found if len(found) <= _MAX_SEAMS else []
 
 

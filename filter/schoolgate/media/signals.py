@@ -21,6 +21,7 @@ from schoolgate.media.content_grid import (
     GRID,
     PICTURE_MAX_CELLS,
     ContentGrid,
+    content_grid,
     judged_panels,
     panels_inside,
     photo_pixels,
@@ -35,6 +36,7 @@ from schoolgate.media.features import (
     extract_features,
     photo_judge,
     whole_grid,
+    working_grey,
 )
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.media.normalise import Box, analysis_views, content_box, squashed
@@ -219,7 +221,30 @@ def query_feature_views(
     `views` are `analysis_views(image)` when the caller already has them (the engine hashed
     them for PDQ), so the content box is not searched for twice."""
     found = analysis_views(image, depth=1) if views is None else list(views[:2])
-    return found[::-1]
+    return [*found[::-1], *query_pictures(image)]
+
+
+def query_pictures(image: Image.Image) -> list[Image.Image]:
+    """The pictures of a query that is itself a collage with gutters, each a view of its own:
+    a banked photo cut in two with a gutter between the halves, or set beside another picture
+    across a gutter, is matched where the whole is not (adversarial pass a50 F4)."""
+    grey = working_grey(image)
+    if min(grey.shape) < PANEL_MIN_SIDE:
+        return []
+    grid = content_grid(grey)
+    box = photo_pixels(grid, grey.shape[1], grey.shape[0])
+    # At gutters only: a query split at a seam (the edge of a pasted subject) shows a part of a
+    # shared background on its own, which matches every picture before that background.
+    boxes = [] if box is None else collage_boxes(grey, box, seams=False)
+    if len(boxes) < 2:
+        return []
+    scale_x, scale_y = image.width / grey.shape[1], image.height / grey.shape[0]
+    return [
+        image.crop((round(left * scale_x), round(top * scale_y), round(right * scale_x),
+                    round(bottom * scale_y)))
+        for left, top, right, bottom in boxes
+        if min(right - left, bottom - top) >= PANEL_MIN_SIDE
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
