@@ -153,14 +153,17 @@ def dropbox(stack: HostileStack, step: str, arg: dict[str, object], body: bytes)
     return response.status_code, session
 
 
-def test_dropbox_whole_file_in_start_then_an_empty_finish_is_judged(stack: HostileStack) -> None:
-    """The session id comes in start's reply; it was never used, so a finish that carried
-    nothing completed an upload nobody judged."""
+def test_dropbox_whole_file_in_start_is_judged_at_once(stack: HostileStack) -> None:
+    """The service keeps what a start carries, and the finish may come from the phone's own
+    data (a49 F7): a start holding the whole banked picture is refused itself. A start holding
+    only its first bytes is forwarded, and the finish that completes it is judged whole (the
+    session id comes in start's reply; once unused, an empty finish committed it unjudged)."""
     photo = banned(stack, "dropbox whole")
-    status, session = dropbox(stack, "start", {"close": False}, photo)
-    assert (status, bool(session)) == (200, True)  # a chunk alone is not the file: forwarded
-    cursor = {"cursor": {"session_id": session, "offset": len(photo)}, "commit": {"path": "/a.jpg"}}
-    assert dropbox(stack, "finish", cursor, b"")[0] == 403  # the commit is refused
+    assert dropbox(stack, "start", {"close": False}, photo)[0] == 403
+    status, session = dropbox(stack, "start", {"close": False}, photo[:2000])
+    assert (status, bool(session)) == (200, True)  # a first part alone is not the file
+    cursor = {"cursor": {"session_id": session, "offset": 2000}, "commit": {"path": "/a.jpg"}}
+    assert dropbox(stack, "finish", cursor, photo[2000:])[0] == 403  # the commit is refused
 
 
 def test_two_dropbox_uploads_from_one_device_are_not_confused(stack: HostileStack) -> None:
@@ -181,9 +184,12 @@ def test_dropbox_batch_finish_judges_every_session_it_commits(stack: HostileStac
     (adversarial pass, issue 16). Each committed session is judged whole."""
     benign = encode(stack.benign_photo, "JPEG", quality=77)
     photo = banned(stack, "dropbox batch")
+    assert dropbox(stack, "start", {"close": True}, photo)[0] == 403  # judged at once (a49 F7)
     sessions = []
-    for data in (benign, photo):
-        status, session = dropbox(stack, "start", {"close": True}, data)
+    # The banked file's first bytes only, left open: the batch commits them as the whole file,
+    # which is then judged (a cut-off picture: the fail policy refuses it).
+    for data, close in ((benign, True), (photo[:2000], False)):
+        status, session = dropbox(stack, "start", {"close": close}, data)
         assert (status, bool(session)) == (200, True)
         sessions.append((session, len(data)))
 
@@ -206,7 +212,7 @@ def test_dropbox_arguments_in_the_url_are_read(stack: HostileStack) -> None:
     """Dropbox takes the arguments in an `arg` URL parameter as well as in the header."""
     photo = banned(stack, "dropbox arg")
     benign = encode(stack.benign_photo, "JPEG", quality=73)
-    results = []
+    results: list[tuple[int, int | None]] = []
     for data in (benign, photo):
         with stack.client() as client:
             start = client.post(
@@ -215,6 +221,9 @@ def test_dropbox_arguments_in_the_url_are_read(stack: HostileStack) -> None:
                 content=data,
                 headers={"Content-Type": "application/octet-stream"},
             )
+            if start.status_code != 200:
+                results.append((start.status_code, None))
+                continue
             session = start.json()["session_id"]
             cursor = {"cursor": {"session_id": session, "offset": len(data)}, "commit": {}}
             finish = client.post(
@@ -224,7 +233,8 @@ def test_dropbox_arguments_in_the_url_are_read(stack: HostileStack) -> None:
                 headers={"Content-Type": "application/octet-stream"},
             )
         results.append((start.status_code, finish.status_code))
-    assert results == [(200, 200), (200, 403)]
+    # The banked picture whole in the start is refused there (a49 F7).
+    assert results == [(200, 200), (403, None)]
 
 
 def test_an_upload_spread_over_two_session_keys_is_refused(stack: HostileStack) -> None:

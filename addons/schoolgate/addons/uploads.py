@@ -244,8 +244,6 @@ class UploadInspector:
         state = runtime.sessions.add(client, app, replace(chunk, session_id=session_id))
         if state.failed:
             runtime.sessions.fail(client, app, session_id, state.status)
-        elif state.complete and not state.part:  # created whole, judged as the request went
-            runtime.sessions.discard(client, app, session_id)
 
     def reassemble(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
