@@ -5,12 +5,17 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from PIL import Image
+
+if TYPE_CHECKING:
+    from schoolgate.addons.uploads import UploadInspector
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -75,6 +80,18 @@ def encode(image: Image.Image, fmt: str = "JPEG", **params: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)
     return buffer.getvalue()
+
+
+@pytest.fixture
+def catalog_addon(
+    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
+) -> Iterator[UploadInspector]:
+    """The upload addon over the real catalog with chelsea banked, driven in-process by the
+    resumable-upload tests (Google, tus, SharePoint, a session's first request)."""
+    from tests.test_addons_inprocess import catalog_upload_addon
+
+    with catalog_upload_addon(data_dir, tmp_path, benign_photos["chelsea"]) as inspector:
+        yield inspector
 
 
 @pytest.fixture

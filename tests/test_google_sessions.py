@@ -5,8 +5,6 @@ the session without it. The real catalog's Drive routes, driven in-process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,25 +14,17 @@ from schoolgate.addons.uploads import UploadInspector
 from schoolgate.endpoints.extract import whole_picture
 from schoolgate.endpoints.reassembly import Chunk, UploadSessions
 from tests.conftest import encode
-from tests.test_addons_inprocess import catalog_upload_addon, run_upload, upload_flow
+from tests.test_addons_inprocess import run_upload, upload_flow
 
 DRIVE = "www.googleapis.com"
 SESSION = "/upload/drive/v3/files?uploadType=resumable&upload_id=ABC"
 
 
-@pytest.fixture
-def addon(
-    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
-) -> Iterator[UploadInspector]:
-    with catalog_upload_addon(data_dir, tmp_path, benign_photos["chelsea"]) as inspector:
-        yield inspector
-
-
-def _send(addon: UploadInspector, body: bytes, content_range: str, *, method: str = "PUT",
+def _send(catalog_addon: UploadInspector, body: bytes, content_range: str, *, method: str = "PUT",
           path: str = SESSION) -> int:  # fmt: skip
     flow: Any = upload_flow(DRIVE, path, body, method=method, content_range=content_range)
     flow.client_conn.peername = ("10.20.0.5", 50000)
-    run_upload(addon, flow)
+    run_upload(catalog_addon, flow)
     return flow.response.status_code if flow.response else 200
 
 
@@ -44,19 +34,21 @@ def _chunks(data: bytes, size: int) -> list[tuple[bytes, str]]:
 
 
 def test_the_chunk_that_completes_a_banked_picture_is_blocked(
-    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
 ) -> None:
     banned = encode(benign_photos["chelsea"], "JPEG", quality=90)
-    codes = [_send(addon, body, span) for body, span in _chunks(banned, len(banned) // 3 + 1)]
+    codes = [
+        _send(catalog_addon, body, span) for body, span in _chunks(banned, len(banned) // 3 + 1)
+    ]
     assert codes == [200, 200, 403]
 
 
 def test_an_innocent_upload_of_unknown_size_goes_through_and_ends(
-    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
 ) -> None:
     photo = encode(benign_photos["coffee"], "JPEG", quality=90)
-    codes = [_send(addon, body, span) for body, span in _chunks(photo, len(photo) // 3 + 1)]
-    codes.append(_send(addon, b"", f"bytes */{len(photo)}"))
+    codes = [_send(catalog_addon, body, span) for body, span in _chunks(photo, len(photo) // 3 + 1)]
+    codes.append(_send(catalog_addon, b"", f"bytes */{len(photo)}"))
     assert codes == [200, 200, 200, 200]
 
 
@@ -69,14 +61,16 @@ def test_an_innocent_upload_of_unknown_size_goes_through_and_ends(
     ],
 )
 def test_a_banked_upload_cannot_be_ended_around_the_filter(
-    addon: UploadInspector, benign_photos: dict[str, Image.Image], method: str, path: str
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], method: str, path: str
 ) -> None:
     """A BMP has no end this gateway can see early: the request that ends the upload (no data,
     `bytes */N`) is where it is judged, whichever way it names the session."""
     banned = encode(benign_photos["chelsea"], "BMP")
-    codes = [_send(addon, body, span) for body, span in _chunks(banned, len(banned) // 2 + 1)]
+    codes = [
+        _send(catalog_addon, body, span) for body, span in _chunks(banned, len(banned) // 2 + 1)
+    ]
     assert codes == [200, 200]
-    assert _send(addon, b"", f"bytes */{len(banned)}", method=method, path=path) == 403
+    assert _send(catalog_addon, b"", f"bytes */{len(banned)}", method=method, path=path) == 403
 
 
 def test_an_interim_prefix_is_judged_once_it_is_whole_and_again_only_when_much_longer() -> None:
@@ -110,7 +104,7 @@ def test_an_interim_prefix_is_judged_once_it_is_whole_and_again_only_when_much_l
     ],
 )
 def test_every_resumable_session_path_is_a_session(
-    addon: UploadInspector, benign_photos: dict[str, Image.Image], path: str
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], path: str
 ) -> None:
     """a50 F7, F8: the discovery documents' /resumable/upload/ path and Cloud Storage's upload
     API on the same host were forwarded as plain requests: the first 869 bytes sent from the
@@ -118,9 +112,11 @@ def test_every_resumable_session_path_is_a_session(
     picture's first chunk was refused as a cut-off JPEG."""
     banned = encode(benign_photos["chelsea"], "JPEG", quality=90)
     total = len(banned)
-    assert _send(addon, banned[869:], f"bytes 869-{total - 1}/{total}", path=path) == 403
+    assert _send(catalog_addon, banned[869:], f"bytes 869-{total - 1}/{total}", path=path) == 403
     photo = encode(benign_photos["coffee"], "JPEG", quality=90)
     half, total = len(photo) // 2, len(photo)
     other = path.replace("_id=", "_id=innocent")
-    assert _send(addon, photo[:half], f"bytes 0-{half - 1}/{total}", path=other) == 200
-    assert _send(addon, photo[half:], f"bytes {half}-{total - 1}/{total}", path=other) == 200
+    assert _send(catalog_addon, photo[:half], f"bytes 0-{half - 1}/{total}", path=other) == 200
+    assert (
+        _send(catalog_addon, photo[half:], f"bytes {half}-{total - 1}/{total}", path=other) == 200
+    )

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,22 +15,14 @@ from PIL import Image
 from schoolgate.addons.uploads import UploadInspector
 from schoolgate.endpoints.protocols import parse_chunk
 from tests.conftest import encode
-from tests.test_addons_inprocess import catalog_upload_addon, run_upload, upload_flow
+from tests.test_addons_inprocess import run_upload, upload_flow
 
 HOST = "school.sharepoint.com"
 FILE = ("/sites/class/_api/web/GetFileByServerRelativePath"
         "(decodedurl='/sites/class/Shared%20Documents/x.jpg')")  # fmt: skip
 
 
-@pytest.fixture
-def addon(
-    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
-) -> Iterator[UploadInspector]:
-    with catalog_upload_addon(data_dir, tmp_path, benign_photos["chelsea"]) as inspector:
-        yield inspector
-
-
-def _upload(addon: UploadInspector, data: bytes, cuts: list[int]) -> list[int]:
+def _upload(catalog_addon: UploadInspector, data: bytes, cuts: list[int]) -> list[int]:
     upload = uuid.uuid4()
     edges = [0, *cuts, len(data)]
     codes = []
@@ -43,31 +33,31 @@ def _upload(addon: UploadInspector, data: bytes, cuts: list[int]) -> list[int]:
         path = f"{FILE}/{step}(uploadId=guid'{upload}'{offset})"
         flow: Any = upload_flow(HOST, path, data[start:end], method="POST")
         flow.client_conn.peername = ("10.20.0.5", 50000)
-        run_upload(addon, flow)
+        run_upload(catalog_addon, flow)
         codes.append(flow.response.status_code if flow.response else 200)
     return codes
 
 
 @pytest.mark.parametrize("first", [1, 2])
 def test_a_banked_jpeg_after_a_tiny_start_is_blocked(
-    addon: UploadInspector, benign_photos: dict[str, Image.Image], first: int
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], first: int
 ) -> None:
     banned = encode(benign_photos["chelsea"], "JPEG")
-    assert _upload(addon, banned, [first, first + 7000]) == [200, 200, 403]
+    assert _upload(catalog_addon, banned, [first, first + 7000]) == [200, 200, 403]
 
 
 def test_a_banked_bmp_is_blocked_when_it_is_finished(
-    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
 ) -> None:
     banned = encode(benign_photos["chelsea"], "BMP")
-    assert _upload(addon, banned, [1, len(banned) // 2]) == [200, 200, 403]
+    assert _upload(catalog_addon, banned, [1, len(banned) // 2]) == [200, 200, 403]
 
 
 def test_an_innocent_chunked_upload_goes_through(
-    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
 ) -> None:
     photo = encode(benign_photos["coffee"], "JPEG")
-    assert _upload(addon, photo, [1, 5000]) == [200, 200, 200]
+    assert _upload(catalog_addon, photo, [1, 5000]) == [200, 200, 200]
 
 
 def test_sharepoint_steps_read_as_chunks() -> None:
@@ -85,10 +75,10 @@ def test_sharepoint_steps_read_as_chunks() -> None:
 
 
 def test_a_start_that_already_shows_a_banked_picture_is_blocked(
-    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
 ) -> None:
     """a48 F3: StartUpload with 90% of the banked JPEG; the FinishUpload would come from the
     phone's own data. No size is declared: the first part is looked at all the same."""
     banned = encode(benign_photos["chelsea"], "JPEG", quality=95)
     assert len(banned) > 20_000
-    assert _upload(addon, banned, [len(banned) * 9 // 10])[0] == 403
+    assert _upload(catalog_addon, banned, [len(banned) * 9 // 10])[0] == 403

@@ -318,6 +318,19 @@ class UploadSessions:
             session = self._sessions.get((client, app, session_id))
             return session.state() if session else None
 
+    def _unfinished_from_start(self, client: str, app: str, session_id: str) -> _Session | None:
+        """A live, unfinished byte-offset session holding bytes from offset 0 (lock held)."""
+        session = self._sessions.get((client, app, session_id))
+        if (
+            session is None
+            or session.status is not SessionStatus.INCOMPLETE
+            or session.mode != "offset"
+            or not session.starts
+            or session.starts[0] != 0
+        ):
+            return None
+        return session
+
     def interim(
         self, client: str, app: str, session_id: str, whole: Callable[[bytes], bool]
     ) -> bytes | None:
@@ -327,15 +340,8 @@ class UploadSessions:
         without data, and every byte of the picture reached the service before it: the chunk
         that completes a banked picture must be judged and blocked (adversarial pass a40 F3)."""
         with self._lock:
-            session = self._sessions.get((client, app, session_id))
-            if (
-                session is None
-                or session.status is not SessionStatus.INCOMPLETE
-                or session.mode != "offset"
-                or session.total is not None
-                or not session.starts
-                or session.starts[0] != 0
-            ):
+            session = self._unfinished_from_start(client, app, session_id)
+            if session is None or session.total is not None:
                 return None
             prefix = session.ranges[0]
             if len(prefix) * 4 < session.judged * 5 or not whole(prefix):
@@ -351,14 +357,8 @@ class UploadSessions:
         elsewhere (adversarial pass a48 F3). The caller blocks only on a match: a prefix is not
         a whole picture, and refusing it as one would stop every chunked upload."""
         with self._lock:
-            session = self._sessions.get((client, app, session_id))
-            if (
-                session is None
-                or session.status is not SessionStatus.INCOMPLETE
-                or session.mode != "offset"
-                or not session.starts
-                or session.starts[0] != 0
-            ):
+            session = self._unfinished_from_start(client, app, session_id)
+            if session is None:
                 return None
             prefix = session.ranges[0]
             # Each look decodes the whole prefix: a few looks per upload, more apart where its

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from schoolgate.config import Config
@@ -189,14 +190,22 @@ def panel_boxes(whole: LocalFeatures, size: tuple[int, int]) -> list[Crop]:
     grid = whole.grid
     if grid is None or whole.luma is None or len(judged_panels(grid)) < 2:
         return []
-    box = photo_pixels(grid, whole.width, whole.height)
-    if box is None:
+    return _pictures_in(whole.luma, grid, size, seams=True)
+
+
+def _pictures_in(grey: np.ndarray, grid: ContentGrid, size: tuple[int, int],
+                 seams: bool) -> list[Crop]:  # fmt: skip
+    """The boxes, in pixels of an image of `size`, of the pictures of a collage whose working
+    frame is `grey` (none when it has one picture): panels.collage_boxes, scaled."""
+    box = photo_pixels(grid, grey.shape[1], grey.shape[0])
+    boxes = [] if box is None else collage_boxes(grey, box, seams=seams)
+    if len(boxes) < 2:
         return []
-    scale_x, scale_y = size[0] / whole.width, size[1] / whole.height
+    scale_x, scale_y = size[0] / grey.shape[1], size[1] / grey.shape[0]
     return [
         (round(left * scale_x), round(top * scale_y), round(right * scale_x),
          round(bottom * scale_y))
-        for left, top, right, bottom in collage_boxes(whole.luma, box)
+        for left, top, right, bottom in boxes
         if min(right - left, bottom - top) >= PANEL_MIN_SIDE
     ]  # fmt: skip
 
@@ -231,20 +240,10 @@ def query_pictures(image: Image.Image) -> list[Image.Image]:
     grey = working_grey(image)
     if min(grey.shape) < PANEL_MIN_SIDE:
         return []
-    grid = content_grid(grey)
-    box = photo_pixels(grid, grey.shape[1], grey.shape[0])
     # At gutters only: a query split at a seam (the edge of a pasted subject) shows a part of a
     # shared background on its own, which matches every picture before that background.
-    boxes = [] if box is None else collage_boxes(grey, box, seams=False)
-    if len(boxes) < 2:
-        return []
-    scale_x, scale_y = image.width / grey.shape[1], image.height / grey.shape[0]
-    return [
-        image.crop((round(left * scale_x), round(top * scale_y), round(right * scale_x),
-                    round(bottom * scale_y)))
-        for left, top, right, bottom in boxes
-        if min(right - left, bottom - top) >= PANEL_MIN_SIDE
-    ]  # fmt: skip
+    boxes = _pictures_in(grey, content_grid(grey), image.size, seams=False)
+    return [image.crop(box) for box in boxes]
 
 
 # ---------------------------------------------------------------------------------------------
