@@ -118,6 +118,10 @@ def test_the_fast_path_is_in_the_ruleset_only_with_the_resolver_and_the_switch()
     assert (
         "ct mark { 0x53470001, 0x53470004 } ct direction original jump fast_bare_segments" in bare
     )
+    # a named connection's server's bare ACKs too (its answer, read, acknowledges the hello)
+    assert ("ct mark 0x53470004 ct direction reply tcp flags == ack ip hdrlength 5 ip length 52 "
+            "@th,96,4 8 meta mark set 0x53470011 counter") in bare  # fmt: skip
+    assert bare.count("server's bare ACK") == 4
     segments = text.split("chain fast_bare_segments {")[1].split("\n\t}")[0]
     assert "tcp flags == ack ip hdrlength 5 ip length 52 @th,96,4 8 meta mark set 0x53470011" in (
         segments
