@@ -26,12 +26,13 @@ lives in `fastpath_service`, so everything here is tested without root.
 from __future__ import annotations
 
 import enum
+import socket
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
-from typing import Final
+from typing import Final, NamedTuple
 
 from schoolgate.sniffer.tlshello import Malformed, complete_client_hello
 from schoolgate.sniffer.tlsresume import ResumeCheck, SessionBook
@@ -79,8 +80,10 @@ class Judgement:
     alert_at: int | None = None  # the sequence number the alert goes at
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
+    """One TCP segment as queued (a tuple: the check parses every queued packet, and a
+    connection waits for each)."""
+
     source: str
     destination: str
     sport: int
@@ -94,7 +97,8 @@ class Segment:
     @property
     def multipath(self) -> bool:
         """Whether the segment carries a multipath TCP option (kind 30), in any copy."""
-        return MPTCP in _option_kinds(self.options)
+        # The byte test first: nearly every segment has no 30 anywhere in its options.
+        return MPTCP in self.options and MPTCP in _option_kinds(self.options)
 
     @property
     def flow(self) -> tuple[str, int, str, int]:
@@ -150,37 +154,36 @@ def parse_segment(packet: bytes) -> Segment | None:
     version = packet[0] >> 4
     if version == 4:
         header = (packet[0] & 0x0F) * 4
-        total = int.from_bytes(packet[2:4], "big")
-        fragment = int.from_bytes(packet[6:8], "big") & 0x3FFF  # more-fragments or an offset
-        if header < 20 or len(packet) < header or packet[9] != TCP or fragment:
+        if header < 20 or len(packet) < header:
             return None
-        source, destination = str(IPv4Address(packet[12:16])), str(IPv4Address(packet[16:20]))
+        total, fragment, protocol = _IPV4.unpack_from(packet)
+        if protocol != TCP or fragment & 0x3FFF:  # more-fragments or an offset
+            return None
+        source = socket.inet_ntop(socket.AF_INET, packet[12:16])
+        destination = socket.inet_ntop(socket.AF_INET, packet[16:20])
         end = min(total, len(packet))
     elif version == 6:
         header = 40
         if len(packet) < header or packet[6] != TCP:
             return None
-        source, destination = str(IPv6Address(packet[8:24])), str(IPv6Address(packet[24:40]))
+        source = socket.inet_ntop(socket.AF_INET6, packet[8:24])
+        destination = socket.inet_ntop(socket.AF_INET6, packet[24:40])
         end = min(header + int.from_bytes(packet[4:6], "big"), len(packet))
     else:
         return None
-    tcp = packet[header:end]
-    if len(tcp) < 20:
+    if end - header < 20:
         return None
-    offset = (tcp[12] >> 4) * 4
-    if offset < 20 or offset > len(tcp):
+    sport, dport, seq, ack, offset, flags = _TCP.unpack_from(packet, header)
+    offset = (offset >> 4) * 4
+    if offset < 20 or header + offset > end:
         return None
-    return Segment(
-        source,
-        destination,
-        int.from_bytes(tcp[0:2], "big"),
-        int.from_bytes(tcp[2:4], "big"),
-        int.from_bytes(tcp[4:8], "big"),
-        int.from_bytes(tcp[8:12], "big"),
-        tcp[13],
-        bytes(tcp[offset:]),
-        bytes(tcp[20:offset]),
-    )
+    return Segment(source, destination, sport, dport, seq, ack, flags,
+                   bytes(packet[header + offset : end]),
+                   bytes(packet[header + 20 : header + offset]))  # fmt: skip
+
+
+_IPV4: Final = struct.Struct("!2xH2xH1xB")  # total length, flags and offset, protocol
+_TCP: Final = struct.Struct("!HHIIBB")  # ports, sequence, acknowledgement, offset, flags
 
 
 def _option_kinds(options: bytes) -> set[int]:

@@ -8,6 +8,8 @@ read before the cut, which is all the sniffer needs.
 
 from __future__ import annotations
 
+import re
+import struct
 from dataclasses import dataclass
 from typing import Final
 
@@ -106,25 +108,37 @@ def _client_hello(body: _Reader) -> ClientHello:
     ech = False
     ticket = b""
     seen: set[int] = set()
+    # The extensions are read in place, not through the reader: every connection the fast path
+    # checks waits for this loop (a browser's hello carries some 16 extensions).
+    data, pos, end = body.data, body.pos, body.end
     try:
-        while body.pos < ext_end:
-            ext_type = body.uint(2)
-            ext = body.vector(2)
+        while pos < ext_end:
+            if pos + 4 > end:
+                raise Incomplete(f"needs {pos + 4 - end} more bytes")
+            ext_type, length = _EXTENSION.unpack_from(data, pos)
+            pos += 4
+            if pos + length > end:
+                raise Incomplete(f"needs {pos + length - end} more bytes")
             if ext_type in seen:
                 raise Malformed(f"extension {ext_type:#06x} repeated")
             seen.add(ext_type)
             if ext_type == EXT_SERVER_NAME:
-                sni = _server_name(ext)
+                sni = _server_name(bytes(data[pos : pos + length]))
             elif ext_type == EXT_ALPN:
-                alpn = _alpn(ext)
+                alpn = _alpn(bytes(data[pos : pos + length]))
             elif ext_type == EXT_ECH:
                 ech = True
             elif ext_type == EXT_SESSION_TICKET:
-                ticket = ext
+                ticket = bytes(data[pos : pos + length])
+            pos += length
     except Incomplete:
         if sni is None:
             raise
     return ClientHello(sni, alpn, ech, session_id, ticket)
+
+
+_EXTENSION: Final = struct.Struct("!HH")  # type, length
+_HOST_NAME: Final = re.compile(rb"[A-Za-z0-9._-]+")
 
 
 def _server_name(ext: bytes) -> str | None:
@@ -151,13 +165,11 @@ def _server_name(ext: bytes) -> str | None:
 def _hostname(value: bytes) -> str:
     if not value or len(value) > 253:
         raise Malformed("server name empty or longer than a DNS name")
-    try:
-        text = value.decode("ascii")
-    except UnicodeDecodeError:
-        raise Malformed("server name is not ASCII") from None
-    if not all(c.isalnum() or c in "-._" for c in text):
+    if _HOST_NAME.fullmatch(value) is None:
+        if not value.isascii():
+            raise Malformed("server name is not ASCII")
         raise Malformed("server name has characters no host name has")
-    return text.lower().rstrip(".")
+    return value.decode("ascii").lower().rstrip(".")
 
 
 def _alpn(ext: bytes) -> tuple[str, ...]:
