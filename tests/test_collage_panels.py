@@ -231,6 +231,30 @@ def test_a_grid_with_one_picture_replaced_is_blocked_and_with_two_is_not(tmp_pat
         assert not bank.blocked(grid_of_four(("astronaut", "camera", "chelsea", "rocket"), 10))
 
 
+def strip_of(names: tuple[str, ...], gutter: int, *, across: bool = True) -> Image.Image:
+    """Pictures in one row (or one column), `gutter` px of black between them."""
+    long = len(names) * SIDE + (len(names) - 1) * gutter
+    canvas = Image.new("RGB", (long, SIDE) if across else (SIDE, long), "black")
+    for index, name in enumerate(names):
+        at = index * (SIDE + gutter)
+        canvas.paste(_photo(name), (at, 0) if across else (0, at))
+    return canvas
+
+
+@pytest.mark.parametrize("across", [True, False])
+def test_a_grid_relaid_as_a_strip_is_blocked_and_two_of_its_pictures_are_not(
+    tmp_path: Path, across: bool
+) -> None:
+    """a50: a banked 2x2 grid relaid as a strip (or a stack) of its four pictures went through:
+    each picture, a quarter of the strip, was found only in its own view of the query split
+    at its gutters, and one picture a view is not the grid. The pictures found in any view of
+    the query now count together; two of the four are still another picture."""
+    names = ("astronaut", "coffee", "chelsea", "motorcycle_left")
+    with _bank(tmp_path, {"grid.png": encode(grid_of_four(names, 10), "PNG")}) as bank:
+        assert bank.blocked(strip_of(names[::-1], 10, across=across), "JPEG")
+        assert not bank.blocked(strip_of((names[0], names[3]), 10, across=across), "JPEG")
+
+
 def test_swapped_pictures_are_found_among_other_collages_of_the_same_pictures(
     tmp_path: Path,
 ) -> None:

@@ -1,7 +1,7 @@
 """The robust tier: match edited copies (crops, screenshots, captions, stickers, small rotations)
 against the feature sets of small incident banks, with geometric verification.
 
-Two stages, each bounded:
+Three stages, each bounded:
 
 1. Candidates. Every banked descriptor is indexed by its 16 16-bit chunks (multi-index hashing):
    a query descriptor within ~40 bits of a banked one shares an exact chunk with it more often
@@ -48,6 +48,7 @@ from schoolgate.matching.geometry import jacobian, then, transform_is_plausible
 from schoolgate.media.content_grid import SHOWN_PICTURES, Agreement, agreement, content_grid
 from schoolgate.media.features import PANEL_VIEW, LocalFeatures
 
+type Shown = dict[tuple[str, str, str], set[str]]  # a collage -> its pictures a query shows
 _CHUNKS = 16  # 16-bit chunks of a 256-bit ORB descriptor
 _SPREAD_GRID = 4
 # RANSAC draws for the homography: a copy's matches are mostly inliers (half of them or more
@@ -150,13 +151,9 @@ class RobustHit:
     panels: int = 0  # a collage matched picture by picture: how many of its pictures
 
     def evidence(self) -> dict[str, float]:
-        found = {
-            "inliers": float(self.inliers),
-            "spread": round(self.spread, 3),
-            "scale": round(self.scale, 3),
-            "rotation_deg": round(self.rotation_deg, 1),
-            "votes": float(self.votes),
-        }
+        found = {"inliers": float(self.inliers), "spread": round(self.spread, 3),
+                 "scale": round(self.scale, 3), "rotation_deg": round(self.rotation_deg, 1),
+                 "votes": float(self.votes)}  # fmt: skip
         found |= {"panels": float(self.panels)} if self.panels else {}
         return found | (self.content.evidence() if self.content is not None else {})
 
@@ -236,16 +233,19 @@ class RobustIndex:
     def thresholds(self, bank: str) -> RobustThresholds:
         return self._thresholds.get(bank, self._default)
 
-    def match(self, query: LocalFeatures, max_hits: int | None = 1) -> list[RobustHit]:
+    def match(self, query: LocalFeatures, max_hits: int | None = 1,
+              shown: Shown | None = None) -> list[RobustHit]:  # fmt: skip
         """Verified matches for one query view, best-voted candidates first.
 
         Verification stops after `max_hits` matches (one is enough to decide; None checks every
-        candidate, for reports and benchmarks).
-        """
+        candidate, for reports and benchmarks). `shown` carries the pictures of each collage
+        found in the query's other views: a grid re-laid as a strip of four shows each picture
+        where only its own view (the query split at its gutters) finds it (a50)."""
+        shown = {} if shown is None else shown
         if not self._entries or len(query) < self._default_floor():
             return []
         hits: list[RobustHit] = []
-        panels: dict[tuple[str, str, str], set[str]] = {}
+        looked: set[tuple[str, str, str]] = set()  # collages whose pictures were looked for
         for entry_id, votes in self._candidates(query):
             hit = self._verify(query, entry_id, votes)
             if hit is None:
@@ -253,8 +253,8 @@ class RobustIndex:
             panel = self._entries[entry_id].panel
             if panel is not None:
                 collage = _collage_of(self._entries[entry_id])
-                if collage in panels:
-                    continue  # its pictures were all looked for with the first one found
+                if collage in looked:
+                    continue
                 # The other pictures of the collage are looked for at once: other banked
                 # items showing the same pictures can take their places among the candidates.
                 found = {panel} | {
@@ -262,13 +262,13 @@ class RobustIndex:
                     for other in self._panels_of[collage]
                     if other != entry_id and self._verify(query, other, 0) is not None
                 }
-                panels[collage] = found
-                if len(found) < _pictures_needed(self._panel_counts[collage]):
-                    # Some of its pictures alone, or a photo wrongly split at a pasted box,
-                    # whose other halves match what another picture shares (a shared
-                    # background): every picture of the collage must be there.
+                looked.add(collage)
+                shown[collage] = everywhere = shown.get(collage, set()) | found
+                if len(everywhere) < _pictures_needed(self._panel_counts[collage]):
+                    # Some of its pictures alone, or a photo wrongly split at a pasted box, whose
+                    # other halves match what another picture shares (a shared background).
                     continue
-                hit = replace(hit, panels=len(found))
+                hit = replace(hit, panels=len(everywhere))
             hits.append(hit)
             if max_hits is not None and len(hits) >= max_hits:
                 break

@@ -24,6 +24,7 @@ from schoolgate.matching.robust import (
     RobustHit,
     RobustIndex,
     RobustThresholds,
+    Shown,
 )
 from schoolgate.matching.settings import BanksConfig
 from schoolgate.matching.snapshot import StoreSnapshot
@@ -192,13 +193,15 @@ class RobustTier:
         """Robust matches of a decoded, upright image (empty when no bank holds feature sets).
 
         `views`: the image's `analysis_views`, if already computed. Stops at the first view that
-        matches: one match decides.
+        matches: one match decides. A banked collage's pictures found in any view of the query
+        count together: they are all in the picture sent.
         """
         index = self.index
         if not len(index):
             return []
+        shown: Shown = {}
         for view in query_feature_views(image, views):
-            hits = index.match(extract_features(view, grid=False))
+            hits = index.match(extract_features(view, grid=False), shown=shown)
             if hits:
                 return [to_bank_match(hit) for hit in hits]
         return []
