@@ -255,6 +255,35 @@ def test_a_grid_relaid_as_a_strip_is_blocked_and_two_of_its_pictures_are_not(
         assert not bank.blocked(strip_of((names[0], names[3]), 10, across=across), "JPEG")
 
 
+def _noisy_drawing(seed: int) -> Image.Image:
+    """Shapes on colour noise, as a50 drew the pictures of its collages."""
+    rng = np.random.default_rng(seed)
+    picture = Image.fromarray(rng.integers(0, 256, (360, 480, 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(picture)
+    for _ in range(25):
+        x, y = int(rng.integers(0, 440)), int(rng.integers(0, 320))
+        w, h = int(rng.integers(15, 60)), int(rng.integers(15, 60))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x, y, x + w, y + h), fill=fill)
+    return picture
+
+
+def test_a_collage_split_by_a_thin_line_is_split_and_its_pictures_alone_pass(
+    tmp_path: Path,
+) -> None:
+    """a50 N8: two noise-like pictures with a 3 px black line between them. In the working
+    frame (512 px) the line blurs into the noise, so the collage was banked as one picture and
+    each picture alone was blocked (13 of 14 innocent sends). Gutters are now looked for again
+    at twice that scale when a banked picture is larger."""
+    first, second = _noisy_drawing(1), _noisy_drawing(2)
+    collage = gutter_collage(first, second, 3, "black")
+    assert panels(collage) == 2
+    with _bank(tmp_path, {"collage.png": encode(collage, "PNG")}) as bank:
+        assert bank.blocked(collage, "JPEG")
+        for picture in (first, second):
+            assert not bank.blocked(picture, "JPEG")
+
+
 def test_swapped_pictures_are_found_among_other_collages_of_the_same_pictures(
     tmp_path: Path,
 ) -> None:

@@ -179,15 +179,26 @@ def whole_grid(image: Image.Image, settings: FeatureSettings | None = None) -> C
     """The content grid of an image's whole view, as extract_features banks it (with its panel
     map where it is a collage; None for a sliver), without the keypoints."""
     grey = _working_grey(image, (settings or FeatureSettings()).work_side)
-    return _banked_grid(grey) if min(grey.shape) >= _MIN_GRID_SIDE else None
+    if min(grey.shape) < _MIN_GRID_SIDE:
+        return None
+    return _banked_grid(grey, finer_grey(image, settings))
 
 
-def _banked_grid(grey: np.ndarray) -> ContentGrid:
-    """A banked view's content grid, with its panel map where its photo is a collage."""
+def _banked_grid(grey: np.ndarray, finer: np.ndarray | None = None) -> ContentGrid:
+    """A banked view's content grid, with its panel map where its photo is a collage (`finer`:
+    the view at a finer scale, for thin gutters)."""
     found = content_grid(grey)
     box = photo_pixels(found, grey.shape[1], grey.shape[0])
-    panels = None if box is None else collage_panels(grey, box, GRID)
+    panels = None if box is None else collage_panels(grey, box, GRID, finer)
     return found if panels is None else ContentGrid(found.bits, found.kinds, panels)
+
+
+def finer_grey(image: Image.Image, settings: FeatureSettings | None = None) -> np.ndarray | None:
+    """A banked image's grey frame at up to twice the working side (never enlarged), where
+    that is finer than the working frame: thin gutters are looked for there."""
+    work = (settings or FeatureSettings()).work_side
+    side = min(2 * work, max(image.size))
+    return _working_grey(image, side) if side > 1.25 * work else None
 
 
 def extract_features(
@@ -204,7 +215,8 @@ def extract_features(
         fastThreshold=settings.fast_threshold,
     )
     keypoints, descriptors = orb.detectAndCompute(grey, None)
-    content = _banked_grid(grey) if grid and min(width, height) >= _MIN_GRID_SIDE else None
+    content = (_banked_grid(grey, finer_grey(image, settings))
+               if grid and min(width, height) >= _MIN_GRID_SIDE else None)  # fmt: skip
     if descriptors is None or not keypoints:
         return LocalFeatures(
             np.zeros((0, 2), np.float32),

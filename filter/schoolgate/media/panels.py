@@ -18,7 +18,9 @@ in most rows of one long run, while the columns beside it step far less (an edge
 door frame or a horizon, is rarely straight, sharp and unbroken for most of the photo), with
 texture on both sides, or on one side where nearly every row steps (a photo whose edge is a plain
 sky). More than two such lines on one axis are a pattern (bricks, tiles, a checkerboard), not a
-collage. Two noise-like pictures meeting without a gutter show no seam.
+collage. Two noise-like pictures meeting without a gutter show no seam. A gutter of two or three
+pixels blurs into noise-like pictures in the working frame: a banked picture larger than it is
+searched for gutters again at a finer scale (`collage_boxes(finer=...)`).
 
 A panel map is derived data like the grid: one small number per cell.
 """
@@ -56,12 +58,15 @@ _DEPTH: Final = 2
 
 
 def collage_panels(
-    luma: npt.NDArray[np.uint8], photo_box: tuple[int, int, int, int], grid: int
+    luma: npt.NDArray[np.uint8],
+    photo_box: tuple[int, int, int, int],
+    grid: int,
+    finer: npt.NDArray[np.uint8] | None = None,
 ) -> npt.NDArray[np.uint8] | None:
     """Per cell of a grid x grid content grid of `luma` (row-major), the panel its centre lies
     in (0, 1, ...), for a collage whose photo spans `photo_box` (left, top, right, bottom in
-    pixels); None when the photo has no seam."""
-    boxes = collage_boxes(luma, photo_box)
+    pixels); None when the photo has no seam. `finer`: the same picture at a finer scale."""
+    boxes = collage_boxes(luma, photo_box, finer=finer)
     if len(boxes) < 2:
         return None
     height, width = luma.shape
@@ -76,11 +81,28 @@ def collage_panels(
 
 
 def collage_boxes(
-    luma: npt.NDArray[np.uint8], photo_box: tuple[int, int, int, int], seams: bool = True
+    luma: npt.NDArray[np.uint8],
+    photo_box: tuple[int, int, int, int],
+    seams: bool = True,
+    finer: npt.NDArray[np.uint8] | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """The pixel boxes (left, top, right, bottom) of a collage's panels in `luma`; the photo's
-    own box alone when it has no seam. `seams`: False splits at gutters only."""
-    return _split(luma.astype(np.int16), photo_box, _DEPTH, seams)
+    own box alone when it has no seam. `seams`: False splits at gutters only. `finer`, the
+    same picture at a finer scale, is searched for gutters where `luma` shows none: a line of
+    two or three pixels between two noise-like pictures blurs into them in the working frame
+    (a50 N8: every one of the pictures alone was then blocked as the banked collage)."""
+    boxes = _split(luma.astype(np.int16), photo_box, _DEPTH, seams)
+    if len(boxes) > 1 or finer is None:
+        return boxes
+    scale_y, scale_x = finer.shape[0] / luma.shape[0], finer.shape[1] / luma.shape[1]
+    left, top, right, bottom = photo_box
+    fine_box = (round(left * scale_x), round(top * scale_y), round(right * scale_x),
+                round(bottom * scale_y))  # fmt: skip
+    found = _split(finer.astype(np.int16), fine_box, _DEPTH, seams=False)
+    if len(found) < 2:
+        return boxes
+    return [(round(a / scale_x), round(b / scale_y), round(c / scale_x), round(d / scale_y))
+            for a, b, c, d in found]  # fmt: skip
 
 
 def _split(

@@ -35,6 +35,7 @@ from schoolgate.media.features import (
     FeatureSettings,
     LocalFeatures,
     extract_features,
+    finer_grey,
     photo_judge,
     whole_grid,
     working_grey,
@@ -102,7 +103,7 @@ def bank_feature_views(
         yield "picture", extract_features(image.crop(picture), settings)
     else:
         picture = None
-    panels = panel_boxes(whole, image.size)
+    panels = panel_boxes(whole, image.size, finer_grey(image, settings))
     for number, panel in enumerate(panels):
         yield f"{PANEL_VIEW}{number}", extract_features(image.crop(panel), settings)
     if mirrored:
@@ -183,22 +184,24 @@ def picture_box(whole: LocalFeatures, size: tuple[int, int]) -> Crop | None:
     )
 
 
-def panel_boxes(whole: LocalFeatures, size: tuple[int, int]) -> list[Crop]:
+def panel_boxes(
+    whole: LocalFeatures, size: tuple[int, int], finer: np.ndarray | None = None
+) -> list[Crop]:
     """The pixel boxes of a collage's judged panels (none for any other item): each is banked
     as a view of its own, so a copy with the pictures rearranged (swapped halves) is found
     picture by picture; one panel alone is not a match (RobustIndex.match)."""
     grid = whole.grid
     if grid is None or whole.luma is None or len(judged_panels(grid)) < 2:
         return []
-    return _pictures_in(whole.luma, grid, size, seams=True)
+    return _pictures_in(whole.luma, grid, size, seams=True, finer=finer)
 
 
-def _pictures_in(grey: np.ndarray, grid: ContentGrid, size: tuple[int, int],
-                 seams: bool) -> list[Crop]:  # fmt: skip
+def _pictures_in(grey: np.ndarray, grid: ContentGrid, size: tuple[int, int], seams: bool,
+                 finer: np.ndarray | None = None) -> list[Crop]:  # fmt: skip
     """The boxes, in pixels of an image of `size`, of the pictures of a collage whose working
     frame is `grey` (none when it has one picture): panels.collage_boxes, scaled."""
     box = photo_pixels(grid, grey.shape[1], grey.shape[0])
-    boxes = [] if box is None else collage_boxes(grey, box, seams=seams)
+    boxes = [] if box is None else collage_boxes(grey, box, seams=seams, finer=finer)
     if len(boxes) < 2:
         return []
     scale_x, scale_y = size[0] / grey.shape[1], size[1] / grey.shape[0]
