@@ -255,3 +255,28 @@ def test_a_data_url_with_junk_in_its_base64_is_read_leniently(
     assert found(json.dumps({"name": "x", "image": url}).encode(), "application/json") == [photo]
     html = f'<p>hi</p><img src="{url}" alt="">'.encode()
     assert found(html, "text/html") == [photo]
+
+
+@pytest.mark.parametrize("spelling", ["padded", "unpadded", "wrapped at 76", "hex dump", "hex"])
+def test_a_picture_spelt_as_text_and_labelled_a_form_is_found(photo: bytes, spelling: str) -> None:
+    """Adversarial pass a51 F1: base64 of a banked picture sent with curl's default label for
+    --data-binary (application/x-www-form-urlencoded) went through to a raw upload route,
+    which stores the body as sent: read as a form it was one field name, its padding the value.
+    The same bytes labelled text/plain were blocked."""
+    text = base64.b64encode(photo)
+    body = {
+        "padded": text,
+        "unpadded": text.rstrip(b"="),
+        "wrapped at 76": base64.encodebytes(photo),
+        "hex dump": b"\n".join(
+            photo[i : i + 16].hex(" ").encode() for i in range(0, len(photo), 16)
+        ),
+        "hex": photo.hex().encode(),
+    }[spelling]
+    assert found(body, "application/x-www-form-urlencoded") == [photo]
+    assert found(body, "text/plain") == [photo]
+
+
+def test_an_ordinary_form_read_as_text_finds_nothing() -> None:
+    form = urlencode({"q": "homework help", "token": "A" * 40 + "/+" * 20}).encode()
+    assert found(form, "application/x-www-form-urlencoded") == []

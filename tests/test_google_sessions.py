@@ -5,6 +5,7 @@ the session without it. The real catalog's Drive routes, driven in-process."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -120,3 +121,21 @@ def test_every_resumable_session_path_is_a_session(
     assert (
         _send(catalog_addon, photo[half:], f"bytes {half}-{total - 1}/{total}", path=other) == 200
     )
+
+
+@pytest.mark.parametrize("spelling", ["base64", "hex"])
+def test_a_banked_picture_spelt_as_text_under_a_form_label_is_blocked(
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], spelling: str
+) -> None:
+    """Adversarial pass a51 F1: `curl --data-binary @photo.b64` labels the body a URL-encoded
+    form, and Drive's uploadType=media stores it as sent: the banked picture's base64 went
+    through (labelled text/plain it was blocked)."""
+    banned = encode(benign_photos["chelsea"], "JPEG", quality=90)
+    body = base64.b64encode(banned) if spelling == "base64" else banned.hex().encode()
+    path = "/upload/drive/v3/files?uploadType=media"
+    flow: Any = upload_flow(DRIVE, path, body, method="POST",
+                            content_type="application/x-www-form-urlencoded")  # fmt: skip
+    flow.client_conn.peername = ("10.20.0.5", 50000)
+    run_upload(catalog_addon, flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403

@@ -252,6 +252,15 @@ class _Scan:
             self.blob(content, None, f"{where}/zip:{name[:120]}", depth + 1, name)
 
     def form(self, data: bytes, where: str, depth: int) -> None:
+        before = len(self.items)
+        self._fields(data, where, depth)
+        if len(self.items) == before:
+            # A raw upload route stores the body as sent, whatever its label: base64 or a hex
+            # dump labelled a form (curl's default for --data-binary) is one long field name,
+            # its '=' padding the value (adversarial pass a51 F1: Drive and OneDrive uploads).
+            self.text(data, where, depth)
+
+    def _fields(self, data: bytes, where: str, depth: int) -> None:
         for number, field in enumerate(data.split(b"&")):
             name, _, value = field.partition(b"=")
             if len(value) < _MIN_STRING:

@@ -73,9 +73,12 @@ _BASE85: Final = re.compile(rb"\s*[0-9A-Za-z!#$%&()*+;<=>?@^_`{|}~-]{100,}\s*")
 
 def escaped_readings(text: bytes) -> list[bytes]:
     """What `text` spells as an `xxd` dump or C array, octal escapes, percent-encoding, base32,
-    uuencode or base85: every reading that decodes (the caller keeps the one that is a file)."""
+    uuencode, base85 or hex: every reading that decodes (the caller keeps the one that is a
+    file)."""
     readings = []
-    for reader in (_standard_reading, _escaped):
+    # hex_reading too: hex spaced in pairs (`hexdump`-style) breaks into runs too short for the
+    # base64 run search (adversarial pass a51).
+    for reader in (_standard_reading, _escaped, hex_reading):
         try:
             reading = reader(text)
         except (ValueError, binascii.Error):
