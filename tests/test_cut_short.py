@@ -4,20 +4,28 @@ JPEG, which any viewer shows, was blocked as `refused` and no alert was raised).
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from schoolgate.media.cutshort import shown_rows
 from tests.support.imagery import encode
 from tests.test_robust_precision import CTX, Bank, _bank
+
+MAX_PIXELS = 80_000_000
 
 
 @pytest.fixture(scope="module")
 def bank(
     tmp_path_factory: pytest.TempPathFactory, benign_photos: dict[str, Image.Image]
 ) -> Iterator[Bank]:
-    items = {"banked.jpg": encode(benign_photos["astronaut"], "JPEG", quality=90)}
+    items = {"banked.jpg": encode(benign_photos["astronaut"], "JPEG", quality=90),
+             "banked.png": encode(benign_photos["chelsea"], "PNG")}  # fmt: skip
     with _bank(tmp_path_factory.mktemp("cut-short"), items) as banked:
         yield banked
 
@@ -43,3 +51,60 @@ def test_an_innocent_jpeg_cut_short_is_refused_without_a_match(
     verdict = bank.inspector.evaluate(data[: int(len(data) * share)], CTX)
     assert verdict.blocked  # fail closed, as before
     assert not verdict.matches
+
+
+@pytest.mark.parametrize("share", [0.6, 0.8, 0.95])
+def test_a_banked_png_cut_short_is_a_match(
+    bank: Bank, benign_photos: dict[str, Image.Image], share: float
+) -> None:
+    """a51: the first 7 of 8 parts of a banked PNG were stored by a Dropbox upload session;
+    only its finish was judged. A PNG's complete rows, packed again, show the picture."""
+    data = encode(benign_photos["chelsea"], "PNG")
+    verdict = bank.inspector.evaluate(data[: int(len(data) * share)], CTX)
+    assert verdict.blocked
+    assert verdict.to_dict()["failure"] == "refused"
+    assert verdict.matches
+    assert dict(verdict.matches[0].evidence).get("cut_short") == 1.0
+
+
+@pytest.mark.parametrize("share", [0.02, 0.5, 0.9])
+def test_an_innocent_png_cut_short_is_refused_without_a_match(
+    bank: Bank, benign_photos: dict[str, Image.Image], share: float
+) -> None:
+    data = encode(benign_photos["coffee"], "PNG")
+    verdict = bank.inspector.evaluate(data[: int(len(data) * share)], CTX)
+    assert verdict.blocked
+    assert not verdict.matches
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16"])
+def test_a_png_cut_short_shows_its_complete_rows_and_grey_below(mode: str) -> None:
+    gradient = np.tile(np.arange(64, dtype=np.uint8) * 3, (48, 1))
+    picture = Image.fromarray(gradient).convert("RGB").convert(mode)
+    data = encode(picture, "PNG", compress_level=0)  # stored: the cut falls at a known row
+    rows = shown_rows(data[: len(data) // 2], MAX_PIXELS)
+    assert rows is not None
+    shown = Image.open(io.BytesIO(rows))
+    shown.load()
+    assert shown.size == picture.size
+    assert shown.mode == picture.mode
+    top = np.asarray(shown)[:10]
+    assert np.array_equal(top, np.asarray(picture)[:10])
+    assert not np.array_equal(np.asarray(shown)[-5:], np.asarray(picture)[-5:])
+
+
+def test_a_whole_interlaced_or_oversized_png_is_not_rebuilt() -> None:
+    picture = Image.new("RGB", (64, 48), "red")
+    assert shown_rows(encode(picture, "PNG"), MAX_PIXELS) is None  # whole: nothing cut
+    # Interlaced (Pillow writes none: the header's last byte set by hand).
+    data = bytearray(encode(picture, "PNG"))
+    data[28] = 1
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    assert shown_rows(bytes(data[:-40]), MAX_PIXELS) is None
+    # A header that claims 100,000 x 100,000 pixels (a bomb) is not inflated.
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    bomb = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header
+            + struct.pack(">I", zlib.crc32(b"IHDR" + header)) + struct.pack(">I", 1000) + b"IDAT"
+            + zlib.compress(bytes(100_000))[:500])  # fmt: skip
+    assert shown_rows(bomb, MAX_PIXELS) is None
+    assert shown_rows(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, MAX_PIXELS) is None

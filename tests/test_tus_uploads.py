@@ -150,6 +150,18 @@ def test_a_first_part_that_already_shows_a_banked_picture_is_blocked(
     assert _patches(catalog_addon, "/files/p90", banned[: len(banned) * 9 // 10], []) == [403]
 
 
+def test_a_first_part_of_a_banked_png_is_looked_at_too(
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """a51: seven of eight parts of a banked PNG were stored (only JPEGs' first parts were
+    looked at, as only their rows were decoded cut short). Here 94% of it shows it (a PDQ
+    bank), and the rest is refused."""
+    banned = encode(benign_photos["chelsea"], "PNG")
+    assert _create(catalog_addon, "/files/png", Upload_Length=str(len(banned))) == 201
+    cuts = [len(banned) // 2, len(banned) * 15 // 16]
+    assert _patches(catalog_addon, "/files/png", banned, cuts) == [200, 403, 403]
+
+
 def test_an_innocent_upload_in_parts_is_looked_at_and_goes_through(
     catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
 ) -> None:

@@ -32,6 +32,7 @@ from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, whole_picture
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus, worth_a_look
+from schoolgate.media.cutshort import shows_rows
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
 log = logging.getLogger("schoolgate.proxy")
@@ -277,8 +278,7 @@ class UploadInspector:
                 whole_file = chunk.final and not chunk.part  # a part is joined later
                 if chunk.data and (whole_file or _held_whole(chunk.data)):
                     complete.append(restored_start(chunk.data) or chunk.data)
-                elif chunk.data.startswith(_JPEG_START) and worth_a_look(len(chunk.data),
-                                                                         chunk.total):  # fmt: skip
+                elif shows_rows(chunk.data) and worth_a_look(len(chunk.data), chunk.total):
                     partial.append(("", chunk.data))  # no session id before the reply
                 continue
             state = runtime.sessions.add(client, app, chunk)
@@ -291,7 +291,7 @@ class UploadInspector:
                 assembled = runtime.sessions.assemble(client, app, chunk.session_id)
                 if _held_whole(assembled):
                     complete.append(restored_start(assembled) or assembled)
-                elif assembled.startswith(_JPEG_START):
+                elif shows_rows(assembled):
                     partial.append(("", assembled))
             elif state.complete:
                 assembled = runtime.sessions.assemble(client, app, chunk.session_id)
@@ -301,7 +301,7 @@ class UploadInspector:
                                                     _held_whole)) is not None:  # fmt: skip
                 complete.append(restored_start(early) or early)  # the service holds it whole
             elif (part := runtime.sessions.partial(client, app, chunk.session_id)) and (
-                part.startswith(_JPEG_START)  # a cut JPEG's rows decode (engine: cut_short)
+                shows_rows(part)  # a cut JPEG's or PNG's rows decode (engine: cut_short)
             ):
                 partial.append((chunk.session_id, part))
         return complete, partial
@@ -411,9 +411,6 @@ def _session_failure(status: SessionStatus) -> str:
 
 def _sized(ctx: InspectionContext, size: int) -> InspectionContext:
     return replace(ctx, size=size)
-
-
-_JPEG_START = b"\xff\xd8\xff"
 
 
 def _held_whole(data: bytes) -> bool:

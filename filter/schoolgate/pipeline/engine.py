@@ -26,11 +26,12 @@ from schoolgate.matching.matcher import BankMatch, FrameMatch, Matcher
 from schoolgate.matching.robust_tier import RobustTier
 from schoolgate.matching.snapshot import StoreSnapshot
 from schoolgate.matching.video import VideoMatcher, video_matchers
+from schoolgate.media.cutshort import shown_rows
 from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_hash, stretched_pdq
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.recolour import COLOUR_UNDOS
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
-from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, unanalysed_format
+from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
 from schoolgate.media.video import VideoHashes, VpdqFeature
 from schoolgate.media.video_sources import count_video_streams
 from schoolgate.pipeline.audit import AuditLog
@@ -192,12 +193,12 @@ class Inspector:
         try:
             decoded = decode_for_analysis(data, self.config.limits)
         except MediaRefused as refused:
-            cut = refused.reason == "truncated" and not data.endswith(b"\xff\xd9")
-            if cut and media_type is MediaType.JPEG and not matches:
+            cut = refused.reason == "truncated" and not matches
+            if cut and (rows := shown_rows(data, self.config.limits.max_pixels)) is not None:
                 # Cut short, it is still refused, but viewers show the rows it holds: a banked
                 # picture among them is a match, so the DSL hears of it (a46 O1: 80% of one
-                # was refused silently). Its end marker restored, the rows decode.
-                shown = self._findings(data + b"\xff\xd9", ctx, classify=False)
+                # was refused silently; a51: a PNG's first 7 of 8 parts).
+                shown = self._findings(rows, ctx, classify=False)
                 matches = [replace(m, evidence=(*m.evidence, ("cut_short", 1.0)))
                            for m in shown.matches]  # fmt: skip
             return replace(

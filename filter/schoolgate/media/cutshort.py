@@ -1,0 +1,87 @@
+"""What a picture cut short still shows: the rows a viewer draws from the bytes that arrived
+(adversarial passes a46 O1 and a51). A picture cut short is refused all the same; these rows are
+looked at for a banked picture, so the DSL hears of one, and an unfinished upload's first part
+can be stopped before the rest of a banked picture follows it.
+
+- A JPEG's rows decode once its end marker is restored: the decoder fills the rest grey.
+- A PNG's complete scanlines, inflated as far as the deflate stream goes, are packed again into
+  a PNG of the same size, its missing rows grey (a51: the first 7 of 8 parts of a banked PNG were
+  stored by a Dropbox upload session). Interlaced PNGs are not rebuilt (their passes spread the
+  first bytes over the whole picture).
+
+The work is bounded by the decoder's own pixel cap, and what is built is decoded like any
+other picture.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Final
+
+JPEG_START: Final = b"\xff\xd8\xff"
+JPEG_END: Final = b"\xff\xd9"
+PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+_CHANNELS: Final = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+_GREY: Final = 0x80  # the missing rows' samples (a palette picture's take index 0)
+_KEPT: Final = (b"PLTE", b"tRNS")  # what decoding the rows needs besides IHDR
+_MAX_ROWS_BYTES: Final = 64 * 1024 * 1024  # inflated rows rebuilt at most (a 4000x3000 RGB photo)
+
+
+def shows_rows(data: bytes) -> bool:
+    """Whether `data` starts a format whose first part shows the top of the picture."""
+    return data.startswith((JPEG_START, PNG_SIGNATURE))
+
+
+def shown_rows(data: bytes, max_pixels: int) -> bytes | None:
+    """A whole picture made of the rows `data` holds (the rest grey); None when it holds no
+    row, is not a JPEG or PNG, or is not cut short."""
+    if data.startswith(JPEG_START):
+        return None if data.endswith(JPEG_END) else data + JPEG_END
+    if data.startswith(PNG_SIGNATURE):
+        return _png_rows(data, max_pixels)
+    return None
+
+
+def _png_rows(data: bytes, max_pixels: int) -> bytes | None:
+    header = b""
+    kept: list[tuple[bytes, bytes]] = []
+    compressed = bytearray()
+    at = len(PNG_SIGNATURE)
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        body = data[at + 8 : at + 8 + length]  # the last one may be cut
+        if kind == b"IHDR" and len(body) >= 13:
+            header = body[:13]
+        elif kind in _KEPT and len(body) == length:
+            kept.append((kind, body))
+        elif kind == b"IDAT":
+            compressed += body
+        elif kind == b"IEND":
+            return None  # whole: nothing was cut
+        at += 12 + length
+    if not header or not compressed:
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    channels = _CHANNELS.get(colour)
+    if channels is None or interlace or depth not in (1, 2, 4, 8, 16) or not width or not height:
+        return None
+    stride = 1 + (width * channels * depth + 7) // 8  # a filter byte, then the row
+    if width * height > max_pixels or stride * height > _MAX_ROWS_BYTES:
+        return None
+    try:
+        raw = zlib.decompressobj().decompress(bytes(compressed), stride * height)
+    except zlib.error:
+        return None  # not a deflate stream: nothing a viewer shows either
+    rows = len(raw) // stride
+    if not rows:
+        return None
+    grey = 0 if colour == 3 else _GREY
+    missing = (b"\x00" + bytes([grey]) * (stride - 1)) * (height - rows)  # filter 0: as is
+    packed = zlib.compress(raw[: rows * stride] + missing, 1)
+    chunks = [(b"IHDR", header), *kept, (b"IDAT", packed), (b"IEND", b"")]
+    return PNG_SIGNATURE + b"".join(_chunk(kind, body) for kind, body in chunks)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
