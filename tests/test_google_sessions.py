@@ -139,3 +139,18 @@ def test_a_banked_picture_spelt_as_text_under_a_form_label_is_blocked(
     run_upload(catalog_addon, flow)
     assert flow.response is not None
     assert flow.response.status_code == 403
+
+
+@pytest.mark.parametrize("spelling", ["base64", "hex"])
+def test_a_banked_picture_spelt_as_text_in_a_sessions_chunks_is_blocked(
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], spelling: str
+) -> None:
+    """Adversarial pass a52 F7: the text of a banked picture sent in a resumable session's
+    chunks went through (18 of 18 on Drive, OneDrive and Dropbox); the reassembled bytes were
+    judged as a picture, and text is none. They are now read as a body is."""
+    banned = encode(benign_photos["chelsea"], "JPEG", quality=90)
+    text = base64.encodebytes(banned) if spelling == "base64" else banned.hex().encode()
+    size = len(text) // 3 + 1
+    spans = [(text[a : a + size], f"bytes {a}-{min(a + size, len(text)) - 1}/{len(text)}")
+             for a in range(0, len(text), size)]  # fmt: skip
+    assert [_send(catalog_addon, body, span) for body, span in spans] == [200, 200, 403]

@@ -25,11 +25,11 @@ from schoolgate.addons.flows import (
 )
 from schoolgate.addons.heldbudget import HeldBudget
 from schoolgate.addons.runtime import Runtime, RuntimeRef
-from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items
+from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items, is_media
 from schoolgate.endpoints.carving import restored_start
 from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
-from schoolgate.endpoints.extract import ExtractionError, whole_picture
+from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_picture
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus, worth_a_look
 from schoolgate.media.cutshort import shows_rows
@@ -336,7 +336,13 @@ class UploadInspector:
                 # Nothing complete: an earlier chunk, forwarded unless its upload's first part
                 # already shows a banked picture; the final one waits for the whole.
                 complete, partial = media
-                verdicts = [await runtime.judge(item, _sized(ctx, len(item))) for item in complete]
+                verdicts = []
+                for whole in complete:
+                    limits = extract_limits(runtime)
+                    pieces = (_inside(whole, limits) if len(whole) <= INLINE_SCAN_BYTES
+                              else await asyncio.to_thread(_inside, whole, limits))  # fmt: skip
+                    for piece in pieces:
+                        verdicts.append(await runtime.judge(piece, _sized(ctx, len(piece))))
                 for session_id, part in partial:
                     found = await runtime.judge_partial(part, _sized(ctx, len(part)))
                     if found is not None:
@@ -411,6 +417,15 @@ def _session_failure(status: SessionStatus) -> str:
 
 def _sized(ctx: InspectionContext, size: int) -> InspectionContext:
     return replace(ctx, size=size)
+
+
+def _inside(data: bytes, limits: ExtractLimits) -> list[bytes]:
+    """What a reassembled upload holds: itself where it is media, else the media its bytes
+    spell or contain, read as a body is (a52 F7: base64 or hex of a banked picture sent in the
+    chunks of a Drive, OneDrive or Dropbox session went through, 18 of 18)."""
+    if is_media(data):
+        return [data]
+    return [item.data for item in extract_items(data, None, limits)] or [data]
 
 
 def _held_whole(data: bytes) -> bool:
