@@ -36,7 +36,6 @@ The index is immutable once built, so one instance serves every worker thread.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
@@ -45,7 +44,7 @@ import cv2
 import numpy as np
 
 from schoolgate.matching.geometry import jacobian, then, transform_is_plausible
-from schoolgate.media.content_grid import SHOWN_PICTURES, Agreement, agreement, content_grid
+from schoolgate.media.content_grid import Agreement, agreement, content_grid, pictures_needed
 from schoolgate.media.features import PANEL_VIEW, LocalFeatures
 
 type Shown = dict[tuple[str, str, str], set[str]]  # a collage -> its pictures a query shows
@@ -264,7 +263,7 @@ class RobustIndex:
                 }
                 looked.add(collage)
                 shown[collage] = everywhere = shown.get(collage, set()) | found
-                if len(everywhere) < _pictures_needed(self._panel_counts[collage]):
+                if len(everywhere) < pictures_needed(self._panel_counts[collage]):
                     # Some of its pictures alone, or a photo wrongly split at a pasted box, whose
                     # other halves match what another picture shares (a shared background).
                     continue
@@ -459,12 +458,6 @@ class RobustIndex:
             content=content,
         )
         return hit, True
-
-
-def _pictures_needed(pictures: int) -> int:
-    """How many pictures of a collage a copy must show: two of two, three of three or four
-    (one of a 2x2 grid replaced is still the grid; one of a meme's two is a new meme)."""
-    return max(2, math.ceil(pictures * SHOWN_PICTURES))
 
 
 def _collage_of(entry: RobustEntry) -> tuple[str, str, str]:

@@ -31,6 +31,7 @@ neighbouring blocks, and a class per cell. No picture can be rebuilt from it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -261,10 +262,14 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
         return Agreement(0.0, int(photo.sum()), False, replaced, middle)
     panels = None if banked.panels is None else _panel_shares(banked, photo, agrees)
     agreeing = 0 if panels is None else sum(share >= _PANEL_AGREEMENT for share in panels)
-    if panels is not None and (agreeing < 2 or agreeing < SHOWN_PICTURES * len(panels)):
+    if panels is not None and (
+        agreeing < SHOWN_PICTURES * len(panels)
+        or agreeing < pictures_needed(len(judged_panels(banked)))
+    ):
         # One photo of a banked collage, alone, in another layout or beside another picture:
         # not the banked picture (a47 F10, a48 F6: every post of a meme's popular reaction
-        # photo matched the banked meme).
+        # photo matched the banked meme). Nor two of a grid's four, side by side as they sat
+        # in it: a new meme of two of its pictures is that same crop (a52 F1).
         return Agreement(0.0, int(photo.sum()), False, replaced, middle)
     photographic = banked.photo_cells >= _MIN_PHOTO_CELLS and int(photo.sum()) >= _MIN_JUDGED
     if photographic:
@@ -279,6 +284,12 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
     if int(photo.sum()) >= _MIN_SMALL_PHOTO:
         share = min(share, float(agrees[photo].mean()))
     return Agreement(share, count, False, replaced, middle)
+
+
+def pictures_needed(pictures: int) -> int:
+    """How many pictures of a collage a copy must show: two of two, three of three or four
+    (one of a 2x2 grid replaced is still the grid; one of a meme's two is a new meme)."""
+    return max(2, math.ceil(pictures * SHOWN_PICTURES))
 
 
 def _panel_shares(
