@@ -280,3 +280,13 @@ def test_a_picture_spelt_as_text_and_labelled_a_form_is_found(photo: bytes, spel
 def test_an_ordinary_form_read_as_text_finds_nothing() -> None:
     form = urlencode({"q": "homework help", "token": "A" * 40 + "/+" * 20}).encode()
     assert found(form, "application/x-www-form-urlencoded") == []
+
+
+@pytest.mark.parametrize("width", [20, 50, 64])
+@pytest.mark.parametrize("label", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_base64_wrapped_at_any_width_is_found(photo: bytes, width: int, label: str | None) -> None:
+    """Adversarial pass a52 F3: `base64 -w 50` went through; only lines of 56 or more
+    characters started a run of base64 to read."""
+    text = base64.b64encode(photo)
+    body = b"\n".join(text[i : i + width] for i in range(0, len(text), width))
+    assert found(body, label) == [photo]

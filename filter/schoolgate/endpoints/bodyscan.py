@@ -55,6 +55,10 @@ _DATA_URL: Final = re.compile(rb"data:([\w.+-]{1,64}/[\w.+-]{1,64})?[^,\"'\s]{0,
 _BASE64_RUN: Final = re.compile(
     rb"[A-Za-z0-9+/_-]{56,}+(?:(?:\r?\n|\\n|%0[aAdD]|&#10;)[A-Za-z0-9+/_-]++)*+={0,2}"
 )
+# Base64 wrapped at any width (`base64 -w 50`): lines too short to start a run above (a52 F3).
+_WRAPPED_RUN: Final = re.compile(
+    rb"(?:[A-Za-z0-9+/_-]{16,}+(?:\r?\n|\\n|%0[aAdD]|&#10;)){3,}+[A-Za-z0-9+/_-]*+={0,2}"
+)
 _PAYLOAD_END: Final = re.compile(rb"[\"')<>\s]")
 _BASE64_PAYLOAD: Final = re.compile(rb"(?:[A-Za-z0-9+/=_-]++|\s++|%0[aAdD]|&#1[03];|\\[nr])*+")
 _LINE_BREAKS: Final = re.compile(rb"\s+|%0[aAdD]|&#1[03];|\\[nr]")
@@ -305,7 +309,11 @@ class _Scan:
         covered: list[tuple[int, int]] = []
         for match in _DATA_URL.finditer(data):
             covered.append(self.data_url(data, match, where, depth))
-        for number, match in enumerate(_BASE64_RUN.finditer(data)):
+        runs = list(_BASE64_RUN.finditer(data))
+        spans = [(match.start(), match.end()) for match in runs]
+        runs += [match for match in _WRAPPED_RUN.finditer(data)
+                 if not any(a < match.end() and match.start() < b for a, b in spans)]  # fmt: skip
+        for number, match in enumerate(runs):
             if any(start <= match.start() < end for start, end in covered):
                 continue  # the payload of a data: URL, already looked at
             run = _compact(match.group(0))
