@@ -290,3 +290,14 @@ def test_base64_wrapped_at_any_width_is_found(photo: bytes, width: int, label: s
     text = base64.b64encode(photo)
     body = b"\n".join(text[i : i + width] for i in range(0, len(text), width))
     assert found(body, label) == [photo]
+
+
+@pytest.mark.parametrize("charset", ["cp500", "ibm037", "utf-7"])
+@pytest.mark.parametrize("spelling", ["base64", "hex"])
+def test_text_in_a_charset_that_reads_ascii_otherwise_is_read_in_it(
+    photo: bytes, charset: str, spelling: str
+) -> None:
+    """Adversarial pass a52 F4: base64 or hex of a banked picture sent as EBCDIC (cp500) or
+    UTF-7, labelled so, went through: the bytes as sent spell no base64."""
+    text = base64.b64encode(photo).decode() if spelling == "base64" else photo.hex()
+    assert found(text.encode(charset), f"text/plain; charset={charset}") == [photo]

@@ -149,7 +149,8 @@ class _Scan:
         main, params = parse_header_params(content_type) if content_type else ("", {})
         narrow = None
         if not main.startswith("multipart/") and not is_media(data):
-            narrow = _wide_reading(data, params.get("charset", ""))
+            charset = params.get("charset", "")
+            narrow = _wide_reading(data, charset) or _declared_reading(data, charset)
         self._as_sent(data, main, content_type, where, depth, filename, claimed)
         if narrow is not None:
             # JSON or a form in UTF-16/32 (Python, Java and .NET parsers accept them), scanned
@@ -434,6 +435,23 @@ def _wide_reading(data: bytes, charset: str) -> bytes | None:
     if not told and not (_MARKUP.match(narrow) or _FORM_LIKE.match(narrow[:4096])):
         return None
     return narrow
+
+
+def _declared_reading(data: bytes, charset: str) -> bytes | None:
+    """The body as UTF-8 where its declared charset reads ASCII otherwise (EBCDIC's cp500, UTF-7):
+    a recipient's text viewer shows that text, and base64 in it (a52 F4: base64 of a banked
+    picture sent as cp500 or UTF-7 went through). Charsets Python does not know are read as sent."""
+    if not charset or len(data) < 64:
+        return None
+    try:
+        if _PRINTABLE.decode(charset, "replace") == _PRINTABLE.decode("latin-1"):
+            return None  # ASCII as itself: the bytes as sent are that text
+        return data.decode(charset, "replace").encode("utf-8")
+    except (LookupError, ValueError):
+        return None
+
+
+_PRINTABLE: Final = bytes(range(32, 127))
 
 
 def _looks_whole(data: bytes) -> bool:
