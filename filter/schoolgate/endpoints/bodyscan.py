@@ -39,6 +39,7 @@ from schoolgate.endpoints.rtf import is_rtf, rtf_pictures
 from schoolgate.endpoints.tarball import tar_members
 from schoolgate.endpoints.textbytes import (
     byte_arrays,
+    declared_reading,
     escaped_readings,
     hex_reading,
     unescape_json,
@@ -150,7 +151,7 @@ class _Scan:
         narrow = None
         if not main.startswith("multipart/") and not is_media(data):
             charset = params.get("charset", "")
-            narrow = _wide_reading(data, charset) or _declared_reading(data, charset)
+            narrow = _wide_reading(data, charset) or declared_reading(data, charset)
         self._as_sent(data, main, content_type, where, depth, filename, claimed)
         if narrow is not None:
             # JSON or a form in UTF-16/32 (Python, Java and .NET parsers accept them), scanned
@@ -435,23 +436,6 @@ def _wide_reading(data: bytes, charset: str) -> bytes | None:
     if not told and not (_MARKUP.match(narrow) or _FORM_LIKE.match(narrow[:4096])):
         return None
     return narrow
-
-
-def _declared_reading(data: bytes, charset: str) -> bytes | None:
-    """The body as UTF-8 where its declared charset reads ASCII otherwise (EBCDIC's cp500, UTF-7):
-    a recipient's text viewer shows that text, and base64 in it (a52 F4: base64 of a banked
-    picture sent as cp500 or UTF-7 went through). Charsets Python does not know are read as sent."""
-    if not charset or len(data) < 64:
-        return None
-    try:
-        if _PRINTABLE.decode(charset, "replace") == _PRINTABLE.decode("latin-1"):
-            return None  # ASCII as itself: the bytes as sent are that text
-        return data.decode(charset, "replace").encode("utf-8")
-    except (LookupError, ValueError):
-        return None
-
-
-_PRINTABLE: Final = bytes(range(32, 127))
 
 
 def _looks_whole(data: bytes) -> bool:

@@ -134,3 +134,20 @@ def unescape_json(literal: bytes) -> bytes:
         return text.encode("latin-1")
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace")
+
+
+def declared_reading(data: bytes, charset: str) -> bytes | None:
+    """The body as UTF-8 where its declared charset reads ASCII otherwise (EBCDIC's cp500, UTF-7):
+    a recipient's text viewer shows that text, and base64 in it (a52 F4: base64 of a banked
+    picture sent as cp500 or UTF-7 went through). Charsets Python does not know are read as sent."""
+    if not charset or len(data) < 64:
+        return None
+    try:
+        if _PRINTABLE.decode(charset, "replace") == _PRINTABLE.decode("latin-1"):
+            return None  # ASCII as itself: the bytes as sent are that text
+        return data.decode(charset, "replace").encode("utf-8")
+    except (LookupError, ValueError):
+        return None
+
+
+_PRINTABLE: Final = bytes(range(32, 127))
