@@ -57,8 +57,10 @@ _BASE64_RUN: Final = re.compile(
     rb"[A-Za-z0-9+/_-]{56,}+(?:(?:\r?\n|\\n|%0[aAdD]|&#10;)[A-Za-z0-9+/_-]++)*+={0,2}"
 )
 # Base64 wrapped at any width (`base64 -w 50`): lines too short to start a run above (a52 F3).
+# Tried only where a run starts: from inside a long line it would be tried at every character.
 _WRAPPED_RUN: Final = re.compile(
-    rb"(?:[A-Za-z0-9+/_-]{16,}+(?:\r?\n|\\n|%0[aAdD]|&#10;)){3,}+[A-Za-z0-9+/_-]*+={0,2}"
+    rb"(?<![A-Za-z0-9+/_-])(?:[A-Za-z0-9+/_-]{16,}+(?:\r?\n|\\n|%0[aAdD]|&#10;)){3,}+"
+    rb"[A-Za-z0-9+/_-]*+={0,2}"
 )
 _PAYLOAD_END: Final = re.compile(rb"[\"')<>\s]")
 _BASE64_PAYLOAD: Final = re.compile(rb"(?:[A-Za-z0-9+/=_-]++|\s++|%0[aAdD]|&#1[03];|\\[nr])*+")
