@@ -301,3 +301,13 @@ def test_text_in_a_charset_that_reads_ascii_otherwise_is_read_in_it(
     UTF-7, labelled so, went through: the bytes as sent spell no base64."""
     text = base64.b64encode(photo).decode() if spelling == "base64" else photo.hex()
     assert found(text.encode(charset), f"text/plain; charset={charset}") == [photo]
+
+
+@pytest.mark.parametrize("junk", [".", "*", " ", "#", "\x00"])
+@pytest.mark.parametrize("step", [4, 50])
+def test_base64_cut_by_junk_in_a_text_body_is_found(photo: bytes, junk: str, step: int) -> None:
+    """Adversarial pass a52 F3: base64 with a separator every 4 to 200 characters, sent as a
+    text body, went through to raw upload routes; a lenient decoder (PHP's, Python's without
+    validation) skips the separators and gives back the picture."""
+    body = every(base64.b64encode(photo).decode(), step, junk).encode()
+    assert found(body, "text/plain") == [photo]

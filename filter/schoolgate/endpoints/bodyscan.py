@@ -331,6 +331,10 @@ class _Scan:
             for number, item in enumerate(self.items[before:])
             if number < spelt_items or item.data not in found
         ]
+        if len(self.items) == before and (lenient := _lenient_b64(data.strip())) is not None:
+            # Base64 cut by junk every few characters ('.', '*', spaces, NUL) that a lenient
+            # decoder skips: the whole text as one such decoder reads it (a52 F3).
+            self.decoded_blob(lenient, f"{where}/lenient", depth)
 
     def data_url(
         self, data: bytes, match: re.Match[bytes], where: str, depth: int
