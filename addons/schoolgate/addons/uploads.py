@@ -423,8 +423,8 @@ def _inside(data: bytes, limits: ExtractLimits) -> list[bytes]:
     """What a reassembled upload holds: itself where it is media, else the media its bytes
     spell or contain, read as a body is (a52 F7: base64 or hex of a banked picture sent in the
     chunks of a Drive, OneDrive or Dropbox session went through, 18 of 18)."""
-    if is_media(data):
-        return [data]
+    if is_media(data) or len(data) > limits.max_body_bytes:
+        return [data]  # past the body cap (a restored first byte): judged as it stands
     return [item.data for item in extract_items(data, None, limits)] or [data]
 
 
