@@ -107,6 +107,9 @@ def _standard_reading(text: bytes) -> bytes | None:
 
 
 def _escaped(text: bytes) -> bytes | None:
+    start = text.find(b"00000000:", 0, 64)  # after a form's field name too
+    if start >= 0 and b"\n" not in text.strip():
+        return _joined_xxd(text[start:])
     if _XXD_LINE.match(text):
         groups = b"".join(_XXD_LINE.findall(text))
         digits = re.sub(rb"\s", b"", groups)
@@ -120,6 +123,25 @@ def _escaped(text: bytes) -> bytes | None:
     if _PERCENT_START.match(text):
         return unquote_to_bytes(text.strip())
     return None
+
+
+def _joined_xxd(text: bytes) -> bytes | None:
+    """An `xxd` dump whose line breaks were taken out (`curl -d @dump` strips them: adversarial
+    pass a52 F5): each line found by the offset it must have, in order, its hex up to the text
+    column."""
+    out = bytearray()
+    at = 0
+    while (at := text.find(b"%08x:" % len(out), at)) >= 0:
+        groups = _XXD_GROUPS.match(text, at + 9)
+        digits = b"" if groups is None else re.sub(rb"\s", b"", groups[1])
+        if len(digits) < 2:
+            break
+        out += binascii.unhexlify(digits[: len(digits) // 2 * 2])
+        at = groups.end() if groups is not None else at + 9
+    return bytes(out) if len(out) >= _MIN_BYTES else None
+
+
+_XXD_GROUPS: Final = re.compile(rb" +((?:[0-9a-fA-F]{2,8} )+)")
 
 
 def unescape_json(literal: bytes) -> bytes:
