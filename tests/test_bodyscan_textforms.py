@@ -17,6 +17,7 @@ from PIL import Image
 from schoolgate.endpoints.bodyscan import extract_items
 from schoolgate.endpoints.extract import ExtractLimits
 from tests.conftest import encode
+from tests.test_bodyscan_textbytes import xxd
 
 LIMITS = ExtractLimits()
 
@@ -313,22 +314,11 @@ def test_base64_cut_by_junk_in_a_text_body_is_found(photo: bytes, junk: str, ste
     assert found(body, "text/plain") == [photo]
 
 
-def _xxd(data: bytes) -> str:
-    """`xxd` output: offset, eight groups of two bytes in hex, the bytes as text."""
-    lines = []
-    for offset in range(0, len(data), 16):
-        chunk = data[offset : offset + 16]
-        groups = " ".join(chunk[i : i + 2].hex() for i in range(0, len(chunk), 2))
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{offset:08x}: {groups:<39}  {text}")
-    return "\n".join(lines) + "\n"
-
-
 @pytest.mark.parametrize("label", ["text/plain", "application/x-www-form-urlencoded"])
 def test_an_xxd_dump_with_its_line_breaks_taken_out_is_read(photo: bytes, label: str) -> None:
     """Adversarial pass a52 F5: `curl -d data=@dump` strips the line breaks of an xxd dump, and
     only its first line was read."""
-    joined = _xxd(photo).replace("\n", "").encode()
+    joined = xxd(photo).replace("\n", "").encode()
     body = b"data=" + joined if label.endswith("urlencoded") else joined
     assert found(body, label) == [photo]
-    assert found(_xxd(photo).encode(), "text/plain") == [photo]  # with its line breaks
+    assert found(xxd(photo).encode(), "text/plain") == [photo]  # with its line breaks
