@@ -337,8 +337,8 @@ class UploadInspector:
                 # already shows a banked picture; the final one waits for the whole.
                 complete, partial = media
                 verdicts = []
+                limits = extract_limits(runtime)
                 for whole in complete:
-                    limits = extract_limits(runtime)
                     pieces = (_inside(whole, limits) if len(whole) <= INLINE_SCAN_BYTES
                               else await asyncio.to_thread(_inside, whole, limits))  # fmt: skip
                     for piece in pieces:

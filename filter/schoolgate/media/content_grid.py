@@ -260,11 +260,11 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
         # The copy leaves out most of the photo inside the banked screen or frame: what aligned
         # is the interface around it (a45 F2: two chat screenshots matched on their header).
         return Agreement(0.0, int(photo.sum()), False, replaced, middle)
-    panels = None if banked.panels is None else _panel_shares(banked, photo, agrees)
+    judged = judged_panels(banked)
+    panels = _panel_shares(judged, photo, agrees)
     agreeing = 0 if panels is None else sum(share >= _PANEL_AGREEMENT for share in panels)
     if panels is not None and (
-        agreeing < SHOWN_PICTURES * len(panels)
-        or agreeing < pictures_needed(len(judged_panels(banked)))
+        agreeing < SHOWN_PICTURES * len(panels) or agreeing < pictures_needed(len(judged))
     ):
         # One photo of a banked collage, alone, in another layout or beside another picture:
         # not the banked picture (a47 F10, a48 F6: every post of a meme's popular reaction
@@ -293,11 +293,12 @@ def pictures_needed(pictures: int) -> int:
 
 
 def _panel_shares(
-    banked: ContentGrid, photo: npt.NDArray[np.bool_], agrees: npt.NDArray[np.bool_]
+    panels: list[tuple[npt.NDArray[np.bool_], int]],
+    photo: npt.NDArray[np.bool_],
+    agrees: npt.NDArray[np.bool_],
 ) -> list[float] | None:
-    """For a banked collage (two or more panels with photo cells enough to judge): the agreeing
-    share of each panel the copy shows (covers an eighth of its photo cells); None otherwise."""
-    panels = judged_panels(banked)
+    """For a banked collage (`panels`, its judged_panels: two or more): the agreeing share of
+    each panel the copy shows (covers an eighth of its photo cells); None otherwise."""
     if len(panels) < 2:
         return None
     shares: list[float] = []

@@ -178,7 +178,7 @@ def working_grey(image: Image.Image, settings: FeatureSettings | None = None) ->
 def whole_grid(image: Image.Image, settings: FeatureSettings | None = None) -> ContentGrid | None:
     """The content grid of an image's whole view, as extract_features banks it (with its panel
     map where it is a collage; None for a sliver), without the keypoints."""
-    grey = _working_grey(image, (settings or FeatureSettings()).work_side)
+    grey = working_grey(image, settings)
     if min(grey.shape) < _MIN_GRID_SIDE:
         return None
     return _banked_grid(grey, finer_grey(image, settings))
