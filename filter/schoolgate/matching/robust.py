@@ -204,6 +204,7 @@ class RobustIndex:
                 self._panels_of.setdefault(_collage_of(entry), []).append(number)
         self._panel_counts = {collage: len({self._entries[n].panel for n in numbers})
                               for collage, numbers in self._panels_of.items()}  # fmt: skip
+        self._is_panel = np.array([e.panel is not None for e in self._entries], dtype=bool)
         self._views_of: dict[str, list[int]] = {}
         for number, entry in enumerate(self._entries):
             self._views_of.setdefault(entry.content_id, []).append(number)
@@ -232,20 +233,22 @@ class RobustIndex:
     def thresholds(self, bank: str) -> RobustThresholds:
         return self._thresholds.get(bank, self._default)
 
-    def match(self, query: LocalFeatures, max_hits: int | None = 1,
-              shown: Shown | None = None) -> list[RobustHit]:  # fmt: skip
+    def match(self, query: LocalFeatures, max_hits: int | None = 1, shown: Shown | None = None,
+              collages_only: bool = False) -> list[RobustHit]:  # fmt: skip
         """Verified matches for one query view, best-voted candidates first.
 
         Verification stops after `max_hits` matches (one is enough to decide; None checks every
         candidate, for reports and benchmarks). `shown` carries the pictures of each collage
         found in the query's other views: a grid re-laid as a strip of four shows each picture
-        where only its own view (the query split at its gutters) finds it (a50)."""
+        where only its own view (the query split at its gutters) finds it (a50).
+        `collages_only`: only the pictures of banked collages are looked for (a piece of the
+        query, not a view of it: signals.query_pieces)."""
         shown = {} if shown is None else shown
         if not self._entries or len(query) < self._default_floor():
             return []
         hits: list[RobustHit] = []
         looked: set[tuple[str, str, str]] = set()  # collages whose pictures were looked for
-        for entry_id, votes in self._candidates(query):
+        for entry_id, votes in self._candidates(query, collages_only):
             hit = self._verify(query, entry_id, votes)
             if hit is None:
                 continue
@@ -277,8 +280,9 @@ class RobustIndex:
         floors = [self._default.min_inliers, *(t.min_inliers for t in self._thresholds.values())]
         return max(4, min(floors))
 
-    def _candidates(self, query: LocalFeatures) -> list[tuple[int, int]]:
-        """(entry, votes) for the best-voted entries, at most limits.max_candidates."""
+    def _candidates(self, query: LocalFeatures, panels: bool = False) -> list[tuple[int, int]]:
+        """(entry, votes) for the best-voted entries (`panels`: of the pictures of collages
+        only), at most limits.max_candidates."""
         limits = self._limits
         query_chunks = np.ascontiguousarray(query.descriptors).view("<u2")
         pair_query: list[np.ndarray] = []
@@ -321,6 +325,8 @@ class RobustIndex:
         weight = 1.0 / np.maximum(items_per_keypoint, 1)
         distinctive = np.bincount(entry, weights=weight[keypoint], minlength=entries)
         eligible = votes >= limits.min_votes
+        if panels:
+            eligible &= self._is_panel
         ranked = np.argsort(-np.where(eligible, distinctive, -1.0), kind="stable")
         return [(int(e), int(votes[e])) for e in ranked[: limits.max_candidates] if eligible[e]]
 

@@ -37,7 +37,12 @@ from schoolgate.media.features import (
     judge_map,
 )
 from schoolgate.media.normalise import unsquash_map
-from schoolgate.media.signals import SQUASH_RATIO, query_feature_views, squashed_view_base
+from schoolgate.media.signals import (
+    SQUASH_RATIO,
+    query_feature_views,
+    query_pieces,
+    squashed_view_base,
+)
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +207,14 @@ class RobustTier:
         shown: Shown = {}
         for view in query_feature_views(image, views):
             hits = index.match(extract_features(view, grid=False), shown=shown)
+            if hits:
+                return [to_bank_match(hit) for hit in hits]
+        # Some pictures of a banked collage were found, not enough of them, or the query is
+        # itself laid out as pictures: a banked collage's pictures may be too small in the
+        # whole view to be found (a grid re-laid as a stack of four).
+        for piece in query_pieces(image, collage_found=bool(shown)):
+            hits = index.match(extract_features(piece, grid=False), shown=shown,
+                               collages_only=True)  # fmt: skip
             if hits:
                 return [to_bank_match(hit) for hit in hits]
         return []

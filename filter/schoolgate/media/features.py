@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 import cv2
 import numpy as np
@@ -193,11 +194,16 @@ def _banked_grid(grey: np.ndarray, finer: np.ndarray | None = None) -> ContentGr
     return found if panels is None else ContentGrid(found.bits, found.kinds, panels)
 
 
+_FINER_SIDES: Final = 4
+
+
 def finer_grey(image: Image.Image, settings: FeatureSettings | None = None) -> np.ndarray | None:
-    """A banked image's grey frame at up to twice the working side (never enlarged), where
-    that is finer than the working frame: thin gutters are looked for there."""
+    """A banked image's grey frame at up to four times the working side (never enlarged),
+    where that is finer than the working frame: thin gutters are looked for there. A line of
+    one pixel survives only at about its own scale (a52 F2b: a 1603 px strip's 1 px lines were
+    lost at 1024 px)."""
     work = (settings or FeatureSettings()).work_side
-    side = min(2 * work, max(image.size))
+    side = min(_FINER_SIDES * work, max(image.size))
     return _working_grey(image, side) if side > 1.25 * work else None
 
 

@@ -88,43 +88,67 @@ def collage_boxes(
 ) -> list[tuple[int, int, int, int]]:
     """The pixel boxes (left, top, right, bottom) of a collage's panels in `luma`; the photo's
     own box alone when it has no seam. `seams`: False splits at gutters only. `finer`, the
-    same picture at a finer scale, is searched for gutters where `luma` shows none: a line of
-    two or three pixels between two noise-like pictures blurs into them in the working frame
-    (a50 N8: every one of the pictures alone was then blocked as the banked collage)."""
-    boxes = _split(luma.astype(np.int16), photo_box, _DEPTH, seams)
-    if len(boxes) > 1 or finer is None:
-        return boxes
-    scale_y, scale_x = finer.shape[0] / luma.shape[0], finer.shape[1] / luma.shape[1]
-    left, top, right, bottom = photo_box
-    fine_box = (round(left * scale_x), round(top * scale_y), round(right * scale_x),
-                round(bottom * scale_y))  # fmt: skip
-    found = _split(finer.astype(np.int16), fine_box, _DEPTH, seams=False)
-    if len(found) < 2:
-        return boxes
-    return [(round(a / scale_x), round(b / scale_y), round(c / scale_x), round(d / scale_y))
-            for a, b, c, d in found]  # fmt: skip
+    same picture at a finer scale, is searched for gutters wherever `luma` shows none: a line
+    of one to three pixels between two pictures blurs into them in the working frame (a50 N8:
+    every one of the pictures alone was then blocked as the banked collage; a52 F2b: a strip of
+    four with 1 px lines was split at its middle only, and banked as three pictures)."""
+    coarse = luma.astype(np.int16)
+    fine = None if finer is None else finer.astype(np.int16)
+    return _split(coarse, photo_box, _DEPTH, seams, fine)
 
 
 def _split(
-    luma: npt.NDArray[np.int16], box: tuple[int, int, int, int], depth: int, seams: bool = True
+    luma: npt.NDArray[np.int16],
+    box: tuple[int, int, int, int],
+    depth: int,
+    seams: bool = True,
+    finer: npt.NDArray[np.int16] | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """The panels of the photo in `box`: split at its seams down one axis (columns first), then
-    each part again (a 2x2 grid, a wide panel over two small ones), `depth` levels deep."""
+    each part again (a 2x2 grid, a wide panel over two small ones), `depth` levels deep; at the
+    gutters of `finer` where `luma` shows no line (and below that, at those gutters only)."""
     left, top, right, bottom = box
     photo = luma[top:bottom, left:right]
     if depth == 0 or min(photo.shape) < PANEL_MIN_SIDE:
         return [box]
-    columns = _splits(photo, seams)
-    if columns:
-        edges = [left, *(left + x for x in columns), right]
+    axis, cuts = _cuts(photo, seams)
+    if not cuts and finer is not None:
+        axis, cuts = _finer_cuts(finer, luma.shape, box)
+        seams = seams and not cuts  # what a finer gutter bounds is searched at gutters only
+    if not cuts:
+        return [box]
+    if axis == 1:
+        edges = [left, *(left + x for x in cuts), right]
         parts = [(a, top, b, bottom) for a, b in itertools.pairwise(edges)]
     else:
-        rows = _splits(photo.T, seams)
-        if not rows:
-            return [box]
-        edges = [top, *(top + y for y in rows), bottom]
+        edges = [top, *(top + y for y in cuts), bottom]
         parts = [(left, a, right, b) for a, b in itertools.pairwise(edges)]
-    return [panel for part in parts for panel in _split(luma, part, depth - 1, seams)]
+    return [panel for part in parts for panel in _split(luma, part, depth - 1, seams, finer)]
+
+
+def _cuts(photo: npt.NDArray[np.int16], seams: bool) -> tuple[int, list[int]]:
+    """(axis, positions) to split a photo at: down its columns (axis 1) first, else across its
+    rows (axis 0); no positions where it has no line."""
+    columns = _splits(photo, seams)
+    if columns:
+        return 1, columns
+    return 0, _splits(photo.T, seams)
+
+
+def _finer_cuts(
+    finer: npt.NDArray[np.int16], shape: tuple[int, ...], box: tuple[int, int, int, int]
+) -> tuple[int, list[int]]:
+    """_cuts at the gutters of the finer frame's part of `box` (a box of a frame of `shape`),
+    in the coarse frame's pixels from the box's edge."""
+    scale_y, scale_x = finer.shape[0] / shape[0], finer.shape[1] / shape[1]
+    left, top, right, bottom = box
+    part = finer[round(top * scale_y) : round(bottom * scale_y),
+                 round(left * scale_x) : round(right * scale_x)]  # fmt: skip
+    if min(part.shape) < PANEL_MIN_SIDE:
+        return 1, []
+    axis, cuts = _cuts(part, seams=False)
+    scale = scale_x if axis == 1 else scale_y
+    return axis, [round(cut / scale) for cut in cuts]
 
 
 def _splits(photo: npt.NDArray[np.int16], seams: bool = True) -> list[int]:

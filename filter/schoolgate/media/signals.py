@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Final
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -247,6 +248,64 @@ def query_pictures(image: Image.Image) -> list[Image.Image]:
     # shared background on its own, which matches every picture before that background.
     boxes = _pictures_in(grey, content_grid(grey), image.size, seams=False)
     return [image.crop(box) for box in boxes]
+
+
+def query_pieces(image: Image.Image, collage_found: bool) -> list[Image.Image]:
+    """Pieces of a query to look for the pictures of banked collages in, each with a keypoint
+    budget of its own, where the query shows some of a collage's pictures (`collage_found`) or
+    is laid out as pictures itself (split at lines too thin for the working frame, or a strip
+    or stack): the query split at its gutters, then overlapping windows of it. A grid re-laid
+    as a stack of four shows each picture in a quarter of the frame, where a quarter of the
+    keypoints fall; pictures the whole view missed are found a window at a time (a52 F2,
+    F2b). None for any other query."""
+    grey = working_grey(image)
+    if min(grey.shape) < PANEL_MIN_SIDE:
+        return []
+    box = (0, 0, grey.shape[1], grey.shape[0])
+    # Lines the working frame shows split the query into views already (query_pictures); an
+    # app's bars and bubbles are such lines, and a screenshot is not looked at in pieces.
+    thin = collage_boxes(grey, box, seams=False, finer=finer_grey(image))
+    shown = len(collage_boxes(grey, box, seams=False))
+    pieces = [_scaled(piece, grey.shape, image.size) for piece in thin] if len(thin) > shown else []
+    long_side, short_side = max(image.size), min(image.size)
+    if not (collage_found or pieces or long_side >= _STRIP_RATIO * short_side):
+        return []
+    return [image.crop(piece) for piece in [*pieces, *_windows(image.size)]]
+
+
+# A query this much longer than wide (or wider than tall) is looked at as a strip or stack of
+# pictures; a phone's screenshot (up to 2.2) is not.
+_STRIP_RATIO: Final = 2.5
+
+
+def _windows(size: tuple[int, int]) -> list[Crop]:
+    """Overlapping windows of a frame: squares of its short side along its long axis (a strip
+    or stack of pictures), and squares of half its long side (a grid), each half a window
+    apart."""
+    width, height = size
+    windows: list[Crop] = []
+    for side in dict.fromkeys((min(width, height), max(width, height) // 2)):
+        if not PANEL_MIN_SIDE <= side <= min(width, height) or side == max(width, height):
+            continue
+        step = side // 2
+        for top in _starts(height, side, step):
+            windows.extend((left, top, left + side, top + side)
+                           for left in _starts(width, side, step))  # fmt: skip
+    return windows
+
+
+def _starts(length: int, side: int, step: int) -> list[int]:
+    """Window starts along one axis, the last flush with the end."""
+    if side >= length:
+        return [0]
+    return sorted({*range(0, length - side, step), length - side})
+
+
+def _scaled(box: tuple[int, int, int, int], shape: tuple[int, ...], size: tuple[int, int]) -> Crop:
+    scale_x, scale_y = size[0] / shape[1], size[1] / shape[0]
+    left, top, right, bottom = box
+    return (round(left * scale_x), round(top * scale_y), round(right * scale_x),
+            round(bottom * scale_y))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
