@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw, ImageOps
 
 from schoolgate.media.signals import query_pieces
-from tests.support.imagery import encode
-from tests.test_collage_panels import _photo, grid_of_four, panels, strip_of
+from tests.support.imagery import encode, skimage_photo
+from tests.test_collage_panels import _photo, grid_of_four, meme, panels, strip_of
 from tests.test_robust_precision import _bank
 
 NAMES = ("astronaut", "coffee", "chelsea", "motorcycle_left")
@@ -58,3 +59,41 @@ def test_only_a_query_laid_out_as_pictures_is_looked_at_in_pieces() -> None:
     for piece in query_pieces(strip_of(NAMES[:3], 0), collage_found=True):
         assert piece.width <= 3 * 400
         assert piece.height <= 400
+    # a panorama is looked at in a bounded number of windows, however long
+    assert len(query_pieces(Image.new("RGB", (12_000, 300), "grey"), collage_found=True)) <= 7
+
+
+def _lined(name: str, across: bool) -> Image.Image:
+    """A photo with a 2 px black line drawn through its middle (a pole, a horizon, a border)."""
+    photo = ImageOps.fit(skimage_photo(name), (640, 480))
+    draw = ImageDraw.Draw(photo)
+    draw.rectangle((0, 239, 640, 240) if across else (319, 0, 320, 480), fill="black")
+    return photo
+
+
+@pytest.mark.parametrize(("name", "across"), [("rocket", True), ("coins", False),
+                                               ("immunohistochemistry", True)])  # fmt: skip
+def test_a_crop_of_a_photo_split_at_a_drawn_line_is_blocked(
+    tmp_path: Path, name: str, across: bool
+) -> None:
+    """a52 F6: a photo with a thin line drawn through it is banked as two pictures, and a crop
+    that kept one part and a fifth of the other showed too little of the other to judge by
+    its cells. The keypoints of that strip align where they sat: both parts are shown."""
+    lined = _lined(name, across)
+    assert panels(lined) >= 2
+    with _bank(tmp_path, {"lined.png": encode(lined, "PNG")}) as bank:
+        for keep in (
+            ((0, 0, 640, 288), (0, 192, 640, 480))
+            if across
+            else ((0, 0, 384, 480), (256, 0, 640, 480))
+        ):
+            assert bank.blocked(lined.crop(keep), "JPEG"), keep
+
+
+def test_one_picture_of_a_meme_with_its_edge_is_not_blocked(tmp_path: Path) -> None:
+    """What keeps a crop of one part apart from one picture of a meme shared alone: a crop
+    at the gutter holds no keypoint of the other picture."""
+    banked = meme("astronaut", "coffee")
+    with _bank(tmp_path, {"meme.png": encode(banked, "PNG")}) as bank:
+        assert not bank.blocked(banked.crop((0, 120, 400 + 8, 520)), "JPEG")
+        assert not bank.blocked(banked.crop((400 - 8, 120, 800, 520)), "JPEG")

@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from schoolgate.matching.geometry import jacobian, then, transform_is_plausible
-from schoolgate.media.content_grid import Agreement, agreement, content_grid, pictures_needed
+from schoolgate.media.content_grid import GRID, Agreement, agreement, content_grid, pictures_needed
 from schoolgate.media.features import PANEL_VIEW, LocalFeatures
 
 type Shown = dict[tuple[str, str, str], set[str]]  # a collage -> its pictures a query shows
@@ -441,12 +441,12 @@ class RobustIndex:
             judged, back = entry.judged_on
             onto = then(transform, back)
             points = points @ back[:2, :2].T + back[:2, 2]
-        content = _aligned_agreement(query, judged, onto)
+        content = _aligned_agreement(query, judged, onto, points)
         if content is not None and not _same_picture(content, points, judged, rules):
             return None, True  # aligned on what surrounds the pictures; the pictures differ
         if entry.photo is not None and content is not None:
             photo, to_photo = entry.photo
-            seen = _aligned_agreement(query, photo, then(transform, to_photo))
+            seen = _aligned_agreement(query, photo, then(transform, to_photo), np.empty((0, 2)))
             if seen is not None and (seen.share < rules.min_agreement
                                      or seen.replaced > rules.max_replaced):  # fmt: skip
                 return None, True  # the same screen around another small photo
@@ -471,18 +471,20 @@ def _collage_of(entry: RobustEntry) -> tuple[str, str, str]:
     return entry.bank, entry.content_id, (entry.panel or "").rpartition(":")[0]
 
 
-def _aligned_agreement(
-    query: LocalFeatures, banked: LocalFeatures, transform: np.ndarray
-) -> Agreement | None:
+def _aligned_agreement(query: LocalFeatures, banked: LocalFeatures, transform: np.ndarray,
+                       inliers: np.ndarray) -> Agreement | None:  # fmt: skip
     """The query warped by `transform` (query frame -> banked frame) compared with the banked
-    content grid; None when either side has no grid to compare (a set banked before grids)."""
+    content grid; None when either side has no grid to compare (a set banked before grids).
+    `inliers`: the aligned keypoints, in the banked frame."""
     if banked.grid is None or query.luma is None:
         return None
     size = (banked.width, banked.height)
     warp = cv2.warpPerspective if transform.shape[0] == 3 else cv2.warpAffine
     warped = np.asarray(warp(query.luma, transform, size, flags=cv2.INTER_LINEAR), np.uint8)
     inside = warp(np.ones_like(query.luma), transform, size, flags=cv2.INTER_NEAREST)
-    return agreement(banked.grid, content_grid(warped, inside.astype(bool)))
+    frame = [[0, banked.height], [0, banked.width]]  # the inliers in each cell of the grid:
+    per_cell = np.histogram2d(inliers[:, 1], inliers[:, 0], GRID, frame)[0].ravel().astype(int)
+    return agreement(banked.grid, content_grid(warped, inside.astype(bool)), per_cell)
 
 
 def _same_picture(

@@ -243,12 +243,19 @@ _PANEL_AGREEMENT: Final = 0.5  # a panel a copy of a collage shows agrees this m
 # a 2x2 grid replaced is still the grid; a meme template whose two fixed pictures agree and
 # whose two others differ is another meme.
 SHOWN_PICTURES: Final = 0.75
+# Aligned keypoints in a collage's picture that the copy shows too little of to judge by its
+# cells: as many as a crop keeping a sixth of one half of a photo split at a line brings (a52
+# F6); a crop's edge cuts into the next picture by less than ORB's 31 px patch holds none.
+_SIGHTED_INLIERS: Final = 5
 _MIN_SMALL_PHOTO: Final = 2  # a small photo inside a graphic item is judged from this many cells
 
 
-def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
+def agreement(
+    banked: ContentGrid, query: ContentGrid, inliers: npt.NDArray[np.int64] | None = None
+) -> Agreement:
     """Compare an aligned query's grid (computed on the query warped into the banked frame)
-    with the banked grid (see the module docstring for which cells count)."""
+    with the banked grid (see the module docstring for which cells count). `inliers`: the
+    aligned keypoints in each banked cell, where known."""
     distance = np.bitwise_count(banked.bits ^ query.bits)
     agrees = distance <= _CELL_MATCH_BITS
     covered = query.kinds != Cell.UNCOVERED
@@ -261,7 +268,7 @@ def agreement(banked: ContentGrid, query: ContentGrid) -> Agreement:
         # is the interface around it (a45 F2: two chat screenshots matched on their header).
         return Agreement(0.0, int(photo.sum()), False, replaced, middle)
     judged = judged_panels(banked)
-    panels = _panel_shares(judged, photo, agrees)
+    panels = _panel_shares(judged, photo, agrees, inliers)
     agreeing = 0 if panels is None else sum(share >= _PANEL_AGREEMENT for share in panels)
     if panels is not None and (
         agreeing < SHOWN_PICTURES * len(panels) or agreeing < pictures_needed(len(judged))
@@ -296,6 +303,7 @@ def _panel_shares(
     panels: list[tuple[npt.NDArray[np.bool_], int]],
     photo: npt.NDArray[np.bool_],
     agrees: npt.NDArray[np.bool_],
+    inliers: npt.NDArray[np.int64] | None = None,
 ) -> list[float] | None:
     """For a banked collage (`panels`, its judged_panels: two or more): the agreeing share of
     each panel the copy shows (covers an eighth of its photo cells); None otherwise."""
@@ -308,6 +316,10 @@ def _panel_shares(
         # wrongly split at a straight horizon keeps a row of cells of the other (a49 F4).
         if int(shown.sum()) >= max(1, cells // 8):
             shares.append(float(agrees[shown].mean()))
+        elif inliers is not None and int(inliers[inside].sum()) >= _SIGHTED_INLIERS:
+            # A strip of it narrower than a cell, whose keypoints align where they sat: a crop
+            # that keeps a fifth of one part of a photo split at a drawn line (a52 F6).
+            shares.append(1.0)
     return shares
 
 

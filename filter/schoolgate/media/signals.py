@@ -10,6 +10,7 @@ a query video is sampled 4 times a second), the difference is written here, besi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
@@ -287,18 +288,24 @@ def _windows(size: tuple[int, int]) -> list[Crop]:
     for side in dict.fromkeys((min(width, height), max(width, height) // 2)):
         if not PANEL_MIN_SIDE <= side <= min(width, height) or side == max(width, height):
             continue
-        step = side // 2
-        for top in _starts(height, side, step):
+        for top in _starts(height, side):
             windows.extend((left, top, left + side, top + side)
-                           for left in _starts(width, side, step))  # fmt: skip
+                           for left in _starts(width, side))  # fmt: skip
     return windows
 
 
-def _starts(length: int, side: int, step: int) -> list[int]:
-    """Window starts along one axis, the last flush with the end."""
+def _starts(length: int, side: int) -> list[int]:
+    """Window starts along one axis, half a window apart (farther along a panorama, so that
+    there are at most _MAX_STARTS), the last flush with the end."""
     if side >= length:
         return [0]
+    step = max(side // 2, math.ceil((length - side) / (_MAX_STARTS - 1)))
     return sorted({*range(0, length - side, step), length - side})
+
+
+# Windows along one axis: a stack of four pictures takes seven, half a picture apart. A longer
+# panorama is looked at in as many, so that a query costs at most 7 + 3 x 3 windows.
+_MAX_STARTS: Final = 7
 
 
 def _scaled(box: tuple[int, int, int, int], shape: tuple[int, ...], size: tuple[int, int]) -> Crop:
