@@ -204,6 +204,7 @@ class RobustIndex:
                 self._panels_of.setdefault(_collage_of(entry), []).append(number)
         self._panel_counts = {collage: len({self._entries[n].panel for n in numbers})
                               for collage, numbers in self._panels_of.items()}  # fmt: skip
+        self.collages = bool(self._panels_of)  # whether any item is banked as its pictures too
         self._is_panel = np.array([e.panel is not None for e in self._entries], dtype=bool)
         self._views_of: dict[str, list[int]] = {}
         for number, entry in enumerate(self._entries):

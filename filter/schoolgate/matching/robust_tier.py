@@ -212,7 +212,8 @@ class RobustTier:
         # Some pictures of a banked collage were found, not enough of them, or the query is
         # itself laid out as pictures: a banked collage's pictures may be too small in the
         # whole view to be found (a grid re-laid as a stack of four).
-        for piece in query_pieces(image, collage_found=bool(shown)):
+        pieces = query_pieces(image, collage_found=bool(shown)) if index.collages else []
+        for piece in pieces:
             hits = index.match(extract_features(piece, grid=False), shown=shown,
                                collages_only=True)  # fmt: skip
             if hits:
