@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from schoolgate.media.signals import query_pieces
+from schoolgate.media.decode import MediaLimits
+from schoolgate.media.signals import decode_for_analysis, query_pieces
 from tests.support.imagery import encode, skimage_photo
 from tests.test_collage_panels import _photo, grid_of_four, meme, panels, strip_of
 from tests.test_robust_precision import _bank
@@ -50,17 +51,16 @@ def test_a_strip_banked_with_thin_lines_is_blocked_re_laid_as_a_grid(tmp_path: P
 
 
 def test_only_a_query_laid_out_as_pictures_is_looked_at_in_pieces() -> None:
-    photo = _photo("astronaut")
-    assert query_pieces(photo, collage_found=False) == []
-    assert query_pieces(strip_of(NAMES, 0, across=False), collage_found=False)
-    assert query_pieces(grid_of_four(NAMES, 1), collage_found=False)
-    assert query_pieces(photo, collage_found=True)
+    assert query_pieces(_photo("astronaut")) == []
+    assert query_pieces(grid_of_four(NAMES, 24)) == []  # its gutters split it into views
+    assert query_pieces(strip_of(NAMES, 0, across=False))
+    assert query_pieces(grid_of_four(NAMES, 1))
     # every piece lies inside the picture: none is padded out past its edges
-    for piece in query_pieces(strip_of(NAMES[:3], 0), collage_found=True):
+    for piece in query_pieces(strip_of(NAMES[:3], 0)):
         assert piece.width <= 3 * 400
         assert piece.height <= 400
     # a panorama is looked at in a bounded number of windows, however long
-    assert len(query_pieces(Image.new("RGB", (12_000, 300), "grey"), collage_found=True)) <= 7
+    assert len(query_pieces(Image.new("RGB", (12_000, 300), "grey"))) <= 7
 
 
 def _lined(name: str, across: bool) -> Image.Image:
@@ -97,3 +97,36 @@ def test_one_picture_of_a_meme_with_its_edge_is_not_blocked(tmp_path: Path) -> N
     with _bank(tmp_path, {"meme.png": encode(banked, "PNG")}) as bank:
         assert not bank.blocked(banked.crop((0, 120, 400 + 8, 520)), "JPEG")
         assert not bank.blocked(banked.crop((400 - 8, 120, 800, 520)), "JPEG")
+
+
+def _long_chat(height: int, picture: Image.Image, at: float) -> Image.Image:
+    """A scrolling chat screenshot 1,080 px wide: message bubbles, one of them a picture."""
+    chat = Image.new("RGB", (1080, height), (240, 240, 240))
+    draw = ImageDraw.Draw(chat)
+    for top in range(0, height, 180):
+        draw.rounded_rectangle((40, top + 20, 700, top + 140), 20, fill=(200, 220, 255))
+        draw.text((60, top + 60), f"message {top}", fill="black")
+    top = min(height - picture.height, max(0, int(height * at) - picture.height // 2))
+    chat.paste(picture, (140, top))
+    return chat
+
+
+@pytest.mark.parametrize("at", [0.1, 0.5, 0.9])
+def test_a_banked_picture_in_a_long_scrolling_screenshot_is_blocked(
+    tmp_path: Path, at: float
+) -> None:
+    """a53 F1: in the working frame of a 1080 x 9000 screenshot the picture was a few dozen
+    pixels wide; the long picture is now also looked at in tiles of a screen's shape."""
+    photo = ImageOps.fit(skimage_photo("astronaut"), (800, 600))
+    with _bank(tmp_path, {"photo.png": encode(photo, "PNG")}) as bank:
+        assert bank.blocked(_long_chat(9000, photo, at), "JPEG")
+        assert not bank.blocked(_long_chat(9000, _photo("coffee"), at), "JPEG")
+
+
+def test_a_long_jpeg_is_decoded_a_screen_wide() -> None:
+    """JPEGs are decoded at a reduced scale, to 512 px on their long side: a 1080 x 9000
+    scrolling screenshot was 135 px wide, too little for any tile of it (a53 F1)."""
+    long_chat = encode(Image.new("RGB", (1080, 9000), "grey"), "JPEG")
+    assert min(decode_for_analysis(long_chat, MediaLimits()).image.size) >= 512
+    photo = encode(Image.new("RGB", (4000, 3000), "grey"), "JPEG")
+    assert max(decode_for_analysis(photo, MediaLimits()).image.size) < 1024

@@ -32,6 +32,10 @@ Three stages, each bounded:
    this stage.
 
 The index is immutable once built, so one instance serves every worker thread.
+
+Why one module of this length: the stages (candidates, alignment, the content check, the pictures
+of collages) read the index's arrays and one set of thresholds; apart, each would be handed the
+index's insides.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ _PERSPECTIVE_ITERATIONS = 2000
 # with this many that PDQ found beyond 8 bits also verified here (the six that did not were of a
 # flat colour wheel, with fewer).
 _JUDGEABLE_KEYPOINTS = 250
+_PIECE_CANDIDATES = 2  # a piece of a query shows a picture or two
 
 
 @dataclass(frozen=True)
@@ -249,7 +254,8 @@ class RobustIndex:
             return []
         hits: list[RobustHit] = []
         looked: set[tuple[str, str, str]] = set()  # collages whose pictures were looked for
-        for entry_id, votes in self._candidates(query, collages_only):
+        allowed = self._pictures_to_find(shown) if collages_only else None
+        for entry_id, votes in self._candidates(query, allowed):
             hit = self._verify(query, entry_id, votes)
             if hit is None:
                 continue
@@ -258,13 +264,15 @@ class RobustIndex:
                 collage = _collage_of(self._entries[entry_id])
                 if collage in looked:
                     continue
-                # The other pictures of the collage are looked for at once: other banked
-                # items showing the same pictures can take their places among the candidates.
+                # The other pictures of the collage are looked for at once (in a view, not a
+                # piece: the other pieces show them): other banked items showing the same
+                # pictures can take their places among the candidates.
                 found = {panel} | {
                     self._entries[other].panel or ""
                     for other in self._panels_of[collage]
-                    if other != entry_id and self._verify(query, other, 0) is not None
-                }
+                    if allowed is None and other != entry_id
+                    and self._verify(query, other, 0) is not None
+                }  # fmt: skip
                 looked.add(collage)
                 shown[collage] = everywhere = shown.get(collage, set()) | found
                 if len(everywhere) < pictures_needed(self._panel_counts[collage]):
@@ -281,9 +289,23 @@ class RobustIndex:
         floors = [self._default.min_inliers, *(t.min_inliers for t in self._thresholds.values())]
         return max(4, min(floors))
 
-    def _candidates(self, query: LocalFeatures, panels: bool = False) -> list[tuple[int, int]]:
-        """(entry, votes) for the best-voted entries (`panels`: of the pictures of collages
-        only), at most limits.max_candidates."""
+    def _pictures_to_find(self, shown: Shown) -> np.ndarray:
+        """The banked pictures of collages a piece of a query is matched against: of the
+        collages the query shows some pictures of (of every collage where it shows none), those
+        it does not show yet. Each piece then costs a verification or two (a53: 16 pieces
+        verifying eight candidates each took 1.9 s)."""
+        allowed = self._is_panel.copy()
+        for number in np.flatnonzero(allowed).tolist():
+            collage = _collage_of(self._entries[number])
+            found = shown.get(collage)
+            if (shown and found is None) or self._entries[number].panel in (found or ()):
+                allowed[number] = False
+        return allowed
+
+    def _candidates(self, query: LocalFeatures, allowed: np.ndarray | None = None
+                    ) -> list[tuple[int, int]]:  # fmt: skip
+        """(entry, votes) for the best-voted entries, at most limits.max_candidates (only
+        `allowed` ones, at most _PIECE_CANDIDATES, where given)."""
         limits = self._limits
         query_chunks = np.ascontiguousarray(query.descriptors).view("<u2")
         pair_query: list[np.ndarray] = []
@@ -326,10 +348,12 @@ class RobustIndex:
         weight = 1.0 / np.maximum(items_per_keypoint, 1)
         distinctive = np.bincount(entry, weights=weight[keypoint], minlength=entries)
         eligible = votes >= limits.min_votes
-        if panels:
-            eligible &= self._is_panel
+        most = limits.max_candidates
+        if allowed is not None:
+            eligible &= allowed
+            most = _PIECE_CANDIDATES
         ranked = np.argsort(-np.where(eligible, distinctive, -1.0), kind="stable")
-        return [(int(e), int(votes[e])) for e in ranked[: limits.max_candidates] if eligible[e]]
+        return [(int(e), int(votes[e])) for e in ranked[:most] if eligible[e]]
 
     def _align(
         self, source: np.ndarray, target: np.ndarray, threshold: float, rules: RobustThresholds

@@ -41,6 +41,7 @@ from schoolgate.media.signals import (
     SQUASH_RATIO,
     query_feature_views,
     query_pieces,
+    query_tiles,
     squashed_view_base,
 )
 
@@ -205,14 +206,13 @@ class RobustTier:
         if not len(index):
             return []
         shown: Shown = {}
-        for view in query_feature_views(image, views):
+        for view in [*query_feature_views(image, views), *query_tiles(image)]:
             hits = index.match(extract_features(view, grid=False), shown=shown)
             if hits:
                 return [to_bank_match(hit) for hit in hits]
-        # Some pictures of a banked collage were found, not enough of them, or the query is
-        # itself laid out as pictures: a banked collage's pictures may be too small in the
+        # A query laid out as pictures: a banked collage's pictures may be too small in the
         # whole view to be found (a grid re-laid as a stack of four).
-        pieces = query_pieces(image, collage_found=bool(shown)) if index.collages else []
+        pieces = query_pieces(image) if index.collages else []
         for piece in pieces:
             hits = index.match(extract_features(piece, grid=False), shown=shown,
                                collages_only=True)  # fmt: skip
@@ -240,7 +240,8 @@ class RobustTier:
         if not any(items for _, items in claims):
             return []
         # The query's views are extracted once, whatever the number of matches to check.
-        queries = [extract_features(view, grid=False) for view in query_feature_views(image, views)]
+        looked_at = [*query_feature_views(image, views), *query_tiles(image)]
+        queries = [extract_features(view, grid=False) for view in looked_at]
         refuted: list[BankMatch] = []
         for match, items in claims:
             verdicts = (loaded.index.confirm(q, item) for q in queries for item in items)

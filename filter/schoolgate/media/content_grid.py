@@ -268,7 +268,7 @@ def agreement(
         # is the interface around it (a45 F2: two chat screenshots matched on their header).
         return Agreement(0.0, int(photo.sum()), False, replaced, middle)
     judged = judged_panels(banked)
-    panels = _panel_shares(judged, photo, agrees, inliers)
+    panels = _panel_shares(judged, photo, agrees, None if inliers is None else inliers * ~covered)
     agreeing = 0 if panels is None else sum(share >= _PANEL_AGREEMENT for share in panels)
     if panels is not None and (
         agreeing < SHOWN_PICTURES * len(panels) or agreeing < pictures_needed(len(judged))
@@ -317,8 +317,11 @@ def _panel_shares(
         if int(shown.sum()) >= max(1, cells // 8):
             shares.append(float(agrees[shown].mean()))
         elif inliers is not None and int(inliers[inside].sum()) >= _SIGHTED_INLIERS:
-            # A strip of it narrower than a cell, whose keypoints align where they sat: a crop
-            # that keeps a fifth of one part of a photo split at a drawn line (a52 F6).
+            # A strip of it narrower than a cell (`inliers` counts those in cells the copy does
+            # not cover), whose keypoints align where they sat: a crop that keeps a fifth of one
+            # part of a photo split at a drawn line (a52 F6). Where the copy covers cells of it,
+            # they are judged: a picture wrongly banked with another beside it is not shown by
+            # its neighbour alone.
             shares.append(1.0)
     return shares
 

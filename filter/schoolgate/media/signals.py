@@ -30,7 +30,7 @@ from schoolgate.media.content_grid import (
     photo_pixels,
     photo_region,
 )
-from schoolgate.media.decode import DecodedImage, MediaLimits, decode_image
+from schoolgate.media.decode import LONG_PICTURE, DecodedImage, MediaLimits, decode_image
 from schoolgate.media.features import (
     PANEL_VIEW,
     PHOTO_JUDGE_VIEW,
@@ -251,16 +251,16 @@ def query_pictures(image: Image.Image) -> list[Image.Image]:
     return [image.crop(box) for box in boxes]
 
 
-def query_pieces(image: Image.Image, collage_found: bool) -> list[Image.Image]:
-    """Pieces of a query to look for the pictures of banked collages in, each with a keypoint
-    budget of its own, where the query shows some of a collage's pictures (`collage_found`) or
-    is laid out as pictures itself (split at lines too thin for the working frame, or a strip
-    or stack): the query split at its gutters, then overlapping windows of it. A grid re-laid
-    as a stack of four shows each picture in a quarter of the frame, where a quarter of the
-    keypoints fall; pictures the whole view missed are found a window at a time (a52 F2,
-    F2b). None for any other query."""
+def query_pieces(image: Image.Image) -> list[Image.Image]:
+    """Pieces of a query laid out as pictures (split at lines too thin for the working frame,
+    or a strip or stack) to look for the pictures of banked collages in, each with a keypoint
+    budget of its own: the query split at those lines, then overlapping windows of it. A grid
+    re-laid as a stack of four shows each picture in a quarter of the frame, where a quarter
+    of the keypoints fall; pictures the whole view missed are found a window at a time (a52
+    F2, F2b). None for any other query: looking at every query that shows one picture of a
+    banked meme in pieces took 0.5 to 1.9 s more each (a53)."""
     long_side, short_side = max(image.size), min(image.size)
-    laid_out = collage_found or long_side >= _STRIP_RATIO * short_side
+    laid_out = long_side >= _STRIP_RATIO * short_side
     if not (laid_out or long_side <= _THIN_LINES_SIDE):
         return []  # a line of a pixel or two is lost in a larger picture's finer frame anyway
     grey = working_grey(image)
@@ -285,6 +285,46 @@ _STRIP_RATIO: Final = 2.5
 _THIN_LINES_SIDE: Final = 2048
 
 
+def query_tiles(image: Image.Image) -> list[Image.Image]:
+    """A long picture (a scrolling chat screenshot, a strip or stack of photos, a panorama) in
+    overlapping tiles of a phone screen's shape (its short side by twice that), each a view of
+    its own: in the 512 px working frame of a 1080 x 9000 screenshot a picture in it is a few
+    dozen pixels wide, and no keypoint of it was found (a53 F1: a banked picture, or a banked
+    collage, pasted into a long chat went through). None for any other picture: a long one's
+    working frame is under 114 px wide, and a strip of up to four pictures is looked at in
+    pieces instead (a tile of two of them is a new meme)."""
+    width, height = image.size
+    long_side, short_side = max(width, height), min(width, height)
+    if long_side < LONG_PICTURE * short_side or short_side < PANEL_MIN_SIDE:
+        return []
+    if short_side > _TILE_SHORT_SIDE:  # both tiers look at a tile at about this size anyway
+        scale = _TILE_SHORT_SIDE / short_side
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        width, height = image.size
+        long_side, short_side = max(width, height), min(width, height)
+    tile = 2 * short_side
+    starts = _starts(long_side, tile, _MAX_TILES)
+    boxes = [(0, start, width, start + tile) if height > width else (start, 0, start + tile, height)
+             for start in starts]  # fmt: skip
+    return [image.crop(box) for box in boxes]
+
+
+def tile_pdq(image: Image.Image) -> list[PdqHash]:
+    """PDQ hashes of a long picture's tiles (query_tiles) and of the pictures inside them (their
+    content boxes): a screenshot's photo is found so in one screen, and is lost in the whole
+    of a scrolling one (a53 F1)."""
+    views = [view for tile in query_tiles(image) for view in analysis_views(tile)]
+    return [hashes[0] for hashes in view_pdq(views, dihedral=False)]
+
+
+# Tiles of a long picture: a tile a screen apart covers a 1080 x 13,000 scrolling screenshot.
+_MAX_TILES: Final = 12
+# Tiles are looked at this wide: a 1440 x 12,000 PNG took 3.9 s at full size (2.1 s so), and at
+# 512 px three of a53's long chats went through again.
+_TILE_SHORT_SIDE: Final = 1024
+
+
 def _windows(size: tuple[int, int]) -> list[Crop]:
     """Overlapping windows of a frame: squares of its short side along its long axis (a strip
     or stack of pictures), and squares of half its long side (a grid), each half a window
@@ -294,18 +334,18 @@ def _windows(size: tuple[int, int]) -> list[Crop]:
     for side in dict.fromkeys((min(width, height), max(width, height) // 2)):
         if not PANEL_MIN_SIDE <= side <= min(width, height) or side == max(width, height):
             continue
-        for top in _starts(height, side):
+        for top in _starts(height, side, _MAX_STARTS):
             windows.extend((left, top, left + side, top + side)
-                           for left in _starts(width, side))  # fmt: skip
+                           for left in _starts(width, side, _MAX_STARTS))  # fmt: skip
     return windows
 
 
-def _starts(length: int, side: int) -> list[int]:
+def _starts(length: int, side: int, most: int) -> list[int]:
     """Window starts along one axis, half a window apart (farther along a panorama, so that
-    there are at most _MAX_STARTS), the last flush with the end."""
+    there are at most `most`), the last flush with the end."""
     if side >= length:
         return [0]
-    step = max(side // 2, math.ceil((length - side) / (_MAX_STARTS - 1)))
+    step = max(side // 2, math.ceil((length - side) / (most - 1)))
     return sorted({*range(0, length - side, step), length - side})
 
 

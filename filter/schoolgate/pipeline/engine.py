@@ -30,7 +30,7 @@ from schoolgate.media.cutshort import shown_rows
 from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_hash, stretched_pdq
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.recolour import COLOUR_UNDOS
-from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, view_pdq
+from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, tile_pdq, view_pdq
 from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
 from schoolgate.media.video import VideoHashes, VpdqFeature
 from schoolgate.media.video_sources import count_video_streams
@@ -215,6 +215,7 @@ class Inspector:
                 hashes[f"pdq_content{number if number > 1 else ''}"] = view_hashes[0].hex
         hashes["pdq"] = variants[0].hex
         hashes["pdq_quality"] = variants[0].quality
+        variants.extend(tile_pdq(decoded.image))  # the screens of a long screenshot
         if variants[0].quality < banks.pdq_min_quality:  # washed out: its contrast restored
             variants.extend(stretched_pdq(views[0], dihedral=banks.match_dihedral))
         pdq_matches = matcher.match_pdq(variants, min_quality=banks.pdq_min_quality)
