@@ -41,8 +41,8 @@ from schoolgate.media.signals import (
     SQUASH_RATIO,
     query_feature_views,
     query_pieces,
-    query_tiles,
     squashed_view_base,
+    tile_views,
 )
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class RobustTier:
         if not len(index):
             return []
         shown: Shown = {}
-        for view in [*query_feature_views(image, views), *query_tiles(image)]:
+        for view in [*query_feature_views(image, views), *tile_views(image)]:
             hits = index.match(extract_features(view, grid=False), shown=shown)
             if hits:
                 return [to_bank_match(hit) for hit in hits]
@@ -240,7 +240,7 @@ class RobustTier:
         if not any(items for _, items in claims):
             return []
         # The query's views are extracted once, whatever the number of matches to check.
-        looked_at = [*query_feature_views(image, views), *query_tiles(image)]
+        looked_at = [*query_feature_views(image, views), *tile_views(image)]
         queries = [extract_features(view, grid=False) for view in looked_at]
         refuted: list[BankMatch] = []
         for match, items in claims:
