@@ -52,6 +52,9 @@ def test_a_strip_banked_with_thin_lines_is_blocked_re_laid_as_a_grid(tmp_path: P
 
 def test_only_a_query_laid_out_as_pictures_is_looked_at_in_pieces() -> None:
     assert query_pieces(_photo("astronaut")) == []
+    # one picture of a banked collage found (a50 N3: a pair swapped with no line between):
+    # its halves and quarters, not every window
+    assert len(query_pieces(_photo("astronaut"), collage_found=True)) == 6
     assert query_pieces(grid_of_four(NAMES, 24)) == []  # its gutters split it into views
     assert query_pieces(strip_of(NAMES, 0, across=False))
     assert query_pieces(grid_of_four(NAMES, 1))

@@ -61,7 +61,7 @@ _PERSPECTIVE_ITERATIONS = 2000
 # with this many that PDQ found beyond 8 bits also verified here (the six that did not were of a
 # flat colour wheel, with fewer).
 _JUDGEABLE_KEYPOINTS = 250
-_PIECE_CANDIDATES = 2  # a piece of a query shows a picture or two
+_PIECE_CANDIDATES = 3  # a piece of a query shows a picture or two, maybe banked twice
 
 
 @dataclass(frozen=True)
@@ -290,16 +290,13 @@ class RobustIndex:
         return max(4, min(floors))
 
     def _pictures_to_find(self, shown: Shown) -> np.ndarray:
-        """The banked pictures of collages a piece of a query is matched against: of the
-        collages the query shows some pictures of (of every collage where it shows none), those
-        it does not show yet. Each piece then costs a verification or two (a53: 16 pieces
-        verifying eight candidates each took 1.9 s)."""
+        """The banked pictures of collages a piece of a query is matched against: those it does
+        not show yet (of any collage: banked collages may share a picture). Each piece then
+        costs a few verifications (a53: 16 pieces verifying eight candidates each took 1.9 s)."""
         allowed = self._is_panel.copy()
         for number in np.flatnonzero(allowed).tolist():
-            collage = _collage_of(self._entries[number])
-            found = shown.get(collage)
-            if (shown and found is None) or self._entries[number].panel in (found or ()):
-                allowed[number] = False
+            entry = self._entries[number]
+            allowed[number] = entry.panel not in shown.get(_collage_of(entry), ())
         return allowed
 
     def _candidates(self, query: LocalFeatures, allowed: np.ndarray | None = None

@@ -210,9 +210,9 @@ class RobustTier:
             hits = index.match(extract_features(view, grid=False), shown=shown)
             if hits:
                 return [to_bank_match(hit) for hit in hits]
-        # A query laid out as pictures: a banked collage's pictures may be too small in the
-        # whole view to be found (a grid re-laid as a stack of four).
-        pieces = query_pieces(image) if index.collages else []
+        # A query laid out as pictures, or showing some pictures of a banked collage: its other
+        # pictures may be too small in the whole view to be found (a grid re-laid as a stack).
+        pieces = query_pieces(image, collage_found=bool(shown)) if index.collages else []
         for piece in pieces:
             hits = index.match(extract_features(piece, grid=False), shown=shown,
                                collages_only=True)  # fmt: skip

@@ -251,17 +251,18 @@ def query_pictures(image: Image.Image) -> list[Image.Image]:
     return [image.crop(box) for box in boxes]
 
 
-def query_pieces(image: Image.Image) -> list[Image.Image]:
-    """Pieces of a query laid out as pictures (split at lines too thin for the working frame,
-    or a strip or stack) to look for the pictures of banked collages in, each with a keypoint
-    budget of its own: the query split at those lines, then overlapping windows of it. A grid
-    re-laid as a stack of four shows each picture in a quarter of the frame, where a quarter
-    of the keypoints fall; pictures the whole view missed are found a window at a time (a52
-    F2, F2b). None for any other query: looking at every query that shows one picture of a
-    banked meme in pieces took 0.5 to 1.9 s more each (a53)."""
+def query_pieces(image: Image.Image, collage_found: bool = False) -> list[Image.Image]:
+    """Pieces of a query to look for the pictures of banked collages in, each with a keypoint
+    budget of its own. Where the query is laid out as pictures (split at lines too thin for
+    the working frame, or a strip or stack): the query split at those lines, then overlapping
+    windows of it; a grid re-laid as a stack of four shows each picture in a quarter of the
+    frame, where a quarter of the keypoints fall (a52 F2, F2b). Where it shows some pictures
+    of a banked collage (`collage_found`) and is laid out otherwise: its halves and quarters
+    only (a50 N3: two pictures swapped with no line between; looking at such a query in every
+    window, as every post of a banked meme's one picture is, took 0.5 to 1.9 s more, a53)."""
     long_side, short_side = max(image.size), min(image.size)
     laid_out = long_side >= _STRIP_RATIO * short_side
-    if not (laid_out or long_side <= _THIN_LINES_SIDE):
+    if not (laid_out or collage_found or long_side <= _THIN_LINES_SIDE):
         return []  # a line of a pixel or two is lost in a larger picture's finer frame anyway
     grey = working_grey(image)
     if min(grey.shape) < PANEL_MIN_SIDE:
@@ -269,12 +270,26 @@ def query_pieces(image: Image.Image) -> list[Image.Image]:
     box = (0, 0, grey.shape[1], grey.shape[0])
     # Lines the working frame shows split the query into views already (query_pictures); an
     # app's bars and bubbles are such lines, and a screenshot is not looked at in pieces.
-    thin = collage_boxes(grey, box, seams=False, finer=finer_grey(image))
-    shown = len(collage_boxes(grey, box, seams=False))
-    pieces = [_scaled(piece, grey.shape, image.size) for piece in thin] if len(thin) > shown else []
-    if not (laid_out or pieces):
-        return []
-    return [image.crop(piece) for piece in [*pieces, *_windows(image.size)]]
+    pieces: list[Crop] = []
+    if laid_out or long_side <= _THIN_LINES_SIDE:
+        thin = collage_boxes(grey, box, seams=False, finer=finer_grey(image))
+        shown = len(collage_boxes(grey, box, seams=False))
+        pieces = (
+            [_scaled(part, grey.shape, image.size) for part in thin] if len(thin) > shown else []
+        )
+    if laid_out or pieces:
+        return [image.crop(piece) for piece in [*pieces, *_windows(image.size)]]
+    return [image.crop(piece) for piece in _halves(image.size)] if collage_found else []
+
+
+def _halves(size: tuple[int, int]) -> list[Crop]:
+    """A frame's two halves across its long side, then its four quarters."""
+    width, height = size
+    across = [(0, 0, width // 2, height), (width // 2, 0, width, height)]
+    down = [(0, 0, width, height // 2), (0, height // 2, width, height)]
+    quarters = [(left, top, left + width // 2, top + height // 2)
+                for top in (0, height // 2) for left in (0, width // 2)]  # fmt: skip
+    return [*(across if width >= height else down), *quarters]
 
 
 # A query this much longer than wide (or wider than tall) is looked at as a strip or stack of
