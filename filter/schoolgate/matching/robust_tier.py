@@ -41,8 +41,8 @@ from schoolgate.media.signals import (
     SQUASH_RATIO,
     query_feature_views,
     query_pieces,
+    screens,
     squashed_view_base,
-    tile_views,
 )
 
 log = logging.getLogger(__name__)
@@ -194,11 +194,15 @@ class RobustTier:
         return len(self.index)
 
     def match(
-        self, image: Image.Image, views: Sequence[Image.Image] | None = None
+        self,
+        image: Image.Image,
+        views: Sequence[Image.Image] | None = None,
+        tiles: Sequence[Image.Image] | None = None,
     ) -> list[BankMatch]:
         """Robust matches of a decoded, upright image (empty when no bank holds feature sets).
 
-        `views`: the image's `analysis_views`, if already computed. Stops at the first view that
+        `views`: the image's `analysis_views`, and `tiles` its `screens`, if already
+        computed. Stops at the first view that
         matches: one match decides. A banked collage's pictures found in any view of the query
         count together: they are all in the picture sent.
         """
@@ -206,7 +210,8 @@ class RobustTier:
         if not len(index):
             return []
         shown: Shown = {}
-        for view in [*query_feature_views(image, views), *tile_views(image)]:
+        tiles = screens(image) if tiles is None else tiles
+        for view in [*query_feature_views(image, views), *tiles]:
             hits = index.match(extract_features(view, grid=False), shown=shown)
             if hits:
                 return [to_bank_match(hit) for hit in hits]
@@ -225,6 +230,7 @@ class RobustTier:
         image: Image.Image,
         matches: Sequence[BankMatch],
         views: Sequence[Image.Image] | None = None,
+        tiles: Sequence[Image.Image] | None = None,
     ) -> list[BankMatch]:
         """The PDQ matches that the banked items' own feature sets refute: where a view of the
         item aligns and the content check refuses it, or where both sides have keypoints enough
@@ -240,7 +246,8 @@ class RobustTier:
         if not any(items for _, items in claims):
             return []
         # The query's views are extracted once, whatever the number of matches to check.
-        looked_at = [*query_feature_views(image, views), *tile_views(image)]
+        tiles = screens(image) if tiles is None else tiles
+        looked_at = [*query_feature_views(image, views), *tiles]
         queries = [extract_features(view, grid=False) for view in looked_at]
         refuted: list[BankMatch] = []
         for match, items in claims:

@@ -325,17 +325,12 @@ def query_tiles(image: Image.Image) -> list[Image.Image]:
     return [image.crop(box) for box in boxes]
 
 
-def tile_views(image: Image.Image) -> list[Image.Image]:
+def screens(image: Image.Image) -> list[Image.Image]:
     """A long picture's tiles (query_tiles) and the pictures inside them (their content boxes):
     a screenshot's photo is found so in one screen, and is lost in the whole of a scrolling
     one (a53 F1). Both tiers look at them, and the robust tier's features refute a PDQ match
     only where none of them aligns (a54 F1)."""
     return [view for tile in query_tiles(image) for view in analysis_views(tile)]
-
-
-def tile_pdq(image: Image.Image) -> list[PdqHash]:
-    """PDQ hashes of a long picture's tile_views."""
-    return [hashes[0] for hashes in view_pdq(tile_views(image), dihedral=False)]
 
 
 # Tiles of a long picture, half a tile apart up to a 1080 x 22,000 scrolling screenshot (a54 F2:

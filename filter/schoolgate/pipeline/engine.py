@@ -30,7 +30,7 @@ from schoolgate.media.cutshort import shown_rows
 from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_hash, stretched_pdq
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.recolour import COLOUR_UNDOS
-from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, tile_pdq, view_pdq
+from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, screens, view_pdq
 from schoolgate.media.sniff import MediaKind, claims_media, sniff, unanalysed_format
 from schoolgate.media.video import VideoHashes, VpdqFeature
 from schoolgate.media.video_sources import count_video_streams
@@ -215,11 +215,12 @@ class Inspector:
                 hashes[f"pdq_content{number if number > 1 else ''}"] = view_hashes[0].hex
         hashes["pdq"] = variants[0].hex
         hashes["pdq_quality"] = variants[0].quality
-        variants.extend(tile_pdq(decoded.image))  # the screens of a long screenshot
+        tiles = screens(decoded.image)  # the screens of a long screenshot, looked at once
+        variants.extend(tile[0] for tile in view_pdq(tiles, dihedral=False))
         if variants[0].quality < banks.pdq_min_quality:  # washed out: its contrast restored
             variants.extend(stretched_pdq(views[0], dihedral=banks.match_dihedral))
         pdq_matches = matcher.match_pdq(variants, min_quality=banks.pdq_min_quality)
-        judged_as, judged_views = decoded.image, views
+        judged_as, judged_views, judged_tiles = decoded.image, views, tiles
         if banks.match_inverted and not pdq_matches:
             # A negative of a banked picture (one tap in any editor) hashes to the complement;
             # its features are the negative's, so the negative of the copy is what they judge.
@@ -230,9 +231,9 @@ class Inspector:
             ]
             if pdq_matches:
                 judged_as = ImageOps.invert(decoded.image.convert("RGB"))
-                judged_views = [judged_as]
+                judged_views, judged_tiles = [judged_as], screens(judged_as)
         claimed = [m for m in pdq_matches if banks.runs(m.bank, "pdq")]
-        refuted = self._refuted(claimed, judged_as, judged_views)
+        refuted = self._refuted(claimed, judged_as, judged_views, judged_tiles)
         if banks.match_channels and len(refuted) == len(claimed):
             # Nothing stands: a copy in false colours is looked up recoloured (a44 F1: a near
             # miss of its negative kept this from being tried).
@@ -251,7 +252,7 @@ class Inspector:
         if not [m for m in matches if f"bank:{m.bank}" not in exempt]:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
             # A match this file is exempted from does not count: the other banks are asked.
-            matches.extend(self._robust.match(decoded.image, views))
+            matches.extend(self._robust.match(decoded.image, views, tiles))
 
         if decoded.frame_count > 1:
             # An animation (often a GIF of a clip) is also judged as a video: its frames are
@@ -301,17 +302,17 @@ class Inspector:
                 matches.append(match)
         return matches, recoloured
 
-    def _refuted(
-        self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image]
-    ) -> tuple[BankMatch, ...]:
+    def _refuted(self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image],
+                 tiles: list[Image.Image] | None = None) -> tuple[BankMatch, ...]:  # fmt: skip
         """The PDQ matches beyond `pdq_confirm_bits` that the banked item's own local features
         refute: aligned, and another picture in the same surround (a fixed background behind
-        another subject). They do not count; the audit record lists them."""
+        another subject). They do not count; the audit record lists them. `tiles`: the screens
+        of `image` (signals.screens), where already computed."""
         confirm_bits = self.config.banks.robust.pdq_confirm_bits
         distant = [m for m in matches if m.distance > confirm_bits]
         if not distant:
             return ()
-        refuted = tuple(self._robust.refuted(image, distant, views))
+        refuted = tuple(self._robust.refuted(image, distant, views, tiles))
         for match in refuted:
             log.info(
                 "PDQ match at %d bits in bank %s refuted by its feature sets: the same surround "
