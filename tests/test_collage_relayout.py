@@ -147,3 +147,35 @@ def test_a_banked_picture_at_a_chat_size_in_a_long_screenshot_is_blocked(
     with _bank(tmp_path, {"photo.png": encode(photo, "PNG")}) as bank:
         for at in (0.3, 0.5, 0.7):
             assert bank.blocked(_long_chat(height, small, at), "JPEG"), at
+
+
+DARK_EDGED = {"hubble_deep_field": 450, "retina": 400, "cell": 360}  # name: width, as a54 drew
+
+
+def _dark_strip(names: list[str]) -> Image.Image:
+    """The pictures resized to 400 px tall in a row, 6 px black lines between them."""
+    widths = [DARK_EDGED.get(name, 400) for name in names]
+    canvas = Image.new("RGB", (sum(widths) + 6 * (len(names) - 1), 400), "black")
+    left = 0
+    for name, width in zip(names, widths, strict=True):
+        canvas.paste(skimage_photo(name).resize((width, 400)), (left, 0))
+        left += width + 6
+    return canvas
+
+
+def test_a_strip_of_dark_edged_pictures_between_black_lines_needs_all_three(
+    tmp_path: Path,
+) -> None:
+    """a54 I2: a retina's black corners beside 6 px black lines read as writing on a bar, so
+    a strip of three was banked as two pictures; and its content box, with the near-black
+    first picture peeled away, was banked as a pair of its own. A copy with one of the three
+    replaced was blocked."""
+    strip = _dark_strip(list(DARK_EDGED))
+    assert panels(strip) == 3
+    with _bank(tmp_path, {"strip.jpg": encode(strip, "JPEG", quality=92)}) as bank:
+        assert bank.blocked(strip, "JPEG")
+        assert bank.blocked(_dark_strip(list(DARK_EDGED)[::-1]), "JPEG")
+        for replaced in range(3):
+            names = list(DARK_EDGED)
+            names[replaced] = "chelsea"
+            assert not bank.blocked(_dark_strip(names), "JPEG"), names

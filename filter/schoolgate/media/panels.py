@@ -53,6 +53,9 @@ _GUTTER_MAX: Final = 0.1  # a gutter is at most this share of the photo's width
 # picture: text is a few strokes; a dark-edged photo beside a black gutter is less of its tone.
 _WRITING: Final = 0.75
 _PICTURE_EDGE: Final = 20  # luma range down one of the first two columns of a picture beside it
+# A line of writing is a thin band on its bar: the bar's tone still fills this share of the
+# photo's side past the strip; a photo with a dark edge (a retina's black corners) fills it.
+_WRITING_DEPTH: Final = 0.05
 PANEL_MIN_SIDE: Final = 64  # photo regions (working frame pixels) narrower are not split
 _DEPTH: Final = 2
 
@@ -192,12 +195,22 @@ def _gutters(photo: npt.NDArray[np.int16]) -> list[tuple[int, int]]:
 
 def _pictures_beside(photo: npt.NDArray[np.int16], start: int, end: int) -> bool:
     """Whether pictures start right beside a plain strip, not writing on it: a caption bar's
-    plain rows run beside rows of text, mostly the bar's own tone."""
+    plain rows run beside rows of text, mostly the bar's own tone there and a little further
+    on. A photo with a dark edge beside a black gutter is mostly its tone at the edge only (a54
+    I2: a retina's corners beside 6 px black lines, and a strip of three banked as two)."""
     tone = float(np.median(photo[:, start:end]))
-    for side in (photo[:, max(0, start - 2) : start], photo[:, end : end + 2]):
-        if float((np.abs(side - tone) <= _GUTTER_RANGE).mean()) >= _WRITING:
+    depth = max(_BAND, round(photo.shape[1] * _WRITING_DEPTH))
+    for near, deep in (
+        (photo[:, max(0, start - 2) : start], photo[:, max(0, start - depth) : start]),
+        (photo[:, end : end + 2], photo[:, end : end + depth]),
+    ):
+        if min(_tone_share(near, tone), _tone_share(deep, tone)) >= _WRITING:
             return False
     return True
+
+
+def _tone_share(pixels: npt.NDArray[np.int16], tone: float) -> float:
+    return float((np.abs(pixels - tone) <= _GUTTER_RANGE).mean())
 
 
 def _seams(photo: npt.NDArray[np.int16]) -> list[int]:

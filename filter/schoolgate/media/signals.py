@@ -152,12 +152,15 @@ _BANDED_BOX_SHARE = 0.15
 
 def banks_content_view(image: Image.Image, box: Box, grid: ContentGrid | None) -> bool:
     """Whether an item's content box is banked as a view of its own (PDQ and features): not a
-    band of a drawing, nor one picture of a collage (a49 F2: a collage's black gutters and the
-    dark edge of one of its photos peeled away to leave the other, banked on its own)."""
-    if grid is not None and len(judged_panels(grid)) >= 2:
+    band of a drawing, nor a part of a collage (a49 F2: a collage's black gutters and the dark
+    edge of one of its photos peeled away to leave the other, banked on its own; a54 I2: a
+    strip of three whose dark first picture peeled away, banked as a pair that any copy of
+    those two matched, though the strip needs all three)."""
+    panels = 0 if grid is None else len(judged_panels(grid))
+    if grid is not None and panels >= 2:
         width, height = image.size
         shares = (box.left / width, box.top / height, box.right / width, box.bottom / height)
-        if panels_inside(grid, shares) < 2:
+        if panels_inside(grid, shares) < panels:
             return False
     share = box.width * box.height / (image.width * image.height)
     return share >= _BANDED_BOX_SHARE or (grid is not None and photo_region(grid) is not None)
