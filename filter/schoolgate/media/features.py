@@ -195,6 +195,7 @@ def _banked_grid(grey: np.ndarray, finer: np.ndarray | None = None) -> ContentGr
 
 
 _FINER_SIDES: Final = 4
+FINER_SIDE: Final = _FINER_SIDES * FeatureSettings().work_side  # at the default working side
 
 
 def finer_grey(image: Image.Image, settings: FeatureSettings | None = None) -> np.ndarray | None:

@@ -32,6 +32,7 @@ from schoolgate.media.content_grid import (
 )
 from schoolgate.media.decode import LONG_PICTURE, DecodedImage, MediaLimits, decode_image
 from schoolgate.media.features import (
+    FINER_SIDE,
     PANEL_VIEW,
     PHOTO_JUDGE_VIEW,
     FeatureSettings,
@@ -458,10 +459,9 @@ def item_signals(
         except MediaRefused as refused:
             return _refused(item, refused)
         views = analysis_views(decoded.image)
+        fine = _finely_decoded(data, decoded, config.limits) if features else decoded.image
         box = content_box(decoded.image) if len(views) > 1 else None
-        if box is not None and not banks_content_view(
-            decoded.image, box, whole_grid(decoded.image)
-        ):
+        if box is not None and not banks_content_view(decoded.image, box, whole_grid(fine)):
             views = views[:1]
         whole, *content = (hashes[0] for hashes in view_pdq(views, dihedral=False))
         frames = decoded.frame_count if decoded.frame_count > 1 else None
@@ -470,7 +470,7 @@ def item_signals(
             robust = config.banks.robust
             feature_views = tuple(
                 bank_feature_views(
-                    decoded.image, mirrored=robust.bank_mirrored, squashes=robust.bank_squashed
+                    fine, mirrored=robust.bank_mirrored, squashes=robust.bank_squashed
                 )
             )
         item = replace(
@@ -488,6 +488,21 @@ def item_signals(
             return _refused(item, refused)
         item = replace(item, video=video, key_frames=tuple(video.key_frames))
     return item
+
+
+def _finely_decoded(data: bytes, decoded: DecodedImage, limits: MediaLimits) -> Image.Image:
+    """The picture a banked item's local features are taken from: decoded at the finer frame's
+    scale where the analysis decode was reduced. A JPEG decoded at half scale blurs a line of
+    a pixel or two between a collage's pictures away (a53 F2: a 2003 x 500 strip of four with
+    1 px lines was banked as two pictures, and every copy that split its pairs went through).
+    Its views are still taken at the working side, so a query decoded at reduced scale meets
+    them as before."""
+    if decoded.scale >= 1:
+        return decoded.image
+    try:
+        return decode_image(data, limits, reduce_to=FINER_SIDE).image
+    except MediaRefused:
+        return decoded.image
 
 
 def _refused(item: ItemSignals, refused: MediaRefused) -> ItemSignals:
