@@ -176,13 +176,15 @@ def working_grey(image: Image.Image, settings: FeatureSettings | None = None) ->
     return _working_grey(image, (settings or FeatureSettings()).work_side)
 
 
-def whole_grid(image: Image.Image, settings: FeatureSettings | None = None) -> ContentGrid | None:
+def whole_grid(
+    image: Image.Image, settings: FeatureSettings | None = None, finer: Image.Image | None = None
+) -> ContentGrid | None:
     """The content grid of an image's whole view, as extract_features banks it (with its panel
     map where it is a collage; None for a sliver), without the keypoints."""
     grey = working_grey(image, settings)
     if min(grey.shape) < _MIN_GRID_SIDE:
         return None
-    return _banked_grid(grey, finer_grey(image, settings))
+    return _banked_grid(grey, finer_grey(finer or image, settings))
 
 
 def _banked_grid(grey: np.ndarray, finer: np.ndarray | None = None) -> ContentGrid:
@@ -209,11 +211,16 @@ def finer_grey(image: Image.Image, settings: FeatureSettings | None = None) -> n
 
 
 def extract_features(
-    image: Image.Image, settings: FeatureSettings | None = None, *, grid: bool = True
+    image: Image.Image,
+    settings: FeatureSettings | None = None,
+    *,
+    grid: bool = True,
+    finer: Image.Image | None = None,
 ) -> LocalFeatures:
     """ORB features of an (upright, already decoded) image, at most settings.max_features.
     `grid`: compute the view's content grid (what banking stores; a query's is computed on the
-    query warped onto a banked picture instead, so lookups pass False)."""
+    query warped onto a banked picture instead, so lookups pass False). `finer`: the same
+    picture decoded at a finer scale, where the grid's thin gutters are looked for."""
     settings = settings or FeatureSettings()
     grey = _working_grey(image, settings.work_side)
     height, width = grey.shape
@@ -222,7 +229,7 @@ def extract_features(
         fastThreshold=settings.fast_threshold,
     )
     keypoints, descriptors = orb.detectAndCompute(grey, None)
-    content = (_banked_grid(grey, finer_grey(image, settings))
+    content = (_banked_grid(grey, finer_grey(finer or image, settings))
                if grid and min(width, height) >= _MIN_GRID_SIDE else None)  # fmt: skip
     if descriptors is None or not keypoints:
         return LocalFeatures(

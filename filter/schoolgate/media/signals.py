@@ -87,13 +87,16 @@ def bank_feature_views(
     mirrored: bool = True,
     settings: FeatureSettings | None = None,
     squashes: bool = False,
+    finer: Image.Image | None = None,
 ) -> Iterator[tuple[str, LocalFeatures]]:
     """(view name, local features) to bank for one item: the whole image, its content box when
     it has one, its picture region when that is a part of it (a screenshot's or a frame's photo,
     at its own scale: a copy shown at another size in another app matches it), (ORB does not
     match mirror images) its mirror image, and (with `squashes`) its photo (the picture region, or
-    the whole image; none for a drawing or a document) squashed along each of SQUASH_AXES."""
-    whole = extract_features(image, settings)
+    the whole image; none for a drawing or a document) squashed along each of SQUASH_AXES.
+    `finer`: the same picture decoded at a finer scale, where thin gutters are looked for."""
+    finer = finer or image
+    whole = extract_features(image, settings, finer=finer)
     yield "whole", whole
     judge = photo_judge(whole)
     if judge is not None:
@@ -106,11 +109,13 @@ def bank_feature_views(
         yield "picture", extract_features(image.crop(picture), settings)
     else:
         picture = None
-    panels = panel_boxes(whole, image.size, finer_grey(image, settings))
+    panels = panel_boxes(whole, image.size, finer_grey(finer, settings))
     for number, panel in enumerate(panels):
         yield f"{PANEL_VIEW}{number}", extract_features(image.crop(panel), settings)
     if mirrored:
-        mirror = extract_features(ImageOps.mirror(image), settings)
+        flipped_image = ImageOps.mirror(image)
+        flipped_finer = flipped_image if finer is image else ImageOps.mirror(finer)
+        mirror = extract_features(flipped_image, settings, finer=flipped_finer)
         yield "mirror", mirror
         for number, panel in enumerate(panels):  # one picture mirrored where it sits (a50 F2)
             flipped = ImageOps.mirror(image.crop(panel))
@@ -461,7 +466,9 @@ def item_signals(
         views = analysis_views(decoded.image)
         fine = _finely_decoded(data, decoded, config.limits) if features else decoded.image
         box = content_box(decoded.image) if len(views) > 1 else None
-        if box is not None and not banks_content_view(decoded.image, box, whole_grid(fine)):
+        if box is not None and not banks_content_view(
+            decoded.image, box, whole_grid(decoded.image, finer=fine)
+        ):
             views = views[:1]
         whole, *content = (hashes[0] for hashes in view_pdq(views, dihedral=False))
         frames = decoded.frame_count if decoded.frame_count > 1 else None
@@ -470,7 +477,10 @@ def item_signals(
             robust = config.banks.robust
             feature_views = tuple(
                 bank_feature_views(
-                    fine, mirrored=robust.bank_mirrored, squashes=robust.bank_squashed
+                    decoded.image,
+                    mirrored=robust.bank_mirrored,
+                    squashes=robust.bank_squashed,
+                    finer=fine,
                 )
             )
         item = replace(
@@ -491,12 +501,11 @@ def item_signals(
 
 
 def _finely_decoded(data: bytes, decoded: DecodedImage, limits: MediaLimits) -> Image.Image:
-    """The picture a banked item's local features are taken from: decoded at the finer frame's
-    scale where the analysis decode was reduced. A JPEG decoded at half scale blurs a line of
-    a pixel or two between a collage's pictures away (a53 F2: a 2003 x 500 strip of four with
-    1 px lines was banked as two pictures, and every copy that split its pairs went through).
-    Its views are still taken at the working side, so a query decoded at reduced scale meets
-    them as before."""
+    """The picture a banked item's thin gutters are looked for in: decoded at the finer
+    frame's scale where the analysis decode was reduced. A JPEG decoded at half scale blurs a
+    line of a pixel or two between a collage's pictures away (a53 F2: a 2003 x 500 strip of
+    four with 1 px lines was banked as two pictures, and every copy that split its pairs went
+    through). Its hashes and keypoints still come from the analysis decode, as a query's do."""
     if decoded.scale >= 1:
         return decoded.image
     try:
