@@ -85,3 +85,54 @@ def test_innocent_pictures_in_false_colours_are_not_blocked(
     for name in ("coffee", "chelsea", "rocket", "camera", "coins"):
         verdict = bank.inspector.evaluate(encode(EDITS[edit](benign_photos[name]), "PNG"), CTX)
         assert not verdict.blocked, (name, verdict.to_dict())
+
+
+def _turned(degrees: float) -> Callable[[Image.Image], Image.Image]:
+    def edit(picture: Image.Image) -> Image.Image:
+        return picture.convert("RGB").rotate(degrees, Image.Resampling.BICUBIC, expand=True,
+                                             fillcolor="white")  # fmt: skip
+
+    return edit
+
+
+def _cropped(picture: Image.Image) -> Image.Image:
+    width, height = picture.size
+    return picture.crop((width // 10, 0, width, height * 9 // 10))
+
+
+def _stickered(picture: Image.Image) -> Image.Image:
+    stickered = picture.convert("RGB")
+    side = round((0.10 * stickered.width * stickered.height) ** 0.5)
+    left, top = stickered.width // 5, stickered.height // 4
+    stickered.paste((250, 200, 0), (left, top, left + side, top + side))
+    return stickered
+
+
+NEGATIVE_AND = {
+    "turned 3 degrees": _turned(3),
+    "turned -6 degrees": _turned(-6),
+    "cropped 10%": _cropped,
+    "stickered": _stickered,
+}
+
+
+@pytest.mark.parametrize("edit", sorted(NEGATIVE_AND))
+@pytest.mark.parametrize("name", ["astronaut", "synthetic"])
+def test_a_banked_negative_turned_cropped_or_stickered_is_blocked(
+    bank: Bank, pictures: dict[str, Image.Image], name: str, edit: str
+) -> None:
+    """a55 F6: PDQ finds a negative only whole and upright, and ORB's keypoints of a negative
+    describe another picture: a banked photo inverted and turned 3 degrees went through, 15 of
+    15. The banked photo's negative is banked as a view of its own."""
+    negative = ImageOps.invert(pictures[name].convert("RGB"))
+    assert bank.blocked(NEGATIVE_AND[edit](negative), "JPEG")
+
+
+@pytest.mark.parametrize("edit", sorted(NEGATIVE_AND))
+def test_innocent_negatives_turned_are_not_blocked(
+    bank: Bank, benign_photos: dict[str, Image.Image], edit: str
+) -> None:
+    for name in ("coffee", "chelsea", "rocket", "camera", "coins"):
+        negative = ImageOps.invert(benign_photos[name].convert("RGB"))
+        verdict = bank.inspector.evaluate(encode(NEGATIVE_AND[edit](negative), "JPEG"), CTX)
+        assert not verdict.blocked, (name, verdict.to_dict())

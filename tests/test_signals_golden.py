@@ -51,6 +51,7 @@ _ADDED_VIEWS = (
     "mirror-photo-grid",
     "panel-",
     "mirror-panel-",
+    "negative",
 )  # added later
 
 
@@ -115,7 +116,8 @@ def _signals(data: bytes) -> dict[str, Any]:
             _features_digest(extract_features(v)) for v in query_feature_views(image, views)
         ]
         # The feature views the robust tier banks for an image are bank_feature_views'.
-        assert [name for name, _ in bank_feature_views(image)] == [
+        negative = config.banks.match_inverted
+        assert [name for name, _ in bank_feature_views(image, negative=negative)] == [
             name for name, _ in item.features
         ]
     return record

@@ -58,7 +58,10 @@ def bank_media(
     settings = config.banks.robust
     for frame in item.key_frames:
         frame_views = bank_feature_views(
-            frame.image(), mirrored=settings.bank_mirrored, squashes=settings.bank_squashed
+            frame.image(),
+            mirrored=settings.bank_mirrored,
+            squashes=settings.bank_squashed,
+            negative=config.banks.match_inverted,
         )
         views += [(f"frame{frame.frame}:{name}", found.to_bytes()) for name, found in frame_views]
     added_features = 0

@@ -429,6 +429,18 @@ def decode_image(
     return ImageDecoder(limits, reduce_to).decode(data)
 
 
+def decode_finer(data: bytes, decoded: DecodedImage, limits: MediaLimits, side: int) -> Image.Image:
+    """The picture `decoded` was reduced from, decoded again with its longer side at least
+    `side` (never past its stored size); `decoded`'s own picture where it was not reduced or
+    the second decode fails."""
+    if decoded.scale >= 1:
+        return decoded.image
+    try:
+        return decode_image(data, limits, reduce_to=side).image
+    except MediaRefused:
+        return decoded.image
+
+
 _WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _PROFILE_SPACES: Final = {"RGB": "RGB", "L": "GRAY", "CMYK": "CMYK"}
 _SRGB: Final = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))

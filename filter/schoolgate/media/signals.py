@@ -30,7 +30,13 @@ from schoolgate.media.content_grid import (
     photo_pixels,
     photo_region,
 )
-from schoolgate.media.decode import LONG_PICTURE, DecodedImage, MediaLimits, decode_image
+from schoolgate.media.decode import (
+    LONG_PICTURE,
+    DecodedImage,
+    MediaLimits,
+    decode_finer,
+    decode_image,
+)
 from schoolgate.media.features import (
     FINER_SIDE,
     PANEL_VIEW,
@@ -79,6 +85,7 @@ def view_pdq(views: Sequence[Image.Image], dihedral: bool) -> list[list[PdqHash]
 # copy squashed along any axis is then within a 1.8:1 squash of one of them (1.5:1 for an axis
 # within 15 degrees of one). Opt-in (banks.robust.bank_squashed): see docs/configuration.md.
 SQUASH_AXES = (0, 45, 90, 135)
+NEGATIVE_VIEW = "negative"
 SQUASH_RATIO = 0.5
 
 
@@ -88,13 +95,15 @@ def bank_feature_views(
     settings: FeatureSettings | None = None,
     squashes: bool = False,
     finer: Image.Image | None = None,
+    negative: bool = False,
 ) -> Iterator[tuple[str, LocalFeatures]]:
     """(view name, local features) to bank for one item: the whole image, its content box when
     it has one, its picture region when that is a part of it (a screenshot's or a frame's photo,
     at its own scale: a copy shown at another size in another app matches it), (ORB does not
     match mirror images) its mirror image, and (with `squashes`) its photo (the picture region, or
-    the whole image; none for a drawing or a document) squashed along each of SQUASH_AXES.
-    `finer`: the same picture decoded at a finer scale, where thin gutters are looked for."""
+    the whole image; none for a drawing or a document) squashed along each of SQUASH_AXES, and
+    (with `negative`) that photo's negative. `finer`: the same picture decoded at a finer
+    scale, where thin gutters are looked for."""
     finer = finer or image
     whole = extract_features(image, settings, finer=finer)
     yield "whole", whole
@@ -124,11 +133,17 @@ def bank_feature_views(
         if mirror_judge is not None:
             yield f"mirror-{PHOTO_JUDGE_VIEW}", mirror_judge[0]
     photographic = whole.grid is not None and photo_region(whole.grid) is not None
+    # The photo, not the interface around it: squashed or inverted interfaces would only add
+    # candidates that other screens of the same app (or its other theme) vote for.
+    photo = image.crop(picture) if picture is not None else image
+    if negative and photographic:
+        # A negative (one tap in any editor) that is also turned, cropped or stickered: PDQ
+        # finds a negative only whole and upright, and a negative's keypoints describe another
+        # picture (a55 F6: a banked photo inverted and turned 3 degrees went through, 15 of 15).
+        yield NEGATIVE_VIEW, extract_features(ImageOps.invert(photo.convert("RGB")), settings)
     if squashes and photographic:
-        # The photo, not the interface around it: squashed interfaces would only add candidates
-        # that other screens of the same app vote for. It is a banked view's own picture, so
-        # a match is judged on that view (squashed_view_base).
-        photo = image.crop(picture) if picture is not None else image
+        # A squashed view is a banked view's own picture, so a match is judged on that view
+        # (squashed_view_base).
         # Half the keypoints: a squashed view has half the area, and they are four more views
         # to hold in memory (measured: every axis-squashed copy still caught).
         base = settings or FeatureSettings()
@@ -271,7 +286,9 @@ def query_pieces(image: Image.Image, collage_found: bool = False) -> list[Image.
     window, as every post of a banked meme's one picture is, took 0.5 to 1.9 s more, a53)."""
     long_side, short_side = max(image.size), min(image.size)
     laid_out = long_side >= _STRIP_RATIO * short_side
-    if not (laid_out or collage_found or long_side <= _THIN_LINES_SIDE):
+    # Up to finer_grey's largest frame, lines too thin for the working frame are looked for:
+    # 15 ms at 1600 x 1200 here, where 4000 x 3000 took 71.
+    if not (laid_out or collage_found or long_side <= FINER_SIDE):
         return []  # a line of a pixel or two is lost in a larger picture's finer frame anyway
     grey = working_grey(image)
     if min(grey.shape) < PANEL_MIN_SIDE:
@@ -280,7 +297,7 @@ def query_pieces(image: Image.Image, collage_found: bool = False) -> list[Image.
     # Lines the working frame shows split the query into views already (query_pictures); an
     # app's bars and bubbles are such lines, and a screenshot is not looked at in pieces.
     pieces: list[Crop] = []
-    if laid_out or long_side <= _THIN_LINES_SIDE:
+    if laid_out or long_side <= FINER_SIDE:
         thin = collage_boxes(grey, box, seams=False, finer=finer_grey(image))
         shown = len(collage_boxes(grey, box, seams=False))
         pieces = (
@@ -304,9 +321,6 @@ def _halves(size: tuple[int, int]) -> list[Crop]:
 # A query this much longer than wide (or wider than tall) is looked at as a strip or stack of
 # pictures; a phone's screenshot (up to 2.2) is not.
 _STRIP_RATIO: Final = 2.5
-# Queries up to this side are searched for lines too thin for the working frame (finer_grey's
-# largest frame): 15 ms at 1600 x 1200 here, where 4000 x 3000 took 71.
-_THIN_LINES_SIDE: Final = 2048
 
 
 def query_tiles(image: Image.Image) -> list[Image.Image]:
@@ -464,7 +478,8 @@ def item_signals(
         except MediaRefused as refused:
             return _refused(item, refused)
         views = analysis_views(decoded.image)
-        fine = _finely_decoded(data, decoded, config.limits) if features else decoded.image
+        # Thin gutters are looked for finer: a JPEG at half scale loses 1 px lines (a53 F2).
+        fine = decode_finer(data, decoded, config.limits, FINER_SIDE) if features else decoded.image
         box = content_box(decoded.image) if len(views) > 1 else None
         if box is not None and not banks_content_view(
             decoded.image, box, whole_grid(decoded.image, finer=fine)
@@ -481,6 +496,7 @@ def item_signals(
                     mirrored=robust.bank_mirrored,
                     squashes=robust.bank_squashed,
                     finer=fine,
+                    negative=config.banks.match_inverted,
                 )
             )
         item = replace(
@@ -498,20 +514,6 @@ def item_signals(
             return _refused(item, refused)
         item = replace(item, video=video, key_frames=tuple(video.key_frames))
     return item
-
-
-def _finely_decoded(data: bytes, decoded: DecodedImage, limits: MediaLimits) -> Image.Image:
-    """The picture a banked item's thin gutters are looked for in: decoded at the finer
-    frame's scale where the analysis decode was reduced. A JPEG decoded at half scale blurs a
-    line of a pixel or two between a collage's pictures away (a53 F2: a 2003 x 500 strip of
-    four with 1 px lines was banked as two pictures, and every copy that split its pairs went
-    through). Its hashes and keypoints still come from the analysis decode, as a query's do."""
-    if decoded.scale >= 1:
-        return decoded.image
-    try:
-        return decode_image(data, limits, reduce_to=FINER_SIDE).image
-    except MediaRefused:
-        return decoded.image
 
 
 def _refused(item: ItemSignals, refused: MediaRefused) -> ItemSignals:
