@@ -10,7 +10,10 @@ the banks), not a new golden file.
 Decisions taken so far: 2026-12-04 (issue 18, adversarial pass a10), a drawing's content box
 smaller than 15% of it is no longer banked as a view (a letter's letterhead matched every letter):
 `edit:screenshot` of a procedural drawing lost its content PDQ and content features. Banks made
-before keep those rows; they match only what such a box matched before.
+before keep those rows; they match only what such a box matched before. 2026-12-06 (issue 18,
+a54 I2): the content box's own content box is judged by the same rule, in the whole image's
+frame (a collage's second box had peeled one of its pictures away): `edit:downscale_320` and
+`edit:jpeg_q30` of that drawing lost their second content PDQ, a band of 14% of it.
 """
 
 from __future__ import annotations

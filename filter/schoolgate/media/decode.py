@@ -141,8 +141,9 @@ class DecodedImage:
     scale: float = 1.0
 
 
-# A picture this much longer than wide is a long one: a scrolling screenshot, a panorama.
-LONG_PICTURE: Final = 4.5
+# A picture this much longer than wide is a long one: a scrolling screenshot, a panorama (a
+# phone's own screenshot is up to about 2.2).
+LONG_PICTURE: Final = 2.5
 
 
 class _GifFrameCounter:

@@ -18,6 +18,7 @@ content box *as well as* the whole image, never instead of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 from PIL import Image
@@ -147,7 +148,10 @@ def content_box(image: Image.Image) -> Box | None:
     return box
 
 
-def analysis_views(image: Image.Image, depth: int = 2) -> list[Image.Image]:
+CONTENT_DEPTH: Final = 2  # content boxes within content boxes that analysis_views looks at
+
+
+def analysis_views(image: Image.Image, depth: int = CONTENT_DEPTH) -> list[Image.Image]:
     """The whole image, then its content box and that box's own (a screenshot of a padded copy),
     up to `depth` levels: what banking and matching hash."""
     views = [image]

@@ -6,6 +6,10 @@ copy's uniform bands), the same PDQ and the same local features. `schoolgate has
 and the inspection engine (matching) both call this module, so that rule lives in one file.
 Where the two sides differ on purpose (a query is also hashed in its 8 dihedral orientations,
 a query video is sampled 4 times a second), the difference is written here, beside its twin.
+
+Why one module of this length: the rule above; a bank-side view split off from its query-side
+twin is how the two came to differ before (the content box banked at one level and looked up at
+two).
 """
 
 from __future__ import annotations
@@ -50,7 +54,13 @@ from schoolgate.media.features import (
     working_grey,
 )
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
-from schoolgate.media.normalise import Box, analysis_views, content_box, squashed
+from schoolgate.media.normalise import (
+    CONTENT_DEPTH,
+    Box,
+    analysis_views,
+    content_box,
+    squashed,
+)
 from schoolgate.media.panels import PANEL_MIN_SIDE, collage_boxes
 from schoolgate.media.sniff import MediaKind, sniff
 from schoolgate.media.video import SampledFrame, VideoHasher, VideoHashes
@@ -185,6 +195,24 @@ def banks_content_view(image: Image.Image, box: Box, grid: ContentGrid | None) -
             return False
     share = box.width * box.height / (image.width * image.height)
     return share >= _BANDED_BOX_SHARE or (grid is not None and photo_region(grid) is not None)
+
+
+def banked_views(image: Image.Image, grid: ContentGrid | None) -> list[Image.Image]:
+    """analysis_views as they are banked: each content box, at either level, only where
+    banks_content_view allows it in the whole image's frame (a54 I2: a strip of three whose
+    first content box kept all three pictures, and whose second peeled the dark first one
+    away, was banked as a PDQ of the other two)."""
+    views, left, top = [image], 0, 0
+    for _ in range(CONTENT_DEPTH):
+        box = content_box(views[-1])
+        if box is None:
+            break
+        whole = Box(left + box.left, top + box.top, left + box.right, top + box.bottom)
+        if not banks_content_view(image, whole, grid):
+            break
+        views.append(views[-1].crop(box.as_tuple()))
+        left, top = whole.left, whole.top
+    return views
 
 
 Crop = tuple[int, int, int, int]
@@ -328,9 +356,9 @@ def query_tiles(image: Image.Image) -> list[Image.Image]:
     overlapping tiles of a phone screen's shape (its short side by twice that), each a view of
     its own: in the 512 px working frame of a 1080 x 9000 screenshot a picture in it is a few
     dozen pixels wide, and no keypoint of it was found (a53 F1: a banked picture, or a banked
-    collage, pasted into a long chat went through). None for any other picture: a long one's
-    working frame is under 114 px wide, and a strip of up to four pictures is looked at in
-    pieces instead (a tile of two of them is a new meme)."""
+    collage, pasted into a long chat went through; a55: a 1080 x 3800 one too, when tiles
+    began at 4.5 times longer than wide). None for any other picture: its working frame is at
+    least 205 px wide."""
     width, height = image.size
     long_side, short_side = max(width, height), min(width, height)
     if long_side < LONG_PICTURE * short_side or short_side < PANEL_MIN_SIDE:
@@ -477,14 +505,9 @@ def item_signals(
             decoded = decode_for_analysis(data, config.limits)
         except MediaRefused as refused:
             return _refused(item, refused)
-        views = analysis_views(decoded.image)
         # Thin gutters are looked for finer: a JPEG at half scale loses 1 px lines (a53 F2).
         fine = decode_finer(data, decoded, config.limits, FINER_SIDE) if features else decoded.image
-        box = content_box(decoded.image) if len(views) > 1 else None
-        if box is not None and not banks_content_view(
-            decoded.image, box, whole_grid(decoded.image, finer=fine)
-        ):
-            views = views[:1]
+        views = banked_views(decoded.image, whole_grid(decoded.image, finer=fine))
         whole, *content = (hashes[0] for hashes in view_pdq(views, dihedral=False))
         frames = decoded.frame_count if decoded.frame_count > 1 else None
         feature_views: tuple[tuple[str, LocalFeatures], ...] = ()
