@@ -186,3 +186,23 @@ def test_a_strip_of_dark_edged_pictures_between_black_lines_needs_all_three(
             names = list(DARK_EDGED)
             names[replaced] = "chelsea"
             assert not bank.blocked(_dark_strip(names), "JPEG"), names
+
+
+def _white_lined(names: tuple[str, ...]) -> Image.Image:
+    """Pictures 400 x 300 in a row, 1 px white lines between them (a52's b9)."""
+    canvas = Image.new("RGB", (401 * len(names) - 1, 300), "white")
+    for index, name in enumerate(names):
+        canvas.paste(ImageOps.fit(skimage_photo(name), (400, 300)), (index * 401, 0))
+    return canvas
+
+
+def test_two_pictures_of_a_strip_that_its_content_box_kept_are_not_the_strip(
+    tmp_path: Path,
+) -> None:
+    """a52 b9, replayed with tiles from 2.5 times longer than wide: the strip's content box cut
+    into its dark last picture and was banked as a collage of the two pictures it held whole,
+    so a tile of another strip showing those two, as they sat, matched it."""
+    banked = ("cell", "chelsea", "clock", "retina")
+    with _bank(tmp_path, {"strip.png": encode(_white_lined(banked), "PNG")}) as bank:
+        assert bank.blocked(_white_lined(banked), "JPEG")
+        assert not bank.blocked(_white_lined(("astronaut", "chelsea", "clock")), "JPEG")

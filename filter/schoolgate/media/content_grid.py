@@ -338,14 +338,14 @@ def judged_panels(grid: ContentGrid) -> list[tuple[npt.NDArray[np.bool_], int]]:
 
 
 def panels_inside(grid: ContentGrid, box: tuple[float, float, float, float]) -> int:
-    """How many of a collage's judged panels lie mostly inside `box` (left, top, right, bottom
-    as shares of the frame): a content box that peeled a collage down to one of its pictures
-    (a dark-edged photo beside it, black gutters) holds one."""
+    """How many of a collage's judged panels lie wholly inside `box` (left, top, right, bottom
+    as shares of the frame; every cell's centre): a content box that peeled a collage down to
+    one of its pictures (a dark-edged photo beside it, black gutters) holds one, and one that
+    cut into a dark last picture (a52 b9: a retina's black corners) holds the others only."""
     left, top, right, bottom = box
     centres = (np.arange(GRID) + 0.5) / GRID
     inside = np.outer((centres > top) & (centres < bottom), (centres > left) & (centres < right))
-    return sum(2 * int((cells & inside.ravel()).sum()) >= int(cells.sum())
-               for cells, _ in judged_panels(grid))  # fmt: skip
+    return sum(not (cells & ~inside.ravel()).any() for cells, _ in judged_panels(grid))
 
 
 def _shown_cells(banked: ContentGrid) -> npt.NDArray[np.bool_]:

@@ -95,8 +95,8 @@ def view_pdq(views: Sequence[Image.Image], dihedral: bool) -> list[list[PdqHash]
 # copy squashed along any axis is then within a 1.8:1 squash of one of them (1.5:1 for an axis
 # within 15 degrees of one). Opt-in (banks.robust.bank_squashed): see docs/configuration.md.
 SQUASH_AXES = (0, 45, 90, 135)
-NEGATIVE_VIEW = "negative"
 SQUASH_RATIO = 0.5
+NEGATIVE_VIEW = "negative"  # a photographic item's photo inverted (banks.match_inverted)
 
 
 def bank_feature_views(
@@ -124,7 +124,11 @@ def bank_feature_views(
     if box is not None and banks_content_view(image, box, whole.grid):
         yield "content", extract_features(image.crop(box.as_tuple()), settings)
     picture = picture_box(whole, image.size)
-    if picture is not None and (box is None or _overlap(picture, box.as_tuple()) < 0.8):
+    if (
+        picture is not None
+        and (box is None or _overlap(picture, box.as_tuple()) < 0.8)
+        and banks_content_view(image, Box(*picture), whole.grid)
+    ):
         yield "picture", extract_features(image.crop(picture), settings)
     else:
         picture = None
