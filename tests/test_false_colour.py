@@ -109,6 +109,7 @@ def _stickered(picture: Image.Image) -> Image.Image:
 
 
 NEGATIVE_AND = {
+    "mirrored and turned 3 degrees": lambda picture: _turned(3)(ImageOps.mirror(picture)),
     "turned 3 degrees": _turned(3),
     "turned -6 degrees": _turned(-6),
     "cropped 10%": _cropped,
@@ -123,7 +124,8 @@ def test_a_banked_negative_turned_cropped_or_stickered_is_blocked(
 ) -> None:
     """a55 F6: PDQ finds a negative only whole and upright, and ORB's keypoints of a negative
     describe another picture: a banked photo inverted and turned 3 degrees went through, 15 of
-    15. The banked photo's negative is banked as a view of its own."""
+    15. The banked photo's negative is banked as a view of its own, and its mirror image (a56
+    F1: inverted, mirrored and turned went through 21 of 27)."""
     negative = ImageOps.invert(pictures[name].convert("RGB"))
     assert bank.blocked(NEGATIVE_AND[edit](negative), "JPEG")
 

@@ -55,6 +55,7 @@ _ADDED_VIEWS = (
     "panel-",
     "mirror-panel-",
     "negative",
+    "mirror-negative",
 )  # added later
 
 

@@ -153,8 +153,12 @@ def bank_feature_views(
     if negative and photographic:
         # A negative (one tap in any editor) that is also turned, cropped or stickered: PDQ
         # finds a negative only whole and upright, and a negative's keypoints describe another
-        # picture (a55 F6: a banked photo inverted and turned 3 degrees went through, 15 of 15).
-        yield NEGATIVE_VIEW, extract_features(ImageOps.invert(photo.convert("RGB")), settings)
+        # picture (a55 F6: a banked photo inverted and turned 3 degrees went through, 15 of 15;
+        # a56 F1: inverted, mirrored and turned, 21 of 27).
+        inverted = ImageOps.invert(photo.convert("RGB"))
+        yield NEGATIVE_VIEW, extract_features(inverted, settings)
+        if mirrored:
+            yield f"mirror-{NEGATIVE_VIEW}", extract_features(ImageOps.mirror(inverted), settings)
     if squashes and photographic:
         # A squashed view is a banked view's own picture, so a match is judged on that view
         # (squashed_view_base).
