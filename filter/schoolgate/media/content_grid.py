@@ -337,17 +337,6 @@ def judged_panels(grid: ContentGrid) -> list[tuple[npt.NDArray[np.bool_], int]]:
     return [(inside, cells) for inside, cells in counted if cells >= _MIN_JUDGED]
 
 
-def panels_inside(grid: ContentGrid, box: tuple[float, float, float, float]) -> int:
-    """How many of a collage's judged panels lie wholly inside `box` (left, top, right, bottom
-    as shares of the frame; every cell's centre): a content box that peeled a collage down to
-    one of its pictures (a dark-edged photo beside it, black gutters) holds one, and one that
-    cut into a dark last picture (a52 b9: a retina's black corners) holds the others only."""
-    left, top, right, bottom = box
-    centres = (np.arange(GRID) + 0.5) / GRID
-    inside = np.outer((centres > top) & (centres < bottom), (centres > left) & (centres < right))
-    return sum(not (cells & ~inside.ravel()).any() for cells, _ in judged_panels(grid))
-
-
 def _shown_cells(banked: ContentGrid) -> npt.NDArray[np.bool_]:
     """The banked cells a copy shows no unrelated photograph over: the photo and the drawn
     cells it encloses (a drawn subject in a photographed room; a10), and what is drawn or

@@ -30,7 +30,6 @@ from schoolgate.media.content_grid import (
     ContentGrid,
     content_grid,
     judged_panels,
-    panels_inside,
     photo_pixels,
     photo_region,
 )
@@ -121,17 +120,19 @@ def bank_feature_views(
     if judge is not None:
         yield PHOTO_JUDGE_VIEW, judge[0]
     box = content_box(image)
-    if box is not None and banks_content_view(image, box, whole.grid):
-        yield "content", extract_features(image.crop(box.as_tuple()), settings)
+    if box is not None:
+        content = extract_features(image.crop(box.as_tuple()), settings)
+        if banks_content_view(image, box, whole.grid, content.grid):
+            yield "content", content
     picture = picture_box(whole, image.size)
-    if (
-        picture is not None
-        and (box is None or _overlap(picture, box.as_tuple()) < 0.8)
-        and banks_content_view(image, Box(*picture), whole.grid)
-    ):
-        yield "picture", extract_features(image.crop(picture), settings)
-    else:
-        picture = None
+    if picture is not None and box is not None and _overlap(picture, box.as_tuple()) >= 0.8:
+        picture = None  # the content box is that picture
+    if picture is not None:
+        seen = extract_features(image.crop(picture), settings)
+        if banks_content_view(image, Box(*picture), whole.grid, seen.grid):
+            yield "picture", seen
+        else:
+            picture = None
     panels = panel_boxes(whole, image.size, finer_grey(finer, settings))
     for number, panel in enumerate(panels):
         yield f"{PANEL_VIEW}{number}", extract_features(image.crop(panel), settings)
@@ -189,17 +190,20 @@ def squashed_view_base(name: str, names: Collection[str]) -> tuple[str, float] |
 _BANDED_BOX_SHARE = 0.15
 
 
-def banks_content_view(image: Image.Image, box: Box, grid: ContentGrid | None) -> bool:
-    """Whether an item's content box is banked as a view of its own (PDQ and features): not a
-    band of a drawing, nor a part of a collage (a49 F2: a collage's black gutters and the dark
-    edge of one of its photos peeled away to leave the other, banked on its own; a54 I2: a
-    strip of three whose dark first picture peeled away, banked as a pair that any copy of
-    those two matched, though the strip needs all three)."""
+def banks_content_view(
+    image: Image.Image, box: Box, grid: ContentGrid | None, view_grid: ContentGrid | None = None
+) -> bool:
+    """Whether an item's content box (or picture region) is banked as a view of its own (PDQ
+    and features): not a band of a drawing, nor a part of a collage, which its own grid
+    (`view_grid`, else computed) shows as fewer pictures (a49 F2: a collage's black gutters
+    and the dark edge of one of its photos peeled away to leave the other, banked on its own;
+    a54 I2: a strip of three whose dark first picture peeled away, banked as a pair that any
+    copy of those two matched, though the strip needs all three; a52 b9: a box cut into a
+    strip's dark last picture, and a tile of another strip showing the other two matched)."""
     panels = 0 if grid is None else len(judged_panels(grid))
-    if grid is not None and panels >= 2:
-        width, height = image.size
-        shares = (box.left / width, box.top / height, box.right / width, box.bottom / height)
-        if panels_inside(grid, shares) < panels:
+    if panels >= 2:
+        view_grid = view_grid or whole_grid(image.crop(box.as_tuple()))
+        if view_grid is None or len(judged_panels(view_grid)) < panels:
             return False
     share = box.width * box.height / (image.width * image.height)
     return share >= _BANDED_BOX_SHARE or (grid is not None and photo_region(grid) is not None)
