@@ -173,7 +173,9 @@ def _large_bank_figures(photos: dict[str, Image.Image]) -> list[Figure]:
         with BankStore(config.banks.path) as store:
             store.create_bank("incident-large")
             for number, image in enumerate(items):
-                views = [(v, f.to_bytes()) for v, f in bank_feature_views(image)]
+                # Banked as `schoolgate hashes add` banks a photo (with its negatives).
+                banked_views = bank_feature_views(image, negative=config.banks.match_inverted)
+                views = [(v, f.to_bytes()) for v, f in banked_views]
                 store.add_features("incident-large", f"item-{number}", FEATURE_KIND, views)
         bank_seconds = time.perf_counter() - started
         inspector = Inspector.from_config(config, with_audit=False)
