@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from schoolgate.config import load_config
+from schoolgate.pipeline.engine import Inspector
 from tests.support.imagery import encode
 from tests.test_robust_precision import CTX, Bank, _bank
 
@@ -138,3 +140,19 @@ def test_innocent_negatives_turned_are_not_blocked(
         negative = ImageOps.invert(benign_photos[name].convert("RGB"))
         verdict = bank.inspector.evaluate(encode(NEGATIVE_AND[edit](negative), "JPEG"), CTX)
         assert not verdict.blocked, (name, verdict.to_dict())
+
+
+def test_negatives_are_not_matched_when_match_inverted_is_off(
+    bank: Bank, pictures: dict[str, Image.Image]
+) -> None:
+    """banks.match_inverted: false switches the banked negatives off as well (they are banked
+    while it is on, and stay in the bank)."""
+    negative = _turned(3)(ImageOps.invert(pictures["astronaut"].convert("RGB")))
+    assert bank.blocked(negative, "JPEG")
+    off = bank.folder / "no-inverted.yaml"
+    off.write_text("classifier:\n  models: []\nbanks:\n  match_inverted: false\n")
+    inspector = Inspector.from_config(load_config(off), with_audit=False)
+    try:
+        assert not inspector.evaluate(encode(negative, "JPEG"), CTX).blocked
+    finally:
+        inspector.close()

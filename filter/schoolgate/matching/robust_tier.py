@@ -38,6 +38,7 @@ from schoolgate.media.features import (
 )
 from schoolgate.media.normalise import unsquash_map
 from schoolgate.media.signals import (
+    NEGATIVE_VIEW,
     SQUASH_RATIO,
     query_feature_views,
     query_pieces,
@@ -133,6 +134,12 @@ def _with_their_photos(
     return [entry for number, entry in enumerate(entries) if number not in dropped]
 
 
+def _is_negative(view: str) -> bool:
+    """Whether a banked view (an image's, or a video key frame's "frame12:negative") is a
+    negative of its item's photo."""
+    return view.rpartition(":")[2] in (NEGATIVE_VIEW, f"mirror-{NEGATIVE_VIEW}")
+
+
 def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
     """Load the feature sets of every bank that runs the robust tier, newest items first, up to
     `robust.max_items` items (a bound on memory: ~70 KB per banked view)."""
@@ -143,6 +150,8 @@ def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
     items: set[tuple[str, str]] = set()
     skipped = 0
     for bank, content_id, view, data, note in store.iter_features(FEATURE_KIND, banks):
+        if not config.match_inverted and _is_negative(view):
+            continue  # negatives are not matched (banks.match_inverted: false)
         key = (bank, content_id)
         if key not in items and len(items) >= robust.max_items:
             skipped += 1
