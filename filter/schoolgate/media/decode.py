@@ -83,7 +83,7 @@ class VideoLimits:
     max_pixels: int = 4096 * 2160  # per frame: DCI 4K; phones record at most 3840x2160
     max_side: int = 8192
     max_decoded_frames: int = 36_000  # 10 minutes at 60 fps
-    max_sampled_frames: int = 600  # frames hashed (1 per second: 10 minutes)
+    max_sampled_frames: int = 600  # sample slots of seconds_per_hash (10 minutes at 1 s)
     time_budget_s: float = 10.0
     seconds_per_hash: float = 1.0
     decode_threads: int = 2
