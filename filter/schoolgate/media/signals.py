@@ -517,11 +517,6 @@ def item_signals(
             decoded = decode_for_analysis(data, config.limits)
         except MediaRefused as refused:
             return _refused(item, refused)
-        # Thin gutters are looked for finer: a JPEG at half scale loses 1 px lines (a53 F2).
-        fine = decode_finer(data, decoded, config.limits, FINER_SIDE) if features else decoded.image
-        views = banked_views(decoded.image, whole_grid(decoded.image, finer=fine))
-        whole, *content = (hashes[0] for hashes in view_pdq(views, dihedral=False))
-        frames = decoded.frame_count if decoded.frame_count > 1 else None
         feature_views: tuple[tuple[str, LocalFeatures], ...] = ()
         if features:
             robust = config.banks.robust
@@ -530,10 +525,17 @@ def item_signals(
                     decoded.image,
                     mirrored=robust.bank_mirrored,
                     squashes=robust.bank_squashed,
-                    finer=fine,
+                    # Thin gutters are looked for finer: a JPEG at half scale loses 1 px lines
+                    # (a53 F2).
+                    finer=decode_finer(data, decoded, config.limits, FINER_SIDE),
                     negative=config.banks.match_inverted,
                 )
             )
+        # The whole view's grid (and panel map), where its features already hold it.
+        grid = feature_views[0][1].grid if feature_views else whole_grid(decoded.image)
+        views = banked_views(decoded.image, grid)
+        whole, *content = (hashes[0] for hashes in view_pdq(views, dihedral=False))
+        frames = decoded.frame_count if decoded.frame_count > 1 else None
         item = replace(
             item,
             pdq=whole,
