@@ -127,6 +127,8 @@ class RobustEntry:
     # One picture of a banked collage, banked on its own (its view's name): a copy must show
     # two of them to match, one alone is not the collage (a49: swapped halves).
     panel: str | None = None
+    # The banked video's key frame this view is of ("frame12:..."); None for a picture.
+    frame: int | None = None
 
     @classmethod
     def of_view(cls, bank: str, content_id: str, note: str, view: str,
@@ -136,7 +138,9 @@ class RobustEntry:
         frame, colon, name = view.rpartition(":")
         picture = name.removeprefix("mirror-")  # its mirror image is the same picture
         panel = f"{frame}{colon}{picture}" if picture.startswith(PANEL_VIEW) else None
-        return cls(bank, content_id, note, features, panel=panel)
+        number = frame.removeprefix("frame")
+        key_frame = int(number) if frame.startswith("frame") and number.isdigit() else None
+        return cls(bank, content_id, note, features, panel=panel, frame=key_frame)
 
 
 @dataclass(frozen=True)
@@ -153,12 +157,14 @@ class RobustHit:
     votes: int
     content: Agreement | None = None  # None: banked before content grids
     panels: int = 0  # a collage matched picture by picture: how many of its pictures
+    banked_frame: int | None = None  # the banked video's key frame that matched
 
     def evidence(self) -> dict[str, float]:
         found = {"inliers": float(self.inliers), "spread": round(self.spread, 3),
                  "scale": round(self.scale, 3), "rotation_deg": round(self.rotation_deg, 1),
                  "votes": float(self.votes)}  # fmt: skip
         found |= {"panels": float(self.panels)} if self.panels else {}
+        found |= {"banked_frame": float(self.banked_frame)} if self.banked_frame is not None else {}
         return found | (self.content.evidence() if self.content is not None else {})
 
 
@@ -484,6 +490,7 @@ class RobustIndex:
             rotation_deg=rotation,
             votes=votes,
             content=content,
+            banked_frame=entry.frame,
         )
         return hit, True
 

@@ -20,7 +20,7 @@ Banking (`hashes add`/`compute`) decodes every frame, like the reference."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -67,11 +67,14 @@ class VpdqFeature:
 
 @dataclass(frozen=True)
 class SampledFrame:
-    """A sampled frame, upright, RGB, longer side at most PDQ_SIDE."""
+    """A sampled frame, upright, RGB, longer side at most PDQ_SIDE. `held_still`: whether the
+    picture stayed the same until the slot's next sample (a card or a title held on screen);
+    None where no later sample was taken in its slot."""
 
     frame: int
     timestamp: float
     rgb: npt.NDArray[np.uint8]
+    held_still: bool | None = None
 
     def image(self) -> Image.Image:
         return Image.fromarray(self.rgb, "RGB")
@@ -118,6 +121,21 @@ class VideoHashes:
 # "flip" edits). Quarter turns of video are what rotation flags are for; each variant costs a
 # lookup per frame in the video index.
 _VPDQ_DIHEDRAL = (0, 5)
+
+
+# A sample is held still when under this share of its pixels changed by more than STILL_LEVELS
+# (of 255) by the slot's next sample: codec noise on a held card moves a few levels, footage
+# (a pan, a person talking, a clip playing inside a screen recording) moves whole regions.
+STILL_LEVELS = 12
+STILL_SHARE = 0.005
+
+
+def held_still(first: npt.NDArray[np.uint8], later: npt.NDArray[np.uint8]) -> bool:
+    """Whether `later` shows the same picture as `first` (both RGB, the same shape)."""
+    if first.shape != later.shape:
+        return False
+    moved = np.abs(first.astype(np.int16) - later.astype(np.int16)).max(axis=2) > STILL_LEVELS
+    return float(moved.mean()) < STILL_SHARE
 
 
 def _pdq(rgb: npt.NDArray[np.uint8]) -> tuple[str, int]:
@@ -237,9 +255,11 @@ class VideoHasher:
         stills: list[StillQuery] = []
         keeper = _Keeper(self.keep)
         key_keeper = _Keeper(self.key_frames)
+        stillness: dict[int, bool] = {}  # slot start's frame -> held still until the next sample
         refused: MediaRefused | None = None
         try:
             last_slot = -1
+            slot_start: Frame | None = None
             boxes: dict[str, Box | None] = {}
             for frame in source.frames(data, media_type):
                 if frame.cut:
@@ -261,7 +281,11 @@ class VideoHasher:
                     still = _still(frame)
                     stills.append(still)
                 features.append(self._feature(frame, slot, boxes, still))
+                if slot == last_slot and slot_start is not None and self.key_frames:
+                    stillness[slot_start.frame] = held_still(slot_start.rgb, frame.rgb)
+                    slot_start = None
                 if slot != last_slot:
+                    slot_start = frame
                     sampled = SampledFrame(frame.frame, frame.timestamp, frame.rgb)
                     keeper.offer(sampled)
                     key_keeper.offer(sampled)
@@ -283,7 +307,9 @@ class VideoHasher:
             kept=keeper.spread(),
             refused=refused,
             stills=tuple(stills),
-            key_frames=key_keeper.spread(),
+            key_frames=tuple(
+                replace(key, held_still=stillness.get(key.frame)) for key in key_keeper.spread()
+            ),
             stream=stream,
             video_streams=max(1, getattr(source, "video_streams", 1)),
         )

@@ -22,6 +22,7 @@ from schoolgate.classify.spec import ClassifierResult, ModelLoadError
 from schoolgate.classify.video import FrameVote
 from schoolgate.config import Config
 from schoolgate.errors import MediaRefused
+from schoolgate.matching.key_frames import KeyFrameEvidence
 from schoolgate.matching.matcher import BankMatch, FrameMatch, Matcher
 from schoolgate.matching.robust_tier import RobustTier
 from schoolgate.matching.snapshot import StoreSnapshot
@@ -443,19 +444,14 @@ class _VideoAnalysis:
         return found
 
     def _robust_matches(self, video: VideoHashes) -> list[FrameMatch]:
-        """The first of the upload's key frames that the robust tier verifies, if any: at most
-        `banks.robust.video_query_frames` lookups (each bounded like an image's)."""
+        """What the robust tier finds in the upload's key frames (at most
+        `banks.robust.video_query_frames` lookups, each bounded like an image's): a banked
+        picture by one frame, a banked video by more than one moment of it (key_frames)."""
+        evidence = KeyFrameEvidence(len(video.key_frames))
         for frame in video.key_frames:
-            found = self.inspector.robust.match(frame.image())
+            found = evidence.add(frame, self.inspector.robust.match(frame.image()))
             if found:
-                return [
-                    FrameMatch(
-                        **{f.name: getattr(m, f.name) for f in fields(BankMatch)},
-                        frame=frame.frame,
-                        timestamp=frame.timestamp,
-                    )
-                    for m in found
-                ]
+                return found
         return []
 
     def _scores(self, video: VideoHashes) -> list[ClassifierResult]:
