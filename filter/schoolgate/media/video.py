@@ -41,6 +41,10 @@ from schoolgate.media.video_frames import Box, Letterbox
 from schoolgate.media.video_sources import AnimationSource, Budget, Frame, PyAvSource
 
 TIMESTAMP_DECIMALS = 3  # the reference's output precision (vpdqio.cpp)
+# A query samples `samples_per_hash` frames per slot only while that is at most this many in
+# all; a longer video has fewer per slot, down to vPDQ's own one (adversarial pass a57 F4: a
+# 3-minute 720p clip sampled 4 a second spent ~5 s of the 10 s budget on them and timed out).
+DENSE_SAMPLES = 360
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,8 @@ class VpdqFeature:
 @dataclass(frozen=True)
 class SampledFrame:
     """A sampled frame, upright, RGB, longer side at most PDQ_SIDE. `held_still`: whether the
-    picture stayed the same until the slot's next sample (a card or a title held on screen);
-    None where no later sample was taken in its slot."""
+    picture stayed the same until the next sample (a card or a title held on screen); None
+    where no later sample was taken."""
 
     frame: int
     timestamp: float
@@ -246,6 +250,7 @@ class VideoHasher:
                 stream,
                 cuts=bool(self.stills),
                 picture_limits=self.picture_limits,
+                dense_samples=DENSE_SAMPLES if self.samples > 1 else None,
             )
         elif media_type.kind is MediaKind.IMAGE:
             source = AnimationSource(self.limits, budget, interval)
@@ -255,7 +260,7 @@ class VideoHasher:
         stills: list[StillQuery] = []
         keeper = _Keeper(self.keep)
         key_keeper = _Keeper(self.key_frames)
-        stillness: dict[int, bool] = {}  # slot start's frame -> held still until the next sample
+        stillness: dict[int, bool] = {}  # a slot start's frame -> held still until the next sample
         refused: MediaRefused | None = None
         try:
             last_slot = -1
@@ -281,7 +286,7 @@ class VideoHasher:
                     still = _still(frame)
                     stills.append(still)
                 features.append(self._feature(frame, slot, boxes, still))
-                if slot == last_slot and slot_start is not None and self.key_frames:
+                if slot_start is not None and self.key_frames:
                     stillness[slot_start.frame] = held_still(slot_start.rgb, frame.rgb)
                     slot_start = None
                 if slot != last_slot:

@@ -193,8 +193,23 @@ class Sampler:
         return at
 
 
+def sparser_interval(
+    interval: float, seconds_per_hash: float, duration_s: float | None, dense_samples: int | None
+) -> float:
+    """The sampling interval for a video of `duration_s`: `interval` (a whole number of samples
+    per `seconds_per_hash`) while that is at most `dense_samples` samples in all, fewer samples
+    per slot for a longer video, and never fewer than one per slot (vPDQ's own rate)."""
+    if dense_samples is None or not duration_s or duration_s <= 0:
+        return interval
+    per_slot = max(1, round(seconds_per_hash / interval))
+    fitting = max(1, math.floor(dense_samples * seconds_per_hash / duration_s))
+    return seconds_per_hash / min(per_slot, fitting)
+
+
 class PyAvSource:
-    """Sampled frames of a video container, decoded by libavcodec within the limits."""
+    """Sampled frames of a video container, decoded by libavcodec within the limits.
+    `dense_samples`: see `sparser_interval` (the time budget cannot cover every sample of a
+    long video at the query's density)."""
 
     def __init__(
         self,
@@ -205,8 +220,10 @@ class PyAvSource:
         stream: int = 0,
         cuts: bool = False,
         picture_limits: MediaLimits | None = None,
+        dense_samples: int | None = None,
     ) -> None:
         self.limits = limits
+        self.dense_samples = dense_samples
         # Caps for a still picture the container carries (cover art): those of still uploads.
         self.picture_limits = picture_limits or MediaLimits()
         self.budget = budget
@@ -285,6 +302,9 @@ class PyAvSource:
             context.options = {**context.options, "skip_loop_filter": "bidir"}
         declared_frames = stream.frames
         packets = 0
+        self.interval = sparser_interval(
+            self.interval, limits.seconds_per_hash, self.duration_s, self.dense_samples
+        )
         sampler = Sampler(self.interval)
         start: float | None = None
         previous: npt.NDArray[np.int16] | None = None
