@@ -44,8 +44,18 @@ def _card() -> vf.Frame:
     return np.asarray(card, dtype=np.uint8)
 
 
-def _with_intro(content: vf.Clip, seconds: float) -> vf.Clip:
-    return vf.Clip((_card(),) * round(seconds * FPS) + content.frames, FPS)
+def _animated_card(index: int) -> vf.Frame:
+    """The card's logo sliding in and its name growing, a step each frame (footage, not held)."""
+    card = Image.new("RGB", SIZE, (40, 10, 30))
+    card.paste(procedural_scene(905, (110, 110)).convert("RGB"), (-100 + 6 * index, 35))
+    ImageDraw.Draw(card).text((150, 70), "@daily_memes"[: 1 + index // 2], fill=(255, 255, 255))
+    return np.asarray(card, dtype=np.uint8)
+
+
+def _with_intro(content: vf.Clip, seconds: float, animated: bool = False) -> vf.Clip:
+    count = round(seconds * FPS)
+    intro = tuple(_animated_card(i) for i in range(count)) if animated else (_card(),) * count
+    return vf.Clip(intro + content.frames, FPS)
 
 
 def _bank(tmp_path: Path, name: str, data: bytes) -> None:
@@ -68,6 +78,26 @@ def inspector(data_dir: Path, tmp_path: Path, banked_clip: vf.Clip) -> Iterator[
     inspector = Inspector.from_config(parse_config(HASH_ONLY, "t.yaml"))
     yield inspector
     inspector.close()
+
+
+def test_other_clips_opening_with_the_same_animated_intro_are_allowed(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """An animated intro is footage, not a held picture: what gives it away as shared is that
+    the other clip shows it as it is (the hash tier matches those frames, not the clip)."""
+    banked = _with_intro(ve.panning_frames(seed=14, seconds=8, fps=FPS, size=SIZE), 2.0, True)
+    _bank(tmp_path, "animated.mp4", vf.encode(banked.frames, FPS))
+    inspector = Inspector.from_config(parse_config(HASH_ONLY, "t.yaml"))
+    try:
+        for seed in (26, 27):
+            other = ve.panning_frames(seed=seed, seconds=8, fps=FPS, size=SIZE)
+            verdict = inspector.evaluate(vf.encode(_with_intro(other, 2.0, True).frames, FPS),
+                                         STUDENT)  # fmt: skip
+            assert not verdict.blocked, (seed, verdict.reasons)
+        copy = ve.captioned()(banked)
+        assert inspector.evaluate(vf.encode(copy.frames, FPS), STUDENT).blocked
+    finally:
+        inspector.close()
 
 
 @pytest.mark.parametrize("intro_s", [0.5, 1.0, 2.0])

@@ -12,20 +12,25 @@ The rule:
 - A banked picture is found by one key frame, as the image bank finds a photo shown for a
   moment in a slideshow.
 - A banked video is found by one key frame that shows footage (`SampledFrame.held_still` is
-  not True): a weak copy (a small screen recording with a caption) may align on one frame only.
-- A key frame held still counts towards the banked video, and finds it when the upload's key
-  frames that match it show two different moments of it (two different banked key frames,
+  not True) edited: a weak copy (a small screen recording with a caption) may align on one
+  frame only.
+- A key frame held still, or one that shows the banked frame as it is (the hash tier matched
+  that frame, not the upload: an animated intro copied bit for bit into another clip), counts
+  towards the banked video, and finds it when the upload's key frames that match it show two
+  different moments of it (two different banked key frames,
   matched by upload frames whose PDQ hashes are more than 31 bits apart: a card held for two
   seconds is one moment however many key frames fall on it), or are at least half of the key
   frames looked up (a copy of a video that is one held picture throughout).
 
-Left alone: an animated intro is footage by this test, and a clip that is mostly the shared
-card (a one-second upload of the intro alone) still matches.
+Left alone: an animated intro re-encoded with an edit over it (a caption across the whole
+clip) is edited footage by these tests, and a clip that is mostly the shared card (a
+one-second upload of the intro alone) still matches.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 from schoolgate.matching.matcher import DEFAULT_PDQ_MAX_DISTANCE, BankMatch, FrameMatch
@@ -57,8 +62,13 @@ class _BankedVideo:
 class KeyFrameEvidence:
     """The robust matches of an upload's key frames, gathered a frame at a time."""
 
-    def __init__(self, key_frames: int) -> None:
+    def __init__(
+        self, key_frames: int, shown_as_is: Mapping[tuple[str, str], Collection[int]]
+    ) -> None:
+        """`shown_as_is`: for each banked video, the upload's frames (numbers) that the hash
+        tier matched to one of its frames (`VideoMatcher.frames_shown`)."""
         self.needed_frames = max(1, math.ceil(SHARE_NEEDED * key_frames))
+        self.shown_as_is = shown_as_is
         self._videos: dict[tuple[str, str], _BankedVideo] = {}
 
     def add(self, frame: SampledFrame, matches: list[BankMatch]) -> list[FrameMatch]:
@@ -66,19 +76,21 @@ class KeyFrameEvidence:
         found). A match's evidence names the banked key frame it aligned with, where the item
         is a video."""
         found: list[FrameMatch] = []
-        shown: PdqHash | None = None
+        picture: PdqHash | None = None
         for match in matches:
             at_frame = _at_frame(match, frame)
             banked_frame = dict(match.evidence).get("banked_frame")
             if banked_frame is None:
                 found.append(at_frame)  # a banked picture
                 continue
-            video = self._videos.setdefault((match.bank, str(match.value)), _BankedVideo(at_frame))
+            key = (match.bank, str(match.value))
+            video = self._videos.setdefault(key, _BankedVideo(at_frame))
             video.frames += 1
-            shown = shown or pdq_hash(frame.image())
-            video.add_moment(shown, int(banked_frame))
+            picture = picture or pdq_hash(frame.image())
+            video.add_moment(picture, int(banked_frame))
+            shared = frame.held_still is True or frame.frame in self.shown_as_is.get(key, ())
             if (
-                frame.held_still is not True
+                not shared
                 or len(video.moments) >= MOMENTS_NEEDED
                 or video.frames >= self.needed_frames
             ):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import statistics
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -99,6 +99,8 @@ class QueryFrame(Protocol):
     def variants(self) -> tuple[str, ...]: ...
     @property
     def slot(self) -> int | None: ...
+    @property
+    def frame(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -179,29 +181,20 @@ class VideoMatcher:
         quality the snapshot was built with).
         """
         settings = settings or self.settings
-        frames: dict[str, QueryFrame] = {}
-        for feature in query:
-            if feature.quality >= settings.min_quality:
-                frames.setdefault(feature.hex, feature)  # a repeated frame counts once
+        frames = _distinct_frames(query, settings.min_quality)
         # The query's share is counted in slots (one per second of a densely sampled query,
         # else one per frame): a slot matches when any of its frames matches.
         slots: dict[object, int] = {}
-        for number, feature in enumerate(frames.values()):
-            key = ("slot", feature.slot) if feature.slot is not None else ("frame", number)
-            slots.setdefault(key, len(slots))
-        if not frames or not self._videos:
-            return []
+        for number, feature in enumerate(frames):
+            slots.setdefault(_slot_key(feature, number), len(slots))
         query_hits: dict[int, dict[int, int]] = {}  # video -> query slot -> best distance
         bank_hits: dict[int, set[int]] = {}  # video -> bank rows matched
-        for number, feature in enumerate(frames.values()):
-            key = ("slot", feature.slot) if feature.slot is not None else ("frame", number)
-            slot = slots[key]
-            for value in (feature.hex, *feature.variants):
-                for row, distance in self._index.query(bytes.fromhex(value), settings.max_distance):
-                    video = int(self._owners[row])
-                    hits = query_hits.setdefault(video, {})
-                    hits[slot] = min(distance, hits.get(slot, HASH_BITS + 1))
-                    bank_hits.setdefault(video, set()).add(row)
+        for number, feature, row, distance in self._lookups(frames, settings):
+            video = int(self._owners[row])
+            slot = slots[_slot_key(feature, number)]
+            hits = query_hits.setdefault(video, {})
+            hits[slot] = min(distance, hits.get(slot, HASH_BITS + 1))
+            bank_hits.setdefault(video, set()).add(row)
         found: list[VideoMatch] = []
         for video, hits in query_hits.items():
             banked = self._videos[video]
@@ -226,6 +219,43 @@ class VideoMatcher:
             )
         found.sort(key=lambda m: (-m.query_match_percent, -m.bank_match_percent, m.bank, m.value))
         return found
+
+    def frames_shown(self, query: Sequence[QueryFrame]) -> dict[tuple[str, str], set[int]]:
+        """For each banked video (bank, content id), the query's frames (frame numbers) that
+        show one of its frames as it is, whether or not the query as a whole matches it: what
+        two videos share bit for bit (an intro, an end card), as opposed to an edited copy."""
+        settings = self.settings
+        shown: dict[tuple[str, str], set[int]] = {}
+        frames = [feature for feature in query if feature.quality >= settings.min_quality]
+        for _number, feature, row, _distance in self._lookups(frames, settings):
+            banked = self._videos[int(self._owners[row])]
+            shown.setdefault((banked.bank, banked.content_id), set()).add(feature.frame)
+        return shown
+
+    def _lookups(
+        self, frames: Sequence[QueryFrame], settings: VideoMatchSettings
+    ) -> Iterator[tuple[int, QueryFrame, int, int]]:
+        """(query frame's position, the frame, bank row, distance) for each bank frame within
+        `max_distance` of a query frame's hash or one of its variants."""
+        if not self._videos:
+            return
+        for number, feature in enumerate(frames):
+            for value in (feature.hex, *feature.variants):
+                for row, distance in self._index.query(bytes.fromhex(value), settings.max_distance):
+                    yield number, feature, row, distance
+
+
+def _distinct_frames(query: Sequence[QueryFrame], min_quality: int) -> list[QueryFrame]:
+    """The query's frames of at least `min_quality`, a repeated frame (same hash) once."""
+    frames: dict[str, QueryFrame] = {}
+    for feature in query:
+        if feature.quality >= min_quality:
+            frames.setdefault(feature.hex, feature)
+    return list(frames.values())
+
+
+def _slot_key(feature: QueryFrame, number: int) -> object:
+    return ("slot", feature.slot) if feature.slot is not None else ("frame", number)
 
 
 def video_matchers(
