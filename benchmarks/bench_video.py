@@ -239,7 +239,9 @@ def _edit_recall() -> list[Figure]:
     """Share of edited copies of banked synthetic clips that match (vPDQ with the frame variants
     for re-framing, mirroring and trimming; the robust tier's key frames for captions), and
     unrelated clips given the same edits that match anything."""
+    from schoolgate.matching.key_frames import KeyFrameEvidence
     from schoolgate.matching.robust import IndexLimits, RobustEntry, RobustIndex, RobustThresholds
+    from schoolgate.matching.robust_tier import to_bank_match
     from schoolgate.media.features import extract_features
     from schoolgate.media.signals import bank_feature_views, query_feature_views
 
@@ -270,8 +272,9 @@ def _edit_recall() -> list[Figure]:
                 source="bench",
             )  # fmt: skip
             for frame in hashes.key_frames:
-                for _, features in bank_feature_views(frame.image()):
-                    entries.append(RobustEntry("incident", content_id, "", features))
+                for name, features in bank_feature_views(frame.image()):
+                    view = f"frame{frame.frame}:{name}"  # as `hashes add` names it
+                    entries.append(RobustEntry.of_view("incident", content_id, "", view, features))
     matcher = VideoMatcher.from_store(store)
     store.close()
     index = RobustIndex(entries, {}, RobustThresholds(), IndexLimits())
@@ -280,11 +283,17 @@ def _edit_recall() -> list[Figure]:
         return {m.value for m in matcher.match(proxy.hash(vf.encode(clip.frames, 15)).features)}
 
     def robust_hit(clip: vf.Clip) -> set[str]:
-        for frame in proxy.hash(vf.encode(clip.frames, 15)).key_frames:
+        """As the engine judges key frames (`KeyFrameEvidence`): one view's hits per frame."""
+        query = proxy.hash(vf.encode(clip.frames, 15))
+        evidence = KeyFrameEvidence(len(query.key_frames), matcher.frames_shown(query.features))
+        for frame in query.key_frames:
             for view in query_feature_views(frame.image()):
                 hits = index.match(extract_features(view))
                 if hits:
-                    return {hits[0].content_id}
+                    found = evidence.add(frame, [to_bank_match(hit) for hit in hits])
+                    if found:
+                        return {str(found[0].value)}
+                    break
         return set()
 
     figures: list[Figure] = []

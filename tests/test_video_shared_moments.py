@@ -186,3 +186,22 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def test_key_frames_say_whether_they_are_held_still() -> None:
+    """A card held for 2.2 s, then footage: each key frame on the card is held still, the last
+    one too (it is the same as the sample before it), and footage is not."""
+    from schoolgate.media.decode import VideoLimits
+    from schoolgate.media.video import VideoHasher
+
+    clip = vf.Clip(
+        (_card(),) * round(2.2 * FPS) + ve.panning_frames(seed=28, seconds=4, fps=FPS).frames,
+        FPS,
+    )
+    hasher = VideoHasher(VideoLimits(), fast=True, samples_per_hash=4, key_frames=8)
+    held = {
+        round(k.timestamp): k.held_still
+        for k in hasher.hash(vf.encode(clip.frames, FPS)).key_frames
+    }
+    assert [held[second] for second in (0, 1, 2)] == [True, True, True], held
+    assert [held[second] for second in (3, 4, 5)] == [False, False, False], held

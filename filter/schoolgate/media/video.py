@@ -72,8 +72,8 @@ class VpdqFeature:
 @dataclass(frozen=True)
 class SampledFrame:
     """A sampled frame, upright, RGB, longer side at most PDQ_SIDE. `held_still`: whether the
-    picture stayed the same until the next sample (a card or a title held on screen); None
-    where no later sample was taken."""
+    picture is the same as the sample before it or the sample after it (a card or a title held
+    on screen); None where it was not measured (no key frames asked for)."""
 
     frame: int
     timestamp: float
@@ -260,11 +260,12 @@ class VideoHasher:
         stills: list[StillQuery] = []
         keeper = _Keeper(self.keep)
         key_keeper = _Keeper(self.key_frames)
-        stillness: dict[int, bool] = {}  # a slot start's frame -> held still until the next sample
+        stillness: dict[int, bool] = {}  # a slot start's frame -> held still (see SampledFrame)
         refused: MediaRefused | None = None
         try:
             last_slot = -1
-            slot_start: Frame | None = None
+            slot_start: Frame | None = None  # waiting for the sample after it
+            sample_before: Frame | None = None
             boxes: dict[str, Box | None] = {}
             for frame in source.frames(data, media_type):
                 if frame.cut:
@@ -287,14 +288,21 @@ class VideoHasher:
                     stills.append(still)
                 features.append(self._feature(frame, slot, boxes, still))
                 if slot_start is not None and self.key_frames:
-                    stillness[slot_start.frame] = held_still(slot_start.rgb, frame.rgb)
+                    stillness[slot_start.frame] = stillness[slot_start.frame] or held_still(
+                        slot_start.rgb, frame.rgb
+                    )
                     slot_start = None
                 if slot != last_slot:
-                    slot_start = frame
+                    if self.key_frames:
+                        slot_start = frame
+                        stillness[frame.frame] = sample_before is not None and held_still(
+                            sample_before.rgb, frame.rgb
+                        )
                     sampled = SampledFrame(frame.frame, frame.timestamp, frame.rgb)
                     keeper.offer(sampled)
                     key_keeper.offer(sampled)
                     last_slot = slot
+                sample_before = frame
         except MediaRefused as exc:
             if not features:
                 raise
