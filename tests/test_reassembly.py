@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import random
 import threading
@@ -51,8 +52,17 @@ def x_append(media_id: str, index: int, data: bytes, boundary: str = "xb") -> tu
 def test_x_init_append_finalize_out_of_order(media: bytes) -> None:
     sessions = UploadSessions()
     path = "/1.1/media/upload.json"
-    init = parse_chunk("x_chunked", "POST", path + "?command=INIT&total_bytes=10", {}, b"")
-    assert init is None
+    init = parse_chunk(
+        "x_chunked", "POST", path + f"?command=INIT&total_bytes={len(media)}", {}, b""
+    )
+    # INIT's size joins the session named in its reply (the addon reads media_id_string).
+    assert init is not None
+    assert (init.total, init.data, init.session_from_response) == (
+        len(media),
+        b"",
+        "media_id_string",
+    )
+    sessions.add("10.0.0.5", "x", dataclasses.replace(init, session_id="710511363345354753"))
     segments = [media[i : i + 1000] for i in range(0, len(media), 1000)]
     order = list(range(len(segments)))
     random.Random(7).shuffle(order)
@@ -620,11 +630,34 @@ def test_a_first_part_is_offered_to_look_at_a_few_times_per_upload(media: bytes)
     for start in range(0, 90_000, 10_000):
         sessions.add("c", "a", Chunk("s", data[start : start + 10_000], offset=start, total=total))
         found = sessions.partial("c", "a", "s")
-        looked.append(None if found is None else len(found))
+        looked.append(None if found is None else len(found[0]))
+        assert found is None or found[1] == total
     assert looked == [None, None, None, None, 50_000, None, 70_000, None, 90_000]
+    # Nearly all of it (63/64) is looked at once more, however little it grew (a58 F3: a
+    # video's index in its last bytes), and not again at the same size.
+    sessions.add("c", "a", Chunk("s", data[90_000:99_999], offset=90_000, total=total))
+    assert sessions.partial("c", "a", "s") == (data[:99_999], total)
+    assert sessions.partial("c", "a", "s") is None
     sizes = []
     for start in range(0, 60_000, 4_000):
         sessions.add("c", "a", Chunk("u", data[start : start + 4_000], offset=start))
         found = sessions.partial("c", "a", "u")
-        sizes += [] if found is None else [len(found)]
+        sizes += [] if found is None else [len(found[0])]
     assert sizes == [20_000, 32_000, 48_000]  # from 16 KiB, each half as long again
+
+
+def test_numbered_segments_from_the_first_are_a_first_part(media: bytes) -> None:
+    """a58 F3: X's INIT + APPENDs without FINALIZE leave the service holding every byte; the
+    segments from 0 on, while none is missing, are looked at like a byte range."""
+    sessions = UploadSessions()
+    total = 40_000
+    data = (media * (total // len(media) + 1))[:total]
+    pieces = [data[i : i + 10_000] for i in range(0, total, 10_000)]
+    sessions.add("c", "x", Chunk("m", pieces[1], index=1, total=total))
+    assert sessions.partial("c", "x", "m") is None  # its start is not here
+    sessions.add("c", "x", Chunk("m", pieces[0], index=0, total=total))
+    assert sessions.partial("c", "x", "m") == (data[:20_000], total)
+    sessions.add("c", "x", Chunk("m", pieces[3], index=3, total=total))
+    assert sessions.partial("c", "x", "m") is None  # segment 2 missing: still 20,000 bytes
+    sessions.add("c", "x", Chunk("m", pieces[2], index=2, total=total))
+    assert sessions.partial("c", "x", "m") == (data, total)  # every byte, no FINALIZE yet

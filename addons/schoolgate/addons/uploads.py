@@ -32,7 +32,7 @@ from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_picture
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus, worth_a_look
-from schoolgate.media.cutshort import shows_rows
+from schoolgate.media.cutshort import as_shown, shows_part
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
 log = logging.getLogger("schoolgate.proxy")
@@ -278,8 +278,8 @@ class UploadInspector:
                 whole_file = chunk.final and not chunk.part  # a part is joined later
                 if chunk.data and (whole_file or _held_whole(chunk.data)):
                     complete.append(restored_start(chunk.data) or chunk.data)
-                elif shows_rows(chunk.data) and worth_a_look(len(chunk.data), chunk.total):
-                    partial.append(("", chunk.data))  # no session id before the reply
+                elif shows_part(chunk.data) and worth_a_look(len(chunk.data), chunk.total):
+                    partial.append(("", as_shown(chunk.data, chunk.total)))  # no id before reply
                 continue
             state = runtime.sessions.add(client, app, chunk)
             if state.failed:
@@ -291,7 +291,7 @@ class UploadInspector:
                 assembled = runtime.sessions.assemble(client, app, chunk.session_id)
                 if _held_whole(assembled):
                     complete.append(restored_start(assembled) or assembled)
-                elif shows_rows(assembled):
+                elif shows_part(assembled):
                     partial.append(("", assembled))
             elif state.complete:
                 assembled = runtime.sessions.assemble(client, app, chunk.session_id)
@@ -301,9 +301,9 @@ class UploadInspector:
                                                     _held_whole)) is not None:  # fmt: skip
                 complete.append(restored_start(early) or early)  # the service holds it whole
             elif (part := runtime.sessions.partial(client, app, chunk.session_id)) and (
-                shows_rows(part)  # a cut JPEG's or PNG's rows decode (engine: cut_short)
+                shows_part(part[0])  # a cut JPEG's or PNG's rows, a video's frames (cutshort)
             ):
-                partial.append((chunk.session_id, part))
+                partial.append((chunk.session_id, as_shown(*part)))
         return complete, partial
 
     async def inspect(

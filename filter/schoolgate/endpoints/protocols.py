@@ -144,8 +144,15 @@ def _x_chunk(
     # The server reads the id as a number: "0123", " 123" and "123" are one upload.
     media_id = fields.get("media_id", "").strip()
     media_id = media_id.lstrip("0") or media_id if media_id.isdigit() else media_id
-    if command in ("INIT", "STATUS", ""):
-        return None  # INIT's media_id arrives in the response; STATUS carries nothing
+    if command == "INIT":
+        # The media_id arrives in the response; the size given here is where the upload ends,
+        # so a last APPEND whose FINALIZE never comes is still looked at whole (a58 F3).
+        total = (fields.get("total_bytes") or "").strip()
+        if not total.isdigit() or len(total) > 18:
+            return None
+        return Chunk("", b"", total=int(total), session_from_response="media_id_string")
+    if command in ("STATUS", ""):
+        return None  # STATUS carries nothing
     if not media_id:
         raise ChunkError(f"X {command} without media_id")
     if command == "APPEND":

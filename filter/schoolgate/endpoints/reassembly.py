@@ -11,6 +11,7 @@ injectable clock, thread-safe."""
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ _MiB: Final = 1 << 20
 
 _MAX_SEGMENT_INDEX: Final = 100_000
 _PARTIAL_MIN: Final = 16 * 1024  # a prefix of an upload of undeclared size worth looking at
+_NEARLY_ALL: Final = (63, 64)  # a prefix this share of the declared size is looked at once more
 
 
 class ChunkError(SchoolgateError):
@@ -186,6 +188,16 @@ class _Session:
             return whole and self.final
         return False
 
+    def prefix(self) -> bytes:
+        """The bytes held from the upload's start: the first byte range, or the segments from
+        the first on until one is missing (empty when the start is not held)."""
+        if self.mode == "offset":
+            return self.ranges[0] if self.starts and self.starts[0] == 0 else b""
+        if self.mode == "index":
+            held = itertools.takewhile(lambda i: i in self.segments, itertools.count())
+            return b"".join(self.segments[i] for i in held)
+        return b""
+
     def assemble(self) -> bytes:
         if self.mode == "index":
             return b"".join(self.segments[i] for i in range(len(self.segments)))
@@ -319,17 +331,11 @@ class UploadSessions:
             return session.state() if session else None
 
     def _unfinished_from_start(self, client: str, app: str, session_id: str) -> _Session | None:
-        """A live, unfinished byte-offset session holding bytes from offset 0 (lock held)."""
+        """A live, unfinished session holding bytes from its start (lock held)."""
         session = self._sessions.get((client, app, session_id))
-        if (
-            session is None
-            or session.status is not SessionStatus.INCOMPLETE
-            or session.mode != "offset"
-            or not session.starts
-            or session.starts[0] != 0
-        ):
+        if session is None or session.status is not SessionStatus.INCOMPLETE:
             return None
-        return session
+        return session if session.prefix() else None
 
     def interim(
         self, client: str, app: str, session_id: str, whole: Callable[[bytes], bool]
@@ -341,35 +347,42 @@ class UploadSessions:
         that completes a banked picture must be judged and blocked (adversarial pass a40 F3)."""
         with self._lock:
             session = self._unfinished_from_start(client, app, session_id)
-            if session is None or session.total is not None:
+            if session is None or session.total is not None or session.mode != "offset":
                 return None
-            prefix = session.ranges[0]
+            prefix = session.prefix()
             if len(prefix) * 4 < session.judged * 5 or not whole(prefix):
                 return None
             session.judged = len(prefix)
             return prefix
 
-    def partial(self, client: str, app: str, session_id: str) -> bytes | None:
-        """The bytes from offset 0 of an unfinished upload, to look for a banked picture in,
-        when they hold half the declared size and have grown by a quarter since last looked
-        at (where no size is declared: _PARTIAL_MIN bytes, grown by half). A service that holds
-        90% of a banked picture shows it (the last rows grey), and the last chunk may come from
-        elsewhere (adversarial pass a48 F3). The caller blocks only on a match: a prefix is not
-        a whole picture, and refusing it as one would stop every chunked upload."""
+    def partial(self, client: str, app: str, session_id: str) -> tuple[bytes, int | None] | None:
+        """The bytes from the start of an unfinished upload, and its declared size, to look for
+        a banked picture or video in: when they hold half the declared size and have grown by a
+        quarter since last looked at (where no size is declared: _PARTIAL_MIN bytes, grown by
+        half), and once more when they are nearly all of it. A service that holds 90% of a
+        banked picture shows it (the last rows grey), and the last chunk may come from elsewhere
+        (adversarial pass a48 F3); a video's index may sit in its last bytes (an MP4's moov), and
+        an upload that never sends its closing request (X's FINALIZE) holds every byte (a58 F3).
+        The caller blocks only on a match: a prefix is not a whole picture, and refusing it as
+        one would stop every chunked upload."""
         with self._lock:
             session = self._unfinished_from_start(client, app, session_id)
             if session is None:
                 return None
-            prefix = session.ranges[0]
+            prefix = session.prefix()
             # Each look decodes the whole prefix: a few looks per upload, more apart where its
             # end is not known.
             growth = 1.5 if session.total is None else 1.25
+            nearly_all = session.total is not None and len(prefix) * _NEARLY_ALL[1] >= (
+                session.total * _NEARLY_ALL[0]
+            )
             if not worth_a_look(len(prefix), session.total) or (
                 len(prefix) < session.looked * growth
+                and not (nearly_all and len(prefix) > session.looked)
             ):
                 return None
             session.looked = len(prefix)
-            return prefix
+            return prefix, session.total
 
     def assemble(self, client: str, app: str, session_id: str) -> bytes:
         """The whole media of a complete session (the session stays until `discard`)."""

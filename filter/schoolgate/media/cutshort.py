@@ -9,6 +9,11 @@ can be stopped before the rest of a banked picture follows it.
   stored by a Dropbox upload session). Interlaced PNGs are not rebuilt (their passes spread the
   first bytes over the whole picture).
 
+- A video's first part: its frames decode as far as the data goes (the engine's video analysis
+  hashes them, then refuses it cut short). An MP4 whose index (moov) is its last box is read
+  from a first part padded with zeros to the upload's declared size: the service holds all but
+  its last bytes, and those may be sent from elsewhere (adversarial pass a58 F3).
+
 The work is bounded by the decoder's own pixel cap, and what is built is decoded like any
 other picture.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 import struct
 import zlib
 from typing import Final
+
+from schoolgate.media.sniff import MediaKind, sniff
 
 JPEG_START: Final = b"\xff\xd8\xff"
 JPEG_END: Final = b"\xff\xd9"
@@ -31,6 +38,19 @@ _MAX_ROWS_BYTES: Final = 64 * 1024 * 1024  # inflated rows rebuilt at most (a 40
 def shows_rows(data: bytes) -> bool:
     """Whether `data` starts a format whose first part shows the top of the picture."""
     return data.startswith((JPEG_START, PNG_SIGNATURE))
+
+
+def shows_part(data: bytes) -> bool:
+    """Whether a first part of `data` shows something: a picture's top rows, a video's frames."""
+    return shows_rows(data) or sniff(data).kind is MediaKind.VIDEO
+
+
+def as_shown(part: bytes, total: int | None) -> bytes:
+    """The first part of an upload of `total` bytes (None: not declared) as it is looked at: a
+    video's padded with zeros to its size, so an index in its last box is read; else as is."""
+    if total is None or len(part) >= total or sniff(part).kind is not MediaKind.VIDEO:
+        return part
+    return part + bytes(total - len(part))
 
 
 def shown_rows(data: bytes, max_pixels: int) -> bytes | None:

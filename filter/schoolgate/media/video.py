@@ -232,11 +232,16 @@ class VideoHasher:
         self.time_budget_s = limits.time_budget_s if time_budget_s is None else time_budget_s
 
     def hash(
-        self, data: bytes, media_type: MediaType | None = None, stream: int = 0
+        self,
+        data: bytes,
+        media_type: MediaType | None = None,
+        stream: int = 0,
+        cut_short: bool = False,
     ) -> VideoHashes:
         """Hash `data` (a video container's video stream number `stream`, or an animated
         image). Raises MediaRefused only when nothing could be read at all; a stop part-way is
-        reported in `VideoHashes.refused`."""
+        reported in `VideoHashes.refused`. `cut_short`: a container cut short is hashed as far
+        as it goes (refused "truncated" all the same) instead of refused before decoding."""
         media_type = media_type or sniff(data)
         budget = Budget(self.time_budget_s)
         interval = self.limits.seconds_per_hash / self.samples
@@ -267,7 +272,12 @@ class VideoHasher:
             slot_start: Frame | None = None  # waiting for the sample after it
             sample_before: Frame | None = None
             boxes: dict[str, Box | None] = {}
-            for frame in source.frames(data, media_type):
+            frames = (
+                source.frames(data, media_type, cut_short)
+                if isinstance(source, PyAvSource)
+                else source.frames(data, media_type)
+            )
+            for frame in frames:
                 if frame.cut:
                     # Between samples: only the image bank is asked about it (the vPDQ hashes
                     # stay on the time grid that banked videos were hashed on).

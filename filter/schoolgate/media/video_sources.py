@@ -238,10 +238,15 @@ class PyAvSource:
         self.duration_s: float | None = None
         self.decoded = 0
 
-    def frames(self, data: bytes, media_type: MediaType) -> Iterator[Frame]:
+    def frames(
+        self, data: bytes, media_type: MediaType, cut_short: bool = False
+    ) -> Iterator[Frame]:
+        """The sampled frames. `cut_short`: a container cut short is decoded as far as its data
+        goes, then refused all the same (what a player shows of an unfinished upload)."""
         cut = Truncation.missing(data, media_type)
-        if cut is not None:
-            raise MediaRefused("truncated", f"{media_type} data ends early: {cut}")
+        truncated = MediaRefused("truncated", f"{media_type} data ends early: {cut}")
+        if cut is not None and not cut_short:
+            raise truncated
         try:
             # max_pixels reaches the decoders libavformat runs to probe the streams, too: a
             # header claiming 16000x9000 otherwise costs ~200 MB before any check of ours.
@@ -252,13 +257,18 @@ class PyAvSource:
                 options={"max_pixels": str(self.limits.max_pixels)},
             )
         except av.error.FFmpegError as exc:
-            raise refusal(media_type, exc) from exc
+            raise (truncated if cut is not None else refusal(media_type, exc)) from exc
         try:
             yield from self._frames(container, media_type)
         except av.error.FFmpegError as exc:
-            raise refusal(media_type, exc) from exc
+            raise (truncated if cut is not None else refusal(media_type, exc)) from exc
+        except MediaRefused as exc:
+            # Where the data stops, the demuxer's complaint is that it stops.
+            raise (truncated if cut is not None and exc.reason == "corrupt" else exc) from exc
         finally:
             container.close()
+        if cut is not None:
+            raise truncated
 
     def _frames(
         self, container: av.container.InputContainer, media_type: MediaType

@@ -371,8 +371,8 @@ class _VideoAnalysis:
     def _stream(self, data: bytes, base: Findings, stream: int) -> tuple[Findings, int]:
         """Findings for one video stream, and how many the file holds."""
         inspector = self.inspector
-        try:
-            video = self.hasher.hash(data, stream=stream)
+        try:  # a video cut short: what arrived is matched (an upload's first part), then refused
+            video = self.hasher.hash(data, stream=stream, cut_short=True)
         except MediaRefused as refused:
             if refused.reason == "no_picture":
                 # Audio only (a voice note): no picture to judge, and none to hide one in.

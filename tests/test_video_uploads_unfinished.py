@@ -1,0 +1,136 @@
+"""A banked video sent in chunks that never finish (adversarial pass a58 F3): X's INIT + APPENDs
+with no FINALIZE, a Google resumable upload of all but the last byte, Instagram's rupload of
+all but the last byte. Every chunk was forwarded, since only the upload's end was judged and a
+video's first part was never looked at: the service held every byte (or all but one) of the
+banked video, the rest to be sent from elsewhere. Now an unfinished upload's first part is
+looked at for a banked video as for a banked picture (its frames decoded as far as they go, an
+MP4's index read from its last box), and only a match blocks.
+
+The real catalog's routes, driven in-process; synthetic benign clips only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mitmproxy import http
+from mitmproxy.test import taddons
+
+from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.addons.uploads import UploadInspector
+from schoolgate.banks.store import BankStore
+from schoolgate.config import load_config
+from schoolgate.media.decode import VideoLimits
+from schoolgate.media.video import VideoHasher
+from tests.support import video_fixtures as vf
+from tests.support.proxy_harness import REPO_ROOT, make_upstream_pki, write_config
+from tests.test_addons_inprocess import run_upload, upload_flow
+from tests.test_reassembly import x_append
+from tests.test_video import bank_video
+
+X = "upload.twitter.com"
+X_PATH = "/1.1/media/upload.json"
+DRIVE = "www.googleapis.com"
+DRIVE_SESSION = "/upload/drive/v3/files?uploadType=resumable&upload_id={}"
+INSTAGRAM = "i.instagram.com"
+
+
+@pytest.fixture(scope="module")
+def banked_clip() -> bytes:
+    return vf.encode(vf.scene_frames(seed=61, seconds=6).frames, 15)
+
+
+@pytest.fixture(scope="module")
+def other_clip() -> bytes:
+    return vf.encode(vf.scene_frames(seed=62, seconds=6).frames, 15)
+
+
+@pytest.fixture
+def addon(data_dir: Path, tmp_path: Path, banked_clip: bytes) -> Iterator[UploadInspector]:
+    with BankStore(data_dir / "banks.sqlite") as store:
+        bank_video(store, "incident-video", "clip", VideoHasher(VideoLimits()).hash(banked_clip))
+    catalog = yaml.safe_load((REPO_ROOT / "config" / "endpoints.yaml").read_text())
+    config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
+    runtime = Runtime.from_config(load_config(config))
+    inspector = UploadInspector(RuntimeRef(runtime))
+    try:
+        with taddons.context(inspector):
+            yield inspector
+    finally:
+        runtime.close()
+
+
+def _send(addon: UploadInspector, host: str, path: str, body: bytes, **headers: str) -> Any:
+    flow: Any = upload_flow(host, path, body, method=headers.pop("method", "POST"), **headers)
+    flow.client_conn.peername = ("10.20.0.5", 50000)
+    run_upload(addon, flow)
+    return flow
+
+
+def _status(flow: Any) -> int:
+    return flow.response.status_code if flow.response else 200
+
+
+def _x_upload(addon: UploadInspector, media_id: str, video: bytes, parts: int) -> list[int]:
+    """INIT (the service answers with the media id), then the APPENDs; no FINALIZE."""
+    init = _send(addon, X, f"{X_PATH}?command=INIT&total_bytes={len(video)}&media_type=video/mp4",
+                 b"")  # fmt: skip
+    assert init.response is None
+    reply = json.dumps({"media_id": int(media_id), "media_id_string": media_id}).encode()
+    init.response = http.Response.make(202, reply, {"Content-Type": "application/json"})
+    addon.response(init)
+    size = len(video) // parts + 1
+    codes = []
+    for index in range(parts):
+        content_type, body = x_append(media_id, index, video[index * size : (index + 1) * size])
+        codes.append(_status(_send(addon, X, X_PATH, body, Content_Type=content_type)))
+    return codes
+
+
+def test_x_appends_of_a_banked_video_without_finalize_are_stopped(
+    addon: UploadInspector, banked_clip: bytes
+) -> None:
+    codes = _x_upload(addon, "710511363345354753", banked_clip, 4)
+    assert codes[-1] == 403, codes  # the APPEND that makes it whole
+    finalize = _send(addon, X, f"{X_PATH}?command=FINALIZE&media_id=710511363345354753", b"")
+    assert _status(finalize) == 403
+
+
+def test_x_appends_of_another_video_go_through(addon: UploadInspector, other_clip: bytes) -> None:
+    assert _x_upload(addon, "710511363345354999", other_clip, 4) == [200, 200, 200, 200]
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_google_upload_of_all_but_the_last_byte_of_a_banked_video_is_stopped(
+    addon: UploadInspector, banked_clip: bytes, declared: bool
+) -> None:
+    """`bytes 0-(n-2)/n` (a58) and `bytes 0-(n-2)/*`: the MP4's index is its last box."""
+    cut = banked_clip[:-1]
+    total = str(len(banked_clip)) if declared else "*"
+    flow = _send(addon, DRIVE, DRIVE_SESSION.format(f"V{declared}"), cut, method="PUT",
+                 Content_Range=f"bytes 0-{len(cut) - 1}/{total}")  # fmt: skip
+    assert _status(flow) == 403
+
+
+def test_a_google_upload_of_most_of_another_video_goes_through(
+    addon: UploadInspector, other_clip: bytes
+) -> None:
+    cut = other_clip[:-1]
+    flow = _send(addon, DRIVE, DRIVE_SESSION.format("OTHER"), cut, method="PUT",
+                 Content_Range=f"bytes 0-{len(cut) - 1}/{len(other_clip)}")  # fmt: skip
+    assert _status(flow) == 200
+
+
+def test_an_instagram_rupload_of_all_but_the_last_byte_of_a_banked_video_is_stopped(
+    addon: UploadInspector, banked_clip: bytes
+) -> None:
+    cut = banked_clip[:-1]
+    flow = _send(addon, INSTAGRAM, "/rupload_igvideo/clip_1", cut, X_Entity_Name="clip_1",
+                 X_Entity_Length=str(len(banked_clip)), Offset="0",
+                 Content_Type="application/octet-stream")  # fmt: skip
+    assert _status(flow) == 403
