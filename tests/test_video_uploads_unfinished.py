@@ -134,3 +134,43 @@ def test_an_instagram_rupload_of_all_but_the_last_byte_of_a_banked_video_is_stop
                  X_Entity_Length=str(len(banked_clip)), Offset="0",
                  Content_Type="application/octet-stream")  # fmt: skip
     assert _status(flow) == 403
+
+
+def test_a_google_upload_of_unknown_size_is_stopped_at_the_chunk_completing_a_banked_video(
+    addon: UploadInspector, banked_clip: bytes
+) -> None:
+    """Discord's storage upload, `bytes a-b/*` (a58): the MP4's index comes last, so no first
+    part shows a frame; the chunk that makes the container whole is judged as the whole."""
+    size = len(banked_clip) // 3 + 1
+    codes = []
+    for start in range(0, len(banked_clip), size):
+        chunk = banked_clip[start : start + size]
+        flow = _send(addon, DRIVE, DRIVE_SESSION.format("UNKNOWN"), chunk, method="PUT",
+                     Content_Range=f"bytes {start}-{start + len(chunk) - 1}/*")  # fmt: skip
+        codes.append(_status(flow))
+    assert codes == [200, 200, 403]
+
+
+def test_a_dropbox_session_started_with_a_whole_banked_video_is_stopped(
+    addon: UploadInspector, banked_clip: bytes, other_clip: bytes
+) -> None:
+    """a58: delivered, with no audit record at all."""
+    for video, expected in ((banked_clip, 403), (other_clip, 200)):
+        flow = _send(addon, "content.dropboxapi.com", "/2/files/upload_session/start", video,
+                     Dropbox_API_Arg=json.dumps({"close": False}),
+                     Content_Type="application/octet-stream")  # fmt: skip
+        assert _status(flow) == expected
+
+
+def test_a_whole_video_container_is_told_from_its_first_parts(
+    banked_clip: bytes, tmp_path: Path
+) -> None:
+    from schoolgate.media.containers import whole_video
+
+    assert whole_video(banked_clip)
+    for cut in (1, 8, len(banked_clip) // 2):
+        assert not whole_video(banked_clip[:-cut]), cut
+    webm = vf.encode(vf.scene_frames(seed=63, seconds=2).frames, 15, codec="libvpx")
+    assert whole_video(webm)
+    assert not whole_video(webm[:-1])
+    assert not whole_video(b"\xff\xd8\xff\xe0 not a video")

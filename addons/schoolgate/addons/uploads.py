@@ -32,6 +32,7 @@ from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_picture
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus, worth_a_look
+from schoolgate.media.containers import whole_video
 from schoolgate.media.cutshort import as_shown, shows_part
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
@@ -429,7 +430,12 @@ def _inside(data: bytes, limits: ExtractLimits) -> list[bytes]:
 
 
 def _held_whole(data: bytes) -> bool:
-    """Whether the service holds a whole picture: `data` itself, or `data` less its first bytes,
-    which a tus `Upload-Concat` or a storage compose joins to a byte sent apart (a47 F1, F2)."""
+    """Whether the service holds a whole picture or video: `data` itself, or `data` less its
+    first bytes, which a tus `Upload-Concat` or a storage compose joins to a byte sent apart
+    (a47 F1, F2; a58 F3: a video's chunks of unknown total)."""
     restored = restored_start(data)
-    return whole_picture(data) or (restored is not None and whole_picture(restored))
+    return any(
+        whole_picture(candidate) or whole_video(candidate)
+        for candidate in (data, restored)
+        if candidate is not None
+    )

@@ -17,82 +17,11 @@ import numpy.typing as npt
 from PIL import Image
 
 from schoolgate.errors import MediaRefused
+from schoolgate.media.containers import DEMUXERS as _DEMUXERS
+from schoolgate.media.containers import Truncation
 from schoolgate.media.decode import MediaLimits, VideoLimits, _GifFrameCounter, decode_image
-from schoolgate.media.sniff import MediaType, _read_ebml_vint
+from schoolgate.media.sniff import MediaType
 from schoolgate.media.video_frames import scaled_size, upright
-
-
-class Truncation:
-    """Whether a container's top-level structure runs past the end of the data.
-
-    A cut-off upload (an interrupted transfer, or a deliberate cut to make decoding fail) is
-    named as such instead of surfacing as a generic demuxer error. Cheap: top-level boxes only.
-    """
-
-    MAX_BOXES = 10_000
-
-    @classmethod
-    def missing(cls, data: bytes, media_type: MediaType) -> str | None:
-        """What is cut off, or None when the structure is whole."""
-        if _DEMUXERS.get(media_type) == "mov":
-            return cls._iso_bmff(data)
-        if _DEMUXERS.get(media_type) == "matroska":
-            return cls._matroska(data)
-        return None
-
-    @classmethod
-    def _iso_bmff(cls, data: bytes) -> str | None:
-        pos = 0
-        for _ in range(cls.MAX_BOXES):
-            if pos + 8 > len(data):
-                return f"box header at byte {pos:,}" if pos < len(data) else None
-            size = int.from_bytes(data[pos : pos + 4], "big")
-            kind = data[pos + 4 : pos + 8].decode("latin-1")
-            if size == 1:
-                if pos + 16 > len(data):
-                    return f"box {kind!r} header at byte {pos:,}"
-                size = int.from_bytes(data[pos + 8 : pos + 16], "big")
-            elif size == 0:
-                return None  # the last box runs to the end of the file
-            if size < 8:
-                return None  # malformed, not truncated: the demuxer will say so
-            if pos + size > len(data):
-                return f"box {kind!r} declares {size:,} bytes, {len(data) - pos:,} present"
-            pos += size
-        return None
-
-    @staticmethod
-    def _matroska(data: bytes) -> str | None:
-        try:
-            _, pos = _read_ebml_vint(data, 0, keep_marker=True)
-            header, pos = _read_ebml_vint(data, pos, keep_marker=False)
-            pos += header
-            element, pos = _read_ebml_vint(data, pos, keep_marker=True)
-            start = pos
-            size, pos = _read_ebml_vint(data, pos, keep_marker=False)
-        except ValueError:
-            return None
-        unknown = (1 << (7 * (pos - start))) - 1  # all-ones: size unknown (live streams)
-        if element == 0x18538067 and size != unknown and pos + size > len(data):
-            return f"segment declares {size:,} bytes, {len(data) - pos:,} present"
-        return None
-
-
-# The demuxer the magic bytes named, so a file cannot steer libavformat into another one (an
-# HLS playlist with file:// entries is the classic).
-_DEMUXERS: dict[MediaType, str] = {
-    MediaType.MP4: "mov",
-    MediaType.MOV: "mov",
-    MediaType.THREEGP: "mov",
-    MediaType.WEBM: "matroska",
-    MediaType.MKV: "matroska",
-    MediaType.AVI: "avi",
-    MediaType.MPEGTS: "mpegts",
-    MediaType.MPEGPS: "mpeg",
-    MediaType.FLV: "flv",
-    MediaType.ASF: "asf",
-}
-
 
 # What phones, cameras and sharing apps produce. Everything else in libavcodec stays unreachable
 # from an upload: fewer parsers facing hostile input, and nothing an app would play anyway.

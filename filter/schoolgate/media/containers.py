@@ -1,0 +1,113 @@
+"""A video container's top-level structure, read without decoding: whether it is cut short
+(an interrupted or deliberately cut upload is named as such, not as a demuxer error) or already
+whole (the first part of an upload that a service holds whole), and which libavformat demuxer
+its magic bytes name.
+"""
+
+from __future__ import annotations
+
+from schoolgate.media.sniff import MediaType, _read_ebml_vint, sniff
+
+
+class Truncation:
+    """Whether a container's top-level structure runs past the end of the data.
+
+    A cut-off upload (an interrupted transfer, or a deliberate cut to make decoding fail) is
+    named as such instead of surfacing as a generic demuxer error. Cheap: top-level boxes only.
+    """
+
+    MAX_BOXES = 10_000
+
+    @classmethod
+    def missing(cls, data: bytes, media_type: MediaType) -> str | None:
+        """What is cut off, or None when the structure is whole."""
+        if DEMUXERS.get(media_type) == "mov":
+            return cls._iso_bmff(data)
+        if DEMUXERS.get(media_type) == "matroska":
+            return cls._matroska(data)
+        return None
+
+    @classmethod
+    def _iso_bmff(cls, data: bytes) -> str | None:
+        pos = 0
+        for _ in range(cls.MAX_BOXES):
+            if pos + 8 > len(data):
+                return f"box header at byte {pos:,}" if pos < len(data) else None
+            size = int.from_bytes(data[pos : pos + 4], "big")
+            kind = data[pos + 4 : pos + 8].decode("latin-1")
+            if size == 1:
+                if pos + 16 > len(data):
+                    return f"box {kind!r} header at byte {pos:,}"
+                size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+            elif size == 0:
+                return None  # the last box runs to the end of the file
+            if size < 8:
+                return None  # malformed, not truncated: the demuxer will say so
+            if pos + size > len(data):
+                return f"box {kind!r} declares {size:,} bytes, {len(data) - pos:,} present"
+            pos += size
+        return None
+
+    @classmethod
+    def whole(cls, data: bytes, media_type: MediaType) -> bool:
+        """Whether the data holds a whole video container, as far as its top level tells: an
+        MP4's boxes all present, its media (mdat) and its index (moov) among them; a Matroska
+        segment of known size all present. The first part of an upload that a service already
+        holds whole, whatever follows (a58 F3, as `extract.whole_picture` for pictures)."""
+        demuxer = DEMUXERS.get(media_type)
+        if demuxer == "matroska":
+            # Whole, and its segment's declared size reaches the end (not unknown, not short).
+            return cls._matroska(data) is None and cls._matroska(data[:-1]) is not None
+        if demuxer != "mov":
+            return False
+        pos, kinds = 0, set[bytes]()
+        for _ in range(cls.MAX_BOXES):
+            if pos == len(data):
+                return {b"moov", b"mdat"} <= kinds
+            if pos + 8 > len(data):
+                return False
+            size = int.from_bytes(data[pos : pos + 4], "big")
+            if size == 1 and pos + 16 <= len(data):
+                size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+            if size < 8 or pos + size > len(data):
+                return False  # runs to the end (0), malformed, or cut short
+            kinds.add(data[pos + 4 : pos + 8])
+            pos += size
+        return False
+
+    @staticmethod
+    def _matroska(data: bytes) -> str | None:
+        try:
+            _, pos = _read_ebml_vint(data, 0, keep_marker=True)
+            header, pos = _read_ebml_vint(data, pos, keep_marker=False)
+            pos += header
+            element, pos = _read_ebml_vint(data, pos, keep_marker=True)
+            start = pos
+            size, pos = _read_ebml_vint(data, pos, keep_marker=False)
+        except ValueError:
+            return None
+        unknown = (1 << (7 * (pos - start))) - 1  # all-ones: size unknown (live streams)
+        if element == 0x18538067 and size != unknown and pos + size > len(data):
+            return f"segment declares {size:,} bytes, {len(data) - pos:,} present"
+        return None
+
+
+def whole_video(data: bytes) -> bool:
+    """Whether `data` is a whole MP4, MOV, WebM or MKV container (`Truncation.whole`)."""
+    return Truncation.whole(data, sniff(data))
+
+
+# The demuxer the magic bytes named, so a file cannot steer libavformat into another one (an
+# HLS playlist with file:// entries is the classic).
+DEMUXERS: dict[MediaType, str] = {
+    MediaType.MP4: "mov",
+    MediaType.MOV: "mov",
+    MediaType.THREEGP: "mov",
+    MediaType.WEBM: "matroska",
+    MediaType.MKV: "matroska",
+    MediaType.AVI: "avi",
+    MediaType.MPEGTS: "mpegts",
+    MediaType.MPEGPS: "mpeg",
+    MediaType.FLV: "flv",
+    MediaType.ASF: "asf",
+}
