@@ -205,3 +205,17 @@ def test_key_frames_say_whether_they_are_held_still() -> None:
     }
     assert [held[second] for second in (0, 1, 2)] == [True, True, True], held
     assert [held[second] for second in (3, 4, 5)] == [False, False, False], held
+
+
+def test_a_banked_clips_middle_inside_a_compilation_is_still_blocked(
+    inspector: Inspector, banked_clip: vf.Clip
+) -> None:
+    """a58: four seconds of the banked clip between 15 s of other footage on each side: too
+    little of the upload for the hash tier, and the one key frame that lands on it shows a
+    banked frame as it is. Copied into the middle, that is an excerpt, not a shared intro."""
+    before = ve.panning_frames(seed=29, seconds=15, fps=FPS, size=SIZE).frames
+    after = ve.panning_frames(seed=30, seconds=15, fps=FPS, size=SIZE).frames
+    excerpt = banked_clip.frames[3 * FPS : 7 * FPS]  # on the banked time grid
+    verdict = inspector.evaluate(vf.encode(before + excerpt + after, FPS), STUDENT)
+    assert verdict.blocked, verdict.reasons
+    assert verdict.to_dict()["matches"][0]["tier"] == "robust"

@@ -4,27 +4,29 @@ it shares with other videos.
 An upload that no hash matched has a few key frames looked up in the robust tier (the engine's
 video analysis). One key frame matching a banked video decided, and a banked clip that opens
 with a channel's intro card then matched every other clip opening with the same card, even for
-half a second (adversarial pass a57 F1: 8 of 9 blocked). What different videos share is a
-picture held on screen: an intro or end card, a title, a logo. Footage (a camera moving, a
-person moving, a clip playing inside a screen recording) is one recording's own.
+half a second (adversarial passes a57 F1, a58 F1). What different videos share is a picture
+held on screen (an intro or end card, a title, a logo) or an animated intro or end card copied
+bit for bit; edited footage (a caption over it, a screen recording of it) is a copy.
 
 The rule:
 - A banked picture is found by one key frame, as the image bank finds a photo shown for a
   moment in a slideshow.
-- A banked video is found by one key frame that shows footage (`SampledFrame.held_still` is
-  not True) edited: a weak copy (a small screen recording with a caption) may align on one
-  frame only.
-- A key frame held still, or one that shows the banked frame as it is (the hash tier matched
-  that frame, not the upload: an animated intro copied bit for bit into another clip), counts
-  towards the banked video, and finds it when the upload's key frames that match it show two
-  different moments of it (two different banked key frames,
-  matched by upload frames whose PDQ hashes are more than 31 bits apart: a card held for two
-  seconds is one moment however many key frames fall on it), or are at least half of the key
-  frames looked up (a copy of a video that is one held picture throughout).
+- A banked video is found by one key frame that shows its footage edited: a weak copy (a small
+  screen recording with a caption) may align on one frame only.
+- A *shared-looking* key frame counts towards the banked video without deciding alone: one
+  held still (`SampledFrame.held_still`), or one within ENDS_S of the upload's start or end
+  that shows one of the banked video's first or last two key frames as it is (the hash tier
+  matched that frame; copied anywhere else it is an excerpt, as in a compilation). The
+  banked video is found when the upload's key frames that match it show two different moments
+  of it (two different banked key frames, matched by upload frames whose PDQ hashes are more
+  than 31 bits apart: a card held for two seconds is one moment however many key frames fall
+  on it), or are at least half of the key frames looked up (a copy of a video that is one held
+  picture throughout).
 
-Left alone: an animated intro re-encoded with an edit over it (a caption across the whole
-clip) is edited footage by these tests, and a clip that is mostly the shared card (a
-one-second upload of the intro alone) still matches.
+Left alone: an intro re-rendered (another animation of the same card) or edited over (a
+caption across the whole clip) is edited footage by these tests; a clip that is mostly the
+shared card (a one-second upload of the intro alone) still matches; and the hash tier's own
+rule (half of the upload's seconds) still matches a short clip that is half intro.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from schoolgate.media.video import SampledFrame
 
 MOMENTS_NEEDED = 2
 SHARE_NEEDED = 0.5
+ENDS_S = 5.0  # an intro or an end card runs at most this long
 # Two upload frames this close in PDQ show the same moment (the hash tier's own match radius).
 SAME_MOMENT_BITS = DEFAULT_PDQ_MAX_DISTANCE
 
@@ -63,12 +66,17 @@ class KeyFrameEvidence:
     """The robust matches of an upload's key frames, gathered a frame at a time."""
 
     def __init__(
-        self, key_frames: int, shown_as_is: Mapping[tuple[str, str], Collection[int]]
+        self,
+        key_frames: int,
+        shown_as_is: Mapping[tuple[str, str], Collection[int]],
+        duration_s: float | None = None,
     ) -> None:
         """`shown_as_is`: for each banked video, the upload's frames (numbers) that the hash
-        tier matched to one of its frames (`VideoMatcher.frames_shown`)."""
+        tier matched to one of its frames (`VideoMatcher.frames_shown`); `duration_s`: the
+        upload's length."""
         self.needed_frames = max(1, math.ceil(SHARE_NEEDED * key_frames))
         self.shown_as_is = shown_as_is
+        self.duration_s = duration_s
         self._videos: dict[tuple[str, str], _BankedVideo] = {}
 
     def add(self, frame: SampledFrame, matches: list[BankMatch]) -> list[FrameMatch]:
@@ -88,7 +96,11 @@ class KeyFrameEvidence:
             video.frames += 1
             picture = picture or pdq_hash(frame.image())
             video.add_moment(picture, int(banked_frame))
-            shared = frame.held_still is True or frame.frame in self.shown_as_is.get(key, ())
+            # Copied as is, at an end of the upload, from an end of the banked video: what an
+            # intro or an end card is; anywhere else, an excerpt (a compilation of clips: a58).
+            copied = frame.frame in self.shown_as_is.get(key, ())
+            at_ends = self._at_an_end(frame) and dict(match.evidence).get("banked_at_end") == 1.0
+            shared = frame.held_still is True or (copied and at_ends)
             if (
                 not shared
                 or len(video.moments) >= MOMENTS_NEEDED
@@ -96,6 +108,11 @@ class KeyFrameEvidence:
             ):
                 found.append(_with_coverage(video))
         return found
+
+    def _at_an_end(self, frame: SampledFrame) -> bool:
+        """Whether the frame is within ENDS_S of the upload's start or end."""
+        end = self.duration_s if self.duration_s is not None else math.inf
+        return frame.timestamp <= ENDS_S or frame.timestamp >= end - ENDS_S
 
 
 def _at_frame(match: BankMatch, frame: SampledFrame) -> FrameMatch:

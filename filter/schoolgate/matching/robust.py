@@ -158,6 +158,7 @@ class RobustHit:
     content: Agreement | None = None  # None: banked before content grids
     panels: int = 0  # a collage matched picture by picture: how many of its pictures
     banked_frame: int | None = None  # the banked video's key frame that matched
+    banked_at_end: bool = False  # that frame is among the banked video's first or last two
 
     def evidence(self) -> dict[str, float]:
         found = {"inliers": float(self.inliers), "spread": round(self.spread, 3),
@@ -165,6 +166,7 @@ class RobustHit:
                  "votes": float(self.votes)}  # fmt: skip
         found |= {"panels": float(self.panels)} if self.panels else {}
         found |= {"banked_frame": float(self.banked_frame)} if self.banked_frame is not None else {}
+        found |= {"banked_at_end": 1.0} if self.banked_at_end else {}
         return found | (self.content.evidence() if self.content is not None else {})
 
 
@@ -220,6 +222,14 @@ class RobustIndex:
         self._views_of: dict[str, list[int]] = {}
         for number, entry in enumerate(self._entries):
             self._views_of.setdefault(entry.content_id, []).append(number)
+        # A banked video's first two and last two key frames: where an intro or an end card
+        # shows (a quarter of a clip banked with the default eight).
+        frames: dict[tuple[str, str], set[int]] = {}
+        for entry in self._entries:
+            if entry.frame is not None:
+                frames.setdefault((entry.bank, entry.content_id), set()).add(entry.frame)
+        self._end_frames = {item: {*sorted(numbers)[:2], *sorted(numbers)[-2:]}
+                            for item, numbers in frames.items()}  # fmt: skip
         mean_bucket = self._descriptors.shape[0] / 65536
         self._bucket_cap = self._limits.bucket_cap or max(16, round(1.5 * mean_bucket))
         chunks = self._descriptors.view("<u2")  # (n, 16)
@@ -491,6 +501,7 @@ class RobustIndex:
             votes=votes,
             content=content,
             banked_frame=entry.frame,
+            banked_at_end=entry.frame in self._end_frames.get((entry.bank, entry.content_id), ()),
         )
         return hit, True
 

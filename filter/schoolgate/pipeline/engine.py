@@ -448,7 +448,7 @@ class _VideoAnalysis:
         `banks.robust.video_query_frames` lookups, each bounded like an image's): a banked
         picture by one frame, a banked video by more than one moment of it (key_frames)."""
         shown = self.inspector.video_matcher.frames_shown(video.features)
-        evidence = KeyFrameEvidence(len(video.key_frames), shown)
+        evidence = KeyFrameEvidence(len(video.key_frames), shown, video.duration_s)
         for frame in video.key_frames:
             found = evidence.add(frame, self.inspector.robust.match(frame.image()))
             if found:
