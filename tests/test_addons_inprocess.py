@@ -92,10 +92,12 @@ def audit_decisions(data_dir: Path) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def catalog_upload_addon(
-    data_dir: Path, tmp_path: Path, banked: Image.Image
+    data_dir: Path, tmp_path: Path, banked: Image.Image | None
 ) -> Iterator[UploadInspector]:
-    """The upload addon over the real catalog, with `banked`'s PDQ hash in a bank."""
-    bank_photo(data_dir, banked)
+    """The upload addon over the real catalog, with `banked`'s PDQ hash in a bank (None: the
+    caller banked what it needs in `data_dir`)."""
+    if banked is not None:
+        bank_photo(data_dir, banked)
     catalog = yaml.safe_load((REPO_ROOT / "config" / "endpoints.yaml").read_text())
     config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
     runtime = Runtime.from_config(load_config(config))
