@@ -101,12 +101,10 @@ class KeyFrameEvidence:
             copied = frame.frame in self.shown_as_is.get(key, ())
             at_ends = self._at_an_end(frame) and dict(match.evidence).get("banked_at_end") == 1.0
             shared = frame.held_still is True or (copied and at_ends)
-            if (
-                not shared
-                or len(video.moments) >= MOMENTS_NEEDED
-                or video.frames >= self.needed_frames
-            ):
-                found.append(_with_coverage(video))
+            if not shared:  # this frame decides: it is what the verdict names
+                found.append(_with_coverage(at_frame, video))
+            elif len(video.moments) >= MOMENTS_NEEDED or video.frames >= self.needed_frames:
+                found.append(_with_coverage(video.first, video))
         return found
 
     def _at_an_end(self, frame: SampledFrame) -> bool:
@@ -120,7 +118,7 @@ def _at_frame(match: BankMatch, frame: SampledFrame) -> FrameMatch:
     return FrameMatch(**copied, frame=frame.frame, timestamp=frame.timestamp)
 
 
-def _with_coverage(video: _BankedVideo) -> FrameMatch:
-    """The video's first match, with what decided it in its evidence for the auditor."""
+def _with_coverage(match: FrameMatch, video: _BankedVideo) -> FrameMatch:
+    """The match, with what decided it in its evidence for the auditor."""
     extra = (("key_frames_matched", float(video.frames)), ("moments", float(len(video.moments))))
-    return replace(video.first, evidence=(*video.first.evidence, *extra))
+    return replace(match, evidence=(*match.evidence, *extra))
