@@ -158,3 +158,15 @@ def test_a_whole_video_container_is_told_from_its_first_parts(
     assert whole_video(webm)
     assert not whole_video(webm[:-1])
     assert not whole_video(b"\xff\xd8\xff\xe0 not a video")
+
+
+def test_a_first_part_is_padded_only_by_a_little(banked_clip: bytes) -> None:
+    """The declared size is the client's word: a video's first part is filled in up to 4 MiB,
+    never to a claimed gigabyte."""
+    from schoolgate.media.cutshort import as_shown
+
+    cut = banked_clip[:-100]
+    assert as_shown(cut, len(banked_clip)) == cut + bytes(100)
+    assert as_shown(cut, len(cut) + (1 << 30)) == cut
+    assert as_shown(cut, None) == cut
+    assert as_shown(b"\xff\xd8\xff\xe0 a picture", 4096) == b"\xff\xd8\xff\xe0 a picture"

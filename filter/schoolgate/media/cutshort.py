@@ -33,6 +33,7 @@ _CHANNELS: Final = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples 
 _GREY: Final = 0x80  # the missing rows' samples (a palette picture's take index 0)
 _KEPT: Final = (b"PLTE", b"tRNS")  # what decoding the rows needs besides IHDR
 _MAX_ROWS_BYTES: Final = 64 * 1024 * 1024  # inflated rows rebuilt at most (a 4000x3000 RGB photo)
+_MAX_PADDING: Final = 4 * 1024 * 1024  # a video's missing end filled in at most (its moov, ~1%)
 
 
 def shows_rows(data: bytes) -> bool:
@@ -47,10 +48,12 @@ def shows_part(data: bytes) -> bool:
 
 def as_shown(part: bytes, total: int | None) -> bytes:
     """The first part of an upload of `total` bytes (None: not declared) as it is looked at: a
-    video's padded with zeros to its size, so an index in its last box is read; else as is."""
-    if total is None or len(part) >= total or sniff(part).kind is not MediaKind.VIDEO:
+    video's padded with zeros to its size when at most _MAX_PADDING is missing (an index in its
+    last box is then read; a declared size is the client's word, so the padding is bounded);
+    else as is."""
+    if total is None or not 0 < total - len(part) <= _MAX_PADDING:
         return part
-    return part + bytes(total - len(part))
+    return part + bytes(total - len(part)) if sniff(part).kind is MediaKind.VIDEO else part
 
 
 def shown_rows(data: bytes, max_pixels: int) -> bytes | None:
