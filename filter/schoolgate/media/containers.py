@@ -52,12 +52,12 @@ class Truncation:
     def whole(cls, data: bytes, media_type: MediaType) -> bool:
         """Whether the data holds a whole video container, as far as its top level tells: an
         MP4's boxes all present, its media (mdat) and its index (moov) among them; a Matroska
-        segment of known size all present. The first part of an upload that a service already
-        holds whole, whatever follows (a58 F3, as `extract.whole_picture` for pictures)."""
+        segment of known size all present, and nothing after them. The first part of an upload
+        that a service already holds whole (a58 F3, as `extract.whole_picture` for pictures)."""
         demuxer = DEMUXERS.get(media_type)
         if demuxer == "matroska":
-            # Whole, and its segment's declared size reaches the end (not unknown, not short).
-            return cls._matroska(data) is None and cls._matroska(data[:-1]) is not None
+            segment = _segment_header(data)
+            return segment is not None and sum(segment) == len(data)
         if demuxer != "mov":
             return False
         pos, kinds = 0, set[bytes]()
@@ -77,19 +77,29 @@ class Truncation:
 
     @staticmethod
     def _matroska(data: bytes) -> str | None:
-        try:
-            _, pos = _read_ebml_vint(data, 0, keep_marker=True)
-            header, pos = _read_ebml_vint(data, pos, keep_marker=False)
-            pos += header
-            element, pos = _read_ebml_vint(data, pos, keep_marker=True)
-            start = pos
-            size, pos = _read_ebml_vint(data, pos, keep_marker=False)
-        except ValueError:
-            return None
-        unknown = (1 << (7 * (pos - start))) - 1  # all-ones: size unknown (live streams)
-        if element == 0x18538067 and size != unknown and pos + size > len(data):
-            return f"segment declares {size:,} bytes, {len(data) - pos:,} present"
+        segment = _segment_header(data)
+        if segment is not None and sum(segment) > len(data):
+            start, size = segment
+            return f"segment declares {size:,} bytes, {len(data) - start:,} present"
         return None
+
+
+def _segment_header(data: bytes) -> tuple[int, int] | None:
+    """(where a Matroska Segment's data starts, its declared size), or None when the header
+    does not parse or the size is unknown (live streams)."""
+    try:
+        _, pos = _read_ebml_vint(data, 0, keep_marker=True)
+        header, pos = _read_ebml_vint(data, pos, keep_marker=False)
+        pos += header
+        element, pos = _read_ebml_vint(data, pos, keep_marker=True)
+        start = pos
+        size, pos = _read_ebml_vint(data, pos, keep_marker=False)
+    except ValueError:
+        return None
+    unknown = (1 << (7 * (pos - start))) - 1  # all-ones: size unknown
+    if element != 0x18538067 or size == unknown:
+        return None
+    return pos, size
 
 
 def whole_video(data: bytes) -> bool:
