@@ -14,6 +14,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,9 @@ def _edit_recall() -> list[Figure]:
     def robust_hit(clip: vf.Clip) -> set[str]:
         """As the engine judges key frames (`KeyFrameEvidence`): one view's hits per frame."""
         query = proxy.hash(vf.encode(clip.frames, 15))
-        evidence = KeyFrameEvidence(len(query.key_frames), matcher.frames_shown(query.features))
+        evidence = KeyFrameEvidence(
+            len(query.key_frames), partial(matcher.frames_shown, query.features)
+        )
         for frame in query.key_frames:
             for view in query_feature_views(frame.image()):
                 hits = index.match(extract_features(view))

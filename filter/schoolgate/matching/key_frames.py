@@ -32,8 +32,8 @@ rule (half of the upload's seconds) still matches a short clip that is half intr
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 
 from schoolgate.matching.matcher import DEFAULT_PDQ_MAX_DISTANCE, BankMatch, FrameMatch
 from schoolgate.media.hashing import PdqHash, pdq_hash
@@ -68,16 +68,22 @@ class KeyFrameEvidence:
     def __init__(
         self,
         key_frames: int,
-        shown_as_is: Mapping[tuple[str, str], Collection[int]],
+        shown_as_is: Callable[[], Mapping[tuple[str, str], Collection[int]]],
         duration_s: float | None = None,
     ) -> None:
         """`shown_as_is`: for each banked video, the upload's frames (numbers) that the hash
-        tier matched to one of its frames (`VideoMatcher.frames_shown`); `duration_s`: the
-        upload's length."""
+        tier matched to one of its frames (`VideoMatcher.frames_shown`), asked for only when a
+        key frame matches a banked video; `duration_s`: the upload's length."""
         self.needed_frames = max(1, math.ceil(SHARE_NEEDED * key_frames))
-        self.shown_as_is = shown_as_is
+        self._shown_as_is = shown_as_is
+        self._shown: Mapping[tuple[str, str], Collection[int]] | None = None
         self.duration_s = duration_s
         self._videos: dict[tuple[str, str], _BankedVideo] = {}
+
+    def shown_as_is(self, video: tuple[str, str]) -> Collection[int]:
+        if self._shown is None:
+            self._shown = self._shown_as_is()
+        return self._shown.get(video, ())
 
     def add(self, frame: SampledFrame, matches: list[BankMatch]) -> list[FrameMatch]:
         """Record one key frame's matches; the banked items they now find (empty until one is
@@ -86,7 +92,7 @@ class KeyFrameEvidence:
         found: list[FrameMatch] = []
         picture: PdqHash | None = None
         for match in matches:
-            at_frame = _at_frame(match, frame)
+            at_frame = FrameMatch.at(match, frame.frame, frame.timestamp)
             banked_frame = dict(match.evidence).get("banked_frame")
             if banked_frame is None:
                 found.append(at_frame)  # a banked picture
@@ -98,7 +104,7 @@ class KeyFrameEvidence:
             video.add_moment(picture, int(banked_frame))
             # Copied as is, at an end of the upload, from an end of the banked video: what an
             # intro or an end card is; anywhere else, an excerpt (a compilation of clips: a58).
-            copied = frame.frame in self.shown_as_is.get(key, ())
+            copied = frame.frame in self.shown_as_is(key)
             at_ends = self._at_an_end(frame) and dict(match.evidence).get("banked_at_end") == 1.0
             shared = frame.held_still is True or (copied and at_ends)
             if not shared:  # this frame decides: it is what the verdict names
@@ -111,11 +117,6 @@ class KeyFrameEvidence:
         """Whether the frame is within ENDS_S of the upload's start or end."""
         end = self.duration_s if self.duration_s is not None else math.inf
         return frame.timestamp <= ENDS_S or frame.timestamp >= end - ENDS_S
-
-
-def _at_frame(match: BankMatch, frame: SampledFrame) -> FrameMatch:
-    copied = {f.name: getattr(match, f.name) for f in fields(BankMatch)}
-    return FrameMatch(**copied, frame=frame.frame, timestamp=frame.timestamp)
 
 
 def _with_coverage(match: FrameMatch, video: _BankedVideo) -> FrameMatch:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import numpy as np
@@ -75,6 +75,12 @@ class FrameMatch(BankMatch):
 
     frame: int = 0
     timestamp: float = 0.0
+
+    @classmethod
+    def at(cls, match: BankMatch, frame: int, timestamp: float) -> FrameMatch:
+        """`match`, found in `frame` shown at `timestamp`."""
+        copied = {f.name: getattr(match, f.name) for f in fields(BankMatch)}
+        return cls(**copied, frame=frame, timestamp=timestamp)
 
     @property
     def where(self) -> str:

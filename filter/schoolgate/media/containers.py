@@ -29,24 +29,33 @@ class Truncation:
 
     @classmethod
     def _iso_bmff(cls, data: bytes) -> str | None:
-        pos = 0
+        return cls._boxes(data)[1]
+
+    @classmethod
+    def _boxes(cls, data: bytes) -> tuple[set[bytes], str | None, bool]:
+        """An MP4's top-level boxes: (their kinds, what is cut off or None, whether they end
+        exactly where the data does). A box that runs to the end (size 0) or is malformed stops
+        the walk: not cut off, not known to end there (the demuxer will say)."""
+        pos, kinds = 0, set[bytes]()
         for _ in range(cls.MAX_BOXES):
             if pos + 8 > len(data):
-                return f"box header at byte {pos:,}" if pos < len(data) else None
+                cut = f"box header at byte {pos:,}" if pos < len(data) else None
+                return kinds, cut, pos == len(data)
             size = int.from_bytes(data[pos : pos + 4], "big")
-            kind = data[pos + 4 : pos + 8].decode("latin-1")
+            kind = data[pos + 4 : pos + 8]
+            name = kind.decode("latin-1")
             if size == 1:
                 if pos + 16 > len(data):
-                    return f"box {kind!r} header at byte {pos:,}"
+                    return kinds, f"box {name!r} header at byte {pos:,}", False
                 size = int.from_bytes(data[pos + 8 : pos + 16], "big")
-            elif size == 0:
-                return None  # the last box runs to the end of the file
             if size < 8:
-                return None  # malformed, not truncated: the demuxer will say so
+                return kinds, None, False  # 0: the last box runs to the end; else malformed
             if pos + size > len(data):
-                return f"box {kind!r} declares {size:,} bytes, {len(data) - pos:,} present"
+                cut = f"box {name!r} declares {size:,} bytes, {len(data) - pos:,} present"
+                return kinds, cut, False
+            kinds.add(kind)
             pos += size
-        return None
+        return kinds, None, False
 
     @classmethod
     def whole(cls, data: bytes, media_type: MediaType) -> bool:
@@ -60,20 +69,8 @@ class Truncation:
             return segment is not None and sum(segment) == len(data)
         if demuxer != "mov":
             return False
-        pos, kinds = 0, set[bytes]()
-        for _ in range(cls.MAX_BOXES):
-            if pos == len(data):
-                return {b"moov", b"mdat"} <= kinds
-            if pos + 8 > len(data):
-                return False
-            size = int.from_bytes(data[pos : pos + 4], "big")
-            if size == 1 and pos + 16 <= len(data):
-                size = int.from_bytes(data[pos + 8 : pos + 16], "big")
-            if size < 8 or pos + size > len(data):
-                return False  # runs to the end (0), malformed, or cut short
-            kinds.add(data[pos + 4 : pos + 8])
-            pos += size
-        return False
+        kinds, _, ends_there = cls._boxes(data)
+        return ends_there and {b"moov", b"mdat"} <= kinds
 
     @staticmethod
     def _matroska(data: bytes) -> str | None:

@@ -127,9 +127,9 @@ class VideoHashes:
 _VPDQ_DIHEDRAL = (0, 5)
 
 
-# A sample is held still when under this share of its pixels changed by more than STILL_LEVELS
-# (of 255) by the slot's next sample: codec noise on a held card moves a few levels, footage
-# (a pan, a person talking, a clip playing inside a screen recording) moves whole regions.
+# A sample is held still when under this share of its pixels differ by more than STILL_LEVELS
+# (of 255) from the sample before or after it: codec noise on a held card moves a few levels,
+# footage (a pan, a person talking, a clip playing inside a screen recording) whole regions.
 STILL_LEVELS = 12
 STILL_SHARE = 0.005
 
@@ -160,10 +160,14 @@ class _Keeper:
         self.seen = 0
         self.frames: list[SampledFrame] = []
 
+    def keeps_next(self) -> bool:
+        """Whether the next frame offered will be kept (a frame not kept now never is)."""
+        return self.n > 0 and self.seen % self.stride == 0
+
     def offer(self, frame: SampledFrame) -> None:
         if self.n <= 0:
             return
-        if self.seen % self.stride == 0:
+        if self.keeps_next():
             self.frames.append(frame)
             if len(self.frames) >= 2 * self.n:
                 self.frames = self.frames[::2]
@@ -297,13 +301,14 @@ class VideoHasher:
                     still = _still(frame)
                     stills.append(still)
                 features.append(self._feature(frame, slot, boxes, still))
-                if slot_start is not None and self.key_frames:
+                if slot_start is not None:
                     stillness[slot_start.frame] = stillness[slot_start.frame] or held_still(
                         slot_start.rgb, frame.rgb
                     )
                     slot_start = None
                 if slot != last_slot:
-                    if self.key_frames:
+                    # Stillness only of what may become a key frame: ~5 ms a comparison.
+                    if key_keeper.keeps_next():
                         slot_start = frame
                         stillness[frame.frame] = sample_before is not None and held_still(
                             sample_before.rgb, frame.rgb

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import fields, replace
+from dataclasses import replace
+from functools import partial
 
 from PIL import Image, ImageOps
 
@@ -439,16 +440,17 @@ class _VideoAnalysis:
                 if key in seen or not banks.runs(match.bank, "pdq"):
                     continue
                 seen.add(key)
-                copied = {f.name: getattr(match, f.name) for f in fields(BankMatch)}
-                found.append(FrameMatch(**copied, frame=still.frame, timestamp=still.timestamp))
+                found.append(FrameMatch.at(match, still.frame, still.timestamp))
         return found
 
     def _robust_matches(self, video: VideoHashes) -> list[FrameMatch]:
         """What the robust tier finds in the upload's key frames (at most
         `banks.robust.video_query_frames` lookups, each bounded like an image's): a banked
         picture by one frame, a banked video by more than one moment of it (key_frames)."""
-        shown = self.inspector.video_matcher.frames_shown(video.features)
-        evidence = KeyFrameEvidence(len(video.key_frames), shown, video.duration_s)
+        matcher = self.inspector.video_matcher
+        evidence = KeyFrameEvidence(
+            len(video.key_frames), partial(matcher.frames_shown, video.features), video.duration_s
+        )
         for frame in video.key_frames:
             found = evidence.add(frame, self.inspector.robust.match(frame.image()))
             if found:
