@@ -9,10 +9,12 @@ any decoded still image, so video frames can use it unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import islice
 
+import numpy as np
 from PIL import Image
 
 from schoolgate.banks.model import SignalType
@@ -35,13 +37,16 @@ from schoolgate.media.features import (
     LocalFeatures,
     extract_features,
     judge_map,
+    working_grey,
 )
 from schoolgate.media.normalise import unsquash_map
+from schoolgate.media.photo_regions import region_views
 from schoolgate.media.signals import (
     NEGATIVE_VIEW,
     SQUASH_RATIO,
     query_feature_views,
     query_pieces,
+    query_tiles,
     screens,
     squashed_view_base,
 )
@@ -207,11 +212,13 @@ class RobustTier:
         image: Image.Image,
         views: Sequence[Image.Image] | None = None,
         tiles: Sequence[Image.Image] | None = None,
+        finer: Callable[[], Image.Image] | None = None,
     ) -> list[BankMatch]:
         """Robust matches of a decoded, upright image (empty when no bank holds feature sets).
 
         `views`: the image's `analysis_views`, and `tiles` its `screens`, if already
-        computed. Stops at the first view that
+        computed; `finer`: the picture at its stored size, where `image` was decoded reduced
+        (its small pictures are cropped from it). Stops at the first view that
         matches: one match decides. A banked collage's pictures found in any view of the query
         count together: they are all in the picture sent.
         """
@@ -220,8 +227,16 @@ class RobustTier:
             return []
         shown: Shown = {}
         tiles = screens(image) if tiles is None else tiles
+        whole: LocalFeatures | None = None
         for view in [*query_feature_views(image, views), *tiles]:
-            hits = index.match(extract_features(view, grid=False), shown=shown)
+            features = extract_features(view, grid=False)
+            whole = features if view is image else whole
+            hits = index.match(features, shown=shown)
+            if hits:
+                return [to_bank_match(hit) for hit in hits]
+        # A picture shown small in the frame (a chat screenshot's, a grid's thumbnail), on its own.
+        for region in _small_pictures(image, None if whole is None else whole.luma, finer):
+            hits = index.match(extract_features(region, grid=False), shown=shown)
             if hits:
                 return [to_bank_match(hit) for hit in hits]
         # A query laid out as pictures, or showing some pictures of a banked collage: its other
@@ -269,6 +284,31 @@ class RobustTier:
             if False in seen and True not in seen and not _stretched_copy(loaded, image, items):
                 refuted.append(match)
         return refuted
+
+
+# Small pictures looked up on their own per query: a long chat's tiles each show a few.
+_MAX_SMALL_PICTURES = 12
+
+
+def _small_pictures(
+    image: Image.Image, luma: np.ndarray | None, finer: Callable[[], Image.Image] | None
+) -> Iterator[Image.Image]:
+    """The photo regions (media.photo_regions) of the image's working frame (`luma`, when the
+    whole view's features kept it), cropped from `finer()` where the image was decoded
+    reduced, then of a long picture's tiles, at most _MAX_SMALL_PICTURES; each frame is
+    searched only when the ones before matched nothing."""
+
+    def frames() -> Iterator[tuple[np.ndarray, Callable[[], Image.Image]]]:
+        yield working_grey(image) if luma is None else luma, finer or (lambda: image)
+        for tile in query_tiles(image):  # a long picture keeps its short side when decoded
+            yield working_grey(tile), partial(_same, tile)
+
+    regions = (region for grey, picture in frames() for region in region_views(grey, picture))
+    return islice(regions, _MAX_SMALL_PICTURES)
+
+
+def _same(image: Image.Image) -> Image.Image:
+    return image
 
 
 # An aspect ratio this far from the banked view's is a stretched copy to try undoing.

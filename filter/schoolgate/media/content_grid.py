@@ -151,7 +151,7 @@ def content_grid(
     marks the pixels a warped query really has (cells mostly outside are UNCOVERED)."""
     height, width = luma.shape
     bits, spread = _difference_hashes(luma)
-    still = _still_pixels(luma)
+    still = still_pixels(luma)
     kinds = np.zeros(GRID * GRID, np.uint8)
     rows = np.linspace(0, height, GRID + 1).astype(int)
     columns = np.linspace(0, width, GRID + 1).astype(int)
@@ -192,7 +192,7 @@ def _difference_hashes(
     return hashes, spread
 
 
-def _still_pixels(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+def still_pixels(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     """Pixels in flat areas: the luma range of their 3x3 neighbourhood is at most _STILL_RANGE.
     Interfaces, text and drawings are mostly such areas between sharp edges; photos (grain,
     texture, gradients, sensor noise) have few."""

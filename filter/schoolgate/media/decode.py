@@ -13,7 +13,7 @@ import math
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -130,7 +130,8 @@ class DecodedImage:
     """First frame of an image, upright (EXIF orientation applied) and in RGB.
 
     width and height are those of `image`. `scale` is below 1 only when decode_image was asked
-    to `reduce_to` a size and the format could decode smaller (JPEG DCT scaling).
+    to `reduce_to` a size and the format could decode smaller (JPEG DCT scaling); `stored` then
+    decodes the picture again at its stored size, where the caller offers it.
     """
 
     image: Image.Image
@@ -139,6 +140,7 @@ class DecodedImage:
     height: int
     frame_count: int
     scale: float = 1.0
+    stored: Callable[[], Image.Image] | None = field(default=None, repr=False, compare=False)
 
 
 # A picture this much longer than wide is a long one: a scrolling screenshot, a panorama (a

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache, partial
 from typing import Final
 
 import numpy as np
@@ -76,9 +77,14 @@ def decode_for_analysis(data: bytes, limits: MediaLimits) -> DecodedImage:
     """Decode an image the one way both banking and matching use, so their hashes agree.
 
     PDQ hashes a 512 px image and the models take at most 320 px, so JPEGs may be decoded at a
-    reduced DCT scale (the caps still judge the stored size): about 2x faster at 12 MP.
+    reduced DCT scale (the caps still judge the stored size): about 2x faster at 12 MP. Such a
+    decode's `stored` gives the picture at its stored size (for the small pictures inside a
+    screenshot, media.photo_regions), decoding it again once, when first asked.
     """
-    return decode_image(data, limits, reduce_to=512)
+    decoded = decode_image(data, limits, reduce_to=512)
+    if decoded.scale >= 1:
+        return decoded
+    return replace(decoded, stored=cache(partial(decode_finer, data, decoded, limits, FINER_SIDE)))
 
 
 def view_pdq(views: Sequence[Image.Image], dihedral: bool) -> list[list[PdqHash]]:

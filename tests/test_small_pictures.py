@@ -1,0 +1,142 @@
+"""A banked photo shown small inside a larger frame: a 1080 x 2340 chat screenshot whose picture
+is 260-420 px wide, or a long scrolling chat with one. In the query's 512 px working frame such
+a picture is a few dozen pixels wide and holds a tenth of the keypoints; it was blocked 0 of 14
+times at 200-300 px and 10 of 14 at 400 px (session 44's eval). Its photo region is now looked
+up on its own (media/photo_regions.py). Banked with `hashes add`, judged as the proxy judges;
+benign pictures only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from schoolgate.media.features import working_grey
+from schoolgate.media.photo_regions import photo_regions, region_views
+from tests.support.imagery import encode, skimage_photo
+from tests.test_robust_precision import Bank, _bank
+
+BANKED = ("astronaut", "chelsea", "coffee", "rocket")
+OTHERS = ("camera", "coins", "motorcycle_left", "hubble_deep_field")
+WORDS = ("who took it", "omg", "is that real", "haha no way", "send it to me", "lol")
+
+
+def chat(photo: Image.Image, width: int, seed: int = 0, height: int = 2340) -> Image.Image:
+    """A 1080-wide light chat screen: a status bar and header, a few text bubbles, `photo`
+    `width` px wide in a bubble with its time, more bubbles below, and the input bar."""
+    rng = np.random.default_rng(seed)
+    screen = Image.new("RGB", (1080, height), (236, 229, 221))
+    draw = ImageDraw.Draw(screen)
+    draw.rectangle((0, 0, 1080, 220), fill=(7, 94, 84))
+    draw.ellipse((40, 90, 160, 210), fill=(120, 90, 200))
+    draw.text((190, 120), "Ruby", fill=(255, 255, 255), font_size=48)
+    draw.text((40, 20), "20:51", fill=(255, 255, 255), font_size=36)
+    y = 260
+
+    def bubble(top: int) -> int:
+        left = int(rng.choice([28, 560]))
+        draw.rounded_rectangle((left, top, left + 480, top + 90), 30,
+                               fill=(255, 255, 255) if left == 28 else (220, 248, 198))  # fmt: skip
+        draw.text((left + 30, top + 25), str(rng.choice(WORDS)), fill=(20, 20, 20), font_size=36)
+        return top + 120
+
+    for _ in range(int(rng.integers(1, 4))):
+        y = bubble(y)
+    small = photo.resize((width, round(photo.height * width / photo.width)),
+                         Image.Resampling.LANCZOS)  # fmt: skip
+    left = int(rng.choice([28, 1080 - width - 52]))
+    draw.rounded_rectangle((left, y, left + width + 24, y + small.height + 70), 20,
+                           fill=(220, 248, 198))  # fmt: skip
+    screen.paste(small, (left + 12, y + 12))
+    draw.text((left + width - 80, y + small.height + 22), "15:13", fill=(90, 90, 90), font_size=28)
+    y += small.height + 100
+    while y < height - 400:
+        y = bubble(y)
+    draw.rectangle((0, height - 160, 1080, height), fill=(245, 245, 245))
+    draw.rounded_rectangle((28, height - 140, 900, height - 40), 50, fill=(255, 255, 255))
+    draw.text((90, height - 115), "Message", fill=(140, 140, 140), font_size=40)
+    return screen
+
+
+def photo_box(screen: Image.Image) -> tuple[int, int, int, int]:
+    """Where `chat` put its photo: the largest textured region, in the screen's pixels."""
+    grey = working_grey(screen)
+    left, top, right, bottom = photo_regions(grey)[0]
+    scale = screen.width / grey.shape[1]
+    return (round(left * scale), round(top * scale), round(right * scale), round(bottom * scale))
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the regions
+
+
+@pytest.mark.parametrize("width", [260, 420])
+def test_a_chat_screenshots_small_photo_is_found_as_a_region(width: int) -> None:
+    photo = skimage_photo("astronaut")
+    screen = chat(photo, width, seed=1)
+    left, top, right, bottom = photo_box(screen)
+    # The photo's own box, within a block of the working frame (about 37 px here).
+    assert abs((right - left) - width) <= 2 * 37
+    height = round(photo.height * width / photo.width)
+    assert abs((bottom - top) - height) <= 2 * 37
+    views = region_views(working_grey(screen), lambda: screen)
+    assert views
+    assert min(views[0].size) >= min(width, height)
+
+
+def test_a_plain_photo_and_a_text_only_screen_have_no_regions_to_look_up() -> None:
+    """A photo's one textured region is the photo (a patch of it is too small to align); an
+    interface and its text are flat areas between sharp edges."""
+    for name in ("astronaut", "coffee", "chelsea", "grass", "text", "hubble_deep_field"):
+        photo = skimage_photo(name)
+        assert region_views(working_grey(photo), partial(Image.Image.copy, photo)) == [], name
+    text_only = chat(Image.new("RGB", (400, 300), (236, 229, 221)), 400)
+    assert photo_regions(working_grey(text_only)) == []
+
+
+@pytest.mark.parametrize(("width", "views"), [(60, 0), (200, 1)])
+def test_a_picture_too_small_to_align_is_not_looked_up(width: int, views: int) -> None:
+    screen = Image.new("RGB", (1080, 2340), (236, 229, 221))
+    photo = skimage_photo("astronaut").resize((width, width), Image.Resampling.LANCZOS)
+    screen.paste(photo, (300, 900))
+    assert len(region_views(working_grey(screen), partial(Image.Image.copy, screen))) == views
+
+
+# ---------------------------------------------------------------------------------------------
+# Judged as the proxy judges
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bank]:
+    items = {f"{name}.jpg": encode(skimage_photo(name), "JPEG", quality=92) for name in BANKED}
+    with _bank(tmp_path_factory.mktemp("small-pictures"), items) as banked:
+        yield banked
+
+
+@pytest.mark.parametrize("width", [260, 420])
+@pytest.mark.parametrize("name", BANKED)
+def test_a_banked_photo_small_in_a_chat_screenshot_is_blocked(
+    bank: Bank, name: str, width: int
+) -> None:
+    assert bank.blocked(chat(skimage_photo(name), width, seed=width), "PNG")
+    assert bank.blocked(chat(skimage_photo(name), width, seed=width + 1), "JPEG")
+
+
+@pytest.mark.parametrize("width", [260, 420])
+@pytest.mark.parametrize("name", OTHERS)
+def test_another_photo_small_in_the_same_chat_is_not_blocked(
+    bank: Bank, name: str, width: int
+) -> None:
+    screen = chat(skimage_photo(name), width, seed=width)
+    assert not bank.blocked(screen, "PNG")
+    assert not bank.blocked(screen, "JPEG")
+
+
+def test_a_banked_photo_small_in_a_long_chat_is_blocked(bank: Bank) -> None:
+    """A scrolling screenshot is looked at in tiles; each tile's small pictures too."""
+    screen = chat(skimage_photo("chelsea"), 360, seed=3, height=6000)
+    assert bank.blocked(screen, "PNG")
+    assert not bank.blocked(chat(skimage_photo("camera"), 360, seed=3, height=6000), "PNG")
