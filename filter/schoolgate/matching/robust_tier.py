@@ -217,8 +217,8 @@ class RobustTier:
         """Robust matches of a decoded, upright image (empty when no bank holds feature sets).
 
         `views`: the image's `analysis_views`, and `tiles` its `screens`, if already
-        computed; `finer`: the picture at its stored size, where `image` was decoded reduced
-        (its small pictures are cropped from it). Stops at the first view that
+        computed; `finer`: the picture decoded finer, where `image` was decoded reduced (its
+        small pictures are cropped from it). Stops at the first view that
         matches: one match decides. A banked collage's pictures found in any view of the query
         count together: they are all in the picture sent.
         """

@@ -130,8 +130,8 @@ class DecodedImage:
     """First frame of an image, upright (EXIF orientation applied) and in RGB.
 
     width and height are those of `image`. `scale` is below 1 only when decode_image was asked
-    to `reduce_to` a size and the format could decode smaller (JPEG DCT scaling); `stored` then
-    decodes the picture again at its stored size, where the caller offers it.
+    to `reduce_to` a size and the format could decode smaller (JPEG DCT scaling); `finer` then
+    decodes the picture again finer, where the caller offers it (signals.decode_for_analysis).
     """
 
     image: Image.Image
@@ -140,7 +140,7 @@ class DecodedImage:
     height: int
     frame_count: int
     scale: float = 1.0
-    stored: Callable[[], Image.Image] | None = field(default=None, repr=False, compare=False)
+    finer: Callable[[], Image.Image] | None = field(default=None, repr=False, compare=False)
 
 
 # A picture this much longer than wide is a long one: a scrolling screenshot, a panorama (a

@@ -78,13 +78,13 @@ def decode_for_analysis(data: bytes, limits: MediaLimits) -> DecodedImage:
 
     PDQ hashes a 512 px image and the models take at most 320 px, so JPEGs may be decoded at a
     reduced DCT scale (the caps still judge the stored size): about 2x faster at 12 MP. Such a
-    decode's `stored` gives the picture at its stored size (for the small pictures inside a
-    screenshot, media.photo_regions), decoding it again once, when first asked.
-    """
+    decode's `finer` gives the picture decoded again, once, when first asked, at least
+    FINER_SIDE across (never past its stored size): a screenshot's small pictures are cropped
+    from it (media.photo_regions)."""
     decoded = decode_image(data, limits, reduce_to=512)
     if decoded.scale >= 1:
         return decoded
-    return replace(decoded, stored=cache(partial(decode_finer, data, decoded, limits, FINER_SIDE)))
+    return replace(decoded, finer=cache(partial(decode_finer, data, decoded, limits, FINER_SIDE)))
 
 
 def view_pdq(views: Sequence[Image.Image], dihedral: bool) -> list[list[PdqHash]]:
@@ -533,7 +533,7 @@ def item_signals(
                     squashes=robust.bank_squashed,
                     # Thin gutters are looked for finer: a JPEG at half scale loses 1 px lines
                     # (a53 F2).
-                    finer=decode_finer(data, decoded, config.limits, FINER_SIDE),
+                    finer=decoded.finer() if decoded.finer else decoded.image,
                     negative=config.banks.match_inverted,
                 )
             )

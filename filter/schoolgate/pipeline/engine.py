@@ -254,7 +254,7 @@ class Inspector:
         if not [m for m in matches if f"bank:{m.bank}" not in exempt]:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
             # A match this file is exempted from does not count: the other banks are asked.
-            matches.extend(self._robust.match(decoded.image, views, tiles, decoded.stored))
+            matches.extend(self._robust.match(decoded.image, views, tiles, decoded.finer))
 
         if decoded.frame_count > 1:
             # An animation (often a GIF of a clip) is also judged as a video: its frames are
