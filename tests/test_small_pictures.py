@@ -8,15 +8,14 @@ benign pictures only."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import partial
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from schoolgate.media.features import working_grey
-from schoolgate.media.photo_regions import photo_regions, region_views
-from tests.support.imagery import encode, skimage_photo
+from schoolgate.media.photo_regions import MIN_REGION_SIDE, _cut, photo_regions, region_views
+from tests.support.imagery import encode, procedural_scene, skimage_photo
 from tests.test_robust_precision import Bank, _bank
 
 BANKED = ("astronaut", "chelsea", "coffee", "rocket")
@@ -64,7 +63,7 @@ def chat(photo: Image.Image, width: int, seed: int = 0, height: int = 2340) -> I
 def photo_box(screen: Image.Image) -> tuple[int, int, int, int]:
     """Where `chat` put its photo: the largest textured region, in the screen's pixels."""
     grey = working_grey(screen)
-    left, top, right, bottom = photo_regions(grey)[0]
+    (left, top, right, bottom), _ = photo_regions(grey)[0]
     scale = screen.width / grey.shape[1]
     return (round(left * scale), round(top * scale), round(right * scale), round(bottom * scale))
 
@@ -82,7 +81,7 @@ def test_a_chat_screenshots_small_photo_is_found_as_a_region(width: int) -> None
     assert abs((right - left) - width) <= 2 * 37
     height = round(photo.height * width / photo.width)
     assert abs((bottom - top) - height) <= 2 * 37
-    views = region_views(working_grey(screen), lambda: screen)
+    views = region_views(working_grey(screen), screen)
     assert views
     assert min(views[0].size) >= min(width, height)
 
@@ -92,7 +91,7 @@ def test_a_plain_photo_and_a_text_only_screen_have_no_regions_to_look_up() -> No
     interface and its text are flat areas between sharp edges."""
     for name in ("astronaut", "coffee", "chelsea", "grass", "text", "hubble_deep_field"):
         photo = skimage_photo(name)
-        assert region_views(working_grey(photo), partial(Image.Image.copy, photo)) == [], name
+        assert region_views(working_grey(photo), photo) == [], name
     text_only = chat(Image.new("RGB", (400, 300), (236, 229, 221)), 400)
     assert photo_regions(working_grey(text_only)) == []
 
@@ -102,7 +101,7 @@ def test_a_picture_too_small_to_align_is_not_looked_up(width: int, views: int) -
     screen = Image.new("RGB", (1080, 2340), (236, 229, 221))
     photo = skimage_photo("astronaut").resize((width, width), Image.Resampling.LANCZOS)
     screen.paste(photo, (300, 900))
-    assert len(region_views(working_grey(screen), partial(Image.Image.copy, screen))) == views
+    assert len(region_views(working_grey(screen), screen)) == views
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,3 +139,74 @@ def test_a_banked_photo_small_in_a_long_chat_is_blocked(bank: Bank) -> None:
     screen = chat(skimage_photo("chelsea"), 360, seed=3, height=6000)
     assert bank.blocked(screen, "PNG")
     assert not bank.blocked(chat(skimage_photo("camera"), 360, seed=3, height=6000), "PNG")
+
+
+# ---------------------------------------------------------------------------------------------
+# A gallery or profile grid: pictures side by side with thin gutters join into one region
+
+
+def gallery(photo: Image.Image | None, per_row: int, gutter: int, seed: int) -> Image.Image:
+    """A 1080 x 2340 gallery screen: a title, then 4 rows of `per_row` square thumbnails
+    (centre crops) `gutter` px apart, `photo` in one of them (none: all are other pictures)."""
+    rng = np.random.default_rng(seed)
+    screen = Image.new("RGB", (1080, 2340), (255, 255, 255))
+    ImageDraw.Draw(screen).text((40, 60), "Recents", fill=(0, 0, 0), font_size=48)
+    side = (1080 - gutter * (per_row - 1)) // per_row
+    spot = int(rng.integers(per_row * 4))
+    for cell in range(per_row * 4):
+        shown = photo if photo is not None and cell == spot else FILLERS[int(rng.integers(8))]
+        row, column = divmod(cell, per_row)
+        screen.paste(ImageOps.fit(shown, (side, side)),
+                     (column * (side + gutter), 300 + row * (side + gutter)))  # fmt: skip
+    return screen
+
+
+FILLERS = tuple(
+    skimage_photo(name)
+    for name in (
+        "camera",
+        "coins",
+        "motorcycle_left",
+        "grass",
+        "brick",
+        "gravel",
+        "moon",
+        "immunohistochemistry",
+    )
+)
+
+
+def test_a_grid_region_is_cut_at_its_gutters() -> None:
+    screen = gallery(None, 3, 2, seed=0)
+    views = region_views(working_grey(screen), screen)
+    assert len(views) == 12  # 4 rows of 3
+    assert all(abs(view.width - 359) <= 40 and abs(view.height - 359) <= 40 for view in views)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_drawing_with_flat_bands_is_not_cut_into_slivers(seed: int) -> None:
+    """Plain rows between lines of text, a drawn scene's flat sky: not gutters of a grid."""
+    drawn = np.asarray(procedural_scene(seed, (360, 360)).convert("L"), np.uint8)
+    cells = _cut(drawn, 3)
+    assert all(min(right - left, bottom - top) >= MIN_REGION_SIDE
+               for left, top, right, bottom in cells), cells  # fmt: skip
+
+
+@pytest.mark.parametrize(("per_row", "gutter"), [(3, 2), (4, 4)])
+@pytest.mark.parametrize("name", BANKED)
+def test_a_banked_photo_in_a_gallery_grid_is_blocked(
+    bank: Bank, name: str, per_row: int, gutter: int
+) -> None:
+    screen = gallery(skimage_photo(name), per_row, gutter, seed=len(name))
+    assert bank.blocked(screen, "PNG")
+    assert bank.blocked(screen, "JPEG")
+
+
+@pytest.mark.parametrize(("per_row", "gutter"), [(3, 2), (4, 4)])
+def test_a_gallery_grid_of_other_pictures_is_not_blocked(
+    bank: Bank, per_row: int, gutter: int
+) -> None:
+    for seed in range(3):
+        screen = gallery(None, per_row, gutter, seed)
+        assert not bank.blocked(screen, "PNG")
+        assert not bank.blocked(screen, "JPEG")

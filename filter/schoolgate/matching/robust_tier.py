@@ -286,29 +286,25 @@ class RobustTier:
         return refuted
 
 
-# Small pictures looked up on their own per query: a long chat's tiles each show a few.
-_MAX_SMALL_PICTURES = 12
+# Small pictures looked up on their own per query: a gallery screen of 4 x 5 thumbnails, or a
+# long chat's tiles, each showing a few (each costs a lookup, about 10-15 ms here).
+_MAX_SMALL_PICTURES = 20
 
 
 def _small_pictures(
     image: Image.Image, luma: np.ndarray | None, finer: Callable[[], Image.Image] | None
 ) -> Iterator[Image.Image]:
-    """The photo regions (media.photo_regions) of the image's working frame (`luma`, when the
-    whole view's features kept it), cropped from `finer()` where the image was decoded
-    reduced, then of a long picture's tiles, at most _MAX_SMALL_PICTURES; each frame is
-    searched only when the ones before matched nothing."""
+    """The pictures in the photo regions (media.photo_regions) of the image's working frame
+    (`luma`, when the whole view's features kept it), cropped from `finer()` where the image
+    was decoded reduced and a region is small in it, then of a long picture's tiles, at most
+    _MAX_SMALL_PICTURES; each frame is searched only when the ones before matched nothing."""
 
-    def frames() -> Iterator[tuple[np.ndarray, Callable[[], Image.Image]]]:
-        yield working_grey(image) if luma is None else luma, finer or (lambda: image)
+    def frames() -> Iterator[list[Image.Image]]:
+        yield region_views(working_grey(image) if luma is None else luma, image, finer)
         for tile in query_tiles(image):  # a long picture keeps its short side when decoded
-            yield working_grey(tile), partial(_same, tile)
+            yield region_views(working_grey(tile), tile)
 
-    regions = (region for grey, picture in frames() for region in region_views(grey, picture))
-    return islice(regions, _MAX_SMALL_PICTURES)
-
-
-def _same(image: Image.Image) -> Image.Image:
-    return image
+    return islice((view for views in frames() for view in views), _MAX_SMALL_PICTURES)
 
 
 # An aspect ratio this far from the banked view's is a stretched copy to try undoing.

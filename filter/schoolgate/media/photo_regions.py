@@ -14,6 +14,11 @@ of the frame is looked up on its own, cropped from the full-resolution image: a 
 view, as a screenshot's photo is banked (signals.picture_box). A picture before a textured
 background (a photo pasted on gravel) is not separated so; a region is never more than a
 picture the query shows, so it is judged by the same content check as any upload.
+
+Pictures side by side with thin gutters (a gallery or profile grid, an album in a chat) join
+into one region, often most of the frame: a region is also cut at its gutters (lines of one
+tone across it, found at full resolution, where a 2 px gutter is still a line; XY-cut, as in
+document layout analysis), recursively, and each cell is a picture of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from schoolgate.media.content_grid import still_pixels
+from schoolgate.media.features import FeatureSettings
 
 Crop = tuple[int, int, int, int]
 
@@ -34,16 +40,27 @@ _BLOCK: Final = 8  # working-frame pixels per block side
 _BUSY: Final = 0.6  # a block is busy when more of its pixels than this are not in flat areas
 _FILL: Final = 0.5  # a region's box is at least this share busy blocks (text lines are not)
 _MIN_BLOCKS: Final = 3  # a region is at least this many blocks on its short side
-# A region over this share of the frame is most of it: the whole view already looks at it.
+# A region over this share of the frame is most of it: the whole view already looks at it,
+# unless gutters cut it into pictures; one over _MAX_CUT_SHARE is the picture itself (a photo).
 _MAX_SHARE: Final = 0.5
+_MAX_CUT_SHARE: Final = 0.85
+# Luma spread (5th to 95th percentile) along a gutter: 0 in a PNG, up to 9 in a JPEG at quality
+# 75 (ringing beside the pictures); a smooth photo's plainest columns (the moon's) spread 8-10,
+# and so do the columns beside them, where a gutter steps into pictures (spreads of 80-220).
+_GUTTER_SPREAD: Final = 12.0
+_GUTTER_STEP: Final = 3.0  # the lines beside a gutter spread this many times more, at least
+_GUTTER_FLOOR: Final = 4.0  # (a PNG gutter's spread of 0 is taken as this)
+_CUT_DEPTH: Final = 3  # rows of a grid, then its columns, then a cell's own split
+WORK_SIDE: Final = FeatureSettings().work_side  # a region this long in the image has detail enough
 # Pixels of the image on a region's short side: a smaller picture holds too little to align.
 MIN_REGION_SIDE: Final = 96
 MAX_REGIONS: Final = 4  # per frame, the largest first: a screenshot shows a few pictures
 
 
-def photo_regions(luma: npt.NDArray[np.uint8]) -> list[Crop]:
+def photo_regions(luma: npt.NDArray[np.uint8]) -> list[tuple[Crop, bool]]:
     """Boxes (left, top, right, bottom, in `luma`'s pixels) of the compact textured regions of a
-    working frame that cover at most half of it, the largest first; none for a photo (its one
+    working frame that cover at most _MAX_CUT_SHARE of it, the largest first, each with whether
+    it is small enough to look up whole (at most half the frame); none for a photo (its one
     region is the frame) or a frame with no texture."""
     height, width = luma.shape
     rows, columns = height // _BLOCK, width // _BLOCK
@@ -57,41 +74,124 @@ def photo_regions(luma: npt.NDArray[np.uint8]) -> list[Crop]:
     # bubbles and captions beside it and lost more pictures than it found (measured).
     busy = cv2.morphologyEx(blocks, cv2.MORPH_CLOSE, np.ones((2, 2), np.uint8))
     count, _, stats, _ = cv2.connectedComponentsWithStats(busy, connectivity=8)
-    found: list[tuple[int, Crop]] = []
+    found: list[tuple[int, Crop, bool]] = []
     for label in range(1, count):
         left, top, wide, high, area = (int(v) for v in stats[label])
-        if min(wide, high) < _MIN_BLOCKS or wide * high > _MAX_SHARE * rows * columns:
+        share = wide * high / (rows * columns)
+        if min(wide, high) < _MIN_BLOCKS or share > _MAX_CUT_SHARE:
             continue
         if area < _FILL * wide * high:
             continue
         box = (left * _BLOCK, top * _BLOCK, (left + wide) * _BLOCK, (top + high) * _BLOCK)
-        found.append((wide * high, box))
+        found.append((wide * high, box, share <= _MAX_SHARE))
     found.sort(key=lambda item: -item[0])
-    return [box for _, box in found[:MAX_REGIONS]]
+    return [(box, whole) for _, box, whole in found[:MAX_REGIONS]]
 
 
 def region_views(
-    luma: npt.NDArray[np.uint8], picture: Callable[[], Image.Image]
+    luma: npt.NDArray[np.uint8],
+    image: Image.Image,
+    finer: Callable[[], Image.Image] | None = None,
 ) -> list[Image.Image]:
-    """The photo regions of a working frame `luma` at least MIN_REGION_SIDE pixels of the
-    stored picture on their short side, cropped with a block's margin (a photo's edge blocks
-    are partly flat) from `picture()`: the picture at the finest scale at hand (a JPEG is
-    decoded at a quarter of a screenshot's size for the whole view, where a 260 px photo is 65
-    px), asked for only when there is a region."""
-    boxes = photo_regions(luma)
-    if not boxes:
-        return []
-    image = picture()
-    scale_x, scale_y = image.width / luma.shape[1], image.height / luma.shape[0]
+    """The pictures in the photo regions of `image`, whose working frame is `luma`. A small
+    region is one picture, and each region is cut at its gutters into more (a large one with
+    none is the photo itself, already looked at whole). Each picture is at least
+    MIN_REGION_SIDE pixels on its short side, with a block's margin (a photo's edge blocks are
+    partly flat). A region smaller in `image` than the working side is cropped from `finer()`
+    where given (the picture decoded finer, asked for once): a JPEG screenshot is decoded at a
+    quarter of its size for the whole view, where a 260 px photo is 65 px."""
     views = []
-    for left, top, right, bottom in boxes:
-        if min((right - left) * scale_x, (bottom - top) * scale_y) < MIN_REGION_SIDE:
-            continue
+    for (left, top, right, bottom), whole in photo_regions(luma):
+        source = image
+        if finer is not None and max(right - left, bottom - top) * image.width < (
+            WORK_SIDE * luma.shape[1]  # the region's long side in `image`, against WORK_SIDE
+        ):
+            source = finer()
+        scale_x, scale_y = source.width / luma.shape[1], source.height / luma.shape[0]
         box = (
             max(0, round((left - _BLOCK) * scale_x)),
             max(0, round((top - _BLOCK) * scale_y)),
-            min(image.width, round((right + _BLOCK) * scale_x)),
-            min(image.height, round((bottom + _BLOCK) * scale_y)),
+            min(source.width, round((right + _BLOCK) * scale_x)),
+            min(source.height, round((bottom + _BLOCK) * scale_y)),
         )
-        views.append(image.crop(box))
+        region = source.crop(box)
+        cells = _cut(np.asarray(region.convert("L"), np.uint8), _CUT_DEPTH)
+        # A small region is looked at whole as well, after its cells: a cut may be a plain band
+        # of one photo.
+        pictures = [*(region.crop(cell) for cell in cells if len(cells) > 1),
+                    *([region] if whole else [])]  # fmt: skip
+        views += [view for view in pictures if min(view.size) >= MIN_REGION_SIDE]
     return views
+
+
+def _cut(grey: npt.NDArray[np.uint8], depth: int) -> list[Crop]:
+    """The boxes of `grey` cut at the gutters that cross it from side to side (lines of one
+    tone, past its own plain margins), recursively: the pictures of a grid; the whole when it
+    has none."""
+    height, width = grey.shape
+    whole = (0, 0, width, height)
+    if depth == 0 or min(height, width) < 2 * MIN_REGION_SIDE:
+        return [whole]
+    area = grey.astype(np.float32)
+    for axis in (0, 1):  # rows of pictures first (a gutter runs along axis 1), then columns
+        low, high = np.percentile(area, (5, 95), axis=1 - axis)
+        pieces = _pictures(_between(_gutters(high - low)))
+        if len(pieces) < 2:
+            continue
+        cells: list[Crop] = []
+        for start, end in pieces:
+            left, top = (0, start) if axis == 0 else (start, 0)
+            part = grey[start:end] if axis == 0 else grey[:, start:end]
+            cells += [(left + a, top + b, left + c, top + d)
+                      for a, b, c, d in _cut(part, depth - 1)]  # fmt: skip
+        return cells
+    return [whole]
+
+
+def _pictures(pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Pieces too narrow to be pictures joined to a neighbour, across the narrower of the gaps
+    either side, until every piece is a picture: plain rows between lines of text, a drawing's
+    flat bands or a night sky's black columns are not gutters (a drawn thumbnail was cut into
+    slivers; joined one way only, a photo's slivers took its neighbour's gutter with them)."""
+    joined = list(pieces)
+    while len(joined) > 1:
+        narrow = [n for n, (start, end) in enumerate(joined) if end - start < MIN_REGION_SIDE]
+        if not narrow:
+            break
+        n = narrow[0]
+        before = joined[n][0] - joined[n - 1][1] if n > 0 else None
+        after = joined[n + 1][0] - joined[n][1] if n + 1 < len(joined) else None
+        other = n - 1 if after is None or (before is not None and before <= after) else n + 1
+        low, high = min(n, other), max(n, other)
+        joined[low : high + 1] = [(joined[low][0], joined[high][1])]
+    return joined
+
+
+def _gutters(spread: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
+    """Which lines are gutters, by each line's luma spread: runs of plain lines with a
+    neighbour, two lines out on one side or the other, that spreads far more (a step into a
+    picture; the picture on the other side may be as plain as the moon at its edge). A run at
+    either end is a margin, a gutter too."""
+    plain = spread <= _GUTTER_SPREAD
+    gutters = plain.copy()
+    for start, end in _between(~plain):  # runs of plain lines
+        if start == 0 or end == len(spread):
+            continue
+        step = max(spread[max(0, start - 2)], spread[min(len(spread) - 1, end + 1)])
+        if step < _GUTTER_STEP * max(float(spread[start:end].max()), _GUTTER_FLOOR):
+            gutters[start:end] = False  # a plain band of a photo, not a line between two
+    return gutters
+
+
+def _between(lines: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """The runs (start, end) of lines that are not gutters: what lies between the gutters, and
+    between them and the ends (plain margins at either end are left out)."""
+    runs: list[tuple[int, int]] = []
+    start: int | None = None
+    for index, gutter in enumerate([*lines.tolist(), True]):
+        if not gutter and start is None:
+            start = index
+        elif gutter and start is not None:
+            runs.append((start, index))
+            start = None
+    return runs
