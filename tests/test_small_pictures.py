@@ -23,9 +23,12 @@ OTHERS = ("camera", "coins", "motorcycle_left", "hubble_deep_field")
 WORDS = ("who took it", "omg", "is that real", "haha no way", "send it to me", "lol")
 
 
-def chat(photo: Image.Image, width: int, seed: int = 0, height: int = 2340) -> Image.Image:
+def chat(
+    photo: Image.Image, width: int, seed: int = 0, height: int = 2340, gap: int = 30
+) -> Image.Image:
     """A 1080-wide light chat screen: a status bar and header, a few text bubbles, `photo`
-    `width` px wide in a bubble with its time, more bubbles below, and the input bar."""
+    `width` px wide in a bubble with its time, more bubbles below, and the input bar; bubbles
+    `gap` px apart."""
     rng = np.random.default_rng(seed)
     screen = Image.new("RGB", (1080, height), (236, 229, 221))
     draw = ImageDraw.Draw(screen)
@@ -40,7 +43,7 @@ def chat(photo: Image.Image, width: int, seed: int = 0, height: int = 2340) -> I
         draw.rounded_rectangle((left, top, left + 480, top + 90), 30,
                                fill=(255, 255, 255) if left == 28 else (220, 248, 198))  # fmt: skip
         draw.text((left + 30, top + 25), str(rng.choice(WORDS)), fill=(20, 20, 20), font_size=36)
-        return top + 120
+        return top + 90 + gap
 
     for _ in range(int(rng.integers(1, 4))):
         y = bubble(y)
@@ -51,7 +54,7 @@ def chat(photo: Image.Image, width: int, seed: int = 0, height: int = 2340) -> I
                            fill=(220, 248, 198))  # fmt: skip
     screen.paste(small, (left + 12, y + 12))
     draw.text((left + width - 80, y + small.height + 22), "15:13", fill=(90, 90, 90), font_size=28)
-    y += small.height + 100
+    y += small.height + 70 + gap
     while y < height - 400:
         y = bubble(y)
     draw.rectangle((0, height - 160, 1080, height), fill=(245, 245, 245))
@@ -180,7 +183,8 @@ def test_a_grid_region_is_cut_at_its_gutters() -> None:
     screen = gallery(None, 3, 2, seed=0)
     views = region_views(working_grey(screen), screen)
     assert len(views) == 12  # 4 rows of 3
-    assert all(abs(view.width - 359) <= 40 and abs(view.height - 359) <= 40 for view in views)
+    # Each a thumbnail, less a plain band at its edge where it has one (the camera's sky).
+    assert all(300 <= view.width <= 400 and 300 <= view.height <= 400 for view in views)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -210,3 +214,73 @@ def test_a_gallery_grid_of_other_pictures_is_not_blocked(
         screen = gallery(None, per_row, gutter, seed)
         assert not bank.blocked(screen, "PNG")
         assert not bank.blocked(screen, "JPEG")
+
+
+# ---------------------------------------------------------------------------------------------
+# Adversarial pass a59's cases
+
+
+def between_messages(photo: Image.Image, width: int, gap: int) -> Image.Image:
+    """a59 F2's layout: a `width` px picture in a white bubble with its time, and two wide white
+    text bubbles above and two below it, `gap` px apart, on a light chat background."""
+    screen = Image.new("RGB", (1080, 2340), (236, 229, 221))
+    draw = ImageDraw.Draw(screen)
+    draw.rectangle((0, 0, 1080, 200), fill=(7, 94, 84))
+    small = photo.resize((width, round(photo.height * width / photo.width)),
+                         Image.Resampling.LANCZOS)  # fmt: skip
+    left, top = 50, 800
+    bottom = top + small.height + 50
+    draw.rounded_rectangle(
+        (left - 10, top - 10, left + width + 10, bottom), 20, fill=(255, 255, 255)
+    )
+    screen.paste(small, (left, top))
+    draw.text((left + width - 110, top + small.height + 8), "12:03", fill=(0, 0, 0), font_size=26)
+    starts = [top - 10 - gap - 90, top - 10 - gap - 200, bottom + gap, bottom + gap + 110]
+    for number, start in enumerate(starts):
+        draw.rounded_rectangle((30, start, 700, start + 90), 24, fill=(255, 255, 255))
+        draw.text((52, start + 24), " ".join(WORDS[number:] + WORDS[:number]), fill=(0, 0, 0),
+                  font_size=34)  # fmt: skip
+    return screen
+
+
+@pytest.mark.parametrize("gap", [4, 10, 20])
+@pytest.mark.parametrize("name", BANKED)
+def test_a_banked_photo_between_text_bubbles_a_few_pixels_away_is_blocked(
+    bank: Bank, name: str, gap: int
+) -> None:
+    """a59 F2: text bubbles 4-20 px above and below a 250 px picture joined it into one region
+    that was not compact enough (2 of 28 blocked); the gutter cut now leaves the text out."""
+    screen = between_messages(skimage_photo(name), 250, gap)
+    assert bank.blocked(screen, "PNG")
+    assert bank.blocked(screen, "JPEG")
+
+
+@pytest.mark.parametrize("gap", [4, 10, 20])
+@pytest.mark.parametrize("name", OTHERS)
+def test_another_photo_between_text_bubbles_is_not_blocked(bank: Bank, name: str, gap: int) -> None:
+    screen = between_messages(skimage_photo(name), 250, gap)
+    assert not bank.blocked(screen, "PNG")
+    assert not bank.blocked(screen, "JPEG")
+
+
+def avatars(photo: Image.Image | None, count: int) -> Image.Image:
+    """a59 F7: a 300 px picture above `count` round photo avatars with names, 4 a row."""
+    screen = Image.new("RGB", (1080, 2340), (255, 255, 255))
+    draw = ImageDraw.Draw(screen)
+    if photo is not None:
+        screen.paste(photo.resize((300, round(photo.height * 300 / photo.width))), (720, 300))
+    mask = Image.new("L", (120, 120), 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, 119, 119), fill=255)
+    for number in range(count):
+        row, column = divmod(number, 4)
+        x, y = 40 + column * 260, 580 + row * 200
+        screen.paste(ImageOps.fit(FILLERS[number % len(FILLERS)], (120, 120)), (x, y), mask)
+        draw.text((x, y + 130), WORDS[number % len(WORDS)], fill=(20, 20, 20), font_size=30)
+    return screen
+
+
+@pytest.mark.parametrize("name", BANKED)
+def test_a_banked_photo_beside_many_photo_avatars_is_blocked(bank: Bank, name: str) -> None:
+    """a59 F7: 24-32 avatars (columns of avatars and names) took every region's place."""
+    assert bank.blocked(avatars(skimage_photo(name), 32), "PNG")
+    assert not bank.blocked(avatars(None, 32), "PNG")

@@ -38,7 +38,10 @@ Crop = tuple[int, int, int, int]
 
 _BLOCK: Final = 8  # working-frame pixels per block side
 _BUSY: Final = 0.6  # a block is busy when more of its pixels than this are not in flat areas
-_FILL: Final = 0.5  # a region's box is at least this share busy blocks (text lines are not)
+# A region's box is at least this share busy blocks: lines of text are not, but a picture with
+# text bubbles a few pixels above and below is (0.46-0.47, a59 F2); the gutter cut parts them.
+_FILL: Final = 0.35
+_SOLID: Final = 0.8  # a region this share busy blocks is looked at before the others
 _MIN_BLOCKS: Final = 3  # a region is at least this many blocks on its short side
 # A region over this share of the frame is most of it: the whole view already looks at it,
 # unless gutters cut it into pictures; one over _MAX_CUT_SHARE is the picture itself (a photo).
@@ -50,6 +53,10 @@ _MAX_CUT_SHARE: Final = 0.85
 _GUTTER_SPREAD: Final = 12.0
 _GUTTER_STEP: Final = 3.0  # the lines beside a gutter spread this many times more, at least
 _GUTTER_FLOOR: Final = 4.0  # (a PNG gutter's spread of 0 is taken as this)
+# One cell this share of its region's busy blocks is the region less its plain margins, not a
+# picture with text left out: not looked up again.
+_TRIMMED: Final = 0.8
+_SLIVER_GAP: Final = 8  # px: a sliver this close to a neighbour is a part of it
 _CUT_DEPTH: Final = 3  # rows of a grid, then its columns, then a cell's own split
 WORK_SIDE: Final = FeatureSettings().work_side  # a region this long in the image has detail enough
 # Pixels of the image on a region's short side: a smaller picture holds too little to align.
@@ -74,7 +81,7 @@ def photo_regions(luma: npt.NDArray[np.uint8]) -> list[tuple[Crop, bool]]:
     # bubbles and captions beside it and lost more pictures than it found (measured).
     busy = cv2.morphologyEx(blocks, cv2.MORPH_CLOSE, np.ones((2, 2), np.uint8))
     count, _, stats, _ = cv2.connectedComponentsWithStats(busy, connectivity=8)
-    found: list[tuple[int, Crop, bool]] = []
+    found: list[tuple[tuple[bool, int], Crop, bool]] = []
     for label in range(1, count):
         left, top, wide, high, area = (int(v) for v in stats[label])
         share = wide * high / (rows * columns)
@@ -83,8 +90,10 @@ def photo_regions(luma: npt.NDArray[np.uint8]) -> list[tuple[Crop, bool]]:
         if area < _FILL * wide * high:
             continue
         box = (left * _BLOCK, top * _BLOCK, (left + wide) * _BLOCK, (top + high) * _BLOCK)
-        found.append((wide * high, box, share <= _MAX_SHARE))
-    found.sort(key=lambda item: -item[0])
+        # Solid regions first, the largest first: a picture, before columns of avatars and
+        # their names (a59 F7: 24 avatars beside a chat's picture took every place).
+        found.append(((area >= _SOLID * wide * high, wide * high), box, share <= _MAX_SHARE))
+    found.sort(key=lambda item: item[0], reverse=True)
     return [(box, whole) for _, box, whole in found[:MAX_REGIONS]]
 
 
@@ -116,12 +125,20 @@ def region_views(
         )
         region = source.crop(box)
         cells = _cut(np.asarray(region.convert("L"), np.uint8), _CUT_DEPTH)
-        # A small region is looked at whole as well, after its cells: a cut may be a plain band
-        # of one photo.
-        pictures = [*(region.crop(cell) for cell in cells if len(cells) > 1),
-                    *([region] if whole else [])]  # fmt: skip
+        # A small region's pictures are its cells, however many (a picture with the text beside
+        # it left out is one), then the region whole as well: a cut may be a plain band of one
+        # photo. A larger region's cells only where it is cut into pictures (a grid): its one
+        # picture is the photo itself, already looked at whole.
+        core = _area((round(left * scale_x), round(top * scale_y), round(right * scale_x),
+                      round(bottom * scale_y)))  # fmt: skip
+        cut = len(cells) > 1 or (whole and _area(cells[0]) < _TRIMMED * core)
+        pictures = [*(region.crop(cell) for cell in cells if cut), *([region] if whole else [])]
         views += [view for view in pictures if min(view.size) >= MIN_REGION_SIDE]
     return views
+
+
+def _area(box: Crop) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _cut(grey: npt.NDArray[np.uint8], depth: int) -> list[Crop]:
@@ -136,7 +153,7 @@ def _cut(grey: npt.NDArray[np.uint8], depth: int) -> list[Crop]:
     for axis in (0, 1):  # rows of pictures first (a gutter runs along axis 1), then columns
         low, high = np.percentile(area, (5, 95), axis=1 - axis)
         pieces = _pictures(_between(_gutters(high - low)))
-        if len(pieces) < 2:
+        if not pieces or pieces == [(0, len(low))]:
             continue
         cells: list[Crop] = []
         for start, end in pieces:
@@ -149,22 +166,26 @@ def _cut(grey: npt.NDArray[np.uint8], depth: int) -> list[Crop]:
 
 
 def _pictures(pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Pieces too narrow to be pictures joined to a neighbour, across the narrower of the gaps
-    either side, until every piece is a picture: plain rows between lines of text, a drawing's
-    flat bands or a night sky's black columns are not gutters (a drawn thumbnail was cut into
-    slivers; joined one way only, a photo's slivers took its neighbour's gutter with them)."""
+    """Pieces too narrow to be pictures joined to a neighbour across a narrow gap (the
+    narrower either side), or else left out, until every piece is a picture. A photo's own
+    plain lines (a night sky's black columns) leave slivers a few pixels apart, which belong
+    to it (joined one way only, they took a neighbour's gutter with them); a line of text
+    beside a picture is a bubble's padding away from it, and is not a picture (a59 F2: text
+    bubbles 4-20 px above and below a chat's picture joined it into one region)."""
     joined = list(pieces)
-    while len(joined) > 1:
+    while True:
         narrow = [n for n, (start, end) in enumerate(joined) if end - start < MIN_REGION_SIDE]
         if not narrow:
-            break
+            return joined
         n = narrow[0]
-        before = joined[n][0] - joined[n - 1][1] if n > 0 else None
-        after = joined[n + 1][0] - joined[n][1] if n + 1 < len(joined) else None
-        other = n - 1 if after is None or (before is not None and before <= after) else n + 1
+        gaps = [(joined[n][0] - joined[n - 1][1], n - 1)] if n > 0 else []
+        gaps += [(joined[n + 1][0] - joined[n][1], n + 1)] if n + 1 < len(joined) else []
+        gap, other = min(gaps, default=(_SLIVER_GAP + 1, n))
+        if gap > _SLIVER_GAP:
+            del joined[n]
+            continue
         low, high = min(n, other), max(n, other)
         joined[low : high + 1] = [(joined[low][0], joined[high][1])]
-    return joined
 
 
 def _gutters(spread: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
