@@ -197,6 +197,15 @@ def test_a_drawing_with_flat_bands_is_not_cut_into_slivers(seed: int) -> None:
                for left, top, right, bottom in cells), cells  # fmt: skip
 
 
+def test_stripes_are_not_a_grid() -> None:
+    """A pattern of plain and busy lines every few pixels is a pattern, not pictures: it is not
+    cut at all (before the bound, its 400 slivers were joined one by one into a trimmed box)."""
+    rng = np.random.default_rng(3)
+    stripes = rng.integers(0, 256, (1200, 600)).astype(np.uint8)
+    stripes[::3] = 128
+    assert _cut(stripes, 3) == [(0, 0, 600, 1200)]
+
+
 @pytest.mark.parametrize(("per_row", "gutter"), [(3, 2), (4, 4)])
 @pytest.mark.parametrize("name", BANKED)
 def test_a_banked_photo_in_a_gallery_grid_is_blocked(

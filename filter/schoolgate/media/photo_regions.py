@@ -54,6 +54,7 @@ _GUTTER_SPREAD: Final = 12.0
 _GUTTER_STEP: Final = 3.0  # the lines beside a gutter spread this many times more, at least
 _GUTTER_FLOOR: Final = 4.0  # (a PNG gutter's spread of 0 is taken as this)
 _SLIVER_GAP: Final = 8  # px: a sliver this close to a neighbour is a part of it
+_MAX_PIECES: Final = 64  # runs between gutters along one axis: more are a pattern
 _CUT_DEPTH: Final = 3  # rows of a grid, then its columns, then a cell's own split
 WORK_SIDE: Final = FeatureSettings().work_side  # a region this long in the image has detail enough
 # Pixels of the image on a region's short side: a smaller picture holds too little to align.
@@ -139,7 +140,7 @@ def _drawn(view: Image.Image) -> bool:
     """Whether a picture is drawn (an avatar's initial, an icon, a sticker, a header), not a
     photo, by its content grid (too few photographic cells, as `hashes add` judges an item), and
     so not looked up: in the precision bench's 540 px chat screens looking up every region took
-    the robust tier's p95 from 65 to 137 ms a screen. A photo with a plain sky (the rocket,
+    the robust tier's p95 from 58 to 137 ms a screen. A photo with a plain sky (the rocket,
     18 of 64 cells) is still a photo."""
     return photo_region(content_grid(working_grey(view))) is None
 
@@ -155,7 +156,10 @@ def _cut(grey: npt.NDArray[np.uint8], depth: int) -> list[Crop]:
     area = grey.astype(np.float32)
     for axis in (0, 1):  # rows of pictures first (a gutter runs along axis 1), then columns
         low, high = np.percentile(area, (5, 95), axis=1 - axis)
-        pieces = _pictures(_between(_gutters(high - low)))
+        runs = _between(_gutters(high - low))
+        if len(runs) > _MAX_PIECES:
+            continue  # stripes or lines of text, not a grid (joining slivers is quadratic)
+        pieces = _pictures(runs)
         if not pieces or pieces == [(0, len(low))]:
             continue
         cells: list[Crop] = []
