@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -398,11 +399,25 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+# Ports for the proxies and servers tests start, below the kernel's ephemeral range (32768 up),
+# a band per xdist worker. Ports the kernel handed out (bind to 0) were handed out again: a
+# proxy killed and restarted on its port by one worker found it taken by another worker's
+# proxy, which had been given the same number meanwhile (a fresh-clone `make test`, session 44).
+_PORT_BASE, _PORT_BAND = 10000, 2700
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that nothing listens on now, from this worker's own band."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = _PORT_BASE + (int(worker) % 8 if worker.isdigit() else 0) * _PORT_BAND
+    for port in random.Random().sample(range(low, low + _PORT_BAND), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + _PORT_BAND - 1}")
 
 
 def can_isolate_hosts() -> bool:
