@@ -106,6 +106,7 @@ def test_environment_selects_config_file(
             "proxy.max_held_device_bytes",
             "below the minimum",
         ),
+        ("proxy:\n  max_wait_s: 0\n", "proxy.max_wait_s", "below the minimum"),
     ],
 )
 def test_errors_name_key_path_and_problem(
@@ -153,6 +154,14 @@ def test_held_memory_budgets_scale_with_the_body_cap(data_dir: Path) -> None:
     big = parse_config("proxy:\n  max_held_body_bytes: 268435456\n", "site.yaml").proxy
     assert big.max_held_device_bytes == 2 * big.max_held_body_bytes
     assert big.max_held_total_bytes == 4 * big.max_held_device_bytes
+
+
+def test_an_item_may_wait_for_a_worker_beyond_its_inspection_budget(data_dir: Path) -> None:
+    default = parse_config("", "site.yaml").proxy
+    assert (default.inspect_timeout_s, default.max_wait_s) == (15.0, 60.0)
+    assert default.longest_judgement_s == 75.0
+    site = parse_config("proxy:\n  max_wait_s: 5\n", "site.yaml").proxy
+    assert site.longest_judgement_s == 20.0
 
 
 def test_the_old_pinned_action_key_still_loads_with_a_warning(

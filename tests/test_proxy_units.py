@@ -69,6 +69,108 @@ def test_pool_times_out_and_keeps_counting_the_running_item() -> None:
         pool.shutdown()
 
 
+def test_a_devices_burst_waits_its_turn_and_each_item_gets_its_whole_budget() -> None:
+    """Fourteen items sent at once, each well within the budget: none times out for having
+    waited behind the others (a59 F6: the last of a pupil's fourteen screenshots did)."""
+    pool = InspectionPool(workers=2, max_queue=16, timeout_s=0.3, max_wait_s=10)
+
+    def work(n: int) -> int:
+        threading.Event().wait(0.1)
+        return n
+
+    async def main() -> list[object]:
+        burst = (pool.run(work, n, key="phone") for n in range(14))
+        return await asyncio.gather(*burst, return_exceptions=True)
+
+    try:
+        assert asyncio.run(main()) == list(range(14))  # 0.7 s in all, 0.1 s each
+        assert pool.in_flight == 0
+    finally:
+        pool.shutdown()
+
+
+def test_an_item_that_waits_too_long_for_a_worker_is_an_overload_and_never_runs() -> None:
+    pool = InspectionPool(workers=1, max_queue=4, timeout_s=10, max_wait_s=0.1)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def work(name: str) -> str:
+        ran.append(name)
+        release.wait(5)
+        return name
+
+    async def main() -> None:
+        first = asyncio.ensure_future(pool.run(work, "first"))
+        await asyncio.sleep(0.02)
+        with pytest.raises(Overloaded, match=r"no worker was free within 0\.1 s"):
+            await pool.run(work, "second")
+        assert pool.in_flight == 1  # its place was given back
+        release.set()
+        assert await first == "first"
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown()
+    assert ran == ["first"]
+    assert pool.in_flight == 0
+
+
+def test_a_caller_that_leaves_gives_back_its_place_in_the_queue() -> None:
+    pool = InspectionPool(workers=1, max_queue=4, timeout_s=10, max_wait_s=10)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def work(name: str) -> str:
+        ran.append(name)
+        release.wait(5)
+        return name
+
+    async def main() -> None:
+        first = asyncio.ensure_future(pool.run(work, "first"))
+        await asyncio.sleep(0.02)
+        left = asyncio.ensure_future(pool.run(work, "left"))
+        await asyncio.sleep(0.02)
+        assert pool.in_flight == 2
+        left.cancel()  # the pupil's connection closed while the item waited
+        await asyncio.gather(left, return_exceptions=True)
+        assert pool.in_flight == 1
+        release.set()
+        await first
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown()
+    assert ran == ["first"]
+
+
+def test_items_waiting_when_the_pool_shuts_down_get_a_decision() -> None:
+    """A reload or stop drops waiting items: each caller gets Overloaded (the fail policy),
+    never a cancellation that would leave the upload without a verdict."""
+    pool = InspectionPool(workers=1, max_queue=4, timeout_s=10, max_wait_s=10)
+    release = threading.Event()
+
+    async def main() -> list[object]:
+        first = asyncio.ensure_future(pool.run(release.wait, 5))
+        await asyncio.sleep(0.02)
+        waiting = asyncio.ensure_future(pool.run(release.wait, 5))
+        await asyncio.sleep(0.02)
+        pool.shutdown()
+        release.set()
+        return list(await asyncio.gather(first, waiting, return_exceptions=True))
+
+    try:
+        first, waiting = asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown()
+    assert first is True
+    assert isinstance(waiting, Overloaded)
+
+
 @pytest.mark.parametrize(
     ("accept", "html"),
     [

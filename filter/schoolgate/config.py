@@ -59,7 +59,8 @@ class ProxyConfig:
     max_held_device_bytes: int = 0
     workers: int = 2
     max_queue: int = 64
-    inspect_timeout_s: float = 15.0
+    inspect_timeout_s: float = 15.0  # one item's inspection, from when a worker takes it up
+    max_wait_s: float = 60.0  # an item's wait for a worker (its device's turn among others)
     endpoints_files: tuple[Path, ...] = ()
     dhcp_leases: tuple[Path, ...] = ()
     school_name: str = "This school"
@@ -80,6 +81,11 @@ class ProxyConfig:
     # A server name that the gateway's resolver never gave out for the address the connection
     # goes to, while that address serves a catalogued host (fronting). "refuse" | "pass".
     sni_mismatch: str = "refuse"
+
+    @property
+    def longest_judgement_s(self) -> float:
+        """The longest an item can be in the worker pool: its wait, then its inspection."""
+        return self.max_wait_s + self.inspect_timeout_s
 
 
 @dataclass(frozen=True)
@@ -258,6 +264,7 @@ def _proxy(node: Node) -> ProxyConfig:
             "workers",
             "max_queue",
             "inspect_timeout_s",
+            "max_wait_s",
             "endpoints_files",
             "dhcp_leases",
             "school_name",
@@ -303,6 +310,7 @@ def _proxy(node: Node) -> ProxyConfig:
         inspect_timeout_s=node.child("inspect_timeout_s").number(
             defaults.inspect_timeout_s, minimum=0.1
         ),
+        max_wait_s=node.child("max_wait_s").number(defaults.max_wait_s, minimum=0.1),
         endpoints_files=tuple(
             Path(child.text()).expanduser() for child in node.child("endpoints_files").elements()
         ),

@@ -4,7 +4,9 @@ between devices."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +19,7 @@ class Overloaded(Exception):
 
 
 class InspectTimeout(Exception):
-    """An item took longer than the inspection budget: the fail policy decides."""
+    """An item's inspection took longer than its budget: the fail policy decides."""
 
 
 @dataclass(eq=False)
@@ -25,7 +27,16 @@ class _Job:
     key: str
     fn: Callable[..., Any]
     args: tuple[object, ...]
+    started: asyncio.Event
+    loop: asyncio.AbstractEventLoop
     future: Future[Any] = field(default_factory=Future)
+    started_at: float = 0.0
+
+    def mark_started(self) -> None:
+        """Called in the worker: the caller's clock for the inspection budget starts now."""
+        self.started_at = time.monotonic()
+        with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
+            self.loop.call_soon_threadsafe(self.started.set)
 
 
 class InspectionPool:
@@ -40,14 +51,22 @@ class InspectionPool:
     fill every worker, and everybody else's photos timed out behind them (adversarial pass,
     issue 16). A key alone may use every worker and place; while other keys have items, it runs
     on at most half the workers and is refused new items past half the places.
+
+    The inspection budget (`timeout_s`) starts when a worker takes the item up, and the wait for a
+    worker has its own bound (`max_wait_s`). One budget for both made a pupil who sent fourteen
+    long screenshots at once see the last few blocked as timeouts, each judged in a second and a
+    quarter, after waiting their turn behind the others (adversarial pass a59 F6).
     """
 
-    def __init__(self, workers: int, max_queue: int, timeout_s: float) -> None:
+    def __init__(
+        self, workers: int, max_queue: int, timeout_s: float, max_wait_s: float | None = None
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers = workers
         self.capacity = workers + max(0, max_queue)
         self.timeout_s = timeout_s
+        self.max_wait_s = timeout_s if max_wait_s is None else max_wait_s
         self.running_share = max(1, workers // 2)
         self.flight_share = max(self.running_share, self.capacity // 2)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="schoolgate-inspect")
@@ -65,8 +84,9 @@ class InspectionPool:
         return self._in_flight
 
     async def run[T](self, fn: Callable[..., T], *args: object, key: str = "") -> T:
-        """Run `fn(*args)` in a worker, in `key`'s turn; raises Overloaded or InspectTimeout."""
-        job = _Job(key, fn, args)
+        """Run `fn(*args)` in a worker, in `key`'s turn; raises Overloaded (no place, or no worker
+        within `max_wait_s`) or InspectTimeout (running longer than `timeout_s`)."""
+        job = _Job(key, fn, args, asyncio.Event(), asyncio.get_running_loop())
         with self._lock:
             if self._in_flight >= self.capacity:
                 raise Overloaded(f"{self._in_flight} items in flight (cap {self.capacity})")
@@ -80,22 +100,44 @@ class InspectionPool:
             self._in_flight_by_key[key] += 1
             self._waiting.setdefault(key, deque()).append(job)
             self._dispatch()
+        # shield: giving up on an item must not cancel the shared future's bookkeeping callback.
+        outcome = asyncio.shield(asyncio.wrap_future(job.future))
+        started = asyncio.ensure_future(job.started.wait())
         try:
-            # shield: a timeout must not cancel the shared future's bookkeeping callback.
-            result: T = await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(job.future)), self.timeout_s
-            )
+            await asyncio.wait({outcome, started}, timeout=self.max_wait_s,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        except asyncio.CancelledError:
+            self._withdraw(job)  # the caller left (its client went away): free its place
+            raise
+        finally:
+            started.cancel()
+        if not outcome.done() and not job.started.is_set() and self._withdraw(job):
+            raise Overloaded(f"no worker was free within {self.max_wait_s:g} s")
+        # A worker may have taken it up a moment ago, before the start could be seen here.
+        elapsed = time.monotonic() - job.started_at if job.started_at else 0.0
+        try:
+            result: T = await asyncio.wait_for(outcome, max(0.0, self.timeout_s - elapsed))
             return result
         except TimeoutError:
-            with self._lock:
-                queue = self._waiting.get(key)
-                if queue is not None and job in queue:
-                    queue.remove(job)
-                    if not queue:
-                        del self._waiting[key]
-                    self._release(key)  # never started; a running item is released when done
             job.future.cancel()
             raise InspectTimeout(f"inspection took longer than {self.timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            if job.future.cancelled() and not _caller_cancelled():
+                raise Overloaded("inspection stopped: the worker pool is shutting down") from None
+            raise
+
+    def _withdraw(self, job: _Job) -> bool:
+        """Take a job that never started out of its queue; False if a worker has it."""
+        with self._lock:
+            queue = self._waiting.get(job.key)
+            if queue is None or job not in queue:
+                return False
+            queue.remove(job)
+            if not queue:
+                del self._waiting[job.key]
+            self._release(job.key)
+        job.future.cancel()
+        return True
 
     def _release(self, key: str) -> None:
         """One item of `key` is no longer in flight (the caller holds the lock)."""
@@ -137,6 +179,8 @@ class InspectionPool:
 
     def _execute(self, job: _Job) -> None:
         started = job.future.set_running_or_notify_cancel()
+        if started:
+            job.mark_started()
         result: Any = None
         error: BaseException | None = None
         if started:
@@ -169,3 +213,8 @@ class InspectionPool:
         for job in waiting:
             job.future.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _caller_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -49,8 +49,9 @@ class Runtime:
         """Load the catalog and the inspector (banks, models, audit log); raises on bad config."""
         catalog = load_catalog(list(config.proxy.endpoints_files))
         inspector = Inspector.from_config(config)
+        proxy = config.proxy
         pool = InspectionPool(
-            config.proxy.workers, config.proxy.max_queue, config.proxy.inspect_timeout_s
+            proxy.workers, proxy.max_queue, proxy.inspect_timeout_s, proxy.max_wait_s
         )
         cap = config.proxy.max_held_body_bytes
         sessions = UploadSessions(max_session_bytes=cap, max_total_bytes=max(cap, 4 * cap))
