@@ -20,7 +20,9 @@ Banking (`hashes add`/`compute`) decodes every frame, like the reference."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -71,17 +73,25 @@ class VpdqFeature:
 
 @dataclass(frozen=True)
 class SampledFrame:
-    """A sampled frame, upright, RGB, longer side at most PDQ_SIDE. `held_still`: whether the
-    picture is the same as the sample before it or the sample after it (a card or a title held
-    on screen); None where it was not measured (no key frames asked for)."""
+    """A sampled frame, upright, RGB, longer side at most PDQ_SIDE (`finer`: a key frame kept
+    finer by a query, for its small pictures). `held_still`: whether the picture is the same as
+    the sample before it or the sample after it (a card or a title held on screen); None where
+    it was not measured (no key frames asked for)."""
 
     frame: int
     timestamp: float
     rgb: npt.NDArray[np.uint8]
     held_still: bool | None = None
+    finer: npt.NDArray[np.uint8] | None = None  # a key frame at up to FINER_FRAME_SIDE
 
     def image(self) -> Image.Image:
         return Image.fromarray(self.rgb, "RGB")
+
+    @property
+    def finer_image(self) -> Callable[[], Image.Image] | None:
+        """The frame finer than `image()`, to crop its small pictures from; None if no finer."""
+        finer = self.finer
+        return None if finer is None else partial(Image.fromarray, finer, "RGB")
 
 
 @dataclass(frozen=True)
@@ -205,7 +215,8 @@ class VideoHasher:
       sampled-frame cap and the time budget.
     - `key_frames` sampled frames (slot starts only), spread over the video like `keep`'s, are
       returned for the robust tier (local features): banked by `hashes add`, looked up by the
-      proxy.
+      proxy. With `finer_key_frames` they are also kept at FINER_FRAME_SIDE, so that a picture
+      shown small in a screen recording is large enough to look up (a59 F4).
     - `picture_limits` are the caps on a still picture a container carries (an M4A's cover
       art), which is decoded as a still upload is.
     """
@@ -221,6 +232,7 @@ class VideoHasher:
         time_budget_s: float | None = None,
         stills: bool = False,
         key_frames: int = 0,
+        finer_key_frames: bool = False,
         picture_limits: MediaLimits | None = None,
     ) -> None:
         if samples_per_hash < 1:
@@ -232,6 +244,7 @@ class VideoHasher:
         self.samples = samples_per_hash
         self.stills = stills
         self.key_frames = key_frames
+        self.finer_key_frames = finer_key_frames
         self.picture_limits = picture_limits
         self.time_budget_s = limits.time_budget_s if time_budget_s is None else time_budget_s
 
@@ -315,6 +328,8 @@ class VideoHasher:
                         )
                     sampled = SampledFrame(frame.frame, frame.timestamp, frame.rgb)
                     keeper.offer(sampled)
+                    if self.finer_key_frames and frame.finer and key_keeper.keeps_next():
+                        sampled = replace(sampled, finer=frame.finer())
                     key_keeper.offer(sampled)
                     last_slot = slot
                 sample_before = frame

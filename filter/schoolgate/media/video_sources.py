@@ -7,8 +7,9 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import av
 import av.error
@@ -21,7 +22,7 @@ from schoolgate.media.containers import DEMUXERS as _DEMUXERS
 from schoolgate.media.containers import Truncation
 from schoolgate.media.decode import MediaLimits, VideoLimits, _GifFrameCounter, decode_image
 from schoolgate.media.sniff import MediaType
-from schoolgate.media.video_frames import scaled_size, upright
+from schoolgate.media.video_frames import FINER_FRAME_SIDE, PDQ_SIDE, scaled_size, upright
 
 # What phones, cameras and sharing apps produce. Everything else in libavcodec stays unreachable
 # from an upload: fewer parsers facing hostile input, and nothing an app would play anyway.
@@ -66,6 +67,8 @@ class Frame:
     rgb: npt.NDArray[np.uint8]  # upright, scaled
     stored: npt.NDArray[np.uint8] | None  # as stored, when a rotation flag made them differ
     cut: bool = False  # off the time grid: a scene cut between samples (image-bank query only)
+    # The frame upright at up to FINER_FRAME_SIDE, made when asked (None: `rgb` is all there is).
+    finer: Callable[[], npt.NDArray[np.uint8]] | None = None
 
 
 # Scene cuts between samples: a picture flashed for a few frames falls between the time-grid
@@ -324,7 +327,9 @@ class PyAvSource:
             image = picture.image.resize(
                 scaled_size(picture.width, picture.height), Image.Resampling.BOX
             )
-            return Frame(0, 0.0, np.asarray(image, dtype=np.uint8), None)
+            return Frame(
+                0, 0.0, np.asarray(image, dtype=np.uint8), None, finer=_finer(picture.image)
+            )
         raise MediaRefused("corrupt", f"{media_type} attached picture holds no data")
 
     @staticmethod
@@ -354,15 +359,35 @@ class PyAvSource:
 
     @staticmethod
     def _convert(frame: av.VideoFrame, number: int, timestamp: float) -> Frame:
-        width, height = scaled_size(frame.width, frame.height)
-        # libswscale's area filter averages like Pillow's box reduce on the image path.
-        stored = np.asarray(
-            frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA"),
-            dtype=np.uint8,
-        )
+        stored = _scaled(frame, PDQ_SIDE)
         rotation = int(frame.rotation or 0)
         shown = upright(stored, rotation)
-        return Frame(number, timestamp, shown, stored if shown is not stored else None)
+        finer = None
+        if max(frame.width, frame.height) > PDQ_SIDE:
+            finer = partial(_finer_frame, frame, rotation)
+        return Frame(number, timestamp, shown, stored if shown is not stored else None, finer=finer)
+
+
+def _scaled(frame: av.VideoFrame, side: int) -> npt.NDArray[np.uint8]:
+    width, height = scaled_size(frame.width, frame.height, side)
+    # libswscale's area filter averages like Pillow's box reduce on the image path.
+    return np.asarray(
+        frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA"),
+        dtype=np.uint8,
+    )
+
+
+def _finer_frame(frame: av.VideoFrame, rotation: int) -> npt.NDArray[np.uint8]:
+    return upright(_scaled(frame, FINER_FRAME_SIDE), rotation)
+
+
+def _finer(image: Image.Image) -> Callable[[], npt.NDArray[np.uint8]] | None:
+    """A still frame (an animation's, cover art) at FINER_FRAME_SIDE, where PDQ_SIDE reduces it."""
+    if max(image.size) <= PDQ_SIDE:
+        return None
+    return lambda: np.asarray(
+        image.resize(scaled_size(*image.size, FINER_FRAME_SIDE), Image.Resampling.BOX), np.uint8
+    )
 
 
 class AnimationSource:
@@ -407,10 +432,9 @@ class AnimationSource:
                         delay = max(delay, self.interval)
                     at = sampler.shown(clock, clock + delay)
                     if at is not None:
-                        rgb = image.convert("RGB").resize(
-                            scaled_size(*image.size), Image.Resampling.BOX
-                        )
-                        yield Frame(index, at, np.asarray(rgb, dtype=np.uint8), None)
+                        full = image.convert("RGB")
+                        rgb = full.resize(scaled_size(*image.size), Image.Resampling.BOX)
+                        yield Frame(index, at, np.asarray(rgb, np.uint8), None, finer=_finer(full))
                     clock += delay
                     if clock > self.limits.max_duration_s:
                         break  # a looping animation's length is its frames, not a duration

@@ -452,7 +452,8 @@ class _VideoAnalysis:
             len(video.key_frames), partial(matcher.frames_shown, video.features), video.duration_s
         )
         for frame in video.key_frames:
-            found = evidence.add(frame, self.inspector.robust.match(frame.image()))
+            matches = self.inspector.robust.match(frame.image(), finer=frame.finer_image)
+            found = evidence.add(frame, matches)
             if found:
                 return found
         return []
