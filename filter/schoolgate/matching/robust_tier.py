@@ -39,8 +39,14 @@ from schoolgate.media.features import (
     judge_map,
     working_grey,
 )
+from schoolgate.media.framed_pictures import framed_pictures, lies_in
 from schoolgate.media.normalise import unsquash_map
-from schoolgate.media.photo_regions import region_views
+from schoolgate.media.photo_regions import (
+    MIN_REGION_SIDE,
+    busy_elsewhere,
+    photo_regions,
+    region_views,
+)
 from schoolgate.media.signals import (
     NEGATIVE_VIEW,
     SQUASH_RATIO,
@@ -289,6 +295,8 @@ class RobustTier:
 # Small pictures looked up on their own per query: a gallery screen of 4 x 5 thumbnails, or a
 # long chat's tiles, each showing a few (each costs a lookup, about 10-15 ms here).
 _MAX_SMALL_PICTURES = 20
+# A frame busier than this outside its regions may hold a picture that no region isolates.
+_BUSY_ELSEWHERE = 0.15
 
 
 def _small_pictures(
@@ -300,11 +308,31 @@ def _small_pictures(
     _MAX_SMALL_PICTURES; each frame is searched only when the ones before matched nothing."""
 
     def frames() -> Iterator[list[Image.Image]]:
-        yield region_views(working_grey(image) if luma is None else luma, image, finer)
+        yield _pictures_in(image, working_grey(image) if luma is None else luma, finer)
         for tile in query_tiles(image):  # a long picture keeps its short side when decoded
-            yield region_views(working_grey(tile), tile)
+            yield _pictures_in(tile, working_grey(tile))
 
     return islice((view for views in frames() for view in views), _MAX_SMALL_PICTURES)
+
+
+def _pictures_in(
+    frame: Image.Image, luma: np.ndarray, finer: Callable[[], Image.Image] | None = None
+) -> list[Image.Image]:
+    """A frame's pictures in plain frames (a chat's bubble over a photo wallpaper), where its
+    photo regions leave texture around them, then those of its photo regions. A framed picture
+    inside a region small enough to be looked up whole is not looked up again."""
+    regions = photo_regions(luma)
+    pictures = region_views(luma, frame, finer, regions)
+    looked_at = [box for box, whole in regions if whole]
+    # On a plain interface every picture is a region already; looking for frames costs 5 ms.
+    if pictures and busy_elsewhere(luma, looked_at) < _BUSY_ELSEWHERE:
+        return pictures
+    height, width = luma.shape
+    places = [(left / width, top / height, right / width, bottom / height)
+              for left, top, right, bottom in looked_at]  # fmt: skip
+    framed = [view for place, view in framed_pictures(frame, MIN_REGION_SIDE, finer)
+              if not any(lies_in(place, region) for region in places)]  # fmt: skip
+    return [*framed, *pictures]
 
 
 # An aspect ratio this far from the banked view's is a stretched copy to try undoing.

@@ -67,13 +67,10 @@ def photo_regions(luma: npt.NDArray[np.uint8]) -> list[tuple[Crop, bool]]:
     working frame that cover at most _MAX_CUT_SHARE of it, solid ones (mostly busy) first and
     then the largest, each with whether it is small enough to look up whole (at most half the
     frame); none for a photo (its one region is the frame) or a frame with no texture."""
-    height, width = luma.shape
-    rows, columns = height // _BLOCK, width // _BLOCK
+    blocks = _busy_blocks(luma)
+    rows, columns = blocks.shape
     if min(rows, columns) < 2 * _MIN_BLOCKS:
         return []
-    still = still_pixels(luma)[: rows * _BLOCK, : columns * _BLOCK]
-    busy_share = 1.0 - still.reshape(rows, _BLOCK, columns, _BLOCK).mean(axis=(1, 3))
-    blocks = (busy_share > _BUSY).astype(np.uint8)
     # One block's gap (a smooth patch of a photo, a thin line drawn across it) does not split
     # it. Closing wider, or growing regions through partly busy blocks, joined a photo to the
     # bubbles and captions beside it and lost more pictures than it found (measured).
@@ -95,10 +92,29 @@ def photo_regions(luma: npt.NDArray[np.uint8]) -> list[tuple[Crop, bool]]:
     return [(box, whole) for _, box, whole in found[:MAX_REGIONS]]
 
 
+def _busy_blocks(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """1 for each _BLOCK-px block of the working frame that is busy (mostly not flat)."""
+    rows, columns = luma.shape[0] // _BLOCK, luma.shape[1] // _BLOCK
+    still = still_pixels(luma)[: rows * _BLOCK, : columns * _BLOCK]
+    busy_share = 1.0 - still.reshape(rows, _BLOCK, columns, _BLOCK).mean(axis=(1, 3))
+    return (busy_share > _BUSY).astype(np.uint8)
+
+
+def busy_elsewhere(luma: npt.NDArray[np.uint8], boxes: list[Crop]) -> float:
+    """The share of the working frame that is busy outside `boxes` (in `luma`'s pixels): about
+    none on a plain interface once its pictures' regions are set aside, most of a chat over a
+    photo wallpaper."""
+    blocks = _busy_blocks(luma)
+    for left, top, right, bottom in boxes:
+        blocks[top // _BLOCK : -(-bottom // _BLOCK), left // _BLOCK : -(-right // _BLOCK)] = 0
+    return float(blocks.mean()) if blocks.size else 0.0
+
+
 def region_views(
     luma: npt.NDArray[np.uint8],
     image: Image.Image,
     finer: Callable[[], Image.Image] | None = None,
+    regions: list[tuple[Crop, bool]] | None = None,
 ) -> list[Image.Image]:
     """The pictures in the photo regions of `image`, whose working frame is `luma`. A small
     region is one picture, and each region is cut at its gutters into more (a large one with
@@ -106,9 +122,10 @@ def region_views(
     MIN_REGION_SIDE pixels on its short side, with a block's margin (a photo's edge blocks are
     partly flat). A region smaller in `image` than the working side is cropped from `finer()`
     where given (the picture decoded finer, asked for once): a JPEG screenshot is decoded at a
-    quarter of its size for the whole view, where a 260 px photo is 65 px."""
+    quarter of its size for the whole view, where a 260 px photo is 65 px. `regions`: the
+    frame's `photo_regions`, where already found."""
     views = []
-    for (left, top, right, bottom), whole in photo_regions(luma):
+    for (left, top, right, bottom), whole in photo_regions(luma) if regions is None else regions:
         source = image
         if finer is not None and max(right - left, bottom - top) * image.width < (
             WORK_SIDE * luma.shape[1]  # the region's long side in `image`, against WORK_SIDE
@@ -132,11 +149,11 @@ def region_views(
         else:
             pictures = [region.crop(cells[0])] if whole else []
         views += [view for view in pictures
-                  if min(view.size) >= MIN_REGION_SIDE and not _drawn(view)]  # fmt: skip
+                  if min(view.size) >= MIN_REGION_SIDE and not drawn(view)]  # fmt: skip
     return views
 
 
-def _drawn(view: Image.Image) -> bool:
+def drawn(view: Image.Image) -> bool:
     """Whether a picture is drawn (an avatar's initial, an icon, a sticker, a header), not a
     photo, by its content grid (too few photographic cells, as `hashes add` judges an item), and
     so not looked up: in the precision bench's 540 px chat screens looking up every region took

@@ -1,0 +1,193 @@
+"""Pictures in a plain frame over a busy background: a chat's picture in its bubble over a photo
+wallpaper, a poster on a patterned wall.
+
+`photo_regions` finds a small picture by its texture among the flat areas of an interface, at
+8 px blocks of the 512 px working frame. Over a photo wallpaper everything is busy, and the one
+thing that sets the picture apart is the bubble around it: a band of one tone about 10 px wide
+in a 1080 px screenshot, 2 px in the working frame. A banked picture of 250-600 px in such a
+chat was blocked 4 of 105 times (adversarial pass a59, F1).
+
+So, at up to DETECT_SIDE px, where such a band is 5 px: the flat pixels (their 3 x 3
+neighbourhood within a few grey levels) form regions, and a hole in one of them that is nearly
+a rectangle, mostly busy inside and not most of the frame is a framed picture: the contour
+hierarchy of the flat mask gives those holes directly. A frame within a frame (the picture in
+its bubble, the bubble on a dark sky) keeps the inner one. Only looked for when a frame has no
+photo regions, so a chat on a plain background costs nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from schoolgate.media.photo_regions import drawn
+
+Box = tuple[int, int, int, int]
+Place = tuple[float, float, float, float]  # left, top, right, bottom as shares of the frame
+
+DETECT_SIDE: Final = 1280  # px on the long side where frames are looked for, at most
+_FLAT_RANGE: Final = 4  # grey levels within a flat pixel's 3 x 3 neighbourhood (JPEG noise: 1-3)
+_CORNER: Final = 8  # px: how far a bar may end short of the frame's side (a rounded corner)
+_TONE: Final = 6.0  # grey levels between a frame's top and bottom
+_SIDE: Final = 0.8  # share of the box's height its left and right sides run flat
+_MAX_BARS: Final = 200  # bars paired, at most (text bubbles each give one or two)
+# Share of the picture's pixels that are not flat: a photo's 0.85-0.98, the rocket's under its
+# plain sky 0.47; a text bubble's a tenth to a fifth, and a brick wall's between two lines of
+# mortar 0.28-0.44 (mortar runs straight and flat, as a frame does).
+_BUSY: Final = 0.45
+_MAX_SHARE: Final = 0.6  # of the frame: a larger hole is the frame's own content
+_INNER: Final = 0.5  # a frame holding a framed picture this share of it gives way to it
+MAX_FRAMED: Final = 4  # per frame, the most photographic first
+
+
+def framed_pictures(
+    image: Image.Image, min_side: int, finer: Callable[[], Image.Image] | None = None
+) -> list[tuple[Place, Image.Image]]:
+    """The framed photos of `image` (drawn pictures left out, as `photo_regions` leaves them),
+    each with where it is (shares of the frame) and cropped at the finest decode at hand
+    (`finer()`, asked for only where `image` is under DETECT_SIDE), at least `min_side` px
+    across."""
+    source = image
+    if finer is not None and max(image.size) < DETECT_SIDE:
+        source = finer()
+    factor = -(-max(source.size) // DETECT_SIDE)  # a whole factor: a box reduce is cheap
+    grey = np.asarray(source.convert("L").reduce(factor), np.uint8)
+    height, width = grey.shape
+    found = []
+    for left, top, right, bottom in frame_holes(grey, max(1, round(min_side / factor))):
+        place = (left / width, top / height, right / width, bottom / height)
+        crop = (round(place[0] * source.width), round(place[1] * source.height),
+                round(place[2] * source.width), round(place[3] * source.height))  # fmt: skip
+        view = source.crop(crop)
+        if not drawn(view):
+            found.append((place, view))
+    return found
+
+
+def lies_in(place: Place, region: Place, share: float = 0.8) -> bool:
+    """Whether most of a place (shares of a frame) lies in a region of the same frame."""
+    wide = min(place[2], region[2]) - max(place[0], region[0])
+    high = min(place[3], region[3]) - max(place[1], region[1])
+    area = (place[2] - place[0]) * (place[3] - place[1])
+    return wide > 0 and high > 0 and wide * high >= share * area
+
+
+def frame_holes(grey: npt.NDArray[np.uint8], min_side: int) -> list[Box]:
+    """Boxes (left, top, right, bottom) of the pictures in `grey` held in a plain frame, at
+    least `min_side` px on each side and at most _MAX_SHARE of the frame, inner ones before the
+    frames around them, the most photographic first, at most MAX_FRAMED."""
+    height, width = grey.shape
+    if min(height, width) < min_side + 2:
+        return []
+    kernel = np.ones((3, 3), np.uint8)
+    spread = cv2.dilate(grey, kernel) - cv2.erode(grey, kernel)
+    flat = (spread <= _FLAT_RANGE).astype(np.uint8)
+    # A frame's sides are long straight runs of flat pixels. They do not meet: its rounded
+    # corners are anti-aliased, and joining them (closing the mask) also joined the frame to
+    # the flat parts of the picture beside it, across the picture's edge.
+    run = max(3, min_side // 2)
+    across = cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((1, run), np.uint8))
+    # (Contours, not connected components: those took 7 ms on an empty 640 px mask here.)
+    outlines, _ = cv2.findContours(across, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    bars = np.array([cv2.boundingRect(outline) for outline in outlines], np.int64).reshape(-1, 4)
+    bars = bars[bars[:, 2] >= min_side][:_MAX_BARS]  # (left, top, width, height)
+    tones = np.array([_tone(grey, np.asarray(across, np.uint8), bar) for bar in bars], np.float64)
+    pairs = _pairs(bars, tones, min_side)
+    if not len(pairs):
+        return []
+    down = np.asarray(cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((run, 1), np.uint8)), np.uint8)
+    found: list[tuple[float, Box]] = []
+    for upper, lower in pairs:
+        left = int(max(bars[upper, 0], bars[lower, 0]))
+        right = int(min(bars[upper, 0] + bars[upper, 2], bars[lower, 0] + bars[lower, 2]))
+        box = (left, int(bars[upper, 1] + bars[upper, 3]), right, int(bars[lower, 1]))
+        if not _sided(down, grey, box, tones[upper]):
+            continue
+        left, top, right, bottom = box = _inside_sides(flat, box)
+        if (right - left) * (bottom - top) > _MAX_SHARE * width * height:
+            continue
+        busy = 1.0 - float(flat[top:bottom, left:right].mean())
+        if busy < _BUSY:
+            continue
+        found.append((busy, box))
+    found.sort(reverse=True)  # the most photographic first
+    boxes = [box for _, box in found]
+    inner = [box for box in boxes if not any(_holds(box, other) for other in boxes)]
+    return inner[:MAX_FRAMED]
+
+
+def _tone(
+    grey: npt.NDArray[np.uint8], bars: npt.NDArray[np.uint8], bar: npt.NDArray[np.int64]
+) -> float:
+    """A bar's grey level (the mean of its pixels)."""
+    left, top, wide, high = (int(v) for v in bar)
+    pixels = grey[top : top + high, left : left + wide][
+        bars[top : top + high, left : left + wide] > 0
+    ]
+    return float(pixels.mean()) if pixels.size else -1.0
+
+
+def _pairs(
+    bars: npt.NDArray[np.int64], tones: npt.NDArray[np.float64], min_side: int
+) -> list[tuple[int, int]]:
+    """Pairs of bars (indices) that could be a frame's top and bottom: as wide as each other
+    (each end within _CORNER px), of one tone (a bubble's colour, not the background's below
+    it), the second at least `min_side` px below the first."""
+    left, top, wide, high = bars.T
+    right, bottom = left + wide, top + high
+    upper, lower = np.nonzero(
+        (np.abs(left[:, None] - left[None, :]) <= _CORNER)
+        & (np.abs(right[:, None] - right[None, :]) <= _CORNER)
+        & (np.abs(tones[:, None] - tones[None, :]) <= _TONE)
+        & (top[None, :] - bottom[:, None] >= min_side)
+    )
+    return list(zip(upper.tolist(), lower.tolist(), strict=True))
+
+
+def _sided(down: npt.NDArray[np.uint8], grey: npt.NDArray[np.uint8], box: Box, tone: float) -> bool:
+    """Whether straight flat runs (`down`) of the frame's tone flank the box on the left and on
+    the right for most of its height (within 2 * _CORNER px of its sides: a rounded corner's
+    bar ends short of the side)."""
+    left, top, right, bottom = box
+    inward = _CORNER // 2  # a bar may also reach a few pixels past the side's flat middle
+    sides = (
+        slice(max(0, left - 2 * _CORNER), left + inward),
+        slice(max(0, right - inward), right + 2 * _CORNER),
+    )
+    for columns in sides:
+        runs = down[top:bottom, columns] > 0
+        framed = runs & (np.abs(grey[top:bottom, columns].astype(np.float64) - tone) <= _TONE)
+        if not framed.size or float(framed.mean(axis=0).max()) < _SIDE:
+            return False
+    return True
+
+
+def _inside_sides(flat: npt.NDArray[np.uint8], box: Box) -> Box:
+    """The box less the frame's sides where a bar reached across them: within _CORNER columns
+    of each side, up to the innermost column that is flat all down the box."""
+    left, top, right, bottom = box
+    plain = np.flatnonzero(flat[top:bottom, left:right].mean(axis=0) >= _SIDE)
+    width = right - left
+    on_left, on_right = plain[plain < _CORNER], plain[plain >= width - _CORNER]
+    return (
+        left + (int(on_left[-1]) + 1 if on_left.size else 0),
+        top,
+        left + (int(on_right[0]) if on_right.size else width),
+        bottom,
+    )
+
+
+def _holds(outer: Box, inner: Box) -> bool:
+    """Whether `inner` lies within `outer` and covers at least _INNER of it."""
+    if inner == outer:
+        return False
+    within = (inner[0] >= outer[0] and inner[1] >= outer[1]
+              and inner[2] <= outer[2] and inner[3] <= outer[3])  # fmt: skip
+    outer_area = (outer[2] - outer[0]) * (outer[3] - outer[1])
+    inner_area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return within and inner_area >= _INNER * outer_area

@@ -1,0 +1,130 @@
+"""A banked photo in a chat with a photo wallpaper: the picture's bubble, a plain frame about
+10 px wide, is the one thing that sets it apart from the busy wallpaper around it, and a banked
+picture of 250-600 px in such a chat went through 101 of 105 times (adversarial pass a59, F1).
+Framed pictures (media/framed_pictures.py) are looked up when a frame has no photo regions.
+Banked with `hashes add`, judged as the proxy judges; benign pictures only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance
+
+from schoolgate.media.framed_pictures import frame_holes, framed_pictures
+from tests.support.imagery import skimage_photo
+from tests.test_robust_precision import Bank
+from tests.test_small_pictures import BANKED, OTHERS, WORDS, bank
+
+__all__ = ["bank"]  # the banked photos of test_small_pictures, banked with `hashes add`
+
+WALLPAPERS = ("grass", "gravel", "brick", "hubble_deep_field")
+
+
+def wallpaper_chat(
+    photo: Image.Image, width: int, wallpaper: str, seed: int = 0, dark: bool = False
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A 1080 x 2340 chat over a photo wallpaper: header, text bubbles, `photo` `width` px wide
+    in a bubble (a 10 px frame, the time below it, rounded corners), more bubbles, the input
+    bar; and where the photo is."""
+    rng = np.random.default_rng(seed)
+    wall = skimage_photo(wallpaper).convert("RGB").resize((1080, 2340), Image.Resampling.BICUBIC)
+    screen = ImageEnhance.Brightness(wall).enhance(0.5 if dark else 0.8)
+    draw = ImageDraw.Draw(screen)
+    bubble, ink = ((32, 44, 51), (230, 230, 230)) if dark else ((255, 255, 255), (20, 20, 20))
+    draw.rectangle((0, 0, 1080, 200), fill=(7, 94, 84))
+    draw.text((190, 110), "Sam", fill=(255, 255, 255), font_size=44)
+    y = 240
+    for _ in range(int(rng.integers(1, 3))):
+        left = int(rng.choice([30, 520]))
+        draw.rounded_rectangle((left, y, left + 500, y + 90), 24, fill=bubble)
+        draw.text((left + 22, y + 24), str(rng.choice(WORDS)), fill=ink, font_size=34)
+        y += 110
+    small = photo.convert("RGB").resize(
+        (width, round(photo.height * width / photo.width)), Image.Resampling.LANCZOS
+    )
+    left = int(rng.choice([50, 1080 - width - 50]))
+    draw.rounded_rectangle((left - 10, y - 10, left + width + 10, y + small.height + 50), 20,
+                           fill=bubble)  # fmt: skip
+    screen.paste(small, (left, y))
+    draw.text((left + width - 110, y + small.height + 8), "12:03", fill=ink, font_size=26)
+    where = (left, y, left + width, y + small.height)
+    y += small.height + 80
+    while y < 2340 - 400:
+        left = int(rng.choice([30, 520]))
+        draw.rounded_rectangle((left, y, left + 480, y + 90), 24, fill=bubble)
+        draw.text((left + 22, y + 24), str(rng.choice(WORDS)), fill=ink, font_size=34)
+        y += 110
+    draw.rectangle((0, 2340 - 140, 1080, 2340), fill=(7, 94, 84))
+    return screen, where
+
+
+@pytest.mark.parametrize("dark", [False, True])
+@pytest.mark.parametrize("wallpaper", WALLPAPERS)
+@pytest.mark.parametrize("width", [250, 600])
+def test_a_picture_in_its_bubble_over_a_photo_wallpaper_is_found(
+    wallpaper: str, width: int, dark: bool
+) -> None:
+    screen, (left, top, right, bottom) = wallpaper_chat(
+        skimage_photo("coffee"), width, wallpaper, seed=width, dark=dark
+    )
+    views = [view for _, view in framed_pictures(screen, 96)]
+    assert len(views) == 1
+    # Within a few pixels of the picture (the frame is found at half the screen's size).
+    assert abs(views[0].width - (right - left)) <= 8
+    assert abs(views[0].height - (bottom - top)) <= 8
+
+
+def test_text_bubbles_photos_and_plain_screens_hold_no_framed_picture() -> None:
+    """A text bubble is a frame around nothing but flat colour and text; a photo's own flat
+    parts (a sky, a wall) are not a frame around the rest of it."""
+    text_only, _ = wallpaper_chat(Image.new("RGB", (4, 4)), 4, "grass")
+    covered = text_only.copy()
+    ImageDraw.Draw(covered).rectangle((0, 600, 1080, 1100), fill=(7, 94, 84))  # no picture
+    assert framed_pictures(covered, 96) == []
+    for name in ("astronaut", "rocket", "camera", "coffee", "chelsea", "moon", "text", "grass"):
+        assert framed_pictures(skimage_photo(name).convert("RGB"), 96) == [], name
+
+
+def test_a_framed_box_needs_all_four_sides() -> None:
+    """Noise with a plain top and bottom bar but nothing down its sides is not framed, and a
+    frame's rounded corners do not stop it being one."""
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (400, 400), dtype=np.uint8)
+    grey[100:104, 80:320] = 240  # top bar
+    grey[300:330, 80:320] = 240  # bottom bar (the time's strip)
+    assert frame_holes(grey, 60) == []
+    grey[104:300, 80:84] = 240  # left side
+    grey[104:300, 316:320] = 240  # right side
+    grey[100:106, 80:86] = rng.integers(0, 256, (6, 6))  # an anti-aliased rounded corner
+    (left, top, right, bottom), *rest = frame_holes(grey, 60)
+    assert rest == []
+    # The picture is (84, 104, 316, 300): a bar ends short of a side by its rounded corner.
+    assert abs(top - 104) <= 2
+    assert abs(bottom - 300) <= 2
+    assert 83 <= left <= 84 + 8
+    assert 316 - 8 <= right <= 317  # (the side's blurred inner line may stay)
+
+
+# The rocket's pale sky runs into its white bubble's frame with no edge between them: the frame
+# is not found (documented). On a plain interface its photo region is.
+FRAMED = tuple(name for name in BANKED if name != "rocket")
+
+
+@pytest.mark.parametrize("wallpaper", WALLPAPERS)
+@pytest.mark.parametrize("name", FRAMED)
+def test_a_banked_photo_in_a_chat_with_a_photo_wallpaper_is_blocked(
+    bank: Bank, name: str, wallpaper: str
+) -> None:
+    screen, _ = wallpaper_chat(skimage_photo(name), 400, wallpaper, seed=len(name))
+    assert bank.blocked(screen, "PNG")
+    assert bank.blocked(screen, "JPEG")
+
+
+@pytest.mark.parametrize("wallpaper", WALLPAPERS)
+@pytest.mark.parametrize("name", OTHERS)
+def test_another_photo_in_a_chat_with_the_same_wallpaper_is_not_blocked(
+    bank: Bank, name: str, wallpaper: str
+) -> None:
+    screen, _ = wallpaper_chat(skimage_photo(name), 400, wallpaper, seed=len(name))
+    assert not bank.blocked(screen, "PNG")
+    assert not bank.blocked(screen, "JPEG")
