@@ -32,7 +32,7 @@ from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_picture
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus, worth_a_look
-from schoolgate.media.containers import whole_video
+from schoolgate.media.containers import whole_gif, whole_video
 from schoolgate.media.cutshort import as_shown, shows_part
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
@@ -303,6 +303,7 @@ class UploadInspector:
                 complete.append(restored_start(early) or early)  # the service holds it whole
             elif (part := runtime.sessions.partial(client, app, chunk.session_id)) and (
                 shows_part(part[0])  # a cut JPEG's or PNG's rows, a video's frames (cutshort)
+                or _held_whole(part[0])  # a GIF or WebP the closing request has yet to end (a60 F1)
             ):
                 partial.append((chunk.session_id, as_shown(*part)))
         return complete, partial
@@ -435,7 +436,7 @@ def _held_whole(data: bytes) -> bool:
     (a47 F1, F2; a58 F3: a video's chunks of unknown total)."""
     restored = restored_start(data)
     return any(
-        whole_picture(candidate) or whole_video(candidate)
+        whole_picture(candidate) or whole_gif(candidate) or whole_video(candidate)
         for candidate in (data, restored)
         if candidate is not None
     )

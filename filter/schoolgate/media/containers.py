@@ -104,6 +104,34 @@ def whole_video(data: bytes) -> bool:
     return Truncation.whole(data, sniff(data))
 
 
+def whole_gif(data: bytes) -> bool:
+    """Whether `data` starts with a GIF that has come to its trailer, found by walking its
+    blocks (a search for the trailer byte would find one inside image data). An upload
+    protocol's data request holding a whole GIF reached the service before its closing request
+    was refused (a60 F1: its frames were never looked at)."""
+    if not data.startswith((b"GIF87a", b"GIF89a")) or len(data) < 13:
+        return False
+    flags = data[10]
+    position = 13 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
+    while position < len(data):
+        block = data[position]
+        if block == 0x3B:
+            return True
+        if block == 0x2C:  # image descriptor, its local colour table, the LZW code size
+            if position + 10 > len(data):
+                return False
+            local = data[position + 9]
+            position += 11 + (3 << ((local & 0x07) + 1) if local & 0x80 else 0)
+        elif block == 0x21:  # an extension: its label
+            position += 2
+        else:
+            return False  # not a block: no GIF past here
+        while position < len(data) and data[position]:  # sub-blocks up to a zero length
+            position += 1 + data[position]
+        position += 1
+    return False
+
+
 # The demuxer the magic bytes named, so a file cannot steer libavformat into another one (an
 # HLS playlist with file:// entries is the classic).
 DEMUXERS: dict[MediaType, str] = {
