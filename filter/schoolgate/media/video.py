@@ -275,7 +275,7 @@ class VideoHasher:
                 dense_samples=DENSE_SAMPLES if self.samples > 1 else None,
             )
         elif media_type.kind is MediaKind.IMAGE:
-            source = AnimationSource(self.limits, budget, interval)
+            source = AnimationSource(self.limits, budget, interval, cuts=self.stills)
         else:
             raise MediaRefused("unsupported", "not a recognised video or animation (magic bytes)")
         features: list[VpdqFeature] = []

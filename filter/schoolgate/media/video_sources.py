@@ -42,6 +42,7 @@ _TRUNCATION_CUES = ("moov atom not found", "end of file", "truncat", "eof")
 
 
 _GIF_DEFAULT_DELAY_S = 0.1  # browsers show 0-delay GIF frames for 100 ms
+_SHORTEST_DELAY_S = 0.0105  # and frames of 10 ms or less (Chromium, Firefox; any animation)
 
 
 @dataclass
@@ -94,6 +95,18 @@ def _luma_grid(frame: av.VideoFrame) -> npt.NDArray[np.int16] | None:
     ys = np.linspace(0, height - 1, 16).astype(np.intp)
     xs = np.linspace(0, width - 1, 16).astype(np.intp)
     return rows[np.ix_(ys, xs)].astype(np.int16)
+
+
+def _frame_grid(image: Image.Image) -> npt.NDArray[np.int16]:
+    """A 16x16 sample of an animation frame's luma (nearest pixels: no full conversion)."""
+    return np.asarray(image.resize((16, 16), Image.Resampling.NEAREST).convert("L"), np.int16)
+
+
+def _changed(grid: npt.NDArray[np.int16] | None, previous: npt.NDArray[np.int16] | None) -> bool:
+    """Whether a frame's luma grid differs from the one before it as a scene cut does."""
+    if grid is None or previous is None:
+        return False
+    return float(np.abs(grid - previous).mean()) > _CUT_THRESHOLD
 
 
 class Sampler:
@@ -394,10 +407,13 @@ class AnimationSource:
     """Frames of an animated image (GIF, APNG, animated WebP) sampled by their display times,
     and every page of a multi-page TIFF."""
 
-    def __init__(self, limits: VideoLimits, budget: Budget, interval: float) -> None:
+    def __init__(
+        self, limits: VideoLimits, budget: Budget, interval: float, cuts: bool = False
+    ) -> None:
         self.limits = limits
         self.budget = budget
         self.interval = interval
+        self.cuts = cuts  # also give the frames that change the picture between samples
         self.width = self.height = 0
         self.duration_s: float | None = None
         self.decoded = 0
@@ -416,6 +432,8 @@ class AnimationSource:
                     raise MediaRefused("frame_cap", f"{media_type} has more than {cap:,} frames")
                 sampler = Sampler(self.interval)
                 clock = 0.0
+                previous: npt.NDArray[np.int16] | None = None
+                cuts = 0
                 for index in range(count):
                     self.budget.check()
                     image.seek(index)
@@ -425,16 +443,27 @@ class AnimationSource:
                     image.load()
                     self.decoded += 1
                     delay = float(image.info.get("duration") or 0) / 1000
-                    delay = delay if delay > 0 else _GIF_DEFAULT_DELAY_S
+                    # Browsers show a frame of 10 ms or less for 100 ms (a60 F6: at 10 ms a
+                    # 40-frame GIF read as 0.4 s long, and 2 of its frames were looked at).
+                    delay = delay if delay > _SHORTEST_DELAY_S else _GIF_DEFAULT_DELAY_S
                     if media_type is MediaType.TIFF:
                         # Pages, not frames: each is looked at as long as the sampler needs to
                         # take it (adversarial pass a5: a banked picture on page 2 passed).
                         delay = max(delay, self.interval)
                     at = sampler.shown(clock, clock + delay)
-                    if at is not None:
+                    grid = _frame_grid(image) if self.cuts else None
+                    changed = _changed(grid, previous)
+                    previous = grid
+                    # A picture between samples (a loop of two frames, a flicker) is on screen
+                    # all the same: its frame is asked about too (image bank), as a video's cuts.
+                    cut = at is None and changed and cuts < _MAX_CUTS
+                    if at is not None or cut:
+                        cuts += cut
                         full = image.convert("RGB")
                         rgb = full.resize(scaled_size(*image.size), Image.Resampling.BOX)
-                        yield Frame(index, at, np.asarray(rgb, np.uint8), None, finer=_finer(full))
+                        shown = clock if at is None else at
+                        yield Frame(index, shown, np.asarray(rgb, np.uint8), None, cut=cut,
+                                    finer=_finer(full))  # fmt: skip
                     clock += delay
                     if clock > self.limits.max_duration_s:
                         break  # a looping animation's length is its frames, not a duration
