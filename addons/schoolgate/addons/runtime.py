@@ -145,14 +145,27 @@ class Runtime:
             log.exception("could not audit %s", event)
 
     def unavailable(
-        self, ctx: InspectionContext, failure: str, detail: str, action: str | None = None
+        self,
+        ctx: InspectionContext,
+        failure: str,
+        detail: str,
+        action: str | None = None,
+        data: bytes | None = None,
     ) -> Verdict:
         """A fail-policy verdict (or `action`, when the proxy already acted), recorded and
-        counted."""
+        counted; with `data`, its digests recorded and looked up (call off the event loop)."""
         self.count(f"unavailable_{failure}")
-        verdict = self.inspector.evaluate_unavailable(ctx, failure, detail, action)
+        verdict = self.inspector.evaluate_unavailable(ctx, failure, detail, action, data)
         self.record(verdict)
         return verdict
+
+    async def unjudged(
+        self, data: bytes, ctx: InspectionContext, failure: str, detail: str
+    ) -> Verdict:
+        """`unavailable` for an item no worker judged (overload, timeout): its digests are
+        computed in a thread (a 64 MiB body takes a few hundred ms), and a banked file itself is
+        still a match (a60 F3: blocked as `overload` with no hashes and no alert)."""
+        return await asyncio.to_thread(self.unavailable, ctx, failure, detail, None, data)
 
     async def judge(self, data: bytes, ctx: InspectionContext) -> Verdict:
         """Evaluate one item in the pool; overload, timeout and bugs become fail-policy verdicts."""
@@ -169,9 +182,9 @@ class Runtime:
             device = ctx.mac or ctx.client_ip or ""
             verdict = await self.pool.run(self.inspector.evaluate, data, ctx, key=device)
         except Overloaded as exc:
-            return self.unavailable(ctx, "overload", str(exc))
+            return await self.unjudged(data, ctx, "overload", str(exc))
         except InspectTimeout as exc:
-            return self.unavailable(ctx, "timeout", str(exc))
+            return await self.unjudged(data, ctx, "timeout", str(exc))
         except Exception as exc:  # a bug must become a decision, never a lost one
             log.exception("inspection crashed")
             return self.unavailable(ctx, "error", type(exc).__name__)

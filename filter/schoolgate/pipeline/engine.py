@@ -29,7 +29,7 @@ from schoolgate.matching.robust_tier import RobustTier
 from schoolgate.matching.snapshot import StoreSnapshot
 from schoolgate.matching.video import VideoMatcher, video_matchers
 from schoolgate.media.cutshort import shown_rows
-from schoolgate.media.hashing import PdqHash, exact_hashes, pdq_hash, stretched_pdq
+from schoolgate.media.hashing import PdqHash, pdq_hash, stretched_pdq
 from schoolgate.media.normalise import analysis_views
 from schoolgate.media.recolour import COLOUR_UNDOS
 from schoolgate.media.signals import decode_for_analysis, matching_video_hasher, screens, view_pdq
@@ -38,7 +38,8 @@ from schoolgate.media.video import VideoHashes, VpdqFeature
 from schoolgate.media.video_sources import count_video_streams
 from schoolgate.pipeline.audit import AuditLog
 from schoolgate.pipeline.policy import Policy
-from schoolgate.pipeline.verdict import FAILURES, Findings, InspectionContext, Verdict
+from schoolgate.pipeline.unjudged import exact_findings, unjudged_findings
+from schoolgate.pipeline.verdict import Findings, InspectionContext, Verdict
 
 __all__ = ["InspectionContext", "Inspector", "Verdict"]
 
@@ -131,20 +132,20 @@ class Inspector:
         return self.policy.decide(ctx, findings)
 
     def evaluate_unavailable(
-        self, ctx: InspectionContext, failure: str, detail: str, action: str | None = None
+        self,
+        ctx: InspectionContext,
+        failure: str,
+        detail: str,
+        action: str | None = None,
+        data: bytes | None = None,
     ) -> Verdict:
         """A verdict for something that could not be inspected (oversize, timeout, overload, ...).
 
         `action` ("block" | "allow") overrides the group's fail policy; the proxy passes the
-        endpoint catalog's action for apps that cannot be inspected ("not_inspectable").
+        endpoint catalog's action for apps that cannot be inspected ("not_inspectable"). `data`,
+        where at hand, gets its exact findings (pipeline.unjudged).
         """
-        if failure not in FAILURES:
-            raise ValueError(f"unknown failure kind {failure!r}; expected one of {FAILURES}")
-        if action not in (None, "block", "allow"):
-            raise ValueError(f"unknown action {action!r}")
-        findings = Findings(
-            size=ctx.size, failure=failure, failure_detail=detail, failure_action=action
-        )
+        findings = unjudged_findings(ctx.size, failure, detail, action, data, self.matcher)
         return self.policy.decide(ctx, findings)
 
     def record(self, verdict: Verdict) -> None:
@@ -163,16 +164,11 @@ class Inspector:
         self.store.close()
 
     def _findings(self, data: bytes, ctx: InspectionContext, classify: bool) -> Findings:
-        exact = exact_hashes(data)
-        hashes: dict[str, str | int] = {
-            "sha256": exact.sha256,
-            "md5": exact.md5,
-            "sha1": exact.sha1,
-        }
         media_type = sniff(data)
         matcher = self.matcher
-        matches: list[BankMatch] = matcher.match_exact(exact)
-        base = Findings(media_type=media_type.value, size=len(data), hashes=hashes)
+        exact = exact_findings(data, matcher)
+        hashes, matches = dict(exact.hashes), list(exact.matches)
+        base = replace(exact, media_type=media_type.value, matches=())
 
         if media_type.kind is MediaKind.VIDEO:
             if matches:  # the banked file itself: decoding it could not change the verdict
@@ -250,7 +246,7 @@ class Inspector:
             claimed += recolour_claimed
             refuted += self._refuted(recolour_claimed, recoloured, [recoloured])
         matches.extend(m for m in claimed if m not in refuted)
-        exempt = matcher.exemptions.of(exact.sha256)
+        exempt = matcher.exemptions.of(str(hashes["sha256"]))
         if not [m for m in matches if f"bank:{m.bank}" not in exempt]:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
             # A match this file is exempted from does not count: the other banks are asked.
