@@ -171,6 +171,43 @@ def test_items_waiting_when_the_pool_shuts_down_get_a_decision() -> None:
     assert isinstance(waiting, Overloaded)
 
 
+def test_videos_take_turns_in_their_slots_while_photos_go_on() -> None:
+    """Two pupils' long videos at once both ran past the video time budget on a 2-core box,
+    each within it alone (a60 F4): one heavy slot, so the second video waits, and a photo sent
+    meanwhile runs on the other worker."""
+    pool = InspectionPool(workers=2, max_queue=8, timeout_s=10, max_wait_s=10, heavy_slots=1)
+    started: list[str] = []
+    gates = {name: threading.Event() for name in ("video-a", "video-b", "photo")}
+
+    def work(name: str) -> str:
+        started.append(name)
+        gates[name].wait(5)
+        return name
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(pool.run(work, "video-a", key="a", heavy=True))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(pool.run(work, "video-b", key="b", heavy=True))
+        photo = asyncio.ensure_future(pool.run(work, "photo", key="c"))
+        await asyncio.sleep(0.05)
+        assert started == ["video-a", "photo"]  # the second video waits for the slot
+        gates["photo"].set()
+        await photo
+        await asyncio.sleep(0.05)
+        assert started == ["video-a", "photo"]  # a free worker is not a free video slot
+        gates["video-a"].set()
+        gates["video-b"].set()
+        return list(await asyncio.gather(first, second))
+
+    try:
+        assert asyncio.run(main()) == ["video-a", "video-b"]
+        assert started == ["video-a", "photo", "video-b"]
+    finally:
+        for gate in gates.values():
+            gate.set()
+        pool.shutdown()
+
+
 @pytest.mark.parametrize(
     ("accept", "html"),
     [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,29 @@ def test_a_banked_file_no_worker_could_judge_is_still_a_match(
     assert unjudged.findings.failure == failure
     assert unjudged.findings.hashes["sha256"] == hashlib.sha256(other).hexdigest()
     assert unjudged.findings.size == len(other)
+
+
+def test_videos_are_judged_in_the_pools_heavy_slots(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Videos run a few at a time (as many as the cores their decoders need: a60 F4)."""
+    from tests.support import video_fixtures as vf
+
+    clip = vf.encode(vf.scene_frames(seed=71, seconds=1).frames, 10)
+    photo = encode(skimage_photo("coffee"), "JPEG", quality=90)
+    asked: list[bool] = []
+    with catalog_upload_addon(data_dir, tmp_path, None) as inspector:
+        runtime = inspector.ref.get()
+        assert runtime.pool.heavy_slots >= 1
+        real_run = runtime.pool.run
+
+        async def run(
+            fn: Callable[..., object], *args: object, key: str = "", heavy: bool = False
+        ) -> object:
+            asked.append(heavy)
+            return await real_run(fn, *args, key=key, heavy=heavy)
+
+        monkeypatch.setattr(runtime.pool, "run", run)
+        asyncio.run(runtime.judge(clip, CTX))
+        asyncio.run(runtime.judge(photo, CTX))
+    assert asked == [True, False]

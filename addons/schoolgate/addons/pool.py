@@ -29,6 +29,7 @@ class _Job:
     args: tuple[object, ...]
     started: asyncio.Event
     loop: asyncio.AbstractEventLoop
+    heavy: bool = False
     future: Future[Any] = field(default_factory=Future)
     started_at: float = 0.0
 
@@ -52,6 +53,11 @@ class InspectionPool:
     issue 16). A key alone may use every worker and place; while other keys have items, it runs
     on at most half the workers and is refused new items past half the places.
 
+    Heavy items (videos) run at most `heavy_slots` at a time: a video's decoder takes several
+    cores, and two pupils' 2-minute recordings judged side by side on a 2-core box both ran past
+    the video time budget, each judged alone within it (a60 F4); the other workers go on with
+    photos meanwhile.
+
     The inspection budget (`timeout_s`) starts when a worker takes the item up, and the wait for a
     worker has its own bound (`max_wait_s`). One budget for both made a pupil who sent fourteen
     long screenshots at once see the last few blocked as timeouts, each judged in a second and a
@@ -59,7 +65,12 @@ class InspectionPool:
     """
 
     def __init__(
-        self, workers: int, max_queue: int, timeout_s: float, max_wait_s: float | None = None
+        self,
+        workers: int,
+        max_queue: int,
+        timeout_s: float,
+        max_wait_s: float | None = None,
+        heavy_slots: int | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -67,6 +78,8 @@ class InspectionPool:
         self.capacity = workers + max(0, max_queue)
         self.timeout_s = timeout_s
         self.max_wait_s = timeout_s if max_wait_s is None else max_wait_s
+        self.heavy_slots = workers if heavy_slots is None else max(1, heavy_slots)
+        self._running_heavy = 0
         self.running_share = max(1, workers // 2)
         self.flight_share = max(self.running_share, self.capacity // 2)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="schoolgate-inspect")
@@ -83,10 +96,13 @@ class InspectionPool:
         """Items queued or running, including ones whose caller already timed out."""
         return self._in_flight
 
-    async def run[T](self, fn: Callable[..., T], *args: object, key: str = "") -> T:
-        """Run `fn(*args)` in a worker, in `key`'s turn; raises Overloaded (no place, or no worker
-        within `max_wait_s`) or InspectTimeout (running longer than `timeout_s`)."""
-        job = _Job(key, fn, args, asyncio.Event(), asyncio.get_running_loop())
+    async def run[T](
+        self, fn: Callable[..., T], *args: object, key: str = "", heavy: bool = False
+    ) -> T:
+        """Run `fn(*args)` in a worker, in `key`'s turn (a `heavy` item, a video, only while
+        fewer than `heavy_slots` run); raises Overloaded (no place, or no worker within
+        `max_wait_s`) or InspectTimeout (running longer than `timeout_s`)."""
+        job = _Job(key, fn, args, asyncio.Event(), asyncio.get_running_loop(), heavy)
         with self._lock:
             if self._in_flight >= self.capacity:
                 raise Overloaded(f"{self._in_flight} items in flight (cap {self.capacity})")
@@ -154,20 +170,24 @@ class InspectionPool:
                 return
             self._running += 1
             self._running_by_key[job.key] += 1
+            self._running_heavy += job.heavy
             try:
                 self._executor.submit(self._execute, job)
             except RuntimeError:  # shut down
                 self._running -= 1
                 self._running_by_key[job.key] -= 1
+                self._running_heavy -= job.heavy
                 self._release(job.key)
                 job.future.cancel()
                 return
 
     def _next(self) -> _Job | None:
         """The first waiting key (in turn order) under its running share, which binds only while
-        another key waits; the key goes to the back of the turn order."""
+        another key waits, whose next item may start (a heavy one only in a free heavy slot);
+        the key goes to the back of the turn order."""
         crowded = len(self._waiting) > 1
-        keys = list(self._waiting)
+        heavy_full = self._running_heavy >= self.heavy_slots
+        keys = [k for k in self._waiting if not (heavy_full and self._waiting[k][0].heavy)]
         under = [k for k in keys if not crowded or self._running_by_key[k] < self.running_share]
         for key in under or keys[:1]:  # every waiting key at its share: no worker idles
             queue = self._waiting.pop(key)
@@ -192,6 +212,7 @@ class InspectionPool:
         # out, it is no longer in flight.
         with self._lock:
             self._running -= 1
+            self._running_heavy -= job.heavy
             self._running_by_key[job.key] -= 1
             if self._running_by_key[job.key] <= 0:
                 del self._running_by_key[job.key]

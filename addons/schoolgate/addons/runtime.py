@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from schoolgate.endpoints.reassembly import UploadSessions
 from schoolgate.gateway.addressbook import ADDRESS_BOOK, AddressBook
 from schoolgate.gateway.leases import LeaseTable
 from schoolgate.gateway.neighbours import NeighbourTable, vlan_of
+from schoolgate.media.sniff import MediaKind, sniff
 from schoolgate.monitoring import metrics
 from schoolgate.pipeline.engine import Inspector
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
@@ -50,8 +52,10 @@ class Runtime:
         catalog = load_catalog(list(config.proxy.endpoints_files))
         inspector = Inspector.from_config(config)
         proxy = config.proxy
+        # Videos at once: as many as there are cores for their decoders' threads.
+        heavy = max(1, (os.cpu_count() or 1) // max(1, config.limits.video.decode_threads))
         pool = InspectionPool(
-            proxy.workers, proxy.max_queue, proxy.inspect_timeout_s, proxy.max_wait_s
+            proxy.workers, proxy.max_queue, proxy.inspect_timeout_s, proxy.max_wait_s, heavy
         )
         cap = config.proxy.max_held_body_bytes
         sessions = UploadSessions(max_session_bytes=cap, max_total_bytes=max(cap, 4 * cap))
@@ -180,7 +184,9 @@ class Runtime:
         started = time.perf_counter()
         try:
             device = ctx.mac or ctx.client_ip or ""
-            verdict = await self.pool.run(self.inspector.evaluate, data, ctx, key=device)
+            heavy = sniff(data).kind is MediaKind.VIDEO
+            verdict = await self.pool.run(self.inspector.evaluate, data, ctx, key=device,
+                                          heavy=heavy)  # fmt: skip
         except Overloaded as exc:
             return await self.unjudged(data, ctx, "overload", str(exc))
         except InspectTimeout as exc:
