@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -89,8 +90,12 @@ def test_a_devices_burst_waits_its_turn_and_each_item_gets_its_whole_budget() ->
         pool.shutdown()
 
 
-def test_an_item_that_waits_too_long_for_a_worker_is_an_overload_and_never_runs() -> None:
-    pool = InspectionPool(workers=1, max_queue=4, timeout_s=10, max_wait_s=0.1)
+def _one_worker(
+    max_wait_s: float,
+) -> tuple[InspectionPool, threading.Event, list[str], Callable[[str], str]]:
+    """A pool of one worker, an event that releases its work, the names of the work that ran,
+    and the work (it records its name, then waits for the event)."""
+    pool = InspectionPool(workers=1, max_queue=4, timeout_s=10, max_wait_s=max_wait_s)
     release = threading.Event()
     ran: list[str] = []
 
@@ -98,6 +103,12 @@ def test_an_item_that_waits_too_long_for_a_worker_is_an_overload_and_never_runs(
         ran.append(name)
         release.wait(5)
         return name
+
+    return pool, release, ran, work
+
+
+def test_an_item_that_waits_too_long_for_a_worker_is_an_overload_and_never_runs() -> None:
+    pool, release, ran, work = _one_worker(max_wait_s=0.1)
 
     async def main() -> None:
         first = asyncio.ensure_future(pool.run(work, "first"))
@@ -118,14 +129,7 @@ def test_an_item_that_waits_too_long_for_a_worker_is_an_overload_and_never_runs(
 
 
 def test_a_caller_that_leaves_gives_back_its_place_in_the_queue() -> None:
-    pool = InspectionPool(workers=1, max_queue=4, timeout_s=10, max_wait_s=10)
-    release = threading.Event()
-    ran: list[str] = []
-
-    def work(name: str) -> str:
-        ran.append(name)
-        release.wait(5)
-        return name
+    pool, release, ran, work = _one_worker(max_wait_s=10)
 
     async def main() -> None:
         first = asyncio.ensure_future(pool.run(work, "first"))
