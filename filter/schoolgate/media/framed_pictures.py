@@ -1,5 +1,5 @@
 """Pictures in a plain frame over a busy background: a chat's picture in its bubble over a photo
-wallpaper, a poster on a patterned wall.
+wallpaper, a print on a patterned wall.
 
 `photo_regions` finds a small picture by its texture among the flat areas of an interface, at
 8 px blocks of the 512 px working frame. Over a photo wallpaper everything is busy, and the one
@@ -7,12 +7,15 @@ thing that sets the picture apart is the bubble around it: a band of one tone ab
 in a 1080 px screenshot, 2 px in the working frame. A banked picture of 250-600 px in such a
 chat was blocked 4 of 105 times (adversarial pass a59, F1).
 
-So, at up to DETECT_SIDE px, where such a band is 5 px: the flat pixels (their 3 x 3
-neighbourhood within a few grey levels) form regions, and a hole in one of them that is nearly
-a rectangle, mostly busy inside and not most of the frame is a framed picture: the contour
-hierarchy of the flat mask gives those holes directly. A frame within a frame (the picture in
-its bubble, the bubble on a dark sky) keeps the inner one. Only looked for when a frame has no
-photo regions, so a chat on a plain background costs nothing more.
+So, at up to DETECT_SIDE px, where such a band is 3-4 flat pixels (their 3 x 3 neighbourhood
+within a few grey levels): a frame is two long straight runs of flat pixels of one tone, as
+wide as each other, one above the other (its top and its bottom, the time's strip under a
+chat picture), with runs of that tone down both sides, around a box that is mostly busy. The
+sides are not joined at the corners (a rounded corner is anti-aliased; closing the gap also
+joined the frame to the picture's own flat parts across its edge). A frame within a frame keeps
+the inner one. A brick wall's mortar makes such frames too, around little texture: the box must
+be mostly busy. The matcher looks for frames only where photo regions leave texture around
+them (robust_tier), so a chat on a plain interface costs nothing more.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from schoolgate.media.photo_regions import drawn
+from schoolgate.media.photo_regions import WORK_SIDE, drawn
 
 Box = tuple[int, int, int, int]
 Place = tuple[float, float, float, float]  # left, top, right, bottom as shares of the frame
 
 DETECT_SIDE: Final = 1280  # px on the long side where frames are looked for, at most
+# (a 1080 px screenshot's JPEG decoded at half its size still shows its bubbles' 5 px bands)
 _FLAT_RANGE: Final = 4  # grey levels within a flat pixel's 3 x 3 neighbourhood (JPEG noise: 1-3)
 _CORNER: Final = 8  # px: how far a bar may end short of the frame's side (a rounded corner)
 _TONE: Final = 6.0  # grey levels between a frame's top and bottom
@@ -49,22 +53,25 @@ def framed_pictures(
     image: Image.Image, min_side: int, finer: Callable[[], Image.Image] | None = None
 ) -> list[tuple[Place, Image.Image]]:
     """The framed photos of `image` (drawn pictures left out, as `photo_regions` leaves them),
-    each with where it is (shares of the frame) and cropped at the finest decode at hand
-    (`finer()`, asked for only where `image` is under DETECT_SIDE), at least `min_side` px
-    across."""
-    source = image
-    if finer is not None and max(image.size) < DETECT_SIDE:
-        source = finer()
-    factor = -(-max(source.size) // DETECT_SIDE)  # a whole factor: a box reduce is cheap
-    grey = np.asarray(source.convert("L").reduce(factor), np.uint8)
+    each with where it is (shares of the frame), at least `min_side` px across, cropped from
+    `finer()` (the picture decoded finer, asked for once) where it is small in `image`. Frames
+    are looked for in `finer()` only where `image` is under half DETECT_SIDE (a 1080 x 2340
+    JPEG decoded at a quarter of its size): a camera photo is not decoded twice for them."""
+    looked_at = image
+    if finer is not None and max(image.size) < DETECT_SIDE // 2:
+        looked_at = finer()
+    factor = -(-max(looked_at.size) // DETECT_SIDE)  # a whole factor: a box reduce is cheap
+    grey = np.asarray(looked_at.convert("L").reduce(factor), np.uint8)
     height, width = grey.shape
     found = []
     for left, top, right, bottom in frame_holes(grey, max(1, round(min_side / factor))):
         place = (left / width, top / height, right / width, bottom / height)
+        small = max(right - left, bottom - top) / width * image.width < WORK_SIDE
+        source = finer() if finer is not None and small else looked_at
         crop = (round(place[0] * source.width), round(place[1] * source.height),
                 round(place[2] * source.width), round(place[3] * source.height))  # fmt: skip
         view = source.crop(crop)
-        if not drawn(view):
+        if min(view.size) >= min_side and not drawn(view):
             found.append((place, view))
     return found
 
@@ -87,16 +94,15 @@ def frame_holes(grey: npt.NDArray[np.uint8], min_side: int) -> list[Box]:
     kernel = np.ones((3, 3), np.uint8)
     spread = cv2.dilate(grey, kernel) - cv2.erode(grey, kernel)
     flat = (spread <= _FLAT_RANGE).astype(np.uint8)
-    # A frame's sides are long straight runs of flat pixels. They do not meet: its rounded
-    # corners are anti-aliased, and joining them (closing the mask) also joined the frame to
-    # the flat parts of the picture beside it, across the picture's edge.
-    run = max(3, min_side // 2)
-    across = cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((1, run), np.uint8))
+    run = max(3, min_side // 2)  # a frame's side is at least this long a straight flat run
+    across = np.asarray(
+        cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((1, run), np.uint8)), np.uint8
+    )
     # (Contours, not connected components: those took 7 ms on an empty 640 px mask here.)
     outlines, _ = cv2.findContours(across, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     bars = np.array([cv2.boundingRect(outline) for outline in outlines], np.int64).reshape(-1, 4)
     bars = bars[bars[:, 2] >= min_side][:_MAX_BARS]  # (left, top, width, height)
-    tones = np.array([_tone(grey, np.asarray(across, np.uint8), bar) for bar in bars], np.float64)
+    tones = np.array([_tone(grey, across, bar) for bar in bars], np.float64)
     pairs = _pairs(bars, tones, min_side)
     if not len(pairs):
         return []
@@ -109,6 +115,8 @@ def frame_holes(grey: npt.NDArray[np.uint8], min_side: int) -> list[Box]:
         if not _sided(down, grey, box, tones[upper]):
             continue
         left, top, right, bottom = box = _inside_sides(flat, box)
+        if min(right - left, bottom - top) < min_side:
+            continue
         if (right - left) * (bottom - top) > _MAX_SHARE * width * height:
             continue
         busy = 1.0 - float(flat[top:bottom, left:right].mean())
@@ -122,13 +130,12 @@ def frame_holes(grey: npt.NDArray[np.uint8], min_side: int) -> list[Box]:
 
 
 def _tone(
-    grey: npt.NDArray[np.uint8], bars: npt.NDArray[np.uint8], bar: npt.NDArray[np.int64]
+    grey: npt.NDArray[np.uint8], runs: npt.NDArray[np.uint8], bar: npt.NDArray[np.int64]
 ) -> float:
-    """A bar's grey level (the mean of its pixels)."""
+    """A bar's grey level: the mean of the pixels of its flat runs (`runs`) in its box."""
     left, top, wide, high = (int(v) for v in bar)
-    pixels = grey[top : top + high, left : left + wide][
-        bars[top : top + high, left : left + wide] > 0
-    ]
+    rows, columns = slice(top, top + high), slice(left, left + wide)
+    pixels = grey[rows, columns][runs[rows, columns] > 0]
     return float(pixels.mean()) if pixels.size else -1.0
 
 
