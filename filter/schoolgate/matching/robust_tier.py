@@ -43,6 +43,7 @@ from schoolgate.media.framed_pictures import framed_pictures, lies_in
 from schoolgate.media.normalise import unsquash_map
 from schoolgate.media.photo_regions import (
     MIN_REGION_SIDE,
+    busy_blocks,
     busy_elsewhere,
     photo_regions,
     region_views,
@@ -321,11 +322,12 @@ def _pictures_in(
     """A frame's pictures in plain frames (a chat's bubble over a photo wallpaper), where its
     photo regions leave texture around them, then those of its photo regions. A framed picture
     inside a region small enough to be looked up whole is not looked up again."""
-    regions = photo_regions(luma)
+    blocks = busy_blocks(luma)  # (one pass for the regions and for what they leave)
+    regions = photo_regions(luma, blocks)
     pictures = region_views(luma, frame, finer, regions)
     looked_at = [box for box, whole in regions if whole]
     # On a plain interface every picture is a region already; looking for frames costs 5 ms.
-    if pictures and busy_elsewhere(luma, looked_at) < _BUSY_ELSEWHERE:
+    if pictures and busy_elsewhere(blocks, looked_at) < _BUSY_ELSEWHERE:
         return pictures
     height, width = luma.shape
     places = [(left / width, top / height, right / width, bottom / height)

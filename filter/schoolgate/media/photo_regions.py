@@ -62,12 +62,15 @@ MIN_REGION_SIDE: Final = 96
 MAX_REGIONS: Final = 4  # per frame (solid ones first): a screenshot shows a few pictures
 
 
-def photo_regions(luma: npt.NDArray[np.uint8]) -> list[tuple[Crop, bool]]:
+def photo_regions(
+    luma: npt.NDArray[np.uint8], blocks: npt.NDArray[np.uint8] | None = None
+) -> list[tuple[Crop, bool]]:
     """Boxes (left, top, right, bottom, in `luma`'s pixels) of the compact textured regions of a
     working frame that cover at most _MAX_CUT_SHARE of it, solid ones (mostly busy) first and
     then the largest, each with whether it is small enough to look up whole (at most half the
-    frame); none for a photo (its one region is the frame) or a frame with no texture."""
-    blocks = _busy_blocks(luma)
+    frame); none for a photo (its one region is the frame) or a frame with no texture.
+    `blocks`: the frame's `busy_blocks`, where already found."""
+    blocks = busy_blocks(luma) if blocks is None else blocks
     rows, columns = blocks.shape
     if min(rows, columns) < 2 * _MIN_BLOCKS:
         return []
@@ -92,7 +95,7 @@ def photo_regions(luma: npt.NDArray[np.uint8]) -> list[tuple[Crop, bool]]:
     return [(box, whole) for _, box, whole in found[:MAX_REGIONS]]
 
 
-def _busy_blocks(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+def busy_blocks(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """1 for each _BLOCK-px block of the working frame that is busy (mostly not flat)."""
     rows, columns = luma.shape[0] // _BLOCK, luma.shape[1] // _BLOCK
     still = still_pixels(luma)[: rows * _BLOCK, : columns * _BLOCK]
@@ -100,11 +103,11 @@ def _busy_blocks(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return (busy_share > _BUSY).astype(np.uint8)
 
 
-def busy_elsewhere(luma: npt.NDArray[np.uint8], boxes: list[Crop]) -> float:
-    """The share of the working frame that is busy outside `boxes` (in `luma`'s pixels): about
-    none on a plain interface once its pictures' regions are set aside, most of a chat over a
-    photo wallpaper."""
-    blocks = _busy_blocks(luma)
+def busy_elsewhere(busy: npt.NDArray[np.uint8], boxes: list[Crop]) -> float:
+    """The share of a working frame that is busy (`busy`: its `busy_blocks`) outside `boxes`
+    (in the frame's pixels): about none on a plain interface once its pictures' regions are set
+    aside, most of a chat over a photo wallpaper."""
+    blocks = busy.copy()
     for left, top, right, bottom in boxes:
         blocks[top // _BLOCK : -(-bottom // _BLOCK), left // _BLOCK : -(-right // _BLOCK)] = 0
     return float(blocks.mean()) if blocks.size else 0.0
