@@ -103,7 +103,8 @@ def _frame_grid(image: Image.Image) -> npt.NDArray[np.int16]:
 
 
 def _changed(grid: npt.NDArray[np.int16] | None, previous: npt.NDArray[np.int16] | None) -> bool:
-    """Whether a frame's luma grid differs from the one before it as a scene cut does."""
+    """Whether a frame's luma grid differs from the one before it as a scene cut does (a video's
+    frames and an animation's alike)."""
     if grid is None or previous is None:
         return False
     return float(np.abs(grid - previous).mean()) > _CUT_THRESHOLD
@@ -288,11 +289,7 @@ class PyAvSource:
                         f"{media_type} runs past the {limits.max_duration_s:g} s cap",
                     )
                 luma = _luma_grid(frame) if self.cuts else None
-                changed = (
-                    luma is not None
-                    and previous is not None
-                    and float(np.abs(luma - previous).mean()) > _CUT_THRESHOLD
-                )
+                changed = _changed(luma, previous)
                 previous = luma
                 cut = False
                 if not sampler.wants(timestamp):
