@@ -18,6 +18,7 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from schoolgate.errors import SchoolgateError
+from schoolgate.media.containers import gif_blocks
 
 _MiB: Final = 1 << 20
 _MAX_NESTING: Final = 4
@@ -477,22 +478,13 @@ def _png_has_image_data(data: bytes) -> bool:
 
 
 def _gif_has_image_data(data: bytes) -> bool:
-    if len(data) < 13:
-        return False
-    flags = data[10]
-    position = 13 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
-    while position < len(data):
-        block = data[position]
+    for block, position in gif_blocks(data):
         if block == 0x2C:  # image descriptor, its local colour table, then the LZW data
             if position + 10 > len(data):
                 return False
             local = data[position + 9]
             start = position + 10 + (3 << ((local & 0x07) + 1) if local & 0x80 else 0)
             return len(data) > start
-        if block != 0x21 or position + 2 > len(data):
-            return False  # the trailer, or not a block: no image
-        position += 2  # an extension: its label, then sub-blocks up to a zero length
-        while position < len(data) and data[position]:
-            position += 1 + data[position]
-        position += 1
+        if block != 0x21:
+            return False  # the trailer: no image
     return False

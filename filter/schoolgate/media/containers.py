@@ -6,6 +6,8 @@ its magic bytes name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from schoolgate.media.sniff import MediaType, _read_ebml_vint, sniff
 
 
@@ -106,30 +108,39 @@ def whole_video(data: bytes) -> bool:
 
 def whole_gif(data: bytes) -> bool:
     """Whether `data` starts with a GIF that has come to its trailer, found by walking its
-    blocks (a search for the trailer byte would find one inside image data). An upload
-    protocol's data request holding a whole GIF reached the service before its closing request
-    was refused (a60 F1: its frames were never looked at)."""
+    blocks. An upload protocol's data request holding a whole GIF reached the service before its
+    closing request was refused (a60 F1: its frames were never looked at)."""
+    return any(block == _GIF_TRAILER for block, _ in gif_blocks(data))
+
+
+_GIF_EXTENSION, _GIF_IMAGE, _GIF_TRAILER = 0x21, 0x2C, 0x3B
+
+
+def gif_blocks(data: bytes) -> Iterator[tuple[int, int]]:
+    """(introducer byte, position) of each block of a GIF after its header and global colour
+    table, walking the sub-blocks between them (a search for a block's byte finds one inside
+    image data); up to the trailer, a byte that starts no block, or the end of the data."""
     if not data.startswith((b"GIF87a", b"GIF89a")) or len(data) < 13:
-        return False
+        return
     flags = data[10]
     position = 13 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
     while position < len(data):
         block = data[position]
-        if block == 0x3B:
-            return True
-        if block == 0x2C:  # image descriptor, its local colour table, the LZW code size
+        if block not in (_GIF_EXTENSION, _GIF_IMAGE, _GIF_TRAILER):
+            return
+        yield block, position
+        if block == _GIF_TRAILER:
+            return
+        if block == _GIF_IMAGE:  # its descriptor, local colour table and LZW code size
             if position + 10 > len(data):
-                return False
+                return
             local = data[position + 9]
             position += 11 + (3 << ((local & 0x07) + 1) if local & 0x80 else 0)
-        elif block == 0x21:  # an extension: its label
+        else:  # an extension: its label
             position += 2
-        else:
-            return False  # not a block: no GIF past here
         while position < len(data) and data[position]:  # sub-blocks up to a zero length
             position += 1 + data[position]
         position += 1
-    return False
 
 
 # The demuxer the magic bytes named, so a file cannot steer libavformat into another one (an
