@@ -15,6 +15,16 @@ from schoolgate.addons.pool import InspectionPool, InspectTimeout, Overloaded
 from schoolgate.config import ProxyConfig
 
 
+async def _until(condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    """Wait until a worker thread has got somewhere: a fixed sleep races the threads on a
+    loaded CI machine."""
+    for _ in range(int(within_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the pool's workers did not get there in time")
+
+
 def test_pool_runs_work_off_the_event_loop() -> None:
     pool = InspectionPool(workers=2, max_queue=2, timeout_s=5)
     loop_thread = threading.get_ident()
@@ -73,7 +83,8 @@ def test_pool_times_out_and_keeps_counting_the_running_item() -> None:
 def test_a_devices_burst_waits_its_turn_and_each_item_gets_its_whole_budget() -> None:
     """Fourteen items sent at once, each well within the budget: none times out for having
     waited behind the others (a59 F6: the last of a pupil's fourteen screenshots did)."""
-    pool = InspectionPool(workers=2, max_queue=16, timeout_s=0.3, max_wait_s=10)
+    # 0.5 s each: the old pool's single budget (wait and work) ran out from the eleventh item on.
+    pool = InspectionPool(workers=2, max_queue=16, timeout_s=0.5, max_wait_s=10)
 
     def work(n: int) -> int:
         threading.Event().wait(0.1)
@@ -112,7 +123,7 @@ def test_an_item_that_waits_too_long_for_a_worker_is_an_overload_and_never_runs(
 
     async def main() -> None:
         first = asyncio.ensure_future(pool.run(work, "first"))
-        await asyncio.sleep(0.02)
+        await _until(lambda: ran == ["first"])
         with pytest.raises(Overloaded, match=r"no worker was free within 0\.1 s"):
             await pool.run(work, "second")
         assert pool.in_flight == 1  # its place was given back
@@ -133,7 +144,7 @@ def test_a_caller_that_leaves_gives_back_its_place_in_the_queue() -> None:
 
     async def main() -> None:
         first = asyncio.ensure_future(pool.run(work, "first"))
-        await asyncio.sleep(0.02)
+        await _until(lambda: ran == ["first"])
         left = asyncio.ensure_future(pool.run(work, "left"))
         await asyncio.sleep(0.02)
         assert pool.in_flight == 2
@@ -156,10 +167,15 @@ def test_items_waiting_when_the_pool_shuts_down_get_a_decision() -> None:
     never a cancellation that would leave the upload without a verdict."""
     pool = InspectionPool(workers=1, max_queue=4, timeout_s=10, max_wait_s=10)
     release = threading.Event()
+    running = threading.Event()
+
+    def work() -> bool:
+        running.set()
+        return release.wait(5)
 
     async def main() -> list[object]:
-        first = asyncio.ensure_future(pool.run(release.wait, 5))
-        await asyncio.sleep(0.02)
+        first = asyncio.ensure_future(pool.run(work))
+        await _until(running.is_set)
         waiting = asyncio.ensure_future(pool.run(release.wait, 5))
         await asyncio.sleep(0.02)
         pool.shutdown()
@@ -190,9 +206,10 @@ def test_videos_take_turns_in_their_slots_while_photos_go_on() -> None:
 
     async def main() -> list[str]:
         first = asyncio.ensure_future(pool.run(work, "video-a", key="a", heavy=True))
-        await asyncio.sleep(0.05)
+        await _until(lambda: started == ["video-a"])
         second = asyncio.ensure_future(pool.run(work, "video-b", key="b", heavy=True))
         photo = asyncio.ensure_future(pool.run(work, "photo", key="c"))
+        await _until(lambda: "photo" in started)
         await asyncio.sleep(0.05)
         assert started == ["video-a", "photo"]  # the second video waits for the slot
         gates["photo"].set()
@@ -268,17 +285,14 @@ def test_one_device_flooding_the_pool_does_not_starve_another() -> None:
 
     async def main() -> None:
         flood = [asyncio.ensure_future(pool.run(work, f"a{n}", key="a")) for n in range(8)]
-        await asyncio.sleep(0.05)
+        await _until(lambda: len(order) == 2)
         other = asyncio.ensure_future(pool.run(work, "b", key="b"))
         await asyncio.sleep(0.05)
         for started in range(3, 10):
             gate.release()
             # One item at a time, so that which starts next is the pool's choice, not a race
             # between two worker threads.
-            for _ in range(500):
-                if len(order) >= started:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: len(order) >= started)  # noqa: B023 (awaited here)
         for _ in range(2):
             gate.release()
         await asyncio.gather(*flood, other)
