@@ -40,9 +40,11 @@ PASSWORD = "e2e console password"
 # Pupils name their files: this one would run script in a page that printed it raw.
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.jpg"
 # As the probe of this kind of machine starts it: no background traffic to a closed network.
+# A container's /dev/shm may be 64 MB: a renderer that runs out there dies, and Playwright
+# says only "Target page, context or browser has been closed" (seen once under load).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
+                 "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
 
 
 def _schoolgate(data_dir: Path, *args: str, stdin: str | None = None) -> str:
