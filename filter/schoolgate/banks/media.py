@@ -13,7 +13,12 @@ from schoolgate.banks.store import BankStore
 from schoolgate.config import Config
 from schoolgate.errors import SchoolgateError
 from schoolgate.media.content_grid import GRID, judged_panels, photo_region
-from schoolgate.media.features import FEATURE_KIND, PHOTO_JUDGE_VIEW
+from schoolgate.media.features import (
+    FEATURE_KIND,
+    PHOTO_JUDGE_VIEW,
+    LocalFeatures,
+    framed_judge_of,
+)
 from schoolgate.media.normalise import content_box
 from schoolgate.media.signals import ItemSignals, bank_feature_views, item_signals
 
@@ -87,7 +92,17 @@ def describe_banked(item: ItemSignals) -> list[str]:
     if whole is not None and whole.grid is not None:
         photo, cells = whole.grid.photo_cells, GRID * GRID
         region = photo_region(whole.grid)
-        if region is None:
+        framed = _framed_box(found)
+        if framed is not None:
+            left, top, right, bottom = framed
+            width = (right - left) * 100 // whole.width
+            height = (bottom - top) * 100 // whole.height
+            lines.append(
+                f"picture in a plain frame {width}% x {height}% of the image (a chat's picture in "
+                "its bubble over a busy wallpaper), banked on its own as well; the background "
+                "around it is not evidence: a match must show this picture"
+            )
+        elif region is None:
             lines.append(
                 f"warning: mostly interface, text or drawing ({photo} of {cells} areas "
                 "photographic): edited copies match only where they keep most of this whole "
@@ -136,6 +151,15 @@ def describe_banked(item: ItemSignals) -> list[str]:
 
 
 _SMALL_BOX_SHARE = 0.15
+
+
+def _framed_box(views: dict[str, LocalFeatures]) -> tuple[int, int, int, int] | None:
+    """The box, in the whole view's frame, of the framed picture that judges it, if any."""
+    for name in views:
+        framed = framed_judge_of(name)
+        if framed is not None and framed[0] == "whole":
+            return framed[1]
+    return None
 
 
 def bank_signals(item: ItemSignals, note: str) -> list[SignalInput]:

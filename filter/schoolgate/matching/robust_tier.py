@@ -36,12 +36,14 @@ from schoolgate.media.features import (
     PHOTO_JUDGE_VIEW,
     LocalFeatures,
     extract_features,
+    framed_judge_of,
     judge_map,
     working_grey,
 )
 from schoolgate.media.framed_pictures import framed_pictures, lies_in
 from schoolgate.media.normalise import unsquash_map
 from schoolgate.media.photo_regions import (
+    BUSY_AROUND_FRAMED,
     MIN_REGION_SIDE,
     busy_blocks,
     busy_elsewhere,
@@ -124,20 +126,23 @@ def _with_their_photos(
     entries: list[RobustEntry], views: dict[tuple[str, str], dict[str, int]]
 ) -> list[RobustEntry]:
     """Each small-photo grid (PHOTO_JUDGE_VIEW, no keypoints) tied to its item's whole view,
-    which must agree with it to match; the grid is not a view to look up itself."""
+    and each framed picture's grid (FRAMED_JUDGE_VIEW) to the view it names, which must agree
+    with it to match; the grid is not a view to look up itself."""
     dropped: set[int] = set()
     judges = {PHOTO_JUDGE_VIEW: "whole", f"mirror-{PHOTO_JUDGE_VIEW}": "mirror"}
     for named in views.values():
         for judge, number in named.items():
             lead, colon, view_name = judge.rpartition(":")  # a video key frame's "frame12:..."
-            if view_name not in judges:
+            framed = framed_judge_of(view_name)
+            if view_name not in judges and framed is None:
                 continue
-            base = f"{lead}{colon}{judges[view_name]}"
+            base = f"{lead}{colon}{framed[0] if framed else judges[view_name]}"
             dropped.add(number)
             view = entries[named[base]] if base in named else None
             photo = entries[number].features
             grid = view.features.grid if view is not None else None
-            box = small_photo_box(grid, view.features.width, view.features.height) if (
+            box = framed[1] if framed else small_photo_box(
+                grid, view.features.width, view.features.height) if (
                 view is not None and grid is not None) else None  # fmt: skip
             if view is None or box is None or (box[2] - box[0], box[3] - box[1]) != (
                 photo.width, photo.height):  # fmt: skip
@@ -296,8 +301,6 @@ class RobustTier:
 # Small pictures looked up on their own per query: a gallery screen of 4 x 5 thumbnails, or a
 # long chat's tiles, each showing a few (each costs a lookup, about 10-15 ms here).
 _MAX_SMALL_PICTURES = 20
-# A frame busier than this outside its regions may hold a picture that no region isolates.
-_BUSY_ELSEWHERE = 0.15
 
 
 def _small_pictures(
@@ -327,7 +330,7 @@ def _pictures_in(
     pictures = region_views(luma, frame, finer, regions)
     looked_at = [box for box, whole in regions if whole]
     # On a plain interface every picture is a region already; looking for frames costs 5 ms.
-    if pictures and busy_elsewhere(blocks, looked_at) < _BUSY_ELSEWHERE:
+    if pictures and busy_elsewhere(blocks, looked_at) < BUSY_AROUND_FRAMED:
         return pictures
     height, width = luma.shape
     places = [(left / width, top / height, right / width, bottom / height)

@@ -12,6 +12,7 @@ old sets from new ones instead of silently comparing incompatible descriptors.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Final
@@ -147,14 +148,39 @@ PHOTO_JUDGE_VIEW = "photo-grid"
 PANEL_VIEW = "panel-"
 
 
-def photo_judge(whole: LocalFeatures) -> tuple[LocalFeatures, np.ndarray] | None:
-    """For a whole view whose photo is small (`small_photo_box`): the photo's own content grid,
-    as a feature set without keypoints in the frame of that box, and the 3x3 map from the
-    whole view's frame to it. A match of the whole view must agree there too, at the photo's
-    own scale, not only on the interface around it. None for any other view."""
+# The view banked to judge a framed picture inside a view (a chat's picture in its bubble over
+# a photo wallpaper, media.framed_pictures): FRAMED_JUDGE_VIEW(view;left,top,right,bottom),
+# the box in that view's working frame. The grid alone cannot say where the picture is.
+FRAMED_JUDGE_VIEW = "framed-grid"
+_FRAMED_JUDGE_NAME = re.compile(rf"{FRAMED_JUDGE_VIEW}\(([a-z-]+);(\d+),(\d+),(\d+),(\d+)\)")
+
+
+def framed_judge_name(view: str, box: tuple[int, int, int, int]) -> str:
+    """The name a framed picture's judge of `view` is banked under."""
+    return f"{FRAMED_JUDGE_VIEW}({view};{','.join(map(str, box))})"
+
+
+def framed_judge_of(name: str) -> tuple[str, tuple[int, int, int, int]] | None:
+    """(the view it judges, its box in that view's frame) for a framed judge's name; None for
+    any other view's."""
+    found = _FRAMED_JUDGE_NAME.fullmatch(name)
+    if found is None:
+        return None
+    left, top, right, bottom = (int(found.group(n)) for n in range(2, 6))
+    return found.group(1), (left, top, right, bottom)
+
+
+def photo_judge(
+    whole: LocalFeatures, box: tuple[int, int, int, int] | None = None
+) -> tuple[LocalFeatures, np.ndarray] | None:
+    """For a whole view whose photo is small (`small_photo_box`), or for a view and the `box`
+    of a picture in it: that photo's own content grid, as a feature set without keypoints in
+    the frame of that box, and the 3x3 map from the view's frame to it. A match of the view
+    must agree there too, at the photo's own scale, not only on the interface (or wallpaper)
+    around it. None for any other view, or a box too small for a grid."""
     if whole.grid is None or whole.luma is None:
         return None
-    box = small_photo_box(whole.grid, whole.width, whole.height)
+    box = box or small_photo_box(whole.grid, whole.width, whole.height)
     if box is None:
         return None
     left, top, right, bottom = box

@@ -103,6 +103,11 @@ def busy_blocks(luma: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return (busy_share > _BUSY).astype(np.uint8)
 
 
+# A frame busier than this outside its photo regions (or its framed picture) may hold a picture
+# that no region isolates: a chat over a photo wallpaper (media.framed_pictures).
+BUSY_AROUND_FRAMED: Final = 0.15
+
+
 def busy_elsewhere(busy: npt.NDArray[np.uint8], boxes: list[Crop]) -> float:
     """The share of a working frame that is busy (`busy`: its `busy_blocks`) outside `boxes`
     (in the frame's pixels): about none on a plain interface once its pictures' regions are set

@@ -49,10 +49,12 @@ from schoolgate.media.features import (
     LocalFeatures,
     extract_features,
     finer_grey,
+    framed_judge_name,
     photo_judge,
     whole_grid,
     working_grey,
 )
+from schoolgate.media.framed_pictures import framed_pictures
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.media.normalise import (
     CONTENT_DEPTH,
@@ -62,6 +64,12 @@ from schoolgate.media.normalise import (
     squashed,
 )
 from schoolgate.media.panels import PANEL_MIN_SIDE, collage_boxes
+from schoolgate.media.photo_regions import (
+    BUSY_AROUND_FRAMED,
+    MIN_REGION_SIDE,
+    busy_blocks,
+    busy_elsewhere,
+)
 from schoolgate.media.sniff import MediaKind, sniff
 from schoolgate.media.video import SampledFrame, VideoHasher, VideoHashes
 
@@ -118,18 +126,23 @@ def bank_feature_views(
     match mirror images) its mirror image, and (with `squashes`) its photo (the picture region, or
     the whole image; none for a drawing or a document) squashed along each of SQUASH_AXES, and
     (with `negative`) that photo's negative. `finer`: the same picture decoded at a finer
-    scale, where thin gutters are looked for."""
+    scale, where thin gutters are looked for. A screen whose picture is framed over a busy
+    background (`screen_framed_picture`) banks that picture as its picture region, and each
+    view around it carries the picture's grid to judge its matches by (FRAMED_JUDGE_VIEW)."""
     finer = finer or image
     whole = extract_features(image, settings, finer=finer)
     yield "whole", whole
     judge = photo_judge(whole)
     if judge is not None:
         yield PHOTO_JUDGE_VIEW, judge[0]
+    full = (0, 0, image.width, image.height)
+    around = [("whole", whole, full)]  # views that a framed picture judges, and where they lie
     box = content_box(image)
     if box is not None:
         content = extract_features(image.crop(box.as_tuple()), settings)
         if banks_content_view(image, box, whole.grid, content.grid):
             yield "content", content
+            around.append(("content", content, box.as_tuple()))
     picture = picture_box(whole, image.size)
     if picture is not None and box is not None and _overlap(picture, box.as_tuple()) >= 0.8:
         picture = None  # the content box is that picture
@@ -139,7 +152,12 @@ def bank_feature_views(
             yield "picture", seen
         else:
             picture = None
-    panels = panel_boxes(whole, image.size, finer_grey(finer, settings))
+    framed = None if picture or judge else screen_framed_picture(image, whole, finer)
+    if framed is not None:
+        picture, seen_framed = framed
+        yield "picture", extract_features(seen_framed, settings)
+    # (A brick wallpaper's mortar reads as a collage's gutters.)
+    panels = [] if framed else panel_boxes(whole, image.size, finer_grey(finer, settings))
     for number, panel in enumerate(panels):
         yield f"{PANEL_VIEW}{number}", extract_features(image.crop(panel), settings)
     if mirrored:
@@ -147,12 +165,18 @@ def bank_feature_views(
         flipped_finer = flipped_image if finer is image else ImageOps.mirror(finer)
         mirror = extract_features(flipped_image, settings, finer=flipped_finer)
         yield "mirror", mirror
+        if framed is not None:
+            left, top, right, bottom = framed[0]
+            flipped_box = (image.width - right, top, image.width - left, bottom)
+            yield from framed_judges([("mirror", mirror, full)], flipped_box)
         for number, panel in enumerate(panels):  # one picture mirrored where it sits (a50 F2)
             flipped = ImageOps.mirror(image.crop(panel))
             yield f"mirror-{PANEL_VIEW}{number}", extract_features(flipped, settings)
         mirror_judge = photo_judge(mirror)
         if mirror_judge is not None:
             yield f"mirror-{PHOTO_JUDGE_VIEW}", mirror_judge[0]
+    if framed is not None:
+        yield from framed_judges(around, framed[0])
     photographic = whole.grid is not None and photo_region(whole.grid) is not None
     # The photo, not the interface around it: squashed or inverted interfaces would only add
     # candidates that other screens of the same app (or its other theme) vote for.
@@ -176,6 +200,60 @@ def bank_feature_views(
         for angle in SQUASH_AXES:
             view = squashed(photo, angle, SQUASH_RATIO)
             yield f"squashed-{angle}", extract_features(view, fewer)
+
+
+# A screen's shape (a phone's, upright: 19.5:9 is 2.17): a camera photo's 4:3 or 3:2 is not. In
+# a camera photo a framed picture (a print on the wall behind the subject) is background, and
+# banked on its own it would block other photos of that room.
+_SCREEN_ASPECT: Final = 1.6
+
+
+def screen_framed_picture(
+    image: Image.Image, whole: LocalFeatures, finer: Image.Image
+) -> tuple[Crop, Image.Image] | None:
+    """The box (in `image`'s pixels) and the view of the most photographic framed picture
+    (media.framed_pictures) of a screen-shaped image (`whole`: its whole view) that is busy
+    around it: a chat's picture in its bubble over a photo wallpaper, where the wallpaper makes
+    the whole screen photographic and no picture region stands out (a61 F1: a banked chat
+    banked its wallpaper too, and the same phone's other chats matched it). None for any other
+    image (on a plain interface the picture region is found by its texture)."""
+    if image.height < _SCREEN_ASPECT * image.width or whole.luma is None:
+        return None
+    found = framed_pictures(image, MIN_REGION_SIDE, lambda: finer)
+    in_whole = [_in_pixels(place, whole.width, whole.height) for place, _ in found]
+    # Nothing busy outside the frames: the pictures of a collage with plain gutters.
+    if not found or busy_elsewhere(busy_blocks(whole.luma), in_whole) < BUSY_AROUND_FRAMED:
+        return None
+    place, view = found[0]
+    return _in_pixels(place, image.width, image.height), view
+
+
+def _in_pixels(place: tuple[float, float, float, float], width: int, height: int) -> Crop:
+    """A box given as shares of a frame, in the pixels of a frame of that size."""
+    left, top, right, bottom = place
+    return round(left * width), round(top * height), round(right * width), round(bottom * height)
+
+
+def framed_judges(
+    views: Sequence[tuple[str, LocalFeatures, Crop]], picture: Crop
+) -> Iterator[tuple[str, LocalFeatures]]:
+    """For each view (its name, its features, where it lies in the image) that holds the
+    framed `picture` (a box in the image), that picture's grid in the view's frame, named
+    for the view and the box: a match of the view must show that picture too."""
+    for name, features, (left, top, right, bottom) in views:
+        scale_x = features.width / (right - left)
+        scale_y = features.height / (bottom - top)
+        box = (
+            round((picture[0] - left) * scale_x),
+            round((picture[1] - top) * scale_y),
+            round((picture[2] - left) * scale_x),
+            round((picture[3] - top) * scale_y),
+        )
+        if min(box[:2]) < 0 or box[2] > features.width or box[3] > features.height:
+            continue
+        judge = photo_judge(features, box)
+        if judge is not None:
+            yield framed_judge_name(name, box), judge[0]
 
 
 def squashed_view_base(name: str, names: Collection[str]) -> tuple[str, float] | None:
