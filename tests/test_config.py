@@ -157,11 +157,23 @@ def test_held_memory_budgets_scale_with_the_body_cap(data_dir: Path) -> None:
 
 
 def test_an_item_may_wait_for_a_worker_beyond_its_inspection_budget(data_dir: Path) -> None:
-    default = parse_config("", "site.yaml").proxy
-    assert (default.inspect_timeout_s, default.max_wait_s) == (15.0, 60.0)
-    assert default.longest_judgement_s == 75.0
-    site = parse_config("proxy:\n  max_wait_s: 5\n", "site.yaml").proxy
+    default = parse_config("", "site.yaml")
+    assert (default.proxy.inspect_timeout_s, default.proxy.max_wait_s) == (15.0, 60.0)
+    # A video may take 2.5 s more for each minute it declares, up to the 10-minute cap.
+    assert default.video_inspect_s == 40.0
+    assert default.longest_judgement_s == 100.0
+    site = parse_config("proxy:\n  max_wait_s: 5\nlimits:\n  video:\n"
+                        "    time_budget_per_minute_s: 0\n", "site.yaml")  # fmt: skip
     assert site.longest_judgement_s == 20.0
+
+
+def test_a_videos_time_budget_grows_with_its_declared_length() -> None:
+    video = parse_config("", "site.yaml").limits.video
+    assert video.budget_for(None) == 10.0  # undeclared: the base budget
+    assert video.budget_for(240) == 20.0  # a 4-minute recording
+    assert video.budget_for(6000) == 35.0  # never past the duration cap's
+    fixed = parse_config("limits:\n  video:\n    time_budget_per_minute_s: 0\n", "s.yaml")
+    assert fixed.limits.video.budget_for(240) == 10.0
 
 
 def test_the_old_pinned_action_key_still_loads_with_a_warning(

@@ -326,3 +326,28 @@ def test_a_device_is_refused_past_its_share_while_others_wait() -> None:
         pool.shutdown()
     assert results[0] is True
     assert sum(isinstance(r, Overloaded) for r in results[1:]) == 2  # 4 admitted, 2 refused
+
+
+def test_a_video_has_the_longer_inspection_budget_of_videos() -> None:
+    """A video's budget grows with its length (Config.video_inspect_s): the pool holds a
+    heavy item to that, and a photo to the proxy's own budget."""
+    pool = InspectionPool(workers=2, max_queue=4, timeout_s=0.1, heavy_slots=1,
+                          heavy_timeout_s=10)  # fmt: skip
+
+    def work() -> str:
+        threading.Event().wait(0.4)
+        return "judged"
+
+    async def main() -> tuple[object, object]:
+        video = pool.run(work, heavy=True)
+        photo = pool.run(work)
+        found = await asyncio.gather(video, photo, return_exceptions=True)
+        return found[0], found[1]
+
+    try:
+        video, photo = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert video == "judged"
+    assert isinstance(photo, InspectTimeout)
+    assert "0.1 s" in str(photo)

@@ -296,6 +296,20 @@ def test_duration_frame_and_time_caps(original_mp4: bytes) -> None:
     assert refusal(original_mp4, budget).reason == "time_budget"
 
 
+def test_a_videos_budget_grows_with_the_length_it_declares(original_mp4: bytes) -> None:
+    """A 4-minute 1080p recording took about 9 s to judge here and was blocked as a timeout
+    under the fixed 10 s budget (a61 F4). Here: a budget of nothing, plus 10 s for each second
+    the 8 s clip declares, is enough to hash it whole; without that growth it stops at once."""
+    grows = replace(LIMITS, time_budget_s=1e-6, time_budget_per_minute_s=600)
+    whole = VideoHasher(grows, fast=True, samples_per_hash=4).hash(original_mp4)
+    assert whole.refused is None
+    assert whole.duration_s == pytest.approx(8, abs=0.2)
+    fixed = VideoHasher(replace(grows, time_budget_per_minute_s=0), fast=True)
+    assert refusal(original_mp4, fixed).reason == "time_budget"
+    # A budget given outright (banking's) does not grow.
+    assert refusal(original_mp4, VideoHasher(grows, time_budget_s=1e-6)).reason == "time_budget"
+
+
 def test_codec_outside_the_allow_list_is_not_decoded(original: vf.Clip) -> None:
     undecoded = vf.encode(original.frames[:15], original.fps, "utvideo", fmt="avi")
     refused = refusal(undecoded)

@@ -59,7 +59,8 @@ class ProxyConfig:
     max_held_device_bytes: int = 0
     workers: int = 2
     max_queue: int = 64
-    inspect_timeout_s: float = 15.0  # one item's inspection, from when a worker takes it up
+    # One item's inspection, from when a worker takes it up (a video's: Config.video_inspect_s).
+    inspect_timeout_s: float = 15.0
     max_wait_s: float = 60.0  # an item's wait for a worker (its device's turn among others)
     endpoints_files: tuple[Path, ...] = ()
     dhcp_leases: tuple[Path, ...] = ()
@@ -82,11 +83,6 @@ class ProxyConfig:
     # goes to, while that address serves a catalogued host (fronting). "refuse" | "pass".
     sni_mismatch: str = "refuse"
 
-    @property
-    def longest_judgement_s(self) -> float:
-        """The longest an item can be in the worker pool: its wait, then its inspection."""
-        return self.max_wait_s + self.inspect_timeout_s
-
 
 @dataclass(frozen=True)
 class Config:
@@ -106,6 +102,18 @@ class Config:
     resolver: ResolverConfig = field(default_factory=ResolverConfig)
     tenants: TenantsConfig = field(default_factory=TenantsConfig)
     console: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(database=Path()))
+
+    @property
+    def video_inspect_s(self) -> float:
+        """A video's inspection budget: the proxy's, plus as much as the video time budget can
+        grow for the longest video allowed (limits.video.time_budget_per_minute_s)."""
+        video = self.limits.video
+        return self.proxy.inspect_timeout_s + video.longest_budget_s - video.time_budget_s
+
+    @property
+    def longest_judgement_s(self) -> float:
+        """The longest an item can be in the worker pool: its wait, then its inspection."""
+        return self.proxy.max_wait_s + self.video_inspect_s
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -55,7 +55,7 @@ class ConfigLoader:
         except RuntimeError:  # no event loop: nothing can be in flight
             previous.close()
             return
-        task = loop.create_task(previous.retire(previous.config.proxy.longest_judgement_s + 5))
+        task = loop.create_task(previous.retire(previous.config.longest_judgement_s + 5))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 

@@ -71,6 +71,7 @@ class InspectionPool:
         timeout_s: float,
         max_wait_s: float | None = None,
         heavy_slots: int | None = None,
+        heavy_timeout_s: float | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -79,6 +80,7 @@ class InspectionPool:
         self.timeout_s = timeout_s
         self.max_wait_s = timeout_s if max_wait_s is None else max_wait_s
         self.heavy_slots = workers if heavy_slots is None else max(1, heavy_slots)
+        self.heavy_timeout_s = timeout_s if heavy_timeout_s is None else heavy_timeout_s
         self._running_heavy = 0
         self.running_share = max(1, workers // 2)
         self.flight_share = max(self.running_share, self.capacity // 2)
@@ -101,7 +103,8 @@ class InspectionPool:
     ) -> T:
         """Run `fn(*args)` in a worker, in `key`'s turn (a `heavy` item, a video, only while
         fewer than `heavy_slots` run); raises Overloaded (no place, or no worker within
-        `max_wait_s`) or InspectTimeout (running longer than `timeout_s`)."""
+        `max_wait_s`) or InspectTimeout (running longer than `timeout_s`, or a heavy item
+        `heavy_timeout_s`)."""
         job = _Job(key, fn, args, asyncio.Event(), asyncio.get_running_loop(), heavy)
         with self._lock:
             if self._in_flight >= self.capacity:
@@ -131,12 +134,13 @@ class InspectionPool:
             raise Overloaded(f"no worker was free within {self.max_wait_s:g} s")
         # A worker may have taken it up a moment ago, before the start could be seen here.
         elapsed = time.monotonic() - job.started_at if job.started_at else 0.0
+        limit = self.heavy_timeout_s if heavy else self.timeout_s
         try:
-            result: T = await asyncio.wait_for(outcome, max(0.0, self.timeout_s - elapsed))
+            result: T = await asyncio.wait_for(outcome, max(0.0, limit - elapsed))
             return result
         except TimeoutError:
             job.future.cancel()
-            raise InspectTimeout(f"inspection took longer than {self.timeout_s:g} s") from None
+            raise InspectTimeout(f"inspection took longer than {limit:g} s") from None
         except asyncio.CancelledError:
             if job.future.cancelled() and not _caller_cancelled():
                 raise Overloaded("inspection stopped: the worker pool is shutting down") from None

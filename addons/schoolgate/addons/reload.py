@@ -127,7 +127,7 @@ class ConfigReloader:
         for warning in await asyncio.to_thread(reload_warnings, config.data_dir / "ca", domains):
             log.warning("schoolgate: WARNING: %s", warning)
         if previous is not None:
-            timeout = previous.config.proxy.longest_judgement_s + 5
+            timeout = previous.config.longest_judgement_s + 5
             task = asyncio.get_running_loop().create_task(previous.retire(timeout))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)

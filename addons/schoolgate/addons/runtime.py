@@ -54,9 +54,8 @@ class Runtime:
         proxy = config.proxy
         # Videos at once: as many as there are cores for their decoders' threads.
         heavy = max(1, (os.cpu_count() or 1) // max(1, config.limits.video.decode_threads))
-        pool = InspectionPool(
-            proxy.workers, proxy.max_queue, proxy.inspect_timeout_s, proxy.max_wait_s, heavy
-        )
+        pool = InspectionPool(proxy.workers, proxy.max_queue, proxy.inspect_timeout_s,
+                              proxy.max_wait_s, heavy, config.video_inspect_s)  # fmt: skip
         cap = config.proxy.max_held_body_bytes
         sessions = UploadSessions(max_session_bytes=cap, max_total_bytes=max(cap, 4 * cap))
         leases = tuple(LeaseTable(path) for path in config.proxy.dhcp_leases)
@@ -206,7 +205,9 @@ class Runtime:
         try:
             device = ctx.mac or ctx.client_ip or ""
             ctx = replace(ctx, size=len(data))
-            verdict = await self.pool.run(self.inspector.evaluate, data, ctx, key=device)
+            heavy = sniff(data).kind is MediaKind.VIDEO
+            verdict = await self.pool.run(self.inspector.evaluate, data, ctx, key=device,
+                                          heavy=heavy)  # fmt: skip
         except Exception:  # overload, timeout or a bug: the end of the upload is still judged
             log.warning("schoolgate: the first part of an upload could not be looked at")
             return None

@@ -85,6 +85,9 @@ class VideoLimits:
     max_decoded_frames: int = 36_000  # 10 minutes at 60 fps
     max_sampled_frames: int = 600  # sample slots of seconds_per_hash (10 minutes at 1 s)
     time_budget_s: float = 10.0
+    # More for each minute a video declares: decoding costs in proportion to its length, and a
+    # fixed budget failed every 4-minute 1080p recording (a61 F4: about 9 s to judge here).
+    time_budget_per_minute_s: float = 2.5
     seconds_per_hash: float = 1.0
     decode_threads: int = 2
 
@@ -101,6 +104,20 @@ class VideoLimits:
             integral=True,
         )
         _check_positive(self, ("max_duration_s", "time_budget_s", "seconds_per_hash"), False)
+        if self.time_budget_per_minute_s < 0:
+            raise ValueError(
+                f"time_budget_per_minute_s must be at least 0, got {self.time_budget_per_minute_s}"
+            )
+
+    def budget_for(self, duration_s: float | None) -> float:
+        """The time budget of a video that declares `duration_s` (None: undeclared)."""
+        minutes = min(duration_s or 0.0, self.max_duration_s) / 60
+        return self.time_budget_s + self.time_budget_per_minute_s * minutes
+
+    @property
+    def longest_budget_s(self) -> float:
+        """The budget of the longest video the caps allow."""
+        return self.budget_for(self.max_duration_s)
 
 
 @dataclass(frozen=True)

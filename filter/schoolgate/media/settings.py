@@ -26,6 +26,7 @@ def _video_limits(node: Node) -> VideoLimits:
             "max_decoded_frames",
             "max_sampled_frames",
             "time_budget_s",
+            "time_budget_per_minute_s",
             "seconds_per_hash",
             "decode_threads",
         }
@@ -42,6 +43,9 @@ def _video_limits(node: Node) -> VideoLimits:
             d.max_sampled_frames, minimum=1
         ),
         time_budget_s=node.child("time_budget_s").number(d.time_budget_s, minimum=0.1),
+        time_budget_per_minute_s=node.child("time_budget_per_minute_s").number(
+            d.time_budget_per_minute_s, minimum=0, maximum=60
+        ),
         seconds_per_hash=node.child("seconds_per_hash").number(
             d.seconds_per_hash, minimum=0.04, maximum=60
         ),

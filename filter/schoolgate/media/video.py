@@ -247,6 +247,7 @@ class VideoHasher:
         self.finer_key_frames = finer_key_frames
         self.picture_limits = picture_limits
         self.time_budget_s = limits.time_budget_s if time_budget_s is None else time_budget_s
+        self.grows = time_budget_s is None
 
     def hash(
         self,
@@ -260,7 +261,8 @@ class VideoHasher:
         reported in `VideoHashes.refused`. `cut_short`: a container cut short is hashed as far
         as it goes (refused "truncated" all the same) instead of refused before decoding."""
         media_type = media_type or sniff(data)
-        budget = Budget(self.time_budget_s)
+        # The limits' budget grows with a video's declared length; a budget given here does not.
+        budget = Budget(self.time_budget_s, self.limits if self.grows else None)
         interval = self.limits.seconds_per_hash / self.samples
         source: PyAvSource | AnimationSource
         if media_type.kind is MediaKind.VIDEO:

@@ -47,10 +47,18 @@ _SHORTEST_DELAY_S = 0.0105  # and frames of 10 ms or less (Chromium, Firefox; an
 
 @dataclass
 class Budget:
-    """The wall-clock budget of one hashing job."""
+    """The wall-clock budget of one hashing job. With `limits`, it grows to what they allow a
+    video of the duration it declares (`allow_for`)."""
 
     seconds: float
+    limits: VideoLimits | None = None
     started: float = field(default_factory=time.monotonic)
+
+    def allow_for(self, duration_s: float | None) -> None:
+        """Allow the time that `limits` give a video declaring `duration_s`, where that is more.
+        A video that declares less than it holds stops at the declared length's budget."""
+        if self.limits is not None:
+            self.seconds = max(self.seconds, self.limits.budget_for(duration_s))
 
     def check(self) -> None:
         elapsed = time.monotonic() - self.started
@@ -248,6 +256,7 @@ class PyAvSource:
                 f"{media_type} declares {self.duration_s:,.0f} s, over the "
                 f"{limits.max_duration_s:g} s cap",
             )
+        self.budget.allow_for(self.duration_s)
         # libavcodec refuses to allocate any frame larger than this, whatever the stream says
         # later (a mid-stream size change is the classic way past a header check).
         context.options = {"max_pixels": str(limits.max_pixels)}
