@@ -225,12 +225,14 @@ class RobustTier:
         views: Sequence[Image.Image] | None = None,
         tiles: Sequence[Image.Image] | None = None,
         finer: Callable[[], Image.Image] | None = None,
+        noisy: bool = False,
     ) -> list[BankMatch]:
         """Robust matches of a decoded, upright image (empty when no bank holds feature sets).
 
         `views`: the image's `analysis_views`, and `tiles` its `screens`, if already
         computed; `finer`: the picture decoded finer, where `image` was decoded reduced (its
-        small pictures are cropped from it). Stops at the first view that
+        small pictures are cropped from it); `noisy`: it was stored lossy (a JPEG, a video's
+        frame), so the frames of its pictures may be noisy. Stops at the first view that
         matches: one match decides. A banked collage's pictures found in any view of the query
         count together: they are all in the picture sent.
         """
@@ -247,7 +249,8 @@ class RobustTier:
             if hits:
                 return [to_bank_match(hit) for hit in hits]
         # A picture shown small in the frame (a chat screenshot's, a grid's thumbnail), on its own.
-        for region in _small_pictures(image, None if whole is None else whole.luma, finer):
+        luma = None if whole is None else whole.luma
+        for region in _small_pictures(image, luma, finer, noisy):
             hits = index.match(extract_features(region, grid=False), shown=shown)
             if hits:
                 return [to_bank_match(hit) for hit in hits]
@@ -304,7 +307,10 @@ _MAX_SMALL_PICTURES = 20
 
 
 def _small_pictures(
-    image: Image.Image, luma: np.ndarray | None, finer: Callable[[], Image.Image] | None
+    image: Image.Image,
+    luma: np.ndarray | None,
+    finer: Callable[[], Image.Image] | None,
+    noisy: bool = False,
 ) -> Iterator[Image.Image]:
     """The pictures in the photo regions (media.photo_regions) of the image's working frame
     (`luma`, when the whole view's features kept it), cropped from `finer()` where the image
@@ -312,7 +318,7 @@ def _small_pictures(
     _MAX_SMALL_PICTURES; each frame is searched only when the ones before matched nothing."""
 
     def frames() -> Iterator[list[Image.Image]]:
-        yield _pictures_in(image, working_grey(image) if luma is None else luma, finer)
+        yield _pictures_in(image, working_grey(image) if luma is None else luma, finer, noisy)
         for tile in query_tiles(image):  # a long picture keeps its short side when decoded
             yield _pictures_in(tile, working_grey(tile))
 
@@ -320,7 +326,10 @@ def _small_pictures(
 
 
 def _pictures_in(
-    frame: Image.Image, luma: np.ndarray, finer: Callable[[], Image.Image] | None = None
+    frame: Image.Image,
+    luma: np.ndarray,
+    finer: Callable[[], Image.Image] | None = None,
+    noisy: bool = False,
 ) -> list[Image.Image]:
     """A frame's pictures in plain frames (a chat's bubble over a photo wallpaper), where its
     photo regions leave texture around them, then those of its photo regions. A framed picture
@@ -335,7 +344,7 @@ def _pictures_in(
     height, width = luma.shape
     places = [(left / width, top / height, right / width, bottom / height)
               for left, top, right, bottom in looked_at]  # fmt: skip
-    framed = [view for place, view in framed_pictures(frame, MIN_REGION_SIDE, finer)
+    framed = [view for place, view in framed_pictures(frame, MIN_REGION_SIDE, finer, noisy)
               if not any(lies_in(place, region) for region in places)]  # fmt: skip
     return [*framed, *pictures]
 

@@ -7,8 +7,9 @@ thing that sets the picture apart is the bubble around it: a band of one tone ab
 in a 1080 px screenshot, 2 px in the working frame. A banked picture of 250-600 px in such a
 chat was blocked 4 of 105 times (adversarial pass a59, F1).
 
-So, at up to DETECT_SIDE px, where such a band is 3-4 flat pixels (their 3 x 3 neighbourhood
-within a few grey levels): a frame is two long straight runs of flat pixels of one tone, as
+So, at about a phone screen's width (DETECT_SHORT), where such a band is 3-5 flat pixels
+(their 3 x 3 neighbourhood within a few grey levels, a few more for a JPEG's ringing): a frame
+is two long straight runs of flat pixels of one tone, as
 wide as each other, one above the other (its top and its bottom, the time's strip under a
 chat picture), with runs of that tone down both sides, around a box that is mostly busy. The
 sides are not joined at the corners (a rounded corner is anti-aliased; closing the gap also
@@ -33,9 +34,19 @@ from schoolgate.media.photo_regions import WORK_SIDE, drawn
 Box = tuple[int, int, int, int]
 Place = tuple[float, float, float, float]  # left, top, right, bottom as shares of the frame
 
-DETECT_SIDE: Final = 1280  # px on the long side where frames are looked for, at most
-# (a 1080 px screenshot's JPEG decoded at half its size still shows its bubbles' 5 px bands)
-_FLAT_RANGE: Final = 4  # grey levels within a flat pixel's 3 x 3 neighbourhood (JPEG noise: 1-3)
+# Frames are looked for at a whole factor down to about a phone screen's width on the short side,
+# at least DETECT_SHORT px: a 1080 px screen's bubble (10 px) at half its size is 5 px, and a
+# 720 px screen's (5-7 px) is kept whole (a61 F3: at half its size, 0 of 63 were found). A long
+# screenshot is reduced further, to DETECT_LONG px at most.
+DETECT_SHORT: Final = 540
+DETECT_LONG: Final = 4096
+# Grey levels within a flat pixel's 3 x 3 neighbourhood, tried in turn until a frame is found:
+# a PNG's frame is flat to 1-3 levels, a JPEG's at quality 80 or less is spread 5-10 by its
+# ringing (a61 F2: such screens' frames were found 33 times in 90 at 4 levels alone, 65 with 8
+# and 12 after it). The strictest first: a looser one finds flat runs in textures too.
+_FLAT_RANGES: Final = (4, 8, 12)
+# A screen's shape (a phone's, upright: 19.5:9 is 2.17): a camera photo's 4:3 or 3:2 is not.
+SCREEN_ASPECT: Final = 1.6
 _CORNER: Final = 8  # px: how far a bar may end short of the frame's side (a rounded corner)
 _TONE: Final = 6.0  # grey levels between a frame's top and bottom
 _SIDE: Final = 0.8  # share of the box's height its left and right sides run flat
@@ -50,21 +61,30 @@ MAX_FRAMED: Final = 4  # per frame, the most photographic first
 
 
 def framed_pictures(
-    image: Image.Image, min_side: int, finer: Callable[[], Image.Image] | None = None
+    image: Image.Image,
+    min_side: int,
+    finer: Callable[[], Image.Image] | None = None,
+    noisy: bool = False,
 ) -> list[tuple[Place, Image.Image]]:
     """The framed photos of `image` (drawn pictures left out, as `photo_regions` leaves them),
     each with where it is (shares of the frame), at least `min_side` px across, cropped from
     `finer()` (the picture decoded finer, asked for once) where it is small in `image`. Frames
-    are looked for in `finer()` only where `image` is under half DETECT_SIDE (a 1080 x 2340
-    JPEG decoded at a quarter of its size): a camera photo is not decoded twice for them."""
+    are looked for in `finer()` where `image` is under DETECT_SHORT on its short side (a 1080
+    x 2340 JPEG decoded at a quarter of its size, a 720 x 1560 one at half). `noisy`: the
+    picture was stored lossy (a JPEG): in a screen-shaped one, looser flatness is tried too."""
     looked_at = image
-    if finer is not None and max(image.size) < DETECT_SIDE // 2:
+    if finer is not None and min(image.size) < DETECT_SHORT:
         looked_at = finer()
-    factor = -(-max(looked_at.size) // DETECT_SIDE)  # a whole factor: a box reduce is cheap
+    # A whole factor: a box reduce is cheap.
+    factor = max(1, min(looked_at.size) // DETECT_SHORT, -(-max(looked_at.size) // DETECT_LONG))
     grey = np.asarray(looked_at.convert("L").reduce(factor), np.uint8)
     height, width = grey.shape
     found = []
-    for left, top, right, bottom in frame_holes(grey, max(1, round(min_side / factor))):
+    # Three passes cost 2-6 ms more where no frame is found: only for a lossy screen, where the
+    # frames of a chat's pictures are (on the overlay bench's photos: 1.2 -> 3.3 ms p50).
+    screen = image.height >= SCREEN_ASPECT * image.width
+    ranges = _FLAT_RANGES if noisy and screen else _FLAT_RANGES[:1]
+    for left, top, right, bottom in frame_holes(grey, max(1, round(min_side / factor)), ranges):
         place = (left / width, top / height, right / width, bottom / height)
         small = max(right - left, bottom - top) / width * image.width < WORK_SIDE
         source = finer() if finer is not None and small else looked_at
@@ -84,16 +104,35 @@ def lies_in(place: Place, region: Place, share: float = 0.8) -> bool:
     return wide > 0 and high > 0 and wide * high >= share * area
 
 
-def frame_holes(grey: npt.NDArray[np.uint8], min_side: int) -> list[Box]:
+def frame_holes(
+    grey: npt.NDArray[np.uint8], min_side: int, ranges: tuple[int, ...] = _FLAT_RANGES[:1]
+) -> list[Box]:
     """Boxes (left, top, right, bottom) of the pictures in `grey` held in a plain frame, at
     least `min_side` px on each side and at most _MAX_SHARE of the frame, inner ones before the
-    frames around them, the most photographic first, at most MAX_FRAMED."""
+    frames around them, the most photographic first, at most MAX_FRAMED; at the strictest
+    flatness of `ranges` (grey levels within a flat pixel's 3 x 3 neighbourhood) that finds
+    any."""
     height, width = grey.shape
     if min(height, width) < min_side + 2:
         return []
     kernel = np.ones((3, 3), np.uint8)
-    spread = cv2.dilate(grey, kernel) - cv2.erode(grey, kernel)
-    flat = (spread <= _FLAT_RANGE).astype(np.uint8)
+    spread = np.asarray(cv2.dilate(grey, kernel) - cv2.erode(grey, kernel), np.uint8)
+    strictest, *looser = ranges
+    found = _frame_holes(grey, spread, min_side, strictest)
+    for flat_range in looser:
+        if found:
+            break
+        found = _frame_holes(grey, spread, min_side, flat_range)
+    return found
+
+
+def _frame_holes(
+    grey: npt.NDArray[np.uint8], spread: npt.NDArray[np.uint8], min_side: int, flat_range: int
+) -> list[Box]:
+    """frame_holes, where a pixel is flat when its 3 x 3 neighbourhood (`spread`: its range) is
+    within `flat_range` grey levels."""
+    height, width = grey.shape
+    flat = (spread <= flat_range).astype(np.uint8)
     run = max(3, min_side // 2)  # a frame's side is at least this long a straight flat run
     across = np.asarray(
         cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((1, run), np.uint8)), np.uint8

@@ -58,6 +58,17 @@ class MediaType(StrEnum):
             return MediaKind.UNKNOWN
         return MediaKind.IMAGE
 
+    @property
+    def lossy(self) -> bool:
+        """Whether pictures in this format may carry compression noise (a WebP or a video may
+        as well be lossless; they count as lossy)."""
+        return self not in _LOSSLESS_TYPES
+
+
+_LOSSLESS_TYPES = frozenset(
+    {MediaType.PNG, MediaType.GIF, MediaType.BMP, MediaType.TIFF, MediaType.RASTER}
+)
+
 
 _VIDEO_TYPES = frozenset(
     {

@@ -250,7 +250,8 @@ class Inspector:
         if not [m for m in matches if f"bank:{m.bank}" not in exempt]:
             # Only when nothing cheaper matched: one match decides, and most media matches none.
             # A match this file is exempted from does not count: the other banks are asked.
-            matches.extend(self._robust.match(decoded.image, views, tiles, decoded.finer))
+            matches.extend(self._robust.match(decoded.image, views, tiles, decoded.finer,
+                                              decoded.media_type.lossy))  # fmt: skip
 
         if decoded.frame_count > 1:
             # An animation (often a GIF of a clip) is also judged as a video: its frames are
@@ -448,7 +449,8 @@ class _VideoAnalysis:
             len(video.key_frames), partial(matcher.frames_shown, video.features), video.duration_s
         )
         for frame in video.key_frames:
-            matches = self.inspector.robust.match(frame.image(), finer=frame.finer_image)
+            matches = self.inspector.robust.match(frame.image(), finer=frame.finer_image,
+                                                  noisy=True)  # fmt: skip
             found = evidence.add(frame, matches)
             if found:
                 return found
