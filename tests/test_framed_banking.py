@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from schoolgate.banks.media import describe_banked
 from schoolgate.config import parse_config
@@ -68,6 +68,37 @@ def test_the_banked_chat_and_its_picture_are_still_blocked(chats: Bank, number: 
     assert chats.blocked(screen.resize((540, 1170), Image.Resampling.LANCZOS), "JPEG")
     assert chats.blocked(photo, "JPEG")
     assert chats.blocked(chat(photo, 420, seed=number), "PNG")
+
+
+@pytest.mark.parametrize("number", range(len(BANKED)))
+def test_the_banked_chats_picture_flipped_is_blocked(chats: Bank, number: int) -> None:
+    """The picture mirrored on its own and in another chat: the whole screen's mirror was
+    banked, not the picture's (a62 F3: 0 of 40 were found)."""
+    flipped = ImageOps.mirror(skimage_photo(BANKED[number][0]).convert("RGB"))
+    assert chats.blocked(flipped, "JPEG")
+    assert chats.blocked(chat(flipped, 420, seed=number), "PNG")
+
+
+def test_a_plain_interface_chats_picture_flipped_is_blocked(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The same for a picture region found by its texture on a plain interface."""
+    photo = skimage_photo("coffee").convert("RGB")
+    items = {"plain-chat.png": encode(chat(photo, 560, seed=3), "PNG")}
+    with _bank(tmp_path_factory.mktemp("plain-chat"), items) as bank:
+        assert bank.blocked(ImageOps.mirror(photo), "JPEG")
+        assert not bank.blocked(ImageOps.mirror(skimage_photo("camera").convert("RGB")), "JPEG")
+
+
+def test_a_chats_picture_region_that_holds_its_wallpaper_gives_way_to_its_framed_picture() -> None:
+    """On a 720 px screen whose wallpaper is partly plain, the picture region found by texture
+    was the wallpaper around the bubble (a62 F1: its wallpaper alone and text-only chats over
+    it were blocked). The framed picture inside that region is banked instead."""
+    screen, (left, top, right, bottom) = wallpaper_chat(skimage_photo("coffee"), 480, "rocket", 5)
+    screen = screen.resize((720, 1560), Image.Resampling.LANCZOS)
+    views = dict(bank_feature_views(screen))
+    picture = views["picture"]
+    assert picture.width / picture.height == pytest.approx((right - left) / (bottom - top), rel=0.1)
 
 
 def test_the_picture_is_banked_and_judges_every_view_around_it() -> None:

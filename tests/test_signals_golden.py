@@ -56,6 +56,8 @@ _ADDED_VIEWS = (
     "mirror-panel-",
     "negative",
     "mirror-negative",
+    "mirror-picture",
+    "framed-grid(",
 )  # added later
 
 

@@ -85,4 +85,7 @@ def test_hashes_add_says_the_small_photo_is_compared(
         patch.setenv("SCHOOLGATE_DATA_DIR", str(folder))
         assert cli.main(["hashes", "add", str(folder / "shot.png"), "--bank", "b",
                          "--config", str(folder / "c.yaml")]) == 0  # fmt: skip
-    assert "its small photo (5 of 64 areas) is also compared at its own scale" in said.getvalue()
+    assert (
+        "its small photo (5 of 64 areas) is banked on its own as well, and compared at its own "
+        "scale" in said.getvalue()
+    )

@@ -12,9 +12,10 @@ from schoolgate.banks.model import SignalInput, SignalType
 from schoolgate.banks.store import BankStore
 from schoolgate.config import Config
 from schoolgate.errors import SchoolgateError
-from schoolgate.media.content_grid import GRID, judged_panels, photo_region
+from schoolgate.media.content_grid import GRID, photo_region
 from schoolgate.media.features import (
     FEATURE_KIND,
+    PANEL_VIEW,
     PHOTO_JUDGE_VIEW,
     LocalFeatures,
     framed_judge_of,
@@ -112,8 +113,9 @@ def describe_banked(item: ItemSignals) -> list[str]:
             )
             if PHOTO_JUDGE_VIEW in found:
                 lines.append(
-                    f"its small photo ({photo} of {cells} areas) is also compared at its own "
-                    "scale: the same screen around another photo does not match"
+                    f"its small photo ({photo} of {cells} areas) is banked on its own as well, "
+                    "and compared at its own scale: the same screen around another photo does "
+                    "not match"
                 )
         elif "picture" in found:
             left, top, right, bottom = region
@@ -125,7 +127,8 @@ def describe_banked(item: ItemSignals) -> list[str]:
             )
         else:
             lines.append(f"judged as a whole picture ({photo} of {cells} areas photographic)")
-        panels = len(judged_panels(whole.grid))
+        # (Only where its pictures were banked as panels: a chat's framed picture is not.)
+        panels = len([name for name in found if name.startswith(PANEL_VIEW)])
         if panels >= 2:
             lines.append(
                 f"a collage of {panels} pictures: a copy must show at least two of them, and "

@@ -33,6 +33,7 @@ from schoolgate.media.content_grid import (
     judged_panels,
     photo_pixels,
     photo_region,
+    small_photo_box,
 )
 from schoolgate.media.decode import (
     LONG_PICTURE,
@@ -54,7 +55,7 @@ from schoolgate.media.features import (
     whole_grid,
     working_grey,
 )
-from schoolgate.media.framed_pictures import framed_pictures
+from schoolgate.media.framed_pictures import SCREEN_ASPECT, framed_pictures
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.media.normalise import (
     CONTENT_DEPTH,
@@ -146,16 +147,36 @@ def bank_feature_views(
     picture = picture_box(whole, image.size)
     if picture is not None and box is not None and _overlap(picture, box.as_tuple()) >= 0.8:
         picture = None  # the content box is that picture
-    if picture is not None:
-        seen = extract_features(image.crop(picture), settings)
-        if banks_content_view(image, Box(*picture), whole.grid, seen.grid):
-            yield "picture", seen
-        else:
-            picture = None
-    framed = None if picture or judge else screen_framed_picture(image, whole, finer)
+    shown = None if picture is None else image.crop(picture)  # the picture region's pixels
+    seen = None if shown is None else extract_features(shown, settings)
+    if picture is not None and not banks_content_view(image, Box(*picture), whole.grid,
+                                                      seen.grid if seen else None):  # fmt: skip
+        picture = shown = seen = None
+    screen = image.height >= SCREEN_ASPECT * image.width
+    if judge is not None and picture is None and whole.grid is not None and screen:
+        # A small photo on a screen's plain interface: judged in the whole view, and banked on
+        # its own too, from the finer decode (at 512 px it is a thumbnail), so that the photo
+        # shared alone, or flipped, is found. (In a drawing, a photo patch is often its
+        # background: banked alone, it took the overlay bench's false blocks from 20 to 22.)
+        small = small_photo_box(whole.grid, whole.width, whole.height)
+        picture = _scaled_box(small, (whole.width, whole.height), image.size)
+        in_finer = _scaled_box(picture, image.size, finer.size)
+        shown = None if in_finer is None else finer.crop(in_finer)
+        seen = None if shown is None else extract_features(shown, settings)
+    framed = None if judge else screen_framed_picture(image, whole, finer)
+    if framed is not None and picture is not None and not _mostly_within(framed[0], picture):
+        framed = None  # the textured region found is another picture than the framed one
     if framed is not None:
-        picture, seen_framed = framed
-        yield "picture", extract_features(seen_framed, settings)
+        # The framed picture, where the textured region is that picture and the wallpaper
+        # around it (a62 F1: a 720 px chat's "picture region" was its wallpaper).
+        picture, shown = framed
+        seen = extract_features(shown, settings)
+    if seen is not None:
+        yield "picture", seen
+    # A picture small in a screen is not in the whole view's mirror at its own scale (a62 F3: a
+    # chat's picture flipped was found 0 times in 40). A picture region of a photo is (and its
+    # mirror, banked, took false blocks on the overlay bench from 20 to 22 of 120).
+    flippable = shown if screen and (judge is not None or framed is not None) else None
     # (A brick wallpaper's mortar reads as a collage's gutters.)
     panels = [] if framed else panel_boxes(whole, image.size, finer_grey(finer, settings))
     for number, panel in enumerate(panels):
@@ -165,6 +186,8 @@ def bank_feature_views(
         flipped_finer = flipped_image if finer is image else ImageOps.mirror(finer)
         mirror = extract_features(flipped_image, settings, finer=flipped_finer)
         yield "mirror", mirror
+        if flippable is not None:
+            yield "mirror-picture", extract_features(ImageOps.mirror(flippable), settings)
         if framed is not None:
             left, top, right, bottom = framed[0]
             flipped_box = (image.width - right, top, image.width - left, bottom)
@@ -202,12 +225,6 @@ def bank_feature_views(
             yield f"squashed-{angle}", extract_features(view, fewer)
 
 
-# A screen's shape (a phone's, upright: 19.5:9 is 2.17): a camera photo's 4:3 or 3:2 is not. In
-# a camera photo a framed picture (a print on the wall behind the subject) is background, and
-# banked on its own it would block other photos of that room.
-_SCREEN_ASPECT: Final = 1.6
-
-
 def screen_framed_picture(
     image: Image.Image, whole: LocalFeatures, finer: Image.Image
 ) -> tuple[Crop, Image.Image] | None:
@@ -217,9 +234,12 @@ def screen_framed_picture(
     the whole screen photographic and no picture region stands out (a61 F1: a banked chat
     banked its wallpaper too, and the same phone's other chats matched it). None for any other
     image (on a plain interface the picture region is found by its texture)."""
-    if image.height < _SCREEN_ASPECT * image.width or whole.luma is None:
+    # In a camera photo (4:3, 3:2) a framed picture (a print on the wall behind the subject) is
+    # background, and banked on its own it would block other photos of that room.
+    if image.height < SCREEN_ASPECT * image.width or whole.luma is None:
         return None
-    found = framed_pictures(image, MIN_REGION_SIDE, lambda: finer)
+    # Banking tries the looser flatness too, whatever the format: it is not timed.
+    found = framed_pictures(image, MIN_REGION_SIDE, lambda: finer, noisy=True)
     in_whole = [_in_pixels(place, whole.width, whole.height) for place, _ in found]
     # Nothing busy outside the frames: the pictures of a collage with plain gutters.
     if not found or busy_elsewhere(busy_blocks(whole.luma), in_whole) < BUSY_AROUND_FRAMED:
@@ -361,6 +381,22 @@ def _pictures_in(grey: np.ndarray, grid: ContentGrid, size: tuple[int, int], sea
         for left, top, right, bottom in boxes
         if min(right - left, bottom - top) >= PANEL_MIN_SIDE
     ]  # fmt: skip
+
+
+def _scaled_box(box: Crop | None, source: tuple[int, int], target: tuple[int, int]) -> Crop | None:
+    """A box in a frame of size `source`, in a frame of size `target` of the same picture."""
+    if box is None:
+        return None
+    scale_x, scale_y = target[0] / source[0], target[1] / source[1]
+    return (round(box[0] * scale_x), round(box[1] * scale_y),
+            round(box[2] * scale_x), round(box[3] * scale_y))  # fmt: skip
+
+
+def _mostly_within(inner: Crop, outer: Crop) -> bool:
+    """Whether at least 80% of `inner` lies in `outer`."""
+    width = max(0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
+    height = max(0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
+    return width * height >= 0.8 * (inner[2] - inner[0]) * (inner[3] - inner[1])
 
 
 def _overlap(a: Crop, b: Crop) -> float:
