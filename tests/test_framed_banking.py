@@ -138,3 +138,16 @@ def test_a_framed_judges_name_says_its_view_and_box() -> None:
     assert framed_judge_of(name) == ("mirror", (12, 181, 118, 291))
     assert framed_judge_of(f"frame12:{name}") is None  # a key frame's prefix is split off first
     assert framed_judge_of("photo-grid") is None
+
+
+def test_hashes_add_warns_that_a_screen_judged_whole_holds_its_wallpaper() -> None:
+    """Where no frame is found, a screenshot is banked whole, wallpaper and all (a62: the same
+    phone's text-only chats and its wallpaper alone were blocked): `hashes add` says so."""
+    config = parse_config("", "t.yaml")
+    wall = skimage_photo("grass").convert("RGB").resize((540, 1170), Image.Resampling.BICUBIC)
+    said = describe_banked(item_signals(encode(wall, "PNG"), config, features=True))
+    assert said[0].startswith("judged as a whole picture")
+    assert any("a photo wallpaper too" in line for line in said)
+    photo = skimage_photo("chelsea").convert("RGB")
+    said = describe_banked(item_signals(encode(photo, "PNG"), config, features=True))
+    assert not any("wallpaper" in line for line in said)

@@ -20,6 +20,7 @@ from schoolgate.media.features import (
     LocalFeatures,
     framed_judge_of,
 )
+from schoolgate.media.framed_pictures import SCREEN_ASPECT
 from schoolgate.media.normalise import content_box
 from schoolgate.media.signals import ItemSignals, bank_feature_views, item_signals
 
@@ -127,6 +128,13 @@ def describe_banked(item: ItemSignals) -> list[str]:
             )
         else:
             lines.append(f"judged as a whole picture ({photo} of {cells} areas photographic)")
+            image = item.image
+            if image is not None and image.height >= SCREEN_ASPECT * image.width:
+                lines.append(
+                    "note: if this is a screenshot, everything in it is evidence, a photo "
+                    "wallpaper too: the same phone's other screens can match it. To block a "
+                    "picture shown in it, bank that picture (crop it from the screenshot)"
+                )
         # (Only where its pictures were banked as panels: a chat's framed picture is not.)
         panels = len([name for name in found if name.startswith(PANEL_VIEW)])
         if panels >= 2:
