@@ -130,6 +130,9 @@ def test_a_framed_print_in_a_camera_photo_is_not_banked_on_its_own() -> None:
     assert not any(name.startswith(FRAMED_JUDGE_VIEW) for name in names)
     tall = wall.crop((300, 0, 900, 900)).resize((600, 1300), Image.Resampling.BICUBIC)
     assert any(name.startswith(FRAMED_JUDGE_VIEW) for name, _ in bank_feature_views(tall))
+    # An upright video's frame is shaped as a screen is, but is a camera's more often.
+    names = [name for name, _ in bank_feature_views(tall, still=False)]
+    assert not any(name.startswith(FRAMED_JUDGE_VIEW) or "picture" in name for name in names)
 
 
 def test_a_framed_judges_name_says_its_view_and_box() -> None:

@@ -69,6 +69,7 @@ def bank_media(
             mirrored=settings.bank_mirrored,
             squashes=settings.bank_squashed,
             negative=config.banks.match_inverted,
+            still=False,
         )
         views += [(f"frame{frame.frame}:{name}", found.to_bytes()) for name, found in frame_views]
     added_features = 0

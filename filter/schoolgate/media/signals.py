@@ -120,6 +120,7 @@ def bank_feature_views(
     squashes: bool = False,
     finer: Image.Image | None = None,
     negative: bool = False,
+    still: bool = True,
 ) -> Iterator[tuple[str, LocalFeatures]]:
     """(view name, local features) to bank for one item: the whole image, its content box when
     it has one, its picture region when that is a part of it (a screenshot's or a frame's photo,
@@ -129,7 +130,10 @@ def bank_feature_views(
     (with `negative`) that photo's negative. `finer`: the same picture decoded at a finer
     scale, where thin gutters are looked for. A screen whose picture is framed over a busy
     background (`screen_framed_picture`) banks that picture as its picture region, and each
-    view around it carries the picture's grid to judge its matches by (FRAMED_JUDGE_VIEW)."""
+    view around it carries the picture's grid to judge its matches by (FRAMED_JUDGE_VIEW).
+    `still`: a still picture, which if screen-shaped is a screenshot; an upright video's frames
+    are shaped so too, but are a camera's more often, and a framed print on a wall is
+    background, so a video's key frames bank no picture apart."""
     finer = finer or image
     whole = extract_features(image, settings, finer=finer)
     yield "whole", whole
@@ -152,7 +156,7 @@ def bank_feature_views(
     if picture is not None and not banks_content_view(image, Box(*picture), whole.grid,
                                                       seen.grid if seen else None):  # fmt: skip
         picture = shown = seen = None
-    screen = image.height >= SCREEN_ASPECT * image.width
+    screen = still and image.height >= SCREEN_ASPECT * image.width
     if judge is not None and picture is None and whole.grid is not None and screen:
         # A small photo on a screen's plain interface: judged in the whole view, and banked on
         # its own too, from the finer decode (at 512 px it is a thumbnail), so that the photo
@@ -163,7 +167,7 @@ def bank_feature_views(
         in_finer = _scaled_box(picture, image.size, finer.size)
         shown = None if in_finer is None else finer.crop(in_finer)
         seen = None if shown is None else extract_features(shown, settings)
-    framed = None if judge else screen_framed_picture(image, whole, finer)
+    framed = None if judge or not screen else screen_framed_picture(image, whole, finer)
     if framed is not None and picture is not None and not _mostly_within(framed[0], picture):
         framed = None  # the textured region found is another picture than the framed one
     if framed is not None:
