@@ -20,7 +20,7 @@ from schoolgate.media.features import (
     LocalFeatures,
     framed_judge_of,
 )
-from schoolgate.media.framed_pictures import SCREEN_ASPECT
+from schoolgate.media.framed_pictures import screen_shaped
 from schoolgate.media.normalise import content_box
 from schoolgate.media.signals import ItemSignals, bank_feature_views, item_signals
 
@@ -130,7 +130,7 @@ def describe_banked(item: ItemSignals) -> list[str]:
         else:
             lines.append(f"judged as a whole picture ({photo} of {cells} areas photographic)")
             image = item.image
-            if image is not None and image.height >= SCREEN_ASPECT * image.width:
+            if image is not None and screen_shaped(image):
                 lines.append(
                     "note: if this is a screenshot, everything in it is evidence, a photo "
                     "wallpaper too: the same phone's other screens can match it. To block a "

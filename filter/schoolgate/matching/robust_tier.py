@@ -129,26 +129,40 @@ def _with_their_photos(
     and each framed picture's grid (FRAMED_JUDGE_VIEW) to the view it names, which must agree
     with it to match; the grid is not a view to look up itself."""
     dropped: set[int] = set()
-    judges = {PHOTO_JUDGE_VIEW: "whole", f"mirror-{PHOTO_JUDGE_VIEW}": "mirror"}
     for named in views.values():
         for judge, number in named.items():
             lead, colon, view_name = judge.rpartition(":")  # a video key frame's "frame12:..."
-            framed = framed_judge_of(view_name)
-            if view_name not in judges and framed is None:
+            target = _judged_view(view_name)
+            if target is None:
                 continue
-            base = f"{lead}{colon}{framed[0] if framed else judges[view_name]}"
             dropped.add(number)
-            view = entries[named[base]] if base in named else None
+            base_name, box = target
+            base = f"{lead}{colon}{base_name}"
+            if base not in named:
+                continue
+            view = entries[named[base]]
+            grid = view.features.grid
+            if box is None and grid is not None:
+                box = small_photo_box(grid, view.features.width, view.features.height)
             photo = entries[number].features
-            grid = view.features.grid if view is not None else None
-            box = framed[1] if framed else small_photo_box(
-                grid, view.features.width, view.features.height) if (
-                view is not None and grid is not None) else None  # fmt: skip
-            if view is None or box is None or (box[2] - box[0], box[3] - box[1]) != (
-                photo.width, photo.height):  # fmt: skip
+            if box is None or (box[2] - box[0], box[3] - box[1]) != (photo.width, photo.height):
                 continue  # not the grid of this view's photo: not used
             entries[named[base]] = replace(view, photo=(photo, judge_map(box)))
     return [entry for number, entry in enumerate(entries) if number not in dropped]
+
+
+_PHOTO_JUDGES = {PHOTO_JUDGE_VIEW: "whole", f"mirror-{PHOTO_JUDGE_VIEW}": "mirror"}
+
+
+def _judged_view(name: str) -> tuple[str, tuple[int, int, int, int] | None] | None:
+    """For a judge grid's view name: the view it judges, and the photo's box in that view
+    where the name gives it (a framed picture's; a small photo's is found from the view's
+    grid). None for a view that judges nothing."""
+    framed = framed_judge_of(name)
+    if framed is not None:
+        return framed
+    base = _PHOTO_JUDGES.get(name)
+    return None if base is None else (base, None)
 
 
 def _is_negative(view: str) -> bool:

@@ -46,7 +46,7 @@ DETECT_LONG: Final = 4096
 # and 12 after it). The strictest first: a looser one finds flat runs in textures too.
 _FLAT_RANGES: Final = (4, 8, 12)
 # A screen's shape (a phone's, upright: 19.5:9 is 2.17): a camera photo's 4:3 or 3:2 is not.
-SCREEN_ASPECT: Final = 1.6
+_SCREEN_ASPECT: Final = 1.6
 _CORNER: Final = 8  # px: how far a bar may end short of the frame's side (a rounded corner)
 _TONE: Final = 6.0  # grey levels between a frame's top and bottom
 _SIDE: Final = 0.8  # share of the box's height its left and right sides run flat
@@ -82,8 +82,7 @@ def framed_pictures(
     found = []
     # Three passes cost 2-6 ms more where no frame is found: only for a lossy screen, where the
     # frames of a chat's pictures are (on the overlay bench's photos: 1.2 -> 3.3 ms p50).
-    screen = image.height >= SCREEN_ASPECT * image.width
-    ranges = _FLAT_RANGES if noisy and screen else _FLAT_RANGES[:1]
+    ranges = _FLAT_RANGES if noisy and screen_shaped(image) else _FLAT_RANGES[:1]
     for left, top, right, bottom in frame_holes(grey, max(1, round(min_side / factor)), ranges):
         place = (left / width, top / height, right / width, bottom / height)
         small = max(right - left, bottom - top) / width * image.width < WORK_SIDE
@@ -94,6 +93,11 @@ def framed_pictures(
         if min(view.size) >= min_side and not drawn(view):
             found.append((place, view))
     return found
+
+
+def screen_shaped(image: Image.Image) -> bool:
+    """Whether an image has a phone screen's upright shape (taller than _SCREEN_ASPECT)."""
+    return image.height >= _SCREEN_ASPECT * image.width
 
 
 def lies_in(place: Place, region: Place, share: float = 0.8) -> bool:

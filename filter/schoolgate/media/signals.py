@@ -55,7 +55,7 @@ from schoolgate.media.features import (
     whole_grid,
     working_grey,
 )
-from schoolgate.media.framed_pictures import SCREEN_ASPECT, framed_pictures
+from schoolgate.media.framed_pictures import framed_pictures, screen_shaped
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.media.normalise import (
     CONTENT_DEPTH,
@@ -156,17 +156,17 @@ def bank_feature_views(
     if picture is not None and not banks_content_view(image, Box(*picture), whole.grid,
                                                       seen.grid if seen else None):  # fmt: skip
         picture = shown = seen = None
-    screen = still and image.height >= SCREEN_ASPECT * image.width
+    screen = still and screen_shaped(image)
     if judge is not None and picture is None and whole.grid is not None and screen:
         # A small photo on a screen's plain interface: judged in the whole view, and banked on
         # its own too, from the finer decode (at 512 px it is a thumbnail), so that the photo
         # shared alone, or flipped, is found. (In a drawing, a photo patch is often its
         # background: banked alone, it took the overlay bench's false blocks from 20 to 22.)
         small = small_photo_box(whole.grid, whole.width, whole.height)
-        picture = _scaled_box(small, (whole.width, whole.height), image.size)
-        in_finer = _scaled_box(picture, image.size, finer.size)
-        shown = None if in_finer is None else finer.crop(in_finer)
-        seen = None if shown is None else extract_features(shown, settings)
+        if small is not None:
+            picture = _mapped(small, (0, 0, whole.width, whole.height), image.size)
+            shown = finer.crop(_mapped(picture, full, finer.size))
+            seen = extract_features(shown, settings)
     framed = None if judge or not screen else screen_framed_picture(image, whole, finer)
     if framed is not None and picture is not None and not _mostly_within(framed[0], picture):
         framed = None  # the textured region found is another picture than the framed one
@@ -240,22 +240,31 @@ def screen_framed_picture(
     image (on a plain interface the picture region is found by its texture)."""
     # In a camera photo (4:3, 3:2) a framed picture (a print on the wall behind the subject) is
     # background, and banked on its own it would block other photos of that room.
-    if image.height < SCREEN_ASPECT * image.width or whole.luma is None:
+    if not screen_shaped(image) or whole.luma is None:
         return None
     # Banking tries the looser flatness too, whatever the format: it is not timed.
     found = framed_pictures(image, MIN_REGION_SIDE, lambda: finer, noisy=True)
-    in_whole = [_in_pixels(place, whole.width, whole.height) for place, _ in found]
+    in_whole = [_mapped(place, _SHARES, (whole.width, whole.height)) for place, _ in found]
     # Nothing busy outside the frames: the pictures of a collage with plain gutters.
     if not found or busy_elsewhere(busy_blocks(whole.luma), in_whole) < BUSY_AROUND_FRAMED:
         return None
     place, view = found[0]
-    return _in_pixels(place, image.width, image.height), view
+    return _mapped(place, _SHARES, image.size), view
 
 
-def _in_pixels(place: tuple[float, float, float, float], width: int, height: int) -> Crop:
-    """A box given as shares of a frame, in the pixels of a frame of that size."""
-    left, top, right, bottom = place
-    return round(left * width), round(top * height), round(right * width), round(bottom * height)
+_SHARES = (0.0, 0.0, 1.0, 1.0)  # a frame, when boxes in it are given as shares of it
+
+
+def _mapped(
+    box: tuple[float, float, float, float],
+    frame: tuple[float, float, float, float],
+    size: tuple[int, int],
+) -> Crop:
+    """A box, given where `frame` is the area of a view, in that view's pixels (`size`)."""
+    scale_x = size[0] / (frame[2] - frame[0])
+    scale_y = size[1] / (frame[3] - frame[1])
+    return (round((box[0] - frame[0]) * scale_x), round((box[1] - frame[1]) * scale_y),
+            round((box[2] - frame[0]) * scale_x), round((box[3] - frame[1]) * scale_y))  # fmt: skip
 
 
 def framed_judges(
@@ -264,15 +273,8 @@ def framed_judges(
     """For each view (its name, its features, where it lies in the image) that holds the
     framed `picture` (a box in the image), that picture's grid in the view's frame, named
     for the view and the box: a match of the view must show that picture too."""
-    for name, features, (left, top, right, bottom) in views:
-        scale_x = features.width / (right - left)
-        scale_y = features.height / (bottom - top)
-        box = (
-            round((picture[0] - left) * scale_x),
-            round((picture[1] - top) * scale_y),
-            round((picture[2] - left) * scale_x),
-            round((picture[3] - top) * scale_y),
-        )
+    for name, features, where in views:
+        box = _mapped(picture, where, (features.width, features.height))
         if min(box[:2]) < 0 or box[2] > features.width or box[3] > features.height:
             continue
         judge = photo_judge(features, box)
@@ -385,15 +387,6 @@ def _pictures_in(grey: np.ndarray, grid: ContentGrid, size: tuple[int, int], sea
         for left, top, right, bottom in boxes
         if min(right - left, bottom - top) >= PANEL_MIN_SIDE
     ]  # fmt: skip
-
-
-def _scaled_box(box: Crop | None, source: tuple[int, int], target: tuple[int, int]) -> Crop | None:
-    """A box in a frame of size `source`, in a frame of size `target` of the same picture."""
-    if box is None:
-        return None
-    scale_x, scale_y = target[0] / source[0], target[1] / source[1]
-    return (round(box[0] * scale_x), round(box[1] * scale_y),
-            round(box[2] * scale_x), round(box[3] * scale_y))  # fmt: skip
 
 
 def _mostly_within(inner: Crop, outer: Crop) -> bool:
