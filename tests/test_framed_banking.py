@@ -11,6 +11,7 @@ judges; benign pictures only.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw, ImageOps
@@ -154,3 +155,68 @@ def test_hashes_add_warns_that_a_screen_judged_whole_holds_its_wallpaper() -> No
     photo = skimage_photo("chelsea").convert("RGB")
     said = describe_banked(item_signals(encode(photo, "PNG"), config, features=True))
     assert not any("wallpaper" in line for line in said)
+
+
+# A dark chat over a dark wallpaper: the picture's bubble is the screen's content box (inside
+# plain bands), and the region found by texture holds the picture and wallpaper beside it.
+DARK_BANKED = ("chelsea", "astronaut", "coffee")
+DARK_OTHERS = ("camera", "coins", "motorcycle_left", "rocket")
+
+
+def _dark_chat(photo: str) -> Image.Image:
+    screen, _ = wallpaper_chat(skimage_photo(photo), 600, "moon", seed=1, dark=True)
+    return screen
+
+
+@pytest.fixture(scope="module")
+def dark_chats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bank]:
+    items = {f"dark-{name}.png": encode(_dark_chat(name), "PNG") for name in DARK_BANKED}
+    with _bank(tmp_path_factory.mktemp("dark-chats"), items) as bank:
+        yield bank
+
+
+@pytest.mark.parametrize("name", DARK_BANKED)
+def test_a_screens_picture_inside_plain_bands_is_found_mirrored(
+    dark_chats: Bank, name: str
+) -> None:
+    """The picture mirrored on its own and in another chat (a63 F3: a dark chat banked whole,
+    whose picture was its content box, 0 of 5). The old banking mirrored the whole screen,
+    and a picture region of picture and wallpaper: 0 of 6 here."""
+    photo = skimage_photo(name).convert("RGB")
+    flipped = ImageOps.mirror(photo)
+    assert dark_chats.blocked(photo, "JPEG")
+    assert dark_chats.blocked(flipped, "JPEG")
+    assert dark_chats.blocked(chat(flipped, 420, seed=1), "PNG")
+    views = [view for view, _ in bank_feature_views(_dark_chat(name))]
+    assert "mirror-picture" in views
+    assert "picture" not in views  # the content view is that picture
+
+
+@pytest.mark.parametrize("other", DARK_OTHERS)
+def test_the_dark_chats_other_pictures_are_not_blocked(dark_chats: Bank, other: str) -> None:
+    """Other photos in the banked chats' layout, over the same wallpaper, plain and mirrored."""
+    photo = skimage_photo(other).convert("RGB")
+    assert not dark_chats.blocked(_dark_chat(other), "PNG")
+    assert not dark_chats.blocked(_dark_chat(other), "JPEG")
+    assert not dark_chats.blocked(ImageOps.mirror(photo), "JPEG")
+    assert not dark_chats.blocked(chat(ImageOps.mirror(photo), 420, seed=1), "PNG")
+
+
+def test_a_pdq_match_of_a_mirrored_copy_is_confirmed_mirrored(tmp_path: Path) -> None:
+    """Without mirrored feature sets (`bank_mirrored: false`, or an item banked before its
+    picture's mirror was), a mirrored copy is found by PDQ's dihedral lookup only. Beyond
+    `pdq_confirm_bits` the item's features must confirm it, and ORB's keypoints do not mirror:
+    every such match was refuted (a63 F3, 0 of 5). The query's mirror is now tried too."""
+    config_path = tmp_path / "unmirrored.yaml"
+    config_path.write_text(
+        "classifier:\n  models: []\nbanks:\n  robust:\n    bank_mirrored: false\n"
+    )
+    items = {f"dark-{name}.png": encode(_dark_chat(name), "PNG") for name in DARK_BANKED}
+    with _bank(tmp_path, items, config_path) as bank:
+        for name in DARK_BANKED:
+            flipped = ImageOps.mirror(skimage_photo(name).convert("RGB"))
+            verdict = bank.inspector.evaluate(encode(flipped, "JPEG", quality=90), CTX)
+            assert verdict.blocked, name
+            assert verdict.matches[0].distance > bank.inspector.config.banks.robust.pdq_confirm_bits
+        for other in DARK_OTHERS:
+            assert not bank.blocked(ImageOps.mirror(skimage_photo(other).convert("RGB")), "JPEG")

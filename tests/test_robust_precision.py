@@ -62,13 +62,15 @@ class Bank:
 
 
 @contextlib.contextmanager
-def _bank(tmp: Path, items: dict[str, bytes]) -> Iterator[Bank]:
-    """Bank `items` (file name -> bytes) with `schoolgate hashes add` in a scratch data dir."""
+def _bank(tmp: Path, items: dict[str, bytes], config_path: Path | None = None) -> Iterator[Bank]:
+    """Bank `items` (file name -> bytes) with `schoolgate hashes add` in a scratch data dir
+    (configured by `config_path`, where given)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SCHOOLGATE_DATA_DIR", str(tmp))
         patch.delenv("SCHOOLGATE_CONFIG", raising=False)
-        config_path = tmp / "precision.yaml"
-        config_path.write_text("classifier:\n  models: []\n")
+        if config_path is None:
+            config_path = tmp / "precision.yaml"
+            config_path.write_text("classifier:\n  models: []\n")
         files = []
         for name, data in items.items():
             (tmp / name).write_bytes(data)

@@ -15,7 +15,7 @@ from functools import partial
 from itertools import islice
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from schoolgate.banks.model import SignalType
 from schoolgate.banks.store import BankStore
@@ -284,6 +284,7 @@ class RobustTier:
         matches: Sequence[BankMatch],
         views: Sequence[Image.Image] | None = None,
         tiles: Sequence[Image.Image] | None = None,
+        mirrored: bool = False,
     ) -> list[BankMatch]:
         """The PDQ matches that the banked items' own feature sets refute: where a view of the
         item aligns and the content check refuses it, or where both sides have keypoints enough
@@ -293,6 +294,11 @@ class RobustTier:
         A whole-image PDQ hash can be carried by what two different pictures share: adversarial
         pass a7 and the precision suite found a fixed background behind another subject within
         30 bits.
+
+        `mirrored`: the matches may be of a mirrored variant (PDQ's dihedral lookup). ORB's
+        keypoints turn with a picture but do not mirror, and an item banks a mirrored set of its
+        whole view only, so the query's mirrored views are tried too where the upright ones
+        verify nothing: a screenshot's part matched mirrored by PDQ was refuted (a63 F3).
         """
         loaded = self._current()
         claims = [(m, loaded.items_by_pdq.get((m.bank, str(m.value)), ())) for m in matches]
@@ -301,10 +307,20 @@ class RobustTier:
         # The query's views are extracted once, whatever the number of matches to check.
         tiles = screens(image) if tiles is None else tiles
         looked_at = [*query_feature_views(image, views), *tiles]
-        queries = [extract_features(view, grid=False) for view in looked_at]
+        upright = [extract_features(view, grid=False) for view in looked_at]
+        flipped: list[LocalFeatures] = []
+
+        def queries() -> Iterator[LocalFeatures]:
+            yield from upright
+            if mirrored and not flipped:
+                flipped.extend(
+                    extract_features(ImageOps.mirror(view), grid=False) for view in looked_at
+                )
+            yield from flipped
+
         refuted: list[BankMatch] = []
         for match, items in claims:
-            verdicts = (loaded.index.confirm(q, item) for q in queries for item in items)
+            verdicts = (loaded.index.confirm(q, item) for q in queries() for item in items)
             seen: set[bool | None] = set()
             for verdict in verdicts:
                 seen.add(verdict)

@@ -111,6 +111,7 @@ def view_pdq(views: Sequence[Image.Image], dihedral: bool) -> list[list[PdqHash]
 SQUASH_AXES = (0, 45, 90, 135)
 SQUASH_RATIO = 0.5
 NEGATIVE_VIEW = "negative"  # a photographic item's photo inverted (banks.match_inverted)
+_PICTURE_IN_SCREEN = 0.5  # a screen's content box no larger than this share may be its picture
 
 
 def bank_feature_views(
@@ -148,15 +149,22 @@ def bank_feature_views(
         if banks_content_view(image, box, whole.grid, content.grid):
             yield "content", content
             around.append(("content", content, box.as_tuple()))
+    screen = still and screen_shaped(image)
     picture = picture_box(whole, image.size)
-    if picture is not None and box is not None and _overlap(picture, box.as_tuple()) >= 0.8:
+    # A screen's banked content box that is a part of it, not its whole chat area, is its
+    # picture inside plain bands, where the textured region holds it (and some wallpaper).
+    boxed = _screen_picture(image, around) if screen else None
+    if boxed is not None and (picture is None or _mostly_within(boxed, picture)):
+        picture = None
+    elif picture is not None and box is not None and _overlap(picture, box.as_tuple()) >= 0.8:
         picture = None  # the content box is that picture
+    else:
+        boxed = None
     shown = None if picture is None else image.crop(picture)  # the picture region's pixels
     seen = None if shown is None else extract_features(shown, settings)
     if picture is not None and not banks_content_view(image, Box(*picture), whole.grid,
                                                       seen.grid if seen else None):  # fmt: skip
         picture = shown = seen = None
-    screen = still and screen_shaped(image)
     if judge is not None and picture is None and whole.grid is not None and screen:
         # A small photo on a screen's plain interface: judged in the whole view, and banked on
         # its own too, from the finer decode (at 512 px it is a thumbnail), so that the photo
@@ -180,7 +188,10 @@ def bank_feature_views(
     # A picture small in a screen is not in the whole view's mirror at its own scale (a62 F3: a
     # chat's picture flipped was found 0 times in 40). A picture region of a photo is (and its
     # mirror, banked, took false blocks on the overlay bench from 20 to 22 of 120).
-    flippable = shown if screen and (judge is not None or framed is not None) else None
+    # A screen's content box, where that is its picture, too (a63 F3: a dark chat's picture
+    # inside plain bands, mirrored alone or in another app: 0 of 5).
+    flippable = shown if shown is not None or boxed is None else image.crop(boxed)
+    flippable = flippable if screen else None
     # (A brick wallpaper's mortar reads as a collage's gutters.)
     panels = [] if framed else panel_boxes(whole, image.size, finer_grey(finer, settings))
     for number, panel in enumerate(panels):
@@ -207,7 +218,7 @@ def bank_feature_views(
     photographic = whole.grid is not None and photo_region(whole.grid) is not None
     # The photo, not the interface around it: squashed or inverted interfaces would only add
     # candidates that other screens of the same app (or its other theme) vote for.
-    photo = image.crop(picture) if picture is not None else image
+    photo = image.crop(picture or boxed) if picture or boxed else image
     if negative and photographic:
         # A negative (one tap in any editor) that is also turned, cropped or stickered: PDQ
         # finds a negative only whole and upright, and a negative's keypoints describe another
@@ -387,6 +398,17 @@ def _pictures_in(grey: np.ndarray, grid: ContentGrid, size: tuple[int, int], sea
         for left, top, right, bottom in boxes
         if min(right - left, bottom - top) >= PANEL_MIN_SIDE
     ]  # fmt: skip
+
+
+def _screen_picture(image: Image.Image, around: list[tuple[str, LocalFeatures, Crop]]
+                    ) -> Crop | None:  # fmt: skip
+    """A screen's banked content box (`around`'s second view) where it may be its picture:
+    no more than _PICTURE_IN_SCREEN of it, not the chat area between its header and input."""
+    if len(around) < 2:
+        return None
+    left, top, right, bottom = around[1][2]
+    small = (right - left) * (bottom - top) <= _PICTURE_IN_SCREEN * image.width * image.height
+    return around[1][2] if small else None
 
 
 def _mostly_within(inner: Crop, outer: Crop) -> bool:

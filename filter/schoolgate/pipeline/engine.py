@@ -231,7 +231,8 @@ class Inspector:
                 judged_as = ImageOps.invert(decoded.image.convert("RGB"))
                 judged_views, judged_tiles = [judged_as], screens(judged_as)
         claimed = [m for m in pdq_matches if banks.runs(m.bank, "pdq")]
-        refuted = self._refuted(claimed, judged_as, judged_views, judged_tiles)
+        refuted = self._refuted(claimed, judged_as, judged_views, judged_tiles,
+                                mirrored=banks.match_dihedral)  # fmt: skip
         if banks.match_channels and len(refuted) == len(claimed):
             # Nothing stands: a copy in false colours is looked up recoloured (a44 F1: a near
             # miss of its negative kept this from being tried).
@@ -302,16 +303,18 @@ class Inspector:
         return matches, recoloured
 
     def _refuted(self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image],
-                 tiles: list[Image.Image] | None = None) -> tuple[BankMatch, ...]:  # fmt: skip
+                 tiles: list[Image.Image] | None = None, mirrored: bool = False,
+                 ) -> tuple[BankMatch, ...]:  # fmt: skip
         """The PDQ matches beyond `pdq_confirm_bits` that the banked item's own local features
         refute: aligned, and another picture in the same surround (a fixed background behind
         another subject). They do not count; the audit record lists them. `tiles`: the screens
-        of `image` (signals.screens), where already computed."""
+        of `image` (signals.screens), where already computed; `mirrored`: the matches may be
+        of a mirrored variant."""
         confirm_bits = self.config.banks.robust.pdq_confirm_bits
         distant = [m for m in matches if m.distance > confirm_bits]
         if not distant:
             return ()
-        refuted = tuple(self._robust.refuted(image, distant, views, tiles))
+        refuted = tuple(self._robust.refuted(image, distant, views, tiles, mirrored))
         for match in refuted:
             log.info(
                 "PDQ match at %d bits in bank %s refuted by its feature sets: the same surround "
