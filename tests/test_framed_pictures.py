@@ -6,9 +6,11 @@ Banked with `hashes add`, judged as the proxy judges; benign pictures only."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from schoolgate.media.decode import MediaLimits
 from schoolgate.media.framed_pictures import frame_holes, framed_pictures
@@ -23,16 +25,29 @@ WALLPAPERS = ("grass", "gravel", "brick", "hubble_deep_field")
 
 
 def wallpaper_chat(
-    photo: Image.Image, width: int, wallpaper: str, seed: int = 0, dark: bool = False
+    photo: Image.Image,
+    width: int,
+    wallpaper: str,
+    seed: int = 0,
+    dark: bool = False,
+    bubble: tuple[int, int, int] | None = None,
+    dimmed: float | None = None,
+    cropped: bool = False,
 ) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """A 1080 x 2340 chat over a photo wallpaper: header, text bubbles, `photo` `width` px wide
-    in a bubble (a 10 px frame, the time below it, rounded corners), more bubbles, the input
-    bar; and where the photo is."""
+    """A 1080 x 2340 chat over a photo wallpaper (stretched, or `cropped` to the screen's shape
+    as phones do; `dimmed` to that brightness): header, text bubbles, `photo` `width` px wide in
+    a bubble (a 10 px frame, the time below it, rounded corners), more bubbles, the input bar;
+    and where the photo is."""
     rng = np.random.default_rng(seed)
-    wall = skimage_photo(wallpaper).convert("RGB").resize((1080, 2340), Image.Resampling.BICUBIC)
-    screen = ImageEnhance.Brightness(wall).enhance(0.5 if dark else 0.8)
+    wall = skimage_photo(wallpaper).convert("RGB")
+    if cropped:
+        wall = ImageOps.fit(wall, (1080, 2340), Image.Resampling.LANCZOS)
+    else:
+        wall = wall.resize((1080, 2340), Image.Resampling.BICUBIC)
+    screen = ImageEnhance.Brightness(wall).enhance(dimmed or (0.5 if dark else 0.8))
     draw = ImageDraw.Draw(screen)
-    bubble, ink = ((32, 44, 51), (230, 230, 230)) if dark else ((255, 255, 255), (20, 20, 20))
+    themed, ink = ((32, 44, 51), (230, 230, 230)) if dark else ((255, 255, 255), (20, 20, 20))
+    bubble = bubble or themed
     draw.rectangle((0, 0, 1080, 200), fill=(7, 94, 84))
     draw.text((190, 110), "Sam", fill=(255, 255, 255), font_size=44)
     y = 240
@@ -74,6 +89,35 @@ def test_a_picture_in_its_bubble_over_a_photo_wallpaper_is_found(
     # Within a few pixels of the picture (the frame is found at half the screen's size).
     assert abs(views[0].width - (right - left)) <= 8
     assert abs(views[0].height - (bottom - top)) <= 8
+
+
+def _pale_bubble_chat(patch: tuple[int, int, int], fmt: str) -> Image.Image:
+    """A pale green bubble (grey 234) around a picture over a busy wallpaper that has a flat
+    part of colour `patch` above and beside the bubble, touching its frame."""
+    screen = skimage_photo("grass").convert("RGB").resize((1080, 2340), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(screen)
+    draw.rectangle((0, 0, 1080, 200), fill=(7, 94, 84))
+    draw.rectangle((250, 230, 1080, 430), fill=patch)
+    draw.rectangle((1040, 230, 1080, 1100), fill=patch)
+    draw.rounded_rectangle((420, 420, 1050, 950), 20, fill=(220, 248, 198))
+    screen.paste(skimage_photo("chelsea").convert("RGB").resize((610, 470)), (430, 430))
+    data = encode(screen, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_frame_that_runs_into_a_flat_part_of_the_wallpaper_of_its_grey_is_found(
+    fmt: str,
+) -> None:
+    """A cream cup in the wallpaper is the grey of a pale green bubble: in grey, the frame's top
+    ran on into it and no longer paired with its bottom (a63 F2: a banked photo in such a
+    bubble, 0 of 30; a62 F1: 4 of 9 banked chats judged whole). Where grey finds no frame,
+    a change of colour counts as an edge too."""
+    for patch in ((250, 230, 225), (120, 40, 40)):  # the bubble's grey in cream, and another
+        found = framed_pictures(_pale_bubble_chat(patch, fmt), 96, noisy=fmt == "JPEG")
+        assert [tuple(round(share, 2) for share in place) for place, _ in found] == [
+            (0.4, 0.18, 0.96, 0.39)
+        ], patch
 
 
 def test_text_bubbles_photos_and_plain_screens_hold_no_framed_picture() -> None:
@@ -155,3 +199,14 @@ def test_a_banked_photo_in_a_chat_saved_as_jpeg_at_quality_70_is_blocked(
 ) -> None:
     screen, _ = wallpaper_chat(skimage_photo("chelsea"), 400, wallpaper, seed=7)
     assert bank.inspector.evaluate(encode(screen, "JPEG", quality=70), CTX).blocked
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_banked_photo_in_a_bubble_of_its_wallpapers_grey_is_blocked(bank: Bank, fmt: str) -> None:
+    """The banked photo in the pale bubble beside a flat part of the wallpaper of its grey
+    (a63 F2, above), and another photo there is not."""
+    screen = _pale_bubble_chat((250, 230, 225), fmt)
+    assert bank.blocked(screen, "PNG")
+    other = screen.copy()
+    other.paste(skimage_photo("camera").convert("RGB").resize((610, 470)), (430, 430))
+    assert not bank.blocked(other, "PNG")

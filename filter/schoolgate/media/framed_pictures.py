@@ -47,6 +47,11 @@ DETECT_LONG: Final = 4096
 _FLAT_RANGES: Final = (4, 8, 12)
 # A screen's shape (a phone's, upright: 19.5:9 is 2.17): a camera photo's 4:3 or 3:2 is not.
 _SCREEN_ASPECT: Final = 1.6
+# Colour levels (any channel) within a flat pixel's 3 x 3 neighbourhood in a screen's colour
+# pass: a pale green bubble against a cream cup in the wallpaper is one grey, and the frame's
+# top ran on into the cup (a62 F1, a63 F2). On those sets 16 found the most frames; a JPEG's
+# chroma ringing breaks some frames at any such level, hence a pass of its own.
+_HUE: Final = 16
 _CORNER: Final = 8  # px: how far a bar may end short of the frame's side (a rounded corner)
 _TONE: Final = 6.0  # grey levels between a frame's top and bottom
 _SIDE: Final = 0.8  # share of the box's height its left and right sides run flat
@@ -79,11 +84,17 @@ def framed_pictures(
     factor = max(1, min(looked_at.size) // DETECT_SHORT, -(-max(looked_at.size) // DETECT_LONG))
     grey = np.asarray(looked_at.convert("L").reduce(factor), np.uint8)
     height, width = grey.shape
+    screen = screen_shaped(image)
+
+    def colour() -> npt.NDArray[np.uint8]:  # a screen's frame is also looked for by its colour
+        return np.asarray(looked_at.convert("RGB").reduce(factor), np.uint8)
+
     found = []
     # Three passes cost 2-6 ms more where no frame is found: only for a lossy screen, where the
     # frames of a chat's pictures are (on the overlay bench's photos: 1.2 -> 3.3 ms p50).
-    ranges = _FLAT_RANGES if noisy and screen_shaped(image) else _FLAT_RANGES[:1]
-    for left, top, right, bottom in frame_holes(grey, max(1, round(min_side / factor)), ranges):
+    ranges = _FLAT_RANGES if noisy and screen else _FLAT_RANGES[:1]
+    for left, top, right, bottom in frame_holes(grey, max(1, round(min_side / factor)), ranges,
+                                                colour if screen else None):  # fmt: skip
         place = (left / width, top / height, right / width, bottom / height)
         small = max(right - left, bottom - top) / width * image.width < WORK_SIDE
         source = finer() if finer is not None and small else looked_at
@@ -109,25 +120,35 @@ def lies_in(place: Place, region: Place, share: float = 0.8) -> bool:
 
 
 def frame_holes(
-    grey: npt.NDArray[np.uint8], min_side: int, ranges: tuple[int, ...] = _FLAT_RANGES[:1]
+    grey: npt.NDArray[np.uint8],
+    min_side: int,
+    ranges: tuple[int, ...] = _FLAT_RANGES[:1],
+    colour: Callable[[], npt.NDArray[np.uint8]] | None = None,
 ) -> list[Box]:
     """Boxes (left, top, right, bottom) of the pictures in `grey` held in a plain frame, at
     least `min_side` px on each side and at most _MAX_SHARE of the frame, inner ones before the
     frames around them, the most photographic first, at most MAX_FRAMED; at the strictest
     flatness of `ranges` (grey levels within a flat pixel's 3 x 3 neighbourhood) that finds
-    any."""
+    any; where none does and `colour` (the same frame in RGB, asked for then) is given, with
+    its changes of colour as edges too, at the strictest."""
     height, width = grey.shape
     if min(height, width) < min_side + 2:
         return []
     kernel = np.ones((3, 3), np.uint8)
     spread = np.asarray(cv2.dilate(grey, kernel) - cv2.erode(grey, kernel), np.uint8)
-    strictest, *looser = ranges
-    found = _frame_holes(grey, spread, min_side, strictest)
-    for flat_range in looser:
-        if found:
-            break
+    for flat_range in ranges:
         found = _frame_holes(grey, spread, min_side, flat_range)
-    return found
+        if found:
+            return found
+    if colour is None:
+        return []
+    # Then with colour edges too, at the strictest flatness: where a frame's tone runs on into
+    # a flat part of the wallpaper of the same grey (only then: a JPEG's chroma ringing breaks
+    # some frames).
+    rgb = colour()
+    shades = cv2.split(cv2.subtract(cv2.dilate(rgb, kernel), cv2.erode(rgb, kernel)))
+    spread[cv2.max(cv2.max(shades[0], shades[1]), shades[2]) > _HUE] = 255  # a colour's edge
+    return _frame_holes(grey, spread, min_side, ranges[0])
 
 
 def _frame_holes(
