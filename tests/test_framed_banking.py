@@ -190,6 +190,8 @@ def test_a_screens_picture_inside_plain_bands_is_found_mirrored(
     views = [view for view, _ in bank_feature_views(_dark_chat(name))]
     assert "mirror-picture" in views
     assert "picture" not in views  # the content view is that picture
+    item = item_signals(encode(_dark_chat(name), "PNG"), parse_config("", "t.yaml"), features=True)
+    assert describe_banked(item)[0].startswith("picture region")
 
 
 @pytest.mark.parametrize("other", DARK_OTHERS)

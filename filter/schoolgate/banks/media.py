@@ -119,7 +119,9 @@ def describe_banked(item: ItemSignals) -> list[str]:
                     "and compared at its own scale: the same screen around another photo does "
                     "not match"
                 )
-        elif "picture" in found:
+        elif "picture" in found or "mirror-picture" in found:
+            # (A screen's picture inside plain bands is its content view: only its mirror is
+            # banked apart.)
             left, top, right, bottom = region
             width, height = (right - left) * 100 // GRID, (bottom - top) * 100 // GRID
             lines.append(

@@ -190,8 +190,9 @@ def bank_feature_views(
     # mirror, banked, took false blocks on the overlay bench from 20 to 22 of 120).
     # A screen's content box, where that is its picture, too (a63 F3: a dark chat's picture
     # inside plain bands, mirrored alone or in another app: 0 of 5).
-    flippable = shown if shown is not None or boxed is None else image.crop(boxed)
-    flippable = flippable if screen else None
+    flippable = None
+    if screen:
+        flippable = shown if shown is not None or boxed is None else image.crop(boxed)
     # (A brick wallpaper's mortar reads as a collage's gutters.)
     panels = [] if framed else panel_boxes(whole, image.size, finer_grey(finer, settings))
     for number, panel in enumerate(panels):
