@@ -18,7 +18,12 @@ from PIL import Image, ImageDraw, ImageOps
 
 from schoolgate.banks.media import describe_banked
 from schoolgate.config import parse_config
-from schoolgate.media.features import FRAMED_JUDGE_VIEW, framed_judge_name, framed_judge_of
+from schoolgate.media.features import (
+    FRAMED_JUDGE_VIEW,
+    band_judge_of,
+    framed_judge_name,
+    framed_judge_of,
+)
 from schoolgate.media.signals import bank_feature_views, item_signals
 from tests.conftest import encode
 from tests.support.imagery import skimage_photo
@@ -222,3 +227,31 @@ def test_a_pdq_match_of_a_mirrored_copy_is_confirmed_mirrored(tmp_path: Path) ->
             assert verdict.matches[0].distance > bank.inspector.config.banks.robust.pdq_confirm_bits
         for other in DARK_OTHERS:
             assert not bank.blocked(ImageOps.mirror(skimage_photo(other).convert("RGB")), "JPEG")
+
+
+def _unframed_chat(photo: str) -> Image.Image:
+    """A screen over a photo wallpaper with a picture pasted straight onto it, no frame: no
+    picture stands out, and the screen is banked whole."""
+    screen = skimage_photo("grass").convert("RGB").resize((1080, 2340), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(screen)
+    draw.rectangle((0, 0, 1080, 200), fill=(7, 94, 84))
+    draw.rectangle((0, 2200, 1080, 2340), fill=(7, 94, 84))
+    picture = skimage_photo(photo).convert("RGB")
+    screen.paste(picture.resize((600, round(picture.height * 600 / picture.width))), (430, 700))
+    return screen
+
+
+def test_a_screen_banked_whole_is_judged_band_by_band(tmp_path: Path) -> None:
+    """At 8 x 8 the picture spans a few areas of the whole screen, and another photo in its
+    place was blocked on the wallpaper around it (a64 F1: 16 of 30 of the same phone's chats;
+    here the old banking blocked coins, astronaut and coffee). Each band of a third of the
+    screen is judged too: none may show another photograph. Copies of the screen still match."""
+    banked = _unframed_chat("chelsea")
+    names = [name for name, _ in bank_feature_views(banked)]
+    assert len([name for name in names if band_judge_of(name) is not None]) == 10
+    with _bank(tmp_path, {"unframed.png": encode(banked, "PNG")}) as bank:
+        for other in ("coins", "astronaut", "coffee", "camera", "motorcycle_left"):
+            assert not bank.blocked(_unframed_chat(other), "PNG"), other
+        assert bank.blocked(banked, "JPEG")
+        assert bank.blocked(banked.resize((720, 1560), Image.Resampling.LANCZOS), "JPEG")
+        assert bank.blocked(banked.crop((0, 200, 1080, 2200)), "PNG")

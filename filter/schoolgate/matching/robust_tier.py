@@ -35,6 +35,7 @@ from schoolgate.media.features import (
     FEATURE_KIND,
     PHOTO_JUDGE_VIEW,
     LocalFeatures,
+    band_judge_of,
     extract_features,
     framed_judge_of,
     judge_map,
@@ -127,7 +128,8 @@ def _with_their_photos(
 ) -> list[RobustEntry]:
     """Each small-photo grid (PHOTO_JUDGE_VIEW, no keypoints) tied to its item's whole view,
     and each framed picture's grid (FRAMED_JUDGE_VIEW) to the view it names, which must agree
-    with it to match; the grid is not a view to look up itself."""
+    with it to match, and each band's grid (BAND_JUDGE_VIEW) to the view it names, which must
+    show no other photograph there; the grid is not a view to look up itself."""
     dropped: set[int] = set()
     for named in views.values():
         for judge, number in named.items():
@@ -147,7 +149,11 @@ def _with_their_photos(
             photo = entries[number].features
             if box is None or (box[2] - box[0], box[3] - box[1]) != (photo.width, photo.height):
                 continue  # not the grid of this view's photo: not used
-            entries[named[base]] = replace(view, photo=(photo, judge_map(box)))
+            grid_of = (photo, judge_map(box))
+            if band_judge_of(view_name) is not None:
+                entries[named[base]] = replace(view, bands=(*view.bands, grid_of))
+            else:
+                entries[named[base]] = replace(view, photo=grid_of)
     return [entry for number, entry in enumerate(entries) if number not in dropped]
 
 
@@ -158,7 +164,7 @@ def _judged_view(name: str) -> tuple[str, tuple[int, int, int, int] | None] | No
     """For a judge grid's view name: the view it judges, and the photo's box in that view
     where the name gives it (a framed picture's; a small photo's is found from the view's
     grid). None for a view that judges nothing."""
-    framed = framed_judge_of(name)
+    framed = framed_judge_of(name) or band_judge_of(name)
     if framed is not None:
         return framed
     base = _PHOTO_JUDGES.get(name)

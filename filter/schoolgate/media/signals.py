@@ -48,6 +48,7 @@ from schoolgate.media.features import (
     PHOTO_JUDGE_VIEW,
     FeatureSettings,
     LocalFeatures,
+    band_judge_name,
     extract_features,
     finer_grey,
     framed_judge_name,
@@ -217,6 +218,13 @@ def bank_feature_views(
     if framed is not None:
         yield from framed_judges(around, framed[0])
     photographic = whole.grid is not None and photo_region(whole.grid) is not None
+    if screen and photographic and judge is None and flippable is None and framed is None:
+        # A screen judged whole over a photo wallpaper: no picture found in it, so its matches
+        # are judged band by band too (a64 F1: the same phone's chats with another picture in
+        # the bubble were blocked 16 of 30 on the wallpaper around it).
+        judged = [("whole", whole)] + ([("mirror", mirror)] if mirrored else [])
+        for name, features in judged:
+            yield from band_judges(name, features)
     # The photo, not the interface around it: squashed or inverted interfaces would only add
     # candidates that other screens of the same app (or its other theme) vote for.
     photo = image.crop(picture or boxed) if picture or boxed else image
@@ -277,6 +285,21 @@ def _mapped(
     scale_y = size[1] / (frame[3] - frame[1])
     return (round((box[0] - frame[0]) * scale_x), round((box[1] - frame[1]) * scale_y),
             round((box[2] - frame[0]) * scale_x), round((box[3] - frame[1]) * scale_y))  # fmt: skip
+
+
+_BANDS = 5  # overlapping bands, each a third of a screen's height, a sixth apart
+
+
+def band_judges(name: str, features: LocalFeatures) -> Iterator[tuple[str, LocalFeatures]]:
+    """A view's band judges: the grid of each of _BANDS bands of it, a third of its height
+    each, a sixth apart (a picture a sixth of the screen high lies whole in one of them)."""
+    height = features.height
+    for number in range(_BANDS):
+        top = number * height // 6
+        box = (0, top, features.width, min(height, top + height // 3))
+        judge = photo_judge(features, box)
+        if judge is not None:
+            yield band_judge_name(name, box), judge[0]
 
 
 def framed_judges(
