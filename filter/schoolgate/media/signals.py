@@ -133,6 +133,9 @@ def bank_feature_views(
     scale, where thin gutters are looked for. A screen whose picture is framed over a busy
     background (`screen_framed_picture`) banks that picture as its picture region, and each
     view around it carries the picture's grid to judge its matches by (FRAMED_JUDGE_VIEW).
+    A screen's picture (however found; its content box where that is a small part of it inside
+    the textured region) is banked mirrored too, and a screen judged whole over a photo
+    wallpaper carries its bands' grids (BAND_JUDGE_VIEW, `band_judges`).
     `still`: a still picture, which if screen-shaped is a screenshot; an upright video's frames
     are shaped so too, but are a camera's more often, and a framed print on a wall is
     background, so a video's key frames bank no picture apart."""
