@@ -138,7 +138,7 @@ def _with_their_photos(
             if target is None:
                 continue
             dropped.add(number)
-            base_name, box = target
+            base_name, box, band = target
             base = f"{lead}{colon}{base_name}"
             if base not in named:
                 continue
@@ -150,7 +150,7 @@ def _with_their_photos(
             if box is None or (box[2] - box[0], box[3] - box[1]) != (photo.width, photo.height):
                 continue  # not the grid of this view's photo: not used
             grid_of = (photo, judge_map(box))
-            if band_judge_of(view_name) is not None:
+            if band:
                 entries[named[base]] = replace(view, bands=(*view.bands, grid_of))
             else:
                 entries[named[base]] = replace(view, photo=grid_of)
@@ -160,15 +160,18 @@ def _with_their_photos(
 _PHOTO_JUDGES = {PHOTO_JUDGE_VIEW: "whole", f"mirror-{PHOTO_JUDGE_VIEW}": "mirror"}
 
 
-def _judged_view(name: str) -> tuple[str, tuple[int, int, int, int] | None] | None:
-    """For a judge grid's view name: the view it judges, and the photo's box in that view
-    where the name gives it (a framed picture's; a small photo's is found from the view's
-    grid). None for a view that judges nothing."""
-    framed = framed_judge_of(name) or band_judge_of(name)
+def _judged_view(name: str) -> tuple[str, tuple[int, int, int, int] | None, bool] | None:
+    """For a judge grid's view name: the view it judges, the photo's box in that view where
+    the name gives it (a framed picture's or a band's; a small photo's is found from the
+    view's grid), and whether it is a band. None for a view that judges nothing."""
+    band = band_judge_of(name)
+    if band is not None:
+        return (*band, True)
+    framed = framed_judge_of(name)
     if framed is not None:
-        return framed
+        return (*framed, False)
     base = _PHOTO_JUDGES.get(name)
-    return None if base is None else (base, None)
+    return None if base is None else (base, None, False)
 
 
 def _is_negative(view: str) -> bool:

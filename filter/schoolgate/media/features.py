@@ -152,45 +152,48 @@ PANEL_VIEW = "panel-"
 # a photo wallpaper, media.framed_pictures): FRAMED_JUDGE_VIEW(view;left,top,right,bottom),
 # the box in that view's working frame. The grid alone cannot say where the picture is.
 FRAMED_JUDGE_VIEW = "framed-grid"
-_FRAMED_JUDGE_NAME = re.compile(rf"{FRAMED_JUDGE_VIEW}\(([a-z-]+);(\d+),(\d+),(\d+),(\d+)\)")
-
-
-def framed_judge_name(view: str, box: tuple[int, int, int, int]) -> str:
-    """The name a framed picture's judge of `view` is banked under."""
-    return f"{FRAMED_JUDGE_VIEW}({view};{','.join(map(str, box))})"
-
-
 # The views banked to judge a screen banked whole over a photo wallpaper, band by band
 # (overlapping thirds of its height): BAND_JUDGE_VIEW(view;left,top,right,bottom). At 8 x 8 a
 # chat's picture spans a few areas of a whole screen, and another picture in the same bubble
 # reads as a sticker over it (a64 F1); in a third of the screen it spans many.
 BAND_JUDGE_VIEW = "band-grid"
-_BAND_JUDGE_NAME = re.compile(rf"{BAND_JUDGE_VIEW}\(([a-z-]+);(\d+),(\d+),(\d+),(\d+)\)")
+_JUDGE_NAME = re.compile(
+    rf"({FRAMED_JUDGE_VIEW}|{BAND_JUDGE_VIEW})\(([a-z-]+);(\d+),(\d+),(\d+),(\d+)\)"
+)
+
+
+def framed_judge_name(view: str, box: tuple[int, int, int, int]) -> str:
+    """The name a framed picture's judge of `view` is banked under."""
+    return _judge_name(FRAMED_JUDGE_VIEW, view, box)
 
 
 def band_judge_name(view: str, box: tuple[int, int, int, int]) -> str:
     """The name a band's judge of `view` is banked under."""
-    return f"{BAND_JUDGE_VIEW}({view};{','.join(map(str, box))})"
-
-
-def band_judge_of(name: str) -> tuple[str, tuple[int, int, int, int]] | None:
-    """(the view it judges, its box in that view's frame) for a band judge's name; None for
-    any other view's."""
-    return _judge_of(_BAND_JUDGE_NAME, name)
+    return _judge_name(BAND_JUDGE_VIEW, view, box)
 
 
 def framed_judge_of(name: str) -> tuple[str, tuple[int, int, int, int]] | None:
     """(the view it judges, its box in that view's frame) for a framed judge's name; None for
     any other view's."""
-    return _judge_of(_FRAMED_JUDGE_NAME, name)
+    return _judge_of(FRAMED_JUDGE_VIEW, name)
 
 
-def _judge_of(pattern: re.Pattern[str], name: str) -> tuple[str, tuple[int, int, int, int]] | None:
-    found = pattern.fullmatch(name)
-    if found is None:
+def band_judge_of(name: str) -> tuple[str, tuple[int, int, int, int]] | None:
+    """(the view it judges, its box in that view's frame) for a band judge's name; None for
+    any other view's."""
+    return _judge_of(BAND_JUDGE_VIEW, name)
+
+
+def _judge_name(kind: str, view: str, box: tuple[int, int, int, int]) -> str:
+    return f"{kind}({view};{','.join(map(str, box))})"
+
+
+def _judge_of(kind: str, name: str) -> tuple[str, tuple[int, int, int, int]] | None:
+    found = _JUDGE_NAME.fullmatch(name)
+    if found is None or found.group(1) != kind:
         return None
-    left, top, right, bottom = (int(found.group(n)) for n in range(2, 6))
-    return found.group(1), (left, top, right, bottom)
+    left, top, right, bottom = (int(found.group(n)) for n in range(3, 7))
+    return found.group(2), (left, top, right, bottom)
 
 
 def photo_judge(

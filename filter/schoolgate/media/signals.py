@@ -56,7 +56,7 @@ from schoolgate.media.features import (
     whole_grid,
     working_grey,
 )
-from schoolgate.media.framed_pictures import framed_pictures, screen_shaped
+from schoolgate.media.framed_pictures import framed_pictures, lies_in, screen_shaped
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.media.normalise import (
     CONTENT_DEPTH,
@@ -158,7 +158,7 @@ def bank_feature_views(
     # A screen's banked content box that is a part of it, not its whole chat area, is its
     # picture inside plain bands, where the textured region holds it (and some wallpaper).
     boxed = _screen_picture(image, around) if screen else None
-    if boxed is not None and (picture is None or _mostly_within(boxed, picture)):
+    if boxed is not None and (picture is None or lies_in(boxed, picture)):
         picture = None
     elif picture is not None and box is not None and _overlap(picture, box.as_tuple()) >= 0.8:
         picture = None  # the content box is that picture
@@ -180,7 +180,7 @@ def bank_feature_views(
             shown = finer.crop(_mapped(picture, full, finer.size))
             seen = extract_features(shown, settings)
     framed = None if judge or not screen else screen_framed_picture(image, whole, finer)
-    if framed is not None and picture is not None and not _mostly_within(framed[0], picture):
+    if framed is not None and picture is not None and not lies_in(framed[0], picture):
         framed = None  # the textured region found is another picture than the framed one
     if framed is not None:
         # The framed picture, where the textured region is that picture and the wallpaper
@@ -436,13 +436,6 @@ def _screen_picture(image: Image.Image, around: list[tuple[str, LocalFeatures, C
     left, top, right, bottom = around[1][2]
     small = (right - left) * (bottom - top) <= _PICTURE_IN_SCREEN * image.width * image.height
     return around[1][2] if small else None
-
-
-def _mostly_within(inner: Crop, outer: Crop) -> bool:
-    """Whether at least 80% of `inner` lies in `outer`."""
-    width = max(0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
-    height = max(0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
-    return width * height >= 0.8 * (inner[2] - inner[0]) * (inner[3] - inner[1])
 
 
 def _overlap(a: Crop, b: Crop) -> float:
