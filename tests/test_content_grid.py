@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -228,3 +229,52 @@ def test_the_cells_along_a_screens_photo_may_show_another_apps_surround() -> Non
     assert agreement(_grid(banked), _grid(other_app, edge)).replaced == 0
     farther = [[differs] * 8, *edge[1:]]
     assert agreement(_grid(banked), _grid(other_app, farther)).replaced == 8
+
+
+def _reference_grid_kinds(luma: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
+    """The cell classes as the grid first computed them: a slice and a mean per cell, and the
+    3x3 luma range from nine shifted copies of the frame."""
+    padded = np.pad(luma, 1, mode="edge").astype(np.int16)
+    height, width = luma.shape
+    windows = [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
+    still = (np.max(windows, axis=0) - np.min(windows, axis=0)) <= 3
+    rows = np.linspace(0, height, 9).astype(int)
+    columns = np.linspace(0, width, 9).astype(int)
+    means = cv2.resize(luma.astype(np.float32), (40, 40), interpolation=cv2.INTER_AREA)
+    kinds = np.zeros(64, np.uint8)
+    for row in range(8):
+        for column in range(8):
+            cell = row * 8 + column
+            area = (slice(rows[row], rows[row + 1]), slice(columns[column], columns[column + 1]))
+            blocks = means[row * 5 : row * 5 + 5, column * 5 : column * 5 + 5]
+            if covered is not None and covered[area].mean() < 0.9:
+                kinds[cell] = Cell.UNCOVERED
+            elif blocks.std() < 3.0:
+                kinds[cell] = Cell.FLAT
+            elif float(still[area].mean()) > 0.45:
+                kinds[cell] = Cell.GRAPHIC
+            else:
+                kinds[cell] = Cell.PHOTO
+    return kinds
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cell_classes_are_the_per_cell_definition(seed: int) -> None:
+    """The vectorised classes (min/max filters, one sum per cell) are the per-cell definition
+    to the bit: on a photo, a drawing with flat areas and text, odd frame sizes, and a warped
+    copy's coverage mask."""
+    rng = np.random.default_rng(seed)
+    photo = np.asarray(skimage_photo("astronaut").convert("L"), np.uint8)
+    height, width = (int(v) for v in rng.integers(41, 500, 2))
+    luma = np.asarray(Image.fromarray(photo).resize((width, height)), np.uint8).copy()
+    canvas = Image.fromarray(luma)
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, 0, width // 2, height // 3), fill=int(rng.integers(0, 256)))
+    draw.text((4, 4), "a caption", fill=255)
+    luma = np.asarray(canvas, np.uint8)
+    covered = np.ones(luma.shape, bool)
+    covered[:, : int(rng.integers(0, width // 2))] = False
+    for mask in (None, covered):
+        expected = _reference_grid_kinds(luma, mask)
+        assert len(set(expected.tolist())) >= 3  # classes enough to tell an order apart
+        np.testing.assert_array_equal(content_grid(luma, mask).kinds, expected)

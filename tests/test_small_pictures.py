@@ -14,7 +14,13 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from schoolgate.media.features import working_grey
-from schoolgate.media.photo_regions import MIN_REGION_SIDE, _cut, photo_regions, region_views
+from schoolgate.media.photo_regions import (
+    MIN_REGION_SIDE,
+    _cut,
+    _line_percentiles,
+    photo_regions,
+    region_views,
+)
 from tests.support.imagery import encode, procedural_scene, skimage_photo
 from tests.support.screens import STYLES, chat_screenshot
 from tests.test_robust_precision import Bank, _bank
@@ -195,6 +201,23 @@ def test_a_drawing_with_flat_bands_is_not_cut_into_slivers(seed: int) -> None:
     cells = _cut(drawn, 3)
     assert all(min(right - left, bottom - top) >= MIN_REGION_SIDE
                for left, top, right, bottom in cells), cells  # fmt: skip
+
+
+def test_line_percentiles_are_numpys_exactly() -> None:
+    """The gutters' line spreads come from a sort of the bytes, not np.percentile: the values
+    (and their dtype) must be numpy's to the bit, or a gutter at the threshold would move."""
+    rng = np.random.default_rng(5)
+    shapes = [(1, 1), (1, 7), (3, 2), (40, 41), (57, 333), (400, 96)]
+    for n, shape in enumerate(shapes * 3):
+        lines = rng.integers(0, 256, shape).astype(np.uint8)
+        if n % 3 == 1:  # a plain band with noise: many ties
+            lines = np.clip(rng.normal(128, 2, shape), 0, 255).astype(np.uint8)
+        for quantiles in ((5, 95), (2.5, 97.5), (0, 100)):
+            expected = np.percentile(lines.astype(np.float32), quantiles, axis=1)
+            found = _line_percentiles(lines, quantiles)
+            for want, got in zip(expected, found, strict=True):
+                assert got.dtype == want.dtype
+                np.testing.assert_array_equal(got, want)
 
 
 def test_stripes_are_not_a_grid() -> None:

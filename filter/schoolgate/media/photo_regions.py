@@ -178,9 +178,8 @@ def _cut(grey: npt.NDArray[np.uint8], depth: int) -> list[Crop]:
     whole = (0, 0, width, height)
     if depth == 0 or min(height, width) < 2 * MIN_REGION_SIDE:
         return [whole]
-    area = grey.astype(np.float32)
     for axis in (0, 1):  # rows of pictures first (a gutter runs along axis 1), then columns
-        low, high = np.percentile(area, (5, 95), axis=1 - axis)
+        low, high = _line_percentiles(grey if axis == 0 else grey.T, (5, 95))
         runs = _between(_gutters(high - low))
         if len(runs) > _MAX_PIECES:
             continue  # stripes or lines of text, not a grid (joining slivers is quadratic)
@@ -195,6 +194,26 @@ def _cut(grey: npt.NDArray[np.uint8], depth: int) -> list[Crop]:
                       for a, b, c, d in _cut(part, depth - 1)]  # fmt: skip
         return cells
     return [whole]
+
+
+def _line_percentiles(lines: npt.NDArray[np.uint8], quantiles: tuple[float, float]
+                      ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:  # fmt: skip
+    """Each row's percentiles, exactly as `np.percentile(lines.astype(np.float32), quantiles,
+    axis=1)` (linear interpolation) gives them: from a radix sort of the bytes, several times
+    faster than numpy's selection on floats (a screen's regions were a tenth of the robust
+    tier's time)."""
+    ordered = np.sort(lines, axis=1, kind="stable").astype(np.float32)
+    last = ordered.shape[1] - 1
+    found = []
+    for quantile in quantiles:
+        index = np.float64(quantile) / 100 * last
+        below = int(np.floor(index))
+        weight = np.float64(index - below)
+        a, b = ordered[:, below], ordered[:, min(below + 1, last)]
+        step = b - a
+        # numpy's lerp, from whichever end is nearer
+        found.append(b - step * (1 - weight) if weight >= 0.5 else a + step * weight)
+    return found[0], found[1]
 
 
 def _pictures(pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
