@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from schoolgate.banks.media import describe_banked
 from schoolgate.config import parse_config
@@ -120,7 +120,7 @@ def test_the_picture_is_banked_and_judges_every_view_around_it() -> None:
 def test_hashes_add_says_it_banked_the_framed_picture() -> None:
     item = item_signals(encode(_banked_chat(1), "PNG"), parse_config("", "t.yaml"), features=True)
     (said,) = describe_banked(item)
-    assert said.startswith("picture in a plain frame")
+    assert said.startswith("picture over a busy wallpaper")
     assert "the background around it is not evidence" in said
 
 
@@ -230,14 +230,18 @@ def test_a_pdq_match_of_a_mirrored_copy_is_confirmed_mirrored(tmp_path: Path) ->
 
 
 def _unframed_chat(photo: str) -> Image.Image:
-    """A screen over a photo wallpaper with a picture pasted straight onto it, no frame: no
-    picture stands out, and the screen is banked whole."""
+    """A screen over a photo wallpaper with a picture blended into it, no frame and no straight
+    edge (media.pasted_pictures finds a picture pasted with straight edges): no picture stands
+    out, and the screen is banked whole."""
     screen = skimage_photo("grass").convert("RGB").resize((1080, 2340), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(screen)
     draw.rectangle((0, 0, 1080, 200), fill=(7, 94, 84))
     draw.rectangle((0, 2200, 1080, 2340), fill=(7, 94, 84))
     picture = skimage_photo(photo).convert("RGB")
-    screen.paste(picture.resize((600, round(picture.height * 600 / picture.width))), (430, 700))
+    picture = picture.resize((600, round(picture.height * 600 / picture.width)))
+    fade = Image.new("L", picture.size, 0)
+    ImageDraw.Draw(fade).rectangle((30, 30, picture.width - 30, picture.height - 30), fill=255)
+    screen.paste(picture, (430, 700), fade.filter(ImageFilter.GaussianBlur(12)))
     return screen
 
 

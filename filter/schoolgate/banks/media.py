@@ -101,9 +101,9 @@ def describe_banked(item: ItemSignals) -> list[str]:
             width = (right - left) * 100 // whole.width
             height = (bottom - top) * 100 // whole.height
             lines.append(
-                f"picture in a plain frame {width}% x {height}% of the image (a chat's picture in "
-                "its bubble over a busy wallpaper), banked on its own as well; the background "
-                "around it is not evidence: a match must show this picture"
+                f"picture over a busy wallpaper {width}% x {height}% of the image (a chat's "
+                "picture in its bubble, or pasted on with straight edges), banked on its own as "
+                "well; the background around it is not evidence: a match must show this picture"
             )
         elif region is None:
             lines.append(

@@ -66,6 +66,7 @@ from schoolgate.media.normalise import (
     squashed,
 )
 from schoolgate.media.panels import PANEL_MIN_SIDE, collage_boxes
+from schoolgate.media.pasted_pictures import pasted_pictures
 from schoolgate.media.photo_regions import (
     BUSY_AROUND_FRAMED,
     MIN_REGION_SIDE,
@@ -130,8 +131,9 @@ def bank_feature_views(
     match mirror images) its mirror image, and (with `squashes`) its photo (the picture region, or
     the whole image; none for a drawing or a document) squashed along each of SQUASH_AXES, and
     (with `negative`) that photo's negative. `finer`: the same picture decoded at a finer
-    scale, where thin gutters are looked for. A screen whose picture is framed over a busy
-    background (`screen_framed_picture`) banks that picture as its picture region, and each
+    scale, where thin gutters are looked for. A screen whose picture is framed (or pasted with
+    straight edges) over a busy background (`screen_framed_picture`) banks that picture as its
+    picture region, and each
     view around it carries the picture's grid to judge its matches by (FRAMED_JUDGE_VIEW).
     A screen's picture (however found; its content box where that is a small part of it inside
     the textured region) is banked mirrored too, and a screen judged whole over a photo
@@ -256,7 +258,8 @@ def screen_framed_picture(
     image: Image.Image, whole: LocalFeatures, finer: Image.Image
 ) -> tuple[Crop, Image.Image] | None:
     """The box (in `image`'s pixels) and the view of the most photographic framed picture
-    (media.framed_pictures) of a screen-shaped image (`whole`: its whole view) that is busy
+    (media.framed_pictures; where none, the most clearly seamed pasted one,
+    media.pasted_pictures) of a screen-shaped image (`whole`: its whole view) that is busy
     around it: a chat's picture in its bubble over a photo wallpaper, where the wallpaper makes
     the whole screen photographic and no picture region stands out (a61 F1: a banked chat
     banked its wallpaper too, and the same phone's other chats matched it). None for any other
@@ -265,8 +268,10 @@ def screen_framed_picture(
     # background, and banked on its own it would block other photos of that room.
     if not screen_shaped(image) or whole.luma is None:
         return None
-    # Banking tries the looser flatness too, whatever the format: it is not timed.
-    found = framed_pictures(image, MIN_REGION_SIDE, lambda: finer, noisy=True)
+    # Banking tries the looser flatness too, whatever the format: it is not timed. With no
+    # frame, a picture pasted straight on the wallpaper is set apart by its seams (a65).
+    found = (framed_pictures(image, MIN_REGION_SIDE, lambda: finer, noisy=True)
+             or pasted_pictures(image, MIN_REGION_SIDE, finer))  # fmt: skip
     in_whole = [_mapped(place, _SHARES, (whole.width, whole.height)) for place, _ in found]
     # Nothing busy outside the frames: the pictures of a collage with plain gutters.
     if not found or busy_elsewhere(busy_blocks(whole.luma), in_whole) < BUSY_AROUND_FRAMED:

@@ -1,0 +1,170 @@
+"""Pictures pasted straight onto a busy background: a chat's picture over a photo wallpaper with
+no bubble around it (adversarial pass a65: four of five such chats were banked whole, and the
+same phone's other chats matched them on the wallpaper).
+
+With no plain frame to find (media.framed_pictures), what sets such a picture apart is its
+edge: four straight seams, where the colour jumps across a line far more than it changes just
+beside it on either side. A photo's own edges (an object's outline, a horizon) are rarely
+straight, axis-aligned and closed on four sides; text bubbles are, but hold plain areas, and
+drawn boxes hold no photo (the caller's checks). A picture whose edge is the colour of the
+wallpaper behind it (a black-bordered photo over a night sky) shows no seam there and is not
+found.
+
+Looked for at banking only, at about a phone screen's width (framed_pictures.DETECT_SHORT):
+~150 ms for a 1080 x 2340 screen here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from schoolgate.media.framed_pictures import DETECT_SHORT, MAX_FRAMED, Box, Place
+from schoolgate.media.photo_regions import drawn
+
+# A seam: the largest colour channel's jump across a line (from the pixel before to the pixel
+# after it, so a seam blurred over one pixel by a reduction counts) is at least this, and more
+# than _SEAM_RATIO times each step beside it (two pixels either side).
+_SEAM_JUMP: Final = 24
+_SEAM_RATIO: Final = 2
+# A side counts where this share of its pixels are seam pixels, in each half of it, and a box
+# where all four do and their mean is _SEAMED: over a fine texture (grass) a true seam's pixels
+# are found at 50-90%, and a picture's edge fades where it meets a wallpaper of its own colour.
+_SIDE: Final = 0.45
+_SEAMED: Final = 0.65
+# And where each half of each side is seen all along but for gaps of at most _GAP px, over
+# _SEEN of it: a true side's misses are scattered (a65's, and pictures pasted on grass: 0.77
+# to 1.0), where sides put together from the edges of text bubbles, or of a picture and the
+# header above it, leave long stretches with none (0.1 to 0.65). (Over gravel, the texture's
+# own seam pixels leave no long gap: the half's share of seam pixels tells it apart there.)
+_GAP: Final = 12
+_SEEN: Final = 0.75
+# A chat's picture is at least a quarter of its screen's width (a brick wallpaper's bricks
+# have straight edges all round too).
+_MIN_WIDTH: Final = 0.25
+_LINE: Final = 0.6  # a column is a side's candidate where a min_side window of it is this seamed
+_CANDIDATES: Final = 24  # columns, and rows between two of them, looked at (best first)
+_APART: Final = 3  # px: candidates nearer than this to a better one are the same line
+_FLAT_RANGE: Final = 4  # grey levels in a flat pixel's 3 x 3 neighbourhood
+_BUSY: Final = 0.45  # share of the box's pixels that are not flat (framed_pictures' measure)
+_MAX_SHARE: Final = 0.6  # of the frame: a larger box is the screen's own content
+
+
+def pasted_pictures(
+    image: Image.Image, min_side: int, finer: Image.Image | None = None
+) -> list[tuple[Place, Image.Image]]:
+    """The pasted photos of `image` (drawn boxes left out), each with where it is (shares of
+    the frame), at least `min_side` px across, cropped from `finer` (the picture decoded finer)
+    where given; the most clearly seamed first, at most MAX_FRAMED."""
+    source = finer or image
+    found = []
+    for left, top, right, bottom in seamed_boxes(image, min_side):
+        place = (left / image.width, top / image.height,
+                 right / image.width, bottom / image.height)  # fmt: skip
+        view = source.crop(
+            (round(place[0] * source.width), round(place[1] * source.height),
+             round(place[2] * source.width), round(place[3] * source.height))
+        )  # fmt: skip
+        if min(view.size) >= min_side and not drawn(view):
+            found.append((place, view))
+    return found[:MAX_FRAMED]
+
+
+def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
+    """Boxes (in `image`'s pixels) of busy rectangles with a straight seam on each side, at
+    least `min_side` px on each side and at most _MAX_SHARE of the image, the most clearly
+    seamed first."""
+    factor = max(1, min(image.size) // DETECT_SHORT)
+    rgb = np.asarray(image.convert("RGB").reduce(factor), np.int16)
+    height, width, _ = rgb.shape
+    side = max(8, round(min_side / factor))
+    if min(height, width) < side + 8:
+        return []
+    across = _seams(rgb)  # seams between columns (a picture's left and right sides)
+    along = _seams(rgb.transpose(1, 0, 2)).T  # between rows (its top and bottom)
+    down = np.vstack([np.zeros((1, width)), np.cumsum(across, axis=0)])  # (height + 1, width)
+    over = np.hstack([np.zeros((height, 1)), np.cumsum(along, axis=1)])  # (height, width + 1)
+    grey = cv2.cvtColor(rgb.astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    kernel = np.ones((3, 3), np.uint8)
+    flat = cv2.subtract(cv2.dilate(grey, kernel), cv2.erode(grey, kernel)) <= _FLAT_RANGE
+    windows = (down[side:] - down[:-side]) / side
+    columns = sorted(_peaks(windows.max(axis=0), _LINE))
+    found: list[tuple[float, Box]] = []
+    for n, left in enumerate(columns):
+        for right in columns[n + 1 :]:
+            if right - left < max(side, _MIN_WIDTH * width):
+                continue
+            rows_seamed = (over[:, right] - over[:, left]) / (right - left)
+            rows = sorted(_peaks(rows_seamed, _SIDE))
+            for m, top in enumerate(rows):
+                for bottom in rows[m + 1 :]:
+                    if bottom - top < side:
+                        continue
+                    sides = (
+                        float(rows_seamed[top]),
+                        float(rows_seamed[bottom]),
+                        float(down[bottom, left] - down[top, left]) / (bottom - top),
+                        float(down[bottom, right] - down[top, right]) / (bottom - top),
+                    )
+                    if min(sides) < _SIDE or sum(sides) / 4 < _SEAMED:
+                        continue
+                    lines = (along[top, left:right], along[bottom, left:right],
+                             across[top:bottom, left], across[top:bottom, right])  # fmt: skip
+                    halves = [half for line in lines for half in _halves(line)]
+                    if any(half.mean() < _SIDE or _seen(half) < _SEEN for half in halves):
+                        continue
+                    if (right - left) * (bottom - top) > _MAX_SHARE * width * height:
+                        continue
+                    if 1.0 - float(flat[top:bottom, left:right].mean()) < _BUSY:
+                        continue
+                    box = (left * factor, top * factor, right * factor, bottom * factor)
+                    found.append((sum(sides) / 4, box))
+    found.sort(key=lambda scored: -scored[0])
+    return [box for _, box in found]
+
+
+def _seams(rgb: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
+    """Where a line between columns lies at each pixel (x: between x - 1 and x + 1), widened by
+    a column (a seam may fall either side of a pixel)."""
+    height, width, _ = rgb.shape
+    step = np.abs(rgb[:, 1:] - rgb[:, :-1]).max(axis=2)  # step[x]: from x to x + 1
+    jump = np.zeros((height, width), np.int16)
+    jump[:, 1:-1] = np.abs(rgb[:, 2:] - rgb[:, :-2]).max(axis=2)
+    beside = np.full((height, width), np.iinfo(np.int16).max // _SEAM_RATIO, np.int16)
+    beside[:, 3:-3] = np.maximum(
+        np.maximum(step[:, 0:-5], step[:, 1:-4]), np.maximum(step[:, 4:-1], step[:, 5:])
+    )
+    seam = (jump >= _SEAM_JUMP) & (jump > _SEAM_RATIO * beside)
+    seam[:, 1:] |= seam[:, :-1]
+    return seam
+
+
+def _halves(line: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.bool_], ...]:
+    middle = len(line) // 2
+    return line[:middle], line[middle:]
+
+
+def _seen(line: npt.NDArray[np.bool_]) -> float:
+    """The share of a line outside its gaps (runs with no seam pixel) longer than _GAP."""
+    missed = np.flatnonzero(~line)
+    if not len(missed):
+        return 1.0
+    breaks = np.flatnonzero(np.diff(missed) > 1)
+    lengths = np.r_[breaks, len(missed) - 1] - np.r_[0, breaks + 1] + 1
+    return 1.0 - float(lengths[lengths > _GAP].sum()) / len(line)
+
+
+def _peaks(score: npt.NDArray[np.float64], floor: float) -> list[int]:
+    """Up to _CANDIDATES indices of `score` at least `floor`, best first, each more than _APART
+    from a better one."""
+    kept: list[int] = []
+    for index in np.argsort(-score, kind="stable").tolist():
+        if score[index] < floor or len(kept) == _CANDIDATES:
+            break
+        if all(abs(index - other) > _APART for other in kept):
+            kept.append(index)
+    return kept
