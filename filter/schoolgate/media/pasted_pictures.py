@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from schoolgate.media.framed_pictures import DETECT_SHORT, MAX_FRAMED, Box, Place
+from schoolgate.media.framed_pictures import DETECT_LONG, DETECT_SHORT, MAX_FRAMED, Box, Place
 from schoolgate.media.photo_regions import drawn
 
 # A seam: the largest colour channel's jump across a line (from the pixel before to the pixel
@@ -71,14 +71,16 @@ def pasted_pictures(
         )  # fmt: skip
         if min(view.size) >= min_side and not drawn(view):
             found.append((place, view))
-    return found[:MAX_FRAMED]
+            if len(found) == MAX_FRAMED:
+                break
+    return found
 
 
 def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     """Boxes (in `image`'s pixels) of busy rectangles with a straight seam on each side, at
     least `min_side` px on each side and at most _MAX_SHARE of the image, the most clearly
     seamed first."""
-    factor = max(1, min(image.size) // DETECT_SHORT)
+    factor = max(1, min(image.size) // DETECT_SHORT, -(-max(image.size) // DETECT_LONG))
     rgb = np.asarray(image.convert("RGB").reduce(factor), np.int16)
     height, width, _ = rgb.shape
     side = max(8, round(min_side / factor))
