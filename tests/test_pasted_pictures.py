@@ -162,3 +162,38 @@ def test_the_banked_chat_and_its_picture_are_still_blocked(
     assert pasted.blocked(picture, "JPEG")
     assert pasted.blocked(ImageOps.mirror(picture), "JPEG")
     assert pasted.blocked(chat(picture, 420, seed=1), "PNG")
+
+
+def _pasted_at(photo: str, wallpaper: str, left: int, top: int, width: int) -> Image.Image:
+    picture = skimage_photo(photo)
+    screen = pasted_chat(None, wallpaper, seed=3)
+    screen.paste(
+        picture.resize((width, round(picture.height * width / picture.width))), (left, top)
+    )
+    return screen
+
+
+def test_a_banked_picture_pasted_into_other_wallpaper_chats_is_blocked(pasted: Bank) -> None:
+    """The banked picture pasted straight into chats over other wallpapers, left and right, 600
+    and 420 px wide, and in its own chat moved down or shrunk (a66 F2: 1 of 18 and 0 of 12
+    before, when only banking looked for pasted pictures): a query screen's pasted pictures are
+    looked up too, where its edge stands out (measured: 25 of 36, and 10 of 12)."""
+    others = {"coffee": ("grass", "gravel", "immunohistochemistry"),
+              "immunohistochemistry": ("grass", "gravel", "coffee")}  # fmt: skip
+    blocked = 0
+    for photo, wallpaper in BANKED:
+        for other in others[wallpaper]:
+            for left, width in ((60, 600), (430, 600), (60, 420), (430, 420)):
+                blocked += pasted.blocked(_pasted_at(photo, other, left, 860, width), "PNG")
+    assert blocked >= 22, blocked
+    moved = sum(
+        pasted.blocked(_pasted_at(photo, wallpaper, left, top, width), "PNG")
+        for photo, wallpaper in BANKED
+        for left, top, width in (
+            (430, 1060, 600),
+            (430, 1160, 600),
+            (490, 860, 480),
+            (430, 860, 540),
+        )
+    )
+    assert moved >= 9, moved

@@ -41,8 +41,9 @@ from schoolgate.media.features import (
     judge_map,
     working_grey,
 )
-from schoolgate.media.framed_pictures import framed_pictures, lies_in
+from schoolgate.media.framed_pictures import framed_pictures, lies_in, screen_shaped
 from schoolgate.media.normalise import unsquash_map
+from schoolgate.media.pasted_pictures import pasted_pictures
 from schoolgate.media.photo_regions import (
     BUSY_AROUND_FRAMED,
     MIN_REGION_SIDE,
@@ -383,7 +384,11 @@ def _pictures_in(
     height, width = luma.shape
     places = [(left / width, top / height, right / width, bottom / height)
               for left, top, right, bottom in looked_at]  # fmt: skip
-    framed = [view for place, view in framed_pictures(frame, MIN_REGION_SIDE, finer, noisy)
+    found = framed_pictures(frame, MIN_REGION_SIDE, finer, noisy)
+    if not found and screen_shaped(frame):
+        # A chat's picture pasted straight on its wallpaper: its straight edges (about 25 ms).
+        found = pasted_pictures(frame, MIN_REGION_SIDE, finer)
+    framed = [view for place, view in found
               if not any(lies_in(place, region) for region in places)]  # fmt: skip
     return [*framed, *pictures]
 

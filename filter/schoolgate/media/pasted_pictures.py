@@ -16,6 +16,7 @@ Looked for at banking only, at about a phone screen's width (framed_pictures.DET
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import cv2
@@ -55,20 +56,18 @@ _MAX_SHARE: Final = 0.6  # of the frame: a larger box is the screen's own conten
 
 
 def pasted_pictures(
-    image: Image.Image, min_side: int, finer: Image.Image | None = None
+    image: Image.Image, min_side: int, finer: Callable[[], Image.Image] | None = None
 ) -> list[tuple[Place, Image.Image]]:
     """The pasted photos of `image` (drawn boxes left out), each with where it is (shares of
-    the frame), at least `min_side` px across, cropped from `finer` (the picture decoded finer)
-    where given; the most clearly seamed first, at most MAX_FRAMED."""
-    source = finer or image
+    the frame), at least `min_side` px across, looked for and cropped in `finer()` (the picture
+    decoded finer) where `image` is under DETECT_SHORT on its short side (a JPEG screen decoded
+    reduced); the most clearly seamed first, at most MAX_FRAMED."""
+    source = finer() if finer is not None and min(image.size) < DETECT_SHORT else image
     found = []
-    for left, top, right, bottom in seamed_boxes(image, min_side):
-        place = (left / image.width, top / image.height,
-                 right / image.width, bottom / image.height)  # fmt: skip
-        view = source.crop(
-            (round(place[0] * source.width), round(place[1] * source.height),
-             round(place[2] * source.width), round(place[3] * source.height))
-        )  # fmt: skip
+    for left, top, right, bottom in seamed_boxes(source, min_side):
+        place = (left / source.width, top / source.height,
+                 right / source.width, bottom / source.height)  # fmt: skip
+        view = source.crop((left, top, right, bottom))
         if min(view.size) >= min_side and not drawn(view):
             found.append((place, view))
             if len(found) == MAX_FRAMED:
@@ -81,16 +80,17 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     least `min_side` px on each side and at most _MAX_SHARE of the image, the most clearly
     seamed first."""
     factor = max(1, min(image.size) // DETECT_SHORT, -(-max(image.size) // DETECT_LONG))
-    rgb = np.asarray(image.convert("RGB").reduce(factor), np.int16)
+    rgb = np.asarray(image.convert("RGB").reduce(factor), np.uint8)
     height, width, _ = rgb.shape
     side = max(8, round(min_side / factor))
     if min(height, width) < side + 8:
         return []
-    across = _seams(rgb)  # seams between columns (a picture's left and right sides)
-    along = _seams(rgb.transpose(1, 0, 2)).T  # between rows (its top and bottom)
+    planes = [np.ascontiguousarray(rgb[..., channel]) for channel in range(3)]
+    across = _seams(planes)  # seams between columns (a picture's left and right sides)
+    along = _seams([np.ascontiguousarray(plane.T) for plane in planes]).T  # between rows
     down = np.vstack([np.zeros((1, width)), np.cumsum(across, axis=0)])  # (height + 1, width)
     over = np.hstack([np.zeros((height, 1)), np.cumsum(along, axis=1)])  # (height, width + 1)
-    grey = cv2.cvtColor(rgb.astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     kernel = np.ones((3, 3), np.uint8)
     flat = cv2.subtract(cv2.dilate(grey, kernel), cv2.erode(grey, kernel)) <= _FLAT_RANGE
     windows = (down[side:] - down[:-side]) / side
@@ -129,13 +129,14 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     return [box for _, box in found]
 
 
-def _seams(rgb: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
-    """Where a line between columns lies at each pixel (x: between x - 1 and x + 1), widened by
-    a column (a seam may fall either side of a pixel)."""
-    height, width, _ = rgb.shape
-    step = np.abs(rgb[:, 1:] - rgb[:, :-1]).max(axis=2)  # step[x]: from x to x + 1
+def _seams(planes: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.bool_]:
+    """Where a line between columns lies at each pixel (x: between x - 1 and x + 1) of an image
+    given as its three colour planes, widened by a column (a seam may fall either side of a
+    pixel)."""
+    height, width = planes[0].shape
+    step = _largest_change(planes, 1)  # step[x]: from x to x + 1
     jump = np.zeros((height, width), np.int16)
-    jump[:, 1:-1] = np.abs(rgb[:, 2:] - rgb[:, :-2]).max(axis=2)
+    jump[:, 1:-1] = _largest_change(planes, 2)
     beside = np.full((height, width), np.iinfo(np.int16).max // _SEAM_RATIO, np.int16)
     beside[:, 3:-3] = np.maximum(
         np.maximum(step[:, 0:-5], step[:, 1:-4]), np.maximum(step[:, 4:-1], step[:, 5:])
@@ -143,6 +144,15 @@ def _seams(rgb: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
     seam = (jump >= _SEAM_JUMP) & (jump > _SEAM_RATIO * beside)
     seam[:, 1:] |= seam[:, :-1]
     return seam
+
+
+def _largest_change(planes: Sequence[npt.NDArray[np.uint8]], apart: int) -> npt.NDArray[np.int16]:
+    """Per pixel, the largest of the three channels' absolute changes to the pixel `apart`
+    columns on (one plane at a time: numpy's reduction over a 3-long axis took most of the
+    time)."""
+    changes = [cv2.absdiff(plane[:, apart:], plane[:, :-apart]) for plane in planes]
+    largest = cv2.max(cv2.max(changes[0], changes[1]), changes[2])
+    return np.asarray(largest, np.int16)
 
 
 def _halves(line: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.bool_], ...]:
@@ -163,9 +173,10 @@ def _seen(line: npt.NDArray[np.bool_]) -> float:
 def _peaks(score: npt.NDArray[np.float64], floor: float) -> list[int]:
     """Up to _CANDIDATES indices of `score` at least `floor`, best first, each more than _APART
     from a better one."""
+    above = np.flatnonzero(score >= floor)
     kept: list[int] = []
-    for index in np.argsort(-score, kind="stable").tolist():
-        if score[index] < floor or len(kept) == _CANDIDATES:
+    for index in above[np.argsort(-score[above], kind="stable")].tolist():
+        if len(kept) == _CANDIDATES:
             break
         if all(abs(index - other) > _APART for other in kept):
             kept.append(index)

@@ -271,7 +271,7 @@ def screen_framed_picture(
     # Banking tries the looser flatness too, whatever the format: it is not timed. With no
     # frame, a picture pasted straight on the wallpaper is set apart by its seams (a65).
     found = (framed_pictures(image, MIN_REGION_SIDE, lambda: finer, noisy=True)
-             or pasted_pictures(image, MIN_REGION_SIDE, finer))  # fmt: skip
+             or pasted_pictures(image, MIN_REGION_SIDE, lambda: finer))  # fmt: skip
     in_whole = [_mapped(place, _SHARES, (whole.width, whole.height)) for place, _ in found]
     # Nothing busy outside the frames: the pictures of a collage with plain gutters.
     if not found or busy_elsewhere(busy_blocks(whole.luma), in_whole) < BUSY_AROUND_FRAMED:
