@@ -371,9 +371,10 @@ def _pictures_in(
     finer: Callable[[], Image.Image] | None = None,
     noisy: bool = False,
 ) -> list[Image.Image]:
-    """A frame's pictures in plain frames (a chat's bubble over a photo wallpaper), where its
-    photo regions leave texture around them, then those of its photo regions. A framed picture
-    inside a region small enough to be looked up whole is not looked up again."""
+    """A frame's pictures in plain frames (a chat's bubble over a photo wallpaper), or where
+    there are none, pasted straight on with straight edges (screen-shaped frames only), where
+    its photo regions leave texture around them; then those of its photo regions. A framed or
+    pasted picture inside a region small enough to be looked up whole is not looked up again."""
     blocks = busy_blocks(luma)  # (one pass for the regions and for what they leave)
     regions = photo_regions(luma, blocks)
     pictures = region_views(luma, frame, finer, regions)

@@ -133,8 +133,8 @@ def bank_feature_views(
     (with `negative`) that photo's negative. `finer`: the same picture decoded at a finer
     scale, where thin gutters are looked for. A screen whose picture is framed (or pasted with
     straight edges) over a busy background (`screen_framed_picture`) banks that picture as its
-    picture region, and each
-    view around it carries the picture's grid to judge its matches by (FRAMED_JUDGE_VIEW).
+    picture region, and each view around it carries the picture's grid to judge its matches by
+    (FRAMED_JUDGE_VIEW).
     A screen's picture (however found; its content box where that is a small part of it inside
     the textured region) is banked mirrored too, and a screen judged whole over a photo
     wallpaper carries its bands' grids (BAND_JUDGE_VIEW, `band_judges`).
