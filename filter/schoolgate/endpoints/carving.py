@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from schoolgate.endpoints.extract import media_end
-from schoolgate.media.sniff import MediaKind, sniff
+from schoolgate.media.sniff import MediaKind, ebml_header_end, sniff
 
 _MAX_CARVED: Final = 32  # media signatures followed per blob
 
@@ -40,8 +40,7 @@ def probe_carved(data: bytes) -> bool:
     if media.kind is MediaKind.UNKNOWN:
         return False
     if media.kind is MediaKind.VIDEO:
-        size = int.from_bytes(data[:4], "big")
-        return data[4:8] != b"ftyp" or 16 <= size <= 512
+        return _container_start(data)
     from PIL import Image
 
     try:
@@ -52,6 +51,28 @@ def probe_carved(data: bytes) -> bool:
     except Exception:
         return False
     return width > 0 and height > 0
+
+
+_SEGMENT: Final = b"\x18\x53\x80\x67"  # the Matroska Segment element, after the EBML header
+
+
+def _container_start(data: bytes) -> bool:
+    """Whether video bytes found inside other bytes start a container as a muxer writes one:
+    an `ftyp` box of sane size followed by another box (a size, a four-character type), or an
+    EBML header naming its DocType followed by the Segment. A signature's four bytes also turn
+    up by chance in a picture's compressed data (adversarial pass a67: one in 238 MB), or in its
+    comment, and what followed was judged, and refused, as a broken video (a67 F1)."""
+    if data[4:8] == b"ftyp":
+        size = int.from_bytes(data[:4], "big")
+        following = data[size : size + 8] if 16 <= size <= 512 else b""
+        if len(following) < 8:
+            return False
+        box_size = int.from_bytes(following[:4], "big")
+        return (box_size in (0, 1) or box_size >= 8) and all(
+            0x20 <= byte < 0x7F for byte in following[4:8]
+        )
+    end = ebml_header_end(data)
+    return end is not None and data[end : end + 4] == _SEGMENT
 
 
 def carved(

@@ -202,6 +202,31 @@ def _sniff_ebml(data: bytes) -> MediaType:
     return MediaType.MKV
 
 
+def ebml_header_end(data: bytes) -> int | None:
+    """Where the EBML header at the start of `data` ends, where it parses and names its
+    DocType (webm or matroska); None otherwise. A body is sniffed as Matroska without one, but
+    four bytes found inside other bytes need the whole header (endpoints.carving)."""
+    try:
+        _, pos = _read_ebml_vint(data, 0, keep_marker=True)
+        header_size, pos = _read_ebml_vint(data, pos, keep_marker=False)
+    except ValueError:
+        return None
+    end = pos + header_size
+    if end > min(len(data), 4096):
+        return None
+    doctype = None
+    try:
+        while pos < end:
+            element, pos = _read_ebml_vint(data, pos, keep_marker=True)
+            size, pos = _read_ebml_vint(data, pos, keep_marker=False)
+            if element == 0x4282:
+                doctype = data[pos : pos + size].rstrip(b"\x00")
+            pos += size
+    except ValueError:
+        return None
+    return end if pos == end and doctype in (b"webm", b"matroska") else None
+
+
 # How far the walk over a GIF's extensions before its first image goes (XMP and ICC profiles
 # come first in some files), in bytes and in blocks. A walk that gets this far without an
 # answer decides by a zero byte: every GIF has them (block ends, coordinates), text never.
