@@ -44,7 +44,8 @@ DETECT_LONG: Final = 4096
 # a PNG's frame is flat to 1-3 levels, a JPEG's at quality 80 or less is spread 5-10 by its
 # ringing (a61 F2: such screens' frames were found 33 times in 90 at 4 levels alone, 65 with 8
 # and 12 after it). The strictest first: a looser one finds flat runs in textures too.
-_FLAT_RANGES: Final = (4, 8, 12)
+FLAT_RANGE: Final = 4  # the strictest
+_FLAT_RANGES: Final = (FLAT_RANGE, 8, 12)
 # A screen's shape (a phone's, upright: 19.5:9 is 2.17): a camera photo's 4:3 or 3:2 is not.
 _SCREEN_ASPECT: Final = 1.6
 # Colour levels (any channel) within a flat pixel's 3 x 3 neighbourhood in a screen's colour
@@ -59,8 +60,8 @@ _MAX_BARS: Final = 200  # bars paired, at most (text bubbles each give one or tw
 # Share of the picture's pixels that are not flat: a photo's 0.85-0.98, the rocket's under its
 # plain sky 0.47; a text bubble's a tenth to a fifth, and a brick wall's between two lines of
 # mortar 0.28-0.44 (mortar runs straight and flat, as a frame does).
-_BUSY: Final = 0.45
-_MAX_SHARE: Final = 0.6  # of the frame: a larger hole is the frame's own content
+BUSY_PICTURE: Final = 0.45
+MAX_PICTURE_SHARE: Final = 0.6  # of the frame: a larger hole is the frame's own content
 _INNER: Final = 0.5  # a frame holding a framed picture this share of it gives way to it
 MAX_FRAMED: Final = 4  # per frame, the most photographic first
 
@@ -126,11 +127,11 @@ def frame_holes(
     colour: Callable[[], npt.NDArray[np.uint8]] | None = None,
 ) -> list[Box]:
     """Boxes (left, top, right, bottom) of the pictures in `grey` held in a plain frame, at
-    least `min_side` px on each side and at most _MAX_SHARE of the frame, inner ones before the
-    frames around them, the most photographic first, at most MAX_FRAMED; at the strictest
-    flatness of `ranges` (grey levels within a flat pixel's 3 x 3 neighbourhood) that finds
-    any; where none does and `colour` (the same frame in RGB, asked for then) is given, with
-    its changes of colour as edges too, at the strictest."""
+    least `min_side` px on each side and at most MAX_PICTURE_SHARE of the frame, inner ones
+    before the frames around them, the most photographic first, at most MAX_FRAMED; at the
+    strictest flatness of `ranges` (grey levels within a flat pixel's 3 x 3 neighbourhood)
+    that finds any; where none does and `colour` (the same frame in RGB, asked for then) is
+    given, with its changes of colour as edges too, at the strictest."""
     height, width = grey.shape
     if min(height, width) < min_side + 2:
         return []
@@ -181,10 +182,10 @@ def _frame_holes(
         left, top, right, bottom = box = _inside_sides(flat, box)
         if min(right - left, bottom - top) < min_side:
             continue
-        if (right - left) * (bottom - top) > _MAX_SHARE * width * height:
+        if (right - left) * (bottom - top) > MAX_PICTURE_SHARE * width * height:
             continue
         busy = 1.0 - float(flat[top:bottom, left:right].mean())
-        if busy < _BUSY:
+        if busy < BUSY_PICTURE:
             continue
         found.append((busy, box))
     found.sort(reverse=True)  # the most photographic first

@@ -10,8 +10,10 @@ drawn boxes hold no photo (the caller's checks). A picture whose edge is the col
 wallpaper behind it (a black-bordered photo over a night sky) shows no seam there and is not
 found.
 
-Looked for at banking only, at about a phone screen's width (framed_pictures.DETECT_SHORT):
-~150 ms for a 1080 x 2340 screen here.
+Looked for at about a phone screen's width (framed_pictures.DETECT_SHORT), with framed pictures'
+measures of a picture (mostly busy, at most MAX_PICTURE_SHARE of the frame): at banking where no
+frame is found, and in a query screen textured around its photo regions (robust_tier): ~25 ms
+for a 1080 x 2340 screen here, the work bounded whatever the screen holds.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from schoolgate.media.framed_pictures import DETECT_LONG, DETECT_SHORT, MAX_FRAMED, Box, Place
+from schoolgate.media.framed_pictures import (
+    BUSY_PICTURE,
+    DETECT_LONG,
+    DETECT_SHORT,
+    FLAT_RANGE,
+    MAX_FRAMED,
+    MAX_PICTURE_SHARE,
+    Box,
+    Place,
+)
 from schoolgate.media.photo_regions import drawn
 
 # A seam: the largest colour channel's jump across a line (from the pixel before to the pixel
@@ -50,9 +61,6 @@ _MIN_WIDTH: Final = 0.25
 _LINE: Final = 0.6  # a column is a side's candidate where a min_side window of it is this seamed
 _CANDIDATES: Final = 24  # columns, and rows between two of them, looked at (best first)
 _APART: Final = 3  # px: candidates nearer than this to a better one are the same line
-_FLAT_RANGE: Final = 4  # grey levels in a flat pixel's 3 x 3 neighbourhood
-_BUSY: Final = 0.45  # share of the box's pixels that are not flat (framed_pictures' measure)
-_MAX_SHARE: Final = 0.6  # of the frame: a larger box is the screen's own content
 _VERIFIED: Final = 64  # boxes checked side by side, at most, best-seamed first
 
 
@@ -79,7 +87,7 @@ def pasted_pictures(
 
 def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     """Boxes (in `image`'s pixels) of busy rectangles with a straight seam on each side, at
-    least `min_side` px on each side and at most _MAX_SHARE of the image, the most clearly
+    least `min_side` px on each side and at most MAX_PICTURE_SHARE of the image, the most clearly
     seamed first."""
     factor = max(1, min(image.size) // DETECT_SHORT, -(-max(image.size) // DETECT_LONG))
     rgb = np.asarray(image.convert("RGB").reduce(factor), np.uint8)
@@ -94,7 +102,7 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     over = np.hstack([np.zeros((height, 1)), np.cumsum(along, axis=1)])  # (height, width + 1)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     kernel = np.ones((3, 3), np.uint8)
-    flat = cv2.subtract(cv2.dilate(grey, kernel), cv2.erode(grey, kernel)) <= _FLAT_RANGE
+    flat = cv2.subtract(cv2.dilate(grey, kernel), cv2.erode(grey, kernel)) <= FLAT_RANGE
     # Busy pixels counted per box in constant time (a summed-area table).
     busy = np.pad(np.cumsum(np.cumsum(~flat, axis=0), axis=1), ((1, 0), (1, 0)))
     windows = (down[side:] - down[:-side]) / side
@@ -121,8 +129,8 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
             textured = (busy[bottoms, right] - busy[tops, right] - busy[bottoms, left]
                         + busy[tops, left]) / area  # fmt: skip
             passing = ((bottoms - tops >= side) & (sides.min(axis=0) >= _SIDE)
-                       & (sides.mean(axis=0) >= _SEAMED) & (area <= _MAX_SHARE * width * height)
-                       & (textured >= _BUSY))  # fmt: skip
+                       & (sides.mean(axis=0) >= _SEAMED) & (textured >= BUSY_PICTURE)
+                       & (area <= MAX_PICTURE_SHARE * width * height))  # fmt: skip
             for i, j in zip(*np.nonzero(passing), strict=True):
                 box = (left, int(tops[i, j]), right, int(bottoms[i, j]))
                 scored.append((float(sides[:, i, j].mean()), box))
