@@ -249,10 +249,13 @@ def test_a_screen_banked_whole_is_judged_band_by_band(tmp_path: Path) -> None:
     """At 8 x 8 the picture spans a few areas of the whole screen, and another photo in its
     place was blocked on the wallpaper around it (a64 F1: 16 of 30 of the same phone's chats;
     here the old banking blocked coins, astronaut and coffee). Each band of a third of the
-    screen is judged too: none may show another photograph. Copies of the screen still match."""
+    screen is judged too: none may show another photograph. Copies of the screen still match.
+    Its content box (the chat area) is judged so too."""
     banked = _unframed_chat("chelsea")
     names = [name for name, _ in bank_feature_views(banked)]
-    assert len([name for name in names if band_judge_of(name) is not None]) == 10
+    judged = [band[0] for name in names if (band := band_judge_of(name)) is not None]
+    assert sorted(set(judged)) == ["content", "mirror", "whole"]
+    assert len(judged) == 15
     with _bank(tmp_path, {"unframed.png": encode(banked, "PNG")}) as bank:
         for other in ("coins", "astronaut", "coffee", "camera", "motorcycle_left"):
             assert not bank.blocked(_unframed_chat(other), "PNG"), other

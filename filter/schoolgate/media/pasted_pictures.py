@@ -106,7 +106,13 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     # Busy pixels counted per box in constant time (a summed-area table).
     busy = np.pad(np.cumsum(np.cumsum(~flat, axis=0), axis=1), ((1, 0), (1, 0)))
     windows = (down[side:] - down[:-side]) / side
-    columns = sorted(_peaks(windows.max(axis=0), _LINE))
+    # The longest seamed first: a brick wallpaper's short joints are seamed all along a
+    # min_side window too, and took every place of a picture's sides (387 columns passed).
+    score = windows.max(axis=0)
+    lines = np.flatnonzero(score >= _LINE)
+    runs = np.zeros(width)
+    runs[lines] = _longest_runs(across[:, lines])
+    columns = sorted(_peaks(score, _LINE, runs))
     # Each box's sides and texture from the sums first, for every top and bottom of a pair of
     # columns at once; the costly check, each half of each side seen all along, only for the
     # best-seamed boxes that pass them (an app's plain interface is all straight edges: box
@@ -117,7 +123,13 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
             if right - left < max(side, _MIN_WIDTH * width):
                 continue
             rows_seamed = (over[:, right] - over[:, left]) / (right - left)
-            rows = np.array(sorted(_peaks(rows_seamed, _SIDE)), np.int64)
+            # Those that stop at the columns first: a picture's top and bottom, where a
+            # wallpaper's lines (brick courses) run on past it and took their places.
+            reach = min(side, left, width - right)
+            outside = (over[:, left] - over[:, left - reach]
+                       + over[:, right + reach] - over[:, right]) / max(2 * reach, 1)  # fmt: skip
+            stops = rows_seamed - outside
+            rows = np.array(sorted(_peaks(rows_seamed, _SIDE, stops)), np.int64)
             tops, bottoms = np.meshgrid(rows, rows, indexing="ij")
             high = np.maximum(bottoms - tops, 1)
             sides = np.stack([
@@ -131,9 +143,11 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
             passing = ((bottoms - tops >= side) & (sides.min(axis=0) >= _SIDE)
                        & (sides.mean(axis=0) >= _SEAMED) & (textured >= BUSY_PICTURE)
                        & (area <= MAX_PICTURE_SHARE * width * height))  # fmt: skip
+            # Ranked by how clearly seamed, less how far its top and bottom run on past it.
+            ranks = sides.mean(axis=0) - (outside[tops] + outside[bottoms]) / 2
             for i, j in zip(*np.nonzero(passing), strict=True):
                 box = (left, int(tops[i, j]), right, int(bottoms[i, j]))
-                scored.append((float(sides[:, i, j].mean()), box))
+                scored.append((float(ranks[i, j]), box))
     scored.sort(key=lambda candidate: -candidate[0])
     found: list[Box] = []
     for _, (left, top, right, bottom) in scored[:_VERIFIED]:
@@ -186,12 +200,26 @@ def _seen(line: npt.NDArray[np.bool_]) -> float:
     return 1.0 - float(lengths[lengths > _GAP].sum()) / len(line)
 
 
-def _peaks(score: npt.NDArray[np.float64], floor: float) -> list[int]:
-    """Up to _CANDIDATES indices of `score` at least `floor`, best first, each more than _APART
-    from a better one."""
+def _longest_runs(seams: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    """Per column, its longest run of seam pixels, across gaps of up to _GAP px."""
+    if not seams.size:
+        return np.zeros(seams.shape[1])
+    bridge = np.ones((_GAP + 1, 1), np.uint8)
+    closed = cv2.morphologyEx(seams.astype(np.uint8), cv2.MORPH_CLOSE, bridge).astype(bool)
+    count = np.cumsum(closed, axis=0, dtype=np.int32)
+    before = np.maximum.accumulate(np.where(closed, 0, count), axis=0)  # count at the last miss
+    return np.asarray((count - before).max(axis=0), np.float64)
+
+
+def _peaks(
+    score: npt.NDArray[np.float64], floor: float, rank: npt.NDArray[np.float64] | None = None
+) -> list[int]:
+    """Up to _CANDIDATES indices of `score` at least `floor`, best first (by `rank`, then
+    `score`, where `rank` is given), each more than _APART from a better one."""
     above = np.flatnonzero(score >= floor)
+    order = np.lexsort((-score[above],) if rank is None else (-score[above], -rank[above]))
     kept: list[int] = []
-    for index in above[np.argsort(-score[above], kind="stable")].tolist():
+    for index in above[order].tolist():
         if len(kept) == _CANDIDATES:
             break
         if all(abs(index - other) > _APART for other in kept):

@@ -199,8 +199,15 @@ def bank_feature_views(
     flippable = None
     if screen:
         flippable = shown if shown is not None or boxed is None else image.crop(boxed)
-    # (A brick wallpaper's mortar reads as a collage's gutters.)
-    panels = [] if framed else panel_boxes(whole, image.size, finer_grey(finer, settings))
+    photographic = whole.grid is not None and photo_region(whole.grid) is not None
+    # A screen over a photo wallpaper with no picture found in it is judged whole, band by band
+    # (below).
+    unplaced = screen and photographic and judge is None and flippable is None and not framed
+    # A wallpaper's own lines cut it into no collage: a brick wallpaper's mortar reads as
+    # gutters, and so did the dark sky above a picture over a star field (the same phone's
+    # other chats then matched both "pictures" of it, 13 of 13).
+    collage = not (framed or unplaced)
+    panels = panel_boxes(whole, image.size, finer_grey(finer, settings)) if collage else []
     for number, panel in enumerate(panels):
         yield f"{PANEL_VIEW}{number}", extract_features(image.crop(panel), settings)
     if mirrored:
@@ -222,12 +229,13 @@ def bank_feature_views(
             yield f"mirror-{PHOTO_JUDGE_VIEW}", mirror_judge[0]
     if framed is not None:
         yield from framed_judges(around, framed[0])
-    photographic = whole.grid is not None and photo_region(whole.grid) is not None
-    if screen and photographic and judge is None and flippable is None and framed is None:
+    if unplaced:
         # A screen judged whole over a photo wallpaper: no picture found in it, so its matches
         # are judged band by band too (a64 F1: the same phone's chats with another picture in
-        # the bubble were blocked 16 of 30 on the wallpaper around it).
-        judged = [("whole", whole)] + ([("mirror", mirror)] if mirrored else [])
+        # the bubble were blocked 16 of 30 on the wallpaper around it). Its content box (the
+        # chat area) too.
+        judged = [(name, features) for name, features, _ in around]
+        judged += [("mirror", mirror)] if mirrored else []
         for name, features in judged:
             yield from band_judges(name, features)
     # The photo, not the interface around it: squashed or inverted interfaces would only add
@@ -317,12 +325,24 @@ def framed_judges(
     framed `picture` (a box in the image), that picture's grid in the view's frame, named
     for the view and the box: a match of the view must show that picture too."""
     for name, features, where in views:
-        box = _mapped(picture, where, (features.width, features.height))
-        if min(box[:2]) < 0 or box[2] > features.width or box[3] > features.height:
+        mapped = _mapped(picture, where, (features.width, features.height))
+        # A view that cuts a few rows off the picture still shows it (a content box that
+        # ended two rows short of it was banked with no judge, and matched the same phone's
+        # other chats on a patterned wallpaper).
+        box = (max(0, mapped[0]), max(0, mapped[1]),
+               min(features.width, mapped[2]), min(features.height, mapped[3]))  # fmt: skip
+        if _area(box) < _HELD * _area(mapped):
             continue
         judge = photo_judge(features, box)
         if judge is not None:
             yield framed_judge_name(name, box), judge[0]
+
+
+_HELD = 0.9  # of a framed picture that a view around it must show to be judged on it
+
+
+def _area(box: Crop) -> int:
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
 
 
 def squashed_view_base(name: str, names: Collection[str]) -> tuple[str, float] | None:
