@@ -109,9 +109,9 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     # The longest seamed first: a brick wallpaper's short joints are seamed all along a
     # min_side window too, and took every place of a picture's sides (387 columns passed).
     score = windows.max(axis=0)
-    lines = np.flatnonzero(score >= _LINE)
+    seamed = np.flatnonzero(score >= _LINE)
     runs = np.zeros(width)
-    runs[lines] = _longest_runs(across[:, lines])
+    runs[seamed] = _longest_runs(across[:, seamed])
     columns = sorted(_peaks(score, _LINE, runs))
     # Each box's sides and texture from the sums first, for every top and bottom of a pair of
     # columns at once; the costly check, each half of each side seen all along, only for the
