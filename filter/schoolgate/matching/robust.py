@@ -125,7 +125,9 @@ class RobustEntry:
     # map to its frame; the aligned copy must show that photo too (a45 F1, features.photo_judge).
     photo: tuple[LocalFeatures, np.ndarray] | None = None
     # A screen banked whole over a photo wallpaper: its bands' grids and the maps to their
-    # frames; the aligned copy must show no other photograph in any of them (a64 F1).
+    # frames; the aligned copy must show no other photograph in any of them (a64 F1), and
+    # must agree where it shows a band's photographic cells (a wallpaper where the picture
+    # was is no other photograph).
     bands: tuple[tuple[LocalFeatures, np.ndarray], ...] = ()
     # One picture of a banked collage, banked on its own (its view's name): a copy must show
     # two of them to match, one alone is not the collage (a49: swapped halves).
@@ -494,8 +496,11 @@ class RobustIndex:
             content = seen or content
         for band, to_band in entry.bands if content is not None else ():
             seen = _aligned_agreement(query, band, then(transform, to_band), np.empty((0, 2)))
-            if seen is not None and seen.replaced > rules.max_replaced:
-                return None, True  # the same screen around another picture
+            if seen is not None and (
+                seen.replaced > rules.max_replaced
+                or (seen.photographic and seen.share < rules.min_agreement)
+            ):
+                return None, True  # the same screen around another picture, or none
         rotation = float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0])))
         hit = RobustHit(
             bank=entry.bank,

@@ -130,7 +130,8 @@ def _with_their_photos(
     """Each small-photo grid (PHOTO_JUDGE_VIEW, no keypoints) tied to its item's whole view,
     and each framed picture's grid (FRAMED_JUDGE_VIEW) to the view it names, which must agree
     with it to match, and each band's grid (BAND_JUDGE_VIEW) to the view it names, which must
-    show no other photograph there; the grid is not a view to look up itself."""
+    show no other photograph there and agree where it shows the band's photographic cells; the
+    grid is not a view to look up itself."""
     dropped: set[int] = set()
     for named in views.values():
         for judge, number in named.items():

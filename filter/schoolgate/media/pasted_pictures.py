@@ -55,6 +55,10 @@ _SEAMED: Final = 0.65
 # own seam pixels leave no long gap: the half's share of seam pixels tells it apart there.)
 _GAP: Final = 12
 _SEEN: Final = 0.75
+# A picture's edge fades where it meets a wallpaper of its own colour: one half side may, where
+# the other seven are seamed and seen this clearly (share, seen). Measured on 213 photo x
+# wallpaper screens: 117 -> 124 found, wrong boxes 7 both; at (0.65, 0.85) 130 but 14 wrong.
+_CLEAR: Final = (0.8, 0.95)
 # A chat's picture is at least a quarter of its screen's width (a brick wallpaper's bricks
 # have straight edges all round too).
 _MIN_WIDTH: Final = 0.25
@@ -154,9 +158,19 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
         lines = (along[top, left:right], along[bottom, left:right],
                  across[top:bottom, left], across[top:bottom, right])  # fmt: skip
         halves = [half for line in lines for half in _halves(line)]
-        if all(half.mean() >= _SIDE and _seen(half) >= _SEEN for half in halves):
+        if _sides_seamed([(float(half.mean()), _seen(half)) for half in halves]):
             found.append((left * factor, top * factor, right * factor, bottom * factor))
     return found
+
+
+def _sides_seamed(halves: list[tuple[float, float]]) -> bool:
+    """Whether a box's eight half sides, each (its share of seam pixels, _seen), are a picture's
+    edge: each seamed (_SIDE) and seen (_SEEN); or all but one, and those clearly (_CLEAR)."""
+    weak = [(share, seen) for share, seen in halves if share < _SIDE or seen < _SEEN]
+    if len(weak) > 1:
+        return False
+    return not weak or all(share >= _CLEAR[0] and seen >= _CLEAR[1]
+                           for share, seen in halves if (share, seen) not in weak)  # fmt: skip
 
 
 def _seams(planes: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.bool_]:
