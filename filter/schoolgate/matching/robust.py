@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import Final, cast
 
 import cv2
 import numpy as np
@@ -498,7 +498,7 @@ class RobustIndex:
             seen = _aligned_agreement(query, band, then(transform, to_band), np.empty((0, 2)))
             if seen is not None and (
                 seen.replaced > rules.max_replaced
-                or (seen.photographic and seen.share < rules.min_agreement)
+                or (seen.photographic and seen.share < _BAND_AGREEMENT)
             ):
                 return None, True  # the same screen around another picture, or none
         rotation = float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0])))
@@ -516,6 +516,12 @@ class RobustIndex:
             banked_at_end=entry.frame in self._end_frames.get((entry.bank, entry.content_id), ()),
         )
         return hit, True
+
+
+# Of a band's photographic cells that an aligned copy shows, the share that must agree. Copies
+# of a screen (re-encoded, resized, its bars cropped) agree on 0.95-1.0 of them; another picture
+# (or none) in the place of the banked one, a quarter of the band, leaves 0.4-0.8.
+_BAND_AGREEMENT: Final = 0.85
 
 
 def _collage_of(entry: RobustEntry) -> tuple[str, str, str]:

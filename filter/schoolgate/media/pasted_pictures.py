@@ -8,7 +8,15 @@ beside it on either side. A photo's own edges (an object's outline, a horizon) a
 straight, axis-aligned and closed on four sides; text bubbles are, but hold plain areas, and
 drawn boxes hold no photo (the caller's checks). A picture whose edge is the colour of the
 wallpaper behind it (a black-bordered photo over a night sky) shows no seam there and is not
-found.
+found; one half side of the eight may fade so.
+
+A patterned wallpaper is all straight lines: a brick wall's joints and courses, a tile grid, a
+facade's windows. Candidate sides are ranked by their longest seamed run, tops and bottoms by
+how clearly they stop at the sides (a brick course runs on past a picture), so the wallpaper's
+short or endless lines do not take the picture's places (a66 F1). A picture pasted against the
+screen's side has the screen's side for its own, where its top and bottom run to it and stop
+at its other side; one filling the screen's width is not found (nothing sets its sides apart
+from a band of the wallpaper between two of its lines).
 
 Looked for at about a phone screen's width (framed_pictures.DETECT_SHORT), with framed pictures'
 measures of a picture (mostly busy, at most MAX_PICTURE_SHARE of the frame): at banking where no
@@ -59,6 +67,9 @@ _SEEN: Final = 0.75
 # the other seven are seamed and seen this clearly (share, seen). Measured on 213 photo x
 # wallpaper screens: 117 -> 124 found, wrong boxes 7 both; at (0.65, 0.85) 130 but 14 wrong.
 _CLEAR: Final = (0.8, 0.95)
+# A picture pasted against the screen's side: its top and bottom stop at its other side, seamed
+# on no more than this share of the next min_side px past it.
+_STOPPED: Final = 0.3
 # A chat's picture is at least a quarter of its screen's width (a brick wallpaper's bricks
 # have straight edges all round too).
 _MIN_WIDTH: Final = 0.25
@@ -122,24 +133,28 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     # best-seamed boxes that pass them (an app's plain interface is all straight edges: box
     # by box, one screen took 3 s).
     scored: list[tuple[float, Box]] = []
-    for n, left in enumerate(columns):
-        for right in columns[n + 1 :]:
-            if right - left < max(side, _MIN_WIDTH * width):
+    # The screen's own sides too (0 and width): a picture pasted touching one has no seam there.
+    lines = [0, *columns, width]
+    for n, left in enumerate(lines):
+        for right in lines[n + 1 :]:
+            edges = (left == 0) + (right == width)
+            if right - left < max(side, _MIN_WIDTH * width) or edges == 2:
                 continue
             rows_seamed = (over[:, right] - over[:, left]) / (right - left)
             # Those that stop at the columns first: a picture's top and bottom, where a
             # wallpaper's lines (brick courses) run on past it and took their places.
-            reach = min(side, left, width - right)
-            outside = (over[:, left] - over[:, left - reach]
-                       + over[:, right + reach] - over[:, right]) / max(2 * reach, 1)  # fmt: skip
+            before, after = min(side, left), min(side, width - right)
+            run_on = (
+                over[:, left] - over[:, left - before] + over[:, right + after] - over[:, right]
+            )
+            outside = run_on / max(before + after, 1)
             stops = rows_seamed - outside
             rows = np.array(sorted(_peaks(rows_seamed, _SIDE, stops)), np.int64)
             tops, bottoms = np.meshgrid(rows, rows, indexing="ij")
             high = np.maximum(bottoms - tops, 1)
             sides = np.stack([
                 rows_seamed[tops], rows_seamed[bottoms],
-                (down[bottoms, left] - down[tops, left]) / high,
-                (down[bottoms, right] - down[tops, right]) / high,
+                _side_share(down, left, tops, bottoms), _side_share(down, right, tops, bottoms),
             ])  # fmt: skip
             area = (right - left) * high
             textured = (busy[bottoms, right] - busy[tops, right] - busy[bottoms, left]
@@ -149,18 +164,40 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
                        & (area <= MAX_PICTURE_SHARE * width * height))  # fmt: skip
             # Ranked by how clearly seamed, less how far its top and bottom run on past it.
             ranks = sides.mean(axis=0) - (outside[tops] + outside[bottoms]) / 2
+            if edges:
+                # Against the screen's side, its top and bottom run to that side (not a picture
+                # and a strip of wallpaper beside it) and stop at its other side (a brick
+                # course, or a box between a wallpaper's lines, runs on); and it comes after
+                # every box seamed all round.
+                edge = over[:, side] if left == 0 else over[:, width] - over[:, width - side]
+                reaches = edge / side >= _SEAMED
+                passing &= reaches[tops] & reaches[bottoms]
+                passing &= (outside[tops] <= _STOPPED) & (outside[bottoms] <= _STOPPED)
+                ranks = ranks - 1
             for i, j in zip(*np.nonzero(passing), strict=True):
                 box = (left, int(tops[i, j]), right, int(bottoms[i, j]))
                 scored.append((float(ranks[i, j]), box))
     scored.sort(key=lambda candidate: -candidate[0])
     found: list[Box] = []
     for _, (left, top, right, bottom) in scored[:_VERIFIED]:
-        lines = (along[top, left:right], along[bottom, left:right],
-                 across[top:bottom, left], across[top:bottom, right])  # fmt: skip
-        halves = [half for line in lines for half in _halves(line)]
+        edge = np.ones(bottom - top, bool)  # the screen's side
+        sides_seen = (along[top, left:right], along[bottom, left:right],
+                      edge if left == 0 else across[top:bottom, left],
+                      edge if right == width else across[top:bottom, right])  # fmt: skip
+        halves = [half for line in sides_seen for half in _halves(line)]
         if _sides_seamed([(float(half.mean()), _seen(half)) for half in halves]):
             found.append((left * factor, top * factor, right * factor, bottom * factor))
     return found
+
+
+def _side_share(down: npt.NDArray[np.float64], column: int, tops: npt.NDArray[np.int64],
+                bottoms: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:  # fmt: skip
+    """The share of seam pixels down `column` between each top and bottom (`down`: the seams'
+    running sums down each column); 1 at the screen's sides (0 and width)."""
+    if column in (0, down.shape[1]):
+        return np.ones(tops.shape)
+    share = (down[bottoms, column] - down[tops, column]) / np.maximum(bottoms - tops, 1)
+    return np.asarray(share, np.float64)
 
 
 def _sides_seamed(halves: list[tuple[float, float]]) -> bool:
@@ -233,9 +270,11 @@ def _peaks(
     above = np.flatnonzero(score >= floor)
     order = np.lexsort((-score[above],) if rank is None else (-score[above], -rank[above]))
     kept: list[int] = []
+    near = bytearray(len(score) + 2 * _APART)  # 1 within _APART of a kept index (shifted)
     for index in above[order].tolist():
         if len(kept) == _CANDIDATES:
             break
-        if all(abs(index - other) > _APART for other in kept):
+        if not near[index + _APART]:
             kept.append(index)
+            near[index : index + 2 * _APART + 1] = b"\x01" * (2 * _APART + 1)
     return kept
