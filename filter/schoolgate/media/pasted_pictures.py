@@ -132,7 +132,10 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     # columns at once; the costly check, each half of each side seen all along, only for the
     # best-seamed boxes that pass them (an app's plain interface is all straight edges: box
     # by box, one screen took 3 s).
-    scored: list[tuple[float, Box]] = []
+    # Boxes seamed all round, and boxes against the screen's side, each best first: the second
+    # are looked at after the first (over a drawn facade, the wallpaper between the screen's
+    # side and the picture's, and two of its lines that stop at the picture, is boxed so too).
+    scored: tuple[list[tuple[float, Box]], list[tuple[float, Box]]] = ([], [])
     # The screen's own sides too (0 and width): a picture pasted touching one has no seam there.
     lines = [0, *columns, width]
     for n, left in enumerate(lines):
@@ -162,24 +165,53 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
             passing = ((bottoms - tops >= side) & (sides.min(axis=0) >= _SIDE)
                        & (sides.mean(axis=0) >= _SEAMED) & (textured >= BUSY_PICTURE)
                        & (area <= MAX_PICTURE_SHARE * width * height))  # fmt: skip
-            # Ranked by how clearly seamed, less how far its top and bottom run on past it.
-            ranks = sides.mean(axis=0) - (outside[tops] + outside[bottoms]) / 2
+            # Ranked by how clearly its own sides are seamed (not the screen's), less how far
+            # its top and bottom run on past its sides, and its sides past its top and bottom
+            # (a picture's corners end its edges; a wallpaper's lines that stop at a picture,
+            # and the picture's side between them, box a piece of wallpaper).
+            seamed_mean = (sides.sum(axis=0) - edges) / (4 - edges)
+            sides_on = (_runs_on(down, left, tops, bottoms, side)
+                        + _runs_on(down, right, tops, bottoms, side)) / (2 - edges)  # fmt: skip
+            ranks = seamed_mean - (outside[tops] + outside[bottoms] + sides_on) / 3
             if edges:
                 # Against the screen's side, its top and bottom run to that side (not a picture
-                # and a strip of wallpaper beside it) and stop at its other side (a brick
-                # course, or a box between a wallpaper's lines, runs on); and it comes after
-                # every box seamed all round.
+                # and a strip of wallpaper beside it: 10 -> 106 wrong boxes without) and stop at
+                # its other side (a brick course, or a box between a wallpaper's lines, runs
+                # on), where its other side stops too.
                 edge = over[:, side] if left == 0 else over[:, width] - over[:, width - side]
                 reaches = edge / side >= _SEAMED
-                passing &= reaches[tops] & reaches[bottoms]
+                passing &= reaches[tops] & reaches[bottoms] & (sides_on <= _STOPPED)
                 passing &= (outside[tops] <= _STOPPED) & (outside[bottoms] <= _STOPPED)
-                ranks = ranks - 1
             for i, j in zip(*np.nonzero(passing), strict=True):
                 box = (left, int(tops[i, j]), right, int(bottoms[i, j]))
-                scored.append((float(ranks[i, j]), box))
-    scored.sort(key=lambda candidate: -candidate[0])
+                scored[bool(edges)].append((float(ranks[i, j]), box))
     found: list[Box] = []
-    for _, (left, top, right, bottom) in scored[:_VERIFIED]:
+    for candidates in scored:
+        candidates.sort(key=lambda candidate: -candidate[0])
+        found += _verified([box for _, box in candidates[:_VERIFIED]], along, across, factor)
+    return found
+
+
+def _runs_on(down: npt.NDArray[np.float64], column: int, tops: npt.NDArray[np.int64],
+             bottoms: npt.NDArray[np.int64], reach: int) -> npt.NDArray[np.float64]:  # fmt: skip
+    """The share of seam pixels down `column` in the `reach` px above each top and below each
+    bottom (0 at the screen's sides)."""
+    height, width = down.shape[0] - 1, down.shape[1]
+    if column in (0, width):
+        return np.zeros(tops.shape)
+    up, on = np.minimum(reach, tops), np.minimum(reach, height - bottoms)
+    seams = (down[tops, column] - down[tops - up, column]
+             + down[bottoms + on, column] - down[bottoms, column])  # fmt: skip
+    return np.asarray(seams / np.maximum(up + on, 1), np.float64)
+
+
+def _verified(boxes: list[Box], along: npt.NDArray[np.bool_], across: npt.NDArray[np.bool_],
+              factor: int) -> list[Box]:  # fmt: skip
+    """The `boxes` whose sides are seamed and seen half by half (`_sides_seamed`; the screen's
+    own sides count as seamed), scaled up by `factor`."""
+    width = across.shape[1]
+    found: list[Box] = []
+    for left, top, right, bottom in boxes:
         edge = np.ones(bottom - top, bool)  # the screen's side
         sides_seen = (along[top, left:right], along[bottom, left:right],
                       edge if left == 0 else across[top:bottom, left],
