@@ -56,11 +56,27 @@ def tiles() -> Image.Image:
     return image
 
 
+def grid_tiles() -> Image.Image:
+    """Square tiles of four colours, 120 px apart, each with a white ring, on pale grout (a
+    tile grid as adversarial pass a68 drew it)."""
+    rng = np.random.default_rng(4)
+    colours = ((40, 90, 160), (60, 140, 110), (225, 185, 80), (200, 200, 210))
+    image = Image.new("RGB", (1080, 2340), (235, 235, 230))
+    draw = ImageDraw.Draw(image)
+    for y in range(0, 2340, 120):
+        for x in range(0, 1080, 120):
+            draw.rectangle((x + 4, y + 4, x + 115, y + 115), fill=colours[int(rng.integers(4))])
+            draw.ellipse((x + 35, y + 35, x + 84, y + 84), outline=(250, 250, 250), width=5)
+    return image
+
+
 def wallpaper(name: str) -> Image.Image:
     if name == "facade":
         return facade()
     if name == "tiles":
         return tiles()
+    if name == "grid":
+        return grid_tiles()
     return skimage_photo(name).resize((1080, 2340), Image.Resampling.BICUBIC)
 
 
@@ -119,7 +135,7 @@ def test_a_picture_over_a_brick_wall_or_drawn_tiles_is_found_by_its_seams() -> N
     assert False not in brick + drawn
 
 
-SIDE_WALLPAPERS = ("coffee", "brick", "tiles", "facade", "hubble_deep_field")
+SIDE_WALLPAPERS = ("coffee", "brick", "tiles", "grid", "facade", "hubble_deep_field")
 
 
 def test_a_picture_against_the_screens_side_is_found() -> None:
@@ -142,6 +158,22 @@ def test_a_picture_against_the_screens_side_is_found() -> None:
                     )
     assert found.count(True) >= 32, found
     assert found.count(False) <= 1, found
+
+
+def test_a_picture_against_the_side_of_a_tile_grid_is_found() -> None:
+    """A tile grid makes a thousand boxes seamed all round: those against the screen's side,
+    ranked after them, were never checked (a68 F1: the chat was banked whole, and the picture
+    alone and pasted elsewhere passed, 0 of 9). They are checked in a queue of their own.
+    Measured: 5 of 6 (1 before), one box wrong (a box of the grid)."""
+    found = []
+    for photo in ("chelsea", "astronaut", "coins", "motorcycle_left", "retina", "coffee"):
+        picture = skimage_photo(photo)
+        truth = (0, TOP, 640, TOP + round(picture.height * 640 / picture.width))
+        boxes = seamed_boxes(patterned_chat(photo, "grid", 0, 0, 640), 96)
+        found.append(
+            bool(boxes) and all(abs(a - b) <= 12 for a, b in zip(boxes[0], truth, strict=True))
+        )
+    assert found.count(True) >= 4, found
 
 
 @pytest.mark.parametrize("name", SIDE_WALLPAPERS)
