@@ -31,26 +31,30 @@ PLACE = (430, 860)  # where the picture's top left corner is pasted, 600 px wide
 WALLPAPERS = ("grass", "coffee", "immunohistochemistry", "gravel", "brick", "hubble_deep_field")
 
 
-def pasted_chat(photo: Image.Image | None, wallpaper: str, seed: int = 0) -> Image.Image:
-    """A 1080 x 2340 chat over a photo wallpaper: status bar and header, four text bubbles,
-    `photo` 600 px wide pasted straight onto the wallpaper (no bubble, no frame) where it is
-    given, and the input bar."""
+def pasted_chat(photo: Image.Image | None, wallpaper: str | Image.Image, seed: int = 0,
+                left: int = PLACE[0], width: int = 600) -> Image.Image:  # fmt: skip
+    """A 1080 x 2340 chat over a photo wallpaper (a scikit-image photo's name, or the picture):
+    status bar and header, four text bubbles in an order of `seed`, `photo` `width` px wide
+    pasted straight onto the wallpaper (no bubble, no frame) at `left` where it is given, and
+    the input bar."""
     rng = np.random.default_rng(seed)
-    screen = skimage_photo(wallpaper).resize((1080, 2340), Image.Resampling.BICUBIC)
+    if isinstance(wallpaper, str):
+        wallpaper = skimage_photo(wallpaper).resize((1080, 2340), Image.Resampling.BICUBIC)
+    screen = wallpaper.copy()
     draw = ImageDraw.Draw(screen)
     draw.rectangle((0, 0, 1080, 80), fill=(17, 17, 17))
     draw.rectangle((0, 80, 1080, 240), fill=(7, 94, 84))
     draw.text((150, 130), "Alex", fill=(255, 255, 255), font_size=48)
     y = 280
     for number, words in enumerate(rng.permutation(WORDS).tolist()):
-        left = 30 if number % 2 == 0 else 560
+        x = 30 if number % 2 == 0 else 560
         bubble = (255, 255, 255) if number % 2 == 0 else (220, 248, 198)
-        draw.rounded_rectangle((left, y, left + 490, y + 90), 22, fill=bubble)
-        draw.text((left + 24, y + 24), words, fill=(20, 20, 20), font_size=34)
+        draw.rounded_rectangle((x, y, x + 490, y + 90), 22, fill=bubble)
+        draw.text((x + 24, y + 24), words, fill=(20, 20, 20), font_size=34)
         y += 130
     if photo is not None:
-        small = photo.convert("RGB").resize((600, round(photo.height * 600 / photo.width)))
-        screen.paste(small, PLACE)
+        small = photo.convert("RGB").resize((width, round(photo.height * width / photo.width)))
+        screen.paste(small, (left, PLACE[1]))
     draw.rectangle((0, 2180, 1080, 2340), fill=(240, 240, 240))
     draw.rounded_rectangle((30, 2210, 900, 2300), 40, fill=(255, 255, 255))
     return screen

@@ -22,10 +22,10 @@ from schoolgate.media.pasted_pictures import pasted_pictures, seamed_boxes
 from schoolgate.media.signals import bank_feature_views
 from tests.conftest import encode
 from tests.support.imagery import skimage_photo
+from tests.test_pasted_pictures import PLACE, pasted_chat
 from tests.test_robust_precision import Bank, _bank
 
-WORDS = ("hey are you coming later", "yeah 10 mins", "ok bring the charger", "lol fine")
-TOP = 860  # the picture's top, 600 px wide at x = 430 unless told
+TOP = PLACE[1]  # the picture's top, 600 px wide at x = 430 unless told
 
 
 def facade() -> Image.Image:
@@ -82,28 +82,10 @@ def wallpaper(name: str) -> Image.Image:
 
 def patterned_chat(photo: str | None, name: str, seed: int = 0, left: int = 430,
                    width: int = 600) -> Image.Image:  # fmt: skip
-    """A 1080 x 2340 chat over wallpaper `name`: status bar and header, four text bubbles in an
-    order of `seed`, `photo` pasted straight on the wallpaper where given, and the input bar."""
-    rng = np.random.default_rng(seed)
-    screen = wallpaper(name)
-    draw = ImageDraw.Draw(screen)
-    draw.rectangle((0, 0, 1080, 80), fill=(17, 17, 17))
-    draw.rectangle((0, 80, 1080, 240), fill=(7, 94, 84))
-    draw.text((150, 130), "Alex", fill=(255, 255, 255), font_size=48)
-    y = 280
-    for number, words in enumerate(rng.permutation(WORDS).tolist()):
-        x = 30 if number % 2 == 0 else 560
-        bubble = (255, 255, 255) if number % 2 == 0 else (220, 248, 198)
-        draw.rounded_rectangle((x, y, x + 490, y + 90), 22, fill=bubble)
-        draw.text((x + 24, y + 24), words, fill=(20, 20, 20), font_size=34)
-        y += 130
-    if photo is not None:
-        picture = skimage_photo(photo)
-        screen.paste(picture.resize((width, round(picture.height * width / picture.width))),
-                     (left, TOP))  # fmt: skip
-    draw.rectangle((0, 2180, 1080, 2340), fill=(240, 240, 240))
-    draw.rounded_rectangle((30, 2210, 900, 2300), 40, fill=(255, 255, 255))
-    return screen
+    """A 1080 x 2340 chat over wallpaper `name` (test_pasted_pictures.pasted_chat): the
+    scikit-image `photo` pasted straight on it at `left`, `width` px wide, where given."""
+    picture = None if photo is None else skimage_photo(photo)
+    return pasted_chat(picture, wallpaper(name), seed, left, width)
 
 
 PHOTOS = ("astronaut", "chelsea", "coins", "camera", "motorcycle_left", "retina", "coffee",
