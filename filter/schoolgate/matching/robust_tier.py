@@ -9,7 +9,7 @@ any decoded still image, so video frames can use it unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from itertools import islice
@@ -88,17 +88,23 @@ class _Loaded:
     # (bank, banked PDQ hex) -> the items with feature sets that the hash was banked for, so a
     # distant PDQ match can be checked against the picture it claims (see RobustTier.confirm).
     items_by_pdq: dict[tuple[str, str], tuple[str, ...]]
+    # (bank, banked PDQ hex) of the hashes banked for an item judged on a picture inside it.
+    pictured_pdq: frozenset[tuple[str, str]] = frozenset()
 
 
 def _load(store: BankStore, config: BanksConfig) -> _Loaded:
-    index = build_index(store, config)
+    index, pictured = build_index(store, config)
     loaded = index.content_ids()
     items: dict[tuple[str, str], list[str]] = {}
     for bank in {bank for bank, _ in loaded}:
         for signal in store.iter_signals(bank, SignalType.PDQ):
             if signal.content_id and (bank, signal.content_id) in loaded:
                 items.setdefault((bank, signal.value), []).append(signal.content_id)
-    return _Loaded(index, {key: tuple(ids) for key, ids in items.items()})
+    pictured_pdq = frozenset(
+        (bank, value) for (bank, value), ids in items.items()
+        if any((bank, content_id) in pictured for content_id in ids)
+    )  # fmt: skip
+    return _Loaded(index, {key: tuple(ids) for key, ids in items.items()}, pictured_pdq)
 
 
 def _judged_on_their_pictures(
@@ -182,9 +188,13 @@ def _is_negative(view: str) -> bool:
     return view.rpartition(":")[2] in (NEGATIVE_VIEW, f"mirror-{NEGATIVE_VIEW}")
 
 
-def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
+def build_index(
+    store: BankStore, config: BanksConfig
+) -> tuple[RobustIndex, frozenset[tuple[str, str]]]:
     """Load the feature sets of every bank that runs the robust tier, newest items first, up to
-    `robust.max_items` items (a bound on memory: ~70 KB per banked view)."""
+    `robust.max_items` items (a bound on memory: ~70 KB per banked view); and the items among
+    them banked with a picture found inside (a screenshot's photo, a framed or pasted picture:
+    `_banked_a_picture`), whose surround is not evidence."""
     robust = config.robust
     banks = [b.name for b in store.banks() if config.runs(b.name, TIER)]
     entries: list[RobustEntry] = []
@@ -224,7 +234,19 @@ def build_index(store: BankStore, config: BanksConfig) -> RobustIndex:
         min_inliers=robust.rule.min_inliers, min_spread=robust.rule.min_spread
     )
     limits = IndexLimits(max_candidates=robust.max_candidates)
-    return RobustIndex(entries, thresholds, default, limits)
+    pictured = frozenset(item for item, named in views.items() if _banked_a_picture(named))
+    return RobustIndex(entries, thresholds, default, limits), pictured
+
+
+def _banked_a_picture(names: Collection[str]) -> bool:
+    """Whether an item's views (by name) show a picture was found inside it: its picture banked
+    on its own (or mirrored), or a grid that judges a view on it."""
+    for name in names:
+        view = name.rpartition(":")[2]  # a video key frame's "frame12:..."
+        judged = _judged_view(view)
+        if view in ("picture", "mirror-picture") or (judged is not None and not judged[2]):
+            return True
+    return False
 
 
 class RobustTier:
@@ -243,6 +265,13 @@ class RobustTier:
     def __len__(self) -> int:
         """Banked feature sets (views) in the current index."""
         return len(self.index)
+
+    def judges_a_picture(self, match: BankMatch) -> bool:
+        """Whether a PDQ match is of a hash banked for an item judged on a picture inside it (a
+        chat screenshot whose picture was found): near as it may be, the hash of the whole
+        screen is mostly its interface, and the same screen around another picture of the
+        same tone came within 8 bits (a69 F1), so the match is checked like a distant one."""
+        return (match.bank, str(match.value)) in self._current().pictured_pdq
 
     def match(
         self,
