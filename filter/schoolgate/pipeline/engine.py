@@ -305,15 +305,13 @@ class Inspector:
     def _refuted(self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image],
                  tiles: list[Image.Image] | None = None, mirrored: bool = False,
                  ) -> tuple[BankMatch, ...]:  # fmt: skip
-        """The PDQ matches beyond `pdq_confirm_bits` (at any distance where the item is judged
-        on a picture inside it: RobustTier.judges_a_picture) that the banked item's own local
-        features refute: aligned, and another picture in the same surround (a fixed background
-        behind another subject). They do not count; the audit record lists them. `tiles`: the
-        screens of `image` (signals.screens), where already computed; `mirrored`: the matches
-        may be of a mirrored variant."""
-        confirm_bits = self.config.banks.robust.pdq_confirm_bits
-        distant = [m for m in matches
-                   if m.distance > confirm_bits or self._robust.judges_a_picture(m)]  # fmt: skip
+        """The PDQ matches beyond `pdq_confirm_bits` (any, of a picture found in a screen:
+        RobustTier.judges_a_picture) that the banked item's own local features refute: aligned,
+        and another picture in the same surround (a fixed background behind another subject).
+        They do not count; the audit record lists them. `tiles`: the screens of `image`, where
+        already computed; `mirrored`: the matches may be of a mirrored variant."""
+        near = self.config.banks.robust.pdq_confirm_bits
+        distant = [m for m in matches if m.distance > near or self._robust.judges_a_picture(m)]
         if not distant:
             return ()
         refuted = tuple(self._robust.refuted(image, distant, views, tiles, mirrored))
