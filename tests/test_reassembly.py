@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import json
 import random
 import threading
@@ -13,7 +14,14 @@ import pytest
 from PIL import Image
 
 from schoolgate.endpoints.protocols import parse_chunk, parse_chunks
-from schoolgate.endpoints.reassembly import Chunk, ChunkError, SessionStatus, UploadSessions
+from schoolgate.endpoints.reassembly import (
+    Chunk,
+    ChunkError,
+    SessionStatus,
+    UploadSessions,
+    worth_a_look,
+)
+from schoolgate.media.cutshort import PNG_SIGNATURE
 from tests.conftest import encode
 
 
@@ -620,30 +628,60 @@ def test_an_upload_of_undeclared_size_begun_elsewhere_is_refused(media: bytes) -
     assert later.status is SessionStatus.INCOMPLETE  # out of order, its start may follow
 
 
+def _looks(sessions: UploadSessions, session_id: str, data: bytes, step: int,
+           total: int | None) -> list[int]:  # fmt: skip
+    """The prefix lengths offered to look at as `data` arrives `step` bytes at a time."""
+    looked = []
+    for start in range(0, len(data), step):
+        chunk = Chunk(session_id, data[start : start + step], offset=start, total=total)
+        sessions.add("c", "a", chunk)
+        if (found := sessions.partial("c", "a", session_id)) is not None:
+            assert found[1] == total
+            looked.append(len(found[0]))
+    return looked
+
+
 def test_a_first_part_is_offered_to_look_at_a_few_times_per_upload(media: bytes) -> None:
-    """a48 F3: half the declared size, then at each quarter's growth; without a declared size
-    from 16 KiB, then at each half's growth."""
+    """a48 F3: a first part that is not a JPEG or PNG (a video's) from half the declared size,
+    then at each quarter's growth; without a declared size from 16 KiB, then at each half's
+    growth."""
     sessions = UploadSessions()
     total = 100_000
-    data = (media * (total // len(media) + 1))[:total]
-    looked = []
-    for start in range(0, 90_000, 10_000):
-        sessions.add("c", "a", Chunk("s", data[start : start + 10_000], offset=start, total=total))
-        found = sessions.partial("c", "a", "s")
-        looked.append(None if found is None else len(found[0]))
-        assert found is None or found[1] == total
-    assert looked == [None, None, None, None, 50_000, None, 70_000, None, 90_000]
+    video = b"\x00\x00\x00\x18ftypmp42" + (media * (total // len(media) + 1))[: total - 12]
+    assert _looks(sessions, "s", video[:90_000], 10_000, total) == [50_000, 70_000, 90_000]
     # Nearly all of it (63/64) is looked at once more, however little it grew (a58 F3: a
     # video's index in its last bytes), and not again at the same size.
-    sessions.add("c", "a", Chunk("s", data[90_000:99_999], offset=90_000, total=total))
-    assert sessions.partial("c", "a", "s") == (data[:99_999], total)
+    sessions.add("c", "a", Chunk("s", video[90_000:99_999], offset=90_000, total=total))
+    assert sessions.partial("c", "a", "s") == (video[:99_999], total)
     assert sessions.partial("c", "a", "s") is None
-    sizes = []
-    for start in range(0, 60_000, 4_000):
-        sessions.add("c", "a", Chunk("u", data[start : start + 4_000], offset=start))
-        found = sessions.partial("c", "a", "u")
-        sizes += [] if found is None else [len(found[0])]
+    sizes = _looks(sessions, "u", video[:60_000], 4_000, None)
     assert sizes == [20_000, 32_000, 48_000]  # from 16 KiB, each half as long again
+
+
+def test_a_still_pictures_first_part_is_looked_at_from_an_eighth(media: bytes) -> None:
+    """a68 F2, a69 F4: looked at from half, resumable uploads of 256 KiB chunks left up to 68%
+    of a banked JPEG with the service. A baseline JPEG shows enough of its rows from a fifth to
+    a half, a progressive one the whole picture from a tenth: a JPEG's or PNG's first part is
+    looked at from an eighth of its declared size, then at every sixteenth."""
+    total = 100_000
+    jpeg = (media * (total // len(media) + 1))[:total]
+    sessions = UploadSessions()
+    looked = _looks(sessions, "s", jpeg[:99_000], 2_000, total)
+    assert looked[:4] == [14_000, 22_000, 30_000, 38_000]  # the chunks reaching 1/8, +1/16
+    steps = [b - a for a, b in itertools.pairwise(looked[:-1])]
+    assert all(total // 16 <= step <= total // 16 + 2_000 for step in steps), looked
+    assert looked[-1] == 99_000  # nearly all (63/64) of it, looked at once more
+    assert len(looked) <= 16
+    sessions.add("c", "a", Chunk("s", jpeg[99_000:99_999], offset=99_000, total=total))
+    assert sessions.partial("c", "a", "s") == (jpeg[:99_999], total)  # nearly all, once more
+    png = PNG_SIGNATURE + jpeg[len(PNG_SIGNATURE) :]
+    assert _looks(UploadSessions(), "p", png[:30_000], 10_000, total) == [20_000, 30_000]
+    # The first request of a session that carries data (a Dropbox start) is looked at alike.
+    assert worth_a_look(12_500, total, still=True)
+    assert not worth_a_look(12_499, total, still=True)
+    assert not worth_a_look(49_999, total)
+    assert worth_a_look(16 * 1024, None, still=True)
+    assert not worth_a_look(16 * 1024 - 1, None)
 
 
 def test_numbered_segments_from_the_first_are_a_first_part(media: bytes) -> None:

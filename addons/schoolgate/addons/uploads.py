@@ -33,7 +33,7 @@ from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_p
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus, worth_a_look
 from schoolgate.media.containers import whole_gif, whole_video
-from schoolgate.media.cutshort import as_shown, shows_part
+from schoolgate.media.cutshort import as_shown, shows_part, shows_rows
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
 log = logging.getLogger("schoolgate.proxy")
@@ -279,7 +279,9 @@ class UploadInspector:
                 whole_file = chunk.final and not chunk.part  # a part is joined later
                 if chunk.data and (whole_file or _held_whole(chunk.data)):
                     complete.append(restored_start(chunk.data) or chunk.data)
-                elif shows_part(chunk.data) and worth_a_look(len(chunk.data), chunk.total):
+                elif shows_part(chunk.data) and worth_a_look(
+                    len(chunk.data), chunk.total, still=shows_rows(chunk.data)
+                ):
                     partial.append(("", as_shown(chunk.data, chunk.total)))  # no id before reply
                 continue
             state = runtime.sessions.add(client, app, chunk)

@@ -1,0 +1,87 @@
+"""How much of a banked picture a resumable upload leaves with the service before a chunk is
+refused (adversarial passes a68 F2, a69 F4). Looked at from half its declared size, then at each
+quarter's growth, an upload in 256 KiB chunks stored up to 68% of a banked JPEG first. A
+progressive JPEG shows the whole picture from about a tenth of its bytes, a baseline one enough
+of its rows from a fifth to a half: a still picture's first part is looked at from an eighth,
+then at every sixteenth.
+
+The real catalog's tus route (Vimeo), driven in-process, against a bank made by
+`schoolgate hashes add` (exact hashes, PDQ and the robust tier's features); benign photos only."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from schoolgate import cli
+from schoolgate.addons.uploads import UploadInspector
+from tests.conftest import encode
+from tests.test_addons_inprocess import catalog_upload_addon
+from tests.test_tus_uploads import _create, _patches
+
+PARTS = 16  # the upload's chunks: each a sixteenth of it
+
+
+def _phone_sized(photo: Image.Image) -> Image.Image:
+    scale = 1600 / max(photo.size)
+    return photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.LANCZOS)
+
+
+def _jpeg(photo: Image.Image, progressive: bool) -> bytes:
+    return encode(_phone_sized(photo), "JPEG", quality=88, progressive=progressive)
+
+
+@pytest.fixture
+def addon(
+    data_dir: Path, tmp_path: Path, benign_photos: dict[str, Image.Image]
+) -> Iterator[UploadInspector]:
+    files = []
+    for progressive in (False, True):
+        path = tmp_path / f"banked-{progressive}.jpg"
+        path.write_bytes(_jpeg(benign_photos["astronaut"], progressive))
+        files.append(str(path))
+    config = tmp_path / "bank.yaml"
+    config.write_text("classifier:\n  models: []\n")
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(["hashes", "add", *files, "--bank", "incident-cadence",
+                         "--config", str(config)])  # fmt: skip
+    assert code == 0
+    with catalog_upload_addon(data_dir, tmp_path, None) as inspector:
+        yield inspector
+
+
+def _held_before_refusal(addon: UploadInspector, upload: str, data: bytes) -> float | None:
+    """The share of `data` the service holds when the first chunk is refused (None: none is)."""
+    assert _create(addon, upload, Upload_Length=str(len(data))) == 201
+    cuts = [len(data) * part // PARTS for part in range(1, PARTS)]
+    codes = _patches(addon, upload, data, cuts)
+    if 403 not in codes:
+        return None
+    assert set(codes[codes.index(403) :]) == {403}  # every later chunk too (a49 F9)
+    return codes.index(403) / PARTS
+
+
+@pytest.mark.parametrize(("progressive", "most"), [(True, 1 / 8), (False, 3 / 8)])
+def test_a_banked_jpeg_sent_in_parts_is_refused_early(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], progressive: bool, most: float
+) -> None:
+    """Looked at from half, the service held 7/16 of either before the refusal."""
+    banned = _jpeg(benign_photos["astronaut"], progressive)
+    held = _held_before_refusal(addon, f"/files/banked-{progressive}", banned)
+    assert held is not None
+    assert held <= most
+
+
+@pytest.mark.parametrize("progressive", [True, False])
+@pytest.mark.parametrize("name", ["coffee", "chelsea", "rocket", "camera"])
+def test_an_innocent_jpeg_sent_in_parts_goes_through(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], name: str, progressive: bool
+) -> None:
+    """Every first part of an innocent photo is looked at (sixteen looks) and none refused."""
+    photo = _jpeg(benign_photos[name], progressive)
+    assert _held_before_refusal(addon, f"/files/{name}-{progressive}", photo) is None
