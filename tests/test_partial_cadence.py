@@ -29,7 +29,9 @@ PARTS = 16  # the upload's chunks: each a sixteenth of it
 
 def _phone_sized(photo: Image.Image) -> Image.Image:
     scale = 1600 / max(photo.size)
-    return photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.LANCZOS)
+    return photo.resize(
+        (round(photo.width * scale), round(photo.height * scale)), Image.Resampling.LANCZOS
+    )
 
 
 def _jpeg(photo: Image.Image, progressive: bool) -> bytes:
