@@ -19,7 +19,8 @@ from PIL import Image
 from schoolgate.media.hashing import pdq_hash
 from tests.support.imagery import encode
 from tests.support.screens import chat_screenshot, distinct_pictures
-from tests.test_robust_precision import Bank, _bank
+from tests.test_false_colour import EDITS
+from tests.test_robust_precision import CTX, Bank, _bank
 
 APPS = (("chatty", "light"), ("snappy", "light"))
 
@@ -68,3 +69,50 @@ def test_the_banked_screen_and_its_picture_are_still_blocked(
     assert screens.blocked(banked, "JPEG")
     assert screens.blocked(banked.resize((360, 780), Image.Resampling.LANCZOS), "JPEG")
     assert screens.blocked(pictures[0], "JPEG")
+
+
+DARK = (("chatty", "dark"), ("snappy", "dark"))
+
+
+@pytest.fixture(scope="module")
+def dark_screens(
+    tmp_path_factory: pytest.TempPathFactory, benign_photos: dict[str, Image.Image]
+) -> Iterator[Bank]:
+    tmp = tmp_path_factory.mktemp("pictured-dark")
+    config = tmp / "pictured.yaml"
+    config.write_text(
+        "classifier:\n  models: []\nbanks:\n  pdq_max_distance: 128\n"
+        "  robust:\n    pdq_confirm_bits: 128\n"
+    )
+    items = {f"{app}-{theme}.png": encode(chat_screenshot(benign_photos["astronaut"], app, theme,
+                                                          3), "PNG")
+             for app, theme in DARK}  # fmt: skip
+    with _bank(tmp, items, config) as bank:
+        yield bank
+
+
+@pytest.mark.parametrize(("app", "theme"), DARK)
+def test_a_colour_variant_of_the_same_screen_around_another_picture_is_not_blocked(
+    dark_screens: Bank, pictures: list[Image.Image], app: str, theme: str
+) -> None:
+    """a69 K6: refuted in its own colours, the banked screen around another picture was found
+    again by the false-colour lookup (twenty variants of the query), and stood: the variant of
+    an innocent screen is itself in false colours, and its features aligned with nothing. Such
+    a match now stands only where the variant's features verify it."""
+    for picture in pictures[1:4]:
+        findings = dark_screens.inspector.evaluate(
+            encode(chat_screenshot(picture, app, theme, 3), "PNG"), CTX
+        ).findings
+        assert not findings.matches
+        assert any(("channel", 1.0) in m.evidence for m in findings.refuted)  # looked up so
+
+
+@pytest.mark.parametrize("edit", ["channels BRG", "green inverted", "red and blue swapped"])
+def test_the_banked_screen_in_false_colours_is_still_blocked(
+    dark_screens: Bank, benign_photos: dict[str, Image.Image], edit: str
+) -> None:
+    screen = chat_screenshot(benign_photos["astronaut"], "chatty", "dark", 3)
+    copy = EDITS[edit](screen)
+    verdict = dark_screens.inspector.evaluate(encode(copy, "JPEG", quality=90), CTX)
+    assert verdict.blocked
+    assert verdict.findings.matches

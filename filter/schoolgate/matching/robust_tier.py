@@ -325,11 +325,18 @@ class RobustTier:
         views: Sequence[Image.Image] | None = None,
         tiles: Sequence[Image.Image] | None = None,
         mirrored: bool = False,
+        recoloured: bool = False,
     ) -> list[BankMatch]:
         """The PDQ matches that the banked items' own feature sets refute: where a view of the
         item aligns and the content check refuses it, or where both sides have keypoints enough
         to align a copy and none aligns, and no view verifies. Matches of hashes banked without
         feature sets, or with too little texture to tell, stand.
+
+        `recoloured`: `image` is a colour variant of the query that the matches were found on
+        (the engine's false-colour lookup). A match of an item judged on a picture found in it
+        (`judges_a_picture`) then stands only where a view verifies it: a variant of an innocent
+        screen is itself in false colours, its features align with nothing, so nothing refuted
+        the banked chat's screen around another picture, found among twenty variants (a69 K6).
 
         A whole-image PDQ hash can be carried by what two different pictures share: adversarial
         pass a7 and the precision suite found a fixed background behind another subject within
@@ -366,7 +373,10 @@ class RobustTier:
                 seen.add(verdict)
                 if verdict:
                     break  # a view verifies: the match stands
-            if False in seen and True not in seen and not _stretched_copy(loaded, image, items):
+            if True in seen:
+                continue
+            unconfirmed = recoloured and (match.bank, str(match.value)) in loaded.pictured_pdq
+            if unconfirmed or (False in seen and not _stretched_copy(loaded, image, items)):
                 refuted.append(match)
         return refuted
 

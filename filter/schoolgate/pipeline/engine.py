@@ -245,7 +245,7 @@ class Inspector:
             recolour_claimed = [m for m in colour_matches if banks.runs(m.bank, "pdq") and (
                 (m.bank, m.value) not in listed or m.distance <= near)]  # fmt: skip
             claimed += recolour_claimed
-            refuted += self._refuted(recolour_claimed, recoloured, [recoloured])
+            refuted += self._refuted(recolour_claimed, recoloured, [recoloured], recoloured=True)
         matches.extend(m for m in claimed if m not in refuted)
         exempt = matcher.exemptions.of(str(hashes["sha256"]))
         if not [m for m in matches if f"bank:{m.bank}" not in exempt]:
@@ -304,17 +304,17 @@ class Inspector:
 
     def _refuted(self, matches: list[BankMatch], image: Image.Image, views: list[Image.Image],
                  tiles: list[Image.Image] | None = None, mirrored: bool = False,
-                 ) -> tuple[BankMatch, ...]:  # fmt: skip
+                 recoloured: bool = False) -> tuple[BankMatch, ...]:  # fmt: skip
         """The PDQ matches beyond `pdq_confirm_bits` (any, of a picture found in a screen:
         RobustTier.judges_a_picture) that the banked item's own local features refute: aligned,
         and another picture in the same surround (a fixed background behind another subject).
         They do not count; the audit record lists them. `tiles`: the screens of `image`, where
-        already computed; `mirrored`: the matches may be of a mirrored variant."""
+        already computed; `mirrored`, `recoloured`: as for RobustTier.refuted."""
         near = self.config.banks.robust.pdq_confirm_bits
         distant = [m for m in matches if m.distance > near or self._robust.judges_a_picture(m)]
         if not distant:
             return ()
-        refuted = tuple(self._robust.refuted(image, distant, views, tiles, mirrored))
+        refuted = tuple(self._robust.refuted(image, distant, views, tiles, mirrored, recoloured))
         for match in refuted:
             log.info(
                 "PDQ match at %d bits in bank %s refuted by its feature sets: the same surround "
