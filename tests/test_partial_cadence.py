@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,15 +58,19 @@ def addon(
         yield inspector
 
 
-def _held_before_refusal(addon: UploadInspector, upload: str, data: bytes) -> float | None:
-    """The share of `data` the service holds when the first chunk is refused (None: none is)."""
-    assert _create(addon, upload, Upload_Length=str(len(data))) == 201
-    cuts = [len(data) * part // PARTS for part in range(1, PARTS)]
+def _held_before_refusal(
+    addon: UploadInspector, upload: str, data: bytes, declared: int | None = None, step: int = 0
+) -> float | None:
+    """The share of `data` the service holds when the first chunk is refused (None: none is),
+    sent in sixteenths of it (or `step` bytes) as an upload of `declared` bytes (its size)."""
+    assert _create(addon, upload, Upload_Length=str(declared or len(data))) == 201
+    step = step or -(-len(data) // PARTS)
+    cuts = list(range(step, len(data), step))
     codes = _patches(addon, upload, data, cuts)
     if 403 not in codes:
         return None
     assert set(codes[codes.index(403) :]) == {403}  # every later chunk too (a49 F9)
-    return codes.index(403) / PARTS
+    return min(codes.index(403) * step / len(data), 1.0)
 
 
 @pytest.mark.parametrize(("progressive", "most"), [(True, 1 / 8), (False, 3 / 8)])
@@ -87,3 +92,28 @@ def test_an_innocent_jpeg_sent_in_parts_goes_through(
     """Every first part of an innocent photo is looked at (sixteen looks) and none refused."""
     photo = _jpeg(benign_photos[name], progressive)
     assert _held_before_refusal(addon, f"/files/{name}-{progressive}", photo) is None
+
+
+@pytest.mark.parametrize("declared", [9, 100])
+def test_a_banked_jpeg_in_an_upload_declared_far_larger_is_refused_early(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], declared: int
+) -> None:
+    """a70 F1: looked at from an eighth of the declared size, an upload that declared 8.5 or
+    100 times its file's size sent every chunk of a banked picture (the phone then sent one
+    byte with the true size)."""
+    banned = _jpeg(benign_photos["astronaut"], False)
+    held = _held_before_refusal(addon, f"/files/x{declared}", banned, len(banned) * declared)
+    assert held is not None
+    assert held <= 1 / 2
+
+
+def test_a_banked_jpeg_followed_by_other_bytes_is_refused_before_its_end(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """a70 F6: a banked JPEG followed by fifteen times its size in random bytes (viewers ignore
+    them) was all sent before the first look, at an eighth of the file."""
+    picture = _jpeg(benign_photos["astronaut"], False)
+    padded = picture + random.Random(70).randbytes(15 * len(picture))
+    held = _held_before_refusal(addon, "/files/trailing", padded, step=64 * 1024)
+    assert held is not None
+    assert held * len(padded) < len(picture) / 2

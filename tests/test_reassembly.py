@@ -19,6 +19,7 @@ from schoolgate.endpoints.reassembly import (
     ChunkError,
     SessionStatus,
     UploadSessions,
+    next_look,
     worth_a_look,
 )
 from schoolgate.media.cutshort import PNG_SIGNATURE
@@ -642,13 +643,14 @@ def _looks(sessions: UploadSessions, session_id: str, data: bytes, step: int,
 
 
 def test_a_first_part_is_offered_to_look_at_a_few_times_per_upload(media: bytes) -> None:
-    """a48 F3: a first part that is not a JPEG or PNG (a video's) from half the declared size,
-    then at each quarter's growth; without a declared size from 16 KiB, then at each half's
-    growth."""
+    """a48 F3, a58 F3: a first part that is not a JPEG or PNG (a video's) from 16 KiB, each half
+    as long again, then at each quarter's growth once it holds half the declared size; without
+    a declared size, each half as long again all along."""
     sessions = UploadSessions()
     total = 100_000
     video = b"\x00\x00\x00\x18ftypmp42" + (media * (total // len(media) + 1))[: total - 12]
-    assert _looks(sessions, "s", video[:90_000], 10_000, total) == [50_000, 70_000, 90_000]
+    looked = _looks(sessions, "s", video[:90_000], 10_000, total)
+    assert looked == [20_000, 30_000, 50_000, 70_000, 90_000]
     # Nearly all of it (63/64) is looked at once more, however little it grew (a58 F3: a
     # video's index in its last bytes), and not again at the same size.
     sessions.add("c", "a", Chunk("s", video[90_000:99_999], offset=90_000, total=total))
@@ -679,9 +681,35 @@ def test_a_still_pictures_first_part_is_looked_at_from_an_eighth(media: bytes) -
     # The first request of a session that carries data (a Dropbox start) is looked at alike.
     assert worth_a_look(12_500, total, still=True)
     assert not worth_a_look(12_499, total, still=True)
-    assert not worth_a_look(49_999, total)
     assert worth_a_look(16 * 1024, None, still=True)
     assert not worth_a_look(16 * 1024 - 1, None)
+
+
+@pytest.mark.parametrize("declared", [8, 100, 10_000])
+def test_a_declared_size_never_puts_the_looks_further_apart(media: bytes, declared: int) -> None:
+    """a70 F1, F6: looks from an eighth of the declared size let an upload that declared 8.5 or
+    100 times its file's size, or carried bytes after its picture, send every chunk of a banked
+    picture before the first look. Whatever the size says, a first part is looked at from
+    16 KiB, each half as long again."""
+    file = 200_000
+    data = (media * (file // len(media) + 1))[:file]
+    looked = _looks(UploadSessions(), "s", data, 4_000, file * declared)
+    assert looked[0] <= 16 * 1024 + 4_000
+    assert all(b <= a * 3 // 2 + 4_000 for a, b in itertools.pairwise(looked)), looked
+    assert looked[-1] * 3 // 2 + 4_000 >= file  # the last look is no further from the end
+    assert next_look(0, file * declared, True) == next_look(0, None, True)
+
+
+def test_the_looks_of_an_upload_are_few(media: bytes) -> None:
+    """Each look decodes the whole first part: a 4 MB photo or a 40 MB video, in chunks however
+    small, is looked at at most two dozen times (their sizes grow geometrically, so the looks
+    cost a few times the last)."""
+    for total, still in ((4_000_000, True), (40_000_000, False)):
+        length, looks = 0, 0
+        while length < total:
+            length = max(next_look(length, total, still), length + 1)
+            looks += length < total
+        assert looks <= 24, (total, looks)
 
 
 def test_numbered_segments_from_the_first_are_a_first_part(media: bytes) -> None:

@@ -363,9 +363,7 @@ class UploadSessions:
 
     def partial(self, client: str, app: str, session_id: str) -> tuple[bytes, int | None] | None:
         """The bytes from the start of an unfinished upload, and its declared size, to look for
-        a banked picture or video in (`worth_a_look`), then again as they grow: a JPEG's or
-        PNG's at every sixteenth of the declared size, anything else's by a quarter (a video's
-        look decodes its frames); where no size is declared, by half. Once more when they are
+        a banked picture or video in, as they grow (`next_look`), and once more when they are
         nearly all of it. A service that holds 90% of a banked picture shows it (the last rows
         grey), and the last chunk may come from elsewhere (adversarial pass a48 F3); a video's
         index may sit in its last bytes (an MP4's moov), and an upload that never sends its
@@ -378,21 +376,12 @@ class UploadSessions:
             if session is None:
                 return None
             prefix, total = session.prefix(), session.total
-            # Each look decodes the whole prefix: a bounded number per upload (at most 16 for
-            # a still), further apart where its end is not known.
             still = shows_rows(prefix)  # a JPEG or PNG: a first part shows its top rows
-            if total is None:
-                grown = len(prefix) * 2 >= session.looked * 3
-            elif still:
-                grown = (len(prefix) - session.looked) * _STILL_STEP >= total
-            else:
-                grown = len(prefix) * 4 >= session.looked * 5
             nearly_all = total is not None and len(prefix) * _NEARLY_ALL[1] >= (
                 total * _NEARLY_ALL[0]
             )
-            if not worth_a_look(len(prefix), total, still=still) or not (
-                grown or (nearly_all and len(prefix) > session.looked)
-            ):
+            due = len(prefix) >= next_look(session.looked, total, still)
+            if not (due or (nearly_all and len(prefix) > session.looked)):
                 return None
             session.looked = len(prefix)
             return prefix, total
@@ -467,12 +456,32 @@ class UploadSessions:
 
 def worth_a_look(length: int, total: int | None, still: bool = False) -> bool:
     """Whether the first `length` bytes of an unfinished upload of `total` bytes (None: not
-    declared) are worth looking at for a banked picture (`UploadSessions.partial`): a still
-    picture's from an eighth of its size, anything else's from half; _PARTIAL_MIN bytes where
-    no size is declared."""
+    declared) are worth a first look for a banked picture (`next_look`)."""
+    return length >= next_look(0, total, still)
+
+
+def next_look(looked: int, total: int | None, still: bool) -> int:
+    """How long the first part of an unfinished upload of `total` bytes (None: not declared),
+    last looked at when `looked` bytes long (0: never), must be to be looked at again.
+
+    Each look decodes the whole prefix, so they grow apart: from _PARTIAL_MIN, each half as long
+    again, whatever the declared size says (a70 F1: a size declared 8 or 100 times the file's
+    put every look past its end; F6: so did bytes after the picture). A declared size brings
+    looks nearer, never further: a JPEG's or PNG's from an eighth of it, then at every
+    sixteenth; anything else's at each quarter's growth once it holds half (a video's index
+    may sit in its last bytes). The looks of a whole upload then cost about three times its
+    last one."""
+    first = _PARTIAL_MIN
+    if total is not None:
+        first = min(first, -(-total // (_STILL_FIRST if still else 2)))
+    if not looked:
+        return first
+    geometric = looked + looked // 2
     if total is None:
-        return length >= _PARTIAL_MIN
-    return length * (_STILL_FIRST if still else 2) >= total
+        return geometric
+    if still:
+        return min(geometric, looked + -(-total // _STILL_STEP))
+    return looked + looked // 4 if looked * 2 >= total else geometric
 
 
 def _begun_elsewhere(session: _Session, chunk: Chunk) -> bool:
