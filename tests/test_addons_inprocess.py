@@ -102,6 +102,7 @@ def catalog_upload_addon(
     config = write_config(tmp_path, 8080, make_upstream_pki(tmp_path / "pki"), catalog_data=catalog)
     runtime = Runtime.from_config(load_config(config))
     inspector = UploadInspector(RuntimeRef(runtime))
+    inspector.start_wait_s = 0.3  # a chunk past an unseen start is refused sooner here
     try:
         with taddons.context(inspector):
             yield inspector

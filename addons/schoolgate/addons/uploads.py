@@ -72,6 +72,10 @@ INLINE_SCAN_BYTES = 64 * 1024
 class UploadInspector:
     """Holds every request body to an intercepted host up to the size cap; streams the rest."""
 
+    # How long a chunk that lands past what is held from its upload's start waits for the
+    # bytes before it (sent side by side) before it is refused as begun elsewhere (a70 F2, F5).
+    start_wait_s: float = 5.0
+
     def __init__(self, ref: RuntimeRef) -> None:
         self.ref = ref
 
@@ -247,6 +251,30 @@ class UploadInspector:
         if state.failed:
             runtime.sessions.fail(client, app, session_id, state.status)
 
+    async def start_seen(
+        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
+    ) -> bool:
+        """Whether the bytes before each of this request's chunks are here, or came within
+        `start_wait_s` (chunks sent side by side); where not, the upload is refused as begun
+        elsewhere and its session tombstoned (`UploadSessions.waits_for_start`)."""
+        request = flow.request
+        assert held.route.protocol is not None
+        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
+        try:
+            chunks = parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
+        except ChunkError:
+            return True  # reassembly refuses it with the reason
+        client, app = device, held.app.name
+        deadline = asyncio.get_running_loop().time() + self.start_wait_s
+        for chunk in chunks:
+            while runtime.sessions.waits_for_start(client, app, chunk):
+                if asyncio.get_running_loop().time() >= deadline:
+                    runtime.sessions.fail(client, app, chunk.session_id,
+                                          SessionStatus.UNSEEN_PARTS)  # fmt: skip
+                    return False
+                await asyncio.sleep(0.05)
+        return True
+
     def reassemble(
         self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
     ) -> tuple[list[bytes], list[tuple[str, bytes]]] | str:
@@ -333,6 +361,9 @@ class UploadInspector:
                 # Sessions are per device (its MAC from the DHCP leases, else its address), so
                 # a phone that changes address mid-upload keeps its session.
                 device = ctx.mac or ctx.client_ip or ""
+                if not await self.start_seen(runtime, flow, held, body, device):
+                    detail = "upload session: the bytes before this chunk were not sent here"
+                    return [runtime.unavailable(_sized(ctx, len(body)), "refused", detail)]
                 media = self.reassemble(runtime, flow, held, body, device)
                 if isinstance(media, str):
                     detail = f"upload session: {flow.metadata.pop(SESSION_STATUS, media)}"

@@ -336,6 +336,29 @@ class UploadSessions:
             session = self._sessions.get((client, app, session_id))
             return session.state() if session else None
 
+    def waits_for_start(self, client: str, app: str, chunk: Chunk) -> bool:
+        """Whether bytes before `chunk` are not here: it lands past what is held from its
+        upload's start (past 0 where nothing is held). Its caller waits a little for them, as
+        a client sending chunks side by side sends them soon, then refuses it: an upload begun
+        on the phone's own data and continued at school left all but its first 2 KiB with the
+        service, X's segments sent last to first all but the first (a70 F2, F5)."""
+        start = chunk.offset if chunk.offset is not None else chunk.index
+        if not start or not chunk.data:
+            return False
+        key = (client, app, chunk.session_id)
+        with self._lock:
+            session = self._sessions.get(key)
+            if key in self._tombstones or (session is not None and session.status
+                                            is not SessionStatus.INCOMPLETE):  # fmt: skip
+                return False  # `add` answers it
+            if session is None:
+                # Of an upload that never says its size, `add` refuses it at once (a48 F2).
+                return chunk.total is not None or chunk.final or chunk.index is not None
+            if chunk.offset is not None:
+                return start > len(session.ranges.get(0, b""))
+            held = itertools.takewhile(lambda i: i in session.segments, itertools.count())
+            return start > sum(1 for _ in held)
+
     def _unfinished_from_start(self, client: str, app: str, session_id: str) -> _Session | None:
         """A live, unfinished session holding bytes from its start (lock held)."""
         session = self._sessions.get((client, app, session_id))
