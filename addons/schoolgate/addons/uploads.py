@@ -32,7 +32,7 @@ from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_picture
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus, worth_a_look
-from schoolgate.media.containers import whole_gif, whole_video
+from schoolgate.media.containers import whole_gif, whole_still, whole_video
 from schoolgate.media.cutshort import as_shown, shows_part, shows_rows
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
@@ -469,7 +469,10 @@ def _held_whole(data: bytes) -> bool:
     (a47 F1, F2; a58 F3: a video's chunks of unknown total)."""
     restored = restored_start(data)
     return any(
-        whole_picture(candidate) or whole_gif(candidate) or whole_video(candidate)
+        whole_picture(candidate)
+        or whole_gif(candidate)
+        or whole_still(candidate)
+        or whole_video(candidate)
         for candidate in (data, restored)
         if candidate is not None
     )
