@@ -64,9 +64,10 @@ def test_an_innocent_upload_of_unknown_size_goes_through_and_ends(
 def test_a_banked_upload_cannot_be_ended_around_the_filter(
     catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], method: str, path: str
 ) -> None:
-    """A BMP has no end this gateway can see early: the request that ends the upload (no data,
-    `bytes */N`) is where it is judged, whichever way it names the session."""
-    banned = encode(benign_photos["chelsea"], "BMP")
+    """A Netpbm picture has no end this gateway can see early: the request that ends the upload
+    (no data, `bytes */N`) is where it is judged, whichever way it names the session. (A BMP's
+    header gives its length: the chunk that completes it is judged, a70 F4.)"""
+    banned = encode(benign_photos["chelsea"], "PPM")
     codes = [
         _send(catalog_addon, body, span) for body, span in _chunks(banned, len(banned) // 2 + 1)
     ]

@@ -117,3 +117,24 @@ def test_a_banked_jpeg_followed_by_other_bytes_is_refused_before_its_end(
     held = _held_before_refusal(addon, "/files/trailing", padded, step=64 * 1024)
     assert held is not None
     assert held * len(padded) < len(picture) / 2
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF"])
+def test_a_banked_bmp_or_tiff_sent_in_parts_is_refused_before_its_end(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], fmt: str
+) -> None:
+    """a70 F3: the first part of a BMP or an uncompressed TIFF showed nothing, and only the last
+    chunk was refused: the service held all but its last 54 bytes. Padded grey to the length
+    its header gives, its rows are where they would be."""
+    banned = encode(_phone_sized(benign_photos["astronaut"]), fmt)
+    held = _held_before_refusal(addon, f"/files/{fmt}", banned)
+    assert held is not None
+    assert held <= 3 / 4
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF"])
+def test_an_innocent_bmp_or_tiff_sent_in_parts_goes_through(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], fmt: str
+) -> None:
+    photo = encode(_phone_sized(benign_photos["coffee"]), fmt)
+    assert _held_before_refusal(addon, f"/files/innocent-{fmt}", photo) is None

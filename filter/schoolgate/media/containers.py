@@ -124,41 +124,50 @@ def whole_still(data: bytes) -> bool:
     if data[:2] == b"BM" and len(data) >= 26:
         return 26 <= int.from_bytes(data[2:6], "little") <= len(data)
     if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return _tiff_whole(data, "little" if data[:2] == b"II" else "big")
+        extent = tiff_extent(data)
+        return extent is not None and extent[0] <= len(data)
     if data[4:8] == b"ftyp" and data[8:12] in _STILL_BRANDS:
         return {b"meta", b"mdat"} <= Truncation._boxes(data)[0]
     return False
 
 
-def _tiff_whole(data: bytes, order: Literal["little", "big"]) -> bool:
+def tiff_extent(data: bytes) -> tuple[int, bool] | None:
+    """Where a TIFF's last strip or tile ends, and whether any directory compresses them; None
+    when `data` is no TIFF, or its directories or their strip lists are not all in it."""
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
+
     def number(at: int, size: int) -> int:
         return int.from_bytes(data[at : at + size], order)
 
-    end, pieces, seen = 0, 0, set[int]()
+    end, pieces, compressed, seen = 0, 0, False, set[int]()
     directory = number(4, 4)
     while directory:
         if directory in seen or len(seen) >= 64 or directory + 2 > len(data):
-            return False
+            return None
         seen.add(directory)
         entries = number(directory, 2)
         if directory + 6 + 12 * entries > len(data):
-            return False
+            return None
         values: dict[int, list[int]] = {}
         for entry in range(directory + 2, directory + 2 + 12 * entries, 12):
             tag, kind, count = number(entry, 2), number(entry + 2, 2), number(entry + 4, 4)
+            if tag == 259:  # compression: 1, none
+                compressed |= number(entry + 8, 2 if kind == 3 else 4) != 1
             if tag in (273, 279, 324, 325):
                 size = {3: 2, 4: 4}.get(kind)
                 if size is None or count > _MAX_TIFF_VALUES:
-                    return False
+                    return None
                 at = entry + 8 if size * count <= 4 else number(entry + 8, 4)
                 if at + size * count > len(data):
-                    return False
+                    return None
                 values[tag] = [number(at + size * k, size) for k in range(count)]
         for offsets, counts in _TIFF_PIECES:
             for offset, count in zip(values.get(offsets, ()), values.get(counts, ()), strict=False):
                 end, pieces = max(end, offset + count), pieces + 1
         directory = number(directory + 2 + 12 * entries, 4)
-    return pieces > 0 and end <= len(data)
+    return (end, compressed) if pieces else None
 
 
 def whole_gif(data: bytes) -> bool:

@@ -4,6 +4,8 @@ looked at for a banked picture, so the DSL hears of one, and an unfinished uploa
 can be stopped before the rest of a banked picture follows it.
 
 - A JPEG's rows decode once its end marker is restored: the decoder fills the rest grey.
+- A BMP's or an uncompressed TIFF's are where they would be once the rest is padded grey to the
+  length its header gives (a BMP's first rows are its bottom ones).
 - A PNG's complete scanlines, inflated as far as the deflate stream goes, are packed again into
   a PNG of the same size, its missing rows grey (a51: the first 7 of 8 parts of a banked PNG were
   stored by a Dropbox upload session). Interlaced PNGs are not rebuilt (their passes spread the
@@ -24,6 +26,7 @@ import struct
 import zlib
 from typing import Final
 
+from schoolgate.media.containers import tiff_extent
 from schoolgate.media.sniff import MediaKind, sniff
 
 JPEG_START: Final = b"\xff\xd8\xff"
@@ -34,11 +37,12 @@ _GREY: Final = 0x80  # the missing rows' samples (a palette picture's take index
 _KEPT: Final = (b"PLTE", b"tRNS")  # what decoding the rows needs besides IHDR
 _MAX_ROWS_BYTES: Final = 64 * 1024 * 1024  # inflated rows rebuilt at most (a 4000x3000 RGB photo)
 _MAX_PADDING: Final = 4 * 1024 * 1024  # a video's missing end filled in at most (its moov, ~1%)
+_UNCOMPRESSED: Final = (b"BM", b"II*\x00", b"MM\x00*")  # BMP, TIFF: rows stored as they are
 
 
 def shows_rows(data: bytes) -> bool:
-    """Whether `data` starts a format whose first part shows the top of the picture."""
-    return data.startswith((JPEG_START, PNG_SIGNATURE))
+    """Whether `data` starts a format whose first part shows some of the picture's rows."""
+    return data.startswith((JPEG_START, PNG_SIGNATURE, *_UNCOMPRESSED))
 
 
 def shows_part(data: bytes) -> bool:
@@ -63,7 +67,22 @@ def shown_rows(data: bytes, max_pixels: int) -> bytes | None:
         return None if data.endswith(JPEG_END) else data + JPEG_END
     if data.startswith(PNG_SIGNATURE):
         return _png_rows(data, max_pixels)
-    return None
+    return _padded(data)
+
+
+def _padded(data: bytes) -> bytes | None:
+    """A BMP or an uncompressed TIFF cut short, padded grey to the length its header gives: its
+    rows are where they would be, the missing ones grey (a70 F3: all but the last 54 bytes of a
+    banked BMP or TIFF reached the service; a BMP's first part holds its bottom rows)."""
+    if data.startswith(b"BM") and len(data) >= 26:
+        end: int | None = int.from_bytes(data[2:6], "little")
+    elif (extent := tiff_extent(data)) is not None and not extent[1]:
+        end = extent[0]
+    else:
+        return None
+    if end is None or not len(data) < end <= len(data) + _MAX_ROWS_BYTES:
+        return None
+    return data + bytes([_GREY]) * (end - len(data))
 
 
 def _png_rows(data: bytes, max_pixels: int) -> bytes | None:
