@@ -13,14 +13,13 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
+from schoolgate.endpoints.looks import next_look, worth_a_look
 from schoolgate.endpoints.protocols import parse_chunk, parse_chunks
 from schoolgate.endpoints.reassembly import (
     Chunk,
     ChunkError,
     SessionStatus,
     UploadSessions,
-    next_look,
-    worth_a_look,
 )
 from schoolgate.media.cutshort import PNG_SIGNATURE
 from tests.conftest import encode

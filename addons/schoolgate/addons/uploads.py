@@ -30,8 +30,11 @@ from schoolgate.endpoints.carving import restored_start
 from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_picture
+from schoolgate.endpoints.looks import worth_a_look
 from schoolgate.endpoints.protocols import parse_chunks
-from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus, worth_a_look
+from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus
+from schoolgate.endpoints.tarball import tar_members
+from schoolgate.endpoints.ziparchive import ZIP_MAGIC, zip_start_members
 from schoolgate.media.containers import whole_gif, whole_still, whole_video
 from schoolgate.media.cutshort import as_shown, shows_part, shows_rows
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
@@ -336,6 +339,9 @@ class UploadInspector:
                 or _held_whole(part[0])  # a GIF or WebP the closing request has yet to end (a60 F1)
             ):
                 partial.append((chunk.session_id, as_shown(*part)))
+            elif part:  # an archive's first part: the files it holds so far (a70 F8)
+                members = _archived(part[0], extract_limits(runtime))
+                partial += [(chunk.session_id, member) for member in members]
         return complete, partial
 
     async def inspect(
@@ -461,6 +467,17 @@ def _inside(data: bytes, limits: ExtractLimits) -> list[bytes]:
     if is_media(data) or len(data) > limits.max_body_bytes:
         return [data]  # past the body cap (a restored first byte): judged as it stands
     return [item.data for item in extract_items(data, None, limits)] or [data]
+
+
+def _archived(data: bytes, limits: ExtractLimits) -> list[bytes]:
+    """The media files in a ZIP's or a tar's first part, the last perhaps cut short: a reader
+    finds a ZIP's files from its end, which may be sent from elsewhere (a70 F8: all but a
+    ZIP's last 77 bytes, or a tar's end blocks, reached the service, and nothing was refused)."""
+    if data.startswith(ZIP_MAGIC):
+        members = zip_start_members(data, limits)
+    else:
+        members = tar_members(data) or []
+    return [content for _, content in members if is_media(content)][: limits.max_items]
 
 
 def _held_whole(data: bytes) -> bool:

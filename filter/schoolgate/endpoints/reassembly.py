@@ -20,20 +20,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from schoolgate.endpoints.looks import look_due
 from schoolgate.errors import SchoolgateError
-from schoolgate.media.cutshort import shows_rows
 
 _MiB: Final = 1 << 20
 
 
 _MAX_SEGMENT_INDEX: Final = 100_000
-_PARTIAL_MIN: Final = 16 * 1024  # a prefix of an upload of undeclared size worth looking at
-_NEARLY_ALL: Final = (63, 64)  # a prefix this share of the declared size is looked at once more
-# A still picture's first part is looked at from this share of its declared size, then at each
-# step of growth: a progressive JPEG shows the whole picture from about a tenth, a baseline one
-# or a PNG enough of its rows from a fifth to a half (measured on twelve photos, session 50).
-_STILL_FIRST: Final = 8
-_STILL_STEP: Final = 16
 
 
 class ChunkError(SchoolgateError):
@@ -399,12 +392,7 @@ class UploadSessions:
             if session is None:
                 return None
             prefix, total = session.prefix(), session.total
-            still = shows_rows(prefix)  # a JPEG or PNG: a first part shows its top rows
-            nearly_all = total is not None and len(prefix) * _NEARLY_ALL[1] >= (
-                total * _NEARLY_ALL[0]
-            )
-            due = len(prefix) >= next_look(session.looked, total, still)
-            if not (due or (nearly_all and len(prefix) > session.looked)):
+            if not look_due(prefix, total, session.looked):
                 return None
             session.looked = len(prefix)
             return prefix, total
@@ -475,36 +463,6 @@ class UploadSessions:
                 break
             del self._tombstones[key]
         return len(stale)
-
-
-def worth_a_look(length: int, total: int | None, still: bool = False) -> bool:
-    """Whether the first `length` bytes of an unfinished upload of `total` bytes (None: not
-    declared) are worth a first look for a banked picture (`next_look`)."""
-    return length >= next_look(0, total, still)
-
-
-def next_look(looked: int, total: int | None, still: bool) -> int:
-    """How long the first part of an unfinished upload of `total` bytes (None: not declared),
-    last looked at when `looked` bytes long (0: never), must be to be looked at again.
-
-    Each look decodes the whole prefix, so they grow apart: from _PARTIAL_MIN, each half as long
-    again, whatever the declared size says (a70 F1: a size declared 8 or 100 times the file's
-    put every look past its end; F6: so did bytes after the picture). A declared size brings
-    looks nearer, never further: a JPEG's or PNG's from an eighth of it, then at every
-    sixteenth; anything else's at each quarter's growth once it holds half (a video's index
-    may sit in its last bytes). The looks of a whole upload then cost about three times its
-    last one."""
-    first = _PARTIAL_MIN
-    if total is not None:
-        first = min(first, -(-total // (_STILL_FIRST if still else 2)))
-    if not looked:
-        return first
-    geometric = looked + looked // 2
-    if total is None:
-        return geometric
-    if still:
-        return min(geometric, looked + -(-total // _STILL_STEP))
-    return looked + looked // 4 if looked * 2 >= total else geometric
 
 
 def _begun_elsewhere(session: _Session, chunk: Chunk) -> bool:
