@@ -11,7 +11,9 @@ the check, not a chance hash. Benign pictures only.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -38,14 +40,23 @@ def pictures() -> list[Image.Image]:
 def screens(
     tmp_path_factory: pytest.TempPathFactory, pictures: list[Image.Image]
 ) -> Iterator[Bank]:
-    tmp = tmp_path_factory.mktemp("pictured")
+    with _far_matching(tmp_path_factory.mktemp("pictured"), pictures[0], APPS) as bank:
+        yield bank
+
+
+@contextlib.contextmanager
+def _far_matching(
+    tmp: Path, picture: Image.Image, styles: tuple[tuple[str, str], ...]
+) -> Iterator[Bank]:
+    """The chat screens of `picture` in `styles` banked, PDQ matches and their confirmation
+    reaching 128 bits: the same screen around any other picture is a PDQ match."""
     config = tmp / "pictured.yaml"
     config.write_text(
         "classifier:\n  models: []\nbanks:\n  pdq_max_distance: 128\n"
         "  robust:\n    pdq_confirm_bits: 128\n"
     )
-    items = {f"{app}-{theme}.png": encode(chat_screenshot(pictures[0], app, theme, 3), "PNG")
-             for app, theme in APPS}  # fmt: skip
+    items = {f"{app}-{theme}.png": encode(chat_screenshot(picture, app, theme, 3), "PNG")
+             for app, theme in styles}  # fmt: skip
     with _bank(tmp, items, config) as bank:
         yield bank
 
@@ -79,15 +90,7 @@ def dark_screens(
     tmp_path_factory: pytest.TempPathFactory, benign_photos: dict[str, Image.Image]
 ) -> Iterator[Bank]:
     tmp = tmp_path_factory.mktemp("pictured-dark")
-    config = tmp / "pictured.yaml"
-    config.write_text(
-        "classifier:\n  models: []\nbanks:\n  pdq_max_distance: 128\n"
-        "  robust:\n    pdq_confirm_bits: 128\n"
-    )
-    items = {f"{app}-{theme}.png": encode(chat_screenshot(benign_photos["astronaut"], app, theme,
-                                                          3), "PNG")
-             for app, theme in DARK}  # fmt: skip
-    with _bank(tmp, items, config) as bank:
+    with _far_matching(tmp, benign_photos["astronaut"], DARK) as bank:
         yield bank
 
 

@@ -32,7 +32,7 @@ from schoolgate.endpoints.encoding import decode_content_encoding
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_picture
 from schoolgate.endpoints.looks import worth_a_look
 from schoolgate.endpoints.protocols import parse_chunks
-from schoolgate.endpoints.reassembly import LOCATION, ChunkError, SessionStatus
+from schoolgate.endpoints.reassembly import LOCATION, Chunk, ChunkError, SessionStatus
 from schoolgate.endpoints.tarball import tar_members
 from schoolgate.endpoints.ziparchive import ZIP_MAGIC, zip_start_members
 from schoolgate.media.containers import whole_gif, whole_still, whole_video
@@ -260,11 +260,8 @@ class UploadInspector:
         """Whether the bytes before each of this request's chunks are here, or came within
         `start_wait_s` (chunks sent side by side); where not, the upload is refused as begun
         elsewhere and its session tombstoned (`UploadSessions.waits_for_start`)."""
-        request = flow.request
-        assert held.route.protocol is not None
-        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
         try:
-            chunks = parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
+            chunks = _chunks(held, flow, body)
         except ChunkError:
             return True  # reassembly refuses it with the reason
         client, app = device, held.app.name
@@ -284,10 +281,7 @@ class UploadInspector:
         """Add this request's chunks: every media they complete and the unfinished uploads'
         first parts worth looking at for a banked picture (`UploadSessions.partial`), or a
         failure name."""
-        request = flow.request
-        assert held.route.protocol is not None
-        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
-        chunks = parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
+        chunks = _chunks(held, flow, body)
         client, app = device, held.app.name
         complete: list[bytes] = []
         partial: list[tuple[str, bytes]] = []  # (session id, its first part)
@@ -421,14 +415,10 @@ class UploadInspector:
 
     def is_protocol_step(self, held: HeldUpload, flow: http.HTTPFlow, body: bytes) -> bool:
         """Whether this request carries a chunk of the route's upload protocol."""
-        request = flow.request
-        assert held.route.protocol is not None
-        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
         try:
-            chunks = parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
+            return bool(_chunks(held, flow, body))
         except ChunkError:
             return True  # claims the protocol: reassembly refuses it with the reason
-        return bool(chunks)
 
     def no_media(self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, size: int) -> None:
         """A body with no media in it: counted; a large one on a catalogued upload route is also
@@ -467,6 +457,15 @@ def _inside(data: bytes, limits: ExtractLimits) -> list[bytes]:
     if is_media(data) or len(data) > limits.max_body_bytes:
         return [data]  # past the body cap (a restored first byte): judged as it stands
     return [item.data for item in extract_items(data, None, limits)] or [data]
+
+
+def _chunks(held: HeldUpload, flow: http.HTTPFlow, body: bytes) -> list[Chunk]:
+    """The chunks of the route's upload protocol this request carries (ChunkError: it claims
+    the protocol and cannot be read)."""
+    request = flow.request
+    assert held.route.protocol is not None
+    pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
+    return parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
 
 
 def _archived(data: bytes, limits: ExtractLimits) -> list[bytes]:
