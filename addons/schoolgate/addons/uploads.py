@@ -25,6 +25,7 @@ from schoolgate.addons.flows import (
 )
 from schoolgate.addons.heldbudget import HeldBudget
 from schoolgate.addons.runtime import Runtime, RuntimeRef
+from schoolgate.endpoints.archive_starts import archive_start_members
 from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items, is_media
 from schoolgate.endpoints.carving import restored_start
 from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
@@ -33,8 +34,6 @@ from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_p
 from schoolgate.endpoints.looks import worth_a_look
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import LOCATION, Chunk, ChunkError, SessionStatus
-from schoolgate.endpoints.tarball import tar_members
-from schoolgate.endpoints.ziparchive import ZIP_MAGIC, zip_start_members
 from schoolgate.media.containers import whole_gif, whole_still, whole_video
 from schoolgate.media.cutshort import as_shown, shows_part, shows_rows
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
@@ -334,7 +333,8 @@ class UploadInspector:
             ):
                 partial.append((chunk.session_id, as_shown(*part)))
             elif part:  # an archive's first part: the files it holds so far (a70 F8)
-                members = _archived(part[0], extract_limits(runtime))
+                since = runtime.sessions.looked_before(client, app, chunk.session_id)
+                members = _archived(part[0], extract_limits(runtime), since)
                 partial += [(chunk.session_id, member) for member in members]
         return complete, partial
 
@@ -468,14 +468,11 @@ def _chunks(held: HeldUpload, flow: http.HTTPFlow, body: bytes) -> list[Chunk]:
     return parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
 
 
-def _archived(data: bytes, limits: ExtractLimits) -> list[bytes]:
-    """The media files in a ZIP's or a tar's first part, the last perhaps cut short: a reader
-    finds a ZIP's files from its end, which may be sent from elsewhere (a70 F8: all but a
-    ZIP's last 77 bytes, or a tar's end blocks, reached the service, and nothing was refused)."""
-    if data.startswith(ZIP_MAGIC):
-        members = zip_start_members(data, limits)
-    else:
-        members = tar_members(data) or []
+def _archived(data: bytes, limits: ExtractLimits, since: int) -> list[bytes]:
+    """The media files in an archive's first part not yet whole in its first `since` bytes, the
+    last perhaps cut short (a70 F8, a71 N1-N3: its end, which a reader needs, may be sent from
+    elsewhere)."""
+    members = archive_start_members(data, limits, since)
     return [content for _, content in members if is_media(content)][: limits.max_items]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from schoolgate.endpoints.ziparchive import ZIP_MAGIC
+from schoolgate.endpoints.archive_starts import is_archive_start
 from schoolgate.media.cutshort import shows_rows
 
 _PARTIAL_MIN: Final = 16 * 1024  # a prefix of an upload of undeclared size worth looking at
@@ -16,15 +16,17 @@ _NEARLY_ALL: Final = (63, 64)  # a prefix this share of the declared size is loo
 # or a PNG enough of its rows from a fifth to a half (measured on twelve photos, session 50).
 _STILL_FIRST: Final = 8
 _STILL_STEP: Final = 16
-_TAR: Final = b"ustar"  # at byte 257 of a tar
 
 
 def look_due(prefix: bytes, total: int | None, looked: int) -> bool:
     """Whether the first part `prefix` of an upload of `total` bytes (None: not declared), last
     looked at when `looked` bytes long (0: never), is to be looked at now: when `next_look` says
     so, and once more when it is nearly all of the declared size."""
-    # A picture's first part shows its rows; an archive's, its files so far (a70 F8).
-    still = shows_rows(prefix) or prefix.startswith(ZIP_MAGIC) or prefix[257:262] == _TAR
+    if is_archive_start(prefix):
+        # Its files so far, at every chunk: a file may start and end between two looks (a71
+        # N1, N3). Only the files not yet whole at the last look are judged again.
+        return len(prefix) > looked
+    still = shows_rows(prefix)  # a first part shows its rows
     nearly_all = total is not None and len(prefix) * _NEARLY_ALL[1] >= total * _NEARLY_ALL[0]
     due = len(prefix) >= next_look(looked, total, still)
     return due or (nearly_all and len(prefix) > looked)

@@ -125,6 +125,7 @@ class _Session:
         self.touched = now
         self.judged = 0  # the longest prefix judged before the upload ended (`interim`)
         self.looked = 0  # the longest prefix looked at for a banked picture (`partial`)
+        self.looked_before = 0  # the one looked at before it
         self.part = False
 
     def state(self) -> SessionState:
@@ -394,8 +395,14 @@ class UploadSessions:
             prefix, total = session.prefix(), session.total
             if not look_due(prefix, total, session.looked):
                 return None
-            session.looked = len(prefix)
+            session.looked_before, session.looked = session.looked, len(prefix)
             return prefix, total
+
+    def looked_before(self, client: str, app: str, session_id: str) -> int:
+        """How long the first part was at the look before the latest (`partial`; 0: none)."""
+        with self._lock:
+            session = self._sessions.get((client, app, session_id))
+            return session.looked_before if session else 0
 
     def assemble(self, client: str, app: str, session_id: str) -> bytes:
         """The whole media of a complete session (the session stays until `discard`)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -61,44 +60,3 @@ def zip_members(
         if len(content) > member.file_size:
             raise ExtractionError("encoding_bomb", "an archive member is larger than it says")
         yield member.filename, content
-
-
-def zip_start_members(data: bytes, limits: ExtractLimits) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each file of a ZIP's first part, read from the local headers in order
-    (a reader needs the central directory at the archive's end, which may be sent from
-    elsewhere: a70 F8 sent all but the last 77 bytes of a ZIP holding a banked picture, and
-    nothing was refused). Stops at a file whose size its header does not give (streamed), at
-    ZIP64 sizes, or at the end of the data; a file cut short gives what it holds, as stored
-    or inflated so far. Encrypted files are skipped; bombs are refused."""
-    found: list[tuple[str, bytes]] = []
-    position, budget = 0, limits.max_decoded_bytes
-    while data.startswith(ZIP_MAGIC, position) and len(found) < _MAX_ZIP_MEMBERS:
-        header = data[position : position + 30]
-        if len(header) < 30:
-            break
-        flags, method = (
-            int.from_bytes(header[6:8], "little"),
-            int.from_bytes(header[8:10], "little"),
-        )
-        size = int.from_bytes(header[18:22], "little")
-        names, extra = (
-            int.from_bytes(header[26:28], "little"),
-            int.from_bytes(header[28:30], "little"),
-        )
-        start = position + 30 + names + extra
-        name = data[position + 30 : position + 30 + names].decode("utf-8", "replace")
-        if (flags & 0x8 and not size) or size == 0xFFFFFFFF or method not in (0, 8):
-            break
-        stored = data[start : start + size]
-        if not flags & 0x1 and stored:
-            try:
-                content = (stored if method == 0 else
-                           zlib.decompressobj(-15).decompress(stored, budget + 1))  # fmt: skip
-            except zlib.error:
-                content = b""
-            if len(content) > budget:
-                raise ExtractionError("encoding_bomb", f"{name[:80]!r} inflates past the cap")
-            budget -= len(content)
-            found.append((name, content))
-        position = start + size
-    return found
