@@ -138,3 +138,25 @@ def test_an_innocent_bmp_or_tiff_sent_in_parts_goes_through(
 ) -> None:
     photo = encode(_phone_sized(benign_photos["coffee"]), fmt)
     assert _held_before_refusal(addon, f"/files/innocent-{fmt}", photo) is None
+
+
+@pytest.mark.parametrize("first", ["JPEG", "PNG"])
+def test_a_banked_jpeg_after_an_innocent_picture_is_refused(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image], first: str
+) -> None:
+    """a72 A: the banked JPEG appended to an innocent JPEG or PNG went through every chunked
+    form, whole (24 of 24): only the first picture of a first part, or of the whole upload,
+    was judged. Sent in one request, the same bytes were refused."""
+    innocent = encode(_phone_sized(benign_photos["coffee"]), first)
+    banned = _jpeg(benign_photos["astronaut"], False)
+    joined = innocent + banned
+    held = _held_before_refusal(addon, f"/files/after-{first}", joined)
+    assert held is not None
+    assert held * len(joined) < len(innocent) + len(banned) / 2  # refused inside the banked one
+
+
+def test_an_innocent_picture_after_another_goes_through(
+    addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    joined = _jpeg(benign_photos["coffee"], False) + _jpeg(benign_photos["chelsea"], True)
+    assert _held_before_refusal(addon, "/files/innocent-after", joined) is None

@@ -379,7 +379,9 @@ class UploadInspector:
                     for piece in pieces:
                         verdicts.append(await runtime.judge(piece, _sized(ctx, len(piece))))
                 for session_id, part in partial:
-                    found = await runtime.judge_partial(part, _sized(ctx, len(part)))
+                    found = None
+                    for piece in await asyncio.to_thread(_part_inside, part, limits):
+                        found = found or await runtime.judge_partial(piece, _sized(ctx, len(piece)))
                     if found is not None:
                         verdicts.append(found)
                         # Its later chunks are refused too: the service must not be sent
@@ -451,12 +453,22 @@ def _sized(ctx: InspectionContext, size: int) -> InspectionContext:
 
 
 def _inside(data: bytes, limits: ExtractLimits) -> list[bytes]:
-    """What a reassembled upload holds: itself where it is media, else the media its bytes
-    spell or contain, read as a body is (a52 F7: base64 or hex of a banked picture sent in the
-    chunks of a Drive, OneDrive or Dropbox session went through, 18 of 18)."""
-    if is_media(data) or len(data) > limits.max_body_bytes:
+    """What a reassembled upload or its first part holds, read as a body is: itself where it is
+    media, and the media its bytes spell or contain (a52 F7: base64 or hex of a banked picture
+    sent in the chunks of a Drive, OneDrive or Dropbox session went through, 18 of 18; a72 A: a
+    banked JPEG after an innocent picture, 24 of 24, as only the first picture was judged)."""
+    if len(data) > limits.max_body_bytes:
         return [data]  # past the body cap (a restored first byte): judged as it stands
     return [item.data for item in extract_items(data, None, limits)] or [data]
+
+
+def _part_inside(part: bytes, limits: ExtractLimits) -> list[bytes]:
+    """What a first part holds (`_inside`): a picture after another is looked at too (a72 A).
+    A part is cut anywhere, so what cannot be read of it is looked at as it stands."""
+    try:
+        return _inside(part, limits)
+    except ExtractionError:
+        return [part]
 
 
 def _chunks(held: HeldUpload, flow: http.HTTPFlow, body: bytes) -> list[Chunk]:
