@@ -106,13 +106,18 @@ def _unsized(addon: UploadInspector, upload: str, data: bytes, school: int) -> l
 FORMS = {"tus": _tus, "unsized": _unsized}
 
 
+def _sent(addon: UploadInspector, photo: Image.Image, kind: str, form: str) -> list[int]:
+    """The answers to an archive holding `photo`, sent in `form` up to its picture's end."""
+    data, school = _archive(kind, encode(photo, "JPEG", quality=90))
+    return FORMS[form](addon, f"{id(photo)}-{kind}-{form}".replace(".", ""), data, school)
+
+
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_banked_picture_in_an_archive_is_refused_before_its_end(
     catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], kind: str, form: str
 ) -> None:
-    data, school = _archive(kind, encode(benign_photos["chelsea"], "JPEG", quality=90))
-    codes = FORMS[form](catalog_addon, f"b-{kind}-{form}".replace(".", ""), data, school)
+    codes = _sent(catalog_addon, benign_photos["chelsea"], kind, form)
     assert 403 in codes, codes
 
 
@@ -121,8 +126,7 @@ def test_a_banked_picture_in_an_archive_is_refused_before_its_end(
 def test_an_innocent_picture_in_an_archive_goes_through(
     catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], kind: str, form: str
 ) -> None:
-    data, school = _archive(kind, encode(benign_photos["coffee"], "JPEG", quality=90))
-    codes = FORMS[form](catalog_addon, f"i-{kind}-{form}".replace(".", ""), data, school)
+    codes = _sent(catalog_addon, benign_photos["coffee"], kind, form)
     assert set(codes) == {200}, codes
 
 

@@ -254,15 +254,11 @@ class UploadInspector:
             runtime.sessions.fail(client, app, session_id, state.status)
 
     async def start_seen(
-        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
+        self, runtime: Runtime, held: HeldUpload, chunks: list[Chunk], device: str
     ) -> bool:
         """Whether the bytes before each of this request's chunks are here, or came within
         `start_wait_s` (chunks sent side by side); where not, the upload is refused as begun
         elsewhere and its session tombstoned (`UploadSessions.waits_for_start`)."""
-        try:
-            chunks = _chunks(held, flow, body)
-        except ChunkError:
-            return True  # reassembly refuses it with the reason
         client, app = device, held.app.name
         deadline = asyncio.get_running_loop().time() + self.start_wait_s
         for chunk in chunks:
@@ -275,12 +271,16 @@ class UploadInspector:
         return True
 
     def reassemble(
-        self, runtime: Runtime, flow: http.HTTPFlow, held: HeldUpload, body: bytes, device: str
+        self,
+        runtime: Runtime,
+        flow: http.HTTPFlow,
+        held: HeldUpload,
+        chunks: list[Chunk],
+        device: str,
     ) -> tuple[list[bytes], list[tuple[str, bytes]]] | str:
         """Add this request's chunks: every media they complete and the unfinished uploads'
         first parts worth looking at for a banked picture (`UploadSessions.partial`), or a
         failure name."""
-        chunks = _chunks(held, flow, body)
         client, app = device, held.app.name
         complete: list[bytes] = []
         partial: list[tuple[str, bytes]] = []  # (session id, its first part)
@@ -361,10 +361,11 @@ class UploadInspector:
                 # Sessions are per device (its MAC from the DHCP leases, else its address), so
                 # a phone that changes address mid-upload keeps its session.
                 device = ctx.mac or ctx.client_ip or ""
-                if not await self.start_seen(runtime, flow, held, body, device):
+                chunks = _chunks(held, flow, body)  # ChunkError: refused below, with the reason
+                if not await self.start_seen(runtime, held, chunks, device):
                     detail = "upload session: the bytes before this chunk were not sent here"
                     return [runtime.unavailable(_sized(ctx, len(body)), "refused", detail)]
-                media = self.reassemble(runtime, flow, held, body, device)
+                media = self.reassemble(runtime, flow, held, chunks, device)
                 if isinstance(media, str):
                     detail = f"upload session: {flow.metadata.pop(SESSION_STATUS, media)}"
                     return [runtime.unavailable(_sized(ctx, len(body)), media, detail)]

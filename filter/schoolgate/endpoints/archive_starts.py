@@ -42,21 +42,22 @@ def archive_start_members(
         members = _zip_members(data, limits)
     else:
         if data.startswith(_GZIP):
-            since = len(_gunzipped(data[:since], limits)) if since else 0
-            data = _gunzipped(data, limits)
+            since, data = _gunzipped(data, since, limits)
         members = _tar_members(data) if data[257:262] == b"ustar" else []
     return [(name, content) for name, content, end in members if end > since]
 
 
-def _gunzipped(data: bytes, limits: ExtractLimits) -> bytes:
+def _gunzipped(data: bytes, since: int, limits: ExtractLimits) -> tuple[int, bytes]:
+    """How long the inflated `data[:since]` is, and the inflated `data` (one pass)."""
     inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
     try:
-        inflated = inflater.decompress(data, limits.max_decoded_bytes + 1)
+        before = inflater.decompress(data[:since], limits.max_decoded_bytes + 1)
+        inflated = before + inflater.decompress(data[since:], limits.max_decoded_bytes + 1)
     except zlib.error:
-        return b""
+        return 0, b""
     if len(inflated) > limits.max_decoded_bytes:
         raise ExtractionError("encoding_bomb", "a gzipped archive inflates past the cap")
-    return inflated
+    return len(before), inflated
 
 
 def _zip_members(data: bytes, limits: ExtractLimits) -> list[tuple[str, bytes, int]]:

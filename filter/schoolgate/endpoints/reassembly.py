@@ -194,9 +194,15 @@ class _Session:
         if self.mode == "offset":
             return self.ranges[0] if self.starts and self.starts[0] == 0 else b""
         if self.mode == "index":
-            held = itertools.takewhile(lambda i: i in self.segments, itertools.count())
-            return b"".join(self.segments[i] for i in held)
+            return b"".join(self.segments[i] for i in range(self.reach()))
         return b""
+
+    def reach(self) -> int:
+        """How far the upload is held from its start: bytes (offset mode) or segments."""
+        if self.mode == "index":
+            return sum(1 for _ in itertools.takewhile(self.segments.__contains__,
+                                                      itertools.count()))  # fmt: skip
+        return len(self.ranges.get(0, b""))
 
     def assemble(self) -> bytes:
         if self.mode == "index":
@@ -348,10 +354,9 @@ class UploadSessions:
             if session is None:
                 # Of an upload that never says its size, `add` refuses it at once (a48 F2).
                 return chunk.total is not None or chunk.final or chunk.index is not None
-            if chunk.offset is not None:
-                return start > len(session.ranges.get(0, b""))
-            held = itertools.takewhile(lambda i: i in session.segments, itertools.count())
-            return start > sum(1 for _ in held)
+            if session.mode not in (None, "offset" if chunk.offset is not None else "index"):
+                return False  # `add` refuses it as conflicting
+            return start > session.reach()
 
     def _unfinished_from_start(self, client: str, app: str, session_id: str) -> _Session | None:
         """A live, unfinished session holding bytes from its start (lock held)."""

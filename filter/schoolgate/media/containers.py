@@ -123,9 +123,8 @@ def whole_still(data: bytes) -> bool:
     refused (a70 F4: 15 of 15; GIFs, WebPs, JPEGs and PNGs were refused at once)."""
     if data[:2] == b"BM" and len(data) >= 26:
         return 26 <= int.from_bytes(data[2:6], "little") <= len(data)
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        extent = tiff_extent(data)
-        return extent is not None and extent[0] <= len(data)
+    if (extent := tiff_extent(data)) is not None:
+        return extent[0] <= len(data)
     if data[4:8] == b"ftyp" and data[8:12] in _STILL_BRANDS:
         return {b"meta", b"mdat"} <= Truncation._boxes(data)[0]
     return False
