@@ -25,17 +25,16 @@ from schoolgate.addons.flows import (
 )
 from schoolgate.addons.heldbudget import HeldBudget
 from schoolgate.addons.runtime import Runtime, RuntimeRef
-from schoolgate.endpoints.archive_starts import archive_start_members
-from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items, is_media
+from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items
 from schoolgate.endpoints.carving import restored_start
 from schoolgate.endpoints.catalog import ANY_REQUEST, App, UploadRoute
 from schoolgate.endpoints.encoding import decode_content_encoding
-from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_picture
+from schoolgate.endpoints.extract import ExtractionError
+from schoolgate.endpoints.first_parts import FirstPart, held_whole, inside
 from schoolgate.endpoints.looks import worth_a_look
 from schoolgate.endpoints.protocols import parse_chunks
 from schoolgate.endpoints.reassembly import LOCATION, Chunk, ChunkError, SessionStatus
-from schoolgate.media.containers import whole_gif, whole_still, whole_video
-from schoolgate.media.cutshort import as_shown, shows_part, shows_rows
+from schoolgate.media.cutshort import shows_part, shows_rows
 from schoolgate.pipeline.verdict import InspectionContext, Verdict
 
 log = logging.getLogger("schoolgate.proxy")
@@ -277,13 +276,13 @@ class UploadInspector:
         held: HeldUpload,
         chunks: list[Chunk],
         device: str,
-    ) -> tuple[list[bytes], list[tuple[str, bytes]]] | str:
+    ) -> tuple[list[bytes], list[tuple[str, FirstPart]]] | str:
         """Add this request's chunks: every media they complete and the unfinished uploads'
         first parts worth looking at for a banked picture (`UploadSessions.partial`), or a
         failure name."""
         client, app = device, held.app.name
         complete: list[bytes] = []
-        partial: list[tuple[str, bytes]] = []  # (session id, its first part)
+        partial: list[tuple[str, FirstPart]] = []  # (session id, its first part)
         for chunk in chunks:
             if chunk.joins:
                 joined = runtime.sessions.parts(client, app, chunk.joins)
@@ -301,12 +300,12 @@ class UploadInspector:
                 # creation-with-upload, a Dropbox upload_session/start), and the rest may never
                 # come this way (a49 F7, F8): a whole picture is judged now, a first part looked at.
                 whole_file = chunk.final and not chunk.part  # a part is joined later
-                if chunk.data and (whole_file or _held_whole(chunk.data)):
+                if chunk.data and (whole_file or held_whole(chunk.data)):
                     complete.append(restored_start(chunk.data) or chunk.data)
-                elif shows_part(chunk.data) and worth_a_look(
+                elif chunk.data and (not shows_part(chunk.data) or worth_a_look(
                     len(chunk.data), chunk.total, still=shows_rows(chunk.data)
-                ):
-                    partial.append(("", as_shown(chunk.data, chunk.total)))  # no id before reply
+                )):  # fmt: skip
+                    partial.append(("", FirstPart(chunk.data, chunk.total)))  # no id before reply
                 continue
             state = runtime.sessions.add(client, app, chunk)
             if state.failed:
@@ -316,26 +315,20 @@ class UploadInspector:
                 return _session_failure(state.status)
             if state.complete and state.part:  # kept for its join; the service holds it
                 assembled = runtime.sessions.assemble(client, app, chunk.session_id)
-                if _held_whole(assembled):
+                if held_whole(assembled):
                     complete.append(restored_start(assembled) or assembled)
-                elif shows_part(assembled):
-                    partial.append(("", assembled))
+                else:
+                    partial.append(("", FirstPart(assembled, None)))
             elif state.complete:
                 assembled = runtime.sessions.assemble(client, app, chunk.session_id)
                 complete.append(restored_start(assembled) or assembled)
                 runtime.sessions.discard(client, app, chunk.session_id)
             elif (early := runtime.sessions.interim(client, app, chunk.session_id,
-                                                    _held_whole)) is not None:  # fmt: skip
+                                                    held_whole)) is not None:  # fmt: skip
                 complete.append(restored_start(early) or early)  # the service holds it whole
-            elif (part := runtime.sessions.partial(client, app, chunk.session_id)) and (
-                shows_part(part[0])  # a cut JPEG's or PNG's rows, a video's frames (cutshort)
-                or _held_whole(part[0])  # a GIF or WebP the closing request has yet to end (a60 F1)
-            ):
-                partial.append((chunk.session_id, as_shown(*part)))
-            elif part:  # an archive's first part: the files it holds so far (a70 F8)
+            elif part := runtime.sessions.partial(client, app, chunk.session_id):
                 since = runtime.sessions.looked_before(client, app, chunk.session_id)
-                members = _archived(part[0], extract_limits(runtime), since)
-                partial += [(chunk.session_id, member) for member in members]
+                partial.append((chunk.session_id, FirstPart(*part, since)))
         return complete, partial
 
     async def inspect(
@@ -375,13 +368,13 @@ class UploadInspector:
                 verdicts = []
                 limits = extract_limits(runtime)
                 for whole in complete:
-                    pieces = (_inside(whole, limits) if len(whole) <= INLINE_SCAN_BYTES
-                              else await asyncio.to_thread(_inside, whole, limits))  # fmt: skip
+                    pieces = (inside(whole, limits) if len(whole) <= INLINE_SCAN_BYTES
+                              else await asyncio.to_thread(inside, whole, limits))  # fmt: skip
                     for piece in pieces:
                         verdicts.append(await runtime.judge(piece, _sized(ctx, len(piece))))
                 for session_id, part in partial:
                     found = None
-                    for piece in await asyncio.to_thread(_part_inside, part, limits):
+                    for piece in await asyncio.to_thread(part.looked_at, limits):
                         found = found or await runtime.judge_partial(piece, _sized(ctx, len(piece)))
                     if found is not None:
                         verdicts.append(found)
@@ -453,25 +446,6 @@ def _sized(ctx: InspectionContext, size: int) -> InspectionContext:
     return replace(ctx, size=size)
 
 
-def _inside(data: bytes, limits: ExtractLimits) -> list[bytes]:
-    """What a reassembled upload or its first part holds, read as a body is: itself where it is
-    media, and the media its bytes spell or contain (a52 F7: base64 or hex of a banked picture
-    sent in the chunks of a Drive, OneDrive or Dropbox session went through, 18 of 18; a72 A: a
-    banked JPEG after an innocent picture, 24 of 24, as only the first picture was judged)."""
-    if len(data) > limits.max_body_bytes:
-        return [data]  # past the body cap (a restored first byte): judged as it stands
-    return [item.data for item in extract_items(data, None, limits)] or [data]
-
-
-def _part_inside(part: bytes, limits: ExtractLimits) -> list[bytes]:
-    """What a first part holds (`_inside`): a picture after another is looked at too (a72 A).
-    A part is cut anywhere, so what cannot be read of it is looked at as it stands."""
-    try:
-        return _inside(part, limits)
-    except ExtractionError:
-        return [part]
-
-
 def _chunks(held: HeldUpload, flow: http.HTTPFlow, body: bytes) -> list[Chunk]:
     """The chunks of the route's upload protocol this request carries (ChunkError: it claims
     the protocol and cannot be read)."""
@@ -479,26 +453,3 @@ def _chunks(held: HeldUpload, flow: http.HTTPFlow, body: bytes) -> list[Chunk]:
     assert held.route.protocol is not None
     pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields]
     return parse_chunks(held.route.protocol, request.method, request.path, pairs, body)
-
-
-def _archived(data: bytes, limits: ExtractLimits, since: int) -> list[bytes]:
-    """The media files in an archive's first part not yet whole in its first `since` bytes, the
-    last perhaps cut short (a70 F8, a71 N1-N3: its end, which a reader needs, may be sent from
-    elsewhere)."""
-    members = archive_start_members(data, limits, since)
-    return [content for _, content in members if is_media(content)][: limits.max_items]
-
-
-def _held_whole(data: bytes) -> bool:
-    """Whether the service holds a whole picture or video: `data` itself, or `data` less its
-    first bytes, which a tus `Upload-Concat` or a storage compose joins to a byte sent apart
-    (a47 F1, F2; a58 F3: a video's chunks of unknown total)."""
-    restored = restored_start(data)
-    return any(
-        whole_picture(candidate)
-        or whole_gif(candidate)
-        or whole_still(candidate)
-        or whole_video(candidate)
-        for candidate in (data, restored)
-        if candidate is not None
-    )

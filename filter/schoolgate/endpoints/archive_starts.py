@@ -1,12 +1,16 @@
-"""The files an archive's first part holds: a ZIP's, a tar's or a gzipped tar's, read from the
-start, the last perhaps cut short (adversarial passes a70 F8, a71 N1-N3). A reader finds a
-ZIP's files from its central directory at its end, and a tar's end blocks close it: both may
-be sent from elsewhere, so an unfinished upload's first part is looked into as it grows.
+"""The files an archive's first part holds: a ZIP's or a tar's, read from the start, each
+compressed layer (gzip, bzip2, xz, zstd, LZMA) undone as far as its bytes go, and archives inside
+archives read the same way, the last file perhaps cut short (adversarial passes a70 F8, a71
+N1-N3, a72 B, C). A reader finds a ZIP's files from its central directory at its end, and a
+tar's end blocks close it: both may be sent from elsewhere, so an unfinished upload's first part
+is looked into as it grows.
 
 - A ZIP's local headers are read in order; an entry whose sizes come after its data (a
   streamed ZIP, flag bit 3) runs to the end of its deflate stream, or when stored to the next
   header's signature.
-- A tar's headers give each file's size; a gzipped tar is inflated as far as its bytes go.
+- A tar's headers give each file's size.
+- A compressed file is read through all its members, streams or frames (a tar split over two
+  gzip members, a72 B), and what it holds is read again: a tar, a ZIP, a picture.
 
 Cut files give what they hold (their rows are looked at). Encrypted ZIP entries are skipped;
 what is inflated is capped (ExtractLimits.max_decoded_bytes) and bombs are refused.
@@ -18,51 +22,66 @@ import re
 import zlib
 from typing import Final
 
+from schoolgate.endpoints.encoding import compressed_start, decompress_members
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
 from schoolgate.endpoints.ziparchive import ZIP_MAGIC
 
 _MAX_MEMBERS: Final = 2000
-_GZIP: Final = b"\x1f\x8b"
+_MAX_DEPTH: Final = 4  # a tar in a gzip in a ZIP in a ZIP
 _ZIP_SIGNATURES: Final = re.compile(b"PK\x07\x08|PK\x03\x04|PK\x01\x02")
 _TAR_BLOCK: Final = 512
 _TAR_FILES: Final = (b"0", b"\x00", b"7")  # regular files (a PAX or GNU long-name header is not)
 
+# (name, its bytes so far, how many of them the last look saw)
+_Member = tuple[str, bytes, int]
+
 
 def is_archive_start(data: bytes) -> bool:
-    """Whether `data` starts a ZIP, a tar or a gzip stream (which may hold a tar)."""
-    return data.startswith((ZIP_MAGIC, _GZIP)) or data[257:262] == b"ustar"
+    """Whether `data` starts a ZIP, a tar or a compressed file (which may hold either)."""
+    return data.startswith(ZIP_MAGIC) or data[257:262] == b"ustar" or compressed_start(data)
 
 
 def archive_start_members(
     data: bytes, limits: ExtractLimits, since: int = 0
 ) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each file in the first part `data` of a ZIP, a tar or a gzipped tar
-    that was not yet whole in its first `since` bytes (those were looked at before)."""
+    """(name, bytes) of each file in the first part `data` of an archive or a compressed file
+    that was not yet whole in its first `since` bytes (those were looked at before); a file
+    that is itself an archive or compressed gives the files it holds instead."""
+    return _files(data, limits, since, depth=0)
+
+
+def _files(data: bytes, limits: ExtractLimits, since: int, depth: int) -> list[tuple[str, bytes]]:
     if data.startswith(ZIP_MAGIC):
-        members = _zip_members(data, limits)
+        members = _zip_members(data, limits, since)
+    elif data[257:262] == b"ustar":
+        members = _tar_members(data, since)
     else:
-        if data.startswith(_GZIP):
-            since, data = _gunzipped(data, since, limits)
-        members = _tar_members(data) if data[257:262] == b"ustar" else []
-    return [(name, content) for name, content, end in members if end > since]
+        members = _decompressed(data, limits, since)
+    found: list[tuple[str, bytes]] = []
+    for name, content, seen in members:
+        if seen >= len(content):
+            continue  # whole at the last look (judged then), or grown by nothing since
+        if depth < _MAX_DEPTH and is_archive_start(content):
+            inner = _files(content, limits, seen, depth + 1)
+            found += [(f"{name}/{path}" if name else path, held) for path, held in inner]
+        else:
+            found.append((name, content))
+    return found
 
 
-def _gunzipped(data: bytes, since: int, limits: ExtractLimits) -> tuple[int, bytes]:
-    """How long the inflated `data[:since]` is, and the inflated `data` (one pass)."""
-    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    try:
-        before = inflater.decompress(data[:since], limits.max_decoded_bytes + 1)
-        inflated = before + inflater.decompress(data[since:], limits.max_decoded_bytes + 1)
-    except zlib.error:
-        return 0, b""
-    if len(inflated) > limits.max_decoded_bytes:
-        raise ExtractionError("encoding_bomb", "a gzipped archive inflates past the cap")
-    return len(before), inflated
+def _decompressed(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
+    """What a compressed file's first part decompresses to, as one member (photo.jpg.gz holds
+    a picture, .tar.xz a tar); none where it is no compressed file."""
+    found = decompress_members(data, limits)
+    if found is None:
+        return []
+    before = decompress_members(data[:since], limits) if since else None
+    return [("", found[1], len(before[1]) if before is not None else 0)]
 
 
-def _zip_members(data: bytes, limits: ExtractLimits) -> list[tuple[str, bytes, int]]:
-    """(name, bytes, where its data ends or the data does) of each entry."""
-    found: list[tuple[str, bytes, int]] = []
+def _zip_members(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
+    """Each entry, with how much of it the first `since` bytes held."""
+    found: list[_Member] = []
     position, budget = 0, limits.max_decoded_bytes
     while data.startswith(ZIP_MAGIC, position) and len(found) < _MAX_MEMBERS:
         header = data[position : position + 30]
@@ -77,48 +96,52 @@ def _zip_members(data: bytes, limits: ExtractLimits) -> list[tuple[str, bytes, i
         if size == 0xFFFFFFFF or method not in (0, 8):
             break  # ZIP64 or a method not read here
         streamed = bool(flags & 0x8) and not size
-        content, end = _zip_entry(data, start, size, method, streamed, budget)
+        content, end, seen = _zip_entry(data, start, size, method, streamed, since, budget)
         if len(content) > budget:
             raise ExtractionError("encoding_bomb", f"{name[:80]!r} inflates past the cap")
         if not flags & 0x1 and content:
             budget -= len(content)
-            found.append((name, content, len(data) if end is None else end))
+            found.append((name, content, seen))
         if end is None:
             break
         position = end
     return found
 
 
-def _zip_entry(data: bytes, start: int, size: int, method: int, streamed: bool,
-               budget: int) -> tuple[bytes, int | None]:  # fmt: skip
-    """An entry's bytes (inflated), and where the next header may start (None: unknown)."""
+def _zip_entry(data: bytes, start: int, size: int, method: int, streamed: bool, since: int,
+               budget: int) -> tuple[bytes, int | None, int]:  # fmt: skip
+    """An entry's bytes (inflated), where the next header may start (None: unknown), and how
+    many of its bytes the first `since` bytes of `data` held."""
+    seen = max(0, since - start)
     if method == 8:
         inflater = zlib.decompressobj(-15)
         stored = data[start:] if streamed else data[start : start + size]
         try:
-            content = inflater.decompress(stored, budget + 1)
+            before = inflater.decompress(stored[:seen], budget + 1)
+            content = before + inflater.decompress(stored[seen:], budget + 1)
         except zlib.error:
-            return b"", None
+            return b"", None, 0
         if not streamed:
-            return content, start + size
+            return content, start + size, len(before)
         if not inflater.eof:
-            return content, None
+            return content, None, len(before)
         end = len(data) - len(inflater.unused_data)
+        seen = len(before)
     elif streamed:
         found = _ZIP_SIGNATURES.search(data, start)
         end = found.start() if found else len(data)
         content = data[start:end]
         if found is None:
-            return content, None
+            return content, None, seen
     else:
-        return data[start : start + size], start + size
+        return data[start : start + size], start + size, seen
     # A streamed entry's data descriptor: its signature (optional), CRC and two sizes.
-    return content, end + (16 if data.startswith(b"PK\x07\x08", end) else 12)
+    return content, end + (16 if data.startswith(b"PK\x07\x08", end) else 12), seen
 
 
-def _tar_members(data: bytes) -> list[tuple[str, bytes, int]]:
-    """(name, bytes, where its data ends) of each regular file."""
-    found: list[tuple[str, bytes, int]] = []
+def _tar_members(data: bytes, since: int) -> list[_Member]:
+    """Each regular file, with how much of it the first `since` bytes held."""
+    found: list[_Member] = []
     position = 0
     while position + _TAR_BLOCK <= len(data) and len(found) < _MAX_MEMBERS:
         header = data[position : position + _TAR_BLOCK]
@@ -131,6 +154,6 @@ def _tar_members(data: bytes) -> list[tuple[str, bytes, int]]:
         start = position + _TAR_BLOCK
         if header[156:157] in _TAR_FILES and size:
             name = header[:100].split(b"\x00")[0].decode("utf-8", "replace")
-            found.append((name, data[start : start + size], min(start + size, len(data))))
+            found.append((name, data[start : start + size], max(0, since - start)))
         position = start + -(-size // _TAR_BLOCK) * _TAR_BLOCK
     return found

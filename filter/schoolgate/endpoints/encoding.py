@@ -298,6 +298,16 @@ def _claims(name: str, data: bytes) -> bool:
     return name != "lzma" or _lzma_alone(data)
 
 
+def compressed_start(data: bytes) -> bool:
+    """Whether `data` starts a gzip, bzip2, xz, zstd or LZMA-alone file (`decompress_members`
+    reads it as far as it goes; a zlib stream is read only whole)."""
+    return any(
+        data.startswith(magic) and _claims(name, data)
+        for magic, name, _ in _COMPRESSED_FILES
+        if name != "zlib"
+    )
+
+
 def decompress_file(data: bytes, limits: ExtractLimits) -> tuple[str, bytes] | None:
     """(format, contents) of a gzip, bzip2, xz, zstd or LZMA-alone file, within the same caps as
     a body's Content-Encoding; None for anything else. Raises ExtractionError for a bomb."""
