@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from schoolgate.addons.uploads import UploadInspector
 from schoolgate.media.cutshort import shown_rows
 from tests.support.imagery import encode
+from tests.test_archive_starts import FORMS
 from tests.test_robust_precision import CTX, Bank, _bank
 
 MAX_PIXELS = 80_000_000
+TUS = FORMS["tus"]
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +96,10 @@ def test_a_png_cut_short_shows_its_complete_rows_and_grey_below(mode: str) -> No
     assert not np.array_equal(np.asarray(shown)[-5:], np.asarray(picture)[-5:])
 
 
-def test_a_whole_interlaced_or_oversized_png_is_not_rebuilt() -> None:
+def test_a_whole_or_oversized_png_is_not_rebuilt() -> None:
     picture = Image.new("RGB", (64, 48), "red")
     assert shown_rows(encode(picture, "PNG"), MAX_PIXELS) is None  # whole: nothing cut
-    # Interlaced (Pillow writes none: the header's last byte set by hand).
-    data = bytearray(encode(picture, "PNG"))
-    data[28] = 1
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    assert shown_rows(bytes(data[:-40]), MAX_PIXELS) is None
+    assert shown_rows(interlaced_png(picture), MAX_PIXELS) is None
     # A header that claims 100,000 x 100,000 pixels (a bomb) is not inflated.
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     bomb = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header
@@ -108,3 +107,86 @@ def test_a_whole_interlaced_or_oversized_png_is_not_rebuilt() -> None:
             + zlib.compress(bytes(100_000))[:500])  # fmt: skip
     assert shown_rows(bomb, MAX_PIXELS) is None
     assert shown_rows(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, MAX_PIXELS) is None
+
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # fmt: skip
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def interlaced_png(picture: Image.Image) -> bytes:
+    """An Adam7-interlaced PNG (Pillow writes none): each pass's pixels in rows of their own."""
+    pixels = np.asarray(picture.convert("RGB"))
+    height, width, _ = pixels.shape
+    raw = b"".join(b"\x00" + row.tobytes() for column, row_at, step_x, step_y in _ADAM7
+                   if column < width and row_at < height
+                   for row in pixels[row_at::step_y, column::step_x])  # fmt: skip
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b""))  # fmt: skip
+
+
+CUT_FORMATS = {
+    "GIF": lambda picture: encode(picture, "GIF"),
+    "WebP": lambda picture: encode(picture, "WEBP", quality=85),
+    "interlaced PNG": interlaced_png,
+}
+
+
+@pytest.mark.parametrize("share", [0.5, 0.9])
+@pytest.mark.parametrize("fmt", CUT_FORMATS)
+def test_a_banked_gif_webp_or_interlaced_png_cut_short_is_a_match(
+    bank: Bank, benign_photos: dict[str, Image.Image], fmt: str, share: float
+) -> None:
+    """a70 F3: a GIF, a WebP or an interlaced PNG cut short showed nothing, and all but the
+    last chunk of a banked one reached the service. A GIF's first frame and a lossy WebP's rows
+    decode as far as the data goes; an interlaced PNG's first passes are the whole picture."""
+    data = CUT_FORMATS[fmt](benign_photos["chelsea"])
+    verdict = bank.inspector.evaluate(data[: int(len(data) * share)], CTX)
+    assert verdict.blocked
+    assert verdict.to_dict()["failure"] == "refused"
+    assert verdict.matches
+    assert dict(verdict.matches[0].evidence).get("cut_short") == 1.0
+
+
+@pytest.mark.parametrize("share", [0.05, 0.5, 0.9])
+@pytest.mark.parametrize("fmt", CUT_FORMATS)
+def test_an_innocent_gif_webp_or_interlaced_png_cut_short_is_refused_without_a_match(
+    bank: Bank, benign_photos: dict[str, Image.Image], fmt: str, share: float
+) -> None:
+    data = CUT_FORMATS[fmt](benign_photos["coffee"])
+    verdict = bank.inspector.evaluate(data[: int(len(data) * share)], CTX)
+    assert verdict.blocked
+    assert not verdict.matches
+
+
+@pytest.mark.parametrize("fmt", CUT_FORMATS)
+def test_a_gif_webp_or_interlaced_png_cut_short_shows_the_picture(
+    benign_photos: dict[str, Image.Image], fmt: str
+) -> None:
+    picture = benign_photos["chelsea"]
+    data = CUT_FORMATS[fmt](picture)
+    rows = shown_rows(data[: len(data) * 3 // 4], MAX_PIXELS)
+    assert rows is not None
+    shown = np.asarray(Image.open(io.BytesIO(rows)).convert("L"), dtype=np.int16)
+    truth = np.asarray(picture.convert("L"), dtype=np.int16)
+    assert shown.shape == truth.shape
+    assert np.abs(shown[:100] - truth[:100]).mean() < 12  # the top, as it is (interlaced: blurred)
+    assert shown_rows(data[:40], MAX_PIXELS) is None  # a header alone shows nothing
+
+
+@pytest.mark.parametrize("fmt", CUT_FORMATS)
+def test_a_banked_gif_webp_or_interlaced_png_is_refused_before_its_last_chunk(
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], fmt: str
+) -> None:
+    """The school sends all but its last eighth (the phone would send that)."""
+    data = CUT_FORMATS[fmt](benign_photos["chelsea"])
+    chunk = len(data) // 8 + 1
+    codes = TUS(catalog_addon, f"/files/cut-{fmt}".replace(" ", "-"), data, len(data) - chunk)
+    assert 403 in codes, codes
+    innocent = CUT_FORMATS[fmt](benign_photos["coffee"])
+    codes = TUS(catalog_addon, f"/files/inn-{fmt}".replace(" ", "-"), innocent, len(innocent))
+    assert set(codes) == {200}, codes

@@ -8,8 +8,10 @@ can be stopped before the rest of a banked picture follows it.
   length its header gives (a BMP's first rows are its bottom ones).
 - A PNG's complete scanlines, inflated as far as the deflate stream goes, are packed again into
   a PNG of the same size, its missing rows grey (a51: the first 7 of 8 parts of a banked PNG were
-  stored by a Dropbox upload session). Interlaced PNGs are not rebuilt (their passes spread the
-  first bytes over the whole picture).
+  stored by a Dropbox upload session). An interlaced PNG's first passes are the whole picture at
+  an eighth, a quarter or half its size: the finest complete one is scaled up.
+- A GIF's first frame and a lossy WebP's rows decode as far as the data goes (a70 F3: a GIF or
+  a WebP cut short showed nothing, and all but its last chunk reached the service).
 
 - A video's first part: its frames decode as far as the data goes (the engine's video analysis
   hashes them, then refuses it cut short). An MP4 whose index (moov) is its last box is read
@@ -22,9 +24,14 @@ other picture.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from typing import Final
+
+import av
+import numpy as np
+from PIL import Image
 
 from schoolgate.media.containers import tiff_extent
 from schoolgate.media.sniff import MediaKind, sniff
@@ -38,11 +45,21 @@ _KEPT: Final = (b"PLTE", b"tRNS")  # what decoding the rows needs besides IHDR
 _MAX_ROWS_BYTES: Final = 64 * 1024 * 1024  # inflated rows rebuilt at most (a 4000x3000 RGB photo)
 _MAX_PADDING: Final = 4 * 1024 * 1024  # a video's missing end filled in at most (its moov, ~1%)
 _UNCOMPRESSED: Final = (b"BM", b"II*\x00", b"MM\x00*")  # BMP, TIFF: rows stored as they are
+_GIF: Final = (b"GIF87a", b"GIF89a")
+_VP8_START: Final = b"\x9d\x01\x2a"  # a VP8 key frame's start code, before its size
+# Adam7: each pass's first column and row, and its steps; passes 1, 3 and 5 complete a grid.
+_ADAM7: Final = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+                 (1, 0, 2, 2), (0, 1, 1, 2))  # fmt: skip
+_GRIDS: Final = ((1, 8), (3, 4), (5, 2))  # (passes complete, the grid's step)
 
 
 def shows_rows(data: bytes) -> bool:
     """Whether `data` starts a format whose first part shows some of the picture's rows."""
-    return data.startswith((JPEG_START, PNG_SIGNATURE, *_UNCOMPRESSED))
+    return data.startswith((JPEG_START, PNG_SIGNATURE, *_UNCOMPRESSED, *_GIF)) or _is_webp(data)
+
+
+def _is_webp(data: bytes) -> bool:
+    return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
 
 
 def shows_part(data: bytes) -> bool:
@@ -67,7 +84,67 @@ def shown_rows(data: bytes, max_pixels: int) -> bytes | None:
         return None if data.endswith(JPEG_END) else data + JPEG_END
     if data.startswith(PNG_SIGNATURE):
         return _png_rows(data, max_pixels)
+    if data.startswith(_GIF):
+        return _gif_rows(data, max_pixels)
+    if _is_webp(data):
+        return _webp_rows(data, max_pixels)
     return _padded(data)
+
+
+def _gif_rows(data: bytes, max_pixels: int) -> bytes | None:
+    """A GIF's first frame as far as its data goes, as a PNG (the rest its palette's first
+    colour). Pillow's own decoder is fed what there is: its loader refuses a cut file, and the
+    switch that lets it (LOAD_TRUNCATED_IMAGES) is global to every thread."""
+    try:
+        picture = Image.open(io.BytesIO(data))
+        if picture.width * picture.height > max_pixels or not picture.tile:
+            return None
+        picture.load_prepare()
+        codec, extents, offset, args = picture.tile[0]
+        decoder = Image._getdecoder(picture.mode, codec, args, picture.decoderconfig)
+        decoder.setimage(picture.im, extents)
+        try:
+            decoder.decode(data[offset:])
+        finally:
+            decoder.cleanup()
+        picture.tile = []
+        return _png(picture.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, struct.error, IndexError):
+        return None
+
+
+def _webp_rows(data: bytes, max_pixels: int) -> bytes | None:
+    """A lossy WebP's rows as far as its data goes, as a PNG: its VP8 frame decoded by FFmpeg,
+    which draws what it holds (Pillow's libwebp decoder refuses a cut file). Lossless and
+    animated WebPs are not rebuilt."""
+    at = 12
+    while at + 8 <= len(data):
+        kind, length = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        if kind == b"VP8 ":
+            frame = data[at + 8 : at + 8 + length]
+            break
+        at += 8 + length + (length & 1)
+    else:
+        return None
+    if frame[3:6] != _VP8_START:
+        return None
+    width = int.from_bytes(frame[6:8], "little") & 0x3FFF
+    height = int.from_bytes(frame[8:10], "little") & 0x3FFF
+    if not width or not height or width * height > max_pixels:
+        return None
+    try:
+        decoded = av.CodecContext.create("vp8", "r").decode(av.Packet(frame))
+    except (av.FFmpegError, ValueError):
+        return None
+    if not decoded:
+        return None
+    return _png(Image.fromarray(decoded[0].to_ndarray(format="rgb24")))
+
+
+def _png(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def _padded(data: bytes) -> bytes | None:
@@ -106,7 +183,7 @@ def _png_rows(data: bytes, max_pixels: int) -> bytes | None:
         return None
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
     channels = _CHANNELS.get(colour)
-    if channels is None or interlace or depth not in (1, 2, 4, 8, 16) or not width or not height:
+    if channels is None or depth not in (1, 2, 4, 8, 16) or not width or not height:
         return None
     stride = 1 + (width * channels * depth + 7) // 8  # a filter byte, then the row
     if width * height > max_pixels or stride * height > _MAX_ROWS_BYTES:
@@ -115,6 +192,8 @@ def _png_rows(data: bytes, max_pixels: int) -> bytes | None:
         raw = zlib.decompressobj().decompress(bytes(compressed), stride * height)
     except zlib.error:
         return None  # not a deflate stream: nothing a viewer shows either
+    if interlace:
+        return _passes(header, kept, raw, channels * depth)
     rows = len(raw) // stride
     if not rows:
         return None
@@ -123,6 +202,32 @@ def _png_rows(data: bytes, max_pixels: int) -> bytes | None:
     packed = zlib.compress(raw[: rows * stride] + missing, 1)
     chunks = [(b"IHDR", header), *kept, (b"IDAT", packed), (b"IEND", b"")]
     return PNG_SIGNATURE + b"".join(_chunk(kind, body) for kind, body in chunks)
+
+
+def _passes(header: bytes, kept: list[tuple[bytes, bytes]], raw: bytes, bits: int) -> bytes | None:
+    """An interlaced PNG's finest grid its complete passes make (every 8th, 4th or 2nd pixel
+    each way), scaled up to the picture's size, as a PNG; None before the first pass ends."""
+    width, height = struct.unpack(">II", header[:8])
+    ends, at = [], 0
+    for column, row, step_x, step_y in _ADAM7:
+        columns, rows = -(-(width - column) // step_x), -(-(height - row) // step_y)
+        at += rows * (1 + (columns * bits + 7) // 8) if columns > 0 and rows > 0 else 0
+        ends.append(at)
+    grids = [step for passes, step in _GRIDS if ends[passes - 1] <= len(raw)]
+    if not grids:
+        return None
+    # The passes not here are zeros (filter 0, every sample 0): decoded, then left out.
+    whole = raw[: ends[-1]] + bytes(max(0, ends[-1] - len(raw)))
+    chunks = [(b"IHDR", header), *kept, (b"IDAT", zlib.compress(whole, 1)), (b"IEND", b"")]
+    rebuilt = PNG_SIGNATURE + b"".join(_chunk(kind, body) for kind, body in chunks)
+    try:
+        with Image.open(io.BytesIO(rebuilt)) as picture:
+            pixels = np.asarray(picture.convert("RGB"))
+    except (OSError, ValueError, SyntaxError):
+        return None
+    step = grids[-1]
+    grid = Image.fromarray(np.ascontiguousarray(pixels[::step, ::step]))
+    return _png(grid.resize((width, height), Image.Resampling.BILINEAR))
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

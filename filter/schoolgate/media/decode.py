@@ -286,7 +286,7 @@ class ImageDecoder:
         except Exception as exc:
             # Pillow and its plugins signal bad input with many exception types (OSError,
             # SyntaxError, ValueError, EOFError, struct.error, ...): all mean "not decodable".
-            raise self._classify_failure(media_type, exc) from exc
+            raise self._classify_failure(media_type, exc, data) from exc
 
     def _admit(self, data: bytes) -> MediaType:
         if not data:
@@ -424,10 +424,12 @@ class ImageDecoder:
         return image
 
     @staticmethod
-    def _classify_failure(media_type: MediaType, exc: Exception) -> MediaRefused:
+    def _classify_failure(media_type: MediaType, exc: Exception, data: bytes) -> MediaRefused:
         text = str(exc)
         lowered = text.lower()
-        if isinstance(exc, EOFError) or any(cue in lowered for cue in _TRUNCATION_CUES):
+        # A WebP's decoder says only that it failed: its RIFF header says it was cut short.
+        riff_cut = data[:4] == b"RIFF" and int.from_bytes(data[4:8], "little") + 8 > len(data)
+        if isinstance(exc, EOFError) or riff_cut or any(c in lowered for c in _TRUNCATION_CUES):
             return MediaRefused("truncated", f"{media_type} data ends early: {text or 'EOF'}")
         if isinstance(exc, UnidentifiedImageError):
             return MediaRefused("corrupt", f"{media_type} header could not be parsed")
