@@ -24,13 +24,12 @@ from typing import Final
 
 from schoolgate.endpoints.encoding import compressed_start, decompress_members
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
+from schoolgate.endpoints.tarball import tar_files
 from schoolgate.endpoints.ziparchive import ZIP_MAGIC
 
 _MAX_MEMBERS: Final = 2000
 _MAX_DEPTH: Final = 4  # a tar in a gzip in a ZIP in a ZIP
 _ZIP_SIGNATURES: Final = re.compile(b"PK\x07\x08|PK\x03\x04|PK\x01\x02")
-_TAR_BLOCK: Final = 512
-_TAR_FILES: Final = (b"0", b"\x00", b"7")  # regular files (a PAX or GNU long-name header is not)
 
 # (name, its bytes so far, how many of them the last look saw)
 _Member = tuple[str, bytes, int]
@@ -141,19 +140,5 @@ def _zip_entry(data: bytes, start: int, size: int, method: int, streamed: bool, 
 
 def _tar_members(data: bytes, since: int) -> list[_Member]:
     """Each regular file, with how much of it the first `since` bytes held."""
-    found: list[_Member] = []
-    position = 0
-    while position + _TAR_BLOCK <= len(data) and len(found) < _MAX_MEMBERS:
-        header = data[position : position + _TAR_BLOCK]
-        if not header.strip(b"\x00"):
-            break  # the end blocks
-        try:
-            size = int(header[124:136].split(b"\x00")[0].strip() or b"0", 8)
-        except ValueError:
-            break
-        start = position + _TAR_BLOCK
-        if header[156:157] in _TAR_FILES and size:
-            name = header[:100].split(b"\x00")[0].decode("utf-8", "replace")
-            found.append((name, data[start : start + size], max(0, since - start)))
-        position = start + -(-size // _TAR_BLOCK) * _TAR_BLOCK
-    return found
+    files = tar_files(data) or []
+    return [(name, content, max(0, since - start)) for name, content, start in files]

@@ -16,9 +16,15 @@ _MAX_TAR_MEMBERS: Final = 10_000
 def tar_members(data: bytes) -> list[tuple[str, bytes]] | None:
     """(name, bytes) of each regular file; None when `data` is not a POSIX or GNU tar. A file
     cut short by the end of the data gives what it holds, as `tar` does."""
+    files = tar_files(data)
+    return None if files is None else [(name, content) for name, content, _ in files]
+
+
+def tar_files(data: bytes) -> list[tuple[str, bytes, int]] | None:
+    """As `tar_members`, with where in `data` each file's bytes start."""
     if len(data) < 512 or data[257:262] != b"ustar":
         return None
-    found: list[tuple[str, bytes]] = []
+    found: list[tuple[str, bytes, int]] = []
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
             for number, member in enumerate(archive):
@@ -27,9 +33,9 @@ def tar_members(data: bytes) -> list[tuple[str, bytes]] | None:
                 # A sparse member's holes are made up, not sent: a bomb of zeros otherwise.
                 if not member.isfile() or member.issparse():
                     continue
-                handle = archive.extractfile(member)
-                if handle is not None:
-                    found.append((member.name, handle.read(member.size)))
+                start = member.offset_data
+                # Sliced, not read through tarfile: a file cut short gives what it holds.
+                found.append((member.name, data[start : start + member.size], start))
     except (tarfile.TarError, EOFError, OSError, ValueError):
         pass  # what was read before the damage is what a reader gets
     return found
