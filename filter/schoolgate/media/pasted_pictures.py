@@ -113,13 +113,16 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     planes = [np.ascontiguousarray(rgb[..., channel]) for channel in range(3)]
     across = _seams(planes)  # seams between columns (a picture's left and right sides)
     along = _seams([np.ascontiguousarray(plane.T) for plane in planes]).T  # between rows
-    down = np.vstack([np.zeros((1, width)), np.cumsum(across, axis=0)])  # (height + 1, width)
-    over = np.hstack([np.zeros((height, 1)), np.cumsum(along, axis=1)])  # (height, width + 1)
+    # Running sums in 32 bits: summing a boolean down its columns into 64 took 9 ms, not 1.5.
+    down = np.zeros((height + 1, width), np.int32)
+    np.cumsum(across, axis=0, dtype=np.int32, out=down[1:])
+    over = np.zeros((height, width + 1), np.int32)
+    np.cumsum(along, axis=1, dtype=np.int32, out=over[:, 1:])
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     kernel = np.ones((3, 3), np.uint8)
     flat = cv2.subtract(cv2.dilate(grey, kernel), cv2.erode(grey, kernel)) <= FLAT_RANGE
     # Busy pixels counted per box in constant time (a summed-area table).
-    busy = np.pad(np.cumsum(np.cumsum(~flat, axis=0), axis=1), ((1, 0), (1, 0)))
+    busy = cv2.integral((~flat).astype(np.uint8))
     windows = (down[side:] - down[:-side]) / side
     # The longest seamed first: a brick wallpaper's short joints are seamed all along a
     # min_side window too, and took every place of a picture's sides (387 columns passed).
@@ -192,7 +195,7 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     return found
 
 
-def _runs_on(down: npt.NDArray[np.float64], column: int, tops: npt.NDArray[np.int64],
+def _runs_on(down: npt.NDArray[np.int32], column: int, tops: npt.NDArray[np.int64],
              bottoms: npt.NDArray[np.int64], reach: int) -> npt.NDArray[np.float64]:  # fmt: skip
     """The share of seam pixels down `column` in the `reach` px above each top and below each
     bottom (0 at the screen's sides)."""
@@ -222,7 +225,7 @@ def _verified(boxes: list[Box], along: npt.NDArray[np.bool_], across: npt.NDArra
     return found
 
 
-def _side_share(down: npt.NDArray[np.float64], column: int, tops: npt.NDArray[np.int64],
+def _side_share(down: npt.NDArray[np.int32], column: int, tops: npt.NDArray[np.int64],
                 bottoms: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:  # fmt: skip
     """The share of seam pixels down `column` between each top and bottom (`down`: the seams'
     running sums down each column); 1 at the screen's sides (0 and width)."""
