@@ -110,6 +110,7 @@ async def judge_items(
                     size=len(item.data),
                     locator=item.locator,
                     body_size=body_size,
+                    carved=item.carved or None,
                 ),
             )
 

@@ -370,8 +370,7 @@ class UploadInspector:
                 for whole in complete:
                     pieces = (inside(whole, limits) if len(whole) <= INLINE_SCAN_BYTES
                               else await asyncio.to_thread(inside, whole, limits))  # fmt: skip
-                    for piece in pieces:
-                        verdicts.append(await runtime.judge(piece, _sized(ctx, len(piece))))
+                    verdicts += await judge_items(runtime, ctx, pieces, len(whole))
                 for session_id, part in partial:
                     found = None
                     for piece in await asyncio.to_thread(part.looked_at, limits):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schoolgate.endpoints.archive_starts import archive_start_members, is_archive_start
-from schoolgate.endpoints.bodyscan import extract_items, is_media
+from schoolgate.endpoints.bodyscan import ExtractedItem, extract_items, is_media
 from schoolgate.endpoints.carving import restored_start
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits, whole_picture
 from schoolgate.media.containers import whole_gif, whole_still, whole_video
@@ -47,21 +47,22 @@ def _part_inside(part: bytes, limits: ExtractLimits) -> list[bytes]:
     """The pictures and videos a first part or a file in it holds (`inside`); a part is cut
     anywhere, so what cannot be read of it is looked at as it stands."""
     try:
-        pieces = inside(part, limits)
+        pieces = [item.data for item in inside(part, limits)]
     except ExtractionError:
         pieces = [part]
     shown = [restored_start(piece) or piece for piece in pieces]
     return [piece for piece in shown if is_media(piece)]
 
 
-def inside(data: bytes, limits: ExtractLimits) -> list[bytes]:
+def inside(data: bytes, limits: ExtractLimits) -> list[ExtractedItem]:
     """What a reassembled upload or its first part holds, read as a body is: itself where it is
     media, and the media its bytes spell or contain (a52 F7: base64 or hex of a banked picture
     sent in the chunks of a Drive, OneDrive or Dropbox session went through, 18 of 18; a72 A: a
     banked JPEG after an innocent picture, 24 of 24, as only the first picture was judged)."""
+    itself = [ExtractedItem(data, None, None, "body")]
     if len(data) > limits.max_body_bytes:
-        return [data]  # past the body cap (a restored first byte): judged as it stands
-    return [item.data for item in extract_items(data, None, limits)] or [data]
+        return itself  # past the body cap (a restored first byte): judged as it stands
+    return extract_items(data, None, limits) or itself
 
 
 def held_whole(data: bytes) -> bool:

@@ -96,6 +96,9 @@ class Policy:
         if findings.failure is not None:
             action = findings.failure_action or group.fail_action(ctx.direction, findings.failure)
             detail = f" ({findings.failure_detail})" if findings.failure_detail else ""
+            if ctx.carved and findings.failure == "refused" and not findings.matches:
+                # Found inside other bytes and no picture as it stands (InspectionContext.carved).
+                action, detail = "allow", f"{detail}, inside other bytes"
             reasons.append(f"could not inspect: {findings.failure}{detail}; fail-{action}")
             would_block = would_block or action == "block"
 

@@ -56,6 +56,11 @@ class InspectionContext:
     # the harmless file it travelled in (adversarial pass a14).
     locator: str | None = None
     body_size: int | None = None
+    # True where the item was found by its signature inside other bytes (carved): compressed
+    # data (lz4, 7z, a format not read here) holds a picture's first bytes as they were, and
+    # what follows them does not decode. Such bytes are judged for a match on what they show,
+    # and allowed when they match nothing, not refused as a broken picture (a73 I1, I2).
+    carved: bool | None = None
 
 
 @dataclass(frozen=True)
