@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # pictures of tests/test_template_precision.py (drawn as adversarial pass a10 drew them); Debian's
 # chromium, which Playwright drives through the DSL's console (tests/e2e/test_console_e2e.py).
 # iptables carries the fast path's queue rule (the NFQUEUE target: docs/gateway.md).
-TEST_SYSTEM_DEPS := curl unshare:util-linux nft:nftables iptables-nft:iptables ip:iproute2 \
+TEST_SYSTEM_DEPS := curl lz4 unshare:util-linux nft:nftables iptables-nft:iptables ip:iproute2 \
 	systemd-analyze:systemd systemctl:systemd shellcheck promtool:prometheus tcpdump \
 	debootstrap systemd-nspawn:systemd-container \
 	/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf:fonts-dejavu-core chromium
@@ -39,7 +39,9 @@ $(VENV)/bin/python:
 # Exactly the locked artifacts (requirements/*.txt, hash-checked), never the day's index.
 LOCKED := requirements/build.txt requirements/runtime.txt requirements/dev.txt
 # What packages published only as source build against: netfilterqueue links libnetfilter_queue.
-BUILD_SYSTEM_DEPS := /usr/include/libnetfilter_queue/libnetfilter_queue.h:libnetfilter-queue-dev
+# libarchive reads 7z archives and lz4 streams (schoolgate.endpoints.libarchive, through ctypes).
+BUILD_SYSTEM_DEPS := /usr/include/libnetfilter_queue/libnetfilter_queue.h:libnetfilter-queue-dev \
+	/usr/lib/$(shell uname -m)-linux-gnu/libarchive.so.13:libarchive13
 
 $(STAMP): $(VENV)/bin/python pyproject.toml $(LOCKED)
 	@deploy/system-deps.sh $(BUILD_SYSTEM_DEPS)

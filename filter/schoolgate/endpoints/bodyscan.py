@@ -23,7 +23,7 @@ from urllib.parse import unquote_to_bytes
 
 from schoolgate.endpoints.carving import carved, probe_carved, restored_start
 from schoolgate.endpoints.documents import document_images
-from schoolgate.endpoints.encoding import decompress_members, wide_text
+from schoolgate.endpoints.encoding import STARTS, brotli_file, decompress_members, wide_text
 from schoolgate.endpoints.extract import (
     ExtractionError,
     ExtractLimits,
@@ -33,6 +33,7 @@ from schoolgate.endpoints.extract import (
     parse_multipart,
 )
 from schoolgate.endpoints.fragments import quoted_fragment
+from schoolgate.endpoints.libarchive import SEVEN_ZIP_MAGIC, seven_zip_members
 from schoolgate.endpoints.mail import mail_message
 from schoolgate.endpoints.metafile import is_metafile, metafile_pictures
 from schoolgate.endpoints.rtf import is_rtf, rtf_pictures
@@ -69,8 +70,7 @@ _FORM_LIKE: Final = re.compile(rb"\A[\w.%*~\[\]-]{1,256}=")
 _JSON_LIKE: Final = re.compile(rb"\A\s*[\[{]")
 _MARKUP: Final = re.compile(rb"\A\s*[\[{<]")
 
-# ZIP, gzip, bzip2, xz, zstd
-_KEPT: Final = (ZIP_MAGIC, b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+_KEPT: Final = (ZIP_MAGIC, *STARTS)  # archives and compressed files
 _CONTAINER_TYPES: Final = frozenset(
     {"application/x-www-form-urlencoded", "application/json", "text/plain", "text/html"}
 )
@@ -81,13 +81,15 @@ class ExtractedItem:
     """A candidate media item: its bytes, what the client declared, and where it was found.
 
     `claimed`: the container says this is media (a part typed image/*, a file named .jpg, a data
-    URL of an image) even when the bytes are not a format we recognise."""
+    URL of an image) even when the bytes are not a format we recognise. `carved`: found by its
+    signature inside other bytes (InspectionContext.carved)."""
 
     data: bytes
     filename: str | None
     declared_type: str | None
     locator: str
     claimed: bool = False
+    carved: bool = False
 
 
 def is_media(data: bytes) -> bool:
@@ -214,6 +216,9 @@ class _Scan:
             self.multipart(data, content_type, where, depth)
         elif data.startswith(ZIP_MAGIC) or holds_zip(data):
             self.archive(data, where, depth)
+        elif data.startswith(SEVEN_ZIP_MAGIC):
+            for name, content in seven_zip_members(data, self.limits, self.grow):
+                self.blob(content, None, f"{where}/7z:{name[:120]}", depth + 1, name)
         elif (mail := mail_message(data)) is not None:  # a mail sent through an API (a46 F1)
             self.blob(mail[1], mail[0], f"{where}/mail", depth + 1)
         elif (inner := decompress_members(data, self.limits)) is not None:
@@ -230,6 +235,9 @@ class _Scan:
         elif (files := tar_members(data)) is not None:
             for name, content in files:
                 self.blob(content, None, f"{where}/tar:{name[:120]}", depth + 1, name)
+        elif not data[:16].isascii() and (unpacked := brotli_file(data, self.limits)) is not None:
+            self.grow(len(unpacked))  # (text is no brotli stream: JSON and forms are not tried)
+            self.blob(unpacked, None, f"{where}/brotli", depth + 1)
         elif main == "application/x-www-form-urlencoded" or (
             not main and _FORM_LIKE.match(data[:4096]) is not None and b"=" in data
         ):
@@ -424,7 +432,7 @@ class _Scan:
         """Media that starts somewhere inside `data`: after junk bytes, inside a PDF, after or
         inside another picture (a thumbnail, an MPO's second image, a motion photo's video)."""
         for offset, candidate in carved(data, self.probe):
-            self.add(ExtractedItem(candidate, filename, declared, f"{where}@{offset}"))
+            self.add(ExtractedItem(candidate, filename, declared, f"{where}@{offset}", carved=True))
 
 
 def _has_boundary(data: bytes, content_type: str | None) -> bool:

@@ -20,6 +20,14 @@ from typing import Final
 import brotli  # ships no type information
 
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
+from schoolgate.endpoints.libarchive import (
+    LZ4_FRAME,
+    LZ4_LEGACY,
+    MAGICS,
+    closed_lz4,
+    lz4_contents,
+)
+from schoolgate.media.sniff import MediaKind, sniff
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -51,23 +59,23 @@ class _Sink:
         self.consumed = 0
         self.unused = b""  # what followed the last stream decoded (_stream)
         self.starts: list[int] = []  # where each member, stream or frame began in the output
-        self._limits = limits
+        self.limits = limits
 
     def write(self, data: bytes) -> None:
         self.buffer += data
         size = len(self.buffer)
         consumed = max(self.consumed, 1)
-        if size > _RATIO_FLOOR and size > consumed * self._limits.max_ratio:
+        if size > _RATIO_FLOOR and size > consumed * self.limits.max_ratio:
             self.buffer = bytearray()
             raise ExtractionError(
                 "encoding_bomb",
-                f"compressed body expands more than {self._limits.max_ratio}x "
+                f"compressed body expands more than {self.limits.max_ratio}x "
                 f"({size} bytes from the first {consumed})",
             )
-        if size > self._limits.max_decoded_bytes:
+        if size > self.limits.max_decoded_bytes:
             self.buffer = bytearray()
             raise ExtractionError(
-                "oversize", f"decoded body exceeds {self._limits.max_decoded_bytes} bytes"
+                "oversize", f"decoded body exceeds {self.limits.max_decoded_bytes} bytes"
             )
 
 
@@ -276,7 +284,20 @@ _COMPRESSED_FILES: Final = (
     (b"\x5d", "lzma", lambda data, sink: _stream(_alone(), data, sink)),
     # zlib's own wrapping (`pigz -z`, a .zz file): a42 F2 sent a banked picture in one.
     (b"\x78", "zlib", lambda data, sink: _whole_zlib(data, sink)),
+    # `lz4`, frame and legacy formats (a73 L1, L4), read by libarchive.
+    (LZ4_FRAME, "lz4", lambda data, sink: _unlz4(data, sink)),
+    (LZ4_LEGACY, "lz4", lambda data, sink: _unlz4(data, sink)),
 )
+
+
+# What starts a compressed file for certain (not LZMA-alone's or zlib's few bytes), a 7z or lz4.
+STARTS: Final = (b"\x1f\x8b\x08", b"BZh", _XZ, b"\x28\xb5\x2f\xfd", *MAGICS)
+
+
+def _unlz4(data: bytes, sink: _Sink) -> None:
+    sink.starts.append(0)
+    sink.consumed = len(data)
+    sink.write(lz4_contents(closed_lz4(data), sink.limits))
 
 
 def _whole_zlib(data: bytes, sink: _Sink) -> None:
@@ -305,6 +326,29 @@ def compressed_start(data: bytes) -> bool:
         data.startswith(magic) and _claims(name, data)
         for magic, name, _ in _COMPRESSED_FILES
         if name != "zlib"
+    )
+
+
+def brotli_file(data: bytes, limits: ExtractLimits) -> bytes | None:
+    """What a brotli file (.br, which has no signature) holds, as far as its bytes go, where that
+    starts a picture, a video or an archive; None for anything else (a73 L2: a .tar.br of a banked
+    picture passed). Other bytes fail to decode within a few bytes, or decode to no such start."""
+    sink = _Sink(limits)
+    try:
+        _unbrotli(data, sink)
+    except ExtractionError as error:
+        if error.reason != "bad_encoding":
+            raise
+    except brotli.error:
+        pass
+    found = bytes(sink.buffer)
+    if sniff(found).kind is not MediaKind.UNKNOWN or found[257:262] == b"ustar":
+        return found
+    return (
+        found
+        if any(found.startswith(magic) for magic, _, _ in _COMPRESSED_FILES[:4])
+        or (found.startswith((b"PK\x03\x04", *MAGICS)))
+        else None
     )
 
 
