@@ -140,3 +140,22 @@ def test_a_banked_picture_in_an_lz4_tar_sent_in_chunks_is_refused_before_its_end
                         "more.txt": os.urandom(300_000)}), "-B4")  # fmt: skip
     codes = FORMS["tus"](catalog_addon, "/files/lz4-tar", packed, len(packed))
     assert 403 in codes[:-1], codes
+
+
+@pytest.mark.parametrize("compression", ["copy", "lzma2", "lzma1"])
+def test_a_banked_picture_in_a_7z_is_refused_before_the_archives_end(
+    catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image], compression: str
+) -> None:
+    """a73 L3: a 7z's directory is at its end, and the phone may send it. Its packed data is
+    undone from the start as 7-Zip's default coders undo it, and the pictures carved."""
+    files = {"notes.txt": b"holiday notes\n" * 2000,
+             "a.jpg": encode(benign_photos["coffee"], "JPEG"),
+             "photo.jpg": encode(benign_photos["chelsea"], "JPEG", quality=90),
+             "b.jpg": encode(benign_photos["astronaut"], "JPEG")}  # fmt: skip
+    archive = seven_zip(files, compression)
+    school = len(archive) - 2048  # the end, and the directory, from elsewhere
+    codes = FORMS["tus"](catalog_addon, f"/files/7z-{compression}", archive, school)
+    assert 403 in codes, codes
+    innocent = seven_zip({k: v for k, v in files.items() if k != "photo.jpg"}, compression)
+    codes = FORMS["tus"](catalog_addon, f"/files/7z-inn-{compression}", innocent, len(innocent))
+    assert set(codes) == {200}, codes

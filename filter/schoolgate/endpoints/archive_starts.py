@@ -18,17 +18,23 @@ what is inflated is capped (ExtractLimits.max_decoded_bytes) and bombs are refus
 
 from __future__ import annotations
 
+import lzma
 import re
 import zlib
 from typing import Final
 
 from schoolgate.endpoints.encoding import compressed_start, decompress_members
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
+from schoolgate.endpoints.libarchive import SEVEN_ZIP_MAGIC
 from schoolgate.endpoints.tarball import tar_files
 from schoolgate.endpoints.ziparchive import ZIP_MAGIC
 
 _MAX_MEMBERS: Final = 2000
 _MAX_DEPTH: Final = 4  # a tar in a gzip in a ZIP in a ZIP
+_SEVEN_ZIP_HEADER: Final = 32
+_LZMA_STEP: Final = 64 * 1024
+_PICTURE_STARTS: Final = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00",
+                          b"MM\x00*", b"ftyp")  # fmt: skip
 _ZIP_SIGNATURES: Final = re.compile(b"PK\x07\x08|PK\x03\x04|PK\x01\x02")
 
 # (name, its bytes so far, how many of them the last look saw)
@@ -36,8 +42,9 @@ _Member = tuple[str, bytes, int]
 
 
 def is_archive_start(data: bytes) -> bool:
-    """Whether `data` starts a ZIP, a tar or a compressed file (which may hold either)."""
-    return data.startswith(ZIP_MAGIC) or data[257:262] == b"ustar" or compressed_start(data)
+    """Whether `data` starts a ZIP, a tar, a 7z or a compressed file (which may hold either)."""
+    return (data.startswith((ZIP_MAGIC, SEVEN_ZIP_MAGIC)) or data[257:262] == b"ustar"
+            or compressed_start(data))  # fmt: skip
 
 
 def archive_start_members(
@@ -52,6 +59,8 @@ def archive_start_members(
 def _files(data: bytes, limits: ExtractLimits, since: int, depth: int) -> list[tuple[str, bytes]]:
     if data.startswith(ZIP_MAGIC):
         members = _zip_members(data, limits, since)
+    elif data.startswith(SEVEN_ZIP_MAGIC):
+        members = _seven_zip_streams(data, limits, since)
     elif data[257:262] == b"ustar":
         members = _tar_members(data, since)
     else:
@@ -76,6 +85,56 @@ def _decompressed(data: bytes, limits: ExtractLimits, since: int) -> list[_Membe
         return []
     before = decompress_members(data[:since], limits) if since else None
     return [("", found[1], len(before[1]) if before is not None else 0)]
+
+
+def _seven_zip_streams(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
+    """A 7z's first part (its directory, with its files' names, coders and sizes, is at its end,
+    and may come from elsewhere: a73 L3). Its packed data starts after the 32-byte signature
+    header: as stored, and undone as 7-Zip's default coders (LZMA2, with or without the x86
+    filter) and LZMA's default properties undo it, as far as the bytes go. Each is its files
+    end to end; the pictures in them are carved (FirstPart)."""
+    packed, seen = data[_SEVEN_ZIP_HEADER:], max(0, since - _SEVEN_ZIP_HEADER)
+    found: list[_Member] = [_since_last_picture("7z", packed, seen)]
+    # The dictionary never reaches past what was decoded; within the decoded-bytes cap.
+    dictionary = min(1 << 26, max(1 << 20, 1 << (len(packed) * 8).bit_length()))
+    for name, filters in (
+        ("7z/lzma2", [{"id": lzma.FILTER_LZMA2, "dict_size": dictionary}]),
+        ("7z/x86+lzma2", [{"id": lzma.FILTER_X86},
+                          {"id": lzma.FILTER_LZMA2, "dict_size": dictionary}]),
+        ("7z/lzma", [{"id": lzma.FILTER_LZMA1, "dict_size": dictionary}]),
+    ):  # fmt: skip
+        before, content = _raw_lzma(packed, seen, filters, limits)
+        if len(content) >= _SEVEN_ZIP_HEADER:
+            found.append(_since_last_picture(name, content, before))
+    return found
+
+
+def _since_last_picture(name: str, content: bytes, seen: int) -> _Member:
+    """`content` from the last picture that started in its first `seen` bytes (those before it
+    were whole at the last look, and judged then), with how much of that the look saw."""
+    starts = [content.rfind(signature, 0, seen) for signature in _PICTURE_STARTS]
+    start = max(0, *starts)
+    return name, content[start:], seen - start
+
+
+def _raw_lzma(packed: bytes, seen: int, filters: list[dict[str, int]], limits: ExtractLimits
+              ) -> tuple[int, bytes]:  # fmt: skip
+    """How much of `packed[:seen]` decodes to, and what `packed` decodes to as far as it goes
+    (the steps before damage or a wrong guess of its coder)."""
+    decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
+    out, before = bytearray(), 0
+    for at in range(0, len(packed), _LZMA_STEP):
+        try:
+            out += decoder.decompress(packed[at : at + _LZMA_STEP], limits.max_decoded_bytes)
+        except (lzma.LZMAError, EOFError):
+            break
+        if at < seen:
+            before = len(out)
+        if len(out) > limits.max_decoded_bytes:
+            raise ExtractionError("encoding_bomb", "a 7z's packed data inflates past the cap")
+        if decoder.eof:
+            break
+    return before, bytes(out)
 
 
 def _zip_members(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
