@@ -24,8 +24,7 @@ from schoolgate.endpoints.libarchive import (
     LZ4_FRAME,
     LZ4_LEGACY,
     MAGICS,
-    closed_lz4,
-    lz4_contents,
+    lz4_first_part,
 )
 from schoolgate.media.sniff import MediaKind, sniff
 
@@ -297,7 +296,7 @@ STARTS: Final = (b"\x1f\x8b\x08", b"BZh", _XZ, b"\x28\xb5\x2f\xfd", *MAGICS)
 def _unlz4(data: bytes, sink: _Sink) -> None:
     sink.starts.append(0)
     sink.consumed = len(data)
-    sink.write(lz4_contents(closed_lz4(data), sink.limits))
+    sink.write(lz4_first_part(data, sink.limits))
 
 
 def _whole_zlib(data: bytes, sink: _Sink) -> None:

@@ -160,10 +160,24 @@ def _members(
     return found
 
 
-def closed_lz4(data: bytes) -> bytes:
-    """An lz4 stream cut short, ended after its last whole block (a frame's end mark added): a
+def lz4_first_part(data: bytes, limits: ExtractLimits) -> bytes:
+    """What an lz4 stream, perhaps cut short, holds as far as its bytes go: its whole blocks read
+    by libarchive, then the block it was cut in, read here as far as it goes (a74 F3: `lz4`
+    writes 4 MiB blocks, so a picture in a .tar.lz4 was in one block that gave nothing until
+    its end, and the last 3 kB from the phone completed it)."""
+    closed, cut = closed_lz4(data)
+    contents = lz4_contents(closed, limits) if closed else b""
+    if cut is None:
+        return contents
+    payload, stored = cut
+    return contents + (payload if stored else _partial_block(payload, contents, limits))
+
+
+def closed_lz4(data: bytes) -> tuple[bytes, tuple[bytes, bool] | None]:
+    """An lz4 stream cut short, ended after its last whole block (a frame's end mark added),
+    and what there is of the block it was cut in (and whether that one is stored as is): a
     reader gives nothing of a block cut short, and libarchive holds back the last of what it
-    has when the stream breaks off. Whole streams are returned as they are."""
+    has when the stream breaks off. Whole streams are returned as they are, with None."""
     position = 0
     while position < len(data):
         if data.startswith(LZ4_LEGACY, position):
@@ -178,13 +192,67 @@ def closed_lz4(data: bytes) -> bytes:
                 # The content checksum is of the whole: the cut frame says it has none.
                 descriptor = bytes([flags & ~0x04]) + data[position + 5 : start - 1]
                 header = LZ4_FRAME + descriptor + bytes([_xxh32(descriptor) >> 8 & 0xFF])
-                return data[:position] + header + data[start:end] + bytes(4)
+                return data[:position] + header + data[start:end] + bytes(4), _cut(data, end)
         else:
-            return data[:position]
+            return data[:position], None
         if not closed:
-            return data[:end] if end > position + 4 else data[:position]
+            whole = data[:end] if end > position + 4 else data[:position]
+            return whole, _cut(data, end)
         position = end
-    return data
+    return data, None
+
+
+def _cut(data: bytes, block: int) -> tuple[bytes, bool] | None:
+    """The bytes of the block cut short at `block` (its size first), and whether it is stored."""
+    if block + 4 >= len(data):
+        return None
+    return data[block + 4 :], bool(data[block + 3] & 0x80)
+
+
+# A block cut short is read here at most this many sequences far (a text's 4 MiB block has
+# about a million; a photo's, whose bytes do not compress, a few thousand).
+_MAX_SEQUENCES: Final = 1 << 17
+
+
+def _partial_block(block: bytes, history: bytes, limits: ExtractLimits) -> bytes:
+    """An lz4 block's sequences (literals, then a match: an offset back and a length) decoded
+    as far as `block` goes; `history` is what came before it (a linked block reaches into it)."""
+    out = bytearray(history)
+    position, sequences = 0, 0
+    while position < len(block) and sequences < _MAX_SEQUENCES:
+        sequences += 1
+        token = block[position]
+        position += 1
+        literals, position = _length(block, position, token >> 4)
+        out += block[position : position + literals]
+        position += literals
+        if position + 2 > len(block):
+            break
+        offset = block[position] | block[position + 1] << 8
+        matched, position = _length(block, position + 2, token & 0x0F)
+        matched += 4
+        if not 0 < offset <= len(out) or position > len(block):
+            break
+        start = len(out) - offset
+        if offset >= matched:
+            out += out[start : start + matched]
+        else:  # the match overlaps what it writes: its pattern repeats
+            out += (out[start:] * (matched // offset + 1))[:matched]
+        if len(out) - len(history) > limits.max_decoded_bytes:
+            raise ExtractionError("encoding_bomb", "an lz4 block inflates past the cap")
+    return bytes(out[len(history) :])
+
+
+def _length(block: bytes, position: int, length: int) -> tuple[int, int]:
+    """A literal or match length: 15 is continued by bytes that add up until one is not 255."""
+    if length == 15:
+        while position < len(block):
+            more = block[position]
+            position += 1
+            length += more
+            if more != 255:
+                break
+    return length, position
 
 
 _PRIMES: Final = (2654435761, 2246822519, 3266489917, 668265263, 374761393)
