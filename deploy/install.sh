@@ -396,11 +396,14 @@ main() {
     # tcpdump brings libpcap, which lets the sniffer filter in the kernel (BPF) instead of
     # handing every packet to Python. g++ builds pdqhash, which is published only as source, and
     # netfilterqueue (also source only) links libnetfilter_queue; iptables carries the fast
-    # path's queue rule (docs/gateway.md, "The fast path"). libarchive reads 7z and lz4.
+    # path's queue rule (docs/gateway.md, "The fast path").
     "$SRC/deploy/system-deps.sh" nft:nftables systemctl:systemd tcpdump:tcpdump g++:g++ \
       iptables-nft:iptables \
-      /usr/include/libnetfilter_queue/libnetfilter_queue.h:libnetfilter-queue-dev \
-      "/usr/lib/$(uname -m)-linux-gnu/libarchive.so.13:libarchive13"
+      /usr/include/libnetfilter_queue/libnetfilter_queue.h:libnetfilter-queue-dev
+    # libarchive reads 7z archives and lz4 files; without it they are refused, never passed.
+    "$SRC/deploy/system-deps.sh" "/usr/lib/$(uname -m)-linux-gnu/libarchive.so.13:libarchive13" ||
+      echo "schoolgate: warning: libarchive13 is not installed, so 7z archives and lz4 files" \
+        "cannot be looked into and are refused (apt-get install libarchive13)" >&2
   fi
   ensure_user
   install_venv

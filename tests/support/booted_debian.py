@@ -39,7 +39,7 @@ SUITE = "trixie"
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "procps", "iproute2", "nftables", "tcpdump", "curl",
     "ca-certificates", "python3", "python3-venv", "python3-dev", "g++", "sqlite3",
-    "iptables", "libnetfilter-queue-dev",
+    "iptables", "libnetfilter-queue-dev", "libarchive13t64",
 )  # fmt: skip
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT_S = 90
