@@ -25,9 +25,8 @@ from schoolgate.endpoints.archive_starts import archive_start_members, is_archiv
 from schoolgate.endpoints.extract import ExtractLimits
 from tests.conftest import encode
 from tests.test_archive_starts import CHUNK, FORMS, _files, _tar, _zip
-from tests.test_reassembly import x_append
 from tests.test_session_starts import _dropbox_start
-from tests.test_video_uploads_unfinished import X_PATH, X, _send, _status
+from tests.test_video_uploads_unfinished import X_PATH, X, _send, _status, _x_upload
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -138,19 +137,8 @@ def test_an_innocent_picture_in_a_layered_archive_goes_through(
 
 
 def _x_appends(addon: UploadInspector, media_id: str, data: bytes, parts: int) -> list[int]:
-    """INIT (the service answers with the media id), the APPENDs, then FINALIZE."""
-    from mitmproxy import http
-
-    init = _send(addon, X, f"{X_PATH}?command=INIT&total_bytes={len(data)}&media_type=image/jpeg",
-                 b"")  # fmt: skip
-    reply = f'{{"media_id": {media_id}, "media_id_string": "{media_id}"}}'.encode()
-    init.response = http.Response.make(202, reply, {"Content-Type": "application/json"})
-    addon.response(init)
-    size = len(data) // parts + 1
-    codes = []
-    for index in range(parts):
-        content_type, body = x_append(media_id, index, data[index * size : (index + 1) * size])
-        codes.append(_status(_send(addon, X, X_PATH, body, Content_Type=content_type)))
+    """INIT, the APPENDs, then FINALIZE."""
+    codes = _x_upload(addon, media_id, data, parts, media_type="image/jpeg")
     finalize = _send(addon, X, f"{X_PATH}?command=FINALIZE&media_id={media_id}", b"")
     return [*codes, _status(finalize)]
 

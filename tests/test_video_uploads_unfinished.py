@@ -64,10 +64,11 @@ def _status(flow: Any) -> int:
     return flow.response.status_code if flow.response else 200
 
 
-def _x_upload(addon: UploadInspector, media_id: str, video: bytes, parts: int) -> list[int]:
+def _x_upload(addon: UploadInspector, media_id: str, video: bytes, parts: int,
+              media_type: str = "video/mp4") -> list[int]:  # fmt: skip
     """INIT (the service answers with the media id), then the APPENDs; no FINALIZE."""
-    init = _send(addon, X, f"{X_PATH}?command=INIT&total_bytes={len(video)}&media_type=video/mp4",
-                 b"")  # fmt: skip
+    init_path = f"{X_PATH}?command=INIT&total_bytes={len(video)}&media_type={media_type}"
+    init = _send(addon, X, init_path, b"")
     assert init.response is None
     reply = json.dumps({"media_id": int(media_id), "media_id_string": media_id}).encode()
     init.response = http.Response.make(202, reply, {"Content-Type": "application/json"})

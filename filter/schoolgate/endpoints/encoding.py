@@ -272,6 +272,12 @@ def _xz() -> lzma.LZMADecompressor:
     return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT)
 
 
+def _unlz4(data: bytes, sink: _Sink) -> None:
+    sink.starts.append(0)
+    sink.consumed = len(data)
+    sink.write(lz4_first_part(data, sink.limits))
+
+
 # A file compressed on its own (photo.jpg.gz, .bz2, .xz, .lzma): the recipient decompresses it.
 _COMPRESSED_FILES: Final = (
     (b"\x1f\x8b\x08", "gzip", _gunzip),
@@ -284,19 +290,13 @@ _COMPRESSED_FILES: Final = (
     # zlib's own wrapping (`pigz -z`, a .zz file): a42 F2 sent a banked picture in one.
     (b"\x78", "zlib", lambda data, sink: _whole_zlib(data, sink)),
     # `lz4`, frame and legacy formats (a73 L1, L4), read by libarchive.
-    (LZ4_FRAME, "lz4", lambda data, sink: _unlz4(data, sink)),
-    (LZ4_LEGACY, "lz4", lambda data, sink: _unlz4(data, sink)),
+    (LZ4_FRAME, "lz4", _unlz4),
+    (LZ4_LEGACY, "lz4", _unlz4),
 )
 
 
 # What starts a compressed file for certain (not LZMA-alone's or zlib's few bytes), a 7z or lz4.
 STARTS: Final = (b"\x1f\x8b\x08", b"BZh", _XZ, b"\x28\xb5\x2f\xfd", *MAGICS)
-
-
-def _unlz4(data: bytes, sink: _Sink) -> None:
-    sink.starts.append(0)
-    sink.consumed = len(data)
-    sink.write(lz4_first_part(data, sink.limits))
 
 
 def _whole_zlib(data: bytes, sink: _Sink) -> None:
