@@ -48,7 +48,15 @@ import cv2
 import numpy as np
 
 from schoolgate.matching.geometry import jacobian, then, transform_is_plausible
-from schoolgate.media.content_grid import GRID, Agreement, agreement, content_grid, pictures_needed
+from schoolgate.matching.strips import cell_shifts, warp, warp_in_strips
+from schoolgate.media.content_grid import (
+    GRID,
+    Agreement,
+    ContentGrid,
+    agreement,
+    content_grid,
+    pictures_needed,
+)
 from schoolgate.media.features import PANEL_VIEW, LocalFeatures
 
 type Shown = dict[tuple[str, str, str], set[str]]  # a collage -> its pictures a query shows
@@ -497,14 +505,28 @@ class RobustIndex:
         spread = _spread(target[inliers], banked.width, banked.height)
         if spread < rules.min_spread:
             return None, False
-        judged, onto, points = banked, transform, target[inliers]
+        judged, onto, matched = banked, transform, target
         if entry.judged_on is not None:
             judged, back = entry.judged_on
             onto = then(transform, back)
-            points = points @ back[:2, :2].T + back[:2, 2]
-        content = _aligned_agreement(query, judged, onto, points)
-        if content is not None and not _same_picture(content, points, judged, rules):
-            return None, True  # aligned on what surrounds the pictures; the pictures differ
+            matched = target @ back[:2, :2].T + back[:2, 2]
+        points = matched[inliers]
+        banked_grid, luma = judged.grid, query.luma
+        content = None
+        if banked_grid is not None and luma is not None:  # a set banked before grids has none
+            aligned = _aligned(luma, judged, onto)
+            content = _agreement_of(aligned[2], banked_grid, judged, points)
+            if not _same_picture(content, points, judged, rules):
+                # A copy whose bands moved apart aligns on one of them (a74 F1): each part is
+                # compared again where the copy's own keypoints, or its rows, put it.
+                size = (judged.width, judged.height)
+                shifts = cell_shifts(source, matched, onto, size, threshold)
+                moved = warp_in_strips(luma, onto, size, shifts, banked_grid, aligned)
+                if moved is None:
+                    return None, True  # aligned on what surrounds the pictures; they differ
+                content = _agreement_of(content_grid(*moved), banked_grid, judged, points)
+                if not _same_picture(content, points, judged, rules):
+                    return None, True
         if entry.photo is not None and content is not None:
             photo, to_photo = entry.photo
             seen = _aligned_agreement(query, photo, then(transform, to_photo), np.empty((0, 2)))
@@ -554,13 +576,22 @@ def _aligned_agreement(query: LocalFeatures, banked: LocalFeatures, transform: n
     `inliers`: the aligned keypoints, in the banked frame."""
     if banked.grid is None or query.luma is None:
         return None
-    size = (banked.width, banked.height)
-    warp = cv2.warpPerspective if transform.shape[0] == 3 else cv2.warpAffine
-    warped = np.asarray(warp(query.luma, transform, size, flags=cv2.INTER_LINEAR), np.uint8)
-    inside = warp(np.ones_like(query.luma), transform, size, flags=cv2.INTER_NEAREST)
+    return _agreement_of(_aligned(query.luma, banked, transform)[2], banked.grid, banked, inliers)
+
+
+def _aligned(luma: np.ndarray, banked: LocalFeatures, transform: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, ContentGrid]:  # fmt: skip
+    """A query's luma warped into the banked frame, the pixels it covers there, and its grid."""
+    warped, inside = warp(luma, transform, (banked.width, banked.height))
+    return warped, inside, content_grid(warped, inside)
+
+
+def _agreement_of(grid: ContentGrid, banked_grid: ContentGrid, banked: LocalFeatures,
+                  inliers: np.ndarray) -> Agreement:  # fmt: skip
+    """A warped query's grid compared with the banked one (`banked_grid`, of `banked`)."""
     frame = [[0, banked.height], [0, banked.width]]  # the inliers in each cell of the grid:
     per_cell = np.histogram2d(inliers[:, 1], inliers[:, 0], GRID, frame)[0].ravel().astype(int)
-    return agreement(banked.grid, content_grid(warped, inside.astype(bool)), per_cell)
+    return agreement(banked_grid, grid, per_cell)
 
 
 def _same_picture(

@@ -41,8 +41,8 @@ import numpy as np
 import numpy.typing as npt
 
 GRID: Final = 8
-_BLOCKS: Final = 5  # block means per cell side
-_CELL_BITS: Final = 2 * _BLOCKS * (_BLOCKS - 1)  # 40
+BLOCKS: Final = 5  # block means per cell side
+_CELL_BITS: Final = 2 * BLOCKS * (BLOCKS - 1)  # 40
 # A cell whose 5x5 block means spread less than this (luma std) has nothing to compare: plain
 # colour, or a fine texture (brick, gravel, grain) whose blocks all look alike, so its hash bits
 # are noise that any edit flips.
@@ -147,7 +147,7 @@ def small_photo_box(grid: ContentGrid, width: int, height: int) -> tuple[int, in
 def content_grid(
     luma: npt.NDArray[np.uint8], covered: npt.NDArray[np.bool_] | None = None
 ) -> ContentGrid:
-    """The grid of a picture's luma (H x W, both at least GRID * _BLOCKS pixels). `covered`
+    """The grid of a picture's luma (H x W, both at least GRID * BLOCKS pixels). `covered`
     marks the pixels a warped query really has (cells mostly outside are UNCOVERED)."""
     height, width = luma.shape
     bits, spread = _difference_hashes(luma)
@@ -179,9 +179,9 @@ def _difference_hashes(
     """Every cell's 40 bits: its 5x5 block means (an area-averaged 40x40 thumbnail, never kept),
     each compared with the block to its right and the block below, within the cell; and how
     much those means spread."""
-    side = GRID * _BLOCKS
+    side = GRID * BLOCKS
     means = cv2.resize(luma.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
-    cells = means.reshape(GRID, _BLOCKS, GRID, _BLOCKS).transpose(0, 2, 1, 3)
+    cells = means.reshape(GRID, BLOCKS, GRID, BLOCKS).transpose(0, 2, 1, 3)
     across = cells[:, :, :, 1:] > cells[:, :, :, :-1]  # (8, 8, 5, 4)
     down = cells[:, :, 1:, :] > cells[:, :, :-1, :]  # (8, 8, 4, 5)
     flags = np.concatenate(
@@ -230,7 +230,7 @@ class Agreement:
         }
 
 
-_CELL_MATCH_BITS: Final = 10  # of 40: chance agreement of unrelated cells is ~0.1%
+CELL_MATCH_BITS: Final = 10  # of 40: chance agreement of unrelated cells is ~0.1%
 # Of 40: unrelated photographic cells differ in 20 +- 3 bits. Measured on the precision and robust
 # suites (940 verified copies over 26 edits): a cell of a true copy differed this much in at most
 # 3 cells of one copy (where a caption's edge half covers a cell), another subject or picture in
@@ -257,7 +257,7 @@ def agreement(
     with the banked grid (see the module docstring for which cells count). `inliers`: the
     aligned keypoints in each banked cell, where known."""
     distance = np.bitwise_count(banked.bits ^ query.bits)
-    agrees = distance <= _CELL_MATCH_BITS
+    agrees = distance <= CELL_MATCH_BITS
     covered = query.kinds != Cell.UNCOVERED
     photo = covered & (banked.kinds == Cell.PHOTO)
     replaced = int((_shown_cells(banked) & covered & (query.kinds == Cell.PHOTO)
