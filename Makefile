@@ -16,8 +16,9 @@ PYTEST_ARGS ?=
 # the installer's own test (tests/e2e/test_installed_gateway.py); DejaVu fonts for the template
 # pictures of tests/test_template_precision.py (drawn as adversarial pass a10 drew them); Debian's
 # chromium, which Playwright drives through the DSL's console (tests/e2e/test_console_e2e.py).
-# iptables carries the fast path's queue rule (the NFQUEUE target: docs/gateway.md).
-TEST_SYSTEM_DEPS := curl lz4 unshare:util-linux nft:nftables iptables-nft:iptables ip:iproute2 \
+# iptables carries the fast path's queue rule (the NFQUEUE target: docs/gateway.md). 7-Zip and
+# gcab write the archives of tests/test_archive_methods.py (7z coders, ZIP methods, cabinets).
+TEST_SYSTEM_DEPS := curl lz4 7zz:7zip gcab unshare:util-linux nft:nftables iptables-nft:iptables ip:iproute2 \
 	systemd-analyze:systemd systemctl:systemd shellcheck promtool:prometheus tcpdump \
 	debootstrap systemd-nspawn:systemd-container \
 	/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf:fonts-dejavu-core chromium

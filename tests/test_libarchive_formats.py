@@ -18,7 +18,7 @@ from schoolgate.addons.uploads import UploadInspector
 from schoolgate.endpoints.archive_starts import archive_start_members
 from schoolgate.endpoints.bodyscan import extract_items
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
-from schoolgate.endpoints.libarchive import seven_zip_members
+from schoolgate.endpoints.libarchive import archive_members
 from tests.conftest import encode
 from tests.support.sevenzip import seven_zip
 from tests.test_addons_inprocess import run_upload, upload_flow
@@ -33,18 +33,18 @@ COMPRESSIONS = ["copy", "lzma2", "lzma1", "deflate", "bzip2", "ppmd"]
 def test_a_7z_archives_files_are_read(compression: str) -> None:
     files = {"notes.txt": b"holiday notes\n" * 500, "album/photo.jpg": os.urandom(200_000)}
     archive = seven_zip(files, compression)
-    assert dict(seven_zip_members(archive, ExtractLimits())) == files
+    assert dict(archive_members(archive, ExtractLimits())) == files
 
 
 def test_a_7z_bomb_is_refused_and_a_cut_one_gives_nothing() -> None:
     bomb = seven_zip({"zeros.bin": bytes(300_000_000)})
     assert len(bomb) < 100_000
     with pytest.raises(ExtractionError) as refused:
-        seven_zip_members(bomb, ExtractLimits())
+        archive_members(bomb, ExtractLimits())
     assert refused.value.reason == "encoding_bomb"
     archive = seven_zip({"photo.jpg": os.urandom(50_000)})
     # Its directory is at its end: a first part shows nothing (the docs say so).
-    assert seven_zip_members(archive[: len(archive) - 20], ExtractLimits()) == []
+    assert archive_members(archive[: len(archive) - 20], ExtractLimits()) == []
 
 
 def test_a_picture_in_a_7z_in_a_body_is_an_item(benign_photos: dict[str, Image.Image]) -> None:

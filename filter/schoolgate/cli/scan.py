@@ -64,7 +64,8 @@ def judge_file(
     """A file judged as the proxy judges it as an upload's body: each picture or video in it
     (a ZIP's members, parts carved from a carrier) on its own; (where, verdict) per item, where
     None for the file itself. It once judged the file alone, and called a ZIP of banked pictures
-    `allow` that the proxy blocks (adversarial pass a40)."""
+    `allow` that the proxy blocks (adversarial pass a40), and refused what it found inside
+    other bytes that the proxy allows (a75)."""
     ctx = InspectionContext(client_ip=client, filename=name, direction="scan", size=len(data))
     try:
         items = extract_items(data, None, body_limits(inspector.config.proxy.max_held_body_bytes))
@@ -78,6 +79,6 @@ def judge_file(
     for item in items:
         item_ctx = replace(ctx, filename=item.filename or name, size=len(item.data),
                            declared_type=item.declared_type, locator=item.locator,
-                           body_size=len(data))  # fmt: skip
+                           body_size=len(data), carved=item.carved or None)  # fmt: skip
         verdicts.append((item.locator, inspector.evaluate(item.data, item_ctx)))
     return verdicts

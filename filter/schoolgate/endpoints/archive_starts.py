@@ -23,9 +23,16 @@ import re
 import zlib
 from typing import Final
 
+import numpy as np
+
 from schoolgate.endpoints.encoding import compressed_start, decompress_members
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
-from schoolgate.endpoints.libarchive import SEVEN_ZIP_MAGIC
+from schoolgate.endpoints.libarchive import (
+    ARCHIVE_MAGICS,
+    CAB_MAGIC,
+    SEVEN_ZIP_MAGIC,
+    archive_members,
+)
 from schoolgate.endpoints.tarball import tar_files
 from schoolgate.endpoints.ziparchive import ZIP_MAGIC
 
@@ -33,6 +40,7 @@ _MAX_MEMBERS: Final = 2000
 _MAX_DEPTH: Final = 4  # a tar in a gzip in a ZIP in a ZIP
 _SEVEN_ZIP_HEADER: Final = 32
 _LZMA_STEP: Final = 64 * 1024
+_DELTA_DISTANCES: Final = (1, 2, 4)  # 7-Zip writes Delta:4 unless told otherwise
 _PICTURE_STARTS: Final = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00",
                           b"MM\x00*", b"ftyp")  # fmt: skip
 _ZIP_SIGNATURES: Final = re.compile(b"PK\x07\x08|PK\x03\x04|PK\x01\x02")
@@ -42,8 +50,9 @@ _Member = tuple[str, bytes, int]
 
 
 def is_archive_start(data: bytes) -> bool:
-    """Whether `data` starts a ZIP, a tar, a 7z or a compressed file (which may hold either)."""
-    return (data.startswith((ZIP_MAGIC, SEVEN_ZIP_MAGIC)) or data[257:262] == b"ustar"
+    """Whether `data` starts a ZIP, a tar, a 7z, a cabinet or a compressed file (which may hold
+    any of them)."""
+    return (data.startswith((ZIP_MAGIC, *ARCHIVE_MAGICS)) or data[257:262] == b"ustar"
             or compressed_start(data))  # fmt: skip
 
 
@@ -61,6 +70,8 @@ def _files(data: bytes, limits: ExtractLimits, since: int, depth: int) -> list[t
         members = _zip_members(data, limits, since)
     elif data.startswith(SEVEN_ZIP_MAGIC):
         members = _seven_zip_streams(data, limits, since)
+    elif data.startswith(CAB_MAGIC):
+        members = _cabinet_files(data, limits, since)
     elif data[257:262] == b"ustar":
         members = _tar_members(data, since)
     else:
@@ -89,10 +100,17 @@ def _decompressed(data: bytes, limits: ExtractLimits, since: int) -> list[_Membe
 
 def _seven_zip_streams(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
     """A 7z's first part (its directory, with its files' names, coders and sizes, is at its end,
-    and may come from elsewhere: a73 L3). Its packed data starts after the 32-byte signature
-    header: as stored, and undone as 7-Zip's default coders (LZMA2, with or without the x86
-    filter) and LZMA's default properties undo it, as far as the bytes go. Each is its files
-    end to end; the pictures in them are carved (FirstPart)."""
+    and may come from elsewhere: a73 L3). Where the part holds its end, it is the whole archive,
+    read as one (a75 G6: the whole archive in a Dropbox start or an X APPEND, the empty commit
+    from the phone). Otherwise its packed data, after the 32-byte signature header, is looked
+    at as stored and undone as 7-Zip's coders undo it, as far as the bytes go: LZMA2 (each
+    file's stream after the last where a solid block is not used; a75 G2), with or without the
+    x86 or the Delta filter, LZMA's default properties, and Deflate. Each is its files end to
+    end; the pictures in them are carved (FirstPart). PPMd and BZip2 give nothing here."""
+    whole = archive_members(data, limits, strict=True)
+    if whole:
+        return [(name, content, len(content) if since >= len(data) else 0)
+                for name, content in whole]  # fmt: skip
     packed, seen = data[_SEVEN_ZIP_HEADER:], max(0, since - _SEVEN_ZIP_HEADER)
     found: list[_Member] = [_since_last_picture("7z", packed, seen)]
     # The dictionary never reaches past what was decoded; within the decoded-bytes cap.
@@ -103,10 +121,35 @@ def _seven_zip_streams(data: bytes, limits: ExtractLimits, since: int) -> list[_
                           {"id": lzma.FILTER_LZMA2, "dict_size": dictionary}]),
         ("7z/lzma", [{"id": lzma.FILTER_LZMA1, "dict_size": dictionary}]),
     ):  # fmt: skip
-        before, content = _raw_lzma(packed, seen, filters, limits)
+        before, content, starts = _raw_lzma(packed, seen, filters, limits)
         if len(content) >= _SEVEN_ZIP_HEADER:
             found.append(_since_last_picture(name, content, before))
+            if name == "7z/lzma2":  # 7-Zip's Delta filter under LZMA2, 1, 2 or 4 bytes apart
+                streams = zip(starts, [*starts[1:], len(content)], strict=True)
+                pieces = [content[start:end] for start, end in streams]
+                for distance in _DELTA_DISTANCES:
+                    undone = b"".join(_undelta(piece, distance) for piece in pieces)
+                    found.append(_since_last_picture(f"7z/delta{distance}", undone, before))
+    before, content = _raw_deflate(packed, seen, limits)
+    if len(content) >= _SEVEN_ZIP_HEADER:
+        found.append(_since_last_picture("7z/deflate", content, before))
     return found
+
+
+def _undelta(data: bytes, distance: int) -> bytes:
+    """What 7-Zip's Delta filter encoded: each byte added to the one `distance` before it."""
+    encoded = np.frombuffer(data, np.uint8)
+    decoded = np.empty_like(encoded)
+    for lane in range(distance):
+        decoded[lane::distance] = np.cumsum(encoded[lane::distance], dtype=np.uint8)
+    return decoded.tobytes()
+
+
+def _cabinet_files(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
+    """A cabinet's files (its directory is at its start), as far as its blocks go."""
+    found = archive_members(data, limits, strict=False)
+    before = dict(archive_members(data[:since], limits, strict=False)) if since else {}
+    return [(name, content, len(before.get(name, b""))) for name, content in found]
 
 
 def _since_last_picture(name: str, content: bytes, seen: int) -> _Member:
@@ -118,14 +161,17 @@ def _since_last_picture(name: str, content: bytes, seen: int) -> _Member:
 
 
 def _raw_lzma(packed: bytes, seen: int, filters: list[dict[str, int]], limits: ExtractLimits
-              ) -> tuple[int, bytes]:  # fmt: skip
-    """How much of `packed[:seen]` decodes to, and what `packed` decodes to as far as it goes
-    (the steps before damage or a wrong guess of its coder)."""
+              ) -> tuple[int, bytes, list[int]]:  # fmt: skip
+    """How much of `packed[:seen]` decodes to, what `packed` decodes to as far as it goes (the
+    steps before damage or a wrong guess of its coder), and where each stream starts in that.
+    A stream that ends (LZMA2 marks its end) is followed by the next one: each file of a 7z
+    that is not solid is one."""
     decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
-    out, before = bytearray(), 0
-    for at in range(0, len(packed), _LZMA_STEP):
+    out, before, at, starts = bytearray(), 0, 0, [0]
+    while at < len(packed):
+        step = packed[at : at + _LZMA_STEP]
         try:
-            out += decoder.decompress(packed[at : at + _LZMA_STEP], limits.max_decoded_bytes)
+            out += decoder.decompress(step, limits.max_decoded_bytes)
         except (lzma.LZMAError, EOFError):
             break
         if at < seen:
@@ -133,7 +179,36 @@ def _raw_lzma(packed: bytes, seen: int, filters: list[dict[str, int]], limits: E
         if len(out) > limits.max_decoded_bytes:
             raise ExtractionError("encoding_bomb", "a 7z's packed data inflates past the cap")
         if decoder.eof:
+            if not decoder.unused_data or len(out) == 0:
+                break
+            at += len(step) - len(decoder.unused_data)
+            decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
+            starts.append(len(out))
+            continue
+        at += len(step)
+    return before, bytes(out), starts
+
+
+def _raw_deflate(packed: bytes, seen: int, limits: ExtractLimits) -> tuple[int, bytes]:
+    """`_raw_lzma` for Deflate streams, one after another (7-Zip's Deflate coder)."""
+    out, before, at = bytearray(), 0, 0
+    while at < len(packed):
+        inflater = zlib.decompressobj(-15)
+        try:
+            head = inflater.decompress(
+                packed[at:seen] if at < seen else b"", limits.max_decoded_bytes
+            )
+            tail = inflater.decompress(packed[max(at, seen) :], limits.max_decoded_bytes)
+        except zlib.error:
             break
+        if at < seen:
+            before = len(out) + len(head)
+        out += head + tail
+        if len(out) > limits.max_decoded_bytes:
+            raise ExtractionError("encoding_bomb", "a 7z's packed data inflates past the cap")
+        if not inflater.eof or not inflater.unused_data or not head + tail:
+            break
+        at = len(packed) - len(inflater.unused_data)
     return before, bytes(out)
 
 

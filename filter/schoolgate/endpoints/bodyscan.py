@@ -11,16 +11,21 @@ are chat messages. What the container says is media but is not recognised is sti
 (`claimed`): the engine calls it `not_analysed`. Everything is bounded (depth, items, members,
 decompressed size, the scan's own work); JSON is scanned for its string literals without
 building the document, so any body costs time linear in its length.
+
+Why one module of this length: the scan is one recursive walk; each container (a multipart
+body, a form, JSON, text, an archive) is a step of it that hands what it holds back to the walk,
+with the walk's depth, budget and items.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
+from schoolgate.endpoints.archive_starts import archive_start_members
 from schoolgate.endpoints.carving import carved, probe_carved, restored_start
 from schoolgate.endpoints.documents import document_images
 from schoolgate.endpoints.encoding import STARTS, brotli_file, decompress_members, wide_text
@@ -33,7 +38,7 @@ from schoolgate.endpoints.extract import (
     parse_multipart,
 )
 from schoolgate.endpoints.fragments import quoted_fragment
-from schoolgate.endpoints.libarchive import SEVEN_ZIP_MAGIC, seven_zip_members
+from schoolgate.endpoints.libarchive import ARCHIVE_MAGICS, SEVEN_ZIP_MAGIC, archive_members
 from schoolgate.endpoints.mail import mail_message
 from schoolgate.endpoints.metafile import is_metafile, metafile_pictures
 from schoolgate.endpoints.rtf import is_rtf, rtf_pictures
@@ -216,9 +221,10 @@ class _Scan:
             self.multipart(data, content_type, where, depth)
         elif data.startswith(ZIP_MAGIC) or holds_zip(data):
             self.archive(data, where, depth)
-        elif data.startswith(SEVEN_ZIP_MAGIC):
-            for name, content in seven_zip_members(data, self.limits, self.grow):
-                self.blob(content, None, f"{where}/7z:{name[:120]}", depth + 1, name)
+        elif data.startswith(ARCHIVE_MAGICS):
+            kind = "7z" if data.startswith(SEVEN_ZIP_MAGIC) else "cab"
+            for name, content in archive_members(data, self.limits, self.grow):
+                self.blob(content, None, f"{where}/{kind}:{name[:120]}", depth + 1, name)
         elif (mail := mail_message(data)) is not None:  # a mail sent through an API (a46 F1)
             self.blob(mail[1], mail[0], f"{where}/mail", depth + 1)
         elif (inner := decompress_members(data, self.limits)) is not None:
@@ -263,9 +269,21 @@ class _Scan:
             )
 
     def archive(self, data: bytes, where: str, depth: int) -> None:
-        """ZIP members (Office files, zipped photos, a ZIP after other bytes)."""
-        for name, content in zip_members(data, self.limits, self.grow):
+        """ZIP members (Office files, zipped photos, a ZIP after other bytes). A ZIP with no
+        directory (a split archive's first volume, a ZIP cut short) is read from its local
+        headers, as a first part is (a75 G5: `7z a -v64k` volumes, each uploaded whole on its
+        own, went through as ZIPs holding nothing)."""
+        members = list(zip_members(data, self.limits, self.grow))
+        cut = not members and data.startswith(ZIP_MAGIC) and not holds_zip(data)
+        if cut:
+            members = archive_start_members(data, self.limits)
+            for _, content in members:
+                self.grow(len(content))
+        before = len(self.items)
+        for name, content in members:
             self.blob(content, None, f"{where}/zip:{name[:120]}", depth + 1, name)
+        if cut:  # its last file may be cut short, as a volume ends: judged as a part is
+            self.items[before:] = [replace(item, carved=True) for item in self.items[before:]]
 
     def form(self, data: bytes, where: str, depth: int) -> None:
         before = len(self.items)

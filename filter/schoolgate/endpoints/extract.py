@@ -43,7 +43,8 @@ class ExtractionError(SchoolgateError):
 
     "oversize", "encoding_bomb", "bad_encoding", "malformed_multipart", "too_many_parts",
     "too_many_items", "malformed_json", "json_too_deep", "malformed_form", "unknown_format",
-    "encrypted" (media in a password-protected archive).
+    "encrypted" (media in a password-protected archive, or an archive whose names are hidden by
+    one), "unreadable" (an archive's file compressed in a way not read here).
     """
 
     def __init__(self, reason: str, message: str) -> None:

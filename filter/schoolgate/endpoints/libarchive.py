@@ -1,12 +1,18 @@
 """What libarchive, the system's archive library, reads for us through a thin ctypes binding:
-the files of a 7z archive (7-Zip, the archiver many Windows machines have) and an lz4 stream
-(`lz4`, frame or legacy format). Python's standard library reads neither, and no reader of
-either is packaged for this appliance. A banked picture in a .7z or a .tar.lz4 sent whole went
-through as bytes with no picture in them (adversarial pass a73 L1, L3, L4).
+the files of a 7z archive (7-Zip, the archiver many Windows machines have) or a cabinet (.cab,
+Windows' own), a ZIP's files compressed in ways Python's zipfile does not read (PPMd), and an
+lz4 stream (`lz4`, frame or legacy format). Python's standard library reads none of them, and
+no reader of them is packaged for this appliance. A banked picture in a .7z, a .cab or a
+.tar.lz4 sent whole went through as bytes with no picture in them (adversarial passes a73 L1,
+L3, L4; a75 G1).
 
 A 7z's directory is at its end, so only a whole archive is read (a first part shows nothing:
-its files are found from the end). Encrypted files are skipped, and refused where their names
-say they are pictures or videos (as in a ZIP). What is decompressed is capped like a ZIP's."""
+its files are found from the end). A file that cannot be read at all (a coder or a filter this
+libarchive lacks: 7-Zip's ARM64 and RISC-V filters, Deflate64; a75 G1) is refused as
+unreadable: what cannot be looked at is not passed as holding nothing. Encrypted files are
+skipped, and refused where their names say they are pictures or videos (as in a ZIP), and so
+is an archive whose names are hidden by its password (a75 G4). What is decompressed is capped
+like a ZIP's."""
 
 from __future__ import annotations
 
@@ -20,9 +26,11 @@ from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
 from schoolgate.media.sniff import claims_media
 
 SEVEN_ZIP_MAGIC: Final = b"7z\xbc\xaf\x27\x1c"
+CAB_MAGIC: Final = b"MSCF\x00\x00\x00\x00"
+ARCHIVE_MAGICS: Final = (SEVEN_ZIP_MAGIC, CAB_MAGIC)  # archives whose files are read here
 LZ4_FRAME: Final = b"\x04\x22\x4d\x18"
 LZ4_LEGACY: Final = b"\x02\x21\x4c\x18"
-MAGICS: Final = (SEVEN_ZIP_MAGIC, LZ4_FRAME, LZ4_LEGACY)  # what starts what libarchive reads here
+MAGICS: Final = (*ARCHIVE_MAGICS, LZ4_FRAME, LZ4_LEGACY)  # what starts what libarchive reads here
 _OK: Final = 0
 _EOF: Final = 1
 _WARN: Final = -20
@@ -41,6 +49,12 @@ class _Library:
         self.read_new.restype = pointer
         self.support_7zip = library.archive_read_support_format_7zip
         self.support_7zip.argtypes = [pointer]
+        self.support_cab = library.archive_read_support_format_cab
+        self.support_cab.argtypes = [pointer]
+        self.support_zip = library.archive_read_support_format_zip
+        self.support_zip.argtypes = [pointer]
+        self.has_encrypted = library.archive_read_has_encrypted_entries
+        self.has_encrypted.argtypes = [pointer]
         self.support_raw = library.archive_read_support_format_raw
         self.support_raw.argtypes = [pointer]
         self.support_lz4 = library.archive_read_support_filter_lz4
@@ -79,17 +93,37 @@ def _library() -> _Library | None:
         return None
 
 
-def seven_zip_members(
-    data: bytes, limits: ExtractLimits, grow: Callable[[int], None] = lambda size: None
+def archive_members(
+    data: bytes,
+    limits: ExtractLimits,
+    grow: Callable[[int], None] = lambda size: None,
+    strict: bool = True,
 ) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each readable file of the 7z archive `data`, each one's size passed to
-    `grow`. Raises ExtractionError when libarchive is missing (the archive cannot be looked into:
-    the fail policy decides), for a picture or video in it locked with a password, and for a
-    bomb."""
-    found = _read(data, limits, "a 7z archive", lambda lib, archive: lib.support_7zip(archive))
+    """(name, bytes) of each readable file of the 7z archive or cabinet `data`, each one's size
+    passed to `grow`. Raises ExtractionError when libarchive is missing (the archive cannot be
+    looked into: the fail policy decides), for a picture or video in it locked with a password
+    or names hidden by one, for a bomb, and (when `strict`: a whole archive) for a file it
+    cannot read at all. Not strict, a file cut short or missing gives what there is of it."""
+    what = "a 7z archive" if data.startswith(SEVEN_ZIP_MAGIC) else "a cabinet"
+
+    def formats(library: _Library, archive: int) -> None:
+        library.support_7zip(archive)
+        library.support_cab(archive)
+
+    found = _read(data, limits, what, formats, strict)
     for _, content in found:
         grow(len(content))
     return found
+
+
+def zip_files(data: bytes, limits: ExtractLimits) -> dict[str, bytes]:
+    """A ZIP's files as libarchive reads them (methods Python's zipfile lacks: PPMd), by name.
+    Raises ExtractionError as `archive_members` does, for a file it cannot read either."""
+
+    def formats(library: _Library, archive: int) -> None:
+        library.support_zip(archive)
+
+    return dict(_read(data, limits, "a ZIP archive", formats, strict=True))
 
 
 def lz4_contents(data: bytes, limits: ExtractLimits) -> bytes:
@@ -100,12 +134,13 @@ def lz4_contents(data: bytes, limits: ExtractLimits) -> bytes:
         library.support_lz4(archive)
         library.support_raw(archive)
 
-    found = _read(data, limits, "an lz4 stream", formats)
+    found = _read(data, limits, "an lz4 stream", formats, strict=False)
     return found[0][1] if found else b""
 
 
 def _read(data: bytes, limits: ExtractLimits, what: str,
-          formats: Callable[[_Library, int], object]) -> list[tuple[str, bytes]]:  # fmt: skip
+          formats: Callable[[_Library, int], object], strict: bool
+          ) -> list[tuple[str, bytes]]:  # fmt: skip
     library = _library()
     if library is None:
         raise ExtractionError(
@@ -118,22 +153,28 @@ def _read(data: bytes, limits: ExtractLimits, what: str,
         formats(library, archive)
         if library.open_memory(archive, data, len(data)) != _OK:
             return []  # not one after all: carving still looks at its bytes
-        return _members(library, archive, limits, len(data))
+        return _members(library, archive, limits, len(data), what if strict else None)
     finally:
         library.read_free(archive)
 
 
 def _members(
-    library: _Library, archive: int, limits: ExtractLimits, packed: int
+    library: _Library, archive: int, limits: ExtractLimits, packed: int, strict: str | None
 ) -> list[tuple[str, bytes]]:
+    """The files read; `strict` (what the archive is) refuses one that cannot be read at all,
+    and an archive whose names are hidden by a password."""
     found: list[tuple[str, bytes]] = []
     budget = limits.max_decoded_bytes
     entry = ctypes.c_void_p()
     buffer = ctypes.create_string_buffer(_STEP)
+    listed = 0
     while len(found) < _MAX_MEMBERS:
         status = library.next_header(archive, ctypes.byref(entry))
+        if status < _WARN and not listed and strict and library.has_encrypted(archive) == 1:
+            raise ExtractionError("encrypted", f"{strict} whose names are hidden by a password")
         if status == _EOF or status < _WARN:
             break  # the end, or damage: what was read before it is what a reader gets
+        listed += 1
         raw_name = library.pathname(entry) or b""
         name = raw_name.decode("utf-8", "replace")
         if library.filetype(entry) & _FILE_TYPE != _REGULAR:
@@ -147,6 +188,11 @@ def _members(
         content = bytearray()
         while True:
             read = library.read_data(archive, buffer, _STEP)
+            if read < 0 and not content and strict:
+                error = (library.error_string(archive) or b"").decode("utf-8", "replace")
+                raise ExtractionError(
+                    "unreadable", f"{name[:80]!r} in {strict} cannot be read here: {error[:120]}"
+                )
             if read <= 0:
                 break  # its end (0), or damage (< 0): what was read is kept
             content += buffer.raw[:read]

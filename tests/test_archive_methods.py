@@ -1,0 +1,187 @@
+"""Archives made with an ordinary archiver's other settings (adversarial pass a75): 7-Zip's
+coders and filters, ZIP methods zipfile lacks, Windows cabinets, split ZIP volumes and
+archives whose names a password hides. What is read is judged; what cannot be read is refused
+as unreadable, never passed as holding nothing. Archives are made with 7-Zip (`7zz`) and
+`gcab`, test system dependencies; benign photos only."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from schoolgate.addons.uploads import UploadInspector
+from schoolgate.endpoints.archive_starts import archive_start_members
+from schoolgate.endpoints.bodyscan import extract_items
+from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
+from schoolgate.endpoints.first_parts import FirstPart
+from tests.conftest import encode
+from tests.test_cli_scan import schoolgate
+from tests.test_libarchive_formats import _drive
+
+
+def _seven_zip(tmp: Path, files: dict[str, bytes], *switches: str, name: str = "a.7z") -> bytes:
+    """`7zz a` of `files` with `switches` (the archive's name sets its type: .7z, .zip)."""
+    work = tmp / "in"
+    work.mkdir(exist_ok=True)
+    for file, content in files.items():
+        (work / file).write_bytes(content)
+    archive = tmp / name
+    archive.unlink(missing_ok=True)
+    subprocess.run(["7zz", "a", "-bso0", "-bsp0", *switches, str(archive), *files], cwd=work,
+                   check=True)  # fmt: skip
+    return archive.read_bytes() if archive.exists() else b""  # volumes are a.7z.001, ...
+
+
+def _cabinet(tmp: Path, files: dict[str, bytes], compress: bool) -> bytes:
+    work = tmp / "cab"
+    work.mkdir(exist_ok=True)
+    for file, content in files.items():
+        (work / file).write_bytes(content)
+    archive = tmp / "a.cab"
+    archive.unlink(missing_ok=True)
+    flags = ["-c", "-n", *(["-z"] if compress else [])]
+    subprocess.run(["gcab", *flags, str(archive), *files], cwd=work, check=True)
+    return archive.read_bytes()
+
+
+_PPMD = 98  # the ZIP method number
+
+
+@pytest.fixture
+def photo(benign_photos: dict[str, Image.Image]) -> bytes:
+    picture = encode(benign_photos["astronaut"].resize((1024, 1024)), "JPEG", quality=92)
+    assert len(picture) > 128 * 1024  # more than two 64 KiB volumes
+    return picture
+
+
+@pytest.fixture
+def others(benign_photos: dict[str, Image.Image]) -> dict[str, bytes]:
+    return {f"{name}.jpg": encode(benign_photos[name], "JPEG", quality=92)
+            for name in ("coffee", "rocket", "camera")}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("switches", "name"),
+    [(("-m0=Deflate64",), "a.7z"), (("-mm=Deflate64",), "a.zip")],
+)
+def test_a_file_compressed_in_a_way_not_read_here_is_refused(
+    tmp_path: Path, photo: bytes, switches: tuple[str, ...], name: str
+) -> None:
+    """a75 G1: a banked picture in a Deflate64 7z or ZIP (and behind 7-Zip's ARM64 and RISC-V
+    filters) went through whole, as an archive holding nothing."""
+    archive = _seven_zip(tmp_path, {"photo.jpg": photo}, *switches, name=name)
+    with pytest.raises(ExtractionError) as refused:
+        extract_items(archive, None, ExtractLimits())
+    assert refused.value.reason == "unreadable"
+    assert "photo.jpg" in str(refused.value)
+
+
+def test_a_7z_whose_names_a_password_hides_is_refused(tmp_path: Path, photo: bytes) -> None:
+    """a75 G4: `-mhe=on` hid the names, so the rule for media in an encrypted archive never
+    applied."""
+    archive = _seven_zip(tmp_path, {"photo.jpg": photo}, "-pschool", "-mhe=on")
+    with pytest.raises(ExtractionError) as refused:
+        extract_items(archive, None, ExtractLimits())
+    assert refused.value.reason == "encrypted"
+
+
+def test_a_zip_compressed_in_a_way_zipfile_lacks_is_read(
+    tmp_path: Path, benign_photos: dict[str, Image.Image]
+) -> None:
+    # A BMP, which PPMd compresses (7-Zip stores a JPEG it cannot make smaller).
+    bitmap = encode(benign_photos["coffee"], "BMP")
+    archive = _seven_zip(tmp_path, {"photo.bmp": bitmap}, "-mm=PPMd", name="a.zip")
+    (member,) = zipfile.ZipFile(io.BytesIO(archive)).infolist()
+    assert member.compress_type == _PPMD
+    items = extract_items(archive, None, ExtractLimits())
+    assert [item.data for item in items] == [bitmap]
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["mszip", "stored"])
+def test_a_cabinets_files_are_read(
+    tmp_path: Path, photo: bytes, others: dict[str, bytes], compress: bool
+) -> None:
+    """a75 G1: a cabinet holding a banked picture went through whole; stored, its picture is
+    broken every 32 KiB by a block header, so carving it gave a picture that did not decode."""
+    archive = _cabinet(tmp_path, {**others, "photo.jpg": photo}, compress)
+    items = extract_items(archive, None, ExtractLimits())
+    assert photo in [item.data for item in items]
+    assert all(item.locator.startswith("body/cab:") for item in items)
+
+
+def test_a_split_zips_first_volume_is_read_from_its_local_headers(
+    tmp_path: Path, photo: bytes
+) -> None:
+    """a75 G5: `7zz a -tzip -v64k`: each 64 KiB volume uploaded on its own went through, the
+    first a ZIP with no directory, holding nothing to zipfile."""
+    _seven_zip(tmp_path, {"photo.jpg": photo}, "-v64k", name="split.zip")
+    first = (tmp_path / "split.zip.001").read_bytes()
+    items = extract_items(first, None, ExtractLimits())
+    assert len(items) == 1
+    assert photo.startswith(items[0].data)
+    assert len(items[0].data) > 60_000
+    assert items[0].carved  # cut short where the volume ends: judged as a part is
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [("-m0=Deflate",), ("-m0=Delta", "-m1=LZMA2"), ("-m0=LZMA2", "-ms=off"),
+     ("-m0=Delta", "-m1=LZMA2", "-ms=off")],
+    ids=["deflate", "delta", "lzma2-not-solid", "delta-not-solid"],
+)  # fmt: skip
+def test_a_7zs_first_part_is_undone_for_more_of_7_zips_coders(
+    tmp_path: Path, photo: bytes, others: dict[str, bytes], switches: tuple[str, ...]
+) -> None:
+    """a75 G2: every chunk of these was forwarded and only the last refused; the phone sent
+    it. The picture is the last of four files, past the first part's first file."""
+    archive = _seven_zip(tmp_path, {**others, "zz_photo.jpg": photo}, *switches)
+    cut = archive[: len(archive) - len(photo) // 3]
+    found = [content for _, content in archive_start_members(cut, ExtractLimits())]
+    shown = [c[c.find(photo[:4096]) :][: len(photo)] for c in found if photo[:4096] in c]
+    # Some reading gives the picture's first part as it was (the stored one is broken by
+    # LZMA2's chunk headers, the other coders' guesses are not it).
+    assert any(len(c) > len(photo) // 3 and photo.startswith(c) for c in shown)
+
+
+def test_a_whole_7z_in_a_first_part_is_read_as_an_archive(
+    tmp_path: Path, photo: bytes, others: dict[str, bytes]
+) -> None:
+    """a75 G6: the whole archive in Dropbox's start (or one X APPEND) was looked at as a first
+    part, whose PPMd or BZip2 data gave nothing; the phone sent the empty commit."""
+    archive = _seven_zip(tmp_path, {**others, "photo.jpg": photo}, "-m0=PPMd")
+    assert photo in FirstPart(archive, None).looked_at(ExtractLimits())
+    unreadable = _seven_zip(tmp_path, {"photo.jpg": photo}, "-m0=Deflate64")
+    with pytest.raises(ExtractionError):
+        FirstPart(unreadable, None).looked_at(ExtractLimits())
+
+
+def test_a_banked_picture_in_a_cabinet_is_blocked_and_an_innocent_one_is_not(
+    tmp_path: Path, catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    banned = encode(benign_photos["chelsea"], "JPEG", quality=90)
+    innocent = encode(benign_photos["coffee"], "JPEG", quality=90)
+    assert _drive(catalog_addon, _cabinet(tmp_path, {"photo.jpg": banned}, True)) == 403
+    assert _drive(catalog_addon, _cabinet(tmp_path, {"photo.jpg": innocent}, True)) == 200
+    volume = tmp_path / "split.zip.001"
+    _seven_zip(tmp_path, {"photo.jpg": innocent}, "-v64k", name="split.zip")
+    assert _drive(catalog_addon, volume.read_bytes()) == 200  # a part cut short, innocent
+
+
+def test_scan_judges_a_cut_volume_as_the_proxy_does(
+    tmp_path: Path, data_dir: Path, benign_photos: dict[str, Image.Image]
+) -> None:
+    """a75: `schoolgate scan` refused what it found inside other bytes that the proxy allows
+    (it did not tell the policy the item was found there)."""
+    innocent = encode(benign_photos["coffee"].resize((1024, 1024)), "JPEG", quality=92)
+    _seven_zip(tmp_path, {"photo.jpg": innocent}, "-v64k", name="split.zip")
+    config = tmp_path / "hash-only.yaml"
+    config.write_text("classifier:\n  models: []\n")
+    result = schoolgate("scan", str(tmp_path / "split.zip.001"), config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ALLOW"), result.stdout
+    assert "inside other bytes" in result.stdout
