@@ -185,3 +185,17 @@ def test_scan_judges_a_cut_volume_as_the_proxy_does(
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("ALLOW"), result.stdout
     assert "inside other bytes" in result.stdout
+
+
+@pytest.mark.parametrize("method", ["BZip2", "PPMd"])
+def test_a_whole_zip_in_a_first_part_is_read_in_any_method(
+    tmp_path: Path, benign_photos: dict[str, Image.Image], method: str
+) -> None:
+    """a76 H5: a BZip2 ZIP whole in Dropbox's start, X's one APPEND or SharePoint's
+    StartUpload was looked at as a first part (local headers, stored or deflated only); the
+    phone sent the empty commit."""
+    bitmap = encode(benign_photos["coffee"], "BMP")
+    archive = _seven_zip(tmp_path, {"photo.bmp": bitmap}, f"-mm={method}", name="a.zip")
+    (member,) = zipfile.ZipFile(io.BytesIO(archive)).infolist()
+    assert member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+    assert bitmap in FirstPart(archive, None).looked_at(ExtractLimits())

@@ -92,27 +92,28 @@ def extract_limits(runtime: Runtime) -> ExtractLimits:
 
 
 async def judge_items(
-    runtime: Runtime, ctx: InspectionContext, items: Sequence[ExtractedItem], body_size: int
+    runtime: Runtime,
+    ctx: InspectionContext,
+    items: Sequence[ExtractedItem],
+    body_size: int,
+    request_names: bool = False,
 ) -> list[Verdict]:
     """Judge a body's items, at most as many at once as the pool has workers: a deck of 200
     pictures must queue behind itself, not fill the pool's queue and turn into `overload`
-    for its own later pictures and for other pupils."""
+    for its own later pictures and for other pupils. `request_names`: each item is judged under
+    the request's own file name and type (a reassembled upload's), not its part's."""
     gate = asyncio.Semaphore(max(1, runtime.pool.workers))
 
     async def judge(item: ExtractedItem) -> Verdict:
+        named = (
+            ctx
+            if request_names
+            else replace(ctx, filename=item.filename, declared_type=item.declared_type)
+        )
+        where = replace(named, size=len(item.data), locator=item.locator, body_size=body_size,
+                        carved=item.carved or None)  # fmt: skip
         async with gate:
-            return await runtime.judge(
-                item.data,
-                replace(
-                    ctx,
-                    filename=item.filename,
-                    declared_type=item.declared_type,
-                    size=len(item.data),
-                    locator=item.locator,
-                    body_size=body_size,
-                    carved=item.carved or None,
-                ),
-            )
+            return await runtime.judge(item.data, where)
 
     return list(await asyncio.gather(*(judge(item) for item in items)))
 

@@ -370,10 +370,8 @@ class UploadInspector:
                 for whole in complete:
                     pieces = (inside(whole, limits) if len(whole) <= INLINE_SCAN_BYTES
                               else await asyncio.to_thread(inside, whole, limits))  # fmt: skip
-                    for item in pieces:  # the request's own name and type kept (not_analysed)
-                        where = replace(_sized(ctx, len(item.data)), locator=item.locator,
-                                        carved=item.carved or None)  # fmt: skip
-                        verdicts.append(await runtime.judge(item.data, where))
+                    # The request's own name and type kept (not_analysed).
+                    verdicts += await judge_items(runtime, ctx, pieces, len(whole), True)
                 for session_id, part in partial:
                     found = None
                     for piece in await asyncio.to_thread(part.looked_at, limits):

@@ -34,7 +34,7 @@ from schoolgate.endpoints.libarchive import (
     archive_members,
 )
 from schoolgate.endpoints.tarball import tar_files
-from schoolgate.endpoints.ziparchive import ZIP_MAGIC
+from schoolgate.endpoints.ziparchive import ZIP_MAGIC, holds_zip, zip_members
 
 _MAX_MEMBERS: Final = 2000
 _MAX_DEPTH: Final = 4  # a tar in a gzip in a ZIP in a ZIP
@@ -44,6 +44,13 @@ _DELTA_DISTANCES: Final = (1, 2, 4)  # 7-Zip writes Delta:4 unless told otherwis
 _PICTURE_STARTS: Final = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00",
                           b"MM\x00*", b"ftyp")  # fmt: skip
 _ZIP_SIGNATURES: Final = re.compile(b"PK\x07\x08|PK\x03\x04|PK\x01\x02")
+# A picture's start as it is written, past its first four bytes (which Delta:4 leaves as they
+# are): a JPEG's first segment, a PNG's or a GIF's whole signature, a WebP's chunk.
+_CLEAR_PICTURE_START: Final = re.compile(
+    b"\xff\xd8\xff(?:\xe0..JFIF|\xe1..Exif|\xdb\x00[\x43\x84\xc5]|\xee..Adobe)"
+    b"|\x89PNG\r\n\x1a\n|GIF8[79]a|WEBPVP8",
+    re.DOTALL,
+)
 
 # (name, its bytes so far, how many of them the last look saw)
 _Member = tuple[str, bytes, int]
@@ -124,7 +131,9 @@ def _seven_zip_streams(data: bytes, limits: ExtractLimits, since: int) -> list[_
         before, content, starts = _raw_lzma(packed, seen, filters, limits)
         if len(content) >= _SEVEN_ZIP_HEADER:
             found.append(_since_last_picture(name, content, before))
-            if name == "7z/lzma2":  # 7-Zip's Delta filter under LZMA2, 1, 2 or 4 bytes apart
+            if name == "7z/lzma2" and _CLEAR_PICTURE_START.search(content) is None:
+                # 7-Zip's Delta filter under LZMA2, 1, 2 or 4 bytes apart: its output shows
+                # no picture's signature until undone.
                 streams = zip(starts, [*starts[1:], len(content)], strict=True)
                 pieces = [content[start:end] for start, end in streams]
                 for distance in _DELTA_DISTANCES:
@@ -146,7 +155,8 @@ def _undelta(data: bytes, distance: int) -> bytes:
 
 
 def _cabinet_files(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
-    """A cabinet's files (its directory is at its start), as far as its blocks go."""
+    """A cabinet's files, where the part holds it whole: libarchive gives nothing of one cut
+    short."""
     found = archive_members(data, limits, strict=False)
     before = dict(archive_members(data[:since], limits, strict=False)) if since else {}
     return [(name, content, len(before.get(name, b""))) for name, content in found]
@@ -191,29 +201,48 @@ def _raw_lzma(packed: bytes, seen: int, filters: list[dict[str, int]], limits: E
 
 def _raw_deflate(packed: bytes, seen: int, limits: ExtractLimits) -> tuple[int, bytes]:
     """`_raw_lzma` for Deflate streams, one after another (7-Zip's Deflate coder)."""
+    inflater = zlib.decompressobj(-15)
     out, before, at = bytearray(), 0, 0
     while at < len(packed):
-        inflater = zlib.decompressobj(-15)
+        step = packed[at : at + _LZMA_STEP]
         try:
-            head = inflater.decompress(
-                packed[at:seen] if at < seen else b"", limits.max_decoded_bytes
-            )
-            tail = inflater.decompress(packed[max(at, seen) :], limits.max_decoded_bytes)
+            out += inflater.decompress(step, limits.max_decoded_bytes)
         except zlib.error:
             break
         if at < seen:
-            before = len(out) + len(head)
-        out += head + tail
+            before = len(out)
         if len(out) > limits.max_decoded_bytes:
             raise ExtractionError("encoding_bomb", "a 7z's packed data inflates past the cap")
-        if not inflater.eof or not inflater.unused_data or not head + tail:
-            break
-        at = len(packed) - len(inflater.unused_data)
+        if inflater.eof:
+            if not inflater.unused_data or not out:
+                break
+            at += len(step) - len(inflater.unused_data)
+            inflater = zlib.decompressobj(-15)
+            continue
+        at += len(step)
     return before, bytes(out)
 
 
 def _zip_members(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
-    """Each entry, with how much of it the first `since` bytes held."""
+    """Each entry, with how much of it the first `since` bytes held. A part that holds the
+    ZIP's directory is the whole archive, read as one, in every method read anywhere (a76 H5:
+    a BZip2 ZIP whole in a Dropbox start, the commit from the phone)."""
+    if holds_zip(data):
+        whole = list(zip_members(data, limits, lambda size: None))
+        # What of each file the last look held was looked at then (a file whole then, judged).
+        earlier = {name: held for name, held, _ in _zip_local_members(data[:since], limits, 0)}
+        return [(name, content, _held_before(earlier.get(name), content))
+                for name, content in whole]  # fmt: skip
+    return _zip_local_members(data, limits, since)
+
+
+def _held_before(before: bytes | None, content: bytes) -> int:
+    """How much of a file the last look held (and looked at)."""
+    return len(before) if before is not None and content.startswith(before) else 0
+
+
+def _zip_local_members(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
+    """Each entry, from the local headers in order (the directory is at the ZIP's end)."""
     found: list[_Member] = []
     position, budget = 0, limits.max_decoded_bytes
     while data.startswith(ZIP_MAGIC, position) and len(found) < _MAX_MEMBERS:

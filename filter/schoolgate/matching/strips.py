@@ -7,10 +7,19 @@ and carries on (adversarial pass a74 F1: the banked astronaut with 10-40 bytes f
 recognisable in a browser, aligned on one band, and the content check saw the other bands' cells
 as another picture). Glitch and slice effects do the same on purpose.
 
-The evidence for a cell's displacement is the copy's own matched keypoints: at least
-`_MIN_SUPPORT` of the matches near the cell must agree on one offset from the global transform.
-Matches in a different picture point every which way, so nowhere do they agree on an offset,
-and its cells are compared where the global transform puts them, as before.
+Asked only where the plain comparison refused a copy (robust._check), each cell is moved by:
+
+- its own matched keypoints: at least `_MIN_SUPPORT` of the matches near it agree on one
+  sideways offset from the global transform. Matches in a different picture point every which
+  way, so nowhere do they agree on an offset;
+- a search of its row of cells, where a band lost its keypoints to a tint or a clipped
+  brightness: one sideways offset at which most of the row agrees, on comparisons the copy
+  makes clearly, and at no other place (what agrees anywhere along a row, a bar's edge or a
+  texture, moves nothing);
+- a neighbour's offset, where it agrees under it (a band's edge cells hold few keypoints).
+
+A cell across the seam of two bands shows part of each: where it disagrees, it is taken as not
+shown, as a cell cropped away.
 """
 
 from __future__ import annotations
