@@ -19,7 +19,8 @@ from schoolgate.media.signals import bank_feature_views, query_feature_views
 from tests.support.glitches import flipped_jpeg, jpeg, slipped_bands
 from tests.support.imagery import skimage_photo
 
-PHOTOS = ("astronaut", "coffee", "rocket", "motorcycle_left", "chelsea", "camera")
+PHOTOS = ("astronaut", "coffee", "rocket", "motorcycle_left", "chelsea", "camera",
+          "immunohistochemistry")  # fmt: skip
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -47,7 +48,10 @@ def _best(index: RobustIndex, data: bytes) -> str | None:
     ("name", "seed"),
     [("astronaut", 0), ("astronaut", 2), ("astronaut", 3), ("motorcycle_left", 1),
      ("motorcycle_left", 2), ("coffee", 1), ("coffee", 2), ("chelsea", 0), ("chelsea", 1),
-     ("camera", 0), ("camera", 1)],
+     ("camera", 0), ("camera", 1),
+     # A band whose offset was not found leaves its row's other cells unjudged, not replaced.
+     ("immunohistochemistry", 0), ("immunohistochemistry", 2), ("motorcycle_left", 3),
+     ("coffee", 4)],
 )  # fmt: skip
 def test_bands_slipped_sideways_and_tinted_still_match(index: RobustIndex, name: str,
                                                        seed: int) -> None:  # fmt: skip
@@ -56,7 +60,7 @@ def test_bands_slipped_sideways_and_tinted_still_match(index: RobustIndex, name:
 
 @pytest.mark.parametrize(
     ("name", "seed"),
-    [("astronaut", 0), ("astronaut", 4), ("astronaut", 5), ("motorcycle_left", 1),
+    [("astronaut", 0), ("astronaut", 1), ("astronaut", 4), ("astronaut", 5), ("motorcycle_left", 1),
      ("motorcycle_left", 4), ("camera", 0), ("camera", 4)],
 )  # fmt: skip
 def test_a_jpeg_with_bytes_of_its_scan_flipped_still_matches(index: RobustIndex, name: str,
@@ -73,7 +77,7 @@ def test_a_jpeg_with_bytes_of_its_scan_flipped_still_matches(index: RobustIndex,
 
 
 def test_other_pictures_in_slipped_bands_do_not_match(index: RobustIndex) -> None:
-    for name in ("coins", "immunohistochemistry", "page", "brick"):
+    for name in ("coins", "moon", "page", "brick", "retina"):
         for seed in range(3):
             assert _best(index, jpeg(slipped_bands(skimage_photo(name), seed))) is None
 

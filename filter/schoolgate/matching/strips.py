@@ -18,8 +18,10 @@ Asked only where the plain comparison refused a copy (robust._check), each cell 
   texture, moves nothing);
 - a neighbour's offset, where it agrees under it (a band's edge cells hold few keypoints).
 
-A cell across the seam of two bands shows part of each: where it disagrees, it is taken as not
-shown, as a cell cropped away.
+A cell across the seam of two bands shows part of each, and a band thinner than a row of cells
+leaves its row's other cells in pieces: where such a cell (at a seam, or in a row where a band
+moved) disagrees, it is taken as not shown, as a cell cropped away, not as another picture
+(a76 H1, H2). A band whose offset is found nowhere is still judged where it lies.
 """
 
 from __future__ import annotations
@@ -161,9 +163,12 @@ def warp_in_strips(
         for cell in np.flatnonzero((rounded == shift).all(axis=1)).tolist():
             warped[boxes[cell]] = shifted[boxes[cell]]
             inside[boxes[cell]] = shifted_inside[boxes[cell]]
-    # A cell across the seam of two strips shows part of each, neither where it belongs: where
-    # it disagrees, the copy is taken not to show it (as a cell cropped away).
-    torn = _seams(rounded) & ~_agreeing(content_grid(warped, inside), banked)
+    # A cell across the seam of two strips shows part of each, neither where it belongs, and a
+    # row where a strip moved holds pieces of others: where it disagrees, the copy is taken not
+    # to show it (as a cell cropped away).
+    moved_rows = (rounded != 0).any(axis=1).reshape(GRID, GRID).any(axis=1)
+    in_moved_rows = np.repeat(moved_rows, GRID)
+    torn = (_seams(rounded) | in_moved_rows) & ~_agreeing(content_grid(warped, inside), banked)
     for cell in np.flatnonzero(torn).tolist():
         inside[boxes[cell]] = False
     return warped, inside
