@@ -128,7 +128,7 @@ def zip_files(data: bytes, limits: ExtractLimits) -> dict[str, bytes]:
 
 def lz4_contents(data: bytes, limits: ExtractLimits) -> bytes:
     """What an lz4 stream (frame or legacy format) decompresses to, as far as its bytes go (a
-    first part gives what it holds). Raises ExtractionError as `seven_zip_members` does."""
+    first part gives what it holds). Raises ExtractionError as `archive_members` does."""
 
     def formats(library: _Library, archive: int) -> None:
         library.support_lz4(archive)
