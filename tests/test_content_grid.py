@@ -231,6 +231,24 @@ def test_the_cells_along_a_screens_photo_may_show_another_apps_surround() -> Non
     assert agreement(_grid(banked), _grid(other_app, farther)).replaced == 8
 
 
+def test_a_patch_of_clearly_different_photograph_is_another_subject() -> None:
+    """The precision bench's fixed backgrounds: another photographed subject before the same
+    background differed by 10-20 bits a cell (a smooth subject, under the 17 of unrelated
+    content) and agreed 0.8 on the background. A patch three cells or more each way counts as
+    replaced; a band one row high (a caption's edge) does not, nor do a re-encoding's bits."""
+    photo = [[2] * 8] * 8
+    clearly = (1 << 12) - 1  # 12 of 40 bits
+    patch = [[0] * 8] * 3 + [[0, 0] + [clearly] * 3 + [0] * 3] * 3 + [[0] * 8] * 2
+    assert agreement(_grid(photo), _grid(photo, patch)).replaced == 9
+    band = [[0] * 8] * 4 + [[clearly] * 8] + [[0] * 8] * 3
+    assert agreement(_grid(photo), _grid(photo, band)).replaced == 0
+    slight = (1 << 8) - 1  # 8 bits: what a re-encoding or a tint may change
+    everywhere = [[slight] * 8] * 8
+    assert agreement(_grid(photo), _grid(photo, everywhere)).replaced == 0
+    drawn = [[2] * 8] * 3 + [[2, 2, 1, 1, 1, 2, 2, 2]] * 3 + [[2] * 8] * 2  # a sticker
+    assert agreement(_grid(photo), _grid(drawn, patch)).replaced == 0
+
+
 def _reference_grid_kinds(luma: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
     """The cell classes as the grid first computed them: a slice and a mean per cell, and the
     3x3 luma range from nine shifted copies of the frame."""

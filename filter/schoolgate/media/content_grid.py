@@ -20,7 +20,9 @@ a bar, but it does not show *another* photograph there: banked cells with struct
 and what is drawn or written beside it) that the copy shows as unrelated photographic content
 (nearly half their bits differ, as between unrelated pictures) are counted apart, and a few of
 them are enough to tell another subject before the same background, another picture under the
-same dense overlay or beside the same meme panel. A copy that leaves out most of the banked
+same dense overlay or beside the same meme panel; so is a patch of photographic cells, three
+or more each way, that the copy shows clearly different (a smooth subject differs by less than
+unrelated content does). A copy that leaves out most of the banked
 photo does not show it, whatever else aligns (the interface around a screenshot's photo is never
 evidence). Banked items with few photographic cells (drawings, text memes) are judged on every
 cell with structure on both sides.
@@ -236,6 +238,8 @@ CELL_MATCH_BITS: Final = 10  # of 40: chance agreement of unrelated cells is ~0.
 # 3 cells of one copy (where a caption's edge half covers a cell), another subject or picture in
 # 5 to 29.
 _UNRELATED_BITS: Final = 17
+_SUBJECT_BITS: Final = 10  # of 40: a photographic cell that differs clearly
+_SUBJECT_CELLS: Final = 6
 _MIN_PHOTO_CELLS: Final = 6  # a banked item with fewer photographic cells is judged as graphic
 _MIN_JUDGED: Final = 4  # covered photographic cells, for the photographic judgement
 _PANEL_AGREEMENT: Final = 0.5  # a panel a copy of a collage shows agrees this much
@@ -262,6 +266,11 @@ def agreement(
     photo = covered & (banked.kinds == Cell.PHOTO)
     replaced = int((_shown_cells(banked) & covered & (query.kinds == Cell.PHOTO)
                     & (distance >= _UNRELATED_BITS)).sum())  # fmt: skip
+    # Photographic cells the copy shows photographic and clearly different: another subject
+    # photographed before the same background where they form a patch (a drawn cell in either
+    # is left out: a sticker or a caption over a drawing looks no different from a new one).
+    shows_photo = photo & (query.kinds == Cell.PHOTO)
+    replaced = max(replaced, _other_subject(shows_photo & (distance >= _SUBJECT_BITS)))
     middle = _middle_agreement(banked, query, agrees, covered)
     if _is_a_part(photo_region(banked)) and 3 * int(photo.sum()) < banked.photo_cells:
         # The copy leaves out most of the photo inside the banked screen or frame: what aligned
@@ -291,6 +300,19 @@ def agreement(
     if int(photo.sum()) >= _MIN_SMALL_PHOTO:
         share = min(share, float(agrees[photo].mean()))
     return Agreement(share, count, False, replaced, middle)
+
+
+def _other_subject(differing: npt.NDArray[np.bool_]) -> int:
+    """The cells of the largest patch of photographic cells that differ clearly (beyond what
+    re-encoding or a tint changes) and spans three rows and three columns or more: another
+    subject photographed before the same background. 0 where there is none."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(
+        differing.reshape(GRID, GRID).astype(np.uint8), connectivity=4
+    )
+    sizes = [int(stats[label, cv2.CC_STAT_AREA]) for label in range(1, count)
+             if stats[label, cv2.CC_STAT_WIDTH] >= 3 and stats[label, cv2.CC_STAT_HEIGHT] >= 3
+             and stats[label, cv2.CC_STAT_AREA] >= _SUBJECT_CELLS]  # fmt: skip
+    return max(sizes, default=0)
 
 
 def pictures_needed(pictures: int) -> int:
