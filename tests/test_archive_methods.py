@@ -20,6 +20,7 @@ from schoolgate.endpoints.bodyscan import extract_items
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
 from schoolgate.endpoints.first_parts import FirstPart
 from tests.conftest import encode
+from tests.support.rar import stored_rar
 from tests.test_cli_scan import schoolgate
 from tests.test_libarchive_formats import _drive
 
@@ -206,3 +207,26 @@ def test_a_whole_zip_in_a_first_part_is_read_in_any_method(
     (member,) = zipfile.ZipFile(io.BytesIO(archive)).infolist()
     assert member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
     assert bitmap in FirstPart(archive, None).looked_at(ExtractLimits())
+
+
+def test_a_rar_archives_files_are_read_whole_and_in_a_first_part(
+    tmp_path: Path, catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """WinRAR's archives were not read: a RAR's compressed file went through as bytes with no
+    picture in them (nothing here writes a compressed RAR; libarchive undoes RAR's methods,
+    and these stored ones show the reading)."""
+    banned = encode(benign_photos["chelsea"], "JPEG", quality=90)
+    innocent = encode(benign_photos["coffee"], "JPEG", quality=90)
+    archive = stored_rar({"notes.txt": b"homework\n" * 50, "photo.jpg": banned})
+    items = extract_items(archive, None, ExtractLimits())
+    assert [(item.locator, item.data) for item in items] == [("body/rar:photo.jpg", banned)]
+    assert _drive(catalog_addon, archive) == 403
+    assert _drive(catalog_addon, stored_rar({"photo.jpg": innocent})) == 200
+    first = FirstPart(archive[: len(archive) * 2 // 3], len(archive)).looked_at(ExtractLimits())
+    assert any(len(piece) > len(banned) // 3 and banned.startswith(piece) for piece in first)
+
+
+def test_a_rar_file_that_cannot_be_undone_is_refused(photo: bytes) -> None:
+    with pytest.raises(ExtractionError) as refused:
+        extract_items(stored_rar({"photo.jpg": photo}, method=3), None, ExtractLimits())
+    assert refused.value.reason == "unreadable"

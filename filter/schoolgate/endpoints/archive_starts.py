@@ -30,6 +30,7 @@ from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
 from schoolgate.endpoints.libarchive import (
     ARCHIVE_MAGICS,
     CAB_MAGIC,
+    RAR_MAGIC,
     SEVEN_ZIP_MAGIC,
     archive_members,
 )
@@ -57,8 +58,8 @@ _Member = tuple[str, bytes, int]
 
 
 def is_archive_start(data: bytes) -> bool:
-    """Whether `data` starts a ZIP, a tar, a 7z, a cabinet or a compressed file (which may hold
-    any of them)."""
+    """Whether `data` starts a ZIP, a tar, a 7z, a cabinet, a RAR archive or a compressed file
+    (which may hold any of them)."""
     return (data.startswith((ZIP_MAGIC, *ARCHIVE_MAGICS)) or data[257:262] == b"ustar"
             or compressed_start(data))  # fmt: skip
 
@@ -77,8 +78,8 @@ def _files(data: bytes, limits: ExtractLimits, since: int, depth: int) -> list[t
         members = _zip_members(data, limits, since)
     elif data.startswith(SEVEN_ZIP_MAGIC):
         members = _seven_zip_streams(data, limits, since)
-    elif data.startswith(CAB_MAGIC):
-        members = _cabinet_files(data, limits, since)
+    elif data.startswith((CAB_MAGIC, RAR_MAGIC)):
+        members = _library_files(data, limits, since)
     elif data[257:262] == b"ustar":
         members = _tar_members(data, since)
     else:
@@ -154,12 +155,16 @@ def _undelta(data: bytes, distance: int) -> bytes:
     return decoded.tobytes()
 
 
-def _cabinet_files(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
-    """A cabinet's files, where the part holds it whole: libarchive gives nothing of one cut
-    short."""
+def _library_files(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
+    """A RAR archive's or a cabinet's files that libarchive reads in the part (those whole in
+    it: it gives nothing of a file cut short), and the part after its signature as it stands,
+    whose stored files' pictures are carved (FirstPart)."""
     found = archive_members(data, limits, strict=False)
     before = dict(archive_members(data[:since], limits, strict=False)) if since else {}
-    return [(name, content, len(before.get(name, b""))) for name, content in found]
+    files = [(name, content, _held_before(before.get(name), content)) for name, content in found]
+    signature = len(RAR_MAGIC if data.startswith(RAR_MAGIC) else CAB_MAGIC)
+    stored = _since_last_picture("stored", data[signature:], max(0, since - signature))
+    return [*files, stored]
 
 
 def _since_last_picture(name: str, content: bytes, seen: int) -> _Member:

@@ -38,7 +38,7 @@ from schoolgate.endpoints.extract import (
     parse_multipart,
 )
 from schoolgate.endpoints.fragments import quoted_fragment
-from schoolgate.endpoints.libarchive import ARCHIVE_MAGICS, SEVEN_ZIP_MAGIC, archive_members
+from schoolgate.endpoints.libarchive import ARCHIVE_MAGICS, archive_kind, archive_members
 from schoolgate.endpoints.mail import mail_message
 from schoolgate.endpoints.metafile import is_metafile, metafile_pictures
 from schoolgate.endpoints.rtf import is_rtf, rtf_pictures
@@ -222,7 +222,7 @@ class _Scan:
         elif data.startswith(ZIP_MAGIC) or holds_zip(data):
             self.archive(data, where, depth)
         elif data.startswith(ARCHIVE_MAGICS):
-            kind = "7z" if data.startswith(SEVEN_ZIP_MAGIC) else "cab"
+            kind = archive_kind(data)[0]
             for name, content in archive_members(data, self.limits, self.grow):
                 self.blob(content, None, f"{where}/{kind}:{name[:120]}", depth + 1, name)
         elif (mail := mail_message(data)) is not None:  # a mail sent through an API (a46 F1)

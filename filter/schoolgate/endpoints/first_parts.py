@@ -39,8 +39,8 @@ class FirstPart:
             held = [file for _, file in archive_start_members(data, limits, self.since)]
         else:
             held = [data]
-        pieces = [piece for file in held for piece in _part_inside(file, limits)]
-        return pieces[: limits.max_items]
+        pieces = dict.fromkeys(piece for file in held for piece in _part_inside(file, limits))
+        return list(pieces)[: limits.max_items]  # each once (a stored file is also carved)
 
 
 def _part_inside(part: bytes, limits: ExtractLimits) -> list[bytes]:

@@ -1,10 +1,10 @@
 """What libarchive, the system's archive library, reads for us through a thin ctypes binding:
-the files of a 7z archive (7-Zip, the archiver many Windows machines have) or a cabinet (.cab,
-Windows' own), a ZIP's files compressed in ways Python's zipfile does not read (PPMd), and an
-lz4 stream (`lz4`, frame or legacy format). Python's standard library reads none of them, and
-no reader of them is packaged for this appliance. A banked picture in a .7z, a .cab or a
-.tar.lz4 sent whole went through as bytes with no picture in them (adversarial passes a73 L1,
-L3, L4; a75 G1).
+the files of a 7z archive (7-Zip, the archiver many Windows machines have), a RAR archive
+(WinRAR) or a cabinet (.cab, Windows' own), a ZIP's files compressed in ways Python's zipfile
+does not read (PPMd), and an lz4 stream (`lz4`, frame or legacy format). Python's standard
+library reads none of them, and no reader of them is packaged for this appliance. A banked
+picture in a .7z, a .cab or a .tar.lz4 sent whole went through as bytes with no picture in
+them (adversarial passes a73 L1, L3, L4; a75 G1).
 
 A 7z's directory is at its end, so only a whole archive is read (a first part shows nothing:
 its files are found from the end). A file that cannot be read at all (a coder or a filter this
@@ -27,7 +27,8 @@ from schoolgate.media.sniff import claims_media
 
 SEVEN_ZIP_MAGIC: Final = b"7z\xbc\xaf\x27\x1c"
 CAB_MAGIC: Final = b"MSCF\x00\x00\x00\x00"
-ARCHIVE_MAGICS: Final = (SEVEN_ZIP_MAGIC, CAB_MAGIC)  # archives whose files are read here
+RAR_MAGIC: Final = b"Rar!\x1a\x07"  # then 0x00 (RAR 4) or 0x01 0x00 (RAR 5)
+ARCHIVE_MAGICS: Final = (SEVEN_ZIP_MAGIC, CAB_MAGIC, RAR_MAGIC)  # archives whose files are read
 LZ4_FRAME: Final = b"\x04\x22\x4d\x18"
 LZ4_LEGACY: Final = b"\x02\x21\x4c\x18"
 MAGICS: Final = (*ARCHIVE_MAGICS, LZ4_FRAME, LZ4_LEGACY)  # what starts what libarchive reads here
@@ -51,6 +52,10 @@ class _Library:
         self.support_7zip.argtypes = [pointer]
         self.support_cab = library.archive_read_support_format_cab
         self.support_cab.argtypes = [pointer]
+        self.support_rar = library.archive_read_support_format_rar
+        self.support_rar.argtypes = [pointer]
+        self.support_rar5 = library.archive_read_support_format_rar5
+        self.support_rar5.argtypes = [pointer]
         self.support_zip = library.archive_read_support_format_zip
         self.support_zip.argtypes = [pointer]
         self.has_encrypted = library.archive_read_has_encrypted_entries
@@ -99,21 +104,31 @@ def archive_members(
     grow: Callable[[int], None] = lambda size: None,
     strict: bool = True,
 ) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each readable file of the 7z archive or cabinet `data`, each one's size
-    passed to `grow`. Raises ExtractionError when libarchive is missing (the archive cannot be
-    looked into: the fail policy decides), for a picture or video in it locked with a password
-    or names hidden by one, for a bomb, and (when `strict`: a whole archive) for a file it
-    cannot read at all. Not strict, a file cut short or missing gives what there is of it."""
-    what = "a 7z archive" if data.startswith(SEVEN_ZIP_MAGIC) else "a cabinet"
+    """(name, bytes) of each readable file of the 7z archive, cabinet or RAR archive `data`,
+    each one's size passed to `grow`. Raises ExtractionError when libarchive is missing (the
+    archive cannot be looked into: the fail policy decides), for a picture or video in it
+    locked with a password or names hidden by one, for a bomb, and (when `strict`: a whole
+    archive) for a file it cannot read at all. Not strict, a file cut short or missing gives
+    what there is of it."""
+    what = archive_kind(data)[1]
 
     def formats(library: _Library, archive: int) -> None:
         library.support_7zip(archive)
         library.support_cab(archive)
+        library.support_rar(archive)
+        library.support_rar5(archive)
 
     found = _read(data, limits, what, formats, strict)
     for _, content in found:
         grow(len(content))
     return found
+
+
+def archive_kind(data: bytes) -> tuple[str, str]:
+    """What the archive `data` (one of ARCHIVE_MAGICS) is: a short name and in words."""
+    if data.startswith(SEVEN_ZIP_MAGIC):
+        return "7z", "a 7z archive"
+    return ("cab", "a cabinet") if data.startswith(CAB_MAGIC) else ("rar", "a RAR archive")
 
 
 def zip_files(data: bytes, limits: ExtractLimits) -> dict[str, bytes]:
