@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from schoolgate.matching.robust import RobustEntry, RobustIndex
-from schoolgate.matching.strips import cell_shifts, warp, warp_in_strips
+from schoolgate.matching.strips import _turned, cell_shifts, warp, warp_in_strips
 from schoolgate.media.content_grid import GRID, content_grid
 from schoolgate.media.features import extract_features
 from schoolgate.media.hashing import pdq_hash
 from schoolgate.media.signals import bank_feature_views, query_feature_views
-from tests.support.glitches import flipped_jpeg, jpeg, slipped_bands
+from tests.support.glitches import flipped_jpeg, jpeg, slid_columns, slipped_bands
 from tests.support.imagery import skimage_photo
 
 PHOTOS = ("astronaut", "coffee", "rocket", "motorcycle_left", "chelsea", "camera",
@@ -76,10 +76,30 @@ def test_a_jpeg_with_bytes_of_its_scan_flipped_still_matches(index: RobustIndex,
     assert _best(index, damaged) == name
 
 
+@pytest.mark.parametrize(
+    ("name", "seed"),
+    [("astronaut", 0), ("astronaut", 2), ("astronaut", 3), ("coffee", 0), ("coffee", 2),
+     ("motorcycle_left", 0), ("motorcycle_left", 1), ("immunohistochemistry", 0),
+     ("immunohistochemistry", 2), ("chelsea", 1), ("chelsea", 2), ("camera", 1), ("camera", 2)],
+)  # fmt: skip
+def test_columns_slid_up_or_down_still_match(index: RobustIndex, name: str, seed: int) -> None:
+    """a77 J1: a slice effect's columns slid up or down went through (17 of 21)."""
+    assert _best(index, jpeg(slid_columns(skimage_photo(name), seed))) == name
+
+
+def test_a_grid_turned_on_its_side_is_the_grid_of_the_turned_picture() -> None:
+    luma = np.asarray(skimage_photo("astronaut").convert("L").resize((512, 384)), np.uint8)
+    turned = _turned(content_grid(luma))
+    expected = content_grid(np.ascontiguousarray(luma.T))
+    assert np.array_equal(turned.bits, expected.bits)
+    assert np.array_equal(turned.kinds, expected.kinds)
+
+
 def test_other_pictures_in_slipped_bands_do_not_match(index: RobustIndex) -> None:
     for name in ("coins", "moon", "page", "brick", "retina"):
         for seed in range(3):
             assert _best(index, jpeg(slipped_bands(skimage_photo(name), seed))) is None
+            assert _best(index, jpeg(slid_columns(skimage_photo(name), seed))) is None
 
 
 def _band_matches(offset: tuple[float, float], spots: int, seed: int = 0

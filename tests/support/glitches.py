@@ -1,11 +1,12 @@
 """Damaged copies of a picture that a viewer still shows: a JPEG with bytes of its entropy-coded
 data flipped (the decoder loses its place and carries on, each band after it shifted sideways
 and tinted), and the same damage drawn directly (bands slipped sideways and tinted), which
-does not depend on how a decoder recovers."""
+does not depend on how a decoder recovers; and its column version, columns slid up or down."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import random
 
 import numpy as np
@@ -49,3 +50,16 @@ def jpeg(image: Image.Image, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def slid_columns(image: Image.Image, seed: int, columns: int = 5) -> Image.Image:
+    """`image` cut into `columns` vertical slices, each rolled up or down by up to a sixth of
+    its height (a slice effect's columns; adversarial pass a77 J1)."""
+    rng = random.Random(seed)
+    pixels = np.asarray(image.convert("RGB")).copy()
+    height, width = pixels.shape[:2]
+    edges = [0, *sorted(rng.sample(range(width // 10, width - width // 10), columns - 1)), width]
+    for left, right in itertools.pairwise(edges):
+        slide = rng.randint(-height // 6, height // 6)
+        pixels[:, left:right] = np.roll(pixels[:, left:right], slide, axis=0)
+    return Image.fromarray(pixels)

@@ -15,7 +15,8 @@ Asked only where the plain comparison refused a copy (robust._check), each cell 
 - a search of its row of cells, where a band lost its keypoints to a tint or a clipped
   brightness: one sideways offset at which most of the row agrees, on comparisons the copy
   makes clearly, and at no other place (what agrees anywhere along a row, a bar's edge or a
-  texture, moves nothing);
+  texture, moves nothing); where no row moves, the same search of each column of cells up
+  and down (a slice effect's columns: a77 J1);
 - a neighbour's offset, where it agrees under it (a band's edge cells hold few keypoints).
 
 A cell across the seam of two bands shows part of each, and a band thinner than a row of cells
@@ -153,6 +154,8 @@ def warp_in_strips(
         plain = (warped, inside, content_grid(warped, inside))
     warped, inside = plain[0].copy(), plain[1].copy()
     rounded = _searched_rows(np.round(shifts).astype(int), warped, inside, banked, plain[2])
+    if not rounded.any():
+        rounded = _searched_columns(rounded, warped, inside, banked, plain[2])
     moved = {shift: warp(luma, _moved(transform, shift), size)
              for shift in {tuple(s) for s in rounded.tolist() if s != [0, 0]}}  # fmt: skip
     if not moved:
@@ -166,9 +169,10 @@ def warp_in_strips(
     # A cell across the seam of two strips shows part of each, neither where it belongs, and a
     # row where a strip moved holds pieces of others: where it disagrees, the copy is taken not
     # to show it (as a cell cropped away).
-    moved_rows = (rounded != 0).any(axis=1).reshape(GRID, GRID).any(axis=1)
-    in_moved_rows = np.repeat(moved_rows, GRID)
-    torn = (_seams(rounded) | in_moved_rows) & ~_agreeing(content_grid(warped, inside), banked)
+    sideways = (rounded[:, 0] != 0).reshape(GRID, GRID)
+    upright = (rounded[:, 1] != 0).reshape(GRID, GRID)
+    in_moved = np.repeat(sideways.any(axis=1), GRID) | np.tile(upright.any(axis=0), GRID)
+    torn = (_seams(rounded) | in_moved) & ~_agreeing(content_grid(warped, inside), banked)
     for cell in np.flatnonzero(torn).tolist():
         inside[boxes[cell]] = False
     return warped, inside
@@ -267,6 +271,44 @@ def _searched_rows(
         if offset and int(cells.sum()) >= int((agrees[row] & counted[row]).sum()) + 2:
             result[row][cells] = (offset, 0)
     return result.reshape(GRID * GRID, 2)
+
+
+def _searched_columns(
+    shifts: np.ndarray,
+    warped: np.ndarray,
+    inside: np.ndarray,
+    banked: ContentGrid,
+    grid: ContentGrid,
+) -> np.ndarray:
+    """`_searched_rows` on the picture turned on its side: a column of cells slid up or down
+    (a slice effect's columns; a77 J1)."""
+    on_side = (np.ascontiguousarray(warped.T), np.ascontiguousarray(inside.T))
+    turned = _searched_rows(_turned_shifts(shifts), *on_side, _turned(banked), _turned(grid))
+    return _turned_shifts(turned)
+
+
+def _turned_shifts(shifts: np.ndarray) -> np.ndarray:
+    """Cell shifts of the picture turned on its side (rows and columns, x and y swapped)."""
+    turned: np.ndarray = shifts.reshape(GRID, GRID, 2).transpose(1, 0, 2)[..., ::-1]
+    return turned.reshape(GRID * GRID, 2).copy()
+
+
+def _turned(grid: ContentGrid) -> ContentGrid:
+    """The grid of the picture turned on its side: cells transposed, and each cell's
+    comparisons across become those down and the other way round."""
+    flags = _flags(grid).reshape(GRID, GRID, -1)
+    across = BLOCKS * (BLOCKS - 1)
+    right = flags[..., :across].reshape(GRID, GRID, BLOCKS, BLOCKS - 1)
+    below = flags[..., across:].reshape(GRID, GRID, BLOCKS - 1, BLOCKS)
+    turned = np.concatenate(
+        [below.transpose(1, 0, 3, 2).reshape(GRID, GRID, -1),
+         right.transpose(1, 0, 3, 2).reshape(GRID, GRID, -1)], axis=2
+    )  # fmt: skip
+    packed = np.zeros((GRID * GRID, 8), np.uint8)
+    packed[:, 3:] = np.packbits(turned.reshape(GRID * GRID, -1), axis=1)
+    bits = packed.view(">u8").ravel().astype(np.uint64)
+    kinds = grid.kinds.reshape(GRID, GRID).T.ravel().copy()
+    return ContentGrid(bits, kinds)
 
 
 def _row_offsets(
