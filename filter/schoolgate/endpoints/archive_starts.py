@@ -21,7 +21,8 @@ from __future__ import annotations
 import lzma
 import re
 import zlib
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol
 
 import numpy as np
 
@@ -181,51 +182,53 @@ def _raw_lzma(packed: bytes, seen: int, filters: list[dict[str, int]], limits: E
     steps before damage or a wrong guess of its coder), and where each stream starts in that.
     A stream that ends (LZMA2 marks its end) is followed by the next one: each file of a 7z
     that is not solid is one."""
-    decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
+    return _streams(packed, seen, limits,
+                    lambda: lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters))  # fmt: skip
+
+
+def _raw_deflate(packed: bytes, seen: int, limits: ExtractLimits) -> tuple[int, bytes]:
+    """`_raw_lzma` for Deflate streams, one after another (7-Zip's Deflate coder)."""
+    before, content, _ = _streams(packed, seen, limits, lambda: zlib.decompressobj(-15))
+    return before, content
+
+
+class _Decoder(Protocol):
+    """What an LZMA decompressor and a zlib decompress object share."""
+
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
+
+    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
+
+
+def _streams(packed: bytes, seen: int, limits: ExtractLimits, decoder_for: Callable[[], _Decoder]
+             ) -> tuple[int, bytes, list[int]]:  # fmt: skip
+    """`packed` decoded a step at a time, a new decoder started where a stream ends: how much
+    `packed[:seen]` decoded to, all it decoded to, and where each stream starts in that."""
+    decoder = decoder_for()
     out, before, at, starts = bytearray(), 0, 0, [0]
     while at < len(packed):
         step = packed[at : at + _LZMA_STEP]
         try:
             out += decoder.decompress(step, limits.max_decoded_bytes)
-        except (lzma.LZMAError, EOFError):
+        except (lzma.LZMAError, zlib.error, EOFError):
             break
         if at < seen:
             before = len(out)
         if len(out) > limits.max_decoded_bytes:
             raise ExtractionError("encoding_bomb", "a 7z's packed data inflates past the cap")
         if decoder.eof:
-            if not decoder.unused_data or len(out) == 0:
+            if not decoder.unused_data or not out:
                 break
             at += len(step) - len(decoder.unused_data)
-            decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
+            decoder = decoder_for()
             starts.append(len(out))
             continue
         at += len(step)
     return before, bytes(out), starts
-
-
-def _raw_deflate(packed: bytes, seen: int, limits: ExtractLimits) -> tuple[int, bytes]:
-    """`_raw_lzma` for Deflate streams, one after another (7-Zip's Deflate coder)."""
-    inflater = zlib.decompressobj(-15)
-    out, before, at = bytearray(), 0, 0
-    while at < len(packed):
-        step = packed[at : at + _LZMA_STEP]
-        try:
-            out += inflater.decompress(step, limits.max_decoded_bytes)
-        except zlib.error:
-            break
-        if at < seen:
-            before = len(out)
-        if len(out) > limits.max_decoded_bytes:
-            raise ExtractionError("encoding_bomb", "a 7z's packed data inflates past the cap")
-        if inflater.eof:
-            if not inflater.unused_data or not out:
-                break
-            at += len(step) - len(inflater.unused_data)
-            inflater = zlib.decompressobj(-15)
-            continue
-        at += len(step)
-    return before, bytes(out)
 
 
 def _zip_members(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:

@@ -174,10 +174,10 @@ def _read(data: bytes, limits: ExtractLimits, what: str,
 
 
 def _members(
-    library: _Library, archive: int, limits: ExtractLimits, packed: int, strict: str | None
+    library: _Library, archive: int, limits: ExtractLimits, packed: int, whole: str | None
 ) -> list[tuple[str, bytes]]:
-    """The files read; `strict` (what the archive is) refuses one that cannot be read at all,
-    and an archive whose names are hidden by a password."""
+    """The files read. `whole` (what the archive is, where it is read as a whole archive)
+    refuses a file that cannot be read at all, and an archive whose names a password hides."""
     found: list[tuple[str, bytes]] = []
     budget = limits.max_decoded_bytes
     entry = ctypes.c_void_p()
@@ -185,8 +185,8 @@ def _members(
     listed = 0
     while len(found) < _MAX_MEMBERS:
         status = library.next_header(archive, ctypes.byref(entry))
-        if status < _WARN and not listed and strict and library.has_encrypted(archive) == 1:
-            raise ExtractionError("encrypted", f"{strict} whose names are hidden by a password")
+        if status < _WARN and not listed and whole and library.has_encrypted(archive) == 1:
+            raise ExtractionError("encrypted", f"{whole} whose names are hidden by a password")
         if status == _EOF or status < _WARN:
             break  # the end, or damage: what was read before it is what a reader gets
         listed += 1
@@ -203,10 +203,10 @@ def _members(
         content = bytearray()
         while True:
             read = library.read_data(archive, buffer, _STEP)
-            if read < 0 and not content and strict:
+            if read < 0 and not content and whole:
                 error = (library.error_string(archive) or b"").decode("utf-8", "replace")
                 raise ExtractionError(
-                    "unreadable", f"{name[:80]!r} in {strict} cannot be read here: {error[:120]}"
+                    "unreadable", f"{name[:80]!r} in {whole} cannot be read here: {error[:120]}"
                 )
             if read <= 0:
                 break  # its end (0), or damage (< 0): what was read is kept

@@ -524,7 +524,7 @@ class RobustIndex:
                 moved = warp_in_strips(luma, onto, size, shifts, banked_grid, aligned)
                 if moved is None:
                     return None, True  # aligned on what surrounds the pictures; they differ
-                content = _agreement_of(content_grid(*moved), banked_grid, judged, points)
+                content = _agreement_of(moved[2], banked_grid, judged, points)
                 if not _same_picture(content, points, judged, rules):
                     return None, True
         if entry.photo is not None and content is not None:

@@ -142,10 +142,10 @@ def warp_in_strips(
     shifts: np.ndarray,
     banked: ContentGrid,
     plain: tuple[np.ndarray, np.ndarray, ContentGrid] | None = None,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """`luma` warped by `transform` into a `size` frame, and the mask of the pixels it covers,
-    each grid cell taken from the warp moved by its shift (`cell_shifts`, or a search of the
-    rows that disagree with the `banked` grid); None where nothing moved. A cell that
+) -> tuple[np.ndarray, np.ndarray, ContentGrid] | None:
+    """`luma` warped by `transform` into a `size` frame, the mask of the pixels it covers and
+    its grid, each grid cell taken from the warp moved by its shift (`cell_shifts`, or a
+    search of the rows that disagree with the `banked` grid); None where nothing moved. A cell that
     disagrees and has no shift of its own takes a neighbour's where the copy agrees there: a
     strip's edge cells hold too few keypoints to say their offset. `plain`: the warp and its
     grid, where already made."""
@@ -172,10 +172,13 @@ def warp_in_strips(
     sideways = (rounded[:, 0] != 0).reshape(GRID, GRID)
     upright = (rounded[:, 1] != 0).reshape(GRID, GRID)
     in_moved = np.repeat(sideways.any(axis=1), GRID) | np.tile(upright.any(axis=0), GRID)
-    torn = (_seams(rounded) | in_moved) & ~_agreeing(content_grid(warped, inside), banked)
+    grid = content_grid(warped, inside)
+    torn = (_seams(rounded) | in_moved) & ~_agreeing(grid, banked)
     for cell in np.flatnonzero(torn).tolist():
         inside[boxes[cell]] = False
-    return warped, inside
+    kinds = grid.kinds.copy()
+    kinds[torn] = Cell.UNCOVERED  # what content_grid gives for a cell none of which is covered
+    return warped, inside, ContentGrid(grid.bits, kinds)
 
 
 def _seams(shifts: np.ndarray) -> np.ndarray:
