@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from schoolgate.matching.robust import RobustEntry, RobustIndex
-from schoolgate.matching.strips import _turned, cell_shifts, warp, warp_in_strips
+from schoolgate.matching.strips import cell_shifts, turned, warp, warp_in_strips
 from schoolgate.media.content_grid import GRID, content_grid
 from schoolgate.media.features import extract_features
 from schoolgate.media.hashing import pdq_hash
@@ -89,10 +89,10 @@ def test_columns_slid_up_or_down_still_match(index: RobustIndex, name: str, seed
 
 def test_a_grid_turned_on_its_side_is_the_grid_of_the_turned_picture() -> None:
     luma = np.asarray(skimage_photo("astronaut").convert("L").resize((512, 384)), np.uint8)
-    turned = _turned(content_grid(luma))
+    on_side = turned(content_grid(luma))
     expected = content_grid(np.ascontiguousarray(luma.T))
-    assert np.array_equal(turned.bits, expected.bits)
-    assert np.array_equal(turned.kinds, expected.kinds)
+    assert np.array_equal(on_side.bits, expected.bits)
+    assert np.array_equal(on_side.kinds, expected.kinds)
 
 
 def test_other_pictures_in_slipped_bands_do_not_match(index: RobustIndex) -> None:

@@ -1,7 +1,8 @@
 """Damaged copies of a picture that a viewer still shows: a JPEG with bytes of its entropy-coded
 data flipped (the decoder loses its place and carries on, each band after it shifted sideways
 and tinted), and the same damage drawn directly (bands slipped sideways and tinted), which
-does not depend on how a decoder recovers; and its column version, columns slid up or down."""
+does not depend on how a decoder recovers; and its column version, columns slid up or down,
+of equal or unequal width, and sliced both ways."""
 
 from __future__ import annotations
 
@@ -62,4 +63,21 @@ def slid_columns(image: Image.Image, seed: int, columns: int = 5) -> Image.Image
     for left, right in itertools.pairwise(edges):
         slide = rng.randint(-height // 6, height // 6)
         pixels[:, left:right] = np.roll(pixels[:, left:right], slide, axis=0)
+    return Image.fromarray(pixels)
+
+
+def sliced(image: Image.Image, seed: int, slices: int = 8, reach: float = 1 / 6,
+           rows: bool = False) -> Image.Image:  # fmt: skip
+    """`image` cut at random places into `slices` columns of unequal width, each rolled up or
+    down by up to `reach` of its height (a slice effect; adversarial passes a77 J1, a78 K2);
+    with `rows`, the result then cut into rows the same way, each rolled sideways."""
+    rng = random.Random(seed)
+    pixels = np.asarray(image.convert("RGB")).copy()
+    for axis in (0, 1) if rows else (0,):
+        length, across = pixels.shape[axis], pixels.shape[1 - axis]
+        cuts = [0, *sorted(rng.sample(range(10, across - 10), slices - 1)), across]
+        for start, end in itertools.pairwise(cuts):
+            part = np.s_[:, start:end] if axis == 0 else np.s_[start:end]
+            slide = rng.randint(-int(length * reach), int(length * reach))
+            pixels[part] = np.roll(pixels[part], slide, axis=axis)
     return Image.fromarray(pixels)

@@ -1,5 +1,5 @@
-"""The geometry of a robust match: composing transforms, their local linear part, and whether
-a transform is one a copy can have (scale, stretch, shear, perspective)."""
+"""The geometry of a robust match: mapping points, composing transforms, their local linear part,
+and whether a transform is one a copy can have (scale, stretch, shear, perspective)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ def then(transform: np.ndarray, affine: np.ndarray) -> np.ndarray:
     full = transform if transform.shape[0] == 3 else np.vstack([transform, [0.0, 0.0, 1.0]])
     composed: np.ndarray = affine @ full
     return composed if transform.shape[0] == 3 else composed[:2]
+
+
+def mapped(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """`points` (N x 2) mapped by `transform` (2x3 affine or 3x3 perspective)."""
+    ones = np.ones((len(points), 1))
+    image = np.hstack([points, ones]) @ transform.T
+    if transform.shape[0] == 3:
+        image = image[:, :2] / np.where(np.abs(image[:, 2:]) < 1e-9, 1e-9, image[:, 2:])
+    return np.asarray(image[:, :2])
 
 
 def jacobian(transform: np.ndarray, at: np.ndarray) -> np.ndarray:

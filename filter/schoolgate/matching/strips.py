@@ -7,7 +7,8 @@ and carries on (adversarial pass a74 F1: the banked astronaut with 10-40 bytes f
 recognisable in a browser, aligned on one band, and the content check saw the other bands' cells
 as another picture). Glitch and slice effects do the same on purpose.
 
-Asked only where the plain comparison refused a copy (robust._check), each cell is moved by:
+Asked only where the plain comparison refused a copy that shows a part of the banked picture
+where it lies (robust._check, `shows_a_part`), each cell is moved by:
 
 - its own matched keypoints: at least `_MIN_SUPPORT` of the matches near it agree on one
   sideways offset from the global transform. Matches in a different picture point every which
@@ -32,6 +33,7 @@ from typing import Final
 import cv2
 import numpy as np
 
+from schoolgate.matching.geometry import mapped
 from schoolgate.media.content_grid import (
     BLOCKS,
     CELL_MATCH_BITS,
@@ -54,6 +56,7 @@ _CLEAR_STEP: Final = 3.0
 _MIN_CLEAR: Final = 20
 _CLEAR_AGREEMENT: Final = 6
 _COARSE_STEPS: Final = 128  # offsets first tried across a frame's width
+_MIN_SHOWN: Final = 3  # cells of the banked picture a copy in parts shows where it lies
 
 
 def cell_shifts(
@@ -72,7 +75,7 @@ def cell_shifts(
     shifts = np.zeros((GRID * GRID, 2))
     if len(source) < _MIN_SUPPORT:
         return shifts
-    offsets = target - _apply(transform, source)
+    offsets = target - mapped(transform, source)
     limit = _MAX_SHIFT * max(width, height)
     sideways = ((np.abs(offsets[:, 0]) > tolerance) & (np.abs(offsets[:, 0]) <= limit)
                 & (np.abs(offsets[:, 1]) <= tolerance))  # fmt: skip
@@ -127,12 +130,15 @@ def _agreed_offset(
     return np.asarray(np.median(offsets[together], axis=0))
 
 
-def _apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
-    ones = np.ones((len(points), 1))
-    mapped = np.hstack([points, ones]) @ transform.T
-    if transform.shape[0] == 3:
-        mapped = mapped[:, :2] / np.where(np.abs(mapped[:, 2:]) < 1e-9, 1e-9, mapped[:, 2:])
-    return np.asarray(mapped[:, :2])
+def shows_a_part(grid: ContentGrid, banked: ContentGrid) -> bool:
+    """Whether an aligned copy (`grid`, warped into the banked frame) shows a part of the
+    `banked` picture where it lies: a copy whose parts moved apart aligns on one of them, whose
+    photo cells agree (drawn cells, for a drawing), `_MIN_SHOWN` of them or more. Another
+    photo in the same chat screen or frame, which only what surrounds it aligned, shows none,
+    and no part of it is searched for elsewhere."""
+    photo = banked.photo_cells >= _MIN_SHOWN
+    judged = banked.kinds == (Cell.PHOTO if photo else Cell.GRAPHIC)
+    return int((agreeing(grid, banked) & judged).sum()) >= _MIN_SHOWN
 
 
 def warp_in_strips(
@@ -173,7 +179,7 @@ def warp_in_strips(
     upright = (rounded[:, 1] != 0).reshape(GRID, GRID)
     in_moved = np.repeat(sideways.any(axis=1), GRID) | np.tile(upright.any(axis=0), GRID)
     grid = content_grid(warped, inside)
-    torn = (_seams(rounded) | in_moved) & ~_agreeing(grid, banked)
+    torn = (_seams(rounded) | in_moved) & ~agreeing(grid, banked)
     for cell in np.flatnonzero(torn).tolist():
         inside[boxes[cell]] = False
     kinds = grid.kinds.copy()
@@ -202,9 +208,9 @@ def _borrowed(
 ) -> np.ndarray:
     """`shifts` with each unshifted cell that disagrees where it lies given the first of its
     neighbours' shifts under which it agrees."""
-    agrees: dict[tuple[int, ...], np.ndarray] = {(0, 0): _agreeing(grid, banked)}
+    agrees: dict[tuple[int, ...], np.ndarray] = {(0, 0): agreeing(grid, banked)}
     for shift, (shifted, shifted_inside) in moved.items():
-        agrees[shift] = _agreeing(content_grid(shifted, shifted_inside), banked)
+        agrees[shift] = agreeing(content_grid(shifted, shifted_inside), banked)
     own = shifts.reshape(GRID, GRID, 2)
     result = shifts.copy()
     for cell in np.flatnonzero(~agrees[(0, 0)] & (shifts == 0).all(axis=1)).tolist():
@@ -217,7 +223,7 @@ def _borrowed(
     return result
 
 
-def _agreeing(query: ContentGrid, banked: ContentGrid) -> np.ndarray:
+def agreeing(query: ContentGrid, banked: ContentGrid) -> np.ndarray:
     close: np.ndarray = np.bitwise_count(query.bits ^ banked.bits) <= CELL_MATCH_BITS
     agrees: np.ndarray = close & (query.kinds != Cell.UNCOVERED)
     return agrees
@@ -261,16 +267,16 @@ def _searched_rows(
     strip that moved sideways and lost its keypoints to a tint or a clipped brightness (a74
     F1: a damaged JPEG's lower bands, yellow and shifted by three blocks). `grid`: the
     copy's grid where it lies."""
-    agrees = _agreeing(grid, banked).reshape(GRID, GRID)
+    agrees = agreeing(grid, banked).reshape(GRID, GRID)
     counted = (banked.kinds != Cell.FLAT).reshape(GRID, GRID)
     moved = shifts.reshape(GRID, GRID, 2).any(axis=(1, 2))
     wanting = (counted & ~agrees).sum(axis=1) >= _MIN_ROW_AGREEING - 1
     rows = np.flatnonzero(wanting & ~moved)
     if not len(rows):
         return shifts
-    offsets, agreeing = _row_offsets(warped, inside, banked, rows, counted[rows])
+    offsets, found = _row_offsets(warped, inside, banked, rows, counted[rows])
     result = shifts.reshape(GRID, GRID, 2).copy()
-    for row, offset, cells in zip(rows.tolist(), offsets, agreeing, strict=True):
+    for row, offset, cells in zip(rows.tolist(), offsets, found, strict=True):
         if offset and int(cells.sum()) >= int((agrees[row] & counted[row]).sum()) + 2:
             result[row][cells] = (offset, 0)
     return result.reshape(GRID * GRID, 2)
@@ -286,29 +292,29 @@ def _searched_columns(
     """`_searched_rows` on the picture turned on its side: a column of cells slid up or down
     (a slice effect's columns; a77 J1)."""
     on_side = (np.ascontiguousarray(warped.T), np.ascontiguousarray(inside.T))
-    turned = _searched_rows(_turned_shifts(shifts), *on_side, _turned(banked), _turned(grid))
-    return _turned_shifts(turned)
+    searched = _searched_rows(_turned_shifts(shifts), *on_side, turned(banked), turned(grid))
+    return _turned_shifts(searched)
 
 
 def _turned_shifts(shifts: np.ndarray) -> np.ndarray:
     """Cell shifts of the picture turned on its side (rows and columns, x and y swapped)."""
-    turned: np.ndarray = shifts.reshape(GRID, GRID, 2).transpose(1, 0, 2)[..., ::-1]
-    return turned.reshape(GRID * GRID, 2).copy()
+    on_side: np.ndarray = shifts.reshape(GRID, GRID, 2).transpose(1, 0, 2)[..., ::-1]
+    return on_side.reshape(GRID * GRID, 2).copy()
 
 
-def _turned(grid: ContentGrid) -> ContentGrid:
+def turned(grid: ContentGrid) -> ContentGrid:
     """The grid of the picture turned on its side: cells transposed, and each cell's
     comparisons across become those down and the other way round."""
-    flags = _flags(grid).reshape(GRID, GRID, -1)
+    flags = grid_flags(grid).reshape(GRID, GRID, -1)
     across = BLOCKS * (BLOCKS - 1)
     right = flags[..., :across].reshape(GRID, GRID, BLOCKS, BLOCKS - 1)
     below = flags[..., across:].reshape(GRID, GRID, BLOCKS - 1, BLOCKS)
-    turned = np.concatenate(
+    swapped = np.concatenate(
         [below.transpose(1, 0, 3, 2).reshape(GRID, GRID, -1),
          right.transpose(1, 0, 3, 2).reshape(GRID, GRID, -1)], axis=2
     )  # fmt: skip
     packed = np.zeros((GRID * GRID, 8), np.uint8)
-    packed[:, 3:] = np.packbits(turned.reshape(GRID * GRID, -1), axis=1)
+    packed[:, 3:] = np.packbits(swapped.reshape(GRID * GRID, -1), axis=1)
     bits = packed.view(">u8").ravel().astype(np.uint64)
     kinds = grid.kinds.reshape(GRID, GRID).T.ravel().copy()
     return ContentGrid(bits, kinds)
@@ -371,7 +377,7 @@ class _RowsOf:
         cell_edges = np.linspace(0, height, GRID + 1).astype(int)
         full = np.stack([inside[cell_edges[r] : cell_edges[r + 1]].all(axis=0) for r in rows])
         self.present = np.hstack([np.zeros((len(rows), 1)), np.cumsum(full, axis=1)])
-        wanted = _flags(banked).reshape(GRID, GRID, -1)[rows][:, None]  # (row, 1, cell, 40)
+        wanted = grid_flags(banked).reshape(GRID, GRID, -1)[rows][:, None]  # (row, 1, cell, 40)
         across = BLOCKS * (BLOCKS - 1)
         self.across = wanted[..., :across].reshape(*wanted.shape[:3], BLOCKS, BLOCKS - 1)
         self.down = wanted[..., across:].reshape(*wanted.shape[:3], BLOCKS - 1, BLOCKS)
@@ -410,7 +416,7 @@ class _RowsOf:
         return agreeing
 
 
-def _flags(grid: ContentGrid) -> np.ndarray:
+def grid_flags(grid: ContentGrid) -> np.ndarray:
     """A grid's 40 comparison flags per cell (GRID * GRID, 40), as content_grid packed them."""
     packed = grid.bits.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 3:]
     flags: np.ndarray = np.unpackbits(packed, axis=1).astype(bool)
