@@ -7,6 +7,7 @@ as unreadable, never passed as holding nothing. Archives are made with 7-Zip (`7
 from __future__ import annotations
 
 import io
+import random
 import subprocess
 import zipfile
 from pathlib import Path
@@ -17,8 +18,10 @@ from PIL import Image
 from schoolgate.addons.uploads import UploadInspector
 from schoolgate.endpoints.archive_starts import archive_start_members
 from schoolgate.endpoints.bodyscan import extract_items
+from schoolgate.endpoints.cabinets import cabinet_files
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
 from schoolgate.endpoints.first_parts import FirstPart
+from schoolgate.endpoints.libarchive import cut_short
 from tests.conftest import encode
 from tests.support.rar import stored_rar
 from tests.test_cli_scan import schoolgate
@@ -229,4 +232,67 @@ def test_a_rar_archives_files_are_read_whole_and_in_a_first_part(
 def test_a_rar_file_that_cannot_be_undone_is_refused(photo: bytes) -> None:
     with pytest.raises(ExtractionError) as refused:
         extract_items(stored_rar({"photo.jpg": photo}, method=3), None, ExtractLimits())
+    assert refused.value.reason == "unreadable"
+
+
+def test_a_rar_or_cabinet_cut_short_says_so(tmp_path: Path, photo: bytes) -> None:
+    rar = stored_rar({"notes.txt": b"homework\n" * 50, "photo.jpg": photo})
+    cabinet = _cabinet(tmp_path, {"photo.jpg": photo}, False)
+    for archive in (rar, cabinet):
+        assert not cut_short(archive)
+        for share in (0.05, 0.5, 0.9):
+            assert cut_short(archive[: int(len(archive) * share)])
+    assert not cut_short(stored_rar({}))
+    assert not cut_short(b"Rar!\x1a\x07\x00" + bytes(200))  # RAR 4: not walked
+
+
+@pytest.mark.parametrize("kind", ["rar", "cab", "cab-mszip"])
+def test_a_rar_or_cabinet_cut_short_and_sent_whole_is_read_as_far_as_it_goes(
+    tmp_path: Path, catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image],
+    kind: str,
+) -> None:  # fmt: skip
+    """a78 I1: a RAR or a cabinet cut at 120 kB and sent as one body was refused as unreadable
+    (its last file gave nothing), where a ZIP cut the same way was read."""
+    banned = encode(benign_photos["chelsea"], "JPEG", quality=90)
+    innocent = encode(benign_photos["coffee"].resize((1024, 768)), "JPEG", quality=92)
+
+    def archive(files: dict[str, bytes]) -> bytes:
+        if kind == "rar":
+            return stored_rar(files)
+        return _cabinet(tmp_path, files, compress=kind == "cab-mszip")
+
+    cut = archive({"notes.txt": b"homework\n" * 50, "photo.jpg": innocent})
+    cut = cut[: len(cut) * 3 // 4]
+    (item,) = [item for item in extract_items(cut, None, ExtractLimits())
+               if item.data.startswith(b"\xff\xd8")]  # fmt: skip
+    assert item.carved
+    assert len(item.data) > len(innocent) // 2
+    assert innocent.startswith(item.data)
+    assert _drive(catalog_addon, cut) == 200
+    # The banked picture whole in the part, the file after it cut short.
+    filler = random.Random(0).randbytes(200_000)  # as large packed as plain
+    cut = archive({"a.jpg": banned, "b.bin": filler})
+    assert _drive(catalog_addon, cut[: len(cut) - len(filler) // 2]) == 403
+
+
+def test_a_cabinets_files_are_read_from_its_blocks(tmp_path: Path, photo: bytes) -> None:
+    files = {"notes.txt": b"homework\n" * 5000, "photo.jpg": photo, "empty.txt": b""}
+    for compress in (False, True):
+        whole = _cabinet(tmp_path, files, compress)
+        read = dict(cabinet_files(whole, ExtractLimits()))
+        assert read == {name: content for name, content in files.items() if content}
+        part = dict(cabinet_files(whole[: len(whole) // 2], ExtractLimits()))
+        assert part["notes.txt"] == files["notes.txt"]
+        assert 0 < len(part["photo.jpg"]) < len(photo)
+        assert photo.startswith(part["photo.jpg"])
+    assert cabinet_files(b"MSCF" + bytes(10), ExtractLimits()) == []
+
+
+def test_a_cut_archive_whose_last_file_gives_nothing_is_still_refused() -> None:
+    """Nothing of a file compressed in a way not read here, cut short: refused as before."""
+    noise = bytes((n * 7919 + n // 3) % 251 for n in range(200_000))
+    whole = stored_rar({"photo.jpg": noise}, method=3)
+    assert cut_short(whole[: len(whole) * 3 // 4])
+    with pytest.raises(ExtractionError) as refused:
+        extract_items(whole[: len(whole) * 3 // 4], None, ExtractLimits())
     assert refused.value.reason == "unreadable"

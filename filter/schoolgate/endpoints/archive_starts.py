@@ -26,6 +26,7 @@ from typing import Final, Protocol
 
 import numpy as np
 
+from schoolgate.endpoints.cabinets import cabinet_files
 from schoolgate.endpoints.encoding import compressed_start, decompress_members
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
 from schoolgate.endpoints.libarchive import (
@@ -158,12 +159,19 @@ def _undelta(data: bytes, distance: int) -> bytes:
 
 def _library_files(data: bytes, limits: ExtractLimits, since: int) -> list[_Member]:
     """A RAR archive's or a cabinet's files that libarchive reads in the part (those whole in
-    it: it gives nothing of a file cut short), and the part after its signature as it stands,
-    whose stored files' pictures are carved (FirstPart)."""
+    it: it gives nothing of a file cut short), and then a cabinet's files as far as the part
+    goes (cabinets.py), or the part of a RAR archive after its signature as it stands, whose
+    stored files' pictures are carved (FirstPart)."""
     found = archive_members(data, limits, strict=False)
     before = dict(archive_members(data[:since], limits, strict=False)) if since else {}
+    if data.startswith(CAB_MAGIC):
+        whole = {name for name, _ in found}
+        found += [file for file in cabinet_files(data, limits) if file[0] not in whole]
+        before |= dict(cabinet_files(data[:since], limits)) if since else {}
     files = [(name, content, _held_before(before.get(name), content)) for name, content in found]
-    signature = len(RAR_MAGIC if data.startswith(RAR_MAGIC) else CAB_MAGIC)
+    if data.startswith(CAB_MAGIC):
+        return files
+    signature = len(RAR_MAGIC)
     stored = _since_last_picture("stored", data[signature:], max(0, since - signature))
     return [*files, stored]
 

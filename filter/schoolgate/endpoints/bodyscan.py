@@ -38,7 +38,12 @@ from schoolgate.endpoints.extract import (
     parse_multipart,
 )
 from schoolgate.endpoints.fragments import quoted_fragment
-from schoolgate.endpoints.libarchive import ARCHIVE_MAGICS, archive_kind, archive_members
+from schoolgate.endpoints.libarchive import (
+    ARCHIVE_MAGICS,
+    archive_kind,
+    archive_members,
+    cut_short,
+)
 from schoolgate.endpoints.mail import mail_message
 from schoolgate.endpoints.metafile import is_metafile, metafile_pictures
 from schoolgate.endpoints.rtf import is_rtf, rtf_pictures
@@ -222,9 +227,7 @@ class _Scan:
         elif data.startswith(ZIP_MAGIC) or holds_zip(data):
             self.archive(data, where, depth)
         elif data.startswith(ARCHIVE_MAGICS):
-            kind = archive_kind(data)[0]
-            for name, content in archive_members(data, self.limits, self.grow):
-                self.blob(content, None, f"{where}/{kind}:{name[:120]}", depth + 1, name)
+            self.library_archive(data, where, depth)
         elif (mail := mail_message(data)) is not None:  # a mail sent through an API (a46 F1)
             self.blob(mail[1], mail[0], f"{where}/mail", depth + 1)
         elif (inner := decompress_members(data, self.limits)) is not None:
@@ -284,6 +287,24 @@ class _Scan:
             self.blob(content, None, f"{where}/zip:{name[:120]}", depth + 1, name)
         if cut:  # its last file may be cut short, as a volume ends: judged as a part is
             self.items[before:] = [replace(item, carved=True) for item in self.items[before:]]
+
+    def library_archive(self, data: bytes, where: str, depth: int) -> None:
+        """A 7z archive, cabinet or RAR archive's files. One cut short (a split archive's first
+        volume, a part sent whole) is read as a first part is: its whole files, and its last
+        one's pictures as far as they go, judged as carved (a78 I1: a stored picture in it was
+        refused as unreadable). Where that finds nothing (its last file compressed), it is read
+        as a whole archive, which refuses a file that gives nothing."""
+        kind = archive_kind(data)[0]
+        before = len(self.items)
+        if cut_short(data):
+            for name, content in archive_start_members(data, self.limits):
+                self.grow(len(content))
+                self.blob(content, None, f"{where}/{kind}:{name[:120]}", depth + 1, name)
+            self.items[before:] = [replace(item, carved=True) for item in self.items[before:]]
+            if len(self.items) > before:
+                return
+        for name, content in archive_members(data, self.limits, self.grow):
+            self.blob(content, None, f"{where}/{kind}:{name[:120]}", depth + 1, name)
 
     def form(self, data: bytes, where: str, depth: int) -> None:
         before = len(self.items)

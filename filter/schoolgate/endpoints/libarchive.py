@@ -39,6 +39,8 @@ _REGULAR: Final = 0o100000  # AE_IFREG
 _FILE_TYPE: Final = 0o170000  # AE_IFMT
 _STEP: Final = 256 * 1024
 _MAX_MEMBERS: Final = 2000
+_RAR5: Final = RAR_MAGIC + b"\x01\x00"
+_RAR5_END: Final = 5  # the end-of-archive block's type
 
 
 class _Library:
@@ -129,6 +131,48 @@ def archive_kind(data: bytes) -> tuple[str, str]:
     if data.startswith(SEVEN_ZIP_MAGIC):
         return "7z", "a 7z archive"
     return ("cab", "a cabinet") if data.startswith(CAB_MAGIC) else ("rar", "a RAR archive")
+
+
+def cut_short(data: bytes) -> bool:
+    """Whether the cabinet or RAR 5 archive `data` ends before its own structure does: a
+    cabinet's header gives its size, and a RAR 5 archive's blocks are walked to its end block
+    (a78 I1: such a part sent whole gave nothing of its last file, and was refused as
+    unreadable where a ZIP cut the same way was read). RAR 4 archives are not walked: False."""
+    if data.startswith(CAB_MAGIC):
+        return len(data) < 12 or int.from_bytes(data[8:12], "little") > len(data)
+    if not data.startswith(_RAR5):
+        return False
+    position = len(_RAR5)
+    while position < len(data):
+        size, start = _vint(data, position + 4)  # after the block's CRC32
+        kind, at = _vint(data, start)
+        flags, at = _vint(data, at)
+        if size is None or kind is None or flags is None or start + size > len(data):
+            return True  # a block cut in its header
+        if kind == _RAR5_END:
+            return False
+        if flags & 0x01:  # an extra area's size, then the data's
+            _, at = _vint(data, at)
+        carried = _vint(data, at)[0] if flags & 0x02 else 0
+        if carried is None:
+            return True
+        position = start + size + carried
+    return position > len(data)
+
+
+def _vint(data: bytes, at: int) -> tuple[int | None, int]:
+    """A RAR 5 variable-length integer at `at` (7 bits a byte, low first), and where it ends;
+    None where `data` ends inside it."""
+    value = 0
+    for shift in range(0, 70, 7):
+        if at >= len(data):
+            return None, at
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+    return None, at
 
 
 def zip_files(data: bytes, limits: ExtractLimits) -> dict[str, bytes]:
