@@ -5,18 +5,15 @@ do not; a band is found where it moved, to the pixel, and nowhere in an unrelate
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from schoolgate.matching.bands import LINES, banded_copy, found_bands
-from schoolgate.matching.robust import RobustEntry, RobustIndex
+from schoolgate.matching.robust import RobustIndex
 from schoolgate.matching.strips import turned
 from schoolgate.media.content_grid import content_grid
-from schoolgate.media.features import extract_features
-from schoolgate.media.signals import bank_feature_views, query_feature_views
+from tests.support.banked_index import best_match, photo_index
 from tests.support.glitches import jpeg, sliced
 from tests.support.imagery import skimage_photo
 
@@ -27,22 +24,7 @@ OTHERS = ("coins", "moon", "page", "brick", "retina", "hubble_deep_field", "gras
 
 @pytest.fixture(scope="module")
 def index() -> RobustIndex:
-    entries = [
-        RobustEntry("incident", name, "", features)
-        for name in PHOTOS
-        for _, features in bank_feature_views(Image.open(io.BytesIO(jpeg(skimage_photo(name)))))
-    ]
-    return RobustIndex(entries)
-
-
-def _best(index: RobustIndex, data: bytes) -> str | None:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    for view in query_feature_views(image):
-        hits = index.match(extract_features(view))
-        if hits:
-            return hits[0].content_id
-    return None
+    return photo_index(PHOTOS)
 
 
 # (slices, reach): a77's and a78's kinds: 8 columns slid by up to a sixth of the height, 5 by up
@@ -65,14 +47,14 @@ def test_columns_of_unequal_width_slid_up_or_down_still_match(
     index: RobustIndex, slices: int, reach: float, name: str, seed: int
 ) -> None:
     copy = sliced(skimage_photo(name), seed, slices, reach)
-    assert _best(index, jpeg(copy)) == name
+    assert best_match(index, jpeg(copy)) == name
 
 
 @pytest.mark.parametrize("name", OTHERS)
 def test_other_pictures_sliced_the_same_ways_do_not_match(index: RobustIndex, name: str) -> None:
     for slices, reach in KINDS:
         for seed in range(2):
-            assert _best(index, jpeg(sliced(skimage_photo(name), seed, slices, reach))) is None
+            assert best_match(index, jpeg(sliced(skimage_photo(name), seed, slices, reach))) is None
 
 
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "rocket"])
@@ -85,8 +67,8 @@ def test_a_banked_background_with_another_picture_in_a_column_does_not_match(
     pasted = banked.copy()
     other = skimage_photo("coins").convert("RGB").resize((width * 6 // 10, height))
     pasted.paste(other, (width // 5, 0))
-    assert _best(index, jpeg(pasted)) is None
-    assert _best(index, jpeg(sliced(pasted, 1))) is None
+    assert best_match(index, jpeg(pasted)) is None
+    assert best_match(index, jpeg(sliced(pasted, 1))) is None
 
 
 def _luma(name: str, size: tuple[int, int] = (512, 384)) -> np.ndarray:

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schoolgate.matching.robust import RobustEntry, RobustIndex
+from schoolgate.matching.robust import RobustIndex
 from schoolgate.matching.strips import cell_shifts, turned, warp, warp_in_strips
 from schoolgate.media.content_grid import GRID, content_grid
-from schoolgate.media.features import extract_features
 from schoolgate.media.hashing import pdq_hash
-from schoolgate.media.signals import bank_feature_views, query_feature_views
+from tests.support.banked_index import best_match, photo_index
 from tests.support.glitches import flipped_jpeg, jpeg, slid_columns, slipped_bands
 from tests.support.imagery import skimage_photo
 
@@ -26,22 +25,7 @@ IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 @pytest.fixture(scope="module")
 def index() -> RobustIndex:
-    entries = [
-        RobustEntry("incident", name, "", features)
-        for name in PHOTOS
-        for _, features in bank_feature_views(Image.open(io.BytesIO(jpeg(skimage_photo(name)))))
-    ]
-    return RobustIndex(entries)
-
-
-def _best(index: RobustIndex, data: bytes) -> str | None:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    for view in query_feature_views(image):
-        hits = index.match(extract_features(view))
-        if hits:
-            return hits[0].content_id
-    return None
+    return photo_index(PHOTOS)
 
 
 @pytest.mark.parametrize(
@@ -55,7 +39,7 @@ def _best(index: RobustIndex, data: bytes) -> str | None:
 )  # fmt: skip
 def test_bands_slipped_sideways_and_tinted_still_match(index: RobustIndex, name: str,
                                                        seed: int) -> None:  # fmt: skip
-    assert _best(index, jpeg(slipped_bands(skimage_photo(name), seed))) == name
+    assert best_match(index, jpeg(slipped_bands(skimage_photo(name), seed))) == name
 
 
 @pytest.mark.parametrize(
@@ -73,7 +57,7 @@ def test_a_jpeg_with_bytes_of_its_scan_flipped_still_matches(index: RobustIndex,
         bin(int(pdq_hash(image).hex, 16) ^ int(pdq_hash(skimage_photo(name)).hex, 16)).count("1")
         > 31
     )
-    assert _best(index, damaged) == name
+    assert best_match(index, damaged) == name
 
 
 @pytest.mark.parametrize(
@@ -84,7 +68,7 @@ def test_a_jpeg_with_bytes_of_its_scan_flipped_still_matches(index: RobustIndex,
 )  # fmt: skip
 def test_columns_slid_up_or_down_still_match(index: RobustIndex, name: str, seed: int) -> None:
     """a77 J1: a slice effect's columns slid up or down went through (17 of 21)."""
-    assert _best(index, jpeg(slid_columns(skimage_photo(name), seed))) == name
+    assert best_match(index, jpeg(slid_columns(skimage_photo(name), seed))) == name
 
 
 def test_a_grid_turned_on_its_side_is_the_grid_of_the_turned_picture() -> None:
@@ -98,8 +82,8 @@ def test_a_grid_turned_on_its_side_is_the_grid_of_the_turned_picture() -> None:
 def test_other_pictures_in_slipped_bands_do_not_match(index: RobustIndex) -> None:
     for name in ("coins", "moon", "page", "brick", "retina"):
         for seed in range(3):
-            assert _best(index, jpeg(slipped_bands(skimage_photo(name), seed))) is None
-            assert _best(index, jpeg(slid_columns(skimage_photo(name), seed))) is None
+            assert best_match(index, jpeg(slipped_bands(skimage_photo(name), seed))) is None
+            assert best_match(index, jpeg(slid_columns(skimage_photo(name), seed))) is None
 
 
 def _band_matches(offset: tuple[float, float], spots: int, seed: int = 0
