@@ -518,26 +518,11 @@ class RobustIndex:
             aligned = _aligned(luma, judged, onto)
             content = _agreement_of(aligned[2], banked_grid, judged, points)
             if not _same_picture(content, points, judged, rules):
-                if not shows_a_part(aligned[2], banked_grid):
+                # A copy whose parts moved apart aligns on one of them (a74 F1, a77 J1).
+                matches = (source, matched, threshold)
+                content = _in_parts(luma, onto, judged, aligned, matches, points, rules)
+                if content is None:
                     return None, True  # aligned on what surrounds the pictures; they differ
-                # A copy whose bands moved apart aligns on one of them (a74 F1): each part is
-                # compared again where the copy's own keypoints, or its rows, put it.
-                size = (judged.width, judged.height)
-                shifts = cell_shifts(source, matched, onto, size, threshold)
-                moved = warp_in_strips(luma, onto, size, shifts, banked_grid, aligned)
-                if moved is not None:
-                    content = _agreement_of(moved[2], banked_grid, judged, points)
-                if moved is None or not _same_picture(content, points, judged, rules):
-                    # Cut into bands of any width, not rows or columns of cells (a77 J1).
-                    ways = moved_ways(source, matched, onto, size, threshold)
-                    banded = banded_copy(aligned, banked_grid, ways)
-                    if banded is None:
-                        return None, True  # aligned on what surrounds the pictures; they differ
-                    content = _agreement_of(banded[2], banked_grid, judged, points)
-                    if not _same_picture(content, points, judged, rules) or content.share < (
-                        _PUT_BACK_AGREEMENT if content.photographic else _PUT_BACK_GRAPHIC
-                    ):
-                        return None, True
         if entry.photo is not None and content is not None:
             photo, to_photo = entry.photo
             seen = _aligned_agreement(query, photo, then(transform, to_photo), np.empty((0, 2)))
@@ -567,6 +552,39 @@ class RobustIndex:
             banked_at_end=entry.frame in self._end_frames.get((entry.bank, entry.content_id), ()),
         )
         return hit, True
+
+
+def _in_parts(luma: np.ndarray, onto: np.ndarray, judged: LocalFeatures,
+              aligned: tuple[np.ndarray, np.ndarray, ContentGrid],
+              matches: tuple[np.ndarray, np.ndarray, float], points: np.ndarray,
+              rules: RobustThresholds) -> Agreement | None:  # fmt: skip
+    """How a copy that the plain comparison refused agrees with the `judged` banked picture
+    once its parts are compared where they belong: each cell where the copy's own keypoints,
+    or its rows or columns of cells, put it (strips), else its bands of any width slid back
+    (bands). None where neither makes it the banked picture, or where it shows no part of the
+    banked picture where it lies (it aligned on what surrounds the pictures). `luma`: the
+    query's, `onto` its alignment, `aligned` its plain warp and grid, `matches` its matched
+    keypoints (query points, banked-frame points, the tolerance), `points` the inliers."""
+    banked_grid = judged.grid
+    if banked_grid is None or not shows_a_part(aligned[2], banked_grid):
+        return None
+    source, matched, threshold = matches
+    size = (judged.width, judged.height)
+    shifts = cell_shifts(source, matched, onto, size, threshold)
+    moved = warp_in_strips(luma, onto, size, shifts, banked_grid, aligned)
+    if moved is not None:
+        content = _agreement_of(moved[2], banked_grid, judged, points)
+        if _same_picture(content, points, judged, rules):
+            return content
+    ways = moved_ways(source, matched, onto, size, threshold)
+    banded = banded_copy(aligned, banked_grid, ways)
+    if banded is None:
+        return None
+    content = _agreement_of(banded[2], banked_grid, judged, points)
+    needed = _PUT_BACK_AGREEMENT if content.photographic else _PUT_BACK_GRAPHIC
+    if content.share < needed or not _same_picture(content, points, judged, rules):
+        return None
+    return content
 
 
 # A copy put back from its bands (bands.py) agrees nearly everywhere it is judged: on a77's and
