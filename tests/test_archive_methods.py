@@ -296,3 +296,23 @@ def test_a_cut_archive_whose_last_file_gives_nothing_is_still_refused() -> None:
     with pytest.raises(ExtractionError) as refused:
         extract_items(whole[: len(whole) * 3 // 4], None, ExtractLimits())
     assert refused.value.reason == "unreadable"
+
+
+def test_a_7z_volume_holding_a_picture_whole_is_read_as_a_first_part(
+    tmp_path: Path, catalog_addon: UploadInspector, benign_photos: dict[str, Image.Image]
+) -> None:
+    """a79: `7z a -v200k` of a banked picture larger than 64 KiB and another file; the first
+    volume, sent whole, holds the picture whole behind LZMA2's chunk headers, which carving the
+    raw bytes broke (allowed; `7z x` gives it back)."""
+    banned = encode(benign_photos["chelsea"].resize((1024, 680)), "JPEG", quality=92)
+    innocent = encode(benign_photos["coffee"].resize((1024, 680)), "JPEG", quality=92)
+    filler = random.Random(1).randbytes(150_000)
+    assert 64 * 1024 < len(banned) < 190_000
+    for picture, expected in ((banned, 403), (innocent, 200)):
+        whole = _seven_zip(tmp_path, {"a.jpg": picture, "b.bin": filler}, name="w.7z")
+        assert not cut_short(whole)
+        _seven_zip(tmp_path, {"a.jpg": picture, "b.bin": filler}, "-v200k", name=f"v{expected}.7z")
+        volume = (tmp_path / f"v{expected}.7z.001").read_bytes()
+        assert cut_short(volume)
+        assert _drive(catalog_addon, volume) == expected
+        assert _drive(catalog_addon, whole[: len(whole) * 7 // 10]) == expected

@@ -40,6 +40,7 @@ _FILE_TYPE: Final = 0o170000  # AE_IFMT
 _STEP: Final = 256 * 1024
 _MAX_MEMBERS: Final = 2000
 _RAR5: Final = RAR_MAGIC + b"\x01\x00"
+_SEVEN_ZIP_START: Final = 32  # a 7z's start header: where its directory lies, and its size
 _RAR5_END: Final = 5  # the end-of-archive block's type
 
 
@@ -134,10 +135,17 @@ def archive_kind(data: bytes) -> tuple[str, str]:
 
 
 def cut_short(data: bytes) -> bool:
-    """Whether the cabinet or RAR 5 archive `data` ends before its own structure does: a
-    cabinet's header gives its size, and a RAR 5 archive's blocks are walked to its end block
-    (a78 I1: such a part sent whole gave nothing of its last file, and was refused as
-    unreadable where a ZIP cut the same way was read). RAR 4 archives are not walked: False."""
+    """Whether the 7z archive, cabinet or RAR 5 archive `data` ends before its own structure
+    does: a 7z's start header says where its directory ends, a cabinet's header gives its
+    size, and a RAR 5 archive's blocks are walked to its end block (a78 I1: such a part sent
+    whole gave nothing of its last file, and was refused as unreadable where a ZIP cut the
+    same way was read; a79: a 7z's first volume, sent whole, was carved as raw bytes, its
+    picture broken by LZMA2's chunk headers). RAR 4 archives are not walked: False."""
+    if data.startswith(SEVEN_ZIP_MAGIC):
+        if len(data) < _SEVEN_ZIP_START:
+            return True
+        directory = int.from_bytes(data[12:20], "little") + int.from_bytes(data[20:28], "little")
+        return _SEVEN_ZIP_START + directory > len(data)
     if data.startswith(CAB_MAGIC):
         return len(data) < 12 or int.from_bytes(data[8:12], "little") > len(data)
     if not data.startswith(_RAR5):
