@@ -1,49 +1,42 @@
-"""HTTP/1 trailers become a clean protocol error instead of a stalled connection.
+"""HTTP/1 trailer fields dropped where a message ends, as RFC 9110 (6.5.1) lets an intermediary.
 
 mitmproxy 12 does not implement HTTP/1 trailers: a chunked body that ends with trailer fields
-makes its connection layer raise NotImplementedError, and the client waits, unanswered, until it
-gives up (the upstream never sees the request, so nothing is let through, but the pupil's
-connection hangs). `install` wraps the layer's body reader so that such a body is answered the
-way mitmproxy answers any other framing error: 400 to a client that sent trailers, 502 when an
-upstream reply carried them, and the connection closed.
+(`0\\r\\nX-Checksum: abc\\r\\n\\r\\n`, valid framing) makes its connection layer raise
+NotImplementedError. Turned into a protocol error, that still closed a pupil's upload with no
+answer, no decision and no record at the gateway (adversarial pass a80 I1: innocent chunked
+uploads ending in a trailer field, 4 of 4). `install` makes the layer read chunked bodies with a
+reader that drops the trailer section: the message is judged and forwarded as any other, its
+body the same, only the trailer fields (a checksum, a signature) not passed on. HTTP/2 trailers
+are untouched: mitmproxy carries those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
 from typing import Any
 
-from mitmproxy.proxy import commands, events
-from mitmproxy.proxy.layers.http._base import ReceiveHttp
-from mitmproxy.proxy.layers.http._http1 import Http1Connection
+import h11
+from h11._readers import ChunkedReader  # the reader mitmproxy's HTTP/1 layer uses
+from mitmproxy.proxy.layers.http import _http1
 
-type _Commands = Generator[commands.Command, Any, None]
 
-_original: Callable[[Http1Connection, events.Event], _Commands] | None = None
+class _TrailersDropped(ChunkedReader):
+    """A chunked body reader whose end of message carries no trailer fields."""
+
+    def __call__(self, buf: Any) -> h11.Data | h11.EndOfMessage | None:
+        event = super().__call__(buf)
+        if isinstance(event, h11.EndOfMessage) and event.headers:
+            return h11.EndOfMessage()
+        return event
 
 
 def install() -> None:
-    """Wrap mitmproxy's HTTP/1 body reader once per process (idempotent)."""
-    global _original
-    if _original is None:
-        _original = Http1Connection.read_body
-        Http1Connection.read_body = _read_body_refusing_trailers  # type: ignore[method-assign]
+    """Make mitmproxy's HTTP/1 layer read chunked bodies with `_TrailersDropped` (idempotent)."""
+    original = _http1.make_body_reader
+    if getattr(original, "drops_trailers", False):
+        return
 
+    def make_body_reader(expected_size: int | None) -> _http1.TBodyReader:
+        return _TrailersDropped() if expected_size is None else original(expected_size)
 
-def _read_body_refusing_trailers(self: Http1Connection, event: events.Event) -> _Commands:
-    assert _original is not None
-    try:
-        yield from _original(self, event)
-    except NotImplementedError as error:
-        if "trailers" not in str(error).lower():
-            raise
-        assert self.stream_id is not None
-        # The error first, so the 400 (or 502) goes out before the connection is closed.
-        yield ReceiveHttp(
-            self.ReceiveProtocolError(
-                self.stream_id,
-                "HTTP/1 protocol error: trailer fields are not supported",
-                code=self.ReceiveProtocolError.code,
-            )
-        )
-        yield commands.CloseConnection(self.conn)
+    make_body_reader.drops_trailers = True  # type: ignore[attr-defined]
+    _http1.make_body_reader = make_body_reader
