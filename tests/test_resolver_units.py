@@ -9,7 +9,7 @@ import pytest
 
 from schoolgate.config import parse_config
 from schoolgate.errors import ConfigError
-from schoolgate.gateway.addressbook import AddressBook
+from schoolgate.gateway.addressbook import AddressBook, fronting_unchecked
 from schoolgate.gateway.dnspolicy import NamePolicy
 from schoolgate.gateway.nft import GatewayRuleset
 
@@ -490,3 +490,40 @@ def test_a_pupils_look_up_of_a_moved_catalogued_name_forgets_earlier_bookings(
     answer("p33.pupil.example", moved)  # and a new pupil name there is not given out
     assert book.names_for(moved) == {"content-7.chat.example"}
     book.close()
+
+
+def test_unchecked_domain_fronting_is_said(tmp_path: Path) -> None:
+    """a80 F1: with the resolver off, a pupil reached a catalogued upload host under another
+    server name, uninspected, and nothing said so."""
+    now = [1000.0]
+    book = AddressBook(tmp_path / "f.sqlite", min_ttl_s=600, clock=lambda: now[0])
+    try:
+        assert "resolver.enabled: true" in (fronting_unchecked(True, True, None) or "")
+        assert "no answer" in (fronting_unchecked(True, True, book) or "")
+        book.record("api.imgur.com", ["198.51.100.7"], ttl_s=60)
+        assert book.live() == 1
+        assert fronting_unchecked(True, True, book) is None
+        now[0] += 700  # past the minimum: the resolver stopped renewing its answers
+        assert book.live() == 0
+        assert fronting_unchecked(True, True, book) is not None
+        assert fronting_unchecked(True, False, None) is None  # sni_mismatch: pass, by choice
+        assert fronting_unchecked(False, True, None) is None  # an explicit proxy: no resolver
+    finally:
+        book.close()
+
+
+def test_check_config_says_when_domain_fronting_is_not_checked(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from schoolgate.cli.app import main
+
+    gateway = "mode: transparent, listen_host: 0.0.0.0"
+    for text, said in (
+        (f"proxy: {{{gateway}}}\n", True),
+        (f"proxy: {{{gateway}}}\nresolver: {{enabled: true}}\n", False),
+        (f"proxy: {{{gateway}, sni_mismatch: pass}}\n", False),
+    ):
+        config = tmp_path / "site.yaml"
+        config.write_text(text)
+        assert main(["check-config", str(config)]) == 0
+        assert ("domain fronting is not checked" in capsys.readouterr().out) == said

@@ -16,7 +16,7 @@ from schoolgate.config import Config
 from schoolgate.endpoints.catalog import Catalog, LearntHosts
 from schoolgate.endpoints.loader import load_catalog
 from schoolgate.endpoints.reassembly import UploadSessions
-from schoolgate.gateway.addressbook import ADDRESS_BOOK, AddressBook
+from schoolgate.gateway.addressbook import ADDRESS_BOOK, AddressBook, fronting_unchecked
 from schoolgate.gateway.leases import LeaseTable
 from schoolgate.gateway.neighbours import NeighbourTable, vlan_of
 from schoolgate.media.sniff import MediaKind, sniff
@@ -269,10 +269,16 @@ class Runtime:
 
 
 def _address_book(config: Config) -> AddressBook | None:
-    """The resolver's address book, where it runs beside a transparent proxy."""
-    if not config.resolver.enabled or config.proxy.mode != "transparent":
-        return None
-    return AddressBook(config.data_dir / ADDRESS_BOOK, min_ttl_s=config.resolver.min_ttl_s)
+    """The resolver's address book, where it runs beside a transparent proxy (a warning in the
+    log where domain fronting goes unchecked)."""
+    transparent = config.proxy.mode == "transparent"
+    book = None
+    if config.resolver.enabled and transparent:
+        book = AddressBook(config.data_dir / ADDRESS_BOOK, min_ttl_s=config.resolver.min_ttl_s)
+    refuse = config.proxy.sni_mismatch == "refuse"
+    if (unchecked := fronting_unchecked(transparent, refuse, book)) is not None:
+        log.warning("schoolgate: WARNING: %s", unchecked)
+    return book
 
 
 class RuntimeRef:

@@ -23,6 +23,7 @@ from schoolgate.cli.common import EXIT_ERROR, EXIT_OK, Subcommands, config_from
 from schoolgate.config import ProxyConfig, as_dict, load_config
 from schoolgate.console.cli import add_commands as add_console_commands
 from schoolgate.errors import SchoolgateError
+from schoolgate.gateway.addressbook import fronting_unchecked
 from schoolgate.trust.cli import add_commands as add_trust_commands
 from schoolgate.trust.settings import unpinned
 from schoolgate.version import __version__
@@ -99,6 +100,12 @@ def _check_config(args: argparse.Namespace) -> int:
         if config.alerts.data_dir is not None:
             for advice in relocation.notes(config.alerts.outbox, config.alerts.data_dir):
                 print(f"note: {advice}")
+        if not config.resolver.enabled and (
+            unchecked := fronting_unchecked(
+                config.proxy.mode == "transparent", config.proxy.sni_mismatch == "refuse", None
+            )
+        ):  # a80 F1
+            print(f"note: {unchecked}")
         if config.banks.path.is_file():  # a43 F8: settings that miss a prefixed trust bank
             with BankStore(config.banks.path) as store:
                 names = [bank.name for bank in store.banks()]

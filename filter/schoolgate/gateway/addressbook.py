@@ -116,6 +116,18 @@ class AddressBook:
                 raise AddressBookError(f"cannot write the address book: {error}") from error
         return int(cursor.rowcount)
 
+    def live(self) -> int:
+        """How many answers have not expired (the resolver renews every catalogued name's
+        every ten minutes, so none while it runs means it does not)."""
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "SELECT count(*) FROM answers WHERE expires >= ?", (self.clock(),)
+                ).fetchone()
+            except sqlite3.Error as error:
+                raise AddressBookError(f"cannot read the address book: {error}") from error
+        return int(row[0])
+
     def answers(self, limit: int = 100_000) -> dict[str, tuple[list[str], float]]:
         """Every unexpired answer: name -> (addresses, seconds left), at most `limit` rows."""
         now = self.clock()
@@ -148,3 +160,25 @@ class AddressBook:
             except sqlite3.Error:
                 return frozenset()  # unreadable: nothing known, the caller decides
         return frozenset(row[0] for row in rows)
+
+
+def fronting_unchecked(transparent: bool, refuse: bool, book: AddressBook | None) -> str | None:
+    """Why the gateway does not check for domain fronting although `proxy.sni_mismatch` asks
+    it to (`refuse`, in `transparent` mode), read from the resolver's address `book` (None: the
+    resolver is off); None where it checks (adversarial pass a80 F1: with the resolver off, a
+    pupil reached a catalogued upload host under another server name, uninspected, and nothing
+    said so)."""
+    if not transparent or not refuse:
+        return None
+    if book is None:
+        return (
+            "domain fronting is not checked: proxy.sni_mismatch needs the gateway's resolver "
+            "(resolver.enabled: true, service schoolgate-resolver), and without it a pupil "
+            "can reach a catalogued site under another server name uninspected"
+        )
+    if book.live() == 0:
+        return (
+            "domain fronting is not checked yet: the resolver's address book holds no answer "
+            "(is schoolgate-resolver running?)"
+        )
+    return None
