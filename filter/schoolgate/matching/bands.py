@@ -183,7 +183,7 @@ def found_bands(warped: np.ndarray, inside: np.ndarray, banked: ContentGrid) -> 
         near = np.abs(candidates - coarse) < step
         best = int(np.argmax(np.where(near, totals, -np.inf)))
         offset, own = int(candidates[best]), float(totals[best])
-        agreeing_count = int(fine_clear[first:end, best].sum())
+        clear_count = int(fine_clear[first:end, best].sum())  # comparisons made clearly
         errors = int(fine_wrong[first:end, best].sum())
         resting = float(score[first:end, offsets == 0].sum())
         elsewhere = np.abs(candidates - offset) > block
@@ -193,8 +193,8 @@ def found_bands(warped: np.ndarray, inside: np.ndarray, banked: ContentGrid) -> 
         rival = float(np.where(elsewhere & rival_near, totals, -np.inf).max(initial=-np.inf))
         if (
             offset != 0
-            and agreeing_count >= _MIN_CLEAR
-            and errors * _CLEAR_AGREEMENT <= agreeing_count
+            and clear_count >= _MIN_CLEAR
+            and errors * _CLEAR_AGREEMENT <= clear_count
             and own >= _MIN_SCORE
             and own - resting >= _CHANGE
             and rival <= own - max(_CHANGE, _DISTINCT * own)
