@@ -37,7 +37,7 @@ from schoolgate.endpoints.libarchive import (
     archive_members,
 )
 from schoolgate.endpoints.tarball import tar_files
-from schoolgate.endpoints.ziparchive import ZIP_MAGIC, holds_zip, zip_members
+from schoolgate.endpoints.ziparchive import SPLIT_ZIP_MAGIC, ZIP_MAGIC, holds_zip, zip_members
 
 _MAX_MEMBERS: Final = 2000
 _MAX_DEPTH: Final = 4  # a tar in a gzip in a ZIP in a ZIP
@@ -62,7 +62,8 @@ _Member = tuple[str, bytes, int]
 def is_archive_start(data: bytes) -> bool:
     """Whether `data` starts a ZIP, a tar, a 7z, a cabinet, a RAR archive or a compressed file
     (which may hold any of them)."""
-    return (data.startswith((ZIP_MAGIC, *ARCHIVE_MAGICS)) or data[257:262] == b"ustar"
+    return (data.startswith((ZIP_MAGIC, SPLIT_ZIP_MAGIC, *ARCHIVE_MAGICS))
+            or data[257:262] == b"ustar"
             or compressed_start(data))  # fmt: skip
 
 
@@ -76,6 +77,9 @@ def archive_start_members(
 
 
 def _files(data: bytes, limits: ExtractLimits, since: int, depth: int) -> list[tuple[str, bytes]]:
+    if data.startswith(SPLIT_ZIP_MAGIC):  # a split ZIP's first piece: its marker, then a ZIP
+        marker = len(SPLIT_ZIP_MAGIC) - len(ZIP_MAGIC)
+        return _files(data[marker:], limits, max(0, since - marker), depth)
     if data.startswith(ZIP_MAGIC):
         members = _zip_members(data, limits, since)
     elif data.startswith(SEVEN_ZIP_MAGIC):

@@ -55,7 +55,7 @@ from schoolgate.endpoints.textbytes import (
     hex_reading,
     unescape_json,
 )
-from schoolgate.endpoints.ziparchive import ZIP_MAGIC, holds_zip, zip_members
+from schoolgate.endpoints.ziparchive import SPLIT_ZIP_MAGIC, ZIP_MAGIC, holds_zip, zip_members
 from schoolgate.media.sniff import MediaKind, MediaType, claims_media, sniff, unanalysed_format
 
 _MAX_DEPTH: Final = 10  # a mail forwarded 4 times is 8 deep
@@ -80,7 +80,7 @@ _FORM_LIKE: Final = re.compile(rb"\A[\w.%*~\[\]-]{1,256}=")
 _JSON_LIKE: Final = re.compile(rb"\A\s*[\[{]")
 _MARKUP: Final = re.compile(rb"\A\s*[\[{<]")
 
-_KEPT: Final = (ZIP_MAGIC, *STARTS)  # archives and compressed files
+_KEPT: Final = (ZIP_MAGIC, SPLIT_ZIP_MAGIC, *STARTS)  # archives and compressed files
 _CONTAINER_TYPES: Final = frozenset(
     {"application/x-www-form-urlencoded", "application/json", "text/plain", "text/html"}
 )
@@ -226,6 +226,8 @@ class _Scan:
             self.multipart(data, content_type, where, depth)
         elif data.startswith(ZIP_MAGIC) or holds_zip(data):
             self.archive(data, where, depth)
+        elif data.startswith(SPLIT_ZIP_MAGIC):  # a split ZIP's first piece (a81 G1)
+            self.archive(data[len(SPLIT_ZIP_MAGIC) - len(ZIP_MAGIC) :], where, depth)
         elif data.startswith(ARCHIVE_MAGICS):
             self.library_archive(data, where, depth)
         elif (mail := mail_message(data)) is not None:  # a mail sent through an API (a46 F1)

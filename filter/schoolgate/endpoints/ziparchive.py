@@ -16,6 +16,9 @@ from schoolgate.endpoints.libarchive import zip_files
 from schoolgate.media.sniff import claims_media
 
 ZIP_MAGIC: Final = b"PK\x03\x04"
+# A split ZIP's first piece (`zip -s`: .z01, ...) starts with the spanning marker before its
+# first local header (APPNOTE 8.5.3); its directory is in the last piece.
+SPLIT_ZIP_MAGIC: Final = b"PK\x07\x08" + ZIP_MAGIC
 _END_OF_DIRECTORY: Final = b"PK\x05\x06"
 _FROM_THE_END: Final = 22 + 65_535  # the end record, then a comment of up to 64 KiB
 _MAX_ZIP_MEMBERS: Final = 2000
