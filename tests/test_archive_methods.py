@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from schoolgate.addons.uploads import UploadInspector
-from schoolgate.endpoints.archive_starts import archive_start_members
+from schoolgate.endpoints.archive_starts import archive_start_members, seven_zip_coder_unread
 from schoolgate.endpoints.bodyscan import extract_items
 from schoolgate.endpoints.cabinets import cabinet_files
 from schoolgate.endpoints.extract import ExtractionError, ExtractLimits
@@ -338,3 +338,26 @@ def test_a_split_zips_first_piece_is_read(
         assert _drive(catalog_addon, piece) == expected
         first = FirstPart(piece[: len(piece) * 2 // 3], None).looked_at(ExtractLimits())
         assert any(picture.startswith(part) and len(part) > 1000 for part in first)
+
+
+def test_a_7z_volume_packed_in_a_coder_read_only_whole_is_refused(
+    tmp_path: Path, photo: bytes
+) -> None:
+    """a81 G2: 7z volumes packed with BZip2 or PPMd (nothing of either is read before the
+    archive's end) let a banked picture through, 11 of 12 sets; now refused as unreadable, as
+    an archive's file no reader here opens is. LZMA, LZMA2, Deflate and stored volumes are
+    read."""
+    files = {"a.jpg": photo, "b.bin": random.Random(3).randbytes(50_000)}
+    for coder, expected in (("BZip2", "BZip2"), ("PPMd", "PPMd"), ("LZMA", None),
+                            ("LZMA2", None), ("Deflate", None), ("Copy", None)):  # fmt: skip
+        _seven_zip(tmp_path, files, f"-m0={coder}", "-v100k", name=f"{coder}.7z")
+        volume = (tmp_path / f"{coder}.7z.001").read_bytes()
+        assert seven_zip_coder_unread(volume) == expected, coder
+        if expected is None:
+            assert any(item.data[:3] == b"\xff\xd8\xff"
+                       for item in extract_items(volume, None, ExtractLimits()))  # fmt: skip
+            continue
+        with pytest.raises(ExtractionError) as refused:
+            extract_items(volume, None, ExtractLimits())
+        assert refused.value.reason == "unreadable"
+        assert coder in str(refused.value)

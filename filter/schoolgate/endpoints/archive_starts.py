@@ -44,6 +44,8 @@ _MAX_DEPTH: Final = 4  # a tar in a gzip in a ZIP in a ZIP
 _SEVEN_ZIP_HEADER: Final = 32
 _LZMA_STEP: Final = 64 * 1024
 _DELTA_DISTANCES: Final = (1, 2, 4)  # 7-Zip writes Delta:4 unless told otherwise
+_PROBE: Final = 64 * 1024  # of a 7z's packed data, to tell its coder
+_BZIP2_START: Final = re.compile(rb"BZh[1-9]1AY&SY")  # a bzip2 stream and its first block
 _PICTURE_STARTS: Final = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00",
                           b"MM\x00*", b"ftyp")  # fmt: skip
 _ZIP_SIGNATURES: Final = re.compile(b"PK\x07\x08|PK\x03\x04|PK\x01\x02")
@@ -150,6 +152,25 @@ def _seven_zip_streams(data: bytes, limits: ExtractLimits, since: int) -> list[_
     if len(content) >= _SEVEN_ZIP_HEADER:
         found.append(_since_last_picture("7z/deflate", content, before))
     return found
+
+
+def seven_zip_coder_unread(data: bytes) -> str | None:
+    """The coder the packed data of a 7z cut short (`data`) is in, where it is one read here only
+    at the archive's end: BZip2 (a 900 kB block before its first byte; its signature says so)
+    or PPMd (no reader here: its range coder starts with a zero byte, as LZMA's does, but
+    LZMA's decoder fails on it at once). None where the packed data starts as a coder read here
+    undoes it, or as stored bytes (a stored file whose first byte is zero is taken for PPMd)."""
+    packed = data[_SEVEN_ZIP_HEADER : _SEVEN_ZIP_HEADER + _PROBE]
+    if _BZIP2_START.match(packed):
+        return "BZip2"
+    if not packed.startswith(b"\x00"):
+        return None  # LZMA2's chunks, Deflate, or stored bytes
+    decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA1}])
+    try:
+        decoder.decompress(packed, _PROBE)
+    except lzma.LZMAError:
+        return "PPMd"
+    return None
 
 
 def _undelta(data: bytes, distance: int) -> bytes:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from schoolgate.endpoints.archive_starts import archive_start_members
+from schoolgate.endpoints.archive_starts import archive_start_members, seven_zip_coder_unread
 from schoolgate.endpoints.carving import carved, probe_carved, restored_start
 from schoolgate.endpoints.documents import document_images
 from schoolgate.endpoints.encoding import STARTS, brotli_file, decompress_members, wide_text
@@ -40,6 +40,7 @@ from schoolgate.endpoints.extract import (
 from schoolgate.endpoints.fragments import quoted_fragment
 from schoolgate.endpoints.libarchive import (
     ARCHIVE_MAGICS,
+    SEVEN_ZIP_MAGIC,
     archive_kind,
     archive_members,
     cut_short,
@@ -305,6 +306,12 @@ class _Scan:
             self.items[before:] = [replace(item, carved=True) for item in self.items[before:]]
             if len(self.items) > before:
                 return
+            if data.startswith(SEVEN_ZIP_MAGIC) and (coder := seven_zip_coder_unread(data)):
+                # What cannot be read is not passed as holding nothing (a81 G2: a banked
+                # picture in BZip2 and PPMd 7z volumes, 11 of 12 sets through).
+                raise ExtractionError(
+                    "unreadable", f"a 7z cut short (a volume) packed with {coder}, read only whole"
+                )
         for name, content in archive_members(data, self.limits, self.grow):
             self.blob(content, None, f"{where}/{kind}:{name[:120]}", depth + 1, name)
 
