@@ -46,14 +46,16 @@ def cabinet_files(data: bytes, limits: ExtractLimits) -> list[tuple[str, bytes]]
         position = data.find(b"\x00", position) + 1
         if position == 0:
             return []
-    budget = [limits.max_decoded_bytes]
+    budget = limits.max_decoded_bytes  # what may still be inflated, by all the folders
     streams: list[bytes] = []
     for _ in range(folder_count):
         if position + 8 > len(data):
             break
         start, blocks, kind = struct.unpack_from("<IHH", data, position)
         position += 8 + folder_reserve
-        streams.append(_folder(data, start, blocks, kind & 0x0F, block_reserve, budget))
+        stream = _folder(data, start, blocks, kind & 0x0F, block_reserve, budget)
+        budget -= len(stream)
+        streams.append(stream)
     files: list[tuple[str, bytes]] = []
     at = files_at
     for _ in range(file_count):
@@ -69,9 +71,9 @@ def cabinet_files(data: bytes, limits: ExtractLimits) -> list[tuple[str, bytes]]
 
 
 def _folder(data: bytes, start: int, blocks: int, method: int, reserve: int,
-            budget: list[int]) -> bytes:  # fmt: skip
+            budget: int) -> bytes:  # fmt: skip
     """A folder's bytes, its data blocks read in turn from `start` as far as `data` goes
-    (`budget`: what may still be inflated, shared by the folders)."""
+    (`budget`: what it may inflate to)."""
     if method not in (_STORED, _MSZIP):
         return b""
     stream = bytearray()
@@ -93,7 +95,6 @@ def _folder(data: bytes, start: int, blocks: int, method: int, reserve: int,
                 stream += decoder.decompress(payload[2:], unpacked or _HISTORY)
             except zlib.error:
                 break  # damage: what was read before it is what a reader gets
-        if len(stream) > budget[0]:
+        if len(stream) > budget:
             raise ExtractionError("encoding_bomb", "a cabinet's folder inflates past the cap")
-    budget[0] -= len(stream)
     return bytes(stream)

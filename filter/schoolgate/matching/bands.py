@@ -97,8 +97,9 @@ def banded_copy(aligned: Piece, banked: ContentGrid, ways: Sequence[bool] = (Fal
     best_score = _agreeing_cells(aligned[2], banked)
     for on_side in ways:
         made = _put_back(aligned, banked, on_side)
-        if made is not None and _agreeing_cells(made[2], banked) > best_score:
-            best, best_score = made, _agreeing_cells(made[2], banked)
+        score = -1 if made is None else _agreeing_cells(made[2], banked)
+        if score > best_score:
+            best, best_score = made, score
     return best
 
 
