@@ -18,8 +18,9 @@ agrees on most of them (a caption or sticker hides a few); a *different* photo i
 thread) disagrees on most. A copy may hide part of the banked photo under a caption, a sticker or
 a bar, but it does not show *another* photograph there: banked cells with structure (the photo,
 and what is drawn or written beside it) that the copy shows as unrelated photographic content
-(nearly half their bits differ, as between unrelated pictures) are counted apart, and a few of
-them are enough to tell another subject before the same background, another picture under the
+(nearly half their bits differ, as between unrelated pictures) are counted apart where they fill
+an area (writing across a plain sky reads so too, a line of cells at a time), and a few of them
+are enough to tell another subject before the same background, another picture under the
 same dense overlay or beside the same meme panel; so is a patch of photographic cells, three
 or more each way, that the copy shows clearly different (a smooth subject differs by less than
 unrelated content does). A copy that leaves out most of the banked
@@ -220,7 +221,8 @@ class Agreement:
     photographic: bool  # whether the banked item was judged on its photographic cells
     replaced: int = 0  # banked picture cells the copy shows as an unrelated photograph
     # Agreeing share of the middle quarter (the 4x4 middle cells, where the copy covers at
-    # least half of them; None otherwise): plain on both sides agrees here, plain on one side
+    # least half of them, and what differs there is not drawn over the banked photo around
+    # which it agrees; None otherwise): plain on both sides agrees here, plain on one side
     # only does not. The robust tier asks it when the alignment rests on the surround alone.
     middle: float | None = None
 
@@ -264,8 +266,10 @@ def agreement(
     agrees = distance <= CELL_MATCH_BITS
     covered = query.kinds != Cell.UNCOVERED
     photo = covered & (banked.kinds == Cell.PHOTO)
-    replaced = int((_shown_cells(banked) & covered & (query.kinds == Cell.PHOTO)
-                    & (distance >= _UNRELATED_BITS)).sum())  # fmt: skip
+    unrelated = (_shown_cells(banked) & covered & (query.kinds == Cell.PHOTO)
+                 & (distance >= _UNRELATED_BITS))  # fmt: skip
+    both_flat = (banked.kinds == Cell.FLAT) & (query.kinds == Cell.FLAT)
+    replaced = int((unrelated & _in_patches(covered & ~agrees & ~both_flat)).sum())
     # Photographic cells the copy shows photographic and clearly different: another subject
     # photographed before the same background where they form a patch (a drawn cell in either
     # is left out: a sticker or a caption over a drawing looks no different from a new one).
@@ -300,6 +304,23 @@ def agreement(
     if int(photo.sum()) >= _MIN_SMALL_PHOTO:
         share = min(share, float(agrees[photo].mean()))
     return Agreement(share, count, False, replaced, middle)
+
+
+def _in_patches(differing: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """The cells of `differing` that lie in patches of them holding two by two cells, or three
+    one above another: another subject or picture fills an area, or stands. Writing over a
+    photo (a meme's lines of capitals, a caption set at a slant) reads as photographic where it
+    crosses plain sky or a wall, and differs a line of cells high, the cells beside it agreeing
+    (a82 H3: a caption at the top, a word across the middle: 3 and 4 cells); a smooth subject
+    differs all over, and reads as photographic at its edges; a standing one may be a column
+    of cells wide (a21's)."""
+    cells = differing.reshape(GRID, GRID)
+    squares = cells[:-1, :-1] & cells[1:, :-1] & cells[:-1, 1:] & cells[1:, 1:]
+    columns = cells[:-2] & cells[1:-1] & cells[2:]
+    _, labels = cv2.connectedComponents(cells.astype(np.uint8), connectivity=4)
+    thick = np.unique(np.r_[labels[:-1, :-1][squares], labels[:-2][columns]])
+    inside: npt.NDArray[np.bool_] = np.isin(labels, thick[thick > 0]).ravel()
+    return inside
 
 
 def _other_subject(differing: npt.NDArray[np.bool_]) -> int:
@@ -401,8 +422,37 @@ def _middle_agreement(
 ) -> float | None:
     judged = _MIDDLE_CELLS & covered
     count = int(judged.sum())
-    if count < int(_MIDDLE_CELLS.sum()) // 2:
+    if count < int(_MIDDLE_CELLS.sum()) // 2 or _drawn_over(banked, query, agrees, covered):
         return None
     banked_flat = banked.kinds == Cell.FLAT
     same = np.where(banked_flat, query.kinds == Cell.FLAT, agrees)
     return float(same[judged].mean())
+
+
+def _drawn_over(
+    banked: ContentGrid,
+    query: ContentGrid,
+    agrees: npt.NDArray[np.bool_],
+    covered: npt.NDArray[np.bool_],
+) -> bool:
+    """Whether what differs in the middle is drawn over the banked photo (a large sticker or
+    emoji over its middle: a82 H3, at a quarter of the picture), where the photo around it
+    agrees: most of the middle's differing cells are the banked photo's and show drawn, and
+    the photo's cells around the middle agree. A shared frame around two pictures agrees on
+    drawn cells only; another drawn subject stands where the banked picture had a drawn one."""
+    photo = banked.kinds == Cell.PHOTO
+    differing = _MIDDLE_CELLS & covered & ~agrees
+    drawn_over = differing & photo & (query.kinds != Cell.PHOTO)
+    around = ~_MIDDLE_CELLS & covered & photo
+    return (
+        3 * int(drawn_over.sum()) >= 2 * max(1, int(differing.sum()))
+        and int(around.sum()) >= _AROUND_PHOTO
+        and float(agrees[around].mean()) >= _AROUND_AGREEMENT
+    )
+
+
+# The banked photo's cells around the middle quarter that show it with a sticker over the middle
+# (of 48), and the share of them that agree: a picture's own re-encoded copies agree on 0.9 or
+# more of their photo cells.
+_AROUND_PHOTO: Final = 12
+_AROUND_AGREEMENT: Final = 0.85
