@@ -122,13 +122,13 @@ def test_verification_is_bounded_by_max_candidates(monkeypatch: pytest.MonkeyPat
     entries = _entries(BANKED + UNRELATED)
     index = RobustIndex(entries, limits=IndexLimits(max_candidates=3, min_votes=0))
     calls: list[int] = []
-    verify = index._verify
+    check = index._check
 
-    def counting(query: LocalFeatures, entry_id: int, votes: int) -> object:
+    def counting(query: LocalFeatures, entry_id: int, votes: int, whole_only: bool) -> object:
         calls.append(entry_id)
-        return verify(query, entry_id, votes)
+        return check(query, entry_id, votes, whole_only)
 
-    monkeypatch.setattr(index, "_verify", counting)
+    monkeypatch.setattr(index, "_check", counting)
     hits = index.match(extract_features(skimage_photo("coffee")), max_hits=None)
     assert len(calls) == 3
     assert {h.content_id for h in hits} == {"coffee"}  # its whole view (and no other item)

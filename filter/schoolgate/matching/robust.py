@@ -42,13 +42,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final, cast
+from typing import Final, NamedTuple, cast
 
 import cv2
 import numpy as np
 
 from schoolgate.matching.bands import banded_copy, moved_ways
-from schoolgate.matching.geometry import jacobian, then, transform_is_plausible
+from schoolgate.matching.geometry import jacobian, mapped, then, transform_is_plausible
 from schoolgate.matching.strips import cell_shifts, shows_a_part, warp, warp_in_strips
 from schoolgate.media.content_grid import (
     GRID,
@@ -184,6 +184,23 @@ class RobustHit:
         return found | (self.content.evidence() if self.content is not None else {})
 
 
+@dataclass(frozen=True)
+class Sighting:
+    """A banked item whose votes gather in a small part of a query (`RobustIndex.sighting`):
+    its views (a mask over the index's entries) and the middle of its voters (shares of the
+    query's frame)."""
+
+    views: np.ndarray
+    at: tuple[float, float]
+
+
+class _Tally(NamedTuple):
+    votes: np.ndarray  # per entry
+    distinctive: np.ndarray  # per entry
+    keypoint: np.ndarray  # per vote: the query keypoint
+    entry: np.ndarray  # per vote: the entry it voted for
+
+
 def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamming distances between two sets of 32-byte descriptors, (len(a), len(b)) uint16.
 
@@ -288,7 +305,9 @@ class RobustIndex:
         return self._thresholds.get(bank, self._default)
 
     def match(self, query: LocalFeatures, max_hits: int | None = 1, shown: Shown | None = None,
-              collages_only: bool = False) -> list[RobustHit]:  # fmt: skip
+              collages_only: bool = False, whole_only: bool = False,
+              aligned: set[int] | None = None, among: np.ndarray | None = None
+              ) -> list[RobustHit]:  # fmt: skip
         """Verified matches for one query view, best-voted candidates first.
 
         Verification stops after `max_hits` matches (one is enough to decide; None checks every
@@ -296,15 +315,22 @@ class RobustIndex:
         found in the query's other views: a grid re-laid as a strip of four shows each picture
         where only its own view (the query split at its gutters) finds it (a50).
         `collages_only`: only the pictures of banked collages are looked for (a piece of the
-        query, not a view of it: signals.query_pieces)."""
+        query, not a view of it: signals.query_pieces). `whole_only`: a match must show the
+        banked view whole (the query is a window of the picture sent, signals.closer_views:
+        a part of a banked picture is judged in the whole view, beside what surrounds it).
+        `aligned`: where given, the banked views the query aligned with (verified or refused by
+        the content check) are added to it. `among`: only these banked views (a mask over them,
+        a `Sighting`'s) are candidates."""
         shown = {} if shown is None else shown
         if not self._entries or len(query) < self._default_floor():
             return []
         hits: list[RobustHit] = []
         looked: set[tuple[str, str, str]] = set()  # collages whose pictures were looked for
-        allowed = self._pictures_to_find(shown) if collages_only else None
+        allowed = self._pictures_to_find(shown) if collages_only else among
         for entry_id, votes in self._candidates(query, allowed):
-            hit = self._verify(query, entry_id, votes)
+            hit, lined_up = self._check(query, entry_id, votes, whole_only)
+            if lined_up and aligned is not None:
+                aligned.add(entry_id)
             if hit is None:
                 continue
             panel = self._entries[entry_id].panel
@@ -319,7 +345,7 @@ class RobustIndex:
                     self._entries[other].panel or ""
                     for other in self._panels_of[collage]
                     if allowed is None and other != entry_id
-                    and self._verify(query, other, 0) is not None
+                    and self._verify(query, other, 0, whole_only) is not None
                 }  # fmt: skip
                 looked.add(collage)
                 shown[collage] = everywhere = shown.get(collage, set()) | found
@@ -351,6 +377,42 @@ class RobustIndex:
                     ) -> list[tuple[int, int]]:  # fmt: skip
         """(entry, votes) for the best-voted entries, at most limits.max_candidates (only
         `allowed` ones, at most _PIECE_CANDIDATES, where given)."""
+        tally = self._tally(query)
+        if tally is None:
+            return []
+        votes, distinctive = tally.votes, tally.distinctive
+        limits = self._limits
+        eligible = votes >= limits.min_votes
+        most = limits.max_candidates
+        if allowed is not None:
+            eligible &= allowed
+            most = _PIECE_CANDIDATES
+        ranked = np.argsort(-np.where(eligible, distinctive, -1.0), kind="stable")
+        return [(int(e), int(votes[e])) for e in ranked[:most] if eligible[e]]
+
+    def sighting(self, query: LocalFeatures, min_votes: int, most_area: float) -> Sighting | None:
+        """Where in the query the best-voted banked item's votes (stage 1) gather: where it has
+        `min_votes` or more and the keypoints that voted for it (their middle 80% each way)
+        lie in at most `most_area` of the frame, as a picture shown small in it. None
+        otherwise."""
+        tally = self._tally(query) if self._entries and len(query) else None
+        if tally is None:
+            return None
+        best = int(tally.votes.argmax())
+        if tally.votes[best] < min_votes:
+            return None
+        points = query.points[tally.keypoint[tally.entry == best]]
+        low, middle, high = np.percentile(points, (10, 50, 90), axis=0)
+        width, height = (high - low) / (query.width, query.height)
+        if width * height > most_area:
+            return None
+        views = self._item_of == self._item_of[best]
+        return Sighting(views, (float(middle[0] / query.width), float(middle[1] / query.height)))
+
+    def _tally(self, query: LocalFeatures) -> _Tally | None:
+        """Per banked entry, its votes and its distinctive votes (see `_candidates`), and each
+        vote's query keypoint and entry; None where no chunk of the query's descriptors is
+        banked."""
         limits = self._limits
         query_chunks = np.ascontiguousarray(query.descriptors).view("<u2")
         pair_query: list[np.ndarray] = []
@@ -370,7 +432,7 @@ class RobustIndex:
             pair_query.append(np.repeat(np.arange(len(values), dtype=np.int32), counts))
             pair_bank.append(self._chunk_order[chunk][positions])
         if not pair_query:
-            return []
+            return None
         queries = np.concatenate(pair_query)
         banked = np.concatenate(pair_bank)
         q64 = np.ascontiguousarray(query.descriptors).view(np.uint64)[queries]
@@ -392,13 +454,7 @@ class RobustIndex:
         items_per_keypoint = np.bincount(found // items, minlength=len(query))
         weight = 1.0 / np.maximum(items_per_keypoint, 1)
         distinctive = np.bincount(entry, weights=weight[keypoint], minlength=entries)
-        eligible = votes >= limits.min_votes
-        most = limits.max_candidates
-        if allowed is not None:
-            eligible &= allowed
-            most = _PIECE_CANDIDATES
-        ranked = np.argsort(-np.where(eligible, distinctive, -1.0), kind="stable")
-        return [(int(e), int(votes[e])) for e in ranked[:most] if eligible[e]]
+        return _Tally(votes, distinctive, keypoint, entry)
 
     def _align(
         self, source: np.ndarray, target: np.ndarray, threshold: float, rules: RobustThresholds
@@ -472,11 +528,12 @@ class RobustIndex:
             refuted = refuted or aligned or textured
         return False if refuted else None
 
-    def _verify(self, query: LocalFeatures, entry_id: int, votes: int) -> RobustHit | None:
-        return self._check(query, entry_id, votes)[0]
+    def _verify(self, query: LocalFeatures, entry_id: int, votes: int,
+                whole_only: bool = False) -> RobustHit | None:  # fmt: skip
+        return self._check(query, entry_id, votes, whole_only)[0]
 
     def _check(
-        self, query: LocalFeatures, entry_id: int, votes: int
+        self, query: LocalFeatures, entry_id: int, votes: int, whole_only: bool = False
     ) -> tuple[RobustHit | None, bool]:
         """(the verified hit or None, whether the geometry aligned at all)."""
         entry = self._entries[entry_id]
@@ -506,6 +563,8 @@ class RobustIndex:
         spread = _spread(target[inliers], banked.width, banked.height)
         if spread < rules.min_spread:
             return None, False
+        if whole_only and _shown_share(transform, query, banked) < _WHOLE_SHOWN:
+            return None, True  # a part of the banked picture, seen through a window
         judged, onto, matched = banked, transform, target
         if entry.judged_on is not None:
             judged, back = entry.judged_on
@@ -640,12 +699,32 @@ def _same_picture(
     # A frame, border or template shared by two pictures: every inlier lies around the middle
     # quarter, and the middle disagrees. On the precision and robust suites no true copy had
     # fewer than 6 inliers there (a central sticker or caption leaves some); every frame pair 0.
+    # A sticker as large as the middle leaves none, and is told by the photo agreeing around
+    # it (content_grid: `middle` is None then).
     middle_inliers = int(_in_middle(inliers, banked.width, banked.height).sum())
     return not (
         middle_inliers <= max(2, len(inliers) // 50)
         and content.middle is not None
         and content.middle < 0.5
     )
+
+
+def _shown_share(transform: np.ndarray, query: LocalFeatures, banked: LocalFeatures) -> float:
+    """The share of the banked frame that the query's frame covers, aligned by `transform`."""
+    corners = np.array([[0, 0], [query.width, 0], [query.width, query.height],
+                        [0, query.height]], np.float64)  # fmt: skip
+    shown = mapped(transform, corners).astype(np.float32)
+    frame = np.array([[0, 0], [banked.width, 0], [banked.width, banked.height],
+                      [0, banked.height]], np.float32)  # fmt: skip
+    area, _ = cv2.intersectConvexConvex(shown, frame)
+    return float(area) / (banked.width * banked.height)
+
+
+# A window of the picture sent (signals.closer_views) shows a banked view where it covers this
+# much of it: the whole picture, pasted onto another or set in a collage's cell, cropped by a
+# fifth at most. A window over a part of a banked scene, beside another subject standing where
+# the banked one stood, shows that part alone (a79's and a80's: 5 of 8 matched so).
+_WHOLE_SHOWN: Final = 0.8
 
 
 def _in_middle(points: np.ndarray, width: int, height: int) -> np.ndarray:

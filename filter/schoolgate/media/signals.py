@@ -542,6 +542,33 @@ def _halves(size: tuple[int, int]) -> list[Crop]:
     return [*(across if width >= height else down), *quarters]
 
 
+def closer_views(image: Image.Image, at: tuple[float, float] | None = None) -> list[Image.Image]:
+    """A query looked at closer: its middle and its four corners, each _CLOSER of its width
+    and height, each a view with a keypoint budget of its own (those holding the point `at`,
+    shares of the frame, where given). A banked picture pasted onto
+    another photo, or set in a collage's cell, at a third to two thirds of the frame's side,
+    keeps few keypoints in the whole view, and those at a scale finer than the banked
+    picture's own (a82 H1: the banked rocket at 25-65% of a photo of coins or of the night
+    sky went through, 10 of 10). None for a frame too small to hold a banked picture smaller
+    still."""
+    width, height = image.size
+    side_x, side_y = round(_CLOSER * width), round(_CLOSER * height)
+    if min(side_x, side_y) < _CLOSER_MIN_SIDE:
+        return []
+    middle = ((width - side_x) // 2, (height - side_y) // 2)
+    corners = [(left, top) for top in (0, height - side_y) for left in (0, width - side_x)]
+    x, y = (width / 2, height / 2) if at is None else (at[0] * width, at[1] * height)
+    return [image.crop((left, top, left + side_x, top + side_y))
+            for left, top in [middle, *corners]
+            if left <= x <= left + side_x and top <= y <= top + side_y]  # fmt: skip
+
+
+_CLOSER: Final = 0.6
+# A window narrower than this (pixels of the decoded query) holds nothing the whole view's
+# working frame did not show at the banked picture's own scale.
+_CLOSER_MIN_SIDE: Final = 256
+
+
 # A query this much longer than wide (or wider than tall) is looked at as a strip or stack of
 # pictures; a phone's screenshot (up to 2.2) is not.
 _STRIP_RATIO: Final = 2.5
