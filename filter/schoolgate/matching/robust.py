@@ -8,7 +8,9 @@ Three stages, each bounded:
    than not. The chunks' hits are checked with the exact Hamming distance, and each banked item
    gets one vote per query descriptor that has a near neighbour in it. Chunk values shared by
    more than `bucket_cap` banked descriptors (flat regions, stripes) are skipped: they carry
-   little evidence and would make the time depend on the bank's content.
+   little evidence and would make the time depend on the bank's content. Where one banked
+   item's votes gather in a small part of the query (`sighting`), the tier looks there closer:
+   a picture pasted onto another photo keeps few keypoints in the whole view.
 2. Verification, for at most `max_candidates` items with enough votes: nearest neighbours between
    the query and that item (ratio test, mutual nearest), then a transform estimated with RANSAC:
    a similarity (rotation, uniform scale, translation), an affine one (a stretch, a shear) or a
