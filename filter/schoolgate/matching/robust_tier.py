@@ -329,7 +329,7 @@ class RobustTier:
         sighted = index.sighting(whole, _CLOSER_VOTES, _CLOSER_AREA)
         if sighted is None:
             return []
-        for window in closer_views(finer() if finer else image, sighted.at):
+        for window in closer_views(finer() if finer else image, sighted.at)[:_CLOSER_WINDOWS]:
             hits = index.match(extract_features(window, grid=False), shown=shown,
                                whole_only=True, among=sighted.views)  # fmt: skip
             if hits:
@@ -410,6 +410,9 @@ _CLOSER_VOTES = 12
 # a82's pasted pictures' voters spanned 0.05 of it at most; a frame or overlay two pictures
 # share draws votes from all over.
 _CLOSER_AREA = 0.25
+# Windows looked at, the one centred nearest the voters first: a82's pasted pictures were found
+# in the first or second; on the overlay bench a sighting held 2 to 5 windows, each a lookup.
+_CLOSER_WINDOWS = 2
 
 
 def _small_pictures(

@@ -544,11 +544,11 @@ def _halves(size: tuple[int, int]) -> list[Crop]:
 
 def closer_views(image: Image.Image, at: tuple[float, float] | None = None) -> list[Image.Image]:
     """A query looked at closer: its middle and its four corners, each _CLOSER of its width
-    and height, each a view with a keypoint budget of its own (those holding the point `at`,
-    shares of the frame, where given). A banked picture pasted onto
-    another photo, or set in a collage's cell, at a third to two thirds of the frame's side,
-    keeps few keypoints in the whole view, and those at a scale finer than the banked
-    picture's own (a82 H1: the banked rocket at 25-65% of a photo of coins or of the night
+    and height, each a view with a keypoint budget of its own (where the point `at`, shares of
+    the frame, is given: those holding it, the one centred nearest it first). A banked picture
+    pasted onto another photo, or set in a collage's cell, at a third to two thirds of the
+    frame's side, keeps few keypoints in the whole view, and those at a scale finer than the
+    banked picture's own (a82 H1: the banked rocket at 25-65% of a photo of coins or of the night
     sky went through, 10 of 10). None for a frame too small to hold a banked picture smaller
     still."""
     width, height = image.size
@@ -558,9 +558,12 @@ def closer_views(image: Image.Image, at: tuple[float, float] | None = None) -> l
     middle = ((width - side_x) // 2, (height - side_y) // 2)
     corners = [(left, top) for top in (0, height - side_y) for left in (0, width - side_x)]
     x, y = (width / 2, height / 2) if at is None else (at[0] * width, at[1] * height)
-    return [image.crop((left, top, left + side_x, top + side_y))
-            for left, top in [middle, *corners]
-            if left <= x <= left + side_x and top <= y <= top + side_y]  # fmt: skip
+    holding = [(left, top) for left, top in [middle, *corners]
+               if left <= x <= left + side_x and top <= y <= top + side_y]  # fmt: skip
+    if at is not None:
+        holding.sort(key=lambda place: math.hypot(place[0] + side_x / 2 - x,
+                                                  place[1] + side_y / 2 - y))  # fmt: skip
+    return [image.crop((left, top, left + side_x, top + side_y)) for left, top in holding]
 
 
 _CLOSER: Final = 0.6
