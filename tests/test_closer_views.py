@@ -19,7 +19,7 @@ from schoolgate.media.features import extract_features
 from schoolgate.media.signals import closer_views
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.banked_index import photo_index
-from tests.support.banked_inspector import banked_inspector
+from tests.support.banked_inspector import opened_inspector
 from tests.support.imagery import encode, skimage_photo
 
 CTX = InspectionContext(client_ip="192.0.2.64", app="closer-test")
@@ -28,10 +28,11 @@ CANVAS = (1200, 900)
 
 @pytest.fixture(scope="module")
 def inspector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inspector]:
-    data_dir = tmp_path_factory.mktemp("closer") / "data"
-    inspector = banked_inspector(data_dir, [skimage_photo("rocket"), skimage_photo("astronaut")])
-    yield inspector
-    inspector.close()
+    with opened_inspector(
+        tmp_path_factory.mktemp("closer") / "data",
+        [skimage_photo("rocket"), skimage_photo("astronaut")],
+    ) as inspector:
+        yield inspector
 
 
 def pasted(background: str, picture: str, share: float, at: tuple[float, float],

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from schoolgate.pipeline.engine import InspectionContext, Inspector
-from tests.support.banked_inspector import banked_inspector
+from tests.support.banked_inspector import opened_inspector
 from tests.support.imagery import encode, procedural_scene, skimage_photo
 from tests.support.screens import frame_overlay
 
@@ -24,10 +24,11 @@ CTX = InspectionContext(client_ip="192.0.2.65", app="overlay-test")
 
 @pytest.fixture(scope="module")
 def inspector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inspector]:
-    data_dir = tmp_path_factory.mktemp("overlays") / "data"
-    inspector = banked_inspector(data_dir, [skimage_photo("astronaut"), skimage_photo("rocket")])
-    yield inspector
-    inspector.close()
+    with opened_inspector(
+        tmp_path_factory.mktemp("overlays") / "data",
+        [skimage_photo("astronaut"), skimage_photo("rocket")],
+    ) as inspector:
+        yield inspector
 
 
 def blocked(inspector: Inspector, image: Image.Image) -> bool:
@@ -103,12 +104,9 @@ def test_the_banked_photos_frame_around_a_drawing_is_not_blocked(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     banked, other = frame_overlay([skimage_photo("coffee"), procedural_scene(512)], 4)
-    inspector = banked_inspector(tmp_path_factory.mktemp("framed") / "data", banked)
-    try:
+    with opened_inspector(tmp_path_factory.mktemp("framed") / "data", banked) as inspector:
         assert blocked(inspector, banked)
         assert not blocked(inspector, other)
-    finally:
-        inspector.close()
 
 
 @pytest.mark.parametrize("name", ["camera", "coffee", "coins"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,14 @@ def banked_inspector(
             command = ["hashes", "add", str(item), "--bank", bank, "--config", str(config_path)]
             assert cli.main(command) == 0
         return Inspector.from_config(load_config(config_path), with_audit=False)
+
+
+@contextmanager
+def opened_inspector(data_dir: Path, banked: Image.Image | Sequence[Image.Image]
+                     ) -> Iterator[Inspector]:  # fmt: skip
+    """`banked_inspector(data_dir, banked)`, closed on leaving."""
+    inspector = banked_inspector(data_dir, banked)
+    try:
+        yield inspector
+    finally:
+        inspector.close()

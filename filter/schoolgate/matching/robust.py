@@ -347,7 +347,7 @@ class RobustIndex:
                     self._entries[other].panel or ""
                     for other in self._panels_of[collage]
                     if allowed is None and other != entry_id
-                    and self._verify(query, other, 0, whole_only) is not None
+                    and self._check(query, other, 0, whole_only)[0] is not None
                 }  # fmt: skip
                 looked.add(collage)
                 shown[collage] = everywhere = shown.get(collage, set()) | found
@@ -529,10 +529,6 @@ class RobustIndex:
             textured = min(len(query), len(entry.features)) >= _JUDGEABLE_KEYPOINTS
             refuted = refuted or aligned or textured
         return False if refuted else None
-
-    def _verify(self, query: LocalFeatures, entry_id: int, votes: int,
-                whole_only: bool = False) -> RobustHit | None:  # fmt: skip
-        return self._check(query, entry_id, votes, whole_only)[0]
 
     def _check(
         self, query: LocalFeatures, entry_id: int, votes: int, whole_only: bool = False
