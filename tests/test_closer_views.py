@@ -65,6 +65,24 @@ def test_a_banked_picture_pasted_onto_another_photo_is_blocked(
     assert verdict.blocked, verdict.reasons
 
 
+@pytest.mark.parametrize(
+    ("background", "share", "at"),
+    [
+        ("motorcycle_left", 0.3, (0.6, 0.3)),
+        ("motorcycle_left", 0.35, (0.35, 0.35)),
+        ("coins", 0.3, (0.35, 0.35)),
+        ("camera", 0.35, (0.35, 0.35)),
+    ],
+)
+def test_a_banked_picture_pasted_at_a_third_of_the_side_is_found_nearer(
+    inspector: Inspector, background: str, share: float, at: tuple[float, float]
+) -> None:
+    """At 30-35% of the side the rocket fills too little of a 0.6 window to be found there
+    (a83: 0 of 8 such pastes); the window of 0.4 centred on its voters shows it larger."""
+    verdict = inspector.evaluate(pasted(background, "rocket", share, at), CTX)
+    assert verdict.blocked, verdict.reasons
+
+
 @pytest.mark.parametrize("subject", ["camera", "hubble_deep_field", "immunohistochemistry"])
 def test_another_subject_before_the_banked_background_is_not_blocked_through_a_window(
     inspector: Inspector, subject: str
@@ -93,6 +111,24 @@ def test_closer_views_are_the_middle_and_the_corners() -> None:
     assert views[0].getpixel((0, 0)) == image.getpixel((200, 160))
     assert views[1].getpixel((0, 0)) == image.getpixel((0, 0))
     assert views[4].getpixel((599, 479)) == image.getpixel((999, 799))
+
+
+def test_a_sighting_is_looked_at_in_the_nearest_windows_then_nearer_still() -> None:
+    image = Image.new("RGB", (1000, 800))
+    for x in range(0, 1000, 20):
+        for y in range(0, 800, 20):
+            image.paste((x // 4, y // 4, 200), (x, y, x + 20, y + 20))
+    views = closer_views(image, (0.7, 0.3), most=2)
+    # The top right corner's window, then the middle's, then 0.4 of the sides centred on the
+    # point.
+    assert [view.size for view in views] == [(600, 480), (600, 480), (400, 320)]
+    assert views[0].getpixel((0, 0)) == image.getpixel((400, 0))
+    assert views[1].getpixel((0, 0)) == image.getpixel((200, 160))
+    assert views[2].getpixel((0, 0)) == image.getpixel((500, 80))
+    # Kept inside the frame: near a corner, it is the corner.
+    corner = closer_views(image, (0.95, 0.05), most=1)
+    assert corner[-1].getpixel((399, 0)) == image.getpixel((999, 0))
+    assert corner[-1].getpixel((0, 0)) == image.getpixel((600, 0))
 
 
 def test_a_frame_too_small_is_not_looked_at_closer() -> None:

@@ -127,10 +127,7 @@ def _spread_pick(points: np.ndarray, responses: np.ndarray, size: tuple[int, int
     Keeping only the strongest corners overall would spend the whole budget on text and other
     high-contrast overlays (a caption bar, a sticker), leaving nothing on the photo they cover.
     """
-    width, height = size
-    column = np.minimum(grid - 1, (points[:, 0] * grid / width).astype(np.int64))
-    row = np.minimum(grid - 1, (points[:, 1] * grid / height).astype(np.int64))
-    cell = row * grid + column
+    cell = _cells(points, size, grid)
     order = np.lexsort((-responses, cell))  # by cell, strongest first within a cell
     sorted_cells = cell[order]
     starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
@@ -300,3 +297,67 @@ def extract_features(
         points, descriptors = points[keep], descriptors[keep]
     descriptors = np.ascontiguousarray(descriptors, np.uint8)
     return LocalFeatures(points, descriptors, width, height, content, grey)
+
+
+def starved_features(
+    features: LocalFeatures, settings: FeatureSettings | None = None
+) -> LocalFeatures | None:
+    """Keypoints of a query's working frame (`features.luma`) in the cells of the spread grid
+    where `features` kept fewer than _STARVED: ORB keeps its strongest corners, and where a
+    smooth or dark picture is pasted onto a cluttered photo, the photo's corners take the pool
+    before the spread pick sees the picture's (a83: 7 of 500 keypoints fell inside the banked
+    rocket pasted at half the width of a workshop photo). Every corner is detected, those in
+    starved cells picked as extract_features picks, and only they described. None where no
+    cell is starved or the frame was not kept."""
+    settings = settings or FeatureSettings()
+    grey = features.luma
+    if grey is None:
+        return None
+    height, width = grey.shape
+    size = (width, height)
+    kept = np.bincount(_cells(features.points, size, settings.grid), minlength=settings.grid**2)
+    starved = kept < _STARVED
+    if not starved.any():
+        return None
+    orb = cv2.ORB.create(nfeatures=settings.max_features * _EVERY_CORNER,
+                         fastThreshold=settings.fast_threshold)  # fmt: skip
+    keypoints = orb.detect(grey, None)
+    if not keypoints:
+        return None
+    points = np.array([k.pt for k in keypoints], dtype=np.float32)
+    inside = np.flatnonzero(starved[_cells(points, size, settings.grid)])
+    if not len(inside):
+        return None
+    responses = np.array([k.response for k in keypoints], dtype=np.float32)[inside]
+    picked = inside[_spread_pick(points[inside], responses, size, settings.grid,
+                                 settings.max_features)]  # fmt: skip
+    described, descriptors = orb.compute(grey, [keypoints[i] for i in picked.tolist()])
+    if descriptors is None or not described:
+        return None
+    points = np.array([k.pt for k in described], dtype=np.float32)
+    return LocalFeatures(points, np.ascontiguousarray(descriptors, np.uint8), width, height,
+                         None, grey)  # fmt: skip
+
+
+def with_starved(features: LocalFeatures, settings: FeatureSettings | None = None) -> LocalFeatures:
+    """A query view's features and its starved cells' (`starved_features`), as one set."""
+    more = starved_features(features, settings)
+    if more is None:
+        return features
+    return LocalFeatures(np.concatenate([features.points, more.points]),
+                         np.concatenate([features.descriptors, more.descriptors]),
+                         features.width, features.height, features.grid,
+                         features.luma)  # fmt: skip
+
+
+def _cells(points: np.ndarray, size: tuple[int, int], grid: int) -> np.ndarray:
+    """The spread grid's cell (row * grid + column) of each point."""
+    width, height = size
+    column = np.minimum(grid - 1, (points[:, 0] * grid / width).astype(np.int64))
+    row = np.minimum(grid - 1, (points[:, 1] * grid / height).astype(np.int64))
+    cell: np.ndarray = row * grid + column
+    return cell
+
+
+_STARVED: Final = 4  # keypoints a cell of the spread grid kept (its share is ~8)
+_EVERY_CORNER: Final = 40  # ORB's pool, times max_features: every corner of a 512 px frame

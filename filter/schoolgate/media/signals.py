@@ -542,7 +542,9 @@ def _halves(size: tuple[int, int]) -> list[Crop]:
     return [*(across if width >= height else down), *quarters]
 
 
-def closer_views(image: Image.Image, at: tuple[float, float] | None = None) -> list[Image.Image]:
+def closer_views(
+    image: Image.Image, at: tuple[float, float] | None = None, most: int | None = None
+) -> list[Image.Image]:
     """A query looked at closer: its middle and its four corners, each _CLOSER of its width
     and height, each a view with a keypoint budget of its own (where the point `at`, shares of
     the frame, is given: those holding it, the one centred nearest it first). A banked picture
@@ -550,7 +552,8 @@ def closer_views(image: Image.Image, at: tuple[float, float] | None = None) -> l
     frame's side, keeps few keypoints in the whole view, and those at a scale finer than the
     banked picture's own (a82 H1: the banked rocket at 25-65% of a photo of coins or of the night
     sky went through, 10 of 10). None for a frame too small to hold a banked picture smaller
-    still."""
+    still. `most`: at most this many of those; where `at` is given, a window nearer still,
+    centred on it, comes after them."""
     width, height = image.size
     side_x, side_y = round(_CLOSER * width), round(_CLOSER * height)
     if min(side_x, side_y) < _CLOSER_MIN_SIDE:
@@ -563,10 +566,26 @@ def closer_views(image: Image.Image, at: tuple[float, float] | None = None) -> l
     if at is not None:
         holding.sort(key=lambda place: math.hypot(place[0] + side_x / 2 - x,
                                                   place[1] + side_y / 2 - y))  # fmt: skip
-    return [image.crop((left, top, left + side_x, top + side_y)) for left, top in holding]
+    views = [image.crop((left, top, left + side_x, top + side_y)) for left, top in holding]
+    return views[:most] + ([] if at is None else _nearer_view(image, (x, y)))
+
+
+def _nearer_view(image: Image.Image, at: tuple[float, float]) -> list[Image.Image]:
+    """A window of _NEARER of the frame's sides centred on `at` (pixels), inside the frame: a
+    picture pasted at a third of the side or less fills too little of a _CLOSER window for
+    its keypoints to be found at its banked scale (a83: the astronaut at 35% on the right
+    edge of a workshop photo, the rocket at 30-40% in its middle)."""
+    width, height = image.size
+    side_x, side_y = round(_NEARER * width), round(_NEARER * height)
+    if min(side_x, side_y) < _CLOSER_MIN_SIDE:
+        return []
+    left = min(max(0, round(at[0] - side_x / 2)), width - side_x)
+    top = min(max(0, round(at[1] - side_y / 2)), height - side_y)
+    return [image.crop((left, top, left + side_x, top + side_y))]
 
 
 _CLOSER: Final = 0.6
+_NEARER: Final = 0.4
 # A window narrower than this (pixels of the decoded query) holds nothing the whole view's
 # working frame did not show at the banked picture's own scale.
 _CLOSER_MIN_SIDE: Final = 256
