@@ -251,6 +251,25 @@ def test_captioned_and_recorded_other_videos_are_allowed(
     assert not banked_video_inspector.evaluate(vf.encode(soft.frames, 15), STUDENT).blocked
 
 
+def test_a_short_excerpt_anywhere_in_a_long_upload_is_looked_at(
+    banked_video_inspector: Inspector, textured_clip: vf.Clip
+) -> None:
+    """Two seconds of the banked video, mirrored, inside 22 s of other footage (a84 F1): the
+    key frames looked up lie at one stride (every 2 s here), where 8 spread over the frames
+    kept fell at 0, 2, 4, 8, 10, 12, 16 and 18 s and missed it at 14-16 s. The same footage
+    without the excerpt is allowed."""
+    excerpt = ve.mirrored(vf.trimmed(4.0, 2.0)(textured_clip)).frames
+    before = ve.panning_frames(seed=21, seconds=14.0).frames
+    after = ve.panning_frames(seed=22, seconds=6.0).frames
+    upload = vf.encode([*before, *excerpt, *after], textured_clip.fps)
+    verdict = banked_video_inspector.evaluate(upload, STUDENT)
+    assert verdict.blocked, verdict.reasons
+    assert 14.0 <= verdict.to_dict()["matches"][0]["timestamp_s"] < 16.0
+    other = ve.panning_frames(seed=23, seconds=2.0).frames
+    innocent = vf.encode([*before, *other, *after], textured_clip.fps)
+    assert not banked_video_inspector.evaluate(innocent, STUDENT).blocked
+
+
 def test_without_key_frame_lookups_a_captioned_copy_gets_through(
     banked_video_inspector: Inspector, textured_clip: vf.Clip
 ) -> None:

@@ -335,6 +335,17 @@ def test_letterbox_finds_bars_and_leaves_plain_frames_alone(original: vf.Clip) -
     assert Letterbox.content_box(sky) is None
 
 
+@pytest.mark.parametrize(("seconds", "stride"), [(6, 1), (15, 1), (16, 2), (22, 2), (40, 4)])
+def test_key_frames_at_one_stride_cover_the_video_evenly(seconds: int, stride: int) -> None:
+    """The proxy's key frames (`key_stride`): every sampled second, or every other one..., at
+    fewer than 16, so no part of an upload lies further from one than another (a84 F1)."""
+    clip = vf.scene_frames(seed=5, seconds=seconds, fps=5, size=(64, 36))
+    hasher = VideoHasher(VideoLimits(), key_frames=16, key_stride=True)
+    times = [round(f.timestamp) for f in hasher.hash(vf.encode(clip.frames, 5)).key_frames]
+    assert times == list(range(0, seconds, stride))
+    assert len(times) <= 16
+
+
 def test_keeper_spreads_frames_over_a_video_of_unknown_length() -> None:
     keeper = _Keeper(4)
     pixels = np.zeros((2, 2, 3), np.uint8)

@@ -45,10 +45,11 @@ class RobustConfig:
     # before a banked background blocked through it.
     bank_squashed: bool = False
     # Videos: `hashes add` banks the feature sets of this many key frames spread over the clip,
-    # and an upload's frames (this many, spread) are looked up when no hash matched. A frame
-    # verified against a banked key frame blocks, as a robust image match does.
+    # and an upload's frames (up to this many, at one stride: every second, every other...)
+    # are looked up when no hash matched. A frame verified against a banked key frame blocks,
+    # as a robust image match does.
     video_key_frames: int = 8
-    video_query_frames: int = 8
+    video_query_frames: int = 16
     # A PDQ match farther than this from a banked hash of an item with feature sets is checked
     # against that item's features, and dropped where they show another picture in the same
     # surround (RobustTier.confirm). Within it, PDQ alone decides.

@@ -692,7 +692,8 @@ def matching_video_hasher(config: Config, keep: int = 0, key_frames: int = 0) ->
     """Matching: key frames first (fast), query_samples_per_hash samples a second so a copy cut
     at any point has a frame near every banked one, letterbox and mirror variants per frame,
     stills for the image bank, `keep` frames for the classifier and `key_frames` for the robust
-    tier (kept finer too, for their small pictures); under the proxy's time budget."""
+    tier (kept finer too, for their small pictures, and at one stride over the video); under
+    the proxy's time budget."""
     return VideoHasher(
         config.limits.video,
         keep=keep,
@@ -702,6 +703,7 @@ def matching_video_hasher(config: Config, keep: int = 0, key_frames: int = 0) ->
         stills=True,
         key_frames=key_frames,
         finer_key_frames=True,
+        key_stride=True,
         picture_limits=config.limits,
     )
 

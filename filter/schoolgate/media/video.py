@@ -216,7 +216,11 @@ class VideoHasher:
     - `key_frames` sampled frames (slot starts only), spread over the video like `keep`'s, are
       returned for the robust tier (local features): banked by `hashes add`, looked up by the
       proxy. With `finer_key_frames` they are also kept at FINER_FRAME_SIDE, so that a picture
-      shown small in a screen recording is large enough to look up (a59 F4).
+      shown small in a screen recording is large enough to look up (a59 F4). With `key_stride`
+      they are every sampled frame, or every other one, or every fourth..., at most
+      `key_frames`: every part of the video lies as near one as any other, where frames spread
+      over those kept fell 1 s apart here and 3 s there (a84 F1: a 4 s excerpt of a banked
+      video inside 24 s of other footage went through, and with 8 s of padding was found).
     - `picture_limits` are the caps on a still picture a container carries (an M4A's cover
       art), which is decoded as a still upload is.
     """
@@ -233,6 +237,7 @@ class VideoHasher:
         stills: bool = False,
         key_frames: int = 0,
         finer_key_frames: bool = False,
+        key_stride: bool = False,
         picture_limits: MediaLimits | None = None,
     ) -> None:
         if samples_per_hash < 1:
@@ -245,6 +250,7 @@ class VideoHasher:
         self.stills = stills
         self.key_frames = key_frames
         self.finer_key_frames = finer_key_frames
+        self.key_stride = key_stride
         self.picture_limits = picture_limits
         self.time_budget_s = limits.time_budget_s if time_budget_s is None else time_budget_s
         self.grows = time_budget_s is None
@@ -283,7 +289,8 @@ class VideoHasher:
         features: list[VpdqFeature] = []
         stills: list[StillQuery] = []
         keeper = _Keeper(self.keep)
-        key_keeper = _Keeper(self.key_frames)
+        # At one stride, up to key_frames: a keeper of half as many keeps them all.
+        key_keeper = _Keeper(-(-self.key_frames // 2) if self.key_stride else self.key_frames)
         stillness: dict[int, bool] = {}  # a slot start's frame -> held still (see SampledFrame)
         refused: MediaRefused | None = None
         try:
@@ -353,7 +360,8 @@ class VideoHasher:
             refused=refused,
             stills=tuple(stills),
             key_frames=tuple(
-                replace(key, held_still=stillness.get(key.frame)) for key in key_keeper.spread()
+                replace(key, held_still=stillness.get(key.frame))
+                for key in (key_keeper.frames if self.key_stride else key_keeper.spread())
             ),
             stream=stream,
             video_streams=max(1, getattr(source, "video_streams", 1)),
