@@ -306,9 +306,9 @@ def starved_features(
     where `features` kept fewer than _STARVED: ORB keeps its strongest corners, and where a
     smooth or dark picture is pasted onto a cluttered photo, the photo's corners take the pool
     before the spread pick sees the picture's (a83: 7 of 500 keypoints fell inside the banked
-    rocket pasted at half the width of a workshop photo). Every corner is detected, those in
-    starved cells picked as extract_features picks, and only they described. None where no
-    cell is starved or the frame was not kept."""
+    rocket pasted at half the width of a workshop photo). Every corner in those cells is
+    detected, picked as extract_features picks (up to max_features), and only those picked
+    described. None where no cell is starved or the frame was not kept."""
     settings = settings or FeatureSettings()
     grey = features.luma
     if grey is None:
