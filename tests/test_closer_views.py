@@ -101,38 +101,33 @@ def test_an_innocent_photo_pasted_onto_another_is_not_blocked(inspector: Inspect
     assert not verdict.blocked, verdict.reasons
 
 
-def test_closer_views_are_the_middle_and_the_corners() -> None:
-    image = Image.new("RGB", (1000, 800))
-    for x in range(0, 1000, 100):
-        image.paste((x // 4, 100, 200), (x, 0, x + 100, 800))
-    views = closer_views(image)
-    assert [view.size for view in views] == [(600, 480)] * 5
-    # The middle first, then the corners: left and right columns of the frame, top and bottom.
-    assert views[0].getpixel((0, 0)) == image.getpixel((200, 160))
-    assert views[1].getpixel((0, 0)) == image.getpixel((0, 0))
-    assert views[4].getpixel((599, 479)) == image.getpixel((999, 799))
-
-
-def test_a_sighting_is_looked_at_in_the_nearest_windows_then_nearer_still() -> None:
+def _grid_image() -> Image.Image:
+    """1000 x 800, every 20 px square its own colour."""
     image = Image.new("RGB", (1000, 800))
     for x in range(0, 1000, 20):
         for y in range(0, 800, 20):
             image.paste((x // 4, y // 4, 200), (x, y, x + 20, y + 20))
-    views = closer_views(image, (0.7, 0.3), most=2)
-    # The top right corner's window, then the middle's, then 0.4 of the sides centred on the
-    # point.
-    assert [view.size for view in views] == [(600, 480), (600, 480), (400, 320)]
-    assert views[0].getpixel((0, 0)) == image.getpixel((400, 0))
-    assert views[1].getpixel((0, 0)) == image.getpixel((200, 160))
-    assert views[2].getpixel((0, 0)) == image.getpixel((500, 80))
-    # Kept inside the frame: near a corner, it is the corner.
-    corner = closer_views(image, (0.95, 0.05), most=1)
-    assert corner[-1].getpixel((399, 0)) == image.getpixel((999, 0))
-    assert corner[-1].getpixel((0, 0)) == image.getpixel((600, 0))
+    return image
+
+
+def test_a_sighting_is_looked_at_closer_then_nearer_still_centred_on_it() -> None:
+    image = _grid_image()
+    views = closer_views(image, (0.7, 0.3))
+    # 0.6 of the sides centred on the point, then 0.4.
+    assert [view.size for view in views] == [(600, 480), (400, 320)]
+    assert views[0].getpixel((0, 0)) == image.getpixel((400, 0))  # kept inside the frame
+    assert views[0].getpixel((599, 479)) == image.getpixel((999, 479))
+    assert views[1].getpixel((0, 0)) == image.getpixel((500, 80))
+    # Along the bottom edge: the windows sit on it, centred across.
+    low = closer_views(image, (0.5, 0.9))
+    assert low[0].getpixel((0, 0)) == image.getpixel((200, 320))
+    assert low[1].getpixel((399, 319)) == image.getpixel((699, 799))
 
 
 def test_a_frame_too_small_is_not_looked_at_closer() -> None:
-    assert closer_views(Image.new("RGB", (400, 300))) == []
+    assert closer_views(Image.new("RGB", (400, 300)), (0.5, 0.5)) == []
+    # 0.6 of 500 x 500 is a window; 0.4 of it (200 px) is not.
+    assert [v.size for v in closer_views(Image.new("RGB", (500, 500)), (0.5, 0.5))] == [(300, 300)]
 
 
 def test_a_sighting_is_where_the_votes_for_a_picture_shown_small_gather() -> None:

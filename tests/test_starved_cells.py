@@ -81,6 +81,7 @@ def test_the_pasted_dark_picture_is_sighted_from_its_starved_cells() -> None:
         ("motorcycle_left", 0.45, (0.05, 0.05)),
         ("motorcycle_left", 0.45, (0.5, 0.5)),
         ("motorcycle_left", 0.55, (0.4, 0.05)),
+        ("motorcycle_left", 0.45, (0.275, 0.58)),  # along the bottom edge, across the middle
         ("grass", 0.45, (0.3, 0.3)),
         ("gravel", 0.45, (0.3, 0.3)),
     ],

@@ -339,7 +339,7 @@ class RobustTier:
                 sighted = index.sighting(starved, _CLOSER_VOTES, _CLOSER_AREA)
         if sighted is None:
             return []
-        for window in closer_views(finer() if finer else image, sighted.at, _CLOSER_WINDOWS):
+        for window in closer_views(finer() if finer else image, sighted.at):
             seen = extract_features(window, grid=False)
             # Sighted so, the picture's cells may be starved in the window too.
             hits = index.match(seen if starved is None else with_starved(seen), shown=shown,
@@ -422,10 +422,6 @@ _CLOSER_VOTES = 12
 # a82's pasted pictures' voters spanned 0.05 of it at most; a frame or overlay two pictures
 # share draws votes from all over.
 _CLOSER_AREA = 0.25
-# Windows looked at, the one centred nearest the voters first: a82's pasted pictures were found
-# in the first or second; on the overlay bench a sighting held 2 to 5 windows, each a lookup.
-# Then one nearer still, centred on the voters (signals.closer_views).
-_CLOSER_WINDOWS = 2
 
 
 def _small_pictures(

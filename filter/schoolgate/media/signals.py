@@ -542,46 +542,29 @@ def _halves(size: tuple[int, int]) -> list[Crop]:
     return [*(across if width >= height else down), *quarters]
 
 
-def closer_views(
-    image: Image.Image, at: tuple[float, float] | None = None, most: int | None = None
-) -> list[Image.Image]:
-    """A query looked at closer: its middle and its four corners, each _CLOSER of its width
-    and height, each a view with a keypoint budget of its own (where the point `at`, shares of
-    the frame, is given: those holding it, the one centred nearest it first). A banked picture
-    pasted onto another photo, or set in a collage's cell, at a third to two thirds of the
-    frame's side, keeps few keypoints in the whole view, and those at a scale finer than the
-    banked picture's own (a82 H1: the banked rocket at 25-65% of a photo of coins or of the night
-    sky went through, 10 of 10). None for a frame too small to hold a banked picture smaller
-    still. `most`: at most this many of those; where `at` is given, a window nearer still,
-    centred on it, comes after them."""
+def closer_views(image: Image.Image, at: tuple[float, float]) -> list[Image.Image]:
+    """A query looked at closer, around the point `at` (shares of the frame): windows of
+    _CLOSER and then _NEARER of its width and height centred on it (kept inside the frame),
+    each a view with a keypoint budget of its own. A banked picture pasted onto another photo,
+    or set in a collage's cell, at a third to two thirds of the frame's side, keeps few
+    keypoints in the whole view, and those at a scale finer than the banked picture's own (a82
+    H1: the banked rocket at 25-65% of a photo of coins or of the night sky went through, 10 of
+    10); at a third of the side or less it fills too little of the first window (a83: the
+    rocket at 30-35% on a workshop photo). Centred, not the frame's middle and corners: a
+    picture pasted along an edge lay across every corner's window (a83: the rocket at 45%
+    along the bottom). A window narrower than _CLOSER_MIN_SIDE is left out: the whole view
+    showed what it holds."""
     width, height = image.size
-    side_x, side_y = round(_CLOSER * width), round(_CLOSER * height)
-    if min(side_x, side_y) < _CLOSER_MIN_SIDE:
-        return []
-    middle = ((width - side_x) // 2, (height - side_y) // 2)
-    corners = [(left, top) for top in (0, height - side_y) for left in (0, width - side_x)]
-    x, y = (width / 2, height / 2) if at is None else (at[0] * width, at[1] * height)
-    holding = [(left, top) for left, top in [middle, *corners]
-               if left <= x <= left + side_x and top <= y <= top + side_y]  # fmt: skip
-    if at is not None:
-        holding.sort(key=lambda place: math.hypot(place[0] + side_x / 2 - x,
-                                                  place[1] + side_y / 2 - y))  # fmt: skip
-    views = [image.crop((left, top, left + side_x, top + side_y)) for left, top in holding]
-    return views[:most] + ([] if at is None else _nearer_view(image, (x, y)))
-
-
-def _nearer_view(image: Image.Image, at: tuple[float, float]) -> list[Image.Image]:
-    """A window of _NEARER of the frame's sides centred on `at` (pixels), inside the frame: a
-    picture pasted at a third of the side or less fills too little of a _CLOSER window for
-    its keypoints to be found at its banked scale (a83: the astronaut at 35% on the right
-    edge of a workshop photo, the rocket at 30-40% in its middle)."""
-    width, height = image.size
-    side_x, side_y = round(_NEARER * width), round(_NEARER * height)
-    if min(side_x, side_y) < _CLOSER_MIN_SIDE:
-        return []
-    left = min(max(0, round(at[0] - side_x / 2)), width - side_x)
-    top = min(max(0, round(at[1] - side_y / 2)), height - side_y)
-    return [image.crop((left, top, left + side_x, top + side_y))]
+    x, y = at[0] * width, at[1] * height
+    views = []
+    for share in (_CLOSER, _NEARER):
+        side_x, side_y = round(share * width), round(share * height)
+        if min(side_x, side_y) < _CLOSER_MIN_SIDE:
+            break
+        left = min(max(0, round(x - side_x / 2)), width - side_x)
+        top = min(max(0, round(y - side_y / 2)), height - side_y)
+        views.append(image.crop((left, top, left + side_x, top + side_y)))
+    return views
 
 
 _CLOSER: Final = 0.6
