@@ -8,18 +8,22 @@ Benign pictures only: scikit-image photos."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from schoolgate.config import parse_config
 from schoolgate.media.features import extract_features, starved_features, with_starved
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.banked_index import photo_index
 from tests.support.banked_inspector import opened_inspector
 from tests.support.imagery import encode, skimage_photo
+from tests.test_cli_scan import schoolgate
 from tests.test_closer_views import pasted
 
 CTX = InspectionContext(client_ip="192.0.2.65", app="starved-test")
@@ -104,3 +108,38 @@ def test_another_picture_on_the_cluttered_photo_is_not_blocked(
 def test_the_cluttered_photo_alone_is_not_blocked(inspector: Inspector) -> None:
     photo = ImageOps.fit(skimage_photo("motorcycle_left").convert("RGB"), (1200, 900))
     assert not inspector.evaluate(encode(photo, "JPEG", quality=85), CTX).blocked
+
+
+def test_a_banked_background_does_not_hide_the_picture_pasted_on_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """a85: with a video zooming into the workshop photo banked beside the rocket, the workshop
+    photo with the rocket pasted on it lined up with that banked scene (and was refused there:
+    another picture stands in it); the closer look was then skipped for every item, and the
+    rocket was never looked for (11 of 23 of a83's workshop files found, 19 without the
+    video). Here the workshop photo itself is banked: the rocket must be found, by its own
+    match, and another picture on the same photo is not."""
+    config = tmp_path / "banks.yaml"
+    config.write_text("banks:\n  reload_interval_s: 0.1\nclassifier: {models: []}\n")
+    files = []
+    for name in ("rocket", "motorcycle_left"):
+        path = tmp_path / f"{name}.jpg"
+        picture = skimage_photo(name).convert("RGB")
+        if name == "motorcycle_left":
+            picture = ImageOps.fit(picture, (1200, 900))
+        path.write_bytes(encode(picture, "JPEG", quality=92))
+        files.append(str(path))
+    added = schoolgate("hashes", "add", *files, "--bank", "incident-1", config=config)
+    assert added.returncode == 0, added.stderr
+    rocket_id = hashlib.sha256((tmp_path / "rocket.jpg").read_bytes()).hexdigest()
+    inspector = Inspector.from_config(parse_config(config.read_text(), "t.yaml"))
+    try:
+        # (Pasted off the middle, enough of the banked photo shows around it to match that.)
+        for at in ((0.3, 0.3), (0.25, 0.3)):
+            verdict = inspector.evaluate(pasted("motorcycle_left", "rocket", 0.45, at), CTX)
+            assert verdict.blocked, (at, verdict.reasons)
+            assert verdict.matches[0].value == rocket_id, (at, verdict.reasons)
+        other = pasted("motorcycle_left", "hubble_deep_field", 0.45, (0.3, 0.3))
+        assert not inspector.evaluate(other, CTX).blocked
+    finally:
+        inspector.close()

@@ -42,7 +42,7 @@ index's insides.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, NamedTuple, cast
 
@@ -392,23 +392,32 @@ class RobustIndex:
         ranked = np.argsort(-np.where(eligible, distinctive, -1.0), kind="stable")
         return [(int(e), int(votes[e])) for e in ranked[:most] if eligible[e]]
 
-    def sighting(self, query: LocalFeatures, min_votes: int, most_area: float) -> Sighting | None:
+    def sighting(self, query: LocalFeatures, min_votes: int, most_area: float,
+                 passed: Collection[int] = ()) -> Sighting | None:  # fmt: skip
         """Where in the query the best-voted banked item's votes (stage 1) gather: where it has
         `min_votes` or more and the keypoints that voted for it (their middle 80% each way)
-        lie in at most `most_area` of the frame, as a picture shown small in it. None
-        otherwise."""
+        lie in at most `most_area` of the frame, as a picture shown small in it; with the views
+        of every item that has `min_votes` (the windows there are matched against them, the
+        best few by their votes). The items of the views `passed` (some view of the query
+        lined up with them, and they were judged there) are left out. None otherwise."""
         tally = self._tally(query) if self._entries and len(query) else None
         if tally is None:
             return None
-        best = int(tally.votes.argmax())
-        if tally.votes[best] < min_votes:
+        votes = tally.votes.copy()
+        if passed:
+            votes[np.isin(self._item_of, self._item_of[list(passed)])] = 0
+        best = int(votes.argmax())
+        if votes[best] < min_votes:
             return None
         points = query.points[tally.keypoint[tally.entry == best]]
         low, middle, high = np.percentile(points, (10, 50, 90), axis=0)
         width, height = (high - low) / (query.width, query.height)
         if width * height > most_area:
             return None
-        views = self._item_of == self._item_of[best]
+        # Every item voted for so much is looked for there, not the best alone: a banked video
+        # whose frames pan over the same photo shares its votes (a85: the rocket on a workshop
+        # photo, 19 of 23 found with three pictures banked, 11 with a video of it beside them).
+        views = np.isin(self._item_of, self._item_of[votes >= min_votes])
         return Sighting(views, (float(middle[0] / query.width), float(middle[1] / query.height)))
 
     def _tally(self, query: LocalFeatures) -> _Tally | None:

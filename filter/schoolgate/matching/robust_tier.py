@@ -322,21 +322,23 @@ class RobustTier:
             if hits:
                 return [to_bank_match(hit) for hit in hits]
         # A banked picture shown smaller inside another photo: looked at closer, where some
-        # banked view drew votes enough from the whole view to be there and none lined up with
-        # any view (innocent photos seldom draw any; a query that lines up with a banked
-        # picture's surround, a chat's interface or a shared overlay, and shows another
-        # picture in it, shows the same through a window: the windows' cost stays off both).
-        if aligned or whole is None or screen_shaped(image):
+        # banked item drew votes enough from the whole view to be there, other than those some
+        # view lined up with (innocent photos seldom draw any; a query that lines up with a
+        # banked picture's surround, a chat's interface or a shared overlay, and shows another
+        # picture in it, shows the same through a window; a85: a banked video's frame panning
+        # over the rocket lined up with the rocket pasted on a photo, and no window was looked
+        # at for the rocket's own picture).
+        if whole is None or screen_shaped(image):
             return []
-        sighted = index.sighting(whole, _CLOSER_VOTES, _CLOSER_AREA)
+        sighted = index.sighting(whole, _CLOSER_VOTES, _CLOSER_AREA, aligned)
         starved = None
         if sighted is None:
             # A dark or smooth picture on a cluttered photo draws its votes from the keypoints
             # the clutter took its cells' places from (a83: the rocket on a workshop photo
-            # drew 1-9 from the whole view, 20-57 from those): about 7 ms, and a tally.
+            # drew 1-9 from the whole view, 20-57 from those): about 5 ms, and a tally.
             starved = starved_features(whole)
             if starved is not None:
-                sighted = index.sighting(starved, _CLOSER_VOTES, _CLOSER_AREA)
+                sighted = index.sighting(starved, _CLOSER_VOTES, _CLOSER_AREA, aligned)
         if sighted is None:
             return []
         for window in closer_views(finer() if finer else image, sighted.at):
