@@ -415,8 +415,7 @@ class RobustIndex:
         if width * height > most_area:
             return None
         # Every item voted for so much is looked for there, not the best alone: a banked video
-        # whose frames pan over the same photo shares its votes (a85: the rocket on a workshop
-        # photo, 19 of 23 found with three pictures banked, 11 with a video of it beside them).
+        # whose frames pan over the banked photo shares its votes.
         views = np.isin(self._item_of, self._item_of[votes >= min_votes])
         return Sighting(views, (float(middle[0] / query.width), float(middle[1] / query.height)))
 

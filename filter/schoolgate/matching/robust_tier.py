@@ -325,9 +325,9 @@ class RobustTier:
         # banked item drew votes enough from the whole view to be there, other than those some
         # view lined up with (innocent photos seldom draw any; a query that lines up with a
         # banked picture's surround, a chat's interface or a shared overlay, and shows another
-        # picture in it, shows the same through a window; a85: a banked video's frame panning
-        # over the rocket lined up with the rocket pasted on a photo, and no window was looked
-        # at for the rocket's own picture).
+        # picture in it, shows the same through a window; a85: a banked video's frame of the
+        # workshop photo lined up with the rocket pasted on that photo, was refused, and no
+        # window was looked at for the rocket).
         if whole is None or screen_shaped(image):
             return []
         sighted = index.sighting(whole, _CLOSER_VOTES, _CLOSER_AREA, aligned)
