@@ -10,7 +10,6 @@ Benign pictures only: scikit-image photos."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import pytest
 from PIL import Image, ImageOps
@@ -19,20 +18,14 @@ from schoolgate.media.features import extract_features
 from schoolgate.media.signals import closer_views
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.banked_index import photo_index
-from tests.support.banked_inspector import opened_inspector
+from tests.support.banked_inspector import photo_inspector
 from tests.support.imagery import encode, skimage_photo
 
 CTX = InspectionContext(client_ip="192.0.2.64", app="closer-test")
 CANVAS = (1200, 900)
 
 
-@pytest.fixture(scope="module")
-def inspector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inspector]:
-    with opened_inspector(
-        tmp_path_factory.mktemp("closer") / "data",
-        [skimage_photo("rocket"), skimage_photo("astronaut")],
-    ) as inspector:
-        yield inspector
+inspector = photo_inspector("rocket", "astronaut")
 
 
 def pasted(background: str, picture: str, share: float, at: tuple[float, float],

@@ -9,26 +9,18 @@ Benign pictures only: scikit-image photos and Pillow drawings."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from schoolgate.pipeline.engine import InspectionContext, Inspector
-from tests.support.banked_inspector import opened_inspector
+from tests.support.banked_inspector import opened_inspector, photo_inspector
 from tests.support.imagery import encode, procedural_scene, skimage_photo
 from tests.support.screens import frame_overlay
 
 CTX = InspectionContext(client_ip="192.0.2.65", app="overlay-test")
 
 
-@pytest.fixture(scope="module")
-def inspector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inspector]:
-    with opened_inspector(
-        tmp_path_factory.mktemp("overlays") / "data",
-        [skimage_photo("astronaut"), skimage_photo("rocket")],
-    ) as inspector:
-        yield inspector
+inspector = photo_inspector("astronaut", "rocket")
 
 
 def blocked(inspector: Inspector, image: Image.Image) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from schoolgate.config import parse_config
 from schoolgate.media.features import extract_features, starved_features, with_starved
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.banked_index import photo_index
-from tests.support.banked_inspector import opened_inspector
+from tests.support.banked_inspector import photo_inspector
 from tests.support.imagery import encode, skimage_photo
 from tests.test_cli_scan import schoolgate
 from tests.test_closer_views import pasted
@@ -29,13 +28,7 @@ from tests.test_closer_views import pasted
 CTX = InspectionContext(client_ip="192.0.2.65", app="starved-test")
 
 
-@pytest.fixture(scope="module")
-def inspector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inspector]:
-    with opened_inspector(
-        tmp_path_factory.mktemp("starved") / "data",
-        [skimage_photo("rocket"), skimage_photo("astronaut")],
-    ) as inspector:
-        yield inspector
+inspector = photo_inspector("rocket", "astronaut")
 
 
 def _inside(points: np.ndarray, box: tuple[float, float, float, float]) -> int:

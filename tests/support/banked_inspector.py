@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from schoolgate.pipeline.engine import Inspector
-from tests.support.imagery import encode
+from tests.support.imagery import encode, skimage_photo
 
 
 def banked_inspector(
@@ -50,3 +50,16 @@ def opened_inspector(data_dir: Path, banked: Image.Image | Sequence[Image.Image]
         yield inspector
     finally:
         inspector.close()
+
+
+def photo_inspector(*names: str) -> Callable[..., Iterator[Inspector]]:
+    """A module-scoped fixture named `inspector`: `opened_inspector` over these scikit-image
+    photos (`inspector = photo_inspector("rocket", "astronaut")` in a test module)."""
+
+    @pytest.fixture(scope="module", name="inspector")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inspector]:
+        pictures = [skimage_photo(name) for name in names]
+        with opened_inspector(tmp_path_factory.mktemp("banked") / "data", pictures) as inspector:
+            yield inspector
+
+    return fixture

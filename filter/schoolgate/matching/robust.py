@@ -196,7 +196,9 @@ class Sighting:
     at: tuple[float, float]
 
 
-class _Tally(NamedTuple):
+class Tally(NamedTuple):
+    """Stage 1 for one query view (`RobustIndex.tally`): what each banked entry drew."""
+
     votes: np.ndarray  # per entry
     distinctive: np.ndarray  # per entry
     keypoint: np.ndarray  # per vote: the query keypoint
@@ -308,8 +310,8 @@ class RobustIndex:
 
     def match(self, query: LocalFeatures, max_hits: int | None = 1, shown: Shown | None = None,
               collages_only: bool = False, whole_only: bool = False,
-              aligned: set[int] | None = None, among: np.ndarray | None = None
-              ) -> list[RobustHit]:  # fmt: skip
+              aligned: set[int] | None = None, among: np.ndarray | None = None,
+              tally: Tally | None = None) -> list[RobustHit]:  # fmt: skip
         """Verified matches for one query view, best-voted candidates first.
 
         Verification stops after `max_hits` matches (one is enough to decide; None checks every
@@ -322,14 +324,14 @@ class RobustIndex:
         a part of a banked picture is judged in the whole view, beside what surrounds it).
         `aligned`: where given, the banked views the query aligned with (verified or refused by
         the content check) are added to it. `among`: only these banked views (a mask over them,
-        a `Sighting`'s) are candidates."""
+        a `Sighting`'s) are candidates. `tally`: the query's `tally`, where already taken."""
         shown = {} if shown is None else shown
         if not self._entries or len(query) < self._default_floor():
             return []
         hits: list[RobustHit] = []
         looked: set[tuple[str, str, str]] = set()  # collages whose pictures were looked for
         allowed = self._pictures_to_find(shown) if collages_only else among
-        for entry_id, votes in self._candidates(query, allowed):
+        for entry_id, votes in self._candidates(query, allowed, tally):
             hit, lined_up = self._check(query, entry_id, votes, whole_only)
             if lined_up and aligned is not None:
                 aligned.add(entry_id)
@@ -375,11 +377,11 @@ class RobustIndex:
             allowed[number] = entry.panel not in shown.get(_collage_of(entry), ())
         return allowed
 
-    def _candidates(self, query: LocalFeatures, allowed: np.ndarray | None = None
-                    ) -> list[tuple[int, int]]:  # fmt: skip
+    def _candidates(self, query: LocalFeatures, allowed: np.ndarray | None = None,
+                    tally: Tally | None = None) -> list[tuple[int, int]]:  # fmt: skip
         """(entry, votes) for the best-voted entries, at most limits.max_candidates (only
         `allowed` ones, at most _PIECE_CANDIDATES, where given)."""
-        tally = self._tally(query)
+        tally = self.tally(query) if tally is None else tally
         if tally is None:
             return []
         votes, distinctive = tally.votes, tally.distinctive
@@ -393,14 +395,16 @@ class RobustIndex:
         return [(int(e), int(votes[e])) for e in ranked[:most] if eligible[e]]
 
     def sighting(self, query: LocalFeatures, min_votes: int, most_area: float,
-                 passed: Collection[int] = ()) -> Sighting | None:  # fmt: skip
+                 passed: Collection[int] = (), tally: Tally | None = None
+                 ) -> Sighting | None:  # fmt: skip
         """Where in the query the best-voted banked item's votes (stage 1) gather: where it has
         `min_votes` or more and the keypoints that voted for it (their middle 80% each way)
         lie in at most `most_area` of the frame, as a picture shown small in it; with the views
         of every item that has `min_votes` (the windows there are matched against them, the
         best few by their votes). The items of the views `passed` (some view of the query
-        lined up with them, and they were judged there) are left out. None otherwise."""
-        tally = self._tally(query) if self._entries and len(query) else None
+        lined up with them, and they were judged there) are left out. `tally`: the query's
+        `tally`, where already taken. None otherwise."""
+        tally = self.tally(query) if tally is None else tally
         if tally is None:
             return None
         votes = tally.votes.copy()
@@ -419,10 +423,13 @@ class RobustIndex:
         views = np.isin(self._item_of, self._item_of[votes >= min_votes])
         return Sighting(views, (float(middle[0] / query.width), float(middle[1] / query.height)))
 
-    def _tally(self, query: LocalFeatures) -> _Tally | None:
+    def tally(self, query: LocalFeatures) -> Tally | None:
         """Per banked entry, its votes and its distinctive votes (see `_candidates`), and each
         vote's query keypoint and entry; None where no chunk of the query's descriptors is
-        banked."""
+        banked (or the index or the query is empty). A lookup and a sighting of one view
+        share it."""
+        if not self._entries or not len(query):
+            return None
         limits = self._limits
         query_chunks = np.ascontiguousarray(query.descriptors).view("<u2")
         pair_query: list[np.ndarray] = []
@@ -464,7 +471,7 @@ class RobustIndex:
         items_per_keypoint = np.bincount(found // items, minlength=len(query))
         weight = 1.0 / np.maximum(items_per_keypoint, 1)
         distinctive = np.bincount(entry, weights=weight[keypoint], minlength=entries)
-        return _Tally(votes, distinctive, keypoint, entry)
+        return Tally(votes, distinctive, keypoint, entry)
 
     def _align(
         self, source: np.ndarray, target: np.ndarray, threshold: float, rules: RobustThresholds

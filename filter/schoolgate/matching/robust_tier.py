@@ -27,6 +27,7 @@ from schoolgate.matching.robust import (
     RobustIndex,
     RobustThresholds,
     Shown,
+    Tally,
 )
 from schoolgate.matching.settings import BanksConfig
 from schoolgate.matching.snapshot import StoreSnapshot
@@ -299,11 +300,15 @@ class RobustTier:
         shown: Shown = {}
         tiles = screens(image) if tiles is None else tiles
         whole: LocalFeatures | None = None
+        whole_tally: Tally | None = None  # its stage 1, for the lookup and the sighting both
         aligned: set[int] = set()  # banked views some view of the query lined up with
         for view in [*query_feature_views(image, views), *tiles]:
             features = extract_features(view, grid=False)
-            whole = features if view is image else whole
-            hits = index.match(features, shown=shown, aligned=aligned)
+            tally = None
+            if view is image:
+                whole, whole_tally = features, index.tally(features)
+                tally = whole_tally
+            hits = index.match(features, shown=shown, aligned=aligned, tally=tally)
             if hits:
                 return [to_bank_match(hit) for hit in hits]
         # A picture shown small in the frame (a chat screenshot's, a grid's thumbnail), on its own.
@@ -330,7 +335,7 @@ class RobustTier:
         # window was looked at for the rocket).
         if whole is None or screen_shaped(image):
             return []
-        sighted = index.sighting(whole, _CLOSER_VOTES, _CLOSER_AREA, aligned)
+        sighted = index.sighting(whole, _CLOSER_VOTES, _CLOSER_AREA, aligned, whole_tally)
         starved = None
         if sighted is None:
             # A dark or smooth picture on a cluttered photo draws its votes from the keypoints
