@@ -113,8 +113,8 @@ def seamed_boxes(image: Image.Image, min_side: int) -> list[Box]:
     if min(height, width) < side + 8:
         return []
     planes = [np.asarray(plane, np.uint8) for plane in cv2.split(rgb)]
-    across = _seams(planes)  # seams between columns (a picture's left and right sides)
-    along = _seams([np.asarray(cv2.transpose(plane), np.uint8) for plane in planes]).T
+    across = seams(planes)  # seams between columns (a picture's left and right sides)
+    along = seams([np.asarray(cv2.transpose(plane), np.uint8) for plane in planes]).T
     # Running sums down each column (`down`) and along each row (`over`), in 32 bits, as the
     # differences of a summed-area table's neighbouring columns and rows: numpy's running sum
     # down the columns took 4 ms of a 540 x 1170 screen, the table under 1.
@@ -278,7 +278,7 @@ def _sides_seamed(halves: list[tuple[float, float]]) -> bool:
                            for share, seen in halves if (share, seen) not in weak)  # fmt: skip
 
 
-def _seams(planes: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.bool_]:
+def seams(planes: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.bool_]:
     """Where a line between columns lies at each pixel (x: between x - 1 and x + 1) of an image
     given as its three colour planes, widened by a column (a seam may fall either side of a
     pixel)."""

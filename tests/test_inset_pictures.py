@@ -1,0 +1,139 @@
+"""A banked picture pasted onto another photo at a fraction of its side (an inset) is found by
+its straight edges and looked up at its own scale (media.inset_pictures): in the whole view it
+is too small to draw votes (adversarial passes a85 and a86: pasted at 25-30% of the side onto
+busy photos, 21 of 24 went through). What the edges find is looked up like any picture, so an
+innocent picture pasted so is still judged on what it shows.
+
+Benign pictures only: scikit-image photos."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from schoolgate.media.inset_pictures import MAX_INSET_SHARE, MAX_INSETS, inset_boxes, inset_pictures
+from schoolgate.pipeline.engine import InspectionContext, Inspector
+from tests.support.banked_inspector import photo_inspector
+from tests.support.imagery import encode, skimage_photo
+
+CTX = InspectionContext(client_ip="192.0.2.66", app="inset-test")
+
+inspector = photo_inspector("rocket", "astronaut")
+
+Box = tuple[int, int, int, int]
+
+
+def pasted(background: str, picture: str | Image.Image, share: float, at: tuple[float, float],
+           canvas: tuple[int, int] = (1080, 1080)) -> tuple[bytes, Box]:  # fmt: skip
+    """`picture` shrunk to fit `share` of the canvas's sides, pasted with its top left corner
+    at `at` (shares of the room left) onto a photo: the JPEG, and where the picture is."""
+    photo = ImageOps.fit(skimage_photo(background).convert("RGB"), canvas)
+    inset = picture if isinstance(picture, Image.Image) else skimage_photo(picture)
+    inset = inset.convert("RGB")
+    inset.thumbnail((round(canvas[0] * share), round(canvas[1] * share)))
+    left = round((canvas[0] - inset.width) * at[0])
+    top = round((canvas[1] - inset.height) * at[1])
+    photo.paste(inset, (left, top))
+    return encode(photo, "JPEG", quality=85), (left, top, left + inset.width, top + inset.height)
+
+
+def overlap(a: Box, b: Box) -> float:
+    across = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    down = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    shared = across * down
+    return shared / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - shared)
+
+
+def decoded(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+@pytest.mark.parametrize(
+    ("background", "picture", "share", "at", "canvas"),
+    [
+        ("coins", "rocket", 0.15, (0.3, 0.6), (1080, 1080)),
+        ("camera", "astronaut", 0.2, (0.8, 0.2), (1200, 900)),
+        ("hubble_deep_field", "coffee", 0.25, (0.1, 0.9), (1080, 1350)),
+        ("immunohistochemistry", "rocket", 0.3, (0.5, 0.5), (1920, 1080)),
+        ("motorcycle_left", "astronaut", 0.2, (0.6, 0.4), (1080, 1080)),
+    ],
+)
+def test_a_picture_pasted_onto_a_photo_is_boxed_by_its_edges(
+    background: str, picture: str, share: float, at: tuple[float, float],
+    canvas: tuple[int, int],
+) -> None:  # fmt: skip
+    data, where = pasted(background, picture, share, at, canvas)
+    boxes = inset_boxes(decoded(data))
+    assert boxes, "no inset found"
+    assert overlap(boxes[0], where) > 0.8, (boxes, where)
+
+
+@pytest.mark.parametrize("at", [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)])
+def test_a_picture_pasted_into_a_corner_has_the_frame_for_two_of_its_sides(
+    at: tuple[float, float],
+) -> None:
+    data, where = pasted("coins", "astronaut", 0.25, at)
+    boxes = inset_boxes(decoded(data))
+    assert any(overlap(box, where) > 0.8 for box in boxes), (boxes, where)
+
+
+def test_a_band_across_the_frame_is_not_an_inset() -> None:
+    """Two of the frame's own sides facing each other, and a seam across it (a horizon, the
+    edge of a banner across a photo), bound a band: not a picture pasted on it."""
+    photo = ImageOps.fit(skimage_photo("coins").convert("RGB"), (1080, 1080))
+    photo.paste(ImageOps.fit(skimage_photo("camera").convert("RGB"), (1080, 200)), (0, 300))
+    boxes = inset_boxes(decoded(encode(photo, "JPEG", quality=85)))
+    assert not any(box[0] == 0 and box[2] == 1080 for box in boxes), boxes
+
+
+def test_boxes_are_few_and_small() -> None:
+    """At most MAX_INSETS, none over MAX_INSET_SHARE of the frame (a larger picture is seen in
+    the whole view), whatever a photo of many rectangles holds."""
+    photo = ImageOps.fit(skimage_photo("coins").convert("RGB"), (1080, 1080))
+    for n in range(9):
+        tile = ImageOps.fit(skimage_photo("astronaut").convert("RGB"), (180, 180))
+        photo.paste(tile, (40 + (n % 3) * 340, 40 + (n // 3) * 340))
+    image = decoded(encode(photo, "JPEG", quality=85))
+    boxes = inset_boxes(image)
+    assert 1 <= len(boxes) <= MAX_INSETS
+    for left, top, right, bottom in boxes:
+        assert (right - left) * (bottom - top) <= MAX_INSET_SHARE * image.width * image.height
+
+
+def test_a_drawn_box_is_not_looked_up() -> None:
+    """A flat box with writing (a caption, a label, a sticker) has straight edges too, but
+    shows no photo: it is left out, as drawn regions are everywhere else."""
+    label = Image.new("RGB", (300, 220), (250, 250, 245))
+    ImageDraw.Draw(label).text((20, 90), "SCIENCE FAIR FRIDAY", fill=(20, 20, 20))
+    data, _ = pasted("coins", label, 0.3, (0.5, 0.5))
+    assert not inset_pictures(decoded(data))
+
+
+@pytest.mark.parametrize(
+    ("background", "picture", "share", "at", "canvas"),
+    [
+        ("coins", "rocket", 0.15, (0.3, 0.6), (1080, 1080)),
+        ("camera", "astronaut", 0.2, (0.8, 0.2), (1200, 900)),
+        ("hubble_deep_field", "rocket", 0.25, (0.1, 0.9), (1080, 1350)),
+        ("immunohistochemistry", "astronaut", 0.2, (1.0, 0.0), (1920, 1080)),
+        ("motorcycle_left", "rocket", 0.25, (0.4, 0.4), (1080, 1080)),
+    ],
+)
+def test_a_banked_picture_pasted_small_onto_another_photo_is_blocked(
+    inspector: Inspector, background: str, picture: str, share: float,
+    at: tuple[float, float], canvas: tuple[int, int],
+) -> None:  # fmt: skip
+    data, _ = pasted(background, picture, share, at, canvas)
+    verdict = inspector.evaluate(data, CTX)
+    assert verdict.blocked, verdict.reasons
+
+
+@pytest.mark.parametrize("picture", ["coffee", "chelsea", "motorcycle_left"])
+def test_an_innocent_picture_pasted_small_onto_a_photo_is_not_blocked(
+    inspector: Inspector, picture: str
+) -> None:
+    data, _ = pasted("coins", picture, 0.25, (0.4, 0.3))
+    verdict = inspector.evaluate(data, CTX)
+    assert not verdict.blocked, verdict.reasons
