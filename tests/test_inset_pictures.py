@@ -79,6 +79,23 @@ def test_a_picture_pasted_into_a_corner_has_the_frame_for_two_of_its_sides(
     assert any(overlap(box, where) > 0.8 for box in boxes), (boxes, where)
 
 
+@pytest.mark.parametrize(
+    ("background", "canvas"), [("coins", (1080, 1080)), ("camera", (1080, 1350))]
+)
+def test_a_picture_with_rounded_corners_is_boxed_by_its_sides(
+    background: str, canvas: tuple[int, int]
+) -> None:
+    """Phone editors round a pasted picture's corners: its sides stop short of the corners,
+    where no seam meets another."""
+    picture = skimage_photo("astronaut").convert("RGB").resize((240, 240))
+    mask = Image.new("L", picture.size, 0)
+    ImageDraw.Draw(mask).rounded_rectangle((0, 0, 239, 239), radius=30, fill=255)
+    photo = ImageOps.fit(skimage_photo(background).convert("RGB"), canvas)
+    photo.paste(picture, (500, 380), mask)
+    boxes = inset_boxes(decoded(encode(photo, "JPEG", quality=85)))
+    assert any(overlap(box, (500, 380, 740, 620)) > 0.8 for box in boxes), boxes
+
+
 def test_a_band_across_the_frame_is_not_an_inset() -> None:
     """Two of the frame's own sides facing each other, and a seam across it (a horizon, the
     edge of a banner across a photo), bound a band: not a picture pasted on it."""
