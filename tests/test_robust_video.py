@@ -270,6 +270,36 @@ def test_a_short_excerpt_anywhere_in_a_long_upload_is_looked_at(
     assert not banked_video_inspector.evaluate(innocent, STUDENT).blocked
 
 
+def _picture_in_picture(small: vf.Clip, share: float = 0.2) -> bytes:
+    """`small` shown at `share` of the width inside a larger clip that pans over photos (a
+    reaction video's inset), as long as `small` lasts."""
+    size = (960, 540)
+    width = round(size[0] * share)
+    height = round(width * small.frames[0].shape[0] / small.frames[0].shape[1])
+    photos = [skimage_photo(name).convert("RGB") for name in ("coins", "camera")]
+    frames = []
+    for index, frame in enumerate(small.frames):
+        photo = photos[index * 2 // len(small.frames)]
+        shift = index % 30
+        back = photo.resize((size[0] + 60, size[1] + 40)).crop((shift, 0, shift + size[0], size[1]))
+        back.paste(Image.fromarray(frame).resize((width, height)), (520, 260))
+        frames.append(np.asarray(back))
+    return vf.encode(frames, small.fps)
+
+
+def test_a_banked_video_shown_small_inside_another_is_blocked(
+    banked_video_inspector: Inspector, textured_clip: vf.Clip
+) -> None:
+    """At a fifth of the width the banked clip's frames are too small in the whole view of a
+    key frame to draw votes (a84 E36, a85 F2: at 30% of larger footage); each key frame's inset
+    is found by its edges (media.inset_pictures) and looked up on its own. Another clip shown
+    so is allowed."""
+    verdict = banked_video_inspector.evaluate(_picture_in_picture(textured_clip), STUDENT)
+    assert verdict.blocked, verdict.reasons
+    other = _picture_in_picture(ve.panning_frames(seed=21))
+    assert not banked_video_inspector.evaluate(other, STUDENT).blocked
+
+
 def test_without_key_frame_lookups_a_captioned_copy_gets_through(
     banked_video_inspector: Inspector, textured_clip: vf.Clip
 ) -> None:
