@@ -13,15 +13,18 @@ colour jumps across a line far more than beside it) that meet at its corners. A 
 on a wallpaper is found by its sides, ranked by how long they run; on a photo the sides of a
 small picture are short beside the photo's own edges, and broken where the picture meets a
 background of its own colour. So here the seams are followed into runs, and a picture is
-proposed where runs meet at a corner, as a box from one corner and its two runs, from two corners
-on one side and a run, or from two opposite corners; every proposal is then judged by the share
-of seam along each of its four sides. The frame's own sides count as seams: a picture pasted
-into a corner of the photo has two of its sides there.
+proposed where runs meet at a corner (or both stop short of it: a rounded corner), as a box
+from one corner and its two runs, from two corners on one side and the lines most seamed
+opposite, or from two opposite corners; every proposal is then judged by the share of seam
+along each of its sides and half sides, and by how far its sides run on past its corners. The
+frame's own sides count as seams: a picture pasted into a corner of the photo has two of its
+sides there. A picture turned a few degrees has no straight edge along the frame's axes, and
+is not found.
 
 A photo's own rectangles (a window, a door, a screen, a picture on a wall) are boxes too; each
 box costs a lookup (about 10 ms here), and is matched like any query, so a box over an innocent
-photo's window can only find what the window shows. About 12 ms a photo at DETECT_SHORT, looked
-for only where nothing else matched.
+photo's window can only find what the window shows. The search takes 13-17 ms a photo at
+DETECT_SHORT here, and runs only where nothing else matched.
 """
 
 from __future__ import annotations
