@@ -13,7 +13,13 @@ import io
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from schoolgate.media.inset_pictures import MAX_INSET_SHARE, MAX_INSETS, inset_boxes, inset_pictures
+from schoolgate.media.inset_pictures import (
+    MAX_INSET_SHARE,
+    MAX_INSETS,
+    inset_boxes,
+    inset_pictures,
+    mostly_photo,
+)
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.banked_inspector import photo_inspector
 from tests.support.imagery import encode, skimage_photo
@@ -119,6 +125,17 @@ def test_boxes_are_few_and_small() -> None:
         assert (right - left) * (bottom - top) <= MAX_INSET_SHARE * image.width * image.height
 
 
+def test_an_apps_screen_is_not_searched_for_insets_but_a_story_is() -> None:
+    """A chat screenshot is all boxes (bubbles, avatars, bars) whose pictures the screen
+    searches look at; a story's tall frame over a photo is mostly photo."""
+    from tests.support.screens import chat_screenshot
+
+    chat = chat_screenshot(skimage_photo("coffee"), "chatty", "light", seed=1)
+    assert not mostly_photo(chat)
+    story, _ = pasted("camera", "rocket", 0.2, (0.3, 0.3), (1080, 1920))
+    assert mostly_photo(decoded(story))
+
+
 def test_a_drawn_box_is_not_looked_up() -> None:
     """A flat box with writing (a caption, a label, a sticker) has straight edges too, but
     shows no photo: it is left out, as drawn regions are everywhere else."""
@@ -136,6 +153,9 @@ def test_a_drawn_box_is_not_looked_up() -> None:
         ("hubble_deep_field", "rocket", 0.25, (0.1, 0.9), (1080, 1350)),
         ("immunohistochemistry", "astronaut", 0.2, (1.0, 0.0), (1920, 1080)),
         ("motorcycle_left", "rocket", 0.25, (0.4, 0.4), (1080, 1080)),
+        # In a story's tall frame, over a photo.
+        ("camera", "rocket", 0.2, (0.3, 0.3), (1080, 1920)),
+        ("coins", "astronaut", 0.2, (0.7, 0.6), (1080, 1920)),
     ],
 )
 def test_a_banked_picture_pasted_small_onto_another_photo_is_blocked(

@@ -45,7 +45,7 @@ from schoolgate.media.features import (
     working_grey,
 )
 from schoolgate.media.framed_pictures import framed_pictures, lies_in, screen_shaped
-from schoolgate.media.inset_pictures import inset_pictures
+from schoolgate.media.inset_pictures import inset_pictures, mostly_photo
 from schoolgate.media.normalise import unsquash_map
 from schoolgate.media.pasted_pictures import pasted_pictures
 from schoolgate.media.photo_regions import (
@@ -327,16 +327,40 @@ class RobustTier:
                                collages_only=True)  # fmt: skip
             if hits:
                 return [to_bank_match(hit) for hit in hits]
-        # A banked picture shown smaller inside another photo: looked at closer, where some
-        # banked item drew votes enough from the whole view to be there, other than those some
-        # view lined up with (innocent photos seldom draw any; a query that lines up with a
-        # banked picture's surround, a chat's interface or a shared overlay, and shows another
-        # picture in it, shows the same through a window; a85: a banked video's frame of the
-        # workshop photo lined up with the rocket pasted on that photo, was refused, and no
-        # window was looked at for the rocket).
-        if whole is None or screen_shaped(image):
-            return []
-        sighted = index.sighting(whole, _CLOSER_VOTES, _CLOSER_AREA, aligned, whole_tally)
+        if whole is not None and not screen_shaped(image):  # screens have the searches above
+            hits = self._closer_look(image, whole, whole_tally, aligned, shown, finer)
+            if hits:
+                return [to_bank_match(hit) for hit in hits]
+        # A picture pasted smaller still draws no votes (a85, a86: at a quarter of the side),
+        # on a photo or in a story's tall frame: found by its straight edges, and looked up at
+        # its own scale. (An app's screen holds boxes by the dozen, its pictures looked at
+        # above: only a screen that is mostly photo is searched so.)
+        insets = not screen_shaped(image) or mostly_photo(image)
+        for _, inset in inset_pictures(image, finer) if insets else []:
+            hits = index.match(extract_features(inset, grid=False), shown=shown,
+                               aligned=aligned)  # fmt: skip
+            if hits:
+                return [to_bank_match(hit) for hit in hits]
+        return []
+
+    def _closer_look(
+        self,
+        image: Image.Image,
+        whole: LocalFeatures,
+        tally: Tally | None,
+        aligned: set[int],
+        shown: Shown,
+        finer: Callable[[], Image.Image] | None,
+    ) -> list[RobustHit]:
+        """A banked picture shown smaller inside another photo: looked at closer, where some
+        banked item drew votes enough from the whole view to be there, other than those some
+        view lined up with (innocent photos seldom draw any; a query that lines up with a
+        banked picture's surround, a chat's interface or a shared overlay, and shows another
+        picture in it, shows the same through a window; a85: a banked video's frame of the
+        workshop photo lined up with the rocket pasted on that photo, was refused, and no
+        window was looked at for the rocket)."""
+        index = self.index
+        sighted = index.sighting(whole, _CLOSER_VOTES, _CLOSER_AREA, aligned, tally)
         starved = None
         if sighted is None:
             # A dark or smooth picture on a cluttered photo draws its votes from the keypoints
@@ -345,21 +369,15 @@ class RobustTier:
             starved = starved_features(whole)
             if starved is not None:
                 sighted = index.sighting(starved, _CLOSER_VOTES, _CLOSER_AREA, aligned)
-        if sighted is not None:
-            for window in closer_views(finer() if finer else image, sighted.at):
-                seen = extract_features(window, grid=False)
-                # Sighted so, the picture's cells may be starved in the window too.
-                hits = index.match(seen if starved is None else with_starved(seen), shown=shown,
-                                   whole_only=True, among=sighted.views)  # fmt: skip
-                if hits:
-                    return [to_bank_match(hit) for hit in hits]
-        # A picture pasted smaller still draws no votes (a85, a86: at a quarter of the side):
-        # found by its straight edges, and looked up at its own scale.
-        for _, inset in inset_pictures(image, finer):
-            hits = index.match(extract_features(inset, grid=False), shown=shown,
-                               aligned=aligned)  # fmt: skip
+        if sighted is None:
+            return []
+        for window in closer_views(finer() if finer else image, sighted.at):
+            seen = extract_features(window, grid=False)
+            # Sighted so, the picture's cells may be starved in the window too.
+            hits = index.match(seen if starved is None else with_starved(seen), shown=shown,
+                               whole_only=True, among=sighted.views)  # fmt: skip
             if hits:
-                return [to_bank_match(hit) for hit in hits]
+                return hits
         return []
 
     def refuted(

@@ -37,6 +37,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from schoolgate.media.content_grid import content_grid
+from schoolgate.media.features import working_grey
 from schoolgate.media.framed_pictures import DETECT_SHORT, FLAT_RANGE, Box, Place
 from schoolgate.media.pasted_pictures import seams
 from schoolgate.media.photo_regions import MIN_REGION_SIDE, drawn
@@ -72,6 +74,9 @@ _OVERLAP: Final = 0.3  # a box overlapping a better one this much (IoU) is the s
 # A larger picture is seen in the whole view near its banked scale, or sighted there and looked
 # at closer (robust_tier); such boxes are a frame's or a meme's picture, the query itself.
 MAX_INSET_SHARE: Final = 0.3  # of the frame's area
+# A frame with this many photographic cells of 64 is mostly photo (a story's, a photo's), not an
+# app's screen (the precision bench's chat screenshots: 1-28; stories over photos: 31-64).
+_MOSTLY_PHOTO: Final = 32
 
 
 type Corners = npt.NDArray[np.int64]  # rows: x, y, the far end of its row run, of its column run
@@ -144,6 +149,11 @@ def inset_pictures(
         if min(view.size) >= MIN_REGION_SIDE and not drawn(view):
             found.append((place, view))
     return found
+
+
+def mostly_photo(image: Image.Image) -> bool:
+    """Whether most of a frame is photographic (its content grid's cells)."""
+    return content_grid(working_grey(image)).photo_cells >= _MOSTLY_PHOTO
 
 
 def inset_boxes(image: Image.Image) -> list[Box]:
