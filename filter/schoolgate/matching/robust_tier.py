@@ -12,9 +12,7 @@ import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from itertools import islice
 
-import numpy as np
 from PIL import Image, ImageOps
 
 from schoolgate.banks.model import SignalType
@@ -42,30 +40,20 @@ from schoolgate.media.features import (
     judge_map,
     starved_features,
     with_starved,
-    working_grey,
 )
-from schoolgate.media.framed_pictures import framed_pictures, lies_in, screen_shaped
+from schoolgate.media.framed_pictures import screen_shaped
 from schoolgate.media.inset_pictures import inset_pictures, mostly_photo
 from schoolgate.media.normalise import unsquash_map
-from schoolgate.media.pasted_pictures import pasted_pictures
-from schoolgate.media.photo_regions import (
-    BUSY_AROUND_FRAMED,
-    MIN_REGION_SIDE,
-    busy_blocks,
-    busy_elsewhere,
-    photo_regions,
-    region_views,
-)
 from schoolgate.media.signals import (
     NEGATIVE_VIEW,
     SQUASH_RATIO,
     closer_views,
     query_feature_views,
     query_pieces,
-    query_tiles,
     screens,
     squashed_view_base,
 )
+from schoolgate.media.small_pictures import small_pictures
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +302,7 @@ class RobustTier:
                 return [to_bank_match(hit) for hit in hits]
         # A picture shown small in the frame (a chat screenshot's, a grid's thumbnail), on its own.
         luma = None if whole is None else whole.luma
-        for region in _small_pictures(image, luma, finer, noisy):
+        for region in small_pictures(image, luma, finer, noisy):
             hits = index.match(extract_features(region, grid=False), shown=shown,
                                aligned=aligned)  # fmt: skip
             if hits:
@@ -443,9 +431,6 @@ class RobustTier:
         return refuted
 
 
-# Small pictures looked up on their own per query: a gallery screen of 4 x 5 thumbnails, or a
-# long chat's tiles, each showing a few (each costs a lookup, about 10-15 ms here).
-_MAX_SMALL_PICTURES = 20
 # Votes (stage 1 of the index) that some banked view must draw from a query's whole view before
 # it is looked at closer. The a82 pictures pasted at 25-65% drew 14-31; of a82's 50 innocent
 # lookalikes of the banked pictures, those with no banked background drew 0-27, most under 10.
@@ -454,56 +439,6 @@ _CLOSER_VOTES = 12
 # a82's pasted pictures' voters spanned 0.05 of it at most; a frame or overlay two pictures
 # share draws votes from all over.
 _CLOSER_AREA = 0.25
-
-
-def _small_pictures(
-    image: Image.Image,
-    luma: np.ndarray | None,
-    finer: Callable[[], Image.Image] | None,
-    noisy: bool = False,
-) -> Iterator[Image.Image]:
-    """The pictures in the photo regions (media.photo_regions) of the image's working frame
-    (`luma`, when the whole view's features kept it), cropped from `finer()` where the image
-    was decoded reduced and a region is small in it, then of a long picture's tiles, at most
-    _MAX_SMALL_PICTURES; each frame is searched only when the ones before matched nothing."""
-
-    def frames() -> Iterator[list[Image.Image]]:
-        yield _pictures_in(image, working_grey(image) if luma is None else luma, finer, noisy)
-        for tile in query_tiles(image):  # a long picture keeps its short side when decoded
-            yield _pictures_in(tile, working_grey(tile))
-
-    return islice((view for views in frames() for view in views), _MAX_SMALL_PICTURES)
-
-
-def _pictures_in(
-    frame: Image.Image,
-    luma: np.ndarray,
-    finer: Callable[[], Image.Image] | None = None,
-    noisy: bool = False,
-) -> list[Image.Image]:
-    """A frame's pictures in plain frames (a chat's bubble over a photo wallpaper), or where
-    there are none, pasted straight on with straight edges (screen-shaped frames only), where
-    its photo regions leave texture around them; then those of its photo regions. A framed or
-    pasted picture inside a region small enough to be looked up whole is not looked up again."""
-    blocks = busy_blocks(luma)  # (one pass for the regions and for what they leave)
-    regions = photo_regions(luma, blocks)
-    pictures = region_views(luma, frame, finer, regions)
-    looked_at = [box for box, whole in regions if whole]
-    # On a plain interface every picture is a region already; looking for frames costs 5 ms.
-    textured = busy_elsewhere(blocks, looked_at) >= BUSY_AROUND_FRAMED
-    if pictures and not textured:
-        return pictures
-    height, width = luma.shape
-    places = [(left / width, top / height, right / width, bottom / height)
-              for left, top, right, bottom in looked_at]  # fmt: skip
-    found = framed_pictures(frame, MIN_REGION_SIDE, finer, noisy)
-    if not found and textured and screen_shaped(frame):
-        # A chat's picture pasted straight on its wallpaper, by its straight edges: 26 ms, only
-        # over a wallpaper (on the precision bench's plain chats it took the p95 to 147 ms).
-        found = pasted_pictures(frame, MIN_REGION_SIDE, finer)
-    framed = [view for place, view in found
-              if not any(lies_in(place, region) for region in places)]  # fmt: skip
-    return [*framed, *pictures]
 
 
 # An aspect ratio this far from the banked view's is a stretched copy to try undoing.
