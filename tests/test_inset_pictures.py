@@ -167,6 +167,17 @@ def test_a_banked_picture_pasted_small_onto_another_photo_is_blocked(
     assert verdict.blocked, verdict.reasons
 
 
+@pytest.mark.parametrize("background", ["hubble_deep_field", "motorcycle_left"])
+def test_a_banked_picture_at_a_tenth_of_the_side_is_looked_up_though_its_crop_is_small(
+    inspector: Inspector, background: str
+) -> None:
+    """The rocket at a tenth of a 1080 px side is 108 x 72 px: its crop matches as it is (a87
+    F4: 38 of 48 such pastes through), where crops under 96 px were not looked up."""
+    data, _ = pasted(background, "rocket", 0.1, (0.7, 0.2))
+    verdict = inspector.evaluate(data, CTX)
+    assert verdict.blocked, verdict.reasons
+
+
 @pytest.mark.parametrize("picture", ["coffee", "chelsea", "motorcycle_left"])
 def test_an_innocent_picture_pasted_small_onto_a_photo_is_not_blocked(
     inspector: Inspector, picture: str
