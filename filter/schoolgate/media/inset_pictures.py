@@ -48,9 +48,9 @@ MAX_INSETS: Final = 2  # boxes looked up per query, best first
 # picture meets a background of its own colour its edge fades for a while.
 _GAP: Final = 12
 _NEAR: Final = 3  # px: a run ending this near another meets it (a corner)
-# A run is at least this share of the frame's short side: a picture of 6% of it or more (at 8%,
-# a87's pastes at a tenth of the side, 72 px high in a 1080 px frame, were 4 of 15 found; at 6%,
-# 10 of 15, with 39 boxes on 108 package photos where there were 32).
+# A run is at least this share of the frame's short side: a picture of 6% of it or more (pastes
+# at a tenth of the side, 72 px high in a 1080 px frame: at 8% 4 of 15 were boxed, at 6% 10 of
+# 15, with 39 boxes on 108 package photos where there were 32).
 _MIN_SIDE: Final = 0.06
 _MIN_RUN: Final = 20  # px, whatever the frame's size
 # A crop this small still matches (pastes at a tenth or an eighth of a 1080 px side, 72-130 px
