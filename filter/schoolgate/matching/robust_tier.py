@@ -40,6 +40,7 @@ from schoolgate.media.features import (
     judge_map,
     starved_features,
     with_starved,
+    working_grey,
 )
 from schoolgate.media.framed_pictures import screen_shaped
 from schoolgate.media.inset_pictures import inset_pictures, mostly_photo
@@ -315,7 +316,8 @@ class RobustTier:
                                collages_only=True)  # fmt: skip
             if hits:
                 return [to_bank_match(hit) for hit in hits]
-        if whole is not None and not screen_shaped(image):  # screens have the searches above
+        screen = screen_shaped(image)
+        if whole is not None and not screen:  # screens have the searches above
             hits = self._closer_look(image, whole, whole_tally, aligned, shown, finer)
             if hits:
                 return [to_bank_match(hit) for hit in hits]
@@ -323,8 +325,8 @@ class RobustTier:
         # on a photo or in a story's tall frame: found by its straight edges, and looked up at
         # its own scale. (An app's screen holds boxes by the dozen, its pictures looked at
         # above: only a screen that is mostly photo is searched so.)
-        insets = not screen_shaped(image) or mostly_photo(image)
-        for _, inset in inset_pictures(image, finer) if insets else []:
+        insets = not screen or mostly_photo(working_grey(image) if luma is None else luma)
+        for inset in inset_pictures(image, finer) if insets else []:
             hits = index.match(extract_features(inset, grid=False), shown=shown,
                                aligned=aligned)  # fmt: skip
             if hits:

@@ -112,6 +112,15 @@ def screen_shaped(image: Image.Image) -> bool:
     return image.height >= _SCREEN_ASPECT * image.width
 
 
+def overlap(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (left, top, right, bottom)."""
+    across = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    down = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    shared = across * down
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - shared
+    return shared / union if union else 0.0
+
+
 def lies_in(place: Place, region: Place, share: float = 0.8) -> bool:
     """Whether most of a place (shares of a frame) lies in a region of the same frame."""
     wide = min(place[2], region[2]) - max(place[0], region[0])

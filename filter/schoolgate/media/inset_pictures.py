@@ -38,8 +38,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from schoolgate.media.content_grid import content_grid
-from schoolgate.media.features import working_grey
-from schoolgate.media.framed_pictures import DETECT_SHORT, FLAT_RANGE, Box, Place
+from schoolgate.media.framed_pictures import DETECT_SHORT, FLAT_RANGE, Box, overlap
 from schoolgate.media.pasted_pictures import seams
 from schoolgate.media.photo_regions import drawn
 
@@ -137,10 +136,10 @@ class _Seams:
 
 def inset_pictures(
     image: Image.Image, finer: Callable[[], Image.Image] | None = None
-) -> list[tuple[Place, Image.Image]]:
-    """The pictures pasted onto `image` (drawn boxes left out), each with where it is (shares
-    of the frame), cropped from `finer()` (the picture decoded finer) where given, at least
-    _MIN_CROP px across there; the most clearly seamed first, at most MAX_INSETS."""
+) -> list[Image.Image]:
+    """The pictures pasted onto `image` (drawn boxes left out), cropped from `finer()` (the
+    picture decoded finer) where given, at least _MIN_CROP px across there; the most clearly
+    seamed first, at most MAX_INSETS."""
     boxes = inset_boxes(image)
     if not boxes:
         return []
@@ -148,17 +147,17 @@ def inset_pictures(
     scale_x, scale_y = source.width / image.width, source.height / image.height
     found = []
     for left, top, right, bottom in boxes:
-        place = (left / image.width, top / image.height, right / image.width, bottom / image.height)
         view = source.crop((round(left * scale_x), round(top * scale_y),
                             round(right * scale_x), round(bottom * scale_y)))  # fmt: skip
         if min(view.size) >= _MIN_CROP and not drawn(view):
-            found.append((place, view))
+            found.append(view)
     return found
 
 
-def mostly_photo(image: Image.Image) -> bool:
-    """Whether most of a frame is photographic (its content grid's cells)."""
-    return content_grid(working_grey(image)).photo_cells >= _MOSTLY_PHOTO
+def mostly_photo(luma: npt.NDArray[np.uint8]) -> bool:
+    """Whether most of a frame (its working grey, media.features.working_grey) is
+    photographic, by its content grid's cells."""
+    return content_grid(luma).photo_cells >= _MOSTLY_PHOTO
 
 
 def inset_boxes(image: Image.Image) -> list[Box]:
@@ -183,7 +182,7 @@ def inset_boxes(image: Image.Image) -> list[Box]:
     kept: list[Box] = []
     for candidate in _judged(tables, pixels, _snapped(proposed, width, height), min_run):
         box = (candidate[0], candidate[1], candidate[2], candidate[3])
-        if all(_overlap(box, other) < _OVERLAP for other in kept):
+        if all(overlap(box, other) < _OVERLAP for other in kept):
             kept.append(box)
             if len(kept) == MAX_INSETS:
                 break
@@ -431,12 +430,3 @@ def _busy_share(pixels: npt.NDArray[np.uint8], boxes: Lines) -> npt.NDArray[np.f
 
 def _transposed(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     return np.asarray(cv2.transpose(mask.view(np.uint8)), np.uint8).view(np.bool_)
-
-
-def _overlap(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    across = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    down = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    shared = across * down
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - shared
-    return shared / union if union else 0.0

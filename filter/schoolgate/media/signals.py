@@ -56,7 +56,7 @@ from schoolgate.media.features import (
     whole_grid,
     working_grey,
 )
-from schoolgate.media.framed_pictures import framed_pictures, lies_in, screen_shaped
+from schoolgate.media.framed_pictures import framed_pictures, lies_in, overlap, screen_shaped
 from schoolgate.media.hashing import ExactHashes, PdqHash, exact_hashes, pdq_dihedral, pdq_hash
 from schoolgate.media.normalise import (
     CONTENT_DEPTH,
@@ -162,7 +162,7 @@ def bank_feature_views(
     boxed = _screen_picture(image, around) if screen else None
     if boxed is not None and (picture is None or lies_in(boxed, picture)):
         picture = None
-    elif picture is not None and box is not None and _overlap(picture, box.as_tuple()) >= 0.8:
+    elif picture is not None and box is not None and overlap(picture, box.as_tuple()) >= 0.8:
         picture = None  # the content box is that picture
     else:
         boxed = None
@@ -461,15 +461,6 @@ def _screen_picture(image: Image.Image, around: list[tuple[str, LocalFeatures, C
     left, top, right, bottom = around[1][2]
     small = (right - left) * (bottom - top) <= _PICTURE_IN_SCREEN * image.width * image.height
     return around[1][2] if small else None
-
-
-def _overlap(a: Crop, b: Crop) -> float:
-    """Intersection over union of two boxes."""
-    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
 
 
 def query_feature_views(
