@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -137,7 +138,9 @@ def test_a_drawn_box_is_not_looked_up() -> None:
     label = Image.new("RGB", (300, 220), (250, 250, 245))
     ImageDraw.Draw(label).text((20, 90), "SCIENCE FAIR FRIDAY", fill=(20, 20, 20))
     data, _ = pasted("coins", label, 0.3, (0.5, 0.5))
-    assert not inset_pictures(decoded(data))
+    # The coins around it may hold boxes of their own (looked up like any picture).
+    for crop in inset_pictures(decoded(data)):
+        assert np.asarray(crop.convert("L")).mean() < 200, "the label was looked up"
 
 
 @pytest.mark.parametrize(
@@ -217,14 +220,11 @@ def test_a_banked_picture_in_a_story_with_rounded_corners_and_a_caption_is_block
     assert verdict.blocked, verdict.reasons
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 open: an inset turned a few degrees has no edge along the frame's axes "
-    "(a87 F1: turned 4-8 degrees at 20-40% onto busy photos, 97 of 120 through)",
-)
 def test_a_banked_picture_turned_a_few_degrees_and_pasted_small_is_blocked(
     inspector: Inspector,
 ) -> None:
+    """a87 F1 (turned 4-8 degrees at 20-40% onto busy photos, 97 of 120 through): found on the
+    seam maps turned back by the frame's clearest turn (media.turns; tests/test_turned_insets)."""
     picture = skimage_photo("astronaut").convert("RGB").resize((270, 270))
     turned = picture.rotate(4, expand=True, resample=Image.Resampling.BICUBIC)
     mask = Image.new("L", picture.size, 255).rotate(4, expand=True)
