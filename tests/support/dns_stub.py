@@ -102,9 +102,9 @@ class StubDns:
         return query.succeed([])
 
 
-def query(server: tuple[str, int], name: str, qtype: int = types.A) -> dns.DNSMessage:
-    """One UDP query; the reply (raises TimeoutError after 5 s)."""
-    message = dns.DNSMessage(
+def query_message(name: str, qtype: int = types.A) -> bytes:
+    """A recursive query for `name`, packed."""
+    return dns.DNSMessage(
         id=random.randrange(1 << 16),
         query=True,
         op_code=op_codes.QUERY,
@@ -118,9 +118,13 @@ def query(server: tuple[str, int], name: str, qtype: int = types.A) -> dns.DNSMe
         answers=[],
         authorities=[],
         additionals=[],
-    )
+    ).packed
+
+
+def query(server: tuple[str, int], name: str, qtype: int = types.A) -> dns.DNSMessage:
+    """One UDP query; the reply (raises TimeoutError after 5 s)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(5)
-        sock.sendto(message.packed, server)
+        sock.sendto(query_message(name, qtype), server)
         reply, _ = sock.recvfrom(65535)
     return dns.DNSMessage.unpack(reply)

@@ -21,11 +21,12 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from mitmproxy import dns, options
 from mitmproxy.addons.dns_resolver import DnsResolver as MitmproxyResolver
 from mitmproxy.net.dns import classes, response_codes, types
+from mitmproxy.proxy import server as proxy_server
 from mitmproxy.tools.dump import DumpMaster
 from mitmproxy_rs.dns import DnsResolver, get_system_dns_servers
 
@@ -425,9 +426,25 @@ def resolver_options(config: Config) -> dict[str, Any]:
     return settings
 
 
+# mitmproxy_rs keeps each UDP peer's state for 60 s after its last datagram (its network/udp.rs
+# UDP_TIMEOUT, refreshed by every datagram) and drops what arrives for a connection that Python
+# has closed. mitmproxy closes an idle UDP connection after 20 s (mitmproxy.proxy.server
+# .UDP_TIMEOUT), so a device's next query from the same source port 20-60 s later was lost,
+# and each lost retry kept the dead state alive (adversarial passes a51 F2, a87 F6, a88: 0.4%
+# of look-ups failed under load, where glibc picks a random port per look-up). Past 60 s,
+# mitmproxy_rs ends the connection itself, and a datagram after that opens a new one.
+UDP_IDLE_S: Final = 65
+
+
+def keep_udp_connections_past_mitmproxy_rs() -> None:
+    """Python's UDP idle timeout past mitmproxy_rs's (above), in this process."""
+    proxy_server.UDP_TIMEOUT = UDP_IDLE_S
+
+
 async def serve_resolver(config: Config) -> int:
     """Run the resolver until SIGINT/SIGTERM; returns the exit status."""
     resolver = config.resolver
+    keep_udp_connections_past_mitmproxy_rs()
     book = AddressBook(config.data_dir / ADDRESS_BOOK, min_ttl_s=resolver.min_ttl_s)
     names = NamePolicy(resolver.block_names, block_doh=resolver.block_doh)
     opts = options.Options()
