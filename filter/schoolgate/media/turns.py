@@ -8,7 +8,8 @@ photos, 97 of 120 went through). Its four edges still lie on two families of str
 right angles, all at the picture's turn. So each seam pixel is projected along every turn tried
 (a Hough transform, the two directions voting together): a long straight edge piles its pixels
 into one place. The turn where both families hold two such edges a picture's side apart
-is the frame's clearest turn; the inset search then runs once more on the maps turned back by it.
+is the frame's clearest turn; the inset search then runs once more on the frame turned back by
+it, and cuts what it finds there upright (`upright_crop`).
 """
 
 from __future__ import annotations
