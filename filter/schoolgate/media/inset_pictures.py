@@ -48,7 +48,7 @@ from PIL import Image
 from schoolgate.media.content_grid import content_grid
 from schoolgate.media.framed_pictures import DETECT_SHORT, FLAT_RANGE, Box, overlap
 from schoolgate.media.photo_regions import drawn
-from schoolgate.media.seam_maps import seam_maps, transposed
+from schoolgate.media.seam_maps import seam_maps, transposed, with_lines
 from schoolgate.media.turns import Turned, clearest_turns, turn_back, turned_size, upright_crop
 
 MAX_INSETS: Final = 2  # boxes looked up per query, best first
@@ -203,15 +203,16 @@ class _Search:
         self.min_run = max(_MIN_RUN, round(_MIN_SIDE * min(height, width)))
         self.small = min(height, width) < 2 * self.min_run
         if not self.small:
-            self.seams, (self.across, self.along) = seam_maps(self.pixels)
+            self.seams = seam_maps(self.pixels)
+            self.across, self.along = with_lines(self.pixels, self.seams)
 
     def upright(self) -> list[Box]:
         if self.small:
             return []
         height, width, _ = self.pixels.shape
-        proposed = _snapped(self._proposed(self.across, self.along), width, height)
-        return _kept(_judged(_Seams(self.across, self.along), self.pixels, proposed,
-                             self.min_run))  # fmt: skip
+        tables = _Seams(self.across, self.along)
+        proposed = _snapped(self._proposed(self.across, self.along, tables), width, height)
+        return _kept(_judged(tables, self.pixels, proposed, self.min_run))
 
     def turned(self) -> Iterator[Turned]:
         """Boxes on the frame turned back by each of its clearest turns (turns.clearest_turns),
@@ -234,21 +235,22 @@ class _Search:
                             np.uint8)  # fmt: skip
         # The seams alone: with the thin lines too, the turned search blocked 26 more of a88's
         # 858 turned pastes on busy photos, and took about 14 ms more on each innocent photo.
-        (across, along), _ = seam_maps(pixels, lines=False)
+        across, along = seam_maps(pixels)
         frame = np.ones((height, width), np.uint8)
         inside = cv2.integral(cv2.warpAffine(frame, turn, size, flags=cv2.INTER_NEAREST))
-        proposed = self._proposed(across, along)
+        tables = _Seams(across, along)
+        proposed = self._proposed(across, along, tables)
         left, top, right, bottom = proposed.T
         filled = (inside[bottom, right] - inside[top, right] - inside[bottom, left]
                   + inside[top, left]) / np.maximum((right - left) * (bottom - top), 1)  # fmt: skip
-        boxes = _kept(_judged(_Seams(across, along), pixels, proposed[filled >= _INSIDE],
-                              self.min_run))  # fmt: skip
+        boxes = _kept(_judged(tables, pixels, proposed[filled >= _INSIDE], self.min_run))
         return [Turned(degrees, box) for box in boxes]
 
-    def _proposed(self, across: npt.NDArray[np.bool_], along: npt.NDArray[np.bool_]) -> Lines:
+    def _proposed(self, across: npt.NDArray[np.bool_], along: npt.NDArray[np.bool_],
+                  tables: _Seams) -> Lines:  # fmt: skip
         columns = _runs(transposed(across).view(np.uint8), self.min_run)  # (x, top, bottom)
         rows = _runs(along.view(np.uint8), self.min_run)  # (y, left, right)
-        return _proposals(columns, rows, _Seams(across, along), self.min_run)
+        return _proposals(columns, rows, tables, self.min_run)
 
 
 def _kept(ranked: list[list[int]]) -> list[Box]:

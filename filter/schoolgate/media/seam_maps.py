@@ -19,20 +19,24 @@ _RIDGE_LINE: Final = 7  # px: a line runs on this far at least
 type Maps = tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]
 
 
-def seam_maps(pixels: npt.NDArray[np.uint8], lines: bool = True) -> tuple[Maps, Maps]:
+def seam_maps(pixels: npt.NDArray[np.uint8]) -> Maps:
     """Where a seam lies between columns (`across`: a picture's left and right sides) and
-    between rows (`along`: its top and bottom), the frame's own sides counting as seams: the
-    seams alone, and with the thin lines (_ridges; the seams alone again unless `lines`)."""
+    between rows (`along`: its top and bottom), the frame's own sides counting as seams."""
     planes = [np.asarray(plane, np.uint8) for plane in cv2.split(pixels)]
     across = seams(planes)
     along = transposed(seams([np.asarray(cv2.transpose(plane), np.uint8) for plane in planes]))
     height, width = across.shape
     across[:, 0] = across[:, width - 1] = True
     along[0, :] = along[height - 1, :] = True
-    if not lines:
-        return (across, along), (across, along)
-    ridge_across, ridge_along = _ridge_maps(planes)
-    return (across, along), (across | ridge_across, along | ridge_along)
+    return across, along
+
+
+def with_lines(pixels: npt.NDArray[np.uint8], maps: Maps) -> Maps:
+    """`maps` (seam_maps) with the thin lines that run down the columns and along the rows
+    (_ridges)."""
+    planes = [np.asarray(plane, np.uint8) for plane in cv2.split(pixels)]
+    across, along = _ridge_maps(planes)
+    return maps[0] | across, maps[1] | along
 
 
 def _ridge_maps(planes: list[npt.NDArray[np.uint8]]) -> Maps:

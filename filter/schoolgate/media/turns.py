@@ -33,6 +33,9 @@ _STEP: Final = 0.5
 DEGREES: Final = np.concatenate(
     [-np.arange(_LARGEST, _SMALLEST - 1e-6, -_STEP), np.arange(_SMALLEST, _LARGEST + 1e-6, _STEP)]
 )
+# Each turn's slope (1/1024 px across per px along, integer arithmetic: a third faster than
+# floating point here), turned back.
+_SLOPES: Final = np.rint(np.tan(np.radians(-DEGREES)) * 1024).astype(np.int32)
 # A family's second edge holds at least this share of min_run in seam pixels (one per row it
 # crosses): a picture's side is min_run or longer, and seamed over 0.45 or more of it.
 _EDGE: Final = 0.45
@@ -78,14 +81,12 @@ def _edges(
 ) -> npt.NDArray[np.int64]:
     """Per turn, the seam pixels on the second strongest line of a family (pixels at `across`
     and `along` it; `across` under `span`), at least min_run from the strongest."""
-    # In 1/1024 px (integer arithmetic: a third faster than floating point here).
-    slopes = np.rint(np.tan(np.radians(-DEGREES)) * 1024).astype(np.int32)
     # How far a line's pixels move across as they are projected along it.
     longest = int(np.abs(along).max()) if len(along) else 0
-    reach = int(np.ceil(longest * float(np.max(np.abs(slopes))) / 1024)) + 1
+    reach = int(np.ceil(longest * float(np.max(np.abs(_SLOPES))) / 1024)) + 1
     bins = span + 2 * reach
     start = (across.astype(np.int32) + reach) * 1024 + 512
-    where = (start[None, :] + along.astype(np.int32)[None, :] * slopes[:, None]) >> 10
+    where = (start[None, :] + along.astype(np.int32)[None, :] * _SLOPES[:, None]) >> 10
     where += (np.arange(len(DEGREES), dtype=np.int32) * bins)[:, None]
     votes = np.bincount(where.ravel(), minlength=len(DEGREES) * bins).reshape(len(DEGREES), bins)
     strongest = np.argmax(votes, axis=1)
