@@ -21,7 +21,7 @@ from schoolgate.media.inset_pictures import (
     MAX_INSETS,
     inset_boxes,
     inset_pictures,
-    mostly_photo,
+    searched_on_a_screen,
 )
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.banked_inspector import photo_inspector
@@ -142,15 +142,23 @@ def test_boxes_are_few_and_small() -> None:
         assert (right - left) * (bottom - top) <= MAX_INSET_SHARE * image.width * image.height
 
 
-def test_an_apps_screen_is_not_searched_for_insets_but_a_story_is() -> None:
+@pytest.mark.parametrize(("app", "theme"), [("chatty", "light"), ("snappy", "dark")])
+def test_an_apps_screen_is_not_searched_for_insets(app: str, theme: str) -> None:
     """A chat screenshot is all boxes (bubbles, avatars, bars) whose pictures the screen
-    searches look at; a story's tall frame over a photo is mostly photo."""
+    searches look at."""
     from tests.support.screens import chat_screenshot
 
-    chat = chat_screenshot(skimage_photo("coffee"), "chatty", "light", seed=1)
-    assert not mostly_photo(working_grey(chat))
-    story, _ = pasted("camera", "rocket", 0.2, (0.3, 0.3), (1080, 1920))
-    assert mostly_photo(working_grey(decoded(story)))
+    chat = chat_screenshot(skimage_photo("coffee"), app, theme, seed=1)
+    assert not searched_on_a_screen(working_grey(chat))
+
+
+@pytest.mark.parametrize("background", ["camera", "coins", "brick"])
+def test_a_story_over_a_photo_is_searched_for_insets(background: str) -> None:
+    """A story's tall frame over a photo, though the photo reads as drawn cells (the brick
+    wall, smooth when scaled up to a story's size: 7-19 photographic cells of 64, where the
+    precision bench's chat screenshots have 1-28)."""
+    story, _ = pasted(background, "rocket", 0.3, (0.3, 0.3), (1080, 1920))
+    assert searched_on_a_screen(working_grey(decoded(story)))
 
 
 def test_a_drawn_box_is_not_looked_up() -> None:
@@ -175,6 +183,7 @@ def test_a_drawn_box_is_not_looked_up() -> None:
         # In a story's tall frame, over a photo.
         ("camera", "rocket", 0.2, (0.3, 0.3), (1080, 1920)),
         ("coins", "astronaut", 0.2, (0.7, 0.6), (1080, 1920)),
+        ("brick", "rocket", 0.35, (0.4, 0.3), (1080, 1920)),
     ],
 )
 def test_a_banked_picture_pasted_small_onto_another_photo_is_blocked(

@@ -43,7 +43,7 @@ from schoolgate.media.features import (
     working_grey,
 )
 from schoolgate.media.framed_pictures import screen_shaped
-from schoolgate.media.inset_pictures import inset_pictures, mostly_photo
+from schoolgate.media.inset_pictures import inset_pictures, searched_on_a_screen
 from schoolgate.media.normalise import unsquash_map
 from schoolgate.media.signals import (
     NEGATIVE_VIEW,
@@ -324,8 +324,8 @@ class RobustTier:
         # A picture pasted smaller still draws no votes (a85, a86: at a quarter of the side),
         # on a photo or in a story's tall frame: found by its straight edges, and looked up at
         # its own scale. (An app's screen holds boxes by the dozen, its pictures looked at
-        # above: only a screen that is mostly photo is searched so.)
-        insets = not screen or mostly_photo(working_grey(image) if luma is None else luma)
+        # above: a screen is searched so only where it looks like a story.)
+        insets = not screen or searched_on_a_screen(working_grey(image) if luma is None else luma)
         for inset in inset_pictures(image, finer) if insets else []:
             hits = index.match(extract_features(inset, grid=False), shown=shown,
                                aligned=aligned)  # fmt: skip

@@ -47,7 +47,7 @@ from PIL import Image
 
 from schoolgate.media.content_grid import content_grid
 from schoolgate.media.framed_pictures import DETECT_SHORT, FLAT_RANGE, Box, overlap
-from schoolgate.media.photo_regions import drawn
+from schoolgate.media.photo_regions import drawn, photo_regions
 from schoolgate.media.seam_maps import seam_maps, transposed, with_lines
 from schoolgate.media.turns import Turned, clearest_turns, turn_back, turned_size, upright_crop
 
@@ -89,7 +89,8 @@ _INSIDE: Final = 0.98  # a turned box lies this much inside the frame (not on th
 # at closer (robust_tier); such boxes are a frame's or a meme's picture, the query itself.
 MAX_INSET_SHARE: Final = 0.3  # of the frame's area
 # A frame with this many photographic cells of 64 is mostly photo (a story's, a photo's), not an
-# app's screen (the precision bench's chat screenshots: 1-28; stories over photos: 31-64).
+# app's screen (the precision bench's chat screenshots: 1-28; stories over photos: 31-64, but
+# 7-19 over a brick wall scaled up, which has no photo region apart from the frame instead).
 _MOSTLY_PHOTO: Final = 32
 
 
@@ -167,10 +168,13 @@ def inset_pictures(
             yield view
 
 
-def mostly_photo(luma: npt.NDArray[np.uint8]) -> bool:
-    """Whether most of a frame (its working grey, media.features.working_grey) is
-    photographic, by its content grid's cells."""
-    return content_grid(luma).photo_cells >= _MOSTLY_PHOTO
+def searched_on_a_screen(luma: npt.NDArray[np.uint8]) -> bool:
+    """Whether a screen-shaped frame (its working grey, media.features.working_grey) is
+    searched for insets: an app's screen shows its pictures as photo regions among its
+    interface (media.photo_regions), which the screen searches look at; a story over a photo
+    is mostly photographic cells, or, over a smooth or fine photo that reads as drawn cells
+    (a brick wall scaled up: 7-19 of 64), has no photo region apart from the frame."""
+    return content_grid(luma).photo_cells >= _MOSTLY_PHOTO or not photo_regions(luma)
 
 
 def inset_boxes(image: Image.Image) -> list[Box]:
