@@ -295,3 +295,19 @@ def test_a_banked_picture_turned_a_few_degrees_and_pasted_small_is_blocked(
     photo.paste(turned, (500, 300), mask)
     verdict = inspector.evaluate(encode(photo, "JPEG", quality=90), CTX)
     assert verdict.blocked, verdict.reasons
+
+
+@pytest.mark.parametrize("background", ["grass", "brick"])
+def test_a_banked_picture_pasted_beside_two_others_is_blocked(
+    inspector: Inspector, background: str
+) -> None:
+    """a88 F4: two or three pictures in one frame (three: 11 of 30 blocked in-process). Here the
+    banked rocket's box ranks third of three (MAX_INSETS looked up; of 90 frames with three
+    pastes on busy photos the banked one was boxed in 59 with two looked up, 77 with three)."""
+    canvas = ImageOps.fit(skimage_photo(background).convert("RGB"), (1920, 1080))
+    for number, name in enumerate(("chelsea", "hubble_deep_field", "rocket")):
+        picture = skimage_photo(name).convert("RGB")
+        picture.thumbnail((420, 320))
+        canvas.paste(picture, (120 + number * 600, 200 + (number % 2) * 400))
+    verdict = inspector.evaluate(encode(canvas, "JPEG", quality=88), CTX)
+    assert verdict.blocked, verdict.reasons
