@@ -164,7 +164,9 @@ def inset_pictures(
     source: Image.Image | None = None
     for left, top, right, bottom in search.upright():
         source = source or (finer() if finer is not None else image)
-        scale_x, scale_y = source.width / image.width, source.height / image.height
+        # The boxes are at detection scale (search.factor below the image's own).
+        scale_x = search.factor * source.width / image.width
+        scale_y = search.factor * source.height / image.height
         view = source.crop((round(left * scale_x), round(top * scale_y),
                             round(right * scale_x), round(bottom * scale_y)))  # fmt: skip
         if min(view.size) >= _MIN_CROP and not drawn(view):
