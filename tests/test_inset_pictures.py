@@ -330,3 +330,35 @@ def test_a_banked_picture_pasted_beside_two_others_is_blocked(
         canvas.paste(picture, (120 + number * 600, 200 + (number % 2) * 400))
     verdict = inspector.evaluate(encode(canvas, "JPEG", quality=88), CTX)
     assert verdict.blocked, verdict.reasons
+
+
+def gravel_floor(side: int = 1080) -> Image.Image:
+    """scikit-image's gravel at its own scale, tinted and tiled mirrored (as a89 made its
+    floors): sharp stones, unlike the photo scaled up, and seams everywhere on them."""
+    stones = np.asarray(skimage_photo("gravel").convert("L"), np.float32)[..., None] / 255
+    tile = Image.fromarray((stones * np.array([230, 215, 190], np.float32)).astype(np.uint8))
+    floor = Image.new("RGB", (side, side))
+    for y in range(0, side, tile.height):
+        for x in range(0, side, tile.width):
+            mirrored = (x // tile.width + y // tile.height) % 2
+            floor.paste(ImageOps.mirror(tile) if mirrored else tile, (x, y))
+    return floor
+
+
+@pytest.mark.parametrize("picture", ["rocket", "astronaut"])
+def test_a_banked_picture_turned_and_bordered_on_gravel_is_blocked(
+    inspector: Inspector, picture: str
+) -> None:
+    """a89 F3: on a fine texture seams lie everywhere, and a side's run, its gaps bridged, ran
+    on past the picture's corners into the stones (a89's pastes on gravel: 3 of 39 blocked).
+    Boxes are proposed from the runs' straight stretches as well."""
+    inset = ImageOps.expand(skimage_photo(picture).convert("RGB").resize((330, 250)), 6,
+                            fill=(255, 255, 255))  # fmt: skip
+    mask = Image.new("L", inset.size, 0)
+    ImageDraw.Draw(mask).rounded_rectangle((0, 0, inset.width - 1, inset.height - 1), radius=30,
+                                           fill=255)  # fmt: skip
+    inset = inset.rotate(12, expand=True, resample=Image.Resampling.BICUBIC)
+    floor = gravel_floor()
+    floor.paste(inset, (500, 200), mask.rotate(12, expand=True))
+    verdict = inspector.evaluate(encode(floor, "PNG"), CTX)
+    assert verdict.blocked, verdict.reasons
