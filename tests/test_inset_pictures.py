@@ -362,3 +362,33 @@ def test_a_banked_picture_turned_and_bordered_on_gravel_is_blocked(
     floor.paste(inset, (500, 200), mask.rotate(12, expand=True))
     verdict = inspector.evaluate(encode(floor, "PNG"), CTX)
     assert verdict.blocked, verdict.reasons
+
+
+def brick_wall(size: tuple[int, int]) -> Image.Image:
+    """scikit-image's brick wall, tinted and tiled mirrored (as a89 made its walls)."""
+    bricks = skimage_photo("brick").convert("L")
+    bricks = bricks.resize((round(bricks.width * 1.1), round(bricks.height * 1.1)))
+    shades = np.asarray(bricks, np.float32)[..., None] / 255
+    tile = Image.fromarray((shades * np.array([220, 130, 100], np.float32)).astype(np.uint8))
+    wall = Image.new("RGB", size)
+    for y in range(0, size[1], tile.height):
+        for x in range(0, size[0], tile.width):
+            mirrored = (x // tile.width + y // tile.height) % 2
+            wall.paste(ImageOps.mirror(tile) if mirrored else tile, (x, y))
+    return wall
+
+
+@pytest.mark.parametrize(
+    ("picture", "at"), [("rocket", (430, 128)), ("coffee", (430, 128)), ("coffee", (300, 20))]
+)
+def test_a_picture_on_a_brick_wall_is_boxed_among_the_bricks(
+    picture: str, at: tuple[int, int]
+) -> None:
+    """a89 F5's landscape video (a picture at 30% of a 640x360 frame over a brick wall): ranked
+    on its sides less their ends (rounded corners), the bricks outranked the picture."""
+    wall = brick_wall((640, 360))
+    inset = skimage_photo(picture).convert("RGB")
+    inset.thumbnail((108, 108))
+    wall.paste(inset, at)
+    where = (at[0], at[1], at[0] + inset.width, at[1] + inset.height)
+    assert any(overlap(box, where) > 0.7 for box in inset_boxes(wall)), inset_boxes(wall)

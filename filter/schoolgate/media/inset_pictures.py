@@ -275,7 +275,11 @@ def _judged(tables: SeamTables, pixels: npt.NDArray[np.uint8], boxes: Lines, min
     possible = ((seamed.min(axis=0) >= _SIDE) & (seamed.mean(axis=0) >= _SEAMED)
                 & (area <= MAX_INSET_SHARE * width * height) & ~band
                 & (_busy_share(pixels, boxes) >= _BUSY))  # fmt: skip
-    boxes, lines, seamed = boxes[possible], lines[:, possible], seamed[:, possible]
+    boxes, lines = boxes[possible], lines[:, possible]
+    # Ranked halfway between the sides' shares whole and less their ends: whole alone, a
+    # picture with rounded corners ranks under a photo's own boxes; less their ends alone, a
+    # brick wall's bricks rank over a picture (a89's landscape video on brick).
+    seamed = (seamed[:, possible] + np.where(framed, 1.0, shares)[:, possible]) / 2
     framed = framed[:, possible]
     halves, run_on = _halves_and_run_on(tables, boxes, lines, reach=min_run // 2)
     own_sides = np.maximum(4 - framed.sum(axis=0), 1)
