@@ -25,7 +25,7 @@ from schoolgate.media.inset_pictures import (
 )
 from schoolgate.pipeline.engine import InspectionContext, Inspector
 from tests.support.banked_inspector import photo_inspector
-from tests.support.imagery import encode, skimage_photo
+from tests.support.imagery import brick_wall, encode, gravel_floor, skimage_photo
 
 CTX = InspectionContext(client_ip="192.0.2.66", app="inset-test")
 
@@ -332,19 +332,6 @@ def test_a_banked_picture_pasted_beside_two_others_is_blocked(
     assert verdict.blocked, verdict.reasons
 
 
-def gravel_floor(side: int = 1080) -> Image.Image:
-    """scikit-image's gravel at its own scale, tinted and tiled mirrored (as a89 made its
-    floors): sharp stones, unlike the photo scaled up, and seams everywhere on them."""
-    stones = np.asarray(skimage_photo("gravel").convert("L"), np.float32)[..., None] / 255
-    tile = Image.fromarray((stones * np.array([230, 215, 190], np.float32)).astype(np.uint8))
-    floor = Image.new("RGB", (side, side))
-    for y in range(0, side, tile.height):
-        for x in range(0, side, tile.width):
-            mirrored = (x // tile.width + y // tile.height) % 2
-            floor.paste(ImageOps.mirror(tile) if mirrored else tile, (x, y))
-    return floor
-
-
 @pytest.mark.parametrize("picture", ["rocket", "astronaut"])
 def test_a_banked_picture_turned_and_bordered_on_gravel_is_blocked(
     inspector: Inspector, picture: str
@@ -362,20 +349,6 @@ def test_a_banked_picture_turned_and_bordered_on_gravel_is_blocked(
     floor.paste(inset, (500, 200), mask.rotate(12, expand=True))
     verdict = inspector.evaluate(encode(floor, "PNG"), CTX)
     assert verdict.blocked, verdict.reasons
-
-
-def brick_wall(size: tuple[int, int]) -> Image.Image:
-    """scikit-image's brick wall, tinted and tiled mirrored (as a89 made its walls)."""
-    bricks = skimage_photo("brick").convert("L")
-    bricks = bricks.resize((round(bricks.width * 1.1), round(bricks.height * 1.1)))
-    shades = np.asarray(bricks, np.float32)[..., None] / 255
-    tile = Image.fromarray((shades * np.array([220, 130, 100], np.float32)).astype(np.uint8))
-    wall = Image.new("RGB", size)
-    for y in range(0, size[1], tile.height):
-        for x in range(0, size[0], tile.width):
-            mirrored = (x // tile.width + y // tile.height) % 2
-            wall.paste(ImageOps.mirror(tile) if mirrored else tile, (x, y))
-    return wall
 
 
 @pytest.mark.parametrize(

@@ -33,9 +33,16 @@ _STEP: Final = 0.5
 DEGREES: Final = np.concatenate(
     [-np.arange(_LARGEST, _SMALLEST - 1e-6, -_STEP), np.arange(_SMALLEST, _LARGEST + 1e-6, _STEP)]
 )
+# The frame's own upright lines (a brick wall's courses, a crowd of square portraits, the tiles
+# of a floor) are scored too: spread over a turn of a few degrees they still outscore a
+# picture's edges at its true turn, which they hid in a third of a89's wrong turns. A turn up
+# to _NEAR_UPRIGHT degrees that they score as well as is theirs (a89's turned pastes on busy
+# photos: turns right in 183 of 363, 160 without).
+_SCORED: Final = np.append(DEGREES, 0.0)
+_NEAR_UPRIGHT: Final = 6.0
 # Each turn's slope (1/1024 px across per px along, integer arithmetic: a third faster than
 # floating point here), turned back.
-_SLOPES: Final = np.rint(np.tan(np.radians(-DEGREES)) * 1024).astype(np.int32)
+_SLOPES: Final = np.rint(np.tan(np.radians(-_SCORED)) * 1024).astype(np.int32)
 # A family's second edge holds at least this share of min_run in seam pixels (one per row it
 # crosses): a picture's side is min_run or longer, and seamed over 0.45 or more of it.
 _EDGE: Final = 0.45
@@ -66,11 +73,13 @@ def clearest_turns(
     ys, xs = np.nonzero(along[2:-1, 1:-1] & ~along[1:-2, 1:-1])
     every = max(1, -(-len(xs) // _PIXELS))
     rows = _edges(ys[::every], -xs[::every], height, min_run) * every
-    score = np.minimum(columns, rows)
+    score, upright = np.minimum(columns, rows)[:-1], min(columns[-1], rows[-1])
     turns: list[float] = []
     for best in np.argsort(-score, kind="stable"):
         if score[best] < _EDGE * min_run or len(turns) == TURNS:
             break
+        if abs(DEGREES[best]) <= _NEAR_UPRIGHT and upright >= score[best]:
+            continue
         if all(abs(DEGREES[best] - turn) > _APART for turn in turns):
             turns.append(float(DEGREES[best]))
     return turns
@@ -79,16 +88,17 @@ def clearest_turns(
 def _edges(
     across: npt.NDArray[np.int64], along: npt.NDArray[np.int64], span: int, min_run: int
 ) -> npt.NDArray[np.int64]:
-    """Per turn, the seam pixels on the second strongest line of a family (pixels at `across`
-    and `along` it; `across` under `span`), at least min_run from the strongest."""
+    """Per turn scored (_SCORED), the seam pixels on the second strongest line of a family
+    (pixels at `across` and `along` it; `across` under `span`), at least min_run from the
+    strongest."""
     # How far a line's pixels move across as they are projected along it.
     longest = int(np.abs(along).max()) if len(along) else 0
     reach = int(np.ceil(longest * float(np.max(np.abs(_SLOPES))) / 1024)) + 1
     bins = span + 2 * reach
     start = (across.astype(np.int32) + reach) * 1024 + 512
     where = (start[None, :] + along.astype(np.int32)[None, :] * _SLOPES[:, None]) >> 10
-    where += (np.arange(len(DEGREES), dtype=np.int32) * bins)[:, None]
-    votes = np.bincount(where.ravel(), minlength=len(DEGREES) * bins).reshape(len(DEGREES), bins)
+    where += (np.arange(len(_SCORED), dtype=np.int32) * bins)[:, None]
+    votes = np.bincount(where.ravel(), minlength=len(_SCORED) * bins).reshape(len(_SCORED), bins)
     strongest = np.argmax(votes, axis=1)
     offsets = np.arange(bins)[None, :] - strongest[:, None]
     second = np.where(np.abs(offsets) >= min_run, votes, 0)
