@@ -19,7 +19,9 @@ opposite, or from two opposite corners; every proposal is then judged by the sha
 along each of its sides and half sides, and by how far its sides run on past its corners. The
 frame's own sides count as seams: a picture pasted into a corner of the photo has two of its
 sides there. So does a thin line (a picture's thin white border, whose two edges lie too near
-each other for either to be a seam; media.seam_maps).
+each other for either to be a seam; media.seam_maps). On a fine texture (gravel, grass, a
+crowd) seams lie everywhere and runs bridged across their gaps carry on past a picture's
+corners, so the runs' straight stretches propose boxes as well (a89 F3).
 
 A picture turned a few degrees has no straight edge along the frame's axes (a87 F1: turned 4-8
 degrees, 97 of 120 went through). Where no upright box matched, the frame's clearest turn
@@ -69,10 +71,11 @@ _TEXTURED: Final = 0.1
 # their seam share): a box with four seamed sides outranks a photo's own in its corner (a89's
 # upright pastes 76 -> 80 of 84).
 _FRAME_SIDE: Final = 0.5
-_ROUNDING: Final = 3  # a rounded corner's runs stop short of it by up to 1/_ROUNDING of the shorter
-# A side is judged on its line less a fifth of the box's shorter side at each end as well: a
-# rounded corner's radius (at an eighth, 85 of 120 pastes onto busy photos were boxed, 93 so;
-# at a fifth, 69 and 87; 35 -> 44 boxes on 81 innocent frames).
+# A rounded corner's runs stop short of it by up to 1/_ROUNDING of the shorter run, and a side
+# is judged on its line less 1/_TRIM of the box's shorter side at each end as well (of 120
+# pastes onto busy photos, with a corner radius of an eighth of the side 69 were boxed, 97 so;
+# a fifth 21 and 89; square corners 99 and 102).
+_ROUNDING: Final = 3
 _TRIM: Final = 5
 # A run is at least this share of the frame's short side: a picture of 6% of it or more (pastes
 # at a tenth of the side, 72 px high in a 1080 px frame: at 8% 4 of 15 were boxed, at 6% 10 of
