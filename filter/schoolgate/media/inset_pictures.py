@@ -124,8 +124,13 @@ def inset_pictures(
     picture decoded finer) where given, at least _MIN_CROP px across there: the upright ones,
     the most clearly seamed first (at most MAX_INSETS), then those turned by the frame's
     clearest turn (at most MAX_INSETS more; looked for only once the upright ones are taken)."""
-    search = _Search(image)
     source: Image.Image | None = None
+    if finer is not None and min(image.size) < DETECT_SHORT:
+        # A video's key frame is sampled at 512 px on its longer side, a story's at 288 x 512:
+        # half a still's detection scale (a90 F3: 7 of 12 story clips with a turned picture
+        # went through whose frames, sent as stills, were blocked). Searched on its finer frame.
+        image = source = finer()
+    search = _Search(image)
     for left, top, right, bottom in search.upright():
         source = source or (finer() if finer is not None else image)
         # The boxes are at detection scale (search.factor below the image's own).
