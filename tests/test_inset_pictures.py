@@ -365,3 +365,29 @@ def test_a_picture_on_a_brick_wall_is_boxed_among_the_bricks(
     wall.paste(inset, at)
     where = (at[0], at[1], at[0] + inset.width, at[1] + inset.height)
     assert any(overlap(box, where) > 0.7 for box in inset_boxes(wall)), inset_boxes(wall)
+
+
+def tiled_floor(size: tuple[int, int] = (1440, 1080), tile: int = 120) -> Image.Image:
+    """Grey and terracotta floor tiles with grout between them, all of it grainy (as a90 made
+    its floors)."""
+    floor = Image.new("RGB", size, (90, 90, 90))
+    draw = ImageDraw.Draw(floor)
+    for y in range(0, size[1], tile):
+        for x in range(0, size[0], tile):
+            colour = (200, 195, 185) if (x // tile + y // tile) % 2 == 0 else (150, 60, 50)
+            draw.rectangle((x + 3, y + 3, x + tile - 4, y + tile - 4), fill=colour)
+    grain = np.random.default_rng(90).integers(-18, 18, (size[1], size[0], 1), dtype=np.int16)
+    return Image.fromarray(np.clip(np.asarray(floor, np.int16) + grain, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(("picture", "at"), [("rocket", (520, 322)), ("coffee", (802, 263))])
+def test_a_picture_on_a_tiled_floor_ranks_over_the_tiles(picture: str, at: tuple[int, int]) -> None:
+    """a90 F1: every floor tile is a box with four seamed sides, as the pasted picture is; the
+    three looked up were tiles. A box with two or more others of its size apart from it is a
+    photo's own pattern and ranks lower."""
+    floor = tiled_floor()
+    inset = skimage_photo(picture).convert("RGB").resize((360, 240))
+    floor.paste(inset, at)
+    where = (at[0], at[1], at[0] + 360, at[1] + 240)
+    boxes = inset_boxes(decoded(encode(floor, "PNG")))
+    assert any(overlap(box, where) > 0.8 for box in boxes), boxes

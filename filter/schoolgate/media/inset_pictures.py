@@ -35,6 +35,10 @@ box costs a lookup (about 10 ms here), and is matched like any query, so a box o
 photo's window can only find what the window shows. The search takes 13-17 ms a photo at
 DETECT_SHORT here, and runs only where nothing else matched; the turn's estimate about 11 ms
 and the turned search 15-20 ms more, only where no upright box matched either.
+
+Why one module of this length: proposing boxes, judging them and ranking them share the runs,
+the corners and their constants, and are read together; the seam maps and their tables
+(media.seam_maps) and the turn (media.turns) are modules of their own already.
 """
 
 from __future__ import annotations
@@ -71,6 +75,13 @@ _TEXTURED: Final = 0.1
 # their seam share): a box with four seamed sides outranks a photo's own in its corner (a89's
 # upright pastes 76 -> 80 of 84).
 _FRAME_SIDE: Final = 0.5
+# A box with _PATTERN_OTHERS or more others of its size (within _SAME_SIZE of its side) apart
+# from it, among the _PATTERN_CHECKED best, is a photo's own pattern: it ranks _PATTERN lower.
+_PATTERN_OTHERS: Final = 4
+_PLACE: Final = 8  # px: boxes whose corners fall in one cell of this side are in one place
+_SAME_SIZE: Final = 0.04
+_PATTERN_CHECKED: Final = 200
+_PATTERN: Final = 0.5
 # A rounded corner's runs stop short of it by up to 1/_ROUNDING of the shorter run, and a side
 # is judged on its line less 1/_TRIM of the box's shorter side at each end as well (of 120
 # pastes onto busy photos, with a corner radius of an eighth of the side 69 were boxed, 97 so;
@@ -296,8 +307,30 @@ def _judged(tables: SeamTables, pixels: npt.NDArray[np.uint8], boxes: Lines, min
     # Ranked by how clearly its sides are seamed, less how far they run on; the frame's side is
     # no evidence either way (a photo's own box in its corner ranked over a picture's).
     rank = np.where(framed, _FRAME_SIDE, seamed).sum(axis=0) / 4 - run_on / 3
-    ranked: list[list[int]] = boxes[passing][np.argsort(-rank[passing], kind="stable")].tolist()
+    boxes, rank = boxes[passing], rank[passing]
+    order = np.argsort(-rank, kind="stable")[:_PATTERN_CHECKED]
+    rank[order] -= _PATTERN * _repeated(boxes[order])
+    ranked: list[list[int]] = boxes[np.argsort(-rank, kind="stable")].tolist()
     return ranked
+
+
+def _repeated(boxes: Lines) -> npt.NDArray[np.bool_]:
+    """Whether each box has _PATTERN_OTHERS or more others of its size (within _SAME_SIZE) apart
+    from it: a photo's own pattern (floor tiles, bricks, a façade's windows), not a pasted
+    picture (two or three pictures pasted at one size are not a pattern)."""
+    left, top, right, bottom = boxes.T
+    width, height = right - left, bottom - top
+    tolerance = np.maximum(_SAME_SIZE * np.minimum(width, height), 3)
+    same = ((np.abs(width[:, None] - width[None, :]) <= tolerance[:, None])
+            & (np.abs(height[:, None] - height[None, :]) <= tolerance[:, None]))  # fmt: skip
+    apart = ((np.minimum(right[:, None], right[None, :])
+              <= np.maximum(left[:, None], left[None, :]))
+             | (np.minimum(bottom[:, None], bottom[None, :])
+                <= np.maximum(top[:, None], top[None, :])))  # fmt: skip
+    # Others in distinct places: a box's near copies (a pixel this way or that) are one.
+    places = (left // _PLACE) * 4096 + top // _PLACE
+    others = [len(np.unique(places[row])) for row in same & apart]
+    return np.asarray(others) >= _PATTERN_OTHERS
 
 
 def _runs(lines: npt.NDArray[np.uint8], min_run: int) -> npt.NDArray[np.int64]:
