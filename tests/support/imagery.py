@@ -372,28 +372,29 @@ def squash_along(degrees: float, ratio: float) -> Reshape:
     return edit
 
 
-def gravel_floor(side: int = 1080) -> Image.Image:
-    """scikit-image's gravel at its own scale, tinted and tiled mirrored (as a89 made its
-    floors): sharp stones, unlike the photo scaled up, and seams everywhere on them."""
-    stones = np.asarray(skimage_photo("gravel").convert("L"), np.float32)[..., None] / 255
-    tile = Image.fromarray((stones * np.array([230, 215, 190], np.float32)).astype(np.uint8))
-    floor = Image.new("RGB", (side, side))
-    for y in range(0, side, tile.height):
-        for x in range(0, side, tile.width):
-            mirrored = (x // tile.width + y // tile.height) % 2
-            floor.paste(ImageOps.mirror(tile) if mirrored else tile, (x, y))
-    return floor
-
-
-def brick_wall(size: tuple[int, int]) -> Image.Image:
-    """scikit-image's brick wall, tinted and tiled mirrored (as a89 made its walls)."""
-    bricks = skimage_photo("brick").convert("L")
-    bricks = bricks.resize((round(bricks.width * 1.1), round(bricks.height * 1.1)))
-    shades = np.asarray(bricks, np.float32)[..., None] / 255
-    tile = Image.fromarray((shades * np.array([220, 130, 100], np.float32)).astype(np.uint8))
-    wall = Image.new("RGB", size)
+def _tinted_tiles(name: str, tint: tuple[int, int, int], size: tuple[int, int],
+                  scale: float = 1.0) -> Image.Image:  # fmt: skip
+    """A scikit-image texture photo's shades in `tint`, at `scale` of its own size, tiled over
+    `size` with every other tile mirrored (as adversarial passes a89 and a90 made their
+    floors and walls)."""
+    photo = skimage_photo(name).convert("L")
+    photo = photo.resize((round(photo.width * scale), round(photo.height * scale)))
+    shades = np.asarray(photo, np.float32)[..., None] / 255
+    tile = Image.fromarray((shades * np.array(tint, np.float32)).astype(np.uint8))
+    tiled = Image.new("RGB", size)
     for y in range(0, size[1], tile.height):
         for x in range(0, size[0], tile.width):
             mirrored = (x // tile.width + y // tile.height) % 2
-            wall.paste(ImageOps.mirror(tile) if mirrored else tile, (x, y))
-    return wall
+            tiled.paste(ImageOps.mirror(tile) if mirrored else tile, (x, y))
+    return tiled
+
+
+def gravel_floor(side: int = 1080) -> Image.Image:
+    """scikit-image's gravel at its own scale: sharp stones, unlike the photo scaled up, and
+    seams everywhere on them."""
+    return _tinted_tiles("gravel", (230, 215, 190), (side, side))
+
+
+def brick_wall(size: tuple[int, int]) -> Image.Image:
+    """scikit-image's brick wall, a little larger than its own scale."""
+    return _tinted_tiles("brick", (220, 130, 100), size, scale=1.1)

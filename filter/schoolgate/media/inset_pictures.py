@@ -298,7 +298,7 @@ def _judged(tables: SeamTables, pixels: npt.NDArray[np.uint8], boxes: Lines, min
     # Ranked halfway between the sides' shares whole and less their ends: whole alone, a
     # picture with rounded corners ranks under a photo's own boxes; less their ends alone, a
     # brick wall's bricks rank over a picture (a89's landscape video on brick).
-    seamed = (seamed[:, possible] + np.where(framed, 1.0, shares)[:, possible]) / 2
+    seamed = (seamed + shares)[:, possible] / 2  # (the frame's sides are ranked apart below)
     framed = framed[:, possible]
     halves, run_on = _halves_and_run_on(tables, boxes, lines, reach=min_run // 2)
     own_sides = np.maximum(4 - framed.sum(axis=0), 1)
